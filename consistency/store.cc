@@ -1,0 +1,299 @@
+#include "consistency/store.h"
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+#include <rocksdb/db.h>
+#include <rocksdb/merge_operator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/cache.h>
+#include <rocksdb/write_batch.h>
+
+namespace onebox {
+
+namespace {
+
+constexpr std::string_view kHlcMetaKey = "hlc";
+
+std::string BE64(uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) out[i] = static_cast<char>(v & 0xff);
+  return out;
+}
+uint64_t FromBE64(std::string_view s) {
+  uint64_t v = 0;
+  for (char c : s) v = (v << 8) | static_cast<uint8_t>(c);
+  return v;
+}
+
+// Keeps the larger of two 8-byte big-endian values: the order in which
+// concurrent batches commit their HLC marks does not matter.
+class MaxMergeOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
+             std::string* new_value, rocksdb::Logger*) const override {
+    if (existing == nullptr || existing->compare(value) < 0) {
+      new_value->assign(value.data(), value.size());
+    } else {
+      new_value->assign(existing->data(), existing->size());
+    }
+    return true;
+  }
+  const char* Name() const override { return "onebox.MaxMergeOperator"; }
+};
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::Ok();
+  if (s.IsNotFound()) return Status::NotFound(fmt::format("{}: {}", what, s.ToString()));
+  if (s.IsCorruption()) return Status::Corruption(fmt::format("{}: {}", what, s.ToString()));
+  return Status::IOError(fmt::format("{}: {}", what, s.ToString()));
+}
+
+// The smallest key greater than every key starting with prefix ("" if none).
+std::string PrefixUpperBound(std::string_view prefix) {
+  std::string bound(prefix);
+  while (!bound.empty() && static_cast<uint8_t>(bound.back()) == 0xff) bound.pop_back();
+  if (!bound.empty()) bound.back() = static_cast<char>(static_cast<uint8_t>(bound.back()) + 1);
+  return bound;
+}
+
+}  // namespace
+
+Status Store::ValidateKey(std::string_view key) {
+  if (key.empty()) return Status::InvalidArgument("key must not be empty");
+  if (key.size() > StoreLimits::kMaxKeyBytes)
+    return Status::InvalidArgument(
+        fmt::format("key of {} bytes exceeds the limit of {} bytes", key.size(), StoreLimits::kMaxKeyBytes));
+  return Status::Ok();
+}
+
+Status Store::ValidateValue(std::string_view value) {
+  if (value.size() > StoreLimits::kMaxValueBytes)
+    return Status::InvalidArgument(fmt::format("value of {} bytes exceeds the limit of {} bytes", value.size(),
+                                               StoreLimits::kMaxValueBytes));
+  return Status::Ok();
+}
+
+Store::Store(const StoreOptions& options)
+    : clock_(options.wall, options.max_clock_offset_ms), node_id_(options.node_id) {}
+
+Store::~Store() {
+  if (!db_) return;
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  if (default_cf_) db_->DestroyColumnFamilyHandle(default_cf_);
+  db_->Close();
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+  if (options.node_id == 0) return Status::InvalidArgument("store needs a non-zero node id");
+  std::unique_ptr<Store> store(new Store(options));
+
+  // Small memory footprint: agents run many to a machine in tests and benches.
+  static std::shared_ptr<rocksdb::Cache> block_cache = rocksdb::NewLRUCache(16 << 20);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = block_cache;
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.write_buffer_size = 8 << 20;
+  cf_options.max_write_buffer_number = 2;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.keep_log_file_num = 3;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
+  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i) {
+    rocksdb::ColumnFamilyOptions o = cf_options;
+    if (static_cast<Cf>(i) == Cf::kMeta) o.merge_operator = std::make_shared<MaxMergeOperator>();
+    descriptors.emplace_back(kCfNames[i], o);
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, descriptors, &handles, &raw);
+  if (!s.ok()) return FromRocks(s, fmt::format("open store at {}", options.path));
+  store->db_.reset(raw);
+  store->default_cf_ = handles[0];
+  store->handles_.assign(handles.begin() + 1, handles.end());
+
+  // Monotone across restarts: never issue a timestamp at or below one we wrote.
+  std::string mark;
+  s = store->db_->Get(rocksdb::ReadOptions(), store->cf(Cf::kMeta), kHlcMetaKey, &mark);
+  if (s.ok()) {
+    store->clock_.Observe(FromBE64(mark));
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read persisted clock");
+  }
+  return store;
+}
+
+std::mutex& Store::StripeFor(std::string_view key) {
+  return stripes_[std::hash<std::string_view>{}(key) % stripes_.size()];
+}
+
+Status Store::Commit(rocksdb::WriteBatch& batch, HlcTimestamp hlc, bool sync) {
+  rocksdb::Status s = batch.Merge(cf(Cf::kMeta), kHlcMetaKey, BE64(hlc));
+  if (s.ok()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    s = db_->Write(wo, &batch);
+  }
+  return FromRocks(s, "write");
+}
+
+Result<Record> Store::ReadRecord(std::string_view key) {
+  std::string bytes;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kKv), key, &bytes);
+  if (s.IsNotFound()) return Status::NotFound(fmt::format("key '{}' not found", key));
+  if (!s.ok()) return FromRocks(s, "read");
+  return DecodeRecord(bytes);
+}
+
+Result<Version> Store::Put(std::string_view key, std::string_view value, bool sync) {
+  return Write({Mutation{std::string(key), false, std::string(value)}}, sync);
+}
+
+Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed) {
+  if (Status s = ValidateKey(key); !s.ok()) return s;
+  std::lock_guard lock(StripeFor(key));
+  Result<Record> old = ReadRecord(key);
+  if (!old.ok() && old.status().code() != Code::kNotFound) return old.status();
+  if (existed) *existed = old.ok() && !old->tombstone;
+  Record tomb{{clock_.Now(), node_id_}, true, {}};
+  rocksdb::WriteBatch batch;
+  rocksdb::Status s = batch.Put(cf(Cf::kKv), key, EncodeRecord(tomb));
+  if (!s.ok()) return FromRocks(s, "delete");
+  if (Status st = Commit(batch, tomb.version.hlc, sync); !st.ok()) return st;
+  return tomb.version;
+}
+
+Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) {
+  if (mutations.empty()) return Status::InvalidArgument("empty write");
+  for (const Mutation& m : mutations) {
+    if (Status s = ValidateKey(m.key); !s.ok()) return s;
+    if (Status s = ValidateValue(m.value); !s.ok()) return s;
+    if (m.tombstone && !m.value.empty()) return Status::InvalidArgument("a delete carries no value");
+  }
+  // Lock every stripe involved, in address order, so that the version taken
+  // under the locks is larger than that of any write these keys saw before.
+  std::set<std::mutex*> locks;
+  for (const Mutation& m : mutations) locks.insert(&StripeFor(m.key));
+  for (std::mutex* m : locks) m->lock();
+  Version version{clock_.Now(), node_id_};
+  rocksdb::WriteBatch batch;
+  Status st;
+  for (const Mutation& m : mutations) {
+    rocksdb::Status s = batch.Put(cf(Cf::kKv), m.key, EncodeRecord(Record{version, m.tombstone, m.value}));
+    if (!s.ok()) {
+      st = FromRocks(s, "write");
+      break;
+    }
+  }
+  if (st.ok()) st = Commit(batch, version.hlc, sync);
+  for (auto it = locks.rbegin(); it != locks.rend(); ++it) (*it)->unlock();
+  if (!st.ok()) return st;
+  return version;
+}
+
+Result<Record> Store::Get(std::string_view key) {
+  if (Status s = ValidateKey(key); !s.ok()) return s;
+  Result<Record> r = ReadRecord(key);
+  if (r.ok() && r->tombstone) return Status::NotFound(fmt::format("key '{}' not found", key));
+  return r;
+}
+
+Result<ScanPage> Store::Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only) {
+  if (limit == 0) limit = StoreLimits::kDefaultScanLimit;
+  if (limit > StoreLimits::kMaxScanLimit)
+    return Status::InvalidArgument(
+        fmt::format("scan limit {} exceeds the maximum of {}", limit, StoreLimits::kMaxScanLimit));
+  if (prefix.size() > StoreLimits::kMaxKeyBytes || start_after.size() > StoreLimits::kMaxKeyBytes)
+    return Status::InvalidArgument(fmt::format("prefix and start_after are at most {} bytes", StoreLimits::kMaxKeyBytes));
+
+  std::string upper = PrefixUpperBound(prefix);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  if (!upper.empty()) ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf(Cf::kKv)));
+
+  std::string_view seek = prefix;
+  if (!start_after.empty() && start_after > prefix) seek = start_after;
+  ScanPage page;
+  for (it->Seek(rocksdb::Slice(seek.data(), seek.size())); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (!start_after.empty() && k <= start_after) continue;
+    std::string_view v(it->value().data(), it->value().size());
+    Result<Record> rec = DecodeRecord(v, /*with_value=*/!keys_only);
+    if (!rec.ok()) return rec.status();
+    if (rec->tombstone) continue;
+    if (page.entries.size() == limit) {
+      page.more = true;
+      break;
+    }
+    page.entries.push_back(Entry{std::string(k), std::move(rec).value()});
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return page;
+}
+
+Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync) {
+  if (Status s = ValidateKey(key); !s.ok()) return s;
+  if (Status s = ValidateValue(record.value); !s.ok()) return s;
+  if (record.tombstone && !record.value.empty()) return Status::InvalidArgument("a tombstone carries no value");
+  if (record.version.node == 0) return Status::InvalidArgument("record has no origin node");
+  std::lock_guard lock(StripeFor(key));
+  // Keep the local clock ahead of everything this node has seen.
+  clock_.Observe(record.version.hlc);
+  std::string bytes;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kKv), key, &bytes);
+  if (s.ok()) {
+    Result<Version> held = DecodeVersion(bytes);
+    if (!held.ok()) return held.status();
+    if (!(*held < record.version)) return false;
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read");
+  }
+  rocksdb::WriteBatch batch;
+  s = batch.Put(cf(Cf::kKv), key, EncodeRecord(record));
+  if (!s.ok()) return FromRocks(s, "apply");
+  if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
+  return true;
+}
+
+Status Store::ForEachRecord(const std::function<void(std::string_view, const Record&)>& fn) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(Cf::kKv)));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    Result<Record> rec = DecodeRecord(std::string_view(it->value().data(), it->value().size()));
+    if (!rec.ok()) return rec.status();
+    fn(std::string_view(it->key().data(), it->key().size()), *rec);
+  }
+  return FromRocks(it->status(), "iterate");
+}
+
+Result<std::string> Store::GetMeta(std::string_view key) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kMeta), key, &value);
+  if (!s.ok()) return FromRocks(s, fmt::format("meta '{}'", key));
+  return value;
+}
+
+Status Store::PutMeta(std::string_view key, std::string_view value, bool sync) {
+  if (key == kHlcMetaKey) return Status::InvalidArgument("meta key 'hlc' is reserved for the clock");
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  return FromRocks(db_->Put(wo, cf(Cf::kMeta), key, value), "put meta");
+}
+
+StoreStats Store::Stats() {
+  StoreStats st;
+  db_->GetIntProperty(cf(Cf::kKv), "rocksdb.estimate-num-keys", &st.estimated_keys);
+  db_->GetIntProperty(cf(Cf::kKv), "rocksdb.total-sst-files-size", &st.sst_bytes);
+  db_->GetIntProperty(cf(Cf::kKv), "rocksdb.cur-size-all-mem-tables", &st.memtable_bytes);
+  return st;
+}
+
+}  // namespace onebox

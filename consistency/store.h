@@ -1,0 +1,121 @@
+// The versioned store of one agent, on RocksDB. Local writes are stamped with a
+// fresh HLC timestamp and the node id; records from peers are applied with
+// last-writer-wins on (hlc, node), so any order of the same updates yields the
+// same state. Deletes write tombstones. Multi-key changes go in one WriteBatch;
+// every batch also raises the persisted HLC high-water mark (a max merge), which
+// keeps the clock monotone across restarts.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "consistency/column_families.h"
+#include "consistency/hlc.h"
+#include "consistency/record.h"
+#include "consistency/status.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace onebox {
+
+// Limits on what the store accepts; the API and docs quote these.
+struct StoreLimits {
+  static constexpr size_t kMaxKeyBytes = 4096;
+  static constexpr size_t kMaxValueBytes = 1 << 20;  // 1 MiB
+  static constexpr size_t kDefaultScanLimit = 100;
+  static constexpr size_t kMaxScanLimit = 10000;
+};
+
+struct StoreOptions {
+  std::string path;
+  uint64_t node_id = 0;  // stamps local writes; must not be 0
+  HybridLogicalClock::WallClock wall = hlc::SystemWallMillis;
+  uint64_t max_clock_offset_ms = 500;
+};
+
+struct Mutation {
+  std::string key;
+  bool tombstone = false;
+  std::string value;
+};
+
+struct Entry {
+  std::string key;
+  Record record;
+};
+
+struct ScanPage {
+  std::vector<Entry> entries;
+  bool more = false;  // more live keys with the prefix follow the last entry
+};
+
+struct StoreStats {
+  uint64_t estimated_keys = 0;
+  uint64_t sst_bytes = 0;
+  uint64_t memtable_bytes = 0;
+};
+
+class Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  Result<Version> Put(std::string_view key, std::string_view value, bool sync);
+  // Writes a tombstone (even where no value is held: a peer may hold one).
+  // *existed, if given, says whether a live value was there.
+  Result<Version> Delete(std::string_view key, bool sync, bool* existed = nullptr);
+  // Puts and deletes applied atomically: one WriteBatch, one version for all.
+  Result<Version> Write(const std::vector<Mutation>& mutations, bool sync);
+
+  // The live record under key; NotFound when absent or deleted.
+  Result<Record> Get(std::string_view key);
+  // Live records whose key starts with prefix, in key order, after start_after.
+  // limit 0 means StoreLimits::kDefaultScanLimit.
+  Result<ScanPage> Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only);
+
+  // Apply a record made elsewhere: it is kept when its version beats the one
+  // held (or nothing is held). Returns whether it was kept. Raises the clock.
+  Result<bool> Apply(std::string_view key, const Record& record, bool sync);
+  // Every record of the kv family, tombstones included, in key order.
+  Status ForEachRecord(const std::function<void(std::string_view key, const Record&)>& fn);
+
+  // Small named values of the node itself (meta family).
+  Result<std::string> GetMeta(std::string_view key);
+  Status PutMeta(std::string_view key, std::string_view value, bool sync);
+
+  HybridLogicalClock& clock() { return clock_; }
+  uint64_t node_id() const { return node_id_; }
+  StoreStats Stats();
+
+  static Status ValidateKey(std::string_view key);
+  static Status ValidateValue(std::string_view value);
+
+ private:
+  Store(const StoreOptions& options);
+  rocksdb::ColumnFamilyHandle* cf(Cf c) const { return handles_[static_cast<size_t>(c)]; }
+  std::mutex& StripeFor(std::string_view key);
+  // Adds the HLC high-water mark to batch and commits it.
+  Status Commit(rocksdb::WriteBatch& batch, HlcTimestamp hlc, bool sync);
+  Result<Record> ReadRecord(std::string_view key);  // tombstones included
+
+  HybridLogicalClock clock_;
+  uint64_t node_id_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
+  std::array<std::mutex, 64> stripes_;
+};
+
+}  // namespace onebox

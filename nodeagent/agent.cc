@@ -1,0 +1,206 @@
+#include "nodeagent/agent.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include "grpc/health/v1/health.pb.h"
+#include "nodeagent/grpc_services.h"
+#include "nodeagent/shim_server.h"
+
+namespace onebox {
+
+namespace {
+
+// Holds DATA_DIR/agent.lock (flock) for the agent's lifetime; the file names
+// the holder's pid for the message a second agent prints.
+class DataDirLock {
+ public:
+  static Result<DataDirLock> Acquire(const std::string& dir) {
+    std::string path = dir + "/agent.lock";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return Status::IOError(fmt::format("open {}: {}", path, strerror(errno)));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      char buf[32] = {0};
+      ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+      close(fd);
+      std::string holder = n > 0 ? fmt::format(" (pid {})", std::string(buf, static_cast<size_t>(n))) : "";
+      return Status::FailedPrecondition(fmt::format("data dir {} is in use by another agent{}", dir, holder));
+    }
+    std::string pid = std::to_string(getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+      close(fd);
+      return Status::IOError(fmt::format("write {}: {}", path, strerror(errno)));
+    }
+    return DataDirLock(fd);
+  }
+  DataDirLock(DataDirLock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  ~DataDirLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  explicit DataDirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+// Splits HOST:PORT ([V6]:PORT too).
+Result<std::pair<std::string, int>> SplitHostPort(const std::string& addr) {
+  size_t colon = addr.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size())
+    return Status::InvalidArgument(fmt::format("listen address '{}' is not HOST:PORT", addr));
+  std::string host = addr.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = 0;
+  for (char c : addr.substr(colon + 1)) {
+    if (c < '0' || c > '9' || port > 65535) return Status::InvalidArgument(fmt::format("bad port in '{}'", addr));
+    port = port * 10 + (c - '0');
+  }
+  if (port > 65535) return Status::InvalidArgument(fmt::format("bad port in '{}'", addr));
+  return std::make_pair(host, port);
+}
+
+// gRPC reports a failed bind only as "could not start"; try the bind first so
+// that a taken port gets its real reason.
+Status CheckCanListen(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port_str = std::to_string(port);
+  int rc = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res);
+  if (rc != 0) return Status::InvalidArgument(fmt::format("cannot resolve listen host '{}': {}", host, gai_strerror(rc)));
+  Status result;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      result = Status::Unavailable(fmt::format("cannot listen on {}:{}: {}", host, port, strerror(errno)));
+    }
+    close(fd);
+    if (!result.ok()) break;
+  }
+  freeaddrinfo(res);
+  return result;
+}
+
+int Fail(const Status& s) {
+  spdlog::error("{}", s.message());
+  return 1;
+}
+
+}  // namespace
+
+int RunAgent(const AgentOptions& opt) {
+  // Block the shutdown signals before any thread starts (RocksDB and gRPC start
+  // their own); the main thread takes them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (Status s = ValidateNodeName(opt.name); !s.ok()) return Fail(s);
+  Result<std::pair<std::string, int>> hostport = SplitHostPort(opt.listen);
+  if (!hostport.ok()) return Fail(hostport.status());
+  if (Status s = CheckCanListen(hostport->first, hostport->second); !s.ok()) return Fail(s);
+
+  std::error_code ec;
+  std::filesystem::create_directories(opt.data_dir, ec);
+  if (ec) return Fail(Status::IOError(fmt::format("cannot create data dir {}: {}", opt.data_dir, ec.message())));
+  std::string data_dir = std::filesystem::canonical(opt.data_dir, ec).string();
+  if (ec) return Fail(Status::IOError(fmt::format("data dir {}: {}", opt.data_dir, ec.message())));
+
+  Result<DataDirLock> lock = DataDirLock::Acquire(data_dir);
+  if (!lock.ok()) return Fail(lock.status());
+  Result<NodeIdentity> identity = LoadOrCreateIdentity(data_dir, opt.name);
+  if (!identity.ok()) return Fail(identity.status());
+
+  std::filesystem::create_directories(data_dir + "/store", ec);
+  chmod((data_dir + "/store").c_str(), 0700);
+  Result<std::unique_ptr<Store>> store = Store::Open({.path = data_dir + "/store", .node_id = identity->node_id});
+  if (!store.ok()) return Fail(store.status());
+
+  AgentInfo info{*identity, opt.listen, data_dir, opt.socket, std::chrono::steady_clock::now()};
+  ClusterService cluster(info, **store);
+  StoreService store_service(**store);
+
+  // Force-link the health descriptors so reflection clients can describe and
+  // call grpc.health.v1.Health, which gRPC's built-in service implements.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(opt.listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port must fail, not be shared
+  builder.SetMaxReceiveMessageSize(8 << 20);
+  builder.RegisterService(&cluster);
+  builder.RegisterService(&store_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) return Fail(Status::Unavailable(fmt::format("cannot listen on {}", opt.listen)));
+  if (hostport->second == 0) info.grpc_address = fmt::format("{}:{}", hostport->first, bound_port);
+
+  Result<std::unique_ptr<ShimServer>> shim = ShimServer::Start(
+      opt.socket, [&info](const PeerCred& peer, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+        switch (req.op_case()) {
+          case v1::ShimRequest::kPing: {
+            v1::PingResponse* p = resp->mutable_ping();
+            p->set_node_name(info.identity.name);
+            p->set_node_id(NodeIdHex(info.identity.node_id));
+            p->set_grpc_address(info.grpc_address);
+            p->set_peer_pid(peer.pid);
+            p->set_peer_uid(peer.uid);
+            p->set_peer_gid(peer.gid);
+            break;
+          }
+          default:
+            resp->set_err(ENOSYS);
+            resp->set_message("unknown shim request");
+        }
+      });
+  if (!shim.ok()) {
+    server->Shutdown();
+    return Fail(shim.status());
+  }
+
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store"}) health->SetServingStatus(svc, true);
+  health->SetServingStatus(true);
+  spdlog::info("agent {} (node {}) serving gRPC on {} and the shim on {}; data dir {}", info.identity.name,
+               NodeIdHex(info.identity.node_id), info.grpc_address, opt.socket, data_dir);
+
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  health->SetServingStatus(false);
+  (*shim)->Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Wait();
+  store->reset();  // closes RocksDB: memtables are in the WAL, nothing is lost
+  spdlog::info("agent {} stopped", info.identity.name);
+  return 0;
+}
+
+}  // namespace onebox

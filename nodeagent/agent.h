@@ -1,0 +1,23 @@
+// `onebox agent`: the node agent daemon. Owns the data dir (exclusive lock,
+// node identity, RocksDB store), serves gRPC (onebox.v1 services, health,
+// reflection) and the shim's Unix socket, and shuts down cleanly on SIGTERM or
+// SIGINT.
+#pragma once
+
+#include <string>
+
+namespace onebox {
+
+struct AgentOptions {
+  std::string name;
+  std::string data_dir = "/var/lib/onebox";
+  std::string listen = "127.0.0.1:7070";
+  std::string socket = "/run/onebox/agent.sock";
+  std::string log_level = "info";
+};
+
+// Runs until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean
+// shutdown, 1 when the agent cannot start (the reason logged in one line).
+int RunAgent(const AgentOptions& options);
+
+}  // namespace onebox

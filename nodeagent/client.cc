@@ -1,0 +1,279 @@
+#include "nodeagent/client.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+#include <iterator>
+
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include "consistency/hlc.h"
+#include "onebox/v1/cluster.grpc.pb.h"
+#include "onebox/v1/shim.pb.h"
+#include "onebox/v1/store.grpc.pb.h"
+
+namespace onebox {
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+
+int Error(const std::string& msg) {
+  std::cerr << "onebox: " << msg << "\n";
+  return kExitError;
+}
+
+// One request/response over the shim socket, to learn the agent's gRPC address.
+bool AskSocketForAgent(const std::string& path, double timeout, std::string* addr, std::string* err) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof sa.sun_path) {
+    *err = "socket path too long: " + path;
+    return false;
+  }
+  memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{static_cast<time_t>(timeout), static_cast<suseconds_t>((timeout - static_cast<long>(timeout)) * 1e6)};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    *err = fmt::format("cannot reach agent socket {}: {} (is `onebox agent` running?)", path, strerror(errno));
+    close(fd);
+    return false;
+  }
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_ping()->set_client("onebox-cli");
+  std::string body = req.SerializeAsString();
+  std::string frame(4, '\0');
+  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body.size() >> (8 * i)) & 0xff);
+  frame += body;
+  bool ok = send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size());
+  std::string in;
+  char buf[4096];
+  while (ok) {
+    if (in.size() >= 4) {
+      uint32_t len = 0;
+      for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(in[i]);
+      if (in.size() >= 4 + size_t{len}) break;
+    }
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) ok = false;
+    else in.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  v1::ShimResponse resp;
+  if (!ok || !resp.ParseFromArray(in.data() + 4, static_cast<int>(in.size() - 4)) || !resp.has_ping()) {
+    *err = fmt::format("agent socket {} gave no valid answer", path);
+    return false;
+  }
+  *addr = resp.ping().grpc_address();
+  return true;
+}
+
+class Client {
+ public:
+  explicit Client(const ClientOptions& o) : o_(o) {}
+
+  // Resolves the agent address; false (with the message printed) when it cannot.
+  bool Connect() {
+    std::string addr = o_.agent, err;
+    if (!o_.socket.empty() && !AskSocketForAgent(o_.socket, o_.timeout_seconds, &addr, &err)) {
+      Error(err);
+      return false;
+    }
+    addr_ = addr;
+    channel_ = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+    return true;
+  }
+  std::unique_ptr<grpc::ClientContext> Context() {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(static_cast<int64_t>(o_.timeout_seconds * 1000)));
+    return ctx;
+  }
+  int RpcError(const grpc::Status& s) {
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+      return Error(fmt::format("cannot reach agent at {}: {} (is `onebox agent` running?)", addr_, s.error_message()));
+    return Error(s.error_message());
+  }
+  // Prints msg as protobuf JSON (the shape grpcurl prints).
+  void PrintJson(const google::protobuf::Message& msg) {
+    std::string out;
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.add_whitespace = true;
+    opts.always_print_primitive_fields = true;
+    opts.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(msg, &out, opts);
+    std::cout << out;
+  }
+  v1::Cluster::Stub Cluster() { return v1::Cluster::Stub(channel_); }
+  v1::Store::Stub Store() { return v1::Store::Stub(channel_); }
+  bool json() const { return o_.json; }
+
+ private:
+  const ClientOptions& o_;
+  std::string addr_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+const char* StateName(v1::NodeState s) {
+  switch (s) {
+    case v1::NODE_STATE_ALIVE: return "alive";
+    case v1::NODE_STATE_SUSPECT: return "suspect";
+    case v1::NODE_STATE_DEAD: return "dead";
+    default: return "unknown";
+  }
+}
+
+Result<v1::WriteLevel> ParseWriteLevel(const std::string& s) {
+  if (s == "one") return v1::WRITE_LEVEL_ONE;
+  if (s == "quorum") return v1::WRITE_LEVEL_QUORUM;
+  if (s == "all") return v1::WRITE_LEVEL_ALL;
+  return Status::InvalidArgument("level must be one, quorum or all");
+}
+
+}  // namespace
+
+int CmdStatus(const ClientOptions& o) {
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::StatusResponse r;
+  grpc::Status s = c.Cluster().Status(c.Context().get(), v1::StatusRequest(), &r);
+  if (!s.ok()) return c.RpcError(s);
+  if (c.json()) {
+    c.PrintJson(r);
+    return kExitOk;
+  }
+  const v1::Node& n = r.node();
+  std::cout << fmt::format("node       {} ({})\n", n.name(), n.node_id())
+            << fmt::format("state      {}\n", StateName(n.state()))
+            << fmt::format("address    {}\n", n.address())
+            << fmt::format("socket     {}\n", r.socket_path())
+            << fmt::format("data dir   {}\n", r.data_dir())
+            << fmt::format("version    {}\n", r.version())
+            << fmt::format("uptime     {}s\n", r.uptime_seconds())
+            << fmt::format("clock      {}\n", hlc::Format(r.hlc()))
+            << fmt::format("keys       ~{}\n", r.store().estimated_keys())
+            << fmt::format("load       {:.2f} on {} cpus, {} MiB of {} MiB free\n", n.load().loadavg_1m(),
+                           n.load().cpus(), n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20);
+  return kExitOk;
+}
+
+int CmdNodes(const ClientOptions& o) {
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::ListNodesResponse r;
+  grpc::Status s = c.Cluster().ListNodes(c.Context().get(), v1::ListNodesRequest(), &r);
+  if (!s.ok()) return c.RpcError(s);
+  if (c.json()) {
+    c.PrintJson(r);
+    return kExitOk;
+  }
+  std::cout << fmt::format("{:<20} {:<16} {:<8} {:<22} {}\n", "NAME", "NODE ID", "STATE", "ADDRESS", "LOAD");
+  for (const v1::Node& n : r.nodes()) {
+    std::cout << fmt::format("{:<20} {:<16} {:<8} {:<22} {:.2f}{}\n", n.name(), n.node_id(), StateName(n.state()),
+                             n.address(), n.load().loadavg_1m(), n.self() ? "  (this node)" : "");
+  }
+  return kExitOk;
+}
+
+int CmdKvGet(const ClientOptions& o, const std::string& key) {
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::GetRequest q;
+  q.set_key(key);
+  v1::GetResponse r;
+  grpc::Status s = c.Store().Get(c.Context().get(), q, &r);
+  if (!s.ok()) return c.RpcError(s);
+  if (c.json()) {
+    c.PrintJson(r);
+    return r.found() ? kExitOk : kExitError;
+  }
+  if (!r.found()) return Error(fmt::format("key '{}' not found", key));
+  std::cout << r.value() << "\n";
+  return kExitOk;
+}
+
+int CmdKvPut(const ClientOptions& o, const KvPutOptions& p) {
+  Result<v1::WriteLevel> level = ParseWriteLevel(p.level);
+  if (!level.ok()) return Error(level.status().message());
+  v1::PutRequest q;
+  q.set_key(p.key);
+  if (p.from_stdin) {
+    q.set_value(std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()));
+  } else {
+    q.set_value(p.value);
+  }
+  q.set_level(*level);
+  q.set_sync(p.sync);
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::PutResponse r;
+  grpc::Status s = c.Store().Put(c.Context().get(), q, &r);
+  if (!s.ok()) return c.RpcError(s);
+  if (c.json()) c.PrintJson(r);
+  else std::cout << fmt::format("OK {} @ {}\n", p.key, hlc::Format(r.version().hlc()));
+  return kExitOk;
+}
+
+int CmdKvDel(const ClientOptions& o, const std::string& key, bool sync, const std::string& level_name) {
+  Result<v1::WriteLevel> level = ParseWriteLevel(level_name);
+  if (!level.ok()) return Error(level.status().message());
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::DeleteRequest q;
+  q.set_key(key);
+  q.set_sync(sync);
+  q.set_level(*level);
+  v1::DeleteResponse r;
+  grpc::Status s = c.Store().Delete(c.Context().get(), q, &r);
+  if (!s.ok()) return c.RpcError(s);
+  if (c.json()) c.PrintJson(r);
+  else std::cout << (r.existed() ? "deleted " : "not present (tombstone written) ") << key << "\n";
+  return kExitOk;
+}
+
+int CmdKvScan(const ClientOptions& o, const KvScanOptions& so) {
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::ScanResponse all;
+  std::string start_after;
+  // Page through the agent's answers until `limit` entries (0: all) are in.
+  for (;;) {
+    v1::ScanRequest q;
+    q.set_prefix(so.prefix);
+    q.set_start_after(start_after);
+    q.set_keys_only(so.keys_only);
+    uint32_t want = so.limit == 0 ? 1000 : std::min<uint32_t>(1000, so.limit - all.entries_size());
+    q.set_limit(want);
+    v1::ScanResponse r;
+    grpc::Status s = c.Store().Scan(c.Context().get(), q, &r);
+    if (!s.ok()) return c.RpcError(s);
+    for (auto& e : *r.mutable_entries()) *all.add_entries() = std::move(e);
+    bool full = so.limit != 0 && static_cast<uint32_t>(all.entries_size()) >= so.limit;
+    if (!r.more() || full) {
+      all.set_more(r.more());
+      break;
+    }
+    start_after = all.entries(all.entries_size() - 1).key();
+  }
+  if (c.json()) {
+    c.PrintJson(all);
+    return kExitOk;
+  }
+  for (const v1::Entry& e : all.entries()) {
+    if (so.keys_only) std::cout << e.key() << "\n";
+    else std::cout << e.key() << "\t" << e.value() << "\n";
+  }
+  if (all.more()) std::cerr << fmt::format("onebox: more keys follow (raise --limit, or --limit 0 for all)\n");
+  return kExitOk;
+}
+
+}  // namespace onebox

@@ -1,0 +1,190 @@
+#include "nodeagent/grpc_services.h"
+
+#include <unistd.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+#include <grpcpp/support/proto_buffer_writer.h>
+
+namespace onebox {
+
+namespace {
+
+// Parses the request, runs fn(request, &response), serializes the response:
+// one path for every unary method, so parse errors are answered alike.
+template <class Req, class Resp, class Fn>
+grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                     grpc::ByteBuffer* out, Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  Req req;
+  grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(in));
+  if (!req.ParseFromZeroCopyStream(&reader) || !reader.status().ok()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 fmt::format("malformed request: the bytes sent are not a valid {}",
+                                             Req::descriptor()->full_name())));
+    return reactor;
+  }
+  Resp resp;
+  grpc::Status st = fn(req, &resp);
+  if (st.ok()) {
+    bool own_buffer = false;
+    st = grpc::GenericSerialize<grpc::ProtoBufferWriter, Resp>(resp, out, &own_buffer);
+  }
+  reactor->Finish(st);
+  return reactor;
+}
+
+v1::Version ToProto(const Version& v) {
+  v1::Version p;
+  p.set_hlc(v.hlc);
+  p.set_node_id(NodeIdHex(v.node));
+  return p;
+}
+
+// Levels: only known enum values are accepted. On a single-member cluster every
+// write level is met by the local durable write.
+grpc::Status CheckWriteLevel(int level) {
+  if (!v1::WriteLevel_IsValid(level))
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown write level {}", level));
+  return grpc::Status::OK;
+}
+grpc::Status CheckReadLevel(int level) {
+  if (!v1::ReadLevel_IsValid(level))
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown read level {}", level));
+  return grpc::Status::OK;
+}
+
+v1::NodeLoad ReadLoad() {
+  v1::NodeLoad load;
+  double avg[1] = {0};
+  if (getloadavg(avg, 1) == 1) load.set_loadavg_1m(avg[0]);
+  load.set_cpus(static_cast<uint32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib) {
+    std::getline(meminfo, unit);
+    if (key == "MemTotal:") load.set_mem_total_bytes(kib * 1024);
+    if (key == "MemAvailable:") load.set_mem_available_bytes(kib * 1024);
+  }
+  return load;
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const Status& s) {
+  using grpc::StatusCode;
+  StatusCode code = StatusCode::INTERNAL;
+  switch (s.code()) {
+    case Code::kOk: return grpc::Status::OK;
+    case Code::kInvalidArgument: code = StatusCode::INVALID_ARGUMENT; break;
+    case Code::kNotFound: code = StatusCode::NOT_FOUND; break;
+    case Code::kAlreadyExists: code = StatusCode::ALREADY_EXISTS; break;
+    case Code::kFailedPrecondition: code = StatusCode::FAILED_PRECONDITION; break;
+    case Code::kUnavailable: code = StatusCode::UNAVAILABLE; break;
+    case Code::kCorruption: code = StatusCode::DATA_LOSS; break;
+    case Code::kIOError: code = StatusCode::INTERNAL; break;
+  }
+  return grpc::Status(code, s.message());
+}
+
+v1::Node SelfNode(const AgentInfo& info) {
+  v1::Node n;
+  n.set_name(info.identity.name);
+  n.set_node_id(NodeIdHex(info.identity.node_id));
+  n.set_address(info.grpc_address);
+  n.set_state(v1::NODE_STATE_ALIVE);
+  *n.mutable_load() = ReadLoad();
+  n.set_self(true);
+  return n;
+}
+
+grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                 grpc::ByteBuffer* out) {
+  return ServeUnary<v1::StatusRequest, v1::StatusResponse>(ctx, in, out, [&](const auto&, v1::StatusResponse* r) {
+    *r->mutable_node() = SelfNode(info_);
+    r->set_version(ONEBOX_VERSION);
+    r->set_uptime_seconds(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - info_.started).count()));
+    r->set_hlc(store_.clock().Now());
+    StoreStats st = store_.Stats();
+    r->mutable_store()->set_estimated_keys(st.estimated_keys);
+    r->mutable_store()->set_sst_bytes(st.sst_bytes);
+    r->mutable_store()->set_memtable_bytes(st.memtable_bytes);
+    r->set_data_dir(info_.data_dir);
+    r->set_socket_path(info_.socket_path);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* ClusterService::ListNodes(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                    grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ListNodesRequest, v1::ListNodesResponse>(
+      ctx, in, out, [&](const auto&, v1::ListNodesResponse* r) {
+        *r->add_nodes() = SelfNode(info_);
+        return grpc::Status::OK;
+      });
+}
+
+grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GetRequest, v1::GetResponse>(ctx, in, out, [&](const v1::GetRequest& q, v1::GetResponse* r) {
+    if (grpc::Status s = CheckReadLevel(q.level()); !s.ok()) return s;
+    Result<Record> rec = store_.Get(q.key());
+    if (!rec.ok()) {
+      if (rec.status().code() == Code::kNotFound) return grpc::Status::OK;  // found = false
+      return ToGrpc(rec.status());
+    }
+    r->set_found(true);
+    r->set_value(std::move(rec->value));
+    *r->mutable_version() = ToProto(rec->version);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* StoreService::Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                            grpc::ByteBuffer* out) {
+  return ServeUnary<v1::PutRequest, v1::PutResponse>(ctx, in, out, [&](const v1::PutRequest& q, v1::PutResponse* r) {
+    if (grpc::Status s = CheckWriteLevel(q.level()); !s.ok()) return s;
+    Result<Version> v = store_.Put(q.key(), q.value(), q.sync());
+    if (!v.ok()) return ToGrpc(v.status());
+    *r->mutable_version() = ToProto(*v);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* StoreService::Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                               grpc::ByteBuffer* out) {
+  return ServeUnary<v1::DeleteRequest, v1::DeleteResponse>(
+      ctx, in, out, [&](const v1::DeleteRequest& q, v1::DeleteResponse* r) {
+        if (grpc::Status s = CheckWriteLevel(q.level()); !s.ok()) return s;
+        bool existed = false;
+        Result<Version> v = store_.Delete(q.key(), q.sync(), &existed);
+        if (!v.ok()) return ToGrpc(v.status());
+        r->set_existed(existed);
+        *r->mutable_version() = ToProto(*v);
+        return grpc::Status::OK;
+      });
+}
+
+grpc::ServerUnaryReactor* StoreService::Scan(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                             grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ScanRequest, v1::ScanResponse>(ctx, in, out, [&](const v1::ScanRequest& q, v1::ScanResponse* r) {
+    if (grpc::Status s = CheckReadLevel(q.level()); !s.ok()) return s;
+    Result<ScanPage> page = store_.Scan(q.prefix(), q.start_after(), q.limit(), q.keys_only());
+    if (!page.ok()) return ToGrpc(page.status());
+    for (Entry& e : page->entries) {
+      v1::Entry* pe = r->add_entries();
+      pe->set_key(std::move(e.key));
+      pe->set_value(std::move(e.record.value));
+      *pe->mutable_version() = ToProto(e.record.version);
+    }
+    r->set_more(page->more);
+    return grpc::Status::OK;
+  });
+}
+
+}  // namespace onebox

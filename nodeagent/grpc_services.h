@@ -1,0 +1,63 @@
+// The agent's gRPC services (package onebox.v1): Cluster and Store. Methods are
+// registered raw, so that a request whose bytes do not parse is answered
+// INVALID_ARGUMENT with a message (gRPC's own deserializer says INTERNAL).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "consistency/store.h"
+#include "naming/node_identity.h"
+#include "onebox/v1/cluster.grpc.pb.h"
+#include "onebox/v1/store.grpc.pb.h"
+
+namespace onebox {
+
+// What the services report about the node they run on.
+struct AgentInfo {
+  NodeIdentity identity;
+  std::string grpc_address;
+  std::string data_dir;
+  std::string socket_path;
+  std::chrono::steady_clock::time_point started;
+};
+
+grpc::Status ToGrpc(const Status& s);
+v1::Node SelfNode(const AgentInfo& info);
+
+class ClusterService final
+    : public v1::Cluster::WithRawCallbackMethod_Status<v1::Cluster::WithRawCallbackMethod_ListNodes<v1::Cluster::Service>> {
+ public:
+  ClusterService(const AgentInfo& info, Store& store) : info_(info), store_(store) {}
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override;
+
+ private:
+  const AgentInfo& info_;
+  Store& store_;
+};
+
+class StoreService final
+    : public v1::Store::WithRawCallbackMethod_Get<v1::Store::WithRawCallbackMethod_Put<
+          v1::Store::WithRawCallbackMethod_Delete<v1::Store::WithRawCallbackMethod_Scan<v1::Store::Service>>>> {
+ public:
+  explicit StoreService(Store& store) : store_(store) {}
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Scan(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                 grpc::ByteBuffer* out) override;
+
+ private:
+  Store& store_;
+};
+
+}  // namespace onebox
