@@ -103,6 +103,10 @@ Status CheckCanListen(const std::string& host, int port) {
   return result;
 }
 
+// In-flight calls get this long to finish at shutdown; idle clients (which in
+// gRPC 1.51 poll their connections only every few seconds) are not waited for.
+constexpr auto kDrainTimeout = std::chrono::seconds(1);
+
 int Fail(const Status& s) {
   spdlog::error("{}", s.message());
   return 1;
@@ -196,7 +200,7 @@ int RunAgent(const AgentOptions& opt) {
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   health->SetServingStatus(false);
   (*shim)->Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
   server->Wait();
   store->reset();  // closes RocksDB: memtables are in the WAL, nothing is lost
   spdlog::info("agent {} stopped", info.identity.name);

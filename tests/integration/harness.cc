@@ -1,0 +1,210 @@
+#include "tests/integration/harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace onebox::testing {
+
+std::string OneboxBin() { return ONEBOX_BIN; }
+std::string ShimLib() { return ONEBOX_SHIM; }
+
+namespace {
+
+int ExitCodeOf(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1;
+}
+
+[[noreturn]] void ExecWithEnv(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
+  for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execvp(args[0], args.data());
+  fprintf(stderr, "exec %s: %s\n", args[0], strerror(errno));
+  _exit(127);
+}
+
+}  // namespace
+
+RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+              const std::string& stdin_data) {
+  int in[2], out[2], err[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return {};
+  auto start = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    ExecWithEnv(argv, env);
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  signal(SIGPIPE, SIG_IGN);
+  if (!stdin_data.empty()) {
+    [[maybe_unused]] ssize_t n = write(in[1], stdin_data.data(), stdin_data.size());
+  }
+  close(in[1]);
+  RunResult r;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* sinks[2] = {&r.out, &r.err};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      char buf[65536];
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.exit_code = ExitCodeOf(status);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    *err = std::string("connect: ") + strerror(errno);
+    close(fd);
+    return false;
+  }
+  v1::ShimRequest req;
+  req.set_id(77);
+  req.mutable_ping()->set_client("integration-test");
+  std::string body = req.SerializeAsString();
+  uint32_t len = static_cast<uint32_t>(body.size());
+  std::string frame(reinterpret_cast<char*>(&len), 4);  // little-endian host
+  frame += body;
+  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(frame.size())) {
+    *err = "send failed";
+    close(fd);
+    return false;
+  }
+  std::string in;
+  char buf[4096];
+  while (in.size() < 4 || in.size() < 4 + *reinterpret_cast<const uint32_t*>(in.data())) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      *err = "no answer";
+      close(fd);
+      return false;
+    }
+    in.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (!resp->ParseFromArray(in.data() + 4, static_cast<int>(in.size() - 4))) {
+    *err = "unparsable answer";
+    return false;
+  }
+  return true;
+}
+
+AgentProcess::AgentProcess(std::string name, std::string data_dir, std::string socket_path, std::string listen)
+    : name_(std::move(name)),
+      data_dir_(std::move(data_dir)),
+      socket_(std::move(socket_path)),
+      listen_(std::move(listen)),
+      log_path_(data_dir_ + ".log") {}
+
+AgentProcess::~AgentProcess() {
+  if (pid_ > 0) Stop(SIGKILL);
+}
+
+::testing::AssertionResult AgentProcess::Start(std::chrono::milliseconds timeout) {
+  pid_ = fork();
+  if (pid_ == 0) {
+    int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    dup2(log, 2);
+    dup2(log, 1);
+    ExecWithEnv({OneboxBin(), "agent", "--name", name_, "--data-dir", data_dir_, "--listen", listen_, "--socket",
+                 socket_, "--log-level", "debug"},
+                {});
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // The socket answers once the gRPC server is up; it names the bound port.
+  v1::ShimResponse ping;
+  std::string err;
+  while (!ShimPing(socket_, &ping, &err)) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return ::testing::AssertionFailure() << "agent exited with " << ExitCodeOf(status) << ": " << log();
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      return ::testing::AssertionFailure() << "agent socket never answered (" << err << "): " << log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  address_ = ping.ping().grpc_address();
+  channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    grpc::health::v1::HealthCheckRequest q;
+    grpc::health::v1::HealthCheckResponse r;
+    if (health->Check(&ctx, q, &r).ok() && r.status() == grpc::health::v1::HealthCheckResponse::SERVING)
+      return ::testing::AssertionSuccess();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return ::testing::AssertionFailure() << "agent never reported SERVING: " << log();
+}
+
+int AgentProcess::Stop(int sig) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, sig);
+  int status = 0;
+  // An agent that does not stop within 15 s is killed (and the test sees -9).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pid_ = -1;
+  channel_.reset();
+  return ExitCodeOf(status);
+}
+
+std::string AgentProcess::log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::shared_ptr<grpc::Channel> AgentProcess::channel() { return channel_; }
+
+}  // namespace onebox::testing

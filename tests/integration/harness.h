@@ -1,0 +1,64 @@
+// Integration-test harness: starts real `onebox agent` processes on loopback
+// (port 0, so the kernel picks a free port; the shim socket tells which), runs
+// commands and captures their output. Everything started is stopped by pid.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "onebox/v1/shim.pb.h"
+
+namespace onebox::testing {
+
+// Paths of the build outputs, compiled in by CMake.
+std::string OneboxBin();
+std::string ShimLib();
+
+struct RunResult {
+  int exit_code = -1;  // -N when killed by signal N
+  std::string out;
+  std::string err;
+  double seconds = 0;
+};
+
+// Runs argv to completion with extra environment, feeding stdin_data.
+RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+              const std::string& stdin_data = "");
+
+// One Ping over the shim socket; the response says who the agent saw.
+bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
+
+class AgentProcess {
+ public:
+  AgentProcess(std::string name, std::string data_dir, std::string socket_path,
+               std::string listen = "127.0.0.1:0");
+  ~AgentProcess();  // SIGKILL if still running
+
+  // Starts the agent and waits until grpc.health.v1 answers SERVING.
+  ::testing::AssertionResult Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  // Sends sig and waits; returns the exit code (-N if killed by signal N).
+  int Stop(int sig = SIGTERM);
+  bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+
+  const std::string& address() const { return address_; }
+  const std::string& socket() const { return socket_; }
+  const std::string& data_dir() const { return data_dir_; }
+  std::string log() const;  // what the agent wrote to stderr
+  std::shared_ptr<grpc::Channel> channel();
+
+ private:
+  std::string name_, data_dir_, socket_, listen_, log_path_, address_;
+  pid_t pid_ = -1;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+}  // namespace onebox::testing

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""grpcurl compatibility: a real agent, queried through server reflection only.
+
+The client (tests/tools/grpc_reflect.py) is handed no .proto of onebox: it
+lists services, describes them and calls them from descriptors the agent
+sends, which is what grpcurl does.
+
+usage: reflection_test.py PATH/TO/onebox
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import grpc  # noqa: E402
+import grpc_reflect  # noqa: E402
+
+ONEBOX = None
+
+
+class ReflectionTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="onebox-reflection-")
+        sock = os.path.join(cls.dir, "agent.sock")
+        cls.log = open(os.path.join(cls.dir, "agent.log"), "w+")
+        cls.agent = subprocess.Popen([ONEBOX, "agent", "--name", "refl", "--data-dir", os.path.join(cls.dir, "data"),
+                                      "--listen", "127.0.0.1:0", "--socket", sock], stderr=cls.log, stdout=cls.log)
+        deadline = time.time() + 20
+        while True:  # the CLI asks the agent's socket for its gRPC address
+            st = subprocess.run([ONEBOX, "--socket", sock, "-o", "json", "status"], capture_output=True, text=True)
+            if st.returncode == 0:
+                cls.address = json.loads(st.stdout)["node"]["address"]
+                break
+            if cls.agent.poll() is not None or time.time() > deadline:
+                cls.log.seek(0)
+                raise RuntimeError(f"agent did not start: {cls.log.read()}")
+            time.sleep(0.05)
+        cls.client = grpc_reflect.ReflectionClient(cls.address)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.agent.send_signal(signal.SIGTERM)
+        code = cls.agent.wait(timeout=15)
+        cls.log.close()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        assert code == 0, f"agent exited with {code} after SIGTERM"
+
+    def test_lists_services(self):
+        services = self.client.list_services()
+        for name in ("onebox.v1.Cluster", "onebox.v1.Store", "grpc.health.v1.Health"):
+            self.assertIn(name, services)
+
+    def test_describes_cluster_service(self):
+        text = self.client.describe("onebox.v1.Cluster")
+        self.assertIn("rpc ListNodes ( .onebox.v1.ListNodesRequest ) returns ( .onebox.v1.ListNodesResponse );", text)
+        self.assertIn("rpc Status ( .onebox.v1.StatusRequest ) returns ( .onebox.v1.StatusResponse );", text)
+
+    def test_describes_health_service(self):
+        self.assertIn("rpc Check ( .grpc.health.v1.HealthCheckRequest )", self.client.describe("grpc.health.v1.Health"))
+
+    def test_calls_list_nodes(self):
+        nodes = self.client.call("onebox.v1.Cluster/ListNodes")["nodes"]
+        self.assertEqual(len(nodes), 1)
+        self.assertEqual(nodes[0]["name"], "refl")
+        self.assertEqual(nodes[0]["state"], "NODE_STATE_ALIVE")
+        self.assertEqual(nodes[0]["address"], self.address)
+
+    def test_health_check_serving(self):
+        self.assertEqual(self.client.call("grpc.health.v1.Health/Check", "{}")["status"], "SERVING")
+        self.assertEqual(self.client.call("grpc.health.v1.Health/Check", '{"service": "onebox.v1.Store"}')["status"],
+                         "SERVING")
+
+    def test_store_round_trip_and_error(self):
+        self.client.call("onebox.v1.Store/Put", '{"key": "reflected", "value": "aGk="}')
+        got = self.client.call("onebox.v1.Store/Get", '{"key": "reflected"}')
+        self.assertTrue(got["found"])
+        self.assertEqual(got["value"], "aGk=")
+        with self.assertRaises(grpc.RpcError) as err:
+            self.client.call("onebox.v1.Store/Put", '{"key": ""}')
+        self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("key must not be empty", err.exception.details())
+
+
+if __name__ == "__main__":
+    ONEBOX = sys.argv.pop(1)
+    unittest.main(verbosity=2)

@@ -1,0 +1,240 @@
+// The RocksDB store: reads and writes, scans, limits, persistence, clock
+// monotonicity across restarts, atomic batches, and last-writer-wins merging
+// that converges whatever the order of updates.
+#include "consistency/store.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "tests/test_util.h"
+
+namespace onebox {
+namespace {
+
+using onebox::testing::TempDir;
+
+std::unique_ptr<Store> OpenStore(const std::string& path, uint64_t node = 1,
+                                 HybridLogicalClock::WallClock wall = hlc::SystemWallMillis) {
+  Result<std::unique_ptr<Store>> s = Store::Open({.path = path, .node_id = node, .wall = wall});
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+std::map<std::string, Record> Dump(Store& s) {
+  std::map<std::string, Record> all;
+  EXPECT_TRUE(s.ForEachRecord([&](std::string_view k, const Record& r) { all[std::string(k)] = r; }).ok());
+  return all;
+}
+
+TEST(Store, PutGetDelete) {
+  TempDir dir;
+  auto s = OpenStore(dir.path(), 7);
+  Result<Version> v1 = s->Put("a", "one", false);
+  ASSERT_TRUE(v1.ok());
+  EXPECT_EQ(v1->node, 7u);
+  Result<Record> got = s->Get("a");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->value, "one");
+  EXPECT_EQ(got->version, *v1);
+
+  Result<Version> v2 = s->Put("a", "two", true);
+  ASSERT_TRUE(v2.ok());
+  EXPECT_GT(*v2, *v1);
+  EXPECT_EQ(s->Get("a")->value, "two");
+
+  bool existed = false;
+  Result<Version> v3 = s->Delete("a", false, &existed);
+  ASSERT_TRUE(v3.ok());
+  EXPECT_TRUE(existed);
+  EXPECT_GT(*v3, *v2);
+  EXPECT_EQ(s->Get("a").status().code(), Code::kNotFound);
+  // The tombstone is a record with the delete's version.
+  auto all = Dump(*s);
+  ASSERT_EQ(all.count("a"), 1u);
+  EXPECT_TRUE(all["a"].tombstone);
+  EXPECT_EQ(all["a"].version, *v3);
+
+  ASSERT_TRUE(s->Delete("never", false, &existed).ok());
+  EXPECT_FALSE(existed);
+}
+
+TEST(Store, EnforcesDocumentedLimits) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  EXPECT_EQ(s->Put("", "v", false).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(s->Get("").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(s->Delete("", false).status().code(), Code::kInvalidArgument);
+  std::string max_key(StoreLimits::kMaxKeyBytes, 'k');
+  EXPECT_TRUE(s->Put(max_key, "v", false).ok());
+  EXPECT_EQ(s->Put(max_key + "k", "v", false).status().code(), Code::kInvalidArgument);
+  std::string max_value(StoreLimits::kMaxValueBytes, 'v');
+  EXPECT_TRUE(s->Put("big", max_value, false).ok());
+  Result<Version> too_big = s->Put("big", max_value + "v", false);
+  EXPECT_EQ(too_big.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(too_big.status().message().find("exceeds the limit"), std::string::npos);
+  EXPECT_EQ(s->Get("big")->value.size(), max_value.size());  // the refused write changed nothing
+  EXPECT_EQ(s->Scan("", "", StoreLimits::kMaxScanLimit + 1, false).status().code(), Code::kInvalidArgument);
+}
+
+TEST(Store, ScansByPrefixInPagesAndSkipsTombstones) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(s->Put(fmt::format("user/{:03}", i), std::to_string(i), false).ok());
+  ASSERT_TRUE(s->Put("user", "not under the prefix user/", false).ok());
+  ASSERT_TRUE(s->Put("userz", "nor this", false).ok());
+  ASSERT_TRUE(s->Put("other/1", "x", false).ok());
+  ASSERT_TRUE(s->Delete("user/005", false).ok());
+
+  std::vector<std::string> keys;
+  std::string after;
+  int pages = 0;
+  for (;;) {
+    Result<ScanPage> page = s->Scan("user/", after, 10, false);
+    ASSERT_TRUE(page.ok());
+    ++pages;
+    for (auto& e : page->entries) keys.push_back(e.key);
+    if (!page->more) break;
+    after = page->entries.back().key;
+  }
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(keys.size(), 24u);
+  EXPECT_TRUE(std::is_sorted(keys.begin(), keys.end()));
+  EXPECT_EQ(std::count(keys.begin(), keys.end(), "user/005"), 0);
+  EXPECT_EQ(keys.front(), "user/000");
+  EXPECT_EQ(keys.back(), "user/024");
+
+  Result<ScanPage> keys_only = s->Scan("other/", "", 0, true);
+  ASSERT_TRUE(keys_only.ok());
+  ASSERT_EQ(keys_only->entries.size(), 1u);
+  EXPECT_EQ(keys_only->entries[0].record.value, "");
+  EXPECT_FALSE(keys_only->more);
+
+  // A prefix ending in 0xff bytes has an upper bound too.
+  std::string ff = "p\xff\xff";
+  ASSERT_TRUE(s->Put(ff + "a", "1", false).ok());
+  ASSERT_TRUE(s->Put("q", "2", false).ok());
+  Result<ScanPage> high = s->Scan(ff, "", 0, false);
+  ASSERT_TRUE(high.ok());
+  ASSERT_EQ(high->entries.size(), 1u);
+  EXPECT_EQ(high->entries[0].key, ff + "a");
+}
+
+TEST(Store, DataAndClockSurviveReopen) {
+  TempDir dir;
+  uint64_t wall_ms = 1'800'000'000'000;
+  auto wall = [&wall_ms] { return wall_ms; };
+  Version last;
+  {
+    auto s = OpenStore(dir.path(), 3, wall);
+    for (int i = 0; i < 100; ++i) last = s->Put(fmt::format("k{}", i), "v", i % 10 == 0).value();
+  }
+  wall_ms -= 3'600'000;  // the machine comes back with its clock an hour behind
+  auto s = OpenStore(dir.path(), 3, wall);
+  EXPECT_EQ(s->Get("k42")->value, "v");
+  Result<Version> next = s->Put("k0", "after restart", false);
+  ASSERT_TRUE(next.ok());
+  EXPECT_GT(next->hlc, last.hlc) << "HLC went backwards across a restart";
+  EXPECT_EQ(s->Get("k0")->value, "after restart");
+}
+
+TEST(Store, MultiKeyWriteIsOneAtomicVersion) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  ASSERT_TRUE(s->Put("old", "x", false).ok());
+  Result<Version> v = s->Write({{"a", false, "1"}, {"b", false, "2"}, {"old", true, ""}}, true);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(s->Get("a")->version, *v);
+  EXPECT_EQ(s->Get("b")->version, *v);
+  EXPECT_EQ(s->Get("old").status().code(), Code::kNotFound);
+  // One bad mutation refuses the whole batch.
+  Result<Version> bad = s->Write({{"c", false, "3"}, {"", false, "4"}}, false);
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(s->Get("c").status().code(), Code::kNotFound);
+}
+
+TEST(Store, ApplyKeepsTheLargerVersionAndRaisesTheClock) {
+  TempDir dir;
+  auto s = OpenStore(dir.path(), 1);
+  HlcTimestamp future = s->clock().Now() + hlc::Pack(100, 0);  // 100 ms ahead: within the offset
+  EXPECT_TRUE(*s->Apply("k", Record{{future, 9}, false, "remote"}, false));
+  EXPECT_FALSE(*s->Apply("k", Record{{future - 1, 9}, false, "older"}, false));
+  EXPECT_FALSE(*s->Apply("k", Record{{future, 9}, false, "remote"}, false));  // same version: no-op
+  EXPECT_TRUE(*s->Apply("k", Record{{future, 10}, true, ""}, false));         // tie on hlc: node breaks it
+  EXPECT_EQ(s->Get("k").status().code(), Code::kNotFound);
+  // A local write after seeing the remote one must win over it.
+  Result<Version> local = s->Put("k", "local", false);
+  ASSERT_TRUE(local.ok());
+  EXPECT_GT(local->hlc, future);
+  EXPECT_EQ(s->Get("k")->value, "local");
+  EXPECT_EQ(s->Apply("k", Record{{1, 0}, false, "x"}, false).status().code(), Code::kInvalidArgument);
+}
+
+// Any order of the same set of updates yields the same state: the maximum
+// version of each key, tombstones included.
+TEST(Store, LastWriterWinsConvergesUnderRandomOrders) {
+  std::mt19937_64 rng(20261121);
+  struct Update {
+    std::string key;
+    Record record;
+  };
+  std::vector<Update> updates;
+  std::map<std::string, Record> expected;
+  for (int i = 0; i < 600; ++i) {
+    Update u;
+    u.key = fmt::format("key{}", rng() % 40);
+    // Few distinct timestamps and nodes, so that ties on hlc are common.
+    u.record.version = Version{hlc::Pack(1'700'000'000'000 + rng() % 8, rng() % 4), 1 + rng() % 3};
+    u.record.tombstone = rng() % 5 == 0;
+    if (!u.record.tombstone) u.record.value = fmt::format("v{}-{}", u.record.version.hlc, u.record.version.node);
+    auto it = expected.find(u.key);
+    if (it == expected.end() || it->second.version < u.record.version) expected[u.key] = u.record;
+    updates.push_back(u);
+  }
+  for (int round = 0; round < 8; ++round) {
+    std::shuffle(updates.begin(), updates.end(), rng);
+    TempDir dir;
+    auto s = OpenStore(dir.path(), 100 + round);
+    if (round % 2 == 0) {
+      for (const Update& u : updates) ASSERT_TRUE(s->Apply(u.key, u.record, false).ok());
+    } else {  // concurrently, from two threads
+      std::thread t1([&] {
+        for (size_t i = 0; i < updates.size(); i += 2) (void)s->Apply(updates[i].key, updates[i].record, false);
+      });
+      std::thread t2([&] {
+        for (size_t i = 1; i < updates.size(); i += 2) (void)s->Apply(updates[i].key, updates[i].record, false);
+      });
+      t1.join();
+      t2.join();
+    }
+    EXPECT_EQ(Dump(*s), expected) << "round " << round;
+  }
+}
+
+TEST(Store, ConcurrentLocalWritesKeepTheLastVersion) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  std::vector<std::thread> threads;
+  std::vector<Version> maxes(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) maxes[t] = std::max(maxes[t], s->Put("hot", fmt::format("{}-{}", t, i), false).value());
+    });
+  }
+  for (auto& th : threads) th.join();
+  Version top = *std::max_element(maxes.begin(), maxes.end());
+  EXPECT_EQ(s->Get("hot")->version, top);
+}
+
+TEST(Store, RefusesZeroNodeIdAndUnwritablePath) {
+  EXPECT_EQ(Store::Open({.path = "/tmp/x", .node_id = 0}).status().code(), Code::kInvalidArgument);
+  EXPECT_FALSE(Store::Open({.path = "/proc/onebox-cannot-be-here", .node_id = 1}).ok());
+}
+
+}  // namespace
+}  // namespace onebox
