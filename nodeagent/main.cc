@@ -34,6 +34,27 @@ void SetupLogging(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
+// CLI11 2.1 reads config files for the root app only, so the agent applies its
+// own: keys at the top level or in an [agent] section, named like the flags.
+// A flag given on the command line wins; an unknown key is an error.
+std::string ApplyAgentConfig(CLI::App* agent, const std::string& path) {
+  try {
+    for (const CLI::ConfigItem& item : CLI::ConfigTOML().from_file(path)) {
+      if (item.name == "++" || item.name == "--") continue;  // section open/close markers
+      if (!(item.parents.empty() || (item.parents.size() == 1 && item.parents[0] == "agent")))
+        return "unknown section [" + item.parents[0] + "] (want [agent] or none)";
+      CLI::Option* opt = agent->get_option_no_throw("--" + item.name);
+      if (opt == nullptr || item.name == "config") return "unknown key '" + item.name + "'";
+      if (opt->count() > 0) continue;
+      opt->add_result(item.inputs);
+      opt->run_callback();
+    }
+  } catch (const CLI::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,7 +86,9 @@ int main(int argc, char** argv) {
   cmd_agent->add_option("--log-level", agent.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
-  cmd_agent->set_config("--config", "", "read these options from a TOML file (key = value)");
+  std::string agent_config;
+  cmd_agent->add_option("--config", agent_config, "read these options from a TOML file (flags given win)")
+      ->check(CLI::ExistingFile);
 
   // onebox status / nodes
   auto* cmd_status = app.add_subcommand("status", "show the status of the agent");
@@ -115,6 +138,12 @@ int main(int argc, char** argv) {
   client.json = output == "json";
 
   if (*cmd_agent) {
+    if (!agent_config.empty()) {
+      if (std::string err = ApplyAgentConfig(cmd_agent, agent_config); !err.empty()) {
+        std::cerr << "onebox: config " << agent_config << ": " << err << "\n";
+        return kExitUsage;
+      }
+    }
     SetupLogging(agent.log_level);
     return onebox::RunAgent(agent);
   }

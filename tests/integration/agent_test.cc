@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -268,6 +269,30 @@ TEST_F(AgentTest, ManyConcurrentClients) {
   v1::ScanResponse r;
   ASSERT_TRUE(v1::Store::NewStub(agent->channel())->Scan(Ctx().get(), q, &r).ok());
   EXPECT_EQ(r.entries_size(), 1600);
+}
+
+TEST_F(AgentTest, ReadsConfigFileAndCommandLineFlagsWin) {
+  std::string config = dir_ / "agent.toml";
+  std::ofstream(config) << "# onebox agent\n[agent]\nname = \"fromfile\"\ndata-dir = \"" << (dir_ / "cfg-data")
+                        << "\"\nlisten = \"127.0.0.1:0\"\nsocket = \"" << (dir_ / "file.sock") << "\"\n";
+  auto agent = AgentProcess::WithArgs({"--config", config, "--socket", dir_ / "flag.sock"}, dir_ / "flag.sock",
+                                      dir_ / "cfg.log");
+  ASSERT_TRUE(agent->Start());
+  v1::ShimResponse resp;
+  std::string err;
+  ASSERT_TRUE(ShimPing(dir_ / "flag.sock", &resp, &err)) << err;
+  EXPECT_EQ(resp.ping().node_name(), "fromfile");
+  struct stat st;
+  EXPECT_EQ(stat((dir_ / "cfg-data/node.json").c_str(), &st), 0);
+  EXPECT_NE(stat((dir_ / "file.sock").c_str(), &st), 0) << "the --socket flag should have won over the file";
+
+  std::ofstream(dir_ / "bad.toml") << "[agent]\nnmae = \"typo\"\n";
+  RunResult bad = RunCommand({OneboxBin(), "agent", "--config", dir_ / "bad.toml"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("unknown key 'nmae'"), std::string::npos) << bad.err;
+  RunResult missing = RunCommand({OneboxBin(), "agent", "--config", dir_ / "absent.toml"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("File does not exist"), std::string::npos) << missing.err;
 }
 
 // ---- the CLI ----

@@ -130,11 +130,20 @@ bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::strin
 }
 
 AgentProcess::AgentProcess(std::string name, std::string data_dir, std::string socket_path, std::string listen)
-    : name_(std::move(name)),
+    : args_{"--name", std::move(name), "--data-dir", data_dir, "--listen", std::move(listen), "--socket",
+            socket_path, "--log-level", "debug"},
       data_dir_(std::move(data_dir)),
       socket_(std::move(socket_path)),
-      listen_(std::move(listen)),
       log_path_(data_dir_ + ".log") {}
+
+std::unique_ptr<AgentProcess> AgentProcess::WithArgs(std::vector<std::string> args, std::string socket_path,
+                                                     std::string log_path) {
+  std::unique_ptr<AgentProcess> a(new AgentProcess());
+  a->args_ = std::move(args);
+  a->socket_ = std::move(socket_path);
+  a->log_path_ = std::move(log_path);
+  return a;
+}
 
 AgentProcess::~AgentProcess() {
   if (pid_ > 0) Stop(SIGKILL);
@@ -146,9 +155,9 @@ AgentProcess::~AgentProcess() {
     int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     dup2(log, 2);
     dup2(log, 1);
-    ExecWithEnv({OneboxBin(), "agent", "--name", name_, "--data-dir", data_dir_, "--listen", listen_, "--socket",
-                 socket_, "--log-level", "debug"},
-                {});
+    std::vector<std::string> argv{OneboxBin(), "agent"};
+    argv.insert(argv.end(), args_.begin(), args_.end());
+    ExecWithEnv(argv, {});
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
   // The socket answers once the gRPC server is up; it names the bound port.

@@ -40,6 +40,10 @@ class AgentProcess {
  public:
   AgentProcess(std::string name, std::string data_dir, std::string socket_path,
                std::string listen = "127.0.0.1:0");
+  // An agent started with exactly these arguments after `onebox agent`
+  // (a config file, say); socket_path is where it will answer.
+  static std::unique_ptr<AgentProcess> WithArgs(std::vector<std::string> args, std::string socket_path,
+                                                std::string log_path);
   ~AgentProcess();  // SIGKILL if still running
 
   // Starts the agent and waits until grpc.health.v1 answers SERVING.
@@ -56,7 +60,9 @@ class AgentProcess {
   std::shared_ptr<grpc::Channel> channel();
 
  private:
-  std::string name_, data_dir_, socket_, listen_, log_path_, address_;
+  AgentProcess() = default;
+  std::vector<std::string> args_;
+  std::string data_dir_, socket_, log_path_, address_;
   pid_t pid_ = -1;
   std::shared_ptr<grpc::Channel> channel_;
 };

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs every benchmark against the build in build/ (build it first: see README).
+# Each prints native and onebox figures side by side, with their ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build/bin/store_bench "$@"

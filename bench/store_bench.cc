@@ -1,0 +1,173 @@
+// Store benchmark: puts and gets of small values, native (raw RocksDB in this
+// process) against onebox (a real agent over gRPC, level ONE), at several
+// client concurrencies. One run prints both side by side with their ratio.
+//
+//   store_bench [--seconds S] [--threads 1,4,16] [--value-bytes N] [--keys N]
+#include <grpcpp/grpcpp.h>
+#include <rocksdb/db.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "onebox/v1/store.grpc.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Figures {
+  double ops_per_sec = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  uint64_t errors = 0;
+};
+
+// Runs op(thread, i) on `threads` threads for `seconds`; op returns false on error.
+Figures Measure(int threads, double seconds, const std::function<bool(int, uint64_t)>& op) {
+  std::vector<std::vector<float>> lat(threads);
+  std::atomic<uint64_t> errors{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> pool;
+  auto start = Clock::now();
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      lat[t].reserve(1 << 16);
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        auto a = Clock::now();
+        if (!op(t, i)) ++errors;
+        lat[t].push_back(std::chrono::duration<float, std::micro>(Clock::now() - a).count());
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& th : pool) th.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  std::vector<float> all;
+  for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  Figures f;
+  f.ops_per_sec = all.size() / elapsed;
+  f.p50_us = all.empty() ? 0 : all[all.size() / 2];
+  f.p99_us = all.empty() ? 0 : all[std::min(all.size() - 1, all.size() * 99 / 100)];
+  f.errors = errors;
+  return f;
+}
+
+std::string Key(uint64_t n) { return fmt::format("bench/{:010}", n); }
+
+std::vector<int> ParseList(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  for (std::string part; std::getline(ss, part, ',');) out.push_back(std::stoi(part));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 2;
+  std::vector<int> thread_counts{1, 4, 16};
+  size_t value_bytes = 100;
+  uint64_t keys = 10000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--seconds") seconds = std::stod(argv[i + 1]);
+    else if (a == "--threads") thread_counts = ParseList(argv[i + 1]);
+    else if (a == "--value-bytes") value_bytes = std::stoul(argv[i + 1]);
+    else if (a == "--keys") keys = std::stoull(argv[i + 1]);
+    else {
+      fprintf(stderr, "usage: store_bench [--seconds S] [--threads 1,4,16] [--value-bytes N] [--keys N]\n");
+      return 2;
+    }
+  }
+  const std::string value(value_bytes, 'x');
+  onebox::testing::TempDir dir;
+
+  // Native: RocksDB in this process, default options, WAL on, no sync.
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::Open(options, dir / "native", &raw).ok()) return 1;
+  std::unique_ptr<rocksdb::DB> db(raw);
+
+  // onebox: a real agent on loopback.
+  onebox::testing::AgentProcess agent("bench", dir / "agent-data", dir / "agent.sock");
+  if (auto started = agent.Start(); !started) {
+    fprintf(stderr, "%s\n", started.message());
+    return 1;
+  }
+  // One channel per client thread, each on its own connection.
+  int max_threads = *std::max_element(thread_counts.begin(), thread_counts.end());
+  std::vector<std::unique_ptr<onebox::v1::Store::Stub>> stubs;
+  for (int t = 0; t < max_threads; ++t) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    stubs.push_back(onebox::v1::Store::NewStub(
+        grpc::CreateCustomChannel(agent.address(), grpc::InsecureChannelCredentials(), args)));
+  }
+  auto rpc_put = [&](int t, uint64_t i) {
+    onebox::v1::PutRequest q;
+    q.set_key(Key((i * 7919 + t) % keys));
+    q.set_value(value);
+    q.set_level(onebox::v1::WRITE_LEVEL_ONE);
+    onebox::v1::PutResponse r;
+    grpc::ClientContext ctx;
+    return stubs[t]->Put(&ctx, q, &r).ok();
+  };
+  auto rpc_get = [&](int t, uint64_t i) {
+    onebox::v1::GetRequest q;
+    q.set_key(Key((i * 7919 + t) % keys));
+    onebox::v1::GetResponse r;
+    grpc::ClientContext ctx;
+    return stubs[t]->Get(&ctx, q, &r).ok() && r.found();
+  };
+  auto native_put = [&](int t, uint64_t i) {
+    return db->Put(rocksdb::WriteOptions(), Key((i * 7919 + t) % keys), value).ok();
+  };
+  auto native_get = [&](int t, uint64_t i) {
+    std::string v;
+    return db->Get(rocksdb::ReadOptions(), Key((i * 7919 + t) % keys), &v).ok();
+  };
+  // Preload every key on both sides so that gets always hit.
+  for (uint64_t k = 0; k < keys; ++k) {
+    (void)db->Put(rocksdb::WriteOptions(), Key(k), value);
+    onebox::v1::PutRequest q;
+    q.set_key(Key(k));
+    q.set_value(value);
+    onebox::v1::PutResponse r;
+    grpc::ClientContext ctx;
+    if (!stubs[0]->Put(&ctx, q, &r).ok()) return 1;
+  }
+
+  printf("store_bench: %zu-byte values over %llu keys, %.1f s per cell; native = RocksDB in-process, "
+         "onebox = agent over gRPC on loopback (level ONE)\n",
+         value_bytes, static_cast<unsigned long long>(keys), seconds);
+  printf("%-5s %7s | %12s %9s %9s | %12s %9s %9s | %7s\n", "op", "clients", "native op/s", "p50 us", "p99 us",
+         "onebox op/s", "p50 us", "p99 us", "ratio");
+  int failures = 0;
+  for (const char* op : {"put", "get"}) {
+    bool is_put = std::strcmp(op, "put") == 0;
+    for (int threads : thread_counts) {
+      Figures n = Measure(threads, seconds, is_put ? std::function<bool(int, uint64_t)>(native_put) : native_get);
+      Figures o = Measure(threads, seconds, is_put ? std::function<bool(int, uint64_t)>(rpc_put) : rpc_get);
+      failures += n.errors + o.errors;
+      printf("%-5s %7d | %12.0f %9.1f %9.1f | %12.0f %9.1f %9.1f | %6.3fx\n", op, threads, n.ops_per_sec, n.p50_us,
+             n.p99_us, o.ops_per_sec, o.p50_us, o.p99_us, o.ops_per_sec / n.ops_per_sec);
+    }
+  }
+  if (failures) fprintf(stderr, "store_bench: %d operations failed\n", failures);
+  return failures ? 1 : 0;
+}
