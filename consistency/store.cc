@@ -245,9 +245,12 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync)
   if (Status s = ValidateValue(record.value); !s.ok()) return s;
   if (record.tombstone && !record.value.empty()) return Status::InvalidArgument("a tombstone carries no value");
   if (record.version.node == 0) return Status::InvalidArgument("record has no origin node");
+  // HLC receive rule: the local clock moves past the record's timestamp. A
+  // record stamped too far ahead of our wall clock is refused for now; the
+  // sender retries, and it is accepted once our clock has caught up.
+  if (Result<HlcTimestamp> t = clock_.Update(record.version.hlc); !t.ok())
+    return Status::Unavailable(t.status().message());
   std::lock_guard lock(StripeFor(key));
-  // Keep the local clock ahead of everything this node has seen.
-  clock_.Observe(record.version.hlc);
   std::string bytes;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kKv), key, &bytes);
   if (s.ok()) {

@@ -86,7 +86,8 @@ class Store {
   Result<ScanPage> Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only);
 
   // Apply a record made elsewhere: it is kept when its version beats the one
-  // held (or nothing is held). Returns whether it was kept. Raises the clock.
+  // held (or nothing is held). Returns whether it was kept. Raises the clock;
+  // Unavailable when the record's timestamp is too far ahead of the wall clock.
   Result<bool> Apply(std::string_view key, const Record& record, bool sync);
   // Every record of the kv family, tombstones included, in key order.
   Status ForEachRecord(const std::function<void(std::string_view key, const Record&)>& fn);

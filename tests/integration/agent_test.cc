@@ -295,6 +295,16 @@ TEST_F(AgentTest, ReadsConfigFileAndCommandLineFlagsWin) {
   EXPECT_NE(missing.err.find("File does not exist"), std::string::npos) << missing.err;
 }
 
+TEST_F(AgentTest, ShippedExampleConfigIsAccepted) {
+  // deploy/agent.example.toml, with the paths a test may use given as flags.
+  auto agent = AgentProcess::WithArgs({"--config", std::string(ONEBOX_SOURCE_DIR) + "/deploy/agent.example.toml",
+                                       "--name", "example", "--data-dir", dir_ / "ex-data", "--listen",
+                                       "127.0.0.1:0", "--socket", dir_ / "ex.sock"},
+                                      dir_ / "ex.sock", dir_ / "ex.log");
+  ASSERT_TRUE(agent->Start());
+  EXPECT_EQ(agent->Stop(SIGTERM), 0);
+}
+
 // ---- the CLI ----
 
 TEST_F(AgentTest, CliKvRoundTripWithExitCodes) {

@@ -175,6 +175,22 @@ TEST(Store, ApplyKeepsTheLargerVersionAndRaisesTheClock) {
   EXPECT_EQ(s->Apply("k", Record{{1, 0}, false, "x"}, false).status().code(), Code::kInvalidArgument);
 }
 
+TEST(Store, ApplyRefusesRecordsFromTooFarInTheFutureUntilTheClockCatchesUp) {
+  TempDir dir;
+  uint64_t wall_ms = 1'800'000'000'000;
+  auto s = OpenStore(dir.path(), 1, [&wall_ms] { return wall_ms; });
+  Record ahead{{hlc::Pack(wall_ms + 10'000, 0), 9}, false, "from a fast clock"};
+  Result<bool> r = s->Apply("k", ahead, false);
+  EXPECT_EQ(r.status().code(), Code::kUnavailable);
+  EXPECT_EQ(s->Get("k").status().code(), Code::kNotFound);
+  EXPECT_LT(s->clock().Now(), ahead.version.hlc) << "a refused record must not drag the clock forward";
+  wall_ms += 9'600;  // within 500 ms of the record now
+  r = s->Apply("k", ahead, false);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(*r);
+  EXPECT_EQ(s->Get("k")->value, "from a fast clock");
+}
+
 // Any order of the same set of updates yields the same state: the maximum
 // version of each key, tombstones included.
 TEST(Store, LastWriterWinsConvergesUnderRandomOrders) {
