@@ -83,6 +83,8 @@ TEST_F(AgentTest, StoresOverGrpcAndKeepsDataAcrossRestart) {
   ASSERT_TRUE(v1::Cluster::NewStub(agent->channel())->Status(Ctx().get(), {}, &after).ok());
   EXPECT_EQ(after.node().node_id(), before.node().node_id()) << "node identity changed across restart";
   EXPECT_GT(after.hlc(), before.hlc());
+  EXPECT_EQ(agent->Stop(SIGINT), 0) << agent->log();
+  EXPECT_NE(agent->log().find("received SIGINT, shutting down"), std::string::npos);
 }
 
 TEST_F(AgentTest, KeepsAcknowledgedWritesAcrossKill9) {
