@@ -20,13 +20,6 @@ namespace onebox {
 
 namespace {
 
-struct Connection {
-  int fd;
-  PeerCred peer;
-  std::string in;
-  std::string out;
-};
-
 Status Errno(const std::string& what) { return Status::IOError(fmt::format("{}: {}", what, strerror(errno))); }
 
 bool FillAddr(const std::string& path, sockaddr_un* addr) {
@@ -47,8 +40,11 @@ Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, H
   struct stat st;
   if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return Status::FailedPrecondition(fmt::format("{} exists and is not a socket", path));
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool live = probe >= 0 && connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    // Non-blocking, so a wedged agent with a full backlog cannot hang us: it
+    // answers EAGAIN, and counts as live.
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    bool live = probe >= 0 && (connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ||
+                               errno == EAGAIN || errno == EINPROGRESS);
     if (probe >= 0) close(probe);
     if (live) return Status::FailedPrecondition(fmt::format("socket {} is in use by a running agent", path));
     unlink(path.c_str());  // stale: its agent is gone
@@ -77,13 +73,15 @@ Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, H
     unlink(path.c_str());
     return s;
   }
-  std::unique_ptr<ShimServer> server(new ShimServer(path, fd, wake, std::move(handler)));
+  struct stat bound;
+  ino_t inode = stat(path.c_str(), &bound) == 0 ? bound.st_ino : 0;
+  std::unique_ptr<ShimServer> server(new ShimServer(path, inode, fd, wake, std::move(handler)));
   server->thread_ = std::thread([s = server.get()] { s->Loop(); });
   return server;
 }
 
-ShimServer::ShimServer(std::string path, int listen_fd, int wake_fd, Handler handler)
-    : path_(std::move(path)), listen_fd_(listen_fd), wake_fd_(wake_fd), handler_(std::move(handler)) {}
+ShimServer::ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler)
+    : path_(std::move(path)), inode_(inode), listen_fd_(listen_fd), wake_fd_(wake_fd), handler_(std::move(handler)) {}
 
 ShimServer::~ShimServer() { Stop(); }
 
@@ -94,7 +92,82 @@ void ShimServer::Stop() {
   if (thread_.joinable()) thread_.join();
   close(listen_fd_);
   close(wake_fd_);
-  unlink(path_.c_str());
+  struct stat st;  // another agent may have taken the path since: leave its socket alone
+  if (lstat(path_.c_str(), &st) == 0 && st.st_ino == inode_) unlink(path_.c_str());
+}
+
+struct ShimServer::Connection {
+  int fd = -1;
+  PeerCred peer;
+  std::string in;         // bytes received, from in_pos on not yet parsed
+  size_t in_pos = 0;
+  std::string out;        // answers, from out_pos on not yet sent
+  size_t out_pos = 0;
+  bool peer_closed = false;  // EOF seen: answer what came, then close
+  size_t pending_out() const { return out.size() - out_pos; }
+};
+
+bool ShimServer::Serve(Connection& c) {
+  while (c.in.size() - c.in_pos >= 4) {
+    const char* p = c.in.data() + c.in_pos;
+    uint32_t len = 0;
+    for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(p[i]);
+    if (len > kMaxShimFrameBytes) {
+      spdlog::warn("shim client pid {}: frame of {} bytes exceeds {}; closing", c.peer.pid, len, kMaxShimFrameBytes);
+      return false;
+    }
+    if (c.in.size() - c.in_pos < 4 + size_t{len}) break;
+    v1::ShimRequest req;
+    if (!req.ParseFromArray(p + 4, static_cast<int>(len))) {
+      spdlog::warn("shim client pid {}: malformed request; closing", c.peer.pid);
+      return false;
+    }
+    c.in_pos += 4 + size_t{len};
+    v1::ShimResponse resp;
+    resp.set_id(req.id());
+    handler_(c.peer, req, &resp);
+    uint32_t n = static_cast<uint32_t>(resp.ByteSizeLong());
+    for (int i = 0; i < 4; ++i) c.out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    resp.AppendToString(&c.out);
+    if (c.pending_out() > kMaxShimPendingOutBytes) break;  // let the client read first
+  }
+  c.in.erase(0, c.in_pos);  // once per call, not per frame
+  c.in_pos = 0;
+  return true;
+}
+
+bool ShimServer::OnReadable(Connection& c) {
+  // At most one frame's worth per wake-up, so one busy client cannot starve the rest.
+  char buf[65536];
+  size_t budget = kMaxShimFrameBytes + 4;
+  while (budget > 0 && c.pending_out() <= kMaxShimPendingOutBytes) {
+    ssize_t r = recv(c.fd, buf, std::min(sizeof buf, budget), 0);
+    if (r > 0) {
+      c.in.append(buf, static_cast<size_t>(r));
+      budget -= static_cast<size_t>(r);
+      if (!Serve(c)) return false;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (r < 0) return false;
+    c.peer_closed = true;  // EOF: the client may still read what we owe it
+    break;
+  }
+  return true;
+}
+
+bool ShimServer::Flush(Connection& c) {
+  while (c.pending_out() > 0) {
+    ssize_t n = send(c.fd, c.out.data() + c.out_pos, c.pending_out(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) return false;
+    c.out_pos += static_cast<size_t>(n);
+  }
+  c.out.erase(0, c.out_pos);
+  c.out_pos = 0;
+  return true;
 }
 
 void ShimServer::Loop() {
@@ -112,99 +185,76 @@ void ShimServer::Loop() {
   watch(listen_fd_, EPOLLIN, EPOLL_CTL_ADD);
   watch(wake_fd_, EPOLLIN, EPOLL_CTL_ADD);
   std::unordered_map<int, Connection> conns;
+  bool accept_paused = false;  // out of fds: stop accepting for a moment instead of spinning
 
   auto drop = [&](int fd) {
     epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
     close(fd);
     conns.erase(fd);
   };
-  // Writes what is pending; returns false when the connection is gone.
-  auto flush = [&](Connection& c) {
-    while (!c.out.empty()) {
-      ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      if (n <= 0) return false;
-      c.out.erase(0, static_cast<size_t>(n));
-    }
-    watch(c.fd, c.out.empty() ? EPOLLIN : (EPOLLIN | EPOLLOUT), EPOLL_CTL_MOD);
-    return true;
-  };
-  // Answers every whole frame in c.in; returns false on a protocol error.
-  auto serve = [&](Connection& c) {
-    while (c.in.size() >= 4) {
-      uint32_t len = 0;
-      for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(c.in[i]);
-      if (len > kMaxShimFrameBytes) {
-        spdlog::warn("shim client pid {}: frame of {} bytes exceeds {}; closing", c.peer.pid, len, kMaxShimFrameBytes);
-        return false;
+  auto accept_all = [&] {
+    for (;;) {
+      int cfd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (cfd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          spdlog::warn("shim server: cannot accept ({}); pausing new connections for 100 ms", strerror(errno));
+          epoll_ctl(ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+          accept_paused = true;
+        }
+        return;
       }
-      if (c.in.size() < 4 + size_t{len}) break;
-      v1::ShimRequest req;
-      if (!req.ParseFromArray(c.in.data() + 4, static_cast<int>(len))) {
-        spdlog::warn("shim client pid {}: malformed request; closing", c.peer.pid);
-        return false;
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        close(cfd);
+        continue;
       }
-      c.in.erase(0, 4 + size_t{len});
-      v1::ShimResponse resp;
-      resp.set_id(req.id());
-      handler_(c.peer, req, &resp);
-      std::string body = resp.SerializeAsString();
-      uint32_t n = static_cast<uint32_t>(body.size());
-      for (int i = 0; i < 4; ++i) c.out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-      c.out += body;
+      Connection& c = conns[cfd];
+      c.fd = cfd;
+      c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
+      watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
+      spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
     }
-    return true;
   };
 
   epoll_event events[64];
   while (!stopping_.load()) {
-    int n = epoll_wait(ep, events, 64, -1);
+    int n = epoll_wait(ep, events, 64, accept_paused ? 100 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("shim server: epoll_wait: {}", strerror(errno));
       break;
     }
+    if (accept_paused) {
+      accept_paused = false;
+      watch(listen_fd_, EPOLLIN, EPOLL_CTL_ADD);
+    }
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
       if (fd == wake_fd_) continue;
       if (fd == listen_fd_) {
-        for (;;) {
-          int cfd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-          if (cfd < 0) break;
-          ucred cred{};
-          socklen_t len = sizeof cred;
-          if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-            close(cfd);
-            continue;
-          }
-          conns[cfd] = Connection{cfd, PeerCred{cred.pid, cred.uid, cred.gid}, {}, {}};
-          watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
-          spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
-        }
+        accept_all();
         continue;
       }
       auto it = conns.find(fd);
       if (it == conns.end()) continue;
       Connection& c = it->second;
-      bool alive = true;
-      if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        char buf[65536];
-        for (;;) {
-          ssize_t r = recv(fd, buf, sizeof buf, 0);
-          if (r > 0) {
-            c.in.append(buf, static_cast<size_t>(r));
-            continue;
-          }
-          if (r < 0 && errno == EINTR) continue;
-          if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-          alive = false;  // EOF or error
-          break;
-        }
-        if (!serve(c)) alive = false;
+      bool ok = true;
+      if (events[i].events & EPOLLERR) ok = false;
+      if (ok && !c.peer_closed && (events[i].events & (EPOLLIN | EPOLLHUP))) ok = OnReadable(c);
+      if (ok) ok = Flush(c);
+      // Frames held back while the client was behind are answered once it catches up.
+      if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= 4) ok = Serve(c) && Flush(c);
+      // Done with a client that closed its side once everything owed is sent.
+      if (!ok || (c.peer_closed && c.pending_out() == 0)) {
+        drop(fd);
+        continue;
       }
-      if (alive) alive = flush(c);
-      if (!alive) drop(fd);
+      // Read only while the client keeps up with its answers; after EOF only write.
+      uint32_t want = 0;
+      if (!c.peer_closed && c.pending_out() <= kMaxShimPendingOutBytes) want |= EPOLLIN;
+      if (c.pending_out() > 0) want |= EPOLLOUT;
+      watch(fd, want, EPOLL_CTL_MOD);
     }
   }
   for (auto& [fd, c] : conns) close(fd);

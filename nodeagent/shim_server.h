@@ -25,6 +25,9 @@ struct PeerCred {
 };
 
 constexpr uint32_t kMaxShimFrameBytes = 16 << 20;
+// A connection whose unread answers exceed this is not read from until the
+// client catches up (back-pressure: a client that never reads costs at most this).
+constexpr size_t kMaxShimPendingOutBytes = 1 << 20;
 
 class ShimServer {
  public:
@@ -37,10 +40,17 @@ class ShimServer {
   void Stop();
 
  private:
-  ShimServer(std::string path, int listen_fd, int wake_fd, Handler handler);
+  struct Connection;
+  ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler);
   void Loop();
+  // Reads what the socket has (bounded per call) and answers whole frames.
+  // Returns false when the connection must be closed now.
+  bool OnReadable(Connection& c);
+  bool Serve(Connection& c);
+  bool Flush(Connection& c);
 
   std::string path_;
+  ino_t inode_;  // of our socket file: Stop() removes the path only if it is still ours
   int listen_fd_;
   int wake_fd_;
   Handler handler_;
