@@ -180,9 +180,11 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   }
   // Lock every stripe involved, in address order, so that the version taken
   // under the locks is larger than that of any write these keys saw before.
-  std::set<std::mutex*> locks;
-  for (const Mutation& m : mutations) locks.insert(&StripeFor(m.key));
-  for (std::mutex* m : locks) m->lock();
+  std::set<std::mutex*> stripes;
+  for (const Mutation& m : mutations) stripes.insert(&StripeFor(m.key));
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(stripes.size());
+  for (std::mutex* m : stripes) locks.emplace_back(*m);
   Version version{clock_.Now(), node_id_};
   rocksdb::WriteBatch batch;
   Status st;
@@ -194,7 +196,6 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
     }
   }
   if (st.ok()) st = Commit(batch, version.hlc, sync);
-  for (auto it = locks.rbegin(); it != locks.rend(); ++it) (*it)->unlock();
   if (!st.ok()) return st;
   return version;
 }
@@ -223,6 +224,7 @@ Result<ScanPage> Store::Scan(std::string_view prefix, std::string_view start_aft
   std::string_view seek = prefix;
   if (!start_after.empty() && start_after > prefix) seek = start_after;
   ScanPage page;
+  size_t page_bytes = 0;
   for (it->Seek(rocksdb::Slice(seek.data(), seek.size())); it->Valid(); it->Next()) {
     std::string_view k(it->key().data(), it->key().size());
     if (!start_after.empty() && k <= start_after) continue;
@@ -230,10 +232,13 @@ Result<ScanPage> Store::Scan(std::string_view prefix, std::string_view start_aft
     Result<Record> rec = DecodeRecord(v, /*with_value=*/!keys_only);
     if (!rec.ok()) return rec.status();
     if (rec->tombstone) continue;
-    if (page.entries.size() == limit) {
+    size_t entry_bytes = k.size() + rec->value.size();
+    if (page.entries.size() == limit ||
+        (!page.entries.empty() && page_bytes + entry_bytes > StoreLimits::kMaxScanPageBytes)) {
       page.more = true;
       break;
     }
+    page_bytes += entry_bytes;
     page.entries.push_back(Entry{std::string(k), std::move(rec).value()});
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan");

@@ -34,6 +34,9 @@ struct StoreLimits {
   static constexpr size_t kMaxValueBytes = 1 << 20;  // 1 MiB
   static constexpr size_t kDefaultScanLimit = 100;
   static constexpr size_t kMaxScanLimit = 10000;
+  // A scan page stops early (more = true) once its keys and values pass this,
+  // so a page always fits gRPC's default 4 MiB message limit.
+  static constexpr size_t kMaxScanPageBytes = 2 << 20;
 };
 
 struct StoreOptions {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -61,6 +62,15 @@ Status WriteFileAtomically(const std::string& path, const std::string& content) 
     unlink(tmp.c_str());
     return Status::IOError(fmt::format("write {}: {}", path, strerror(err)));
   }
+  // The rename is durable only once the directory is: sync it too.
+  std::string dir = path.substr(0, path.rfind('/') + 1);
+  int dfd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || fsync(dfd) != 0) {
+    err = errno;
+    if (dfd >= 0) close(dfd);
+    return Status::IOError(fmt::format("sync {}: {}", dir, strerror(err)));
+  }
+  close(dfd);
   return Status::Ok();
 }
 
@@ -69,14 +79,16 @@ Status WriteFileAtomically(const std::string& path, const std::string& content) 
 Result<NodeIdentity> LoadOrCreateIdentity(const std::string& data_dir, const std::string& name) {
   if (Status s = ValidateNodeName(name); !s.ok()) return s;
   std::string path = data_dir + "/node.json";
-  std::ifstream in(path);
-  if (!in) {
-    if (errno != ENOENT) return Status::IOError(fmt::format("read {}: {}", path, strerror(errno)));
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return Status::IOError(fmt::format("stat {}: {}", path, strerror(errno)));
     NodeIdentity id{name, NewNodeId()};
     nlohmann::json j{{"name", id.name}, {"node_id", NodeIdHex(id.node_id)}};
     if (Status s = WriteFileAtomically(path, j.dump(2) + "\n"); !s.ok()) return s;
     return id;
   }
+  std::ifstream in(path);
+  if (!in) return Status::IOError(fmt::format("cannot read {}", path));
   std::stringstream buf;
   buf << in.rdbuf();
   nlohmann::json j = nlohmann::json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);

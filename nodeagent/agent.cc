@@ -145,7 +145,12 @@ int RunAgent(const AgentOptions& opt) {
   Result<std::unique_ptr<Store>> store = Store::Open({.path = data_dir + "/store", .node_id = identity->node_id});
   if (!store.ok()) return Fail(store.status());
 
-  AgentInfo info{*identity, opt.listen, data_dir, opt.socket, std::chrono::steady_clock::now()};
+  AgentInfo info;
+  info.identity = *identity;
+  info.data_dir = data_dir;
+  info.socket_path = opt.socket;
+  info.started = std::chrono::steady_clock::now();
+  info.set_grpc_address(opt.listen);
   ClusterService cluster(info, **store);
   StoreService store_service(**store);
 
@@ -163,7 +168,11 @@ int RunAgent(const AgentOptions& opt) {
   builder.RegisterService(&store_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) return Fail(Status::Unavailable(fmt::format("cannot listen on {}", opt.listen)));
-  if (hostport->second == 0) info.grpc_address = fmt::format("{}:{}", hostport->first, bound_port);
+  if (hostport->second == 0) {
+    const std::string& host = hostport->first;
+    info.set_grpc_address(host.find(':') == std::string::npos ? fmt::format("{}:{}", host, bound_port)
+                                                              : fmt::format("[{}]:{}", host, bound_port));
+  }
 
   Result<std::unique_ptr<ShimServer>> shim = ShimServer::Start(
       opt.socket, [&info](const PeerCred& peer, const v1::ShimRequest& req, v1::ShimResponse* resp) {
@@ -172,7 +181,7 @@ int RunAgent(const AgentOptions& opt) {
             v1::PingResponse* p = resp->mutable_ping();
             p->set_node_name(info.identity.name);
             p->set_node_id(NodeIdHex(info.identity.node_id));
-            p->set_grpc_address(info.grpc_address);
+            p->set_grpc_address(info.grpc_address());
             p->set_peer_pid(peer.pid);
             p->set_peer_uid(peer.uid);
             p->set_peer_gid(peer.gid);
@@ -192,7 +201,7 @@ int RunAgent(const AgentOptions& opt) {
   for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store"}) health->SetServingStatus(svc, true);
   health->SetServingStatus(true);
   spdlog::info("agent {} (node {}) serving gRPC on {} and the shim on {}; data dir {}", info.identity.name,
-               NodeIdHex(info.identity.node_id), info.grpc_address, opt.socket, data_dir);
+               NodeIdHex(info.identity.node_id), info.grpc_address(), opt.socket, data_dir);
 
   int sig = 0;
   while (sigwait(&stop_signals, &sig) != 0) {

@@ -89,7 +89,9 @@ class Client {
       return false;
     }
     addr_ = addr;
-    channel_ = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(16 << 20);
+    channel_ = grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
     return true;
   }
   std::unique_ptr<grpc::ClientContext> Context() {
@@ -130,6 +132,32 @@ const char* StateName(v1::NodeState s) {
     case v1::NODE_STATE_DEAD: return "dead";
     default: return "unknown";
   }
+}
+
+// Keys are protobuf strings: UTF-8 (RFC 3629: no overlongs, surrogates or values past U+10FFFF).
+bool IsUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : c & (0x7f >> n);
+    for (size_t k = 1; k < n; ++k) {
+      unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc >> 6) != 0x2) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n;
+  }
+  return true;
+}
+
+// Checks a key or prefix before it is sent; prints why and returns false if bad.
+bool CheckKeyText(std::string_view what, const std::string& key) {
+  if (IsUtf8(key)) return true;
+  Error(fmt::format("{} must be valid UTF-8", what));
+  return false;
 }
 
 Result<v1::WriteLevel> ParseWriteLevel(const std::string& s) {
@@ -185,6 +213,7 @@ int CmdNodes(const ClientOptions& o) {
 }
 
 int CmdKvGet(const ClientOptions& o, const std::string& key) {
+  if (!CheckKeyText("key", key)) return kExitError;
   Client c(o);
   if (!c.Connect()) return kExitError;
   v1::GetRequest q;
@@ -204,6 +233,7 @@ int CmdKvGet(const ClientOptions& o, const std::string& key) {
 int CmdKvPut(const ClientOptions& o, const KvPutOptions& p) {
   Result<v1::WriteLevel> level = ParseWriteLevel(p.level);
   if (!level.ok()) return Error(level.status().message());
+  if (!CheckKeyText("key", p.key)) return kExitError;
   v1::PutRequest q;
   q.set_key(p.key);
   if (p.from_stdin) {
@@ -226,6 +256,7 @@ int CmdKvPut(const ClientOptions& o, const KvPutOptions& p) {
 int CmdKvDel(const ClientOptions& o, const std::string& key, bool sync, const std::string& level_name) {
   Result<v1::WriteLevel> level = ParseWriteLevel(level_name);
   if (!level.ok()) return Error(level.status().message());
+  if (!CheckKeyText("key", key)) return kExitError;
   Client c(o);
   if (!c.Connect()) return kExitError;
   v1::DeleteRequest q;
@@ -241,6 +272,7 @@ int CmdKvDel(const ClientOptions& o, const std::string& key, bool sync, const st
 }
 
 int CmdKvScan(const ClientOptions& o, const KvScanOptions& so) {
+  if (!CheckKeyText("prefix", so.prefix)) return kExitError;
   Client c(o);
   if (!c.Connect()) return kExitError;
   v1::ScanResponse all;

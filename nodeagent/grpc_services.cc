@@ -95,7 +95,7 @@ v1::Node SelfNode(const AgentInfo& info) {
   v1::Node n;
   n.set_name(info.identity.name);
   n.set_node_id(NodeIdHex(info.identity.node_id));
-  n.set_address(info.grpc_address);
+  n.set_address(info.grpc_address());
   n.set_state(v1::NODE_STATE_ALIVE);
   *n.mutable_load() = ReadLoad();
   n.set_self(true);
@@ -109,7 +109,7 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
     r->set_version(ONEBOX_VERSION);
     r->set_uptime_seconds(static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - info_.started).count()));
-    r->set_hlc(store_.clock().Now());
+    r->set_hlc(store_.clock().Last());  // a reading: issues no timestamp
     StoreStats st = store_.Stats();
     r->mutable_store()->set_estimated_keys(st.estimated_keys);
     r->mutable_store()->set_sst_bytes(st.sst_bytes);

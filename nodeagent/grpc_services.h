@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -19,10 +20,24 @@ namespace onebox {
 // What the services report about the node they run on.
 struct AgentInfo {
   NodeIdentity identity;
-  std::string grpc_address;
   std::string data_dir;
   std::string socket_path;
   std::chrono::steady_clock::time_point started;
+
+  // The gRPC address is known only once gRPC has bound (port 0 picks one),
+  // after the services may already answer: hence the lock.
+  std::string grpc_address() const {
+    std::lock_guard lock(mu_);
+    return grpc_address_;
+  }
+  void set_grpc_address(std::string a) {
+    std::lock_guard lock(mu_);
+    grpc_address_ = std::move(a);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string grpc_address_;
 };
 
 grpc::Status ToGrpc(const Status& s);

@@ -60,6 +60,7 @@ std::string ApplyAgentConfig(CLI::App* agent, const std::string& path) {
 int main(int argc, char** argv) {
   CLI::App app{"onebox: a cluster of Linux machines that looks like one machine"};
   app.require_subcommand(1);
+  app.fallthrough();  // `onebox kv get K --agent H:P` works as well as `onebox --agent H:P kv get K`
   app.set_version_flag("--version", ONEBOX_VERSION);
 
   onebox::ClientOptions client;

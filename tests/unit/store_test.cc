@@ -125,6 +125,27 @@ TEST(Store, ScansByPrefixInPagesAndSkipsTombstones) {
   EXPECT_EQ(high->entries[0].key, ff + "a");
 }
 
+TEST(Store, ScanPagesStayUnderTheByteBudget) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  std::string mib(StoreLimits::kMaxValueBytes, 'v');
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(s->Put(fmt::format("big/{}", i), mib, false).ok());
+  std::string after;
+  size_t total = 0;
+  for (;;) {
+    Result<ScanPage> page = s->Scan("big/", after, 100, false);
+    ASSERT_TRUE(page.ok());
+    ASSERT_FALSE(page->entries.empty());
+    size_t bytes = 0;
+    for (auto& e : page->entries) bytes += e.key.size() + e.record.value.size();
+    EXPECT_LE(bytes, StoreLimits::kMaxScanPageBytes);
+    total += page->entries.size();
+    if (!page->more) break;
+    after = page->entries.back().key;
+  }
+  EXPECT_EQ(total, 5u);
+}
+
 TEST(Store, DataAndClockSurviveReopen) {
   TempDir dir;
   uint64_t wall_ms = 1'800'000'000'000;
