@@ -28,60 +28,110 @@ int ExitCodeOf(int status) {
   return -1;
 }
 
-[[noreturn]] void ExecWithEnv(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
-  for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  execvp(args[0], args.data());
-  fprintf(stderr, "exec %s: %s\n", args[0], strerror(errno));
-  _exit(127);
+// argv and environment built before fork: a forked child of a threaded process
+// may only call async-signal-safe functions, so it must not allocate.
+class ExecSpec {
+ public:
+  ExecSpec(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) : args_(argv) {
+    for (char** e = environ; *e != nullptr; ++e) {
+      std::string_view kv(*e);
+      if (!env.count(std::string(kv.substr(0, kv.find('='))))) vars_.emplace_back(kv);
+    }
+    for (const auto& [k, v] : env) vars_.push_back(k + "=" + v);
+    for (auto& a : args_) argv_.push_back(a.data());
+    argv_.push_back(nullptr);
+    for (auto& v : vars_) envp_.push_back(v.data());
+    envp_.push_back(nullptr);
+  }
+  // In the child: exec, or report and _exit(127). Async-signal-safe.
+  [[noreturn]] void Exec() const {
+    execvpe(argv_[0], argv_.data(), envp_.data());
+    static const char kMsg[] = "exec failed\n";
+    [[maybe_unused]] ssize_t n = write(2, kMsg, sizeof kMsg - 1);
+    _exit(127);
+  }
+
+ private:
+  std::vector<std::string> args_, vars_;
+  std::vector<char*> argv_, envp_;
+};
+
+// waitpid that retries on EINTR; returns -1 (and sets *status to 0) on failure.
+pid_t WaitFor(pid_t pid, int* status, int flags) {
+  pid_t r;
+  do {
+    r = waitpid(pid, status, flags);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) *status = 0;
+  return r;
 }
 
 }  // namespace
 
 RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
-              const std::string& stdin_data) {
+                     const std::string& stdin_data) {
+  ExecSpec spec(argv, env);
+  RunResult r;
   int in[2], out[2], err[2];
-  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return {};
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    r.err = std::string("pipe: ") + strerror(errno);
+    return r;
+  }
   auto start = std::chrono::steady_clock::now();
   pid_t pid = fork();
   if (pid == 0) {
     dup2(in[0], 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
-    ExecWithEnv(argv, env);
+    spec.Exec();
   }
   close(in[0]);
   close(out[1]);
   close(err[1]);
-  signal(SIGPIPE, SIG_IGN);
-  if (!stdin_data.empty()) {
-    [[maybe_unused]] ssize_t n = write(in[1], stdin_data.data(), stdin_data.size());
+  if (pid < 0) {
+    for (int fd : {in[1], out[0], err[0]}) close(fd);
+    r.err = std::string("fork: ") + strerror(errno);
+    return r;
   }
-  close(in[1]);
-  RunResult r;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  signal(SIGPIPE, SIG_IGN);
+  // stdin is fed inside the same poll loop, so a child that writes before it
+  // reads all its input cannot deadlock against us.
+  fcntl(in[1], F_SETFL, O_NONBLOCK);
+  size_t fed = 0;
+  if (stdin_data.empty()) {
+    close(in[1]);
+    in[1] = -1;
+  }
+  pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {in[1], POLLOUT, 0}};
   std::string* sinks[2] = {&r.out, &r.err};
-  int open_fds = 2;
-  while (open_fds > 0) {
-    if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+  while (fds[0].fd >= 0 || fds[1].fd >= 0) {
+    if (poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
     for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       char buf[65536];
       ssize_t n = read(fds[i].fd, buf, sizeof buf);
       if (n > 0) {
         sinks[i]->append(buf, static_cast<size_t>(n));
-      } else {
+      } else if (n == 0 || errno != EINTR) {
         close(fds[i].fd);
         fds[i].fd = -1;
-        --open_fds;
+      }
+    }
+    if (fds[2].fd >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      ssize_t n = write(fds[2].fd, stdin_data.data() + fed, stdin_data.size() - fed);
+      if (n > 0) fed += static_cast<size_t>(n);
+      if ((n < 0 && errno != EAGAIN && errno != EINTR) || fed == stdin_data.size()) {
+        close(fds[2].fd);
+        fds[2].fd = -1;
       }
     }
   }
+  if (fds[2].fd >= 0) close(fds[2].fd);
   int status = 0;
-  waitpid(pid, &status, 0);
-  r.exit_code = ExitCodeOf(status);
+  r.exit_code = WaitFor(pid, &status, 0) == pid ? ExitCodeOf(status) : -1;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }
@@ -150,22 +200,26 @@ AgentProcess::~AgentProcess() {
 }
 
 ::testing::AssertionResult AgentProcess::Start(std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv{OneboxBin(), "agent"};
+  argv.insert(argv.end(), args_.begin(), args_.end());
+  ExecSpec spec(argv, {});
+  int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return ::testing::AssertionFailure() << "open " << log_path_ << ": " << strerror(errno);
   pid_ = fork();
   if (pid_ == 0) {
-    int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    dup2(log, 2);
-    dup2(log, 1);
-    std::vector<std::string> argv{OneboxBin(), "agent"};
-    argv.insert(argv.end(), args_.begin(), args_.end());
-    ExecWithEnv(argv, {});
+    dup2(log_fd, 2);
+    dup2(log_fd, 1);
+    spec.Exec();
   }
+  close(log_fd);
+  if (pid_ < 0) return ::testing::AssertionFailure() << "fork: " << strerror(errno);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   // The socket answers once the gRPC server is up; it names the bound port.
   v1::ShimResponse ping;
   std::string err;
   while (!ShimPing(socket_, &ping, &err)) {
     int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    if (WaitFor(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
       return ::testing::AssertionFailure() << "agent exited with " << ExitCodeOf(status) << ": " << log();
     }
@@ -194,15 +248,17 @@ int AgentProcess::Stop(int sig) {
   int status = 0;
   // An agent that does not stop within 15 s is killed (and the test sees -9).
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  while (waitpid(pid_, &status, WNOHANG) == 0) {
+  pid_t r;
+  while ((r = WaitFor(pid_, &status, WNOHANG)) == 0) {
     if (std::chrono::steady_clock::now() > deadline) {
       kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
+      r = WaitFor(pid_, &status, 0);
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   pid_ = -1;
+  if (r < 0) return -1000;  // could not learn how it ended: never a clean exit
   channel_.reset();
   return ExitCodeOf(status);
 }
