@@ -152,7 +152,7 @@ int RunAgent(const AgentOptions& opt) {
   info.started = std::chrono::steady_clock::now();
   info.set_grpc_address(opt.listen);
   ClusterService cluster(info, **store);
-  StoreService store_service(**store);
+  auto store_service = std::make_unique<StoreService>(**store);
 
   // Force-link the health descriptors so reflection clients can describe and
   // call grpc.health.v1.Health, which gRPC's built-in service implements.
@@ -165,7 +165,7 @@ int RunAgent(const AgentOptions& opt) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port must fail, not be shared
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(&cluster);
-  builder.RegisterService(&store_service);
+  builder.RegisterService(store_service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) return Fail(Status::Unavailable(fmt::format("cannot listen on {}", opt.listen)));
   if (hostport->second == 0) {
@@ -211,7 +211,9 @@ int RunAgent(const AgentOptions& opt) {
   (*shim)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
   server->Wait();
-  store->reset();  // closes RocksDB: memtables are in the WAL, nothing is lost
+  server.reset();         // before the services it references
+  store_service.reset();  // drains its worker pool: no store work is left
+  store->reset();         // closes RocksDB: memtables are in the WAL, nothing is lost
   spdlog::info("agent {} stopped", info.identity.name);
   return 0;
 }

@@ -13,26 +13,32 @@ namespace onebox {
 namespace {
 
 // Parses the request, runs fn(request, &response), serializes the response:
-// one path for every unary method, so parse errors are answered alike.
+// one path for every unary method, so parse errors are answered alike. With a
+// pool, fn runs there (it may block on the disk); the request and response
+// buffers belong to the call until Finish.
 template <class Req, class Resp, class Fn>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                     grpc::ByteBuffer* out, Fn&& fn) {
+                                     grpc::ByteBuffer* out, WorkPool* pool, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  Req req;
+  auto req = std::make_shared<Req>();
   grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(in));
-  if (!req.ParseFromZeroCopyStream(&reader) || !reader.status().ok()) {
+  if (!req->ParseFromZeroCopyStream(&reader) || !reader.status().ok()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                  fmt::format("malformed request: the bytes sent are not a valid {}",
                                              Req::descriptor()->full_name())));
     return reactor;
   }
-  Resp resp;
-  grpc::Status st = fn(req, &resp);
-  if (st.ok()) {
-    bool own_buffer = false;
-    st = grpc::GenericSerialize<grpc::ProtoBufferWriter, Resp>(resp, out, &own_buffer);
-  }
-  reactor->Finish(st);
+  auto work = [req, out, reactor, fn = std::move(fn)] {
+    Resp resp;
+    grpc::Status st = fn(*req, &resp);
+    if (st.ok()) {
+      bool own_buffer = false;
+      st = grpc::GenericSerialize<grpc::ProtoBufferWriter, Resp>(resp, out, &own_buffer);
+    }
+    reactor->Finish(st);
+  };
+  if (pool) pool->Submit(std::move(work));
+  else work();
   return reactor;
 }
 
@@ -104,7 +110,7 @@ v1::Node SelfNode(const AgentInfo& info) {
 
 grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                  grpc::ByteBuffer* out) {
-  return ServeUnary<v1::StatusRequest, v1::StatusResponse>(ctx, in, out, [&](const auto&, v1::StatusResponse* r) {
+  return ServeUnary<v1::StatusRequest, v1::StatusResponse>(ctx, in, out, nullptr, [this](const auto&, v1::StatusResponse* r) {
     *r->mutable_node() = SelfNode(info_);
     r->set_version(ONEBOX_VERSION);
     r->set_uptime_seconds(static_cast<uint64_t>(
@@ -123,7 +129,7 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* ClusterService::ListNodes(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                     grpc::ByteBuffer* out) {
   return ServeUnary<v1::ListNodesRequest, v1::ListNodesResponse>(
-      ctx, in, out, [&](const auto&, v1::ListNodesResponse* r) {
+      ctx, in, out, nullptr, [this](const auto&, v1::ListNodesResponse* r) {
         *r->add_nodes() = SelfNode(info_);
         return grpc::Status::OK;
       });
@@ -131,7 +137,7 @@ grpc::ServerUnaryReactor* ClusterService::ListNodes(grpc::CallbackServerContext*
 
 grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                             grpc::ByteBuffer* out) {
-  return ServeUnary<v1::GetRequest, v1::GetResponse>(ctx, in, out, [&](const v1::GetRequest& q, v1::GetResponse* r) {
+  return ServeUnary<v1::GetRequest, v1::GetResponse>(ctx, in, out, &pool_, [this](const v1::GetRequest& q, v1::GetResponse* r) {
     if (grpc::Status s = CheckReadLevel(q.level()); !s.ok()) return s;
     Result<Record> rec = store_.Get(q.key());
     if (!rec.ok()) {
@@ -147,7 +153,7 @@ grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, co
 
 grpc::ServerUnaryReactor* StoreService::Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                             grpc::ByteBuffer* out) {
-  return ServeUnary<v1::PutRequest, v1::PutResponse>(ctx, in, out, [&](const v1::PutRequest& q, v1::PutResponse* r) {
+  return ServeUnary<v1::PutRequest, v1::PutResponse>(ctx, in, out, &pool_, [this](const v1::PutRequest& q, v1::PutResponse* r) {
     if (grpc::Status s = CheckWriteLevel(q.level()); !s.ok()) return s;
     Result<Version> v = store_.Put(q.key(), q.value(), q.sync());
     if (!v.ok()) return ToGrpc(v.status());
@@ -159,7 +165,7 @@ grpc::ServerUnaryReactor* StoreService::Put(grpc::CallbackServerContext* ctx, co
 grpc::ServerUnaryReactor* StoreService::Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                grpc::ByteBuffer* out) {
   return ServeUnary<v1::DeleteRequest, v1::DeleteResponse>(
-      ctx, in, out, [&](const v1::DeleteRequest& q, v1::DeleteResponse* r) {
+      ctx, in, out, &pool_, [this](const v1::DeleteRequest& q, v1::DeleteResponse* r) {
         if (grpc::Status s = CheckWriteLevel(q.level()); !s.ok()) return s;
         bool existed = false;
         Result<Version> v = store_.Delete(q.key(), q.sync(), &existed);
@@ -172,7 +178,7 @@ grpc::ServerUnaryReactor* StoreService::Delete(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* StoreService::Scan(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                              grpc::ByteBuffer* out) {
-  return ServeUnary<v1::ScanRequest, v1::ScanResponse>(ctx, in, out, [&](const v1::ScanRequest& q, v1::ScanResponse* r) {
+  return ServeUnary<v1::ScanRequest, v1::ScanResponse>(ctx, in, out, &pool_, [this](const v1::ScanRequest& q, v1::ScanResponse* r) {
     if (grpc::Status s = CheckReadLevel(q.level()); !s.ok()) return s;
     Result<ScanPage> page = store_.Scan(q.prefix(), q.start_after(), q.limit(), q.keys_only());
     if (!page.ok()) return ToGrpc(page.status());

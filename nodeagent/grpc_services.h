@@ -12,6 +12,7 @@
 
 #include "consistency/store.h"
 #include "naming/node_identity.h"
+#include "nodeagent/work_pool.h"
 #include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 
@@ -61,7 +62,8 @@ class StoreService final
     : public v1::Store::WithRawCallbackMethod_Get<v1::Store::WithRawCallbackMethod_Put<
           v1::Store::WithRawCallbackMethod_Delete<v1::Store::WithRawCallbackMethod_Scan<v1::Store::Service>>>> {
  public:
-  explicit StoreService(Store& store) : store_(store) {}
+  // Store work runs on a pool of its own: RocksDB may block on the disk.
+  explicit StoreService(Store& store) : store_(store), pool_(4, "onebox-store") {}
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -73,6 +75,7 @@ class StoreService final
 
  private:
   Store& store_;
+  WorkPool pool_;
 };
 
 }  // namespace onebox
