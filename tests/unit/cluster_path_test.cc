@@ -1,0 +1,79 @@
+// Lexical path classification: what is a cluster path, and which one.
+#include "naming/cluster_path.h"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+
+namespace onebox {
+namespace {
+
+std::string Norm(std::string_view p) {
+  char buf[kMaxPathBytes];
+  size_t n = NormalizePath(p, buf, sizeof buf);
+  return n ? std::string(buf, n) : "<invalid>";
+}
+
+std::optional<std::string> Rel(const ClusterRoot& root, std::string_view p) {
+  char buf[kMaxPathBytes];
+  if (!root.Relative(p, buf, sizeof buf)) return std::nullopt;
+  return std::string(buf);
+}
+
+TEST(ClusterPath, NormalizesLexically) {
+  EXPECT_EQ(Norm("/"), "/");
+  EXPECT_EQ(Norm("//"), "/");
+  EXPECT_EQ(Norm("/a//b/./c/"), "/a/b/c");
+  EXPECT_EQ(Norm("/a/b/../c"), "/a/c");
+  EXPECT_EQ(Norm("/../.."), "/");
+  EXPECT_EQ(Norm("/a/.."), "/");
+  EXPECT_EQ(Norm("/a/..b/.c"), "/a/..b/.c");
+  EXPECT_EQ(Norm("relative"), "<invalid>");
+  EXPECT_EQ(Norm(""), "<invalid>");
+  char tiny[4];
+  EXPECT_EQ(NormalizePath("/abcd", tiny, sizeof tiny), 0u);
+  EXPECT_EQ(NormalizePath("/ab", tiny, sizeof tiny), 3u);
+}
+
+TEST(ClusterPath, JoinsRelativeToADirectory) {
+  char buf[kMaxPathBytes];
+  ASSERT_GT(JoinPath("/cluster/src", "../lib/./x.c", buf, sizeof buf), 0u);
+  EXPECT_STREQ(buf, "/cluster/lib/x.c");
+  ASSERT_GT(JoinPath("/", "a", buf, sizeof buf), 0u);
+  EXPECT_STREQ(buf, "/a");
+  ASSERT_GT(JoinPath("/cluster", "", buf, sizeof buf), 0u);
+  EXPECT_STREQ(buf, "/cluster");
+}
+
+TEST(ClusterPath, ClassifiesUnderTheDefaultRoot) {
+  ClusterRoot root;
+  EXPECT_EQ(root.root(), "/cluster");
+  EXPECT_EQ(Rel(root, "/cluster"), "");
+  EXPECT_EQ(Rel(root, "/cluster/"), "");
+  EXPECT_EQ(Rel(root, "/cluster/a/b"), "a/b");
+  EXPECT_EQ(Rel(root, "//cluster//a/./b/"), "a/b");
+  EXPECT_EQ(Rel(root, "/tmp/../cluster/x"), "x");
+  EXPECT_EQ(Rel(root, "/cluster/a/../../etc/passwd"), std::nullopt);  // leaves the cluster
+  EXPECT_EQ(Rel(root, "/cluster/.."), std::nullopt);
+  EXPECT_EQ(Rel(root, "/clusterfoo"), std::nullopt);
+  EXPECT_EQ(Rel(root, "/cluste"), std::nullopt);
+  EXPECT_EQ(Rel(root, "/etc/passwd"), std::nullopt);
+  EXPECT_FALSE(root.MaybeCluster("/etc/passwd"));
+  EXPECT_TRUE(root.MaybeCluster("/cluster/x"));
+}
+
+TEST(ClusterPath, ConfigurableRoot) {
+  ClusterRoot root;
+  EXPECT_FALSE(root.Set("/"));
+  EXPECT_FALSE(root.Set("relative"));
+  EXPECT_FALSE(root.Set(""));
+  ASSERT_TRUE(root.Set("/mnt//onebox/"));
+  EXPECT_EQ(root.root(), "/mnt/onebox");
+  EXPECT_EQ(Rel(root, "/mnt/onebox/f"), "f");
+  EXPECT_EQ(Rel(root, "/cluster/f"), std::nullopt);
+  EXPECT_EQ(Rel(root, "/mnt/oneboxes"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace onebox
