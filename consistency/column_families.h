@@ -1,26 +1,35 @@
 // The RocksDB column families of an agent's store, declared once.
-// X(enumerator, name on disk, what it holds)
+// X(enumerator, name on disk, versioned, what it holds). Versioned families
+// hold LWW records (consistency/record.h); the others hold raw bytes.
 #pragma once
 
 #include <cstddef>
 
-#define ONEBOX_COLUMN_FAMILIES(X)                                              \
-  X(kKv, "kv", "user key-value records of the Store service (LWW records)")   \
-  X(kMeta, "meta", "node identity and the persisted HLC high-water mark")
+#define ONEBOX_COLUMN_FAMILIES(X)                                                              \
+  X(kKv, "kv", true, "user key-value records of the Store service")                           \
+  X(kNs, "ns", true, "the namespace: one onebox.v1.Inode per path below the view root")        \
+  X(kChunks, "chunks", false, "file content, content-addressed: SHA-256 digest -> bytes")     \
+  X(kMeta, "meta", false, "node-local values and the persisted HLC high-water mark")
 
 namespace onebox {
 
 enum class Cf : size_t {
-#define ONEBOX_CF_ENUM(e, name, what) e,
+#define ONEBOX_CF_ENUM(e, name, versioned, what) e,
   ONEBOX_COLUMN_FAMILIES(ONEBOX_CF_ENUM)
 #undef ONEBOX_CF_ENUM
   kCount
 };
 
 inline constexpr const char* kCfNames[] = {
-#define ONEBOX_CF_NAME(e, name, what) name,
+#define ONEBOX_CF_NAME(e, name, versioned, what) name,
     ONEBOX_COLUMN_FAMILIES(ONEBOX_CF_NAME)
 #undef ONEBOX_CF_NAME
+};
+
+inline constexpr bool kCfVersioned[] = {
+#define ONEBOX_CF_VERSIONED(e, name, versioned, what) versioned,
+    ONEBOX_COLUMN_FAMILIES(ONEBOX_CF_VERSIONED)
+#undef ONEBOX_CF_VERSIONED
 };
 
 }  // namespace onebox

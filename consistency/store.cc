@@ -145,27 +145,34 @@ Status Store::Commit(rocksdb::WriteBatch& batch, HlcTimestamp hlc, bool sync) {
   return FromRocks(s, "write");
 }
 
-Result<Record> Store::ReadRecord(std::string_view key) {
+Status Store::CheckVersioned(Cf space) {
+  if (static_cast<size_t>(space) >= static_cast<size_t>(Cf::kCount) || !kCfVersioned[static_cast<size_t>(space)])
+    return Status::InvalidArgument("not a versioned column family");
+  return Status::Ok();
+}
+
+Result<Record> Store::ReadRecord(std::string_view key, Cf space) {
   std::string bytes;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kKv), key, &bytes);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(space), key, &bytes);
   if (s.IsNotFound()) return Status::NotFound(fmt::format("key '{}' not found", key));
   if (!s.ok()) return FromRocks(s, "read");
   return DecodeRecord(bytes);
 }
 
-Result<Version> Store::Put(std::string_view key, std::string_view value, bool sync) {
-  return Write({Mutation{std::string(key), false, std::string(value)}}, sync);
+Result<Version> Store::Put(std::string_view key, std::string_view value, bool sync, Cf space) {
+  return Write({Mutation{std::string(key), false, std::string(value), space}}, sync);
 }
 
-Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed) {
+Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf space) {
   if (Status s = ValidateKey(key); !s.ok()) return s;
+  if (Status s = CheckVersioned(space); !s.ok()) return s;
   std::lock_guard lock(StripeFor(key));
-  Result<Record> old = ReadRecord(key);
+  Result<Record> old = ReadRecord(key, space);
   if (!old.ok() && old.status().code() != Code::kNotFound) return old.status();
   if (existed) *existed = old.ok() && !old->tombstone;
   Record tomb{{clock_.Now(), node_id_}, true, {}};
   rocksdb::WriteBatch batch;
-  rocksdb::Status s = batch.Put(cf(Cf::kKv), key, EncodeRecord(tomb));
+  rocksdb::Status s = batch.Put(cf(space), key, EncodeRecord(tomb));
   if (!s.ok()) return FromRocks(s, "delete");
   if (Status st = Commit(batch, tomb.version.hlc, sync); !st.ok()) return st;
   return tomb.version;
@@ -177,6 +184,7 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
     if (Status s = ValidateKey(m.key); !s.ok()) return s;
     if (Status s = ValidateValue(m.value); !s.ok()) return s;
     if (m.tombstone && !m.value.empty()) return Status::InvalidArgument("a delete carries no value");
+    if (Status s = CheckVersioned(m.space); !s.ok()) return s;
   }
   // Lock every stripe involved, in address order, so that the version taken
   // under the locks is larger than that of any write these keys saw before.
@@ -189,7 +197,7 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   rocksdb::WriteBatch batch;
   Status st;
   for (const Mutation& m : mutations) {
-    rocksdb::Status s = batch.Put(cf(Cf::kKv), m.key, EncodeRecord(Record{version, m.tombstone, m.value}));
+    rocksdb::Status s = batch.Put(cf(m.space), m.key, EncodeRecord(Record{version, m.tombstone, m.value}));
     if (!s.ok()) {
       st = FromRocks(s, "write");
       break;
@@ -200,14 +208,17 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   return version;
 }
 
-Result<Record> Store::Get(std::string_view key) {
+Result<Record> Store::Get(std::string_view key, Cf space) {
   if (Status s = ValidateKey(key); !s.ok()) return s;
-  Result<Record> r = ReadRecord(key);
+  if (Status s = CheckVersioned(space); !s.ok()) return s;
+  Result<Record> r = ReadRecord(key, space);
   if (r.ok() && r->tombstone) return Status::NotFound(fmt::format("key '{}' not found", key));
   return r;
 }
 
-Result<ScanPage> Store::Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only) {
+Result<ScanPage> Store::Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only,
+                             Cf space) {
+  if (Status s = CheckVersioned(space); !s.ok()) return s;
   if (limit == 0) limit = StoreLimits::kDefaultScanLimit;
   if (limit > StoreLimits::kMaxScanLimit)
     return Status::InvalidArgument(
@@ -219,7 +230,7 @@ Result<ScanPage> Store::Scan(std::string_view prefix, std::string_view start_aft
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
   if (!upper.empty()) ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf(Cf::kKv)));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf(space)));
 
   std::string_view seek = prefix;
   if (!start_after.empty() && start_after > prefix) seek = start_after;
@@ -245,8 +256,9 @@ Result<ScanPage> Store::Scan(std::string_view prefix, std::string_view start_aft
   return page;
 }
 
-Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync) {
+Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync, Cf space) {
   if (Status s = ValidateKey(key); !s.ok()) return s;
+  if (Status s = CheckVersioned(space); !s.ok()) return s;
   if (Status s = ValidateValue(record.value); !s.ok()) return s;
   if (record.tombstone && !record.value.empty()) return Status::InvalidArgument("a tombstone carries no value");
   if (record.version.node == 0) return Status::InvalidArgument("record has no origin node");
@@ -257,7 +269,7 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync)
     return Status::Unavailable(t.status().message());
   std::lock_guard lock(StripeFor(key));
   std::string bytes;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kKv), key, &bytes);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(space), key, &bytes);
   if (s.ok()) {
     Result<Version> held = DecodeVersion(bytes);
     if (!held.ok()) return held.status();
@@ -266,20 +278,32 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync)
     return FromRocks(s, "read");
   }
   rocksdb::WriteBatch batch;
-  s = batch.Put(cf(Cf::kKv), key, EncodeRecord(record));
+  s = batch.Put(cf(space), key, EncodeRecord(record));
   if (!s.ok()) return FromRocks(s, "apply");
   if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
   return true;
 }
 
-Status Store::ForEachRecord(const std::function<void(std::string_view, const Record&)>& fn) {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(Cf::kKv)));
+Status Store::ForEachRecord(const std::function<void(std::string_view, const Record&)>& fn, Cf space) {
+  if (Status s = CheckVersioned(space); !s.ok()) return s;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     Result<Record> rec = DecodeRecord(std::string_view(it->value().data(), it->value().size()));
     if (!rec.ok()) return rec.status();
     fn(std::string_view(it->key().data(), it->key().size()), *rec);
   }
   return FromRocks(it->status(), "iterate");
+}
+
+Status Store::PutChunk(std::string_view digest, std::string_view bytes) {
+  return FromRocks(db_->Put(rocksdb::WriteOptions(), cf(Cf::kChunks), digest, bytes), "put chunk");
+}
+
+Result<std::string> Store::GetChunk(std::string_view digest) {
+  std::string bytes;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kChunks), digest, &bytes);
+  if (!s.ok()) return FromRocks(s, "chunk");
+  return bytes;
 }
 
 Result<std::string> Store::GetMeta(std::string_view key) {

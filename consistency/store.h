@@ -50,6 +50,7 @@ struct Mutation {
   std::string key;
   bool tombstone = false;
   std::string value;
+  Cf space = Cf::kKv;  // a versioned family
 };
 
 struct Entry {
@@ -75,25 +76,31 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  Result<Version> Put(std::string_view key, std::string_view value, bool sync);
+  // Versioned families (kv, ns): every call names its family, kv by default.
+  Result<Version> Put(std::string_view key, std::string_view value, bool sync, Cf space = Cf::kKv);
   // Writes a tombstone (even where no value is held: a peer may hold one).
   // *existed, if given, says whether a live value was there.
-  Result<Version> Delete(std::string_view key, bool sync, bool* existed = nullptr);
+  Result<Version> Delete(std::string_view key, bool sync, bool* existed = nullptr, Cf space = Cf::kKv);
   // Puts and deletes applied atomically: one WriteBatch, one version for all.
   Result<Version> Write(const std::vector<Mutation>& mutations, bool sync);
 
   // The live record under key; NotFound when absent or deleted.
-  Result<Record> Get(std::string_view key);
+  Result<Record> Get(std::string_view key, Cf space = Cf::kKv);
   // Live records whose key starts with prefix, in key order, after start_after.
   // limit 0 means StoreLimits::kDefaultScanLimit.
-  Result<ScanPage> Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only);
+  Result<ScanPage> Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only,
+                        Cf space = Cf::kKv);
 
   // Apply a record made elsewhere: it is kept when its version beats the one
   // held (or nothing is held). Returns whether it was kept. Raises the clock;
   // Unavailable when the record's timestamp is too far ahead of the wall clock.
-  Result<bool> Apply(std::string_view key, const Record& record, bool sync);
-  // Every record of the kv family, tombstones included, in key order.
-  Status ForEachRecord(const std::function<void(std::string_view key, const Record&)>& fn);
+  Result<bool> Apply(std::string_view key, const Record& record, bool sync, Cf space = Cf::kKv);
+  // Every record of a versioned family, tombstones included, in key order.
+  Status ForEachRecord(const std::function<void(std::string_view key, const Record&)>& fn, Cf space = Cf::kKv);
+
+  // Content chunks, addressed by their digest: immutable, so written without versions.
+  Status PutChunk(std::string_view digest, std::string_view bytes);
+  Result<std::string> GetChunk(std::string_view digest);
 
   // Small named values of the node itself (meta family).
   Result<std::string> GetMeta(std::string_view key);
@@ -112,7 +119,8 @@ class Store {
   std::mutex& StripeFor(std::string_view key);
   // Adds the HLC high-water mark to batch and commits it.
   Status Commit(rocksdb::WriteBatch& batch, HlcTimestamp hlc, bool sync);
-  Result<Record> ReadRecord(std::string_view key);  // tombstones included
+  Result<Record> ReadRecord(std::string_view key, Cf space);  // tombstones included
+  static Status CheckVersioned(Cf space);
 
   HybridLogicalClock clock_;
   uint64_t node_id_;

@@ -268,6 +268,27 @@ TEST(Store, ConcurrentLocalWritesKeepTheLastVersion) {
   EXPECT_EQ(s->Get("hot")->version, top);
 }
 
+TEST(Store, FamiliesAreSeparateAndOnlyVersionedOnesTakeRecords) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  ASSERT_TRUE(s->Put("same", "kv value", false).ok());
+  ASSERT_TRUE(s->Put("same", "ns value", false, Cf::kNs).ok());
+  EXPECT_EQ(s->Get("same")->value, "kv value");
+  EXPECT_EQ(s->Get("same", Cf::kNs)->value, "ns value");
+  ASSERT_TRUE(s->Delete("same", false, nullptr, Cf::kNs).ok());
+  EXPECT_EQ(s->Get("same", Cf::kNs).status().code(), Code::kNotFound);
+  EXPECT_EQ(s->Get("same")->value, "kv value");
+  // A batch may span versioned families, atomically.
+  Result<Version> v = s->Write({{"a", false, "1", Cf::kKv}, {"dir/a", false, "2", Cf::kNs}}, false);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(s->Get("dir/a", Cf::kNs)->version, *v);
+  EXPECT_EQ(s->Put("x", "y", false, Cf::kChunks).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(s->Get("x", Cf::kMeta).status().code(), Code::kInvalidArgument);
+  ASSERT_TRUE(s->PutChunk("digest", "bytes").ok());
+  EXPECT_EQ(*s->GetChunk("digest"), "bytes");
+  EXPECT_EQ(s->GetChunk("other").status().code(), Code::kNotFound);
+}
+
 TEST(Store, RefusesZeroNodeIdAndUnwritablePath) {
   EXPECT_EQ(Store::Open({.path = "/tmp/x", .node_id = 0}).status().code(), Code::kInvalidArgument);
   EXPECT_FALSE(Store::Open({.path = "/proc/onebox-cannot-be-here", .node_id = 1}).ok());
