@@ -23,6 +23,8 @@
 #include "grpc/health/v1/health.pb.h"
 #include "nodeagent/grpc_services.h"
 #include "nodeagent/shim_server.h"
+#include "nodeagent/view_recorder.h"
+#include "naming/cluster_path.h"
 
 namespace onebox {
 
@@ -145,6 +147,14 @@ int RunAgent(const AgentOptions& opt) {
   Result<std::unique_ptr<Store>> store = Store::Open({.path = data_dir + "/store", .node_id = identity->node_id});
   if (!store.ok()) return Fail(store.status());
 
+  // The view: the directory programs under the shim see as "/".
+  std::string view_root = data_dir + "/view";
+  if (mkdir(view_root.c_str(), 0755) != 0 && errno != EEXIST)
+    return Fail(Status::IOError(fmt::format("cannot create {}: {}", view_root, strerror(errno))));
+  chmod(data_dir.c_str(), 0755);  // programs of every user reach the view through it
+  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view_root, **store);
+  if (!recorder.ok()) return Fail(recorder.status());
+
   AgentInfo info;
   info.identity = *identity;
   info.data_dir = data_dir;
@@ -153,6 +163,7 @@ int RunAgent(const AgentOptions& opt) {
   info.set_grpc_address(opt.listen);
   ClusterService cluster(info, **store);
   auto store_service = std::make_unique<StoreService>(**store);
+  auto namespace_service = std::make_unique<NamespaceService>(**store);
 
   // Force-link the health descriptors so reflection clients can describe and
   // call grpc.health.v1.Health, which gRPC's built-in service implements.
@@ -166,6 +177,7 @@ int RunAgent(const AgentOptions& opt) {
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(&cluster);
   builder.RegisterService(store_service.get());
+  builder.RegisterService(namespace_service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) return Fail(Status::Unavailable(fmt::format("cannot listen on {}", opt.listen)));
   if (hostport->second == 0) {
@@ -175,7 +187,7 @@ int RunAgent(const AgentOptions& opt) {
   }
 
   Result<std::unique_ptr<ShimServer>> shim = ShimServer::Start(
-      opt.socket, [&info](const PeerCred& peer, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+      opt.socket, [&info, &recorder](const PeerCred& peer, const v1::ShimRequest& req, v1::ShimResponse* resp) {
         switch (req.op_case()) {
           case v1::ShimRequest::kPing: {
             v1::PingResponse* p = resp->mutable_ping();
@@ -185,6 +197,25 @@ int RunAgent(const AgentOptions& opt) {
             p->set_peer_pid(peer.pid);
             p->set_peer_uid(peer.uid);
             p->set_peer_gid(peer.gid);
+            break;
+          }
+          case v1::ShimRequest::kHello: {
+            ClusterRoot root;
+            if (!root.Set(req.hello().root())) {
+              resp->set_err(EINVAL);
+              resp->set_message(fmt::format("cluster root '{}' must be an absolute path other than /",
+                                            req.hello().root()));
+              break;
+            }
+            Result<std::string> view = (*recorder)->EnsureRoot(std::string(root.root()));
+            if (!view.ok()) {
+              resp->set_err(EIO);
+              resp->set_message(view.status().message());
+              break;
+            }
+            resp->mutable_hello()->set_view_root(*view);
+            resp->mutable_hello()->set_node_name(info.identity.name);
+            spdlog::debug("shim hello from pid {} ({}) for root {}", peer.pid, req.hello().program(), root.root());
             break;
           }
           default:
@@ -198,7 +229,8 @@ int RunAgent(const AgentOptions& opt) {
   }
 
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store"}) health->SetServingStatus(svc, true);
+  for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store", "onebox.v1.Namespace"})
+    health->SetServingStatus(svc, true);
   health->SetServingStatus(true);
   spdlog::info("agent {} (node {}) serving gRPC on {} and the shim on {}; data dir {}", info.identity.name,
                NodeIdHex(info.identity.node_id), info.grpc_address(), opt.socket, data_dir);
@@ -213,6 +245,8 @@ int RunAgent(const AgentOptions& opt) {
   server->Wait();
   server.reset();         // before the services it references
   store_service.reset();  // drains its worker pool: no store work is left
+  namespace_service.reset();
+  (*recorder)->Stop();
   store->reset();         // closes RocksDB: memtables are in the WAL, nothing is lost
   spdlog::info("agent {} stopped", info.identity.name);
   return 0;

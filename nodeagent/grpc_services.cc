@@ -4,6 +4,9 @@
 
 #include <fstream>
 
+#include "naming/cluster_path.h"
+#include "nodeagent/view_recorder.h"
+
 #include <fmt/format.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/support/proto_buffer_writer.h>
@@ -190,6 +193,68 @@ grpc::ServerUnaryReactor* StoreService::Scan(grpc::CallbackServerContext* ctx, c
     }
     r->set_more(page->more);
     return grpc::Status::OK;
+  });
+}
+
+namespace {
+// The ns key of a cluster path given by a client, or INVALID_ARGUMENT.
+grpc::Status PathKey(const std::string& path, std::string* key) {
+  char norm[kMaxPathBytes];
+  size_t n = NormalizePath(path, norm, sizeof norm);
+  if (n <= 1)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("'{}' is not an absolute cluster path", path));
+  *key = NsKey(std::string_view(norm, n));
+  return grpc::Status::OK;
+}
+}  // namespace
+
+grpc::ServerUnaryReactor* NamespaceService::Stat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                 grpc::ByteBuffer* out) {
+  return ServeUnary<v1::StatRequest, v1::StatResponse>(ctx, in, out, &pool_, [this](const v1::StatRequest& q,
+                                                                                     v1::StatResponse* r) {
+    std::string key;
+    if (grpc::Status s = PathKey(q.path(), &key); !s.ok()) return s;
+    Result<Record> rec = store_.Get(key, Cf::kNs);
+    if (!rec.ok()) return rec.status().code() == Code::kNotFound ? grpc::Status::OK : ToGrpc(rec.status());
+    if (!r->mutable_inode()->ParseFromString(rec->value))
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, fmt::format("damaged inode for {}", q.path()));
+    r->set_found(true);
+    *r->mutable_version() = ToProto(rec->version);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::List(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                 grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ListRequest, v1::ListResponse>(ctx, in, out, &pool_, [this](const v1::ListRequest& q,
+                                                                                     v1::ListResponse* r) {
+    std::string key;
+    if (grpc::Status s = PathKey(q.path(), &key); !s.ok()) return s;
+    size_t limit = q.limit() == 0 ? 1000 : q.limit();
+    if (limit > StoreLimits::kMaxScanLimit)
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          fmt::format("limit {} exceeds the maximum of {}", limit, StoreLimits::kMaxScanLimit));
+    std::string prefix = key + "/";
+    std::string after = q.start_after().empty() ? "" : prefix + q.start_after();
+    // Keys below grandchildren sort between children: skip them while paging.
+    for (;;) {
+      Result<ScanPage> page = store_.Scan(prefix, after, StoreLimits::kMaxScanLimit, false, Cf::kNs);
+      if (!page.ok()) return ToGrpc(page.status());
+      for (Entry& e : page->entries) {
+        std::string_view name = std::string_view(e.key).substr(prefix.size());
+        if (name.find('/') != std::string_view::npos) continue;
+        if (static_cast<size_t>(r->entries_size()) == limit) {
+          r->set_more(true);
+          return grpc::Status::OK;
+        }
+        v1::DirEntry* d = r->add_entries();
+        d->set_name(std::string(name));
+        d->mutable_inode()->ParseFromString(e.record.value);
+        *d->mutable_version() = ToProto(e.record.version);
+      }
+      if (!page->more) return grpc::Status::OK;
+      after = page->entries.back().key;
+    }
   });
 }
 

@@ -14,6 +14,7 @@
 #include "naming/node_identity.h"
 #include "nodeagent/work_pool.h"
 #include "onebox/v1/cluster.grpc.pb.h"
+#include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 
 namespace onebox {
@@ -71,6 +72,21 @@ class StoreService final
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Scan(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                 grpc::ByteBuffer* out) override;
+
+ private:
+  Store& store_;
+  WorkPool pool_;
+};
+
+// The namespace as this node recorded it (ns family), by cluster path.
+class NamespaceService final
+    : public v1::Namespace::WithRawCallbackMethod_Stat<v1::Namespace::WithRawCallbackMethod_List<v1::Namespace::Service>> {
+ public:
+  explicit NamespaceService(Store& store) : store_(store), pool_(2, "onebox-ns") {}
+  grpc::ServerUnaryReactor* Stat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                 grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                  grpc::ByteBuffer* out) override;
 
  private:

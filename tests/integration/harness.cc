@@ -137,6 +137,13 @@ RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::s
 }
 
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err) {
+  v1::ShimRequest req;
+  req.set_id(77);
+  req.mutable_ping()->set_client("integration-test");
+  return ShimCall(socket_path, req, resp, err);
+}
+
+bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
@@ -148,9 +155,6 @@ bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::strin
     close(fd);
     return false;
   }
-  v1::ShimRequest req;
-  req.set_id(77);
-  req.mutable_ping()->set_client("integration-test");
   std::string body = req.SerializeAsString();
   uint32_t len = static_cast<uint32_t>(body.size());
   std::string frame(reinterpret_cast<char*>(&len), 4);  // little-endian host

@@ -33,7 +33,9 @@ struct RunResult {
 RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
               const std::string& stdin_data = "");
 
-// One Ping over the shim socket; the response says who the agent saw.
+// One request over the shim socket (framed as the shim frames it).
+bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err);
+// A Ping (id 77); the response says who the agent saw.
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
 
 class AgentProcess {

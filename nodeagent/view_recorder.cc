@@ -1,0 +1,349 @@
+#include "nodeagent/view_recorder.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+namespace onebox {
+
+namespace {
+
+constexpr uint32_t kWatchMask = IN_CREATE | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+                                IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
+constexpr std::string_view kSyncMarker = ".onebox-sync-";
+
+std::string Join(const std::string& dir, std::string_view name) {
+  return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
+}
+
+// Opens path below the view root, never following a symlink on the way: the
+// agent reads files that any local user may have arranged.
+int OpenBeneath(int root_fd, const std::string& path, int flags) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
+
+v1::FileType TypeOf(mode_t m) {
+  if (S_ISREG(m)) return v1::FILE_TYPE_REGULAR;
+  if (S_ISDIR(m)) return v1::FILE_TYPE_DIRECTORY;
+  if (S_ISLNK(m)) return v1::FILE_TYPE_SYMLINK;
+  return v1::FILE_TYPE_OTHER;
+}
+
+// Same metadata and, for files, the same size and mtime: no new version needed.
+bool SameState(const v1::Inode& a, const v1::Inode& b) {
+  return a.type() == b.type() && a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() &&
+         a.size() == b.size() && a.mtime_ns() == b.mtime_ns() && a.symlink_target() == b.symlink_target();
+}
+
+}  // namespace
+
+std::string NsKey(std::string_view normalized_abs_path) {
+  return std::string(normalized_abs_path.substr(normalized_abs_path.empty() ? 0 : 1));
+}
+
+Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& view_root, Store& store) {
+  int root_fd = open(view_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return Status::IOError(fmt::format("open view {}: {}", view_root, strerror(errno)));
+  int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (ino < 0 || wake < 0) {
+    Status s = Status::IOError(fmt::format("inotify: {}", strerror(errno)));
+    close(root_fd);
+    if (ino >= 0) close(ino);
+    if (wake >= 0) close(wake);
+    return s;
+  }
+  std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store));
+  r->FullScan();
+  r->thread_ = std::thread([p = r.get()] { p->Loop(); });
+  return r;
+}
+
+ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store)
+    : view_root_(std::move(view_root)), root_fd_(root_fd), inotify_fd_(inotify_fd), wake_fd_(wake_fd), store_(store) {}
+
+ViewRecorder::~ViewRecorder() { Stop(); }
+
+void ViewRecorder::Stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+  thread_.join();
+  close(inotify_fd_);
+  close(wake_fd_);
+  close(root_fd_);
+}
+
+Result<std::string> ViewRecorder::EnsureRoot(const std::string& root) {
+  // root is normalized and absolute; create each component below the view root.
+  std::string rel;
+  size_t pos = 1;
+  while (pos <= root.size()) {
+    size_t next = root.find('/', pos);
+    if (next == std::string::npos) next = root.size();
+    rel = Join(rel, std::string_view(root).substr(pos, next - pos));
+    if (mkdirat(root_fd_, rel.c_str(), 0755) != 0 && errno != EEXIST)
+      return Status::IOError(fmt::format("create {} in the view: {}", rel, strerror(errno)));
+    pos = next + 1;
+  }
+  // The root itself: every user may create entries, and only remove their own.
+  int fd = OpenBeneath(root_fd_, rel, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return Status::IOError(fmt::format("open {} in the view: {}", rel, strerror(errno)));
+  fchmod(fd, 01777);
+  close(fd);
+  return view_root_;
+}
+
+Status ViewRecorder::Sync() {
+  uint64_t n;
+  {
+    std::lock_guard lock(sync_mu_);
+    n = ++sync_next_;
+  }
+  std::string name = fmt::format("{}{}-{}", kSyncMarker, getpid(), n);
+  int fd = OpenBeneath(root_fd_, "", O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return Status::IOError(fmt::format("sync: {}", strerror(errno)));
+  int marker = openat(fd, name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (marker >= 0) close(marker);
+  std::unique_lock lock(sync_mu_);
+  bool done = sync_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return sync_seen_ >= n; });
+  lock.unlock();
+  unlinkat(fd, name.c_str(), 0);
+  close(fd);
+  return done ? Status::Ok() : Status::Unavailable("the view recorder did not catch up within 10 s");
+}
+
+void ViewRecorder::Loop() {
+  std::vector<char> buf(256 * 1024);
+  pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  for (;;) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("view recorder: poll: {}", strerror(errno));
+      return;
+    }
+    if (fds[1].revents & POLLIN) return;
+    for (;;) {
+      ssize_t n = read(inotify_fd_, buf.data(), buf.size());
+      if (n <= 0) break;
+      HandleEvents(buf.data(), static_cast<size_t>(n));
+    }
+  }
+}
+
+void ViewRecorder::HandleEvents(const char* buf, size_t len) {
+  for (size_t off = 0; off < len;) {
+    const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+    off += sizeof(inotify_event) + ev->len;
+    if (ev->mask & IN_Q_OVERFLOW) {
+      spdlog::warn("view recorder: inotify queue overflowed; rescanning the view");
+      FullScan();
+      continue;
+    }
+    if (ev->mask & IN_IGNORED) {
+      wd_to_dir_.erase(ev->wd);
+      continue;
+    }
+    auto it = wd_to_dir_.find(ev->wd);
+    if (it == wd_to_dir_.end() || ev->len == 0) continue;  // an unwatched dir, or about the dir itself
+    const std::string dir = it->second;
+    std::string_view name(ev->name);
+    if (dir.empty() && name.substr(0, kSyncMarker.size()) == kSyncMarker) {
+      if (ev->mask & IN_CREATE) {
+        uint64_t n = std::strtoull(std::string(name.substr(name.rfind('-') + 1)).c_str(), nullptr, 10);
+        std::lock_guard lock(sync_mu_);
+        sync_seen_ = std::max(sync_seen_, n);
+        sync_cv_.notify_all();
+      }
+      continue;
+    }
+    std::string path = Join(dir, name);
+    if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
+      if (ev->mask & IN_ISDIR) Unwatch(path);
+      TombstonePath(path);
+    } else if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && (ev->mask & IN_ISDIR)) {
+      WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
+    } else if (ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) {
+      RecordPath(path, /*content_changed=*/true);
+    } else if (ev->mask & IN_ATTRIB) {
+      RecordPath(path, /*content_changed=*/false);
+    }
+  }
+}
+
+void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::string, bool>* seen) {
+  int fd = OpenBeneath(root_fd_, dir, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // gone already, or replaced by a symlink: its own events say so
+  // Watch first, then list: an entry made in between shows up in both, never in neither.
+  std::string abs = dir.empty() ? view_root_ : view_root_ + "/" + dir;
+  int wd = inotify_add_watch(inotify_fd_, abs.c_str(), kWatchMask);
+  if (wd >= 0) {
+    wd_to_dir_[wd] = dir;
+  } else {
+    spdlog::warn("view recorder: cannot watch {}: {} (raise fs.inotify.max_user_watches?)", abs, strerror(errno));
+  }
+  if (!dir.empty()) {
+    RecordPath(dir, false);
+    if (seen) (*seen)[dir] = true;
+  }
+  DIR* d = fdopendir(fd);
+  if (d == nullptr) {
+    close(fd);
+    return;
+  }
+  std::vector<std::pair<std::string, bool>> children;
+  while (dirent* e = readdir(d)) {
+    std::string_view name(e->d_name);
+    if (name == "." || name == ".." || (dir.empty() && name.substr(0, kSyncMarker.size()) == kSyncMarker)) continue;
+    children.emplace_back(std::string(name), e->d_type == DT_DIR);
+  }
+  closedir(d);
+  for (auto& [name, is_dir] : children) {
+    std::string path = Join(dir, name);
+    if (is_dir) {
+      WatchTree(path, seen);
+    } else {
+      RecordPath(path, false);
+      if (seen) (*seen)[path] = true;
+    }
+  }
+}
+
+void ViewRecorder::Unwatch(const std::string& dir) {
+  std::string prefix = dir + "/";
+  for (auto it = wd_to_dir_.begin(); it != wd_to_dir_.end();) {
+    if (it->second == dir || it->second.compare(0, prefix.size(), prefix) == 0) {
+      inotify_rm_watch(inotify_fd_, it->first);
+      it = wd_to_dir_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
+  int fd = OpenBeneath(root_fd_, path, O_RDONLY);
+  if (fd < 0) return false;
+  std::vector<char> chunk(kChunkBytes);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  bool ok = true;
+  uint64_t total = 0;
+  for (;;) {
+    size_t have = 0;
+    while (have < chunk.size()) {  // fill a whole chunk: chunk boundaries are fixed offsets
+      ssize_t n = read(fd, chunk.data() + have, chunk.size() - have);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ok = false;
+      if (n <= 0) break;
+      have += static_cast<size_t>(n);
+    }
+    if (!ok || have == 0) break;
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    EVP_DigestUpdate(ctx, chunk.data(), have);
+    EVP_DigestFinal_ex(ctx, digest, &digest_len);
+    std::string key(reinterpret_cast<char*>(digest), digest_len);
+    if (!store_.PutChunk(key, std::string_view(chunk.data(), have)).ok()) ok = false;
+    inode->add_chunks(key);
+    total += have;
+    if (have < chunk.size()) break;
+  }
+  EVP_MD_CTX_free(ctx);
+  close(fd);
+  inode->set_size(total);  // what was hashed, even if the file grew meanwhile
+  return ok;
+}
+
+void ViewRecorder::RecordPath(const std::string& path, bool content_changed) {
+  struct stat st;
+  if (fstatat(root_fd_, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) TombstonePath(path);
+    return;
+  }
+  v1::Inode inode;
+  inode.set_type(TypeOf(st.st_mode));
+  inode.set_mode(st.st_mode & 07777);
+  inode.set_uid(st.st_uid);
+  inode.set_gid(st.st_gid);
+  inode.set_mtime_ns(static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec);
+  if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
+  if (S_ISLNK(st.st_mode)) {
+    char target[4096];
+    ssize_t n = readlinkat(root_fd_, path.c_str(), target, sizeof target);
+    if (n > 0) inode.set_symlink_target(std::string(target, static_cast<size_t>(n)));
+  }
+  Result<Record> held = store_.Get(path, Cf::kNs);
+  v1::Inode old;
+  bool have_old = held.ok() && old.ParseFromString(held->value);
+  if (have_old && SameState(old, inode)) return;  // nothing new to record
+  if (S_ISREG(st.st_mode)) {
+    bool same_content = have_old && old.type() == v1::FILE_TYPE_REGULAR && old.size() == inode.size() &&
+                        old.mtime_ns() == inode.mtime_ns();
+    if (same_content && !content_changed) {
+      *inode.mutable_chunks() = old.chunks();
+    } else if (!HashContent(path, &inode)) {
+      return;  // vanished or unreadable meanwhile: its own events follow
+    }
+  }
+  Result<Version> v = store_.Put(path, inode.SerializeAsString(), false, Cf::kNs);
+  if (!v.ok()) {
+    spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
+    return;
+  }
+  ++recorded_;
+  spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
+}
+
+void ViewRecorder::TombstonePath(const std::string& path) {
+  std::vector<std::string> keys{path};
+  std::string after;
+  for (;;) {  // everything below a removed directory goes with it
+    Result<ScanPage> page = store_.Scan(path + "/", after, StoreLimits::kMaxScanLimit, true, Cf::kNs);
+    if (!page.ok()) break;
+    for (auto& e : page->entries) keys.push_back(e.key);
+    if (!page->more) break;
+    after = page->entries.back().key;
+  }
+  for (const std::string& k : keys) {
+    bool existed = false;
+    if (store_.Get(k, Cf::kNs).ok() && store_.Delete(k, false, &existed, Cf::kNs).ok()) ++recorded_;
+  }
+}
+
+void ViewRecorder::FullScan() {
+  ++rescans_;
+  std::unordered_map<std::string, bool> seen;
+  WatchTree("", &seen);
+  // What the store holds but the view no longer has was removed while we were not looking.
+  std::vector<std::string> gone;
+  std::string after;
+  for (;;) {
+    Result<ScanPage> page = store_.Scan("", after, StoreLimits::kMaxScanLimit, true, Cf::kNs);
+    if (!page.ok()) break;
+    for (auto& e : page->entries)
+      if (!seen.count(e.key)) gone.push_back(e.key);
+    if (!page->more) break;
+    after = page->entries.back().key;
+  }
+  for (const std::string& k : gone) TombstonePath(k);
+}
+
+}  // namespace onebox

@@ -1,0 +1,80 @@
+// Records the agent's view (the directory programs under the shim see as "/")
+// into the store's ns family. The kernel tells what changed: inotify on every
+// directory of the view, so a file written through any fd, inherited across
+// exec, redirected by a shell, or closed by the process's exit, is recorded
+// when its last writer closes it (IN_CLOSE_WRITE). Content is hashed in 1 MiB
+// chunks (SHA-256) into the chunks family. A full scan at start and after an
+// inotify queue overflow records what the events could not say (changes made
+// while the agent was down) and tombstones what is gone.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "consistency/store.h"
+#include "onebox/v1/namespace.pb.h"
+
+namespace onebox {
+
+constexpr size_t kChunkBytes = 1 << 20;
+
+class ViewRecorder {
+ public:
+  // view_root must exist. Scans it, then follows its changes on a thread.
+  static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store);
+  ~ViewRecorder();
+  void Stop();
+
+  // Returns once every change made to the view before the call is recorded.
+  Status Sync();
+  // Makes ROOT (e.g. "/cluster") exist in the view, as a directory every user
+  // may create entries in (mode 1777, like /tmp). Returns the view root.
+  Result<std::string> EnsureRoot(const std::string& root);
+
+  const std::string& view_root() const { return view_root_; }
+  // Counters for status and tests.
+  uint64_t recorded() const { return recorded_; }
+  uint64_t rescans() const { return rescans_; }
+
+ private:
+  ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store);
+  void Loop();
+  void HandleEvents(const char* buf, size_t len);
+  // Watches dir (relative to the view root, "" for the root) and everything
+  // below it, recording each entry. seen, if given, collects recorded paths.
+  void WatchTree(const std::string& dir, std::unordered_map<std::string, bool>* seen);
+  void Unwatch(const std::string& dir);  // dir and below
+  // Records what is at path now: an inode, or a tombstone when nothing is.
+  void RecordPath(const std::string& path, bool content_changed);
+  void TombstonePath(const std::string& path);  // path and everything below
+  void FullScan();
+  bool HashContent(const std::string& path, v1::Inode* inode);
+
+  std::string view_root_;
+  int root_fd_;
+  int inotify_fd_;
+  int wake_fd_;
+  Store& store_;
+  std::thread thread_;
+  std::unordered_map<int, std::string> wd_to_dir_;
+  std::atomic<uint64_t> recorded_{0};
+  std::atomic<uint64_t> rescans_{0};
+  bool stopping_ = false;
+
+  // Sync(): a marker file in the view root; the loop reports when it sees it.
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t sync_seen_ = 0;
+  uint64_t sync_next_ = 0;
+};
+
+// The ns key of a cluster path: the normalized path without its leading "/".
+// Returns false (and says why) for a path outside every root or not absolute.
+std::string NsKey(std::string_view normalized_abs_path);
+
+}  // namespace onebox

@@ -1,0 +1,171 @@
+// The agent records its view into the namespace: whatever is written into the
+// view (as programs under the shim will write it) appears in Namespace.Stat and
+// Namespace.List with its content hashed into chunks, deletes and renames
+// included, and changes made while the agent was down are caught at start.
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "onebox/v1/namespace.grpc.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace onebox::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Sha256(std::string_view data) {
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), d, &n, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(d), n);
+}
+
+class NamespaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    agent_ = std::make_unique<AgentProcess>("ns", dir_ / "data", dir_ / "agent.sock");
+    ASSERT_TRUE(agent_->Start());
+    Hello();
+  }
+  void Hello() {
+    v1::ShimRequest req;
+    req.set_id(1);
+    req.mutable_hello()->set_root("/cluster");
+    req.mutable_hello()->set_program("namespace_test");
+    v1::ShimResponse resp;
+    std::string err;
+    ASSERT_TRUE(ShimCall(agent_->socket(), req, &resp, &err)) << err;
+    ASSERT_EQ(resp.err(), 0) << resp.message();
+    view_ = resp.hello().view_root();
+    ASSERT_TRUE(fs::is_directory(view_ + "/cluster"));
+  }
+  v1::StatResponse Stat(const std::string& path) {
+    v1::StatRequest q;
+    q.set_path(path);
+    v1::StatResponse r;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    EXPECT_TRUE(v1::Namespace::NewStub(agent_->channel())->Stat(&ctx, q, &r).ok());
+    return r;
+  }
+  // Waits (up to 5 s) until path is recorded as want says.
+  ::testing::AssertionResult WaitFor(const std::string& path, const std::function<bool(const v1::StatResponse&)>& want) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    v1::StatResponse r;
+    while (std::chrono::steady_clock::now() < deadline) {
+      r = Stat(path);
+      if (want(r)) return ::testing::AssertionSuccess();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return ::testing::AssertionFailure() << path << " never recorded as expected; last: " << r.DebugString();
+  }
+  std::vector<std::string> List(const std::string& path) {
+    v1::ListRequest q;
+    q.set_path(path);
+    v1::ListResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Namespace::NewStub(agent_->channel())->List(&ctx, q, &r).ok());
+    std::vector<std::string> names;
+    for (auto& e : r.entries()) names.push_back(e.name());
+    return names;
+  }
+  static auto Absent() {
+    return [](const v1::StatResponse& r) { return !r.found(); };
+  }
+  static auto Size(uint64_t n) {
+    return [n](const v1::StatResponse& r) { return r.found() && r.inode().size() == n; };
+  }
+
+  TempDir dir_;
+  std::unique_ptr<AgentProcess> agent_;
+  std::string view_;
+};
+
+TEST_F(NamespaceTest, RecordsFilesDirsAndSymlinksWithTheirContent) {
+  fs::create_directories(view_ + "/cluster/src/deep");
+  std::string big(2 * 1024 * 1024 + 123, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 2654435761u >> 13);
+  std::ofstream(view_ + "/cluster/src/big.bin", std::ios::binary) << big;
+  std::ofstream(view_ + "/cluster/src/deep/note.txt") << "hello\n";
+  fs::create_symlink("deep/note.txt", view_ + "/cluster/src/link");
+  chmod((view_ + "/cluster/src/deep/note.txt").c_str(), 0640);
+
+  ASSERT_TRUE(WaitFor("/cluster/src/big.bin", Size(big.size())));
+  v1::StatResponse st = Stat("/cluster/src/big.bin");
+  EXPECT_EQ(st.inode().type(), v1::FILE_TYPE_REGULAR);
+  ASSERT_EQ(st.inode().chunks_size(), 3);  // 1 MiB + 1 MiB + the rest
+  EXPECT_EQ(st.inode().chunks(0), Sha256(std::string_view(big).substr(0, 1 << 20)));
+  EXPECT_EQ(st.inode().chunks(2), Sha256(std::string_view(big).substr(2 << 20)));
+  EXPECT_EQ(st.version().node_id().size(), 16u);
+
+  ASSERT_TRUE(WaitFor("/cluster/src/deep/note.txt",
+                      [](const v1::StatResponse& r) { return r.found() && r.inode().mode() == 0640; }));
+  EXPECT_EQ(Stat("/cluster/src/deep/note.txt").inode().chunks(0), Sha256("hello\n"));
+  v1::StatResponse link = Stat("/cluster/src/link");
+  EXPECT_EQ(link.inode().type(), v1::FILE_TYPE_SYMLINK);
+  EXPECT_EQ(link.inode().symlink_target(), "deep/note.txt");
+  EXPECT_EQ(Stat("/cluster/src/deep").inode().type(), v1::FILE_TYPE_DIRECTORY);
+  EXPECT_EQ(List("/cluster/src"), (std::vector<std::string>{"big.bin", "deep", "link"}));
+  EXPECT_EQ(Stat("//cluster/./src/../src/link").inode().symlink_target(), "deep/note.txt");  // normalized
+
+  // A rewrite records new content under a newer version.
+  std::string old_version = st.version().DebugString();
+  std::ofstream(view_ + "/cluster/src/big.bin", std::ios::binary | std::ios::trunc) << "short";
+  ASSERT_TRUE(WaitFor("/cluster/src/big.bin", Size(5)));
+  EXPECT_EQ(Stat("/cluster/src/big.bin").inode().chunks(0), Sha256("short"));
+  EXPECT_GT(Stat("/cluster/src/big.bin").version().hlc(), st.version().hlc());
+}
+
+TEST_F(NamespaceTest, RecordsRenamesAndRemovals) {
+  fs::create_directories(view_ + "/cluster/a/b");
+  std::ofstream(view_ + "/cluster/a/b/f") << "x";
+  ASSERT_TRUE(WaitFor("/cluster/a/b/f", Size(1)));
+  fs::rename(view_ + "/cluster/a", view_ + "/cluster/moved");
+  ASSERT_TRUE(WaitFor("/cluster/moved/b/f", Size(1)));
+  ASSERT_TRUE(WaitFor("/cluster/a/b/f", Absent()));
+  EXPECT_FALSE(Stat("/cluster/a").found());
+  // The moved directory is still watched under its new name.
+  std::ofstream(view_ + "/cluster/moved/b/g") << "yy";
+  ASSERT_TRUE(WaitFor("/cluster/moved/b/g", Size(2)));
+  fs::remove_all(view_ + "/cluster/moved");
+  ASSERT_TRUE(WaitFor("/cluster/moved", Absent()));
+  EXPECT_FALSE(Stat("/cluster/moved/b/g").found());
+  EXPECT_TRUE(List("/cluster").empty());
+}
+
+TEST_F(NamespaceTest, CatchesUpWithChangesMadeWhileDown) {
+  std::ofstream(view_ + "/cluster/kept") << "1";
+  std::ofstream(view_ + "/cluster/removed") << "2";
+  ASSERT_TRUE(WaitFor("/cluster/removed", Size(1)));
+  ASSERT_TRUE(WaitFor("/cluster/kept", Size(1)));
+  ASSERT_EQ(agent_->Stop(SIGTERM), 0);
+  fs::remove(view_ + "/cluster/removed");
+  std::ofstream(view_ + "/cluster/new") << "333";
+  std::ofstream(view_ + "/cluster/kept", std::ios::app) << "more";
+  ASSERT_TRUE(agent_->Start());
+  EXPECT_FALSE(Stat("/cluster/removed").found());
+  EXPECT_EQ(Stat("/cluster/new").inode().size(), 3u);
+  EXPECT_EQ(Stat("/cluster/kept").inode().chunks(0), Sha256("1more"));
+}
+
+TEST_F(NamespaceTest, HelloRefusesABadRoot) {
+  for (const char* bad : {"/", "relative", ""}) {
+    v1::ShimRequest req;
+    req.mutable_hello()->set_root(bad);
+    v1::ShimResponse resp;
+    std::string err;
+    ASSERT_TRUE(ShimCall(agent_->socket(), req, &resp, &err)) << err;
+    EXPECT_EQ(resp.err(), EINVAL) << bad;
+    EXPECT_NE(resp.message().find("must be an absolute path"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace onebox::testing
