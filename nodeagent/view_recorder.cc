@@ -25,6 +25,7 @@ namespace {
 constexpr uint32_t kWatchMask = IN_CREATE | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
                                 IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
 constexpr std::string_view kSyncMarker = ".onebox-sync-";
+constexpr std::string_view kAgentFiles = ".onebox-";  // in the view root: the agent's, never recorded
 
 std::string Join(const std::string& dir, std::string_view name) {
   return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
@@ -70,6 +71,9 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
     if (wake >= 0) close(wake);
     return s;
   }
+  // The marker by which a shim whose cwd is in the view recognizes the view root.
+  int marker = openat(root_fd, kViewMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (marker >= 0) close(marker);
   std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store));
   r->FullScan();
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
@@ -174,6 +178,7 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len) {
       }
       continue;
     }
+    if (dir.empty() && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;
     std::string path = Join(dir, name);
     if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
       if (ev->mask & IN_ISDIR) Unwatch(path);
@@ -211,7 +216,7 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
   std::vector<std::pair<std::string, bool>> children;
   while (dirent* e = readdir(d)) {
     std::string_view name(e->d_name);
-    if (name == "." || name == ".." || (dir.empty() && name.substr(0, kSyncMarker.size()) == kSyncMarker)) continue;
+    if (name == "." || name == ".." || (dir.empty() && name.substr(0, kAgentFiles.size()) == kAgentFiles)) continue;
     children.emplace_back(std::string(name), e->d_type == DT_DIR);
   }
   closedir(d);

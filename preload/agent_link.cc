@@ -1,0 +1,264 @@
+// The shim's connection to its agent: made on the first cluster call (Hello:
+// which root, where the view is), checked for life before every cluster call
+// (one non-blocking poll), remade when the agent comes back, dropped in a
+// forked child. Without an agent, cluster calls fail at once with ENOTCONN and
+// the process says so on stderr once.
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "naming/cluster_path.h"
+#include "onebox/v1/shim.pb-c.h"
+#include "preload/link.h"
+#include "preload/shim.h"
+
+namespace onebox::shim {
+
+namespace {
+
+constexpr int kTimeoutMs = 100;  // the agent answers Hello at once, or is not there
+
+std::mutex mu;
+int link_fd = -1;  // Unix socket to the agent
+int view_fd = -1;  // O_PATH of the view root
+char view_root[kMaxPathBytes] = "";
+size_t view_len = 0;
+ClusterRoot cluster_root;
+char socket_path[kMaxPathBytes] = "/run/onebox/agent.sock";
+std::atomic<bool> warned{false};
+
+// Our own close() guards the shim's fds and takes mu: call the real one here.
+int RealClose(int fd) {
+  ONEBOX_REAL(close);
+  return real_close(fd);
+}
+
+// Moves fd to a high number (out of the way of programs that expect low ones).
+int HighFd(int fd) {
+  rlimit rl{};
+  int floor = 100;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 1024) floor = 900;
+  else if (rl.rlim_cur > 200) floor = static_cast<int>(rl.rlim_cur) - 100;
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  if (high < 0) return fd;
+  RealClose(fd);
+  return high;
+}
+
+void Warn(const char* what, int err) {
+  if (warned.exchange(true)) return;
+  char msg[kMaxPathBytes + 256];
+  int n = snprintf(msg, sizeof msg, "onebox: no agent at %s (%s: %s); calls under %.*s fail with ENOTCONN\n",
+                   socket_path, what, strerror(err), static_cast<int>(cluster_root.root().size()),
+                   cluster_root.root().data());
+  if (n > 0) {
+    [[maybe_unused]] ssize_t w = write(2, msg, static_cast<size_t>(std::min<int>(n, sizeof msg - 1)));
+  }
+}
+
+void DropLocked() {
+  if (link_fd >= 0) RealClose(link_fd);
+  link_fd = -1;
+}
+
+bool SendAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool RecvFrame(int fd, std::string* body) {
+  char hdr[4];
+  size_t got = 0;
+  while (got < 4) {
+    ssize_t n = recv(fd, hdr + got, 4 - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  uint32_t len = 0;
+  for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(hdr[i]);
+  if (len > (1u << 20)) return false;
+  body->resize(len);
+  got = 0;
+  while (got < len) {
+    ssize_t n = recv(fd, body->data() + got, len - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Connects and says Hello. Returns 0 or an errno.
+int ConnectLocked() {
+  int saved = errno;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (strlen(socket_path) >= sizeof sa.sun_path) return ENAMETOOLONG;
+  memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  timeval tv{0, kTimeoutMs * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    int err = errno;
+    RealClose(fd);
+    Warn("connect", err);
+    errno = saved;
+    return ENOTCONN;
+  }
+  fd = HighFd(fd);
+  char root[kMaxPathBytes];
+  memcpy(root, cluster_root.root().data(), cluster_root.root().size());
+  root[cluster_root.root().size()] = '\0';
+  char exe[256] = "";
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) exe[n] = '\0';
+  Onebox__V1__HelloRequest hello = ONEBOX__V1__HELLO_REQUEST__INIT;
+  hello.root = root;
+  hello.program = exe;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.id = 1;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_HELLO;
+  req.hello = &hello;
+  size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
+  std::string frame(4 + body_len, '\0');
+  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
+  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
+  std::string answer;
+  Onebox__V1__ShimResponse* resp = nullptr;
+  if (SendAll(fd, frame) && RecvFrame(fd, &answer))
+    resp = onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
+  if (resp == nullptr || resp->op_case != ONEBOX__V1__SHIM_RESPONSE__OP_HELLO || resp->hello->view_root == nullptr) {
+    int err = resp != nullptr && resp->err != 0 ? resp->err : EIO;
+    if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
+    RealClose(fd);
+    Warn("hello", err);
+    errno = saved;
+    return ENOTCONN;
+  }
+  std::string view = resp->hello->view_root;
+  onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  if (view_fd < 0 || view != std::string_view(view_root, view_len)) {
+    int vfd = open(view.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (vfd < 0 || view.size() >= sizeof view_root) {
+      if (vfd >= 0) RealClose(vfd);
+      RealClose(fd);
+      Warn("open view", errno);
+      errno = saved;
+      return EIO;
+    }
+    if (view_fd >= 0) RealClose(view_fd);
+    view_fd = HighFd(vfd);
+    memcpy(view_root, view.c_str(), view.size() + 1);
+    view_len = view.size();
+  }
+  link_fd = fd;
+  warned = false;  // a later outage is worth a line again
+  errno = saved;
+  return 0;
+}
+
+// fork() while another thread holds mu would leave the child's copy locked:
+// hold it across the fork instead.
+void BeforeFork() { mu.lock(); }
+void AfterForkInParent() { mu.unlock(); }
+void AfterForkInChild() {
+  // The child shares the parent's socket: talking on it would mix both
+  // conversations. Its first cluster call connects anew.
+  if (link_fd >= 0) RealClose(link_fd);
+  link_fd = -1;
+  mu.unlock();
+}
+
+__attribute__((constructor)) void Init() {
+  if (const char* r = getenv("ONEBOX_ROOT"); r != nullptr && *r != '\0') {
+    if (!cluster_root.Set(r)) {
+      static const char kMsg[] = "onebox: ONEBOX_ROOT must be an absolute path other than /; using /cluster\n";
+      [[maybe_unused]] ssize_t w = write(2, kMsg, sizeof kMsg - 1);
+    }
+  }
+  if (const char* s = getenv("ONEBOX_SOCKET"); s != nullptr && *s != '\0' && strlen(s) < sizeof socket_path)
+    memcpy(socket_path, s, strlen(s) + 1);
+  pthread_atfork(BeforeFork, AfterForkInParent, AfterForkInChild);
+  CwdChanged();
+}
+
+}  // namespace
+
+const ClusterRoot& Root() { return cluster_root; }
+
+int ViewFd() {
+  std::lock_guard lock(mu);
+  if (link_fd >= 0) {
+    // The agent never speaks first: anything readable is its goodbye (EOF).
+    pollfd p{link_fd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 0) DropLocked();
+  }
+  if (link_fd < 0) {
+    int err = ConnectLocked();
+    if (err != 0) {
+      errno = err;
+      return -1;
+    }
+  }
+  return view_fd;
+}
+
+std::string_view ViewRoot() { return {view_root, view_len}; }
+
+// A process that starts with its cwd in a view (a child of a shell that did
+// `cd /cluster/...`) learns the view root from the path itself: the agent
+// marks its view root with a file. Costs nothing unless a component is "view".
+void DiscoverViewRoot(const char* real_cwd) {
+  if (view_len != 0) return;
+  std::string_view cwd(real_cwd);
+  for (size_t pos = cwd.find("/view/"); pos != std::string_view::npos; pos = cwd.find("/view/", pos + 1)) {
+    size_t end = pos + 5;  // candidate view root: cwd[0..end)
+    char marker[kMaxPathBytes];
+    int n = snprintf(marker, sizeof marker, "%.*s/.onebox-view", static_cast<int>(end), real_cwd);
+    if (n <= 0 || static_cast<size_t>(n) >= sizeof marker) return;
+    if (syscall(SYS_faccessat, AT_FDCWD, marker, F_OK, 0) == 0) {
+      memcpy(view_root, real_cwd, end);
+      view_root[end] = '\0';
+      view_len = end;
+      return;
+    }
+  }
+}
+
+bool IsShimFd(int fd) { return fd >= 0 && (fd == link_fd || fd == view_fd); }
+
+void ShimFdLost(int fd) {
+  std::lock_guard lock(mu);
+  if (fd == link_fd) DropLocked();
+  if (fd == view_fd) {
+    RealClose(view_fd);
+    view_fd = -1;
+    view_len = 0;
+    view_root[0] = '\0';
+    DropLocked();  // the next call says Hello again and reopens the view
+  }
+}
+
+}  // namespace onebox::shim

@@ -1,0 +1,171 @@
+// Path resolution for every family: which calls concern the cluster, and where
+// in the agent's view they land. Also the cwd: a chdir into the cluster is a
+// real chdir into the view (so children inherit it), and relative paths from
+// there are resolved as cluster paths, never by the kernel from the view's
+// real location.
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "naming/cluster_path.h"
+#include "preload/link.h"
+#include "preload/shim.h"
+
+namespace onebox::shim {
+
+namespace {
+
+std::mutex cwd_mu;
+bool cwd_in_cluster = false;
+char cwd_virtual[kMaxPathBytes] = "/";  // the cwd as the program sees it, when in the cluster
+
+// Fills t for the normalized absolute path norm (length n), if it is in the cluster.
+Target FromAbsolute(const char* norm, size_t n, char* buf, size_t cap) {
+  Target t;
+  char rel[kMaxPathBytes];
+  if (!Root().Relative(std::string_view(norm, n), rel, sizeof rel)) return t;
+  t.cluster = true;
+  // Below the view root: ROOT without its leading "/", then the rest.
+  std::string_view root = Root().root().substr(1);
+  size_t rl = strlen(rel);
+  if (root.size() + 1 + rl + 1 > cap) {
+    t.err = ENAMETOOLONG;
+    return t;
+  }
+  memcpy(buf, root.data(), root.size());
+  size_t len = root.size();
+  if (rl > 0) {
+    buf[len++] = '/';
+    memcpy(buf + len, rel, rl);
+    len += rl;
+  }
+  buf[len] = '\0';
+  t.rel = buf;
+  t.dirfd = ViewFd();
+  if (t.dirfd < 0) t.err = errno;
+  return t;
+}
+
+}  // namespace
+
+bool CwdInCluster() {
+  std::lock_guard lock(cwd_mu);
+  return cwd_in_cluster;
+}
+
+void CwdChanged() {
+  int saved = errno;
+  char real[kMaxPathBytes];
+  bool in = false;
+  if (syscall(SYS_getcwd, real, sizeof real) > 0) {
+    DiscoverViewRoot(real);
+    std::string_view view = ViewRoot();
+    std::string_view cwd(real);
+    if (!view.empty() && cwd.size() > view.size() && cwd.compare(0, view.size(), view) == 0 &&
+        cwd[view.size()] == '/') {
+      std::lock_guard lock(cwd_mu);
+      memcpy(cwd_virtual, real + view.size(), cwd.size() - view.size() + 1);
+      in = true;
+    }
+  }
+  std::lock_guard lock(cwd_mu);
+  cwd_in_cluster = in;
+  errno = saved;
+}
+
+bool VirtualCwd(char* out, size_t cap) {
+  std::lock_guard lock(cwd_mu);
+  if (!cwd_in_cluster) return false;
+  size_t n = strlen(cwd_virtual);
+  if (n + 1 > cap) return false;
+  memcpy(out, cwd_virtual, n + 1);
+  return true;
+}
+
+Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
+  Target none;
+  if (path == nullptr || path[0] == '\0') return none;
+  char norm[kMaxPathBytes];
+  if (path[0] == '/') {
+    // The fast path: most paths fail the prefix test and cost nothing more.
+    std::string_view p(path);
+    if (!Root().MaybeCluster(p) && p.find("/.") == std::string_view::npos && p.find("//") == std::string_view::npos)
+      return none;
+    size_t n = NormalizePath(p, norm, sizeof norm);
+    if (n == 0) return none;
+    Target t = FromAbsolute(norm, n, buf, cap);
+    if (!t.cluster && Root().MaybeCluster(p) && n + 1 <= cap) {
+      // ROOT/.. and the like: out of the cluster through its root, which does
+      // not exist natively; libc gets the normalized path.
+      memcpy(buf, norm, n + 1);
+      t.native = buf;
+    }
+    return t;
+  }
+  if (dirfd != AT_FDCWD || !CwdInCluster()) return none;  // relative to a native cwd (or a dirfd)
+  char cwd[kMaxPathBytes];
+  if (!VirtualCwd(cwd, sizeof cwd)) return none;
+  size_t n = JoinPath(cwd, path, norm, sizeof norm);
+  if (n == 0) {
+    Target t;
+    t.cluster = true;
+    t.err = ENAMETOOLONG;
+    return t;
+  }
+  Target t = FromAbsolute(norm, n, buf, cap);
+  if (!t.cluster) {
+    // Out of the cluster from a cwd inside it ("../../etc"): the kernel would
+    // resolve it from the view's real location, so hand libc the absolute path.
+    if (n + 1 > cap) {
+      t.cluster = true;
+      t.err = ENAMETOOLONG;
+      return t;
+    }
+    memcpy(buf, norm, n + 1);
+    t.native = buf;
+  }
+  return t;
+}
+
+bool Target::IsRoot() const { return cluster && rel != nullptr && strchr(rel, '/') == nullptr; }
+
+int OpenInView(const Target& t, int flags, mode_t mode) {
+  open_how how{};
+  // openat2 refuses flags open() ignores; keep the ones open() knows.
+  constexpr int kValid = O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_DSYNC |
+                         FASYNC | O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC |
+                         O_PATH | O_TMPFILE | O_SYNC;
+  how.flags = static_cast<uint64_t>(flags & kValid);
+  if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) how.mode = mode & 07777;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  for (int attempt = 0;; ++attempt) {
+    long fd = syscall(SYS_openat2, t.dirfd, t.rel, &how, sizeof how);
+    // EAGAIN: a concurrent rename raced with ".." resolution; the kernel asks to retry.
+    if (fd < 0 && errno == EAGAIN && attempt < 8) continue;
+    return static_cast<int>(fd);
+  }
+}
+
+int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base) {
+  size_t len = strlen(t.rel);
+  const char* slash = static_cast<const char*>(memrchr(t.rel, '/', len));
+  Target parent = t;
+  if (slash == nullptr) {
+    parent.rel = ".";
+    *base = t.rel;
+  } else {
+    size_t plen = static_cast<size_t>(slash - t.rel);
+    if (plen + 1 > cap) return Fail(ENAMETOOLONG);
+    memcpy(buf, t.rel, plen);
+    buf[plen] = '\0';
+    parent.rel = buf;
+    *base = slash + 1;
+  }
+  return OpenInView(parent, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+}
+
+}  // namespace onebox::shim

@@ -1,0 +1,38 @@
+// Interposed: close, dup2, dup3. The shim keeps two descriptors of its own (the
+// agent socket and the view root, at high numbers, close-on-exec). A program
+// that closes every descriptor, or dups over one of ours, takes it from us:
+// we let go of it and reconnect on the next cluster call.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "preload/shim.h"
+
+using namespace onebox::shim;
+
+extern "C" {
+// Interposed functions are the shim's only exports (the version script names them).
+#pragma GCC visibility push(default)
+
+int close(int fd) {
+  if (IsShimFd(fd)) {
+    ShimFdLost(fd);  // closes it
+    return 0;
+  }
+  ONEBOX_REAL(close);
+  return real_close(fd);
+}
+
+int dup2(int oldfd, int newfd) {
+  if (oldfd != newfd && IsShimFd(newfd)) ShimFdLost(newfd);
+  ONEBOX_REAL(dup2);
+  return real_dup2(oldfd, newfd);
+}
+
+int dup3(int oldfd, int newfd, int flags) {
+  if (oldfd != newfd && IsShimFd(newfd)) ShimFdLost(newfd);
+  ONEBOX_REAL(dup3);
+  return real_dup3(oldfd, newfd, flags);
+}
+
+#pragma GCC visibility pop
+}  // extern "C"

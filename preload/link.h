@@ -1,0 +1,16 @@
+// The agent link's entry points for the path resolver (preload/agent_link.cc).
+#pragma once
+
+#include "naming/cluster_path.h"
+
+namespace onebox::shim {
+
+// The cluster root this process uses (ONEBOX_ROOT, default /cluster).
+const ClusterRoot& Root();
+// The view root fd, connecting to the agent if needed; -1 with errno
+// (ENOTCONN when no agent answers) otherwise.
+int ViewFd();
+// Learns the view root from a real cwd inside a view, if it is one.
+void DiscoverViewRoot(const char* real_cwd);
+
+}  // namespace onebox::shim

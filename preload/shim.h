@@ -1,0 +1,64 @@
+// What the families of libonebox.so share: the real libc functions, the
+// connection to the agent, and the resolution of a path the program named to
+// a place in the agent's view. Internal to the shim (hidden symbols).
+//
+// A cluster path ROOT/a/b (ROOT = ONEBOX_ROOT, default /cluster) lives in the
+// agent's view at VIEW/ROOT/a/b. The shim resolves it with
+// openat2(view_fd, "ROOT/a/b", RESOLVE_IN_ROOT): the kernel treats VIEW as
+// "/", so "..", absolute symlinks and magic links stay inside the view.
+#pragma once
+
+#include <dlfcn.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <string_view>
+
+namespace onebox::shim {
+
+// The next definition of a libc function (the real one), looked up once.
+#define ONEBOX_REAL(name) \
+  static auto* real_##name = reinterpret_cast<decltype(&::name)>(dlsym(RTLD_NEXT, #name))
+
+// Where a path leads.
+struct Target {
+  bool cluster = false;  // false: hand the call to libc unchanged
+  int dirfd = -1;        // cluster: the view root fd, which the kernel treats as "/"
+  const char* rel = nullptr;  // cluster: the path below the view root ("cluster/a/b")
+  int err = 0;           // cluster, but unusable: the errno to fail with (ENOTCONN, ...)
+  // Not cluster, but not the path as given either: a relative path from a cwd
+  // in the cluster that leads out of it, as an absolute path for libc.
+  const char* native = nullptr;
+  // For libc: the path to use, with AT_FDCWD when it was rewritten.
+  const char* NativePath(const char* given) const { return native ? native : given; }
+  int NativeDirfd(int given) const { return native ? -100 /*AT_FDCWD*/ : given; }
+  // The cluster root itself (ROOT): like a mount point, it cannot be removed or renamed.
+  bool IsRoot() const;
+};
+
+// Classifies (dirfd, path) as a *at call would use it. buf holds rel.
+Target Resolve(int dirfd, const char* path, char* buf, size_t cap);
+inline Target Resolve(const char* path, char* buf, size_t cap) { return Resolve(-100 /*AT_FDCWD*/, path, buf, cap); }
+
+// openat2 below the view root, confined to it.
+int OpenInView(const Target& t, int flags, mode_t mode);
+// Splits t.rel at its last component: opens the parent (O_PATH) in the view
+// and points *base at the last component. Returns the parent fd or -1 (errno).
+int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
+
+// The agent's view root (absolute real path), "" when not connected.
+std::string_view ViewRoot();
+// Real cwd inside the view: the program's cwd is in the cluster.
+bool CwdInCluster();
+void CwdChanged();
+// The shim's own descriptors: the program must not close them under us.
+bool IsShimFd(int fd);
+void ShimFdLost(int fd);
+
+// Fails the call: sets errno, returns -1 (or nullptr via the caller).
+inline int Fail(int err) {
+  errno = err;
+  return -1;
+}
+
+}  // namespace onebox::shim

@@ -1,0 +1,168 @@
+// Unmodified programs under libonebox.so with a real agent: a workload of
+// coreutils, tar, shell and python gives the same output in /cluster as in a
+// native directory; what they write is recorded in the namespace; the view's
+// real location never shows; nothing leads out of the view; without an agent
+// cluster calls fail fast and work again once it is back.
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "onebox/v1/namespace.grpc.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace onebox::testing {
+namespace {
+
+std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
+  for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
+  return s;
+}
+
+class ShimTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    agent_ = std::make_unique<AgentProcess>("shim", dir_ / "data", dir_ / "agent.sock");
+    ASSERT_TRUE(agent_->Start());
+  }
+  std::map<std::string, std::string> Env() const {
+    return {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent_->socket()}};
+  }
+  RunResult Sh(const std::string& script) { return RunCommand({"bash", "-c", script}, Env()); }
+
+  TempDir dir_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+TEST_F(ShimTest, WorkloadOutputMatchesANativeDirectory) {
+  std::string workload = std::string(ONEBOX_SOURCE_DIR) + "/tests/integration/shim_workload.sh";
+  std::string native_dir = dir_ / "native";
+  std::filesystem::create_directories(native_dir);
+  RunResult native = RunCommand({"bash", workload, native_dir}, {{"D", native_dir}});
+  ASSERT_EQ(native.exit_code, 0) << native.err;
+  ASSERT_EQ(Sh("mkdir -p /cluster/work").exit_code, 0);
+  auto env = Env();
+  env["D"] = "/cluster/work";
+  RunResult shimmed = RunCommand({"bash", workload, "/cluster/work"}, env);
+  EXPECT_EQ(shimmed.exit_code, 0) << shimmed.err;
+  EXPECT_EQ(ReplaceAll(shimmed.out, "/cluster/work", "$D"), ReplaceAll(native.out, native_dir, "$D"));
+  EXPECT_EQ(ReplaceAll(shimmed.err, "/cluster/work", "$D"), ReplaceAll(native.err, native_dir, "$D"));
+  EXPECT_GT(std::count(native.out.begin(), native.out.end(), '\n'), 60) << "the workload did little: " << native.out;
+}
+
+TEST_F(ShimTest, WritesAreRecordedInTheNamespace) {
+  RunResult r = Sh("mkdir -p /cluster/rec && printf 'abc' > /cluster/rec/f && cp /cluster/rec/f /cluster/rec/g");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto stub = v1::Namespace::NewStub(agent_->channel());
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest("abc", 3, d, &n, EVP_sha256(), nullptr);
+  for (const char* path : {"/cluster/rec/f", "/cluster/rec/g"}) {
+    v1::StatResponse st;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      v1::StatRequest q;
+      q.set_path(path);
+      grpc::ClientContext ctx;
+      ASSERT_TRUE(stub->Stat(&ctx, q, &st).ok());
+      if (st.found() && st.inode().size() == 3) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(st.found()) << path;
+    ASSERT_EQ(st.inode().chunks_size(), 1) << path;
+    EXPECT_EQ(st.inode().chunks(0), std::string(reinterpret_cast<char*>(d), n)) << path;
+  }
+}
+
+TEST_F(ShimTest, TheViewsRealLocationNeverShows) {
+  RunResult r = Sh(
+      "mkdir -p /cluster/w/x && cd /cluster/w/x && pwd && pwd -P && /bin/pwd && realpath . && readlink -f .. && "
+      "python3 -c 'import os; print(os.getcwd(), os.path.realpath(\".\"))' && cd .. && ls");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "/cluster/w/x\n/cluster/w/x\n/cluster/w/x\n/cluster/w/x\n/cluster/w\n/cluster/w/x /cluster/w/x\nx\n");
+  EXPECT_EQ(r.out.find(agent_->data_dir()), std::string::npos);
+  // Leaving the cluster upwards lands in the real "/", not in the view's parent.
+  RunResult up = Sh("cd /cluster && cd .. && pwd && ls -d bin etc && cat /cluster/../etc/hostname > /dev/null && echo ok");
+  EXPECT_EQ(up.out, "/\nbin\netc\nok\n") << up.err;
+}
+
+TEST_F(ShimTest, NothingLeadsOutOfTheView) {
+  RunResult r = Sh(
+      "ln -s ../../../../../../etc/hostname /cluster/up; ln -s /etc/hostname /cluster/abs; "
+      "cat /cluster/up; echo \"rel=$?\"; cat /cluster/abs; echo \"abs=$?\"; readlink /cluster/abs");
+  EXPECT_NE(r.out.find("rel=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("abs=1"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("/etc/hostname\n"), std::string::npos) << "readlink shows the target as written";
+  // An absolute symlink to a cluster path works, as it would on one machine.
+  RunResult ok = Sh("echo inside > /cluster/target && ln -s /cluster/target /cluster/alias && cat /cluster/alias");
+  EXPECT_EQ(ok.out, "inside\n") << ok.err;
+  // The cluster root behaves as a mount point.
+  RunResult root = Sh("rmdir /cluster; echo \"rmdir=$?\"; mv /cluster /tmp/x 2>&1 | grep -c busy");
+  EXPECT_NE(root.out.find("rmdir=1"), std::string::npos) << root.out;
+}
+
+TEST_F(ShimTest, WithoutAgentClusterCallsFailFastAndRecover) {
+  std::string sock = dir_ / "later.sock";
+  // One process: fails while no agent listens, then works once one does.
+  std::string script = R"PY(
+import errno, os, signal, subprocess, sys, time
+sock, onebox, data = sys.argv[1:4]
+t0 = time.monotonic()
+for _ in range(3):
+    try:
+        open("/cluster/r/f")
+        print("opened without an agent")
+    except OSError as e:
+        print("first", errno.errorcode[e.errno])
+print("fast", time.monotonic() - t0 < 0.1)
+print("native", len(open("/etc/hostname").read()) > 0)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+agent = subprocess.Popen([onebox, "agent", "--name", "late", "--data-dir", data, "--listen", "127.0.0.1:0",
+                          "--socket", sock], env=env, stderr=subprocess.DEVNULL)
+try:
+    for _ in range(500):
+        try:
+            os.makedirs("/cluster/r", exist_ok=True)
+            break
+        except OSError:
+            time.sleep(0.01)
+    with open("/cluster/r/f", "w") as f:
+        f.write("back")
+    print("second", open("/cluster/r/f").read())
+finally:
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(timeout=15)
+)PY";
+  agent_->Stop(SIGTERM);
+  RunResult r = RunCommand({"python3", "-c", script, sock, OneboxBin(), dir_ / "late-data"},
+                           {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", sock}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "first ENOTCONN\nfirst ENOTCONN\nfirst ENOTCONN\nfast True\nnative True\nsecond back\n") << r.err;
+  // One line on stderr, however many calls failed.
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("onebox: no agent at " + sock), std::string::npos) << r.err;
+}
+
+TEST_F(ShimTest, ExportsExactlyTheInterposedFunctions) {
+  RunResult nm = RunCommand({"nm", "-D", "--defined-only", ShimLib()});
+  ASSERT_EQ(nm.exit_code, 0) << nm.err;
+  std::vector<std::string> exported;
+  std::istringstream lines(nm.out);
+  for (std::string line; std::getline(lines, line);) exported.push_back(line.substr(line.rfind(' ') + 1));
+  std::sort(exported.begin(), exported.end());
+  std::vector<std::string> listed;
+  std::istringstream names(ONEBOX_INTERPOSED_NAMES);
+  for (std::string name; std::getline(names, name, ',');) listed.push_back(name);
+  std::sort(listed.begin(), listed.end());
+  EXPECT_EQ(exported, listed);
+  EXPECT_GE(listed.size(), 70u);
+}
+
+}  // namespace
+}  // namespace onebox::testing
