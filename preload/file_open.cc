@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -77,6 +79,44 @@ FILE* FopenCluster(const char* path, const char* mode, bool* handled) {
     errno = err;
   }
   return f;
+}
+
+// mkstemp and friends: glibc's versions open through an internal entry, so a
+// cluster template is filled and created here. suffixlen characters after the
+// XXXXXX stay as they are. Returns the fd (or 0 for a directory), -1 with
+// errno, or -2 when the template is not a cluster path.
+int MakeTemp(char* tmpl, int suffixlen, int flags, bool dir) {
+  char buf[kMaxPathBytes];
+  Target t = Resolve(tmpl, buf, sizeof buf);
+  if (!t.cluster) return -2;
+  if (t.err) return Fail(t.err);
+  size_t len = strlen(tmpl);
+  if (suffixlen < 0 || len < 6 + static_cast<size_t>(suffixlen)) return Fail(EINVAL);
+  char* x = tmpl + len - suffixlen - 6;
+  if (memcmp(x, "XXXXXX", 6) != 0) return Fail(EINVAL);
+  static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    unsigned char rnd[6];
+    if (getentropy(rnd, sizeof rnd) != 0) return -1;
+    for (int i = 0; i < 6; ++i) x[i] = kChars[rnd[i] % (sizeof kChars - 1)];
+    Target now = Resolve(tmpl, buf, sizeof buf);  // the view path with this name
+    if (!now.cluster || now.err) return Fail(now.err ? now.err : EIO);
+    if (dir) {
+      char parent_buf[kMaxPathBytes];
+      const char* base = nullptr;
+      int p = OpenParentInView(now, parent_buf, sizeof parent_buf, &base);
+      if (p < 0) return -1;
+      int r = mkdirat(p, base, 0700);
+      int err = errno;
+      close(p);
+      if (r == 0) return 0;
+      if (err != EEXIST) return Fail(err);
+    } else {
+      int fd = OpenInView(now, O_RDWR | O_CREAT | O_EXCL | (flags & ~O_ACCMODE), 0600);
+      if (fd >= 0 || errno != EEXIST) return fd;
+    }
+  }
+  return Fail(EEXIST);
 }
 
 }  // namespace
@@ -187,6 +227,31 @@ static FILE* FreopenImpl(const char* path, const char* mode, FILE* stream, bool 
 
 FILE* freopen(const char* path, const char* mode, FILE* stream) { return FreopenImpl(path, mode, stream, false); }
 FILE* freopen64(const char* path, const char* mode, FILE* stream) { return FreopenImpl(path, mode, stream, true); }
+
+#define ONEBOX_MKSTEMP(name, real_args, suffixlen, flags) \
+  {                                                         \
+    int r = MakeTemp(tmpl, suffixlen, flags, false);        \
+    if (r != -2) return r;                                  \
+    ONEBOX_REAL(name);                                      \
+    return real_##name real_args;                           \
+  }
+int mkstemp(char* tmpl) ONEBOX_MKSTEMP(mkstemp, (tmpl), 0, 0)
+int mkstemp64(char* tmpl) ONEBOX_MKSTEMP(mkstemp64, (tmpl), 0, O_LARGEFILE)
+int mkostemp(char* tmpl, int flags) ONEBOX_MKSTEMP(mkostemp, (tmpl, flags), 0, flags)
+int mkostemp64(char* tmpl, int flags) ONEBOX_MKSTEMP(mkostemp64, (tmpl, flags), 0, flags | O_LARGEFILE)
+int mkstemps(char* tmpl, int suffixlen) ONEBOX_MKSTEMP(mkstemps, (tmpl, suffixlen), suffixlen, 0)
+int mkstemps64(char* tmpl, int suffixlen) ONEBOX_MKSTEMP(mkstemps64, (tmpl, suffixlen), suffixlen, O_LARGEFILE)
+int mkostemps(char* tmpl, int suffixlen, int flags) ONEBOX_MKSTEMP(mkostemps, (tmpl, suffixlen, flags), suffixlen, flags)
+int mkostemps64(char* tmpl, int suffixlen, int flags)
+    ONEBOX_MKSTEMP(mkostemps64, (tmpl, suffixlen, flags), suffixlen, flags | O_LARGEFILE)
+
+char* mkdtemp(char* tmpl) {
+  int r = MakeTemp(tmpl, 0, 0, true);
+  if (r == 0) return tmpl;
+  if (r == -1) return nullptr;
+  ONEBOX_REAL(mkdtemp);
+  return real_mkdtemp(tmpl);
+}
 
 DIR* opendir(const char* path) {
   char buf[kMaxPathBytes];

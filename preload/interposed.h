@@ -10,6 +10,12 @@
   X(file_open, __open64_2) X(file_open, __openat_2) X(file_open, __openat64_2)         \
   X(file_open, fopen) X(file_open, fopen64) X(file_open, freopen)                      \
   X(file_open, freopen64) X(file_open, opendir)                                        \
+  X(file_open, mkstemp) X(file_open, mkstemp64) X(file_open, mkostemp)                 \
+  X(file_open, mkostemp64) X(file_open, mkstemps) X(file_open, mkstemps64)             \
+  X(file_open, mkostemps) X(file_open, mkostemps64) X(file_open, mkdtemp)              \
+  X(exec, execve) X(exec, execv) X(exec, execvp) X(exec, execvpe) X(exec, execl)       \
+  X(exec, execlp) X(exec, execle) X(exec, posix_spawn) X(exec, posix_spawnp)           \
+  X(exec, dlopen)                                                                       \
   X(file_stat, stat) X(file_stat, stat64) X(file_stat, lstat) X(file_stat, lstat64)    \
   X(file_stat, fstatat) X(file_stat, fstatat64) X(file_stat, statx)                    \
   X(file_stat, __xstat) X(file_stat, __xstat64) X(file_stat, __lxstat)                 \

@@ -41,5 +41,17 @@ for root, dirs, files in sorted(os.walk("pd")):
 print(open("pd/p.txt").read().strip(), os.path.getsize("pd/copy/b/f"))
 print(os.getcwd().replace(os.environ.get("D", "?"), "$D"))
 PY
+step sed in place by absolute path, temp files
+sed -i 's/A/aa/' "$D/s" && cat "$D/s"
+t=$(mktemp "$D/tmp.XXXXXX") && echo temp > "$t" && cat "$t" && rm "$t"
+step git
+git init -q repo && cd repo && echo one > f && git add f &&
+  git -c user.email=t@example.org -c user.name=t commit -qm first && echo two >> f &&
+  git -c user.email=t@example.org -c user.name=t commit -qam second && git log --format=%s && git status --short &&
+  git show HEAD:f && cd ..
+step gcc and programs stored here
+printf '#include <stdio.h>\nint main(void) { puts("built here"); return 0; }\n' > m.c
+gcc -o m m.c && ./m && "$D/m" && PATH="$D:$PATH" m
+printf '#!/bin/sh\necho script with $# args\n' > s.sh && chmod +x s.sh && ./s.sh a b && "$D/s.sh" c
 step cleanup
-rm -rf a s t.tar x pd && ls -A
+rm -rf a s t.tar x pd repo m m.c s.sh && ls -A

@@ -1,0 +1,234 @@
+// Interposed: the exec family, posix_spawn and dlopen, for programs and
+// libraries stored in the cluster (glibc's execvp and posix_spawnp search PATH
+// through internal entries, so a PATH with cluster directories is searched
+// here). The file is resolved in the agent's view to an O_PATH descriptor
+// without close-on-exec and run as /proc/self/fd/N, which also works for
+// scripts (the interpreter opens that path): the view's real location is not
+// handed to the program.
+#include <alloca.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "naming/cluster_path.h"
+#include "preload/link.h"
+#include "preload/shim.h"
+
+extern char** environ;
+
+using namespace onebox;
+using namespace onebox::shim;
+
+namespace {
+
+// Opens the cluster program t for exec; writes its /proc/self/fd path to proc.
+int OpenForExec(const Target& t, char* proc, size_t cap) {
+  int fd = OpenInView(t, O_PATH, 0);  // no O_CLOEXEC: a script's interpreter reopens it
+  if (fd >= 0) snprintf(proc, cap, "/proc/self/fd/%d", fd);
+  return fd;
+}
+
+int ExecvePath(const char* path, char* const argv[], char* const envp[]) {
+  ONEBOX_REAL(execve);
+  char buf[kMaxPathBytes];
+  Target t = Resolve(path, buf, sizeof buf);
+  if (!t.cluster) return real_execve(t.NativePath(path), argv, envp);
+  if (t.err) return Fail(t.err);
+  char proc[64];
+  int fd = OpenForExec(t, proc, sizeof proc);
+  if (fd < 0) return -1;
+  real_execve(proc, argv, envp);
+  int err = errno;
+  close(fd);
+  return Fail(err);
+}
+
+// Whether some PATH entry (or a relative one from a cwd in the cluster) is a cluster path.
+bool PathHasClusterDirs(const char* path_env) {
+  char buf[kMaxPathBytes];
+  for (const char* p = path_env; *p != '\0';) {
+    const char* end = strchr(p, ':');
+    size_t len = end ? static_cast<size_t>(end - p) : strlen(p);
+    char dir[kMaxPathBytes];
+    if (len == 0) {
+      dir[0] = '.';
+      len = 1;
+    } else if (len < sizeof dir) {
+      memcpy(dir, p, len);
+    } else {
+      len = 0;
+    }
+    dir[len] = '\0';
+    if (len > 0) {
+      Target t = Resolve(dir, buf, sizeof buf);
+      if (t.cluster) return true;
+    }
+    if (!end) break;
+    p = end + 1;
+  }
+  return false;
+}
+
+// execvpe with PATH searched here, as glibc does it (EACCES remembered, a
+// file without a known format run by /bin/sh).
+int ExecvpeSearch(const char* file, char* const argv[], char* const envp[], const char* path_env) {
+  bool saw_eacces = false;
+  size_t flen = strlen(file);
+  for (const char* p = path_env;; ) {
+    const char* end = strchr(p, ':');
+    size_t len = end ? static_cast<size_t>(end - p) : strlen(p);
+    char cand[kMaxPathBytes];
+    if (len + 1 + flen + 1 <= sizeof cand) {
+      if (len == 0) {
+        memcpy(cand, file, flen + 1);
+      } else {
+        memcpy(cand, p, len);
+        cand[len] = '/';
+        memcpy(cand + len + 1, file, flen + 1);
+      }
+      ExecvePath(cand, argv, envp);
+      if (errno == ENOEXEC) {
+        size_t argc = 0;
+        while (argv[argc]) ++argc;
+        char** sh_argv = static_cast<char**>(alloca((argc + 2) * sizeof(char*)));
+        sh_argv[0] = const_cast<char*>("/bin/sh");
+        sh_argv[1] = cand;
+        for (size_t i = 1; i <= argc; ++i) sh_argv[i + 1] = argv[i];
+        ExecvePath("/bin/sh", sh_argv, envp);
+        return -1;
+      }
+      if (errno == EACCES) saw_eacces = true;
+      else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV && errno != ETIMEDOUT)
+        return -1;
+    }
+    if (!end) break;
+    p = end + 1;
+  }
+  return Fail(saw_eacces ? EACCES : ENOENT);
+}
+
+int ExecvpeImpl(const char* file, char* const argv[], char* const envp[]) {
+  if (file == nullptr || *file == '\0') return Fail(ENOENT);
+  if (strchr(file, '/') != nullptr) return ExecvePath(file, argv, envp);
+  const char* path_env = getenv("PATH");
+  if (path_env == nullptr) path_env = "/bin:/usr/bin";
+  if (!PathHasClusterDirs(path_env)) {
+    ONEBOX_REAL(execvpe);
+    return real_execvpe(file, argv, envp);
+  }
+  return ExecvpeSearch(file, argv, envp, path_env);
+}
+
+// The variadic execl* arguments as an argv array on the stack (no malloc:
+// these run in vfork children).
+#define ONEBOX_COLLECT_ARGS(arg0, argv, extra)                       \
+  size_t argc = 1;                                                  \
+  {                                                                 \
+    va_list count;                                                  \
+    va_start(count, arg0);                                          \
+    while (va_arg(count, char*) != nullptr) ++argc;                 \
+    va_end(count);                                                  \
+  }                                                                 \
+  char** argv = static_cast<char**>(alloca((argc + 1) * sizeof(char*))); \
+  va_list ap;                                                       \
+  va_start(ap, arg0);                                               \
+  argv[0] = const_cast<char*>(arg0);                                \
+  for (size_t i = 1; i <= argc; ++i) argv[i] = va_arg(ap, char*);   \
+  extra;                                                            \
+  va_end(ap)
+
+int SpawnPath(pid_t* pid, const char* path, const posix_spawn_file_actions_t* actions,
+              const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
+  ONEBOX_REAL(posix_spawn);
+  char buf[kMaxPathBytes];
+  Target t = Resolve(path, buf, sizeof buf);
+  if (!t.cluster) return real_posix_spawn(pid, t.NativePath(path), actions, attr, argv, envp);
+  if (t.err) return t.err;
+  char proc[64];
+  int fd = OpenForExec(t, proc, sizeof proc);
+  if (fd < 0) return errno;
+  int r = real_posix_spawn(pid, proc, actions, attr, argv, envp);
+  close(fd);
+  return r;
+}
+
+}  // namespace
+
+extern "C" {
+// Interposed functions are the shim's only exports (the version script names them).
+#pragma GCC visibility push(default)
+
+int execve(const char* path, char* const argv[], char* const envp[]) { return ExecvePath(path, argv, envp); }
+int execv(const char* path, char* const argv[]) { return ExecvePath(path, argv, environ); }
+int execvpe(const char* file, char* const argv[], char* const envp[]) { return ExecvpeImpl(file, argv, envp); }
+int execvp(const char* file, char* const argv[]) { return ExecvpeImpl(file, argv, environ); }
+
+int execl(const char* path, const char* arg, ...) {
+  ONEBOX_COLLECT_ARGS(arg, argv, (void)0);
+  return ExecvePath(path, argv, environ);
+}
+int execlp(const char* file, const char* arg, ...) {
+  ONEBOX_COLLECT_ARGS(arg, argv, (void)0);
+  return ExecvpeImpl(file, argv, environ);
+}
+int execle(const char* path, const char* arg, ...) {
+  char** envp = nullptr;
+  ONEBOX_COLLECT_ARGS(arg, argv, envp = va_arg(ap, char**));
+  return ExecvePath(path, argv, envp);
+}
+
+int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* actions,
+                const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
+  return SpawnPath(pid, path, actions, attr, argv, envp);
+}
+
+int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* actions,
+                 const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {
+  ONEBOX_REAL(posix_spawnp);
+  if (strchr(file, '/') != nullptr) return SpawnPath(pid, file, actions, attr, argv, envp);
+  const char* path_env = getenv("PATH");
+  if (path_env == nullptr) path_env = "/bin:/usr/bin";
+  if (!PathHasClusterDirs(path_env)) return real_posix_spawnp(pid, file, actions, attr, argv, envp);
+  // The first executable candidate along PATH, cluster or not.
+  size_t flen = strlen(file);
+  for (const char* p = path_env;;) {
+    const char* end = strchr(p, ':');
+    size_t len = end ? static_cast<size_t>(end - p) : strlen(p);
+    char cand[kMaxPathBytes];
+    if (len > 0 && len + 1 + flen + 1 <= sizeof cand) {
+      memcpy(cand, p, len);
+      cand[len] = '/';
+      memcpy(cand + len + 1, file, flen + 1);
+      if (access(cand, X_OK) == 0) return SpawnPath(pid, cand, actions, attr, argv, envp);
+    }
+    if (!end) break;
+    p = end + 1;
+  }
+  return ENOENT;
+}
+
+void* dlopen(const char* path, int flags) {
+  ONEBOX_REAL(dlopen);
+  char buf[kMaxPathBytes];
+  Target t = (path != nullptr && strchr(path, '/') != nullptr) ? Resolve(path, buf, sizeof buf) : Target{};
+  if (!t.cluster) return real_dlopen(t.NativePath(path), flags);
+  if (t.err) {
+    errno = t.err;
+    return nullptr;
+  }
+  char proc[64];
+  int fd = OpenForExec(t, proc, sizeof proc);
+  if (fd < 0) return nullptr;
+  void* h = real_dlopen(proc, flags);
+  close(fd);  // the mapping stays
+  return h;
+}
+
+#pragma GCC visibility pop
+}  // extern "C"
