@@ -224,7 +224,7 @@ void* dlopen(const char* path, int flags) {
   }
   char proc[64];
   int fd = OpenForExec(t, proc, sizeof proc);
-  if (fd < 0) return nullptr;
+  if (fd < 0) return real_dlopen(path, flags);  // fails as a missing file does, and says so in dlerror()
   void* h = real_dlopen(proc, flags);
   close(fd);  // the mapping stays
   return h;

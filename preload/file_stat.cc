@@ -71,6 +71,9 @@ ssize_t ReadlinkAt(int dirfd, const char* path, char* out, size_t size) {
   int fd = OpenInView(t, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
   if (fd < 0) return -1;
   ssize_t n = readlinkat(fd, "", out, size);
+  struct stat st;
+  if (n < 0 && errno == ENOENT && fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && !S_ISLNK(st.st_mode))
+    errno = EINVAL;  // not a symlink: what readlink(2) says, where the empty-path form says ENOENT
   int err = errno;
   close(fd);
   errno = err;

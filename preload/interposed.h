@@ -16,6 +16,8 @@
   X(exec, execve) X(exec, execv) X(exec, execvp) X(exec, execvpe) X(exec, execl)       \
   X(exec, execlp) X(exec, execle) X(exec, posix_spawn) X(exec, posix_spawnp)           \
   X(exec, dlopen)                                                                       \
+  X(file_walk, scandir) X(file_walk, scandir64) X(file_walk, glob) X(file_walk, glob64) \
+  X(file_walk, nftw) X(file_walk, nftw64) X(file_walk, ftw) X(file_walk, ftw64)         \
   X(file_stat, stat) X(file_stat, stat64) X(file_stat, lstat) X(file_stat, lstat64)    \
   X(file_stat, fstatat) X(file_stat, fstatat64) X(file_stat, statx)                    \
   X(file_stat, __xstat) X(file_stat, __xstat64) X(file_stat, __lxstat)                 \

@@ -149,6 +149,27 @@ finally:
   EXPECT_NE(r.err.find("onebox: no agent at " + sock), std::string::npos) << r.err;
 }
 
+// tests/tools/calls_probe.c calls every interposed function: same results and
+// errno on a cluster directory as on a native one.
+TEST_F(ShimTest, EveryInterposedFunctionBehavesAsNatively) {
+  std::string native_dir = dir_ / "probe";
+  std::filesystem::create_directories(native_dir);
+  RunResult native = RunCommand({ONEBOX_CALLS_PROBE, native_dir});
+  ASSERT_EQ(native.exit_code, 0) << native.err;
+  ASSERT_EQ(Sh("mkdir /cluster/probe").exit_code, 0);
+  RunResult shimmed = RunCommand({ONEBOX_CALLS_PROBE, "/cluster/probe"}, Env());
+  EXPECT_EQ(shimmed.exit_code, 0) << shimmed.err;
+  EXPECT_EQ(shimmed.out, native.out);
+  EXPECT_EQ(shimmed.err, native.err);
+  std::istringstream names(ONEBOX_INTERPOSED_NAMES);
+  for (std::string name; std::getline(names, name, ',');)
+    EXPECT_NE(native.out.find("\n" + name + " "), std::string::npos) << name << " is not probed";
+  // Crossing between the cluster and a native directory is EXDEV, as between file systems.
+  RunResult cross = Sh("touch /cluster/probe/x && python3 -c 'import os\ntry: os.rename(\"/cluster/probe/x\", \"" +
+                       (dir_ / "x") + "\")\nexcept OSError as e: print(e.errno == 18)'");
+  EXPECT_EQ(cross.out, "True\n") << cross.err;
+}
+
 TEST_F(ShimTest, ExportsExactlyTheInterposedFunctions) {
   RunResult nm = RunCommand({"nm", "-D", "--defined-only", ShimLib()});
   ASSERT_EQ(nm.exit_code, 0) << nm.err;
