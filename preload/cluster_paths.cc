@@ -8,6 +8,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
@@ -18,6 +20,14 @@
 namespace onebox::shim {
 
 namespace {
+
+// One bit per descriptor the shim opened in the view (up to 65536).
+constexpr int kTrackedFds = 1 << 16;
+std::atomic<uint64_t> view_fds[kTrackedFds / 64];
+
+bool IsTracked(int fd) {
+  return fd >= 0 && fd < kTrackedFds && (view_fds[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
+}
 
 std::mutex cwd_mu;
 bool cwd_in_cluster = false;
@@ -51,6 +61,35 @@ Target FromAbsolute(const char* norm, size_t n, char* buf, size_t cap) {
 }
 
 }  // namespace
+
+int TrackViewFd(int fd) {
+  if (fd >= 0 && fd < kTrackedFds) view_fds[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_relaxed);
+  return fd;
+}
+
+void ForgetFd(int fd) {
+  if (fd >= 0 && fd < kTrackedFds) view_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
+}
+
+// The cluster path of a tracked descriptor (written to out), from its real
+// path; false when it is not in the view after all (a stale mark: glibc's
+// closedir closes without our close()).
+bool ClusterPathOfFd(int fd, char* out, size_t cap) {
+  char link[64], real[kMaxPathBytes];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
+  std::string_view view = ViewRoot();
+  if (n <= 0 || view.empty() || static_cast<size_t>(n) <= view.size() ||
+      memcmp(real, view.data(), view.size()) != 0 || real[view.size()] != '/') {
+    ForgetFd(fd);
+    return false;
+  }
+  size_t len = static_cast<size_t>(n) - view.size();
+  if (len + 1 > cap) return false;
+  memcpy(out, real + view.size(), len);
+  out[len] = '\0';
+  return true;
+}
 
 bool CwdInCluster() {
   std::lock_guard lock(cwd_mu);
@@ -106,9 +145,12 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
     }
     return t;
   }
-  if (dirfd != AT_FDCWD || !CwdInCluster()) return none;  // relative to a native cwd (or a dirfd)
   char cwd[kMaxPathBytes];
-  if (!VirtualCwd(cwd, sizeof cwd)) return none;
+  if (dirfd == AT_FDCWD) {
+    if (!CwdInCluster() || !VirtualCwd(cwd, sizeof cwd)) return none;  // relative to a native cwd
+  } else if (!IsTracked(dirfd) || !ClusterPathOfFd(dirfd, cwd, sizeof cwd)) {
+    return none;  // relative to a native directory fd
+  }
   size_t n = JoinPath(cwd, path, norm, sizeof norm);
   if (n == 0) {
     Target t;

@@ -18,6 +18,7 @@ int close(int fd) {
     ShimFdLost(fd);  // closes it
     return 0;
   }
+  ForgetFd(fd);
   ONEBOX_REAL(close);
   return real_close(fd);
 }
@@ -25,13 +26,17 @@ int close(int fd) {
 int dup2(int oldfd, int newfd) {
   if (oldfd != newfd && IsShimFd(newfd)) ShimFdLost(newfd);
   ONEBOX_REAL(dup2);
-  return real_dup2(oldfd, newfd);
+  int r = real_dup2(oldfd, newfd);
+  if (r >= 0 && oldfd != newfd) ForgetFd(newfd);  // a tracked oldfd's copy resolves natively (documented)
+  return r;
 }
 
 int dup3(int oldfd, int newfd, int flags) {
   if (oldfd != newfd && IsShimFd(newfd)) ShimFdLost(newfd);
   ONEBOX_REAL(dup3);
-  return real_dup3(oldfd, newfd, flags);
+  int r = real_dup3(oldfd, newfd, flags);
+  if (r >= 0) ForgetFd(newfd);
+  return r;
 }
 
 #pragma GCC visibility pop

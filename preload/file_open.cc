@@ -30,7 +30,7 @@ int OpenAt(int dirfd, const char* path, int flags, mode_t mode) {
     return real_openat(t.NativeDirfd(dirfd), t.NativePath(path), flags, mode);
   }
   if (t.err) return Fail(t.err);
-  return OpenInView(t, flags, mode);
+  return TrackViewFd(OpenInView(t, flags, mode));
 }
 
 // fopen's mode string as open flags (glibc's reading: r w a, then + x e m c).
@@ -70,7 +70,7 @@ FILE* FopenCluster(const char* path, const char* mode, bool* handled) {
     errno = t.err;
     return nullptr;
   }
-  int fd = OpenInView(t, flags, 0666);
+  int fd = TrackViewFd(OpenInView(t, flags, 0666));
   if (fd < 0) return nullptr;
   FILE* f = fdopen(fd, mode);
   if (f == nullptr) {
@@ -112,7 +112,7 @@ int MakeTemp(char* tmpl, int suffixlen, int flags, bool dir) {
       if (r == 0) return 0;
       if (err != EEXIST) return Fail(err);
     } else {
-      int fd = OpenInView(now, O_RDWR | O_CREAT | O_EXCL | (flags & ~O_ACCMODE), 0600);
+      int fd = TrackViewFd(OpenInView(now, O_RDWR | O_CREAT | O_EXCL | (flags & ~O_ACCMODE), 0600));
       if (fd >= 0 || errno != EEXIST) return fd;
     }
   }
@@ -262,7 +262,7 @@ DIR* opendir(const char* path) {
     errno = t.err;
     return nullptr;
   }
-  int fd = OpenInView(t, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  int fd = TrackViewFd(OpenInView(t, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
   if (fd < 0) return nullptr;
   DIR* d = fdopendir(fd);
   if (d == nullptr) {

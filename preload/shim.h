@@ -48,6 +48,12 @@ int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
 
 // The agent's view root (absolute real path), "" when not connected.
 std::string_view ViewRoot();
+// Descriptors the shim opened in the view and handed to the program: a
+// relative path against one of them is a cluster path, not left to the kernel
+// (which would resolve ".." from the view's real location). Returns fd.
+int TrackViewFd(int fd);
+void ForgetFd(int fd);
+
 // Real cwd inside the view: the program's cwd is in the cluster.
 bool CwdInCluster();
 void CwdChanged();

@@ -102,6 +102,20 @@ TEST_F(ShimTest, NothingLeadsOutOfTheView) {
   // An absolute symlink to a cluster path works, as it would on one machine.
   RunResult ok = Sh("echo inside > /cluster/target && ln -s /cluster/target /cluster/alias && cat /cluster/alias");
   EXPECT_EQ(ok.out, "inside\n") << ok.err;
+  // Relative to a directory fd opened in the cluster, ".." climbs the cluster
+  // tree and then the real one, never the view's real location.
+  RunResult dirfd = RunCommand({"python3", "-c", R"PY(
+import os
+os.makedirs("/cluster/fdt/sub", exist_ok=True)
+fd = os.open("/cluster/fdt/sub", os.O_RDONLY)
+print(os.stat("..", dir_fd=fd).st_ino == os.stat("/cluster/fdt").st_ino)
+print(os.stat("../../..", dir_fd=fd).st_ino == os.stat("/").st_ino)
+print(sorted(os.listdir(os.open("../../..", os.O_RDONLY, dir_fd=fd))) == sorted(os.listdir("/")))
+open("/cluster/fdt/sub/x", "w").write("via dirfd")
+print(open(os.open("x", os.O_RDONLY, dir_fd=fd)).read())
+)PY"},
+                               Env());
+  EXPECT_EQ(dirfd.out, "True\nTrue\nTrue\nvia dirfd\n") << dirfd.err;
   // The cluster root behaves as a mount point.
   RunResult root = Sh("rmdir /cluster; echo \"rmdir=$?\"; mv /cluster /tmp/x 2>&1 | grep -c busy");
   EXPECT_NE(root.out.find("rmdir=1"), std::string::npos) << root.out;
