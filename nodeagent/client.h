@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace onebox {
 
@@ -36,5 +37,7 @@ int CmdKvGet(const ClientOptions& c, const std::string& key);
 int CmdKvPut(const ClientOptions& c, const KvPutOptions& o);
 int CmdKvDel(const ClientOptions& c, const std::string& key, bool sync, const std::string& level);
 int CmdKvScan(const ClientOptions& c, const KvScanOptions& o);
+// Runs argv under the shim (LD_PRELOAD, ONEBOX_SOCKET set); returns only on failure (127).
+int CmdExec(const std::string& socket, const std::vector<std::string>& argv);
 
 }  // namespace onebox

@@ -95,6 +95,11 @@ int main(int argc, char** argv) {
   auto* cmd_status = app.add_subcommand("status", "show the status of the agent");
   auto* cmd_nodes = app.add_subcommand("nodes", "list the nodes of the cluster");
 
+  // onebox exec -- CMD...
+  std::vector<std::string> exec_argv;
+  auto* cmd_exec = app.add_subcommand("exec", "run CMD under the shim, so that /cluster works in it");
+  cmd_exec->add_option("CMD", exec_argv, "command and its arguments (after --)")->required();
+
   // onebox kv ...
   auto* cmd_kv = app.add_subcommand("kv", "read and write the cluster key-value store");
   cmd_kv->require_subcommand(1);
@@ -147,6 +152,10 @@ int main(int argc, char** argv) {
     }
     SetupLogging(agent.log_level);
     return onebox::RunAgent(agent);
+  }
+  if (*cmd_exec) {
+    // The shim's socket: --socket, else $ONEBOX_SOCKET as it is, else the default.
+    return onebox::CmdExec(client.socket, exec_argv);
   }
   if (*cmd_status) return onebox::CmdStatus(client);
   if (*cmd_nodes) return onebox::CmdNodes(client);

@@ -397,7 +397,8 @@ TEST_F(AgentTest, CliStatusAndNodesInTextJsonAndThroughTheSocket) {
 TEST_F(AgentTest, CliUsageErrorsExitTwoAndHelpExitsZero) {
   for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
            {"--help"}, {"agent", "--help"}, {"status", "--help"}, {"nodes", "--help"}, {"kv", "--help"},
-           {"kv", "get", "--help"}, {"kv", "put", "--help"}, {"kv", "del", "--help"}, {"kv", "scan", "--help"}}) {
+           {"kv", "get", "--help"}, {"kv", "put", "--help"}, {"kv", "del", "--help"}, {"kv", "scan", "--help"},
+           {"exec", "--help"}}) {
     args.insert(args.begin(), OneboxBin());
     RunResult r = RunCommand(args);
     EXPECT_EQ(r.exit_code, 0) << args[1];

@@ -184,6 +184,18 @@ TEST_F(ShimTest, EveryInterposedFunctionBehavesAsNatively) {
   EXPECT_EQ(cross.out, "True\n") << cross.err;
 }
 
+TEST_F(ShimTest, OneboxExecRunsACommandUnderTheShim) {
+  RunResult r = RunCommand({OneboxBin(), "--socket", agent_->socket(), "exec", "--", "bash", "-c",
+                            "cd /cluster && git init -q r && cd r && echo hi > f && git add f && "
+                            "git -c user.email=a@b -c user.name=n commit -qm first && git log --format=%s && pwd"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "first\n/cluster/r\n");
+  RunResult missing = RunCommand({OneboxBin(), "--socket", agent_->socket(), "exec", "--", "/no/such/program"});
+  EXPECT_EQ(missing.exit_code, 127);
+  EXPECT_NE(missing.err.find("onebox: cannot run /no/such/program"), std::string::npos) << missing.err;
+  EXPECT_EQ(RunCommand({OneboxBin(), "exec"}).exit_code, 2);
+}
+
 TEST_F(ShimTest, ExportsExactlyTheInterposedFunctions) {
   RunResult nm = RunCommand({"nm", "-D", "--defined-only", ShimLib()});
   ASSERT_EQ(nm.exit_code, 0) << nm.err;
