@@ -4,3 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build/bin/store_bench "$@"
+build/bin/shim_bench

@@ -1,0 +1,222 @@
+// Shim benchmarks P1-P5: each workload runs natively and under libonebox.so,
+// in one run, and the two figures are printed side by side with their ratio.
+// The workloads run in child processes of this binary (`shim_bench --child
+// ...`), started with or without LD_PRELOAD.
+//
+//   shim_bench [--files N] [--repeat R]
+#include <dirent.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
+
+// ---- child workloads: print the seconds taken ----
+
+int ChildOpenStatClose(const std::string& path, int n) {  // P1
+  auto t0 = Clock::now();
+  struct stat st;
+  for (int i = 0; i < n; ++i) {
+    int fd = open(path.c_str(), O_RDONLY);
+    if (fd < 0 || stat(path.c_str(), &st) != 0) return 1;
+    close(fd);
+  }
+  printf("%.9f\n", Seconds(t0));
+  return 0;
+}
+
+int ChildCreateWrite(const std::string& dir, int n) {  // P3
+  char block[4096];
+  memset(block, 'x', sizeof block);
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    std::string p = dir + "/f" + std::to_string(i);
+    int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, block, sizeof block) != static_cast<ssize_t>(sizeof block)) return 1;
+    close(fd);
+  }
+  printf("%.9f\n", Seconds(t0));
+  return 0;
+}
+
+int ChildOpenRead(const std::string& dir, int n, int files) {  // P4
+  char block[4096];
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    std::string p = dir + "/f" + std::to_string(i % files);
+    int fd = open(p.c_str(), O_RDONLY);
+    if (fd < 0 || read(fd, block, sizeof block) != static_cast<ssize_t>(sizeof block)) return 1;
+    close(fd);
+  }
+  printf("%.9f\n", Seconds(t0));
+  return 0;
+}
+
+int ChildStatReaddir(const std::string& dir, int n, int files) {  // P5
+  struct stat st;
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    std::string p = dir + "/f" + std::to_string(i % files);
+    if (stat(p.c_str(), &st) != 0) return 1;
+  }
+  double stat_s = Seconds(t0);
+  t0 = Clock::now();
+  int entries = 0;
+  for (int i = 0; i < n / files + 1; ++i) {
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return 1;
+    while (readdir(d) != nullptr) ++entries;
+    closedir(d);
+  }
+  printf("%.9f %.9f\n", stat_s, Seconds(t0));
+  return entries > 0 ? 0 : 1;
+}
+
+// ---- the parent: runs children with and without the shim ----
+
+struct Env {
+  std::string shim, socket;
+};
+
+std::vector<double> RunChild(const std::vector<std::string>& args, const Env* shim) {
+  std::vector<std::string> argv{"/proc/self/exe", "--child"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::map<std::string, std::string> env;
+  if (shim) env = {{"LD_PRELOAD", shim->shim}, {"ONEBOX_SOCKET", shim->socket}};
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  self[n > 0 ? n : 0] = '\0';
+  argv[0] = self;
+  onebox::testing::RunResult r = onebox::testing::RunCommand(argv, env);
+  std::vector<double> out;
+  if (r.exit_code != 0) {
+    fprintf(stderr, "child %s failed (%d): %s\n", args[0].c_str(), r.exit_code, r.err.c_str());
+    exit(1);
+  }
+  for (size_t pos = 0; pos < r.out.size();) {
+    size_t end = r.out.find_first_of(" \n", pos);
+    out.push_back(std::stod(r.out.substr(pos, end - pos)));
+    pos = end + 1;
+  }
+  return out;
+}
+
+// Best of `repeat` runs of column `col` (less noise from the other core's work).
+double Best(const std::vector<std::string>& args, const Env* shim, int repeat, size_t col = 0) {
+  double best = 1e300;
+  for (int i = 0; i < repeat; ++i) best = std::min(best, RunChild(args, shim)[col]);
+  return best;
+}
+
+// P2: seconds to start and reap /bin/true n times, with or without the shim.
+double SpawnTrue(int n, const Env* shim) {
+  std::vector<std::string> env_store;
+  for (char** e = environ; *e; ++e) env_store.emplace_back(*e);
+  if (shim) {
+    env_store.push_back("LD_PRELOAD=" + shim->shim);
+    env_store.push_back("ONEBOX_SOCKET=" + shim->socket);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_store) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char arg0[] = "/bin/true";
+  char* argv[] = {arg0, nullptr};
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    pid_t pid;
+    if (posix_spawn(&pid, "/bin/true", nullptr, nullptr, argv, envp.data()) != 0) exit(1);
+    int status;
+    waitpid(pid, &status, 0);
+  }
+  return Seconds(t0);
+}
+
+void Row(const char* name, const char* unit, double native, double onebox, const char* goal, bool higher_is_better) {
+  double ratio = higher_is_better ? onebox / native : native / onebox;
+  printf("%-46s %12.0f %12.0f %8.3fx   %s\n", name, native, onebox, ratio, goal);
+  (void)unit;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 3 && std::string(argv[1]) == "--child") {
+    std::string what = argv[2];
+    if (what == "p1") return ChildOpenStatClose(argv[3], std::stoi(argv[4]));
+    if (what == "p3") return ChildCreateWrite(argv[3], std::stoi(argv[4]));
+    if (what == "p4") return ChildOpenRead(argv[3], std::stoi(argv[4]), std::stoi(argv[5]));
+    if (what == "p5") return ChildStatReaddir(argv[3], std::stoi(argv[4]), std::stoi(argv[5]));
+    return 2;
+  }
+  int files = 2000, repeat = 3;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--files") files = std::stoi(argv[i + 1]);
+    else if (a == "--repeat") repeat = std::stoi(argv[i + 1]);
+    else {
+      fprintf(stderr, "usage: shim_bench [--files N] [--repeat R]\n");
+      return 2;
+    }
+  }
+  onebox::testing::TempDir dir;
+  onebox::testing::AgentProcess agent("bench", dir / "data", dir / "agent.sock");
+  if (auto ok = agent.Start(); !ok) {
+    fprintf(stderr, "%s\n", ok.message());
+    return 1;
+  }
+  Env shim{onebox::testing::ShimLib(), agent.socket()};
+  // Native files live on the same disk as the agent's view (both under TMPDIR).
+  std::string native = dir / "native", cluster = "/cluster/bench";
+  mkdir(native.c_str(), 0755);
+  if (onebox::testing::RunCommand({"mkdir", "-p", cluster}, {{"LD_PRELOAD", shim.shim}, {"ONEBOX_SOCKET", shim.socket}})
+          .exit_code != 0)
+    return 1;
+  std::string ops = std::to_string(files * 10);
+
+  printf("shim_bench: native vs onebox (libonebox.so + agent), best of %d; %d files of 4 KiB\n", repeat, files);
+  printf("%-46s %12s %12s %9s   %s\n", "benchmark (per second, higher is better)", "native", "onebox", "ratio",
+         "goal");
+  std::string etc = "/etc/hostname";
+  double p1n = Best({"p1", etc, ops}, nullptr, repeat), p1o = Best({"p1", etc, ops}, &shim, repeat);
+  Row("P1 open+stat+close, non-cluster path", "ops", files * 10 / p1n, files * 10 / p1o, ">= 0.98x (<= 1.02x time)", true);
+  double p3n = Best({"p3", native, std::to_string(files)}, nullptr, repeat);
+  double p3o = Best({"p3", cluster, std::to_string(files)}, &shim, repeat);
+  Row("P3 create+write 4 KiB+close", "files", files / p3n, files / p3o, ">= 0.5x", true);
+  double p4n = Best({"p4", native, ops, std::to_string(files)}, nullptr, repeat);
+  double p4o = Best({"p4", cluster, ops, std::to_string(files)}, &shim, repeat);
+  Row("P4 open+read 4 KiB+close, existing file", "ops", files * 10 / p4n, files * 10 / p4o, ">= 0.8x", true);
+  double p5sn = Best({"p5", native, ops, std::to_string(files)}, nullptr, repeat, 0);
+  double p5so = Best({"p5", cluster, ops, std::to_string(files)}, &shim, repeat, 0);
+  Row("P5 stat", "ops", files * 10 / p5sn, files * 10 / p5so, ">= 0.9x", true);
+  double p5rn = Best({"p5", native, ops, std::to_string(files)}, nullptr, repeat, 1);
+  double p5ro = Best({"p5", cluster, ops, std::to_string(files)}, &shim, repeat, 1);
+  double entries = (files * 10 / files + 1) * (files + 2.0);
+  Row("P5 readdir (entries)", "entries", entries / p5rn, entries / p5ro, ">= 0.9x", true);
+  int starts = 1000;
+  double p2n = 1e300, p2o = 1e300;
+  for (int i = 0; i < repeat; ++i) {
+    p2n = std::min(p2n, SpawnTrue(starts, nullptr));
+    p2o = std::min(p2o, SpawnTrue(starts, &shim));
+  }
+  printf("%-46s %10.1f us %9.1f us %+8.1f us   %s\n", "P2 start /bin/true (time per start)", p2n / starts * 1e6,
+         p2o / starts * 1e6, (p2o - p2n) / starts * 1e6, "<= +150 us");
+  return 0;
+}
