@@ -67,8 +67,16 @@ int TrackViewFd(int fd) {
   return fd;
 }
 
-void ForgetFd(int fd) {
-  if (fd >= 0 && fd < kTrackedFds) view_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
+void ForgetFd(int fd) {  // on every close: a plain load unless the fd is tracked
+  if (IsTracked(fd)) view_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
+}
+
+// Whether an absolute path may normalize to something other than itself
+// ("/." or "//" in it): one pass, for the paths that fail the prefix test.
+bool MayNormalizeElsewhere(const char* p) {
+  for (; *p != '\0'; ++p)
+    if (p[0] == '/' && (p[1] == '.' || p[1] == '/')) return true;
+  return false;
 }
 
 // The cluster path of a tracked descriptor (written to out), from its real
@@ -132,8 +140,7 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
   if (path[0] == '/') {
     // The fast path: most paths fail the prefix test and cost nothing more.
     std::string_view p(path);
-    if (!Root().MaybeCluster(p) && p.find("/.") == std::string_view::npos && p.find("//") == std::string_view::npos)
-      return none;
+    if (!Root().MaybeCluster(p) && !MayNormalizeElsewhere(path)) return none;
     size_t n = NormalizePath(p, norm, sizeof norm);
     if (n == 0) return none;
     Target t = FromAbsolute(norm, n, buf, cap);
