@@ -58,7 +58,18 @@ step $REFLECT list
 step $REFLECT call grpc.health.v1.Health/Check
 step $REFLECT call onebox.v1.Cluster/ListNodes
 
-echo; echo "# an unmodified program under the shim (it interposes nothing yet: the shim issue adds /cluster)"
-step env LD_PRELOAD="$ROOT/build/lib/libonebox.so" ONEBOX_SOCKET="$SOCK" ls -la "$ROOT/deploy"
+echo; echo "# unmodified programs in /cluster, through onebox exec (LD_PRELOAD=libonebox.so)"
+step "$ONEBOX" --socket "$SOCK" exec -- bash -c '
+  cd /cluster && mkdir -p demo && cd demo && pwd
+  printf "#include <stdio.h>\nint main(void) { puts(\"hello from a program built in /cluster\"); return 0; }\n" > hello.c
+  gcc -o hello hello.c && ./hello
+  git init -q repo && cd repo && cp ../hello.c . && git add hello.c &&
+    git -c user.email=demo@example.org -c user.name=demo commit -qm "first commit in /cluster" && git log --oneline
+  cd .. && tar -czf src.tgz hello.c repo && tar -tzf src.tgz | head -3 && ls -la'
+echo; echo "# what the agent recorded (Namespace service, through reflection)"
+step $REFLECT call onebox.v1.Namespace/List '{"path": "/cluster/demo"}'
+echo; echo "# without an agent, cluster calls fail fast; other paths are unaffected"
+step env LD_PRELOAD="$ROOT/build/lib/libonebox.so" ONEBOX_SOCKET="$WORK/no-agent.sock" \
+  bash -c 'ls /cluster; echo "exit $?"; ls -d /tmp'
 
 echo; echo "demo done: agent log in the temp dir was:"; cat "$WORK/agent.log"
