@@ -218,6 +218,16 @@ int RunAgent(const AgentOptions& opt) {
             spdlog::debug("shim hello from pid {} ({}) for root {}", peer.pid, req.hello().program(), root.root());
             break;
           }
+          case v1::ShimRequest::kPublish: {
+            Result<uint64_t> size = (*recorder)->RecordNow(req.publish().path());
+            if (!size.ok()) {
+              resp->set_err(size.status().code() == Code::kInvalidArgument ? EINVAL : EIO);
+              resp->set_message(size.status().message());
+              break;
+            }
+            resp->mutable_publish()->set_size(*size);
+            break;
+          }
           default:
             resp->set_err(ENOSYS);
             resp->set_message("unknown shim request");

@@ -277,11 +277,20 @@ bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
   return ok;
 }
 
-void ViewRecorder::RecordPath(const std::string& path, bool content_changed) {
+Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
+  if (path.empty() || path.front() == '/' || path.find("/../") != std::string::npos || path.rfind("../", 0) == 0 ||
+      (path.size() >= 3 && path.compare(path.size() - 3, 3, "/..") == 0) || path == "..")
+    return Status::InvalidArgument(fmt::format("'{}' is not a path below the view root", path));
+  int64_t size = RecordPath(path, /*content_changed=*/true, /*sync=*/true);
+  if (size < 0) return Status::IOError(fmt::format("could not record {}", path));
+  return static_cast<uint64_t>(size);
+}
+
+int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, bool sync) {
   struct stat st;
   if (fstatat(root_fd_, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) TombstonePath(path);
-    return;
+    return -1;
   }
   v1::Inode inode;
   inode.set_type(TypeOf(st.st_mode));
@@ -298,23 +307,24 @@ void ViewRecorder::RecordPath(const std::string& path, bool content_changed) {
   Result<Record> held = store_.Get(path, Cf::kNs);
   v1::Inode old;
   bool have_old = held.ok() && old.ParseFromString(held->value);
-  if (have_old && SameState(old, inode)) return;  // nothing new to record
+  if (have_old && SameState(old, inode) && !sync) return static_cast<int64_t>(inode.size());  // nothing new
   if (S_ISREG(st.st_mode)) {
     bool same_content = have_old && old.type() == v1::FILE_TYPE_REGULAR && old.size() == inode.size() &&
                         old.mtime_ns() == inode.mtime_ns();
     if (same_content && !content_changed) {
       *inode.mutable_chunks() = old.chunks();
     } else if (!HashContent(path, &inode)) {
-      return;  // vanished or unreadable meanwhile: its own events follow
+      return -1;  // vanished or unreadable meanwhile: its own events follow
     }
   }
-  Result<Version> v = store_.Put(path, inode.SerializeAsString(), false, Cf::kNs);
+  Result<Version> v = store_.Put(path, inode.SerializeAsString(), sync, Cf::kNs);
   if (!v.ok()) {
     spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
-    return;
+    return -1;
   }
   ++recorded_;
   spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
+  return static_cast<int64_t>(inode.size());
 }
 
 void ViewRecorder::TombstonePath(const std::string& path) {

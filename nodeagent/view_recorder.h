@@ -38,6 +38,10 @@ class ViewRecorder {
   // may create entries in (mode 1777, like /tmp). Returns the view root.
   Result<std::string> EnsureRoot(const std::string& root);
 
+  // Records path (below the view root) now, its content included, with a
+  // synced write: what fsync() promises. Safe to call from any thread.
+  Result<uint64_t> RecordNow(const std::string& path);
+
   const std::string& view_root() const { return view_root_; }
   // Counters for status and tests.
   uint64_t recorded() const { return recorded_; }
@@ -52,7 +56,8 @@ class ViewRecorder {
   void WatchTree(const std::string& dir, std::unordered_map<std::string, bool>* seen);
   void Unwatch(const std::string& dir);  // dir and below
   // Records what is at path now: an inode, or a tombstone when nothing is.
-  void RecordPath(const std::string& path, bool content_changed);
+  // Returns the size recorded (0 for non-files), or -1 when nothing was.
+  int64_t RecordPath(const std::string& path, bool content_changed, bool sync = false);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   bool HashContent(const std::string& path, v1::Inode* inode);

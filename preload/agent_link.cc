@@ -219,8 +219,8 @@ int64_t CoarseNowNs() {  // from the vDSO: no system call
   return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-int ViewFd() {
-  std::lock_guard lock(mu);
+// Connected (or reconnected) and alive; 0 or an errno. Holds mu.
+int EnsureLinkLocked() {
   if (link_fd >= 0) {
     int64_t now = CoarseNowNs();
     if (now - last_check_ns >= kLivenessCheckNs) {
@@ -230,14 +230,51 @@ int ViewFd() {
       if (poll(&p, 1, 0) != 0) DropLocked();
     }
   }
-  if (link_fd < 0) {
-    int err = ConnectLocked();
-    if (err != 0) {
-      errno = err;
-      return -1;
-    }
+  return link_fd < 0 ? ConnectLocked() : 0;
+}
+
+int ViewFd() {
+  std::lock_guard lock(mu);
+  int err = EnsureLinkLocked();
+  if (err != 0) {
+    errno = err;
+    return -1;
   }
   return view_fd;
+}
+
+int Publish(const char* rel_path) {
+  int saved = errno;
+  std::lock_guard lock(mu);
+  int err = EnsureLinkLocked();
+  if (err != 0) return err;
+  Onebox__V1__PublishRequest publish = ONEBOX__V1__PUBLISH_REQUEST__INIT;
+  publish.path = const_cast<char*>(rel_path);
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.id = 2;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_PUBLISH;
+  req.publish = &publish;
+  size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
+  std::string frame(4 + body_len, '\0');
+  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
+  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
+  // Hashing a large file takes a while: wait up to a minute for this answer.
+  timeval slow{60, 0}, fast{0, kTimeoutMs * 1000};
+  setsockopt(link_fd, SOL_SOCKET, SO_RCVTIMEO, &slow, sizeof slow);
+  std::string answer;
+  Onebox__V1__ShimResponse* resp = nullptr;
+  if (SendAll(link_fd, frame) && RecvFrame(link_fd, &answer))
+    resp = onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
+  if (link_fd >= 0) setsockopt(link_fd, SOL_SOCKET, SO_RCVTIMEO, &fast, sizeof fast);
+  int result = EIO;
+  if (resp == nullptr) {
+    DropLocked();  // out of step with the agent: start over next time
+  } else {
+    result = resp->err != 0 ? resp->err : (resp->op_case == ONEBOX__V1__SHIM_RESPONSE__OP_PUBLISH ? 0 : EIO);
+    onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  }
+  errno = saved;
+  return result;
 }
 
 std::string_view ViewRoot() { return {view_root, view_len}; }

@@ -38,4 +38,5 @@
   X(file_xattr, getxattr) X(file_xattr, lgetxattr) X(file_xattr, setxattr)              \
   X(file_xattr, lsetxattr) X(file_xattr, listxattr) X(file_xattr, llistxattr)           \
   X(file_xattr, removexattr) X(file_xattr, lremovexattr)                                \
+  X(file_sync, fsync) X(file_sync, fdatasync)                                           \
   X(fd_guard, close) X(fd_guard, dup2) X(fd_guard, dup3)

@@ -10,6 +10,9 @@ const ClusterRoot& Root();
 // The view root fd, connecting to the agent if needed; -1 with errno
 // (ENOTCONN when no agent answers) otherwise.
 int ViewFd();
+// Asks the agent to record rel_path (below the view root) now, durably.
+// Returns 0 or an errno.
+int Publish(const char* rel_path);
 // Learns the view root from a real cwd inside a view, if it is one.
 void DiscoverViewRoot(const char* real_cwd);
 

@@ -80,6 +80,37 @@ TEST_F(ShimTest, WritesAreRecordedInTheNamespace) {
   }
 }
 
+TEST_F(ShimTest, FsyncRecordsTheVersionBeforeItReturns) {
+  // The file stays open: no close tells the agent anything, only fsync. First
+  // one byte, recorded when the file appears; then more, then fsync.
+  std::string script = R"PY(
+import json, os, subprocess, sys, time
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+def recorded_size():
+    out = subprocess.run(["/usr/bin/python3", sys.argv[1], sys.argv[2], "call", "onebox.v1.Namespace/Stat",
+                          '{"path": "/cluster/synced"}'], env=env, capture_output=True, text=True, check=True).stdout
+    return int(json.loads(out).get("inode", {}).get("size", 0))
+fd = os.open("/cluster/synced", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"x")
+for _ in range(500):
+    if recorded_size() == 1:
+        break
+    time.sleep(0.01)
+print(recorded_size())
+os.write(fd, b"x" * 70000)
+time.sleep(0.2)
+print(recorded_size())
+os.fsync(fd)
+print(recorded_size())
+os.close(fd)
+)PY";
+  RunResult r = RunCommand(
+      {"python3", "-c", script, std::string(ONEBOX_SOURCE_DIR) + "/tests/tools/grpc_reflect.py", agent_->address()},
+      Env());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1\n1\n70001\n") << r.err;  // writes alone are not recorded; fsync is
+}
+
 TEST_F(ShimTest, TheViewsRealLocationNeverShows) {
   RunResult r = Sh(
       "mkdir -p /cluster/w/x && cd /cluster/w/x && pwd && pwd -P && /bin/pwd && realpath . && readlink -f .. && "

@@ -368,6 +368,13 @@ int main(int argc, char** argv) {
   const char* why = h ? "" : dlerror();
   Out("dlopen missing", h ? 1 : -1, "says missing: %d", why != NULL && strstr(why, "No such file") != NULL);
 
+  // file_sync
+  int sfd = open(P("d/f"), O_WRONLY | O_APPEND);
+  CALL("fsync", fsync(sfd));
+  CALL("fdatasync", fdatasync(sfd));
+  close(sfd);
+  CALL("fsync bad fd", fsync(-1));
+
   // fd_guard: the program's own descriptors behave as ever
   int a = open(P("d/f"), O_RDONLY);
   CALL("dup2", dup2(a, 200) == 200 ? 0 : -1);

@@ -1,0 +1,58 @@
+// Interposed: fsync and fdatasync. For a file in the agent's view (whatever
+// opened it: the program, a parent shell, an exec'd predecessor) the kernel's
+// fsync comes first, then the agent records the file's version with a synced
+// store write, and only then does the call return: fsync is a durability point
+// for the namespace too. An fd outside the view costs one readlink more.
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "naming/cluster_path.h"
+#include "preload/link.h"
+#include "preload/shim.h"
+
+using namespace onebox;
+using namespace onebox::shim;
+
+namespace {
+
+// After a successful kernel sync: publish fd if it is a file in the view.
+int PublishIfInView(int fd) {
+  char link[64], real[kMaxPathBytes];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
+  if (n <= 0) return 0;
+  real[n] = '\0';
+  DiscoverViewRoot(real);  // an fd inherited into a process that never spoke to the agent
+  std::string_view view = ViewRoot();
+  std::string_view path(real, static_cast<size_t>(n));
+  if (view.empty() || path.size() <= view.size() + 1 || path.compare(0, view.size(), view) != 0 ||
+      path[view.size()] != '/')
+    return 0;  // not a cluster file
+  int err = Publish(real + view.size() + 1);
+  return err == 0 ? 0 : Fail(err == ENOTCONN ? ENOTCONN : EIO);
+}
+
+}  // namespace
+
+extern "C" {
+// Interposed functions are the shim's only exports (the version script names them).
+#pragma GCC visibility push(default)
+
+int fsync(int fd) {
+  ONEBOX_REAL(fsync);
+  int r = real_fsync(fd);
+  return r == 0 ? PublishIfInView(fd) : r;
+}
+
+int fdatasync(int fd) {
+  ONEBOX_REAL(fdatasync);
+  int r = real_fdatasync(fd);
+  return r == 0 ? PublishIfInView(fd) : r;
+}
+
+#pragma GCC visibility pop
+}  // extern "C"
