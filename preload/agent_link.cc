@@ -35,6 +35,8 @@ constexpr int kTimeoutMs = 100;  // the agent answers Hello at once, or is not t
 std::mutex mu;
 int link_fd = -1;  // Unix socket to the agent
 int view_fd = -1;  // O_PATH of the view root
+dev_t view_dev = 0;  // what view_fd must still be: a program may have closed it and reused the number
+ino_t view_ino = 0;
 char view_root[kMaxPathBytes] = "";
 size_t view_len = 0;
 ClusterRoot cluster_root;
@@ -171,6 +173,11 @@ int ConnectLocked() {
     }
     if (view_fd >= 0) RealClose(view_fd);
     view_fd = HighFd(vfd);
+    struct stat vst;
+    if (fstat(view_fd, &vst) == 0) {
+      view_dev = vst.st_dev;
+      view_ino = vst.st_ino;
+    }
     memcpy(view_root, view.c_str(), view.size() + 1);
     view_len = view.size();
   }
@@ -228,6 +235,14 @@ int EnsureLinkLocked() {
       // The agent never speaks first: anything readable is its goodbye (EOF).
       pollfd p{link_fd, POLLIN, 0};
       if (poll(&p, 1, 0) != 0) DropLocked();
+      // The view fd must still be the view: closed and reused behind our back, it is reopened.
+      struct stat vst;
+      if (view_fd >= 0 && (fstat(view_fd, &vst) != 0 || vst.st_dev != view_dev || vst.st_ino != view_ino)) {
+        view_fd = -1;  // not ours any more: never close it
+        view_len = 0;
+        view_root[0] = '\0';
+        DropLocked();
+      }
     }
   }
   return link_fd < 0 ? ConnectLocked() : 0;
@@ -300,6 +315,8 @@ void DiscoverViewRoot(const char* real_cwd) {
 }
 
 bool IsShimFd(int fd) { return fd >= 0 && (fd == link_fd || fd == view_fd); }
+
+std::array<int, 2> ShimFds() { return {link_fd, view_fd}; }
 
 void ShimFdLost(int fd) {
   std::lock_guard lock(mu);

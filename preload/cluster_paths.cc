@@ -71,6 +71,17 @@ void ForgetFd(int fd) {  // on every close: a plain load unless the fd is tracke
   if (IsTracked(fd)) view_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
 }
 
+void ForgetFds(unsigned first, unsigned last) {
+  for (unsigned fd = first; fd <= last && fd < static_cast<unsigned>(kTrackedFds); ++fd) {
+    if (fd % 64 == 0 && fd + 63 <= last) {
+      view_fds[fd / 64].store(0, std::memory_order_relaxed);
+      fd += 63;
+    } else {
+      ForgetFd(static_cast<int>(fd));
+    }
+  }
+}
+
 // Whether an absolute path may normalize to something other than itself
 // ("/." or "//" in it): one pass, for the paths that fail the prefix test.
 bool MayNormalizeElsewhere(const char* p) {

@@ -3,6 +3,7 @@
 // that closes every descriptor, or dups over one of ours, takes it from us:
 // we let go of it and reconnect on the next cluster call.
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 #include "preload/shim.h"
@@ -21,6 +22,25 @@ int close(int fd) {
   ForgetFd(fd);
   ONEBOX_REAL(close);
   return real_close(fd);
+}
+
+// Programs that close "every other descriptor" (daemons, Python's closerange).
+int close_range(unsigned int first, unsigned int last, int flags) {
+  if (!(flags & CLOSE_RANGE_CLOEXEC)) {  // ours are close-on-exec already
+    for (int fd : ShimFds())
+      if (fd >= 0 && static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) ShimFdLost(fd);
+    ForgetFds(first, last);
+  }
+  ONEBOX_REAL(close_range);
+  return real_close_range(first, last, flags);
+}
+
+void closefrom(int lowfd) {
+  for (int fd : ShimFds())
+    if (fd >= lowfd) ShimFdLost(fd);
+  ForgetFds(static_cast<unsigned>(lowfd < 0 ? 0 : lowfd), ~0u);
+  ONEBOX_REAL(closefrom);
+  real_closefrom(lowfd);
 }
 
 int dup2(int oldfd, int newfd) {

@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <sys/types.h>
 
+#include <array>
 #include <cerrno>
 #include <string_view>
 
@@ -60,6 +61,10 @@ void CwdChanged();
 // The shim's own descriptors: the program must not close them under us.
 bool IsShimFd(int fd);
 void ShimFdLost(int fd);
+// The shim's own descriptors (-1 where none), for range closes.
+std::array<int, 2> ShimFds();
+// ForgetFd for every fd in [first, last].
+void ForgetFds(unsigned first, unsigned last);
 
 // Fails the call: sets errno, returns -1 (or nullptr via the caller).
 inline int Fail(int err) {

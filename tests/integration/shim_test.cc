@@ -111,6 +111,41 @@ os.close(fd)
   EXPECT_EQ(r.out, "1\n1\n70001\n") << r.err;  // writes alone are not recorded; fsync is
 }
 
+TEST_F(ShimTest, HostProgramsKeepWorkingWithThreadsForksAndClosedFds) {
+  std::string script = R"PY(
+import os, threading
+os.makedirs("/cluster/host", exist_ok=True)
+# A daemon-style program that closes every descriptor it did not open itself.
+os.closerange(3, 65536)
+open("/cluster/host/after-closerange", "w").write("ok")
+print(open("/cluster/host/after-closerange").read())
+# Threads working in the cluster at once.
+def work(t):
+    for i in range(50):
+        p = f"/cluster/host/t{t}-{i}"
+        with open(p, "w") as f:
+            f.write(p)
+        assert open(p).read() == p
+threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len([n for n in os.listdir("/cluster/host") if n.startswith("t")]))
+# fork: parent and child both keep talking to the agent, each on its own link.
+pid = os.fork()
+if pid == 0:
+    os.makedirs("/cluster/host/child", exist_ok=True)
+    open("/cluster/host/child/f", "w").write("child")
+    os._exit(0)
+os.makedirs("/cluster/host/parent", exist_ok=True)
+_, status = os.waitpid(pid, 0)
+print(status, open("/cluster/host/child/f").read(), os.path.isdir("/cluster/host/parent"))
+)PY";
+  RunResult r = RunCommand({"python3", "-c", script}, Env());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\n400\n0 child True\n") << r.err;
+  EXPECT_EQ(r.err, "");
+}
+
 TEST_F(ShimTest, TheViewsRealLocationNeverShows) {
   RunResult r = Sh(
       "mkdir -p /cluster/w/x && cd /cluster/w/x && pwd && pwd -P && /bin/pwd && realpath . && readlink -f .. && "

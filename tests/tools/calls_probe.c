@@ -21,6 +21,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <linux/close_range.h>
 #include <unistd.h>
 #include <utime.h>
 
@@ -381,6 +382,15 @@ int main(int argc, char** argv) {
   CALL("dup3", dup3(a, 201, O_CLOEXEC) == 201 ? 0 : -1);
   CALL("close", close(200) | close(201) | close(a));
   CALL("close bad fd", close(a));
+  a = open(P("d/f"), O_RDONLY);
+  dup2(a, 300);
+  dup2(a, 301);
+  CALL("close_range", close_range(300, 301, 0));
+  CALL("close_range closed them", fcntl(300, F_GETFD));
+  dup2(a, 400);
+  closefrom(400);
+  CALL("closefrom closed it", fcntl(400, F_GETFD));
+  Fd("open after closes", open(P("d/f"), O_RDONLY));
   close(dfd);
   return 0;
 }
