@@ -35,8 +35,17 @@ constexpr int kTimeoutMs = 100;  // the agent answers Hello at once, or is not t
 std::mutex mu;
 int link_fd = -1;  // Unix socket to the agent
 int view_fd = -1;  // O_PATH of the view root
-dev_t view_dev = 0;  // what view_fd must still be: a program may have closed it and reused the number
-ino_t view_ino = 0;
+// What link_fd and view_fd must still be: a program may close them and reuse
+// the numbers, and then they are not ours to use or close.
+struct FdId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool operator==(const FdId&) const = default;
+};
+FdId link_id, view_id;
+// The process the globals belong to. A vfork child shares our memory but not
+// our descriptors: it must not record its own in the globals.
+pid_t owner_pid = 0;
 char view_root[kMaxPathBytes] = "";
 size_t view_len = 0;
 ClusterRoot cluster_root;
@@ -72,8 +81,18 @@ void Warn(const char* what, int err) {
   }
 }
 
+FdId IdOf(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return {};
+  return {st.st_dev, st.st_ino};
+}
+
+void CloseIfOurs(int fd, const FdId& id) {
+  if (fd >= 0 && IdOf(fd) == id) RealClose(fd);
+}
+
 void DropLocked() {
-  if (link_fd >= 0) RealClose(link_fd);
+  CloseIfOurs(link_fd, link_id);
   link_fd = -1;
 }
 
@@ -111,31 +130,35 @@ bool RecvFrame(int fd, std::string* body) {
   return true;
 }
 
-// Connects and says Hello. Returns 0 or an errno.
-int ConnectLocked() {
-  int saved = errno;
+// Connects to the agent and, when view_out is given, says Hello. On success
+// *fd_out is the connected socket and *view_out the view root. Only raw system
+// calls here: the interposed functions may need mu, which the caller holds.
+int Handshake(int* fd_out, std::string* view_out, int timeout_ms) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (strlen(socket_path) >= sizeof sa.sun_path) return ENAMETOOLONG;
   memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno;
-  timeval tv{0, kTimeoutMs * 1000};
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
     int err = errno;
     RealClose(fd);
     Warn("connect", err);
-    errno = saved;
     return ENOTCONN;
   }
   fd = HighFd(fd);
+  if (view_out == nullptr) {
+    *fd_out = fd;
+    return 0;
+  }
   char root[kMaxPathBytes];
   memcpy(root, cluster_root.root().data(), cluster_root.root().size());
   root[cluster_root.root().size()] = '\0';
   char exe[256] = "";
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  long n = RealSyscall(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) exe[n] = '\0';
   Onebox__V1__HelloRequest hello = ONEBOX__V1__HELLO_REQUEST__INIT;
   hello.root = root;
@@ -157,31 +180,46 @@ int ConnectLocked() {
     if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
     RealClose(fd);
     Warn("hello", err);
-    errno = saved;
     return ENOTCONN;
   }
-  std::string view = resp->hello->view_root;
+  *view_out = resp->hello->view_root;
   onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  *fd_out = fd;
+  return 0;
+}
+
+int OpenView(const std::string& view) {
+  return static_cast<int>(RealSyscall(SYS_openat, AT_FDCWD, view.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC, 0));
+}
+
+// Connects and records the link and the view in the globals. Returns 0 or an errno.
+int ConnectLocked() {
+  int saved = errno;
+  int fd = -1;
+  std::string view;
+  int err = Handshake(&fd, &view, kTimeoutMs);
+  if (err != 0) {
+    errno = saved;
+    return err;
+  }
   if (view_fd < 0 || view != std::string_view(view_root, view_len)) {
-    int vfd = open(view.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int vfd = OpenView(view);
     if (vfd < 0 || view.size() >= sizeof view_root) {
+      err = errno;
       if (vfd >= 0) RealClose(vfd);
       RealClose(fd);
-      Warn("open view", errno);
+      Warn("open view", err);
       errno = saved;
       return EIO;
     }
-    if (view_fd >= 0) RealClose(view_fd);
+    if (view_fd >= 0) CloseIfOurs(view_fd, view_id);
     view_fd = HighFd(vfd);
-    struct stat vst;
-    if (fstat(view_fd, &vst) == 0) {
-      view_dev = vst.st_dev;
-      view_ino = vst.st_ino;
-    }
+    view_id = IdOf(view_fd);
     memcpy(view_root, view.c_str(), view.size() + 1);
     view_len = view.size();
   }
   link_fd = fd;
+  link_id = IdOf(link_fd);
   warned = false;  // a later outage is worth a line again
   errno = saved;
   return 0;
@@ -189,14 +227,22 @@ int ConnectLocked() {
 
 // fork() while another thread holds mu would leave the child's copy locked:
 // hold it across the fork instead.
-void BeforeFork() { mu.lock(); }
-void AfterForkInParent() { mu.unlock(); }
+void BeforeFork() {
+  CwdLockForFork(true);
+  mu.lock();
+}
+void AfterForkInParent() {
+  mu.unlock();
+  CwdLockForFork(false);
+}
 void AfterForkInChild() {
   // The child shares the parent's socket: talking on it would mix both
   // conversations. Its first cluster call connects anew.
   if (link_fd >= 0) RealClose(link_fd);
   link_fd = -1;
+  owner_pid = getpid();
   mu.unlock();
+  CwdLockForFork(false);
 }
 
 __attribute__((constructor)) void Init() {
@@ -208,6 +254,7 @@ __attribute__((constructor)) void Init() {
   }
   if (const char* s = getenv("ONEBOX_SOCKET"); s != nullptr && *s != '\0' && strlen(s) < sizeof socket_path)
     memcpy(socket_path, s, strlen(s) + 1);
+  owner_pid = getpid();
   pthread_atfork(BeforeFork, AfterForkInParent, AfterForkInChild);
   CwdChanged();
 }
@@ -235,12 +282,10 @@ int EnsureLinkLocked() {
       // The agent never speaks first: anything readable is its goodbye (EOF).
       pollfd p{link_fd, POLLIN, 0};
       if (poll(&p, 1, 0) != 0) DropLocked();
-      // The view fd must still be the view: closed and reused behind our back, it is reopened.
-      struct stat vst;
-      if (view_fd >= 0 && (fstat(view_fd, &vst) != 0 || vst.st_dev != view_dev || vst.st_ino != view_ino)) {
-        view_fd = -1;  // not ours any more: never close it
-        view_len = 0;
-        view_root[0] = '\0';
+      // The view fd must still be the view: closed and reused behind our back,
+      // it is reopened (and the number, now the program's, left alone).
+      if (view_fd >= 0 && IdOf(view_fd) != view_id) {
+        view_fd = -1;
         DropLocked();
       }
     }
@@ -248,8 +293,24 @@ int EnsureLinkLocked() {
   return link_fd < 0 ? ConnectLocked() : 0;
 }
 
+// In a vfork child: the view opened for this call only (closed at exec).
+int ViewFdInVforkChild() {
+  if (view_fd >= 0 && IdOf(view_fd) == view_id) return view_fd;  // inherited, still valid
+  if (view_len > 0) return OpenView(std::string(view_root, view_len));
+  int fd = -1;
+  std::string view;
+  int err = Handshake(&fd, &view, kTimeoutMs);
+  if (err != 0) {
+    errno = err;
+    return -1;
+  }
+  RealClose(fd);
+  return OpenView(view);
+}
+
 int ViewFd() {
   std::lock_guard lock(mu);
+  if (link_fd < 0 && getpid() != owner_pid) return ViewFdInVforkChild();
   int err = EnsureLinkLocked();
   if (err != 0) {
     errno = err;
@@ -259,9 +320,11 @@ int ViewFd() {
 }
 
 int Publish(const char* rel_path) {
+  // A connection of its own: the agent may hash for a while, and other threads'
+  // cluster calls (and fork) must not wait on mu meanwhile.
   int saved = errno;
-  std::lock_guard lock(mu);
-  int err = EnsureLinkLocked();
+  int fd = -1;
+  int err = Handshake(&fd, nullptr, 60'000);
   if (err != 0) return err;
   Onebox__V1__PublishRequest publish = ONEBOX__V1__PUBLISH_REQUEST__INIT;
   publish.path = const_cast<char*>(rel_path);
@@ -273,18 +336,13 @@ int Publish(const char* rel_path) {
   std::string frame(4 + body_len, '\0');
   for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
   onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
-  // Hashing a large file takes a while: wait up to a minute for this answer.
-  timeval slow{60, 0}, fast{0, kTimeoutMs * 1000};
-  setsockopt(link_fd, SOL_SOCKET, SO_RCVTIMEO, &slow, sizeof slow);
   std::string answer;
   Onebox__V1__ShimResponse* resp = nullptr;
-  if (SendAll(link_fd, frame) && RecvFrame(link_fd, &answer))
+  if (SendAll(fd, frame) && RecvFrame(fd, &answer))
     resp = onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
-  if (link_fd >= 0) setsockopt(link_fd, SOL_SOCKET, SO_RCVTIMEO, &fast, sizeof fast);
+  RealClose(fd);
   int result = EIO;
-  if (resp == nullptr) {
-    DropLocked();  // out of step with the agent: start over next time
-  } else {
+  if (resp != nullptr) {
     result = resp->err != 0 ? resp->err : (resp->op_case == ONEBOX__V1__SHIM_RESPONSE__OP_PUBLISH ? 0 : EIO);
     onebox__v1__shim_response__free_unpacked(resp, nullptr);
   }
@@ -305,7 +363,7 @@ void DiscoverViewRoot(const char* real_cwd) {
     char marker[kMaxPathBytes];
     int n = snprintf(marker, sizeof marker, "%.*s/.onebox-view", static_cast<int>(end), real_cwd);
     if (n <= 0 || static_cast<size_t>(n) >= sizeof marker) return;
-    if (syscall(SYS_faccessat, AT_FDCWD, marker, F_OK, 0) == 0) {
+    if (RealSyscall(SYS_faccessat, AT_FDCWD, marker, F_OK, 0) == 0) {
       memcpy(view_root, real_cwd, end);
       view_root[end] = '\0';
       view_len = end;
@@ -319,14 +377,14 @@ bool IsShimFd(int fd) { return fd >= 0 && (fd == link_fd || fd == view_fd); }
 std::array<int, 2> ShimFds() { return {link_fd, view_fd}; }
 
 void ShimFdLost(int fd) {
+  // The name of the view stays known (getcwd keeps translating); the next
+  // cluster call says Hello again and reopens it.
   std::lock_guard lock(mu);
   if (fd == link_fd) DropLocked();
   if (fd == view_fd) {
-    RealClose(view_fd);
+    CloseIfOurs(view_fd, view_id);
     view_fd = -1;
-    view_len = 0;
-    view_root[0] = '\0';
-    DropLocked();  // the next call says Hello again and reopens the view
+    DropLocked();
   }
 }
 

@@ -29,9 +29,17 @@ bool IsTracked(int fd) {
   return fd >= 0 && fd < kTrackedFds && (view_fds[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
 }
 
-std::mutex cwd_mu;
-bool cwd_in_cluster = false;
-char cwd_virtual[kMaxPathBytes] = "/";  // the cwd as the program sees it, when in the cluster
+// The program's cwd as it sees it, when in the cluster. Readers take no lock
+// (a cluster call may come from a signal handler or a forked child): chdir
+// writes the inactive one of two states and then publishes it by bumping the
+// generation; a reader that sees the generation move copies again.
+struct CwdState {
+  bool in_cluster = false;
+  char path[kMaxPathBytes] = "/";
+};
+CwdState cwd_states[2];
+std::atomic<unsigned> cwd_gen{0};
+std::mutex cwd_write_mu;  // writers (chdir, fchdir) only
 
 // Fills t for the normalized absolute path norm (length n), if it is in the cluster.
 Target FromAbsolute(const char* norm, size_t n, char* buf, size_t cap) {
@@ -96,7 +104,7 @@ bool MayNormalizeElsewhere(const char* p) {
 bool ClusterPathOfFd(int fd, char* out, size_t cap) {
   char link[64], real[kMaxPathBytes];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
+  ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
   std::string_view view = ViewRoot();
   if (n <= 0 || view.empty() || static_cast<size_t>(n) <= view.size() ||
       memcmp(real, view.data(), view.size()) != 0 || real[view.size()] != '/') {
@@ -110,38 +118,47 @@ bool ClusterPathOfFd(int fd, char* out, size_t cap) {
   return true;
 }
 
-bool CwdInCluster() {
-  std::lock_guard lock(cwd_mu);
-  return cwd_in_cluster;
+bool CwdInCluster() { return cwd_states[cwd_gen.load(std::memory_order_acquire) & 1].in_cluster; }
+
+void CwdLockForFork(bool lock) {
+  if (lock) cwd_write_mu.lock();
+  else cwd_write_mu.unlock();
 }
 
 void CwdChanged() {
   int saved = errno;
   char real[kMaxPathBytes];
-  bool in = false;
-  if (syscall(SYS_getcwd, real, sizeof real) > 0) {
+  std::lock_guard lock(cwd_write_mu);
+  unsigned next = cwd_gen.load(std::memory_order_relaxed) + 1;
+  CwdState& state = cwd_states[next & 1];
+  state.in_cluster = false;
+  if (RealSyscall(SYS_getcwd, real, sizeof real) > 0) {
     DiscoverViewRoot(real);
     std::string_view view = ViewRoot();
     std::string_view cwd(real);
     if (!view.empty() && cwd.size() > view.size() && cwd.compare(0, view.size(), view) == 0 &&
         cwd[view.size()] == '/') {
-      std::lock_guard lock(cwd_mu);
-      memcpy(cwd_virtual, real + view.size(), cwd.size() - view.size() + 1);
-      in = true;
+      memcpy(state.path, real + view.size(), cwd.size() - view.size() + 1);
+      state.in_cluster = true;
     }
   }
-  std::lock_guard lock(cwd_mu);
-  cwd_in_cluster = in;
+  cwd_gen.store(next, std::memory_order_release);
   errno = saved;
 }
 
 bool VirtualCwd(char* out, size_t cap) {
-  std::lock_guard lock(cwd_mu);
-  if (!cwd_in_cluster) return false;
-  size_t n = strlen(cwd_virtual);
-  if (n + 1 > cap) return false;
-  memcpy(out, cwd_virtual, n + 1);
-  return true;
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    unsigned g = cwd_gen.load(std::memory_order_acquire);
+    const CwdState& state = cwd_states[g & 1];
+    if (!state.in_cluster) return false;
+    size_t n = strnlen(state.path, sizeof state.path);
+    if (n + 1 > cap) return false;
+    memcpy(out, state.path, n);
+    out[n] = '\0';
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (cwd_gen.load(std::memory_order_relaxed) == g) return true;
+  }
+  return false;
 }
 
 Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
@@ -203,7 +220,7 @@ int OpenInView(const Target& t, int flags, mode_t mode) {
   if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) how.mode = mode & 07777;
   how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
   for (int attempt = 0;; ++attempt) {
-    long fd = syscall(SYS_openat2, t.dirfd, t.rel, &how, sizeof how);
+    long fd = RealSyscall(SYS_openat2, t.dirfd, t.rel, &how, sizeof how);
     // EAGAIN: a concurrent rename raced with ".." resolution; the kernel asks to retry.
     if (fd < 0 && errno == EAGAIN && attempt < 8) continue;
     return static_cast<int>(fd);

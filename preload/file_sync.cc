@@ -23,7 +23,7 @@ namespace {
 int PublishIfInView(int fd) {
   char link[64], real[kMaxPathBytes];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ssize_t n = syscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
+  ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
   if (n <= 0) return 0;
   real[n] = '\0';
   DiscoverViewRoot(real);  // an fd inherited into a process that never spoke to the agent

@@ -39,5 +39,6 @@
   X(file_xattr, lsetxattr) X(file_xattr, listxattr) X(file_xattr, llistxattr)           \
   X(file_xattr, removexattr) X(file_xattr, lremovexattr)                                \
   X(file_sync, fsync) X(file_sync, fdatasync)                                           \
+  X(raw_syscall, syscall)                                                               \
   X(fd_guard, close) X(fd_guard, dup2) X(fd_guard, dup3) X(fd_guard, close_range)        \
   X(fd_guard, closefrom)

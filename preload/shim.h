@@ -21,6 +21,16 @@ namespace onebox::shim {
 #define ONEBOX_REAL(name) \
   static auto* real_##name = reinterpret_cast<decltype(&::name)>(dlsym(RTLD_NEXT, #name))
 
+// libc's syscall(), never ours: the shim's own system calls must not be
+// routed through the interposed functions (they may hold the shim's locks).
+long RealSyscall6(long number, long a, long b, long c, long d, long e);
+template <class... Args>
+long RealSyscall(long number, Args... args) {
+  static_assert(sizeof...(Args) <= 5);
+  long v[5] = {(long)(args)...};  // pointers and integers alike; the rest are 0
+  return RealSyscall6(number, v[0], v[1], v[2], v[3], v[4]);
+}
+
 // Where a path leads.
 struct Target {
   bool cluster = false;  // false: hand the call to libc unchanged
@@ -58,6 +68,8 @@ void ForgetFd(int fd);
 // Real cwd inside the view: the program's cwd is in the cluster.
 bool CwdInCluster();
 void CwdChanged();
+// Held across fork() so that a child never inherits it locked.
+void CwdLockForFork(bool lock);
 // The shim's own descriptors: the program must not close them under us.
 bool IsShimFd(int fd);
 void ShimFdLost(int fd);

@@ -146,6 +146,50 @@ print(status, open("/cluster/host/child/f").read(), os.path.isdir("/cluster/host
   EXPECT_EQ(r.err, "");
 }
 
+TEST_F(ShimTest, ForkVforkAndOddRootsNeitherHangNorConfuseTheShim) {
+  // Forks while another thread works relative to a cluster cwd: no child may
+  // inherit a lock held by that thread.
+  RunResult forks = RunCommand({"timeout", "60", "python3", "-c", R"PY(
+import os, threading
+os.makedirs("/cluster/forks", exist_ok=True)
+os.chdir("/cluster/forks")
+open("x", "w").write("x")
+stop = False
+def spin():
+    while not stop:
+        os.stat("x")
+t = threading.Thread(target=spin)
+t.start()
+for i in range(200):
+    pid = os.fork()
+    if pid == 0:
+        os.stat("x")
+        os._exit(0)
+    os.waitpid(pid, 0)
+stop = True
+t.join()
+print("forked", i + 1)
+)PY"},
+                               Env());
+  EXPECT_EQ(forks.out, "forked 200\n") << forks.err;
+  // The first cluster call of a process happens in a vfork child.
+  ASSERT_EQ(Sh("mkdir -p /cluster/vf && printf '#!/bin/sh\\nexit 3\\n' > /cluster/vf/prog.sh && "
+               "chmod +x /cluster/vf/prog.sh").exit_code, 0);
+  std::string native_dir = dir_ / "vf";
+  ASSERT_EQ(RunCommand({"bash", "-c", "mkdir -p " + native_dir + " && printf '#!/bin/sh\\nexit 3\\n' > " +
+                                          native_dir + "/prog.sh && chmod +x " + native_dir + "/prog.sh"})
+                .exit_code, 0);
+  RunResult native = RunCommand({ONEBOX_VFORK_PROBE, native_dir});
+  RunResult shimmed = RunCommand({"timeout", "20", ONEBOX_VFORK_PROBE, "/cluster/vf"}, Env());
+  EXPECT_EQ(native.out, "child exit 3\nstat 0 errno 0\nstat 0 errno 0\nstat 0 errno 0\n");
+  EXPECT_EQ(shimmed.out, native.out) << shimmed.err;
+  // A cluster root that contains the agent's own data dir: no self-deadlock.
+  auto env = Env();
+  env["ONEBOX_ROOT"] = dir_.path();
+  RunResult odd = RunCommand({"timeout", "20", "ls", dir_.path()}, env);
+  EXPECT_NE(odd.exit_code, 124) << "hung";
+}
+
 TEST_F(ShimTest, TheViewsRealLocationNeverShows) {
   RunResult r = Sh(
       "mkdir -p /cluster/w/x && cd /cluster/w/x && pwd && pwd -P && /bin/pwd && realpath . && readlink -f .. && "

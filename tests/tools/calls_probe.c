@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/time.h>
@@ -375,6 +376,20 @@ int main(int argc, char** argv) {
   CALL("fdatasync", fdatasync(sfd));
   close(sfd);
   CALL("fsync bad fd", fsync(-1));
+
+  // raw_syscall: system calls made directly
+  Fd("syscall openat", (int)syscall(SYS_openat, AT_FDCWD, P("d/f"), O_RDONLY, 0));
+  St("syscall newfstatat", (int)syscall(SYS_newfstatat, AT_FDCWD, P("d/f"), &st, 0), &st);
+  CALL("syscall mkdir", syscall(SYS_mkdir, P("d/viasys"), 0755));
+  CALL("syscall rmdir", syscall(SYS_rmdir, P("d/viasys")));
+  CALL("syscall access missing", syscall(SYS_access, P("d/none"), F_OK));
+  CALL("syscall getpid", syscall(SYS_getpid) > 0 ? 0 : -1);
+  char* sc = getcwd(NULL, 0);
+  chdir(P("d"));
+  long gl = syscall(SYS_getcwd, buf, sizeof buf);
+  Out("syscall getcwd", gl, "%s", gl > 0 ? Rel(buf) : "-");
+  chdir(sc);
+  free(sc);
 
   // fd_guard: the program's own descriptors behave as ever
   int a = open(P("d/f"), O_RDONLY);
