@@ -96,22 +96,32 @@ void ViewRecorder::Stop() {
 }
 
 Result<std::string> ViewRecorder::EnsureRoot(const std::string& root) {
-  // root is normalized and absolute; create each component below the view root.
-  std::string rel;
+  // root is normalized and absolute. Each component is made below the last
+  // one's fd, never through a symlink: any local user may ask for any root,
+  // and the agent may run as root.
+  int dir = OpenBeneath(root_fd_, "", O_PATH | O_DIRECTORY);
+  if (dir < 0) return Status::IOError(fmt::format("open the view: {}", strerror(errno)));
   size_t pos = 1;
   while (pos <= root.size()) {
     size_t next = root.find('/', pos);
     if (next == std::string::npos) next = root.size();
-    rel = Join(rel, std::string_view(root).substr(pos, next - pos));
-    if (mkdirat(root_fd_, rel.c_str(), 0755) != 0 && errno != EEXIST)
-      return Status::IOError(fmt::format("create {} in the view: {}", rel, strerror(errno)));
+    std::string comp = root.substr(pos, next - pos);
+    bool last = next == root.size();
+    if (mkdirat(dir, comp.c_str(), 0755) != 0 && errno != EEXIST) {
+      Status s = Status::IOError(fmt::format("create {} in the view: {}", comp, strerror(errno)));
+      close(dir);
+      return s;
+    }
+    int sub = openat(dir, comp.c_str(), (last ? O_RDONLY : O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(dir);
+    if (sub < 0)
+      return Status::FailedPrecondition(fmt::format("{} in the view is not a directory: {}", comp, strerror(errno)));
+    dir = sub;
     pos = next + 1;
   }
   // The root itself: every user may create entries, and only remove their own.
-  int fd = OpenBeneath(root_fd_, rel, O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return Status::IOError(fmt::format("open {} in the view: {}", rel, strerror(errno)));
-  fchmod(fd, 01777);
-  close(fd);
+  fchmod(dir, 01777);
+  close(dir);
   return view_root_;
 }
 
@@ -196,13 +206,15 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len) {
 void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::string, bool>* seen) {
   int fd = OpenBeneath(root_fd_, dir, O_RDONLY | O_DIRECTORY);
   if (fd < 0) return;  // gone already, or replaced by a symlink: its own events say so
-  // Watch first, then list: an entry made in between shows up in both, never in neither.
-  std::string abs = dir.empty() ? view_root_ : view_root_ + "/" + dir;
-  int wd = inotify_add_watch(inotify_fd_, abs.c_str(), kWatchMask);
+  // Watch first, then list: an entry made in between shows up in both, never
+  // in neither. The watch goes on the directory we opened (its /proc link),
+  // not on a path someone could swap for a symlink meanwhile.
+  std::string abs = fmt::format("/proc/self/fd/{}", fd);
+  int wd = inotify_add_watch(inotify_fd_, abs.c_str(), kWatchMask & ~IN_DONT_FOLLOW);
   if (wd >= 0) {
     wd_to_dir_[wd] = dir;
   } else {
-    spdlog::warn("view recorder: cannot watch {}: {} (raise fs.inotify.max_user_watches?)", abs, strerror(errno));
+    spdlog::warn("view recorder: cannot watch /{}: {} (raise fs.inotify.max_user_watches?)", dir, strerror(errno));
   }
   if (!dir.empty()) {
     RecordPath(dir, false);
@@ -244,8 +256,31 @@ void ViewRecorder::Unwatch(const std::string& dir) {
 }
 
 bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
-  int fd = OpenBeneath(root_fd_, path, O_RDONLY);
-  if (fd < 0) return false;
+  // A writer may change the file while it is read: hash again (up to three
+  // times) until size, mtime and ctime are the same before and after.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    int fd = OpenBeneath(root_fd_, path, O_RDONLY);
+    if (fd < 0) return false;
+    struct stat before, after;
+    fstat(fd, &before);
+    v1::Inode hashed;
+    bool ok = HashFd(fd, &hashed);
+    bool stable = fstat(fd, &after) == 0 && before.st_size == after.st_size &&
+                  before.st_mtim.tv_nsec == after.st_mtim.tv_nsec && before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+                  before.st_ctim.tv_nsec == after.st_ctim.tv_nsec && before.st_ctim.tv_sec == after.st_ctim.tv_sec;
+    close(fd);
+    if (!ok) return false;
+    if (stable || attempt == 2) {
+      *inode->mutable_chunks() = hashed.chunks();
+      inode->set_size(hashed.size());
+      inode->set_mtime_ns(static_cast<int64_t>(after.st_mtim.tv_sec) * 1'000'000'000 + after.st_mtim.tv_nsec);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ViewRecorder::HashFd(int fd, v1::Inode* inode) {
   std::vector<char> chunk(kChunkBytes);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   bool ok = true;
@@ -272,8 +307,7 @@ bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
     if (have < chunk.size()) break;
   }
   EVP_MD_CTX_free(ctx);
-  close(fd);
-  inode->set_size(total);  // what was hashed, even if the file grew meanwhile
+  inode->set_size(total);  // what was hashed
   return ok;
 }
 
@@ -287,9 +321,16 @@ Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
 }
 
 int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, bool sync) {
+  std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
+  // The entry itself, reached without following any symlink on the way.
+  int fd = OpenBeneath(root_fd_, path, O_PATH);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) TombstonePath(path);
+    return -1;
+  }
   struct stat st;
-  if (fstatat(root_fd_, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) TombstonePath(path);
+  if (fstat(fd, &st) != 0) {
+    close(fd);
     return -1;
   }
   v1::Inode inode;
@@ -301,13 +342,13 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
   if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
   if (S_ISLNK(st.st_mode)) {
     char target[4096];
-    ssize_t n = readlinkat(root_fd_, path.c_str(), target, sizeof target);
+    ssize_t n = readlinkat(fd, "", target, sizeof target);
     if (n > 0) inode.set_symlink_target(std::string(target, static_cast<size_t>(n)));
   }
+  close(fd);
   Result<Record> held = store_.Get(path, Cf::kNs);
   v1::Inode old;
   bool have_old = held.ok() && old.ParseFromString(held->value);
-  if (have_old && SameState(old, inode) && !sync) return static_cast<int64_t>(inode.size());  // nothing new
   if (S_ISREG(st.st_mode)) {
     bool same_content = have_old && old.type() == v1::FILE_TYPE_REGULAR && old.size() == inode.size() &&
                         old.mtime_ns() == inode.mtime_ns();
@@ -317,6 +358,9 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
       return -1;  // vanished or unreadable meanwhile: its own events follow
     }
   }
+  bool same_chunks = have_old && old.chunks_size() == inode.chunks_size() &&
+                     std::equal(old.chunks().begin(), old.chunks().end(), inode.chunks().begin());
+  if (have_old && SameState(old, inode) && same_chunks && !sync) return static_cast<int64_t>(inode.size());
   Result<Version> v = store_.Put(path, inode.SerializeAsString(), sync, Cf::kNs);
   if (!v.ok()) {
     spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
@@ -328,6 +372,7 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
 }
 
 void ViewRecorder::TombstonePath(const std::string& path) {
+  std::lock_guard lock(record_mu_);
   std::vector<std::string> keys{path};
   std::string after;
   for (;;) {  // everything below a removed directory goes with it
@@ -358,7 +403,15 @@ void ViewRecorder::FullScan() {
     if (!page->more) break;
     after = page->entries.back().key;
   }
-  for (const std::string& k : gone) TombstonePath(k);
+  for (const std::string& k : gone) {
+    // Made after the listing (fsync's RecordNow, or an event not yet read): keep it.
+    int fd = OpenBeneath(root_fd_, k, O_PATH);
+    if (fd >= 0) {
+      close(fd);
+      continue;
+    }
+    TombstonePath(k);
+  }
 }
 
 }  // namespace onebox

@@ -61,6 +61,7 @@ class ViewRecorder {
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   bool HashContent(const std::string& path, v1::Inode* inode);
+  bool HashFd(int fd, v1::Inode* inode);
 
   std::string view_root_;
   int root_fd_;
@@ -71,6 +72,7 @@ class ViewRecorder {
   std::unordered_map<int, std::string> wd_to_dir_;
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> rescans_{0};
+  std::recursive_mutex record_mu_;  // RecordPath and TombstonePath, from any thread
   bool stopping_ = false;
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.

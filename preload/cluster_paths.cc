@@ -172,7 +172,8 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
     size_t n = NormalizePath(p, norm, sizeof norm);
     if (n == 0) return none;
     Target t = FromAbsolute(norm, n, buf, cap);
-    if (!t.cluster && Root().MaybeCluster(p) && n + 1 <= cap) {
+    size_t rl = Root().root().size();
+    if (!t.cluster && Root().MaybeCluster(p) && (p.size() == rl || p[rl] == '/') && n + 1 <= cap) {
       // ROOT/.. and the like: out of the cluster through its root, which does
       // not exist natively; libc gets the normalized path.
       memcpy(buf, norm, n + 1);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -40,11 +41,20 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[]) {
   Target t = Resolve(path, buf, sizeof buf);
   if (!t.cluster) return real_execve(t.NativePath(path), argv, envp);
   if (t.err) return Fail(t.err);
+  // A binary runs from a close-on-exec fd (nothing of the view left open in
+  // the new program); a script needs its fd open for the interpreter, which
+  // the kernel says with ENOENT.
+  int fd = OpenInView(t, O_PATH | O_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  RealSyscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+  int err = errno;
+  close(fd);
+  if (err != ENOENT) return Fail(err);
   char proc[64];
-  int fd = OpenForExec(t, proc, sizeof proc);
+  fd = OpenForExec(t, proc, sizeof proc);
   if (fd < 0) return -1;
   real_execve(proc, argv, envp);
-  int err = errno;
+  err = errno;
   close(fd);
   return Fail(err);
 }

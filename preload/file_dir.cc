@@ -275,6 +275,13 @@ char* getcwd(char* out, size_t size) {
   return out;
 }
 
+// glibc's version calls its internal getcwd.
+char* get_current_dir_name() {
+  if (CwdInCluster()) return getcwd(nullptr, 0);
+  ONEBOX_REAL(get_current_dir_name);
+  return real_get_current_dir_name();
+}
+
 // _FORTIFY_SOURCE entry (Debian builds its packages with it).
 char* __getcwd_chk(char* out, size_t size, size_t outlen) {
   if (size > outlen) {

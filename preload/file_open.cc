@@ -88,6 +88,24 @@ FILE* FopenCluster(const char* path, const char* mode, bool* handled) {
 int MakeTemp(char* tmpl, int suffixlen, int flags, bool dir) {
   char buf[kMaxPathBytes];
   Target t = Resolve(tmpl, buf, sizeof buf);
+  if (!t.cluster && t.native) {
+    // Out of the cluster from a cwd in it: the real function, on the absolute
+    // path, and the name it chose copied back into the caller's template.
+    char native[kMaxPathBytes];
+    size_t nl = strlen(t.native), tl = strlen(tmpl);
+    if (nl + 1 > sizeof native || tl < 6) return Fail(EINVAL);
+    memcpy(native, t.native, nl + 1);
+    int r;
+    if (dir) {
+      ONEBOX_REAL(mkdtemp);
+      r = real_mkdtemp(native) ? 0 : -1;
+    } else {
+      ONEBOX_REAL(mkostemps);
+      r = real_mkostemps(native, suffixlen, flags);
+    }
+    if (r >= 0) memcpy(tmpl + tl - 6 - suffixlen, native + nl - 6 - suffixlen, 6);
+    return r;
+  }
   if (!t.cluster) return -2;
   if (t.err) return Fail(t.err);
   size_t len = strlen(tmpl);

@@ -128,7 +128,9 @@ int WalkCluster(const char* dir, int nopenfd, int flags) {
   real[n] = '\0';
   walk_skip = view.size();
   ONEBOX_REAL(nftw);
-  return real_nftw(real, WalkCallback, nopenfd, flags);
+  // Physical walks only: glibc would follow symlinks with the kernel's
+  // resolution, not the view's, and could leave the view.
+  return real_nftw(real, WalkCallback, nopenfd, flags | FTW_PHYS);
 }
 
 }  // namespace

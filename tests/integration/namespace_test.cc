@@ -155,6 +155,19 @@ TEST_F(NamespaceTest, CatchesUpWithChangesMadeWhileDown) {
   EXPECT_EQ(Stat("/cluster/kept").inode().chunks(0), Sha256("1more"));
 }
 
+TEST_F(NamespaceTest, HelloNeverCreatesThroughASymlink) {
+  // Any local user may say Hello with any root; the agent may run as root.
+  fs::create_directories(dir_ / "outside");
+  fs::create_symlink(dir_ / "outside", view_ + "/cluster/evil");
+  v1::ShimRequest req;
+  req.mutable_hello()->set_root("/cluster/evil/made");
+  v1::ShimResponse resp;
+  std::string err;
+  ASSERT_TRUE(ShimCall(agent_->socket(), req, &resp, &err)) << err;
+  EXPECT_NE(resp.err(), 0);
+  EXPECT_FALSE(fs::exists(dir_ / "outside/made")) << "the agent created a directory outside its view";
+}
+
 TEST_F(NamespaceTest, HelloRefusesABadRoot) {
   for (const char* bad : {"/", "relative", ""}) {
     v1::ShimRequest req;

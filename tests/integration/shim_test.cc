@@ -226,6 +226,27 @@ print(open(os.open("x", os.O_RDONLY, dir_fd=fd)).read())
 )PY"},
                                Env());
   EXPECT_EQ(dirfd.out, "True\nTrue\nTrue\nvia dirfd\n") << dirfd.err;
+  // mkstemp from a cwd in the cluster to a path outside it: the real place.
+  std::string rel_to_dir = "../../.." + dir_.path() + "/escXXXXXX";
+  RunResult tmp = RunCommand({"python3", "-c", R"PY(
+import ctypes, os, sys
+os.makedirs("/cluster/m/n", exist_ok=True)
+os.chdir("/cluster/m/n")
+libc = ctypes.CDLL(None)
+buf = ctypes.create_string_buffer(sys.argv[1].encode())
+fd = libc.mkstemp(buf)
+print(fd >= 0, os.path.exists(os.path.join(os.path.dirname(sys.argv[1]), os.path.basename(buf.value.decode()))))
+)PY", rel_to_dir},
+                             Env());
+  EXPECT_EQ(tmp.out, "True True\n") << tmp.err;
+  EXPECT_EQ(RunCommand({"bash", "-c", "ls " + agent_->data_dir() + " | grep -c esc"}).out, "0\n");
+  // A program run from the cluster holds nothing of the view open.
+  RunResult fds = Sh("cp /bin/ls /cluster/ls && /cluster/ls -l /proc/self/fd | grep -c view");
+  EXPECT_EQ(fds.out, "0\n") << fds.err;
+  // nftw does not follow a symlink out of the cluster.
+  RunResult walk = Sh("mkdir -p /cluster/wk && ln -s ../../.. /cluster/wk/up && "
+                      "python3 -c 'import ctypes' && find /cluster/wk | sort");
+  EXPECT_EQ(walk.out, "/cluster/wk\n/cluster/wk/up\n") << walk.err;
   // The cluster root behaves as a mount point.
   RunResult root = Sh("rmdir /cluster; echo \"rmdir=$?\"; mv /cluster /tmp/x 2>&1 | grep -c busy");
   EXPECT_NE(root.out.find("rmdir=1"), std::string::npos) << root.out;

@@ -290,6 +290,9 @@ int main(int argc, char** argv) {
   c = __getcwd_chk(buf, sizeof buf, sizeof buf);
   Out("__getcwd_chk", c ? 1 : -1, "%s", Rel(c));
   St("relative stat", stat("f", &st), &st);
+  char* gcd = get_current_dir_name();
+  Out("get_current_dir_name", gcd ? 1 : -1, "%s", Rel(gcd));
+  free(gcd);
   CALL("chdir ..", chdir(".."));
   CALL("fchdir", fchdir(dfd));
   char* cwd = getcwd(NULL, 0);
