@@ -161,6 +161,26 @@ bool VirtualCwd(char* out, size_t cap) {
   return false;
 }
 
+// Lexical normalization drops what the kernel gives meaning to at the end of
+// a path: a trailing "/" (the entry must be a directory) and a final "." or
+// ".." (which calls on the last component refuse). Note them on t, and put a
+// trailing "/" back for lookups.
+static void KeepLastComponentSemantics(std::string_view raw, Target* t, char* buf, size_t cap) {
+  size_t end = raw.size();
+  bool slash = end > 0 && raw[end - 1] == '/';
+  while (end > 0 && raw[end - 1] == '/') --end;
+  size_t start = end == 0 ? std::string_view::npos : raw.rfind('/', end - 1);
+  size_t from = start == std::string_view::npos ? 0 : start + 1;
+  std::string_view last = raw.substr(from, end - from);
+  t->dot_last = last == "." ? 1 : last == ".." ? 2 : 0;
+  t->dir_only = slash || t->dot_last;
+  size_t len = strlen(buf);
+  if (t->dir_only && len + 2 <= cap && len > 0 && buf[len - 1] != '/') {
+    buf[len] = '/';
+    buf[len + 1] = '\0';
+  }
+}
+
 Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
   Target none;
   if (path == nullptr || path[0] == '\0') return none;
@@ -172,6 +192,7 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
     size_t n = NormalizePath(p, norm, sizeof norm);
     if (n == 0) return none;
     Target t = FromAbsolute(norm, n, buf, cap);
+    if (t.cluster && !t.err) KeepLastComponentSemantics(p, &t, buf, cap);
     size_t rl = Root().root().size();
     if (!t.cluster && Root().MaybeCluster(p) && (p.size() == rl || p[rl] == '/') && n + 1 <= cap) {
       // ROOT/.. and the like: out of the cluster through its root, which does
@@ -195,6 +216,7 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
     return t;
   }
   Target t = FromAbsolute(norm, n, buf, cap);
+  if (t.cluster && !t.err) KeepLastComponentSemantics(path, &t, buf, cap);
   if (!t.cluster) {
     // Out of the cluster from a cwd inside it ("../../etc"): the kernel would
     // resolve it from the view's real location, so hand libc the absolute path.
@@ -209,7 +231,12 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
   return t;
 }
 
-bool Target::IsRoot() const { return cluster && rel != nullptr && strchr(rel, '/') == nullptr; }
+bool Target::IsRoot() const {
+  if (!cluster || rel == nullptr) return false;
+  std::string_view r(rel);
+  while (r.size() > 1 && r.back() == '/') r.remove_suffix(1);  // "ROOT/" is the root too
+  return Root().root().substr(1) == r;
+}
 
 int OpenInView(const Target& t, int flags, mode_t mode) {
   open_how how{};
@@ -218,7 +245,9 @@ int OpenInView(const Target& t, int flags, mode_t mode) {
                          FASYNC | O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC |
                          O_PATH | O_TMPFILE | O_SYNC;
   how.flags = static_cast<uint64_t>(flags & kValid);
-  if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) how.mode = mode & 07777;
+  // open() ignores the flags O_PATH does not use; openat2 refuses them.
+  if (flags & O_PATH) how.flags &= O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+  else if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) how.mode = mode & 07777;
   how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
   for (int attempt = 0;; ++attempt) {
     long fd = RealSyscall(SYS_openat2, t.dirfd, t.rel, &how, sizeof how);
@@ -229,20 +258,26 @@ int OpenInView(const Target& t, int flags, mode_t mode) {
 }
 
 int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base) {
+  if (t.dot_last) return Fail(EINVAL);  // callers answer these first (DotLastErrno in file_dir.cc)
   size_t len = strlen(t.rel);
+  while (len > 1 && t.rel[len - 1] == '/') --len;
   const char* slash = static_cast<const char*>(memrchr(t.rel, '/', len));
   Target parent = t;
+  // buf holds "PARENT\0BASE\0" (the base without a trailing slash).
+  size_t plen = slash == nullptr ? 0 : static_cast<size_t>(slash - t.rel);
+  size_t boff = slash == nullptr ? 0 : plen + 1;
+  if (plen + 2 + (len - boff) + 1 > cap) return Fail(ENAMETOOLONG);
   if (slash == nullptr) {
-    parent.rel = ".";
-    *base = t.rel;
+    memcpy(buf, ".", 2);
+    plen = 1;
   } else {
-    size_t plen = static_cast<size_t>(slash - t.rel);
-    if (plen + 1 > cap) return Fail(ENAMETOOLONG);
     memcpy(buf, t.rel, plen);
     buf[plen] = '\0';
-    parent.rel = buf;
-    *base = slash + 1;
   }
+  memcpy(buf + plen + 1, t.rel + boff, len - boff);
+  buf[plen + 1 + (len - boff)] = '\0';
+  parent.rel = buf;
+  *base = buf + plen + 1;
   return OpenInView(parent, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
 }
 

@@ -223,10 +223,13 @@ int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t*
   return ENOENT;
 }
 
-void* dlopen(const char* path, int flags) {
+// dlopen of a path with a "/" (kept out of line: dlopen itself must stay a
+// tail call, since glibc finds the caller, whose RUNPATH applies to plain
+// names, from the return address).
+__attribute__((noinline)) void* DlopenPath(const char* path, int flags) {
   ONEBOX_REAL(dlopen);
   char buf[kMaxPathBytes];
-  Target t = (path != nullptr && strchr(path, '/') != nullptr) ? Resolve(path, buf, sizeof buf) : Target{};
+  Target t = Resolve(path, buf, sizeof buf);
   if (!t.cluster) return real_dlopen(t.NativePath(path), flags);
   if (t.err) {
     errno = t.err;
@@ -238,6 +241,12 @@ void* dlopen(const char* path, int flags) {
   void* h = real_dlopen(proc, flags);
   close(fd);  // the mapping stays
   return h;
+}
+
+void* dlopen(const char* path, int flags) {
+  ONEBOX_REAL(dlopen);
+  if (path == nullptr || strchr(path, '/') == nullptr) return real_dlopen(path, flags);
+  return DlopenPath(path, flags);
 }
 
 #pragma GCC visibility pop

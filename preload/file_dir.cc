@@ -56,6 +56,16 @@ int UnlinkAt(int dirfd, const char* path, int flags) {
   ONEBOX_REAL(unlinkat);
   if (!t.cluster) return real_unlinkat(t.NativeDirfd(dirfd), t.NativePath(path), flags);
   if (t.err) return Fail(t.err);
+  // What Linux answers for a final "." or "..", and for unlink("name/").
+  if (t.dot_last) return Fail((flags & AT_REMOVEDIR) ? (t.dot_last == 1 ? EINVAL : ENOTEMPTY) : EISDIR);
+  if (t.dir_only && !(flags & AT_REMOVEDIR)) {
+    struct stat st;
+    int fd = OpenInView(t, O_PATH | O_CLOEXEC, 0);  // rel ends in "/": a non-directory fails here
+    if (fd < 0) return -1;
+    fstat(fd, &st);
+    close(fd);
+    return Fail(EISDIR);
+  }
   if (t.IsRoot()) return Fail(EBUSY);
   return AtParent(t, [&](int p, const char* base) { return real_unlinkat(p, base, flags); });
 }
@@ -66,7 +76,7 @@ int MkdirAt(int dirfd, const char* path, mode_t mode) {
   ONEBOX_REAL(mkdirat);
   if (!t.cluster) return real_mkdirat(t.NativeDirfd(dirfd), t.NativePath(path), mode);
   if (t.err) return Fail(t.err);
-  if (t.IsRoot()) return Fail(EEXIST);
+  if (t.IsRoot() || t.dot_last) return Fail(EEXIST);
   return AtParent(t, [&](int p, const char* base) { return real_mkdirat(p, base, mode); });
 }
 
@@ -82,6 +92,8 @@ int TwoPaths(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
                   flags);
   if (o.cluster != n.cluster) return Fail(EXDEV);
   if (o.err || n.err) return Fail(o.err ? o.err : n.err);
+  // A final "." or "..": rename says EBUSY; link (the call that may name the root as old) EPERM or EEXIST.
+  if (o.dot_last || n.dot_last) return Fail(root_ok_as_old ? (o.dot_last ? EPERM : EEXIST) : EBUSY);
   if ((o.IsRoot() && !root_ok_as_old) || n.IsRoot()) return Fail(EBUSY);
   return AtParent(o, [&](int op, const char* obase) {
     return AtParent(n, [&](int np, const char* nbase) { return native(op, obase, np, nbase, flags); });
@@ -169,7 +181,7 @@ int symlinkat(const char* target, int dirfd, const char* linkpath) {
   Target t = Resolve(dirfd, linkpath, buf, sizeof buf);
   if (!t.cluster) return real_symlinkat(target, t.NativeDirfd(dirfd), t.NativePath(linkpath));
   if (t.err) return Fail(t.err);
-  if (t.IsRoot()) return Fail(EEXIST);
+  if (t.IsRoot() || t.dot_last) return Fail(EEXIST);
   return AtParent(t, [&](int p, const char* base) { return real_symlinkat(target, p, base); });
 }
 
@@ -217,7 +229,7 @@ int mknod(const char* path, mode_t mode, dev_t dev) {
   Target t = Resolve(path, buf, sizeof buf);
   if (!t.cluster) return real_mknodat(AT_FDCWD, t.NativePath(path), mode, dev);
   if (t.err) return Fail(t.err);
-  if (t.IsRoot()) return Fail(EEXIST);
+  if (t.IsRoot() || t.dot_last) return Fail(EEXIST);
   return AtParent(t, [&](int p, const char* base) { return real_mknodat(p, base, mode, dev); });
 }
 int mkfifo(const char* path, mode_t mode) { return mknod(path, (mode & 07777) | S_IFIFO, 0); }
@@ -262,14 +274,17 @@ char* getcwd(char* out, size_t size) {
     return real_getcwd(out, size);
   const char* name = real + view.size();
   size_t need = strlen(name) + 1;
+  if (out != nullptr && size == 0) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  if (size != 0 && size < need) {
+    errno = ERANGE;
+    return nullptr;
+  }
   if (out == nullptr) {
     out = static_cast<char*>(malloc(size == 0 ? need : size));
     if (out == nullptr) return nullptr;
-    if (size == 0) size = need;
-  }
-  if (size < need) {
-    errno = ERANGE;
-    return nullptr;
   }
   memcpy(out, name, need);
   return out;

@@ -236,7 +236,13 @@ static FILE* FreopenImpl(const char* path, const char* mode, FILE* stream, bool 
   if (fd < 0) return nullptr;
   char link[64];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  FILE* f = real(link, mode, stream);
+  // The file exists now: reopening it must not ask for exclusive creation again.
+  char reopen_mode[16];
+  size_t k = 0;
+  for (const char* m = mode; *m != '\0' && k + 1 < sizeof reopen_mode; ++m)
+    if (*m != 'x') reopen_mode[k++] = *m;
+  reopen_mode[k] = '\0';
+  FILE* f = real(link, reopen_mode, stream);
   int err = errno;
   close(fd);
   errno = err;

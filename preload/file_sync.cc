@@ -26,6 +26,9 @@ int PublishIfInView(int fd) {
   ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
   if (n <= 0) return 0;
   real[n] = '\0';
+  static constexpr std::string_view kDeleted = " (deleted)";
+  if (static_cast<size_t>(n) > kDeleted.size() && std::string_view(real + n - kDeleted.size()) == kDeleted)
+    return 0;  // unlinked (or O_TMPFILE): no name left to record
   DiscoverViewRoot(real);  // an fd inherited into a process that never spoke to the agent
   std::string_view view = ViewRoot();
   std::string_view path(real, static_cast<size_t>(n));

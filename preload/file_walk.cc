@@ -101,8 +101,29 @@ thread_local size_t walk_skip = 0;
 thread_local int (*walk_fn)(const char*, const struct stat*, int, struct FTW*) = nullptr;
 thread_local int (*walk_fn64)(const char*, const struct stat64*, int, struct FTW*) = nullptr;
 thread_local int (*walk_ftw)(const char*, const struct stat*, int) = nullptr;
+thread_local bool walk_chdir_tl = false;
+
+#define walk_chdir walk_chdir_tl  // FTW_CHDIR: glibc changes the cwd without our chdir
+
+// The walk's callbacks, saved and restored around it: callbacks may walk too.
+struct WalkScope {
+  size_t skip = walk_skip;
+  decltype(walk_fn) fn = walk_fn;
+  decltype(walk_fn64) fn64 = walk_fn64;
+  decltype(walk_ftw) f = walk_ftw;
+  bool chdir = walk_chdir;
+  ~WalkScope() {
+    walk_skip = skip;
+    walk_fn = fn;
+    walk_fn64 = fn64;
+    walk_ftw = f;
+    walk_chdir = chdir;
+    CwdChanged();
+  }
+};
 
 int WalkCallback(const char* fpath, const struct stat* st, int type, struct FTW* ftw) {
+  if (walk_chdir) CwdChanged();
   struct FTW shifted = *ftw;
   shifted.base -= static_cast<int>(walk_skip);
   if (walk_ftw != nullptr) return walk_ftw(fpath + walk_skip, st, type);
@@ -127,6 +148,7 @@ int WalkCluster(const char* dir, int nopenfd, int flags) {
   if (n <= 0 || static_cast<size_t>(n) <= view.size()) return Fail(EIO);
   real[n] = '\0';
   walk_skip = view.size();
+  walk_chdir = flags & FTW_CHDIR;
   ONEBOX_REAL(nftw);
   // Physical walks only: glibc would follow symlinks with the kernel's
   // resolution, not the view's, and could leave the view.
@@ -178,6 +200,7 @@ int glob64(const char* pattern, int flags, int (*errfunc)(const char*, int), glo
 }
 
 int nftw(const char* dir, int (*fn)(const char*, const struct stat*, int, struct FTW*), int nopenfd, int flags) {
+  WalkScope scope;
   walk_fn = fn;
   walk_fn64 = nullptr;
   walk_ftw = nullptr;
@@ -189,6 +212,7 @@ int nftw(const char* dir, int (*fn)(const char*, const struct stat*, int, struct
 
 int nftw64(const char* dir, int (*fn)(const char*, const struct stat64*, int, struct FTW*), int nopenfd,
            int flags) {
+  WalkScope scope;
   walk_fn = nullptr;
   walk_fn64 = fn;
   walk_ftw = nullptr;
@@ -199,6 +223,7 @@ int nftw64(const char* dir, int (*fn)(const char*, const struct stat64*, int, st
 }
 
 int ftw(const char* dir, int (*fn)(const char*, const struct stat*, int), int nopenfd) {
+  WalkScope scope;
   walk_fn = nullptr;
   walk_fn64 = nullptr;
   walk_ftw = fn;
@@ -209,6 +234,7 @@ int ftw(const char* dir, int (*fn)(const char*, const struct stat*, int), int no
 }
 
 int ftw64(const char* dir, int (*fn)(const char*, const struct stat64*, int), int nopenfd) {
+  WalkScope scope;
   walk_fn = nullptr;
   walk_fn64 = nullptr;
   walk_ftw = reinterpret_cast<int (*)(const char*, const struct stat*, int)>(fn);

@@ -43,6 +43,11 @@ struct Target {
   // For libc: the path to use, with AT_FDCWD when it was rewritten.
   const char* NativePath(const char* given) const { return native ? native : given; }
   int NativeDirfd(int given) const { return native ? -100 /*AT_FDCWD*/ : given; }
+  // The path ended in "/", "." or "..": it must name a directory (rel ends in "/").
+  bool dir_only = false;
+  // Its last component was "." (1) or ".." (2): calls on the last component
+  // refuse it, each with its own errno (DotLastErrno).
+  int dot_last = 0;
   // The cluster root itself (ROOT): like a mount point, it cannot be removed or renamed.
   bool IsRoot() const;
 };

@@ -188,6 +188,11 @@ print("forked", i + 1)
   env["ONEBOX_ROOT"] = dir_.path();
   RunResult odd = RunCommand({"timeout", "20", "ls", dir_.path()}, env);
   EXPECT_NE(odd.exit_code, 124) << "hung";
+  // A root of several components works, and is a mount point too.
+  env["ONEBOX_ROOT"] = "/mnt/onebox-test";
+  RunResult nested = RunCommand(
+      {"bash", "-c", "mkdir /mnt/onebox-test/a && ls /mnt/onebox-test && rmdir /mnt/onebox-test; echo rc=$?"}, env);
+  EXPECT_EQ(nested.out, "a\nrc=1\n") << nested.err;
 }
 
 TEST_F(ShimTest, TheViewsRealLocationNeverShows) {

@@ -380,6 +380,30 @@ int main(int argc, char** argv) {
   close(sfd);
   CALL("fsync bad fd", fsync(-1));
 
+  // edges: a path's last component, flags open() ignores, odd sizes
+  St("stat file/", stat(P("d/f/"), &st), &st);
+  Fd("open new/ O_CREAT", open(P("d/new/"), O_CREAT | O_WRONLY, 0644));
+  CALL("mkdir e/", mkdir(P("d/e/"), 0755));
+  CALL("rmdir e/.", rmdir(P("d/e/.")));
+  CALL("rmdir e/..", rmdir(P("d/e/..")));
+  CALL("rmdir e/", rmdir(P("d/e/")));
+  CALL("unlink f/", unlink(P("d/f/")));
+  CALL("unlink d/.", unlink(P("d/.")));
+  CALL("rename d/.. x", rename(P("d/.."), P("x")));
+  CALL("mkdir d/.", mkdir(P("d/."), 0755));
+  Fd("O_PATH|O_RDWR", open(P("d/f"), O_PATH | O_RDWR));
+  Fd("O_PATH|O_NONBLOCK", open(P("d/f"), O_PATH | O_NONBLOCK));
+  f = fopen("/dev/null", "r");
+  r = freopen(P("d/fx"), "wx", f);
+  Out("freopen wx", r ? 1 : -1, NULL);
+  if (r) fclose(r);
+  c = getcwd(buf, 0);
+  Out("getcwd size 0", c ? 1 : -1, NULL);
+  int ufd = open(P("d/gone"), O_CREAT | O_WRONLY, 0644);
+  unlink(P("d/gone"));
+  CALL("fsync unlinked", fsync(ufd));
+  close(ufd);
+
   // raw_syscall: system calls made directly
   Fd("syscall openat", (int)syscall(SYS_openat, AT_FDCWD, P("d/f"), O_RDONLY, 0));
   St("syscall newfstatat", (int)syscall(SYS_newfstatat, AT_FDCWD, P("d/f"), &st, 0), &st);
