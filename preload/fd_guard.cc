@@ -6,6 +6,7 @@
 #include <linux/close_range.h>
 #include <unistd.h>
 
+#include "preload/link.h"
 #include "preload/shim.h"
 
 using namespace onebox::shim;
@@ -14,9 +15,18 @@ extern "C" {
 // Interposed functions are the shim's only exports (the version script names them).
 #pragma GCC visibility push(default)
 
+// A vfork child shares our memory (not our descriptors): the bookkeeping
+// below is the parent's, and the child must leave it alone. getpid() is only
+// asked when an fd is one of the shim's, so close() stays cheap.
+bool Ours(int fd) { return (IsShimFd(fd) || IsDirCacheFd(fd)) && InOwnerProcess(); }
+
 int close(int fd) {
-  if (IsShimFd(fd)) {
+  if (Ours(fd) && IsShimFd(fd)) {
     ShimFdLost(fd);  // closes it
+    return 0;
+  }
+  if (Ours(fd) && IsDirCacheFd(fd)) {
+    DropDirCache();  // closes it, with the rest of the cache
     return 0;
   }
   ForgetFd(fd);
@@ -26,9 +36,10 @@ int close(int fd) {
 
 // Programs that close "every other descriptor" (daemons, Python's closerange).
 int close_range(unsigned int first, unsigned int last, int flags) {
-  if (!(flags & CLOSE_RANGE_CLOEXEC)) {  // ours are close-on-exec already
+  if (!(flags & CLOSE_RANGE_CLOEXEC) && InOwnerProcess()) {  // ours are close-on-exec already
     for (int fd : ShimFds())
       if (fd >= 0 && static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) ShimFdLost(fd);
+    DropDirCache();
     ForgetFds(first, last);
   }
   ONEBOX_REAL(close_range);
@@ -36,15 +47,19 @@ int close_range(unsigned int first, unsigned int last, int flags) {
 }
 
 void closefrom(int lowfd) {
-  for (int fd : ShimFds())
-    if (fd >= lowfd) ShimFdLost(fd);
-  ForgetFds(static_cast<unsigned>(lowfd < 0 ? 0 : lowfd), ~0u);
+  if (InOwnerProcess()) {
+    for (int fd : ShimFds())
+      if (fd >= lowfd) ShimFdLost(fd);
+    DropDirCache();
+    ForgetFds(static_cast<unsigned>(lowfd < 0 ? 0 : lowfd), ~0u);
+  }
   ONEBOX_REAL(closefrom);
   real_closefrom(lowfd);
 }
 
 int dup2(int oldfd, int newfd) {
-  if (oldfd != newfd && IsShimFd(newfd)) ShimFdLost(newfd);
+  if (oldfd != newfd && Ours(newfd) && IsShimFd(newfd)) ShimFdLost(newfd);
+  if (oldfd != newfd && Ours(newfd) && IsDirCacheFd(newfd)) DropDirCache();
   ONEBOX_REAL(dup2);
   int r = real_dup2(oldfd, newfd);
   if (r >= 0 && oldfd != newfd) ForgetFd(newfd);  // a tracked oldfd's copy resolves natively (documented)
@@ -52,7 +67,8 @@ int dup2(int oldfd, int newfd) {
 }
 
 int dup3(int oldfd, int newfd, int flags) {
-  if (oldfd != newfd && IsShimFd(newfd)) ShimFdLost(newfd);
+  if (oldfd != newfd && Ours(newfd) && IsShimFd(newfd)) ShimFdLost(newfd);
+  if (oldfd != newfd && Ours(newfd) && IsDirCacheFd(newfd)) DropDirCache();
   ONEBOX_REAL(dup3);
   int r = real_dup3(oldfd, newfd, flags);
   if (r >= 0) ForgetFd(newfd);

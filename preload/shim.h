@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <array>
+#include <functional>
 #include <cerrno>
 #include <string_view>
 
@@ -58,12 +59,23 @@ inline Target Resolve(const char* path, char* buf, size_t cap) { return Resolve(
 
 // openat2 below the view root, confined to it.
 int OpenInView(const Target& t, int flags, mode_t mode);
+// openat2 with open()'s flags (masked as OpenInView does) and the given resolve flags.
+int OpenWithResolve(int dirfd, const char* name, int flags, mode_t mode, uint64_t resolve);
 // Splits t.rel at its last component: opens the parent (O_PATH) in the view
 // and points *base at the last component. Returns the parent fd or -1 (errno).
 int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
 
 // The agent's view root (absolute real path), "" when not connected.
 std::string_view ViewRoot();
+// Runs fn(parent_fd, base) with a cached O_PATH descriptor of the parent
+// directory of t (resolved in the view as OpenInView does) and t's last
+// component. Returns false, running nothing, when the cache cannot serve t
+// (then the caller takes the full path). The cache is dropped whenever the
+// agent's namespace generation moves.
+bool WithCachedParent(const Target& t, const std::function<void(int parent_fd, const char* base)>& fn);
+bool IsDirCacheFd(int fd);
+void DropDirCache();
+
 // Descriptors the shim opened in the view and handed to the program: a
 // relative path against one of them is a cluster path, not left to the kernel
 // (which would resolve ".." from the view's real location). Returns fd.

@@ -139,10 +139,18 @@ if pid == 0:
 os.makedirs("/cluster/host/parent", exist_ok=True)
 _, status = os.waitpid(pid, 0)
 print(status, open("/cluster/host/child/f").read(), os.path.isdir("/cluster/host/parent"))
+# subprocess (vfork + close_range in the child): the parent keeps its state, and leaks nothing.
+import subprocess
+os.stat("/cluster/host/child/f")
+before = len(os.listdir("/proc/self/fd"))
+for i in range(100):
+    subprocess.run(["true"], check=True)
+    os.stat("/cluster/host/child/f")
+print("fds grew by", len(os.listdir("/proc/self/fd")) - before)
 )PY";
   RunResult r = RunCommand({"python3", "-c", script}, Env());
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, "ok\n400\n0 child True\n") << r.err;
+  EXPECT_EQ(r.out, "ok\n400\n0 child True\nfds grew by 0\n") << r.err;
   EXPECT_EQ(r.err, "");
 }
 
@@ -193,6 +201,53 @@ print("forked", i + 1)
   RunResult nested = RunCommand(
       {"bash", "-c", "mkdir /mnt/onebox-test/a && ls /mnt/onebox-test && rmdir /mnt/onebox-test; echo rc=$?"}, env);
   EXPECT_EQ(nested.out, "a\nrc=1\n") << nested.err;
+}
+
+// Each process caches directory lookups; another process's rename, rmdir or
+// symlink swap must never let it see the old tree afterwards. Run natively and
+// in the cluster: the outputs must match.
+TEST_F(ShimTest, CachedLookupsNeverOutliveAnotherProcesssChanges) {
+  std::string script = R"PY(
+import os, subprocess, sys
+b = sys.argv[1]
+def other(cmd):  # another process (under the shim too, when this one is)
+    # os.system: posix_spawn, so no shim code of ours runs in the child before exec
+    assert os.system(f"cd {b} && {cmd}") == 0
+def show(p):
+    try:
+        st = os.stat(os.path.join(b, p))
+        with open(os.path.join(b, p)) as f:
+            return f"{p}: size {st.st_size} {f.read().strip()}"
+    except OSError as e:
+        return f"{p}: {e.strerror}"
+other("mkdir -p a d1 d2 && echo one > a/f && echo first > d1/f && echo second-dir > d2/f && ln -s d1 l")
+for round in range(2):
+    print(show("a/f"), "|", show("l/f"))
+    other("mv a moved && mkdir a && echo replaced-content > a/f")
+    print(show("a/f"), "|", show("moved/f"))
+    other("rm -rf a && mkdir a")
+    print(show("a/f"))
+    other("rm l && ln -s d2 l")
+    print(show("l/f"))
+    other("rm l && ln -s d1 l && rm -rf moved && echo one > a/f")
+# A symlink swapped right after a lookup through it, with no directory moved
+# (nothing the agent's own watch would flag): the shim that swapped it says so.
+for target in ["d2", "d1", "d2"]:
+    print(show("l/f"))
+    other(f"ln -sfn {target} l.new && mv -T l.new l")
+    print(show("l/f"))
+    other(f"rm l && ln -s {'d1' if target == 'd2' else 'd2'} l")
+    print(show("l/f"))
+)PY";
+  std::string native_dir = dir_ / "cache-native";
+  std::filesystem::create_directories(native_dir);
+  RunResult native = RunCommand({"python3", "-c", script, native_dir});
+  ASSERT_EQ(native.exit_code, 0) << native.err;
+  ASSERT_EQ(Sh("mkdir -p /cluster/cache").exit_code, 0);
+  RunResult shimmed = RunCommand({"python3", "-c", script, "/cluster/cache"}, Env());
+  EXPECT_EQ(shimmed.exit_code, 0) << shimmed.err;
+  EXPECT_EQ(shimmed.out, native.out);
+  EXPECT_NE(native.out.find("a/f: size 17 replaced-content"), std::string::npos) << native.out;
 }
 
 TEST_F(ShimTest, TheViewsRealLocationNeverShows) {
