@@ -263,6 +263,13 @@ static void KeepLastComponentSemantics(std::string_view raw, Target* t, char* bu
   }
 }
 
+bool SurelyNative(int dirfd, const char* path) {
+  if (path == nullptr || path[0] == '\0') return true;
+  if (path[0] == '/') return !Root().MaybeCluster(path) && !MayNormalizeElsewhere(path);
+  if (dirfd == AT_FDCWD) return !CwdInCluster();
+  return !IsTracked(dirfd);
+}
+
 Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
   Target none;
   if (path == nullptr || path[0] == '\0') return none;

@@ -18,15 +18,12 @@ extern "C" {
 // A vfork child shares our memory (not our descriptors): the bookkeeping
 // below is the parent's, and the child must leave it alone. getpid() is only
 // asked when an fd is one of the shim's, so close() stays cheap.
-bool Ours(int fd) { return (IsShimFd(fd) || IsDirCacheFd(fd)) && InOwnerProcess(); }
+static inline bool Ours(int fd) { return (IsShimFd(fd) || IsDirCacheFd(fd)) && InOwnerProcess(); }
 
 int close(int fd) {
-  if (Ours(fd) && IsShimFd(fd)) {
-    ShimFdLost(fd);  // closes it
-    return 0;
-  }
-  if (Ours(fd) && IsDirCacheFd(fd)) {
-    DropDirCache();  // closes it, with the rest of the cache
+  if (__builtin_expect(Ours(fd), 0)) {
+    if (IsShimFd(fd)) ShimFdLost(fd);  // closes it
+    else DropDirCache();               // closes it, with the rest of the cache
     return 0;
   }
   ForgetFd(fd);

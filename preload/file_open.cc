@@ -23,7 +23,17 @@ namespace {
 
 bool TakesMode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
 
+__attribute__((noinline)) int OpenAtSlow(int dirfd, const char* path, int flags, mode_t mode);
+
 int OpenAt(int dirfd, const char* path, int flags, mode_t mode) {
+  if (SurelyNative(dirfd, path)) {  // no path buffers on the stack for native paths
+    ONEBOX_REAL(openat);
+    return real_openat(dirfd, path, flags, mode);
+  }
+  return OpenAtSlow(dirfd, path, flags, mode);
+}
+
+int OpenAtSlow(int dirfd, const char* path, int flags, mode_t mode) {
   char buf[kMaxPathBytes];
   Target t = Resolve(dirfd, path, buf, sizeof buf);
   if (!t.cluster) {

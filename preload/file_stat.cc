@@ -36,7 +36,17 @@ int WithPathFd(const Target& t, bool nofollow, Fn fn) {
   return r;
 }
 
+__attribute__((noinline)) int StatAtSlow(int dirfd, const char* path, struct stat* st, int flags);
+
 int StatAt(int dirfd, const char* path, struct stat* st, int flags) {
+  if (SurelyNative(dirfd, path)) {  // no path buffers on the stack for native paths
+    ONEBOX_REAL(fstatat);
+    return real_fstatat(dirfd, path, st, flags);
+  }
+  return StatAtSlow(dirfd, path, st, flags);
+}
+
+int StatAtSlow(int dirfd, const char* path, struct stat* st, int flags) {
   char buf[kMaxPathBytes];
   Target t = Resolve(dirfd, path, buf, sizeof buf);
   if (!t.cluster) {
@@ -58,6 +68,10 @@ int StatAt(int dirfd, const char* path, struct stat* st, int flags) {
 }
 
 int AccessAt(int dirfd, const char* path, int mode, int flags) {
+  if (SurelyNative(dirfd, path)) {
+    ONEBOX_REAL(faccessat);
+    return real_faccessat(dirfd, path, mode, flags);
+  }
   char buf[kMaxPathBytes];
   Target t = Resolve(dirfd, path, buf, sizeof buf);
   if (!t.cluster) {

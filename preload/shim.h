@@ -53,6 +53,12 @@ struct Target {
   bool IsRoot() const;
 };
 
+// True when (dirfd, path) certainly does not concern the cluster: an absolute
+// path outside the root (and nothing like "/." or "//" in it), or a relative
+// one from a native cwd or dirfd. Cheap and allocation-free: the interposed
+// hot paths (open, stat) call it before anything else.
+bool SurelyNative(int dirfd, const char* path);
+
 // Classifies (dirfd, path) as a *at call would use it. buf holds rel.
 Target Resolve(int dirfd, const char* path, char* buf, size_t cap);
 inline Target Resolve(const char* path, char* buf, size_t cap) { return Resolve(-100 /*AT_FDCWD*/, path, buf, cap); }

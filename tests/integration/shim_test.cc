@@ -81,8 +81,8 @@ TEST_F(ShimTest, WritesAreRecordedInTheNamespace) {
 }
 
 TEST_F(ShimTest, FsyncRecordsTheVersionBeforeItReturns) {
-  // The file stays open: no close tells the agent anything, only fsync. First
-  // one byte, recorded when the file appears; then more, then fsync.
+  // The file stays open: no close tells the agent anything, only fsync. One
+  // byte and fsync; then more bytes, not recorded by writing; then fsync.
   std::string script = R"PY(
 import json, os, subprocess, sys, time
 env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
@@ -92,10 +92,7 @@ def recorded_size():
     return int(json.loads(out).get("inode", {}).get("size", 0))
 fd = os.open("/cluster/synced", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 os.write(fd, b"x")
-for _ in range(500):
-    if recorded_size() == 1:
-        break
-    time.sleep(0.01)
+os.fsync(fd)  # the baseline: recorded by this fsync, whatever the creation event saw
 print(recorded_size())
 os.write(fd, b"x" * 70000)
 time.sleep(0.2)
