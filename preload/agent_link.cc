@@ -142,6 +142,19 @@ bool RecvFrame(int fd, std::string* body) {
   return true;
 }
 
+// One request and its answer on fd (framed as the agent frames them). The
+// answer is freed by the caller (onebox__v1__shim_response__free_unpacked);
+// nullptr when the link failed.
+Onebox__V1__ShimResponse* RoundTrip(int fd, const Onebox__V1__ShimRequest& req) {
+  size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
+  std::string frame(4 + body_len, '\0');
+  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
+  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
+  std::string answer;
+  if (!SendAll(fd, frame) || !RecvFrame(fd, &answer)) return nullptr;
+  return onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
+}
+
 // Connects to the agent and, when view_out is given, says Hello. On success
 // *fd_out is the connected socket and *view_out the view root. Only raw system
 // calls here: the interposed functions may need mu, which the caller holds.
@@ -179,14 +192,7 @@ int Handshake(int* fd_out, std::string* view_out, int timeout_ms) {
   req.id = 1;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_HELLO;
   req.hello = &hello;
-  size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
-  std::string frame(4 + body_len, '\0');
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
-  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
-  std::string answer;
-  Onebox__V1__ShimResponse* resp = nullptr;
-  if (SendAll(fd, frame) && RecvFrame(fd, &answer))
-    resp = onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
+  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req);
   if (resp == nullptr || resp->op_case != ONEBOX__V1__SHIM_RESPONSE__OP_HELLO || resp->hello->view_root == nullptr) {
     int err = resp != nullptr && resp->err != 0 ? resp->err : EIO;
     if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
@@ -345,14 +351,7 @@ int Publish(const char* rel_path) {
   req.id = 2;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_PUBLISH;
   req.publish = &publish;
-  size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
-  std::string frame(4 + body_len, '\0');
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
-  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
-  std::string answer;
-  Onebox__V1__ShimResponse* resp = nullptr;
-  if (SendAll(fd, frame) && RecvFrame(fd, &answer))
-    resp = onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
+  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req);
   RealClose(fd);
   int result = EIO;
   if (resp != nullptr) {
@@ -380,14 +379,7 @@ int BumpGeneration() {
   req.id = 3;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_BUMP;
   req.bump = &bump;
-  size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
-  std::string frame(4 + body_len, '\0');
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
-  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
-  std::string answer;
-  Onebox__V1__ShimResponse* resp = nullptr;
-  if (SendAll(link_fd, frame) && RecvFrame(link_fd, &answer))
-    resp = onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
+  Onebox__V1__ShimResponse* resp = RoundTrip(link_fd, req);
   int result = EIO;
   if (resp == nullptr) {
     DropLocked();  // out of step: start over next time

@@ -23,6 +23,16 @@ namespace {
 
 bool TakesMode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
 
+// The optional mode argument of the open family, read after `last`.
+#define ONEBOX_MODE_ARG(last, flags) \
+  mode_t mode = 0;                   \
+  if (TakesMode(flags)) {            \
+    va_list ap;                      \
+    va_start(ap, last);              \
+    mode = va_arg(ap, mode_t);       \
+    va_end(ap);                      \
+  }
+
 __attribute__((noinline)) int OpenAtSlow(int dirfd, const char* path, int flags, mode_t mode);
 
 int OpenAt(int dirfd, const char* path, int flags, mode_t mode) {
@@ -167,46 +177,22 @@ extern "C" {
 #pragma GCC visibility push(default)
 
 int open(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (TakesMode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  ONEBOX_MODE_ARG(flags, flags);
   return OpenAt(AT_FDCWD, path, flags, mode);
 }
 
 int open64(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (TakesMode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  ONEBOX_MODE_ARG(flags, flags);
   return OpenAt(AT_FDCWD, path, flags | O_LARGEFILE, mode);
 }
 
 int openat(int dirfd, const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (TakesMode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  ONEBOX_MODE_ARG(flags, flags);
   return OpenAt(dirfd, path, flags, mode);
 }
 
 int openat64(int dirfd, const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (TakesMode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  ONEBOX_MODE_ARG(flags, flags);
   return OpenAt(dirfd, path, flags | O_LARGEFILE, mode);
 }
 
