@@ -26,7 +26,9 @@ int close(int fd) {
     else DropDirCache();               // closes it, with the rest of the cache
     return 0;
   }
-  ForgetFd(fd);
+  // The fd's mark as a view fd (if any) stays: a number reused for a native
+  // file is recognized on first use (its real path is not in the view), and a
+  // vfork child, sharing the marks with its parent, must not clear them.
   ONEBOX_REAL(close);
   return real_close(fd);
 }
