@@ -218,9 +218,6 @@ int RunAgent(const AgentOptions& opt) {
             spdlog::debug("shim hello from pid {} ({}) for root {}", peer.pid, req.hello().program(), root.root());
             break;
           }
-          case v1::ShimRequest::kBump:
-            resp->mutable_bump()->set_generation((*recorder)->BumpGeneration());
-            break;
           case v1::ShimRequest::kPublish: {
             Result<uint64_t> size = (*recorder)->RecordNow(req.publish().path());
             if (!size.ok()) {

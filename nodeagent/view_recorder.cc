@@ -6,7 +6,6 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -76,14 +75,6 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   int marker = openat(root_fd, kViewMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (marker >= 0) close(marker);
   std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store));
-  int gen = openat(root_fd, kGenerationFile, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  void* map = MAP_FAILED;
-  if (gen >= 0 && ftruncate(gen, 4096) == 0)
-    map = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, gen, 0);
-  if (gen >= 0) close(gen);
-  if (map == MAP_FAILED) return Status::IOError(fmt::format("namespace generation file: {}", strerror(errno)));
-  r->generation_ = static_cast<std::atomic<uint64_t>*>(map);
-  r->BumpGeneration();  // a restarted agent's view may have changed while it was down
   r->FullScan();
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
@@ -200,10 +191,7 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len) {
     if (dir.empty() && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;
     std::string path = Join(dir, name);
     if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
-      if (ev->mask & IN_ISDIR) {
-        Unwatch(path);
-        BumpGeneration();  // shims bump it themselves; this covers other writers of the view
-      }
+      if (ev->mask & IN_ISDIR) Unwatch(path);
       TombstonePath(path);
     } else if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && (ev->mask & IN_ISDIR)) {
       WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
@@ -321,10 +309,6 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode) {
   EVP_MD_CTX_free(ctx);
   inode->set_size(total);  // what was hashed
   return ok;
-}
-
-uint64_t ViewRecorder::BumpGeneration() {
-  return generation_->fetch_add(1, std::memory_order_acq_rel) + 1;
 }
 
 Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {

@@ -24,11 +24,6 @@ namespace onebox {
 constexpr size_t kChunkBytes = 1 << 20;
 // A file in the view root that names it as one (preload/agent_link.cc looks for it).
 constexpr const char* kViewMarker = ".onebox-view";
-// The namespace generation: 8 bytes (a uint64 in host order) at the start of a
-// 4 KiB file in the view root that only the agent writes and shims map
-// read-only. It changes whenever a directory may have changed identity or
-// permissions, which is when shims must drop their cached directory lookups.
-constexpr const char* kGenerationFile = ".onebox-generation";
 
 class ViewRecorder {
  public:
@@ -46,8 +41,6 @@ class ViewRecorder {
   // Records path (below the view root) now, its content included, with a
   // synced write: what fsync() promises. Safe to call from any thread.
   Result<uint64_t> RecordNow(const std::string& path);
-  // Bumps the namespace generation (see kGenerationFile); returns the new one.
-  uint64_t BumpGeneration();
 
   const std::string& view_root() const { return view_root_; }
   // Counters for status and tests.
@@ -80,7 +73,6 @@ class ViewRecorder {
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> rescans_{0};
   std::recursive_mutex record_mu_;  // RecordPath and TombstonePath, from any thread
-  std::atomic<uint64_t>* generation_ = nullptr;  // mapped kGenerationFile
   bool stopping_ = false;
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.

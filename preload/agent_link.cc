@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
@@ -47,17 +46,6 @@ FdId link_id, view_id;
 // The process the globals belong to. A vfork child shares our memory but not
 // our descriptors: it must not record its own in the globals.
 pid_t owner_pid = 0;
-// The agent's namespace generation (VIEW/.onebox-generation, mapped read-only;
-// never unmapped, so a reader can never touch a dead mapping).
-const std::atomic<uint64_t>* generation = nullptr;
-
-void MapGenerationLocked() {
-  int fd = static_cast<int>(RealSyscall(SYS_openat, view_fd, ".onebox-generation", O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0));
-  if (fd < 0) return;
-  void* map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0);
-  RealSyscall(SYS_close, fd);
-  if (map != MAP_FAILED) generation = static_cast<const std::atomic<uint64_t>*>(map);
-}
 char view_root[kMaxPathBytes] = "";
 size_t view_len = 0;
 ClusterRoot cluster_root;
@@ -235,7 +223,6 @@ int ConnectLocked() {
     view_id = IdOf(view_fd);
     memcpy(view_root, view.c_str(), view.size() + 1);
     view_len = view.size();
-    MapGenerationLocked();
   }
   link_fd = fd;
   link_id = IdOf(link_fd);
@@ -363,33 +350,6 @@ int Publish(const char* rel_path) {
 }
 
 std::string_view ViewRoot() { return {view_root, view_len}; }
-
-uint64_t Generation() {
-  const std::atomic<uint64_t>* g = generation;
-  return g == nullptr ? 0 : g->load(std::memory_order_acquire) | (uint64_t{1} << 63);
-}
-
-int BumpGeneration() {
-  int saved = errno;
-  std::lock_guard lock(mu);
-  int err = EnsureLinkLocked();
-  if (err != 0) return err;
-  Onebox__V1__BumpRequest bump = ONEBOX__V1__BUMP_REQUEST__INIT;
-  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
-  req.id = 3;
-  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_BUMP;
-  req.bump = &bump;
-  Onebox__V1__ShimResponse* resp = RoundTrip(link_fd, req);
-  int result = EIO;
-  if (resp == nullptr) {
-    DropLocked();  // out of step: start over next time
-  } else {
-    result = resp->op_case == ONEBOX__V1__SHIM_RESPONSE__OP_BUMP ? 0 : EIO;
-    onebox__v1__shim_response__free_unpacked(resp, nullptr);
-  }
-  errno = saved;
-  return result;
-}
 
 bool InOwnerProcess() { return getpid() == owner_pid; }
 

@@ -120,91 +120,11 @@ bool ClusterPathOfFd(int fd, char* out, size_t cap) {
   return true;
 }
 
-// ---- the directory cache ----
-// Parent directories' O_PATH fds by their path below the view root, valid for
-// one namespace generation. Guarded by try_lock only: a thread (or signal
-// handler) that finds it busy takes the full path instead of waiting.
-struct DirCacheEntry {
-  uint64_t generation = 0;
-  int fd = -1;
-  uint32_t len = 0;
-  char path[232];
-};
-constexpr size_t kDirCacheEntries = 64;
-DirCacheEntry dir_cache[kDirCacheEntries];
-std::mutex dir_cache_mu;
-std::atomic<uint64_t> dir_cache_fds[kTrackedFds / 64];  // which fds are the cache's
-
-void CloseCacheEntryLocked(DirCacheEntry& e) {
-  if (e.fd >= 0) {
-    dir_cache_fds[e.fd / 64].fetch_and(~(uint64_t{1} << (e.fd % 64)), std::memory_order_relaxed);
-    RealSyscall(SYS_close, e.fd);
-  }
-  e.fd = -1;
-  e.generation = 0;
-}
-
-bool IsDirCacheFd(int fd) {
-  return fd >= 0 && fd < kTrackedFds && (dir_cache_fds[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
-}
-
-void DropDirCache() {
-  std::lock_guard lock(dir_cache_mu);
-  for (DirCacheEntry& e : dir_cache) CloseCacheEntryLocked(e);
-}
-
-bool WithCachedParent(const Target& t, const std::function<void(int, const char*)>& fn) {
-  if (!t.cluster || t.err || t.dir_only || t.dot_last || t.rel == nullptr) return false;
-  uint64_t gen = Generation();
-  if (gen == 0) return false;
-  const char* slash = strrchr(t.rel, '/');
-  if (slash == nullptr) return false;  // the root itself
-  size_t plen = static_cast<size_t>(slash - t.rel);
-  if (plen >= sizeof(DirCacheEntry::path)) return false;
-  std::unique_lock lock(dir_cache_mu, std::try_to_lock);
-  if (!lock.owns_lock()) return false;
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (size_t i = 0; i < plen; ++i) h = (h ^ static_cast<uint8_t>(t.rel[i])) * 1099511628211ull;
-  DirCacheEntry& e = dir_cache[h % kDirCacheEntries];
-  if (!(e.fd >= 0 && e.generation == gen && e.len == plen && memcmp(e.path, t.rel, plen) == 0)) {
-    if (!InOwnerProcess()) return false;  // a vfork child: its fds are not ours to keep
-    char parent[sizeof(DirCacheEntry::path)];
-    memcpy(parent, t.rel, plen);
-    parent[plen] = '\0';
-    Target p = t;
-    p.rel = parent;
-    int fd = OpenInView(p, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-    if (fd < 0) return false;  // let the full path say why
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, 700);  // out of the way of the program's numbers
-    if (high >= 0) {
-      RealSyscall(SYS_close, fd);
-      fd = high;
-    }
-    CloseCacheEntryLocked(e);
-    if (fd >= kTrackedFds) {
-      RealSyscall(SYS_close, fd);
-      return false;
-    }
-    e.fd = fd;
-    e.generation = gen;
-    e.len = static_cast<uint32_t>(plen);
-    memcpy(e.path, t.rel, plen);
-    dir_cache_fds[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_relaxed);
-  }
-  fn(e.fd, slash + 1);
-  return true;
-}
-
 bool CwdInCluster() { return cwd_states[cwd_gen.load(std::memory_order_acquire) & 1].in_cluster; }
 
 void CwdLockForFork(bool lock) {
-  if (lock) {
-    cwd_write_mu.lock();
-    dir_cache_mu.lock();
-  } else {
-    dir_cache_mu.unlock();
-    cwd_write_mu.unlock();
-  }
+  if (lock) cwd_write_mu.lock();
+  else cwd_write_mu.unlock();
 }
 
 void CwdChanged() {

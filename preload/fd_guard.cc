@@ -18,12 +18,11 @@ extern "C" {
 // A vfork child shares our memory (not our descriptors): the bookkeeping
 // below is the parent's, and the child must leave it alone. getpid() is only
 // asked when an fd is one of the shim's, so close() stays cheap.
-static inline bool Ours(int fd) { return (IsShimFd(fd) || IsDirCacheFd(fd)) && InOwnerProcess(); }
+static inline bool Ours(int fd) { return IsShimFd(fd) && InOwnerProcess(); }
 
 int close(int fd) {
   if (__builtin_expect(Ours(fd), 0)) {
-    if (IsShimFd(fd)) ShimFdLost(fd);  // closes it
-    else DropDirCache();               // closes it, with the rest of the cache
+    ShimFdLost(fd);  // closes it
     return 0;
   }
   // The fd's mark as a view fd (if any) stays: a number reused for a native
@@ -38,7 +37,6 @@ int close_range(unsigned int first, unsigned int last, int flags) {
   if (!(flags & CLOSE_RANGE_CLOEXEC) && InOwnerProcess()) {  // ours are close-on-exec already
     for (int fd : ShimFds())
       if (fd >= 0 && static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) ShimFdLost(fd);
-    DropDirCache();
     ForgetFds(first, last);
   }
   ONEBOX_REAL(close_range);
@@ -49,7 +47,6 @@ void closefrom(int lowfd) {
   if (InOwnerProcess()) {
     for (int fd : ShimFds())
       if (fd >= lowfd) ShimFdLost(fd);
-    DropDirCache();
     ForgetFds(static_cast<unsigned>(lowfd < 0 ? 0 : lowfd), ~0u);
   }
   ONEBOX_REAL(closefrom);
@@ -57,8 +54,7 @@ void closefrom(int lowfd) {
 }
 
 int dup2(int oldfd, int newfd) {
-  if (oldfd != newfd && Ours(newfd) && IsShimFd(newfd)) ShimFdLost(newfd);
-  if (oldfd != newfd && Ours(newfd) && IsDirCacheFd(newfd)) DropDirCache();
+  if (oldfd != newfd && Ours(newfd)) ShimFdLost(newfd);
   ONEBOX_REAL(dup2);
   int r = real_dup2(oldfd, newfd);
   if (r >= 0 && oldfd != newfd) ForgetFd(newfd);  // a tracked oldfd's copy resolves natively (documented)
@@ -66,8 +62,7 @@ int dup2(int oldfd, int newfd) {
 }
 
 int dup3(int oldfd, int newfd, int flags) {
-  if (oldfd != newfd && Ours(newfd) && IsShimFd(newfd)) ShimFdLost(newfd);
-  if (oldfd != newfd && Ours(newfd) && IsDirCacheFd(newfd)) DropDirCache();
+  if (oldfd != newfd && Ours(newfd)) ShimFdLost(newfd);
   ONEBOX_REAL(dup3);
   int r = real_dup3(oldfd, newfd, flags);
   if (r >= 0) ForgetFd(newfd);

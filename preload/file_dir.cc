@@ -14,7 +14,6 @@
 #include <cstring>
 
 #include "naming/cluster_path.h"
-#include "preload/link.h"
 #include "preload/shim.h"
 
 using namespace onebox;
@@ -68,15 +67,7 @@ int UnlinkAt(int dirfd, const char* path, int flags) {
     return Fail(EISDIR);
   }
   if (t.IsRoot()) return Fail(EBUSY);
-  bool bump = flags & AT_REMOVEDIR;
-  int r = AtParent(t, [&](int p, const char* base) {
-    struct stat st;
-    // A symlink may sit in some process's cache of directory lookups.
-    if (!bump && fstatat(p, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) bump = true;
-    return real_unlinkat(p, base, flags);
-  });
-  if (r == 0 && bump) BumpGeneration();
-  return r;
+  return AtParent(t, [&](int p, const char* base) { return real_unlinkat(p, base, flags); });
 }
 
 int MkdirAt(int dirfd, const char* path, mode_t mode) {
@@ -104,13 +95,9 @@ int TwoPaths(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
   // A final "." or "..": rename says EBUSY; link (the call that may name the root as old) EPERM or EEXIST.
   if (o.dot_last || n.dot_last) return Fail(root_ok_as_old ? (o.dot_last ? EPERM : EEXIST) : EBUSY);
   if ((o.IsRoot() && !root_ok_as_old) || n.IsRoot()) return Fail(EBUSY);
-  int r = AtParent(o, [&](int op, const char* obase) {
+  return AtParent(o, [&](int op, const char* obase) {
     return AtParent(n, [&](int np, const char* nbase) { return native(op, obase, np, nbase, flags); });
   });
-  // A rename may move or replace a directory or symlink that some process
-  // has cached: every cache is dropped before the call returns.
-  if (r == 0 && !root_ok_as_old) BumpGeneration();
-  return r;
 }
 
 int RealRenameat2(int od, const char* o, int nd, const char* n, unsigned flags) {
@@ -128,11 +115,9 @@ int ChmodAt(int dirfd, const char* path, mode_t mode, int flags) {
   ONEBOX_REAL(fchmodat);
   if (!t.cluster) return real_fchmodat(t.NativeDirfd(dirfd), t.NativePath(path), mode, flags);
   if (t.err) return Fail(t.err);
-  int r = (flags & AT_SYMLINK_NOFOLLOW)
-              ? AtParent(t, [&](int p, const char* base) { return real_fchmodat(p, base, mode, flags); })
-              : ViaProcFd(t, [&](const char* proc) { return real_fchmodat(AT_FDCWD, proc, mode, 0); });
-  if (r == 0) BumpGeneration();  // permissions of a cached directory may have changed
-  return r;
+  if (flags & AT_SYMLINK_NOFOLLOW)
+    return AtParent(t, [&](int p, const char* base) { return real_fchmodat(p, base, mode, flags); });
+  return ViaProcFd(t, [&](const char* proc) { return real_fchmodat(AT_FDCWD, proc, mode, 0); });
 }
 
 int ChownAt(int dirfd, const char* path, uid_t uid, gid_t gid, int flags) {
@@ -146,7 +131,6 @@ int ChownAt(int dirfd, const char* path, uid_t uid, gid_t gid, int flags) {
   int r = real_fchownat(fd, "", uid, gid, AT_EMPTY_PATH);
   int err = errno;
   close(fd);
-  if (r == 0) BumpGeneration();  // ownership of a cached directory may have changed
   errno = err;
   return r;
 }

@@ -51,18 +51,6 @@ int OpenAtSlow(int dirfd, const char* path, int flags, mode_t mode) {
     return real_openat(t.NativeDirfd(dirfd), t.NativePath(path), flags, mode);
   }
   if (t.err) return Fail(t.err);
-  // Fast: one open below the cached parent. Whatever would leave it (a
-  // symlink out, "..") is refused there (EXDEV) and takes the full path.
-  int fd = -1;
-  int err = 0;
-  if (WithCachedParent(t, [&](int parent, const char* base) {
-        fd = OpenWithResolve(parent, base, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
-        err = errno;
-      }) &&
-      (fd >= 0 || (err != EXDEV && err != ELOOP))) {
-    if (fd < 0) return Fail(err);
-    return TrackViewFd(fd);
-  }
   return TrackViewFd(OpenInView(t, flags, mode));
 }
 

@@ -54,15 +54,6 @@ int StatAtSlow(int dirfd, const char* path, struct stat* st, int flags) {
     return real_fstatat(t.NativeDirfd(dirfd), t.NativePath(path), st, flags);
   }
   if (t.err) return Fail(t.err);
-  // Fast: one lookup in the cached parent. A symlink to follow takes the full path.
-  int r = 0;
-  bool follow_link = false;
-  if (WithCachedParent(t, [&](int parent, const char* base) {
-        r = static_cast<int>(RealSyscall(SYS_newfstatat, parent, base, st, AT_SYMLINK_NOFOLLOW));
-        follow_link = r == 0 && !(flags & AT_SYMLINK_NOFOLLOW) && S_ISLNK(st->st_mode);
-      }) &&
-      !follow_link)
-    return r;
   return WithPathFd(t, flags & AT_SYMLINK_NOFOLLOW,
                     [&](int fd) { return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW); });
 }

@@ -10,7 +10,6 @@
 #include <cstdio>
 
 #include "naming/cluster_path.h"
-#include "preload/link.h"
 #include "preload/shim.h"
 
 using namespace onebox;
@@ -51,10 +50,6 @@ extern "C" {
 #pragma GCC visibility push(default)
 
 #define ONEBOX_XATTR_CALL(name, nofollow, native_call, cluster_call, on_symlink) \
-  ONEBOX_XATTR_CALL2(name, nofollow, native_call, cluster_call, on_symlink, false)
-#define ONEBOX_XATTR_CHANGE(name, nofollow, native_call, cluster_call, on_symlink) \
-  ONEBOX_XATTR_CALL2(name, nofollow, native_call, cluster_call, on_symlink, true)
-#define ONEBOX_XATTR_CALL2(name, nofollow, native_call, cluster_call, on_symlink, kChangesPermissions) \
   {                                                                              \
     char buf[kMaxPathBytes];                                                     \
     Target t = Resolve(path, buf, sizeof buf);                                   \
@@ -64,9 +59,7 @@ extern "C" {
       return native_call;                                                        \
     }                                                                            \
     if (t.err) return Fail(t.err);                                               \
-    auto result = WithFile(t, nofollow, [&](const char* proc) { return cluster_call; }, on_symlink); \
-    if (result >= 0 && kChangesPermissions) BumpGeneration();  /* ACLs live in xattrs */   \
-    return result;                                                               \
+    return WithFile(t, nofollow, [&](const char* proc) { return cluster_call; }, on_symlink); \
   }
 
 ssize_t getxattr(const char* path, const char* name, void* value, size_t size)
@@ -80,15 +73,15 @@ ssize_t listxattr(const char* path, char* list, size_t size)
 ssize_t llistxattr(const char* path, char* list, size_t size)
     ONEBOX_XATTR_CALL(llistxattr, true, real_llistxattr(path, list, size), listxattr(proc, list, size), Empty)
 int setxattr(const char* path, const char* name, const void* value, size_t size, int flags)
-    ONEBOX_XATTR_CHANGE(setxattr, false, real_setxattr(path, name, value, size, flags),
+    ONEBOX_XATTR_CALL(setxattr, false, real_setxattr(path, name, value, size, flags),
                       real_setxattr(proc, name, value, size, flags), NotSupported)
 int lsetxattr(const char* path, const char* name, const void* value, size_t size, int flags)
-    ONEBOX_XATTR_CHANGE(lsetxattr, true, real_lsetxattr(path, name, value, size, flags),
+    ONEBOX_XATTR_CALL(lsetxattr, true, real_lsetxattr(path, name, value, size, flags),
                       setxattr(proc, name, value, size, flags), NotSupported)
 int removexattr(const char* path, const char* name)
-    ONEBOX_XATTR_CHANGE(removexattr, false, real_removexattr(path, name), real_removexattr(proc, name), NoData)
+    ONEBOX_XATTR_CALL(removexattr, false, real_removexattr(path, name), real_removexattr(proc, name), NoData)
 int lremovexattr(const char* path, const char* name)
-    ONEBOX_XATTR_CHANGE(lremovexattr, true, real_lremovexattr(path, name), removexattr(proc, name), NoData)
+    ONEBOX_XATTR_CALL(lremovexattr, true, real_lremovexattr(path, name), removexattr(proc, name), NoData)
 
 #pragma GCC visibility pop
 }  // extern "C"

@@ -13,12 +13,6 @@ int ViewFd();
 // Asks the agent to record rel_path (below the view root) now, durably.
 // Returns 0 or an errno.
 int Publish(const char* rel_path);
-// The namespace generation, or 0 while unknown (then nothing may be cached).
-// It changes whenever a directory may have changed identity or permissions.
-uint64_t Generation();
-// Asks the agent to bump it (after this process renamed or removed a directory
-// or changed permissions). Returns 0 or an errno.
-int BumpGeneration();
 // False in a vfork child, which must not record descriptors in shared memory.
 bool InOwnerProcess();
 // Learns the view root from a real cwd inside a view, if it is one.

@@ -12,7 +12,6 @@
 #include <sys/types.h>
 
 #include <array>
-#include <functional>
 #include <cerrno>
 #include <string_view>
 
@@ -73,15 +72,6 @@ int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
 
 // The agent's view root (absolute real path), "" when not connected.
 std::string_view ViewRoot();
-// Runs fn(parent_fd, base) with a cached O_PATH descriptor of the parent
-// directory of t (resolved in the view as OpenInView does) and t's last
-// component. Returns false, running nothing, when the cache cannot serve t
-// (then the caller takes the full path). The cache is dropped whenever the
-// agent's namespace generation moves.
-bool WithCachedParent(const Target& t, const std::function<void(int parent_fd, const char* base)>& fn);
-bool IsDirCacheFd(int fd);
-void DropDirCache();
-
 // Descriptors the shim opened in the view and handed to the program: a
 // relative path against one of them is a cluster path, not left to the kernel
 // (which would resolve ".." from the view's real location). Returns fd.
