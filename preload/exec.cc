@@ -205,22 +205,30 @@ int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t*
   const char* path_env = getenv("PATH");
   if (path_env == nullptr) path_env = "/bin:/usr/bin";
   if (!PathHasClusterDirs(path_env)) return real_posix_spawnp(pid, file, actions, attr, argv, envp);
-  // The first executable candidate along PATH, cluster or not.
+  // Each candidate along PATH in turn, as glibc does: a missing file (or one
+  // not executable, remembered as EACCES) moves on; an empty entry is the cwd.
   size_t flen = strlen(file);
+  bool saw_eacces = false;
   for (const char* p = path_env;;) {
     const char* end = strchr(p, ':');
     size_t len = end ? static_cast<size_t>(end - p) : strlen(p);
     char cand[kMaxPathBytes];
-    if (len > 0 && len + 1 + flen + 1 <= sizeof cand) {
-      memcpy(cand, p, len);
-      cand[len] = '/';
-      memcpy(cand + len + 1, file, flen + 1);
-      if (access(cand, X_OK) == 0) return SpawnPath(pid, cand, actions, attr, argv, envp);
+    if (len + 1 + flen + 1 <= sizeof cand) {
+      if (len == 0) {
+        memcpy(cand, file, flen + 1);
+      } else {
+        memcpy(cand, p, len);
+        cand[len] = '/';
+        memcpy(cand + len + 1, file, flen + 1);
+      }
+      int r = SpawnPath(pid, cand, actions, attr, argv, envp);
+      if (r == EACCES) saw_eacces = true;
+      else if (r != ENOENT && r != ENOTDIR && r != ESTALE && r != ENODEV && r != ETIMEDOUT) return r;
     }
     if (!end) break;
     p = end + 1;
   }
-  return ENOENT;
+  return saw_eacces ? EACCES : ENOENT;
 }
 
 // dlopen of a path with a "/" (kept out of line: dlopen itself must stay a

@@ -367,6 +367,20 @@ int main(int argc, char** argv) {
   sr = posix_spawnp(&pid, "prog.sh", NULL, NULL, sargv, environ);
   if (sr == 0) waitpid(pid, &status, 0);
   printf("%-24s rc=%d exit=%d\n", "posix_spawnp", sr, WEXITSTATUS(status));
+  // PATH with an empty entry, a directory named like the program, and the program itself.
+  mkdir(P("bin2"), 0755);
+  mkdir(P("bin2/prog.sh"), 0755);
+  char path2[8192];
+  snprintf(path2, sizeof path2, ":%s:%s", P("bin2"), P("bin"));
+  setenv("PATH", path2, 1);
+  fflush(stdout);
+  sr = posix_spawnp(&pid, "prog.sh", NULL, NULL, sargv, environ);
+  if (sr == 0) waitpid(pid, &status, 0);
+  printf("%-24s rc=%d exit=%d\n", "posix_spawnp skips dirs", sr, sr == 0 ? WEXITSTATUS(status) : -1);
+  setenv("PATH", P("bin2"), 1);
+  sr = posix_spawnp(&pid, "prog.sh", NULL, NULL, sargv, environ);
+  printf("%-24s rc=%d\n", "posix_spawnp only a dir", sr);
+  setenv("PATH", P("bin"), 1);
   void* h = dlopen(P("bin/prog.sh"), RTLD_NOW);  // not a library: refused the same way
   Out("dlopen not a library", h ? 1 : -1, NULL);
   h = dlopen(P("bin/none.so"), RTLD_NOW);
