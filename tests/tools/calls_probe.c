@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <ftw.h>
 #include <glob.h>
 #include <spawn.h>
@@ -101,6 +102,8 @@ static int ftw64_cb(const char* p, const struct stat64* st, int type) {
   printf("  ftw64 %s type=%d\n", Rel(p), type);
   return 0;
 }
+static void OnAlarm(int sig) { (void)sig; }
+
 static void RunChild(const char* name, int how) {  // exec variants in a child; the child prints
   fflush(stdout);
   pid_t pid = fork();
@@ -417,6 +420,16 @@ int main(int argc, char** argv) {
   unlink(P("d/gone"));
   CALL("fsync unlinked", fsync(ufd));
   close(ufd);
+
+  // A signal interrupts a blocking call: EINTR reaches the program, as natively.
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = OnAlarm;  // no SA_RESTART
+  sigaction(SIGALRM, &sa, NULL);
+  mkfifo(P("d/blocking"), 0600);
+  alarm(1);
+  Fd("open fifo, interrupted", open(P("d/blocking"), O_RDONLY));  // no writer: blocks until the alarm
+  alarm(0);
 
   // raw_syscall: system calls made directly
   Fd("syscall openat", (int)syscall(SYS_openat, AT_FDCWD, P("d/f"), O_RDONLY, 0));
