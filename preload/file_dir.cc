@@ -223,16 +223,25 @@ int utime(const char* path, const struct utimbuf* times) {
   return UtimensAt(AT_FDCWD, path, ts, 0);
 }
 
-int mknod(const char* path, mode_t mode, dev_t dev) {
+int futimesat(int dirfd, const char* path, const struct timeval tv[2]) {
+  if (tv == nullptr) return UtimensAt(dirfd, path, nullptr, 0);
+  struct timespec ts[2] = {{tv[0].tv_sec, tv[0].tv_usec * 1000}, {tv[1].tv_sec, tv[1].tv_usec * 1000}};
+  return UtimensAt(dirfd, path, ts, 0);
+}
+
+int mknod(const char* path, mode_t mode, dev_t dev) { return mknodat(AT_FDCWD, path, mode, dev); }
+
+int mknodat(int dirfd, const char* path, mode_t mode, dev_t dev) {
   ONEBOX_REAL(mknodat);
   char buf[kMaxPathBytes];
-  Target t = Resolve(path, buf, sizeof buf);
-  if (!t.cluster) return real_mknodat(AT_FDCWD, t.NativePath(path), mode, dev);
+  Target t = Resolve(dirfd, path, buf, sizeof buf);
+  if (!t.cluster) return real_mknodat(t.NativeDirfd(dirfd), t.NativePath(path), mode, dev);
   if (t.err) return Fail(t.err);
   if (t.IsRoot() || t.dot_last) return Fail(EEXIST);
   return AtParent(t, [&](int p, const char* base) { return real_mknodat(p, base, mode, dev); });
 }
-int mkfifo(const char* path, mode_t mode) { return mknod(path, (mode & 07777) | S_IFIFO, 0); }
+int mkfifo(const char* path, mode_t mode) { return mknodat(AT_FDCWD, path, (mode & 07777) | S_IFIFO, 0); }
+int mkfifoat(int dirfd, const char* path, mode_t mode) { return mknodat(dirfd, path, (mode & 07777) | S_IFIFO, 0); }
 
 int chdir(const char* path) {
   char buf[kMaxPathBytes];

@@ -33,7 +33,8 @@
   X(file_dir, symlinkat) X(file_dir, chmod) X(file_dir, fchmodat) X(file_dir, chown)   \
   X(file_dir, lchown) X(file_dir, fchownat) X(file_dir, truncate)                      \
   X(file_dir, truncate64) X(file_dir, utimensat) X(file_dir, utimes) X(file_dir, utime) \
-  X(file_dir, mknod) X(file_dir, mkfifo) X(file_dir, chdir) X(file_dir, fchdir)        \
+  X(file_dir, futimesat) X(file_dir, mknod) X(file_dir, mknodat) X(file_dir, mkfifo)   \
+  X(file_dir, mkfifoat) X(file_dir, chdir) X(file_dir, fchdir)                         \
   X(file_dir, getcwd) X(file_dir, __getcwd_chk) X(file_dir, get_current_dir_name)      \
   X(file_xattr, getxattr) X(file_xattr, lgetxattr) X(file_xattr, setxattr)              \
   X(file_xattr, lsetxattr) X(file_xattr, listxattr) X(file_xattr, llistxattr)           \

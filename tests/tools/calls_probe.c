@@ -285,6 +285,13 @@ int main(int argc, char** argv) {
   Out("mtime after utime", 0, "%ld", (long)st.st_mtime);
   CALL("mknod fifo", mknod(P("d/fifo"), S_IFIFO | 0600, 0));
   CALL("mkfifo", mkfifo(P("d/fifo2"), 0600));
+  CALL("mknodat", mknodat(AT_FDCWD, P("d/fifo3"), S_IFIFO | 0600, 0));
+  CALL("mkfifoat", mkfifoat(AT_FDCWD, P("d/fifo4"), 0600));
+  CALL("mkfifoat exists", mkfifoat(AT_FDCWD, P("d/fifo4"), 0600));
+  struct timeval ftv[2] = {{1700000000, 0}, {1700000001, 0}};
+  CALL("futimesat", futimesat(AT_FDCWD, P("d/f"), ftv));
+  stat(P("d/f"), &st);
+  Out("mtime after futimesat", 0, "%ld", (long)st.st_mtime);
   St("fifo", lstat(P("d/fifo2"), &st), &st);
   char* cwd0 = getcwd(NULL, 0);
   CALL("chdir", chdir(P("d")));
