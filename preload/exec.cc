@@ -85,12 +85,14 @@ bool PathHasClusterDirs(const char* path_env) {
   return false;
 }
 
-// execvpe with PATH searched here, as glibc does it (EACCES remembered, a
-// file without a known format run by /bin/sh).
-int ExecvpeSearch(const char* file, char* const argv[], char* const envp[], const char* path_env) {
+// PATH searched here, as glibc does it: attempt(candidate) for each entry (an
+// empty one is the cwd) returns 0 or an errno; a missing file moves on, a
+// permission error is remembered (EACCES), anything else ends the search.
+template <class Attempt>
+int SearchPath(const char* path_env, const char* file, Attempt attempt) {
   bool saw_eacces = false;
   size_t flen = strlen(file);
-  for (const char* p = path_env;; ) {
+  for (const char* p = path_env;;) {
     const char* end = strchr(p, ':');
     size_t len = end ? static_cast<size_t>(end - p) : strlen(p);
     char cand[kMaxPathBytes];
@@ -102,25 +104,32 @@ int ExecvpeSearch(const char* file, char* const argv[], char* const envp[], cons
         cand[len] = '/';
         memcpy(cand + len + 1, file, flen + 1);
       }
-      ExecvePath(cand, argv, envp);
-      if (errno == ENOEXEC) {
-        size_t argc = 0;
-        while (argv[argc]) ++argc;
-        char** sh_argv = static_cast<char**>(alloca((argc + 2) * sizeof(char*)));
-        sh_argv[0] = const_cast<char*>("/bin/sh");
-        sh_argv[1] = cand;
-        for (size_t i = 1; i <= argc; ++i) sh_argv[i + 1] = argv[i];
-        ExecvePath("/bin/sh", sh_argv, envp);
-        return -1;
-      }
-      if (errno == EACCES) saw_eacces = true;
-      else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV && errno != ETIMEDOUT)
-        return -1;
+      int r = attempt(cand);
+      if (r == EACCES) saw_eacces = true;
+      else if (r != ENOENT && r != ENOTDIR && r != ESTALE && r != ENODEV && r != ETIMEDOUT) return r;
     }
     if (!end) break;
     p = end + 1;
   }
-  return Fail(saw_eacces ? EACCES : ENOENT);
+  return saw_eacces ? EACCES : ENOENT;
+}
+
+// execvpe with PATH searched here (a file of no known format runs under /bin/sh).
+int ExecvpeSearch(const char* file, char* const argv[], char* const envp[], const char* path_env) {
+  return Fail(SearchPath(path_env, file, [&](char* cand) {
+    ExecvePath(cand, argv, envp);  // returns only on failure
+    if (errno == ENOEXEC) {
+      size_t argc = 0;
+      while (argv[argc]) ++argc;
+      char** sh_argv = static_cast<char**>(alloca((argc + 2) * sizeof(char*)));
+      sh_argv[0] = const_cast<char*>("/bin/sh");
+      sh_argv[1] = cand;
+      for (size_t i = 1; i <= argc; ++i) sh_argv[i + 1] = argv[i];
+      ExecvePath("/bin/sh", sh_argv, envp);
+      return errno == ENOENT || errno == ENOTDIR ? ENOEXEC : errno;  // the search ends here
+    }
+    return errno;
+  }));
 }
 
 int ExecvpeImpl(const char* file, char* const argv[], char* const envp[]) {
@@ -205,30 +214,8 @@ int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t*
   const char* path_env = getenv("PATH");
   if (path_env == nullptr) path_env = "/bin:/usr/bin";
   if (!PathHasClusterDirs(path_env)) return real_posix_spawnp(pid, file, actions, attr, argv, envp);
-  // Each candidate along PATH in turn, as glibc does: a missing file (or one
-  // not executable, remembered as EACCES) moves on; an empty entry is the cwd.
-  size_t flen = strlen(file);
-  bool saw_eacces = false;
-  for (const char* p = path_env;;) {
-    const char* end = strchr(p, ':');
-    size_t len = end ? static_cast<size_t>(end - p) : strlen(p);
-    char cand[kMaxPathBytes];
-    if (len + 1 + flen + 1 <= sizeof cand) {
-      if (len == 0) {
-        memcpy(cand, file, flen + 1);
-      } else {
-        memcpy(cand, p, len);
-        cand[len] = '/';
-        memcpy(cand + len + 1, file, flen + 1);
-      }
-      int r = SpawnPath(pid, cand, actions, attr, argv, envp);
-      if (r == EACCES) saw_eacces = true;
-      else if (r != ENOENT && r != ENOTDIR && r != ESTALE && r != ENODEV && r != ETIMEDOUT) return r;
-    }
-    if (!end) break;
-    p = end + 1;
-  }
-  return saw_eacces ? EACCES : ENOENT;
+  return SearchPath(path_env, file,
+                    [&](char* cand) { return SpawnPath(pid, cand, actions, attr, argv, envp); });
 }
 
 // dlopen of a path with a "/" (kept out of line: dlopen itself must stay a

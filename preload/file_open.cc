@@ -73,6 +73,15 @@ bool FopenFlags(const char* mode, int* flags) {
   return true;
 }
 
+// The fd stdio wraps for a cluster path opened with an fopen mode string;
+// -1 with errno on failure.
+int OpenForStdio(const Target& t, const char* mode) {
+  int flags;
+  if (!FopenFlags(mode, &flags)) return Fail(EINVAL);
+  if (t.err) return Fail(t.err);
+  return TrackViewFd(OpenInView(t, flags, 0666));
+}
+
 // fopen of a cluster path: open it in the view, then wrap the fd. nullptr when
 // path is not a cluster path (*handled false).
 FILE* FopenCluster(const char* path, const char* mode, bool* handled) {
@@ -82,16 +91,7 @@ FILE* FopenCluster(const char* path, const char* mode, bool* handled) {
   if (!*handled) return nullptr;
   ONEBOX_REAL(fopen);
   if (!t.cluster) return real_fopen(t.native, mode);
-  int flags;
-  if (!FopenFlags(mode, &flags)) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  if (t.err) {
-    errno = t.err;
-    return nullptr;
-  }
-  int fd = TrackViewFd(OpenInView(t, flags, 0666));
+  int fd = OpenForStdio(t, mode);
   if (fd < 0) return nullptr;
   FILE* f = fdopen(fd, mode);
   if (f == nullptr) {
@@ -220,16 +220,7 @@ static FILE* FreopenImpl(const char* path, const char* mode, FILE* stream, bool 
   char buf[kMaxPathBytes];
   Target t = path ? Resolve(path, buf, sizeof buf) : Target{};
   if (!t.cluster) return real(t.NativePath(path), mode, stream);
-  int flags;
-  if (!FopenFlags(mode, &flags)) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  if (t.err) {
-    errno = t.err;
-    return nullptr;
-  }
-  int fd = OpenInView(t, flags, 0666);
+  int fd = OpenForStdio(t, mode);
   if (fd < 0) return nullptr;
   char link[64];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
