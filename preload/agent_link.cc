@@ -1,8 +1,9 @@
 // The shim's connection to its agent: made on the first cluster call (Hello:
-// which root, where the view is), checked for life before every cluster call
-// (one non-blocking poll), remade when the agent comes back, dropped in a
-// forked child. Without an agent, cluster calls fail at once with ENOTCONN and
-// the process says so on stderr once.
+// which root, where the view is), checked for life at most every 10 ms (one
+// non-blocking poll), remade when the agent comes back, dropped in a forked
+// child, never recorded by a vfork child. Without an agent, cluster calls fail
+// at once with ENOTCONN and the process says so on stderr once. fsync's
+// Publish uses a connection of its own.
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
