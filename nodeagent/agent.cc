@@ -22,6 +22,7 @@
 
 #include "grpc/health/v1/health.pb.h"
 #include "nodeagent/grpc_services.h"
+#include "nodeagent/membership.h"
 #include "nodeagent/shim_server.h"
 #include "nodeagent/view_recorder.h"
 #include "naming/cluster_path.h"
@@ -161,7 +162,9 @@ int RunAgent(const AgentOptions& opt) {
   info.socket_path = opt.socket;
   info.started = std::chrono::steady_clock::now();
   info.set_grpc_address(opt.listen);
-  ClusterService cluster(info, **store);
+  Membership members(**store, *identity, opt.listen, opt.join);
+  ClusterService cluster(info, **store, members);
+  PeerService peer(members);
   auto store_service = std::make_unique<StoreService>(**store);
   auto namespace_service = std::make_unique<NamespaceService>(**store);
 
@@ -178,6 +181,7 @@ int RunAgent(const AgentOptions& opt) {
   builder.RegisterService(&cluster);
   builder.RegisterService(store_service.get());
   builder.RegisterService(namespace_service.get());
+  builder.RegisterService(&peer);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) return Fail(Status::Unavailable(fmt::format("cannot listen on {}", opt.listen)));
   if (hostport->second == 0) {
@@ -238,8 +242,10 @@ int RunAgent(const AgentOptions& opt) {
     return Fail(shim.status());
   }
 
+  members.set_address(info.grpc_address());
+  members.Start();
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store", "onebox.v1.Namespace"})
+  for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store", "onebox.v1.Namespace", "onebox.v1.Peer"})
     health->SetServingStatus(svc, true);
   health->SetServingStatus(true);
   spdlog::info("agent {} (node {}) serving gRPC on {} and the shim on {}; data dir {}", info.identity.name,
@@ -250,6 +256,7 @@ int RunAgent(const AgentOptions& opt) {
   }
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   health->SetServingStatus(false);
+  members.Stop();
   (*shim)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
   server->Wait();

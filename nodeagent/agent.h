@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace onebox {
 
@@ -14,6 +15,7 @@ struct AgentOptions {
   std::string listen = "127.0.0.1:7070";
   std::string socket = "/run/onebox/agent.sock";
   std::string log_level = "info";
+  std::vector<std::string> join;  // seed agents HOST:PORT to gossip with
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean

@@ -205,10 +205,12 @@ int CmdNodes(const ClientOptions& o) {
     c.PrintJson(r);
     return kExitOk;
   }
-  std::cout << fmt::format("{:<20} {:<16} {:<8} {:<22} {}\n", "NAME", "NODE ID", "STATE", "ADDRESS", "LOAD");
+  std::cout << fmt::format("{:<5} {:<20} {:<16} {:<8} {:<22} {}\n", "INDEX", "NAME", "NODE ID", "STATE", "ADDRESS",
+                           "LOAD");
   for (const v1::Node& n : r.nodes()) {
-    std::cout << fmt::format("{:<20} {:<16} {:<8} {:<22} {:.2f}{}\n", n.name(), n.node_id(), StateName(n.state()),
-                             n.address(), n.load().loadavg_1m(), n.self() ? "  (this node)" : "");
+    std::cout << fmt::format("{:<5} {:<20} {:<16} {:<8} {:<22} {:.2f}{}\n", n.index(), n.name(), n.node_id(),
+                             StateName(n.state()), n.address(), n.load().loadavg_1m(),
+                             n.self() ? "  (this node)" : "");
   }
   return kExitOk;
 }

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "naming/cluster_path.h"
+#include "nodeagent/membership.h"
 #include "nodeagent/view_recorder.h"
 
 #include <fmt/format.h>
@@ -65,6 +66,8 @@ grpc::Status CheckReadLevel(int level) {
   return grpc::Status::OK;
 }
 
+}  // namespace
+
 v1::NodeLoad ReadLoad() {
   v1::NodeLoad load;
   double avg[1] = {0};
@@ -82,6 +85,7 @@ v1::NodeLoad ReadLoad() {
   return load;
 }
 
+namespace {
 }  // namespace
 
 grpc::Status ToGrpc(const Status& s) {
@@ -115,6 +119,7 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
                                                  grpc::ByteBuffer* out) {
   return ServeUnary<v1::StatusRequest, v1::StatusResponse>(ctx, in, out, nullptr, [this](const auto&, v1::StatusResponse* r) {
     *r->mutable_node() = SelfNode(info_);
+    r->mutable_node()->set_index(members_.index());
     r->set_version(ONEBOX_VERSION);
     r->set_uptime_seconds(static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - info_.started).count()));
@@ -133,7 +138,16 @@ grpc::ServerUnaryReactor* ClusterService::ListNodes(grpc::CallbackServerContext*
                                                     grpc::ByteBuffer* out) {
   return ServeUnary<v1::ListNodesRequest, v1::ListNodesResponse>(
       ctx, in, out, nullptr, [this](const auto&, v1::ListNodesResponse* r) {
-        *r->add_nodes() = SelfNode(info_);
+        for (v1::Node& n : members_.Nodes()) *r->add_nodes() = std::move(n);
+        return grpc::Status::OK;
+      });
+}
+
+grpc::ServerUnaryReactor* PeerService::Gossip(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                              grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GossipRequest, v1::GossipResponse>(
+      ctx, in, out, nullptr, [this](const v1::GossipRequest& q, v1::GossipResponse* r) {
+        members_.OnGossip(q, r);
         return grpc::Status::OK;
       });
 }

@@ -15,6 +15,7 @@
 #include "nodeagent/work_pool.h"
 #include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
+#include "onebox/v1/peer.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 
 namespace onebox {
@@ -43,12 +44,17 @@ struct AgentInfo {
 };
 
 grpc::Status ToGrpc(const Status& s);
+// This machine's load (loadavg, CPUs, memory), as nodes report it.
+v1::NodeLoad ReadLoad();
 v1::Node SelfNode(const AgentInfo& info);
+
+class Membership;
 
 class ClusterService final
     : public v1::Cluster::WithRawCallbackMethod_Status<v1::Cluster::WithRawCallbackMethod_ListNodes<v1::Cluster::Service>> {
  public:
-  ClusterService(const AgentInfo& info, Store& store) : info_(info), store_(store) {}
+  ClusterService(const AgentInfo& info, Store& store, Membership& members)
+      : info_(info), store_(store), members_(members) {}
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -57,6 +63,18 @@ class ClusterService final
  private:
   const AgentInfo& info_;
   Store& store_;
+  Membership& members_;
+};
+
+// Peer: what agents say to each other (membership gossip).
+class PeerService final : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::Service> {
+ public:
+  explicit PeerService(Membership& members) : members_(members) {}
+  grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override;
+
+ private:
+  Membership& members_;
 };
 
 class StoreService final

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   cmd_agent->add_option("--listen", agent.listen, "gRPC address HOST:PORT (port 0 picks a free one)")
       ->capture_default_str();
   cmd_agent->add_option("--socket", agent.socket, "Unix socket for the shim")->capture_default_str();
+  cmd_agent->add_option("--join", agent.join, "seed agents HOST:PORT[,HOST:PORT...] to join")->delimiter(',');
   cmd_agent->add_option("--log-level", agent.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

@@ -1,0 +1,172 @@
+#include "nodeagent/membership.h"
+
+#include <algorithm>
+#include <random>
+#include <set>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "nodeagent/grpc_services.h"
+
+namespace onebox {
+
+namespace {
+constexpr std::string_view kIndexMetaKey = "node/index";
+constexpr auto kGossipDeadline = std::chrono::milliseconds(500);
+}  // namespace
+
+Membership::Membership(Store& store, NodeIdentity self, std::string address, std::vector<std::string> seeds,
+                       MembershipOptions options)
+    : store_(store), self_(std::move(self)), address_(std::move(address)), seeds_(std::move(seeds)),
+      options_(options) {
+  if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) index_ = std::stoul(*idx);
+}
+
+Membership::~Membership() { Stop(); }
+
+void Membership::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Membership::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Membership::set_address(const std::string& address) {
+  std::lock_guard lock(mu_);
+  address_ = address;
+}
+
+v1::Member Membership::SelfLocked() {
+  v1::Member m;
+  m.set_node_id(NodeIdHex(self_.node_id));
+  m.set_name(self_.name);
+  m.set_address(address_);
+  m.set_index(index_.load());
+  m.set_heartbeat(store_.clock().Now());
+  *m.mutable_load() = ReadLoad();
+  return m;
+}
+
+void Membership::MergeLocked(const v1::Member& m) {
+  if (m.node_id() == NodeIdHex(self_.node_id) || m.node_id().size() != 16) return;
+  auto it = members_.find(m.node_id());
+  if (it == members_.end()) {
+    members_[m.node_id()] = Known{m, std::chrono::steady_clock::now()};
+    spdlog::info("member {} ({}) at {} joined", m.name(), m.node_id(), m.address());
+    return;
+  }
+  if (m.heartbeat() > it->second.member.heartbeat()) {
+    if (StateOf(it->second, std::chrono::steady_clock::now()) == v1::NODE_STATE_DEAD)
+      spdlog::info("member {} ({}) is back at {}", m.name(), m.node_id(), m.address());
+    it->second = Known{m, std::chrono::steady_clock::now()};
+  }
+}
+
+v1::NodeState Membership::StateOf(const Known& k, std::chrono::steady_clock::time_point now) const {
+  auto silent = now - k.heard;
+  if (silent < options_.suspect_after) return v1::NODE_STATE_ALIVE;
+  if (silent < options_.dead_after) return v1::NODE_STATE_SUSPECT;
+  return v1::NODE_STATE_DEAD;
+}
+
+void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp) {
+  std::lock_guard lock(mu_);
+  MergeLocked(req.from());
+  for (const v1::Member& m : req.members()) MergeLocked(m);
+  *resp->add_members() = SelfLocked();
+  for (auto& [id, k] : members_) *resp->add_members() = k.member;
+}
+
+std::vector<v1::Node> Membership::Nodes() {
+  std::lock_guard lock(mu_);
+  auto now = std::chrono::steady_clock::now();
+  std::vector<v1::Node> nodes;
+  v1::Member me = SelfLocked();
+  auto to_node = [](const v1::Member& m, v1::NodeState state, bool self) {
+    v1::Node n;
+    n.set_name(m.name());
+    n.set_node_id(m.node_id());
+    n.set_address(m.address());
+    n.set_state(state);
+    *n.mutable_load() = m.load();
+    n.set_self(self);
+    n.set_index(m.index());
+    return n;
+  };
+  nodes.push_back(to_node(me, v1::NODE_STATE_ALIVE, true));
+  for (auto& [id, k] : members_) nodes.push_back(to_node(k.member, StateOf(k, now), false));
+  std::sort(nodes.begin(), nodes.end(), [](const v1::Node& a, const v1::Node& b) { return a.name() < b.name(); });
+  return nodes;
+}
+
+void Membership::ChooseIndexLocked() {
+  // Taken: every index a member (dead ones too) holds. We keep ours unless a
+  // member of lower node id holds it too; then we pick again.
+  std::set<uint32_t> taken;
+  bool conflict = false;
+  for (auto& [id, k] : members_) {
+    taken.insert(k.member.index());
+    if (k.member.index() == index_.load() && index_.load() != 0 && id < NodeIdHex(self_.node_id)) conflict = true;
+  }
+  if (index_.load() != 0 && !conflict) return;
+  uint32_t pick = 1;
+  while (taken.count(pick)) ++pick;
+  if (conflict) spdlog::warn("node index {} is also held by a member of lower id; taking {}", index_.load(), pick);
+  index_ = pick;
+  (void)store_.PutMeta(kIndexMetaKey, std::to_string(pick), /*sync=*/true);
+  spdlog::info("node index {}", pick);
+}
+
+v1::Peer::Stub* Membership::StubFor(const std::string& address) {
+  auto& stub = stubs_[address];
+  if (!stub) stub = v1::Peer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  return stub.get();
+}
+
+void Membership::Loop() {
+  std::mt19937 rng(std::random_device{}());
+  for (;;) {
+    std::vector<std::string> targets;
+    v1::GossipRequest req;
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, options_.round, [this] { return stopping_; })) return;
+      // Our index once we have heard from the cluster (or have no one to ask).
+      if (rounds_ >= 2 || seeds_.empty() || !members_.empty()) ChooseIndexLocked();
+      ++rounds_;
+      *req.mutable_from() = SelfLocked();
+      std::vector<std::string> others;
+      for (auto& [id, k] : members_) {
+        *req.add_members() = k.member;
+        if (k.member.address() != address_) others.push_back(k.member.address());
+      }
+      std::shuffle(others.begin(), others.end(), rng);
+      if (others.size() > static_cast<size_t>(options_.fanout)) others.resize(options_.fanout);
+      targets = others;
+      for (const std::string& s : seeds_)
+        if (s != address_ && std::find(targets.begin(), targets.end(), s) == targets.end()) targets.push_back(s);
+    }
+    for (const std::string& target : targets) {
+      v1::Peer::Stub* stub;
+      {
+        std::lock_guard lock(mu_);
+        stub = StubFor(target);
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + kGossipDeadline);
+      v1::GossipResponse resp;
+      if (!stub->Gossip(&ctx, req, &resp).ok()) continue;  // down or unreachable: its heartbeat will tell
+      std::lock_guard lock(mu_);
+      for (const v1::Member& m : resp.members()) MergeLocked(m);
+    }
+  }
+}
+
+}  // namespace onebox
