@@ -10,6 +10,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/write_batch.h>
+#include <openssl/evp.h>
 
 namespace onebox {
 
@@ -282,6 +283,38 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   if (!s.ok()) return FromRocks(s, "apply");
   if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
   return true;
+}
+
+Result<std::string> Store::Digest(uint64_t* records) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  uint64_t count = 0;
+  Status st;
+  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount) && st.ok(); ++i) {
+    if (!kCfVersioned[i]) continue;
+    std::string name = kCfNames[i];
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(static_cast<Cf>(i))));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      // family, key and the encoded record (version, tombstone flag, value), each length-prefixed
+      for (std::string_view part : {std::string_view(name), std::string_view(it->key().data(), it->key().size()),
+                                    std::string_view(it->value().data(), it->value().size())}) {
+        std::string len = BE64(part.size());
+        EVP_DigestUpdate(ctx, len.data(), len.size());
+        EVP_DigestUpdate(ctx, part.data(), part.size());
+      }
+      ++count;
+    }
+    st = FromRocks(it->status(), "digest");
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_DigestFinal_ex(ctx, md, &n);
+  EVP_MD_CTX_free(ctx);
+  if (!st.ok()) return st;
+  if (records) *records = count;
+  std::string hex;
+  for (unsigned int i = 0; i < n; ++i) hex += fmt::format("{:02x}", md[i]);
+  return hex;
 }
 
 Status Store::ForEachRecord(const std::function<void(std::string_view, const Record&)>& fn, Cf space) {

@@ -95,6 +95,10 @@ class Store {
   // held (or nothing is held). Returns whether it was kept. Raises the clock;
   // Unavailable when the record's timestamp is too far ahead of the wall clock.
   Result<bool> Apply(std::string_view key, const Record& record, bool sync, Cf space = Cf::kKv);
+  // A digest of every record of the versioned families (key, version,
+  // tombstone flag, value): equal on two nodes exactly when they hold the same
+  // records. SHA-256 over the records in key order, hex; O(records) per call.
+  Result<std::string> Digest(uint64_t* records = nullptr);
   // Every record of a versioned family, tombstones included, in key order.
   Status ForEachRecord(const std::function<void(std::string_view key, const Record&)>& fn, Cf space = Cf::kKv);
 

@@ -190,6 +190,7 @@ int CmdStatus(const ClientOptions& o) {
             << fmt::format("uptime     {}s\n", r.uptime_seconds())
             << fmt::format("clock      {}\n", hlc::Format(r.hlc()))
             << fmt::format("keys       ~{}\n", r.store().estimated_keys())
+            << fmt::format("digest     {} ({} records)\n", r.state_digest().substr(0, 16), r.records())
             << fmt::format("load       {:.2f} on {} cpus, {} MiB of {} MiB free\n", n.load().loadavg_1m(),
                            n.load().cpus(), n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20);
   return kExitOk;

@@ -130,6 +130,11 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
     r->mutable_store()->set_memtable_bytes(st.memtable_bytes);
     r->set_data_dir(info_.data_dir);
     r->set_socket_path(info_.socket_path);
+    uint64_t records = 0;
+    Result<std::string> digest = store_.Digest(&records);
+    if (!digest.ok()) return ToGrpc(digest.status());
+    r->set_state_digest(*digest);
+    r->set_records(records);
     return grpc::Status::OK;
   });
 }

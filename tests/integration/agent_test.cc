@@ -83,6 +83,9 @@ TEST_F(AgentTest, StoresOverGrpcAndKeepsDataAcrossRestart) {
   ASSERT_TRUE(v1::Cluster::NewStub(agent->channel())->Status(Ctx().get(), {}, &after).ok());
   EXPECT_EQ(after.node().node_id(), before.node().node_id()) << "node identity changed across restart";
   EXPECT_GE(after.hlc(), before.hlc()) << "clock went back across restart";
+  EXPECT_EQ(before.records(), 200u);
+  EXPECT_EQ(before.state_digest().size(), 64u);
+  EXPECT_EQ(after.state_digest(), before.state_digest()) << "same records after a restart, same digest";
   v1::PutRequest q;
   q.set_key("after-restart");
   v1::PutResponse pr;

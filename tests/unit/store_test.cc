@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -233,6 +234,7 @@ TEST(Store, LastWriterWinsConvergesUnderRandomOrders) {
     if (it == expected.end() || it->second.version < u.record.version) expected[u.key] = u.record;
     updates.push_back(u);
   }
+  std::set<std::string> digests;
   for (int round = 0; round < 8; ++round) {
     std::shuffle(updates.begin(), updates.end(), rng);
     TempDir dir;
@@ -250,7 +252,32 @@ TEST(Store, LastWriterWinsConvergesUnderRandomOrders) {
       t2.join();
     }
     EXPECT_EQ(Dump(*s), expected) << "round " << round;
+    Result<std::string> digest = s->Digest();
+    ASSERT_TRUE(digest.ok());
+    digests.insert(*digest);
   }
+  EXPECT_EQ(digests.size(), 1u) << "the same records must give the same digest, whatever the order";
+}
+
+TEST(Store, DigestChangesWithAnyRecord) {
+  TempDir dir;
+  auto s = OpenStore(dir.path());
+  uint64_t n = 0;
+  std::string empty = *s->Digest(&n);
+  EXPECT_EQ(n, 0u);
+  ASSERT_TRUE(s->Put("k", "v", false).ok());
+  std::string one = *s->Digest(&n);
+  EXPECT_EQ(n, 1u);
+  EXPECT_NE(one, empty);
+  ASSERT_TRUE(s->Put("k", "v", false).ok());  // same value, newer version: a different record
+  EXPECT_NE(*s->Digest(), one);
+  std::string before_ns = *s->Digest();
+  ASSERT_TRUE(s->Put("k", "v", false, Cf::kNs).ok());
+  EXPECT_NE(*s->Digest(), before_ns);
+  std::string before_delete = *s->Digest();
+  ASSERT_TRUE(s->Delete("k", false).ok());
+  EXPECT_NE(*s->Digest(&n), before_delete);
+  EXPECT_EQ(n, 2u);  // the tombstone is a record
 }
 
 TEST(Store, ConcurrentLocalWritesKeepTheLastVersion) {
