@@ -121,6 +121,12 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   store->default_cf_ = handles[0];
   store->handles_.assign(handles.begin() + 1, handles.end());
 
+  // The log continues after its last entry.
+  {
+    std::unique_ptr<rocksdb::Iterator> it(store->db_->NewIterator(rocksdb::ReadOptions(), store->cf(Cf::kLog)));
+    it->SeekToLast();
+    if (it->Valid()) store->log_seq_ = FromBE64(std::string_view(it->key().data(), it->key().size()));
+  }
   // Monotone across restarts: never issue a timestamp at or below one we wrote.
   std::string mark;
   s = store->db_->Get(rocksdb::ReadOptions(), store->cf(Cf::kMeta), kHlcMetaKey, &mark);
@@ -152,6 +158,36 @@ Status Store::CheckVersioned(Cf space) {
   return Status::Ok();
 }
 
+Status Store::AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded) {
+  std::string entry;
+  entry.push_back(static_cast<char>(space));
+  entry += BE64(key.size());
+  entry.append(key);
+  entry += encoded;
+  return FromRocks(batch.Put(cf(Cf::kLog), BE64(++log_seq_), entry), "log");
+}
+
+Result<std::vector<LogEntry>> Store::ReadLog(uint64_t after, size_t limit) {
+  std::vector<LogEntry> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(Cf::kLog)));
+  for (it->Seek(BE64(after + 1)); it->Valid() && out.size() < limit; it->Next()) {
+    std::string_view v(it->value().data(), it->value().size());
+    if (v.size() < 9) return Status::Corruption("short log entry");
+    LogEntry e;
+    e.seq = FromBE64(std::string_view(it->key().data(), it->key().size()));
+    e.space = static_cast<Cf>(static_cast<uint8_t>(v[0]));
+    uint64_t klen = FromBE64(v.substr(1, 8));
+    if (v.size() < 9 + klen) return Status::Corruption("short log entry");
+    e.key.assign(v.substr(9, klen));
+    Result<Record> r = DecodeRecord(v.substr(9 + klen));
+    if (!r.ok()) return r.status();
+    e.record = std::move(r).value();
+    out.push_back(std::move(e));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read log");
+  return out;
+}
+
 Result<Record> Store::ReadRecord(std::string_view key, Cf space) {
   std::string bytes;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(space), key, &bytes);
@@ -173,8 +209,11 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
   if (existed) *existed = old.ok() && !old->tombstone;
   Record tomb{{clock_.Now(), node_id_}, true, {}};
   rocksdb::WriteBatch batch;
-  rocksdb::Status s = batch.Put(cf(space), key, EncodeRecord(tomb));
+  std::string encoded = EncodeRecord(tomb);
+  rocksdb::Status s = batch.Put(cf(space), key, encoded);
   if (!s.ok()) return FromRocks(s, "delete");
+  std::lock_guard log_lock(log_mu_);
+  if (Status st = AppendLog(batch, space, key, encoded); !st.ok()) return st;
   if (Status st = Commit(batch, tomb.version.hlc, sync); !st.ok()) return st;
   return tomb.version;
 }
@@ -197,12 +236,15 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   Version version{clock_.Now(), node_id_};
   rocksdb::WriteBatch batch;
   Status st;
+  std::lock_guard log_lock(log_mu_);  // log order = commit order
   for (const Mutation& m : mutations) {
-    rocksdb::Status s = batch.Put(cf(m.space), m.key, EncodeRecord(Record{version, m.tombstone, m.value}));
+    std::string encoded = EncodeRecord(Record{version, m.tombstone, m.value});
+    rocksdb::Status s = batch.Put(cf(m.space), m.key, encoded);
     if (!s.ok()) {
       st = FromRocks(s, "write");
       break;
     }
+    if (st = AppendLog(batch, m.space, m.key, encoded); !st.ok()) break;
   }
   if (st.ok()) st = Commit(batch, version.hlc, sync);
   if (!st.ok()) return st;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -63,6 +64,14 @@ struct ScanPage {
   bool more = false;  // more live keys with the prefix follow the last entry
 };
 
+// A local write as the replication log keeps it.
+struct LogEntry {
+  uint64_t seq = 0;
+  Cf space = Cf::kKv;
+  std::string key;
+  Record record;
+};
+
 struct StoreStats {
   uint64_t estimated_keys = 0;
   uint64_t sst_bytes = 0;
@@ -102,6 +111,11 @@ class Store {
   // Every record of a versioned family, tombstones included, in key order.
   Status ForEachRecord(const std::function<void(std::string_view key, const Record&)>& fn, Cf space = Cf::kKv);
 
+  // The replication log: every local write of a versioned family, in order.
+  // Entries after `after`, at most `limit`.
+  Result<std::vector<LogEntry>> ReadLog(uint64_t after, size_t limit);
+  uint64_t LastLogSeq() const { return log_seq_.load(); }
+
   // Content chunks, addressed by their digest: immutable, so written without versions.
   Status PutChunk(std::string_view digest, std::string_view bytes);
   Result<std::string> GetChunk(std::string_view digest);
@@ -132,6 +146,9 @@ class Store {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
   std::array<std::mutex, 64> stripes_;
+  std::mutex log_mu_;  // log sequence numbers are taken and committed in order
+  std::atomic<uint64_t> log_seq_{0};
+  Status AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded);
 };
 
 }  // namespace onebox

@@ -23,6 +23,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "nodeagent/grpc_services.h"
 #include "nodeagent/membership.h"
+#include "nodeagent/replicator.h"
 #include "nodeagent/shim_server.h"
 #include "nodeagent/view_recorder.h"
 #include "naming/cluster_path.h"
@@ -164,7 +165,8 @@ int RunAgent(const AgentOptions& opt) {
   info.set_grpc_address(opt.listen);
   Membership members(**store, *identity, opt.listen, opt.join);
   ClusterService cluster(info, **store, members);
-  PeerService peer(members);
+  auto replicator = std::make_unique<Replicator>(**store, members, identity->node_id);
+  PeerService peer(members, *replicator);
   auto store_service = std::make_unique<StoreService>(**store);
   auto namespace_service = std::make_unique<NamespaceService>(**store);
 
@@ -244,6 +246,7 @@ int RunAgent(const AgentOptions& opt) {
 
   members.set_address(info.grpc_address());
   members.Start();
+  replicator->Start();
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store", "onebox.v1.Namespace", "onebox.v1.Peer"})
     health->SetServingStatus(svc, true);
@@ -256,6 +259,7 @@ int RunAgent(const AgentOptions& opt) {
   }
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   health->SetServingStatus(false);
+  replicator->Stop();
   members.Stop();
   (*shim)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);

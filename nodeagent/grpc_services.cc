@@ -6,6 +6,7 @@
 
 #include "naming/cluster_path.h"
 #include "nodeagent/membership.h"
+#include "nodeagent/replicator.h"
 #include "nodeagent/view_recorder.h"
 
 #include <fmt/format.h>
@@ -155,6 +156,13 @@ grpc::ServerUnaryReactor* PeerService::Gossip(grpc::CallbackServerContext* ctx, 
         members_.OnGossip(q, r);
         return grpc::Status::OK;
       });
+}
+
+grpc::ServerUnaryReactor* PeerService::Replicate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                 grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ReplicateRequest, v1::ReplicateResponse>(
+      ctx, in, out, &pool_,
+      [this](const v1::ReplicateRequest& q, v1::ReplicateResponse* r) { return replicator_.OnReplicate(q, r); });
 }
 
 grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,

@@ -66,15 +66,23 @@ class ClusterService final
   Membership& members_;
 };
 
-// Peer: what agents say to each other (membership gossip).
-class PeerService final : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::Service> {
+class Replicator;
+
+// Peer: what agents say to each other (membership gossip, replication).
+class PeerService final
+    : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<v1::Peer::Service>> {
  public:
-  explicit PeerService(Membership& members) : members_(members) {}
+  PeerService(Membership& members, Replicator& replicator)
+      : members_(members), replicator_(replicator), pool_(2, "onebox-peer") {}
   grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override;
 
  private:
   Membership& members_;
+  Replicator& replicator_;
+  WorkPool pool_;  // applying a batch writes to RocksDB
 };
 
 class StoreService final

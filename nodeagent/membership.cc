@@ -106,6 +106,15 @@ std::vector<v1::Node> Membership::Nodes() {
   return nodes;
 }
 
+std::vector<std::pair<std::string, std::string>> Membership::AliveOthers() {
+  std::lock_guard lock(mu_);
+  auto now = std::chrono::steady_clock::now();
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& [id, k] : members_)
+    if (StateOf(k, now) == v1::NODE_STATE_ALIVE) out.emplace_back(id, k.member.address());
+  return out;
+}
+
 void Membership::ChooseIndexLocked() {
   // Taken: every index a member (dead ones too) holds. We keep ours unless a
   // member of lower node id holds it too; then we pick again.

@@ -46,6 +46,8 @@ class Membership {
   void OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp);
   // Every member we know, ourselves included, with its state now.
   std::vector<v1::Node> Nodes();
+  // (node id, address) of every other member now alive.
+  std::vector<std::pair<std::string, std::string>> AliveOthers();
   uint32_t index() const { return index_.load(); }
   void set_address(const std::string& address);
 

@@ -316,6 +316,32 @@ TEST(Store, FamiliesAreSeparateAndOnlyVersionedOnesTakeRecords) {
   EXPECT_EQ(s->GetChunk("other").status().code(), Code::kNotFound);
 }
 
+TEST(Store, LogsLocalWritesInOrderAcrossRestarts) {
+  TempDir dir;
+  {
+    auto s = OpenStore(dir.path(), 5);
+    ASSERT_TRUE(s->Put("a", "1", false).ok());
+    ASSERT_TRUE(s->Write({{"b", false, "2", Cf::kKv}, {"n/x", false, "3", Cf::kNs}}, false).ok());
+    ASSERT_TRUE(s->Delete("a", false).ok());
+    // Records from elsewhere are not this node's writes: not logged.
+    ASSERT_TRUE(s->Apply("remote", Record{{s->clock().Now(), 9}, false, "r"}, false).ok());
+    EXPECT_EQ(s->LastLogSeq(), 4u);
+  }
+  auto s = OpenStore(dir.path(), 5);
+  EXPECT_EQ(s->LastLogSeq(), 4u);
+  ASSERT_TRUE(s->Put("c", "4", false).ok());
+  Result<std::vector<LogEntry>> log = s->ReadLog(0, 100);
+  ASSERT_TRUE(log.ok());
+  ASSERT_EQ(log->size(), 5u);
+  std::vector<std::string> keys;
+  for (const LogEntry& e : *log) keys.push_back(e.key);
+  EXPECT_EQ(keys, (std::vector<std::string>{"a", "b", "n/x", "a", "c"}));
+  EXPECT_EQ((*log)[2].space, Cf::kNs);
+  EXPECT_TRUE((*log)[3].record.tombstone);
+  EXPECT_EQ((*log)[4].seq, 5u);
+  EXPECT_EQ(s->ReadLog(3, 1)->front().key, "a");  // after seq 3, one entry
+}
+
 TEST(Store, RefusesZeroNodeIdAndUnwritablePath) {
   EXPECT_EQ(Store::Open({.path = "/tmp/x", .node_id = 0}).status().code(), Code::kInvalidArgument);
   EXPECT_FALSE(Store::Open({.path = "/proc/onebox-cannot-be-here", .node_id = 1}).ok());

@@ -1,0 +1,52 @@
+// Replication of the store between agents (the push half). Every local write
+// of a versioned family is in the store's replication log (same WriteBatch).
+// A pusher sends each member now alive the log entries after the last one it
+// acknowledged (kept in the store, so a restart resumes where it stopped), in
+// batches of up to 1000, every 100 ms; the receiver applies them with
+// last-writer-wins (Store::Apply), so order, duplicates and replays are
+// harmless. A member that was down or unreachable catches up when it is alive
+// again. Not yet: anti-entropy for what pushes cannot repair (a log entry
+// lost to a crash before its sync), log truncation, content hydration.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "consistency/store.h"
+#include "nodeagent/membership.h"
+#include "onebox/v1/peer.grpc.pb.h"
+
+namespace onebox {
+
+class Replicator {
+ public:
+  Replicator(Store& store, Membership& members, uint64_t self_node_id);
+  ~Replicator();
+  void Start();
+  void Stop();
+  // The Replicate RPC: apply a peer's batch.
+  grpc::Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);
+
+ private:
+  void Loop();
+  uint64_t Acked(const std::string& node_id);
+  void PushTo(const std::string& node_id, const std::string& address);
+
+  Store& store_;
+  Membership& members_;
+  std::string self_;
+  std::map<std::string, uint64_t> acked_;  // loop thread only
+  std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace onebox
