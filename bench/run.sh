@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build/bin/store_bench "$@"
 build/bin/shim_bench
+build/bin/cluster_bench

@@ -60,7 +60,7 @@ step "$ONEBOX" kv put greeting "hello from onebox"
 step "$ONEBOX" kv put config/replicas 2 --sync
 step "$ONEBOX" kv put config/zone eu-1
 step "$ONEBOX" kv scan config/
-echo; echo "# written on the first node, read on the third (replicated within ~100 ms)"
+echo; echo "# written on the first node, read on the third (replicated within milliseconds)"
 sleep 0.5
 step "$ONEBOX" --agent "127.0.0.1:$((PORT + 2))" kv get greeting
 step "$ONEBOX" --agent "127.0.0.1:$((PORT + 2))" status

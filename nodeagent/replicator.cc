@@ -10,7 +10,9 @@ namespace onebox {
 
 namespace {
 constexpr size_t kBatch = 1000;
-constexpr auto kRound = std::chrono::milliseconds(100);
+// How often the pusher looks for new log entries (one atomic load when there
+// are none): a write is on its way to every peer within this.
+constexpr auto kRound = std::chrono::milliseconds(5);
 constexpr auto kDeadline = std::chrono::seconds(2);
 std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_id; }
 }  // namespace
@@ -83,7 +85,9 @@ void Replicator::Loop() {
       std::unique_lock lock(mu_);
       if (cv_.wait_for(lock, kRound, [this] { return stopping_; })) return;
     }
-    for (auto& [node_id, address] : members_.AliveOthers()) PushTo(node_id, address);
+    uint64_t last = store_.LastLogSeq();
+    for (auto& [node_id, address] : members_.AliveOthers())
+      if (Acked(node_id) < last) PushTo(node_id, address);
   }
 }
 

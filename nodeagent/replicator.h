@@ -2,7 +2,7 @@
 // of a versioned family is in the store's replication log (same WriteBatch).
 // A pusher sends each member now alive the log entries after the last one it
 // acknowledged (kept in the store, so a restart resumes where it stopped), in
-// batches of up to 1000, every 100 ms; the receiver applies them with
+// batches of up to 1000, looking for new entries every 5 ms; the receiver applies them with
 // last-writer-wins (Store::Apply), so order, duplicates and replays are
 // harmless. A member that was down or unreachable catches up when it is alive
 // again. Not yet: anti-entropy for what pushes cannot repair (a log entry
