@@ -53,19 +53,26 @@ class ClusterTest : public ::testing::Test {
     return ::testing::AssertionFailure() << "states never became as wanted; last: " << last;
   }
 
+  // a, then b and c joining a; returns once each sees all three alive.
+  void StartThree() {
+    a = Agent("a");
+    ASSERT_TRUE(a->Start());
+    b = Agent("b", a->address());
+    c = Agent("c", a->address());
+    ASSERT_TRUE(b->Start());
+    ASSERT_TRUE(c->Start());
+    for (AgentProcess* agent : {a.get(), b.get(), c.get()}) ASSERT_TRUE(WaitForStates(*agent, all_alive, seconds(10)));
+  }
+
   TempDir dir_;
+  std::unique_ptr<AgentProcess> a, b, c;
+  const std::map<std::string, v1::NodeState> all_alive{
+      {"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_ALIVE}};
 };
 
 TEST_F(ClusterTest, JoinedAgentsListEachOtherThenNoticeAFailureAndARecovery) {
-  auto a = Agent("a");
-  ASSERT_TRUE(a->Start());
-  auto b = Agent("b", a->address());
-  auto c = Agent("c", a->address());
-  ASSERT_TRUE(b->Start());
-  ASSERT_TRUE(c->Start());
-  std::map<std::string, v1::NodeState> all_alive{
-      {"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_ALIVE}};
-  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) ASSERT_TRUE(WaitForStates(*agent, all_alive, seconds(10)));
+  StartThree();
+  if (HasFatalFailure()) return;
 
   // Indexes: chosen once gossip has settled, distinct, the same seen from anywhere.
   std::map<std::string, uint32_t> index_of;
@@ -137,9 +144,10 @@ std::string Digest(AgentProcess& a) {
   while (std::chrono::steady_clock::now() < deadline) {
     std::set<std::string> digests;
     last.clear();
-    for (AgentProcess* a : agents) {
-      digests.insert(Digest(*a));
-      last += Digest(*a).substr(0, 8) + " ";
+    for (AgentProcess* agent : agents) {
+      std::string d = Digest(*agent);
+      digests.insert(d);
+      last += d.substr(0, 8) + " ";
     }
     if (digests.size() == 1) return ::testing::AssertionSuccess();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -148,15 +156,8 @@ std::string Digest(AgentProcess& a) {
 }
 
 TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
-  auto a = Agent("a");
-  ASSERT_TRUE(a->Start());
-  auto b = Agent("b", a->address());
-  auto c = Agent("c", a->address());
-  ASSERT_TRUE(b->Start());
-  ASSERT_TRUE(c->Start());
-  std::map<std::string, v1::NodeState> all_alive{
-      {"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_ALIVE}};
-  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) ASSERT_TRUE(WaitForStates(*agent, all_alive, seconds(10)));
+  StartThree();
+  if (HasFatalFailure()) return;
 
   ASSERT_TRUE(Put(*a, "from/a", "1").ok());
   ASSERT_TRUE(Put(*b, "from/b", "2").ok());
