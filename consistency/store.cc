@@ -111,6 +111,13 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i) {
     rocksdb::ColumnFamilyOptions o = cf_options;
     if (static_cast<Cf>(i) == Cf::kMeta) o.merge_operator = std::make_shared<MaxMergeOperator>();
+    if (static_cast<Cf>(i) == Cf::kChunks) {
+      // Chunks (up to 1 MiB each) go to blob files: compaction moves only
+      // their keys, not the bytes again and again.
+      o.enable_blob_files = true;
+      o.min_blob_size = 4096;
+      o.write_buffer_size = 64 << 20;
+    }
     descriptors.emplace_back(kCfNames[i], o);
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -372,6 +379,11 @@ Status Store::ForEachRecord(const std::function<void(std::string_view, const Rec
 
 Status Store::PutChunk(std::string_view digest, std::string_view bytes) {
   return FromRocks(db_->Put(rocksdb::WriteOptions(), cf(Cf::kChunks), digest, bytes), "put chunk");
+}
+
+bool Store::HasChunk(std::string_view digest) {
+  rocksdb::PinnableSlice bytes;
+  return db_->Get(rocksdb::ReadOptions(), cf(Cf::kChunks), digest, &bytes).ok();
 }
 
 Result<std::string> Store::GetChunk(std::string_view digest) {

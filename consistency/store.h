@@ -119,6 +119,7 @@ class Store {
   // Content chunks, addressed by their digest: immutable, so written without versions.
   Status PutChunk(std::string_view digest, std::string_view bytes);
   Result<std::string> GetChunk(std::string_view digest);
+  bool HasChunk(std::string_view digest);
 
   // Small named values of the node itself (meta family).
   Result<std::string> GetMeta(std::string_view key);

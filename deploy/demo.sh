@@ -78,14 +78,23 @@ step $REFLECT call grpc.health.v1.Health/Check
 step $REFLECT call onebox.v1.Cluster/ListNodes
 
 echo; echo "# unmodified programs in /cluster, through onebox exec (LD_PRELOAD=libonebox.so)"
-echo "# (each node's /cluster is its own until replication lands: the multi-node issue)"
 step "$ONEBOX" --socket "$SOCK" exec -- bash -c '
   cd /cluster && mkdir -p demo && cd demo && pwd
   printf "#include <stdio.h>\nint main(void) { puts(\"hello from a program built in /cluster\"); return 0; }\n" > hello.c
   gcc -o hello hello.c && ./hello
   git init -q repo && cd repo && cp ../hello.c . && git add hello.c &&
     git -c user.email=demo@example.org -c user.name=demo commit -qm "first commit in /cluster" && git log --oneline
-  cd .. && tar -czf src.tgz hello.c repo && tar -tzf src.tgz | head -3 && ls -la'
+  cd .. && tar -czf src.tgz hello.c repo && tar -tzf src.tgz | head -3 && ls -la
+  echo "written on $(hostname) through the first node" > note.txt && sync note.txt'
+
+echo; echo "# the same files on the third node: listed, read, run, and the git history there too"
+echo "# (content lives on two nodes; the third fetches it from one of them when a program opens it)"
+sleep 1  # replication lag is milliseconds; the demo leaves a margin
+step "$ONEBOX" --socket "$WORK/agent-3.sock" exec -- bash -c '
+  cd /cluster/demo && ls -la && cat note.txt && ./hello && git -C repo log --oneline && sha256sum src.tgz'
+step "$ONEBOX" --socket "$SOCK" exec -- sha256sum /cluster/demo/src.tgz
+echo; echo "# every node holds the same namespace: the state digests agree"
+for n in 0 1 2; do "$ONEBOX" --agent "127.0.0.1:$((PORT + n))" status | grep -E "^(node|digest)"; done
 echo; echo "# what the agent recorded (Namespace service, through reflection)"
 step $REFLECT call onebox.v1.Namespace/List '{"path": "/cluster/demo"}'
 echo; echo "# without an agent, cluster calls fail fast; other paths are unaffected"

@@ -24,6 +24,10 @@
 #include "nodeagent/grpc_services.h"
 #include "nodeagent/membership.h"
 #include "nodeagent/replicator.h"
+#include "nodeagent/content.h"
+#include "nodeagent/state_page_owner.h"
+#include "nodeagent/view_materializer.h"
+#include "nodeagent/work_pool.h"
 #include "nodeagent/shim_server.h"
 #include "nodeagent/view_recorder.h"
 #include "naming/cluster_path.h"
@@ -154,8 +158,6 @@ int RunAgent(const AgentOptions& opt) {
   if (mkdir(view_root.c_str(), 0755) != 0 && errno != EEXIST)
     return Fail(Status::IOError(fmt::format("cannot create {}: {}", view_root, strerror(errno))));
   chmod(data_dir.c_str(), 0755);  // programs of every user reach the view through it
-  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view_root, **store);
-  if (!recorder.ok()) return Fail(recorder.status());
 
   AgentInfo info;
   info.identity = *identity;
@@ -163,10 +165,22 @@ int RunAgent(const AgentOptions& opt) {
   info.socket_path = opt.socket;
   info.started = std::chrono::steady_clock::now();
   info.set_grpc_address(opt.listen);
+  Result<StatePageOwner*> state_page = StatePageOwner::Create();
+  if (!state_page.ok()) return Fail(state_page.status());
   Membership members(**store, *identity, opt.listen, opt.join);
+  ContentTransfer content(**store, members, NodeIdHex(identity->node_id), opt.replication_factor);
+  // Peers' changes go into the view first, then the recorder follows it.
+  ViewMaterializer materializer(**store, content, (*state_page)->page());
+  if (Status s = materializer.Start(view_root); !s.ok()) return Fail(s);
+  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view_root, **store, &materializer);
+  if (!recorder.ok()) return Fail(recorder.status());
+
   ClusterService cluster(info, **store, members);
-  auto replicator = std::make_unique<Replicator>(**store, members, identity->node_id);
-  PeerService peer(members, *replicator);
+  auto replicator = std::make_unique<Replicator>(**store, members, content, identity->node_id,
+                                                 [&materializer](Cf space, const std::string& key) {
+                                                   if (space == Cf::kNs) materializer.Enqueue(key);
+                                                 });
+  PeerService peer(members, *replicator, content);
   auto store_service = std::make_unique<StoreService>(**store);
   auto namespace_service = std::make_unique<NamespaceService>(**store);
 
@@ -192,8 +206,12 @@ int RunAgent(const AgentOptions& opt) {
                                                               : fmt::format("[{}]:{}", host, bound_port));
   }
 
+  // fsync's Publish and open's Hydrate may take long: they are answered from here.
+  WorkPool shim_work(4, "onebox-shim");
+  int state_page_fd = (*state_page)->fd();
   Result<std::unique_ptr<ShimServer>> shim = ShimServer::Start(
-      opt.socket, [&info, &recorder](const PeerCred& peer, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+      opt.socket, [&](ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+        const PeerCred& peer = call.peer;
         switch (req.op_case()) {
           case v1::ShimRequest::kPing: {
             v1::PingResponse* p = resp->mutable_ping();
@@ -221,19 +239,43 @@ int RunAgent(const AgentOptions& opt) {
             }
             resp->mutable_hello()->set_view_root(*view);
             resp->mutable_hello()->set_node_name(info.identity.name);
+            resp->mutable_hello()->set_state_page(true);
+            call.attach_fd = state_page_fd;
             spdlog::debug("shim hello from pid {} ({}) for root {}", peer.pid, req.hello().program(), root.root());
             break;
           }
-          case v1::ShimRequest::kPublish: {
-            Result<uint64_t> size = (*recorder)->RecordNow(req.publish().path());
-            if (!size.ok()) {
-              resp->set_err(size.status().code() == Code::kInvalidArgument ? EINVAL : EIO);
-              resp->set_message(size.status().message());
-              break;
-            }
-            resp->mutable_publish()->set_size(*size);
+          case v1::ShimRequest::kPublish:
+            shim_work.Submit([&, path = req.publish().path(), reply = call.Defer()]() mutable {
+              v1::ShimResponse r;
+              Result<uint64_t> size = (*recorder)->RecordNow(path);
+              // Durable here; now on the write quorum (of the members known, dead ones included).
+              size_t replicas = std::min<size_t>(static_cast<size_t>(opt.replication_factor), members.KnownCount());
+              size_t quorum = opt.write_quorum > 0 ? static_cast<size_t>(opt.write_quorum) : replicas / 2 + 1;
+              quorum = std::min(quorum, members.KnownCount());
+              if (size.ok() && quorum > 1)
+                if (Status s = replicator->ReplicateNow(path, quorum - 1); !s.ok()) size = s;
+              if (size.ok()) {
+                r.mutable_publish()->set_size(*size);
+              } else {
+                r.set_err(size.status().code() == Code::kInvalidArgument ? EINVAL : EIO);
+                r.set_message(size.status().message());
+              }
+              reply.Send(std::move(r));
+            });
             break;
-          }
+          case v1::ShimRequest::kHydrate:
+            shim_work.Submit([&materializer, path = req.hydrate().path(), reply = call.Defer()]() mutable {
+              v1::ShimResponse r;
+              Result<uint64_t> size = materializer.Hydrate(path);
+              if (size.ok()) {
+                r.mutable_hydrate()->set_size(*size);
+              } else {
+                r.set_err(size.status().code() == Code::kNotFound ? ENOENT : EIO);
+                r.set_message(size.status().message());
+              }
+              reply.Send(std::move(r));
+            });
+            break;
           default:
             resp->set_err(ENOSYS);
             resp->set_message("unknown shim request");
@@ -261,6 +303,7 @@ int RunAgent(const AgentOptions& opt) {
   health->SetServingStatus(false);
   replicator->Stop();
   members.Stop();
+  shim_work.Drain();  // no answer is left for the shim server to deliver
   (*shim)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
   server->Wait();
@@ -268,6 +311,7 @@ int RunAgent(const AgentOptions& opt) {
   store_service.reset();  // drains its worker pool: no store work is left
   namespace_service.reset();
   (*recorder)->Stop();
+  materializer.Stop();
   store->reset();         // closes RocksDB: memtables are in the WAL, nothing is lost
   spdlog::info("agent {} stopped", info.identity.name);
   return 0;

@@ -16,6 +16,12 @@ struct AgentOptions {
   std::string socket = "/run/onebox/agent.sock";
   std::string log_level = "info";
   std::vector<std::string> join;  // seed agents HOST:PORT to gossip with
+  // Nodes that keep a copy of each file's content (the writer and RF-1 others).
+  int replication_factor = 2;
+  // Nodes on which fsync() makes a version durable before it returns; 0: a
+  // majority of the file's replicas (2 of 2 by default). Never more than the
+  // members known.
+  int write_quorum = 0;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean

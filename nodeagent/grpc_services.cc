@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "naming/cluster_path.h"
+#include "nodeagent/content.h"
 #include "nodeagent/membership.h"
 #include "nodeagent/replicator.h"
 #include "nodeagent/view_recorder.h"
@@ -163,6 +164,20 @@ grpc::ServerUnaryReactor* PeerService::Replicate(grpc::CallbackServerContext* ct
   return ServeUnary<v1::ReplicateRequest, v1::ReplicateResponse>(
       ctx, in, out, &pool_,
       [this](const v1::ReplicateRequest& q, v1::ReplicateResponse* r) { return replicator_.OnReplicate(q, r); });
+}
+
+grpc::ServerUnaryReactor* PeerService::FetchChunk(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                  grpc::ByteBuffer* out) {
+  return ServeUnary<v1::FetchChunkRequest, v1::FetchChunkResponse>(
+      ctx, in, out, &pool_,
+      [this](const v1::FetchChunkRequest& q, v1::FetchChunkResponse* r) { return content_.OnFetchChunk(q, r); });
+}
+
+grpc::ServerUnaryReactor* PeerService::PushChunks(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                  grpc::ByteBuffer* out) {
+  return ServeUnary<v1::PushChunksRequest, v1::PushChunksResponse>(
+      ctx, in, out, &pool_,
+      [this](const v1::PushChunksRequest& q, v1::PushChunksResponse* r) { return content_.OnPushChunks(q, r); });
 }
 
 grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,

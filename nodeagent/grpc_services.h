@@ -67,21 +67,28 @@ class ClusterService final
 };
 
 class Replicator;
+class ContentTransfer;
 
-// Peer: what agents say to each other (membership gossip, replication).
+// Peer: what agents say to each other (membership gossip, replication, content).
 class PeerService final
-    : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<v1::Peer::Service>> {
+    : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<
+          v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<v1::Peer::Service>>>> {
  public:
-  PeerService(Membership& members, Replicator& replicator)
-      : members_(members), replicator_(replicator), pool_(2, "onebox-peer") {}
+  PeerService(Membership& members, Replicator& replicator, ContentTransfer& content)
+      : members_(members), replicator_(replicator), content_(content), pool_(2, "onebox-peer") {}
   grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                       grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* FetchChunk(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                       grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* PushChunks(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                       grpc::ByteBuffer* out) override;
 
  private:
   Membership& members_;
   Replicator& replicator_;
+  ContentTransfer& content_;
   WorkPool pool_;  // applying a batch writes to RocksDB
 };
 

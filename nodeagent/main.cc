@@ -85,6 +85,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   cmd_agent->add_option("--socket", agent.socket, "Unix socket for the shim")->capture_default_str();
   cmd_agent->add_option("--join", agent.join, "seed agents HOST:PORT[,HOST:PORT...] to join")->delimiter(',');
+  cmd_agent->add_option("--replication-factor", agent.replication_factor,
+                        "nodes that keep a copy of each file's content (the writer included)")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  cmd_agent->add_option("--write-quorum", agent.write_quorum,
+                        "nodes on which fsync() makes a file durable before it returns (0: a majority of the replicas)")
+      ->check(CLI::Range(0, 16))
+      ->capture_default_str();
   cmd_agent->add_option("--log-level", agent.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

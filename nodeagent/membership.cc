@@ -13,6 +13,9 @@ namespace onebox {
 
 namespace {
 constexpr std::string_view kIndexMetaKey = "node/index";
+// The addresses of the members last known, so that a restarted node finds the
+// cluster even when its seeds are gone: asked only until some member answers.
+constexpr std::string_view kKnownMetaKey = "node/known-addresses";
 constexpr auto kGossipDeadline = std::chrono::milliseconds(500);
 }  // namespace
 
@@ -21,6 +24,14 @@ Membership::Membership(Store& store, NodeIdentity self, std::string address, std
     : store_(store), self_(std::move(self)), address_(std::move(address)), seeds_(std::move(seeds)),
       options_(options) {
   if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) index_ = std::stoul(*idx);
+  if (Result<std::string> known = store_.GetMeta(kKnownMetaKey); known.ok()) {
+    for (size_t pos = 0; pos < known->size();) {
+      size_t comma = std::min(known->find(',', pos), known->size());
+      std::string a = known->substr(pos, comma - pos);
+      if (!a.empty() && std::find(seeds_.begin(), seeds_.end(), a) == seeds_.end()) rejoin_.push_back(a);
+      pos = comma + 1;
+    }
+  }
 }
 
 Membership::~Membership() { Stop(); }
@@ -80,6 +91,7 @@ void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp
   std::lock_guard lock(mu_);
   MergeLocked(req.from());
   for (const v1::Member& m : req.members()) MergeLocked(m);
+  SaveKnownLocked();
   *resp->add_members() = SelfLocked();
   for (auto& [id, k] : members_) *resp->add_members() = k.member;
 }
@@ -113,6 +125,19 @@ std::vector<std::pair<std::string, std::string>> Membership::AliveOthers() {
   for (auto& [id, k] : members_)
     if (StateOf(k, now) == v1::NODE_STATE_ALIVE) out.emplace_back(id, k.member.address());
   return out;
+}
+
+size_t Membership::KnownCount() {
+  std::lock_guard lock(mu_);
+  return members_.size() + 1;
+}
+
+void Membership::SaveKnownLocked() {
+  std::string known;
+  for (auto& [id, k] : members_) known += (known.empty() ? "" : ",") + k.member.address();
+  if (members_.empty() || known == saved_known_) return;
+  (void)store_.PutMeta(kKnownMetaKey, known, /*sync=*/false);
+  saved_known_ = known;
 }
 
 void Membership::ChooseIndexLocked() {
@@ -161,6 +186,10 @@ void Membership::Loop() {
       targets = others;
       for (const std::string& s : seeds_)
         if (s != address_ && std::find(targets.begin(), targets.end(), s) == targets.end()) targets.push_back(s);
+      if (members_.empty())
+        for (const std::string& s : rejoin_)
+          if (s != address_ && std::find(targets.begin(), targets.end(), s) == targets.end()) targets.push_back(s);
+
     }
     for (const std::string& target : targets) {
       v1::Peer::Stub* stub;
@@ -174,6 +203,7 @@ void Membership::Loop() {
       if (!stub->Gossip(&ctx, req, &resp).ok()) continue;  // down or unreachable: its heartbeat will tell
       std::lock_guard lock(mu_);
       for (const v1::Member& m : resp.members()) MergeLocked(m);
+      SaveKnownLocked();
     }
   }
 }

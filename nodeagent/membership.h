@@ -6,7 +6,9 @@
 // 10 s dead (dead members stay listed). Each node picks a cluster-unique index
 // (the smallest positive integer no known member holds), keeps it in its store,
 // and gives it up only on a conflict with a member of lower node id, which can
-// happen only before the two have heard of each other.
+// happen only before the two have heard of each other. The members' addresses
+// are kept in the store: a restarted node asks them too until one answers, so
+// it finds the cluster even when its seeds are down.
 #pragma once
 
 #include <atomic>
@@ -48,6 +50,8 @@ class Membership {
   std::vector<v1::Node> Nodes();
   // (node id, address) of every other member now alive.
   std::vector<std::pair<std::string, std::string>> AliveOthers();
+  // Members we know of in any state, ourselves included.
+  size_t KnownCount();
   uint32_t index() const { return index_.load(); }
   void set_address(const std::string& address);
 
@@ -60,6 +64,8 @@ class Membership {
   void MergeLocked(const v1::Member& m);
   v1::Member SelfLocked();
   void ChooseIndexLocked();
+  // Keeps the members' addresses in the store when they changed (for rejoin).
+  void SaveKnownLocked();
   v1::NodeState StateOf(const Known& k, std::chrono::steady_clock::time_point now) const;
   v1::Peer::Stub* StubFor(const std::string& address);
 
@@ -67,6 +73,8 @@ class Membership {
   NodeIdentity self_;
   std::string address_;
   std::vector<std::string> seeds_;
+  std::vector<std::string> rejoin_;  // members known before a restart (loop thread only)
+  std::string saved_known_;          // under mu_
   MembershipOptions options_;
   std::atomic<uint32_t> index_{0};
   int rounds_ = 0;

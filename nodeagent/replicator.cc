@@ -1,10 +1,13 @@
 #include "nodeagent/replicator.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "naming/node_identity.h"
 #include "nodeagent/grpc_services.h"
+#include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
 
@@ -17,8 +20,13 @@ constexpr auto kDeadline = std::chrono::seconds(2);
 std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_id; }
 }  // namespace
 
-Replicator::Replicator(Store& store, Membership& members, uint64_t self_node_id)
-    : store_(store), members_(members), self_(NodeIdHex(self_node_id)) {}
+Replicator::Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id,
+                       AppliedFn on_applied)
+    : store_(store),
+      members_(members),
+      content_(content),
+      on_applied_(std::move(on_applied)),
+      self_(NodeIdHex(self_node_id)) {}
 
 Replicator::~Replicator() { Stop(); }
 
@@ -54,6 +62,21 @@ void Replicator::PushTo(const std::string& node_id, const std::string& address) 
       return;
     }
     if (entries->empty()) return;
+    // Content first: a holder that has every chunk puts the whole file in its view.
+    std::vector<std::string> chunks;
+    for (const LogEntry& e : *entries) {
+      v1::Inode inode;
+      if (e.space != Cf::kNs || e.record.tombstone || !inode.ParseFromString(e.record.value) ||
+          inode.type() != v1::FILE_TYPE_REGULAR || inode.chunks_size() == 0)
+        continue;
+      bool holder = false;
+      for (const auto& h : content_.Holders(e.key)) holder = holder || h.first == node_id;
+      if (holder) chunks.insert(chunks.end(), inode.chunks().begin(), inode.chunks().end());
+    }
+    if (Status s = content_.Push(address, chunks); !s.ok()) {
+      spdlog::debug("replication to {}: {}", node_id, s.message());
+      return;  // again next round
+    }
     v1::ReplicateRequest req;
     req.set_from_node_id(self_);
     for (const LogEntry& e : *entries) {
@@ -91,6 +114,43 @@ void Replicator::Loop() {
   }
 }
 
+Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
+  if (acks == 0) return Status::Ok();
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  if (!rec.ok()) return rec.status();
+  std::vector<std::string> chunks;
+  if (v1::Inode inode; inode.ParseFromString(rec->value)) chunks.assign(inode.chunks().begin(), inode.chunks().end());
+  std::vector<std::pair<std::string, std::string>> order = content_.Holders(path);
+  for (auto& member : members_.AliveOthers())
+    if (std::find(order.begin(), order.end(), member) == order.end()) order.push_back(member);
+  v1::ReplicateRequest req;
+  req.set_from_node_id(self_);
+  req.set_sync(true);
+  v1::LogRecord* r = req.add_records();
+  r->set_family(kCfNames[static_cast<size_t>(Cf::kNs)]);
+  r->set_key(path);
+  r->set_record(EncodeRecord(*rec));
+  size_t got = 0;
+  std::string why;
+  for (const auto& [node_id, address] : order) {
+    if (Status s = content_.Push(address, chunks); !s.ok()) {
+      why += fmt::format("; {}: {}", node_id, s.message());
+      continue;
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
+    v1::ReplicateResponse resp;
+    grpc::Status st = content_.StubFor(address)->Replicate(&ctx, req, &resp);
+    if (!st.ok()) {
+      why += fmt::format("; {}: {}", node_id, st.error_message());
+      continue;
+    }
+    if (++got >= acks) return Status::Ok();
+  }
+  return Status::Unavailable(fmt::format("durable on {} of the {} nodes the write quorum needs{}", got + 1, acks + 1,
+                                         why.empty() ? "; no other node is alive" : why));
+}
+
 grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
   uint64_t applied = 0;
   for (const v1::LogRecord& r : req.records()) {
@@ -101,9 +161,12 @@ grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::Replic
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", r.family()));
     Result<Record> record = DecodeRecord(r.record());
     if (!record.ok()) return ToGrpc(record.status());
-    Result<bool> won = store_.Apply(r.key(), *record, false, space);
+    Result<bool> won = store_.Apply(r.key(), *record, req.sync(), space);
     if (!won.ok()) return ToGrpc(won.status());  // e.g. a clock too far ahead: the sender retries
-    if (*won) ++applied;
+    if (*won) {
+      ++applied;
+      if (on_applied_) on_applied_(space, r.key());
+    }
   }
   resp->set_applied(applied);
   return grpc::Status::OK;

@@ -5,11 +5,14 @@
 // batches of up to 1000, looking for new entries every 5 ms; the receiver applies them with
 // last-writer-wins (Store::Apply), so order, duplicates and replays are
 // harmless. A member that was down or unreachable catches up when it is alive
-// again. Not yet: anti-entropy for what pushes cannot repair (a log entry
-// lost to a crash before its sync), log truncation, content hydration.
+// again. Before a batch, the content of its new files goes to the members that
+// should hold a copy (ContentTransfer::Holders), so they can put whole files
+// in their views. Not yet: anti-entropy for what pushes cannot repair (a log
+// entry lost to a crash before its sync), log truncation.
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "consistency/store.h"
+#include "nodeagent/content.h"
 #include "nodeagent/membership.h"
 #include "onebox/v1/peer.grpc.pb.h"
 
@@ -26,10 +30,16 @@ namespace onebox {
 
 class Replicator {
  public:
-  Replicator(Store& store, Membership& members, uint64_t self_node_id);
+  // on_applied(family, key) runs for every peer record that won here.
+  using AppliedFn = std::function<void(Cf, const std::string&)>;
+  Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id, AppliedFn on_applied);
   ~Replicator();
   void Start();
   void Stop();
+  // fsync(): sends path's current record (and its content) to other live
+  // members, holders first, until `acks` of them have applied it with a
+  // synced write. Unavailable, saying how far it got, when too few answer.
+  Status ReplicateNow(const std::string& path, size_t acks);
   // The Replicate RPC: apply a peer's batch.
   grpc::Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);
 
@@ -40,6 +50,8 @@ class Replicator {
 
   Store& store_;
   Membership& members_;
+  ContentTransfer& content_;
+  AppliedFn on_applied_;
   std::string self_;
   std::map<std::string, uint64_t> acked_;  // loop thread only
   std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;

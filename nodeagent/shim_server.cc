@@ -98,6 +98,8 @@ void ShimServer::Stop() {
 
 struct ShimServer::Connection {
   int fd = -1;
+  uint64_t serial = 0;
+  bool waiting = false;   // a deferred answer is due: serve nothing else meanwhile
   PeerCred peer;
   std::string in;         // bytes received, from in_pos on not yet parsed
   size_t in_pos = 0;
@@ -108,7 +110,7 @@ struct ShimServer::Connection {
 };
 
 bool ShimServer::Serve(Connection& c) {
-  while (c.in.size() - c.in_pos >= 4) {
+  while (!c.waiting && c.in.size() - c.in_pos >= 4) {
     const char* p = c.in.data() + c.in_pos;
     uint32_t len = 0;
     for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(p[i]);
@@ -125,15 +127,82 @@ bool ShimServer::Serve(Connection& c) {
     c.in_pos += 4 + size_t{len};
     v1::ShimResponse resp;
     resp.set_id(req.id());
-    handler_(c.peer, req, &resp);
-    uint32_t n = static_cast<uint32_t>(resp.ByteSizeLong());
-    for (int i = 0; i < 4; ++i) c.out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-    resp.AppendToString(&c.out);
+    ShimCall call(c.peer, this, c.fd, c.serial, req.id());
+    handler_(call, req, &resp);
+    if (call.deferred_) {
+      c.waiting = true;
+      break;
+    }
+    if (!Queue(c, resp, call.attach_fd)) return false;
     if (c.pending_out() > kMaxShimPendingOutBytes) break;  // let the client read first
   }
   c.in.erase(0, c.in_pos);  // once per call, not per frame
   c.in_pos = 0;
   return true;
+}
+
+bool ShimServer::Queue(Connection& c, const v1::ShimResponse& resp, int attach_fd) {
+  std::string frame;
+  uint32_t n = static_cast<uint32_t>(resp.ByteSizeLong());
+  for (int i = 0; i < 4; ++i) frame.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  resp.AppendToString(&frame);
+  if (attach_fd >= 0) {
+    ssize_t sent = -1;
+    if (c.pending_out() == 0) {  // the descriptor rides on the answer's first byte
+      iovec iov{frame.data(), frame.size()};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(cm), &attach_fd, sizeof(int));
+      do sent = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
+      while (sent < 0 && errno == EINTR);
+      if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
+    }
+    if (sent > 0) {
+      c.out.append(frame, static_cast<size_t>(sent), std::string::npos);
+      return true;
+    }
+    // Not sendable now: the answer goes without the descriptor, and says so.
+    if (resp.has_hello() && resp.hello().state_page()) {
+      v1::ShimResponse without = resp;
+      without.mutable_hello()->set_state_page(false);
+      return Queue(c, without, -1);
+    }
+  }
+  c.out += frame;
+  return true;
+}
+
+ShimReply ShimCall::Defer() {
+  deferred_ = true;
+  ShimReply r;
+  r.server_ = server_;
+  r.fd_ = fd_;
+  r.serial_ = serial_;
+  r.id_ = id_;
+  return r;
+}
+
+void ShimReply::Send(v1::ShimResponse resp) {
+  resp.set_id(id_);
+  if (server_ != nullptr) server_->Deliver(fd_, serial_, std::move(resp));
+  server_ = nullptr;
+}
+
+void ShimServer::Deliver(int fd, uint64_t serial, v1::ShimResponse resp) {
+  {
+    std::lock_guard lock(delivered_mu_);
+    delivered_.push_back({fd, serial, std::move(resp)});
+  }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
 }
 
 bool ShimServer::OnReadable(Connection& c) {
@@ -211,10 +280,22 @@ void ShimServer::Loop() {
       }
       Connection& c = conns[cfd];
       c.fd = cfd;
+      c.serial = next_serial_++;
       c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
       watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
       spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
     }
+  };
+
+  // Whether c still has something to do, and what to wait for on it.
+  auto rearm = [&](Connection& c) -> bool {
+    if (c.peer_closed && c.pending_out() == 0 && !c.waiting) return false;  // done with it
+    // Read only while the client keeps up with its answers and none is due; after EOF only write.
+    uint32_t want = 0;
+    if (!c.peer_closed && !c.waiting && c.pending_out() <= kMaxShimPendingOutBytes) want |= EPOLLIN;
+    if (c.pending_out() > 0) want |= EPOLLOUT;
+    watch(c.fd, want, EPOLL_CTL_MOD);
+    return true;
   };
 
   epoll_event events[64];
@@ -231,7 +312,25 @@ void ShimServer::Loop() {
     }
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
-      if (fd == wake_fd_) continue;
+      if (fd == wake_fd_) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t r = read(wake_fd_, &count, sizeof count);
+        std::vector<Delivered> ready;
+        {
+          std::lock_guard lock(delivered_mu_);
+          ready.swap(delivered_);
+        }
+        for (Delivered& d : ready) {
+          auto it = conns.find(d.fd);
+          if (it == conns.end() || it->second.serial != d.serial) continue;  // the client left meanwhile
+          Connection& c = it->second;
+          c.waiting = false;
+          bool ok = Queue(c, d.resp, -1) && Flush(c);
+          if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= 4) ok = Serve(c) && Flush(c);
+          if (!ok || !rearm(c)) drop(d.fd);
+        }
+        continue;
+      }
       if (fd == listen_fd_) {
         accept_all();
         continue;
@@ -241,20 +340,14 @@ void ShimServer::Loop() {
       Connection& c = it->second;
       bool ok = true;
       if (events[i].events & EPOLLERR) ok = false;
-      if (ok && !c.peer_closed && (events[i].events & (EPOLLIN | EPOLLHUP))) ok = OnReadable(c);
+      // Gone entirely while its answer is being prepared: nobody to give it to.
+      if (c.waiting && (events[i].events & EPOLLHUP)) ok = false;
+      if (ok && !c.peer_closed && !c.waiting && (events[i].events & (EPOLLIN | EPOLLHUP))) ok = OnReadable(c);
       if (ok) ok = Flush(c);
       // Frames held back while the client was behind are answered once it catches up.
       if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= 4) ok = Serve(c) && Flush(c);
       // Done with a client that closed its side once everything owed is sent.
-      if (!ok || (c.peer_closed && c.pending_out() == 0)) {
-        drop(fd);
-        continue;
-      }
-      // Read only while the client keeps up with its answers; after EOF only write.
-      uint32_t want = 0;
-      if (!c.peer_closed && c.pending_out() <= kMaxShimPendingOutBytes) want |= EPOLLIN;
-      if (c.pending_out() > 0) want |= EPOLLOUT;
-      watch(fd, want, EPOLL_CTL_MOD);
+      if (!ok || !rearm(c)) drop(fd);
     }
   }
   for (auto& [fd, c] : conns) close(fd);

@@ -2,7 +2,9 @@
 // programs of every local user can reach it) on which each message is a
 // protobuf (onebox.v1.ShimRequest / ShimResponse) after a 4-byte little-endian
 // length. The kernel's SO_PEERCRED tells who is on each connection; handlers
-// get it with every request. One epoll thread serves all connections.
+// get it with every request. One epoll thread serves all connections; a
+// request that may take long (fsync's Publish, a hydration) is answered later
+// from another thread (ShimCall::Defer), and its connection waits meanwhile.
 #pragma once
 
 #include <sys/types.h>
@@ -11,7 +13,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "consistency/status.h"
 #include "onebox/v1/shim.pb.h"
@@ -29,9 +34,44 @@ constexpr uint32_t kMaxShimFrameBytes = 16 << 20;
 // client catches up (back-pressure: a client that never reads costs at most this).
 constexpr size_t kMaxShimPendingOutBytes = 1 << 20;
 
+class ShimServer;
+
+// An answer to be given later, from any thread, exactly once.
+class ShimReply {
+ public:
+  void Send(v1::ShimResponse resp);
+
+ private:
+  friend class ShimServer;
+  friend struct ShimCall;
+  ShimServer* server_ = nullptr;
+  int fd_ = -1;
+  uint64_t serial_ = 0;  // of the connection: a reused fd number is not it
+  uint64_t id_ = 0;
+};
+
+// What a handler may do besides filling the response.
+struct ShimCall {
+  const PeerCred& peer;
+  int attach_fd = -1;  // send this descriptor with the answer (SCM_RIGHTS); not closed
+  // Answer later: the response given now is dropped, the connection reads no
+  // more requests until reply.Send().
+  ShimReply Defer();
+
+ private:
+  friend class ShimServer;
+  ShimCall(const PeerCred& p, ShimServer* s, int fd, uint64_t serial, uint64_t id)
+      : peer(p), server_(s), fd_(fd), serial_(serial), id_(id) {}
+  ShimServer* server_;
+  int fd_;
+  uint64_t serial_;
+  uint64_t id_;
+  bool deferred_ = false;
+};
+
 class ShimServer {
  public:
-  using Handler = std::function<void(const PeerCred&, const v1::ShimRequest&, v1::ShimResponse*)>;
+  using Handler = std::function<void(ShimCall&, const v1::ShimRequest&, v1::ShimResponse*)>;
 
   // Binds PATH (refusing one a live agent answers on, replacing a stale one)
   // and starts serving.
@@ -48,6 +88,12 @@ class ShimServer {
   bool OnReadable(Connection& c);
   bool Serve(Connection& c);
   bool Flush(Connection& c);
+  // Adds a framed response to c's output; with attach_fd, sends it at once
+  // with the descriptor when nothing else is queued (else without it: false).
+  bool Queue(Connection& c, const v1::ShimResponse& resp, int attach_fd);
+  friend class ShimReply;
+  void Deliver(int fd, uint64_t serial, v1::ShimResponse resp);  // any thread
+  void TakeDelivered(std::unordered_map<int, Connection>& conns, int ep);
 
   std::string path_;
   ino_t inode_;  // of our socket file: Stop() removes the path only if it is still ours
@@ -56,6 +102,14 @@ class ShimServer {
   Handler handler_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
+  uint64_t next_serial_ = 1;  // loop thread only
+  struct Delivered {
+    int fd;
+    uint64_t serial;
+    v1::ShimResponse resp;
+  };
+  std::mutex delivered_mu_;
+  std::vector<Delivered> delivered_;
 };
 
 }  // namespace onebox

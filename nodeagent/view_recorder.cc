@@ -47,10 +47,14 @@ v1::FileType TypeOf(mode_t m) {
   return v1::FILE_TYPE_OTHER;
 }
 
-// Same metadata and, for files, the same size and mtime: no new version needed.
+// Same metadata and, for files and symlinks, the same size and mtime: no new
+// version needed. A directory's mtime is each node's own (it moves whenever an
+// entry comes or goes there): it is recorded when the directory is, never a
+// reason for a new version.
 bool SameState(const v1::Inode& a, const v1::Inode& b) {
   return a.type() == b.type() && a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() &&
-         a.size() == b.size() && a.mtime_ns() == b.mtime_ns() && a.symlink_target() == b.symlink_target();
+         a.size() == b.size() && (a.type() == v1::FILE_TYPE_DIRECTORY || a.mtime_ns() == b.mtime_ns()) &&
+         a.symlink_target() == b.symlink_target();
 }
 
 }  // namespace
@@ -59,7 +63,8 @@ std::string NsKey(std::string_view normalized_abs_path) {
   return std::string(normalized_abs_path.substr(normalized_abs_path.empty() ? 0 : 1));
 }
 
-Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& view_root, Store& store) {
+Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& view_root, Store& store,
+                                                          ViewMaterializer* materializer) {
   int root_fd = open(view_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0) return Status::IOError(fmt::format("open view {}: {}", view_root, strerror(errno)));
   int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -74,14 +79,21 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   // The marker by which a shim whose cwd is in the view recognizes the view root.
   int marker = openat(root_fd, kViewMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (marker >= 0) close(marker);
-  std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store));
+  std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store, materializer));
   r->FullScan();
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
 }
 
-ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store)
-    : view_root_(std::move(view_root)), root_fd_(root_fd), inotify_fd_(inotify_fd), wake_fd_(wake_fd), store_(store) {}
+ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
+                           ViewMaterializer* materializer)
+    : view_root_(std::move(view_root)),
+      root_fd_(root_fd),
+      inotify_fd_(inotify_fd),
+      wake_fd_(wake_fd),
+      store_(store),
+      materializer_(materializer),
+      record_mu_(materializer ? materializer->view_mutex() : own_mu_) {}
 
 ViewRecorder::~ViewRecorder() { Stop(); }
 
@@ -333,6 +345,10 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     close(fd);
     return -1;
   }
+  if (materializer_ != nullptr && materializer_->IsOurs(path, fd, st)) {
+    close(fd);  // a peer's version, put here as recorded: nothing new
+    return S_ISREG(st.st_mode) ? static_cast<int64_t>(st.st_size) : 0;
+  }
   v1::Inode inode;
   inode.set_type(TypeOf(st.st_mode));
   inode.set_mode(st.st_mode & 07777);
@@ -373,6 +389,7 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
 
 void ViewRecorder::TombstonePath(const std::string& path) {
   std::lock_guard lock(record_mu_);
+  if (materializer_ != nullptr) materializer_->Gone(path);
   std::vector<std::string> keys{path};
   std::string after;
   for (;;) {  // everything below a removed directory goes with it
@@ -390,6 +407,9 @@ void ViewRecorder::TombstonePath(const std::string& path) {
 
 void ViewRecorder::FullScan() {
   ++rescans_;
+  // What peers sent must be in the view before "not in the view" can mean "removed here".
+  if (materializer_ != nullptr) materializer_->Drain();
+  HlcTimestamp scan_start = store_.clock().Last();
   std::unordered_map<std::string, bool> seen;
   WatchTree("", &seen);
   // What the store holds but the view no longer has was removed while we were not looking.
@@ -410,6 +430,8 @@ void ViewRecorder::FullScan() {
       close(fd);
       continue;
     }
+    // Written or applied from a peer since the scan began: not yet in the view, not removed.
+    if (Result<Record> r = store_.Get(k, Cf::kNs); r.ok() && r->version.hlc > scan_start) continue;
     TombstonePath(k);
   }
 }

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "consistency/store.h"
+#include "nodeagent/view_materializer.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -28,7 +29,10 @@ constexpr const char* kViewMarker = ".onebox-view";
 class ViewRecorder {
  public:
   // view_root must exist. Scans it, then follows its changes on a thread.
-  static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store);
+  // With a materializer, entries it put in the view are not recorded again,
+  // and recording takes its view mutex.
+  static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store,
+                                                     ViewMaterializer* materializer = nullptr);
   ~ViewRecorder();
   void Stop();
 
@@ -48,7 +52,8 @@ class ViewRecorder {
   uint64_t rescans() const { return rescans_; }
 
  private:
-  ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store);
+  ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
+               ViewMaterializer* materializer);
   void Loop();
   void HandleEvents(const char* buf, size_t len);
   // Watches dir (relative to the view root, "" for the root) and everything
@@ -72,7 +77,9 @@ class ViewRecorder {
   std::unordered_map<int, std::string> wd_to_dir_;
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> rescans_{0};
-  std::recursive_mutex record_mu_;  // RecordPath and TombstonePath, from any thread
+  ViewMaterializer* materializer_;
+  std::recursive_mutex own_mu_;
+  std::recursive_mutex& record_mu_;  // RecordPath and TombstonePath, from any thread
   bool stopping_ = false;
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.

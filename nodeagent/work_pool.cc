@@ -15,12 +15,23 @@ WorkPool::WorkPool(size_t threads, const std::string& name) {
           if (queue_.empty()) return;  // stopping, and nothing left
           task = std::move(queue_.front());
           queue_.pop_front();
+          ++running_;
         }
         task();
+        {
+          std::lock_guard lock(mu_);
+          --running_;
+        }
+        cv_.notify_all();
       }
     });
     pthread_setname_np(threads_.back().native_handle(), name.substr(0, 15).c_str());
   }
+}
+
+void WorkPool::Drain() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return queue_.empty() && running_ == 0; });
 }
 
 WorkPool::~WorkPool() {

@@ -20,12 +20,15 @@ class WorkPool {
   WorkPool& operator=(const WorkPool&) = delete;
 
   void Submit(std::function<void()> task);
+  // Returns once every task submitted so far has run.
+  void Drain();
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stopping_ = false;
+  size_t running_ = 0;
   std::vector<std::thread> threads_;
 };
 

@@ -3,10 +3,12 @@
 // non-blocking poll), remade when the agent comes back, dropped in a forked
 // child, never recorded by a vfork child. Without an agent, cluster calls fail
 // at once with ENOTCONN and the process says so on stderr once. fsync's
-// Publish uses a connection of its own.
+// Publish and open's Hydrate use a connection of their own. Hello's answer
+// brings the agent's state page (a sealed memfd), mapped read-only.
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
@@ -23,6 +25,7 @@
 #include <string>
 
 #include "naming/cluster_path.h"
+#include "nodeagent/state_page.h"
 #include "onebox/v1/shim.pb-c.h"
 #include "preload/link.h"
 #include "preload/shim.h"
@@ -52,6 +55,9 @@ size_t view_len = 0;
 ClusterRoot cluster_root;
 char socket_path[kMaxPathBytes] = "/run/onebox/agent.sock";
 std::atomic<bool> warned{false};
+// The agent's state page; nullptr when the agent sent none we could trust.
+std::atomic<const StatePage*> state_page{nullptr};
+void* state_page_map = nullptr;  // our one mapping of it: a new agent's page replaces it in place
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -108,13 +114,29 @@ bool SendAll(int fd, const std::string& data) {
   return true;
 }
 
-bool RecvFrame(int fd, std::string* body) {
+// Reads one frame. A descriptor sent with it (SCM_RIGHTS) goes to *fd_out
+// when given, else is closed.
+bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
   char hdr[4];
   size_t got = 0;
   while (got < 4) {
-    ssize_t n = recv(fd, hdr + got, 4 - got, 0);
+    iovec iov{hdr + got, 4 - got};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
+      if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+      int passed;
+      memcpy(&passed, CMSG_DATA(cm), sizeof passed);
+      if (fd_out != nullptr && *fd_out < 0) *fd_out = passed;
+      else RealClose(passed);
+    }
     got += static_cast<size_t>(n);
   }
   uint32_t len = 0;
@@ -134,20 +156,42 @@ bool RecvFrame(int fd, std::string* body) {
 // One request and its answer on fd (framed as the agent frames them). The
 // answer is freed by the caller (onebox__v1__shim_response__free_unpacked);
 // nullptr when the link failed.
-Onebox__V1__ShimResponse* RoundTrip(int fd, const Onebox__V1__ShimRequest& req) {
+Onebox__V1__ShimResponse* RoundTrip(int fd, const Onebox__V1__ShimRequest& req, int* fd_out = nullptr) {
   size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
   std::string frame(4 + body_len, '\0');
   for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
   onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
   std::string answer;
-  if (!SendAll(fd, frame) || !RecvFrame(fd, &answer)) return nullptr;
+  if (!SendAll(fd, frame) || !RecvFrame(fd, &answer, fd_out)) return nullptr;
   return onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
 }
 
+// Maps the agent's state page (read-only) at our one place for it, if the
+// memfd is what it must be: sealed so that nobody can shrink it under us or
+// write it but the agent. Otherwise open() keeps asking the file itself.
+void MapStatePage(int page_fd) {
+  constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+  struct stat st;
+  int seals = static_cast<int>(RealSyscall(SYS_fcntl, page_fd, F_GET_SEALS, 0));
+  bool sealed = seals >= 0 && (seals & kSeals) == kSeals && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
+  void* map = MAP_FAILED;
+  if (sealed && fstat(page_fd, &st) == 0 && st.st_size >= 4096)
+    map = mmap(state_page_map, 4096, PROT_READ, MAP_SHARED | (state_page_map ? MAP_FIXED : 0), page_fd, 0);
+  RealClose(page_fd);
+  if (map == MAP_FAILED || static_cast<const StatePage*>(map)->magic != StatePage::kMagic) {
+    state_page.store(nullptr);
+    return;
+  }
+  state_page_map = map;
+  state_page.store(static_cast<const StatePage*>(map));
+}
+
 // Connects to the agent and, when view_out is given, says Hello. On success
-// *fd_out is the connected socket and *view_out the view root. Only raw system
-// calls here: the interposed functions may need mu, which the caller holds.
-int Handshake(int* fd_out, std::string* view_out, int timeout_ms) {
+// *fd_out is the connected socket and *view_out the view root; with map_page,
+// the state page that came with the answer is mapped (never in a vfork child:
+// its mappings would be the parent's). Only raw system calls here: the
+// interposed functions may need mu, which the caller holds.
+int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page = false) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (strlen(socket_path) >= sizeof sa.sun_path) return ENAMETOOLONG;
@@ -181,14 +225,18 @@ int Handshake(int* fd_out, std::string* view_out, int timeout_ms) {
   req.id = 1;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_HELLO;
   req.hello = &hello;
-  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req);
+  int page_fd = -1;
+  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req, &page_fd);
   if (resp == nullptr || resp->op_case != ONEBOX__V1__SHIM_RESPONSE__OP_HELLO || resp->hello->view_root == nullptr) {
     int err = resp != nullptr && resp->err != 0 ? resp->err : EIO;
     if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
+    if (page_fd >= 0) RealClose(page_fd);
     RealClose(fd);
     Warn("hello", err);
     return ENOTCONN;
   }
+  if (page_fd >= 0 && map_page && resp->hello->state_page) MapStatePage(page_fd);
+  else if (page_fd >= 0) RealClose(page_fd);
   *view_out = resp->hello->view_root;
   onebox__v1__shim_response__free_unpacked(resp, nullptr);
   *fd_out = fd;
@@ -204,7 +252,7 @@ int ConnectLocked() {
   int saved = errno;
   int fd = -1;
   std::string view;
-  int err = Handshake(&fd, &view, kTimeoutMs);
+  int err = Handshake(&fd, &view, kTimeoutMs, /*map_page=*/true);
   if (err != 0) {
     errno = saved;
     return err;
@@ -326,28 +374,47 @@ int ViewFd() {
   return view_fd;
 }
 
-int Publish(const char* rel_path) {
-  // A connection of its own: the agent may hash for a while, and other threads'
-  // cluster calls (and fork) must not wait on mu meanwhile.
+// One request on a connection of its own: the agent may take a while (hash a
+// file, fetch one from a peer), and other threads' cluster calls (and fork)
+// must not wait on mu meanwhile. Returns 0 or an errno.
+int AskAlone(Onebox__V1__ShimRequest& req, int timeout_ms) {
   int saved = errno;
   int fd = -1;
-  int err = Handshake(&fd, nullptr, 60'000);
+  int err = Handshake(&fd, nullptr, timeout_ms);
   if (err != 0) return err;
-  Onebox__V1__PublishRequest publish = ONEBOX__V1__PUBLISH_REQUEST__INIT;
-  publish.path = const_cast<char*>(rel_path);
-  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.id = 2;
-  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_PUBLISH;
-  req.publish = &publish;
   Onebox__V1__ShimResponse* resp = RoundTrip(fd, req);
   RealClose(fd);
   int result = EIO;
   if (resp != nullptr) {
-    result = resp->err != 0 ? resp->err : (resp->op_case == ONEBOX__V1__SHIM_RESPONSE__OP_PUBLISH ? 0 : EIO);
+    result = resp->err != 0 ? resp->err : (static_cast<int>(resp->op_case) == static_cast<int>(req.op_case) ? 0 : EIO);
     onebox__v1__shim_response__free_unpacked(resp, nullptr);
   }
   errno = saved;
   return result;
+}
+
+int Publish(const char* rel_path) {
+  Onebox__V1__PublishRequest publish = ONEBOX__V1__PUBLISH_REQUEST__INIT;
+  publish.path = const_cast<char*>(rel_path);
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_PUBLISH;
+  req.publish = &publish;
+  return AskAlone(req, 60'000);
+}
+
+int Hydrate(const char* rel_path) {
+  Onebox__V1__HydrateRequest hydrate = ONEBOX__V1__HYDRATE_REQUEST__INIT;
+  hydrate.path = const_cast<char*>(rel_path);
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_HYDRATE;
+  req.hydrate = &hydrate;
+  return AskAlone(req, 600'000);
+}
+
+bool MayBeStubs() {
+  const StatePage* page = state_page.load(std::memory_order_acquire);
+  return page == nullptr || page->stubs.load(std::memory_order_relaxed) != 0;
 }
 
 std::string_view ViewRoot() { return {view_root, view_len}; }

@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "naming/cluster_path.h"
+#include "nodeagent/state_page.h"
 #include "preload/link.h"
 #include "preload/shim.h"
 
@@ -266,9 +267,54 @@ int OpenWithResolve(int dirfd, const char* name, int flags, mode_t mode, uint64_
   }
 }
 
-int OpenInView(const Target& t, int flags, mode_t mode) {
-  return OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+namespace {
+
+// fd is open on a cluster file. If it is a stub (its content is on other
+// nodes), asks the agent to bring the content and closes fd: 1 means open
+// again, -1 failed (errno). 0: not a stub, fd kept.
+int BringContent(int fd, bool o_path) {
+  char proc[32];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  long marked = o_path ? RealSyscall(SYS_getxattr, proc, kStubXattr, nullptr, 0)
+                       : RealSyscall(SYS_fgetxattr, fd, kStubXattr, nullptr, 0);
+  if (marked < 0) return 0;  // ENODATA: whole content here
+  // The agent names files without symlinks: ask by where fd really is.
+  char real[kMaxPathBytes];
+  long n = RealSyscall(SYS_readlinkat, AT_FDCWD, proc, real, sizeof real - 1);
+  RealSyscall(SYS_close, fd);
+  std::string_view view = ViewRoot();
+  if (n <= 0 || static_cast<size_t>(n) <= view.size() + 1 || memcmp(real, view.data(), view.size()) != 0 ||
+      real[view.size()] != '/')
+    return Fail(EIO);
+  real[n] = '\0';
+  int err = Hydrate(real + view.size() + 1);
+  return err == 0 ? 1 : Fail(err);
 }
+
+// Opens t and, when the program will read what is in it, makes sure the
+// content is here first (a file that came from another node may be a stub).
+int OpenWithContent(const Target& t, int flags, mode_t mode, bool content) {
+  for (int attempt = 0;; ++attempt) {
+    int fd = OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    if (fd < 0 || !content || !MayBeStubs()) return fd;
+    int saved = errno;
+    int r = BringContent(fd, flags & O_PATH);
+    if (r < 0) return -1;
+    errno = saved;
+    if (r == 0) return fd;
+    if (attempt == 2) return Fail(EIO);  // replaced by a stub again and again
+  }
+}
+
+}  // namespace
+
+int OpenInView(const Target& t, int flags, mode_t mode) {
+  // O_PATH opens only name the file (stat and friends); O_TRUNC for writing drops the content anyway.
+  bool drops_content = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
+  return OpenWithContent(t, flags, mode, !(flags & (O_PATH | O_DIRECTORY)) && !drops_content);
+}
+
+int OpenProgramInView(const Target& t, int flags) { return OpenWithContent(t, flags | O_PATH, 0, true); }
 
 int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base) {
   if (t.dot_last) return Fail(EINVAL);  // callers answer these first (DotLastErrno in file_dir.cc)

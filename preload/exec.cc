@@ -30,7 +30,7 @@ namespace {
 
 // Opens the cluster program t for exec; writes its /proc/self/fd path to proc.
 int OpenForExec(const Target& t, char* proc, size_t cap) {
-  int fd = OpenInView(t, O_PATH, 0);  // no O_CLOEXEC: a script's interpreter reopens it
+  int fd = OpenProgramInView(t, 0);  // no O_CLOEXEC: a script's interpreter reopens it
   if (fd >= 0) snprintf(proc, cap, "/proc/self/fd/%d", fd);
   return fd;
 }
@@ -44,7 +44,7 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[]) {
   // A binary runs from a close-on-exec fd (nothing of the view left open in
   // the new program); a script needs its fd open for the interpreter, which
   // the kernel says with ENOENT.
-  int fd = OpenInView(t, O_PATH | O_CLOEXEC, 0);
+  int fd = OpenProgramInView(t, O_CLOEXEC);
   if (fd < 0) return -1;
   RealSyscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
   int err = errno;

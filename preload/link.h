@@ -13,6 +13,12 @@ int ViewFd();
 // Asks the agent to record rel_path (below the view root) now, durably.
 // Returns 0 or an errno.
 int Publish(const char* rel_path);
+// Asks the agent to put the whole content of the stub at rel_path (below the
+// view root, no symlinks) in place. Returns 0 or an errno (EIO: nobody has it).
+int Hydrate(const char* rel_path);
+// False only when the agent's state page says its view holds no stubs now:
+// then an open needs no look at the file's stub mark.
+bool MayBeStubs();
 // False in a vfork child, which must not record descriptors in shared memory.
 bool InOwnerProcess();
 // Learns the view root from a real cwd inside a view, if it is one.

@@ -62,8 +62,12 @@ bool SurelyNative(int dirfd, const char* path);
 Target Resolve(int dirfd, const char* path, char* buf, size_t cap);
 inline Target Resolve(const char* path, char* buf, size_t cap) { return Resolve(-100 /*AT_FDCWD*/, path, buf, cap); }
 
-// openat2 below the view root, confined to it.
+// openat2 below the view root, confined to it. An open for reading or writing
+// (not O_PATH, not O_TRUNC) of a stub waits until the agent has brought the
+// file's content from another node.
 int OpenInView(const Target& t, int flags, mode_t mode);
+// O_PATH open of a program or library to run: its content is brought first too.
+int OpenProgramInView(const Target& t, int flags);
 // openat2 with open()'s flags (masked as OpenInView does) and the given resolve flags.
 int OpenWithResolve(int dirfd, const char* name, int flags, mode_t mode, uint64_t resolve);
 // Splits t.rel at its last component: opens the parent (O_PATH) in the view

@@ -1,8 +1,15 @@
-// Membership: agents that --join one another list every member with its
-// state, address and a cluster-unique index; a killed member turns suspect,
-// then dead, and comes back alive (same id and index) when restarted.
+// Three agents on loopback. Membership: agents that --join one another list
+// every member with its state, address and a cluster-unique index; a killed
+// member turns suspect, then dead, and comes back alive (same id and index).
+// Replication: writes reach every node, a down node catches up. Content:
+// files written through the shim on one node are read, byte for byte,
+// through the shim on the others; an open whose content no live node holds
+// fails fast with EIO.
 #include <gtest/gtest.h>
 
+#include <sys/xattr.h>
+
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -236,6 +243,161 @@ TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
     EXPECT_FALSE(dr.found()) << "the delete did not reach every node";
   }
   EXPECT_EQ(race_values.size(), 1u) << "concurrent writes did not resolve alike everywhere";
+}
+
+// cmd run by bash under the shim of agent.
+RunResult Shell(AgentProcess& agent, const std::string& cmd) {
+  return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+}
+
+// Runs cmd under agent's shim until it succeeds with want as output.
+::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
+                                      seconds timeout = seconds(10)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  RunResult r;
+  while (std::chrono::steady_clock::now() < deadline) {
+    r = Shell(agent, cmd);
+    if (r.exit_code == 0 && r.out == want) return ::testing::AssertionSuccess();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return ::testing::AssertionFailure() << "`" << cmd << "` never gave the wanted output; last: exit " << r.exit_code
+                                       << ", out '" << r.out << "', err '" << r.err << "', want '" << want << "'";
+}
+
+bool IsStub(const std::string& view_file) { return getxattr(view_file.c_str(), "user.onebox.stub", nullptr, 0) >= 0; }
+
+v1::Version VersionOf(AgentProcess& agent, const std::string& path) {
+  v1::StatRequest q;
+  q.set_path(path);
+  v1::StatResponse r;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
+  return r.version();
+}
+
+TEST_F(ClusterTest, FilesWrittenOnOneNodeAreReadOnTheOthers) {
+  StartThree();
+  if (HasFatalFailure()) return;
+
+  // A tree made on a, and more of it on b and c at the same time.
+  RunResult made = Shell(*a,
+                         "mkdir -p /cluster/t/a/deep && echo small > /cluster/t/a/deep/s.txt && "
+                         "head -c 3500000 /dev/urandom > /cluster/t/big && ln -s a/deep/s.txt /cluster/t/link && "
+                         "chmod 640 /cluster/t/a/deep/s.txt && sha256sum < /cluster/t/big");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string big_sum = made.out;
+  ASSERT_EQ(Shell(*b, "mkdir -p /cluster/t/b && echo from-b > /cluster/t/b/f").exit_code, 0);
+  ASSERT_EQ(Shell(*c, "mkdir -p /cluster/t/c/x && echo from-c > /cluster/t/c/x/f").exit_code, 0);
+
+  const std::string listing =
+      "/cluster/t\n/cluster/t/a\n/cluster/t/a/deep\n/cluster/t/a/deep/s.txt\n/cluster/t/b\n/cluster/t/b/f\n"
+      "/cluster/t/big\n/cluster/t/c\n/cluster/t/c/x\n/cluster/t/c/x/f\n/cluster/t/link\n";
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) {
+    SCOPED_TRACE(agent->address());
+    ASSERT_TRUE(Eventually(*agent, "find /cluster/t | sort", listing));
+    EXPECT_TRUE(Eventually(*agent, "stat -c '%a %s' /cluster/t/a/deep/s.txt /cluster/t/big",
+                           "640 6\n644 3500000\n"));
+  }
+  // Content on the writer and one more node (replication factor 2); the
+  // third has a stub until a program opens the file there.
+  std::string b_big = dir_ / "b-data/view/cluster/t/big", c_big = dir_ / "c-data/view/cluster/t/big";
+  for (auto deadline = std::chrono::steady_clock::now() + seconds(5);
+       IsStub(b_big) == IsStub(c_big) && std::chrono::steady_clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_NE(IsStub(b_big), IsStub(c_big)) << "exactly one of b and c should hold a stub of the big file";
+  v1::Version before = VersionOf(*a, "/cluster/t/big");
+
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) {
+    SCOPED_TRACE(agent->address());
+    EXPECT_TRUE(Eventually(*agent, "sha256sum < /cluster/t/big", big_sum));
+    EXPECT_TRUE(Eventually(*agent, "cat /cluster/t/link /cluster/t/b/f /cluster/t/c/x/f", "small\nfrom-b\nfrom-c\n"));
+  }
+  EXPECT_FALSE(IsStub(b_big));
+  EXPECT_FALSE(IsStub(c_big));
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
+  // Putting the peers' versions in place made no versions of its own.
+  v1::Version after = VersionOf(*a, "/cluster/t/big");
+  EXPECT_EQ(after.hlc(), before.hlc());
+  EXPECT_EQ(after.node_id(), before.node_id());
+
+  // Changes on another node replace what is here; removals remove.
+  ASSERT_EQ(Shell(*b, "echo changed-on-b > /cluster/t/a/deep/s.txt && rm -r /cluster/t/c && mv /cluster/t/b /cluster/t/b2")
+                .exit_code,
+            0);
+  for (AgentProcess* agent : {a.get(), c.get()}) {
+    SCOPED_TRACE(agent->address());
+    EXPECT_TRUE(Eventually(*agent, "cat /cluster/t/link; ls /cluster/t", "changed-on-b\na\nb2\nbig\nlink\n"));
+  }
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
+}
+
+TEST_F(ClusterTest, AnOpenWhoseContentNoLiveNodeHoldsFailsFastWithEio) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(Shell(*a, "echo only-on-a-and-one-more > /cluster/lonely").exit_code, 0);
+  std::string b_file = dir_ / "b-data/view/cluster/lonely", c_file = dir_ / "c-data/view/cluster/lonely";
+  auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (!(access(b_file.c_str(), F_OK) == 0 && access(c_file.c_str(), F_OK) == 0 && IsStub(b_file) != IsStub(c_file)) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_NE(IsStub(b_file), IsStub(c_file));
+  // The writer and the other holder go down; the node with the stub is left.
+  AgentProcess& holder = IsStub(b_file) ? *c : *b;
+  AgentProcess& left = IsStub(b_file) ? *b : *c;
+  EXPECT_EQ(a->Stop(SIGKILL), -SIGKILL);
+  EXPECT_EQ(holder.Stop(SIGKILL), -SIGKILL);
+  RunResult r = Shell(left, "cat /cluster/lonely");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("Input/output error"), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 3.0);
+  // What is here still works: metadata, and files whose content is here.
+  EXPECT_EQ(Shell(left, "stat -c %s /cluster/lonely").out, "23\n");
+  EXPECT_EQ(Shell(left, "echo mine > /cluster/mine && cat /cluster/mine").out, "mine\n");
+  std::ifstream log(dir_ / ((&left == b.get() ? std::string("b") : std::string("c")) + ".log"));
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("cannot hydrate /cluster/lonely: no live node holds"), std::string::npos) << text;
+  // When a holder is back (on a new port, its seed a still down: it finds
+  // the cluster through the members it knew), the same open works.
+  ASSERT_TRUE(holder.Start());
+  EXPECT_TRUE(Eventually(left, "cat /cluster/lonely", "only-on-a-and-one-more\n", seconds(15)))
+      << RunCommand({"bash", "-c", "tail -n 30 " + std::string(dir_ / "*.log")}).out;
+}
+
+TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  // Replication factor 2, so a write quorum of 2: a and one more node.
+  const std::string fsync_py =
+      "import os, sys\n"
+      "fd = os.open('/cluster/durable', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n"
+      "os.write(fd, sys.argv[1].encode())\n"
+      "try:\n"
+      "    os.fsync(fd)\n"
+      "    print('synced')\n"
+      "except OSError as e:\n"
+      "    print(e.strerror)\n";
+  auto fsync_on_a = [&](const std::string& text) {
+    return RunCommand({"/usr/bin/python3", "-c", fsync_py, text},
+                      {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}})
+        .out;
+  };
+  auto size_on = [](AgentProcess& agent) {
+    v1::StatRequest q;
+    q.set_path("/cluster/durable");
+    v1::StatResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
+    return r.found() ? static_cast<int64_t>(r.inode().size()) : -1;
+  };
+  EXPECT_EQ(fsync_on_a("one"), "synced\n");
+  // b is down: c makes the quorum, and holds the version the moment fsync returns.
+  EXPECT_EQ(b->Stop(SIGKILL), -SIGKILL);
+  EXPECT_EQ(fsync_on_a("second"), "synced\n");
+  EXPECT_EQ(size_on(*c), 6) << "fsync returned before a second node held the version";
+  // c is down too: no quorum, and fsync says so.
+  EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
+  EXPECT_EQ(fsync_on_a("third!!"), "Input/output error\n");
+  EXPECT_EQ(size_on(*a), 7) << "the version stays recorded where it was written";
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The agent's shim socket server under awkward clients: half-closes, floods of
-// tiny frames, clients that never read, oversized and malformed frames.
+// tiny frames, clients that never read, oversized and malformed frames,
+// answers given later from another thread, a descriptor sent with an answer.
 #include "nodeagent/shim_server.h"
 
 #include <fcntl.h>
@@ -61,18 +62,29 @@ std::vector<uint64_t> ReadAnswers(int fd, size_t count) {
   return ids;
 }
 
+constexpr uint64_t kLater = 1'000'000'000;
+
 class ShimServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = dir_ / "agent.sock";
-    auto s = ShimServer::Start(path_, [](const PeerCred& peer, const v1::ShimRequest& req, v1::ShimResponse* resp) {
-      resp->mutable_ping()->set_peer_pid(peer.pid);
+    // Ids from kLater on are answered 50 ms later by another thread; id 7 comes with a descriptor.
+    auto s = ShimServer::Start(path_, [this](ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+      resp->mutable_ping()->set_peer_pid(call.peer.pid);
+      if (req.id() == 7) call.attach_fd = attach_fd_;
+      if (req.id() >= kLater) {
+        std::thread([reply = call.Defer()]() mutable {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          reply.Send(v1::ShimResponse());
+        }).detach();
+      }
     });
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server_ = std::move(s).value();
   }
   TempDir dir_;
   std::string path_;
+  int attach_fd_ = -1;
   std::unique_ptr<ShimServer> server_;
 };
 
@@ -84,6 +96,58 @@ TEST_F(ShimServerTest, AnswersAClientThatHalfClosed) {
   EXPECT_EQ(ReadAnswers(fd, 2), (std::vector<uint64_t>{1, 2}));
   char c;
   EXPECT_EQ(recv(fd, &c, 1, 0), 0) << "the server closes once it has answered";
+  close(fd);
+}
+
+TEST_F(ShimServerTest, AnAnswerGivenLaterKeepsItsPlaceEvenAfterAHalfClose) {
+  int fd = Connect(path_);
+  std::string req = Frame(kLater) + Frame(2) + Frame(kLater + 1) + Frame(3);
+  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  shutdown(fd, SHUT_WR);
+  EXPECT_EQ(ReadAnswers(fd, 4), (std::vector<uint64_t>{kLater, 2, kLater + 1, 3}));
+  char c;
+  EXPECT_EQ(recv(fd, &c, 1, 0), 0) << "the server closes once it has answered";
+  close(fd);
+  // A client that leaves before its answer is ready costs nothing; others are served.
+  fd = Connect(path_);
+  std::string later = Frame(kLater + 2);
+  ASSERT_EQ(send(fd, later.data(), later.size(), 0), static_cast<ssize_t>(later.size()));
+  close(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  fd = Connect(path_);
+  std::string ping = Frame(4);
+  ASSERT_EQ(send(fd, ping.data(), ping.size(), 0), static_cast<ssize_t>(ping.size()));
+  EXPECT_EQ(ReadAnswers(fd, 1), std::vector<uint64_t>{4});
+  close(fd);
+}
+
+TEST_F(ShimServerTest, SendsADescriptorWithAnAnswer) {
+  int pipefd[2];
+  ASSERT_EQ(pipe2(pipefd, O_CLOEXEC), 0);
+  attach_fd_ = pipefd[1];
+  int fd = Connect(path_);
+  std::string req = Frame(7);
+  ASSERT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  char buf[512];
+  iovec iov{buf, sizeof buf};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ASSERT_GT(recvmsg(fd, &msg, MSG_CMSG_CLOEXEC), 0);
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  ASSERT_NE(cm, nullptr) << "no descriptor came with the answer";
+  ASSERT_EQ(cm->cmsg_type, SCM_RIGHTS);
+  int got;
+  memcpy(&got, CMSG_DATA(cm), sizeof got);
+  ASSERT_EQ(write(got, "x", 1), 1) << "the descriptor is the pipe's write end";
+  char x;
+  EXPECT_EQ(read(pipefd[0], &x, 1), 1);
+  close(got);
+  close(pipefd[0]);
+  close(pipefd[1]);
   close(fd);
 }
 
@@ -157,7 +221,7 @@ TEST_F(ShimServerTest, ClosesOnOversizedOrMalformedFrames) {
 
 TEST_F(ShimServerTest, StopLeavesAnotherServersSocketAlone) {
   unlink(path_.c_str());  // someone removed our socket and another agent took the path
-  auto other = ShimServer::Start(path_, [](const PeerCred&, const v1::ShimRequest&, v1::ShimResponse*) {});
+  auto other = ShimServer::Start(path_, [](ShimCall&, const v1::ShimRequest&, v1::ShimResponse*) {});
   ASSERT_TRUE(other.ok()) << other.status().ToString();
   server_->Stop();
   struct stat st;

@@ -1,0 +1,153 @@
+#include "nodeagent/content.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "nodeagent/grpc_services.h"
+
+namespace onebox {
+
+namespace {
+constexpr auto kChunkDeadline = std::chrono::seconds(10);
+constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
+
+std::string Hex(std::string_view raw) {
+  std::string out;
+  for (unsigned char c : raw) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+uint64_t RendezvousWeight(const std::string& path, const std::string& node_id) {
+  std::string h = Sha256(path + '\0' + node_id);
+  uint64_t w = 0;
+  for (int i = 0; i < 8; ++i) w = (w << 8) | static_cast<unsigned char>(h[i]);
+  return w;
+}
+}  // namespace
+
+std::string Sha256(std::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(digest), len);
+}
+
+ContentTransfer::ContentTransfer(Store& store, Membership& members, std::string self_id, int replication_factor)
+    : store_(store), members_(members), self_(std::move(self_id)), replication_factor_(replication_factor) {}
+
+v1::Peer::Stub* ContentTransfer::StubFor(const std::string& address) {
+  std::lock_guard lock(mu_);
+  auto& stub = stubs_[address];
+  if (!stub) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(8 << 20);
+    // A peer that comes back is asked again within a second, not after gRPC's
+    // default backoff of up to two minutes.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    stub = v1::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  }
+  return stub.get();
+}
+
+Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, const std::string& writer_id) {
+  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
+  // The writer holds the content for sure (unless it lost it): ask it first.
+  std::stable_partition(peers.begin(), peers.end(), [&](const auto& p) { return p.first == writer_id; });
+  for (const std::string& digest : digests) {
+    if (store_.HasChunk(digest)) continue;
+    bool got = false;
+    std::string tried;
+    for (const auto& [node_id, address] : peers) {
+      v1::FetchChunkRequest req;
+      req.set_digest(digest);
+      v1::FetchChunkResponse resp;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
+      grpc::Status st = StubFor(address)->FetchChunk(&ctx, req, &resp);
+      tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", node_id,
+                           st.ok() ? (resp.found() ? "bad bytes" : "does not hold it") : st.error_message());
+      if (!st.ok() || !resp.found()) continue;
+      if (Sha256(resp.data()) != digest) {
+        spdlog::warn("chunk {} from {} does not match its digest; trying another node", Hex(digest), node_id);
+        continue;
+      }
+      if (Status s = store_.PutChunk(digest, resp.data()); !s.ok()) return s;
+      got = true;
+      break;
+    }
+    if (!got)
+      return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", Hex(digest).substr(0, 16),
+                                             tried.empty() ? "no live node" : tried));
+  }
+  return Status::Ok();
+}
+
+std::vector<std::pair<std::string, std::string>> ContentTransfer::Holders(const std::string& path) {
+  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
+  std::sort(peers.begin(), peers.end(), [&](const auto& a, const auto& b) {
+    return RendezvousWeight(path, a.first) > RendezvousWeight(path, b.first);
+  });
+  size_t want = replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0;
+  if (peers.size() > want) peers.resize(want);
+  return peers;
+}
+
+Status ContentTransfer::Push(const std::string& address, const std::vector<std::string>& digests) {
+  v1::PushChunksRequest req;
+  req.set_from_node_id(self_);
+  size_t bytes = 0;
+  auto flush = [&]() -> Status {
+    if (req.chunks_size() == 0) return Status::Ok();
+    v1::PushChunksResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
+    grpc::Status st = StubFor(address)->PushChunks(&ctx, req, &resp);
+    req.clear_chunks();
+    bytes = 0;
+    if (!st.ok()) return Status::Unavailable(fmt::format("push chunks to {}: {}", address, st.error_message()));
+    return Status::Ok();
+  };
+  for (const std::string& digest : digests) {
+    Result<std::string> data = store_.GetChunk(digest);
+    if (!data.ok()) continue;  // replaced meanwhile: the newer version brings its own
+    if (bytes + data->size() > kPushBatchBytes)
+      if (Status s = flush(); !s.ok()) return s;
+    bytes += data->size();
+    v1::Chunk* c = req.add_chunks();
+    c->set_digest(digest);
+    c->set_data(std::move(*data));
+  }
+  return flush();
+}
+
+grpc::Status ContentTransfer::OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp) {
+  Result<std::string> data = store_.GetChunk(req.digest());
+  if (data.ok()) {
+    resp->set_found(true);
+    resp->set_data(std::move(*data));
+  } else if (data.status().code() != Code::kNotFound) {
+    return ToGrpc(data.status());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ContentTransfer::OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp) {
+  uint32_t stored = 0;
+  for (const v1::Chunk& c : req.chunks()) {
+    if (Sha256(c.data()) != c.digest())
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          fmt::format("chunk {} does not match its digest", Hex(c.digest()).substr(0, 16)));
+    if (Status s = store_.PutChunk(c.digest(), c.data()); !s.ok()) return ToGrpc(s);
+    ++stored;
+  }
+  resp->set_stored(stored);
+  return grpc::Status::OK;
+}
+
+}  // namespace onebox

@@ -1,0 +1,57 @@
+// File content between agents. Chunks are content-addressed (SHA-256) and
+// immutable, so moving them needs no versions: a node that lacks some fetches
+// them one at a time from a live member that holds them (the file's writer
+// first) and checks each against its digest; a writer pushes its new chunks to
+// the members that should hold a copy (replication factor, default 2: the
+// writer and one other, chosen per path by rendezvous hashing over the live
+// members). One chunk (1 MiB) in memory per transfer, whatever the file's size.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "consistency/store.h"
+#include "nodeagent/membership.h"
+#include "onebox/v1/peer.grpc.pb.h"
+
+namespace onebox {
+
+// SHA-256 of bytes (raw, 32 bytes).
+std::string Sha256(std::string_view bytes);
+
+class ContentTransfer {
+ public:
+  ContentTransfer(Store& store, Membership& members, std::string self_id, int replication_factor);
+
+  // Makes every chunk in digests local. Fails (Unavailable, naming a missing
+  // chunk) when no live member holds one; Corruption never lands in the store.
+  Status FetchMissing(const std::vector<std::string>& digests, const std::string& writer_id);
+  // (node id, address) of the other live members that should hold path's
+  // content: replication factor - 1 of them.
+  std::vector<std::pair<std::string, std::string>> Holders(const std::string& path);
+  // Sends the chunks the receiver should hold, in batches of at most 3 MiB.
+  Status Push(const std::string& address, const std::vector<std::string>& digests);
+  int replication_factor() const { return replication_factor_; }
+
+  // A channel to the peer at address (kept, with a short reconnect backoff).
+  v1::Peer::Stub* StubFor(const std::string& address);
+
+  grpc::Status OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp);
+  grpc::Status OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp);
+
+ private:
+  Store& store_;
+  Membership& members_;
+  std::string self_;
+  int replication_factor_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;
+};
+
+}  // namespace onebox

@@ -1,0 +1,22 @@
+// The agent's side of the shared state page (nodeagent/state_page.h): creates
+// and seals the memfd, and keeps the one writable mapping of it.
+#pragma once
+
+#include "consistency/status.h"
+#include "nodeagent/state_page.h"
+
+namespace onebox {
+
+class StatePageOwner {
+ public:
+  static Result<StatePageOwner*> Create();  // lives as long as the agent
+  StatePage& page() { return *page_; }
+  int fd() const { return fd_; }  // read-only for everyone else; send it, never close it
+
+ private:
+  StatePageOwner(int fd, StatePage* page) : fd_(fd), page_(page) {}
+  int fd_;
+  StatePage* page_;
+};
+
+}  // namespace onebox

@@ -1,0 +1,402 @@
+#include "nodeagent/view_materializer.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "naming/node_identity.h"
+
+namespace onebox {
+
+namespace {
+
+constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the recorder never looks there
+
+int OpenBeneath(int root_fd, const std::string& path, int flags) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
+
+std::string Parent(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+std::string Base(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+int64_t Ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+timespec Ts(int64_t ns) { return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)}; }
+
+bool HasStubMark(int fd) {
+  std::string proc = fmt::format("/proc/self/fd/{}", fd);  // works for O_PATH descriptors too
+  return getxattr(proc.c_str(), kStubXattr, nullptr, 0) >= 0;
+}
+
+// Owner first (chown clears setuid bits), then mode. Owner only as root: an
+// agent run by a user makes its files that user's.
+void SetOwnerAndMode(int fd, const v1::Inode& inode) {
+  if (geteuid() == 0) [[maybe_unused]] int rc = fchown(fd, inode.uid(), inode.gid());
+  fchmod(fd, inode.mode() & 07777);
+}
+
+}  // namespace
+
+ViewMaterializer::ViewMaterializer(Store& store, ContentTransfer& content, StatePage& page)
+    : store_(store), content_(content), page_(page), self_node_(store.node_id()) {}
+
+ViewMaterializer::~ViewMaterializer() {
+  Stop();
+  if (staging_fd_ >= 0) close(staging_fd_);
+  if (root_fd_ >= 0) close(root_fd_);
+}
+
+Status ViewMaterializer::Start(const std::string& view_root) {
+  root_fd_ = open(view_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd_ < 0) return Status::IOError(fmt::format("open view {}: {}", view_root, strerror(errno)));
+  mkdirat(root_fd_, kStagingDir, 0700);
+  staging_fd_ = OpenBeneath(root_fd_, kStagingDir, O_RDONLY | O_DIRECTORY);
+  if (staging_fd_ < 0) return Status::IOError(fmt::format("open {}/{}: {}", view_root, kStagingDir, strerror(errno)));
+  fchmod(staging_fd_, 0700);
+  // Leftovers of a stop in the middle of a placement.
+  if (DIR* d = fdopendir(dup(staging_fd_))) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') unlinkat(staging_fd_, e->d_name, 0);
+    closedir(d);
+  }
+  // What peers sent that the view does not show: applied, then the agent
+  // stopped before it was put in place. The view wins only where it changed
+  // after the record was made (a program wrote there while the agent was down).
+  std::vector<std::string> todo;
+  Status s = store_.ForEachRecord(
+      [&](std::string_view key, const Record& r) {
+        if (r.version.node == self_node_) return;
+        std::string path(key);
+        int fd = OpenBeneath(root_fd_, path, O_PATH);
+        struct stat st;
+        bool present = fd >= 0 && fstat(fd, &st) == 0;
+        if (fd >= 0) close(fd);
+        if (!present) {
+          if (!r.tombstone) todo.push_back(path);
+          return;
+        }
+        if (static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) >= hlc::PhysicalMs(r.version.hlc)) return;
+        v1::Inode inode;
+        if (r.tombstone || !inode.ParseFromString(r.value) ||
+            (S_ISREG(st.st_mode) && (inode.size() != static_cast<uint64_t>(st.st_size) ||
+                                     inode.mtime_ns() != Ns(st.st_mtim))))
+          todo.push_back(path);
+      },
+      Cf::kNs);
+  if (!s.ok()) return s;
+  for (const std::string& path : todo) Materialize(path);
+  if (!todo.empty()) spdlog::info("materialized {} entries peers sent before the agent stopped", todo.size());
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+void ViewMaterializer::Stop() {
+  {
+    std::lock_guard lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ViewMaterializer::Enqueue(const std::string& path) {
+  {
+    std::lock_guard lock(queue_mu_);
+    ++enqueued_;
+    if (!queued_.insert(path).second) {
+      ++done_;  // already waiting: one pass makes the view match the newest record
+      return;
+    }
+    queue_.push_back(path);
+  }
+  queue_cv_.notify_all();
+}
+
+void ViewMaterializer::Drain() {
+  std::unique_lock lock(queue_mu_);
+  uint64_t target = enqueued_;
+  queue_cv_.wait(lock, [&] { return done_ >= target || stopping_; });
+}
+
+void ViewMaterializer::Loop() {
+  std::unique_lock lock(queue_mu_);
+  for (;;) {
+    queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    std::string path = std::move(queue_.front());
+    queue_.pop_front();
+    queued_.erase(path);
+    lock.unlock();
+    Materialize(path);
+    lock.lock();
+    ++done_;
+    queue_cv_.notify_all();
+  }
+}
+
+void ViewMaterializer::Materialize(const std::string& path) {
+  std::lock_guard path_lock(PathMutex(path));
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  if (!rec.ok()) {
+    if (rec.status().code() == Code::kNotFound) Remove(path);
+    return;
+  }
+  v1::Inode inode;
+  if (!inode.ParseFromString(rec->value)) {
+    spdlog::warn("materialize /{}: the record does not parse as an Inode", path);
+    return;
+  }
+  Status s;
+  switch (inode.type()) {
+    case v1::FILE_TYPE_DIRECTORY: s = PlaceDirectory(path, inode, rec->version); break;
+    case v1::FILE_TYPE_SYMLINK: s = PlaceSymlink(path, inode, rec->version); break;
+    case v1::FILE_TYPE_REGULAR: s = PlaceFile(path, inode, rec->version, false).status(); break;
+    default: return;  // fifos, sockets, devices stay on the node that made them
+  }
+  if (!s.ok()) spdlog::warn("materialize /{}: {}", path, s.message());
+  else ++materialized_;
+}
+
+int ViewMaterializer::OpenParent(const std::string& path, bool create) {
+  std::string parent = Parent(path);
+  int dir = OpenBeneath(root_fd_, "", O_PATH | O_DIRECTORY);
+  size_t pos = 0;
+  while (dir >= 0 && pos < parent.size()) {
+    size_t next = parent.find('/', pos);
+    if (next == std::string::npos) next = parent.size();
+    std::string comp = parent.substr(pos, next - pos);
+    int sub = openat(dir, comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0 && errno == ENOENT && create) {
+      // Made as the store describes it, or as a plain directory until its record comes.
+      v1::Inode inode;
+      inode.set_mode(0755);
+      if (Result<Record> r = store_.Get(parent.substr(0, next), Cf::kNs); r.ok()) inode.ParseFromString(r->value);
+      if (mkdirat(dir, comp.c_str(), 0700) == 0 || errno == EEXIST) {
+        sub = openat(dir, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub >= 0) SetOwnerAndMode(sub, inode);
+      }
+    }
+    close(dir);
+    dir = sub;
+    pos = next + 1;
+  }
+  return dir;
+}
+
+Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode& inode, const Version&) {
+  std::lock_guard view_lock(view_mu_);
+  int parent = OpenParent(path, true);
+  if (parent < 0) return Status::IOError(fmt::format("parent of /{}: {}", path, strerror(errno)));
+  std::string name = Base(path);
+  struct stat st;
+  if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+    // A file or symlink where the peer has a directory: the record is newer.
+    unlinkat(parent, name.c_str(), 0);
+    SetStub(path, false);
+  }
+  if (mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST) {
+    Status s = Status::IOError(fmt::format("mkdir: {}", strerror(errno)));
+    close(parent);
+    return s;
+  }
+  int fd = openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  close(parent);
+  if (fd < 0) return Status::IOError(fmt::format("open: {}", strerror(errno)));
+  SetOwnerAndMode(fd, inode);
+  close(fd);
+  return Status::Ok();
+}
+
+std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpid(), ++temp_counter_); }
+
+Status ViewMaterializer::PlaceSymlink(const std::string& path, const v1::Inode& inode, const Version& version) {
+  std::string tmp = NewTempName();
+  if (symlinkat(inode.symlink_target().c_str(), staging_fd_, tmp.c_str()) != 0)
+    return Status::IOError(fmt::format("symlink: {}", strerror(errno)));
+  if (geteuid() == 0) [[maybe_unused]] int rc = fchownat(staging_fd_, tmp.c_str(), inode.uid(), inode.gid(), AT_SYMLINK_NOFOLLOW);
+  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
+  utimensat(staging_fd_, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
+  int fd = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  Status s = fd >= 0 ? Install(path, fd, tmp, version, false) : Status::IOError(strerror(errno));
+  if (fd >= 0) close(fd);
+  return s;
+}
+
+Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version,
+                                             bool fetch) {
+  // Already as the record says (a duplicate, or hydrated meanwhile)?
+  if (int fd = OpenBeneath(root_fd_, path, O_PATH); fd >= 0) {
+    struct stat st;
+    bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) == inode.size() &&
+                Ns(st.st_mtim) == inode.mtime_ns() && (st.st_mode & 07777) == inode.mode();
+    bool stub = same && HasStubMark(fd);
+    close(fd);
+    if (same && !stub) return inode.size();
+  }
+  std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
+  bool have_all = true;
+  for (const std::string& c : chunks) have_all = have_all && store_.HasChunk(c);
+  if (!have_all && fetch) {
+    if (Status s = content_.FetchMissing(chunks, NodeIdHex(version.node)); !s.ok()) return s;
+    have_all = true;
+  }
+  std::string tmp = NewTempName();
+  int fd = openat(staging_fd_, tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::IOError(fmt::format("create in staging: {}", strerror(errno)));
+  auto fail = [&](const std::string& what) -> Status {
+    Status s = Status::IOError(fmt::format("{}: {}", what, strerror(errno)));
+    close(fd);
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    return s;
+  };
+  bool stub = !have_all;
+  if (stub) {
+    if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0) return fail("size the stub");
+    if (fsetxattr(fd, kStubXattr, "1", 1, 0) != 0) {
+      // No extended attributes on this file system: no stubs, the content comes now.
+      close(fd);
+      unlinkat(staging_fd_, tmp.c_str(), 0);
+      return fetch ? Result<uint64_t>(Status::IOError("stub without xattr")) : PlaceFile(path, inode, version, true);
+    }
+  } else {
+    for (const std::string& c : chunks) {
+      Result<std::string> bytes = store_.GetChunk(c);
+      if (!bytes.ok()) return fail("read chunk");
+      for (size_t off = 0; off < bytes->size();) {
+        ssize_t n = write(fd, bytes->data() + off, bytes->size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return fail("write");
+        off += static_cast<size_t>(n);
+      }
+    }
+  }
+  SetOwnerAndMode(fd, inode);
+  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
+  futimens(fd, times);
+  Status s = Install(path, fd, tmp, version, stub);
+  close(fd);
+  if (!s.ok()) return s;
+  return inode.size();
+}
+
+Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version,
+                                 bool stub) {
+  std::lock_guard view_lock(view_mu_);
+  Result<Record> now = store_.Get(path, Cf::kNs);
+  if (!now.ok() || now->version != version) {
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    return Status::Ok();  // a newer record came meanwhile; its own pass puts it in place
+  }
+  int parent = OpenParent(path, true);
+  if (parent < 0) {
+    Status s = Status::IOError(fmt::format("parent: {}", strerror(errno)));
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    return s;
+  }
+  std::string name = Base(path);
+  if (stub) SetStub(path, true);  // counted before anyone can open it
+  int rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
+  if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)) {
+    // A directory where the peer now has a file: only an empty one gives way.
+    if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
+  }
+  Status s;
+  if (rc != 0) {
+    s = Status::IOError(fmt::format("rename into place: {}", strerror(errno)));
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    if (stub) SetStub(path, false);
+  } else {
+    struct stat st;  // after the rename, which changes ctime
+    if (fstat(tmp_fd, &st) == 0) {
+      std::lock_guard lock(placed_mu_);
+      placed_[path] = {st.st_ino, Ns(st.st_ctim)};
+    }
+    if (!stub) SetStub(path, false);
+  }
+  close(parent);
+  return s;
+}
+
+void ViewMaterializer::SetStub(const std::string& path, bool stub) {
+  std::lock_guard lock(placed_mu_);
+  if (stub ? stubs_.insert(path).second : stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
+}
+
+void ViewMaterializer::Remove(const std::string& path) {
+  std::lock_guard view_lock(view_mu_);
+  // A directory with entries left waits for their tombstones; the last one
+  // removes it (and so on up). Top-level entries (the cluster roots) stay.
+  for (std::string p = path; p.find('/') != std::string::npos; p = Parent(p)) {
+    if (store_.Get(p, Cf::kNs).ok()) return;  // live (again)
+    int parent = OpenParent(p, false);
+    if (parent < 0) return;
+    std::string name = Base(p);
+    struct stat st;
+    int rc = -1;
+    if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+      rc = unlinkat(parent, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+    close(parent);
+    Gone(p);
+    if (rc != 0) return;
+  }
+}
+
+Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
+  std::lock_guard path_lock(PathMutex(path));
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  if (!rec.ok()) return rec.status();
+  v1::Inode inode;
+  if (!inode.ParseFromString(rec->value) || inode.type() != v1::FILE_TYPE_REGULAR)
+    return Status::InvalidArgument(fmt::format("/{} is not a file", path));
+  Result<uint64_t> size = PlaceFile(path, inode, rec->version, /*fetch=*/true);
+  if (!size.ok()) spdlog::warn("cannot hydrate /{}: {}", path, size.status().message());
+  return size;
+}
+
+bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat& st) {
+  {
+    std::lock_guard lock(placed_mu_);
+    auto it = placed_.find(path);
+    if (it != placed_.end()) {
+      if (it->second.ino == st.st_ino && it->second.ctime_ns == Ns(st.st_ctim)) return true;
+      placed_.erase(it);  // changed by a program since
+    }
+  }
+  if (!S_ISREG(st.st_mode) || !HasStubMark(fd)) {
+    SetStub(path, false);
+    return false;
+  }
+  // A stub from before a restart, still as placed: it matches its record.
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  v1::Inode inode;
+  bool stub = rec.ok() && inode.ParseFromString(rec->value) && inode.size() == static_cast<uint64_t>(st.st_size) &&
+              inode.mtime_ns() == Ns(st.st_mtim);
+  SetStub(path, stub);
+  if (!stub) {  // a program wrote over a stub: what is there now is real content
+    std::string proc = fmt::format("/proc/self/fd/{}", fd);
+    removexattr(proc.c_str(), kStubXattr);
+  }
+  return stub;
+}
+
+void ViewMaterializer::Gone(const std::string& path) {
+  std::lock_guard lock(placed_mu_);
+  placed_.erase(path);
+  if (stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
+}
+
+}  // namespace onebox

@@ -1,0 +1,112 @@
+// Puts what peers changed into this node's view, so that programs here see
+// it: directories, symlinks and files, with their mode, owner and mtime. A
+// file whose content is here (every chunk) is written in a staging directory
+// and renamed into place whole, so no program ever reads half of it. A file
+// whose content is only elsewhere becomes a stub: a sparse file of the right
+// size, mode, owner and mtime, marked with kStubXattr; open() under the shim
+// sees the mark and asks for Hydrate, which fetches the chunks from a node
+// that holds them and renames the whole file over the stub.
+//
+// The view recorder must not take these changes for a program's (it would
+// record them back as new versions): IsOurs() tells it which entries are
+// exactly as this class left them.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "consistency/store.h"
+#include "nodeagent/content.h"
+#include "nodeagent/state_page.h"
+#include "onebox/v1/namespace.pb.h"
+
+namespace onebox {
+
+class ViewMaterializer {
+ public:
+  ViewMaterializer(Store& store, ContentTransfer& content, StatePage& page);
+  ~ViewMaterializer();
+  // Opens the view and its staging dir, puts in place what was applied but
+  // never materialized (an agent stopped in between), then follows Enqueue on a
+  // thread. Run before the recorder's first scan.
+  Status Start(const std::string& view_root);
+  void Stop();
+  // Held by the recorder while it records and by us while we change the view:
+  // a materialization and a recording never interleave (fsync's RecordNow
+  // against a rename from a peer).
+  std::recursive_mutex& view_mutex() { return view_mu_; }
+
+  // A peer's record for path (an ns key) won here: make the view match.
+  void Enqueue(const std::string& path);
+  // Returns once everything enqueued before the call is done (tests, Sync).
+  void Drain();
+  // open() met a stub: fetch its content and put the whole file in place.
+  // Unavailable when no live node holds it.
+  Result<uint64_t> Hydrate(const std::string& path);
+
+  // For the recorder: the entry at path, as fstat shows it, is one this class
+  // put there and nobody changed since (or a stub of ours from before a restart).
+  bool IsOurs(const std::string& path, int fd, const struct stat& st);
+  // For the recorder: path is gone from the view.
+  void Gone(const std::string& path);
+
+  uint64_t materialized() const { return materialized_; }
+  uint64_t stubs() const { return page_.stubs.load(); }
+
+ private:
+  struct Placed {
+    ino_t ino;
+    int64_t ctime_ns;
+  };
+  void Loop();
+  void Materialize(const std::string& path);
+  // Opens the directory that holds path (O_PATH), making missing parents as
+  // the store describes them; never through a symlink. -1 on failure.
+  int OpenParent(const std::string& path, bool create);
+  Status PlaceDirectory(const std::string& path, const v1::Inode& inode, const Version& version);
+  Status PlaceSymlink(const std::string& path, const v1::Inode& inode, const Version& version);
+  // A whole file when every chunk is here (or fetch is set and they can be
+  // fetched), else a stub.
+  Result<uint64_t> PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version, bool fetch);
+  void Remove(const std::string& path);
+  // Renames staging/tmp over path if the store still holds `version` there.
+  Status Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version, bool stub);
+  void SetStub(const std::string& path, bool stub);
+  std::string NewTempName();
+
+  Store& store_;
+  ContentTransfer& content_;
+  StatePage& page_;
+  std::recursive_mutex view_mu_;
+  int root_fd_ = -1;
+  int staging_fd_ = -1;
+  uint64_t self_node_;
+  std::atomic<uint64_t> temp_counter_{0};
+  std::atomic<uint64_t> materialized_{0};
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::string> queue_;
+  std::unordered_set<std::string> queued_;
+  uint64_t enqueued_ = 0, done_ = 0;
+  bool busy_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+
+  std::array<std::mutex, 32> path_mu_;  // one materialization or hydration of a path at a time
+  std::mutex& PathMutex(const std::string& path) { return path_mu_[std::hash<std::string>()(path) % path_mu_.size()]; }
+
+  std::mutex placed_mu_;
+  std::unordered_map<std::string, Placed> placed_;
+  std::unordered_set<std::string> stubs_;
+};
+
+}  // namespace onebox
