@@ -133,6 +133,9 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
     std::unique_ptr<rocksdb::Iterator> it(store->db_->NewIterator(rocksdb::ReadOptions(), store->cf(Cf::kLog)));
     it->SeekToLast();
     if (it->Valid()) store->log_seq_ = FromBE64(std::string_view(it->key().data(), it->key().size()));
+    it->SeekToFirst();
+    store->log_first_ = it->Valid() ? FromBE64(std::string_view(it->key().data(), it->key().size()))
+                                    : store->log_seq_.load() + 1;
   }
   // Monotone across restarts: never issue a timestamp at or below one we wrote.
   std::string mark;
@@ -364,6 +367,93 @@ Result<std::string> Store::Digest(uint64_t* records) {
   std::string hex;
   for (unsigned int i = 0; i < n; ++i) hex += fmt::format("{:02x}", md[i]);
   return hex;
+}
+
+size_t Store::BucketOf(Cf space, std::string_view key) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a: the same on every node and build
+  auto mix = [&h](unsigned char c) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  };
+  mix(static_cast<unsigned char>(space));
+  for (char c : key) mix(static_cast<unsigned char>(c));
+  return static_cast<size_t>(h % kBuckets);
+}
+
+Result<std::vector<std::string>> Store::BucketDigests() {
+  std::vector<EVP_MD_CTX*> ctx(kBuckets);
+  for (auto& c : ctx) {
+    c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), nullptr);
+  }
+  Status st;
+  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount) && st.ok(); ++i) {
+    if (!kCfVersioned[i]) continue;
+    Cf space = static_cast<Cf>(i);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view key(it->key().data(), it->key().size());
+      EVP_MD_CTX* c = ctx[BucketOf(space, key)];
+      for (std::string_view part : {std::string_view(kCfNames[i]), key,
+                                    std::string_view(it->value().data(), it->value().size())}) {
+        std::string len = BE64(part.size());
+        EVP_DigestUpdate(c, len.data(), len.size());
+        EVP_DigestUpdate(c, part.data(), part.size());
+      }
+    }
+    st = FromRocks(it->status(), "bucket digests");
+  }
+  std::vector<std::string> out;
+  for (auto* c : ctx) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(c, md, &n);
+    EVP_MD_CTX_free(c);
+    out.emplace_back(reinterpret_cast<char*>(md), n);
+  }
+  if (!st.ok()) return st;
+  return out;
+}
+
+Status Store::ReadBucket(size_t bucket, Cf after_space, std::string_view after_key, size_t max_bytes,
+                         const std::function<void(Cf, std::string_view, std::string_view)>& fn, bool* more) {
+  *more = false;
+  size_t bytes = 0;
+  for (size_t i = static_cast<size_t>(after_space); i < static_cast<size_t>(Cf::kCount); ++i) {
+    if (!kCfVersioned[i]) continue;
+    Cf space = static_cast<Cf>(i);
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
+    if (space == after_space && !after_key.empty()) {
+      it->Seek(rocksdb::Slice(after_key.data(), after_key.size()));
+      if (it->Valid() && it->key().ToStringView() == after_key) it->Next();
+    } else {
+      it->SeekToFirst();
+    }
+    for (; it->Valid(); it->Next()) {
+      std::string_view key(it->key().data(), it->key().size());
+      if (BucketOf(space, key) != bucket) continue;
+      if (bytes >= max_bytes) {
+        *more = true;
+        return Status::Ok();
+      }
+      std::string_view value(it->value().data(), it->value().size());
+      fn(space, key, value);
+      bytes += key.size() + value.size();
+    }
+    if (Status s = FromRocks(it->status(), "read bucket"); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status Store::TruncateLog(uint64_t upto) {
+  // The last entry always stays: after a restart the log goes on from it, and
+  // peers' acknowledged positions keep their meaning.
+  upto = std::min(upto, log_seq_.load() - (log_seq_.load() > 0 ? 1 : 0));
+  if (upto < log_first_.load()) return Status::Ok();
+  std::string begin = BE64(0), end = BE64(upto + 1);
+  Status s = FromRocks(db_->DeleteRange(rocksdb::WriteOptions(), cf(Cf::kLog), begin, end), "truncate log");
+  if (s.ok()) log_first_.store(upto + 1);
+  return s;
 }
 
 Status Store::ForEachRecord(const std::function<void(std::string_view, const Record&)>& fn, Cf space) {

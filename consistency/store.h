@@ -115,6 +115,23 @@ class Store {
   // Entries after `after`, at most `limit`.
   Result<std::vector<LogEntry>> ReadLog(uint64_t after, size_t limit);
   uint64_t LastLogSeq() const { return log_seq_.load(); }
+  // The oldest entry still held (LastLogSeq() + 1 when none is).
+  uint64_t FirstLogSeq() const { return log_first_.load(); }
+  // Drops the entries up to and including upto (every peer has them, or they
+  // are past the retention; anti-entropy repairs a peer that missed them).
+  Status TruncateLog(uint64_t upto);
+
+  // Anti-entropy: the records of the versioned families fall into kBuckets
+  // buckets by a stable hash of (family, key). Two nodes whose bucket digests
+  // agree hold the same records in that bucket.
+  static constexpr size_t kBuckets = 256;
+  static size_t BucketOf(Cf space, std::string_view key);
+  // SHA-256 of each bucket's records (family, key, encoded record, in order).
+  Result<std::vector<std::string>> BucketDigests();
+  // The records of one bucket after (after_space, after_key), in family then
+  // key order, until about max_bytes; *more says whether others follow.
+  Status ReadBucket(size_t bucket, Cf after_space, std::string_view after_key, size_t max_bytes,
+                    const std::function<void(Cf, std::string_view key, std::string_view encoded)>& fn, bool* more);
 
   // Content chunks, addressed by their digest: immutable, so written without versions.
   Status PutChunk(std::string_view digest, std::string_view bytes);
@@ -149,6 +166,7 @@ class Store {
   std::array<std::mutex, 64> stripes_;
   std::mutex log_mu_;  // log sequence numbers are taken and committed in order
   std::atomic<uint64_t> log_seq_{0};
+  std::atomic<uint64_t> log_first_{1};
   Status AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded);
 };
 

@@ -23,6 +23,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "nodeagent/grpc_services.h"
 #include "nodeagent/membership.h"
+#include "nodeagent/anti_entropy.h"
 #include "nodeagent/replicator.h"
 #include "nodeagent/content.h"
 #include "nodeagent/state_page_owner.h"
@@ -176,11 +177,13 @@ int RunAgent(const AgentOptions& opt) {
   if (!recorder.ok()) return Fail(recorder.status());
 
   ClusterService cluster(info, **store, members);
-  auto replicator = std::make_unique<Replicator>(**store, members, content, identity->node_id,
-                                                 [&materializer](Cf space, const std::string& key) {
-                                                   if (space == Cf::kNs) materializer.Enqueue(key);
-                                                 });
-  PeerService peer(members, *replicator, content);
+  auto on_applied = [&materializer](Cf space, const std::string& key) {
+    if (space == Cf::kNs) materializer.Enqueue(key);
+  };
+  auto replicator =
+      std::make_unique<Replicator>(**store, members, content, identity->node_id, on_applied, opt.log_retain);
+  AntiEntropy anti_entropy(**store, members, content, on_applied);
+  PeerService peer(members, *replicator, content, anti_entropy);
   auto store_service = std::make_unique<StoreService>(**store);
   auto namespace_service = std::make_unique<NamespaceService>(**store);
 
@@ -289,6 +292,7 @@ int RunAgent(const AgentOptions& opt) {
   members.set_address(info.grpc_address());
   members.Start();
   replicator->Start();
+  anti_entropy.Start();
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store", "onebox.v1.Namespace", "onebox.v1.Peer"})
     health->SetServingStatus(svc, true);
@@ -301,6 +305,7 @@ int RunAgent(const AgentOptions& opt) {
   }
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   health->SetServingStatus(false);
+  anti_entropy.Stop();
   replicator->Stop();
   members.Stop();
   shim_work.Drain();  // no answer is left for the shim server to deliver

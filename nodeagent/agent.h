@@ -22,6 +22,9 @@ struct AgentOptions {
   // majority of the file's replicas (2 of 2 by default). Never more than the
   // members known.
   int write_quorum = 0;
+  // Replication log entries kept once every member has them or beyond which a
+  // member that was away is repaired by anti-entropy instead.
+  uint64_t log_retain = 1'000'000;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean

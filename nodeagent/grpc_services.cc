@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "naming/cluster_path.h"
+#include "nodeagent/anti_entropy.h"
 #include "nodeagent/content.h"
 #include "nodeagent/membership.h"
 #include "nodeagent/replicator.h"
@@ -178,6 +179,21 @@ grpc::ServerUnaryReactor* PeerService::PushChunks(grpc::CallbackServerContext* c
   return ServeUnary<v1::PushChunksRequest, v1::PushChunksResponse>(
       ctx, in, out, &pool_,
       [this](const v1::PushChunksRequest& q, v1::PushChunksResponse* r) { return content_.OnPushChunks(q, r); });
+}
+
+grpc::ServerUnaryReactor* PeerService::BucketDigests(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                     grpc::ByteBuffer* out) {
+  return ServeUnary<v1::BucketDigestsRequest, v1::BucketDigestsResponse>(
+      ctx, in, out, &pool_, [this](const v1::BucketDigestsRequest& q, v1::BucketDigestsResponse* r) {
+        return anti_entropy_.OnBucketDigests(q, r);
+      });
+}
+
+grpc::ServerUnaryReactor* PeerService::ReadBucket(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                  grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ReadBucketRequest, v1::ReadBucketResponse>(
+      ctx, in, out, &pool_,
+      [this](const v1::ReadBucketRequest& q, v1::ReadBucketResponse* r) { return anti_entropy_.OnReadBucket(q, r); });
 }
 
 grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,

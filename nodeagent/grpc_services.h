@@ -68,14 +68,21 @@ class ClusterService final
 
 class Replicator;
 class ContentTransfer;
+class AntiEntropy;
 
 // Peer: what agents say to each other (membership gossip, replication, content).
 class PeerService final
     : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<
-          v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<v1::Peer::Service>>>> {
+          v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<
+              v1::Peer::WithRawCallbackMethod_BucketDigests<v1::Peer::WithRawCallbackMethod_ReadBucket<
+                  v1::Peer::Service>>>>>> {
  public:
-  PeerService(Membership& members, Replicator& replicator, ContentTransfer& content)
-      : members_(members), replicator_(replicator), content_(content), pool_(2, "onebox-peer") {}
+  PeerService(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy)
+      : members_(members),
+        replicator_(replicator),
+        content_(content),
+        anti_entropy_(anti_entropy),
+        pool_(2, "onebox-peer") {}
   grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -84,11 +91,16 @@ class PeerService final
                                        grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* PushChunks(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                        grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* BucketDigests(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                          grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ReadBucket(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                       grpc::ByteBuffer* out) override;
 
  private:
   Membership& members_;
   Replicator& replicator_;
   ContentTransfer& content_;
+  AntiEntropy& anti_entropy_;
   WorkPool pool_;  // applying a batch writes to RocksDB
 };
 

@@ -93,6 +93,10 @@ int main(int argc, char** argv) {
                         "nodes on which fsync() makes a file durable before it returns (0: a majority of the replicas)")
       ->check(CLI::Range(0, 16))
       ->capture_default_str();
+  cmd_agent->add_option("--log-retain", agent.log_retain,
+                        "replication log entries kept for members that are away (beyond: anti-entropy repairs them)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
+      ->capture_default_str();
   cmd_agent->add_option("--log-level", agent.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

@@ -21,11 +21,12 @@ std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_i
 }  // namespace
 
 Replicator::Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id,
-                       AppliedFn on_applied)
+                       AppliedFn on_applied, uint64_t log_retain)
     : store_(store),
       members_(members),
       content_(content),
       on_applied_(std::move(on_applied)),
+      log_retain_(log_retain),
       self_(NodeIdHex(self_node_id)) {}
 
 Replicator::~Replicator() { Stop(); }
@@ -55,6 +56,12 @@ uint64_t Replicator::Acked(const std::string& node_id) {
 void Replicator::PushTo(const std::string& node_id, const std::string& address) {
   for (;;) {  // until caught up, or the peer stops answering
     uint64_t acked = Acked(node_id);
+    if (acked + 1 < store_.FirstLogSeq()) {
+      spdlog::info("replication: {} was away past the log's retention (entries {} to {} are gone); "
+                   "anti-entropy repairs what it missed",
+                   node_id, acked + 1, store_.FirstLogSeq() - 1);
+      acked = acked_[node_id] = store_.FirstLogSeq() - 1;
+    }
     if (acked >= store_.LastLogSeq()) return;
     Result<std::vector<LogEntry>> entries = store_.ReadLog(acked, kBatch);
     if (!entries.ok()) {
@@ -102,11 +109,28 @@ void Replicator::PushTo(const std::string& node_id, const std::string& address) 
   }
 }
 
+void Replicator::TruncateLog() {
+  // What every member we know of (dead ones too) has, and in any case all
+  // but the newest log_retain entries.
+  uint64_t last = store_.LastLogSeq();
+  uint64_t upto = last > log_retain_ ? last - log_retain_ : 0;
+  uint64_t all_have = last;
+  for (const v1::Node& n : members_.Nodes())
+    if (!n.self()) all_have = std::min(all_have, Acked(n.node_id()));
+  upto = std::max(upto, all_have);
+  if (upto >= store_.FirstLogSeq())
+    if (Status s = store_.TruncateLog(upto); !s.ok()) spdlog::warn("replication: {}", s.message());
+}
+
 void Replicator::Loop() {
   for (;;) {
     {
       std::unique_lock lock(mu_);
       if (cv_.wait_for(lock, kRound, [this] { return stopping_; })) return;
+    }
+    if (auto now = std::chrono::steady_clock::now(); now - last_truncate_ > std::chrono::seconds(1)) {
+      last_truncate_ = now;
+      TruncateLog();
     }
     uint64_t last = store_.LastLogSeq();
     for (auto& [node_id, address] : members_.AliveOthers())

@@ -32,7 +32,10 @@ class Replicator {
  public:
   // on_applied(family, key) runs for every peer record that won here.
   using AppliedFn = std::function<void(Cf, const std::string&)>;
-  Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id, AppliedFn on_applied);
+  // The log keeps what some known member has not acknowledged, at most
+  // log_retain entries; a member that misses more is repaired by anti-entropy.
+  Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id, AppliedFn on_applied,
+             uint64_t log_retain = 1'000'000);
   ~Replicator();
   void Start();
   void Stop();
@@ -47,11 +50,14 @@ class Replicator {
   void Loop();
   uint64_t Acked(const std::string& node_id);
   void PushTo(const std::string& node_id, const std::string& address);
+  void TruncateLog();
 
   Store& store_;
   Membership& members_;
   ContentTransfer& content_;
   AppliedFn on_applied_;
+  uint64_t log_retain_;
+  std::chrono::steady_clock::time_point last_truncate_{};
   std::string self_;
   std::map<std::string, uint64_t> acked_;  // loop thread only
   std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;

@@ -29,6 +29,7 @@ class ClusterTest : public ::testing::Test {
   std::unique_ptr<AgentProcess> Agent(const std::string& name, const std::string& join = "") {
     std::vector<std::string> args{"--name", name, "--data-dir", dir_ / (name + "-data"), "--listen", "127.0.0.1:0",
                                   "--socket", dir_ / (name + ".sock")};
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
     if (!join.empty()) {
       args.push_back("--join");
       args.push_back(join);
@@ -72,6 +73,7 @@ class ClusterTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  std::vector<std::string> extra_args_;  // for every agent started after it is set
   std::unique_ptr<AgentProcess> a, b, c;
   const std::map<std::string, v1::NodeState> all_alive{
       {"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_ALIVE}};
@@ -398,6 +400,30 @@ TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
   EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
   EXPECT_EQ(fsync_on_a("third!!"), "Input/output error\n");
   EXPECT_EQ(size_on(*a), 7) << "the version stays recorded where it was written";
+}
+
+TEST_F(ClusterTest, AntiEntropyRepairsWhatANodeMissedPastTheLogsRetention) {
+  extra_args_ = {"--log-retain", "10"};
+  StartThree();
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
+  // 100 writes, and a file: a's log keeps only the last 10 once it truncates (every second).
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(Put(*a, "missed/" + std::to_string(i), "v").ok());
+  ASSERT_EQ(Shell(*a, "echo missed-file > /cluster/missed.txt").exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_TRUE(c->Start());
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
+  v1::ScanRequest q;
+  q.set_prefix("missed/");
+  q.set_limit(1000);
+  v1::ScanResponse r;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(v1::Store::NewStub(c->channel())->Scan(&ctx, q, &r).ok());
+  EXPECT_EQ(r.entries_size(), 100);
+  EXPECT_TRUE(Eventually(*c, "cat /cluster/missed.txt", "missed-file\n"));
+  std::ifstream log(dir_ / "c.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("anti-entropy:"), std::string::npos) << "c was not repaired by anti-entropy:\n" << text;
 }
 
 }  // namespace

@@ -1,0 +1,133 @@
+#include "nodeagent/anti_entropy.h"
+
+#include <random>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "nodeagent/grpc_services.h"
+
+namespace onebox {
+
+namespace {
+constexpr auto kDeadline = std::chrono::seconds(10);
+constexpr size_t kPageBytes = 2 << 20;  // a page fits gRPC's default 4 MiB message limit
+
+Cf FamilyNamed(const std::string& name) {
+  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i)
+    if (name == kCfNames[i] && kCfVersioned[i]) return static_cast<Cf>(i);
+  return Cf::kCount;
+}
+}  // namespace
+
+AntiEntropy::AntiEntropy(Store& store, Membership& members, ContentTransfer& content, AppliedFn on_applied,
+                         std::chrono::milliseconds period)
+    : store_(store), members_(members), content_(content), on_applied_(std::move(on_applied)), period_(period) {}
+
+AntiEntropy::~AntiEntropy() { Stop(); }
+
+void AntiEntropy::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void AntiEntropy::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void AntiEntropy::Loop() {
+  std::mt19937 rng(std::random_device{}());
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, period_, [this] { return stopping_; })) return;
+    }
+    auto peers = members_.AliveOthers();
+    if (peers.empty()) continue;
+    auto& [node_id, address] = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng)];
+    Result<uint64_t> n = RoundWith(node_id, address);
+    if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", node_id, n.status().message());
+    else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, node_id);
+  }
+}
+
+Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::string& address) {
+  v1::Peer::Stub* stub = content_.StubFor(address);
+  v1::BucketDigestsResponse theirs;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
+    grpc::Status st = stub->BucketDigests(&ctx, {}, &theirs);
+    if (!st.ok()) return Status::Unavailable(st.error_message());
+  }
+  Result<std::vector<std::string>> ours = store_.BucketDigests();
+  if (!ours.ok()) return ours.status();
+  if (theirs.digests_size() != static_cast<int>(ours->size()))
+    return Status::FailedPrecondition(fmt::format("{} answered {} buckets", node_id, theirs.digests_size()));
+  uint64_t repaired = 0;
+  for (size_t b = 0; b < ours->size(); ++b) {
+    if (theirs.digests(static_cast<int>(b)) == (*ours)[b]) continue;
+    v1::ReadBucketRequest req;
+    req.set_bucket(static_cast<uint32_t>(b));
+    for (;;) {  // every page of the bucket
+      v1::ReadBucketResponse page;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
+      grpc::Status st = stub->ReadBucket(&ctx, req, &page);
+      if (!st.ok()) return Status::Unavailable(st.error_message());
+      for (const v1::LogRecord& r : page.records()) {
+        Cf space = FamilyNamed(r.family());
+        Result<Record> record = DecodeRecord(r.record());
+        if (space == Cf::kCount || !record.ok()) continue;
+        Result<bool> won = store_.Apply(r.key(), *record, false, space);
+        if (won.ok() && *won) {
+          ++repaired;
+          if (on_applied_) on_applied_(space, r.key());
+        }
+      }
+      if (!page.more() || page.records_size() == 0) break;
+      req.set_after_family(page.records(page.records_size() - 1).family());
+      req.set_after_key(page.records(page.records_size() - 1).key());
+    }
+  }
+  repaired_ += repaired;
+  return repaired;
+}
+
+grpc::Status AntiEntropy::OnBucketDigests(const v1::BucketDigestsRequest&, v1::BucketDigestsResponse* resp) {
+  Result<std::vector<std::string>> digests = store_.BucketDigests();
+  if (!digests.ok()) return ToGrpc(digests.status());
+  for (std::string& d : *digests) resp->add_digests(std::move(d));
+  return grpc::Status::OK;
+}
+
+grpc::Status AntiEntropy::OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp) {
+  if (req.bucket() >= Store::kBuckets)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("no bucket {}", req.bucket()));
+  Cf after = Cf::kKv;
+  if (!req.after_family().empty()) {
+    after = FamilyNamed(req.after_family());
+    if (after == Cf::kCount)
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", req.after_family()));
+  }
+  bool more = false;
+  Status s = store_.ReadBucket(
+      req.bucket(), after, req.after_family().empty() ? std::string_view() : std::string_view(req.after_key()),
+      kPageBytes,
+      [resp](Cf space, std::string_view key, std::string_view encoded) {
+        v1::LogRecord* r = resp->add_records();
+        r->set_family(kCfNames[static_cast<size_t>(space)]);
+        r->set_key(std::string(key));
+        r->set_record(std::string(encoded));
+      },
+      &more);
+  if (!s.ok()) return ToGrpc(s);
+  resp->set_more(more);
+  return grpc::Status::OK;
+}
+
+}  // namespace onebox

@@ -1,0 +1,55 @@
+// Anti-entropy: every few seconds an agent compares its records with one live
+// peer, bucket by bucket (Store::BucketDigests), pulls the records of the
+// buckets that differ and applies them with last-writer-wins. The peer does
+// the same with others, so every pair converges even where pushes missed
+// something (a replication log truncated while a node was away).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "consistency/store.h"
+#include "nodeagent/content.h"
+#include "nodeagent/membership.h"
+#include "onebox/v1/peer.grpc.pb.h"
+
+namespace onebox {
+
+class AntiEntropy {
+ public:
+  using AppliedFn = std::function<void(Cf, const std::string&)>;
+  AntiEntropy(Store& store, Membership& members, ContentTransfer& content, AppliedFn on_applied,
+              std::chrono::milliseconds period = std::chrono::seconds(2));
+  ~AntiEntropy();
+  void Start();
+  void Stop();
+
+  grpc::Status OnBucketDigests(const v1::BucketDigestsRequest& req, v1::BucketDigestsResponse* resp);
+  grpc::Status OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp);
+
+  uint64_t repaired() const { return repaired_; }
+
+ private:
+  void Loop();
+  // One comparison with the peer at address; returns the records it repaired.
+  Result<uint64_t> RoundWith(const std::string& node_id, const std::string& address);
+
+  Store& store_;
+  Membership& members_;
+  ContentTransfer& content_;
+  AppliedFn on_applied_;
+  std::chrono::milliseconds period_;
+  std::atomic<uint64_t> repaired_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace onebox
