@@ -95,6 +95,8 @@ class Store {
 
   // The live record under key; NotFound when absent or deleted.
   Result<Record> Get(std::string_view key, Cf space = Cf::kKv);
+  // The record under key, tombstones included; NotFound only when absent.
+  Result<Record> GetWithTombstone(std::string_view key, Cf space = Cf::kKv) { return ReadRecord(key, space); }
   // Live records whose key starts with prefix, in key order, after start_after.
   // limit 0 means StoreLimits::kDefaultScanLimit.
   Result<ScanPage> Scan(std::string_view prefix, std::string_view start_after, size_t limit, bool keys_only,

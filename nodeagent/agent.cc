@@ -228,7 +228,8 @@ int RunAgent(const AgentOptions& opt) {
           }
           case v1::ShimRequest::kHello: {
             ClusterRoot root;
-            if (!root.Set(req.hello().root())) {
+            // The agent's own entries in the view root (".onebox-*") are no cluster root.
+            if (!root.Set(req.hello().root()) || req.hello().root().rfind("/.onebox-", 0) == 0) {
               resp->set_err(EINVAL);
               resp->set_message(fmt::format("cluster root '{}' must be an absolute path other than /",
                                             req.hello().root()));
@@ -308,8 +309,8 @@ int RunAgent(const AgentOptions& opt) {
   anti_entropy.Stop();
   replicator->Stop();
   members.Stop();
-  shim_work.Drain();  // no answer is left for the shim server to deliver
-  (*shim)->Stop();
+  (*shim)->Stop();    // no new requests; answers still due are dropped
+  shim_work.Drain();  // before the recorder, materializer and store they use go
   server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
   server->Wait();
   server.reset();         // before the services it references

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nodeagent/grpc_services.h"
+#include "nodeagent/view_materializer.h"
 
 namespace onebox {
 
@@ -82,7 +83,7 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
       for (const v1::LogRecord& r : page.records()) {
         Cf space = FamilyNamed(r.family());
         Result<Record> record = DecodeRecord(r.record());
-        if (space == Cf::kCount || !record.ok()) continue;
+        if (space == Cf::kCount || !record.ok() || (space == Cf::kNs && !IsValidNsKey(r.key()))) continue;
         Result<bool> won = store_.Apply(r.key(), *record, false, space);
         if (won.ok() && *won) {
           ++repaired;

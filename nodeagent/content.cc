@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -59,11 +60,13 @@ Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, co
   std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
   // The writer holds the content for sure (unless it lost it): ask it first.
   std::stable_partition(peers.begin(), peers.end(), [&](const auto& p) { return p.first == writer_id; });
+  std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
   for (const std::string& digest : digests) {
     if (store_.HasChunk(digest)) continue;
     bool got = false;
     std::string tried;
     for (const auto& [node_id, address] : peers) {
+      if (failed.count(node_id)) continue;
       v1::FetchChunkRequest req;
       req.set_digest(digest);
       v1::FetchChunkResponse resp;
@@ -72,6 +75,7 @@ Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, co
       grpc::Status st = StubFor(address)->FetchChunk(&ctx, req, &resp);
       tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", node_id,
                            st.ok() ? (resp.found() ? "bad bytes" : "does not hold it") : st.error_message());
+      if (!st.ok()) failed.insert(node_id);
       if (!st.ok() || !resp.found()) continue;
       if (Sha256(resp.data()) != digest) {
         spdlog::warn("chunk {} from {} does not match its digest; trying another node", Hex(digest), node_id);

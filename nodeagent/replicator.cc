@@ -7,6 +7,7 @@
 
 #include "naming/node_identity.h"
 #include "nodeagent/grpc_services.h"
+#include "nodeagent/view_materializer.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -80,10 +81,11 @@ void Replicator::PushTo(const std::string& node_id, const std::string& address) 
       for (const auto& h : content_.Holders(e.key)) holder = holder || h.first == node_id;
       if (holder) chunks.insert(chunks.end(), inode.chunks().begin(), inode.chunks().end());
     }
-    if (Status s = content_.Push(address, chunks); !s.ok()) {
-      spdlog::debug("replication to {}: {}", node_id, s.message());
-      return;  // again next round
-    }
+    std::sort(chunks.begin(), chunks.end());
+    chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+    // Without them the peer holds stubs and fetches on open: the metadata goes anyway.
+    if (Status s = content_.Push(address, chunks); !s.ok())
+      spdlog::debug("replication to {}: content: {}", node_id, s.message());
     v1::ReplicateRequest req;
     req.set_from_node_id(self_);
     for (const LogEntry& e : *entries) {
@@ -150,6 +152,17 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
   v1::ReplicateRequest req;
   req.set_from_node_id(self_);
   req.set_sync(true);
+  // Its directories first: a node that has not heard of them yet must not
+  // make them up (they would win as the newer version).
+  for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
+    std::string dir = path.substr(0, slash);
+    if (Result<Record> d = store_.Get(dir, Cf::kNs); d.ok()) {
+      v1::LogRecord* r = req.add_records();
+      r->set_family(kCfNames[static_cast<size_t>(Cf::kNs)]);
+      r->set_key(dir);
+      r->set_record(EncodeRecord(*d));
+    }
+  }
   v1::LogRecord* r = req.add_records();
   r->set_family(kCfNames[static_cast<size_t>(Cf::kNs)]);
   r->set_key(path);
@@ -183,6 +196,8 @@ grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::Replic
       if (r.family() == kCfNames[i] && kCfVersioned[i]) space = static_cast<Cf>(i);
     if (space == Cf::kCount)
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", r.family()));
+    if (space == Cf::kNs && !IsValidNsKey(r.key()))
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("'{}' is not a path below the view root", r.key()));
     Result<Record> record = DecodeRecord(r.record());
     if (!record.ok()) return ToGrpc(record.status());
     Result<bool> won = store_.Apply(r.key(), *record, req.sync(), space);

@@ -91,6 +91,7 @@ void ShimServer::Stop() {
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
   if (thread_.joinable()) thread_.join();
   close(listen_fd_);
+  std::lock_guard lock(delivered_mu_);
   close(wake_fd_);
   struct stat st;  // another agent may have taken the path since: leave its socket alone
   if (lstat(path_.c_str(), &st) == 0 && st.st_ino == inode_) unlink(path_.c_str());
@@ -197,10 +198,9 @@ void ShimReply::Send(v1::ShimResponse resp) {
 }
 
 void ShimServer::Deliver(int fd, uint64_t serial, v1::ShimResponse resp) {
-  {
-    std::lock_guard lock(delivered_mu_);
-    delivered_.push_back({fd, serial, std::move(resp)});
-  }
+  std::lock_guard lock(delivered_mu_);  // Stop() closes wake_fd_ under it
+  if (stopping_.load()) return;         // nobody left to answer
+  delivered_.push_back({fd, serial, std::move(resp)});
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
 }

@@ -42,11 +42,40 @@ bool HasStubMark(int fd) {
   return getxattr(proc.c_str(), kStubXattr, nullptr, 0) >= 0;
 }
 
+}  // namespace
+
+bool IsValidNsKey(std::string_view key) {
+  if (key.empty() || key.front() == '/' || key.rfind(".onebox-", 0) == 0) return false;
+  for (size_t pos = 0; pos <= key.size();) {
+    size_t slash = std::min(key.find('/', pos), key.size());
+    std::string_view comp = key.substr(pos, slash - pos);
+    if (comp.empty() || comp == "." || comp == "..") return false;
+    pos = slash + 1;
+  }
+  return true;
+}
+
+namespace {
+
 // Owner first (chown clears setuid bits), then mode. Owner only as root: an
-// agent run by a user makes its files that user's.
+// agent run by a user makes its files that user's, and then never setuid or
+// setgid (they would be the agent's user's).
 void SetOwnerAndMode(int fd, const v1::Inode& inode) {
-  if (geteuid() == 0) [[maybe_unused]] int rc = fchown(fd, inode.uid(), inode.gid());
-  fchmod(fd, inode.mode() & 07777);
+  bool owner = geteuid() == 0 && fchown(fd, inode.uid(), inode.gid()) == 0;
+  fchmod(fd, inode.mode() & (owner ? 07777 : 01777));
+}
+
+std::string StubId(const v1::Inode& inode) {
+  v1::Inode content;
+  content.set_size(inode.size());
+  *content.mutable_chunks() = inode.chunks();
+  return Sha256(content.SerializeAsString());
+}
+
+std::string Hex(std::string_view raw) {
+  std::string out;
+  for (unsigned char c : raw) out += fmt::format("{:02x}", c);
+  return out;
 }
 
 }  // namespace
@@ -107,7 +136,7 @@ Status ViewMaterializer::Start(const std::string& view_root) {
 void ViewMaterializer::Stop() {
   {
     std::lock_guard lock(queue_mu_);
-    stopping_ = true;
+    stopping_ = true;  // the loop finishes what is queued first
   }
   queue_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -116,39 +145,56 @@ void ViewMaterializer::Stop() {
 void ViewMaterializer::Enqueue(const std::string& path) {
   {
     std::lock_guard lock(queue_mu_);
-    ++enqueued_;
-    if (!queued_.insert(path).second) {
-      ++done_;  // already waiting: one pass makes the view match the newest record
-      return;
-    }
-    queue_.push_back(path);
+    // Already waiting: one pass makes the view match the newest record.
+    if (queued_.insert(path).second) queue_.push_back(path);
   }
   queue_cv_.notify_all();
 }
 
 void ViewMaterializer::Drain() {
   std::unique_lock lock(queue_mu_);
-  uint64_t target = enqueued_;
-  queue_cv_.wait(lock, [&] { return done_ >= target || stopping_; });
+  if (!thread_.joinable()) return;
+  queue_cv_.wait(lock, [&] { return (queue_.empty() && !busy_) || stopping_; });
 }
 
 void ViewMaterializer::Loop() {
   std::unique_lock lock(queue_mu_);
   for (;;) {
     queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-    if (stopping_) return;
+    if (queue_.empty()) return;  // stopping, and nothing left
     std::string path = std::move(queue_.front());
     queue_.pop_front();
     queued_.erase(path);
+    busy_ = true;
     lock.unlock();
     Materialize(path);
     lock.lock();
-    ++done_;
+    busy_ = false;
     queue_cv_.notify_all();
   }
 }
 
+bool ViewMaterializer::WasPlaced(const std::string& path) {
+  std::lock_guard lock(placed_mu_);
+  return placed_.count(path) > 0 || stubs_.count(path) > 0;
+}
+
+std::optional<v1::Inode> ViewMaterializer::StubContent(int fd) {
+  std::string proc = fmt::format("/proc/self/fd/{}", fd);
+  char id[64];
+  ssize_t n = getxattr(proc.c_str(), kStubXattr, id, sizeof id);
+  if (n != 32) return std::nullopt;
+  Result<std::string> held = store_.GetMeta("stub/" + Hex(std::string_view(id, 32)));
+  v1::Inode content;
+  if (!held.ok() || !content.ParseFromString(*held)) return std::nullopt;
+  return content;
+}
+
 void ViewMaterializer::Materialize(const std::string& path) {
+  if (!IsValidNsKey(path)) {
+    spdlog::warn("materialize: refusing key '{}' (not a path below the view root)", path);
+    return;
+  }
   std::lock_guard path_lock(PathMutex(path));
   Result<Record> rec = store_.Get(path, Cf::kNs);
   if (!rec.ok()) {
@@ -181,13 +227,19 @@ int ViewMaterializer::OpenParent(const std::string& path, bool create) {
     std::string comp = parent.substr(pos, next - pos);
     int sub = openat(dir, comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sub < 0 && errno == ENOENT && create) {
-      // Made as the store describes it, or as a plain directory until its record comes.
+      // Made as the store describes it, or as a placeholder until its record
+      // comes (the recorder leaves placeholders alone: they are no one's yet).
+      std::string prefix = parent.substr(0, next);
+      Result<Record> r = store_.Get(prefix, Cf::kNs);
       v1::Inode inode;
-      inode.set_mode(0755);
-      if (Result<Record> r = store_.Get(parent.substr(0, next), Cf::kNs); r.ok()) inode.ParseFromString(r->value);
-      if (mkdirat(dir, comp.c_str(), 0700) == 0 || errno == EEXIST) {
+      bool known = r.ok() && inode.ParseFromString(r->value);
+      if (!known) {
+        std::lock_guard lock(placed_mu_);
+        placeholders_.insert(prefix);
+      }
+      if (mkdirat(dir, comp.c_str(), known ? 0700 : 0755) == 0 || errno == EEXIST) {
         sub = openat(dir, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub >= 0) SetOwnerAndMode(sub, inode);
+        if (sub >= 0 && known) SetOwnerAndMode(sub, inode);
       }
     }
     close(dir);
@@ -197,16 +249,20 @@ int ViewMaterializer::OpenParent(const std::string& path, bool create) {
   return dir;
 }
 
-Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode& inode, const Version&) {
+Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode& inode, const Version& version) {
   std::lock_guard view_lock(view_mu_);
   int parent = OpenParent(path, true);
   if (parent < 0) return Status::IOError(fmt::format("parent of /{}: {}", path, strerror(errno)));
   std::string name = Base(path);
   struct stat st;
   if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
-    // A file or symlink where the peer has a directory: the record is newer.
+    // A file or symlink where the peer has a directory, older than the peer's record: it goes.
+    if (!MayReplace(parent, name, path, version)) {
+      close(parent);
+      return Status::Ok();
+    }
     unlinkat(parent, name.c_str(), 0);
-    SetStub(path, false);
+    Gone(path);
   }
   if (mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST) {
     Status s = Status::IOError(fmt::format("mkdir: {}", strerror(errno)));
@@ -216,9 +272,40 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   int fd = openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   close(parent);
   if (fd < 0) return Status::IOError(fmt::format("open: {}", strerror(errno)));
-  SetOwnerAndMode(fd, inode);
+  {
+    std::lock_guard lock(placed_mu_);
+    placeholders_.erase(path);
+  }
+  if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != inode.mode() ||
+      (geteuid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
+    SetOwnerAndMode(fd, inode);
+  RememberPlaced(path, fd);
   close(fd);
   return Status::Ok();
+}
+
+void ViewMaterializer::RememberPlaced(const std::string& path, int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return;
+  std::lock_guard lock(placed_mu_);
+  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid};
+}
+
+bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std::string& path,
+                                  const Version& version) {
+  struct stat st;
+  if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return true;  // nothing there
+  {
+    std::lock_guard lock(placed_mu_);
+    auto it = placed_.find(path);
+    if (it != placed_.end() && it->second.ino == st.st_ino && it->second.ctime_ns == Ns(st.st_ctim)) return true;
+    if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
+  }
+  // Changed here before the peer wrote its version: the peer's is newer.
+  if (static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) < hlc::PhysicalMs(version.hlc)) return true;
+  spdlog::info("/{} changed here after the version from node {} was written; keeping the local change",
+               path, NodeIdHex(version.node));
+  return false;
 }
 
 std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpid(), ++temp_counter_); }
@@ -266,7 +353,14 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
   bool stub = !have_all;
   if (stub) {
     if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0) return fail("size the stub");
-    if (fsetxattr(fd, kStubXattr, "1", 1, 0) != 0) {
+    // The mark names the stub's content (kept in meta), so that a stub moved,
+    // linked or touched is recorded with its content, not hashed.
+    std::string id = StubId(inode);
+    v1::Inode content;
+    content.set_size(inode.size());
+    *content.mutable_chunks() = inode.chunks();
+    if (!store_.PutMeta("stub/" + Hex(id), content.SerializeAsString(), false).ok()) return fail("remember the stub");
+    if (fsetxattr(fd, kStubXattr, id.data(), id.size(), 0) != 0) {
       // No extended attributes on this file system: no stubs, the content comes now.
       close(fd);
       unlinkat(staging_fd_, tmp.c_str(), 0);
@@ -308,6 +402,11 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     return s;
   }
   std::string name = Base(path);
+  if (!MayReplace(parent, name, path, version)) {
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    close(parent);
+    return Status::Ok();
+  }
   if (stub) SetStub(path, true);  // counted before anyone can open it
   int rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
   if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)) {
@@ -320,11 +419,7 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     unlinkat(staging_fd_, tmp.c_str(), 0);
     if (stub) SetStub(path, false);
   } else {
-    struct stat st;  // after the rename, which changes ctime
-    if (fstat(tmp_fd, &st) == 0) {
-      std::lock_guard lock(placed_mu_);
-      placed_[path] = {st.st_ino, Ns(st.st_ctim)};
-    }
+    RememberPlaced(path, tmp_fd);  // after the rename, which changes ctime
     if (!stub) SetStub(path, false);
   }
   close(parent);
@@ -341,62 +436,88 @@ void ViewMaterializer::Remove(const std::string& path) {
   // A directory with entries left waits for their tombstones; the last one
   // removes it (and so on up). Top-level entries (the cluster roots) stay.
   for (std::string p = path; p.find('/') != std::string::npos; p = Parent(p)) {
-    if (store_.Get(p, Cf::kNs).ok()) return;  // live (again)
+    Result<Record> tomb = store_.GetWithTombstone(p, Cf::kNs);
+    if (!tomb.ok() || !tomb->tombstone) return;  // live (again), or never known
     int parent = OpenParent(p, false);
     if (parent < 0) return;
     std::string name = Base(p);
     struct stat st;
     int rc = -1;
-    if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+    if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        (S_ISDIR(st.st_mode) || MayReplace(parent, name, p, tomb->version)))
       rc = unlinkat(parent, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
     close(parent);
-    Gone(p);
     if (rc != 0) return;
+    Gone(p);
   }
 }
 
 Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
-  std::lock_guard path_lock(PathMutex(path));
+  if (!IsValidNsKey(path)) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", path));
   Result<Record> rec = store_.Get(path, Cf::kNs);
   if (!rec.ok()) return rec.status();
   v1::Inode inode;
   if (!inode.ParseFromString(rec->value) || inode.type() != v1::FILE_TYPE_REGULAR)
     return Status::InvalidArgument(fmt::format("/{} is not a file", path));
+  // Only a stub is replaced: never a file a program holds or writes.
+  int fd = OpenBeneath(root_fd_, path, O_PATH);
+  bool stub = fd >= 0 && HasStubMark(fd);
+  if (fd >= 0) close(fd);
+  if (!stub) return inode.size();
+  // The content first, without holding the path: it may take long.
+  std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
+  if (Status s = content_.FetchMissing(chunks, NodeIdHex(rec->version.node)); !s.ok()) {
+    spdlog::warn("cannot hydrate /{}: {}", path, s.message());
+    return s;
+  }
+  std::lock_guard path_lock(PathMutex(path));
   Result<uint64_t> size = PlaceFile(path, inode, rec->version, /*fetch=*/true);
   if (!size.ok()) spdlog::warn("cannot hydrate /{}: {}", path, size.status().message());
   return size;
 }
 
 bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat& st) {
+  bool owner_applies = geteuid() == 0;
   {
     std::lock_guard lock(placed_mu_);
     auto it = placed_.find(path);
     if (it != placed_.end()) {
-      if (it->second.ino == st.st_ino && it->second.ctime_ns == Ns(st.st_ctim)) return true;
+      const Placed& p = it->second;
+      if (p.ino == st.st_ino && p.ctime_ns == Ns(st.st_ctim)) return true;
+      // A directory's ctime moves with its entries: what we set is what counts.
+      if (S_ISDIR(st.st_mode) && p.ino == st.st_ino && p.mode == (st.st_mode & 07777) && p.uid == st.st_uid &&
+          p.gid == st.st_gid)
+        return true;
       placed_.erase(it);  // changed by a program since
+    }
+    if (S_ISDIR(st.st_mode) && placeholders_.count(path)) {
+      if (!store_.Get(path, Cf::kNs).ok()) return true;  // no one's yet: its record will come
+      placeholders_.erase(path);
     }
   }
   if (!S_ISREG(st.st_mode) || !HasStubMark(fd)) {
     SetStub(path, false);
     return false;
   }
-  // A stub from before a restart, still as placed: it matches its record.
+  // A stub (ours from before a restart, or one a program moved, linked or
+  // touched): unchanged when it matches its record.
+  SetStub(path, true);
   Result<Record> rec = store_.Get(path, Cf::kNs);
   v1::Inode inode;
-  bool stub = rec.ok() && inode.ParseFromString(rec->value) && inode.size() == static_cast<uint64_t>(st.st_size) &&
-              inode.mtime_ns() == Ns(st.st_mtim);
-  SetStub(path, stub);
-  if (!stub) {  // a program wrote over a stub: what is there now is real content
-    std::string proc = fmt::format("/proc/self/fd/{}", fd);
-    removexattr(proc.c_str(), kStubXattr);
-  }
-  return stub;
+  return rec.ok() && inode.ParseFromString(rec->value) && inode.type() == v1::FILE_TYPE_REGULAR &&
+         inode.size() == static_cast<uint64_t>(st.st_size) && inode.mtime_ns() == Ns(st.st_mtim) &&
+         inode.mode() == (st.st_mode & 07777) &&
+         (!owner_applies || (inode.uid() == st.st_uid && inode.gid() == st.st_gid));
 }
 
 void ViewMaterializer::Gone(const std::string& path) {
   std::lock_guard lock(placed_mu_);
-  placed_.erase(path);
-  if (stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
+  // The path and everything below it (a directory moved or removed).
+  std::string below = path + "/";
+  auto under = [&](const std::string& k) { return k == path || k.compare(0, below.size(), below) == 0; };
+  std::erase_if(placed_, [&](const auto& kv) { return under(kv.first); });
+  std::erase_if(placeholders_, under);
+  if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
 }
 
 }  // namespace onebox

@@ -9,7 +9,13 @@
 //
 // The view recorder must not take these changes for a program's (it would
 // record them back as new versions): IsOurs() tells it which entries are
-// exactly as this class left them.
+// exactly as this class left them. A stub a program moved, linked, touched or
+// chmod'ed is recorded with the content its mark names (StubContent), never
+// hashed (it holds no content).
+//
+// Nothing here replaces or removes an entry a program changed after the
+// peer's version was written: that change is newer, and the recorder records
+// it. Keys from peers are checked (IsValidNsKey) before they touch the view.
 #pragma once
 
 #include <sys/stat.h>
@@ -21,6 +27,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <optional>
 #include <unordered_set>
 
 #include "consistency/store.h"
@@ -29,6 +36,10 @@
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
+
+// An ns key a peer may send: relative, no empty, "." or ".." components, and
+// not one of the agent's own entries in the view root (".onebox-*").
+bool IsValidNsKey(std::string_view key);
 
 class ViewMaterializer {
  public:
@@ -46,10 +57,16 @@ class ViewMaterializer {
 
   // A peer's record for path (an ns key) won here: make the view match.
   void Enqueue(const std::string& path);
+  // Whether this path was put in the view by us in this run (FullScan must not
+  // take a peer's entry we never placed for one a program removed).
+  bool WasPlaced(const std::string& path);
+  // The content a stub's mark names (size and chunks), if fd is a stub of ours.
+  std::optional<v1::Inode> StubContent(int fd);
   // Returns once everything enqueued before the call is done (tests, Sync).
   void Drain();
   // open() met a stub: fetch its content and put the whole file in place.
-  // Unavailable when no live node holds it.
+  // Unavailable when no live node holds it. Nothing happens unless the entry
+  // at path is a stub.
   Result<uint64_t> Hydrate(const std::string& path);
 
   // For the recorder: the entry at path, as fstat shows it, is one this class
@@ -65,6 +82,9 @@ class ViewMaterializer {
   struct Placed {
     ino_t ino;
     int64_t ctime_ns;
+    mode_t mode;  // directories: what we left (their ctime moves with every entry)
+    uid_t uid;
+    gid_t gid;
   };
   void Loop();
   void Materialize(const std::string& path);
@@ -80,6 +100,10 @@ class ViewMaterializer {
   // Renames staging/tmp over path if the store still holds `version` there.
   Status Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version, bool stub);
   void SetStub(const std::string& path, bool stub);
+  // May a peer's version (written at version's time) replace or remove what is
+  // at (parent, name) now? Not if a program changed it later.
+  bool MayReplace(int parent, const std::string& name, const std::string& path, const Version& version);
+  void RememberPlaced(const std::string& path, int fd);
   std::string NewTempName();
 
   Store& store_;
@@ -107,6 +131,7 @@ class ViewMaterializer {
   std::mutex placed_mu_;
   std::unordered_map<std::string, Placed> placed_;
   std::unordered_set<std::string> stubs_;
+  std::unordered_set<std::string> placeholders_;  // parents made before their record came
 };
 
 }  // namespace onebox

@@ -325,7 +325,8 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode) {
 
 Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
   if (path.empty() || path.front() == '/' || path.find("/../") != std::string::npos || path.rfind("../", 0) == 0 ||
-      (path.size() >= 3 && path.compare(path.size() - 3, 3, "/..") == 0) || path == "..")
+      (path.size() >= 3 && path.compare(path.size() - 3, 3, "/..") == 0) || path == ".." ||
+      path.rfind(".onebox-", 0) == 0)
     return Status::InvalidArgument(fmt::format("'{}' is not a path below the view root", path));
   int64_t size = RecordPath(path, /*content_changed=*/true, /*sync=*/true);
   if (size < 0) return Status::IOError(fmt::format("could not record {}", path));
@@ -349,6 +350,10 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     close(fd);  // a peer's version, put here as recorded: nothing new
     return S_ISREG(st.st_mode) ? static_cast<int64_t>(st.st_size) : 0;
   }
+  // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
+  // its mark names the content.
+  std::optional<v1::Inode> stub;
+  if (materializer_ != nullptr && S_ISREG(st.st_mode)) stub = materializer_->StubContent(fd);
   v1::Inode inode;
   inode.set_type(TypeOf(st.st_mode));
   inode.set_mode(st.st_mode & 07777);
@@ -365,7 +370,13 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
   Result<Record> held = store_.Get(path, Cf::kNs);
   v1::Inode old;
   bool have_old = held.ok() && old.ParseFromString(held->value);
-  if (S_ISREG(st.st_mode)) {
+  if (S_ISREG(st.st_mode) && stub) {
+    if (stub->size() != inode.size()) {
+      spdlog::warn("view recorder: the stub at /{} changed size without its content; not recorded", path);
+      return -1;
+    }
+    *inode.mutable_chunks() = stub->chunks();
+  } else if (S_ISREG(st.st_mode)) {
     bool same_content = have_old && old.type() == v1::FILE_TYPE_REGULAR && old.size() == inode.size() &&
                         old.mtime_ns() == inode.mtime_ns();
     if (same_content && !content_changed) {
@@ -430,8 +441,13 @@ void ViewRecorder::FullScan() {
       close(fd);
       continue;
     }
-    // Written or applied from a peer since the scan began: not yet in the view, not removed.
-    if (Result<Record> r = store_.Get(k, Cf::kNs); r.ok() && r->version.hlc > scan_start) continue;
+    // Written since the scan began: not removed.
+    Result<Record> r = store_.Get(k, Cf::kNs);
+    if (r.ok() && r->version.hlc > scan_start) continue;
+    // A peer's entry we never placed (not yet, or it cannot be: a fifo) was
+    // not removed here either.
+    if (r.ok() && r->version.node != store_.node_id() && materializer_ != nullptr && !materializer_->WasPlaced(k))
+      continue;
     TombstonePath(k);
   }
 }

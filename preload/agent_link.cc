@@ -57,7 +57,7 @@ char socket_path[kMaxPathBytes] = "/run/onebox/agent.sock";
 std::atomic<bool> warned{false};
 // The agent's state page; nullptr when the agent sent none we could trust.
 std::atomic<const StatePage*> state_page{nullptr};
-void* state_page_map = nullptr;  // our one mapping of it: a new agent's page replaces it in place
+ino_t state_page_ino = 0;  // of its memfd (under mu)
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -175,14 +175,21 @@ void MapStatePage(int page_fd) {
   int seals = static_cast<int>(RealSyscall(SYS_fcntl, page_fd, F_GET_SEALS, 0));
   bool sealed = seals >= 0 && (seals & kSeals) == kSeals && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
   void* map = MAP_FAILED;
-  if (sealed && fstat(page_fd, &st) == 0 && st.st_size >= 4096)
-    map = mmap(state_page_map, 4096, PROT_READ, MAP_SHARED | (state_page_map ? MAP_FIXED : 0), page_fd, 0);
+  bool ok = sealed && fstat(page_fd, &st) == 0 && st.st_size >= 4096;
+  if (ok && state_page.load() != nullptr && st.st_ino == state_page_ino) {
+    RealClose(page_fd);  // the page we have (a reconnect to the same agent)
+    return;
+  }
+  if (ok) map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
   RealClose(page_fd);
   if (map == MAP_FAILED || static_cast<const StatePage*>(map)->magic != StatePage::kMagic) {
+    if (map != MAP_FAILED) munmap(map, 4096);
     state_page.store(nullptr);
     return;
   }
-  state_page_map = map;
+  // A new agent's page: another thread may still read the old one, which
+  // stays mapped (4 KiB per agent restart seen).
+  state_page_ino = st.st_ino;
   state_page.store(static_cast<const StatePage*>(map));
 }
 
@@ -252,7 +259,7 @@ int ConnectLocked() {
   int saved = errno;
   int fd = -1;
   std::string view;
-  int err = Handshake(&fd, &view, kTimeoutMs, /*map_page=*/true);
+  int err = Handshake(&fd, &view, kTimeoutMs, /*map_page=*/getpid() == owner_pid);
   if (err != 0) {
     errno = saved;
     return err;

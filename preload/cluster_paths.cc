@@ -277,27 +277,43 @@ int BringContent(int fd, bool o_path) {
   snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
   long marked = o_path ? RealSyscall(SYS_getxattr, proc, kStubXattr, nullptr, 0)
                        : RealSyscall(SYS_fgetxattr, fd, kStubXattr, nullptr, 0);
-  if (marked < 0) return 0;  // ENODATA: whole content here
+  // No mark: whole content here. Any other answer (EACCES, ...) is for the agent to judge.
+  if (marked < 0 && (errno == ENODATA || errno == ENOTSUP)) return 0;
   // The agent names files without symlinks: ask by where fd really is.
   char real[kMaxPathBytes];
   long n = RealSyscall(SYS_readlinkat, AT_FDCWD, proc, real, sizeof real - 1);
   RealSyscall(SYS_close, fd);
+  static constexpr char kDeleted[] = " (deleted)";
+  if (n >= static_cast<long>(sizeof kDeleted) - 1 &&
+      memcmp(real + n - (sizeof kDeleted - 1), kDeleted, sizeof kDeleted - 1) == 0)
+    return 1;  // replaced meanwhile (another process's hydration): open again
   std::string_view view = ViewRoot();
   if (n <= 0 || static_cast<size_t>(n) <= view.size() + 1 || memcmp(real, view.data(), view.size()) != 0 ||
       real[view.size()] != '/')
     return Fail(EIO);
   real[n] = '\0';
+  // A vfork child shares the parent's memory: no agent conversation from it.
+  if (!InOwnerProcess()) return Fail(EIO);
   int err = Hydrate(real + view.size() + 1);
   return err == 0 ? 1 : Fail(err);
 }
 
 // Opens t and, when the program will read what is in it, makes sure the
 // content is here first (a file that came from another node may be a stub).
+// An open that drops the content (O_TRUNC for writing) makes the file this
+// node's own: its stub mark goes.
 int OpenWithContent(const Target& t, int flags, mode_t mode, bool content) {
   for (int attempt = 0;; ++attempt) {
     int fd = OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
-    if (fd < 0 || !content || !MayBeStubs()) return fd;
+    bool truncates = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
+    if (fd < 0 || !MayBeStubs()) return fd;
     int saved = errno;
+    if (truncates) {
+      RealSyscall(SYS_fremovexattr, fd, kStubXattr);
+      errno = saved;
+      return fd;
+    }
+    if (!content) return fd;
     int r = BringContent(fd, flags & O_PATH);
     if (r < 0) return -1;
     errno = saved;
@@ -309,9 +325,8 @@ int OpenWithContent(const Target& t, int flags, mode_t mode, bool content) {
 }  // namespace
 
 int OpenInView(const Target& t, int flags, mode_t mode) {
-  // O_PATH opens only name the file (stat and friends); O_TRUNC for writing drops the content anyway.
-  bool drops_content = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
-  return OpenWithContent(t, flags, mode, !(flags & (O_PATH | O_DIRECTORY)) && !drops_content);
+  // O_PATH opens only name the file (stat and friends).
+  return OpenWithContent(t, flags, mode, !(flags & (O_PATH | O_DIRECTORY)));
 }
 
 int OpenProgramInView(const Target& t, int flags) { return OpenWithContent(t, flags | O_PATH, 0, true); }

@@ -15,6 +15,7 @@
 
 #include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
+#include "onebox/v1/peer.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -400,6 +401,50 @@ TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
   EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
   EXPECT_EQ(fsync_on_a("third!!"), "Input/output error\n");
   EXPECT_EQ(size_on(*a), 7) << "the version stays recorded where it was written";
+}
+
+TEST_F(ClusterTest, StubsMovedTouchedChmodedOrOverwrittenKeepTheRightContentEverywhere) {
+  extra_args_ = {"--replication-factor", "1"};  // content on the writer only: b and c hold stubs
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(Shell(*a, "mkdir /cluster/s && for i in 1 2 3 4; do echo content$i > /cluster/s/f$i; done").exit_code, 0);
+  std::string stub4 = dir_ / "b-data/view/cluster/s/f4";
+  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
+       !IsStub(stub4) && std::chrono::steady_clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(IsStub(stub4));
+  // On b, where they are stubs: none of this opens them for reading.
+  RunResult changed = Shell(*b,
+                            "mv /cluster/s/f1 /cluster/s/g1 && touch -d 2020-01-02 /cluster/s/f2 && "
+                            "chmod 600 /cluster/s/f3 && echo overwritten > /cluster/s/f4");
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  const std::string want =
+      "content1\ncontent2\ncontent3\noverwritten\n2020-01-02 600\n";
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) {
+    SCOPED_TRACE(agent->address());
+    EXPECT_TRUE(Eventually(*agent,
+                           "cd /cluster/s && cat g1 f2 f3 f4 && echo $(date -r f2 +%F) $(stat -c %a f3) && "
+                           "test ! -e f1",
+                           want));
+  }
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
+}
+
+TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  for (std::string key : {"../escape", "cluster/../../x", "/etc/x", ".onebox-staging/t", "cluster//x"}) {
+    v1::ReplicateRequest q;
+    q.set_from_node_id("0000000000000001");
+    v1::LogRecord* r = q.add_records();
+    r->set_family("ns");
+    r->set_key(key);
+    r->set_record(std::string("\x01\x00", 2) + std::string(16, '\x7f'));
+    v1::ReplicateResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status st = v1::Peer::NewStub(a->channel())->Replicate(&ctx, q, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << key;
+  }
 }
 
 TEST_F(ClusterTest, AntiEntropyRepairsWhatANodeMissedPastTheLogsRetention) {
