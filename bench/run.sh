@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 build/bin/store_bench "$@"
 build/bin/shim_bench
 build/bin/cluster_bench
+build/bin/scale_bench

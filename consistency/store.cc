@@ -1,6 +1,8 @@
 #include "consistency/store.h"
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -116,7 +118,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
       // their keys, not the bytes again and again.
       o.enable_blob_files = true;
       o.min_blob_size = 4096;
-      o.write_buffer_size = 64 << 20;
+      o.write_buffer_size = 16 << 20;  // chunks stay in the memtable until a flush: bounded
     }
     descriptors.emplace_back(kCfNames[i], o);
   }
@@ -335,6 +337,55 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   if (!s.ok()) return FromRocks(s, "apply");
   if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
   return true;
+}
+
+Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& records, bool sync) {
+  HlcTimestamp highest = 0;
+  for (const RemoteRecord& r : records) {
+    if (Status s = ValidateKey(r.key); !s.ok()) return s;
+    if (Status s = CheckVersioned(r.space); !s.ok()) return s;
+    if (Status s = ValidateValue(r.record.value); !s.ok()) return s;
+    if (r.record.tombstone && !r.record.value.empty()) return Status::InvalidArgument("a tombstone carries no value");
+    if (r.record.version.node == 0) return Status::InvalidArgument("record has no origin node");
+    highest = std::max(highest, r.record.version.hlc);
+  }
+  if (Result<HlcTimestamp> t = clock_.Update(highest); !t.ok()) return Status::Unavailable(t.status().message());
+  // Every stripe involved, in address order (as Write takes them), held until
+  // the batch is committed: no newer version can slip in between.
+  std::set<std::mutex*> stripes;
+  for (const RemoteRecord& r : records) stripes.insert(&StripeFor(r.key));
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(stripes.size());
+  for (std::mutex* m : stripes) locks.emplace_back(*m);
+  std::vector<bool> won(records.size(), false);
+  // Within the batch, a key's later record competes with its earlier one.
+  std::map<std::pair<Cf, std::string_view>, Version> pending;
+  rocksdb::WriteBatch batch;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const RemoteRecord& r = records[i];
+    auto held_it = pending.find({r.space, r.key});
+    std::optional<Version> held;
+    if (held_it != pending.end()) {
+      held = held_it->second;
+    } else {
+      std::string bytes;
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(r.space), r.key, &bytes);
+      if (s.ok()) {
+        Result<Version> v = DecodeVersion(bytes);
+        if (!v.ok()) return v.status();
+        held = *v;
+      } else if (!s.IsNotFound()) {
+        return FromRocks(s, "read");
+      }
+    }
+    if (held && !(*held < r.record.version)) continue;
+    if (rocksdb::Status s = batch.Put(cf(r.space), r.key, EncodeRecord(r.record)); !s.ok()) return FromRocks(s, "apply");
+    pending[{r.space, r.key}] = r.record.version;
+    won[i] = true;
+  }
+  if (batch.Count() > 0)
+    if (Status st = Commit(batch, highest, sync); !st.ok()) return st;
+  return won;
 }
 
 Result<std::string> Store::Digest(uint64_t* records) {

@@ -72,6 +72,13 @@ struct LogEntry {
   Record record;
 };
 
+// A record made elsewhere, as replication brings it.
+struct RemoteRecord {
+  Cf space = Cf::kKv;
+  std::string key;
+  Record record;
+};
+
 struct StoreStats {
   uint64_t estimated_keys = 0;
   uint64_t sst_bytes = 0;
@@ -106,6 +113,9 @@ class Store {
   // held (or nothing is held). Returns whether it was kept. Raises the clock;
   // Unavailable when the record's timestamp is too far ahead of the wall clock.
   Result<bool> Apply(std::string_view key, const Record& record, bool sync, Cf space = Cf::kKv);
+  // Apply for many records in one WriteBatch (one commit, one WAL write):
+  // what replication and anti-entropy use. Says, per record, whether it won.
+  Result<std::vector<bool>> ApplyBatch(const std::vector<RemoteRecord>& records, bool sync);
   // A digest of every record of the versioned families (key, version,
   // tombstone flag, value): equal on two nodes exactly when they hold the same
   // records. SHA-256 over the records in key order, hex; O(records) per call.

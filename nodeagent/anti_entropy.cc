@@ -80,15 +80,19 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
       ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
       grpc::Status st = stub->ReadBucket(&ctx, req, &page);
       if (!st.ok()) return Status::Unavailable(st.error_message());
+      std::vector<RemoteRecord> batch;
       for (const v1::LogRecord& r : page.records()) {
         Cf space = FamilyNamed(r.family());
         Result<Record> record = DecodeRecord(r.record());
         if (space == Cf::kCount || !record.ok() || (space == Cf::kNs && !IsValidNsKey(r.key()))) continue;
-        Result<bool> won = store_.Apply(r.key(), *record, false, space);
-        if (won.ok() && *won) {
-          ++repaired;
-          if (on_applied_) on_applied_(space, r.key());
-        }
+        batch.push_back({space, r.key(), std::move(record).value()});
+      }
+      Result<std::vector<bool>> won = store_.ApplyBatch(batch, false);
+      if (!won.ok()) return won.status();
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (!(*won)[i]) continue;
+        ++repaired;
+        if (on_applied_) on_applied_(batch[i].space, batch[i].key);
       }
       if (!page.more() || page.records_size() == 0) break;
       req.set_after_family(page.records(page.records_size() - 1).family());

@@ -18,6 +18,7 @@ constexpr size_t kBatch = 1000;
 // are none): a write is on its way to every peer within this.
 constexpr auto kRound = std::chrono::milliseconds(5);
 constexpr auto kDeadline = std::chrono::seconds(2);
+constexpr size_t kParallelPeers = 8;
 std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_id; }
 }  // namespace
 
@@ -46,6 +47,7 @@ void Replicator::Stop() {
 }
 
 uint64_t Replicator::Acked(const std::string& node_id) {
+  std::lock_guard lock(acked_mu_);
   auto it = acked_.find(node_id);
   if (it != acked_.end()) return it->second;
   uint64_t acked = 0;
@@ -61,7 +63,9 @@ void Replicator::PushTo(const std::string& node_id, const std::string& address) 
       spdlog::info("replication: {} was away past the log's retention (entries {} to {} are gone); "
                    "anti-entropy repairs what it missed",
                    node_id, acked + 1, store_.FirstLogSeq() - 1);
-      acked = acked_[node_id] = store_.FirstLogSeq() - 1;
+      acked = store_.FirstLogSeq() - 1;
+      std::lock_guard lock(acked_mu_);
+      acked_[node_id] = acked;
     }
     if (acked >= store_.LastLogSeq()) return;
     Result<std::vector<LogEntry>> entries = store_.ReadLog(acked, kBatch);
@@ -95,8 +99,7 @@ void Replicator::PushTo(const std::string& node_id, const std::string& address) 
       r->set_key(e.key);
       r->set_record(EncodeRecord(e.record));
     }
-    auto& stub = stubs_[address];
-    if (!stub) stub = v1::Peer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    v1::Peer::Stub* stub = content_.StubFor(address);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
     v1::ReplicateResponse resp;
@@ -106,7 +109,10 @@ void Replicator::PushTo(const std::string& node_id, const std::string& address) 
       return;  // again next round
     }
     uint64_t last = entries->back().seq;
-    acked_[node_id] = last;
+    {
+      std::lock_guard lock(acked_mu_);
+      acked_[node_id] = last;
+    }
     (void)store_.PutMeta(AckedKey(node_id), std::to_string(last), /*sync=*/false);
   }
 }
@@ -135,8 +141,17 @@ void Replicator::Loop() {
       TruncateLog();
     }
     uint64_t last = store_.LastLogSeq();
+    std::vector<std::pair<std::string, std::string>> behind;
     for (auto& [node_id, address] : members_.AliveOthers())
-      if (Acked(node_id) < last) PushTo(node_id, address);
+      if (Acked(node_id) < last) behind.emplace_back(node_id, address);
+    // Peers in parallel (a few at a time): one slow peer does not hold up the rest.
+    for (size_t first = 0; first < behind.size(); first += kParallelPeers) {
+      std::vector<std::thread> pushers;
+      for (size_t i = first; i < std::min(behind.size(), first + kParallelPeers); ++i) {
+        pushers.emplace_back([this, &peer = behind[i]] { PushTo(peer.first, peer.second); });
+      }
+      for (auto& t : pushers) t.join();
+    }
   }
 }
 
@@ -189,7 +204,8 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
 }
 
 grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
-  uint64_t applied = 0;
+  std::vector<RemoteRecord> batch;
+  batch.reserve(static_cast<size_t>(req.records_size()));
   for (const v1::LogRecord& r : req.records()) {
     Cf space = Cf::kCount;
     for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i)
@@ -200,12 +216,16 @@ grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::Replic
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("'{}' is not a path below the view root", r.key()));
     Result<Record> record = DecodeRecord(r.record());
     if (!record.ok()) return ToGrpc(record.status());
-    Result<bool> won = store_.Apply(r.key(), *record, req.sync(), space);
-    if (!won.ok()) return ToGrpc(won.status());  // e.g. a clock too far ahead: the sender retries
-    if (*won) {
-      ++applied;
-      if (on_applied_) on_applied_(space, r.key());
-    }
+    batch.push_back({space, r.key(), std::move(record).value()});
+  }
+  // One commit for the whole batch.
+  Result<std::vector<bool>> won = store_.ApplyBatch(batch, req.sync());
+  if (!won.ok()) return ToGrpc(won.status());  // e.g. a clock too far ahead: the sender retries
+  uint64_t applied = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!(*won)[i]) continue;
+    ++applied;
+    if (on_applied_) on_applied_(batch[i].space, batch[i].key);
   }
   resp->set_applied(applied);
   return grpc::Status::OK;

@@ -59,8 +59,8 @@ class Replicator {
   uint64_t log_retain_;
   std::chrono::steady_clock::time_point last_truncate_{};
   std::string self_;
-  std::map<std::string, uint64_t> acked_;  // loop thread only
-  std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;
+  std::mutex acked_mu_;
+  std::map<std::string, uint64_t> acked_;  // pushers, one thread per peer at a time
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;

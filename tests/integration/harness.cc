@@ -143,12 +143,13 @@ bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::strin
   return ShimCall(socket_path, req, resp, err);
 }
 
-bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err) {
+bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
+              int timeout_seconds) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{2, 0};
+  timeval tv{timeout_seconds, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
     *err = std::string("connect: ") + strerror(errno);

@@ -34,7 +34,8 @@ RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::s
               const std::string& stdin_data = "");
 
 // One request over the shim socket (framed as the shim frames it).
-bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err);
+bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
+              int timeout_seconds = 2);
 // A Ping (id 77); the response says who the agent saw.
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
 
