@@ -9,6 +9,7 @@ PACKAGES=(
   librocksdb-dev libgtest-dev libgmock-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev
   python3 python3-grpcio python3-protobuf
+  iproute2  # tests: partitions made with network namespaces
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi

@@ -43,16 +43,7 @@ ContentTransfer::ContentTransfer(Store& store, Membership& members, std::string 
 v1::Peer::Stub* ContentTransfer::StubFor(const std::string& address) {
   std::lock_guard lock(mu_);
   auto& stub = stubs_[address];
-  if (!stub) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(8 << 20);
-    // A peer that comes back is asked again within a second, not after gRPC's
-    // default backoff of up to two minutes.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    stub = v1::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-  }
+  if (!stub) stub = v1::Peer::NewStub(PeerChannel(address));
   return stub.get();
 }
 

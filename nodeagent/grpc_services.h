@@ -44,6 +44,10 @@ struct AgentInfo {
 };
 
 grpc::Status ToGrpc(const Status& s);
+// A channel to another agent: messages up to 8 MiB, and a peer that comes
+// back (after a crash or a partition) is tried again within a second, not
+// after gRPC's default backoff of up to two minutes.
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address);
 // This machine's load (loadavg, CPUs, memory), as nodes report it.
 v1::NodeLoad ReadLoad();
 v1::Node SelfNode(const AgentInfo& info);

@@ -160,7 +160,7 @@ void Membership::ChooseIndexLocked() {
 
 v1::Peer::Stub* Membership::StubFor(const std::string& address) {
   auto& stub = stubs_[address];
-  if (!stub) stub = v1::Peer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  if (!stub) stub = v1::Peer::NewStub(PeerChannel(address));
   return stub.get();
 }
 

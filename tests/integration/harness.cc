@@ -205,7 +205,9 @@ AgentProcess::~AgentProcess() {
 }
 
 ::testing::AssertionResult AgentProcess::Start(std::chrono::milliseconds timeout) {
-  std::vector<std::string> argv{OneboxBin(), "agent"};
+  std::vector<std::string> argv = prefix_;
+  argv.push_back(OneboxBin());
+  argv.push_back("agent");
   argv.insert(argv.end(), args_.begin(), args_.end());
   ExecSpec spec(argv, {});
   int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -233,7 +235,11 @@ AgentProcess::~AgentProcess() {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   address_ = ping.ping().grpc_address();
-  channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments channel_args;  // an agent cut off and back is reached again within a second
+  channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), channel_args);
   auto health = grpc::health::v1::Health::NewStub(channel_);
   while (std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext ctx;

@@ -49,6 +49,9 @@ class AgentProcess {
                                                 std::string log_path);
   ~AgentProcess();  // SIGKILL if still running
 
+  // Runs the agent under this command (e.g. {"ip", "netns", "exec", NS}),
+  // which must exec it (so that pid() stays the agent's).
+  void set_command_prefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
   // Starts the agent and waits until grpc.health.v1 answers SERVING.
   ::testing::AssertionResult Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   // Sends sig and waits; returns the exit code (-N if killed by signal N).
@@ -64,7 +67,7 @@ class AgentProcess {
 
  private:
   AgentProcess() = default;
-  std::vector<std::string> args_;
+  std::vector<std::string> args_, prefix_;
   std::string data_dir_, socket_, log_path_, address_;
   pid_t pid_ = -1;
   std::shared_ptr<grpc::Channel> channel_;
