@@ -10,7 +10,8 @@
   X(kNs, "ns", true, "the namespace: one onebox.v1.Inode per path below the view root")        \
   X(kChunks, "chunks", false, "file content, content-addressed: SHA-256 digest -> bytes")     \
   X(kLog, "log", false, "replication log of local writes: seq (BE64) -> [family][key len][key][record]") \
-  X(kMeta, "meta", false, "node-local values and the persisted HLC high-water mark")
+  X(kMeta, "meta", false, "node-local values and the persisted HLC high-water mark")            \
+  X(kHistory, "history", false, "ns versions replaced or beaten here: path \\0 hlc node (BE) -> record")
 
 namespace onebox {
 

@@ -250,6 +250,9 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   Status st;
   std::lock_guard log_lock(log_mu_);  // log order = commit order
   for (const Mutation& m : mutations) {
+    if (m.space == Cf::kNs)  // what this write replaces stays reachable
+      if (Result<Record> held = ReadRecord(m.key, m.space); held.ok() && !held->tombstone)
+        KeepInHistory(batch, m.key, *held);
     std::string encoded = EncodeRecord(Record{version, m.tombstone, m.value});
     rocksdb::Status s = batch.Put(cf(m.space), m.key, encoded);
     if (!s.ok()) {
@@ -324,15 +327,23 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
     return Status::Unavailable(t.status().message());
   std::lock_guard lock(StripeFor(key));
   std::string bytes;
+  rocksdb::WriteBatch batch;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(space), key, &bytes);
   if (s.ok()) {
-    Result<Version> held = DecodeVersion(bytes);
+    Result<Record> held = DecodeRecord(bytes);
     if (!held.ok()) return held.status();
-    if (!(*held < record.version)) return false;
+    if (!(held->version < record.version)) {
+      // It lost: kept all the same, never silently dropped.
+      if (space == Cf::kNs && !record.tombstone && held->version != record.version) {
+        KeepInHistory(batch, key, record);
+        if (Status st = FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "history"); !st.ok()) return st;
+      }
+      return false;
+    }
+    if (space == Cf::kNs && !held->tombstone) KeepInHistory(batch, key, *held);
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read");
   }
-  rocksdb::WriteBatch batch;
   s = batch.Put(cf(space), key, EncodeRecord(record));
   if (!s.ok()) return FromRocks(s, "apply");
   if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
@@ -359,33 +370,76 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
   for (std::mutex* m : stripes) locks.emplace_back(*m);
   std::vector<bool> won(records.size(), false);
   // Within the batch, a key's later record competes with its earlier one.
-  std::map<std::pair<Cf, std::string_view>, Version> pending;
+  std::map<std::pair<Cf, std::string_view>, const Record*> pending;
   rocksdb::WriteBatch batch;
   for (size_t i = 0; i < records.size(); ++i) {
     const RemoteRecord& r = records[i];
     auto held_it = pending.find({r.space, r.key});
-    std::optional<Version> held;
+    std::optional<Record> held;
     if (held_it != pending.end()) {
-      held = held_it->second;
+      held = *held_it->second;
     } else {
       std::string bytes;
       rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(r.space), r.key, &bytes);
       if (s.ok()) {
-        Result<Version> v = DecodeVersion(bytes);
+        Result<Record> v = DecodeRecord(bytes);
         if (!v.ok()) return v.status();
-        held = *v;
+        held = std::move(v).value();
       } else if (!s.IsNotFound()) {
         return FromRocks(s, "read");
       }
     }
-    if (held && !(*held < r.record.version)) continue;
+    if (held && !(held->version < r.record.version)) {
+      // It lost: kept all the same, never silently dropped.
+      if (r.space == Cf::kNs && !r.record.tombstone && held->version != r.record.version)
+        KeepInHistory(batch, r.key, r.record);
+      continue;
+    }
+    if (held && r.space == Cf::kNs && !held->tombstone) KeepInHistory(batch, r.key, *held);
     if (rocksdb::Status s = batch.Put(cf(r.space), r.key, EncodeRecord(r.record)); !s.ok()) return FromRocks(s, "apply");
-    pending[{r.space, r.key}] = r.record.version;
+    pending[{r.space, r.key}] = &r.record;
     won[i] = true;
   }
   if (batch.Count() > 0)
     if (Status st = Commit(batch, highest, sync); !st.ok()) return st;
   return won;
+}
+
+namespace {
+std::string HistoryKey(std::string_view key, const Version& v) {
+  std::string k(key);
+  k.push_back('\0');
+  k += BE64(v.hlc);
+  k += BE64(v.node);
+  return k;
+}
+}  // namespace
+
+void Store::KeepInHistory(rocksdb::WriteBatch& batch, std::string_view key, const Record& record) {
+  batch.Put(cf(Cf::kHistory), HistoryKey(key, record.version), EncodeRecord(record));
+  // The oldest beyond kHistoryPerPath go (the one being added counts).
+  std::string prefix(key);
+  prefix.push_back('\0');
+  std::vector<std::string> held;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(Cf::kHistory)));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) held.push_back(it->key().ToString());
+  for (size_t i = 0; i + kHistoryPerPath < held.size() + 1; ++i) batch.Delete(cf(Cf::kHistory), held[i]);
+}
+
+Result<std::vector<Record>> Store::History(std::string_view key) {
+  if (Status s = ValidateKey(key); !s.ok()) return s;
+  std::string prefix(key);
+  prefix.push_back('\0');
+  std::vector<Record> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(Cf::kHistory)));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    Result<Record> r = DecodeRecord(std::string_view(it->value().data(), it->value().size()));
+    if (!r.ok()) return r.status();
+    out.push_back(std::move(r).value());
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "history");
+  std::reverse(out.begin(), out.end());  // newest first
+  return out;
 }
 
 Result<std::string> Store::Digest(uint64_t* records) {

@@ -113,6 +113,13 @@ class Store {
   // held (or nothing is held). Returns whether it was kept. Raises the clock;
   // Unavailable when the record's timestamp is too far ahead of the wall clock.
   Result<bool> Apply(std::string_view key, const Record& record, bool sync, Cf space = Cf::kKv);
+  // The namespace's history: every live ns record that a newer one replaced
+  // here, and every ns record that arrived and lost, is kept (the newest
+  // kHistoryPerPath per path), so no version a node ever held is silently
+  // dropped. Node-local: each node keeps what it saw.
+  static constexpr size_t kHistoryPerPath = 16;
+  // The kept versions of key, newest first.
+  Result<std::vector<Record>> History(std::string_view key);
   // Apply for many records in one WriteBatch (one commit, one WAL write):
   // what replication and anti-entropy use. Says, per record, whether it won.
   Result<std::vector<bool>> ApplyBatch(const std::vector<RemoteRecord>& records, bool sync);
@@ -180,6 +187,8 @@ class Store {
   std::atomic<uint64_t> log_seq_{0};
   std::atomic<uint64_t> log_first_{1};
   Status AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded);
+  // Adds record (of ns key) to the history in batch, trimming the oldest.
+  void KeepInHistory(rocksdb::WriteBatch& batch, std::string_view key, const Record& record);
 };
 
 }  // namespace onebox

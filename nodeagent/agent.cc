@@ -185,7 +185,8 @@ int RunAgent(const AgentOptions& opt) {
   AntiEntropy anti_entropy(**store, members, content, on_applied);
   PeerService peer(members, *replicator, content, anti_entropy);
   auto store_service = std::make_unique<StoreService>(**store);
-  auto namespace_service = std::make_unique<NamespaceService>(**store);
+  auto namespace_service =
+      std::make_unique<NamespaceService>(**store, [&materializer](const std::string& key) { materializer.Enqueue(key); });
 
   // Force-link the health descriptors so reflection clients can describe and
   // call grpc.health.v1.Health, which gRPC's built-in service implements.

@@ -15,6 +15,7 @@
 
 #include "consistency/hlc.h"
 #include "onebox/v1/cluster.grpc.pb.h"
+#include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/shim.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 
@@ -118,6 +119,7 @@ class Client {
   }
   v1::Cluster::Stub Cluster() { return v1::Cluster::Stub(channel_); }
   v1::Store::Stub Store() { return v1::Store::Stub(channel_); }
+  v1::Namespace::Stub Namespace() { return v1::Namespace::Stub(channel_); }
   bool json() const { return o_.json; }
 
  private:
@@ -213,6 +215,54 @@ int CmdNodes(const ClientOptions& o) {
                              StateName(n.state()), n.address(), n.load().loadavg_1m(),
                              n.self() ? "  (this node)" : "");
   }
+  return kExitOk;
+}
+
+int CmdVersions(const ClientOptions& o, const std::string& path) {
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::VersionsRequest q;
+  q.set_path(path);
+  v1::VersionsResponse r;
+  grpc::Status s = c.Namespace().Versions(c.Context().get(), q, &r);
+  if (!s.ok()) return c.RpcError(s);
+  if (c.json()) {
+    c.PrintJson(r);
+    return r.versions_size() > 0 ? kExitOk : kExitError;
+  }
+  if (r.versions_size() == 0) return Error(fmt::format("{}: no versions here", path));
+  std::cout << fmt::format("{:<36} {:<23} {:>12}  {}\n", "VERSION", "WRITTEN", "SIZE", "");
+  for (const v1::FileVersion& v : r.versions()) {
+    std::string id = fmt::format("{}@{}", v.version().hlc(), v.version().node_id());
+    std::string size = v.deleted() ? "-" : std::to_string(v.inode().size());
+    std::cout << fmt::format("{:<36} {:<23} {:>12}  {}\n", id, hlc::Format(v.version().hlc()), size,
+                             v.current() ? (v.deleted() ? "current (deleted)" : "current") : "");
+  }
+  return kExitOk;
+}
+
+int CmdRestore(const ClientOptions& o, const std::string& path, const std::string& version) {
+  size_t at = version.find('@');
+  v1::RestoreRequest q;
+  q.set_path(path);
+  try {
+    if (at == std::string::npos) throw std::invalid_argument("no @");
+    q.mutable_version()->set_hlc(std::stoull(version.substr(0, at)));
+    q.mutable_version()->set_node_id(version.substr(at + 1));
+  } catch (const std::exception&) {
+    return Error(fmt::format("version '{}' is not HLC@NODE_ID (as `onebox versions` prints it)", version));
+  }
+  Client c(o);
+  if (!c.Connect()) return kExitError;
+  v1::RestoreResponse r;
+  grpc::Status s = c.Namespace().Restore(c.Context().get(), q, &r);
+  if (!s.ok()) return c.RpcError(s);
+  if (c.json()) {
+    c.PrintJson(r);
+    return kExitOk;
+  }
+  std::cout << fmt::format("{}: version {} is current again, as {}@{}\n", path, version, r.version().hlc(),
+                           r.version().node_id());
   return kExitOk;
 }
 

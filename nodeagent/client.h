@@ -1,4 +1,4 @@
-// The `onebox` client commands (status, nodes, kv ...): gRPC calls to an agent,
+// The `onebox` client commands (status, nodes, versions, restore, kv ...): gRPC calls to an agent,
 // reached by --agent HOST:PORT or through the shim socket (--socket PATH, which
 // tells the agent's gRPC address). Output is human-readable, or the response's
 // protobuf JSON with -o json. Exit codes: 0 ok, 1 error, 2 usage.
@@ -33,6 +33,9 @@ struct KvScanOptions {
 
 int CmdStatus(const ClientOptions& c);
 int CmdNodes(const ClientOptions& c);
+// The versions of a cluster path this node holds, and putting one back.
+int CmdVersions(const ClientOptions& c, const std::string& path);
+int CmdRestore(const ClientOptions& c, const std::string& path, const std::string& version);
 int CmdKvGet(const ClientOptions& c, const std::string& key);
 int CmdKvPut(const ClientOptions& c, const KvPutOptions& o);
 int CmdKvDel(const ClientOptions& c, const std::string& key, bool sync, const std::string& level);

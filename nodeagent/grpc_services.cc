@@ -291,6 +291,59 @@ grpc::ServerUnaryReactor* NamespaceService::Stat(grpc::CallbackServerContext* ct
   });
 }
 
+grpc::ServerUnaryReactor* NamespaceService::Versions(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                     grpc::ByteBuffer* out) {
+  return ServeUnary<v1::VersionsRequest, v1::VersionsResponse>(
+      ctx, in, out, &pool_, [this](const v1::VersionsRequest& q, v1::VersionsResponse* r) {
+        std::string key;
+        if (grpc::Status s = PathKey(q.path(), &key); !s.ok()) return s;
+        Result<Record> current = store_.GetWithTombstone(key, Cf::kNs);
+        if (current.ok()) {
+          v1::FileVersion* v = r->add_versions();
+          *v->mutable_version() = ToProto(current->version);
+          v->set_current(true);
+          v->set_deleted(current->tombstone);
+          if (!current->tombstone) v->mutable_inode()->ParseFromString(current->value);
+        } else if (current.status().code() != Code::kNotFound) {
+          return ToGrpc(current.status());
+        }
+        Result<std::vector<Record>> history = store_.History(key);
+        if (!history.ok()) return ToGrpc(history.status());
+        for (const Record& rec : *history) {
+          if (current.ok() && rec.version == current->version) continue;
+          v1::FileVersion* v = r->add_versions();
+          *v->mutable_version() = ToProto(rec.version);
+          v->mutable_inode()->ParseFromString(rec.value);
+        }
+        return grpc::Status::OK;
+      });
+}
+
+grpc::ServerUnaryReactor* NamespaceService::Restore(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                    grpc::ByteBuffer* out) {
+  return ServeUnary<v1::RestoreRequest, v1::RestoreResponse>(
+      ctx, in, out, &pool_, [this](const v1::RestoreRequest& q, v1::RestoreResponse* r) {
+        std::string key;
+        if (grpc::Status s = PathKey(q.path(), &key); !s.ok()) return s;
+        Result<uint64_t> node = ParseNodeId(q.version().node_id());
+        if (!node.ok()) return ToGrpc(node.status());
+        Version want{q.version().hlc(), *node};
+        Result<std::vector<Record>> history = store_.History(key);
+        if (!history.ok()) return ToGrpc(history.status());
+        for (const Record& rec : *history) {
+          if (rec.version != want) continue;
+          Result<Version> v = store_.Put(key, rec.value, /*sync=*/true, Cf::kNs);
+          if (!v.ok()) return ToGrpc(v.status());
+          *r->mutable_version() = ToProto(*v);
+          if (on_restored_) on_restored_(key);
+          return grpc::Status::OK;
+        }
+        return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                            fmt::format("{} has no earlier version {}@{} here", q.path(), q.version().hlc(),
+                                        q.version().node_id()));
+      });
+}
+
 grpc::ServerUnaryReactor* NamespaceService::List(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                  grpc::ByteBuffer* out) {
   return ServeUnary<v1::ListRequest, v1::ListResponse>(ctx, in, out, &pool_, [this](const v1::ListRequest& q,

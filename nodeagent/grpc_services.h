@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -130,16 +131,25 @@ class StoreService final
 
 // The namespace as this node recorded it (ns family), by cluster path.
 class NamespaceService final
-    : public v1::Namespace::WithRawCallbackMethod_Stat<v1::Namespace::WithRawCallbackMethod_List<v1::Namespace::Service>> {
+    : public v1::Namespace::WithRawCallbackMethod_Stat<v1::Namespace::WithRawCallbackMethod_List<
+          v1::Namespace::WithRawCallbackMethod_Versions<v1::Namespace::WithRawCallbackMethod_Restore<
+              v1::Namespace::Service>>>> {
  public:
-  explicit NamespaceService(Store& store) : store_(store), pool_(2, "onebox-ns") {}
+  // on_restored(key) puts a restored version in the view.
+  NamespaceService(Store& store, std::function<void(const std::string&)> on_restored = {})
+      : store_(store), on_restored_(std::move(on_restored)), pool_(2, "onebox-ns") {}
   grpc::ServerUnaryReactor* Stat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                  grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                  grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Versions(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                     grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override;
 
  private:
   Store& store_;
+  std::function<void(const std::string&)> on_restored_;
   WorkPool pool_;
 };
 

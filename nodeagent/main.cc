@@ -108,6 +108,14 @@ int main(int argc, char** argv) {
   auto* cmd_status = app.add_subcommand("status", "show the status of the agent");
   auto* cmd_nodes = app.add_subcommand("nodes", "list the nodes of the cluster");
 
+  // onebox versions PATH / restore PATH VERSION
+  std::string vpath, vversion;
+  auto* cmd_versions = app.add_subcommand("versions", "list the versions of a cluster file this node holds");
+  cmd_versions->add_option("PATH", vpath, "cluster path, e.g. /cluster/a/b")->required();
+  auto* cmd_restore = app.add_subcommand("restore", "make an earlier version of a cluster file current again");
+  cmd_restore->add_option("PATH", vpath, "cluster path")->required();
+  cmd_restore->add_option("VERSION", vversion, "HLC@NODE_ID, as `onebox versions` prints it")->required();
+
   // onebox exec -- CMD...
   std::vector<std::string> exec_argv;
   auto* cmd_exec = app.add_subcommand("exec", "run CMD under the shim, so that /cluster works in it");
@@ -172,6 +180,8 @@ int main(int argc, char** argv) {
   }
   if (*cmd_status) return onebox::CmdStatus(client);
   if (*cmd_nodes) return onebox::CmdNodes(client);
+  if (*cmd_versions) return onebox::CmdVersions(client, vpath);
+  if (*cmd_restore) return onebox::CmdRestore(client, vpath, vversion);
   if (*kv_get) return onebox::CmdKvGet(client, key);
   if (*kv_put) {
     if (put.value.empty() && !put.from_stdin && put_value->count() == 0) {

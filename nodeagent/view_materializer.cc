@@ -127,7 +127,9 @@ Status ViewMaterializer::Start(const std::string& view_root) {
       },
       Cf::kNs);
   if (!s.ok()) return s;
+  starting_ = true;
   for (const std::string& path : todo) Materialize(path);
+  starting_ = false;
   if (!todo.empty()) spdlog::info("materialized {} entries peers sent before the agent stopped", todo.size());
   thread_ = std::thread([this] { Loop(); });
   return Status::Ok();
@@ -297,15 +299,25 @@ bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std
   if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return true;  // nothing there
   {
     std::lock_guard lock(placed_mu_);
+    // As the store knows it (placed by us, or recorded): last-writer-wins has
+    // already decided, and the peer's version won.
     auto it = placed_.find(path);
     if (it != placed_.end() && it->second.ino == st.st_ino && it->second.ctime_ns == Ns(st.st_ctim)) return true;
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
   }
-  // Changed here before the peer wrote its version: the peer's is newer.
-  if (static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) < hlc::PhysicalMs(version.hlc)) return true;
-  spdlog::info("/{} changed here after the version from node {} was written; keeping the local change",
+  // Changed by a program since the store last saw it: that change is newer
+  // than anything here, and the recorder records it (and it wins). At start,
+  // before the recorder has looked, the entry's ctime against the peer's write
+  // time decides.
+  if (starting_ && static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) < hlc::PhysicalMs(version.hlc)) return true;
+  spdlog::info("/{} changed here after the store last saw it; keeping the local change over the version from {}",
                path, NodeIdHex(version.node));
   return false;
+}
+
+void ViewMaterializer::NoteRecorded(const std::string& path, const struct stat& st) {
+  std::lock_guard lock(placed_mu_);
+  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid};
 }
 
 std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpid(), ++temp_counter_); }

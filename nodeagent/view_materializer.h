@@ -72,6 +72,9 @@ class ViewMaterializer {
   // For the recorder: the entry at path, as fstat shows it, is one this class
   // put there and nobody changed since (or a stub of ours from before a restart).
   bool IsOurs(const std::string& path, int fd, const struct stat& st);
+  // For the recorder: the entry at path, as st shows it, is what the store
+  // now holds (just recorded, or found unchanged).
+  void NoteRecorded(const std::string& path, const struct stat& st);
   // For the recorder: path is gone from the view.
   void Gone(const std::string& path);
 
@@ -110,6 +113,7 @@ class ViewMaterializer {
   ContentTransfer& content_;
   StatePage& page_;
   std::recursive_mutex view_mu_;
+  bool starting_ = false;  // Start's catch-up, before the recorder's first look
   int root_fd_ = -1;
   int staging_fd_ = -1;
   uint64_t self_node_;

@@ -346,7 +346,8 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     close(fd);
     return -1;
   }
-  if (materializer_ != nullptr && materializer_->IsOurs(path, fd, st)) {
+  // (fsync's RecordNow always writes: its record must be synced.)
+  if (materializer_ != nullptr && !sync && materializer_->IsOurs(path, fd, st)) {
     close(fd);  // a peer's version, put here as recorded: nothing new
     return S_ISREG(st.st_mode) ? static_cast<int64_t>(st.st_size) : 0;
   }
@@ -387,12 +388,16 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
   }
   bool same_chunks = have_old && old.chunks_size() == inode.chunks_size() &&
                      std::equal(old.chunks().begin(), old.chunks().end(), inode.chunks().begin());
-  if (have_old && SameState(old, inode) && same_chunks && !sync) return static_cast<int64_t>(inode.size());
+  if (have_old && SameState(old, inode) && same_chunks && !sync) {
+    if (materializer_ != nullptr) materializer_->NoteRecorded(path, st);
+    return static_cast<int64_t>(inode.size());
+  }
   Result<Version> v = store_.Put(path, inode.SerializeAsString(), sync, Cf::kNs);
   if (!v.ok()) {
     spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
     return -1;
   }
+  if (materializer_ != nullptr) materializer_->NoteRecorded(path, st);
   ++recorded_;
   spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
   return static_cast<int64_t>(inode.size());

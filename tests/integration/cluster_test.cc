@@ -480,6 +480,53 @@ TEST_F(ClusterTest, KillDuringAWriteStormLosesNoFsyncedWrite) {
   }
 }
 
+std::string NodeId(AgentProcess& a) {
+  v1::StatusResponse r;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(v1::Cluster::NewStub(a.channel())->Status(&ctx, {}, &r).ok());
+  return r.node().node_id();
+}
+
+TEST_F(ClusterTest, ConcurrentWritesOfOneFileResolveAlikeAndTheLoserStaysReachable) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(Shell(*a, "echo first > /cluster/x").exit_code, 0);
+  ASSERT_TRUE(Eventually(*b, "cat /cluster/x", "first\n"));
+  // a and b write the same file at once.
+  std::thread on_a([&] { Shell(*a, "echo from-a > /cluster/x"); });
+  Shell(*b, "echo from-node-b > /cluster/x");
+  on_a.join();
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
+  std::string winner = Shell(*a, "cat /cluster/x").out;
+  ASSERT_TRUE(winner == "from-a\n" || winner == "from-node-b\n") << winner;
+  std::string loser = winner == "from-a\n" ? "from-node-b\n" : "from-a\n";
+  for (AgentProcess* agent : {b.get(), c.get()}) EXPECT_TRUE(Eventually(*agent, "cat /cluster/x", winner));
+  // Every node lists the losing version (by its size), and can make it current again.
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) {
+    RunResult v = RunCommand({OneboxBin(), "--agent", agent->address(), "-o", "json", "versions", "/cluster/x"});
+    EXPECT_EQ(v.exit_code, 0) << v.err;
+    EXPECT_NE(v.out.find("\"size\": \"" + std::to_string(loser.size()) + "\""), std::string::npos)
+        << "the losing version is not listed on " << agent->address() << ":\n" << v.out;
+  }
+  RunResult listing = RunCommand({OneboxBin(), "--agent", c->address(), "versions", "/cluster/x"});
+  ASSERT_EQ(listing.exit_code, 0) << listing.err;
+  std::string loser_id;
+  std::istringstream rows(listing.out);
+  for (std::string line; std::getline(rows, line);) {
+    std::istringstream cols(line);
+    std::string id, written, size;
+    cols >> id >> written >> size;
+    if (size == std::to_string(loser.size())) loser_id = id;
+  }
+  ASSERT_FALSE(loser_id.empty()) << listing.out;
+  RunResult restore = RunCommand({OneboxBin(), "--agent", c->address(), "restore", "/cluster/x", loser_id});
+  ASSERT_EQ(restore.exit_code, 0) << restore.err << restore.out;
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) EXPECT_TRUE(Eventually(*agent, "cat /cluster/x", loser));
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
+  EXPECT_NE(RunCommand({OneboxBin(), "--agent", c->address(), "restore", "/cluster/x", "1@0000000000000001"}).exit_code,
+            0);
+}
+
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
   StartThree();
   if (HasFatalFailure()) return;
