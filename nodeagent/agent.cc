@@ -24,6 +24,7 @@
 #include "nodeagent/grpc_services.h"
 #include "nodeagent/membership.h"
 #include "nodeagent/anti_entropy.h"
+#include "nodeagent/claims.h"
 #include "nodeagent/replicator.h"
 #include "nodeagent/content.h"
 #include "nodeagent/state_page_owner.h"
@@ -183,7 +184,9 @@ int RunAgent(const AgentOptions& opt) {
   auto replicator =
       std::make_unique<Replicator>(**store, members, content, identity->node_id, on_applied, opt.log_retain);
   AntiEntropy anti_entropy(**store, members, content, on_applied);
-  PeerService peer(members, *replicator, content, anti_entropy);
+  Claims claims(**store, members, content, NodeIdHex(identity->node_id));
+  PeerService peer(members, *replicator, content, anti_entropy, claims);
+  members.set_alive_observer([page = &(*state_page)->page()](size_t alive) { page->peers_alive.store(alive); });
   auto store_service = std::make_unique<StoreService>(**store);
   auto namespace_service =
       std::make_unique<NamespaceService>(**store, [&materializer](const std::string& key) { materializer.Enqueue(key); });
@@ -264,6 +267,20 @@ int RunAgent(const AgentOptions& opt) {
               } else {
                 r.set_err(size.status().code() == Code::kInvalidArgument ? EINVAL : EIO);
                 r.set_message(size.status().message());
+              }
+              reply.Send(std::move(r));
+            });
+            break;
+          case v1::ShimRequest::kClaim:
+            shim_work.Submit([&claims, path = req.claim().path(), reply = call.Defer()]() mutable {
+              v1::ShimResponse r;
+              Status s = claims.Acquire(path);
+              if (s.ok()) {
+                r.mutable_claim();
+              } else {
+                r.set_err(s.code() == Code::kAlreadyExists ? EEXIST : s.code() == Code::kInvalidArgument ? EINVAL : EIO);
+                r.set_message(s.message());
+                spdlog::debug("claim: {}", s.message());
               }
               reply.Send(std::move(r));
             });

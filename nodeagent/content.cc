@@ -13,7 +13,7 @@
 namespace onebox {
 
 namespace {
-constexpr auto kChunkDeadline = std::chrono::seconds(10);
+constexpr auto kChunkDeadline = std::chrono::seconds(5);
 constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 
 std::string Hex(std::string_view raw) {

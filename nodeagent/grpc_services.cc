@@ -6,6 +6,7 @@
 
 #include "naming/cluster_path.h"
 #include "nodeagent/anti_entropy.h"
+#include "nodeagent/claims.h"
 #include "nodeagent/content.h"
 #include "nodeagent/membership.h"
 #include "nodeagent/replicator.h"
@@ -203,6 +204,12 @@ grpc::ServerUnaryReactor* PeerService::ReadBucket(grpc::CallbackServerContext* c
   return ServeUnary<v1::ReadBucketRequest, v1::ReadBucketResponse>(
       ctx, in, out, &pool_,
       [this](const v1::ReadBucketRequest& q, v1::ReadBucketResponse* r) { return anti_entropy_.OnReadBucket(q, r); });
+}
+
+grpc::ServerUnaryReactor* PeerService::Claim(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                             grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ClaimRequest, v1::ClaimResponse>(
+      ctx, in, out, nullptr, [this](const v1::ClaimRequest& q, v1::ClaimResponse* r) { return claims_.OnClaim(q, r); });
 }
 
 grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,

@@ -74,19 +74,22 @@ class ClusterService final
 class Replicator;
 class ContentTransfer;
 class AntiEntropy;
+class Claims;
 
 // Peer: what agents say to each other (membership gossip, replication, content).
 class PeerService final
     : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<
           v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<
               v1::Peer::WithRawCallbackMethod_BucketDigests<v1::Peer::WithRawCallbackMethod_ReadBucket<
-                  v1::Peer::Service>>>>>> {
+                  v1::Peer::WithRawCallbackMethod_Claim<v1::Peer::Service>>>>>>> {
  public:
-  PeerService(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy)
+  PeerService(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
+              Claims& claims)
       : members_(members),
         replicator_(replicator),
         content_(content),
         anti_entropy_(anti_entropy),
+        claims_(claims),
         pool_(2, "onebox-peer") {}
   grpc::ServerUnaryReactor* Gossip(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override;
@@ -100,12 +103,15 @@ class PeerService final
                                           grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* ReadBucket(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                        grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* Claim(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                  grpc::ByteBuffer* out) override;
 
  private:
   Membership& members_;
   Replicator& replicator_;
   ContentTransfer& content_;
   AntiEntropy& anti_entropy_;
+  Claims& claims_;
   WorkPool pool_;  // applying a batch writes to RocksDB
 };
 

@@ -205,6 +205,7 @@ void Membership::Loop() {
       for (const v1::Member& m : resp.members()) MergeLocked(m);
       SaveKnownLocked();
     }
+    if (alive_observer_) alive_observer_(AliveOthers().size());
   }
 }
 

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -53,6 +54,8 @@ class Membership {
   // Members we know of in any state, ourselves included.
   size_t KnownCount();
   uint32_t index() const { return index_.load(); }
+  // Called after every gossip round with the number of other members alive.
+  void set_alive_observer(std::function<void(size_t)> fn) { alive_observer_ = std::move(fn); }
   void set_address(const std::string& address);
 
  private:
@@ -73,6 +76,7 @@ class Membership {
   NodeIdentity self_;
   std::string address_;
   std::vector<std::string> seeds_;
+  std::function<void(size_t)> alive_observer_;
   std::vector<std::string> rejoin_;  // members known before a restart (loop thread only)
   std::string saved_known_;          // under mu_
   MembershipOptions options_;

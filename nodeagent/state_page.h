@@ -16,6 +16,9 @@ struct StatePage {
   // Stubs in the view now (entries whose content is on other nodes):
   // open() looks for one only while this is not 0.
   std::atomic<uint64_t> stubs;
+  // Other members alive now: an exclusive create asks them (Claim) only when
+  // this is not 0.
+  std::atomic<uint64_t> peers_alive;
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 

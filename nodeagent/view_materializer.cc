@@ -290,7 +290,12 @@ void ViewMaterializer::RememberPlaced(const std::string& path, int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   std::lock_guard lock(placed_mu_);
-  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid};
+  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid, st.st_size, Ns(st.st_mtim)};
+}
+
+bool ViewMaterializer::Placed::Same(const struct stat& st) const {
+  return ino == st.st_ino && ctime_ns == Ns(st.st_ctim) && size == st.st_size && mtime_ns == Ns(st.st_mtim) &&
+         mode == (st.st_mode & 07777) && uid == st.st_uid && gid == st.st_gid;
 }
 
 bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std::string& path,
@@ -302,7 +307,7 @@ bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std
     // As the store knows it (placed by us, or recorded): last-writer-wins has
     // already decided, and the peer's version won.
     auto it = placed_.find(path);
-    if (it != placed_.end() && it->second.ino == st.st_ino && it->second.ctime_ns == Ns(st.st_ctim)) return true;
+    if (it != placed_.end() && it->second.Same(st)) return true;
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
   }
   // Changed by a program since the store last saw it: that change is newer
@@ -317,7 +322,7 @@ bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std
 
 void ViewMaterializer::NoteRecorded(const std::string& path, const struct stat& st) {
   std::lock_guard lock(placed_mu_);
-  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid};
+  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid, st.st_size, Ns(st.st_mtim)};
 }
 
 std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpid(), ++temp_counter_); }
@@ -495,7 +500,7 @@ bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat
     auto it = placed_.find(path);
     if (it != placed_.end()) {
       const Placed& p = it->second;
-      if (p.ino == st.st_ino && p.ctime_ns == Ns(st.st_ctim)) return true;
+      if (p.Same(st)) return true;
       // A directory's ctime moves with its entries: what we set is what counts.
       if (S_ISDIR(st.st_mode) && p.ino == st.st_ino && p.mode == (st.st_mode & 07777) && p.uid == st.st_uid &&
           p.gid == st.st_gid)

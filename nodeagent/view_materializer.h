@@ -88,6 +88,9 @@ class ViewMaterializer {
     mode_t mode;  // directories: what we left (their ctime moves with every entry)
     uid_t uid;
     gid_t gid;
+    off_t size;   // with mtime: against coarse ctimes (kernels before 6.13)
+    int64_t mtime_ns;
+    bool Same(const struct stat& st) const;
   };
   void Loop();
   void Materialize(const std::string& path);

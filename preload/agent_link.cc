@@ -419,6 +419,20 @@ int Hydrate(const char* rel_path) {
   return AskAlone(req, 600'000);
 }
 
+int Claim(const char* rel_path) {
+  Onebox__V1__ShimClaimRequest claim = ONEBOX__V1__SHIM_CLAIM_REQUEST__INIT;
+  claim.path = const_cast<char*>(rel_path);
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_CLAIM;
+  req.claim = &claim;
+  return AskAlone(req, 10'000);
+}
+
+bool MayHavePeers() {
+  const StatePage* page = state_page.load(std::memory_order_acquire);
+  return page != nullptr && page->peers_alive.load(std::memory_order_relaxed) != 0;
+}
+
 bool MayBeStubs() {
   const StatePage* page = state_page.load(std::memory_order_acquire);
   return page == nullptr || page->stubs.load(std::memory_order_relaxed) != 0;

@@ -298,11 +298,31 @@ int BringContent(int fd, bool o_path) {
   return err == 0 ? 1 : Fail(err);
 }
 
+}  // namespace
+
+int ClaimInCluster(const Target& t) {
+  if (!MayHavePeers() || !InOwnerProcess()) return 0;  // alone (or a vfork child): the kernel decides
+  char key[kMaxPathBytes];
+  size_t len = strlen(t.rel);
+  while (len > 1 && t.rel[len - 1] == '/') --len;
+  if (len >= sizeof key) return ENAMETOOLONG;
+  memcpy(key, t.rel, len);
+  key[len] = '\0';
+  int saved = errno;
+  int err = Claim(key);
+  errno = saved;
+  return err;
+}
+
+namespace {
+
 // Opens t and, when the program will read what is in it, makes sure the
 // content is here first (a file that came from another node may be a stub).
 // An open that drops the content (O_TRUNC for writing) makes the file this
 // node's own: its stub mark goes.
 int OpenWithContent(const Target& t, int flags, mode_t mode, bool content) {
+  if ((flags & O_CREAT) && (flags & O_EXCL))
+    if (int err = ClaimInCluster(t); err != 0) return Fail(err);
   for (int attempt = 0;; ++attempt) {
     int fd = OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
     bool truncates = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;

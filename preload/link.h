@@ -16,6 +16,12 @@ int Publish(const char* rel_path);
 // Asks the agent to put the whole content of the stub at rel_path (below the
 // view root, no symlinks) in place. Returns 0 or an errno (EIO: nobody has it).
 int Hydrate(const char* rel_path);
+// O_CREAT|O_EXCL or mkdir of rel_path (below the view root): asks the agent
+// to win the name from the live members first. 0 or an errno (EEXIST).
+int Claim(const char* rel_path);
+// True when the agent's state page says other members are alive: only then
+// is an exclusive creation claimed across the cluster.
+bool MayHavePeers();
 // False only when the agent's state page says its view holds no stubs now:
 // then an open needs no look at the file's stub mark.
 bool MayBeStubs();

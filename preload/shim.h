@@ -66,6 +66,9 @@ inline Target Resolve(const char* path, char* buf, size_t cap) { return Resolve(
 // (not O_PATH, not O_TRUNC) of a stub waits until the agent has brought the
 // file's content from another node.
 int OpenInView(const Target& t, int flags, mode_t mode);
+// Before an exclusive creation (O_CREAT|O_EXCL, mkdir) of t while other
+// nodes are alive: wins the name from a majority of them. 0 or an errno.
+int ClaimInCluster(const Target& t);
 // O_PATH open of a program or library to run: its content is brought first too.
 int OpenProgramInView(const Target& t, int flags);
 // openat2 with open()'s flags (masked as OpenInView does) and the given resolve flags.

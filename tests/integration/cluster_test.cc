@@ -527,6 +527,36 @@ TEST_F(ClusterTest, ConcurrentWritesOfOneFileResolveAlikeAndTheLoserStaysReachab
             0);
 }
 
+TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  // Wait until a and b know their peers are alive (their shims claim only then).
+  for (auto deadline = std::chrono::steady_clock::now() + seconds(5); std::chrono::steady_clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  const std::string race =
+      "for i in $(seq 40); do mkdir /cluster/m$i 2>/dev/null && echo d$i; done; "
+      "/usr/bin/python3 -c \"\n"
+      "import os\n"
+      "for i in range(40):\n"
+      "    try:\n"
+      "        os.close(os.open('/cluster/e%d' % i, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)); print('f%d' % i)\n"
+      "    except FileExistsError:\n"
+      "        pass\n"
+      "\"";
+  RunResult on_a;
+  std::thread t([&] { on_a = Shell(*a, race); });
+  RunResult on_b = Shell(*b, race);
+  t.join();
+  std::multiset<std::string> won;
+  for (const RunResult* r : {&on_a, &on_b}) {
+    std::istringstream lines(r->out);
+    for (std::string w; lines >> w;) won.insert(w);
+  }
+  for (int i = 1; i <= 40; ++i) EXPECT_EQ(won.count("d" + std::to_string(i)), 1u) << "mkdir /cluster/m" << i;
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(won.count("f" + std::to_string(i)), 1u) << "O_EXCL /cluster/e" << i;
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
+}
+
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
   StartThree();
   if (HasFatalFailure()) return;
