@@ -480,13 +480,6 @@ TEST_F(ClusterTest, KillDuringAWriteStormLosesNoFsyncedWrite) {
   }
 }
 
-std::string NodeId(AgentProcess& a) {
-  v1::StatusResponse r;
-  grpc::ClientContext ctx;
-  EXPECT_TRUE(v1::Cluster::NewStub(a.channel())->Status(&ctx, {}, &r).ok());
-  return r.node().node_id();
-}
-
 TEST_F(ClusterTest, ConcurrentWritesOfOneFileResolveAlikeAndTheLoserStaysReachable) {
   StartThree();
   if (HasFatalFailure()) return;
