@@ -221,6 +221,7 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
   if (existed) *existed = old.ok() && !old->tombstone;
   Record tomb{{clock_.Now(), node_id_}, true, {}};
   rocksdb::WriteBatch batch;
+  if (space == Cf::kNs && old.ok() && !old->tombstone) KeepInHistory(batch, key, *old);  // rm keeps it reachable
   std::string encoded = EncodeRecord(tomb);
   rocksdb::Status s = batch.Put(cf(space), key, encoded);
   if (!s.ok()) return FromRocks(s, "delete");
@@ -249,10 +250,11 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   rocksdb::WriteBatch batch;
   Status st;
   std::lock_guard log_lock(log_mu_);  // log order = commit order
+  HistoryEdits edits;
   for (const Mutation& m : mutations) {
     if (m.space == Cf::kNs)  // what this write replaces stays reachable
       if (Result<Record> held = ReadRecord(m.key, m.space); held.ok() && !held->tombstone)
-        KeepInHistory(batch, m.key, *held);
+        KeepInHistory(batch, m.key, *held, &edits);
     std::string encoded = EncodeRecord(Record{version, m.tombstone, m.value});
     rocksdb::Status s = batch.Put(cf(m.space), m.key, encoded);
     if (!s.ok()) {
@@ -372,6 +374,7 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
   // Within the batch, a key's later record competes with its earlier one.
   std::map<std::pair<Cf, std::string_view>, const Record*> pending;
   rocksdb::WriteBatch batch;
+  HistoryEdits edits;
   for (size_t i = 0; i < records.size(); ++i) {
     const RemoteRecord& r = records[i];
     auto held_it = pending.find({r.space, r.key});
@@ -392,10 +395,10 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
     if (held && !(held->version < r.record.version)) {
       // It lost: kept all the same, never silently dropped.
       if (r.space == Cf::kNs && !r.record.tombstone && held->version != r.record.version)
-        KeepInHistory(batch, r.key, r.record);
+        KeepInHistory(batch, r.key, r.record, &edits);
       continue;
     }
-    if (held && r.space == Cf::kNs && !held->tombstone) KeepInHistory(batch, r.key, *held);
+    if (held && r.space == Cf::kNs && !held->tombstone) KeepInHistory(batch, r.key, *held, &edits);
     if (rocksdb::Status s = batch.Put(cf(r.space), r.key, EncodeRecord(r.record)); !s.ok()) return FromRocks(s, "apply");
     pending[{r.space, r.key}] = &r.record;
     won[i] = true;
@@ -415,15 +418,31 @@ std::string HistoryKey(std::string_view key, const Version& v) {
 }
 }  // namespace
 
-void Store::KeepInHistory(rocksdb::WriteBatch& batch, std::string_view key, const Record& record) {
-  batch.Put(cf(Cf::kHistory), HistoryKey(key, record.version), EncodeRecord(record));
-  // The oldest beyond kHistoryPerPath go (the one being added counts).
+void Store::KeepInHistory(rocksdb::WriteBatch& batch, std::string_view key, const Record& record,
+                          HistoryEdits* edits) {
+  HistoryEdits local;
+  if (edits == nullptr) edits = &local;
+  std::string hkey = HistoryKey(key, record.version);
   std::string prefix(key);
   prefix.push_back('\0');
-  std::vector<std::string> held;
+  // What the path's history holds with this batch's edits (a batch may
+  // replace one path several times), in version order.
+  std::set<std::string> held;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(Cf::kHistory)));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) held.push_back(it->key().ToString());
-  for (size_t i = 0; i + kHistoryPerPath < held.size() + 1; ++i) batch.Delete(cf(Cf::kHistory), held[i]);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) held.insert(it->key().ToString());
+  for (const std::string& k : edits->added[std::string(key)]) held.insert(k);
+  for (const std::string& k : edits->deleted[std::string(key)]) held.erase(k);
+  if (held.count(hkey)) return;  // kept already (a replayed record)
+  held.insert(hkey);
+  edits->added[std::string(key)].insert(hkey);
+  batch.Put(cf(Cf::kHistory), hkey, EncodeRecord(record));
+  // The oldest beyond kHistoryPerPath go: the newest stay, whatever came last.
+  while (held.size() > kHistoryPerPath) {
+    batch.Delete(cf(Cf::kHistory), *held.begin());
+    edits->added[std::string(key)].erase(*held.begin());
+    edits->deleted[std::string(key)].insert(*held.begin());
+    held.erase(held.begin());
+  }
 }
 
 Result<std::vector<Record>> Store::History(std::string_view key) {

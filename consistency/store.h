@@ -10,7 +10,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -187,8 +189,13 @@ class Store {
   std::atomic<uint64_t> log_seq_{0};
   std::atomic<uint64_t> log_first_{1};
   Status AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded);
-  // Adds record (of ns key) to the history in batch, trimming the oldest.
-  void KeepInHistory(rocksdb::WriteBatch& batch, std::string_view key, const Record& record);
+  // Adds record (of ns key) to the history in batch, trimming the oldest;
+  // edits carries what the same batch already added and removed.
+  struct HistoryEdits {
+    std::map<std::string, std::set<std::string>> added, deleted;
+  };
+  void KeepInHistory(rocksdb::WriteBatch& batch, std::string_view key, const Record& record,
+                     HistoryEdits* edits = nullptr);
 };
 
 }  // namespace onebox

@@ -2,10 +2,11 @@
 // succeed on one node only. The creating node asks every live member for a
 // vote (Peer/Claim) and creates the name only with a majority of the live
 // members (itself included). A member votes for a claim unless the name exists
-// there, or it voted for another claimant of the name within the last
-// kClaimHold (time enough for the winner's creation to replicate). Two nodes
-// claiming at once cannot both get a majority. Under a partition, each side
-// decides with the members it sees: best effort there.
+// there as another node made it, or it voted for another node's claim of the name that has not yet
+// shown up as a record there (at most kClaimHold). Two nodes claiming at once
+// cannot both get a majority; when they split the votes, each gives its votes
+// back and tries again after a random pause, so one of them wins. Under a
+// partition, each side decides with the members it sees: best effort there.
 #pragma once
 
 #include <chrono>
@@ -28,20 +29,22 @@ class Claims {
   Claims(Store& store, Membership& members, ContentTransfer& peers, std::string self_id)
       : store_(store), members_(members), peers_(peers), self_(std::move(self_id)) {}
 
-  // Ok when this node may create key; AlreadyExists when it exists or another
-  // node won it; Unavailable when too few members answered to decide.
+  // Ok when this node may create key; AlreadyExists when it exists;
+  // Unavailable when no majority could be had (too few answers, or another
+  // claimant kept winning).
   Status Acquire(const std::string& key);
   grpc::Status OnClaim(const v1::ClaimRequest& req, v1::ClaimResponse* resp);
 
  private:
-  // This node's vote. Empty: granted; else why not.
-  std::string Vote(const std::string& key, const std::string& claimant, uint64_t claim_id);
-  void Release(const std::string& key, uint64_t claim_id);
+  // This node's vote. Empty: granted; else why not (*exists: it exists).
+  std::string Vote(const std::string& key, const std::string& claimant, uint64_t claim_id, bool* exists);
+  void Release(const std::string& key, const std::string& claimant, uint64_t claim_id);
 
   struct Held {
     std::string claimant;
     uint64_t claim_id;
     std::chrono::steady_clock::time_point until;
+    HlcTimestamp since;  // a record of the name newer than this ends the hold
   };
   Store& store_;
   Membership& members_;

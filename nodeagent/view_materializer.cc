@@ -290,7 +290,8 @@ void ViewMaterializer::RememberPlaced(const std::string& path, int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   std::lock_guard lock(placed_mu_);
-  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid, st.st_size, Ns(st.st_mtim)};
+  placed_[path] = {st.st_ino,  Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid,
+                   st.st_size, Ns(st.st_mtim), /*by_materializer=*/true};
 }
 
 bool ViewMaterializer::Placed::Same(const struct stat& st) const {
@@ -322,7 +323,8 @@ bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std
 
 void ViewMaterializer::NoteRecorded(const std::string& path, const struct stat& st) {
   std::lock_guard lock(placed_mu_);
-  placed_[path] = {st.st_ino, Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid, st.st_size, Ns(st.st_mtim)};
+  placed_[path] = {st.st_ino,  Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid,
+                   st.st_size, Ns(st.st_mtim), /*by_materializer=*/false};
 }
 
 std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpid(), ++temp_counter_); }
@@ -493,14 +495,14 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
   return size;
 }
 
-bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat& st) {
+bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed) {
   bool owner_applies = geteuid() == 0;
   {
     std::lock_guard lock(placed_mu_);
     auto it = placed_.find(path);
     if (it != placed_.end()) {
       const Placed& p = it->second;
-      if (p.Same(st)) return true;
+      if (p.Same(st) && (p.by_materializer || !content_changed)) return true;
       // A directory's ctime moves with its entries: what we set is what counts.
       if (S_ISDIR(st.st_mode) && p.ino == st.st_ino && p.mode == (st.st_mode & 07777) && p.uid == st.st_uid &&
           p.gid == st.st_gid)

@@ -71,7 +71,9 @@ class ViewMaterializer {
 
   // For the recorder: the entry at path, as fstat shows it, is one this class
   // put there and nobody changed since (or a stub of ours from before a restart).
-  bool IsOurs(const std::string& path, int fd, const struct stat& st);
+  // content_changed (a close after writing): only our own placements count,
+  // not what the recorder noted (timestamps may be too coarse to tell).
+  bool IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed = false);
   // For the recorder: the entry at path, as st shows it, is what the store
   // now holds (just recorded, or found unchanged).
   void NoteRecorded(const std::string& path, const struct stat& st);
@@ -90,6 +92,7 @@ class ViewMaterializer {
     gid_t gid;
     off_t size;   // with mtime: against coarse ctimes (kernels before 6.13)
     int64_t mtime_ns;
+    bool by_materializer;  // else noted by the recorder
     bool Same(const struct stat& st) const;
   };
   void Loop();

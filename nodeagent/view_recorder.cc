@@ -347,7 +347,7 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     return -1;
   }
   // (fsync's RecordNow always writes: its record must be synced.)
-  if (materializer_ != nullptr && !sync && materializer_->IsOurs(path, fd, st)) {
+  if (materializer_ != nullptr && !sync && materializer_->IsOurs(path, fd, st, content_changed)) {
     close(fd);  // a peer's version, put here as recorded: nothing new
     return S_ISREG(st.st_mode) ? static_cast<int64_t>(st.st_size) : 0;
   }
@@ -388,8 +388,17 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
   }
   bool same_chunks = have_old && old.chunks_size() == inode.chunks_size() &&
                      std::equal(old.chunks().begin(), old.chunks().end(), inode.chunks().begin());
+  // What the store now holds, if the entry did not change while we looked.
+  auto note = [&] {
+    struct stat now;
+    if (materializer_ != nullptr && fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        now.st_ino == st.st_ino && now.st_size == st.st_size && now.st_ctim.tv_sec == st.st_ctim.tv_sec &&
+        now.st_ctim.tv_nsec == st.st_ctim.tv_nsec && now.st_mtim.tv_sec == st.st_mtim.tv_sec &&
+        now.st_mtim.tv_nsec == st.st_mtim.tv_nsec)
+      materializer_->NoteRecorded(path, st);
+  };
   if (have_old && SameState(old, inode) && same_chunks && !sync) {
-    if (materializer_ != nullptr) materializer_->NoteRecorded(path, st);
+    note();
     return static_cast<int64_t>(inode.size());
   }
   Result<Version> v = store_.Put(path, inode.SerializeAsString(), sync, Cf::kNs);
@@ -397,7 +406,7 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
     return -1;
   }
-  if (materializer_ != nullptr) materializer_->NoteRecorded(path, st);
+  note();
   ++recorded_;
   spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
   return static_cast<int64_t>(inode.size());

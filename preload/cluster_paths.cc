@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -302,6 +303,11 @@ int BringContent(int fd, bool o_path) {
 
 int ClaimInCluster(const Target& t) {
   if (!MayHavePeers() || !InOwnerProcess()) return 0;  // alone (or a vfork child): the kernel decides
+  // There already (mkdir -p over existing directories): the kernel says EEXIST.
+  struct stat st;
+  int saved_errno = errno;
+  if (RealSyscall(SYS_newfstatat, t.dirfd, t.rel, &st, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+  errno = saved_errno;
   char key[kMaxPathBytes];
   size_t len = strlen(t.rel);
   while (len > 1 && t.rel[len - 1] == '/') --len;

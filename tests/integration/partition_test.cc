@@ -42,10 +42,9 @@ class Network {
       error_ = "no ip(8) (iproute2)";
       return;
     }
-    if (!Ip({"link", "add", tag_, "type", "bridge"}) || !Ip({"addr", "add", subnet_ + ".254/24", "dev", tag_}) ||
-        !Ip({"link", "set", tag_, "up"}))
-      return;
-    made_bridge_ = true;
+    if (!Ip({"link", "add", tag_, "type", "bridge"})) return;
+    made_bridge_ = true;  // removed at the end whatever fails next
+    if (!Ip({"addr", "add", subnet_ + ".254/24", "dev", tag_}) || !Ip({"link", "set", tag_, "up"})) return;
     for (int i = 1; i <= nodes; ++i) {
       std::string ns = Ns(i), veth = Veth(i);
       if (!Ip({"netns", "add", ns})) return;

@@ -218,6 +218,37 @@ TEST(Store, ApplyBatchKeepsTheLargerVersionWithinTheBatchAndAgainstWhatIsHeld) {
             Code::kInvalidArgument);
 }
 
+TEST(Store, HistoryKeepsReplacedAndLosingVersionsTheNewestSixteen) {
+  TempDir dir;
+  auto s = OpenStore(dir.path(), 1);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(s->Put("cluster/f", "v" + std::to_string(i), false, Cf::kNs).ok());
+  ASSERT_TRUE(s->Delete("cluster/f", false, nullptr, Cf::kNs).ok());  // rm keeps the last one reachable
+  Result<std::vector<Record>> h = s->History("cluster/f");
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), Store::kHistoryPerPath);
+  EXPECT_EQ(h->front().value, "v19");  // newest first
+  EXPECT_EQ(h->back().value, "v4");
+  // A version that arrives and loses is kept too, if it is among the newest.
+  HlcTimestamp t = s->clock().Last();
+  ASSERT_TRUE(*s->Apply("cluster/g", Record{{t + 100, 9}, false, "winner"}, false, Cf::kNs));
+  EXPECT_FALSE(*s->Apply("cluster/g", Record{{t + 50, 8}, false, "loser"}, false, Cf::kNs));
+  EXPECT_EQ(s->History("cluster/g")->front().value, "loser");
+  EXPECT_FALSE(*s->Apply("cluster/g", Record{{t + 50, 8}, false, "loser"}, false, Cf::kNs));  // a replay
+  EXPECT_EQ(s->History("cluster/g")->size(), 1u);
+  // One batch replacing a path many times keeps no more than the limit.
+  std::vector<RemoteRecord> batch;
+  for (int i = 1; i <= 30; ++i) batch.push_back({Cf::kNs, "cluster/h", Record{{t + 200 + i, 9}, false, std::to_string(i)}});
+  ASSERT_TRUE(s->ApplyBatch(batch, false).ok());
+  EXPECT_EQ(s->Get("cluster/h", Cf::kNs)->value, "30");
+  EXPECT_EQ(s->History("cluster/h")->size(), Store::kHistoryPerPath);
+  EXPECT_EQ(s->History("cluster/h")->front().value, "29");
+  EXPECT_TRUE(s->History("cluster/x")->empty());
+  // kv keys keep no history.
+  ASSERT_TRUE(s->Put("k", "1", false).ok());
+  ASSERT_TRUE(s->Put("k", "2", false).ok());
+  EXPECT_TRUE(s->History("k")->empty());
+}
+
 TEST(Store, LogTruncationKeepsTheLastEntryAcrossRestarts) {
   TempDir dir;
   {
