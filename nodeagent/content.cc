@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,7 @@ namespace onebox {
 
 namespace {
 constexpr auto kChunkDeadline = std::chrono::seconds(5);
+constexpr size_t kFetchesInFlight = 4;
 constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 
 std::string Hex(std::string_view raw) {
@@ -51,13 +53,21 @@ Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, co
   std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
   // The writer holds the content for sure (unless it lost it): ask it first.
   std::stable_partition(peers.begin(), peers.end(), [&](const auto& p) { return p.first == writer_id; });
+  std::vector<const std::string*> missing;
+  for (const std::string& digest : digests)
+    if (!store_.HasChunk(digest)) missing.push_back(&digest);
+  // A few chunks in flight at once (each 1 MiB in memory at most), taken in order.
+  std::mutex mu;
+  size_t next = 0;
+  Status result;
   std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
-  for (const std::string& digest : digests) {
-    if (store_.HasChunk(digest)) continue;
-    bool got = false;
+  auto fetch_one = [&](const std::string& digest) -> Status {
     std::string tried;
     for (const auto& [node_id, address] : peers) {
-      if (failed.count(node_id)) continue;
+      {
+        std::lock_guard lock(mu);
+        if (failed.count(node_id)) continue;
+      }
       v1::FetchChunkRequest req;
       req.set_digest(digest);
       v1::FetchChunkResponse resp;
@@ -66,21 +76,40 @@ Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, co
       grpc::Status st = StubFor(address)->FetchChunk(&ctx, req, &resp);
       tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", node_id,
                            st.ok() ? (resp.found() ? "bad bytes" : "does not hold it") : st.error_message());
-      if (!st.ok()) failed.insert(node_id);
+      if (!st.ok()) {
+        std::lock_guard lock(mu);
+        failed.insert(node_id);
+      }
       if (!st.ok() || !resp.found()) continue;
       if (Sha256(resp.data()) != digest) {
         spdlog::warn("chunk {} from {} does not match its digest; trying another node", Hex(digest), node_id);
         continue;
       }
-      if (Status s = store_.PutChunk(digest, resp.data()); !s.ok()) return s;
-      got = true;
-      break;
+      return store_.PutChunk(digest, resp.data());
     }
-    if (!got)
-      return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", Hex(digest).substr(0, 16),
-                                             tried.empty() ? "no live node" : tried));
-  }
-  return Status::Ok();
+    return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", Hex(digest).substr(0, 16),
+                                           tried.empty() ? "no live node" : tried));
+  };
+  auto worker = [&] {
+    for (;;) {
+      const std::string* digest;
+      {
+        std::lock_guard lock(mu);
+        if (next == missing.size() || !result.ok()) return;
+        digest = missing[next++];
+      }
+      Status s = fetch_one(*digest);
+      if (!s.ok()) {
+        std::lock_guard lock(mu);
+        if (result.ok()) result = s;
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, missing.size()); ++i) workers.emplace_back(worker);
+  worker();
+  for (auto& t : workers) t.join();
+  return result;
 }
 
 std::vector<std::pair<std::string, std::string>> ContentTransfer::Holders(const std::string& path) {
