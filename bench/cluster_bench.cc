@@ -48,21 +48,6 @@ std::unique_ptr<onebox::testing::AgentProcess> Agent(onebox::testing::TempDir& d
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-// Peak resident memory of a process (VmHWM), MiB.
-double PeakRssMiB(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmHWM:") {
-      double kib;
-      status >> kib;
-      return kib / 1024;
-    }
-    status.ignore(1 << 20, '\n');
-  }
-  return -1;
-}
-
 bool WriteFile(const std::string& path, const std::string& bytes) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return false;
@@ -247,6 +232,7 @@ int main(int argc, char** argv) {
   printf("%-58s %10.2f %10.2f %7.2fx   %s\n", "P9 hydration on another node vs a local cp", gb / native_copy_s,
          gb / hydrate_s, native_copy_s / hydrate_s, ">= 1 GB/s");
   printf("%-58s peak RSS: A %.0f MiB, hydrating node %.0f MiB\n", "P9 agent memory (1 MiB chunks, one at a time)",
-         PeakRssMiB(a->pid()), PeakRssMiB(stub_node->pid()));
+         onebox::testing::ProcessMemoryMiB(a->pid(), "VmHWM:"),
+         onebox::testing::ProcessMemoryMiB(stub_node->pid(), "VmHWM:"));
   return 0;
 }

@@ -26,19 +26,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using onebox::testing::AgentProcess;
 
-double RssMiB(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmRSS:") {
-      double kib;
-      status >> kib;
-      return kib / 1024;
-    }
-    status.ignore(1 << 20, '\n');
-  }
-  return -1;
-}
 
 size_t AliveSeen(AgentProcess& a) {
   onebox::v1::ListNodesResponse r;
@@ -91,7 +78,7 @@ int main(int argc, char** argv) {
   }
   std::this_thread::sleep_for(std::chrono::seconds(5));  // idle
   std::vector<double> rss;
-  for (auto& a : agents) rss.push_back(RssMiB(a->pid()));
+  for (auto& a : agents) rss.push_back(onebox::testing::ProcessMemoryMiB(a->pid(), "VmRSS:"));
   std::sort(rss.begin(), rss.end());
 
   // 10k puts on the first agent, from 8 client threads.

@@ -18,12 +18,6 @@ constexpr auto kChunkDeadline = std::chrono::seconds(5);
 constexpr size_t kFetchesInFlight = 4;
 constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 
-std::string Hex(std::string_view raw) {
-  std::string out;
-  for (unsigned char c : raw) out += fmt::format("{:02x}", c);
-  return out;
-}
-
 uint64_t RendezvousWeight(const std::string& path, const std::string& node_id) {
   std::string h = Sha256(path + '\0' + node_id);
   uint64_t w = 0;
@@ -31,6 +25,12 @@ uint64_t RendezvousWeight(const std::string& path, const std::string& node_id) {
   return w;
 }
 }  // namespace
+
+std::string HexOf(std::string_view raw) {
+  std::string out;
+  for (unsigned char c : raw) out += fmt::format("{:02x}", c);
+  return out;
+}
 
 std::string Sha256(std::string_view bytes) {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -82,12 +82,12 @@ Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, co
       }
       if (!st.ok() || !resp.found()) continue;
       if (Sha256(resp.data()) != digest) {
-        spdlog::warn("chunk {} from {} does not match its digest; trying another node", Hex(digest), node_id);
+        spdlog::warn("chunk {} from {} does not match its digest; trying another node", HexOf(digest), node_id);
         continue;
       }
       return store_.PutChunk(digest, resp.data());
     }
-    return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", Hex(digest).substr(0, 16),
+    return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", HexOf(digest).substr(0, 16),
                                            tried.empty() ? "no live node" : tried));
   };
   auto worker = [&] {
@@ -166,7 +166,7 @@ grpc::Status ContentTransfer::OnPushChunks(const v1::PushChunksRequest& req, v1:
   for (const v1::Chunk& c : req.chunks()) {
     if (Sha256(c.data()) != c.digest())
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          fmt::format("chunk {} does not match its digest", Hex(c.digest()).substr(0, 16)));
+                          fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
     if (Status s = store_.PutChunk(c.digest(), c.data()); !s.ok()) return ToGrpc(s);
     ++stored;
   }

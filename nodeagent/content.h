@@ -24,6 +24,8 @@ namespace onebox {
 
 // SHA-256 of bytes (raw, 32 bytes).
 std::string Sha256(std::string_view bytes);
+// Lowercase hex of raw bytes (digests in logs and keys).
+std::string HexOf(std::string_view raw);
 
 class ContentTransfer {
  public:

@@ -1,8 +1,9 @@
 #include "nodeagent/view_materializer.h"
 
+#include "nodeagent/view_fs.h"
+
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -20,13 +21,6 @@ namespace onebox {
 namespace {
 
 constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the recorder never looks there
-
-int OpenBeneath(int root_fd, const std::string& path, int flags) {
-  open_how how{};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
-}
 
 std::string Parent(const std::string& path) {
   size_t slash = path.rfind('/');
@@ -70,12 +64,6 @@ std::string StubId(const v1::Inode& inode) {
   content.set_size(inode.size());
   *content.mutable_chunks() = inode.chunks();
   return Sha256(content.SerializeAsString());
-}
-
-std::string Hex(std::string_view raw) {
-  std::string out;
-  for (unsigned char c : raw) out += fmt::format("{:02x}", c);
-  return out;
 }
 
 }  // namespace
@@ -186,7 +174,7 @@ std::optional<v1::Inode> ViewMaterializer::StubContent(int fd) {
   char id[64];
   ssize_t n = getxattr(proc.c_str(), kStubXattr, id, sizeof id);
   if (n != 32) return std::nullopt;
-  Result<std::string> held = store_.GetMeta("stub/" + Hex(std::string_view(id, 32)));
+  Result<std::string> held = store_.GetMeta("stub/" + HexOf(std::string_view(id, 32)));
   v1::Inode content;
   if (!held.ok() || !content.ParseFromString(*held)) return std::nullopt;
   return content;
@@ -378,7 +366,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     v1::Inode content;
     content.set_size(inode.size());
     *content.mutable_chunks() = inode.chunks();
-    if (!store_.PutMeta("stub/" + Hex(id), content.SerializeAsString(), false).ok()) return fail("remember the stub");
+    if (!store_.PutMeta("stub/" + HexOf(id), content.SerializeAsString(), false).ok()) return fail("remember the stub");
     if (fsetxattr(fd, kStubXattr, id.data(), id.size(), 0) != 0) {
       // No extended attributes on this file system: no stubs, the content comes now.
       close(fd);

@@ -1,8 +1,9 @@
 #include "nodeagent/view_recorder.h"
 
+#include "nodeagent/view_fs.h"
+
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -29,15 +30,6 @@ constexpr std::string_view kAgentFiles = ".onebox-";  // in the view root: the a
 
 std::string Join(const std::string& dir, std::string_view name) {
   return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
-}
-
-// Opens path below the view root, never following a symlink on the way: the
-// agent reads files that any local user may have arranged.
-int OpenBeneath(int root_fd, const std::string& path, int flags) {
-  open_how how{};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
 }
 
 v1::FileType TypeOf(mode_t m) {

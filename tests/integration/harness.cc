@@ -143,6 +143,20 @@ bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::strin
   return ShimCall(socket_path, req, resp, err);
 }
 
+double ProcessMemoryMiB(pid_t pid, const std::string& field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (status >> key) {
+    if (key == field) {
+      double kib;
+      status >> kib;
+      return kib / 1024;
+    }
+    status.ignore(1 << 20, '\n');
+  }
+  return -1;
+}
+
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
               int timeout_seconds) {
   sockaddr_un sa{};

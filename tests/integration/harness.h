@@ -33,6 +33,9 @@ struct RunResult {
 RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
               const std::string& stdin_data = "");
 
+// A memory figure of process pid from /proc/PID/status ("VmRSS:", "VmHWM:"), MiB; -1 if absent.
+double ProcessMemoryMiB(pid_t pid, const std::string& field);
+
 // One request over the shim socket (framed as the shim frames it).
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
               int timeout_seconds = 2);

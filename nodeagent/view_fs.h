@@ -1,0 +1,25 @@
+// How the agent opens entries of its view: below the view root, never through
+// a symlink on the way (any local user may have arranged the view's entries,
+// and the agent may run as root). Shared by the recorder and the materializer.
+#pragma once
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+
+namespace onebox {
+
+// openat2(root_fd, path, flags | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+// "" is the root itself.
+inline int OpenBeneath(int root_fd, const std::string& path, int flags) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
+
+}  // namespace onebox
