@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
          pct(file_lag_ms, 0.5), pct(file_lag_ms, 0.99), file_lag_ms.back(), "p99 <= 50 ms");
 
   // P9: one big file. Native first: the same writes to a plain file on the same disk.
-  uint64_t bytes = static_cast<uint64_t>(gib * (1ULL << 30));
+  uint64_t bytes = static_cast<uint64_t>(gib * 1024) << 20;  // whole MiB: the file is written 1 MiB at a time
   std::string native = dir / "native.bin";
   auto t0 = Clock::now();
   if (!WriteBig(native, bytes)) return 1;
@@ -206,7 +206,9 @@ int main(int argc, char** argv) {
   auto* stub_node = b.get();
   for (auto* n : {b.get(), c.get()}) {
     std::string f = dir / (n == b.get() ? "b-data" : "c-data") + "/view/cluster/big.bin";
-    while (access(f.c_str(), F_OK) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    struct stat st;  // the entry of the whole file (an earlier record may have been of a part)
+    while (stat(f.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != bytes)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (getxattr(f.c_str(), "user.onebox.stub", nullptr, 0) >= 0) stub_node = n;
   }
   std::string native_copy = dir / "native-copy.bin";

@@ -18,7 +18,6 @@ constexpr size_t kBatch = 1000;
 // are none): a write is on its way to every peer within this.
 constexpr auto kRound = std::chrono::milliseconds(5);
 constexpr auto kDeadline = std::chrono::seconds(2);
-constexpr size_t kParallelPeers = 8;
 std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_id; }
 }  // namespace
 
@@ -43,6 +42,7 @@ void Replicator::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  push_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -134,25 +134,53 @@ void Replicator::Loop() {
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, kRound, [this] { return stopping_; })) return;
+      if (cv_.wait_for(lock, kRound, [this] { return stopping_; })) break;
     }
     if (auto now = std::chrono::steady_clock::now(); now - last_truncate_ > std::chrono::seconds(1)) {
       last_truncate_ = now;
       TruncateLog();
     }
-    uint64_t last = store_.LastLogSeq();
-    std::vector<std::pair<std::string, std::string>> behind;
-    for (auto& [node_id, address] : members_.AliveOthers())
-      if (Acked(node_id) < last) behind.emplace_back(node_id, address);
-    // Peers in parallel (a few at a time): one slow peer does not hold up the rest.
-    for (size_t first = 0; first < behind.size(); first += kParallelPeers) {
-      std::vector<std::thread> pushers;
-      for (size_t i = first; i < std::min(behind.size(), first + kParallelPeers); ++i) {
-        pushers.emplace_back([this, &peer = behind[i]] { PushTo(peer.first, peer.second); });
+    // One pusher per live peer, each at its own pace: a slow or cut-off peer
+    // holds up nobody else. A pusher ends when its peer is no longer alive.
+    for (auto it = pushers_.begin(); it != pushers_.end();) {
+      if (!it->second->done) {
+        ++it;
+        continue;
       }
-      for (auto& t : pushers) t.join();
+      it->second->thread.join();
+      it = pushers_.erase(it);
+    }
+    // New entries: wake the pushers (they look on their own every 100 ms too).
+    if (uint64_t last = store_.LastLogSeq(); last != announced_) {
+      announced_ = last;
+      push_cv_.notify_all();
+    }
+    for (auto& [node_id, address] : members_.AliveOthers()) {
+      if (pushers_.count(node_id)) continue;
+      auto pusher = std::make_unique<Pusher>();
+      Pusher* raw = pusher.get();
+      raw->thread = std::thread([this, raw, id = node_id] { PusherLoop(id, raw); });
+      pushers_[node_id] = std::move(pusher);
     }
   }
+  for (auto& [id, pusher] : pushers_) pusher->thread.join();
+  pushers_.clear();
+}
+
+void Replicator::PusherLoop(const std::string& node_id, Pusher* self) {
+  for (bool first = true;; first = false) {
+    if (!first) {
+      std::unique_lock lock(mu_);
+      push_cv_.wait_for(lock, std::chrono::milliseconds(100));
+      if (stopping_) break;
+    }
+    std::string address;
+    for (auto& [id, addr] : members_.AliveOthers())
+      if (id == node_id) address = addr;
+    if (address.empty()) break;  // not alive now: a new pusher starts when it is back
+    if (Acked(node_id) < store_.LastLogSeq()) PushTo(node_id, address);
+  }
+  self->done = true;
 }
 
 Status Replicator::ReplicateNow(const std::string& path, size_t acks) {

@@ -2,7 +2,8 @@
 // of a versioned family is in the store's replication log (same WriteBatch).
 // A pusher sends each member now alive the log entries after the last one it
 // acknowledged (kept in the store, so a restart resumes where it stopped), in
-// batches of up to 1000, looking for new entries every 5 ms; the receiver applies them with
+// batches of up to 1000, looking for new entries every 5 ms (a thread per
+// live peer, so a slow one holds up nobody else); the receiver applies them with
 // last-writer-wins (Store::Apply), so order, duplicates and replays are
 // harmless. A member that was down or unreachable catches up when it is alive
 // again. Before a batch, the content of its new files goes to the members that
@@ -11,6 +12,7 @@
 // entry lost to a crash before its sync), log truncation.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -50,6 +52,11 @@ class Replicator {
   void Loop();
   uint64_t Acked(const std::string& node_id);
   void PushTo(const std::string& node_id, const std::string& address);
+  struct Pusher {
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  void PusherLoop(const std::string& node_id, Pusher* self);
   void TruncateLog();
 
   Store& store_;
@@ -59,6 +66,9 @@ class Replicator {
   uint64_t log_retain_;
   std::chrono::steady_clock::time_point last_truncate_{};
   std::string self_;
+  std::map<std::string, std::unique_ptr<Pusher>> pushers_;  // by peer; the loop thread only
+  uint64_t announced_ = 0;                                   // the loop thread only
+  std::condition_variable push_cv_;                          // with mu_: new entries to push
   std::mutex acked_mu_;
   std::map<std::string, uint64_t> acked_;  // pushers, one thread per peer at a time
   std::mutex mu_;

@@ -1,6 +1,7 @@
 #include "tests/integration/harness.h"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -226,8 +227,13 @@ AgentProcess::~AgentProcess() {
   ExecSpec spec(argv, {});
   int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return ::testing::AssertionFailure() << "open " << log_path_ << ": " << strerror(errno);
+  pid_t parent = getpid();
   pid_ = fork();
   if (pid_ == 0) {
+    // The agent dies with the test (or bench) that started it, even one that
+    // aborts or is killed before its destructors run.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
     dup2(log_fd, 2);
     dup2(log_fd, 1);
     spec.Exec();
