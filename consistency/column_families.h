@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string_view>
 
 #define ONEBOX_COLUMN_FAMILIES(X)                                                              \
   X(kKv, "kv", true, "user key-value records of the Store service")                           \
@@ -33,5 +34,12 @@ inline constexpr bool kCfVersioned[] = {
     ONEBOX_COLUMN_FAMILIES(ONEBOX_CF_VERSIONED)
 #undef ONEBOX_CF_VERSIONED
 };
+
+// The versioned family called name on the wire ("kv", "ns"); Cf::kCount if none is.
+inline Cf VersionedCfNamed(std::string_view name) {
+  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i)
+    if (name == kCfNames[i] && kCfVersioned[i]) return static_cast<Cf>(i);
+  return Cf::kCount;
+}
 
 }  // namespace onebox

@@ -14,11 +14,6 @@ namespace {
 constexpr auto kDeadline = std::chrono::seconds(10);
 constexpr size_t kPageBytes = 2 << 20;  // a page fits gRPC's default 4 MiB message limit
 
-Cf FamilyNamed(const std::string& name) {
-  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i)
-    if (name == kCfNames[i] && kCfVersioned[i]) return static_cast<Cf>(i);
-  return Cf::kCount;
-}
 }  // namespace
 
 AntiEntropy::AntiEntropy(Store& store, Membership& members, ContentTransfer& content, AppliedFn on_applied,
@@ -82,7 +77,7 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
       if (!st.ok()) return Status::Unavailable(st.error_message());
       std::vector<RemoteRecord> batch;
       for (const v1::LogRecord& r : page.records()) {
-        Cf space = FamilyNamed(r.family());
+        Cf space = VersionedCfNamed(r.family());
         Result<Record> record = DecodeRecord(r.record());
         if (space == Cf::kCount || !record.ok() || (space == Cf::kNs && !IsValidNsKey(r.key()))) continue;
         batch.push_back({space, r.key(), std::move(record).value()});
@@ -115,7 +110,7 @@ grpc::Status AntiEntropy::OnReadBucket(const v1::ReadBucketRequest& req, v1::Rea
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("no bucket {}", req.bucket()));
   Cf after = Cf::kKv;
   if (!req.after_family().empty()) {
-    after = FamilyNamed(req.after_family());
+    after = VersionedCfNamed(req.after_family());
     if (after == Cf::kCount)
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", req.after_family()));
   }

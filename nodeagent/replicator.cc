@@ -235,9 +235,7 @@ grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::Replic
   std::vector<RemoteRecord> batch;
   batch.reserve(static_cast<size_t>(req.records_size()));
   for (const v1::LogRecord& r : req.records()) {
-    Cf space = Cf::kCount;
-    for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i)
-      if (r.family() == kCfNames[i] && kCfVersioned[i]) space = static_cast<Cf>(i);
+    Cf space = VersionedCfNamed(r.family());
     if (space == Cf::kCount)
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", r.family()));
     if (space == Cf::kNs && !IsValidNsKey(r.key()))
