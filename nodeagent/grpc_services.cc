@@ -177,6 +177,68 @@ grpc::ServerUnaryReactor* PeerService::Replicate(grpc::CallbackServerContext* ct
       [this](const v1::ReplicateRequest& q, v1::ReplicateResponse* r) { return replicator_.OnReplicate(q, r); });
 }
 
+namespace {
+
+// One replication stream from a peer: read a batch, apply it on the pool,
+// answer with its last seq, and only then read the next. The sender keeps a
+// few batches unanswered at most, and gRPC's flow control holds back the
+// bytes beyond: a slow receiver slows its senders down, it does not queue.
+class ReplicateStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  ReplicateStreamReactor(Replicator& replicator, WorkPool& pool) : replicator_(replicator), pool_(pool) {
+    StartRead(&in_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the sender closed its side (or the call is gone)
+      Finish(grpc::Status::OK);
+      return;
+    }
+    pool_.Submit([this] {
+      v1::ReplicateRequest req;
+      grpc::ProtoBufferReader reader(&in_);
+      if (!req.ParseFromZeroCopyStream(&reader) || !reader.status().ok()) {
+        Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "malformed request: the bytes sent are not a valid onebox.v1.ReplicateRequest"));
+        return;
+      }
+      v1::ReplicateResponse resp;
+      grpc::Status st = replicator_.OnReplicate(req, &resp);
+      if (!st.ok()) {
+        Finish(st);
+        return;
+      }
+      for (const v1::LogRecord& r : req.records()) resp.set_acked_seq(std::max(resp.acked_seq(), r.seq()));
+      bool own_buffer = false;
+      out_.Clear();
+      st = grpc::GenericSerialize<grpc::ProtoBufferWriter, v1::ReplicateResponse>(resp, &out_, &own_buffer);
+      if (!st.ok()) {
+        Finish(st);
+        return;
+      }
+      StartWrite(&out_);
+    });
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the sender went away"));
+      return;
+    }
+    StartRead(&in_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  Replicator& replicator_;
+  WorkPool& pool_;
+  grpc::ByteBuffer in_, out_;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PeerService::ReplicateStream(grpc::CallbackServerContext*) {
+  return new ReplicateStreamReactor(replicator_, pool_);
+}
+
 grpc::ServerUnaryReactor* PeerService::FetchChunk(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                   grpc::ByteBuffer* out) {
   return ServeUnary<v1::FetchChunkRequest, v1::FetchChunkResponse>(

@@ -81,7 +81,8 @@ class PeerService final
     : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<
           v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<
               v1::Peer::WithRawCallbackMethod_BucketDigests<v1::Peer::WithRawCallbackMethod_ReadBucket<
-                  v1::Peer::WithRawCallbackMethod_Claim<v1::Peer::Service>>>>>>> {
+                  v1::Peer::WithRawCallbackMethod_Claim<
+                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>> {
  public:
   PeerService(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
               Claims& claims)
@@ -95,6 +96,7 @@ class PeerService final
                                    grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Replicate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                       grpc::ByteBuffer* out) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ReplicateStream(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* FetchChunk(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                        grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* PushChunks(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,

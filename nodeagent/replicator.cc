@@ -1,6 +1,8 @@
 #include "nodeagent/replicator.h"
 
 #include <algorithm>
+#include <deque>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -18,6 +20,17 @@ constexpr size_t kBatch = 1000;
 // are none): a write is on its way to every peer within this.
 constexpr auto kRound = std::chrono::milliseconds(5);
 constexpr auto kDeadline = std::chrono::seconds(2);
+// Batches a stream may have unanswered: enough to keep the link busy while
+// the peer applies one, few enough that a slow peer is not flooded.
+constexpr size_t kWindow = 4;
+// A stream with nothing to send for this long is closed (idle agents hold none).
+constexpr auto kQuiet = std::chrono::seconds(2);
+// A stream call blocked this long (a hung or cut-off peer) is cancelled.
+constexpr int64_t kStuck = 2000;
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_id; }
 }  // namespace
 
@@ -56,64 +69,140 @@ uint64_t Replicator::Acked(const std::string& node_id) {
   return acked;
 }
 
-void Replicator::PushTo(const std::string& node_id, const std::string& address) {
-  for (;;) {  // until caught up, or the peer stops answering
-    uint64_t acked = Acked(node_id);
-    if (acked + 1 < store_.FirstLogSeq()) {
+bool Replicator::NextBatch(const std::string& node_id, const std::string& address, uint64_t after,
+                           v1::ReplicateRequest* req) {
+  Result<std::vector<LogEntry>> entries = store_.ReadLog(after, kBatch);
+  if (!entries.ok()) {
+    spdlog::error("replication: cannot read the log: {}", entries.status().ToString());
+    return false;
+  }
+  if (entries->empty()) return false;
+  // Content first: a holder that has every chunk puts the whole file in its view.
+  std::vector<std::string> chunks;
+  for (const LogEntry& e : *entries) {
+    v1::Inode inode;
+    if (e.space != Cf::kNs || e.record.tombstone || !inode.ParseFromString(e.record.value) ||
+        inode.type() != v1::FILE_TYPE_REGULAR || inode.chunks_size() == 0)
+      continue;
+    bool holder = false;
+    for (const auto& h : content_.Holders(e.key)) holder = holder || h.first == node_id;
+    if (holder) chunks.insert(chunks.end(), inode.chunks().begin(), inode.chunks().end());
+  }
+  std::sort(chunks.begin(), chunks.end());
+  chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+  // Without them the peer holds stubs and fetches on open: the metadata goes anyway.
+  if (Status s = content_.Push(address, chunks); !s.ok())
+    spdlog::debug("replication to {}: content: {}", node_id, s.message());
+  req->Clear();
+  req->set_from_node_id(self_);
+  for (const LogEntry& e : *entries) {
+    v1::LogRecord* r = req->add_records();
+    r->set_seq(e.seq);
+    r->set_family(kCfNames[static_cast<size_t>(e.space)]);
+    r->set_key(e.key);
+    r->set_record(EncodeRecord(e.record));
+  }
+  return true;
+}
+
+void Replicator::StreamTo(const std::string& node_id, const std::string& address, Pusher* self) {
+  grpc::ClientContext ctx;
+  {
+    std::lock_guard lock(self->ctx_mu);
+    std::lock_guard stop_lock(mu_);
+    if (stopping_) return;
+    self->ctx = &ctx;  // from here the watchdog may cancel it
+  }
+  // Every call that can block on the peer is timed by the watchdog.
+  auto timed = [self](auto&& call) {
+    self->blocked_since = SteadyMs();
+    bool ok = call();
+    self->blocked_since = 0;
+    return ok;
+  };
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest, v1::ReplicateResponse>> stream =
+      content_.StubFor(address)->ReplicateStream(&ctx);
+  std::deque<uint64_t> unanswered;  // the last seq of each batch sent and not yet answered
+  uint64_t sent = Acked(node_id);
+  auto quiet_since = std::chrono::steady_clock::now();
+  bool failed = false;
+  v1::ReplicateRequest req;
+  for (;;) {
+    if (unanswered.empty() && sent + 1 < store_.FirstLogSeq()) {
       spdlog::info("replication: {} was away past the log's retention (entries {} to {} are gone); "
                    "anti-entropy repairs what it missed",
-                   node_id, acked + 1, store_.FirstLogSeq() - 1);
-      acked = store_.FirstLogSeq() - 1;
+                   node_id, sent + 1, store_.FirstLogSeq() - 1);
+      sent = store_.FirstLogSeq() - 1;
       std::lock_guard lock(acked_mu_);
-      acked_[node_id] = acked;
+      acked_[node_id] = sent;
     }
-    if (acked >= store_.LastLogSeq()) return;
-    Result<std::vector<LogEntry>> entries = store_.ReadLog(acked, kBatch);
-    if (!entries.ok()) {
-      spdlog::error("replication: cannot read the log: {}", entries.status().ToString());
-      return;
+    while (unanswered.size() < kWindow && sent < store_.LastLogSeq() && NextBatch(node_id, address, sent, &req)) {
+      if (!timed([&] { return stream->Write(req); })) {
+        failed = true;
+        break;
+      }
+      sent = req.records(req.records_size() - 1).seq();
+      unanswered.push_back(sent);
     }
-    if (entries->empty()) return;
-    // Content first: a holder that has every chunk puts the whole file in its view.
-    std::vector<std::string> chunks;
-    for (const LogEntry& e : *entries) {
-      v1::Inode inode;
-      if (e.space != Cf::kNs || e.record.tombstone || !inode.ParseFromString(e.record.value) ||
-          inode.type() != v1::FILE_TYPE_REGULAR || inode.chunks_size() == 0)
-        continue;
-      bool holder = false;
-      for (const auto& h : content_.Holders(e.key)) holder = holder || h.first == node_id;
-      if (holder) chunks.insert(chunks.end(), inode.chunks().begin(), inode.chunks().end());
+    if (failed) break;
+    if (unanswered.empty()) {
+      std::unique_lock lock(mu_);
+      if (stopping_ || std::chrono::steady_clock::now() - quiet_since > kQuiet) break;
+      push_cv_.wait_for(lock, std::chrono::milliseconds(100));
+      continue;
     }
-    std::sort(chunks.begin(), chunks.end());
-    chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
-    // Without them the peer holds stubs and fetches on open: the metadata goes anyway.
-    if (Status s = content_.Push(address, chunks); !s.ok())
-      spdlog::debug("replication to {}: content: {}", node_id, s.message());
-    v1::ReplicateRequest req;
-    req.set_from_node_id(self_);
-    for (const LogEntry& e : *entries) {
-      v1::LogRecord* r = req.add_records();
-      r->set_seq(e.seq);
-      r->set_family(kCfNames[static_cast<size_t>(e.space)]);
-      r->set_key(e.key);
-      r->set_record(EncodeRecord(e.record));
-    }
-    v1::Peer::Stub* stub = content_.StubFor(address);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
     v1::ReplicateResponse resp;
-    grpc::Status st = stub->Replicate(&ctx, req, &resp);
-    if (!st.ok()) {
-      spdlog::debug("replication to {} at {}: {}", node_id, address, st.error_message());
-      return;  // again next round
+    if (!timed([&] { return stream->Read(&resp); })) {
+      failed = true;
+      break;
     }
-    uint64_t last = entries->back().seq;
+    if (resp.acked_seq() != unanswered.front()) {
+      spdlog::warn("replication to {}: answered seq {} where {} was due; restarting the stream", node_id,
+                   resp.acked_seq(), unanswered.front());
+      ctx.TryCancel();
+      failed = true;
+      break;
+    }
+    unanswered.pop_front();
     {
       std::lock_guard lock(acked_mu_);
-      acked_[node_id] = last;
+      acked_[node_id] = resp.acked_seq();
     }
-    (void)store_.PutMeta(AckedKey(node_id), std::to_string(last), /*sync=*/false);
+    (void)store_.PutMeta(AckedKey(node_id), std::to_string(resp.acked_seq()), /*sync=*/false);
+    quiet_since = std::chrono::steady_clock::now();
+  }
+  if (!failed) timed([&] { return stream->WritesDone(); });
+  grpc::Status st;
+  timed([&] {
+    st = stream->Finish();
+    return true;
+  });
+  {
+    std::lock_guard lock(self->ctx_mu);
+    self->ctx = nullptr;
+  }
+  // Unanswered batches are sent again by the next stream (from the acked seq).
+  if (!st.ok()) spdlog::debug("replication to {} at {}: {}", node_id, address, st.error_message());
+}
+
+void Replicator::Watchdog() {
+  bool stopping;
+  {
+    std::lock_guard lock(mu_);
+    stopping = stopping_;
+  }
+  std::set<std::string> alive;
+  for (auto& [id, addr] : members_.AliveOthers()) alive.insert(id);
+  int64_t now = SteadyMs();
+  for (auto& [node_id, pusher] : pushers_) {
+    int64_t since = pusher->blocked_since;
+    bool stuck = since != 0 && now - since > kStuck;
+    if (!stopping && !stuck && alive.count(node_id)) continue;
+    std::lock_guard lock(pusher->ctx_mu);
+    if (pusher->ctx) {
+      if (stuck) spdlog::info("replication to {}: no progress for {} ms; cancelling the stream", node_id, now - since);
+      pusher->ctx->TryCancel();
+    }
   }
 }
 
@@ -140,6 +229,7 @@ void Replicator::Loop() {
       last_truncate_ = now;
       TruncateLog();
     }
+    Watchdog();
     // One pusher per live peer, each at its own pace: a slow or cut-off peer
     // holds up nobody else. A pusher ends when its peer is no longer alive.
     for (auto it = pushers_.begin(); it != pushers_.end();) {
@@ -163,6 +253,7 @@ void Replicator::Loop() {
       pushers_[node_id] = std::move(pusher);
     }
   }
+  Watchdog();  // stopping: cancels every open stream
   for (auto& [id, pusher] : pushers_) pusher->thread.join();
   pushers_.clear();
 }
@@ -178,7 +269,7 @@ void Replicator::PusherLoop(const std::string& node_id, Pusher* self) {
     for (auto& [id, addr] : members_.AliveOthers())
       if (id == node_id) address = addr;
     if (address.empty()) break;  // not alive now: a new pusher starts when it is back
-    if (Acked(node_id) < store_.LastLogSeq()) PushTo(node_id, address);
+    if (Acked(node_id) < store_.LastLogSeq()) StreamTo(node_id, address, self);
   }
   self->done = true;
 }

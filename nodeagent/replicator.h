@@ -1,15 +1,19 @@
 // Replication of the store between agents (the push half). Every local write
 // of a versioned family is in the store's replication log (same WriteBatch).
-// A pusher sends each member now alive the log entries after the last one it
-// acknowledged (kept in the store, so a restart resumes where it stopped), in
-// batches of up to 1000, looking for new entries every 5 ms (a thread per
-// live peer, so a slow one holds up nobody else); the receiver applies them with
-// last-writer-wins (Store::Apply), so order, duplicates and replays are
-// harmless. A member that was down or unreachable catches up when it is alive
-// again. Before a batch, the content of its new files goes to the members that
-// should hold a copy (ContentTransfer::Holders), so they can put whole files
-// in their views. Not yet: anti-entropy for what pushes cannot repair (a log
-// entry lost to a crash before its sync), log truncation.
+// A pusher thread per live member streams it the log entries after the last
+// one it acknowledged (kept in the store, so a restart resumes where it
+// stopped) over Peer/ReplicateStream: batches of up to 1000 entries, at most
+// kWindow of them unanswered, each answered once applied, so a slow peer
+// slows its pusher down and nothing queues without bound. A stream stays open
+// while there is traffic and closes after a quiet while. A watchdog cancels a
+// stream that makes no progress for 2 s (a hung or cut-off peer), so a
+// pusher never blocks for long; a slow or gone peer holds up nobody else.
+// The receiver applies with last-writer-wins (Store::Apply), so order,
+// duplicates and replays are harmless. A member that was down or unreachable
+// catches up when it is alive again; one away past the log's retention is
+// repaired by anti-entropy. Before a batch, the content of its new files goes
+// to the members that should hold a copy (ContentTransfer::Holders), so they
+// can put whole files in their views.
 #pragma once
 
 #include <atomic>
@@ -51,11 +55,21 @@ class Replicator {
  private:
   void Loop();
   uint64_t Acked(const std::string& node_id);
-  void PushTo(const std::string& node_id, const std::string& address);
   struct Pusher {
     std::thread thread;
     std::atomic<bool> done{false};
+    std::mutex ctx_mu;
+    grpc::ClientContext* ctx = nullptr;     // of the open stream, if any (with ctx_mu)
+    std::atomic<int64_t> blocked_since{0};  // steady ms when a stream call began; 0: none under way
   };
+  // Streams node_id the entries it lacks until it has them all and the
+  // stream has been quiet a while, or the stream fails.
+  void StreamTo(const std::string& node_id, const std::string& address, Pusher* self);
+  // The log entries after `after` as one batch, their new content pushed first.
+  bool NextBatch(const std::string& node_id, const std::string& address, uint64_t after, v1::ReplicateRequest* req);
+  // Cancels the streams that have made no progress for too long, or whose
+  // peer is gone, or all of them when stopping.
+  void Watchdog();
   void PusherLoop(const std::string& node_id, Pusher* self);
   void TruncateLog();
 
