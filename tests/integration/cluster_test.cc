@@ -76,6 +76,8 @@ class ClusterTest : public ::testing::Test {
     for (AgentProcess* agent : {a.get(), b.get(), c.get()}) ASSERT_TRUE(WaitForStates(*agent, all_alive, seconds(10)));
   }
 
+  void TearDown() override { KeepLogsIfFailed(dir_.path(), {a.get(), b.get(), c.get()}); }
+
   TempDir dir_;
   std::vector<std::string> extra_args_;  // for every agent started after it is set
   std::unique_ptr<AgentProcess> a, b, c;

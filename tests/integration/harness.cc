@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -292,6 +293,27 @@ int AgentProcess::Stop(int sig) {
   if (r < 0) return -1000;  // could not learn how it ended: never a clean exit
   channel_.reset();
   return ExitCodeOf(status);
+}
+
+void KeepLogsIfFailed(const std::string& dir, const std::vector<AgentProcess*>& agents) {
+  if (!::testing::Test::HasFailure()) return;
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::filesystem::path keep =
+      std::filesystem::temp_directory_path() / (std::string("onebox-failed-") + info->name() + "-" + std::to_string(getpid()));
+  std::error_code ec;
+  std::filesystem::create_directories(keep, ec);
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+    if (entry.path().extension() == ".log") std::filesystem::copy_file(entry.path(), keep / entry.path().filename(), ec);
+  for (AgentProcess* agent : agents) {
+    if (!agent) continue;
+    std::string log = agent->log();
+    size_t from = log.size();
+    for (int lines = 0; from > 0 && lines < 25; --from)
+      if (log[from - 1] == '\n') ++lines;
+    fprintf(stderr, "--- the last lines of the log of the agent at %s:\n%s", agent->address().c_str(),
+            log.substr(from).c_str());
+  }
+  fprintf(stderr, "--- the agents' whole logs are kept in %s\n", keep.c_str());
 }
 
 std::string AgentProcess::log() const {

@@ -42,6 +42,12 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
 // A Ping (id 77); the response says who the agent saw.
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
 
+class AgentProcess;
+// When the running test has failed: copies the agents' logs (*.log in dir) to
+// a directory of their own in TMPDIR, and prints the tail of each and where
+// they are, for a post-mortem.
+void KeepLogsIfFailed(const std::string& dir, const std::vector<AgentProcess*>& agents);
+
 class AgentProcess {
  public:
   AgentProcess(std::string name, std::string data_dir, std::string socket_path,
