@@ -26,6 +26,7 @@
 #include "nodeagent/anti_entropy.h"
 #include "nodeagent/claims.h"
 #include "nodeagent/replicator.h"
+#include "nodeagent/tree_repair.h"
 #include "nodeagent/content.h"
 #include "nodeagent/state_page_owner.h"
 #include "nodeagent/view_materializer.h"
@@ -178,8 +179,11 @@ int RunAgent(const AgentOptions& opt) {
   if (!recorder.ok()) return Fail(recorder.status());
 
   ClusterService cluster(info, **store, members);
-  auto on_applied = [&materializer](Cf space, const std::string& key) {
-    if (space == Cf::kNs) materializer.Enqueue(key);
+  TreeRepair tree_repair(**store, [&materializer](const std::string& key) { materializer.Enqueue(key); });
+  auto on_applied = [&materializer, &tree_repair](Cf space, const std::string& key) {
+    if (space != Cf::kNs) return;
+    materializer.Enqueue(key);
+    tree_repair.Note(key);
   };
   auto replicator =
       std::make_unique<Replicator>(**store, members, content, identity->node_id, on_applied, opt.log_retain);
@@ -312,6 +316,7 @@ int RunAgent(const AgentOptions& opt) {
   members.Start();
   replicator->Start();
   anti_entropy.Start();
+  tree_repair.Start();
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const char* svc : {"onebox.v1.Cluster", "onebox.v1.Store", "onebox.v1.Namespace", "onebox.v1.Peer"})
     health->SetServingStatus(svc, true);
@@ -326,6 +331,7 @@ int RunAgent(const AgentOptions& opt) {
   health->SetServingStatus(false);
   anti_entropy.Stop();
   replicator->Stop();
+  tree_repair.Stop();
   members.Stop();
   (*shim)->Stop();    // no new requests; answers still due are dropped
   shim_work.Drain();  // before the recorder, materializer and store they use go

@@ -416,9 +416,12 @@ void ViewRecorder::TombstonePath(const std::string& path) {
     if (!page->more) break;
     after = page->entries.back().key;
   }
-  for (const std::string& k : keys) {
+  // Deepest first, the directory last (reverse key order puts every entry
+  // before the directories above it): a peer that has a directory's tombstone
+  // has those of the entries its remover knew of (TreeRepair relies on it).
+  for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
     bool existed = false;
-    if (store_.Get(k, Cf::kNs).ok() && store_.Delete(k, false, &existed, Cf::kNs).ok()) ++recorded_;
+    if (store_.Get(*k, Cf::kNs).ok() && store_.Delete(*k, false, &existed, Cf::kNs).ok()) ++recorded_;
   }
 }
 

@@ -1,0 +1,139 @@
+#include "nodeagent/tree_repair.h"
+
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "onebox/v1/namespace.pb.h"
+
+namespace onebox {
+
+namespace {
+
+std::string Parent(const std::string& key) {
+  size_t slash = key.rfind('/');
+  return slash == std::string::npos ? "" : key.substr(0, slash);
+}
+
+constexpr size_t kScanPage = 1000;
+
+}  // namespace
+
+TreeRepair::TreeRepair(Store& store, RepairedFn on_repaired, std::chrono::milliseconds grace)
+    : store_(store), on_repaired_(std::move(on_repaired)), grace_(grace) {}
+
+TreeRepair::~TreeRepair() { Stop(); }
+
+void TreeRepair::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void TreeRepair::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void TreeRepair::Note(const std::string& key) {
+  std::lock_guard lock(mu_);
+  // A key noted again waits a grace period from its newest record.
+  due_[key] = std::chrono::steady_clock::now() + grace_;
+}
+
+void TreeRepair::Loop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_; });
+    auto now = std::chrono::steady_clock::now();
+    std::vector<std::string> ready;
+    for (auto it = due_.begin(); it != due_.end();) {
+      if (it->second > now) {
+        ++it;
+        continue;
+      }
+      ready.push_back(it->first);
+      it = due_.erase(it);
+    }
+    lock.unlock();
+    for (const std::string& key : ready) Check(key);
+    lock.lock();
+  }
+}
+
+size_t TreeRepair::Check(const std::string& key) {
+  Result<Record> rec = store_.GetWithTombstone(key, Cf::kNs);
+  if (!rec.ok()) return 0;
+  if (!rec->tombstone) {
+    v1::Inode inode;
+    if (!inode.ParseFromString(rec->value)) return 0;
+    return ReviveAncestors(key, inode.uid(), inode.gid());
+  }
+  // A dead directory with live entries below it: entries its remover never
+  // saw (made or moved there on another node at the same time).
+  size_t revived = 0;
+  std::string after;
+  for (;;) {
+    Result<ScanPage> page = store_.Scan(key + "/", after, kScanPage, /*keys_only=*/false, Cf::kNs);
+    if (!page.ok() || page->entries.empty()) break;
+    for (const auto& e : page->entries) {
+      v1::Inode inode;
+      if (inode.ParseFromString(e.record.value)) revived += ReviveAncestors(e.key, inode.uid(), inode.gid());
+    }
+    if (!page->more) break;
+    after = page->entries.back().key;
+  }
+  return revived;
+}
+
+size_t TreeRepair::ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid) {
+  size_t revived = 0;
+  for (std::string dir = Parent(live); !dir.empty(); dir = Parent(dir)) {
+    Result<Record> rec = store_.GetWithTombstone(dir, Cf::kNs);
+    if (rec.ok() && !rec->tombstone) {
+      v1::Inode inode;
+      if (inode.ParseFromString(rec->value) && inode.type() != v1::FILE_TYPE_DIRECTORY)
+        spdlog::warn("tree repair: /{} is live but /{} above it is not a directory; it stays out of sight", live, dir);
+      continue;  // its own ancestors are checked too: a live directory may be an orphan itself
+    }
+    if (Revive(dir, uid, gid, live)) ++revived;
+  }
+  return revived;
+}
+
+bool TreeRepair::Revive(const std::string& dir, uint32_t uid, uint32_t gid, const std::string& because) {
+  // As it was when last live, if this node knew it; else as a plain directory
+  // owned like the entry that needs it.
+  v1::Inode inode;
+  bool known = false;
+  if (Result<std::vector<Record>> history = store_.History(dir); history.ok())
+    for (const Record& r : *history)
+      if (!r.tombstone && inode.ParseFromString(r.value) && inode.type() == v1::FILE_TYPE_DIRECTORY) {
+        known = true;
+        break;
+      }
+  if (!known) {
+    inode.Clear();
+    inode.set_type(v1::FILE_TYPE_DIRECTORY);
+    inode.set_mode(0755);
+    inode.set_uid(uid);
+    inode.set_gid(gid);
+  }
+  inode.set_mtime_ns(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  Result<Version> v = store_.Put(dir, inode.SerializeAsString(), /*sync=*/false, Cf::kNs);
+  if (!v.ok()) {
+    spdlog::warn("tree repair: cannot revive /{}: {}", dir, v.status().ToString());
+    return false;
+  }
+  ++repaired_;
+  spdlog::info("tree repair: /{} was removed on one node while /{} was put below it on another; "
+               "it is a directory again",
+               dir, because);
+  if (on_repaired_) on_repaired_(dir);
+  return true;
+}
+
+}  // namespace onebox
