@@ -573,6 +573,43 @@ TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   ASSERT_TRUE(Converge({a.get(), b.get()}, seconds(10)));
 }
 
+// A peer that stops answering (SIGSTOP: its sockets stay open, nothing is
+// read) holds up neither the replication to the others nor a shutdown: the
+// stream to it is cancelled when it makes no progress, and it catches up
+// when it resumes.
+TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  auto keys_on = [](AgentProcess& agent, const std::string& prefix) {
+    v1::ScanRequest q;
+    q.set_prefix(prefix);
+    q.set_limit(10000);
+    q.set_keys_only(true);
+    v1::ScanResponse r;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+    return v1::Store::NewStub(agent.channel())->Scan(&ctx, q, &r).ok() ? r.entries_size() : -1;
+  };
+  ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
+  for (int i = 0; i < 3000; ++i) ASSERT_TRUE(Put(*a, fmt::format("hung/{}", i), std::string(200, 'v')).ok());
+  auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (keys_on(*c, "hung/") != 3000 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(keys_on(*c, "hung/"), 3000) << "c must not wait for b";
+  ASSERT_EQ(kill(b->pid(), SIGCONT), 0);
+  EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
+  EXPECT_EQ(keys_on(*b, "hung/"), 3000);
+
+  // Hung again, with a stream to it under way: a still stops promptly.
+  ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
+  for (int i = 0; i < 3000; ++i) ASSERT_TRUE(Put(*a, fmt::format("again/{}", i), std::string(200, 'v')).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto stop_at = std::chrono::steady_clock::now();
+  EXPECT_EQ(a->Stop(SIGTERM), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - stop_at, seconds(8)) << "a shutdown waited for the hung peer";
+  kill(b->pid(), SIGCONT);
+}
+
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
   StartThree();
   if (HasFatalFailure()) return;
