@@ -276,7 +276,10 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
 
 void ViewMaterializer::RememberPlaced(const std::string& path, int fd) {
   struct stat st;
-  if (fstat(fd, &st) != 0) return;
+  if (fstat(fd, &st) == 0) RememberPlaced(path, st);
+}
+
+void ViewMaterializer::RememberPlaced(const std::string& path, const struct stat& st) {
   std::lock_guard lock(placed_mu_);
   placed_[path] = {st.st_ino,  Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid,
                    st.st_size, Ns(st.st_mtim), /*by_materializer=*/true};
@@ -426,7 +429,20 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     unlinkat(staging_fd_, tmp.c_str(), 0);
     if (stub) SetStub(path, false);
   } else {
-    RememberPlaced(path, tmp_fd);  // after the rename, which changes ctime
+    // After the rename, which changes ctime. A program may have opened the
+    // new entry and written it already: then it is not as placed, and must
+    // not be taken for ours (the recorder records that write).
+    v1::Inode placed;
+    struct stat st;
+    bool as_placed = placed.ParseFromString(now->value) && fstat(tmp_fd, &st) == 0 &&
+                     (!S_ISREG(st.st_mode) ||
+                      (static_cast<uint64_t>(st.st_size) == placed.size() && Ns(st.st_mtim) == placed.mtime_ns()));
+    if (as_placed) {
+      RememberPlaced(path, st);  // this look, not a later one
+    } else {
+      std::lock_guard lock(placed_mu_);
+      placed_.erase(path);
+    }
     if (!stub) SetStub(path, false);
   }
   close(parent);

@@ -113,6 +113,7 @@ class ViewMaterializer {
   // at (parent, name) now? Not if a program changed it later.
   bool MayReplace(int parent, const std::string& name, const std::string& path, const Version& version);
   void RememberPlaced(const std::string& path, int fd);
+  void RememberPlaced(const std::string& path, const struct stat& st);
   std::string NewTempName();
 
   Store& store_;
