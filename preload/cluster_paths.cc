@@ -24,9 +24,12 @@ namespace onebox::shim {
 
 namespace {
 
-// One bit per descriptor the shim opened in the view (up to 65536).
+// One bit per descriptor the shim opened in the view (up to 65536), and one
+// per such descriptor opened O_SYNC or O_DSYNC (every write is a durability
+// point: file_write.cc).
 constexpr int kTrackedFds = 1 << 16;
 std::atomic<uint64_t> view_fds[kTrackedFds / 64];
+std::atomic<uint64_t> sync_fds[kTrackedFds / 64];
 
 bool IsTracked(int fd) {
   return fd >= 0 && fd < kTrackedFds && (view_fds[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
@@ -73,20 +76,35 @@ Target FromAbsolute(const char* norm, size_t n, char* buf, size_t cap) {
 
 }  // namespace
 
-int TrackViewFd(int fd) {
-  if (fd >= 0 && fd < kTrackedFds) view_fds[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_relaxed);
+int TrackViewFd(int fd, int flags) {
+  if (fd < 0 || fd >= kTrackedFds) return fd;
+  uint64_t bit = uint64_t{1} << (fd % 64);
+  view_fds[fd / 64].fetch_or(bit, std::memory_order_relaxed);
+  if (flags & O_DSYNC) sync_fds[fd / 64].fetch_or(bit, std::memory_order_relaxed);  // O_SYNC includes it
+  else sync_fds[fd / 64].fetch_and(~bit, std::memory_order_relaxed);
   return fd;
 }
 
+bool IsSyncMarked(int fd) {
+  return fd >= 0 && fd < kTrackedFds && (sync_fds[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
+}
+
+void ForgetSyncMark(int fd) {
+  if (IsSyncMarked(fd)) sync_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
+}
+
 void ForgetFd(int fd) {  // on every close: a plain load unless the fd is tracked
-  if (IsTracked(fd) && InOwnerProcess())  // a vfork child's closes are not the parent's
+  if (IsTracked(fd) && InOwnerProcess()) {  // a vfork child's closes are not the parent's
     view_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
+    ForgetSyncMark(fd);
+  }
 }
 
 void ForgetFds(unsigned first, unsigned last) {
   for (unsigned fd = first; fd <= last && fd < static_cast<unsigned>(kTrackedFds); ++fd) {
     if (fd % 64 == 0 && fd + 63 <= last) {
       view_fds[fd / 64].store(0, std::memory_order_relaxed);
+      sync_fds[fd / 64].store(0, std::memory_order_relaxed);
       fd += 63;
     } else {
       ForgetFd(static_cast<int>(fd));

@@ -51,7 +51,7 @@ int OpenAtSlow(int dirfd, const char* path, int flags, mode_t mode) {
     return real_openat(t.NativeDirfd(dirfd), t.NativePath(path), flags, mode);
   }
   if (t.err) return Fail(t.err);
-  return TrackViewFd(OpenInView(t, flags, mode));
+  return TrackViewFd(OpenInView(t, flags, mode), flags);
 }
 
 // fopen's mode string as open flags (glibc's reading: r w a, then + x e m c).
@@ -151,7 +151,7 @@ int MakeTemp(char* tmpl, int suffixlen, int flags, bool dir) {
       if (r == 0) return 0;
       if (err != EEXIST) return Fail(err);
     } else {
-      int fd = TrackViewFd(OpenInView(now, O_RDWR | O_CREAT | O_EXCL | (flags & ~O_ACCMODE), 0600));
+      int fd = TrackViewFd(OpenInView(now, O_RDWR | O_CREAT | O_EXCL | (flags & ~O_ACCMODE), 0600), flags);
       if (fd >= 0 || errno != EEXIST) return fd;
     }
   }

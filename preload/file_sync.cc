@@ -17,9 +17,8 @@
 using namespace onebox;
 using namespace onebox::shim;
 
-namespace {
+namespace onebox::shim {
 
-// After a successful kernel sync: publish fd if it is a file in the view.
 int PublishIfInView(int fd) {
   char link[64], real[kMaxPathBytes];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -39,7 +38,7 @@ int PublishIfInView(int fd) {
   return err == 0 ? 0 : Fail(err == ENOTCONN ? ENOTCONN : EIO);
 }
 
-}  // namespace
+}  // namespace onebox::shim
 
 extern "C" {
 // Interposed functions are the shim's only exports (the version script names them).

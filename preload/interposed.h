@@ -40,6 +40,9 @@
   X(file_xattr, lsetxattr) X(file_xattr, listxattr) X(file_xattr, llistxattr)           \
   X(file_xattr, removexattr) X(file_xattr, lremovexattr)                                \
   X(file_sync, fsync) X(file_sync, fdatasync)                                           \
+  X(file_write, write) X(file_write, pwrite) X(file_write, pwrite64)                    \
+  X(file_write, writev) X(file_write, pwritev) X(file_write, pwritev64)                 \
+  X(file_write, pwritev2) X(file_write, pwritev64v2)                                    \
   X(raw_syscall, syscall)                                                               \
   X(fd_guard, close) X(fd_guard, dup2) X(fd_guard, dup3) X(fd_guard, close_range)        \
   X(fd_guard, closefrom)

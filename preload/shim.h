@@ -82,8 +82,18 @@ std::string_view ViewRoot();
 // Descriptors the shim opened in the view and handed to the program: a
 // relative path against one of them is a cluster path, not left to the kernel
 // (which would resolve ".." from the view's real location). Returns fd.
-int TrackViewFd(int fd);
+// flags: the open's; with O_SYNC or O_DSYNC every write on fd is published
+// before it returns (file_write.cc).
+int TrackViewFd(int fd, int flags = 0);
 void ForgetFd(int fd);
+// Whether fd was opened in the view with O_SYNC or O_DSYNC (a mark that may
+// outlive a close: check the fd's flags before trusting it).
+bool IsSyncMarked(int fd);
+void ForgetSyncMark(int fd);
+// After a successful kernel sync or O_SYNC write: if fd is a file in the
+// view, the agent records it with a synced write and replicates it to its
+// write quorum before this returns. 0, or -1 with errno (EIO, ENOTCONN).
+int PublishIfInView(int fd);
 
 // Real cwd inside the view: the program's cwd is in the cluster.
 bool CwdInCluster();

@@ -9,7 +9,9 @@
 
 #include <sys/xattr.h>
 
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <set>
 #include <thread>
@@ -397,15 +399,55 @@ TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
     EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
     return r.found() ? static_cast<int64_t>(r.inode().size()) : -1;
   };
+  // O_SYNC: every write is such a durability point. The file stays open (no
+  // close tells the agent anything) until the test has looked at c.
+  const std::string osync_py =
+      "import os, sys, time\n"
+      "fd = os.open('/cluster/osync', os.O_WRONLY | os.O_CREAT | os.O_SYNC, 0o644)\n"
+      "try:\n"
+      "    os.write(fd, sys.argv[1].encode())\n"
+      "    print('written', flush=True)\n"
+      "except OSError as e:\n"
+      "    print(e.strerror, flush=True)\n"
+      "open(sys.argv[2], 'w').close()\n"
+      "while os.path.exists(sys.argv[2]): time.sleep(0.01)\n";
+  auto osync_on_a = [&](const std::string& text, const std::function<void()>& while_open) {
+    std::string marker = dir_ / "osync-returned";
+    RunResult r;
+    std::thread writer([&] {
+      r = RunCommand({"/usr/bin/python3", "-c", osync_py, text, marker},
+                     {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+    });
+    for (auto deadline = std::chrono::steady_clock::now() + seconds(20);
+         !std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline;)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    while_open();
+    std::filesystem::remove(marker);
+    writer.join();
+    return r.out;
+  };
+  auto size_of = [](AgentProcess& agent, const std::string& path) {
+    v1::StatRequest q;
+    q.set_path(path);
+    v1::StatResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
+    return r.found() ? static_cast<int64_t>(r.inode().size()) : -1;
+  };
   EXPECT_EQ(fsync_on_a("one"), "synced\n");
   // b is down: c makes the quorum, and holds the version the moment fsync returns.
   EXPECT_EQ(b->Stop(SIGKILL), -SIGKILL);
   EXPECT_EQ(fsync_on_a("second"), "synced\n");
   EXPECT_EQ(size_on(*c), 6) << "fsync returned before a second node held the version";
-  // c is down too: no quorum, and fsync says so.
+  EXPECT_EQ(osync_on_a("o_sync write", [&] {
+              EXPECT_EQ(size_of(*c, "/cluster/osync"), 12) << "an O_SYNC write returned before c held the version";
+            }),
+            "written\n");
+  // c is down too: no quorum, and fsync (or an O_SYNC write) says so.
   EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
   EXPECT_EQ(fsync_on_a("third!!"), "Input/output error\n");
   EXPECT_EQ(size_on(*a), 7) << "the version stays recorded where it was written";
+  EXPECT_EQ(osync_on_a("x", [] {}), "Input/output error\n");
 }
 
 TEST_F(ClusterTest, StubsMovedTouchedChmodedOrOverwrittenKeepTheRightContentEverywhere) {

@@ -21,6 +21,7 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <linux/close_range.h>
@@ -403,6 +404,21 @@ int main(int argc, char** argv) {
   CALL("fdatasync", fdatasync(sfd));
   close(sfd);
   CALL("fsync bad fd", fsync(-1));
+
+  // file_write: on an O_SYNC file every write is a durability point
+  int wfd = open(P("d/sync"), O_WRONLY | O_CREAT | O_SYNC, 0644);
+  struct iovec wv[2] = {{(void*)"ab", 2}, {(void*)"cd", 2}};
+  CALL("write", write(wfd, "12", 2));
+  CALL("pwrite", pwrite(wfd, "34", 2, 2));
+  CALL("pwrite64", pwrite64(wfd, "56", 2, 4));
+  CALL("writev", writev(wfd, wv, 2));
+  CALL("pwritev", pwritev(wfd, wv, 2, 10));
+  CALL("pwritev64", pwritev64(wfd, wv, 2, 14));
+  CALL("pwritev2", pwritev2(wfd, wv, 2, 18, 0));
+  CALL("pwritev64v2", pwritev64v2(wfd, wv, 2, 22, 0));
+  close(wfd);
+  CALL("write bad fd", write(-1, "x", 1));
+  St("stat O_SYNC file", stat(P("d/sync"), &st), &st);
 
   // edges: a path's last component, flags open() ignores, odd sizes
   St("stat file/", stat(P("d/f/"), &st), &st);
