@@ -32,6 +32,7 @@
 #include "nodeagent/view_materializer.h"
 #include "nodeagent/work_pool.h"
 #include "nodeagent/shim_server.h"
+#include "nodeagent/symlink_guard.h"
 #include "nodeagent/view_recorder.h"
 #include "naming/cluster_path.h"
 
@@ -170,12 +171,15 @@ int RunAgent(const AgentOptions& opt) {
   info.set_grpc_address(opt.listen);
   Result<StatePageOwner*> state_page = StatePageOwner::Create();
   if (!state_page.ok()) return Fail(state_page.status());
+  // After the store is ours, so after any agent before us on it is gone.
+  SymlinkGuard symlink_guard((*state_page)->page(), view_root);
   Membership members(**store, *identity, opt.listen, opt.join);
   ContentTransfer content(**store, members, NodeIdHex(identity->node_id), opt.replication_factor);
   // Peers' changes go into the view first, then the recorder follows it.
-  ViewMaterializer materializer(**store, content, (*state_page)->page());
+  ViewMaterializer materializer(**store, content, (*state_page)->page(), &symlink_guard);
   if (Status s = materializer.Start(view_root); !s.ok()) return Fail(s);
-  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view_root, **store, &materializer);
+  Result<std::unique_ptr<ViewRecorder>> recorder =
+      ViewRecorder::Start(view_root, **store, &materializer, &symlink_guard);
   if (!recorder.ok()) return Fail(recorder.status());
 
   ClusterService cluster(info, **store, members);
@@ -301,6 +305,35 @@ int RunAgent(const AgentOptions& opt) {
               }
               reply.Send(std::move(r));
             });
+            break;
+          case v1::ShimRequest::kAnnounceSymlink: {
+            auto announce = [&symlink_guard, pid = peer.pid](v1::ShimResponse* r) {
+              Result<uint64_t> token = symlink_guard.Announce(pid);
+              if (token.ok()) {
+                r->mutable_announce_symlink()->set_token(*token);
+              } else {
+                r->set_err(EIO);
+                r->set_message(token.status().message());
+              }
+            };
+            if (symlink_guard.ready()) {
+              announce(resp);
+              break;
+            }
+            shim_work.Submit([announce, reply = call.Defer()]() mutable {  // waits out the start delay
+              v1::ShimResponse r;
+              announce(&r);
+              reply.Send(std::move(r));
+            });
+            break;
+          }
+          case v1::ShimRequest::kSymlinkMade:
+            if (symlink_guard.Release(req.symlink_made().token(), peer.pid)) {
+              resp->mutable_symlink_made();
+            } else {
+              resp->set_err(EINVAL);
+              resp->set_message("no such symlink announcement from this process");
+            }
             break;
           default:
             resp->set_err(ENOSYS);

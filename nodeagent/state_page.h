@@ -5,6 +5,8 @@
 // reads a field with one load on its hot path.
 #pragma once
 
+#include <time.h>
+
 #include <atomic>
 #include <cstdint>
 
@@ -19,8 +21,64 @@ struct StatePage {
   // Other members alive now: an exclusive create asks them (Claim) only when
   // this is not 0.
   std::atomic<uint64_t> peers_alive;
+
+  // The symlink-free view (nodeagent/symlink_guard.h has the protocol and
+  // why it is safe). Fields added after the first version: a page from an
+  // older agent has zeros here, and symlink_guard tells the shim whether the
+  // three below are kept at all.
+  static constexpr uint64_t kSymlinkGuard = 0x316b6e696c6d7973ULL;  // "symlink1"
+  uint64_t symlink_guard;  // kSymlinkGuard when the agent keeps the fields below
+  // Moves on every change of `symlinks` (so a shim that saw 0 before and
+  // after a call knows it stayed 0 in between).
+  std::atomic<uint64_t> symlink_epoch;
+  // Symlinks the view may hold now, announced ones not yet made included: 0
+  // only while the view provably holds none.
+  std::atomic<uint64_t> symlinks;
+  // The agent's CLOCK_MONOTONIC_COARSE, in ns, written every few ms: a shim
+  // trusts `symlinks` only while this is fresh (a dead agent's page stays
+  // mapped in its shims, frozen).
+  std::atomic<int64_t> symlink_heartbeat_ns;
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<int64_t>::is_always_lock_free);
+static_assert(sizeof(StatePage) <= 4096);
+
+// A shim trusts a page whose heartbeat is at most this old; an agent lets no
+// symlink be made (Announce waits) until this long after it took over the
+// store, several times the trust: a shim still reading the page of the agent
+// before it sees it stale before any symlink made under its successor.
+constexpr int64_t kSymlinkHeartbeatNs = 10'000'000;
+constexpr int64_t kSymlinkTrustNs = 150'000'000;
+constexpr int64_t kSymlinkStartDelayNs = 400'000'000;
+
+inline int64_t CoarseMonotonicNs() {  // from the vDSO: no system call
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// The shim's two looks at the page around a lookup that trusts the view to
+// hold no symlink. First: may it be tried (*epoch set)?
+inline bool SymlinkFreeBegin(const StatePage* page, uint64_t* epoch) {
+  if (page == nullptr || page->symlink_guard != StatePage::kSymlinkGuard) return false;
+  *epoch = page->symlink_epoch.load(std::memory_order_acquire);
+  return page->symlinks.load(std::memory_order_acquire) == 0;
+}
+// Second, after the lookup: does its result stand? The view held no symlink
+// all along: still none, no change in between, and the agent alive.
+inline bool SymlinkFreeStill(const StatePage* page, uint64_t epoch) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the lookup before the loads
+  if (page->symlinks.load(std::memory_order_acquire) != 0) return false;
+  if (page->symlink_epoch.load(std::memory_order_acquire) != epoch) return false;
+  int64_t age = CoarseMonotonicNs() - page->symlink_heartbeat_ns.load(std::memory_order_acquire);
+  return age <= kSymlinkTrustNs && age >= -kSymlinkHeartbeatNs;
+}
+
+// In the view root, the agent's: a shim holds a read lock on it (F_OFD_SETLKW)
+// from before it announces a symlink until the symlink is made; the agent
+// proves the view symlink-free only under a write lock. Unlike an
+// announcement, the lock outlives an agent's restart.
+constexpr const char* kSymlinkLockFile = ".onebox-symlinks";
 
 // The name of the extended attribute that marks a stub in the view. The agent
 // decides what is a stub (it checks size and mtime against its record); the

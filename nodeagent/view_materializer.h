@@ -33,6 +33,7 @@
 #include "consistency/store.h"
 #include "nodeagent/content.h"
 #include "nodeagent/state_page.h"
+#include "nodeagent/symlink_guard.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -43,7 +44,8 @@ bool IsValidNsKey(std::string_view key);
 
 class ViewMaterializer {
  public:
-  ViewMaterializer(Store& store, ContentTransfer& content, StatePage& page);
+  // With a guard, every symlink placed is announced to it first.
+  ViewMaterializer(Store& store, ContentTransfer& content, StatePage& page, SymlinkGuard* guard = nullptr);
   ~ViewMaterializer();
   // Opens the view and its staging dir, puts in place what was applied but
   // never materialized (an agent stopped in between), then follows Enqueue on a
@@ -102,6 +104,7 @@ class ViewMaterializer {
   int OpenParent(const std::string& path, bool create);
   Status PlaceDirectory(const std::string& path, const v1::Inode& inode, const Version& version);
   Status PlaceSymlink(const std::string& path, const v1::Inode& inode, const Version& version);
+  Status PlaceSymlinkAnnounced(const std::string& path, const v1::Inode& inode, const Version& version);
   // A whole file when every chunk is here (or fetch is set and they can be
   // fetched), else a stub.
   Result<uint64_t> PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version, bool fetch);
@@ -119,6 +122,7 @@ class ViewMaterializer {
   Store& store_;
   ContentTransfer& content_;
   StatePage& page_;
+  SymlinkGuard* guard_;
   std::recursive_mutex view_mu_;
   bool starting_ = false;  // Start's catch-up, before the recorder's first look
   int root_fd_ = -1;

@@ -56,7 +56,7 @@ std::string NsKey(std::string_view normalized_abs_path) {
 }
 
 Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& view_root, Store& store,
-                                                          ViewMaterializer* materializer) {
+                                                          ViewMaterializer* materializer, SymlinkGuard* guard) {
   int root_fd = open(view_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0) return Status::IOError(fmt::format("open view {}: {}", view_root, strerror(errno)));
   int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -71,19 +71,21 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   // The marker by which a shim whose cwd is in the view recognizes the view root.
   int marker = openat(root_fd, kViewMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (marker >= 0) close(marker);
-  std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store, materializer));
+  std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store, materializer, guard));
   r->FullScan();
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
 }
 
 ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
-                           ViewMaterializer* materializer)
+                           ViewMaterializer* materializer, SymlinkGuard* guard)
     : view_root_(std::move(view_root)),
       root_fd_(root_fd),
       inotify_fd_(inotify_fd),
       wake_fd_(wake_fd),
       store_(store),
+      event_buf_(256 * 1024),
+      guard_(guard),
       materializer_(materializer),
       record_mu_(materializer ? materializer->view_mutex() : own_mu_) {}
 
@@ -149,29 +151,40 @@ Status ViewRecorder::Sync() {
 }
 
 void ViewRecorder::Loop() {
-  std::vector<char> buf(256 * 1024);
-  pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  pollfd fds[3] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {guard_ ? guard_->wake_fd() : -1, POLLIN, 0}};
   for (;;) {
-    if (poll(fds, 2, -1) < 0) {
+    // Every event read (the last ReadEvents met an empty queue): a proof may begin.
+    SymlinkGuard::Plan plan = guard_ ? guard_->PlanProof() : SymlinkGuard::Plan{};
+    if (plan.walk && unwatched_ == 0) {
+      TryProof(plan.raises);
+      continue;
+    }
+    if (poll(fds, 3, plan.timeout_ms) < 0) {
       if (errno == EINTR) continue;
       spdlog::error("view recorder: poll: {}", strerror(errno));
       return;
     }
     if (fds[1].revents & POLLIN) return;
-    for (;;) {
-      ssize_t n = read(inotify_fd_, buf.data(), buf.size());
-      if (n <= 0) break;
-      HandleEvents(buf.data(), static_cast<size_t>(n));
-    }
+    if (fds[2].revents & POLLIN) guard_->ClearWake();
+    ReadEvents();
   }
 }
 
-void ViewRecorder::HandleEvents(const char* buf, size_t len) {
+void ViewRecorder::ReadEvents(bool* moved) {
+  for (;;) {
+    ssize_t n = read(inotify_fd_, event_buf_.data(), event_buf_.size());
+    if (n <= 0) break;
+    HandleEvents(event_buf_.data(), static_cast<size_t>(n), moved);
+  }
+}
+
+void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
   for (size_t off = 0; off < len;) {
     const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
     off += sizeof(inotify_event) + ev->len;
     if (ev->mask & IN_Q_OVERFLOW) {
       spdlog::warn("view recorder: inotify queue overflowed; rescanning the view");
+      if (moved) *moved = true;
       FullScan();
       continue;
     }
@@ -180,6 +193,9 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len) {
       continue;
     }
     auto it = wd_to_dir_.find(ev->wd);
+    // A change in a directory no longer watched (it moved or went, and the
+    // event that said so came first) is not recorded, but may void a proof.
+    if (moved && it == wd_to_dir_.end() && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
     if (it == wd_to_dir_.end() || ev->len == 0) continue;  // an unwatched dir, or about the dir itself
     const std::string dir = it->second;
     std::string_view name(ev->name);
@@ -193,6 +209,7 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len) {
       continue;
     }
     if (dir.empty() && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;
+    if (moved && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
     std::string path = Join(dir, name);
     if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
       if (ev->mask & IN_ISDIR) Unwatch(path);
@@ -218,6 +235,7 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
   if (wd >= 0) {
     wd_to_dir_[wd] = dir;
   } else {
+    ++unwatched_;  // moves below it go unseen: no symlink-free proof until a rescan
     spdlog::warn("view recorder: cannot watch /{}: {} (raise fs.inotify.max_user_watches?)", dir, strerror(errno));
   }
   if (!dir.empty()) {
@@ -338,6 +356,7 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     close(fd);
     return -1;
   }
+  NoteSymlink(path, S_ISLNK(st.st_mode));
   // (fsync's RecordNow always writes: its record must be synced.)
   if (materializer_ != nullptr && !sync && materializer_->IsOurs(path, fd, st, content_changed)) {
     close(fd);  // a peer's version, put here as recorded: nothing new
@@ -406,6 +425,7 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
 
 void ViewRecorder::TombstonePath(const std::string& path) {
   std::lock_guard lock(record_mu_);
+  ForgetSymlinks(path);
   if (materializer_ != nullptr) materializer_->Gone(path);
   std::vector<std::string> keys{path};
   std::string after;
@@ -427,6 +447,12 @@ void ViewRecorder::TombstonePath(const std::string& path) {
 
 void ViewRecorder::FullScan() {
   ++rescans_;
+  unwatched_ = 0;
+  if (guard_ != nullptr) {  // counted anew as the scan records them
+    std::lock_guard lock(record_mu_);
+    symlinks_.clear();
+    guard_->SetKnown(0);
+  }
   // What peers sent must be in the view before "not in the view" can mean "removed here".
   if (materializer_ != nullptr) materializer_->Drain();
   HlcTimestamp scan_start = store_.clock().Last();
@@ -459,6 +485,99 @@ void ViewRecorder::FullScan() {
       continue;
     TombstonePath(k);
   }
+}
+
+}  // namespace onebox
+
+namespace onebox {
+
+void ViewRecorder::NoteSymlink(const std::string& path, bool is_symlink) {
+  if (guard_ == nullptr) return;
+  std::lock_guard lock(record_mu_);
+  bool changed = is_symlink ? symlinks_.insert(path).second : symlinks_.erase(path) > 0;
+  if (changed) guard_->SetKnown(symlinks_.size());
+}
+
+void ViewRecorder::ForgetSymlinks(const std::string& path) {
+  if (guard_ == nullptr) return;
+  std::lock_guard lock(record_mu_);
+  std::string below = path + "/";
+  size_t before = symlinks_.size();
+  symlinks_.erase(path);
+  symlinks_.erase(symlinks_.lower_bound(below), symlinks_.lower_bound(path + "0"));  // '0' follows '/'
+  if (symlinks_.size() != before) guard_->SetKnown(symlinks_.size());
+}
+
+void ViewRecorder::TryProof(uint64_t raises) {
+  // The argument is in nodeagent/symlink_guard.h (3).
+  auto t0 = SymlinkGuard::Clock::now();
+  if (!guard_->LockForProof()) {  // a shim is making a symlink
+    guard_->ProofFailed(SymlinkGuard::Clock::duration::zero());
+    return;
+  }
+  int root = OpenBeneath(root_fd_, "", O_RDONLY | O_DIRECTORY);
+  bool none = root >= 0 && NoSymlinkBelow(root, /*view_root=*/true, 0);
+  if (root >= 0) close(root);
+  // Everything queued while we walked: a move or a creation may have hidden
+  // a symlink from the walk; an overflow may have hidden a move.
+  bool moved = false;
+  ReadEvents(&moved);
+  auto took = SymlinkGuard::Clock::now() - t0;
+  if (none && !moved && unwatched_ == 0) {
+    if (guard_->CommitProof(raises, took)) spdlog::debug("view recorder: the view holds no symlink");
+  } else {
+    guard_->ProofFailed(took);
+  }
+  guard_->UnlockAfterProof();
+}
+
+// dir_fd: an open directory of the view (taken: closed here). Lists it whole,
+// then each subdirectory, opened by name and checked to be the inode the
+// listing named (a directory renamed meanwhile is not followed elsewhere).
+bool ViewRecorder::NoSymlinkBelow(int dir_fd, bool view_root, int depth) {
+  struct stat self;
+  DIR* d = depth < 512 && fstat(dir_fd, &self) == 0 ? fdopendir(dir_fd) : nullptr;
+  if (d == nullptr) {
+    close(dir_fd);
+    return false;
+  }
+  std::vector<std::pair<std::string, ino_t>> subdirs;
+  bool ok = true;
+  errno = 0;
+  while (dirent* e = readdir(d)) {
+    std::string_view name(e->d_name);
+    if (name == "." || name == "..") continue;
+    if (view_root && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;  // never a cluster path
+    unsigned char type = e->d_type;
+    if (type == DT_UNKNOWN) {
+      struct stat st;
+      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        ok = false;
+        break;
+      }
+      type = IFTODT(st.st_mode);
+    }
+    if (type == DT_LNK) {
+      ok = false;
+      break;
+    }
+    if (type == DT_DIR) subdirs.emplace_back(std::string(name), e->d_ino);
+  }
+  if (errno != 0) ok = false;
+  for (size_t i = 0; ok && i < subdirs.size(); ++i) {
+    int sub = openat(dirfd(d), subdirs[i].first.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    // Another inode than listed (renamed meanwhile), or another file system
+    // (a mount point: its listing's inode is not the one below it).
+    if (sub < 0 || fstat(sub, &st) != 0 || st.st_ino != subdirs[i].second || st.st_dev != self.st_dev) {
+      if (sub >= 0) close(sub);
+      ok = false;
+      break;
+    }
+    ok = NoSymlinkBelow(sub, false, depth + 1);
+  }
+  closedir(d);
+  return ok;
 }
 
 }  // namespace onebox

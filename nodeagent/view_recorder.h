@@ -12,11 +12,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "consistency/store.h"
+#include "nodeagent/symlink_guard.h"
 #include "nodeagent/view_materializer.h"
 #include "onebox/v1/namespace.pb.h"
 
@@ -30,9 +33,12 @@ class ViewRecorder {
  public:
   // view_root must exist. Scans it, then follows its changes on a thread.
   // With a materializer, entries it put in the view are not recorded again,
-  // and recording takes its view mutex.
+  // and recording takes its view mutex. With a guard, the recorder tells it
+  // the symlinks it sees, and proves the view free of them when it can
+  // (nodeagent/symlink_guard.h).
   static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store,
-                                                     ViewMaterializer* materializer = nullptr);
+                                                     ViewMaterializer* materializer = nullptr,
+                                                     SymlinkGuard* guard = nullptr);
   ~ViewRecorder();
   void Stop();
 
@@ -53,9 +59,12 @@ class ViewRecorder {
 
  private:
   ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
-               ViewMaterializer* materializer);
+               ViewMaterializer* materializer, SymlinkGuard* guard);
   void Loop();
-  void HandleEvents(const char* buf, size_t len);
+  // Handles what the inotify fd holds now. *moved (if given): an entry was
+  // created or moved, or events were lost (a symlink-free proof is void).
+  void ReadEvents(bool* moved = nullptr);
+  void HandleEvents(const char* buf, size_t len, bool* moved = nullptr);
   // Watches dir (relative to the view root, "" for the root) and everything
   // below it, recording each entry. seen, if given, collects recorded paths.
   void WatchTree(const std::string& dir, std::unordered_map<std::string, bool>* seen);
@@ -66,6 +75,13 @@ class ViewRecorder {
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   bool HashContent(const std::string& path, v1::Inode* inode);
+  // The symlinks the recorder knows in the view (guard_ only).
+  void NoteSymlink(const std::string& path, bool is_symlink);
+  void ForgetSymlinks(const std::string& path);  // path and everything below
+  // Walks the view and, if it holds no symlink and nothing moved meanwhile,
+  // lets the guard lower its count to 0.
+  void TryProof(uint64_t raises);
+  bool NoSymlinkBelow(int dir_fd, bool view_root, int depth);
   bool HashFd(int fd, v1::Inode* inode);
 
   std::string view_root_;
@@ -75,6 +91,10 @@ class ViewRecorder {
   Store& store_;
   std::thread thread_;
   std::unordered_map<int, std::string> wd_to_dir_;
+  std::vector<char> event_buf_;
+  SymlinkGuard* guard_;
+  std::set<std::string> symlinks_;  // under record_mu_
+  uint64_t unwatched_ = 0;  // directories inotify_add_watch failed on, since the last full scan
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> rescans_{0};
   ViewMaterializer* materializer_;

@@ -1,0 +1,176 @@
+// The symlink-free view: while the agent's view provably holds no symlink, a
+// shim may stat a cluster path with one fstatat(view_fd, "cluster/a/b")
+// instead of openat2(RESOLVE_IN_ROOT) + fstatat + close. A lexically clean
+// relative path (no "..", ".", empty or leading "/" component; the shim
+// normalizes every path) walked from the view root can leave the view only
+// through a symlink: with none on the way it stays inside, and the kernel's
+// answer is the one the confined lookup gives.
+//
+// The page (nodeagent/state_page.h) holds `symlinks`, an upper bound of the
+// symlinks in the view, and `symlink_epoch`, which moves whenever `symlinks`
+// changes. The shim (SymlinkFreeBegin/Still in state_page.h):
+//
+//   e1 = epoch; if symlinks != 0 or the heartbeat is stale: slow path
+//   r = fstatat(view_fd, rel, ...)
+//   fence; if symlinks != 0 or epoch != e1 or the heartbeat is stale:
+//     throw r away (errno restored), slow path
+//   return r
+//
+// SAFETY. The invariant: at every instant, symlinks == 0 on the page implies
+// the view holds no symlink (apart from the native writers' gap below). Given
+// it, a fast stat whose lookup met a symlink S saw symlinks == 0 at e1, so S
+// appeared after that; S's appearance was preceded by a raise (epoch + 1), so
+// the second look sees epoch != e1 (or symlinks != 0) and the result is
+// dropped. An epoch that moves on every change also covers a raise and a
+// lowering both between the two looks. The invariant holds because:
+//
+// 1. Raises come first. Nothing under the agent's control makes a symlink in
+//    the view without Announce() first, and Announce() returns only after the
+//    page says symlinks != 0 (epoch moved): the shim's symlink()/symlinkat()
+//    asks over the socket and calls the kernel after the answer; the
+//    materializer announces before PlaceSymlink. A shim that cannot reach
+//    the agent fails the call (ENOTCONN, as every cluster call without an
+//    agent). rename() and link() from a native path into the cluster are
+//    EXDEV in the shim (preload/file_dir.cc), so no symlink, and no
+//    directory holding some, is moved in through it. link() of a symlink
+//    already in the view makes a second one while the first keeps the count
+//    above 0.
+// 2. An announce holds the count up until the symlink exists, twice over.
+//    The intent is released by the shim after its symlinkat() returned
+//    (Release, checked against the caller's pid), or when its process is gone
+//    (a pidfd taken at Announce); an intent of a process that lives on
+//    without releasing keeps the fast path off, never on. And the shim holds
+//    a read lock on the view's kSymlinkLockFile (an OFD lock, taken before it
+//    announces, dropped after the symlink is made), while a proof (3) needs
+//    the write lock: intents die with the agent, the lock does not (a shim
+//    that announced to an agent that died, and makes its symlink under the
+//    next one, holds the next one's proofs off); the lock goes if another
+//    thread of the program closes its descriptor, the intent does not.
+// 3. The count comes down to 0 only by proof (CommitProof): with no intent
+//    outstanding, the write lock held, and nothing raised since the attempt
+//    began, the recorder walks the whole view (every directory listed, never following
+//    anything, each subdirectory checked to be the inode the listing named)
+//    and finds no symlink; then it reads every inotify event queued so far,
+//    and any move, creation or queue overflow voids the proof. Why a walk
+//    cannot miss a symlink S that existed throughout it unless a move or
+//    creation event is then in the queue: S is missed only if S, or a
+//    directory above it, was renamed out of a directory X that the walk
+//    listed (in part) after the rename (before it, the listing names it, and
+//    the walk enters exactly that inode). A rename holds X's inode lock from
+//    before the move until after it queued its IN_MOVED_FROM/TO events;
+//    getdents() takes that lock too. So the events were queued before the
+//    walk's listing of X returned, hence before the drain after the walk.
+//    Moves need watches: every directory is watched before the walk (a new
+//    one's IN_CREATE is handled, or still queued and so voids the proof),
+//    and a failed watch blocks proofs until a rescan. A hard link plus
+//    unlink moves a symlink without move events: the link's IN_CREATE voids
+//    the proof. Announces during the walk move the raise counter, which the
+//    commit checks under the same mutex.
+// 4. A dead agent's page stays mapped in its shims, frozen. The agent writes
+//    a heartbeat every kSymlinkHeartbeatNs; the shim's second look requires
+//    it to be at most kSymlinkTrustNs old (and not from the future, as a
+//    shim in another time namespace might see it). A successor agent (it
+//    can start only once the store's lock is free, so after the old one
+//    died) lets no symlink be made until kSymlinkStartDelayNs after it took
+//    the store: by then every shim's old page is stale at the second look,
+//    whatever the scheduler did to the shim in between. A clean shutdown
+//    also sets the count to "many" at once.
+//
+// The recorder's own count of symlinks (what it saw in the view, kept as
+// they come and go) decides only when a walk is worth trying, and raises the
+// count when it finds a symlink nobody announced.
+//
+// GAPS (docs/compatibility.md): a native writer (a process without the shim,
+// or a shim process writing the view's real location, e.g. through a dirfd
+// the shim did not open) that makes a symlink is seen only when the recorder
+// records it, within milliseconds; until then a fast stat may follow it. A
+// directory the agent cannot list (not root, another user's 0700) or a mount
+// point in the view keeps the count up: no fast path, never a wrong one.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "consistency/status.h"
+#include "nodeagent/state_page.h"
+
+namespace onebox {
+
+class SymlinkGuard {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // Starts at "unproven" (symlinks 1) and with the heartbeat running. Makes
+  // kSymlinkLockFile in view_root (without it, or with "", no proof is ever
+  // made: the count stays up).
+  SymlinkGuard(StatePage& page, const std::string& view_root);
+  ~SymlinkGuard();  // the count goes to "many" and the heartbeat stops
+
+  // Before a symlink may appear in the view. Returns (a token for Release)
+  // once the page says the view may hold one. owner: the process that will
+  // make it (its exit releases the intent too); 0 for the agent itself.
+  // Unavailable when owner is gone already.
+  Result<uint64_t> Announce(pid_t owner);
+  bool ready() const { return Clock::now() >= ready_; }  // Announce will not wait
+  // The symlink is made (or was not). False when token is not owner's.
+  bool Release(uint64_t token, pid_t owner);
+
+  // The recorder's side. How many symlinks it knows in the view now.
+  void SetKnown(uint64_t n);
+  struct Plan {
+    bool walk = false;     // walk the view now (attempt number `raises`)
+    uint64_t raises = 0;
+    int timeout_ms = -1;   // else: look again after this (-1: when woken)
+  };
+  Plan PlanProof();
+  // Around a proof: no shim is between its announcement and its symlink
+  // while this is held. False when a shim is (try later).
+  bool LockForProof();
+  void UnlockAfterProof();
+  // The walk that began with plan `raises` found no symlink and nothing
+  // moved meanwhile: the count goes to 0 unless anything was raised since.
+  bool CommitProof(uint64_t raises, Clock::duration walk_took);
+  void ProofFailed(Clock::duration walk_took);
+  // Readable when an intent was released (a proof may be worth trying).
+  int wake_fd() const { return wake_fd_; }
+  void ClearWake();
+
+  uint64_t symlinks() const { return page_.symlinks.load(); }
+  uint64_t intents() const;
+
+ private:
+  struct Intent {
+    pid_t owner;
+    int pidfd;  // -1: released only by Release
+  };
+  void PublishLocked();
+  void ReapLocked();
+  void Heartbeat();
+
+  StatePage& page_;
+  int lock_fd_ = -1;
+  Clock::time_point ready_;  // no symlink is made before this
+  int wake_fd_;
+  mutable std::mutex mu_;
+  std::map<uint64_t, Intent> intents_;
+  uint64_t next_token_ = 1;
+  uint64_t known_ = 0;
+  uint64_t raises_ = 0;
+  bool proven_ = false;  // no symlink in the view since the last proof
+  bool closed_ = false;
+  int failures_ = 0;
+  Clock::time_point next_attempt_{};
+
+  std::mutex beat_mu_;
+  std::condition_variable beat_cv_;
+  bool stopping_ = false;
+  std::thread beat_;
+};
+
+}  // namespace onebox
