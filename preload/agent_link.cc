@@ -153,16 +153,20 @@ bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
   return true;
 }
 
-// One request and its answer on fd (framed as the agent frames them). The
-// answer is freed by the caller (onebox__v1__shim_response__free_unpacked);
-// nullptr when the link failed.
-Onebox__V1__ShimResponse* RoundTrip(int fd, const Onebox__V1__ShimRequest& req, int* fd_out = nullptr) {
+// One request on fd (framed as the agent frames them).
+bool SendRequest(int fd, const Onebox__V1__ShimRequest& req) {
   size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
   std::string frame(4 + body_len, '\0');
   for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
   onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
+  return SendAll(fd, frame);
+}
+
+// One request and its answer on fd. The answer is freed by the caller
+// (onebox__v1__shim_response__free_unpacked); nullptr when the link failed.
+Onebox__V1__ShimResponse* RoundTrip(int fd, const Onebox__V1__ShimRequest& req, int* fd_out = nullptr) {
   std::string answer;
-  if (!SendAll(fd, frame) || !RecvFrame(fd, &answer, fd_out)) return nullptr;
+  if (!SendRequest(fd, req) || !RecvFrame(fd, &answer, fd_out)) return nullptr;
   return onebox__v1__shim_response__unpack(nullptr, answer.size(), reinterpret_cast<const uint8_t*>(answer.data()));
 }
 
@@ -431,6 +435,122 @@ int Claim(const char* rel_path) {
 bool MayHavePeers() {
   const StatePage* page = state_page.load(std::memory_order_acquire);
   return page != nullptr && page->peers_alive.load(std::memory_order_relaxed) != 0;
+}
+
+bool SymlinkFreeView(SymlinkFree* ticket) {
+  ticket->page = state_page.load(std::memory_order_acquire);
+  return SymlinkFreeBegin(ticket->page, &ticket->epoch);
+}
+
+bool SymlinkFreeStill(const SymlinkFree& ticket) { return onebox::SymlinkFreeStill(ticket.page, ticket.epoch); }
+
+bool LexicallyClean(const char* rel) {
+  if (rel == nullptr) return false;
+  for (const char* p = rel;;) {
+    const char* end = strchrnul(p, '/');
+    size_t n = static_cast<size_t>(end - p);
+    if (n == 0 || (p[0] == '.' && (n == 1 || (n == 2 && p[1] == '.')))) return false;
+    if (*end == '\0' || end[1] == '\0') return true;  // the end, or one trailing "/"
+    p = end + 1;
+  }
+}
+
+int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
+  int saved = errno;
+  // The lock first: a proof of the agent (or of its successor) waits for us
+  // from before the announcement until the symlink is made.
+  int lock = static_cast<int>(
+      RealSyscall(SYS_openat, view_fd, kSymlinkLockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0));
+  if (lock < 0 && errno != ENOENT) {  // none: an older agent
+    int err = errno;
+    errno = saved;
+    return err;
+  }
+  if (lock >= 0) {
+    struct flock fl {};
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    while (RealSyscall(SYS_fcntl, lock, F_OFD_SETLKW, &fl) != 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      RealClose(lock);
+      errno = saved;
+      return err;
+    }
+  }
+  a->lock_fd = lock;
+  if (lock >= 0) {
+    FdId id = IdOf(lock);
+    a->lock_dev = id.dev;
+    a->lock_ino = id.ino;
+  }
+  int fd = -1;
+  // The agent may make us wait for a moment after it starts (kSymlinkStartDelayNs).
+  int err = Handshake(&fd, nullptr, 2'000);
+  if (err != 0) {
+    SymlinkMade(a);
+    errno = saved;
+    return err;
+  }
+  Onebox__V1__AnnounceSymlinkRequest announce = ONEBOX__V1__ANNOUNCE_SYMLINK_REQUEST__INIT;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.id = 3;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_ANNOUNCE_SYMLINK;
+  req.announce_symlink = &announce;
+  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req);
+  int result = EIO;
+  if (resp != nullptr) {
+    if (resp->err == ENOSYS) {
+      result = 0;  // an older agent: it keeps no count, and no shim trusts its page to
+    } else if (resp->err != 0) {
+      result = resp->err;
+    } else if (resp->op_case == ONEBOX__V1__SHIM_RESPONSE__OP_ANNOUNCE_SYMLINK && resp->announce_symlink->token != 0) {
+      a->token = resp->announce_symlink->token;
+      result = 0;
+    }
+    onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  }
+  if (result != 0) {
+    RealClose(fd);
+    SymlinkMade(a);
+    errno = saved;
+    return result;
+  }
+  if (a->token != 0) {
+    a->fd = fd;  // SymlinkMade goes on this connection
+    FdId id = IdOf(fd);
+    a->dev = id.dev;
+    a->ino = id.ino;
+  } else {
+    RealClose(fd);
+  }
+  errno = saved;
+  return result;
+}
+
+void SymlinkMade(SymlinkAnnouncement* a) {
+  int saved = errno;
+  if (a->lock_fd >= 0) CloseIfOurs(a->lock_fd, FdId{a->lock_dev, a->lock_ino});
+  a->lock_fd = -1;
+  if (a->fd < 0) {
+    errno = saved;
+    return;
+  }
+  // Still our socket (another thread may have closed it and taken the number):
+  // else the agent holds the intent until we exit. No need to wait for the
+  // answer: a late release only keeps the fast path off a little longer.
+  if (IdOf(a->fd) == FdId{a->dev, a->ino}) {
+    Onebox__V1__SymlinkMadeRequest made = ONEBOX__V1__SYMLINK_MADE_REQUEST__INIT;
+    made.token = a->token;
+    Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+    req.id = 4;
+    req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_SYMLINK_MADE;
+    req.symlink_made = &made;
+    SendRequest(a->fd, req);
+    RealClose(a->fd);
+  }
+  a->fd = -1;
+  errno = saved;
 }
 
 bool MayBeStubs() {

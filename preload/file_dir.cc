@@ -183,7 +183,15 @@ int symlinkat(const char* target, int dirfd, const char* linkpath) {
   if (!t.cluster) return real_symlinkat(target, t.NativeDirfd(dirfd), t.NativePath(linkpath));
   if (t.err) return Fail(t.err);
   if (t.IsRoot() || t.dot_last) return Fail(EEXIST);
-  return AtParent(t, [&](int p, const char* base) { return real_symlinkat(target, p, base); });
+  // Other processes stat without a confined lookup while the view holds no
+  // symlink: the agent hears of this one before it exists (nodeagent/symlink_guard.h).
+  SymlinkAnnouncement announced;
+  if (int err = AnnounceSymlink(t.dirfd, &announced); err != 0) return Fail(err);
+  int r = AtParent(t, [&](int p, const char* base) { return real_symlinkat(target, p, base); });
+  int err = errno;
+  SymlinkMade(&announced);
+  errno = err;
+  return r;
 }
 
 int chmod(const char* path, mode_t mode) { return ChmodAt(AT_FDCWD, path, mode, 0); }

@@ -2,7 +2,8 @@
 // and the __xstat entries of binaries built against older glibc), access and
 // its variants, readlink, statfs/statvfs, realpath. A cluster path is looked
 // up in the agent's view, confined to it; realpath answers ROOT/..., never the
-// view's real location.
+// view's real location. stat and access take one plain *at call on the view
+// instead while the view holds no symlink (WithoutSymlinks).
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -36,6 +37,28 @@ int WithPathFd(const Target& t, bool nofollow, Fn fn) {
   return r;
 }
 
+// The symlink-free fast path (nodeagent/symlink_guard.h): fn(view_fd, rel),
+// one system call, while the agent's page says the view holds no symlink
+// before and after it. True with *r and errno as fn left them when its answer
+// stands; false (errno as it was) when the confined lookup must answer.
+// Without symlinks, a lookup from the view root along a lexically clean path
+// meets what openat2(RESOLVE_IN_ROOT) meets, and fails with the same errno.
+template <class Fn>
+bool WithoutSymlinks(const Target& t, Fn fn, int* r) {
+  SymlinkFree ticket;
+  if (!SymlinkFreeView(&ticket) || !LexicallyClean(t.rel)) return false;
+  int saved = errno;
+  int res = fn(t.dirfd, t.rel);
+  int err = errno;
+  if (!SymlinkFreeStill(ticket)) {
+    errno = saved;
+    return false;
+  }
+  errno = err;
+  *r = res;
+  return true;
+}
+
 __attribute__((noinline)) int StatAtSlow(int dirfd, const char* path, struct stat* st, int flags);
 
 int StatAt(int dirfd, const char* path, struct stat* st, int flags) {
@@ -54,6 +77,10 @@ int StatAtSlow(int dirfd, const char* path, struct stat* st, int flags) {
     return real_fstatat(t.NativeDirfd(dirfd), t.NativePath(path), st, flags);
   }
   if (t.err) return Fail(t.err);
+  int r;
+  ONEBOX_REAL(fstatat);
+  auto fast = [&](int view, const char* rel) { return real_fstatat(view, rel, st, flags & AT_SYMLINK_NOFOLLOW); };
+  if (WithoutSymlinks(t, fast, &r)) return r;
   return WithPathFd(t, flags & AT_SYMLINK_NOFOLLOW,
                     [&](int fd) { return fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW); });
 }
@@ -70,6 +97,12 @@ int AccessAt(int dirfd, const char* path, int mode, int flags) {
     return real_faccessat(t.NativeDirfd(dirfd), t.NativePath(path), mode, flags);
   }
   if (t.err) return Fail(t.err);
+  int r;
+  ONEBOX_REAL(faccessat);
+  if (WithoutSymlinks(t, [&](int view, const char* rel) {
+        return real_faccessat(view, rel, mode, flags & (AT_EACCESS | AT_SYMLINK_NOFOLLOW));
+      }, &r))
+    return r;
   return WithPathFd(t, flags & AT_SYMLINK_NOFOLLOW, [&](int fd) {
     return faccessat(fd, "", mode, AT_EMPTY_PATH | (flags & AT_EACCESS));
   });
@@ -160,6 +193,11 @@ int statx(int dirfd, const char* path, int flags, unsigned int mask, struct stat
   Target t = Resolve(dirfd, path, buf, sizeof buf);
   if (!t.cluster) return real_statx(t.NativeDirfd(dirfd), t.NativePath(path), flags, mask, stx);
   if (t.err) return Fail(t.err);
+  int r;
+  if (WithoutSymlinks(t, [&](int view, const char* rel) {
+        return real_statx(view, rel, flags & (AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_TYPE), mask, stx);
+      }, &r))
+    return r;
   return WithPathFd(t, flags & AT_SYMLINK_NOFOLLOW, [&](int fd) {
     return real_statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | (flags & AT_STATX_SYNC_TYPE), mask, stx);
   });

@@ -13,7 +13,12 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <string_view>
+
+namespace onebox {
+struct StatePage;
+}
 
 namespace onebox::shim {
 
@@ -76,6 +81,35 @@ int OpenWithResolve(int dirfd, const char* name, int flags, mode_t mode, uint64_
 // Splits t.rel at its last component: opens the parent (O_PATH) in the view
 // and points *base at the last component. Returns the parent fd or -1 (errno).
 int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
+
+// The symlink-free view (nodeagent/symlink_guard.h): while the agent's state
+// page says the view holds no symlink, a lexically clean path below the view
+// root cannot lead out of it, and one plain *at call on the view fd does what
+// the confined lookup does. First look: may the call be tried? Second look,
+// after it: does its answer stand (else: throw it away, take the slow path)?
+struct SymlinkFree {
+  const StatePage* page = nullptr;
+  uint64_t epoch = 0;
+};
+bool SymlinkFreeView(SymlinkFree* ticket);
+bool SymlinkFreeStill(const SymlinkFree& ticket);
+// rel has no "", "." or ".." component and does not start with "/" (one
+// trailing "/" allowed): from the view root it names a place in the view as
+// long as no symlink is on the way.
+bool LexicallyClean(const char* rel);
+// symlink() of a cluster path: the agent's page says the view may hold a
+// symlink when this returns 0 (else an errno to fail the call with). The
+// symlink is made after it, and SymlinkMade said after that, whatever happened.
+struct SymlinkAnnouncement {
+  int lock_fd = -1;  // the view's kSymlinkLockFile, read-locked
+  int fd = -1;       // the connection the announcement went on
+  uint64_t token = 0;
+  // Their identities: another thread may close them and reuse the numbers.
+  dev_t lock_dev = 0, dev = 0;
+  ino_t lock_ino = 0, ino = 0;
+};
+int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a);
+void SymlinkMade(SymlinkAnnouncement* a);
 
 // The agent's view root (absolute real path), "" when not connected.
 std::string_view ViewRoot();

@@ -309,6 +309,100 @@ print(fd >= 0, os.path.exists(os.path.join(os.path.dirname(sys.argv[1]), os.path
   EXPECT_NE(root.out.find("rmdir=1"), std::string::npos) << root.out;
 }
 
+// stat, lstat and access take one plain lookup in the view while it holds no
+// symlink (nodeagent/symlink_guard.h). Symlinks made after many such stats,
+// by this process or another, resolve as they always did: inside the cluster
+// they lead on, out of it (absolute, or climbing with "..") to nothing. And
+// the fast answers are the confined lookup's, field for field and errno for errno.
+TEST_F(ShimTest, SymlinksMadeAfterFastStatsResolveAsBefore) {
+  std::string outside = dir_ / "outside";
+  std::filesystem::create_directories(outside);
+  std::ofstream(outside + "/f") << "outside!";
+  std::string script = R"PY(
+import os, sys, time
+b, outside = sys.argv[1], sys.argv[2]
+os.makedirs(b + "/in")
+os.makedirs(b + "-other")
+with open(b + "/in/f", "w") as f:
+    f.write("inside")
+ino = os.stat(b + "/in/f").st_ino
+def show(p):
+    try:
+        st = os.stat(p)
+        return "inside" if st.st_ino == ino else f"OUTSIDE? size {st.st_size}"
+    except OSError as e:
+        return e.strerror
+def many():
+    for _ in range(20000):
+        os.stat(b + "/in/f")
+def probe():
+    out = []
+    for p in ["in/f", "in", "", "in/", "in/f/", "in/missing", "missing/x", "in/f/x"]:
+        for fn in (os.stat, os.lstat):
+            try:
+                st = fn(os.path.join(b, p))
+                out.append((p, fn.__name__, st.st_dev, st.st_ino, st.st_mode, st.st_nlink, st.st_uid, st.st_gid,
+                            st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            except OSError as e:
+                out.append((p, fn.__name__, e.errno))
+        out.append((p, "access", os.access(os.path.join(b, p), os.R_OK)))
+    return out
+time.sleep(0.2)
+fast = probe()
+os.symlink("x", b + "-other/keep")  # a symlink in the view: every lookup is confined
+slow = probe()
+os.unlink(b + "-other/keep")
+time.sleep(0.2)
+print("same answers", fast == slow, probe() == slow)
+# Each made while the view holds no other symlink (the agent has had the time
+# to prove it), right after many stats, and looked through at once.
+up = "../" * 30 + outside.lstrip("/")
+for name, target in [("rel", "in"), ("abs", outside), ("up", up)]:
+    time.sleep(0.2)
+    many()
+    os.symlink(target, b + "/" + name)
+    link = b + "/" + name
+    print(name, show(link + "/f"), os.access(link + "/f", os.F_OK), os.readlink(link) == target)
+    os.unlink(b + "/" + name)
+# Made by another process.
+for target in [outside, "../../../../../../../.." + outside, "in"]:
+    time.sleep(0.2)
+    many()
+    assert os.system(f"ln -s {target} {b}/other") == 0
+    print("other", show(b + "/other/f"))
+    os.unlink(b + "/other")
+)PY";
+  RunResult r = RunCommand({"python3", "-c", script, "/cluster/fast", outside}, Env());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "same answers True True\n"
+            "rel inside True True\n"
+            "abs No such file or directory False True\n"
+            "up No such file or directory False True\n"
+            "other No such file or directory\n"
+            "other No such file or directory\n"
+            "other inside\n")
+      << r.err;
+}
+
+// One thread makes and removes symlinks (out of the view by an absolute path,
+// out by climbing "..", and within it) while others stat, lstat, statx and
+// access paths through them: no answer ever describes the file outside.
+TEST_F(ShimTest, NoStatFollowsASymlinkOutOfTheViewWhileTheyComeAndGo) {
+  std::string outside = dir_ / "outside";
+  std::filesystem::create_directories(outside);
+  std::ofstream(outside + "/f") << "outside!";
+  RunResult r = RunCommand({ONEBOX_SYMLINK_RACE, "/cluster/race", outside, "3"}, Env());
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::smatch m;
+  std::regex counts(R"(stats (\d+) inside (\d+) missing (\d+) leaks (\d+) cycles (\d+))");
+  ASSERT_TRUE(std::regex_search(r.out, m, counts)) << r.out;
+  EXPECT_EQ(m[4], "0") << r.err;
+  EXPECT_GT(std::stol(m[1]), 10000) << r.out;
+  EXPECT_GT(std::stol(m[2]), 0) << "rel/f never resolved: " << r.out;
+  EXPECT_GT(std::stol(m[5]), 10) << r.out;
+}
+
 TEST_F(ShimTest, WithoutAgentClusterCallsFailFastAndRecover) {
   std::string sock = dir_ / "later.sock";
   // One process: fails while no agent listens, then works once one does.
