@@ -340,6 +340,24 @@ int ClaimInCluster(const Target& t) {
 
 namespace {
 
+// openat2 of t below the view root, never out of it. While the view holds no
+// symlink (the state page's word: only a hint here), first without following
+// any: from the view root, a lexically clean path walked without symlinks
+// stays in the view, and RESOLVE_NO_SYMLINKS skips the check RESOLVE_IN_ROOT
+// makes at the end of every lookup (about 0.2 us of an open). A symlink on
+// the way (one made meanwhile) fails that lookup with ELOOP before anything
+// is opened or created, and the confined lookup answers.
+int OpenConfined(const Target& t, int flags, mode_t mode) {
+  SymlinkFree ticket;
+  if (SymlinkFreeView(&ticket) && LexicallyClean(t.rel)) {
+    int saved = errno;
+    int fd = OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_NO_SYMLINKS);
+    if (fd >= 0 || errno != ELOOP) return fd;
+    errno = saved;
+  }
+  return OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+}
+
 // Opens t and, when the program will read what is in it, makes sure the
 // content is here first (a file that came from another node may be a stub).
 // An open that drops the content (O_TRUNC for writing) makes the file this
@@ -348,7 +366,7 @@ int OpenWithContent(const Target& t, int flags, mode_t mode, bool content) {
   if ((flags & O_CREAT) && (flags & O_EXCL))
     if (int err = ClaimInCluster(t); err != 0) return Fail(err);
   for (int attempt = 0;; ++attempt) {
-    int fd = OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    int fd = OpenConfined(t, flags, mode);
     bool truncates = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
     if (fd < 0 || !MayBeStubs()) return fd;
     int saved = errno;
