@@ -19,7 +19,8 @@ using namespace onebox::shim;
 
 namespace onebox::shim {
 
-int PublishIfInView(int fd) {
+int PublishIfInView(int fd, bool* in_view) {
+  if (in_view) *in_view = false;
   char link[64], real[kMaxPathBytes];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
   ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
@@ -34,6 +35,7 @@ int PublishIfInView(int fd) {
   if (view.empty() || path.size() <= view.size() + 1 || path.compare(0, view.size(), view) != 0 ||
       path[view.size()] != '/')
     return 0;  // not a cluster file
+  if (in_view) *in_view = true;
   int err = Publish(real + view.size() + 1);
   return err == 0 ? 0 : Fail(err == ENOTCONN ? ENOTCONN : EIO);
 }

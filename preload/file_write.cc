@@ -3,11 +3,14 @@
 // O_DSYNC makes every write a durability point, as fsync() is. After the
 // kernel's synchronous write, the agent records the file with a synced store
 // write and replicates it to its write quorum, and only then does the write
-// return; when the quorum cannot be had it returns -1 with EIO (the bytes are
-// written here, as with a failed fsync). Every other write pays one load of a
-// bit (was this fd opened O_SYNC in the view?). A descriptor duplicated with
-// dup or fcntl(F_DUPFD) is not marked: its writes are published at close or
-// fsync, like any other cluster file's.
+// return; when the quorum cannot be had it returns -1 with EIO (ENOTCONN
+// without an agent; the bytes are written here, as with a failed fsync).
+// Every other write pays one load of a bit (was this fd opened O_SYNC in the
+// view?). Not marked, so published at close or fsync like any other cluster
+// file: a duplicate made with dup or fcntl(F_DUPFD), an fd inherited across
+// exec, and writes made durable by pwritev2's RWF_DSYNC on an ordinary fd.
+// A write on a marked fd from a signal handler runs the publish, which is not
+// async-signal-safe (as fsync under the shim is not).
 #include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -26,7 +29,10 @@ __attribute__((noinline)) ssize_t AfterSyncWrite(int fd, ssize_t n) {
     ForgetSyncMark(fd);
     return n;
   }
-  return PublishIfInView(fd) == 0 ? n : -1;
+  bool in_view = false;
+  if (PublishIfInView(fd, &in_view) != 0) return -1;
+  if (!in_view) ForgetSyncMark(fd);  // another O_SYNC file, a native one, took the number
+  return n;
 }
 
 inline ssize_t Wrote(int fd, ssize_t n) {

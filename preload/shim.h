@@ -127,7 +127,8 @@ void ForgetSyncMark(int fd);
 // After a successful kernel sync or O_SYNC write: if fd is a file in the
 // view, the agent records it with a synced write and replicates it to its
 // write quorum before this returns. 0, or -1 with errno (EIO, ENOTCONN).
-int PublishIfInView(int fd);
+// *in_view, if given, says whether fd is a file in the view at all.
+int PublishIfInView(int fd, bool* in_view = nullptr);
 
 // Real cwd inside the view: the program's cwd is in the cluster.
 bool CwdInCluster();
