@@ -447,11 +447,16 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     // After the rename, which changes ctime. A program may have opened the
     // new entry and written it already: then it is not as placed, and must
     // not be taken for ours (the recorder records that write).
+    // So are a chmod or chown made in that moment.
     v1::Inode placed;
     struct stat st;
-    bool as_placed = placed.ParseFromString(now->value) && fstat(tmp_fd, &st) == 0 &&
-                     (!S_ISREG(st.st_mode) ||
-                      (static_cast<uint64_t>(st.st_size) == placed.size() && Ns(st.st_mtim) == placed.mtime_ns()));
+    bool as_placed =
+        placed.ParseFromString(now->value) && fstat(tmp_fd, &st) == 0 &&
+        (S_ISLNK(st.st_mode) || (st.st_mode & 07777) == placed.mode() ||
+         (st.st_mode & 07777) == (placed.mode() & 01777)) &&  // SetOwnerAndMode without setuid bits
+        (geteuid() != 0 || (st.st_uid == placed.uid() && st.st_gid == placed.gid())) &&
+        (!S_ISREG(st.st_mode) ||
+         (static_cast<uint64_t>(st.st_size) == placed.size() && Ns(st.st_mtim) == placed.mtime_ns()));
     if (as_placed) {
       RememberPlaced(path, st);  // this look, not a later one
     } else {
