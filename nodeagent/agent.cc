@@ -191,7 +191,14 @@ int RunAgent(const AgentOptions& opt) {
   };
   auto replicator =
       std::make_unique<Replicator>(**store, members, content, identity->node_id, on_applied, opt.log_retain);
-  AntiEntropy anti_entropy(**store, members, content, on_applied);
+  AntiEntropy anti_entropy(
+      **store, members, content,
+      [&materializer](Cf space, const std::string& key) {
+        if (space == Cf::kNs) materializer.Enqueue(key);
+      },
+      [&tree_repair](const std::vector<std::string>& keys) {
+        for (const std::string& key : keys) tree_repair.Note(key, std::chrono::seconds(5));
+      });
   Claims claims(**store, members, content, NodeIdHex(identity->node_id));
   PeerService peer(members, *replicator, content, anti_entropy, claims);
   members.set_alive_observer([page = &(*state_page)->page()](size_t alive) { page->peers_alive.store(alive); });

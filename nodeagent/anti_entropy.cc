@@ -17,8 +17,13 @@ constexpr size_t kPageBytes = 2 << 20;  // a page fits gRPC's default 4 MiB mess
 }  // namespace
 
 AntiEntropy::AntiEntropy(Store& store, Membership& members, ContentTransfer& content, AppliedFn on_applied,
-                         std::chrono::milliseconds period)
-    : store_(store), members_(members), content_(content), on_applied_(std::move(on_applied)), period_(period) {}
+                         RoundEndFn on_round_end, std::chrono::milliseconds period)
+    : store_(store),
+      members_(members),
+      content_(content),
+      on_applied_(std::move(on_applied)),
+      on_round_end_(std::move(on_round_end)),
+      period_(period) {}
 
 AntiEntropy::~AntiEntropy() { Stop(); }
 
@@ -45,13 +50,16 @@ void AntiEntropy::Loop() {
     auto peers = members_.AliveOthers();
     if (peers.empty()) continue;
     auto& [node_id, address] = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng)];
-    Result<uint64_t> n = RoundWith(node_id, address);
+    std::vector<std::string> ns_won;
+    Result<uint64_t> n = RoundWith(node_id, address, &ns_won);
+    if (on_round_end_ && !ns_won.empty()) on_round_end_(ns_won);
     if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", node_id, n.status().message());
     else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, node_id);
   }
 }
 
-Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::string& address) {
+Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::string& address,
+                                        std::vector<std::string>* ns_won) {
   v1::Peer::Stub* stub = content_.StubFor(address);
   v1::BucketDigestsResponse theirs;
   {
@@ -88,6 +96,7 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
         if (!(*won)[i]) continue;
         ++repaired;
         if (on_applied_) on_applied_(batch[i].space, batch[i].key);
+        if (batch[i].space == Cf::kNs) ns_won->push_back(batch[i].key);
       }
       if (!page.more() || page.records_size() == 0) break;
       req.set_after_family(page.records(page.records_size() - 1).family());

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -24,8 +25,13 @@ namespace onebox {
 class AntiEntropy {
  public:
   using AppliedFn = std::function<void(Cf, const std::string&)>;
+  // on_round_end(ns keys) runs after each round, finished or cut short, with
+  // the ns keys whose records won in it: buckets arrive in hash order, so a
+  // directory's tombstone may come before its entries'; only at the end of a
+  // round is a tree worth checking (TreeRepair).
+  using RoundEndFn = std::function<void(const std::vector<std::string>&)>;
   AntiEntropy(Store& store, Membership& members, ContentTransfer& content, AppliedFn on_applied,
-              std::chrono::milliseconds period = std::chrono::seconds(2));
+              RoundEndFn on_round_end = {}, std::chrono::milliseconds period = std::chrono::seconds(2));
   ~AntiEntropy();
   void Start();
   void Stop();
@@ -38,12 +44,14 @@ class AntiEntropy {
  private:
   void Loop();
   // One comparison with the peer at address; returns the records it repaired.
-  Result<uint64_t> RoundWith(const std::string& node_id, const std::string& address);
+  Result<uint64_t> RoundWith(const std::string& node_id, const std::string& address,
+                             std::vector<std::string>* ns_won);
 
   Store& store_;
   Membership& members_;
   ContentTransfer& content_;
   AppliedFn on_applied_;
+  RoundEndFn on_round_end_;
   std::chrono::milliseconds period_;
   std::atomic<uint64_t> repaired_{0};
   std::mutex mu_;

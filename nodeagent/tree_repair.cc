@@ -37,10 +37,12 @@ void TreeRepair::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void TreeRepair::Note(const std::string& key) {
+void TreeRepair::Note(const std::string& key) { Note(key, grace_); }
+
+void TreeRepair::Note(const std::string& key, std::chrono::milliseconds grace) {
   std::lock_guard lock(mu_);
   // A key noted again waits a grace period from its newest record.
-  due_[key] = std::chrono::steady_clock::now() + grace_;
+  due_[key] = std::chrono::steady_clock::now() + grace;
 }
 
 void TreeRepair::Loop() {

@@ -11,12 +11,14 @@
 // last-writer-wins keeps one). Cycles cannot arise: an entry is named by its
 // whole path, so no directory can hold itself.
 //
-// A record is checked a grace period after it won here (from a peer, pushed
-// or repaired by anti-entropy), so that a removal whose records are still on
-// their way is not taken for an orphan: the recorder logs a removed
-// directory's entries before the directory itself, and pushes keep log order,
-// so a directory's tombstone arrives after those of the entries its remover
-// knew of.
+// A record is checked a grace period after it won here, so that a removal
+// whose records are still on their way is not taken for an orphan. Pushed
+// records: a second; the recorder logs a removed directory's entries before
+// the directory itself, and pushes keep log order, so a directory's tombstone
+// arrives after those of the entries its remover knew of. Records repaired by
+// anti-entropy come bucket by bucket, in hash order: they are noted only at
+// the end of the round, with a grace of a few rounds, so that a round cut
+// short is finished by the next before anything is checked.
 #pragma once
 
 #include <atomic>
@@ -40,8 +42,10 @@ class TreeRepair {
   ~TreeRepair();
   void Start();
   void Stop();
-  // A peer's ns record for key won here: check it after the grace period.
+  // A peer's ns record for key won here: check it after the grace period
+  // (or after `grace`, when given).
   void Note(const std::string& key);
+  void Note(const std::string& key, std::chrono::milliseconds grace);
   // Checks key now: makes the dead ancestors of key (if live) or of the live
   // entries below it (if a tombstone) live directories. Returns how many.
   size_t Check(const std::string& key);

@@ -426,16 +426,23 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
 void ViewRecorder::TombstonePath(const std::string& path) {
   std::lock_guard lock(record_mu_);
   ForgetSymlinks(path);
-  if (materializer_ != nullptr) materializer_->Gone(path);
   std::vector<std::string> keys{path};
   std::string after;
   for (;;) {  // everything below a removed directory goes with it
     Result<ScanPage> page = store_.Scan(path + "/", after, StoreLimits::kMaxScanLimit, true, Cf::kNs);
     if (!page.ok()) break;
-    for (auto& e : page->entries) keys.push_back(e.key);
+    for (auto& e : page->entries) {
+      // Not a peer's addition that this view never showed (it arrived, and
+      // was not yet put in place): no program here removed it. It stays,
+      // and TreeRepair revives the directory for it (an addition wins).
+      if (materializer_ != nullptr && e.record.version.node != store_.node_id() && !materializer_->WasPlaced(e.key))
+        continue;
+      keys.push_back(e.key);
+    }
     if (!page->more) break;
     after = page->entries.back().key;
   }
+  if (materializer_ != nullptr) materializer_->Gone(path);
   // Deepest first, the directory last (reverse key order puts every entry
   // before the directories above it): a peer that has a directory's tombstone
   // has those of the entries its remover knew of (TreeRepair relies on it).
