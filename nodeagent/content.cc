@@ -49,19 +49,20 @@ v1::Peer::Stub* ContentTransfer::StubFor(const std::string& address) {
   return stub.get();
 }
 
-Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, const std::string& writer_id) {
+Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std::string& writer_id,
+                              const ChunkSink& sink) {
   std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
   // The writer holds the content for sure (unless it lost it): ask it first.
   std::stable_partition(peers.begin(), peers.end(), [&](const auto& p) { return p.first == writer_id; });
-  std::vector<const std::string*> missing;
-  for (const std::string& digest : digests)
-    if (!store_.HasChunk(digest)) missing.push_back(&digest);
   // A few chunks in flight at once (each 1 MiB in memory at most), taken in order.
   std::mutex mu;
   size_t next = 0;
   Status result;
   std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
-  auto fetch_one = [&](const std::string& digest) -> Status {
+  auto fetch_one = [&](size_t index) -> Status {
+    const std::string& digest = digests[index];
+    if (store_.HasChunk(digest))
+      if (Result<std::string> here = store_.GetChunk(digest); here.ok()) return sink(index, *here);
     std::string tried;
     for (const auto& [node_id, address] : peers) {
       {
@@ -85,20 +86,20 @@ Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, co
         spdlog::warn("chunk {} from {} does not match its digest; trying another node", HexOf(digest), node_id);
         continue;
       }
-      return store_.PutChunk(digest, resp.data());
+      return sink(index, resp.data());
     }
     return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", HexOf(digest).substr(0, 16),
                                            tried.empty() ? "no live node" : tried));
   };
   auto worker = [&] {
     for (;;) {
-      const std::string* digest;
+      size_t index;
       {
         std::lock_guard lock(mu);
-        if (next == missing.size() || !result.ok()) return;
-        digest = missing[next++];
+        if (next == digests.size() || !result.ok()) return;
+        index = next++;
       }
-      Status s = fetch_one(*digest);
+      Status s = fetch_one(index);
       if (!s.ok()) {
         std::lock_guard lock(mu);
         if (result.ok()) result = s;
@@ -106,7 +107,7 @@ Status ContentTransfer::FetchMissing(const std::vector<std::string>& digests, co
     }
   };
   std::vector<std::thread> workers;
-  for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, missing.size()); ++i) workers.emplace_back(worker);
+  for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, digests.size()); ++i) workers.emplace_back(worker);
   worker();
   for (auto& t : workers) t.join();
   return result;

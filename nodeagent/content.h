@@ -7,6 +7,7 @@
 // members). One chunk (1 MiB) in memory per transfer, whatever the file's size.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +23,10 @@
 
 namespace onebox {
 
+// Content is cut into chunks of this size, the last one shorter: chunk i of
+// a file starts at i * kChunkBytes.
+constexpr size_t kChunkBytes = 1 << 20;
+
 // SHA-256 of bytes (raw, 32 bytes).
 std::string Sha256(std::string_view bytes);
 // Lowercase hex of raw bytes (digests in logs and keys).
@@ -31,9 +36,14 @@ class ContentTransfer {
  public:
   ContentTransfer(Store& store, Membership& members, std::string self_id, int replication_factor);
 
-  // Makes every chunk in digests local. Fails (Unavailable, naming a missing
-  // chunk) when no live member holds one; Corruption never lands in the store.
-  Status FetchMissing(const std::vector<std::string>& digests, const std::string& writer_id);
+  // Gets every chunk of digests (by index, duplicates too): from this node's
+  // store, else from a live member (the writer first), checked against its
+  // digest; hands each to sink, a few at once on several threads, in no
+  // particular order. Fails (Unavailable, naming a missing chunk) when no live
+  // member holds one, or with the sink's first failure; bytes that do not
+  // match their digest never reach the sink.
+  using ChunkSink = std::function<Status(size_t index, const std::string& bytes)>;
+  Status Fetch(const std::vector<std::string>& digests, const std::string& writer_id, const ChunkSink& sink);
   // (node id, address) of the other live members that should hold path's
   // content: replication factor - 1 of them.
   std::vector<std::pair<std::string, std::string>> Holders(const std::string& path);

@@ -359,13 +359,8 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     close(fd);
     if (same && !stub) return inode.size();
   }
-  std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
   bool have_all = true;
-  for (const std::string& c : chunks) have_all = have_all && store_.HasChunk(c);
-  if (!have_all && fetch) {
-    if (Status s = content_.FetchMissing(chunks, NodeIdHex(version.node)); !s.ok()) return s;
-    have_all = true;
-  }
+  for (const std::string& c : inode.chunks()) have_all = have_all && store_.HasChunk(c);
   std::string tmp = NewTempName();
   int fd = openat(staging_fd_, tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) return Status::IOError(fmt::format("create in staging: {}", strerror(errno)));
@@ -375,7 +370,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     unlinkat(staging_fd_, tmp.c_str(), 0);
     return s;
   };
-  bool stub = !have_all;
+  bool stub = !have_all && !fetch;
   if (stub) {
     if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0) return fail("size the stub");
     // The mark names the stub's content (kept in meta), so that a stub moved,
@@ -391,17 +386,10 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
       unlinkat(staging_fd_, tmp.c_str(), 0);
       return fetch ? Result<uint64_t>(Status::IOError("stub without xattr")) : PlaceFile(path, inode, version, true);
     }
-  } else {
-    for (const std::string& c : chunks) {
-      Result<std::string> bytes = store_.GetChunk(c);
-      if (!bytes.ok()) return fail("read chunk");
-      for (size_t off = 0; off < bytes->size();) {
-        ssize_t n = write(fd, bytes->data() + off, bytes->size() - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return fail("write");
-        off += static_cast<size_t>(n);
-      }
-    }
+  } else if (Status s = WriteContent(fd, inode, version); !s.ok()) {
+    close(fd);
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    return s;
   }
   SetOwnerAndMode(fd, inode);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
@@ -507,16 +495,46 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
   bool stub = fd >= 0 && HasStubMark(fd);
   if (fd >= 0) close(fd);
   if (!stub) return inode.size();
-  // The content first, without holding the path: it may take long.
-  std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
-  if (Status s = content_.FetchMissing(chunks, NodeIdHex(rec->version.node)); !s.ok()) {
+  // The content first, straight into a staging file, without holding the
+  // path: it may take long.
+  std::string tmp = NewTempName();
+  fd = openat(staging_fd_, tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::IOError(fmt::format("create in staging: {}", strerror(errno)));
+  if (Status s = WriteContent(fd, inode, rec->version); !s.ok()) {
+    close(fd);
+    unlinkat(staging_fd_, tmp.c_str(), 0);
     spdlog::warn("cannot hydrate /{}: {}", path, s.message());
     return s;
   }
+  SetOwnerAndMode(fd, inode);
+  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
+  futimens(fd, times);
   std::lock_guard path_lock(PathMutex(path));
-  Result<uint64_t> size = PlaceFile(path, inode, rec->version, /*fetch=*/true);
-  if (!size.ok()) spdlog::warn("cannot hydrate /{}: {}", path, size.status().message());
-  return size;
+  Status s = Install(path, fd, tmp, rec->version, /*stub=*/false);
+  close(fd);
+  if (!s.ok()) {
+    spdlog::warn("cannot hydrate /{}: {}", path, s.message());
+    return s;
+  }
+  return inode.size();
+}
+
+Status ViewMaterializer::WriteContent(int fd, const v1::Inode& inode, const Version& version) {
+  std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
+  Status s = content_.Fetch(chunks, NodeIdHex(version.node), [fd](size_t index, const std::string& bytes) {
+    const off_t at = static_cast<off_t>(index * kChunkBytes);
+    for (size_t off = 0; off < bytes.size();) {
+      ssize_t n = pwrite(fd, bytes.data() + off, bytes.size() - off, at + static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Status::IOError(fmt::format("write: {}", strerror(errno)));
+      off += static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0)  // an empty file has no chunks
+    return Status::IOError(fmt::format("size: {}", strerror(errno)));
+  return Status::Ok();
 }
 
 bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed) {

@@ -108,6 +108,9 @@ class ViewMaterializer {
   // A whole file when every chunk is here (or fetch is set and they can be
   // fetched), else a stub.
   Result<uint64_t> PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version, bool fetch);
+  // The file's content into fd (a new staging file): each chunk from the
+  // store, or straight from a peer that holds it, written at its offset.
+  Status WriteContent(int fd, const v1::Inode& inode, const Version& version);
   void Remove(const std::string& path);
   // Renames staging/tmp over path if the store still holds `version` there.
   Status Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version, bool stub);

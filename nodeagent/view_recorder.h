@@ -25,7 +25,6 @@
 
 namespace onebox {
 
-constexpr size_t kChunkBytes = 1 << 20;
 // A file in the view root that names it as one (preload/agent_link.cc looks for it).
 constexpr const char* kViewMarker = ".onebox-view";
 
