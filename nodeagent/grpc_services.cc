@@ -195,8 +195,12 @@ class ReplicateStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBu
     }
     pool_.Submit([this] {
       v1::ReplicateRequest req;
-      grpc::ProtoBufferReader reader(&in_);
-      if (!req.ParseFromZeroCopyStream(&reader) || !reader.status().ok()) {
+      bool parsed;
+      {
+        grpc::ProtoBufferReader reader(&in_);  // done with in_ before the next read reuses it
+        parsed = req.ParseFromZeroCopyStream(&reader) && reader.status().ok();
+      }
+      if (!parsed) {
         Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             "malformed request: the bytes sent are not a valid onebox.v1.ReplicateRequest"));
         return;

@@ -120,8 +120,11 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     self->blocked_since = 0;
     return ok;
   };
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest, v1::ReplicateResponse>> stream =
-      content_.StubFor(address)->ReplicateStream(&ctx);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest, v1::ReplicateResponse>> stream;
+  timed([&] {  // opening it may wait for a connection
+    stream = content_.StubFor(address)->ReplicateStream(&ctx);
+    return true;
+  });
   std::deque<uint64_t> unanswered;  // the last seq of each batch sent and not yet answered
   uint64_t sent = Acked(node_id);
   auto quiet_since = std::chrono::steady_clock::now();
