@@ -71,14 +71,27 @@ SymlinkGuard::~SymlinkGuard() {
 
 void SymlinkGuard::Heartbeat() {
   std::unique_lock lock(beat_mu_);
+  bool lagging = false;
   while (!stopping_) {
-    page_.symlink_heartbeat_ns.store(CoarseMonotonicNs());
+    // GAPS in the header: the count stays up while the recorder is behind.
+    int64_t now = CoarseMonotonicNs();
+    int64_t caught_up = caught_up_ns_.load();
+    bool behind = caught_up != kRecorderWaiting && now - caught_up > kRecorderLagNs;
+    if (behind != lagging) {
+      lagging = behind;
+      std::lock_guard guard_lock(mu_);
+      lagging_ = behind;
+      PublishLocked();
+    }
+    page_.symlink_heartbeat_ns.store(now);
     beat_cv_.wait_for(lock, std::chrono::nanoseconds(kSymlinkHeartbeatNs), [&] { return stopping_; });
   }
 }
 
 void SymlinkGuard::PublishLocked() {
-  uint64_t value = closed_ ? kMany : proven_ ? 0 : std::max<uint64_t>(1, intents_.size() + known_);
+  uint64_t value = closed_             ? kMany
+                   : proven_ && !lagging_ ? 0
+                                          : std::max<uint64_t>(1, intents_.size() + known_);
   if (page_.symlinks.load() == value) return;
   // The epoch first: a shim that sees the new count also sees the new epoch.
   page_.symlink_epoch.fetch_add(1);

@@ -83,14 +83,26 @@
 // GAPS (docs/compatibility.md): a native writer (a process without the shim,
 // or a shim process writing the view's real location, e.g. through a dirfd
 // the shim did not open) that makes a symlink is seen only when the recorder
-// records it, within milliseconds; until then a fast stat may follow it. A
-// directory the agent cannot list (not root, another user's 0700) or a mount
-// point in the view keeps the count up: no fast path, never a wrong one.
+// handles its inotify event; until then a fast stat may follow it. So the
+// count is 0 only while the recorder keeps up: it says how far it has got
+// (RecorderCaughtUp: every event queued before then is handled;
+// RecorderWaiting: it waits in poll() on an empty queue), and the heartbeat
+// thread, every kSymlinkHeartbeatNs, holds the count up while the recorder is
+// more than kRecorderLagNs behind (hashing a large file, rescanning, waiting
+// for the materializer's lock). The gap is then the time a waiting recorder
+// takes to wake and handle the event, and at most about kRecorderLagNs +
+// kSymlinkHeartbeatNs when it was busy; if the agent gets no CPU at all, the
+// heartbeat goes stale too and shims stop trusting the page after
+// kSymlinkTrustNs. A directory the agent cannot list (not root, another
+// user's 0700) or a mount point in the view keeps the count up: no fast
+// path, never a wrong one.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -101,6 +113,9 @@
 #include "nodeagent/state_page.h"
 
 namespace onebox {
+
+// How far behind the view the recorder may be while the count may be 0.
+constexpr int64_t kRecorderLagNs = 10'000'000;
 
 class SymlinkGuard {
  public:
@@ -139,6 +154,12 @@ class SymlinkGuard {
   void ProofFailed(Clock::duration walk_took);
   // Readable when an intent was released (a proof may be worth trying).
   int wake_fd() const { return wake_fd_; }
+  // How far the recorder has got (its thread): every inotify event queued
+  // before as_of_ns (CoarseMonotonicNs) is handled, or it waits in poll() on
+  // an empty queue. While it lags more than kRecorderLagNs behind, the count
+  // on the page is up (GAPS above).
+  void RecorderCaughtUp(int64_t as_of_ns) { caught_up_ns_.store(as_of_ns); }
+  void RecorderWaiting() { caught_up_ns_.store(kRecorderWaiting); }
   void ClearWake();
 
   uint64_t symlinks() const { return page_.symlinks.load(); }
@@ -164,8 +185,12 @@ class SymlinkGuard {
   uint64_t raises_ = 0;
   bool proven_ = false;  // no symlink in the view since the last proof
   bool closed_ = false;
+  bool lagging_ = false;  // the recorder is behind (set by the heartbeat thread)
   int failures_ = 0;
   Clock::time_point next_attempt_{};
+
+  static constexpr int64_t kRecorderWaiting = INT64_MAX;
+  std::atomic<int64_t> caught_up_ns_{kRecorderWaiting};  // none yet: nothing to lag behind
 
   std::mutex beat_mu_;
   std::condition_variable beat_cv_;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <vector>
 
@@ -152,6 +153,7 @@ Status ViewRecorder::Sync() {
 
 void ViewRecorder::Loop() {
   pollfd fds[3] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {guard_ ? guard_->wake_fd() : -1, POLLIN, 0}};
+  ReadEvents();  // what came while the start's scan ran
   for (;;) {
     // Every event read (the last ReadEvents met an empty queue): a proof may begin.
     SymlinkGuard::Plan plan = guard_ ? guard_->PlanProof() : SymlinkGuard::Plan{};
@@ -159,22 +161,32 @@ void ViewRecorder::Loop() {
       TryProof(plan.raises);
       continue;
     }
-    if (poll(fds, 3, plan.timeout_ms) < 0) {
+    // Caught up while we wait, and (nearly) as of the moment an event wakes us.
+    if (guard_) guard_->RecorderWaiting();
+    int ready = poll(fds, 3, plan.timeout_ms);
+    if (guard_) guard_->RecorderCaughtUp(CoarseMonotonicNs());
+    if (ready < 0) {
       if (errno == EINTR) continue;
       spdlog::error("view recorder: poll: {}", strerror(errno));
-      return;
+      break;
     }
-    if (fds[1].revents & POLLIN) return;
+    if (fds[1].revents & POLLIN) break;
     if (fds[2].revents & POLLIN) guard_->ClearWake();
     ReadEvents();
   }
+  if (guard_) guard_->RecorderCaughtUp(0);  // no longer following the view: never caught up again
 }
 
 void ViewRecorder::ReadEvents(bool* moved) {
   for (;;) {
+    int64_t now = CoarseMonotonicNs();
     ssize_t n = read(inotify_fd_, event_buf_.data(), event_buf_.size());
+    if (n < 0 && errno == EAGAIN && guard_) guard_->RecorderCaughtUp(now);  // the queue was empty
     if (n <= 0) break;
     HandleEvents(event_buf_.data(), static_cast<size_t>(n), moved);
+    // A read that left room for the longest event took all that was queued.
+    if (guard_ && event_buf_.size() - static_cast<size_t>(n) >= sizeof(inotify_event) + NAME_MAX + 1)
+      guard_->RecorderCaughtUp(now);
   }
 }
 
