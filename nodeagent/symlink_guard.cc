@@ -154,6 +154,13 @@ void SymlinkGuard::SetKnown(uint64_t n) {
   PublishLocked();
 }
 
+void SymlinkGuard::Unprove() {
+  std::lock_guard lock(mu_);
+  ++raises_;
+  proven_ = false;
+  PublishLocked();
+}
+
 void SymlinkGuard::ReapLocked() {
   bool reaped = false;
   for (auto it = intents_.begin(); it != intents_.end();) {

@@ -65,7 +65,11 @@
 //    and a failed watch blocks proofs until a rescan. A hard link plus
 //    unlink moves a symlink without move events: the link's IN_CREATE voids
 //    the proof. Announces during the walk move the raise counter, which the
-//    commit checks under the same mutex.
+//    commit checks under the same mutex. Mounts: the walk fails at a mount
+//    point (another device, or another inode than listed), and a mount made
+//    during the walk changes the agent's mount table, which the recorder
+//    looks at (poll on /proc/self/mountinfo) before it commits: that voids
+//    the proof too.
 // 4. A dead agent's page stays mapped in its shims, frozen. The agent writes
 //    a heartbeat every kSymlinkHeartbeatNs; the shim's second look requires
 //    it to be at most kSymlinkTrustNs old (and not from the future, as a
@@ -93,9 +97,13 @@
 // takes to wake and handle the event, and at most about kRecorderLagNs +
 // kSymlinkHeartbeatNs when it was busy; if the agent gets no CPU at all, the
 // heartbeat goes stale too and shims stop trusting the page after
-// kSymlinkTrustNs. A directory the agent cannot list (not root, another
-// user's 0700) or a mount point in the view keeps the count up: no fast
-// path, never a wrong one.
+// kSymlinkTrustNs. Mounts are seen the same way: any change of the agent's
+// mount table raises the count (Unprove) when the recorder sees it (a mount
+// in the view may bring symlinks no event names; a mount made in another
+// mount namespace is not seen). Lost inotify events (a queue overflow) raise
+// it too. A directory the agent cannot list (not root, another user's 0700)
+// or a mount point in the view keeps the count up: no fast path, never a
+// wrong one.
 #pragma once
 
 #include <sys/types.h>
@@ -151,6 +159,9 @@ class SymlinkGuard {
   // The walk that began with plan `raises` found no symlink and nothing
   // moved meanwhile: the count goes to 0 unless anything was raised since.
   bool CommitProof(uint64_t raises, Clock::duration walk_took);
+  // Something the recorder cannot follow changed (the mount table, lost
+  // inotify events): the view may hold a symlink now; a proof under way is void.
+  void Unprove();
   void ProofFailed(Clock::duration walk_took);
   // Readable when an intent was released (a proof may be worth trying).
   int wake_fd() const { return wake_fd_; }

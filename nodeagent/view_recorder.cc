@@ -73,6 +73,8 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   int marker = openat(root_fd, kViewMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (marker >= 0) close(marker);
   std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store, materializer, guard));
+  if (guard != nullptr && r->mounts_fd_ < 0)
+    spdlog::warn("cannot watch /proc/self/mountinfo ({}): stat keeps the confined lookup", strerror(errno));
   r->FullScan();
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
@@ -82,6 +84,8 @@ ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, i
                            ViewMaterializer* materializer, SymlinkGuard* guard)
     : view_root_(std::move(view_root)),
       root_fd_(root_fd),
+      // Readable with POLLPRI after every change of our mount table (a mount in the view voids a proof).
+      mounts_fd_(guard ? open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC) : -1),
       inotify_fd_(inotify_fd),
       wake_fd_(wake_fd),
       store_(store),
@@ -97,6 +101,7 @@ void ViewRecorder::Stop() {
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
   thread_.join();
+  if (mounts_fd_ >= 0) close(mounts_fd_);
   close(inotify_fd_);
   close(wake_fd_);
   close(root_fd_);
@@ -152,18 +157,21 @@ Status ViewRecorder::Sync() {
 }
 
 void ViewRecorder::Loop() {
-  pollfd fds[3] = {{inotify_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {guard_ ? guard_->wake_fd() : -1, POLLIN, 0}};
+  pollfd fds[4] = {{inotify_fd_, POLLIN, 0},
+                   {wake_fd_, POLLIN, 0},
+                   {guard_ ? guard_->wake_fd() : -1, POLLIN, 0},
+                   {mounts_fd_, POLLPRI, 0}};
   ReadEvents();  // what came while the start's scan ran
   for (;;) {
     // Every event read (the last ReadEvents met an empty queue): a proof may begin.
     SymlinkGuard::Plan plan = guard_ ? guard_->PlanProof() : SymlinkGuard::Plan{};
-    if (plan.walk && unwatched_ == 0) {
+    if (plan.walk && unwatched_ == 0 && mounts_fd_ >= 0) {
       TryProof(plan.raises);
       continue;
     }
     // Caught up while we wait, and (nearly) as of the moment an event wakes us.
     if (guard_) guard_->RecorderWaiting();
-    int ready = poll(fds, 3, plan.timeout_ms);
+    int ready = poll(fds, 4, plan.timeout_ms);
     if (guard_) guard_->RecorderCaughtUp(CoarseMonotonicNs());
     if (ready < 0) {
       if (errno == EINTR) continue;
@@ -172,6 +180,7 @@ void ViewRecorder::Loop() {
     }
     if (fds[1].revents & POLLIN) break;
     if (fds[2].revents & POLLIN) guard_->ClearWake();
+    if (fds[3].revents & (POLLPRI | POLLERR)) OnMountsChanged();
     ReadEvents();
   }
   if (guard_) guard_->RecorderCaughtUp(0);  // no longer following the view: never caught up again
@@ -197,6 +206,7 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     if (ev->mask & IN_Q_OVERFLOW) {
       spdlog::warn("view recorder: inotify queue overflowed; rescanning the view");
       if (moved) *moved = true;
+      if (guard_) guard_->Unprove();  // a symlink's creation may be among the events lost
       FullScan();
       continue;
     }
@@ -527,6 +537,22 @@ void ViewRecorder::ForgetSymlinks(const std::string& path) {
   if (symlinks_.size() != before) guard_->SetKnown(symlinks_.size());
 }
 
+bool ViewRecorder::MountsChanged() {
+  // poll() says POLLPRI once per change of the mount table (and resets it):
+  // the loop's poll or this one, whichever looks first.
+  pollfd p{mounts_fd_, POLLPRI, 0};
+  if (mounts_fd_ < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLPRI | POLLERR))) return false;
+  OnMountsChanged();
+  return true;
+}
+
+void ViewRecorder::OnMountsChanged() {
+  // Something may be mounted in the view now (a symlink below it, or one
+  // leading out): prove it anew.
+  spdlog::debug("view recorder: the mount table changed");
+  guard_->Unprove();
+}
+
 void ViewRecorder::TryProof(uint64_t raises) {
   // The argument is in nodeagent/symlink_guard.h (3).
   auto t0 = SymlinkGuard::Clock::now();
@@ -541,6 +567,8 @@ void ViewRecorder::TryProof(uint64_t raises) {
   // a symlink from the walk; an overflow may have hidden a move.
   bool moved = false;
   ReadEvents(&moved);
+  // A mount made meanwhile on a directory walked already (the walk saw its old content).
+  if (MountsChanged()) moved = true;
   auto took = SymlinkGuard::Clock::now() - t0;
   if (none && !moved && unwatched_ == 0) {
     if (guard_->CommitProof(raises, took)) spdlog::debug("view recorder: the view holds no symlink");

@@ -80,11 +80,15 @@ class ViewRecorder {
   // Walks the view and, if it holds no symlink and nothing moved meanwhile,
   // lets the guard lower its count to 0.
   void TryProof(uint64_t raises);
+  // Whether the mount table changed since the last look (then the count is up).
+  bool MountsChanged();
+  void OnMountsChanged();
   bool NoSymlinkBelow(int dir_fd, bool view_root, int depth);
   bool HashFd(int fd, v1::Inode* inode);
 
   std::string view_root_;
   int root_fd_;
+  int mounts_fd_;  // /proc/self/mountinfo (guard_ only)
   int inotify_fd_;
   int wake_fd_;
   Store& store_;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -257,6 +258,32 @@ TEST_F(GuardedView, NotTrustedWhileTheRecorderIsBehind) {
   ASSERT_TRUE(recorder_->Sync().ok());
   EXPECT_NE(Count(), 0u);
   ASSERT_EQ(unlink(V("native").c_str()), 0);
+  EXPECT_TRUE(Proven());
+}
+
+// A mount in the view after a proof (here: a directory holding a symlink out
+// of the view, bound onto an empty directory of it) makes the view hold a
+// symlink that no event names: the change of the mount table raises the
+// count, and it stays up while the mount is there.
+TEST_F(GuardedView, AMountAfterTheProofRaisesTheCount) {
+  std::string outside = dir_ / "outside";
+  std::filesystem::create_directories(outside);
+  ASSERT_EQ(symlink("/etc", (outside + "/esc").c_str()), 0);
+  std::filesystem::create_directories(V("m"));
+  ASSERT_TRUE(recorder_->Sync().ok());
+  ASSERT_TRUE(Proven());
+  if (mount(outside.c_str(), V("m").c_str(), nullptr, MS_BIND, nullptr) != 0)
+    GTEST_SKIP() << "cannot bind-mount here: " << strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{V("m")};
+  EXPECT_TRUE(Eventually([&] { return Count() != 0; }, 2s)) << "a symlink out of the view went unnoticed";
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_NE(Count(), 0u) << "proven with a mount point in the view";
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(umount2(V("m").c_str(), MNT_DETACH), 0);
   EXPECT_TRUE(Proven());
 }
 
