@@ -74,9 +74,10 @@ inline bool SymlinkFreeStill(const StatePage* page, uint64_t epoch) {
   return age <= kSymlinkTrustNs && age >= -kSymlinkHeartbeatNs;
 }
 
-// In the view root, the agent's: a shim holds a read lock on it (F_OFD_SETLKW)
-// from before it announces a symlink until the symlink is made; the agent
-// proves the view symlink-free only under a write lock. Unlike an
+// In the view root, the agent's: a shim holds a read lock on it (an OFD
+// lock) from before it announces a symlink until the symlink is made; the
+// agent ends a proof that the view is symlink-free under a write lock, held
+// for a moment (a shim gives up on it after 2 s: ENOTCONN). Unlike an
 // announcement, the lock outlives an agent's restart.
 constexpr const char* kSymlinkLockFile = ".onebox-symlinks";
 

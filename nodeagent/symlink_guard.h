@@ -41,17 +41,25 @@
 //    (a pidfd taken at Announce); an intent of a process that lives on
 //    without releasing keeps the fast path off, never on. And the shim holds
 //    a read lock on the view's kSymlinkLockFile (an OFD lock, taken before it
-//    announces, dropped after the symlink is made), while a proof (3) needs
-//    the write lock: intents die with the agent, the lock does not (a shim
+//    announces, dropped after the symlink is made), while a proof (3) ends
+//    under the write lock: intents die with the agent, the lock does not (a shim
 //    that announced to an agent that died, and makes its symlink under the
 //    next one, holds the next one's proofs off); the lock goes if another
 //    thread of the program closes its descriptor, the intent does not.
 // 3. The count comes down to 0 only by proof (CommitProof): with no intent
-//    outstanding, the write lock held, and nothing raised since the attempt
-//    began, the recorder walks the whole view (every directory listed, never following
-//    anything, each subdirectory checked to be the inode the listing named)
-//    and finds no symlink; then it reads every inotify event queued so far,
-//    and any move, creation or queue overflow voids the proof. Why a walk
+//    outstanding and nothing raised since the attempt began, the recorder
+//    walks the whole view (every directory listed, never following anything,
+//    each subdirectory checked to be the inode the listing named) and finds
+//    no symlink; then it reads every inotify event queued so far, and any
+//    move, creation or queue overflow voids the proof. Last, it takes the
+//    write lock and commits only if the inotify queue is still empty
+//    (FIONREAD; else it unlocks, reads what came, and looks again), so the
+//    lock is held for a moment, never for a walk. A shim's symlink S made
+//    during the walk, announced to a dead agent or not at all, is no hole:
+//    the shim unlocked after S existed, so before the write lock was taken,
+//    and S's IN_CREATE was queued before that (read, and the proof void, or
+//    still queued, and no commit); a shim that holds its lock then stops the
+//    commit; one that locks after it announces after it. Why a walk
 //    cannot miss a symlink S that existed throughout it unless a move or
 //    creation event is then in the queue: S is missed only if S, or a
 //    directory above it, was renamed out of a directory X that the walk
@@ -152,8 +160,9 @@ class SymlinkGuard {
     int timeout_ms = -1;   // else: look again after this (-1: when woken)
   };
   Plan PlanProof();
-  // Around a proof: no shim is between its announcement and its symlink
-  // while this is held. False when a shim is (try later).
+  // At the end of a proof (and for a moment only: shims wait for it in
+  // symlink()): no shim is between its announcement and its symlink while
+  // this is held. False when a shim is (try later).
   bool LockForProof();
   void UnlockAfterProof();
   // The walk that began with plan `raises` found no symlink and nothing

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -556,10 +557,11 @@ void ViewRecorder::OnMountsChanged() {
 void ViewRecorder::TryProof(uint64_t raises) {
   // The argument is in nodeagent/symlink_guard.h (3).
   auto t0 = SymlinkGuard::Clock::now();
-  if (!guard_->LockForProof()) {  // a shim is making a symlink
+  if (!guard_->LockForProof()) {  // a shim is making a symlink: no use walking now
     guard_->ProofFailed(SymlinkGuard::Clock::duration::zero());
     return;
   }
+  guard_->UnlockAfterProof();  // the walk runs unlocked: symlink() waits only for the end
   int root = OpenBeneath(root_fd_, "", O_RDONLY | O_DIRECTORY);
   bool none = root >= 0 && NoSymlinkBelow(root, /*view_root=*/true, 0);
   if (root >= 0) close(root);
@@ -569,13 +571,22 @@ void ViewRecorder::TryProof(uint64_t raises) {
   ReadEvents(&moved);
   // A mount made meanwhile on a directory walked already (the walk saw its old content).
   if (MountsChanged()) moved = true;
-  auto took = SymlinkGuard::Clock::now() - t0;
-  if (none && !moved && unwatched_ == 0) {
-    if (guard_->CommitProof(raises, took)) spdlog::debug("view recorder: the view holds no symlink");
-  } else {
-    guard_->ProofFailed(took);
+  // Under the write lock (no shim between its lock and its unlock), with
+  // nothing queued since: what came meanwhile is handled unlocked, then again.
+  for (int tries = 0; none && !moved && unwatched_ == 0 && tries < 8; ++tries) {
+    if (!guard_->LockForProof()) break;  // a shim is making a symlink
+    int queued = -1;
+    if (ioctl(inotify_fd_, FIONREAD, &queued) == 0 && queued == 0) {
+      bool proven = guard_->CommitProof(raises, SymlinkGuard::Clock::now() - t0);  // backs off itself if not
+      guard_->UnlockAfterProof();
+      if (proven) spdlog::debug("view recorder: the view holds no symlink");
+      return;
+    }
+    guard_->UnlockAfterProof();
+    ReadEvents(&moved);
+    if (MountsChanged()) moved = true;
   }
-  guard_->UnlockAfterProof();
+  guard_->ProofFailed(SymlinkGuard::Clock::now() - t0);
 }
 
 // dir_fd: an open directory of the view (taken: closed here). Lists it whole,

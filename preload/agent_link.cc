@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -333,6 +334,9 @@ const ClusterRoot& Root() { return cluster_root; }
 constexpr int64_t kLivenessCheckNs = 10'000'000;
 int64_t last_check_ns = 0;
 
+// How long symlink() waits for the agent to unlock kSymlinkLockFile.
+constexpr int64_t kSymlinkLockWaitNs = 2'000'000'000;
+
 int64_t CoarseNowNs() {  // from the vDSO: no system call
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -467,13 +471,29 @@ int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
     return err;
   }
   if (lock >= 0) {
+    // The agent write-locks it only for a moment (the end of a proof): one
+    // that holds it for kSymlinkLockWaitNs is stuck (stopped, say), and the
+    // call fails as other calls do when the agent does not answer.
     struct flock fl {};
     fl.l_type = F_RDLCK;
     fl.l_whence = SEEK_SET;
-    while (RealSyscall(SYS_fcntl, lock, F_OFD_SETLKW, &fl) != 0) {
-      if (errno == EINTR) continue;
+    int64_t deadline = CoarseNowNs() + kSymlinkLockWaitNs;
+    long pause_ns = 50'000;
+    while (RealSyscall(SYS_fcntl, lock, F_OFD_SETLK, &fl) != 0) {
       int err = errno;
+      if (err == EINTR) continue;
+      bool held = err == EAGAIN || err == EACCES;
+      if (held && CoarseNowNs() < deadline) {
+        timespec pause{0, pause_ns};
+        nanosleep(&pause, nullptr);
+        pause_ns = std::min(pause_ns * 2, 10'000'000L);
+        continue;
+      }
       RealClose(lock);
+      if (held) {
+        Warn("symlink lock", ETIMEDOUT);
+        err = ENOTCONN;
+      }
       errno = saved;
       return err;
     }

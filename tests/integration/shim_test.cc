@@ -5,6 +5,7 @@
 // cluster calls fail fast and work again once it is back.
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "nodeagent/state_page.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -401,6 +403,41 @@ TEST_F(ShimTest, NoStatFollowsASymlinkOutOfTheViewWhileTheyComeAndGo) {
   EXPECT_GT(std::stol(m[1]), 10000) << r.out;
   EXPECT_GT(std::stol(m[2]), 0) << "rel/f never resolved: " << r.out;
   EXPECT_GT(std::stol(m[5]), 10) << r.out;
+}
+
+// symlink() waits for the agent's lock on the view's lock file (held for a
+// moment at the end of a proof) at most about 2 s: an agent that holds it
+// longer is stuck, and the call fails as without an agent, saying so once.
+TEST_F(ShimTest, SymlinkGivesUpOnALockTheAgentDoesNotRelease) {
+  ASSERT_EQ(Sh("mkdir -p /cluster/l").exit_code, 0);
+  std::string script = R"PY(
+import errno, os, signal, time
+signal.signal(signal.SIGALRM, signal.SIG_DFL)
+signal.alarm(20)  # a wait without end is a failure, not a hung test
+for _ in range(2):
+    t0 = time.monotonic()
+    try:
+        os.symlink("x", "/cluster/l/a")
+        print("made")
+    except OSError as e:
+        print(errno.errorcode[e.errno], 1.5 < time.monotonic() - t0 < 5)
+)PY";
+  // The agent stuck at the end of a proof: its write lock held.
+  int fd = open((agent_->data_dir() + "/view/" + kSymlinkLockFile).c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  ASSERT_EQ(fcntl(fd, F_OFD_SETLK, &fl), 0) << strerror(errno);
+  RunResult r = RunCommand({"python3", "-c", script}, Env());
+  close(fd);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ENOTCONN True\nENOTCONN True\n") << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("onebox: no agent at " + agent_->socket() + " (symlink lock"), std::string::npos) << r.err;
+  // Unlocked: made as usual.
+  r = RunCommand({"python3", "-c", script}, Env());
+  EXPECT_EQ(r.out, "made\nEEXIST False\n") << r.err;
 }
 
 TEST_F(ShimTest, WithoutAgentClusterCallsFailFastAndRecover) {

@@ -17,6 +17,8 @@
 #include <fstream>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "nodeagent/view_recorder.h"
 #include "tests/test_util.h"
 
@@ -232,6 +234,55 @@ TEST_F(GuardedView, ANativeSymlinkIsCountedOnceRecorded) {
   EXPECT_NE(Count(), 0u);
   ASSERT_EQ(unlink(V("native").c_str()), 0);
   EXPECT_TRUE(Proven());
+}
+
+// symlink() in the shim read-locks the view's lock file; a proof write-locks
+// it only at its end, for a moment, never for its whole walk.
+TEST_F(GuardedView, AProofHoldsTheLockOnlyAtItsEnd) {
+  // A view that takes a while to walk, made while no recorder follows it
+  // (the events of 20k mkdirs would overflow inotify's queue).
+  recorder_->Stop();
+  recorder_.reset();
+  for (int i = 0; i < 100; ++i)
+    for (int j = 0; j < 200; ++j) std::filesystem::create_directories(V(fmt::format("w/{}/{}", i, j)));
+  Result<std::unique_ptr<ViewRecorder>> r = ViewRecorder::Start(dir_ / "view", *store_, nullptr, guard_.get());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  recorder_ = std::move(r).value();
+  ASSERT_TRUE(Eventually([&] { return Count() == 0; }, 60s));
+
+  Symlink("x", "s");
+  ASSERT_TRUE(recorder_->Sync().ok());
+  ASSERT_EQ(unlink(V("s").c_str()), 0);
+  auto start = std::chrono::steady_clock::now();
+  int fd = open((dir_ / ("view/" + std::string(kSymlinkLockFile))).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  // As a shim would, again and again until the proof is done: how long was the lock out of reach at once?
+  std::chrono::steady_clock::duration longest{}, blocked_since{};
+  bool blocked = false;
+  while (Count() != 0 && std::chrono::steady_clock::now() - start < 60s) {
+    struct flock fl {};
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    auto now = std::chrono::steady_clock::now().time_since_epoch();
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0) {
+      fl.l_type = F_UNLCK;
+      fcntl(fd, F_OFD_SETLK, &fl);
+      blocked = false;
+    } else if (!blocked) {
+      blocked = true;
+      blocked_since = now;
+    } else {
+      longest = std::max(longest, now - blocked_since);
+    }
+    std::this_thread::sleep_for(200us);
+  }
+  close(fd);
+  auto took = std::chrono::steady_clock::now() - start;
+  auto ms = [](auto d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  ASSERT_EQ(Count(), 0u) << "not proven within a minute";
+  EXPECT_GT(took, 60ms) << "the proof was too quick to tell";
+  EXPECT_LT(longest, 20ms) << "symlink() would have waited " << ms(longest) << " ms for a proof of " << ms(took)
+                           << " ms";
 }
 
 // A symlink made without the shim is counted only once the recorder handles
