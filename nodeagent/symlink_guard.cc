@@ -232,7 +232,18 @@ void SymlinkGuard::ProofFailed(Clock::duration walk_took) {
   // Back off, and never spend more than about a fifth of the time walking.
   failures_ = std::min(failures_ + 1, 7);
   Clock::duration wait = std::max<Clock::duration>(std::chrono::milliseconds(5) * (1 << failures_), 4 * walk_took);
-  next_attempt_ = Clock::now() + wait;
+  next_attempt_ = backoff_until_ = Clock::now() + wait;
+}
+
+void SymlinkGuard::ProofBlocked(Clock::duration walk_took) {
+  ProofFailed(walk_took);
+  std::lock_guard lock(mu_);
+  next_attempt_ = Clock::now() + kObstacleRetry;
+}
+
+void SymlinkGuard::RetryProofSoon() {
+  std::lock_guard lock(mu_);
+  next_attempt_ = std::min(next_attempt_, backoff_until_);
 }
 
 }  // namespace onebox

@@ -109,9 +109,12 @@
 // mount table raises the count (Unprove) when the recorder sees it (a mount
 // in the view may bring symlinks no event names; a mount made in another
 // mount namespace is not seen). Lost inotify events (a queue overflow) raise
-// it too. A directory the agent cannot list (not root, another user's 0700)
-// or a mount point in the view keeps the count up: no fast path, never a
-// wrong one.
+// it too. A directory the agent cannot list (not root, another user's 0700),
+// a mount point in the view, or nesting deeper than 512 keeps the count up:
+// no fast path, never a wrong one. Such an obstacle is not walked into again
+// and again: the next walk waits for an event that may have removed it (it,
+// or a directory above it, removed, moved, or its mode or owner changed; the
+// mount table changed; events lost), or kObstacleRetry.
 #pragma once
 
 #include <sys/types.h>
@@ -132,6 +135,8 @@ namespace onebox {
 
 // How far behind the view the recorder may be while the count may be 0.
 constexpr int64_t kRecorderLagNs = 10'000'000;
+// How long a proof waits after one met an obstacle, if nothing says it may be gone.
+constexpr std::chrono::minutes kObstacleRetry{5};
 
 class SymlinkGuard {
  public:
@@ -172,6 +177,10 @@ class SymlinkGuard {
   // inotify events): the view may hold a symlink now; a proof under way is void.
   void Unprove();
   void ProofFailed(Clock::duration walk_took);
+  // The walk met what it cannot pass (a mount point, a directory it may not
+  // list): no walk for kObstacleRetry, or until RetryProofSoon.
+  void ProofBlocked(Clock::duration walk_took);
+  void RetryProofSoon();  // when the usual backoff allows
   // Readable when an intent was released (a proof may be worth trying).
   int wake_fd() const { return wake_fd_; }
   // How far the recorder has got (its thread): every inotify event queued
@@ -208,6 +217,7 @@ class SymlinkGuard {
   bool lagging_ = false;  // the recorder is behind (set by the heartbeat thread)
   int failures_ = 0;
   Clock::time_point next_attempt_{};
+  Clock::time_point backoff_until_{};  // next_attempt_ but for an obstacle
 
   static constexpr int64_t kRecorderWaiting = INT64_MAX;
   std::atomic<int64_t> caught_up_ns_{kRecorderWaiting};  // none yet: nothing to lag behind

@@ -234,6 +234,11 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     if (dir.empty() && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;
     if (moved && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
     std::string path = Join(dir, name);
+    // The obstacle to the last proof, or a directory above it, was removed,
+    // moved or changed its mode or owner: worth another walk.
+    if (!obstacle_.empty() && (ev->mask & (IN_ATTRIB | IN_DELETE | IN_MOVED_FROM)) &&
+        (obstacle_ == path || obstacle_.compare(0, path.size() + 1, path + "/") == 0))
+      ObstacleMayBeGone();
     if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
       if (ev->mask & IN_ISDIR) Unwatch(path);
       TombstonePath(path);
@@ -478,6 +483,7 @@ void ViewRecorder::TombstonePath(const std::string& path) {
 void ViewRecorder::FullScan() {
   ++rescans_;
   unwatched_ = 0;
+  ObstacleMayBeGone();  // events were lost: any may have been the one
   if (guard_ != nullptr) {  // counted anew as the scan records them
     std::lock_guard lock(record_mu_);
     symlinks_.clear();
@@ -549,9 +555,17 @@ bool ViewRecorder::MountsChanged() {
 
 void ViewRecorder::OnMountsChanged() {
   // Something may be mounted in the view now (a symlink below it, or one
-  // leading out): prove it anew.
+  // leading out): prove it anew. Or a mount point that stopped the last
+  // proof may be gone.
   spdlog::debug("view recorder: the mount table changed");
   guard_->Unprove();
+  ObstacleMayBeGone();
+}
+
+void ViewRecorder::ObstacleMayBeGone() {
+  if (guard_ == nullptr || obstacle_.empty()) return;
+  obstacle_.clear();
+  guard_->RetryProofSoon();
 }
 
 void ViewRecorder::TryProof(uint64_t raises) {
@@ -562,9 +576,10 @@ void ViewRecorder::TryProof(uint64_t raises) {
     return;
   }
   guard_->UnlockAfterProof();  // the walk runs unlocked: symlink() waits only for the end
+  ++walks_;
   int root = OpenBeneath(root_fd_, "", O_RDONLY | O_DIRECTORY);
-  bool none = root >= 0 && NoSymlinkBelow(root, /*view_root=*/true, 0);
-  if (root >= 0) close(root);
+  Walk walk = root >= 0 ? NoSymlinkBelow(root, "", 0) : Walk::kFailed;
+  bool none = walk == Walk::kClean;
   // Everything queued while we walked: a move or a creation may have hidden
   // a symlink from the walk; an overflow may have hidden a move.
   bool moved = false;
@@ -586,56 +601,96 @@ void ViewRecorder::TryProof(uint64_t raises) {
     ReadEvents(&moved);
     if (MountsChanged()) moved = true;
   }
-  guard_->ProofFailed(SymlinkGuard::Clock::now() - t0);
+  if (walk == Walk::kObstacle && !obstacle_.empty()) {
+    // Walking again finds it again: not before an event says it may be gone.
+    spdlog::info("view recorder: /{} keeps stat on the confined lookup (cannot prove the view free of symlinks)",
+                 obstacle_);
+    guard_->ProofBlocked(SymlinkGuard::Clock::now() - t0);
+  } else {
+    guard_->ProofFailed(SymlinkGuard::Clock::now() - t0);
+  }
 }
 
-// dir_fd: an open directory of the view (taken: closed here). Lists it whole,
-// then each subdirectory, opened by name and checked to be the inode the
-// listing named (a directory renamed meanwhile is not followed elsewhere).
-bool ViewRecorder::NoSymlinkBelow(int dir_fd, bool view_root, int depth) {
-  struct stat self;
-  DIR* d = depth < 512 && fstat(dir_fd, &self) == 0 ? fdopendir(dir_fd) : nullptr;
+namespace {
+
+// Where a directory is: its inode and mount (the device where the kernel
+// cannot say the mount).
+struct DirId {
+  uint64_t ino = 0, mount = 0;
+};
+bool IdentifyDir(int fd, DirId* id) {
+  struct statx stx;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID, &stx) != 0) return false;
+  id->ino = stx.stx_ino;
+  id->mount = (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : (uint64_t{stx.stx_dev_major} << 32 | stx.stx_dev_minor);
+  return true;
+}
+
+}  // namespace
+
+// dir_fd: an open directory of the view (taken: closed here), at path. Lists
+// it whole, then each subdirectory, opened by name and checked to be the
+// inode the listing named (a directory renamed meanwhile is not followed
+// elsewhere) on the same mount.
+ViewRecorder::Walk ViewRecorder::NoSymlinkBelow(int dir_fd, const std::string& path, int depth) {
+  if (depth >= 512) {  // deeper than we go: until it changes
+    close(dir_fd);
+    obstacle_ = path;
+    return Walk::kObstacle;
+  }
+  DirId self;
+  DIR* d = IdentifyDir(dir_fd, &self) ? fdopendir(dir_fd) : nullptr;
   if (d == nullptr) {
     close(dir_fd);
-    return false;
+    return Walk::kFailed;
   }
   std::vector<std::pair<std::string, ino_t>> subdirs;
-  bool ok = true;
+  Walk result = Walk::kClean;
   errno = 0;
   while (dirent* e = readdir(d)) {
     std::string_view name(e->d_name);
     if (name == "." || name == "..") continue;
-    if (view_root && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;  // never a cluster path
+    if (depth == 0 && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;  // never a cluster path
     unsigned char type = e->d_type;
     if (type == DT_UNKNOWN) {
       struct stat st;
       if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        ok = false;
+        result = Walk::kFailed;
         break;
       }
       type = IFTODT(st.st_mode);
     }
     if (type == DT_LNK) {
-      ok = false;
+      result = Walk::kFailed;
       break;
     }
     if (type == DT_DIR) subdirs.emplace_back(std::string(name), e->d_ino);
   }
-  if (errno != 0) ok = false;
-  for (size_t i = 0; ok && i < subdirs.size(); ++i) {
+  if (errno != 0) result = Walk::kFailed;
+  for (size_t i = 0; result == Walk::kClean && i < subdirs.size(); ++i) {
+    std::string sub_path = Join(path, subdirs[i].first);
     int sub = openat(dirfd(d), subdirs[i].first.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    // Another inode than listed (renamed meanwhile), or another file system
-    // (a mount point: its listing's inode is not the one below it).
-    if (sub < 0 || fstat(sub, &st) != 0 || st.st_ino != subdirs[i].second || st.st_dev != self.st_dev) {
+    DirId id;
+    if (sub < 0 || !IdentifyDir(sub, &id)) {
+      // One we may not list stays so until its mode, owner or place changes.
+      bool denied = sub < 0 && (errno == EACCES || errno == EPERM);
       if (sub >= 0) close(sub);
-      ok = false;
+      if (denied) obstacle_ = sub_path;
+      result = denied ? Walk::kObstacle : Walk::kFailed;
       break;
     }
-    ok = NoSymlinkBelow(sub, false, depth + 1);
+    if (id.mount != self.mount || id.ino != subdirs[i].second) {
+      // A mount point (its listing named the directory below it) stays one
+      // until the mount table changes; another inode was renamed there meanwhile.
+      close(sub);
+      if (id.mount != self.mount) obstacle_ = sub_path;
+      result = id.mount != self.mount ? Walk::kObstacle : Walk::kFailed;
+      break;
+    }
+    result = NoSymlinkBelow(sub, sub_path, depth + 1);
   }
   closedir(d);
-  return ok;
+  return result;
 }
 
 }  // namespace onebox

@@ -55,6 +55,7 @@ class ViewRecorder {
   // Counters for status and tests.
   uint64_t recorded() const { return recorded_; }
   uint64_t rescans() const { return rescans_; }
+  uint64_t walks() const { return walks_; }  // attempts to prove the view free of symlinks
 
  private:
   ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
@@ -83,7 +84,13 @@ class ViewRecorder {
   // Whether the mount table changed since the last look (then the count is up).
   bool MountsChanged();
   void OnMountsChanged();
-  bool NoSymlinkBelow(int dir_fd, bool view_root, int depth);
+  enum class Walk {
+    kClean,     // no symlink below
+    kFailed,    // a symlink, or a change while we walked: try again soon
+    kObstacle,  // what the walk cannot pass (obstacle_): try again when it may be gone
+  };
+  Walk NoSymlinkBelow(int dir_fd, const std::string& path, int depth);
+  void ObstacleMayBeGone();
   bool HashFd(int fd, v1::Inode* inode);
 
   std::string view_root_;
@@ -98,6 +105,10 @@ class ViewRecorder {
   SymlinkGuard* guard_;
   std::set<std::string> symlinks_;  // under record_mu_
   uint64_t unwatched_ = 0;  // directories inotify_add_watch failed on, since the last full scan
+  // What stopped the last proof and will stop the next (a mount point, a
+  // directory we may not list, one too deep), until an event says it may be gone.
+  std::string obstacle_;
+  std::atomic<uint64_t> walks_{0};
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> rescans_{0};
   ViewMaterializer* materializer_;

@@ -338,5 +338,34 @@ TEST_F(GuardedView, AMountAfterTheProofRaisesTheCount) {
   EXPECT_TRUE(Proven());
 }
 
+// What a walk cannot pass (here: directories nested deeper than it goes)
+// keeps the count up, and is not walked into again and again: the next walk
+// waits for an event that may have removed it (or minutes).
+TEST_F(GuardedView, AnObstacleIsWalkedAgainOnlyOnceItMayBeGone) {
+  ASSERT_TRUE(Proven());
+  std::vector<int> chain{open(V("").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  for (int i = 0; i < 520; ++i) {
+    ASSERT_EQ(mkdirat(chain.back(), "d", 0755), 0) << strerror(errno);
+    chain.push_back(openat(chain.back(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_GE(chain.back(), 0);
+  }
+  uint64_t before = recorder_->walks();
+  Symlink("x", "s");  // the count up, and a walk once it goes
+  ASSERT_EQ(unlink(V("s").c_str()), 0);
+  ASSERT_TRUE(Eventually([&] { return recorder_->walks() > before; }));
+  std::this_thread::sleep_for(100ms);
+  uint64_t walks = recorder_->walks();
+  std::this_thread::sleep_for(3s);
+  EXPECT_LE(recorder_->walks(), walks + 1) << "walked into the same obstacle again and again";
+  EXPECT_NE(Count(), 0u);
+  // Events below it change nothing; removing it is worth a walk.
+  for (int i = 520; i > 500; --i) {
+    ASSERT_EQ(unlinkat(chain[i - 1], "d", AT_REMOVEDIR), 0) << strerror(errno);
+    close(chain[i]);
+  }
+  EXPECT_TRUE(Proven());
+  for (int i = 0; i <= 500; ++i) close(chain[i]);
+}
+
 }  // namespace
 }  // namespace onebox
