@@ -560,6 +560,14 @@ void ViewRecorder::OnMountsChanged() {
   spdlog::debug("view recorder: the mount table changed");
   guard_->Unprove();
   ObstacleMayBeGone();
+  // A symlink we saw through a mount that is gone now has left the view
+  // without an event: look at each again (else the count waits for it).
+  std::vector<std::string> known;
+  {
+    std::lock_guard lock(record_mu_);
+    known.assign(symlinks_.begin(), symlinks_.end());
+  }
+  for (const std::string& path : known) RecordPath(path, /*content_changed=*/false);
 }
 
 void ViewRecorder::ObstacleMayBeGone() {

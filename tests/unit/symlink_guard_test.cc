@@ -315,26 +315,34 @@ TEST_F(GuardedView, NotTrustedWhileTheRecorderIsBehind) {
 // A mount in the view after a proof (here: a directory holding a symlink out
 // of the view, bound onto an empty directory of it) makes the view hold a
 // symlink that no event names: the change of the mount table raises the
-// count, and it stays up while the mount is there.
+// count, and it stays up while the mount is there. What the recorder saw
+// through the mount goes with it.
 TEST_F(GuardedView, AMountAfterTheProofRaisesTheCount) {
   std::string outside = dir_ / "outside";
   std::filesystem::create_directories(outside);
   ASSERT_EQ(symlink("/etc", (outside + "/esc").c_str()), 0);
-  std::filesystem::create_directories(V("m"));
+  std::filesystem::create_directories(V("p/m"));
   ASSERT_TRUE(recorder_->Sync().ok());
   ASSERT_TRUE(Proven());
-  if (mount(outside.c_str(), V("m").c_str(), nullptr, MS_BIND, nullptr) != 0)
+  if (mount(outside.c_str(), V("p/m").c_str(), nullptr, MS_BIND, nullptr) != 0)
     GTEST_SKIP() << "cannot bind-mount here: " << strerror(errno);
   struct Unmount {
-    std::string path;
-    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
-  } unmount{V("m")};
+    std::string before, after;
+    ~Unmount() {
+      umount2(before.c_str(), MNT_DETACH);
+      umount2(after.c_str(), MNT_DETACH);
+    }
+  } unmount{V("p/m"), V("q/m")};
   EXPECT_TRUE(Eventually([&] { return Count() != 0; }, 2s)) << "a symlink out of the view went unnoticed";
   for (int i = 0; i < 100; ++i) {
     ASSERT_NE(Count(), 0u) << "proven with a mount point in the view";
     std::this_thread::sleep_for(5ms);
   }
-  ASSERT_EQ(umount2(V("m").c_str(), MNT_DETACH), 0);
+  // Moved, the directory is listed anew, the mount's content with it: the
+  // recorder counts esc.
+  ASSERT_EQ(rename(V("p").c_str(), V("q").c_str()), 0) << strerror(errno);
+  ASSERT_TRUE(recorder_->Sync().ok());
+  ASSERT_EQ(umount2(V("q/m").c_str(), MNT_DETACH), 0);
   EXPECT_TRUE(Proven());
 }
 
