@@ -230,6 +230,7 @@ int RunAgent(const AgentOptions& opt) {
 
   // fsync's Publish and open's Hydrate may take long: they are answered from here.
   WorkPool shim_work(4, "onebox-shim");
+  WorkPool announce_work(1, "onebox-announce");  // symlink announcements in the first 400 ms
   int state_page_fd = (*state_page)->fd();
   Result<std::unique_ptr<ShimServer>> shim = ShimServer::Start(
       opt.socket, [&](ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp) {
@@ -314,8 +315,8 @@ int RunAgent(const AgentOptions& opt) {
             });
             break;
           case v1::ShimRequest::kAnnounceSymlink: {
-            auto announce = [&symlink_guard, pid = peer.pid](v1::ShimResponse* r) {
-              Result<uint64_t> token = symlink_guard.Announce(pid);
+            auto announce = [&symlink_guard, pid = peer.pid, conn = call.connection()](v1::ShimResponse* r) {
+              Result<uint64_t> token = symlink_guard.Announce(pid, conn);
               if (token.ok()) {
                 r->mutable_announce_symlink()->set_token(*token);
               } else {
@@ -327,9 +328,14 @@ int RunAgent(const AgentOptions& opt) {
               announce(resp);
               break;
             }
-            shim_work.Submit([announce, reply = call.Defer()]() mutable {  // waits out the start delay
+            // Waits out the start delay, on a thread of its own: behind a
+            // Publish or Hydrate it could outlast the shim's 2 s wait.
+            announce_work.Submit([announce, &symlink_guard, conn = call.connection(),
+                                  reply = call.Defer()]() mutable {
               v1::ShimResponse r;
               announce(&r);
+              // The shim gave up and closed before we took the intent: nobody will release it.
+              if (!reply.Connected()) symlink_guard.ConnectionClosed(conn);
               reply.Send(std::move(r));
             });
             break;
@@ -346,7 +352,10 @@ int RunAgent(const AgentOptions& opt) {
             resp->set_err(ENOSYS);
             resp->set_message("unknown shim request");
         }
-      });
+      },
+      // A shim that exec'd, or whose thread was cancelled, between its
+      // announcement and SymlinkMade closed the connection without a word.
+      [&symlink_guard](uint64_t connection) { symlink_guard.ConnectionClosed(connection); });
   if (!shim.ok()) {
     server->Shutdown();
     return Fail(shim.status());
@@ -375,6 +384,7 @@ int RunAgent(const AgentOptions& opt) {
   members.Stop();
   (*shim)->Stop();    // no new requests; answers still due are dropped
   shim_work.Drain();  // before the recorder, materializer and store they use go
+  announce_work.Drain();
   server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
   server->Wait();
   server.reset();         // before the services it references

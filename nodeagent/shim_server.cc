@@ -32,7 +32,8 @@ bool FillAddr(const std::string& path, sockaddr_un* addr) {
 
 }  // namespace
 
-Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, Handler handler) {
+Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, Handler handler,
+                                                       CloseHandler on_close) {
   sockaddr_un addr;
   if (!FillAddr(path, &addr))
     return Status::InvalidArgument(fmt::format("socket path {} is longer than {} bytes", path, sizeof(addr.sun_path) - 1));
@@ -75,13 +76,26 @@ Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, H
   }
   struct stat bound;
   ino_t inode = stat(path.c_str(), &bound) == 0 ? bound.st_ino : 0;
-  std::unique_ptr<ShimServer> server(new ShimServer(path, inode, fd, wake, std::move(handler)));
+  std::unique_ptr<ShimServer> server(new ShimServer(path, inode, fd, wake, std::move(handler), std::move(on_close)));
   server->thread_ = std::thread([s = server.get()] { s->Loop(); });
   return server;
 }
 
-ShimServer::ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler)
-    : path_(std::move(path)), inode_(inode), listen_fd_(listen_fd), wake_fd_(wake_fd), handler_(std::move(handler)) {}
+ShimServer::ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler,
+                       CloseHandler on_close)
+    : path_(std::move(path)),
+      inode_(inode),
+      listen_fd_(listen_fd),
+      wake_fd_(wake_fd),
+      handler_(std::move(handler)),
+      on_close_(std::move(on_close)) {}
+
+bool ShimServer::Connected(uint64_t serial) {
+  std::lock_guard lock(live_mu_);
+  return live_.count(serial) > 0;
+}
+
+bool ShimReply::Connected() const { return server_ != nullptr && server_->Connected(serial_); }
 
 ShimServer::~ShimServer() { Stop(); }
 
@@ -256,10 +270,23 @@ void ShimServer::Loop() {
   std::unordered_map<int, Connection> conns;
   bool accept_paused = false;  // out of fds: stop accepting for a moment instead of spinning
 
+  // Gone from the live set before the close handler runs: a reply that then
+  // finds its connection live will see the handler run after it.
+  auto forget = [&](uint64_t serial) {
+    {
+      std::lock_guard lock(live_mu_);
+      live_.erase(serial);
+    }
+    if (on_close_) on_close_(serial);
+  };
   auto drop = [&](int fd) {
     epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
     close(fd);
-    conns.erase(fd);
+    auto it = conns.find(fd);
+    if (it == conns.end()) return;
+    uint64_t serial = it->second.serial;
+    conns.erase(it);
+    forget(serial);
   };
   auto accept_all = [&] {
     for (;;) {
@@ -281,6 +308,10 @@ void ShimServer::Loop() {
       Connection& c = conns[cfd];
       c.fd = cfd;
       c.serial = next_serial_++;
+      {
+        std::lock_guard lock(live_mu_);
+        live_.insert(c.serial);
+      }
       c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
       watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
       spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
@@ -350,7 +381,10 @@ void ShimServer::Loop() {
       if (!ok || !rearm(c)) drop(fd);
     }
   }
-  for (auto& [fd, c] : conns) close(fd);
+  for (auto& [fd, c] : conns) {
+    close(fd);
+    forget(c.serial);
+  }
   close(ep);
 }
 

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "consistency/status.h"
@@ -40,6 +41,9 @@ class ShimServer;
 class ShimReply {
  public:
   void Send(v1::ShimResponse resp);
+  // Whether the caller's connection is still open (it may have closed while
+  // the answer was being prepared).
+  bool Connected() const;
 
  private:
   friend class ShimServer;
@@ -57,6 +61,8 @@ struct ShimCall {
   // Answer later: the response given now is dropped, the connection reads no
   // more requests until reply.Send().
   ShimReply Defer();
+  // The connection the request came on (unique for the server's lifetime).
+  uint64_t connection() const { return serial_; }
 
  private:
   friend class ShimServer;
@@ -72,16 +78,20 @@ struct ShimCall {
 class ShimServer {
  public:
   using Handler = std::function<void(ShimCall&, const v1::ShimRequest&, v1::ShimResponse*)>;
+  // Told, on the server's thread, of each connection that is gone (by ShimCall::connection()).
+  using CloseHandler = std::function<void(uint64_t connection)>;
 
   // Binds PATH (refusing one a live agent answers on, replacing a stale one)
   // and starts serving.
-  static Result<std::unique_ptr<ShimServer>> Start(const std::string& path, Handler handler);
+  static Result<std::unique_ptr<ShimServer>> Start(const std::string& path, Handler handler,
+                                                   CloseHandler on_close = nullptr);
   ~ShimServer();  // stops, closes every connection, removes the socket file
   void Stop();
 
  private:
   struct Connection;
-  ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler);
+  ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler, CloseHandler on_close);
+  bool Connected(uint64_t serial);
   void Loop();
   // Reads what the socket has (bounded per call) and answers whole frames.
   // Returns false when the connection must be closed now.
@@ -100,6 +110,9 @@ class ShimServer {
   int listen_fd_;
   int wake_fd_;
   Handler handler_;
+  CloseHandler on_close_;
+  std::mutex live_mu_;
+  std::unordered_set<uint64_t> live_;  // serials of the open connections
   std::atomic<bool> stopping_{false};
   std::thread thread_;
   uint64_t next_serial_ = 1;  // loop thread only

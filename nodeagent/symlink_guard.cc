@@ -98,7 +98,7 @@ void SymlinkGuard::PublishLocked() {
   page_.symlinks.store(value);
 }
 
-Result<uint64_t> SymlinkGuard::Announce(pid_t owner) {
+Result<uint64_t> SymlinkGuard::Announce(pid_t owner, uint64_t connection) {
   std::this_thread::sleep_until(ready_);  // see (4) in the header
   int pidfd = -1;
   if (owner > 0) {
@@ -113,7 +113,7 @@ Result<uint64_t> SymlinkGuard::Announce(pid_t owner) {
     return Status::Unavailable("the agent is stopping");
   }
   uint64_t token = next_token_++;
-  intents_[token] = {owner, pidfd};
+  intents_[token] = {owner, pidfd, connection};
   ++raises_;
   proven_ = false;
   PublishLocked();
@@ -132,6 +132,28 @@ bool SymlinkGuard::Release(uint64_t token, pid_t owner) {
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
   return true;
+}
+
+void SymlinkGuard::ConnectionClosed(uint64_t connection) {
+  if (connection == 0) return;
+  bool released = false;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = intents_.begin(); it != intents_.end();) {
+      if (it->second.connection != connection) {
+        ++it;
+        continue;
+      }
+      if (it->second.pidfd >= 0) close(it->second.pidfd);
+      it = intents_.erase(it);
+      released = true;
+    }
+    if (released) PublishLocked();
+  }
+  if (released) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+  }
 }
 
 void SymlinkGuard::ClearWake() {

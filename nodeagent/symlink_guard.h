@@ -37,15 +37,19 @@
 //    above 0.
 // 2. An announce holds the count up until the symlink exists, twice over.
 //    The intent is released by the shim after its symlinkat() returned
-//    (Release, checked against the caller's pid), or when its process is gone
-//    (a pidfd taken at Announce); an intent of a process that lives on
-//    without releasing keeps the fast path off, never on. And the shim holds
-//    a read lock on the view's kSymlinkLockFile (an OFD lock, taken before it
-//    announces, dropped after the symlink is made), while a proof (3) ends
-//    under the write lock: intents die with the agent, the lock does not (a shim
-//    that announced to an agent that died, and makes its symlink under the
-//    next one, holds the next one's proofs off); the lock goes if another
-//    thread of the program closes its descriptor, the intent does not.
+//    (Release, checked against the caller's pid), when its process is gone
+//    (a pidfd taken at Announce), or when the connection it announced on
+//    closes (the shim keeps it open until after its symlinkat() returned;
+//    exec and a cancelled thread close it); an intent of a process that
+//    lives on without releasing keeps the fast path off, never on. And the
+//    shim holds a read lock on the view's kSymlinkLockFile (an OFD lock,
+//    taken before it announces, dropped after the symlink is made), while a
+//    proof (3) ends under the write lock: intents die with the agent, the
+//    lock does not (a shim that announced to an agent that died, and makes
+//    its symlink under the next one, holds the next one's proofs off). A
+//    child forked meanwhile closes its copies of both descriptors. Another
+//    thread of the program that closes one of them loses one guard, not
+//    both; one that closes both makes that symlink a native writer's (GAPS).
 // 3. The count comes down to 0 only by proof (CommitProof): with no intent
 //    outstanding and nothing raised since the attempt began, the recorder
 //    walks the whole view (every directory listed, never following anything,
@@ -151,8 +155,11 @@ class SymlinkGuard {
   // Before a symlink may appear in the view. Returns (a token for Release)
   // once the page says the view may hold one. owner: the process that will
   // make it (its exit releases the intent too); 0 for the agent itself.
-  // Unavailable when owner is gone already.
-  Result<uint64_t> Announce(pid_t owner);
+  // connection: the shim connection it came on (its close releases the
+  // intent too: ConnectionClosed), 0 for none. Unavailable when owner is
+  // gone already.
+  Result<uint64_t> Announce(pid_t owner, uint64_t connection = 0);
+  void ConnectionClosed(uint64_t connection);
   bool ready() const { return Clock::now() >= ready_; }  // Announce will not wait
   // The symlink is made (or was not). False when token is not owner's.
   bool Release(uint64_t token, pid_t owner);
@@ -197,7 +204,8 @@ class SymlinkGuard {
  private:
   struct Intent {
     pid_t owner;
-    int pidfd;  // -1: released only by Release
+    int pidfd;            // -1: not released by the owner's exit
+    uint64_t connection;  // 0: not released by a close
   };
   void PublishLocked();
   void ReapLocked();

@@ -33,6 +33,8 @@
 
 namespace onebox::shim {
 
+void CloseInFlightInChild();  // below: the descriptors of other threads' symlink() calls
+
 namespace {
 
 constexpr int kTimeoutMs = 100;  // the agent answers Hello at once, or is not there
@@ -307,6 +309,7 @@ void AfterForkInChild() {
   // conversations. Its first cluster call connects anew.
   if (link_fd >= 0) RealClose(link_fd);
   link_fd = -1;
+  CloseInFlightInChild();  // another thread's symlink() under way is not ours
   owner_pid = getpid();
   mu.unlock();
   CwdLockForFork(false);
@@ -459,10 +462,58 @@ bool LexicallyClean(const char* rel) {
   }
 }
 
+namespace {
+
+// The descriptors of the symlink() calls under way (locks and connections):
+// a child forked meanwhile closes its copies in AfterForkInChild. The lock
+// belongs to the open file, which the child shares: it would hold the
+// agent's proofs off for as long as the child lives.
+struct InFlightFd {
+  std::atomic<int> fd{-1};  // -2: being filled
+  std::atomic<dev_t> dev{0};
+  std::atomic<ino_t> ino{0};
+};
+constexpr int kInFlightSlots = 32;
+InFlightFd in_flight[kInFlightSlots];
+
+int TrackInFlight(int fd, FdId id) {
+  for (int i = 0; i < kInFlightSlots; ++i) {
+    int expected = -1;
+    if (!in_flight[i].fd.compare_exchange_strong(expected, -2)) continue;
+    in_flight[i].dev.store(id.dev);
+    in_flight[i].ino.store(id.ino);
+    in_flight[i].fd.store(fd);
+    return i;
+  }
+  return -1;  // more at once than slots: a child forked meanwhile keeps this one's copies
+}
+
+void UntrackInFlight(int* slot) {
+  if (*slot >= 0) in_flight[*slot].fd.store(-1);
+  *slot = -1;
+}
+
+}  // namespace
+
+void CloseInFlightInChild() {
+  for (InFlightFd& f : in_flight) {
+    int fd = f.fd.load();
+    if (fd >= 0 && IdOf(fd) == FdId{f.dev.load(), f.ino.load()}) RealClose(fd);
+    f.fd.store(-1);
+  }
+}
+
+SymlinkAnnouncement::~SymlinkAnnouncement() { SymlinkMade(this); }  // a cancelled thread's too
+
 int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
   int saved = errno;
   // The lock first: a proof of the agent (or of its successor) waits for us
-  // from before the announcement until the symlink is made.
+  // from before the announcement until the symlink is made. Each descriptor
+  // goes into *a as soon as it is open: SymlinkMade closes what is there,
+  // whatever happens in between (a cancelled thread's destructor calls it).
+  // Opened and noted under mu, which fork() holds (see SymlinkMade): no
+  // child gets an open file that we lock afterwards without its note.
+  std::unique_lock fork_lock(mu);
   int lock = static_cast<int>(
       RealSyscall(SYS_openat, view_fd, kSymlinkLockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0));
   if (lock < 0 && errno != ENOENT) {  // none: an older agent
@@ -470,6 +521,14 @@ int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
     errno = saved;
     return err;
   }
+  if (lock >= 0) {
+    FdId id = IdOf(lock);
+    a->lock_fd = lock;
+    a->lock_dev = id.dev;
+    a->lock_ino = id.ino;
+    a->lock_slot = TrackInFlight(lock, id);
+  }
+  fork_lock.unlock();
   if (lock >= 0) {
     // The agent write-locks it only for a moment (the end of a proof): one
     // that holds it for kSymlinkLockWaitNs is stuck (stopped, say), and the
@@ -489,7 +548,7 @@ int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
         pause_ns = std::min(pause_ns * 2, 10'000'000L);
         continue;
       }
-      RealClose(lock);
+      SymlinkMade(a);
       if (held) {
         Warn("symlink lock", ETIMEDOUT);
         err = ENOTCONN;
@@ -498,12 +557,6 @@ int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
       return err;
     }
   }
-  a->lock_fd = lock;
-  if (lock >= 0) {
-    FdId id = IdOf(lock);
-    a->lock_dev = id.dev;
-    a->lock_ino = id.ino;
-  }
   int fd = -1;
   // The agent may make us wait for a moment after it starts (kSymlinkStartDelayNs).
   int err = Handshake(&fd, nullptr, 2'000);
@@ -511,6 +564,17 @@ int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
     SymlinkMade(a);
     errno = saved;
     return err;
+  }
+  // Its close (ours, exec's) releases what the agent noted on it. (A child
+  // forked before it is noted keeps a copy: the release then waits for
+  // SymlinkMade's word, or for our exit.)
+  {
+    std::lock_guard fork_lock(mu);
+    FdId id = IdOf(fd);
+    a->fd = fd;
+    a->dev = id.dev;
+    a->ino = id.ino;
+    a->slot = TrackInFlight(fd, id);
   }
   Onebox__V1__AnnounceSymlinkRequest announce = ONEBOX__V1__ANNOUNCE_SYMLINK_REQUEST__INIT;
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
@@ -530,36 +594,27 @@ int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a) {
     }
     onebox__v1__shim_response__free_unpacked(resp, nullptr);
   }
-  if (result != 0) {
-    RealClose(fd);
-    SymlinkMade(a);
-    errno = saved;
-    return result;
-  }
-  if (a->token != 0) {
-    a->fd = fd;  // SymlinkMade goes on this connection
-    FdId id = IdOf(fd);
-    a->dev = id.dev;
-    a->ino = id.ino;
-  } else {
-    RealClose(fd);
-  }
+  if (result != 0) SymlinkMade(a);
   errno = saved;
   return result;
 }
 
 void SymlinkMade(SymlinkAnnouncement* a) {
   int saved = errno;
-  if (a->lock_fd >= 0) CloseIfOurs(a->lock_fd, FdId{a->lock_dev, a->lock_ino});
-  a->lock_fd = -1;
-  if (a->fd < 0) {
-    errno = saved;
-    return;
+  {
+    // A descriptor and its note go together under mu, which fork() holds:
+    // the child's copy of our descriptors and of the notes is taken at two
+    // moments of the fork, and must not fall between.
+    std::lock_guard fork_lock(mu);
+    if (a->lock_fd >= 0) CloseIfOurs(a->lock_fd, FdId{a->lock_dev, a->lock_ino});
+    a->lock_fd = -1;
+    UntrackInFlight(&a->lock_slot);
   }
   // Still our socket (another thread may have closed it and taken the number):
   // else the agent holds the intent until we exit. No need to wait for the
   // answer: a late release only keeps the fast path off a little longer.
-  if (IdOf(a->fd) == FdId{a->dev, a->ino}) {
+  bool ours = a->fd >= 0 && IdOf(a->fd) == FdId{a->dev, a->ino};
+  if (ours && a->token != 0) {
     Onebox__V1__SymlinkMadeRequest made = ONEBOX__V1__SYMLINK_MADE_REQUEST__INIT;
     made.token = a->token;
     Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
@@ -567,9 +622,14 @@ void SymlinkMade(SymlinkAnnouncement* a) {
     req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_SYMLINK_MADE;
     req.symlink_made = &made;
     SendRequest(a->fd, req);
-    RealClose(a->fd);
   }
-  a->fd = -1;
+  {
+    std::lock_guard fork_lock(mu);
+    if (ours) RealClose(a->fd);
+    a->fd = -1;
+    a->token = 0;
+    UntrackInFlight(&a->slot);
+  }
   errno = saved;
 }
 

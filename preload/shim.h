@@ -107,6 +107,11 @@ struct SymlinkAnnouncement {
   // Their identities: another thread may close them and reuse the numbers.
   dev_t lock_dev = 0, dev = 0;
   ino_t lock_ino = 0, ino = 0;
+  int lock_slot = -1, slot = -1;  // where a forked child finds them to close
+  SymlinkAnnouncement() = default;
+  SymlinkAnnouncement(const SymlinkAnnouncement&) = delete;
+  SymlinkAnnouncement& operator=(const SymlinkAnnouncement&) = delete;
+  ~SymlinkAnnouncement();  // SymlinkMade, if not said yet (a cancelled thread unwinds through it)
 };
 int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a);
 void SymlinkMade(SymlinkAnnouncement* a);

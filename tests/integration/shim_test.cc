@@ -6,7 +6,11 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <filesystem>
 #include <fstream>
@@ -25,6 +29,54 @@ namespace {
 std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
   for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
   return s;
+}
+
+// The agent's state page, mapped as a shim maps it (it comes with Hello's
+// answer); nullptr if it did not come.
+const StatePage* MapStatePage(const std::string& socket_path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    close(fd);
+    return nullptr;
+  }
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_hello()->set_root("/cluster");
+  std::string body = req.SerializeAsString();
+  uint32_t len = static_cast<uint32_t>(body.size());
+  std::string frame = std::string(reinterpret_cast<char*>(&len), 4) + body;
+  char buf[4096];
+  iovec iov{buf, sizeof buf};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  int page_fd = -1;
+  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()) &&
+      recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) > 0) {
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS) memcpy(&page_fd, CMSG_DATA(cm), sizeof page_fd);
+  }
+  close(fd);
+  if (page_fd < 0) return nullptr;
+  void* map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
+  close(page_fd);
+  return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
+}
+
+template <class Pred>
+bool Eventually(Pred pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return pred();
 }
 
 class ShimTest : public ::testing::Test {
@@ -438,6 +490,128 @@ for _ in range(2):
   // Unlocked: made as usual.
   r = RunCommand({"python3", "-c", script}, Env());
   EXPECT_EQ(r.out, "made\nEEXIST False\n") << r.err;
+}
+
+// An announced symlink keeps the count up until the shim says it is made,
+// its process exits, or the connection it announced on closes (exec, a
+// cancelled thread): here a process that announces and closes, and lives on.
+TEST_F(ShimTest, AnAnnouncementEndsWithItsConnection) {
+  const StatePage* page = MapStatePage(agent_->socket());
+  ASSERT_NE(page, nullptr);
+  ASSERT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(10)));
+  v1::ShimRequest req;
+  req.set_id(3);
+  req.mutable_announce_symlink();
+  v1::ShimResponse resp;
+  std::string err;
+  ASSERT_TRUE(ShimCall(agent_->socket(), req, &resp, &err)) << err;  // connects, asks, closes
+  ASSERT_NE(resp.announce_symlink().token(), 0u) << resp.message();
+  EXPECT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(5)))
+      << "the announcement outlived its connection";
+  munmap(const_cast<StatePage*>(page), 4096);
+}
+
+// A symlink() in the first 400 ms of an agent waits for that delay to end,
+// and no longer behind fsync's Publish, which may take long: here four of
+// them wait for the recorder, which hashes a large file meanwhile.
+TEST_F(ShimTest, AnEarlyAnnouncementWaitsOnlyForTheStartDelay) {
+  agent_->Stop();
+  std::string view = agent_->data_dir() + "/view/cluster";
+  std::filesystem::create_directories(view);
+  for (int i = 0; i < 4; ++i) std::ofstream(view + "/small" + std::to_string(i)) << i;
+  auto agent = std::make_unique<AgentProcess>("shim", agent_->data_dir(), agent_->socket());
+  std::string socket = agent->socket();
+  bool answered = false;
+  v1::ShimResponse resp;
+  std::string err;
+  std::chrono::steady_clock::duration took{};
+  // On a thread of its own while this one starts the agent (which dies with the thread that started it).
+  std::thread early([&] {
+    v1::ShimResponse ping;
+    std::string e;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!ShimPing(socket, &ping, &e) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    // The recorder hashes 1 GiB holding the view's record lock: Publish waits for it.
+    int fd = open((view + "/big").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, off_t{1} << 30), 0);
+    close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::vector<std::thread> publishes;
+    for (int i = 0; i < 4; ++i)
+      publishes.emplace_back([&, i] {
+        v1::ShimRequest req;
+        req.set_id(2);
+        req.mutable_publish()->set_path("cluster/small" + std::to_string(i));
+        v1::ShimResponse r;
+        std::string pe;
+        EXPECT_TRUE(ShimCall(socket, req, &r, &pe, 60)) << pe;
+      });
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    v1::ShimRequest req;
+    req.set_id(3);
+    req.mutable_announce_symlink();
+    auto t0 = std::chrono::steady_clock::now();
+    answered = ShimCall(socket, req, &resp, &err, 30);
+    took = std::chrono::steady_clock::now() - t0;
+    for (std::thread& t : publishes) t.join();
+  });
+  EXPECT_TRUE(agent->Start());
+  early.join();
+  agent_ = std::move(agent);
+  ASSERT_TRUE(answered) << err;
+  EXPECT_NE(resp.announce_symlink().token(), 0u) << resp.message();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+  if (ms < 5) GTEST_SKIP() << "announced after the start delay already: nothing to tell";
+  EXPECT_LT(ms, 1000) << "the announcement waited behind Publish";
+}
+
+// A child forked while another thread is in symlink() does not keep that
+// call's lock (the lock is the open file's, which the child shares): the
+// agent proves the view free of symlinks again while the children live.
+TEST_F(ShimTest, AChildForkedDuringSymlinkHoldsNoLock) {
+  std::string script = R"PY(
+import os, sys, threading, time
+b = "/cluster/forks"
+os.makedirs(b, exist_ok=True)
+stop = False
+def maker():
+    i = 0
+    while not stop:
+        p = f"{b}/l{i % 4}"
+        os.symlink("x", p)
+        os.unlink(p)
+        i += 1
+t = threading.Thread(target=maker)
+t.start()
+kids = []
+for _ in range(100):
+    pid = os.fork()
+    if pid == 0:
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        time.sleep(15)
+        os._exit(0)
+    kids.append(pid)
+    time.sleep(0.003)
+stop = True
+t.join()
+print(" ".join(map(str, kids)))
+)PY";
+  RunResult r = RunCommand({"python3", "-W", "ignore", "-c", script}, Env());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<pid_t> kids;
+  std::istringstream pids(r.out);
+  for (pid_t pid; pids >> pid;) kids.push_back(pid);
+  EXPECT_EQ(kids.size(), 100u) << r.out;
+  const StatePage* page = MapStatePage(agent_->socket());
+  ASSERT_NE(page, nullptr);
+  EXPECT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(8)))
+      << "a child holds the view's symlink lock";
+  for (pid_t pid : kids) kill(pid, SIGKILL);
+  munmap(const_cast<StatePage*>(page), 4096);
 }
 
 TEST_F(ShimTest, WithoutAgentClusterCallsFailFastAndRecover) {
