@@ -35,9 +35,23 @@ void AntiEntropy::Stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
+    if (call_) call_->TryCancel();  // a round with a hung peer must not hold up a shutdown
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+bool AntiEntropy::Begin(grpc::ClientContext* ctx) {
+  ctx->set_deadline(std::chrono::system_clock::now() + kDeadline);
+  std::lock_guard lock(mu_);
+  if (stopping_) return false;
+  call_ = ctx;
+  return true;
+}
+
+void AntiEntropy::End() {
+  std::lock_guard lock(mu_);
+  call_ = nullptr;
 }
 
 void AntiEntropy::Loop() {
@@ -64,8 +78,9 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
   v1::BucketDigestsResponse theirs;
   {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
+    if (!Begin(&ctx)) return Status::Unavailable("stopping");
     grpc::Status st = stub->BucketDigests(&ctx, {}, &theirs);
+    End();
     if (!st.ok()) return Status::Unavailable(st.error_message());
   }
   Result<std::vector<std::string>> ours = store_.BucketDigests();
@@ -80,8 +95,9 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
     for (;;) {  // every page of the bucket
       v1::ReadBucketResponse page;
       grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
+      if (!Begin(&ctx)) return Status::Unavailable("stopping");
       grpc::Status st = stub->ReadBucket(&ctx, req, &page);
+      End();
       if (!st.ok()) return Status::Unavailable(st.error_message());
       std::vector<RemoteRecord> batch;
       for (const v1::LogRecord& r : page.records()) {

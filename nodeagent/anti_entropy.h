@@ -46,6 +46,10 @@ class AntiEntropy {
   // One comparison with the peer at address; returns the records it repaired.
   Result<uint64_t> RoundWith(const std::string& node_id, const std::string& address,
                              std::vector<std::string>* ns_won);
+  // Around each call to the peer: Stop cancels the one under way. Begin is
+  // false once stopping.
+  bool Begin(grpc::ClientContext* ctx);
+  void End();
 
   Store& store_;
   Membership& members_;
@@ -57,6 +61,7 @@ class AntiEntropy {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  grpc::ClientContext* call_ = nullptr;  // with mu_: the call to a peer under way
   std::thread thread_;
 };
 
