@@ -81,9 +81,13 @@ int TrackViewFd(int fd, int flags) {
   if (fd < 0 || fd >= kTrackedFds) return fd;
   uint64_t bit = uint64_t{1} << (fd % 64);
   view_fds[fd / 64].fetch_or(bit, std::memory_order_relaxed);
-  if (!InOwnerProcess()) return fd;  // a vfork child's fd N is not its parent's
-  if (flags & O_DSYNC) sync_fds[fd / 64].fetch_or(bit, std::memory_order_relaxed);  // O_SYNC includes it
-  else sync_fds[fd / 64].fetch_and(~bit, std::memory_order_relaxed);
+  // A vfork child's fd N is not its parent's; InOwnerProcess (a getpid) only
+  // when a mark changes.
+  if (flags & O_DSYNC) {  // O_SYNC includes it
+    if (InOwnerProcess()) sync_fds[fd / 64].fetch_or(bit, std::memory_order_relaxed);
+  } else {
+    ForgetSyncMark(fd);
+  }
   return fd;
 }
 
