@@ -167,11 +167,13 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
       break;
     }
     unanswered.pop_front();
+    // Kept before the log may be truncated by it: a restart never finds the
+    // log cut past what it reads back.
+    (void)store_.PutMeta(AckedKey(node_id), std::to_string(resp.acked_seq()), /*sync=*/false);
     {
       std::lock_guard lock(acked_mu_);
       acked_[node_id] = resp.acked_seq();
     }
-    (void)store_.PutMeta(AckedKey(node_id), std::to_string(resp.acked_seq()), /*sync=*/false);
     quiet_since = std::chrono::steady_clock::now();
   }
   if (!failed) timed([&] { return stream->WritesDone(); });

@@ -445,6 +445,7 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
         (geteuid() != 0 || (st.st_uid == placed.uid() && st.st_gid == placed.gid())) &&
         (!S_ISREG(st.st_mode) ||
          (static_cast<uint64_t>(st.st_size) == placed.size() && Ns(st.st_mtim) == placed.mtime_ns()));
+    spdlog::debug("placed /{}{} (version of {})", path, stub ? " as a stub" : "", NodeIdHex(version.node));
     if (as_placed) {
       RememberPlaced(path, st);  // this look, not a later one
     } else {
@@ -479,6 +480,7 @@ void ViewMaterializer::Remove(const std::string& path) {
       rc = unlinkat(parent, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
     close(parent);
     if (rc != 0) return;
+    spdlog::debug("removed /{} (a tombstone from {} won)", p, NodeIdHex(tomb->version.node));
     Gone(p);
   }
 }

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <functional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -92,6 +91,41 @@ class Network {
   std::vector<std::string> namespaces_;
 };
 
+// Agents NAME1..NAME3, agent i inside namespace i, each joining `seeds`
+// (default: node 1's address; node 1 joins nobody then).
+void StartThree(Network& net, const TempDir& dir, const std::string& prefix,
+                std::vector<std::unique_ptr<AgentProcess>>* nodes, const std::string& seeds = "") {
+  for (int i = 1; i <= 3; ++i) {
+    std::string name = fmt::format("{}{}", prefix, i);
+    // Debug logs: a failed test keeps them (KeepLogsOf), and they say what each agent recorded and placed.
+    std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen",
+                                  net.Address(i) + ":7070", "--socket", dir / (name + ".sock"), "--log-level", "debug"};
+    if (!seeds.empty() || i > 1) {
+      args.push_back("--join");
+      args.push_back(seeds.empty() ? net.Address(1) + ":7070" : seeds);
+    }
+    nodes->push_back(AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log")));
+    nodes->back()->set_command_prefix(net.Inside(i));
+    ASSERT_TRUE(nodes->back()->Start());
+  }
+}
+
+// Declared after the agents and their dir: if the test failed, keeps the
+// agents' logs (KeepLogsIfFailed) before they and the dir go.
+class KeepLogsOf {
+ public:
+  KeepLogsOf(const TempDir& dir, const std::vector<std::unique_ptr<AgentProcess>>& nodes) : dir_(dir), nodes_(nodes) {}
+  ~KeepLogsOf() {
+    std::vector<AgentProcess*> agents;
+    for (const auto& n : nodes_) agents.push_back(n.get());
+    KeepLogsIfFailed(dir_.path(), agents);
+  }
+
+ private:
+  const TempDir& dir_;
+  const std::vector<std::unique_ptr<AgentProcess>>& nodes_;
+};
+
 RunResult Shell(AgentProcess& agent, const std::string& cmd) {
   return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
 }
@@ -113,23 +147,9 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
   TempDir dir;
   std::vector<std::unique_ptr<AgentProcess>> nodes;
-  std::unique_ptr<void, std::function<void(void*)>> keep_logs(&nodes, [&](void*) {
-    std::vector<AgentProcess*> agents;
-    for (auto& n : nodes) agents.push_back(n.get());
-    KeepLogsIfFailed(dir.path(), agents);
-  });
-  for (int i = 1; i <= 3; ++i) {
-    std::string name = fmt::format("p{}", i);
-    std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen",
-                                  net.Address(i) + ":7070", "--socket", dir / (name + ".sock")};
-    if (i > 1) {
-      args.push_back("--join");
-      args.push_back(net.Address(1) + ":7070");
-    }
-    nodes.push_back(AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log")));
-    nodes.back()->set_command_prefix(net.Inside(i));
-    ASSERT_TRUE(nodes.back()->Start());
-  }
+  KeepLogsOf keep_logs(dir, nodes);
+  StartThree(net, dir, "p", &nodes);
+  if (::testing::Test::HasFatalFailure()) return;
   AgentProcess &a = *nodes[0], &b = *nodes[1], &c = *nodes[2];
   auto converge = [&](seconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -242,23 +262,9 @@ TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothing
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
   TempDir dir;
   std::vector<std::unique_ptr<AgentProcess>> nodes;
-  std::unique_ptr<void, std::function<void(void*)>> keep_logs(&nodes, [&](void*) {
-    std::vector<AgentProcess*> agents;
-    for (auto& n : nodes) agents.push_back(n.get());
-    KeepLogsIfFailed(dir.path(), agents);
-  });
-  for (int i = 1; i <= 3; ++i) {
-    std::string name = fmt::format("t{}", i);
-    std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen",
-                                  net.Address(i) + ":7070", "--socket", dir / (name + ".sock")};
-    if (i > 1) {
-      args.push_back("--join");
-      args.push_back(net.Address(1) + ":7070");
-    }
-    nodes.push_back(AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log")));
-    nodes.back()->set_command_prefix(net.Inside(i));
-    ASSERT_TRUE(nodes.back()->Start());
-  }
+  KeepLogsOf keep_logs(dir, nodes);
+  StartThree(net, dir, "t", &nodes);
+  if (::testing::Test::HasFatalFailure()) return;
   AgentProcess &a = *nodes[0], &c = *nodes[2];
   auto converge = [&](seconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -333,20 +339,9 @@ TEST(PartitionTest, RandomKillsAndPartitionsLoseNoAcknowledgedWrite) {
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
   TempDir dir;
   std::vector<std::unique_ptr<AgentProcess>> nodes;
-  std::unique_ptr<void, std::function<void(void*)>> keep_logs(&nodes, [&](void*) {
-    std::vector<AgentProcess*> agents;
-    for (auto& n : nodes) agents.push_back(n.get());
-    KeepLogsIfFailed(dir.path(), agents);
-  });
-  for (int i = 1; i <= 3; ++i) {
-    std::string name = fmt::format("j{}", i);
-    std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen",
-                                  net.Address(i) + ":7070", "--socket", dir / (name + ".sock"), "--join",
-                                  fmt::format("{}:7070,{}:7070", net.Address(1), net.Address(2))};
-    nodes.push_back(AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log")));
-    nodes.back()->set_command_prefix(net.Inside(i));
-    ASSERT_TRUE(nodes.back()->Start());
-  }
+  KeepLogsOf keep_logs(dir, nodes);
+  StartThree(net, dir, "j", &nodes, fmt::format("{}:7070,{}:7070", net.Address(1), net.Address(2)));
+  if (::testing::Test::HasFatalFailure()) return;
   ASSERT_EQ(Shell(*nodes[0], "mkdir -p /cluster/h").exit_code, 0);
   std::this_thread::sleep_for(std::chrono::seconds(2));
 
@@ -412,10 +407,10 @@ TEST(PartitionTest, RandomKillsAndPartitionsLoseNoAcknowledgedWrite) {
       "for w in sys.argv[1:]:\n"
       "    node, i = w.split(':')\n"
       "    try:\n"
-      "        ok = open('/cluster/h/%s-%s' % (node, i)).read() == '%s %s\\n' % (node, i)\n"
+      "        got = open('/cluster/h/%s-%s' % (node, i)).read()\n"
+      "        if got != '%s %s\\n' % (node, i): bad.append('%s(read %r)' % (w, got))\n"
       "    except OSError as e:\n"
-      "        ok = False\n"
-      "    if not ok: bad.append(w)\n"
+      "        bad.append('%s(%s)' % (w, e.strerror))\n"
       "print(len(bad), ' '.join(bad[:10]))\n";
   std::vector<std::string> argv{"/usr/bin/python3", "-c", check_py};
   size_t acked = 0;
@@ -426,8 +421,16 @@ TEST(PartitionTest, RandomKillsAndPartitionsLoseNoAcknowledgedWrite) {
   EXPECT_GT(acked, 50u) << "too few acknowledged writes to say much: " << history;
   for (auto& n : nodes) {
     RunResult r = RunCommand(argv, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", n->socket()}});
+    std::string versions;  // of the first one missing, as this node's history has them
+    if (r.out.substr(0, 2) != "0 ") {
+      std::string first = r.out.substr(r.out.find(' ') + 1);
+      first = first.substr(0, first.find('('));
+      std::string file = "/cluster/h/" + first.substr(0, first.find(':')) + "-" + first.substr(first.find(':') + 1);
+      versions = RunCommand({OneboxBin(), "--agent", n->address(), "versions", file}).out;
+    }
     EXPECT_EQ(r.out.substr(0, 2), "0 ") << "acknowledged writes missing on " << n->address() << " (of " << acked
-                                        << "): " << r.out << r.err << "\nnemesis: " << history;
+                                        << "): " << r.out << r.err << "\nits versions there:\n"
+                                        << versions << "nemesis: " << history;
   }
   printf("jepsen-style: %zu acknowledged writes, nemesis: %s\n", acked, history.c_str());
 }
