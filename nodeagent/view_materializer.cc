@@ -36,6 +36,28 @@ bool HasStubMark(int fd) {
   return getxattr(proc.c_str(), kStubXattr, nullptr, 0) >= 0;
 }
 
+// Every file the materializer places carries its path, inode number, size
+// and mtime as placed. A file that still matches was changed by nobody since,
+// whatever its ctime says: after a restart (the in-memory record of
+// placements is gone) it is still ours, never a program's change to record,
+// and a newer record may replace it. A program that rewrites it in place
+// changes its mtime; one that replaces it changes its inode; one that moves
+// or links it shows it under another path.
+constexpr const char* kPlacedXattr = "user.onebox.placed";
+
+std::string PlacedMark(const std::string& path, const struct stat& st) {
+  return fmt::format("{}:{}:{}:{}", st.st_ino, st.st_size, Ns(st.st_mtim), path);
+}
+
+bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path) {
+  if (!S_ISREG(st.st_mode)) return false;
+  std::string proc = fmt::format("/proc/self/fd/{}", fd);
+  std::string want = PlacedMark(path, st);
+  std::string mark(want.size() + 1, '\0');
+  ssize_t n = getxattr(proc.c_str(), kPlacedXattr, mark.data(), mark.size());
+  return n == static_cast<ssize_t>(want.size()) && mark.compare(0, want.size(), want) == 0;
+}
+
 }  // namespace
 
 bool IsValidNsKey(std::string_view key) {
@@ -106,7 +128,10 @@ Status ViewMaterializer::Start(const std::string& view_root) {
           if (!r.tombstone) todo.push_back(path);
           return;
         }
-        if (static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) >= hlc::PhysicalMs(r.version.hlc)) return;
+        int mark_fd = OpenBeneath(root_fd_, path, O_PATH);
+        bool ours = mark_fd >= 0 && UnchangedSincePlaced(mark_fd, st, path);
+        if (mark_fd >= 0) close(mark_fd);
+        if (!ours && static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) >= hlc::PhysicalMs(r.version.hlc)) return;
         v1::Inode inode;
         if (r.tombstone || !inode.ParseFromString(r.value) ||
             (S_ISREG(st.st_mode) && (inode.size() != static_cast<uint64_t>(st.st_size) ||
@@ -274,6 +299,13 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   return Status::Ok();
 }
 
+void ViewMaterializer::MarkPlaced(int fd, const std::string& path) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return;
+  std::string mark = PlacedMark(path, st);
+  (void)fsetxattr(fd, kPlacedXattr, mark.data(), mark.size(), 0);
+}
+
 void ViewMaterializer::RememberPlaced(const std::string& path, int fd) {
   struct stat st;
   if (fstat(fd, &st) == 0) RememberPlaced(path, st);
@@ -301,6 +333,11 @@ bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std
     auto it = placed_.find(path);
     if (it != placed_.end() && it->second.Same(st)) return true;
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
+  }
+  if (int fd = openat(parent, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC); fd >= 0) {
+    bool ours = UnchangedSincePlaced(fd, st, path);
+    close(fd);
+    if (ours) return true;  // placed by us (before a restart, say), and nobody changed it since
   }
   // Changed by a program since the store last saw it: that change is newer
   // than anything here, and the recorder records it (and it wins). At start,
@@ -394,6 +431,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
   SetOwnerAndMode(fd, inode);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
+  MarkPlaced(fd, path);
   Status s = Install(path, fd, tmp, version, stub);
   close(fd);
   if (!s.ok()) return s;
@@ -511,6 +549,7 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
   SetOwnerAndMode(fd, inode);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
+  MarkPlaced(fd, path);
   std::lock_guard path_lock(PathMutex(path));
   Status s = Install(path, fd, tmp, rec->version, /*stub=*/false);
   close(fd);
@@ -560,7 +599,10 @@ bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat
   }
   if (!S_ISREG(st.st_mode) || !HasStubMark(fd)) {
     SetStub(path, false);
-    return false;
+    // Placed by us and unchanged since (placed_ forgot it: a restart): no
+    // program wrote it. If the store now holds a newer version, its own
+    // materialization replaces it.
+    return UnchangedSincePlaced(fd, st, path);
   }
   // A stub (ours from before a restart, or one a program moved, linked or
   // touched): unchanged when it matches its record.
