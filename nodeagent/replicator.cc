@@ -32,6 +32,7 @@ int64_t SteadyMs() {
       .count();
 }
 std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_id; }
+constexpr std::string_view kPeersKey = "repl/peers";  // the ids with an AckedKey, comma-separated
 }  // namespace
 
 Replicator::Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id,
@@ -41,7 +42,16 @@ Replicator::Replicator(Store& store, Membership& members, ContentTransfer& conte
       content_(content),
       on_applied_(std::move(on_applied)),
       log_retain_(log_retain),
-      self_(NodeIdHex(self_node_id)) {}
+      self_(NodeIdHex(self_node_id)) {
+  // Every peer ever pushed to, with its acknowledged position: right after a
+  // restart membership knows nobody yet, and the log must not be cut for it.
+  if (Result<std::string> peers = store_.GetMeta(kPeersKey); peers.ok())
+    for (size_t pos = 0; pos < peers->size();) {
+      size_t comma = std::min(peers->find(',', pos), peers->size());
+      if (comma > pos) Acked(peers->substr(pos, comma - pos));
+      pos = comma + 1;
+    }
+}
 
 Replicator::~Replicator() { Stop(); }
 
@@ -66,6 +76,9 @@ uint64_t Replicator::Acked(const std::string& node_id) {
   uint64_t acked = 0;
   if (Result<std::string> v = store_.GetMeta(AckedKey(node_id)); v.ok()) acked = std::stoull(*v);
   acked_[node_id] = acked;
+  std::string peers;
+  for (const auto& [id, pos] : acked_) peers += (peers.empty() ? "" : ",") + id;
+  (void)store_.PutMeta(kPeersKey, peers, /*sync=*/false);
   return acked;
 }
 
@@ -219,6 +232,10 @@ void Replicator::TruncateLog() {
   uint64_t all_have = last;
   for (const v1::Node& n : members_.Nodes())
     if (!n.self()) all_have = std::min(all_have, Acked(n.node_id()));
+  {  // and every peer ever pushed to, members or not (yet)
+    std::lock_guard lock(acked_mu_);
+    for (const auto& [id, pos] : acked_) all_have = std::min(all_have, pos);
+  }
   upto = std::max(upto, all_have);
   if (upto >= store_.FirstLogSeq())
     if (Status s = store_.TruncateLog(upto); !s.ok()) spdlog::warn("replication: {}", s.message());

@@ -652,6 +652,26 @@ TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
   kill(b->pid(), SIGCONT);
 }
 
+// The replication log keeps what a peer has not acknowledged, even across a
+// restart after which membership knows nobody yet: the peers come back to
+// pushes, not to anti-entropy.
+TEST_F(ClusterTest, ARestartedNodeKeepsItsLogForThePeersThatAreAway) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(b->Stop(SIGKILL), -SIGKILL);
+  EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(Put(*a, fmt::format("away/{}", i), "v").ok());
+  EXPECT_EQ(a->Stop(SIGTERM), 0);
+  ASSERT_TRUE(a->Start());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the log is looked at for truncation every second
+  b = Agent("b", a->address());  // the same data dirs, joining a where it listens now
+  c = Agent("c", a->address());
+  ASSERT_TRUE(b->Start());
+  ASSERT_TRUE(c->Start());
+  EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
+  EXPECT_EQ(a->log().find("past the log's retention"), std::string::npos) << a->log();
+}
+
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
   StartThree();
   if (HasFatalFailure()) return;
