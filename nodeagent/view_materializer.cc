@@ -299,7 +299,10 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   return Status::Ok();
 }
 
-void ViewMaterializer::MarkPlaced(int fd, const std::string& path) {
+void ViewMaterializer::FinishPlacement(int fd, const v1::Inode& inode, const std::string& path) {
+  SetOwnerAndMode(fd, inode);
+  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
+  futimens(fd, times);
   struct stat st;
   if (fstat(fd, &st) != 0) return;
   std::string mark = PlacedMark(path, st);
@@ -428,10 +431,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     unlinkat(staging_fd_, tmp.c_str(), 0);
     return s;
   }
-  SetOwnerAndMode(fd, inode);
-  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
-  futimens(fd, times);
-  MarkPlaced(fd, path);
+  FinishPlacement(fd, inode, path);
   Status s = Install(path, fd, tmp, version, stub);
   close(fd);
   if (!s.ok()) return s;
@@ -546,10 +546,7 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
     spdlog::warn("cannot hydrate /{}: {}", path, s.message());
     return s;
   }
-  SetOwnerAndMode(fd, inode);
-  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
-  futimens(fd, times);
-  MarkPlaced(fd, path);
+  FinishPlacement(fd, inode, path);
   std::lock_guard path_lock(PathMutex(path));
   Status s = Install(path, fd, tmp, rec->version, /*stub=*/false);
   close(fd);

@@ -118,9 +118,10 @@ class ViewMaterializer {
   // May a peer's version (written at version's time) replace or remove what is
   // at (parent, name) now? Not if a program changed it later.
   bool MayReplace(int parent, const std::string& name, const std::string& path, const Version& version);
-  // Marks a staging file (kPlacedXattr) with the path, inode, size and mtime
-  // it is placed with: after a restart, what still matches is known to be ours.
-  void MarkPlaced(int fd, const std::string& path);
+  // Gives a staging file the record's owner, mode and mtime, then marks it
+  // (kPlacedXattr) with the path, inode, size and mtime it is placed with:
+  // after a restart, what still matches is known to be ours.
+  void FinishPlacement(int fd, const v1::Inode& inode, const std::string& path);
   void RememberPlaced(const std::string& path, int fd);
   void RememberPlaced(const std::string& path, const struct stat& st);
   std::string NewTempName();
