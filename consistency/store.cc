@@ -19,6 +19,11 @@ namespace onebox {
 namespace {
 
 constexpr std::string_view kHlcMetaKey = "hlc";
+// Present while chunks written without the WAL may not be flushed yet: after a
+// crash, records may name chunks the store lost (Store::ChunksMayBeLost).
+constexpr std::string_view kChunksUnflushedKey = "chunks-unflushed";
+// Chunks at least this big skip the WAL; smaller ones are cheap to log.
+constexpr size_t kWalLessChunkBytes = 64 << 10;
 
 std::string BE64(uint64_t v) {
   std::string out(8, '\0');
@@ -84,6 +89,7 @@ Store::Store(const StoreOptions& options)
 
 Store::~Store() {
   if (!db_) return;
+  (void)FlushChunks();
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   if (default_cf_) db_->DestroyColumnFamilyHandle(default_cf_);
   db_->Close();
@@ -139,6 +145,13 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
     store->log_first_ = it->Valid() ? FromBE64(std::string_view(it->key().data(), it->key().size()))
                                     : store->log_seq_.load() + 1;
   }
+  // Chunks may have been lost with the memtable (a crash): flush them (and
+  // clear the mark) once the caller has repaired what it can.
+  {
+    std::string unflushed;
+    if (store->db_->Get(rocksdb::ReadOptions(), store->cf(Cf::kMeta), kChunksUnflushedKey, &unflushed).ok())
+      store->chunks_may_be_lost_ = store->chunks_marked_ = true;
+  }
   // Monotone across restarts: never issue a timestamp at or below one we wrote.
   std::string mark;
   s = store->db_->Get(rocksdb::ReadOptions(), store->cf(Cf::kMeta), kHlcMetaKey, &mark);
@@ -155,6 +168,9 @@ std::mutex& Store::StripeFor(std::string_view key) {
 }
 
 Status Store::Commit(rocksdb::WriteBatch& batch, HlcTimestamp hlc, bool sync) {
+  // A synced record never names a chunk that is not durable.
+  if (sync)
+    if (Status f = FlushChunks(); !f.ok()) return f;
   rocksdb::Status s = batch.Merge(cf(Cf::kMeta), kHlcMetaKey, BE64(hlc));
   if (s.ok()) {
     rocksdb::WriteOptions wo;
@@ -592,17 +608,53 @@ Status Store::ForEachRecord(const std::function<void(std::string_view, const Rec
 }
 
 Status Store::PutChunk(std::string_view digest, std::string_view bytes) {
-  return FromRocks(db_->Put(rocksdb::WriteOptions(), cf(Cf::kChunks), digest, bytes), "put chunk");
+  rocksdb::WriteOptions wo;
+  if (bytes.size() >= kWalLessChunkBytes) {
+    // The mark goes to the WAL before the chunk is written, so before any
+    // record that names it.
+    std::lock_guard lock(chunks_mark_mu_);
+    if (!chunks_marked_) {
+      if (Status s = PutMeta(kChunksUnflushedKey, "1", /*sync=*/false); !s.ok()) return s;
+      chunks_marked_ = true;
+    }
+    wo.disableWAL = true;
+  }
+  return FromRocks(db_->Put(wo, cf(Cf::kChunks), digest, bytes), "put chunk");
 }
 
+Status Store::FlushChunks() {
+  std::lock_guard flush_lock(chunks_flush_mu_);
+  {
+    std::lock_guard lock(chunks_mark_mu_);
+    if (!chunks_marked_) return Status::Ok();
+    chunks_marked_ = false;  // a chunk put from now on marks again
+  }
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  if (rocksdb::Status s = db_->Flush(fo, cf(Cf::kChunks)); !s.ok()) {
+    std::lock_guard lock(chunks_mark_mu_);
+    chunks_marked_ = true;
+    return FromRocks(s, "flush chunks");
+  }
+  std::lock_guard lock(chunks_mark_mu_);
+  if (chunks_marked_) return Status::Ok();  // newer chunks, not flushed yet: the mark stays
+  return FromRocks(db_->Delete(rocksdb::WriteOptions(), cf(Cf::kMeta), kChunksUnflushedKey), "clear chunk mark");
+}
+
+// Chunk reads skip RocksDB's checksums: every reader checks the bytes against
+// their digest (SHA-256) anyway, and this build's CRC32C is the software one.
 bool Store::HasChunk(std::string_view digest) {
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = false;
   rocksdb::PinnableSlice bytes;
-  return db_->Get(rocksdb::ReadOptions(), cf(Cf::kChunks), digest, &bytes).ok();
+  return db_->Get(ro, cf(Cf::kChunks), digest, &bytes).ok();
 }
 
 Result<std::string> Store::GetChunk(std::string_view digest) {
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = false;
   std::string bytes;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(Cf::kChunks), digest, &bytes);
+  rocksdb::Status s = db_->Get(ro, cf(Cf::kChunks), digest, &bytes);
   if (!s.ok()) return FromRocks(s, "chunk");
   return bytes;
 }

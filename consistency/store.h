@@ -154,10 +154,20 @@ class Store {
   Status ReadBucket(size_t bucket, Cf after_space, std::string_view after_key, size_t max_bytes,
                     const std::function<void(Cf, std::string_view key, std::string_view encoded)>& fn, bool* more);
 
-  // Content chunks, addressed by their digest: immutable, so written without versions.
+  // Content chunks, addressed by their digest: immutable, so written without
+  // versions. Chunks of 64 KiB and more skip the write-ahead log (it would
+  // write and checksum every byte once more): they are durable once the
+  // chunks family is flushed, which every synced write does first
+  // (FlushChunks). GetChunk does not verify RocksDB's checksums: callers
+  // check the bytes against the digest.
   Status PutChunk(std::string_view digest, std::string_view bytes);
   Result<std::string> GetChunk(std::string_view digest);
   bool HasChunk(std::string_view digest);
+  // Makes every chunk put so far durable (a no-op when none waits).
+  Status FlushChunks();
+  // The last run ended before its chunks were flushed (a crash): records may
+  // name chunks this store no longer holds. Stays true for this run.
+  bool ChunksMayBeLost() const { return chunks_may_be_lost_; }
 
   // Small named values of the node itself (meta family).
   Result<std::string> GetMeta(std::string_view key);
@@ -185,6 +195,10 @@ class Store {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
   std::array<std::mutex, 64> stripes_;
+  std::mutex chunks_mark_mu_;   // chunks_marked_ and the mark in the meta family
+  std::mutex chunks_flush_mu_;  // one FlushChunks at a time
+  bool chunks_marked_ = false;  // WAL-less chunks may wait in the memtable
+  bool chunks_may_be_lost_ = false;
   std::mutex log_mu_;  // log sequence numbers are taken and committed in order
   std::atomic<uint64_t> log_seq_{0};
   std::atomic<uint64_t> log_first_{1};

@@ -61,8 +61,11 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
   auto fetch_one = [&](size_t index) -> Status {
     const std::string& digest = digests[index];
-    if (store_.HasChunk(digest))
-      if (Result<std::string> here = store_.GetChunk(digest); here.ok()) return sink(index, *here);
+    if (Result<std::string> here = store_.GetChunk(digest); here.ok()) {
+      if (Sha256(*here) == digest) return sink(index, *here);
+      spdlog::error("chunk {} in the local store does not match its digest (damaged); fetching it again",
+                    HexOf(digest));
+    }
     std::string tried;
     for (const auto& [node_id, address] : peers) {
       {
