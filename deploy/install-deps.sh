@@ -7,7 +7,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libprotobuf-c-dev protobuf-c-compiler
   librocksdb-dev libgtest-dev libgmock-dev
-  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev
+  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev libxxhash-dev
   python3 python3-grpcio python3-protobuf
   iproute2  # tests: partitions made with network namespaces
 )

@@ -1,5 +1,6 @@
 #include "nodeagent/view_recorder.h"
 
+#include "nodeagent/content.h"
 #include "nodeagent/view_fs.h"
 
 #include <dirent.h>
@@ -25,7 +26,7 @@ namespace onebox {
 
 namespace {
 
-constexpr uint32_t kWatchMask = IN_CREATE | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+constexpr uint32_t kWatchMask = IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
                                 IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
 constexpr std::string_view kSyncMarker = ".onebox-sync-";
 constexpr std::string_view kAgentFiles = ".onebox-";  // in the view root: the agent's, never recorded
@@ -76,7 +77,10 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store, materializer, guard));
   if (guard != nullptr && r->mounts_fd_ < 0)
     spdlog::warn("cannot watch /proc/self/mountinfo ({}): stat keeps the confined lookup", strerror(errno));
+  if (store.ChunksMayBeLost()) r->RepairLostChunks();
   r->FullScan();
+  r->prehasher_ = std::make_unique<ChunkPrehasher>(root_fd, store,
+                                                   [p = r.get()](const std::string& path) { p->RecordPath(path, true); });
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
 }
@@ -99,6 +103,7 @@ ViewRecorder::~ViewRecorder() { Stop(); }
 
 void ViewRecorder::Stop() {
   if (!thread_.joinable()) return;
+  prehasher_->Stop();
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
   thread_.join();
@@ -244,8 +249,12 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
       TombstonePath(path);
     } else if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && (ev->mask & IN_ISDIR)) {
       WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
-    } else if (ev->mask & (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE)) {
+    } else if (ev->mask & IN_CREATE) {
+      RecordPath(path, /*content_changed=*/true, /*sync=*/false, /*created=*/true);
+    } else if (ev->mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) {
       RecordPath(path, /*content_changed=*/true);
+    } else if (ev->mask & IN_MODIFY) {
+      prehasher_->Written(path);  // its close records it; meanwhile its chunks may be hashed ahead
     } else if (ev->mask & IN_ATTRIB) {
       RecordPath(path, /*content_changed=*/false);
     }
@@ -313,8 +322,11 @@ bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
     if (fd < 0) return false;
     struct stat before, after;
     fstat(fd, &before);
+    // The chunks hashed while it was written (the first time only).
+    std::vector<ChunkPrehasher::Ahead> ahead;
+    if (attempt == 0 && prehasher_) ahead = prehasher_->Take(path, before.st_ino);
     v1::Inode hashed;
-    bool ok = HashFd(fd, &hashed);
+    bool ok = HashFd(fd, &hashed, ahead);
     bool stable = fstat(fd, &after) == 0 && before.st_size == after.st_size &&
                   before.st_mtim.tv_nsec == after.st_mtim.tv_nsec && before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
                   before.st_ctim.tv_nsec == after.st_ctim.tv_nsec && before.st_ctim.tv_sec == after.st_ctim.tv_sec;
@@ -330,11 +342,12 @@ bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
   return false;
 }
 
-bool ViewRecorder::HashFd(int fd, v1::Inode* inode) {
+bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead) {
   std::vector<char> chunk(kChunkBytes);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   bool ok = true;
   uint64_t total = 0;
+  size_t reused = 0;
   for (;;) {
     size_t have = 0;
     while (have < chunk.size()) {  // fill a whole chunk: chunk boundaries are fixed offsets
@@ -345,6 +358,13 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode) {
       have += static_cast<size_t>(n);
     }
     if (!ok || have == 0) break;
+    size_t index = static_cast<size_t>(inode->chunks_size());
+    if (index < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[index], chunk.data(), have)) {
+      inode->add_chunks(ahead[index].digest);  // unchanged since it was hashed (and stored)
+      total += have;
+      ++reused;
+      continue;
+    }
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int digest_len = 0;
     EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
@@ -357,8 +377,60 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode) {
     if (have < chunk.size()) break;
   }
   EVP_MD_CTX_free(ctx);
+  if (!ahead.empty())
+    spdlog::debug("hashed {} chunks, took {} of the {} hashed while the file was written", inode->chunks_size(),
+                  reused, ahead.size());
   inode->set_size(total);  // what was hashed
   return ok;
+}
+
+void ViewRecorder::RepairLostChunks() {
+  size_t files = 0, repaired = 0, lost = 0;
+  std::vector<std::pair<std::string, v1::Inode>> damaged;
+  Status s = store_.ForEachRecord(
+      [&](std::string_view key, const Record& rec) {
+        v1::Inode inode;
+        if (rec.tombstone || !inode.ParseFromString(rec.value) || inode.type() != v1::FILE_TYPE_REGULAR) return;
+        ++files;
+        for (const std::string& c : inode.chunks())
+          if (!store_.HasChunk(c)) {
+            damaged.emplace_back(std::string(key), std::move(inode));
+            return;
+          }
+      },
+      Cf::kNs);
+  if (!s.ok()) spdlog::error("chunk repair: cannot read the records: {}", s.ToString());
+  std::vector<char> chunk(kChunkBytes);
+  for (const auto& [path, inode] : damaged) {
+    // Only the view file that is still this version (its size and mtime, not a stub) can give them back.
+    int fd = OpenBeneath(root_fd_, path, O_RDONLY | O_NONBLOCK);
+    struct stat st;
+    bool same = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                static_cast<uint64_t>(st.st_size) == inode.size() &&
+                static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec == inode.mtime_ns() &&
+                !(materializer_ != nullptr && materializer_->StubContent(fd));
+    size_t missing = 0;
+    for (int i = 0; i < inode.chunks_size(); ++i) {
+      const std::string& digest = inode.chunks(i);
+      if (store_.HasChunk(digest)) continue;
+      ssize_t n = same ? pread(fd, chunk.data(), kChunkBytes, static_cast<off_t>(i) * kChunkBytes) : -1;
+      if (n > 0 && Sha256(std::string_view(chunk.data(), static_cast<size_t>(n))) == digest &&
+          store_.PutChunk(digest, std::string_view(chunk.data(), static_cast<size_t>(n))).ok())
+        continue;
+      ++missing;
+    }
+    if (fd >= 0) close(fd);
+    if (missing == 0) {
+      ++repaired;
+    } else {
+      ++lost;
+      spdlog::warn("chunk repair: /{} lacks {} of its {} chunks here (lost in the crash; other nodes may hold them)",
+                   path, missing, inode.chunks_size());
+    }
+  }
+  if (Status f = store_.FlushChunks(); !f.ok()) spdlog::error("chunk repair: {}", f.ToString());
+  spdlog::info("chunk repair after an unclean stop: {} files checked, {} repaired from the view, {} still lacking chunks",
+               files, repaired, lost);
 }
 
 Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
@@ -371,7 +443,7 @@ Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
   return static_cast<uint64_t>(size);
 }
 
-int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, bool sync) {
+int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, bool sync, bool created) {
   std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
   // The entry itself, reached without following any symlink on the way.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
@@ -385,6 +457,14 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     return -1;
   }
   NoteSymlink(path, S_ISLNK(st.st_mode));
+  // Made with content already, by one name: a program writing it, whose close
+  // records it (hashing it now would read a file still growing), or a link
+  // that lost its first name, which no close will report.
+  if (created && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size > 0) {
+    close(fd);
+    prehasher_->RecordWhenIdle(path);
+    return -1;
+  }
   // (fsync's RecordNow always writes: its record must be synced.)
   if (materializer_ != nullptr && !sync && materializer_->IsOurs(path, fd, st, content_changed)) {
     close(fd);  // a peer's version, put here as recorded: nothing new

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "consistency/store.h"
+#include "nodeagent/chunk_prehasher.h"
 #include "nodeagent/symlink_guard.h"
 #include "nodeagent/view_materializer.h"
 #include "onebox/v1/namespace.pb.h"
@@ -71,7 +72,8 @@ class ViewRecorder {
   void Unwatch(const std::string& dir);  // dir and below
   // Records what is at path now: an inode, or a tombstone when nothing is.
   // Returns the size recorded (0 for non-files), or -1 when nothing was.
-  int64_t RecordPath(const std::string& path, bool content_changed, bool sync = false);
+  // created: an IN_CREATE event.
+  int64_t RecordPath(const std::string& path, bool content_changed, bool sync = false, bool created = false);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   bool HashContent(const std::string& path, v1::Inode* inode);
@@ -91,7 +93,12 @@ class ViewRecorder {
   };
   Walk NoSymlinkBelow(int dir_fd, const std::string& path, int depth);
   void ObstacleMayBeGone();
-  bool HashFd(int fd, v1::Inode* inode);
+  // Hashes (and stores) fd's chunks; a chunk in ahead whose bytes still match is taken as is.
+  bool HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead = {});
+  // After a crash (Store::ChunksMayBeLost): stores again, from the view, the
+  // chunks that records name and the store lost, where the view file is still
+  // the recorded version.
+  void RepairLostChunks();
 
   std::string view_root_;
   int root_fd_;
@@ -112,6 +119,7 @@ class ViewRecorder {
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> rescans_{0};
   ViewMaterializer* materializer_;
+  std::unique_ptr<ChunkPrehasher> prehasher_;
   std::recursive_mutex own_mu_;
   std::recursive_mutex& record_mu_;  // RecordPath and TombstonePath, from any thread
   bool stopping_ = false;

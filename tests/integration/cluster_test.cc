@@ -526,6 +526,60 @@ TEST_F(ClusterTest, KillDuringAWriteStormLosesNoFsyncedWrite) {
   }
 }
 
+// Big files: their chunks are hashed and stored while they are written (and
+// stored without the WAL). What a node reads must still be the file as its
+// writer closed it: with a chunk rewritten before the close, with a name it
+// got by a link whose first name is gone, and after the writer's agent
+// crashed before storing the chunks for good. The replication factor is 1:
+// the writer holds the only copy.
+TEST_F(ClusterTest, BigFilesReadElsewhereAreAsClosedThroughRewritesLinksAndACrash) {
+  extra_args_ = {"--replication-factor", "1"};
+  a = Agent("a");
+  ASSERT_TRUE(a->Start());
+  b = Agent("b", a->address());
+  ASSERT_TRUE(b->Start());
+  const std::map<std::string, v1::NodeState> two{{"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}};
+  ASSERT_TRUE(WaitForStates(*a, two, seconds(10)));
+  ASSERT_TRUE(WaitForStates(*b, two, seconds(10)));
+  // A file that gets its name by a link whose first name goes at once; then
+  // 8 MiB written in 1 MiB steps: once the writer has seen its chunks hashed
+  // ahead (a pause), it rewrites part of chunk 5 and closes.
+  const std::string writer_py =
+      "import os, hashlib, time\n"
+      "data = bytearray(os.urandom(8 << 20))\n"
+      "os.makedirs('/cluster/d')\n"
+      "with open('/cluster/d/first', 'wb') as f: f.write(data[:2 << 20])\n"
+      "time.sleep(0.5)\n"
+      "os.link('/cluster/d/first', '/cluster/d/second')\n"
+      "os.unlink('/cluster/d/first')\n"
+      "second = hashlib.sha256(data[:2 << 20]).hexdigest()\n"
+      "fd = os.open('/cluster/big', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n"
+      "for i in range(8):\n"
+      "    os.write(fd, data[i << 20:(i + 1) << 20])\n"
+      "time.sleep(0.5)\n"
+      "patch = os.urandom(1000)\n"
+      "os.pwrite(fd, patch, (5 << 20) + 4096)\n"
+      "data[(5 << 20) + 4096:(5 << 20) + 5096] = patch\n"
+      "os.close(fd)\n"
+      "print(hashlib.sha256(data).hexdigest(), second)\n";
+  RunResult w = RunCommand({"/usr/bin/python3", "-c", writer_py}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  std::istringstream sums(w.out);
+  std::string big_sum, second_sum;
+  sums >> big_sum >> second_sum;
+  ASSERT_EQ(big_sum.size(), 64u) << w.out;
+  // b learns both (b holds stubs: a has the only copy).
+  EXPECT_TRUE(Eventually(*b, "stat -c %s /cluster/big /cluster/d/second; ls /cluster/d", "8388608\n2097152\nsecond\n",
+                         seconds(10)));
+  // a crashes before its chunks are flushed (11 MiB: less than a memtable
+  // holds), and comes back: b's reads hydrate from a.
+  EXPECT_EQ(a->Stop(SIGKILL), -SIGKILL);
+  ASSERT_TRUE(a->Start());
+  ASSERT_TRUE(WaitForStates(*b, two, seconds(10)));
+  EXPECT_TRUE(Eventually(*b, "sha256sum < /cluster/big | cut -d' ' -f1", big_sum + "\n", seconds(10)));
+  EXPECT_TRUE(Eventually(*b, "sha256sum < /cluster/d/second | cut -d' ' -f1", second_sum + "\n", seconds(10)));
+}
+
 TEST_F(ClusterTest, ConcurrentWritesOfOneFileResolveAlikeAndTheLoserStaysReachable) {
   StartThree();
   if (HasFatalFailure()) return;

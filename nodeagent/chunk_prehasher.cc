@@ -1,0 +1,197 @@
+#include "nodeagent/chunk_prehasher.h"
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include "nodeagent/content.h"
+#include "nodeagent/view_fs.h"
+
+namespace onebox {
+
+namespace {
+constexpr int64_t kIdleNs = 500'000'000;        // RecordWhenIdle: unchanged this long
+constexpr int64_t kForgetNs = 60'000'000'000;   // no write heard of for this long: forget the file
+constexpr auto kTick = std::chrono::milliseconds(20);
+constexpr size_t kChunksPerRound = 8;  // then the next file gets its turn
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+ChunkPrehasher::ChunkPrehasher(int root_fd, Store& store, std::function<void(const std::string&)> record)
+    : root_fd_(root_fd), store_(store), record_(std::move(record)) {
+  for (size_t got = 0; got < sizeof secret_;) {
+    ssize_t n = getrandom(secret_ + got, sizeof secret_ - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) std::abort();  // the kernel always has randomness for getrandom after boot
+    got += static_cast<size_t>(n);
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
+
+ChunkPrehasher::~ChunkPrehasher() { Stop(); }
+
+void ChunkPrehasher::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ChunkPrehasher::Written(const std::string& path) {
+  std::lock_guard lock(mu_);
+  Growing& g = growing_[path];
+  bool first = g.last_event_ns == 0;
+  g.last_event_ns = NowNs();
+  if (first) cv_.notify_all();
+}
+
+void ChunkPrehasher::RecordWhenIdle(const std::string& path) {
+  std::lock_guard lock(mu_);
+  Growing& g = growing_[path];
+  g.last_event_ns = NowNs();
+  g.record_when_idle = true;
+  cv_.notify_all();
+}
+
+std::vector<ChunkPrehasher::Ahead> ChunkPrehasher::Take(const std::string& path, ino_t ino) {
+  std::unique_lock lock(mu_);
+  taking_ = path;  // the thread stops hashing it after the chunk at hand
+  cv_.wait(lock, [&] { return busy_ != path; });
+  taking_.clear();
+  auto it = growing_.find(path);
+  if (it == growing_.end()) return {};
+  std::vector<Ahead> ahead = it->second.ino == ino ? std::move(it->second.ahead) : std::vector<Ahead>{};
+  growing_.erase(it);
+  return ahead;
+}
+
+ChunkPrehasher::Ahead ChunkPrehasher::Hash(const char* bytes, size_t n) const {
+  Ahead a;
+  a.digest = Sha256(std::string_view(bytes, n));
+  XXH128_hash_t h = XXH3_128bits_withSecret(bytes, n, secret_, sizeof secret_);
+  a.check_low = h.low64;
+  a.check_high = h.high64;
+  return a;
+}
+
+bool ChunkPrehasher::Matches(const Ahead& ahead, const char* bytes, size_t n) const {
+  XXH128_hash_t h = XXH3_128bits_withSecret(bytes, n, secret_, sizeof secret_);
+  return h.low64 == ahead.check_low && h.high64 == ahead.check_high;
+}
+
+void ChunkPrehasher::Loop() {
+  std::unique_lock lock(mu_);
+  bool progress = false;
+  while (!stop_) {
+    if (growing_.empty())
+      cv_.wait(lock);
+    else if (!progress)  // nothing new last round: look again a little later
+      cv_.wait_for(lock, kTick);
+    if (stop_) break;
+    progress = false;
+    std::vector<std::string> paths;
+    for (auto& [path, g] : growing_) paths.push_back(path);
+    for (const std::string& path : paths) {
+      if (stop_) break;
+      auto it = growing_.find(path);
+      if (it == growing_.end() || path == taking_) continue;  // taken, or being taken
+      if (!it->second.record_when_idle && NowNs() - it->second.last_event_ns > kForgetNs) {
+        growing_.erase(it);
+        continue;
+      }
+      busy_ = path;
+      lock.unlock();
+      bool record = Round(path, &progress);
+      lock.lock();
+      busy_.clear();
+      cv_.notify_all();
+      if (record) {
+        spdlog::debug("prehash: /{} unchanged for a while: recording it", path);
+        growing_.erase(path);
+        lock.unlock();
+        record_(path);
+        lock.lock();
+      }
+    }
+  }
+}
+
+bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
+  int fd = OpenBeneath(root_fd_, path, O_RDONLY | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fd >= 0) close(fd);
+    std::lock_guard lock(mu_);
+    auto it = growing_.find(path);
+    // Gone or not a file: the recorder hears of it; nothing to hash or wait for.
+    bool record = it != growing_.end() && it->second.record_when_idle && fd >= 0;
+    if (!record && it != growing_.end()) growing_.erase(it);
+    return record;
+  }
+  size_t next;
+  {
+    std::lock_guard lock(mu_);
+    auto it = growing_.find(path);
+    if (it == growing_.end()) {
+      close(fd);
+      return false;
+    }
+    Growing& g = it->second;
+    if (g.ino != st.st_ino) {
+      g.ino = st.st_ino;
+      g.ahead.clear();
+    }
+    if (g.record_when_idle) {
+      int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+      int64_t now = NowNs();
+      if (st.st_size != g.seen_size || mtime != g.seen_mtime_ns) {
+        g.seen_size = st.st_size;
+        g.seen_mtime_ns = mtime;
+        g.unchanged_since_ns = now;
+      } else if (now - g.unchanged_since_ns >= kIdleNs) {
+        close(fd);
+        return true;
+      }
+    }
+    next = g.ahead.size();
+  }
+  uint64_t whole = static_cast<uint64_t>(st.st_size) / kChunkBytes;
+  if (static_cast<uint64_t>(st.st_size) < kMinBytes) whole = 0;
+  std::vector<char> buf;
+  for (size_t i = next; i < whole && i < next + kChunksPerRound; ++i) {
+    if (buf.empty()) buf.resize(kChunkBytes);
+    size_t have = 0;
+    while (have < kChunkBytes) {
+      ssize_t n = pread(fd, buf.data() + have, kChunkBytes - have, static_cast<off_t>(i * kChunkBytes + have));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      have += static_cast<size_t>(n);
+    }
+    if (have < kChunkBytes) break;  // truncated meanwhile
+    Ahead a = Hash(buf.data(), have);
+    if (!store_.PutChunk(a.digest, std::string_view(buf.data(), have)).ok()) break;
+    std::lock_guard lock(mu_);
+    auto it = growing_.find(path);
+    if (it == growing_.end() || it->second.ino != st.st_ino || it->second.ahead.size() != i) break;
+    it->second.ahead.push_back(std::move(a));
+    *progress = true;
+    if (taking_ == path) break;
+  }
+  close(fd);
+  return false;
+}
+
+}  // namespace onebox

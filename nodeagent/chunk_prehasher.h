@@ -1,0 +1,88 @@
+// Hashes a big file's chunks while a program is still writing it. The recorder
+// reports every write it hears of (inotify IN_MODIFY); a thread of its own
+// then reads each whole chunk that has appeared since, hashes it (SHA-256),
+// stores it, and keeps its digest with a fast check of its bytes (XXH3-128,
+// keyed with a secret of this agent). When the last writer closes the file,
+// the recorder reads it once more and takes a chunk's digest as is when its
+// check still matches: chunks rewritten meanwhile are hashed again. So a
+// close costs a read at memory speed instead of SHA-256 and a store write per
+// chunk, and the chunks are stored while the program writes.
+//
+// A path it hears of only at its creation, with content already (a hard link
+// whose first name went, a file linked in from O_TMPFILE) is recorded once it
+// has not changed for kIdle: no close will say it is done.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "consistency/store.h"
+
+namespace onebox {
+
+class ChunkPrehasher {
+ public:
+  // Files are read below root_fd (the view); record(path) records a path on
+  // the prehasher's thread (see above).
+  ChunkPrehasher(int root_fd, Store& store, std::function<void(const std::string&)> record);
+  ~ChunkPrehasher();
+  void Stop();
+
+  // A write to path (below the view root) was seen.
+  void Written(const std::string& path);
+  // Path was created with content and no writer may close it: record it once
+  // it stays unchanged (unless a close comes first: Take).
+  void RecordWhenIdle(const std::string& path);
+
+  // A chunk hashed ahead: its digest (stored already) and the check of its bytes.
+  struct Ahead {
+    std::string digest;
+    uint64_t check_low = 0, check_high = 0;
+  };
+  // What was hashed ahead for the file now at path (inode ino), by chunk
+  // index from 0, and forgets the path. Waits for a chunk being hashed.
+  std::vector<Ahead> Take(const std::string& path, ino_t ino);
+  // Whether bytes are what `ahead` was hashed from (with this agent's key).
+  bool Matches(const Ahead& ahead, const char* bytes, size_t n) const;
+
+  // Files smaller than this are not hashed ahead: their close is cheap.
+  static constexpr uint64_t kMinBytes = 4 << 20;
+
+ private:
+  struct Growing {
+    ino_t ino = 0;
+    std::vector<Ahead> ahead;
+    int64_t last_event_ns = 0;
+    bool record_when_idle = false;
+    off_t seen_size = -1;  // for record_when_idle: what the last look found
+    int64_t seen_mtime_ns = -1;
+    int64_t unchanged_since_ns = 0;
+  };
+  void Loop();
+  // One round over path: hashes up to a few new chunks (*progress set if
+  // any); returns whether to record it now.
+  bool Round(const std::string& path, bool* progress);
+  Ahead Hash(const char* bytes, size_t n) const;
+
+  int root_fd_;
+  Store& store_;
+  std::function<void(const std::string&)> record_;
+  unsigned char secret_[192];  // XXH3's custom secret: checks nobody outside the agent can predict
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Growing> growing_;
+  std::string busy_;    // the path whose chunk the thread is hashing now
+  std::string taking_;  // the path Take waits for
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace onebox
