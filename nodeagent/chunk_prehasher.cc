@@ -52,18 +52,18 @@ void ChunkPrehasher::Stop() {
 
 void ChunkPrehasher::Written(const std::string& path) {
   std::lock_guard lock(mu_);
-  Growing& g = growing_[path];
-  bool first = g.last_event_ns == 0;
-  g.last_event_ns = NowNs();
-  if (first) cv_.notify_all();
+  bool idle = growing_.empty();  // else the thread looks again within kTick anyway
+  growing_[path].last_event_ns = NowNs();
+  if (idle) cv_.notify_all();
 }
 
 void ChunkPrehasher::RecordWhenIdle(const std::string& path) {
   std::lock_guard lock(mu_);
+  bool idle = growing_.empty();
   Growing& g = growing_[path];
   g.last_event_ns = NowNs();
   g.record_when_idle = true;
-  cv_.notify_all();
+  if (idle) cv_.notify_all();
 }
 
 std::vector<ChunkPrehasher::Ahead> ChunkPrehasher::Take(const std::string& path, ino_t ino) {
