@@ -150,7 +150,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   {
     std::string unflushed;
     if (store->db_->Get(rocksdb::ReadOptions(), store->cf(Cf::kMeta), kChunksUnflushedKey, &unflushed).ok())
-      store->chunks_may_be_lost_ = store->chunks_marked_ = true;
+      store->chunks_may_be_lost_ = store->chunks_mark_written_ = store->chunks_unflushed_ = true;
   }
   // Monotone across restarts: never issue a timestamp at or below one we wrote.
   std::string mark;
@@ -613,31 +613,53 @@ Status Store::PutChunk(std::string_view digest, std::string_view bytes) {
     // The mark goes to the WAL before the chunk is written, so before any
     // record that names it.
     std::lock_guard lock(chunks_mark_mu_);
-    if (!chunks_marked_) {
-      if (Status s = PutMeta(kChunksUnflushedKey, "1", /*sync=*/false); !s.ok()) return s;
-      chunks_marked_ = true;
-    }
+    if (Status s = WriteChunkMark(); !s.ok()) return s;
+    chunks_unflushed_ = true;
     wo.disableWAL = true;
   }
   return FromRocks(db_->Put(wo, cf(Cf::kChunks), digest, bytes), "put chunk");
 }
 
+Status Store::WriteChunkMark() {
+  if (chunks_mark_written_) return Status::Ok();
+  if (Status s = PutMeta(kChunksUnflushedKey, "1", /*sync=*/false); !s.ok()) return s;
+  chunks_mark_written_ = true;
+  return Status::Ok();
+}
+
+Status Store::HoldChunkMark() {
+  std::lock_guard lock(chunks_mark_mu_);
+  ++chunk_mark_holds_;  // taken even when the mark cannot be written: every hold is released
+  return WriteChunkMark();
+}
+
+void Store::ReleaseChunkMark() {
+  std::lock_guard lock(chunks_mark_mu_);
+  if (chunk_mark_holds_ > 0) --chunk_mark_holds_;
+}
+
 Status Store::FlushChunks() {
   std::lock_guard flush_lock(chunks_flush_mu_);
+  bool flush;
   {
     std::lock_guard lock(chunks_mark_mu_);
-    if (!chunks_marked_) return Status::Ok();
-    chunks_marked_ = false;  // a chunk put from now on marks again
+    if (!chunks_unflushed_ && !(chunks_mark_written_ && chunk_mark_holds_ == 0)) return Status::Ok();
+    flush = chunks_unflushed_;
+    chunks_unflushed_ = false;  // a chunk put from now on is for the next flush
   }
-  rocksdb::FlushOptions fo;
-  fo.wait = true;
-  if (rocksdb::Status s = db_->Flush(fo, cf(Cf::kChunks)); !s.ok()) {
-    std::lock_guard lock(chunks_mark_mu_);
-    chunks_marked_ = true;
-    return FromRocks(s, "flush chunks");
+  if (flush) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    if (rocksdb::Status s = db_->Flush(fo, cf(Cf::kChunks)); !s.ok()) {
+      std::lock_guard lock(chunks_mark_mu_);
+      chunks_unflushed_ = true;
+      return FromRocks(s, "flush chunks");
+    }
   }
   std::lock_guard lock(chunks_mark_mu_);
-  if (chunks_marked_) return Status::Ok();  // newer chunks, not flushed yet: the mark stays
+  // Newer chunks not flushed yet, or chunks still to be put: the mark stays.
+  if (chunks_unflushed_ || chunk_mark_holds_ > 0 || !chunks_mark_written_) return Status::Ok();
+  chunks_mark_written_ = false;
   return FromRocks(db_->Delete(rocksdb::WriteOptions(), cf(Cf::kMeta), kChunksUnflushedKey), "clear chunk mark");
 }
 

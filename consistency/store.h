@@ -165,6 +165,11 @@ class Store {
   bool HasChunk(std::string_view digest);
   // Makes every chunk put so far durable (a no-op when none waits).
   Status FlushChunks();
+  // For chunks a record will name before they are put (the recorder stores
+  // some after recording): the mark of possibly lost chunks stays while any
+  // hold is taken. Take it before the record is written.
+  Status HoldChunkMark();
+  void ReleaseChunkMark();
   // The last run ended before its chunks were flushed (a crash): records may
   // name chunks this store no longer holds. Stays true for this run.
   bool ChunksMayBeLost() const { return chunks_may_be_lost_; }
@@ -195,10 +200,13 @@ class Store {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
   std::array<std::mutex, 64> stripes_;
-  std::mutex chunks_mark_mu_;   // chunks_marked_ and the mark in the meta family
+  std::mutex chunks_mark_mu_;   // the fields below and the mark in the meta family
   std::mutex chunks_flush_mu_;  // one FlushChunks at a time
-  bool chunks_marked_ = false;  // WAL-less chunks may wait in the memtable
+  bool chunks_unflushed_ = false;     // WAL-less chunks may wait in the memtable
+  bool chunks_mark_written_ = false;  // the mark is in the meta family
+  int chunk_mark_holds_ = 0;
   bool chunks_may_be_lost_ = false;
+  Status WriteChunkMark();  // under chunks_mark_mu_
   std::mutex log_mu_;  // log sequence numbers are taken and committed in order
   std::atomic<uint64_t> log_seq_{0};
   std::atomic<uint64_t> log_first_{1};

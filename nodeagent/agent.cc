@@ -181,6 +181,7 @@ int RunAgent(const AgentOptions& opt) {
   Result<std::unique_ptr<ViewRecorder>> recorder =
       ViewRecorder::Start(view_root, **store, &materializer, &symlink_guard);
   if (!recorder.ok()) return Fail(recorder.status());
+  content.SetPendingSource([r = recorder->get()](const std::string& digest) { return r->PendingChunk(digest); });
 
   ClusterService cluster(info, **store, members);
   TreeRepair tree_repair(**store, [&materializer](const std::string& key) { materializer.Enqueue(key); });

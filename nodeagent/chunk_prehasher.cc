@@ -66,6 +66,62 @@ void ChunkPrehasher::RecordWhenIdle(const std::string& path) {
   if (idle) cv_.notify_all();
 }
 
+void ChunkPrehasher::Keep(const std::string& path, ino_t ino, std::vector<std::pair<size_t, Ahead>> chunks) {
+  std::lock_guard lock(mu_);
+  for (const auto& [index, ahead] : chunks) pending_.try_emplace(ahead.digest, PendingChunk{path, ino, index, ahead});
+  keep_.push_back(KeepJob{path, ino, std::move(chunks)});
+  cv_.notify_all();
+}
+
+std::optional<std::string> ChunkPrehasher::Pending(const std::string& digest) {
+  PendingChunk p;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(digest);
+    if (it == pending_.end()) return std::nullopt;
+    p = it->second;
+  }
+  return ReadMatching(p.path, p.ino, p.index, p.ahead);
+}
+
+std::optional<std::string> ChunkPrehasher::ReadMatching(const std::string& path, ino_t ino, size_t index,
+                                                        const Ahead& ahead) {
+  int fd = OpenBeneath(root_fd_, path, O_RDONLY | O_NONBLOCK);
+  if (fd < 0) return std::nullopt;
+  struct stat st;
+  std::string bytes;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == ino) {
+    bytes.resize(kChunkBytes);
+    size_t have = 0;
+    while (have < kChunkBytes) {
+      ssize_t n = pread(fd, bytes.data() + have, kChunkBytes - have, static_cast<off_t>(index * kChunkBytes + have));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      have += static_cast<size_t>(n);
+    }
+    bytes.resize(have);
+  }
+  close(fd);
+  if (bytes.size() != kChunkBytes || !Matches(ahead, bytes.data(), bytes.size())) return std::nullopt;
+  return bytes;
+}
+
+void ChunkPrehasher::StoreChunks(const KeepJob& job) {
+  size_t gone = 0;
+  for (const auto& [index, ahead] : job.chunks) {
+    std::optional<std::string> bytes = ReadMatching(job.path, job.ino, index, ahead);
+    if (!bytes || !store_.PutChunk(ahead.digest, *bytes).ok()) ++gone;
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(ahead.digest);
+    if (it != pending_.end() && it->second.path == job.path && it->second.index == index) pending_.erase(it);
+  }
+  store_.ReleaseChunkMark();
+  if (gone > 0)
+    spdlog::info("{} of the {} chunks of /{} as recorded changed before they were stored: that version's content is "
+                 "not kept here",
+                 gone, job.chunks.size(), job.path);
+}
+
 std::vector<ChunkPrehasher::Ahead> ChunkPrehasher::Take(const std::string& path, ino_t ino) {
   std::unique_lock lock(mu_);
   taking_ = path;  // the thread stops hashing it after the chunk at hand
@@ -95,17 +151,26 @@ bool ChunkPrehasher::Matches(const Ahead& ahead, const char* bytes, size_t n) co
 void ChunkPrehasher::Loop() {
   std::unique_lock lock(mu_);
   bool progress = false;
-  while (!stop_) {
+  for (;;) {
+    // Recorded chunks first (all of them before a stop).
+    while (!keep_.empty()) {
+      KeepJob job = std::move(keep_.front());
+      keep_.pop_front();
+      lock.unlock();
+      StoreChunks(job);
+      lock.lock();
+    }
+    if (stop_) break;
     if (growing_.empty())
       cv_.wait(lock);
     else if (!progress)  // nothing new last round: look again a little later
       cv_.wait_for(lock, kTick);
-    if (stop_) break;
+    if (stop_ || !keep_.empty()) continue;
     progress = false;
     std::vector<std::string> paths;
     for (auto& [path, g] : growing_) paths.push_back(path);
     for (const std::string& path : paths) {
-      if (stop_) break;
+      if (stop_ || !keep_.empty()) break;
       auto it = growing_.find(path);
       if (it == growing_.end() || path == taking_) continue;  // taken, or being taken
       if (!it->second.record_when_idle && NowNs() - it->second.last_event_ns > kForgetNs) {
@@ -182,7 +247,6 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
     }
     if (have < kChunkBytes) break;  // truncated meanwhile
     Ahead a = Hash(buf.data(), have);
-    if (!store_.PutChunk(a.digest, std::string_view(buf.data(), have)).ok()) break;
     std::lock_guard lock(mu_);
     auto it = growing_.find(path);
     if (it == growing_.end() || it->second.ino != st.st_ino || it->second.ahead.size() != i) break;

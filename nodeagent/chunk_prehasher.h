@@ -1,12 +1,17 @@
 // Hashes a big file's chunks while a program is still writing it. The recorder
 // reports every write it hears of (inotify IN_MODIFY); a thread of its own
 // then reads each whole chunk that has appeared since, hashes it (SHA-256),
-// stores it, and keeps its digest with a fast check of its bytes (XXH3-128,
-// keyed with a secret of this agent). When the last writer closes the file,
-// the recorder reads it once more and takes a chunk's digest as is when its
-// check still matches: chunks rewritten meanwhile are hashed again. So a
-// close costs a read at memory speed instead of SHA-256 and a store write per
-// chunk, and the chunks are stored while the program writes.
+// and keeps its digest with a fast check of its bytes (XXH3-128, keyed with a
+// secret of this agent). When the last writer closes the file, the recorder
+// reads it once more and takes a chunk's digest as is when its check still
+// matches: chunks rewritten meanwhile are hashed again. So a close costs a
+// read at memory speed instead of SHA-256 per chunk.
+//
+// The chunks taken so are stored after the record (Keep), on the same
+// thread, from the file, each only if its check still matches: storing costs
+// as much CPU as hashing here (RocksDB's blob files are checksummed with a
+// software CRC32C). Until then Pending serves them from the file. A synced
+// record (fsync) stores its chunks before it is written.
 //
 // A path it hears of only at its creation, with content already (a hard link
 // whose first name went, a file linked in from O_TMPFILE) is recorded once it
@@ -18,7 +23,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <map>
+#include <optional>
+#include <unordered_map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -42,7 +50,7 @@ class ChunkPrehasher {
   // it stays unchanged (unless a close comes first: Take).
   void RecordWhenIdle(const std::string& path);
 
-  // A chunk hashed ahead: its digest (stored already) and the check of its bytes.
+  // A chunk hashed ahead: its digest and the check of its bytes.
   struct Ahead {
     std::string digest;
     uint64_t check_low = 0, check_high = 0;
@@ -50,8 +58,19 @@ class ChunkPrehasher {
   // What was hashed ahead for the file now at path (inode ino), by chunk
   // index from 0, and forgets the path. Waits for a chunk being hashed.
   std::vector<Ahead> Take(const std::string& path, ino_t ino);
+  // The digest and check of bytes.
+  Ahead Hash(const char* bytes, size_t n) const;
   // Whether bytes are what `ahead` was hashed from (with this agent's key).
   bool Matches(const Ahead& ahead, const char* bytes, size_t n) const;
+
+  // The recorder recorded path (inode ino) naming these chunks (index,
+  // ahead) without storing them, under a hold of the store's chunk mark:
+  // stores them from the file, then releases the hold. A chunk whose bytes
+  // changed meanwhile is not stored (that version's content is gone here; the
+  // newer version gets recorded).
+  void Keep(const std::string& path, ino_t ino, std::vector<std::pair<size_t, Ahead>> chunks);
+  // The bytes of a chunk waiting to be kept, read from its file, if they still match.
+  std::optional<std::string> Pending(const std::string& digest);
 
   // Files smaller than this are not hashed ahead: their close is cheap.
   static constexpr uint64_t kMinBytes = 4 << 20;
@@ -67,10 +86,23 @@ class ChunkPrehasher {
     int64_t unchanged_since_ns = 0;
   };
   void Loop();
+  struct KeepJob {
+    std::string path;
+    ino_t ino = 0;
+    std::vector<std::pair<size_t, Ahead>> chunks;
+  };
+  void StoreChunks(const KeepJob& job);
+  struct PendingChunk {
+    std::string path;
+    ino_t ino = 0;
+    size_t index = 0;
+    Ahead ahead;
+  };
+  // Reads chunk `index` of the file at path if it is still inode ino and matches.
+  std::optional<std::string> ReadMatching(const std::string& path, ino_t ino, size_t index, const Ahead& ahead);
   // One round over path: hashes up to a few new chunks (*progress set if
   // any); returns whether to record it now.
   bool Round(const std::string& path, bool* progress);
-  Ahead Hash(const char* bytes, size_t n) const;
 
   int root_fd_;
   Store& store_;
@@ -79,6 +111,8 @@ class ChunkPrehasher {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Growing> growing_;
+  std::deque<KeepJob> keep_;
+  std::unordered_map<std::string, PendingChunk> pending_;  // by digest
   std::string busy_;    // the path whose chunk the thread is hashing now
   std::string taking_;  // the path Take waits for
   bool stop_ = false;

@@ -61,7 +61,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
   auto fetch_one = [&](size_t index) -> Status {
     const std::string& digest = digests[index];
-    if (Result<std::string> here = store_.GetChunk(digest); here.ok()) {
+    if (Result<std::string> here = LocalChunk(digest); here.ok()) {
       if (Sha256(*here) == digest) return sink(index, *here);
       spdlog::error("chunk {} in the local store does not match its digest (damaged); fetching it again",
                     HexOf(digest));
@@ -116,6 +116,13 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   return result;
 }
 
+Result<std::string> ContentTransfer::LocalChunk(const std::string& digest) {
+  Result<std::string> stored = store_.GetChunk(digest);
+  if (stored.ok() || stored.status().code() != Code::kNotFound || !pending_) return stored;
+  if (std::optional<std::string> pending = pending_(digest)) return std::move(*pending);
+  return stored;
+}
+
 std::vector<std::pair<std::string, std::string>> ContentTransfer::Holders(const std::string& path) {
   std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
   std::sort(peers.begin(), peers.end(), [&](const auto& a, const auto& b) {
@@ -142,7 +149,7 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
     return Status::Ok();
   };
   for (const std::string& digest : digests) {
-    Result<std::string> data = store_.GetChunk(digest);
+    Result<std::string> data = LocalChunk(digest);
     if (!data.ok()) continue;  // replaced meanwhile: the newer version brings its own
     if (bytes + data->size() > kPushBatchBytes)
       if (Status s = flush(); !s.ok()) return s;
@@ -155,7 +162,7 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
 }
 
 grpc::Status ContentTransfer::OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp) {
-  Result<std::string> data = store_.GetChunk(req.digest());
+  Result<std::string> data = LocalChunk(req.digest());
   if (data.ok()) {
     resp->set_found(true);
     resp->set_data(std::move(*data));

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,6 +52,13 @@ class ContentTransfer {
   Status Push(const std::string& address, const std::vector<std::string>& digests);
   int replication_factor() const { return replication_factor_; }
 
+  // Where chunks that records name but the store does not hold yet come
+  // from (the recorder stores some after recording them). Set before serving.
+  using PendingSource = std::function<std::optional<std::string>(const std::string& digest)>;
+  void SetPendingSource(PendingSource source) { pending_ = std::move(source); }
+  // A chunk from the store, else from the pending source.
+  Result<std::string> LocalChunk(const std::string& digest);
+
   // A channel to the peer at address (kept, with a short reconnect backoff).
   v1::Peer::Stub* StubFor(const std::string& address);
 
@@ -62,6 +70,7 @@ class ContentTransfer {
   Membership& members_;
   std::string self_;
   int replication_factor_;
+  PendingSource pending_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;
 };

@@ -13,9 +13,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -314,7 +317,7 @@ void ViewRecorder::Unwatch(const std::string& dir) {
   }
 }
 
-bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
+bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred) {
   // A writer may change the file while it is read: hash again (up to three
   // times) until size, mtime and ctime are the same before and after.
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -326,7 +329,8 @@ bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
     std::vector<ChunkPrehasher::Ahead> ahead;
     if (attempt == 0 && prehasher_) ahead = prehasher_->Take(path, before.st_ino);
     v1::Inode hashed;
-    bool ok = HashFd(fd, &hashed, ahead);
+    if (deferred) deferred->clear();
+    bool ok = HashFd(fd, &hashed, ahead, deferred);
     bool stable = fstat(fd, &after) == 0 && before.st_size == after.st_size &&
                   before.st_mtim.tv_nsec == after.st_mtim.tv_nsec && before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
                   before.st_ctim.tv_nsec == after.st_ctim.tv_nsec && before.st_ctim.tv_sec == after.st_ctim.tv_sec;
@@ -342,46 +346,68 @@ bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode) {
   return false;
 }
 
-bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead) {
-  std::vector<char> chunk(kChunkBytes);
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  bool ok = true;
+bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead,
+                          Deferred* deferred) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return false;
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const size_t count = static_cast<size_t>((size + kChunkBytes - 1) / kChunkBytes);
+  // Chunk i's digest, its length as read (short: the file shrank meanwhile),
+  // and, when deferred, what to store after the record.
+  std::vector<std::string> digests(count);
+  std::vector<size_t> lengths(count);
+  std::vector<std::optional<ChunkPrehasher::Ahead>> later(count);
+  std::atomic<size_t> next{0}, reused{0};
+  std::atomic<bool> ok{true};
+  auto work = [&] {
+    std::vector<char> chunk(kChunkBytes);
+    for (size_t i = next++; i < count && ok; i = next++) {
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, size - i * kChunkBytes));
+      size_t have = 0;
+      while (have < want) {  // chunk boundaries are fixed offsets
+        ssize_t n = pread(fd, chunk.data() + have, want - have, static_cast<off_t>(i * kChunkBytes + have));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) ok = false;
+        if (n <= 0) break;
+        have += static_cast<size_t>(n);
+      }
+      lengths[i] = have;
+      if (have < want) continue;
+      if (i < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[i], chunk.data(), have)) {
+        digests[i] = ahead[i].digest;  // unchanged since it was hashed
+        ++reused;
+        if (deferred) {
+          later[i] = ahead[i];  // stored after the record
+          continue;
+        }
+      } else if (deferred && have == kChunkBytes && prehasher_) {
+        later[i] = prehasher_->Hash(chunk.data(), have);
+        digests[i] = later[i]->digest;
+        continue;
+      } else {
+        digests[i] = Sha256(std::string_view(chunk.data(), have));
+      }
+      if (!store_.PutChunk(digests[i], std::string_view(chunk.data(), have)).ok()) ok = false;
+    }
+  };
+  // Two threads for big files: the program that wrote it is done with its CPU.
+  std::thread helper;
+  if (count >= 8) helper = std::thread(work);
+  work();
+  if (helper.joinable()) helper.join();
+  if (!ok) return false;
   uint64_t total = 0;
-  size_t reused = 0;
-  for (;;) {
-    size_t have = 0;
-    while (have < chunk.size()) {  // fill a whole chunk: chunk boundaries are fixed offsets
-      ssize_t n = read(fd, chunk.data() + have, chunk.size() - have);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) ok = false;
-      if (n <= 0) break;
-      have += static_cast<size_t>(n);
-    }
-    if (!ok || have == 0) break;
-    size_t index = static_cast<size_t>(inode->chunks_size());
-    if (index < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[index], chunk.data(), have)) {
-      inode->add_chunks(ahead[index].digest);  // unchanged since it was hashed (and stored)
-      total += have;
-      ++reused;
-      continue;
-    }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_len = 0;
-    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-    EVP_DigestUpdate(ctx, chunk.data(), have);
-    EVP_DigestFinal_ex(ctx, digest, &digest_len);
-    std::string key(reinterpret_cast<char*>(digest), digest_len);
-    if (!store_.PutChunk(key, std::string_view(chunk.data(), have)).ok()) ok = false;
-    inode->add_chunks(key);
-    total += have;
-    if (have < chunk.size()) break;
+  for (size_t i = 0; i < count; ++i) {
+    inode->add_chunks(digests[i]);
+    total += lengths[i];
+    if (later[i] && deferred) deferred->emplace_back(i, std::move(*later[i]));
+    if (lengths[i] < kChunkBytes) break;  // the end, or where it shrank (then it is hashed again)
   }
-  EVP_MD_CTX_free(ctx);
   if (!ahead.empty())
     spdlog::debug("hashed {} chunks, took {} of the {} hashed while the file was written", inode->chunks_size(),
-                  reused, ahead.size());
+                  reused.load(), ahead.size());
   inode->set_size(total);  // what was hashed
-  return ok;
+  return true;
 }
 
 void ViewRecorder::RepairLostChunks() {
@@ -487,6 +513,21 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
     if (n > 0) inode.set_symlink_target(std::string(target, static_cast<size_t>(n)));
   }
   close(fd);
+  // Chunks hashed while the file was written and not stored yet: stored
+  // after the record, whatever happens to it (the hold keeps the crash mark).
+  Deferred deferred;
+  struct KeepAfter {
+    ViewRecorder* r;
+    const std::string& path;
+    ino_t ino;
+    Deferred& chunks;
+    bool held = false;
+    ~KeepAfter() {
+      if (chunks.empty()) return;
+      if (!held) (void)r->store_.HoldChunkMark();
+      r->prehasher_->Keep(path, ino, std::move(chunks));
+    }
+  } keep_after{this, path, st.st_ino, deferred};
   Result<Record> held = store_.Get(path, Cf::kNs);
   v1::Inode old;
   bool have_old = held.ok() && old.ParseFromString(held->value);
@@ -501,7 +542,7 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
                         old.mtime_ns() == inode.mtime_ns();
     if (same_content && !content_changed) {
       *inode.mutable_chunks() = old.chunks();
-    } else if (!HashContent(path, &inode)) {
+    } else if (!HashContent(path, &inode, sync ? nullptr : &deferred)) {
       return -1;  // vanished or unreadable meanwhile: its own events follow
     }
   }
@@ -519,6 +560,11 @@ int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, 
   if (have_old && SameState(old, inode) && same_chunks && !sync) {
     note();
     return static_cast<int64_t>(inode.size());
+  }
+  if (!deferred.empty()) {
+    if (Status h = store_.HoldChunkMark(); !h.ok())
+      spdlog::error("view recorder: cannot mark chunks of {} as unstored: {}", path, h.ToString());
+    keep_after.held = true;  // (a failed hold is released all the same)
   }
   Result<Version> v = store_.Put(path, inode.SerializeAsString(), sync, Cf::kNs);
   if (!v.ok()) {

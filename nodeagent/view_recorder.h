@@ -53,6 +53,8 @@ class ViewRecorder {
   Result<uint64_t> RecordNow(const std::string& path);
 
   const std::string& view_root() const { return view_root_; }
+  // A chunk a record names that is not stored yet, from its file (see ChunkPrehasher::Pending).
+  std::optional<std::string> PendingChunk(const std::string& digest) { return prehasher_->Pending(digest); }
   // Counters for status and tests.
   uint64_t recorded() const { return recorded_; }
   uint64_t rescans() const { return rescans_; }
@@ -76,7 +78,11 @@ class ViewRecorder {
   int64_t RecordPath(const std::string& path, bool content_changed, bool sync = false, bool created = false);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
-  bool HashContent(const std::string& path, v1::Inode* inode);
+  // Chunks (index, as hashed ahead) a record names before they are stored.
+  using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;
+  // Hashes path's content into inode; with deferred, chunks hashed ahead are
+  // not stored but listed there (for ChunkPrehasher::Keep), else stored.
+  bool HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred = nullptr);
   // The symlinks the recorder knows in the view (guard_ only).
   void NoteSymlink(const std::string& path, bool is_symlink);
   void ForgetSymlinks(const std::string& path);  // path and everything below
@@ -94,7 +100,8 @@ class ViewRecorder {
   Walk NoSymlinkBelow(int dir_fd, const std::string& path, int depth);
   void ObstacleMayBeGone();
   // Hashes (and stores) fd's chunks; a chunk in ahead whose bytes still match is taken as is.
-  bool HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead = {});
+  bool HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead = {},
+              Deferred* deferred = nullptr);
   // After a crash (Store::ChunksMayBeLost): stores again, from the view, the
   // chunks that records name and the store lost, where the view file is still
   // the recorded version.
