@@ -73,6 +73,12 @@ void ChunkPrehasher::Keep(const std::string& path, ino_t ino, std::vector<std::p
   cv_.notify_all();
 }
 
+size_t ChunkPrehasher::AheadOf(const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto it = growing_.find(path);
+  return it == growing_.end() ? 0 : it->second.ahead.size();
+}
+
 std::optional<std::string> ChunkPrehasher::Pending(const std::string& digest) {
   PendingChunk p;
   {

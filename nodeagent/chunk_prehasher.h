@@ -58,6 +58,8 @@ class ChunkPrehasher {
   // What was hashed ahead for the file now at path (inode ino), by chunk
   // index from 0, and forgets the path. Waits for a chunk being hashed.
   std::vector<Ahead> Take(const std::string& path, ino_t ino);
+  // How many chunks of path are hashed ahead so far (for tests).
+  size_t AheadOf(const std::string& path);
   // The digest and check of bytes.
   Ahead Hash(const char* bytes, size_t n) const;
   // Whether bytes are what `ahead` was hashed from (with this agent's key).

@@ -1,0 +1,143 @@
+// ChunkPrehasher: chunks of a growing file are hashed ahead; what a close
+// takes matches the file's bytes only through the check; Keep stores a
+// chunk only while the file still holds the bytes it was hashed from.
+#include "nodeagent/chunk_prehasher.h"
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "nodeagent/content.h"
+#include "tests/test_util.h"
+
+namespace onebox {
+namespace {
+
+using onebox::testing::TempDir;
+using namespace std::chrono_literals;
+
+class PrehasherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(mkdir((dir_.path() + "/view").c_str(), 0755), 0);
+    root_fd_ = open((dir_.path() + "/view").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(root_fd_, 0);
+    Result<std::unique_ptr<Store>> s = Store::Open({.path = dir_.path() + "/store", .node_id = 1});
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(*s);
+    prehasher_ = std::make_unique<ChunkPrehasher>(root_fd_, *store_, [this](const std::string& p) {
+      std::lock_guard lock(mu_);
+      recorded_.push_back(p);
+    });
+  }
+  void TearDown() override {
+    prehasher_.reset();
+    store_.reset();
+    if (root_fd_ >= 0) close(root_fd_);
+  }
+  std::string Path(const std::string& name) { return dir_.path() + "/view/" + name; }
+  static std::string Bytes(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::string b(n, '\0');
+    for (char& c : b) c = static_cast<char>(rng());
+    return b;
+  }
+  // Waits (up to 10 s) until pred holds.
+  template <typename Pred>
+  static bool Eventually(Pred pred) {
+    for (auto deadline = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < deadline;) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return pred();
+  }
+
+  TempDir dir_;
+  int root_fd_ = -1;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ChunkPrehasher> prehasher_;
+  std::mutex mu_;
+  std::vector<std::string> recorded_;
+};
+
+TEST_F(PrehasherTest, ChunksOfAGrowingFileAreHashedAheadAndCheckedAgainstTheBytesAtTheClose) {
+  const std::string content = Bytes(6 * kChunkBytes, 1);
+  int fd = open(Path("f").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  prehasher_->Written("f");
+  // The thread hashes the whole chunks it finds.
+  ASSERT_TRUE(Eventually([&] { return prehasher_->AheadOf("f") == 6; }));
+  std::vector<ChunkPrehasher::Ahead> ahead = prehasher_->Take("f", st.st_ino);
+  ASSERT_EQ(ahead.size(), 6u);
+  for (size_t i = 0; i < ahead.size(); ++i) {
+    std::string_view chunk(content.data() + i * kChunkBytes, kChunkBytes);
+    EXPECT_EQ(ahead[i].digest, Sha256(chunk)) << i;
+    EXPECT_TRUE(prehasher_->Matches(ahead[i], chunk.data(), chunk.size())) << i;
+  }
+  // One byte changed, and the check says so.
+  std::string changed(content.data() + 2 * kChunkBytes, kChunkBytes);
+  changed[12345] ^= 1;
+  EXPECT_FALSE(prehasher_->Matches(ahead[2], changed.data(), changed.size()));
+  // Another inode at the path: nothing hashed ahead is handed out for it.
+  prehasher_->Written("f");
+  ASSERT_TRUE(Eventually([&] { return prehasher_->AheadOf("f") == 6; }));
+  EXPECT_TRUE(prehasher_->Take("f", st.st_ino + 1).empty());
+  close(fd);
+}
+
+TEST_F(PrehasherTest, KeepStoresOnlyTheChunksTheFileStillHolds) {
+  const std::string content = Bytes(4 * kChunkBytes, 2);
+  int fd = open(Path("g").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  struct stat st;
+  ASSERT_EQ(fstat(fd, &st), 0);
+  std::vector<std::pair<size_t, ChunkPrehasher::Ahead>> chunks;
+  for (size_t i = 0; i < 4; ++i)
+    chunks.emplace_back(i, prehasher_->Hash(content.data() + i * kChunkBytes, kChunkBytes));
+  // Chunk 1 is rewritten after the record and before the chunks are stored.
+  ASSERT_EQ(pwrite(fd, "x", 1, static_cast<off_t>(kChunkBytes + 7)), 1);
+  ASSERT_TRUE(store_->HoldChunkMark().ok());
+  prehasher_->Keep("g", st.st_ino, chunks);
+  ASSERT_TRUE(Eventually([&] { return store_->HasChunk(chunks[3].second.digest); }));
+  ASSERT_TRUE(Eventually([&] { return !prehasher_->Pending(chunks[0].second.digest).has_value(); }));
+  for (size_t i : {0u, 2u, 3u})
+    EXPECT_EQ(*store_->GetChunk(chunks[i].second.digest), content.substr(i * kChunkBytes, kChunkBytes)) << i;
+  EXPECT_FALSE(store_->HasChunk(chunks[1].second.digest));  // the file no longer holds those bytes
+  EXPECT_FALSE(prehasher_->Pending(chunks[1].second.digest).has_value());
+  close(fd);
+}
+
+TEST_F(PrehasherTest, AFileWithNoCloseToWaitForIsRecordedOnceItStopsChanging) {
+  int fd = open(Path("h").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "abc", 3), 3);
+  prehasher_->RecordWhenIdle("h");
+  // It keeps changing: not yet.
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(100ms);
+    ASSERT_EQ(write(fd, "d", 1), 1);
+  }
+  {
+    std::lock_guard lock(mu_);
+    EXPECT_TRUE(recorded_.empty());
+  }
+  close(fd);
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard lock(mu_);
+    return recorded_ == std::vector<std::string>{"h"};
+  }));
+}
+
+}  // namespace
+}  // namespace onebox
