@@ -106,10 +106,10 @@ ViewRecorder::~ViewRecorder() { Stop(); }
 
 void ViewRecorder::Stop() {
   if (!thread_.joinable()) return;
-  prehasher_->Stop();
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
   thread_.join();
+  prehasher_->Stop();  // after the loop's last record: it stores the chunks records wait for
   if (mounts_fd_ >= 0) close(mounts_fd_);
   close(inotify_fd_);
   close(wake_fd_);
