@@ -1,6 +1,7 @@
 #include "nodeagent/agent.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -135,6 +136,12 @@ int RunAgent(const AgentOptions& opt) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Content moves in 1 MiB buffers (chunks, gRPC messages). glibc would map
+  // each one afresh (mmap above its threshold) and unmap it when freed, so
+  // every chunk cost 256 page faults and zeroed pages: keep them in the heap,
+  // and keep a little freed heap for the next ones.
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
 
   if (Status s = ValidateNodeName(opt.name); !s.ok()) return Fail(s);
   Result<std::pair<std::string, int>> hostport = SplitHostPort(opt.listen);
