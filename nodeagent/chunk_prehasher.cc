@@ -20,6 +20,7 @@ namespace {
 constexpr int64_t kIdleNs = 500'000'000;        // RecordWhenIdle: unchanged this long
 constexpr int64_t kForgetNs = 60'000'000'000;   // no write heard of for this long: forget the file
 constexpr auto kTick = std::chrono::milliseconds(20);
+constexpr int64_t kTickNs = 20'000'000;
 constexpr size_t kChunksPerRound = 8;  // then the next file gets its turn
 
 int64_t NowNs() {
@@ -53,7 +54,9 @@ void ChunkPrehasher::Stop() {
 void ChunkPrehasher::Written(const std::string& path) {
   std::lock_guard lock(mu_);
   bool idle = growing_.empty();  // else the thread looks again within kTick anyway
-  growing_[path].last_event_ns = NowNs();
+  Growing& g = growing_[path];
+  g.last_event_ns = NowNs();
+  if (g.first_event_ns == 0) g.first_event_ns = g.last_event_ns;
   if (idle) cv_.notify_all();
 }
 
@@ -179,6 +182,8 @@ void ChunkPrehasher::Loop() {
       if (stop_ || !keep_.empty()) break;
       auto it = growing_.find(path);
       if (it == growing_.end() || path == taking_) continue;  // taken, or being taken
+      // Most files are closed within moments of their first write: not worth a look.
+      if (!it->second.record_when_idle && NowNs() - it->second.first_event_ns < kTickNs) continue;
       if (!it->second.record_when_idle && NowNs() - it->second.last_event_ns > kForgetNs) {
         growing_.erase(it);
         continue;

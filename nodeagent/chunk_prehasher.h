@@ -81,6 +81,7 @@ class ChunkPrehasher {
   struct Growing {
     ino_t ino = 0;
     std::vector<Ahead> ahead;
+    int64_t first_event_ns = 0;  // a file closed within kTick of its first write is never looked at
     int64_t last_event_ns = 0;
     bool record_when_idle = false;
     off_t seen_size = -1;  // for record_when_idle: what the last look found
