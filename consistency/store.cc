@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
@@ -124,6 +125,10 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
       // their keys, not the bytes again and again.
       o.enable_blob_files = true;
       o.min_blob_size = 4096;
+      // A bloom filter answers MayHaveChunk without reading a blob.
+      rocksdb::BlockBasedTableOptions chunk_table = table;
+      chunk_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+      o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(chunk_table));
       o.write_buffer_size = 16 << 20;  // chunks stay in the memtable until a flush: bounded
     }
     descriptors.emplace_back(kCfNames[i], o);
@@ -670,6 +675,13 @@ bool Store::HasChunk(std::string_view digest) {
   ro.verify_checksums = false;
   rocksdb::PinnableSlice bytes;
   return db_->Get(ro, cf(Cf::kChunks), digest, &bytes).ok();
+}
+
+bool Store::MayHaveChunk(std::string_view digest) {
+  rocksdb::ReadOptions ro;
+  ro.verify_checksums = false;
+  std::string ignored;
+  return db_->KeyMayExist(ro, cf(Cf::kChunks), digest, &ignored);
 }
 
 Result<std::string> Store::GetChunk(std::string_view digest) {

@@ -162,7 +162,9 @@ class Store {
   // check the bytes against the digest.
   Status PutChunk(std::string_view digest, std::string_view bytes);
   Result<std::string> GetChunk(std::string_view digest);
-  bool HasChunk(std::string_view digest);
+  bool HasChunk(std::string_view digest);  // reads the chunk (a blob) to tell
+  // False only when the chunk is surely not here (a bloom filter; no blob read).
+  bool MayHaveChunk(std::string_view digest);
   // Makes every chunk put so far durable (a no-op when none waits).
   Status FlushChunks();
   // For chunks a record will name before they are put (the recorder stores

@@ -49,7 +49,7 @@ v1::Peer::Stub* ContentTransfer::StubFor(const std::string& address) {
   return stub.get();
 }
 
-Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std::string& writer_id,
+Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std::string& writer_id, bool local_only,
                               const ChunkSink& sink) {
   std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
   // The writer holds the content for sure (unless it lost it): ask it first.
@@ -66,6 +66,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
       spdlog::error("chunk {} in the local store does not match its digest (damaged); fetching it again",
                     HexOf(digest));
     }
+    if (local_only) return Status::NotFound(fmt::format("chunk {} is not here", HexOf(digest).substr(0, 16)));
     std::string tried;
     for (const auto& [node_id, address] : peers) {
       {

@@ -42,9 +42,11 @@ class ContentTransfer {
   // digest; hands each to sink, a few at once on several threads, in no
   // particular order. Fails (Unavailable, naming a missing chunk) when no live
   // member holds one, or with the sink's first failure; bytes that do not
-  // match their digest never reach the sink.
+  // match their digest never reach the sink. local_only: asks no peer, and
+  // fails with NotFound when this node lacks a chunk.
   using ChunkSink = std::function<Status(size_t index, const std::string& bytes)>;
-  Status Fetch(const std::vector<std::string>& digests, const std::string& writer_id, const ChunkSink& sink);
+  Status Fetch(const std::vector<std::string>& digests, const std::string& writer_id, bool local_only,
+               const ChunkSink& sink);
   // (node id, address) of the other live members that should hold path's
   // content: replication factor - 1 of them.
   std::vector<std::pair<std::string, std::string>> Holders(const std::string& path);

@@ -389,7 +389,7 @@ Status ViewMaterializer::PlaceSymlinkAnnounced(const std::string& path, const v1
 }
 
 Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version,
-                                             bool fetch) {
+                                             bool fetch, bool as_stub) {
   // Already as the record says (a duplicate, or hydrated meanwhile)?
   if (int fd = OpenBeneath(root_fd_, path, O_PATH); fd >= 0) {
     struct stat st;
@@ -399,8 +399,10 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     close(fd);
     if (same && !stub) return inode.size();
   }
-  bool have_all = true;
-  for (const std::string& c : inode.chunks()) have_all = have_all && store_.HasChunk(c);
+  // Without reading the chunks: a rare false "maybe" is found out while the
+  // content is written, and a stub is placed after all.
+  bool have_all = !as_stub;
+  for (const std::string& c : inode.chunks()) have_all = have_all && store_.MayHaveChunk(c);
   std::string tmp = NewTempName();
   int fd = openat(staging_fd_, tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) return Status::IOError(fmt::format("create in staging: {}", strerror(errno)));
@@ -426,9 +428,10 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
       unlinkat(staging_fd_, tmp.c_str(), 0);
       return fetch ? Result<uint64_t>(Status::IOError("stub without xattr")) : PlaceFile(path, inode, version, true);
     }
-  } else if (Status s = WriteContent(fd, inode, version); !s.ok()) {
+  } else if (Status s = WriteContent(fd, inode, version, /*local_only=*/!fetch); !s.ok()) {
     close(fd);
     unlinkat(staging_fd_, tmp.c_str(), 0);
+    if (!fetch && s.code() == Code::kNotFound) return PlaceFile(path, inode, version, false, /*as_stub=*/true);
     return s;
   }
   FinishPlacement(fd, inode, path);
@@ -557,9 +560,9 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
   return inode.size();
 }
 
-Status ViewMaterializer::WriteContent(int fd, const v1::Inode& inode, const Version& version) {
+Status ViewMaterializer::WriteContent(int fd, const v1::Inode& inode, const Version& version, bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
-  Status s = content_.Fetch(chunks, NodeIdHex(version.node), [fd](size_t index, const std::string& bytes) {
+  Status s = content_.Fetch(chunks, NodeIdHex(version.node), local_only, [fd](size_t index, const std::string& bytes) {
     const off_t at = static_cast<off_t>(index * kChunkBytes);
     for (size_t off = 0; off < bytes.size();) {
       ssize_t n = pwrite(fd, bytes.data() + off, bytes.size() - off, at + static_cast<off_t>(off));

@@ -107,10 +107,14 @@ class ViewMaterializer {
   Status PlaceSymlinkAnnounced(const std::string& path, const v1::Inode& inode, const Version& version);
   // A whole file when every chunk is here (or fetch is set and they can be
   // fetched), else a stub.
-  Result<uint64_t> PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version, bool fetch);
+  // fetch: get missing content from peers (else a stub stands for it);
+  // as_stub: a stub even if the store seems to hold the content.
+  Result<uint64_t> PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version, bool fetch,
+                             bool as_stub = false);
   // The file's content into fd (a new staging file): each chunk from the
   // store, or straight from a peer that holds it, written at its offset.
-  Status WriteContent(int fd, const v1::Inode& inode, const Version& version);
+  // local_only: NotFound when a chunk is not in the local store.
+  Status WriteContent(int fd, const v1::Inode& inode, const Version& version, bool local_only = false);
   void Remove(const std::string& path);
   // Renames staging/tmp over path if the store still holds `version` there.
   Status Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version, bool stub);
