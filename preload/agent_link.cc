@@ -40,8 +40,10 @@ namespace {
 constexpr int kTimeoutMs = 100;  // the agent answers Hello at once, or is not there
 
 std::mutex mu;
-int link_fd = -1;  // Unix socket to the agent
-int view_fd = -1;  // O_PATH of the view root
+// The Unix socket to the agent and the O_PATH of the view root (-1: none),
+// kept on the hot paths' cache line: close() compares every fd with them.
+int& link_fd = hot_path.link_fd;
+int& view_fd = hot_path.view_fd;
 // What link_fd and view_fd must still be: a program may close them and reuse
 // the numbers, and then they are not ours to use or close.
 struct FdId {
@@ -321,7 +323,9 @@ __attribute__((constructor)) void Init() {
       static const char kMsg[] = "onebox: ONEBOX_ROOT must be an absolute path other than /; using /cluster\n";
       [[maybe_unused]] ssize_t w = write(2, kMsg, sizeof kMsg - 1);
     }
+    hot_path.SetRoot(cluster_root.root());
   }
+  ResolveHotReals();  // after the root: the hot paths take the glance only from here on
   if (const char* s = getenv("ONEBOX_SOCKET"); s != nullptr && *s != '\0' && strlen(s) < sizeof socket_path)
     memcpy(socket_path, s, strlen(s) + 1);
   owner_pid = getpid();

@@ -3,6 +3,7 @@
 // real chdir into the view (so children inherit it), and relative paths from
 // there are resolved as cluster paths, never by the kernel from the view's
 // real location.
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -22,6 +23,15 @@
 #include "preload/shim.h"
 
 namespace onebox::shim {
+
+constinit HotPath hot_path{"/cluster"};
+
+void ResolveHotReals() {
+  hot_path.openat.store(reinterpret_cast<decltype(&::openat)>(dlsym(RTLD_NEXT, "openat")), std::memory_order_relaxed);
+  hot_path.fstatat.store(reinterpret_cast<decltype(&::fstatat)>(dlsym(RTLD_NEXT, "fstatat")),
+                         std::memory_order_relaxed);
+  hot_path.close.store(reinterpret_cast<decltype(&::close)>(dlsym(RTLD_NEXT, "close")), std::memory_order_relaxed);
+}
 
 namespace {
 

@@ -20,16 +20,24 @@ extern "C" {
 // asked when an fd is one of the shim's, so close() stays cheap.
 static inline bool Ours(int fd) { return IsShimFd(fd) && InOwnerProcess(); }
 
-int close(int fd) {
-  if (__builtin_expect(Ours(fd), 0)) {
+// close() of one of the shim's descriptors, or before the constructor ran.
+__attribute__((noinline, cold)) static int CloseSlow(int fd) {
+  if (Ours(fd)) {
     ShimFdLost(fd);  // closes it
     return 0;
   }
-  // The fd's mark as a view fd (if any) stays: a number reused for a native
-  // file is recognized on first use (its real path is not in the view), and a
-  // vfork child, sharing the marks with its parent, must not clear them.
   ONEBOX_REAL(close);
   return real_close(fd);
+}
+
+// Any other fd: two compares and a jump to libc's close. The fd's mark as a
+// view fd (if any) stays: a number reused for a native file is recognized on
+// first use (its real path is not in the view), and a vfork child, sharing
+// the marks with its parent, must not clear them.
+int close(int fd) {
+  auto* real = hot_path.close.load(std::memory_order_relaxed);
+  if (__builtin_expect(!IsShimFd(fd) & (real != nullptr), 1)) return real(fd);
+  return CloseSlow(fd);
 }
 
 // Programs that close "every other descriptor" (daemons, Python's closerange).

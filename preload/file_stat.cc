@@ -61,15 +61,18 @@ bool WithoutSymlinks(const Target& t, Fn fn, int* r) {
 
 __attribute__((noinline)) int StatAtSlow(int dirfd, const char* path, struct stat* st, int flags);
 
-int StatAt(int dirfd, const char* path, struct stat* st, int flags) {
-  if (SurelyNative(dirfd, path)) {  // no path buffers on the stack for native paths
-    ONEBOX_REAL(fstatat);
-    return real_fstatat(dirfd, path, st, flags);
-  }
+// A native absolute path goes straight to libc (native_path.h).
+inline int StatAt(int dirfd, const char* path, struct stat* st, int flags) {
+  auto* real = hot_path.fstatat.load(std::memory_order_relaxed);
+  if (__builtin_expect(NativeAtAGlance(path) & (real != nullptr), 1)) return real(dirfd, path, st, flags);
   return StatAtSlow(dirfd, path, st, flags);
 }
 
 int StatAtSlow(int dirfd, const char* path, struct stat* st, int flags) {
+  if (SurelyNative(dirfd, path)) {
+    ONEBOX_REAL(fstatat);
+    return real_fstatat(dirfd, path, st, flags);
+  }
   char buf[kMaxPathBytes];
   Target t = Resolve(dirfd, path, buf, sizeof buf);
   if (!t.cluster) {

@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "preload/native_path.h"
+
 namespace onebox {
 struct StatePage;
 }
@@ -57,11 +59,8 @@ struct Target {
   bool IsRoot() const;
 };
 
-// True when (dirfd, path) certainly does not concern the cluster: an absolute
-// path outside the root (and nothing like "/." or "//" in it), or a relative
-// one from a native cwd or dirfd. Cheap and allocation-free: the interposed
-// hot paths (open, stat) call it before anything else.
-bool SurelyNative(int dirfd, const char* path);
+// NativeAtAGlance(path), the inlined first look of the hot entry points, and
+// SurelyNative(dirfd, path), the exact check: preload/native_path.h.
 
 // Classifies (dirfd, path) as a *at call would use it. buf holds rel.
 Target Resolve(int dirfd, const char* path, char* buf, size_t cap);
