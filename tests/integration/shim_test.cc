@@ -313,6 +313,35 @@ TEST_F(ShimTest, TheViewsRealLocationNeverShows) {
   EXPECT_EQ(up.out, "/\nbin\netc\nok\n") << up.err;
 }
 
+// open, stat and lstat decide "native" on an inlined glance at the path
+// (preload/native_path.h): a path that reaches the cluster only once "..",
+// "." or "//" are taken out must still reach it, wherever they are in it.
+TEST_F(ShimTest, PathsThatNormalizeIntoTheClusterReachItWhereverTheDotsAre) {
+  RunResult r = RunCommand({"python3", "-c", R"PY(
+import os
+os.makedirs("/cluster/nz", exist_ok=True)
+with open("/cluster/nz/f", "w") as f:
+    f.write("in the cluster\n")
+wrong = []
+for k in range(0, 50):
+    pad = "x" * k
+    for p in ["/" + pad + "/../cluster/nz/f", "/" + pad + "/./../cluster/nz/f", "/" + pad + "//../cluster/nz/f",
+              "/." * (k % 5 + 1) + "/cluster/nz/f", "/" * (k % 5 + 2) + "cluster/nz/f",
+              "/cluster/x" + pad + "/../nz/f"]:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+            got = os.read(fd, 100)
+            os.close(fd)
+            if got != b"in the cluster\n" or os.stat(p).st_size != 15 or os.lstat(p).st_size != 15:
+                wrong.append(p)
+        except OSError as e:
+            wrong.append(p + ": " + e.strerror)
+print(len(wrong), wrong[:3])
+)PY"},
+                           Env());
+  EXPECT_EQ(r.out, "0 []\n") << r.err;
+}
+
 TEST_F(ShimTest, NothingLeadsOutOfTheView) {
   RunResult r = Sh(
       "ln -s ../../../../../../etc/hostname /cluster/up; ln -s /etc/hostname /cluster/abs; "
