@@ -76,7 +76,7 @@ int HighFd(int fd) {
   int floor = 100;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 1024) floor = 900;
   else if (rl.rlim_cur > 200) floor = static_cast<int>(rl.rlim_cur) - 100;
-  int high = fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  int high = static_cast<int>(RealSyscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor));  // not our fcntl: no O_SYNC state
   if (high < 0) return fd;
   RealClose(fd);
   return high;

@@ -31,16 +31,36 @@ void ResolveHotReals() {
   hot_path.fstatat.store(reinterpret_cast<decltype(&::fstatat)>(dlsym(RTLD_NEXT, "fstatat")),
                          std::memory_order_relaxed);
   hot_path.close.store(reinterpret_cast<decltype(&::close)>(dlsym(RTLD_NEXT, "close")), std::memory_order_relaxed);
+  hot_path.fcntl.store(reinterpret_cast<decltype(&::fcntl)>(dlsym(RTLD_NEXT, "fcntl")), std::memory_order_relaxed);
+  hot_path.fcntl64.store(reinterpret_cast<decltype(&::fcntl64)>(dlsym(RTLD_NEXT, "fcntl64")),
+                         std::memory_order_relaxed);
 }
 
 namespace {
 
-// One bit per descriptor the shim opened in the view (up to 65536), and one
-// per such descriptor opened O_SYNC or O_DSYNC (every write is a durability
-// point: file_write.cc).
+// One bit per descriptor the shim opened in the view (up to 65536).
 constexpr int kTrackedFds = 1 << 16;
 std::atomic<uint64_t> view_fds[kTrackedFds / 64];
+// A descriptor's O_SYNC state, for the write family (file_write.cc), in two
+// bits: sync, opened O_SYNC or O_DSYNC in the view (or a copy of such an fd:
+// every write is a durability point); quiet, known not to be (a write pays
+// one bit test); neither, not known yet: a number the shim has not seen
+// opened or copied since this program started (an fd inherited across exec,
+// or one opened natively), whose first write asks the kernel for its flags.
+// A number keeps its state over a close: the only ways to a sync fd the shim
+// does not see made are inheritance (at start, before any state) and those
+// it does not cover (SCM_RIGHTS, raw system calls).
 std::atomic<uint64_t> sync_fds[kTrackedFds / 64];
+std::atomic<uint64_t> quiet_fds[kTrackedFds / 64];
+
+bool Bit(const std::atomic<uint64_t>* bits, int fd) {
+  return (bits[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
+}
+void SetBit(std::atomic<uint64_t>* bits, int fd, bool on) {
+  uint64_t bit = uint64_t{1} << (fd % 64);
+  if (on) bits[fd / 64].fetch_or(bit, std::memory_order_relaxed);
+  else bits[fd / 64].fetch_and(~bit, std::memory_order_relaxed);
+}
 
 bool IsTracked(int fd) {
   return fd >= 0 && fd < kTrackedFds && (view_fds[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
@@ -89,25 +109,29 @@ Target FromAbsolute(const char* norm, size_t n, char* buf, size_t cap) {
 
 int TrackViewFd(int fd, int flags) {
   if (fd < 0 || fd >= kTrackedFds) return fd;
-  uint64_t bit = uint64_t{1} << (fd % 64);
-  view_fds[fd / 64].fetch_or(bit, std::memory_order_relaxed);
-  // A vfork child's fd N is not its parent's; InOwnerProcess (a getpid) only
-  // when a mark changes.
-  if (flags & O_DSYNC) {  // O_SYNC includes it
-    if (InOwnerProcess()) sync_fds[fd / 64].fetch_or(bit, std::memory_order_relaxed);
-  } else {
-    ForgetSyncMark(fd);
-  }
+  view_fds[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_relaxed);
+  SetSyncState(fd, (flags & O_DSYNC) ? SyncState::kSync : SyncState::kQuiet);  // O_SYNC includes O_DSYNC
   return fd;
 }
 
-bool IsSyncMarked(int fd) {
-  return fd >= 0 && fd < kTrackedFds && (sync_fds[fd / 64].load(std::memory_order_relaxed) >> (fd % 64)) & 1;
+SyncState SyncStateOf(int fd) {
+  if (fd < 0 || fd >= kTrackedFds) return SyncState::kQuiet;  // not tracked: never published on write
+  return Bit(sync_fds, fd) ? SyncState::kSync : Bit(quiet_fds, fd) ? SyncState::kQuiet : SyncState::kUnknown;
 }
 
-void ForgetSyncMark(int fd) {
-  if (IsSyncMarked(fd) && InOwnerProcess()) sync_fds[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_relaxed);
+bool WriteIsQuiet(int fd) { return fd < 0 || fd >= kTrackedFds || Bit(quiet_fds, fd); }
+
+void SetSyncState(int fd, SyncState state) {
+  // A vfork child's fd N is not its parent's: InOwnerProcess (a getpid) only
+  // when the state changes.
+  if (fd < 0 || fd >= kTrackedFds || SyncStateOf(fd) == state || !InOwnerProcess()) return;
+  SetBit(sync_fds, fd, state == SyncState::kSync);
+  SetBit(quiet_fds, fd, state == SyncState::kQuiet);
 }
+
+void ForgetSyncMark(int fd) { SetSyncState(fd, SyncState::kQuiet); }
+
+void CopySyncState(int from, int to) { SetSyncState(to, SyncStateOf(from)); }
 
 void ForgetFd(int fd) {  // on every close: a plain load unless the fd is tracked
   if (IsTracked(fd) && InOwnerProcess()) {  // a vfork child's closes are not the parent's

@@ -1,7 +1,9 @@
-// Interposed: close, dup2, dup3. The shim keeps two descriptors of its own (the
-// agent socket and the view root, at high numbers, close-on-exec). A program
-// that closes every descriptor, or dups over one of ours, takes it from us:
-// we let go of it and reconnect on the next cluster call.
+// Interposed: close, close_range, closefrom, dup, dup2, dup3, fcntl and
+// fcntl64. The shim keeps two descriptors of its own (the agent socket and
+// the view root, at high numbers, close-on-exec). A program that closes every
+// descriptor, or dups over one of ours, takes it from us: we let go of it and
+// reconnect on the next cluster call. A copy of a descriptor takes over its
+// O_SYNC state (file_write.cc).
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <unistd.h>
@@ -61,11 +63,25 @@ void closefrom(int lowfd) {
   real_closefrom(lowfd);
 }
 
+// The copies below share the open file, and with it O_SYNC: they take over
+// oldfd's O_SYNC state (file_write.cc; no system call unless it changes).
+// Their mark as view fds does not follow: a tracked oldfd's copy resolves
+// natively as a dirfd (documented).
+int dup(int oldfd) {
+  ONEBOX_REAL(dup);
+  int fd = real_dup(oldfd);
+  if (fd >= 0) CopySyncState(oldfd, fd);
+  return fd;
+}
+
 int dup2(int oldfd, int newfd) {
   if (oldfd != newfd && Ours(newfd)) ShimFdLost(newfd);
   ONEBOX_REAL(dup2);
   int r = real_dup2(oldfd, newfd);
-  if (r >= 0 && oldfd != newfd) ForgetFd(newfd);  // a tracked oldfd's copy resolves natively (documented)
+  if (r >= 0 && oldfd != newfd) {
+    ForgetFd(newfd);
+    CopySyncState(oldfd, newfd);
+  }
   return r;
 }
 
@@ -73,8 +89,39 @@ int dup3(int oldfd, int newfd, int flags) {
   if (oldfd != newfd && Ours(newfd)) ShimFdLost(newfd);
   ONEBOX_REAL(dup3);
   int r = real_dup3(oldfd, newfd, flags);
-  if (r >= 0) ForgetFd(newfd);
+  if (r >= 0) {
+    ForgetFd(newfd);
+    CopySyncState(oldfd, newfd);
+  }
   return r;
+}
+
+// fcntl and fcntl64 (what programs built with _FILE_OFFSET_BITS=64 call):
+// F_DUPFD and F_DUPFD_CLOEXEC copy as dup does; any other command goes
+// straight to libc. The optional argument is a named parameter, as for open
+// (file_open.cc: the x86-64 calling convention passes it in the same
+// register; libc reads it as a pointer-sized word, and so is it passed on).
+__attribute__((noinline)) static int FcntlSlow(int fd, int cmd, void* arg, bool is64) {
+  ONEBOX_REAL(fcntl);
+  ONEBOX_REAL(fcntl64);
+  int r = is64 ? real_fcntl64(fd, cmd, arg) : real_fcntl(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) CopySyncState(fd, r);
+  return r;
+}
+
+int OneboxFcntl(int fd, int cmd, void* arg) __asm__("fcntl");
+int OneboxFcntl64(int fd, int cmd, void* arg) __asm__("fcntl64");
+
+int OneboxFcntl(int fd, int cmd, void* arg) {
+  auto* real = hot_path.fcntl.load(std::memory_order_relaxed);
+  if (__builtin_expect((cmd != F_DUPFD) & (cmd != F_DUPFD_CLOEXEC) & (real != nullptr), 1)) return real(fd, cmd, arg);
+  return FcntlSlow(fd, cmd, arg, false);
+}
+
+int OneboxFcntl64(int fd, int cmd, void* arg) {
+  auto* real = hot_path.fcntl64.load(std::memory_order_relaxed);
+  if (__builtin_expect((cmd != F_DUPFD) & (cmd != F_DUPFD_CLOEXEC) & (real != nullptr), 1)) return real(fd, cmd, arg);
+  return FcntlSlow(fd, cmd, arg, true);
 }
 
 #pragma GCC visibility pop

@@ -44,5 +44,5 @@
   X(file_write, writev) X(file_write, pwritev) X(file_write, pwritev64)                 \
   X(file_write, pwritev2) X(file_write, pwritev64v2)                                    \
   X(raw_syscall, syscall)                                                               \
-  X(fd_guard, close) X(fd_guard, dup2) X(fd_guard, dup3) X(fd_guard, close_range)        \
-  X(fd_guard, closefrom)
+  X(fd_guard, close) X(fd_guard, dup) X(fd_guard, dup2) X(fd_guard, dup3)               \
+  X(fd_guard, fcntl) X(fd_guard, fcntl64) X(fd_guard, close_range) X(fd_guard, closefrom)

@@ -28,8 +28,8 @@ struct stat;
 namespace onebox::shim {
 
 // What the hot paths read, on one cache line: the root's first bytes, the
-// libc functions they jump to, and the shim's own two descriptors (which
-// close() must not hand to libc).
+// libc functions they jump to (fcntl's too), and the shim's own two
+// descriptors (which close() must not hand to libc).
 struct alignas(64) HotPath {
   // The root's first 8 bytes as a little-endian word (zero-padded), and a
   // mask of the bytes that count. A root longer than 8 bytes is compared on
@@ -41,6 +41,8 @@ struct alignas(64) HotPath {
   std::atomic<int (*)(int, const char*, int, ...)> openat{nullptr};
   std::atomic<int (*)(int, const char*, struct stat*, int)> fstatat{nullptr};
   std::atomic<int (*)(int)> close{nullptr};
+  std::atomic<int (*)(int, int, ...)> fcntl{nullptr};
+  std::atomic<int (*)(int, int, ...)> fcntl64{nullptr};
   int link_fd = -1;  // the Unix socket to the agent (agent_link.cc)
   int view_fd = -1;  // the O_PATH of the view root (agent_link.cc)
 
@@ -52,8 +54,9 @@ struct alignas(64) HotPath {
     root_mask = n == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * n)) - 1;
   }
 };
+static_assert(sizeof(HotPath) == 64, "the hot paths read one cache line");
 extern HotPath hot_path;
-void ResolveHotReals();  // fills openat, fstatat and close (the shim's constructor)
+void ResolveHotReals();  // fills the functions (the shim's constructor)
 
 // True when path is absolute, certainly outside the cluster root, and has no
 // "/." or "//" in it (so it cannot normalize into the root either); false

@@ -124,10 +124,21 @@ std::string_view ViewRoot();
 // before it returns (file_write.cc).
 int TrackViewFd(int fd, int flags = 0);
 void ForgetFd(int fd);
-// Whether fd was opened in the view with O_SYNC or O_DSYNC (a mark that may
-// outlive a close: check the fd's flags before trusting it).
-bool IsSyncMarked(int fd);
-void ForgetSyncMark(int fd);
+// A descriptor's O_SYNC state for the write family (file_write.cc): sync, a
+// file opened in the view with O_SYNC or O_DSYNC or a copy of such an fd (a
+// mark that may outlive a close: check the fd's flags before trusting it);
+// quiet, known not to be one; unknown, not seen opened or copied by the shim
+// (inherited across exec, opened natively): its first write looks.
+enum class SyncState { kUnknown, kQuiet, kSync };
+SyncState SyncStateOf(int fd);
+// True when a write on fd needs no look after it (quiet, or beyond the
+// tracked numbers): the write family's one bit test.
+bool WriteIsQuiet(int fd);
+// Changes fd's state (not from a vfork child; a getpid only when it changes).
+void SetSyncState(int fd, SyncState state);
+void ForgetSyncMark(int fd);  // SetSyncState(fd, kQuiet)
+// After a dup of from to to: the copy shares the open file and its O_SYNC.
+void CopySyncState(int from, int to);
 // After a successful kernel sync or O_SYNC write: if fd is a file in the
 // view, the agent records it with a synced write and replicates it to its
 // write quorum before this returns. 0, or -1 with errno (EIO, ENOTCONN).

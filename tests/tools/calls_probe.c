@@ -416,7 +416,15 @@ int main(int argc, char** argv) {
   CALL("pwritev64", pwritev64(wfd, wv, 2, 14));
   CALL("pwritev2", pwritev2(wfd, wv, 2, 18, 0));
   CALL("pwritev64v2", pwritev64v2(wfd, wv, 2, 22, 0));
+  int wdup = dup(wfd);  // a copy of an O_SYNC fd writes durably too
+  CALL("write on a dup", write(wdup, "ef", 2));
+  close(wdup);
   close(wfd);
+  wfd = open(P("d/dsync"), O_WRONLY | O_CREAT, 0644);
+  CALL("pwritev2 RWF_DSYNC", pwritev2(wfd, wv, 2, 0, RWF_DSYNC));
+  CALL("pwritev64v2 RWF_SYNC", pwritev64v2(wfd, wv, 2, 4, RWF_SYNC));
+  close(wfd);
+  St("stat RWF_DSYNC file", stat(P("d/dsync"), &st), &st);
   CALL("write bad fd", write(-1, "x", 1));
   St("stat O_SYNC file", stat(P("d/sync"), &st), &st);
 
@@ -470,6 +478,16 @@ int main(int argc, char** argv) {
 
   // fd_guard: the program's own descriptors behave as ever
   int a = open(P("d/f"), O_RDONLY);
+  int dupped = dup(a);
+  CALL("dup", dupped > a ? 0 : -1);
+  close(dupped);
+  CALL("fcntl", fcntl(a, F_DUPFD, 210) == 210 ? 0 : -1);
+  CALL("fcntl64", fcntl64(a, F_DUPFD_CLOEXEC, 211) == 211 ? 0 : -1);
+  CALL("fcntl F_GETFD", fcntl(211, F_GETFD));
+  CALL("fcntl64 F_GETFL", fcntl64(a, F_GETFL) & O_ACCMODE);
+  close(210);
+  close(211);
+  CALL("fcntl bad fd", fcntl(-1, F_DUPFD, 0));
   CALL("dup2", dup2(a, 200) == 200 ? 0 : -1);
   CALL("dup3", dup3(a, 201, O_CLOEXEC) == 201 ? 0 : -1);
   CALL("close", close(200) | close(201) | close(a));
