@@ -450,6 +450,134 @@ TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
   EXPECT_EQ(osync_on_a("x", [] {}), "Input/output error\n");
 }
 
+// O_SYNC belongs to the open file, not to the descriptor the shim saw opened:
+// a copy made with dup, dup2, dup3, fcntl(F_DUPFD), fcntl64 or
+// fcntl(F_DUPFD_CLOEXEC) (Python's os.dup), and a descriptor inherited across
+// exec, write durably too; so does pwritev2 with RWF_DSYNC or RWF_SYNC on an
+// ordinary cluster descriptor. Each such write returns once the write quorum
+// holds its version (files kept open: no close tells the agent anything), or
+// fails with EIO when there is no quorum. Each copy lands on a number that
+// was in use before, for a native file written through it.
+TEST_F(ClusterTest, CopiesAndHeirsOfOSyncDescriptorsAndRwfSyncWritesAreDurabilityPointsToo) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string writes_py = R"PY(
+import ctypes, fcntl, os, subprocess, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+tag, marker = sys.argv[1], sys.argv[2]
+keep = []
+def opened(name, flags):
+    fd = os.open("/cluster/%s-%s" % (tag, name), os.O_WRONLY | os.O_CREAT | flags, 0o644)
+    keep.append(fd)
+    return fd
+def copy(name, fd):
+    if fd < 0:
+        sys.exit("%s: %s" % (name, os.strerror(ctypes.get_errno())))
+    keep.append(fd)
+    return fd
+def write(name, fn):
+    try:
+        fn()
+        print(name, "written", flush=True)
+    except OSError as e:
+        print(name, e.strerror, flush=True)
+def used(*numbers):
+    # Writes to a native file through each number (the two lowest free ones
+    # if none are given), then closes them.
+    fds = []
+    for n in numbers or (None, None):
+        fd = os.open("/dev/null", os.O_WRONLY)
+        if n is not None:
+            os.dup2(fd, n)
+            os.close(fd)
+            fd = n
+        fds.append(fd)
+    for fd in fds:
+        os.write(fd, b"x")
+        os.close(fd)
+used()  # the two lowest free numbers: the O_SYNC file takes the first, its copy the second
+fd = copy("dup", libc.dup(opened("dup", os.O_SYNC)))
+write("dup", lambda: os.write(fd, b"x" * 1))
+used(50)
+fd2 = copy("dup2", libc.dup2(opened("dup2", os.O_SYNC), 50))
+write("dup2", lambda: os.write(fd2, b"x" * 2))
+used(51)
+fd3 = copy("dup3", libc.dup3(opened("dup3", os.O_DSYNC), 51, os.O_CLOEXEC))
+write("dup3", lambda: os.write(fd3, b"x" * 3))
+used(60)
+fd4 = copy("fcntl", libc.fcntl(opened("fcntl", os.O_SYNC), fcntl.F_DUPFD, 60))
+write("fcntl", lambda: os.write(fd4, b"x" * 4))
+used(70)
+fd5 = copy("fcntl64", libc.fcntl64(opened("fcntl64", os.O_SYNC), fcntl.F_DUPFD, 70))
+write("fcntl64", lambda: os.write(fd5, b"x" * 5))
+used()
+fd6 = copy("os.dup", os.dup(opened("os.dup", os.O_SYNC)))
+write("os.dup", lambda: os.write(fd6, b"x" * 6))
+heir = opened("exec", os.O_SYNC)
+child = "import os, sys\ntry:\n    os.write(int(sys.argv[1]), b'x' * 7)\n    print('exec written')\nexcept OSError as e:\n    print('exec', e.strerror)\n"
+print(subprocess.run([sys.executable, "-c", child, str(heir)], pass_fds=(heir,), stdout=subprocess.PIPE,
+                     text=True).stdout, end="", flush=True)
+fd8 = opened("rwf_dsync", 0)
+write("rwf_dsync", lambda: os.pwritev(fd8, [b"x" * 8], 0, os.RWF_DSYNC))
+fd9 = opened("rwf_sync", 0)
+write("rwf_sync", lambda: os.pwritev(fd9, [b"x" * 9], 0, os.RWF_SYNC))
+open(marker, "w").close()
+while os.path.exists(marker):
+    time.sleep(0.01)
+)PY";
+  const std::vector<std::string> names = {"dup",    "dup2", "dup3",      "fcntl",   "fcntl64",
+                                          "os.dup", "exec", "rwf_dsync", "rwf_sync"};
+  // Runs writes_py on a; while its files are still open, calls while_open.
+  auto writes_on_a = [&](const std::string& tag, const std::function<void()>& while_open) {
+    std::string marker = dir_ / "writes-returned";
+    RunResult r;
+    std::thread writer([&] {
+      r = RunCommand({"/usr/bin/python3", "-c", writes_py, tag, marker},
+                     {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+    });
+    for (auto deadline = std::chrono::steady_clock::now() + seconds(60);
+         !std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline;)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    while_open();
+    std::filesystem::remove(marker);
+    writer.join();
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  auto size_of = [](AgentProcess& agent, const std::string& path) {
+    v1::StatRequest q;
+    q.set_path(path);
+    v1::StatResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
+    return r.found() ? static_cast<int64_t>(r.inode().size()) : -1;
+  };
+  // The files exist, empty, on c first: a write that is not published leaves
+  // them so (the agent records a file at its creation and at its last close).
+  std::string touch = "touch", empty;
+  for (const std::string& name : names) {
+    touch += " /cluster/q-" + name;
+    empty += "0\n";
+  }
+  ASSERT_EQ(Shell(*a, touch).exit_code, 0);
+  ASSERT_TRUE(Eventually(*c, "stat -c %s" + touch.substr(5), empty));
+  // b is down: a and c make the write quorum; c holds each version the moment its write returns.
+  EXPECT_EQ(b->Stop(SIGKILL), -SIGKILL);
+  std::string all_written;
+  for (const std::string& name : names) all_written += name + " written\n";
+  EXPECT_EQ(writes_on_a("q", [&] {
+              for (size_t i = 0; i < names.size(); ++i)
+                EXPECT_EQ(size_of(*c, "/cluster/q-" + names[i]), static_cast<int64_t>(i + 1))
+                    << names[i] << ": the write returned before c held the version";
+            }),
+            all_written);
+  // c is down too: no quorum, and every one of these writes says so.
+  EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
+  std::string all_failed;
+  for (const std::string& name : names) all_failed += name + " Input/output error\n";
+  EXPECT_EQ(writes_on_a("n", [] {}), all_failed);
+}
+
 TEST_F(ClusterTest, StubsMovedTouchedChmodedOrOverwrittenKeepTheRightContentEverywhere) {
   extra_args_ = {"--replication-factor", "1"};  // content on the writer only: b and c hold stubs
   StartThree();
