@@ -203,7 +203,7 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   double publish_s = Ms(Clock::now() - t0) / 1000;
   // Hydration on whichever of B and C has a stub (the other holds a copy).
-  auto* stub_node = b.get();
+  onebox::testing::AgentProcess* stub_node = nullptr;
   for (auto* n : {b.get(), c.get()}) {
     std::string f = dir / (n == b.get() ? "b-data" : "c-data") + "/view/cluster/big.bin";
     struct stat st;  // the entry of the whole file (an earlier record may have been of a part)
@@ -211,6 +211,11 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (getxattr(f.c_str(), "user.onebox.stub", nullptr, 0) >= 0) stub_node = n;
   }
+  if (stub_node == nullptr) {
+    fprintf(stderr, "P9: neither B nor C holds a stub of the file: nothing to hydrate\n");
+    return 1;
+  }
+  std::string stub_file = dir / (stub_node == b.get() ? "b-data" : "c-data") + "/view/cluster/big.bin";
   std::string native_copy = dir / "native-copy.bin";
   t0 = Clock::now();
   if (system(fmt::format("cp {} {}", native, native_copy).c_str()) != 0) return 1;
@@ -226,6 +231,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   double hydrate_s = Ms(Clock::now() - t0) / 1000;
+  // Hydrated for real: no longer a stub, and the same bytes as the writer's.
+  if (getxattr(stub_file.c_str(), "user.onebox.stub", nullptr, 0) >= 0 ||
+      system(fmt::format("cmp -s {} {}", view_a + "/big.bin", stub_file).c_str()) != 0) {
+    fprintf(stderr, "P9: the hydrated file is not the writer's\n");
+    return 1;
+  }
   double gb = static_cast<double>(bytes) / 1e9;
   printf("\n%-58s %10s %10s %8s   %s\n", fmt::format("benchmark ({:.2f} GiB file)", gib).c_str(), "native GB/s",
          "onebox GB/s", "ratio", "goal");
