@@ -49,17 +49,39 @@ v1::Peer::Stub* ContentTransfer::StubFor(const std::string& address) {
   return stub.get();
 }
 
-Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std::string& writer_id, bool local_only,
-                              const ChunkSink& sink) {
+std::vector<std::string> ContentTransfer::HoldersOf(const std::string& path, const std::string& writer_id) {
+  // As the writer chose them (Holders, on the writer): the top of the other
+  // members by rendezvous weight, this node included.
+  std::vector<std::string> others;
+  for (const auto& [id, address] : members_.AliveOthers())
+    if (id != writer_id) others.push_back(id);
+  if (self_ != writer_id) others.push_back(self_);
+  std::sort(others.begin(), others.end(),
+            [&](const std::string& a, const std::string& b) { return RendezvousWeight(path, a) > RendezvousWeight(path, b); });
+  size_t want = replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0;
+  if (others.size() > want) others.resize(want);
+  others.insert(others.begin(), writer_id);
+  return others;
+}
+
+Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std::vector<std::string>& holders,
+                              bool local_only, const ChunkSink& sink) {
   std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
-  // The writer holds the content for sure (unless it lost it): ask it first.
-  std::stable_partition(peers.begin(), peers.end(), [&](const auto& p) { return p.first == writer_id; });
+  // The holders first, in their order (the writer first: it holds the
+  // content for sure, unless it lost it); each fetch thread starts with
+  // another of them, so that they share the work.
+  auto rank = [&](const std::string& id) {
+    return static_cast<size_t>(std::find(holders.begin(), holders.end(), id) - holders.begin());
+  };
+  std::stable_sort(peers.begin(), peers.end(), [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
+  const size_t live_holders = static_cast<size_t>(
+      std::count_if(peers.begin(), peers.end(), [&](const auto& p) { return rank(p.first) < holders.size(); }));
   // A few chunks in flight at once (each 1 MiB in memory at most), taken in order.
   std::mutex mu;
   size_t next = 0;
   Status result;
   std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
-  auto fetch_one = [&](size_t index) -> Status {
+  auto fetch_one = [&](size_t index, const std::vector<std::pair<std::string, std::string>>& order) -> Status {
     const std::string& digest = digests[index];
     if (Result<std::string> here = LocalChunk(digest); here.ok()) {
       if (Sha256(*here) == digest) return sink(index, *here);
@@ -68,7 +90,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
     }
     if (local_only) return Status::NotFound(fmt::format("chunk {} is not here", HexOf(digest).substr(0, 16)));
     std::string tried;
-    for (const auto& [node_id, address] : peers) {
+    for (const auto& [node_id, address] : order) {
       {
         std::lock_guard lock(mu);
         if (failed.count(node_id)) continue;
@@ -95,7 +117,11 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
     return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", HexOf(digest).substr(0, 16),
                                            tried.empty() ? "no live node" : tried));
   };
-  auto worker = [&] {
+  auto worker = [&](size_t number) {
+    std::vector<std::pair<std::string, std::string>> order = peers;
+    if (live_holders > 1)
+      std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(number % live_holders),
+                  order.begin() + static_cast<std::ptrdiff_t>(live_holders));
     for (;;) {
       size_t index;
       {
@@ -103,7 +129,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
         if (next == digests.size() || !result.ok()) return;
         index = next++;
       }
-      Status s = fetch_one(index);
+      Status s = fetch_one(index, order);
       if (!s.ok()) {
         std::lock_guard lock(mu);
         if (result.ok()) result = s;
@@ -111,8 +137,8 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
     }
   };
   std::vector<std::thread> workers;
-  for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, digests.size()); ++i) workers.emplace_back(worker);
-  worker();
+  for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, digests.size()); ++i) workers.emplace_back(worker, i);
+  worker(0);
   for (auto& t : workers) t.join();
   return result;
 }

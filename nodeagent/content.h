@@ -38,15 +38,20 @@ class ContentTransfer {
   ContentTransfer(Store& store, Membership& members, std::string self_id, int replication_factor);
 
   // Gets every chunk of digests (by index, duplicates too): from this node's
-  // store, else from a live member (the writer first), checked against its
+  // store, else from a live member (the holders first), checked against its
   // digest; hands each to sink, a few at once on several threads, in no
   // particular order. Fails (Unavailable, naming a missing chunk) when no live
   // member holds one, or with the sink's first failure; bytes that do not
   // match their digest never reach the sink. local_only: asks no peer, and
   // fails with NotFound when this node lacks a chunk.
   using ChunkSink = std::function<Status(size_t index, const std::string& bytes)>;
-  Status Fetch(const std::vector<std::string>& digests, const std::string& writer_id, bool local_only,
+  // holders: the nodes to ask first, in order (HoldersOf), then every other
+  // live member.
+  Status Fetch(const std::vector<std::string>& digests, const std::vector<std::string>& holders, bool local_only,
                const ChunkSink& sink);
+  // The nodes that should hold path's content as its writer chose them: the
+  // writer, then the replication factor - 1 others.
+  std::vector<std::string> HoldersOf(const std::string& path, const std::string& writer_id);
   // (node id, address) of the other live members that should hold path's
   // content: replication factor - 1 of them.
   std::vector<std::pair<std::string, std::string>> Holders(const std::string& path);

@@ -428,7 +428,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
       unlinkat(staging_fd_, tmp.c_str(), 0);
       return fetch ? Result<uint64_t>(Status::IOError("stub without xattr")) : PlaceFile(path, inode, version, true);
     }
-  } else if (Status s = WriteContent(fd, inode, version, /*local_only=*/!fetch); !s.ok()) {
+  } else if (Status s = WriteContent(fd, path, inode, version, /*local_only=*/!fetch); !s.ok()) {
     close(fd);
     unlinkat(staging_fd_, tmp.c_str(), 0);
     if (!fetch && s.code() == Code::kNotFound) return PlaceFile(path, inode, version, false, /*as_stub=*/true);
@@ -543,7 +543,7 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
   std::string tmp = NewTempName();
   fd = openat(staging_fd_, tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) return Status::IOError(fmt::format("create in staging: {}", strerror(errno)));
-  if (Status s = WriteContent(fd, inode, rec->version); !s.ok()) {
+  if (Status s = WriteContent(fd, path, inode, rec->version); !s.ok()) {
     close(fd);
     unlinkat(staging_fd_, tmp.c_str(), 0);
     spdlog::warn("cannot hydrate /{}: {}", path, s.message());
@@ -560,9 +560,11 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
   return inode.size();
 }
 
-Status ViewMaterializer::WriteContent(int fd, const v1::Inode& inode, const Version& version, bool local_only) {
+Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1::Inode& inode, const Version& version,
+                                     bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
-  Status s = content_.Fetch(chunks, NodeIdHex(version.node), local_only, [fd](size_t index, const std::string& bytes) {
+  std::vector<std::string> holders = content_.HoldersOf(path, NodeIdHex(version.node));
+  Status s = content_.Fetch(chunks, holders, local_only, [fd](size_t index, const std::string& bytes) {
     const off_t at = static_cast<off_t>(index * kChunkBytes);
     for (size_t off = 0; off < bytes.size();) {
       ssize_t n = pwrite(fd, bytes.data() + off, bytes.size() - off, at + static_cast<off_t>(off));

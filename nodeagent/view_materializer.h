@@ -114,7 +114,8 @@ class ViewMaterializer {
   // The file's content into fd (a new staging file): each chunk from the
   // store, or straight from a peer that holds it, written at its offset.
   // local_only: NotFound when a chunk is not in the local store.
-  Status WriteContent(int fd, const v1::Inode& inode, const Version& version, bool local_only = false);
+  Status WriteContent(int fd, const std::string& path, const v1::Inode& inode, const Version& version,
+                      bool local_only = false);
   void Remove(const std::string& path);
   // Renames staging/tmp over path if the store still holds `version` there.
   Status Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version, bool stub);
