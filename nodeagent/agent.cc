@@ -210,7 +210,7 @@ int RunAgent(const AgentOptions& opt) {
   Claims claims(**store, members, content, NodeIdHex(identity->node_id));
   PeerService peer(members, *replicator, content, anti_entropy, claims);
   members.set_alive_observer([page = &(*state_page)->page()](size_t alive) { page->peers_alive.store(alive); });
-  auto store_service = std::make_unique<StoreService>(**store);
+  auto store_service = std::make_unique<StoreService>(**store, *replicator, members);
   auto namespace_service =
       std::make_unique<NamespaceService>(**store, [&materializer](const std::string& key) { materializer.Enqueue(key); });
 

@@ -266,12 +266,13 @@ int CmdRestore(const ClientOptions& o, const std::string& path, const std::strin
   return kExitOk;
 }
 
-int CmdKvGet(const ClientOptions& o, const std::string& key) {
+int CmdKvGet(const ClientOptions& o, const std::string& key, const std::string& level) {
   if (!CheckKeyText("key", key)) return kExitError;
   Client c(o);
   if (!c.Connect()) return kExitError;
   v1::GetRequest q;
   q.set_key(key);
+  q.set_level(level == "quorum" ? v1::READ_LEVEL_QUORUM : v1::READ_LEVEL_LOCAL);
   v1::GetResponse r;
   grpc::Status s = c.Store().Get(c.Context().get(), q, &r);
   if (!s.ok()) return c.RpcError(s);

@@ -36,7 +36,8 @@ int CmdNodes(const ClientOptions& c);
 // The versions of a cluster path this node holds, and putting one back.
 int CmdVersions(const ClientOptions& c, const std::string& path);
 int CmdRestore(const ClientOptions& c, const std::string& path, const std::string& version);
-int CmdKvGet(const ClientOptions& c, const std::string& key);
+// level: "local" or "quorum".
+int CmdKvGet(const ClientOptions& c, const std::string& key, const std::string& level = "local");
 int CmdKvPut(const ClientOptions& c, const KvPutOptions& o);
 int CmdKvDel(const ClientOptions& c, const std::string& key, bool sync, const std::string& level);
 int CmdKvScan(const ClientOptions& c, const KvScanOptions& o);

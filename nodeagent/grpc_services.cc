@@ -278,11 +278,28 @@ grpc::ServerUnaryReactor* PeerService::Claim(grpc::CallbackServerContext* ctx, c
       ctx, in, out, nullptr, [this](const v1::ClaimRequest& q, v1::ClaimResponse* r) { return claims_.OnClaim(q, r); });
 }
 
+grpc::ServerUnaryReactor* PeerService::ReadRecord(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                  grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ReadRecordRequest, v1::ReadRecordResponse>(
+      ctx, in, out, &pool_,
+      [this](const v1::ReadRecordRequest& q, v1::ReadRecordResponse* r) { return replicator_.OnReadRecord(q, r); });
+}
+
+size_t StoreService::OthersFor(int level) const {
+  size_t known = members_.KnownCount();  // this node included
+  if (level == v1::WRITE_LEVEL_ALL) return known - 1;
+  if (level == v1::WRITE_LEVEL_QUORUM || level == v1::READ_LEVEL_QUORUM) return known / 2;  // a majority, with us
+  return 0;
+}
+
 grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                             grpc::ByteBuffer* out) {
   return ServeUnary<v1::GetRequest, v1::GetResponse>(ctx, in, out, &pool_, [this](const v1::GetRequest& q, v1::GetResponse* r) {
     if (grpc::Status s = CheckReadLevel(q.level()); !s.ok()) return s;
-    Result<Record> rec = store_.Get(q.key());
+    if (Status k = Store::ValidateKey(q.key()); !k.ok()) return ToGrpc(k);
+    Result<Record> rec = q.level() == v1::READ_LEVEL_QUORUM
+                             ? replicator_.ReadQuorum(Cf::kKv, q.key(), OthersFor(q.level()))
+                             : store_.Get(q.key());
     if (!rec.ok()) {
       if (rec.status().code() == Code::kNotFound) return grpc::Status::OK;  // found = false
       return ToGrpc(rec.status());
@@ -301,7 +318,7 @@ grpc::ServerUnaryReactor* StoreService::Put(grpc::CallbackServerContext* ctx, co
     Result<Version> v = store_.Put(q.key(), q.value(), q.sync());
     if (!v.ok()) return ToGrpc(v.status());
     *r->mutable_version() = ToProto(*v);
-    return grpc::Status::OK;
+    return ToGrpc(replicator_.ReplicateKey(Cf::kKv, q.key(), OthersFor(q.level()), q.sync()));
   });
 }
 
@@ -315,7 +332,7 @@ grpc::ServerUnaryReactor* StoreService::Delete(grpc::CallbackServerContext* ctx,
         if (!v.ok()) return ToGrpc(v.status());
         r->set_existed(existed);
         *r->mutable_version() = ToProto(*v);
-        return grpc::Status::OK;
+        return ToGrpc(replicator_.ReplicateKey(Cf::kKv, q.key(), OthersFor(q.level()), q.sync()));
       });
 }
 
@@ -323,6 +340,8 @@ grpc::ServerUnaryReactor* StoreService::Scan(grpc::CallbackServerContext* ctx, c
                                              grpc::ByteBuffer* out) {
   return ServeUnary<v1::ScanRequest, v1::ScanResponse>(ctx, in, out, &pool_, [this](const v1::ScanRequest& q, v1::ScanResponse* r) {
     if (grpc::Status s = CheckReadLevel(q.level()); !s.ok()) return s;
+    if (q.level() == v1::READ_LEVEL_QUORUM)
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "Scan reads LOCAL only (QUORUM is for Get)");
     Result<ScanPage> page = store_.Scan(q.prefix(), q.start_after(), q.limit(), q.keys_only());
     if (!page.ok()) return ToGrpc(page.status());
     for (Entry& e : page->entries) {

@@ -81,8 +81,8 @@ class PeerService final
     : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<
           v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<
               v1::Peer::WithRawCallbackMethod_BucketDigests<v1::Peer::WithRawCallbackMethod_ReadBucket<
-                  v1::Peer::WithRawCallbackMethod_Claim<
-                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>> {
+                  v1::Peer::WithRawCallbackMethod_Claim<v1::Peer::WithRawCallbackMethod_ReadRecord<
+                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>> {
  public:
   PeerService(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
               Claims& claims)
@@ -107,6 +107,8 @@ class PeerService final
                                        grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Claim(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                   grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ReadRecord(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                       grpc::ByteBuffer* out) override;
 
  private:
   Membership& members_;
@@ -122,7 +124,9 @@ class StoreService final
           v1::Store::WithRawCallbackMethod_Delete<v1::Store::WithRawCallbackMethod_Scan<v1::Store::Service>>>> {
  public:
   // Store work runs on a pool of its own: RocksDB may block on the disk.
-  explicit StoreService(Store& store) : store_(store), pool_(4, "onebox-store") {}
+  // Levels above ONE and LOCAL go through the replicator to the members.
+  StoreService(Store& store, Replicator& replicator, Membership& members)
+      : store_(store), replicator_(replicator), members_(members), pool_(4, "onebox-store") {}
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -133,7 +137,11 @@ class StoreService final
                                  grpc::ByteBuffer* out) override;
 
  private:
+  // How many other nodes a write at level must reach, or a QUORUM read hear from.
+  size_t OthersFor(int level) const;
   Store& store_;
+  Replicator& replicator_;
+  Membership& members_;
   WorkPool pool_;
 };
 

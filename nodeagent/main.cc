@@ -128,6 +128,10 @@ int main(int argc, char** argv) {
   bool sync = false;
   auto* kv_get = cmd_kv->add_subcommand("get", "print the value of KEY (exit 1 when absent)");
   kv_get->add_option("KEY", key, "key")->required();
+  std::string read_level = "local";
+  kv_get->add_option("--level", read_level, "read level")
+      ->check(CLI::IsMember({"local", "quorum"}))
+      ->capture_default_str();
 
   onebox::KvPutOptions put;
   auto* kv_put = cmd_kv->add_subcommand("put", "set KEY to VALUE (or to standard input with --stdin)");
@@ -182,7 +186,7 @@ int main(int argc, char** argv) {
   if (*cmd_nodes) return onebox::CmdNodes(client);
   if (*cmd_versions) return onebox::CmdVersions(client, vpath);
   if (*cmd_restore) return onebox::CmdRestore(client, vpath, vversion);
-  if (*kv_get) return onebox::CmdKvGet(client, key);
+  if (*kv_get) return onebox::CmdKvGet(client, key, read_level);
   if (*kv_put) {
     if (put.value.empty() && !put.from_stdin && put_value->count() == 0) {
       std::cerr << "onebox: kv put needs a VALUE or --stdin\n";

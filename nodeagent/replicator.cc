@@ -344,6 +344,134 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
                                          why.empty() ? "; no other node is alive" : why));
 }
 
+namespace {
+// Calls rpc(stub, ctx, done) on every member in `to` at once (async unary
+// calls on one completion queue) and returns once `want` of them succeeded
+// (ok(i) true), all answered, or the deadline passed; the calls still out are
+// cancelled. Says how many succeeded and, in *why, what the others said.
+template <typename Resp>
+size_t CallAll(ContentTransfer& content, const std::vector<std::pair<std::string, std::string>>& to, size_t want,
+               const std::function<std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>>(
+                   v1::Peer::Stub*, grpc::ClientContext*, grpc::CompletionQueue*)>& start,
+               const std::function<bool(size_t, const Resp&)>& ok, std::string* why) {
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<Resp> resps(to.size());
+  std::vector<grpc::Status> statuses(to.size());
+  std::vector<std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>>> calls;
+  auto deadline = std::chrono::system_clock::now() + kDeadline;
+  for (size_t i = 0; i < to.size(); ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    ctxs.back()->set_deadline(deadline);
+    calls.push_back(start(content.StubFor(to[i].second), ctxs.back().get(), &cq));
+    calls.back()->Finish(&resps[i], &statuses[i], reinterpret_cast<void*>(i));
+  }
+  size_t got = 0, answered = 0;
+  while (answered < to.size() && got < want) {
+    void* tag;
+    bool fine;
+    if (!cq.Next(&tag, &fine)) break;
+    size_t i = reinterpret_cast<size_t>(tag);
+    ++answered;
+    if (statuses[i].ok() && ok(i, resps[i])) {
+      ++got;
+    } else {
+      *why += fmt::format("; {}: {}", to[i].first, statuses[i].ok() ? "refused" : statuses[i].error_message());
+    }
+  }
+  for (auto& ctx : ctxs) ctx->TryCancel();
+  for (; answered < to.size(); ++answered) {  // drain: the queue must be empty before it goes
+    void* tag;
+    bool fine;
+    if (!cq.Next(&tag, &fine)) break;
+  }
+  cq.Shutdown();
+  void* tag;
+  bool fine;
+  while (cq.Next(&tag, &fine)) {
+  }
+  return got;
+}
+}  // namespace
+
+Status Replicator::ReplicateKey(Cf space, const std::string& key, size_t acks, bool sync) {
+  if (acks == 0) return Status::Ok();
+  Result<Record> rec = store_.GetWithTombstone(key, space);
+  if (!rec.ok()) return rec.status();
+  v1::ReplicateRequest req;
+  req.set_from_node_id(self_);
+  req.set_sync(sync);
+  v1::LogRecord* r = req.add_records();
+  r->set_family(kCfNames[static_cast<size_t>(space)]);
+  r->set_key(key);
+  r->set_record(EncodeRecord(*rec));
+  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
+  std::string why;
+  size_t got = CallAll<v1::ReplicateResponse>(
+      content_, peers, acks,
+      [&](v1::Peer::Stub* stub, grpc::ClientContext* ctx, grpc::CompletionQueue* cq) {
+        return stub->AsyncReplicate(ctx, req, cq);
+      },
+      [](size_t, const v1::ReplicateResponse&) { return true; }, &why);
+  if (got >= acks) return Status::Ok();
+  return Status::Unavailable(fmt::format("held by {} of the {} nodes the level needs (it replicates later){}", got + 1,
+                                         acks + 1, peers.empty() ? "; no other node is alive" : why));
+}
+
+Result<Record> Replicator::ReadQuorum(Cf space, const std::string& key, size_t answers) {
+  Result<Record> best = store_.GetWithTombstone(key, space);
+  if (!best.ok() && best.status().code() != Code::kNotFound) return best.status();
+  v1::ReadRecordRequest req;
+  req.set_family(kCfNames[static_cast<size_t>(space)]);
+  req.set_key(key);
+  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
+  std::vector<std::optional<Record>> theirs(peers.size());
+  std::string why;
+  size_t got = CallAll<v1::ReadRecordResponse>(
+      content_, peers, answers,
+      [&](v1::Peer::Stub* stub, grpc::ClientContext* ctx, grpc::CompletionQueue* cq) {
+        return stub->AsyncReadRecord(ctx, req, cq);
+      },
+      [&](size_t i, const v1::ReadRecordResponse& resp) {
+        if (!resp.found()) return true;
+        Result<Record> rec = DecodeRecord(resp.record());
+        if (!rec.ok()) return false;
+        theirs[i] = std::move(rec).value();
+        return true;
+      },
+      &why);
+  if (got < answers)
+    return Status::Unavailable(fmt::format("{} of the {} nodes a quorum read needs answered{}", got + 1, answers + 1,
+                                           peers.empty() ? "; no other node is alive" : why));
+  bool newer_elsewhere = false;
+  for (std::optional<Record>& r : theirs) {
+    if (!r || (best.ok() && !(best->version < r->version))) continue;
+    best = std::move(*r);
+    newer_elsewhere = true;
+  }
+  if (newer_elsewhere) {  // kept here too: the next local read sees it
+    if (Result<bool> kept = store_.Apply(key, *best, false, space); kept.ok() && *kept && on_applied_)
+      on_applied_(space, key);
+  }
+  if (!best.ok()) return best.status();
+  if (best->tombstone) return Status::NotFound(fmt::format("'{}' was deleted", key));
+  return best;
+}
+
+grpc::Status Replicator::OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp) {
+  Cf space = VersionedCfNamed(req.family());
+  if (space == Cf::kCount)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", req.family()));
+  Result<Record> rec = store_.GetWithTombstone(req.key(), space);
+  if (!rec.ok()) {
+    if (rec.status().code() == Code::kNotFound) return grpc::Status::OK;
+    return ToGrpc(rec.status());
+  }
+  resp->set_found(true);
+  resp->set_record(EncodeRecord(*rec));
+  return grpc::Status::OK;
+}
+
 grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
   std::vector<RemoteRecord> batch;
   batch.reserve(static_cast<size_t>(req.records_size()));

@@ -52,6 +52,19 @@ class Replicator {
   // The Replicate RPC: apply a peer's batch.
   grpc::Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);
 
+  // Store API levels. A write at QUORUM or ALL: sends key's record (family
+  // space, tombstone included) to the other live members, all at once, until
+  // `acks` of them applied it (synced if sync). Unavailable, saying how far it
+  // got, when too few answer within 2 s.
+  Status ReplicateKey(Cf space, const std::string& key, size_t acks, bool sync);
+  // A read at QUORUM: asks the other live members for key's record until
+  // `answers` of them replied, and returns the newest of theirs and this
+  // node's (NotFound when none holds one), keeping it here if it is newer.
+  // Unavailable when too few reply within 2 s.
+  Result<Record> ReadQuorum(Cf space, const std::string& key, size_t answers);
+  // The ReadRecord RPC.
+  grpc::Status OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp);
+
  private:
   void Loop();
   uint64_t Acked(const std::string& node_id);

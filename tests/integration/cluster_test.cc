@@ -854,6 +854,81 @@ TEST_F(ClusterTest, ARestartedNodeKeepsItsLogForThePeersThatAreAway) {
   EXPECT_EQ(a->log().find("past the log's retention"), std::string::npos) << a->log();
 }
 
+grpc::Status PutAt(AgentProcess& a, const std::string& key, const std::string& value, v1::WriteLevel level) {
+  v1::PutRequest q;
+  q.set_key(key);
+  q.set_value(value);
+  q.set_level(level);
+  v1::PutResponse r;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+  return v1::Store::NewStub(a.channel())->Put(&ctx, q, &r);
+}
+
+// The value under key read at level ("<absent>" if none, "<error: ...>").
+std::string GetAt(AgentProcess& a, const std::string& key, v1::ReadLevel level, v1::Version* version = nullptr) {
+  v1::GetRequest q;
+  q.set_key(key);
+  q.set_level(level);
+  v1::GetResponse r;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+  grpc::Status st = v1::Store::NewStub(a.channel())->Get(&ctx, q, &r);
+  if (!st.ok()) return "<error: " + st.error_message() + ">";
+  if (version) *version = r.version();
+  return r.found() ? r.value() : "<absent>";
+}
+
+// Store API levels: ALL and QUORUM writes are held by that many members when
+// they are acknowledged (ALL fails, keeping the write, while one is hung); a
+// QUORUM read returns the newest version a majority holds, even one this
+// node missed, and keeps it.
+TEST_F(ClusterTest, StoreLevelsReachTheirMembersBeforeTheyAnswer) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(PutAt(*a, "lv/k", "old", v1::WRITE_LEVEL_ALL).ok());
+  v1::Version old_version;
+  for (AgentProcess* agent : {b.get(), c.get()}) EXPECT_EQ(GetAt(*agent, "lv/k", v1::READ_LEVEL_LOCAL, &old_version), "old");
+
+  // A newer version only a and b hold: from a fourth node whose pushes c missed.
+  std::string record("\x01\x00", 2);
+  for (uint64_t v = old_version.hlc() + 1, i = 0; i < 8; ++i) record.push_back(static_cast<char>(v >> (56 - 8 * i)));
+  for (uint64_t n = 0x0fedcba987654321, i = 0; i < 8; ++i) record.push_back(static_cast<char>(n >> (56 - 8 * i)));
+  record += "new";
+  for (AgentProcess* agent : {a.get(), b.get()}) {
+    v1::ReplicateRequest q;
+    q.set_from_node_id("0fedcba987654321");
+    v1::LogRecord* r = q.add_records();
+    r->set_family("kv");
+    r->set_key("lv/k");
+    r->set_record(record);
+    v1::ReplicateResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(v1::Peer::NewStub(agent->channel())->Replicate(&ctx, q, &resp).ok());
+  }
+  EXPECT_EQ(GetAt(*c, "lv/k", v1::READ_LEVEL_QUORUM), "new");
+  EXPECT_EQ(GetAt(*c, "lv/k", v1::READ_LEVEL_LOCAL), "new");  // kept
+
+  // c hangs: a QUORUM write still succeeds (b holds it when it returns); an
+  // ALL write fails within a few seconds but stays, and reaches c once it is back.
+  ASSERT_EQ(kill(c->pid(), SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{c->pid()};
+  ASSERT_TRUE(PutAt(*a, "lv/q", "v", v1::WRITE_LEVEL_QUORUM).ok());
+  EXPECT_EQ(GetAt(*b, "lv/q", v1::READ_LEVEL_LOCAL), "v");
+  auto t0 = std::chrono::steady_clock::now();
+  grpc::Status all = PutAt(*a, "lv/all", "w", v1::WRITE_LEVEL_ALL);
+  EXPECT_EQ(all.error_code(), grpc::StatusCode::UNAVAILABLE) << all.error_message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, seconds(5));
+  EXPECT_EQ(GetAt(*a, "lv/all", v1::READ_LEVEL_LOCAL), "w");
+  EXPECT_EQ(GetAt(*a, "lv/q", v1::READ_LEVEL_QUORUM), "v");  // a majority (a, b) answers
+  kill(c->pid(), SIGCONT);
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
+  EXPECT_EQ(GetAt(*c, "lv/all", v1::READ_LEVEL_LOCAL), "w");
+}
+
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
   StartThree();
   if (HasFatalFailure()) return;
