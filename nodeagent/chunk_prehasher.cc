@@ -101,14 +101,7 @@ std::optional<std::string> ChunkPrehasher::ReadMatching(const std::string& path,
   std::string bytes;
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_ino == ino) {
     bytes.resize(kChunkBytes);
-    size_t have = 0;
-    while (have < kChunkBytes) {
-      ssize_t n = pread(fd, bytes.data() + have, kChunkBytes - have, static_cast<off_t>(index * kChunkBytes + have));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      have += static_cast<size_t>(n);
-    }
-    bytes.resize(have);
+    bytes.resize(ReadFullAt(fd, bytes.data(), kChunkBytes, index * kChunkBytes));
   }
   close(fd);
   if (bytes.size() != kChunkBytes || !Matches(ahead, bytes.data(), bytes.size())) return std::nullopt;
@@ -249,13 +242,7 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
   std::vector<char> buf;
   for (size_t i = next; i < whole && i < next + kChunksPerRound; ++i) {
     if (buf.empty()) buf.resize(kChunkBytes);
-    size_t have = 0;
-    while (have < kChunkBytes) {
-      ssize_t n = pread(fd, buf.data() + have, kChunkBytes - have, static_cast<off_t>(i * kChunkBytes + have));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      have += static_cast<size_t>(n);
-    }
+    size_t have = ReadFullAt(fd, buf.data(), kChunkBytes, i * kChunkBytes);
     if (have < kChunkBytes) break;  // truncated meanwhile
     Ahead a = Hash(buf.data(), have);
     std::lock_guard lock(mu_);

@@ -1,6 +1,7 @@
 // How the agent opens entries of its view: below the view root, never through
 // a symlink on the way (any local user may have arranged the view's entries,
-// and the agent may run as root). Shared by the recorder and the materializer.
+// and the agent may run as root); and reads them. Shared by the recorder, the
+// prehasher and the materializer.
 #pragma once
 
 #include <fcntl.h>
@@ -8,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <string>
 
@@ -20,6 +22,19 @@ inline int OpenBeneath(int root_fd, const std::string& path, int flags) {
   how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
   return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
+}
+
+// Reads up to n bytes at offset `at` (fewer only at the end of the file or on
+// an error: a file that shrank). Returns how many it read.
+inline size_t ReadFullAt(int fd, char* buf, size_t n, uint64_t at) {
+  size_t have = 0;
+  while (have < n) {
+    ssize_t got = pread(fd, buf + have, n - have, static_cast<off_t>(at + have));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    have += static_cast<size_t>(got);
+  }
+  return have;
 }
 
 }  // namespace onebox

@@ -363,14 +363,7 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
     std::vector<char> chunk(kChunkBytes);
     for (size_t i = next++; i < count && ok; i = next++) {
       const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, size - i * kChunkBytes));
-      size_t have = 0;
-      while (have < want) {  // chunk boundaries are fixed offsets
-        ssize_t n = pread(fd, chunk.data() + have, want - have, static_cast<off_t>(i * kChunkBytes + have));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) ok = false;
-        if (n <= 0) break;
-        have += static_cast<size_t>(n);
-      }
+      const size_t have = ReadFullAt(fd, chunk.data(), want, i * kChunkBytes);  // chunk boundaries are fixed offsets
       lengths[i] = have;
       if (have < want) continue;
       if (i < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[i], chunk.data(), have)) {
@@ -403,6 +396,8 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
     if (later[i] && deferred) deferred->emplace_back(i, std::move(*later[i]));
     if (lengths[i] < kChunkBytes) break;  // the end, or where it shrank (then it is hashed again)
   }
+  struct stat now;  // short, yet as long as before: a read error, not a writer
+  if (total < size && fstat(fd, &now) == 0 && static_cast<uint64_t>(now.st_size) >= size) return false;
   if (!ahead.empty())
     spdlog::debug("hashed {} chunks, took {} of the {} hashed while the file was written", inode->chunks_size(),
                   reused.load(), ahead.size());
@@ -439,9 +434,9 @@ void ViewRecorder::RepairLostChunks() {
     for (int i = 0; i < inode.chunks_size(); ++i) {
       const std::string& digest = inode.chunks(i);
       if (store_.HasChunk(digest)) continue;
-      ssize_t n = same ? pread(fd, chunk.data(), kChunkBytes, static_cast<off_t>(i) * kChunkBytes) : -1;
-      if (n > 0 && Sha256(std::string_view(chunk.data(), static_cast<size_t>(n))) == digest &&
-          store_.PutChunk(digest, std::string_view(chunk.data(), static_cast<size_t>(n))).ok())
+      size_t n = same ? ReadFullAt(fd, chunk.data(), kChunkBytes, static_cast<uint64_t>(i) * kChunkBytes) : 0;
+      if (n > 0 && Sha256(std::string_view(chunk.data(), n)) == digest &&
+          store_.PutChunk(digest, std::string_view(chunk.data(), n)).ok())
         continue;
       ++missing;
     }
