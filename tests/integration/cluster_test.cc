@@ -78,6 +78,26 @@ class ClusterTest : public ::testing::Test {
     for (AgentProcess* agent : {a.get(), b.get(), c.get()}) ASSERT_TRUE(WaitForStates(*agent, all_alive, seconds(10)));
   }
 
+  // Runs python script (argv: arg, a marker path) under the shim on agent;
+  // once the script creates the marker (its files still open), calls
+  // while_open, then removes the marker, which lets the script end.
+  RunResult RunWhileOpen(AgentProcess& agent, const std::string& script, const std::string& arg, seconds timeout,
+                         const std::function<void()>& while_open) {
+    std::string marker = dir_ / "script-paused";
+    RunResult r;
+    std::thread writer([&] {
+      r = RunCommand({"/usr/bin/python3", "-c", script, arg, marker},
+                     {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+    });
+    for (auto deadline = std::chrono::steady_clock::now() + timeout;
+         !std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline;)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    while_open();
+    std::filesystem::remove(marker);
+    writer.join();
+    return r;
+  }
+
   void TearDown() override { KeepLogsIfFailed(dir_.path(), {a.get(), b.get(), c.get()}); }
 
   TempDir dir_;
@@ -412,19 +432,7 @@ TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
       "open(sys.argv[2], 'w').close()\n"
       "while os.path.exists(sys.argv[2]): time.sleep(0.01)\n";
   auto osync_on_a = [&](const std::string& text, const std::function<void()>& while_open) {
-    std::string marker = dir_ / "osync-returned";
-    RunResult r;
-    std::thread writer([&] {
-      r = RunCommand({"/usr/bin/python3", "-c", osync_py, text, marker},
-                     {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
-    });
-    for (auto deadline = std::chrono::steady_clock::now() + seconds(20);
-         !std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline;)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    while_open();
-    std::filesystem::remove(marker);
-    writer.join();
-    return r.out;
+    return RunWhileOpen(*a, osync_py, text, seconds(20), while_open).out;
   };
   auto size_of = [](AgentProcess& agent, const std::string& path) {
     v1::StatRequest q;
@@ -529,18 +537,7 @@ while os.path.exists(marker):
                                           "os.dup", "exec", "rwf_dsync", "rwf_sync"};
   // Runs writes_py on a; while its files are still open, calls while_open.
   auto writes_on_a = [&](const std::string& tag, const std::function<void()>& while_open) {
-    std::string marker = dir_ / "writes-returned";
-    RunResult r;
-    std::thread writer([&] {
-      r = RunCommand({"/usr/bin/python3", "-c", writes_py, tag, marker},
-                     {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
-    });
-    for (auto deadline = std::chrono::steady_clock::now() + seconds(60);
-         !std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline;)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    while_open();
-    std::filesystem::remove(marker);
-    writer.join();
+    RunResult r = RunWhileOpen(*a, writes_py, tag, seconds(60), while_open);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return r.out;
   };
