@@ -156,6 +156,16 @@ TEST_F(ClusterTest, JoinedAgentsListEachOtherThenNoticeAFailureAndARecovery) {
   }
 }
 
+// The size agent recorded for path (Namespace/Stat), -1 when it holds none.
+int64_t RecordedSize(AgentProcess& agent, const std::string& path) {
+  v1::StatRequest q;
+  q.set_path(path);
+  v1::StatResponse r;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
+  return r.found() ? static_cast<int64_t>(r.inode().size()) : -1;
+}
+
 grpc::Status Put(AgentProcess& a, const std::string& key, const std::string& value) {
   v1::PutRequest q;
   q.set_key(key);
@@ -434,21 +444,13 @@ TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
   auto osync_on_a = [&](const std::string& text, const std::function<void()>& while_open) {
     return RunWhileOpen(*a, osync_py, text, seconds(20), while_open).out;
   };
-  auto size_of = [](AgentProcess& agent, const std::string& path) {
-    v1::StatRequest q;
-    q.set_path(path);
-    v1::StatResponse r;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
-    return r.found() ? static_cast<int64_t>(r.inode().size()) : -1;
-  };
   EXPECT_EQ(fsync_on_a("one"), "synced\n");
   // b is down: c makes the quorum, and holds the version the moment fsync returns.
   EXPECT_EQ(b->Stop(SIGKILL), -SIGKILL);
   EXPECT_EQ(fsync_on_a("second"), "synced\n");
   EXPECT_EQ(size_on(*c), 6) << "fsync returned before a second node held the version";
   EXPECT_EQ(osync_on_a("o_sync write", [&] {
-              EXPECT_EQ(size_of(*c, "/cluster/osync"), 12) << "an O_SYNC write returned before c held the version";
+              EXPECT_EQ(RecordedSize(*c, "/cluster/osync"), 12) << "an O_SYNC write returned before c held the version";
             }),
             "written\n");
   // c is down too: no quorum, and fsync (or an O_SYNC write) says so.
@@ -541,14 +543,6 @@ while os.path.exists(marker):
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return r.out;
   };
-  auto size_of = [](AgentProcess& agent, const std::string& path) {
-    v1::StatRequest q;
-    q.set_path(path);
-    v1::StatResponse r;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
-    return r.found() ? static_cast<int64_t>(r.inode().size()) : -1;
-  };
   // The files exist, empty, on c first: a write that is not published leaves
   // them so (the agent records a file at its creation and at its last close).
   std::string touch = "touch", empty;
@@ -564,7 +558,7 @@ while os.path.exists(marker):
   for (const std::string& name : names) all_written += name + " written\n";
   EXPECT_EQ(writes_on_a("q", [&] {
               for (size_t i = 0; i < names.size(); ++i)
-                EXPECT_EQ(size_of(*c, "/cluster/q-" + names[i]), static_cast<int64_t>(i + 1))
+                EXPECT_EQ(RecordedSize(*c, "/cluster/q-" + names[i]), static_cast<int64_t>(i + 1))
                     << names[i] << ": the write returned before c held the version";
             }),
             all_written);
