@@ -14,8 +14,8 @@
 // record (fsync) stores its chunks before it is written.
 //
 // A path it hears of only at its creation, with content already (a hard link
-// whose first name went, a file linked in from O_TMPFILE) is recorded once it
-// has not changed for kIdle: no close will say it is done.
+// whose first name went) is recorded once it has not changed for 0.5 s: no
+// close will say it is done.
 #pragma once
 
 #include <sys/types.h>
