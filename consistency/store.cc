@@ -173,9 +173,6 @@ std::mutex& Store::StripeFor(std::string_view key) {
 }
 
 Status Store::Commit(rocksdb::WriteBatch& batch, HlcTimestamp hlc, bool sync) {
-  // A synced record never names a chunk that is not durable.
-  if (sync)
-    if (Status f = FlushChunks(); !f.ok()) return f;
   rocksdb::Status s = batch.Merge(cf(Cf::kMeta), kHlcMetaKey, BE64(hlc));
   if (s.ok()) {
     rocksdb::WriteOptions wo;
@@ -236,6 +233,7 @@ Result<Version> Store::Put(std::string_view key, std::string_view value, bool sy
 Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf space) {
   if (Status s = ValidateKey(key); !s.ok()) return s;
   if (Status s = CheckVersioned(space); !s.ok()) return s;
+  if (Status f = FlushChunksIfSynced(sync); !f.ok()) return f;
   std::lock_guard lock(StripeFor(key));
   Result<Record> old = ReadRecord(key, space);
   if (!old.ok() && old.status().code() != Code::kNotFound) return old.status();
@@ -260,6 +258,7 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
     if (m.tombstone && !m.value.empty()) return Status::InvalidArgument("a delete carries no value");
     if (Status s = CheckVersioned(m.space); !s.ok()) return s;
   }
+  if (Status f = FlushChunksIfSynced(sync); !f.ok()) return f;
   // Lock every stripe involved, in address order, so that the version taken
   // under the locks is larger than that of any write these keys saw before.
   std::set<std::mutex*> stripes;
@@ -343,6 +342,7 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   if (Status s = ValidateValue(record.value); !s.ok()) return s;
   if (record.tombstone && !record.value.empty()) return Status::InvalidArgument("a tombstone carries no value");
   if (record.version.node == 0) return Status::InvalidArgument("record has no origin node");
+  if (Status f = FlushChunksIfSynced(sync); !f.ok()) return f;
   // HLC receive rule: the local clock moves past the record's timestamp. A
   // record stamped too far ahead of our wall clock is refused for now; the
   // sender retries, and it is accepted once our clock has caught up.
@@ -384,6 +384,10 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
     highest = std::max(highest, r.record.version.hlc);
   }
   if (Result<HlcTimestamp> t = clock_.Update(highest); !t.ok()) return Status::Unavailable(t.status().message());
+  // Synced: the chunks put before it are durable, and so is the WAL, even
+  // when nothing here is new (the records came unsynced first): the caller
+  // counts this node as holding them durably.
+  if (Status f = FlushChunksIfSynced(sync); !f.ok()) return f;
   // Every stripe involved, in address order (as Write takes them), held until
   // the batch is committed: no newer version can slip in between.
   std::set<std::mutex*> stripes;
@@ -424,8 +428,11 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
     pending[{r.space, r.key}] = &r.record;
     won[i] = true;
   }
-  if (batch.Count() > 0)
+  if (batch.Count() > 0) {
     if (Status st = Commit(batch, highest, sync); !st.ok()) return st;
+  } else if (sync) {
+    if (Status w = FromRocks(db_->SyncWAL(), "sync the WAL"); !w.ok()) return w;
+  }
   return won;
 }
 
@@ -617,13 +624,22 @@ Status Store::PutChunk(std::string_view digest, std::string_view bytes) {
   if (bytes.size() >= kWalLessChunkBytes) {
     // The mark goes to the WAL before the chunk is written, so before any
     // record that names it.
-    std::lock_guard lock(chunks_mark_mu_);
-    if (Status s = WriteChunkMark(); !s.ok()) return s;
-    chunks_unflushed_ = true;
+    {
+      std::lock_guard lock(chunks_mark_mu_);
+      if (Status s = WriteChunkMark(); !s.ok()) return s;
+      ++chunk_puts_in_flight_;  // the mark stays until this put is flushed
+    }
     wo.disableWAL = true;
+    Status s = FromRocks(db_->Put(wo, cf(Cf::kChunks), digest, bytes), "put chunk");
+    std::lock_guard lock(chunks_mark_mu_);
+    --chunk_puts_in_flight_;
+    chunks_unflushed_ = true;  // after the put: a flush that began before it leaves the flag
+    return s;
   }
   return FromRocks(db_->Put(wo, cf(Cf::kChunks), digest, bytes), "put chunk");
 }
+
+Status Store::FlushChunksIfSynced(bool sync) { return sync ? FlushChunks() : Status::Ok(); }
 
 Status Store::WriteChunkMark() {
   if (chunks_mark_written_) return Status::Ok();
@@ -663,7 +679,8 @@ Status Store::FlushChunks() {
   }
   std::lock_guard lock(chunks_mark_mu_);
   // Newer chunks not flushed yet, or chunks still to be put: the mark stays.
-  if (chunks_unflushed_ || chunk_mark_holds_ > 0 || !chunks_mark_written_) return Status::Ok();
+  if (chunks_unflushed_ || chunk_mark_holds_ > 0 || chunk_puts_in_flight_ > 0 || !chunks_mark_written_)
+    return Status::Ok();
   chunks_mark_written_ = false;
   return FromRocks(db_->Delete(rocksdb::WriteOptions(), cf(Cf::kMeta), kChunksUnflushedKey), "clear chunk mark");
 }

@@ -207,6 +207,10 @@ class Store {
   bool chunks_unflushed_ = false;     // WAL-less chunks may wait in the memtable
   bool chunks_mark_written_ = false;  // the mark is in the meta family
   int chunk_mark_holds_ = 0;
+  int chunk_puts_in_flight_ = 0;  // WAL-less puts begun, not yet done
+  // Before a synced write takes its locks: the chunks put so far are durable
+  // first, so a synced record never names a chunk a crash can lose.
+  Status FlushChunksIfSynced(bool sync);
   bool chunks_may_be_lost_ = false;
   Status WriteChunkMark();  // under chunks_mark_mu_
   std::mutex log_mu_;  // log sequence numbers are taken and committed in order

@@ -432,21 +432,26 @@ TEST(Store, BigChunksLostInACrashAreOnlyThoseNoSyncedWriteFollowed) {
   std::optional<TempDir> own;
   std::string dir = getenv(kDirVar) ? getenv(kDirVar) : own.emplace().path();
   setenv(kDirVar, dir.c_str(), 1);
-  const std::string big1(1 << 20, 'a'), big2(1 << 20, 'b'), small(100, 'c');
+  const std::string big1(1 << 20, 'a'), big2(1 << 20, 'b'), big3(1 << 20, 'd'), small(100, 'c');
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-      {
-        auto s = OpenStore(dir);
-        bool ok = s->PutChunk("big1", big1).ok() && s->PutChunk("small", small).ok() && s->Put("k", "v", true).ok() &&
-                  s->PutChunk("big2", big2).ok() && s->Put("k2", "v2", false).ok();
-        _exit(ok ? 0 : 1);  // without closing the store: nothing flushed at exit
-      },
-      ::testing::ExitedWithCode(0), "");
+  auto crash = [&] {
+    auto s = OpenStore(dir);
+    bool ok = s->PutChunk("big1", big1).ok() && s->PutChunk("small", small).ok() && s->Put("k", "v", true).ok();
+    // A synced apply of a record already held (it came unsynced first)
+    // still makes the chunks put before it durable.
+    Record remote{{s->clock().Now(), 9}, false, "r"};
+    ok = ok && s->ApplyBatch({{Cf::kKv, "remote", remote}}, false).ok() && s->PutChunk("big3", big3).ok() &&
+         s->ApplyBatch({{Cf::kKv, "remote", remote}}, true).ok();
+    ok = ok && s->PutChunk("big2", big2).ok() && s->Put("k2", "v2", false).ok();
+    _exit(ok ? 0 : 1);  // without closing the store: nothing flushed at exit
+  };
+  EXPECT_EXIT(crash(), ::testing::ExitedWithCode(0), "");
   unsetenv(kDirVar);
   {
     auto s = OpenStore(dir);
     EXPECT_TRUE(s->ChunksMayBeLost());
     EXPECT_EQ(*s->GetChunk("big1"), big1);    // flushed before the synced write
+    EXPECT_EQ(*s->GetChunk("big3"), big3);    // flushed before the synced apply
     EXPECT_EQ(*s->GetChunk("small"), small);  // small chunks go through the WAL
     EXPECT_FALSE(s->HasChunk("big2"));        // lost with the memtable
     EXPECT_EQ(s->Get("k2")->value, "v2");     // records are in the WAL
