@@ -189,6 +189,7 @@ int RunAgent(const AgentOptions& opt) {
       ViewRecorder::Start(view_root, **store, &materializer, &symlink_guard);
   if (!recorder.ok()) return Fail(recorder.status());
   content.SetPendingSource([r = recorder->get()](const std::string& digest) { return r->PendingChunk(digest); });
+  info.chunks_hashed_ahead = [r = recorder->get()] { return r->hashed_ahead(); };
 
   ClusterService cluster(info, **store, members);
   TreeRepair tree_repair(**store, [&materializer](const std::string& key) { materializer.Enqueue(key); });

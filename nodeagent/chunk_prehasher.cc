@@ -223,6 +223,10 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
       g.ino = st.st_ino;
       g.ahead.clear();
     }
+    if (st.st_size != g.last_size) {  // still growing: not forgotten
+      g.last_size = st.st_size;
+      g.last_event_ns = NowNs();
+    }
     if (g.record_when_idle) {
       int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
       int64_t now = NowNs();

@@ -1,6 +1,7 @@
 // Hashes a big file's chunks while a program is still writing it. The recorder
-// reports every write it hears of (inotify IN_MODIFY); a thread of its own
-// then reads each whole chunk that has appeared since, hashes it (SHA-256),
+// reports every file created in the view (inotify IN_CREATE); a thread of its
+// own looks at each every 20 ms until its close, reads each whole chunk that
+// has appeared since, hashes it (SHA-256),
 // and keeps its digest with a fast check of its bytes (XXH3-128, keyed with a
 // secret of this agent). When the last writer closes the file, the recorder
 // reads it once more and takes a chunk's digest as is when its check still
@@ -44,7 +45,8 @@ class ChunkPrehasher {
   ~ChunkPrehasher();
   void Stop();
 
-  // A write to path (below the view root) was seen.
+  // Path (below the view root) was created, or written: follow it until Take.
+  // One that stops growing is forgotten after a minute.
   void Written(const std::string& path);
   // Path was created with content and no writer may close it: record it once
   // it stays unchanged (unless a close comes first: Take).
@@ -82,7 +84,8 @@ class ChunkPrehasher {
     ino_t ino = 0;
     std::vector<Ahead> ahead;
     int64_t first_event_ns = 0;  // a file closed within kTick of its first write is never looked at
-    int64_t last_event_ns = 0;
+    int64_t last_event_ns = 0;  // or the last time it was seen growing
+    off_t last_size = -1;
     bool record_when_idle = false;
     off_t seen_size = -1;  // for record_when_idle: what the last look found
     int64_t seen_mtime_ns = -1;

@@ -148,6 +148,7 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
     if (!digest.ok()) return ToGrpc(digest.status());
     r->set_state_digest(*digest);
     r->set_records(records);
+    if (info_.chunks_hashed_ahead) r->set_chunks_hashed_ahead(info_.chunks_hashed_ahead());
     return grpc::Status::OK;
   });
 }

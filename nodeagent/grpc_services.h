@@ -27,6 +27,7 @@ struct AgentInfo {
   std::string data_dir;
   std::string socket_path;
   std::chrono::steady_clock::time_point started;
+  std::function<uint64_t()> chunks_hashed_ahead;  // set once the recorder runs
 
   // The gRPC address is known only once gRPC has bound (port 0 picks one),
   // after the services may already answer: hence the lock.

@@ -29,7 +29,9 @@ namespace onebox {
 
 namespace {
 
-constexpr uint32_t kWatchMask = IN_CREATE | IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+// No IN_MODIFY: one event per write() when two files are written in turn
+// would overflow the queue (and cost a full scan) while the loop hashes.
+constexpr uint32_t kWatchMask = IN_CREATE | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
                                 IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
 constexpr std::string_view kSyncMarker = ".onebox-sync-";
 constexpr std::string_view kAgentFiles = ".onebox-";  // in the view root: the agent's, never recorded
@@ -254,10 +256,11 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
       WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
     } else if (ev->mask & IN_CREATE) {
       RecordPath(path, /*content_changed=*/true, /*sync=*/false, /*created=*/true);
+      // Followed from now on (after its record, which takes what was hashed
+      // ahead): if it grows big before its close, its chunks are hashed meanwhile.
+      prehasher_->Written(path);
     } else if (ev->mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) {
       RecordPath(path, /*content_changed=*/true);
-    } else if (ev->mask & IN_MODIFY) {
-      prehasher_->Written(path);  // its close records it; meanwhile its chunks may be hashed ahead
     } else if (ev->mask & IN_ATTRIB) {
       RecordPath(path, /*content_changed=*/false);
     }
@@ -398,6 +401,7 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
   }
   struct stat now;  // short, yet as long as before: a read error, not a writer
   if (total < size && fstat(fd, &now) == 0 && static_cast<uint64_t>(now.st_size) >= size) return false;
+  hashed_ahead_ += reused.load();
   if (!ahead.empty())
     spdlog::debug("hashed {} chunks, took {} of the {} hashed while the file was written", inode->chunks_size(),
                   reused.load(), ahead.size());

@@ -59,6 +59,7 @@ class ViewRecorder {
   uint64_t recorded() const { return recorded_; }
   uint64_t rescans() const { return rescans_; }
   uint64_t walks() const { return walks_; }  // attempts to prove the view free of symlinks
+  uint64_t hashed_ahead() const { return hashed_ahead_; }  // chunks a close took as hashed while written
 
  private:
   ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
@@ -124,6 +125,7 @@ class ViewRecorder {
   std::string obstacle_;
   std::atomic<uint64_t> walks_{0};
   std::atomic<uint64_t> recorded_{0};
+  std::atomic<uint64_t> hashed_ahead_{0};
   std::atomic<uint64_t> rescans_{0};
   ViewMaterializer* materializer_;
   std::unique_ptr<ChunkPrehasher> prehasher_;

@@ -687,6 +687,18 @@ TEST_F(ClusterTest, BigFilesReadElsewhereAreAsClosedThroughRewritesLinksAndACras
   std::string big_sum, second_sum;
   sums >> big_sum >> second_sum;
   ASSERT_EQ(big_sum.size(), 64u) << w.out;
+  // The big file's chunks were hashed while it was written (the pause), and
+  // its close took them (once a has recorded it).
+  auto hashed_ahead = [&] {
+    v1::StatusResponse st;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
+    return st.chunks_hashed_ahead();
+  };
+  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
+       hashed_ahead() < 4 && std::chrono::steady_clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_GE(hashed_ahead(), 4u);
   // b learns both (b holds stubs: a has the only copy).
   EXPECT_TRUE(Eventually(*b, "stat -c %s /cluster/big /cluster/d/second; ls /cluster/d", "8388608\n2097152\nsecond\n",
                          seconds(10)));
