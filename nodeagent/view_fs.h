@@ -24,13 +24,15 @@ inline int OpenBeneath(int root_fd, const std::string& path, int flags) {
   return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
 }
 
-// Reads up to n bytes at offset `at` (fewer only at the end of the file or on
-// an error: a file that shrank). Returns how many it read.
-inline size_t ReadFullAt(int fd, char* buf, size_t n, uint64_t at) {
+// Reads up to n bytes at offset `at` (fewer only at the end of the file, as
+// when it shrank, or on an error: then *failed, if given, is set). Returns
+// how many it read.
+inline size_t ReadFullAt(int fd, char* buf, size_t n, uint64_t at, bool* failed = nullptr) {
   size_t have = 0;
   while (have < n) {
     ssize_t got = pread(fd, buf + have, n - have, static_cast<off_t>(at + have));
     if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && failed) *failed = true;
     if (got <= 0) break;
     have += static_cast<size_t>(got);
   }

@@ -366,10 +366,12 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
     std::vector<char> chunk(kChunkBytes);
     for (size_t i = next++; i < count && ok; i = next++) {
       const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, size - i * kChunkBytes));
-      const size_t have = ReadFullAt(fd, chunk.data(), want, i * kChunkBytes);  // chunk boundaries are fixed offsets
+      bool failed = false;  // chunk boundaries are fixed offsets
+      const size_t have = ReadFullAt(fd, chunk.data(), want, i * kChunkBytes, &failed);
       lengths[i] = have;
-      if (have < want) continue;
-      if (i < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[i], chunk.data(), have)) {
+      if (failed) ok = false;
+      if (have == 0 || failed) continue;  // (short: the file shrank; this is its last chunk as read)
+      if (have == want && i < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[i], chunk.data(), have)) {
         digests[i] = ahead[i].digest;  // unchanged since it was hashed
         ++reused;
         if (deferred) {
@@ -393,14 +395,12 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
   if (helper.joinable()) helper.join();
   if (!ok) return false;
   uint64_t total = 0;
-  for (size_t i = 0; i < count; ++i) {
+  for (size_t i = 0; i < count && lengths[i] > 0; ++i) {
     inode->add_chunks(digests[i]);
     total += lengths[i];
     if (later[i] && deferred) deferred->emplace_back(i, std::move(*later[i]));
     if (lengths[i] < kChunkBytes) break;  // the end, or where it shrank (then it is hashed again)
   }
-  struct stat now;  // short, yet as long as before: a read error, not a writer
-  if (total < size && fstat(fd, &now) == 0 && static_cast<uint64_t>(now.st_size) >= size) return false;
   hashed_ahead_ += reused.load();
   if (!ahead.empty())
     spdlog::debug("hashed {} chunks, took {} of the {} hashed while the file was written", inode->chunks_size(),
