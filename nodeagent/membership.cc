@@ -28,6 +28,7 @@ Membership::Membership(Store& store, NodeIdentity self, std::string address, std
     for (size_t pos = 0; pos < known->size();) {
       size_t comma = std::min(known->find(',', pos), known->size());
       std::string a = known->substr(pos, comma - pos);
+      if (!a.empty()) ++known_before_;
       if (!a.empty() && std::find(seeds_.begin(), seeds_.end(), a) == seeds_.end()) rejoin_.push_back(a);
       pos = comma + 1;
     }
@@ -129,7 +130,9 @@ std::vector<std::pair<std::string, std::string>> Membership::AliveOthers() {
 
 size_t Membership::KnownCount() {
   std::lock_guard lock(mu_);
-  return members_.size() + 1;
+  // Right after a restart gossip knows no one yet: the members known before
+  // count too, or QUORUM and ALL would shrink to this node alone.
+  return std::max(members_.size(), known_before_) + 1;
 }
 
 void Membership::SaveKnownLocked() {

@@ -51,7 +51,8 @@ class Membership {
   std::vector<v1::Node> Nodes();
   // (node id, address) of every other member now alive.
   std::vector<std::pair<std::string, std::string>> AliveOthers();
-  // Members we know of in any state, ourselves included.
+  // Members we know of in any state, ourselves included (at least as many as
+  // were known before a restart).
   size_t KnownCount();
   uint32_t index() const { return index_.load(); }
   // Called after every gossip round with the number of other members alive.
@@ -77,6 +78,7 @@ class Membership {
   std::string address_;
   std::vector<std::string> seeds_;
   std::function<void(size_t)> alive_observer_;
+  size_t known_before_ = 0;  // other members known before a restart (persisted)
   std::vector<std::string> rejoin_;  // members known before a restart (loop thread only)
   std::string saved_known_;          // under mu_
   MembershipOptions options_;

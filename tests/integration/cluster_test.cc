@@ -930,6 +930,19 @@ TEST_F(ClusterTest, StoreLevelsReachTheirMembersBeforeTheyAnswer) {
   kill(c->pid(), SIGCONT);
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
   EXPECT_EQ(GetAt(*c, "lv/all", v1::READ_LEVEL_LOCAL), "w");
+
+  // A node just restarted (before gossip told it of anyone) still counts the
+  // members it knew: its QUORUM read never answers with its own stale value.
+  ASSERT_TRUE(PutAt(*a, "lv/r", "1", v1::WRITE_LEVEL_ALL).ok());
+  EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
+  ASSERT_TRUE(PutAt(*a, "lv/r", "2", v1::WRITE_LEVEL_QUORUM).ok());
+  ASSERT_TRUE(c->Start());
+  EXPECT_NE(GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM), "1");
+  std::string read;
+  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
+       (read = GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM)) != "2" && std::chrono::steady_clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(read, "2");
 }
 
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
