@@ -71,7 +71,7 @@ void ChunkPrehasher::RecordWhenIdle(const std::string& path) {
 
 void ChunkPrehasher::Keep(const std::string& path, ino_t ino, std::vector<std::pair<size_t, Ahead>> chunks) {
   std::lock_guard lock(mu_);
-  for (const auto& [index, ahead] : chunks) pending_.try_emplace(ahead.digest, PendingChunk{path, ino, index, ahead});
+  for (const auto& [index, ahead] : chunks) pending_.emplace(ahead.digest, PendingChunk{path, ino, index, ahead});
   keep_.push_back(KeepJob{path, ino, std::move(chunks)});
   cv_.notify_all();
 }
@@ -83,14 +83,15 @@ size_t ChunkPrehasher::AheadOf(const std::string& path) {
 }
 
 std::optional<std::string> ChunkPrehasher::Pending(const std::string& digest) {
-  PendingChunk p;
+  std::vector<PendingChunk> sources;
   {
     std::lock_guard lock(mu_);
-    auto it = pending_.find(digest);
-    if (it == pending_.end()) return std::nullopt;
-    p = it->second;
+    auto [from, to] = pending_.equal_range(digest);
+    for (auto it = from; it != to; ++it) sources.push_back(it->second);
   }
-  return ReadMatching(p.path, p.ino, p.index, p.ahead);
+  for (const PendingChunk& p : sources)
+    if (std::optional<std::string> bytes = ReadMatching(p.path, p.ino, p.index, p.ahead)) return bytes;
+  return std::nullopt;
 }
 
 std::optional<std::string> ChunkPrehasher::ReadMatching(const std::string& path, ino_t ino, size_t index,
@@ -114,14 +115,19 @@ void ChunkPrehasher::StoreChunks(const KeepJob& job) {
     std::optional<std::string> bytes = ReadMatching(job.path, job.ino, index, ahead);
     if (!bytes || !store_.PutChunk(ahead.digest, *bytes).ok()) ++gone;
     std::lock_guard lock(mu_);
-    auto it = pending_.find(ahead.digest);
-    if (it != pending_.end() && it->second.path == job.path && it->second.index == index) pending_.erase(it);
+    auto [from, to] = pending_.equal_range(ahead.digest);
+    for (auto it = from; it != to; ++it)
+      if (it->second.path == job.path && it->second.ino == job.ino && it->second.index == index) {
+        pending_.erase(it);
+        break;
+      }
   }
   store_.ReleaseChunkMark();
   if (gone > 0)
-    spdlog::info("{} of the {} chunks of /{} as recorded changed before they were stored: that version's content is "
-                 "not kept here",
-                 gone, job.chunks.size(), job.path);
+    spdlog::debug(
+        "{} of the {} chunks of /{} as recorded were gone (renamed, removed) or changed before they were stored: "
+        "that version's content is not kept here",
+        gone, job.chunks.size(), job.path);
 }
 
 std::vector<ChunkPrehasher::Ahead> ChunkPrehasher::Take(const std::string& path, ino_t ino) {

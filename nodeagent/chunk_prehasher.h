@@ -118,7 +118,8 @@ class ChunkPrehasher {
   std::condition_variable cv_;
   std::map<std::string, Growing> growing_;
   std::deque<KeepJob> keep_;
-  std::unordered_map<std::string, PendingChunk> pending_;  // by digest
+  // By digest; one digest may wait in several files (a copy, a rename).
+  std::unordered_multimap<std::string, PendingChunk> pending_;
   std::string busy_;    // the path whose chunk the thread is hashing now
   std::string taking_;  // the path Take waits for
   bool stop_ = false;
