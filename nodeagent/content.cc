@@ -140,6 +140,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, digests.size()); ++i) workers.emplace_back(worker, i);
   worker(0);
   for (auto& t : workers) t.join();
+
   return result;
 }
 
@@ -147,7 +148,8 @@ Result<std::string> ContentTransfer::LocalChunk(const std::string& digest) {
   Result<std::string> stored = store_.GetChunk(digest);
   if (stored.ok() || stored.status().code() != Code::kNotFound || !pending_) return stored;
   if (std::optional<std::string> pending = pending_(digest)) return std::move(*pending);
-  return stored;
+  // It may have gone from pending to stored since the first look.
+  return store_.GetChunk(digest);
 }
 
 std::vector<std::pair<std::string, std::string>> ContentTransfer::Holders(const std::string& path) {

@@ -490,9 +490,16 @@ grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::Replic
   if (!won.ok()) return ToGrpc(won.status());  // e.g. a clock too far ahead: the sender retries
   uint64_t applied = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (!(*won)[i]) continue;
-    ++applied;
-    if (on_applied_) on_applied_(batch[i].space, batch[i].key);
+    if ((*won)[i]) {
+      ++applied;
+      if (on_applied_) on_applied_(batch[i].space, batch[i].key);
+    } else if (batch[i].space == Cf::kNs && on_applied_) {
+      // Held already (anti-entropy brought it before the pusher): the pusher
+      // sends a file's content to its holders just before its record, so a
+      // stub placed for it meanwhile may now become the whole file. (For an
+      // entry already in place the materializer only looks.)
+      on_applied_(batch[i].space, batch[i].key);
+    }
   }
   resp->set_applied(applied);
   return grpc::Status::OK;
