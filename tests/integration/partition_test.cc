@@ -281,7 +281,13 @@ TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothing
                 .exit_code,
             0);
   ASSERT_TRUE(converge(seconds(20)));
-  ASSERT_EQ(Shell(c, "cat /cluster/t/x/fx /cluster/t/y/fy").out, "fx\nfy\n");
+  // The stores agree; c's view follows them a moment later.
+  std::string seen;
+  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
+       (seen = Shell(c, "cat /cluster/t/x/fx /cluster/t/y/fy").out) != "fx\nfy\n" &&
+       std::chrono::steady_clock::now() < deadline;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(seen, "fx\nfy\n");
 
   ASSERT_TRUE(net.SetLink(3, false)) << net.error();
   RunResult on_c = Shell(c, "mv /cluster/t/x /cluster/t/y/x && rm -r /cluster/t/gone");
