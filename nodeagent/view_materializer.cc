@@ -564,12 +564,7 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
                                      bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
   std::vector<std::string> holders = content_.HoldersOf(path, NodeIdHex(version.node));
-  // One write at a time: writers of one file queue on its lock in the kernel,
-  // spinning while the holder copies (or waits for fresh pages), which took
-  // the CPU the other fetch threads hash with. Here they sleep instead.
-  std::mutex write_mu;
-  Status s = content_.Fetch(chunks, holders, local_only, [fd, &write_mu](size_t index, const std::string& bytes) {
-    std::lock_guard lock(write_mu);
+  Status s = content_.Fetch(chunks, holders, local_only, [fd](size_t index, const std::string& bytes) {
     const off_t at = static_cast<off_t>(index * kChunkBytes);
     for (size_t off = 0; off < bytes.size();) {
       ssize_t n = pwrite(fd, bytes.data() + off, bytes.size() - off, at + static_cast<off_t>(off));
