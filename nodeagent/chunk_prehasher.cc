@@ -18,9 +18,9 @@ namespace onebox {
 
 namespace {
 constexpr int64_t kIdleNs = 500'000'000;        // RecordWhenIdle: unchanged this long
-constexpr int64_t kForgetNs = 60'000'000'000;   // no write heard of for this long: forget the file
+constexpr int64_t kForgetNs = 60'000'000'000;   // not seen growing for this long: forget the file
 constexpr auto kTick = std::chrono::milliseconds(20);
-constexpr int64_t kTickNs = 20'000'000;
+constexpr int64_t kTickNs = std::chrono::nanoseconds(kTick).count();
 constexpr size_t kChunksPerRound = 8;  // then the next file gets its turn
 
 int64_t NowNs() {
