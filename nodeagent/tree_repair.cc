@@ -1,5 +1,7 @@
 #include "nodeagent/tree_repair.h"
 
+#include "nodeagent/view_materializer.h"
+
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -9,11 +11,6 @@
 namespace onebox {
 
 namespace {
-
-std::string Parent(const std::string& key) {
-  size_t slash = key.rfind('/');
-  return slash == std::string::npos ? "" : key.substr(0, slash);
-}
 
 constexpr size_t kScanPage = 1000;
 
@@ -92,7 +89,7 @@ size_t TreeRepair::Check(const std::string& key) {
 
 size_t TreeRepair::ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid) {
   size_t revived = 0;
-  for (std::string dir = Parent(live); !dir.empty(); dir = Parent(dir)) {
+  for (std::string dir = ParentKey(live); !dir.empty(); dir = ParentKey(dir)) {
     Result<Record> rec = store_.GetWithTombstone(dir, Cf::kNs);
     if (rec.ok() && !rec->tombstone) {
       v1::Inode inode;

@@ -22,10 +22,6 @@ namespace {
 
 constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the recorder never looks there
 
-std::string Parent(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "" : path.substr(0, slash);
-}
 std::string Base(const std::string& path) { return path.substr(path.rfind('/') + 1); }
 
 int64_t Ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
@@ -59,6 +55,11 @@ bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path
 }
 
 }  // namespace
+
+std::string ParentKey(const std::string& key) {
+  size_t slash = key.rfind('/');
+  return slash == std::string::npos ? "" : key.substr(0, slash);
+}
 
 bool IsValidNsKey(std::string_view key) {
   if (key.empty() || key.front() == '/' || key.rfind(".onebox-", 0) == 0) return false;
@@ -233,7 +234,7 @@ void ViewMaterializer::Materialize(const std::string& path) {
 }
 
 int ViewMaterializer::OpenParent(const std::string& path, bool create) {
-  std::string parent = Parent(path);
+  std::string parent = ParentKey(path);
   int dir = OpenBeneath(root_fd_, "", O_PATH | O_DIRECTORY);
   size_t pos = 0;
   while (dir >= 0 && pos < parent.size()) {
@@ -508,7 +509,7 @@ void ViewMaterializer::Remove(const std::string& path) {
   std::lock_guard view_lock(view_mu_);
   // A directory with entries left waits for their tombstones; the last one
   // removes it (and so on up). Top-level entries (the cluster roots) stay.
-  for (std::string p = path; p.find('/') != std::string::npos; p = Parent(p)) {
+  for (std::string p = path; p.find('/') != std::string::npos; p = ParentKey(p)) {
     Result<Record> tomb = store_.GetWithTombstone(p, Cf::kNs);
     if (!tomb.ok() || !tomb->tombstone) return;  // live (again), or never known
     int parent = OpenParent(p, false);

@@ -41,6 +41,8 @@ namespace onebox {
 // An ns key a peer may send: relative, no empty, "." or ".." components, and
 // not one of the agent's own entries in the view root (".onebox-*").
 bool IsValidNsKey(std::string_view key);
+// The ns key of key's directory ("" for a top-level key).
+std::string ParentKey(const std::string& key);
 
 class ViewMaterializer {
  public:
