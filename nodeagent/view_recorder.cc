@@ -410,22 +410,26 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
 
 void ViewRecorder::RepairLostChunks() {
   size_t files = 0, repaired = 0, lost = 0;
-  std::vector<std::pair<std::string, v1::Inode>> damaged;
+  struct Damaged {
+    std::string path;
+    v1::Inode inode;
+    std::vector<int> missing;  // chunk indices the store lacks
+  };
+  std::vector<Damaged> damaged;
   Status s = store_.ForEachRecord(
       [&](std::string_view key, const Record& rec) {
         v1::Inode inode;
         if (rec.tombstone || !inode.ParseFromString(rec.value) || inode.type() != v1::FILE_TYPE_REGULAR) return;
         ++files;
-        for (const std::string& c : inode.chunks())
-          if (!store_.HasChunk(c)) {
-            damaged.emplace_back(std::string(key), std::move(inode));
-            return;
-          }
+        std::vector<int> missing;
+        for (int i = 0; i < inode.chunks_size(); ++i)
+          if (!store_.HasChunk(inode.chunks(i))) missing.push_back(i);
+        if (!missing.empty()) damaged.push_back({std::string(key), std::move(inode), std::move(missing)});
       },
       Cf::kNs);
   if (!s.ok()) spdlog::error("chunk repair: cannot read the records: {}", s.ToString());
   std::vector<char> chunk(kChunkBytes);
-  for (const auto& [path, inode] : damaged) {
+  for (const auto& [path, inode, missing_chunks] : damaged) {
     // Only the view file that is still this version (its size and mtime, not a stub) can give them back.
     int fd = OpenBeneath(root_fd_, path, O_RDONLY | O_NONBLOCK);
     struct stat st;
@@ -434,9 +438,8 @@ void ViewRecorder::RepairLostChunks() {
                 static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec == inode.mtime_ns() &&
                 !(materializer_ != nullptr && materializer_->StubContent(fd));
     size_t missing = 0;
-    for (int i = 0; i < inode.chunks_size(); ++i) {
+    for (int i : missing_chunks) {
       const std::string& digest = inode.chunks(i);
-      if (store_.HasChunk(digest)) continue;
       size_t n = same ? ReadFullAt(fd, chunk.data(), kChunkBytes, static_cast<uint64_t>(i) * kChunkBytes) : 0;
       if (n > 0 && Sha256(std::string_view(chunk.data(), n)) == digest &&
           store_.PutChunk(digest, std::string_view(chunk.data(), n)).ok())
