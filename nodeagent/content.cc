@@ -24,6 +24,19 @@ uint64_t RendezvousWeight(const std::string& path, const std::string& node_id) {
   for (int i = 0; i < 8; ++i) w = (w << 8) | static_cast<unsigned char>(h[i]);
   return w;
 }
+
+// Keeps the n members of v that weigh most for path (rendezvous hashing),
+// heaviest first; id(member) is its node id. One weight per member.
+template <typename T, typename IdOf>
+void KeepHeaviest(std::vector<T>& v, const std::string& path, size_t n, IdOf id) {
+  std::vector<std::pair<uint64_t, T>> weighed;
+  weighed.reserve(v.size());
+  for (T& m : v) weighed.emplace_back(RendezvousWeight(path, id(m)), std::move(m));
+  std::sort(weighed.begin(), weighed.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (weighed.size() > n) weighed.resize(n);
+  v.clear();
+  for (auto& [w, m] : weighed) v.push_back(std::move(m));
+}
 }  // namespace
 
 std::string HexOf(std::string_view raw) {
@@ -56,10 +69,7 @@ std::vector<std::string> ContentTransfer::HoldersOf(const std::string& path, con
   for (const auto& [id, address] : members_.AliveOthers())
     if (id != writer_id) others.push_back(id);
   if (self_ != writer_id) others.push_back(self_);
-  std::sort(others.begin(), others.end(),
-            [&](const std::string& a, const std::string& b) { return RendezvousWeight(path, a) > RendezvousWeight(path, b); });
-  size_t want = replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0;
-  if (others.size() > want) others.resize(want);
+  KeepHeaviest(others, path, OtherHolders(), [](const std::string& id) { return id; });
   others.insert(others.begin(), writer_id);
   return others;
 }
@@ -154,11 +164,7 @@ Result<std::string> ContentTransfer::LocalChunk(const std::string& digest) {
 
 std::vector<std::pair<std::string, std::string>> ContentTransfer::Holders(const std::string& path) {
   std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
-  std::sort(peers.begin(), peers.end(), [&](const auto& a, const auto& b) {
-    return RendezvousWeight(path, a.first) > RendezvousWeight(path, b.first);
-  });
-  size_t want = replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0;
-  if (peers.size() > want) peers.resize(want);
+  KeepHeaviest(peers, path, OtherHolders(), [](const auto& p) { return p.first; });
   return peers;
 }
 

@@ -58,6 +58,8 @@ class ContentTransfer {
   // Sends the chunks the receiver should hold, in batches of at most 3 MiB.
   Status Push(const std::string& address, const std::vector<std::string>& digests);
   int replication_factor() const { return replication_factor_; }
+  // How many nodes besides the writer hold a file's content.
+  size_t OtherHolders() const { return replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0; }
 
   // Where chunks that records name but the store does not hold yet come
   // from (the recorder stores some after recording them). Set before serving.
