@@ -8,8 +8,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "nodeagent/agent.h"
-#include "nodeagent/client.h"
+#include "nodeagent/daemon/agent.h"
+#include "nodeagent/cli/client.h"
 
 namespace {
 

@@ -26,7 +26,7 @@
 #include <string>
 
 #include "naming/cluster_path.h"
-#include "nodeagent/state_page.h"
+#include "proto/state_page.h"
 #include "onebox/v1/shim.pb-c.h"
 #include "preload/link.h"
 #include "preload/shim.h"

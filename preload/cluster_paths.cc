@@ -18,7 +18,7 @@
 #include <mutex>
 
 #include "naming/cluster_path.h"
-#include "nodeagent/state_page.h"
+#include "proto/state_page.h"
 #include "preload/link.h"
 #include "preload/shim.h"
 

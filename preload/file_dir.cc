@@ -184,7 +184,7 @@ int symlinkat(const char* target, int dirfd, const char* linkpath) {
   if (t.err) return Fail(t.err);
   if (t.IsRoot() || t.dot_last) return Fail(EEXIST);
   // Other processes stat without a confined lookup while the view holds no
-  // symlink: the agent hears of this one before it exists (nodeagent/symlink_guard.h).
+  // symlink: the agent hears of this one before it exists (nodeagent/view/symlink_guard.h).
   SymlinkAnnouncement announced;
   if (int err = AnnounceSymlink(t.dirfd, &announced); err != 0) return Fail(err);
   int r = AtParent(t, [&](int p, const char* base) { return real_symlinkat(target, p, base); });

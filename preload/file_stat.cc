@@ -37,7 +37,7 @@ int WithPathFd(const Target& t, bool nofollow, Fn fn) {
   return r;
 }
 
-// The symlink-free fast path (nodeagent/symlink_guard.h): fn(view_fd, rel),
+// The symlink-free fast path (nodeagent/view/symlink_guard.h): fn(view_fd, rel),
 // one system call, while the agent's page says the view holds no symlink
 // before and after it. True with *r and errno as fn left them when its answer
 // stands; false (errno as it was) when the confined lookup must answer.

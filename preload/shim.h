@@ -81,7 +81,7 @@ int OpenWithResolve(int dirfd, const char* name, int flags, mode_t mode, uint64_
 // and points *base at the last component. Returns the parent fd or -1 (errno).
 int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
 
-// The symlink-free view (nodeagent/symlink_guard.h): while the agent's state
+// The symlink-free view (nodeagent/view/symlink_guard.h): while the agent's state
 // page says the view holds no symlink, a lexically clean path below the view
 // root cannot lead out of it, and one plain *at call on the view fd does what
 // the confined lookup does. First look: may the call be tried? Second look,

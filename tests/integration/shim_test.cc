@@ -18,7 +18,7 @@
 #include <sstream>
 #include <thread>
 
-#include "nodeagent/state_page.h"
+#include "proto/state_page.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -393,7 +393,7 @@ print(fd >= 0, os.path.exists(os.path.join(os.path.dirname(sys.argv[1]), os.path
 }
 
 // stat, lstat and access take one plain lookup in the view while it holds no
-// symlink (nodeagent/symlink_guard.h). Symlinks made after many such stats,
+// symlink (nodeagent/view/symlink_guard.h). Symlinks made after many such stats,
 // by this process or another, resolve as they always did: inside the cluster
 // they lead on, out of it (absolute, or climbing with "..") to nothing. And
 // the fast answers are the confined lookup's, field for field and errno for errno.

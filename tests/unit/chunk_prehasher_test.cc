@@ -1,7 +1,7 @@
 // ChunkPrehasher: chunks of a growing file are hashed ahead; what a close
 // takes matches the file's bytes only through the check; Keep stores a
 // chunk only while the file still holds the bytes it was hashed from.
-#include "nodeagent/chunk_prehasher.h"
+#include "nodeagent/view/chunk_prehasher.h"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 #include <string>
 #include <thread>
 
-#include "nodeagent/content.h"
+#include "nodeagent/sync/content_transfer.h"
 #include "tests/test_util.h"
 
 namespace onebox {

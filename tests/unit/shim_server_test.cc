@@ -1,7 +1,7 @@
 // The agent's shim socket server under awkward clients: half-closes, floods of
 // tiny frames, clients that never read, oversized and malformed frames,
 // answers given later from another thread, a descriptor sent with an answer.
-#include "nodeagent/shim_server.h"
+#include "nodeagent/local/shim_server.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -1,8 +1,8 @@
-// The symlink-free view (nodeagent/symlink_guard.h): the count on the state
+// The symlink-free view (nodeagent/view/symlink_guard.h): the count on the state
 // page is raised before an announced symlink exists, is held while one does,
 // and comes down to 0 only after the recorder proved the view free of them;
 // an intent of a process that died goes with it.
-#include "nodeagent/symlink_guard.h"
+#include "nodeagent/view/symlink_guard.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -19,7 +19,7 @@
 
 #include <fmt/format.h>
 
-#include "nodeagent/view_recorder.h"
+#include "nodeagent/view/view_recorder.h"
 #include "tests/test_util.h"
 
 namespace onebox {

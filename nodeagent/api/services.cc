@@ -1,16 +1,16 @@
-#include "nodeagent/grpc_services.h"
+#include "nodeagent/api/services.h"
 
 #include <unistd.h>
 
 #include <fstream>
 
 #include "naming/cluster_path.h"
-#include "nodeagent/anti_entropy.h"
-#include "nodeagent/claims.h"
-#include "nodeagent/content.h"
-#include "nodeagent/membership.h"
-#include "nodeagent/replicator.h"
-#include "nodeagent/view_recorder.h"
+#include "nodeagent/sync/anti_entropy.h"
+#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/sync/replicator.h"
+#include "nodeagent/view/view_recorder.h"
 
 #include <fmt/format.h>
 #include <grpcpp/support/proto_buffer_reader.h>

@@ -1,4 +1,4 @@
-#include "nodeagent/client.h"
+#include "nodeagent/cli/client.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>

@@ -1,6 +1,6 @@
-#include "nodeagent/tree_repair.h"
+#include "nodeagent/sync/tree_repair.h"
 
-#include "nodeagent/view_materializer.h"
+#include "nodeagent/view/view_materializer.h"
 
 #include <vector>
 

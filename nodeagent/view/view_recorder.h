@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "consistency/store.h"
-#include "nodeagent/chunk_prehasher.h"
-#include "nodeagent/symlink_guard.h"
-#include "nodeagent/view_materializer.h"
+#include "nodeagent/view/chunk_prehasher.h"
+#include "nodeagent/view/symlink_guard.h"
+#include "nodeagent/view/view_materializer.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -35,7 +35,7 @@ class ViewRecorder {
   // With a materializer, entries it put in the view are not recorded again,
   // and recording takes its view mutex. With a guard, the recorder tells it
   // the symlinks it sees, and proves the view free of them when it can
-  // (nodeagent/symlink_guard.h).
+  // (nodeagent/view/symlink_guard.h).
   static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store,
                                                      ViewMaterializer* materializer = nullptr,
                                                      SymlinkGuard* guard = nullptr);

@@ -1,4 +1,4 @@
-#include "nodeagent/claims.h"
+#include "nodeagent/sync/claims.h"
 
 #include <random>
 #include <thread>
@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "naming/node_identity.h"
-#include "nodeagent/view_materializer.h"
+#include "nodeagent/view/view_materializer.h"
 
 namespace onebox {
 

@@ -1,4 +1,4 @@
-#include "nodeagent/replicator.h"
+#include "nodeagent/sync/replicator.h"
 
 #include <algorithm>
 #include <deque>
@@ -8,8 +8,8 @@
 #include <spdlog/spdlog.h>
 
 #include "naming/node_identity.h"
-#include "nodeagent/grpc_services.h"
-#include "nodeagent/view_materializer.h"
+#include "nodeagent/api/services.h"
+#include "nodeagent/view/view_materializer.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {

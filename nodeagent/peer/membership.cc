@@ -1,4 +1,4 @@
-#include "nodeagent/membership.h"
+#include "nodeagent/peer/membership.h"
 
 #include <algorithm>
 #include <random>
@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "nodeagent/grpc_services.h"
+#include "nodeagent/api/services.h"
 
 namespace onebox {
 

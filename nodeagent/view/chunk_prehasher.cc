@@ -1,4 +1,4 @@
-#include "nodeagent/chunk_prehasher.h"
+#include "nodeagent/view/chunk_prehasher.h"
 
 #include <fcntl.h>
 #include <sys/random.h>
@@ -11,8 +11,8 @@
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
 
-#include "nodeagent/content.h"
-#include "nodeagent/view_fs.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/view/view_fs.h"
 
 namespace onebox {
 

@@ -1,7 +1,7 @@
-#include "nodeagent/view_recorder.h"
+#include "nodeagent/view/view_recorder.h"
 
-#include "nodeagent/content.h"
-#include "nodeagent/view_fs.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/view/view_fs.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -704,7 +704,7 @@ void ViewRecorder::ObstacleMayBeGone() {
 }
 
 void ViewRecorder::TryProof(uint64_t raises) {
-  // The argument is in nodeagent/symlink_guard.h (3).
+  // The argument is in nodeagent/view/symlink_guard.h (3).
   auto t0 = SymlinkGuard::Clock::now();
   if (!guard_->LockForProof()) {  // a shim is making a symlink: no use walking now
     guard_->ProofFailed(SymlinkGuard::Clock::duration::zero());

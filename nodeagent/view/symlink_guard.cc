@@ -1,4 +1,4 @@
-#include "nodeagent/symlink_guard.h"
+#include "nodeagent/view/symlink_guard.h"
 
 #include <fcntl.h>
 #include <poll.h>

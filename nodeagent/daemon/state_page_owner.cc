@@ -1,4 +1,4 @@
-#include "nodeagent/state_page_owner.h"
+#include "nodeagent/daemon/state_page_owner.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

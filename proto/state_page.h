@@ -22,7 +22,7 @@ struct StatePage {
   // this is not 0.
   std::atomic<uint64_t> peers_alive;
 
-  // The symlink-free view (nodeagent/symlink_guard.h has the protocol and
+  // The symlink-free view (nodeagent/view/symlink_guard.h has the protocol and
   // why it is safe). Fields added after the first version: a page from an
   // older agent has zeros here, and symlink_guard tells the shim whether the
   // three below are kept at all.

@@ -1,4 +1,4 @@
-#include "nodeagent/work_pool.h"
+#include "nodeagent/daemon/work_pool.h"
 
 #include <pthread.h>
 

@@ -1,4 +1,4 @@
-#include "nodeagent/content.h"
+#include "nodeagent/sync/content_transfer.h"
 
 #include <openssl/evp.h>
 
@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "nodeagent/grpc_services.h"
+#include "nodeagent/api/services.h"
 
 namespace onebox {
 

@@ -1,4 +1,4 @@
-#include "nodeagent/agent.h"
+#include "nodeagent/daemon/agent.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -22,19 +22,19 @@
 #include <spdlog/spdlog.h>
 
 #include "grpc/health/v1/health.pb.h"
-#include "nodeagent/grpc_services.h"
-#include "nodeagent/membership.h"
-#include "nodeagent/anti_entropy.h"
-#include "nodeagent/claims.h"
-#include "nodeagent/replicator.h"
-#include "nodeagent/tree_repair.h"
-#include "nodeagent/content.h"
-#include "nodeagent/state_page_owner.h"
-#include "nodeagent/view_materializer.h"
-#include "nodeagent/work_pool.h"
-#include "nodeagent/shim_server.h"
-#include "nodeagent/symlink_guard.h"
-#include "nodeagent/view_recorder.h"
+#include "nodeagent/api/services.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/sync/anti_entropy.h"
+#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/replicator.h"
+#include "nodeagent/sync/tree_repair.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/daemon/state_page_owner.h"
+#include "nodeagent/view/view_materializer.h"
+#include "nodeagent/daemon/work_pool.h"
+#include "nodeagent/local/shim_server.h"
+#include "nodeagent/view/symlink_guard.h"
+#include "nodeagent/view/view_recorder.h"
 #include "naming/cluster_path.h"
 
 namespace onebox {

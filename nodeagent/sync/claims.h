@@ -17,8 +17,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "consistency/store.h"
-#include "nodeagent/content.h"
-#include "nodeagent/membership.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/peer/membership.h"
 #include "onebox/v1/peer.grpc.pb.h"
 
 namespace onebox {

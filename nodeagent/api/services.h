@@ -13,7 +13,7 @@
 
 #include "consistency/store.h"
 #include "naming/node_identity.h"
-#include "nodeagent/work_pool.h"
+#include "nodeagent/daemon/work_pool.h"
 #include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/peer.grpc.pb.h"

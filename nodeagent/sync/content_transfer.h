@@ -19,7 +19,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "consistency/store.h"
-#include "nodeagent/membership.h"
+#include "nodeagent/peer/membership.h"
 #include "onebox/v1/peer.grpc.pb.h"
 
 namespace onebox {

@@ -31,9 +31,9 @@
 #include <unordered_set>
 
 #include "consistency/store.h"
-#include "nodeagent/content.h"
-#include "nodeagent/state_page.h"
-#include "nodeagent/symlink_guard.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "proto/state_page.h"
+#include "nodeagent/view/symlink_guard.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {

@@ -1,12 +1,12 @@
-#include "nodeagent/anti_entropy.h"
+#include "nodeagent/sync/anti_entropy.h"
 
 #include <random>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "nodeagent/grpc_services.h"
-#include "nodeagent/view_materializer.h"
+#include "nodeagent/api/services.h"
+#include "nodeagent/view/view_materializer.h"
 
 namespace onebox {
 

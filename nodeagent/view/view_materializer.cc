@@ -1,6 +1,6 @@
-#include "nodeagent/view_materializer.h"
+#include "nodeagent/view/view_materializer.h"
 
-#include "nodeagent/view_fs.h"
+#include "nodeagent/view/view_fs.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -363,7 +363,7 @@ std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpi
 
 Status ViewMaterializer::PlaceSymlink(const std::string& path, const v1::Inode& inode, const Version& version) {
   // Shims stat without a confined lookup while the view holds no symlink:
-  // the guard hears of this one before it exists (nodeagent/symlink_guard.h).
+  // the guard hears of this one before it exists (nodeagent/view/symlink_guard.h).
   uint64_t token = 0;
   if (guard_ != nullptr) {
     Result<uint64_t> announced = guard_->Announce(0);

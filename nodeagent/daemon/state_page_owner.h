@@ -1,9 +1,9 @@
-// The agent's side of the shared state page (nodeagent/state_page.h): creates
+// The agent's side of the shared state page (proto/state_page.h): creates
 // and seals the memfd, and keeps the one writable mapping of it.
 #pragma once
 
 #include "consistency/status.h"
-#include "nodeagent/state_page.h"
+#include "proto/state_page.h"
 
 namespace onebox {
 

@@ -6,7 +6,7 @@
 // through a symlink: with none on the way it stays inside, and the kernel's
 // answer is the one the confined lookup gives.
 //
-// The page (nodeagent/state_page.h) holds `symlinks`, an upper bound of the
+// The page (proto/state_page.h) holds `symlinks`, an upper bound of the
 // symlinks in the view, and `symlink_epoch`, which moves whenever `symlinks`
 // changes. The shim (SymlinkFreeBegin/Still in state_page.h):
 //
@@ -133,7 +133,7 @@
 #include <thread>
 
 #include "consistency/status.h"
-#include "nodeagent/state_page.h"
+#include "proto/state_page.h"
 
 namespace onebox {
 

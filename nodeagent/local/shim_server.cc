@@ -1,4 +1,4 @@
-#include "nodeagent/shim_server.h"
+#include "nodeagent/local/shim_server.h"
 
 #include <fcntl.h>
 #include <sys/epoll.h>
