@@ -2,20 +2,13 @@
 
 #include <fmt/format.h>
 
+#include "consistency/bytes.h"
+
 namespace onebox {
 
 namespace {
 constexpr uint8_t kFormat = 1;
 constexpr uint8_t kFlagTombstone = 1;
-
-void PutBE64(std::string& out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
-}
-uint64_t GetBE64(std::string_view in) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
-  return v;
-}
 
 Status CheckHeader(std::string_view bytes) {
   if (bytes.size() < kRecordHeaderBytes)
@@ -33,15 +26,15 @@ std::string EncodeRecord(const Record& r) {
   out.reserve(kRecordHeaderBytes + r.value.size());
   out.push_back(static_cast<char>(kFormat));
   out.push_back(static_cast<char>(r.tombstone ? kFlagTombstone : 0));
-  PutBE64(out, r.version.hlc);
-  PutBE64(out, r.version.node);
+  AppendBE64(out, r.version.hlc);
+  AppendBE64(out, r.version.node);
   out.append(r.value);
   return out;
 }
 
 Result<Version> DecodeVersion(std::string_view bytes) {
   if (Status s = CheckHeader(bytes); !s.ok()) return s;
-  return Version{GetBE64(bytes.substr(2)), GetBE64(bytes.substr(10))};
+  return Version{ReadBE64(bytes.substr(2)), ReadBE64(bytes.substr(10))};
 }
 
 Result<Record> DecodeRecord(std::string_view bytes, bool with_value) {

@@ -1,5 +1,8 @@
 #include "consistency/store.h"
 
+#include "consistency/bytes.h"
+#include "consistency/digest.h"
+
 #include <algorithm>
 #include <map>
 #include <optional>
@@ -13,7 +16,6 @@
 #include <rocksdb/table.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/write_batch.h>
-#include <openssl/evp.h>
 
 namespace onebox {
 
@@ -25,17 +27,6 @@ constexpr std::string_view kHlcMetaKey = "hlc";
 constexpr std::string_view kChunksUnflushedKey = "chunks-unflushed";
 // Chunks at least this big skip the WAL; smaller ones are cheap to log.
 constexpr size_t kWalLessChunkBytes = 64 << 10;
-
-std::string BE64(uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i, v >>= 8) out[i] = static_cast<char>(v & 0xff);
-  return out;
-}
-uint64_t FromBE64(std::string_view s) {
-  uint64_t v = 0;
-  for (char c : s) v = (v << 8) | static_cast<uint8_t>(c);
-  return v;
-}
 
 // Keeps the larger of two 8-byte big-endian values: the order in which
 // concurrent batches commit their HLC marks does not matter.
@@ -145,9 +136,9 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   {
     std::unique_ptr<rocksdb::Iterator> it(store->db_->NewIterator(rocksdb::ReadOptions(), store->cf(Cf::kLog)));
     it->SeekToLast();
-    if (it->Valid()) store->log_seq_ = FromBE64(std::string_view(it->key().data(), it->key().size()));
+    if (it->Valid()) store->log_seq_ = ReadBE64(std::string_view(it->key().data(), it->key().size()));
     it->SeekToFirst();
-    store->log_first_ = it->Valid() ? FromBE64(std::string_view(it->key().data(), it->key().size()))
+    store->log_first_ = it->Valid() ? ReadBE64(std::string_view(it->key().data(), it->key().size()))
                                     : store->log_seq_.load() + 1;
   }
   // Chunks may have been lost with the memtable (a crash): flush them (and
@@ -161,7 +152,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   std::string mark;
   s = store->db_->Get(rocksdb::ReadOptions(), store->cf(Cf::kMeta), kHlcMetaKey, &mark);
   if (s.ok()) {
-    store->clock_.Observe(FromBE64(mark));
+    store->clock_.Observe(ReadBE64(mark));
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read persisted clock");
   }
@@ -204,9 +195,9 @@ Result<std::vector<LogEntry>> Store::ReadLog(uint64_t after, size_t limit) {
     std::string_view v(it->value().data(), it->value().size());
     if (v.size() < 9) return Status::Corruption("short log entry");
     LogEntry e;
-    e.seq = FromBE64(std::string_view(it->key().data(), it->key().size()));
+    e.seq = ReadBE64(std::string_view(it->key().data(), it->key().size()));
     e.space = static_cast<Cf>(static_cast<uint8_t>(v[0]));
-    uint64_t klen = FromBE64(v.substr(1, 8));
+    uint64_t klen = ReadBE64(v.substr(1, 8));
     if (v.size() < 9 + klen) return Status::Corruption("short log entry");
     e.key.assign(v.substr(9, klen));
     Result<Record> r = DecodeRecord(v.substr(9 + klen));
@@ -490,35 +481,25 @@ Result<std::vector<Record>> Store::History(std::string_view key) {
 }
 
 Result<std::string> Store::Digest(uint64_t* records) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  Sha256OfParts digest;
   uint64_t count = 0;
   Status st;
   for (size_t i = 0; i < static_cast<size_t>(Cf::kCount) && st.ok(); ++i) {
     if (!kCfVersioned[i]) continue;
-    std::string name = kCfNames[i];
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(static_cast<Cf>(i))));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      // family, key and the encoded record (version, tombstone flag, value), each length-prefixed
-      for (std::string_view part : {std::string_view(name), std::string_view(it->key().data(), it->key().size()),
-                                    std::string_view(it->value().data(), it->value().size())}) {
-        std::string len = BE64(part.size());
-        EVP_DigestUpdate(ctx, len.data(), len.size());
-        EVP_DigestUpdate(ctx, part.data(), part.size());
-      }
+      // family, key and the encoded record (version, tombstone flag, value)
+      digest.Add(kCfNames[i]);
+      digest.Add(std::string_view(it->key().data(), it->key().size()));
+      digest.Add(std::string_view(it->value().data(), it->value().size()));
       ++count;
     }
     st = FromRocks(it->status(), "digest");
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_DigestFinal_ex(ctx, md, &n);
-  EVP_MD_CTX_free(ctx);
+  std::string raw = digest.Finish();
   if (!st.ok()) return st;
   if (records) *records = count;
-  std::string hex;
-  for (unsigned int i = 0; i < n; ++i) hex += fmt::format("{:02x}", md[i]);
-  return hex;
+  return HexOf(raw);
 }
 
 size_t Store::BucketOf(Cf space, std::string_view key) {
@@ -533,11 +514,7 @@ size_t Store::BucketOf(Cf space, std::string_view key) {
 }
 
 Result<std::vector<std::string>> Store::BucketDigests() {
-  std::vector<EVP_MD_CTX*> ctx(kBuckets);
-  for (auto& c : ctx) {
-    c = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(c, EVP_sha256(), nullptr);
-  }
+  std::vector<Sha256OfParts> digests(kBuckets);
   Status st;
   for (size_t i = 0; i < static_cast<size_t>(Cf::kCount) && st.ok(); ++i) {
     if (!kCfVersioned[i]) continue;
@@ -545,24 +522,15 @@ Result<std::vector<std::string>> Store::BucketDigests() {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::string_view key(it->key().data(), it->key().size());
-      EVP_MD_CTX* c = ctx[BucketOf(space, key)];
-      for (std::string_view part : {std::string_view(kCfNames[i]), key,
-                                    std::string_view(it->value().data(), it->value().size())}) {
-        std::string len = BE64(part.size());
-        EVP_DigestUpdate(c, len.data(), len.size());
-        EVP_DigestUpdate(c, part.data(), part.size());
-      }
+      Sha256OfParts& digest = digests[BucketOf(space, key)];
+      digest.Add(kCfNames[i]);
+      digest.Add(key);
+      digest.Add(std::string_view(it->value().data(), it->value().size()));
     }
     st = FromRocks(it->status(), "bucket digests");
   }
   std::vector<std::string> out;
-  for (auto* c : ctx) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_DigestFinal_ex(c, md, &n);
-    EVP_MD_CTX_free(c);
-    out.emplace_back(reinterpret_cast<char*>(md), n);
-  }
+  for (Sha256OfParts& digest : digests) out.push_back(digest.Finish());
   if (!st.ok()) return st;
   return out;
 }

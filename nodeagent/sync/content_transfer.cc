@@ -1,7 +1,5 @@
 #include "nodeagent/sync/content_transfer.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <set>
 #include <thread>
@@ -9,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "consistency/bytes.h"
 #include "nodeagent/api/services.h"
 
 namespace onebox {
@@ -19,10 +18,7 @@ constexpr size_t kFetchesInFlight = 4;
 constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 
 uint64_t RendezvousWeight(const std::string& path, const std::string& node_id) {
-  std::string h = Sha256(path + '\0' + node_id);
-  uint64_t w = 0;
-  for (int i = 0; i < 8; ++i) w = (w << 8) | static_cast<unsigned char>(h[i]);
-  return w;
+  return ReadBE64(Sha256(path + '\0' + node_id));
 }
 
 // Keeps the n members of v that weigh most for path (rendezvous hashing),
@@ -38,19 +34,6 @@ void KeepHeaviest(std::vector<T>& v, const std::string& path, size_t n, IdOf id)
   for (auto& [w, m] : weighed) v.push_back(std::move(m));
 }
 }  // namespace
-
-std::string HexOf(std::string_view raw) {
-  std::string out;
-  for (unsigned char c : raw) out += fmt::format("{:02x}", c);
-  return out;
-}
-
-std::string Sha256(std::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
-  return std::string(reinterpret_cast<char*>(digest), len);
-}
 
 ContentTransfer::ContentTransfer(Store& store, Membership& members, std::string self_id, int replication_factor)
     : store_(store), members_(members), self_(std::move(self_id)), replication_factor_(replication_factor) {}

@@ -18,6 +18,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "consistency/digest.h"
 #include "consistency/store.h"
 #include "nodeagent/peer/membership.h"
 #include "onebox/v1/peer.grpc.pb.h"
@@ -27,11 +28,6 @@ namespace onebox {
 // Content is cut into chunks of this size, the last one shorter: chunk i of
 // a file starts at i * kChunkBytes.
 constexpr size_t kChunkBytes = 1 << 20;
-
-// SHA-256 of bytes (raw, 32 bytes).
-std::string Sha256(std::string_view bytes);
-// Lowercase hex of raw bytes (digests in logs and keys).
-std::string HexOf(std::string_view raw);
 
 class ContentTransfer {
  public:

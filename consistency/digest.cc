@@ -1,0 +1,50 @@
+#include "consistency/digest.h"
+
+#include <openssl/evp.h>
+
+#include <utility>
+
+#include "consistency/bytes.h"
+
+namespace onebox {
+
+std::string Sha256(std::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(digest), len);
+}
+
+std::string HexOf(std::string_view raw) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(raw.size() * 2);
+  for (unsigned char c : raw) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xf]);
+  }
+  return out;
+}
+
+Sha256OfParts::Sha256OfParts() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+
+Sha256OfParts::~Sha256OfParts() {
+  if (ctx_ != nullptr) EVP_MD_CTX_free(ctx_);
+}
+
+Sha256OfParts::Sha256OfParts(Sha256OfParts&& other) noexcept : ctx_(std::exchange(other.ctx_, nullptr)) {}
+
+void Sha256OfParts::Add(std::string_view part) {
+  std::string len = BE64(part.size());
+  EVP_DigestUpdate(ctx_, len.data(), len.size());
+  EVP_DigestUpdate(ctx_, part.data(), part.size());
+}
+
+std::string Sha256OfParts::Finish() {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_DigestFinal_ex(ctx_, md, &n);
+  return std::string(reinterpret_cast<char*>(md), n);
+}
+
+}  // namespace onebox
