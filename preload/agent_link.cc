@@ -655,7 +655,7 @@ void DiscoverViewRoot(const char* real_cwd) {
   for (size_t pos = cwd.find("/view/"); pos != std::string_view::npos; pos = cwd.find("/view/", pos + 1)) {
     size_t end = pos + 5;  // candidate view root: cwd[0..end)
     char marker[kMaxPathBytes];
-    int n = snprintf(marker, sizeof marker, "%.*s/.onebox-view", static_cast<int>(end), real_cwd);
+    int n = snprintf(marker, sizeof marker, "%.*s/%s", static_cast<int>(end), real_cwd, kViewMarker);
     if (n <= 0 || static_cast<size_t>(n) >= sizeof marker) return;
     if (RealSyscall(SYS_faccessat, AT_FDCWD, marker, F_OK, 0) == 0) {
       memcpy(view_root, real_cwd, end);

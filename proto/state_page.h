@@ -81,6 +81,10 @@ inline bool SymlinkFreeStill(const StatePage* page, uint64_t epoch) {
 // announcement, the lock outlives an agent's restart.
 constexpr const char* kSymlinkLockFile = ".onebox-symlinks";
 
+// A file in the view root that names it as one: a shim whose cwd is in the
+// view (a program started there) finds the view root by it.
+constexpr const char* kViewMarker = ".onebox-view";
+
 // The name of the extended attribute that marks a stub in the view. The agent
 // decides what is a stub (it checks size and mtime against its record); the
 // attribute only tells the shim to ask.

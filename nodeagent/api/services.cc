@@ -1,4 +1,5 @@
 #include "nodeagent/api/services.h"
+#include "naming/ns_key.h"
 
 #include <unistd.h>
 
@@ -359,11 +360,9 @@ grpc::ServerUnaryReactor* StoreService::Scan(grpc::CallbackServerContext* ctx, c
 namespace {
 // The ns key of a cluster path given by a client, or INVALID_ARGUMENT.
 grpc::Status PathKey(const std::string& path, std::string* key) {
-  char norm[kMaxPathBytes];
-  size_t n = NormalizePath(path, norm, sizeof norm);
-  if (n <= 1)
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("'{}' is not an absolute cluster path", path));
-  *key = NsKey(std::string_view(norm, n));
+  Result<std::string> k = NsKeyOfPath(path);
+  if (!k.ok()) return ToGrpc(k.status());
+  *key = std::move(*k);
   return grpc::Status::OK;
 }
 }  // namespace

@@ -1,4 +1,5 @@
 #include "nodeagent/daemon/agent.h"
+#include "naming/ns_key.h"
 
 #include <fcntl.h>
 #include <malloc.h>
@@ -258,7 +259,7 @@ int RunAgent(const AgentOptions& opt) {
           case v1::ShimRequest::kHello: {
             ClusterRoot root;
             // The agent's own entries in the view root (".onebox-*") are no cluster root.
-            if (!root.Set(req.hello().root()) || req.hello().root().rfind("/.onebox-", 0) == 0) {
+            if (!root.Set(req.hello().root()) || IsAgentEntry(std::string_view(req.hello().root()).substr(1))) {
               resp->set_err(EINVAL);
               resp->set_message(fmt::format("cluster root '{}' must be an absolute path other than /",
                                             req.hello().root()));

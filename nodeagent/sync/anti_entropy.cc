@@ -6,7 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nodeagent/api/services.h"
-#include "nodeagent/view/view_materializer.h"
+#include "naming/ns_key.h"
 
 namespace onebox {
 

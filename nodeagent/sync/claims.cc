@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "naming/node_identity.h"
-#include "nodeagent/view/view_materializer.h"
+#include "naming/ns_key.h"
 
 namespace onebox {
 

@@ -9,7 +9,7 @@
 
 #include "naming/node_identity.h"
 #include "nodeagent/api/services.h"
-#include "nodeagent/view/view_materializer.h"
+#include "naming/ns_key.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {

@@ -1,6 +1,6 @@
 #include "nodeagent/sync/tree_repair.h"
 
-#include "nodeagent/view/view_materializer.h"
+#include "naming/ns_key.h"
 
 #include <vector>
 

@@ -1,4 +1,5 @@
 #include "nodeagent/view/view_materializer.h"
+#include "naming/ns_key.h"
 
 #include "nodeagent/view/view_fs.h"
 
@@ -21,8 +22,6 @@ namespace onebox {
 namespace {
 
 constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the recorder never looks there
-
-std::string Base(const std::string& path) { return path.substr(path.rfind('/') + 1); }
 
 int64_t Ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
 timespec Ts(int64_t ns) { return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)}; }
@@ -55,22 +54,6 @@ bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path
 }
 
 }  // namespace
-
-std::string ParentKey(const std::string& key) {
-  size_t slash = key.rfind('/');
-  return slash == std::string::npos ? "" : key.substr(0, slash);
-}
-
-bool IsValidNsKey(std::string_view key) {
-  if (key.empty() || key.front() == '/' || key.rfind(".onebox-", 0) == 0) return false;
-  for (size_t pos = 0; pos <= key.size();) {
-    size_t slash = std::min(key.find('/', pos), key.size());
-    std::string_view comp = key.substr(pos, slash - pos);
-    if (comp.empty() || comp == "." || comp == "..") return false;
-    pos = slash + 1;
-  }
-  return true;
-}
 
 namespace {
 
@@ -269,7 +252,7 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   std::lock_guard view_lock(view_mu_);
   int parent = OpenParent(path, true);
   if (parent < 0) return Status::IOError(fmt::format("parent of /{}: {}", path, strerror(errno)));
-  std::string name = Base(path);
+  std::string name(BaseName(path));
   struct stat st;
   if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
     // A file or symlink where the peer has a directory, older than the peer's record: it goes.
@@ -456,7 +439,7 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     unlinkat(staging_fd_, tmp.c_str(), 0);
     return s;
   }
-  std::string name = Base(path);
+  std::string name(BaseName(path));
   if (!MayReplace(parent, name, path, version)) {
     unlinkat(staging_fd_, tmp.c_str(), 0);
     close(parent);
@@ -514,7 +497,7 @@ void ViewMaterializer::Remove(const std::string& path) {
     if (!tomb.ok() || !tomb->tombstone) return;  // live (again), or never known
     int parent = OpenParent(p, false);
     if (parent < 0) return;
-    std::string name = Base(p);
+    std::string name(BaseName(p));
     struct stat st;
     int rc = -1;
     if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <sys/stat.h>
+#include "naming/ns_key.h"
 
 #include <condition_variable>
 #include <deque>
@@ -37,12 +38,6 @@
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
-
-// An ns key a peer may send: relative, no empty, "." or ".." components, and
-// not one of the agent's own entries in the view root (".onebox-*").
-bool IsValidNsKey(std::string_view key);
-// The ns key of key's directory ("" for a top-level key).
-std::string ParentKey(const std::string& key);
 
 class ViewMaterializer {
  public:

@@ -1,4 +1,5 @@
 #include "nodeagent/view/view_recorder.h"
+#include "naming/ns_key.h"
 
 #include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/view/view_fs.h"
@@ -33,11 +34,6 @@ namespace {
 constexpr uint32_t kWatchMask = IN_CREATE | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
                                 IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK;
 constexpr std::string_view kSyncMarker = ".onebox-sync-";
-constexpr std::string_view kAgentFiles = ".onebox-";  // in the view root: the agent's, never recorded
-
-std::string Join(const std::string& dir, std::string_view name) {
-  return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
-}
 
 v1::FileType TypeOf(mode_t m) {
   if (S_ISREG(m)) return v1::FILE_TYPE_REGULAR;
@@ -57,10 +53,6 @@ bool SameState(const v1::Inode& a, const v1::Inode& b) {
 }
 
 }  // namespace
-
-std::string NsKey(std::string_view normalized_abs_path) {
-  return std::string(normalized_abs_path.substr(normalized_abs_path.empty() ? 0 : 1));
-}
 
 Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& view_root, Store& store,
                                                           ViewMaterializer* materializer, SymlinkGuard* guard) {
@@ -240,9 +232,9 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
       }
       continue;
     }
-    if (dir.empty() && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;
+    if (dir.empty() && IsAgentEntry(name)) continue;
     if (moved && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
-    std::string path = Join(dir, name);
+    std::string path = JoinKey(dir, name);
     // The obstacle to the last proof, or a directory above it, was removed,
     // moved or changed its mode or owner: worth another walk.
     if (!obstacle_.empty() && (ev->mask & (IN_ATTRIB | IN_DELETE | IN_MOVED_FROM)) &&
@@ -292,12 +284,12 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
   std::vector<std::pair<std::string, bool>> children;
   while (dirent* e = readdir(d)) {
     std::string_view name(e->d_name);
-    if (name == "." || name == ".." || (dir.empty() && name.substr(0, kAgentFiles.size()) == kAgentFiles)) continue;
+    if (name == "." || name == ".." || (dir.empty() && IsAgentEntry(name))) continue;
     children.emplace_back(std::string(name), e->d_type == DT_DIR);
   }
   closedir(d);
   for (auto& [name, is_dir] : children) {
-    std::string path = Join(dir, name);
+    std::string path = JoinKey(dir, name);
     if (is_dir) {
       WatchTree(path, seen);
     } else {
@@ -461,9 +453,7 @@ void ViewRecorder::RepairLostChunks() {
 }
 
 Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
-  if (path.empty() || path.front() == '/' || path.find("/../") != std::string::npos || path.rfind("../", 0) == 0 ||
-      (path.size() >= 3 && path.compare(path.size() - 3, 3, "/..") == 0) || path == ".." ||
-      path.rfind(".onebox-", 0) == 0)
+  if (!IsValidNsKey(path))
     return Status::InvalidArgument(fmt::format("'{}' is not a path below the view root", path));
   int64_t size = RecordPath(path, /*content_changed=*/true, /*sync=*/true);
   if (size < 0) return Status::IOError(fmt::format("could not record {}", path));
@@ -785,7 +775,7 @@ ViewRecorder::Walk ViewRecorder::NoSymlinkBelow(int dir_fd, const std::string& p
   while (dirent* e = readdir(d)) {
     std::string_view name(e->d_name);
     if (name == "." || name == "..") continue;
-    if (depth == 0 && name.substr(0, kAgentFiles.size()) == kAgentFiles) continue;  // never a cluster path
+    if (depth == 0 && IsAgentEntry(name)) continue;  // never a cluster path
     unsigned char type = e->d_type;
     if (type == DT_UNKNOWN) {
       struct stat st;
@@ -803,7 +793,7 @@ ViewRecorder::Walk ViewRecorder::NoSymlinkBelow(int dir_fd, const std::string& p
   }
   if (errno != 0) result = Walk::kFailed;
   for (size_t i = 0; result == Walk::kClean && i < subdirs.size(); ++i) {
-    std::string sub_path = Join(path, subdirs[i].first);
+    std::string sub_path = JoinKey(path, subdirs[i].first);
     int sub = openat(dirfd(d), subdirs[i].first.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     DirId id;
     if (sub < 0 || !IdentifyDir(sub, &id)) {

@@ -26,9 +26,6 @@
 
 namespace onebox {
 
-// A file in the view root that names it as one (preload/agent_link.cc looks for it).
-constexpr const char* kViewMarker = ".onebox-view";
-
 class ViewRecorder {
  public:
   // view_root must exist. Scans it, then follows its changes on a thread.
@@ -139,9 +136,5 @@ class ViewRecorder {
   uint64_t sync_seen_ = 0;
   uint64_t sync_next_ = 0;
 };
-
-// The ns key of a cluster path: the normalized path without its leading "/".
-// Returns false (and says why) for a path outside every root or not absolute.
-std::string NsKey(std::string_view normalized_abs_path);
 
 }  // namespace onebox
