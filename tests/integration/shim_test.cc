@@ -20,6 +20,7 @@
 
 #include "nodeagent/state_page.h"
 #include "onebox/v1/namespace.grpc.pb.h"
+#include "preload/interposed.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -697,9 +698,8 @@ TEST_F(ShimTest, EveryInterposedFunctionBehavesAsNatively) {
   EXPECT_EQ(shimmed.exit_code, 0) << shimmed.err;
   EXPECT_EQ(shimmed.out, native.out);
   EXPECT_EQ(shimmed.err, native.err);
-  std::istringstream names(ONEBOX_INTERPOSED_NAMES);
-  for (std::string name; std::getline(names, name, ',');)
-    EXPECT_NE(native.out.find("\n" + name + " "), std::string::npos) << name << " is not probed";
+  for (const auto& e : shim::kInterposed)
+    EXPECT_NE(native.out.find("\n" + std::string(e.function) + " "), std::string::npos) << e.function << " is not probed";
   // Crossing between the cluster and a native directory is EXDEV, as between file systems.
   RunResult cross = Sh("touch /cluster/probe/x && python3 -c 'import os\ntry: os.rename(\"/cluster/probe/x\", \"" +
                        (dir_ / "x") + "\")\nexcept OSError as e: print(e.errno == 18)'");
@@ -726,8 +726,7 @@ TEST_F(ShimTest, ExportsExactlyTheInterposedFunctions) {
   for (std::string line; std::getline(lines, line);) exported.push_back(line.substr(line.rfind(' ') + 1));
   std::sort(exported.begin(), exported.end());
   std::vector<std::string> listed;
-  std::istringstream names(ONEBOX_INTERPOSED_NAMES);
-  for (std::string name; std::getline(names, name, ',');) listed.push_back(name);
+  for (const auto& e : shim::kInterposed) listed.emplace_back(e.function);
   std::sort(listed.begin(), listed.end());
   EXPECT_EQ(exported, listed);
   EXPECT_GE(listed.size(), 70u);
