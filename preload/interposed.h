@@ -3,6 +3,8 @@
 // the preload/ file that implements it (family.cc), support what a program
 // can rely on for a cluster path (Support below) and note one line on what
 // happens there. Everything else about the list comes from it:
+// - the shim includes it (preload/libc_decls.h): every function must have a
+//   libc declaration, and its wrapper's definition must match it;
 // - exports.map, the shim's export map, is written from it at build time by
 //   interposed_table.cc, and the link fails when a listed function has no
 //   wrapper (--no-undefined-version);
