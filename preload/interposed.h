@@ -8,8 +8,10 @@
 // - exports.map, the shim's export map, is written from it at build time by
 //   interposed_table.cc, and the link fails when a listed function has no
 //   wrapper (--no-undefined-version);
-// - the tests check the library exports exactly these, that calls_probe
-//   calls every one of them, and that docs/compatibility.md names each.
+// - the per-function table of docs/compatibility.md is written from it
+//   (`cmake --build build --target compat_doc`), and a test checks the page;
+// - the tests check the library exports exactly these and that calls_probe
+//   calls every one of them.
 // A function listed twice does not compile (Interposed below).
 #pragma once
 

@@ -718,6 +718,10 @@ TEST_F(ShimTest, OneboxExecRunsACommandUnderTheShim) {
   EXPECT_EQ(RunCommand({OneboxBin(), "exec"}).exit_code, 2);
 }
 
+// The export map is written from preload/interposed.h, and the link fails
+// when a listed function has no wrapper; this checks the result.
+// docs/compatibility.md is checked against the list by the
+// compat_doc_follows_interposed_list test (tests/CMakeLists.txt).
 TEST_F(ShimTest, ExportsExactlyTheInterposedFunctions) {
   RunResult nm = RunCommand({"nm", "-D", "--defined-only", ShimLib()});
   ASSERT_EQ(nm.exit_code, 0) << nm.err;
@@ -730,12 +734,6 @@ TEST_F(ShimTest, ExportsExactlyTheInterposedFunctions) {
   std::sort(listed.begin(), listed.end());
   EXPECT_EQ(exported, listed);
   EXPECT_GE(listed.size(), 70u);
-  // docs/compatibility.md names every one of them.
-  std::ifstream doc(std::string(ONEBOX_SOURCE_DIR) + "/docs/compatibility.md");
-  std::stringstream text;
-  text << doc.rdbuf();
-  for (const std::string& name : listed)
-    EXPECT_NE(text.str().find("`" + name + "`"), std::string::npos) << name << " is missing from docs/compatibility.md";
 }
 
 }  // namespace
