@@ -10,8 +10,8 @@
 //   wrapper (--no-undefined-version);
 // - the per-function table of docs/compatibility.md is written from it
 //   (`cmake --build build --target compat_doc`), and a test checks the page;
-// - the tests check the library exports exactly these and that calls_probe
-//   calls every one of them.
+// - the tests check the library exports exactly these, each from its
+//   family's file, and that calls_probe calls every one of them.
 // A function listed twice does not compile (Interposed below).
 #pragma once
 

@@ -14,6 +14,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -719,21 +720,31 @@ TEST_F(ShimTest, OneboxExecRunsACommandUnderTheShim) {
 }
 
 // The export map is written from preload/interposed.h, and the link fails
-// when a listed function has no wrapper; this checks the result.
-// docs/compatibility.md is checked against the list by the
-// compat_doc_follows_interposed_list test (tests/CMakeLists.txt).
-TEST_F(ShimTest, ExportsExactlyTheInterposedFunctions) {
-  RunResult nm = RunCommand({"nm", "-D", "--defined-only", ShimLib()});
+// when a listed function has no wrapper; this checks the result, and that
+// each function is defined in its family's file (nm -l reads the debug info:
+// a build without it checks the names only). docs/compatibility.md is checked
+// against the list by the compat_doc_follows_interposed_list test.
+TEST_F(ShimTest, ExportsExactlyTheInterposedFunctionsEachFromItsFamilysFile) {
+  RunResult nm = RunCommand({"nm", "-D", "-l", "--defined-only", ShimLib()});
   ASSERT_EQ(nm.exit_code, 0) << nm.err;
-  std::vector<std::string> exported;
+  std::map<std::string, std::string> file_of;  // exported name -> the file defining it ("" if unknown)
   std::istringstream lines(nm.out);
-  for (std::string line; std::getline(lines, line);) exported.push_back(line.substr(line.rfind(' ') + 1));
-  std::sort(exported.begin(), exported.end());
-  std::vector<std::string> listed;
+  for (std::string line; std::getline(lines, line);) {
+    size_t tab = line.find('\t');  // "ADDRESS T NAME[\tPATH:LINE]"
+    std::string symbol = line.substr(0, tab);
+    std::string where = tab == std::string::npos ? "" : line.substr(tab + 1, line.rfind(':') - tab - 1);
+    file_of[symbol.substr(symbol.rfind(' ') + 1)] = std::filesystem::path(where).filename();
+  }
+  std::vector<std::string> exported, listed;
+  for (const auto& [name, file] : file_of) exported.push_back(name);
   for (const auto& e : shim::kInterposed) listed.emplace_back(e.function);
   std::sort(listed.begin(), listed.end());
   EXPECT_EQ(exported, listed);
   EXPECT_GE(listed.size(), 70u);
+  for (const auto& e : shim::kInterposed) {
+    std::string file = file_of[std::string(e.function)];
+    EXPECT_TRUE(file.empty() || file == std::string(e.family) + ".cc") << e.function << " is defined in " << file;
+  }
 }
 
 }  // namespace
