@@ -111,6 +111,9 @@ __attribute__((noinline)) static int FcntlSlow(int fd, int cmd, void* arg, bool 
 
 int OneboxFcntl(int fd, int cmd, void* arg) __asm__("fcntl");
 int OneboxFcntl64(int fd, int cmd, void* arg) __asm__("fcntl64");
+// Each is libc's call with the argument named (libc_decls.h).
+static_assert(std::is_same_v<decltype(OneboxFcntl), WithNamedArg<&::fcntl, void*>>);
+static_assert(std::is_same_v<decltype(OneboxFcntl64), WithNamedArg<&::fcntl64, void*>>);
 
 int OneboxFcntl(int fd, int cmd, void* arg) {
   auto* real = hot_path.fcntl.load(std::memory_order_relaxed);

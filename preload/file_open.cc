@@ -177,6 +177,11 @@ int OneboxOpen(const char* path, int flags, mode_t mode) __asm__("open");
 int OneboxOpen64(const char* path, int flags, mode_t mode) __asm__("open64");
 int OneboxOpenat(int dirfd, const char* path, int flags, mode_t mode) __asm__("openat");
 int OneboxOpenat64(int dirfd, const char* path, int flags, mode_t mode) __asm__("openat64");
+// Each is libc's call with the mode named (libc_decls.h).
+static_assert(std::is_same_v<decltype(OneboxOpen), WithNamedArg<&::open, mode_t>>);
+static_assert(std::is_same_v<decltype(OneboxOpen64), WithNamedArg<&::open64, mode_t>>);
+static_assert(std::is_same_v<decltype(OneboxOpenat), WithNamedArg<&::openat, mode_t>>);
+static_assert(std::is_same_v<decltype(OneboxOpenat64), WithNamedArg<&::openat64, mode_t>>);
 
 int OneboxOpen(const char* path, int flags, mode_t mode) {
   return OpenAt(AT_FDCWD, path, flags, ModeArg(flags, mode));

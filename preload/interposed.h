@@ -1,48 +1,190 @@
-// The libc functions libonebox.so interposes, declared once: the export map
-// (exports.map, generated at build time), docs/compatibility.md and the test
-// that checks the library's dynamic symbols all come from this list.
-// Entries are X(<family>, <function>): the family is the preload/ file implementing it.
+// The libc functions libonebox.so interposes, declared once, in the manner of
+// gVisor's syscall table: X(family, function, support, note), where family is
+// the preload/ file that implements it (family.cc), support what a program
+// can rely on for a cluster path (Support below) and note one line on what
+// happens there. Everything else about the list comes from it:
+// - the shim includes it (preload/libc_decls.h): every function must have a
+//   libc declaration, and its wrapper's definition must match it;
+// - exports.map, the shim's export map, is written from it at build time by
+//   interposed_table.cc, and the link fails when a listed function has no
+//   wrapper (--no-undefined-version);
+// - the per-function table of docs/compatibility.md is written from it
+//   (`cmake --build build --target compat_doc`), and a test checks the page;
+// - the tests check the library exports exactly these, each from its
+//   family's file, and that calls_probe calls every one of them.
+// A function listed twice does not compile (Interposed below).
 #pragma once
 
-#define ONEBOX_INTERPOSED(X)                                                           \
-  X(file_open, open) X(file_open, open64) X(file_open, openat) X(file_open, openat64) \
-  X(file_open, creat) X(file_open, creat64) X(file_open, __open_2)                     \
-  X(file_open, __open64_2) X(file_open, __openat_2) X(file_open, __openat64_2)         \
-  X(file_open, fopen) X(file_open, fopen64) X(file_open, freopen)                      \
-  X(file_open, freopen64) X(file_open, opendir)                                        \
-  X(file_open, mkstemp) X(file_open, mkstemp64) X(file_open, mkostemp)                 \
-  X(file_open, mkostemp64) X(file_open, mkstemps) X(file_open, mkstemps64)             \
-  X(file_open, mkostemps) X(file_open, mkostemps64) X(file_open, mkdtemp)              \
-  X(exec, execve) X(exec, execv) X(exec, execvp) X(exec, execvpe) X(exec, execl)       \
-  X(exec, execlp) X(exec, execle) X(exec, posix_spawn) X(exec, posix_spawnp)           \
-  X(exec, dlopen)                                                                       \
-  X(file_walk, scandir) X(file_walk, scandir64) X(file_walk, glob) X(file_walk, glob64) \
-  X(file_walk, nftw) X(file_walk, nftw64) X(file_walk, ftw) X(file_walk, ftw64)         \
-  X(file_stat, stat) X(file_stat, stat64) X(file_stat, lstat) X(file_stat, lstat64)    \
-  X(file_stat, fstatat) X(file_stat, fstatat64) X(file_stat, statx)                    \
-  X(file_stat, __xstat) X(file_stat, __xstat64) X(file_stat, __lxstat)                 \
-  X(file_stat, __lxstat64) X(file_stat, __fxstatat) X(file_stat, __fxstatat64)         \
-  X(file_stat, access) X(file_stat, faccessat) X(file_stat, euidaccess)                \
-  X(file_stat, eaccess) X(file_stat, readlink) X(file_stat, readlinkat)                \
-  X(file_stat, statfs) X(file_stat, statfs64) X(file_stat, statvfs)                    \
-  X(file_stat, statvfs64) X(file_stat, realpath) X(file_stat, canonicalize_file_name)  \
-  X(file_stat, __realpath_chk) X(file_stat, __readlink_chk) X(file_stat, __readlinkat_chk) \
-  X(file_dir, mkdir) X(file_dir, mkdirat) X(file_dir, rmdir) X(file_dir, unlink)       \
-  X(file_dir, unlinkat) X(file_dir, rename) X(file_dir, renameat)                      \
-  X(file_dir, renameat2) X(file_dir, link) X(file_dir, linkat) X(file_dir, symlink)    \
-  X(file_dir, symlinkat) X(file_dir, chmod) X(file_dir, fchmodat) X(file_dir, chown)   \
-  X(file_dir, lchown) X(file_dir, fchownat) X(file_dir, truncate)                      \
-  X(file_dir, truncate64) X(file_dir, utimensat) X(file_dir, utimes) X(file_dir, utime) \
-  X(file_dir, futimesat) X(file_dir, mknod) X(file_dir, mknodat) X(file_dir, mkfifo)   \
-  X(file_dir, mkfifoat) X(file_dir, chdir) X(file_dir, fchdir)                         \
-  X(file_dir, getcwd) X(file_dir, __getcwd_chk) X(file_dir, get_current_dir_name)      \
-  X(file_xattr, getxattr) X(file_xattr, lgetxattr) X(file_xattr, setxattr)              \
-  X(file_xattr, lsetxattr) X(file_xattr, listxattr) X(file_xattr, llistxattr)           \
-  X(file_xattr, removexattr) X(file_xattr, lremovexattr)                                \
-  X(file_sync, fsync) X(file_sync, fdatasync)                                           \
-  X(file_write, write) X(file_write, pwrite) X(file_write, pwrite64)                    \
-  X(file_write, writev) X(file_write, pwritev) X(file_write, pwritev64)                 \
-  X(file_write, pwritev2) X(file_write, pwritev64v2)                                    \
-  X(raw_syscall, syscall)                                                               \
-  X(fd_guard, close) X(fd_guard, dup) X(fd_guard, dup2) X(fd_guard, dup3)               \
-  X(fd_guard, fcntl) X(fd_guard, fcntl64) X(fd_guard, close_range) X(fd_guard, closefrom)
+#include <cstddef>
+#include <string_view>
+
+// X(enumerator, name in the doc, what a program can rely on for a cluster path).
+#define ONEBOX_SUPPORT_LEVELS(X)                                                                                        \
+  X(kFull, "full", "behaves as on a local file system (results and errno as natively); the note says what the cluster adds") \
+  X(kPartial, "partial", "works, with the difference or the gap the note names")                                        \
+  X(kPassthrough, "passthrough", "libc's own call, unchanged; the shim only watches it, for the reason the note gives")
+
+#define ONEBOX_INTERPOSED(X)                                                                                            \
+  X(file_open, open, kFull, "a real kernel fd on the view file; flags and mode as given, permissions checked by the kernel") \
+  X(file_open, open64, kFull, "as open, with O_LARGEFILE")                                                              \
+  X(file_open, openat, kFull, "as open; relative to a dirfd the shim opened in the cluster, a cluster path")            \
+  X(file_open, openat64, kFull, "as openat, with O_LARGEFILE")                                                          \
+  X(file_open, creat, kFull, "open with O_CREAT, O_WRONLY and O_TRUNC")                                                 \
+  X(file_open, creat64, kFull, "as creat, with O_LARGEFILE")                                                            \
+  X(file_open, __open_2, kFull, "_FORTIFY_SOURCE entry: open without a mode")                                           \
+  X(file_open, __open64_2, kFull, "_FORTIFY_SOURCE entry: open64 without a mode")                                       \
+  X(file_open, __openat_2, kFull, "_FORTIFY_SOURCE entry: openat without a mode")                                       \
+  X(file_open, __openat64_2, kFull, "_FORTIFY_SOURCE entry: openat64 without a mode")                                   \
+  X(file_open, fopen, kFull, "opened here and wrapped with fdopen (glibc's fopen does not call the interposable open)") \
+  X(file_open, fopen64, kFull, "as fopen")                                                                              \
+  X(file_open, freopen, kFull, "opened here, then the stream is reopened on /proc/self/fd/N")                           \
+  X(file_open, freopen64, kFull, "as freopen")                                                                          \
+  X(file_open, opendir, kFull, "fdopendir on the view directory; readdir, rewinddir and closedir are libc's own")       \
+  X(file_open, mkstemp, kFull, "the template is filled here (glibc's uses an internal open): O_EXCL, mode 0600")        \
+  X(file_open, mkstemp64, kFull, "as mkstemp, with O_LARGEFILE")                                                        \
+  X(file_open, mkostemp, kFull, "as mkstemp, with the given flags")                                                     \
+  X(file_open, mkostemp64, kFull, "as mkostemp, with O_LARGEFILE")                                                      \
+  X(file_open, mkstemps, kFull, "as mkstemp, with a suffix")                                                            \
+  X(file_open, mkstemps64, kFull, "as mkstemps, with O_LARGEFILE")                                                      \
+  X(file_open, mkostemps, kFull, "as mkstemps, with the given flags")                                                   \
+  X(file_open, mkostemps64, kFull, "as mkostemps, with O_LARGEFILE")                                                    \
+  X(file_open, mkdtemp, kFull, "the template is filled here: an exclusive mkdir, mode 0700")                            \
+  X(exec, execve, kPartial, "a cluster program runs from an O_PATH fd (execveat); a script's interpreter gets /proc/self/fd/N") \
+  X(exec, execv, kPartial, "as execve")                                                                                 \
+  X(exec, execvp, kPartial, "as execve; PATH is searched here when it names cluster directories")                       \
+  X(exec, execvpe, kPartial, "as execvp")                                                                               \
+  X(exec, execl, kPartial, "as execv")                                                                                  \
+  X(exec, execlp, kPartial, "as execvp")                                                                                \
+  X(exec, execle, kPartial, "as execve")                                                                                \
+  X(exec, posix_spawn, kPartial, "a cluster program runs as /proc/self/fd/N, whose O_PATH fd stays open in it")         \
+  X(exec, posix_spawnp, kPartial, "as posix_spawn; PATH is searched here when it names cluster directories")            \
+  X(exec, dlopen, kPartial, "a cluster library is opened as /proc/self/fd/N (its name in the link map)")                \
+  X(file_walk, scandir, kFull, "done here, over the view directory")                                                    \
+  X(file_walk, scandir64, kFull, "as scandir")                                                                          \
+  X(file_walk, glob, kFull, "glibc's glob, with GLOB_ALTDIRFUNC hooks on the shim's functions")                         \
+  X(file_walk, glob64, kFull, "as glob")                                                                                \
+  X(file_walk, nftw, kPartial, "runs over the view, the callback gets cluster paths; physical: FTW_PHYS is forced")     \
+  X(file_walk, nftw64, kPartial, "as nftw")                                                                             \
+  X(file_walk, ftw, kPartial, "as nftw (symlinks are reported, not followed)")                                          \
+  X(file_walk, ftw64, kPartial, "as ftw")                                                                               \
+  X(file_stat, stat, kFull, "the view file's metadata; st_dev and st_ino are those of the view's file system")          \
+  X(file_stat, stat64, kFull, "as stat")                                                                                \
+  X(file_stat, lstat, kFull, "as stat, of the link itself")                                                             \
+  X(file_stat, lstat64, kFull, "as lstat")                                                                              \
+  X(file_stat, fstatat, kFull, "as stat or lstat (AT_SYMLINK_NOFOLLOW)")                                                \
+  X(file_stat, fstatat64, kFull, "as fstatat")                                                                          \
+  X(file_stat, statx, kFull, "as stat, with the fields asked for")                                                      \
+  X(file_stat, __xstat, kFull, "entry of programs built against glibc before 2.33: as stat")                            \
+  X(file_stat, __xstat64, kFull, "entry of programs built against glibc before 2.33: as stat64")                        \
+  X(file_stat, __lxstat, kFull, "entry of programs built against glibc before 2.33: as lstat")                          \
+  X(file_stat, __lxstat64, kFull, "entry of programs built against glibc before 2.33: as lstat64")                      \
+  X(file_stat, __fxstatat, kFull, "entry of programs built against glibc before 2.33: as fstatat")                      \
+  X(file_stat, __fxstatat64, kFull, "entry of programs built against glibc before 2.33: as fstatat64")                  \
+  X(file_stat, access, kFull, "the kernel's check for the caller's real ids")                                           \
+  X(file_stat, faccessat, kFull, "the kernel's check, with real or effective ids as asked")                             \
+  X(file_stat, euidaccess, kFull, "the kernel's check for the caller's effective ids")                                  \
+  X(file_stat, eaccess, kFull, "as euidaccess")                                                                         \
+  X(file_stat, readlink, kFull, "the target as written; a non-link gives EINVAL")                                       \
+  X(file_stat, readlinkat, kFull, "as readlink")                                                                        \
+  X(file_stat, statfs, kFull, "the file system holding the view")                                                       \
+  X(file_stat, statfs64, kFull, "as statfs")                                                                            \
+  X(file_stat, statvfs, kFull, "the file system holding the view")                                                      \
+  X(file_stat, statvfs64, kFull, "as statvfs")                                                                          \
+  X(file_stat, realpath, kFull, "ROOT/..., never the view's real location")                                             \
+  X(file_stat, canonicalize_file_name, kFull, "realpath into a new buffer")                                             \
+  X(file_stat, __realpath_chk, kFull, "_FORTIFY_SOURCE entry: realpath")                                                \
+  X(file_stat, __readlink_chk, kFull, "_FORTIFY_SOURCE entry: readlink")                                                \
+  X(file_stat, __readlinkat_chk, kFull, "_FORTIFY_SOURCE entry: readlinkat")                                            \
+  X(file_dir, mkdir, kFull, "in the view, with the caller's credentials; exclusive across the live nodes (a vote round)") \
+  X(file_dir, mkdirat, kFull, "as mkdir")                                                                               \
+  X(file_dir, rmdir, kFull, "in the view; the cluster root itself gives EBUSY")                                         \
+  X(file_dir, unlink, kFull, "in the view, with the caller's credentials")                                              \
+  X(file_dir, unlinkat, kFull, "as unlink, or rmdir with AT_REMOVEDIR")                                                 \
+  X(file_dir, rename, kFull, "in the view; between the cluster and a native path EXDEV, as between file systems")       \
+  X(file_dir, renameat, kFull, "as rename")                                                                             \
+  X(file_dir, renameat2, kFull, "as rename, with the given flags")                                                      \
+  X(file_dir, link, kPartial, "in the view, EXDEV across; other nodes get a separate file with the same content")       \
+  X(file_dir, linkat, kPartial, "as link; an O_TMPFILE fd cannot be linked into the cluster (EXDEV)")                   \
+  X(file_dir, symlink, kPartial, "announced to the agent first (0.1 ms); a target out of the cluster does not resolve (ENOENT)") \
+  X(file_dir, symlinkat, kPartial, "as symlink")                                                                        \
+  X(file_dir, chmod, kFull, "on the view file; the mode travels to the other nodes")                                    \
+  X(file_dir, fchmodat, kFull, "as chmod")                                                                              \
+  X(file_dir, chown, kPartial, "on the view file; the owner travels only when the agents run as root")                  \
+  X(file_dir, lchown, kPartial, "as chown, of the link itself")                                                         \
+  X(file_dir, fchownat, kPartial, "as chown or lchown")                                                                 \
+  X(file_dir, truncate, kFull, "on the view file; the agent records the new content")                                   \
+  X(file_dir, truncate64, kFull, "as truncate")                                                                         \
+  X(file_dir, utimensat, kFull, "on the view file; a file's mtime travels, a directory's is each node's own")           \
+  X(file_dir, utimes, kFull, "as utimensat")                                                                            \
+  X(file_dir, utime, kFull, "as utimensat")                                                                             \
+  X(file_dir, futimesat, kFull, "as utimensat")                                                                         \
+  X(file_dir, mknod, kPartial, "in the view, node-local: the namespace records a device node or fifo as FILE_TYPE_OTHER") \
+  X(file_dir, mknodat, kPartial, "as mknod")                                                                            \
+  X(file_dir, mkfifo, kPartial, "as mknod")                                                                             \
+  X(file_dir, mkfifoat, kPartial, "as mknod")                                                                           \
+  X(file_dir, chdir, kFull, "a real chdir into the view, which children inherit")                                       \
+  X(file_dir, fchdir, kFull, "libc's own; the shim notes whether the cwd is now in the cluster")                        \
+  X(file_dir, getcwd, kFull, "ROOT/... in the cluster, never the view's real location")                                 \
+  X(file_dir, __getcwd_chk, kFull, "_FORTIFY_SOURCE entry: getcwd")                                                     \
+  X(file_dir, get_current_dir_name, kFull, "as getcwd")                                                                 \
+  X(file_xattr, getxattr, kPartial, "on the view file, node-local: extended attributes are not recorded or replicated") \
+  X(file_xattr, lgetxattr, kPartial, "as getxattr")                                                                     \
+  X(file_xattr, setxattr, kPartial, "as getxattr")                                                                      \
+  X(file_xattr, lsetxattr, kPartial, "as getxattr")                                                                     \
+  X(file_xattr, listxattr, kPartial, "as getxattr; a stub shows user.onebox.stub")                                      \
+  X(file_xattr, llistxattr, kPartial, "as listxattr")                                                                   \
+  X(file_xattr, removexattr, kPartial, "as getxattr")                                                                   \
+  X(file_xattr, lremovexattr, kPartial, "as getxattr")                                                                  \
+  X(file_sync, fsync, kFull, "the kernel's sync, then the file's version is synced on the write quorum; EIO without one") \
+  X(file_sync, fdatasync, kFull, "as fsync")                                                                            \
+  X(file_write, write, kPartial, "libc's own; on an O_SYNC/O_DSYNC cluster fd, published as by fsync (SCM_RIGHTS fds excepted)") \
+  X(file_write, pwrite, kPartial, "as write")                                                                           \
+  X(file_write, pwrite64, kPartial, "as write")                                                                         \
+  X(file_write, writev, kPartial, "as write")                                                                           \
+  X(file_write, pwritev, kPartial, "as write")                                                                          \
+  X(file_write, pwritev64, kPartial, "as write")                                                                        \
+  X(file_write, pwritev2, kPartial, "as write, and RWF_DSYNC or RWF_SYNC on any cluster fd publishes too")              \
+  X(file_write, pwritev64v2, kPartial, "as pwritev2")                                                                   \
+  X(raw_syscall, syscall, kPartial, "path-taking numbers go through the functions above; other numbers (openat2) pass through") \
+  X(fd_guard, close, kPassthrough, "closing one of the shim's fds (agent socket, view root) takes it; the shim reconnects") \
+  X(fd_guard, dup, kPassthrough, "the copy takes over the O_SYNC state of the fd it copies")                            \
+  X(fd_guard, dup2, kPassthrough, "as dup; a copy onto one of the shim's fds takes it from the shim")                   \
+  X(fd_guard, dup3, kPassthrough, "as dup2")                                                                            \
+  X(fd_guard, fcntl, kPassthrough, "F_DUPFD and F_DUPFD_CLOEXEC copy as dup does; other commands go straight to libc")  \
+  X(fd_guard, fcntl64, kPassthrough, "as fcntl")                                                                        \
+  X(fd_guard, close_range, kPassthrough, "as close, for each fd in the range")                                          \
+  X(fd_guard, closefrom, kPassthrough, "as close, for each fd from the first")
+
+namespace onebox::shim {
+
+// What a program can rely on for a cluster path (ONEBOX_SUPPORT_LEVELS).
+enum class Support {
+#define ONEBOX_SUPPORT_ENUM(e, name, meaning) e,
+  ONEBOX_SUPPORT_LEVELS(ONEBOX_SUPPORT_ENUM)
+#undef ONEBOX_SUPPORT_ENUM
+};
+
+// One enumerator per interposed function: a function listed twice is a
+// redeclared enumerator, which does not compile.
+enum class Interposed : size_t {
+#define ONEBOX_INTERPOSED_ENUM(family, function, support, note) function,
+  ONEBOX_INTERPOSED(ONEBOX_INTERPOSED_ENUM)
+#undef ONEBOX_INTERPOSED_ENUM
+  kCount
+};
+
+// The list as data, for the tools and tests (the shim itself does not use it).
+struct InterposedEntry {
+  std::string_view family;  // "file_open": preload/file_open.cc
+  std::string_view function;
+  Support support;
+  std::string_view note;
+};
+inline constexpr InterposedEntry kInterposed[] = {
+#define ONEBOX_INTERPOSED_ENTRY(family, function, support, note) {#family, #function, Support::support, note},
+    ONEBOX_INTERPOSED(ONEBOX_INTERPOSED_ENTRY)
+#undef ONEBOX_INTERPOSED_ENTRY
+};
+static_assert(std::size(kInterposed) == static_cast<size_t>(Interposed::kCount));
+
+}  // namespace onebox::shim

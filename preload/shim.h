@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "preload/libc_decls.h"  // every interposed function, so each wrapper is checked against it
 #include "preload/native_path.h"
 
 namespace onebox {

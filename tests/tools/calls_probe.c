@@ -28,21 +28,8 @@
 #include <unistd.h>
 #include <utime.h>
 
-// Entries a program built with _FORTIFY_SOURCE, or against glibc < 2.33, calls.
-int __open_2(const char*, int);
-int __open64_2(const char*, int);
-int __openat_2(int, const char*, int);
-int __openat64_2(int, const char*, int);
-char* __realpath_chk(const char*, char*, size_t);
-ssize_t __readlink_chk(const char*, char*, size_t, size_t);
-ssize_t __readlinkat_chk(int, const char*, char*, size_t, size_t);
-char* __getcwd_chk(char*, size_t, size_t);
-int __xstat(int, const char*, struct stat*);
-int __xstat64(int, const char*, struct stat64*);
-int __lxstat(int, const char*, struct stat*);
-int __lxstat64(int, const char*, struct stat64*);
-int __fxstatat(int, int, const char*, struct stat*, int);
-int __fxstatat64(int, int, const char*, struct stat64*, int);
+// The entries glibc's headers leave out (_FORTIFY_SOURCE's, those of glibc < 2.33) too.
+#include "preload/libc_decls.h"
 
 static const char* base;
 static size_t base_len;
