@@ -27,6 +27,7 @@
 
 #include "naming/cluster_path.h"
 #include "proto/state_page.h"
+#include "proto/shim_frame.h"
 #include "onebox/v1/shim.pb-c.h"
 #include "preload/link.h"
 #include "preload/shim.h"
@@ -122,10 +123,10 @@ bool SendAll(int fd, const std::string& data) {
 // Reads one frame. A descriptor sent with it (SCM_RIGHTS) goes to *fd_out
 // when given, else is closed.
 bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
-  char hdr[4];
+  char hdr[kShimFrameHeaderBytes];
   size_t got = 0;
-  while (got < 4) {
-    iovec iov{hdr + got, 4 - got};
+  while (got < sizeof hdr) {
+    iovec iov{hdr + got, sizeof hdr - got};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -144,9 +145,8 @@ bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
     }
     got += static_cast<size_t>(n);
   }
-  uint32_t len = 0;
-  for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(hdr[i]);
-  if (len > (1u << 20)) return false;
+  uint32_t len = DecodeShimFrameHeader(hdr);
+  if (len > (1u << 20)) return false;  // no answer of the agent comes near this
   body->resize(len);
   got = 0;
   while (got < len) {
@@ -161,9 +161,10 @@ bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
 // One request on fd (framed as the agent frames them).
 bool SendRequest(int fd, const Onebox__V1__ShimRequest& req) {
   size_t body_len = onebox__v1__shim_request__get_packed_size(&req);
-  std::string frame(4 + body_len, '\0');
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body_len >> (8 * i)) & 0xff);
-  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + 4));
+  std::string frame;
+  AppendShimFrameHeader(frame, static_cast<uint32_t>(body_len));
+  frame.resize(kShimFrameHeaderBytes + body_len);
+  onebox__v1__shim_request__pack(&req, reinterpret_cast<uint8_t*>(frame.data() + kShimFrameHeaderBytes));
   return SendAll(fd, frame);
 }
 

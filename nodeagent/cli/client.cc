@@ -18,6 +18,7 @@
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/shim.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
+#include "proto/shim_frame.h"
 
 namespace onebox {
 
@@ -32,51 +33,23 @@ int Error(const std::string& msg) {
 }
 
 // One request/response over the shim socket, to learn the agent's gRPC address.
-bool AskSocketForAgent(const std::string& path, double timeout, std::string* addr, std::string* err) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa.sun_path) {
-    *err = "socket path too long: " + path;
-    return false;
-  }
-  memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{static_cast<time_t>(timeout), static_cast<suseconds_t>((timeout - static_cast<long>(timeout)) * 1e6)};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    *err = fmt::format("cannot reach agent socket {}: {} (is `onebox agent` running?)", path, strerror(errno));
-    close(fd);
-    return false;
+Result<std::string> AskSocketForAgent(const std::string& path, double timeout) {
+  int fd = ConnectShimSocket(path, timeout);
+  if (fd < 0) {
+    if (errno == ENAMETOOLONG) return Status::InvalidArgument("socket path too long: " + path);
+    return Status::Unavailable(
+        fmt::format("cannot reach agent socket {}: {} (is `onebox agent` running?)", path, strerror(errno)));
   }
   v1::ShimRequest req;
   req.set_id(1);
   req.mutable_ping()->set_client("onebox-cli");
-  std::string body = req.SerializeAsString();
-  std::string frame(4, '\0');
-  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((body.size() >> (8 * i)) & 0xff);
-  frame += body;
-  bool ok = send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size());
-  std::string in;
-  char buf[4096];
-  while (ok) {
-    if (in.size() >= 4) {
-      uint32_t len = 0;
-      for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(in[i]);
-      if (in.size() >= 4 + size_t{len}) break;
-    }
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) ok = false;
-    else in.append(buf, static_cast<size_t>(n));
-  }
+  std::string answer;
+  bool ok = SendShimFrame(fd, req.SerializeAsString()) && RecvShimFrame(fd, &answer);
   close(fd);
   v1::ShimResponse resp;
-  if (!ok || !resp.ParseFromArray(in.data() + 4, static_cast<int>(in.size() - 4)) || !resp.has_ping()) {
-    *err = fmt::format("agent socket {} gave no valid answer", path);
-    return false;
-  }
-  *addr = resp.ping().grpc_address();
-  return true;
+  if (!ok || !resp.ParseFromString(answer) || !resp.has_ping())
+    return Status::Unavailable(fmt::format("agent socket {} gave no valid answer", path));
+  return resp.ping().grpc_address();
 }
 
 class Client {
@@ -85,10 +58,14 @@ class Client {
 
   // Resolves the agent address; false (with the message printed) when it cannot.
   bool Connect() {
-    std::string addr = o_.agent, err;
-    if (!o_.socket.empty() && !AskSocketForAgent(o_.socket, o_.timeout_seconds, &addr, &err)) {
-      Error(err);
-      return false;
+    std::string addr = o_.agent;
+    if (!o_.socket.empty()) {
+      Result<std::string> asked = AskSocketForAgent(o_.socket, o_.timeout_seconds);
+      if (!asked.ok()) {
+        Error(asked.status().message());
+        return false;
+      }
+      addr = std::move(*asked);
     }
     addr_ = addr;
     grpc::ChannelArguments args;

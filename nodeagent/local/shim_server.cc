@@ -125,21 +125,21 @@ struct ShimServer::Connection {
 };
 
 bool ShimServer::Serve(Connection& c) {
-  while (!c.waiting && c.in.size() - c.in_pos >= 4) {
-    const char* p = c.in.data() + c.in_pos;
-    uint32_t len = 0;
-    for (int i = 3; i >= 0; --i) len = (len << 8) | static_cast<uint8_t>(p[i]);
+  uint32_t len = 0;
+  while (!c.waiting) {
+    ShimFrameIn in = PeekShimFrame(std::string_view(c.in).substr(c.in_pos), &len);
+    if (in == ShimFrameIn::kNoHeader) break;
     if (len > kMaxShimFrameBytes) {
       spdlog::warn("shim client pid {}: frame of {} bytes exceeds {}; closing", c.peer.pid, len, kMaxShimFrameBytes);
       return false;
     }
-    if (c.in.size() - c.in_pos < 4 + size_t{len}) break;
+    if (in == ShimFrameIn::kPartial) break;
     v1::ShimRequest req;
-    if (!req.ParseFromArray(p + 4, static_cast<int>(len))) {
+    if (!req.ParseFromArray(c.in.data() + c.in_pos + kShimFrameHeaderBytes, static_cast<int>(len))) {
       spdlog::warn("shim client pid {}: malformed request; closing", c.peer.pid);
       return false;
     }
-    c.in_pos += 4 + size_t{len};
+    c.in_pos += kShimFrameHeaderBytes + size_t{len};
     v1::ShimResponse resp;
     resp.set_id(req.id());
     ShimCall call(c.peer, this, c.fd, c.serial, req.id());
@@ -158,8 +158,7 @@ bool ShimServer::Serve(Connection& c) {
 
 bool ShimServer::Queue(Connection& c, const v1::ShimResponse& resp, int attach_fd) {
   std::string frame;
-  uint32_t n = static_cast<uint32_t>(resp.ByteSizeLong());
-  for (int i = 0; i < 4; ++i) frame.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  AppendShimFrameHeader(frame, static_cast<uint32_t>(resp.ByteSizeLong()));
   resp.AppendToString(&frame);
   if (attach_fd >= 0) {
     ssize_t sent = -1;
@@ -222,7 +221,7 @@ void ShimServer::Deliver(int fd, uint64_t serial, v1::ShimResponse resp) {
 bool ShimServer::OnReadable(Connection& c) {
   // At most one frame's worth per wake-up, so one busy client cannot starve the rest.
   char buf[65536];
-  size_t budget = kMaxShimFrameBytes + 4;
+  size_t budget = kMaxShimFrameBytes + kShimFrameHeaderBytes;
   while (budget > 0 && c.pending_out() <= kMaxShimPendingOutBytes) {
     ssize_t r = recv(c.fd, buf, std::min(sizeof buf, budget), 0);
     if (r > 0) {
@@ -357,7 +356,7 @@ void ShimServer::Loop() {
           Connection& c = it->second;
           c.waiting = false;
           bool ok = Queue(c, d.resp, -1) && Flush(c);
-          if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= 4) ok = Serve(c) && Flush(c);
+          if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= kShimFrameHeaderBytes) ok = Serve(c) && Flush(c);
           if (!ok || !rearm(c)) drop(d.fd);
         }
         continue;
@@ -376,7 +375,7 @@ void ShimServer::Loop() {
       if (ok && !c.peer_closed && !c.waiting && (events[i].events & (EPOLLIN | EPOLLHUP))) ok = OnReadable(c);
       if (ok) ok = Flush(c);
       // Frames held back while the client was behind are answered once it catches up.
-      if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= 4) ok = Serve(c) && Flush(c);
+      if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= kShimFrameHeaderBytes) ok = Serve(c) && Flush(c);
       // Done with a client that closed its side once everything owed is sent.
       if (!ok || !rearm(c)) drop(fd);
     }

@@ -21,6 +21,7 @@
 
 #include "consistency/status.h"
 #include "onebox/v1/shim.pb.h"
+#include "proto/shim_frame.h"
 
 namespace onebox {
 
@@ -30,7 +31,6 @@ struct PeerCred {
   gid_t gid = 0;
 };
 
-constexpr uint32_t kMaxShimFrameBytes = 16 << 20;
 // A connection whose unread answers exceed this is not read from until the
 // client catches up (back-pressure: a client that never reads costs at most this).
 constexpr size_t kMaxShimPendingOutBytes = 1 << 20;

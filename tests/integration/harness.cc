@@ -1,4 +1,5 @@
 #include "tests/integration/harness.h"
+#include "proto/shim_frame.h"
 
 #include <fcntl.h>
 #include <sys/prctl.h>
@@ -161,39 +162,24 @@ double ProcessMemoryMiB(pid_t pid, const std::string& field) {
 
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
               int timeout_seconds) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{timeout_seconds, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+  int fd = ConnectShimSocket(socket_path, timeout_seconds);
+  if (fd < 0) {
     *err = std::string("connect: ") + strerror(errno);
-    close(fd);
     return false;
   }
-  std::string body = req.SerializeAsString();
-  uint32_t len = static_cast<uint32_t>(body.size());
-  std::string frame(reinterpret_cast<char*>(&len), 4);  // little-endian host
-  frame += body;
-  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(frame.size())) {
+  if (!SendShimFrame(fd, req.SerializeAsString())) {
     *err = "send failed";
     close(fd);
     return false;
   }
-  std::string in;
-  char buf[4096];
-  while (in.size() < 4 || in.size() < 4 + *reinterpret_cast<const uint32_t*>(in.data())) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) {
-      *err = "no answer";
-      close(fd);
-      return false;
-    }
-    in.append(buf, static_cast<size_t>(n));
-  }
+  std::string answer;
+  bool answered = RecvShimFrame(fd, &answer);
   close(fd);
-  if (!resp->ParseFromArray(in.data() + 4, static_cast<int>(in.size() - 4))) {
+  if (!answered) {
+    *err = "no answer";
+    return false;
+  }
+  if (!resp->ParseFromString(answer)) {
     *err = "unparsable answer";
     return false;
   }

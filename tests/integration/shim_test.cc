@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "proto/shim_frame.h"
 #include "proto/state_page.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "preload/interposed.h"
@@ -36,20 +37,15 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
 // The agent's state page, mapped as a shim maps it (it comes with Hello's
 // answer); nullptr if it did not come.
 const StatePage* MapStatePage(const std::string& socket_path) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    close(fd);
-    return nullptr;
-  }
+  int fd = ConnectShimSocket(socket_path, 2);
+  if (fd < 0) return nullptr;
   v1::ShimRequest req;
   req.set_id(1);
   req.mutable_hello()->set_root("/cluster");
   std::string body = req.SerializeAsString();
-  uint32_t len = static_cast<uint32_t>(body.size());
-  std::string frame = std::string(reinterpret_cast<char*>(&len), 4) + body;
+  std::string frame;
+  AppendShimFrameHeader(frame, static_cast<uint32_t>(body.size()));
+  frame += body;
   char buf[4096];
   iovec iov{buf, sizeof buf};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};

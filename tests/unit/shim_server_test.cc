@@ -37,8 +37,9 @@ std::string Frame(uint64_t id) {
   req.set_id(id);
   req.mutable_ping()->set_client("t");
   std::string body = req.SerializeAsString();
-  uint32_t n = static_cast<uint32_t>(body.size());
-  return std::string(reinterpret_cast<char*>(&n), 4) + body;
+  std::string frame;
+  AppendShimFrameHeader(frame, static_cast<uint32_t>(body.size()));
+  return frame + body;
 }
 
 // Reads `count` answers; returns the ids seen, in order.
@@ -47,12 +48,12 @@ std::vector<uint64_t> ReadAnswers(int fd, size_t count) {
   std::string in;
   char buf[65536];
   while (ids.size() < count) {
-    while (in.size() >= 4 && in.size() >= 4 + *reinterpret_cast<const uint32_t*>(in.data())) {
-      uint32_t len = *reinterpret_cast<const uint32_t*>(in.data());
+    uint32_t len = 0;
+    while (PeekShimFrame(in, &len) == ShimFrameIn::kWhole) {
       v1::ShimResponse resp;
-      EXPECT_TRUE(resp.ParseFromArray(in.data() + 4, static_cast<int>(len)));
+      EXPECT_TRUE(resp.ParseFromArray(in.data() + kShimFrameHeaderBytes, static_cast<int>(len)));
       ids.push_back(resp.id());
-      in.erase(0, 4 + len);
+      in.erase(0, kShimFrameHeaderBytes + len);
     }
     if (ids.size() >= count) break;
     ssize_t n = recv(fd, buf, sizeof buf, 0);
