@@ -13,6 +13,7 @@ const char* CodeName(Code c) {
     case Code::kUnavailable: return "unavailable";
     case Code::kCorruption: return "corruption";
     case Code::kIOError: return "I/O error";
+    case Code::kUnimplemented: return "unimplemented";
   }
   return "unknown";
 }

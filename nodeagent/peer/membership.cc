@@ -1,13 +1,13 @@
 #include "nodeagent/peer/membership.h"
 
 #include <algorithm>
-#include <random>
 #include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "nodeagent/api/services.h"
+#include "consistency/meta_values.h"
+#include "nodeagent/peer/node_load.h"
 
 namespace onebox {
 
@@ -19,18 +19,24 @@ constexpr std::string_view kKnownMetaKey = "node/known-addresses";
 constexpr auto kGossipDeadline = std::chrono::milliseconds(500);
 }  // namespace
 
-Membership::Membership(Store& store, NodeIdentity self, std::string address, std::vector<std::string> seeds,
-                       MembershipOptions options)
-    : store_(store), self_(std::move(self)), address_(std::move(address)), seeds_(std::move(seeds)),
+Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, std::string address,
+                       std::vector<std::string> seeds, MembershipOptions options, Clock& clock)
+    : store_(store),
+      network_(network),
+      clock_(clock),
+      self_(std::move(self)),
+      address_(std::move(address)),
+      seeds_(std::move(seeds)),
       options_(options) {
-  if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) index_ = std::stoul(*idx);
+  if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) {
+    Result<uint64_t> parsed = ParseDecimal(*idx, "node index");
+    if (parsed.ok() && *parsed <= UINT32_MAX) index_ = static_cast<uint32_t>(*parsed);
+    else spdlog::error("{}; choosing the node index again", parsed.ok() ? "stored node index too large" : parsed.status().message());
+  }
   if (Result<std::string> known = store_.GetMeta(kKnownMetaKey); known.ok()) {
-    for (size_t pos = 0; pos < known->size();) {
-      size_t comma = std::min(known->find(',', pos), known->size());
-      std::string a = known->substr(pos, comma - pos);
-      if (!a.empty()) ++known_before_;
-      if (!a.empty() && std::find(seeds_.begin(), seeds_.end(), a) == seeds_.end()) rejoin_.push_back(a);
-      pos = comma + 1;
+    for (std::string& a : SplitList(*known)) {
+      ++known_before_;
+      if (std::find(seeds_.begin(), seeds_.end(), a) == seeds_.end()) rejoin_.push_back(std::move(a));
     }
   }
 }
@@ -70,18 +76,18 @@ void Membership::MergeLocked(const v1::Member& m) {
   if (m.node_id() == NodeIdHex(self_.node_id) || m.node_id().size() != 16) return;
   auto it = members_.find(m.node_id());
   if (it == members_.end()) {
-    members_[m.node_id()] = Known{m, std::chrono::steady_clock::now()};
+    members_[m.node_id()] = Known{m, clock_.Now()};
     spdlog::info("member {} ({}) at {} joined", m.name(), m.node_id(), m.address());
     return;
   }
   if (m.heartbeat() > it->second.member.heartbeat()) {
-    if (StateOf(it->second, std::chrono::steady_clock::now()) == v1::NODE_STATE_DEAD)
+    if (StateOf(it->second, clock_.Now()) == v1::NODE_STATE_DEAD)
       spdlog::info("member {} ({}) is back at {}", m.name(), m.node_id(), m.address());
-    it->second = Known{m, std::chrono::steady_clock::now()};
+    it->second = Known{m, clock_.Now()};
   }
 }
 
-v1::NodeState Membership::StateOf(const Known& k, std::chrono::steady_clock::time_point now) const {
+v1::NodeState Membership::StateOf(const Known& k, Clock::time_point now) const {
   auto silent = now - k.heard;
   if (silent < options_.suspect_after) return v1::NODE_STATE_ALIVE;
   if (silent < options_.dead_after) return v1::NODE_STATE_SUSPECT;
@@ -99,7 +105,7 @@ void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp
 
 std::vector<v1::Node> Membership::Nodes() {
   std::lock_guard lock(mu_);
-  auto now = std::chrono::steady_clock::now();
+  auto now = clock_.Now();
   std::vector<v1::Node> nodes;
   v1::Member me = SelfLocked();
   auto to_node = [](const v1::Member& m, v1::NodeState state, bool self) {
@@ -119,12 +125,12 @@ std::vector<v1::Node> Membership::Nodes() {
   return nodes;
 }
 
-std::vector<std::pair<std::string, std::string>> Membership::AliveOthers() {
+std::vector<PeerAddress> Membership::AliveOthers() {
   std::lock_guard lock(mu_);
-  auto now = std::chrono::steady_clock::now();
-  std::vector<std::pair<std::string, std::string>> out;
+  auto now = clock_.Now();
+  std::vector<PeerAddress> out;
   for (auto& [id, k] : members_)
-    if (StateOf(k, now) == v1::NODE_STATE_ALIVE) out.emplace_back(id, k.member.address());
+    if (StateOf(k, now) == v1::NODE_STATE_ALIVE) out.push_back({id, k.member.address()});
   return out;
 }
 
@@ -136,10 +142,16 @@ size_t Membership::KnownCount() {
 }
 
 void Membership::SaveKnownLocked() {
-  std::string known;
-  for (auto& [id, k] : members_) known += (known.empty() ? "" : ",") + k.member.address();
+  std::vector<std::string> addresses;
+  for (auto& [id, k] : members_) addresses.push_back(k.member.address());
+  std::string known = JoinList(addresses);
   if (members_.empty() || known == saved_known_) return;
-  (void)store_.PutMeta(kKnownMetaKey, known, /*sync=*/false);
+  // Only a hint for the next start (where to look when the seeds are gone):
+  // a failed write costs nothing now, and is tried again at the next change.
+  if (Status s = store_.PutMeta(kKnownMetaKey, known, /*sync=*/false); !s.ok()) {
+    spdlog::warn("membership: cannot keep the members' addresses: {}", s.message());
+    return;
+  }
   saved_known_ = known;
 }
 
@@ -157,58 +169,59 @@ void Membership::ChooseIndexLocked() {
   while (taken.count(pick)) ++pick;
   if (conflict) spdlog::warn("node index {} is also held by a member of lower id; taking {}", index_.load(), pick);
   index_ = pick;
-  (void)store_.PutMeta(kIndexMetaKey, std::to_string(pick), /*sync=*/true);
+  // Kept in memory either way: a failed write means the index may be chosen
+  // again after a restart, as for a new node.
+  if (Status s = store_.PutMeta(kIndexMetaKey, std::to_string(pick), /*sync=*/true); !s.ok())
+    spdlog::error("membership: cannot keep node index {}: {}", pick, s.message());
   spdlog::info("node index {}", pick);
 }
 
-v1::Peer::Stub* Membership::StubFor(const std::string& address) {
-  auto& stub = stubs_[address];
-  if (!stub) stub = v1::Peer::NewStub(PeerChannel(address));
-  return stub.get();
+std::vector<std::string> Membership::PrepareRoundLocked(v1::GossipRequest* req) {
+  // Our index once we have heard from the cluster (or have no one to ask).
+  if (rounds_ >= 2 || seeds_.empty() || !members_.empty()) ChooseIndexLocked();
+  ++rounds_;
+  *req->mutable_from() = SelfLocked();
+  std::vector<std::string> targets;
+  for (auto& [id, k] : members_) {
+    *req->add_members() = k.member;
+    if (k.member.address() != address_) targets.push_back(k.member.address());
+  }
+  std::shuffle(targets.begin(), targets.end(), rng_);
+  if (targets.size() > static_cast<size_t>(options_.fanout)) targets.resize(options_.fanout);
+  auto add = [&](const std::string& a) {
+    if (a != address_ && std::find(targets.begin(), targets.end(), a) == targets.end()) targets.push_back(a);
+  };
+  for (const std::string& s : seeds_) add(s);
+  if (members_.empty())
+    for (const std::string& s : rejoin_) add(s);
+  return targets;
+}
+
+void Membership::GossipRound() {
+  v1::GossipRequest req;
+  std::vector<std::string> targets;
+  {
+    std::lock_guard lock(mu_);
+    targets = PrepareRoundLocked(&req);
+  }
+  for (const std::string& target : targets) {
+    v1::GossipResponse resp;
+    // Down or unreachable: its heartbeat will tell.
+    if (!network_.To(target).Gossip(req, &resp, {.timeout = kGossipDeadline}).ok()) continue;
+    std::lock_guard lock(mu_);
+    for (const v1::Member& m : resp.members()) MergeLocked(m);
+    SaveKnownLocked();
+  }
+  if (alive_observer_) alive_observer_(AliveOthers().size());
 }
 
 void Membership::Loop() {
-  std::mt19937 rng(std::random_device{}());
   for (;;) {
-    std::vector<std::string> targets;
-    v1::GossipRequest req;
     {
       std::unique_lock lock(mu_);
       if (cv_.wait_for(lock, options_.round, [this] { return stopping_; })) return;
-      // Our index once we have heard from the cluster (or have no one to ask).
-      if (rounds_ >= 2 || seeds_.empty() || !members_.empty()) ChooseIndexLocked();
-      ++rounds_;
-      *req.mutable_from() = SelfLocked();
-      std::vector<std::string> others;
-      for (auto& [id, k] : members_) {
-        *req.add_members() = k.member;
-        if (k.member.address() != address_) others.push_back(k.member.address());
-      }
-      std::shuffle(others.begin(), others.end(), rng);
-      if (others.size() > static_cast<size_t>(options_.fanout)) others.resize(options_.fanout);
-      targets = others;
-      for (const std::string& s : seeds_)
-        if (s != address_ && std::find(targets.begin(), targets.end(), s) == targets.end()) targets.push_back(s);
-      if (members_.empty())
-        for (const std::string& s : rejoin_)
-          if (s != address_ && std::find(targets.begin(), targets.end(), s) == targets.end()) targets.push_back(s);
-
     }
-    for (const std::string& target : targets) {
-      v1::Peer::Stub* stub;
-      {
-        std::lock_guard lock(mu_);
-        stub = StubFor(target);
-      }
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + kGossipDeadline);
-      v1::GossipResponse resp;
-      if (!stub->Gossip(&ctx, req, &resp).ok()) continue;  // down or unreachable: its heartbeat will tell
-      std::lock_guard lock(mu_);
-      for (const v1::Member& m : resp.members()) MergeLocked(m);
-      SaveKnownLocked();
-    }
-    if (alive_observer_) alive_observer_(AliveOthers().size());
+    GossipRound();
   }
 }
 

@@ -18,15 +18,16 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "consistency/store.h"
 #include "naming/node_identity.h"
-#include "onebox/v1/peer.grpc.pb.h"
+#include "nodeagent/peer/clock.h"
+#include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/peer.pb.h"
 
 namespace onebox {
 
@@ -39,18 +40,23 @@ struct MembershipOptions {
 
 class Membership {
  public:
-  Membership(Store& store, NodeIdentity self, std::string address, std::vector<std::string> seeds,
-             MembershipOptions options = {});
+  // Peers are reached through network; time is read from clock.
+  Membership(Store& store, PeerNetwork& network, NodeIdentity self, std::string address,
+             std::vector<std::string> seeds, MembershipOptions options = {}, Clock& clock = SteadyClock());
   ~Membership();
+  // Gossips every options.round on a thread of its own, until Stop.
   void Start();
   void Stop();
+  // One round: raise our heartbeat, choose our index when it is time, send
+  // our table to the seeds and a few members, and merge their answers.
+  void GossipRound();
 
   // The Gossip RPC: merge what a peer says, answer with our table.
   void OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp);
   // Every member we know, ourselves included, with its state now.
   std::vector<v1::Node> Nodes();
-  // (node id, address) of every other member now alive.
-  std::vector<std::pair<std::string, std::string>> AliveOthers();
+  // Every other member now alive.
+  std::vector<PeerAddress> AliveOthers();
   // Members we know of in any state, ourselves included (at least as many as
   // were known before a restart).
   size_t KnownCount();
@@ -62,24 +68,27 @@ class Membership {
  private:
   struct Known {
     v1::Member member;
-    std::chrono::steady_clock::time_point heard;  // when its heartbeat last rose
+    Clock::time_point heard;  // when its heartbeat last rose
   };
   void Loop();
+  // The round's message and whom it goes to (under mu_).
+  std::vector<std::string> PrepareRoundLocked(v1::GossipRequest* req);
   void MergeLocked(const v1::Member& m);
   v1::Member SelfLocked();
   void ChooseIndexLocked();
   // Keeps the members' addresses in the store when they changed (for rejoin).
   void SaveKnownLocked();
-  v1::NodeState StateOf(const Known& k, std::chrono::steady_clock::time_point now) const;
-  v1::Peer::Stub* StubFor(const std::string& address);
+  v1::NodeState StateOf(const Known& k, Clock::time_point now) const;
 
   Store& store_;
+  PeerNetwork& network_;
+  Clock& clock_;
   NodeIdentity self_;
   std::string address_;
   std::vector<std::string> seeds_;
   std::function<void(size_t)> alive_observer_;
   size_t known_before_ = 0;  // other members known before a restart (persisted)
-  std::vector<std::string> rejoin_;  // members known before a restart (loop thread only)
+  std::vector<std::string> rejoin_;  // members known before a restart
   std::string saved_known_;          // under mu_
   MembershipOptions options_;
   std::atomic<uint32_t> index_{0};
@@ -87,7 +96,7 @@ class Membership {
 
   std::mutex mu_;
   std::map<std::string, Known> members_;  // by node id (hex), not ourselves
-  std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;
+  std::mt19937 rng_{std::random_device{}()};  // under mu_
   std::condition_variable cv_;
   bool stopping_ = false;
   std::thread thread_;

@@ -5,8 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "nodeagent/api/services.h"
-#include "naming/ns_key.h"
+#include "nodeagent/sync/record_codec.h"
 
 namespace onebox {
 
@@ -16,11 +15,11 @@ constexpr size_t kPageBytes = 2 << 20;  // a page fits gRPC's default 4 MiB mess
 
 }  // namespace
 
-AntiEntropy::AntiEntropy(Store& store, Membership& members, ContentTransfer& content, AppliedFn on_applied,
+AntiEntropy::AntiEntropy(Store& store, Membership& members, PeerNetwork& network, AppliedFn on_applied,
                          RoundEndFn on_round_end, std::chrono::milliseconds period)
     : store_(store),
       members_(members),
-      content_(content),
+      network_(network),
       on_applied_(std::move(on_applied)),
       on_round_end_(std::move(on_round_end)),
       period_(period) {}
@@ -35,23 +34,10 @@ void AntiEntropy::Stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
-    if (call_) call_->TryCancel();  // a round with a hung peer must not hold up a shutdown
   }
+  stopped_.Cancel();  // a round with a hung peer must not hold up a shutdown
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-}
-
-bool AntiEntropy::Begin(grpc::ClientContext* ctx) {
-  ctx->set_deadline(std::chrono::system_clock::now() + kDeadline);
-  std::lock_guard lock(mu_);
-  if (stopping_) return false;
-  call_ = ctx;
-  return true;
-}
-
-void AntiEntropy::End() {
-  std::lock_guard lock(mu_);
-  call_ = nullptr;
 }
 
 void AntiEntropy::Loop() {
@@ -61,28 +47,26 @@ void AntiEntropy::Loop() {
       std::unique_lock lock(mu_);
       if (cv_.wait_for(lock, period_, [this] { return stopping_; })) return;
     }
-    auto peers = members_.AliveOthers();
+    std::vector<PeerAddress> peers = members_.AliveOthers();
     if (peers.empty()) continue;
-    auto& [node_id, address] = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng)];
-    std::vector<std::string> ns_won;
-    Result<uint64_t> n = RoundWith(node_id, address, &ns_won);
-    if (on_round_end_ && !ns_won.empty()) on_round_end_(ns_won);
-    if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", node_id, n.status().message());
-    else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, node_id);
+    const PeerAddress& peer = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng)];
+    Result<uint64_t> n = RoundWith(peer);
+    if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", peer.node_id, n.status().message());
+    else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, peer.node_id);
   }
 }
 
-Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::string& address,
-                                        std::vector<std::string>* ns_won) {
-  v1::Peer::Stub* stub = content_.StubFor(address);
+Result<uint64_t> AntiEntropy::RoundWith(const PeerAddress& peer) {
+  std::vector<std::string> ns_won;
+  Result<uint64_t> n = Compare(network_.To(peer.address), peer.node_id, &ns_won);
+  if (on_round_end_ && !ns_won.empty()) on_round_end_(ns_won);
+  return n;
+}
+
+Result<uint64_t> AntiEntropy::Compare(PeerLink& peer, const std::string& node_id, std::vector<std::string>* ns_won) {
+  const CallOptions call{.timeout = kDeadline, .cancellation = &stopped_};
   v1::BucketDigestsResponse theirs;
-  {
-    grpc::ClientContext ctx;
-    if (!Begin(&ctx)) return Status::Unavailable("stopping");
-    grpc::Status st = stub->BucketDigests(&ctx, {}, &theirs);
-    End();
-    if (!st.ok()) return Status::Unavailable(st.error_message());
-  }
+  if (Status st = peer.BucketDigests({}, &theirs, call); !st.ok()) return st;
   Result<std::vector<std::string>> ours = store_.BucketDigests();
   if (!ours.ok()) return ours.status();
   if (theirs.digests_size() != static_cast<int>(ours->size()))
@@ -94,26 +78,10 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
     req.set_bucket(static_cast<uint32_t>(b));
     for (;;) {  // every page of the bucket
       v1::ReadBucketResponse page;
-      grpc::ClientContext ctx;
-      if (!Begin(&ctx)) return Status::Unavailable("stopping");
-      grpc::Status st = stub->ReadBucket(&ctx, req, &page);
-      End();
-      if (!st.ok()) return Status::Unavailable(st.error_message());
-      std::vector<RemoteRecord> batch;
-      for (const v1::LogRecord& r : page.records()) {
-        Cf space = VersionedCfNamed(r.family());
-        Result<Record> record = DecodeRecord(r.record());
-        if (space == Cf::kCount || !record.ok() || (space == Cf::kNs && !IsValidNsKey(r.key()))) continue;
-        batch.push_back({space, r.key(), std::move(record).value()});
-      }
-      Result<std::vector<bool>> won = store_.ApplyBatch(batch, false);
+      if (Status st = peer.ReadBucket(req, &page, call); !st.ok()) return st;
+      Result<uint64_t> won = ApplyPage(page, ns_won);
       if (!won.ok()) return won.status();
-      for (size_t i = 0; i < batch.size(); ++i) {
-        if (!(*won)[i]) continue;
-        ++repaired;
-        if (on_applied_) on_applied_(batch[i].space, batch[i].key);
-        if (batch[i].space == Cf::kNs) ns_won->push_back(batch[i].key);
-      }
+      repaired += *won;
       if (!page.more() || page.records_size() == 0) break;
       req.set_after_family(page.records(page.records_size() - 1).family());
       req.set_after_key(page.records(page.records_size() - 1).key());
@@ -123,36 +91,50 @@ Result<uint64_t> AntiEntropy::RoundWith(const std::string& node_id, const std::s
   return repaired;
 }
 
-grpc::Status AntiEntropy::OnBucketDigests(const v1::BucketDigestsRequest&, v1::BucketDigestsResponse* resp) {
-  Result<std::vector<std::string>> digests = store_.BucketDigests();
-  if (!digests.ok()) return ToGrpc(digests.status());
-  for (std::string& d : *digests) resp->add_digests(std::move(d));
-  return grpc::Status::OK;
+Result<uint64_t> AntiEntropy::ApplyPage(const v1::ReadBucketResponse& page, std::vector<std::string>* ns_won) {
+  std::vector<RemoteRecord> batch;
+  for (const v1::LogRecord& r : page.records()) {
+    Result<RemoteRecord> record = FromLogRecord(r);
+    if (record.ok()) batch.push_back(std::move(record).value());
+    else spdlog::warn("anti-entropy: a record of '{}' skipped: {}", r.key(), record.status().message());
+  }
+  Result<std::vector<bool>> won = store_.ApplyBatch(batch, false);
+  if (!won.ok()) return won.status();
+  uint64_t repaired = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!(*won)[i]) continue;
+    ++repaired;
+    if (on_applied_) on_applied_(batch[i].space, batch[i].key);
+    if (batch[i].space == Cf::kNs) ns_won->push_back(batch[i].key);
+  }
+  return repaired;
 }
 
-grpc::Status AntiEntropy::OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp) {
-  if (req.bucket() >= Store::kBuckets)
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("no bucket {}", req.bucket()));
+Status AntiEntropy::OnBucketDigests(const v1::BucketDigestsRequest&, v1::BucketDigestsResponse* resp) {
+  Result<std::vector<std::string>> digests = store_.BucketDigests();
+  if (!digests.ok()) return digests.status();
+  for (std::string& d : *digests) resp->add_digests(std::move(d));
+  return Status::Ok();
+}
+
+Status AntiEntropy::OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp) {
+  if (req.bucket() >= Store::kBuckets) return Status::InvalidArgument(fmt::format("no bucket {}", req.bucket()));
   Cf after = Cf::kKv;
   if (!req.after_family().empty()) {
     after = VersionedCfNamed(req.after_family());
-    if (after == Cf::kCount)
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", req.after_family()));
+    if (after == Cf::kCount) return Status::InvalidArgument(fmt::format("unknown family '{}'", req.after_family()));
   }
   bool more = false;
   Status s = store_.ReadBucket(
       req.bucket(), after, req.after_family().empty() ? std::string_view() : std::string_view(req.after_key()),
       kPageBytes,
       [resp](Cf space, std::string_view key, std::string_view encoded) {
-        v1::LogRecord* r = resp->add_records();
-        r->set_family(kCfNames[static_cast<size_t>(space)]);
-        r->set_key(std::string(key));
-        r->set_record(std::string(encoded));
+        *resp->add_records() = ToLogRecord(space, key, std::string(encoded));
       },
       &more);
-  if (!s.ok()) return ToGrpc(s);
+  if (!s.ok()) return s;
   resp->set_more(more);
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
 }  // namespace onebox

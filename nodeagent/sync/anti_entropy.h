@@ -13,12 +13,10 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "consistency/store.h"
-#include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/peer/membership.h"
-#include "onebox/v1/peer.grpc.pb.h"
+#include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/peer.pb.h"
 
 namespace onebox {
 
@@ -30,30 +28,33 @@ class AntiEntropy {
   // directory's tombstone may come before its entries'; only at the end of a
   // round is a tree worth checking (TreeRepair).
   using RoundEndFn = std::function<void(const std::vector<std::string>&)>;
-  AntiEntropy(Store& store, Membership& members, ContentTransfer& content, AppliedFn on_applied,
+  AntiEntropy(Store& store, Membership& members, PeerNetwork& network, AppliedFn on_applied,
               RoundEndFn on_round_end = {}, std::chrono::milliseconds period = std::chrono::seconds(2));
   ~AntiEntropy();
+  // Every period, a round with a live peer picked at random, until Stop.
   void Start();
   void Stop();
+  // One round with peer: compares bucket digests, pulls and applies the
+  // records of every bucket that differs. Returns how many records won here.
+  Result<uint64_t> RoundWith(const PeerAddress& peer);
 
-  grpc::Status OnBucketDigests(const v1::BucketDigestsRequest& req, v1::BucketDigestsResponse* resp);
-  grpc::Status OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp);
+  // The BucketDigests and ReadBucket calls, as this node answers them.
+  Status OnBucketDigests(const v1::BucketDigestsRequest& req, v1::BucketDigestsResponse* resp);
+  Status OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp);
 
   uint64_t repaired() const { return repaired_; }
 
  private:
   void Loop();
-  // One comparison with the peer at address; returns the records it repaired.
-  Result<uint64_t> RoundWith(const std::string& node_id, const std::string& address,
-                             std::vector<std::string>* ns_won);
-  // Around each call to the peer: Stop cancels the one under way. Begin is
-  // false once stopping.
-  bool Begin(grpc::ClientContext* ctx);
-  void End();
+  // RoundWith's work; *ns_won collects the ns keys whose records won, also
+  // when the round is cut short.
+  Result<uint64_t> Compare(PeerLink& peer, const std::string& node_id, std::vector<std::string>* ns_won);
+  // Applies one page of a bucket; returns how many records won.
+  Result<uint64_t> ApplyPage(const v1::ReadBucketResponse& page, std::vector<std::string>* ns_won);
 
   Store& store_;
   Membership& members_;
-  ContentTransfer& content_;
+  PeerNetwork& network_;
   AppliedFn on_applied_;
   RoundEndFn on_round_end_;
   std::chrono::milliseconds period_;
@@ -61,7 +62,7 @@ class AntiEntropy {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  grpc::ClientContext* call_ = nullptr;  // with mu_: the call to a peer under way
+  Cancellation stopped_;  // every call to a peer takes it: Stop cuts the one under way short
   std::thread thread_;
 };
 

@@ -7,8 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "consistency/bytes.h"
-#include "nodeagent/api/services.h"
+#include "nodeagent/peer/holders.h"
 
 namespace onebox {
 
@@ -16,65 +15,47 @@ namespace {
 constexpr auto kChunkDeadline = std::chrono::seconds(5);
 constexpr size_t kFetchesInFlight = 4;
 constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
-
-uint64_t RendezvousWeight(const std::string& path, const std::string& node_id) {
-  return ReadBE64(Sha256(path + '\0' + node_id));
-}
-
-// Keeps the n members of v that weigh most for path (rendezvous hashing),
-// heaviest first; id(member) is its node id. One weight per member.
-template <typename T, typename IdOf>
-void KeepHeaviest(std::vector<T>& v, const std::string& path, size_t n, IdOf id) {
-  std::vector<std::pair<uint64_t, T>> weighed;
-  weighed.reserve(v.size());
-  for (T& m : v) weighed.emplace_back(RendezvousWeight(path, id(m)), std::move(m));
-  std::sort(weighed.begin(), weighed.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  if (weighed.size() > n) weighed.resize(n);
-  v.clear();
-  for (auto& [w, m] : weighed) v.push_back(std::move(m));
-}
 }  // namespace
 
-ContentTransfer::ContentTransfer(Store& store, Membership& members, std::string self_id, int replication_factor)
-    : store_(store), members_(members), self_(std::move(self_id)), replication_factor_(replication_factor) {}
-
-v1::Peer::Stub* ContentTransfer::StubFor(const std::string& address) {
-  std::lock_guard lock(mu_);
-  auto& stub = stubs_[address];
-  if (!stub) stub = v1::Peer::NewStub(PeerChannel(address));
-  return stub.get();
-}
+ContentTransfer::ContentTransfer(Store& store, Membership& members, PeerNetwork& network, std::string self_id,
+                                 int replication_factor)
+    : store_(store),
+      members_(members),
+      network_(network),
+      self_(std::move(self_id)),
+      replication_factor_(replication_factor) {}
 
 std::vector<std::string> ContentTransfer::HoldersOf(const std::string& path, const std::string& writer_id) {
   // As the writer chose them (Holders, on the writer): the top of the other
   // members by rendezvous weight, this node included.
   std::vector<std::string> others;
-  for (const auto& [id, address] : members_.AliveOthers())
-    if (id != writer_id) others.push_back(id);
+  for (const PeerAddress& p : members_.AliveOthers())
+    if (p.node_id != writer_id) others.push_back(p.node_id);
   if (self_ != writer_id) others.push_back(self_);
-  KeepHeaviest(others, path, OtherHolders(), [](const std::string& id) { return id; });
+  others = HeaviestFor(path, std::move(others), OtherHolders());
   others.insert(others.begin(), writer_id);
   return others;
 }
 
 Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std::vector<std::string>& holders,
                               bool local_only, const ChunkSink& sink) {
-  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
+  std::vector<PeerAddress> peers = members_.AliveOthers();
   // The holders first, in their order (the writer first: it holds the
   // content for sure, unless it lost it); each fetch thread starts with
   // another of them, so that they share the work.
   auto rank = [&](const std::string& id) {
     return static_cast<size_t>(std::find(holders.begin(), holders.end(), id) - holders.begin());
   };
-  std::stable_sort(peers.begin(), peers.end(), [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
+  std::stable_sort(peers.begin(), peers.end(),
+                   [&](const PeerAddress& a, const PeerAddress& b) { return rank(a.node_id) < rank(b.node_id); });
   const size_t live_holders = static_cast<size_t>(
-      std::count_if(peers.begin(), peers.end(), [&](const auto& p) { return rank(p.first) < holders.size(); }));
+      std::count_if(peers.begin(), peers.end(), [&](const PeerAddress& p) { return rank(p.node_id) < holders.size(); }));
   // A few chunks in flight at once (each 1 MiB in memory at most), taken in order.
   std::mutex mu;
   size_t next = 0;
   Status result;
   std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
-  auto fetch_one = [&](size_t index, const std::vector<std::pair<std::string, std::string>>& order) -> Status {
+  auto fetch_one = [&](size_t index, const std::vector<PeerAddress>& order) -> Status {
     const std::string& digest = digests[index];
     if (Result<std::string> here = LocalChunk(digest); here.ok()) {
       if (Sha256(*here) == digest) return sink(index, *here);
@@ -91,11 +72,9 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
       v1::FetchChunkRequest req;
       req.set_digest(digest);
       v1::FetchChunkResponse resp;
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
-      grpc::Status st = StubFor(address)->FetchChunk(&ctx, req, &resp);
+      Status st = network_.To(address).FetchChunk(req, &resp, {.timeout = kChunkDeadline});
       tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", node_id,
-                           st.ok() ? (resp.found() ? "bad bytes" : "does not hold it") : st.error_message());
+                           st.ok() ? (resp.found() ? "bad bytes" : "does not hold it") : st.message());
       if (!st.ok()) {
         std::lock_guard lock(mu);
         failed.insert(node_id);
@@ -111,7 +90,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
                                            tried.empty() ? "no live node" : tried));
   };
   auto worker = [&](size_t number) {
-    std::vector<std::pair<std::string, std::string>> order = peers;
+    std::vector<PeerAddress> order = peers;
     if (live_holders > 1)
       std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(number % live_holders),
                   order.begin() + static_cast<std::ptrdiff_t>(live_holders));
@@ -145,10 +124,8 @@ Result<std::string> ContentTransfer::LocalChunk(const std::string& digest) {
   return store_.GetChunk(digest);
 }
 
-std::vector<std::pair<std::string, std::string>> ContentTransfer::Holders(const std::string& path) {
-  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
-  KeepHeaviest(peers, path, OtherHolders(), [](const auto& p) { return p.first; });
-  return peers;
+std::vector<PeerAddress> ContentTransfer::Holders(const std::string& path) {
+  return HeaviestFor(path, members_.AliveOthers(), OtherHolders());
 }
 
 Status ContentTransfer::Push(const std::string& address, const std::vector<std::string>& digests) {
@@ -158,12 +135,10 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
   auto flush = [&]() -> Status {
     if (req.chunks_size() == 0) return Status::Ok();
     v1::PushChunksResponse resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
-    grpc::Status st = StubFor(address)->PushChunks(&ctx, req, &resp);
+    Status st = network_.To(address).PushChunks(req, &resp, {.timeout = kChunkDeadline});
     req.clear_chunks();
     bytes = 0;
-    if (!st.ok()) return Status::Unavailable(fmt::format("push chunks to {}: {}", address, st.error_message()));
+    if (!st.ok()) return Status::Unavailable(fmt::format("push chunks to {}: {}", address, st.message()));
     return Status::Ok();
   };
   for (const std::string& digest : digests) {
@@ -179,28 +154,27 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
   return flush();
 }
 
-grpc::Status ContentTransfer::OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp) {
+Status ContentTransfer::OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp) {
   Result<std::string> data = LocalChunk(req.digest());
   if (data.ok()) {
     resp->set_found(true);
     resp->set_data(std::move(*data));
   } else if (data.status().code() != Code::kNotFound) {
-    return ToGrpc(data.status());
+    return data.status();
   }
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
-grpc::Status ContentTransfer::OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp) {
+Status ContentTransfer::OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp) {
   uint32_t stored = 0;
   for (const v1::Chunk& c : req.chunks()) {
     if (Sha256(c.data()) != c.digest())
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
-    if (Status s = store_.PutChunk(c.digest(), c.data()); !s.ok()) return ToGrpc(s);
+      return Status::InvalidArgument(fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
+    if (Status s = store_.PutChunk(c.digest(), c.data()); !s.ok()) return s;
     ++stored;
   }
   resp->set_stored(stored);
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
 }  // namespace onebox

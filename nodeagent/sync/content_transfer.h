@@ -16,12 +16,11 @@
 #include <utility>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "consistency/digest.h"
 #include "consistency/store.h"
 #include "nodeagent/peer/membership.h"
-#include "onebox/v1/peer.grpc.pb.h"
+#include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/peer.pb.h"
 
 namespace onebox {
 
@@ -31,7 +30,8 @@ constexpr size_t kChunkBytes = 1 << 20;
 
 class ContentTransfer {
  public:
-  ContentTransfer(Store& store, Membership& members, std::string self_id, int replication_factor);
+  ContentTransfer(Store& store, Membership& members, PeerNetwork& network, std::string self_id,
+                  int replication_factor);
 
   // Gets every chunk of digests (by index, duplicates too): from this node's
   // store, else from a live member (the holders first), checked against its
@@ -48,9 +48,9 @@ class ContentTransfer {
   // The nodes that should hold path's content as its writer chose them: the
   // writer, then the replication factor - 1 others.
   std::vector<std::string> HoldersOf(const std::string& path, const std::string& writer_id);
-  // (node id, address) of the other live members that should hold path's
-  // content: replication factor - 1 of them.
-  std::vector<std::pair<std::string, std::string>> Holders(const std::string& path);
+  // The other live members that should hold path's content: replication
+  // factor - 1 of them.
+  std::vector<PeerAddress> Holders(const std::string& path);
   // Sends the chunks the receiver should hold, in batches of at most 3 MiB.
   Status Push(const std::string& address, const std::vector<std::string>& digests);
   int replication_factor() const { return replication_factor_; }
@@ -64,20 +64,17 @@ class ContentTransfer {
   // A chunk from the store, else from the pending source.
   Result<std::string> LocalChunk(const std::string& digest);
 
-  // A channel to the peer at address (kept, with a short reconnect backoff).
-  v1::Peer::Stub* StubFor(const std::string& address);
-
-  grpc::Status OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp);
-  grpc::Status OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp);
+  // The FetchChunk and PushChunks calls, as this node answers them.
+  Status OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp);
+  Status OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp);
 
  private:
   Store& store_;
   Membership& members_;
+  PeerNetwork& network_;
   std::string self_;
   int replication_factor_;
   PendingSource pending_;
-  std::mutex mu_;
-  std::map<std::string, std::unique_ptr<v1::Peer::Stub>> stubs_;
 };
 
 }  // namespace onebox

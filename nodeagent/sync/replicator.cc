@@ -7,9 +7,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "consistency/meta_values.h"
 #include "naming/node_identity.h"
-#include "nodeagent/api/services.h"
-#include "naming/ns_key.h"
+#include "nodeagent/peer/fan_out.h"
+#include "nodeagent/sync/record_codec.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -35,22 +36,19 @@ std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_i
 constexpr std::string_view kPeersKey = "repl/peers";  // the ids with an AckedKey, comma-separated
 }  // namespace
 
-Replicator::Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id,
-                       AppliedFn on_applied, uint64_t log_retain)
+Replicator::Replicator(Store& store, Membership& members, ContentTransfer& content, PeerNetwork& network,
+                       uint64_t self_node_id, AppliedFn on_applied, uint64_t log_retain)
     : store_(store),
       members_(members),
       content_(content),
+      network_(network),
       on_applied_(std::move(on_applied)),
       log_retain_(log_retain),
       self_(NodeIdHex(self_node_id)) {
   // Every peer ever pushed to, with its acknowledged position: right after a
   // restart membership knows nobody yet, and the log must not be cut for it.
   if (Result<std::string> peers = store_.GetMeta(kPeersKey); peers.ok())
-    for (size_t pos = 0; pos < peers->size();) {
-      size_t comma = std::min(peers->find(',', pos), peers->size());
-      if (comma > pos) Acked(peers->substr(pos, comma - pos));
-      pos = comma + 1;
-    }
+    for (const std::string& id : SplitList(*peers)) Acked(id);
 }
 
 Replicator::~Replicator() { Stop(); }
@@ -74,11 +72,20 @@ uint64_t Replicator::Acked(const std::string& node_id) {
   auto it = acked_.find(node_id);
   if (it != acked_.end()) return it->second;
   uint64_t acked = 0;
-  if (Result<std::string> v = store_.GetMeta(AckedKey(node_id)); v.ok()) acked = std::stoull(*v);
+  if (Result<std::string> v = store_.GetMeta(AckedKey(node_id)); v.ok()) {
+    // A damaged position sends the peer everything the log still holds
+    // again: harmless (applies are idempotent), and anti-entropy covers the rest.
+    Result<uint64_t> parsed = ParseDecimal(*v, "acknowledged position of " + node_id);
+    if (parsed.ok()) acked = *parsed;
+    else spdlog::error("replication: {}; sending {} the whole log", parsed.status().message(), node_id);
+  }
   acked_[node_id] = acked;
-  std::string peers;
-  for (const auto& [id, pos] : acked_) peers += (peers.empty() ? "" : ",") + id;
-  (void)store_.PutMeta(kPeersKey, peers, /*sync=*/false);
+  std::vector<std::string> peers;
+  for (const auto& [id, pos] : acked_) peers.push_back(id);
+  // Lost, it costs a peer's log entries being cut before a restart that did
+  // not know the peer yet; anti-entropy repairs that peer.
+  if (Status s = store_.PutMeta(kPeersKey, JoinList(peers), /*sync=*/false); !s.ok())
+    spdlog::warn("replication: cannot keep the list of peers: {}", s.message());
   return acked;
 }
 
@@ -98,7 +105,7 @@ bool Replicator::NextBatch(const std::string& node_id, const std::string& addres
         inode.type() != v1::FILE_TYPE_REGULAR || inode.chunks_size() == 0)
       continue;
     bool holder = false;
-    for (const auto& h : content_.Holders(e.key)) holder = holder || h.first == node_id;
+    for (const PeerAddress& h : content_.Holders(e.key)) holder = holder || h.node_id == node_id;
     if (holder) chunks.insert(chunks.end(), inode.chunks().begin(), inode.chunks().end());
   }
   std::sort(chunks.begin(), chunks.end());
@@ -108,23 +115,17 @@ bool Replicator::NextBatch(const std::string& node_id, const std::string& addres
     spdlog::debug("replication to {}: content: {}", node_id, s.message());
   req->Clear();
   req->set_from_node_id(self_);
-  for (const LogEntry& e : *entries) {
-    v1::LogRecord* r = req->add_records();
-    r->set_seq(e.seq);
-    r->set_family(kCfNames[static_cast<size_t>(e.space)]);
-    r->set_key(e.key);
-    r->set_record(EncodeRecord(e.record));
-  }
+  for (const LogEntry& e : *entries) *req->add_records() = ToLogRecord(e);
   return true;
 }
 
 void Replicator::StreamTo(const std::string& node_id, const std::string& address, Pusher* self) {
-  grpc::ClientContext ctx;
+  Cancellation cancellation;
   {
-    std::lock_guard lock(self->ctx_mu);
+    std::lock_guard lock(self->stream_mu);
     std::lock_guard stop_lock(mu_);
     if (stopping_) return;
-    self->ctx = &ctx;  // from here the watchdog may cancel it
+    self->stream = &cancellation;  // from here the watchdog may cancel it
   }
   // Every call that can block on the peer is timed by the watchdog.
   auto timed = [self](auto&& call) {
@@ -133,9 +134,9 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     self->blocked_since = 0;
     return ok;
   };
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest, v1::ReplicateResponse>> stream;
+  std::unique_ptr<ReplicateStream> stream;
   timed([&] {  // opening it may wait for a connection
-    stream = content_.StubFor(address)->ReplicateStream(&ctx);
+    stream = network_.To(address).OpenReplicateStream(&cancellation);
     return true;
   });
   std::deque<uint64_t> unanswered;  // the last seq of each batch sent and not yet answered
@@ -175,14 +176,16 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     if (resp.acked_seq() != unanswered.front()) {
       spdlog::warn("replication to {}: answered seq {} where {} was due; restarting the stream", node_id,
                    resp.acked_seq(), unanswered.front());
-      ctx.TryCancel();
+      cancellation.Cancel();
       failed = true;
       break;
     }
     unanswered.pop_front();
     // Kept before the log may be truncated by it: a restart never finds the
-    // log cut past what it reads back.
-    (void)store_.PutMeta(AckedKey(node_id), std::to_string(resp.acked_seq()), /*sync=*/false);
+    // log cut past what it reads back. Lost, the position only makes the
+    // next stream send some entries again (applies are idempotent).
+    if (Status s = store_.PutMeta(AckedKey(node_id), std::to_string(resp.acked_seq()), /*sync=*/false); !s.ok())
+      spdlog::warn("replication to {}: cannot keep its position: {}", node_id, s.message());
     {
       std::lock_guard lock(acked_mu_);
       acked_[node_id] = resp.acked_seq();
@@ -190,17 +193,17 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     quiet_since = std::chrono::steady_clock::now();
   }
   if (!failed) timed([&] { return stream->WritesDone(); });
-  grpc::Status st;
+  Status st;
   timed([&] {
     st = stream->Finish();
     return true;
   });
   {
-    std::lock_guard lock(self->ctx_mu);
-    self->ctx = nullptr;
+    std::lock_guard lock(self->stream_mu);
+    self->stream = nullptr;
   }
   // Unanswered batches are sent again by the next stream (from the acked seq).
-  if (!st.ok()) spdlog::debug("replication to {} at {}: {}", node_id, address, st.error_message());
+  if (!st.ok()) spdlog::debug("replication to {} at {}: {}", node_id, address, st.message());
 }
 
 void Replicator::Watchdog() {
@@ -210,16 +213,16 @@ void Replicator::Watchdog() {
     stopping = stopping_;
   }
   std::set<std::string> alive;
-  for (auto& [id, addr] : members_.AliveOthers()) alive.insert(id);
+  for (const PeerAddress& p : members_.AliveOthers()) alive.insert(p.node_id);
   int64_t now = SteadyMs();
   for (auto& [node_id, pusher] : pushers_) {
     int64_t since = pusher->blocked_since;
     bool stuck = since != 0 && now - since > kStuck;
     if (!stopping && !stuck && alive.count(node_id)) continue;
-    std::lock_guard lock(pusher->ctx_mu);
-    if (pusher->ctx) {
+    std::lock_guard lock(pusher->stream_mu);
+    if (pusher->stream) {
       if (stuck) spdlog::info("replication to {}: no progress for {} ms; cancelling the stream", node_id, now - since);
-      pusher->ctx->TryCancel();
+      pusher->stream->Cancel();
     }
   }
 }
@@ -267,12 +270,12 @@ void Replicator::Loop() {
       announced_ = last;
       push_cv_.notify_all();
     }
-    for (auto& [node_id, address] : members_.AliveOthers()) {
-      if (pushers_.count(node_id)) continue;
+    for (const PeerAddress& peer : members_.AliveOthers()) {
+      if (pushers_.count(peer.node_id)) continue;
       auto pusher = std::make_unique<Pusher>();
       Pusher* raw = pusher.get();
-      raw->thread = std::thread([this, raw, id = node_id] { PusherLoop(id, raw); });
-      pushers_[node_id] = std::move(pusher);
+      raw->thread = std::thread([this, raw, id = peer.node_id] { PusherLoop(id, raw); });
+      pushers_[peer.node_id] = std::move(pusher);
     }
   }
   Watchdog();  // stopping: cancels every open stream
@@ -288,23 +291,22 @@ void Replicator::PusherLoop(const std::string& node_id, Pusher* self) {
       if (stopping_) break;
     }
     std::string address;
-    for (auto& [id, addr] : members_.AliveOthers())
-      if (id == node_id) address = addr;
+    for (const PeerAddress& p : members_.AliveOthers())
+      if (p.node_id == node_id) address = p.address;
     if (address.empty()) break;  // not alive now: a new pusher starts when it is back
     if (Acked(node_id) < store_.LastLogSeq()) StreamTo(node_id, address, self);
   }
   self->done = true;
 }
 
-Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
-  if (acks == 0) return Status::Ok();
-  Result<Record> rec = store_.Get(path, Cf::kNs);
-  if (!rec.ok()) return rec.status();
-  std::vector<std::string> chunks;
-  if (v1::Inode inode; inode.ParseFromString(rec->value)) chunks.assign(inode.chunks().begin(), inode.chunks().end());
-  std::vector<std::pair<std::string, std::string>> order = content_.Holders(path);
-  for (auto& member : members_.AliveOthers())
-    if (std::find(order.begin(), order.end(), member) == order.end()) order.push_back(member);
+std::vector<PeerAddress> Replicator::HoldersFirst(const std::string& path) {
+  std::vector<PeerAddress> order = content_.Holders(path);
+  for (PeerAddress& member : members_.AliveOthers())
+    if (std::find(order.begin(), order.end(), member) == order.end()) order.push_back(std::move(member));
+  return order;
+}
+
+v1::ReplicateRequest Replicator::PublishBatch(const std::string& path, const Record& record) {
   v1::ReplicateRequest req;
   req.set_from_node_id(self_);
   req.set_sync(true);
@@ -312,30 +314,29 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
   // make them up (they would win as the newer version).
   for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1)) {
     std::string dir = path.substr(0, slash);
-    if (Result<Record> d = store_.Get(dir, Cf::kNs); d.ok()) {
-      v1::LogRecord* r = req.add_records();
-      r->set_family(kCfNames[static_cast<size_t>(Cf::kNs)]);
-      r->set_key(dir);
-      r->set_record(EncodeRecord(*d));
-    }
+    if (Result<Record> d = store_.Get(dir, Cf::kNs); d.ok()) *req.add_records() = ToLogRecord(Cf::kNs, dir, *d);
   }
-  v1::LogRecord* r = req.add_records();
-  r->set_family(kCfNames[static_cast<size_t>(Cf::kNs)]);
-  r->set_key(path);
-  r->set_record(EncodeRecord(*rec));
+  *req.add_records() = ToLogRecord(Cf::kNs, path, record);
+  return req;
+}
+
+Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
+  if (acks == 0) return Status::Ok();
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  if (!rec.ok()) return Status::IOError(fmt::format("/{} is gone: {}", path, rec.status().message()));
+  std::vector<std::string> chunks;
+  if (v1::Inode inode; inode.ParseFromString(rec->value)) chunks.assign(inode.chunks().begin(), inode.chunks().end());
+  v1::ReplicateRequest req = PublishBatch(path, *rec);
   size_t got = 0;
   std::string why;
-  for (const auto& [node_id, address] : order) {
+  for (const auto& [node_id, address] : HoldersFirst(path)) {
     if (Status s = content_.Push(address, chunks); !s.ok()) {
       why += fmt::format("; {}: {}", node_id, s.message());
       continue;
     }
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kDeadline);
     v1::ReplicateResponse resp;
-    grpc::Status st = content_.StubFor(address)->Replicate(&ctx, req, &resp);
-    if (!st.ok()) {
-      why += fmt::format("; {}: {}", node_id, st.error_message());
+    if (Status st = network_.To(address).Replicate(req, &resp, {.timeout = kDeadline}); !st.ok()) {
+      why += fmt::format("; {}: {}", node_id, st.message());
       continue;
     }
     if (++got >= acks) return Status::Ok();
@@ -344,56 +345,6 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
                                          why.empty() ? "; no other node is alive" : why));
 }
 
-namespace {
-// Calls rpc(stub, ctx, done) on every member in `to` at once (async unary
-// calls on one completion queue) and returns once `want` of them succeeded
-// (ok(i) true), all answered, or the deadline passed; the calls still out are
-// cancelled. Says how many succeeded and, in *why, what the others said.
-template <typename Resp>
-size_t CallAll(ContentTransfer& content, const std::vector<std::pair<std::string, std::string>>& to, size_t want,
-               const std::function<std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>>(
-                   v1::Peer::Stub*, grpc::ClientContext*, grpc::CompletionQueue*)>& start,
-               const std::function<bool(size_t, const Resp&)>& ok, std::string* why) {
-  grpc::CompletionQueue cq;
-  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
-  std::vector<Resp> resps(to.size());
-  std::vector<grpc::Status> statuses(to.size());
-  std::vector<std::unique_ptr<grpc::ClientAsyncResponseReader<Resp>>> calls;
-  auto deadline = std::chrono::system_clock::now() + kDeadline;
-  for (size_t i = 0; i < to.size(); ++i) {
-    ctxs.push_back(std::make_unique<grpc::ClientContext>());
-    ctxs.back()->set_deadline(deadline);
-    calls.push_back(start(content.StubFor(to[i].second), ctxs.back().get(), &cq));
-    calls.back()->Finish(&resps[i], &statuses[i], reinterpret_cast<void*>(i));
-  }
-  size_t got = 0, answered = 0;
-  while (answered < to.size() && got < want) {
-    void* tag;
-    bool fine;
-    if (!cq.Next(&tag, &fine)) break;
-    size_t i = reinterpret_cast<size_t>(tag);
-    ++answered;
-    if (statuses[i].ok() && ok(i, resps[i])) {
-      ++got;
-    } else {
-      *why += fmt::format("; {}: {}", to[i].first, statuses[i].ok() ? "refused" : statuses[i].error_message());
-    }
-  }
-  for (auto& ctx : ctxs) ctx->TryCancel();
-  for (; answered < to.size(); ++answered) {  // drain: the queue must be empty before it goes
-    void* tag;
-    bool fine;
-    if (!cq.Next(&tag, &fine)) break;
-  }
-  cq.Shutdown();
-  void* tag;
-  bool fine;
-  while (cq.Next(&tag, &fine)) {
-  }
-  return got;
-}
-}  // namespace
-
 Status Replicator::ReplicateKey(Cf space, const std::string& key, size_t acks, bool sync) {
   if (acks == 0) return Status::Ok();
   Result<Record> rec = store_.GetWithTombstone(key, space);
@@ -401,21 +352,19 @@ Status Replicator::ReplicateKey(Cf space, const std::string& key, size_t acks, b
   v1::ReplicateRequest req;
   req.set_from_node_id(self_);
   req.set_sync(sync);
-  v1::LogRecord* r = req.add_records();
-  r->set_family(kCfNames[static_cast<size_t>(space)]);
-  r->set_key(key);
-  r->set_record(EncodeRecord(*rec));
-  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
-  std::string why;
-  size_t got = CallAll<v1::ReplicateResponse>(
-      content_, peers, acks,
-      [&](v1::Peer::Stub* stub, grpc::ClientContext* ctx, grpc::CompletionQueue* cq) {
-        return stub->AsyncReplicate(ctx, req, cq);
+  *req.add_records() = ToLogRecord(space, key, *rec);
+  std::vector<PeerAddress> peers = members_.AliveOthers();
+  FanOutResult sent = FanOut(
+      peers.size(), acks,
+      [&](size_t i, Cancellation& cancellation) {
+        v1::ReplicateResponse resp;
+        return network_.To(peers[i].address).Replicate(req, &resp, {.timeout = kDeadline, .cancellation = &cancellation});
       },
-      [](size_t, const v1::ReplicateResponse&) { return true; }, &why);
-  if (got >= acks) return Status::Ok();
-  return Status::Unavailable(fmt::format("held by {} of the {} nodes the level needs (it replicates later){}", got + 1,
-                                         acks + 1, peers.empty() ? "; no other node is alive" : why));
+      [&](size_t i) { return peers[i].node_id; });
+  if (sent.succeeded >= acks) return Status::Ok();
+  return Status::Unavailable(fmt::format("held by {} of the {} nodes the level needs (it replicates later){}",
+                                         sent.succeeded + 1, acks + 1,
+                                         peers.empty() ? "; no other node is alive" : sent.why));
 }
 
 Result<Record> Replicator::ReadQuorum(Cf space, const std::string& key, size_t answers) {
@@ -424,25 +373,23 @@ Result<Record> Replicator::ReadQuorum(Cf space, const std::string& key, size_t a
   v1::ReadRecordRequest req;
   req.set_family(kCfNames[static_cast<size_t>(space)]);
   req.set_key(key);
-  std::vector<std::pair<std::string, std::string>> peers = members_.AliveOthers();
+  std::vector<PeerAddress> peers = members_.AliveOthers();
   std::vector<std::optional<Record>> theirs(peers.size());
-  std::string why;
-  size_t got = CallAll<v1::ReadRecordResponse>(
-      content_, peers, answers,
-      [&](v1::Peer::Stub* stub, grpc::ClientContext* ctx, grpc::CompletionQueue* cq) {
-        return stub->AsyncReadRecord(ctx, req, cq);
-      },
-      [&](size_t i, const v1::ReadRecordResponse& resp) {
-        if (!resp.found()) return true;
+  FanOutResult read = FanOut(
+      peers.size(), answers,
+      [&](size_t i, Cancellation& cancellation) -> Status {
+        v1::ReadRecordResponse resp;
+        Status st = network_.To(peers[i].address).ReadRecord(req, &resp, {.timeout = kDeadline, .cancellation = &cancellation});
+        if (!st.ok() || !resp.found()) return st;
         Result<Record> rec = DecodeRecord(resp.record());
-        if (!rec.ok()) return false;
+        if (!rec.ok()) return rec.status();
         theirs[i] = std::move(rec).value();
-        return true;
+        return Status::Ok();
       },
-      &why);
-  if (got < answers)
-    return Status::Unavailable(fmt::format("{} of the {} nodes a quorum read needs answered{}", got + 1, answers + 1,
-                                           peers.empty() ? "; no other node is alive" : why));
+      [&](size_t i) { return peers[i].node_id; });
+  if (read.succeeded < answers)
+    return Status::Unavailable(fmt::format("{} of the {} nodes a quorum read needs answered{}", read.succeeded + 1,
+                                           answers + 1, peers.empty() ? "; no other node is alive" : read.why));
   bool newer_elsewhere = false;
   for (std::optional<Record>& r : theirs) {
     if (!r || (best.ok() && !(best->version < r->version))) continue;
@@ -458,36 +405,28 @@ Result<Record> Replicator::ReadQuorum(Cf space, const std::string& key, size_t a
   return best;
 }
 
-grpc::Status Replicator::OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp) {
+Status Replicator::OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp) {
   Cf space = VersionedCfNamed(req.family());
-  if (space == Cf::kCount)
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", req.family()));
+  if (space == Cf::kCount) return Status::InvalidArgument(fmt::format("unknown family '{}'", req.family()));
   Result<Record> rec = store_.GetWithTombstone(req.key(), space);
-  if (!rec.ok()) {
-    if (rec.status().code() == Code::kNotFound) return grpc::Status::OK;
-    return ToGrpc(rec.status());
-  }
+  if (!rec.ok()) return rec.status().code() == Code::kNotFound ? Status::Ok() : rec.status();
   resp->set_found(true);
   resp->set_record(EncodeRecord(*rec));
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
-grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
+Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
   std::vector<RemoteRecord> batch;
   batch.reserve(static_cast<size_t>(req.records_size()));
   for (const v1::LogRecord& r : req.records()) {
-    Cf space = VersionedCfNamed(r.family());
-    if (space == Cf::kCount)
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("unknown family '{}'", r.family()));
-    if (space == Cf::kNs && !IsValidNsKey(r.key()))
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, fmt::format("'{}' is not a path below the view root", r.key()));
-    Result<Record> record = DecodeRecord(r.record());
-    if (!record.ok()) return ToGrpc(record.status());
-    batch.push_back({space, r.key(), std::move(record).value()});
+    Result<RemoteRecord> record = FromLogRecord(r);
+    if (!record.ok()) return record.status();
+    batch.push_back(std::move(record).value());
+    resp->set_acked_seq(std::max(resp->acked_seq(), r.seq()));
   }
   // One commit for the whole batch.
   Result<std::vector<bool>> won = store_.ApplyBatch(batch, req.sync());
-  if (!won.ok()) return ToGrpc(won.status());  // e.g. a clock too far ahead: the sender retries
+  if (!won.ok()) return won.status();  // e.g. a clock too far ahead: the sender retries
   uint64_t applied = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     if ((*won)[i]) {
@@ -502,7 +441,7 @@ grpc::Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::Replic
     }
   }
   resp->set_applied(applied);
-  return grpc::Status::OK;
+  return Status::Ok();
 }
 
 }  // namespace onebox

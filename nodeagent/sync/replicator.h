@@ -25,12 +25,11 @@
 #include <string>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-
 #include "consistency/store.h"
-#include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/peer/membership.h"
-#include "onebox/v1/peer.grpc.pb.h"
+#include "nodeagent/peer/peer_link.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "onebox/v1/peer.pb.h"
 
 namespace onebox {
 
@@ -40,8 +39,8 @@ class Replicator {
   using AppliedFn = std::function<void(Cf, const std::string&)>;
   // The log keeps what some known member has not acknowledged, at most
   // log_retain entries; a member that misses more is repaired by anti-entropy.
-  Replicator(Store& store, Membership& members, ContentTransfer& content, uint64_t self_node_id, AppliedFn on_applied,
-             uint64_t log_retain = 1'000'000);
+  Replicator(Store& store, Membership& members, ContentTransfer& content, PeerNetwork& network, uint64_t self_node_id,
+             AppliedFn on_applied, uint64_t log_retain = 1'000'000);
   ~Replicator();
   void Start();
   void Stop();
@@ -49,8 +48,9 @@ class Replicator {
   // members, holders first, until `acks` of them have applied it with a
   // synced write. Unavailable, saying how far it got, when too few answer.
   Status ReplicateNow(const std::string& path, size_t acks);
-  // The Replicate RPC: apply a peer's batch.
-  grpc::Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);
+  // The Replicate call (and each batch of a ReplicateStream): apply a peer's
+  // batch; the answer says how many won and the batch's last sequence number.
+  Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);
 
   // Store API levels. A write at QUORUM or ALL: sends key's record (family
   // space, tombstone included) to the other live members, all at once, until
@@ -62,8 +62,8 @@ class Replicator {
   // node's (NotFound when none holds one), keeping it here if it is newer.
   // Unavailable when too few reply within 2 s.
   Result<Record> ReadQuorum(Cf space, const std::string& key, size_t answers);
-  // The ReadRecord RPC.
-  grpc::Status OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp);
+  // The ReadRecord call.
+  Status OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp);
 
  private:
   void Loop();
@@ -71,8 +71,8 @@ class Replicator {
   struct Pusher {
     std::thread thread;
     std::atomic<bool> done{false};
-    std::mutex ctx_mu;
-    grpc::ClientContext* ctx = nullptr;     // of the open stream, if any (with ctx_mu)
+    std::mutex stream_mu;
+    Cancellation* stream = nullptr;         // of the open stream, if any (with stream_mu)
     std::atomic<int64_t> blocked_since{0};  // steady ms when a stream call began; 0: none under way
   };
   // Streams node_id the entries it lacks until it has them all and the
@@ -86,9 +86,15 @@ class Replicator {
   void PusherLoop(const std::string& node_id, Pusher* self);
   void TruncateLog();
 
+  // The other live members, holders of path's content first.
+  std::vector<PeerAddress> HoldersFirst(const std::string& path);
+  // The records fsync sends: path's directories that this node holds, then path's own.
+  v1::ReplicateRequest PublishBatch(const std::string& path, const Record& record);
+
   Store& store_;
   Membership& members_;
   ContentTransfer& content_;
+  PeerNetwork& network_;
   AppliedFn on_applied_;
   uint64_t log_retain_;
   std::chrono::steady_clock::time_point last_truncate_{};

@@ -1,0 +1,31 @@
+// onebox.v1.Cluster: this node's status (Status) and the members gossip
+// knows (ListNodes). Both answer from memory, on gRPC's thread, except the
+// state digest, which reads the store.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "consistency/store.h"
+#include "nodeagent/api/agent_info.h"
+#include "nodeagent/peer/membership.h"
+#include "onebox/v1/cluster.grpc.pb.h"
+
+namespace onebox {
+
+class ClusterService final
+    : public v1::Cluster::WithRawCallbackMethod_Status<v1::Cluster::WithRawCallbackMethod_ListNodes<v1::Cluster::Service>> {
+ public:
+  ClusterService(const AgentInfo& info, Store& store, Membership& members)
+      : info_(info), store_(store), members_(members) {}
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override;
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override;
+
+ private:
+  const AgentInfo& info_;
+  Store& store_;
+  Membership& members_;
+};
+
+}  // namespace onebox

@@ -1,0 +1,58 @@
+#include "nodeagent/api/peer_service.h"
+
+namespace onebox {
+
+namespace {
+
+// One replication stream from a peer (see the header).
+class ReplicateStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  ReplicateStreamReactor(PeerLink& local, WorkPool& pool) : local_(local), pool_(pool) { StartRead(&in_); }
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the sender closed its side (or the call is gone)
+      Finish(grpc::Status::OK);
+      return;
+    }
+    pool_.Submit([this] {
+      v1::ReplicateRequest req;
+      // Done with in_ before the next read reuses it.
+      if (grpc::Status parsed = ParseRequest(&in_, &req); !parsed.ok()) {
+        Finish(parsed);
+        return;
+      }
+      v1::ReplicateResponse resp;
+      grpc::Status st = ToGrpc(local_.Replicate(req, &resp, {}));
+      if (st.ok()) {
+        bool own_buffer = false;
+        out_.Clear();
+        st = grpc::GenericSerialize<grpc::ProtoBufferWriter, v1::ReplicateResponse>(resp, &out_, &own_buffer);
+      }
+      if (!st.ok()) {
+        Finish(st);
+        return;
+      }
+      StartWrite(&out_);
+    });
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the sender went away"));
+      return;
+    }
+    StartRead(&in_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  PeerLink& local_;
+  WorkPool& pool_;
+  grpc::ByteBuffer in_, out_;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PeerService::ReplicateStream(grpc::CallbackServerContext*) {
+  return new ReplicateStreamReactor(local_, pool_);
+}
+
+}  // namespace onebox

@@ -1,0 +1,45 @@
+// onebox.v1.Peer over gRPC: what other agents ask this one, answered by this
+// node's side of the peer calls (sync/local_peer.h). The unary methods come
+// from the one list of peer calls (peer/peer_link.h); those that touch the
+// disk run on a pool. ReplicateStream applies one batch at a time: read,
+// apply on the pool, answer, and only then read the next, so a slow
+// receiver slows its senders down instead of queueing (gRPC's flow control
+// holds back the bytes beyond the few batches a sender keeps unanswered).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "nodeagent/api/unary.h"
+#include "nodeagent/daemon/work_pool.h"
+#include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/peer.grpc.pb.h"
+
+namespace onebox {
+
+class PeerService final
+    : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<
+          v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<
+              v1::Peer::WithRawCallbackMethod_BucketDigests<v1::Peer::WithRawCallbackMethod_ReadBucket<
+                  v1::Peer::WithRawCallbackMethod_Claim<v1::Peer::WithRawCallbackMethod_ReadRecord<
+                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>> {
+ public:
+  explicit PeerService(PeerLink& local) : local_(local), pool_(2, "onebox-peer") {}
+
+#define ONEBOX_PEER_SERVICE_METHOD(method, Req, Resp, runs)                                                  \
+  grpc::ServerUnaryReactor* method(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,               \
+                                   grpc::ByteBuffer* out) override {                                           \
+    return ServeUnary<v1::Req, v1::Resp>(ctx, in, out, PoolFor(PeerCallRuns::runs),                         \
+                                         [this](const v1::Req& q, v1::Resp* r) { return local_.method(q, r, {}); }); \
+  }
+  ONEBOX_PEER_UNARY_CALLS(ONEBOX_PEER_SERVICE_METHOD)
+#undef ONEBOX_PEER_SERVICE_METHOD
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ReplicateStream(grpc::CallbackServerContext* ctx) override;
+
+ private:
+  WorkPool* PoolFor(PeerCallRuns runs) { return runs == PeerCallRuns::kPool ? &pool_ : nullptr; }
+  PeerLink& local_;
+  WorkPool pool_;  // applying a batch writes to RocksDB
+};
+
+}  // namespace onebox

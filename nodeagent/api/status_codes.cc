@@ -1,0 +1,56 @@
+#include "nodeagent/api/status_codes.h"
+
+#include <cerrno>
+
+namespace onebox {
+
+grpc::Status ToGrpc(const Status& s) {
+  using grpc::StatusCode;
+  StatusCode code = StatusCode::INTERNAL;
+  switch (s.code()) {
+    case Code::kOk: return grpc::Status::OK;
+    case Code::kInvalidArgument: code = StatusCode::INVALID_ARGUMENT; break;
+    case Code::kNotFound: code = StatusCode::NOT_FOUND; break;
+    case Code::kAlreadyExists: code = StatusCode::ALREADY_EXISTS; break;
+    case Code::kFailedPrecondition: code = StatusCode::FAILED_PRECONDITION; break;
+    case Code::kUnavailable: code = StatusCode::UNAVAILABLE; break;
+    case Code::kCorruption: code = StatusCode::DATA_LOSS; break;
+    case Code::kIOError: code = StatusCode::INTERNAL; break;
+    case Code::kUnimplemented: code = StatusCode::UNIMPLEMENTED; break;
+  }
+  return grpc::Status(code, s.message());
+}
+
+Status FromGrpc(const grpc::Status& s) {
+  using grpc::StatusCode;
+  switch (s.error_code()) {
+    case StatusCode::OK: return Status::Ok();
+    case StatusCode::INVALID_ARGUMENT:
+    case StatusCode::OUT_OF_RANGE: return Status::InvalidArgument(s.error_message());
+    case StatusCode::NOT_FOUND: return Status::NotFound(s.error_message());
+    case StatusCode::ALREADY_EXISTS: return Status::AlreadyExists(s.error_message());
+    case StatusCode::FAILED_PRECONDITION: return Status::FailedPrecondition(s.error_message());
+    case StatusCode::DATA_LOSS: return Status::Corruption(s.error_message());
+    case StatusCode::INTERNAL: return Status::IOError(s.error_message());
+    case StatusCode::UNIMPLEMENTED: return Status::Unimplemented(s.error_message());
+    default:  // UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, RESOURCE_EXHAUSTED, ...: not answered
+      return Status::Unavailable(s.error_message());
+  }
+}
+
+int ToErrno(const Status& s) {
+  switch (s.code()) {
+    case Code::kOk: return 0;
+    case Code::kInvalidArgument: return EINVAL;
+    case Code::kNotFound: return ENOENT;
+    case Code::kAlreadyExists: return EEXIST;
+    case Code::kFailedPrecondition:
+    case Code::kUnavailable:
+    case Code::kCorruption:
+    case Code::kIOError: return EIO;
+    case Code::kUnimplemented: return ENOSYS;
+  }
+  return EIO;
+}
+
+}  // namespace onebox

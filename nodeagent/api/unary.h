@@ -1,0 +1,58 @@
+// The one adapter between gRPC's raw callback API and the agent's handlers:
+// it parses every request itself, so that bytes that are no valid request
+// (a string field that is not UTF-8 included) are answered INVALID_ARGUMENT
+// with a message (gRPC's own deserializer says INTERNAL), runs the handler
+// (on a pool when it may block on the disk, so gRPC's threads never wait),
+// and maps the handler's Status to gRPC's (api/status_codes.h).
+#pragma once
+
+#include <memory>
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
+#include <grpcpp/support/proto_buffer_writer.h>
+
+#include "consistency/status.h"
+#include "nodeagent/api/status_codes.h"
+#include "nodeagent/daemon/work_pool.h"
+
+namespace onebox {
+
+// Parses bytes into req; the error says what they should have been.
+template <class Req>
+grpc::Status ParseRequest(grpc::ByteBuffer* bytes, Req* req) {
+  grpc::ProtoBufferReader reader(bytes);
+  if (req->ParseFromZeroCopyStream(&reader) && reader.status().ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      fmt::format("malformed request: the bytes sent are not a valid {}", Req::descriptor()->full_name()));
+}
+
+// Parses the request, runs fn(request, &response) -> Status, serializes the
+// response. With a pool, fn runs there; the request and response buffers
+// belong to the call until Finish.
+template <class Req, class Resp, class Fn>
+grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                     grpc::ByteBuffer* out, WorkPool* pool, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto req = std::make_shared<Req>();
+  if (grpc::Status parsed = ParseRequest(const_cast<grpc::ByteBuffer*>(in), req.get()); !parsed.ok()) {
+    reactor->Finish(parsed);
+    return reactor;
+  }
+  auto work = [req, out, reactor, fn = std::move(fn)] {
+    Resp resp;
+    grpc::Status st = ToGrpc(fn(*req, &resp));
+    if (st.ok()) {
+      bool own_buffer = false;
+      st = grpc::GenericSerialize<grpc::ProtoBufferWriter, Resp>(resp, out, &own_buffer);
+    }
+    reactor->Finish(st);
+  };
+  if (pool) pool->Submit(std::move(work));
+  else work();
+  return reactor;
+}
+
+}  // namespace onebox

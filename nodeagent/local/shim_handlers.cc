@@ -1,0 +1,144 @@
+#include "nodeagent/local/shim_handlers.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "naming/cluster_path.h"
+#include "naming/ns_key.h"
+#include "nodeagent/api/status_codes.h"
+#include "nodeagent/local/shim_requests.h"
+#include "nodeagent/peer/quorum.h"
+
+namespace onebox {
+
+namespace {
+
+// A failed handler's Status, as the shim reads it.
+void Answer(const Status& s, v1::ShimResponse* resp) {
+  if (s.ok()) return;
+  resp->clear_op();
+  resp->set_err(ToErrno(s));
+  resp->set_message(s.message());
+}
+
+}  // namespace
+
+void ShimHandlers::Serve(ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  switch (req.op_case()) {
+#define ONEBOX_SHIM_CASE(op, handler, runs, what) \
+  case v1::ShimRequest::op: return Run(ShimRuns::runs, &ShimHandlers::handler, call, req, resp);
+    ONEBOX_SHIM_REQUESTS(ONEBOX_SHIM_CASE)
+#undef ONEBOX_SHIM_CASE
+    default: Answer(Status::Unimplemented("unknown shim request"), resp);
+  }
+}
+
+void ShimHandlers::Run(ShimRuns runs, Handler handler, ShimCall& call, const v1::ShimRequest& req,
+                       v1::ShimResponse* resp) {
+  if (runs == ShimRuns::kInline) {
+    Answer((this->*handler)(Caller{call.peer, call.connection(), &call}, req, resp), resp);
+    return;
+  }
+  work_.Submit([this, handler, req, caller = Caller{call.peer, call.connection(), nullptr},
+                reply = call.Defer()]() mutable {
+    v1::ShimResponse r;
+    Answer((this->*handler)(caller, req, &r), &r);
+    reply.Send(std::move(r));
+  });
+}
+
+void ShimHandlers::ConnectionClosed(uint64_t connection) {
+  // A shim that exec'd, or whose thread was cancelled, between its
+  // announcement and SymlinkMade closed the connection without a word.
+  parts_.guard.ConnectionClosed(connection);
+}
+
+void ShimHandlers::Drain() {
+  work_.Drain();
+  announce_work_.Drain();
+}
+
+Status ShimHandlers::Ping(const Caller& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
+  v1::PingResponse* p = resp->mutable_ping();
+  p->set_node_name(parts_.info.identity.name);
+  p->set_node_id(NodeIdHex(parts_.info.identity.node_id));
+  p->set_grpc_address(parts_.info.grpc_address());
+  p->set_peer_pid(caller.peer.pid);
+  p->set_peer_uid(caller.peer.uid);
+  p->set_peer_gid(caller.peer.gid);
+  return Status::Ok();
+}
+
+Status ShimHandlers::Hello(const Caller& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const std::string& asked = req.hello().root();
+  ClusterRoot root;
+  // The agent's own entries in the view root (".onebox-*") are no cluster root.
+  if (!root.Set(asked) || IsAgentEntry(std::string_view(asked).substr(1)))
+    return Status::InvalidArgument(fmt::format("cluster root '{}' must be an absolute path other than /", asked));
+  Result<std::string> view = parts_.recorder.EnsureRoot(std::string(root.root()));
+  if (!view.ok()) return view.status();
+  resp->mutable_hello()->set_view_root(*view);
+  resp->mutable_hello()->set_node_name(parts_.info.identity.name);
+  resp->mutable_hello()->set_state_page(true);
+  caller.call->attach_fd = parts_.state_page_fd;
+  spdlog::debug("shim hello from pid {} ({}) for root {}", caller.peer.pid, req.hello().program(), root.root());
+  return Status::Ok();
+}
+
+Status ShimHandlers::Publish(const Caller&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const std::string& path = req.publish().path();
+  Result<uint64_t> size = parts_.recorder.RecordNow(path);
+  if (!size.ok()) return size.status();
+  // Durable here; now on the write quorum (of the members known, dead ones included).
+  size_t acks = PublishAcksNeeded(parts_.replication_factor, parts_.write_quorum, parts_.members.KnownCount());
+  if (Status s = parts_.replicator.ReplicateNow(path, acks); !s.ok()) return s;
+  resp->mutable_publish()->set_size(*size);
+  return Status::Ok();
+}
+
+Status ShimHandlers::Hydrate(const Caller&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  Result<uint64_t> size = parts_.materializer.Hydrate(req.hydrate().path());
+  if (!size.ok()) return size.status();
+  resp->mutable_hydrate()->set_size(*size);
+  return Status::Ok();
+}
+
+Status ShimHandlers::Claim(const Caller&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  Status s = parts_.claims.Acquire(req.claim().path());
+  if (!s.ok()) {
+    spdlog::debug("claim: {}", s.message());
+    return s;
+  }
+  resp->mutable_claim();
+  return Status::Ok();
+}
+
+Status ShimHandlers::AnnounceSymlink(const Caller& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
+  SymlinkGuard& guard = parts_.guard;
+  auto announce = [&guard, pid = caller.peer.pid, conn = caller.connection](v1::ShimResponse* r) -> Status {
+    Result<uint64_t> token = guard.Announce(pid, conn);
+    if (!token.ok()) return token.status();
+    r->mutable_announce_symlink()->set_token(*token);
+    return Status::Ok();
+  };
+  if (guard.ready()) return announce(resp);
+  // Waits out the start delay, on a thread of its own: behind a Publish or
+  // Hydrate it could outlast the shim's 2 s wait.
+  announce_work_.Submit([announce, &guard, conn = caller.connection, reply = caller.call->Defer()]() mutable {
+    v1::ShimResponse r;
+    Answer(announce(&r), &r);
+    // The shim gave up and closed before we took the intent: nobody will release it.
+    if (!reply.Connected()) guard.ConnectionClosed(conn);
+    reply.Send(std::move(r));
+  });
+  return Status::Ok();  // (the answer given now is dropped: the deferred one counts)
+}
+
+Status ShimHandlers::SymlinkMade(const Caller& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  if (!parts_.guard.Release(req.symlink_made().token(), caller.peer.pid))
+    return Status::InvalidArgument("no such symlink announcement from this process");
+  resp->mutable_symlink_made();
+  return Status::Ok();
+}
+
+}  // namespace onebox

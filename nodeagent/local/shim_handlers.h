@@ -1,0 +1,67 @@
+// The agent's answers to the shim: one handler per request kind of the list
+// in local/shim_requests.h, each doing its work through the part that owns
+// it (the recorder, the materializer, the symlink guard, claims, the
+// replicator). A handler returns a Status; its errno (api/status_codes.h)
+// becomes the errno of the intercepted call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "consistency/status.h"
+#include "nodeagent/api/agent_info.h"
+#include "nodeagent/daemon/work_pool.h"
+#include "nodeagent/local/shim_requests.h"
+#include "nodeagent/local/shim_server.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/replicator.h"
+#include "nodeagent/view/symlink_guard.h"
+#include "nodeagent/view/view_materializer.h"
+#include "nodeagent/view/view_recorder.h"
+
+namespace onebox {
+
+class ShimHandlers {
+ public:
+  struct Parts {
+    const AgentInfo& info;
+    ViewRecorder& recorder;
+    ViewMaterializer& materializer;
+    SymlinkGuard& guard;
+    Claims& claims;
+    Replicator& replicator;
+    Membership& members;
+    int state_page_fd;  // sent with Hello's answer; never closed here
+    size_t replication_factor;
+    size_t write_quorum;  // 0: a majority of the replicas (peer/quorum.h)
+  };
+  explicit ShimHandlers(Parts parts) : parts_(parts) {}
+
+  // ShimServer's handler and close handler.
+  void Serve(ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp);
+  void ConnectionClosed(uint64_t connection);
+  // Returns once every answer under way is sent: before the parts go.
+  void Drain();
+
+ private:
+  // What a handler knows of its caller. call: the request's own, for inline
+  // handlers (to attach a descriptor or defer); nullptr on the pool.
+  struct Caller {
+    PeerCred peer;
+    uint64_t connection;
+    ShimCall* call;
+  };
+#define ONEBOX_SHIM_HANDLER(op, handler, runs, what) \
+  Status handler(const Caller& caller, const v1::ShimRequest& req, v1::ShimResponse* resp);
+  ONEBOX_SHIM_REQUESTS(ONEBOX_SHIM_HANDLER)
+#undef ONEBOX_SHIM_HANDLER
+  using Handler = Status (ShimHandlers::*)(const Caller&, const v1::ShimRequest&, v1::ShimResponse*);
+  void Run(ShimRuns runs, Handler handler, ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp);
+
+  Parts parts_;
+  WorkPool work_{4, "onebox-shim"};
+  WorkPool announce_work_{1, "onebox-announce"};  // symlink announcements in the first 400 ms
+};
+
+}  // namespace onebox

@@ -1,0 +1,23 @@
+// The requests the shim sends the agent (proto/onebox/v1/shim.proto),
+// declared once, in the manner of consistency/column_families.h:
+// X(oneof case, handler in ShimHandlers, where it runs, what it is for).
+// A new kind of request is one line here and one handler. kInline requests
+// are answered on the socket's thread and never block; kPool requests may
+// take long (hashing a file, fetching content, a vote) and are answered from
+// the shim work pool while their connection waits (ShimCall::Defer).
+#pragma once
+
+#define ONEBOX_SHIM_REQUESTS(X)                                                                              \
+  X(kPing, Ping, kInline, "who the agent is, and the caller as the kernel names it (the CLI finds gRPC so)") \
+  X(kHello, Hello, kInline, "the shim's root, made in the view: answered with the view and the state page") \
+  X(kPublish, Publish, kPool, "fsync: record the file now, durably, and on the write quorum")               \
+  X(kHydrate, Hydrate, kPool, "open of a stub: fetch the content and put the whole file in place")          \
+  X(kClaim, Claim, kPool, "an exclusive create: a majority of the live members grants the name")            \
+  X(kAnnounceSymlink, AnnounceSymlink, kInline, "before symlink(): the state page says the view may hold one") \
+  X(kSymlinkMade, SymlinkMade, kInline, "after symlink(): the announcement is done")
+
+namespace onebox {
+
+enum class ShimRuns { kInline, kPool };
+
+}  // namespace onebox

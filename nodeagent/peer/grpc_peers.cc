@@ -1,0 +1,92 @@
+#include "nodeagent/peer/grpc_peers.h"
+
+#include "nodeagent/api/status_codes.h"
+#include "onebox/v1/peer.grpc.pb.h"
+
+namespace onebox {
+
+namespace {
+
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+// Ties a gRPC call's context to a Cancellation for the call's lifetime.
+class CancelScope {
+ public:
+  CancelScope(Cancellation* cancellation, grpc::ClientContext* ctx) : cancellation_(cancellation) {
+    attached_ = cancellation_ == nullptr || cancellation_->Attach([ctx] { ctx->TryCancel(); });
+  }
+  ~CancelScope() {
+    if (cancellation_ != nullptr && attached_) cancellation_->Detach();
+  }
+  bool attached() const { return attached_; }
+
+ private:
+  Cancellation* cancellation_;
+  bool attached_;
+};
+
+class GrpcReplicateStream final : public ReplicateStream {
+ public:
+  GrpcReplicateStream(v1::Peer::Stub& stub, Cancellation* cancellation) : scope_(cancellation, &ctx_) {
+    if (scope_.attached()) stream_ = stub.ReplicateStream(&ctx_);
+  }
+  bool Write(const v1::ReplicateRequest& batch) override { return stream_ && stream_->Write(batch); }
+  bool Read(v1::ReplicateResponse* answer) override { return stream_ && stream_->Read(answer); }
+  bool WritesDone() override { return stream_ && stream_->WritesDone(); }
+  Status Finish() override {
+    if (!stream_) return Status::Unavailable("cancelled");
+    return FromGrpc(stream_->Finish());
+  }
+
+ private:
+  grpc::ClientContext ctx_;  // before the scope, which refers to it
+  CancelScope scope_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest, v1::ReplicateResponse>> stream_;
+};
+
+class GrpcPeerLink final : public PeerLink {
+ public:
+  explicit GrpcPeerLink(const std::string& address) : stub_(v1::Peer::NewStub(PeerChannel(address))) {}
+
+#define ONEBOX_GRPC_PEER_METHOD(method, Req, Resp, runs)                                      \
+  Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
+    return Call(&v1::Peer::Stub::method, req, resp, options);                             \
+  }
+  ONEBOX_PEER_UNARY_CALLS(ONEBOX_GRPC_PEER_METHOD)
+#undef ONEBOX_GRPC_PEER_METHOD
+
+  std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override {
+    return std::make_unique<GrpcReplicateStream>(*stub_, cancellation);
+  }
+
+ private:
+  template <class Req, class Resp>
+  Status Call(grpc::Status (v1::Peer::Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+              Resp* resp, const CallOptions& options) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + options.timeout);
+    CancelScope scope(options.cancellation, &ctx);
+    if (!scope.attached()) return Status::Unavailable("cancelled");
+    return FromGrpc((stub_.get()->*rpc)(&ctx, req, resp));
+  }
+
+  std::unique_ptr<v1::Peer::Stub> stub_;
+};
+
+}  // namespace
+
+PeerLink& GrpcPeerNetwork::To(const std::string& address) {
+  std::lock_guard lock(mu_);
+  std::unique_ptr<PeerLink>& link = links_[address];
+  if (!link) link = std::make_unique<GrpcPeerLink>(address);
+  return *link;
+}
+
+}  // namespace onebox

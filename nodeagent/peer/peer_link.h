@@ -1,0 +1,99 @@
+// How the parts that make the cluster (membership, replication, anti-entropy,
+// claims, content transfer) reach another agent: the calls of the Peer
+// service (proto/onebox/v1/peer.proto) as a small interface, taken from
+// outside as etcd's raft takes its transport. The agent wires it to gRPC
+// (peer/grpc_peers.h); the in-process tests wire nodes straight to each
+// other's answers (sync/local_peer.h), and cut or silence links at will.
+//
+// Every call returns Ok, or Unavailable when the peer cannot be reached, did
+// not answer within the call's timeout, or the call was cancelled; any other
+// code is the peer's own answer (InvalidArgument for a request it refused).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "consistency/status.h"
+#include "onebox/v1/peer.pb.h"
+
+namespace onebox {
+
+// The unary calls of the Peer service, declared once:
+// X(method, request, response, where the receiver answers it: kInline on
+// gRPC's thread, kPool on a worker because it touches the disk).
+#define ONEBOX_PEER_UNARY_CALLS(X)                                                         \
+  X(Gossip, GossipRequest, GossipResponse, kInline)                                        \
+  X(Replicate, ReplicateRequest, ReplicateResponse, kPool)                                 \
+  X(FetchChunk, FetchChunkRequest, FetchChunkResponse, kPool)                              \
+  X(PushChunks, PushChunksRequest, PushChunksResponse, kPool)                              \
+  X(BucketDigests, BucketDigestsRequest, BucketDigestsResponse, kPool)                     \
+  X(ReadBucket, ReadBucketRequest, ReadBucketResponse, kPool)                              \
+  X(Claim, ClaimRequest, ClaimResponse, kInline)                                           \
+  X(ReadRecord, ReadRecordRequest, ReadRecordResponse, kPool)
+
+enum class PeerCallRuns { kInline, kPool };
+
+// Lets another thread cut calls short: a shutdown, a watchdog, a quorum met
+// already. Once cancelled it stays so: the call under way returns at once,
+// and later calls with it fail at once.
+class Cancellation {
+ public:
+  void Cancel();
+  bool cancelled() const;
+  // For transports: `cancel` ends the call under way if Cancel() comes
+  // before Detach(). False (and nothing attached): cancelled already.
+  bool Attach(std::function<void()> cancel);
+  void Detach();
+
+ private:
+  mutable std::mutex mu_;
+  bool cancelled_ = false;
+  std::function<void()> cancel_;
+};
+
+struct CallOptions {
+  std::chrono::milliseconds timeout{2000};
+  Cancellation* cancellation = nullptr;
+};
+
+// One replication stream (Peer/ReplicateStream): batches out, one answer
+// each, in order. Write and Read return false once the stream failed.
+class ReplicateStream {
+ public:
+  virtual ~ReplicateStream() = default;
+  virtual bool Write(const v1::ReplicateRequest& batch) = 0;
+  virtual bool Read(v1::ReplicateResponse* answer) = 0;
+  virtual bool WritesDone() = 0;
+  virtual Status Finish() = 0;
+};
+
+class PeerLink {
+ public:
+  virtual ~PeerLink() = default;
+#define ONEBOX_PEER_LINK_METHOD(method, Req, Resp, runs) \
+  virtual Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) = 0;
+  ONEBOX_PEER_UNARY_CALLS(ONEBOX_PEER_LINK_METHOD)
+#undef ONEBOX_PEER_LINK_METHOD
+  // A stream that cancellation (if given) can cut at any moment.
+  virtual std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) = 0;
+};
+
+// The links to the peers, by gRPC address: one per address, kept for the
+// life of the network, safe to use from any thread.
+class PeerNetwork {
+ public:
+  virtual ~PeerNetwork() = default;
+  virtual PeerLink& To(const std::string& address) = 0;
+};
+
+// Another member as the cluster parts name it.
+struct PeerAddress {
+  std::string node_id;  // 16 hex digits
+  std::string address;  // gRPC HOST:PORT
+  bool operator==(const PeerAddress&) const = default;
+};
+
+}  // namespace onebox

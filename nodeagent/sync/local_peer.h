@@ -1,0 +1,63 @@
+// This node's answers to the Peer calls, each given by the part that owns
+// it: gossip by membership, batches and record reads by the replicator,
+// chunks by content transfer, bucket digests and pages by anti-entropy,
+// votes by claims. The gRPC Peer service (api/peer_service.h) serves it to
+// other agents; in-process tests link nodes straight to each other's.
+#pragma once
+
+#include <memory>
+
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/peer/peer_link.h"
+#include "nodeagent/sync/anti_entropy.h"
+#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/sync/replicator.h"
+
+namespace onebox {
+
+class LocalPeer final : public PeerLink {
+ public:
+  LocalPeer(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
+            Claims& claims)
+      : members_(members), replicator_(replicator), content_(content), anti_entropy_(anti_entropy), claims_(claims) {}
+
+  // (Options are the caller's: answering here takes what it takes.)
+  Status Gossip(const v1::GossipRequest& req, v1::GossipResponse* resp, const CallOptions&) override {
+    members_.OnGossip(req, resp);
+    return Status::Ok();
+  }
+  Status Replicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp, const CallOptions&) override {
+    return replicator_.OnReplicate(req, resp);
+  }
+  Status FetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp, const CallOptions&) override {
+    return content_.OnFetchChunk(req, resp);
+  }
+  Status PushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp, const CallOptions&) override {
+    return content_.OnPushChunks(req, resp);
+  }
+  Status BucketDigests(const v1::BucketDigestsRequest& req, v1::BucketDigestsResponse* resp,
+                       const CallOptions&) override {
+    return anti_entropy_.OnBucketDigests(req, resp);
+  }
+  Status ReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp, const CallOptions&) override {
+    return anti_entropy_.OnReadBucket(req, resp);
+  }
+  Status Claim(const v1::ClaimRequest& req, v1::ClaimResponse* resp, const CallOptions&) override {
+    return claims_.OnClaim(req, resp);
+  }
+  Status ReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp, const CallOptions&) override {
+    return replicator_.OnReadRecord(req, resp);
+  }
+  // Each batch is applied as it is written; its answer waits to be read.
+  std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override;
+
+ private:
+  Membership& members_;
+  Replicator& replicator_;
+  ContentTransfer& content_;
+  AntiEntropy& anti_entropy_;
+  Claims& claims_;
+};
+
+}  // namespace onebox
