@@ -1,0 +1,257 @@
+// The distributed core in one process (tests/unit/in_process_cluster.h):
+// membership, claims, quorum writes, anti-entropy and content transfer,
+// stepped by hand on a fake clock. No sleeps: a "peer that never answers" is
+// a silenced node, and time passes when the test says so.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "consistency/digest.h"
+#include "nodeagent/peer/quorum.h"
+#include "onebox/v1/namespace.pb.h"
+#include "tests/unit/in_process_cluster.h"
+
+namespace onebox::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+v1::NodeState StateSeenBy(InProcessNode& observer, const InProcessNode& member) {
+  for (const v1::Node& n : observer.members->Nodes())
+    if (n.node_id() == member.id()) return n.state();
+  return v1::NODE_STATE_UNSPECIFIED;
+}
+
+TEST(QuorumTest, EachRuleIsAMajorityOfWhatItCounts) {
+  EXPECT_EQ(Majority(1), 1u);
+  EXPECT_EQ(Majority(2), 2u);
+  EXPECT_EQ(Majority(3), 2u);
+  EXPECT_EQ(Majority(4), 3u);
+  EXPECT_EQ(Majority(5), 3u);
+  // fsync: a majority of the replicas (2 of 2 by default), never more than the members known.
+  EXPECT_EQ(PublishAcksNeeded(2, 0, 1), 0u);
+  EXPECT_EQ(PublishAcksNeeded(2, 0, 3), 1u);
+  EXPECT_EQ(PublishAcksNeeded(3, 0, 5), 1u);
+  EXPECT_EQ(PublishAcksNeeded(5, 0, 5), 2u);
+  EXPECT_EQ(PublishAcksNeeded(2, 3, 5), 2u);   // --write-quorum 3: this node and two others
+  EXPECT_EQ(PublishAcksNeeded(2, 4, 2), 1u);   // capped at the members known
+  // Store levels, of the known members.
+  EXPECT_EQ(OthersNeeded(Agreement::kThisNode, 5), 0u);
+  EXPECT_EQ(OthersNeeded(Agreement::kMajority, 1), 0u);
+  EXPECT_EQ(OthersNeeded(Agreement::kMajority, 2), 1u);
+  EXPECT_EQ(OthersNeeded(Agreement::kMajority, 3), 1u);
+  EXPECT_EQ(OthersNeeded(Agreement::kMajority, 4), 2u);
+  EXPECT_EQ(OthersNeeded(Agreement::kAll, 4), 3u);
+  // Claims, of the live members.
+  EXPECT_EQ(ClaimVotesNeeded(1), 1u);
+  EXPECT_EQ(ClaimVotesNeeded(2), 2u);
+  EXPECT_EQ(ClaimVotesNeeded(3), 2u);
+}
+
+TEST(MembershipCoreTest, AMemberThatFallsSilentGoesSuspectThenDeadAsTimePasses) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& c = cluster.node(2);
+  EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_ALIVE);
+  // Indexes are cluster-unique once gossip has settled.
+  std::set<uint32_t> indexes;
+  for (size_t i = 0; i < cluster.size(); ++i) indexes.insert(cluster.node(i).members->index());
+  EXPECT_EQ(indexes, (std::set<uint32_t>{1, 2, 3}));
+
+  cluster.Silence(2);
+  auto round = [&] {  // a and b keep gossiping; c says nothing
+    cluster.node(0).members->GossipRound();
+    cluster.node(1).members->GossipRound();
+  };
+  cluster.clock().Advance(1900ms);
+  round();
+  EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_ALIVE);  // not yet 2 s without a heartbeat
+  cluster.clock().Advance(200ms);
+  round();
+  EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_SUSPECT);
+  EXPECT_EQ(a.members->AliveOthers().size(), 1u);
+  EXPECT_EQ(StateSeenBy(a, cluster.node(1)), v1::NODE_STATE_ALIVE);
+  cluster.clock().Advance(8s);
+  round();
+  EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_DEAD);
+  EXPECT_EQ(a.members->KnownCount(), 3u);  // the dead stay known
+
+  cluster.Silence(2, false);  // back: its next heartbeat makes it alive again
+  c.members->GossipRound();
+  EXPECT_EQ(StateSeenBy(cluster.node(0), c), v1::NODE_STATE_ALIVE);
+}
+
+TEST(ClaimsCoreTest, OneNodeWinsANameAndTheOtherIsRefused) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(a.claims->Acquire("cluster/lock").ok());
+  // b's claim meets the votes a holds (its own among them) and loses every round.
+  auto before = cluster.clock().Elapsed();
+  Status lost = b.claims->Acquire("cluster/lock");
+  EXPECT_EQ(lost.code(), Code::kUnavailable) << lost.ToString();
+  EXPECT_NE(lost.message().find("no majority"), std::string::npos) << lost.message();
+  EXPECT_GT(cluster.clock().Elapsed(), before);  // it backed off between rounds (on the fake clock)
+  EXPECT_LT(cluster.clock().Elapsed() - before, std::chrono::nanoseconds(Claims::kClaimHold));
+  // Once a's file exists on b, b is told at once that it exists.
+  ASSERT_TRUE(a.store->Put("cluster/lock", "inode", false, Cf::kNs).ok());
+  ASSERT_TRUE(a.replicator->ReplicateKey(Cf::kNs, "cluster/lock", 2, false).ok());
+  EXPECT_EQ(b.claims->Acquire("cluster/lock").code(), Code::kAlreadyExists);
+  // The hold lapses: a name nobody made can be won by another node later.
+  ASSERT_TRUE(a.claims->Acquire("cluster/other").ok());
+  cluster.clock().Advance(Claims::kClaimHold + 1s);
+  EXPECT_TRUE(b.claims->Acquire("cluster/other").ok());
+}
+
+TEST(ClaimsCoreTest, ConcurrentClaimantsNeverBothWin) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  // The claimants' backoffs must not move time (and let holds lapse, or
+  // members go suspect) while they race.
+  cluster.clock().freeze();
+  int decided = 0;
+  for (int round = 0; round < 20; ++round) {
+    std::string key = "cluster/race-" + std::to_string(round);
+    std::atomic<int> won{0};
+    std::vector<std::thread> claimants;
+    for (size_t i = 0; i < 3; ++i)
+      claimants.emplace_back([&, i] {
+        if (cluster.node(i).claims->Acquire(key).ok()) ++won;
+      });
+    for (auto& t : claimants) t.join();
+    EXPECT_LE(won.load(), 1) << key;
+    decided += won.load();
+  }
+  EXPECT_GT(decided, 0);  // the race is not won by refusing everyone
+}
+
+TEST(ClaimsCoreTest, APeerThatNeverAnswersCostsAVoteNotTheClaim) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  cluster.Silence(2);  // alive as far as gossip knows, but never answers
+  EXPECT_TRUE(cluster.node(0).claims->Acquire("cluster/x").ok());  // a and b: 2 of 3
+  cluster.Silence(1);
+  Status s = cluster.node(0).claims->Acquire("cluster/y");  // a alone: 1 of 3
+  EXPECT_EQ(s.code(), Code::kUnavailable) << s.ToString();
+  EXPECT_NE(s.message().find("deadline"), std::string::npos) << s.message();
+}
+
+TEST(QuorumWriteCoreTest, AQuorumWriteSucceedsWithAMajorityAndFailsWithout) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  size_t quorum = OthersNeeded(Agreement::kMajority, a.members->KnownCount());
+  ASSERT_EQ(quorum, 1u);
+  cluster.Silence(2);
+  ASSERT_TRUE(a.store->Put("k1", "v1", false).ok());
+  EXPECT_TRUE(a.replicator->ReplicateKey(Cf::kKv, "k1", quorum, true).ok());
+  Result<Record> on_b = cluster.node(1).store->Get("k1");
+  ASSERT_TRUE(on_b.ok());
+  EXPECT_EQ(on_b->value, "v1");
+  // ALL needs c too.
+  Status all = a.replicator->ReplicateKey(Cf::kKv, "k1", OthersNeeded(Agreement::kAll, 3), true);
+  EXPECT_EQ(all.code(), Code::kUnavailable);
+  EXPECT_NE(all.message().find("held by 2 of the 3"), std::string::npos) << all.message();
+  // Without a majority: a alone.
+  cluster.Silence(1);
+  ASSERT_TRUE(a.store->Put("k2", "v2", false).ok());
+  Status lone = a.replicator->ReplicateKey(Cf::kKv, "k2", quorum, true);
+  EXPECT_EQ(lone.code(), Code::kUnavailable);
+  EXPECT_FALSE(cluster.node(1).store->Get("k2").ok());
+  // A quorum read sees the newest of a majority, and keeps it.
+  cluster.Silence(1, false);
+  ASSERT_TRUE(cluster.node(1).store->Put("k3", "from-b", false).ok());
+  Result<Record> read = a.replicator->ReadQuorum(Cf::kKv, "k3", quorum);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->value, "from-b");
+  EXPECT_EQ(a.store->Get("k3")->value, "from-b");
+}
+
+TEST(QuorumWriteCoreTest, FsyncsPublishReachesTheWriteQuorumHoldersFirst) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  v1::Inode dir, file;
+  dir.set_type(v1::FILE_TYPE_DIRECTORY);
+  file.set_type(v1::FILE_TYPE_REGULAR);
+  std::string content = "published bytes";
+  ASSERT_TRUE(a.store->PutChunk(Sha256(content), content).ok());
+  file.set_size(content.size());
+  file.add_chunks(Sha256(content));
+  ASSERT_TRUE(a.store->Put("cluster/d", dir.SerializeAsString(), false, Cf::kNs).ok());
+  ASSERT_TRUE(a.store->Put("cluster/d/f", file.SerializeAsString(), false, Cf::kNs).ok());
+  size_t acks = PublishAcksNeeded(2, 0, a.members->KnownCount());
+  ASSERT_TRUE(a.replicator->ReplicateNow("cluster/d/f", acks).ok());
+  // One other node has the record, its directory, and the content.
+  std::string holder = a.content->Holders("cluster/d/f").at(0).node_id;
+  for (size_t i = 1; i < 3; ++i) {
+    InProcessNode& n = cluster.node(i);
+    if (n.id() != holder) continue;
+    EXPECT_TRUE(n.store->Get("cluster/d/f", Cf::kNs).ok());
+    EXPECT_TRUE(n.store->Get("cluster/d", Cf::kNs).ok());
+    EXPECT_EQ(n.store->GetChunk(Sha256(content)).value(), content);
+  }
+  cluster.Silence(1);
+  cluster.Silence(2);
+  Status alone = a.replicator->ReplicateNow("cluster/d/f", acks);
+  EXPECT_EQ(alone.code(), Code::kUnavailable) << alone.ToString();
+}
+
+TEST(AntiEntropyCoreTest, ARoundRepairsWhatThePusherMissed) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  // Written on a; no pusher runs here, so b never heard of them.
+  ASSERT_TRUE(a.store->Put("app/color", "blue", false).ok());
+  ASSERT_TRUE(a.store->Put("cluster/f", "inode", false, Cf::kNs).ok());
+  ASSERT_TRUE(a.store->Delete("app/gone", false).ok());
+  ASSERT_NE(a.store->Digest().value(), b.store->Digest().value());
+  Result<uint64_t> repaired = b.anti_entropy->RoundWith(a.peer());
+  ASSERT_TRUE(repaired.ok()) << repaired.status().ToString();
+  EXPECT_EQ(*repaired, 3u);
+  EXPECT_EQ(a.store->Digest().value(), b.store->Digest().value());
+  EXPECT_EQ(b.store->Get("app/color")->value, "blue");
+  EXPECT_EQ(b.store->Get("app/color")->version, a.store->Get("app/color")->version);
+  {
+    std::lock_guard lock(b.applied_mu);
+    EXPECT_EQ(b.applied.size(), 3u);  // each record that won is handed on (to the view, for ns)
+  }
+  // Nothing left to repair; and a silent peer makes the round fail, not hang.
+  EXPECT_EQ(b.anti_entropy->RoundWith(a.peer()).value(), 0u);
+  cluster.Silence(0);
+  EXPECT_EQ(b.anti_entropy->RoundWith(a.peer()).status().code(), Code::kUnavailable);
+}
+
+TEST(ContentCoreTest, ChunksComeFromAHolderCheckedAgainstTheirDigest) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  std::string bytes(3 << 20, 'x');
+  bytes[12345] = 'y';
+  std::vector<std::string> digests;
+  for (size_t off = 0; off < bytes.size(); off += kChunkBytes) {
+    std::string chunk = bytes.substr(off, kChunkBytes);
+    digests.push_back(Sha256(chunk));
+    ASSERT_TRUE(cluster.node(0).store->PutChunk(digests.back(), chunk).ok());
+  }
+  std::string got(bytes.size(), '\0');
+  std::mutex mu;
+  Status fetched = cluster.node(2).content->Fetch(digests, {cluster.node(0).id()}, false,
+                                                  [&](size_t index, const std::string& chunk) {
+                                                    std::lock_guard lock(mu);
+                                                    got.replace(index * kChunkBytes, chunk.size(), chunk);
+                                                    return Status::Ok();
+                                                  });
+  ASSERT_TRUE(fetched.ok()) << fetched.ToString();
+  EXPECT_EQ(got, bytes);
+  cluster.Silence(0);
+  Status none = cluster.node(2).content->Fetch(digests, {cluster.node(0).id()}, false,
+                                               [](size_t, const std::string&) { return Status::Ok(); });
+  EXPECT_EQ(none.code(), Code::kUnavailable);
+}
+
+}  // namespace
+}  // namespace onebox::testing

@@ -1,0 +1,119 @@
+#include "tests/unit/in_process_cluster.h"
+
+#include <fmt/format.h>
+
+namespace onebox::testing {
+
+namespace {
+
+// A link to a node: its answers, or, while it is silenced, what a peer that
+// never answers gives (the caller's deadline passed).
+class InProcessLink final : public PeerLink {
+ public:
+  InProcessLink(InProcessCluster& cluster, std::string address) : cluster_(cluster), address_(std::move(address)) {}
+
+#define ONEBOX_IN_PROCESS_METHOD(method, Req, Resp, runs)                                   \
+  Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
+    if (Status s = Reachable(options); !s.ok()) return s;                                   \
+    return cluster_.ByAddress(address_)->answers->method(req, resp, options);               \
+  }
+  ONEBOX_PEER_UNARY_CALLS(ONEBOX_IN_PROCESS_METHOD)
+#undef ONEBOX_IN_PROCESS_METHOD
+
+  std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override {
+    return cluster_.ByAddress(address_)->answers->OpenReplicateStream(cancellation);
+  }
+
+ private:
+  Status Reachable(const CallOptions& options) {
+    if (cluster_.ByAddress(address_) == nullptr) return Status::Unavailable(fmt::format("no node at {}", address_));
+    if (options.cancellation != nullptr && options.cancellation->cancelled()) return Status::Unavailable("cancelled");
+    if (cluster_.silenced(address_))
+      return Status::Unavailable(fmt::format("{}: deadline of {} ms exceeded", address_, options.timeout.count()));
+    return Status::Ok();
+  }
+  InProcessCluster& cluster_;
+  std::string address_;
+};
+
+}  // namespace
+
+PeerLink& InProcessNetwork::To(const std::string& address) {
+  std::lock_guard lock(mu_);
+  std::unique_ptr<PeerLink>& link = links_[address];
+  if (!link) link = std::make_unique<InProcessLink>(cluster_, address);
+  return *link;
+}
+
+InProcessCluster::InProcessCluster(size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    auto n = std::make_unique<InProcessNode>();
+    InProcessNode* node = n.get();
+    node->name = std::string(1, static_cast<char>('a' + i));
+    node->address = "inproc:" + node->name;
+    Result<std::unique_ptr<Store>> store = Store::Open({.path = dir_ / node->name, .node_id = 0x1000 + i});
+    if (!store.ok()) ADD_FAILURE() << store.status().ToString();
+    node->store = std::move(store).value();
+    std::vector<std::string> seeds;
+    if (i > 0) seeds.push_back(nodes_[0]->address);
+    NodeIdentity identity{node->name, node->store->node_id()};
+    node->members = std::make_unique<Membership>(*node->store, network_, identity, node->address, seeds,
+                                                 MembershipOptions{}, clock_);
+    node->content = std::make_unique<ContentTransfer>(*node->store, *node->members, network_, node->id(), 2);
+    auto on_applied = [node](Cf space, const std::string& key) {
+      std::lock_guard lock(node->applied_mu);
+      node->applied.emplace_back(space, key);
+    };
+    node->replicator = std::make_unique<Replicator>(*node->store, *node->members, *node->content, network_,
+                                                    node->store->node_id(), on_applied);
+    node->anti_entropy = std::make_unique<AntiEntropy>(*node->store, *node->members, network_, on_applied);
+    node->claims = std::make_unique<Claims>(*node->store, *node->members, network_, node->id(), clock_);
+    node->answers = std::make_unique<LocalPeer>(*node->members, *node->replicator, *node->content,
+                                                *node->anti_entropy, *node->claims);
+    nodes_.push_back(std::move(n));
+  }
+}
+
+InProcessCluster::~InProcessCluster() {
+  // The parts before the stores they use.
+  for (auto& n : nodes_) {
+    n->answers.reset();
+    n->claims.reset();
+    n->anti_entropy.reset();
+    n->replicator.reset();
+    n->content.reset();
+    n->members.reset();
+    n->store.reset();
+  }
+}
+
+InProcessNode* InProcessCluster::ByAddress(const std::string& address) {
+  for (auto& n : nodes_)
+    if (n->address == address) return n.get();
+  return nullptr;
+}
+
+::testing::AssertionResult InProcessCluster::Join() {
+  for (int round = 0; round < 4; ++round) {
+    for (auto& n : nodes_) n->members->GossipRound();
+    bool all = true;
+    for (auto& n : nodes_) all = all && n->members->AliveOthers().size() == nodes_.size() - 1;
+    if (all) return ::testing::AssertionSuccess();
+  }
+  std::string seen;
+  for (auto& n : nodes_) seen += fmt::format(" {} sees {} alive;", n->name, n->members->AliveOthers().size());
+  return ::testing::AssertionFailure() << "the nodes did not all meet in 4 rounds:" << seen;
+}
+
+void InProcessCluster::Silence(size_t i, bool silent) {
+  std::lock_guard lock(mu_);
+  if (silent) silenced_.insert(nodes_[i]->address);
+  else silenced_.erase(nodes_[i]->address);
+}
+
+bool InProcessCluster::silenced(const std::string& address) {
+  std::lock_guard lock(mu_);
+  return silenced_.count(address) > 0;
+}
+
+}  // namespace onebox::testing

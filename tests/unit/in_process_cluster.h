@@ -1,0 +1,111 @@
+// Several nodes' cluster parts (membership, content transfer, replicator,
+// anti-entropy, claims) in one process, each on a store of its own, linked
+// to each other's answers (sync/local_peer.h) instead of gRPC, on one clock
+// the test moves by hand: the distributed core stepped deterministically,
+// with no threads of the parts' own and no sleeping. A node can be silenced:
+// every call to it then fails as one that never answers does.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "consistency/store.h"
+#include "naming/node_identity.h"
+#include "nodeagent/peer/clock.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/peer/peer_link.h"
+#include "nodeagent/sync/anti_entropy.h"
+#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/sync/local_peer.h"
+#include "nodeagent/sync/replicator.h"
+#include "tests/test_util.h"
+
+namespace onebox::testing {
+
+// A clock that moves only when told to, or when a part sleeps on it. With
+// several threads sleeping on it at once, time would pass as fast as all of
+// them together: freeze() makes Sleep only yield instead.
+class FakeClock final : public Clock {
+ public:
+  time_point Now() override { return time_point(std::chrono::nanoseconds(ns_.load())); }
+  void Sleep(std::chrono::milliseconds d) override {
+    if (frozen_) std::this_thread::yield();
+    else Advance(d);
+  }
+  void Advance(std::chrono::nanoseconds d) { ns_ += d.count(); }
+  void freeze(bool frozen = true) { frozen_ = frozen; }
+  std::chrono::nanoseconds Elapsed() const { return std::chrono::nanoseconds(ns_.load() - kStart); }
+
+ private:
+  static constexpr int64_t kStart = 1'000'000'000'000;  // any point: steady clocks have no epoch
+  std::atomic<int64_t> ns_{kStart};
+  std::atomic<bool> frozen_{false};
+};
+
+class InProcessCluster;
+
+// One node: its store and parts, wired as the agent wires them.
+struct InProcessNode {
+  std::string name;
+  std::string address;  // "inproc:NAME"
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Membership> members;
+  std::unique_ptr<ContentTransfer> content;
+  std::unique_ptr<Replicator> replicator;
+  std::unique_ptr<AntiEntropy> anti_entropy;
+  std::unique_ptr<Claims> claims;
+  std::unique_ptr<LocalPeer> answers;
+  std::vector<std::pair<Cf, std::string>> applied;  // what replication and anti-entropy applied here
+  std::mutex applied_mu;
+
+  std::string id() const { return NodeIdHex(store->node_id()); }
+  PeerAddress peer() const { return {id(), address}; }
+};
+
+// The links between the nodes: a call to a node goes straight to its
+// answers, unless the node is silenced.
+class InProcessNetwork final : public PeerNetwork {
+ public:
+  explicit InProcessNetwork(InProcessCluster& cluster) : cluster_(cluster) {}
+  PeerLink& To(const std::string& address) override;
+
+ private:
+  InProcessCluster& cluster_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<PeerLink>> links_;
+};
+
+class InProcessCluster {
+ public:
+  // Nodes "a", "b", ... each seeded with the first.
+  explicit InProcessCluster(size_t nodes);
+  ~InProcessCluster();
+
+  InProcessNode& node(size_t i) { return *nodes_[i]; }
+  InProcessNode* ByAddress(const std::string& address);
+  size_t size() const { return nodes_.size(); }
+  FakeClock& clock() { return clock_; }
+  // Gossip rounds on every node until each knows every other as alive.
+  ::testing::AssertionResult Join();
+  // A silenced node answers nothing (its calls out still work).
+  void Silence(size_t i, bool silent = true);
+  bool silenced(const std::string& address);
+
+ private:
+  TempDir dir_;
+  FakeClock clock_;
+  InProcessNetwork network_{*this};
+  std::vector<std::unique_ptr<InProcessNode>> nodes_;
+  std::mutex mu_;
+  std::set<std::string> silenced_;
+};
+
+}  // namespace onebox::testing
