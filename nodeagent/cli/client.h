@@ -1,12 +1,18 @@
-// The `onebox` client commands (status, nodes, versions, restore, kv ...): gRPC calls to an agent,
-// reached by --agent HOST:PORT or through the shim socket (--socket PATH, which
-// tells the agent's gRPC address). Output is human-readable, or the response's
-// protobuf JSON with -o json. Exit codes: 0 ok, 1 error, 2 usage.
+// The CLI's connection to an agent: gRPC to --agent HOST:PORT, or to the
+// address the agent's shim socket tells (--socket PATH, a Ping), and the
+// output every command shares: human-readable text, or the response's
+// protobuf JSON (-o json, as grpcurl prints it). Errors are printed as one
+// line, "onebox: ...", and give exit code 1.
 #pragma once
 
-#include <cstdint>
+#include <chrono>
+#include <memory>
 #include <string>
-#include <vector>
+
+#include <google/protobuf/message.h>
+#include <grpcpp/grpcpp.h>
+
+#include "consistency/status.h"
 
 namespace onebox {
 
@@ -17,31 +23,32 @@ struct ClientOptions {
   double timeout_seconds = 5;
 };
 
-struct KvPutOptions {
-  std::string key;
-  std::string value;
-  bool from_stdin = false;
-  bool sync = false;
-  std::string level = "one";
-};
+// CLI exit codes (README: 0 ok, 1 error, 2 usage).
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
 
-struct KvScanOptions {
-  std::string prefix;
-  uint32_t limit = 100;  // 0: every key
-  bool keys_only = false;
-};
+// Prints "onebox: MESSAGE" on stderr; returns kExitError.
+int Fail(const Status& s);
 
-int CmdStatus(const ClientOptions& c);
-int CmdNodes(const ClientOptions& c);
-// The versions of a cluster path this node holds, and putting one back.
-int CmdVersions(const ClientOptions& c, const std::string& path);
-int CmdRestore(const ClientOptions& c, const std::string& path, const std::string& version);
-// level: "local" or "quorum".
-int CmdKvGet(const ClientOptions& c, const std::string& key, const std::string& level = "local");
-int CmdKvPut(const ClientOptions& c, const KvPutOptions& o);
-int CmdKvDel(const ClientOptions& c, const std::string& key, bool sync, const std::string& level);
-int CmdKvScan(const ClientOptions& c, const KvScanOptions& o);
-// Runs argv under the shim (LD_PRELOAD, ONEBOX_SOCKET set); returns only on failure (127).
-int CmdExec(const std::string& socket, const std::vector<std::string>& argv);
+class Client {
+ public:
+  explicit Client(const ClientOptions& o) : o_(o) {}
+  // Finds the agent (asking its socket when given) and opens a channel.
+  Status Connect();
+  // A context whose deadline is the --timeout from now.
+  std::unique_ptr<grpc::ClientContext> Context() const;
+  // A failed call: "cannot reach agent" when it did not answer, else what it said.
+  Status RpcError(const grpc::Status& s) const;
+  // Prints msg as protobuf JSON (the shape grpcurl prints).
+  void PrintJson(const google::protobuf::Message& msg) const;
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  bool json() const { return o_.json; }
+
+ private:
+  const ClientOptions& o_;
+  std::string addr_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
 
 }  // namespace onebox

@@ -1,0 +1,95 @@
+#include "nodeagent/cli/cli.h"
+
+#include <cstdlib>
+#include <iostream>
+
+namespace onebox {
+
+namespace {
+std::string EnvOr(const char* name, std::string fallback) {
+  const char* v = std::getenv(name);
+  return (v && *v) ? v : fallback;
+}
+}  // namespace
+
+Cli::Cli(CLI::App& app) {
+  client_.agent = EnvOr("ONEBOX_AGENT", "localhost:7070");
+  auto* agent_opt = app.add_option("--agent", client_.agent, "agent gRPC address HOST:PORT (env ONEBOX_AGENT)")
+                        ->capture_default_str();
+  auto* socket_opt = app.add_option("--socket", client_.socket, "reach the agent through its shim socket PATH");
+  agent_opt->excludes(socket_opt);
+  app.add_option("-o,--output", output_, "output format")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  app.add_option("--timeout", client_.timeout_seconds, "seconds to wait for the agent")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  AddNodeAndFileCommands(app);
+  AddKvCommands(app);
+}
+
+void Cli::AddNodeAndFileCommands(CLI::App& app) {
+  status_ = app.add_subcommand("status", "show the status of the agent");
+  nodes_ = app.add_subcommand("nodes", "list the nodes of the cluster");
+  versions_ = app.add_subcommand("versions", "list the versions of a cluster file this node holds");
+  versions_->add_option("PATH", path_, "cluster path, e.g. /cluster/a/b")->required();
+  restore_ = app.add_subcommand("restore", "make an earlier version of a cluster file current again");
+  restore_->add_option("PATH", path_, "cluster path")->required();
+  restore_->add_option("VERSION", version_, "HLC@NODE_ID, as `onebox versions` prints it")->required();
+  exec_ = app.add_subcommand("exec", "run CMD under the shim, so that /cluster works in it");
+  exec_->add_option("CMD", exec_argv_, "command and its arguments (after --)")->required();
+}
+
+void Cli::AddKvCommands(CLI::App& app) {
+  auto* kv = app.add_subcommand("kv", "read and write the cluster key-value store");
+  kv->require_subcommand(1);
+  kv_get_ = kv->add_subcommand("get", "print the value of KEY (exit 1 when absent)");
+  kv_get_->add_option("KEY", key_, "key")->required();
+  kv_get_->add_option("--level", read_level_, "read level")
+      ->check(CLI::IsMember({"local", "quorum"}))
+      ->capture_default_str();
+
+  kv_put_ = kv->add_subcommand("put", "set KEY to VALUE (or to standard input with --stdin)");
+  kv_put_->add_option("KEY", put_.key, "key")->required();
+  put_value_ = kv_put_->add_option("VALUE", put_.value, "value");
+  auto* put_stdin = kv_put_->add_flag("--stdin", put_.from_stdin, "read the value from standard input");
+  put_value_->excludes(put_stdin);
+  kv_put_->add_flag("--sync", put_.sync, "sync the write-ahead log before answering");
+  kv_put_->add_option("--level", put_.level, "write level")
+      ->check(CLI::IsMember({"one", "quorum", "all"}))
+      ->capture_default_str();
+
+  kv_del_ = kv->add_subcommand("del", "delete KEY");
+  kv_del_->add_option("KEY", key_, "key")->required();
+  kv_del_->add_flag("--sync", sync_, "sync the write-ahead log before answering");
+  kv_del_->add_option("--level", level_, "write level")
+      ->check(CLI::IsMember({"one", "quorum", "all"}))
+      ->capture_default_str();
+
+  kv_scan_ = kv->add_subcommand("scan", "list keys starting with PREFIX, in key order");
+  kv_scan_->add_option("PREFIX", scan_.prefix, "key prefix (empty: every key)");
+  kv_scan_->add_option("--limit", scan_.limit, "at most this many keys (0: all)")->capture_default_str();
+  kv_scan_->add_flag("--keys-only", scan_.keys_only, "print keys without values");
+}
+
+std::optional<int> Cli::Run() {
+  if (!client_.socket.empty()) client_.agent.clear();
+  client_.json = output_ == "json";
+  // The shim's socket: --socket, else $ONEBOX_SOCKET as it is, else the default.
+  if (*exec_) return CmdExec(client_.socket, exec_argv_);
+  if (*status_) return CmdStatus(client_);
+  if (*nodes_) return CmdNodes(client_);
+  if (*versions_) return CmdVersions(client_, path_);
+  if (*restore_) return CmdRestore(client_, path_, version_);
+  if (*kv_get_) return CmdKvGet(client_, key_, read_level_);
+  if (*kv_put_) {
+    if (put_.value.empty() && !put_.from_stdin && put_value_->count() == 0) {
+      std::cerr << "onebox: kv put needs a VALUE or --stdin\n";
+      return kExitUsage;
+    }
+    return CmdKvPut(client_, put_);
+  }
+  if (*kv_del_) return CmdKvDel(client_, key_, sync_, level_);
+  if (*kv_scan_) return CmdKvScan(client_, scan_);
+  return std::nullopt;
+}
+
+}  // namespace onebox

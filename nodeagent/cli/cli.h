@@ -1,0 +1,46 @@
+// The `onebox` command line other than `agent`: the global options (--agent,
+// --socket, -o, --timeout) and the client commands' flags, on a CLI11 app
+// that main.cc shares with daemon/agent_command.h.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "nodeagent/cli/commands.h"
+
+namespace onebox {
+
+class Cli {
+ public:
+  // Adds the global options and the client commands to app.
+  explicit Cli(CLI::App& app);
+  // After app parsed argv: runs the client command given, if one was.
+  std::optional<int> Run();
+
+ private:
+  void AddNodeAndFileCommands(CLI::App& app);
+  void AddKvCommands(CLI::App& app);
+
+  ClientOptions client_;
+  std::string output_ = "text";
+  CLI::App* status_ = nullptr;
+  CLI::App* nodes_ = nullptr;
+  CLI::App* versions_ = nullptr;
+  CLI::App* restore_ = nullptr;
+  CLI::App* exec_ = nullptr;
+  CLI::App* kv_get_ = nullptr;
+  CLI::App* kv_put_ = nullptr;
+  CLI::App* kv_del_ = nullptr;
+  CLI::App* kv_scan_ = nullptr;
+  CLI::Option* put_value_ = nullptr;
+  std::string path_, version_, key_, read_level_ = "local", level_ = "one";
+  bool sync_ = false;
+  std::vector<std::string> exec_argv_;
+  KvPutOptions put_;
+  KvScanOptions scan_;
+};
+
+}  // namespace onebox

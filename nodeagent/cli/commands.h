@@ -1,0 +1,45 @@
+// The CLI's commands, by group: node (status, nodes), kv (get, put, del,
+// scan), file (versions, restore), exec. Each returns the process's exit
+// code (client.h). cli/cli.h parses argv into these.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nodeagent/cli/client.h"
+
+namespace onebox {
+
+// node_commands.cc
+int CmdStatus(const ClientOptions& c);
+int CmdNodes(const ClientOptions& c);
+
+// kv_commands.cc
+struct KvPutOptions {
+  std::string key;
+  std::string value;
+  bool from_stdin = false;
+  bool sync = false;
+  std::string level = "one";
+};
+struct KvScanOptions {
+  std::string prefix;
+  uint32_t limit = 100;  // 0: every key
+  bool keys_only = false;
+};
+// level: "local" or "quorum".
+int CmdKvGet(const ClientOptions& c, const std::string& key, const std::string& level = "local");
+int CmdKvPut(const ClientOptions& c, const KvPutOptions& o);
+int CmdKvDel(const ClientOptions& c, const std::string& key, bool sync, const std::string& level);
+int CmdKvScan(const ClientOptions& c, const KvScanOptions& o);
+
+// file_commands.cc: the versions of a cluster path this node holds, and putting one back.
+int CmdVersions(const ClientOptions& c, const std::string& path);
+int CmdRestore(const ClientOptions& c, const std::string& path, const std::string& version);
+
+// exec_command.cc: runs argv under the shim (LD_PRELOAD, ONEBOX_SOCKET set);
+// returns only on failure (127).
+int CmdExec(const std::string& socket, const std::vector<std::string>& argv);
+
+}  // namespace onebox
