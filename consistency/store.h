@@ -42,6 +42,10 @@ struct StoreLimits {
   static constexpr size_t kMaxScanPageBytes = 2 << 20;
 };
 
+// File content is cut into chunks of this size, the last one shorter: chunk
+// i of a file starts at i * kChunkBytes. Chunks are stored by their SHA-256.
+constexpr size_t kChunkBytes = 1 << 20;
+
 struct StoreOptions {
   std::string path;
   uint64_t node_id = 0;  // stamps local writes; must not be 0

@@ -31,6 +31,7 @@
 #include "nodeagent/sync/replicator.h"
 #include "nodeagent/sync/tree_repair.h"
 #include "nodeagent/view/symlink_guard.h"
+#include "nodeagent/view/view_ledger.h"
 #include "nodeagent/view/view_materializer.h"
 #include "nodeagent/view/view_recorder.h"
 
@@ -65,6 +66,7 @@ class Agent {
   AgentInfo info_;
   StatePageOwner* state_page_ = nullptr;  // lives as long as the process
   std::unique_ptr<SymlinkGuard> guard_;
+  std::unique_ptr<ViewLedger> ledger_;
   GrpcPeerNetwork network_;
   std::unique_ptr<Membership> members_;
   std::unique_ptr<ContentTransfer> content_;
@@ -123,11 +125,13 @@ Status Agent::StartView() {
   members_ = std::make_unique<Membership>(*store_, network_, data_dir_.identity(), opt_.listen, opt_.join);
   content_ = std::make_unique<ContentTransfer>(*store_, *members_, network_, NodeIdHex(info_.identity.node_id),
                                                opt_.replication_factor);
-  // Peers' changes go into the view first, then the recorder follows it.
-  materializer_ = std::make_unique<ViewMaterializer>(*store_, *content_, state_page_->page(), guard_.get());
+  // Peers' changes go into the view first, then the recorder follows it; the
+  // ledger knows which changes were whose.
+  ledger_ = std::make_unique<ViewLedger>(*store_, state_page_->page());
+  materializer_ = std::make_unique<ViewMaterializer>(*store_, *content_, *ledger_, guard_.get());
   if (Status s = materializer_->Start(view_root); !s.ok()) return s;
-  Result<std::unique_ptr<ViewRecorder>> recorder =
-      ViewRecorder::Start(view_root, *store_, materializer_.get(), guard_.get());
+  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(
+      view_root, *store_, *ledger_, guard_.get(), [m = materializer_.get()] { m->Drain(); });
   if (!recorder.ok()) return recorder.status();
   recorder_ = std::move(recorder).value();
   content_->SetPendingSource([r = recorder_.get()](const std::string& digest) { return r->PendingChunk(digest); });

@@ -24,10 +24,6 @@
 
 namespace onebox {
 
-// Content is cut into chunks of this size, the last one shorter: chunk i of
-// a file starts at i * kChunkBytes.
-constexpr size_t kChunkBytes = 1 << 20;
-
 class ContentTransfer {
  public:
   ContentTransfer(Store& store, Membership& members, PeerNetwork& network, std::string self_id,

@@ -1,6 +1,7 @@
 #include "nodeagent/view/chunk_prehasher.h"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +12,7 @@
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
 
-#include "nodeagent/sync/content_transfer.h"
+#include "consistency/digest.h"
 #include "nodeagent/view/view_fs.h"
 
 namespace onebox {
@@ -29,8 +30,9 @@ int64_t NowNs() {
 }
 }  // namespace
 
-ChunkPrehasher::ChunkPrehasher(int root_fd, Store& store, std::function<void(const std::string&)> record)
-    : root_fd_(root_fd), store_(store), record_(std::move(record)) {
+ChunkPrehasher::ChunkPrehasher(int root_fd, Store& store)
+    : root_fd_(root_fd), idle_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), store_(store) {
+  if (idle_fd_ < 0) std::abort();  // an eventfd fails only without memory or descriptors at start
   for (size_t got = 0; got < sizeof secret_;) {
     ssize_t n = getrandom(secret_ + got, sizeof secret_ - got, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -40,7 +42,10 @@ ChunkPrehasher::ChunkPrehasher(int root_fd, Store& store, std::function<void(con
   thread_ = std::thread([this] { Loop(); });
 }
 
-ChunkPrehasher::~ChunkPrehasher() { Stop(); }
+ChunkPrehasher::~ChunkPrehasher() {
+  Stop();
+  close(idle_fd_);
+}
 
 void ChunkPrehasher::Stop() {
   {
@@ -67,6 +72,13 @@ void ChunkPrehasher::RecordWhenIdle(const std::string& path) {
   g.last_event_ns = NowNs();
   g.record_when_idle = true;
   if (idle) cv_.notify_all();
+}
+
+std::vector<std::string> ChunkPrehasher::TakeIdle() {
+  uint64_t count;
+  [[maybe_unused]] ssize_t n = read(idle_fd_, &count, sizeof count);  // EAGAIN: nothing waited
+  std::lock_guard lock(mu_);
+  return std::exchange(idle_, {});
 }
 
 void ChunkPrehasher::Keep(const std::string& path, ino_t ino, std::vector<std::pair<size_t, Ahead>> chunks) {
@@ -194,11 +206,11 @@ void ChunkPrehasher::Loop() {
       busy_.clear();
       cv_.notify_all();
       if (record) {
-        spdlog::debug("prehash: /{} unchanged for a while: recording it", path);
+        spdlog::debug("prehash: /{} unchanged for a while: handing it to the recorder", path);
         growing_.erase(path);
-        lock.unlock();
-        record_(path);
-        lock.lock();
+        idle_.push_back(path);
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = write(idle_fd_, &one, sizeof one);  // an eventfd write cannot fail here
       }
     }
   }
@@ -234,11 +246,10 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
       g.last_event_ns = NowNs();
     }
     if (g.record_when_idle) {
-      int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+      FileLook look = FileLook::Of(st);
       int64_t now = NowNs();
-      if (st.st_size != g.seen_size || mtime != g.seen_mtime_ns) {
-        g.seen_size = st.st_size;
-        g.seen_mtime_ns = mtime;
+      if (!g.seen || !g.seen->SameContent(look)) {
+        g.seen = look;
         g.unchanged_since_ns = now;
       } else if (now - g.unchanged_since_ns >= kIdleNs) {
         close(fd);

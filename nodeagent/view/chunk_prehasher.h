@@ -15,15 +15,15 @@
 // record (fsync) stores its chunks before it is written.
 //
 // A path it hears of only at its creation, with content already (a hard link
-// whose first name went) is recorded once it has not changed for 0.5 s: no
-// close will say it is done.
+// whose first name went) is handed back to the recorder (TakeIdle, when
+// idle_fd() is readable) once it has not changed for 0.5 s: no close will
+// say it is done. Nothing here calls the recorder: it asks.
 #pragma once
 
 #include <sys/types.h>
 
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <deque>
 #include <map>
 #include <optional>
@@ -34,23 +34,27 @@
 #include <vector>
 
 #include "consistency/store.h"
+#include "nodeagent/view/file_look.h"
 
 namespace onebox {
 
 class ChunkPrehasher {
  public:
-  // Files are read below root_fd (the view); record(path) records a path on
-  // the prehasher's thread (see above).
-  ChunkPrehasher(int root_fd, Store& store, std::function<void(const std::string&)> record);
+  // Files are read below root_fd (the view).
+  ChunkPrehasher(int root_fd, Store& store);
   ~ChunkPrehasher();
   void Stop();
 
   // Path (below the view root) was created, or written: follow it until Take.
   // One that stops growing is forgotten after a minute.
   void Written(const std::string& path);
-  // Path was created with content and no writer may close it: record it once
-  // it stays unchanged (unless a close comes first: Take).
+  // Path was created with content and no writer may close it: hand it back
+  // (TakeIdle) once it stays unchanged, unless a close comes first (Take).
   void RecordWhenIdle(const std::string& path);
+  // Readable (an eventfd) while paths wait in TakeIdle.
+  int idle_fd() const { return idle_fd_; }
+  // The paths that stayed unchanged since RecordWhenIdle: to be recorded now.
+  std::vector<std::string> TakeIdle();
 
   // A chunk hashed ahead: its digest and the check of its bytes.
   struct Ahead {
@@ -87,8 +91,7 @@ class ChunkPrehasher {
     int64_t last_event_ns = 0;  // or the last time it was seen growing
     off_t last_size = -1;
     bool record_when_idle = false;
-    off_t seen_size = -1;  // for record_when_idle: what the last look found
-    int64_t seen_mtime_ns = -1;
+    std::optional<FileLook> seen;  // for record_when_idle: what the last look found
     int64_t unchanged_since_ns = 0;
   };
   void Loop();
@@ -111,13 +114,14 @@ class ChunkPrehasher {
   bool Round(const std::string& path, bool* progress);
 
   int root_fd_;
+  int idle_fd_;
   Store& store_;
-  std::function<void(const std::string&)> record_;
   unsigned char secret_[192];  // XXH3's custom secret: checks nobody outside the agent can predict
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Growing> growing_;
   std::deque<KeepJob> keep_;
+  std::vector<std::string> idle_;  // for TakeIdle
   // By digest; one digest may wait in several files (a copy, a rename).
   std::unordered_multimap<std::string, PendingChunk> pending_;
   std::string busy_;    // the path whose chunk the thread is hashing now

@@ -1,11 +1,7 @@
 #include "nodeagent/view/view_materializer.h"
-#include "naming/ns_key.h"
-
-#include "nodeagent/view/view_fs.h"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -16,46 +12,14 @@
 #include <spdlog/spdlog.h>
 
 #include "naming/node_identity.h"
+#include "nodeagent/view/file_look.h"
+#include "nodeagent/view/view_fs.h"
 
 namespace onebox {
 
 namespace {
 
 constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the recorder never looks there
-
-int64_t Ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
-timespec Ts(int64_t ns) { return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)}; }
-
-bool HasStubMark(int fd) {
-  std::string proc = fmt::format("/proc/self/fd/{}", fd);  // works for O_PATH descriptors too
-  return getxattr(proc.c_str(), kStubXattr, nullptr, 0) >= 0;
-}
-
-// Every file the materializer places carries its path, inode number, size
-// and mtime as placed. A file that still matches was changed by nobody since,
-// whatever its ctime says: after a restart (the in-memory record of
-// placements is gone) it is still ours, never a program's change to record,
-// and a newer record may replace it. A program that rewrites it in place
-// changes its mtime; one that replaces it changes its inode; one that moves
-// or links it shows it under another path.
-constexpr const char* kPlacedXattr = "user.onebox.placed";
-
-std::string PlacedMark(const std::string& path, const struct stat& st) {
-  return fmt::format("{}:{}:{}:{}", st.st_ino, st.st_size, Ns(st.st_mtim), path);
-}
-
-bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path) {
-  if (!S_ISREG(st.st_mode)) return false;
-  std::string proc = fmt::format("/proc/self/fd/{}", fd);
-  std::string want = PlacedMark(path, st);
-  std::string mark(want.size() + 1, '\0');
-  ssize_t n = getxattr(proc.c_str(), kPlacedXattr, mark.data(), mark.size());
-  return n == static_cast<ssize_t>(want.size()) && mark.compare(0, want.size(), want) == 0;
-}
-
-}  // namespace
-
-namespace {
 
 // Owner first (chown clears setuid bits), then mode. Owner only as root: an
 // agent run by a user makes its files that user's, and then never setuid or
@@ -65,17 +29,20 @@ void SetOwnerAndMode(int fd, const v1::Inode& inode) {
   fchmod(fd, inode.mode() & (owner ? 07777 : 01777));
 }
 
-std::string StubId(const v1::Inode& inode) {
-  v1::Inode content;
-  content.set_size(inode.size());
-  *content.mutable_chunks() = inode.chunks();
-  return Sha256(content.SerializeAsString());
+// Whether an entry st shows is as inode says after we placed it (a program
+// may have written, chmod'ed or chown'ed it in the moment after the rename).
+bool AsPlaced(const struct stat& st, const v1::Inode& inode) {
+  mode_t mode = st.st_mode & 07777;
+  return (S_ISLNK(st.st_mode) || mode == inode.mode() ||
+          mode == (inode.mode() & 01777)) &&  // SetOwnerAndMode without setuid bits
+         (geteuid() != 0 || (st.st_uid == inode.uid() && st.st_gid == inode.gid())) &&
+         (!S_ISREG(st.st_mode) || ShowsVersion(st, inode));
 }
 
 }  // namespace
 
-ViewMaterializer::ViewMaterializer(Store& store, ContentTransfer& content, StatePage& page, SymlinkGuard* guard)
-    : store_(store), content_(content), page_(page), guard_(guard), self_node_(store.node_id()) {}
+ViewMaterializer::ViewMaterializer(Store& store, ContentTransfer& content, ViewLedger& ledger, SymlinkGuard* guard)
+    : store_(store), content_(content), ledger_(ledger), guard_(guard), self_node_(store.node_id()) {}
 
 ViewMaterializer::~ViewMaterializer() {
   Stop();
@@ -96,6 +63,17 @@ Status ViewMaterializer::Start(const std::string& view_root) {
       if (e->d_name[0] != '.') unlinkat(staging_fd_, e->d_name, 0);
     closedir(d);
   }
+  Result<std::vector<std::string>> todo = NotInPlace();
+  if (!todo.ok()) return todo.status();
+  starting_ = true;
+  for (const std::string& path : *todo) Materialize(path);
+  starting_ = false;
+  if (!todo->empty()) spdlog::info("materialized {} entries peers sent before the agent stopped", todo->size());
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> ViewMaterializer::NotInPlace() {
   // What peers sent that the view does not show: applied, then the agent
   // stopped before it was put in place. The view wins only where it changed
   // after the record was made (a program wrote there while the agent was down).
@@ -107,29 +85,20 @@ Status ViewMaterializer::Start(const std::string& view_root) {
         int fd = OpenBeneath(root_fd_, path, O_PATH);
         struct stat st;
         bool present = fd >= 0 && fstat(fd, &st) == 0;
+        bool ours = present && ViewLedger::UnchangedSincePlaced(fd, st, path);
         if (fd >= 0) close(fd);
         if (!present) {
           if (!r.tombstone) todo.push_back(path);
           return;
         }
-        int mark_fd = OpenBeneath(root_fd_, path, O_PATH);
-        bool ours = mark_fd >= 0 && UnchangedSincePlaced(mark_fd, st, path);
-        if (mark_fd >= 0) close(mark_fd);
         if (!ours && static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) >= hlc::PhysicalMs(r.version.hlc)) return;
         v1::Inode inode;
-        if (r.tombstone || !inode.ParseFromString(r.value) ||
-            (S_ISREG(st.st_mode) && (inode.size() != static_cast<uint64_t>(st.st_size) ||
-                                     inode.mtime_ns() != Ns(st.st_mtim))))
+        if (r.tombstone || !inode.ParseFromString(r.value) || (S_ISREG(st.st_mode) && !ShowsVersion(st, inode)))
           todo.push_back(path);
       },
       Cf::kNs);
   if (!s.ok()) return s;
-  starting_ = true;
-  for (const std::string& path : todo) Materialize(path);
-  starting_ = false;
-  if (!todo.empty()) spdlog::info("materialized {} entries peers sent before the agent stopped", todo.size());
-  thread_ = std::thread([this] { Loop(); });
-  return Status::Ok();
+  return todo;
 }
 
 void ViewMaterializer::Stop() {
@@ -171,22 +140,6 @@ void ViewMaterializer::Loop() {
     busy_ = false;
     queue_cv_.notify_all();
   }
-}
-
-bool ViewMaterializer::WasPlaced(const std::string& path) {
-  std::lock_guard lock(placed_mu_);
-  return placed_.count(path) > 0 || stubs_.count(path) > 0;
-}
-
-std::optional<v1::Inode> ViewMaterializer::StubContent(int fd) {
-  std::string proc = fmt::format("/proc/self/fd/{}", fd);
-  char id[64];
-  ssize_t n = getxattr(proc.c_str(), kStubXattr, id, sizeof id);
-  if (n != 32) return std::nullopt;
-  Result<std::string> held = store_.GetMeta("stub/" + HexOf(std::string_view(id, 32)));
-  v1::Inode content;
-  if (!held.ok() || !content.ParseFromString(*held)) return std::nullopt;
-  return content;
 }
 
 void ViewMaterializer::Materialize(const std::string& path) {
@@ -232,10 +185,7 @@ int ViewMaterializer::OpenParent(const std::string& path, bool create) {
       Result<Record> r = store_.Get(prefix, Cf::kNs);
       v1::Inode inode;
       bool known = r.ok() && inode.ParseFromString(r->value);
-      if (!known) {
-        std::lock_guard lock(placed_mu_);
-        placeholders_.insert(prefix);
-      }
+      if (!known) ledger_.Placeholder(prefix);
       if (mkdirat(dir, comp.c_str(), known ? 0700 : 0755) == 0 || errno == EEXIST) {
         sub = openat(dir, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sub >= 0 && known) SetOwnerAndMode(sub, inode);
@@ -249,7 +199,7 @@ int ViewMaterializer::OpenParent(const std::string& path, bool create) {
 }
 
 Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode& inode, const Version& version) {
-  std::lock_guard view_lock(view_mu_);
+  std::lock_guard view_lock(ledger_.view_mutex());
   int parent = OpenParent(path, true);
   if (parent < 0) return Status::IOError(fmt::format("parent of /{}: {}", path, strerror(errno)));
   std::string name(BaseName(path));
@@ -261,7 +211,7 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
       return Status::Ok();
     }
     unlinkat(parent, name.c_str(), 0);
-    Gone(path);
+    ledger_.Gone(path);
   }
   if (mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST) {
     Status s = Status::IOError(fmt::format("mkdir: {}", strerror(errno)));
@@ -271,14 +221,11 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   int fd = openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   close(parent);
   if (fd < 0) return Status::IOError(fmt::format("open: {}", strerror(errno)));
-  {
-    std::lock_guard lock(placed_mu_);
-    placeholders_.erase(path);
-  }
+  ledger_.PlaceholderFilled(path);
   if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != inode.mode() ||
       (geteuid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
     SetOwnerAndMode(fd, inode);
-  RememberPlaced(path, fd);
+  if (fstat(fd, &st) == 0) ledger_.Placed(path, st);
   close(fd);
   return Status::Ok();
 }
@@ -287,45 +234,18 @@ void ViewMaterializer::FinishPlacement(int fd, const v1::Inode& inode, const std
   SetOwnerAndMode(fd, inode);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
-  struct stat st;
-  if (fstat(fd, &st) != 0) return;
-  std::string mark = PlacedMark(path, st);
-  (void)fsetxattr(fd, kPlacedXattr, mark.data(), mark.size(), 0);
-}
-
-void ViewMaterializer::RememberPlaced(const std::string& path, int fd) {
-  struct stat st;
-  if (fstat(fd, &st) == 0) RememberPlaced(path, st);
-}
-
-void ViewMaterializer::RememberPlaced(const std::string& path, const struct stat& st) {
-  std::lock_guard lock(placed_mu_);
-  placed_[path] = {st.st_ino,  Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid,
-                   st.st_size, Ns(st.st_mtim), /*by_materializer=*/true};
-}
-
-bool ViewMaterializer::Placed::Same(const struct stat& st) const {
-  return ino == st.st_ino && ctime_ns == Ns(st.st_ctim) && size == st.st_size && mtime_ns == Ns(st.st_mtim) &&
-         mode == (st.st_mode & 07777) && uid == st.st_uid && gid == st.st_gid;
+  ViewLedger::MarkPlacement(fd, path);
 }
 
 bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std::string& path,
                                   const Version& version) {
   struct stat st;
   if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return true;  // nothing there
-  {
-    std::lock_guard lock(placed_mu_);
-    // As the store knows it (placed by us, or recorded): last-writer-wins has
-    // already decided, and the peer's version won.
-    auto it = placed_.find(path);
-    if (it != placed_.end() && it->second.Same(st)) return true;
-    if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
-  }
-  if (int fd = openat(parent, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC); fd >= 0) {
-    bool ours = UnchangedSincePlaced(fd, st, path);
-    close(fd);
-    if (ours) return true;  // placed by us (before a restart, say), and nobody changed it since
-  }
+  int fd = openat(parent, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  bool as_seen = ledger_.AsTheStoreSawIt(path, fd, st);
+  if (fd >= 0) close(fd);
+  // As the store knows it: last-writer-wins has already decided, and the peer's version won.
+  if (as_seen) return true;
   // Changed by a program since the store last saw it: that change is newer
   // than anything here, and the recorder records it (and it wins). At start,
   // before the recorder has looked, the entry's ctime against the peer's write
@@ -336,17 +256,11 @@ bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std
   return false;
 }
 
-void ViewMaterializer::NoteRecorded(const std::string& path, const struct stat& st) {
-  std::lock_guard lock(placed_mu_);
-  placed_[path] = {st.st_ino,  Ns(st.st_ctim), st.st_mode & 07777, st.st_uid, st.st_gid,
-                   st.st_size, Ns(st.st_mtim), /*by_materializer=*/false};
-}
-
 std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpid(), ++temp_counter_); }
 
 Status ViewMaterializer::PlaceSymlink(const std::string& path, const v1::Inode& inode, const Version& version) {
   // Shims stat without a confined lookup while the view holds no symlink:
-  // the guard hears of this one before it exists (nodeagent/view/symlink_guard.h).
+  // the guard hears of this one before it exists (view/symlink_guard.h).
   uint64_t token = 0;
   if (guard_ != nullptr) {
     Result<uint64_t> announced = guard_->Announce(0);
@@ -354,7 +268,8 @@ Status ViewMaterializer::PlaceSymlink(const std::string& path, const v1::Inode& 
     token = *announced;
   }
   Status s = PlaceSymlinkAnnounced(path, inode, version);
-  if (guard_ != nullptr) guard_->Release(token, 0);
+  // Ours (owner 0): the token was just given, so it is still held.
+  if (guard_ != nullptr) (void)guard_->Release(token, 0);
   return s;
 }
 
@@ -363,7 +278,8 @@ Status ViewMaterializer::PlaceSymlinkAnnounced(const std::string& path, const v1
   std::string tmp = NewTempName();
   if (symlinkat(inode.symlink_target().c_str(), staging_fd_, tmp.c_str()) != 0)
     return Status::IOError(fmt::format("symlink: {}", strerror(errno)));
-  if (geteuid() == 0) [[maybe_unused]] int rc = fchownat(staging_fd_, tmp.c_str(), inode.uid(), inode.gid(), AT_SYMLINK_NOFOLLOW);
+  // As root only; a symlink's owner matters little (its target's permissions rule).
+  if (geteuid() == 0) (void)fchownat(staging_fd_, tmp.c_str(), inode.uid(), inode.gid(), AT_SYMLINK_NOFOLLOW);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   utimensat(staging_fd_, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
   int fd = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -372,14 +288,24 @@ Status ViewMaterializer::PlaceSymlinkAnnounced(const std::string& path, const v1
   return s;
 }
 
+Result<bool> ViewMaterializer::MakeStub(int fd, const v1::Inode& inode) {
+  if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0)
+    return Status::IOError(fmt::format("size the stub: {}", strerror(errno)));
+  // The mark names the stub's content (kept in the store), so that a stub
+  // moved, linked or touched is recorded with its content, not hashed.
+  Result<std::string> id = ledger_.RememberStubContent(inode);
+  if (!id.ok()) return Status::IOError(fmt::format("remember the stub: {}", id.status().message()));
+  return fsetxattr(fd, kStubXattr, id->data(), id->size(), 0) == 0;
+}
+
 Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version,
                                              bool fetch, bool as_stub) {
   // Already as the record says (a duplicate, or hydrated meanwhile)?
   if (int fd = OpenBeneath(root_fd_, path, O_PATH); fd >= 0) {
     struct stat st;
-    bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) == inode.size() &&
-                Ns(st.st_mtim) == inode.mtime_ns() && (st.st_mode & 07777) == inode.mode();
-    bool stub = same && HasStubMark(fd);
+    bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
+                (st.st_mode & 07777) == inode.mode();
+    bool stub = same && ViewLedger::IsStub(fd);
     close(fd);
     if (same && !stub) return inode.size();
   }
@@ -390,31 +316,21 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
   std::string tmp = NewTempName();
   int fd = openat(staging_fd_, tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) return Status::IOError(fmt::format("create in staging: {}", strerror(errno)));
-  auto fail = [&](const std::string& what) -> Status {
-    Status s = Status::IOError(fmt::format("{}: {}", what, strerror(errno)));
+  auto drop = [&] {
     close(fd);
     unlinkat(staging_fd_, tmp.c_str(), 0);
-    return s;
   };
   bool stub = !have_all && !fetch;
   if (stub) {
-    if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0) return fail("size the stub");
-    // The mark names the stub's content (kept in meta), so that a stub moved,
-    // linked or touched is recorded with its content, not hashed.
-    std::string id = StubId(inode);
-    v1::Inode content;
-    content.set_size(inode.size());
-    *content.mutable_chunks() = inode.chunks();
-    if (!store_.PutMeta("stub/" + HexOf(id), content.SerializeAsString(), false).ok()) return fail("remember the stub");
-    if (fsetxattr(fd, kStubXattr, id.data(), id.size(), 0) != 0) {
+    Result<bool> made = MakeStub(fd, inode);
+    if (!made.ok() || !*made) {
+      drop();
+      if (!made.ok()) return made.status();
       // No extended attributes on this file system: no stubs, the content comes now.
-      close(fd);
-      unlinkat(staging_fd_, tmp.c_str(), 0);
-      return fetch ? Result<uint64_t>(Status::IOError("stub without xattr")) : PlaceFile(path, inode, version, true);
+      return PlaceFile(path, inode, version, true);
     }
   } else if (Status s = WriteContent(fd, path, inode, version, /*local_only=*/!fetch); !s.ok()) {
-    close(fd);
-    unlinkat(staging_fd_, tmp.c_str(), 0);
+    drop();
     if (!fetch && s.code() == Code::kNotFound) return PlaceFile(path, inode, version, false, /*as_stub=*/true);
     return s;
   }
@@ -427,7 +343,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
 
 Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version,
                                  bool stub) {
-  std::lock_guard view_lock(view_mu_);
+  std::lock_guard view_lock(ledger_.view_mutex());
   Result<Record> now = store_.Get(path, Cf::kNs);
   if (!now.ok() || now->version != version) {
     unlinkat(staging_fd_, tmp.c_str(), 0);
@@ -445,51 +361,39 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     close(parent);
     return Status::Ok();
   }
-  if (stub) SetStub(path, true);  // counted before anyone can open it
+  if (stub) ledger_.SetStub(path, true);  // counted before anyone can open it
   int rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
   if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)) {
     // A directory where the peer now has a file: only an empty one gives way.
     if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
   }
-  Status s;
-  if (rc != 0) {
-    s = Status::IOError(fmt::format("rename into place: {}", strerror(errno)));
-    unlinkat(staging_fd_, tmp.c_str(), 0);
-    if (stub) SetStub(path, false);
-  } else {
-    // After the rename, which changes ctime. A program may have opened the
-    // new entry and written it already: then it is not as placed, and must
-    // not be taken for ours (the recorder records that write).
-    // So are a chmod or chown made in that moment.
-    v1::Inode placed;
-    struct stat st;
-    bool as_placed =
-        placed.ParseFromString(now->value) && fstat(tmp_fd, &st) == 0 &&
-        (S_ISLNK(st.st_mode) || (st.st_mode & 07777) == placed.mode() ||
-         (st.st_mode & 07777) == (placed.mode() & 01777)) &&  // SetOwnerAndMode without setuid bits
-        (geteuid() != 0 || (st.st_uid == placed.uid() && st.st_gid == placed.gid())) &&
-        (!S_ISREG(st.st_mode) ||
-         (static_cast<uint64_t>(st.st_size) == placed.size() && Ns(st.st_mtim) == placed.mtime_ns()));
-    spdlog::debug("placed /{}{} (version of {})", path, stub ? " as a stub" : "", NodeIdHex(version.node));
-    if (as_placed) {
-      RememberPlaced(path, st);  // this look, not a later one
-    } else {
-      std::lock_guard lock(placed_mu_);
-      placed_.erase(path);
-    }
-    if (!stub) SetStub(path, false);
-  }
   close(parent);
-  return s;
+  if (rc != 0) {
+    Status s = Status::IOError(fmt::format("rename into place: {}", strerror(errno)));
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    if (stub) ledger_.SetStub(path, false);
+    return s;
+  }
+  spdlog::debug("placed /{}{} (version of {})", path, stub ? " as a stub" : "", NodeIdHex(version.node));
+  TellLedgerPlaced(path, tmp_fd, *now);
+  if (!stub) ledger_.SetStub(path, false);
+  return Status::Ok();
 }
 
-void ViewMaterializer::SetStub(const std::string& path, bool stub) {
-  std::lock_guard lock(placed_mu_);
-  if (stub ? stubs_.insert(path).second : stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
+void ViewMaterializer::TellLedgerPlaced(const std::string& path, int tmp_fd, const Record& placed) {
+  // A look after the rename, which changes ctime. A program may have opened
+  // the new entry and written, chmod'ed or chown'ed it already: then it is
+  // not as placed, and must not be taken for ours (the recorder records that).
+  v1::Inode inode;
+  struct stat st;
+  if (inode.ParseFromString(placed.value) && fstat(tmp_fd, &st) == 0 && AsPlaced(st, inode))
+    ledger_.Placed(path, st);  // this look, not a later one
+  else
+    ledger_.NotPlaced(path);
 }
 
 void ViewMaterializer::Remove(const std::string& path) {
-  std::lock_guard view_lock(view_mu_);
+  std::lock_guard view_lock(ledger_.view_mutex());
   // A directory with entries left waits for their tombstones; the last one
   // removes it (and so on up). Top-level entries (the cluster roots) stay.
   for (std::string p = path; p.find('/') != std::string::npos; p = ParentKey(p)) {
@@ -506,7 +410,7 @@ void ViewMaterializer::Remove(const std::string& path) {
     close(parent);
     if (rc != 0) return;
     spdlog::debug("removed /{} (a tombstone from {} won)", p, NodeIdHex(tomb->version.node));
-    Gone(p);
+    ledger_.Gone(p);
   }
 }
 
@@ -519,7 +423,7 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
     return Status::InvalidArgument(fmt::format("/{} is not a file", path));
   // Only a stub is replaced: never a file a program holds or writes.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
-  bool stub = fd >= 0 && HasStubMark(fd);
+  bool stub = fd >= 0 && ViewLedger::IsStub(fd);
   if (fd >= 0) close(fd);
   if (!stub) return inode.size();
   // The content first, straight into a staging file, without holding the
@@ -562,53 +466,6 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
   if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0)  // an empty file has no chunks
     return Status::IOError(fmt::format("size: {}", strerror(errno)));
   return Status::Ok();
-}
-
-bool ViewMaterializer::IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed) {
-  bool owner_applies = geteuid() == 0;
-  {
-    std::lock_guard lock(placed_mu_);
-    auto it = placed_.find(path);
-    if (it != placed_.end()) {
-      const Placed& p = it->second;
-      if (p.Same(st) && (p.by_materializer || !content_changed)) return true;
-      // A directory's ctime moves with its entries: what we set is what counts.
-      if (S_ISDIR(st.st_mode) && p.ino == st.st_ino && p.mode == (st.st_mode & 07777) && p.uid == st.st_uid &&
-          p.gid == st.st_gid)
-        return true;
-      placed_.erase(it);  // changed by a program since
-    }
-    if (S_ISDIR(st.st_mode) && placeholders_.count(path)) {
-      if (!store_.Get(path, Cf::kNs).ok()) return true;  // no one's yet: its record will come
-      placeholders_.erase(path);
-    }
-  }
-  if (!S_ISREG(st.st_mode) || !HasStubMark(fd)) {
-    SetStub(path, false);
-    // Placed by us and unchanged since (placed_ forgot it: a restart): no
-    // program wrote it. If the store now holds a newer version, its own
-    // materialization replaces it.
-    return UnchangedSincePlaced(fd, st, path);
-  }
-  // A stub (ours from before a restart, or one a program moved, linked or
-  // touched): unchanged when it matches its record.
-  SetStub(path, true);
-  Result<Record> rec = store_.Get(path, Cf::kNs);
-  v1::Inode inode;
-  return rec.ok() && inode.ParseFromString(rec->value) && inode.type() == v1::FILE_TYPE_REGULAR &&
-         inode.size() == static_cast<uint64_t>(st.st_size) && inode.mtime_ns() == Ns(st.st_mtim) &&
-         inode.mode() == (st.st_mode & 07777) &&
-         (!owner_applies || (inode.uid() == st.st_uid && inode.gid() == st.st_gid));
-}
-
-void ViewMaterializer::Gone(const std::string& path) {
-  std::lock_guard lock(placed_mu_);
-  // The path and everything below it (a directory moved or removed).
-  std::string below = path + "/";
-  auto under = [&](const std::string& k) { return k == path || k.compare(0, below.size(), below) == 0; };
-  std::erase_if(placed_, [&](const auto& kv) { return under(kv.first); });
-  std::erase_if(placeholders_, under);
-  if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
 }
 
 }  // namespace onebox

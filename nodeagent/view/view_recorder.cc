@@ -1,29 +1,26 @@
 #include "nodeagent/view/view_recorder.h"
-#include "naming/ns_key.h"
-
-#include "nodeagent/sync/content_transfer.h"
-#include "nodeagent/view/view_fs.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstring>
-#include <thread>
-#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "consistency/digest.h"
+#include "naming/ns_key.h"
+#include "nodeagent/view/file_look.h"
+#include "nodeagent/view/view_fs.h"
 
 namespace onebox {
 
@@ -52,10 +49,15 @@ bool SameState(const v1::Inode& a, const v1::Inode& b) {
          a.symlink_target() == b.symlink_target();
 }
 
+bool SameChunks(const v1::Inode& a, const v1::Inode& b) {
+  return a.chunks_size() == b.chunks_size() && std::equal(a.chunks().begin(), a.chunks().end(), b.chunks().begin());
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& view_root, Store& store,
-                                                          ViewMaterializer* materializer, SymlinkGuard* guard) {
+                                                          ViewLedger& ledger, SymlinkGuard* guard,
+                                                          std::function<void()> settle) {
   int root_fd = open(view_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0) return Status::IOError(fmt::format("open view {}: {}", view_root, strerror(errno)));
   int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -70,19 +72,19 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   // The marker by which a shim whose cwd is in the view recognizes the view root.
   int marker = openat(root_fd, kViewMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (marker >= 0) close(marker);
-  std::unique_ptr<ViewRecorder> r(new ViewRecorder(view_root, root_fd, ino, wake, store, materializer, guard));
+  std::unique_ptr<ViewRecorder> r(
+      new ViewRecorder(view_root, root_fd, ino, wake, store, ledger, guard, std::move(settle)));
   if (guard != nullptr && r->mounts_fd_ < 0)
     spdlog::warn("cannot watch /proc/self/mountinfo ({}): stat keeps the confined lookup", strerror(errno));
   if (store.ChunksMayBeLost()) r->RepairLostChunks();
   r->FullScan();
-  r->prehasher_ = std::make_unique<ChunkPrehasher>(root_fd, store,
-                                                   [p = r.get()](const std::string& path) { p->RecordPath(path, true); });
+  r->prehasher_ = std::make_unique<ChunkPrehasher>(root_fd, store);
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
   return r;
 }
 
 ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
-                           ViewMaterializer* materializer, SymlinkGuard* guard)
+                           ViewLedger& ledger, SymlinkGuard* guard, std::function<void()> settle)
     : view_root_(std::move(view_root)),
       root_fd_(root_fd),
       // Readable with POLLPRI after every change of our mount table (a mount in the view voids a proof).
@@ -90,10 +92,11 @@ ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, i
       inotify_fd_(inotify_fd),
       wake_fd_(wake_fd),
       store_(store),
-      event_buf_(256 * 1024),
+      ledger_(ledger),
+      record_mu_(ledger.view_mutex()),
       guard_(guard),
-      materializer_(materializer),
-      record_mu_(materializer ? materializer->view_mutex() : own_mu_) {}
+      settle_(std::move(settle)),
+      event_buf_(256 * 1024) {}
 
 ViewRecorder::~ViewRecorder() { Stop(); }
 
@@ -159,10 +162,11 @@ Status ViewRecorder::Sync() {
 }
 
 void ViewRecorder::Loop() {
-  pollfd fds[4] = {{inotify_fd_, POLLIN, 0},
+  pollfd fds[5] = {{inotify_fd_, POLLIN, 0},
                    {wake_fd_, POLLIN, 0},
                    {guard_ ? guard_->wake_fd() : -1, POLLIN, 0},
-                   {mounts_fd_, POLLPRI, 0}};
+                   {mounts_fd_, POLLPRI, 0},
+                   {prehasher_->idle_fd(), POLLIN, 0}};
   ReadEvents();  // what came while the start's scan ran
   for (;;) {
     // Every event read (the last ReadEvents met an empty queue): a proof may begin.
@@ -173,7 +177,7 @@ void ViewRecorder::Loop() {
     }
     // Caught up while we wait, and (nearly) as of the moment an event wakes us.
     if (guard_) guard_->RecorderWaiting();
-    int ready = poll(fds, 4, plan.timeout_ms);
+    int ready = poll(fds, 5, plan.timeout_ms);
     if (guard_) guard_->RecorderCaughtUp(CoarseMonotonicNs());
     if (ready < 0) {
       if (errno == EINTR) continue;
@@ -183,6 +187,8 @@ void ViewRecorder::Loop() {
     if (fds[1].revents & POLLIN) break;
     if (fds[2].revents & POLLIN) guard_->ClearWake();
     if (fds[3].revents & (POLLPRI | POLLERR)) OnMountsChanged();
+    if (fds[4].revents & POLLIN)
+      for (const std::string& path : prehasher_->TakeIdle()) Follow(path, Change::kContentChanged);
     ReadEvents();
   }
   if (guard_) guard_->RecorderCaughtUp(0);  // no longer following the view: never caught up again
@@ -224,8 +230,11 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     const std::string dir = it->second;
     std::string_view name(ev->name);
     if (dir.empty() && name.substr(0, kSyncMarker.size()) == kSyncMarker) {
-      if (ev->mask & IN_CREATE) {
-        uint64_t n = std::strtoull(std::string(name.substr(name.rfind('-') + 1)).c_str(), nullptr, 10);
+      uint64_t n = 0;
+      std::string_view digits = name.substr(name.rfind('-') + 1);
+      // Only our own markers are named so; a stray one is not a sync.
+      if ((ev->mask & IN_CREATE) &&
+          std::from_chars(digits.data(), digits.data() + digits.size(), n).ec == std::errc()) {
         std::lock_guard lock(sync_mu_);
         sync_seen_ = std::max(sync_seen_, n);
         sync_cv_.notify_all();
@@ -234,27 +243,30 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     }
     if (dir.empty() && IsAgentEntry(name)) continue;
     if (moved && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
-    std::string path = JoinKey(dir, name);
-    // The obstacle to the last proof, or a directory above it, was removed,
-    // moved or changed its mode or owner: worth another walk.
-    if (!obstacle_.empty() && (ev->mask & (IN_ATTRIB | IN_DELETE | IN_MOVED_FROM)) &&
-        (obstacle_ == path || obstacle_.compare(0, path.size() + 1, path + "/") == 0))
-      ObstacleMayBeGone();
-    if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
-      if (ev->mask & IN_ISDIR) Unwatch(path);
-      TombstonePath(path);
-    } else if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && (ev->mask & IN_ISDIR)) {
-      WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
-    } else if (ev->mask & IN_CREATE) {
-      RecordPath(path, /*content_changed=*/true, /*sync=*/false, /*created=*/true);
-      // Followed from now on (after its record, which takes what was hashed
-      // ahead): if it grows big before its close, its chunks are hashed meanwhile.
-      prehasher_->Written(path);
-    } else if (ev->mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) {
-      RecordPath(path, /*content_changed=*/true);
-    } else if (ev->mask & IN_ATTRIB) {
-      RecordPath(path, /*content_changed=*/false);
-    }
+    HandleEvent(JoinKey(dir, name), ev->mask);
+  }
+}
+
+void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask) {
+  // The obstacle to the last proof, or a directory above it, was removed,
+  // moved or changed its mode or owner: worth another walk.
+  if (!obstacle_.empty() && (mask & (IN_ATTRIB | IN_DELETE | IN_MOVED_FROM)) &&
+      (obstacle_ == path || obstacle_.compare(0, path.size() + 1, path + "/") == 0))
+    ObstacleMayBeGone();
+  if (mask & (IN_DELETE | IN_MOVED_FROM)) {
+    if (mask & IN_ISDIR) Unwatch(path);
+    TombstonePath(path);
+  } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {
+    WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
+  } else if (mask & IN_CREATE) {
+    Follow(path, Change::kCreated);
+    // Followed from now on (after its record, which takes what was hashed
+    // ahead): if it grows big before its close, its chunks are hashed meanwhile.
+    prehasher_->Written(path);
+  } else if (mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) {
+    Follow(path, Change::kContentChanged);
+  } else if (mask & IN_ATTRIB) {
+    Follow(path, Change::kMetadata);
   }
 }
 
@@ -273,7 +285,7 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
     spdlog::warn("view recorder: cannot watch /{}: {} (raise fs.inotify.max_user_watches?)", dir, strerror(errno));
   }
   if (!dir.empty()) {
-    RecordPath(dir, false);
+    Follow(dir, Change::kMetadata);
     if (seen) (*seen)[dir] = true;
   }
   DIR* d = fdopendir(fd);
@@ -293,7 +305,7 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
     if (is_dir) {
       WatchTree(path, seen);
     } else {
-      RecordPath(path, false);
+      Follow(path, Change::kMetadata);
       if (seen) (*seen)[path] = true;
     }
   }
@@ -311,12 +323,222 @@ void ViewRecorder::Unwatch(const std::string& dir) {
   }
 }
 
-bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred) {
+Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
+  if (!IsValidNsKey(path)) return Status::InvalidArgument(fmt::format("'{}' is not a path below the view root", path));
+  Result<uint64_t> size = RecordPath(path, Change::kFsync);
+  if (!size.ok()) return Status::IOError(fmt::format("could not record {}: {}", path, size.status().message()));
+  return size;
+}
+
+void ViewRecorder::Follow(const std::string& path, Change change) {
+  Result<uint64_t> recorded = RecordPath(path, change);
+  Code code = recorded.status().code();
+  if (!recorded.ok() && code != Code::kNotFound && code != Code::kUnavailable)
+    spdlog::debug("view recorder: /{} not recorded now: {}", path, recorded.status().message());
+}
+
+v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st) {
+  v1::Inode inode;
+  inode.set_type(TypeOf(st.st_mode));
+  inode.set_mode(st.st_mode & 07777);
+  inode.set_uid(st.st_uid);
+  inode.set_gid(st.st_gid);
+  inode.set_mtime_ns(MtimeNs(st));
+  if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
+  if (S_ISLNK(st.st_mode)) {
+    char target[4096];
+    ssize_t n = readlinkat(fd, "", target, sizeof target);
+    if (n > 0) inode.set_symlink_target(std::string(target, static_cast<size_t>(n)));
+  }
+  return inode;
+}
+
+Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change) {
+  std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
+  // The entry itself, reached without following any symlink on the way.
+  int fd = OpenBeneath(root_fd_, path, O_PATH);
+  if (fd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
+      return Status::IOError(fmt::format("open /{}: {}", path, strerror(errno)));
+    TombstonePath(path);
+    return Status::NotFound(fmt::format("/{} is gone", path));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    Status s = Status::IOError(fmt::format("stat /{}: {}", path, strerror(errno)));
+    close(fd);
+    return s;
+  }
+  NoteSymlink(path, S_ISLNK(st.st_mode));
+  const uint64_t size = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
+  // Made with content already, by one name: a program writing it, whose close
+  // records it (hashing it now would read a file still growing), or a link
+  // that lost its first name, which no close will report.
+  if (change == Change::kCreated && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size > 0) {
+    close(fd);
+    prehasher_->RecordWhenIdle(path);
+    return Status::Unavailable("recorded at its close, or once idle");
+  }
+  // A peer's version, put here as recorded: nothing new. (fsync's record is
+  // always written: it must be synced.)
+  if (change != Change::kFsync && ledger_.IsOurs(path, fd, st, change != Change::kMetadata)) {
+    close(fd);
+    return size;
+  }
+  v1::Inode inode = InodeOf(fd, st);
+  // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
+  // its mark names the content.
+  std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(fd) : std::nullopt;
+  close(fd);
+  return WriteRecord(path, st, std::move(inode), stub, change);
+}
+
+Status ViewRecorder::FillContent(const std::string& path, Change change, const std::optional<v1::Inode>& stub,
+                                 const v1::Inode* held, v1::Inode* inode, Deferred* deferred) {
+  if (inode->type() != v1::FILE_TYPE_REGULAR) return Status::Ok();
+  if (stub) {
+    if (stub->size() != inode->size()) {
+      spdlog::warn("view recorder: the stub at /{} changed size without its content; not recorded", path);
+      return Status::FailedPrecondition(fmt::format("the stub at /{} changed size without its content", path));
+    }
+    *inode->mutable_chunks() = stub->chunks();
+    return Status::Ok();
+  }
+  bool same_content = held != nullptr && held->type() == v1::FILE_TYPE_REGULAR && held->size() == inode->size() &&
+                      held->mtime_ns() == inode->mtime_ns();
+  if (same_content && change == Change::kMetadata) {
+    *inode->mutable_chunks() = held->chunks();
+    return Status::Ok();
+  }
+  // Vanished or unreadable meanwhile: its own events follow.
+  return HashContent(path, inode, change == Change::kFsync ? nullptr : deferred);
+}
+
+Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode,
+                                           const std::optional<v1::Inode>& stub, Change change) {
+  // Chunks hashed while the file was written and not stored yet: stored
+  // after the record, whatever happens to it (the hold keeps the crash mark).
+  Deferred deferred;
+  struct KeepAfter {
+    ViewRecorder* r;
+    const std::string& path;
+    ino_t ino;
+    Deferred& chunks;
+    bool held = false;
+    ~KeepAfter() {
+      if (chunks.empty()) return;
+      // Not taken before the record: taken now, so that the release comes in pairs.
+      if (!held) (void)r->store_.HoldChunkMark();
+      r->prehasher_->Keep(path, ino, std::move(chunks));
+    }
+  } keep_after{this, path, st.st_ino, deferred};
+  Result<Record> held = store_.Get(path, Cf::kNs);
+  v1::Inode old;
+  bool have_old = held.ok() && old.ParseFromString(held->value);
+  if (Status s = FillContent(path, change, stub, have_old ? &old : nullptr, &inode, &deferred); !s.ok()) return s;
+  if (have_old && SameState(old, inode) && SameChunks(old, inode) && change != Change::kFsync) {
+    LedgerRecorded(path, st);
+    return inode.size();
+  }
+  if (!deferred.empty()) {
+    if (Status h = store_.HoldChunkMark(); !h.ok())
+      spdlog::error("view recorder: cannot mark chunks of {} as unstored: {}", path, h.ToString());
+    keep_after.held = true;  // (a failed hold is released all the same)
+  }
+  Result<Version> v = store_.Put(path, inode.SerializeAsString(), change == Change::kFsync, Cf::kNs);
+  if (!v.ok()) {
+    spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
+    return v.status();
+  }
+  LedgerRecorded(path, st);
+  ++recorded_;
+  spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
+  return inode.size();
+}
+
+void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st) {
+  // What the store now holds, if the entry did not change while we looked.
+  struct stat now;
+  if (fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 && FileLook::Of(now).Unchanged(FileLook::Of(st)))
+    ledger_.Recorded(path, st);
+}
+
+void ViewRecorder::TombstonePath(const std::string& path) {
+  std::lock_guard lock(record_mu_);
+  ForgetSymlinks(path);
+  std::vector<std::string> keys{path};
+  std::string after;
+  for (;;) {  // everything below a removed directory goes with it
+    Result<ScanPage> page = store_.Scan(path + "/", after, StoreLimits::kMaxScanLimit, true, Cf::kNs);
+    if (!page.ok()) break;
+    for (auto& e : page->entries) {
+      // Not a peer's addition that this view never showed (it arrived, and
+      // was not yet put in place): no program here removed it. It stays,
+      // and TreeRepair revives the directory for it (an addition wins).
+      if (e.record.version.node != store_.node_id() && !ledger_.SeenInView(e.key)) continue;
+      keys.push_back(e.key);
+    }
+    if (!page->more) break;
+    after = page->entries.back().key;
+  }
+  ledger_.Gone(path);
+  // Deepest first, the directory last (reverse key order puts every entry
+  // before the directories above it): a peer that has a directory's tombstone
+  // has those of the entries its remover knew of (TreeRepair relies on it).
+  for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
+    bool existed = false;
+    if (store_.Get(*k, Cf::kNs).ok() && store_.Delete(*k, false, &existed, Cf::kNs).ok()) ++recorded_;
+  }
+}
+
+void ViewRecorder::FullScan() {
+  ++rescans_;
+  unwatched_ = 0;
+  ObstacleMayBeGone();  // events were lost: any may have been the one
+  if (guard_ != nullptr) {  // counted anew as the scan records them
+    std::lock_guard lock(record_mu_);
+    symlinks_.clear();
+    guard_->SetKnown(0);
+  }
+  // What peers sent must be in the view before "not in the view" can mean "removed here".
+  if (settle_) settle_();
+  HlcTimestamp scan_start = store_.clock().Last();
+  std::unordered_map<std::string, bool> seen;
+  WatchTree("", &seen);
+  // What the store holds but the view no longer has was removed while we were not looking.
+  std::vector<std::string> gone;
+  std::string after;
+  for (;;) {
+    Result<ScanPage> page = store_.Scan("", after, StoreLimits::kMaxScanLimit, true, Cf::kNs);
+    if (!page.ok()) break;
+    for (auto& e : page->entries)
+      if (!seen.count(e.key)) gone.push_back(e.key);
+    if (!page->more) break;
+    after = page->entries.back().key;
+  }
+  for (const std::string& k : gone) {
+    // Made after the listing (fsync's RecordNow, or an event not yet read): keep it.
+    int fd = OpenBeneath(root_fd_, k, O_PATH);
+    if (fd >= 0) {
+      close(fd);
+      continue;
+    }
+    // Written since the scan began: not removed.
+    Result<Record> r = store_.Get(k, Cf::kNs);
+    if (r.ok() && r->version.hlc > scan_start) continue;
+    // A peer's entry we never placed (not yet, or it cannot be: a fifo) was
+    // not removed here either.
+    if (r.ok() && r->version.node != store_.node_id() && !ledger_.SeenInView(k)) continue;
+    TombstonePath(k);
+  }
+}
+
+Status ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred) {
   // A writer may change the file while it is read: hash again (up to three
   // times) until size, mtime and ctime are the same before and after.
   for (int attempt = 0; attempt < 3; ++attempt) {
     int fd = OpenBeneath(root_fd_, path, O_RDONLY);
-    if (fd < 0) return false;
+    if (fd < 0) return Status::IOError(fmt::format("open /{}: {}", path, strerror(errno)));
     struct stat before, after;
     fstat(fd, &before);
     // The chunks hashed while it was written (the first time only).
@@ -324,26 +546,24 @@ bool ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Deferr
     if (attempt == 0 && prehasher_) ahead = prehasher_->Take(path, before.st_ino);
     v1::Inode hashed;
     if (deferred) deferred->clear();
-    bool ok = HashFd(fd, &hashed, ahead, deferred);
-    bool stable = fstat(fd, &after) == 0 && before.st_size == after.st_size &&
-                  before.st_mtim.tv_nsec == after.st_mtim.tv_nsec && before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
-                  before.st_ctim.tv_nsec == after.st_ctim.tv_nsec && before.st_ctim.tv_sec == after.st_ctim.tv_sec;
+    Status hashed_ok = HashFd(fd, &hashed, ahead, deferred);
+    bool stable = fstat(fd, &after) == 0 && FileLook::Of(before).Unchanged(FileLook::Of(after));
     close(fd);
-    if (!ok) return false;
+    if (!hashed_ok.ok()) return hashed_ok;
     if (stable || attempt == 2) {
       *inode->mutable_chunks() = hashed.chunks();
       inode->set_size(hashed.size());
-      inode->set_mtime_ns(static_cast<int64_t>(after.st_mtim.tv_sec) * 1'000'000'000 + after.st_mtim.tv_nsec);
-      return true;
+      inode->set_mtime_ns(MtimeNs(after));
+      return Status::Ok();
     }
   }
-  return false;
+  return Status::Ok();  // (the loop returns on its last attempt)
 }
 
-bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead,
-                          Deferred* deferred) {
+Status ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead,
+                            Deferred* deferred) {
   struct stat st;
-  if (fstat(fd, &st) != 0) return false;
+  if (fstat(fd, &st) != 0) return Status::IOError(fmt::format("stat: {}", strerror(errno)));
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   const size_t count = static_cast<size_t>((size + kChunkBytes - 1) / kChunkBytes);
   // Chunk i's digest, its length as read (short: the file shrank meanwhile),
@@ -384,7 +604,7 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
   if (count >= 8) helper = std::thread(work);
   work();
   if (helper.joinable()) helper.join();
-  if (!ok) return false;
+  if (!ok) return Status::IOError("a chunk could not be read or stored");
   uint64_t total = 0;
   for (size_t i = 0; i < count && lengths[i] > 0; ++i) {
     inode->add_chunks(digests[i]);
@@ -397,7 +617,7 @@ bool ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPreha
     spdlog::debug("hashed {} chunks, took {} of the {} hashed while the file was written", inode->chunks_size(),
                   reused.load(), ahead.size());
   inode->set_size(total);  // what was hashed
-  return true;
+  return Status::Ok();
 }
 
 void ViewRecorder::RepairLostChunks() {
@@ -425,10 +645,8 @@ void ViewRecorder::RepairLostChunks() {
     // Only the view file that is still this version (its size and mtime, not a stub) can give them back.
     int fd = OpenBeneath(root_fd_, path, O_RDONLY | O_NONBLOCK);
     struct stat st;
-    bool same = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-                static_cast<uint64_t>(st.st_size) == inode.size() &&
-                static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec == inode.mtime_ns() &&
-                !(materializer_ != nullptr && materializer_->StubContent(fd));
+    bool same = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
+                !ledger_.StubContent(fd);
     size_t missing = 0;
     for (int i : missing_chunks) {
       const std::string& digest = inode.chunks(i);
@@ -450,372 +668,6 @@ void ViewRecorder::RepairLostChunks() {
   if (Status f = store_.FlushChunks(); !f.ok()) spdlog::error("chunk repair: {}", f.ToString());
   spdlog::info("chunk repair after an unclean stop: {} files checked, {} repaired from the view, {} still lacking chunks",
                files, repaired, lost);
-}
-
-Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
-  if (!IsValidNsKey(path))
-    return Status::InvalidArgument(fmt::format("'{}' is not a path below the view root", path));
-  int64_t size = RecordPath(path, /*content_changed=*/true, /*sync=*/true);
-  if (size < 0) return Status::IOError(fmt::format("could not record {}", path));
-  return static_cast<uint64_t>(size);
-}
-
-int64_t ViewRecorder::RecordPath(const std::string& path, bool content_changed, bool sync, bool created) {
-  std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
-  // The entry itself, reached without following any symlink on the way.
-  int fd = OpenBeneath(root_fd_, path, O_PATH);
-  if (fd < 0) {
-    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) TombstonePath(path);
-    return -1;
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    close(fd);
-    return -1;
-  }
-  NoteSymlink(path, S_ISLNK(st.st_mode));
-  // Made with content already, by one name: a program writing it, whose close
-  // records it (hashing it now would read a file still growing), or a link
-  // that lost its first name, which no close will report.
-  if (created && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size > 0) {
-    close(fd);
-    prehasher_->RecordWhenIdle(path);
-    return -1;
-  }
-  // (fsync's RecordNow always writes: its record must be synced.)
-  if (materializer_ != nullptr && !sync && materializer_->IsOurs(path, fd, st, content_changed)) {
-    close(fd);  // a peer's version, put here as recorded: nothing new
-    return S_ISREG(st.st_mode) ? static_cast<int64_t>(st.st_size) : 0;
-  }
-  // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
-  // its mark names the content.
-  std::optional<v1::Inode> stub;
-  if (materializer_ != nullptr && S_ISREG(st.st_mode)) stub = materializer_->StubContent(fd);
-  v1::Inode inode;
-  inode.set_type(TypeOf(st.st_mode));
-  inode.set_mode(st.st_mode & 07777);
-  inode.set_uid(st.st_uid);
-  inode.set_gid(st.st_gid);
-  inode.set_mtime_ns(static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec);
-  if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
-  if (S_ISLNK(st.st_mode)) {
-    char target[4096];
-    ssize_t n = readlinkat(fd, "", target, sizeof target);
-    if (n > 0) inode.set_symlink_target(std::string(target, static_cast<size_t>(n)));
-  }
-  close(fd);
-  // Chunks hashed while the file was written and not stored yet: stored
-  // after the record, whatever happens to it (the hold keeps the crash mark).
-  Deferred deferred;
-  struct KeepAfter {
-    ViewRecorder* r;
-    const std::string& path;
-    ino_t ino;
-    Deferred& chunks;
-    bool held = false;
-    ~KeepAfter() {
-      if (chunks.empty()) return;
-      if (!held) (void)r->store_.HoldChunkMark();
-      r->prehasher_->Keep(path, ino, std::move(chunks));
-    }
-  } keep_after{this, path, st.st_ino, deferred};
-  Result<Record> held = store_.Get(path, Cf::kNs);
-  v1::Inode old;
-  bool have_old = held.ok() && old.ParseFromString(held->value);
-  if (S_ISREG(st.st_mode) && stub) {
-    if (stub->size() != inode.size()) {
-      spdlog::warn("view recorder: the stub at /{} changed size without its content; not recorded", path);
-      return -1;
-    }
-    *inode.mutable_chunks() = stub->chunks();
-  } else if (S_ISREG(st.st_mode)) {
-    bool same_content = have_old && old.type() == v1::FILE_TYPE_REGULAR && old.size() == inode.size() &&
-                        old.mtime_ns() == inode.mtime_ns();
-    if (same_content && !content_changed) {
-      *inode.mutable_chunks() = old.chunks();
-    } else if (!HashContent(path, &inode, sync ? nullptr : &deferred)) {
-      return -1;  // vanished or unreadable meanwhile: its own events follow
-    }
-  }
-  bool same_chunks = have_old && old.chunks_size() == inode.chunks_size() &&
-                     std::equal(old.chunks().begin(), old.chunks().end(), inode.chunks().begin());
-  // What the store now holds, if the entry did not change while we looked.
-  auto note = [&] {
-    struct stat now;
-    if (materializer_ != nullptr && fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-        now.st_ino == st.st_ino && now.st_size == st.st_size && now.st_ctim.tv_sec == st.st_ctim.tv_sec &&
-        now.st_ctim.tv_nsec == st.st_ctim.tv_nsec && now.st_mtim.tv_sec == st.st_mtim.tv_sec &&
-        now.st_mtim.tv_nsec == st.st_mtim.tv_nsec)
-      materializer_->NoteRecorded(path, st);
-  };
-  if (have_old && SameState(old, inode) && same_chunks && !sync) {
-    note();
-    return static_cast<int64_t>(inode.size());
-  }
-  if (!deferred.empty()) {
-    if (Status h = store_.HoldChunkMark(); !h.ok())
-      spdlog::error("view recorder: cannot mark chunks of {} as unstored: {}", path, h.ToString());
-    keep_after.held = true;  // (a failed hold is released all the same)
-  }
-  Result<Version> v = store_.Put(path, inode.SerializeAsString(), sync, Cf::kNs);
-  if (!v.ok()) {
-    spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
-    return -1;
-  }
-  note();
-  ++recorded_;
-  spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
-  return static_cast<int64_t>(inode.size());
-}
-
-void ViewRecorder::TombstonePath(const std::string& path) {
-  std::lock_guard lock(record_mu_);
-  ForgetSymlinks(path);
-  std::vector<std::string> keys{path};
-  std::string after;
-  for (;;) {  // everything below a removed directory goes with it
-    Result<ScanPage> page = store_.Scan(path + "/", after, StoreLimits::kMaxScanLimit, true, Cf::kNs);
-    if (!page.ok()) break;
-    for (auto& e : page->entries) {
-      // Not a peer's addition that this view never showed (it arrived, and
-      // was not yet put in place): no program here removed it. It stays,
-      // and TreeRepair revives the directory for it (an addition wins).
-      if (materializer_ != nullptr && e.record.version.node != store_.node_id() && !materializer_->WasPlaced(e.key))
-        continue;
-      keys.push_back(e.key);
-    }
-    if (!page->more) break;
-    after = page->entries.back().key;
-  }
-  if (materializer_ != nullptr) materializer_->Gone(path);
-  // Deepest first, the directory last (reverse key order puts every entry
-  // before the directories above it): a peer that has a directory's tombstone
-  // has those of the entries its remover knew of (TreeRepair relies on it).
-  for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
-    bool existed = false;
-    if (store_.Get(*k, Cf::kNs).ok() && store_.Delete(*k, false, &existed, Cf::kNs).ok()) ++recorded_;
-  }
-}
-
-void ViewRecorder::FullScan() {
-  ++rescans_;
-  unwatched_ = 0;
-  ObstacleMayBeGone();  // events were lost: any may have been the one
-  if (guard_ != nullptr) {  // counted anew as the scan records them
-    std::lock_guard lock(record_mu_);
-    symlinks_.clear();
-    guard_->SetKnown(0);
-  }
-  // What peers sent must be in the view before "not in the view" can mean "removed here".
-  if (materializer_ != nullptr) materializer_->Drain();
-  HlcTimestamp scan_start = store_.clock().Last();
-  std::unordered_map<std::string, bool> seen;
-  WatchTree("", &seen);
-  // What the store holds but the view no longer has was removed while we were not looking.
-  std::vector<std::string> gone;
-  std::string after;
-  for (;;) {
-    Result<ScanPage> page = store_.Scan("", after, StoreLimits::kMaxScanLimit, true, Cf::kNs);
-    if (!page.ok()) break;
-    for (auto& e : page->entries)
-      if (!seen.count(e.key)) gone.push_back(e.key);
-    if (!page->more) break;
-    after = page->entries.back().key;
-  }
-  for (const std::string& k : gone) {
-    // Made after the listing (fsync's RecordNow, or an event not yet read): keep it.
-    int fd = OpenBeneath(root_fd_, k, O_PATH);
-    if (fd >= 0) {
-      close(fd);
-      continue;
-    }
-    // Written since the scan began: not removed.
-    Result<Record> r = store_.Get(k, Cf::kNs);
-    if (r.ok() && r->version.hlc > scan_start) continue;
-    // A peer's entry we never placed (not yet, or it cannot be: a fifo) was
-    // not removed here either.
-    if (r.ok() && r->version.node != store_.node_id() && materializer_ != nullptr && !materializer_->WasPlaced(k))
-      continue;
-    TombstonePath(k);
-  }
-}
-
-}  // namespace onebox
-
-namespace onebox {
-
-void ViewRecorder::NoteSymlink(const std::string& path, bool is_symlink) {
-  if (guard_ == nullptr) return;
-  std::lock_guard lock(record_mu_);
-  bool changed = is_symlink ? symlinks_.insert(path).second : symlinks_.erase(path) > 0;
-  if (changed) guard_->SetKnown(symlinks_.size());
-}
-
-void ViewRecorder::ForgetSymlinks(const std::string& path) {
-  if (guard_ == nullptr) return;
-  std::lock_guard lock(record_mu_);
-  std::string below = path + "/";
-  size_t before = symlinks_.size();
-  symlinks_.erase(path);
-  symlinks_.erase(symlinks_.lower_bound(below), symlinks_.lower_bound(path + "0"));  // '0' follows '/'
-  if (symlinks_.size() != before) guard_->SetKnown(symlinks_.size());
-}
-
-bool ViewRecorder::MountsChanged() {
-  // poll() says POLLPRI once per change of the mount table (and resets it):
-  // the loop's poll or this one, whichever looks first.
-  pollfd p{mounts_fd_, POLLPRI, 0};
-  if (mounts_fd_ < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLPRI | POLLERR))) return false;
-  OnMountsChanged();
-  return true;
-}
-
-void ViewRecorder::OnMountsChanged() {
-  // Something may be mounted in the view now (a symlink below it, or one
-  // leading out): prove it anew. Or a mount point that stopped the last
-  // proof may be gone.
-  spdlog::debug("view recorder: the mount table changed");
-  guard_->Unprove();
-  ObstacleMayBeGone();
-  // A symlink we saw through a mount that is gone now has left the view
-  // without an event: look at each again (else the count waits for it).
-  std::vector<std::string> known;
-  {
-    std::lock_guard lock(record_mu_);
-    known.assign(symlinks_.begin(), symlinks_.end());
-  }
-  for (const std::string& path : known) RecordPath(path, /*content_changed=*/false);
-}
-
-void ViewRecorder::ObstacleMayBeGone() {
-  if (guard_ == nullptr || obstacle_.empty()) return;
-  obstacle_.clear();
-  guard_->RetryProofSoon();
-}
-
-void ViewRecorder::TryProof(uint64_t raises) {
-  // The argument is in nodeagent/view/symlink_guard.h (3).
-  auto t0 = SymlinkGuard::Clock::now();
-  if (!guard_->LockForProof()) {  // a shim is making a symlink: no use walking now
-    guard_->ProofFailed(SymlinkGuard::Clock::duration::zero());
-    return;
-  }
-  guard_->UnlockAfterProof();  // the walk runs unlocked: symlink() waits only for the end
-  ++walks_;
-  int root = OpenBeneath(root_fd_, "", O_RDONLY | O_DIRECTORY);
-  Walk walk = root >= 0 ? NoSymlinkBelow(root, "", 0) : Walk::kFailed;
-  bool none = walk == Walk::kClean;
-  // Everything queued while we walked: a move or a creation may have hidden
-  // a symlink from the walk; an overflow may have hidden a move.
-  bool moved = false;
-  ReadEvents(&moved);
-  // A mount made meanwhile on a directory walked already (the walk saw its old content).
-  if (MountsChanged()) moved = true;
-  // Under the write lock (no shim between its lock and its unlock), with
-  // nothing queued since: what came meanwhile is handled unlocked, then again.
-  for (int tries = 0; none && !moved && unwatched_ == 0 && tries < 8; ++tries) {
-    if (!guard_->LockForProof()) break;  // a shim is making a symlink
-    int queued = -1;
-    if (ioctl(inotify_fd_, FIONREAD, &queued) == 0 && queued == 0) {
-      bool proven = guard_->CommitProof(raises, SymlinkGuard::Clock::now() - t0);  // backs off itself if not
-      guard_->UnlockAfterProof();
-      if (proven) spdlog::debug("view recorder: the view holds no symlink");
-      return;
-    }
-    guard_->UnlockAfterProof();
-    ReadEvents(&moved);
-    if (MountsChanged()) moved = true;
-  }
-  if (walk == Walk::kObstacle && !obstacle_.empty()) {
-    // Walking again finds it again: not before an event says it may be gone.
-    spdlog::info("view recorder: /{} keeps stat on the confined lookup (cannot prove the view free of symlinks)",
-                 obstacle_);
-    guard_->ProofBlocked(SymlinkGuard::Clock::now() - t0);
-  } else {
-    guard_->ProofFailed(SymlinkGuard::Clock::now() - t0);
-  }
-}
-
-namespace {
-
-// Where a directory is: its inode and mount (the device where the kernel
-// cannot say the mount).
-struct DirId {
-  uint64_t ino = 0, mount = 0;
-};
-bool IdentifyDir(int fd, DirId* id) {
-  struct statx stx;
-  if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID, &stx) != 0) return false;
-  id->ino = stx.stx_ino;
-  id->mount = (stx.stx_mask & STATX_MNT_ID) ? stx.stx_mnt_id : (uint64_t{stx.stx_dev_major} << 32 | stx.stx_dev_minor);
-  return true;
-}
-
-}  // namespace
-
-// dir_fd: an open directory of the view (taken: closed here), at path. Lists
-// it whole, then each subdirectory, opened by name and checked to be the
-// inode the listing named (a directory renamed meanwhile is not followed
-// elsewhere) on the same mount.
-ViewRecorder::Walk ViewRecorder::NoSymlinkBelow(int dir_fd, const std::string& path, int depth) {
-  if (depth >= 512) {  // deeper than we go: until it changes
-    close(dir_fd);
-    obstacle_ = path;
-    return Walk::kObstacle;
-  }
-  DirId self;
-  DIR* d = IdentifyDir(dir_fd, &self) ? fdopendir(dir_fd) : nullptr;
-  if (d == nullptr) {
-    close(dir_fd);
-    return Walk::kFailed;
-  }
-  std::vector<std::pair<std::string, ino_t>> subdirs;
-  Walk result = Walk::kClean;
-  errno = 0;
-  while (dirent* e = readdir(d)) {
-    std::string_view name(e->d_name);
-    if (name == "." || name == "..") continue;
-    if (depth == 0 && IsAgentEntry(name)) continue;  // never a cluster path
-    unsigned char type = e->d_type;
-    if (type == DT_UNKNOWN) {
-      struct stat st;
-      if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        result = Walk::kFailed;
-        break;
-      }
-      type = IFTODT(st.st_mode);
-    }
-    if (type == DT_LNK) {
-      result = Walk::kFailed;
-      break;
-    }
-    if (type == DT_DIR) subdirs.emplace_back(std::string(name), e->d_ino);
-  }
-  if (errno != 0) result = Walk::kFailed;
-  for (size_t i = 0; result == Walk::kClean && i < subdirs.size(); ++i) {
-    std::string sub_path = JoinKey(path, subdirs[i].first);
-    int sub = openat(dirfd(d), subdirs[i].first.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DirId id;
-    if (sub < 0 || !IdentifyDir(sub, &id)) {
-      // One we may not list stays so until its mode, owner or place changes.
-      bool denied = sub < 0 && (errno == EACCES || errno == EPERM);
-      if (sub >= 0) close(sub);
-      if (denied) obstacle_ = sub_path;
-      result = denied ? Walk::kObstacle : Walk::kFailed;
-      break;
-    }
-    if (id.mount != self.mount || id.ino != subdirs[i].second) {
-      // A mount point (its listing named the directory below it) stays one
-      // until the mount table changes; another inode was renamed there meanwhile.
-      close(sub);
-      if (id.mount != self.mount) obstacle_ = sub_path;
-      result = id.mount != self.mount ? Walk::kObstacle : Walk::kFailed;
-      break;
-    }
-    result = NoSymlinkBelow(sub, sub_path, depth + 1);
-  }
-  closedir(d);
-  return result;
 }
 
 }  // namespace onebox

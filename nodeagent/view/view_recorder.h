@@ -3,15 +3,24 @@
 // directory of the view, so a file written through any fd, inherited across
 // exec, redirected by a shell, or closed by the process's exit, is recorded
 // when its last writer closes it (IN_CLOSE_WRITE). Content is hashed in 1 MiB
-// chunks (SHA-256) into the chunks family. A full scan at start and after an
+// chunks (SHA-256) into the chunks family; big files are hashed while they
+// are written (view/chunk_prehasher.h). A full scan at start and after an
 // inotify queue overflow records what the events could not say (changes made
 // while the agent was down) and tombstones what is gone.
+//
+// Changes the materializer made (peers' versions) are not recorded again:
+// the ledger (view/view_ledger.h) says which they are. With a symlink guard,
+// the recorder tells it the symlinks it sees, and proves the view free of
+// them when it can (view/symlink_guard.h).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -21,7 +30,7 @@
 #include "consistency/store.h"
 #include "nodeagent/view/chunk_prehasher.h"
 #include "nodeagent/view/symlink_guard.h"
-#include "nodeagent/view/view_materializer.h"
+#include "nodeagent/view/view_ledger.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -29,13 +38,12 @@ namespace onebox {
 class ViewRecorder {
  public:
   // view_root must exist. Scans it, then follows its changes on a thread.
-  // With a materializer, entries it put in the view are not recorded again,
-  // and recording takes its view mutex. With a guard, the recorder tells it
-  // the symlinks it sees, and proves the view free of them when it can
-  // (nodeagent/view/symlink_guard.h).
-  static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store,
-                                                     ViewMaterializer* materializer = nullptr,
-                                                     SymlinkGuard* guard = nullptr);
+  // settle (optional) returns once the peers' changes applied so far are in
+  // the view (the materializer's Drain): a full scan waits for it before it
+  // takes "not in the view" for "removed here".
+  static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store, ViewLedger& ledger,
+                                                     SymlinkGuard* guard = nullptr,
+                                                     std::function<void()> settle = {});
   ~ViewRecorder();
   void Stop();
 
@@ -45,8 +53,8 @@ class ViewRecorder {
   // may create entries in (mode 1777, like /tmp). Returns the view root.
   Result<std::string> EnsureRoot(const std::string& root);
 
-  // Records path (below the view root) now, its content included, with a
-  // synced write: what fsync() promises. Safe to call from any thread.
+  // Records path (an ns key) now, its content included, with a synced write:
+  // what fsync() promises. Returns the size recorded. Safe from any thread.
   Result<uint64_t> RecordNow(const std::string& path);
 
   const std::string& view_root() const { return view_root_; }
@@ -59,28 +67,65 @@ class ViewRecorder {
   uint64_t hashed_ahead() const { return hashed_ahead_; }  // chunks a close took as hashed while written
 
  private:
-  ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
-               ViewMaterializer* materializer, SymlinkGuard* guard);
+  // What happened to an entry, as far as recording it goes.
+  enum class Change {
+    kCreated,         // IN_CREATE: made just now; its content comes with its close
+    kContentChanged,  // a close after writing, a move in, a file idle since it was made
+    kMetadata,        // IN_ATTRIB, a scan, a mount change: content as recorded unless size or mtime moved
+    kFsync,           // fsync's RecordNow: content hashed, the record synced and always written
+  };
+  // Chunks (index, as hashed ahead) a record names before they are stored.
+  using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;
+
+  ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store, ViewLedger& ledger,
+               SymlinkGuard* guard, std::function<void()> settle);
   void Loop();
   // Handles what the inotify fd holds now. *moved (if given): an entry was
   // created or moved, or events were lost (a symlink-free proof is void).
   void ReadEvents(bool* moved = nullptr);
   void HandleEvents(const char* buf, size_t len, bool* moved = nullptr);
+  // One event about path (in a watched directory).
+  void HandleEvent(const std::string& path, uint32_t mask);
   // Watches dir (relative to the view root, "" for the root) and everything
   // below it, recording each entry. seen, if given, collects recorded paths.
   void WatchTree(const std::string& dir, std::unordered_map<std::string, bool>* seen);
   void Unwatch(const std::string& dir);  // dir and below
-  // Records what is at path now: an inode, or a tombstone when nothing is.
-  // Returns the size recorded (0 for non-files), or -1 when nothing was.
-  // created: an IN_CREATE event.
-  int64_t RecordPath(const std::string& path, bool content_changed, bool sync = false, bool created = false);
+
+  // Records what is at path now: an inode, or a tombstone when nothing is
+  // there. Ok with the size recorded (0 for non-files), also when nothing
+  // changed; NotFound when the entry is gone (tombstoned); Unavailable when
+  // it is left for later (a file made with content: its close, or the
+  // prehasher once it is idle); another error when it could not be read or
+  // written (its own next events, or the next full scan, record it).
+  Result<uint64_t> RecordPath(const std::string& path, Change change);
+  // RecordPath for the event loop and the scans: a failure is logged, and
+  // left to the entry's next event or the next full scan.
+  void Follow(const std::string& path, Change change);
+  // The record of what st (fd) shows, its content aside.
+  static v1::Inode InodeOf(int fd, const struct stat& st);
+  // The content's chunks into inode: a stub's from its mark, an unchanged
+  // file's from the record held, else hashed (deferred: see Deferred).
+  Status FillContent(const std::string& path, Change change, const std::optional<v1::Inode>& stub,
+                     const v1::Inode* held, v1::Inode* inode, Deferred* deferred);
+  // Writes inode as path's record unless the store holds the same already.
+  Result<uint64_t> WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode,
+                               const std::optional<v1::Inode>& stub, Change change);
+  // Tells the ledger that path, as st showed it, is recorded, if it still shows so.
+  void LedgerRecorded(const std::string& path, const struct stat& st);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
-  // Chunks (index, as hashed ahead) a record names before they are stored.
-  using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;
   // Hashes path's content into inode; with deferred, chunks hashed ahead are
   // not stored but listed there (for ChunkPrehasher::Keep), else stored.
-  bool HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred = nullptr);
+  Status HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred = nullptr);
+  // Hashes (and stores) fd's chunks; a chunk in ahead whose bytes still match is taken as is.
+  Status HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead = {},
+                Deferred* deferred = nullptr);
+  // After a crash (Store::ChunksMayBeLost): stores again, from the view, the
+  // chunks that records name and the store lost, where the view file is still
+  // the recorded version.
+  void RepairLostChunks();
+
+  // The symlink guard's side (view_recorder_symlinks.cc).
   // The symlinks the recorder knows in the view (guard_ only).
   void NoteSymlink(const std::string& path, bool is_symlink);
   void ForgetSymlinks(const std::string& path);  // path and everything below
@@ -90,20 +135,7 @@ class ViewRecorder {
   // Whether the mount table changed since the last look (then the count is up).
   bool MountsChanged();
   void OnMountsChanged();
-  enum class Walk {
-    kClean,     // no symlink below
-    kFailed,    // a symlink, or a change while we walked: try again soon
-    kObstacle,  // what the walk cannot pass (obstacle_): try again when it may be gone
-  };
-  Walk NoSymlinkBelow(int dir_fd, const std::string& path, int depth);
   void ObstacleMayBeGone();
-  // Hashes (and stores) fd's chunks; a chunk in ahead whose bytes still match is taken as is.
-  bool HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead = {},
-              Deferred* deferred = nullptr);
-  // After a crash (Store::ChunksMayBeLost): stores again, from the view, the
-  // chunks that records name and the store lost, where the view file is still
-  // the recorded version.
-  void RepairLostChunks();
 
   std::string view_root_;
   int root_fd_;
@@ -111,10 +143,13 @@ class ViewRecorder {
   int inotify_fd_;
   int wake_fd_;
   Store& store_;
+  ViewLedger& ledger_;
+  std::recursive_mutex& record_mu_;  // the ledger's view mutex: RecordPath and TombstonePath, from any thread
+  SymlinkGuard* guard_;
+  std::function<void()> settle_;
   std::thread thread_;
   std::unordered_map<int, std::string> wd_to_dir_;
   std::vector<char> event_buf_;
-  SymlinkGuard* guard_;
   std::set<std::string> symlinks_;  // under record_mu_
   uint64_t unwatched_ = 0;  // directories inotify_add_watch failed on, since the last full scan
   // What stopped the last proof and will stop the next (a mount point, a
@@ -124,11 +159,7 @@ class ViewRecorder {
   std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
   std::atomic<uint64_t> rescans_{0};
-  ViewMaterializer* materializer_;
-  std::unique_ptr<ChunkPrehasher> prehasher_;
-  std::recursive_mutex own_mu_;
-  std::recursive_mutex& record_mu_;  // RecordPath and TombstonePath, from any thread
-  bool stopping_ = false;
+  std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.
   std::mutex sync_mu_;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,7 +15,7 @@
 #include <string>
 #include <thread>
 
-#include "nodeagent/sync/content_transfer.h"
+#include "consistency/digest.h"
 #include "tests/test_util.h"
 
 namespace onebox {
@@ -32,10 +33,7 @@ class PrehasherTest : public ::testing::Test {
     Result<std::unique_ptr<Store>> s = Store::Open({.path = dir_.path() + "/store", .node_id = 1});
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
-    prehasher_ = std::make_unique<ChunkPrehasher>(root_fd_, *store_, [this](const std::string& p) {
-      std::lock_guard lock(mu_);
-      recorded_.push_back(p);
-    });
+    prehasher_ = std::make_unique<ChunkPrehasher>(root_fd_, *store_);
   }
   void TearDown() override {
     prehasher_.reset();
@@ -63,8 +61,14 @@ class PrehasherTest : public ::testing::Test {
   int root_fd_ = -1;
   std::unique_ptr<Store> store_;
   std::unique_ptr<ChunkPrehasher> prehasher_;
-  std::mutex mu_;
-  std::vector<std::string> recorded_;
+  std::vector<std::string> recorded_;  // what TakeIdle handed back
+
+  // Takes what the prehasher hands back, as the recorder does when idle_fd() is readable.
+  void TakeIdle() {
+    pollfd p{prehasher_->idle_fd(), POLLIN, 0};
+    if (poll(&p, 1, 0) == 1)
+      for (std::string& path : prehasher_->TakeIdle()) recorded_.push_back(std::move(path));
+  }
 };
 
 TEST_F(PrehasherTest, ChunksOfAGrowingFileAreHashedAheadAndCheckedAgainstTheBytesAtTheClose) {
@@ -128,13 +132,11 @@ TEST_F(PrehasherTest, AFileWithNoCloseToWaitForIsRecordedOnceItStopsChanging) {
     std::this_thread::sleep_for(100ms);
     ASSERT_EQ(write(fd, "d", 1), 1);
   }
-  {
-    std::lock_guard lock(mu_);
-    EXPECT_TRUE(recorded_.empty());
-  }
+  TakeIdle();
+  EXPECT_TRUE(recorded_.empty());
   close(fd);
   ASSERT_TRUE(Eventually([&] {
-    std::lock_guard lock(mu_);
+    TakeIdle();
     return recorded_ == std::vector<std::string>{"h"};
   }));
 }

@@ -133,7 +133,8 @@ class GuardedView : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s).value();
     guard_ = std::make_unique<SymlinkGuard>(page_.page, dir_ / "view");
-    Result<std::unique_ptr<ViewRecorder>> r = ViewRecorder::Start(dir_ / "view", *store_, nullptr, guard_.get());
+    ledger_ = std::make_unique<ViewLedger>(*store_, page_.page);
+    Result<std::unique_ptr<ViewRecorder>> r = ViewRecorder::Start(dir_ / "view", *store_, *ledger_, guard_.get());
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     recorder_ = std::move(r).value();
   }
@@ -156,6 +157,7 @@ class GuardedView : public ::testing::Test {
   Page page_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<SymlinkGuard> guard_;
+  std::unique_ptr<ViewLedger> ledger_;
   std::unique_ptr<ViewRecorder> recorder_;
 };
 
@@ -245,7 +247,7 @@ TEST_F(GuardedView, AProofHoldsTheLockOnlyAtItsEnd) {
   recorder_.reset();
   for (int i = 0; i < 100; ++i)
     for (int j = 0; j < 200; ++j) std::filesystem::create_directories(V(fmt::format("w/{}/{}", i, j)));
-  Result<std::unique_ptr<ViewRecorder>> r = ViewRecorder::Start(dir_ / "view", *store_, nullptr, guard_.get());
+  Result<std::unique_ptr<ViewRecorder>> r = ViewRecorder::Start(dir_ / "view", *store_, *ledger_, guard_.get());
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   recorder_ = std::move(r).value();
   ASSERT_TRUE(Eventually([&] { return Count() == 0; }, 60s));

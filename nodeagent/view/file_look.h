@@ -1,0 +1,50 @@
+// What one look at an entry of the view saw (fstat), and the comparisons the
+// view's parts make between two looks, or between a look and a recorded
+// version: written once here. Times are kept in nanoseconds, as the store's
+// inodes keep them.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <ctime>
+
+#include "onebox/v1/namespace.pb.h"
+
+namespace onebox {
+
+inline int64_t Ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+inline timespec Ts(int64_t ns) {
+  return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+}
+inline int64_t MtimeNs(const struct stat& st) { return Ns(st.st_mtim); }
+
+struct FileLook {
+  ino_t ino = 0;
+  off_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;  // moves with any change, content or metadata
+  mode_t mode = 0;       // permission bits
+  uid_t uid = 0;
+  gid_t gid = 0;
+
+  static FileLook Of(const struct stat& st) {
+    return {st.st_ino, st.st_size, Ns(st.st_mtim), Ns(st.st_ctim), static_cast<mode_t>(st.st_mode & 07777),
+            st.st_uid, st.st_gid};
+  }
+  // The same file, and nothing about it changed in between.
+  bool Unchanged(const FileLook& o) const {
+    return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns && mode == o.mode &&
+           uid == o.uid && gid == o.gid;
+  }
+  // The same file with the same content, as far as size and mtime tell.
+  bool SameContent(const FileLook& o) const { return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns; }
+};
+
+// Whether a file that st shows holds the version inode records: its size and
+// mtime (what a record of its content keeps).
+inline bool ShowsVersion(const struct stat& st, const v1::Inode& inode) {
+  return static_cast<uint64_t>(st.st_size) == inode.size() && MtimeNs(st) == inode.mtime_ns();
+}
+
+}  // namespace onebox

@@ -1,0 +1,169 @@
+#include "nodeagent/view/view_ledger.h"
+
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "consistency/digest.h"
+
+namespace onebox {
+
+namespace {
+
+// Every file the materializer places carries its path, inode number, size
+// and mtime as placed. A file that still matches was changed by nobody since,
+// whatever its ctime says: after a restart (the in-memory ledger is gone) it
+// is still ours, never a program's change to record, and a newer record may
+// replace it. A program that rewrites it in place changes its mtime; one that
+// replaces it changes its inode; one that moves or links it shows it under
+// another path.
+constexpr const char* kPlacedXattr = "user.onebox.placed";
+
+std::string PlacedMark(const std::string& path, const struct stat& st) {
+  return fmt::format("{}:{}:{}:{}", st.st_ino, st.st_size, MtimeNs(st), path);
+}
+
+std::string ProcPath(int fd) { return fmt::format("/proc/self/fd/{}", fd); }  // works for O_PATH descriptors too
+
+// What a stub's mark names: the hash of its content's description.
+std::string StubId(const v1::Inode& content) { return Sha256(content.SerializeAsString()); }
+std::string StubMetaKey(std::string_view id) { return "stub/" + HexOf(id); }
+
+}  // namespace
+
+void ViewLedger::Placed(const std::string& path, const struct stat& st) {
+  std::lock_guard lock(mu_);
+  left_[path] = {FileLook::Of(st), /*by_materializer=*/true};
+}
+
+void ViewLedger::NotPlaced(const std::string& path) {
+  std::lock_guard lock(mu_);
+  left_.erase(path);
+}
+
+void ViewLedger::MarkPlacement(int fd, const std::string& path) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return;
+  std::string mark = PlacedMark(path, st);
+  // Without extended attributes the mark is missing: after a restart such a
+  // file is taken for a program's (recorded again, as the same content).
+  (void)fsetxattr(fd, kPlacedXattr, mark.data(), mark.size(), 0);
+}
+
+Result<std::string> ViewLedger::RememberStubContent(const v1::Inode& inode) {
+  v1::Inode content;
+  content.set_size(inode.size());
+  *content.mutable_chunks() = inode.chunks();
+  std::string id = StubId(content);
+  if (Status s = store_.PutMeta(StubMetaKey(id), content.SerializeAsString(), false); !s.ok()) return s;
+  return id;
+}
+
+void ViewLedger::SetStub(const std::string& path, bool stub) {
+  std::lock_guard lock(mu_);
+  SetStubLocked(path, stub);
+}
+
+void ViewLedger::SetStubLocked(const std::string& path, bool stub) {
+  if (stub ? stubs_.insert(path).second : stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
+}
+
+void ViewLedger::Placeholder(const std::string& path) {
+  std::lock_guard lock(mu_);
+  placeholders_.insert(path);
+}
+
+void ViewLedger::PlaceholderFilled(const std::string& path) {
+  std::lock_guard lock(mu_);
+  placeholders_.erase(path);
+}
+
+void ViewLedger::Recorded(const std::string& path, const struct stat& st) {
+  std::lock_guard lock(mu_);
+  left_[path] = {FileLook::Of(st), /*by_materializer=*/false};
+}
+
+void ViewLedger::Gone(const std::string& path) {
+  std::lock_guard lock(mu_);
+  // The path and everything below it (a directory moved or removed).
+  std::string below = path + "/";
+  auto under = [&](const std::string& k) { return k == path || k.compare(0, below.size(), below) == 0; };
+  std::erase_if(left_, [&](const auto& kv) { return under(kv.first); });
+  std::erase_if(placeholders_, under);
+  if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
+}
+
+bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed) {
+  const FileLook now = FileLook::Of(st);
+  {
+    std::lock_guard lock(mu_);
+    auto it = left_.find(path);
+    if (it != left_.end()) {
+      const LeftAs& left = it->second;
+      if (left.look.Unchanged(now) && (left.by_materializer || !content_changed)) return true;
+      // A directory's ctime moves with its entries: what we set is what counts.
+      if (S_ISDIR(st.st_mode) && left.look.ino == now.ino && left.look.mode == now.mode && left.look.uid == now.uid &&
+          left.look.gid == now.gid)
+        return true;
+      left_.erase(it);  // changed by a program since
+    }
+    if (S_ISDIR(st.st_mode) && placeholders_.count(path)) {
+      if (!store_.Get(path, Cf::kNs).ok()) return true;  // no one's yet: its record will come
+      placeholders_.erase(path);
+    }
+  }
+  if (!S_ISREG(st.st_mode) || !IsStub(fd)) {
+    SetStub(path, false);
+    // Placed by us and unchanged since (the ledger forgot it: a restart): no
+    // program wrote it. If the store now holds a newer version, its own
+    // materialization replaces it.
+    return UnchangedSincePlaced(fd, st, path);
+  }
+  // A stub (ours from before a restart, or one a program moved, linked or
+  // touched): unchanged when it matches its record.
+  SetStub(path, true);
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  v1::Inode inode;
+  return rec.ok() && inode.ParseFromString(rec->value) && inode.type() == v1::FILE_TYPE_REGULAR &&
+         ShowsVersion(st, inode) && inode.mode() == now.mode &&
+         (geteuid() != 0 || (inode.uid() == now.uid && inode.gid() == now.gid));
+}
+
+bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct stat& st) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = left_.find(path);
+    if (it != left_.end() && it->second.look.Unchanged(FileLook::Of(st))) return true;
+    if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
+  }
+  // Placed by us (before a restart, say), and nobody changed it since.
+  return fd >= 0 && UnchangedSincePlaced(fd, st, path);
+}
+
+bool ViewLedger::SeenInView(const std::string& path) {
+  std::lock_guard lock(mu_);
+  return left_.count(path) > 0 || stubs_.count(path) > 0;
+}
+
+std::optional<v1::Inode> ViewLedger::StubContent(int fd) {
+  char id[64];
+  ssize_t n = getxattr(ProcPath(fd).c_str(), kStubXattr, id, sizeof id);
+  if (n != 32) return std::nullopt;
+  Result<std::string> held = store_.GetMeta(StubMetaKey(std::string_view(id, 32)));
+  v1::Inode content;
+  if (!held.ok() || !content.ParseFromString(*held)) return std::nullopt;
+  return content;
+}
+
+bool ViewLedger::IsStub(int fd) { return getxattr(ProcPath(fd).c_str(), kStubXattr, nullptr, 0) >= 0; }
+
+bool ViewLedger::UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path) {
+  if (!S_ISREG(st.st_mode)) return false;
+  std::string want = PlacedMark(path, st);
+  std::string mark(want.size() + 1, '\0');
+  ssize_t n = getxattr(ProcPath(fd).c_str(), kPlacedXattr, mark.data(), mark.size());
+  return n == static_cast<ssize_t>(want.size()) && mark.compare(0, want.size(), want) == 0;
+}
+
+}  // namespace onebox

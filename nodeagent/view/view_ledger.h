@@ -1,0 +1,101 @@
+// Who made each change in the view, and whether an entry is still as it was
+// left: the one owner of that knowledge in view/, so that data flows one way
+// (peers -> materializer -> view -> recorder -> store) and no part asks
+// another what it did.
+//
+// The materializer tells the ledger what it placed, and marks each file it
+// places (kPlacedXattr: its inode, size, mtime and path as placed), so that
+// "placed by us and unchanged since" survives a restart. The recorder tells
+// it what it recorded and what is gone. The recorder asks whether a change
+// it sees is the materializer's own (then there is nothing to record: the
+// store has that version already); the materializer asks whether an entry is
+// as the store last saw it (then a peer's newer version may replace it; one a
+// program changed since is newer, and the recorder records it). Stubs (files
+// whose content is elsewhere, marked kStubXattr) are counted here, on the
+// state page's `stubs`. The ledger's mutex is the view's: a materialization
+// and a recording never interleave.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "consistency/store.h"
+#include "nodeagent/view/file_look.h"
+#include "onebox/v1/namespace.pb.h"
+#include "proto/state_page.h"
+
+namespace onebox {
+
+class ViewLedger {
+ public:
+  ViewLedger(Store& store, StatePage& page) : store_(store), page_(page) {}
+
+  // Held by the recorder while it records and by the materializer while it
+  // changes the view.
+  std::recursive_mutex& view_mutex() { return view_mu_; }
+
+  // --- What the materializer did.
+  // Path was put in place, as st shows it (after the rename).
+  void Placed(const std::string& path, const struct stat& st);
+  // Path was put in place, but a program changed it at once: not ours.
+  void NotPlaced(const std::string& path);
+  // Marks a file about to be put at path (fd, in staging) as placed by us.
+  static void MarkPlacement(int fd, const std::string& path);
+  // Keeps the content a stub stands for; returns the id its mark carries.
+  Result<std::string> RememberStubContent(const v1::Inode& inode);
+  void SetStub(const std::string& path, bool stub);
+  // A directory made before its record came (no one's yet), or that record
+  // came and it is the store's now.
+  void Placeholder(const std::string& path);
+  void PlaceholderFilled(const std::string& path);
+
+  // --- What the recorder saw.
+  // The entry at path, as st shows it, is what the store now holds.
+  void Recorded(const std::string& path, const struct stat& st);
+  // Path and everything below it are gone from the view.
+  void Gone(const std::string& path);
+
+  // --- Questions.
+  // For the recorder: the entry at path (fd, as fstat shows it in st) is
+  // one the materializer put there and nobody changed since (or a stub of
+  // ours from before a restart). content_changed (a close after writing):
+  // only placements count, not what was recorded (timestamps may be too
+  // coarse to tell).
+  bool IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed = false);
+  // For the materializer: the entry at path (fd, st) is as the store knows
+  // it (placed by us, or recorded, and unchanged since), so last-writer-wins
+  // has decided already and a peer's newer version may replace it.
+  bool AsTheStoreSawIt(const std::string& path, int fd, const struct stat& st);
+  // Whether this run has seen path in the view: placed by the
+  // materializer, or recorded. A peer's entry not seen yet was removed by
+  // no program here.
+  bool SeenInView(const std::string& path);
+  // The content a stub's mark names (size and chunks), if fd is a stub of ours.
+  std::optional<v1::Inode> StubContent(int fd);
+  static bool IsStub(int fd);
+  // fd (at path, as st shows it) is a file the materializer placed and
+  // nobody changed since, by its mark: true across restarts.
+  static bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path);
+
+ private:
+  struct LeftAs {
+    FileLook look;
+    bool by_materializer;  // else recorded
+  };
+  void SetStubLocked(const std::string& path, bool stub);
+
+  Store& store_;
+  StatePage& page_;
+  std::recursive_mutex view_mu_;
+  std::mutex mu_;  // the sets below
+  std::unordered_map<std::string, LeftAs> left_;
+  std::unordered_set<std::string> stubs_;
+  std::unordered_set<std::string> placeholders_;
+};
+
+}  // namespace onebox
