@@ -111,18 +111,6 @@ void ShimServer::Stop() {
   if (lstat(path_.c_str(), &st) == 0 && st.st_ino == inode_) unlink(path_.c_str());
 }
 
-struct ShimServer::Connection {
-  int fd = -1;
-  uint64_t serial = 0;
-  bool waiting = false;   // a deferred answer is due: serve nothing else meanwhile
-  PeerCred peer;
-  std::string in;         // bytes received, from in_pos on not yet parsed
-  size_t in_pos = 0;
-  std::string out;        // answers, from out_pos on not yet sent
-  size_t out_pos = 0;
-  bool peer_closed = false;  // EOF seen: answer what came, then close
-  size_t pending_out() const { return out.size() - out_pos; }
-};
 
 bool ShimServer::Serve(Connection& c) {
   uint32_t len = 0;
@@ -252,139 +240,143 @@ bool ShimServer::Flush(Connection& c) {
   return true;
 }
 
+void ShimServer::Watch(int fd, uint32_t events, int op) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  epoll_ctl(epoll_fd_, op, fd, &ev);
+}
+
+void ShimServer::Forget(uint64_t serial) {
+  // Gone from the live set before the close handler runs: a reply that then
+  // finds its connection live will see the handler run after it.
+  {
+    std::lock_guard lock(live_mu_);
+    live_.erase(serial);
+  }
+  if (on_close_) on_close_(serial);
+}
+
+void ShimServer::Drop(int fd) {
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  close(fd);
+  auto it = conns_.find(fd);
+  if (it == conns_.end()) return;
+  uint64_t serial = it->second.serial;
+  conns_.erase(it);
+  Forget(serial);
+}
+
+void ShimServer::AcceptAll() {
+  for (;;) {
+    int cfd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (cfd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        spdlog::warn("shim server: cannot accept ({}); pausing new connections for 100 ms", strerror(errno));
+        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        accept_paused_ = true;
+      }
+      return;
+    }
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      close(cfd);
+      continue;
+    }
+    Connection& c = conns_[cfd];
+    c.fd = cfd;
+    c.serial = next_serial_++;
+    {
+      std::lock_guard lock(live_mu_);
+      live_.insert(c.serial);
+    }
+    c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
+    Watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
+    spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
+  }
+}
+
+bool ShimServer::Rearm(Connection& c) {
+  if (c.peer_closed && c.pending_out() == 0 && !c.waiting) return false;  // done with it
+  // Read only while the client keeps up with its answers and none is due; after EOF only write.
+  uint32_t want = 0;
+  if (!c.peer_closed && !c.waiting && c.pending_out() <= kMaxShimPendingOutBytes) want |= EPOLLIN;
+  if (c.pending_out() > 0) want |= EPOLLOUT;
+  Watch(c.fd, want, EPOLL_CTL_MOD);
+  return true;
+}
+
+void ShimServer::TakeDelivered() {
+  uint64_t count;
+  [[maybe_unused]] ssize_t r = read(wake_fd_, &count, sizeof count);
+  std::vector<Delivered> ready;
+  {
+    std::lock_guard lock(delivered_mu_);
+    ready.swap(delivered_);
+  }
+  for (Delivered& d : ready) {
+    auto it = conns_.find(d.fd);
+    if (it == conns_.end() || it->second.serial != d.serial) continue;  // the client left meanwhile
+    Connection& c = it->second;
+    c.waiting = false;
+    bool ok = Queue(c, d.resp, -1) && Flush(c);
+    if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= kShimFrameHeaderBytes)
+      ok = Serve(c) && Flush(c);
+    if (!ok || !Rearm(c)) Drop(d.fd);
+  }
+}
+
+void ShimServer::OnEvent(int fd, uint32_t events) {
+  auto it = conns_.find(fd);
+  if (it == conns_.end()) return;
+  Connection& c = it->second;
+  bool ok = true;
+  if (events & EPOLLERR) ok = false;
+  // Gone entirely while its answer is being prepared: nobody to give it to.
+  if (c.waiting && (events & EPOLLHUP)) ok = false;
+  if (ok && !c.peer_closed && !c.waiting && (events & (EPOLLIN | EPOLLHUP))) ok = OnReadable(c);
+  if (ok) ok = Flush(c);
+  // Frames held back while the client was behind are answered once it catches up.
+  if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= kShimFrameHeaderBytes)
+    ok = Serve(c) && Flush(c);
+  // Done with a client that closed its side once everything owed is sent.
+  if (!ok || !Rearm(c)) Drop(fd);
+}
+
 void ShimServer::Loop() {
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  if (ep < 0) {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) {
     spdlog::error("shim server: epoll_create1: {}", strerror(errno));
     return;
   }
-  auto watch = [ep](int fd, uint32_t events, int op) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.fd = fd;
-    epoll_ctl(ep, op, fd, &ev);
-  };
-  watch(listen_fd_, EPOLLIN, EPOLL_CTL_ADD);
-  watch(wake_fd_, EPOLLIN, EPOLL_CTL_ADD);
-  std::unordered_map<int, Connection> conns;
-  bool accept_paused = false;  // out of fds: stop accepting for a moment instead of spinning
-
-  // Gone from the live set before the close handler runs: a reply that then
-  // finds its connection live will see the handler run after it.
-  auto forget = [&](uint64_t serial) {
-    {
-      std::lock_guard lock(live_mu_);
-      live_.erase(serial);
-    }
-    if (on_close_) on_close_(serial);
-  };
-  auto drop = [&](int fd) {
-    epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
-    close(fd);
-    auto it = conns.find(fd);
-    if (it == conns.end()) return;
-    uint64_t serial = it->second.serial;
-    conns.erase(it);
-    forget(serial);
-  };
-  auto accept_all = [&] {
-    for (;;) {
-      int cfd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (cfd < 0) {
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          spdlog::warn("shim server: cannot accept ({}); pausing new connections for 100 ms", strerror(errno));
-          epoll_ctl(ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
-          accept_paused = true;
-        }
-        return;
-      }
-      ucred cred{};
-      socklen_t len = sizeof cred;
-      if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        close(cfd);
-        continue;
-      }
-      Connection& c = conns[cfd];
-      c.fd = cfd;
-      c.serial = next_serial_++;
-      {
-        std::lock_guard lock(live_mu_);
-        live_.insert(c.serial);
-      }
-      c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
-      watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
-      spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
-    }
-  };
-
-  // Whether c still has something to do, and what to wait for on it.
-  auto rearm = [&](Connection& c) -> bool {
-    if (c.peer_closed && c.pending_out() == 0 && !c.waiting) return false;  // done with it
-    // Read only while the client keeps up with its answers and none is due; after EOF only write.
-    uint32_t want = 0;
-    if (!c.peer_closed && !c.waiting && c.pending_out() <= kMaxShimPendingOutBytes) want |= EPOLLIN;
-    if (c.pending_out() > 0) want |= EPOLLOUT;
-    watch(c.fd, want, EPOLL_CTL_MOD);
-    return true;
-  };
-
+  Watch(listen_fd_, EPOLLIN, EPOLL_CTL_ADD);
+  Watch(wake_fd_, EPOLLIN, EPOLL_CTL_ADD);
   epoll_event events[64];
   while (!stopping_.load()) {
-    int n = epoll_wait(ep, events, 64, accept_paused ? 100 : -1);
+    int n = epoll_wait(epoll_fd_, events, 64, accept_paused_ ? 100 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("shim server: epoll_wait: {}", strerror(errno));
       break;
     }
-    if (accept_paused) {
-      accept_paused = false;
-      watch(listen_fd_, EPOLLIN, EPOLL_CTL_ADD);
+    if (accept_paused_) {
+      accept_paused_ = false;
+      Watch(listen_fd_, EPOLLIN, EPOLL_CTL_ADD);
     }
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
-      if (fd == wake_fd_) {
-        uint64_t count;
-        [[maybe_unused]] ssize_t r = read(wake_fd_, &count, sizeof count);
-        std::vector<Delivered> ready;
-        {
-          std::lock_guard lock(delivered_mu_);
-          ready.swap(delivered_);
-        }
-        for (Delivered& d : ready) {
-          auto it = conns.find(d.fd);
-          if (it == conns.end() || it->second.serial != d.serial) continue;  // the client left meanwhile
-          Connection& c = it->second;
-          c.waiting = false;
-          bool ok = Queue(c, d.resp, -1) && Flush(c);
-          if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= kShimFrameHeaderBytes) ok = Serve(c) && Flush(c);
-          if (!ok || !rearm(c)) drop(d.fd);
-        }
-        continue;
-      }
-      if (fd == listen_fd_) {
-        accept_all();
-        continue;
-      }
-      auto it = conns.find(fd);
-      if (it == conns.end()) continue;
-      Connection& c = it->second;
-      bool ok = true;
-      if (events[i].events & EPOLLERR) ok = false;
-      // Gone entirely while its answer is being prepared: nobody to give it to.
-      if (c.waiting && (events[i].events & EPOLLHUP)) ok = false;
-      if (ok && !c.peer_closed && !c.waiting && (events[i].events & (EPOLLIN | EPOLLHUP))) ok = OnReadable(c);
-      if (ok) ok = Flush(c);
-      // Frames held back while the client was behind are answered once it catches up.
-      if (ok && c.pending_out() <= kMaxShimPendingOutBytes && c.in.size() >= kShimFrameHeaderBytes) ok = Serve(c) && Flush(c);
-      // Done with a client that closed its side once everything owed is sent.
-      if (!ok || !rearm(c)) drop(fd);
+      if (fd == wake_fd_) TakeDelivered();
+      else if (fd == listen_fd_) AcceptAll();
+      else OnEvent(fd, events[i].events);
     }
   }
-  for (auto& [fd, c] : conns) {
+  for (auto& [fd, c] : conns_) {
     close(fd);
-    forget(c.serial);
+    Forget(c.serial);
   }
-  close(ep);
+  conns_.clear();
+  close(epoll_fd_);
 }
 
 }  // namespace onebox

@@ -89,10 +89,29 @@ class ShimServer {
   void Stop();
 
  private:
-  struct Connection;
+  struct Connection {
+    int fd = -1;
+    uint64_t serial = 0;
+    bool waiting = false;   // a deferred answer is due: serve nothing else meanwhile
+    PeerCred peer;
+    std::string in;         // bytes received, from in_pos on not yet parsed
+    size_t in_pos = 0;
+    std::string out;        // answers, from out_pos on not yet sent
+    size_t out_pos = 0;
+    bool peer_closed = false;  // EOF seen: answer what came, then close
+    size_t pending_out() const { return out.size() - out_pos; }
+  };
   ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler, CloseHandler on_close);
   bool Connected(uint64_t serial);
   void Loop();
+  // The loop's steps (loop thread only).
+  void Watch(int fd, uint32_t events, int op);
+  void AcceptAll();
+  void TakeDelivered();                       // answers given from other threads
+  void OnEvent(int fd, uint32_t events);      // a client connection's
+  bool Rearm(Connection& c);                  // false: done with it
+  void Drop(int fd);
+  void Forget(uint64_t serial);               // gone from the live set, then the close handler
   // Reads what the socket has (bounded per call) and answers whole frames.
   // Returns false when the connection must be closed now.
   bool OnReadable(Connection& c);
@@ -103,7 +122,6 @@ class ShimServer {
   bool Queue(Connection& c, const v1::ShimResponse& resp, int attach_fd);
   friend class ShimReply;
   void Deliver(int fd, uint64_t serial, v1::ShimResponse resp);  // any thread
-  void TakeDelivered(std::unordered_map<int, Connection>& conns, int ep);
 
   std::string path_;
   ino_t inode_;  // of our socket file: Stop() removes the path only if it is still ours
@@ -115,7 +133,11 @@ class ShimServer {
   std::unordered_set<uint64_t> live_;  // serials of the open connections
   std::atomic<bool> stopping_{false};
   std::thread thread_;
-  uint64_t next_serial_ = 1;  // loop thread only
+  // The loop thread's own.
+  int epoll_fd_ = -1;
+  std::unordered_map<int, Connection> conns_;
+  bool accept_paused_ = false;  // out of fds: stop accepting for a moment instead of spinning
+  uint64_t next_serial_ = 1;
   struct Delivered {
     int fd;
     uint64_t serial;
