@@ -119,6 +119,26 @@ bool Replicator::NextBatch(const std::string& node_id, const std::string& addres
   return true;
 }
 
+void Replicator::SkipPastRetention(const std::string& node_id, uint64_t* sent) {
+  if (*sent + 1 >= store_.FirstLogSeq()) return;
+  spdlog::info("replication: {} was away past the log's retention (entries {} to {} are gone); "
+               "anti-entropy repairs what it missed",
+               node_id, *sent + 1, store_.FirstLogSeq() - 1);
+  *sent = store_.FirstLogSeq() - 1;
+  std::lock_guard lock(acked_mu_);
+  acked_[node_id] = *sent;
+}
+
+void Replicator::KeepAcked(const std::string& node_id, uint64_t seq) {
+  // Kept before the log may be truncated by it: a restart never finds the
+  // log cut past what it reads back. Lost, the position only makes the
+  // next stream send some entries again (applies are idempotent).
+  if (Status s = store_.PutMeta(AckedKey(node_id), std::to_string(seq), /*sync=*/false); !s.ok())
+    spdlog::warn("replication to {}: cannot keep its position: {}", node_id, s.message());
+  std::lock_guard lock(acked_mu_);
+  acked_[node_id] = seq;
+}
+
 void Replicator::StreamTo(const std::string& node_id, const std::string& address, Pusher* self) {
   Cancellation cancellation;
   {
@@ -145,14 +165,7 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
   bool failed = false;
   v1::ReplicateRequest req;
   for (;;) {
-    if (unanswered.empty() && sent + 1 < store_.FirstLogSeq()) {
-      spdlog::info("replication: {} was away past the log's retention (entries {} to {} are gone); "
-                   "anti-entropy repairs what it missed",
-                   node_id, sent + 1, store_.FirstLogSeq() - 1);
-      sent = store_.FirstLogSeq() - 1;
-      std::lock_guard lock(acked_mu_);
-      acked_[node_id] = sent;
-    }
+    if (unanswered.empty()) SkipPastRetention(node_id, &sent);
     while (unanswered.size() < kWindow && sent < store_.LastLogSeq() && NextBatch(node_id, address, sent, &req)) {
       if (!timed([&] { return stream->Write(req); })) {
         failed = true;
@@ -181,15 +194,7 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
       break;
     }
     unanswered.pop_front();
-    // Kept before the log may be truncated by it: a restart never finds the
-    // log cut past what it reads back. Lost, the position only makes the
-    // next stream send some entries again (applies are idempotent).
-    if (Status s = store_.PutMeta(AckedKey(node_id), std::to_string(resp.acked_seq()), /*sync=*/false); !s.ok())
-      spdlog::warn("replication to {}: cannot keep its position: {}", node_id, s.message());
-    {
-      std::lock_guard lock(acked_mu_);
-      acked_[node_id] = resp.acked_seq();
-    }
+    KeepAcked(node_id, resp.acked_seq());
     quiet_since = std::chrono::steady_clock::now();
   }
   if (!failed) timed([&] { return stream->WritesDone(); });

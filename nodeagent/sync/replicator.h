@@ -78,6 +78,11 @@ class Replicator {
   // Streams node_id the entries it lacks until it has them all and the
   // stream has been quiet a while, or the stream fails.
   void StreamTo(const std::string& node_id, const std::string& address, Pusher* self);
+  // A peer whose position is older than the log's first entry is moved to it
+  // (anti-entropy repairs what it missed).
+  void SkipPastRetention(const std::string& node_id, uint64_t* sent);
+  // The peer applied the log up to seq: kept here and in the store.
+  void KeepAcked(const std::string& node_id, uint64_t seq);
   // The log entries after `after` as one batch, their new content pushed first.
   bool NextBatch(const std::string& node_id, const std::string& address, uint64_t after, v1::ReplicateRequest* req);
   // Cancels the streams that have made no progress for too long, or whose
