@@ -20,6 +20,12 @@ struct Version {
   auto operator<=>(const Version&) const = default;
 };
 
+// The one order of versions, used by the store, anti-entropy, quorum reads
+// and the view alike: the later timestamp wins, and of two equal timestamps
+// (two nodes writing in the same millisecond) the higher node id. So every
+// node picks the same winner of any set of versions.
+constexpr bool Newer(const Version& a, const Version& b) { return a > b; }
+
 struct Record {
   Version version;
   bool tombstone = false;

@@ -346,7 +346,7 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   if (s.ok()) {
     Result<Record> held = DecodeRecord(bytes);
     if (!held.ok()) return held.status();
-    if (!(held->version < record.version)) {
+    if (!Newer(record.version, held->version)) {
       // It lost: kept all the same, never silently dropped.
       if (space == Cf::kNs && !record.tombstone && held->version != record.version) {
         KeepInHistory(batch, key, record);
@@ -408,7 +408,7 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
         return FromRocks(s, "read");
       }
     }
-    if (held && !(held->version < r.record.version)) {
+    if (held && !Newer(r.record.version, held->version)) {
       // It lost: kept all the same, never silently dropped.
       if (r.space == Cf::kNs && !r.record.tombstone && held->version != r.record.version)
         KeepInHistory(batch, r.key, r.record, &edits);

@@ -20,6 +20,9 @@ struct AgentInfo {
   std::string socket_path;
   std::chrono::steady_clock::time_point started;
   std::function<uint64_t()> chunks_hashed_ahead;  // set once the recorder runs
+  // The view's digest and repairs (view/view_audit.h); set once the view runs.
+  std::function<Result<std::string>()> view_digest;
+  std::function<uint64_t()> view_repairs;
 
   // The gRPC address is known only once gRPC has bound (port 0 picks one),
   // after the services may already answer: hence the lock.

@@ -23,7 +23,7 @@ v1::Node SelfNode(const AgentInfo& info) {
 grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                  grpc::ByteBuffer* out) {
   return ServeUnary<v1::StatusRequest, v1::StatusResponse>(
-      ctx, in, out, nullptr, [this](const v1::StatusRequest&, v1::StatusResponse* r) -> onebox::Status {
+      ctx, in, out, &pool_, [this](const v1::StatusRequest&, v1::StatusResponse* r) -> onebox::Status {
         *r->mutable_node() = SelfNode(info_);
         r->mutable_node()->set_index(members_.index());
         r->set_version(ONEBOX_VERSION);
@@ -42,6 +42,12 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
         r->set_state_digest(*digest);
         r->set_records(records);
         if (info_.chunks_hashed_ahead) r->set_chunks_hashed_ahead(info_.chunks_hashed_ahead());
+        if (info_.view_digest) {
+          Result<std::string> view = info_.view_digest();
+          if (!view.ok()) return view.status();
+          r->set_view_digest(*view);
+        }
+        if (info_.view_repairs) r->set_view_repairs(info_.view_repairs());
         return onebox::Status::Ok();
       });
 }

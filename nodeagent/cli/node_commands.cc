@@ -40,6 +40,7 @@ int CmdStatus(const ClientOptions& o) {
             << fmt::format("clock      {}\n", hlc::Format(r.hlc()))
             << fmt::format("keys       ~{}\n", r.store().estimated_keys())
             << fmt::format("digest     {} ({} records)\n", r.state_digest().substr(0, 16), r.records())
+            << fmt::format("view       {} ({} repaired)\n", r.view_digest().substr(0, 16), r.view_repairs())
             << fmt::format("hashed     {} chunks while their files were written\n", r.chunks_hashed_ahead())
             << fmt::format("load       {:.2f} on {} cpus, {} MiB of {} MiB free\n", n.load().loadavg_1m(),
                            n.load().cpus(), n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20);

@@ -31,6 +31,7 @@
 #include "nodeagent/sync/replicator.h"
 #include "nodeagent/sync/tree_repair.h"
 #include "nodeagent/view/symlink_guard.h"
+#include "nodeagent/view/view_audit.h"
 #include "nodeagent/view/view_ledger.h"
 #include "nodeagent/view/view_materializer.h"
 #include "nodeagent/view/view_recorder.h"
@@ -72,6 +73,7 @@ class Agent {
   std::unique_ptr<ContentTransfer> content_;
   std::unique_ptr<ViewMaterializer> materializer_;
   std::unique_ptr<ViewRecorder> recorder_;
+  std::unique_ptr<ViewAudit> audit_;
   std::unique_ptr<TreeRepair> tree_repair_;
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<AntiEntropy> anti_entropy_;
@@ -136,6 +138,14 @@ Status Agent::StartView() {
   recorder_ = std::move(recorder).value();
   content_->SetPendingSource([r = recorder_.get()](const std::string& digest) { return r->PendingChunk(digest); });
   info_.chunks_hashed_ahead = [r = recorder_.get()] { return r->hashed_ahead(); };
+  audit_ = std::make_unique<ViewAudit>(*store_, *ledger_, view_root,
+                                       [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
+  info_.view_digest = [a = audit_.get()]() -> Result<std::string> {
+    Result<ViewAudit::Report> report = a->Check(/*repair=*/false);
+    if (!report.ok()) return report.status();
+    return report->digest;
+  };
+  info_.view_repairs = [a = audit_.get()] { return a->repaired(); };
   return Status::Ok();
 }
 
@@ -218,6 +228,7 @@ void Agent::StartLoops() {
   replicator_->Start();
   anti_entropy_->Start();
   tree_repair_->Start();
+  audit_->Start();
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   for (const char* service : kServices) health->SetServingStatus(service, true);
   health->SetServingStatus(true);
@@ -230,6 +241,7 @@ void Agent::Stop() {
   anti_entropy_->Stop();
   replicator_->Stop();
   tree_repair_->Stop();
+  audit_->Stop();
   members_->Stop();
   shim_->Stop();             // no new requests; answers still due are dropped
   shim_handlers_->Drain();   // before the recorder, materializer and store they use go

@@ -397,7 +397,7 @@ Result<Record> Replicator::ReadQuorum(Cf space, const std::string& key, size_t a
                                            answers + 1, peers.empty() ? "; no other node is alive" : read.why));
   bool newer_elsewhere = false;
   for (std::optional<Record>& r : theirs) {
-    if (!r || (best.ok() && !(best->version < r->version))) continue;
+    if (!r || (best.ok() && !Newer(r->version, best->version))) continue;
     best = std::move(*r);
     newer_elsewhere = true;
   }

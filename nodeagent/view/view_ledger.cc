@@ -3,16 +3,19 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <charconv>
+
 #include <fmt/format.h>
 
 #include "consistency/digest.h"
+#include "naming/cluster_path.h"
 
 namespace onebox {
 
 namespace {
 
-// Every file the materializer places carries its path, inode number, size
-// and mtime as placed. A file that still matches was changed by nobody since,
+// Every file the materializer places carries its path, inode number, size,
+// mtime and version as placed. A file that still matches was changed by nobody since,
 // whatever its ctime says: after a restart (the in-memory ledger is gone) it
 // is still ours, never a program's change to record, and a newer record may
 // replace it. A program that rewrites it in place changes its mtime; one that
@@ -20,8 +23,12 @@ namespace {
 // another path.
 constexpr const char* kPlacedXattr = "user.onebox.placed";
 
-std::string PlacedMark(const std::string& path, const struct stat& st) {
-  return fmt::format("{}:{}:{}:{}", st.st_ino, st.st_size, MtimeNs(st), path);
+std::string PlacedMarkPrefix(const struct stat& st) {
+  return fmt::format("{}:{}:{}:", st.st_ino, st.st_size, MtimeNs(st));
+}
+
+std::string PlacedMark(const std::string& path, const struct stat& st, const Version& version) {
+  return fmt::format("{}{}:{}:{}", PlacedMarkPrefix(st), version.hlc, version.node, path);
 }
 
 std::string ProcPath(int fd) { return fmt::format("/proc/self/fd/{}", fd); }  // works for O_PATH descriptors too
@@ -32,9 +39,9 @@ std::string StubMetaKey(std::string_view id) { return "stub/" + HexOf(id); }
 
 }  // namespace
 
-void ViewLedger::Placed(const std::string& path, const struct stat& st) {
+void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version) {
   std::lock_guard lock(mu_);
-  left_[path] = {FileLook::Of(st), /*by_materializer=*/true};
+  left_[path] = {FileLook::Of(st), /*by_materializer=*/true, version};
 }
 
 void ViewLedger::NotPlaced(const std::string& path) {
@@ -42,10 +49,10 @@ void ViewLedger::NotPlaced(const std::string& path) {
   left_.erase(path);
 }
 
-void ViewLedger::MarkPlacement(int fd, const std::string& path) {
+void ViewLedger::MarkPlacement(int fd, const std::string& path, const Version& version) {
   struct stat st;
   if (fstat(fd, &st) != 0) return;
-  std::string mark = PlacedMark(path, st);
+  std::string mark = PlacedMark(path, st, version);
   // Without extended attributes the mark is missing: after a restart such a
   // file is taken for a program's (recorded again, as the same content).
   (void)fsetxattr(fd, kPlacedXattr, mark.data(), mark.size(), 0);
@@ -79,9 +86,9 @@ void ViewLedger::PlaceholderFilled(const std::string& path) {
   placeholders_.erase(path);
 }
 
-void ViewLedger::Recorded(const std::string& path, const struct stat& st) {
+void ViewLedger::Recorded(const std::string& path, const struct stat& st, const Version& version) {
   std::lock_guard lock(mu_);
-  left_[path] = {FileLook::Of(st), /*by_materializer=*/false};
+  left_[path] = {FileLook::Of(st), /*by_materializer=*/false, version};
 }
 
 void ViewLedger::Gone(const std::string& path) {
@@ -106,7 +113,7 @@ bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, 
       if (S_ISDIR(st.st_mode) && left.look.ino == now.ino && left.look.mode == now.mode && left.look.uid == now.uid &&
           left.look.gid == now.gid)
         return true;
-      left_.erase(it);  // changed by a program since
+      // Changed by a program since (what it shows stays known: ContentShown).
     }
     if (S_ISDIR(st.st_mode) && placeholders_.count(path)) {
       if (!store_.Get(path, Cf::kNs).ok()) return true;  // no one's yet: its record will come
@@ -158,12 +165,34 @@ std::optional<v1::Inode> ViewLedger::StubContent(int fd) {
 
 bool ViewLedger::IsStub(int fd) { return getxattr(ProcPath(fd).c_str(), kStubXattr, nullptr, 0) >= 0; }
 
-bool ViewLedger::UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path) {
-  if (!S_ISREG(st.st_mode)) return false;
-  std::string want = PlacedMark(path, st);
-  std::string mark(want.size() + 1, '\0');
-  ssize_t n = getxattr(ProcPath(fd).c_str(), kPlacedXattr, mark.data(), mark.size());
-  return n == static_cast<ssize_t>(want.size()) && mark.compare(0, want.size(), want) == 0;
+std::optional<Version> ViewLedger::PlacedVersion(int fd, const struct stat& st, const std::string& path) {
+  if (!S_ISREG(st.st_mode) || fd < 0) return std::nullopt;
+  char buf[kMaxPathBytes + 96];
+  ssize_t n = getxattr(ProcPath(fd).c_str(), kPlacedXattr, buf, sizeof buf);
+  if (n <= 0) return std::nullopt;
+  std::string_view mark(buf, static_cast<size_t>(n));
+  // INODE:SIZE:MTIME:HLC:NODE:PATH, the first three as the file is now.
+  std::string prefix = PlacedMarkPrefix(st);
+  if (mark.substr(0, prefix.size()) != prefix) return std::nullopt;
+  mark.remove_prefix(prefix.size());
+  Version v;
+  auto number = [&mark](uint64_t* out) {
+    auto [end, ec] = std::from_chars(mark.data(), mark.data() + mark.size(), *out);
+    if (ec != std::errc() || end == mark.data() + mark.size() || *end != ':') return false;
+    mark.remove_prefix(static_cast<size_t>(end - mark.data()) + 1);
+    return true;
+  };
+  if (!number(&v.hlc) || !number(&v.node) || mark != path) return std::nullopt;
+  return v;
+}
+
+std::optional<Version> ViewLedger::ContentShown(const std::string& path, int fd, const struct stat& st) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = left_.find(path);
+    if (it != left_.end() && it->second.look.SameContent(FileLook::Of(st))) return it->second.shown;
+  }
+  return PlacedVersion(fd, st, path);
 }
 
 }  // namespace onebox

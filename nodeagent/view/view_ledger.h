@@ -1,11 +1,11 @@
-// Who made each change in the view, and whether an entry is still as it was
-// left: the one owner of that knowledge in view/, so that data flows one way
-// (peers -> materializer -> view -> recorder -> store) and no part asks
-// another what it did.
+// Who made each change in the view, which version of its record each entry
+// shows, and whether an entry is still as it was left: the one owner of that
+// knowledge in view/, so that data flows one way (peers -> materializer ->
+// view -> recorder -> store) and no part asks another what it did.
 //
 // The materializer tells the ledger what it placed, and marks each file it
-// places (kPlacedXattr: its inode, size, mtime and path as placed), so that
-// "placed by us and unchanged since" survives a restart. The recorder tells
+// places (kPlacedXattr: its inode, size, mtime, version and path as placed),
+// so that "placed by us and unchanged since" survives a restart. The recorder tells
 // it what it recorded and what is gone. The recorder asks whether a change
 // it sees is the materializer's own (then there is nothing to record: the
 // store has that version already); the materializer asks whether an entry is
@@ -40,12 +40,12 @@ class ViewLedger {
   std::recursive_mutex& view_mutex() { return view_mu_; }
 
   // --- What the materializer did.
-  // Path was put in place, as st shows it (after the rename).
-  void Placed(const std::string& path, const struct stat& st);
+  // Path was put in place, as st shows it (after the rename), showing version.
+  void Placed(const std::string& path, const struct stat& st, const Version& version);
   // Path was put in place, but a program changed it at once: not ours.
   void NotPlaced(const std::string& path);
-  // Marks a file about to be put at path (fd, in staging) as placed by us.
-  static void MarkPlacement(int fd, const std::string& path);
+  // Marks a file about to be put at path (fd, in staging) as placed by us, showing version.
+  static void MarkPlacement(int fd, const std::string& path, const Version& version);
   // Keeps the content a stub stands for; returns the id its mark carries.
   Result<std::string> RememberStubContent(const v1::Inode& inode);
   void SetStub(const std::string& path, bool stub);
@@ -55,8 +55,8 @@ class ViewLedger {
   void PlaceholderFilled(const std::string& path);
 
   // --- What the recorder saw.
-  // The entry at path, as st shows it, is what the store now holds.
-  void Recorded(const std::string& path, const struct stat& st);
+  // The entry at path, as st shows it, is version (recorded just now, or found unchanged).
+  void Recorded(const std::string& path, const struct stat& st, const Version& version);
   // Path and everything below it are gone from the view.
   void Gone(const std::string& path);
 
@@ -71,6 +71,11 @@ class ViewLedger {
   // it (placed by us, or recorded, and unchanged since), so last-writer-wins
   // has decided already and a peer's newer version may replace it.
   bool AsTheStoreSawIt(const std::string& path, int fd, const struct stat& st);
+  // The version whose content the file at path (fd, as st shows it) holds,
+  // when the ledger knows: it wrote or hashed those bytes, and the file's
+  // inode, size and mtime are as they were then (its mode or owner may have
+  // changed since). Else what its placement mark says.
+  std::optional<Version> ContentShown(const std::string& path, int fd, const struct stat& st);
   // Whether this run has seen path in the view: placed by the
   // materializer, or recorded. A peer's entry not seen yet was removed by
   // no program here.
@@ -79,13 +84,18 @@ class ViewLedger {
   std::optional<v1::Inode> StubContent(int fd);
   static bool IsStub(int fd);
   // fd (at path, as st shows it) is a file the materializer placed and
-  // nobody changed since, by its mark: true across restarts.
-  static bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path);
+  // nobody changed since, by its mark (true across restarts): the version it
+  // was placed with.
+  static std::optional<Version> PlacedVersion(int fd, const struct stat& st, const std::string& path);
+  static bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path) {
+    return PlacedVersion(fd, st, path).has_value();
+  }
 
  private:
   struct LeftAs {
     FileLook look;
     bool by_materializer;  // else recorded
+    Version shown;         // the version of the record it showed then
   };
   void SetStubLocked(const std::string& path, bool stub);
 

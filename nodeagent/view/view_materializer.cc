@@ -225,16 +225,17 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != inode.mode() ||
       (geteuid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
     SetOwnerAndMode(fd, inode);
-  if (fstat(fd, &st) == 0) ledger_.Placed(path, st);
+  if (fstat(fd, &st) == 0) ledger_.Placed(path, st, version);
   close(fd);
   return Status::Ok();
 }
 
-void ViewMaterializer::FinishPlacement(int fd, const v1::Inode& inode, const std::string& path) {
+void ViewMaterializer::FinishPlacement(int fd, const v1::Inode& inode, const std::string& path,
+                                       const Version& version) {
   SetOwnerAndMode(fd, inode);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
-  ViewLedger::MarkPlacement(fd, path);
+  ViewLedger::MarkPlacement(fd, path, version);
 }
 
 bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std::string& path,
@@ -300,11 +301,15 @@ Result<bool> ViewMaterializer::MakeStub(int fd, const v1::Inode& inode) {
 
 Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version,
                                              bool fetch, bool as_stub) {
-  // Already as the record says (a duplicate, or hydrated meanwhile)?
+  // Already this version (a duplicate, or hydrated meanwhile)? Known by the
+  // version the file shows (or, for this node's own record, by its size and
+  // mtime, as the recorder took it), not by size and mtime alone: two nodes
+  // writing in the same moment make files alike in both.
   if (int fd = OpenBeneath(root_fd_, path, O_PATH); fd >= 0) {
     struct stat st;
     bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
-                (st.st_mode & 07777) == inode.mode();
+                (st.st_mode & 07777) == inode.mode() &&
+                (version.node == self_node_ || ledger_.ContentShown(path, fd, st) == version);
     bool stub = same && ViewLedger::IsStub(fd);
     close(fd);
     if (same && !stub) return inode.size();
@@ -334,7 +339,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     if (!fetch && s.code() == Code::kNotFound) return PlaceFile(path, inode, version, false, /*as_stub=*/true);
     return s;
   }
-  FinishPlacement(fd, inode, path);
+  FinishPlacement(fd, inode, path, version);
   Status s = Install(path, fd, tmp, version, stub);
   close(fd);
   if (!s.ok()) return s;
@@ -387,7 +392,7 @@ void ViewMaterializer::TellLedgerPlaced(const std::string& path, int tmp_fd, con
   v1::Inode inode;
   struct stat st;
   if (inode.ParseFromString(placed.value) && fstat(tmp_fd, &st) == 0 && AsPlaced(st, inode))
-    ledger_.Placed(path, st);  // this look, not a later one
+    ledger_.Placed(path, st, placed.version);  // this look, not a later one
   else
     ledger_.NotPlaced(path);
 }
@@ -437,7 +442,7 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
     spdlog::warn("cannot hydrate /{}: {}", path, s.message());
     return s;
   }
-  FinishPlacement(fd, inode, path);
+  FinishPlacement(fd, inode, path, rec->version);
   std::lock_guard path_lock(PathMutex(path));
   Status s = Install(path, fd, tmp, rec->version, /*stub=*/false);
   close(fd);

@@ -89,7 +89,7 @@ class ViewMaterializer {
   // Gives a staging file the record's owner, mode and mtime, then marks it
   // as placed (ViewLedger::MarkPlacement): after a restart, what still
   // matches is known to be ours.
-  void FinishPlacement(int fd, const v1::Inode& inode, const std::string& path);
+  void FinishPlacement(int fd, const v1::Inode& inode, const std::string& path, const Version& version);
   std::string NewTempName();
 
   Store& store_;

@@ -389,8 +389,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
   // its mark names the content.
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(fd) : std::nullopt;
+  std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, fd, st) : std::nullopt;
   close(fd);
-  return WriteRecord(path, st, std::move(inode), stub, change);
+  return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
 }
 
 Status ViewRecorder::FillContent(const std::string& path, Change change, const std::optional<v1::Inode>& stub,
@@ -415,7 +416,7 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
 }
 
 Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode,
-                                           const std::optional<v1::Inode>& stub, Change change) {
+                                           const Known& known, Change change) {
   // Chunks hashed while the file was written and not stored yet: stored
   // after the record, whatever happens to it (the hold keeps the crash mark).
   Deferred deferred;
@@ -435,11 +436,24 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   Result<Record> held = store_.Get(path, Cf::kNs);
   v1::Inode old;
   bool have_old = held.ok() && old.ParseFromString(held->value);
-  if (Status s = FillContent(path, change, stub, have_old ? &old : nullptr, &inode, &deferred); !s.ok()) return s;
+  // The held record's content may stand for the file's (same size and mtime)
+  // only when it is this node's own, or the ledger knows the file shows it:
+  // a peer's version that tied with ours may be alike in both.
+  bool trust_held = have_old && (held->version.node == store_.node_id() || known.shown == held->version);
+  if (Status s = FillContent(path, change, known.stub, trust_held ? &old : nullptr, &inode, &deferred); !s.ok())
+    return s;
   if (have_old && SameState(old, inode) && SameChunks(old, inode) && change != Change::kFsync) {
-    LedgerRecorded(path, st);
+    LedgerRecorded(path, st, held->version);
     return inode.size();
   }
+  // Unchanged, but an older version than the store's (a tie the view lost,
+  // or a replacement a stop cut short): nothing new to record. The view
+  // audit puts the winner in place.
+  if (change == Change::kMetadata && have_old && held->version.node != store_.node_id())
+    if (std::optional<Version> older = VersionInHistory(path, inode)) {
+      LedgerRecorded(path, st, *older);
+      return inode.size();
+    }
   if (!deferred.empty()) {
     if (Status h = store_.HoldChunkMark(); !h.ok())
       spdlog::error("view recorder: cannot mark chunks of {} as unstored: {}", path, h.ToString());
@@ -450,17 +464,28 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
     spdlog::error("view recorder: cannot record {}: {}", path, v.status().ToString());
     return v.status();
   }
-  LedgerRecorded(path, st);
+  LedgerRecorded(path, st, *v);
   ++recorded_;
   spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
   return inode.size();
 }
 
-void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st) {
-  // What the store now holds, if the entry did not change while we looked.
+void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st, const Version& version) {
+  // What the entry shows, if it did not change while we looked.
   struct stat now;
   if (fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 && FileLook::Of(now).Unchanged(FileLook::Of(st)))
-    ledger_.Recorded(path, st);
+    ledger_.Recorded(path, st, version);
+}
+
+std::optional<Version> ViewRecorder::VersionInHistory(const std::string& path, const v1::Inode& inode) {
+  Result<std::vector<Record>> history = store_.History(path);
+  if (!history.ok()) return std::nullopt;
+  for (const Record& rec : *history) {
+    v1::Inode was;
+    if (!rec.tombstone && was.ParseFromString(rec.value) && SameState(was, inode) && SameChunks(was, inode))
+      return rec.version;
+  }
+  return std::nullopt;
 }
 
 void ViewRecorder::TombstonePath(const std::string& path) {

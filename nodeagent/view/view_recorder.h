@@ -107,11 +107,18 @@ class ViewRecorder {
   // file's from the record held, else hashed (deferred: see Deferred).
   Status FillContent(const std::string& path, Change change, const std::optional<v1::Inode>& stub,
                      const v1::Inode* held, v1::Inode* inode, Deferred* deferred);
+  // What the ledger knows of a file before it is recorded.
+  struct Known {
+    std::optional<v1::Inode> stub;  // a stub's content, by its mark
+    std::optional<Version> shown;   // the version whose content it holds
+  };
   // Writes inode as path's record unless the store holds the same already.
-  Result<uint64_t> WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode,
-                               const std::optional<v1::Inode>& stub, Change change);
-  // Tells the ledger that path, as st showed it, is recorded, if it still shows so.
-  void LedgerRecorded(const std::string& path, const struct stat& st);
+  Result<uint64_t> WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode, const Known& known,
+                               Change change);
+  // Tells the ledger that path, as st showed it, shows version, if it still shows so.
+  void LedgerRecorded(const std::string& path, const struct stat& st, const Version& version);
+  // The version in path's history that inode describes (state and chunks), if one does.
+  std::optional<Version> VersionInHistory(const std::string& path, const v1::Inode& inode);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   // Hashes path's content into inode; with deferred, chunks hashed ahead are

@@ -1,0 +1,181 @@
+#include "nodeagent/view/view_audit.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "consistency/digest.h"
+#include "naming/node_identity.h"
+#include "nodeagent/view/view_fs.h"
+
+namespace onebox {
+
+namespace {
+
+// The name of a file's content: its size and chunk digests.
+std::string ContentName(uint64_t size, const google::protobuf::RepeatedPtrField<std::string>& chunks) {
+  Sha256OfParts name;
+  name.Add(std::to_string(size));
+  for (const std::string& c : chunks) name.Add(c);
+  return name.Finish();
+}
+
+std::string VersionText(const Version& v) { return fmt::format("{}@{}", v.hlc, NodeIdHex(v.node)); }
+
+}  // namespace
+
+ViewAudit::ViewAudit(Store& store, ViewLedger& ledger, const std::string& view_root, RepairFn repair)
+    : store_(store),
+      ledger_(ledger),
+      root_fd_(open(view_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)),
+      repair_(std::move(repair)) {}
+
+ViewAudit::~ViewAudit() {
+  Stop();
+  if (root_fd_ >= 0) close(root_fd_);
+}
+
+void ViewAudit::Start(std::chrono::milliseconds period) {
+  thread_ = std::thread([this, period] { Loop(period); });
+}
+
+void ViewAudit::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ViewAudit::Loop(std::chrono::milliseconds period) {
+  HlcTimestamp checked_at = 0;
+  bool pending = false;  // the last check saw stale files (to repair at the next)
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, period, [this] { return stopping_; })) return;
+    }
+    // Nothing written or applied since a check that found all well: nothing to look at.
+    HlcTimestamp now = store_.clock().Last();
+    if (now == checked_at && !pending) continue;
+    checked_at = now;
+    Result<Report> report = Check(/*repair=*/true);
+    if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
+    pending = report.ok() && report->stale > 0;
+  }
+}
+
+Result<ViewAudit::Report> ViewAudit::Check(bool repair) {
+  std::lock_guard lock(check_mu_);
+  if (root_fd_ < 0) return Status::IOError("the view cannot be opened");
+  Report report;
+  Sha256OfParts digest;
+  hashed_now_.clear();
+  std::map<std::string, Version> stale;
+  const bool as_root = geteuid() == 0;
+  Status s = store_.ForEachRecord(
+      [&](std::string_view key_view, const Record& rec) {
+        v1::Inode inode;
+        if (rec.tombstone || !inode.ParseFromString(rec.value) || inode.type() == v1::FILE_TYPE_OTHER) return;
+        std::string key(key_view);
+        ++report.entries;
+        digest.Add(key);
+        int fd = OpenBeneath(root_fd_, key, O_PATH);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) {
+          if (fd >= 0) close(fd);
+          digest.Add("absent");
+          return;
+        }
+        // Without root the agent places no setuid or setgid bits: neither counts.
+        digest.Add(fmt::format("{:o}", st.st_mode & (as_root ? S_IFMT | 07777 : S_IFMT | 01777)));
+        if (as_root) digest.Add(fmt::format("{}:{}", st.st_uid, st.st_gid));
+        if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) digest.Add(fmt::format("{}:{}", st.st_size, MtimeNs(st)));
+        if (S_ISLNK(st.st_mode)) {
+          char target[4096];
+          ssize_t n = readlinkat(fd, "", target, sizeof target);
+          digest.Add(std::string_view(target, n > 0 ? static_cast<size_t>(n) : 0));
+        }
+        if (S_ISREG(st.st_mode)) {
+          std::optional<Version> shown;
+          Result<std::string> content = ContentOf(key, fd, st, rec, inode, &shown);
+          digest.Add(content.ok() ? *content : "unreadable");
+          if (shown && *shown != rec.version && Newer(rec.version, *shown)) stale[key] = *shown;
+        }
+        close(fd);
+      },
+      Cf::kNs);
+  if (!s.ok()) return s;
+  std::erase_if(hashed_, [this](const auto& kv) { return !hashed_now_.count(kv.first); });  // gone, or vouched for now
+  report.digest = HexOf(digest.Finish());
+  report.stale = stale.size();
+  for (const auto& [key, shown] : stale) {
+    auto before = stale_.find(key);
+    if (!repair || before == stale_.end() || before->second != shown) continue;  // once is not yet twice
+    spdlog::info("view audit: /{} shows version {}, older than the store's current one: putting that in place",
+                 key, VersionText(shown));
+    ++repaired_;
+    repair_(key);
+  }
+  if (repair) stale_ = std::move(stale);  // "twice in a row" counts the repairing checks only
+  return report;
+}
+
+Result<std::string> ViewAudit::ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
+                                         const v1::Inode& inode, std::optional<Version>* shown) {
+  if (std::optional<v1::Inode> stub = ledger_.StubContent(fd)) {
+    *shown = ledger_.ContentShown(key, fd, st);
+    return ContentName(stub->size(), stub->chunks());  // what an open of it reads, once hydrated
+  }
+  *shown = ledger_.ContentShown(key, fd, st);
+  if (*shown) {
+    std::string name = ChunksOfVersion(key, **shown, rec, inode);
+    if (!name.empty()) return name;
+  }
+  return HashFile(key, st);
+}
+
+std::string ViewAudit::ChunksOfVersion(const std::string& key, const Version& version, const Record& rec,
+                                       const v1::Inode& inode) {
+  if (version == rec.version) return ContentName(inode.size(), inode.chunks());
+  Result<std::vector<Record>> history = store_.History(key);
+  if (!history.ok()) return "";
+  for (const Record& old : *history) {
+    v1::Inode was;
+    if (old.version == version && !old.tombstone && was.ParseFromString(old.value))
+      return ContentName(was.size(), was.chunks());
+  }
+  return "";  // not kept any more: the bytes tell
+}
+
+Result<std::string> ViewAudit::HashFile(const std::string& key, const struct stat& st) {
+  FileLook look = FileLook::Of(st);
+  hashed_now_.insert(key);
+  if (auto it = hashed_.find(key); it != hashed_.end() && it->second.first.Unchanged(look)) return it->second.second;
+  int rd = OpenBeneath(root_fd_, key, O_RDONLY | O_NONBLOCK);
+  if (rd < 0) return Status::IOError(fmt::format("open /{}: {}", key, strerror(errno)));
+  google::protobuf::RepeatedPtrField<std::string> chunks;
+  std::vector<char> buf(kChunkBytes);
+  uint64_t size = 0;
+  bool failed = false;
+  for (uint64_t at = 0;; at += kChunkBytes) {
+    size_t n = ReadFullAt(rd, buf.data(), kChunkBytes, at, &failed);
+    if (n > 0) *chunks.Add() = Sha256(std::string_view(buf.data(), n));
+    size += n;
+    if (n < kChunkBytes || failed) break;
+  }
+  close(rd);
+  if (failed) return Status::IOError(fmt::format("read /{}", key));
+  std::string name = ContentName(size, chunks);
+  hashed_[key] = {look, name};
+  return name;
+}
+
+}  // namespace onebox
