@@ -1,0 +1,175 @@
+// A node's view and a peer's version that ties with its own: equal HLC
+// timestamps, a higher node id, and a file of the same size and mtime (two
+// programs writing in the same moment). The store keeps the peer's version
+// (consistency/record.h, Newer); the view must show its bytes too, at once
+// and after a restart that found the loser still in place.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "consistency/digest.h"
+#include "nodeagent/view/view_audit.h"
+#include "nodeagent/view/view_ledger.h"
+#include "nodeagent/view/view_materializer.h"
+#include "nodeagent/view/view_recorder.h"
+#include "tests/unit/in_process_cluster.h"
+
+namespace onebox::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// One node's view parts, over the cluster node's store and content transfer.
+struct ViewParts {
+  ViewParts(InProcessNode& node, const std::string& view_root) : page{} {
+    page.magic = StatePage::kMagic;
+    ledger = std::make_unique<ViewLedger>(*node.store, page);
+    materializer = std::make_unique<ViewMaterializer>(*node.store, *node.content, *ledger);
+    EXPECT_TRUE(materializer->Start(view_root).ok());
+    Result<std::unique_ptr<ViewRecorder>> r =
+        ViewRecorder::Start(view_root, *node.store, *ledger, nullptr, [m = materializer.get()] { m->Drain(); });
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    recorder = std::move(r).value();
+    audit = std::make_unique<ViewAudit>(*node.store, *ledger, view_root,
+                                        [m = materializer.get()](const std::string& key) { m->Enqueue(key); });
+  }
+  ~ViewParts() {
+    audit.reset();
+    recorder->Stop();
+    materializer->Stop();
+  }
+  StatePage page;
+  std::unique_ptr<ViewLedger> ledger;
+  std::unique_ptr<ViewMaterializer> materializer;
+  std::unique_ptr<ViewRecorder> recorder;
+  std::unique_ptr<ViewAudit> audit;
+};
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class ViewTieTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    view_ = dir_ / "view";
+    std::filesystem::create_directories(view_ + "/cluster");
+  }
+  // Writes the local file, has it recorded, and returns its record.
+  Record WriteHere(ViewParts& parts, const std::string& bytes) {
+    std::ofstream(view_ + "/cluster/r6") << bytes;
+    EXPECT_TRUE(parts.recorder->Sync().ok());
+    Result<Record> rec = node().store->Get("cluster/r6", Cf::kNs);
+    EXPECT_TRUE(rec.ok());
+    return rec.ok() ? *rec : Record{};
+  }
+  // The peer's version: the same timestamp, a higher node id, the same size
+  // and mtime, other bytes (their chunk stored here, as a holder has it).
+  Record PeersTie(const Record& ours, const std::string& bytes) {
+    v1::Inode inode;
+    EXPECT_TRUE(inode.ParseFromString(ours.value));
+    EXPECT_EQ(inode.size(), bytes.size());
+    inode.clear_chunks();
+    inode.add_chunks(Sha256(bytes));
+    EXPECT_TRUE(node().store->PutChunk(Sha256(bytes), bytes).ok());
+    Record theirs{Version{ours.version.hlc, ours.version.node + 1}, false, inode.SerializeAsString()};
+    EXPECT_TRUE(Newer(theirs.version, ours.version));
+    return theirs;
+  }
+  InProcessNode& node() { return cluster_.node(0); }
+
+  InProcessCluster cluster_{1};
+  TempDir dir_;
+  std::string view_;
+};
+
+TEST_F(ViewTieTest, APeersVersionThatTiesOnTheTimestampAndWinsIsWhatTheViewShows) {
+  ViewParts parts(node(), view_);
+  Record ours = WriteHere(parts, "from-a-6\n");
+  Record theirs = PeersTie(ours, "from-c-6\n");
+  ASSERT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
+  parts.materializer->Enqueue("cluster/r6");
+  parts.materializer->Drain();
+  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  // The loser is kept in the history, and the recorder records nothing new.
+  ASSERT_TRUE(parts.recorder->Sync().ok());
+  EXPECT_EQ(node().store->Get("cluster/r6", Cf::kNs)->version, theirs.version);
+  Result<std::vector<Record>> history = node().store->History("cluster/r6");
+  ASSERT_TRUE(history.ok());
+  EXPECT_TRUE(std::any_of(history->begin(), history->end(), [&](const Record& r) { return r.version == ours.version; }));
+}
+
+TEST_F(ViewTieTest, ALoserStillInPlaceAfterARestartIsFoundAndReplaced) {
+  Record ours, theirs;
+  std::string digest_before;
+  {
+    ViewParts parts(node(), view_);
+    ours = WriteHere(parts, "from-a-6\n");
+  }
+  // While the agent was down, the peer's tie came (applied, never placed),
+  // and the file's ctime moved past the record's time (its times set to
+  // what they were): at start nothing tells a program's change from none.
+  theirs = PeersTie(ours, "from-c-6\n");
+  ASSERT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
+  struct stat st;
+  ASSERT_EQ(stat((view_ + "/cluster/r6").c_str(), &st), 0);
+  timespec times[2] = {st.st_atim, st.st_mtim};
+  ASSERT_EQ(utimensat(AT_FDCWD, (view_ + "/cluster/r6").c_str(), times, 0), 0);
+  ViewParts parts(node(), view_);
+  parts.materializer->Drain();
+  ASSERT_TRUE(parts.recorder->Sync().ok());
+  // The start kept the file; the recorder's scan found it unchanged and an
+  // older version (nothing recorded anew); the audit sees it stale and, at
+  // its second look, hands it to the materializer.
+  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-a-6\n");
+  EXPECT_EQ(node().store->Get("cluster/r6", Cf::kNs)->version, theirs.version);
+  Result<ViewAudit::Report> first = parts.audit->Check(true);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->stale, 1u);
+  EXPECT_EQ(parts.audit->repaired(), 0u);  // once is not yet twice
+  ASSERT_TRUE(parts.audit->Check(true).ok());
+  EXPECT_EQ(parts.audit->repaired(), 1u);
+  parts.materializer->Drain();
+  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  Result<ViewAudit::Report> after = parts.audit->Check(true);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->stale, 0u);
+}
+
+TEST_F(ViewTieTest, TheViewDigestTellsWhatTheViewShows) {
+  ViewParts parts(node(), view_);
+  Record ours = WriteHere(parts, "from-a-6\n");
+  Result<ViewAudit::Report> a = parts.audit->Check(false);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->entries, 2u);  // cluster, cluster/r6
+  Record theirs = PeersTie(ours, "from-c-6\n");
+  ASSERT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
+  // Until the view follows, its digest is what it shows: the same bytes.
+  Result<ViewAudit::Report> lagging = parts.audit->Check(false);
+  ASSERT_TRUE(lagging.ok());
+  EXPECT_EQ(lagging->digest, a->digest);
+  EXPECT_EQ(lagging->stale, 1u);  // and an older version than the store's
+  parts.materializer->Enqueue("cluster/r6");
+  parts.materializer->Drain();
+  Result<ViewAudit::Report> b = parts.audit->Check(false);
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE(b->digest, a->digest);
+  EXPECT_EQ(b->stale, 0u);
+  // A program's change the recorder has not taken yet shows in the digest at once.
+  std::ofstream(view_ + "/cluster/r6") << "changed!\n";
+  Result<ViewAudit::Report> c = parts.audit->Check(false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c->digest, b->digest);
+}
+
+}  // namespace
+}  // namespace onebox::testing
