@@ -2,6 +2,8 @@
 
 #include "naming/ns_key.h"
 #include "nodeagent/api/agent_info.h"
+#include <spdlog/spdlog.h>
+
 #include "nodeagent/api/unary.h"
 
 namespace onebox {
@@ -12,6 +14,12 @@ namespace {
 Status ParseInode(std::string_view key, const Record& rec, v1::Inode* inode) {
   if (inode->ParseFromString(rec.value)) return Status::Ok();
   return Status::Corruption(fmt::format("damaged inode for /{}", key));
+}
+
+// For listings: one damaged record must not hide the others. It is listed
+// with what parsed of its inode, and logged.
+void ParseListedInode(std::string_view key, const Record& rec, v1::Inode* inode) {
+  if (Status s = ParseInode(key, rec, inode); !s.ok()) spdlog::error("namespace: {}", s.message());
 }
 
 }  // namespace
@@ -46,8 +54,7 @@ Status NamespaceService::DoVersions(const v1::VersionsRequest& q, v1::VersionsRe
     *v->mutable_version() = ToProto(current->version);
     v->set_current(true);
     v->set_deleted(current->tombstone);
-    if (!current->tombstone)
-      if (Status s = ParseInode(*key, *current, v->mutable_inode()); !s.ok()) return s;
+    if (!current->tombstone) ParseListedInode(*key, *current, v->mutable_inode());
   } else if (current.status().code() != Code::kNotFound) {
     return current.status();
   }
@@ -57,7 +64,7 @@ Status NamespaceService::DoVersions(const v1::VersionsRequest& q, v1::VersionsRe
     if (current.ok() && rec.version == current->version) continue;
     v1::FileVersion* v = r->add_versions();
     *v->mutable_version() = ToProto(rec.version);
-    if (Status s = ParseInode(*key, rec, v->mutable_inode()); !s.ok()) return s;
+    ParseListedInode(*key, rec, v->mutable_inode());
   }
   return Status::Ok();
 }
@@ -115,7 +122,7 @@ Status NamespaceService::DoList(const v1::ListRequest& q, v1::ListResponse* r) {
       }
       v1::DirEntry* d = r->add_entries();
       d->set_name(std::string(name));
-      if (Status s = ParseInode(e.key, e.record, d->mutable_inode()); !s.ok()) return s;
+      ParseListedInode(e.key, e.record, d->mutable_inode());
       *d->mutable_version() = ToProto(e.record.version);
     }
     if (!page->more) return Status::Ok();

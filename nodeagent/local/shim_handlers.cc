@@ -72,9 +72,12 @@ Status ShimHandlers::Ping(const Caller& caller, const v1::ShimRequest&, v1::Shim
 Status ShimHandlers::Hello(const Caller& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const std::string& asked = req.hello().root();
   ClusterRoot root;
-  // The agent's own entries in the view root (".onebox-*") are no cluster root.
-  if (!root.Set(asked) || IsAgentEntry(std::string_view(asked).substr(1)))
-    return Status::InvalidArgument(fmt::format("cluster root '{}' must be an absolute path other than /", asked));
+  // The agent's own entries in the view root (".onebox-*") are no cluster
+  // root, however the path is written ("//.onebox-x", "/a/../.onebox-x"):
+  // checked once normalized.
+  if (!root.Set(asked) || IsAgentEntry(root.root().substr(1)))
+    return Status::InvalidArgument(fmt::format(
+        "cluster root '{}' must be an absolute path other than / and outside the agent's own /.onebox-*", asked));
   Result<std::string> view = parts_.recorder.EnsureRoot(std::string(root.root()));
   if (!view.ok()) return view.status();
   resp->mutable_hello()->set_view_root(*view);

@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -20,15 +21,19 @@ FanOutResult FanOut(size_t n, size_t want, const std::function<Status(size_t, Ca
   std::vector<Cancellation> cancellations(n);
   std::vector<std::thread> threads;
   threads.reserve(n);
+  auto ended_with = [&](size_t i, const Status& s) {
+    std::lock_guard lock(mu);
+    ++ended;
+    if (s.ok()) ++result.succeeded;
+    else result.why += fmt::format("; {}: {}", label(i), s.message());
+    cv.notify_all();
+  };
   for (size_t i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      Status s = call(i, cancellations[i]);
-      std::lock_guard lock(mu);
-      ++ended;
-      if (s.ok()) ++result.succeeded;
-      else result.why += fmt::format("; {}: {}", label(i), s.message());
-      cv.notify_all();
-    });
+    try {
+      threads.emplace_back([&, i] { ended_with(i, call(i, cancellations[i])); });
+    } catch (const std::system_error& e) {  // std::thread's only way to say it could not start one
+      ended_with(i, Status::Unavailable(fmt::format("no thread to ask it: {}", e.what())));
+    }
   }
   {
     std::unique_lock lock(mu);

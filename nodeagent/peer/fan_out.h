@@ -19,7 +19,7 @@ struct FanOutResult {
   std::string why;  // "; NODE: what it said" for each call that failed, in the order they ended
 };
 
-// call(i, cancellation) for every i < n; labels(i) names call i in `why`.
+// call(i, cancellation) for every i < n; label(i) names call i in `why`.
 FanOutResult FanOut(size_t n, size_t want, const std::function<Status(size_t, Cancellation&)>& call,
                     const std::function<std::string(size_t)>& label);
 

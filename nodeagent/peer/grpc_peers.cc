@@ -20,16 +20,16 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address) {
 class CancelScope {
  public:
   CancelScope(Cancellation* cancellation, grpc::ClientContext* ctx) : cancellation_(cancellation) {
-    attached_ = cancellation_ == nullptr || cancellation_->Attach([ctx] { ctx->TryCancel(); });
+    if (cancellation_ != nullptr) ticket_ = cancellation_->Attach([ctx] { ctx->TryCancel(); });
   }
   ~CancelScope() {
-    if (cancellation_ != nullptr && attached_) cancellation_->Detach();
+    if (cancellation_ != nullptr && ticket_ != 0) cancellation_->Detach(ticket_);
   }
-  bool attached() const { return attached_; }
+  bool attached() const { return cancellation_ == nullptr || ticket_ != 0; }
 
  private:
   Cancellation* cancellation_;
-  bool attached_;
+  uint64_t ticket_ = 0;
 };
 
 class GrpcReplicateStream final : public ReplicateStream {

@@ -3,11 +3,11 @@
 namespace onebox {
 
 void Cancellation::Cancel() {
-  // Under the lock: Detach waits for it, so the call's state (a gRPC
-  // context) is still there. A transport's cancel must not block.
+  // Under the lock: Detach waits for it, so each call's state (a gRPC
+  // context) is still there.
   std::lock_guard lock(mu_);
   cancelled_ = true;
-  if (cancel_) cancel_();
+  for (auto& [ticket, cancel] : calls_) cancel();
 }
 
 bool Cancellation::cancelled() const {
@@ -15,16 +15,17 @@ bool Cancellation::cancelled() const {
   return cancelled_;
 }
 
-bool Cancellation::Attach(std::function<void()> cancel) {
+uint64_t Cancellation::Attach(std::function<void()> cancel) {
   std::lock_guard lock(mu_);
-  if (cancelled_) return false;
-  cancel_ = std::move(cancel);
-  return true;
+  if (cancelled_) return 0;
+  uint64_t ticket = next_ticket_++;
+  calls_.emplace(ticket, std::move(cancel));
+  return ticket;
 }
 
-void Cancellation::Detach() {
+void Cancellation::Detach(uint64_t ticket) {
   std::lock_guard lock(mu_);
-  cancel_ = nullptr;
+  calls_.erase(ticket);
 }
 
 }  // namespace onebox

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,21 +38,23 @@ namespace onebox {
 enum class PeerCallRuns { kInline, kPool };
 
 // Lets another thread cut calls short: a shutdown, a watchdog, a quorum met
-// already. Once cancelled it stays so: the call under way returns at once,
-// and later calls with it fail at once.
+// already. Once cancelled it stays so: the calls under way return at once,
+// and later calls with it fail at once. Several calls may share one.
 class Cancellation {
  public:
   void Cancel();
   bool cancelled() const;
-  // For transports: `cancel` ends the call under way if Cancel() comes
-  // before Detach(). False (and nothing attached): cancelled already.
-  bool Attach(std::function<void()> cancel);
-  void Detach();
+  // For transports: `cancel` ends a call under way if Cancel() comes before
+  // Detach(ticket). Returns the ticket; 0 (nothing attached): cancelled already.
+  // `cancel` runs under the Cancellation's lock: it must not block.
+  uint64_t Attach(std::function<void()> cancel);
+  void Detach(uint64_t ticket);
 
  private:
   mutable std::mutex mu_;
   bool cancelled_ = false;
-  std::function<void()> cancel_;
+  uint64_t next_ticket_ = 1;
+  std::map<uint64_t, std::function<void()>> calls_;
 };
 
 struct CallOptions {

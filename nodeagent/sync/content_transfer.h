@@ -49,7 +49,6 @@ class ContentTransfer {
   std::vector<PeerAddress> Holders(const std::string& path);
   // Sends the chunks the receiver should hold, in batches of at most 3 MiB.
   Status Push(const std::string& address, const std::vector<std::string>& digests);
-  int replication_factor() const { return replication_factor_; }
   // How many nodes besides the writer hold a file's content.
   size_t OtherHolders() const { return replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0; }
 

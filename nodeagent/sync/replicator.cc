@@ -28,20 +28,20 @@ constexpr size_t kWindow = 4;
 constexpr auto kQuiet = std::chrono::seconds(2);
 // A stream call blocked this long (a hung or cut-off peer) is cancelled.
 constexpr int64_t kStuck = 2000;
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+int64_t Ms(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 std::string AckedKey(const std::string& node_id) { return "repl/acked/" + node_id; }
 constexpr std::string_view kPeersKey = "repl/peers";  // the ids with an AckedKey, comma-separated
 }  // namespace
 
 Replicator::Replicator(Store& store, Membership& members, ContentTransfer& content, PeerNetwork& network,
-                       uint64_t self_node_id, AppliedFn on_applied, uint64_t log_retain)
+                       uint64_t self_node_id, AppliedFn on_applied, uint64_t log_retain, Clock& clock)
     : store_(store),
       members_(members),
       content_(content),
       network_(network),
+      clock_(clock),
       on_applied_(std::move(on_applied)),
       log_retain_(log_retain),
       self_(NodeIdHex(self_node_id)) {
@@ -148,8 +148,8 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     self->stream = &cancellation;  // from here the watchdog may cancel it
   }
   // Every call that can block on the peer is timed by the watchdog.
-  auto timed = [self](auto&& call) {
-    self->blocked_since = SteadyMs();
+  auto timed = [this, self](auto&& call) {
+    self->blocked_since = Ms(clock_.Now());
     bool ok = call();
     self->blocked_since = 0;
     return ok;
@@ -161,7 +161,7 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
   });
   std::deque<uint64_t> unanswered;  // the last seq of each batch sent and not yet answered
   uint64_t sent = Acked(node_id);
-  auto quiet_since = std::chrono::steady_clock::now();
+  Clock::time_point quiet_since = clock_.Now();
   bool failed = false;
   v1::ReplicateRequest req;
   for (;;) {
@@ -177,7 +177,7 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     if (failed) break;
     if (unanswered.empty()) {
       std::unique_lock lock(mu_);
-      if (stopping_ || std::chrono::steady_clock::now() - quiet_since > kQuiet) break;
+      if (stopping_ || clock_.Now() - quiet_since > kQuiet) break;
       push_cv_.wait_for(lock, std::chrono::milliseconds(100));
       continue;
     }
@@ -195,7 +195,7 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     }
     unanswered.pop_front();
     KeepAcked(node_id, resp.acked_seq());
-    quiet_since = std::chrono::steady_clock::now();
+    quiet_since = clock_.Now();
   }
   if (!failed) timed([&] { return stream->WritesDone(); });
   Status st;
@@ -219,7 +219,7 @@ void Replicator::Watchdog() {
   }
   std::set<std::string> alive;
   for (const PeerAddress& p : members_.AliveOthers()) alive.insert(p.node_id);
-  int64_t now = SteadyMs();
+  int64_t now = Ms(clock_.Now());
   for (auto& [node_id, pusher] : pushers_) {
     int64_t since = pusher->blocked_since;
     bool stuck = since != 0 && now - since > kStuck;
@@ -255,7 +255,7 @@ void Replicator::Loop() {
       std::unique_lock lock(mu_);
       if (cv_.wait_for(lock, kRound, [this] { return stopping_; })) break;
     }
-    if (auto now = std::chrono::steady_clock::now(); now - last_truncate_ > std::chrono::seconds(1)) {
+    if (Clock::time_point now = clock_.Now(); now - last_truncate_ > std::chrono::seconds(1)) {
       last_truncate_ = now;
       TruncateLog();
     }

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "consistency/store.h"
+#include "nodeagent/peer/clock.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/sync/content_transfer.h"
@@ -39,14 +40,16 @@ class Replicator {
   using AppliedFn = std::function<void(Cf, const std::string&)>;
   // The log keeps what some known member has not acknowledged, at most
   // log_retain entries; a member that misses more is repaired by anti-entropy.
+  // Stuck streams, quiet streams and log truncation are timed by clock.
   Replicator(Store& store, Membership& members, ContentTransfer& content, PeerNetwork& network, uint64_t self_node_id,
-             AppliedFn on_applied, uint64_t log_retain = 1'000'000);
+             AppliedFn on_applied, uint64_t log_retain = 1'000'000, Clock& clock = SteadyClock());
   ~Replicator();
   void Start();
   void Stop();
   // fsync(): sends path's current record (and its content) to other live
   // members, holders first, until `acks` of them have applied it with a
-  // synced write. Unavailable, saying how far it got, when too few answer.
+  // synced write. Unavailable, saying how far it got, when too few answer;
+  // IOError when path has no live record any more.
   Status ReplicateNow(const std::string& path, size_t acks);
   // The Replicate call (and each batch of a ReplicateStream): apply a peer's
   // batch; the answer says how many won and the batch's last sequence number.
@@ -100,9 +103,10 @@ class Replicator {
   Membership& members_;
   ContentTransfer& content_;
   PeerNetwork& network_;
+  Clock& clock_;
   AppliedFn on_applied_;
   uint64_t log_retain_;
-  std::chrono::steady_clock::time_point last_truncate_{};
+  Clock::time_point last_truncate_{};
   std::string self_;
   std::map<std::string, std::unique_ptr<Pusher>> pushers_;  // by peer; the loop thread only
   uint64_t announced_ = 0;                                   // the loop thread only

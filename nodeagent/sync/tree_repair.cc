@@ -16,8 +16,8 @@ constexpr size_t kScanPage = 1000;
 
 }  // namespace
 
-TreeRepair::TreeRepair(Store& store, RepairedFn on_repaired, std::chrono::milliseconds grace)
-    : store_(store), on_repaired_(std::move(on_repaired)), grace_(grace) {}
+TreeRepair::TreeRepair(Store& store, RepairedFn on_repaired, std::chrono::milliseconds grace, Clock& clock)
+    : store_(store), on_repaired_(std::move(on_repaired)), grace_(grace), clock_(clock) {}
 
 TreeRepair::~TreeRepair() { Stop(); }
 
@@ -39,14 +39,14 @@ void TreeRepair::Note(const std::string& key) { Note(key, grace_); }
 void TreeRepair::Note(const std::string& key, std::chrono::milliseconds grace) {
   std::lock_guard lock(mu_);
   // A key noted again waits a grace period from its newest record.
-  due_[key] = std::chrono::steady_clock::now() + grace;
+  due_[key] = clock_.Now() + grace;
 }
 
 void TreeRepair::Loop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
     cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_; });
-    auto now = std::chrono::steady_clock::now();
+    Clock::time_point now = clock_.Now();
     std::vector<std::string> ready;
     for (auto it = due_.begin(); it != due_.end();) {
       if (it->second > now) {

@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "consistency/store.h"
+#include "nodeagent/peer/clock.h"
 
 namespace onebox {
 
@@ -38,7 +39,9 @@ class TreeRepair {
  public:
   // on_repaired(key) runs for each directory made live again (to put it in the view).
   using RepairedFn = std::function<void(const std::string& key)>;
-  TreeRepair(Store& store, RepairedFn on_repaired, std::chrono::milliseconds grace = std::chrono::seconds(1));
+  // Grace periods are timed by clock.
+  TreeRepair(Store& store, RepairedFn on_repaired, std::chrono::milliseconds grace = std::chrono::seconds(1),
+             Clock& clock = SteadyClock());
   ~TreeRepair();
   void Start();
   void Stop();
@@ -63,7 +66,8 @@ class TreeRepair {
   std::atomic<uint64_t> repaired_{0};
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::string, std::chrono::steady_clock::time_point> due_;  // key -> when to check it
+  Clock& clock_;
+  std::map<std::string, Clock::time_point> due_;  // key -> when to check it
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <ctime>
@@ -45,6 +46,16 @@ struct FileLook {
 // mtime (what a record of its content keeps).
 inline bool ShowsVersion(const struct stat& st, const v1::Inode& inode) {
   return static_cast<uint64_t>(st.st_size) == inode.size() && MtimeNs(st) == inode.mtime_ns();
+}
+
+// Whether an entry st shows has inode's mode and owner as the materializer
+// gives them (view_materializer.cc, SetOwnerAndMode): the owner only when the
+// agent runs as root, and the mode without setuid and setgid bits when it
+// could not give the owner. (Symlinks have no mode of their own.)
+inline bool ShowsMetadata(const struct stat& st, const v1::Inode& inode) {
+  const mode_t mode = st.st_mode & 07777;
+  return (S_ISLNK(st.st_mode) || mode == inode.mode() || mode == (inode.mode() & 01777)) &&
+         (geteuid() != 0 || (st.st_uid == inode.uid() && st.st_gid == inode.gid()));
 }
 
 }  // namespace onebox

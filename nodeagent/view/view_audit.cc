@@ -77,7 +77,6 @@ Result<ViewAudit::Report> ViewAudit::Check(bool repair) {
   if (root_fd_ < 0) return Status::IOError("the view cannot be opened");
   Report report;
   Sha256OfParts digest;
-  hashed_now_.clear();
   std::map<std::string, Version> stale;
   const bool as_root = geteuid() == 0;
   Status s = store_.ForEachRecord(
@@ -105,15 +104,13 @@ Result<ViewAudit::Report> ViewAudit::Check(bool repair) {
         }
         if (S_ISREG(st.st_mode)) {
           std::optional<Version> shown;
-          Result<std::string> content = ContentOf(key, fd, st, rec, inode, &shown);
-          digest.Add(content.ok() ? *content : "unreadable");
+          digest.Add(ContentOf(key, fd, st, rec, inode, &shown));
           if (shown && *shown != rec.version && Newer(rec.version, *shown)) stale[key] = *shown;
         }
         close(fd);
       },
       Cf::kNs);
   if (!s.ok()) return s;
-  std::erase_if(hashed_, [this](const auto& kv) { return !hashed_now_.count(kv.first); });  // gone, or vouched for now
   report.digest = HexOf(digest.Finish());
   report.stale = stale.size();
   for (const auto& [key, shown] : stale) {
@@ -128,18 +125,19 @@ Result<ViewAudit::Report> ViewAudit::Check(bool repair) {
   return report;
 }
 
-Result<std::string> ViewAudit::ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
-                                         const v1::Inode& inode, std::optional<Version>* shown) {
-  if (std::optional<v1::Inode> stub = ledger_.StubContent(fd)) {
-    *shown = ledger_.ContentShown(key, fd, st);
-    return ContentName(stub->size(), stub->chunks());  // what an open of it reads, once hydrated
-  }
+std::string ViewAudit::ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
+                                 const v1::Inode& inode, std::optional<Version>* shown) {
   *shown = ledger_.ContentShown(key, fd, st);
+  if (std::optional<v1::Inode> stub = ledger_.StubContent(fd))
+    return ContentName(stub->size(), stub->chunks());  // what an open of it reads, once hydrated
   if (*shown) {
     std::string name = ChunksOfVersion(key, **shown, rec, inode);
     if (!name.empty()) return name;
   }
-  return HashFile(key, st);
+  // Written since the agent last recorded or placed it, and not recorded
+  // yet (being written, or the recorder behind): its look, this node's own,
+  // until the recorder takes it. (Reading it here would double the writer's I/O.)
+  return fmt::format("unrecorded {}:{}:{}:{}", st.st_ino, st.st_size, MtimeNs(st), Ns(st.st_ctim));
 }
 
 std::string ViewAudit::ChunksOfVersion(const std::string& key, const Version& version, const Record& rec,
@@ -153,29 +151,6 @@ std::string ViewAudit::ChunksOfVersion(const std::string& key, const Version& ve
       return ContentName(was.size(), was.chunks());
   }
   return "";  // not kept any more: the bytes tell
-}
-
-Result<std::string> ViewAudit::HashFile(const std::string& key, const struct stat& st) {
-  FileLook look = FileLook::Of(st);
-  hashed_now_.insert(key);
-  if (auto it = hashed_.find(key); it != hashed_.end() && it->second.first.Unchanged(look)) return it->second.second;
-  int rd = OpenBeneath(root_fd_, key, O_RDONLY | O_NONBLOCK);
-  if (rd < 0) return Status::IOError(fmt::format("open /{}: {}", key, strerror(errno)));
-  google::protobuf::RepeatedPtrField<std::string> chunks;
-  std::vector<char> buf(kChunkBytes);
-  uint64_t size = 0;
-  bool failed = false;
-  for (uint64_t at = 0;; at += kChunkBytes) {
-    size_t n = ReadFullAt(rd, buf.data(), kChunkBytes, at, &failed);
-    if (n > 0) *chunks.Add() = Sha256(std::string_view(buf.data(), n));
-    size += n;
-    if (n < kChunkBytes || failed) break;
-  }
-  close(rd);
-  if (failed) return Status::IOError(fmt::format("read /{}", key));
-  std::string name = ContentName(size, chunks);
-  hashed_[key] = {look, name};
-  return name;
 }
 
 }  // namespace onebox

@@ -7,17 +7,18 @@
 // file's content. A file's content is named by the chunks of the version the
 // ledger knows it shows (view/view_ledger.h: the agent wrote or hashed those
 // bytes, and the file's inode, size and mtime are as they were then), a
-// stub's by its mark; a file nothing vouches for is read and hashed (and
-// remembered by its inode, size and mtime). The digest over all of it is
-// equal on two nodes exactly when their programs see the same entries with
-// the same bytes. Left out: directories' mtimes (each node's own), and
-// fifos, sockets and devices, which stay on the node that made them.
+// stub's by its mark; a file written since and not recorded yet by its look
+// (this node's own: the digest differs until the recorder takes it). The
+// digest over all of it is equal on two nodes exactly when their programs
+// see the same entries with the same bytes. Left out: directories' mtimes
+// (each node's own), and fifos, sockets and devices, which stay on the node
+// that made them.
 //
-// Repair: a file that shows an older version than the store's current one,
-// unchanged since the ledger learned so, and found so by two checks in a row,
-// is handed to the materializer with a log line (a tie the view lost, or a
-// replacement a stop cut short). Nothing else is touched: an entry a program
-// changed is the recorder's to record.
+// Repair: a file that shows an older version than the store's current one
+// (its inode, size and mtime as when the ledger learned which it shows), and
+// found so by two checks in a row, is handed to the materializer with a log
+// line (a tie the view lost, or a replacement a stop cut short). Nothing
+// else is touched: an entry a program changed is the recorder's to record.
 #pragma once
 
 #include <atomic>
@@ -59,12 +60,10 @@ class ViewAudit {
 
  private:
   void Loop(std::chrono::milliseconds period);
-  // A regular file's content, named by its size and chunks; *shown: the
-  // version the ledger knows it shows, if it knows.
-  Result<std::string> ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
-                                const v1::Inode& inode, std::optional<Version>* shown);
-  // A file nothing vouches for: its bytes, read and hashed (once per look).
-  Result<std::string> HashFile(const std::string& key, const struct stat& st);
+  // A regular file's content, named by its size and chunks (or by its look,
+  // when it is not recorded yet); *shown: the version the ledger knows it shows.
+  std::string ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
+                        const v1::Inode& inode, std::optional<Version>* shown);
   // The content name of key's version `version`: the record's, or one in its history ("" if not kept).
   std::string ChunksOfVersion(const std::string& key, const Version& version, const Record& rec,
                               const v1::Inode& inode);
@@ -73,10 +72,8 @@ class ViewAudit {
   ViewLedger& ledger_;
   int root_fd_;
   RepairFn repair_;
-  std::mutex check_mu_;  // one check at a time; the members below
-  std::map<std::string, std::pair<FileLook, std::string>> hashed_;  // key -> (look hashed, content)
-  std::set<std::string> hashed_now_;                                // the keys hashed_ keeps after a check
-  std::map<std::string, Version> stale_;                            // seen stale last time, showing this
+  std::mutex check_mu_;                    // one check at a time; stale_
+  std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
   std::atomic<uint64_t> repaired_{0};
   std::mutex mu_;
   std::condition_variable cv_;

@@ -125,7 +125,7 @@ bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, 
     // Placed by us and unchanged since (the ledger forgot it: a restart): no
     // program wrote it. If the store now holds a newer version, its own
     // materialization replaces it.
-    return UnchangedSincePlaced(fd, st, path);
+    return PlacedAndUntouched(path, fd, st);
   }
   // A stub (ours from before a restart, or one a program moved, linked or
   // touched): unchanged when it matches its record.
@@ -133,8 +133,7 @@ bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, 
   Result<Record> rec = store_.Get(path, Cf::kNs);
   v1::Inode inode;
   return rec.ok() && inode.ParseFromString(rec->value) && inode.type() == v1::FILE_TYPE_REGULAR &&
-         ShowsVersion(st, inode) && inode.mode() == now.mode &&
-         (geteuid() != 0 || (inode.uid() == now.uid && inode.gid() == now.gid));
+         ShowsVersion(st, inode) && ShowsMetadata(st, inode);
 }
 
 bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct stat& st) {
@@ -145,7 +144,7 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
   }
   // Placed by us (before a restart, say), and nobody changed it since.
-  return fd >= 0 && UnchangedSincePlaced(fd, st, path);
+  return UnchangedSincePlaced(fd, st, path);
 }
 
 bool ViewLedger::SeenInView(const std::string& path) {
@@ -165,16 +164,18 @@ std::optional<v1::Inode> ViewLedger::StubContent(int fd) {
 
 bool ViewLedger::IsStub(int fd) { return getxattr(ProcPath(fd).c_str(), kStubXattr, nullptr, 0) >= 0; }
 
-std::optional<Version> ViewLedger::PlacedVersion(int fd, const struct stat& st, const std::string& path) {
-  if (!S_ISREG(st.st_mode) || fd < 0) return std::nullopt;
+ViewLedger::Placement ViewLedger::PlacedBy(int fd, const struct stat& st, const std::string& path) {
+  if (!S_ISREG(st.st_mode) || fd < 0) return {};
   char buf[kMaxPathBytes + 96];
   ssize_t n = getxattr(ProcPath(fd).c_str(), kPlacedXattr, buf, sizeof buf);
-  if (n <= 0) return std::nullopt;
+  if (n <= 0) return {};
   std::string_view mark(buf, static_cast<size_t>(n));
-  // INODE:SIZE:MTIME:HLC:NODE:PATH, the first three as the file is now.
+  // INODE:SIZE:MTIME:HLC:NODE:PATH (INODE:SIZE:MTIME:PATH before 0.1.1), the
+  // first three as the file is now.
   std::string prefix = PlacedMarkPrefix(st);
-  if (mark.substr(0, prefix.size()) != prefix) return std::nullopt;
+  if (mark.substr(0, prefix.size()) != prefix) return {};
   mark.remove_prefix(prefix.size());
+  if (mark == path) return {.placed = true, .version = std::nullopt};
   Version v;
   auto number = [&mark](uint64_t* out) {
     auto [end, ec] = std::from_chars(mark.data(), mark.data() + mark.size(), *out);
@@ -182,8 +183,40 @@ std::optional<Version> ViewLedger::PlacedVersion(int fd, const struct stat& st, 
     mark.remove_prefix(static_cast<size_t>(end - mark.data()) + 1);
     return true;
   };
-  if (!number(&v.hlc) || !number(&v.node) || mark != path) return std::nullopt;
-  return v;
+  if (!number(&v.hlc) || !number(&v.node) || mark != path) return {};
+  return {.placed = true, .version = v};
+}
+
+std::optional<v1::Inode> ViewLedger::InodeOfVersion(const std::string& key, const Version& version) {
+  v1::Inode inode;
+  if (Result<Record> rec = store_.Get(key, Cf::kNs); rec.ok() && rec->version == version)
+    return inode.ParseFromString(rec->value) ? std::optional(inode) : std::nullopt;
+  Result<std::vector<Record>> history = store_.History(key);
+  if (!history.ok()) return std::nullopt;
+  for (const Record& old : *history)
+    if (old.version == version && !old.tombstone && inode.ParseFromString(old.value)) return inode;
+  return std::nullopt;
+}
+
+bool ViewLedger::PlacedAndUntouched(const std::string& path, int fd, const struct stat& st) {
+  Placement placement = PlacedBy(fd, st, path);
+  if (!placement.placed) return false;
+  if (!placement.version) {
+    // An older agent's mark: the current record is the version it shows
+    // when the file looks like it (those marks were taken so), else unknown.
+    Result<Record> rec = store_.Get(path, Cf::kNs);
+    v1::Inode inode;
+    if (!rec.ok() || !inode.ParseFromString(rec->value) || !ShowsVersion(st, inode)) return true;
+    if (!ShowsMetadata(st, inode)) return false;
+    std::string mark = PlacedMark(path, st, rec->version);
+    // Renewed, or asked again at the next look: nothing depends on it now.
+    (void)setxattr(ProcPath(fd).c_str(), kPlacedXattr, mark.data(), mark.size(), 0);
+    return true;
+  }
+  // A chmod or chown changes nothing the mark names: the placed version's
+  // mode and owner tell (a version no longer kept: the content tells alone).
+  std::optional<v1::Inode> placed = InodeOfVersion(path, *placement.version);
+  return !placed || ShowsMetadata(st, *placed);
 }
 
 std::optional<Version> ViewLedger::ContentShown(const std::string& path, int fd, const struct stat& st) {
@@ -192,7 +225,7 @@ std::optional<Version> ViewLedger::ContentShown(const std::string& path, int fd,
     auto it = left_.find(path);
     if (it != left_.end() && it->second.look.SameContent(FileLook::Of(st))) return it->second.shown;
   }
-  return PlacedVersion(fd, st, path);
+  return PlacedBy(fd, st, path).version;
 }
 
 }  // namespace onebox

@@ -83,15 +83,27 @@ class ViewLedger {
   // The content a stub's mark names (size and chunks), if fd is a stub of ours.
   std::optional<v1::Inode> StubContent(int fd);
   static bool IsStub(int fd);
-  // fd (at path, as st shows it) is a file the materializer placed and
-  // nobody changed since, by its mark (true across restarts): the version it
-  // was placed with.
-  static std::optional<Version> PlacedVersion(int fd, const struct stat& st, const std::string& path);
+  // What a file's placement mark says: whether the materializer placed fd
+  // (at path, as st shows it) and nobody rewrote, replaced or moved it since
+  // (true across restarts), and with which version (unknown for marks of
+  // agents before 0.1.1, which did not keep it).
+  struct Placement {
+    bool placed = false;
+    std::optional<Version> version;
+  };
+  static Placement PlacedBy(int fd, const struct stat& st, const std::string& path);
   static bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path) {
-    return PlacedVersion(fd, st, path).has_value();
+    return PlacedBy(fd, st, path).placed;
   }
 
  private:
+  // For IsOurs: whether a placed file (unchanged since, by its mark) still
+  // has the mode and owner of the version it was placed with; a mark of an
+  // older agent is renewed with the current version when the file shows it.
+  bool PlacedAndUntouched(const std::string& path, int fd, const struct stat& st);
+  // The inode of key's version `version`: the current record's, or one in its history.
+  std::optional<v1::Inode> InodeOfVersion(const std::string& key, const Version& version);
+
   struct LeftAs {
     FileLook look;
     bool by_materializer;  // else recorded

@@ -32,11 +32,7 @@ void SetOwnerAndMode(int fd, const v1::Inode& inode) {
 // Whether an entry st shows is as inode says after we placed it (a program
 // may have written, chmod'ed or chown'ed it in the moment after the rename).
 bool AsPlaced(const struct stat& st, const v1::Inode& inode) {
-  mode_t mode = st.st_mode & 07777;
-  return (S_ISLNK(st.st_mode) || mode == inode.mode() ||
-          mode == (inode.mode() & 01777)) &&  // SetOwnerAndMode without setuid bits
-         (geteuid() != 0 || (st.st_uid == inode.uid() && st.st_gid == inode.gid())) &&
-         (!S_ISREG(st.st_mode) || ShowsVersion(st, inode));
+  return ShowsMetadata(st, inode) && (!S_ISREG(st.st_mode) || ShowsVersion(st, inode));
 }
 
 }  // namespace
@@ -166,7 +162,6 @@ void ViewMaterializer::Materialize(const std::string& path) {
     default: return;  // fifos, sockets, devices stay on the node that made them
   }
   if (!s.ok()) spdlog::warn("materialize /{}: {}", path, s.message());
-  else ++materialized_;
 }
 
 int ViewMaterializer::OpenParent(const std::string& path, bool create) {
@@ -425,7 +420,7 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
   if (!rec.ok()) return rec.status();
   v1::Inode inode;
   if (!inode.ParseFromString(rec->value) || inode.type() != v1::FILE_TYPE_REGULAR)
-    return Status::InvalidArgument(fmt::format("/{} is not a file", path));
+    return Status::FailedPrecondition(fmt::format("/{} is not a file", path));  // (EIO for the open)
   // Only a stub is replaced: never a file a program holds or writes.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
   bool stub = fd >= 0 && ViewLedger::IsStub(fd);

@@ -44,14 +44,13 @@ class ViewMaterializer {
   void Stop();
   // A peer's record for path (an ns key) won here: make the view match.
   void Enqueue(const std::string& path);
-  // Returns once everything enqueued before the call is done (tests, Sync).
+  // Returns once everything enqueued before the call is done (the
+  // recorder's full scan waits for it: view_recorder.h, settle).
   void Drain();
   // open() met a stub: fetch its content and put the whole file in place.
   // Unavailable when no live node holds it. Nothing happens unless the entry
   // at path is a stub.
   Result<uint64_t> Hydrate(const std::string& path);
-
-  uint64_t materialized() const { return materialized_; }
 
  private:
   void Loop();
@@ -101,7 +100,6 @@ class ViewMaterializer {
   int staging_fd_ = -1;
   uint64_t self_node_;
   std::atomic<uint64_t> temp_counter_{0};
-  std::atomic<uint64_t> materialized_{0};
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

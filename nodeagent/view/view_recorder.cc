@@ -446,11 +446,12 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
     LedgerRecorded(path, st, held->version);
     return inode.size();
   }
-  // Unchanged, but an older version than the store's (a tie the view lost,
-  // or a replacement a stop cut short): nothing new to record. The view
-  // audit puts the winner in place.
+  // Unchanged, but this node's own version that a peer's beat (a tie the
+  // view lost, and a stop before it was replaced): nothing new to record.
+  // The view audit puts the winner in place. (A file a program set back to
+  // a version another node wrote is a change of its own, and recorded.)
   if (change == Change::kMetadata && have_old && held->version.node != store_.node_id())
-    if (std::optional<Version> older = VersionInHistory(path, inode)) {
+    if (std::optional<Version> older = OwnVersionInHistory(path, inode)) {
       LedgerRecorded(path, st, *older);
       return inode.size();
     }
@@ -465,7 +466,6 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
     return v.status();
   }
   LedgerRecorded(path, st, *v);
-  ++recorded_;
   spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
   return inode.size();
 }
@@ -477,12 +477,13 @@ void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st
     ledger_.Recorded(path, st, version);
 }
 
-std::optional<Version> ViewRecorder::VersionInHistory(const std::string& path, const v1::Inode& inode) {
+std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path, const v1::Inode& inode) {
   Result<std::vector<Record>> history = store_.History(path);
   if (!history.ok()) return std::nullopt;
   for (const Record& rec : *history) {
     v1::Inode was;
-    if (!rec.tombstone && was.ParseFromString(rec.value) && SameState(was, inode) && SameChunks(was, inode))
+    if (rec.version.node == store_.node_id() && !rec.tombstone && was.ParseFromString(rec.value) &&
+        SameState(was, inode) && SameChunks(was, inode))
       return rec.version;
   }
   return std::nullopt;
@@ -512,12 +513,12 @@ void ViewRecorder::TombstonePath(const std::string& path) {
   // has those of the entries its remover knew of (TreeRepair relies on it).
   for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
     bool existed = false;
-    if (store_.Get(*k, Cf::kNs).ok() && store_.Delete(*k, false, &existed, Cf::kNs).ok()) ++recorded_;
+    // A failed write leaves the record live: the next full scan tombstones it.
+    if (store_.Get(*k, Cf::kNs).ok()) (void)store_.Delete(*k, false, &existed, Cf::kNs);
   }
 }
 
 void ViewRecorder::FullScan() {
-  ++rescans_;
   unwatched_ = 0;
   ObstacleMayBeGone();  // events were lost: any may have been the one
   if (guard_ != nullptr) {  // counted anew as the scan records them

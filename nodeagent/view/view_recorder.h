@@ -61,8 +61,6 @@ class ViewRecorder {
   // A chunk a record names that is not stored yet, from its file (see ChunkPrehasher::Pending).
   std::optional<std::string> PendingChunk(const std::string& digest) { return prehasher_->Pending(digest); }
   // Counters for status and tests.
-  uint64_t recorded() const { return recorded_; }
-  uint64_t rescans() const { return rescans_; }
   uint64_t walks() const { return walks_; }  // attempts to prove the view free of symlinks
   uint64_t hashed_ahead() const { return hashed_ahead_; }  // chunks a close took as hashed while written
 
@@ -71,7 +69,8 @@ class ViewRecorder {
   enum class Change {
     kCreated,         // IN_CREATE: made just now; its content comes with its close
     kContentChanged,  // a close after writing, a move in, a file idle since it was made
-    kMetadata,        // IN_ATTRIB, a scan, a mount change: content as recorded unless size or mtime moved
+    kMetadata,        // IN_ATTRIB, a scan, a mount change: content as recorded (when the record is this
+                      // node's, or the ledger knows the file shows it) unless size or mtime moved
     kFsync,           // fsync's RecordNow: content hashed, the record synced and always written
   };
   // Chunks (index, as hashed ahead) a record names before they are stored.
@@ -117,8 +116,9 @@ class ViewRecorder {
                                Change change);
   // Tells the ledger that path, as st showed it, shows version, if it still shows so.
   void LedgerRecorded(const std::string& path, const struct stat& st, const Version& version);
-  // The version in path's history that inode describes (state and chunks), if one does.
-  std::optional<Version> VersionInHistory(const std::string& path, const v1::Inode& inode);
+  // This node's own version in path's history that inode describes (state
+  // and chunks), if one does.
+  std::optional<Version> OwnVersionInHistory(const std::string& path, const v1::Inode& inode);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   // Hashes path's content into inode; with deferred, chunks hashed ahead are
@@ -163,9 +163,7 @@ class ViewRecorder {
   // directory we may not list, one too deep), until an event says it may be gone.
   std::string obstacle_;
   std::atomic<uint64_t> walks_{0};
-  std::atomic<uint64_t> recorded_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
-  std::atomic<uint64_t> rescans_{0};
   std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.

@@ -169,7 +169,10 @@ TEST_F(NamespaceTest, HelloNeverCreatesThroughASymlink) {
 }
 
 TEST_F(NamespaceTest, HelloRefusesABadRoot) {
-  for (const char* bad : {"/", "relative", ""}) {
+  // The agent's own entries in the view root, however the path is written,
+  // are no root: the staging directory stays the agent's alone (0700).
+  for (const char* bad : {"/", "relative", "", "/.onebox-staging", "//.onebox-staging", "/x/../.onebox-staging",
+                          "/./.onebox-view/x"}) {
     v1::ShimRequest req;
     req.mutable_hello()->set_root(bad);
     v1::ShimResponse resp;
@@ -178,6 +181,9 @@ TEST_F(NamespaceTest, HelloRefusesABadRoot) {
     EXPECT_EQ(resp.err(), EINVAL) << bad;
     EXPECT_NE(resp.message().find("must be an absolute path"), std::string::npos);
   }
+  struct stat st;
+  ASSERT_EQ(stat((view_ + "/.onebox-staging").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
 }
 
 }  // namespace

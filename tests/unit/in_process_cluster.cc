@@ -6,6 +6,19 @@ namespace onebox::testing {
 
 namespace {
 
+// A stream to a node that cannot be reached: every call fails.
+class FailedStream final : public ReplicateStream {
+ public:
+  explicit FailedStream(Status why) : why_(std::move(why)) {}
+  bool Write(const v1::ReplicateRequest&) override { return false; }
+  bool Read(v1::ReplicateResponse*) override { return false; }
+  bool WritesDone() override { return false; }
+  Status Finish() override { return why_; }
+
+ private:
+  Status why_;
+};
+
 // A link to a node: its answers, or, while it is silenced, what a peer that
 // never answers gives (the caller's deadline passed).
 class InProcessLink final : public PeerLink {
@@ -21,6 +34,7 @@ class InProcessLink final : public PeerLink {
 #undef ONEBOX_IN_PROCESS_METHOD
 
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override {
+    if (Status s = Reachable({.cancellation = cancellation}); !s.ok()) return std::make_unique<FailedStream>(s);
     return cluster_.ByAddress(address_)->answers->OpenReplicateStream(cancellation);
   }
 

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "consistency/digest.h"
+#include "nodeagent/view/file_look.h"
 #include "nodeagent/view/view_audit.h"
 #include "nodeagent/view/view_ledger.h"
 #include "nodeagent/view/view_materializer.h"
@@ -84,6 +85,19 @@ class ViewTieTest : public ::testing::Test {
     Record theirs{Version{ours.version.hlc, ours.version.node + 1}, false, inode.SerializeAsString()};
     EXPECT_TRUE(Newer(theirs.version, ours.version));
     return theirs;
+  }
+  // A file version made on node `from`, now, with these bytes (their chunk stored here) and mtime.
+  Record PeerFile(uint64_t from, const std::string& bytes, int64_t mtime_ns) {
+    v1::Inode inode;
+    inode.set_type(v1::FILE_TYPE_REGULAR);
+    inode.set_mode(0644);
+    inode.set_uid(getuid());
+    inode.set_gid(getgid());
+    inode.set_size(bytes.size());
+    inode.set_mtime_ns(mtime_ns);
+    inode.add_chunks(Sha256(bytes));
+    EXPECT_TRUE(node().store->PutChunk(Sha256(bytes), bytes).ok());
+    return Record{Version{node().store->clock().Now(), from}, false, inode.SerializeAsString()};
   }
   InProcessNode& node() { return cluster_.node(0); }
 
@@ -169,6 +183,57 @@ TEST_F(ViewTieTest, TheViewDigestTellsWhatTheViewShows) {
   Result<ViewAudit::Report> c = parts.audit->Check(false);
   ASSERT_TRUE(c.ok());
   EXPECT_NE(c->digest, b->digest);
+}
+
+TEST_F(ViewTieTest, AChmodOfAPlacedFileIsRecordedAsAChange) {
+  ViewParts parts(node(), view_);
+  Record ours = WriteHere(parts, "from-a-6\n");
+  Record theirs = PeersTie(ours, "from-c-6\n");
+  ASSERT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
+  parts.materializer->Enqueue("cluster/r6");
+  parts.materializer->Drain();
+  ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  // Placed, then chmod'ed: the content is as placed, the mode is a program's change.
+  ASSERT_EQ(chmod((view_ + "/cluster/r6").c_str(), 0600), 0);
+  ASSERT_TRUE(parts.recorder->Sync().ok());
+  Result<Record> now = node().store->Get("cluster/r6", Cf::kNs);
+  ASSERT_TRUE(now.ok());
+  EXPECT_TRUE(Newer(now->version, theirs.version));
+  v1::Inode inode;
+  ASSERT_TRUE(inode.ParseFromString(now->value));
+  EXPECT_EQ(inode.mode(), 0600u);
+  EXPECT_EQ(inode.chunks(0), Sha256("from-c-6\n"));
+}
+
+TEST_F(ViewTieTest, AFileSetBackToAnotherNodesOlderVersionIsAChangeOfItsOwn) {
+  // Two peers' versions, placed one after the other; while the agent is
+  // down a program puts the older one's bytes back, times and all (cp -p
+  // from a backup). At the restart that is a change of this node's,
+  // recorded, not a stale file to repair (only this node's own losers are).
+  const int64_t then = int64_t{1'600'000'000} * 1'000'000'000;
+  Record older = PeerFile(0x2000, "older!!!\n", then);
+  Record newer = PeerFile(0x3000, "from-c-6\n", then + 5'000'000'000);  // the same size
+  {
+    ViewParts parts(node(), view_);
+    for (const Record& rec : {older, newer}) {
+      ASSERT_TRUE(node().store->Apply("cluster/r6", rec, false, Cf::kNs).value());
+      parts.materializer->Enqueue("cluster/r6");
+      parts.materializer->Drain();
+    }
+    ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  }
+  std::ofstream(view_ + "/cluster/r6", std::ios::trunc) << "older!!!\n";
+  timespec times[2] = {Ts(then), Ts(then)};
+  ASSERT_EQ(utimensat(AT_FDCWD, (view_ + "/cluster/r6").c_str(), times, 0), 0);
+  ViewParts parts(node(), view_);
+  ASSERT_TRUE(parts.recorder->Sync().ok());
+  Result<Record> now = node().store->Get("cluster/r6", Cf::kNs);
+  ASSERT_TRUE(now.ok());
+  EXPECT_TRUE(Newer(now->version, newer.version)) << "the restore was not recorded";
+  ASSERT_TRUE(parts.audit->Check(true).ok());
+  ASSERT_TRUE(parts.audit->Check(true).ok());
+  EXPECT_EQ(parts.audit->repaired(), 0u);
+  EXPECT_EQ(Read(view_ + "/cluster/r6"), "older!!!\n");
 }
 
 }  // namespace
