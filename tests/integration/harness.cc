@@ -13,9 +13,9 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/test_util.h"
 
 namespace onebox::testing {
 
@@ -245,16 +245,20 @@ AgentProcess::~AgentProcess() {
   // The socket answers once the gRPC server is up; it names the bound port.
   v1::ShimResponse ping;
   std::string err;
-  while (!ShimPing(socket_, &ping, &err)) {
-    int status = 0;
-    if (WaitFor(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return ::testing::AssertionFailure() << "agent exited with " << ExitCodeOf(status) << ": " << log();
-    }
-    if (std::chrono::steady_clock::now() > deadline)
-      return ::testing::AssertionFailure() << "agent socket never answered (" << err << "): " << log();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  int status = 0;
+  bool exited = false;
+  ::testing::AssertionResult answered = WaitUntil(
+      [&] {
+        if (ShimPing(socket_, &ping, &err)) return true;
+        exited = WaitFor(pid_, &status, WNOHANG) == pid_;
+        return exited;  // then it never will
+      },
+      timeout, "the agent's socket answers", std::chrono::milliseconds(20));
+  if (exited) {
+    pid_ = -1;
+    return ::testing::AssertionFailure() << "agent exited with " << ExitCodeOf(status) << ": " << log();
   }
+  if (!answered) return ::testing::AssertionFailure() << "agent socket never answered (" << err << "): " << log();
   address_ = ping.ping().grpc_address();
   grpc::ChannelArguments channel_args;  // an agent cut off and back is reached again within a second
   channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -262,15 +266,16 @@ AgentProcess::~AgentProcess() {
   channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), channel_args);
   auto health = grpc::health::v1::Health::NewStub(channel_);
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto serving = [&] {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     grpc::health::v1::HealthCheckRequest q;
     grpc::health::v1::HealthCheckResponse r;
-    if (health->Check(&ctx, q, &r).ok() && r.status() == grpc::health::v1::HealthCheckResponse::SERVING)
-      return ::testing::AssertionSuccess();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+    return health->Check(&ctx, q, &r).ok() && r.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
+  if (WaitUntil(serving, deadline - std::chrono::steady_clock::now(), "the agent reports SERVING",
+                std::chrono::milliseconds(20)))
+    return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "agent never reported SERVING: " << log();
 }
 
@@ -278,16 +283,12 @@ int AgentProcess::Stop(int sig) {
   if (pid_ <= 0) return -1;
   kill(pid_, sig);
   int status = 0;
+  pid_t r = 0;
   // An agent that does not stop within 15 s is killed (and the test sees -9).
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  pid_t r;
-  while ((r = WaitFor(pid_, &status, WNOHANG)) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid_, SIGKILL);
-      r = WaitFor(pid_, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!WaitUntil([&] { return (r = WaitFor(pid_, &status, WNOHANG)) != 0; }, std::chrono::seconds(15),
+                 "the agent exits", std::chrono::milliseconds(10))) {
+    kill(pid_, SIGKILL);
+    r = WaitFor(pid_, &status, 0);
   }
   pid_ = -1;
   if (r < 0) return -1000;  // could not learn how it ended: never a clean exit
