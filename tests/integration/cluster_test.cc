@@ -176,32 +176,6 @@ grpc::Status Put(AgentProcess& a, const std::string& key, const std::string& val
   return v1::Store::NewStub(a.channel())->Put(&ctx, q, &r);
 }
 
-std::string Digest(AgentProcess& a) {
-  v1::StatusResponse r;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
-  EXPECT_TRUE(v1::Cluster::NewStub(a.channel())->Status(&ctx, {}, &r).ok());
-  return r.state_digest();
-}
-
-// Waits until every agent reports the same state digest.
-::testing::AssertionResult Converge(const std::vector<AgentProcess*>& agents, seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::string last;
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::set<std::string> digests;
-    last.clear();
-    for (AgentProcess* agent : agents) {
-      std::string d = Digest(*agent);
-      digests.insert(d);
-      last += d.substr(0, 8) + " ";
-    }
-    if (digests.size() == 1) return ::testing::AssertionSuccess();
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return ::testing::AssertionFailure() << "digests never agreed: " << last;
-}
-
 TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
   StartThree();
   if (HasFatalFailure()) return;
@@ -283,25 +257,6 @@ TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
     EXPECT_FALSE(dr.found()) << "the delete did not reach every node";
   }
   EXPECT_EQ(race_values.size(), 1u) << "concurrent writes did not resolve alike everywhere";
-}
-
-// cmd run by bash under the shim of agent.
-RunResult Shell(AgentProcess& agent, const std::string& cmd) {
-  return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
-}
-
-// Runs cmd under agent's shim until it succeeds with want as output.
-::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
-                                      seconds timeout = seconds(10)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  RunResult r;
-  while (std::chrono::steady_clock::now() < deadline) {
-    r = Shell(agent, cmd);
-    if (r.exit_code == 0 && r.out == want) return ::testing::AssertionSuccess();
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return ::testing::AssertionFailure() << "`" << cmd << "` never gave the wanted output; last: exit " << r.exit_code
-                                       << ", out '" << r.out << "', err '" << r.err << "', want '" << want << "'";
 }
 
 bool IsStub(const std::string& view_file) { return getxattr(view_file.c_str(), "user.onebox.stub", nullptr, 0) >= 0; }

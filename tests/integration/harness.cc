@@ -12,9 +12,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "onebox/v1/cluster.grpc.pb.h"
 #include "tests/test_util.h"
 
 namespace onebox::testing {
@@ -325,5 +327,51 @@ std::string AgentProcess::log() const {
 }
 
 std::shared_ptr<grpc::Channel> AgentProcess::channel() { return channel_; }
+
+RunResult Shell(AgentProcess& agent, const std::string& cmd) {
+  return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+}
+
+::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
+                                      std::chrono::seconds timeout) {
+  return WaitUntil(
+      [&] {
+        RunResult r = Shell(agent, cmd);
+        return ::testing::AssertionResult(r.exit_code == 0 && r.out == want)
+               << "exit " << r.exit_code << ", out '" << r.out << "', err '" << r.err << "'";
+      },
+      timeout, "`" + cmd + "` prints '" + want + "'");
+}
+
+::testing::AssertionResult Converge(const std::vector<AgentProcess*>& agents, std::chrono::seconds timeout,
+                                    Unanswered unanswered) {
+  std::string silent;  // an agent that did not answer, when that fails the wait
+  auto agree = [&] {
+    std::set<std::string> digests;
+    std::string seen;
+    bool all_answered = true;
+    for (AgentProcess* agent : agents) {
+      v1::StatusResponse r;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       (unanswered == Unanswered::kFails ? std::chrono::seconds(5) : std::chrono::seconds(2)));
+      grpc::Status st = v1::Cluster::NewStub(grpc::CreateChannel(agent->address(), grpc::InsecureChannelCredentials()))
+                            ->Status(&ctx, {}, &r);
+      if (!st.ok()) {
+        all_answered = false;
+        seen += agent->address() + " did not answer (" + st.error_message() + ") ";
+        if (unanswered == Unanswered::kFails) silent = agent->address() + ": " + st.error_message();
+        continue;
+      }
+      digests.insert(r.state_digest());
+      seen += agent->address() + "=" + r.state_digest().substr(0, 8) + " ";
+    }
+    if (!silent.empty()) return ::testing::AssertionSuccess();  // ends the wait: it failed
+    return ::testing::AssertionResult(all_answered && digests.size() == 1) << seen;
+  };
+  ::testing::AssertionResult agreed = WaitUntil(agree, timeout, "every agent reports the same state digest");
+  if (!silent.empty()) return ::testing::AssertionFailure() << "Cluster/Status unanswered by " << silent;
+  return agreed;
+}
 
 }  // namespace onebox::testing
