@@ -1,6 +1,7 @@
 #include "tests/integration/harness.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <poll.h>
 #include <signal.h>
@@ -200,6 +201,42 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
     return false;
   }
   return true;
+}
+
+const StatePage* MapStatePage(const std::string& socket_path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    close(fd);
+    return nullptr;
+  }
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_hello()->set_root("/cluster");
+  std::string body = req.SerializeAsString();
+  uint32_t len = static_cast<uint32_t>(body.size());
+  std::string frame = std::string(reinterpret_cast<char*>(&len), 4) + body;
+  char buf[4096];
+  iovec iov{buf, sizeof buf};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  int page_fd = -1;
+  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()) &&
+      recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) > 0) {
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS) memcpy(&page_fd, CMSG_DATA(cm), sizeof page_fd);
+  }
+  close(fd);
+  if (page_fd < 0) return nullptr;
+  void* map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
+  close(page_fd);
+  return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
 }
 
 AgentProcess::AgentProcess(std::string name, std::string data_dir, std::string socket_path, std::string listen)

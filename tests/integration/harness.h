@@ -15,6 +15,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "nodeagent/state_page.h"
 #include "onebox/v1/shim.pb.h"
 
 namespace onebox::testing {
@@ -42,6 +43,10 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
               int timeout_seconds = 2);
 // A Ping (id 77); the response says who the agent saw.
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
+
+// The agent's state page, mapped read-only as a shim maps it (it comes with
+// Hello's answer); nullptr if it did not come. munmap(page, 4096) when done.
+const StatePage* MapStatePage(const std::string& socket_path);
 
 class AgentProcess;
 

@@ -8,9 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <filesystem>
 #include <fstream>
@@ -29,44 +27,6 @@ namespace {
 std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
   for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
   return s;
-}
-
-// The agent's state page, mapped as a shim maps it (it comes with Hello's
-// answer); nullptr if it did not come.
-const StatePage* MapStatePage(const std::string& socket_path) {
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  strncpy(sa.sun_path, socket_path.c_str(), sizeof sa.sun_path - 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    close(fd);
-    return nullptr;
-  }
-  v1::ShimRequest req;
-  req.set_id(1);
-  req.mutable_hello()->set_root("/cluster");
-  std::string body = req.SerializeAsString();
-  uint32_t len = static_cast<uint32_t>(body.size());
-  std::string frame = std::string(reinterpret_cast<char*>(&len), 4) + body;
-  char buf[4096];
-  iovec iov{buf, sizeof buf};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  int page_fd = -1;
-  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()) &&
-      recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) > 0) {
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS) memcpy(&page_fd, CMSG_DATA(cm), sizeof page_fd);
-  }
-  close(fd);
-  if (page_fd < 0) return nullptr;
-  void* map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
-  close(page_fd);
-  return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
 }
 
 template <class Pred>
