@@ -9,6 +9,7 @@
 
 #include <sys/xattr.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -52,19 +53,19 @@ class ClusterTest : public ::testing::Test {
   // Waits until a lists every name in want with the given state.
   ::testing::AssertionResult WaitForStates(AgentProcess& a, const std::map<std::string, v1::NodeState>& want,
                                            seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string last;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::map<std::string, v1::NodeState> got;
-      last.clear();
-      for (const v1::Node& n : Nodes(a)) {
-        got[n.name()] = n.state();
-        last += n.name() + "=" + v1::NodeState_Name(n.state()) + " ";
-      }
-      if (got == want) return ::testing::AssertionSuccess();
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return ::testing::AssertionFailure() << "states never became as wanted; last: " << last;
+    std::string wanted;
+    for (const auto& [name, state] : want) wanted += name + "=" + v1::NodeState_Name(state) + " ";
+    return WaitUntil(
+        [&] {
+          std::map<std::string, v1::NodeState> got;
+          std::string seen;
+          for (const v1::Node& n : Nodes(a)) {
+            got[n.name()] = n.state();
+            seen += n.name() + "=" + v1::NodeState_Name(n.state()) + " ";
+          }
+          return ::testing::AssertionResult(got == want) << seen;
+        },
+        timeout, a.address() + " lists " + wanted);
   }
 
   // a, then b and c joining a; returns once each sees all three alive.
@@ -85,13 +86,14 @@ class ClusterTest : public ::testing::Test {
                          const std::function<void()>& while_open) {
     std::string marker = dir_ / "script-paused";
     RunResult r;
+    std::atomic<bool> ended = false;
     std::thread writer([&] {
       r = RunCommand({"/usr/bin/python3", "-c", script, arg, marker},
                      {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+      ended = true;
     });
-    for (auto deadline = std::chrono::steady_clock::now() + timeout;
-         !std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline;)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_TRUE(WaitUntil([&] { return std::filesystem::exists(marker) || ended; }, timeout,
+                          "the script has made its marker (or ended)", std::chrono::milliseconds(10)));
     while_open();
     std::filesystem::remove(marker);
     writer.join();
@@ -113,17 +115,16 @@ TEST_F(ClusterTest, JoinedAgentsListEachOtherThenNoticeAFailureAndARecovery) {
 
   // Indexes: chosen once gossip has settled, distinct, the same seen from anywhere.
   std::map<std::string, uint32_t> index_of;
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto indexes_chosen = [&] {
     std::set<uint32_t> distinct;
     index_of.clear();
     for (const v1::Node& n : Nodes(*b)) {
       index_of[n.name()] = n.index();
       if (n.index() != 0) distinct.insert(n.index());
     }
-    if (distinct.size() == 3) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+    return Observed(distinct.size() == 3, index_of);
+  };
+  EXPECT_TRUE(WaitUntil(indexes_chosen, seconds(10), "b lists three distinct indexes"));
   ASSERT_EQ(index_of.size(), 3u);
   std::set<uint32_t> distinct;
   for (auto& [name, idx] : index_of) distinct.insert(idx);
@@ -196,10 +197,7 @@ TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
     return v1::Namespace::NewStub(agent.channel())->Stat(&sctx, sq, &sr).ok() && sr.found() &&
            sr.inode().size() == 11u;
   };
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       !recorded(*a) && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_TRUE(recorded(*a));
+  ASSERT_TRUE(WaitUntil([&] { return recorded(*a); }, seconds(10), "a has recorded /cluster/r.txt, 11 bytes"));
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
   for (AgentProcess* agent : {b.get(), c.get()}) {
     v1::GetRequest q;
@@ -296,10 +294,8 @@ TEST_F(ClusterTest, FilesWrittenOnOneNodeAreReadOnTheOthers) {
   // Content on the writer and one more node (replication factor 2); the
   // third has a stub until a program opens the file there.
   std::string b_big = dir_ / "b-data/view/cluster/t/big", c_big = dir_ / "c-data/view/cluster/t/big";
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(5);
-       IsStub(b_big) == IsStub(c_big) && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_NE(IsStub(b_big), IsStub(c_big)) << "exactly one of b and c should hold a stub of the big file";
+  EXPECT_TRUE(WaitUntil([&] { return IsStub(b_big) != IsStub(c_big); }, seconds(5),
+                        "exactly one of b and c holds a stub of the big file"));
   v1::Version before = VersionOf(*a, "/cluster/t/big");
 
   for (AgentProcess* agent : {a.get(), b.get(), c.get()}) {
@@ -331,10 +327,10 @@ TEST_F(ClusterTest, AnOpenWhoseContentNoLiveNodeHoldsFailsFastWithEio) {
   if (HasFatalFailure()) return;
   ASSERT_EQ(Shell(*a, "echo only-on-a-and-one-more > /cluster/lonely").exit_code, 0);
   std::string b_file = dir_ / "b-data/view/cluster/lonely", c_file = dir_ / "c-data/view/cluster/lonely";
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (!(access(b_file.c_str(), F_OK) == 0 && access(c_file.c_str(), F_OK) == 0 && IsStub(b_file) != IsStub(c_file)) &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto placed = [&] {
+    return access(b_file.c_str(), F_OK) == 0 && access(c_file.c_str(), F_OK) == 0 && IsStub(b_file) != IsStub(c_file);
+  };
+  (void)WaitUntil(placed, seconds(10), "b and c both hold the file, one as a stub");  // the assertion below counts
   ASSERT_NE(IsStub(b_file), IsStub(c_file));
   // The writer and the other holder go down; the node with the stub is left.
   AgentProcess& holder = IsStub(b_file) ? *c : *b;
@@ -530,10 +526,7 @@ TEST_F(ClusterTest, StubsMovedTouchedChmodedOrOverwrittenKeepTheRightContentEver
   if (HasFatalFailure()) return;
   ASSERT_EQ(Shell(*a, "mkdir /cluster/s && for i in 1 2 3 4; do echo content$i > /cluster/s/f$i; done").exit_code, 0);
   std::string stub4 = dir_ / "b-data/view/cluster/s/f4";
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       !IsStub(stub4) && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_TRUE(IsStub(stub4));
+  ASSERT_TRUE(WaitUntil([&] { return IsStub(stub4); }, seconds(10), "b holds /cluster/s/f4 as a stub"));
   // On b, where they are stubs: none of this opens them for reading.
   RunResult changed = Shell(*b,
                             "mv /cluster/s/f1 /cluster/s/g1 && touch -d 2020-01-02 /cluster/s/f2 && "
@@ -650,10 +643,11 @@ TEST_F(ClusterTest, BigFilesReadElsewhereAreAsClosedThroughRewritesLinksAndACras
     EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
     return st.chunks_hashed_ahead();
   };
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       hashed_ahead() < 4 && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_GE(hashed_ahead(), 4u);
+  auto four_ahead = [&] {
+    uint64_t n = hashed_ahead();
+    return Observed(n >= 4, n);
+  };
+  EXPECT_TRUE(WaitUntil(four_ahead, seconds(10), "a has taken at least 4 chunks hashed ahead"));
   // b learns both (b holds stubs: a has the only copy).
   EXPECT_TRUE(Eventually(*b, "stat -c %s /cluster/big /cluster/d/second; ls /cluster/d", "8388608\n2097152\nsecond\n",
                          seconds(10)));
@@ -774,10 +768,11 @@ TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
   };
   ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
   for (int i = 0; i < 3000; ++i) ASSERT_TRUE(Put(*a, fmt::format("hung/{}", i), std::string(200, 'v')).ok());
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (keys_on(*c, "hung/") != 3000 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_EQ(keys_on(*c, "hung/"), 3000) << "c must not wait for b";
+  auto c_has_all = [&] {
+    int n = keys_on(*c, "hung/");
+    return Observed(n == 3000, n);
+  };
+  EXPECT_TRUE(WaitUntil(c_has_all, seconds(10), "c holds the 3000 keys: c must not wait for b"));
   ASSERT_EQ(kill(b->pid(), SIGCONT), 0);
   EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
   EXPECT_EQ(keys_on(*b, "hung/"), 3000);
@@ -893,11 +888,11 @@ TEST_F(ClusterTest, StoreLevelsReachTheirMembersBeforeTheyAnswer) {
   ASSERT_TRUE(PutAt(*a, "lv/r", "2", v1::WRITE_LEVEL_QUORUM).ok());
   ASSERT_TRUE(c->Start());
   EXPECT_NE(GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM), "1");
-  std::string read;
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       (read = GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM)) != "2" && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_EQ(read, "2");
+  auto read_2 = [&] {
+    std::string read = GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM);
+    return Observed(read == "2", read);
+  };
+  EXPECT_TRUE(WaitUntil(read_2, seconds(10), "a QUORUM read of lv/r on c gives \"2\""));
 }
 
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
