@@ -7,6 +7,7 @@
 // fails fast with EIO.
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
 #include <sys/xattr.h>
 
 #include <atomic>
@@ -66,6 +67,26 @@ class ClusterTest : public ::testing::Test {
           return ::testing::AssertionResult(got == want) << seen;
         },
         timeout, a.address() + " lists " + wanted);
+  }
+  // Other members alive, as agent's state page counts them (updated after
+  // each gossip round; a shim asks peers for an exclusive create only while
+  // this is not 0). -1 if the page did not come.
+  static int64_t PeersAliveOnPage(AgentProcess& agent) {
+    const StatePage* page = MapStatePage(agent.socket());
+    if (page == nullptr) return -1;
+    int64_t alive = static_cast<int64_t>(page->peers_alive.load());
+    munmap(const_cast<StatePage*>(page), 4096);
+    return alive;
+  }
+  // Waits until the state page of every agent in agents counts `peers` others alive.
+  static ::testing::AssertionResult WaitForPagesCounting(const std::vector<AgentProcess*>& agents, int64_t peers) {
+    return WaitUntil(
+        [&] {
+          std::vector<int64_t> seen;
+          for (AgentProcess* agent : agents) seen.push_back(PeersAliveOnPage(*agent));
+          return Observed(std::all_of(seen.begin(), seen.end(), [&](int64_t n) { return n == peers; }), seen);
+        },
+        seconds(10), "every state page counts " + std::to_string(peers) + " peers alive");
   }
 
   // a, then b and c joining a; returns once each sees all three alive.
@@ -561,10 +582,16 @@ TEST_F(ClusterTest, KillDuringAWriteStormLosesNoFsyncedWrite) {
       "        break\n"
       "    print(i, flush=True)\n";
   RunResult writer;
+  std::atomic<bool> ended = false;
   std::thread t([&] {
     writer = RunCommand({"/usr/bin/python3", "-c", writer_py}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+    ended = true;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // The kill comes in the middle of the storm, once the writer is making its
+  // 31st file (so 30 writes were acknowledged) in a's view.
+  std::string f30 = dir_ / "a-data/view/cluster/storm/f30";
+  EXPECT_TRUE(WaitUntil([&] { return std::filesystem::exists(f30) || ended; }, seconds(30),
+                        "the writer is at its 31st file"));
   EXPECT_EQ(a->Stop(SIGKILL), -SIGKILL);
   t.join();
   std::vector<int> acked;
@@ -730,7 +757,9 @@ std::multiset<std::string> RaceExclusiveCreates(AgentProcess& a, AgentProcess& b
 TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   StartThree();
   if (HasFatalFailure()) return;
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // every state page counts the peers (a gossip round)
+  // Every shim asks its agent's peers for an exclusive create only once its
+  // state page counts them alive (after a gossip round).
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
   std::multiset<std::string> won = RaceExclusiveCreates(*a, *b, "three");
   for (int i = 1; i <= 30; ++i) EXPECT_EQ(won.count("d" + std::to_string(i)), 1u) << "mkdir /cluster/threem" << i;
   for (int i = 0; i < 30; ++i) EXPECT_EQ(won.count("f" + std::to_string(i)), 1u) << "O_EXCL /cluster/threee" << i;
@@ -740,9 +769,12 @@ TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   EXPECT_TRUE(Eventually(*b, "mkdir /cluster/L && rmdir /cluster/L && echo ok", "ok\n", seconds(3)));
   // With c down, two live nodes: each name still goes to exactly one of them.
   EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
-  EXPECT_TRUE(WaitForStates(*a, {{"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_SUSPECT}},
-                            seconds(6)));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const std::map<std::string, v1::NodeState> c_suspect{
+      {"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_SUSPECT}};
+  EXPECT_TRUE(WaitForStates(*a, c_suspect, seconds(6)));
+  // b has noticed too, and both state pages count one peer: two live nodes that know it.
+  EXPECT_TRUE(WaitForStates(*b, c_suspect, seconds(6)));
+  EXPECT_TRUE(WaitForPagesCounting({a.get(), b.get()}, 1));
   won = RaceExclusiveCreates(*a, *b, "two");
   for (int i = 1; i <= 30; ++i) EXPECT_EQ(won.count("d" + std::to_string(i)), 1u) << "mkdir /cluster/twom" << i;
   for (int i = 0; i < 30; ++i) EXPECT_EQ(won.count("f" + std::to_string(i)), 1u) << "O_EXCL /cluster/twoe" << i;
@@ -780,6 +812,9 @@ TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
   // Hung again, with a stream to it under way: a still stops promptly.
   ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
   for (int i = 0; i < 3000; ++i) ASSERT_TRUE(Put(*a, fmt::format("again/{}", i), std::string(200, 'v')).ok());
+  // Not a wait for a condition: a's stream to b gets under way meanwhile (a
+  // pusher looks every 100 ms), which the agent does not show (no per-peer
+  // stream state in Cluster/Status, nothing in the log when a stream opens).
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto stop_at = std::chrono::steady_clock::now();
   EXPECT_EQ(a->Stop(SIGTERM), 0);
@@ -798,7 +833,11 @@ TEST_F(ClusterTest, ARestartedNodeKeepsItsLogForThePeersThatAreAway) {
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(Put(*a, fmt::format("away/{}", i), "v").ok());
   EXPECT_EQ(a->Stop(SIGTERM), 0);
   ASSERT_TRUE(a->Start());
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the log is looked at for truncation every second
+  // Not a wait for a condition: what is tested is that nothing is cut from
+  // a's log while b and c are away, and a looks at its log for truncation
+  // every second; this gives it two looks before they come back (a
+  // truncation leaves no trace to wait for: not in Cluster/Status, not in the log).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   b = Agent("b", a->address());  // the same data dirs, joining a where it listens now
   c = Agent("c", a->address());
   ASSERT_TRUE(b->Start());
@@ -920,6 +959,9 @@ TEST_F(ClusterTest, AntiEntropyRepairsWhatANodeMissedPastTheLogsRetention) {
   // 100 writes, and a file: a's log keeps only the last 10 once it truncates (every second).
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(Put(*a, "missed/" + std::to_string(i), "v").ok());
   ASSERT_EQ(Shell(*a, "echo missed-file > /cluster/missed.txt").exit_code, 0);
+  // Stands in for "a has truncated its log", which is not observable today
+  // (Cluster/Status has no log figures, and a truncation logs nothing): a
+  // looks every second, so 1.5 s takes in at least one truncation.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   ASSERT_TRUE(c->Start());
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
