@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -124,6 +125,29 @@ class KeepLogsOf {
   const std::vector<std::unique_ptr<AgentProcess>>& nodes_;
 };
 
+// How the store of node i holds path: "present", "deleted" or "absent" (the
+// CLI's Namespace/Versions, run inside the node's namespace: the test cannot
+// reach a node that is cut off).
+std::string Recorded(const Network& net, int i, const std::string& path) {
+  std::vector<std::string> argv = net.Inside(i);
+  argv.insert(argv.end(), {OneboxBin(), "--agent", net.Address(i) + ":7070", "versions", path});
+  RunResult r = RunCommand(argv);
+  if (r.out.find("current (deleted)") != std::string::npos) return "deleted";
+  if (r.out.find("current") != std::string::npos) return "present";
+  return "absent";
+}
+
+// Waits until the store of node i holds each path as want says (Recorded).
+::testing::AssertionResult WaitForRecords(const Network& net, int i, const std::map<std::string, std::string>& want) {
+  return WaitUntil(
+      [&] {
+        std::map<std::string, std::string> seen;
+        for (const auto& [path, state] : want) seen[path] = Recorded(net, i, path);
+        return Observed(seen == want, seen);
+      },
+      seconds(15), fmt::format("node {} has recorded its own changes", i));
+}
+
 TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNothingLost) {
   Network net(3);
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
@@ -186,6 +210,7 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
       }
     }
     ++rounds;
+    // Not a wait for a condition: paces the rounds of writes over the cut.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   EXPECT_NE(c_fsync.back().find("Input/output error"), std::string::npos)
@@ -246,19 +271,20 @@ TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothing
             0);
   ASSERT_TRUE(converge(seconds(20)));
   // The stores agree; c's view follows them a moment later.
-  std::string seen;
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       (seen = Shell(c, "cat /cluster/t/x/fx /cluster/t/y/fy").out) != "fx\nfy\n" &&
-       std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_EQ(seen, "fx\nfy\n");
+  ASSERT_TRUE(Eventually(c, "cat /cluster/t/x/fx /cluster/t/y/fy", "fx\nfy\n"));
 
   ASSERT_TRUE(net.SetLink(3, false)) << net.error();
   RunResult on_c = Shell(c, "mv /cluster/t/x /cluster/t/y/x && rm -r /cluster/t/gone");
   RunResult on_a = Shell(a, "mv /cluster/t/y /cluster/t/x/y && echo new > /cluster/t/gone/new");
   ASSERT_EQ(on_c.exit_code, 0) << on_c.err;
   ASSERT_EQ(on_a.exit_code, 0) << on_a.err;
-  std::this_thread::sleep_for(seconds(3));  // both sides have recorded their own changes
+  // Both sides have recorded their own changes before either hears of the other's.
+  EXPECT_TRUE(WaitForRecords(net, 3, {{"/cluster/t/y/x", "present"}, {"/cluster/t/y/x/fx", "present"},
+                                      {"/cluster/t/x", "deleted"}, {"/cluster/t/x/fx", "deleted"},
+                                      {"/cluster/t/gone", "deleted"}, {"/cluster/t/gone/old", "deleted"}}));
+  EXPECT_TRUE(WaitForRecords(net, 1, {{"/cluster/t/x/y", "present"}, {"/cluster/t/x/y/fy", "present"},
+                                      {"/cluster/t/y", "deleted"}, {"/cluster/t/y/fy", "deleted"},
+                                      {"/cluster/t/gone/new", "present"}}));
   ASSERT_TRUE(net.SetLink(3, true)) << net.error();
   ASSERT_TRUE(converge(seconds(30))) << "no convergence within 30 s of the heal";
 
@@ -277,24 +303,17 @@ TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothing
     }
     return dead;
   };
-  auto deadline = std::chrono::steady_clock::now() + seconds(15);
   for (auto& n : nodes) {
-    std::string dead = dead_in_store(*n);
-    while (!dead.empty() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      dead = dead_in_store(*n);
-    }
-    EXPECT_EQ(dead, "") << "entries the store of " << n->address() << " holds as removed";
+    auto none_dead = [&] {
+      std::string dead = dead_in_store(*n);
+      return Observed(dead.empty(), dead);
+    };
+    EXPECT_TRUE(WaitUntil(none_dead, seconds(15), "the store of " + n->address() + " holds no entry as removed"));
   }
   ASSERT_TRUE(converge(seconds(10))) << "no convergence after the repairs";
   for (auto& n : nodes) {
-    std::string got;
-    while (std::chrono::steady_clock::now() < deadline) {
-      got = Shell(*n, "cd /cluster/t && find . -mindepth 1 | LC_ALL=C sort").out;
-      if (got == want) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    EXPECT_EQ(got, want) << "the tree seen through " << n->address();
+    EXPECT_TRUE(Eventually(*n, "cd /cluster/t && find . -mindepth 1 | LC_ALL=C sort", want, seconds(15)))
+        << "the tree seen through " << n->address();
     EXPECT_EQ(Shell(*n, "cat /cluster/t/y/x/fx /cluster/t/x/y/fy /cluster/t/gone/new").out, "fx\nfy\nnew\n");
   }
 }
@@ -313,7 +332,9 @@ TEST(PartitionTest, RandomKillsAndPartitionsLoseNoAcknowledgedWrite) {
   StartThree(net, dir, "j", &nodes, fmt::format("{}:7070,{}:7070", net.Address(1), net.Address(2)));
   if (::testing::Test::HasFatalFailure()) return;
   ASSERT_EQ(Shell(*nodes[0], "mkdir -p /cluster/h").exit_code, 0);
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // The writers start once every node holds /cluster/h (where they write).
+  ASSERT_TRUE(Converge({nodes[0].get(), nodes[1].get(), nodes[2].get()}, seconds(20), Unanswered::kWaitsOn));
+  for (auto& n : nodes) ASSERT_TRUE(Eventually(*n, "test -d /cluster/h && echo here", "here\n"));
 
   const std::string writer_py =
       "import os, sys, time\n"
@@ -349,14 +370,15 @@ TEST(PartitionTest, RandomKillsAndPartitionsLoseNoAcknowledgedWrite) {
     if (rng() % 2 == 0) {
       history += fmt::format("cut {} for {} ms; ", victim, hold.count());
       ASSERT_TRUE(net.SetLink(victim, false)) << net.error();
-      std::this_thread::sleep_for(hold);
+      std::this_thread::sleep_for(hold);  // not a wait: how long the cut lasts is the nemesis's choice
       ASSERT_TRUE(net.SetLink(victim, true)) << net.error();
     } else {
       history += fmt::format("kill -9 {} for {} ms; ", victim, hold.count());
       EXPECT_EQ(nodes[victim - 1]->Stop(SIGKILL), -SIGKILL);
-      std::this_thread::sleep_for(hold);
+      std::this_thread::sleep_for(hold);  // not a wait: how long the node stays down is the nemesis's choice
       ASSERT_TRUE(nodes[victim - 1]->Start()) << history;
     }
+    // Not a wait either: the writers have the whole cluster for a random while.
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(500, 2000)(rng)));
   }
   { std::ofstream(stop) << "stop"; }
