@@ -29,16 +29,6 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
   return s;
 }
 
-template <class Pred>
-bool Eventually(Pred pred, std::chrono::milliseconds timeout) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return pred();
-}
-
 class ShimTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -79,15 +69,17 @@ TEST_F(ShimTest, WritesAreRecordedInTheNamespace) {
   EVP_Digest("abc", 3, d, &n, EVP_sha256(), nullptr);
   for (const char* path : {"/cluster/rec/f", "/cluster/rec/g"}) {
     v1::StatResponse st;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (std::chrono::steady_clock::now() < deadline) {
+    grpc::Status rpc;
+    auto recorded = [&] {
       v1::StatRequest q;
       q.set_path(path);
       grpc::ClientContext ctx;
-      ASSERT_TRUE(stub->Stat(&ctx, q, &st).ok());
-      if (st.found() && st.inode().size() == 3) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+      rpc = stub->Stat(&ctx, q, &st);
+      return !rpc.ok() || (st.found() && st.inode().size() == 3);  // a failed call ends the wait too
+    };
+    EXPECT_TRUE(WaitUntil(recorded, std::chrono::seconds(5), std::string(path) + " is recorded, 3 bytes",
+                          std::chrono::milliseconds(10)));
+    ASSERT_TRUE(rpc.ok()) << rpc.error_message();
     ASSERT_TRUE(st.found()) << path;
     ASSERT_EQ(st.inode().chunks_size(), 1) << path;
     EXPECT_EQ(st.inode().chunks(0), std::string(reinterpret_cast<char*>(d), n)) << path;
@@ -487,7 +479,8 @@ for _ in range(2):
 TEST_F(ShimTest, AnAnnouncementEndsWithItsConnection) {
   const StatePage* page = MapStatePage(agent_->socket());
   ASSERT_NE(page, nullptr);
-  ASSERT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(10),
+                        "the view is proven free of symlinks", std::chrono::milliseconds(2)));
   v1::ShimRequest req;
   req.set_id(3);
   req.mutable_announce_symlink();
@@ -495,8 +488,8 @@ TEST_F(ShimTest, AnAnnouncementEndsWithItsConnection) {
   std::string err;
   ASSERT_TRUE(ShimCall(agent_->socket(), req, &resp, &err)) << err;  // connects, asks, closes
   ASSERT_NE(resp.announce_symlink().token(), 0u) << resp.message();
-  EXPECT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(5)))
-      << "the announcement outlived its connection";
+  EXPECT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(5),
+                        "the announcement ends with its connection", std::chrono::milliseconds(2)));
   munmap(const_cast<StatePage*>(page), 4096);
 }
 
@@ -518,14 +511,19 @@ TEST_F(ShimTest, AnEarlyAnnouncementWaitsOnlyForTheStartDelay) {
   std::thread early([&] {
     v1::ShimResponse ping;
     std::string e;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!ShimPing(socket, &ping, &e) && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    // Looked at every 0.5 ms: the rest must happen within the agent's first 400 ms.
+    EXPECT_TRUE(WaitUntil([&] { return ShimPing(socket, &ping, &e); }, std::chrono::seconds(20),
+                          "the agent's socket answers", std::chrono::microseconds(500)));
     // The recorder hashes 1 GiB holding the view's record lock: Publish waits for it.
     int fd = open((view + "/big").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(ftruncate(fd, off_t{1} << 30), 0);
     close(fd);
+    // Not a wait for a condition the agent shows: a moment for the recorder to
+    // start on big before the publishes (and, below, for the publishes to
+    // reach the agent before the announcement). Should one fall short, the
+    // announcement has nothing to wait behind: the test shows less, but never
+    // fails wrongly.
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     std::vector<std::thread> publishes;
     for (int i = 0; i < 4; ++i)
@@ -537,7 +535,7 @@ TEST_F(ShimTest, AnEarlyAnnouncementWaitsOnlyForTheStartDelay) {
         std::string pe;
         EXPECT_TRUE(ShimCall(socket, req, &r, &pe, 60)) << pe;
       });
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // not a wait either: see above
     v1::ShimRequest req;
     req.set_id(3);
     req.mutable_announce_symlink();
@@ -597,8 +595,8 @@ print(" ".join(map(str, kids)))
   EXPECT_EQ(kids.size(), 100u) << r.out;
   const StatePage* page = MapStatePage(agent_->socket());
   ASSERT_NE(page, nullptr);
-  EXPECT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(8)))
-      << "a child holds the view's symlink lock";
+  EXPECT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(8),
+                        "no child holds the view's symlink lock", std::chrono::milliseconds(2)));
   for (pid_t pid : kids) kill(pid, SIGKILL);
   munmap(const_cast<StatePage*>(page), 4096);
 }
