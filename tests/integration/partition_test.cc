@@ -163,11 +163,17 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
                 .exit_code,
             0);
   ASSERT_TRUE(converge(seconds(20)));
+  // The digests may agree before a has recorded its files, and c's view
+  // follows its store a moment later: wait for a stub there.
   std::string stub_on_c;
-  for (int i = 1; i <= 20 && stub_on_c.empty(); ++i) {
-    std::string f = dir / fmt::format("p3-data/view/cluster/before/f{}", i);
-    if (getxattr(f.c_str(), "user.onebox.stub", nullptr, 0) >= 0) stub_on_c = fmt::format("/cluster/before/f{}", i);
-  }
+  auto find_stub = [&] {
+    for (int i = 1; i <= 20 && stub_on_c.empty(); ++i) {
+      std::string f = dir / fmt::format("p3-data/view/cluster/before/f{}", i);
+      if (getxattr(f.c_str(), "user.onebox.stub", nullptr, 0) >= 0) stub_on_c = fmt::format("/cluster/before/f{}", i);
+    }
+    return !stub_on_c.empty();
+  };
+  (void)WaitUntil(find_stub, seconds(10), "c's view holds one of a's files as a stub");  // the assertion below counts
   ASSERT_FALSE(stub_on_c.empty()) << "with replication factor 2, c should hold some of a's files as stubs";
 
   ASSERT_TRUE(net.SetLink(3, false)) << net.error();
