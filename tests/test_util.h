@@ -1,10 +1,17 @@
-// Test helpers shared by unit and integration tests: temp dirs that clean up.
+// Test helpers shared by unit and integration tests: temp dirs that clean up,
+// and waiting for a condition (never for a fixed time).
 #pragma once
 
 #include <stdlib.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <thread>
+
+#include <gtest/gtest.h>
 
 namespace onebox::testing {
 
@@ -30,5 +37,39 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// A condition's answer to WaitUntil: whether it holds, and what was seen
+// (WaitUntil's failure message shows the last look's).
+template <class T>
+::testing::AssertionResult Observed(bool holds, const T& seen) {
+  return ::testing::AssertionResult(holds) << ::testing::PrintToString(seen);
+}
+
+// Looks at condition (returning bool, or an AssertionResult saying what it
+// saw: Observed) until it holds, and at least once. Succeeds as soon as it
+// holds; fails once timeout has passed, naming `what` was awaited and the last
+// look's answer. The pauses between looks start at 1 ms and double up to
+// max_pause, so a condition that comes early costs next to nothing.
+template <class Condition>
+::testing::AssertionResult WaitUntil(Condition&& condition, std::chrono::steady_clock::duration timeout,
+                                     std::string_view what,
+                                     std::chrono::steady_clock::duration max_pause = std::chrono::milliseconds(100)) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  Clock::duration pause = std::min<Clock::duration>(std::chrono::milliseconds(1), max_pause);
+  for (;;) {
+    ::testing::AssertionResult look(condition());
+    if (look) return ::testing::AssertionSuccess();
+    Clock::duration waited = Clock::now() - start;
+    if (waited >= timeout) {
+      ::testing::AssertionResult failure = ::testing::AssertionFailure();
+      failure << "waited " << std::chrono::duration<double>(waited).count() << " s in vain until " << what;
+      if (*look.message() != '\0') failure << "; last seen: " << look.message();
+      return failure;
+    }
+    std::this_thread::sleep_for(std::min(pause, timeout - waited));
+    pause = std::min(pause * 2, max_pause);
+  }
+}
 
 }  // namespace onebox::testing

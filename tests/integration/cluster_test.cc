@@ -7,8 +7,10 @@
 // fails fast with EIO.
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
 #include <sys/xattr.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -52,19 +54,39 @@ class ClusterTest : public ::testing::Test {
   // Waits until a lists every name in want with the given state.
   ::testing::AssertionResult WaitForStates(AgentProcess& a, const std::map<std::string, v1::NodeState>& want,
                                            seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string last;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::map<std::string, v1::NodeState> got;
-      last.clear();
-      for (const v1::Node& n : Nodes(a)) {
-        got[n.name()] = n.state();
-        last += n.name() + "=" + v1::NodeState_Name(n.state()) + " ";
-      }
-      if (got == want) return ::testing::AssertionSuccess();
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return ::testing::AssertionFailure() << "states never became as wanted; last: " << last;
+    std::string wanted;
+    for (const auto& [name, state] : want) wanted += name + "=" + v1::NodeState_Name(state) + " ";
+    return WaitUntil(
+        [&] {
+          std::map<std::string, v1::NodeState> got;
+          std::string seen;
+          for (const v1::Node& n : Nodes(a)) {
+            got[n.name()] = n.state();
+            seen += n.name() + "=" + v1::NodeState_Name(n.state()) + " ";
+          }
+          return ::testing::AssertionResult(got == want) << seen;
+        },
+        timeout, a.address() + " lists " + wanted);
+  }
+  // Other members alive, as agent's state page counts them (updated after
+  // each gossip round; a shim asks peers for an exclusive create only while
+  // this is not 0). -1 if the page did not come.
+  static int64_t PeersAliveOnPage(AgentProcess& agent) {
+    const StatePage* page = MapStatePage(agent.socket());
+    if (page == nullptr) return -1;
+    int64_t alive = static_cast<int64_t>(page->peers_alive.load());
+    munmap(const_cast<StatePage*>(page), 4096);
+    return alive;
+  }
+  // Waits until the state page of every agent in agents counts `peers` others alive.
+  static ::testing::AssertionResult WaitForPagesCounting(const std::vector<AgentProcess*>& agents, int64_t peers) {
+    return WaitUntil(
+        [&] {
+          std::vector<int64_t> seen;
+          for (AgentProcess* agent : agents) seen.push_back(PeersAliveOnPage(*agent));
+          return Observed(std::all_of(seen.begin(), seen.end(), [&](int64_t n) { return n == peers; }), seen);
+        },
+        seconds(10), "every state page counts " + std::to_string(peers) + " peers alive");
   }
 
   // a, then b and c joining a; returns once each sees all three alive.
@@ -85,13 +107,14 @@ class ClusterTest : public ::testing::Test {
                          const std::function<void()>& while_open) {
     std::string marker = dir_ / "script-paused";
     RunResult r;
+    std::atomic<bool> ended = false;
     std::thread writer([&] {
       r = RunCommand({"/usr/bin/python3", "-c", script, arg, marker},
                      {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+      ended = true;
     });
-    for (auto deadline = std::chrono::steady_clock::now() + timeout;
-         !std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline;)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_TRUE(WaitUntil([&] { return std::filesystem::exists(marker) || ended; }, timeout,
+                          "the script has made its marker (or ended)", std::chrono::milliseconds(10)));
     while_open();
     std::filesystem::remove(marker);
     writer.join();
@@ -113,17 +136,16 @@ TEST_F(ClusterTest, JoinedAgentsListEachOtherThenNoticeAFailureAndARecovery) {
 
   // Indexes: chosen once gossip has settled, distinct, the same seen from anywhere.
   std::map<std::string, uint32_t> index_of;
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto indexes_chosen = [&] {
     std::set<uint32_t> distinct;
     index_of.clear();
     for (const v1::Node& n : Nodes(*b)) {
       index_of[n.name()] = n.index();
       if (n.index() != 0) distinct.insert(n.index());
     }
-    if (distinct.size() == 3) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+    return Observed(distinct.size() == 3, index_of);
+  };
+  EXPECT_TRUE(WaitUntil(indexes_chosen, seconds(10), "b lists three distinct indexes"));
   ASSERT_EQ(index_of.size(), 3u);
   std::set<uint32_t> distinct;
   for (auto& [name, idx] : index_of) distinct.insert(idx);
@@ -176,32 +198,6 @@ grpc::Status Put(AgentProcess& a, const std::string& key, const std::string& val
   return v1::Store::NewStub(a.channel())->Put(&ctx, q, &r);
 }
 
-std::string Digest(AgentProcess& a) {
-  v1::StatusResponse r;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
-  EXPECT_TRUE(v1::Cluster::NewStub(a.channel())->Status(&ctx, {}, &r).ok());
-  return r.state_digest();
-}
-
-// Waits until every agent reports the same state digest.
-::testing::AssertionResult Converge(const std::vector<AgentProcess*>& agents, seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::string last;
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::set<std::string> digests;
-    last.clear();
-    for (AgentProcess* agent : agents) {
-      std::string d = Digest(*agent);
-      digests.insert(d);
-      last += d.substr(0, 8) + " ";
-    }
-    if (digests.size() == 1) return ::testing::AssertionSuccess();
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return ::testing::AssertionFailure() << "digests never agreed: " << last;
-}
-
 TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
   StartThree();
   if (HasFatalFailure()) return;
@@ -222,10 +218,7 @@ TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
     return v1::Namespace::NewStub(agent.channel())->Stat(&sctx, sq, &sr).ok() && sr.found() &&
            sr.inode().size() == 11u;
   };
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       !recorded(*a) && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_TRUE(recorded(*a));
+  ASSERT_TRUE(WaitUntil([&] { return recorded(*a); }, seconds(10), "a has recorded /cluster/r.txt, 11 bytes"));
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
   for (AgentProcess* agent : {b.get(), c.get()}) {
     v1::GetRequest q;
@@ -285,25 +278,6 @@ TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
   EXPECT_EQ(race_values.size(), 1u) << "concurrent writes did not resolve alike everywhere";
 }
 
-// cmd run by bash under the shim of agent.
-RunResult Shell(AgentProcess& agent, const std::string& cmd) {
-  return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
-}
-
-// Runs cmd under agent's shim until it succeeds with want as output.
-::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
-                                      seconds timeout = seconds(10)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  RunResult r;
-  while (std::chrono::steady_clock::now() < deadline) {
-    r = Shell(agent, cmd);
-    if (r.exit_code == 0 && r.out == want) return ::testing::AssertionSuccess();
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return ::testing::AssertionFailure() << "`" << cmd << "` never gave the wanted output; last: exit " << r.exit_code
-                                       << ", out '" << r.out << "', err '" << r.err << "', want '" << want << "'";
-}
-
 bool IsStub(const std::string& view_file) { return getxattr(view_file.c_str(), "user.onebox.stub", nullptr, 0) >= 0; }
 
 v1::Version VersionOf(AgentProcess& agent, const std::string& path) {
@@ -341,10 +315,8 @@ TEST_F(ClusterTest, FilesWrittenOnOneNodeAreReadOnTheOthers) {
   // Content on the writer and one more node (replication factor 2); the
   // third has a stub until a program opens the file there.
   std::string b_big = dir_ / "b-data/view/cluster/t/big", c_big = dir_ / "c-data/view/cluster/t/big";
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(5);
-       IsStub(b_big) == IsStub(c_big) && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_NE(IsStub(b_big), IsStub(c_big)) << "exactly one of b and c should hold a stub of the big file";
+  EXPECT_TRUE(WaitUntil([&] { return IsStub(b_big) != IsStub(c_big); }, seconds(5),
+                        "exactly one of b and c holds a stub of the big file"));
   v1::Version before = VersionOf(*a, "/cluster/t/big");
 
   for (AgentProcess* agent : {a.get(), b.get(), c.get()}) {
@@ -376,10 +348,10 @@ TEST_F(ClusterTest, AnOpenWhoseContentNoLiveNodeHoldsFailsFastWithEio) {
   if (HasFatalFailure()) return;
   ASSERT_EQ(Shell(*a, "echo only-on-a-and-one-more > /cluster/lonely").exit_code, 0);
   std::string b_file = dir_ / "b-data/view/cluster/lonely", c_file = dir_ / "c-data/view/cluster/lonely";
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (!(access(b_file.c_str(), F_OK) == 0 && access(c_file.c_str(), F_OK) == 0 && IsStub(b_file) != IsStub(c_file)) &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto placed = [&] {
+    return access(b_file.c_str(), F_OK) == 0 && access(c_file.c_str(), F_OK) == 0 && IsStub(b_file) != IsStub(c_file);
+  };
+  (void)WaitUntil(placed, seconds(10), "b and c both hold the file, one as a stub");  // the assertion below counts
   ASSERT_NE(IsStub(b_file), IsStub(c_file));
   // The writer and the other holder go down; the node with the stub is left.
   AgentProcess& holder = IsStub(b_file) ? *c : *b;
@@ -575,10 +547,7 @@ TEST_F(ClusterTest, StubsMovedTouchedChmodedOrOverwrittenKeepTheRightContentEver
   if (HasFatalFailure()) return;
   ASSERT_EQ(Shell(*a, "mkdir /cluster/s && for i in 1 2 3 4; do echo content$i > /cluster/s/f$i; done").exit_code, 0);
   std::string stub4 = dir_ / "b-data/view/cluster/s/f4";
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       !IsStub(stub4) && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_TRUE(IsStub(stub4));
+  ASSERT_TRUE(WaitUntil([&] { return IsStub(stub4); }, seconds(10), "b holds /cluster/s/f4 as a stub"));
   // On b, where they are stubs: none of this opens them for reading.
   RunResult changed = Shell(*b,
                             "mv /cluster/s/f1 /cluster/s/g1 && touch -d 2020-01-02 /cluster/s/f2 && "
@@ -613,10 +582,16 @@ TEST_F(ClusterTest, KillDuringAWriteStormLosesNoFsyncedWrite) {
       "        break\n"
       "    print(i, flush=True)\n";
   RunResult writer;
+  std::atomic<bool> ended = false;
   std::thread t([&] {
     writer = RunCommand({"/usr/bin/python3", "-c", writer_py}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+    ended = true;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // The kill comes in the middle of the storm, once the writer is making its
+  // 31st file (so 30 writes were acknowledged) in a's view.
+  std::string f30 = dir_ / "a-data/view/cluster/storm/f30";
+  EXPECT_TRUE(WaitUntil([&] { return std::filesystem::exists(f30) || ended; }, seconds(30),
+                        "the writer is at its 31st file"));
   EXPECT_EQ(a->Stop(SIGKILL), -SIGKILL);
   t.join();
   std::vector<int> acked;
@@ -695,10 +670,11 @@ TEST_F(ClusterTest, BigFilesReadElsewhereAreAsClosedThroughRewritesLinksAndACras
     EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
     return st.chunks_hashed_ahead();
   };
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       hashed_ahead() < 4 && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_GE(hashed_ahead(), 4u);
+  auto four_ahead = [&] {
+    uint64_t n = hashed_ahead();
+    return Observed(n >= 4, n);
+  };
+  EXPECT_TRUE(WaitUntil(four_ahead, seconds(10), "a has taken at least 4 chunks hashed ahead"));
   // b learns both (b holds stubs: a has the only copy).
   EXPECT_TRUE(Eventually(*b, "stat -c %s /cluster/big /cluster/d/second; ls /cluster/d", "8388608\n2097152\nsecond\n",
                          seconds(10)));
@@ -781,7 +757,9 @@ std::multiset<std::string> RaceExclusiveCreates(AgentProcess& a, AgentProcess& b
 TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   StartThree();
   if (HasFatalFailure()) return;
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // every state page counts the peers (a gossip round)
+  // Every shim asks its agent's peers for an exclusive create only once its
+  // state page counts them alive (after a gossip round).
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
   std::multiset<std::string> won = RaceExclusiveCreates(*a, *b, "three");
   for (int i = 1; i <= 30; ++i) EXPECT_EQ(won.count("d" + std::to_string(i)), 1u) << "mkdir /cluster/threem" << i;
   for (int i = 0; i < 30; ++i) EXPECT_EQ(won.count("f" + std::to_string(i)), 1u) << "O_EXCL /cluster/threee" << i;
@@ -791,9 +769,12 @@ TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   EXPECT_TRUE(Eventually(*b, "mkdir /cluster/L && rmdir /cluster/L && echo ok", "ok\n", seconds(3)));
   // With c down, two live nodes: each name still goes to exactly one of them.
   EXPECT_EQ(c->Stop(SIGKILL), -SIGKILL);
-  EXPECT_TRUE(WaitForStates(*a, {{"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_SUSPECT}},
-                            seconds(6)));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const std::map<std::string, v1::NodeState> c_suspect{
+      {"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}, {"c", v1::NODE_STATE_SUSPECT}};
+  EXPECT_TRUE(WaitForStates(*a, c_suspect, seconds(6)));
+  // b has noticed too, and both state pages count one peer: two live nodes that know it.
+  EXPECT_TRUE(WaitForStates(*b, c_suspect, seconds(6)));
+  EXPECT_TRUE(WaitForPagesCounting({a.get(), b.get()}, 1));
   won = RaceExclusiveCreates(*a, *b, "two");
   for (int i = 1; i <= 30; ++i) EXPECT_EQ(won.count("d" + std::to_string(i)), 1u) << "mkdir /cluster/twom" << i;
   for (int i = 0; i < 30; ++i) EXPECT_EQ(won.count("f" + std::to_string(i)), 1u) << "O_EXCL /cluster/twoe" << i;
@@ -819,10 +800,11 @@ TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
   };
   ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
   for (int i = 0; i < 3000; ++i) ASSERT_TRUE(Put(*a, fmt::format("hung/{}", i), std::string(200, 'v')).ok());
-  auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (keys_on(*c, "hung/") != 3000 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_EQ(keys_on(*c, "hung/"), 3000) << "c must not wait for b";
+  auto c_has_all = [&] {
+    int n = keys_on(*c, "hung/");
+    return Observed(n == 3000, n);
+  };
+  EXPECT_TRUE(WaitUntil(c_has_all, seconds(10), "c holds the 3000 keys: c must not wait for b"));
   ASSERT_EQ(kill(b->pid(), SIGCONT), 0);
   EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
   EXPECT_EQ(keys_on(*b, "hung/"), 3000);
@@ -830,6 +812,9 @@ TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
   // Hung again, with a stream to it under way: a still stops promptly.
   ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
   for (int i = 0; i < 3000; ++i) ASSERT_TRUE(Put(*a, fmt::format("again/{}", i), std::string(200, 'v')).ok());
+  // Not a wait for a condition: a's stream to b gets under way meanwhile (a
+  // pusher looks every 100 ms), which the agent does not show (no per-peer
+  // stream state in Cluster/Status, nothing in the log when a stream opens).
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto stop_at = std::chrono::steady_clock::now();
   EXPECT_EQ(a->Stop(SIGTERM), 0);
@@ -848,7 +833,11 @@ TEST_F(ClusterTest, ARestartedNodeKeepsItsLogForThePeersThatAreAway) {
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(Put(*a, fmt::format("away/{}", i), "v").ok());
   EXPECT_EQ(a->Stop(SIGTERM), 0);
   ASSERT_TRUE(a->Start());
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the log is looked at for truncation every second
+  // Not a wait for a condition: what is tested is that nothing is cut from
+  // a's log while b and c are away, and a looks at its log for truncation
+  // every second; this gives it two looks before they come back (a
+  // truncation leaves no trace to wait for: not in Cluster/Status, not in the log).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   b = Agent("b", a->address());  // the same data dirs, joining a where it listens now
   c = Agent("c", a->address());
   ASSERT_TRUE(b->Start());
@@ -938,11 +927,11 @@ TEST_F(ClusterTest, StoreLevelsReachTheirMembersBeforeTheyAnswer) {
   ASSERT_TRUE(PutAt(*a, "lv/r", "2", v1::WRITE_LEVEL_QUORUM).ok());
   ASSERT_TRUE(c->Start());
   EXPECT_NE(GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM), "1");
-  std::string read;
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       (read = GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM)) != "2" && std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_EQ(read, "2");
+  auto read_2 = [&] {
+    std::string read = GetAt(*c, "lv/r", v1::READ_LEVEL_QUORUM);
+    return Observed(read == "2", read);
+  };
+  EXPECT_TRUE(WaitUntil(read_2, seconds(10), "a QUORUM read of lv/r on c gives \"2\""));
 }
 
 TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
@@ -970,6 +959,9 @@ TEST_F(ClusterTest, AntiEntropyRepairsWhatANodeMissedPastTheLogsRetention) {
   // 100 writes, and a file: a's log keeps only the last 10 once it truncates (every second).
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(Put(*a, "missed/" + std::to_string(i), "v").ok());
   ASSERT_EQ(Shell(*a, "echo missed-file > /cluster/missed.txt").exit_code, 0);
+  // Stands in for "a has truncated its log", which is not observable today
+  // (Cluster/Status has no log figures, and a truncation logs nothing): a
+  // looks every second, so 1.5 s takes in at least one truncation.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   ASSERT_TRUE(c->Start());
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));

@@ -2,6 +2,7 @@
 #include "proto/shim_frame.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <poll.h>
 #include <signal.h>
@@ -13,10 +14,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
-#include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "onebox/v1/cluster.grpc.pb.h"
+#include "tests/test_util.h"
 
 namespace onebox::testing {
 
@@ -186,6 +189,37 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
   return true;
 }
 
+const StatePage* MapStatePage(const std::string& socket_path) {
+  int fd = ConnectShimSocket(socket_path, 2);
+  if (fd < 0) return nullptr;
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_hello()->set_root("/cluster");
+  std::string body = req.SerializeAsString();
+  std::string frame;
+  AppendShimFrameHeader(frame, static_cast<uint32_t>(body.size()));
+  frame += body;
+  char buf[4096];
+  iovec iov{buf, sizeof buf};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  int page_fd = -1;
+  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()) &&
+      recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) > 0) {
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS) memcpy(&page_fd, CMSG_DATA(cm), sizeof page_fd);
+  }
+  close(fd);
+  if (page_fd < 0) return nullptr;
+  void* map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
+  close(page_fd);
+  return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
+}
+
 AgentProcess::AgentProcess(std::string name, std::string data_dir, std::string socket_path, std::string listen)
     : args_{"--name", std::move(name), "--data-dir", data_dir, "--listen", std::move(listen), "--socket",
             socket_path, "--log-level", "debug"},
@@ -231,16 +265,20 @@ AgentProcess::~AgentProcess() {
   // The socket answers once the gRPC server is up; it names the bound port.
   v1::ShimResponse ping;
   std::string err;
-  while (!ShimPing(socket_, &ping, &err)) {
-    int status = 0;
-    if (WaitFor(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return ::testing::AssertionFailure() << "agent exited with " << ExitCodeOf(status) << ": " << log();
-    }
-    if (std::chrono::steady_clock::now() > deadline)
-      return ::testing::AssertionFailure() << "agent socket never answered (" << err << "): " << log();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  int status = 0;
+  bool exited = false;
+  ::testing::AssertionResult answered = WaitUntil(
+      [&] {
+        if (ShimPing(socket_, &ping, &err)) return true;
+        exited = WaitFor(pid_, &status, WNOHANG) == pid_;
+        return exited;  // then it never will
+      },
+      timeout, "the agent's socket answers", std::chrono::milliseconds(20));
+  if (exited) {
+    pid_ = -1;
+    return ::testing::AssertionFailure() << "agent exited with " << ExitCodeOf(status) << ": " << log();
   }
+  if (!answered) return ::testing::AssertionFailure() << "agent socket never answered (" << err << "): " << log();
   address_ = ping.ping().grpc_address();
   grpc::ChannelArguments channel_args;  // an agent cut off and back is reached again within a second
   channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -248,15 +286,16 @@ AgentProcess::~AgentProcess() {
   channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), channel_args);
   auto health = grpc::health::v1::Health::NewStub(channel_);
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto serving = [&] {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
     grpc::health::v1::HealthCheckRequest q;
     grpc::health::v1::HealthCheckResponse r;
-    if (health->Check(&ctx, q, &r).ok() && r.status() == grpc::health::v1::HealthCheckResponse::SERVING)
-      return ::testing::AssertionSuccess();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+    return health->Check(&ctx, q, &r).ok() && r.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
+  if (WaitUntil(serving, deadline - std::chrono::steady_clock::now(), "the agent reports SERVING",
+                std::chrono::milliseconds(20)))
+    return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "agent never reported SERVING: " << log();
 }
 
@@ -264,16 +303,12 @@ int AgentProcess::Stop(int sig) {
   if (pid_ <= 0) return -1;
   kill(pid_, sig);
   int status = 0;
+  pid_t r = 0;
   // An agent that does not stop within 15 s is killed (and the test sees -9).
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  pid_t r;
-  while ((r = WaitFor(pid_, &status, WNOHANG)) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid_, SIGKILL);
-      r = WaitFor(pid_, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!WaitUntil([&] { return (r = WaitFor(pid_, &status, WNOHANG)) != 0; }, std::chrono::seconds(15),
+                 "the agent exits", std::chrono::milliseconds(10))) {
+    kill(pid_, SIGKILL);
+    r = WaitFor(pid_, &status, 0);
   }
   pid_ = -1;
   if (r < 0) return -1000;  // could not learn how it ended: never a clean exit
@@ -310,5 +345,51 @@ std::string AgentProcess::log() const {
 }
 
 std::shared_ptr<grpc::Channel> AgentProcess::channel() { return channel_; }
+
+RunResult Shell(AgentProcess& agent, const std::string& cmd) {
+  return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+}
+
+::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
+                                      std::chrono::seconds timeout) {
+  return WaitUntil(
+      [&] {
+        RunResult r = Shell(agent, cmd);
+        return ::testing::AssertionResult(r.exit_code == 0 && r.out == want)
+               << "exit " << r.exit_code << ", out '" << r.out << "', err '" << r.err << "'";
+      },
+      timeout, "`" + cmd + "` prints '" + want + "'");
+}
+
+::testing::AssertionResult Converge(const std::vector<AgentProcess*>& agents, std::chrono::seconds timeout,
+                                    Unanswered unanswered) {
+  std::string silent;  // an agent that did not answer, when that fails the wait
+  auto agree = [&] {
+    std::set<std::string> digests;
+    std::string seen;
+    bool all_answered = true;
+    for (AgentProcess* agent : agents) {
+      v1::StatusResponse r;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       (unanswered == Unanswered::kFails ? std::chrono::seconds(5) : std::chrono::seconds(2)));
+      grpc::Status st = v1::Cluster::NewStub(grpc::CreateChannel(agent->address(), grpc::InsecureChannelCredentials()))
+                            ->Status(&ctx, {}, &r);
+      if (!st.ok()) {
+        all_answered = false;
+        seen += agent->address() + " did not answer (" + st.error_message() + ") ";
+        if (unanswered == Unanswered::kFails) silent = agent->address() + ": " + st.error_message();
+        continue;
+      }
+      digests.insert(r.state_digest());
+      seen += agent->address() + "=" + r.state_digest().substr(0, 8) + " ";
+    }
+    if (!silent.empty()) return ::testing::AssertionSuccess();  // ends the wait: it failed
+    return ::testing::AssertionResult(all_answered && digests.size() == 1) << seen;
+  };
+  ::testing::AssertionResult agreed = WaitUntil(agree, timeout, "every agent reports the same state digest");
+  if (!silent.empty()) return ::testing::AssertionFailure() << "Cluster/Status unanswered by " << silent;
+  return agreed;
+}
 
 }  // namespace onebox::testing

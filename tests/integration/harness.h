@@ -1,6 +1,7 @@
 // Integration-test harness: starts real `onebox agent` processes on loopback
 // (port 0, so the kernel picks a free port; the shim socket tells which), runs
-// commands and captures their output. Everything started is stopped by pid.
+// commands and captures their output, and waits for agents to converge.
+// Everything started is stopped by pid.
 #pragma once
 
 #include <sys/types.h>
@@ -14,6 +15,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "proto/state_page.h"
 #include "onebox/v1/shim.pb.h"
 
 namespace onebox::testing {
@@ -42,7 +44,29 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
 // A Ping (id 77); the response says who the agent saw.
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
 
+// The agent's state page, mapped read-only as a shim maps it (it comes with
+// Hello's answer); nullptr if it did not come. munmap(page, 4096) when done.
+const StatePage* MapStatePage(const std::string& socket_path);
+
 class AgentProcess;
+
+// cmd run by bash under the shim of agent.
+RunResult Shell(AgentProcess& agent, const std::string& cmd);
+// Runs cmd (Shell) until it succeeds with want as its output.
+::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
+                                      std::chrono::seconds timeout = std::chrono::seconds(10));
+
+// What Converge makes of an agent that does not answer Cluster/Status.
+enum class Unanswered {
+  kFails,    // the wait fails at once: every agent is expected up and reachable
+  kWaitsOn,  // not converged yet: an agent just healed from a partition, say
+};
+// Waits until every agent reports the same state digest (Cluster/Status):
+// they hold the same records. Each is asked on a channel of its own, so that
+// a connection a partition broke is never in the way.
+::testing::AssertionResult Converge(const std::vector<AgentProcess*>& agents, std::chrono::seconds timeout,
+                                    Unanswered unanswered = Unanswered::kFails);
+
 // When the running test has failed: copies the agents' logs (*.log in dir) to
 // a directory of their own in TMPDIR, and prints the tail of each and where
 // they are, for a post-mortem.

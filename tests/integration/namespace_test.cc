@@ -9,7 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
-#include <thread>
+#include <functional>
 
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "tests/integration/harness.h"
@@ -57,14 +57,12 @@ class NamespaceTest : public ::testing::Test {
   }
   // Waits (up to 5 s) until path is recorded as want says.
   ::testing::AssertionResult WaitFor(const std::string& path, const std::function<bool(const v1::StatResponse&)>& want) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    v1::StatResponse r;
-    while (std::chrono::steady_clock::now() < deadline) {
-      r = Stat(path);
-      if (want(r)) return ::testing::AssertionSuccess();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return ::testing::AssertionFailure() << path << " never recorded as expected; last: " << r.DebugString();
+    return WaitUntil(
+        [&] {
+          v1::StatResponse r = Stat(path);
+          return ::testing::AssertionResult(want(r)) << r.ShortDebugString();
+        },
+        std::chrono::seconds(5), path + " is recorded as expected", std::chrono::milliseconds(10));
   }
   std::vector<std::string> List(const std::string& path) {
     v1::ListRequest q;

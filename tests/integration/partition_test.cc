@@ -11,14 +11,13 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <random>
-#include <set>
 #include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
 
-#include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 #include "tests/integration/harness.h"
@@ -126,20 +125,27 @@ class KeepLogsOf {
   const std::vector<std::unique_ptr<AgentProcess>>& nodes_;
 };
 
-RunResult Shell(AgentProcess& agent, const std::string& cmd) {
-  return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+// How the store of node i holds path: "present", "deleted" or "absent" (the
+// CLI's Namespace/Versions, run inside the node's namespace: the test cannot
+// reach a node that is cut off).
+std::string Recorded(const Network& net, int i, const std::string& path) {
+  std::vector<std::string> argv = net.Inside(i);
+  argv.insert(argv.end(), {OneboxBin(), "--agent", net.Address(i) + ":7070", "versions", path});
+  RunResult r = RunCommand(argv);
+  if (r.out.find("current (deleted)") != std::string::npos) return "deleted";
+  if (r.out.find("current") != std::string::npos) return "present";
+  return "absent";
 }
 
-std::string Digest(AgentProcess& a) {
-  v1::StatusResponse r;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
-  // A channel of its own each time: the test's connection to a node that was
-  // cut off is not what is under test.
-  grpc::Status st = v1::Cluster::NewStub(grpc::CreateChannel(a.address(), grpc::InsecureChannelCredentials()))
-                        ->Status(&ctx, {}, &r);
-  if (!st.ok()) return "unreachable: " + st.error_message();
-  return r.state_digest();
+// Waits until the store of node i holds each path as want says (Recorded).
+::testing::AssertionResult WaitForRecords(const Network& net, int i, const std::map<std::string, std::string>& want) {
+  return WaitUntil(
+      [&] {
+        std::map<std::string, std::string> seen;
+        for (const auto& [path, state] : want) seen[path] = Recorded(net, i, path);
+        return Observed(seen == want, seen);
+      },
+      seconds(15), fmt::format("node {} has recorded its own changes", i));
 }
 
 TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNothingLost) {
@@ -151,25 +157,23 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
   StartThree(net, dir, "p", &nodes);
   if (::testing::Test::HasFatalFailure()) return;
   AgentProcess &a = *nodes[0], &b = *nodes[1], &c = *nodes[2];
-  auto converge = [&](seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::set<std::string> d{Digest(a), Digest(b), Digest(c)};
-      if (d.size() == 1 && d.begin()->rfind("unreachable", 0) != 0) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-  };
+  auto converge = [&](seconds timeout) { return Converge({&a, &b, &c}, timeout, Unanswered::kWaitsOn); };
   // Before: files from a, some of whose content c will hold only as a stub.
   ASSERT_EQ(Shell(a, "mkdir -p /cluster/before && for i in $(seq 20); do echo before$i > /cluster/before/f$i; done")
                 .exit_code,
             0);
   ASSERT_TRUE(converge(seconds(20)));
+  // The digests may agree before a has recorded its files, and c's view
+  // follows its store a moment later: wait for a stub there.
   std::string stub_on_c;
-  for (int i = 1; i <= 20 && stub_on_c.empty(); ++i) {
-    std::string f = dir / fmt::format("p3-data/view/cluster/before/f{}", i);
-    if (getxattr(f.c_str(), "user.onebox.stub", nullptr, 0) >= 0) stub_on_c = fmt::format("/cluster/before/f{}", i);
-  }
+  auto find_stub = [&] {
+    for (int i = 1; i <= 20 && stub_on_c.empty(); ++i) {
+      std::string f = dir / fmt::format("p3-data/view/cluster/before/f{}", i);
+      if (getxattr(f.c_str(), "user.onebox.stub", nullptr, 0) >= 0) stub_on_c = fmt::format("/cluster/before/f{}", i);
+    }
+    return !stub_on_c.empty();
+  };
+  (void)WaitUntil(find_stub, seconds(10), "c's view holds one of a's files as a stub");  // the assertion below counts
   ASSERT_FALSE(stub_on_c.empty()) << "with replication factor 2, c should hold some of a's files as stubs";
 
   ASSERT_TRUE(net.SetLink(3, false)) << net.error();
@@ -212,6 +216,7 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
       }
     }
     ++rounds;
+    // Not a wait for a condition: paces the rounds of writes over the cut.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   EXPECT_NE(c_fsync.back().find("Input/output error"), std::string::npos)
@@ -219,8 +224,7 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
 
   ASSERT_TRUE(net.SetLink(3, true)) << net.error();
   auto healed_at = std::chrono::steady_clock::now();
-  ASSERT_TRUE(converge(seconds(20))) << "no convergence within 20 s of the heal: digests " << Digest(a).substr(0, 8)
-                                      << " " << Digest(b).substr(0, 8) << " " << Digest(c) << "\nc's log:\n"
+  ASSERT_TRUE(converge(seconds(20))) << "no convergence within 20 s of the heal\nc's log:\n"
                                       << c.log() << "\na's log:\n" << a.log();
   double converge_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - healed_at).count();
   RecordProperty("converge_seconds_after_heal", std::to_string(converge_s));
@@ -265,36 +269,28 @@ TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothing
   KeepLogsOf keep_logs(dir, nodes);
   StartThree(net, dir, "t", &nodes);
   if (::testing::Test::HasFatalFailure()) return;
-  AgentProcess &a = *nodes[0], &c = *nodes[2];
-  auto converge = [&](seconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::set<std::string> d;
-      for (auto& n : nodes) d.insert(Digest(*n));
-      if (d.size() == 1 && d.begin()->rfind("unreachable", 0) != 0) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-  };
+  AgentProcess &a = *nodes[0], &b = *nodes[1], &c = *nodes[2];
+  auto converge = [&](seconds timeout) { return Converge({&a, &b, &c}, timeout, Unanswered::kWaitsOn); };
   ASSERT_EQ(Shell(a, "mkdir -p /cluster/t/x /cluster/t/y /cluster/t/gone && echo fx > /cluster/t/x/fx && "
                      "echo fy > /cluster/t/y/fy && echo old > /cluster/t/gone/old")
                 .exit_code,
             0);
   ASSERT_TRUE(converge(seconds(20)));
   // The stores agree; c's view follows them a moment later.
-  std::string seen;
-  for (auto deadline = std::chrono::steady_clock::now() + seconds(10);
-       (seen = Shell(c, "cat /cluster/t/x/fx /cluster/t/y/fy").out) != "fx\nfy\n" &&
-       std::chrono::steady_clock::now() < deadline;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_EQ(seen, "fx\nfy\n");
+  ASSERT_TRUE(Eventually(c, "cat /cluster/t/x/fx /cluster/t/y/fy", "fx\nfy\n"));
 
   ASSERT_TRUE(net.SetLink(3, false)) << net.error();
   RunResult on_c = Shell(c, "mv /cluster/t/x /cluster/t/y/x && rm -r /cluster/t/gone");
   RunResult on_a = Shell(a, "mv /cluster/t/y /cluster/t/x/y && echo new > /cluster/t/gone/new");
   ASSERT_EQ(on_c.exit_code, 0) << on_c.err;
   ASSERT_EQ(on_a.exit_code, 0) << on_a.err;
-  std::this_thread::sleep_for(seconds(3));  // both sides have recorded their own changes
+  // Both sides have recorded their own changes before either hears of the other's.
+  EXPECT_TRUE(WaitForRecords(net, 3, {{"/cluster/t/y/x", "present"}, {"/cluster/t/y/x/fx", "present"},
+                                      {"/cluster/t/x", "deleted"}, {"/cluster/t/x/fx", "deleted"},
+                                      {"/cluster/t/gone", "deleted"}, {"/cluster/t/gone/old", "deleted"}}));
+  EXPECT_TRUE(WaitForRecords(net, 1, {{"/cluster/t/x/y", "present"}, {"/cluster/t/x/y/fy", "present"},
+                                      {"/cluster/t/y", "deleted"}, {"/cluster/t/y/fy", "deleted"},
+                                      {"/cluster/t/gone/new", "present"}}));
   ASSERT_TRUE(net.SetLink(3, true)) << net.error();
   ASSERT_TRUE(converge(seconds(30))) << "no convergence within 30 s of the heal";
 
@@ -313,24 +309,17 @@ TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothing
     }
     return dead;
   };
-  auto deadline = std::chrono::steady_clock::now() + seconds(15);
   for (auto& n : nodes) {
-    std::string dead = dead_in_store(*n);
-    while (!dead.empty() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      dead = dead_in_store(*n);
-    }
-    EXPECT_EQ(dead, "") << "entries the store of " << n->address() << " holds as removed";
+    auto none_dead = [&] {
+      std::string dead = dead_in_store(*n);
+      return Observed(dead.empty(), dead);
+    };
+    EXPECT_TRUE(WaitUntil(none_dead, seconds(15), "the store of " + n->address() + " holds no entry as removed"));
   }
   ASSERT_TRUE(converge(seconds(10))) << "no convergence after the repairs";
   for (auto& n : nodes) {
-    std::string got;
-    while (std::chrono::steady_clock::now() < deadline) {
-      got = Shell(*n, "cd /cluster/t && find . -mindepth 1 | LC_ALL=C sort").out;
-      if (got == want) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    EXPECT_EQ(got, want) << "the tree seen through " << n->address();
+    EXPECT_TRUE(Eventually(*n, "cd /cluster/t && find . -mindepth 1 | LC_ALL=C sort", want, seconds(15)))
+        << "the tree seen through " << n->address();
     EXPECT_EQ(Shell(*n, "cat /cluster/t/y/x/fx /cluster/t/x/y/fy /cluster/t/gone/new").out, "fx\nfy\nnew\n");
   }
 }
@@ -349,7 +338,9 @@ TEST(PartitionTest, RandomKillsAndPartitionsLoseNoAcknowledgedWrite) {
   StartThree(net, dir, "j", &nodes, fmt::format("{}:7070,{}:7070", net.Address(1), net.Address(2)));
   if (::testing::Test::HasFatalFailure()) return;
   ASSERT_EQ(Shell(*nodes[0], "mkdir -p /cluster/h").exit_code, 0);
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // The writers start once every node holds /cluster/h (where they write).
+  ASSERT_TRUE(Converge({nodes[0].get(), nodes[1].get(), nodes[2].get()}, seconds(20), Unanswered::kWaitsOn));
+  for (auto& n : nodes) ASSERT_TRUE(Eventually(*n, "test -d /cluster/h && echo here", "here\n"));
 
   const std::string writer_py =
       "import os, sys, time\n"
@@ -385,27 +376,22 @@ TEST(PartitionTest, RandomKillsAndPartitionsLoseNoAcknowledgedWrite) {
     if (rng() % 2 == 0) {
       history += fmt::format("cut {} for {} ms; ", victim, hold.count());
       ASSERT_TRUE(net.SetLink(victim, false)) << net.error();
-      std::this_thread::sleep_for(hold);
+      std::this_thread::sleep_for(hold);  // not a wait: how long the cut lasts is the nemesis's choice
       ASSERT_TRUE(net.SetLink(victim, true)) << net.error();
     } else {
       history += fmt::format("kill -9 {} for {} ms; ", victim, hold.count());
       EXPECT_EQ(nodes[victim - 1]->Stop(SIGKILL), -SIGKILL);
-      std::this_thread::sleep_for(hold);
+      std::this_thread::sleep_for(hold);  // not a wait: how long the node stays down is the nemesis's choice
       ASSERT_TRUE(nodes[victim - 1]->Start()) << history;
     }
+    // Not a wait either: the writers have the whole cluster for a random while.
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(500, 2000)(rng)));
   }
   { std::ofstream(stop) << "stop"; }
   for (auto& t : writers) t.join();
 
-  auto deadline = std::chrono::steady_clock::now() + seconds(30);
-  bool converged = false;
-  while (!converged && std::chrono::steady_clock::now() < deadline) {
-    std::set<std::string> d{Digest(*nodes[0]), Digest(*nodes[1]), Digest(*nodes[2])};
-    converged = d.size() == 1 && d.begin()->rfind("unreachable", 0) != 0;
-    if (!converged) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  ASSERT_TRUE(converged) << "no convergence within 30 s after: " << history;
+  ASSERT_TRUE(Converge({nodes[0].get(), nodes[1].get(), nodes[2].get()}, seconds(30), Unanswered::kWaitsOn))
+      << "no convergence within 30 s after: " << history;
 
   const std::string check_py =
       "import sys\n"

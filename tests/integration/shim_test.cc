@@ -8,9 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <filesystem>
 #include <fstream>
@@ -19,7 +17,6 @@
 #include <sstream>
 #include <thread>
 
-#include "proto/shim_frame.h"
 #include "proto/state_page.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "preload/interposed.h"
@@ -32,49 +29,6 @@ namespace {
 std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
   for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
   return s;
-}
-
-// The agent's state page, mapped as a shim maps it (it comes with Hello's
-// answer); nullptr if it did not come.
-const StatePage* MapStatePage(const std::string& socket_path) {
-  int fd = ConnectShimSocket(socket_path, 2);
-  if (fd < 0) return nullptr;
-  v1::ShimRequest req;
-  req.set_id(1);
-  req.mutable_hello()->set_root("/cluster");
-  std::string body = req.SerializeAsString();
-  std::string frame;
-  AppendShimFrameHeader(frame, static_cast<uint32_t>(body.size()));
-  frame += body;
-  char buf[4096];
-  iovec iov{buf, sizeof buf};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  int page_fd = -1;
-  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()) &&
-      recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) > 0) {
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS) memcpy(&page_fd, CMSG_DATA(cm), sizeof page_fd);
-  }
-  close(fd);
-  if (page_fd < 0) return nullptr;
-  void* map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
-  close(page_fd);
-  return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
-}
-
-template <class Pred>
-bool Eventually(Pred pred, std::chrono::milliseconds timeout) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return pred();
 }
 
 class ShimTest : public ::testing::Test {
@@ -117,15 +71,17 @@ TEST_F(ShimTest, WritesAreRecordedInTheNamespace) {
   EVP_Digest("abc", 3, d, &n, EVP_sha256(), nullptr);
   for (const char* path : {"/cluster/rec/f", "/cluster/rec/g"}) {
     v1::StatResponse st;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (std::chrono::steady_clock::now() < deadline) {
+    grpc::Status rpc;
+    auto recorded = [&] {
       v1::StatRequest q;
       q.set_path(path);
       grpc::ClientContext ctx;
-      ASSERT_TRUE(stub->Stat(&ctx, q, &st).ok());
-      if (st.found() && st.inode().size() == 3) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+      rpc = stub->Stat(&ctx, q, &st);
+      return !rpc.ok() || (st.found() && st.inode().size() == 3);  // a failed call ends the wait too
+    };
+    EXPECT_TRUE(WaitUntil(recorded, std::chrono::seconds(5), std::string(path) + " is recorded, 3 bytes",
+                          std::chrono::milliseconds(10)));
+    ASSERT_TRUE(rpc.ok()) << rpc.error_message();
     ASSERT_TRUE(st.found()) << path;
     ASSERT_EQ(st.inode().chunks_size(), 1) << path;
     EXPECT_EQ(st.inode().chunks(0), std::string(reinterpret_cast<char*>(d), n)) << path;
@@ -525,7 +481,8 @@ for _ in range(2):
 TEST_F(ShimTest, AnAnnouncementEndsWithItsConnection) {
   const StatePage* page = MapStatePage(agent_->socket());
   ASSERT_NE(page, nullptr);
-  ASSERT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(10),
+                        "the view is proven free of symlinks", std::chrono::milliseconds(2)));
   v1::ShimRequest req;
   req.set_id(3);
   req.mutable_announce_symlink();
@@ -533,8 +490,8 @@ TEST_F(ShimTest, AnAnnouncementEndsWithItsConnection) {
   std::string err;
   ASSERT_TRUE(ShimCall(agent_->socket(), req, &resp, &err)) << err;  // connects, asks, closes
   ASSERT_NE(resp.announce_symlink().token(), 0u) << resp.message();
-  EXPECT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(5)))
-      << "the announcement outlived its connection";
+  EXPECT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(5),
+                        "the announcement ends with its connection", std::chrono::milliseconds(2)));
   munmap(const_cast<StatePage*>(page), 4096);
 }
 
@@ -556,14 +513,19 @@ TEST_F(ShimTest, AnEarlyAnnouncementWaitsOnlyForTheStartDelay) {
   std::thread early([&] {
     v1::ShimResponse ping;
     std::string e;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!ShimPing(socket, &ping, &e) && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    // Looked at every 0.5 ms: the rest must happen within the agent's first 400 ms.
+    EXPECT_TRUE(WaitUntil([&] { return ShimPing(socket, &ping, &e); }, std::chrono::seconds(20),
+                          "the agent's socket answers", std::chrono::microseconds(500)));
     // The recorder hashes 1 GiB holding the view's record lock: Publish waits for it.
     int fd = open((view + "/big").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(ftruncate(fd, off_t{1} << 30), 0);
     close(fd);
+    // Not a wait for a condition the agent shows: a moment for the recorder to
+    // start on big before the publishes (and, below, for the publishes to
+    // reach the agent before the announcement). Should one fall short, the
+    // announcement has nothing to wait behind: the test shows less, but never
+    // fails wrongly.
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     std::vector<std::thread> publishes;
     for (int i = 0; i < 4; ++i)
@@ -575,7 +537,7 @@ TEST_F(ShimTest, AnEarlyAnnouncementWaitsOnlyForTheStartDelay) {
         std::string pe;
         EXPECT_TRUE(ShimCall(socket, req, &r, &pe, 60)) << pe;
       });
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // not a wait either: see above
     v1::ShimRequest req;
     req.set_id(3);
     req.mutable_announce_symlink();
@@ -635,8 +597,8 @@ print(" ".join(map(str, kids)))
   EXPECT_EQ(kids.size(), 100u) << r.out;
   const StatePage* page = MapStatePage(agent_->socket());
   ASSERT_NE(page, nullptr);
-  EXPECT_TRUE(Eventually([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(8)))
-      << "a child holds the view's symlink lock";
+  EXPECT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(8),
+                        "no child holds the view's symlink lock", std::chrono::milliseconds(2)));
   for (pid_t pid : kids) kill(pid, SIGKILL);
   munmap(const_cast<StatePage*>(page), 4096);
 }

@@ -21,7 +21,9 @@
 namespace onebox {
 namespace {
 
+using onebox::testing::Observed;
 using onebox::testing::TempDir;
+using onebox::testing::WaitUntil;
 using namespace std::chrono_literals;
 
 class PrehasherTest : public ::testing::Test {
@@ -47,15 +49,6 @@ class PrehasherTest : public ::testing::Test {
     for (char& c : b) c = static_cast<char>(rng());
     return b;
   }
-  // Waits (up to 10 s) until pred holds.
-  template <typename Pred>
-  static bool Eventually(Pred pred) {
-    for (auto deadline = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < deadline;) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(10ms);
-    }
-    return pred();
-  }
 
   TempDir dir_;
   int root_fd_ = -1;
@@ -80,7 +73,8 @@ TEST_F(PrehasherTest, ChunksOfAGrowingFileAreHashedAheadAndCheckedAgainstTheByte
   ASSERT_EQ(fstat(fd, &st), 0);
   prehasher_->Written("f");
   // The thread hashes the whole chunks it finds.
-  ASSERT_TRUE(Eventually([&] { return prehasher_->AheadOf("f") == 6; }));
+  ASSERT_TRUE(WaitUntil([&] { return Observed(prehasher_->AheadOf("f") == 6, prehasher_->AheadOf("f")); }, 10s,
+                        "6 chunks of f hashed ahead", 10ms));
   std::vector<ChunkPrehasher::Ahead> ahead = prehasher_->Take("f", st.st_ino);
   ASSERT_EQ(ahead.size(), 6u);
   for (size_t i = 0; i < ahead.size(); ++i) {
@@ -94,7 +88,8 @@ TEST_F(PrehasherTest, ChunksOfAGrowingFileAreHashedAheadAndCheckedAgainstTheByte
   EXPECT_FALSE(prehasher_->Matches(ahead[2], changed.data(), changed.size()));
   // Another inode at the path: nothing hashed ahead is handed out for it.
   prehasher_->Written("f");
-  ASSERT_TRUE(Eventually([&] { return prehasher_->AheadOf("f") == 6; }));
+  ASSERT_TRUE(WaitUntil([&] { return Observed(prehasher_->AheadOf("f") == 6, prehasher_->AheadOf("f")); }, 10s,
+                        "6 chunks of the new f hashed ahead", 10ms));
   EXPECT_TRUE(prehasher_->Take("f", st.st_ino + 1).empty());
   close(fd);
 }
@@ -113,8 +108,10 @@ TEST_F(PrehasherTest, KeepStoresOnlyTheChunksTheFileStillHolds) {
   ASSERT_EQ(pwrite(fd, "x", 1, static_cast<off_t>(kChunkBytes + 7)), 1);
   ASSERT_TRUE(store_->HoldChunkMark().ok());
   prehasher_->Keep("g", st.st_ino, chunks);
-  ASSERT_TRUE(Eventually([&] { return store_->HasChunk(chunks[3].second.digest); }));
-  ASSERT_TRUE(Eventually([&] { return !prehasher_->Pending(chunks[0].second.digest).has_value(); }));
+  ASSERT_TRUE(WaitUntil([&] { return store_->HasChunk(chunks[3].second.digest); }, 10s, "the store holds chunk 3",
+                        10ms));
+  ASSERT_TRUE(WaitUntil([&] { return !prehasher_->Pending(chunks[0].second.digest).has_value(); }, 10s,
+                        "chunk 0 is no longer pending", 10ms));
   for (size_t i : {0u, 2u, 3u})
     EXPECT_EQ(*store_->GetChunk(chunks[i].second.digest), content.substr(i * kChunkBytes, kChunkBytes)) << i;
   EXPECT_FALSE(store_->HasChunk(chunks[1].second.digest));  // the file no longer holds those bytes
@@ -135,10 +132,12 @@ TEST_F(PrehasherTest, AFileWithNoCloseToWaitForIsRecordedOnceItStopsChanging) {
   TakeIdle();
   EXPECT_TRUE(recorded_.empty());
   close(fd);
-  ASSERT_TRUE(Eventually([&] {
-    TakeIdle();
-    return recorded_ == std::vector<std::string>{"h"};
-  }));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        TakeIdle();
+        return Observed(recorded_ == std::vector<std::string>{"h"}, recorded_);
+      },
+      10s, "h is handed back, and only h", 10ms));
 }
 
 }  // namespace

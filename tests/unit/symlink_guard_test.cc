@@ -25,7 +25,9 @@
 namespace onebox {
 namespace {
 
+using onebox::testing::Observed;
 using onebox::testing::TempDir;
+using onebox::testing::WaitUntil;
 using namespace std::chrono_literals;
 
 // A page as the agent's is (StatePageOwner maps a memfd; plain memory will do here).
@@ -37,16 +39,6 @@ struct Page {
 bool FastPathOpen(const StatePage& page) {
   uint64_t epoch;
   return SymlinkFreeBegin(&page, &epoch) && SymlinkFreeStill(&page, epoch);
-}
-
-template <class Pred>
-bool Eventually(Pred pred, std::chrono::milliseconds timeout = 5s) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
 }
 
 TEST(SymlinkGuard, RaisedBeforeTheSymlinkLoweredOnlyByProof) {
@@ -98,7 +90,7 @@ TEST(SymlinkGuard, AnIntentEndsWithItsProcess) {
   EXPECT_EQ(guard.intents(), 1u) << "alive: still held";
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
-  EXPECT_TRUE(Eventually([&] { return guard.PlanProof().walk; }));
+  EXPECT_TRUE(WaitUntil([&] { return guard.PlanProof().walk; }, 5s, "the next proof walks the view", 1ms));
   EXPECT_EQ(guard.intents(), 0u);
   // A process that is gone already gets no intent (it will make nothing).
   EXPECT_FALSE(guard.Announce(child).ok());
@@ -116,7 +108,7 @@ TEST(SymlinkGuard, StaleHeartbeatOrShutdownCloseTheFastPath) {
     uint64_t epoch;
     ASSERT_TRUE(SymlinkFreeBegin(&p.page, &epoch));
     EXPECT_FALSE(SymlinkFreeStill(&p.page, epoch));
-    EXPECT_TRUE(Eventually([&] { return FastPathOpen(p.page); })) << "the heartbeat comes back";
+    EXPECT_TRUE(WaitUntil([&] { return FastPathOpen(p.page); }, 5s, "the heartbeat comes back", 1ms));
   }
   EXPECT_FALSE(FastPathOpen(p.page)) << "a clean shutdown closes it for good";
   EXPECT_NE(p.page.symlinks.load(), 0u);
@@ -142,7 +134,9 @@ class GuardedView : public ::testing::Test {
     if (recorder_) recorder_->Stop();
   }
   uint64_t Count() const { return page_.page.symlinks.load(); }
-  bool Proven() { return Eventually([&] { return Count() == 0; }); }
+  ::testing::AssertionResult Proven() {
+    return WaitUntil([&] { return Observed(Count() == 0, Count()); }, 5s, "the view is proven free of symlinks", 1ms);
+  }
   std::string V(const std::string& p) const { return dir_ / ("view/cluster/" + p); }
   // As the shim does it: announce, make, say made.
   void Symlink(const std::string& target, const std::string& p) {
@@ -231,7 +225,7 @@ TEST_F(GuardedView, ANativeSymlinkIsCountedOnceRecorded) {
   // Made without announcing (a process without the shim): the documented gap,
   // closed once the recorder sees it.
   ASSERT_EQ(symlink("/etc", V("native").c_str()), 0);
-  EXPECT_TRUE(Eventually([&] { return Count() != 0; }));
+  EXPECT_TRUE(WaitUntil([&] { return Count() != 0; }, 5s, "the count goes up", 1ms));
   std::this_thread::sleep_for(50ms);
   EXPECT_NE(Count(), 0u);
   ASSERT_EQ(unlink(V("native").c_str()), 0);
@@ -250,7 +244,8 @@ TEST_F(GuardedView, AProofHoldsTheLockOnlyAtItsEnd) {
   Result<std::unique_ptr<ViewRecorder>> r = ViewRecorder::Start(dir_ / "view", *store_, *ledger_, guard_.get());
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   recorder_ = std::move(r).value();
-  ASSERT_TRUE(Eventually([&] { return Count() == 0; }, 60s));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Observed(Count() == 0, Count()); }, 60s, "the view is proven free of symlinks", 1ms));
 
   Symlink("x", "s");
   ASSERT_TRUE(recorder_->Sync().ok());
@@ -299,7 +294,7 @@ TEST_F(GuardedView, NotTrustedWhileTheRecorderIsBehind) {
   std::this_thread::sleep_for(30ms);
   ASSERT_EQ(symlink("/etc", V("native").c_str()), 0);
   auto made = std::chrono::steady_clock::now();
-  ASSERT_TRUE(Eventually([&] { return !FastPathOpen(page_.page); }, 10s));
+  ASSERT_TRUE(WaitUntil([&] { return !FastPathOpen(page_.page); }, 10s, "the fast path closes", 1ms));
   auto took = std::chrono::steady_clock::now() - made;
   Result<Record> big = store_->Get("cluster/big", Cf::kNs);
   v1::Inode inode;
@@ -335,7 +330,7 @@ TEST_F(GuardedView, AMountAfterTheProofRaisesTheCount) {
       umount2(after.c_str(), MNT_DETACH);
     }
   } unmount{V("p/m"), V("q/m")};
-  EXPECT_TRUE(Eventually([&] { return Count() != 0; }, 2s)) << "a symlink out of the view went unnoticed";
+  EXPECT_TRUE(WaitUntil([&] { return Count() != 0; }, 2s, "a symlink out of the view is noticed", 1ms));
   for (int i = 0; i < 100; ++i) {
     ASSERT_NE(Count(), 0u) << "proven with a mount point in the view";
     std::this_thread::sleep_for(5ms);
@@ -368,7 +363,8 @@ TEST_F(GuardedView, AnObstacleIsWalkedAgainOnlyOnceItMayBeGone) {
   ASSERT_TRUE(recorder_->Sync().ok());
   Symlink("x", "s");  // the count up, and a walk once it goes
   ASSERT_EQ(unlink(V("s").c_str()), 0);
-  ASSERT_TRUE(Eventually([&] { return recorder_->walks() > before; })) << "count " << Count();
+  ASSERT_TRUE(WaitUntil([&] { return recorder_->walks() > before; }, 5s, "the recorder walks the view", 1ms))
+      << "count " << Count();
   std::this_thread::sleep_for(100ms);
   uint64_t walks = recorder_->walks();
   std::this_thread::sleep_for(3s);
