@@ -189,6 +189,10 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   builder.AddListeningPort(opt_.listen, grpc::InsecureServerCredentials(), &bound_port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port must fail, not be shared
   builder.SetMaxReceiveMessageSize(8 << 20);
+  // Peers' keepalive pings (peer/grpc_peers.h) are welcome, even between calls.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, kPeerKeepaliveMs / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(cluster_service_.get());
   builder.RegisterService(store_service_.get());
   builder.RegisterService(namespace_service_.get());

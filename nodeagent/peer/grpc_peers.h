@@ -1,9 +1,10 @@
 // The peer links of a running agent: gRPC channels to the other agents, one
 // per address, kept and shared by every part that talks to peers. The
 // channel credentials are chosen here and nowhere else (mutual TLS plugs in
-// here). A channel takes messages up to 8 MiB, and a peer that comes back
+// here). A channel takes messages up to 8 MiB, a peer that comes back
 // (after a crash or a partition) is tried again within a second, not after
-// gRPC's default backoff of up to two minutes.
+// gRPC's default backoff of up to two minutes, and a connection a partition
+// left dead is found so by keepalive pings within seconds.
 #pragma once
 
 #include <map>
@@ -16,6 +17,12 @@
 #include "nodeagent/peer/peer_link.h"
 
 namespace onebox {
+
+// Peer channels ping an idle connection this often, and take it for dead
+// when a ping is not answered within the timeout; agents accept pings this
+// often (daemon/agent.cc's server arguments).
+constexpr int kPeerKeepaliveMs = 4000;
+constexpr int kPeerKeepaliveTimeoutMs = 3000;
 
 class GrpcPeerNetwork final : public PeerNetwork {
  public:

@@ -137,8 +137,25 @@ std::vector<PeerAddress> Membership::AliveOthers() {
 size_t Membership::KnownCount() {
   std::lock_guard lock(mu_);
   // Right after a restart gossip knows no one yet: the members known before
-  // count too, or QUORUM and ALL would shrink to this node alone.
-  return std::max(members_.size(), known_before_) + 1;
+  // count too, and so do seeds not heard from, or QUORUM, ALL and fsync's
+  // quorum would shrink to this node alone.
+  return std::max(members_.size() + UnheardSeedsLocked(), known_before_) + 1;
+}
+
+size_t Membership::UnheardSeeds() {
+  std::lock_guard lock(mu_);
+  return UnheardSeedsLocked();
+}
+
+size_t Membership::UnheardSeedsLocked() const {
+  size_t unheard = 0;
+  for (const std::string& seed : seeds_) {
+    if (seed == address_) continue;
+    bool heard = std::any_of(members_.begin(), members_.end(),
+                             [&](const auto& kv) { return kv.second.member.address() == seed; });
+    if (!heard) ++unheard;
+  }
+  return unheard;
 }
 
 void Membership::SaveKnownLocked() {

@@ -57,9 +57,13 @@ class Membership {
   std::vector<v1::Node> Nodes();
   // Every other member now alive.
   std::vector<PeerAddress> AliveOthers();
-  // Members we know of in any state, ourselves included (at least as many as
-  // were known before a restart).
+  // Members we know of in any state, ourselves included: at least as many
+  // as were known before a restart, and every seed not heard from yet counts
+  // as one (a node told to join a cluster is not a cluster of one because
+  // its seeds have not answered yet).
   size_t KnownCount();
+  // Seeds (other than ourselves) no member we know of answers at.
+  size_t UnheardSeeds();
   uint32_t index() const { return index_.load(); }
   // Called after every gossip round with the number of other members alive.
   void set_alive_observer(std::function<void(size_t)> fn) { alive_observer_ = std::move(fn); }
@@ -79,6 +83,7 @@ class Membership {
   // Keeps the members' addresses in the store when they changed (for rejoin).
   void SaveKnownLocked();
   v1::NodeState StateOf(const Known& k, Clock::time_point now) const;
+  size_t UnheardSeedsLocked() const;
 
   Store& store_;
   PeerNetwork& network_;

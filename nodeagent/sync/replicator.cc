@@ -237,7 +237,8 @@ void Replicator::TruncateLog() {
   // but the newest log_retain entries.
   uint64_t last = store_.LastLogSeq();
   uint64_t upto = last > log_retain_ ? last - log_retain_ : 0;
-  uint64_t all_have = last;
+  // A seed not heard from yet will want everything: nobody "has" it all.
+  uint64_t all_have = members_.UnheardSeeds() > 0 ? 0 : last;
   for (const v1::Node& n : members_.Nodes())
     if (!n.self()) all_have = std::min(all_have, Acked(n.node_id()));
   {  // and every peer ever pushed to, members or not (yet)

@@ -67,6 +67,11 @@ class Replicator {
   Result<Record> ReadQuorum(Cf space, const std::string& key, size_t answers);
   // The ReadRecord call.
   Status OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp);
+  // Drops the log entries every member known (dead ones too) has, and in
+  // any case all but the newest log_retain; while a seed has not been heard
+  // from (a member whose id is not known yet), only the latter. The loop
+  // does it every second.
+  void TruncateLog();
 
  private:
   void Loop();
@@ -92,7 +97,6 @@ class Replicator {
   // peer is gone, or all of them when stopping.
   void Watchdog();
   void PusherLoop(const std::string& node_id, Pusher* self);
-  void TruncateLog();
 
   // The other live members, holders of path's content first.
   std::vector<PeerAddress> HoldersFirst(const std::string& path);

@@ -234,9 +234,11 @@ void ViewMaterializer::FinishPlacement(int fd, const v1::Inode& inode, const std
 }
 
 bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std::string& path,
-                                  const Version& version) {
+                                  const Version& version, std::optional<struct stat>* judged) {
   struct stat st;
+  if (judged != nullptr) judged->reset();
   if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return true;  // nothing there
+  if (judged != nullptr) *judged = st;
   int fd = openat(parent, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   bool as_seen = ledger_.AsTheStoreSawIt(path, fd, st);
   if (fd >= 0) close(fd);
@@ -249,6 +251,23 @@ bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std
   if (starting_ && static_cast<uint64_t>(Ns(st.st_ctim) / 1'000'000) < hlc::PhysicalMs(version.hlc)) return true;
   spdlog::info("/{} changed here after the store last saw it; keeping the local change over the version from {}",
                path, NodeIdHex(version.node));
+  return false;
+}
+
+bool ViewMaterializer::PutBackIfWritten(int parent, const std::string& name, const std::string& path,
+                                        const std::string& kept, const struct stat& judged) {
+  // Written since the look (its size or mtime moved; the link moved only its
+  // ctime): the replacement came too late, and the write is newer.
+  struct stat now;
+  bool written = fstatat(staging_fd_, kept.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+                 !FileLook::Of(now).SameContent(FileLook::Of(judged));
+  if (written && renameat(staging_fd_, kept.c_str(), parent, name.c_str()) == 0) {
+    spdlog::info("/{} was written here while a peer's version was put in place: the write stays (it is newer)",
+                 path);
+    ledger_.NotPlaced(path);
+    return true;
+  }
+  unlinkat(staging_fd_, kept.c_str(), 0);
   return false;
 }
 
@@ -356,10 +375,18 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     return s;
   }
   std::string name(BaseName(path));
-  if (!MayReplace(parent, name, path, version)) {
+  std::optional<struct stat> judged;
+  if (!MayReplace(parent, name, path, version, &judged)) {
     unlinkat(staging_fd_, tmp.c_str(), 0);
     close(parent);
     return Status::Ok();
+  }
+  // A program may open and write the entry between that look and the
+  // rename: a link in staging keeps the replaced file, to see afterwards.
+  std::string kept;
+  if (judged && !S_ISDIR(judged->st_mode)) {
+    kept = NewTempName();
+    if (linkat(parent, name.c_str(), staging_fd_, kept.c_str(), 0) != 0) kept.clear();
   }
   if (stub) ledger_.SetStub(path, true);  // counted before anyone can open it
   int rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
@@ -367,12 +394,19 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     // A directory where the peer now has a file: only an empty one gives way.
     if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
   }
-  close(parent);
   if (rc != 0) {
     Status s = Status::IOError(fmt::format("rename into place: {}", strerror(errno)));
     unlinkat(staging_fd_, tmp.c_str(), 0);
+    if (!kept.empty()) unlinkat(staging_fd_, kept.c_str(), 0);
+    close(parent);
     if (stub) ledger_.SetStub(path, false);
     return s;
+  }
+  bool put_back = !kept.empty() && PutBackIfWritten(parent, name, path, kept, *judged);
+  close(parent);
+  if (put_back) {
+    if (stub) ledger_.SetStub(path, false);
+    return Status::Ok();  // the program's write stays, and the recorder records it: it is newer
   }
   spdlog::debug("placed /{}{} (version of {})", path, stub ? " as a stub" : "", NodeIdHex(version.node));
   TellLedgerPlaced(path, tmp_fd, *now);

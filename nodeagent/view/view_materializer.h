@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -83,8 +84,15 @@ class ViewMaterializer {
   // After Install's rename: tells the ledger what is at path now.
   void TellLedgerPlaced(const std::string& path, int tmp_fd, const Record& placed);
   // May a peer's version (written at version's time) replace or remove what is
-  // at (parent, name) now? Not if a program changed it later.
-  bool MayReplace(int parent, const std::string& name, const std::string& path, const Version& version);
+  // at (parent, name) now? Not if a program changed it later. *judged (if
+  // given): the entry as this look saw it, if there is one.
+  bool MayReplace(int parent, const std::string& name, const std::string& path, const Version& version,
+                  std::optional<struct stat>* judged = nullptr);
+  // After Install renamed over (parent, name): if the file it replaced (kept,
+  // a link in staging) was written since MayReplace judged it, puts it back
+  // (true); else lets it go.
+  bool PutBackIfWritten(int parent, const std::string& name, const std::string& path, const std::string& kept,
+                        const struct stat& judged);
   // Gives a staging file the record's owner, mode and mtime, then marks it
   // as placed (ViewLedger::MarkPlacement): after a restart, what still
   // matches is known to be ours.

@@ -381,13 +381,15 @@ RunResult Shell(AgentProcess& agent, const std::string& cmd) {
         if (unanswered == Unanswered::kFails) silent = agent->address() + ": " + st.error_message();
         continue;
       }
-      digests.insert(r.state_digest());
-      seen += agent->address() + "=" + r.state_digest().substr(0, 8) + " ";
+      // The stores, and what programs see in the views, both the same.
+      digests.insert(r.state_digest() + "/" + r.view_digest());
+      seen += agent->address() + "=" + r.state_digest().substr(0, 8) + "/" + r.view_digest().substr(0, 8) + " ";
     }
     if (!silent.empty()) return ::testing::AssertionSuccess();  // ends the wait: it failed
     return ::testing::AssertionResult(all_answered && digests.size() == 1) << seen;
   };
-  ::testing::AssertionResult agreed = WaitUntil(agree, timeout, "every agent reports the same state digest");
+  ::testing::AssertionResult agreed =
+      WaitUntil(agree, timeout, "every agent reports the same state digest and the same view digest");
   if (!silent.empty()) return ::testing::AssertionFailure() << "Cluster/Status unanswered by " << silent;
   return agreed;
 }

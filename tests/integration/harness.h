@@ -61,8 +61,9 @@ enum class Unanswered {
   kFails,    // the wait fails at once: every agent is expected up and reachable
   kWaitsOn,  // not converged yet: an agent just healed from a partition, say
 };
-// Waits until every agent reports the same state digest (Cluster/Status):
-// they hold the same records. Each is asked on a channel of its own, so that
+// Waits until every agent reports the same state digest and the same view
+// digest (Cluster/Status): they hold the same records, and their programs
+// see the same entries with the same bytes. Each is asked on a channel of its own, so that
 // a connection a partition broke is never in the way.
 ::testing::AssertionResult Converge(const std::vector<AgentProcess*>& agents, std::chrono::seconds timeout,
                                     Unanswered unanswered = Unanswered::kFails);

@@ -3,7 +3,6 @@
 // Namespace.List with its content hashed into chunks, deletes and renames
 // included, and changes made while the agent was down are caught at start.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <functional>
 
 #include "onebox/v1/namespace.grpc.pb.h"
+#include "consistency/digest.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -20,12 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Sha256(std::string_view data) {
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), d, &n, EVP_sha256(), nullptr);
-  return std::string(reinterpret_cast<char*>(d), n);
-}
 
 class NamespaceTest : public ::testing::Test {
  protected:

@@ -83,6 +83,29 @@ TEST(MembershipCoreTest, AMemberThatFallsSilentGoesSuspectThenDeadAsTimePasses) 
   EXPECT_EQ(StateSeenBy(cluster.node(0), c), v1::NODE_STATE_ALIVE);
 }
 
+TEST(MembershipCoreTest, ASeedNotHeardFromCountsAsAMemberAndKeepsTheLog) {
+  // b and c were told to join a, which never answered: neither is a
+  // cluster of one (fsync's quorum, QUORUM and ALL count a), and b's log
+  // keeps what a will want once it answers.
+  InProcessCluster cluster(3);
+  cluster.Silence(0);
+  InProcessNode& b = cluster.node(1);
+  b.members->GossipRound();
+  b.members->GossipRound();
+  EXPECT_EQ(b.members->UnheardSeeds(), 1u);
+  EXPECT_EQ(b.members->KnownCount(), 2u);
+  EXPECT_EQ(PublishAcksNeeded(2, 0, b.members->KnownCount()), 1u);
+  ASSERT_TRUE(b.store->Put("k", "v", false).ok());
+  uint64_t first = b.store->FirstLogSeq();
+  b.replicator->TruncateLog();
+  EXPECT_EQ(b.store->FirstLogSeq(), first);
+  // Once a answers it is a member like any other.
+  cluster.Silence(0, false);
+  b.members->GossipRound();
+  EXPECT_EQ(b.members->UnheardSeeds(), 0u);
+  EXPECT_EQ(b.members->KnownCount(), 2u);  // a (c is not known to b yet: a tells it next round)
+}
+
 TEST(ClaimsCoreTest, OneNodeWinsANameAndTheOtherIsRefused) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());

@@ -1,0 +1,167 @@
+// What programs read converges, not only the stores: three agents on
+// loopback, writers on several nodes rewriting the same files at the same
+// moment (aligned to the same millisecond, so that versions often tie on the
+// HLC timestamp and files on size and mtime), with renames and removals
+// among them. Once quiet, every node's programs read the same bytes in every
+// file, and those are the store's current version's.
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "consistency/digest.h"
+#include "onebox/v1/cluster.grpc.pb.h"
+#include "onebox/v1/namespace.grpc.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace onebox::testing {
+namespace {
+
+using std::chrono::seconds;
+
+// (The scripts go to python3 -c in single quotes: they hold none.)
+// Writes every file in `files` under /cluster/race with "from-TAG-ROUND",
+// starting at the wall-clock instant `at_ns` (the last moments spinning:
+// the writers on the nodes start within microseconds of each other).
+constexpr const char* kWriter = R"PY(
+import os, sys, time
+at, tag, rnd, files = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+os.stat("/cluster/race")  # the link to the agent made before the race, not in it
+time.sleep(max(0, (at - time.time_ns()) / 1e9 - 0.003))  # then spin: two cores, three writers
+while time.time_ns() < at:
+    pass
+for f in files:
+    with open("/cluster/race/" + f, "w") as out:
+        out.write("from-%s-%s\n" % (tag, rnd))
+)PY";
+
+// At the same instant: moves a file away and back under another name, or removes one.
+constexpr const char* kMover = R"PY(
+import os, sys, time
+at, rnd, op, name = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+os.stat("/cluster/race")
+time.sleep(max(0, (at - time.time_ns()) / 1e9 - 0.003))
+while time.time_ns() < at:
+    pass
+p = "/cluster/race/" + name
+try:
+    if op == "mv":
+        os.rename(p, p + ".moved-" + rnd)
+    else:
+        os.unlink(p)
+except FileNotFoundError:
+    pass
+)PY";
+
+class ViewConvergenceTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<AgentProcess> Agent(const std::string& name, const std::string& join = "") {
+    std::vector<std::string> args{"--name", name, "--data-dir", dir_ / (name + "-data"), "--listen", "127.0.0.1:0",
+                                  "--socket", dir_ / (name + ".sock"), "--log-level", "debug"};
+    if (!join.empty()) args.insert(args.end(), {"--join", join});
+    return AgentProcess::WithArgs(args, dir_ / (name + ".sock"), dir_ / (name + ".log"));
+  }
+  // Whether agent lists a, b and c as alive (Cluster/ListNodes), waiting for it.
+  ::testing::AssertionResult AllThreeAlive(AgentProcess& agent) {
+    return WaitUntil(
+        [&] {
+          v1::ListNodesResponse r;
+          grpc::ClientContext ctx;
+          ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
+          std::set<std::string> alive;
+          if (v1::Cluster::NewStub(agent.channel())->ListNodes(&ctx, {}, &r).ok())
+            for (const v1::Node& n : r.nodes())
+              if (n.state() == v1::NODE_STATE_ALIVE) alive.insert(n.name());
+          return Observed(alive == std::set<std::string>{"a", "b", "c"}, alive);
+        },
+        seconds(10), "a, b and c are alive");
+  }
+  void TearDown() override { KeepLogsIfFailed(dir_.path(), {a_.get(), b_.get(), c_.get()}); }
+
+  // What `cat` prints of every file under /cluster/race on agent, by name.
+  std::map<std::string, std::string> Read(AgentProcess& agent) {
+    RunResult r = Shell(agent, "cd /cluster/race && for f in $(ls | sort); do printf '%s=' \"$f\"; cat \"$f\"; done");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::map<std::string, std::string> files;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);) {
+      size_t eq = line.find('=');
+      if (eq != std::string::npos) files[line.substr(0, eq)] = line.substr(eq + 1) + "\n";
+    }
+    return files;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<AgentProcess> a_, b_, c_;
+};
+
+TEST_F(ViewConvergenceTest, ConcurrentWritersOfTheSameFilesLeaveEveryNodeReadingTheStoresWinner) {
+  a_ = Agent("a");
+  ASSERT_TRUE(a_->Start());
+  b_ = Agent("b", a_->address());
+  c_ = Agent("c", a_->address());
+  ASSERT_TRUE(b_->Start());
+  ASSERT_TRUE(c_->Start());
+  for (AgentProcess* agent : {a_.get(), b_.get(), c_.get()}) ASSERT_TRUE(AllThreeAlive(*agent));
+  ASSERT_EQ(Shell(*a_, "mkdir /cluster/race").exit_code, 0);
+  for (AgentProcess* agent : {b_.get(), c_.get()}) ASSERT_TRUE(Eventually(*agent, "test -d /cluster/race && echo y", "y\n"));
+
+  const std::vector<std::string> files{"r0", "r1", "r2", "r3", "r4", "r5"};
+  std::string joined;
+  for (const std::string& f : files) joined += (joined.empty() ? "" : ",") + f;
+  constexpr int kRounds = 12;
+  for (int round = 0; round < kRounds; ++round) {
+    // All start at a whole 100 ms at least 400 ms from now: every python has started by then.
+    int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::system_clock::now().time_since_epoch()).count();
+    int64_t at = (now / 100'000'000 + 5) * 100'000'000;
+    auto shim = [&](AgentProcess& agent) {
+      return fmt::format("env LD_PRELOAD={} ONEBOX_SOCKET={}", ShimLib(), agent.socket());
+    };
+    std::string writers = fmt::format("{} python3 -c '{}' {} a {} {} & ", shim(*a_), kWriter, at, round, joined) +
+                          fmt::format("{} python3 -c '{}' {} c {} {} & ", shim(*c_), kWriter, at, round, joined);
+    // Every third round b writes too; in the others it moves or removes a file the writers write.
+    if (round % 3 == 0) writers += fmt::format("{} python3 -c '{}' {} b {} {} & ", shim(*b_), kWriter, at, round, joined);
+    else writers += fmt::format("{} python3 -c '{}' {} {} {} {} & ", shim(*b_), kMover, at, round,
+                                round % 3 == 1 ? "mv" : "rm", files[static_cast<size_t>(round) % files.size()]);
+    RunResult r = RunCommand({"bash", "-c", writers + "wait"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  // Quiet now: the stores agree, and so do the views.
+  ASSERT_TRUE(Converge({a_.get(), b_.get(), c_.get()}, seconds(30)));
+  std::map<std::string, std::string> on_a = Read(*a_);
+  ASSERT_FALSE(on_a.empty());
+  EXPECT_EQ(Read(*b_), on_a);
+  EXPECT_EQ(Read(*c_), on_a);
+  // And what they read is the store's current version of each file.
+  int ties = 0;  // versions of one file stamped in the same HLC instant by two nodes
+  for (const auto& [name, bytes] : on_a) {
+    v1::VersionsRequest vq;
+    vq.set_path("/cluster/race/" + name);
+    v1::VersionsResponse versions;
+    grpc::ClientContext vctx;
+    vctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+    ASSERT_TRUE(v1::Namespace::NewStub(b_->channel())->Versions(&vctx, vq, &versions).ok());
+    std::map<uint64_t, int> stamps;
+    for (const v1::FileVersion& v : versions.versions()) ties += stamps[v.version().hlc()]++ > 0;
+    v1::StatRequest q;
+    q.set_path("/cluster/race/" + name);
+    v1::StatResponse st;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+    ASSERT_TRUE(v1::Namespace::NewStub(b_->channel())->Stat(&ctx, q, &st).ok());
+    ASSERT_TRUE(st.found()) << name;
+    ASSERT_EQ(st.inode().chunks_size(), 1) << name;
+    EXPECT_EQ(st.inode().chunks(0), Sha256(bytes)) << name << " reads " << bytes;
+  }
+  RecordProperty("ties", ties);
+  std::cout << "versions that tied on the timestamp: " << ties << "\n";
+}
+
+}  // namespace
+}  // namespace onebox::testing
