@@ -103,6 +103,7 @@ void ViewLedger::Gone(const std::string& path) {
 
 bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed) {
   const FileLook now = FileLook::Of(st);
+  bool changed_since_seen = false;
   {
     std::lock_guard lock(mu_);
     auto it = left_.find(path);
@@ -113,7 +114,10 @@ bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, 
       if (S_ISDIR(st.st_mode) && left.look.ino == now.ino && left.look.mode == now.mode && left.look.uid == now.uid &&
           left.look.gid == now.gid)
         return true;
-      // Changed by a program since (what it shows stays known: ContentShown).
+      // Changed by a program since this run saw it (what it shows stays
+      // known: ContentShown). The placement mark cannot say otherwise: a
+      // rewrite that sets size and mtime back (cp -p) keeps it.
+      changed_since_seen = true;
     }
     if (S_ISDIR(st.st_mode) && placeholders_.count(path)) {
       if (!store_.Get(path, Cf::kNs).ok()) return true;  // no one's yet: its record will come
@@ -122,10 +126,10 @@ bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, 
   }
   if (!S_ISREG(st.st_mode) || !IsStub(fd)) {
     SetStub(path, false);
-    // Placed by us and unchanged since (the ledger forgot it: a restart): no
-    // program wrote it. If the store now holds a newer version, its own
-    // materialization replaces it.
-    return PlacedAndUntouched(path, fd, st);
+    // Placed by us and unchanged since, by its mark, when this run has not
+    // seen it yet (a restart): no program wrote it. If the store now holds a
+    // newer version, its own materialization replaces it.
+    return !changed_since_seen && PlacedAndUntouched(path, fd, st);
   }
   // A stub (ours from before a restart, or one a program moved, linked or
   // touched): unchanged when it matches its record.
@@ -142,8 +146,9 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
     auto it = left_.find(path);
     if (it != left_.end() && it->second.look.Unchanged(FileLook::Of(st))) return true;
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
+    if (it != left_.end()) return false;  // changed since this run saw it: a program's change
   }
-  // Placed by us (before a restart, say), and nobody changed it since.
+  // Placed by us before a restart, and nobody changed it since, by its mark.
   return UnchangedSincePlaced(fd, st, path);
 }
 

@@ -225,12 +225,20 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   return Status::Ok();
 }
 
-void ViewMaterializer::FinishPlacement(int fd, const v1::Inode& inode, const std::string& path,
-                                       const Version& version) {
+Result<int> ViewMaterializer::FinishPlacement(int fd, const std::string& tmp, const v1::Inode& inode,
+                                              const std::string& path, const Version& version) {
   SetOwnerAndMode(fd, inode);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
   ViewLedger::MarkPlacement(fd, path, version);
+  int placed = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  Status s = placed >= 0 ? Status::Ok() : Status::IOError(fmt::format("reopen in staging: {}", strerror(errno)));
+  close(fd);  // in staging: its IN_CLOSE_WRITE is not a program's write in the view
+  if (!s.ok()) {
+    unlinkat(staging_fd_, tmp.c_str(), 0);
+    return s;
+  }
+  return placed;
 }
 
 bool ViewMaterializer::MayReplace(int parent, const std::string& name, const std::string& path,
@@ -353,9 +361,10 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     if (!fetch && s.code() == Code::kNotFound) return PlaceFile(path, inode, version, false, /*as_stub=*/true);
     return s;
   }
-  FinishPlacement(fd, inode, path, version);
-  Status s = Install(path, fd, tmp, version, stub);
-  close(fd);
+  Result<int> placed = FinishPlacement(fd, tmp, inode, path, version);
+  if (!placed.ok()) return placed.status();
+  Status s = Install(path, *placed, tmp, version, stub);
+  close(*placed);
   if (!s.ok()) return s;
   return inode.size();
 }
@@ -471,10 +480,11 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
     spdlog::warn("cannot hydrate /{}: {}", path, s.message());
     return s;
   }
-  FinishPlacement(fd, inode, path, rec->version);
+  Result<int> placed = FinishPlacement(fd, tmp, inode, path, rec->version);
+  if (!placed.ok()) return placed.status();
   std::lock_guard path_lock(PathMutex(path));
-  Status s = Install(path, fd, tmp, rec->version, /*stub=*/false);
-  close(fd);
+  Status s = Install(path, *placed, tmp, rec->version, /*stub=*/false);
+  close(*placed);
   if (!s.ok()) {
     spdlog::warn("cannot hydrate /{}: {}", path, s.message());
     return s;

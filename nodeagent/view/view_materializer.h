@@ -93,10 +93,13 @@ class ViewMaterializer {
   // (true); else lets it go.
   bool PutBackIfWritten(int parent, const std::string& name, const std::string& path, const std::string& kept,
                         const struct stat& judged);
-  // Gives a staging file the record's owner, mode and mtime, then marks it
-  // as placed (ViewLedger::MarkPlacement): after a restart, what still
-  // matches is known to be ours.
-  void FinishPlacement(int fd, const v1::Inode& inode, const std::string& path, const Version& version);
+  // Gives a staging file (fd, written, named tmp) the record's owner, mode
+  // and mtime, marks it as placed (ViewLedger::MarkPlacement: after a
+  // restart, what still matches is known to be ours), and closes fd while it
+  // is still in staging: an IN_CLOSE_WRITE in the view is a program's write.
+  // Returns an O_PATH descriptor of it for Install.
+  Result<int> FinishPlacement(int fd, const std::string& tmp, const v1::Inode& inode, const std::string& path,
+                              const Version& version);
   std::string NewTempName();
 
   Store& store_;

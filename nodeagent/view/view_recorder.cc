@@ -263,7 +263,9 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask) {
     // Followed from now on (after its record, which takes what was hashed
     // ahead): if it grows big before its close, its chunks are hashed meanwhile.
     prehasher_->Written(path);
-  } else if (mask & (IN_MOVED_TO | IN_CLOSE_WRITE)) {
+  } else if (mask & IN_CLOSE_WRITE) {
+    Follow(path, Change::kWritten);
+  } else if (mask & IN_MOVED_TO) {
     Follow(path, Change::kContentChanged);
   } else if (mask & IN_ATTRIB) {
     Follow(path, Change::kMetadata);
@@ -380,8 +382,10 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     return Status::Unavailable("recorded at its close, or once idle");
   }
   // A peer's version, put here as recorded: nothing new. (fsync's record is
-  // always written: it must be synced.)
-  if (change != Change::kFsync && ledger_.IsOurs(path, fd, st, change != Change::kMetadata)) {
+  // always written: it must be synced; a file a program wrote is hashed, and
+  // recorded if its bytes are not the record's.)
+  if (change != Change::kFsync && change != Change::kWritten &&
+      ledger_.IsOurs(path, fd, st, change != Change::kMetadata)) {
     close(fd);
     return size;
   }

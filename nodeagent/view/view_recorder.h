@@ -68,7 +68,9 @@ class ViewRecorder {
   // What happened to an entry, as far as recording it goes.
   enum class Change {
     kCreated,         // IN_CREATE: made just now; its content comes with its close
-    kContentChanged,  // a close after writing, a move in, a file idle since it was made
+    kWritten,         // IN_CLOSE_WRITE: a program wrote it (the materializer writes only in staging),
+                      // whatever its size and mtime say now (cp -p sets them back)
+    kContentChanged,  // a move in (the materializer's renames too), a file idle since it was made
     kMetadata,        // IN_ATTRIB, a scan, a mount change: content as recorded (when the record is this
                       // node's, or the ledger knows the file shows it) unless size or mtime moved
     kFsync,           // fsync's RecordNow: content hashed, the record synced and always written
