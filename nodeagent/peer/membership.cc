@@ -44,17 +44,10 @@ Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, st
 Membership::~Membership() { Stop(); }
 
 void Membership::Start() {
-  thread_ = std::thread([this] { Loop(); });
+  rounds_thread_.Start(options_.round, [this] { GossipRound(); });
 }
 
-void Membership::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
+void Membership::Stop() { rounds_thread_.Stop(); }
 
 void Membership::set_address(const std::string& address) {
   std::lock_guard lock(mu_);
@@ -230,16 +223,6 @@ void Membership::GossipRound() {
     SaveKnownLocked();
   }
   if (alive_observer_) alive_observer_(AliveOthers().size());
-}
-
-void Membership::Loop() {
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, options_.round, [this] { return stopping_; })) return;
-    }
-    GossipRound();
-  }
 }
 
 }  // namespace onebox

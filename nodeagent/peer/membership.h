@@ -27,6 +27,7 @@
 #include "naming/node_identity.h"
 #include "nodeagent/peer/clock.h"
 #include "nodeagent/peer/peer_link.h"
+#include "nodeagent/peer/periodic.h"
 #include "onebox/v1/peer.pb.h"
 
 namespace onebox {
@@ -74,7 +75,6 @@ class Membership {
     v1::Member member;
     Clock::time_point heard;  // when its heartbeat last rose
   };
-  void Loop();
   // The round's message and whom it goes to (under mu_).
   std::vector<std::string> PrepareRoundLocked(v1::GossipRequest* req);
   void MergeLocked(const v1::Member& m);
@@ -102,9 +102,7 @@ class Membership {
   std::mutex mu_;
   std::map<std::string, Known> members_;  // by node id (hex), not ourselves
   std::mt19937 rng_{std::random_device{}()};  // under mu_
-  std::condition_variable cv_;
-  bool stopping_ = false;
-  std::thread thread_;
+  PeriodicThread rounds_thread_;
 };
 
 }  // namespace onebox

@@ -27,33 +27,21 @@ AntiEntropy::AntiEntropy(Store& store, Membership& members, PeerNetwork& network
 AntiEntropy::~AntiEntropy() { Stop(); }
 
 void AntiEntropy::Start() {
-  thread_ = std::thread([this] { Loop(); });
+  rounds_thread_.Start(period_, [this] { Round(); });
 }
 
 void AntiEntropy::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
   stopped_.Cancel();  // a round with a hung peer must not hold up a shutdown
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  rounds_thread_.Stop();
 }
 
-void AntiEntropy::Loop() {
-  std::mt19937 rng(std::random_device{}());
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, period_, [this] { return stopping_; })) return;
-    }
-    std::vector<PeerAddress> peers = members_.AliveOthers();
-    if (peers.empty()) continue;
-    const PeerAddress& peer = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng)];
-    Result<uint64_t> n = RoundWith(peer);
-    if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", peer.node_id, n.status().message());
-    else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, peer.node_id);
-  }
+void AntiEntropy::Round() {
+  std::vector<PeerAddress> peers = members_.AliveOthers();
+  if (peers.empty()) return;
+  const PeerAddress& peer = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng_)];
+  Result<uint64_t> n = RoundWith(peer);
+  if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", peer.node_id, n.status().message());
+  else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, peer.node_id);
 }
 
 Result<uint64_t> AntiEntropy::RoundWith(const PeerAddress& peer) {

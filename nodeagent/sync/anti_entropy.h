@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "consistency/store.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
+#include "nodeagent/peer/periodic.h"
 #include "onebox/v1/peer.pb.h"
 
 namespace onebox {
@@ -45,7 +47,8 @@ class AntiEntropy {
   uint64_t repaired() const { return repaired_; }
 
  private:
-  void Loop();
+  // One round with a live peer picked at random.
+  void Round();
   // RoundWith's work; *ns_won collects the ns keys whose records won, also
   // when the round is cut short.
   Result<uint64_t> Compare(PeerLink& peer, const std::string& node_id, std::vector<std::string>* ns_won);
@@ -59,11 +62,9 @@ class AntiEntropy {
   RoundEndFn on_round_end_;
   std::chrono::milliseconds period_;
   std::atomic<uint64_t> repaired_{0};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
   Cancellation stopped_;  // every call to a peer takes it: Stop cuts the one under way short
-  std::thread thread_;
+  std::mt19937 rng_{std::random_device{}()};  // the round thread's
+  PeriodicThread rounds_thread_;
 };
 
 }  // namespace onebox

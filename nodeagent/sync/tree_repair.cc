@@ -22,17 +22,10 @@ TreeRepair::TreeRepair(Store& store, RepairedFn on_repaired, std::chrono::millis
 TreeRepair::~TreeRepair() { Stop(); }
 
 void TreeRepair::Start() {
-  thread_ = std::thread([this] { Loop(); });
+  rounds_thread_.Start(std::chrono::milliseconds(200), [this] { CheckDue(); });
 }
 
-void TreeRepair::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
+void TreeRepair::Stop() { rounds_thread_.Stop(); }
 
 void TreeRepair::Note(const std::string& key) { Note(key, grace_); }
 
@@ -42,12 +35,11 @@ void TreeRepair::Note(const std::string& key, std::chrono::milliseconds grace) {
   due_[key] = clock_.Now() + grace;
 }
 
-void TreeRepair::Loop() {
-  std::unique_lock lock(mu_);
-  while (!stopping_) {
-    cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stopping_; });
+void TreeRepair::CheckDue() {
+  std::vector<std::string> ready;
+  {
+    std::lock_guard lock(mu_);
     Clock::time_point now = clock_.Now();
-    std::vector<std::string> ready;
     for (auto it = due_.begin(); it != due_.end();) {
       if (it->second > now) {
         ++it;
@@ -56,10 +48,8 @@ void TreeRepair::Loop() {
       ready.push_back(it->first);
       it = due_.erase(it);
     }
-    lock.unlock();
-    for (const std::string& key : ready) Check(key);
-    lock.lock();
   }
+  for (const std::string& key : ready) Check(key);
 }
 
 size_t TreeRepair::Check(const std::string& key) {

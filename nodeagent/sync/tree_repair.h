@@ -32,6 +32,7 @@
 
 #include "consistency/store.h"
 #include "nodeagent/peer/clock.h"
+#include "nodeagent/peer/periodic.h"
 
 namespace onebox {
 
@@ -55,7 +56,8 @@ class TreeRepair {
   uint64_t repaired() const { return repaired_; }
 
  private:
-  void Loop();
+  // Checks the keys whose grace period has passed (every 200 ms).
+  void CheckDue();
   // Makes the dead ancestors of the live entry `live` live; returns how many.
   size_t ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid);
   bool Revive(const std::string& dir, uint32_t uid, uint32_t gid, const std::string& because);
@@ -65,11 +67,9 @@ class TreeRepair {
   std::chrono::milliseconds grace_;
   std::atomic<uint64_t> repaired_{0};
   std::mutex mu_;
-  std::condition_variable cv_;
   Clock& clock_;
   std::map<std::string, Clock::time_point> due_;  // key -> when to check it
-  bool stopping_ = false;
-  std::thread thread_;
+  PeriodicThread rounds_thread_;
 };
 
 }  // namespace onebox

@@ -42,34 +42,19 @@ ViewAudit::~ViewAudit() {
 }
 
 void ViewAudit::Start(std::chrono::milliseconds period) {
-  thread_ = std::thread([this, period] { Loop(period); });
+  rounds_thread_.Start(period, [this] { Round(); });
 }
 
-void ViewAudit::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
+void ViewAudit::Stop() { rounds_thread_.Stop(); }
 
-void ViewAudit::Loop(std::chrono::milliseconds period) {
-  HlcTimestamp checked_at = 0;
-  bool pending = false;  // the last check saw stale files (to repair at the next)
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, period, [this] { return stopping_; })) return;
-    }
-    // Nothing written or applied since a check that found all well: nothing to look at.
-    HlcTimestamp now = store_.clock().Last();
-    if (now == checked_at && !pending) continue;
-    checked_at = now;
-    Result<Report> report = Check(/*repair=*/true);
-    if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
-    pending = report.ok() && report->stale > 0;
-  }
+void ViewAudit::Round() {
+  // Nothing written or applied since a check that found all well: nothing to look at.
+  HlcTimestamp now = store_.clock().Last();
+  if (now == checked_at_ && !pending_) return;
+  checked_at_ = now;
+  Result<Report> report = Check(/*repair=*/true);
+  if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
+  pending_ = report.ok() && report->stale > 0;
 }
 
 Result<ViewAudit::Report> ViewAudit::Check(bool repair) {

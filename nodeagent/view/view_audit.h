@@ -33,6 +33,7 @@
 #include <thread>
 
 #include "consistency/store.h"
+#include "nodeagent/peer/periodic.h"
 #include "nodeagent/view/file_look.h"
 #include "nodeagent/view/view_ledger.h"
 
@@ -59,7 +60,8 @@ class ViewAudit {
   uint64_t repaired() const { return repaired_; }
 
  private:
-  void Loop(std::chrono::milliseconds period);
+  // The periodic check, skipped while nothing changed since one that found all well.
+  void Round();
   // A regular file's content, named by its size and chunks (or by its look,
   // when it is not recorded yet); *shown: the version the ledger knows it shows.
   std::string ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
@@ -75,10 +77,9 @@ class ViewAudit {
   std::mutex check_mu_;                    // one check at a time; stale_
   std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
   std::atomic<uint64_t> repaired_{0};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
-  std::thread thread_;
+  HlcTimestamp checked_at_ = 0;  // the round thread's: the store's clock at the last round
+  bool pending_ = false;         // the last round saw stale files (to repair at the next)
+  PeriodicThread rounds_thread_;
 };
 
 }  // namespace onebox
