@@ -99,6 +99,12 @@ class ViewTieTest : public ::testing::Test {
     EXPECT_TRUE(node().store->PutChunk(Sha256(bytes), bytes).ok());
     return Record{Version{node().store->clock().Now(), from}, false, inode.SerializeAsString()};
   }
+  // A peer's record of cluster/r6 arrives, wins, and the materializer has done with it.
+  void ArriveAndPlace(ViewParts& parts, const Record& rec) {
+    ASSERT_TRUE(node().store->Apply("cluster/r6", rec, false, Cf::kNs).value());
+    parts.materializer->Enqueue("cluster/r6");
+    parts.materializer->Drain();
+  }
   InProcessNode& node() { return cluster_.node(0); }
 
   InProcessCluster cluster_{1};
@@ -110,9 +116,7 @@ TEST_F(ViewTieTest, APeersVersionThatTiesOnTheTimestampAndWinsIsWhatTheViewShows
   ViewParts parts(node(), view_);
   Record ours = WriteHere(parts, "from-a-6\n");
   Record theirs = PeersTie(ours, "from-c-6\n");
-  ASSERT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
-  parts.materializer->Enqueue("cluster/r6");
-  parts.materializer->Drain();
+  ArriveAndPlace(parts, theirs);
   EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
   // The loser is kept in the history, and the recorder records nothing new.
   ASSERT_TRUE(parts.recorder->Sync().ok());
@@ -189,9 +193,7 @@ TEST_F(ViewTieTest, AChmodOfAPlacedFileIsRecordedAsAChange) {
   ViewParts parts(node(), view_);
   Record ours = WriteHere(parts, "from-a-6\n");
   Record theirs = PeersTie(ours, "from-c-6\n");
-  ASSERT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
-  parts.materializer->Enqueue("cluster/r6");
-  parts.materializer->Drain();
+  ArriveAndPlace(parts, theirs);
   ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
   // Placed, then chmod'ed: the content is as placed, the mode is a program's change.
   ASSERT_EQ(chmod((view_ + "/cluster/r6").c_str(), 0600), 0);
@@ -215,11 +217,7 @@ TEST_F(ViewTieTest, AFileSetBackToAnotherNodesOlderVersionIsAChangeOfItsOwn) {
   Record newer = PeerFile(0x3000, "from-c-6\n", then + 5'000'000'000);  // the same size
   {
     ViewParts parts(node(), view_);
-    for (const Record& rec : {older, newer}) {
-      ASSERT_TRUE(node().store->Apply("cluster/r6", rec, false, Cf::kNs).value());
-      parts.materializer->Enqueue("cluster/r6");
-      parts.materializer->Drain();
-    }
+    for (const Record& rec : {older, newer}) ArriveAndPlace(parts, rec);
     ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
   }
   std::ofstream(view_ + "/cluster/r6", std::ios::trunc) << "older!!!\n";
