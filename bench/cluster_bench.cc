@@ -29,6 +29,7 @@
 #include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
+#include "nodeagent/cli/client.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -95,7 +96,6 @@ int main(int argc, char** argv) {
   auto b = Agent(dir, "b", a->address());
   auto c = Agent(dir, "c", a->address());
   if (!b->Start() || !c->Start()) return 1;
-  auto store_a = onebox::v1::Store::NewStub(a->channel());
   auto store_b = onebox::v1::Store::NewStub(b->channel());
   // Until B sees A's writes: membership settled, replication flowing.
   for (int i = 0;; ++i) {
@@ -103,8 +103,7 @@ int main(int argc, char** argv) {
     q.set_key("warmup");
     q.set_value("x");
     onebox::v1::PutResponse r;
-    grpc::ClientContext ctx;
-    (void)store_a->Put(&ctx, q, &r);
+    (void)onebox::testing::CallOverSocket(*a, "/onebox.v1.Store/Put", q, &r);
     onebox::v1::GetRequest g;
     g.set_key("warmup");
     onebox::v1::GetResponse gr;
@@ -117,6 +116,8 @@ int main(int argc, char** argv) {
   std::vector<Clock::time_point> acked(total);
   std::vector<std::atomic<bool>> done(total);
   std::thread writer([&] {
+    auto socket = onebox::AgentSocketClient::Connect(a->socket(), 10);
+    if (!socket.ok()) std::abort();
     auto start = Clock::now();
     for (int i = 0; i < total; ++i) {
       std::this_thread::sleep_until(start + std::chrono::microseconds(1000) * i);  // 1k updates/s
@@ -124,8 +125,7 @@ int main(int argc, char** argv) {
       q.set_key(fmt::format("lag/{:08}", i));
       q.set_value("v");
       onebox::v1::PutResponse r;
-      grpc::ClientContext ctx;
-      if (!store_a->Put(&ctx, q, &r).ok()) std::abort();
+      if (!socket->Call("/onebox.v1.Store/Put", q, &r).ok()) std::abort();
       acked[i] = Clock::now();
       done[i] = true;
     }

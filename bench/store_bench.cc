@@ -1,5 +1,6 @@
 // Store benchmark: puts and gets of small values, native (raw RocksDB in this
-// process) against onebox (a real agent over gRPC, level ONE), at several
+// process) against onebox (a real agent, level ONE: puts over its Unix
+// socket, where they act as their caller, gets over gRPC), at several
 // client concurrencies. One run prints both side by side with their ratio.
 //
 //   store_bench [--seconds S] [--threads 1,4,16] [--value-bytes N] [--keys N]
@@ -20,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "onebox/v1/store.grpc.pb.h"
+#include "nodeagent/cli/client.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -118,14 +120,20 @@ int main(int argc, char** argv) {
     stubs.push_back(onebox::v1::Store::NewStub(
         grpc::CreateCustomChannel(agent.address(), grpc::InsecureChannelCredentials(), args)));
   }
+  // And one socket connection per client thread for the puts.
+  std::vector<std::unique_ptr<onebox::AgentSocketClient>> sockets;
+  for (int t = 0; t < max_threads; ++t) {
+    auto client = onebox::AgentSocketClient::Connect(agent.socket(), 10);
+    if (!client.ok()) return 1;
+    sockets.push_back(std::make_unique<onebox::AgentSocketClient>(std::move(client).value()));
+  }
   auto rpc_put = [&](int t, uint64_t i) {
     onebox::v1::PutRequest q;
     q.set_key(Key((i * 7919 + t) % keys));
     q.set_value(value);
     q.set_level(onebox::v1::WRITE_LEVEL_ONE);
     onebox::v1::PutResponse r;
-    grpc::ClientContext ctx;
-    return stubs[t]->Put(&ctx, q, &r).ok();
+    return sockets[t]->Call("/onebox.v1.Store/Put", q, &r).ok();
   };
   auto rpc_get = [&](int t, uint64_t i) {
     onebox::v1::GetRequest q;
@@ -148,12 +156,11 @@ int main(int argc, char** argv) {
     q.set_key(Key(k));
     q.set_value(value);
     onebox::v1::PutResponse r;
-    grpc::ClientContext ctx;
-    if (!stubs[0]->Put(&ctx, q, &r).ok()) return 1;
+    if (!sockets[0]->Call("/onebox.v1.Store/Put", q, &r).ok()) return 1;
   }
 
   printf("store_bench: %zu-byte values over %llu keys, %.1f s per cell; native = RocksDB in-process, "
-         "onebox = agent over gRPC on loopback (level ONE)\n",
+         "onebox = agent on loopback (level ONE; puts on its socket, gets on gRPC)\n",
          value_bytes, static_cast<unsigned long long>(keys), seconds);
   printf("%-5s %7s | %12s %9s %9s | %12s %9s %9s | %7s\n", "op", "clients", "native op/s", "p50 us", "p99 us",
          "onebox op/s", "p50 us", "p99 us", "ratio");

@@ -14,6 +14,8 @@ const char* CodeName(Code c) {
     case Code::kCorruption: return "corruption";
     case Code::kIOError: return "I/O error";
     case Code::kUnimplemented: return "unimplemented";
+    case Code::kPermissionDenied: return "permission denied";
+    case Code::kUnauthenticated: return "unauthenticated";
   }
   return "unknown";
 }

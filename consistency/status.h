@@ -18,6 +18,8 @@ enum class Code {
   kCorruption,
   kIOError,
   kUnimplemented,
+  kPermissionDenied,  // the caller may not do this
+  kUnauthenticated,   // the caller did not prove who it is (a peer without the join token)
 };
 
 class [[nodiscard]] Status {
@@ -34,6 +36,8 @@ class [[nodiscard]] Status {
   static Status Corruption(std::string m) { return {Code::kCorruption, std::move(m)}; }
   static Status IOError(std::string m) { return {Code::kIOError, std::move(m)}; }
   static Status Unimplemented(std::string m) { return {Code::kUnimplemented, std::move(m)}; }
+  static Status PermissionDenied(std::string m) { return {Code::kPermissionDenied, std::move(m)}; }
+  static Status Unauthenticated(std::string m) { return {Code::kUnauthenticated, std::move(m)}; }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

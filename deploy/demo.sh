@@ -15,6 +15,10 @@ PORT=${ONEBOX_DEMO_PORT:-7070}
 WORK=$(mktemp -d /tmp/onebox-demo-XXXXXX)
 ONEBOX="$ROOT/build/bin/onebox"
 SOCK="$WORK/agent.sock"
+chmod 0755 "$WORK"  # every local user reaches the agents' sockets and views, as under /run and /var/lib
+# The cluster's join token: every agent has the same; peers' calls without it are refused.
+TOKEN="$WORK/join-token"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TOKEN")
 AGENT_PID=""
 PEER_PIDS=()
 cleanup() {
@@ -30,7 +34,7 @@ trap cleanup EXIT
 
 start_agent() {
   "$ONEBOX" agent --name demo --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --socket "$SOCK" \
-    2>>"$WORK/agent.log" &
+    --join-token-file "$TOKEN" 2>>"$WORK/agent.log" &
   AGENT_PID=$!
   for _ in $(seq 100); do
     if "$ONEBOX" --agent "127.0.0.1:$PORT" status >/dev/null 2>&1; then return 0; fi
@@ -43,10 +47,11 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 start_agent
 export ONEBOX_AGENT="127.0.0.1:$PORT"
+export ONEBOX_SOCKET="$SOCK"  # writes (kv put, restore) act as their caller: they go through the socket
 echo; echo "# two more agents join the first: a three-node cluster on loopback"
 for n in 2 3; do
   "$ONEBOX" agent --name "demo-$n" --data-dir "$WORK/data-$n" --listen "127.0.0.1:$((PORT + n - 1))" \
-    --socket "$WORK/agent-$n.sock" --join "127.0.0.1:$PORT" 2>>"$WORK/agent-$n.log" &
+    --socket "$WORK/agent-$n.sock" --join "127.0.0.1:$PORT" --join-token-file "$TOKEN" 2>>"$WORK/agent-$n.log" &
   PEER_PIDS+=($!)
 done
 for _ in $(seq 50); do  # until all three are alive with distinct indexes (two that joined at once may clash first)
@@ -60,10 +65,16 @@ step "$ONEBOX" kv put greeting "hello from onebox"
 step "$ONEBOX" kv put config/replicas 2 --sync
 step "$ONEBOX" kv put config/zone eu-1
 step "$ONEBOX" kv scan config/
+REFLECT="/usr/bin/python3 $ROOT/tests/tools/grpc_reflect.py 127.0.0.1:$PORT"
 echo; echo "# written on the first node, read on the third (replicated within milliseconds)"
 sleep 0.5
 step "$ONEBOX" --agent "127.0.0.1:$((PORT + 2))" kv get greeting
 step "$ONEBOX" --agent "127.0.0.1:$((PORT + 2))" status
+
+echo; echo "# who may do what: writes act as their caller (docs/operations.md)"
+step $REFLECT call onebox.v1.Store/Put '{"key": "greeting", "value": "bm9wZQ=="}' || true
+step setpriv --reuid=nobody --regid=nogroup --clear-groups "$ONEBOX" kv put greeting "not yours" || true
+step setpriv --reuid=nobody --regid=nogroup --clear-groups "$ONEBOX" kv put uid/65534/note "nobody's own key"
 
 echo; echo "# restarting the agent: the store keeps its data"
 kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true
@@ -72,7 +83,6 @@ step "$ONEBOX" kv get greeting
 step "$ONEBOX" --socket "$SOCK" -o json kv get config/zone
 
 echo; echo "# grpcurl-style, through server reflection only (no .proto given to the client)"
-REFLECT="/usr/bin/python3 $ROOT/tests/tools/grpc_reflect.py 127.0.0.1:$PORT"
 step $REFLECT list
 step $REFLECT call grpc.health.v1.Health/Check
 step $REFLECT call onebox.v1.Cluster/ListNodes

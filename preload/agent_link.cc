@@ -59,7 +59,7 @@ pid_t owner_pid = 0;
 char view_root[kMaxPathBytes] = "";
 size_t view_len = 0;
 ClusterRoot cluster_root;
-char socket_path[kMaxPathBytes] = "/run/onebox/agent.sock";
+char socket_path[kMaxPathBytes] = ONEBOX_DEFAULT_AGENT_SOCKET;
 std::atomic<bool> warned{false};
 // The agent's state page; nullptr when the agent sent none we could trust.
 std::atomic<const StatePage*> state_page{nullptr};

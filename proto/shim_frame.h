@@ -20,6 +20,11 @@
 
 namespace onebox {
 
+// Where the agent listens unless told otherwise (`onebox agent --socket`),
+// and so where the CLI and the shim look.
+#define ONEBOX_DEFAULT_AGENT_SOCKET "/run/onebox/agent.sock"
+constexpr const char* kDefaultAgentSocket = ONEBOX_DEFAULT_AGENT_SOCKET;
+
 constexpr size_t kShimFrameHeaderBytes = 4;
 // The agent closes a connection that sends a bigger frame.
 constexpr uint32_t kMaxShimFrameBytes = 16 << 20;

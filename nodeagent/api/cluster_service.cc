@@ -24,8 +24,8 @@ v1::Node SelfNode(const AgentInfo& info) {
 
 grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                  grpc::ByteBuffer* out) {
-  return ServeUnary<v1::StatusRequest, v1::StatusResponse>(
-      ctx, in, out, &pool_, [this](const v1::StatusRequest&, v1::StatusResponse* r) -> onebox::Status {
+  return ServeUnary<api_method::Cluster_Status, v1::StatusRequest, v1::StatusResponse>(
+      ctx, in, out, gate_, &pool_, [this](const v1::StatusRequest&, v1::StatusResponse* r) -> onebox::Status {
         *r->mutable_node() = SelfNode(info_);
         r->mutable_node()->set_index(members_.index());
         r->set_version(ONEBOX_VERSION);
@@ -57,8 +57,8 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
 
 grpc::ServerUnaryReactor* ClusterService::ListNodes(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                     grpc::ByteBuffer* out) {
-  return ServeUnary<v1::ListNodesRequest, v1::ListNodesResponse>(
-      ctx, in, out, nullptr, [this](const v1::ListNodesRequest&, v1::ListNodesResponse* r) {
+  return ServeUnary<api_method::Cluster_ListNodes, v1::ListNodesRequest, v1::ListNodesResponse>(
+      ctx, in, out, gate_, nullptr, [this](const v1::ListNodesRequest&, v1::ListNodesResponse* r) {
         for (v1::Node& n : members_.Nodes()) *r->add_nodes() = std::move(n);
         return onebox::Status::Ok();
       });

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "consistency/store.h"
+#include "nodeagent/api/access.h"
 #include "nodeagent/api/agent_info.h"
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/peer/membership.h"
@@ -16,14 +17,15 @@ namespace onebox {
 class ClusterService final
     : public v1::Cluster::WithRawCallbackMethod_Status<v1::Cluster::WithRawCallbackMethod_ListNodes<v1::Cluster::Service>> {
  public:
-  ClusterService(const AgentInfo& info, Store& store, Membership& members)
-      : info_(info), store_(store), members_(members), pool_(1, "onebox-status") {}
+  ClusterService(const AccessGate& gate, const AgentInfo& info, Store& store, Membership& members)
+      : gate_(gate), info_(info), store_(store), members_(members), pool_(1, "onebox-status") {}
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                    grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                       grpc::ByteBuffer* out) override;
 
  private:
+  const AccessGate& gate_;
   const AgentInfo& info_;
   Store& store_;
   Membership& members_;

@@ -1,6 +1,10 @@
 // onebox.v1.Namespace: the namespace as this node recorded it (the ns
 // family), by cluster path: Stat, List, the versions a path has had here
-// (Versions) and putting one back (Restore).
+// (Versions) and putting one back (Restore). Restore acts as its caller
+// (api/access.h): it needs the right to write the file as it is now, or to
+// create it in its directory if it is gone, and a version whose owner, group
+// or mode differ from the file's now only by its owner (or root), as chmod
+// and chown would; so it comes over the agent's Unix socket.
 #pragma once
 
 #include <functional>
@@ -9,6 +13,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "consistency/store.h"
+#include "nodeagent/api/access.h"
+#include "nodeagent/api/local_calls.h"
 #include "nodeagent/daemon/work_pool.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 
@@ -19,9 +25,14 @@ class NamespaceService final
           v1::Namespace::WithRawCallbackMethod_Versions<v1::Namespace::WithRawCallbackMethod_Restore<
               v1::Namespace::Service>>>> {
  public:
-  // on_restored(key) puts a restored version in the view.
-  NamespaceService(Store& store, std::function<void(const std::string&)> on_restored = {})
-      : store_(store), on_restored_(std::move(on_restored)), pool_(2, "onebox-ns") {}
+  // view_root: where this node's programs see the namespace; on_restored(key)
+  // puts a restored version there.
+  NamespaceService(const AccessGate& gate, Store& store, std::string view_root,
+                   std::function<void(const std::string&)> on_restored = {})
+      : gate_(gate), store_(store), view_root_(std::move(view_root)), on_restored_(std::move(on_restored)),
+        pool_(2, "onebox-ns") {}
+  // Serves Restore on the agent's socket too.
+  void AddLocalCalls(LocalCalls& calls);
   grpc::ServerUnaryReactor* Stat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                  grpc::ByteBuffer* out) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -34,9 +45,12 @@ class NamespaceService final
  private:
   Status DoList(const v1::ListRequest& q, v1::ListResponse* r);
   Status DoVersions(const v1::VersionsRequest& q, v1::VersionsResponse* r);
-  Status DoRestore(const v1::RestoreRequest& q, v1::RestoreResponse* r);
+  Status DoRestore(const Caller& caller, const v1::RestoreRequest& q, v1::RestoreResponse* r);
+  Status MayRestore(const Caller& caller, const std::string& key, const Record& version);
 
+  const AccessGate& gate_;
   Store& store_;
+  const std::string view_root_;
   std::function<void(const std::string&)> on_restored_;
   WorkPool pool_;
 };

@@ -49,9 +49,19 @@ class ReplicateStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBu
   grpc::ByteBuffer in_, out_;
 };
 
+// Refuses the stream at once, before reading anything.
+class RefusedStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  explicit RefusedStreamReactor(grpc::Status why) { Finish(why); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
-grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PeerService::ReplicateStream(grpc::CallbackServerContext*) {
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PeerService::ReplicateStream(grpc::CallbackServerContext* ctx) {
+  using Method = api_method::Peer_ReplicateStream;
+  if (Status admitted = gate_.Admit(Method::kClass, Method::kName, gate_.OfGrpc(*ctx)); !admitted.ok())
+    return new RefusedStreamReactor(ToGrpc(admitted));
   return new ReplicateStreamReactor(local_, pool_);
 }
 

@@ -5,6 +5,8 @@
 // apply on the pool, answer, and only then read the next, so a slow
 // receiver slows its senders down instead of queueing (gRPC's flow control
 // holds back the bytes beyond the few batches a sender keeps unanswered).
+// Every call, the stream included, is admitted only with the cluster's join
+// token (api/access.h).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -23,13 +25,14 @@ class PeerService final
                   v1::Peer::WithRawCallbackMethod_Claim<v1::Peer::WithRawCallbackMethod_ReadRecord<
                       v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>> {
  public:
-  explicit PeerService(PeerLink& local) : local_(local), pool_(2, "onebox-peer") {}
+  PeerService(const AccessGate& gate, PeerLink& local) : gate_(gate), local_(local), pool_(2, "onebox-peer") {}
 
 #define ONEBOX_PEER_SERVICE_METHOD(method, Req, Resp, runs)                                                  \
   grpc::ServerUnaryReactor* method(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,               \
                                    grpc::ByteBuffer* out) override {                                           \
-    return ServeUnary<v1::Req, v1::Resp>(ctx, in, out, PoolFor(PeerCallRuns::runs),                         \
-                                         [this](const v1::Req& q, v1::Resp* r) { return local_.method(q, r, {}); }); \
+    return ServeUnary<api_method::Peer_##method, v1::Req, v1::Resp>(                                         \
+        ctx, in, out, gate_, PoolFor(PeerCallRuns::runs),                                                      \
+        [this](const v1::Req& q, v1::Resp* r) { return local_.method(q, r, {}); });                            \
   }
   ONEBOX_PEER_UNARY_CALLS(ONEBOX_PEER_SERVICE_METHOD)
 #undef ONEBOX_PEER_SERVICE_METHOD
@@ -38,6 +41,7 @@ class PeerService final
 
  private:
   WorkPool* PoolFor(PeerCallRuns runs) { return runs == PeerCallRuns::kPool ? &pool_ : nullptr; }
+  const AccessGate& gate_;
   PeerLink& local_;
   WorkPool pool_;  // applying a batch writes to RocksDB
 };

@@ -17,6 +17,8 @@ grpc::Status ToGrpc(const Status& s) {
     case Code::kCorruption: code = StatusCode::DATA_LOSS; break;
     case Code::kIOError: code = StatusCode::INTERNAL; break;
     case Code::kUnimplemented: code = StatusCode::UNIMPLEMENTED; break;
+    case Code::kPermissionDenied: code = StatusCode::PERMISSION_DENIED; break;
+    case Code::kUnauthenticated: code = StatusCode::UNAUTHENTICATED; break;
   }
   return grpc::Status(code, s.message());
 }
@@ -33,6 +35,8 @@ Status FromGrpc(const grpc::Status& s) {
     case StatusCode::DATA_LOSS: return Status::Corruption(s.error_message());
     case StatusCode::INTERNAL: return Status::IOError(s.error_message());
     case StatusCode::UNIMPLEMENTED: return Status::Unimplemented(s.error_message());
+    case StatusCode::PERMISSION_DENIED: return Status::PermissionDenied(s.error_message());
+    case StatusCode::UNAUTHENTICATED: return Status::Unauthenticated(s.error_message());
     default:  // UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, RESOURCE_EXHAUSTED, ...: not answered
       return Status::Unavailable(s.error_message());
   }
@@ -49,6 +53,8 @@ int ToErrno(const Status& s) {
     case Code::kCorruption:
     case Code::kIOError: return EIO;
     case Code::kUnimplemented: return ENOSYS;
+    case Code::kPermissionDenied: return EACCES;
+    case Code::kUnauthenticated: return EPERM;
   }
   return EIO;
 }

@@ -29,12 +29,21 @@ Result<Agreement> ReadLevelAgreement(int level) {
   }
 }
 
+// The key-space rule of store_service.h.
+Status MayWriteKey(const Caller& caller, const std::string& key) {
+  if (caller.uid == 0) return Status::Ok();
+  std::string own = fmt::format("uid/{}/", caller.uid);
+  if (key.compare(0, own.size(), own) == 0 && key.size() > own.size()) return Status::Ok();
+  return Status::PermissionDenied(
+      fmt::format("uid {} may write keys under {} only (the others are root's; see docs/operations.md)", caller.uid, own));
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                             grpc::ByteBuffer* out) {
-  return ServeUnary<v1::GetRequest, v1::GetResponse>(
-      ctx, in, out, &pool_, [this](const v1::GetRequest& q, v1::GetResponse* r) -> Status {
+  return ServeUnary<api_method::Store_Get, v1::GetRequest, v1::GetResponse>(
+      ctx, in, out, gate_, &pool_, [this](const v1::GetRequest& q, v1::GetResponse* r) -> Status {
         Result<Agreement> level = ReadLevelAgreement(q.level());
         if (!level.ok()) return level.status();
         if (Status k = Store::ValidateKey(q.key()); !k.ok()) return k;
@@ -51,36 +60,51 @@ grpc::ServerUnaryReactor* StoreService::Get(grpc::CallbackServerContext* ctx, co
 
 grpc::ServerUnaryReactor* StoreService::Put(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                             grpc::ByteBuffer* out) {
-  return ServeUnary<v1::PutRequest, v1::PutResponse>(
-      ctx, in, out, &pool_, [this](const v1::PutRequest& q, v1::PutResponse* r) -> Status {
-        Result<Agreement> level = WriteLevelAgreement(q.level());
-        if (!level.ok()) return level.status();
-        Result<Version> v = store_.Put(q.key(), q.value(), q.sync());
-        if (!v.ok()) return v.status();
-        *r->mutable_version() = ToProto(*v);
-        return replicator_.ReplicateKey(Cf::kKv, q.key(), OthersNeeded(*level, members_.KnownCount()), q.sync());
-      });
+  return ServeUnary<api_method::Store_Put, v1::PutRequest, v1::PutResponse>(
+      ctx, in, out, gate_, &pool_,
+      [this](const Caller& caller, const v1::PutRequest& q, v1::PutResponse* r) { return DoPut(caller, q, r); });
 }
 
 grpc::ServerUnaryReactor* StoreService::Delete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                                grpc::ByteBuffer* out) {
-  return ServeUnary<v1::DeleteRequest, v1::DeleteResponse>(
-      ctx, in, out, &pool_, [this](const v1::DeleteRequest& q, v1::DeleteResponse* r) -> Status {
-        Result<Agreement> level = WriteLevelAgreement(q.level());
-        if (!level.ok()) return level.status();
-        bool existed = false;
-        Result<Version> v = store_.Delete(q.key(), q.sync(), &existed);
-        if (!v.ok()) return v.status();
-        r->set_existed(existed);
-        *r->mutable_version() = ToProto(*v);
-        return replicator_.ReplicateKey(Cf::kKv, q.key(), OthersNeeded(*level, members_.KnownCount()), q.sync());
-      });
+  return ServeUnary<api_method::Store_Delete, v1::DeleteRequest, v1::DeleteResponse>(
+      ctx, in, out, gate_, &pool_,
+      [this](const Caller& caller, const v1::DeleteRequest& q, v1::DeleteResponse* r) { return DoDelete(caller, q, r); });
+}
+
+void StoreService::AddLocalCalls(LocalCalls& calls) {
+  calls.Add<api_method::Store_Put, v1::PutRequest, v1::PutResponse>(
+      [this](const Caller& caller, const v1::PutRequest& q, v1::PutResponse* r) { return DoPut(caller, q, r); });
+  calls.Add<api_method::Store_Delete, v1::DeleteRequest, v1::DeleteResponse>(
+      [this](const Caller& caller, const v1::DeleteRequest& q, v1::DeleteResponse* r) { return DoDelete(caller, q, r); });
+}
+
+Status StoreService::DoPut(const Caller& caller, const v1::PutRequest& q, v1::PutResponse* r) {
+  Result<Agreement> level = WriteLevelAgreement(q.level());
+  if (!level.ok()) return level.status();
+  if (Status owner = MayWriteKey(caller, q.key()); !owner.ok()) return owner;
+  Result<Version> v = store_.Put(q.key(), q.value(), q.sync());
+  if (!v.ok()) return v.status();
+  *r->mutable_version() = ToProto(*v);
+  return replicator_.ReplicateKey(Cf::kKv, q.key(), OthersNeeded(*level, members_.KnownCount()), q.sync());
+}
+
+Status StoreService::DoDelete(const Caller& caller, const v1::DeleteRequest& q, v1::DeleteResponse* r) {
+  Result<Agreement> level = WriteLevelAgreement(q.level());
+  if (!level.ok()) return level.status();
+  if (Status owner = MayWriteKey(caller, q.key()); !owner.ok()) return owner;
+  bool existed = false;
+  Result<Version> v = store_.Delete(q.key(), q.sync(), &existed);
+  if (!v.ok()) return v.status();
+  r->set_existed(existed);
+  *r->mutable_version() = ToProto(*v);
+  return replicator_.ReplicateKey(Cf::kKv, q.key(), OthersNeeded(*level, members_.KnownCount()), q.sync());
 }
 
 grpc::ServerUnaryReactor* StoreService::Scan(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                              grpc::ByteBuffer* out) {
-  return ServeUnary<v1::ScanRequest, v1::ScanResponse>(
-      ctx, in, out, &pool_, [this](const v1::ScanRequest& q, v1::ScanResponse* r) -> Status {
+  return ServeUnary<api_method::Store_Scan, v1::ScanRequest, v1::ScanResponse>(
+      ctx, in, out, gate_, &pool_, [this](const v1::ScanRequest& q, v1::ScanResponse* r) -> Status {
         Result<Agreement> level = ReadLevelAgreement(q.level());
         if (!level.ok()) return level.status();
         if (*level != Agreement::kThisNode) return Status::Unimplemented("Scan reads LOCAL only (QUORUM is for Get)");

@@ -1,5 +1,6 @@
 // The one adapter between gRPC's raw callback API and the agent's handlers:
-// it parses every request itself, so that bytes that are no valid request
+// it admits the call by its method's class (api/access.h) before anything
+// else, parses every request itself, so that bytes that are no valid request
 // (a string field that is not UTF-8 included) are answered INVALID_ARGUMENT
 // with a message (gRPC's own deserializer says INTERNAL), runs the handler
 // (on a pool when it may block on the disk, so gRPC's threads never wait),
@@ -7,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
@@ -15,6 +17,7 @@
 #include <grpcpp/support/proto_buffer_writer.h>
 
 #include "consistency/status.h"
+#include "nodeagent/api/access.h"
 #include "nodeagent/api/status_codes.h"
 #include "nodeagent/daemon/work_pool.h"
 
@@ -29,21 +32,31 @@ grpc::Status ParseRequest(grpc::ByteBuffer* bytes, Req* req) {
                       fmt::format("malformed request: the bytes sent are not a valid {}", Req::descriptor()->full_name()));
 }
 
-// Parses the request, runs fn(request, &response) -> Status, serializes the
-// response. With a pool, fn runs there; the request and response buffers
-// belong to the call until Finish.
-template <class Req, class Resp, class Fn>
+// Admits the caller by Method's class (a tag from api/access.h's list: a
+// method not listed does not compile), parses the request, runs
+// fn(request, &response) -> Status, or fn(caller, request, &response), and
+// serializes the response. With a pool, fn runs there; the request and
+// response buffers belong to the call until Finish.
+template <class Method, class Req, class Resp, class Fn>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
-                                     grpc::ByteBuffer* out, WorkPool* pool, Fn fn) {
+                                     grpc::ByteBuffer* out, const AccessGate& gate, WorkPool* pool, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  Caller caller = gate.OfGrpc(*ctx);
+  if (Status admitted = gate.Admit(Method::kClass, Method::kName, caller); !admitted.ok()) {
+    reactor->Finish(ToGrpc(admitted));
+    return reactor;
+  }
   auto req = std::make_shared<Req>();
   if (grpc::Status parsed = ParseRequest(const_cast<grpc::ByteBuffer*>(in), req.get()); !parsed.ok()) {
     reactor->Finish(parsed);
     return reactor;
   }
-  auto work = [req, out, reactor, fn = std::move(fn)] {
+  auto work = [req, out, reactor, caller = std::move(caller), fn = std::move(fn)] {
     Resp resp;
-    grpc::Status st = ToGrpc(fn(*req, &resp));
+    Status done;
+    if constexpr (std::is_invocable_v<Fn, const Caller&, const Req&, Resp*>) done = fn(caller, *req, &resp);
+    else done = fn(*req, &resp);
+    grpc::Status st = ToGrpc(done);
     if (st.ok()) {
       bool own_buffer = false;
       st = grpc::GenericSerialize<grpc::ProtoBufferWriter, Resp>(resp, out, &own_buffer);

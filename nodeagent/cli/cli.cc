@@ -14,10 +14,12 @@ std::string EnvOr(const char* name, std::string fallback) {
 
 Cli::Cli(CLI::App& app) {
   client_.agent = EnvOr("ONEBOX_AGENT", "localhost:7070");
-  auto* agent_opt = app.add_option("--agent", client_.agent, "agent gRPC address HOST:PORT (env ONEBOX_AGENT)")
+  agent_opt_ = app.add_option("--agent", client_.agent, "agent gRPC address HOST:PORT (env ONEBOX_AGENT)")
                         ->capture_default_str();
-  auto* socket_opt = app.add_option("--socket", client_.socket, "reach the agent through its shim socket PATH");
-  agent_opt->excludes(socket_opt);
+  auto* socket_opt = app.add_option(
+      "--socket", client_.socket,
+      "reach the agent through its Unix socket PATH (env ONEBOX_SOCKET; kv put, kv del and restore always do)");
+  agent_opt_->excludes(socket_opt);
   app.add_option("-o,--output", output_, "output format")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   app.add_option("--timeout", client_.timeout_seconds, "seconds to wait for the agent")
       ->check(CLI::PositiveNumber)
@@ -71,6 +73,7 @@ void Cli::AddKvCommands(CLI::App& app) {
 }
 
 std::optional<int> Cli::Run() {
+  client_.agent_given = agent_opt_->count() > 0;
   if (!client_.socket.empty()) client_.agent.clear();
   client_.json = output_ == "json";
   // The shim's socket: --socket, else $ONEBOX_SOCKET as it is, else the default.

@@ -26,6 +26,7 @@ class Cli {
 
   ClientOptions client_;
   std::string output_ = "text";
+  CLI::Option* agent_opt_ = nullptr;
   CLI::App* status_ = nullptr;
   CLI::App* nodes_ = nullptr;
   CLI::App* versions_ = nullptr;

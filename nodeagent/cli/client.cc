@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "nodeagent/api/status_codes.h"
 #include "onebox/v1/shim.pb.h"
 #include "proto/shim_frame.h"
 
@@ -34,6 +36,13 @@ Result<std::string> AskSocketForAgent(const std::string& path, double timeout) {
   if (!ok || !resp.ParseFromString(answer) || !resp.has_ping())
     return Status::Unavailable(fmt::format("agent socket {} gave no valid answer", path));
   return resp.ping().grpc_address();
+}
+
+// The socket a caller-acting command goes through.
+std::string CallerSocket(const ClientOptions& o) {
+  if (!o.socket.empty()) return o.socket;
+  if (const char* env = std::getenv("ONEBOX_SOCKET"); env != nullptr && *env != '\0') return env;
+  return kDefaultAgentSocket;
 }
 
 }  // namespace
@@ -69,6 +78,55 @@ Status Client::RpcError(const grpc::Status& s) const {
     return Status::Unavailable(
         fmt::format("cannot reach agent at {}: {} (is `onebox agent` running?)", addr_, s.error_message()));
   return Status::IOError(s.error_message());
+}
+
+Result<AgentSocketClient> AgentSocketClient::Connect(const std::string& path, double timeout_seconds) {
+  int fd = ConnectShimSocket(path, timeout_seconds);
+  if (fd < 0)
+    return Status::Unavailable(
+        fmt::format("cannot reach agent socket {}: {} (is `onebox agent` running?)", path, strerror(errno)));
+  return AgentSocketClient(path, fd);
+}
+
+AgentSocketClient::~AgentSocketClient() {
+  if (fd_ >= 0) close(fd_);
+}
+
+Status AgentSocketClient::Call(const std::string& method, const google::protobuf::Message& req,
+                               google::protobuf::Message* resp) {
+  v1::ShimRequest q;
+  q.set_id(next_id_++);
+  q.mutable_call()->set_method(method);
+  q.mutable_call()->set_request(req.SerializeAsString());
+  std::string answer;
+  v1::ShimResponse r;
+  if (!SendShimFrame(fd_, q.SerializeAsString()) || !RecvShimFrame(fd_, &answer) || !r.ParseFromString(answer))
+    return Status::Unavailable(fmt::format("agent socket {} gave no answer", path_));
+  if (!r.has_call())  // an agent from before the socket served calls, say
+    return Status::IOError(r.message().empty() ? fmt::format("agent socket {} does not serve {}", path_, method)
+                                               : r.message());
+  if (r.call().code() != 0)
+    return FromGrpc(grpc::Status(static_cast<grpc::StatusCode>(r.call().code()), r.call().message()));
+  if (!resp->ParseFromString(r.call().response()))
+    return Status::Corruption(fmt::format("agent socket {} answered {} with bytes that do not parse", path_, method));
+  return Status::Ok();
+}
+
+Status CallOverSocket(const std::string& path, double timeout_seconds, const std::string& method,
+                      const google::protobuf::Message& req, google::protobuf::Message* resp) {
+  Result<AgentSocketClient> client = AgentSocketClient::Connect(path, timeout_seconds);
+  if (!client.ok()) return client.status();
+  return client->Call(method, req, resp);
+}
+
+Status Client::CallAsCaller(const std::string& method, const google::protobuf::Message& req,
+                            google::protobuf::Message* resp) const {
+  if (o_.agent_given && o_.socket.empty())
+    return Status::InvalidArgument(fmt::format(
+        "{} acts as you, and only the agent's Unix socket can tell who you are: give --socket PATH "
+        "(default {}), not --agent",
+        method, kDefaultAgentSocket));
+  return CallOverSocket(CallerSocket(o_), o_.timeout_seconds, method, req, resp);
 }
 
 void Client::PrintJson(const google::protobuf::Message& msg) const {

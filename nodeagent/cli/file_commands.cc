@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "consistency/hlc.h"
+#include "nodeagent/api/access.h"
 #include "nodeagent/cli/commands.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 
@@ -54,10 +55,8 @@ int CmdRestore(const ClientOptions& o, const std::string& path, const std::strin
   q.set_path(path);
   *q.mutable_version() = *want;
   Client c(o);
-  if (Status s = c.Connect(); !s.ok()) return Fail(s);
   v1::RestoreResponse r;
-  grpc::Status s = v1::Namespace::Stub(c.channel()).Restore(c.Context().get(), q, &r);
-  if (!s.ok()) return Fail(c.RpcError(s));
+  if (Status s = c.CallAsCaller(std::string(api_method::Namespace_Restore::kName), q, &r); !s.ok()) return Fail(s);
   if (c.json()) {
     c.PrintJson(r);
     return kExitOk;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "consistency/hlc.h"
+#include "nodeagent/api/access.h"
 #include "nodeagent/cli/commands.h"
 #include "onebox/v1/store.grpc.pb.h"
 
@@ -78,10 +79,8 @@ int CmdKvPut(const ClientOptions& o, const KvPutOptions& p) {
   q.set_level(*level);
   q.set_sync(p.sync);
   Client c(o);
-  if (Status s = c.Connect(); !s.ok()) return Fail(s);
   v1::PutResponse r;
-  grpc::Status s = v1::Store::Stub(c.channel()).Put(c.Context().get(), q, &r);
-  if (!s.ok()) return Fail(c.RpcError(s));
+  if (Status s = c.CallAsCaller(std::string(api_method::Store_Put::kName), q, &r); !s.ok()) return Fail(s);
   if (c.json()) c.PrintJson(r);
   else std::cout << fmt::format("OK {} @ {}\n", p.key, hlc::Format(r.version().hlc()));
   return kExitOk;
@@ -92,14 +91,12 @@ int CmdKvDel(const ClientOptions& o, const std::string& key, bool sync, const st
   if (!level.ok()) return Fail(level.status());
   if (Status k = CheckKeyText("key", key); !k.ok()) return Fail(k);
   Client c(o);
-  if (Status s = c.Connect(); !s.ok()) return Fail(s);
   v1::DeleteRequest q;
   q.set_key(key);
   q.set_sync(sync);
   q.set_level(*level);
   v1::DeleteResponse r;
-  grpc::Status s = v1::Store::Stub(c.channel()).Delete(c.Context().get(), q, &r);
-  if (!s.ok()) return Fail(c.RpcError(s));
+  if (Status s = c.CallAsCaller(std::string(api_method::Store_Delete::kName), q, &r); !s.ok()) return Fail(s);
   if (c.json()) c.PrintJson(r);
   else std::cout << (r.existed() ? "deleted " : "not present (tombstone written) ") << key << "\n";
   return kExitOk;

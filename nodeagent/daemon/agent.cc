@@ -7,13 +7,16 @@
 #include <memory>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
 #include "grpc/health/v1/health.pb.h"
+#include "nodeagent/api/access.h"
 #include "nodeagent/api/cluster_service.h"
+#include "nodeagent/api/local_calls.h"
 #include "nodeagent/api/namespace_service.h"
 #include "nodeagent/api/peer_service.h"
 #include "nodeagent/api/store_service.h"
@@ -43,17 +46,18 @@ namespace {
 // In-flight calls get this long to finish at shutdown; idle clients (which in
 // gRPC 1.51 poll their connections only every few seconds) are not waited for.
 constexpr auto kDrainTimeout = std::chrono::seconds(1);
-constexpr const char* kServices[] = {"onebox.v1.Cluster", "onebox.v1.Store", "onebox.v1.Namespace", "onebox.v1.Peer"};
 
 // Every part of a running agent, in the order they are made; Stop takes
 // them down in the order that lets each finish what it owes the others.
 class Agent {
  public:
-  static Result<std::unique_ptr<Agent>> Start(const AgentOptions& options, const ListenAddress& listen);
+  static Result<std::unique_ptr<Agent>> Start(const AgentOptions& options, const ListenAddress& listen,
+                                              const std::string& join_token);
   void Stop();
 
  private:
-  Agent(const AgentOptions& options, DataDir data_dir) : opt_(options), data_dir_(std::move(data_dir)) {}
+  Agent(const AgentOptions& options, DataDir data_dir, const std::string& join_token)
+      : opt_(options), data_dir_(std::move(data_dir)), gate_(join_token, options.insecure), network_(join_token) {}
   Status OpenStore();
   Status StartView();      // the materializer, then the recorder following it
   void MakeClusterParts();  // membership, content, replication, anti-entropy, claims
@@ -65,6 +69,8 @@ class Agent {
   DataDir data_dir_;
   std::unique_ptr<Store> store_;
   AgentInfo info_;
+  AccessGate gate_;
+  LocalCalls local_calls_{gate_};
   StatePageOwner* state_page_ = nullptr;  // lives as long as the process
   std::unique_ptr<SymlinkGuard> guard_;
   std::unique_ptr<ViewLedger> ledger_;
@@ -88,10 +94,11 @@ class Agent {
   std::unique_ptr<ShimServer> shim_;
 };
 
-Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const ListenAddress& listen) {
+Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const ListenAddress& listen,
+                                            const std::string& join_token) {
   Result<DataDir> data_dir = DataDir::Open(options.data_dir, options.name);
   if (!data_dir.ok()) return data_dir.status();
-  std::unique_ptr<Agent> agent(new Agent(options, std::move(data_dir).value()));
+  std::unique_ptr<Agent> agent(new Agent(options, std::move(data_dir).value(), join_token));
   if (Status s = agent->OpenStore(); !s.ok()) return s;
   if (Status s = agent->StartView(); !s.ok()) return s;
   agent->MakeClusterParts();
@@ -168,17 +175,24 @@ void Agent::MakeClusterParts() {
       [&tree_repair](const std::vector<std::string>& keys) {
         for (const std::string& key : keys) tree_repair.Note(key, std::chrono::seconds(5));
       });
+  replicator_->set_peer_record_rules({.accept_root_setid = opt_.accept_root_setid_from_peers});
+  anti_entropy_->set_peer_record_rules({.accept_root_setid = opt_.accept_root_setid_from_peers});
   claims_ = std::make_unique<Claims>(*store_, *members_, network_, NodeIdHex(info_.identity.node_id));
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *claims_);
   members_->set_alive_observer([page = &state_page_->page()](size_t alive) { page->peers_alive.store(alive); });
 }
 
 Status Agent::StartGrpc(const ListenAddress& listen) {
-  cluster_service_ = std::make_unique<ClusterService>(info_, *store_, *members_);
-  store_service_ = std::make_unique<StoreService>(*store_, *replicator_, *members_);
+  if (std::vector<std::string> unclassified = UnclassifiedMethods(); !unclassified.empty())
+    return Status::FailedPrecondition(fmt::format(
+        "methods without an access class in nodeagent/api/access.h: {}", fmt::join(unclassified, ", ")));
+  cluster_service_ = std::make_unique<ClusterService>(gate_, info_, *store_, *members_);
+  store_service_ = std::make_unique<StoreService>(gate_, *store_, *replicator_, *members_);
   namespace_service_ = std::make_unique<NamespaceService>(
-      *store_, [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
-  peer_service_ = std::make_unique<PeerService>(*local_peer_);
+      gate_, *store_, data_dir_.view_path(), [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
+  peer_service_ = std::make_unique<PeerService>(gate_, *local_peer_);
+  store_service_->AddLocalCalls(local_calls_);
+  namespace_service_->AddLocalCalls(local_calls_);
   // Force-link the health descriptors so reflection clients can describe and
   // call grpc.health.v1.Health, which gRPC's built-in service implements.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
@@ -212,6 +226,7 @@ Status Agent::StartShimSocket() {
       .claims = *claims_,
       .replicator = *replicator_,
       .members = *members_,
+      .local_calls = local_calls_,
       .state_page_fd = state_page_->fd(),
       .replication_factor = static_cast<size_t>(opt_.replication_factor),
       .write_quorum = static_cast<size_t>(opt_.write_quorum),
@@ -234,10 +249,14 @@ void Agent::StartLoops() {
   tree_repair_->Start();
   audit_->Start();
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  for (const char* service : kServices) health->SetServingStatus(service, true);
+  for (const std::string& service : ApiServices()) health->SetServingStatus(service, true);
   health->SetServingStatus(true);
   spdlog::info("agent {} (node {}) serving gRPC on {} and the shim on {}; data dir {}", info_.identity.name,
                NodeIdHex(info_.identity.node_id), info_.grpc_address(), opt_.socket, data_dir_.path());
+  if (gate_.has_token()) spdlog::info("peers: calls must carry the cluster's join token");
+  else if (opt_.insecure)
+    spdlog::warn("--insecure and no join token: any program that reaches {} can act as a peer", info_.grpc_address());
+  else spdlog::info("no join token (--join-token-file): this agent answers no peer and joins no one");
 }
 
 void Agent::Stop() {
@@ -277,6 +296,17 @@ int Fail(const Status& s) {
   return 1;
 }
 
+// The join token, or why the agent cannot start: without one, it joins no
+// one and answers no peer unless --insecure says so.
+Result<std::string> JoinToken(const AgentOptions& opt) {
+  if (!opt.join_token_file.empty()) return ReadJoinTokenFile(opt.join_token_file);
+  if (!opt.join.empty() && !opt.insecure)
+    return Status::InvalidArgument(
+        "--join needs the cluster's join token (--join-token-file FILE, the same on every agent; make one with "
+        "`openssl rand -hex 32`), or --insecure to join without one");
+  return std::string();
+}
+
 }  // namespace
 
 int RunAgent(const AgentOptions& opt) {
@@ -292,7 +322,9 @@ int RunAgent(const AgentOptions& opt) {
   Result<ListenAddress> listen = ParseListenAddress(opt.listen);
   if (!listen.ok()) return Fail(listen.status());
   if (Status s = CheckCanListen(*listen); !s.ok()) return Fail(s);
-  Result<std::unique_ptr<Agent>> agent = Agent::Start(opt, *listen);
+  Result<std::string> join_token = JoinToken(opt);
+  if (!join_token.ok()) return Fail(join_token.status());
+  Result<std::unique_ptr<Agent>> agent = Agent::Start(opt, *listen, *join_token);
   if (!agent.ok()) return Fail(agent.status());
 
   int sig = 0;

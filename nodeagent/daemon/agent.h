@@ -7,13 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "proto/shim_frame.h"
+
 namespace onebox {
 
 struct AgentOptions {
   std::string name;
   std::string data_dir = "/var/lib/onebox";
   std::string listen = "127.0.0.1:7070";
-  std::string socket = "/run/onebox/agent.sock";
+  std::string socket = kDefaultAgentSocket;
   std::string log_level = "info";
   std::vector<std::string> join;  // seed agents HOST:PORT to gossip with
   // Nodes that keep a copy of each file's content (the writer and RF-1 others).
@@ -25,6 +27,13 @@ struct AgentOptions {
   // Replication log entries kept once every member has them or beyond which a
   // member that was away is repaired by anti-entropy instead.
   uint64_t log_retain = 1'000'000;
+  // The cluster's join token (api/access.h): read from this file; peers'
+  // calls must carry it, and this agent's carry it.
+  std::string join_token_file;
+  // Without a join token: --join allowed, and peer calls from anyone taken.
+  bool insecure = false;
+  // Take set-user-ID and set-group-ID files of root from peers (sync/record_codec.h).
+  bool accept_root_setid_from_peers = false;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean

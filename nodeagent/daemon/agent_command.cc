@@ -73,6 +73,13 @@ AgentCommand::AgentCommand(CLI::App& app) {
                        "replication log entries kept for members that are away (beyond: anti-entropy repairs them)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
       ->capture_default_str();
+  command_->add_option("--join-token-file", options_.join_token_file,
+                       "the cluster's join token (first line); every agent of the cluster has the same")
+      ->check(CLI::ExistingFile);
+  command_->add_flag("--insecure", options_.insecure,
+                     "without a join token: join, and take peer calls from whoever reaches the port");
+  command_->add_flag("--accept-root-setid-from-peers", options_.accept_root_setid_from_peers,
+                     "place set-user-ID and set-group-ID files of root that peers send (refused by default)");
   command_->add_option("--log-level", options_.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

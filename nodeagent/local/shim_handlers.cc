@@ -36,13 +36,13 @@ void ShimHandlers::Serve(ShimCall& call, const v1::ShimRequest& req, v1::ShimRes
 void ShimHandlers::Run(ShimRuns runs, Handler handler, ShimCall& call, const v1::ShimRequest& req,
                        v1::ShimResponse* resp) {
   if (runs == ShimRuns::kInline) {
-    Answer((this->*handler)(Caller{call.peer, call.connection(), &call}, req, resp), resp);
+    Answer((this->*handler)(Origin{call.peer, call.connection(), &call}, req, resp), resp);
     return;
   }
-  work_.Submit([this, handler, req, caller = Caller{call.peer, call.connection(), nullptr},
+  work_.Submit([this, handler, req, origin = Origin{call.peer, call.connection(), nullptr},
                 reply = call.Defer()]() mutable {
     v1::ShimResponse r;
-    Answer((this->*handler)(caller, req, &r), &r);
+    Answer((this->*handler)(origin, req, &r), &r);
     reply.Send(std::move(r));
   });
 }
@@ -58,7 +58,7 @@ void ShimHandlers::Drain() {
   announce_work_.Drain();
 }
 
-Status ShimHandlers::Ping(const Caller& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
+Status ShimHandlers::Ping(const Origin& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
   v1::PingResponse* p = resp->mutable_ping();
   p->set_node_name(parts_.info.identity.name);
   p->set_node_id(NodeIdHex(parts_.info.identity.node_id));
@@ -69,7 +69,7 @@ Status ShimHandlers::Ping(const Caller& caller, const v1::ShimRequest&, v1::Shim
   return Status::Ok();
 }
 
-Status ShimHandlers::Hello(const Caller& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+Status ShimHandlers::Hello(const Origin& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const std::string& asked = req.hello().root();
   ClusterRoot root;
   // The agent's own entries in the view root (".onebox-*") are no cluster
@@ -88,7 +88,7 @@ Status ShimHandlers::Hello(const Caller& caller, const v1::ShimRequest& req, v1:
   return Status::Ok();
 }
 
-Status ShimHandlers::Publish(const Caller&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+Status ShimHandlers::Publish(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const std::string& path = req.publish().path();
   Result<uint64_t> size = parts_.recorder.RecordNow(path);
   if (!size.ok()) return size.status();
@@ -99,14 +99,14 @@ Status ShimHandlers::Publish(const Caller&, const v1::ShimRequest& req, v1::Shim
   return Status::Ok();
 }
 
-Status ShimHandlers::Hydrate(const Caller&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+Status ShimHandlers::Hydrate(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   Result<uint64_t> size = parts_.materializer.Hydrate(req.hydrate().path());
   if (!size.ok()) return size.status();
   resp->mutable_hydrate()->set_size(*size);
   return Status::Ok();
 }
 
-Status ShimHandlers::Claim(const Caller&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+Status ShimHandlers::Claim(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   Status s = parts_.claims.Acquire(req.claim().path());
   if (!s.ok()) {
     spdlog::debug("claim: {}", s.message());
@@ -116,7 +116,7 @@ Status ShimHandlers::Claim(const Caller&, const v1::ShimRequest& req, v1::ShimRe
   return Status::Ok();
 }
 
-Status ShimHandlers::AnnounceSymlink(const Caller& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
+Status ShimHandlers::AnnounceSymlink(const Origin& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
   SymlinkGuard& guard = parts_.guard;
   auto announce = [&guard, pid = caller.peer.pid, conn = caller.connection](v1::ShimResponse* r) -> Status {
     Result<uint64_t> token = guard.Announce(pid, conn);
@@ -137,11 +137,30 @@ Status ShimHandlers::AnnounceSymlink(const Caller& caller, const v1::ShimRequest
   return Status::Ok();  // (the answer given now is dropped: the deferred one counts)
 }
 
-Status ShimHandlers::SymlinkMade(const Caller& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+Status ShimHandlers::SymlinkMade(const Origin& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   if (!parts_.guard.Release(req.symlink_made().token(), caller.peer.pid))
     return Status::InvalidArgument("no such symlink announcement from this process");
   resp->mutable_symlink_made();
   return Status::Ok();
+}
+
+Status ShimHandlers::Call(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  onebox::Caller caller;
+  caller.local = true;
+  caller.pid = origin.peer.pid;
+  caller.uid = origin.peer.uid;
+  caller.gid = origin.peer.gid;
+  caller.groups = origin.peer.groups;
+  caller.source = fmt::format("pid {} uid {}", origin.peer.pid, origin.peer.uid);
+  v1::LocalCallResponse* answer = resp->mutable_call();
+  Status done = parts_.local_calls.Call(caller, req.call().method(), req.call().request(), answer->mutable_response());
+  if (!done.ok()) {
+    grpc::Status as_grpc = ToGrpc(done);
+    answer->clear_response();
+    answer->set_code(as_grpc.error_code());
+    answer->set_message(as_grpc.error_message());
+  }
+  return Status::Ok();  // the call's own status is in its answer, as gRPC would give it
 }
 
 }  // namespace onebox

@@ -10,6 +10,7 @@
 
 #include "consistency/status.h"
 #include "nodeagent/api/agent_info.h"
+#include "nodeagent/api/local_calls.h"
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/local/shim_requests.h"
 #include "nodeagent/local/shim_server.h"
@@ -32,6 +33,7 @@ class ShimHandlers {
     Claims& claims;
     Replicator& replicator;
     Membership& members;
+    const LocalCalls& local_calls;  // kCall's methods
     int state_page_fd;  // sent with Hello's answer; never closed here
     size_t replication_factor;
     size_t write_quorum;  // 0: a majority of the replicas (peer/quorum.h)
@@ -47,16 +49,16 @@ class ShimHandlers {
  private:
   // What a handler knows of its caller. call: the request's own, for inline
   // handlers (to attach a descriptor or defer); nullptr on the pool.
-  struct Caller {
+  struct Origin {
     PeerCred peer;
     uint64_t connection;
     ShimCall* call;
   };
 #define ONEBOX_SHIM_HANDLER(op, handler, runs, what) \
-  Status handler(const Caller& caller, const v1::ShimRequest& req, v1::ShimResponse* resp);
+  Status handler(const Origin& caller, const v1::ShimRequest& req, v1::ShimResponse* resp);
   ONEBOX_SHIM_REQUESTS(ONEBOX_SHIM_HANDLER)
 #undef ONEBOX_SHIM_HANDLER
-  using Handler = Status (ShimHandlers::*)(const Caller&, const v1::ShimRequest&, v1::ShimResponse*);
+  using Handler = Status (ShimHandlers::*)(const Origin&, const v1::ShimRequest&, v1::ShimResponse*);
   void Run(ShimRuns runs, Handler handler, ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp);
 
   Parts parts_;

@@ -14,7 +14,8 @@
   X(kHydrate, Hydrate, kPool, "open of a stub: fetch the content and put the whole file in place")          \
   X(kClaim, Claim, kPool, "an exclusive create: a majority of the live members grants the name")            \
   X(kAnnounceSymlink, AnnounceSymlink, kInline, "before symlink(): the state page says the view may hold one") \
-  X(kSymlinkMade, SymlinkMade, kInline, "after symlink(): the announcement is done")
+  X(kSymlinkMade, SymlinkMade, kInline, "after symlink(): the announcement is done")                      \
+  X(kCall, Call, kPool, "a method that acts as its caller (kv put, restore: api/local_calls.h), for the CLI")
 
 namespace onebox {
 

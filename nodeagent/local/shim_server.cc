@@ -267,6 +267,27 @@ void ShimServer::Drop(int fd) {
   Forget(serial);
 }
 
+namespace {
+
+// The caller's supplementary groups as they were when it connected (Linux
+// 4.13+); none when the kernel cannot tell, so a check made with them errs
+// on the side of refusing.
+std::vector<gid_t> PeerGroups(int fd) {
+  std::vector<gid_t> groups(64);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      return groups;
+    }
+    if (errno != ERANGE) break;
+    groups.resize(len / sizeof(gid_t));  // the kernel said how many
+  }
+  return {};
+}
+
+}  // namespace
+
 void ShimServer::AcceptAll() {
   for (;;) {
     int cfd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -291,7 +312,7 @@ void ShimServer::AcceptAll() {
       std::lock_guard lock(live_mu_);
       live_.insert(c.serial);
     }
-    c.peer = PeerCred{cred.pid, cred.uid, cred.gid};
+    c.peer = PeerCred{cred.pid, cred.uid, cred.gid, PeerGroups(cfd)};
     Watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
     spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
   }

@@ -29,6 +29,7 @@ struct PeerCred {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary, at connect time (SO_PEERGROUPS)
 };
 
 // A connection whose unread answers exceed this is not read from until the

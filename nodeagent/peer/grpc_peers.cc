@@ -1,5 +1,6 @@
 #include "nodeagent/peer/grpc_peers.h"
 
+#include "nodeagent/api/access.h"
 #include "nodeagent/api/status_codes.h"
 #include "onebox/v1/peer.grpc.pb.h"
 
@@ -41,7 +42,9 @@ class CancelScope {
 
 class GrpcReplicateStream final : public ReplicateStream {
  public:
-  GrpcReplicateStream(v1::Peer::Stub& stub, Cancellation* cancellation) : scope_(cancellation, &ctx_) {
+  GrpcReplicateStream(v1::Peer::Stub& stub, const std::string& join_token, Cancellation* cancellation)
+      : scope_(cancellation, &ctx_) {
+    if (!join_token.empty()) ctx_.AddMetadata(kJoinTokenHeader, join_token);
     if (scope_.attached()) stream_ = stub.ReplicateStream(&ctx_);
   }
   bool Write(const v1::ReplicateRequest& batch) override { return stream_ && stream_->Write(batch); }
@@ -60,7 +63,8 @@ class GrpcReplicateStream final : public ReplicateStream {
 
 class GrpcPeerLink final : public PeerLink {
  public:
-  explicit GrpcPeerLink(const std::string& address) : stub_(v1::Peer::NewStub(PeerChannel(address))) {}
+  GrpcPeerLink(const std::string& address, const std::string& join_token)
+      : stub_(v1::Peer::NewStub(PeerChannel(address))), join_token_(join_token) {}
 
 #define ONEBOX_GRPC_PEER_METHOD(method, Req, Resp, runs)                                      \
   Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
@@ -70,7 +74,7 @@ class GrpcPeerLink final : public PeerLink {
 #undef ONEBOX_GRPC_PEER_METHOD
 
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override {
-    return std::make_unique<GrpcReplicateStream>(*stub_, cancellation);
+    return std::make_unique<GrpcReplicateStream>(*stub_, join_token_, cancellation);
   }
 
  private:
@@ -79,12 +83,14 @@ class GrpcPeerLink final : public PeerLink {
               Resp* resp, const CallOptions& options) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + options.timeout);
+    if (!join_token_.empty()) ctx.AddMetadata(kJoinTokenHeader, join_token_);
     CancelScope scope(options.cancellation, &ctx);
     if (!scope.attached()) return Status::Unavailable("cancelled");
     return FromGrpc((stub_.get()->*rpc)(&ctx, req, resp));
   }
 
   std::unique_ptr<v1::Peer::Stub> stub_;
+  const std::string& join_token_;  // the network's, which outlives its links
 };
 
 }  // namespace
@@ -92,7 +98,7 @@ class GrpcPeerLink final : public PeerLink {
 PeerLink& GrpcPeerNetwork::To(const std::string& address) {
   std::lock_guard lock(mu_);
   std::unique_ptr<PeerLink>& link = links_[address];
-  if (!link) link = std::make_unique<GrpcPeerLink>(address);
+  if (!link) link = std::make_unique<GrpcPeerLink>(address, join_token_);
   return *link;
 }
 

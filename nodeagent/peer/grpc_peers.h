@@ -4,7 +4,8 @@
 // here). A channel takes messages up to 8 MiB, a peer that comes back
 // (after a crash or a partition) is tried again within a second, not after
 // gRPC's default backoff of up to two minutes, and a connection a partition
-// left dead is found so by keepalive pings within seconds.
+// left dead is found so by keepalive pings within seconds. Every call
+// carries the cluster's join token (api/access.h), when there is one.
 #pragma once
 
 #include <map>
@@ -26,9 +27,11 @@ constexpr int kPeerKeepaliveTimeoutMs = 3000;
 
 class GrpcPeerNetwork final : public PeerNetwork {
  public:
+  explicit GrpcPeerNetwork(std::string join_token = "") : join_token_(std::move(join_token)) {}
   PeerLink& To(const std::string& address) override;
 
  private:
+  const std::string join_token_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<PeerLink>> links_;
 };

@@ -82,8 +82,10 @@ Result<uint64_t> AntiEntropy::Compare(PeerLink& peer, const std::string& node_id
 Result<uint64_t> AntiEntropy::ApplyPage(const v1::ReadBucketResponse& page, std::vector<std::string>* ns_won) {
   std::vector<RemoteRecord> batch;
   for (const v1::LogRecord& r : page.records()) {
-    Result<RemoteRecord> record = FromLogRecord(r);
+    Result<RemoteRecord> record = FromLogRecord(r, rules_);
     if (record.ok()) batch.push_back(std::move(record).value());
+    else if (record.status().code() == Code::kPermissionDenied)  // refused each round: replication logged it once
+      spdlog::debug("anti-entropy: {}", record.status().message());
     else spdlog::warn("anti-entropy: a record of '{}' skipped: {}", r.key(), record.status().message());
   }
   Result<std::vector<bool>> won = store_.ApplyBatch(batch, false);

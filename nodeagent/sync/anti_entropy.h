@@ -18,6 +18,7 @@
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/peer/periodic.h"
+#include "nodeagent/sync/record_codec.h"
 #include "onebox/v1/peer.pb.h"
 
 namespace onebox {
@@ -34,6 +35,8 @@ class AntiEntropy {
               RoundEndFn on_round_end = {}, std::chrono::milliseconds period = std::chrono::seconds(2));
   ~AntiEntropy();
   // Every period, a round with a live peer picked at random, until Stop.
+  // What records from peers may be (sync/record_codec.h); before Start.
+  void set_peer_record_rules(PeerRecordRules rules) { rules_ = rules; }
   void Start();
   void Stop();
   // One round with peer: compares bucket digests, pulls and applies the
@@ -59,6 +62,7 @@ class AntiEntropy {
   Membership& members_;
   PeerNetwork& network_;
   AppliedFn on_applied_;
+  PeerRecordRules rules_;
   RoundEndFn on_round_end_;
   std::chrono::milliseconds period_;
   std::atomic<uint64_t> repaired_{0};

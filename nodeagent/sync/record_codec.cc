@@ -1,8 +1,11 @@
 #include "nodeagent/sync/record_codec.h"
 
+#include <sys/stat.h>
+
 #include <fmt/format.h>
 
 #include "naming/ns_key.h"
+#include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
 
@@ -21,13 +24,27 @@ v1::LogRecord ToLogRecord(Cf space, std::string_view key, const Record& record, 
 
 v1::LogRecord ToLogRecord(const LogEntry& entry) { return ToLogRecord(entry.space, entry.key, entry.record, entry.seq); }
 
-Result<RemoteRecord> FromLogRecord(const v1::LogRecord& wire) {
+Status CheckPeerRecord(Cf space, std::string_view key, const Record& record, const PeerRecordRules& rules) {
+  if (space != Cf::kNs || record.tombstone || rules.accept_root_setid) return Status::Ok();
+  v1::Inode inode;
+  if (!inode.ParseFromString(record.value) || inode.type() != v1::FILE_TYPE_REGULAR) return Status::Ok();
+  bool root_setuid = (inode.mode() & S_ISUID) != 0 && inode.uid() == 0;
+  bool root_setgid = (inode.mode() & S_ISGID) != 0 && inode.gid() == 0;
+  if (!root_setuid && !root_setgid) return Status::Ok();
+  return Status::PermissionDenied(fmt::format(
+      "/{} would be a set-{}-ID file of root (mode {:o}); records that grant root's rights are made on their own "
+      "node only (accept_root_setid_from_peers to take them)",
+      key, root_setuid ? "user" : "group", inode.mode()));
+}
+
+Result<RemoteRecord> FromLogRecord(const v1::LogRecord& wire, const PeerRecordRules& rules) {
   Cf space = VersionedCfNamed(wire.family());
   if (space == Cf::kCount) return Status::InvalidArgument(fmt::format("unknown family '{}'", wire.family()));
   if (space == Cf::kNs && !IsValidNsKey(wire.key()))
     return Status::InvalidArgument(fmt::format("'{}' is not a path below the view root", wire.key()));
   Result<Record> record = DecodeRecord(wire.record());
   if (!record.ok()) return record.status();
+  if (Status s = CheckPeerRecord(space, wire.key(), *record, rules); !s.ok()) return s;
   return RemoteRecord{space, wire.key(), std::move(record).value()};
 }
 

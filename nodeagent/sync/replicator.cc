@@ -389,6 +389,7 @@ Result<Record> Replicator::ReadQuorum(Cf space, const std::string& key, size_t a
         if (!st.ok() || !resp.found()) return st;
         Result<Record> rec = DecodeRecord(resp.record());
         if (!rec.ok()) return rec.status();
+        if (!CheckPeerRecord(space, key, *rec, rules_).ok()) return Status::Ok();  // answered; its record not taken
         theirs[i] = std::move(rec).value();
         return Status::Ok();
       },
@@ -425,10 +426,14 @@ Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateRes
   std::vector<RemoteRecord> batch;
   batch.reserve(static_cast<size_t>(req.records_size()));
   for (const v1::LogRecord& r : req.records()) {
-    Result<RemoteRecord> record = FromLogRecord(r);
+    Result<RemoteRecord> record = FromLogRecord(r, rules_);
+    resp->set_acked_seq(std::max(resp->acked_seq(), r.seq()));
+    if (record.status().code() == Code::kPermissionDenied) {  // acked, so never sent again: refused for good
+      spdlog::warn("replication: refused a record: {}", record.status().message());
+      continue;
+    }
     if (!record.ok()) return record.status();
     batch.push_back(std::move(record).value());
-    resp->set_acked_seq(std::max(resp->acked_seq(), r.seq()));
   }
   // One commit for the whole batch.
   Result<std::vector<bool>> won = store_.ApplyBatch(batch, req.sync());

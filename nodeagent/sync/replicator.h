@@ -30,6 +30,7 @@
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/sync/content_transfer.h"
+#include "nodeagent/sync/record_codec.h"
 #include "onebox/v1/peer.pb.h"
 
 namespace onebox {
@@ -44,6 +45,8 @@ class Replicator {
   Replicator(Store& store, Membership& members, ContentTransfer& content, PeerNetwork& network, uint64_t self_node_id,
              AppliedFn on_applied, uint64_t log_retain = 1'000'000, Clock& clock = SteadyClock());
   ~Replicator();
+  // What records from peers may be (sync/record_codec.h); before Start.
+  void set_peer_record_rules(PeerRecordRules rules) { rules_ = rules; }
   void Start();
   void Stop();
   // fsync(): sends path's current record (and its content) to other live
@@ -109,6 +112,7 @@ class Replicator {
   PeerNetwork& network_;
   Clock& clock_;
   AppliedFn on_applied_;
+  PeerRecordRules rules_;
   uint64_t log_retain_;
   Clock::time_point last_truncate_{};
   std::string self_;

@@ -193,9 +193,7 @@ grpc::Status Put(AgentProcess& a, const std::string& key, const std::string& val
   q.set_key(key);
   q.set_value(value);
   v1::PutResponse r;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
-  return v1::Store::NewStub(a.channel())->Put(&ctx, q, &r);
+  return CallOverSocket(a, "/onebox.v1.Store/Put", q, &r);
 }
 
 TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
@@ -243,8 +241,7 @@ TEST_F(ClusterTest, WritesReachEveryNodeAndADownNodeCatchesUp) {
     v1::DeleteRequest q;
     q.set_key("from/b");
     v1::DeleteResponse r;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(v1::Store::NewStub(b->channel())->Delete(&ctx, q, &r).ok());
+    ASSERT_TRUE(CallOverSocket(*b, "/onebox.v1.Store/Delete", q, &r).ok());
   }
   std::thread racer([&] {
     for (int i = 0; i < 20; ++i) (void)Put(*a, "race", "a" + std::to_string(i));
@@ -719,11 +716,11 @@ TEST_F(ClusterTest, ConcurrentWritesOfOneFileResolveAlikeAndTheLoserStaysReachab
     if (size == std::to_string(loser.size())) loser_id = id;
   }
   ASSERT_FALSE(loser_id.empty()) << listing.out;
-  RunResult restore = RunCommand({OneboxBin(), "--agent", c->address(), "restore", "/cluster/x", loser_id});
+  RunResult restore = RunCommand({OneboxBin(), "--socket", c->socket(), "restore", "/cluster/x", loser_id});
   ASSERT_EQ(restore.exit_code, 0) << restore.err << restore.out;
   for (AgentProcess* agent : {a.get(), b.get(), c.get()}) EXPECT_TRUE(Eventually(*agent, "cat /cluster/x", loser));
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
-  EXPECT_NE(RunCommand({OneboxBin(), "--agent", c->address(), "restore", "/cluster/x", "1@0000000000000001"}).exit_code,
+  EXPECT_NE(RunCommand({OneboxBin(), "--socket", c->socket(), "restore", "/cluster/x", "1@0000000000000001"}).exit_code,
             0);
 }
 
@@ -852,9 +849,7 @@ grpc::Status PutAt(AgentProcess& a, const std::string& key, const std::string& v
   q.set_value(value);
   q.set_level(level);
   v1::PutResponse r;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
-  return v1::Store::NewStub(a.channel())->Put(&ctx, q, &r);
+  return CallOverSocket(a, "/onebox.v1.Store/Put", q, &r);
 }
 
 // The value under key read at level ("<absent>" if none, "<error: ...>").
@@ -896,6 +891,7 @@ TEST_F(ClusterTest, StoreLevelsReachTheirMembersBeforeTheyAnswer) {
     r->set_record(record);
     v1::ReplicateResponse resp;
     grpc::ClientContext ctx;
+    AddTestJoinToken(&ctx);  // as a peer would
     ASSERT_TRUE(v1::Peer::NewStub(agent->channel())->Replicate(&ctx, q, &resp).ok());
   }
   EXPECT_EQ(GetAt(*c, "lv/k", v1::READ_LEVEL_QUORUM), "new");
@@ -946,6 +942,7 @@ TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
     r->set_record(std::string("\x01\x00", 2) + std::string(16, '\x7f'));
     v1::ReplicateResponse resp;
     grpc::ClientContext ctx;
+    AddTestJoinToken(&ctx);  // a peer that belongs, and sends what it should not
     grpc::Status st = v1::Peer::NewStub(a->channel())->Replicate(&ctx, q, &resp);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << key;
   }

@@ -11,13 +11,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <random>
 #include <fstream>
 #include <set>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "nodeagent/api/access.h"
+#include "nodeagent/api/status_codes.h"
+#include "nodeagent/cli/client.h"
 #include "onebox/v1/cluster.grpc.pb.h"
 #include "tests/test_util.h"
 
@@ -220,6 +228,34 @@ const StatePage* MapStatePage(const std::string& socket_path) {
   return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
 }
 
+const std::string& TestJoinTokenFile() {
+  static const std::string path = [] {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string file = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/onebox-test-token-XXXXXX";
+    int fd = mkstemp(file.data());  // mode 0600
+    if (fd < 0) return std::string("/nonexistent/onebox-test-token");  // the agents then say why they cannot start
+    std::string token = fmt::format("test-token-{}-{}\n", getpid(), std::random_device()());
+    if (write(fd, token.data(), token.size()) != static_cast<ssize_t>(token.size())) unlink(file.c_str());
+    close(fd);
+    static std::string removed_at_exit = file;
+    std::atexit([] { unlink(removed_at_exit.c_str()); });
+    return file;
+  }();
+  return path;
+}
+
+void AddTestJoinToken(grpc::ClientContext* ctx) {
+  std::ifstream in(TestJoinTokenFile());
+  std::string token;
+  std::getline(in, token);
+  ctx->AddMetadata(kJoinTokenHeader, token);
+}
+
+grpc::Status CallOverSocket(AgentProcess& agent, const std::string& method, const google::protobuf::Message& req,
+                            google::protobuf::Message* resp) {
+  return ToGrpc(onebox::CallOverSocket(agent.socket(), 10, method, req, resp));
+}
+
 AgentProcess::AgentProcess(std::string name, std::string data_dir, std::string socket_path, std::string listen)
     : args_{"--name", std::move(name), "--data-dir", data_dir, "--listen", std::move(listen), "--socket",
             socket_path, "--log-level", "debug"},
@@ -245,6 +281,9 @@ AgentProcess::~AgentProcess() {
   argv.push_back(OneboxBin());
   argv.push_back("agent");
   argv.insert(argv.end(), args_.begin(), args_.end());
+  if (std::find(args_.begin(), args_.end(), "--join-token-file") == args_.end() &&
+      std::find(args_.begin(), args_.end(), "--insecure") == args_.end())
+    argv.insert(argv.end(), {"--join-token-file", TestJoinTokenFile()});
   ExecSpec spec(argv, {});
   int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return ::testing::AssertionFailure() << "open " << log_path_ << ": " << strerror(errno);

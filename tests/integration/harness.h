@@ -50,6 +50,19 @@ const StatePage* MapStatePage(const std::string& socket_path);
 
 class AgentProcess;
 
+// The join token file every agent the harness starts is given, unless its
+// arguments name one or say --insecure: made once per test process (mode
+// 0600, in TMPDIR), removed at exit.
+const std::string& TestJoinTokenFile();
+// Makes ctx's call one of a peer: with the token of TestJoinTokenFile.
+void AddTestJoinToken(grpc::ClientContext* ctx);
+
+// A method that acts as its caller ("/onebox.v1.Store/Put"), called over
+// agent's Unix socket as the CLI calls it: the caller is this process (or
+// whoever the test made it). The answer as gRPC would give it.
+grpc::Status CallOverSocket(AgentProcess& agent, const std::string& method, const google::protobuf::Message& req,
+                            google::protobuf::Message* resp);
+
 // cmd run by bash under the shim of agent.
 RunResult Shell(AgentProcess& agent, const std::string& cmd);
 // Runs cmd (Shell) until it succeeds with want as its output.

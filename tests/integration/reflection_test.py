@@ -28,7 +28,7 @@ class ReflectionTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="onebox-reflection-")
-        sock = os.path.join(cls.dir, "agent.sock")
+        cls.sock = sock = os.path.join(cls.dir, "agent.sock")
         cls.log = open(os.path.join(cls.dir, "agent.log"), "w+")
         cls.agent = subprocess.Popen([ONEBOX, "agent", "--name", "refl", "--data-dir", os.path.join(cls.dir, "data"),
                                       "--listen", "127.0.0.1:0", "--socket", sock], stderr=cls.log, stdout=cls.log)
@@ -78,12 +78,18 @@ class ReflectionTest(unittest.TestCase):
                          "SERVING")
 
     def test_store_round_trip_and_error(self):
-        self.client.call("onebox.v1.Store/Put", '{"key": "reflected", "value": "aGk="}')
+        # Writes act as their caller: over gRPC (anonymous) they are refused, with where to go instead.
+        with self.assertRaises(grpc.RpcError) as err:
+            self.client.call("onebox.v1.Store/Put", '{"key": "reflected", "value": "aGk="}')
+        self.assertEqual(err.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("Unix socket", err.exception.details())
+        put = subprocess.run([ONEBOX, "--socket", self.sock, "kv", "put", "reflected", "hi"], capture_output=True, text=True)
+        self.assertEqual(put.returncode, 0, put.stderr)
         got = self.client.call("onebox.v1.Store/Get", '{"key": "reflected"}')
         self.assertTrue(got["found"])
         self.assertEqual(got["value"], "aGk=")
         with self.assertRaises(grpc.RpcError) as err:
-            self.client.call("onebox.v1.Store/Put", '{"key": ""}')
+            self.client.call("onebox.v1.Store/Get", '{"key": ""}')
         self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("key must not be empty", err.exception.details())
 

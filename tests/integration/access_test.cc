@@ -1,0 +1,323 @@
+// Who may do what (nodeagent/api/access.h, docs/operations.md), tried as an
+// unprivileged user would against a root-owned agent: restore and kv writes
+// act as their caller over the agent's socket; the gRPC port serves only
+// read-only methods to anonymous callers; peers prove they belong with the
+// join token; and what a peer sends cannot make a set-user-ID root file.
+// The users are made up (uids 4242 and 4343, run with setpriv), so the tests
+// need root, as CI is.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <grpcpp/generic/generic_stub.h>
+
+#include "consistency/hlc.h"
+#include "consistency/record.h"
+#include "nodeagent/api/access.h"
+#include "onebox/v1/namespace.grpc.pb.h"
+#include "onebox/v1/peer.grpc.pb.h"
+#include "onebox/v1/store.grpc.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace onebox::testing {
+namespace {
+
+using std::chrono::seconds;
+
+constexpr uid_t kAlice = 4242;
+constexpr uid_t kBob = 4343;
+
+// argv run as uid (its gid the same number, no other groups).
+std::vector<std::string> AsUser(uid_t uid, std::vector<std::string> argv) {
+  std::vector<std::string> full{"setpriv", fmt::format("--reuid={}", uid), fmt::format("--regid={}", uid),
+                                "--clear-groups"};
+  full.insert(full.end(), argv.begin(), argv.end());
+  return full;
+}
+
+// A call with the empty request, as grpcurl or any program could make it.
+grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                     const std::string& join_token = "") {
+  grpc::GenericStub generic(channel);
+  grpc::ByteBuffer req, resp;
+  grpc::Slice empty("");
+  req = grpc::ByteBuffer(&empty, 1);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+  if (!join_token.empty()) ctx.AddMetadata(kJoinTokenHeader, join_token);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  generic.UnaryCall(&ctx, method, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+    std::lock_guard lock(mu);
+    result = s;
+    done = true;
+    cv.notify_one();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return result;
+}
+
+class AccessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "runs programs as other users: needs root (CI runs as root)";
+    ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);  // the users reach the socket and the view
+    agent_ = std::make_unique<AgentProcess>("acc", dir_ / "data", dir_ / "agent.sock");
+    ASSERT_TRUE(agent_->Start());
+    // A directory every user may write in, and one for root's secrets.
+    ASSERT_EQ(Root("mkdir -p /cluster/pub /cluster/sec && chmod 1777 /cluster/pub").exit_code, 0);
+  }
+  void TearDown() override {
+    if (agent_) KeepLogsIfFailed(dir_.path(), {agent_.get()});
+  }
+
+  RunResult Root(const std::string& cmd) { return Shell(*agent_, cmd); }
+  // cmd run by bash under the shim, as uid.
+  RunResult User(uid_t uid, const std::string& cmd) {
+    return RunCommand(AsUser(uid, {"bash", "-c", cmd}), {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent_->socket()}});
+  }
+  // The CLI as uid, on the agent's socket.
+  RunResult Cli(uid_t uid, std::vector<std::string> args) {
+    std::vector<std::string> argv{OneboxBin(), "--socket", agent_->socket()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(uid == 0 ? argv : AsUser(uid, argv));
+  }
+  // The id (HLC@NODE, as `onebox versions` prints it) of the newest kept
+  // version of path with this size and mode.
+  std::string VersionOf(const std::string& path, uint64_t size, uint32_t mode) {
+    v1::VersionsRequest q;
+    q.set_path(path);
+    v1::VersionsResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Namespace::NewStub(agent_->channel())->Versions(&ctx, q, &r).ok());
+    for (const v1::FileVersion& v : r.versions())
+      if (!v.current() && v.inode().size() == size && v.inode().mode() == mode)
+        return fmt::format("{}@{}", v.version().hlc(), v.version().node_id());
+    ADD_FAILURE() << "no version of " << path << " of " << size << " bytes, mode " << std::oct << mode << ":\n"
+                  << r.DebugString();
+    return "";
+  }
+
+  TempDir dir_;
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+TEST_F(AccessTest, RestoreOfAnotherUsersFileIsRefusedAndOfOnesOwnAllowed) {
+  // Root's secret, written twice: nobody else may read it, nor put back its older content.
+  ASSERT_EQ(Root("umask 077 && echo one > /cluster/sec/s && sync /cluster/sec/s && echo second > /cluster/sec/s && "
+                 "sync /cluster/sec/s").exit_code, 0);
+  EXPECT_NE(User(kAlice, "cat /cluster/sec/s").exit_code, 0);
+  std::string older = VersionOf("/cluster/sec/s", 4, 0600);
+  ASSERT_FALSE(older.empty());
+  RunResult refused = Cli(kAlice, {"restore", "/cluster/sec/s", older});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("permission denied"), std::string::npos) << refused.err;
+  EXPECT_EQ(Root("cat /cluster/sec/s").out, "second\n") << "a refused restore changed the file";
+  // Over gRPC, where the caller is anonymous, the CLI does not even try.
+  RunResult over_grpc = RunCommand(AsUser(kAlice, {OneboxBin(), "--agent", agent_->address(), "restore",
+                                                   "/cluster/sec/s", older}));
+  EXPECT_EQ(over_grpc.exit_code, 1);
+  EXPECT_NE(over_grpc.err.find("Unix socket"), std::string::npos) << over_grpc.err;
+
+  // Alice's own file: she may put its older content back, and Bob may not.
+  ASSERT_EQ(User(kAlice, "echo one > /cluster/pub/mine && sync /cluster/pub/mine && echo second > /cluster/pub/mine && "
+                         "sync /cluster/pub/mine").exit_code, 0);
+  std::string hers = VersionOf("/cluster/pub/mine", 4, 0644);
+  ASSERT_FALSE(hers.empty());
+  RunResult bob = Cli(kBob, {"restore", "/cluster/pub/mine", hers});
+  EXPECT_EQ(bob.exit_code, 1) << bob.out;
+  EXPECT_NE(bob.err.find("permission denied"), std::string::npos) << bob.err;
+  RunResult alice = Cli(kAlice, {"restore", "/cluster/pub/mine", hers});
+  EXPECT_EQ(alice.exit_code, 0) << alice.err;
+  EXPECT_TRUE(Eventually(*agent_, "cat /cluster/pub/mine", "one\n"));
+
+  // Root's world-writable file: Alice may write it, so she may put back its
+  // content, but not a version of another mode (as only chmod by its owner would).
+  // (sync records each step now: the recorder would take quick changes together.)
+  ASSERT_EQ(Root("f=/cluster/pub/shared && umask 0 && echo one > $f && sync $f && chmod 04755 $f && sync $f && "
+                 "chmod 0666 $f && sync $f && echo second > $f && sync $f")
+                .exit_code,
+            0);
+  std::string setuid = VersionOf("/cluster/pub/shared", 4, 04755);
+  std::string same_mode = VersionOf("/cluster/pub/shared", 4, 0666);
+  RunResult privileged = Cli(kAlice, {"restore", "/cluster/pub/shared", setuid});
+  EXPECT_EQ(privileged.exit_code, 1);
+  EXPECT_NE(privileged.err.find("only its owner"), std::string::npos) << privileged.err;
+  RunResult content = Cli(kAlice, {"restore", "/cluster/pub/shared", same_mode});
+  EXPECT_EQ(content.exit_code, 0) << content.err;
+  EXPECT_TRUE(Eventually(*agent_, "stat -c %a /cluster/pub/shared && cat /cluster/pub/shared", "666\none\n"));
+}
+
+TEST_F(AccessTest, KvWritesOutsideOnesOwnSpaceAreRefused) {
+  ASSERT_EQ(Cli(0, {"kv", "put", "greeting", "root's"}).exit_code, 0);
+  RunResult theirs = Cli(kAlice, {"kv", "put", "greeting", "alice's"});
+  EXPECT_EQ(theirs.exit_code, 1);
+  EXPECT_NE(theirs.err.find("may write keys under uid/4242/ only"), std::string::npos) << theirs.err;
+  EXPECT_EQ(Cli(kAlice, {"kv", "del", "greeting"}).exit_code, 1);
+  EXPECT_EQ(Cli(kAlice, {"kv", "put", "uid/4343/x", "not hers"}).exit_code, 1);
+  EXPECT_EQ(Cli(kAlice, {"kv", "put", "uid/4242", "the space itself is no key of hers"}).exit_code, 1);
+  EXPECT_EQ(Cli(kAlice, {"kv", "get", "greeting"}).out, "root's\n") << "every caller reads every key";
+
+  RunResult own = Cli(kAlice, {"kv", "put", "uid/4242/color", "blue"});
+  EXPECT_EQ(own.exit_code, 0) << own.err;
+  EXPECT_EQ(Cli(kBob, {"kv", "del", "uid/4242/color"}).exit_code, 1);
+  EXPECT_EQ(Cli(kBob, {"kv", "get", "uid/4242/color"}).out, "blue\n");
+  EXPECT_EQ(Cli(kAlice, {"kv", "del", "uid/4242/color"}).exit_code, 0);
+  EXPECT_EQ(Cli(0, {"kv", "put", "uid/4242/set-by-root", "ok"}).exit_code, 0) << "root writes every key";
+}
+
+TEST_F(AccessTest, EveryMethodIsAdmittedByItsClassOverGrpc) {
+  // Every method the agent serves has a class; the list is the API's.
+  EXPECT_TRUE(UnclassifiedMethods().empty()) << fmt::format("{}", fmt::join(UnclassifiedMethods(), ", "));
+  auto channel = agent_->channel();
+  std::string token;
+  std::getline(std::ifstream(TestJoinTokenFile()), token);
+  int mutating = 0;
+  for (const ApiMethod& m : kApiMethods) {
+    std::string method(m.name);
+    grpc::Status anonymous = RawCall(channel, method);
+    switch (m.method_class) {
+      case MethodClass::kReadOnly:  // open: answered (maybe INVALID_ARGUMENT for the empty request), never refused
+        EXPECT_NE(anonymous.error_code(), grpc::StatusCode::PERMISSION_DENIED) << method;
+        EXPECT_NE(anonymous.error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
+        break;
+      case MethodClass::kCallerActing:
+      case MethodClass::kAdmin:
+        ++mutating;
+        EXPECT_EQ(anonymous.error_code(), grpc::StatusCode::PERMISSION_DENIED) << method;
+        EXPECT_NE(anonymous.error_message().find("Unix socket"), std::string::npos) << anonymous.error_message();
+        // A peer's token is no user's identity.
+        EXPECT_EQ(RawCall(channel, method, token).error_code(), grpc::StatusCode::PERMISSION_DENIED) << method;
+        break;
+      case MethodClass::kPeer:
+        ++mutating;
+        EXPECT_EQ(anonymous.error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
+        EXPECT_EQ(RawCall(channel, method, token + "x").error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
+        EXPECT_NE(RawCall(channel, method, token).error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
+        break;
+    }
+  }
+  EXPECT_GE(mutating, 12) << "the list lost its writes";
+  // Refused peer calls are logged once per source, not once per call.
+  std::string log = agent_->log();
+  size_t refusals = 0;
+  for (size_t at = log.find("refused a peer call"); at != std::string::npos; at = log.find("refused a peer call", at + 1))
+    ++refusals;
+  EXPECT_EQ(refusals, 1u) << log;
+  // The data written by no one: the store holds only what SetUp made.
+  v1::ScanRequest scan;
+  v1::ScanResponse keys;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(v1::Store::NewStub(channel)->Scan(&ctx, scan, &keys).ok());
+  EXPECT_EQ(keys.entries_size(), 0);
+}
+
+TEST_F(AccessTest, AForgedReplicationBatchCannotMakeASetuidRootFile) {
+  // A peer that has the token (a compromised node, say) sends the record of a
+  // set-user-ID root file, made as a real node makes it.
+  ASSERT_EQ(Root("echo '#!/bin/sh' > /cluster/pub/tool && chmod 0755 /cluster/pub/tool && sync /cluster/pub/tool").exit_code, 0);
+  v1::StatRequest sq;
+  sq.set_path("/cluster/pub/tool");
+  v1::StatResponse st;
+  grpc::ClientContext sctx;
+  ASSERT_TRUE(v1::Namespace::NewStub(agent_->channel())->Stat(&sctx, sq, &st).ok());
+  ASSERT_TRUE(st.found());
+  v1::Inode inode = st.inode();
+  inode.set_mode(04755);
+  inode.set_uid(0);
+  auto forge = [&](const std::string& key, const v1::Inode& what) {
+    v1::ReplicateRequest q;
+    q.set_from_node_id("0fedcba987654321");
+    v1::LogRecord* r = q.add_records();
+    r->set_family("ns");
+    r->set_key(key);
+    Record record{Version{hlc::Pack(hlc::SystemWallMillis(), 1), 0x0fedcba987654321ull}, false,
+                  what.SerializeAsString()};
+    r->set_record(EncodeRecord(record));
+    v1::ReplicateResponse resp;
+    grpc::ClientContext ctx;
+    AddTestJoinToken(&ctx);
+    return v1::Peer::NewStub(agent_->channel())->Replicate(&ctx, q, &resp);
+  };
+  // Controls first: the same forgery without the set-user-ID bit is taken (so
+  // the encoding is right), and without the token nothing is.
+  v1::Inode plain = inode;
+  plain.set_mode(0755);
+  plain.set_size(0);
+  plain.clear_chunks();
+  ASSERT_TRUE(forge("cluster/pub/plain", plain).ok());
+  EXPECT_TRUE(Eventually(*agent_, "stat -c %a /cluster/pub/plain", "755\n"));
+
+  v1::Inode setuid = plain;
+  setuid.set_mode(04755);
+  grpc::Status refused = forge("cluster/pub/rootshell", setuid);
+  EXPECT_TRUE(refused.ok()) << "the batch is answered (its other records apply): " << refused.error_message();
+  v1::Inode setgid = plain;
+  setgid.set_mode(02755);
+  EXPECT_TRUE(forge("cluster/pub/rootgroup", setgid).ok());
+  v1::Inode alices = plain;
+  alices.set_mode(04755);
+  alices.set_uid(kAlice);
+  alices.set_gid(kAlice);
+  EXPECT_TRUE(forge("cluster/pub/alices", alices).ok());
+  EXPECT_TRUE(Eventually(*agent_, "stat -c %a:%u /cluster/pub/alices", "4755:4242\n"))
+      << "a set-user-ID file of a user travels: it grants that user's rights only";
+  for (const char* path : {"/cluster/pub/rootshell", "/cluster/pub/rootgroup"}) {
+    EXPECT_NE(Root(fmt::format("stat {}", path)).exit_code, 0) << path << " was made";
+    v1::StatRequest q;
+    q.set_path(path);
+    v1::StatResponse r;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(v1::Namespace::NewStub(agent_->channel())->Stat(&ctx, q, &r).ok());
+    EXPECT_FALSE(r.found()) << path << " is in the store";
+  }
+  EXPECT_NE(agent_->log().find("refused a record: /cluster/pub/rootshell would be a set-user-ID file of root"),
+            std::string::npos)
+      << agent_->log();
+}
+
+TEST_F(AccessTest, AgentsWithoutTheSameTokenDoNotJoin) {
+  // Without a token, --join is refused at start, unless --insecure says so.
+  RunResult no_token = RunCommand({OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone",
+                                   "--listen", "127.0.0.1:0", "--socket", dir_ / "lone.sock", "--join",
+                                   agent_->address()});
+  EXPECT_EQ(no_token.exit_code, 1);
+  EXPECT_NE(no_token.err.find("--join needs the cluster's join token"), std::string::npos) << no_token.err;
+  // A world-readable token file is refused: a token is a secret.
+  std::string readable = dir_ / "readable-token";
+  std::ofstream(readable) << "0123456789abcdef0123456789abcdef\n";
+  chmod(readable.c_str(), 0644);
+  RunResult open_file = RunCommand({OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone", "--listen",
+                                    "127.0.0.1:0", "--socket", dir_ / "lone.sock", "--join-token-file", readable});
+  EXPECT_EQ(open_file.exit_code, 1);
+  EXPECT_NE(open_file.err.find("can be read by every user"), std::string::npos) << open_file.err;
+
+  // Another cluster's token: the agent starts, but the first refuses it as a peer.
+  std::string other = dir_ / "other-token";
+  std::ofstream(other) << "another-cluster-token-0123456789\n";
+  chmod(other.c_str(), 0600);
+  auto stranger = AgentProcess::WithArgs({"--name", "stranger", "--data-dir", dir_ / "stranger", "--listen",
+                                          "127.0.0.1:0", "--socket", dir_ / "stranger.sock", "--join",
+                                          agent_->address(), "--join-token-file", other},
+                                         dir_ / "stranger.sock", dir_ / "stranger.log");
+  ASSERT_TRUE(stranger->Start());
+  EXPECT_TRUE(WaitUntil(
+      [&] { return Observed(agent_->log().find("refused a peer call") != std::string::npos, agent_->log()); },
+      seconds(10), "the first agent refuses the stranger's gossip"));
+  RunResult nodes = Cli(0, {"nodes"});
+  EXPECT_EQ(nodes.out.find("stranger"), std::string::npos) << nodes.out;
+  EXPECT_EQ(stranger->Stop(), 0);
+}
+
+}  // namespace
+}  // namespace onebox::testing
