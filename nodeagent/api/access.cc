@@ -6,6 +6,7 @@
 #include "onebox/v1/store.pb.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -74,6 +75,8 @@ std::string_view MethodClassName(MethodClass c) {
   return "?";
 }
 
+bool Caller::IsAdmin() const { return local && (uid == 0 || uid == geteuid()); }
+
 bool Caller::InGroup(gid_t g) const { return g == gid || std::find(groups.begin(), groups.end(), g) != groups.end(); }
 
 Caller AccessGate::OfGrpc(const grpc::ServerContextBase& ctx) const {
@@ -104,8 +107,9 @@ Status AccessGate::Admit(MethodClass c, std::string_view method, const Caller& c
           "(`onebox --socket PATH ...` does; see docs/operations.md)",
           method));
     case MethodClass::kAdmin:
-      if (caller.local && caller.uid == 0) return Status::Ok();
-      return Status::PermissionDenied(fmt::format("{} is for root, over the agent's Unix socket", method));
+      if (caller.IsAdmin()) return Status::Ok();
+      return Status::PermissionDenied(
+          fmt::format("{} is for root or the agent's own user, over the agent's Unix socket", method));
     case MethodClass::kPeer: {
       if (caller.proven_peer) return Status::Ok();
       std::string_view why = token_.empty() ? "this agent has no join token (--join-token-file), and peer calls "

@@ -10,7 +10,7 @@
 //                 with the caller's rights (api/acting_as.h). Over gRPC,
 //                 refused (PERMISSION_DENIED) until mutual TLS gives gRPC
 //                 callers an identity.
-//   kAdmin        root, over the Unix socket
+//   kAdmin        root or the agent's own user, over the Unix socket
 //   kPeer         another agent: the call carries the cluster's join token
 //                 (metadata kJoinTokenHeader), compared in constant time.
 //                 A token authenticates; it does not encrypt.
@@ -100,6 +100,9 @@ struct Caller {
   std::string source;         // for the log: "pid 12 uid 1000", or gRPC's peer address
 
   bool InGroup(gid_t g) const;
+  // Root, or the user the agent runs as (an agent a user started is theirs),
+  // named by the kernel.
+  bool IsAdmin() const;
 };
 
 class AccessGate {

@@ -31,11 +31,13 @@ Result<Agreement> ReadLevelAgreement(int level) {
 
 // The key-space rule of store_service.h.
 Status MayWriteKey(const Caller& caller, const std::string& key) {
-  if (caller.uid == 0) return Status::Ok();
+  if (caller.IsAdmin()) return Status::Ok();
   std::string own = fmt::format("uid/{}/", caller.uid);
   if (key.compare(0, own.size(), own) == 0 && key.size() > own.size()) return Status::Ok();
   return Status::PermissionDenied(
-      fmt::format("uid {} may write keys under {} only (the others are root's; see docs/operations.md)", caller.uid, own));
+      fmt::format("uid {} may write keys under {} only (the others are root's and the agent's user's; see "
+                  "docs/operations.md)",
+                  caller.uid, own));
 }
 
 }  // namespace

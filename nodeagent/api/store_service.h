@@ -3,8 +3,9 @@
 // the replicator to the members, as many as peer/quorum.h says.
 //
 // Who writes which keys: every user has a key space of their own,
-// "uid/UID/..." (uid/1000/settings for uid 1000); root writes every key, and
-// the keys outside the uid/ spaces are root's alone. Every caller reads
+// "uid/UID/..." (uid/1000/settings for uid 1000); root and the agent's own
+// user (Caller::IsAdmin) write every key, and the keys outside the uid/
+// spaces are theirs alone. Every caller reads
 // every key: the store holds no secrets. Put and Delete act as their caller
 // (api/access.h), so they come over the agent's Unix socket.
 #pragma once

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -42,6 +43,7 @@ TEST(AccessGate, EachClassAdmitsWhomItSays) {
   EXPECT_FALSE(admits(MethodClass::kAdmin, Local(1000)));
   EXPECT_FALSE(admits(MethodClass::kAdmin, anonymous));
   EXPECT_TRUE(admits(MethodClass::kAdmin, Local(0)));
+  EXPECT_TRUE(admits(MethodClass::kAdmin, Local(geteuid()))) << "the agent's own user";
   EXPECT_FALSE(admits(MethodClass::kPeer, anonymous));
   EXPECT_FALSE(admits(MethodClass::kPeer, Local(0))) << "root on the socket is no peer";
   EXPECT_TRUE(admits(MethodClass::kPeer, peer));
@@ -55,6 +57,19 @@ TEST(AccessGate, EveryMethodOfTheApiHasAClass) {
   for (const ApiMethod& m : kApiMethods) {
     bool peer_service = m.name.find("/onebox.v1.Peer/") == 0;
     EXPECT_EQ(peer_service, m.method_class == MethodClass::kPeer) << m.name;
+  }
+}
+
+// docs/operations.md's table (Who may do what) has a row per method, with
+// the class the list gives it.
+TEST(AccessGate, TheOperationsDocHasARowPerMethodWithItsClass) {
+  std::ifstream doc(std::string(ONEBOX_SOURCE_DIR) + "/docs/operations.md");
+  std::string text((std::istreambuf_iterator<char>(doc)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(text.empty());
+  for (const ApiMethod& m : kApiMethods) {
+    std::string short_name(m.name.substr(std::string_view("/onebox.v1.").size()));
+    std::string row = "\n| `" + short_name + "` | " + std::string(MethodClassName(m.method_class)) + " |";
+    EXPECT_NE(text.find(row), std::string::npos) << "docs/operations.md lacks the row " << row.substr(1);
   }
 }
 
