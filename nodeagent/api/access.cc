@@ -20,8 +20,9 @@ namespace onebox {
 
 namespace {
 
-// Sources whose refused peer calls are remembered (and so logged once); beyond
-// this many, refusals are no longer logged at all rather than grow the set.
+// Sources whose refused peer calls are remembered (and so logged once); past
+// this many the memory is cleared, so a flood of sources costs at most this
+// much and refusals are never silenced for good.
 constexpr size_t kMaxRefusedSources = 1024;
 
 // "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7": a host is logged once, whatever port it calls from.
@@ -126,7 +127,8 @@ void AccessGate::LogRefusedPeer(const Caller& caller, std::string_view method, s
   std::string host = HostOf(caller.source);
   {
     std::lock_guard lock(mu_);
-    if (refused_sources_.size() >= kMaxRefusedSources || !refused_sources_.insert(host).second) return;
+    if (refused_sources_.size() >= kMaxRefusedSources) refused_sources_.clear();
+    if (!refused_sources_.insert(host).second) return;
   }
   spdlog::warn("refused a peer call ({}) from {}: {} (logged once per source)", method, host, why);
 }
@@ -135,9 +137,11 @@ Result<std::string> ReadJoinTokenFile(const std::string& path) {
   struct stat st{};
   if (stat(path.c_str(), &st) != 0)
     return Status::InvalidArgument(fmt::format("join token file {}: {}", path, strerror(errno)));
-  if ((st.st_mode & S_IROTH) != 0)
-    return Status::InvalidArgument(
-        fmt::format("join token file {} can be read by every user (chmod o-r it): a token is a secret", path));
+  if ((st.st_mode & 077) != 0 || st.st_uid != geteuid())
+    return Status::InvalidArgument(fmt::format(
+        "join token file {} must belong to the agent's user and be readable by it alone (chmod 600): a token is a "
+        "secret",
+        path));
   std::ifstream in(path);
   std::string line;
   if (!in || !std::getline(in, line))
@@ -146,6 +150,10 @@ Result<std::string> ReadJoinTokenFile(const std::string& path) {
   size_t begin = line.find_first_not_of(space);
   size_t end = line.find_last_not_of(space);
   std::string token = begin == std::string::npos ? "" : line.substr(begin, end - begin + 1);
+  bool printable = std::all_of(token.begin(), token.end(), [](char c) { return c >= 0x21 && c <= 0x7e; });
+  if (!printable)  // it travels as gRPC metadata, which carries printable ASCII only
+    return Status::InvalidArgument(
+        fmt::format("join token in {} must be printable ASCII without spaces (hex or base64, say)", path));
   if (token.size() < kMinJoinTokenBytes)
     return Status::InvalidArgument(fmt::format(
         "join token in {} is {} bytes; it needs at least {} (make one with `openssl rand -hex 32`)", path,

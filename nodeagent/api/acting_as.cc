@@ -30,7 +30,8 @@ std::vector<gid_t> CurrentGroups() {
 Result<ActingAs> ActingAs::Take(const Caller& caller) {
   if (!caller.local) return Status::PermissionDenied("only a caller the kernel named can be acted for");
   ActingAs as;
-  if (caller.uid == geteuid() && caller.gid == getegid()) return as;  // its rights are ours already
+  // The agent's own user (root included): its rights are the agent's already.
+  if (caller.uid == geteuid()) return as;
   if (geteuid() != 0)
     return Status::PermissionDenied(fmt::format(
         "the agent runs as uid {}, not root, and cannot act for uid {}", geteuid(), caller.uid));
@@ -61,8 +62,9 @@ ActingAs::~ActingAs() {
   SetGroups(saved_groups_);
 }
 
-Status ActingAs::MayAccess(const std::string& path, int mode, const char* what) const {
-  if (syscall(SYS_faccessat2, AT_FDCWD, path.c_str(), mode, AT_EACCESS | AT_SYMLINK_NOFOLLOW) == 0) return Status::Ok();
+Status ActingAs::MayAccess(int dir, const std::string& name, int mode, const std::string& what) const {
+  int flags = AT_EACCESS | AT_SYMLINK_NOFOLLOW | (name.empty() ? AT_EMPTY_PATH : 0);
+  if (syscall(SYS_faccessat2, dir, name.c_str(), mode, flags) == 0) return Status::Ok();
   int err = errno;
   if (err == ENOENT) return Status::NotFound(fmt::format("{}: no such file or directory", what));
   if (err == EACCES || err == EPERM) return Status::PermissionDenied(fmt::format("{}: permission denied", what));

@@ -26,9 +26,10 @@ class ActingAs {
   ActingAs& operator=(ActingAs&&) = delete;
   ~ActingAs();  // gives the agent's rights back
 
-  // Whether the caller may do `mode` (W_OK, X_OK...) to path, as the kernel
-  // decides it (faccessat2 with AT_EACCESS: the file-system ids, not the real ones).
-  Status MayAccess(const std::string& path, int mode, const char* what) const;
+  // Whether the caller may do `mode` (W_OK, X_OK...) to name in dir (to dir
+  // itself when name is empty), as the kernel decides it (faccessat2 with
+  // AT_EACCESS: the file-system ids, not the real ones; no symlink followed).
+  Status MayAccess(int dir, const std::string& name, int mode, const std::string& what) const;
 
  private:
   ActingAs() = default;

@@ -1,12 +1,18 @@
 #include "nodeagent/api/namespace_service.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
 
 #include "naming/ns_key.h"
 #include "nodeagent/api/acting_as.h"
 #include "nodeagent/api/agent_info.h"
-#include <spdlog/spdlog.h>
+#include "nodeagent/view/view_fs.h"
 
 #include "nodeagent/api/unary.h"
 
@@ -14,16 +20,20 @@ namespace onebox {
 
 namespace {
 
-// The inode a live ns record holds; Corruption when it does not parse.
+// The inode a live ns record holds, as the API shows it: without its chunk
+// digests, which would tell anyone a file's content that its mode hides
+// (a guessed secret's SHA-256); Corruption when it does not parse.
 Status ParseInode(std::string_view key, const Record& rec, v1::Inode* inode) {
-  if (inode->ParseFromString(rec.value)) return Status::Ok();
-  return Status::Corruption(fmt::format("damaged inode for /{}", key));
+  if (!inode->ParseFromString(rec.value)) return Status::Corruption(fmt::format("damaged inode for /{}", key));
+  inode->clear_chunks();
+  return Status::Ok();
 }
 
 // For listings: one damaged record must not hide the others. It is listed
 // with what parsed of its inode, and logged.
 void ParseListedInode(std::string_view key, const Record& rec, v1::Inode* inode) {
   if (Status s = ParseInode(key, rec, inode); !s.ok()) spdlog::error("namespace: {}", s.message());
+  inode->clear_chunks();  // what did parse, too
 }
 
 }  // namespace
@@ -85,38 +95,85 @@ void NamespaceService::AddLocalCalls(LocalCalls& calls) {
       [this](const Caller& caller, const v1::RestoreRequest& q, v1::RestoreResponse* r) { return DoRestore(caller, q, r); });
 }
 
-// The rule of namespace_service.h, decided by the kernel where it can be:
-// the access checks run with the caller's rights.
+namespace {
+
+bool IsSetId(const v1::Inode& inode) { return (inode.mode() & (S_ISUID | S_ISGID)) != 0; }
+
+// Whether the view shows key as the store's current record says (its type):
+// only then is what the kernel is asked about the entry being restored.
+bool ViewShows(int root_fd, const std::string& key, const v1::Inode& now) {
+  int fd = OpenBeneath(root_fd, key, O_PATH);
+  if (fd < 0) return false;
+  struct stat st{};
+  bool same = fstat(fd, &st) == 0 && ((now.type() == v1::FILE_TYPE_REGULAR && S_ISREG(st.st_mode)) ||
+                                      (now.type() == v1::FILE_TYPE_DIRECTORY && S_ISDIR(st.st_mode)) ||
+                                      (now.type() == v1::FILE_TYPE_SYMLINK && S_ISLNK(st.st_mode)));
+  close(fd);
+  return same;
+}
+
+}  // namespace
+
+// The rule of namespace_service.h. What the caller may do to the entry is
+// the kernel's answer, asked with the caller's rights, from the view's root
+// down (no symlink followed on the way); the rest is chmod's and chown's rules.
 Status NamespaceService::MayRestore(const Caller& caller, const std::string& key, const Record& version) {
   v1::Inode want;
   if (Status s = ParseInode(key, version, &want); !s.ok()) return s;
   Result<Record> now_rec = store_.Get(key, Cf::kNs);
   v1::Inode now;
   bool exists = now_rec.ok() && ParseInode(key, *now_rec, &now).ok();
-  Result<ActingAs> as = ActingAs::Take(caller);
-  if (!as.ok()) return as.status();
-  std::string path = view_root_ + "/" + key;
   std::string what = "/" + key;
-  if (exists && now.type() == v1::FILE_TYPE_REGULAR && want.type() == v1::FILE_TYPE_REGULAR) {
-    if (Status s = as->MayAccess(path, W_OK, what.c_str()); !s.ok()) return s;
-  } else {
-    std::string parent = path.substr(0, path.rfind('/'));
-    std::string parent_what = "the directory of " + what;
-    if (Status s = as->MayAccess(parent, W_OK | X_OK, parent_what.c_str()); !s.ok()) return s;
-    // A sticky directory (/tmp's kind): only the entry's or the directory's owner replaces an entry.
-    struct stat dir{};
-    if (exists && caller.uid != 0 && now.uid() != caller.uid && stat(parent.c_str(), &dir) == 0 &&
-        (dir.st_mode & S_ISVTX) != 0 && dir.st_uid != caller.uid)
-      return Status::PermissionDenied(fmt::format("{}: another user's entry in a sticky directory", what));
+  int root_fd = open(view_root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return Status::IOError(fmt::format("open the view {}: {}", view_root_, strerror(errno)));
+  if (exists && !ViewShows(root_fd, key, now)) {
+    close(root_fd);
+    return Status::Unavailable(fmt::format("{}: the view has not caught up with its record yet; try again", what));
   }
-  if (caller.uid == 0) return Status::Ok();
+  Status may = MayChangeEntry(caller, root_fd, key, exists ? &now : nullptr, want);
+  close(root_fd);
+  if (!may.ok() || caller.uid == 0) return may;
   bool same_metadata = exists && now.type() == want.type() && now.uid() == want.uid() && now.gid() == want.gid() &&
                        now.mode() == want.mode();
-  if (same_metadata || (want.uid() == caller.uid && caller.InGroup(want.gid()))) return Status::Ok();
+  // A write by anyone but the owner clears set-ID bits; putting them back is the owner's.
+  if (same_metadata && (!IsSetId(want) || want.uid() == caller.uid)) return Status::Ok();
+  // chmod and chown: only the owner changes the mode, and the owner stays.
+  bool own_now = !exists || now.uid() == caller.uid;
+  if (own_now && want.uid() == caller.uid && caller.InGroup(want.gid())) return Status::Ok();
   return Status::PermissionDenied(fmt::format(
-      "{}: that version is owned by uid {} gid {} with mode {:o}; only its owner (in its group) or root may put "
-      "back other owners or modes than the file has now",
+      "{}: that version is owned by uid {} gid {} with mode {:o}; only the owner of the file (and of that version, "
+      "in its group) or root may put back other owners or modes than the file has now, or set-ID bits",
       what, want.uid(), want.gid(), want.mode()));
+}
+
+Status NamespaceService::MayChangeEntry(const Caller& caller, int root_fd, const std::string& key,
+                                        const v1::Inode* now, const v1::Inode& want) {
+  Result<ActingAs> as = ActingAs::Take(caller);
+  if (!as.ok()) return as.status();
+  size_t slash = key.rfind('/');
+  std::string parent_key = slash == std::string::npos ? "" : key.substr(0, slash);
+  std::string name = key.substr(slash == std::string::npos ? 0 : slash + 1);
+  std::string what = "/" + key;
+  // Opened as the caller: the walk needs the caller's search right on every directory.
+  int parent = OpenBeneath(root_fd, parent_key, O_PATH | O_DIRECTORY);
+  if (parent < 0) {
+    int err = errno;
+    return err == EACCES ? Status::PermissionDenied(fmt::format("{}: permission denied", what))
+                         : Status::NotFound(fmt::format("{}: its directory is not in the view", what));
+  }
+  Status may;
+  if (now != nullptr && now->type() == v1::FILE_TYPE_REGULAR && want.type() == v1::FILE_TYPE_REGULAR) {
+    may = as->MayAccess(parent, name, W_OK, what);  // the content, as a shell redirection would
+  } else {
+    may = as->MayAccess(parent, "", W_OK | X_OK, "the directory of " + what);  // as creating or replacing it
+    struct stat dir{};
+    // A sticky directory (/tmp's kind): only the entry's or the directory's owner replaces an entry.
+    if (may.ok() && now != nullptr && caller.uid != 0 && now->uid() != caller.uid && fstat(parent, &dir) == 0 &&
+        (dir.st_mode & S_ISVTX) != 0 && dir.st_uid != caller.uid)
+      may = Status::PermissionDenied(fmt::format("{}: another user's entry in a sticky directory", what));
+  }
+  close(parent);
+  return may;
 }
 
 Status NamespaceService::DoRestore(const Caller& caller, const v1::RestoreRequest& q, v1::RestoreResponse* r) {

@@ -2,9 +2,10 @@
 // family), by cluster path: Stat, List, the versions a path has had here
 // (Versions) and putting one back (Restore). Restore acts as its caller
 // (api/access.h): it needs the right to write the file as it is now, or to
-// create it in its directory if it is gone, and a version whose owner, group
-// or mode differ from the file's now only by its owner (or root), as chmod
-// and chown would; so it comes over the agent's Unix socket.
+// create it in its directory if it is gone; a version whose owner, group or
+// mode differ from the file's now, or that is set-ID, only by the owner of
+// the file and of the version (or root), as chmod and chown would; so it
+// comes over the agent's Unix socket.
 #pragma once
 
 #include <functional>
@@ -47,6 +48,10 @@ class NamespaceService final
   Status DoVersions(const v1::VersionsRequest& q, v1::VersionsResponse* r);
   Status DoRestore(const Caller& caller, const v1::RestoreRequest& q, v1::RestoreResponse* r);
   Status MayRestore(const Caller& caller, const std::string& key, const Record& version);
+  // The kernel's answer for the caller: may it write the file (now: the
+  // store's current record, regular), or else change its directory.
+  Status MayChangeEntry(const Caller& caller, int root_fd, const std::string& key, const v1::Inode* now,
+                        const v1::Inode& want);
 
   const AccessGate& gate_;
   Store& store_;

@@ -39,7 +39,8 @@ void ShimHandlers::Run(ShimRuns runs, Handler handler, ShimCall& call, const v1:
     Answer((this->*handler)(Origin{call.peer, call.connection(), &call}, req, resp), resp);
     return;
   }
-  work_.Submit([this, handler, req, origin = Origin{call.peer, call.connection(), nullptr},
+  WorkPool& pool = runs == ShimRuns::kCalls ? calls_work_ : work_;
+  pool.Submit([this, handler, req, origin = Origin{call.peer, call.connection(), nullptr},
                 reply = call.Defer()]() mutable {
     v1::ShimResponse r;
     Answer((this->*handler)(origin, req, &r), &r);
@@ -56,20 +57,21 @@ void ShimHandlers::ConnectionClosed(uint64_t connection) {
 void ShimHandlers::Drain() {
   work_.Drain();
   announce_work_.Drain();
+  calls_work_.Drain();
 }
 
-Status ShimHandlers::Ping(const Origin& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
+Status ShimHandlers::Ping(const Origin& origin, const v1::ShimRequest&, v1::ShimResponse* resp) {
   v1::PingResponse* p = resp->mutable_ping();
   p->set_node_name(parts_.info.identity.name);
   p->set_node_id(NodeIdHex(parts_.info.identity.node_id));
   p->set_grpc_address(parts_.info.grpc_address());
-  p->set_peer_pid(caller.peer.pid);
-  p->set_peer_uid(caller.peer.uid);
-  p->set_peer_gid(caller.peer.gid);
+  p->set_peer_pid(origin.peer.pid);
+  p->set_peer_uid(origin.peer.uid);
+  p->set_peer_gid(origin.peer.gid);
   return Status::Ok();
 }
 
-Status ShimHandlers::Hello(const Origin& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+Status ShimHandlers::Hello(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const std::string& asked = req.hello().root();
   ClusterRoot root;
   // The agent's own entries in the view root (".onebox-*") are no cluster
@@ -83,8 +85,8 @@ Status ShimHandlers::Hello(const Origin& caller, const v1::ShimRequest& req, v1:
   resp->mutable_hello()->set_view_root(*view);
   resp->mutable_hello()->set_node_name(parts_.info.identity.name);
   resp->mutable_hello()->set_state_page(true);
-  caller.call->attach_fd = parts_.state_page_fd;
-  spdlog::debug("shim hello from pid {} ({}) for root {}", caller.peer.pid, req.hello().program(), root.root());
+  origin.call->attach_fd = parts_.state_page_fd;
+  spdlog::debug("shim hello from pid {} ({}) for root {}", origin.peer.pid, req.hello().program(), root.root());
   return Status::Ok();
 }
 
@@ -116,9 +118,9 @@ Status ShimHandlers::Claim(const Origin&, const v1::ShimRequest& req, v1::ShimRe
   return Status::Ok();
 }
 
-Status ShimHandlers::AnnounceSymlink(const Origin& caller, const v1::ShimRequest&, v1::ShimResponse* resp) {
+Status ShimHandlers::AnnounceSymlink(const Origin& origin, const v1::ShimRequest&, v1::ShimResponse* resp) {
   SymlinkGuard& guard = parts_.guard;
-  auto announce = [&guard, pid = caller.peer.pid, conn = caller.connection](v1::ShimResponse* r) -> Status {
+  auto announce = [&guard, pid = origin.peer.pid, conn = origin.connection](v1::ShimResponse* r) -> Status {
     Result<uint64_t> token = guard.Announce(pid, conn);
     if (!token.ok()) return token.status();
     r->mutable_announce_symlink()->set_token(*token);
@@ -127,7 +129,7 @@ Status ShimHandlers::AnnounceSymlink(const Origin& caller, const v1::ShimRequest
   if (guard.ready()) return announce(resp);
   // Waits out the start delay, on a thread of its own: behind a Publish or
   // Hydrate it could outlast the shim's 2 s wait.
-  announce_work_.Submit([announce, &guard, conn = caller.connection, reply = caller.call->Defer()]() mutable {
+  announce_work_.Submit([announce, &guard, conn = origin.connection, reply = origin.call->Defer()]() mutable {
     v1::ShimResponse r;
     Answer(announce(&r), &r);
     // The shim gave up and closed before we took the intent: nobody will release it.
@@ -137,8 +139,8 @@ Status ShimHandlers::AnnounceSymlink(const Origin& caller, const v1::ShimRequest
   return Status::Ok();  // (the answer given now is dropped: the deferred one counts)
 }
 
-Status ShimHandlers::SymlinkMade(const Origin& caller, const v1::ShimRequest& req, v1::ShimResponse* resp) {
-  if (!parts_.guard.Release(req.symlink_made().token(), caller.peer.pid))
+Status ShimHandlers::SymlinkMade(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  if (!parts_.guard.Release(req.symlink_made().token(), origin.peer.pid))
     return Status::InvalidArgument("no such symlink announcement from this process");
   resp->mutable_symlink_made();
   return Status::Ok();

@@ -55,7 +55,7 @@ class ShimHandlers {
     ShimCall* call;
   };
 #define ONEBOX_SHIM_HANDLER(op, handler, runs, what) \
-  Status handler(const Origin& caller, const v1::ShimRequest& req, v1::ShimResponse* resp);
+  Status handler(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp);
   ONEBOX_SHIM_REQUESTS(ONEBOX_SHIM_HANDLER)
 #undef ONEBOX_SHIM_HANDLER
   using Handler = Status (ShimHandlers::*)(const Origin&, const v1::ShimRequest&, v1::ShimResponse*);
@@ -63,7 +63,8 @@ class ShimHandlers {
 
   Parts parts_;
   WorkPool work_{4, "onebox-shim"};
-  WorkPool announce_work_{1, "onebox-announce"};  // symlink announcements in the first 400 ms
+  WorkPool announce_work_{1, "onebox-announce"};
+  WorkPool calls_work_{2, "onebox-calls"};  // kCalls: the CLI's writes  // symlink announcements in the first 400 ms
 };
 
 }  // namespace onebox

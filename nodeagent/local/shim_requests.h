@@ -4,7 +4,9 @@
 // A new kind of request is one line here and one handler. kInline requests
 // are answered on the socket's thread and never block; kPool requests may
 // take long (hashing a file, fetching content, a vote) and are answered from
-// the shim work pool while their connection waits (ShimCall::Defer).
+// the shim work pool while their connection waits (ShimCall::Defer); kCalls
+// requests likewise, on a pool of their own, so that a user's writes at
+// QUORUM never hold up programs' fsync or opens.
 #pragma once
 
 #define ONEBOX_SHIM_REQUESTS(X)                                                                              \
@@ -15,10 +17,10 @@
   X(kClaim, Claim, kPool, "an exclusive create: a majority of the live members grants the name")            \
   X(kAnnounceSymlink, AnnounceSymlink, kInline, "before symlink(): the state page says the view may hold one") \
   X(kSymlinkMade, SymlinkMade, kInline, "after symlink(): the announcement is done")                      \
-  X(kCall, Call, kPool, "a method that acts as its caller (kv put, restore: api/local_calls.h), for the CLI")
+  X(kCall, Call, kCalls, "a method that acts as its caller (kv put, restore: api/local_calls.h), for the CLI")
 
 namespace onebox {
 
-enum class ShimRuns { kInline, kPool };
+enum class ShimRuns { kInline, kPool, kCalls };
 
 }  // namespace onebox

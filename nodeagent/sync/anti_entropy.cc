@@ -84,8 +84,8 @@ Result<uint64_t> AntiEntropy::ApplyPage(const v1::ReadBucketResponse& page, std:
   for (const v1::LogRecord& r : page.records()) {
     Result<RemoteRecord> record = FromLogRecord(r, rules_);
     if (record.ok()) batch.push_back(std::move(record).value());
-    else if (record.status().code() == Code::kPermissionDenied)  // refused each round: replication logged it once
-      spdlog::debug("anti-entropy: {}", record.status().message());
+    else if (record.status().code() == Code::kPermissionDenied)  // refused again each round: said once
+      NoteRefused(r.key(), record.status());
     else spdlog::warn("anti-entropy: a record of '{}' skipped: {}", r.key(), record.status().message());
   }
   Result<std::vector<bool>> won = store_.ApplyBatch(batch, false);
@@ -98,6 +98,13 @@ Result<uint64_t> AntiEntropy::ApplyPage(const v1::ReadBucketResponse& page, std:
     if (batch[i].space == Cf::kNs) ns_won->push_back(batch[i].key);
   }
   return repaired;
+}
+
+void AntiEntropy::NoteRefused(const std::string& key, const Status& why) {
+  std::lock_guard lock(refused_mu_);
+  if (refused_logged_.size() >= kMaxRefusedLogged) refused_logged_.clear();
+  if (refused_logged_.insert(key).second) spdlog::warn("anti-entropy: refused a record: {}", why.message());
+  else spdlog::debug("anti-entropy: refused a record: {}", why.message());
 }
 
 Status AntiEntropy::OnBucketDigests(const v1::BucketDigestsRequest&, v1::BucketDigestsResponse* resp) {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,6 +64,12 @@ class AntiEntropy {
   PeerNetwork& network_;
   AppliedFn on_applied_;
   PeerRecordRules rules_;
+  // A record the rules refuse comes again every round its bucket differs:
+  // it is logged once (a warning), then at debug level.
+  void NoteRefused(const std::string& key, const Status& why);
+  static constexpr size_t kMaxRefusedLogged = 4096;
+  std::mutex refused_mu_;
+  std::set<std::string> refused_logged_;
   RoundEndFn on_round_end_;
   std::chrono::milliseconds period_;
   std::atomic<uint64_t> repaired_{0};

@@ -28,13 +28,14 @@ Status CheckPeerRecord(Cf space, std::string_view key, const Record& record, con
   if (space != Cf::kNs || record.tombstone || rules.accept_root_setid) return Status::Ok();
   v1::Inode inode;
   if (!inode.ParseFromString(record.value) || inode.type() != v1::FILE_TYPE_REGULAR) return Status::Ok();
-  bool root_setuid = (inode.mode() & S_ISUID) != 0 && inode.uid() == 0;
-  bool root_setgid = (inode.mode() & S_ISGID) != 0 && inode.gid() == 0;
-  if (!root_setuid && !root_setgid) return Status::Ok();
+  bool setuid = (inode.mode() & S_ISUID) != 0;
+  bool setgid = (inode.mode() & S_ISGID) != 0;
+  // Owned by root and set-ID at all, or set-group-ID to group root.
+  if (!((setuid || setgid) && inode.uid() == 0) && !(setgid && inode.gid() == 0)) return Status::Ok();
   return Status::PermissionDenied(fmt::format(
-      "/{} would be a set-{}-ID file of root (mode {:o}); records that grant root's rights are made on their own "
-      "node only (accept_root_setid_from_peers to take them)",
-      key, root_setuid ? "user" : "group", inode.mode()));
+      "/{} would be a set-{}-ID file of root (mode {:o}, uid {}, gid {}); records that grant root's rights are "
+      "made on their own node only (--accept-root-setid-from-peers takes them)",
+      key, setuid ? "user" : "group", inode.mode(), inode.uid(), inode.gid()));
 }
 
 Result<RemoteRecord> FromLogRecord(const v1::LogRecord& wire, const PeerRecordRules& rules) {

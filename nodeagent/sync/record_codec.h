@@ -20,8 +20,8 @@ v1::LogRecord ToLogRecord(const LogEntry& entry);
 
 // What a peer may send. A peer proved it belongs (the join token), but a
 // record from it still must not grant privilege on this node: unless
-// accepted here, a namespace record of a set-user-ID file owned by root or a
-// set-group-ID file of group root is refused. (Device nodes, fifos and
+// accepted here, a namespace record of a regular file that is set-user-ID
+// or set-group-ID and owned by root, or set-group-ID to group root, is refused. (Device nodes, fifos and
 // sockets travel as records but are never made in a view: view_materializer.)
 struct PeerRecordRules {
   bool accept_root_setid = false;

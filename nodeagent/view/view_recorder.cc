@@ -362,8 +362,12 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   if (fd < 0) {
     if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
       return Status::IOError(fmt::format("open /{}: {}", path, strerror(errno)));
-    TombstonePath(path);
-    return Status::NotFound(fmt::format("/{} is gone", path));
+    // A removal is recorded from what the view's events say, never on a
+    // program's word: fsync's Publish names any path it likes, and one the
+    // view does not show (a peer's entry not placed here yet, a device node
+    // kept on its own node) is no removal.
+    if (change != Change::kFsync) TombstonePath(path);
+    return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
   struct stat st;
   if (fstat(fd, &st) != 0) {

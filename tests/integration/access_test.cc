@@ -141,6 +141,15 @@ TEST_F(AccessTest, RestoreOfAnotherUsersFileIsRefusedAndOfOnesOwnAllowed) {
   EXPECT_EQ(alice.exit_code, 0) << alice.err;
   EXPECT_TRUE(Eventually(*agent_, "cat /cluster/pub/mine", "one\n"));
 
+  // A file Alice once owned that is root's now: her old version would make it hers again (a chown).
+  ASSERT_EQ(User(kAlice, "echo hers > /cluster/pub/taken && sync /cluster/pub/taken").exit_code, 0);
+  std::string when_hers = VersionOf("/cluster/pub/taken", 5, 0644);
+  ASSERT_EQ(Root("f=/cluster/pub/taken && chown 0:0 $f && chmod 0666 $f && echo root-data > $f && sync $f").exit_code,
+            0);
+  RunResult takeover = Cli(kAlice, {"restore", "/cluster/pub/taken", when_hers});
+  EXPECT_EQ(takeover.exit_code, 1) << takeover.out;
+  EXPECT_EQ(Root("stat -c %u /cluster/pub/taken").out, "0\n");
+
   // Root's world-writable file: Alice may write it, so she may put back its
   // content, but not a version of another mode (as only chmod by its owner would).
   // (sync records each step now: the recorder would take quick changes together.)
@@ -152,7 +161,7 @@ TEST_F(AccessTest, RestoreOfAnotherUsersFileIsRefusedAndOfOnesOwnAllowed) {
   std::string same_mode = VersionOf("/cluster/pub/shared", 4, 0666);
   RunResult privileged = Cli(kAlice, {"restore", "/cluster/pub/shared", setuid});
   EXPECT_EQ(privileged.exit_code, 1);
-  EXPECT_NE(privileged.err.find("only its owner"), std::string::npos) << privileged.err;
+  EXPECT_NE(privileged.err.find("only the owner of the file"), std::string::npos) << privileged.err;
   RunResult content = Cli(kAlice, {"restore", "/cluster/pub/shared", same_mode});
   EXPECT_EQ(content.exit_code, 0) << content.err;
   EXPECT_TRUE(Eventually(*agent_, "stat -c %a /cluster/pub/shared && cat /cluster/pub/shared", "666\none\n"));
@@ -286,6 +295,38 @@ TEST_F(AccessTest, AForgedReplicationBatchCannotMakeASetuidRootFile) {
       << agent_->log();
 }
 
+TEST_F(AccessTest, APublishOfAPathTheViewDoesNotShowRemovesNothing) {
+  // A fifo a peer made: recorded here, never made in this view (device
+  // nodes, fifos and sockets stay on their node). fsync's Publish names any
+  // path; one the view does not show is no removal.
+  v1::Inode fifo;
+  fifo.set_type(v1::FILE_TYPE_OTHER);
+  fifo.set_mode(0644);
+  v1::ReplicateRequest q;
+  q.set_from_node_id("0fedcba987654321");
+  v1::LogRecord* r = q.add_records();
+  r->set_family("ns");
+  r->set_key("cluster/pub/fifo");
+  r->set_record(EncodeRecord(
+      Record{Version{hlc::Pack(hlc::SystemWallMillis(), 1), 0x0fedcba987654321ull}, false, fifo.SerializeAsString()}));
+  v1::ReplicateResponse resp;
+  grpc::ClientContext ctx;
+  AddTestJoinToken(&ctx);
+  ASSERT_TRUE(v1::Peer::NewStub(agent_->channel())->Replicate(&ctx, q, &resp).ok());
+  bool found = false;
+  RecordedInode(*agent_, "/cluster/pub/fifo", &found);
+  ASSERT_TRUE(found);
+  v1::ShimRequest publish;
+  publish.set_id(1);
+  publish.mutable_publish()->set_path("cluster/pub/fifo");
+  v1::ShimResponse answer;
+  std::string err;
+  ASSERT_TRUE(ShimCall(agent_->socket(), publish, &answer, &err)) << err;
+  EXPECT_NE(answer.err(), 0) << "a Publish of what the view does not show succeeded";
+  RecordedInode(*agent_, "/cluster/pub/fifo", &found);
+  EXPECT_TRUE(found) << "a Publish removed a peer's record";
+}
+
 TEST_F(AccessTest, AgentsWithoutTheSameTokenDoNotJoin) {
   // Without a token, --join is refused at start, unless --insecure says so.
   RunResult no_token = RunCommand({OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone",
@@ -293,14 +334,14 @@ TEST_F(AccessTest, AgentsWithoutTheSameTokenDoNotJoin) {
                                    agent_->address()});
   EXPECT_EQ(no_token.exit_code, 1);
   EXPECT_NE(no_token.err.find("--join needs the cluster's join token"), std::string::npos) << no_token.err;
-  // A world-readable token file is refused: a token is a secret.
+  // A token file others may read is refused: a token is a secret.
   std::string readable = dir_ / "readable-token";
   std::ofstream(readable) << "0123456789abcdef0123456789abcdef\n";
   chmod(readable.c_str(), 0644);
   RunResult open_file = RunCommand({OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone", "--listen",
                                     "127.0.0.1:0", "--socket", dir_ / "lone.sock", "--join-token-file", readable});
   EXPECT_EQ(open_file.exit_code, 1);
-  EXPECT_NE(open_file.err.find("can be read by every user"), std::string::npos) << open_file.err;
+  EXPECT_NE(open_file.err.find("readable by it alone"), std::string::npos) << open_file.err;
 
   // Another cluster's token: the agent starts, but the first refuses it as a peer.
   std::string other = dir_ / "other-token";

@@ -27,6 +27,8 @@
 #include "nodeagent/api/status_codes.h"
 #include "nodeagent/cli/client.h"
 #include "onebox/v1/cluster.grpc.pb.h"
+#include "onebox/v1/peer.grpc.pb.h"
+#include "consistency/record.h"
 #include "tests/test_util.h"
 
 namespace onebox::testing {
@@ -249,6 +251,24 @@ void AddTestJoinToken(grpc::ClientContext* ctx) {
   std::string token;
   std::getline(in, token);
   ctx->AddMetadata(kJoinTokenHeader, token);
+}
+
+v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* found) {
+  v1::ReadRecordRequest q;
+  q.set_family("ns");
+  q.set_key(path.substr(1));
+  v1::ReadRecordResponse r;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  AddTestJoinToken(&ctx);
+  v1::Inode inode;
+  bool live = false;
+  if (v1::Peer::NewStub(agent.channel())->ReadRecord(&ctx, q, &r).ok() && r.found()) {
+    Result<Record> rec = DecodeRecord(r.record());
+    live = rec.ok() && !rec->tombstone && inode.ParseFromString(rec->value);
+  }
+  if (found != nullptr) *found = live;
+  return inode;
 }
 
 grpc::Status CallOverSocket(AgentProcess& agent, const std::string& method, const google::protobuf::Message& req,

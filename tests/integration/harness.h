@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "proto/state_page.h"
+#include "onebox/v1/namespace.pb.h"
 #include "onebox/v1/shim.pb.h"
 
 namespace onebox::testing {
@@ -56,6 +57,10 @@ class AgentProcess;
 const std::string& TestJoinTokenFile();
 // Makes ctx's call one of a peer: with the token of TestJoinTokenFile.
 void AddTestJoinToken(grpc::ClientContext* ctx);
+// The namespace record of path ("/cluster/a/b", normalized) as a peer reads
+// it (Peer/ReadRecord), chunk digests included (the Namespace service leaves
+// them out); found false when there is none.
+v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* found = nullptr);
 
 // A method that acts as its caller ("/onebox.v1.Store/Put"), called over
 // agent's Unix socket as the CLI calls it: the caller is this process (or

@@ -152,15 +152,11 @@ TEST_F(ViewConvergenceTest, ConcurrentWritersOfTheSameFilesLeaveEveryNodeReading
     ASSERT_TRUE(v1::Namespace::NewStub(b_->channel())->Versions(&vctx, vq, &versions).ok());
     std::map<uint64_t, int> stamps;
     for (const v1::FileVersion& v : versions.versions()) ties += stamps[v.version().hlc()]++ > 0;
-    v1::StatRequest q;
-    q.set_path("/cluster/race/" + name);
-    v1::StatResponse st;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
-    ASSERT_TRUE(v1::Namespace::NewStub(b_->channel())->Stat(&ctx, q, &st).ok());
-    ASSERT_TRUE(st.found()) << name;
-    ASSERT_EQ(st.inode().chunks_size(), 1) << name;
-    EXPECT_EQ(st.inode().chunks(0), Sha256(bytes)) << name << " reads " << bytes;
+    bool found = false;
+    v1::Inode recorded = RecordedInode(*b_, "/cluster/race/" + name, &found);
+    ASSERT_TRUE(found) << name;
+    ASSERT_EQ(recorded.chunks_size(), 1) << name;
+    EXPECT_EQ(recorded.chunks(0), Sha256(bytes)) << name << " reads " << bytes;
   }
   RecordProperty("ties", ties);
   std::cout << "versions that tied on the timestamp: " << ties << "\n";

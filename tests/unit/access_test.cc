@@ -4,7 +4,9 @@
 // (api/acting_as.h), and a peer's record of a set-user-ID root file is
 // refused (sync/record_codec.h). tests/integration/access_test.cc tries the
 // same as users would, against a real agent.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -86,6 +88,10 @@ TEST(JoinToken, IsReadTrimmedAndRefusedWhenShortOrReadableByAll) {
   EXPECT_EQ(*good, "0123456789abcdef0123");
   EXPECT_FALSE(ReadJoinTokenFile(write("short", "0123456789\n", 0600)).ok());
   EXPECT_FALSE(ReadJoinTokenFile(write("open", "0123456789abcdef0123\n", 0644)).ok());
+  EXPECT_FALSE(ReadJoinTokenFile(write("group", "0123456789abcdef0123\n", 0640)).ok());
+  EXPECT_TRUE(ReadJoinTokenFile(write("read-only", "0123456789abcdef0123\n", 0400)).ok());
+  EXPECT_FALSE(ReadJoinTokenFile(write("binary", std::string("0123456789abcdef\x01\xff", 18) + "\n", 0600)).ok())
+      << "gRPC metadata carries printable ASCII only";
   EXPECT_FALSE(ReadJoinTokenFile(dir / "absent").ok());
 }
 
@@ -99,25 +105,22 @@ TEST(ActingAs, TakesTheCallersRightsOnThisThreadOnlyAndGivesThemBack) {
   {
     Result<ActingAs> as = ActingAs::Take(Local(4242));
     ASSERT_TRUE(as.ok()) << as.status().message();
-    EXPECT_EQ(as->MayAccess(secret, W_OK, "secret").code(), Code::kPermissionDenied);
-    EXPECT_EQ(as->MayAccess(secret, R_OK, "secret").code(), Code::kPermissionDenied);
+    EXPECT_EQ(as->MayAccess(AT_FDCWD, secret, W_OK, "secret").code(), Code::kPermissionDenied);
+    EXPECT_EQ(as->MayAccess(AT_FDCWD, secret, R_OK, "secret").code(), Code::kPermissionDenied);
     // Another thread of the agent keeps root's rights meanwhile.
     bool other_thread_may = false;
     std::thread([&] { other_thread_may = access(secret.c_str(), W_OK) == 0; }).join();
     EXPECT_TRUE(other_thread_may);
   }
-  {
-    Result<ActingAs> as = ActingAs::Take(Local(0));
-    ASSERT_TRUE(as.ok());
-    EXPECT_TRUE(as->MayAccess(secret, W_OK, "secret").ok()) << "rights not given back";
-  }
+  EXPECT_EQ(access(secret.c_str(), W_OK), 0) << "this thread's rights were not given back";
+  EXPECT_EQ(syscall(SYS_setfsuid, -1), 0);
   Caller in_group = Local(4242);
   in_group.groups = {4343};
   ASSERT_EQ(chown(secret.c_str(), 0, 4343), 0);
   ASSERT_EQ(chmod(secret.c_str(), 0660), 0);
   Result<ActingAs> member = ActingAs::Take(in_group);
   ASSERT_TRUE(member.ok());
-  EXPECT_TRUE(member->MayAccess(secret, W_OK, "secret").ok()) << "the caller's groups count";
+  EXPECT_TRUE(member->MayAccess(AT_FDCWD, secret, W_OK, "secret").ok()) << "the caller's groups count";
   EXPECT_FALSE(ActingAs::Take(Caller{}).ok()) << "an anonymous caller cannot be acted for";
 }
 
@@ -137,6 +140,8 @@ TEST(PeerRecords, ASetuidOrSetgidFileOfRootIsRefusedUnlessAccepted) {
   };
   EXPECT_TRUE(refused(InodeRecord(04755, 0, 0), strict));
   EXPECT_TRUE(refused(InodeRecord(02755, 1000, 0), strict));
+  EXPECT_TRUE(refused(InodeRecord(02755, 0, 42), strict)) << "root's, set-group-ID to another group";
+  EXPECT_TRUE(refused(InodeRecord(04755, 0, 1000), strict));
   EXPECT_FALSE(refused(InodeRecord(0755, 0, 0), strict));
   EXPECT_FALSE(refused(InodeRecord(04755, 1000, 1000), strict)) << "a user's own set-user-ID file travels";
   EXPECT_FALSE(refused(InodeRecord(02775, 0, 0, v1::FILE_TYPE_DIRECTORY), strict)) << "setgid dirs only inherit";
