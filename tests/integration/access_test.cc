@@ -167,6 +167,23 @@ TEST_F(AccessTest, RestoreOfAnotherUsersFileIsRefusedAndOfOnesOwnAllowed) {
   EXPECT_TRUE(Eventually(*agent_, "stat -c %a /cluster/pub/shared && cat /cluster/pub/shared", "666\none\n"));
 }
 
+TEST_F(AccessTest, RestoreCountsTheCallersSupplementaryGroups) {
+  // Root's file, writable by group kBob only: Alice may restore it when she is in that group.
+  ASSERT_EQ(Root("f=/cluster/pub/team && echo one > $f && chgrp 4343 $f && chmod 0660 $f && sync $f && "
+                 "echo second > $f && sync $f").exit_code, 0);
+  std::string older = VersionOf("/cluster/pub/team", 4, 0660);
+  ASSERT_FALSE(older.empty());
+  std::vector<std::string> restore{OneboxBin(), "--socket", agent_->socket(), "restore", "/cluster/pub/team", older};
+  RunResult outside = Cli(kAlice, {"restore", "/cluster/pub/team", older});
+  EXPECT_EQ(outside.exit_code, 1) << "not in the group: " << outside.out;
+  std::vector<std::string> member{"setpriv", fmt::format("--reuid={}", kAlice), fmt::format("--regid={}", kAlice),
+                                  fmt::format("--groups={}", kBob)};
+  member.insert(member.end(), restore.begin(), restore.end());
+  RunResult in_group = RunCommand(member);
+  EXPECT_EQ(in_group.exit_code, 0) << in_group.err;
+  EXPECT_TRUE(Eventually(*agent_, "cat /cluster/pub/team", "one\n"));
+}
+
 TEST_F(AccessTest, KvWritesOutsideOnesOwnSpaceAreRefused) {
   ASSERT_EQ(Cli(0, {"kv", "put", "greeting", "root's"}).exit_code, 0);
   RunResult theirs = Cli(kAlice, {"kv", "put", "greeting", "alice's"});
@@ -175,6 +192,7 @@ TEST_F(AccessTest, KvWritesOutsideOnesOwnSpaceAreRefused) {
   EXPECT_EQ(Cli(kAlice, {"kv", "del", "greeting"}).exit_code, 1);
   EXPECT_EQ(Cli(kAlice, {"kv", "put", "uid/4343/x", "not hers"}).exit_code, 1);
   EXPECT_EQ(Cli(kAlice, {"kv", "put", "uid/4242", "the space itself is no key of hers"}).exit_code, 1);
+  EXPECT_EQ(Cli(kAlice, {"kv", "put", "uid/42420/x", "uid 42420's space, not hers"}).exit_code, 1);
   EXPECT_EQ(Cli(kAlice, {"kv", "get", "greeting"}).out, "root's\n") << "every caller reads every key";
 
   RunResult own = Cli(kAlice, {"kv", "put", "uid/4242/color", "blue"});
@@ -212,6 +230,11 @@ TEST_F(AccessTest, EveryMethodIsAdmittedByItsClassOverGrpc) {
         ++mutating;
         EXPECT_EQ(anonymous.error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
         EXPECT_EQ(RawCall(channel, method, token + "x").error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
+        {
+          std::string near = token;  // the same length, its last byte wrong: every byte counts
+          near.back() = near.back() == '0' ? '1' : '0';
+          EXPECT_EQ(RawCall(channel, method, near).error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
+        }
         EXPECT_NE(RawCall(channel, method, token).error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
         break;
     }
@@ -329,7 +352,7 @@ TEST_F(AccessTest, APublishOfAPathTheViewDoesNotShowRemovesNothing) {
 
 TEST_F(AccessTest, AgentsWithoutTheSameTokenDoNotJoin) {
   // Without a token, --join is refused at start, unless --insecure says so.
-  RunResult no_token = RunCommand({OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone",
+  RunResult no_token = RunCommand({"timeout", "10", OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone",
                                    "--listen", "127.0.0.1:0", "--socket", dir_ / "lone.sock", "--join",
                                    agent_->address()});
   EXPECT_EQ(no_token.exit_code, 1);
@@ -338,7 +361,7 @@ TEST_F(AccessTest, AgentsWithoutTheSameTokenDoNotJoin) {
   std::string readable = dir_ / "readable-token";
   std::ofstream(readable) << "0123456789abcdef0123456789abcdef\n";
   chmod(readable.c_str(), 0644);
-  RunResult open_file = RunCommand({OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone", "--listen",
+  RunResult open_file = RunCommand({"timeout", "10", OneboxBin(), "agent", "--name", "lone", "--data-dir", dir_ / "lone", "--listen",
                                     "127.0.0.1:0", "--socket", dir_ / "lone.sock", "--join-token-file", readable});
   EXPECT_EQ(open_file.exit_code, 1);
   EXPECT_NE(open_file.err.find("readable by it alone"), std::string::npos) << open_file.err;
