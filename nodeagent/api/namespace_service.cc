@@ -118,6 +118,7 @@ bool ViewShows(int root_fd, const std::string& key, const v1::Inode& now) {
 // the kernel's answer, asked with the caller's rights, from the view's root
 // down (no symlink followed on the way); the rest is chmod's and chown's rules.
 Status NamespaceService::MayRestore(const Caller& caller, const std::string& key, const Record& version) {
+  if (caller.uid == 0) return Status::Ok();  // root may write anything (a file whose directory is gone, too)
   v1::Inode want;
   if (Status s = ParseInode(key, version, &want); !s.ok()) return s;
   Result<Record> now_rec = store_.Get(key, Cf::kNs);
@@ -132,7 +133,7 @@ Status NamespaceService::MayRestore(const Caller& caller, const std::string& key
   }
   Status may = MayChangeEntry(caller, root_fd, key, exists ? &now : nullptr, want);
   close(root_fd);
-  if (!may.ok() || caller.uid == 0) return may;
+  if (!may.ok()) return may;
   bool same_metadata = exists && now.type() == want.type() && now.uid() == want.uid() && now.gid() == want.gid() &&
                        now.mode() == want.mode();
   // A write by anyone but the owner clears set-ID bits; putting them back is the owner's.
@@ -159,7 +160,7 @@ Status NamespaceService::MayChangeEntry(const Caller& caller, int root_fd, const
   if (parent < 0) {
     int err = errno;
     return err == EACCES ? Status::PermissionDenied(fmt::format("{}: permission denied", what))
-                         : Status::NotFound(fmt::format("{}: its directory is not in the view", what));
+                         : Status::NotFound(fmt::format("{}: its directory is gone; restore that first", what));
   }
   Status may;
   if (now != nullptr && now->type() == v1::FILE_TYPE_REGULAR && want.type() == v1::FILE_TYPE_REGULAR) {
@@ -168,7 +169,7 @@ Status NamespaceService::MayChangeEntry(const Caller& caller, int root_fd, const
     may = as->MayAccess(parent, "", W_OK | X_OK, "the directory of " + what);  // as creating or replacing it
     struct stat dir{};
     // A sticky directory (/tmp's kind): only the entry's or the directory's owner replaces an entry.
-    if (may.ok() && now != nullptr && caller.uid != 0 && now->uid() != caller.uid && fstat(parent, &dir) == 0 &&
+    if (may.ok() && now != nullptr && now->uid() != caller.uid && fstat(parent, &dir) == 0 &&
         (dir.st_mode & S_ISVTX) != 0 && dir.st_uid != caller.uid)
       may = Status::PermissionDenied(fmt::format("{}: another user's entry in a sticky directory", what));
   }
