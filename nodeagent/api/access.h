@@ -131,7 +131,7 @@ class AccessGate {
 
 // Reads a join token from a file: its first line, without surrounding
 // white space; refused when shorter than kMinJoinTokenBytes, not printable
-// ASCII, or when the file is not the agent's user's alone (mode 0600 or 0400).
+// ASCII, or when the file is not the agent's user's alone (no group or other bits).
 Result<std::string> ReadJoinTokenFile(const std::string& path);
 
 }  // namespace onebox

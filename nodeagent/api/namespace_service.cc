@@ -97,26 +97,35 @@ void NamespaceService::AddLocalCalls(LocalCalls& calls) {
 
 namespace {
 
-bool IsSetId(const v1::Inode& inode) { return (inode.mode() & (S_ISUID | S_ISGID)) != 0; }
+bool SameType(const struct stat& st, v1::FileType type) {
+  switch (type) {
+    case v1::FILE_TYPE_REGULAR: return S_ISREG(st.st_mode);
+    case v1::FILE_TYPE_DIRECTORY: return S_ISDIR(st.st_mode);
+    case v1::FILE_TYPE_SYMLINK: return S_ISLNK(st.st_mode);
+    default: return !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISLNK(st.st_mode);
+  }
+}
 
-// Whether the view shows key as the store's current record says (its type):
-// only then is what the kernel is asked about the entry being restored.
-bool ViewShows(int root_fd, const std::string& key, const v1::Inode& now) {
-  int fd = OpenBeneath(root_fd, key, O_PATH);
-  if (fd < 0) return false;
-  struct stat st{};
-  bool same = fstat(fd, &st) == 0 && ((now.type() == v1::FILE_TYPE_REGULAR && S_ISREG(st.st_mode)) ||
-                                      (now.type() == v1::FILE_TYPE_DIRECTORY && S_ISDIR(st.st_mode)) ||
-                                      (now.type() == v1::FILE_TYPE_SYMLINK && S_ISLNK(st.st_mode)));
-  close(fd);
-  return same;
+// chown's and chmod's rules for the version's owner, group and mode: the
+// owner stays the caller, and a group (or a set-group-ID bit) only one the
+// caller is in.
+Status MayPutBackMetadata(const Caller& caller, const std::string& what, const v1::Inode& want, const v1::Inode* now) {
+  bool group_changes = now == nullptr || now->gid() != want.gid() || (want.mode() & S_ISGID) != 0;
+  if (want.uid() == caller.uid && (!group_changes || caller.InGroup(want.gid()))) return Status::Ok();
+  return Status::PermissionDenied(fmt::format(
+      "{}: that version is owned by uid {} gid {} (mode {:o}); you may put back only a version of your own, "
+      "of a group of yours",
+      what, want.uid(), want.gid(), want.mode()));
 }
 
 }  // namespace
 
-// The rule of namespace_service.h. What the caller may do to the entry is
-// the kernel's answer, asked with the caller's rights, from the view's root
-// down (no symlink followed on the way); the rest is chmod's and chown's rules.
+// The rule of namespace_service.h. A user restores only an entry of their own
+// (as only the owner may chmod it; a version's content may be one its mode or
+// a directory once kept from others), reached with the caller's search
+// rights from the view's root down, no symlink followed; writing it needs
+// what a shell would need: the file's write permission for content, the
+// directory's for an entry replaced or made.
 Status NamespaceService::MayRestore(const Caller& caller, const std::string& key, const Record& version) {
   if (caller.uid == 0) return Status::Ok();  // root may write anything (a file whose directory is gone, too)
   v1::Inode want;
@@ -124,27 +133,11 @@ Status NamespaceService::MayRestore(const Caller& caller, const std::string& key
   Result<Record> now_rec = store_.Get(key, Cf::kNs);
   v1::Inode now;
   bool exists = now_rec.ok() && ParseInode(key, *now_rec, &now).ok();
-  std::string what = "/" + key;
   int root_fd = open(view_root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0) return Status::IOError(fmt::format("open the view {}: {}", view_root_, strerror(errno)));
-  if (exists && !ViewShows(root_fd, key, now)) {
-    close(root_fd);
-    return Status::Unavailable(fmt::format("{}: the view has not caught up with its record yet; try again", what));
-  }
   Status may = MayChangeEntry(caller, root_fd, key, exists ? &now : nullptr, want);
   close(root_fd);
-  if (!may.ok()) return may;
-  bool same_metadata = exists && now.type() == want.type() && now.uid() == want.uid() && now.gid() == want.gid() &&
-                       now.mode() == want.mode();
-  // A write by anyone but the owner clears set-ID bits; putting them back is the owner's.
-  if (same_metadata && (!IsSetId(want) || want.uid() == caller.uid)) return Status::Ok();
-  // chmod and chown: only the owner changes the mode, and the owner stays.
-  bool own_now = !exists || now.uid() == caller.uid;
-  if (own_now && want.uid() == caller.uid && caller.InGroup(want.gid())) return Status::Ok();
-  return Status::PermissionDenied(fmt::format(
-      "{}: that version is owned by uid {} gid {} with mode {:o}; only the owner of the file (and of that version, "
-      "in its group) or root may put back other owners or modes than the file has now, or set-ID bits",
-      what, want.uid(), want.gid(), want.mode()));
+  return may;
 }
 
 Status NamespaceService::MayChangeEntry(const Caller& caller, int root_fd, const std::string& key,
@@ -162,19 +155,29 @@ Status NamespaceService::MayChangeEntry(const Caller& caller, int root_fd, const
     return err == EACCES ? Status::PermissionDenied(fmt::format("{}: permission denied", what))
                          : Status::NotFound(fmt::format("{}: its directory is gone; restore that first", what));
   }
-  Status may;
-  if (now != nullptr && now->type() == v1::FILE_TYPE_REGULAR && want.type() == v1::FILE_TYPE_REGULAR) {
-    may = as->MayAccess(parent, name, W_OK, what);  // the content, as a shell redirection would
-  } else {
-    may = as->MayAccess(parent, "", W_OK | X_OK, "the directory of " + what);  // as creating or replacing it
-    struct stat dir{};
-    // A sticky directory (/tmp's kind): only the entry's or the directory's owner replaces an entry.
-    if (may.ok() && now != nullptr && now->uid() != caller.uid && fstat(parent, &dir) == 0 &&
-        (dir.st_mode & S_ISVTX) != 0 && dir.st_uid != caller.uid)
-      may = Status::PermissionDenied(fmt::format("{}: another user's entry in a sticky directory", what));
-  }
+  Status may = MayChangeEntryIn(*as, caller, parent, name, what, now, want);
   close(parent);
   return may;
+}
+
+Status NamespaceService::MayChangeEntryIn(const ActingAs& as, const Caller& caller, int parent, const std::string& name,
+                                          const std::string& what, const v1::Inode* now, const v1::Inode& want) {
+  struct stat entry{};
+  bool in_view = fstatat(parent, name.c_str(), &entry, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!in_view && errno == EACCES)  // no search right on its directory
+    return Status::PermissionDenied(fmt::format("{}: permission denied", what));
+  // Fifos, sockets and devices of other nodes are never made here: their record is all there is.
+  if (now != nullptr && now->type() != v1::FILE_TYPE_OTHER && !(in_view && SameType(entry, now->type())))
+    return Status::Unavailable(fmt::format("{}: the view has not caught up with its record yet; try again", what));
+  uid_t owner = in_view ? entry.st_uid : now != nullptr ? now->uid() : caller.uid;
+  if (owner != caller.uid)
+    return Status::PermissionDenied(
+        fmt::format("{}: only its owner (uid {}) or root restores it, as only they may chmod it", what, owner));
+  if (Status s = MayPutBackMetadata(caller, what, want, now); !s.ok()) return s;
+  bool stays = now != nullptr && now->type() == want.type();
+  if (stays && want.type() == v1::FILE_TYPE_REGULAR) return as.MayAccess(parent, name, W_OK, what);  // its content
+  if (stays && want.type() == v1::FILE_TYPE_DIRECTORY) return Status::Ok();  // its metadata: the owner's chmod
+  return as.MayAccess(parent, "", W_OK | X_OK, "the directory of " + what);  // an entry replaced or made
 }
 
 Status NamespaceService::DoRestore(const Caller& caller, const v1::RestoreRequest& q, v1::RestoreResponse* r) {

@@ -1,11 +1,11 @@
 // onebox.v1.Namespace: the namespace as this node recorded it (the ns
 // family), by cluster path: Stat, List, the versions a path has had here
 // (Versions) and putting one back (Restore). Restore acts as its caller
-// (api/access.h): it needs the right to write the file as it is now, or to
-// create it in its directory if it is gone; a version whose owner, group or
-// mode differ from the file's now, or that is set-ID, only by the owner of
-// the file and of the version (or root), as chmod and chown would; so it
-// comes over the agent's Unix socket.
+// (api/access.h), so it comes over the agent's Unix socket: a user restores
+// an entry of their own only, with a version of their own (of a group of
+// theirs), and needs what a shell would need to write it: the file's write
+// permission for its content, the directory's to replace or make an entry.
+// Root restores anything.
 #pragma once
 
 #include <functional>
@@ -15,6 +15,7 @@
 
 #include "consistency/store.h"
 #include "nodeagent/api/access.h"
+#include "nodeagent/api/acting_as.h"
 #include "nodeagent/api/local_calls.h"
 #include "nodeagent/daemon/work_pool.h"
 #include "onebox/v1/namespace.grpc.pb.h"
@@ -48,10 +49,11 @@ class NamespaceService final
   Status DoVersions(const v1::VersionsRequest& q, v1::VersionsResponse* r);
   Status DoRestore(const Caller& caller, const v1::RestoreRequest& q, v1::RestoreResponse* r);
   Status MayRestore(const Caller& caller, const std::string& key, const Record& version);
-  // The kernel's answer for the caller: may it write the file (now: the
-  // store's current record, regular), or else change its directory.
+  // The rule's steps with the caller's rights (now: the store's current record, if any).
   Status MayChangeEntry(const Caller& caller, int root_fd, const std::string& key, const v1::Inode* now,
                         const v1::Inode& want);
+  static Status MayChangeEntryIn(const ActingAs& as, const Caller& caller, int parent, const std::string& name,
+                                 const std::string& what, const v1::Inode* now, const v1::Inode& want);
 
   const AccessGate& gate_;
   Store& store_;

@@ -63,8 +63,8 @@ class ShimHandlers {
 
   Parts parts_;
   WorkPool work_{4, "onebox-shim"};
-  WorkPool announce_work_{1, "onebox-announce"};
-  WorkPool calls_work_{2, "onebox-calls"};  // kCalls: the CLI's writes  // symlink announcements in the first 400 ms
+  WorkPool announce_work_{1, "onebox-announce"};  // symlink announcements in the first 400 ms
+  WorkPool calls_work_{4, "onebox-calls"};        // kCalls: the CLI's writes
 };
 
 }  // namespace onebox

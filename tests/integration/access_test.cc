@@ -121,7 +121,7 @@ TEST_F(AccessTest, RestoreOfAnotherUsersFileIsRefusedAndOfOnesOwnAllowed) {
   ASSERT_FALSE(older.empty());
   RunResult refused = Cli(kAlice, {"restore", "/cluster/sec/s", older});
   EXPECT_EQ(refused.exit_code, 1);
-  EXPECT_NE(refused.err.find("permission denied"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("only its owner (uid 0) or root restores it"), std::string::npos) << refused.err;
   EXPECT_EQ(Root("cat /cluster/sec/s").out, "second\n") << "a refused restore changed the file";
   // Over gRPC, where the caller is anonymous, the CLI does not even try.
   RunResult over_grpc = RunCommand(AsUser(kAlice, {OneboxBin(), "--agent", agent_->address(), "restore",
@@ -136,7 +136,7 @@ TEST_F(AccessTest, RestoreOfAnotherUsersFileIsRefusedAndOfOnesOwnAllowed) {
   ASSERT_FALSE(hers.empty());
   RunResult bob = Cli(kBob, {"restore", "/cluster/pub/mine", hers});
   EXPECT_EQ(bob.exit_code, 1) << bob.out;
-  EXPECT_NE(bob.err.find("permission denied"), std::string::npos) << bob.err;
+  EXPECT_NE(bob.err.find("only its owner (uid 4242)"), std::string::npos) << bob.err;
   RunResult alice = Cli(kAlice, {"restore", "/cluster/pub/mine", hers});
   EXPECT_EQ(alice.exit_code, 0) << alice.err;
   EXPECT_TRUE(Eventually(*agent_, "cat /cluster/pub/mine", "one\n"));
@@ -150,38 +150,55 @@ TEST_F(AccessTest, RestoreOfAnotherUsersFileIsRefusedAndOfOnesOwnAllowed) {
   EXPECT_EQ(takeover.exit_code, 1) << takeover.out;
   EXPECT_EQ(Root("stat -c %u /cluster/pub/taken").out, "0\n");
 
-  // Root's world-writable file: Alice may write it, so she may put back its
-  // content, but not a version of another mode (as only chmod by its owner would).
+  // Root's world-writable file: Alice may write it, but not put back its old
+  // content (the content might have been one she could not read then), nor a
+  // set-user-ID version. Neither is hers.
   // (sync records each step now: the recorder would take quick changes together.)
   ASSERT_EQ(Root("f=/cluster/pub/shared && umask 0 && echo one > $f && sync $f && chmod 04755 $f && sync $f && "
                  "chmod 0666 $f && sync $f && echo second > $f && sync $f")
                 .exit_code,
             0);
-  std::string setuid = VersionOf("/cluster/pub/shared", 4, 04755);
-  std::string same_mode = VersionOf("/cluster/pub/shared", 4, 0666);
-  RunResult privileged = Cli(kAlice, {"restore", "/cluster/pub/shared", setuid});
-  EXPECT_EQ(privileged.exit_code, 1);
-  EXPECT_NE(privileged.err.find("only the owner of the file"), std::string::npos) << privileged.err;
-  RunResult content = Cli(kAlice, {"restore", "/cluster/pub/shared", same_mode});
-  EXPECT_EQ(content.exit_code, 0) << content.err;
-  EXPECT_TRUE(Eventually(*agent_, "stat -c %a /cluster/pub/shared && cat /cluster/pub/shared", "666\none\n"));
+  for (uint32_t mode : {04755u, 0666u}) {
+    RunResult theirs = Cli(kAlice, {"restore", "/cluster/pub/shared", VersionOf("/cluster/pub/shared", 4, mode)});
+    EXPECT_EQ(theirs.exit_code, 1) << std::oct << mode;
+    EXPECT_NE(theirs.err.find("only its owner"), std::string::npos) << theirs.err;
+  }
+  EXPECT_EQ(Root("stat -c %a /cluster/pub/shared && cat /cluster/pub/shared").out, "666\nsecond\n");
+
+  // Her own read-only file: as for a shell redirection, she chmods it first.
+  ASSERT_EQ(User(kAlice, "f=/cluster/pub/ro && echo one > $f && sync $f && echo second > $f && chmod 0444 $f && "
+                         "sync $f")
+                .exit_code,
+            0);
+  std::string first = VersionOf("/cluster/pub/ro", 4, 0644);
+  RunResult read_only = Cli(kAlice, {"restore", "/cluster/pub/ro", first});
+  EXPECT_EQ(read_only.exit_code, 1);
+  EXPECT_NE(read_only.err.find("permission denied"), std::string::npos) << read_only.err;
+  ASSERT_EQ(User(kAlice, "chmod 0644 /cluster/pub/ro && sync /cluster/pub/ro").exit_code, 0);
+  EXPECT_EQ(Cli(kAlice, {"restore", "/cluster/pub/ro", first}).exit_code, 0);
 }
 
 TEST_F(AccessTest, RestoreCountsTheCallersSupplementaryGroups) {
-  // Root's file, writable by group kBob only: Alice may restore it when she is in that group.
-  ASSERT_EQ(Root("f=/cluster/pub/team && echo one > $f && chgrp 4343 $f && chmod 0660 $f && sync $f && "
-                 "echo second > $f && sync $f").exit_code, 0);
-  std::string older = VersionOf("/cluster/pub/team", 4, 0660);
-  ASSERT_FALSE(older.empty());
-  std::vector<std::string> restore{OneboxBin(), "--socket", agent_->socket(), "restore", "/cluster/pub/team", older};
-  RunResult outside = Cli(kAlice, {"restore", "/cluster/pub/team", older});
-  EXPECT_EQ(outside.exit_code, 1) << "not in the group: " << outside.out;
-  std::vector<std::string> member{"setpriv", fmt::format("--reuid={}", kAlice), fmt::format("--regid={}", kAlice),
+  // A directory only group kBob may enter; Alice, in that group, keeps a file there.
+  ASSERT_EQ(Root("mkdir /cluster/team && chgrp 4343 /cluster/team && chmod 0770 /cluster/team").exit_code, 0);
+  auto in_team = [&](std::vector<std::string> argv) {
+    std::vector<std::string> full{"setpriv", fmt::format("--reuid={}", kAlice), fmt::format("--regid={}", kAlice),
                                   fmt::format("--groups={}", kBob)};
-  member.insert(member.end(), restore.begin(), restore.end());
-  RunResult in_group = RunCommand(member);
+    full.insert(full.end(), argv.begin(), argv.end());
+    return full;
+  };
+  RunResult wrote = RunCommand(in_team({"bash", "-c", "f=/cluster/team/f && echo one > $f && sync $f && "
+                                                      "echo second > $f && sync $f"}),
+                               {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent_->socket()}});
+  ASSERT_EQ(wrote.exit_code, 0) << wrote.err;
+  std::string older = VersionOf("/cluster/team/f", 4, 0644);
+  ASSERT_FALSE(older.empty());
+  RunResult outside = Cli(kAlice, {"restore", "/cluster/team/f", older});  // without her groups
+  EXPECT_EQ(outside.exit_code, 1) << "the directory let her in without her group: " << outside.out;
+  EXPECT_NE(outside.err.find("permission denied"), std::string::npos) << outside.err;
+  RunResult in_group = RunCommand(in_team({OneboxBin(), "--socket", agent_->socket(), "restore", "/cluster/team/f", older}));
   EXPECT_EQ(in_group.exit_code, 0) << in_group.err;
-  EXPECT_TRUE(Eventually(*agent_, "cat /cluster/pub/team", "one\n"));
+  EXPECT_TRUE(Eventually(*agent_, "cat /cluster/team/f", "one\n"));
 }
 
 TEST_F(AccessTest, KvWritesOutsideOnesOwnSpaceAreRefused) {
