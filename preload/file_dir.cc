@@ -196,6 +196,8 @@ int symlinkat(const char* target, int dirfd, const char* linkpath) {
 
 int chmod(const char* path, mode_t mode) { return ChmodAt(AT_FDCWD, path, mode, 0); }
 int fchmodat(int dirfd, const char* path, mode_t mode, int flags) { return ChmodAt(dirfd, path, mode, flags); }
+// glibc's own lchmod calls its fchmodat inside libc, where the shim never sees it.
+int lchmod(const char* path, mode_t mode) { return ChmodAt(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW); }
 int chown(const char* path, uid_t uid, gid_t gid) { return ChownAt(AT_FDCWD, path, uid, gid, 0); }
 int lchown(const char* path, uid_t uid, gid_t gid) { return ChownAt(AT_FDCWD, path, uid, gid, AT_SYMLINK_NOFOLLOW); }
 int fchownat(int dirfd, const char* path, uid_t uid, gid_t gid, int flags) {

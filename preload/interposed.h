@@ -109,6 +109,7 @@
   X(file_dir, symlinkat, kPartial, "as symlink")                                                                        \
   X(file_dir, chmod, kFull, "on the view file; the mode travels to the other nodes")                                    \
   X(file_dir, fchmodat, kFull, "as chmod")                                                                              \
+  X(file_dir, lchmod, kFull, "as fchmodat with AT_SYMLINK_NOFOLLOW (mkfifo -m, mknod -m use it)")                        \
   X(file_dir, chown, kPartial, "on the view file; the owner travels only when the agents run as root")                  \
   X(file_dir, lchown, kPartial, "as chown, of the link itself")                                                         \
   X(file_dir, fchownat, kPartial, "as chown or lchown")                                                                 \

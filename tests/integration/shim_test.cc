@@ -664,6 +664,10 @@ TEST_F(ShimTest, EveryInterposedFunctionBehavesAsNatively) {
   RunResult cross = Sh("touch /cluster/probe/x && python3 -c 'import os\ntry: os.rename(\"/cluster/probe/x\", \"" +
                        (dir_ / "x") + "\")\nexcept OSError as e: print(e.errno == 18)'");
   EXPECT_EQ(cross.out, "True\n") << cross.err;
+  // Tools that set a mode after making the entry (mkfifo -m calls lchmod) as natively.
+  RunResult modes = Sh("mkfifo -m 666 /cluster/probe/fifo && mknod -m 600 /cluster/probe/fifo2 p && "
+                       "stat -c %a /cluster/probe/fifo /cluster/probe/fifo2");
+  EXPECT_EQ(modes.out, "666\n600\n") << modes.err;
 }
 
 TEST_F(ShimTest, OneboxExecRunsACommandUnderTheShim) {

@@ -252,6 +252,8 @@ int main(int argc, char** argv) {
   CALL("symlinkat", symlinkat("g3", AT_FDCWD, P("d/l2")));
   CALL("chmod", chmod(P("d/f"), 0604));
   CALL("fchmodat", fchmodat(AT_FDCWD, P("d/l"), 0644, 0));
+  CALL("lchmod", lchmod(P("d/f"), 0640));  /* glibc's own calls fchmodat inside libc */
+  CALL("lchmod back", lchmod(P("d/f"), 0604));
   St("mode after chmod", stat(P("d/f"), &st), &st);
   CALL("chown", chown(P("d/f"), getuid(), getgid()));
   CALL("lchown", lchown(P("d/l"), getuid(), getgid()));
