@@ -8,14 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <grpcpp/generic/generic_stub.h>
 
 #include "consistency/hlc.h"
 #include "consistency/record.h"
@@ -45,26 +42,7 @@ std::vector<std::string> AsUser(uid_t uid, std::vector<std::string> argv) {
 // A call with the empty request, as grpcurl or any program could make it.
 grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
                      const std::string& join_token = "") {
-  grpc::GenericStub generic(channel);
-  grpc::ByteBuffer req, resp;
-  grpc::Slice empty("");
-  req = grpc::ByteBuffer(&empty, 1);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
-  if (!join_token.empty()) ctx.AddMetadata(kJoinTokenHeader, join_token);
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status result;
-  generic.UnaryCall(&ctx, method, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
-    std::lock_guard lock(mu);
-    result = s;
-    done = true;
-    cv.notify_one();
-  });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done; });
-  return result;
+  return RawUnaryCall(channel, method, "", join_token);
 }
 
 class AccessTest : public ::testing::Test {

@@ -168,26 +168,7 @@ TEST_F(AgentTest, RefusesBadInputWithInvalidArgumentAndStaysUp) {
   expect_invalid(stub->Scan(Ctx().get(), big_scan, &sr), "exceeds the maximum of 10000");
 
   // Bytes that are no GetRequest at all, and a key that is not UTF-8.
-  grpc::GenericStub generic(agent->channel());
-  auto call_raw = [&](const std::string& bytes) {
-    grpc::Slice slice(bytes);
-    grpc::ByteBuffer req(&slice, 1), resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    grpc::Status result;
-    generic.UnaryCall(&ctx, "/onebox.v1.Store/Get", grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
-      std::lock_guard lock(mu);
-      result = s;
-      done = true;
-      cv.notify_one();
-    });
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return done; });
-    return result;
-  };
+  auto call_raw = [&](const std::string& bytes) { return RawUnaryCall(agent->channel(), "/onebox.v1.Store/Get", bytes); };
   expect_invalid(call_raw("\xff\xff\xff\xff garbage"), "malformed request");
   expect_invalid(call_raw(std::string("\x0a\x02\xff\xfe", 4)), "malformed request");  // key: invalid UTF-8
 

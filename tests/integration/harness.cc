@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <grpcpp/generic/generic_stub.h>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nodeagent/api/access.h"
@@ -251,6 +253,29 @@ void AddTestJoinToken(grpc::ClientContext* ctx) {
   std::string token;
   std::getline(in, token);
   ctx->AddMetadata(kJoinTokenHeader, token);
+}
+
+grpc::Status RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                          const std::string& bytes, const std::string& join_token) {
+  grpc::GenericStub generic(channel);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer req(&slice, 1), resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!join_token.empty()) ctx.AddMetadata(kJoinTokenHeader, join_token);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  generic.UnaryCall(&ctx, method, grpc::StubOptions(), &req, &resp, [&](grpc::Status s) {
+    std::lock_guard lock(mu);
+    result = s;
+    done = true;
+    cv.notify_one();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return result;
 }
 
 v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* found) {

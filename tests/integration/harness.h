@@ -68,6 +68,12 @@ v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* foun
 grpc::Status CallOverSocket(AgentProcess& agent, const std::string& method, const google::protobuf::Message& req,
                             google::protobuf::Message* resp);
 
+// One unary call of method with these request bytes, as any gRPC program
+// could make it (no generated stub, so any bytes): with join_token in the
+// metadata when it is given.
+grpc::Status RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                          const std::string& bytes, const std::string& join_token = "");
+
 // cmd run by bash under the shim of agent.
 RunResult Shell(AgentProcess& agent, const std::string& cmd);
 // Runs cmd (Shell) until it succeeds with want as its output.
