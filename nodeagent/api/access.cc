@@ -82,14 +82,15 @@ bool Caller::InGroup(gid_t g) const { return g == gid || std::find(groups.begin(
 
 Caller AccessGate::OfGrpc(const grpc::ServerContextBase& ctx) const {
   Caller caller;
-  caller.source = ctx.peer();
   if (token_.empty()) {
     caller.proven_peer = insecure_;
-    return caller;
+  } else {
+    const auto& metadata = ctx.client_metadata();
+    auto it = metadata.find(kJoinTokenHeader);
+    caller.proven_peer = it != metadata.end() && TokenMatches(std::string_view(it->second.data(), it->second.size()));
   }
-  const auto& metadata = ctx.client_metadata();
-  auto it = metadata.find(kJoinTokenHeader);
-  caller.proven_peer = it != metadata.end() && TokenMatches(std::string_view(it->second.data(), it->second.size()));
+  // Named for the log of a refusal only: a proven peer's calls (replication's) are never refused.
+  if (!caller.proven_peer) caller.source = ctx.peer();
   return caller;
 }
 
