@@ -444,6 +444,18 @@ int Claim(const char* rel_path) {
   return AskAlone(req, 10'000);
 }
 
+int SignalGpid(long long gpid, int sig, bool has_value, long long value) {
+  Onebox__V1__ShimSignalRequest signal = ONEBOX__V1__SHIM_SIGNAL_REQUEST__INIT;
+  signal.gpid = gpid;
+  signal.signal = sig;
+  signal.has_value = has_value;
+  signal.value = value;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_SIGNAL;
+  req.signal = &signal;
+  return AskAlone(req, 10'000);
+}
+
 bool MayHavePeers() {
   const StatePage* page = state_page.load(std::memory_order_acquire);
   return page != nullptr && page->peers_alive.load(std::memory_order_relaxed) != 0;

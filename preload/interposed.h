@@ -146,6 +146,9 @@
   X(file_write, pwritev64, kPartial, "as write")                                                                        \
   X(file_write, pwritev2, kPartial, "as write, and RWF_DSYNC or RWF_SYNC on any cluster fd publishes too")              \
   X(file_write, pwritev64v2, kPartial, "as pwritev2")                                                                   \
+  X(process_signal, kill, kFull, "a gpid of another node (onebox ps) is signalled there, with the caller's rights; a local pid is libc's") \
+  X(process_signal, killpg, kFull, "as kill, for the process group of a gpid")                                          \
+  X(process_signal, sigqueue, kFull, "as kill, with the value; the receiver's si_pid is its node agent's pid")           \
   X(raw_syscall, syscall, kPartial, "path-taking numbers go through the functions above; other numbers (openat2) pass through") \
   X(fd_guard, close, kPassthrough, "closing one of the shim's fds (agent socket, view root) takes it; the shim reconnects") \
   X(fd_guard, dup, kPassthrough, "the copy takes over the O_SYNC state of the fd it copies")                            \

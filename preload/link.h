@@ -19,6 +19,10 @@ int Hydrate(const char* rel_path);
 // O_CREAT|O_EXCL or mkdir of rel_path (below the view root): asks the agent
 // to win the name from the live members first. 0 or an errno (EEXIST).
 int Claim(const char* rel_path);
+// kill, killpg or sigqueue of a gpid (negative: a process group): the
+// agent sends it to the gpid's node, as this process's user. 0 or an errno
+// (EPERM, ESRCH, EINVAL; ENOTCONN when no agent answers).
+int SignalGpid(long long gpid, int sig, bool has_value, long long value);
 // True when the agent's state page says other members are alive: only then
 // is an exclusive creation claimed across the cluster.
 bool MayHavePeers();

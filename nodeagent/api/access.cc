@@ -3,6 +3,7 @@
 #include "onebox/v1/cluster.pb.h"
 #include "onebox/v1/namespace.pb.h"
 #include "onebox/v1/peer.pb.h"
+#include "onebox/v1/process.pb.h"
 #include "onebox/v1/store.pb.h"
 
 #include <sys/stat.h>
@@ -46,7 +47,8 @@ std::vector<std::string> ApiServices() {
   // A message of each file names the file (and links its descriptors in).
   for (const google::protobuf::FileDescriptor* file :
        {v1::StatusRequest::descriptor()->file(), v1::GetRequest::descriptor()->file(),
-        v1::StatRequest::descriptor()->file(), v1::GossipRequest::descriptor()->file()})
+        v1::StatRequest::descriptor()->file(), v1::GossipRequest::descriptor()->file(),
+        v1::ListProcessesRequest::descriptor()->file()})
     for (int i = 0; i < file->service_count(); ++i) names.push_back(file->service(i)->full_name());
   return names;
 }

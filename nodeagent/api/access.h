@@ -40,6 +40,8 @@
   X(Namespace, List, kReadOnly, "a directory's records")                                                 \
   X(Namespace, Versions, kReadOnly, "the versions of a path this node holds")                            \
   X(Namespace, Restore, kCallerActing, "puts a version back: needs the right to write the file")         \
+  X(Process, List, kReadOnly, "the processes of every live node, as ps shows its own")                  \
+  X(Process, Signal, kCallerActing, "a signal, sent with the caller's rights on the target's node")       \
   X(Peer, Gossip, kPeer, "membership")                                                                   \
   X(Peer, Replicate, kPeer, "a batch of records")                                                        \
   X(Peer, ReplicateStream, kPeer, "batches of records, one stream")                                      \
@@ -48,7 +50,10 @@
   X(Peer, BucketDigests, kPeer, "anti-entropy: what this node holds, in digests")                        \
   X(Peer, ReadBucket, kPeer, "anti-entropy: a bucket's records")                                         \
   X(Peer, Claim, kPeer, "a vote on an exclusive create")                                                 \
-  X(Peer, ReadRecord, kPeer, "a quorum read")
+  X(Peer, ReadRecord, kPeer, "a quorum read")                                                            \
+  X(Peer, ListProcesses, kPeer, "this node's processes, for another's Process/List")                     \
+  X(Peer, SignalProcess, kPeer, "a signal for a caller of another node, with the caller's credentials")  \
+  X(Peer, Run, kPeer, "onebox run: a process started as the caller of another node, its stdio and signals")
 
 namespace onebox {
 

@@ -65,4 +65,30 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PeerService::Replic
   return new ReplicateStreamReactor(local_, pool_);
 }
 
+namespace {
+
+class GrpcRunPeerStream final : public RunPeerStream {
+ public:
+  GrpcRunPeerStream(grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::RunOutput, v1::RunInput>* stream)
+      : ctx_(ctx), stream_(stream) {}
+  bool Read(v1::RunInput* in) override { return stream_->Read(in); }
+  bool Write(const v1::RunOutput& out) override { return stream_->Write(out); }
+  bool Cancelled() override { return ctx_->IsCancelled(); }
+
+ private:
+  grpc::ServerContext* ctx_;
+  grpc::ServerReaderWriter<v1::RunOutput, v1::RunInput>* stream_;
+};
+
+}  // namespace
+
+grpc::Status PeerService::Run(grpc::ServerContext* ctx,
+                              grpc::ServerReaderWriter<v1::RunOutput, v1::RunInput>* stream) {
+  Caller caller = gate_.OfGrpc(*ctx);
+  if (Status admitted = gate_.Admit(api_method::Peer_Run::kClass, api_method::Peer_Run::kName, caller); !admitted.ok())
+    return ToGrpc(admitted);
+  GrpcRunPeerStream run(ctx, stream);
+  return ToGrpc(runs_.Serve(run));
+}
+
 }  // namespace onebox

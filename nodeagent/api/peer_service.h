@@ -14,6 +14,7 @@
 #include "nodeagent/api/unary.h"
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/peer/peer_link.h"
+#include "nodeagent/process/run_executor.h"
 #include "onebox/v1/peer.grpc.pb.h"
 
 namespace onebox {
@@ -23,9 +24,11 @@ class PeerService final
           v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<
               v1::Peer::WithRawCallbackMethod_BucketDigests<v1::Peer::WithRawCallbackMethod_ReadBucket<
                   v1::Peer::WithRawCallbackMethod_Claim<v1::Peer::WithRawCallbackMethod_ReadRecord<
-                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>> {
+                      v1::Peer::WithRawCallbackMethod_ListProcesses<v1::Peer::WithRawCallbackMethod_SignalProcess<
+                          v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>> {
  public:
-  PeerService(const AccessGate& gate, PeerLink& local) : gate_(gate), local_(local), pool_(2, "onebox-peer") {}
+  PeerService(const AccessGate& gate, PeerLink& local, RunExecutor& runs)
+      : gate_(gate), local_(local), runs_(runs), pool_(2, "onebox-peer") {}
 
 #define ONEBOX_PEER_SERVICE_METHOD(method, Req, Resp, runs)                                                  \
   grpc::ServerUnaryReactor* method(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,               \
@@ -38,11 +41,15 @@ class PeerService final
 #undef ONEBOX_PEER_SERVICE_METHOD
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ReplicateStream(grpc::CallbackServerContext* ctx) override;
+  // A run lives as long as its process: a blocking handler on a thread of
+  // gRPC's synchronous pool, never one of the callback threads.
+  grpc::Status Run(grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::RunOutput, v1::RunInput>* stream) override;
 
  private:
   WorkPool* PoolFor(PeerCallRuns runs) { return runs == PeerCallRuns::kPool ? &pool_ : nullptr; }
   const AccessGate& gate_;
   PeerLink& local_;
+  RunExecutor& runs_;
   WorkPool pool_;  // applying a batch writes to RocksDB
 };
 

@@ -26,6 +26,7 @@ Cli::Cli(CLI::App& app) {
       ->capture_default_str();
   AddNodeAndFileCommands(app);
   AddKvCommands(app);
+  AddProcessCommands(app);
 }
 
 void Cli::AddNodeAndFileCommands(CLI::App& app) {
@@ -72,12 +73,31 @@ void Cli::AddKvCommands(CLI::App& app) {
   kv_scan_->add_flag("--keys-only", scan_.keys_only, "print keys without values");
 }
 
+void Cli::AddProcessCommands(CLI::App& app) {
+  ps_ = app.add_subcommand("ps", "list the processes of every live node (those under onebox; --all: every one)");
+  ps_->add_option("--node", ps_options_.node, "only this node (a name or an index)");
+  ps_->add_option("--user", ps_options_.user, "only this user's (a name or a uid)");
+  ps_->add_flag("--all", ps_options_.all, "every process, not only those under onebox");
+  kill_ = app.add_subcommand("kill", "send a signal to processes of any node: kill [-s SIGNAL | -SIGNAL] GPID...");
+  // -9, -TERM and negative group ids are kill(1)'s, not options: the words are parsed by CmdKill.
+  kill_->prefix_command()->allow_extras()->fallthrough(false);
+  run_ = app.add_subcommand("run", "run CMD on a node of the cluster, as a local child (its stdio, signals, exit)");
+  run_->add_option("--node", run_options_.node, "the node (a name or an index; default: this one)");
+  run_->add_option("--cwd", run_options_.cwd, "working directory there (a /cluster path; default: the current one)");
+  auto* tty = run_->add_flag("-t", run_options_.tty, "give the program a pseudo-terminal (not supported yet)");
+  run_->add_flag("-T", run_options_.no_tty, "no pseudo-terminal (the default)")->excludes(tty);
+  run_->add_option("CMD", run_options_.argv, "command and its arguments (after --)")->required();
+}
+
 std::optional<int> Cli::Run() {
   client_.agent_given = agent_opt_->count() > 0;
   if (!client_.socket.empty()) client_.agent.clear();
   client_.json = output_ == "json";
   // The shim's socket: --socket, else $ONEBOX_SOCKET as it is, else the default.
   if (*exec_) return CmdExec(client_.socket, exec_argv_);
+  if (*ps_) return CmdPs(client_, ps_options_);
+  if (*kill_) return CmdKill(client_, kill_->remaining());
+  if (*run_) return CmdRun(client_, run_options_);
   if (*status_) return CmdStatus(client_);
   if (*nodes_) return CmdNodes(client_);
   if (*versions_) return CmdVersions(client_, path_);

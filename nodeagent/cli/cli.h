@@ -23,6 +23,7 @@ class Cli {
  private:
   void AddNodeAndFileCommands(CLI::App& app);
   void AddKvCommands(CLI::App& app);
+  void AddProcessCommands(CLI::App& app);
 
   ClientOptions client_;
   std::string output_ = "text";
@@ -32,6 +33,9 @@ class Cli {
   CLI::App* versions_ = nullptr;
   CLI::App* restore_ = nullptr;
   CLI::App* exec_ = nullptr;
+  CLI::App* ps_ = nullptr;
+  CLI::App* kill_ = nullptr;
+  CLI::App* run_ = nullptr;
   CLI::App* kv_get_ = nullptr;
   CLI::App* kv_put_ = nullptr;
   CLI::App* kv_del_ = nullptr;
@@ -42,6 +46,8 @@ class Cli {
   std::vector<std::string> exec_argv_;
   KvPutOptions put_;
   KvScanOptions scan_;
+  PsOptions ps_options_;
+  RunOptions run_options_;
 };
 
 }  // namespace onebox

@@ -38,14 +38,13 @@ Result<std::string> AskSocketForAgent(const std::string& path, double timeout) {
   return resp.ping().grpc_address();
 }
 
-// The socket a caller-acting command goes through.
+}  // namespace
+
 std::string CallerSocket(const ClientOptions& o) {
   if (!o.socket.empty()) return o.socket;
   if (const char* env = std::getenv("ONEBOX_SOCKET"); env != nullptr && *env != '\0') return env;
   return kDefaultAgentSocket;
 }
-
-}  // namespace
 
 int Fail(const Status& s) {
   std::cerr << "onebox: " << s.message() << "\n";

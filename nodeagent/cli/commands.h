@@ -1,5 +1,5 @@
 // The CLI's commands, by group: node (status, nodes), kv (get, put, del,
-// scan), file (versions, restore), exec. Each returns the process's exit
+// scan), file (versions, restore), process (ps, kill), exec. Each returns the process's exit
 // code (client.h). cli/cli.h parses argv into these.
 #pragma once
 
@@ -37,6 +37,26 @@ int CmdKvScan(const ClientOptions& c, const KvScanOptions& o);
 // file_commands.cc: the versions of a cluster path this node holds, and putting one back.
 int CmdVersions(const ClientOptions& c, const std::string& path);
 int CmdRestore(const ClientOptions& c, const std::string& path, const std::string& version);
+
+// process_commands.cc: the cluster's process table, and signals to any of its processes.
+struct PsOptions {
+  std::string node;  // a name or an index; empty: every live node
+  std::string user;  // a name or a uid; empty: every user
+  bool all = false;  // every process, not only those under onebox
+};
+int CmdPs(const ClientOptions& c, const PsOptions& o);
+// args as kill(1) takes them: [-s SIGNAL | -SIGNAL] GPID...
+int CmdKill(const ClientOptions& c, const std::vector<std::string>& args);
+
+// run_command.cc: runs argv on a node of the cluster, as a local child would run.
+struct RunOptions {
+  std::string node;  // a name or an index; empty: this node
+  std::string cwd;   // a cluster path; empty: the current directory, which must be one
+  bool tty = false;     // -t
+  bool no_tty = false;  // -T: the default
+  std::vector<std::string> argv;
+};
+int CmdRun(const ClientOptions& c, const RunOptions& o);
 
 // exec_command.cc: runs argv under the shim (LD_PRELOAD, ONEBOX_SOCKET set);
 // returns only on failure (127).

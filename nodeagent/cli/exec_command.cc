@@ -8,34 +8,13 @@
 #include <fmt/format.h>
 
 #include "nodeagent/cli/commands.h"
+#include "nodeagent/local/shim_library.h"
 
 namespace onebox {
 
-namespace {
-// libonebox.so: $ONEBOX_SHIM, else next to this binary (build/bin -> build/lib,
-// /usr/local/bin -> /usr/local/lib), else the system library directories.
-std::string FindShim() {
-  if (const char* s = std::getenv("ONEBOX_SHIM"); s != nullptr && *s != '\0') return s;
-  std::vector<std::string> candidates;
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    std::string dir(exe, static_cast<size_t>(n));
-    dir = dir.substr(0, dir.rfind('/'));
-    candidates.push_back(dir + "/../lib/libonebox.so");
-  }
-  candidates.push_back("/usr/local/lib/libonebox.so");
-  candidates.push_back("/usr/lib/libonebox.so");
-  for (const std::string& c : candidates) {
-    char real[4096];
-    if (realpath(c.c_str(), real) != nullptr && access(real, R_OK) == 0) return real;
-  }
-  return "";
-}
-}  // namespace
 
 int CmdExec(const std::string& socket, const std::vector<std::string>& argv) {
-  std::string shim = FindShim();
+  std::string shim = FindShimLibrary();
   if (shim.empty()) {
     std::cerr << "onebox: cannot find libonebox.so (set ONEBOX_SHIM to its path)\n";
     return 127;

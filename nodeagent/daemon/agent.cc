@@ -19,11 +19,13 @@
 #include "nodeagent/api/local_calls.h"
 #include "nodeagent/api/namespace_service.h"
 #include "nodeagent/api/peer_service.h"
+#include "nodeagent/api/process_service.h"
 #include "nodeagent/api/store_service.h"
 #include "nodeagent/daemon/data_dir.h"
 #include "nodeagent/daemon/listen_address.h"
 #include "nodeagent/daemon/state_page_owner.h"
 #include "nodeagent/local/shim_handlers.h"
+#include "nodeagent/local/shim_library.h"
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/peer/grpc_peers.h"
 #include "nodeagent/peer/membership.h"
@@ -84,10 +86,14 @@ class Agent {
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<AntiEntropy> anti_entropy_;
   std::unique_ptr<Claims> claims_;
+  std::unique_ptr<ClusterProcesses> processes_;
+  std::unique_ptr<RunExecutor> run_executor_;
+  std::unique_ptr<RunRelays> run_relays_;
   std::unique_ptr<LocalPeer> local_peer_;
   std::unique_ptr<ClusterService> cluster_service_;
   std::unique_ptr<StoreService> store_service_;
   std::unique_ptr<NamespaceService> namespace_service_;
+  std::unique_ptr<ProcessService> process_service_;
   std::unique_ptr<PeerService> peer_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ShimHandlers> shim_handlers_;
@@ -178,7 +184,17 @@ void Agent::MakeClusterParts() {
   replicator_->set_peer_record_rules({.accept_root_setid = opt_.accept_root_setid_from_peers});
   anti_entropy_->set_peer_record_rules({.accept_root_setid = opt_.accept_root_setid_from_peers});
   claims_ = std::make_unique<Claims>(*store_, *members_, network_, NodeIdHex(info_.identity.node_id));
-  local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *claims_);
+  processes_ = std::make_unique<ClusterProcesses>(*members_, network_, info_.identity.name);
+  run_executor_ = std::make_unique<RunExecutor>(
+      RunPlace{.view_path = data_dir_.view_path(), .socket = opt_.socket, .shim = FindShimLibrary()},
+      info_.identity.name, [m = members_.get()] { return m->index(); });
+  processes_->set_run_homes([r = run_executor_.get()] {
+    std::map<pid_t, std::pair<std::string, int64_t>> homes;
+    for (const auto& [pid, home] : r->Homes()) homes[pid] = {home.node, home.gpid};
+    return homes;
+  });
+  run_relays_ = std::make_unique<RunRelays>(network_);
+  local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *claims_, *processes_);
   members_->set_alive_observer([page = &state_page_->page()](size_t alive) { page->peers_alive.store(alive); });
 }
 
@@ -190,9 +206,11 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   store_service_ = std::make_unique<StoreService>(gate_, *store_, *replicator_, *members_);
   namespace_service_ = std::make_unique<NamespaceService>(
       gate_, *store_, data_dir_.view_path(), [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
-  peer_service_ = std::make_unique<PeerService>(gate_, *local_peer_);
+  process_service_ = std::make_unique<ProcessService>(gate_, *processes_);
+  peer_service_ = std::make_unique<PeerService>(gate_, *local_peer_, *run_executor_);
   store_service_->AddLocalCalls(local_calls_);
   namespace_service_->AddLocalCalls(local_calls_);
+  process_service_->AddLocalCalls(local_calls_);
   // Force-link the health descriptors so reflection clients can describe and
   // call grpc.health.v1.Health, which gRPC's built-in service implements.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
@@ -210,6 +228,7 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   builder.RegisterService(cluster_service_.get());
   builder.RegisterService(store_service_.get());
   builder.RegisterService(namespace_service_.get());
+  builder.RegisterService(process_service_.get());
   builder.RegisterService(peer_service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || bound_port == 0) return Status::Unavailable(fmt::format("cannot listen on {}", opt_.listen));
@@ -227,6 +246,8 @@ Status Agent::StartShimSocket() {
       .replicator = *replicator_,
       .members = *members_,
       .local_calls = local_calls_,
+      .processes = *processes_,
+      .runs = *run_relays_,
       .state_page_fd = state_page_->fd(),
       .replication_factor = static_cast<size_t>(opt_.replication_factor),
       .write_quorum = static_cast<size_t>(opt_.write_quorum),
@@ -267,12 +288,14 @@ void Agent::Stop() {
   audit_->Stop();
   members_->Stop();
   shim_->Stop();             // no new requests; answers still due are dropped
+  run_relays_->Stop();       // the runs this node is home to: their stand-ins see the node lost
   shim_handlers_->Drain();   // before the recorder, materializer and store they use go
   server_->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
   server_->Wait();
   server_.reset();           // before the services it references
   store_service_.reset();    // drains its worker pool: no store work is left
   namespace_service_.reset();
+  process_service_.reset();
   recorder_->Stop();
   materializer_->Stop();
   store_.reset();  // closes RocksDB: memtables are in the WAL, nothing is lost

@@ -8,6 +8,10 @@
 #include "nodeagent/api/status_codes.h"
 #include "nodeagent/local/shim_requests.h"
 #include "nodeagent/peer/quorum.h"
+#include "nodeagent/process/signal_as.h"
+#include "nodeagent/api/process_service.h"
+#include "proto/gpid.h"
+#include "onebox/v1/process.pb.h"
 
 namespace onebox {
 
@@ -146,7 +150,7 @@ Status ShimHandlers::SymlinkMade(const Origin& origin, const v1::ShimRequest& re
   return Status::Ok();
 }
 
-Status ShimHandlers::Call(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+onebox::Caller ShimHandlers::CallerOf(const Origin& origin) {
   onebox::Caller caller;
   caller.local = true;
   caller.pid = origin.peer.pid;
@@ -154,8 +158,13 @@ Status ShimHandlers::Call(const Origin& origin, const v1::ShimRequest& req, v1::
   caller.gid = origin.peer.gid;
   caller.groups = origin.peer.groups;
   caller.source = fmt::format("pid {} uid {}", origin.peer.pid, origin.peer.uid);
+  return caller;
+}
+
+Status ShimHandlers::Call(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   v1::LocalCallResponse* answer = resp->mutable_call();
-  Status done = parts_.local_calls.Call(caller, req.call().method(), req.call().request(), answer->mutable_response());
+  Status done =
+      parts_.local_calls.Call(CallerOf(origin), req.call().method(), req.call().request(), answer->mutable_response());
   if (!done.ok()) {
     grpc::Status as_grpc = ToGrpc(done);
     answer->clear_response();
@@ -163,6 +172,61 @@ Status ShimHandlers::Call(const Origin& origin, const v1::ShimRequest& req, v1::
     answer->set_message(as_grpc.error_message());
   }
   return Status::Ok();  // the call's own status is in its answer, as gRPC would give it
+}
+
+Status ShimHandlers::Signal(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const v1::ShimSignalRequest& asked = req.signal();
+  v1::SignalRequest q;
+  q.set_gpid(asked.gpid());
+  q.set_signal(asked.signal());
+  if (asked.has_value()) q.set_value(asked.value());
+  std::string unused;
+  Status done = parts_.local_calls.Call(CallerOf(origin), api_method::Process_Signal::kName, q.SerializeAsString(), &unused);
+  resp->mutable_signal();
+  if (!done.ok()) {  // kill's own errno values, not a file call's (Answer's)
+    resp->set_err(SignalErrno(done));
+    resp->set_message(done.message());
+  }
+  return Status::Ok();
+}
+
+// The run's working directory as a cluster path: as given (--cwd, or the
+// current directory of a stand-in under the shim), or the stand-in's real
+// directory in this node's view. Anything else means nothing on another node.
+Status ShimHandlers::ClusterCwd(v1::RunStart* start) const {
+  const std::string view = parts_.info.data_dir + "/view";
+  std::string cwd = start->cwd();
+  if (cwd.rfind(view + "/", 0) == 0) cwd = cwd.substr(view.size());
+  std::string root = "/cluster";
+  for (const std::string& e : start->env())
+    if (e.rfind("ONEBOX_ROOT=", 0) == 0 && e.size() > 12) root = e.substr(12);
+  if (cwd != root && cwd.rfind(root + "/", 0) != 0)
+    return Status::InvalidArgument(fmt::format(
+        "the working directory {} is not under {}, so it means nothing on another node: run from a directory "
+        "under {}, or give --cwd",
+        start->cwd(), root, root));
+  start->set_cwd(cwd);
+  return Status::Ok();
+}
+
+Status ShimHandlers::StartRun(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  v1::RunStart start;
+  if (!start.ParseFromString(req.run().start()) || start.argv().empty())
+    return Status::InvalidArgument("a run needs a program: onebox run [--node NODE] -- CMD ARGS...");
+  if (Status cwd = ClusterCwd(&start); !cwd.ok()) return cwd;
+  Result<v1::Node> target = parts_.processes.LiveNode(start.node());
+  if (!target.ok()) return target.status();
+  // Who runs it is who the kernel says is asking, never what the request says.
+  *start.mutable_caller() = CredentialsOf(CallerOf(origin));
+  start.mutable_caller()->set_node(parts_.info.identity.name);
+  start.set_home_node(parts_.info.identity.name);
+  start.set_home_gpid(gpid::Make(parts_.members.index(), origin.peer.pid));
+  int fd = origin.call->TakeConnection();
+  if (fd < 0) return Status::Unavailable(fmt::format("run: no descriptor for the stream: {}", strerror(errno)));
+  spdlog::info("run for pid {} uid {} on node {}: {}", origin.peer.pid, origin.peer.uid, target->name(), start.argv(0));
+  parts_.runs.Start(fd, req.id(), std::move(start), target->address(), target->name());
+  resp->mutable_run();  // not sent: the relay answers on the connection it took
+  return Status::Ok();
 }
 
 }  // namespace onebox

@@ -15,6 +15,8 @@
 #include "nodeagent/local/shim_requests.h"
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/peer/membership.h"
+#include "nodeagent/process/cluster_processes.h"
+#include "nodeagent/process/run_relay.h"
 #include "nodeagent/sync/claims.h"
 #include "nodeagent/sync/replicator.h"
 #include "nodeagent/view/symlink_guard.h"
@@ -34,6 +36,8 @@ class ShimHandlers {
     Replicator& replicator;
     Membership& members;
     const LocalCalls& local_calls;  // kCall's methods
+    ClusterProcesses& processes;    // where a run goes
+    RunRelays& runs;
     int state_page_fd;  // sent with Hello's answer; never closed here
     size_t replication_factor;
     size_t write_quorum;  // 0: a majority of the replicas (peer/quorum.h)
@@ -58,6 +62,9 @@ class ShimHandlers {
   Status handler(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp);
   ONEBOX_SHIM_REQUESTS(ONEBOX_SHIM_HANDLER)
 #undef ONEBOX_SHIM_HANDLER
+  Status ClusterCwd(v1::RunStart* start) const;
+  // The caller the kernel named on the socket, as the API's gate takes it.
+  static onebox::Caller CallerOf(const Origin& origin);
   using Handler = Status (ShimHandlers::*)(const Origin&, const v1::ShimRequest&, v1::ShimResponse*);
   void Run(ShimRuns runs, Handler handler, ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp);
 

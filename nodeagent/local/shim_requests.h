@@ -17,7 +17,9 @@
   X(kClaim, Claim, kPool, "an exclusive create: a majority of the live members grants the name")            \
   X(kAnnounceSymlink, AnnounceSymlink, kInline, "before symlink(): the state page says the view may hold one") \
   X(kSymlinkMade, SymlinkMade, kInline, "after symlink(): the announcement is done")                      \
-  X(kCall, Call, kCalls, "a method that acts as its caller (kv put, restore: api/local_calls.h), for the CLI")
+  X(kCall, Call, kCalls, "a method that acts as its caller (kv put, restore: api/local_calls.h), for the CLI") \
+  X(kSignal, Signal, kCalls, "kill, killpg or sigqueue of a gpid: Process/Signal, as the caller")          \
+  X(kRun, StartRun, kInline, "onebox run: the connection becomes the run's stream (process/run_relay.h)")
 
 namespace onebox {
 

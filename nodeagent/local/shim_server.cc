@@ -132,6 +132,7 @@ bool ShimServer::Serve(Connection& c) {
     resp.set_id(req.id());
     ShimCall call(c.peer, this, c.fd, c.serial, req.id());
     handler_(call, req, &resp);
+    if (call.taken_) return false;  // the handler's now: the server drops its own descriptor
     if (call.deferred_) {
       c.waiting = true;
       break;
@@ -180,6 +181,12 @@ bool ShimServer::Queue(Connection& c, const v1::ShimResponse& resp, int attach_f
   }
   c.out += frame;
   return true;
+}
+
+int ShimCall::TakeConnection() {
+  int fd = fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) taken_ = true;
+  return fd;
 }
 
 ShimReply ShimCall::Defer() {

@@ -64,6 +64,12 @@ struct ShimCall {
   ShimReply Defer();
   // The connection the request came on (unique for the server's lifetime).
   uint64_t connection() const { return serial_; }
+  // Takes the connection out of the server (a run's stream: process/run_relay.h):
+  // a descriptor of it (close-on-exec, still non-blocking), which is the
+  // caller's to close; the server answers nothing and forgets it. -1 with
+  // errno when no descriptor is left.
+  int TakeConnection();
+  uint64_t request_id() const { return id_; }
 
  private:
   friend class ShimServer;
@@ -74,6 +80,7 @@ struct ShimCall {
   uint64_t serial_;
   uint64_t id_;
   bool deferred_ = false;
+  bool taken_ = false;
 };
 
 class ShimServer {

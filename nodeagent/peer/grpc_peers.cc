@@ -61,6 +61,26 @@ class GrpcReplicateStream final : public ReplicateStream {
   std::unique_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest, v1::ReplicateResponse>> stream_;
 };
 
+class GrpcRunCall final : public RunCall {
+ public:
+  GrpcRunCall(v1::Peer::Stub& stub, const std::string& join_token, Cancellation* cancellation)
+      : scope_(cancellation, &ctx_) {
+    if (!join_token.empty()) ctx_.AddMetadata(kJoinTokenHeader, join_token);
+    if (scope_.attached()) stream_ = stub.Run(&ctx_);
+  }
+  bool Write(const v1::RunInput& in) override { return stream_ && stream_->Write(in); }
+  bool Read(v1::RunOutput* out) override { return stream_ && stream_->Read(out); }
+  Status Finish() override {
+    if (!stream_) return Status::Unavailable("cancelled");
+    return FromGrpc(stream_->Finish());
+  }
+
+ private:
+  grpc::ClientContext ctx_;  // before the scope, which refers to it
+  CancelScope scope_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::RunInput, v1::RunOutput>> stream_;
+};
+
 class GrpcPeerLink final : public PeerLink {
  public:
   GrpcPeerLink(const std::string& address, const std::string& join_token)
@@ -75,6 +95,9 @@ class GrpcPeerLink final : public PeerLink {
 
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override {
     return std::make_unique<GrpcReplicateStream>(*stub_, join_token_, cancellation);
+  }
+  std::unique_ptr<RunCall> OpenRun(Cancellation* cancellation) {
+    return std::make_unique<GrpcRunCall>(*stub_, join_token_, cancellation);
   }
 
  private:
@@ -100,6 +123,10 @@ PeerLink& GrpcPeerNetwork::To(const std::string& address) {
   std::unique_ptr<PeerLink>& link = links_[address];
   if (!link) link = std::make_unique<GrpcPeerLink>(address, join_token_);
   return *link;
+}
+
+std::unique_ptr<RunCall> GrpcPeerNetwork::OpenRun(const std::string& address, Cancellation* cancellation) {
+  return static_cast<GrpcPeerLink&>(To(address)).OpenRun(cancellation);  // To makes only GrpcPeerLinks
 }
 
 }  // namespace onebox

@@ -16,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/process.pb.h"
 
 namespace onebox {
 
@@ -25,10 +26,22 @@ namespace onebox {
 constexpr int kPeerKeepaliveMs = 4000;
 constexpr int kPeerKeepaliveTimeoutMs = 3000;
 
+// One `onebox run` stream to a node (Peer/Run), from the home's side. One
+// thread may write while another reads; a Cancellation ends it at once.
+class RunCall {
+ public:
+  virtual ~RunCall() = default;
+  virtual bool Write(const v1::RunInput& in) = 0;
+  virtual bool Read(v1::RunOutput* out) = 0;
+  virtual Status Finish() = 0;  // after Read returned false
+};
+
 class GrpcPeerNetwork final : public PeerNetwork {
  public:
   explicit GrpcPeerNetwork(std::string join_token = "") : join_token_(std::move(join_token)) {}
   PeerLink& To(const std::string& address) override;
+  // Runs move real processes' bytes: only over gRPC (the in-process tests have none).
+  std::unique_ptr<RunCall> OpenRun(const std::string& address, Cancellation* cancellation);
 
  private:
   const std::string join_token_;

@@ -33,7 +33,9 @@ namespace onebox {
   X(BucketDigests, BucketDigestsRequest, BucketDigestsResponse, kPool)                     \
   X(ReadBucket, ReadBucketRequest, ReadBucketResponse, kPool)                              \
   X(Claim, ClaimRequest, ClaimResponse, kInline)                                           \
-  X(ReadRecord, ReadRecordRequest, ReadRecordResponse, kPool)
+  X(ReadRecord, ReadRecordRequest, ReadRecordResponse, kPool)                              \
+  X(ListProcesses, ListProcessesRequest, ListProcessesResponse, kPool)                     \
+  X(SignalProcess, PeerSignalRequest, SignalResponse, kPool)
 
 enum class PeerCallRuns { kInline, kPool };
 

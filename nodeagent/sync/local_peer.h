@@ -1,7 +1,7 @@
 // This node's answers to the Peer calls, each given by the part that owns
 // it: gossip by membership, batches and record reads by the replicator,
 // chunks by content transfer, bucket digests and pages by anti-entropy,
-// votes by claims. The gRPC Peer service (api/peer_service.h) serves it to
+// votes by claims, processes by the cluster's process table. The gRPC Peer service (api/peer_service.h) serves it to
 // other agents; in-process tests link nodes straight to each other's.
 #pragma once
 
@@ -9,6 +9,7 @@
 
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
+#include "nodeagent/process/cluster_processes.h"
 #include "nodeagent/sync/anti_entropy.h"
 #include "nodeagent/sync/claims.h"
 #include "nodeagent/sync/content_transfer.h"
@@ -19,8 +20,13 @@ namespace onebox {
 class LocalPeer final : public PeerLink {
  public:
   LocalPeer(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
-            Claims& claims)
-      : members_(members), replicator_(replicator), content_(content), anti_entropy_(anti_entropy), claims_(claims) {}
+            Claims& claims, ClusterProcesses& processes)
+      : members_(members),
+        replicator_(replicator),
+        content_(content),
+        anti_entropy_(anti_entropy),
+        claims_(claims),
+        processes_(processes) {}
 
   // (Options are the caller's: answering here takes what it takes.)
   Status Gossip(const v1::GossipRequest& req, v1::GossipResponse* resp, const CallOptions&) override {
@@ -49,6 +55,13 @@ class LocalPeer final : public PeerLink {
   Status ReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp, const CallOptions&) override {
     return replicator_.OnReadRecord(req, resp);
   }
+  Status ListProcesses(const v1::ListProcessesRequest& req, v1::ListProcessesResponse* resp,
+                       const CallOptions&) override {
+    return processes_.OnListProcesses(req, resp);
+  }
+  Status SignalProcess(const v1::PeerSignalRequest& req, v1::SignalResponse*, const CallOptions&) override {
+    return processes_.OnSignalProcess(req);
+  }
   // Each batch is applied as it is written; its answer waits to be read.
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override;
 
@@ -58,6 +71,7 @@ class LocalPeer final : public PeerLink {
   ContentTransfer& content_;
   AntiEntropy& anti_entropy_;
   Claims& claims_;
+  ClusterProcesses& processes_;
 };
 
 }  // namespace onebox

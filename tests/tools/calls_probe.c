@@ -490,6 +490,12 @@ int main(int argc, char** argv) {
   closefrom(400);
   CALL("closefrom closed it", fcntl(400, F_GETFD));
   Fd("open after closes", open(P("d/f"), O_RDONLY));
+  /* Signals: local pids are libc's; a gpid of a node no cluster has (index 511) names no process. */
+  CALL("kill", kill(getpid(), 0));
+  CALL("kill gpid of no node", kill((511 << 22) | 1, 0));
+  CALL("killpg", killpg(getpgrp(), 0));
+  union sigval v = {.sival_int = 7};
+  CALL("sigqueue", sigqueue(getpid(), 0, v));
   close(dfd);
   return 0;
 }

@@ -82,8 +82,9 @@ InProcessCluster::InProcessCluster(size_t count) {
                                                     node->store->node_id(), on_applied);
     node->anti_entropy = std::make_unique<AntiEntropy>(*node->store, *node->members, network_, on_applied);
     node->claims = std::make_unique<Claims>(*node->store, *node->members, network_, node->id(), clock_);
+    node->processes = std::make_unique<ClusterProcesses>(*node->members, network_, node->name);
     node->answers = std::make_unique<LocalPeer>(*node->members, *node->replicator, *node->content,
-                                                *node->anti_entropy, *node->claims);
+                                                *node->anti_entropy, *node->claims, *node->processes);
     nodes_.push_back(std::move(n));
   }
 }

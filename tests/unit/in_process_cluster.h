@@ -18,6 +18,7 @@
 
 #include "consistency/store.h"
 #include "naming/node_identity.h"
+#include "nodeagent/process/cluster_processes.h"
 #include "nodeagent/peer/clock.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
@@ -62,6 +63,7 @@ struct InProcessNode {
   std::unique_ptr<Replicator> replicator;
   std::unique_ptr<AntiEntropy> anti_entropy;
   std::unique_ptr<Claims> claims;
+  std::unique_ptr<ClusterProcesses> processes;
   std::unique_ptr<LocalPeer> answers;
   std::vector<std::pair<Cf, std::string>> applied;  // what replication and anti-entropy applied here
   std::mutex applied_mu;

@@ -1,0 +1,185 @@
+// onebox run: the stand-in. It is the real local child its caller (a shell,
+// make) waits for: it asks its agent to start the program on a node
+// (process/run_relay.h), relays standard input to it and its output back,
+// forwards the signals it receives to the program's gpid (Process/Signal,
+// with the kernel's rule as for any kill), and ends as the program ended:
+// its exit code, or death by the same signal. A node lost during the run
+// is one line and exit 255, as ssh says it.
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "nodeagent/api/access.h"
+#include "nodeagent/cli/commands.h"
+#include "onebox/v1/process.pb.h"
+#include "onebox/v1/shim.pb.h"
+#include "proto/shim_frame.h"
+
+extern char** environ;
+
+namespace onebox {
+
+namespace {
+
+constexpr int kExitLost = 255;
+constexpr size_t kChunk = 64 << 10;
+
+// The signals a terminal or a parent sends a job, passed on to the program.
+constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT};
+
+int Lost(const std::string& why) {
+  std::cerr << "onebox: " << why << "\n";
+  return kExitLost;
+}
+
+bool WriteAll(int fd, const std::string& bytes) {
+  for (size_t done = 0; done < bytes.size();) {
+    ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Ends this process as the program ended: by the same signal (no core
+// file here: the program's was written, or not, on its node).
+[[noreturn]] void DieBy(int sig) {
+  rlimit none{0, 0};
+  setrlimit(RLIMIT_CORE, &none);
+  signal(sig, SIG_DFL);
+  sigset_t only;
+  sigemptyset(&only);
+  sigaddset(&only, sig);
+  sigprocmask(SIG_UNBLOCK, &only, nullptr);
+  raise(sig);
+  _exit(128 + sig);  // a signal whose default is not to end the process
+}
+
+v1::RunStart MakeStart(const RunOptions& o) {
+  v1::RunStart start;
+  start.set_node(o.node);
+  for (const std::string& a : o.argv) start.add_argv(a);
+  for (char** e = environ; *e != nullptr; ++e) start.add_env(*e);
+  if (!o.cwd.empty()) {
+    start.set_cwd(o.cwd);
+  } else {
+    char here[4096];
+    if (getcwd(here, sizeof here) != nullptr) start.set_cwd(here);
+  }
+  mode_t mask = umask(0);
+  umask(mask);
+  start.set_umask(mask);
+  return start;
+}
+
+class StandIn {
+ public:
+  StandIn(const ClientOptions& client, int fd, int signals, int64_t gpid)
+      : client_(client), fd_(fd), signals_(signals), gpid_(gpid) {}
+  int Relay();
+
+ private:
+  void Forward(int sig);
+  bool SendInput(const v1::RunInput& in) { return SendShimFrame(fd_, in.SerializeAsString()); }
+
+  const ClientOptions& client_;
+  const int fd_, signals_;
+  const int64_t gpid_;
+};
+
+void StandIn::Forward(int sig) {
+  v1::SignalRequest q;
+  q.set_gpid(gpid_);
+  q.set_signal(sig);
+  v1::SignalResponse r;
+  Status s = CallOverSocket(CallerSocket(client_), client_.timeout_seconds,
+                            std::string(api_method::Process_Signal::kName), q, &r);
+  if (!s.ok() && s.code() != Code::kNotFound) std::cerr << fmt::format("onebox: run: signal {}: {}\n", sig, s.message());
+  if (sig == SIGTSTP) raise(SIGSTOP);  // the job stops here too, so the shell sees it stopped
+}
+
+int StandIn::Relay() {
+  pollfd fds[3] = {{STDIN_FILENO, POLLIN, 0}, {fd_, POLLIN, 0}, {signals_, POLLIN, 0}};
+  std::string buf(kChunk, '\0');
+  for (;;) {
+    if (poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      return Lost(fmt::format("run: poll: {}", strerror(errno)));
+    }
+    if (fds[2].revents & POLLIN) {
+      signalfd_siginfo info;
+      if (read(signals_, &info, sizeof info) == sizeof info) Forward(static_cast<int>(info.ssi_signo));
+    }
+    if (fds[0].revents) {
+      ssize_t n = read(STDIN_FILENO, buf.data(), buf.size());
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      v1::RunInput in;
+      if (n > 0) in.set_stdin(buf.data(), static_cast<size_t>(n));
+      else in.set_stdin_eof(true);
+      if (n <= 0) fds[0].fd = -1;  // no more to read
+      if (!SendInput(in)) return Lost("run: the agent closed the connection");
+    }
+    if (fds[1].revents) {
+      std::string frame;
+      v1::RunOutput out;
+      if (!RecvShimFrame(fd_, &frame) || !out.ParseFromString(frame))
+        return Lost("run: the agent closed the connection during the run");
+      if (out.has_stdout() && !WriteAll(STDOUT_FILENO, out.stdout())) DieBy(SIGPIPE);
+      if (out.has_stderr()) WriteAll(STDERR_FILENO, out.stderr());
+      if (out.has_exit()) {
+        const v1::RunExit& exit = out.exit();
+        if (!exit.error().empty()) return Lost("run: " + exit.error());
+        if (exit.signal() != 0) DieBy(exit.signal());
+        return exit.code();
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int CmdRun(const ClientOptions& c, const RunOptions& o) {
+  if (o.argv.empty()) return Fail(Status::InvalidArgument("usage: onebox run [--node NODE] [--cwd DIR] -- CMD ARGS..."));
+  if (o.tty) return Fail(Status::Unimplemented("run: -t (a pseudo-terminal for the program) is not supported yet; -T runs without one"));
+  // The forwarded signals come through a signalfd, from before the run starts.
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : kForwarded) sigaddset(&forwarded, sig);
+  sigprocmask(SIG_BLOCK, &forwarded, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  int signals = signalfd(-1, &forwarded, SFD_CLOEXEC);
+  const std::string socket = CallerSocket(c);
+  int fd = ConnectShimSocket(socket, c.timeout_seconds);
+  if (fd < 0 || signals < 0)
+    return Fail(Status::Unavailable(fmt::format("cannot reach the agent at {}: {}", socket, strerror(errno))));
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_run()->set_start(MakeStart(o).SerializeAsString());
+  std::string frame;
+  v1::ShimResponse answer;
+  if (!SendShimFrame(fd, req.SerializeAsString()) || !RecvShimFrame(fd, &frame) || !answer.ParseFromString(frame))
+    return Fail(Status::Unavailable(fmt::format("the agent at {} gave no answer to the run", socket)));
+  if (answer.err() != 0) {
+    std::cerr << "onebox: run: " << answer.message() << "\n";
+    return answer.err() == EHOSTUNREACH ? kExitLost : kExitError;
+  }
+  v1::RunStarted started;
+  started.ParseFromString(answer.run().started());
+  // The run lasts as long as the program: no timeout from here on.
+  timeval none{};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+  return StandIn(c, fd, signals, started.gpid()).Relay();
+}
+
+}  // namespace onebox

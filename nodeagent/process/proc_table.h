@@ -1,0 +1,38 @@
+// This node's processes as /proc shows them, for the cluster's process table
+// (Process/List). Nothing is recorded when a process starts: a process is
+// "under onebox" when the shim is in its LD_PRELOAD (/proc/PID/environ, as it
+// was at exec) or an ancestor's is, so process start costs nothing (P2). An
+// agent that is not root reads the environment of its own user's processes
+// only; the others' are listed with --all.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "onebox/v1/process.pb.h"
+
+namespace onebox {
+
+struct ProcScanOptions {
+  bool all = false;              // every process, not only those under onebox
+  std::optional<uint32_t> uid;   // only this effective uid
+};
+
+// Where the node's processes are: /proc (tests give another root).
+struct ProcSource {
+  std::string proc = "/proc";
+};
+
+// The processes of this node, by pid, with gpids made from node_index
+// (proto/gpid.h) and node named node_name.
+std::vector<v1::ProcessInfo> ScanProcesses(const ProcScanOptions& options, uint32_t node_index,
+                                           const std::string& node_name, const ProcSource& source = {});
+
+// Whether an LD_PRELOAD value names the shim (a library named libonebox*.so).
+bool PreloadNamesShim(const std::string& preload);
+
+}  // namespace onebox

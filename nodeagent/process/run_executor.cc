@@ -1,0 +1,280 @@
+#include "nodeagent/process/run_executor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "proto/gpid.h"
+
+namespace onebox {
+
+namespace {
+
+constexpr size_t kChunk = 64 << 10;
+
+// Everything the child needs, made before fork: the agent has threads, so
+// the child may only make system calls until it execs.
+struct Launch {
+  std::vector<std::string> argv_text, env_text, candidates;
+  std::vector<char*> argv, env;
+  std::string cwd;  // real: in the view
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  bool switch_ids = false;
+  mode_t umask = 022;
+  std::string no_cwd, cwd_denied, not_found, cannot_run, no_ids;
+};
+
+std::string EnvValue(const google::protobuf::RepeatedPtrField<std::string>& env, const std::string& name) {
+  for (const std::string& e : env)
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=')
+      return e.substr(name.size() + 1);
+  return "";
+}
+
+// A cluster path as it is written on every node: absolute, no "." or "..".
+bool IsPlainAbsolute(const std::string& path) {
+  if (path.empty() || path[0] != '/') return false;
+  size_t start = 1;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    std::string part = path.substr(start, end - start);
+    if (part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const std::string& node) {
+  if (start.argv().empty() || start.argv(0).empty()) return Status::InvalidArgument("run: no program to run");
+  if (!IsPlainAbsolute(start.cwd()) || start.cwd() == "/")
+    return Status::InvalidArgument(fmt::format("run: working directory '{}' is no cluster path", start.cwd()));
+  Launch l;
+  const v1::CallerCredentials& who = start.caller();
+  l.uid = who.uid();
+  l.gid = who.gid();
+  for (uint32_t g : who.groups()) l.groups.push_back(g);
+  if (geteuid() == 0) {
+    l.switch_ids = true;
+  } else if (who.uid() != geteuid()) {
+    return Status::PermissionDenied(fmt::format(
+        "node {}'s agent runs as uid {}, not root, and runs programs for that user only", node, geteuid()));
+  }
+  l.umask = static_cast<mode_t>(start.umask() & 0777);
+  l.cwd = place.view_path + start.cwd();
+  for (const std::string& a : start.argv()) l.argv_text.push_back(a);
+  for (const std::string& e : start.env()) {
+    if (e.rfind("LD_PRELOAD=", 0) == 0 || e.rfind("ONEBOX_SOCKET=", 0) == 0 || e.rfind("PWD=", 0) == 0) continue;
+    l.env_text.push_back(e);
+  }
+  if (!place.shim.empty()) {
+    std::string preload = EnvValue(start.env(), "LD_PRELOAD");
+    // The caller's other preloads stay; its node's shim is this node's.
+    std::string kept;
+    for (size_t i = 0; i < preload.size();) {
+      size_t end = preload.find_first_of(" :", i);
+      if (end == std::string::npos) end = preload.size();
+      std::string lib = preload.substr(i, end - i);
+      if (!lib.empty() && lib.find("libonebox") == std::string::npos) kept += " " + lib;
+      i = end + 1;
+    }
+    l.env_text.push_back("LD_PRELOAD=" + place.shim + kept);
+    l.env_text.push_back("ONEBOX_SOCKET=" + place.socket);
+  }
+  l.env_text.push_back("PWD=" + start.cwd());
+  const std::string& program = start.argv(0);
+  if (program.find('/') != std::string::npos) {
+    l.candidates.push_back(program);
+  } else {
+    std::string path = EnvValue(start.env(), "PATH");
+    if (path.empty()) path = "/usr/local/bin:/usr/bin:/bin";
+    for (size_t i = 0; i <= path.size();) {
+      size_t end = path.find(':', i);
+      if (end == std::string::npos) end = path.size();
+      std::string dir = path.substr(i, end - i);
+      l.candidates.push_back((dir.empty() ? "." : dir) + "/" + program);
+      i = end + 1;
+    }
+  }
+  for (std::string& a : l.argv_text) l.argv.push_back(a.data());
+  l.argv.push_back(nullptr);
+  for (std::string& e : l.env_text) l.env.push_back(e.data());
+  l.env.push_back(nullptr);
+  l.no_cwd = fmt::format("onebox run: {}: no such directory on node {}\n", start.cwd(), node);
+  l.cwd_denied = fmt::format("onebox run: {}: cannot enter it on node {} (permission denied)\n", start.cwd(), node);
+  l.not_found = fmt::format("onebox run: {}: command not found on node {}\n", program, node);
+  l.cannot_run = fmt::format("onebox run: {}: cannot run it on node {} (permission denied)\n", program, node);
+  l.no_ids = fmt::format("onebox run: cannot take uid {} on node {}\n", l.uid, node);
+  return l;
+}
+
+void Say(const std::string& text) { [[maybe_unused]] ssize_t n = write(2, text.data(), text.size()); }
+
+[[noreturn]] void RunChild(const Launch& l, int in, int out, int err) {
+  setsid();
+  dup2(in, 0);
+  dup2(out, 1);
+  dup2(err, 2);
+  syscall(SYS_close_range, 3, ~0U, 0);
+  // The agent blocks its stop signals and ignores SIGPIPE: the program starts as a shell would start it.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);
+  if (l.switch_ids &&
+      (syscall(SYS_setgroups, l.groups.size(), l.groups.data()) != 0 ||
+       syscall(SYS_setresgid, l.gid, l.gid, l.gid) != 0 || syscall(SYS_setresuid, l.uid, l.uid, l.uid) != 0)) {
+    Say(l.no_ids);
+    _exit(126);
+  }
+  umask(l.umask);
+  if (chdir(l.cwd.c_str()) != 0) {
+    Say(errno == EACCES ? l.cwd_denied : l.no_cwd);
+    _exit(1);
+  }
+  int failure = ENOENT;
+  for (const std::string& c : l.candidates) {
+    execve(c.c_str(), l.argv.data(), l.env.data());
+    if (errno != ENOENT && errno != ENOTDIR) failure = errno;
+  }
+  Say(failure == ENOENT ? l.not_found : l.cannot_run);
+  _exit(failure == ENOENT ? 127 : 126);
+}
+
+bool WriteAll(int fd, const std::string& bytes, RunPeerStream& stream) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      // The program is not reading its input: wait, but not past the stand-in's end.
+      pollfd p{fd, POLLOUT, 0};
+      if (stream.Cancelled()) return false;
+      poll(&p, 1, 200);
+      continue;
+    }
+    return false;  // EPIPE: the program closed its input
+  }
+  return true;
+}
+
+}  // namespace
+
+std::map<pid_t, RunExecutor::Home> RunExecutor::Homes() const {
+  std::lock_guard lock(mu_);
+  return homes_;
+}
+
+Status RunExecutor::Serve(RunPeerStream& stream) {
+  v1::RunInput first;
+  if (!stream.Read(&first) || !first.has_start()) return Status::InvalidArgument("a run begins with its start");
+  const v1::RunStart& start = first.start();
+  Result<Launch> launch = Prepare(start, place_, node_name_);
+  if (!launch.ok()) return launch.status();
+  int in[2], out[2], err[2], stop[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 || pipe2(stop, O_CLOEXEC) != 0)
+    return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));  // (the agent has fds to spare)
+  pid_t pid = fork();
+  if (pid == 0) RunChild(*launch, in[0], out[1], err[1]);
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  if (pid < 0) {
+    for (int fd : {in[1], out[0], err[0], stop[0], stop[1]}) close(fd);
+    return Status::Unavailable(fmt::format("run: fork: {}", strerror(errno)));
+  }
+  fcntl(in[1], F_SETFL, O_NONBLOCK);
+  {
+    std::lock_guard lock(mu_);
+    homes_[pid] = {start.home_node(), start.home_gpid()};
+  }
+  spdlog::info("run: pid {} for uid {} of node {}: {}", pid, start.caller().uid(), start.home_node(), start.argv(0));
+  v1::RunOutput started;
+  started.mutable_started()->set_gpid(gpid::Make(node_index_(), pid));
+  started.mutable_started()->set_node(node_name_);
+  stream.Write(started);
+
+  std::atomic<bool> reaped{false};
+  // Output, then the exit: on a thread of its own, so that input keeps flowing meanwhile.
+  std::thread output([&] {
+    pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {stop[0], POLLIN, 0}};
+    int open_pipes = 2;
+    bool writable = true;
+    std::string buf(kChunk, '\0');
+    while (open_pipes > 0 && fds[2].revents == 0) {
+      if (poll(fds, 3, -1) < 0 && errno != EINTR) break;
+      for (int i = 0; i < 2; ++i) {
+        if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+        ssize_t n = read(fds[i].fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          close(fds[i].fd);
+          fds[i].fd = -1;
+          --open_pipes;
+          continue;
+        }
+        v1::RunOutput chunk;
+        if (i == 0) chunk.set_stdout(buf.data(), static_cast<size_t>(n));
+        else chunk.set_stderr(buf.data(), static_cast<size_t>(n));
+        if (writable && !stream.Write(chunk)) writable = false;  // keep draining: the program must not block
+      }
+    }
+    for (int i = 0; i < 2; ++i)
+      if (fds[i].fd >= 0) close(fds[i].fd);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    reaped = true;
+    v1::RunOutput exit;
+    if (WIFSIGNALED(status)) exit.mutable_exit()->set_signal(WTERMSIG(status));
+    else exit.mutable_exit()->set_code(WEXITSTATUS(status));
+    if (writable) stream.Write(exit);
+  });
+
+  int stdin_fd = in[1];
+  v1::RunInput input;
+  while (stream.Read(&input)) {
+    if (input.has_stdin() && stdin_fd >= 0 && !WriteAll(stdin_fd, input.stdin(), stream)) {
+      close(stdin_fd);
+      stdin_fd = -1;
+    } else if (input.has_stdin_eof() && stdin_fd >= 0) {
+      close(stdin_fd);
+      stdin_fd = -1;
+    }
+  }
+  if (stdin_fd >= 0) close(stdin_fd);
+  // The stream is over: after the exit, or because the stand-in or its node is gone.
+  if (!reaped) {
+    kill(-pid, SIGKILL);
+    [[maybe_unused]] ssize_t n = write(stop[1], "x", 1);
+    spdlog::info("run: pid {} killed: its stand-in on node {} is gone", pid, start.home_node());
+  }
+  output.join();
+  close(stop[0]);
+  close(stop[1]);
+  std::lock_guard lock(mu_);
+  homes_.erase(pid);
+  return Status::Ok();
+}
+
+}  // namespace onebox

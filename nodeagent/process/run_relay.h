@@ -1,0 +1,52 @@
+// The home's side of `onebox run`: the stand-in's connection to this agent's
+// socket, taken over from the shim server once it asked for a run, relayed
+// to and from Peer/Run on the target node, each run on a thread of its own.
+// The stand-in is answered when the process runs there (the answer carries
+// its gpid), or with why it could not start. Then standard input goes one
+// way and output and the exit the other, each only as fast as the far side
+// takes it. The stand-in's end (it exited, or was killed) cancels the stream,
+// and the target kills the process; the target's end without an exit (its
+// node died or was cut off) is told to the stand-in as an exit with an error.
+#pragma once
+
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "nodeagent/peer/grpc_peers.h"
+#include "onebox/v1/process.pb.h"
+
+namespace onebox {
+
+class RunRelays {
+ public:
+  explicit RunRelays(GrpcPeerNetwork& network) : network_(network) {}
+  ~RunRelays() { Stop(); }
+
+  // Relays start's run to the agent at address (node: its name, for
+  // messages). fd: the stand-in's connection, now this relay's; request_id:
+  // the id the stand-in's request had, for its answer.
+  void Start(int fd, uint64_t request_id, v1::RunStart start, std::string address, std::string node);
+  // Ends every run under way (their stand-ins see the node lost) and waits for them.
+  void Stop();
+
+ private:
+  struct Relay {
+    Cancellation cancellation;
+    int fd = -1;
+    bool done = false;
+    std::thread thread;
+  };
+  void Serve(Relay& relay, uint64_t request_id, const v1::RunStart& start, const std::string& address,
+             const std::string& node);
+  void ReapDone();  // under mu_
+
+  GrpcPeerNetwork& network_;
+  std::mutex mu_;
+  bool stopped_ = false;
+  std::list<Relay> relays_;
+};
+
+}  // namespace onebox

@@ -1,0 +1,82 @@
+#include "nodeagent/process/signal_as.h"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace onebox {
+
+namespace {
+
+// The raw call: this thread only (glibc's setresuid changes every thread).
+long SetResUid(uid_t real, uid_t effective) { return syscall(SYS_setresuid, real, effective, static_cast<uid_t>(-1)); }
+
+int Send(pid_t pid, int sig, std::optional<int64_t> value, uid_t as_uid) {
+  if (!value) return kill(pid, sig);
+  if (pid <= 0) {
+    errno = EINVAL;  // sigqueue names one process
+    return -1;
+  }
+  siginfo_t info;
+  memset(&info, 0, sizeof(info));
+  info.si_signo = sig;
+  info.si_code = SI_QUEUE;
+  info.si_pid = getpid();
+  info.si_uid = as_uid;
+  info.si_value.sival_ptr = reinterpret_cast<void*>(static_cast<intptr_t>(*value));
+  return static_cast<int>(syscall(SYS_rt_sigqueueinfo, pid, sig, &info));
+}
+
+Status FromErrno(int err, pid_t pid, int sig) {
+  std::string what = fmt::format("signal {} to {} {}", sig, pid < 0 ? "process group" : "pid", pid < 0 ? -pid : pid);
+  if (err == EPERM) return Status::PermissionDenied(what + ": operation not permitted");
+  if (err == ESRCH) return Status::NotFound(what + ": no such process");
+  if (err == EINVAL) return Status::InvalidArgument(what + ": invalid argument");
+  return Status::IOError(fmt::format("{}: {}", what, strerror(err)));
+}
+
+}  // namespace
+
+Status SignalAs(const v1::CallerCredentials& caller, pid_t pid, int sig, std::optional<int64_t> value) {
+  if (sig < 0 || sig >= NSIG) return FromErrno(EINVAL, pid, sig);
+  const uid_t uid = caller.uid();
+  const uid_t agent = geteuid();
+  if (uid == agent || uid == 0) {
+    // The agent's own user (root for root): the agent's rights are the caller's.
+    if (uid == 0 && agent != 0) return Status::PermissionDenied("the agent does not run as root: it cannot act for root");
+    return Send(pid, sig, value, uid) == 0 ? Status::Ok() : FromErrno(errno, pid, sig);
+  }
+  if (agent != 0)
+    return Status::PermissionDenied(
+        fmt::format("the agent runs as uid {}, not root, and cannot signal for uid {}", agent, uid));
+  if (SetResUid(uid, uid) != 0)
+    return Status::PermissionDenied(fmt::format("cannot take uid {}: {}", uid, strerror(errno)));
+  int sent = Send(pid, sig, value, uid);
+  int err = errno;
+  // The saved uid is still 0: taking it back needs no privilege. Failing
+  // would leave a thread of the agent without its rights: stop instead.
+  if (SetResUid(0, 0) != 0) {
+    spdlog::critical("cannot take back uid 0 after a signal for uid {}: {}", uid, strerror(errno));
+    abort();
+  }
+  return sent == 0 ? Status::Ok() : FromErrno(err, pid, sig);
+}
+
+int SignalErrno(const Status& s) {
+  switch (s.code()) {
+    case Code::kOk: return 0;
+    case Code::kPermissionDenied: return EPERM;
+    case Code::kNotFound: return ESRCH;
+    case Code::kInvalidArgument: return EINVAL;
+    default: return EIO;
+  }
+}
+
+}  // namespace onebox
