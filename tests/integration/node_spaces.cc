@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <atomic>
+
 #include <fmt/format.h>
 
 #include "tests/integration/harness.h"
@@ -16,7 +18,12 @@ std::string IpTool() {
 
 Network::Network(int nodes) : ip_(IpTool()) {
   int pid = getpid();
-  tag_ = fmt::format("ob{}", pid % 100000);
+  // The pid tells test processes apart, the count the Networks of one process:
+  // the kernel removes a deleted namespace's veth pair a moment later, so the
+  // next Network must not take the same names. ("ob99999-99v1" has 12
+  // characters; an interface name may have 15.)
+  static std::atomic<int> made{0};
+  tag_ = fmt::format("ob{}-{}", pid % 100000, made++);
   subnet_ = fmt::format("10.251.{}", pid % 250);
   if (ip_.empty()) {
     error_ = "no ip(8) (iproute2)";
