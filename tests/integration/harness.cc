@@ -1,5 +1,6 @@
 #include "tests/integration/harness.h"
 #include "proto/shim_frame.h"
+#include "tests/integration/node_spaces.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
+#include <functional>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -38,43 +40,12 @@ namespace onebox::testing {
 std::string OneboxBin() { return ONEBOX_BIN; }
 std::string ShimLib() { return ONEBOX_SHIM; }
 
-namespace {
-
 int ExitCodeOf(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return -WTERMSIG(status);
   return -1;
 }
 
-// argv and environment built before fork: a forked child of a threaded process
-// may only call async-signal-safe functions, so it must not allocate.
-class ExecSpec {
- public:
-  ExecSpec(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) : args_(argv) {
-    for (char** e = environ; *e != nullptr; ++e) {
-      std::string_view kv(*e);
-      if (!env.count(std::string(kv.substr(0, kv.find('='))))) vars_.emplace_back(kv);
-    }
-    for (const auto& [k, v] : env) vars_.push_back(k + "=" + v);
-    for (auto& a : args_) argv_.push_back(a.data());
-    argv_.push_back(nullptr);
-    for (auto& v : vars_) envp_.push_back(v.data());
-    envp_.push_back(nullptr);
-  }
-  // In the child: exec, or report and _exit(127). Async-signal-safe.
-  [[noreturn]] void Exec() const {
-    execvpe(argv_[0], argv_.data(), envp_.data());
-    static const char kMsg[] = "exec failed\n";
-    [[maybe_unused]] ssize_t n = write(2, kMsg, sizeof kMsg - 1);
-    _exit(127);
-  }
-
- private:
-  std::vector<std::string> args_, vars_;
-  std::vector<char*> argv_, envp_;
-};
-
-// waitpid that retries on EINTR; returns -1 (and sets *status to 0) on failure.
 pid_t WaitFor(pid_t pid, int* status, int flags) {
   pid_t r;
   do {
@@ -84,11 +55,35 @@ pid_t WaitFor(pid_t pid, int* status, int flags) {
   return r;
 }
 
-}  // namespace
+ExecSpec::ExecSpec(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env)
+    : args_(argv) {
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    if (!env.count(std::string(kv.substr(0, kv.find('='))))) vars_.emplace_back(kv);
+  }
+  for (const auto& [k, v] : env) vars_.push_back(k + "=" + v);
+  for (auto& a : args_) argv_.push_back(a.data());
+  argv_.push_back(nullptr);
+  for (auto& v : vars_) envp_.push_back(v.data());
+  envp_.push_back(nullptr);
+}
 
-RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
-                     const std::string& stdin_data) {
-  ExecSpec spec(argv, env);
+void ExecSpec::Exec() const {
+  execvpe(argv_[0], argv_.data(), envp_.data());
+  static const char kMsg[] = "exec failed\n";
+  [[maybe_unused]] ssize_t n = write(2, kMsg, sizeof kMsg - 1);
+  _exit(127);
+}
+
+namespace {
+
+// Starts a program with the given stdin, stdout and stderr; its pid, or -1
+// with *error set.
+using Spawner = std::function<pid_t(int in, int out, int err, std::string* error)>;
+
+// Runs what spawn starts to completion, feeding it stdin_data and capturing
+// its output.
+RunResult RunToCompletion(const Spawner& spawn, const std::string& stdin_data) {
   RunResult r;
   int in[2], out[2], err[2];
   if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
@@ -96,19 +91,14 @@ RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::s
     return r;
   }
   auto start = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(in[0], 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    spec.Exec();
-  }
+  std::string spawn_error;
+  pid_t pid = spawn(in[0], out[1], err[1], &spawn_error);
   close(in[0]);
   close(out[1]);
   close(err[1]);
   if (pid < 0) {
     for (int fd : {in[1], out[0], err[0]}) close(fd);
-    r.err = std::string("fork: ") + strerror(errno);
+    r.err = spawn_error;
     return r;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -152,6 +142,33 @@ RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::s
   r.exit_code = WaitFor(pid, &status, 0) == pid ? ExitCodeOf(status) : -1;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
+}
+
+}  // namespace
+
+RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                     const std::string& stdin_data) {
+  ExecSpec spec(argv, env);
+  auto fork_exec = [&spec](int in, int out, int err, std::string* error) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      dup2(in, 0);
+      dup2(out, 1);
+      dup2(err, 2);
+      spec.Exec();
+    }
+    if (pid < 0) *error = std::string("fork: ") + strerror(errno);
+    return pid;
+  };
+  return RunToCompletion(fork_exec, stdin_data);
+}
+
+RunResult RunInNode(const NodeSpaces& node, const std::vector<std::string>& argv,
+                    const std::map<std::string, std::string>& env, const std::string& stdin_data) {
+  auto spawn_in_node = [&](int in, int out, int err, std::string* error) {
+    return node.Spawn(argv, env, {in, out, err}, error);
+  };
+  return RunToCompletion(spawn_in_node, stdin_data);
 }
 
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err) {
@@ -329,22 +346,31 @@ AgentProcess::~AgentProcess() {
   if (std::find(args_.begin(), args_.end(), "--join-token-file") == args_.end() &&
       std::find(args_.begin(), args_.end(), "--insecure") == args_.end())
     argv.insert(argv.end(), {"--join-token-file", TestJoinTokenFile()});
-  ExecSpec spec(argv, {});
   int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return ::testing::AssertionFailure() << "open " << log_path_ << ": " << strerror(errno);
-  pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ == 0) {
-    // The agent dies with the test (or bench) that started it, even one that
-    // aborts or is killed before its destructors run.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    dup2(log_fd, 2);
-    dup2(log_fd, 1);
-    spec.Exec();
+  if (spaces_ != nullptr) {
+    // It dies with its node, whose holder dies with the test (NodeSpaces).
+    std::string error;
+    pid_ = spaces_->Spawn(argv, {}, {-1, log_fd, log_fd}, &error);
+    close(log_fd);
+    if (pid_ < 0)
+      return ::testing::AssertionFailure() << "cannot start the agent in node " << spaces_->node() << ": " << error;
+  } else {
+    ExecSpec spec(argv, {});
+    pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ == 0) {
+      // The agent dies with the test (or bench) that started it, even one that
+      // aborts or is killed before its destructors run.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(1);
+      dup2(log_fd, 2);
+      dup2(log_fd, 1);
+      spec.Exec();
+    }
+    close(log_fd);
+    if (pid_ < 0) return ::testing::AssertionFailure() << "fork: " << strerror(errno);
   }
-  close(log_fd);
-  if (pid_ < 0) return ::testing::AssertionFailure() << "fork: " << strerror(errno);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   // The socket answers once the gRPC server is up; it names the bound port.
   v1::ShimResponse ping;
@@ -431,7 +457,9 @@ std::string AgentProcess::log() const {
 std::shared_ptr<grpc::Channel> AgentProcess::channel() { return channel_; }
 
 RunResult Shell(AgentProcess& agent, const std::string& cmd) {
-  return RunCommand({"bash", "-c", cmd}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+  const std::map<std::string, std::string> env{{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}};
+  if (agent.spaces() != nullptr) return RunInNode(*agent.spaces(), {"bash", "-c", cmd}, env);
+  return RunCommand({"bash", "-c", cmd}, env);
 }
 
 ::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,

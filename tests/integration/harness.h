@@ -1,7 +1,8 @@
 // Integration-test harness: starts real `onebox agent` processes on loopback
 // (port 0, so the kernel picks a free port; the shim socket tells which), runs
 // commands and captures their output, and waits for agents to converge.
-// Everything started is stopped by pid.
+// Everything started is stopped by pid. An agent or a command may also run
+// inside a test node's own namespaces (NodeSpaces, node_spaces.h).
 #pragma once
 
 #include <sys/types.h>
@@ -25,6 +26,29 @@ namespace onebox::testing {
 std::string OneboxBin();
 std::string ShimLib();
 
+class NodeSpaces;
+
+// An exit code from a wait status: -N when killed by signal N.
+int ExitCodeOf(int status);
+// waitpid that retries on EINTR; returns -1 (and sets *status to 0) on failure.
+pid_t WaitFor(pid_t pid, int* status, int flags);
+
+// argv and environment (the test's, with env's entries added or replaced)
+// built before fork: a forked child of a threaded process may only call
+// async-signal-safe functions, so it must not allocate.
+class ExecSpec {
+ public:
+  ExecSpec(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env);
+  ExecSpec(const ExecSpec&) = delete;
+  ExecSpec& operator=(const ExecSpec&) = delete;
+  // In the child: exec, or report and _exit(127). Async-signal-safe.
+  [[noreturn]] void Exec() const;
+
+ private:
+  std::vector<std::string> args_, vars_;
+  std::vector<char*> argv_, envp_;
+};
+
 struct RunResult {
   int exit_code = -1;  // -N when killed by signal N
   std::string out;
@@ -35,6 +59,11 @@ struct RunResult {
 // Runs argv to completion with extra environment, feeding stdin_data.
 RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
               const std::string& stdin_data = "");
+// RunCommand inside node's namespaces (NodeSpaces::Spawn): the same output,
+// stdin and exit codes. A program that cannot be started there has exit code
+// -1 and says why in err.
+RunResult RunInNode(const NodeSpaces& node, const std::vector<std::string>& argv,
+                    const std::map<std::string, std::string>& env = {}, const std::string& stdin_data = "");
 
 // A memory figure of process pid from /proc/PID/status ("VmRSS:", "VmHWM:"), MiB; -1 if absent.
 double ProcessMemoryMiB(pid_t pid, const std::string& field);
@@ -74,7 +103,7 @@ grpc::Status CallOverSocket(AgentProcess& agent, const std::string& method, cons
 grpc::Status RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
                           const std::string& bytes, const std::string& join_token = "");
 
-// cmd run by bash under the shim of agent.
+// cmd run by bash under the shim of agent (inside the agent's node when it has one).
 RunResult Shell(AgentProcess& agent, const std::string& cmd);
 // Runs cmd (Shell) until it succeeds with want as its output.
 ::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
@@ -110,6 +139,12 @@ class AgentProcess {
   // Runs the agent under this command (e.g. {"ip", "netns", "exec", NS}),
   // which must exec it (so that pid() stays the agent's).
   void set_command_prefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
+  // Runs the agent (and its prefix, if any) inside node's namespaces, from
+  // the next Start on: pid() is then its real pid, and Shell runs there too.
+  // It must listen on the node's Network address (the test's loopback is
+  // not the node's). node must outlive the agent's run (declare it first).
+  void set_spaces(const NodeSpaces* node) { spaces_ = node; }
+  const NodeSpaces* spaces() const { return spaces_; }
   // Starts the agent and waits until grpc.health.v1 answers SERVING.
   ::testing::AssertionResult Start(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   // Sends sig and waits; returns the exit code (-N if killed by signal N).
@@ -128,6 +163,7 @@ class AgentProcess {
   std::vector<std::string> args_, prefix_;
   std::string data_dir_, socket_, log_path_, address_;
   pid_t pid_ = -1;
+  const NodeSpaces* spaces_ = nullptr;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

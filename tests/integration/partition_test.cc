@@ -21,74 +21,13 @@
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/node_spaces.h"
 #include "tests/test_util.h"
 
 namespace onebox::testing {
 namespace {
 
 using std::chrono::seconds;
-
-std::string IpTool() {
-  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"})
-    if (access(p, X_OK) == 0) return p;
-  return "";
-}
-
-// A bridge and N namespaces behind it, removed (by the names made here) at the end.
-class Network {
- public:
-  explicit Network(int nodes) : ip_(IpTool()) {
-    int pid = getpid();
-    tag_ = fmt::format("ob{}", pid % 100000);
-    subnet_ = fmt::format("10.251.{}", pid % 250);
-    if (ip_.empty()) {
-      error_ = "no ip(8) (iproute2)";
-      return;
-    }
-    if (!Ip({"link", "add", tag_, "type", "bridge"})) return;
-    made_bridge_ = true;  // removed at the end whatever fails next
-    if (!Ip({"addr", "add", subnet_ + ".254/24", "dev", tag_}) || !Ip({"link", "set", tag_, "up"})) return;
-    for (int i = 1; i <= nodes; ++i) {
-      std::string ns = Ns(i), veth = Veth(i);
-      if (!Ip({"netns", "add", ns})) return;
-      namespaces_.push_back(ns);
-      if (!Ip({"link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns}) ||
-          !Ip({"link", "set", veth, "master", tag_, "up"}) ||
-          !Ip({"netns", "exec", ns, ip_, "addr", "add", Address(i) + "/24", "dev", "eth0"}) ||
-          !Ip({"netns", "exec", ns, ip_, "link", "set", "eth0", "up"}) ||
-          !Ip({"netns", "exec", ns, ip_, "link", "set", "lo", "up"}))
-        return;
-    }
-    ok_ = true;
-  }
-  ~Network() {
-    for (const std::string& ns : namespaces_) Ip({"netns", "del", ns});  // takes its veth pair along
-    if (made_bridge_) Ip({"link", "del", tag_});
-  }
-  bool ok() const { return ok_; }
-  const std::string& error() const { return error_; }
-  std::string Ns(int i) const { return fmt::format("{}n{}", tag_, i); }
-  std::string Veth(int i) const { return fmt::format("{}v{}", tag_, i); }
-  std::string Address(int i) const { return fmt::format("{}.{}", subnet_, i); }
-  std::vector<std::string> Inside(int i) const { return {ip_, "netns", "exec", Ns(i)}; }
-  // Cuts node i off (its link on the bridge goes down), or heals it.
-  bool SetLink(int i, bool up) { return Ip({"link", "set", Veth(i), up ? "up" : "down"}); }
-
- private:
-  bool Ip(std::vector<std::string> args) {
-    args.insert(args.begin(), ip_);
-    RunResult r = RunCommand(args);
-    if (r.exit_code != 0 && error_.empty()) {
-      error_ = "ip";
-      for (size_t i = 1; i < args.size(); ++i) error_ += " " + args[i];
-      error_ += ": " + r.err;
-    }
-    return r.exit_code == 0;
-  }
-  std::string ip_, tag_, subnet_, error_;
-  bool ok_ = false, made_bridge_ = false;
-  std::vector<std::string> namespaces_;
-};
 
 // Agents NAME1..NAME3, agent i inside namespace i, each joining `seeds`
 // (default: node 1's address; node 1 joins nobody then).
