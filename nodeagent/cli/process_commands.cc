@@ -104,17 +104,17 @@ Result<int> ParseSignal(const std::string& text) {
 int CmdKill(const ClientOptions& o, const std::vector<std::string>& args) {
   int sig = SIGTERM;
   std::vector<int64_t> targets;
-  bool options_done = false;
+  bool options_done = false, signal_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     Result<int> parsed = 0;
     if (!options_done && a == "--") {
       options_done = true;
       continue;
-    } else if (!options_done && (a == "-s" || a == "-n")) {
+    } else if (!options_done && !signal_given && (a == "-s" || a == "-n")) {
       if (i + 1 == args.size()) return Fail(Status::InvalidArgument(a + " needs a signal"));
       parsed = ParseSignal(args[++i]);
-    } else if (!options_done && targets.empty() && a.size() > 1 && a[0] == '-') {
+    } else if (!options_done && !signal_given && targets.empty() && a.size() > 1 && a[0] == '-') {
       parsed = ParseSignal(a.substr(1));
     } else {
       char* end = nullptr;
@@ -126,6 +126,7 @@ int CmdKill(const ClientOptions& o, const std::vector<std::string>& args) {
     }
     if (!parsed.ok()) return Fail(parsed.status());
     sig = *parsed;
+    signal_given = true;  // from here on, -N is a process group
   }
   if (targets.empty())
     return Fail(Status::InvalidArgument("usage: onebox kill [-s SIGNAL | -SIGNAL] GPID... (negative: a process group)"));

@@ -127,7 +127,8 @@ int StandIn::Relay() {
       if (n > 0) in.set_stdin(buf.data(), static_cast<size_t>(n));
       else in.set_stdin_eof(true);
       if (n <= 0) fds[0].fd = -1;  // no more to read
-      if (!SendInput(in)) return Lost("run: the agent closed the connection");
+      // A run that ended already no longer reads: its exit is still to be read.
+      if (!SendInput(in)) fds[0].fd = -1;
     }
     if (fds[1].revents) {
       std::string frame;

@@ -193,7 +193,7 @@ void Agent::MakeClusterParts() {
     for (const auto& [pid, home] : r->Homes()) homes[pid] = {home.node, home.gpid};
     return homes;
   });
-  run_relays_ = std::make_unique<RunRelays>(network_);
+  run_relays_ = std::make_unique<RunRelays>(network_, *run_executor_);
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *claims_, *processes_);
   members_->set_alive_observer([page = &state_page_->page()](size_t alive) { page->peers_alive.store(alive); });
 }

@@ -224,7 +224,7 @@ Status ShimHandlers::StartRun(const Origin& origin, const v1::ShimRequest& req, 
   int fd = origin.call->TakeConnection();
   if (fd < 0) return Status::Unavailable(fmt::format("run: no descriptor for the stream: {}", strerror(errno)));
   spdlog::info("run for pid {} uid {} on node {}: {}", origin.peer.pid, origin.peer.uid, target->name(), start.argv(0));
-  parts_.runs.Start(fd, req.id(), std::move(start), target->address(), target->name());
+  parts_.runs.Start(fd, req.id(), std::move(start), target->address(), target->name(), target->self());
   resp->mutable_run();  // not sent: the relay answers on the connection it took
   return Status::Ok();
 }

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -23,9 +25,89 @@ bool SendMessage(int fd, const Message& m) {
   return SendShimFrame(fd, m.SerializeAsString());
 }
 
+// A run on this node: the executor on a thread of its own, joined to the
+// relay by two bounded queues (a few messages each way: back-pressure as
+// gRPC's flow control gives it). Cancel ends both sides at once.
+class LocalRunCall final : public RunCall, private RunPeerStream {
+ public:
+  LocalRunCall(RunExecutor& executor, Cancellation* cancellation) {
+    ticket_ = cancellation->Attach([this] { Close(); });
+    if (ticket_ == 0) closed_ = true;
+    executor_thread_ = std::thread([this, &executor] {
+      Status s = executor.Serve(*this);
+      std::lock_guard lock(mu_);
+      served_ = s;
+      done_ = true;
+      cv_.notify_all();
+    });
+    cancellation_ = cancellation;
+  }
+  ~LocalRunCall() override {
+    Close();
+    executor_thread_.join();
+    if (ticket_ != 0) cancellation_->Detach(ticket_);
+  }
+  // The relay's side.
+  bool Write(const v1::RunInput& in) override { return Push(inputs_, in); }
+  bool Read(v1::RunOutput* out) override { return Pop(outputs_, out, /*until_done=*/true); }
+  Status Finish() override {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return done_ || closed_; });
+    if (!done_) return Status::Unavailable("cancelled");
+    return served_;
+  }
+
+ private:
+  static constexpr size_t kQueued = 8;
+  // The executor's side.
+  bool Read(v1::RunInput* in) override { return Pop(inputs_, in, /*until_done=*/false); }
+  bool Write(const v1::RunOutput& out) override { return Push(outputs_, out); }
+  bool Cancelled() override {
+    std::lock_guard lock(mu_);
+    return closed_;
+  }
+
+  template <class M>
+  bool Push(std::deque<M>& q, const M& m) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return closed_ || q.size() < kQueued; });
+    if (closed_) return false;
+    q.push_back(m);
+    cv_.notify_all();
+    return true;
+  }
+  // Outputs are read until the executor is done and they are drained; inputs until closed.
+  template <class M>
+  bool Pop(std::deque<M>& q, M* m, bool until_done) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return closed_ || !q.empty() || (until_done && done_); });
+    if (closed_ || q.empty()) return false;
+    *m = std::move(q.front());
+    q.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  void Close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::RunInput> inputs_;
+  std::deque<v1::RunOutput> outputs_;
+  bool closed_ = false, done_ = false;
+  Status served_;
+  Cancellation* cancellation_ = nullptr;
+  uint64_t ticket_ = 0;
+  std::thread executor_thread_;
+};
+
 }  // namespace
 
-void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::string address, std::string node) {
+void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::string address, std::string node,
+                      bool here) {
   // The shim server's connections do not block; the relay's threads do.
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   timeval none{};
@@ -40,8 +122,11 @@ void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::stri
   Relay& relay = relays_.emplace_back();
   relay.fd = fd;
   relay.thread = std::thread([this, &relay, request_id, start = std::move(start), address = std::move(address),
-                              node = std::move(node)] {
-    Serve(relay, request_id, start, address, node);
+                              node = std::move(node), here] {
+    std::unique_ptr<RunCall> call;
+    if (here) call = std::make_unique<LocalRunCall>(local_, &relay.cancellation);
+    else call = network_.OpenRun(address, &relay.cancellation);
+    Serve(relay, request_id, start, std::move(call), node);
     shutdown(relay.fd, SHUT_RDWR);
     close(relay.fd);
     std::lock_guard lock(mu_);
@@ -49,10 +134,9 @@ void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::stri
   });
 }
 
-void RunRelays::Serve(Relay& relay, uint64_t request_id, const v1::RunStart& start, const std::string& address,
+void RunRelays::Serve(Relay& relay, uint64_t request_id, const v1::RunStart& start, std::unique_ptr<RunCall> call,
                       const std::string& node) {
   const int fd = relay.fd;
-  std::unique_ptr<RunCall> call = network_.OpenRun(address, &relay.cancellation);
   v1::RunInput first;
   *first.mutable_start() = start;
   v1::RunOutput out;

@@ -16,19 +16,22 @@
 #include <thread>
 
 #include "nodeagent/peer/grpc_peers.h"
+#include "nodeagent/process/run_executor.h"
 #include "onebox/v1/process.pb.h"
 
 namespace onebox {
 
 class RunRelays {
  public:
-  explicit RunRelays(GrpcPeerNetwork& network) : network_(network) {}
+  // A run on this node itself goes straight to local (no gRPC round trip
+  // to our own port); any other, to its node's agent.
+  RunRelays(GrpcPeerNetwork& network, RunExecutor& local) : network_(network), local_(local) {}
   ~RunRelays() { Stop(); }
 
-  // Relays start's run to the agent at address (node: its name, for
-  // messages). fd: the stand-in's connection, now this relay's; request_id:
-  // the id the stand-in's request had, for its answer.
-  void Start(int fd, uint64_t request_id, v1::RunStart start, std::string address, std::string node);
+  // Relays start's run to the agent at address, or to this node's executor
+  // when here (node: its name, for messages). fd: the stand-in's connection,
+  // now this relay's; request_id: the id the stand-in's request had, for its answer.
+  void Start(int fd, uint64_t request_id, v1::RunStart start, std::string address, std::string node, bool here);
   // Ends every run under way (their stand-ins see the node lost) and waits for them.
   void Stop();
 
@@ -39,11 +42,12 @@ class RunRelays {
     bool done = false;
     std::thread thread;
   };
-  void Serve(Relay& relay, uint64_t request_id, const v1::RunStart& start, const std::string& address,
+  void Serve(Relay& relay, uint64_t request_id, const v1::RunStart& start, std::unique_ptr<RunCall> call,
              const std::string& node);
   void ReapDone();  // under mu_
 
   GrpcPeerNetwork& network_;
+  RunExecutor& local_;
   std::mutex mu_;
   bool stopped_ = false;
   std::list<Relay> relays_;
