@@ -5,6 +5,7 @@
 // with the kernel's rule as for any kill), and ends as the program ended:
 // its exit code, or death by the same signal. A node lost during the run
 // is one line and exit 255, as ssh says it.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -15,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -100,7 +102,9 @@ class StandIn {
 void StandIn::Forward(int sig) {
   v1::SignalRequest q;
   q.set_gpid(gpid_);
-  q.set_signal(sig);
+  // The program runs in a session of its own, an orphaned process group in
+  // which the kernel drops SIGTSTP: it is stopped with SIGSTOP instead.
+  q.set_signal(sig == SIGTSTP ? SIGSTOP : sig);
   v1::SignalResponse r;
   Status s = CallOverSocket(CallerSocket(client_), client_.timeout_seconds,
                             std::string(api_method::Process_Signal::kName), q, &r);
@@ -109,28 +113,32 @@ void StandIn::Forward(int sig) {
 }
 
 int StandIn::Relay() {
-  pollfd fds[3] = {{STDIN_FILENO, POLLIN, 0}, {fd_, POLLIN, 0}, {signals_, POLLIN, 0}};
-  std::string buf(kChunk, '\0');
+  // Standard input goes on a thread of its own: a program that is not
+  // reading its input must never keep us from reading its output.
+  std::thread input([this] {
+    std::string buf(kChunk, '\0');
+    for (;;) {
+      ssize_t n = read(STDIN_FILENO, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      v1::RunInput in;
+      if (n > 0) in.set_stdin(buf.data(), static_cast<size_t>(n));
+      else in.set_stdin_eof(true);
+      // A run that ended already reads no more: its exit is still to be read.
+      if (!SendInput(in) || n <= 0) return;
+    }
+  });
+  input.detach();  // blocked in read(stdin) at our exit, which ends it
+  pollfd fds[2] = {{fd_, POLLIN, 0}, {signals_, POLLIN, 0}};
   for (;;) {
-    if (poll(fds, 3, -1) < 0) {
+    if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return Lost(fmt::format("run: poll: {}", strerror(errno)));
     }
-    if (fds[2].revents & POLLIN) {
+    if (fds[1].revents & POLLIN) {
       signalfd_siginfo info;
       if (read(signals_, &info, sizeof info) == sizeof info) Forward(static_cast<int>(info.ssi_signo));
     }
     if (fds[0].revents) {
-      ssize_t n = read(STDIN_FILENO, buf.data(), buf.size());
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      v1::RunInput in;
-      if (n > 0) in.set_stdin(buf.data(), static_cast<size_t>(n));
-      else in.set_stdin_eof(true);
-      if (n <= 0) fds[0].fd = -1;  // no more to read
-      // A run that ended already no longer reads: its exit is still to be read.
-      if (!SendInput(in)) fds[0].fd = -1;
-    }
-    if (fds[1].revents) {
       std::string frame;
       v1::RunOutput out;
       if (!RecvShimFrame(fd_, &frame) || !out.ParseFromString(frame))
@@ -158,6 +166,9 @@ int CmdRun(const ClientOptions& c, const RunOptions& o) {
   for (int sig : kForwarded) sigaddset(&forwarded, sig);
   sigprocmask(SIG_BLOCK, &forwarded, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Missing standard descriptors would be taken by the socket or the signalfd.
+  for (int fd = 0; fd <= 2; ++fd)
+    if (fcntl(fd, F_GETFD) < 0) open("/dev/null", O_RDWR);
   int signals = signalfd(-1, &forwarded, SFD_CLOEXEC);
   const std::string socket = CallerSocket(c);
   int fd = ConnectShimSocket(socket, c.timeout_seconds);

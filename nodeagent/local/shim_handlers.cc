@@ -214,6 +214,7 @@ Status ShimHandlers::StartRun(const Origin& origin, const v1::ShimRequest& req, 
   if (!start.ParseFromString(req.run().start()) || start.argv().empty())
     return Status::InvalidArgument("a run needs a program: onebox run [--node NODE] -- CMD ARGS...");
   if (Status cwd = ClusterCwd(&start); !cwd.ok()) return cwd;
+  if (parts_.members.index() == 0) return Status::Unavailable("this node has no index yet: try again in a moment");
   Result<v1::Node> target = parts_.processes.LiveNode(start.node());
   if (!target.ok()) return target.status();
   // Who runs it is who the kernel says is asking, never what the request says.

@@ -111,6 +111,7 @@ Status ClusterProcesses::Signal(const v1::CallerCredentials& caller, const v1::S
   const int64_t sign = req.gpid() < 0 ? -1 : 1;
   if (target == 0 || req.gpid() == -1)
     return Status::InvalidArgument("pids 0 and -1 name no one process or group: signal them with kill(1) itself");
+  if (members_.index() == 0) return Status::Unavailable("this node has no index yet: gpids mean nothing here");
   if (!gpid::IsGlobal(target) || gpid::NodeIndex(target) == members_.index())
     return SignalHere(caller, sign * gpid::LocalPid(target), req);
   Result<v1::Node> node = NodeWithIndex(gpid::NodeIndex(target));
@@ -130,6 +131,8 @@ Status ClusterProcesses::OnSignalProcess(const v1::PeerSignalRequest& req) {
   const int64_t target = std::llabs(req.signal().gpid());
   if (!gpid::IsGlobal(target) || gpid::NodeIndex(target) != members_.index())
     return Status::NotFound(fmt::format("gpid {} is not one of node {}'s", target, node_name_));
+  if (!req.has_caller() || req.caller().uid() == static_cast<uint32_t>(-1))
+    return Status::InvalidArgument("a signal from a peer names its caller");
   const int64_t pid = (req.signal().gpid() < 0 ? -1 : 1) * gpid::LocalPid(target);
   Status st = SignalHere(req.caller(), pid, req.signal());
   spdlog::info("signal {} to pid {} for uid {} (pid {} of node {}): {}", req.signal().signal(), pid,

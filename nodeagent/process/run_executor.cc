@@ -64,8 +64,14 @@ Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const s
   if (start.argv().empty() || start.argv(0).empty()) return Status::InvalidArgument("run: no program to run");
   if (!IsPlainAbsolute(start.cwd()) || start.cwd() == "/")
     return Status::InvalidArgument(fmt::format("run: working directory '{}' is no cluster path", start.cwd()));
+  if (!start.has_caller()) return Status::InvalidArgument("run: the start names no caller");
   Launch l;
   const v1::CallerCredentials& who = start.caller();
+  // (uid_t)-1 is "unchanged" to setresuid: the program would keep root's ids.
+  constexpr uint32_t kUnset = static_cast<uint32_t>(-1);
+  if (who.uid() == kUnset || who.gid() == kUnset) return Status::InvalidArgument("run: the caller's ids are not valid");
+  for (uint32_t g : who.groups())
+    if (g == kUnset) return Status::InvalidArgument("run: the caller's groups are not valid");
   l.uid = who.uid();
   l.gid = who.gid();
   for (uint32_t g : who.groups()) l.groups.push_back(g);
@@ -130,7 +136,10 @@ void Say(const std::string& text) { [[maybe_unused]] ssize_t n = write(2, text.d
   dup2(in, 0);
   dup2(out, 1);
   dup2(err, 2);
-  syscall(SYS_close_range, 3, ~0U, 0);
+  if (syscall(SYS_close_range, 3, ~0U, 0) != 0) {
+    // A kernel before 5.9, or a filter that refuses it: close them one by one.
+    for (int fd = 3; fd < 65536; ++fd) close(fd);
+  }
   // The agent blocks its stop signals and ignores SIGPIPE: the program starts as a shell would start it.
   sigset_t none;
   sigemptyset(&none);
@@ -188,6 +197,7 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   v1::RunInput first;
   if (!stream.Read(&first) || !first.has_start()) return Status::InvalidArgument("a run begins with its start");
   const v1::RunStart& start = first.start();
+  if (node_index_() == 0) return Status::Unavailable("this node has no index yet: its runs would have no gpid");
   Result<Launch> launch = Prepare(start, place_, node_name_);
   if (!launch.ok()) return launch.status();
   int in[2], out[2], err[2], stop[2];
@@ -266,6 +276,7 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   // The stream is over: after the exit, or because the stand-in or its node is gone.
   if (!reaped) {
     kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);  // before its setsid, it was in no group of its own
     [[maybe_unused]] ssize_t n = write(stop[1], "x", 1);
     spdlog::info("run: pid {} killed: its stand-in on node {} is gone", pid, start.home_node());
   }

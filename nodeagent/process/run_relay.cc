@@ -127,9 +127,9 @@ void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::stri
     if (here) call = std::make_unique<LocalRunCall>(local_, &relay.cancellation);
     else call = network_.OpenRun(address, &relay.cancellation);
     Serve(relay, request_id, start, std::move(call), node);
-    shutdown(relay.fd, SHUT_RDWR);
+    std::lock_guard lock(mu_);  // Stop() shuts the fd down under it
     close(relay.fd);
-    std::lock_guard lock(mu_);
+    relay.fd = -1;
     relay.done = true;
   });
 }
@@ -172,6 +172,8 @@ void RunRelays::Serve(Relay& relay, uint64_t request_id, const v1::RunStart& sta
     if (!SendMessage(fd, out)) break;
   }
   relay.cancellation.Cancel();
+  shutdown(fd, SHUT_RD);  // ends the input thread's read: no Write after this
+  input.join();
   Status st = call->Finish();
   if (!exited) {
     v1::RunOutput lost;
@@ -179,8 +181,6 @@ void RunRelays::Serve(Relay& relay, uint64_t request_id, const v1::RunStart& sta
                                                st.message()));
     SendMessage(fd, lost);
   }
-  shutdown(fd, SHUT_RDWR);  // ends the input thread's read
-  input.join();
 }
 
 void RunRelays::ReapDone() {
@@ -198,7 +198,10 @@ void RunRelays::Stop() {
   {
     std::lock_guard lock(mu_);
     stopped_ = true;
-    for (Relay& r : relays_) r.cancellation.Cancel();
+    for (Relay& r : relays_) {
+      r.cancellation.Cancel();
+      if (r.fd >= 0) shutdown(r.fd, SHUT_RDWR);  // a stand-in that does not read blocks no write
+    }
   }
   // The threads take mu_ as they end: join without it.
   for (Relay& r : relays_) r.thread.join();

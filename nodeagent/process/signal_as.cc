@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,9 +15,6 @@
 namespace onebox {
 
 namespace {
-
-// The raw call: this thread only (glibc's setresuid changes every thread).
-long SetResUid(uid_t real, uid_t effective) { return syscall(SYS_setresuid, real, effective, static_cast<uid_t>(-1)); }
 
 int Send(pid_t pid, int sig, std::optional<int64_t> value, uid_t as_uid) {
   if (!value) return kill(pid, sig);
@@ -46,7 +44,10 @@ Status FromErrno(int err, pid_t pid, int sig) {
 
 Status SignalAs(const v1::CallerCredentials& caller, pid_t pid, int sig, std::optional<int64_t> value) {
   if (sig < 0 || sig >= NSIG) return FromErrno(EINVAL, pid, sig);
+  // 0 and -1 name the sender's own group and every process: never through the agent.
+  if (pid == 0 || pid == -1) return FromErrno(EINVAL, pid, sig);
   const uid_t uid = caller.uid();
+  if (uid == static_cast<uid_t>(-1)) return Status::InvalidArgument("no caller uid");
   const uid_t agent = geteuid();
   if (uid == agent || uid == 0) {
     // The agent's own user (root for root): the agent's rights are the caller's.
@@ -56,17 +57,21 @@ Status SignalAs(const v1::CallerCredentials& caller, pid_t pid, int sig, std::op
   if (agent != 0)
     return Status::PermissionDenied(
         fmt::format("the agent runs as uid {}, not root, and cannot signal for uid {}", agent, uid));
-  if (SetResUid(uid, uid) != 0)
-    return Status::PermissionDenied(fmt::format("cannot take uid {}: {}", uid, strerror(errno)));
-  int sent = Send(pid, sig, value, uid);
-  int err = errno;
-  // The saved uid is still 0: taking it back needs no privilege. Failing
-  // would leave a thread of the agent without its rights: stop instead.
-  if (SetResUid(0, 0) != 0) {
-    spdlog::critical("cannot take back uid 0 after a signal for uid {}: {}", uid, strerror(errno));
-    abort();
+  // The kill is made by a short-lived child with the caller's uid, never by
+  // a thread of the agent: a thread whose real uid were the caller's could be
+  // stopped or killed by the caller (tgkill), and the whole agent with it.
+  // vfork: the child shares our memory and makes only system calls.
+  pid_t child = vfork();
+  if (child == 0) {
+    if (syscall(SYS_setresuid, uid, uid, uid) != 0) _exit(EPERM);
+    _exit(Send(pid, sig, value, uid) == 0 ? 0 : errno);
   }
-  return sent == 0 ? Status::Ok() : FromErrno(err, pid, sig);
+  if (child < 0) return Status::IOError(fmt::format("signal: vfork: {}", strerror(errno)));
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status)) return Status::IOError("signal: its sender did not finish");
+  return WEXITSTATUS(status) == 0 ? Status::Ok() : FromErrno(WEXITSTATUS(status), pid, sig);
 }
 
 int SignalErrno(const Status& s) {
