@@ -1,9 +1,9 @@
-// Sending a signal with a caller's rights: for the moment of the kill(2) (or
-// sigqueue), this thread's real and effective uid are the caller's (a raw
-// setresuid, per thread; the saved uid stays root, so the agent takes its
-// own back), and the kernel applies its own rule: the sender's real or
-// effective uid is the target's real or saved uid, or the sender is root.
-// EPERM and ESRCH are then the kernel's own answers.
+// Sending a signal with a caller's rights: the kill(2) (or sigqueue) is made
+// by a short-lived vfork child whose uids are the caller's, and the kernel
+// applies its own rule: the sender's real or effective uid is the target's
+// real or saved uid, or the sender is root. EPERM and ESRCH are then the
+// kernel's own answers. (Not by a thread of the agent with the caller's
+// uid: the caller could stop or kill that thread, and the agent with it.)
 #pragma once
 
 #include <sys/types.h>
