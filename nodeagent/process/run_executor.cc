@@ -204,8 +204,11 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   if (pipe2(in, O_CLOEXEC) != 0) return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));
   if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 || pipe2(stop, O_CLOEXEC) != 0)
     return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));  // (the agent has fds to spare)
+  // Homes() waits while a run is between its fork and its entry: a listing
+  // that saw the program (it scans first) then sees where it came from.
+  std::unique_lock registering(mu_);
   pid_t pid = fork();
-  if (pid == 0) RunChild(*launch, in[0], out[1], err[1]);
+  if (pid == 0) RunChild(*launch, in[0], out[1], err[1]);  // system calls only: the lock copy is never used
   close(in[0]);
   close(out[1]);
   close(err[1]);
@@ -213,11 +216,9 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
     for (int fd : {in[1], out[0], err[0], stop[0], stop[1]}) close(fd);
     return Status::Unavailable(fmt::format("run: fork: {}", strerror(errno)));
   }
+  homes_[pid] = {start.home_node(), start.home_gpid()};
+  registering.unlock();
   fcntl(in[1], F_SETFL, O_NONBLOCK);
-  {
-    std::lock_guard lock(mu_);
-    homes_[pid] = {start.home_node(), start.home_gpid()};
-  }
   spdlog::info("run: pid {} for uid {} of node {}: {}", pid, start.caller().uid(), start.home_node(), start.argv(0));
   v1::RunOutput started;
   started.mutable_started()->set_gpid(gpid::Make(node_index_(), pid));
