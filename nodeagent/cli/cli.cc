@@ -84,8 +84,8 @@ void Cli::AddProcessCommands(CLI::App& app) {
   run_ = app.add_subcommand("run", "run CMD on a node of the cluster, as a local child (its stdio, signals, exit)");
   run_->add_option("--node", run_options_.node, "the node (a name or an index; default: this one)");
   run_->add_option("--cwd", run_options_.cwd, "working directory there (a /cluster path; default: the current one)");
-  auto* tty = run_->add_flag("-t", run_options_.tty, "give the program a pseudo-terminal (not supported yet)");
-  run_->add_flag("-T", run_options_.no_tty, "no pseudo-terminal (the default)")->excludes(tty);
+  auto* tty = run_->add_flag("-t", run_options_.tty, "give the program a pseudo-terminal (the default when stdin is one)");
+  run_->add_flag("-T", run_options_.no_tty, "no pseudo-terminal")->excludes(tty);
   run_->add_option("CMD", run_options_.argv, "command and its arguments (after --)")->required();
 }
 

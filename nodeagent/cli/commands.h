@@ -52,8 +52,8 @@ int CmdKill(const ClientOptions& c, const std::vector<std::string>& args);
 struct RunOptions {
   std::string node;  // a name or an index; empty: this node
   std::string cwd;   // a cluster path; empty: the current directory, which must be one
-  bool tty = false;     // -t
-  bool no_tty = false;  // -T: the default
+  bool tty = false;     // -t; the default when stdin is a terminal
+  bool no_tty = false;  // -T
   std::vector<std::string> argv;
 };
 int CmdRun(const ClientOptions& c, const RunOptions& o);

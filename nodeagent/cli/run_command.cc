@@ -8,14 +8,17 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
@@ -38,7 +41,43 @@ constexpr size_t kChunk = 64 << 10;
 // The signals a terminal or a parent sends a job, passed on to the program.
 constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT};
 
+// The local terminal, in raw mode while a run with a terminal lasts (its
+// keys, ^C and ^Z included, go to the program's terminal there), and put back
+// as it was on every way out: return, exit, death by the program's signal,
+// and while the stand-in is stopped.
+class LocalTerminal {
+ public:
+  static bool MakeRaw() {
+    if (!saved_ && tcgetattr(STDIN_FILENO, &before_) != 0) return false;
+    saved_ = true;
+    termios raw = before_;
+    cfmakeraw(&raw);
+    return tcsetattr(STDIN_FILENO, TCSADRAIN, &raw) == 0;
+  }
+  static void Restore() {
+    if (saved_) tcsetattr(STDIN_FILENO, TCSADRAIN, &before_);
+  }
+
+ private:
+  static inline termios before_{};
+  static inline bool saved_ = false;
+};
+
+v1::WindowSize LocalWindow() {
+  v1::WindowSize size;
+  winsize w{};
+  if (ioctl(STDIN_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_row > 0) {
+    size.set_rows(w.ws_row);
+    size.set_cols(w.ws_col);
+  } else {
+    size.set_rows(24);
+    size.set_cols(80);
+  }
+  return size;
+}
+
 int Lost(const std::string& why) {
+  LocalTerminal::Restore();
   std::cerr << "onebox: " << why << "\n";
   return kExitLost;
 }
@@ -56,6 +95,7 @@ bool WriteAll(int fd, const std::string& bytes) {
 // Ends this process as the program ended: by the same signal (no core
 // file here: the program's was written, or not, on its node).
 [[noreturn]] void DieBy(int sig) {
+  LocalTerminal::Restore();
   rlimit none{0, 0};
   setrlimit(RLIMIT_CORE, &none);
   signal(sig, SIG_DFL);
@@ -81,25 +121,42 @@ v1::RunStart MakeStart(const RunOptions& o) {
   mode_t mask = umask(0);
   umask(mask);
   start.set_umask(mask);
+  // A terminal for the program: -t, or by default when ours is one (as ssh does).
+  if (o.tty || (!o.no_tty && isatty(STDIN_FILENO))) {
+    start.set_tty(true);
+    *start.mutable_window() = LocalWindow();
+  }
   return start;
 }
 
 class StandIn {
  public:
-  StandIn(const ClientOptions& client, int fd, int signals, int64_t gpid)
-      : client_(client), fd_(fd), signals_(signals), gpid_(gpid) {}
+  StandIn(const ClientOptions& client, int fd, int signals, int64_t gpid, bool tty)
+      : client_(client), fd_(fd), signals_(signals), gpid_(gpid), tty_(tty) {}
   int Relay();
 
  private:
   void Forward(int sig);
-  bool SendInput(const v1::RunInput& in) { return SendShimFrame(fd_, in.SerializeAsString()); }
+  // Input and window sizes come from two threads: one frame at a time.
+  bool SendInput(const v1::RunInput& in) {
+    std::lock_guard lock(send_mu_);
+    return SendShimFrame(fd_, in.SerializeAsString());
+  }
 
   const ClientOptions& client_;
   const int fd_, signals_;
   const int64_t gpid_;
+  const bool tty_;
+  std::mutex send_mu_;
 };
 
 void StandIn::Forward(int sig) {
+  if (tty_ && sig == SIGWINCH) {  // the terminal's new size, to the program's terminal
+    v1::RunInput in;
+    *in.mutable_window() = LocalWindow();
+    SendInput(in);
+    return;
+  }
   v1::SignalRequest q;
   q.set_gpid(gpid_);
   // The program runs in a session of its own, an orphaned process group in
@@ -109,7 +166,11 @@ void StandIn::Forward(int sig) {
   Status s = CallOverSocket(CallerSocket(client_), client_.timeout_seconds,
                             std::string(api_method::Process_Signal::kName), q, &r);
   if (!s.ok() && s.code() != Code::kNotFound) std::cerr << fmt::format("onebox: run: signal {}: {}\n", sig, s.message());
-  if (sig == SIGTSTP) raise(SIGSTOP);  // the job stops here too, so the shell sees it stopped
+  if (sig == SIGTSTP) {  // the job stops here too, so the shell sees it stopped, with its terminal back
+    LocalTerminal::Restore();
+    raise(SIGSTOP);
+    if (tty_) LocalTerminal::MakeRaw();
+  }
 }
 
 int StandIn::Relay() {
@@ -159,7 +220,6 @@ int StandIn::Relay() {
 
 int CmdRun(const ClientOptions& c, const RunOptions& o) {
   if (o.argv.empty()) return Fail(Status::InvalidArgument("usage: onebox run [--node NODE] [--cwd DIR] -- CMD ARGS..."));
-  if (o.tty) return Fail(Status::Unimplemented("run: -t (a pseudo-terminal for the program) is not supported yet; -T runs without one"));
   // The forwarded signals come through a signalfd, from before the run starts.
   sigset_t forwarded;
   sigemptyset(&forwarded);
@@ -176,7 +236,8 @@ int CmdRun(const ClientOptions& c, const RunOptions& o) {
     return Fail(Status::Unavailable(fmt::format("cannot reach the agent at {}: {}", socket, strerror(errno))));
   v1::ShimRequest req;
   req.set_id(1);
-  req.mutable_run()->set_start(MakeStart(o).SerializeAsString());
+  const v1::RunStart start = MakeStart(o);
+  req.mutable_run()->set_start(start.SerializeAsString());
   std::string frame;
   v1::ShimResponse answer;
   if (!SendShimFrame(fd, req.SerializeAsString()) || !RecvShimFrame(fd, &frame) || !answer.ParseFromString(frame))
@@ -187,11 +248,18 @@ int CmdRun(const ClientOptions& c, const RunOptions& o) {
   }
   v1::RunStarted started;
   started.ParseFromString(answer.run().started());
+  const bool tty = start.tty();
+  if (tty && isatty(STDIN_FILENO)) {
+    LocalTerminal::MakeRaw();
+    atexit(LocalTerminal::Restore);
+  }
   // The run lasts as long as the program: no timeout from here on.
   timeval none{};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-  return StandIn(c, fd, signals, started.gpid()).Relay();
+  int code = StandIn(c, fd, signals, started.gpid(), tty).Relay();
+  LocalTerminal::Restore();
+  return code;
 }
 
 }  // namespace onebox

@@ -1,8 +1,10 @@
 #include "nodeagent/process/run_executor.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -131,11 +133,12 @@ Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const s
 
 void Say(const std::string& text) { [[maybe_unused]] ssize_t n = write(2, text.data(), text.size()); }
 
-[[noreturn]] void RunChild(const Launch& l, int in, int out, int err) {
+[[noreturn]] void RunChild(const Launch& l, int in, int out, int err, bool tty) {
   setsid();
   dup2(in, 0);
   dup2(out, 1);
   dup2(err, 2);
+  if (tty) ioctl(0, TIOCSCTTY, 0);  // the terminal is the session's: ^C and ^Z reach its foreground job
   if (syscall(SYS_close_range, 3, ~0U, 0) != 0) {
     // A kernel before 5.9, or a filter that refuses it: close them one by one.
     for (int fd = 3; fd < 65536; ++fd) close(fd);
@@ -163,6 +166,70 @@ void Say(const std::string& text) { [[maybe_unused]] ssize_t n = write(2, text.d
   }
   Say(failure == ENOENT ? l.not_found : l.cannot_run);
   _exit(failure == ENOENT ? 127 : 126);
+}
+
+// The program's standard streams and our ends of them: three pipes, or a
+// pseudo-terminal (its stdin, stdout and stderr; its output comes as stdout).
+struct ProgramIo {
+  bool tty = false;
+  int child_in = -1, child_out = -1, child_err = -1;  // the program's, closed here once it has them
+  int to_program = -1;                              // its input: a pipe, or the terminal's master
+  int from_out = -1, from_err = -1;                 // its output (from_err: -1 with a terminal)
+  void CloseChildEnds() {
+    for (int* fd : {&child_in, &child_out, &child_err}) {
+      if (*fd >= 0 && (fd == &child_in || *fd != child_in)) close(*fd);
+    }
+    child_in = child_out = child_err = -1;
+  }
+  void CloseAll() {
+    CloseChildEnds();
+    for (int fd : {to_program, from_out, from_err})
+      if (fd >= 0) close(fd);
+  }
+};
+
+void SetWindow(int master, const v1::WindowSize& size) {
+  winsize w{};
+  w.ws_row = static_cast<unsigned short>(size.rows());
+  w.ws_col = static_cast<unsigned short>(size.cols());
+  ioctl(master, TIOCSWINSZ, &w);  // the kernel tells the foreground job (SIGWINCH)
+}
+
+Result<ProgramIo> MakeIo(const v1::RunStart& start) {
+  ProgramIo io;
+  if (start.tty()) {
+    io.tty = true;
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    char name[128];
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0 || ptsname_r(master, name, sizeof name) != 0) {
+      if (master >= 0) close(master);
+      return Status::IOError(fmt::format("run: no pseudo-terminal: {}", strerror(errno)));
+    }
+    int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0) {
+      close(master);
+      return Status::IOError(fmt::format("run: cannot open {}: {}", name, strerror(errno)));
+    }
+    // The caller's terminal, as login and sshd give it.
+    if (fchown(slave, start.caller().uid(), static_cast<gid_t>(-1)) != 0 || fchmod(slave, 0620) != 0)
+      spdlog::warn("run: cannot give {} to uid {}: {}", name, start.caller().uid(), strerror(errno));
+    SetWindow(master, start.window());
+    io.child_in = io.child_out = io.child_err = slave;
+    io.to_program = master;
+    io.from_out = fcntl(master, F_DUPFD_CLOEXEC, 0);  // read by the output thread, closed by it
+    return io;
+  }
+  int in[2], out[2], err[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+    return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));  // (the agent has fds to spare)
+  io.child_in = in[0];
+  io.child_out = out[1];
+  io.child_err = err[1];
+  io.to_program = in[1];
+  io.from_out = out[0];
+  io.from_err = err[0];
+  return io;
 }
 
 bool WriteAll(int fd, const std::string& bytes, RunPeerStream& stream) {
@@ -200,26 +267,31 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   if (node_index_() == 0) return Status::Unavailable("this node has no index yet: its runs would have no gpid");
   Result<Launch> launch = Prepare(start, place_, node_name_);
   if (!launch.ok()) return launch.status();
-  int in[2], out[2], err[2], stop[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 || pipe2(stop, O_CLOEXEC) != 0)
-    return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));  // (the agent has fds to spare)
+  Result<ProgramIo> made = MakeIo(start);
+  if (!made.ok()) return made.status();
+  ProgramIo io = *made;
+  int stop[2];
+  if (pipe2(stop, O_CLOEXEC) != 0) {
+    io.CloseAll();
+    return Status::IOError(fmt::format("run: pipe: {}", strerror(errno)));
+  }
   // Homes() waits while a run is between its fork and its entry: a listing
   // that saw the program (it scans first) then sees where it came from.
   std::unique_lock registering(mu_);
   pid_t pid = fork();
-  if (pid == 0) RunChild(*launch, in[0], out[1], err[1]);  // system calls only: the lock copy is never used
-  close(in[0]);
-  close(out[1]);
-  close(err[1]);
+  if (pid == 0) RunChild(*launch, io.child_in, io.child_out, io.child_err, io.tty);  // system calls only
+  io.CloseChildEnds();
   if (pid < 0) {
-    for (int fd : {in[1], out[0], err[0], stop[0], stop[1]}) close(fd);
+    io.CloseAll();
+    close(stop[0]);
+    close(stop[1]);
     return Status::Unavailable(fmt::format("run: fork: {}", strerror(errno)));
   }
   homes_[pid] = {start.home_node(), start.home_gpid()};
   registering.unlock();
-  fcntl(in[1], F_SETFL, O_NONBLOCK);
-  spdlog::info("run: pid {} for uid {} of node {}: {}", pid, start.caller().uid(), start.home_node(), start.argv(0));
+  if (!io.tty) fcntl(io.to_program, F_SETFL, O_NONBLOCK);  // (a terminal's master is read too: it stays blocking)
+  spdlog::info("run: pid {} for uid {} of node {}{}: {}", pid, start.caller().uid(), start.home_node(),
+               io.tty ? ", on a terminal" : "", start.argv(0));
   v1::RunOutput started;
   started.mutable_started()->set_gpid(gpid::Make(node_index_(), pid));
   started.mutable_started()->set_node(node_name_);
@@ -228,8 +300,8 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   std::atomic<bool> reaped{false};
   // Output, then the exit: on a thread of its own, so that input keeps flowing meanwhile.
   std::thread output([&] {
-    pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {stop[0], POLLIN, 0}};
-    int open_pipes = 2;
+    pollfd fds[3] = {{io.from_out, POLLIN, 0}, {io.from_err, POLLIN, 0}, {stop[0], POLLIN, 0}};
+    int open_pipes = io.from_err >= 0 ? 2 : 1;
     bool writable = true;
     std::string buf(kChunk, '\0');
     while (open_pipes > 0 && fds[2].revents == 0) {
@@ -237,8 +309,8 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
       for (int i = 0; i < 2; ++i) {
         if (fds[i].fd < 0 || fds[i].revents == 0) continue;
         ssize_t n = read(fds[i].fd, buf.data(), buf.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) {  // EOF; EIO from a terminal whose every program is gone
           close(fds[i].fd);
           fds[i].fd = -1;
           --open_pipes;
@@ -262,15 +334,17 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
     if (writable) stream.Write(exit);
   });
 
-  int stdin_fd = in[1];
+  int stdin_fd = io.to_program;
   v1::RunInput input;
   while (stream.Read(&input)) {
     if (input.has_stdin() && stdin_fd >= 0 && !WriteAll(stdin_fd, input.stdin(), stream)) {
       close(stdin_fd);
       stdin_fd = -1;
-    } else if (input.has_stdin_eof() && stdin_fd >= 0) {
+    } else if (input.has_stdin_eof() && stdin_fd >= 0 && !io.tty) {  // a terminal stays open: its EOF is ^D
       close(stdin_fd);
       stdin_fd = -1;
+    } else if (input.has_window() && io.tty && stdin_fd >= 0) {
+      SetWindow(stdin_fd, input.window());
     }
   }
   if (stdin_fd >= 0) close(stdin_fd);

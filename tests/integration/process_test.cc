@@ -390,5 +390,47 @@ TEST_F(ProcessTest, AHundredConcurrentRunsEachGiveTheirOwnOutput) {
   EXPECT_EQ(r.out, "100\n") << r.err;
 }
 
+
+// -t: a terminal there, driven here from a terminal (python's pty module):
+// raw keys, ^C and ^Z reach the remote foreground job, window size changes
+// follow, the exit code comes back, and the local terminal is as it was.
+TEST_F(ProcessTest, RunWithATerminalPassesKeysWindowSizesAndJobControl) {
+  const std::string script = R"PY(
+import fcntl, os, pty, select, signal, struct, sys, termios, time
+signal.alarm(90)  # never hang the test
+onebox, sock = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(onebox, [onebox, '--socket', sock, 'run', '--node', 'n2', '--cwd', '/cluster/w', '--',
+                      'bash', '--norc', '--noprofile', '-i'])
+seen = b''
+def until(want, timeout=15):
+    global seen
+    end = time.time() + timeout
+    while want not in seen:
+        left = end - time.time()
+        if left <= 0: sys.exit('timed out waiting for %r; saw %r' % (want, seen[-400:]))
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try: seen += os.read(fd, 4096)
+            except OSError: sys.exit('terminal closed; saw %r' % seen[-400:])
+def say(text): os.write(fd, text)
+say(b'PS1=@; tty | grep -c /dev/pts/; echo A$((40+2))\n'); until(b'A42'); print('tty', b'1\r\n' in seen)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', 33, 101, 0, 0))
+time.sleep(0.5)
+say(b'stty size\n'); until(b'33 101'); print('size ok')
+say(b'sleep 100\n'); time.sleep(1); say(b'\x03'); time.sleep(0.5); say(b'echo after-$?\n'); until(b'after-130'); print('interrupt ok')
+say(b'sleep 101\n'); time.sleep(1); say(b'\x1a'); until(b'Stopped'); print('stop ok')
+say(b'fg\n'); time.sleep(1); say(b'\x03'); time.sleep(0.5); say(b'echo fg-$?\n'); until(b'fg-130'); print('fg ok')
+say(b'exit 5\n')
+_, status = os.waitpid(pid, 0)
+print('exit', os.WEXITSTATUS(status))
+attrs = termios.tcgetattr(fd)
+print('restored', bool(attrs[3] & termios.ECHO) and bool(attrs[3] & termios.ICANON))
+)PY";
+  RunResult r = RunInNode(Node(1), {"python3", "-c", script, OneboxBin(), Socket(1)});
+  EXPECT_EQ(r.out, "tty True\nsize ok\ninterrupt ok\nstop ok\nfg ok\nexit 5\nrestored True\n") << r.err;
+}
+
 }  // namespace
 }  // namespace onebox::testing
