@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 build/bin/store_bench "$@"
 build/bin/shim_bench
 build/bin/cluster_bench
+build/bin/process_bench
 build/bin/scale_bench
