@@ -38,7 +38,11 @@ void CloseInFlightInChild();  // below: the descriptors of other threads' symlin
 
 namespace {
 
-constexpr int kTimeoutMs = 100;  // the agent answers Hello at once, or is not there
+// A missing agent is known at connect (refused, or no socket file): at once.
+// A live agent answers Hello at once unless it is very busy: with a hundred
+// `onebox run`s starting on two cores it took over 100 ms. So the wait is
+// long enough for a busy agent, and costs only a stopped one.
+constexpr int kTimeoutMs = 2000;
 
 std::mutex mu;
 // The Unix socket to the agent and the O_PATH of the view root (-1: none),
