@@ -40,9 +40,13 @@ namespace {
 
 // A missing agent is known at connect (refused, or no socket file): at once.
 // A live agent answers Hello at once unless it is very busy: with a hundred
-// `onebox run`s starting on two cores it took over 100 ms. So the wait is
-// long enough for a busy agent, and costs only a stopped one.
-constexpr int kTimeoutMs = 2000;
+// `onebox run`s starting on two cores it took over 100 ms. So a process's
+// first Hello waits long enough for a busy agent (costing only a stopped
+// one); a reconnect, or a vfork child's Hello (it holds our lock while its
+// parent waits), gives up sooner.
+constexpr int kFirstHelloTimeoutMs = 2000;
+constexpr int kTimeoutMs = 100;
+bool said_hello = false;  // under mu: this process has had an answer to Hello
 
 std::mutex mu;
 // The Unix socket to the agent and the O_PATH of the view root (-1: none),
@@ -273,11 +277,13 @@ int ConnectLocked() {
   int saved = errno;
   int fd = -1;
   std::string view;
-  int err = Handshake(&fd, &view, kTimeoutMs, /*map_page=*/getpid() == owner_pid);
+  int err = Handshake(&fd, &view, said_hello ? kTimeoutMs : kFirstHelloTimeoutMs,
+                      /*map_page=*/getpid() == owner_pid);
   if (err != 0) {
     errno = saved;
     return err;
   }
+  said_hello = true;
   if (view_fd < 0 || view != std::string_view(view_root, view_len)) {
     int vfd = OpenView(view);
     if (vfd < 0 || view.size() >= sizeof view_root) {

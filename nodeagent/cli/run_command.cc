@@ -17,6 +17,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <atomic>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -121,8 +122,9 @@ v1::RunStart MakeStart(const RunOptions& o) {
   mode_t mask = umask(0);
   umask(mask);
   start.set_umask(mask);
-  // A terminal for the program: -t, or by default when ours is one (as ssh does).
-  if (o.tty || (!o.no_tty && isatty(STDIN_FILENO))) {
+  // A terminal for the program: -t, or by default when both our input and
+  // output are one (a redirected run keeps its bytes as they are: no CRLF).
+  if (o.tty || (!o.no_tty && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))) {
     start.set_tty(true);
     *start.mutable_window() = LocalWindow();
   }
@@ -140,7 +142,14 @@ class StandIn {
   // Input and window sizes come from two threads: one frame at a time.
   bool SendInput(const v1::RunInput& in) {
     std::lock_guard lock(send_mu_);
-    return SendShimFrame(fd_, in.SerializeAsString());
+    bool sent = SendShimFrame(fd_, in.SerializeAsString());
+    if (sent && window_changed_.exchange(false)) sent = SendShimFrame(fd_, WindowInput().SerializeAsString());
+    return sent;
+  }
+  static v1::RunInput WindowInput() {
+    v1::RunInput in;
+    *in.mutable_window() = LocalWindow();
+    return in;
   }
 
   const ClientOptions& client_;
@@ -148,13 +157,15 @@ class StandIn {
   const int64_t gpid_;
   const bool tty_;
   std::mutex send_mu_;
+  std::atomic<bool> window_changed_{false};  // for the input thread to send, when it holds the lock
 };
 
 void StandIn::Forward(int sig) {
   if (tty_ && sig == SIGWINCH) {  // the terminal's new size, to the program's terminal
-    v1::RunInput in;
-    *in.mutable_window() = LocalWindow();
-    SendInput(in);
+    // Never wait here for the input thread's send: output must keep flowing.
+    std::unique_lock lock(send_mu_, std::try_to_lock);
+    if (lock.owns_lock()) SendShimFrame(fd_, WindowInput().SerializeAsString());
+    else window_changed_ = true;
     return;
   }
   v1::SignalRequest q;
@@ -181,6 +192,11 @@ int StandIn::Relay() {
     for (;;) {
       ssize_t n = read(STDIN_FILENO, buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {  // a non-blocking stdin we were given: wait for it
+        pollfd p{STDIN_FILENO, POLLIN, 0};
+        poll(&p, 1, -1);
+        continue;
+      }
       v1::RunInput in;
       if (n > 0) in.set_stdin(buf.data(), static_cast<size_t>(n));
       else in.set_stdin_eof(true);
@@ -257,7 +273,9 @@ int CmdRun(const ClientOptions& c, const RunOptions& o) {
   timeval none{};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-  int code = StandIn(c, fd, signals, started.gpid(), tty).Relay();
+  // Not freed: its input thread may still be in a read of stdin when we exit.
+  auto* stand_in = new StandIn(c, fd, signals, started.gpid(), tty);
+  int code = stand_in->Relay();
   LocalTerminal::Restore();
   return code;
 }

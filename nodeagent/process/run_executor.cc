@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -217,6 +218,11 @@ Result<ProgramIo> MakeIo(const v1::RunStart& start) {
     io.child_in = io.child_out = io.child_err = slave;
     io.to_program = master;
     io.from_out = fcntl(master, F_DUPFD_CLOEXEC, 0);  // read by the output thread, closed by it
+    if (io.from_out < 0) {
+      int err = errno;
+      io.CloseAll();
+      return Status::IOError(fmt::format("run: dup: {}", strerror(err)));
+    }
     return io;
   }
   int in[2], out[2], err[2];
@@ -289,7 +295,9 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   }
   homes_[pid] = {start.home_node(), start.home_gpid()};
   registering.unlock();
-  if (!io.tty) fcntl(io.to_program, F_SETFL, O_NONBLOCK);  // (a terminal's master is read too: it stays blocking)
+  // Input is written without blocking (WriteAll waits in poll, watching for
+  // the stand-in's end); the output thread retries a terminal master's EAGAIN.
+  fcntl(io.to_program, F_SETFL, O_NONBLOCK);
   spdlog::info("run: pid {} for uid {} of node {}{}: {}", pid, start.caller().uid(), start.home_node(),
                io.tty ? ", on a terminal" : "", start.argv(0));
   v1::RunOutput started;
@@ -340,7 +348,12 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
     if (input.has_stdin() && stdin_fd >= 0 && !WriteAll(stdin_fd, input.stdin(), stream)) {
       close(stdin_fd);
       stdin_fd = -1;
-    } else if (input.has_stdin_eof() && stdin_fd >= 0 && !io.tty) {  // a terminal stays open: its EOF is ^D
+    } else if (input.has_stdin_eof() && stdin_fd >= 0 && io.tty) {
+      // A terminal stays open: its end of input is the EOF character (^D),
+      // which a program reading a line in canonical mode takes as the end.
+      termios t;
+      if (tcgetattr(stdin_fd, &t) == 0) WriteAll(stdin_fd, std::string(1, static_cast<char>(t.c_cc[VEOF])), stream);
+    } else if (input.has_stdin_eof() && stdin_fd >= 0) {
       close(stdin_fd);
       stdin_fd = -1;
     } else if (input.has_window() && io.tty && stdin_fd >= 0) {

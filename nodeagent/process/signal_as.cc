@@ -5,7 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 
@@ -60,17 +63,29 @@ Status SignalAs(const v1::CallerCredentials& caller, pid_t pid, int sig, std::op
   // The kill is made by a short-lived child with the caller's uid, never by
   // a thread of the agent: a thread whose real uid were the caller's could be
   // stopped or killed by the caller (tgkill), and the whole agent with it.
-  // vfork: the child shares our memory and makes only system calls.
-  pid_t child = vfork();
+  // The caller may stop the child too: it gets 2 s, then it is killed.
+  // (The child makes only system calls: the agent has threads.)
+  pid_t child = fork();
   if (child == 0) {
     if (syscall(SYS_setresuid, uid, uid, uid) != 0) _exit(EPERM);
     _exit(Send(pid, sig, value, uid) == 0 ? 0 : errno);
   }
-  if (child < 0) return Status::IOError(fmt::format("signal: vfork: {}", strerror(errno)));
+  if (child < 0) return Status::IOError(fmt::format("signal: fork: {}", strerror(errno)));
   int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  std::chrono::microseconds pause{50};
+  pid_t done = 0;
+  while ((done = waitpid(child, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(20));
   }
-  if (!WIFEXITED(status)) return Status::IOError("signal: its sender did not finish");
+  if (done == 0) {
+    kill(child, SIGKILL);
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return Status::IOError("signal: its sender was held up (stopped?) and was killed");
+  }
+  if (done < 0 || !WIFEXITED(status)) return Status::IOError("signal: its sender did not finish");
   return WEXITSTATUS(status) == 0 ? Status::Ok() : FromErrno(WEXITSTATUS(status), pid, sig);
 }
 

@@ -1,5 +1,5 @@
 // Sending a signal with a caller's rights: the kill(2) (or sigqueue) is made
-// by a short-lived vfork child whose uids are the caller's, and the kernel
+// by a short-lived child process whose uids are the caller's, and the kernel
 // applies its own rule: the sender's real or effective uid is the target's
 // real or saved uid, or the sender is root. EPERM and ESRCH are then the
 // kernel's own answers. (Not by a thread of the agent with the caller's

@@ -252,6 +252,10 @@ TEST_F(ProcessTest, RunStartsTheProgramOnTheNodeAsTheCallerWithItsStdioAndExit) 
   EXPECT_EQ(both.exit_code, 7);
   EXPECT_EQ(both.out, "out\n");
   EXPECT_EQ(both.err, "err\n");
+  // -t with input that is no terminal: the input's end is the terminal's EOF there.
+  RunResult on_tty = Onebox(1, {"run", "-t", "--node", "n2", "--cwd", "/cluster/w", "--", "cat"}, "hi\n");
+  EXPECT_EQ(on_tty.exit_code, 0) << on_tty.err;
+  EXPECT_NE(on_tty.out.find("hi\r\n"), std::string::npos) << on_tty.out;
   // Death by a signal there is death by the same signal here.
   RunResult killed = Onebox(1, {"run", "--node", "n2", "--cwd", "/cluster/w", "--", "bash", "-c", "kill -TERM $$"});
   EXPECT_EQ(killed.exit_code, -SIGTERM) << killed.err;
