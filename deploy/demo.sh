@@ -109,6 +109,25 @@ echo; echo "# every node holds the same namespace: the state digests agree"
 for n in 0 1 2; do "$ONEBOX" --agent "127.0.0.1:$((PORT + n))" status | grep -E "^(node|digest)"; done
 echo; echo "# what the agent recorded (Namespace service, through reflection)"
 step $REFLECT call onebox.v1.Namespace/List '{"path": "/cluster/demo"}'
+echo; echo "# one process table: a program started on demo-3 from the first node, as a local child"
+echo "# (its output, its exit code), then ps and kill of a gpid across nodes"
+step "$ONEBOX" --socket "$SOCK" run --node demo-3 --cwd /cluster/demo -- \
+  bash -c 'echo "ran on $ONEBOX_SOCKET in $(pwd) as uid $(id -u)"; exit 3' || echo "exit $?"
+"$ONEBOX" --socket "$SOCK" run --node demo-2 --cwd /cluster/demo -- sleep 300 &
+RUN_PID=$!
+for _ in $(seq 50); do  # until the run shows in the table
+  GPID=$("$ONEBOX" --socket "$SOCK" -o json ps | python3 -c '
+import json, sys
+print(next((p["gpid"] for p in json.load(sys.stdin).get("processes", []) if p.get("argv", [])[:2] == ["sleep", "300"] and p.get("node") == "demo-2"), ""))')
+  [ -n "$GPID" ] && break
+  sleep 0.2
+done
+echo "# (the three agents share this machine's kernel, so each lists the same sleep as its own;"
+echo "#  on a cluster, or with each node in namespaces of its own as the tests run them, only demo-2 does)"
+step "$ONEBOX" --socket "$SOCK" ps
+step "$ONEBOX" --socket "$SOCK" kill -TERM "$GPID"
+wait "$RUN_PID" || echo "the stand-in ended as its program did: exit $? (143: SIGTERM)"
+
 echo; echo "# without an agent, cluster calls fail fast; other paths are unaffected"
 step env LD_PRELOAD="$ROOT/build/lib/libonebox.so" ONEBOX_SOCKET="$WORK/no-agent.sock" \
   bash -c 'ls /cluster; echo "exit $?"; ls -d /tmp'
