@@ -379,7 +379,7 @@ int Bench(int argc, char** argv) {
   if (have_ssh)
     printf("%-60s %7.1fx faster   goal >= 10x\n", "P7 ssh p50 / onebox p50", Pct(ssh_ms, 0.5) / onebox_p50);
   printf("where onebox's start goes (the same alternation):\n");
-  StartRow("  onebox --version (the CLI's start-up and exit, no agent)", cli_ms, "");
+  StartRow("  onebox --version (front, then onebox-core: gRPC loaded)", cli_ms, "");
   StartRow("  true under B's shim, started here (B's fork + exec)", shim_ms, "");
   StartRow("  onebox run --node a -- true (A runs it: no hop to B)", self_ms, "");
 

@@ -1,5 +1,12 @@
-// `onebox`: the node agent (`onebox agent ...`, daemon/agent_command.h) and
-// the CLI (cli/cli.h), one binary. argv goes to one or the other.
+// `onebox-core`: the node agent (`onebox agent ...`, daemon/agent_command.h)
+// and the CLI (cli/cli.h), one binary; the `onebox` front
+// (nodeagent/standin/) execs it for every command but `run`, which it
+// serves itself (and gets back from here if it lands here).
+#include <limits.h>
+#include <unistd.h>
+
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 #include "nodeagent/cli/cli.h"
@@ -21,5 +28,13 @@ int main(int argc, char** argv) {
     return onebox::kExitUsage;
   }
   if (agent.chosen()) return agent.Run();
+  if (cli.run_chosen()) {
+    std::string front(argv[0]);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) front = std::string(exe, static_cast<size_t>(n)).substr(0, std::string(exe, static_cast<size_t>(n)).rfind('/') + 1) + "onebox";
+    execv(front.c_str(), argv);
+    return 127;
+  }
   return cli.Run().value_or(onebox::kExitUsage);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -24,6 +25,14 @@ namespace onebox {
 // and so where the CLI and the shim look.
 #define ONEBOX_DEFAULT_AGENT_SOCKET "/run/onebox/agent.sock"
 constexpr const char* kDefaultAgentSocket = ONEBOX_DEFAULT_AGENT_SOCKET;
+
+// The socket a command that acts as its caller uses: the one given
+// (--socket), else $ONEBOX_SOCKET, else the default.
+inline std::string AgentSocketPath(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = getenv("ONEBOX_SOCKET"); env != nullptr && *env != '\0') return env;
+  return kDefaultAgentSocket;
+}
 
 constexpr size_t kShimFrameHeaderBytes = 4;
 // The agent closes a connection that sends a bigger frame.

@@ -81,12 +81,9 @@ void Cli::AddProcessCommands(CLI::App& app) {
   kill_ = app.add_subcommand("kill", "send a signal to processes of any node: kill [-s SIGNAL | -SIGNAL] GPID...");
   // -9, -TERM and negative group ids are kill(1)'s, not options: the words are parsed by CmdKill.
   kill_->prefix_command()->allow_extras()->fallthrough(false);
-  run_ = app.add_subcommand("run", "run CMD on a node of the cluster, as a local child (its stdio, signals, exit)");
-  run_->add_option("--node", run_options_.node, "the node (a name or an index; default: this one)");
-  run_->add_option("--cwd", run_options_.cwd, "working directory there (a /cluster path; default: the current one)");
-  auto* tty = run_->add_flag("-t", run_options_.tty, "give the program a pseudo-terminal (the default when stdin is one)");
-  run_->add_flag("-T", run_options_.no_tty, "no pseudo-terminal")->excludes(tty);
-  run_->add_option("CMD", run_options_.argv, "command and its arguments (after --)")->required();
+  // Served by the front (nodeagent/standin/), which hands every other command here; listed for --help.
+  run_ = app.add_subcommand("run", "run CMD on a node of the cluster, as a local child (onebox run --help)");
+  run_->prefix_command()->allow_extras()->fallthrough(false);
 }
 
 std::optional<int> Cli::Run() {
@@ -97,7 +94,6 @@ std::optional<int> Cli::Run() {
   if (*exec_) return CmdExec(client_.socket, exec_argv_);
   if (*ps_) return CmdPs(client_, ps_options_);
   if (*kill_) return CmdKill(client_, kill_->remaining());
-  if (*run_) return CmdRun(client_, run_options_);
   if (*status_) return CmdStatus(client_);
   if (*nodes_) return CmdNodes(client_);
   if (*versions_) return CmdVersions(client_, path_);

@@ -19,6 +19,8 @@ class Cli {
   explicit Cli(CLI::App& app);
   // After app parsed argv: runs the client command given, if one was.
   std::optional<int> Run();
+  // `run` is the front's (nodeagent/standin/): main hands it back.
+  bool run_chosen() const { return run_ != nullptr && run_->parsed(); }
 
  private:
   void AddNodeAndFileCommands(CLI::App& app);
@@ -47,7 +49,6 @@ class Cli {
   KvPutOptions put_;
   KvScanOptions scan_;
   PsOptions ps_options_;
-  RunOptions run_options_;
 };
 
 }  // namespace onebox

@@ -40,11 +40,7 @@ Result<std::string> AskSocketForAgent(const std::string& path, double timeout) {
 
 }  // namespace
 
-std::string CallerSocket(const ClientOptions& o) {
-  if (!o.socket.empty()) return o.socket;
-  if (const char* env = std::getenv("ONEBOX_SOCKET"); env != nullptr && *env != '\0') return env;
-  return kDefaultAgentSocket;
-}
+std::string CallerSocket(const ClientOptions& o) { return AgentSocketPath(o.socket); }
 
 int Fail(const Status& s) {
   std::cerr << "onebox: " << s.message() << "\n";

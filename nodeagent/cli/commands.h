@@ -48,16 +48,6 @@ int CmdPs(const ClientOptions& c, const PsOptions& o);
 // args as kill(1) takes them: [-s SIGNAL | -SIGNAL] GPID...
 int CmdKill(const ClientOptions& c, const std::vector<std::string>& args);
 
-// run_command.cc: runs argv on a node of the cluster, as a local child would run.
-struct RunOptions {
-  std::string node;  // a name or an index; empty: this node
-  std::string cwd;   // a cluster path; empty: the current directory, which must be one
-  bool tty = false;     // -t; the default when stdin is a terminal
-  bool no_tty = false;  // -T
-  std::vector<std::string> argv;
-};
-int CmdRun(const ClientOptions& c, const RunOptions& o);
-
 // exec_command.cc: runs argv under the shim (LD_PRELOAD, ONEBOX_SOCKET set);
 // returns only on failure (127).
 int CmdExec(const std::string& socket, const std::vector<std::string>& argv);

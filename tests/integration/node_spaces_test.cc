@@ -288,7 +288,7 @@ TEST(NodeSpacesTest, ThreeAgentsEachInItsOwnNodeConvergeAndShareFiles) {
   AgentProcess &a = *agents[0], &b = *agents[1], &c = *agents[2];
   std::set<std::string> pid_spaces;
   for (AgentProcess* agent : {&a, &b, &c}) {
-    ASSERT_TRUE(Runs(agent->pid(), "onebox"));
+    ASSERT_TRUE(Runs(agent->pid(), "onebox-core"));
     EXPECT_LT(InnerPid(agent->pid()), 100);
     pid_spaces.insert(NamespaceOf(agent->pid(), "pid"));
   }
@@ -299,7 +299,7 @@ TEST(NodeSpacesTest, ThreeAgentsEachInItsOwnNodeConvergeAndShareFiles) {
   // Shell runs in the agent's node: the node's holder is its PID 1, and the
   // agent is there under its inner pid.
   EXPECT_EQ(Shell(a, "cat /proc/1/comm").out, "node_init\n");
-  EXPECT_EQ(Shell(c, fmt::format("cat /proc/{}/comm", InnerPid(c.pid()))).out, "onebox\n");
+  EXPECT_EQ(Shell(c, fmt::format("cat /proc/{}/comm", InnerPid(c.pid()))).out, "onebox-core\n");
   RunResult wrote = Shell(a, "mkdir -p /cluster/spaces && echo across > /cluster/spaces/f");
   ASSERT_EQ(wrote.exit_code, 0) << wrote.err;
   EXPECT_TRUE(Eventually(c, "cat /cluster/spaces/f", "across\n", seconds(20)));
@@ -314,7 +314,7 @@ TEST(NodeSpacesTest, AnAgentInANodeStoppedWithSigkillIsGoneByItsRealPid) {
   agent.set_spaces(&nodes[1]);
   ASSERT_TRUE(agent.Start());
   const pid_t pid = agent.pid();
-  ASSERT_TRUE(Runs(pid, "onebox"));
+  ASSERT_TRUE(Runs(pid, "onebox-core"));  // the front (onebox) execs the agent
   const pid_t inner = InnerPid(pid);
   EXPECT_EQ(RunInNode(nodes[1], {"bash", "-c", fmt::format("kill -0 {}", inner)}).exit_code, 0);
 

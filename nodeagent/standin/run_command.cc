@@ -1,5 +1,6 @@
 // onebox run: the stand-in. It is the real local child its caller (a shell,
-// make) waits for: it asks its agent to start the program on a node
+// make) waits for, and it starts fast: it links neither gRPC nor the full
+// protobuf runtime (the lite copy of process.proto, the shim protocol): it asks its agent to start the program on a node
 // (process/run_relay.h), relays standard input to it and its output back,
 // forwards the signals it receives to the program's gpid (Process/Signal,
 // with the kernel's rule as for any kill), and ends as the program ended:
@@ -15,18 +16,15 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <atomic>
 #include <iostream>
 #include <mutex>
 #include <thread>
 
-#include <fmt/format.h>
-
-#include "nodeagent/api/access.h"
-#include "nodeagent/cli/commands.h"
-#include "onebox/v1/process.pb.h"
+#include "nodeagent/standin/standin.h"
+#include "onebox/v1/process_lite.pb.h"
 #include "onebox/v1/shim.pb.h"
 #include "proto/shim_frame.h"
 
@@ -34,9 +32,11 @@ extern char** environ;
 
 namespace onebox {
 
+namespace v1lite = v1::lite;
+
 namespace {
 
-constexpr int kExitLost = 255;
+constexpr int kExitOk = 0, kExitError = 1, kExitLost = 255;
 constexpr size_t kChunk = 64 << 10;
 
 // The signals a terminal or a parent sends a job, passed on to the program.
@@ -64,8 +64,8 @@ class LocalTerminal {
   static inline bool saved_ = false;
 };
 
-v1::WindowSize LocalWindow() {
-  v1::WindowSize size;
+v1lite::WindowSize LocalWindow() {
+  v1lite::WindowSize size;
   winsize w{};
   if (ioctl(STDIN_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_row > 0) {
     size.set_rows(w.ws_row);
@@ -108,8 +108,8 @@ bool WriteAll(int fd, const std::string& bytes) {
   _exit(128 + sig);  // a signal whose default is not to end the process
 }
 
-v1::RunStart MakeStart(const RunOptions& o) {
-  v1::RunStart start;
+v1lite::RunStart MakeStart(const RunOptions& o) {
+  v1lite::RunStart start;
   start.set_node(o.node);
   for (const std::string& a : o.argv) start.add_argv(a);
   for (char** e = environ; *e != nullptr; ++e) start.add_env(*e);
@@ -133,26 +133,28 @@ v1::RunStart MakeStart(const RunOptions& o) {
 
 class StandIn {
  public:
-  StandIn(const ClientOptions& client, int fd, int signals, int64_t gpid, bool tty)
-      : client_(client), fd_(fd), signals_(signals), gpid_(gpid), tty_(tty) {}
+  StandIn(std::string socket, double timeout_seconds, int fd, int signals, int64_t gpid, bool tty)
+      : socket_(std::move(socket)), timeout_seconds_(timeout_seconds), fd_(fd), signals_(signals), gpid_(gpid),
+        tty_(tty) {}
   int Relay();
 
  private:
   void Forward(int sig);
   // Input and window sizes come from two threads: one frame at a time.
-  bool SendInput(const v1::RunInput& in) {
+  bool SendInput(const v1lite::RunInput& in) {
     std::lock_guard lock(send_mu_);
     bool sent = SendShimFrame(fd_, in.SerializeAsString());
     if (sent && window_changed_.exchange(false)) sent = SendShimFrame(fd_, WindowInput().SerializeAsString());
     return sent;
   }
-  static v1::RunInput WindowInput() {
-    v1::RunInput in;
+  static v1lite::RunInput WindowInput() {
+    v1lite::RunInput in;
     *in.mutable_window() = LocalWindow();
     return in;
   }
 
-  const ClientOptions& client_;
+  const std::string socket_;
+  const double timeout_seconds_;
   const int fd_, signals_;
   const int64_t gpid_;
   const bool tty_;
@@ -168,15 +170,23 @@ void StandIn::Forward(int sig) {
     else window_changed_ = true;
     return;
   }
-  v1::SignalRequest q;
-  q.set_gpid(gpid_);
-  // The program runs in a session of its own, an orphaned process group in
-  // which the kernel drops SIGTSTP: it is stopped with SIGSTOP instead.
-  q.set_signal(sig == SIGTSTP ? SIGSTOP : sig);
-  v1::SignalResponse r;
-  Status s = CallOverSocket(CallerSocket(client_), client_.timeout_seconds,
-                            std::string(api_method::Process_Signal::kName), q, &r);
-  if (!s.ok() && s.code() != Code::kNotFound) std::cerr << fmt::format("onebox: run: signal {}: {}\n", sig, s.message());
+  // As kill(2) of the gpid under the shim would send it (the shim request
+  // Signal: Process/Signal as the caller). The program runs in a session of
+  // its own, an orphaned process group in which the kernel drops SIGTSTP: it
+  // is stopped with SIGSTOP instead.
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_signal()->set_gpid(gpid_);
+  req.mutable_signal()->set_signal(sig == SIGTSTP ? SIGSTOP : sig);
+  std::string frame;
+  v1::ShimResponse answer;
+  int fd = ConnectShimSocket(socket_, timeout_seconds_);
+  bool asked = fd >= 0 && SendShimFrame(fd, req.SerializeAsString()) && RecvShimFrame(fd, &frame) &&
+               answer.ParseFromString(frame);
+  if (fd >= 0) close(fd);
+  if (!asked) std::cerr << "onebox: run: signal " << sig << ": the agent did not answer\n";
+  else if (answer.err() != 0 && answer.err() != ESRCH)
+    std::cerr << "onebox: run: signal " << sig << ": " << answer.message() << "\n";
   if (sig == SIGTSTP) {  // the job stops here too, so the shell sees it stopped, with its terminal back
     LocalTerminal::Restore();
     raise(SIGSTOP);
@@ -197,7 +207,7 @@ int StandIn::Relay() {
         poll(&p, 1, -1);
         continue;
       }
-      v1::RunInput in;
+      v1lite::RunInput in;
       if (n > 0) in.set_stdin(buf.data(), static_cast<size_t>(n));
       else in.set_stdin_eof(true);
       // A run that ended already reads no more: its exit is still to be read.
@@ -209,7 +219,7 @@ int StandIn::Relay() {
   for (;;) {
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      return Lost(fmt::format("run: poll: {}", strerror(errno)));
+      return Lost(std::string("run: poll: ") + strerror(errno));
     }
     if (fds[1].revents & POLLIN) {
       signalfd_siginfo info;
@@ -217,13 +227,13 @@ int StandIn::Relay() {
     }
     if (fds[0].revents) {
       std::string frame;
-      v1::RunOutput out;
+      v1lite::RunOutput out;
       if (!RecvShimFrame(fd_, &frame) || !out.ParseFromString(frame))
         return Lost("run: the agent closed the connection during the run");
       if (out.has_stdout() && !WriteAll(STDOUT_FILENO, out.stdout())) DieBy(SIGPIPE);
       if (out.has_stderr()) WriteAll(STDERR_FILENO, out.stderr());
       if (out.has_exit()) {
-        const v1::RunExit& exit = out.exit();
+        const v1lite::RunExit& exit = out.exit();
         if (!exit.error().empty()) return Lost("run: " + exit.error());
         if (exit.signal() != 0) DieBy(exit.signal());
         return exit.code();
@@ -232,10 +242,15 @@ int StandIn::Relay() {
   }
 }
 
+int Fail(const std::string& why) {
+  std::cerr << "onebox: " << why << "\n";
+  return kExitError;
+}
+
 }  // namespace
 
-int CmdRun(const ClientOptions& c, const RunOptions& o) {
-  if (o.argv.empty()) return Fail(Status::InvalidArgument("usage: onebox run [--node NODE] [--cwd DIR] -- CMD ARGS..."));
+int RunStandIn(const RunOptions& o) {
+  if (o.argv.empty()) return Fail("usage: onebox run [--node NODE] [--cwd DIR] [-t|-T] -- CMD ARGS...");
   // The forwarded signals come through a signalfd, from before the run starts.
   sigset_t forwarded;
   sigemptyset(&forwarded);
@@ -246,23 +261,22 @@ int CmdRun(const ClientOptions& c, const RunOptions& o) {
   for (int fd = 0; fd <= 2; ++fd)
     if (fcntl(fd, F_GETFD) < 0) open("/dev/null", O_RDWR);
   int signals = signalfd(-1, &forwarded, SFD_CLOEXEC);
-  const std::string socket = CallerSocket(c);
-  int fd = ConnectShimSocket(socket, c.timeout_seconds);
-  if (fd < 0 || signals < 0)
-    return Fail(Status::Unavailable(fmt::format("cannot reach the agent at {}: {}", socket, strerror(errno))));
+  const std::string socket = AgentSocketPath(o.socket);
+  int fd = ConnectShimSocket(socket, o.timeout_seconds);
+  if (fd < 0 || signals < 0) return Fail("cannot reach the agent at " + socket + ": " + strerror(errno));
   v1::ShimRequest req;
   req.set_id(1);
-  const v1::RunStart start = MakeStart(o);
+  const v1lite::RunStart start = MakeStart(o);
   req.mutable_run()->set_start(start.SerializeAsString());
   std::string frame;
   v1::ShimResponse answer;
   if (!SendShimFrame(fd, req.SerializeAsString()) || !RecvShimFrame(fd, &frame) || !answer.ParseFromString(frame))
-    return Fail(Status::Unavailable(fmt::format("the agent at {} gave no answer to the run", socket)));
+    return Fail("the agent at " + socket + " gave no answer to the run");
   if (answer.err() != 0) {
     std::cerr << "onebox: run: " << answer.message() << "\n";
     return answer.err() == EHOSTUNREACH ? kExitLost : kExitError;
   }
-  v1::RunStarted started;
+  v1lite::RunStarted started;
   started.ParseFromString(answer.run().started());
   const bool tty = start.tty();
   if (tty && isatty(STDIN_FILENO)) {
@@ -274,7 +288,7 @@ int CmdRun(const ClientOptions& c, const RunOptions& o) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
   // Not freed: its input thread may still be in a read of stdin when we exit.
-  auto* stand_in = new StandIn(c, fd, signals, started.gpid(), tty);
+  auto* stand_in = new StandIn(socket, o.timeout_seconds, fd, signals, started.gpid(), tty);
   int code = stand_in->Relay();
   LocalTerminal::Restore();
   return code;

@@ -1,0 +1,27 @@
+// The `onebox` front: the one binary users and scripts call. It serves
+// `onebox run` itself (the stand-in: run_command.cc), linking neither gRPC
+// nor the full protobuf runtime, so that a remote start pays no more than a
+// small program's start here; every other command, `agent` included, it
+// hands to onebox-core next to it (exec: the same pid).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace onebox {
+
+struct RunOptions {
+  std::string socket;          // --socket; "" -> $ONEBOX_SOCKET, else the default
+  double timeout_seconds = 5;  // --timeout: to reach the agent
+  std::string node;            // a name or an index; empty: this node
+  std::string cwd;             // a cluster path; empty: the current directory, which must be one
+  bool tty = false;            // -t; the default when stdin and stdout are terminals
+  bool no_tty = false;         // -T
+  std::vector<std::string> argv;
+};
+
+// Runs o.argv on its node as a local child would run; returns the exit code
+// (or dies by the program's signal).
+int RunStandIn(const RunOptions& o);
+
+}  // namespace onebox
