@@ -5,12 +5,36 @@
 #include <limits.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <iostream>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "nodeagent/cli/cli.h"
 #include "nodeagent/daemon/agent_command.h"
+#include "nodeagent/standin/standin.h"
+
+// `run` is the front's (nodeagent/standin/standin.h): the `onebox` beside us.
+int HandRunBack(char** argv) {
+  if (getenv(onebox::kHandedBack) != nullptr) {
+    std::cerr << "onebox-core: `run` came back from the front: the onebox beside onebox-core is not the front\n";
+    return 2;
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) {
+    std::cerr << "onebox-core: cannot find this binary (/proc/self/exe), nor the onebox front beside it\n";
+    return 127;
+  }
+  std::string self(exe, static_cast<size_t>(n));
+  std::string front = self.substr(0, self.rfind('/') + 1) + "onebox";
+  setenv(onebox::kHandedBack, "1", 1);
+  execv(front.c_str(), argv);
+  std::cerr << "onebox-core: cannot run " << front << ": " << strerror(errno) << "\n";
+  return 127;
+}
 
 int main(int argc, char** argv) {
   CLI::App app{"onebox: a cluster of Linux machines that looks like one machine"};
@@ -28,13 +52,6 @@ int main(int argc, char** argv) {
     return onebox::kExitUsage;
   }
   if (agent.chosen()) return agent.Run();
-  if (cli.run_chosen()) {
-    std::string front(argv[0]);
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) front = std::string(exe, static_cast<size_t>(n)).substr(0, std::string(exe, static_cast<size_t>(n)).rfind('/') + 1) + "onebox";
-    execv(front.c_str(), argv);
-    return 127;
-  }
+  if (cli.run_chosen()) return HandRunBack(argv);
   return cli.Run().value_or(onebox::kExitUsage);
 }

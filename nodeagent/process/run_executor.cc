@@ -38,6 +38,7 @@ struct Launch {
   gid_t gid = 0;
   std::vector<gid_t> groups;
   bool switch_ids = false;
+  bool agents_ids = false;  // the caller's uid and gid are the agent's: the child changes no id
   mode_t umask = 022;
   std::string no_cwd, cwd_denied, not_found, cannot_run, no_ids;
 };
@@ -78,6 +79,7 @@ Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const s
   l.uid = who.uid();
   l.gid = who.gid();
   for (uint32_t g : who.groups()) l.groups.push_back(g);
+  l.agents_ids = who.uid() == geteuid() && who.gid() == getegid();
   if (geteuid() == 0) {
     l.switch_ids = true;
   } else if (who.uid() != geteuid()) {
@@ -285,14 +287,18 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   // Homes() waits while a run is between its fork and its entry: a listing
   // that saw the program (it scans first) then sees where it came from.
   std::unique_lock registering(mu_);
-  // vfork: the agent's many threads and its memory are not copied (a fork
-  // of it cost 1 to 1.5 ms); this thread waits until the child has exec'd.
-  // The child makes only system calls, with every signal blocked until it
-  // has reset their handlers (it shares our memory, not our handlers).
+  // For the agent's own user's runs (root's, for a root agent), vfork: the agent's threads and memory are not copied
+  // (a fork of it cost 1 to 1.5 ms), and this thread waits until the child
+  // has exec'd. The child makes only system calls, with every signal blocked
+  // until it has reset their handlers (it shares our memory, not our
+  // handlers). Another user's runs fork: a child that takes that user's ids
+  // may be stopped by them (or its exec held on a file system of theirs)
+  // before it execs, and must never hold this thread and mu_; and the ids it
+  // takes would make the memory it shares, the agent's, undumpable.
   sigset_t all, before;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &before);
-  pid_t pid = vfork();
+  pid_t pid = launch->agents_ids ? vfork() : fork();
   if (pid == 0) RunChild(*launch, io.child_in, io.child_out, io.child_err, io.tty);
   pthread_sigmask(SIG_SETMASK, &before, nullptr);
   io.CloseChildEnds();

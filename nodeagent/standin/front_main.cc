@@ -26,18 +26,18 @@ bool TakesValue(const std::string& option) {
 std::string CommandOf(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--") return "";
+    if (a == "--" || a == "-h" || a == "--help" || a == "--version") return "";  // onebox-core's to answer
     if (a.empty() || a[0] != '-') return a;
     if (TakesValue(a)) ++i;  // "--socket PATH"; "--socket=PATH" is one word
   }
   return "";
 }
 
-// onebox-core, next to this binary.
+// onebox-core, next to this binary; "" when this binary cannot be found.
 std::string CorePath() {
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return "onebox-core";
+  if (n <= 0) return "";
   std::string path(exe, static_cast<size_t>(n));
   return path.substr(0, path.rfind('/') + 1) + "onebox-core";
 }
@@ -73,7 +73,16 @@ int Run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (CommandOf(argc, argv) == "run") return Run(argc, argv);
+  // onebox-core hands `run` back with this set: never hand it on again.
+  if (getenv(onebox::kHandedBack) != nullptr) {
+    std::cerr << "onebox: onebox-core took this for `run` and this front did not; run `onebox run --help`\n";
+    return 2;
+  }
   std::string core = CorePath();
+  if (core.empty()) {
+    std::cerr << "onebox: cannot find this binary (/proc/self/exe), nor onebox-core beside it\n";
+    return 127;
+  }
   execv(core.c_str(), argv);
   std::cerr << "onebox: cannot run " << core << ": " << strerror(errno) << "\n";
   return 127;

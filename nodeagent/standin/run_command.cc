@@ -183,8 +183,9 @@ void StandIn::Forward(int sig) {
   int fd = ConnectShimSocket(socket_, timeout_seconds_);
   bool asked = fd >= 0 && SendShimFrame(fd, req.SerializeAsString()) && RecvShimFrame(fd, &frame) &&
                answer.ParseFromString(frame);
+  int err = errno;
   if (fd >= 0) close(fd);
-  if (!asked) std::cerr << "onebox: run: signal " << sig << ": the agent did not answer\n";
+  if (!asked) std::cerr << "onebox: run: signal " << sig << ": the agent did not answer (" << strerror(err) << ")\n";
   else if (answer.err() != 0 && answer.err() != ESRCH)
     std::cerr << "onebox: run: signal " << sig << ": " << answer.message() << "\n";
   if (sig == SIGTSTP) {  // the job stops here too, so the shell sees it stopped, with its terminal back

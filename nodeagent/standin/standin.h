@@ -10,6 +10,10 @@
 
 namespace onebox {
 
+// Set by onebox-core when it hands `run` back to the front, so that the two
+// never hand a command to each other twice.
+constexpr const char* kHandedBack = "ONEBOX_RUN_HANDED_BACK";
+
 struct RunOptions {
   std::string socket;          // --socket; "" -> $ONEBOX_SOCKET, else the default
   double timeout_seconds = 5;  // --timeout: to reach the agent
