@@ -48,6 +48,8 @@ namespace {
 // In-flight calls get this long to finish at shutdown; idle clients (which in
 // gRPC 1.51 poll their connections only every few seconds) are not waited for.
 constexpr auto kDrainTimeout = std::chrono::seconds(1);
+// The server's keepalive pings (time between, and wait for the answer).
+constexpr int kServerKeepaliveMs = 2000;
 
 // Every part of a running agent, in the order they are made; Stop takes
 // them down in the order that lets each finish what it owes the others.
@@ -225,6 +227,11 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, kPeerKeepaliveMs / 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // And this side pings too: a caller cut off under a long call (a run's
+  // stream, whose program must not outlive its stand-in's node) is found
+  // gone within about 4 s, and its call cancelled.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kServerKeepaliveMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kServerKeepaliveMs);
   builder.RegisterService(cluster_service_.get());
   builder.RegisterService(store_service_.get());
   builder.RegisterService(namespace_service_.get());

@@ -185,8 +185,18 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
     q.set_prefix("ab/");
     q.set_limit(10000);
     v1::ScanResponse s;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(v1::Store::NewStub(n->channel())->Scan(&ctx, q, &s).ok());
+    // The agent closed our connection while we were cut off (its keepalive
+    // pings went unanswered): the first call may meet the reset, as any
+    // client's would, and the next connects again.
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          grpc::ClientContext ctx;
+          ctx.set_wait_for_ready(true);
+          ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+          grpc::Status scanned = v1::Store::NewStub(n->channel())->Scan(&ctx, q, &s);
+          return Observed(scanned.ok(), scanned.error_message());
+        },
+        seconds(15), "a scan after the heal"));
     EXPECT_EQ(s.entries_size(), rounds);
   }
   EXPECT_EQ(Shell(c, "cat " + stub_on_c).exit_code, 0) << "healed: the content comes";

@@ -435,5 +435,49 @@ print('restored', bool(attrs[3] & termios.ECHO) and bool(attrs[3] & termios.ICAN
   EXPECT_EQ(r.out, "tty True\nsize ok\ninterrupt ok\nstop ok\nfg ok\nexit 5\nrestored True\n") << r.err;
 }
 
+
+// Signals sent to the stand-in reach the program; a home node cut off from
+// the target (its link down) gets its program killed there within seconds.
+TEST_F(ProcessTest, SignalsToTheStandInReachTheProgramAndACutOffHomeLeavesNoOrphan) {
+  const std::string log = dir_ / "trapped.log";
+  NodeProcess standin(Node(1), {OneboxBin(), "--socket", Socket(1), "run", "--node", "n2", "--cwd", "/cluster/w", "--",
+                                "bash", "-c", "for s in HUP INT QUIT USR1 USR2 WINCH CONT; do trap \"echo got-$s\" $s; done; "
+                                "echo ready; while :; do sleep 0.05; done"},
+                      {}, log);
+  auto said = [&] {
+    std::ifstream in(log);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  ASSERT_TRUE(WaitUntil([&] { return Observed(said().find("ready") != std::string::npos, said()); }, seconds(10),
+                        "the program trapping"));
+  for (int sig : {SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT}) {
+    std::string want = std::string("got-") + sigabbrev_np(sig);
+    standin.Kill(sig);
+    EXPECT_TRUE(WaitUntil([&] { return Observed(said().find(want) != std::string::npos, said()); }, seconds(10), want));
+  }
+  // SIGTERM is not trapped: the program dies of it there, the stand-in of it here.
+  standin.Kill(SIGTERM);
+  EXPECT_EQ(standin.Wait(seconds(10)), -SIGTERM);
+
+  // A run, then its home node's link cut: the target kills the program.
+  NodeProcess cut(Node(1), {OneboxBin(), "--socket", Socket(1), "run", "--node", "n2", "--cwd", "/cluster/w", "--",
+                            "sleep", "444"});
+  pid_t remote = -1;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        v1::ListProcessesResponse ps = Ps(2, {"--node", "n2"});
+        for (const v1::ProcessInfo& p : ps.processes())
+          if (p.argv_size() == 2 && p.argv(1) == "444") remote = p.pid();
+        return remote > 0;
+      },
+      seconds(10), "the run on n2"));
+  ASSERT_TRUE(net_->SetLink(1, false));
+  auto cut_at = std::chrono::steady_clock::now();
+  EXPECT_TRUE(WaitUntil([&] { return !Alive(2, remote); }, seconds(10), "the cut-off home's program killed on n2"));
+  EXPECT_LT(std::chrono::steady_clock::now() - cut_at, seconds(6));
+  EXPECT_EQ(cut.Wait(seconds(15)), 255);  // and the stand-in says the node was lost
+  ASSERT_TRUE(net_->SetLink(1, true));
+}
+
 }  // namespace
 }  // namespace onebox::testing
