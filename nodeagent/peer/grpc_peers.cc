@@ -40,17 +40,22 @@ class CancelScope {
   uint64_t ticket_ = 0;
 };
 
-class GrpcReplicateStream final : public ReplicateStream {
+// A bidirectional stream to a peer: the join token in its metadata, and cut
+// at once by its Cancellation. open starts it on the context
+// (&v1::Peer::Stub::ReplicateStream, say).
+template <class Out, class In>
+class PeerBidiStream {
  public:
-  GrpcReplicateStream(v1::Peer::Stub& stub, const std::string& join_token, Cancellation* cancellation)
+  using Open = std::unique_ptr<grpc::ClientReaderWriter<Out, In>> (v1::Peer::Stub::*)(grpc::ClientContext*);
+  PeerBidiStream(v1::Peer::Stub& stub, Open open, const std::string& join_token, Cancellation* cancellation)
       : scope_(cancellation, &ctx_) {
     if (!join_token.empty()) ctx_.AddMetadata(kJoinTokenHeader, join_token);
-    if (scope_.attached()) stream_ = stub.ReplicateStream(&ctx_);
+    if (scope_.attached()) stream_ = (stub.*open)(&ctx_);
   }
-  bool Write(const v1::ReplicateRequest& batch) override { return stream_ && stream_->Write(batch); }
-  bool Read(v1::ReplicateResponse* answer) override { return stream_ && stream_->Read(answer); }
-  bool WritesDone() override { return stream_ && stream_->WritesDone(); }
-  Status Finish() override {
+  bool Write(const Out& out) { return stream_ && stream_->Write(out); }
+  bool Read(In* in) { return stream_ && stream_->Read(in); }
+  bool WritesDone() { return stream_ && stream_->WritesDone(); }
+  Status Finish() {
     if (!stream_) return Status::Unavailable("cancelled");
     return FromGrpc(stream_->Finish());
   }
@@ -58,27 +63,32 @@ class GrpcReplicateStream final : public ReplicateStream {
  private:
   grpc::ClientContext ctx_;  // before the scope, which refers to it
   CancelScope scope_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ReplicateRequest, v1::ReplicateResponse>> stream_;
+  std::unique_ptr<grpc::ClientReaderWriter<Out, In>> stream_;
+};
+
+class GrpcReplicateStream final : public ReplicateStream {
+ public:
+  GrpcReplicateStream(v1::Peer::Stub& stub, const std::string& join_token, Cancellation* cancellation)
+      : stream_(stub, &v1::Peer::Stub::ReplicateStream, join_token, cancellation) {}
+  bool Write(const v1::ReplicateRequest& batch) override { return stream_.Write(batch); }
+  bool Read(v1::ReplicateResponse* answer) override { return stream_.Read(answer); }
+  bool WritesDone() override { return stream_.WritesDone(); }
+  Status Finish() override { return stream_.Finish(); }
+
+ private:
+  PeerBidiStream<v1::ReplicateRequest, v1::ReplicateResponse> stream_;
 };
 
 class GrpcRunCall final : public RunCall {
  public:
   GrpcRunCall(v1::Peer::Stub& stub, const std::string& join_token, Cancellation* cancellation)
-      : scope_(cancellation, &ctx_) {
-    if (!join_token.empty()) ctx_.AddMetadata(kJoinTokenHeader, join_token);
-    if (scope_.attached()) stream_ = stub.Run(&ctx_);
-  }
-  bool Write(const v1::RunInput& in) override { return stream_ && stream_->Write(in); }
-  bool Read(v1::RunOutput* out) override { return stream_ && stream_->Read(out); }
-  Status Finish() override {
-    if (!stream_) return Status::Unavailable("cancelled");
-    return FromGrpc(stream_->Finish());
-  }
+      : stream_(stub, &v1::Peer::Stub::Run, join_token, cancellation) {}
+  bool Write(const v1::RunInput& in) override { return stream_.Write(in); }
+  bool Read(v1::RunOutput* out) override { return stream_.Read(out); }
+  Status Finish() override { return stream_.Finish(); }
 
  private:
-  grpc::ClientContext ctx_;  // before the scope, which refers to it
-  CancelScope scope_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::RunInput, v1::RunOutput>> stream_;
+  PeerBidiStream<v1::RunInput, v1::RunOutput> stream_;
 };
 
 class GrpcPeerLink final : public PeerLink {
