@@ -2,7 +2,6 @@
 // and the CLI (cli/cli.h), one binary; the `onebox` front
 // (nodeagent/standin/) execs it for every command but `run`, which it
 // serves itself (and gets back from here if it lands here).
-#include <limits.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +13,7 @@
 
 #include "nodeagent/cli/cli.h"
 #include "nodeagent/daemon/agent_command.h"
+#include "nodeagent/local/shim_library.h"
 #include "nodeagent/standin/standin.h"
 
 // `run` is the front's (nodeagent/standin/standin.h): the `onebox` beside us.
@@ -22,14 +22,11 @@ int HandRunBack(char** argv) {
     std::cerr << "onebox-core: `run` came back from the front: the onebox beside onebox-core is not the front\n";
     return 2;
   }
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) {
+  std::string front = onebox::BesideThisBinary("onebox");
+  if (front.empty()) {
     std::cerr << "onebox-core: cannot find this binary (/proc/self/exe), nor the onebox front beside it\n";
     return 127;
   }
-  std::string self(exe, static_cast<size_t>(n));
-  std::string front = self.substr(0, self.rfind('/') + 1) + "onebox";
   setenv(onebox::kHandedBack, "1", 1);
   execv(front.c_str(), argv);
   std::cerr << "onebox-core: cannot run " << front << ": " << strerror(errno) << "\n";

@@ -1,6 +1,5 @@
 // `onebox`: `run` is served here (standin.h); everything else goes on to
 // onebox-core, the CLI and the agent, by exec.
-#include <limits.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "nodeagent/local/shim_library.h"
 #include "nodeagent/standin/standin.h"
 
 namespace {
@@ -31,15 +31,6 @@ std::string CommandOf(int argc, char** argv) {
     if (TakesValue(a)) ++i;  // "--socket PATH"; "--socket=PATH" is one word
   }
   return "";
-}
-
-// onebox-core, next to this binary; "" when this binary cannot be found.
-std::string CorePath() {
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return "";
-  std::string path(exe, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/') + 1) + "onebox-core";
 }
 
 int Run(int argc, char** argv) {
@@ -78,7 +69,7 @@ int main(int argc, char** argv) {
     std::cerr << "onebox: onebox-core took this for `run` and this front did not; run `onebox run --help`\n";
     return 2;
   }
-  std::string core = CorePath();
+  std::string core = onebox::BesideThisBinary("onebox-core");
   if (core.empty()) {
     std::cerr << "onebox: cannot find this binary (/proc/self/exe), nor onebox-core beside it\n";
     return 127;
