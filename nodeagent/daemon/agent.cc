@@ -190,11 +190,7 @@ void Agent::MakeClusterParts() {
   run_executor_ = std::make_unique<RunExecutor>(
       RunPlace{.view_path = data_dir_.view_path(), .socket = opt_.socket, .shim = FindShimLibrary()},
       info_.identity.name, [m = members_.get()] { return m->index(); });
-  processes_->set_run_homes([r = run_executor_.get()] {
-    std::map<pid_t, std::pair<std::string, int64_t>> homes;
-    for (const auto& [pid, home] : r->Homes()) homes[pid] = {home.node, home.gpid};
-    return homes;
-  });
+  processes_->set_runs(*run_executor_);
   run_relays_ = std::make_unique<RunRelays>(network_, *run_executor_);
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *claims_, *processes_);
   members_->set_alive_observer([page = &state_page_->page()](size_t alive) { page->peers_alive.store(alive); });

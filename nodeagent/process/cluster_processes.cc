@@ -33,12 +33,12 @@ Status ClusterProcesses::OnListProcesses(const v1::ListProcessesRequest& req, v1
   if (req.has_uid()) options.uid = req.uid();
   std::vector<v1::ProcessInfo> scanned = ScanProcesses(options, members_.index(), node_name_, source_);
   // After the scan: every run it saw is in the homes by then (process/run_executor.h).
-  std::map<pid_t, std::pair<std::string, int64_t>> homes;
-  if (run_homes_) homes = run_homes_();
+  std::map<pid_t, RunExecutor::Home> homes;
+  if (runs_ != nullptr) homes = runs_->Homes();
   for (v1::ProcessInfo& p : scanned) {
     if (auto home = homes.find(p.pid()); home != homes.end()) {
-      p.set_home_node(home->second.first);
-      p.set_home_gpid(home->second.second);
+      p.set_home_node(home->second.node);
+      p.set_home_gpid(home->second.gpid);
     }
     *resp->add_processes() = std::move(p);
   }

@@ -9,15 +9,13 @@
 // unknown or dead names no process: NotFound (ESRCH).
 #pragma once
 
-#include <functional>
-#include <map>
 #include <string>
-#include <utility>
 
 #include "consistency/status.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/process/proc_table.h"
+#include "nodeagent/process/run_executor.h"
 #include "onebox/v1/process.pb.h"
 
 namespace onebox {
@@ -36,10 +34,8 @@ class ClusterProcesses {
   // The member named wanted (a name or an index; "": this node), alive:
   // NotFound when no member has it, Unavailable when it is dead.
   Result<v1::Node> LiveNode(const std::string& wanted);
-  // The homes of the runs this node is running (process/run_executor.h), for ps.
-  void set_run_homes(std::function<std::map<pid_t, std::pair<std::string, int64_t>>()> homes) {
-    run_homes_ = std::move(homes);
-  }
+  // The runs this node is running, whose homes ps shows.
+  void set_runs(const RunExecutor& runs) { runs_ = &runs; }
 
   // Peer/ListProcesses: this node's processes.
   Status OnListProcesses(const v1::ListProcessesRequest& req, v1::ListProcessesResponse* resp);
@@ -56,7 +52,7 @@ class ClusterProcesses {
   PeerNetwork& network_;
   const std::string node_name_;
   const ProcSource source_;
-  std::function<std::map<pid_t, std::pair<std::string, int64_t>>()> run_homes_;
+  const RunExecutor* runs_ = nullptr;
 };
 
 }  // namespace onebox

@@ -104,17 +104,26 @@ struct Seen {
 
 }  // namespace
 
-bool PreloadNamesShim(const std::string& preload) {
-  // LD_PRELOAD is a list separated by spaces or colons.
+std::vector<std::string> PreloadLibraries(const std::string& preload) {
+  std::vector<std::string> libraries;
   size_t start = 0;
   while (start <= preload.size()) {
     size_t end = preload.find_first_of(" :", start);
     if (end == std::string::npos) end = preload.size();
-    std::string lib = preload.substr(start, end - start);
-    std::string base = lib.substr(lib.find_last_of('/') + 1);
-    if (base.rfind("libonebox", 0) == 0 && base.find(".so") != std::string::npos) return true;
+    if (end > start) libraries.push_back(preload.substr(start, end - start));
     start = end + 1;
   }
+  return libraries;
+}
+
+bool IsShimLibrary(const std::string& library) {
+  std::string base = library.substr(library.find_last_of('/') + 1);
+  return base.rfind("libonebox", 0) == 0 && base.find(".so") != std::string::npos;
+}
+
+bool PreloadNamesShim(const std::string& preload) {
+  for (const std::string& library : PreloadLibraries(preload))
+    if (IsShimLibrary(library)) return true;
   return false;
 }
 

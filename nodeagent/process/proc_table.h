@@ -32,7 +32,11 @@ struct ProcSource {
 std::vector<v1::ProcessInfo> ScanProcesses(const ProcScanOptions& options, uint32_t node_index,
                                            const std::string& node_name, const ProcSource& source = {});
 
-// Whether an LD_PRELOAD value names the shim (a library named libonebox*.so).
+// The libraries an LD_PRELOAD value names (separated by spaces or colons).
+std::vector<std::string> PreloadLibraries(const std::string& preload);
+// Whether a library is the shim (named libonebox*.so).
+bool IsShimLibrary(const std::string& library);
+// Whether an LD_PRELOAD value names the shim.
 bool PreloadNamesShim(const std::string& preload);
 
 }  // namespace onebox

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "nodeagent/process/proc_table.h"
 #include "proto/gpid.h"
 
 namespace onebox {
@@ -97,13 +98,8 @@ Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const s
     std::string preload = EnvValue(start.env(), "LD_PRELOAD");
     // The caller's other preloads stay; its node's shim is this node's.
     std::string kept;
-    for (size_t i = 0; i < preload.size();) {
-      size_t end = preload.find_first_of(" :", i);
-      if (end == std::string::npos) end = preload.size();
-      std::string lib = preload.substr(i, end - i);
-      if (!lib.empty() && lib.find("libonebox") == std::string::npos) kept += " " + lib;
-      i = end + 1;
-    }
+    for (const std::string& lib : PreloadLibraries(preload))
+      if (!IsShimLibrary(lib)) kept += " " + lib;
     l.env_text.push_back("LD_PRELOAD=" + place.shim + kept);
     l.env_text.push_back("ONEBOX_SOCKET=" + place.socket);
   }

@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "nodeagent/process/signal_as.h"
+#include "nodeagent/api/status_codes.h"
 #include "onebox/v1/shim.pb.h"
 #include "proto/shim_frame.h"
 
@@ -147,7 +147,7 @@ void RunRelays::Serve(Relay& relay, uint64_t request_id, const v1::RunStart& sta
     if (why.ok() || why.code() == Code::kUnavailable)
       why = Status::Unavailable(fmt::format("node {} did not start the run{}{}", node, why.ok() ? "" : ": ",
                                             why.message()));
-    answer.set_err(why.code() == Code::kUnavailable ? EHOSTUNREACH : SignalErrno(why));
+    answer.set_err(why.code() == Code::kUnavailable ? EHOSTUNREACH : ToErrno(why));  // the stand-in: 255, or 1
     answer.set_message(why.message());
     SendMessage(fd, answer);
     return;
