@@ -369,4 +369,28 @@ int NodeProcess::Wait(std::chrono::milliseconds timeout) {
   return exit_code_;
 }
 
+
+Nodes::Nodes(int count) : net_(count) {
+  if (!net_.ok()) return;
+  for (int i = 1; i <= count; ++i) spaces_.push_back(std::make_unique<NodeSpaces>(net_, i));
+}
+
+::testing::AssertionResult Nodes::Made() const {
+  for (const auto& s : spaces_)
+    if (!s->ok()) return ::testing::AssertionFailure() << s->error();
+  return ::testing::AssertionSuccess();
+}
+
+std::unique_ptr<AgentProcess> AgentInNode(Nodes& nodes, int i, const std::string& name, const std::string& dir,
+                                          const std::vector<std::string>& extra) {
+  const std::string socket = dir + "/" + name + ".sock";
+  std::vector<std::string> args{"--name", name, "--data-dir", dir + "/" + name + "-data", "--listen",
+                                nodes.net().Address(i) + ":7070", "--socket", socket};
+  if (i > 1) args.insert(args.end(), {"--join", nodes.net().Address(1) + ":7070"});
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::unique_ptr<AgentProcess> agent = AgentProcess::WithArgs(args, socket, dir + "/" + name + ".log");
+  agent->set_spaces(&nodes[i]);
+  return agent;
+}
+
 }  // namespace onebox::testing

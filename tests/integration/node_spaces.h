@@ -12,10 +12,15 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 namespace onebox::testing {
+
+class AgentProcess;
 
 // The path of ip(8) (iproute2); "" if there is none.
 std::string IpTool();
@@ -137,5 +142,28 @@ class NodeProcess {
   int exit_code_ = kStillRunning;
   std::string error_;
 };
+
+
+// A Network of `count` nodes and the NodeSpaces of each (nodes[i] is node i).
+// Declare it before the agents and programs started in its nodes.
+class Nodes {
+ public:
+  explicit Nodes(int count);
+  const Network& net() const { return net_; }
+  Network& net() { return net_; }
+  NodeSpaces& operator[](int i) { return *spaces_.at(i - 1); }
+  // Whether every node has its namespaces; if not, why.
+  ::testing::AssertionResult Made() const;
+
+ private:
+  Network net_;
+  std::vector<std::unique_ptr<NodeSpaces>> spaces_;
+};
+
+// An agent named name inside node i of nodes, on the node's address (port
+// 7070), its data dir, socket and log in dir, joining node 1's agent unless
+// it is node 1, with extra arguments after those. Not started yet.
+std::unique_ptr<AgentProcess> AgentInNode(Nodes& nodes, int i, const std::string& name, const std::string& dir,
+                                          const std::vector<std::string>& extra = {});
 
 }  // namespace onebox::testing

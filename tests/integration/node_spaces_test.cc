@@ -29,27 +29,6 @@ namespace {
 
 using std::chrono::seconds;
 
-// A Network of `count` nodes and the NodeSpaces of each (nodes[i] is node i).
-class Nodes {
- public:
-  explicit Nodes(int count) : net_(count) {
-    if (!net_.ok()) return;
-    for (int i = 1; i <= count; ++i) spaces_.push_back(std::make_unique<NodeSpaces>(net_, i));
-  }
-  const Network& net() const { return net_; }
-  NodeSpaces& operator[](int i) { return *spaces_.at(i - 1); }
-  // Whether every node has its namespaces; if not, why.
-  ::testing::AssertionResult Made() const {
-    for (const auto& s : spaces_)
-      if (!s->ok()) return ::testing::AssertionFailure() << s->error();
-    return ::testing::AssertionSuccess();
-  }
-
- private:
-  Network net_;
-  std::vector<std::unique_ptr<NodeSpaces>> spaces_;
-};
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -276,13 +255,7 @@ TEST(NodeSpacesTest, ThreeAgentsEachInItsOwnNodeConvergeAndShareFiles) {
   std::vector<std::unique_ptr<AgentProcess>> agents;  // after the nodes: ended and reaped before them
   KeepLogsOf keep_logs(dir, agents);
   for (int i = 1; i <= 3; ++i) {
-    std::string name = fmt::format("s{}", i);
-    std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen",
-                                  nodes.net().Address(i) + ":7070", "--socket", dir / (name + ".sock"),
-                                  "--log-level", "debug"};
-    if (i > 1) args.insert(args.end(), {"--join", nodes.net().Address(1) + ":7070"});
-    agents.push_back(AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log")));
-    agents.back()->set_spaces(&nodes[i]);
+    agents.push_back(AgentInNode(nodes, i, fmt::format("s{}", i), dir.path(), {"--log-level", "debug"}));
     ASSERT_TRUE(agents.back()->Start());
   }
   AgentProcess &a = *agents[0], &b = *agents[1], &c = *agents[2];

@@ -35,20 +35,12 @@ using std::chrono::seconds;
 class ProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    net_ = std::make_unique<Network>(3);
-    if (!net_->ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net_->error();
+    nodes_ = std::make_unique<Nodes>(3);
+    if (!nodes_->net().ok()) GTEST_SKIP() << "cannot make network namespaces here: " << nodes_->net().error();
+    ASSERT_TRUE(nodes_->Made());
     ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);  // other users reach the sockets
     for (int i = 1; i <= 3; ++i) {
-      spaces_.push_back(std::make_unique<NodeSpaces>(*net_, i));
-      ASSERT_TRUE(spaces_.back()->ok()) << spaces_.back()->error();
-    }
-    for (int i = 1; i <= 3; ++i) {
-      std::string name = Name(i);
-      std::vector<std::string> args{"--name", name, "--data-dir", dir_ / (name + "-data"), "--listen",
-                                    net_->Address(i) + ":7070", "--socket", Socket(i)};
-      if (i > 1) args.insert(args.end(), {"--join", net_->Address(1) + ":7070"});
-      agents_.push_back(AgentProcess::WithArgs(args, Socket(i), dir_ / (name + ".log")));
-      agents_.back()->set_spaces(spaces_[i - 1].get());
+      agents_.push_back(AgentInNode(*nodes_, i, Name(i), dir_.path()));
       ASSERT_TRUE(agents_.back()->Start());
     }
     // Every node knows the three, alive, each with its index.
@@ -85,7 +77,7 @@ class ProcessTest : public ::testing::Test {
 
   static std::string Name(int i) { return fmt::format("n{}", i); }
   std::string Socket(int i) const { return dir_ / (Name(i) + ".sock"); }
-  const NodeSpaces& Node(int i) const { return *spaces_[i - 1]; }
+  NodeSpaces& Node(int i) const { return (*nodes_)[i]; }
   std::map<std::string, std::string> ShimEnv(int i) const {
     return {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", Socket(i)}};
   }
@@ -110,8 +102,7 @@ class ProcessTest : public ::testing::Test {
   // Whether node i's kernel has a process with this (inner) pid.
   bool Alive(int i, pid_t inner) { return RunInNode(Node(i), {"kill", "-0", std::to_string(inner)}).exit_code == 0; }
 
-  std::unique_ptr<Network> net_;
-  std::vector<std::unique_ptr<NodeSpaces>> spaces_;  // before the agents: they end first
+  std::unique_ptr<Nodes> nodes_;  // before the agents: they end first
   TempDir dir_;
   std::vector<std::unique_ptr<AgentProcess>> agents_;
   std::map<int, uint32_t> index_;
@@ -471,12 +462,12 @@ TEST_F(ProcessTest, SignalsToTheStandInReachTheProgramAndACutOffHomeLeavesNoOrph
         return remote > 0;
       },
       seconds(10), "the run on n2"));
-  ASSERT_TRUE(net_->SetLink(1, false));
+  ASSERT_TRUE(nodes_->net().SetLink(1, false));
   auto cut_at = std::chrono::steady_clock::now();
   EXPECT_TRUE(WaitUntil([&] { return !Alive(2, remote); }, seconds(10), "the cut-off home's program killed on n2"));
   EXPECT_LT(std::chrono::steady_clock::now() - cut_at, seconds(6));
   EXPECT_EQ(cut.Wait(seconds(15)), 255);  // and the stand-in says the node was lost
-  ASSERT_TRUE(net_->SetLink(1, true));
+  ASSERT_TRUE(nodes_->net().SetLink(1, true));
 }
 
 }  // namespace
