@@ -40,8 +40,6 @@ Result<std::string> AskSocketForAgent(const std::string& path, double timeout) {
 
 }  // namespace
 
-std::string CallerSocket(const ClientOptions& o) { return AgentSocketPath(o.socket); }
-
 int Fail(const Status& s) {
   std::cerr << "onebox: " << s.message() << "\n";
   return kExitError;
@@ -121,7 +119,7 @@ Status Client::CallAsCaller(const std::string& method, const google::protobuf::M
         "{} acts as you, and only the agent's Unix socket can tell who you are: give --socket PATH "
         "(default {}), not --agent",
         method, kDefaultAgentSocket));
-  return CallOverSocket(CallerSocket(o_), o_.timeout_seconds, method, req, resp);
+  return CallOverSocket(AgentSocketPath(o_.socket), o_.timeout_seconds, method, req, resp);
 }
 
 void Client::PrintJson(const google::protobuf::Message& msg) const {

@@ -45,10 +45,6 @@ class AgentSocketClient {
   uint64_t next_id_ = 1;
 };
 
-// The agent's socket a caller-acting command uses: --socket, else
-// $ONEBOX_SOCKET, else the default.
-std::string CallerSocket(const ClientOptions& o);
-
 // One call on a connection of its own.
 Status CallOverSocket(const std::string& path, double timeout_seconds, const std::string& method,
                       const google::protobuf::Message& req, google::protobuf::Message* resp);
