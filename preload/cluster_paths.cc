@@ -5,6 +5,7 @@
 // real location.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -344,8 +345,13 @@ int OpenWithResolve(int dirfd, const char* name, int flags, mode_t mode, uint64_
   how.resolve = resolve;
   for (int attempt = 0;; ++attempt) {
     long fd = RealSyscall(SYS_openat2, dirfd, name, &how, sizeof how);
-    // EAGAIN: a concurrent rename raced with ".." resolution; the kernel asks to retry.
-    if (fd < 0 && errno == EAGAIN && attempt < 8) continue;
+    // EAGAIN: a concurrent rename (anywhere on the machine) raced with ".."
+    // resolution; the kernel asks to retry. Under a storm of renames a few
+    // tries are not enough (seen under a parallel test run): yield, go on.
+    if (fd < 0 && errno == EAGAIN && attempt < 200) {
+      if (attempt >= 8) sched_yield();
+      continue;
+    }
     return static_cast<int>(fd);
   }
 }
