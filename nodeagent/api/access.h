@@ -49,7 +49,8 @@
   X(Peer, PushChunks, kPeer, "chunks sent ahead of their record")                                        \
   X(Peer, BucketDigests, kPeer, "anti-entropy: what this node holds, in digests")                        \
   X(Peer, ReadBucket, kPeer, "anti-entropy: a bucket's records")                                         \
-  X(Peer, Claim, kPeer, "a vote on an exclusive create")                                                 \
+  X(Peer, DirLease, kPeer, "a vote on a directory lease (exclusive creates)")                            \
+  X(Peer, RecallDirLease, kPeer, "gives a directory lease up to the caller")                              \
   X(Peer, ReadRecord, kPeer, "a quorum read")                                                            \
   X(Peer, ListProcesses, kPeer, "this node's processes, for another's Process/List")                     \
   X(Peer, SignalProcess, kPeer, "a signal for a caller of another node, with the caller's credentials")  \

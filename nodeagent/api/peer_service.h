@@ -23,9 +23,10 @@ class PeerService final
     : public v1::Peer::WithRawCallbackMethod_Gossip<v1::Peer::WithRawCallbackMethod_Replicate<
           v1::Peer::WithRawCallbackMethod_FetchChunk<v1::Peer::WithRawCallbackMethod_PushChunks<
               v1::Peer::WithRawCallbackMethod_BucketDigests<v1::Peer::WithRawCallbackMethod_ReadBucket<
-                  v1::Peer::WithRawCallbackMethod_Claim<v1::Peer::WithRawCallbackMethod_ReadRecord<
-                      v1::Peer::WithRawCallbackMethod_ListProcesses<v1::Peer::WithRawCallbackMethod_SignalProcess<
-                          v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>> {
+                  v1::Peer::WithRawCallbackMethod_DirLease<v1::Peer::WithRawCallbackMethod_RecallDirLease<
+                      v1::Peer::WithRawCallbackMethod_ReadRecord<v1::Peer::WithRawCallbackMethod_ListProcesses<
+                          v1::Peer::WithRawCallbackMethod_SignalProcess<
+                              v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>> {
  public:
   PeerService(const AccessGate& gate, PeerLink& local, RunExecutor& runs)
       : gate_(gate), local_(local), runs_(runs), pool_(2, "onebox-peer") {}

@@ -30,7 +30,7 @@
 #include "nodeagent/peer/grpc_peers.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/sync/anti_entropy.h"
-#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/sync/local_peer.h"
 #include "nodeagent/sync/replicator.h"
@@ -64,7 +64,7 @@ class Agent {
       : opt_(options), data_dir_(std::move(data_dir)), gate_(join_token, options.insecure), network_(join_token) {}
   Status OpenStore();
   Status StartView();      // the materializer, then the recorder following it
-  void MakeClusterParts();  // membership, content, replication, anti-entropy, claims
+  void MakeClusterParts();  // membership, content, replication, anti-entropy, directory leases
   Status StartGrpc(const ListenAddress& listen);
   Status StartShimSocket();
   void StartLoops();
@@ -87,7 +87,7 @@ class Agent {
   std::unique_ptr<TreeRepair> tree_repair_;
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<AntiEntropy> anti_entropy_;
-  std::unique_ptr<Claims> claims_;
+  std::unique_ptr<DirLeases> leases_;
   std::unique_ptr<ClusterProcesses> processes_;
   std::unique_ptr<RunExecutor> run_executor_;
   std::unique_ptr<RunRelays> run_relays_;
@@ -185,14 +185,21 @@ void Agent::MakeClusterParts() {
       });
   replicator_->set_peer_record_rules({.accept_root_setid = opt_.accept_root_setid_from_peers});
   anti_entropy_->set_peer_record_rules({.accept_root_setid = opt_.accept_root_setid_from_peers});
-  claims_ = std::make_unique<Claims>(*store_, *members_, network_, NodeIdHex(info_.identity.node_id));
+  DirLeases::Handover handover{
+      .record_view = [r = recorder_.get()] { return r->Sync(); },
+      .unrecorded = [r = recorder_.get()](const std::string& dir) { return r->UnrecordedEntries(dir); },
+      .send_entries = [r = replicator_.get()](const PeerAddress& peer, const std::string& dir) {
+        return r->SendEntriesOf(peer, dir);
+      },
+  };
+  leases_ = std::make_unique<DirLeases>(*store_, *members_, network_, NodeIdHex(info_.identity.node_id), handover);
   processes_ = std::make_unique<ClusterProcesses>(*members_, network_, info_.identity.name);
   run_executor_ = std::make_unique<RunExecutor>(
       RunPlace{.view_path = data_dir_.view_path(), .socket = opt_.socket, .shim = FindShimLibrary()},
       info_.identity.name, [m = members_.get()] { return m->index(); });
   processes_->set_runs(*run_executor_);
   run_relays_ = std::make_unique<RunRelays>(network_, *run_executor_);
-  local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *claims_, *processes_);
+  local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_);
   members_->set_alive_observer([page = &state_page_->page()](size_t alive) { page->peers_alive.store(alive); });
 }
 
@@ -245,7 +252,7 @@ Status Agent::StartShimSocket() {
       .recorder = *recorder_,
       .materializer = *materializer_,
       .guard = *guard_,
-      .claims = *claims_,
+      .leases = *leases_,
       .replicator = *replicator_,
       .members = *members_,
       .local_calls = local_calls_,

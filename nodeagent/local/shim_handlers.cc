@@ -113,7 +113,7 @@ Status ShimHandlers::Hydrate(const Origin&, const v1::ShimRequest& req, v1::Shim
 }
 
 Status ShimHandlers::Claim(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
-  Status s = parts_.claims.Acquire(req.claim().path());
+  Status s = parts_.leases.Create(req.claim().path());
   if (!s.ok()) {
     spdlog::debug("claim: {}", s.message());
     return s;

@@ -1,6 +1,6 @@
 // The agent's answers to the shim: one handler per request kind of the list
 // in local/shim_requests.h, each doing its work through the part that owns
-// it (the recorder, the materializer, the symlink guard, claims, the
+// it (the recorder, the materializer, the symlink guard, the directory leases, the
 // replicator). A handler returns a Status; its errno (api/status_codes.h)
 // becomes the errno of the intercepted call.
 #pragma once
@@ -17,7 +17,7 @@
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/process/cluster_processes.h"
 #include "nodeagent/process/run_relay.h"
-#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/replicator.h"
 #include "nodeagent/view/symlink_guard.h"
 #include "nodeagent/view/view_materializer.h"
@@ -32,7 +32,7 @@ class ShimHandlers {
     ViewRecorder& recorder;
     ViewMaterializer& materializer;
     SymlinkGuard& guard;
-    Claims& claims;
+    DirLeases& leases;
     Replicator& replicator;
     Membership& members;
     const LocalCalls& local_calls;  // kCall's methods

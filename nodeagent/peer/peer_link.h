@@ -1,5 +1,5 @@
 // How the parts that make the cluster (membership, replication, anti-entropy,
-// claims, content transfer) reach another agent: the calls of the Peer
+// directory leases, content transfer) reach another agent: the calls of the Peer
 // service (proto/onebox/v1/peer.proto) as a small interface, taken from
 // outside as etcd's raft takes its transport. The agent wires it to gRPC
 // (peer/grpc_peers.h); the in-process tests wire nodes straight to each
@@ -32,7 +32,8 @@ namespace onebox {
   X(PushChunks, PushChunksRequest, PushChunksResponse, kPool)                              \
   X(BucketDigests, BucketDigestsRequest, BucketDigestsResponse, kPool)                     \
   X(ReadBucket, ReadBucketRequest, ReadBucketResponse, kPool)                              \
-  X(Claim, ClaimRequest, ClaimResponse, kInline)                                           \
+  X(DirLease, DirLeaseRequest, DirLeaseResponse, kInline)                                  \
+  X(RecallDirLease, RecallDirLeaseRequest, RecallDirLeaseResponse, kPool)                  \
   X(ReadRecord, ReadRecordRequest, ReadRecordResponse, kPool)                              \
   X(ListProcesses, ListProcessesRequest, ListProcessesResponse, kPool)                     \
   X(SignalProcess, PeerSignalRequest, SignalResponse, kPool)

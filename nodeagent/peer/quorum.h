@@ -25,6 +25,6 @@ size_t OthersNeeded(Agreement level, size_t known_members);
 
 // An exclusive create: the votes (this node's own included) that win a name,
 // a majority of the members alive now.
-constexpr size_t ClaimVotesNeeded(size_t alive_members) { return Majority(alive_members); }
+constexpr size_t LeaseVotesNeeded(size_t alive_members) { return Majority(alive_members); }
 
 }  // namespace onebox

@@ -1,7 +1,8 @@
 // This node's answers to the Peer calls, each given by the part that owns
 // it: gossip by membership, batches and record reads by the replicator,
 // chunks by content transfer, bucket digests and pages by anti-entropy,
-// votes by claims, processes by the cluster's process table. The gRPC Peer service (api/peer_service.h) serves it to
+// lease votes and recalls by the directory leases, processes by the
+// cluster's process table. The gRPC Peer service (api/peer_service.h) serves it to
 // other agents; in-process tests link nodes straight to each other's.
 #pragma once
 
@@ -11,7 +12,7 @@
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/process/cluster_processes.h"
 #include "nodeagent/sync/anti_entropy.h"
-#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/sync/replicator.h"
 
@@ -20,12 +21,12 @@ namespace onebox {
 class LocalPeer final : public PeerLink {
  public:
   LocalPeer(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
-            Claims& claims, ClusterProcesses& processes)
+            DirLeases& leases, ClusterProcesses& processes)
       : members_(members),
         replicator_(replicator),
         content_(content),
         anti_entropy_(anti_entropy),
-        claims_(claims),
+        leases_(leases),
         processes_(processes) {}
 
   // (Options are the caller's: answering here takes what it takes.)
@@ -49,8 +50,12 @@ class LocalPeer final : public PeerLink {
   Status ReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp, const CallOptions&) override {
     return anti_entropy_.OnReadBucket(req, resp);
   }
-  Status Claim(const v1::ClaimRequest& req, v1::ClaimResponse* resp, const CallOptions&) override {
-    return claims_.OnClaim(req, resp);
+  Status DirLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp, const CallOptions&) override {
+    return leases_.OnLease(req, resp);
+  }
+  Status RecallDirLease(const v1::RecallDirLeaseRequest& req, v1::RecallDirLeaseResponse* resp,
+                        const CallOptions&) override {
+    return leases_.OnRecall(req, resp);
   }
   Status ReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp, const CallOptions&) override {
     return replicator_.OnReadRecord(req, resp);
@@ -70,7 +75,7 @@ class LocalPeer final : public PeerLink {
   Replicator& replicator_;
   ContentTransfer& content_;
   AntiEntropy& anti_entropy_;
-  Claims& claims_;
+  DirLeases& leases_;
   ClusterProcesses& processes_;
 };
 

@@ -9,6 +9,7 @@
 
 #include "consistency/meta_values.h"
 #include "naming/node_identity.h"
+#include "naming/ns_key.h"
 #include "nodeagent/peer/fan_out.h"
 #include "nodeagent/sync/record_codec.h"
 #include "onebox/v1/namespace.pb.h"
@@ -349,6 +350,25 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
   }
   return Status::Unavailable(fmt::format("durable on {} of the {} nodes the write quorum needs{}", got + 1, acks + 1,
                                          why.empty() ? "; no other node is alive" : why));
+}
+
+Status Replicator::SendEntriesOf(const PeerAddress& peer, const std::string& dir) {
+  uint64_t last = store_.LastLogSeq();
+  for (uint64_t after = std::max(Acked(peer.node_id), store_.FirstLogSeq() - 1); after < last;) {
+    Result<std::vector<LogEntry>> entries = store_.ReadLog(after, kBatch);
+    if (!entries.ok()) return entries.status();
+    if (entries->empty()) break;
+    v1::ReplicateRequest req;
+    req.set_from_node_id(self_);
+    for (const LogEntry& e : *entries)
+      if (e.space == Cf::kNs && e.seq <= last && ParentKey(e.key) == dir) *req.add_records() = ToLogRecord(e);
+    after = entries->back().seq;
+    if (req.records_size() == 0) continue;
+    v1::ReplicateResponse resp;
+    if (Status st = network_.To(peer.address).Replicate(req, &resp, {.timeout = kDeadline}); !st.ok())
+      return Status::Unavailable(fmt::format("sending {} the entries of /{}: {}", peer.node_id, dir, st.message()));
+  }
+  return Status::Ok();
 }
 
 Status Replicator::ReplicateKey(Cf space, const std::string& key, size_t acks, bool sync) {

@@ -54,6 +54,11 @@ class Replicator {
   // synced write. Unavailable, saying how far it got, when too few answer;
   // IOError when path has no live record any more.
   Status ReplicateNow(const std::string& path, size_t acks);
+  // A directory lease's handover (sync/dir_leases.h): sends peer this
+  // node's log entries of dir's own entries that it has not acknowledged
+  // (what its pusher has on the way or still to send), and returns once the
+  // peer applied them.
+  Status SendEntriesOf(const PeerAddress& peer, const std::string& dir);
   // The Replicate call (and each batch of a ReplicateStream): apply a peer's
   // batch; the answer says how many won and the batch's last sequence number.
   Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);

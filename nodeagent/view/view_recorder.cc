@@ -161,6 +161,28 @@ Status ViewRecorder::Sync() {
   return done ? Status::Ok() : Status::Unavailable("the view recorder did not catch up within 10 s");
 }
 
+std::vector<std::string> ViewRecorder::UnrecordedEntries(const std::string& dir, size_t limit) {
+  std::vector<std::string> out;
+  int fd = OpenBeneath(root_fd_, dir, O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return out;
+  DIR* d = fdopendir(fd);
+  if (d == nullptr) {
+    close(fd);
+    return out;
+  }
+  while (dirent* e = readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name == "." || name == ".." || (dir.empty() && IsAgentEntry(name))) continue;
+    std::string key = JoinKey(dir, name);
+    Result<Record> rec = store_.GetWithTombstone(key, Cf::kNs);
+    if (rec.ok() && !rec->tombstone) continue;
+    out.push_back(std::move(key));
+    if (out.size() >= limit) break;
+  }
+  closedir(d);
+  return out;
+}
+
 void ViewRecorder::Loop() {
   pollfd fds[5] = {{inotify_fd_, POLLIN, 0},
                    {wake_fd_, POLLIN, 0},

@@ -53,6 +53,11 @@ class ViewRecorder {
   // may create entries in (mode 1777, like /tmp). Returns the view root.
   Result<std::string> EnsureRoot(const std::string& root);
 
+  // The entries of dir (an ns key; "" for the view root) in the view that
+  // the store holds no live record of: made and not recorded yet (a file
+  // with content by the time its creation was seen is recorded at its
+  // close). At most `limit` of them.
+  std::vector<std::string> UnrecordedEntries(const std::string& dir, size_t limit = 100'000);
   // Records path (an ns key) now, its content included, with a synced write:
   // what fsync() promises. Returns the size recorded. Safe from any thread.
   Result<uint64_t> RecordNow(const std::string& path);

@@ -68,27 +68,6 @@ class ClusterTest : public ::testing::Test {
         },
         timeout, a.address() + " lists " + wanted);
   }
-  // Other members alive, as agent's state page counts them (updated after
-  // each gossip round; a shim asks peers for an exclusive create only while
-  // this is not 0). -1 if the page did not come.
-  static int64_t PeersAliveOnPage(AgentProcess& agent) {
-    const StatePage* page = MapStatePage(agent.socket());
-    if (page == nullptr) return -1;
-    int64_t alive = static_cast<int64_t>(page->peers_alive.load());
-    munmap(const_cast<StatePage*>(page), 4096);
-    return alive;
-  }
-  // Waits until the state page of every agent in agents counts `peers` others alive.
-  static ::testing::AssertionResult WaitForPagesCounting(const std::vector<AgentProcess*>& agents, int64_t peers) {
-    return WaitUntil(
-        [&] {
-          std::vector<int64_t> seen;
-          for (AgentProcess* agent : agents) seen.push_back(PeersAliveOnPage(*agent));
-          return Observed(std::all_of(seen.begin(), seen.end(), [&](int64_t n) { return n == peers; }), seen);
-        },
-        seconds(10), "every state page counts " + std::to_string(peers) + " peers alive");
-  }
-
   // a, then b and c joining a; returns once each sees all three alive.
   void StartThree() {
     a = Agent("a");

@@ -249,6 +249,24 @@ const StatePage* MapStatePage(const std::string& socket_path) {
   return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
 }
 
+int64_t PeersAliveOnPage(AgentProcess& agent) {
+  const StatePage* page = MapStatePage(agent.socket());
+  if (page == nullptr) return -1;
+  int64_t alive = static_cast<int64_t>(page->peers_alive.load());
+  munmap(const_cast<StatePage*>(page), 4096);
+  return alive;
+}
+
+::testing::AssertionResult WaitForPagesCounting(const std::vector<AgentProcess*>& agents, int64_t peers) {
+  return WaitUntil(
+      [&] {
+        std::vector<int64_t> seen;
+        for (AgentProcess* agent : agents) seen.push_back(PeersAliveOnPage(*agent));
+        return Observed(std::all_of(seen.begin(), seen.end(), [&](int64_t n) { return n == peers; }), seen);
+      },
+      std::chrono::seconds(10), "every state page counts " + std::to_string(peers) + " peers alive");
+}
+
 const std::string& TestJoinTokenFile() {
   static const std::string path = [] {
     const char* tmp = std::getenv("TMPDIR");

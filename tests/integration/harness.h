@@ -109,6 +109,13 @@ RunResult Shell(AgentProcess& agent, const std::string& cmd);
 ::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
                                       std::chrono::seconds timeout = std::chrono::seconds(10));
 
+// Other members alive, as agent's state page counts them (updated after
+// each gossip round; a shim asks its agent for an exclusive create only
+// while this is not 0). -1 if the page did not come.
+int64_t PeersAliveOnPage(AgentProcess& agent);
+// Waits until the state page of every agent in agents counts `peers` others alive.
+::testing::AssertionResult WaitForPagesCounting(const std::vector<AgentProcess*>& agents, int64_t peers);
+
 // What Converge makes of an agent that does not answer Cluster/Status.
 enum class Unanswered {
   kFails,    // the wait fails at once: every agent is expected up and reachable

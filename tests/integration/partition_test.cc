@@ -208,6 +208,46 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
 // (orphans); the nodes must instead agree on one tree in which everything
 // written is reachable: both moves take effect, and the removed directory
 // comes back with the new file (an addition wins over a concurrent removal).
+// The rule for a directory lease's holder cut off (docs/consistency.md):
+// it goes on deciding exclusive creates in its directory alone; the other
+// side waits until its term has run out (5 s from when it won the lease),
+// then decides there too, so both sides may make the same name; at the heal
+// every node converges.
+TEST(PartitionTest, ACutOffLeaseHolderKeepsItsDirectoryForItsTermThenBothSidesDecide) {
+  Network net(3);
+  if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
+  TempDir dir;
+  std::vector<std::unique_ptr<AgentProcess>> nodes;
+  KeepLogsOf keep_logs(dir, nodes);
+  StartThree(net, dir, "l", &nodes);
+  if (::testing::Test::HasFatalFailure()) return;
+  AgentProcess &a = *nodes[0], &b = *nodes[1], &c = *nodes[2];
+  ASSERT_EQ(Shell(a, "mkdir /cluster/leased").exit_code, 0);
+  ASSERT_TRUE(Converge({&a, &b, &c}, seconds(20), Unanswered::kWaitsOn));
+  ASSERT_TRUE(WaitForPagesCounting({&a, &b, &c}, 2));  // or the shims would not ask for leases
+  // c wins the lease on /cluster/leased with its first exclusive create there.
+  auto won_at = std::chrono::steady_clock::now();
+  ASSERT_EQ(Shell(c, "mkdir /cluster/leased/first").exit_code, 0);
+  ASSERT_TRUE(net.SetLink(3, false)) << net.error();
+  // Cut off, c decides alone and at once while its term runs.
+  auto before = std::chrono::steady_clock::now();
+  RunResult on_c = Shell(c, "mkdir /cluster/leased/from-c /cluster/leased/same");
+  EXPECT_EQ(on_c.exit_code, 0) << on_c.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - before, seconds(1));
+  // a waits for c's term, then decides with b.
+  RunResult on_a = Shell(a, "mkdir /cluster/leased/from-a /cluster/leased/same");
+  auto decided_at = std::chrono::steady_clock::now();
+  EXPECT_EQ(on_a.exit_code, 0) << on_a.err;
+  EXPECT_GE(decided_at - won_at, std::chrono::milliseconds(4500)) << "a decided while c's lease still ran";
+  EXPECT_LT(decided_at - won_at, seconds(15));
+  ASSERT_TRUE(net.SetLink(3, true)) << net.error();
+  ASSERT_TRUE(Converge({&a, &b, &c}, seconds(30), Unanswered::kWaitsOn));
+  for (AgentProcess* n : {&a, &b, &c}) {
+    RunResult r = Shell(*n, "ls /cluster/leased");
+    EXPECT_EQ(r.out, "first\nfrom-a\nfrom-c\nsame\n") << n->address();
+  }
+}
+
 TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothingOrphaned) {
   Network net(3);
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();

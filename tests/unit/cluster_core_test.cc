@@ -1,7 +1,8 @@
 // The distributed core in one process (tests/unit/in_process_cluster.h):
-// membership, claims, quorum writes, anti-entropy and content transfer,
+// membership, directory leases, quorum writes, anti-entropy and content transfer,
 // stepped by hand on a fake clock. No sleeps: a "peer that never answers" is
 // a silenced node, and time passes when the test says so.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <set>
@@ -44,9 +45,9 @@ TEST(QuorumTest, EachRuleIsAMajorityOfWhatItCounts) {
   EXPECT_EQ(OthersNeeded(Agreement::kMajority, 4), 2u);
   EXPECT_EQ(OthersNeeded(Agreement::kAll, 4), 3u);
   // Claims, of the live members.
-  EXPECT_EQ(ClaimVotesNeeded(1), 1u);
-  EXPECT_EQ(ClaimVotesNeeded(2), 2u);
-  EXPECT_EQ(ClaimVotesNeeded(3), 2u);
+  EXPECT_EQ(LeaseVotesNeeded(1), 1u);
+  EXPECT_EQ(LeaseVotesNeeded(2), 2u);
+  EXPECT_EQ(LeaseVotesNeeded(3), 2u);
 }
 
 TEST(MembershipCoreTest, AMemberThatFallsSilentGoesSuspectThenDeadAsTimePasses) {
@@ -106,60 +107,111 @@ TEST(MembershipCoreTest, ASeedNotHeardFromCountsAsAMemberAndKeepsTheLog) {
   EXPECT_EQ(b.members->KnownCount(), 2u);  // a (c is not known to b yet: a tells it next round)
 }
 
-TEST(ClaimsCoreTest, OneNodeWinsANameAndTheOtherIsRefused) {
+// What a node's recorder does once a program made key: its live record.
+void Made(InProcessNode& node, const std::string& key) {
+  ASSERT_TRUE(node.store->Put(key, "inode", false, Cf::kNs).ok());
+}
+
+TEST(DirLeasesCoreTest, TheHolderDecidesAloneAndTheLeaseMovesWithEverythingMadeUnderIt) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
   InProcessNode& a = cluster.node(0);
   InProcessNode& b = cluster.node(1);
-  ASSERT_TRUE(a.claims->Acquire("cluster/lock").ok());
-  // b's claim meets the votes a holds (its own among them) and loses every round.
-  auto before = cluster.clock().Elapsed();
-  Status lost = b.claims->Acquire("cluster/lock");
-  EXPECT_EQ(lost.code(), Code::kUnavailable) << lost.ToString();
-  EXPECT_NE(lost.message().find("no majority"), std::string::npos) << lost.message();
-  EXPECT_GT(cluster.clock().Elapsed(), before);  // it backed off between rounds (on the fake clock)
-  EXPECT_LT(cluster.clock().Elapsed() - before, std::chrono::nanoseconds(Claims::kClaimHold));
-  // Once a's file exists on b, b is told at once that it exists.
-  ASSERT_TRUE(a.store->Put("cluster/lock", "inode", false, Cf::kNs).ok());
-  ASSERT_TRUE(a.replicator->ReplicateKey(Cf::kNs, "cluster/lock", 2, false).ok());
-  EXPECT_EQ(b.claims->Acquire("cluster/lock").code(), Code::kAlreadyExists);
-  // The hold lapses: a name nobody made can be won by another node later.
-  ASSERT_TRUE(a.claims->Acquire("cluster/other").ok());
-  cluster.clock().Advance(Claims::kClaimHold + 1s);
-  EXPECT_TRUE(b.claims->Acquire("cluster/other").ok());
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+  Made(a, "cluster/d/x");
+  // Under its lease a decides alone: with both others silent it still creates.
+  cluster.Silence(1);
+  cluster.Silence(2);
+  ASSERT_TRUE(a.leases->Create("cluster/d/p").ok());  // granted; the program has not made it yet
+  cluster.Silence(1, false);
+  cluster.Silence(2, false);
+  EXPECT_EQ(a.leases->won(), 1u);
+  // b's create recalls the lease: a hands its records of d's entries over
+  // first (nothing was pushed here), and names p as being made.
+  EXPECT_FALSE(b.store->Get("cluster/d/x", Cf::kNs).ok());
+  EXPECT_EQ(b.leases->Create("cluster/d/x").code(), Code::kAlreadyExists);
+  EXPECT_TRUE(b.store->Get("cluster/d/x", Cf::kNs).ok());
+  EXPECT_EQ(a.leases->recalled(), 1u);
+  EXPECT_EQ(b.leases->won(), 1u);
+  EXPECT_EQ(b.leases->Create("cluster/d/p").code(), Code::kAlreadyExists);
+  EXPECT_TRUE(b.leases->Create("cluster/d/new").ok());
+  // Other directories are not b's: a still holds none of them either, and
+  // wins one with a vote.
+  EXPECT_TRUE(a.leases->Create("cluster/e/y").ok());
+  EXPECT_EQ(a.leases->won(), 2u);
+  // A pending name that never shows up is free again after a while (b's
+  // lease ran out meanwhile: it wins d again).
+  cluster.clock().Advance(DirLeases::kPendingHold + 1s);
+  ASSERT_TRUE(cluster.Join());  // gossip, or the others would be suspect by now
+  EXPECT_TRUE(b.leases->Create("cluster/d/p").ok());
+  EXPECT_EQ(b.leases->won(), 2u);
+  // So is a name removed where it was made, once its removal is known.
+  ASSERT_TRUE(a.store->Delete("cluster/d/x", false, nullptr, Cf::kNs).ok());
+  EXPECT_TRUE(a.leases->Create("cluster/d/x").ok());  // recalls from b; a's own tombstone
+  EXPECT_EQ(b.leases->recalled(), 1u);
 }
 
-TEST(ClaimsCoreTest, ConcurrentClaimantsNeverBothWin) {
+TEST(DirLeasesCoreTest, ConcurrentCreatorsOfOneNameNeverBothWin) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
-  // The claimants' backoffs must not move time (and let holds lapse, or
+  // The creators' backoffs must not move time (and let leases lapse, or
   // members go suspect) while they race.
   cluster.clock().freeze();
   int decided = 0;
-  for (int round = 0; round < 20; ++round) {
-    std::string key = "cluster/race-" + std::to_string(round);
+  for (int round = 0; round < 30; ++round) {
+    // Every few rounds a new directory; otherwise the lease is where the last round left it.
+    std::string key = fmt::format("cluster/race-{}/name-{}", round / 5, round);
     std::atomic<int> won{0};
-    std::vector<std::thread> claimants;
+    std::vector<std::thread> creators;
     for (size_t i = 0; i < 3; ++i)
-      claimants.emplace_back([&, i] {
-        if (cluster.node(i).claims->Acquire(key).ok()) ++won;
+      creators.emplace_back([&, i] {
+        if (!cluster.node(i).leases->Create(key).ok()) return;
+        ++won;
+        Made(cluster.node(i), key);
       });
-    for (auto& t : claimants) t.join();
+    for (auto& t : creators) t.join();
     EXPECT_LE(won.load(), 1) << key;
     decided += won.load();
   }
-  EXPECT_GT(decided, 0);  // the race is not won by refusing everyone
+  EXPECT_GT(decided, 20);  // the race is not won by refusing everyone
 }
 
-TEST(ClaimsCoreTest, APeerThatNeverAnswersCostsAVoteNotTheClaim) {
+TEST(DirLeasesCoreTest, ACutOffHolderKeepsItsDirectoryForItsTermThenTheOthersDecide) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+  auto won_at = cluster.clock().Elapsed();
+  cluster.Silence(0);  // a is cut off: it answers nobody
+  // Within its term a goes on deciding in d alone.
+  cluster.clock().Advance(1s);
+  EXPECT_TRUE(a.leases->Create("cluster/d/y").ok());
+  // b waits (on the fake clock) until c's grant to a ran out, then wins.
+  Status s = b.leases->Create("cluster/d/z");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto waited = cluster.clock().Elapsed() - won_at;
+  EXPECT_GE(waited, std::chrono::nanoseconds(DirLeases::kTerm));
+  EXPECT_LT(waited, std::chrono::nanoseconds(DirLeases::kTerm + 1s));
+  // a takes its own lease for over by then: it would have to win d again.
+  EXPECT_EQ(a.leases->won(), 1u);
+}
+
+TEST(DirLeasesCoreTest, APeerThatNeverAnswersCostsAVoteNotTheLease) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
   cluster.Silence(2);  // alive as far as gossip knows, but never answers
-  EXPECT_TRUE(cluster.node(0).claims->Acquire("cluster/x").ok());  // a and b: 2 of 3
+  auto before = cluster.clock().Elapsed();
+  EXPECT_TRUE(cluster.node(0).leases->Create("cluster/x").ok());  // a and b: 2 of 3, at once
+  EXPECT_EQ(cluster.clock().Elapsed(), before);
+  // With b silent too, a alone is 1 of 3: no lease while the others count
+  // as alive. Once they are suspect (no gossip from them for 2 s), a is the
+  // only live member and decides alone: the rule under a partition.
   cluster.Silence(1);
-  Status s = cluster.node(0).claims->Acquire("cluster/y");  // a alone: 1 of 3
-  EXPECT_EQ(s.code(), Code::kUnavailable) << s.ToString();
-  EXPECT_NE(s.message().find("deadline"), std::string::npos) << s.message();
+  Status s = cluster.node(0).leases->Create("cluster/y/z");
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_GE(cluster.clock().Elapsed() - before, std::chrono::nanoseconds(MembershipOptions{}.suspect_after));
+  EXPECT_EQ(StateSeenBy(cluster.node(0), cluster.node(1)), v1::NODE_STATE_SUSPECT);
 }
 
 TEST(QuorumWriteCoreTest, AQuorumWriteSucceedsWithAMajorityAndFailsWithout) {

@@ -81,10 +81,15 @@ InProcessCluster::InProcessCluster(size_t count) {
     node->replicator = std::make_unique<Replicator>(*node->store, *node->members, *node->content, network_,
                                                     node->store->node_id(), on_applied);
     node->anti_entropy = std::make_unique<AntiEntropy>(*node->store, *node->members, network_, on_applied);
-    node->claims = std::make_unique<Claims>(*node->store, *node->members, network_, node->id(), clock_);
+    // No view here: a recall hands over the store's records only.
+    DirLeases::Handover handover{.record_view = {}, .unrecorded = {}, .send_entries = [r = node->replicator.get()](const PeerAddress& peer,
+                                                                            const std::string& dir) {
+      return r->SendEntriesOf(peer, dir);
+    }};
+    node->leases = std::make_unique<DirLeases>(*node->store, *node->members, network_, node->id(), handover, clock_);
     node->processes = std::make_unique<ClusterProcesses>(*node->members, network_, node->name);
     node->answers = std::make_unique<LocalPeer>(*node->members, *node->replicator, *node->content,
-                                                *node->anti_entropy, *node->claims, *node->processes);
+                                                *node->anti_entropy, *node->leases, *node->processes);
     nodes_.push_back(std::move(n));
   }
 }
@@ -93,7 +98,7 @@ InProcessCluster::~InProcessCluster() {
   // The parts before the stores they use.
   for (auto& n : nodes_) {
     n->answers.reset();
-    n->claims.reset();
+    n->leases.reset();
     n->anti_entropy.reset();
     n->replicator.reset();
     n->content.reset();

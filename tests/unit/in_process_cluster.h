@@ -1,5 +1,5 @@
 // Several nodes' cluster parts (membership, content transfer, replicator,
-// anti-entropy, claims) in one process, each on a store of its own, linked
+// anti-entropy, directory leases) in one process, each on a store of its own, linked
 // to each other's answers (sync/local_peer.h) instead of gRPC, on one clock
 // the test moves by hand: the distributed core stepped deterministically,
 // with no threads of the parts' own and no sleeping. A node can be silenced:
@@ -23,7 +23,7 @@
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/sync/anti_entropy.h"
-#include "nodeagent/sync/claims.h"
+#include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/sync/local_peer.h"
 #include "nodeagent/sync/replicator.h"
@@ -62,7 +62,7 @@ struct InProcessNode {
   std::unique_ptr<ContentTransfer> content;
   std::unique_ptr<Replicator> replicator;
   std::unique_ptr<AntiEntropy> anti_entropy;
-  std::unique_ptr<Claims> claims;
+  std::unique_ptr<DirLeases> leases;
   std::unique_ptr<ClusterProcesses> processes;
   std::unique_ptr<LocalPeer> answers;
   std::vector<std::pair<Cf, std::string>> applied;  // what replication and anti-entropy applied here

@@ -1,0 +1,334 @@
+#include "nodeagent/sync/dir_leases.h"
+
+#include <random>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "naming/node_identity.h"
+#include "naming/ns_key.h"
+#include "nodeagent/peer/quorum.h"
+
+namespace onebox {
+
+namespace {
+constexpr auto kVoteDeadline = std::chrono::milliseconds(500);
+// A recall waits for the holder's recorder and a send of its records.
+constexpr auto kRecallDeadline = std::chrono::seconds(3);
+// How long a create may wait for a lease: a gone holder's term, and a little.
+constexpr auto kWait = DirLeases::kTerm + std::chrono::seconds(1);
+// Creates granted this recently are named in a recall's answer: the program
+// may not have made the entry yet (the grant goes out just before its open).
+constexpr auto kRecent = std::chrono::seconds(1);
+
+bool IsDirKey(const std::string& dir) { return dir.empty() || IsValidNsKey(dir); }
+
+uint64_t NewLeaseId() {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  for (;;)
+    if (uint64_t id = rng(); id != 0) return id;  // 0 means "none" on the wire
+}
+}  // namespace
+
+DirLeases::DirLeases(Store& store, Membership& members, PeerNetwork& network, std::string self_id, Handover handover,
+                     Clock& clock)
+    : store_(store),
+      members_(members),
+      network_(network),
+      self_(std::move(self_id)),
+      handover_(std::move(handover)),
+      clock_(clock) {}
+
+uint64_t DirLeases::won() const {
+  std::lock_guard lock(mu_);
+  return won_;
+}
+
+uint64_t DirLeases::recalled() const {
+  std::lock_guard lock(mu_);
+  return recalled_;
+}
+
+void DirLeases::Sweep() {
+  Clock::time_point now = clock_.Now();
+  if (now - last_sweep_ < std::chrono::seconds(10)) return;
+  last_sweep_ = now;
+  for (auto it = votes_.begin(); it != votes_.end();) {
+    std::erase_if(it->second.holders, [&](const auto& kv) { return now - kv.second > kRemember; });
+    it = it->second.holders.empty() && it->second.until <= now ? votes_.erase(it) : std::next(it);
+  }
+  std::erase_if(held_, [&](const auto& kv) { return now - kv.second.until > kRemember; });
+  std::erase_if(pending_, [&](const auto& kv) { return kv.second.until <= now; });
+}
+
+v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& node, uint64_t lease_id,
+                                     uint64_t replaces) {
+  v1::DirLeaseResponse vote;
+  Clock::time_point now = clock_.Now();
+  Votes& v = votes_[dir];
+  for (const auto& [holder, when] : v.holders)
+    if (holder != node && now - when <= kRemember) vote.add_previous_holders(holder);
+  if (v.until > now && v.holder != node && (replaces == 0 || v.lease_id != replaces)) {
+    vote.set_holder(v.holder);
+    vote.set_holder_lease_id(v.lease_id);
+    return vote;
+  }
+  v.holder = node;
+  v.lease_id = lease_id;
+  v.until = now + kTerm;
+  v.holders[node] = now;
+  vote.set_granted(true);
+  return vote;
+}
+
+DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces) {
+  Round round;
+  auto take = [&round](const v1::DirLeaseResponse& vote) {
+    round.previous.insert(vote.previous_holders().begin(), vote.previous_holders().end());
+    if (vote.granted()) return;
+    round.holder = vote.holder();
+    round.holder_lease_id = vote.holder_lease_id();
+  };
+  {
+    std::lock_guard lock(mu_);
+    Sweep();
+    take(Cast(dir, self_, lease_id, replaces));
+    if (!round.holder.empty()) {
+      round.why = fmt::format("this node granted it to {}", round.holder);
+      return round;
+    }
+  }
+  std::vector<PeerAddress> peers = members_.AliveOthers();
+  size_t votes = 1;
+  std::vector<std::string> granted;  // addresses, to release on a loss
+  v1::DirLeaseRequest req;
+  req.set_dir(dir);
+  req.set_node_id(self_);
+  req.set_lease_id(lease_id);
+  req.set_replaces(replaces);
+  for (const auto& [node_id, address] : peers) {
+    v1::DirLeaseResponse resp;
+    Status st = network_.To(address).DirLease(req, &resp, {.timeout = kVoteDeadline});
+    if (!st.ok()) {
+      round.why += fmt::format("; {}: {}", node_id, st.message());
+      continue;
+    }
+    take(resp);
+    if (resp.granted()) {
+      ++votes;
+      granted.push_back(address);
+      continue;
+    }
+    round.why += fmt::format("; {} granted it to {}", node_id, resp.holder());
+    break;  // held by another node: no use asking the others
+  }
+  round.won = round.holder.empty() && votes >= LeaseVotesNeeded(peers.size() + 1);
+  if (round.won) return round;
+  // Refused, or too few answers: give the votes back.
+  {
+    std::lock_guard lock(mu_);
+    Votes& v = votes_[dir];
+    if (v.holder == self_ && v.lease_id == lease_id) v.until = {};
+  }
+  req.set_release(true);
+  for (const std::string& address : granted) {
+    v1::DirLeaseResponse resp;
+    // Not taken back, a vote lapses after kTerm: nothing to do on a failure.
+    (void)network_.To(address).DirLease(req, &resp, {.timeout = kVoteDeadline});
+  }
+  round.why = fmt::format("{} of {} live nodes granted it{}", votes, peers.size() + 1, round.why);
+  return round;
+}
+
+Status DirLeases::Recall(const std::string& dir, const std::string& node) {
+  std::string address;
+  for (const PeerAddress& p : members_.AliveOthers())
+    if (p.node_id == node) address = p.address;
+  if (address.empty()) return Status::Unavailable(fmt::format("{} is not alive", node));
+  v1::RecallDirLeaseRequest req;
+  req.set_dir(dir);
+  req.set_node_id(self_);
+  v1::RecallDirLeaseResponse resp;
+  auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(kRecallDeadline);
+  if (Status st = network_.To(address).RecallDirLease(req, &resp, {.timeout = timeout}); !st.ok()) return st;
+  std::lock_guard lock(mu_);
+  for (const v1::PendingName& p : resp.pending())
+    if (ParentKey(p.key()) == dir) pending_[p.key()] = {clock_.Now() + kPendingHold, p.since()};
+  return Status::Ok();
+}
+
+Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& lock) {
+  static thread_local std::mt19937 rng(std::random_device{}());
+  Clock::time_point deadline = clock_.Now() + kWait;
+  uint64_t replaces = 0;
+  std::set<std::string> handed_over;  // nodes that gave dir up or handed their entries over
+  std::string why;
+  for (int pause = 0;;) {
+    settled_.wait(lock, [&] { return !acquiring_.count(dir); });
+    auto it = held_.find(dir);
+    Clock::time_point now = clock_.Now();
+    bool valid = it != held_.end() && now < it->second.until;
+    if (valid && now < it->second.renew_after) return Status::Ok();
+    uint64_t lease_id = valid ? it->second.lease_id : NewLeaseId();
+    // Until the lease is won and what earlier holders made is here, no create in dir is decided.
+    acquiring_.insert(dir);
+    lock.unlock();
+    Round round = Ask(dir, lease_id, replaces);
+    if (round.won && !valid) {
+      for (const std::string& node : round.previous) {
+        if (node == self_ || handed_over.count(node)) continue;
+        // Best effort: a node that does not answer is cut off or gone, and
+        // what it made comes with its records when it is back.
+        if (Status s = Recall(dir, node); !s.ok()) spdlog::debug("lease on /{}: from {}: {}", dir, node, s.message());
+      }
+    }
+    lock.lock();
+    acquiring_.erase(dir);
+    settled_.notify_all();
+    if (round.won) {
+      Held& held = held_[dir];
+      if (held.lease_id != lease_id) {
+        ++won_;
+        spdlog::debug("lease on /{} won{}", dir, replaces != 0 ? " (recalled from its holder)" : "");
+      }
+      held.lease_id = lease_id;
+      held.until = now + kTerm - kMargin;  // counted from before the first vote went out
+      held.renew_after = now + kTerm / 2;
+      return Status::Ok();
+    }
+    it = held_.find(dir);
+    if (it != held_.end() && it->second.lease_id == lease_id && clock_.Now() < it->second.until)
+      return Status::Ok();  // a renewal that failed: the lease still runs
+    why = round.why;
+    if (!round.holder.empty() && round.holder != self_) {
+      lock.unlock();
+      Status recalled = Recall(dir, round.holder);
+      lock.lock();
+      if (recalled.ok()) {
+        handed_over.insert(round.holder);
+        replaces = round.holder_lease_id;
+        continue;  // at once: the lease is free for us now
+      }
+      why += fmt::format("; recall: {}", recalled.message());
+    }
+    if (clock_.Now() >= deadline) return Status::Unavailable(fmt::format("no lease on /{}: {}", dir, why));
+    // Split votes, a gone holder whose term runs, or too few answers: wait a
+    // random moment and try again.
+    int most = 20 << std::min(pause++, 4);  // up to 320 ms
+    lock.unlock();
+    clock_.Sleep(std::chrono::milliseconds(std::uniform_int_distribution<int>(5, most)(rng)));
+    lock.lock();
+  }
+}
+
+bool DirLeases::MadeElsewhere(const std::string& key) {
+  Result<Record> rec = store_.GetWithTombstone(key, Cf::kNs);
+  // This node's own record does not count: the shim found no entry in the
+  // view, so the program here removed it (git makes and removes index.lock
+  // within milliseconds) and the removal is not recorded yet.
+  if (rec.ok() && !rec->tombstone && NodeIdHex(rec->version.node) != self_) return true;
+  auto it = pending_.find(key);
+  if (it == pending_.end()) return false;
+  if (clock_.Now() >= it->second.until || (rec.ok() && rec->version.hlc > it->second.since)) {
+    pending_.erase(it);  // its record (or removal) came, or it lapsed
+    return false;
+  }
+  return true;
+}
+
+Status DirLeases::Create(const std::string& key) {
+  if (!IsValidNsKey(key)) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", key));
+  std::string dir = ParentKey(key);
+  std::unique_lock lock(mu_);
+  // The lease may be recalled between Hold and the decision: then again.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (Status held = Hold(dir, lock); !held.ok()) return held;
+    auto it = held_.find(dir);
+    Clock::time_point now = clock_.Now();
+    if (it == held_.end() || now >= it->second.until) continue;
+    if (MadeElsewhere(key)) return Status::AlreadyExists(fmt::format("/{}: it exists", key));
+    std::deque<Granted>& recent = it->second.recent;
+    while (!recent.empty() && now - recent.front().when > kRecent) recent.pop_front();
+    recent.push_back({key, now, store_.clock().Last()});
+    return Status::Ok();
+  }
+  return Status::Unavailable(fmt::format("/{}: its directory's lease moved away again and again", key));
+}
+
+Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp) {
+  if (!IsDirKey(req.dir())) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", req.dir()));
+  if (req.node_id().empty() || req.lease_id() == 0) return Status::InvalidArgument("a lease vote needs a node and a lease id");
+  std::lock_guard lock(mu_);
+  Sweep();
+  if (req.release()) {
+    auto it = votes_.find(req.dir());
+    if (it != votes_.end() && it->second.holder == req.node_id() && it->second.lease_id == req.lease_id())
+      it->second.until = {};
+    return Status::Ok();
+  }
+  *resp = Cast(req.dir(), req.node_id(), req.lease_id(), req.replaces());
+  return Status::Ok();
+}
+
+Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLeaseResponse* resp) {
+  if (!IsDirKey(req.dir())) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", req.dir()));
+  PeerAddress asker;
+  for (const PeerAddress& p : members_.AliveOthers())
+    if (p.node_id == req.node_id()) asker = p;
+  if (asker.address.empty()) return Status::FailedPrecondition(fmt::format("{} is not a live member", req.node_id()));
+  std::deque<Granted> recent;
+  bool held_lately = false;
+  {
+    std::unique_lock lock(mu_);
+    // A renewal under way ends first, so that it cannot bring the lease back.
+    settled_.wait(lock, [&] { return !acquiring_.count(req.dir()); });
+    if (auto it = held_.find(req.dir()); it != held_.end()) {
+      held_lately = true;
+      Clock::time_point now = clock_.Now();
+      if (now < it->second.until) {
+        resp->set_lease_id(it->second.lease_id);
+        ++recalled_;
+        it->second.until = now;  // given up; its recent grants stay, for later recalls
+        it->second.lease_id = 0;
+      }
+      recent = it->second.recent;
+    }
+    if (auto it = votes_.find(req.dir()); it != votes_.end() && it->second.holder == self_) it->second.until = {};
+    // What this node was told is being made there goes on to the next holder.
+    for (const auto& [key, p] : pending_)
+      if (ParentKey(key) == req.dir() && clock_.Now() < p.until) {
+        v1::PendingName* name = resp->add_pending();
+        name->set_key(key);
+        name->set_since(p.since);
+      }
+  }
+  // From here no create in dir is granted here without a new lease. What
+  // programs made under the old one is recorded first.
+  HlcTimestamp now_hlc = store_.clock().Last();
+  if (held_lately && handover_.record_view)
+    if (Status s = handover_.record_view(); !s.ok()) return s;
+  // Made here and still unrecorded (a file that had content before the
+  // recorder saw it is recorded at its close): as good as made.
+  if (held_lately && handover_.unrecorded)
+    for (std::string& key : handover_.unrecorded(req.dir())) {
+      v1::PendingName* name = resp->add_pending();
+      name->set_key(std::move(key));
+      name->set_since(now_hlc);
+    }
+  Clock::time_point now = clock_.Now();
+  for (const Granted& g : recent) {
+    if (now - g.when > kRecent) continue;
+    // Recorded already, it goes with the records; not yet, the asker waits for it.
+    Result<Record> rec = store_.GetWithTombstone(g.key, Cf::kNs);
+    if (rec.ok() && NodeIdHex(rec->version.node) == self_ && rec->version.hlc > g.after) continue;
+    v1::PendingName* name = resp->add_pending();
+    name->set_key(g.key);
+    name->set_since(g.after);
+  }
+  if (handover_.send_entries)
+    if (Status s = handover_.send_entries(asker, req.dir()); !s.ok()) return s;
+  if (resp->lease_id() != 0) spdlog::debug("lease on /{} given up for {}", req.dir(), req.node_id());
+  return Status::Ok();
+}
+
+}  // namespace onebox

@@ -1,0 +1,149 @@
+// Exclusive creation across nodes (O_CREAT|O_EXCL and mkdir of a new name
+// succeed on one node only), decided by directory leases, as CephFS
+// capabilities and NFSv4 directory delegations do: the node that holds the
+// lease on a directory decides the exclusive creates in it alone, with no
+// message, and the lease moves (one recall, one vote round) when another
+// node creates there.
+//
+// A lease is won with a vote of the live members (Peer/DirLease): a
+// majority of them, this node included, must grant it and none may refuse.
+// A member refuses while it granted the directory to another node less than
+// kTerm ago; the asker then recalls the lease from that node
+// (Peer/RecallDirLease) and asks again, over the lease given up. A recalled
+// holder gives the lease up, lets its recorder catch up with the view, sends
+// the asker its records of the directory's entries that the asker has not
+// acknowledged, and names the entries it made that are not recorded yet
+// (and the creates it granted a moment ago); only then does it answer. The winner of a new lease also
+// fetches the same from every other node the voters granted the directory
+// to in the last kRemember (each member remembers them; two majorities
+// share a member), before it decides anything there. So the new holder
+// knows every name made under the directory's earlier leases.
+//
+// A holder counts its term from before it asked and takes the lease as over
+// kMargin early; members count theirs from when they granted it: a member
+// never grants a directory to another node while its holder still takes its
+// lease for valid. A holder renews a lease it uses once half of the term
+// has passed.
+//
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "consistency/store.h"
+#include "nodeagent/peer/clock.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/peer.pb.h"
+
+namespace onebox {
+
+class DirLeases {
+ public:
+  static constexpr auto kTerm = std::chrono::seconds(5);
+  // A holder takes its lease as over this much before its term ends.
+  static constexpr auto kMargin = std::chrono::milliseconds(250);
+  // A name an old holder granted is taken as made for this long at most.
+  static constexpr auto kPendingHold = std::chrono::seconds(5);
+  // How long members remember whom they granted a directory to: a record
+  // older than this is taken to have reached every live node.
+  static constexpr auto kRemember = std::chrono::seconds(60);
+
+  // What a recall needs from the rest of the agent.
+  struct Handover {
+    // Returns once every change made to the view so far is recorded (ViewRecorder::Sync).
+    std::function<Status()> record_view;
+    // The entries of dir in the view that the store holds no live record of.
+    std::function<std::vector<std::string>(const std::string& dir)> unrecorded;
+    // Sends a peer this node's records of dir's entries it has not acknowledged (Replicator::SendEntriesOf).
+    std::function<Status(const PeerAddress& peer, const std::string& dir)> send_entries;
+  };
+  // Terms, pauses between rounds and pending holds are timed by clock.
+  DirLeases(Store& store, Membership& members, PeerNetwork& network, std::string self_id, Handover handover,
+            Clock& clock = SteadyClock());
+
+  // May this node create key (an ns key) exclusively? Ok: yes, and no other
+  // node will while this node holds the lease. AlreadyExists: it exists
+  // elsewhere. Unavailable: the directory's lease could not be had (too few
+  // members answered, or its holder is gone and its term has not run out
+  // within the wait). InvalidArgument for a key that names no entry.
+  Status Create(const std::string& key);
+
+  // The Peer calls, as this node answers them.
+  Status OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp);
+  Status OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLeaseResponse* resp);
+
+  // Counters for status and tests.
+  uint64_t won() const;       // leases won (renewals not counted)
+  uint64_t recalled() const;  // leases this node gave up on another's recall
+
+ private:
+  struct Granted {  // a create this node granted
+    std::string key;
+    Clock::time_point when;
+    HlcTimestamp after;  // its record will be newer than this
+  };
+  struct Held {
+    uint64_t lease_id;
+    Clock::time_point until;        // taken as over from here (kMargin before the members' grants end)
+    Clock::time_point renew_after;  // half the term: a use from here renews it
+    std::deque<Granted> recent;     // creates granted in the last moment
+  };
+  struct Votes {  // this node's votes on one directory
+    std::string holder;  // the current grant (until `until`)
+    uint64_t lease_id = 0;
+    Clock::time_point until;
+    std::map<std::string, Clock::time_point> holders;  // every node granted it lately: when
+  };
+  struct Pending {  // a name another node granted just before it gave the lease up
+    Clock::time_point until;
+    HlcTimestamp since;
+  };
+  struct Round {
+    bool won = false;
+    std::string holder;  // a member refused: who holds it, and which lease
+    uint64_t holder_lease_id = 0;
+    std::set<std::string> previous;  // other nodes granted it lately
+    std::string why;                 // for people
+  };
+
+  // Makes sure this node holds a valid lease on dir (winning, renewing or
+  // recalling it). Takes and returns with mu_ locked.
+  Status Hold(const std::string& dir, std::unique_lock<std::mutex>& lock);
+  // One vote round, over `replaces` (a lease its holder gave up). On a loss
+  // the votes given are taken back.
+  Round Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces);
+  // This node's vote (mu_ held).
+  v1::DirLeaseResponse Cast(const std::string& dir, const std::string& node, uint64_t lease_id, uint64_t replaces);
+  // Asks node to give dir up if it holds it and to hand over what it made
+  // there; takes the names it says are pending.
+  Status Recall(const std::string& dir, const std::string& node);
+  // Forgets votes, leases and pending names too old to matter (mu_ held).
+  void Sweep();
+  // Is key made (or being made) by another node, as far as this node knows? (mu_ held)
+  bool MadeElsewhere(const std::string& key);
+
+  Store& store_;
+  Membership& members_;
+  PeerNetwork& network_;
+  std::string self_;
+  Handover handover_;
+  Clock& clock_;
+  mutable std::mutex mu_;
+  std::condition_variable settled_;  // an acquisition ended
+  std::set<std::string> acquiring_;  // dirs a thread is winning or renewing a lease on
+  std::map<std::string, Held> held_;
+  std::map<std::string, Votes> votes_;
+  std::map<std::string, Pending> pending_;
+  Clock::time_point last_sweep_{};
+  uint64_t won_ = 0;
+  uint64_t recalled_ = 0;
+};
+
+}  // namespace onebox
