@@ -238,6 +238,7 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
   std::lock_guard log_lock(log_mu_);
   if (Status st = AppendLog(batch, space, key, encoded); !st.ok()) return st;
   if (Status st = Commit(batch, tomb.version.hlc, sync); !st.ok()) return st;
+  if (log_observer_) log_observer_();
   return tomb.version;
 }
 
@@ -276,6 +277,7 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   }
   if (st.ok()) st = Commit(batch, version.hlc, sync);
   if (!st.ok()) return st;
+  if (log_observer_) log_observer_();
   return version;
 }
 

@@ -140,6 +140,13 @@ class Store {
   // Entries after `after`, at most `limit`.
   Result<std::vector<LogEntry>> ReadLog(uint64_t after, size_t limit);
   uint64_t LastLogSeq() const { return log_seq_.load(); }
+  // Called after every commit that added entries to the log (under the
+  // log's lock: it must be quick and must not write here). The replicator
+  // wakes its pushers with it instead of polling.
+  void set_log_observer(std::function<void()> observer) {
+    std::lock_guard lock(log_mu_);
+    log_observer_ = std::move(observer);
+  }
   // The oldest entry still held (LastLogSeq() + 1 when none is).
   uint64_t FirstLogSeq() const { return log_first_.load(); }
   // Drops the entries up to and including upto (every peer has them, or they
@@ -219,6 +226,7 @@ class Store {
   Status WriteChunkMark();  // under chunks_mark_mu_
   std::mutex log_mu_;  // log sequence numbers are taken and committed in order
   std::atomic<uint64_t> log_seq_{0};
+  std::function<void()> log_observer_;
   std::atomic<uint64_t> log_first_{1};
   Status AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded);
   // Adds record (of ns key) to the history in batch, trimming the oldest;

@@ -18,9 +18,12 @@ namespace onebox {
 
 namespace {
 constexpr size_t kBatch = 1000;
-// How often the pusher looks for new log entries (one atomic load when there
-// are none): a write is on its way to every peer within this.
-constexpr auto kRound = std::chrono::milliseconds(5);
+// How often the loop looks after the pushers (starts them for new live
+// peers, cancels stuck streams) and truncates the log. New log entries wake
+// the pushers at once (Store::set_log_observer): nothing polls for them.
+constexpr auto kRound = std::chrono::milliseconds(100);
+// An idle pusher looks whether its peer is still alive this often.
+constexpr auto kIdleCheck = std::chrono::seconds(1);
 constexpr auto kDeadline = std::chrono::seconds(2);
 // Batches a stream may have unanswered: enough to keep the link busy while
 // the peer applies one, few enough that a slow peer is not flooded.
@@ -55,10 +58,18 @@ Replicator::Replicator(Store& store, Membership& members, ContentTransfer& conte
 Replicator::~Replicator() { Stop(); }
 
 void Replicator::Start() {
+  store_.set_log_observer([this] {
+    {
+      std::lock_guard lock(mu_);
+      ++logged_;
+    }
+    push_cv_.notify_all();
+  });
   thread_ = std::thread([this] { Loop(); });
 }
 
 void Replicator::Stop() {
+  store_.set_log_observer({});
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -161,6 +172,7 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     return true;
   });
   std::deque<uint64_t> unanswered;  // the last seq of each batch sent and not yet answered
+  uint64_t seen = Logged();         // commits to the log looked at
   uint64_t sent = Acked(node_id);
   Clock::time_point quiet_since = clock_.Now();
   bool failed = false;
@@ -179,7 +191,10 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     if (unanswered.empty()) {
       std::unique_lock lock(mu_);
       if (stopping_ || clock_.Now() - quiet_since > kQuiet) break;
-      push_cv_.wait_for(lock, std::chrono::milliseconds(100));
+      // New entries since the last look, or a look again after a while
+      // (entries counted before they were committed may be readable now).
+      if (logged_ == seen) push_cv_.wait_for(lock, kQuiet / 4, [&] { return stopping_ || logged_ != seen; });
+      seen = logged_;
       continue;
     }
     v1::ReplicateResponse resp;
@@ -272,11 +287,6 @@ void Replicator::Loop() {
       it->second->thread.join();
       it = pushers_.erase(it);
     }
-    // New entries: wake the pushers (they look on their own every 100 ms too).
-    if (uint64_t last = store_.LastLogSeq(); last != announced_) {
-      announced_ = last;
-      push_cv_.notify_all();
-    }
     for (const PeerAddress& peer : members_.AliveOthers()) {
       if (pushers_.count(peer.node_id)) continue;
       auto pusher = std::make_unique<Pusher>();
@@ -290,11 +300,18 @@ void Replicator::Loop() {
   pushers_.clear();
 }
 
+uint64_t Replicator::Logged() {
+  std::lock_guard lock(mu_);
+  return logged_;
+}
+
 void Replicator::PusherLoop(const std::string& node_id, Pusher* self) {
+  uint64_t seen = Logged();
   for (bool first = true;; first = false) {
     if (!first) {
       std::unique_lock lock(mu_);
-      push_cv_.wait_for(lock, std::chrono::milliseconds(100));
+      push_cv_.wait_for(lock, kIdleCheck, [&] { return stopping_ || logged_ != seen; });
+      seen = logged_;
       if (stopping_) break;
     }
     std::string address;

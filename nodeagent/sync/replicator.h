@@ -105,6 +105,7 @@ class Replicator {
   // peer is gone, or all of them when stopping.
   void Watchdog();
   void PusherLoop(const std::string& node_id, Pusher* self);
+  uint64_t Logged();
 
   // The other live members, holders of path's content first.
   std::vector<PeerAddress> HoldersFirst(const std::string& path);
@@ -122,13 +123,13 @@ class Replicator {
   Clock::time_point last_truncate_{};
   std::string self_;
   std::map<std::string, std::unique_ptr<Pusher>> pushers_;  // by peer; the loop thread only
-  uint64_t announced_ = 0;                                   // the loop thread only
-  std::condition_variable push_cv_;                          // with mu_: new entries to push
+  std::condition_variable push_cv_;                          // with mu_: new entries to push (logged_ moved)
   std::mutex acked_mu_;
   std::map<std::string, uint64_t> acked_;  // pushers, one thread per peer at a time
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  uint64_t logged_ = 0;  // commits that added to the log (Store::set_log_observer); with mu_
   std::thread thread_;
 };
 
