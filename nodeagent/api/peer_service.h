@@ -29,7 +29,7 @@ class PeerService final
                               v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>> {
  public:
   PeerService(const AccessGate& gate, PeerLink& local, RunExecutor& runs)
-      : gate_(gate), local_(local), runs_(runs), pool_(2, "onebox-peer") {}
+      : gate_(gate), local_(local), runs_(runs), pool_(2, "onebox-peer"), lease_pool_(2, "onebox-lease") {}
 
 #define ONEBOX_PEER_SERVICE_METHOD(method, Req, Resp, runs)                                                  \
   grpc::ServerUnaryReactor* method(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,               \
@@ -47,11 +47,19 @@ class PeerService final
   grpc::Status Run(grpc::ServerContext* ctx, grpc::ServerReaderWriter<v1::RunOutput, v1::RunInput>* stream) override;
 
  private:
-  WorkPool* PoolFor(PeerCallRuns runs) { return runs == PeerCallRuns::kPool ? &pool_ : nullptr; }
+  WorkPool* PoolFor(PeerCallRuns runs) {
+    switch (runs) {
+      case PeerCallRuns::kInline: return nullptr;
+      case PeerCallRuns::kPool: return &pool_;
+      case PeerCallRuns::kLeasePool: return &lease_pool_;
+    }
+    return nullptr;
+  }
   const AccessGate& gate_;
   PeerLink& local_;
   RunExecutor& runs_;
-  WorkPool pool_;  // applying a batch writes to RocksDB
+  WorkPool pool_;        // applying a batch writes to RocksDB
+  WorkPool lease_pool_;  // recalls wait for the recorder and for the asker's kPool
 };
 
 }  // namespace onebox

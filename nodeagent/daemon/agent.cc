@@ -187,7 +187,7 @@ void Agent::MakeClusterParts() {
   anti_entropy_->set_peer_record_rules({.accept_root_setid = opt_.accept_root_setid_from_peers});
   DirLeases::Handover handover{
       .record_view = [r = recorder_.get()] { return r->Sync(); },
-      .unrecorded = [r = recorder_.get()](const std::string& dir) { return r->UnrecordedEntries(dir); },
+      .record_unrecorded = [r = recorder_.get()](const std::string& dir) { return r->RecordUnrecorded(dir); },
       .send_entries = [r = replicator_.get()](const PeerAddress& peer, const std::string& dir) {
         return r->SendEntriesOf(peer, dir);
       },

@@ -24,7 +24,9 @@ namespace onebox {
 
 // The unary calls of the Peer service, declared once:
 // X(method, request, response, where the receiver answers it: kInline on
-// gRPC's thread, kPool on a worker because it touches the disk).
+// gRPC's thread, kPool on a worker because it touches the disk, kLeasePool
+// on a worker of its own because it waits on other calls: a lease's
+// handover, which sends the asker records that the asker's kPool applies).
 #define ONEBOX_PEER_UNARY_CALLS(X)                                                         \
   X(Gossip, GossipRequest, GossipResponse, kInline)                                        \
   X(Replicate, ReplicateRequest, ReplicateResponse, kPool)                                 \
@@ -33,12 +35,12 @@ namespace onebox {
   X(BucketDigests, BucketDigestsRequest, BucketDigestsResponse, kPool)                     \
   X(ReadBucket, ReadBucketRequest, ReadBucketResponse, kPool)                              \
   X(DirLease, DirLeaseRequest, DirLeaseResponse, kInline)                                  \
-  X(RecallDirLease, RecallDirLeaseRequest, RecallDirLeaseResponse, kPool)                  \
+  X(RecallDirLease, RecallDirLeaseRequest, RecallDirLeaseResponse, kLeasePool)             \
   X(ReadRecord, ReadRecordRequest, ReadRecordResponse, kPool)                              \
   X(ListProcesses, ListProcessesRequest, ListProcessesResponse, kPool)                     \
   X(SignalProcess, PeerSignalRequest, SignalResponse, kPool)
 
-enum class PeerCallRuns { kInline, kPool };
+enum class PeerCallRuns { kInline, kPool, kLeasePool };
 
 // Lets another thread cut calls short: a shutdown, a watchdog, a quorum met
 // already. Once cancelled it stays so: the calls under way return at once,

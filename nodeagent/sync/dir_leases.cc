@@ -17,9 +17,13 @@ constexpr auto kVoteDeadline = std::chrono::milliseconds(500);
 constexpr auto kRecallDeadline = std::chrono::seconds(3);
 // How long a create may wait for a lease: a gone holder's term, and a little.
 constexpr auto kWait = DirLeases::kTerm + std::chrono::seconds(1);
-// Creates granted this recently are named in a recall's answer: the program
-// may not have made the entry yet (the grant goes out just before its open).
-constexpr auto kRecent = std::chrono::seconds(1);
+// Creates granted this recently are named in a recall's answer unless
+// recorded: the program may not have made the entry yet (the grant goes out
+// just before its open).
+constexpr auto kRecent = DirLeases::kPendingHold;
+// A recall waits this long at most for this node's own acquisition of the
+// directory to end (it asks the others, then fetches from earlier holders).
+constexpr auto kRecallWaitsForOwn = std::chrono::seconds(2);
 
 bool IsDirKey(const std::string& dir) { return dir.empty() || IsValidNsKey(dir); }
 
@@ -81,7 +85,7 @@ v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& 
   return vote;
 }
 
-DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces) {
+DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces, bool renewal) {
   Round round;
   auto take = [&round](const v1::DirLeaseResponse& vote) {
     round.previous.insert(vote.previous_holders().begin(), vote.previous_holders().end());
@@ -124,6 +128,10 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
   }
   round.won = round.holder.empty() && votes >= LeaseVotesNeeded(peers.size() + 1);
   if (round.won) return round;
+  round.why = fmt::format("{} of {} live nodes granted it{}", votes, peers.size() + 1, round.why);
+  // A renewal that failed leaves the votes as they are: the lease still
+  // runs on them until its term ends.
+  if (renewal) return round;
   // Refused, or too few answers: give the votes back.
   {
     std::lock_guard lock(mu_);
@@ -136,7 +144,6 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
     // Not taken back, a vote lapses after kTerm: nothing to do on a failure.
     (void)network_.To(address).DirLease(req, &resp, {.timeout = kVoteDeadline});
   }
-  round.why = fmt::format("{} of {} live nodes granted it{}", votes, peers.size() + 1, round.why);
   return round;
 }
 
@@ -144,7 +151,7 @@ Status DirLeases::Recall(const std::string& dir, const std::string& node) {
   std::string address;
   for (const PeerAddress& p : members_.AliveOthers())
     if (p.node_id == node) address = p.address;
-  if (address.empty()) return Status::Unavailable(fmt::format("{} is not alive", node));
+  if (address.empty()) return Status::NotFound(fmt::format("{} is not alive", node));
   v1::RecallDirLeaseRequest req;
   req.set_dir(dir);
   req.set_node_id(self_);
@@ -173,13 +180,21 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
     // Until the lease is won and what earlier holders made is here, no create in dir is decided.
     acquiring_.insert(dir);
     lock.unlock();
-    Round round = Ask(dir, lease_id, replaces);
+    Round round = Ask(dir, lease_id, replaces, /*renewal=*/valid);
+    std::string missing;  // earlier holders alive that did not hand over
     if (round.won && !valid) {
       for (const std::string& node : round.previous) {
         if (node == self_ || handed_over.count(node)) continue;
-        // Best effort: a node that does not answer is cut off or gone, and
-        // what it made comes with its records when it is back.
-        if (Status s = Recall(dir, node); !s.ok()) spdlog::debug("lease on /{}: from {}: {}", dir, node, s.message());
+        // A node that is not alive is cut off or gone: what it made comes
+        // with its records when it is back (the partition rule). One that
+        // is alive must hand over before anything is decided here.
+        Status s = Recall(dir, node);
+        if (s.ok()) handed_over.insert(node);
+        else if (s.code() != Code::kNotFound) missing += fmt::format("; {}: {}", node, s.message());
+      }
+      if (!missing.empty()) {
+        round.won = false;
+        round.why = "an earlier holder did not hand over" + missing;
       }
     }
     lock.lock();
@@ -280,8 +295,11 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
   bool held_lately = false;
   {
     std::unique_lock lock(mu_);
-    // A renewal under way ends first, so that it cannot bring the lease back.
-    settled_.wait(lock, [&] { return !acquiring_.count(req.dir()); });
+    // An acquisition under way ends first, so that it cannot bring the
+    // lease back; one that takes long is this node's own contest: the asker
+    // tries again.
+    if (!settled_.wait_for(lock, kRecallWaitsForOwn, [&] { return !acquiring_.count(req.dir()); }))
+      return Status::Unavailable(fmt::format("this node is winning /{} itself", req.dir()));
     if (auto it = held_.find(req.dir()); it != held_.end()) {
       held_lately = true;
       Clock::time_point now = clock_.Now();
@@ -308,9 +326,10 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
   if (held_lately && handover_.record_view)
     if (Status s = handover_.record_view(); !s.ok()) return s;
   // Made here and still unrecorded (a file that had content before the
-  // recorder saw it is recorded at its close): as good as made.
-  if (held_lately && handover_.unrecorded)
-    for (std::string& key : handover_.unrecorded(req.dir())) {
+  // recorder saw it is recorded at its close): recorded now, or (gone
+  // meanwhile, or unreadable) named as being made.
+  if (held_lately && handover_.record_unrecorded)
+    for (std::string& key : handover_.record_unrecorded(req.dir())) {
       v1::PendingName* name = resp->add_pending();
       name->set_key(std::move(key));
       name->set_since(now_hlc);

@@ -12,18 +12,27 @@
 // (Peer/RecallDirLease) and asks again, over the lease given up. A recalled
 // holder gives the lease up, lets its recorder catch up with the view, sends
 // the asker its records of the directory's entries that the asker has not
-// acknowledged, and names the entries it made that are not recorded yet
-// (and the creates it granted a moment ago); only then does it answer. The winner of a new lease also
-// fetches the same from every other node the voters granted the directory
-// to in the last kRemember (each member remembers them; two majorities
-// share a member), before it decides anything there. So the new holder
-// knows every name made under the directory's earlier leases.
+// acknowledged, after recording the entries it made there that were not
+// recorded yet; it names the creates it granted in the last few seconds that
+// // are still unrecorded, and only then answers. The winner of a new lease
+// also fetches the same from every other node the voters granted the
+// directory to in the last kRemember (each member remembers them; two
+// majorities share a member) before it decides anything there; one of them
+// that is alive and does not hand over fails the win (tried again until the
+// wait ends). So the new holder knows every name made under the
+// directory's earlier leases by the nodes it can reach.
 //
 // A holder counts its term from before it asked and takes the lease as over
 // kMargin early; members count theirs from when they granted it: a member
 // never grants a directory to another node while its holder still takes its
-// lease for valid. A holder renews a lease it uses once half of the term
-// has passed.
+// lease for valid (a renewal that fails leaves the votes in place). A
+// holder renews a lease it uses once half of the term has passed.
+//
+// Known limits: votes live in memory, so a member that restarts forgets
+// whom it granted a directory to; a holder that does not answer a vote
+// within 0.5 s counts as not voting. Either can let another node win a
+// lease that still runs while the holder's own majority shrank. A record
+// past the log's retention reaches the next holder only by anti-entropy.
 //
 #pragma once
 
@@ -59,8 +68,9 @@ class DirLeases {
   struct Handover {
     // Returns once every change made to the view so far is recorded (ViewRecorder::Sync).
     std::function<Status()> record_view;
-    // The entries of dir in the view that the store holds no live record of.
-    std::function<std::vector<std::string>(const std::string& dir)> unrecorded;
+    // Records the entries of dir in the view that the store holds no live
+    // record of (ViewRecorder::RecordUnrecorded); returns those it could not.
+    std::function<std::vector<std::string>(const std::string& dir)> record_unrecorded;
     // Sends a peer this node's records of dir's entries it has not acknowledged (Replicator::SendEntriesOf).
     std::function<Status(const PeerAddress& peer, const std::string& dir)> send_entries;
   };
@@ -117,8 +127,8 @@ class DirLeases {
   // recalling it). Takes and returns with mu_ locked.
   Status Hold(const std::string& dir, std::unique_lock<std::mutex>& lock);
   // One vote round, over `replaces` (a lease its holder gave up). On a loss
-  // the votes given are taken back.
-  Round Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces);
+  // the votes given are taken back, unless it renewed a lease still running.
+  Round Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces, bool renewal);
   // This node's vote (mu_ held).
   v1::DirLeaseResponse Cast(const std::string& dir, const std::string& node, uint64_t lease_id, uint64_t replaces);
   // Asks node to give dir up if it holds it and to hand over what it made

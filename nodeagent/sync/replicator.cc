@@ -69,11 +69,14 @@ void Replicator::Start() {
 }
 
 void Replicator::Stop() {
-  store_.set_log_observer({});
   {
     std::lock_guard lock(mu_);
-    stopping_ = true;
+    // Once only: the agent stops the replicator, then closes the store, and
+    // the destructor comes after that.
+    if (stopped_) return;
+    stopped_ = stopping_ = true;
   }
+  store_.set_log_observer({});
   cv_.notify_all();
   push_cv_.notify_all();
   if (thread_.joinable()) thread_.join();

@@ -129,6 +129,7 @@ class Replicator {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool stopped_ = false;  // Stop() ran
   uint64_t logged_ = 0;  // commits that added to the log (Store::set_log_observer); with mu_
   std::thread thread_;
 };

@@ -161,14 +161,14 @@ Status ViewRecorder::Sync() {
   return done ? Status::Ok() : Status::Unavailable("the view recorder did not catch up within 10 s");
 }
 
-std::vector<std::string> ViewRecorder::UnrecordedEntries(const std::string& dir, size_t limit) {
-  std::vector<std::string> out;
+std::vector<std::string> ViewRecorder::RecordUnrecorded(const std::string& dir) {
+  std::vector<std::string> unrecorded;
   int fd = OpenBeneath(root_fd_, dir, O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return out;
+  if (fd < 0) return {};
   DIR* d = fdopendir(fd);
   if (d == nullptr) {
     close(fd);
-    return out;
+    return {};
   }
   while (dirent* e = readdir(d)) {
     std::string_view name = e->d_name;
@@ -176,11 +176,13 @@ std::vector<std::string> ViewRecorder::UnrecordedEntries(const std::string& dir,
     std::string key = JoinKey(dir, name);
     Result<Record> rec = store_.GetWithTombstone(key, Cf::kNs);
     if (rec.ok() && !rec->tombstone) continue;
-    out.push_back(std::move(key));
-    if (out.size() >= limit) break;
+    unrecorded.push_back(std::move(key));
   }
   closedir(d);
-  return out;
+  std::vector<std::string> failed;
+  for (std::string& key : unrecorded)
+    if (Result<uint64_t> size = RecordNow(key); !size.ok()) failed.push_back(std::move(key));
+  return failed;
 }
 
 void ViewRecorder::Loop() {

@@ -53,11 +53,12 @@ class ViewRecorder {
   // may create entries in (mode 1777, like /tmp). Returns the view root.
   Result<std::string> EnsureRoot(const std::string& root);
 
-  // The entries of dir (an ns key; "" for the view root) in the view that
-  // the store holds no live record of: made and not recorded yet (a file
-  // with content by the time its creation was seen is recorded at its
-  // close). At most `limit` of them.
-  std::vector<std::string> UnrecordedEntries(const std::string& dir, size_t limit = 100'000);
+  // Records now (RecordNow) the entries of dir (an ns key; "" for the view
+  // root) in the view that the store holds no live record of: made and not
+  // recorded yet (a file with content by the time its creation was seen is
+  // recorded at its close). A directory lease's handover needs them.
+  // Returns the keys it could not record (gone meanwhile, unreadable).
+  std::vector<std::string> RecordUnrecorded(const std::string& dir);
   // Records path (an ns key) now, its content included, with a synced write:
   // what fsync() promises. Returns the size recorded. Safe from any thread.
   Result<uint64_t> RecordNow(const std::string& path);

@@ -202,12 +202,6 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
   EXPECT_EQ(Shell(c, "cat " + stub_on_c).exit_code, 0) << "healed: the content comes";
 }
 
-// Operations that cross on two sides of a partition: c moves x into y while
-// a moves y into x, and c removes a directory while a writes a file in it.
-// Per-path last-writer-wins alone would leave entries below dead directories
-// (orphans); the nodes must instead agree on one tree in which everything
-// written is reachable: both moves take effect, and the removed directory
-// comes back with the new file (an addition wins over a concurrent removal).
 // The rule for a directory lease's holder cut off (docs/consistency.md):
 // it goes on deciding exclusive creates in its directory alone; the other
 // side waits until its term has run out (5 s from when it won the lease),
@@ -248,6 +242,12 @@ TEST(PartitionTest, ACutOffLeaseHolderKeepsItsDirectoryForItsTermThenBothSidesDe
   }
 }
 
+// Operations that cross on two sides of a partition: c moves x into y while
+// a moves y into x, and c removes a directory while a writes a file in it.
+// Per-path last-writer-wins alone would leave entries below dead directories
+// (orphans); the nodes must instead agree on one tree in which everything
+// written is reachable: both moves take effect, and the removed directory
+// comes back with the new file (an addition wins over a concurrent removal).
 TEST(PartitionTest, CrossedDirectoryMovesAndARemovalConvergeToOneTreeWithNothingOrphaned) {
   Network net(3);
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();

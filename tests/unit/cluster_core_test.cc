@@ -197,6 +197,30 @@ TEST(DirLeasesCoreTest, ACutOffHolderKeepsItsDirectoryForItsTermThenTheOthersDec
   EXPECT_EQ(a.leases->won(), 1u);
 }
 
+TEST(DirLeasesCoreTest, ARenewalThatFailsLeavesTheVotesOfTheRunningLeaseInPlace) {
+  InProcessCluster cluster(5);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  cluster.Silence(3);
+  cluster.Silence(4);
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());  // a, b and c: 3 of 5
+  // Past half the term a renews, and only b answers: 2 of 5, lost. The
+  // lease still runs, so a goes on deciding; b's vote for it must stand.
+  cluster.clock().Advance(DirLeases::kTerm / 2 + 100ms);
+  ASSERT_TRUE(cluster.Join());
+  cluster.Silence(2);
+  EXPECT_TRUE(a.leases->Create("cluster/d/y").ok());
+  v1::DirLeaseRequest ask;
+  ask.set_dir("cluster/d");
+  ask.set_node_id(cluster.node(3).id());
+  ask.set_lease_id(42);
+  v1::DirLeaseResponse vote;
+  ASSERT_TRUE(b.leases->OnLease(ask, &vote).ok());
+  EXPECT_FALSE(vote.granted());
+  EXPECT_EQ(vote.holder(), a.id());
+}
+
 TEST(DirLeasesCoreTest, APeerThatNeverAnswersCostsAVoteNotTheLease) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());

@@ -82,7 +82,7 @@ InProcessCluster::InProcessCluster(size_t count) {
                                                     node->store->node_id(), on_applied);
     node->anti_entropy = std::make_unique<AntiEntropy>(*node->store, *node->members, network_, on_applied);
     // No view here: a recall hands over the store's records only.
-    DirLeases::Handover handover{.record_view = {}, .unrecorded = {}, .send_entries = [r = node->replicator.get()](const PeerAddress& peer,
+    DirLeases::Handover handover{.record_view = {}, .record_unrecorded = {}, .send_entries = [r = node->replicator.get()](const PeerAddress& peer,
                                                                             const std::string& dir) {
       return r->SendEntriesOf(peer, dir);
     }};
