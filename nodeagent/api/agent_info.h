@@ -6,6 +6,8 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "consistency/record.h"
 #include "naming/node_identity.h"
@@ -23,6 +25,9 @@ struct AgentInfo {
   // The view's digest and repairs (view/view_audit.h); set once the view runs.
   std::function<Result<std::string>()> view_digest;
   std::function<uint64_t()> view_repairs;
+  // Set once the cluster parts exist.
+  std::function<std::vector<v1::ReplicationLag>()> replication_lag;
+  std::function<std::pair<uint64_t, uint64_t>()> leases;  // won, recalled
 
   // The gRPC address is known only once gRPC has bound (port 0 picks one),
   // after the services may already answer: hence the lock.

@@ -51,6 +51,13 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
           else spdlog::warn("status: no view digest: {}", view.status().message());
         }
         if (info_.view_repairs) r->set_view_repairs(info_.view_repairs());
+        if (info_.replication_lag)
+          for (v1::ReplicationLag& lag : info_.replication_lag()) *r->add_replication() = std::move(lag);
+        if (info_.leases) {
+          auto [won, recalled] = info_.leases();
+          r->set_leases_won(won);
+          r->set_leases_recalled(recalled);
+        }
         return onebox::Status::Ok();
       });
 }

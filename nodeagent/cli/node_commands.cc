@@ -43,7 +43,12 @@ int CmdStatus(const ClientOptions& o) {
             << fmt::format("view       {} ({} repaired)\n", r.view_digest().substr(0, 16), r.view_repairs())
             << fmt::format("hashed     {} chunks while their files were written\n", r.chunks_hashed_ahead())
             << fmt::format("load       {:.2f} on {} cpus, {} MiB of {} MiB free\n", n.load().loadavg_1m(),
-                           n.load().cpus(), n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20);
+                           n.load().cpus(), n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20)
+            << fmt::format("leases     {} won, {} given up to other nodes\n", r.leases_won(), r.leases_recalled());
+  for (const v1::ReplicationLag& lag : r.replication())
+    std::cout << fmt::format("lag        {}: {} entries behind{}\n", lag.name().empty() ? lag.node_id() : lag.name(),
+                             lag.entries_behind(),
+                             lag.entries_behind() == 0 ? "" : fmt::format(", oldest {} ms", lag.lag_ms()));
   return kExitOk;
 }
 

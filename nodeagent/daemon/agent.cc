@@ -193,6 +193,8 @@ void Agent::MakeClusterParts() {
       },
   };
   leases_ = std::make_unique<DirLeases>(*store_, *members_, network_, NodeIdHex(info_.identity.node_id), handover);
+  info_.replication_lag = [r = replicator_.get()] { return r->Lags(); };
+  info_.leases = [l = leases_.get()] { return std::pair{l->won(), l->recalled()}; };
   processes_ = std::make_unique<ClusterProcesses>(*members_, network_, info_.identity.name);
   run_executor_ = std::make_unique<RunExecutor>(
       RunPlace{.view_path = data_dir_.view_path(), .socket = opt_.socket, .shim = FindShimLibrary()},

@@ -251,6 +251,29 @@ void Replicator::Watchdog() {
   }
 }
 
+std::vector<v1::ReplicationLag> Replicator::Lags() {
+  std::vector<v1::ReplicationLag> out;
+  uint64_t last = store_.LastLogSeq();
+  uint64_t now_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  for (const v1::Node& n : members_.Nodes()) {
+    if (n.self()) continue;
+    v1::ReplicationLag& lag = out.emplace_back();
+    lag.set_node_id(n.node_id());
+    lag.set_name(n.name());
+    uint64_t acked = Acked(n.node_id());
+    lag.set_entries_behind(last > acked ? last - acked : 0);
+    if (last <= acked) continue;
+    // The oldest entry it lacks, by its version's wall-clock part.
+    Result<std::vector<LogEntry>> next = store_.ReadLog(std::max(acked, store_.FirstLogSeq() - 1), 1);
+    if (next.ok() && !next->empty()) {
+      uint64_t written_ms = hlc::PhysicalMs(next->front().record.version.hlc);
+      lag.set_lag_ms(now_ms > written_ms ? now_ms - written_ms : 0);
+    }
+  }
+  return out;
+}
+
 void Replicator::TruncateLog() {
   // What every member we know of (dead ones too) has, and in any case all
   // but the newest log_retain entries.

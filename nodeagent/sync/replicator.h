@@ -75,6 +75,9 @@ class Replicator {
   Result<Record> ReadQuorum(Cf space, const std::string& key, size_t answers);
   // The ReadRecord call.
   Status OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecordResponse* resp);
+  // For status: how far each other member known (dead ones too) is behind
+  // this node's log.
+  std::vector<v1::ReplicationLag> Lags();
   // Drops the log entries every member known (dead ones too) has, and in
   // any case all but the newest log_retain; while a seed has not been heard
   // from (a member whose id is not known yet), only the latter. The loop

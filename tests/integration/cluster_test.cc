@@ -781,16 +781,41 @@ TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
     return Observed(n == 3000, n);
   };
   EXPECT_TRUE(WaitUntil(c_has_all, seconds(10), "c holds the 3000 keys: c must not wait for b"));
+  // a's status says how far behind each peer is (what `onebox status` prints as lag).
+  auto lag_on_a = [&](const std::string& name) {
+    v1::StatusResponse st;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
+    for (const v1::ReplicationLag& lag : st.replication())
+      if (lag.name() == name) return lag;
+    ADD_FAILURE() << "no replication lag for " << name << " in " << st.ShortDebugString();
+    return v1::ReplicationLag();
+  };
+  auto c_caught_up = [&] {
+    v1::ReplicationLag lag = lag_on_a("c");
+    return Observed(lag.entries_behind() == 0 && lag.lag_ms() == 0, lag.ShortDebugString());
+  };
+  EXPECT_TRUE(WaitUntil(c_caught_up, seconds(5), "a counts c caught up"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // b's oldest missing entry ages meanwhile
+  v1::ReplicationLag b_lag = lag_on_a("b");
+  EXPECT_GE(b_lag.entries_behind(), 3000u) << b_lag.ShortDebugString();
+  EXPECT_GE(b_lag.lag_ms(), 300u) << b_lag.ShortDebugString();
   ASSERT_EQ(kill(b->pid(), SIGCONT), 0);
   EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
   EXPECT_EQ(keys_on(*b, "hung/"), 3000);
+  auto b_caught_up = [&] {
+    v1::ReplicationLag lag = lag_on_a("b");
+    return Observed(lag.entries_behind() == 0, lag.ShortDebugString());
+  };
+  EXPECT_TRUE(WaitUntil(b_caught_up, seconds(5), "a counts b caught up once it resumed"));
 
   // Hung again, with a stream to it under way: a still stops promptly.
   ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
   for (int i = 0; i < 3000; ++i) ASSERT_TRUE(Put(*a, fmt::format("again/{}", i), std::string(200, 'v')).ok());
   // Not a wait for a condition: a's stream to b gets under way meanwhile (a
-  // pusher looks every 100 ms), which the agent does not show (no per-peer
-  // stream state in Cluster/Status, nothing in the log when a stream opens).
+  // pusher is woken by the writes), which the agent does not show (no
+  // per-peer stream state in Cluster/Status, nothing in the log when a
+  // stream opens).
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto stop_at = std::chrono::steady_clock::now();
   EXPECT_EQ(a->Stop(SIGTERM), 0);
