@@ -157,6 +157,12 @@ bool ViewLedger::SeenInView(const std::string& path) {
   return left_.count(path) > 0 || stubs_.count(path) > 0;
 }
 
+bool ViewLedger::ShowedVersion(const std::string& path, const Version& version) {
+  std::lock_guard lock(mu_);
+  auto it = left_.find(path);
+  return it != left_.end() && !Newer(version, it->second.shown);
+}
+
 std::optional<v1::Inode> ViewLedger::StubContent(int fd) {
   char id[64];
   ssize_t n = getxattr(ProcPath(fd).c_str(), kStubXattr, id, sizeof id);

@@ -80,6 +80,11 @@ class ViewLedger {
   // materializer, or recorded. A peer's entry not seen yet was removed by
   // no program here.
   bool SeenInView(const std::string& path);
+  // Whether this run's view showed path at version or at a newer one
+  // (placed or recorded). A peer's version the view never showed was
+  // removed by no program here, even when the path's removal is seen after
+  // that version arrived.
+  bool ShowedVersion(const std::string& path, const Version& version);
   // The content a stub's mark names (size and chunks), if fd is a stub of ours.
   std::optional<v1::Inode> StubContent(int fd);
   static bool IsStub(int fd);

@@ -261,7 +261,9 @@ v1::Version VersionOf(AgentProcess& agent, const std::string& path) {
   q.set_path(path);
   v1::StatResponse r;
   grpc::ClientContext ctx;
-  EXPECT_TRUE(v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r).ok());
+  grpc::Status s = v1::Namespace::NewStub(agent.channel())->Stat(&ctx, q, &r);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(r.found()) << path;
   return r.version();
 }
 
