@@ -732,6 +732,32 @@ std::multiset<std::string> RaceExclusiveCreates(AgentProcess& a, AgentProcess& b
   return won;
 }
 
+// git on one node while the others follow: every `git add` and `git commit`
+// makes .git/index.lock (O_EXCL), writes it and renames it over the index,
+// at once again and again. The others' materializers remove each version as
+// its rename arrives; a removal whose event a node handled after the next
+// version's record had arrived tombstoned that version under the node's own
+// name, and the writer lost its index.lock in the middle of the commit
+// ("unable to write new_index file"). Timing decides whether one round
+// meets the race, so it runs many.
+TEST_F(ClusterTest, GitCommitsOnOneNodeWhileTheOthersFollow) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
+  RunResult init = Shell(*a,
+                         "mkdir -p /cluster/repo && cd /cluster/repo && git init -q && "
+                         "for i in $(seq 200); do echo $i > f$i; done && git add -A && "
+                         "git -c user.email=t@onebox -c user.name=t commit -qm first");
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  for (int round = 0; round < 30; ++round) {
+    RunResult r = Shell(*a, fmt::format("cd /cluster/repo && echo {0} >> f{0} && git add -A && "
+                                        "git -c user.email=t@onebox -c user.name=t commit -qm r{0}",
+                                        round + 1));
+    ASSERT_EQ(r.exit_code, 0) << "round " << round << ": " << r.err;
+  }
+  EXPECT_TRUE(Eventually(*b, "cd /cluster/repo && git log --oneline | wc -l", "31\n", seconds(20)));
+}
+
 TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   StartThree();
   if (HasFatalFailure()) return;
