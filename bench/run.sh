@@ -8,3 +8,4 @@ build/bin/shim_bench
 build/bin/cluster_bench
 build/bin/process_bench
 build/bin/scale_bench
+build/bin/tree_bench

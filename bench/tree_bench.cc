@@ -1,0 +1,279 @@
+// A real source tree through what developers do to it, side by side: native
+// (a plain directory on the same disk) and onebox on 2 and on 3 nodes
+// (agents on loopback; programs under the shim on node A, the tree under
+// /cluster). The tree is this machine's Python standard library
+// (/usr/lib/python3.11 without site- and dist-packages: about 1,500 files,
+// 51 MiB), made into a tarball first. Rows (median of --rounds):
+//   extract      tar -xf of the tarball
+//   git          git init, add -A, commit
+//   walk         find | wc -l; du -s; grep -r
+//   compileall   python3 -m compileall -q -f (-d /tree: the .pyc files name
+//                their sources alike wherever the tree is)
+//   read on B    the tree as a tarball on another node (tar | sha256sum),
+//                right after compileall on A (read again until it equals
+//                what A reads; that wait is printed too), checked equal to
+//                native's (names, modes, bytes; without sitecustomize.py, an
+//                absolute symlink to /etc, which in /cluster resolves in
+//                the cluster, so compileall cannot compile it there)
+//   1000 files   1,000 small files made on A, until B sees them all
+// The last two are cross-node: native is the same work on one machine.
+// Then, per cluster: the agents' CPU per file of the extract (per node), and
+// how long after tar's exit every file is in every other node's view with
+// its size (the burst's visibility, p50 and max over the rounds).
+// sshfs and GlusterFS columns are not here yet (issue 16, item 5).
+//
+//   tree_bench [--rounds N] [--nodes 2,3]
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "consistency/meta_values.h"
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace {
+using Clock = std::chrono::steady_clock;
+using onebox::testing::AgentProcess;
+using onebox::testing::RunResult;
+using onebox::testing::TempDir;
+
+constexpr const char* kTreeSource = "/usr/lib/python3.11";
+constexpr const char* kTree = "python3.11";  // the tarball's top directory
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// CPU time (user + system) of a process so far, in seconds.
+double CpuSeconds(pid_t pid) {
+  FILE* f = fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char* p = strrchr(buf, ')');  // the command may hold spaces
+  if (p == nullptr) return 0;
+  unsigned long utime = 0, stime = 0;
+  // Fields after the command: state (3) ... utime (14), stime (15).
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return 0;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Regular files and directories below root, with each file's size.
+std::map<std::string, int64_t> Listing(const std::string& root) {
+  std::map<std::string, int64_t> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st;
+    if (lstat(it->path().c_str(), &st) != 0) continue;
+    out[it->path().string().substr(root.size())] = S_ISREG(st.st_mode) ? st.st_size : -1;
+  }
+  return out;
+}
+
+// One way of running the rows: native, or a cluster of n agents.
+struct Column {
+  std::string name;
+  std::vector<std::unique_ptr<AgentProcess>> nodes;  // empty: native
+  std::string root;                                  // where the rows work: a dir, or /cluster
+  std::map<std::string, std::vector<double>> seconds;
+  std::vector<double> cpu_us_per_file;  // per node, per round
+  std::vector<double> burst_s;          // tar's exit -> in every other view
+  std::vector<double> settle_s;         // until B's read of the tree equals A's
+  std::string read_sum;
+};
+
+RunResult Run(Column& col, const std::string& cmd, size_t node = 0) {
+  if (col.nodes.empty()) return onebox::testing::RunCommand({"bash", "-c", cmd});
+  return onebox::testing::Shell(*col.nodes[node], cmd);
+}
+
+bool Timed(Column& col, const std::string& row, const std::string& cmd, size_t node = 0) {
+  auto start = Clock::now();
+  RunResult r = Run(col, cmd, node);
+  double s = Seconds(Clock::now() - start);
+  if (r.exit_code != 0) {
+    fprintf(stderr, "tree_bench: %s, %s: `%s` exited %d: %s\n", col.name.c_str(), row.c_str(), cmd.c_str(),
+            r.exit_code, r.err.c_str());
+    return false;
+  }
+  col.seconds[row].push_back(s);
+  return true;
+}
+
+std::unique_ptr<AgentProcess> Agent(TempDir& dir, const std::string& name, const std::string& join) {
+  std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen", "127.0.0.1:0",
+                                "--socket", dir / (name + ".sock"), "--log-level", "warn"};
+  if (!join.empty()) {
+    args.push_back("--join");
+    args.push_back(join);
+  }
+  return AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log"));
+}
+
+// Waits until every node's view holds what A's view holds below rel.
+bool AwaitViews(TempDir& dir, Column& col, const std::string& rel, std::chrono::seconds timeout) {
+  std::map<std::string, int64_t> want = Listing(dir / fmt::format("n{}-{}-data/view/cluster/{}", col.nodes.size(), 0, rel));
+  auto give_up = Clock::now() + timeout;
+  for (size_t i = 1; i < col.nodes.size(); ++i) {
+    std::string view = dir / fmt::format("n{}-{}-data/view/cluster/{}", col.nodes.size(), i, rel);
+    while (Listing(view) != want) {
+      if (Clock::now() > give_up) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rounds = 3;
+  std::vector<size_t> cluster_sizes{2, 3};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
+    if (flag == "--nodes") {
+      cluster_sizes.clear();
+      for (const std::string& n : onebox::SplitList(argv[i + 1])) cluster_sizes.push_back(std::stoul(n));
+    }
+  }
+  TempDir dir;
+  std::string tarball = dir / "tree.tar";
+  RunResult made = onebox::testing::RunCommand(
+      {"tar", "-cf", tarball, "--exclude=*-packages", "-C", std::filesystem::path(kTreeSource).parent_path(), kTree});
+  if (made.exit_code != 0) {
+    fprintf(stderr, "tree_bench: cannot make the tarball of %s: %s\n", kTreeSource, made.err.c_str());
+    return 1;
+  }
+  RunResult count = onebox::testing::RunCommand({"bash", "-c", "tar -tf " + tarball + " | wc -l"});
+  size_t entries = std::stoul(count.out);
+
+  std::vector<Column> columns(1);
+  columns[0].name = "native";
+  columns[0].root = dir / "native";
+  std::filesystem::create_directories(columns[0].root);
+  for (size_t n : cluster_sizes) {
+    Column col;
+    col.name = fmt::format("onebox {} nodes", n);
+    col.root = "/cluster";
+    for (size_t i = 0; i < n; ++i) {
+      col.nodes.push_back(Agent(dir, fmt::format("n{}-{}", n, i), i == 0 ? "" : col.nodes[0]->address()));
+      if (!col.nodes.back()->Start()) return 1;
+    }
+    // Until every shim would ask the others: all alive on every state page.
+    std::vector<AgentProcess*> agents;
+    for (auto& a : col.nodes) agents.push_back(a.get());
+    if (!onebox::testing::WaitForPagesCounting(agents, static_cast<int64_t>(n - 1))) return 1;
+    columns.push_back(std::move(col));
+  }
+
+  const std::string commit = "git init -q && git add -A && git -c user.email=bench@onebox -c user.name=bench "
+                             "commit -qm tree";
+  for (int r = 0; r < rounds; ++r) {
+    for (Column& col : columns) {
+      std::string base = fmt::format("{}/t{}", col.root, r);
+      std::string tree = base + "/" + kTree;
+      if (Run(col, "mkdir " + base).exit_code != 0) return 1;
+      std::vector<double> cpu_before;
+      for (auto& a : col.nodes) cpu_before.push_back(CpuSeconds(a->pid()));
+      if (!Timed(col, "extract", fmt::format("tar -xf {} -C {}", tarball, base))) return 1;
+      auto extracted = Clock::now();
+      if (!col.nodes.empty()) {
+        if (!AwaitViews(dir, col, fmt::format("t{}", r), std::chrono::seconds(120))) {
+          fprintf(stderr, "tree_bench: %s: the extract never showed whole on every node\n", col.name.c_str());
+          return 1;
+        }
+        col.burst_s.push_back(Seconds(Clock::now() - extracted));
+        for (size_t i = 0; i < col.nodes.size(); ++i)
+          col.cpu_us_per_file.push_back((CpuSeconds(col.nodes[i]->pid()) - cpu_before[i]) * 1e6 /
+                                        static_cast<double>(entries));
+      }
+      if (!Timed(col, "git add -A && commit", fmt::format("cd {} && {}", tree, commit))) return 1;
+      if (!Timed(col, "walk (find, du, grep -r)",
+                 fmt::format("find {0} | wc -l >/dev/null && du -s {0} >/dev/null && "
+                             "grep -r -I 'import os' {0} | wc -l >/dev/null",
+                             tree)))
+        return 1;
+      if (!Timed(col, "python3 -m compileall -f", fmt::format("python3 -m compileall -q -f -d /tree {} >/dev/null", tree)))
+        return 1;
+      // On another node (native: the same machine): the whole tree as a tarball, hashed.
+      std::string read = fmt::format(
+          "tar -cf - --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --exclude=.git "
+          "--exclude='sitecustomize*' -C {} {} | sha256sum",
+          base, kTree);
+      // What A holds now, then B's reads until B holds the same (what A
+      // wrote last, compileall's output, may still be on its way).
+      RunResult on_a = Run(col, read, 0);
+      if (on_a.exit_code != 0) return 1;
+      auto start = Clock::now();
+      for (int attempt = 0;; ++attempt) {
+        auto read_at = Clock::now();
+        RunResult sum = Run(col, read, col.nodes.empty() ? 0 : 1);
+        if (sum.exit_code != 0) return 1;
+        if (attempt == 0) col.seconds["read on B (tar | sha256sum)"].push_back(Seconds(Clock::now() - read_at));
+        if (sum.out == on_a.out) break;
+        if (Clock::now() - start > std::chrono::seconds(60)) {
+          fprintf(stderr, "tree_bench: %s: B never read what A holds\n", col.name.c_str());
+          return 1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      col.settle_s.push_back(Seconds(Clock::now() - start));
+      if (col.read_sum.empty()) col.read_sum = on_a.out.substr(0, 64);
+      else if (col.read_sum != on_a.out.substr(0, 64)) col.read_sum = "differs between rounds";
+      // 1,000 small files made on A, awaited on B.
+      std::string small = fmt::format("{}/small", base);
+      start = Clock::now();
+      if (Run(col, fmt::format("mkdir {0} && for i in $(seq 1000); do echo $i > {0}/f$i; done", small)).exit_code != 0)
+        return 1;
+      if (!col.nodes.empty() && !AwaitViews(dir, col, fmt::format("t{}/small", r), std::chrono::seconds(120))) return 1;
+      col.seconds["1000 files on A, all seen on B"].push_back(Seconds(Clock::now() - start));
+    }
+  }
+
+  printf("tree_bench: %s (%zu entries, %.0f MiB as a tarball), %d rounds, medians in seconds; data in %s\n",
+         kTreeSource, entries, static_cast<double>(std::filesystem::file_size(tarball)) / (1 << 20), rounds,
+         dir.path().c_str());
+  printf("%-34s", "row");
+  for (const Column& col : columns) printf(" %18s", col.name.c_str());
+  printf("\n");
+  for (const auto& [row, native] : columns[0].seconds) {
+    printf("%-34s %18.3f", row.c_str(), Median(native));
+    for (size_t c = 1; c < columns.size(); ++c) {
+      double s = Median(columns[c].seconds[row]);
+      printf("   %7.3f (%5.2fx)", s, s / Median(native));
+    }
+    printf("\n");
+  }
+  for (size_t c = 1; c < columns.size(); ++c) {
+    const Column& col = columns[c];
+    std::vector<double> burst = col.burst_s;
+    std::sort(burst.begin(), burst.end());
+    printf("%s: agent CPU per extracted file per node: median %.0f us, max %.0f us; extract visible on every other "
+           "node %.3f s (median), %.3f s (max) after tar exited\n",
+           col.name.c_str(), Median(col.cpu_us_per_file),
+           *std::max_element(col.cpu_us_per_file.begin(), col.cpu_us_per_file.end()), Median(burst), burst.back());
+    printf("%s: B read the tree as A held it after %.3f s (median; 0 when its first read did)\n", col.name.c_str(),
+           Median(col.settle_s));
+  }
+  for (size_t c = 1; c < columns.size(); ++c)
+    printf("read on B: %s %s native\n", columns[c].name.c_str(),
+           columns[c].read_sum == columns[0].read_sum ? "equal to" : "DIFFERS from");
+  bool equal = true;
+  for (size_t c = 1; c < columns.size(); ++c) equal = equal && columns[c].read_sum == columns[0].read_sum;
+  return equal ? 0 : 1;
+}
