@@ -86,6 +86,24 @@ void ViewLedger::PlaceholderFilled(const std::string& path) {
   placeholders_.erase(path);
 }
 
+void ViewLedger::RemovingOurs(const std::string& path) {
+  std::lock_guard lock(mu_);
+  ++our_removals_[path];
+}
+
+bool ViewLedger::TakeOurRemoval(const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto it = our_removals_.find(path);
+  if (it == our_removals_.end()) return false;
+  if (--it->second == 0) our_removals_.erase(it);
+  return true;
+}
+
+void ViewLedger::ForgetOurRemovals() {
+  std::lock_guard lock(mu_);
+  our_removals_.clear();
+}
+
 void ViewLedger::Recorded(const std::string& path, const struct stat& st, const Version& version) {
   std::lock_guard lock(mu_);
   left_[path] = {FileLook::Of(st), /*by_materializer=*/false, version};

@@ -46,6 +46,10 @@ class ViewLedger {
   void NotPlaced(const std::string& path);
   // Marks a file about to be put at path (fd, in staging) as placed by us, showing version.
   static void MarkPlacement(int fd, const std::string& path, const Version& version);
+  // The materializer is about to remove path from the view (a peer's
+  // removal won): the recorder takes the removal's event for it, not for a
+  // program's (TakeOurRemoval). Undone by TakeOurRemoval when the unlink fails.
+  void RemovingOurs(const std::string& path);
   // Keeps the content a stub stands for; returns the id its mark carries.
   Result<std::string> RememberStubContent(const v1::Inode& inode);
   void SetStub(const std::string& path, bool stub);
@@ -59,6 +63,12 @@ class ViewLedger {
   void Recorded(const std::string& path, const struct stat& st, const Version& version);
   // Path and everything below it are gone from the view.
   void Gone(const std::string& path);
+
+  // For the recorder, at a removal's event: was it the materializer's? (Each
+  // removal the materializer announced answers yes once.)
+  bool TakeOurRemoval(const std::string& path);
+  // Events were lost (a full scan follows): no removal's event is to come.
+  void ForgetOurRemovals();
 
   // --- Questions.
   // For the recorder: the entry at path (fd, as fstat shows it in st) is
@@ -115,6 +125,7 @@ class ViewLedger {
     Version shown;         // the version of the record it showed then
   };
   void SetStubLocked(const std::string& path, bool stub);
+  std::unordered_map<std::string, int> our_removals_;  // announced, their events not yet seen
 
   Store& store_;
   StatePage& page_;

@@ -205,7 +205,8 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
       close(parent);
       return Status::Ok();
     }
-    unlinkat(parent, name.c_str(), 0);
+    ledger_.RemovingOurs(path);
+    if (unlinkat(parent, name.c_str(), 0) != 0) (void)ledger_.TakeOurRemoval(path);
     ledger_.Gone(path);
   }
   if (mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -448,8 +449,11 @@ void ViewMaterializer::Remove(const std::string& path) {
     struct stat st;
     int rc = -1;
     if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        (S_ISDIR(st.st_mode) || MayReplace(parent, name, p, tomb->version)))
+        (S_ISDIR(st.st_mode) || MayReplace(parent, name, p, tomb->version))) {
+      ledger_.RemovingOurs(p);
       rc = unlinkat(parent, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+      if (rc != 0) (void)ledger_.TakeOurRemoval(p);
+    }
     close(parent);
     if (rc != 0) return;
     spdlog::debug("removed /{} (a tombstone from {} won)", p, NodeIdHex(tomb->version.node));

@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "consistency/digest.h"
+#include "naming/node_identity.h"
 #include "naming/ns_key.h"
 #include "nodeagent/view/file_look.h"
 #include "nodeagent/view/view_fs.h"
@@ -279,6 +280,10 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask) {
     ObstacleMayBeGone();
   if (mask & (IN_DELETE | IN_MOVED_FROM)) {
     if (mask & IN_ISDIR) Unwatch(path);
+    // The materializer's own removal (a peer's tombstone, in the store
+    // already): nothing to record. Its event may come after the peer made
+    // the name again (git's index.lock), and must not remove that.
+    if ((mask & IN_DELETE) && ledger_.TakeOurRemoval(path)) return;
     TombstonePath(path);
   } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {
     WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
@@ -386,11 +391,15 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   if (fd < 0) {
     if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP)
       return Status::IOError(fmt::format("open /{}: {}", path, strerror(errno)));
-    // A removal is recorded from what the view's events say, never on a
-    // program's word: fsync's Publish names any path it likes, and one the
-    // view does not show (a peer's entry not placed here yet, a device node
-    // kept on its own node) is no removal.
-    if (change != Change::kFsync) TombstonePath(path);
+    // Gone already. A removal is recorded from what the view says, never on
+    // a program's word (fsync's Publish names any path it likes). An entry
+    // made or written and gone by the time its event is handled has its
+    // removal's own event to come (IN_DELETE, IN_MOVED_FROM): recorded then,
+    // not now, when the name may already hold a peer's newer version not in
+    // place yet (git's index.lock, made again at once). What no event will
+    // report gone (a listing's entries under a mount taken away) is
+    // recorded gone here.
+    if (change == Change::kMetadata) TombstonePath(path);
     return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
   struct stat st;
@@ -554,12 +563,17 @@ void ViewRecorder::TombstonePath(const std::string& path) {
   for (auto k = keys.rbegin(); k != keys.rend(); ++k) {
     bool existed = false;
     // A failed write leaves the record live: the next full scan tombstones it.
-    if (store_.Get(*k, Cf::kNs).ok()) (void)store_.Delete(*k, false, &existed, Cf::kNs);
+    Result<Record> live = store_.Get(*k, Cf::kNs);
+    if (!live.ok()) continue;
+    if (live->version.node != store_.node_id())
+      spdlog::debug("removed /{} here: a peer's version the view showed ({})", *k, NodeIdHex(live->version.node));
+    (void)store_.Delete(*k, false, &existed, Cf::kNs);
   }
 }
 
 void ViewRecorder::FullScan() {
   unwatched_ = 0;
+  ledger_.ForgetOurRemovals();
   ObstacleMayBeGone();  // events were lost: any may have been the one
   if (guard_ != nullptr) {  // counted anew as the scan records them
     std::lock_guard lock(record_mu_);
