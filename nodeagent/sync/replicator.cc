@@ -261,11 +261,12 @@ std::vector<v1::ReplicationLag> Replicator::Lags() {
     v1::ReplicationLag& lag = out.emplace_back();
     lag.set_node_id(n.node_id());
     lag.set_name(n.name());
-    uint64_t acked = Acked(n.node_id());
-    lag.set_entries_behind(last > acked ? last - acked : 0);
-    if (last <= acked) continue;
+    // Entries cut from the log meanwhile are anti-entropy's to repair: not counted.
+    uint64_t from = std::max(Acked(n.node_id()), store_.FirstLogSeq() - 1);
+    lag.set_entries_behind(last > from ? last - from : 0);
+    if (last <= from) continue;
     // The oldest entry it lacks, by its version's wall-clock part.
-    Result<std::vector<LogEntry>> next = store_.ReadLog(std::max(acked, store_.FirstLogSeq() - 1), 1);
+    Result<std::vector<LogEntry>> next = store_.ReadLog(from, 1);
     if (next.ok() && !next->empty()) {
       uint64_t written_ms = hlc::PhysicalMs(next->front().record.version.hlc);
       lag.set_lag_ms(now_ms > written_ms ? now_ms - written_ms : 0);

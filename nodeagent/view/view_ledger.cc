@@ -86,16 +86,28 @@ void ViewLedger::PlaceholderFilled(const std::string& path) {
   placeholders_.erase(path);
 }
 
+namespace {
+// Far longer than the recorder's usual lag behind the view, short enough
+// that a removal announced without an event hides little.
+constexpr auto kOurRemovalLapse = std::chrono::seconds(30);
+}  // namespace
+
 void ViewLedger::RemovingOurs(const std::string& path) {
   std::lock_guard lock(mu_);
-  ++our_removals_[path];
+  OurRemovals& r = our_removals_[path];
+  ++r.count;
+  r.last = std::chrono::steady_clock::now();
 }
 
 bool ViewLedger::TakeOurRemoval(const std::string& path) {
   std::lock_guard lock(mu_);
   auto it = our_removals_.find(path);
   if (it == our_removals_.end()) return false;
-  if (--it->second == 0) our_removals_.erase(it);
+  if (std::chrono::steady_clock::now() - it->second.last > kOurRemovalLapse) {
+    our_removals_.erase(it);
+    return false;
+  }
+  if (--it->second.count == 0) our_removals_.erase(it);
   return true;
 }
 
@@ -175,10 +187,10 @@ bool ViewLedger::SeenInView(const std::string& path) {
   return left_.count(path) > 0 || stubs_.count(path) > 0;
 }
 
-bool ViewLedger::ShowedVersion(const std::string& path, const Version& version) {
+bool ViewLedger::ShowedOlderVersion(const std::string& path, const Version& version) {
   std::lock_guard lock(mu_);
   auto it = left_.find(path);
-  return it != left_.end() && !Newer(version, it->second.shown);
+  return it != left_.end() && Newer(version, it->second.shown);
 }
 
 std::optional<v1::Inode> ViewLedger::StubContent(int fd) {

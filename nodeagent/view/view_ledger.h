@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <chrono>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -90,11 +91,10 @@ class ViewLedger {
   // materializer, or recorded. A peer's entry not seen yet was removed by
   // no program here.
   bool SeenInView(const std::string& path);
-  // Whether this run's view showed path at version or at a newer one
-  // (placed or recorded). A peer's version the view never showed was
-  // removed by no program here, even when the path's removal is seen after
-  // that version arrived.
-  bool ShowedVersion(const std::string& path, const Version& version);
+  // Whether this run's view is known to have shown path at an older version
+  // than this one (placed or recorded; unknown, e.g. after a restart: no).
+  // A removal seen then was of that older version, not of this one.
+  bool ShowedOlderVersion(const std::string& path, const Version& version);
   // The content a stub's mark names (size and chunks), if fd is a stub of ours.
   std::optional<v1::Inode> StubContent(int fd);
   static bool IsStub(int fd);
@@ -125,7 +125,15 @@ class ViewLedger {
     Version shown;         // the version of the record it showed then
   };
   void SetStubLocked(const std::string& path, bool stub);
-  std::unordered_map<std::string, int> our_removals_;  // announced, their events not yet seen
+  // Removals announced whose events are not seen yet: how many, and when
+  // the last was announced. One without an event (its directory not
+  // watched yet) lapses after kOurRemovalLapse, so that it cannot hide a
+  // program's removal of the name for long.
+  struct OurRemovals {
+    int count = 0;
+    std::chrono::steady_clock::time_point last;
+  };
+  std::unordered_map<std::string, OurRemovals> our_removals_;
 
   Store& store_;
   StatePage& page_;

@@ -402,7 +402,13 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
   int rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
   if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)) {
     // A directory where the peer now has a file: only an empty one gives way.
-    if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
+    ledger_.RemovingOurs(path);
+    if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) {
+      ledger_.Gone(path);
+      rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
+    } else {
+      (void)ledger_.TakeOurRemoval(path);
+    }
   }
   if (rc != 0) {
     Status s = Status::IOError(fmt::format("rename into place: {}", strerror(errno)));

@@ -534,13 +534,14 @@ void ViewRecorder::TombstonePath(const std::string& path) {
   std::lock_guard lock(record_mu_);
   ForgetSymlinks(path);
   std::vector<std::string> keys;
-  // The removal seen is of what the view showed. A peer's newer version that
-  // arrived meanwhile (not placed yet) was removed by no program here: it
-  // stays, and the materializer puts it in place. (Its removal's event can
+  // The removal seen is of what the view showed. A peer's version newer than
+  // what the view is known to have shown, arrived meanwhile (not placed
+  // yet), was removed by no program here: it stays, and the materializer
+  // puts it in place. (Its removal's event can
   // come after the record: the materializer removed the older version, and
   // the peer made the name again at once, as git does with index.lock.)
   if (Result<Record> rec = store_.Get(path, Cf::kNs);
-      !rec.ok() || rec->version.node == store_.node_id() || ledger_.ShowedVersion(path, rec->version))
+      !rec.ok() || rec->version.node == store_.node_id() || !ledger_.ShowedOlderVersion(path, rec->version))
     keys.push_back(path);
   std::string after;
   for (;;) {  // everything below a removed directory goes with it
@@ -550,7 +551,7 @@ void ViewRecorder::TombstonePath(const std::string& path) {
       // Not a peer's addition that this view never showed (it arrived, and
       // was not yet put in place): no program here removed it. It stays,
       // and TreeRepair revives the directory for it (an addition wins).
-      if (e.record.version.node != store_.node_id() && !ledger_.ShowedVersion(e.key, e.record.version)) continue;
+      if (e.record.version.node != store_.node_id() && !ledger_.SeenInView(e.key)) continue;
       keys.push_back(e.key);
     }
     if (!page->more) break;

@@ -297,7 +297,7 @@ TEST_F(ClusterTest, FilesWrittenOnOneNodeAreReadOnTheOthers) {
   // Content on the writer and one more node (replication factor 2); the
   // third has a stub until a program opens the file there.
   std::string b_big = dir_ / "b-data/view/cluster/t/big", c_big = dir_ / "c-data/view/cluster/t/big";
-  EXPECT_TRUE(WaitUntil([&] { return IsStub(b_big) != IsStub(c_big); }, seconds(15),
+  EXPECT_TRUE(WaitUntil([&] { return Observed(IsStub(b_big) != IsStub(c_big), fmt::format("stub on b: {}, on c: {}", IsStub(b_big), IsStub(c_big))); }, seconds(15),
                         "exactly one of b and c holds a stub of the big file"));
   v1::Version before = VersionOf(*a, "/cluster/t/big");
 
