@@ -128,6 +128,10 @@ std::vector<PeerAddress> ContentTransfer::Holders(const std::string& path) {
   return HeaviestFor(path, members_.AliveOthers(), OtherHolders());
 }
 
+namespace {
+constexpr auto kChunkStoreWait = std::chrono::milliseconds(500);  // in all, per push
+}  // namespace
+
 Status ContentTransfer::Push(const std::string& address, const std::vector<std::string>& digests) {
   v1::PushChunksRequest req;
   req.set_from_node_id(self_);
@@ -141,8 +145,18 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
     if (!st.ok()) return Status::Unavailable(fmt::format("push chunks to {}: {}", address, st.message()));
     return Status::Ok();
   };
+  // A record's chunks may still be on their way into the store (a big
+  // file's chunks are stored just after its record is committed, and the
+  // pusher is woken by the commit): wait a moment for them, so the holders
+  // get the whole file rather than a stub.
+  auto waited = std::chrono::milliseconds(0);
   for (const std::string& digest : digests) {
     Result<std::string> data = LocalChunk(digest);
+    while (!data.ok() && data.status().code() == Code::kNotFound && waited < kChunkStoreWait) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      waited += std::chrono::milliseconds(10);
+      data = LocalChunk(digest);
+    }
     if (!data.ok()) continue;  // replaced meanwhile: the newer version brings its own
     if (bytes + data->size() > kPushBatchBytes)
       if (Status s = flush(); !s.ok()) return s;
