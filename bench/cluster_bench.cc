@@ -36,17 +36,6 @@
 namespace {
 using Clock = std::chrono::steady_clock;
 
-std::unique_ptr<onebox::testing::AgentProcess> Agent(onebox::testing::TempDir& dir, const std::string& name,
-                                                     const std::string& join) {
-  std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen", "127.0.0.1:0",
-                                "--socket", dir / (name + ".sock"), "--log-level", "warn"};
-  if (!join.empty()) {
-    args.push_back("--join");
-    args.push_back(join);
-  }
-  return onebox::testing::AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log"));
-}
-
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 bool WriteFile(const std::string& path, const std::string& bytes) {
@@ -91,10 +80,10 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--gib") gib = std::stod(argv[i + 1]);
   }
   onebox::testing::TempDir dir;
-  auto a = Agent(dir, "a", "");
+  auto a = onebox::testing::QuietLoopbackAgent(dir.path(), "a", "");
   if (!a->Start()) return 1;
-  auto b = Agent(dir, "b", a->address());
-  auto c = Agent(dir, "c", a->address());
+  auto b = onebox::testing::QuietLoopbackAgent(dir.path(), "b", a->address());
+  auto c = onebox::testing::QuietLoopbackAgent(dir.path(), "c", a->address());
   if (!b->Start() || !c->Start()) return 1;
   auto store_b = onebox::v1::Store::NewStub(b->channel());
   // Until B sees A's writes: membership settled, replication flowing.

@@ -49,16 +49,6 @@ using onebox::testing::AgentProcess;
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-std::unique_ptr<AgentProcess> Agent(onebox::testing::TempDir& dir, const std::string& name, const std::string& join) {
-  std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen", "127.0.0.1:0",
-                                "--socket", dir / (name + ".sock"), "--log-level", "warn"};
-  if (!join.empty()) {
-    args.push_back("--join");
-    args.push_back(join);
-  }
-  return AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log"));
-}
-
 std::string Tail(const std::string& path, size_t bytes = 2000) {
   std::ifstream in(path);
   std::stringstream s;
@@ -310,12 +300,12 @@ int Bench(int argc, char** argv) {
   LoopbackSshd sshd(dir.path());
   bool have_ssh = sshd.Start(&ssh_missing);
 
-  auto a = Agent(dir, "a", "");
+  auto a = onebox::testing::QuietLoopbackAgent(dir.path(), "a", "");
   if (auto ok = a->Start(); !ok) {
     fprintf(stderr, "%s\n", ok.message());
     return 1;
   }
-  auto b = Agent(dir, "b", a->address());
+  auto b = onebox::testing::QuietLoopbackAgent(dir.path(), "b", a->address());
   if (auto ok = b->Start(); !ok) {
     fprintf(stderr, "%s\n", ok.message());
     return 1;

@@ -58,13 +58,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<AgentProcess>> agents;
   for (size_t i = 0; i < n; ++i) {
     std::string name = fmt::format("n{:02}", i);
-    std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen", "127.0.0.1:0",
-                                  "--socket", dir / (name + ".sock"), "--log-level", "warn"};
-    if (i > 0) {
-      args.push_back("--join");
-      args.push_back(agents[0]->address());
-    }
-    agents.push_back(AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log")));
+    agents.push_back(onebox::testing::QuietLoopbackAgent(dir.path(), name, i > 0 ? agents[0]->address() : ""));
     if (!agents.back()->Start(std::chrono::seconds(60))) return 1;
   }
   auto start = Clock::now();

@@ -114,16 +114,6 @@ bool Timed(Column& col, const std::string& row, const std::string& cmd, size_t n
   return true;
 }
 
-std::unique_ptr<AgentProcess> Agent(TempDir& dir, const std::string& name, const std::string& join) {
-  std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen", "127.0.0.1:0",
-                                "--socket", dir / (name + ".sock"), "--log-level", "warn"};
-  if (!join.empty()) {
-    args.push_back("--join");
-    args.push_back(join);
-  }
-  return AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log"));
-}
-
 // Waits until every node's view holds what A's view holds below rel.
 bool AwaitViews(TempDir& dir, Column& col, const std::string& rel, std::chrono::seconds timeout) {
   std::map<std::string, int64_t> want = Listing(dir / fmt::format("n{}-{}-data/view/cluster/{}", col.nodes.size(), 0, rel));
@@ -171,7 +161,7 @@ int main(int argc, char** argv) {
     col.name = fmt::format("onebox {} nodes", n);
     col.root = "/cluster";
     for (size_t i = 0; i < n; ++i) {
-      col.nodes.push_back(Agent(dir, fmt::format("n{}-{}", n, i), i == 0 ? "" : col.nodes[0]->address()));
+      col.nodes.push_back(onebox::testing::QuietLoopbackAgent(dir.path(), fmt::format("n{}-{}", n, i), i == 0 ? "" : col.nodes[0]->address()));
       if (!col.nodes.back()->Start()) return 1;
     }
     // Until every shim would ask the others: all alive on every state page.

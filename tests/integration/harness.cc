@@ -343,6 +343,18 @@ AgentProcess::AgentProcess(std::string name, std::string data_dir, std::string s
       socket_(std::move(socket_path)),
       log_path_(data_dir_ + ".log") {}
 
+std::unique_ptr<AgentProcess> QuietLoopbackAgent(const std::string& dir, const std::string& name,
+                                                 const std::string& join) {
+  std::string base = dir + "/" + name;
+  std::vector<std::string> args{"--name",   name, "--data-dir", base + "-data", "--listen", "127.0.0.1:0",
+                                "--socket", base + ".sock", "--log-level", "warn"};
+  if (!join.empty()) {
+    args.push_back("--join");
+    args.push_back(join);
+  }
+  return AgentProcess::WithArgs(args, base + ".sock", base + ".log");
+}
+
 std::unique_ptr<AgentProcess> AgentProcess::WithArgs(std::vector<std::string> args, std::string socket_path,
                                                      std::string log_path) {
   std::unique_ptr<AgentProcess> a(new AgentProcess());

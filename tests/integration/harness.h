@@ -174,4 +174,10 @@ class AgentProcess {
   std::shared_ptr<grpc::Channel> channel_;
 };
 
+// What the benchmarks start: an agent named name on a loopback port the
+// kernel picks, its data dir, socket and log in dir, logging warnings only,
+// joining `join` when given.
+std::unique_ptr<AgentProcess> QuietLoopbackAgent(const std::string& dir, const std::string& name,
+                                                 const std::string& join = "");
+
 }  // namespace onebox::testing
