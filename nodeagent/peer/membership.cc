@@ -127,6 +127,12 @@ std::vector<PeerAddress> Membership::AliveOthers() {
   return out;
 }
 
+std::optional<PeerAddress> Membership::AliveOther(const std::string& node_id) {
+  for (PeerAddress& p : AliveOthers())
+    if (p.node_id == node_id) return std::move(p);
+  return std::nullopt;
+}
+
 size_t Membership::KnownCount() {
   std::lock_guard lock(mu_);
   // Right after a restart gossip knows no one yet: the members known before

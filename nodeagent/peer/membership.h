@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -58,6 +59,8 @@ class Membership {
   std::vector<v1::Node> Nodes();
   // Every other member now alive.
   std::vector<PeerAddress> AliveOthers();
+  // The other member node_id, if it is alive now.
+  std::optional<PeerAddress> AliveOther(const std::string& node_id);
   // Members we know of in any state, ourselves included: at least as many
   // as were known before a restart, and every seed not heard from yet counts
   // as one (a node told to join a cluster is not a cluster of one because

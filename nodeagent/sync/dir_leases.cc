@@ -148,16 +148,14 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
 }
 
 Status DirLeases::Recall(const std::string& dir, const std::string& node) {
-  std::string address;
-  for (const PeerAddress& p : members_.AliveOthers())
-    if (p.node_id == node) address = p.address;
-  if (address.empty()) return Status::NotFound(fmt::format("{} is not alive", node));
+  std::optional<PeerAddress> peer = members_.AliveOther(node);
+  if (!peer) return Status::NotFound(fmt::format("{} is not alive", node));
   v1::RecallDirLeaseRequest req;
   req.set_dir(dir);
   req.set_node_id(self_);
   v1::RecallDirLeaseResponse resp;
   auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(kRecallDeadline);
-  if (Status st = network_.To(address).RecallDirLease(req, &resp, {.timeout = timeout}); !st.ok()) return st;
+  if (Status st = network_.To(peer->address).RecallDirLease(req, &resp, {.timeout = timeout}); !st.ok()) return st;
   std::lock_guard lock(mu_);
   for (const v1::PendingName& p : resp.pending())
     if (ParentKey(p.key()) == dir) pending_[p.key()] = {clock_.Now() + kPendingHold, p.since()};
@@ -287,10 +285,8 @@ Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* 
 
 Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLeaseResponse* resp) {
   if (!IsDirKey(req.dir())) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", req.dir()));
-  PeerAddress asker;
-  for (const PeerAddress& p : members_.AliveOthers())
-    if (p.node_id == req.node_id()) asker = p;
-  if (asker.address.empty()) return Status::FailedPrecondition(fmt::format("{} is not a live member", req.node_id()));
+  std::optional<PeerAddress> asker = members_.AliveOther(req.node_id());
+  if (!asker) return Status::FailedPrecondition(fmt::format("{} is not a live member", req.node_id()));
   std::deque<Granted> recent;
   bool held_lately = false;
   {
@@ -345,7 +341,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
     name->set_since(g.after);
   }
   if (handover_.send_entries)
-    if (Status s = handover_.send_entries(asker, req.dir()); !s.ok()) return s;
+    if (Status s = handover_.send_entries(*asker, req.dir()); !s.ok()) return s;
   if (resp->lease_id() != 0) spdlog::debug("lease on /{} given up for {}", req.dir(), req.node_id());
   return Status::Ok();
 }

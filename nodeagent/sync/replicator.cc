@@ -341,11 +341,9 @@ void Replicator::PusherLoop(const std::string& node_id, Pusher* self) {
       seen = logged_;
       if (stopping_) break;
     }
-    std::string address;
-    for (const PeerAddress& p : members_.AliveOthers())
-      if (p.node_id == node_id) address = p.address;
-    if (address.empty()) break;  // not alive now: a new pusher starts when it is back
-    if (Acked(node_id) < store_.LastLogSeq()) StreamTo(node_id, address, self);
+    std::optional<PeerAddress> peer = members_.AliveOther(node_id);
+    if (!peer) break;  // not alive now: a new pusher starts when it is back
+    if (Acked(node_id) < store_.LastLogSeq()) StreamTo(node_id, peer->address, self);
   }
   self->done = true;
 }
