@@ -202,7 +202,9 @@ void Agent::MakeClusterParts() {
   processes_->set_runs(*run_executor_);
   run_relays_ = std::make_unique<RunRelays>(network_, *run_executor_);
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_);
-  members_->set_alive_observer([page = &state_page_->page()](size_t alive) { page->peers_alive.store(alive); });
+  members_->set_alive_observer([page = &state_page_->page(), r = replicator_.get()](size_t alive) {
+    if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
+  });
 }
 
 Status Agent::StartGrpc(const ListenAddress& listen) {

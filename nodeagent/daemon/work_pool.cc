@@ -1,6 +1,7 @@
 #include "nodeagent/daemon/work_pool.h"
 
-#include <pthread.h>
+#include "nodeagent/daemon/thread_name.h"
+
 
 namespace onebox {
 
@@ -25,7 +26,7 @@ WorkPool::WorkPool(size_t threads, const std::string& name) {
         cv_.notify_all();
       }
     });
-    pthread_setname_np(threads_.back().native_handle(), name.substr(0, 15).c_str());
+    NameThread(threads_.back(), name);
   }
 }
 

@@ -90,6 +90,7 @@ Status ShimHandlers::Hello(const Origin& origin, const v1::ShimRequest& req, v1:
   resp->mutable_hello()->set_node_name(parts_.info.identity.name);
   resp->mutable_hello()->set_state_page(true);
   origin.call->attach_fd = parts_.state_page_fd;
+  parts_.guard.PageMapped(origin.connection);
   spdlog::debug("shim hello from pid {} ({}) for root {}", origin.peer.pid, req.hello().program(), root.root());
   return Status::Ok();
 }

@@ -16,6 +16,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "nodeagent/daemon/thread_name.h"
+
 namespace onebox {
 
 namespace {
@@ -78,6 +80,7 @@ Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, H
   ino_t inode = stat(path.c_str(), &bound) == 0 ? bound.st_ino : 0;
   std::unique_ptr<ShimServer> server(new ShimServer(path, inode, fd, wake, std::move(handler), std::move(on_close)));
   server->thread_ = std::thread([s = server.get()] { s->Loop(); });
+  NameThread(server->thread_, "onebox-shimio");
   return server;
 }
 

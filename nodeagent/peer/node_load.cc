@@ -2,13 +2,19 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <string>
 
 namespace onebox {
 
-v1::NodeLoad ReadLoad() {
+namespace {
+
+constexpr auto kFreshFor = std::chrono::seconds(1);
+
+v1::NodeLoad ReadLoadNow() {
   v1::NodeLoad load;
   double avg[1] = {0};
   if (getloadavg(avg, 1) == 1) load.set_loadavg_1m(avg[0]);
@@ -23,6 +29,21 @@ v1::NodeLoad ReadLoad() {
     if (key == "MemAvailable:") load.set_mem_available_bytes(kib * 1024);
   }
   return load;
+}
+
+}  // namespace
+
+v1::NodeLoad ReadLoad() {
+  static std::mutex mu;
+  static std::chrono::steady_clock::time_point read_at{};
+  static v1::NodeLoad& last = *new v1::NodeLoad();  // never destroyed: threads may ask at exit
+  std::lock_guard lock(mu);
+  auto now = std::chrono::steady_clock::now();
+  if (read_at == std::chrono::steady_clock::time_point{} || now - read_at >= kFreshFor) {
+    last = ReadLoadNow();
+    read_at = now;
+  }
+  return last;
 }
 
 }  // namespace onebox

@@ -1,5 +1,6 @@
 // This machine's load as members report it in gossip: load average, CPUs,
-// memory (from /proc).
+// memory (from /proc), read at most once a second (every gossip round and
+// answer asks for it; the load average itself moves every 5 s).
 #pragma once
 
 #include "onebox/v1/cluster.pb.h"

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
 namespace onebox {
@@ -15,8 +16,16 @@ namespace onebox {
 class PeriodicThread {
  public:
   ~PeriodicThread() { Stop(); }
-  // Runs round() every period (the first after one period) on a new thread.
-  void Start(std::chrono::milliseconds period, std::function<void()> round);
+  // Runs round() every period (the first after one period) on a new thread
+  // named `name`.
+  void Start(const std::string& name, std::chrono::milliseconds period, std::function<void()> round);
+  // As Start, but while idle() holds the thread sleeps, with no timeout,
+  // until Wake(): a loop with nothing to do costs no wakeups. idle() runs on
+  // the thread, under this object's lock (it may take the caller's own).
+  void Start(const std::string& name, std::chrono::milliseconds period, std::function<void()> round,
+             std::function<bool()> idle);
+  // There may be work: an idle thread goes back to a round every period.
+  void Wake();
   // Idempotent; safe before Start.
   void Stop();
 
@@ -24,6 +33,8 @@ class PeriodicThread {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool woken_ = false;
+  bool resting_ = false;  // in the untimed wait of an idle loop
   std::thread thread_;
 };
 

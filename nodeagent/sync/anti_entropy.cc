@@ -27,7 +27,7 @@ AntiEntropy::AntiEntropy(Store& store, Membership& members, PeerNetwork& network
 AntiEntropy::~AntiEntropy() { Stop(); }
 
 void AntiEntropy::Start() {
-  rounds_thread_.Start(period_, [this] { Round(); });
+  rounds_thread_.Start("onebox-entropy", period_, [this] { Round(); });
 }
 
 void AntiEntropy::Stop() {

@@ -10,6 +10,7 @@
 #include "consistency/meta_values.h"
 #include "naming/node_identity.h"
 #include "naming/ns_key.h"
+#include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/peer/fan_out.h"
 #include "nodeagent/sync/record_codec.h"
 #include "onebox/v1/namespace.pb.h"
@@ -20,8 +21,9 @@ namespace {
 constexpr size_t kBatch = 1000;
 // How often the loop looks after the pushers (starts them for new live
 // peers, cancels stuck streams) and truncates the log. New log entries wake
-// the pushers at once (Store::set_log_observer): nothing polls for them.
-constexpr auto kRound = std::chrono::milliseconds(100);
+// the pushers at once (Store::set_log_observer), and a change of the live
+// members wakes the loop (PeersChanged): nothing polls for them.
+constexpr auto kRound = std::chrono::seconds(1);
 // An idle pusher looks whether its peer is still alive this often.
 constexpr auto kIdleCheck = std::chrono::seconds(1);
 constexpr auto kDeadline = std::chrono::seconds(2);
@@ -66,6 +68,7 @@ void Replicator::Start() {
     push_cv_.notify_all();
   });
   thread_ = std::thread([this] { Loop(); });
+  NameThread(thread_, "onebox-replica");
 }
 
 void Replicator::Stop() {
@@ -293,11 +296,20 @@ void Replicator::TruncateLog() {
     if (Status s = store_.TruncateLog(upto); !s.ok()) spdlog::warn("replication: {}", s.message());
 }
 
+void Replicator::PeersChanged() {
+  {
+    std::lock_guard lock(mu_);
+    peers_changed_ = true;
+  }
+  cv_.notify_all();
+}
+
 void Replicator::Loop() {
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, kRound, [this] { return stopping_; })) break;
+      if (cv_.wait_for(lock, kRound, [this] { return stopping_ || peers_changed_; }) && stopping_) break;
+      peers_changed_ = false;
     }
     if (Clock::time_point now = clock_.Now(); now - last_truncate_ > std::chrono::seconds(1)) {
       last_truncate_ = now;
@@ -319,6 +331,7 @@ void Replicator::Loop() {
       auto pusher = std::make_unique<Pusher>();
       Pusher* raw = pusher.get();
       raw->thread = std::thread([this, raw, id = peer.node_id] { PusherLoop(id, raw); });
+      NameThread(raw->thread, "onebox-push");
       pushers_[peer.node_id] = std::move(pusher);
     }
   }

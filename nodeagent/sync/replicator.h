@@ -49,6 +49,9 @@ class Replicator {
   void set_peer_record_rules(PeerRecordRules rules) { rules_ = rules; }
   void Start();
   void Stop();
+  // Membership saw the live set change: pushers start (or end) now, not at
+  // the next round.
+  void PeersChanged();
   // fsync(): sends path's current record (and its content) to other live
   // members, holders first, until `acks` of them have applied it with a
   // synced write. Unavailable, saying how far it got, when too few answer;
@@ -132,6 +135,7 @@ class Replicator {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool peers_changed_ = false;  // PeersChanged() since the loop last looked
   bool stopped_ = false;  // Stop() ran
   uint64_t logged_ = 0;  // commits that added to the log (Store::set_log_observer); with mu_
   std::thread thread_;

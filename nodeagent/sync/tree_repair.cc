@@ -22,7 +22,11 @@ TreeRepair::TreeRepair(Store& store, RepairedFn on_repaired, std::chrono::millis
 TreeRepair::~TreeRepair() { Stop(); }
 
 void TreeRepair::Start() {
-  rounds_thread_.Start(std::chrono::milliseconds(200), [this] { CheckDue(); });
+  rounds_thread_.Start("onebox-repair", std::chrono::milliseconds(200), [this] { CheckDue(); },
+                       [this] {
+                         std::lock_guard lock(mu_);
+                         return due_.empty();
+                       });
 }
 
 void TreeRepair::Stop() { rounds_thread_.Stop(); }
@@ -30,9 +34,12 @@ void TreeRepair::Stop() { rounds_thread_.Stop(); }
 void TreeRepair::Note(const std::string& key) { Note(key, grace_); }
 
 void TreeRepair::Note(const std::string& key, std::chrono::milliseconds grace) {
-  std::lock_guard lock(mu_);
-  // A key noted again waits a grace period from its newest record.
-  due_[key] = clock_.Now() + grace;
+  {
+    std::lock_guard lock(mu_);
+    // A key noted again waits a grace period from its newest record.
+    due_[key] = clock_.Now() + grace;
+  }
+  rounds_thread_.Wake();
 }
 
 void TreeRepair::CheckDue() {

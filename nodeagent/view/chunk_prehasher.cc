@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "consistency/digest.h"
+#include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/view/view_fs.h"
 
 namespace onebox {
@@ -40,6 +41,7 @@ ChunkPrehasher::ChunkPrehasher(int root_fd, Store& store)
     got += static_cast<size_t>(n);
   }
   thread_ = std::thread([this] { Loop(); });
+  NameThread(thread_, "onebox-prehash");
 }
 
 ChunkPrehasher::~ChunkPrehasher() {

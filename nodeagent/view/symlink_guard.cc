@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "nodeagent/daemon/thread_name.h"
+
 namespace onebox {
 
 namespace {
@@ -47,6 +49,7 @@ SymlinkGuard::SymlinkGuard(StatePage& page, const std::string& view_root)
   page_.symlink_heartbeat_ns.store(CoarseMonotonicNs());
   page_.symlink_guard = StatePage::kSymlinkGuard;  // shims map the page only later (Hello)
   beat_ = std::thread([this] { Heartbeat(); });
+  NameThread(beat_, "onebox-beat");
 }
 
 SymlinkGuard::~SymlinkGuard() {
@@ -71,27 +74,52 @@ SymlinkGuard::~SymlinkGuard() {
 
 void SymlinkGuard::Heartbeat() {
   std::unique_lock lock(beat_mu_);
-  bool lagging = false;
   while (!stopping_) {
-    // GAPS in the header: the count stays up while the recorder is behind.
-    int64_t now = CoarseMonotonicNs();
-    int64_t caught_up = caught_up_ns_.load();
-    bool behind = caught_up != kRecorderWaiting && now - caught_up > kRecorderLagNs;
-    if (behind != lagging) {
-      lagging = behind;
-      std::lock_guard guard_lock(mu_);
-      lagging_ = behind;
-      PublishLocked();
+    if (readers_.empty()) {
+      RestLocked();
+      beat_cv_.wait(lock, [&] { return stopping_ || !readers_.empty(); });
+      continue;
     }
-    page_.symlink_heartbeat_ns.store(now);
+    BeatLocked();
     beat_cv_.wait_for(lock, std::chrono::nanoseconds(kSymlinkHeartbeatNs), [&] { return stopping_; });
   }
 }
 
+void SymlinkGuard::BeatLocked() {
+  // GAPS in the header: the count stays up while the recorder is behind.
+  int64_t now = CoarseMonotonicNs();
+  int64_t caught_up = caught_up_ns_.load();
+  bool behind = caught_up != kRecorderWaiting && now - caught_up > kRecorderLagNs;
+  if (behind != beat_lagging_ || resting_) {
+    beat_lagging_ = behind;
+    std::lock_guard guard_lock(mu_);
+    lagging_ = behind;
+    resting_ = false;
+    PublishLocked();
+  }
+  page_.symlink_heartbeat_ns.store(now);
+}
+
+void SymlinkGuard::RestLocked() {
+  std::lock_guard guard_lock(mu_);
+  resting_ = true;
+  PublishLocked();
+}
+
+void SymlinkGuard::PageMapped(uint64_t connection) {
+  if (connection == 0) return;
+  std::lock_guard lock(beat_mu_);
+  bool was_resting = readers_.empty();
+  readers_.insert(connection);
+  if (!was_resting) return;
+  BeatLocked();  // before the shim has the page: fresh, and the count as it should be
+  beat_cv_.notify_all();
+}
+
 void SymlinkGuard::PublishLocked() {
-  uint64_t value = closed_             ? kMany
-                   : proven_ && !lagging_ ? 0
-                                          : std::max<uint64_t>(1, intents_.size() + known_);
+  uint64_t value = closed_                            ? kMany
+                   : proven_ && !lagging_ && !resting_ ? 0
+                                                       : std::max<uint64_t>(1, intents_.size() + known_);
   if (page_.symlinks.load() == value) return;
   // The epoch first: a shim that sees the new count also sees the new epoch.
   page_.symlink_epoch.fetch_add(1);
@@ -136,6 +164,10 @@ bool SymlinkGuard::Release(uint64_t token, pid_t owner) {
 
 void SymlinkGuard::ConnectionClosed(uint64_t connection) {
   if (connection == 0) return;
+  {
+    std::lock_guard lock(beat_mu_);
+    if (readers_.erase(connection) > 0 && readers_.empty()) RestLocked();  // now, not a beat later
+  }
   bool released = false;
   {
     std::lock_guard lock(mu_);

@@ -83,7 +83,8 @@
 //    looks at (poll on /proc/self/mountinfo) before it commits: that voids
 //    the proof too.
 // 4. A dead agent's page stays mapped in its shims, frozen. The agent writes
-//    a heartbeat every kSymlinkHeartbeatNs; the shim's second look requires
+//    a heartbeat every kSymlinkHeartbeatNs while a shim holds the page (and
+//    holds the count up while none does: PageMapped); the shim's second look requires
 //    it to be at most kSymlinkTrustNs old (and not from the future, as a
 //    shim in another time namespace might see it). A successor agent (it
 //    can start only once the store's lock is free, so after the old one
@@ -129,6 +130,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -159,6 +161,13 @@ class SymlinkGuard {
   // intent too: ConnectionClosed), 0 for none. Unavailable when owner is
   // gone already.
   Result<uint64_t> Announce(pid_t owner, uint64_t connection = 0);
+  // A shim on `connection` was given the page (Hello): the heartbeat runs
+  // while any such connection is open, and rests, with the count up, while
+  // none is (an idle agent does not wake every kSymlinkHeartbeatNs for
+  // nobody). A forked child that inherited the page but not its parent's
+  // connection finds the count up, or the heartbeat stale, once its last
+  // connected relative is gone, and takes the slow path until it connects.
+  void PageMapped(uint64_t connection);
   void ConnectionClosed(uint64_t connection);
   bool ready() const { return Clock::now() >= ready_; }  // Announce will not wait
   // The symlink is made (or was not). False when token is not owner's.
@@ -210,6 +219,8 @@ class SymlinkGuard {
   void PublishLocked();
   void ReapLocked();
   void Heartbeat();
+  void BeatLocked();  // under beat_mu_
+  void RestLocked();  // under beat_mu_: the count up until the next PageMapped
 
   StatePage& page_;
   int lock_fd_ = -1;
@@ -223,6 +234,7 @@ class SymlinkGuard {
   bool proven_ = false;  // no symlink in the view since the last proof
   bool closed_ = false;
   bool lagging_ = false;  // the recorder is behind (set by the heartbeat thread)
+  bool resting_ = true;  // the heartbeat rests: no shim holds the page (written under beat_mu_ and mu_)
   int failures_ = 0;
   Clock::time_point next_attempt_{};
   Clock::time_point backoff_until_{};  // next_attempt_ but for an obstacle
@@ -233,6 +245,8 @@ class SymlinkGuard {
   std::mutex beat_mu_;
   std::condition_variable beat_cv_;
   bool stopping_ = false;
+  std::set<uint64_t> readers_;  // connections given the page, still open
+  bool beat_lagging_ = false;   // what the heartbeat last published of the recorder
   std::thread beat_;
 };
 

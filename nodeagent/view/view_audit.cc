@@ -42,7 +42,7 @@ ViewAudit::~ViewAudit() {
 }
 
 void ViewAudit::Start(std::chrono::milliseconds period) {
-  rounds_thread_.Start(period, [this] { Round(); });
+  rounds_thread_.Start("onebox-audit", period, [this] { Round(); });
 }
 
 void ViewAudit::Stop() { rounds_thread_.Stop(); }

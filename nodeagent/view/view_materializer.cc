@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "naming/node_identity.h"
+#include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/view/file_look.h"
 #include "nodeagent/view/view_fs.h"
 
@@ -66,6 +67,7 @@ Status ViewMaterializer::Start(const std::string& view_root) {
   starting_ = false;
   if (!todo->empty()) spdlog::info("materialized {} entries peers sent before the agent stopped", todo->size());
   thread_ = std::thread([this] { Loop(); });
+  NameThread(thread_, "onebox-place");
   return Status::Ok();
 }
 

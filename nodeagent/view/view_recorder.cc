@@ -20,6 +20,7 @@
 #include "consistency/digest.h"
 #include "naming/node_identity.h"
 #include "naming/ns_key.h"
+#include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/view/file_look.h"
 #include "nodeagent/view/view_fs.h"
 
@@ -81,6 +82,7 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   r->FullScan();
   r->prehasher_ = std::make_unique<ChunkPrehasher>(root_fd, store);
   r->thread_ = std::thread([p = r.get()] { p->Loop(); });
+  NameThread(r->thread_, "onebox-record");
   return r;
 }
 

@@ -192,6 +192,21 @@ double ProcessMemoryMiB(pid_t pid, const std::string& field) {
   return -1;
 }
 
+double CpuSeconds(pid_t pid) {
+  FILE* f = fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char* p = strrchr(buf, ')');  // the command may hold spaces
+  if (p == nullptr) return 0;
+  unsigned long utime = 0, stime = 0;
+  // Fields after the command: state (3) ... utime (14), stime (15).
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return 0;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
               int timeout_seconds) {
   int fd = ConnectShimSocket(socket_path, timeout_seconds);
@@ -218,9 +233,9 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
   return true;
 }
 
-const StatePage* MapStatePage(const std::string& socket_path) {
+MappedStatePage::MappedStatePage(const std::string& socket_path) {
   int fd = ConnectShimSocket(socket_path, 2);
-  if (fd < 0) return nullptr;
+  if (fd < 0) return;
   v1::ShimRequest req;
   req.set_id(1);
   req.mutable_hello()->set_root("/cluster");
@@ -242,19 +257,29 @@ const StatePage* MapStatePage(const std::string& socket_path) {
     cmsghdr* cm = CMSG_FIRSTHDR(&msg);
     if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS) memcpy(&page_fd, CMSG_DATA(cm), sizeof page_fd);
   }
-  close(fd);
-  if (page_fd < 0) return nullptr;
+  if (page_fd < 0) {
+    close(fd);
+    return;
+  }
   void* map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
   close(page_fd);
-  return map == MAP_FAILED ? nullptr : static_cast<const StatePage*>(map);
+  if (map == MAP_FAILED) {
+    close(fd);
+    return;
+  }
+  page_ = static_cast<const StatePage*>(map);
+  connection_ = fd;
+}
+
+MappedStatePage::~MappedStatePage() {
+  if (page_ != nullptr) munmap(const_cast<StatePage*>(page_), 4096);
+  if (connection_ >= 0) close(connection_);
 }
 
 int64_t PeersAliveOnPage(AgentProcess& agent) {
-  const StatePage* page = MapStatePage(agent.socket());
-  if (page == nullptr) return -1;
-  int64_t alive = static_cast<int64_t>(page->peers_alive.load());
-  munmap(const_cast<StatePage*>(page), 4096);
-  return alive;
+  MappedStatePage page(agent.socket());
+  if (!page) return -1;
+  return static_cast<int64_t>(page->peers_alive.load());
 }
 
 ::testing::AssertionResult WaitForPagesCounting(const std::vector<AgentProcess*>& agents, int64_t peers) {

@@ -67,6 +67,8 @@ RunResult RunInNode(const NodeSpaces& node, const std::vector<std::string>& argv
 
 // A memory figure of process pid from /proc/PID/status ("VmRSS:", "VmHWM:"), MiB; -1 if absent.
 double ProcessMemoryMiB(pid_t pid, const std::string& field);
+// CPU time (user + system, all its threads) of process pid so far, in seconds; 0 if gone.
+double CpuSeconds(pid_t pid);
 
 // One request over the shim socket (framed as the shim frames it).
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
@@ -75,8 +77,22 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
 
 // The agent's state page, mapped read-only as a shim maps it (it comes with
-// Hello's answer); nullptr if it did not come. munmap(page, 4096) when done.
-const StatePage* MapStatePage(const std::string& socket_path);
+// Hello's answer), with the connection it came on held open as a shim holds
+// it (the agent keeps the symlink count down and its heartbeat running only
+// while such a connection is open). Empty if the page did not come.
+class MappedStatePage {
+ public:
+  explicit MappedStatePage(const std::string& socket_path);
+  ~MappedStatePage();
+  MappedStatePage(const MappedStatePage&) = delete;
+  MappedStatePage& operator=(const MappedStatePage&) = delete;
+  explicit operator bool() const { return page_ != nullptr; }
+  const StatePage* operator->() const { return page_; }
+
+ private:
+  const StatePage* page_ = nullptr;
+  int connection_ = -1;
+};
 
 class AgentProcess;
 

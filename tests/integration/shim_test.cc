@@ -480,8 +480,8 @@ for _ in range(2):
 // its process exits, or the connection it announced on closes (exec, a
 // cancelled thread): here a process that announces and closes, and lives on.
 TEST_F(ShimTest, AnAnnouncementEndsWithItsConnection) {
-  const StatePage* page = MapStatePage(agent_->socket());
-  ASSERT_NE(page, nullptr);
+  MappedStatePage page(agent_->socket());  // held open, as a shim holds its connection
+  ASSERT_TRUE(page);
   ASSERT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(10),
                         "the view is proven free of symlinks", std::chrono::milliseconds(2)));
   v1::ShimRequest req;
@@ -493,7 +493,6 @@ TEST_F(ShimTest, AnAnnouncementEndsWithItsConnection) {
   ASSERT_NE(resp.announce_symlink().token(), 0u) << resp.message();
   EXPECT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(5),
                         "the announcement ends with its connection", std::chrono::milliseconds(2)));
-  munmap(const_cast<StatePage*>(page), 4096);
 }
 
 // A symlink() in the first 400 ms of an agent waits for that delay to end,
@@ -596,12 +595,11 @@ print(" ".join(map(str, kids)))
   std::istringstream pids(r.out);
   for (pid_t pid; pids >> pid;) kids.push_back(pid);
   EXPECT_EQ(kids.size(), 100u) << r.out;
-  const StatePage* page = MapStatePage(agent_->socket());
-  ASSERT_NE(page, nullptr);
+  MappedStatePage page(agent_->socket());  // held open, as a shim holds its connection
+  ASSERT_TRUE(page);
   EXPECT_TRUE(WaitUntil([&] { return page->symlinks.load() == 0; }, std::chrono::seconds(8),
                         "no child holds the view's symlink lock", std::chrono::milliseconds(2)));
   for (pid_t pid : kids) kill(pid, SIGKILL);
-  munmap(const_cast<StatePage*>(page), 4096);
 }
 
 TEST_F(ShimTest, WithoutAgentClusterCallsFailFastAndRecover) {

@@ -44,6 +44,7 @@ bool FastPathOpen(const StatePage& page) {
 TEST(SymlinkGuard, RaisedBeforeTheSymlinkLoweredOnlyByProof) {
   Page p;
   SymlinkGuard guard(p.page, "");
+  guard.PageMapped(1);  // a shim holds the page
   EXPECT_EQ(p.page.symlink_guard, StatePage::kSymlinkGuard);
   EXPECT_EQ(p.page.symlinks.load(), 1u) << "unproven at start";
   EXPECT_FALSE(FastPathOpen(p.page));
@@ -100,6 +101,7 @@ TEST(SymlinkGuard, StaleHeartbeatOrShutdownCloseTheFastPath) {
   Page p;
   {
     SymlinkGuard guard(p.page, "");
+    guard.PageMapped(1);
     SymlinkGuard::Plan plan = guard.PlanProof();
     ASSERT_TRUE(guard.CommitProof(plan.raises, 0s));
     EXPECT_TRUE(FastPathOpen(p.page));
@@ -117,6 +119,30 @@ TEST(SymlinkGuard, StaleHeartbeatOrShutdownCloseTheFastPath) {
   EXPECT_FALSE(FastPathOpen(old.page));
 }
 
+TEST(SymlinkGuard, TheHeartbeatRestsWithTheCountUpWhileNoShimHoldsThePage) {
+  Page p;
+  SymlinkGuard guard(p.page, "");
+  SymlinkGuard::Plan plan = guard.PlanProof();
+  ASSERT_TRUE(guard.CommitProof(plan.raises, 0s));
+  EXPECT_NE(p.page.symlinks.load(), 0u) << "proven, but nobody connected: the count stays up";
+  int64_t beat = p.page.symlink_heartbeat_ns.load();
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(p.page.symlink_heartbeat_ns.load(), beat) << "no heartbeat for nobody";
+
+  guard.PageMapped(7);
+  EXPECT_TRUE(FastPathOpen(p.page)) << "open when the shim gets the page, not a beat later";
+  guard.PageMapped(8);
+  guard.ConnectionClosed(7);
+  EXPECT_TRUE(WaitUntil([&] { return p.page.symlink_heartbeat_ns.load() > beat + 20'000'000; }, 5s,
+                        "the heartbeat runs while connection 8 is open", 1ms));
+  EXPECT_TRUE(FastPathOpen(p.page));
+  guard.ConnectionClosed(8);
+  EXPECT_NE(p.page.symlinks.load(), 0u) << "the count goes up when the last connection closes";
+  EXPECT_FALSE(FastPathOpen(p.page)) << "a forked child that kept the page takes the slow path";
+  guard.PageMapped(9);
+  EXPECT_TRUE(FastPathOpen(p.page)) << "and the proof still stands for the next shim";
+}
+
 class GuardedView : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -125,6 +151,7 @@ class GuardedView : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(s).value();
     guard_ = std::make_unique<SymlinkGuard>(page_.page, dir_ / "view");
+    guard_->PageMapped(1);  // a shim holds the page
     ledger_ = std::make_unique<ViewLedger>(*store_, page_.page);
     Result<std::unique_ptr<ViewRecorder>> r = ViewRecorder::Start(dir_ / "view", *store_, *ledger_, guard_.get());
     ASSERT_TRUE(r.ok()) << r.status().ToString();
