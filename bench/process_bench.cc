@@ -13,13 +13,9 @@
 // Without sshd (no apt, say) the ssh rows say why and the rest still runs.
 //
 //   process_bench [--runs N] [--mib M] [--dir DIR]   (DIR holds the file; default /dev/shm)
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,6 +34,7 @@
 
 #include <fmt/format.h>
 
+#include "bench/peers.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -46,16 +43,11 @@ extern char** environ;
 namespace {
 using Clock = std::chrono::steady_clock;
 using onebox::testing::AgentProcess;
+using onebox::bench::LoopbackSshd;
+using onebox::bench::Reap;
+using onebox::bench::Tail;
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-std::string Tail(const std::string& path, size_t bytes = 2000) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  std::string all = s.str();
-  return all.size() > bytes ? all.substr(all.size() - bytes) : all;
-}
 
 // One program started with posix_spawnp: standard input /dev/null, standard
 // output to out_fd (or /dev/null), standard error appended to err_log; the
@@ -83,12 +75,6 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, st
   int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   return rc == 0 ? pid : -1;
-}
-
-int Reap(pid_t pid) {
-  int status = 0;
-  if (onebox::testing::WaitFor(pid, &status, 0) != pid) return -1;
-  return onebox::testing::ExitCodeOf(status);
 }
 
 // A failed measure ends the bench through main, so that the agents, sshd,
@@ -146,126 +132,6 @@ bool WriteBig(const std::string& path, uint64_t bytes) {  // incompressible: xor
     if (write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) return false;
   }
   return close(fd) == 0;
-}
-
-int FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
-
-// A sshd of the bench's own on 127.0.0.1: host and client keys, config and
-// pid file in dir; stopped by its pid.
-class LoopbackSshd {
- public:
-  explicit LoopbackSshd(std::string dir) : dir_(std::move(dir)) {}
-  ~LoopbackSshd() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      Reap(pid_);
-    }
-  }
-  // Installs openssh-server if need be, starts sshd, and waits until `ssh
-  // true` works. False, with why, if it cannot.
-  bool Start(std::string* why);
-  std::vector<std::string> Ssh(const std::vector<std::string>& remote) const {
-    std::vector<std::string> argv{"ssh", "-p", std::to_string(port_), "-i", dir_ + "/client_key", "-o",
-                                  "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
-                                  "BatchMode=yes", "-o", "LogLevel=ERROR", "root@127.0.0.1"};
-    argv.insert(argv.end(), remote.begin(), remote.end());
-    return argv;
-  }
-  int port() const { return port_; }
-  // Key exchange and cipher, as `ssh -v` names them.
-  const std::string& algorithms() const { return algorithms_; }
-
- private:
-  std::string dir_, algorithms_;
-  int port_ = -1;
-  pid_t pid_ = -1;
-};
-
-bool LoopbackSshd::Start(std::string* why) {
-  using onebox::testing::RunCommand;
-  if (access("/usr/sbin/sshd", X_OK) != 0) {
-    printf("process_bench: /usr/sbin/sshd is missing: apt-get update, then apt-get install openssh-server\n");
-    fflush(stdout);
-    if (system("apt-get update -qq >/dev/null 2>&1") != 0 ||
-        system("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server "
-               ">/dev/null 2>&1") != 0 ||
-        access("/usr/sbin/sshd", X_OK) != 0) {
-      *why = "apt-get could not install openssh-server (no network?)";
-      return false;
-    }
-  }
-  if (access("/usr/bin/ssh", X_OK) != 0 || access("/usr/bin/ssh-keygen", X_OK) != 0) {
-    *why = "no ssh or ssh-keygen in /usr/bin";
-    return false;
-  }
-  for (const char* key : {"host_key", "client_key"}) {
-    auto r = RunCommand({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "process_bench", "-f", dir_ + "/" + key});
-    if (r.exit_code != 0) {
-      *why = "ssh-keygen: " + r.err;
-      return false;
-    }
-  }
-  if (RunCommand({"cp", dir_ + "/client_key.pub", dir_ + "/authorized_keys"}).exit_code != 0) {
-    *why = "cannot write authorized_keys";
-    return false;
-  }
-  port_ = FreeLoopbackPort();
-  std::string config = dir_ + "/sshd_config";
-  std::ofstream(config) << fmt::format(
-      "ListenAddress 127.0.0.1\nPort {}\nHostKey {}/host_key\nAuthorizedKeysFile {}/authorized_keys\n"
-      "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-      "UsePAM no\nStrictModes no\nPidFile {}/sshd.pid\nSetEnv HOME={}/ssh-home\n",
-      port_, dir_, dir_, dir_, dir_);
-  // The session's HOME is an empty directory: the command still runs
-  // through root's shell (bash -c), but without root's own ~/.bashrc, which
-  // on a developer's machine may start anything (on this VM, pyenv init:
-  // about 100 ms and more per session), and is no part of what ssh costs.
-  mkdir((dir_ + "/ssh-home").c_str(), 0700);
-  mkdir("/run/sshd", 0755);  // sshd's privilege separation directory
-  std::string log = dir_ + "/sshd.log";
-  int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  onebox::testing::ExecSpec spec({"/usr/sbin/sshd", "-D", "-f", config, "-e"}, {});
-  pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);  // gone with the bench, even one that crashed
-    if (getppid() != parent) _exit(1);
-    dup2(log_fd, 2);
-    spec.Exec();
-  }
-  close(log_fd);
-  onebox::testing::RunResult last;
-  auto works = [&] {
-    last = RunCommand(Ssh({"true"}));
-    return last.exit_code == 0;
-  };
-  if (!onebox::testing::WaitUntil(works, std::chrono::seconds(15), "ssh works")) {
-    *why = fmt::format("ssh to the bench's sshd failed: {}; sshd said: {}", last.err, Tail(log, 600));
-    return false;
-  }
-  std::vector<std::string> verbose = Ssh({"true"});
-  verbose.insert(verbose.begin() + 1, "-v");
-  std::string err = RunCommand(verbose).err;
-  auto after = [&](const std::string& label) {  // "debug1: kex: algorithm: sntrup761x25519-sha512"
-    size_t at = err.find(label);
-    if (at == std::string::npos) return std::string("?");
-    at += label.size();
-    return err.substr(at, err.find_first_of(" \r\n", at) - at);
-  };
-  algorithms_ = after("kex: algorithm: ") + ", " + after("server->client cipher: ");
-  return true;
 }
 
 double Pct(std::vector<double> v, double p) {

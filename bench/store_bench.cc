@@ -2,6 +2,12 @@
 // process) against onebox (a real agent, level ONE: puts over its Unix
 // socket, where they act as their caller, gets over gRPC), at several
 // client concurrencies. One run prints both side by side with their ratio.
+// Then the store's RPC path against etcd (Debian's etcd-server, one member
+// on loopback, over its gRPC API; installed with apt-get when missing):
+// synced puts (etcd fsyncs its raft log before it answers; onebox's Put with
+// sync), gets (etcd's default, linearizable, and serializable; onebox's Get)
+// at 1 and 16 clients, over the same keys and value size; onebox's unsynced
+// puts beside them.
 //
 //   store_bench [--seconds S] [--threads 1,4,16] [--value-bytes N] [--keys N]
 #include <grpcpp/grpcpp.h>
@@ -20,6 +26,8 @@
 
 #include <fmt/format.h>
 
+#include "bench/peers.h"
+#include "etcd_kv.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 #include "nodeagent/cli/client.h"
 #include "tests/integration/harness.h"
@@ -77,6 +85,120 @@ std::vector<int> ParseList(const std::string& s) {
   return out;
 }
 
+void EtcdRow(const char* what, int clients, const Figures* etcd, const Figures& o) {
+  if (etcd == nullptr) {
+    printf("%-22s %7d | %12s %9s %9s | %12.0f %9.1f %9.1f |\n", what, clients, "-", "-", "-", o.ops_per_sec, o.p50_us,
+           o.p99_us);
+    return;
+  }
+  printf("%-22s %7d | %12.0f %9.1f %9.1f | %12.0f %9.1f %9.1f | %6.2fx\n", what, clients, etcd->ops_per_sec,
+         etcd->p50_us, etcd->p99_us, o.ops_per_sec, o.p50_us, o.p99_us, o.ops_per_sec / etcd->ops_per_sec);
+}
+
+// The second table (see the top). Returns the failed operations.
+int AgainstEtcd(const std::string& dir, std::vector<std::unique_ptr<onebox::AgentSocketClient>>& sockets,
+                std::vector<std::unique_ptr<onebox::v1::Store::Stub>>& stubs, const std::string& value, uint64_t keys,
+                double seconds) {
+  onebox::bench::EtcdMember etcd(dir);
+  std::string why;
+  if (!etcd.Start(&why)) {
+    printf("\nstore_bench: no etcd to compare with: %s\n", why.c_str());
+    return 0;
+  }
+  const int most = 16;
+  std::vector<std::unique_ptr<etcdserverpb::KV::Stub>> kv;
+  for (int t = 0; t < most; ++t) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection per client, as for onebox
+    kv.push_back(etcdserverpb::KV::NewStub(
+        grpc::CreateCustomChannel(etcd.endpoint(), grpc::InsecureChannelCredentials(), args)));
+  }
+  auto etcd_put = [&](int t, uint64_t i) {
+    etcdserverpb::PutRequest q;
+    q.set_key(Key((i * 7919 + t) % keys));
+    q.set_value(value);
+    etcdserverpb::PutResponse r;
+    grpc::ClientContext ctx;
+    return kv[t]->Put(&ctx, q, &r).ok();
+  };
+  auto etcd_get = [&](bool serializable) {
+    return [&, serializable](int t, uint64_t i) {
+      etcdserverpb::RangeRequest q;
+      q.set_key(Key((i * 7919 + t) % keys));
+      q.set_serializable(serializable);
+      etcdserverpb::RangeResponse r;
+      grpc::ClientContext ctx;
+      return kv[t]->Range(&ctx, q, &r).ok() && r.kvs_size() == 1;
+    };
+  };
+  auto onebox_put = [&](bool sync) {
+    return [&, sync](int t, uint64_t i) {
+      onebox::v1::PutRequest q;
+      q.set_key(Key((i * 7919 + t) % keys));
+      q.set_value(value);
+      q.set_level(onebox::v1::WRITE_LEVEL_ONE);
+      q.set_sync(sync);
+      onebox::v1::PutResponse r;
+      return sockets[t]->Call("/onebox.v1.Store/Put", q, &r).ok();
+    };
+  };
+  auto onebox_get = [&](int t, uint64_t i) {
+    onebox::v1::GetRequest q;
+    q.set_key(Key((i * 7919 + t) % keys));
+    onebox::v1::GetResponse r;
+    grpc::ClientContext ctx;
+    return stubs[t]->Get(&ctx, q, &r).ok() && r.found();
+  };
+  // Every key in etcd before the gets (onebox has them from the first table).
+  std::atomic<uint64_t> next{0};
+  std::vector<std::thread> loaders;
+  std::atomic<int> load_errors{0};
+  for (int t = 0; t < most; ++t)
+    loaders.emplace_back([&, t] {
+      for (uint64_t k; (k = next++) < keys;) {
+        etcdserverpb::PutRequest q;
+        q.set_key(Key(k));
+        q.set_value(value);
+        etcdserverpb::PutResponse r;
+        grpc::ClientContext ctx;
+        if (!kv[t]->Put(&ctx, q, &r).ok()) ++load_errors;
+      }
+    });
+  for (auto& l : loaders) l.join();
+  if (load_errors) {
+    printf("\nstore_bench: etcd refused %d of the first puts\n", load_errors.load());
+    return load_errors;
+  }
+
+  printf("\nstore_bench: the store's RPC path against etcd %s (one member on loopback, gRPC), %zu-byte values over "
+         "%llu keys, %.1f s per cell; onebox's puts on its socket, its gets on gRPC\n",
+         etcd.version().c_str(), value.size(), static_cast<unsigned long long>(keys), seconds);
+  printf("%-22s %7s | %12s %9s %9s | %12s %9s %9s | %7s\n", "op", "clients", "etcd op/s", "p50 us", "p99 us",
+         "onebox op/s", "p50 us", "p99 us", "ratio");
+  int failures = 0;
+  using Op = std::function<bool(int, uint64_t)>;
+  for (int clients : {1, most}) {
+    Figures e = Measure(clients, seconds, Op(etcd_put));
+    Figures o = Measure(clients, seconds, Op(onebox_put(true)));
+    EtcdRow("put, synced", clients, &e, o);
+    failures += e.errors + o.errors;
+  }
+  for (int clients : {1, most}) {
+    Figures e = Measure(clients, seconds, Op(etcd_get(false)));
+    Figures o = Measure(clients, seconds, Op(onebox_get));
+    EtcdRow("get (etcd linearizable)", clients, &e, o);
+    Figures es = Measure(clients, seconds, Op(etcd_get(true)));
+    EtcdRow("get (etcd serializable)", clients, &es, o);
+    failures += e.errors + o.errors + es.errors;
+  }
+  for (int clients : {1, most}) {
+    Figures o = Measure(clients, seconds, Op(onebox_put(false)));
+    EtcdRow("put, unsynced (onebox)", clients, nullptr, o);
+    failures += o.errors;
+  }
+  return failures;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -112,7 +234,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   // One channel per client thread, each on its own connection.
-  int max_threads = *std::max_element(thread_counts.begin(), thread_counts.end());
+  int max_threads = std::max(16, *std::max_element(thread_counts.begin(), thread_counts.end()));  // 16: the etcd table
   std::vector<std::unique_ptr<onebox::v1::Store::Stub>> stubs;
   for (int t = 0; t < max_threads; ++t) {
     grpc::ChannelArguments args;
@@ -175,6 +297,7 @@ int main(int argc, char** argv) {
              n.p99_us, o.ops_per_sec, o.p50_us, o.p99_us, o.ops_per_sec / n.ops_per_sec);
     }
   }
+  failures += AgainstEtcd(dir.path(), sockets, stubs, value, std::min<uint64_t>(keys, 1000), seconds);
   if (failures) fprintf(stderr, "store_bench: %d operations failed\n", failures);
   return failures ? 1 : 0;
 }

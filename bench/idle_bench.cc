@@ -1,0 +1,115 @@
+// What an idle cluster costs: agents on loopback that have joined and have
+// nothing to do, their CPU over a window (user + system, all threads, as a
+// share of one core), beside a one-member etcd idling in the same window (the
+// coordination store a user would otherwise run on every machine). Then
+// the same for the first agent while a program under its shim holds a
+// connection and idles too (the symlink guard's heartbeat runs only then).
+//
+//   idle_bench [--agents N] [--seconds S]     (default 3 agents, 30 s)
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "bench/peers.h"
+#include "tests/integration/harness.h"
+#include "tests/test_util.h"
+
+namespace {
+using onebox::testing::AgentProcess;
+using onebox::testing::CpuSeconds;
+
+// Each pid's CPU over the same `seconds`, as % of one core.
+std::vector<double> CpuShares(const std::vector<pid_t>& pids, int seconds) {
+  std::vector<double> before;
+  for (pid_t p : pids) before.push_back(CpuSeconds(p));
+  auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<double> out;
+  for (size_t i = 0; i < pids.size(); ++i) out.push_back(100 * (CpuSeconds(pids[i]) - before[i]) / wall);
+  return out;
+}
+
+void Row(const std::string& name, std::vector<double> v, const std::string& goal) {
+  std::sort(v.begin(), v.end());
+  printf("%-58s %7.3f %7.3f %7.3f   %s\n", name.c_str(), v.front(), v[v.size() / 2], v.back(), goal.c_str());
+}
+
+size_t Threads(pid_t pid) {
+  std::error_code ec;
+  auto tasks = std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec);
+  return ec ? 0 : static_cast<size_t>(std::distance(tasks, std::filesystem::directory_iterator()));
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t n = 3;
+  int seconds = 30;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--agents") n = std::stoul(argv[i + 1]);
+    else if (a == "--seconds") seconds = std::stoi(argv[i + 1]);
+    else {
+      fprintf(stderr, "usage: idle_bench [--agents N] [--seconds S]\n");
+      return 2;
+    }
+  }
+  onebox::testing::TempDir dir;
+  std::vector<std::unique_ptr<AgentProcess>> agents;
+  std::vector<AgentProcess*> all;
+  for (size_t i = 0; i < n; ++i) {
+    agents.push_back(
+        onebox::testing::QuietLoopbackAgent(dir.path(), fmt::format("n{}", i), i > 0 ? agents[0]->address() : ""));
+    if (!agents.back()->Start(std::chrono::seconds(60))) return 1;
+    all.push_back(agents.back().get());
+  }
+  if (!onebox::testing::WaitForPagesCounting(all, static_cast<int64_t>(n) - 1)) {
+    fprintf(stderr, "idle_bench: the agents never all saw each other alive\n");
+    return 1;
+  }
+  onebox::bench::EtcdMember etcd(dir.path());
+  std::string etcd_missing;
+  bool with_etcd = etcd.Start(&etcd_missing);
+  std::this_thread::sleep_for(std::chrono::seconds(5));  // joins and first rounds done
+
+  std::vector<pid_t> pids;
+  for (auto& a : agents) pids.push_back(a->pid());
+  if (with_etcd) pids.push_back(etcd.pid());
+  std::vector<double> shares = CpuShares(pids, seconds);
+  std::vector<double> agent_shares(shares.begin(), shares.begin() + static_cast<long>(n));
+
+  // One program under the first agent's shim, connected (it listed the
+  // cluster root) and then idle.
+  pid_t program = fork();
+  if (program == 0) {
+    setenv("LD_PRELOAD", onebox::testing::ShimLib().c_str(), 1);
+    setenv("ONEBOX_SOCKET", agents[0]->socket().c_str(), 1);
+    execlp("python3", "python3", "-c", "import os, time; os.listdir('/cluster'); time.sleep(100000)", nullptr);
+    _exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  std::vector<double> connected = CpuShares({agents[0]->pid()}, seconds);
+  kill(program, SIGKILL);
+  onebox::bench::Reap(program);
+
+  printf("idle_bench: %zu agents on one machine (loopback), joined and idle; CPU over %d s, %% of one core\n", n,
+         seconds);
+  printf("%-58s %7s %7s %7s   %s\n", "benchmark", "min", "median", "max", "goal");
+  Row(fmt::format("idle agent ({} threads)", Threads(agents[0]->pid())), agent_shares, "<= 0.2 % each");
+  if (with_etcd)
+    Row(fmt::format("etcd {} one member, idle (same window)", etcd.version()), {shares.back()}, "(what a user would run)");
+  else
+    printf("%-58s %s\n", "etcd one member, idle", etcd_missing.c_str());
+  Row("agent A with one idle program under its shim connected", connected, "(symlink heartbeat every 10 ms)");
+  return 0;
+}

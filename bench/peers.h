@@ -1,0 +1,86 @@
+// What a user would pick instead of onebox, run by the benchmarks side by
+// side with it, each on loopback with its state in the bench's temp dir and
+// stopped by its pid (or unmounted): a sshd (for ssh), sshfs mounts through
+// it, and a one-member etcd. Each
+// installs its Debian package with apt-get when it is missing, and says why
+// when it cannot start, so that a bench prints that row as missing and goes on.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace onebox::bench {
+
+// The last `bytes` of a file (a daemon's log, for a failure message).
+std::string Tail(const std::string& path, size_t bytes = 2000);
+// A TCP port on 127.0.0.1 nobody listens on now.
+int FreeLoopbackPort();
+// waitpid, then the exit code (-1 if not reaped).
+int Reap(pid_t pid);
+// binary exists, or apt-get installs package; false, with why, when it cannot.
+bool InstallIfMissing(const std::string& binary, const std::string& package, std::string* why);
+// argv started in the background, its standard error (and output) appended
+// to log; it gets SIGTERM when the bench dies. Returns the pid, or -1.
+pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log);
+// SIGTERM, then reaped.
+void StopDaemon(pid_t* pid);
+
+// A sshd of the bench's own on 127.0.0.1: host and client keys, config and
+// pid file in dir.
+class LoopbackSshd {
+ public:
+  explicit LoopbackSshd(std::string dir) : dir_(std::move(dir)) {}
+  ~LoopbackSshd() { StopDaemon(&pid_); }
+  // Installs openssh-server if need be, starts sshd, and waits until `ssh
+  // true` works. False, with why, if it cannot.
+  bool Start(std::string* why);
+  // ssh root@127.0.0.1 with the bench's key, then remote.
+  std::vector<std::string> Ssh(const std::vector<std::string>& remote) const;
+  int port() const { return port_; }
+  const std::string& client_key() const { return client_key_; }
+  // Key exchange and cipher, as `ssh -v` names them.
+  const std::string& algorithms() const { return algorithms_; }
+
+ private:
+  std::string dir_, client_key_, algorithms_;
+  int port_ = -1;
+  pid_t pid_ = -1;
+};
+
+// An sshfs mount (Debian's sshfs, FUSE 3, its defaults: attribute and
+// directory caches of 20 s) of remote_dir through sshd, at mount_point.
+class SshfsMount {
+ public:
+  SshfsMount(const LoopbackSshd& sshd, std::string remote_dir, std::string mount_point)
+      : sshd_(sshd), remote_(std::move(remote_dir)), at_(std::move(mount_point)) {}
+  ~SshfsMount();  // fusermount3 -u
+  // Installs sshfs if need be and mounts. False, with why, if it cannot.
+  bool Mount(std::string* why);
+  const std::string& path() const { return at_; }
+
+ private:
+  const LoopbackSshd& sshd_;
+  std::string remote_, at_;
+  bool mounted_ = false;
+};
+
+// etcd (Debian's etcd-server), one member, on two loopback ports, its data in dir.
+class EtcdMember {
+ public:
+  explicit EtcdMember(std::string dir) : dir_(std::move(dir)) {}
+  ~EtcdMember() { StopDaemon(&pid_); }
+  // Installs etcd-server if need be, starts it, and waits until it answers.
+  bool Start(std::string* why);
+  pid_t pid() const { return pid_; }
+  std::string endpoint() const;  // 127.0.0.1:PORT, for clients
+  const std::string& version() const { return version_; }
+
+ private:
+  std::string dir_, version_;
+  int client_port_ = -1;
+  pid_t pid_ = -1;
+};
+
+}  // namespace onebox::bench
