@@ -2,8 +2,10 @@
 // (a plain directory on the same disk) and onebox on 2 and on 3 nodes
 // (agents on loopback; programs under the shim on node A, the tree under
 // /cluster). The tree is this machine's Python standard library
-// (/usr/lib/python3.11 without site- and dist-packages: about 1,500 files,
-// 51 MiB), made into a tarball first. Rows (median of --rounds):
+// (/usr/lib/python3.11 without site- and dist-packages, and without its two
+// symlinks out of the tree, config-*/libpython3.11.so and sitecustomize.py,
+// which sshfs cannot read: about 1,500 files, 51 MiB), made into a tarball
+// first. Rows (median of --rounds):
 //   extract      tar -xf of the tarball
 //   git          git init, add -A, commit
 //   walk         find | wc -l; du -s; grep -r
@@ -12,15 +14,18 @@
 //   read on B    the tree as a tarball on another node (tar | sha256sum),
 //                right after compileall on A (read again until it equals
 //                what A reads; that wait is printed too), checked equal to
-//                native's (names, modes, bytes; without sitecustomize.py, an
-//                absolute symlink to /etc, which in /cluster resolves in
-//                the cluster, so compileall cannot compile it there)
+//                native's (names, modes, bytes)
 //   1000 files   1,000 small files made on A, until B sees them all
 // The last two are cross-node: native is the same work on one machine.
 // Then, per cluster: the agents' CPU per file of the extract (per node), and
 // how long after tar's exit every file is in every other node's view with
 // its size (the burst's visibility, p50 and max over the rounds).
-// sshfs and GlusterFS columns are not here yet (issue 16, item 5).
+// sshfs: two mounts (A's and B's) of one directory through a sshd of the
+// bench's own on loopback (sshfs's defaults; installed with apt-get when
+// missing); its extract sets no times or owners (tar -m --no-same-owner:
+// SFTP cannot set them on a symlink). GlusterFS is not here yet (issue 16, item 5); kernel NFS cannot
+// run on these VMs (their kernel has no nfsd: /proc/filesystems lists none,
+// and there are no modules to load).
 //
 //   tree_bench [--rounds N] [--nodes 2,3]
 #include <sys/stat.h>
@@ -35,6 +40,7 @@
 
 #include <fmt/format.h>
 
+#include "bench/peers.h"
 #include "consistency/meta_values.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -42,6 +48,7 @@
 namespace {
 using Clock = std::chrono::steady_clock;
 using onebox::testing::AgentProcess;
+using onebox::testing::CpuSeconds;
 using onebox::testing::RunResult;
 using onebox::testing::TempDir;
 
@@ -53,22 +60,6 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
-}
-
-// CPU time (user + system) of a process so far, in seconds.
-double CpuSeconds(pid_t pid) {
-  FILE* f = fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r");
-  if (f == nullptr) return 0;
-  char buf[4096];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  const char* p = strrchr(buf, ')');  // the command may hold spaces
-  if (p == nullptr) return 0;
-  unsigned long utime = 0, stime = 0;
-  // Fields after the command: state (3) ... utime (14), stime (15).
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return 0;
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // Regular files and directories below root, with each file's size.
@@ -84,11 +75,13 @@ std::map<std::string, int64_t> Listing(const std::string& root) {
   return out;
 }
 
-// One way of running the rows: native, or a cluster of n agents.
+// One way of running the rows: native, a cluster of n agents, or sshfs.
 struct Column {
   std::string name;
-  std::vector<std::unique_ptr<AgentProcess>> nodes;  // empty: native
-  std::string root;                                  // where the rows work: a dir, or /cluster
+  std::vector<std::unique_ptr<AgentProcess>> nodes;  // empty: programs run plainly
+  std::string root;                                  // where the rows work: a dir, /cluster, a mount
+  std::string root_on_b;                             // the same tree as "node B" reads it
+  std::string tar_flags;                             // for the extract
   std::map<std::string, std::vector<double>> seconds;
   std::vector<double> cpu_us_per_file;  // per node, per round
   std::vector<double> burst_s;          // tar's exit -> in every other view
@@ -114,8 +107,21 @@ bool Timed(Column& col, const std::string& row, const std::string& cmd, size_t n
   return true;
 }
 
+// Waits until B's mount lists below rel what A's lists (sshfs; native: at once).
+bool AwaitMount(Column& col, const std::string& rel, std::chrono::seconds timeout) {
+  if (col.root_on_b == col.root) return true;
+  std::map<std::string, int64_t> want = Listing(col.root + "/" + rel);
+  auto give_up = Clock::now() + timeout;
+  while (Listing(col.root_on_b + "/" + rel) != want) {
+    if (Clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
 // Waits until every node's view holds what A's view holds below rel.
 bool AwaitViews(TempDir& dir, Column& col, const std::string& rel, std::chrono::seconds timeout) {
+  if (col.nodes.empty()) return AwaitMount(col, rel, timeout);
   std::map<std::string, int64_t> want = Listing(dir / fmt::format("n{}-{}-data/view/cluster/{}", col.nodes.size(), 0, rel));
   auto give_up = Clock::now() + timeout;
   for (size_t i = 1; i < col.nodes.size(); ++i) {
@@ -144,7 +150,7 @@ int main(int argc, char** argv) {
   TempDir dir;
   std::string tarball = dir / "tree.tar";
   RunResult made = onebox::testing::RunCommand(
-      {"tar", "-cf", tarball, "--exclude=*-packages", "-C", std::filesystem::path(kTreeSource).parent_path(), kTree});
+      {"tar", "-cf", tarball, "--exclude=*-packages", "--exclude=libpython3.11.so", "--exclude=sitecustomize.py", "-C", std::filesystem::path(kTreeSource).parent_path(), kTree});
   if (made.exit_code != 0) {
     fprintf(stderr, "tree_bench: cannot make the tarball of %s: %s\n", kTreeSource, made.err.c_str());
     return 1;
@@ -154,12 +160,12 @@ int main(int argc, char** argv) {
 
   std::vector<Column> columns(1);
   columns[0].name = "native";
-  columns[0].root = dir / "native";
+  columns[0].root = columns[0].root_on_b = dir / "native";
   std::filesystem::create_directories(columns[0].root);
   for (size_t n : cluster_sizes) {
     Column col;
     col.name = fmt::format("onebox {} nodes", n);
-    col.root = "/cluster";
+    col.root = col.root_on_b = "/cluster";
     for (size_t i = 0; i < n; ++i) {
       col.nodes.push_back(onebox::testing::QuietLoopbackAgent(dir.path(), fmt::format("n{}-{}", n, i), i == 0 ? "" : col.nodes[0]->address()));
       if (!col.nodes.back()->Start()) return 1;
@@ -169,6 +175,26 @@ int main(int argc, char** argv) {
     for (auto& a : col.nodes) agents.push_back(a.get());
     if (!onebox::testing::WaitForPagesCounting(agents, static_cast<int64_t>(n - 1))) return 1;
     columns.push_back(std::move(col));
+  }
+  // sshfs: two mounts of one directory through a sshd on loopback, A's and B's.
+  std::filesystem::create_directories(dir / "sshd");
+  std::filesystem::create_directories(dir / "sshfs-remote");
+  onebox::bench::LoopbackSshd sshd(dir / "sshd");
+  onebox::bench::SshfsMount sshfs_a(sshd, dir / "sshfs-remote", dir / "sshfs-a");
+  onebox::bench::SshfsMount sshfs_b(sshd, dir / "sshfs-remote", dir / "sshfs-b");
+  std::string why;
+  if (sshd.Start(&why) && sshfs_a.Mount(&why) && sshfs_b.Mount(&why)) {
+    Column col;
+    col.name = "sshfs";
+    col.root = sshfs_a.path();
+    col.root_on_b = sshfs_b.path();
+    // SFTP's setstat follows symlinks: tar cannot set a symlink's times or
+    // owner there (ENOENT for one that points out of the tree), so sshfs
+    // extracts without either (less work than the other columns do).
+    col.tar_flags = " -m --no-same-owner";
+    columns.push_back(std::move(col));
+  } else {
+    printf("tree_bench: no sshfs column: %s\n", why.c_str());
   }
 
   const std::string commit = "git init -q && git add -A && git -c user.email=bench@onebox -c user.name=bench "
@@ -180,9 +206,9 @@ int main(int argc, char** argv) {
       if (Run(col, "mkdir " + base).exit_code != 0) return 1;
       std::vector<double> cpu_before;
       for (auto& a : col.nodes) cpu_before.push_back(CpuSeconds(a->pid()));
-      if (!Timed(col, "extract", fmt::format("tar -xf {} -C {}", tarball, base))) return 1;
+      if (!Timed(col, "extract", fmt::format("tar -xf {} -C {}{}", tarball, base, col.tar_flags))) return 1;
       auto extracted = Clock::now();
-      if (!col.nodes.empty()) {
+      if (!col.nodes.empty() || col.root_on_b != col.root) {  // not native
         if (!AwaitViews(dir, col, fmt::format("t{}", r), std::chrono::seconds(120))) {
           fprintf(stderr, "tree_bench: %s: the extract never showed whole on every node\n", col.name.c_str());
           return 1;
@@ -201,18 +227,20 @@ int main(int argc, char** argv) {
       if (!Timed(col, "python3 -m compileall -f", fmt::format("python3 -m compileall -q -f -d /tree {} >/dev/null", tree)))
         return 1;
       // On another node (native: the same machine): the whole tree as a tarball, hashed.
-      std::string read = fmt::format(
-          "tar -cf - --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --exclude=.git "
-          "--exclude='sitecustomize*' -C {} {} | sha256sum",
-          base, kTree);
+      auto read = [&](const std::string& root) {
+        return fmt::format(
+            "tar -cf - --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --exclude=.git "
+            "-C {}/t{} {} | sha256sum",
+            root, r, kTree);
+      };
       // What A holds now, then B's reads until B holds the same (what A
       // wrote last, compileall's output, may still be on its way).
-      RunResult on_a = Run(col, read, 0);
+      RunResult on_a = Run(col, read(col.root), 0);
       if (on_a.exit_code != 0) return 1;
       auto start = Clock::now();
       for (int attempt = 0;; ++attempt) {
         auto read_at = Clock::now();
-        RunResult sum = Run(col, read, col.nodes.empty() ? 0 : 1);
+        RunResult sum = Run(col, read(col.root_on_b), col.nodes.empty() ? 0 : 1);
         if (sum.exit_code != 0) return 1;
         if (attempt == 0) col.seconds["read on B (tar | sha256sum)"].push_back(Seconds(Clock::now() - read_at));
         if (sum.out == on_a.out) break;
@@ -230,7 +258,7 @@ int main(int argc, char** argv) {
       start = Clock::now();
       if (Run(col, fmt::format("mkdir {0} && for i in $(seq 1000); do echo $i > {0}/f$i; done", small)).exit_code != 0)
         return 1;
-      if (!col.nodes.empty() && !AwaitViews(dir, col, fmt::format("t{}/small", r), std::chrono::seconds(120))) return 1;
+      if (!AwaitViews(dir, col, fmt::format("t{}/small", r), std::chrono::seconds(120))) return 1;
       col.seconds["1000 files on A, all seen on B"].push_back(Seconds(Clock::now() - start));
     }
   }
@@ -253,6 +281,12 @@ int main(int argc, char** argv) {
     const Column& col = columns[c];
     std::vector<double> burst = col.burst_s;
     std::sort(burst.begin(), burst.end());
+    if (col.nodes.empty()) {  // sshfs: no agents
+      printf("%s: extract listed whole on B's mount %.3f s (median), %.3f s (max) after tar exited; B read the tree "
+             "as A held it after %.3f s (median)\n",
+             col.name.c_str(), Median(burst), burst.back(), Median(col.settle_s));
+      continue;
+    }
     printf("%s: agent CPU per extracted file per node: median %.0f us, max %.0f us; extract visible on every other "
            "node %.3f s (median), %.3f s (max) after tar exited\n",
            col.name.c_str(), Median(col.cpu_us_per_file),
@@ -260,10 +294,19 @@ int main(int argc, char** argv) {
     printf("%s: B read the tree as A held it after %.3f s (median; 0 when its first read did)\n", col.name.c_str(),
            Median(col.settle_s));
   }
-  for (size_t c = 1; c < columns.size(); ++c)
+  // (B's read equals A's in every column: the rounds wait for it.) sshfs's
+  // extract keeps no mtimes, and compileall's .pyc files record their
+  // sources' mtimes: its tree is not native's.
+  bool equal = true;
+  for (size_t c = 1; c < columns.size(); ++c) {
+    if (!columns[c].tar_flags.empty()) {
+      printf("read on B: %s equal to A's read (not comparable to native: extracted with%s)\n",
+             columns[c].name.c_str(), columns[c].tar_flags.c_str());
+      continue;
+    }
     printf("read on B: %s %s native\n", columns[c].name.c_str(),
            columns[c].read_sum == columns[0].read_sum ? "equal to" : "DIFFERS from");
-  bool equal = true;
-  for (size_t c = 1; c < columns.size(); ++c) equal = equal && columns[c].read_sum == columns[0].read_sum;
+    equal = equal && columns[c].read_sum == columns[0].read_sum;
+  }
   return equal ? 0 : 1;
 }
