@@ -9,3 +9,4 @@ build/bin/cluster_bench
 build/bin/process_bench
 build/bin/scale_bench
 build/bin/tree_bench
+build/bin/idle_bench
