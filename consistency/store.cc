@@ -230,16 +230,62 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
   if (!old.ok() && old.status().code() != Code::kNotFound) return old.status();
   if (existed) *existed = old.ok() && !old->tombstone;
   Record tomb{{clock_.Now(), node_id_}, true, {}};
-  rocksdb::WriteBatch batch;
-  if (space == Cf::kNs && old.ok() && !old->tombstone) KeepInHistory(batch, key, *old);  // rm keeps it reachable
   std::string encoded = EncodeRecord(tomb);
-  rocksdb::Status s = batch.Put(cf(space), key, encoded);
-  if (!s.ok()) return FromRocks(s, "delete");
-  std::lock_guard log_lock(log_mu_);
-  if (Status st = AppendLog(batch, space, key, encoded); !st.ok()) return st;
-  if (Status st = Commit(batch, tomb.version.hlc, sync); !st.ok()) return st;
-  if (log_observer_) log_observer_();
+  std::unique_lock log_lock(log_mu_);
+  rocksdb::WriteBatch& batch = OpenBatch();
+  batch.SetSavePoint();
+  if (space == Cf::kNs && old.ok() && !old->tombstone) KeepInHistory(batch, key, *old);  // rm keeps it reachable
+  Status st = FromRocks(batch.Put(cf(space), key, encoded), "delete");
+  if (st.ok()) st = AppendLog(batch, space, key, encoded);
+  if (!st.ok()) {
+    (void)batch.RollbackToSavePoint();
+    return st;
+  }
+  (void)batch.PopSavePoint();
+  if (st = CommitGroup(log_lock, tomb.version.hlc, sync); !st.ok()) return st;
   return tomb.version;
+}
+
+// Writes that add to the log are staged, in log order, into the open group's
+// batch; the first of them to find no commit under way commits the whole
+// group as one RocksDB write (synced if any of its writes asked for it) with
+// log_mu_ released, so that writers staging meanwhile form the next group:
+// concurrent synced writes share one fsync, as etcd's raft log batches its
+// appends, and each write is seen only once its group is committed (durable,
+// when synced). Groups commit one after the other: log order = commit order.
+rocksdb::WriteBatch& Store::OpenBatch() {
+  if (!group_.batch) group_.batch = std::make_unique<rocksdb::WriteBatch>();
+  return *group_.batch;
+}
+
+Status Store::CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp hlc, bool sync) {
+  group_.hlc = std::max(group_.hlc, hlc);
+  group_.sync = group_.sync || sync;
+  const uint64_t mine = group_.generation;
+  while (committed_generation_ < mine) {
+    if (committing_) {
+      group_committed_.wait(log_lock);
+      continue;
+    }
+    committing_ = true;
+    OpenGroup group = std::move(group_);
+    group_ = OpenGroup{};
+    group_.generation = group.generation + 1;
+    log_lock.unlock();
+    Status s = Commit(*group.batch, group.hlc, group.sync);
+    log_lock.lock();
+    committing_ = false;
+    committed_generation_ = group.generation;
+    if (!s.ok()) {
+      failed_groups_[group.generation] = s;
+      while (failed_groups_.size() > 64) failed_groups_.erase(failed_groups_.begin());
+    } else if (log_observer_) {
+      log_observer_();
+    }
+    group_committed_.notify_all();
+  }
+  auto failed = failed_groups_.find(mine);
+  return failed == failed_groups_.end() ? Status::Ok() : failed->second;
 }
 
 Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) {
@@ -259,9 +305,10 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   locks.reserve(stripes.size());
   for (std::mutex* m : stripes) locks.emplace_back(*m);
   Version version{clock_.Now(), node_id_};
-  rocksdb::WriteBatch batch;
   Status st;
-  std::lock_guard log_lock(log_mu_);  // log order = commit order
+  std::unique_lock log_lock(log_mu_);  // log order = commit order
+  rocksdb::WriteBatch& batch = OpenBatch();
+  batch.SetSavePoint();
   HistoryEdits edits;
   for (const Mutation& m : mutations) {
     if (m.space == Cf::kNs)  // what this write replaces stays reachable
@@ -275,9 +322,12 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
     }
     if (st = AppendLog(batch, m.space, m.key, encoded); !st.ok()) break;
   }
-  if (st.ok()) st = Commit(batch, version.hlc, sync);
-  if (!st.ok()) return st;
-  if (log_observer_) log_observer_();
+  if (!st.ok()) {
+    (void)batch.RollbackToSavePoint();
+    return st;
+  }
+  (void)batch.PopSavePoint();
+  if (st = CommitGroup(log_lock, version.hlc, sync); !st.ok()) return st;
   return version;
 }
 

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -225,6 +226,22 @@ class Store {
   bool chunks_may_be_lost_ = false;
   Status WriteChunkMark();  // under chunks_mark_mu_
   std::mutex log_mu_;  // log sequence numbers are taken and committed in order
+  // The writes staged for the next commit (store.cc: CommitGroup); under log_mu_.
+  struct OpenGroup {
+    std::unique_ptr<rocksdb::WriteBatch> batch;  // made when the first write is staged
+    HlcTimestamp hlc = 0;
+    bool sync = false;
+    uint64_t generation = 1;
+  };
+  OpenGroup group_;
+  bool committing_ = false;              // a group's commit is under way (log_mu_ released)
+  uint64_t committed_generation_ = 0;    // every group up to this one is committed
+  std::map<uint64_t, Status> failed_groups_;  // the last groups whose commit failed
+  std::condition_variable group_committed_;
+  rocksdb::WriteBatch& OpenBatch();  // group_'s, under log_mu_
+  // After a write staged its entries in OpenBatch() (log_lock held): waits
+  // until its group is committed, committing it when nobody else is.
+  Status CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp hlc, bool sync);
   std::atomic<uint64_t> log_seq_{0};
   std::function<void()> log_observer_;
   std::atomic<uint64_t> log_first_{1};
