@@ -56,7 +56,7 @@ class TreeRepair {
   uint64_t repaired() const { return repaired_; }
 
  private:
-  // Checks the keys whose grace period has passed (every 200 ms).
+  // Checks the keys whose grace period has passed (every 200 ms while any is noted).
   void CheckDue();
   // Makes the dead ancestors of the live entry `live` live; returns how many.
   size_t ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid);

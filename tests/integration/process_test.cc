@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <google/protobuf/util/json_util.h>
 
 #include "onebox/v1/cluster.pb.h"
@@ -43,27 +44,39 @@ class ProcessTest : public ::testing::Test {
       agents_.push_back(AgentInNode(*nodes_, i, Name(i), dir_.path()));
       ASSERT_TRUE(agents_.back()->Start());
     }
-    // Every node knows the three, alive, each with its index.
+    // Every node knows the three, alive, each with its index, and sees the
+    // others' indexes as they are (gossip brings them a round or two later).
     ASSERT_TRUE(WaitUntil(
         [&] {
           std::string seen;
+          std::vector<std::set<uint32_t>> views;
           for (int i = 1; i <= 3; ++i) {
             index_[i] = 0;
             RunResult r = Onebox(i, {"status", "-o", "json"});
             v1::StatusResponse st;
             if (r.exit_code == 0 && google::protobuf::util::JsonStringToMessage(r.out, &st).ok())
               index_[i] = st.node().index();
-            RunResult nodes = Onebox(i, {"nodes"});
+            RunResult nodes = Onebox(i, {"nodes", "-o", "json"});
+            v1::ListNodesResponse listed;
+            std::set<uint32_t> view;
             size_t alive = 0;
-            for (size_t at = nodes.out.find(" alive "); at != std::string::npos; at = nodes.out.find(" alive ", at + 1))
-              ++alive;
-            seen += fmt::format("n{}: index {}, {} alive; ", i, index_[i], alive);
+            if (nodes.exit_code == 0 && google::protobuf::util::JsonStringToMessage(nodes.out, &listed).ok())
+              for (const v1::Node& n : listed.nodes())
+                if (n.state() == v1::NODE_STATE_ALIVE) {
+                  ++alive;
+                  view.insert(n.index());
+                }
+            views.push_back(view);
+            seen += fmt::format("n{}: index {}, {} alive, sees indexes {}; ", i, index_[i], alive, fmt::join(view, ","));
             if (index_[i] == 0 || alive != 3) return Observed(false, seen);
           }
           // Two nodes that chose before hearing of each other may hold one index for a moment.
-          return Observed(std::set<uint32_t>({index_[1], index_[2], index_[3]}).size() == 3, seen);
+          std::set<uint32_t> own{index_[1], index_[2], index_[3]};
+          bool agreed = own.size() == 3;
+          for (const std::set<uint32_t>& view : views) agreed = agreed && view == own;
+          return Observed(agreed, seen);
         },
-        seconds(30), "three nodes alive, each with an index of its own"));
+        seconds(30), "three nodes alive, each with an index of its own that every node sees"));
     ASSERT_EQ(std::set<uint32_t>({index_[1], index_[2], index_[3]}).size(), 3u);
     RunResult made = Sh(1, "mkdir -p /cluster/w && echo ready > /cluster/w/ready");
     ASSERT_EQ(made.exit_code, 0) << made.err;
