@@ -7,7 +7,6 @@
 //
 //   idle_bench [--agents N] [--seconds S]     (default 3 agents, 30 s)
 #include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -64,6 +63,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (n < 1 || seconds < 1) {
+    fprintf(stderr, "idle_bench: at least one agent and one second\n");
+    return 2;
+  }
   onebox::testing::TempDir dir;
   std::vector<std::unique_ptr<AgentProcess>> agents;
   std::vector<AgentProcess*> all;
@@ -90,17 +93,22 @@ int main(int argc, char** argv) {
 
   // One program under the first agent's shim, connected (it listed the
   // cluster root) and then idle.
-  pid_t program = fork();
-  if (program == 0) {
-    setenv("LD_PRELOAD", onebox::testing::ShimLib().c_str(), 1);
-    setenv("ONEBOX_SOCKET", agents[0]->socket().c_str(), 1);
-    execlp("python3", "python3", "-c", "import os, time; os.listdir('/cluster'); time.sleep(100000)", nullptr);
-    _exit(127);
+  std::string said = dir / "program.log";
+  pid_t program = onebox::bench::StartDaemon(
+      {"python3", "-c", "import os, time; os.listdir('/cluster'); print('connected', flush=True); time.sleep(100000)"},
+      said, {{"LD_PRELOAD", onebox::testing::ShimLib()}, {"ONEBOX_SOCKET", agents[0]->socket()}});
+  bool up = program > 0 && onebox::testing::WaitUntil(
+                               [&] { return onebox::bench::Tail(said).find("connected") != std::string::npos; },
+                               std::chrono::seconds(20), "the program under the shim has connected");
+  std::vector<double> connected;
+  if (up) {
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    connected = CpuShares({agents[0]->pid()}, seconds);
   }
-  std::this_thread::sleep_for(std::chrono::seconds(2));
-  std::vector<double> connected = CpuShares({agents[0]->pid()}, seconds);
-  kill(program, SIGKILL);
-  onebox::bench::Reap(program);
+  if (program > 0) {
+    kill(program, SIGKILL);
+    onebox::bench::Reap(program);
+  }
 
   printf("idle_bench: %zu agents on one machine (loopback), joined and idle; CPU over %d s, %% of one core\n", n,
          seconds);
@@ -110,6 +118,10 @@ int main(int argc, char** argv) {
     Row(fmt::format("etcd {} one member, idle (same window)", etcd.version()), {shares.back()}, "(what a user would run)");
   else
     printf("%-58s %s\n", "etcd one member, idle", etcd_missing.c_str());
-  Row("agent A with one idle program under its shim connected", connected, "(symlink heartbeat every 10 ms)");
+  if (up)
+    Row("agent A with one idle program under its shim connected", connected, "(symlink heartbeat every 10 ms)");
+  else
+    printf("%-58s did not start: %s\n", "agent A with one idle program under its shim",
+           onebox::bench::Tail(said, 300).c_str());
   return 0;
 }

@@ -69,9 +69,11 @@ bool InstallIfMissing(const std::string& binary, const std::string& package, std
   return true;
 }
 
-pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log) {
+pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log,
+                  const std::map<std::string, std::string>& env) {
   int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  onebox::testing::ExecSpec spec(argv, {});
+  if (log_fd < 0) return -1;
+  onebox::testing::ExecSpec spec(argv, env);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0) {
@@ -134,6 +136,10 @@ bool LoopbackSshd::Start(std::string* why) {
   mkdir("/run/sshd", 0755);  // sshd's privilege separation directory
   std::string log = dir_ + "/sshd.log";
   pid_ = StartDaemon({"/usr/sbin/sshd", "-D", "-f", config, "-e"}, log);
+  if (pid_ < 0) {
+    *why = "cannot start sshd";
+    return false;
+  }
   onebox::testing::RunResult last;
   auto works = [&] {
     last = RunCommand(Ssh({"true"}));
@@ -179,7 +185,8 @@ SshfsMount::~SshfsMount() {
 std::string EtcdMember::endpoint() const { return fmt::format("127.0.0.1:{}", client_port_); }
 
 bool EtcdMember::Start(std::string* why) {
-  if (!InstallIfMissing("/usr/bin/etcd", "etcd-server", why)) return false;
+  if (!InstallIfMissing("/usr/bin/etcd", "etcd-server", why) || !InstallIfMissing("/usr/bin/etcdctl", "etcd-client", why))
+    return false;
   client_port_ = FreeLoopbackPort();
   int peer_port = FreeLoopbackPort();
   std::string client = fmt::format("http://127.0.0.1:{}", client_port_);

@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,11 @@ int FreeLoopbackPort();
 int Reap(pid_t pid);
 // binary exists, or apt-get installs package; false, with why, when it cannot.
 bool InstallIfMissing(const std::string& binary, const std::string& package, std::string* why);
-// argv started in the background, its standard error (and output) appended
-// to log; it gets SIGTERM when the bench dies. Returns the pid, or -1.
-pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log);
+// argv started in the background (our environment with env added), its
+// standard error and output appended to log; it gets SIGTERM when the bench
+// dies. Returns the pid, or -1.
+pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log,
+                  const std::map<std::string, std::string>& env = {});
 // SIGTERM, then reaped.
 void StopDaemon(pid_t* pid);
 
