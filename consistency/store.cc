@@ -137,6 +137,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
     std::unique_ptr<rocksdb::Iterator> it(store->db_->NewIterator(rocksdb::ReadOptions(), store->cf(Cf::kLog)));
     it->SeekToLast();
     if (it->Valid()) store->log_seq_ = ReadBE64(std::string_view(it->key().data(), it->key().size()));
+    store->log_committed_ = store->log_seq_.load();
     it->SeekToFirst();
     store->log_first_ = it->Valid() ? ReadBE64(std::string_view(it->key().data(), it->key().size()))
                                     : store->log_seq_.load() + 1;
@@ -234,11 +235,13 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
   std::unique_lock log_lock(log_mu_);
   rocksdb::WriteBatch& batch = OpenBatch();
   batch.SetSavePoint();
+  const uint64_t seq_before = log_seq_.load();
   if (space == Cf::kNs && old.ok() && !old->tombstone) KeepInHistory(batch, key, *old);  // rm keeps it reachable
   Status st = FromRocks(batch.Put(cf(space), key, encoded), "delete");
   if (st.ok()) st = AppendLog(batch, space, key, encoded);
   if (!st.ok()) {
     (void)batch.RollbackToSavePoint();
+    log_seq_ = seq_before;  // no hole in the numbering
     return st;
   }
   (void)batch.PopSavePoint();
@@ -254,14 +257,19 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
 // appends, and each write is seen only once its group is committed (durable,
 // when synced). Groups commit one after the other: log order = commit order.
 rocksdb::WriteBatch& Store::OpenBatch() {
-  if (!group_.batch) group_.batch = std::make_unique<rocksdb::WriteBatch>();
+  if (!group_.batch) {
+    group_.batch = std::make_unique<rocksdb::WriteBatch>();
+    group_.result = std::make_shared<Status>();
+  }
   return *group_.batch;
 }
 
 Status Store::CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp hlc, bool sync) {
   group_.hlc = std::max(group_.hlc, hlc);
   group_.sync = group_.sync || sync;
+  group_.last_seq = log_seq_.load();
   const uint64_t mine = group_.generation;
+  std::shared_ptr<Status> result = group_.result;  // the group's, whoever commits it
   while (committed_generation_ < mine) {
     if (committing_) {
       group_committed_.wait(log_lock);
@@ -276,16 +284,14 @@ Status Store::CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp h
     log_lock.lock();
     committing_ = false;
     committed_generation_ = group.generation;
-    if (!s.ok()) {
-      failed_groups_[group.generation] = s;
-      while (failed_groups_.size() > 64) failed_groups_.erase(failed_groups_.begin());
-    } else if (log_observer_) {
-      log_observer_();
+    *group.result = s;
+    if (s.ok()) {
+      log_committed_.store(group.last_seq);
+      if (log_observer_) log_observer_();
     }
     group_committed_.notify_all();
   }
-  auto failed = failed_groups_.find(mine);
-  return failed == failed_groups_.end() ? Status::Ok() : failed->second;
+  return *result;
 }
 
 Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) {
@@ -309,6 +315,7 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   std::unique_lock log_lock(log_mu_);  // log order = commit order
   rocksdb::WriteBatch& batch = OpenBatch();
   batch.SetSavePoint();
+  const uint64_t seq_before = log_seq_.load();
   HistoryEdits edits;
   for (const Mutation& m : mutations) {
     if (m.space == Cf::kNs)  // what this write replaces stays reachable
@@ -324,6 +331,7 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   }
   if (!st.ok()) {
     (void)batch.RollbackToSavePoint();
+    log_seq_ = seq_before;  // no hole in the numbering
     return st;
   }
   (void)batch.PopSavePoint();
@@ -620,7 +628,8 @@ Status Store::ReadBucket(size_t bucket, Cf after_space, std::string_view after_k
 Status Store::TruncateLog(uint64_t upto) {
   // The last entry always stays: after a restart the log goes on from it, and
   // peers' acknowledged positions keep their meaning.
-  upto = std::min(upto, log_seq_.load() - (log_seq_.load() > 0 ? 1 : 0));
+  const uint64_t last = log_committed_.load();  // (entries staged for a commit under way are not in it yet)
+  upto = std::min(upto, last - (last > 0 ? 1 : 0));
   if (upto < log_first_.load()) return Status::Ok();
   std::string begin = BE64(0), end = BE64(upto + 1);
   Status s = FromRocks(db_->DeleteRange(rocksdb::WriteOptions(), cf(Cf::kLog), begin, end), "truncate log");

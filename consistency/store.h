@@ -140,7 +140,7 @@ class Store {
   // The replication log: every local write of a versioned family, in order.
   // Entries after `after`, at most `limit`.
   Result<std::vector<LogEntry>> ReadLog(uint64_t after, size_t limit);
-  uint64_t LastLogSeq() const { return log_seq_.load(); }
+  uint64_t LastLogSeq() const { return log_committed_.load(); }  // the last committed entry
   // Called after every commit that added entries to the log (under the
   // log's lock: it must be quick and must not write here). The replicator
   // wakes its pushers with it instead of polling.
@@ -232,17 +232,19 @@ class Store {
     HlcTimestamp hlc = 0;
     bool sync = false;
     uint64_t generation = 1;
+    uint64_t last_seq = 0;          // its last log entry
+    std::shared_ptr<Status> result;  // its commit's, for every writer in it
   };
   OpenGroup group_;
   bool committing_ = false;              // a group's commit is under way (log_mu_ released)
   uint64_t committed_generation_ = 0;    // every group up to this one is committed
-  std::map<uint64_t, Status> failed_groups_;  // the last groups whose commit failed
   std::condition_variable group_committed_;
   rocksdb::WriteBatch& OpenBatch();  // group_'s, under log_mu_
   // After a write staged its entries in OpenBatch() (log_lock held): waits
   // until its group is committed, committing it when nobody else is.
   Status CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp hlc, bool sync);
-  std::atomic<uint64_t> log_seq_{0};
+  std::atomic<uint64_t> log_seq_{0};        // the last entry numbered (staged or committed)
+  std::atomic<uint64_t> log_committed_{0};  // the last entry committed
   std::function<void()> log_observer_;
   std::atomic<uint64_t> log_first_{1};
   Status AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded);

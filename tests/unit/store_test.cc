@@ -430,7 +430,8 @@ TEST(Store, GroupCommitsKeepLogOrderAndLoseNoWrite) {
         bool sync = i % 4 == 0;
         bool deleted = i % 7 != 3 || s->Delete(fmt::format("k{}-{}", t, i - 1), sync).ok();
         Result<Version> put = s->Put(key, "v", sync);
-        if (!deleted || !put.ok() || !s->Get(key).ok()) ++failed;  // seen as soon as it returned
+        Result<Record> got = s->Get(key);  // seen as soon as it returned
+        if (!deleted || !put.ok() || !got.ok() || got->value != "v") ++failed;
       }
     });
   for (auto& w : writers) w.join();
@@ -444,6 +445,13 @@ TEST(Store, GroupCommitsKeepLogOrderAndLoseNoWrite) {
   int deletes = kThreads * (kEach / 7 + (kEach % 7 > 3 ? 1 : 0));
   EXPECT_EQ(log->size(), static_cast<size_t>(kThreads * kEach + deletes));
   EXPECT_EQ(log->back().seq, s->LastLogSeq());
+  // Each writer's puts are in the log in the order it made them.
+  std::map<std::string, uint64_t> seq_of;
+  for (const LogEntry& e : *log)
+    if (!e.record.tombstone) seq_of[e.key] = e.seq;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 1; i < kEach; ++i)
+      ASSERT_LT(seq_of[fmt::format("k{}-{}", t, i - 1)], seq_of[fmt::format("k{}-{}", t, i)]) << t << " " << i;
 }
 
 TEST(Store, FamiliesAreSeparateAndOnlyVersionedOnesTakeRecords) {
