@@ -977,6 +977,10 @@ TEST_F(ClusterTest, StoreLevelsReachTheirMembersBeforeTheyAnswer) {
   kill(c->pid(), SIGCONT);
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
   EXPECT_EQ(GetAt(*c, "lv/all", v1::READ_LEVEL_LOCAL), "w");
+  // An ALL write needs every member alive in the writer's view: c is again
+  // once a has had a gossip exchange with it (Converge may be done before,
+  // through b).
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
 
   // A node just restarted (before gossip told it of anyone) still counts the
   // members it knew: its QUORUM read never answers with its own stale value.
