@@ -182,6 +182,66 @@ SshfsMount::~SshfsMount() {
   if (mounted_) RunCommand({"fusermount3", "-u", "-z", at_});
 }
 
+GlusterVolume::GlusterVolume(std::string dir) : dir_(std::move(dir)), name_(fmt::format("onebox-bench-{}", getpid())) {}
+
+bool GlusterVolume::Start(std::string* why) {
+  if (!InstallIfMissing("/usr/sbin/glusterd", "glusterfs-server", why)) return false;
+  if (RunCommand({"pgrep", "-x", "glusterd"}).exit_code == 0) {
+    *why = "a glusterd the bench did not start is running: not touched";
+    return false;
+  }
+  std::string log = dir_ + "/glusterd.log";
+  glusterd_ = StartDaemon({"/usr/sbin/glusterd", "-N", "--log-file", log}, dir_ + "/glusterd.out");
+  auto gluster = [](std::vector<std::string> args) {
+    args.insert(args.begin(), {"gluster", "--mode=script"});
+    return RunCommand(args);
+  };
+  onebox::testing::RunResult last;
+  if (glusterd_ < 0 || !onebox::testing::WaitUntil(
+                           [&] { return (last = gluster({"volume", "list"})).exit_code == 0; }, std::chrono::seconds(20),
+                           "glusterd answers")) {
+    *why = fmt::format("glusterd did not answer: {}{}", last.err, Tail(log, 600));
+    return false;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir_ + "/brick1", ec);
+  std::filesystem::create_directories(dir_ + "/brick2", ec);
+  last = gluster({"volume", "create", name_, "replica", "2", "127.0.0.2:" + dir_ + "/brick1",
+                  "127.0.0.2:" + dir_ + "/brick2", "force"});
+  if (last.exit_code != 0) {
+    *why = "gluster volume create: " + last.out + last.err;
+    return false;
+  }
+  created_ = true;
+  last = gluster({"volume", "start", name_});
+  if (last.exit_code != 0) {
+    *why = "gluster volume start: " + last.out + last.err;
+    return false;
+  }
+  return true;
+}
+
+bool GlusterVolume::Mount(const std::string& at, std::string* why) {
+  std::error_code ec;
+  std::filesystem::create_directories(at, ec);
+  auto r = RunCommand({"mount", "-t", "glusterfs", "127.0.0.2:/" + name_, at});
+  if (r.exit_code != 0) {
+    *why = fmt::format("mount -t glusterfs exited {}: {}{}", r.exit_code, r.out, r.err);
+    return false;
+  }
+  mounts_.push_back(at);
+  return true;
+}
+
+GlusterVolume::~GlusterVolume() {
+  for (const std::string& at : mounts_) RunCommand({"umount", "-l", at});
+  if (created_) {
+    RunCommand({"gluster", "--mode=script", "volume", "stop", name_, "force"});  // its brick processes too
+    RunCommand({"gluster", "--mode=script", "volume", "delete", name_});
+  }
+  StopDaemon(&glusterd_);
+}
+
 std::string EtcdMember::endpoint() const { return fmt::format("127.0.0.1:{}", client_port_); }
 
 bool EtcdMember::Start(std::string* why) {

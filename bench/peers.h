@@ -69,6 +69,26 @@ class SshfsMount {
   bool mounted_ = false;
 };
 
+// GlusterFS (Debian's glusterfs-server) as a user of one machine would set
+// it up: glusterd, one volume of two bricks that replicate each other
+// (replica 2) on 127.0.0.2 (its CLI refuses 127.0.0.1 and localhost), the
+// bricks in dir, and FUSE mounts of it. glusterd keeps its state where the
+// package puts it (/var/lib/glusterd); the bench deletes its volume and
+// stops the glusterd it started, and refuses to run beside one it did not.
+class GlusterVolume {
+ public:
+  explicit GlusterVolume(std::string dir);
+  ~GlusterVolume();
+  bool Start(std::string* why);
+  bool Mount(const std::string& at, std::string* why);
+
+ private:
+  std::string dir_, name_;
+  pid_t glusterd_ = -1;
+  bool created_ = false;
+  std::vector<std::string> mounts_;
+};
+
 // etcd (Debian's etcd-server), one member, on two loopback ports, its data in dir.
 class EtcdMember {
  public:

@@ -200,6 +200,19 @@ int main(int argc, char** argv) {
   } else {
     printf("tree_bench: no sshfs column: %s\n", why.c_str());
   }
+  // GlusterFS: a volume of two bricks (replica 2) on this machine, mounted twice (A's and B's).
+  std::filesystem::create_directories(dir / "gluster");
+  onebox::bench::GlusterVolume gluster(dir / "gluster");
+  why.clear();
+  if (gluster.Start(&why) && gluster.Mount(dir / "gluster-a", &why) && gluster.Mount(dir / "gluster-b", &why)) {
+    Column col;
+    col.name = "glusterfs";
+    col.root = dir / "gluster-a";
+    col.root_on_b = dir / "gluster-b";
+    columns.push_back(std::move(col));
+  } else {
+    printf("tree_bench: no GlusterFS column: %s\n", why.c_str());
+  }
 
   const std::string commit = "git init -q && git add -A && git -c user.email=bench@onebox -c user.name=bench "
                              "commit -qm tree";
