@@ -23,9 +23,10 @@
 // sshfs: two mounts (A's and B's) of one directory through a sshd of the
 // bench's own on loopback (sshfs's defaults; installed with apt-get when
 // missing); its extract sets no times or owners (tar -m --no-same-owner:
-// SFTP cannot set them on a symlink). GlusterFS is not here yet (issue 16, item 5); kernel NFS cannot
-// run on these VMs (their kernel has no nfsd: /proc/filesystems lists none,
-// and there are no modules to load).
+// SFTP cannot set them on a symlink). GlusterFS: one replica-2 volume of two
+// bricks on this machine (127.0.0.2), mounted twice, A's and B's (bench/
+// peers.h). Kernel NFS cannot run on these VMs (their kernel has no nfsd:
+// /proc/filesystems lists none, and there are no modules to load).
 //
 //   tree_bench [--rounds N] [--nodes 2,3]
 #include <sys/stat.h>
