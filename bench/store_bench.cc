@@ -77,6 +77,26 @@ Figures Measure(int threads, double seconds, const std::function<bool(int, uint6
 }
 
 std::string Key(uint64_t n) { return fmt::format("bench/{:010}", n); }
+// The key client t uses for its i-th operation: spread over `keys`.
+std::string KeyFor(int t, uint64_t i, uint64_t keys) { return Key((i * 7919 + t) % keys); }
+
+// onebox's put on its socket (level ONE) and its get on gRPC, as both tables call them.
+bool OneboxPut(onebox::AgentSocketClient& socket, const std::string& key, const std::string& value, bool sync) {
+  onebox::v1::PutRequest q;
+  q.set_key(key);
+  q.set_value(value);
+  q.set_level(onebox::v1::WRITE_LEVEL_ONE);
+  q.set_sync(sync);
+  onebox::v1::PutResponse r;
+  return socket.Call("/onebox.v1.Store/Put", q, &r).ok();
+}
+bool OneboxGet(onebox::v1::Store::Stub& stub, const std::string& key) {
+  onebox::v1::GetRequest q;
+  q.set_key(key);
+  onebox::v1::GetResponse r;
+  grpc::ClientContext ctx;
+  return stub.Get(&ctx, q, &r).ok() && r.found();
+}
 
 std::vector<int> ParseList(const std::string& s) {
   std::vector<int> out;
@@ -115,7 +135,7 @@ int AgainstEtcd(const std::string& dir, std::vector<std::unique_ptr<onebox::Agen
   }
   auto etcd_put = [&](int t, uint64_t i) {
     etcdserverpb::PutRequest q;
-    q.set_key(Key((i * 7919 + t) % keys));
+    q.set_key(KeyFor(t, i, keys));
     q.set_value(value);
     etcdserverpb::PutResponse r;
     grpc::ClientContext ctx;
@@ -124,7 +144,7 @@ int AgainstEtcd(const std::string& dir, std::vector<std::unique_ptr<onebox::Agen
   auto etcd_get = [&](bool serializable) {
     return [&, serializable](int t, uint64_t i) {
       etcdserverpb::RangeRequest q;
-      q.set_key(Key((i * 7919 + t) % keys));
+      q.set_key(KeyFor(t, i, keys));
       q.set_serializable(serializable);
       etcdserverpb::RangeResponse r;
       grpc::ClientContext ctx;
@@ -132,23 +152,9 @@ int AgainstEtcd(const std::string& dir, std::vector<std::unique_ptr<onebox::Agen
     };
   };
   auto onebox_put = [&](bool sync) {
-    return [&, sync](int t, uint64_t i) {
-      onebox::v1::PutRequest q;
-      q.set_key(Key((i * 7919 + t) % keys));
-      q.set_value(value);
-      q.set_level(onebox::v1::WRITE_LEVEL_ONE);
-      q.set_sync(sync);
-      onebox::v1::PutResponse r;
-      return sockets[t]->Call("/onebox.v1.Store/Put", q, &r).ok();
-    };
+    return [&, sync](int t, uint64_t i) { return OneboxPut(*sockets[t], KeyFor(t, i, keys), value, sync); };
   };
-  auto onebox_get = [&](int t, uint64_t i) {
-    onebox::v1::GetRequest q;
-    q.set_key(Key((i * 7919 + t) % keys));
-    onebox::v1::GetResponse r;
-    grpc::ClientContext ctx;
-    return stubs[t]->Get(&ctx, q, &r).ok() && r.found();
-  };
+  auto onebox_get = [&](int t, uint64_t i) { return OneboxGet(*stubs[t], KeyFor(t, i, keys)); };
   // Every key in etcd before the gets (onebox has them from the first table).
   std::atomic<uint64_t> next{0};
   std::vector<std::thread> loaders;
@@ -249,27 +255,14 @@ int main(int argc, char** argv) {
     if (!client.ok()) return 1;
     sockets.push_back(std::make_unique<onebox::AgentSocketClient>(std::move(client).value()));
   }
-  auto rpc_put = [&](int t, uint64_t i) {
-    onebox::v1::PutRequest q;
-    q.set_key(Key((i * 7919 + t) % keys));
-    q.set_value(value);
-    q.set_level(onebox::v1::WRITE_LEVEL_ONE);
-    onebox::v1::PutResponse r;
-    return sockets[t]->Call("/onebox.v1.Store/Put", q, &r).ok();
-  };
-  auto rpc_get = [&](int t, uint64_t i) {
-    onebox::v1::GetRequest q;
-    q.set_key(Key((i * 7919 + t) % keys));
-    onebox::v1::GetResponse r;
-    grpc::ClientContext ctx;
-    return stubs[t]->Get(&ctx, q, &r).ok() && r.found();
-  };
+  auto rpc_put = [&](int t, uint64_t i) { return OneboxPut(*sockets[t], KeyFor(t, i, keys), value, /*sync=*/false); };
+  auto rpc_get = [&](int t, uint64_t i) { return OneboxGet(*stubs[t], KeyFor(t, i, keys)); };
   auto native_put = [&](int t, uint64_t i) {
-    return db->Put(rocksdb::WriteOptions(), Key((i * 7919 + t) % keys), value).ok();
+    return db->Put(rocksdb::WriteOptions(), KeyFor(t, i, keys), value).ok();
   };
   auto native_get = [&](int t, uint64_t i) {
     std::string v;
-    return db->Get(rocksdb::ReadOptions(), Key((i * 7919 + t) % keys), &v).ok();
+    return db->Get(rocksdb::ReadOptions(), KeyFor(t, i, keys), &v).ok();
   };
   // Preload every key on both sides so that gets always hit.
   for (uint64_t k = 0; k < keys; ++k) {

@@ -108,26 +108,27 @@ bool Timed(Column& col, const std::string& row, const std::string& cmd, size_t n
   return true;
 }
 
-// Waits until B's mount lists below rel what A's lists (sshfs; native: at once).
-bool AwaitMount(Column& col, const std::string& rel, std::chrono::seconds timeout) {
-  if (col.root_on_b == col.root) return true;
-  std::map<std::string, int64_t> want = Listing(col.root + "/" + rel);
-  auto give_up = Clock::now() + timeout;
-  while (Listing(col.root_on_b + "/" + rel) != want) {
-    if (Clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+// Where each node sees the tree below rel, A's first: each agent's view
+// (onebox), A's and B's mounts (sshfs, GlusterFS), or one directory (native).
+std::vector<std::string> Copies(TempDir& dir, const Column& col, const std::string& rel) {
+  if (col.nodes.empty()) {
+    std::vector<std::string> copies{col.root + "/" + rel};
+    if (col.root_on_b != col.root) copies.push_back(col.root_on_b + "/" + rel);
+    return copies;
   }
-  return true;
+  std::vector<std::string> views;
+  for (size_t i = 0; i < col.nodes.size(); ++i)
+    views.push_back(dir / fmt::format("n{}-{}-data/view/cluster/{}", col.nodes.size(), i, rel));
+  return views;
 }
 
-// Waits until every node's view holds what A's view holds below rel.
+// Waits until every other node's copy lists below rel what A's lists.
 bool AwaitViews(TempDir& dir, Column& col, const std::string& rel, std::chrono::seconds timeout) {
-  if (col.nodes.empty()) return AwaitMount(col, rel, timeout);
-  std::map<std::string, int64_t> want = Listing(dir / fmt::format("n{}-{}-data/view/cluster/{}", col.nodes.size(), 0, rel));
+  std::vector<std::string> copies = Copies(dir, col, rel);
+  std::map<std::string, int64_t> want = Listing(copies[0]);
   auto give_up = Clock::now() + timeout;
-  for (size_t i = 1; i < col.nodes.size(); ++i) {
-    std::string view = dir / fmt::format("n{}-{}-data/view/cluster/{}", col.nodes.size(), i, rel);
-    while (Listing(view) != want) {
+  for (size_t i = 1; i < copies.size(); ++i) {
+    while (Listing(copies[i]) != want) {
       if (Clock::now() > give_up) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -226,7 +227,7 @@ int main(int argc, char** argv) {
       for (auto& a : col.nodes) cpu_before.push_back(CpuSeconds(a->pid()));
       if (!Timed(col, "extract", fmt::format("tar -xf {} -C {}{}", tarball, base, col.tar_flags))) return 1;
       auto extracted = Clock::now();
-      if (!col.nodes.empty() || col.root_on_b != col.root) {  // not native
+      if (Copies(dir, col, "").size() > 1) {  // not native
         if (!AwaitViews(dir, col, fmt::format("t{}", r), std::chrono::seconds(120))) {
           fprintf(stderr, "tree_bench: %s: the extract never showed whole on every node\n", col.name.c_str());
           return 1;
