@@ -89,14 +89,6 @@ v1::NodeState Membership::StateOf(const Known& k, Clock::time_point now) const {
 
 void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp) {
   std::lock_guard lock(mu_);
-  // An exchange counts (PrepareRoundLocked skips the caller) only if the
-  // caller has heard our heartbeat of two rounds ago or later: our answers
-  // reach it. Answers that do not (slower than its deadline, a path that
-  // loses them) leave its view of us stale, and we call it ourselves.
-  const std::string self_id = NodeIdHex(self_.node_id);
-  for (const v1::Member& m : req.members())
-    if (m.node_id() == self_id && m.heartbeat() >= heartbeat_two_rounds_ago_ && !req.from().address().empty())
-      asked_us_[req.from().address()] = clock_.Now();
   MergeLocked(req.from());
   for (const v1::Member& m : req.members()) MergeLocked(m);
   SaveKnownLocked();
@@ -205,29 +197,15 @@ std::vector<std::string> Membership::PrepareRoundLocked(v1::GossipRequest* req) 
   if (rounds_ >= 2 || seeds_.empty() || !members_.empty()) ChooseIndexLocked();
   ++rounds_;
   *req->mutable_from() = SelfLocked();
-  heartbeat_two_rounds_ago_ = heartbeat_last_round_;
-  heartbeat_last_round_ = req->from().heartbeat();
-  // A member that gossiped with us since our last round has both tables
-  // already (an exchange carries them both ways): one exchange per pair per
-  // round is enough, and an idle cluster makes half the calls.
-  Clock::time_point previous_round = last_round_;
-  last_round_ = clock_.Now();
-  for (auto it = asked_us_.begin(); it != asked_us_.end();)  // forget callers gone quiet
-    it = it->second < previous_round ? asked_us_.erase(it) : std::next(it);
-  auto asked_us_since = [&](const std::string& address) {
-    auto it = asked_us_.find(address);
-    return it != asked_us_.end() && it->second > previous_round;
-  };
   std::vector<std::string> targets;
   for (auto& [id, k] : members_) {
     *req->add_members() = k.member;
-    if (k.member.address() != address_ && !asked_us_since(k.member.address())) targets.push_back(k.member.address());
+    if (k.member.address() != address_) targets.push_back(k.member.address());
   }
   std::shuffle(targets.begin(), targets.end(), rng_);
   if (targets.size() > static_cast<size_t>(options_.fanout)) targets.resize(options_.fanout);
   auto add = [&](const std::string& a) {
-    if (a != address_ && !asked_us_since(a) && std::find(targets.begin(), targets.end(), a) == targets.end())
-      targets.push_back(a);
+    if (a != address_ && std::find(targets.begin(), targets.end(), a) == targets.end()) targets.push_back(a);
   };
   for (const std::string& s : seeds_) add(s);
   if (members_.empty())

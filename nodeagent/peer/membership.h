@@ -1,9 +1,9 @@
 // Cluster membership by gossip (Scuttlebutt-style heartbeats). Every round
 // (500 ms) an agent raises its own heartbeat (an HLC timestamp, so it also
 // rises across restarts) and sends its member table to its seeds and a few
-// random members (but not to one that gossiped with us since our last round
-// and had our heartbeat of two rounds ago: an exchange carries both tables);
-// each side keeps, per member, the entry with the highest heartbeat. A member whose heartbeat has not risen for 2 s is suspect, for
+// random members (each side calls the other: a call is also what keeps a
+// node's channel to a member connected); each side keeps, per member, the
+// entry with the highest heartbeat. A member whose heartbeat has not risen for 2 s is suspect, for
 // 10 s dead (dead members stay listed). Each node picks a cluster-unique index
 // (the smallest positive integer no known member holds), keeps it in its store,
 // and gives it up only on a conflict with a member of lower node id, which can
@@ -102,10 +102,6 @@ class Membership {
   MembershipOptions options_;
   std::atomic<uint32_t> index_{0};
   int rounds_ = 0;
-  Clock::time_point last_round_{};                          // when our last round began (under mu_)
-  std::map<std::string, Clock::time_point> asked_us_;       // address -> its last gossip to us (under mu_)
-  uint64_t heartbeat_last_round_ = 0;                       // our heartbeat as our last round sent it
-  uint64_t heartbeat_two_rounds_ago_ = 0;                   // and the round before (under mu_)
 
   std::mutex mu_;
   std::map<std::string, Known> members_;  // by node id (hex), not ourselves
