@@ -31,7 +31,7 @@ constexpr auto kDeadline = std::chrono::seconds(2);
 // the peer applies one, few enough that a slow peer is not flooded.
 constexpr size_t kWindow = 4;
 // A stream with nothing to send for this long is closed (idle agents hold none).
-constexpr auto kQuiet = std::chrono::seconds(2);
+constexpr auto kQuiet = std::chrono::milliseconds(2000);  // (milliseconds: kQuiet / 4 must not round to 0)
 // A stream call blocked this long (a hung or cut-off peer) is cancelled.
 constexpr int64_t kStuck = 2000;
 int64_t Ms(Clock::time_point t) {
