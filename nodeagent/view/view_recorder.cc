@@ -656,16 +656,20 @@ Status ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPre
   std::vector<std::optional<ChunkPrehasher::Ahead>> later(count);
   std::atomic<size_t> next{0}, reused{0};
   std::atomic<bool> ok{true};
+  // Each thread's buffer holds one chunk as the file's size asks, not zeroed:
+  // a small file must not pay for clearing (and faulting in) a whole 1 MiB.
+  const size_t buffer_bytes = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, size));
   auto work = [&] {
-    std::vector<char> chunk(kChunkBytes);
+    std::unique_ptr<char[]> buffer(new char[std::max<size_t>(buffer_bytes, 1)]);
+    char* const chunk = buffer.get();
     for (size_t i = next++; i < count && ok; i = next++) {
       const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, size - i * kChunkBytes));
       bool failed = false;  // chunk boundaries are fixed offsets
-      const size_t have = ReadFullAt(fd, chunk.data(), want, i * kChunkBytes, &failed);
+      const size_t have = ReadFullAt(fd, chunk, want, i * kChunkBytes, &failed);
       lengths[i] = have;
       if (failed) ok = false;
       if (have == 0 || failed) continue;  // (short: the file shrank; this is its last chunk as read)
-      if (have == want && i < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[i], chunk.data(), have)) {
+      if (have == want && i < ahead.size() && have == kChunkBytes && prehasher_->Matches(ahead[i], chunk, have)) {
         digests[i] = ahead[i].digest;  // unchanged since it was hashed
         ++reused;
         if (deferred) {
@@ -673,13 +677,13 @@ Status ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPre
           continue;
         }
       } else if (deferred && have == kChunkBytes && prehasher_) {
-        later[i] = prehasher_->Hash(chunk.data(), have);
+        later[i] = prehasher_->Hash(chunk, have);
         digests[i] = later[i]->digest;
         continue;
       } else {
-        digests[i] = Sha256(std::string_view(chunk.data(), have));
+        digests[i] = Sha256(std::string_view(chunk, have));
       }
-      if (!store_.PutChunk(digests[i], std::string_view(chunk.data(), have)).ok()) ok = false;
+      if (!store_.PutChunk(digests[i], std::string_view(chunk, have)).ok()) ok = false;
     }
   };
   // Two threads for big files: the program that wrote it is done with its CPU.
