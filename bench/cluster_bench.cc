@@ -13,6 +13,8 @@
 //   cluster_bench [--seconds S] [--gib G]
 #include <algorithm>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -21,6 +23,7 @@
 #include <fstream>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -148,37 +151,72 @@ int main(int argc, char** argv) {
   }
   if (mkdir((view_a + "/lag").c_str(), 0755) != 0) return 1;
   std::vector<Clock::time_point> closed(total);
-  std::vector<std::atomic<bool>> written(total);
   std::thread file_writer([&] {
     auto start = Clock::now();
     for (int i = 0; i < total; ++i) {
       std::this_thread::sleep_until(start + std::chrono::microseconds(1000) * i);
       if (!WriteFile(fmt::format("{}/lag/f{:06}", view_a, i), fmt::format("update {}\n", i))) std::abort();
       closed[i] = Clock::now();
-      written[i] = true;
     }
   });
-  std::vector<double> file_lag_ms;
-  for (int i = 0; i < total; ++i) {
-    std::string path = fmt::format("{}/lag/f{:06}", view_b, i);
-    off_t want = static_cast<off_t>(fmt::format("update {}\n", i).size());
-    struct stat st;
+  // B's view is watched with inotify, not polled: a reader spinning on
+  // stat() would take one of this machine's two cores from the agents.
+  std::vector<Clock::time_point> seen(total);
+  std::vector<bool> found(total, false);
+  {
+    const std::string lag_b = view_b + "/lag";
     auto give_up = Clock::now() + std::chrono::seconds(30);
-    while (!(stat(path.c_str(), &st) == 0 && st.st_size == want) && Clock::now() < give_up) std::this_thread::yield();
-    auto seen = Clock::now();
-    while (!written[i]) std::this_thread::yield();
-    file_lag_ms.push_back(std::max(0.0, Ms(seen - closed[i])));
+    while (access(lag_b.c_str(), F_OK) != 0 && Clock::now() < give_up)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    int watch = inotify_init1(IN_CLOEXEC);
+    if (watch < 0 || inotify_add_watch(watch, lag_b.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB) < 0) return 1;
+    int left = total;
+    // Whether entry name holds its whole update now (placed before the watch, or just now).
+    auto look = [&](const std::string& name) {
+      int i = -1;
+      if (sscanf(name.c_str(), "f%06d", &i) != 1 || i < 0 || i >= total || found[i]) return;
+      struct stat st;
+      if (stat((lag_b + "/" + name).c_str(), &st) != 0 ||
+          st.st_size != static_cast<off_t>(fmt::format("update {}\n", i).size()))
+        return;
+      seen[i] = Clock::now();
+      found[i] = true;
+      --left;
+    };
+    for (const auto& entry : std::filesystem::directory_iterator(lag_b)) look(entry.path().filename());
+    alignas(inotify_event) char buf[64 << 10];
+    while (left > 0 && Clock::now() < give_up) {
+      pollfd p{watch, POLLIN, 0};
+      if (poll(&p, 1, 1000) <= 0) continue;
+      ssize_t n = read(watch, buf, sizeof buf);
+      for (ssize_t off = 0; off < n;) {
+        auto* ev = reinterpret_cast<inotify_event*>(buf + off);
+        if (ev->len > 0) look(ev->name);
+        off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      }
+    }
+    close(watch);
   }
   file_writer.join();
+  std::vector<double> file_lag_ms;
+  for (int i = 0; i < total; ++i)  // (not seen in 30 s: counted at the give-up)
+    file_lag_ms.push_back(found[i] ? std::max(0.0, Ms(seen[i] - closed[i])) : 30000.0);
+  // The first second apart too: a backlog that builds at the start and drains
+  // shows there, the steady state after it.
+  std::vector<double> file_lag_after_ms(file_lag_ms.begin() + std::min(total, 1000), file_lag_ms.end());
   std::sort(file_lag_ms.begin(), file_lag_ms.end());
+  std::sort(file_lag_after_ms.begin(), file_lag_after_ms.end());
 
   printf("cluster_bench: 3 agents on loopback, %d updates on A at 1k/s, each looked for on B as soon as it is made\n",
          total);
   printf("%-58s %8s %8s %8s   %s\n", "benchmark", "p50 ms", "p99 ms", "max ms", "goal");
   printf("%-58s %8.2f %8.2f %8.2f   %s\n", "P6 visibility lag A -> B (Store put: acked -> read)", pct(lag_ms, 0.5),
-         pct(lag_ms, 0.99), lag_ms.back(), "p99 <= 50 ms");
+         pct(lag_ms, 0.99), lag_ms.back(), "p99 <= 2 ms");
   printf("%-58s %8.2f %8.2f %8.2f   %s\n", "P6 visibility lag A -> B (file: close -> in B's view)",
-         pct(file_lag_ms, 0.5), pct(file_lag_ms, 0.99), file_lag_ms.back(), "p99 <= 50 ms");
+         pct(file_lag_ms, 0.5), pct(file_lag_ms, 0.99), file_lag_ms.back(), "p99 <= 2 ms");
+  if (!file_lag_after_ms.empty())
+    printf("%-58s %8.2f %8.2f %8.2f   %s\n", "  the same, after the first 1,000 updates", pct(file_lag_after_ms, 0.5),
+           pct(file_lag_after_ms, 0.99), file_lag_after_ms.back(), "");
 
   // P9: one big file. Native first: the same writes to a plain file on the same disk.
   uint64_t bytes = static_cast<uint64_t>(gib * 1024) << 20;  // whole MiB: the file is written 1 MiB at a time
