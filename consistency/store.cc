@@ -25,7 +25,8 @@ constexpr std::string_view kHlcMetaKey = "hlc";
 // Present while chunks written without the WAL may not be flushed yet: after a
 // crash, records may name chunks the store lost (Store::ChunksMayBeLost).
 constexpr std::string_view kChunksUnflushedKey = "chunks-unflushed";
-// Chunks at least this big skip the WAL; smaller ones are cheap to log.
+// kBySyncedWrite chunks at least this big skip the WAL (a synced write flushes
+// them); smaller ones are cheaper to log than to flush at every fsync.
 constexpr size_t kWalLessChunkBytes = 64 << 10;
 
 // Keeps the larger of two 8-byte big-endian values: the order in which
@@ -648,9 +649,10 @@ Status Store::ForEachRecord(const std::function<void(std::string_view, const Rec
   return FromRocks(it->status(), "iterate");
 }
 
-Status Store::PutChunk(std::string_view digest, std::string_view bytes) {
+Status Store::PutChunk(std::string_view digest, std::string_view bytes, ChunkDurability durability) {
   rocksdb::WriteOptions wo;
-  if (bytes.size() >= kWalLessChunkBytes) {
+  const bool eventually = durability == ChunkDurability::kEventually;
+  if (eventually || bytes.size() >= kWalLessChunkBytes) {
     // The mark goes to the WAL before the chunk is written, so before any
     // record that names it.
     {
@@ -663,12 +665,20 @@ Status Store::PutChunk(std::string_view digest, std::string_view bytes) {
     std::lock_guard lock(chunks_mark_mu_);
     --chunk_puts_in_flight_;
     chunks_unflushed_ = true;  // after the put: a flush that began before it leaves the flag
+    if (!eventually) synced_writes_flush_ = true;
     return s;
   }
   return FromRocks(db_->Put(wo, cf(Cf::kChunks), digest, bytes), "put chunk");
 }
 
-Status Store::FlushChunksIfSynced(bool sync) { return sync ? FlushChunks() : Status::Ok(); }
+Status Store::FlushChunksIfSynced(bool sync) {
+  if (!sync) return Status::Ok();
+  {
+    std::lock_guard lock(chunks_mark_mu_);
+    if (!synced_writes_flush_) return Status::Ok();  // none waits that a synced write may name
+  }
+  return FlushChunks();
+}
 
 Status Store::WriteChunkMark() {
   if (chunks_mark_written_) return Status::Ok();
@@ -696,13 +706,14 @@ Status Store::FlushChunks() {
     if (!chunks_unflushed_ && !(chunks_mark_written_ && chunk_mark_holds_ == 0)) return Status::Ok();
     flush = chunks_unflushed_;
     chunks_unflushed_ = false;  // a chunk put from now on is for the next flush
+    synced_writes_flush_ = false;
   }
   if (flush) {
     rocksdb::FlushOptions fo;
     fo.wait = true;
     if (rocksdb::Status s = db_->Flush(fo, cf(Cf::kChunks)); !s.ok()) {
       std::lock_guard lock(chunks_mark_mu_);
-      chunks_unflushed_ = true;
+      chunks_unflushed_ = synced_writes_flush_ = true;  // (which of them waits is not known: all)
       return FromRocks(s, "flush chunks");
     }
   }

@@ -167,12 +167,24 @@ class Store {
                     const std::function<void(Cf, std::string_view key, std::string_view encoded)>& fn, bool* more);
 
   // Content chunks, addressed by their digest: immutable, so written without
-  // versions. Chunks of 64 KiB and more skip the write-ahead log (it would
-  // write and checksum every byte once more): they are durable once the
-  // chunks family is flushed, which every synced write does first
-  // (FlushChunks). GetChunk does not verify RocksDB's checksums: callers
-  // check the bytes against the digest.
-  Status PutChunk(std::string_view digest, std::string_view bytes);
+  // versions. A chunk skips the write-ahead log (it would write and
+  // checksum every byte once more) unless a synced write will name it while
+  // it is small: it is durable once the chunks family is flushed. GetChunk
+  // does not verify RocksDB's checksums: callers check the bytes against
+  // the digest.
+  enum class ChunkDurability {
+    // Durable by the synced write that names it (fsync's record, a quorum
+    // push): under 64 KiB through the WAL, else flushed by every synced
+    // write that follows (FlushChunks).
+    kBySyncedWrite,
+    // Durable by the next flush of the family; a crash before it may lose
+    // it, as the chunk mark tells the next start (the view or a peer gives
+    // it back): a closed file's content, replication's pushes. Synced
+    // writes do not wait for it.
+    kEventually,
+  };
+  Status PutChunk(std::string_view digest, std::string_view bytes,
+                  ChunkDurability durability = ChunkDurability::kBySyncedWrite);
   Result<std::string> GetChunk(std::string_view digest);
   bool HasChunk(std::string_view digest);  // reads the chunk (a blob) to tell
   // False only when the chunk is surely not here (a bloom filter; no blob read).
@@ -217,11 +229,13 @@ class Store {
   std::mutex chunks_mark_mu_;   // the fields below and the mark in the meta family
   std::mutex chunks_flush_mu_;  // one FlushChunks at a time
   bool chunks_unflushed_ = false;     // WAL-less chunks may wait in the memtable
+  bool synced_writes_flush_ = false;  // some of them are kBySyncedWrite: the next synced write flushes
   bool chunks_mark_written_ = false;  // the mark is in the meta family
   int chunk_mark_holds_ = 0;
   int chunk_puts_in_flight_ = 0;  // WAL-less puts begun, not yet done
-  // Before a synced write takes its locks: the chunks put so far are durable
-  // first, so a synced record never names a chunk a crash can lose.
+  // Before a synced write takes its locks: the kBySyncedWrite chunks put so
+  // far are durable first, so a synced record never names a chunk a crash
+  // can lose.
   Status FlushChunksIfSynced(bool sync);
   bool chunks_may_be_lost_ = false;
   Status WriteChunkMark();  // under chunks_mark_mu_

@@ -132,9 +132,10 @@ namespace {
 constexpr auto kChunkStoreWait = std::chrono::milliseconds(500);  // in all, per push
 }  // namespace
 
-Status ContentTransfer::Push(const std::string& address, const std::vector<std::string>& digests) {
+Status ContentTransfer::Push(const std::string& address, const std::vector<std::string>& digests, bool sync) {
   v1::PushChunksRequest req;
   req.set_from_node_id(self_);
+  req.set_sync(sync);
   size_t bytes = 0;
   auto flush = [&]() -> Status {
     if (req.chunks_size() == 0) return Status::Ok();
@@ -181,10 +182,11 @@ Status ContentTransfer::OnFetchChunk(const v1::FetchChunkRequest& req, v1::Fetch
 
 Status ContentTransfer::OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp) {
   uint32_t stored = 0;
+  const auto durability = req.sync() ? Store::ChunkDurability::kBySyncedWrite : Store::ChunkDurability::kEventually;
   for (const v1::Chunk& c : req.chunks()) {
     if (Sha256(c.data()) != c.digest())
       return Status::InvalidArgument(fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
-    if (Status s = store_.PutChunk(c.digest(), c.data()); !s.ok()) return s;
+    if (Status s = store_.PutChunk(c.digest(), c.data(), durability); !s.ok()) return s;
     ++stored;
   }
   resp->set_stored(stored);

@@ -47,8 +47,9 @@ class ContentTransfer {
   // The other live members that should hold path's content: replication
   // factor - 1 of them.
   std::vector<PeerAddress> Holders(const std::string& path);
-  // Sends the chunks the receiver should hold, in batches of at most 3 MiB.
-  Status Push(const std::string& address, const std::vector<std::string>& digests);
+  // Sends the chunks the receiver should hold, in batches of at most 3 MiB;
+  // sync: a synced Replicate that names them follows (PushChunksRequest.sync).
+  Status Push(const std::string& address, const std::vector<std::string>& digests, bool sync = false);
   // How many nodes besides the writer hold a file's content.
   size_t OtherHolders() const { return replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0; }
 

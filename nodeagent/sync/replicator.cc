@@ -392,7 +392,7 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
   size_t got = 0;
   std::string why;
   for (const auto& [node_id, address] : HoldersFirst(path)) {
-    if (Status s = content_.Push(address, chunks); !s.ok()) {
+    if (Status s = content_.Push(address, chunks, /*sync=*/true); !s.ok()) {
       why += fmt::format("; {}: {}", node_id, s.message());
       continue;
     }

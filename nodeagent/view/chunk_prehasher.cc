@@ -127,7 +127,8 @@ void ChunkPrehasher::StoreChunks(const KeepJob& job) {
   size_t gone = 0;
   for (const auto& [index, ahead] : job.chunks) {
     std::optional<std::string> bytes = ReadMatching(job.path, job.ino, index, ahead);
-    if (!bytes || !store_.PutChunk(ahead.digest, *bytes).ok()) ++gone;
+    // (a close's content: fsync's RecordNow stores its own chunks, durably)
+    if (!bytes || !store_.PutChunk(ahead.digest, *bytes, Store::ChunkDurability::kEventually).ok()) ++gone;
     std::lock_guard lock(mu_);
     auto [from, to] = pending_.equal_range(ahead.digest);
     for (auto it = from; it != to; ++it)

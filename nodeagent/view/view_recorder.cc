@@ -455,7 +455,8 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
     return Status::Ok();
   }
   // Vanished or unreadable meanwhile: its own events follow.
-  return HashContent(path, inode, change == Change::kFsync ? nullptr : deferred);
+  if (change == Change::kFsync) return HashContent(path, inode, Store::ChunkDurability::kBySyncedWrite);
+  return HashContent(path, inode, Store::ChunkDurability::kEventually, deferred);
 }
 
 Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode,
@@ -616,7 +617,8 @@ void ViewRecorder::FullScan() {
   }
 }
 
-Status ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred) {
+Status ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Store::ChunkDurability durability,
+                                 Deferred* deferred) {
   // A writer may change the file while it is read: hash again (up to three
   // times) until size, mtime and ctime are the same before and after.
   for (int attempt = 0; attempt < 3; ++attempt) {
@@ -629,7 +631,7 @@ Status ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Defe
     if (attempt == 0 && prehasher_) ahead = prehasher_->Take(path, before.st_ino);
     v1::Inode hashed;
     if (deferred) deferred->clear();
-    Status hashed_ok = HashFd(fd, &hashed, ahead, deferred);
+    Status hashed_ok = HashFd(fd, &hashed, durability, ahead, deferred);
     bool stable = fstat(fd, &after) == 0 && FileLook::Of(before).Unchanged(FileLook::Of(after));
     close(fd);
     if (!hashed_ok.ok()) return hashed_ok;
@@ -643,8 +645,8 @@ Status ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Defe
   return Status::Ok();  // (the loop returns on its last attempt)
 }
 
-Status ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead,
-                            Deferred* deferred) {
+Status ViewRecorder::HashFd(int fd, v1::Inode* inode, Store::ChunkDurability durability,
+                            const std::vector<ChunkPrehasher::Ahead>& ahead, Deferred* deferred) {
   struct stat st;
   if (fstat(fd, &st) != 0) return Status::IOError(fmt::format("stat: {}", strerror(errno)));
   const uint64_t size = static_cast<uint64_t>(st.st_size);
@@ -683,7 +685,7 @@ Status ViewRecorder::HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPre
       } else {
         digests[i] = Sha256(std::string_view(chunk, have));
       }
-      if (!store_.PutChunk(digests[i], std::string_view(chunk, have)).ok()) ok = false;
+      if (!store_.PutChunk(digests[i], std::string_view(chunk, have), durability).ok()) ok = false;
     }
   };
   // Two threads for big files: the program that wrote it is done with its CPU.

@@ -130,11 +130,13 @@ class ViewRecorder {
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   // Hashes path's content into inode; with deferred, chunks hashed ahead are
-  // not stored but listed there (for ChunkPrehasher::Keep), else stored.
-  Status HashContent(const std::string& path, v1::Inode* inode, Deferred* deferred = nullptr);
+  // not stored but listed there (for ChunkPrehasher::Keep), else stored, as
+  // durable as durability says (fsync's chunks by its synced record).
+  Status HashContent(const std::string& path, v1::Inode* inode, Store::ChunkDurability durability,
+                     Deferred* deferred = nullptr);
   // Hashes (and stores) fd's chunks; a chunk in ahead whose bytes still match is taken as is.
-  Status HashFd(int fd, v1::Inode* inode, const std::vector<ChunkPrehasher::Ahead>& ahead = {},
-                Deferred* deferred = nullptr);
+  Status HashFd(int fd, v1::Inode* inode, Store::ChunkDurability durability,
+                const std::vector<ChunkPrehasher::Ahead>& ahead = {}, Deferred* deferred = nullptr);
   // After a crash (Store::ChunksMayBeLost): stores again, from the view, the
   // chunks that records name and the store lost, where the view file is still
   // the recorded version.

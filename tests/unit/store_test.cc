@@ -475,9 +475,10 @@ TEST(Store, FamiliesAreSeparateAndOnlyVersionedOnesTakeRecords) {
   EXPECT_EQ(s->GetChunk("other").status().code(), Code::kNotFound);
 }
 
-// Big chunks skip the WAL: a crash may lose them, but never those a synced
-// write came after, and the next open says that some may be lost.
-TEST(Store, BigChunksLostInACrashAreOnlyThoseNoSyncedWriteFollowed) {
+// Big chunks and closed files' chunks skip the WAL: a crash may lose them,
+// but never one a synced write was to name (a big kBySyncedWrite chunk put
+// before it), and the next open says that some may be lost.
+TEST(Store, ChunksLostInACrashAreOnlyThoseNoSyncedWriteWasToName) {
   // The crash runs in a fresh process (gtest re-executes this test up to the
   // EXPECT_EXIT): a forked copy of this one would lack RocksDB's threads. It
   // finds the store through the environment.
@@ -489,14 +490,27 @@ TEST(Store, BigChunksLostInACrashAreOnlyThoseNoSyncedWriteFollowed) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   auto crash = [&] {
     auto s = OpenStore(dir);
-    bool ok = s->PutChunk("big1", big1).ok() && s->PutChunk("small", small).ok() && s->Put("k", "v", true).ok();
+    // Each step one statement: the first failure exits 1.
+    auto step = [](bool ok) {
+      if (!ok) _exit(1);
+    };
+    step(s->PutChunk("big1", big1).ok());
+    step(s->PutChunk("small", small).ok());
+    step(s->Put("k", "v", true).ok());
     // A synced apply of a record already held (it came unsynced first)
     // still makes the chunks put before it durable.
     Record remote{{s->clock().Now(), 9}, false, "r"};
-    ok = ok && s->ApplyBatch({{Cf::kKv, "remote", remote}}, false).ok() && s->PutChunk("big3", big3).ok() &&
-         s->ApplyBatch({{Cf::kKv, "remote", remote}}, true).ok();
-    ok = ok && s->PutChunk("big2", big2).ok() && s->Put("k2", "v2", false).ok();
-    _exit(ok ? 0 : 1);  // without closing the store: nothing flushed at exit
+    step(s->ApplyBatch({{Cf::kKv, "remote", remote}}, false).ok());
+    step(s->PutChunk("big3", big3).ok());
+    step(s->ApplyBatch({{Cf::kKv, "remote", remote}}, true).ok());
+    // A closed file's chunk (kEventually) skips the WAL, and a synced write
+    // does not wait for it to be flushed.
+    step(s->PutChunk("closed", "a closed file's chunk", Store::ChunkDurability::kEventually).ok());
+    step(s->Put("k3", "v3", true).ok());
+    step(s->PutChunk("big2", big2).ok());
+    step(s->Put("k2", "v2", false).ok());
+    step(s->PutChunk("small2", "put after the last synced write").ok());
+    _exit(0);  // without closing the store: nothing flushed at exit
   };
   EXPECT_EXIT(crash(), ::testing::ExitedWithCode(0), "");
   unsetenv(kDirVar);
@@ -506,8 +520,11 @@ TEST(Store, BigChunksLostInACrashAreOnlyThoseNoSyncedWriteFollowed) {
     EXPECT_EQ(*s->GetChunk("big1"), big1);    // flushed before the synced write
     EXPECT_EQ(*s->GetChunk("big3"), big3);    // flushed before the synced apply
     EXPECT_EQ(*s->GetChunk("small"), small);  // small chunks go through the WAL
+    EXPECT_EQ(*s->GetChunk("small2"), "put after the last synced write");  // with no synced write after it
     EXPECT_FALSE(s->HasChunk("big2"));        // lost with the memtable
+    EXPECT_FALSE(s->HasChunk("closed"));      // lost too: the synced write after it did not flush it
     EXPECT_EQ(s->Get("k2")->value, "v2");     // records are in the WAL
+    EXPECT_EQ(s->Get("k3")->value, "v3");
     ASSERT_TRUE(s->PutChunk("big2", big2).ok());
   }
   // A clean close flushes them and clears the mark.
