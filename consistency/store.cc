@@ -665,6 +665,7 @@ Status Store::PutChunk(std::string_view digest, std::string_view bytes, ChunkDur
     std::lock_guard lock(chunks_mark_mu_);
     --chunk_puts_in_flight_;
     chunks_unflushed_ = true;  // after the put: a flush that began before it leaves the flag
+    last_walless_put_ = std::chrono::steady_clock::now();
     if (!eventually) synced_writes_flush_ = true;
     return s;
   }
@@ -696,6 +697,14 @@ Status Store::HoldChunkMark() {
 void Store::ReleaseChunkMark() {
   std::lock_guard lock(chunks_mark_mu_);
   if (chunk_mark_holds_ > 0) --chunk_mark_holds_;
+}
+
+Status Store::FlushChunksIfQuiet(std::chrono::milliseconds quiet) {
+  {
+    std::lock_guard lock(chunks_mark_mu_);
+    if (!chunks_unflushed_ || std::chrono::steady_clock::now() - last_walless_put_ < quiet) return Status::Ok();
+  }
+  return FlushChunks();
 }
 
 Status Store::FlushChunks() {

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -191,6 +192,10 @@ class Store {
   bool MayHaveChunk(std::string_view digest);
   // Makes every chunk put so far durable (a no-op when none waits).
   Status FlushChunks();
+  // FlushChunks once no chunk has been put without the WAL for `quiet`:
+  // bounds how long a crash may lose a closed file's chunks, and clears the
+  // mark that makes the next start look for lost ones.
+  Status FlushChunksIfQuiet(std::chrono::milliseconds quiet);
   // For chunks a record will name before they are put (the recorder stores
   // some after recording): the mark of possibly lost chunks stays while any
   // hold is taken. Take it before the record is written.
@@ -230,6 +235,7 @@ class Store {
   std::mutex chunks_flush_mu_;  // one FlushChunks at a time
   bool chunks_unflushed_ = false;     // WAL-less chunks may wait in the memtable
   bool synced_writes_flush_ = false;  // some of them are kBySyncedWrite: the next synced write flushes
+  std::chrono::steady_clock::time_point last_walless_put_;  // the last of them
   bool chunks_mark_written_ = false;  // the mark is in the meta family
   int chunk_mark_holds_ = 0;
   int chunk_puts_in_flight_ = 0;  // WAL-less puts begun, not yet done

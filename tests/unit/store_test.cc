@@ -533,6 +533,34 @@ TEST(Store, ChunksLostInACrashAreOnlyThoseNoSyncedWriteWasToName) {
   EXPECT_EQ(*s->GetChunk("big2"), big2);
 }
 
+// Closed files' chunks wait in the memtable only until writes pause: then
+// they are flushed (FlushChunksIfQuiet), and a crash no longer loses them.
+TEST(Store, ChunksWithoutTheWalAreFlushedOnceWritesPause) {
+  constexpr const char* kDirVar = "ONEBOX_TEST_PAUSED_STORE";
+  std::optional<TempDir> own;
+  std::string dir = getenv(kDirVar) ? getenv(kDirVar) : own.emplace().path();
+  setenv(kDirVar, dir.c_str(), 1);
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto crash = [&] {
+    auto s = OpenStore(dir);
+    auto step = [](bool ok) {
+      if (!ok) _exit(1);
+    };
+    step(s->PutChunk("early", "put before the pause", Store::ChunkDurability::kEventually).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    step(s->FlushChunksIfQuiet(std::chrono::milliseconds(20)).ok());  // paused long enough: flushed
+    step(s->PutChunk("late", "put just now", Store::ChunkDurability::kEventually).ok());
+    step(s->FlushChunksIfQuiet(std::chrono::seconds(10)).ok());  // not paused yet: left
+    _exit(0);
+  };
+  EXPECT_EXIT(crash(), ::testing::ExitedWithCode(0), "");
+  unsetenv(kDirVar);
+  auto s = OpenStore(dir);
+  EXPECT_TRUE(s->ChunksMayBeLost());
+  EXPECT_EQ(*s->GetChunk("early"), "put before the pause");
+  EXPECT_FALSE(s->HasChunk("late"));
+}
+
 TEST(Store, LogsLocalWritesInOrderAcrossRestarts) {
   TempDir dir;
   {
