@@ -664,9 +664,11 @@ Status Store::PutChunk(std::string_view digest, std::string_view bytes, ChunkDur
     Status s = FromRocks(db_->Put(wo, cf(Cf::kChunks), digest, bytes), "put chunk");
     std::lock_guard lock(chunks_mark_mu_);
     --chunk_puts_in_flight_;
+    const auto now = std::chrono::steady_clock::now();
+    if (!chunks_unflushed_) first_walless_put_ = now;
     chunks_unflushed_ = true;  // after the put: a flush that began before it leaves the flag
-    last_walless_put_ = std::chrono::steady_clock::now();
-    if (!eventually) synced_writes_flush_ = true;
+    last_walless_put_ = now;
+    if (!eventually) ++synced_puts_;  // after the put: a flush that began before it does not count it
     return s;
   }
   return FromRocks(db_->Put(wo, cf(Cf::kChunks), digest, bytes), "put chunk");
@@ -676,9 +678,9 @@ Status Store::FlushChunksIfSynced(bool sync) {
   if (!sync) return Status::Ok();
   {
     std::lock_guard lock(chunks_mark_mu_);
-    if (!synced_writes_flush_) return Status::Ok();  // none waits that a synced write may name
+    if (synced_puts_flushed_ >= synced_puts_) return Status::Ok();  // every one a synced write may name is flushed
   }
-  return FlushChunks();
+  return FlushChunks();  // (waits for a flush under way first; it may hold them)
 }
 
 Status Store::WriteChunkMark() {
@@ -699,10 +701,14 @@ void Store::ReleaseChunkMark() {
   if (chunk_mark_holds_ > 0) --chunk_mark_holds_;
 }
 
-Status Store::FlushChunksIfQuiet(std::chrono::milliseconds quiet) {
+Status Store::FlushChunksIfQuiet(std::chrono::milliseconds quiet, std::chrono::milliseconds max_age) {
   {
     std::lock_guard lock(chunks_mark_mu_);
-    if (!chunks_unflushed_ || std::chrono::steady_clock::now() - last_walless_put_ < quiet) return Status::Ok();
+    const auto now = std::chrono::steady_clock::now();
+    const bool lone_mark = chunks_mark_written_ && chunk_mark_holds_ == 0 && chunk_puts_in_flight_ == 0;
+    if (!chunks_unflushed_ && !lone_mark) return Status::Ok();
+    if (chunks_unflushed_ && now - last_walless_put_ < quiet && now - first_walless_put_ < max_age)
+      return Status::Ok();
   }
   return FlushChunks();
 }
@@ -710,23 +716,25 @@ Status Store::FlushChunksIfQuiet(std::chrono::milliseconds quiet) {
 Status Store::FlushChunks() {
   std::lock_guard flush_lock(chunks_flush_mu_);
   bool flush;
+  uint64_t covers = 0;  // the kBySyncedWrite puts this flush holds once done
   {
     std::lock_guard lock(chunks_mark_mu_);
     if (!chunks_unflushed_ && !(chunks_mark_written_ && chunk_mark_holds_ == 0)) return Status::Ok();
     flush = chunks_unflushed_;
     chunks_unflushed_ = false;  // a chunk put from now on is for the next flush
-    synced_writes_flush_ = false;
+    covers = synced_puts_;
   }
   if (flush) {
     rocksdb::FlushOptions fo;
     fo.wait = true;
     if (rocksdb::Status s = db_->Flush(fo, cf(Cf::kChunks)); !s.ok()) {
       std::lock_guard lock(chunks_mark_mu_);
-      chunks_unflushed_ = synced_writes_flush_ = true;  // (which of them waits is not known: all)
+      chunks_unflushed_ = true;
       return FromRocks(s, "flush chunks");
     }
   }
   std::lock_guard lock(chunks_mark_mu_);
+  synced_puts_flushed_ = std::max(synced_puts_flushed_, covers);
   // Newer chunks not flushed yet, or chunks still to be put: the mark stays.
   if (chunks_unflushed_ || chunk_mark_holds_ > 0 || chunk_puts_in_flight_ > 0 || !chunks_mark_written_)
     return Status::Ok();

@@ -192,10 +192,11 @@ class Store {
   bool MayHaveChunk(std::string_view digest);
   // Makes every chunk put so far durable (a no-op when none waits).
   Status FlushChunks();
-  // FlushChunks once no chunk has been put without the WAL for `quiet`:
-  // bounds how long a crash may lose a closed file's chunks, and clears the
-  // mark that makes the next start look for lost ones.
-  Status FlushChunksIfQuiet(std::chrono::milliseconds quiet);
+  // FlushChunks once no chunk has been put without the WAL for `quiet`, or
+  // the oldest unflushed one is max_age old: bounds how long a crash may
+  // lose a closed file's chunks, and clears the mark that makes the next
+  // start look for lost ones (also when nothing is left to flush).
+  Status FlushChunksIfQuiet(std::chrono::milliseconds quiet, std::chrono::milliseconds max_age);
   // For chunks a record will name before they are put (the recorder stores
   // some after recording): the mark of possibly lost chunks stays while any
   // hold is taken. Take it before the record is written.
@@ -234,8 +235,12 @@ class Store {
   std::mutex chunks_mark_mu_;   // the fields below and the mark in the meta family
   std::mutex chunks_flush_mu_;  // one FlushChunks at a time
   bool chunks_unflushed_ = false;     // WAL-less chunks may wait in the memtable
-  bool synced_writes_flush_ = false;  // some of them are kBySyncedWrite: the next synced write flushes
-  std::chrono::steady_clock::time_point last_walless_put_;  // the last of them
+  // WAL-less kBySyncedWrite puts done, and how many of them a finished flush
+  // holds: a synced write flushes unless every one put before it is held
+  // (a flush still under way does not count until it has finished).
+  uint64_t synced_puts_ = 0;
+  uint64_t synced_puts_flushed_ = 0;
+  std::chrono::steady_clock::time_point first_walless_put_, last_walless_put_;  // of the unflushed ones
   bool chunks_mark_written_ = false;  // the mark is in the meta family
   int chunk_mark_holds_ = 0;
   int chunk_puts_in_flight_ = 0;  // WAL-less puts begun, not yet done

@@ -32,8 +32,10 @@ constexpr auto kDeadline = std::chrono::seconds(2);
 constexpr size_t kWindow = 4;
 // A stream with nothing to send for this long is closed (idle agents hold none).
 constexpr auto kQuiet = std::chrono::milliseconds(2000);  // (milliseconds: kQuiet / 4 must not round to 0)
-// Chunks put without the WAL are flushed once none has been put for this long.
+// Chunks put without the WAL are flushed once none has been put for this
+// long, or once the oldest unflushed one is this old (under steady writes).
 constexpr auto kChunksQuiet = std::chrono::milliseconds(2000);
+constexpr auto kChunksMaxAge = std::chrono::milliseconds(30000);
 // A stream call blocked this long (a hung or cut-off peer) is cancelled.
 constexpr int64_t kStuck = 2000;
 int64_t Ms(Clock::time_point t) {
@@ -317,7 +319,7 @@ void Replicator::Loop() {
       last_truncate_ = now;
       TruncateLog();
       // Closed files' chunks wait in the memtable (Store::ChunkDurability): flushed once writes pause.
-      if (Status s = store_.FlushChunksIfQuiet(kChunksQuiet); !s.ok()) spdlog::warn("replication: {}", s.message());
+      if (Status s = store_.FlushChunksIfQuiet(kChunksQuiet, kChunksMaxAge); !s.ok()) spdlog::warn("replication: {}", s.message());
     }
     Watchdog();
     // One pusher per live peer, each at its own pace: a slow or cut-off peer

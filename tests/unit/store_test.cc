@@ -533,8 +533,9 @@ TEST(Store, ChunksLostInACrashAreOnlyThoseNoSyncedWriteWasToName) {
   EXPECT_EQ(*s->GetChunk("big2"), big2);
 }
 
-// Closed files' chunks wait in the memtable only until writes pause: then
-// they are flushed (FlushChunksIfQuiet), and a crash no longer loses them.
+// Closed files' chunks wait in the memtable only until writes pause, or
+// until the oldest is old enough: then they are flushed (FlushChunksIfQuiet),
+// and a crash no longer loses them.
 TEST(Store, ChunksWithoutTheWalAreFlushedOnceWritesPause) {
   constexpr const char* kDirVar = "ONEBOX_TEST_PAUSED_STORE";
   std::optional<TempDir> own;
@@ -548,9 +549,11 @@ TEST(Store, ChunksWithoutTheWalAreFlushedOnceWritesPause) {
     };
     step(s->PutChunk("early", "put before the pause", Store::ChunkDurability::kEventually).ok());
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    step(s->FlushChunksIfQuiet(std::chrono::milliseconds(20)).ok());  // paused long enough: flushed
+    step(s->FlushChunksIfQuiet(std::chrono::milliseconds(20), std::chrono::hours(1)).ok());  // paused: flushed
+    step(s->PutChunk("aged", "put under steady writes", Store::ChunkDurability::kEventually).ok());
+    step(s->FlushChunksIfQuiet(std::chrono::seconds(10), std::chrono::milliseconds(0)).ok());  // old enough: flushed
     step(s->PutChunk("late", "put just now", Store::ChunkDurability::kEventually).ok());
-    step(s->FlushChunksIfQuiet(std::chrono::seconds(10)).ok());  // not paused yet: left
+    step(s->FlushChunksIfQuiet(std::chrono::seconds(10), std::chrono::hours(1)).ok());  // not paused: left
     _exit(0);
   };
   EXPECT_EXIT(crash(), ::testing::ExitedWithCode(0), "");
@@ -558,6 +561,7 @@ TEST(Store, ChunksWithoutTheWalAreFlushedOnceWritesPause) {
   auto s = OpenStore(dir);
   EXPECT_TRUE(s->ChunksMayBeLost());
   EXPECT_EQ(*s->GetChunk("early"), "put before the pause");
+  EXPECT_EQ(*s->GetChunk("aged"), "put under steady writes");
   EXPECT_FALSE(s->HasChunk("late"));
 }
 
