@@ -165,7 +165,8 @@ int main(int argc, char** argv) {
   std::vector<bool> found(total, false);
   {
     const std::string lag_b = view_b + "/lag";
-    auto give_up = Clock::now() + std::chrono::seconds(30);
+    // 30 s after the writer's last file is due.
+    auto give_up = Clock::now() + std::chrono::milliseconds(total) + std::chrono::seconds(30);
     while (access(lag_b.c_str(), F_OK) != 0 && Clock::now() < give_up)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     int watch = inotify_init1(IN_CLOEXEC);
@@ -183,7 +184,10 @@ int main(int argc, char** argv) {
       found[i] = true;
       --left;
     };
-    for (const auto& entry : std::filesystem::directory_iterator(lag_b)) look(entry.path().filename());
+    auto look_at_all = [&] {
+      for (const auto& entry : std::filesystem::directory_iterator(lag_b)) look(entry.path().filename());
+    };
+    look_at_all();
     alignas(inotify_event) char buf[64 << 10];
     while (left > 0 && Clock::now() < give_up) {
       pollfd p{watch, POLLIN, 0};
@@ -191,6 +195,7 @@ int main(int argc, char** argv) {
       ssize_t n = read(watch, buf, sizeof buf);
       for (ssize_t off = 0; off < n;) {
         auto* ev = reinterpret_cast<inotify_event*>(buf + off);
+        if (ev->mask & IN_Q_OVERFLOW) look_at_all();  // events lost: what is there now
         if (ev->len > 0) look(ev->name);
         off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
       }
@@ -199,7 +204,7 @@ int main(int argc, char** argv) {
   }
   file_writer.join();
   std::vector<double> file_lag_ms;
-  for (int i = 0; i < total; ++i)  // (not seen in 30 s: counted at the give-up)
+  for (int i = 0; i < total; ++i)  // (not seen by the give-up: counted as 30 s)
     file_lag_ms.push_back(found[i] ? std::max(0.0, Ms(seen[i] - closed[i])) : 30000.0);
   // The first second apart too: a backlog that builds at the start and drains
   // shows there, the steady state after it.
