@@ -132,7 +132,9 @@ namespace {
 constexpr auto kChunkStoreWait = std::chrono::milliseconds(500);  // in all, per push
 }  // namespace
 
-Status ContentTransfer::Push(const std::string& address, const std::vector<std::string>& digests, bool sync) {
+Status ContentTransfer::Push(const std::string& address, const std::vector<std::string>& digests, bool sync,
+                             google::protobuf::RepeatedPtrField<v1::Chunk>* carried, size_t carry_bytes) {
+  size_t carried_bytes = 0;
   v1::PushChunksRequest req;
   req.set_from_node_id(self_);
   req.set_sync(sync);
@@ -159,6 +161,13 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
       data = LocalChunk(digest);
     }
     if (!data.ok()) continue;  // replaced meanwhile: the newer version brings its own
+    if (carried != nullptr && carried_bytes + data->size() <= carry_bytes) {
+      carried_bytes += data->size();
+      v1::Chunk* c = carried->Add();
+      c->set_digest(digest);
+      c->set_data(std::move(*data));
+      continue;
+    }
     if (bytes + data->size() > kPushBatchBytes)
       if (Status s = flush(); !s.ok()) return s;
     bytes += data->size();
@@ -182,14 +191,20 @@ Status ContentTransfer::OnFetchChunk(const v1::FetchChunkRequest& req, v1::Fetch
 
 Status ContentTransfer::OnPushChunks(const v1::PushChunksRequest& req, v1::PushChunksResponse* resp) {
   uint32_t stored = 0;
-  const auto durability = req.sync() ? Store::ChunkDurability::kBySyncedWrite : Store::ChunkDurability::kEventually;
-  for (const v1::Chunk& c : req.chunks()) {
+  Status s = StoreChunks(req.chunks(), req.sync(), &stored);
+  resp->set_stored(stored);
+  return s;
+}
+
+Status ContentTransfer::StoreChunks(const google::protobuf::RepeatedPtrField<v1::Chunk>& chunks, bool sync,
+                                    uint32_t* stored) {
+  const auto durability = sync ? Store::ChunkDurability::kBySyncedWrite : Store::ChunkDurability::kEventually;
+  for (const v1::Chunk& c : chunks) {
     if (Sha256(c.data()) != c.digest())
       return Status::InvalidArgument(fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
     if (Status s = store_.PutChunk(c.digest(), c.data(), durability); !s.ok()) return s;
-    ++stored;
+    ++*stored;
   }
-  resp->set_stored(stored);
   return Status::Ok();
 }
 

@@ -49,7 +49,13 @@ class ContentTransfer {
   std::vector<PeerAddress> Holders(const std::string& path);
   // Sends the chunks the receiver should hold, in batches of at most 3 MiB;
   // sync: a synced Replicate that names them follows (PushChunksRequest.sync).
-  Status Push(const std::string& address, const std::vector<std::string>& digests, bool sync = false);
+  // With carried, the first of them, up to carry_bytes, go there instead (a
+  // ReplicateRequest's chunks, sent by the caller): one call less per batch.
+  Status Push(const std::string& address, const std::vector<std::string>& digests, bool sync = false,
+              google::protobuf::RepeatedPtrField<v1::Chunk>* carried = nullptr, size_t carry_bytes = 0);
+  // Checks chunks against their digests and stores them (PushChunks, and
+  // those a ReplicateRequest carries); sync as PushChunksRequest.sync.
+  Status StoreChunks(const google::protobuf::RepeatedPtrField<v1::Chunk>& chunks, bool sync, uint32_t* stored);
   // How many nodes besides the writer hold a file's content.
   size_t OtherHolders() const { return replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0; }
 

@@ -30,6 +30,9 @@ constexpr auto kDeadline = std::chrono::seconds(2);
 // Batches a stream may have unanswered: enough to keep the link busy while
 // the peer applies one, few enough that a slow peer is not flooded.
 constexpr size_t kWindow = 4;
+// Content a batch carries (ReplicateRequest.chunks), under gRPC's 4 MiB
+// message limit with the batch's records.
+constexpr size_t kCarriedChunkBytes = 2 << 20;
 // A stream with nothing to send for this long is closed (idle agents hold none).
 constexpr auto kQuiet = std::chrono::milliseconds(2000);  // (milliseconds: kQuiet / 4 must not round to 0)
 // Chunks put without the WAL are flushed once none has been put for this
@@ -132,11 +135,12 @@ bool Replicator::NextBatch(const std::string& node_id, const std::string& addres
   }
   std::sort(chunks.begin(), chunks.end());
   chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
-  // Without them the peer holds stubs and fetches on open: the metadata goes anyway.
-  if (Status s = content_.Push(address, chunks); !s.ok())
-    spdlog::debug("replication to {}: content: {}", node_id, s.message());
   req->Clear();
   req->set_from_node_id(self_);
+  // The first 2 MiB go with the batch, the rest before it. Without them the
+  // peer holds stubs and fetches on open: the metadata goes anyway.
+  if (Status s = content_.Push(address, chunks, /*sync=*/false, req->mutable_chunks(), kCarriedChunkBytes); !s.ok())
+    spdlog::debug("replication to {}: content: {}", node_id, s.message());
   for (const LogEntry& e : *entries) *req->add_records() = ToLogRecord(e);
   return true;
 }
@@ -504,6 +508,9 @@ Status Replicator::OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecord
 }
 
 Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
+  // The content the records name first: a holder that has every chunk puts the whole file in its view.
+  uint32_t stored = 0;
+  if (Status s = content_.StoreChunks(req.chunks(), req.sync(), &stored); !s.ok()) return s;
   std::vector<RemoteRecord> batch;
   batch.reserve(static_cast<size_t>(req.records_size()));
   for (const v1::LogRecord& r : req.records()) {
