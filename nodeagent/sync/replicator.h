@@ -11,9 +11,10 @@
 // The receiver applies with last-writer-wins (Store::Apply), so order,
 // duplicates and replays are harmless. A member that was down or unreachable
 // catches up when it is alive again; one away past the log's retention is
-// repaired by anti-entropy. Before a batch, the content of its new files goes
-// to the members that should hold a copy (ContentTransfer::Holders), so they
-// can put whole files in their views.
+// repaired by anti-entropy. A batch carries the content of its new files to
+// the members that should hold a copy (ContentTransfer::Holders; up to 2 MiB
+// in the batch, the rest just before it), so they can put whole files in
+// their views.
 #pragma once
 
 #include <atomic>
