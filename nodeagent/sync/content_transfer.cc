@@ -199,13 +199,16 @@ Status ContentTransfer::OnPushChunks(const v1::PushChunksRequest& req, v1::PushC
 Status ContentTransfer::StoreChunks(const google::protobuf::RepeatedPtrField<v1::Chunk>& chunks, bool sync,
                                     uint32_t* stored) {
   const auto durability = sync ? Store::ChunkDurability::kBySyncedWrite : Store::ChunkDurability::kEventually;
+  Status first_failure;
   for (const v1::Chunk& c : chunks) {
-    if (Sha256(c.data()) != c.digest())
-      return Status::InvalidArgument(fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
-    if (Status s = store_.PutChunk(c.digest(), c.data(), durability); !s.ok()) return s;
-    ++*stored;
+    Status s = Sha256(c.data()) == c.digest()
+                   ? store_.PutChunk(c.digest(), c.data(), durability)
+                   : Status::InvalidArgument(
+                         fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
+    if (s.ok()) ++*stored;
+    else if (first_failure.ok()) first_failure = s;
   }
-  return Status::Ok();
+  return first_failure;
 }
 
 }  // namespace onebox

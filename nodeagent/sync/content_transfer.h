@@ -54,7 +54,8 @@ class ContentTransfer {
   Status Push(const std::string& address, const std::vector<std::string>& digests, bool sync = false,
               google::protobuf::RepeatedPtrField<v1::Chunk>* carried = nullptr, size_t carry_bytes = 0);
   // Checks chunks against their digests and stores them (PushChunks, and
-  // those a ReplicateRequest carries); sync as PushChunksRequest.sync.
+  // those a ReplicateRequest carries); sync as PushChunksRequest.sync. Every
+  // good one is stored; the first failure, if any, is returned.
   Status StoreChunks(const google::protobuf::RepeatedPtrField<v1::Chunk>& chunks, bool sync, uint32_t* stored);
   // How many nodes besides the writer hold a file's content.
   size_t OtherHolders() const { return replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0; }

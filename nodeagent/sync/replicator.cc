@@ -508,9 +508,13 @@ Status Replicator::OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecord
 }
 
 Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
-  // The content the records name first: a holder that has every chunk puts the whole file in its view.
+  // The content the records name first: a holder that has every chunk puts
+  // the whole file in its view. One that cannot be stored (it does not
+  // match its digest, the store failed) holds up no record: its file is
+  // placed as a stub, whose content is fetched and checked on open.
   uint32_t stored = 0;
-  if (Status s = content_.StoreChunks(req.chunks(), req.sync(), &stored); !s.ok()) return s;
+  if (Status s = content_.StoreChunks(req.chunks(), req.sync(), &stored); !s.ok())
+    spdlog::warn("replication from {}: content left out: {}", req.from_node_id(), s.message());
   std::vector<RemoteRecord> batch;
   batch.reserve(static_cast<size_t>(req.records_size()));
   for (const v1::LogRecord& r : req.records()) {

@@ -352,5 +352,31 @@ TEST(ContentCoreTest, ChunksComeFromAHolderCheckedAgainstTheirDigest) {
   EXPECT_EQ(none.code(), Code::kUnavailable);
 }
 
+// A replication batch stores the content it carries before its records; a
+// chunk that does not match its digest is left out and holds up no record.
+TEST(ContentCoreTest, ABatchStoresTheContentItCarriesAndABadChunkHoldsUpNoRecord) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  Store& from = *cluster.node(0).store;
+  v1::ReplicateRequest req;
+  req.set_from_node_id(cluster.node(0).id());
+  *req.add_records() = ToLogRecord(Cf::kKv, "carried", Record{{from.clock().Now(), from.node_id()}, false, "v"}, 1);
+  const std::string good = "a chunk as its writer holds it", bad_digest = Sha256("what the writer hashed");
+  v1::Chunk* c = req.add_chunks();
+  c->set_digest(Sha256(good));
+  c->set_data(good);
+  c = req.add_chunks();
+  c->set_digest(bad_digest);
+  c->set_data("bytes that changed since");
+  v1::ReplicateResponse resp;
+  ASSERT_TRUE(cluster.node(1).replicator->OnReplicate(req, &resp).ok());
+  EXPECT_EQ(resp.applied(), 1u);
+  EXPECT_EQ(resp.acked_seq(), 1u);
+  Store& to = *cluster.node(1).store;
+  EXPECT_EQ(*to.GetChunk(Sha256(good)), good);
+  EXPECT_FALSE(to.HasChunk(bad_digest));
+  EXPECT_EQ(to.Get("carried")->value, "v");
+}
+
 }  // namespace
 }  // namespace onebox::testing
