@@ -68,6 +68,8 @@ class ViewRecorder {
   std::optional<std::string> PendingChunk(const std::string& digest) { return prehasher_->Pending(digest); }
   // Counters for status and tests.
   uint64_t walks() const { return walks_; }  // attempts to prove the view free of symlinks
+  // Changes of the mount table seen (each may have removed an obstacle: worth a walk).
+  uint64_t mount_changes() const { return mount_changes_; }
   uint64_t hashed_ahead() const { return hashed_ahead_; }  // chunks a close took as hashed while written
 
  private:
@@ -173,6 +175,7 @@ class ViewRecorder {
   // directory we may not list, one too deep), until an event says it may be gone.
   std::string obstacle_;
   std::atomic<uint64_t> walks_{0};
+  std::atomic<uint64_t> mount_changes_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
   std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 

@@ -43,6 +43,7 @@ void ViewRecorder::OnMountsChanged() {
   // leading out): prove it anew. Or a mount point that stopped the last
   // proof may be gone.
   spdlog::debug("view recorder: the mount table changed");
+  ++mount_changes_;
   guard_->Unprove();
   ObstacleMayBeGone();
   // A symlink we saw through a mount that is gone now has left the view
