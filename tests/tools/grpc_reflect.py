@@ -29,14 +29,15 @@ REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionI
 
 def _load_reflection_messages():
     """Compile the reflection messages (only those: the server's own come over the wire)."""
-    out = tempfile.mkdtemp(prefix="onebox-reflect-")
-    subprocess.run(["protoc", f"--proto_path={REFLECTION_PROTO_ROOT}", f"--python_out={out}", REFLECTION_PROTO],
-                   check=True)
-    # Loaded by path: its package name (grpc.reflection...) would clash with grpcio's.
-    path = os.path.join(out, REFLECTION_PROTO.replace(".proto", "_pb2.py"))
-    spec = importlib.util.spec_from_file_location("onebox_reflection_pb2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Compiled into a directory that goes once the module is loaded.
+    with tempfile.TemporaryDirectory(prefix="onebox-reflect-") as out:
+        subprocess.run(["protoc", f"--proto_path={REFLECTION_PROTO_ROOT}", f"--python_out={out}", REFLECTION_PROTO],
+                       check=True)
+        # Loaded by path: its package name (grpc.reflection...) would clash with grpcio's.
+        path = os.path.join(out, REFLECTION_PROTO.replace(".proto", "_pb2.py"))
+        spec = importlib.util.spec_from_file_location("onebox_reflection_pb2", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
