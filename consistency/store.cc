@@ -705,12 +705,10 @@ Status Store::FlushChunksIfQuiet(std::chrono::milliseconds quiet, std::chrono::m
   {
     std::lock_guard lock(chunks_mark_mu_);
     const auto now = std::chrono::steady_clock::now();
-    const bool lone_mark = chunks_mark_written_ && chunk_mark_holds_ == 0 && chunk_puts_in_flight_ == 0;
-    if (!chunks_unflushed_ && !lone_mark) return Status::Ok();
     if (chunks_unflushed_ && now - last_walless_put_ < quiet && now - first_walless_put_ < max_age)
       return Status::Ok();
   }
-  return FlushChunks();
+  return FlushChunks();  // (nothing to flush: it clears a mark left behind, or returns)
 }
 
 Status Store::FlushChunks() {

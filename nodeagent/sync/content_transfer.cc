@@ -161,17 +161,11 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
       data = LocalChunk(digest);
     }
     if (!data.ok()) continue;  // replaced meanwhile: the newer version brings its own
-    if (carried != nullptr && carried_bytes + data->size() <= carry_bytes) {
-      carried_bytes += data->size();
-      v1::Chunk* c = carried->Add();
-      c->set_digest(digest);
-      c->set_data(std::move(*data));
-      continue;
-    }
-    if (bytes + data->size() > kPushBatchBytes)
+    const bool carry = carried != nullptr && carried_bytes + data->size() <= carry_bytes;
+    if (!carry && bytes + data->size() > kPushBatchBytes)
       if (Status s = flush(); !s.ok()) return s;
-    bytes += data->size();
-    v1::Chunk* c = req.add_chunks();
+    (carry ? carried_bytes : bytes) += data->size();
+    v1::Chunk* c = carry ? carried->Add() : req.add_chunks();
     c->set_digest(digest);
     c->set_data(std::move(*data));
   }

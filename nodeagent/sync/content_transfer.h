@@ -49,7 +49,7 @@ class ContentTransfer {
   std::vector<PeerAddress> Holders(const std::string& path);
   // Sends the chunks the receiver should hold, in batches of at most 3 MiB;
   // sync: a synced Replicate that names them follows (PushChunksRequest.sync).
-  // With carried, the first of them, up to carry_bytes, go there instead (a
+  // With carried, as many of them as fit in carry_bytes go there instead (a
   // ReplicateRequest's chunks, sent by the caller): one call less per batch.
   Status Push(const std::string& address, const std::vector<std::string>& digests, bool sync = false,
               google::protobuf::RepeatedPtrField<v1::Chunk>* carried = nullptr, size_t carry_bytes = 0);

@@ -323,7 +323,8 @@ void Replicator::Loop() {
       last_truncate_ = now;
       TruncateLog();
       // Closed files' chunks wait in the memtable (Store::ChunkDurability): flushed once writes pause.
-      if (Status s = store_.FlushChunksIfQuiet(kChunksQuiet, kChunksMaxAge); !s.ok()) spdlog::warn("replication: {}", s.message());
+      if (Status s = store_.FlushChunksIfQuiet(kChunksQuiet, kChunksMaxAge); !s.ok())
+        spdlog::warn("replication: {}", s.message());
     }
     Watchdog();
     // One pusher per live peer, each at its own pace: a slow or cut-off peer
