@@ -295,6 +295,17 @@ Status Store::CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp h
   return *result;
 }
 
+uint64_t Store::LastLogSeqOfVisibleWrites() {
+  std::unique_lock log_lock(log_mu_);
+  // Only the group being committed can be visible and uncounted: staged
+  // writes are not in the store yet.
+  if (committing_) {
+    const uint64_t being_committed = group_.generation - 1;
+    group_committed_.wait(log_lock, [&] { return committed_generation_ >= being_committed; });
+  }
+  return log_committed_.load();
+}
+
 Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) {
   if (mutations.empty()) return Status::InvalidArgument("empty write");
   for (const Mutation& m : mutations) {

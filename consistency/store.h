@@ -142,6 +142,11 @@ class Store {
   // Entries after `after`, at most `limit`.
   Result<std::vector<LogEntry>> ReadLog(uint64_t after, size_t limit);
   uint64_t LastLogSeq() const { return log_committed_.load(); }  // the last committed entry
+  // The last committed entry once every write already visible here is in
+  // the log: a group's records are readable a moment before LastLogSeq()
+  // counts them (its commit runs without the log's lock), so a caller that
+  // read a record and then sends the log up to LastLogSeq() could miss it.
+  uint64_t LastLogSeqOfVisibleWrites();
   // Called after every commit that added entries to the log (under the
   // log's lock: it must be quick and must not write here). The replicator
   // wakes its pushers with it instead of polling.

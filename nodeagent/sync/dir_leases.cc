@@ -166,7 +166,6 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
   static thread_local std::mt19937 rng(std::random_device{}());
   Clock::time_point deadline = clock_.Now() + kWait;
   uint64_t replaces = 0;
-  std::set<std::string> handed_over;  // nodes that gave dir up or handed their entries over
   std::string why;
   for (int pause = 0;;) {
     settled_.wait(lock, [&] { return !acquiring_.count(dir); });
@@ -182,13 +181,15 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
     std::string missing;  // earlier holders alive that did not hand over
     if (round.won && !valid) {
       for (const std::string& node : round.previous) {
-        if (node == self_ || handed_over.count(node)) continue;
+        if (node == self_) continue;
         // A node that is not alive is cut off or gone: what it made comes
         // with its records when it is back (the partition rule). One that
-        // is alive must hand over before anything is decided here.
+        // is alive must hand over before anything is decided here, even one
+        // recalled before this round: it may have won the lease again
+        // since, made names, and handed them to a third node, which passes
+        // on only the names it was told are pending, not the records.
         Status s = Recall(dir, node);
-        if (s.ok()) handed_over.insert(node);
-        else if (s.code() != Code::kNotFound) missing += fmt::format("; {}: {}", node, s.message());
+        if (!s.ok() && s.code() != Code::kNotFound) missing += fmt::format("; {}: {}", node, s.message());
       }
       if (!missing.empty()) {
         round.won = false;
@@ -218,7 +219,6 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
       Status recalled = Recall(dir, round.holder);
       lock.lock();
       if (recalled.ok()) {
-        handed_over.insert(round.holder);
         replaces = round.holder_lease_id;
         continue;  // at once: the lease is free for us now
       }

@@ -419,7 +419,8 @@ Status Replicator::ReplicateNow(const std::string& path, size_t acks) {
 }
 
 Status Replicator::SendEntriesOf(const PeerAddress& peer, const std::string& dir) {
-  uint64_t last = store_.LastLogSeq();
+  // Every record the caller saw (a recall checked its recent grants) is sent.
+  uint64_t last = store_.LastLogSeqOfVisibleWrites();
   for (uint64_t after = std::max(Acked(peer.node_id), store_.FirstLogSeq() - 1); after < last;) {
     Result<std::vector<LogEntry>> entries = store_.ReadLog(after, kBatch);
     if (!entries.ok()) return entries.status();
