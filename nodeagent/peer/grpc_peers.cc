@@ -94,7 +94,7 @@ class GrpcRunCall final : public RunCall {
 class GrpcPeerLink final : public PeerLink {
  public:
   GrpcPeerLink(const std::string& address, const std::string& join_token)
-      : stub_(v1::Peer::NewStub(PeerChannel(address))), join_token_(join_token) {}
+      : channel_(PeerChannel(address)), stub_(v1::Peer::NewStub(channel_)), join_token_(join_token) {}
 
 #define ONEBOX_GRPC_PEER_METHOD(method, Req, Resp, runs)                                      \
   Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
@@ -119,9 +119,24 @@ class GrpcPeerLink final : public PeerLink {
     if (!join_token_.empty()) ctx.AddMetadata(kJoinTokenHeader, join_token_);
     CancelScope scope(options.cancellation, &ctx);
     if (!scope.attached()) return Status::Unavailable("cancelled");
+    ReconnectIfFailing(options);
     return FromGrpc((stub_.get()->*rpc)(&ctx, req, resp));
   }
 
+  // A channel whose last connect failed fails every call at once until its
+  // backoff ends (up to a second). The callers ask only peers membership
+  // counts alive, so the peer is most likely back (a partition healed, an
+  // agent restarted): connect again now and give it a moment, instead of
+  // failing a read that the peer would answer.
+  void ReconnectIfFailing(const CallOptions& options) {
+    if (channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_TRANSIENT_FAILURE) return;
+    grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
+    auto wait = std::min<std::chrono::milliseconds>(options.timeout, kReconnectWait);
+    channel_->WaitForConnected(std::chrono::system_clock::now() + wait);
+  }
+  static constexpr std::chrono::milliseconds kReconnectWait{500};
+
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Peer::Stub> stub_;
   const std::string& join_token_;  // the network's, which outlives its links
 };
