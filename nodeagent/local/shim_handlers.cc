@@ -113,14 +113,25 @@ Status ShimHandlers::Hydrate(const Origin&, const v1::ShimRequest& req, v1::Shim
   return Status::Ok();
 }
 
-Status ShimHandlers::Claim(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
-  Status s = parts_.leases.Create(req.claim().path());
-  if (!s.ok()) {
-    spdlog::debug("claim: {}", s.message());
-    return s;
-  }
-  resp->mutable_claim();
-  return Status::Ok();
+Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  auto answer = [](Status s, v1::ShimResponse* r) {
+    if (!s.ok()) {
+      spdlog::debug("claim: {}", s.message());
+      return s;
+    }
+    r->mutable_claim();
+    return Status::Ok();
+  };
+  // Under a lease this node holds (a program creating file after file in
+  // one directory), decided here at once, with no hand-off to the pool.
+  if (std::optional<Status> now = parts_.leases.CreateAtOnce(req.claim().path())) return answer(*now, resp);
+  // Otherwise a vote or a recall: on the pool, as a kPool request.
+  work_.Submit([this, answer, path = req.claim().path(), reply = origin.call->Defer()]() mutable {
+    v1::ShimResponse r;
+    Answer(answer(parts_.leases.Create(path), &r), &r);
+    reply.Send(std::move(r));
+  });
+  return Status::Ok();  // (the answer given now is dropped: the deferred one counts)
 }
 
 Status ShimHandlers::AnnounceSymlink(const Origin& origin, const v1::ShimRequest&, v1::ShimResponse* resp) {

@@ -14,7 +14,7 @@
   X(kHello, Hello, kInline, "the shim's root, made in the view: answered with the view and the state page") \
   X(kPublish, Publish, kPool, "fsync: record the file now, durably, and on the write quorum")               \
   X(kHydrate, Hydrate, kPool, "open of a stub: fetch the content and put the whole file in place")          \
-  X(kClaim, Claim, kPool, "an exclusive create: a majority of the live members grants the name")            \
+  X(kClaim, Claim, kInline, "an exclusive create: at once under a lease held here, else on the pool (a vote)") \
   X(kAnnounceSymlink, AnnounceSymlink, kInline, "before symlink(): the state page says the view may hold one") \
   X(kSymlinkMade, SymlinkMade, kInline, "after symlink(): the announcement is done")                      \
   X(kCall, Call, kCalls, "a method that acts as its caller (kv put, restore: api/local_calls.h), for the CLI") \

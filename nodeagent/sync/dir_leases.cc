@@ -249,6 +249,14 @@ bool DirLeases::MadeElsewhere(const std::string& key) {
   return true;
 }
 
+Status DirLeases::Decide(const std::string& key, Held& held, Clock::time_point now) {
+  if (MadeElsewhere(key)) return Status::AlreadyExists(fmt::format("/{}: it exists", key));
+  std::deque<Granted>& recent = held.recent;
+  while (!recent.empty() && now - recent.front().when > kRecent) recent.pop_front();
+  recent.push_back({key, now, store_.clock().Last()});
+  return Status::Ok();
+}
+
 Status DirLeases::Create(const std::string& key) {
   if (!IsValidNsKey(key)) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", key));
   std::string dir = ParentKey(key);
@@ -259,13 +267,21 @@ Status DirLeases::Create(const std::string& key) {
     auto it = held_.find(dir);
     Clock::time_point now = clock_.Now();
     if (it == held_.end() || now >= it->second.until) continue;
-    if (MadeElsewhere(key)) return Status::AlreadyExists(fmt::format("/{}: it exists", key));
-    std::deque<Granted>& recent = it->second.recent;
-    while (!recent.empty() && now - recent.front().when > kRecent) recent.pop_front();
-    recent.push_back({key, now, store_.clock().Last()});
-    return Status::Ok();
+    return Decide(key, it->second, now);
   }
   return Status::Unavailable(fmt::format("/{}: its directory's lease moved away again and again", key));
+}
+
+std::optional<Status> DirLeases::CreateAtOnce(const std::string& key) {
+  if (!IsValidNsKey(key)) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", key));
+  std::string dir = ParentKey(key);
+  std::lock_guard lock(mu_);
+  if (acquiring_.count(dir)) return std::nullopt;
+  auto it = held_.find(dir);
+  Clock::time_point now = clock_.Now();
+  // Held, and not due for renewal: what Hold would return at once.
+  if (it == held_.end() || now >= it->second.until || now >= it->second.renew_after) return std::nullopt;
+  return Decide(key, it->second, now);
 }
 
 Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp) {

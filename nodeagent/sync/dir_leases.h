@@ -42,6 +42,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -84,6 +85,10 @@ class DirLeases {
   // members answered, or its holder is gone and its term has not run out
   // within the wait). InvalidArgument for a key that names no entry.
   Status Create(const std::string& key);
+  // Create's answer when this node can give it without a message (it holds
+  // the directory's lease, not due for renewal); nullopt when it cannot.
+  // Never blocks on the network: the shim's socket thread asks it first.
+  std::optional<Status> CreateAtOnce(const std::string& key);
 
   // The Peer calls, as this node answers them.
   Status OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp);
@@ -138,6 +143,8 @@ class DirLeases {
   void Sweep();
   // Is key made (or being made) by another node, as far as this node knows? (mu_ held)
   bool MadeElsewhere(const std::string& key);
+  // The decision under held, a lease valid at now (mu_ held).
+  Status Decide(const std::string& key, Held& held, Clock::time_point now);
 
   Store& store_;
   Membership& members_;

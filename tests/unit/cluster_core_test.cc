@@ -151,6 +151,35 @@ TEST(DirLeasesCoreTest, TheHolderDecidesAloneAndTheLeaseMovesWithEverythingMadeU
   EXPECT_EQ(b.leases->recalled(), 1u);
 }
 
+TEST(DirLeasesCoreTest, CreateAtOnceDecidesOnlyUnderALeaseHeldHereAndNotDueForRenewal) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/x").has_value()) << "no lease yet: a vote, on the pool";
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+  Made(a, "cluster/d/x");
+  // Under the lease, with nobody answering: decided at once, both ways.
+  cluster.Silence(1);
+  cluster.Silence(2);
+  std::optional<Status> y = a.leases->CreateAtOnce("cluster/d/y");
+  ASSERT_TRUE(y.has_value());
+  EXPECT_TRUE(y->ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/e/y").has_value()) << "another directory";
+  cluster.Silence(1, false);
+  cluster.Silence(2, false);
+  // b takes d over (and learns that y is being made); a decides nothing there at once any more.
+  EXPECT_TRUE(b.leases->Create("cluster/d/z").ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/w").has_value());
+  std::optional<Status> y_on_b = b.leases->CreateAtOnce("cluster/d/y");
+  ASSERT_TRUE(y_on_b.has_value());
+  EXPECT_EQ(y_on_b->code(), Code::kAlreadyExists);
+  // Half the term on: due for renewal, which needs the others.
+  cluster.clock().Advance(DirLeases::kTerm / 2 + 1ms);
+  EXPECT_FALSE(b.leases->CreateAtOnce("cluster/d/v").has_value());
+  EXPECT_EQ(b.leases->CreateAtOnce("no-such-key/../x").value_or(Status::Ok()).code(), Code::kInvalidArgument);
+}
+
 TEST(DirLeasesCoreTest, ConcurrentCreatorsOfOneNameNeverBothWin) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
