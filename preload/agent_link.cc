@@ -445,12 +445,38 @@ int Hydrate(const char* rel_path) {
   return AskAlone(req, 600'000);
 }
 
+// One request on the process's link, for answers the agent gives at once
+// (its socket thread never waits for a vote or a fetch on it). nullptr when
+// the link failed: it is dropped (an answer that comes late must not be
+// taken for the next request's) and the caller asks alone.
+Onebox__V1__ShimResponse* AskLinked(Onebox__V1__ShimRequest& req) {
+  std::lock_guard lock(mu);
+  if (EnsureLinkLocked() != 0) return nullptr;
+  req.id = 3;
+  Onebox__V1__ShimResponse* resp = RoundTrip(link_fd, req);
+  if (resp == nullptr) DropLocked();
+  return resp;
+}
+
 int Claim(const char* rel_path) {
   Onebox__V1__ShimClaimRequest claim = ONEBOX__V1__SHIM_CLAIM_REQUEST__INIT;
   claim.path = const_cast<char*>(rel_path);
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_CLAIM;
   req.claim = &claim;
+  // Under a lease this node holds (file after file in one directory) the
+  // agent answers at once: on the link, without a connection per create.
+  claim.at_once = true;
+  int saved = errno;
+  if (Onebox__V1__ShimResponse* resp = AskLinked(req)) {
+    bool decided = resp->op_case == ONEBOX__V1__SHIM_RESPONSE__OP_CLAIM && !resp->claim->ask_alone;
+    int result = resp->err != 0 ? resp->err : (decided ? 0 : -1);
+    onebox__v1__shim_response__free_unpacked(resp, nullptr);
+    errno = saved;
+    if (result >= 0) return result;
+  }
+  errno = saved;
+  claim.at_once = false;
   return AskAlone(req, 10'000);
 }
 

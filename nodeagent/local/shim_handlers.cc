@@ -125,6 +125,10 @@ Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1:
   // Under a lease this node holds (a program creating file after file in
   // one directory), decided here at once, with no hand-off to the pool.
   if (std::optional<Status> now = parts_.leases.CreateAtOnce(req.claim().path())) return answer(*now, resp);
+  if (req.claim().at_once()) {  // on a program's shared link, which must not wait for a vote
+    resp->mutable_claim()->set_ask_alone(true);
+    return Status::Ok();
+  }
   // Otherwise a vote or a recall: on the pool, as a kPool request.
   work_.Submit([this, answer, path = req.claim().path(), reply = origin.call->Defer()]() mutable {
     v1::ShimResponse r;
