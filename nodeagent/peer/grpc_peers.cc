@@ -119,22 +119,16 @@ class GrpcPeerLink final : public PeerLink {
     if (!join_token_.empty()) ctx.AddMetadata(kJoinTokenHeader, join_token_);
     CancelScope scope(options.cancellation, &ctx);
     if (!scope.attached()) return Status::Unavailable("cancelled");
-    ReconnectIfFailing(options);
     return FromGrpc((stub_.get()->*rpc)(&ctx, req, resp));
   }
 
   // A channel whose last connect failed fails every call at once until its
-  // backoff ends (up to a second). The callers ask only peers membership
-  // counts alive, so the peer is most likely back (a partition healed, an
-  // agent restarted): connect again now and give it a moment, instead of
-  // failing a read that the peer would answer.
-  void ReconnectIfFailing(const CallOptions& options) {
-    if (channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_TRANSIENT_FAILURE) return;
-    grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
-    auto wait = std::min<std::chrono::milliseconds>(options.timeout, kReconnectWait);
-    channel_->WaitForConnected(std::chrono::system_clock::now() + wait);
+  // backoff ends (up to a second): after a heal, membership may count the
+  // peer alive (its gossip reached us) while our channel still waits.
+  void ConnectNow() override {
+    if (channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_TRANSIENT_FAILURE)
+      grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
   }
-  static constexpr std::chrono::milliseconds kReconnectWait{500};
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Peer::Stub> stub_;

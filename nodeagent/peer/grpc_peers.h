@@ -3,10 +3,9 @@
 // channel credentials are chosen here and nowhere else (mutual TLS plugs in
 // here). A channel takes messages up to 8 MiB, a peer that comes back
 // (after a crash or a partition) is tried again within a second, not after
-// gRPC's default backoff of up to two minutes (a call to a peer whose
-// channel is failing connects again at once, waiting half a second at most),
-// and a connection a partition left dead is found so by keepalive pings
-// within seconds. Every call
+// gRPC's default backoff of up to two minutes (at once when membership hears
+// from it again: PeerLink::ConnectNow), and a connection a partition left
+// dead is found so by keepalive pings within seconds. Every call
 // carries the cluster's join token (api/access.h), when there is one.
 #pragma once
 

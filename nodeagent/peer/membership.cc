@@ -74,8 +74,10 @@ void Membership::MergeLocked(const v1::Member& m) {
     return;
   }
   if (m.heartbeat() > it->second.member.heartbeat()) {
-    if (StateOf(it->second, clock_.Now()) == v1::NODE_STATE_DEAD)
-      spdlog::info("member {} ({}) is back at {}", m.name(), m.node_id(), m.address());
+    v1::NodeState was = StateOf(it->second, clock_.Now());
+    if (was == v1::NODE_STATE_DEAD) spdlog::info("member {} ({}) is back at {}", m.name(), m.node_id(), m.address());
+    // Counted alive from now on: our calls to it must not wait out a reconnect backoff.
+    if (was != v1::NODE_STATE_ALIVE) network_.To(m.address()).ConnectNow();
     it->second = Known{m, clock_.Now()};
   }
 }

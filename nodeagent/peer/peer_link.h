@@ -87,6 +87,10 @@ class PeerLink {
 #undef ONEBOX_PEER_LINK_METHOD
   // A stream that cancellation (if given) can cut at any moment.
   virtual std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) = 0;
+  // The peer is back (membership heard from it after a silence): connect
+  // again now rather than after the link's reconnect backoff, during which
+  // calls to it fail at once. Never blocks.
+  virtual void ConnectNow() {}
 };
 
 // The links to the peers, by gRPC address: one per address, kept for the
