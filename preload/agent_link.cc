@@ -46,6 +46,9 @@ namespace {
 // parent waits), gives up sooner.
 constexpr int kFirstHelloTimeoutMs = 2000;
 constexpr int kTimeoutMs = 100;
+// How long a request on the link (AskLinked) waits for its answer; other
+// threads' cluster calls wait on mu meanwhile, so not long.
+constexpr int kLinkAnswerTimeoutMs = 500;
 bool said_hello = false;  // under mu: this process has had an answer to Hello
 
 std::mutex mu;
@@ -284,6 +287,11 @@ int ConnectLocked() {
     return err;
   }
   said_hello = true;
+  // From here the link carries only answers the agent gives at once
+  // (AskLinked): wait for one as long as a busy agent may take.
+  timeval tv{0, kLinkAnswerTimeoutMs * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (view_fd < 0 || view != std::string_view(view_root, view_len)) {
     int vfd = OpenView(view);
     if (vfd < 0 || view.size() >= sizeof view_root) {
@@ -450,10 +458,15 @@ int Hydrate(const char* rel_path) {
 // the link failed: it is dropped (an answer that comes late must not be
 // taken for the next request's) and the caller asks alone.
 Onebox__V1__ShimResponse* AskLinked(Onebox__V1__ShimRequest& req) {
+  static uint64_t next_id = 3;  // (1: Hello; 2: alone) under mu
   std::lock_guard lock(mu);
-  if (EnsureLinkLocked() != 0) return nullptr;
-  req.id = 3;
+  if (!InOwnerProcess() || EnsureLinkLocked() != 0) return nullptr;
+  req.id = next_id++;
   Onebox__V1__ShimResponse* resp = RoundTrip(link_fd, req);
+  if (resp != nullptr && resp->id != req.id) {
+    onebox__v1__shim_response__free_unpacked(resp, nullptr);
+    resp = nullptr;
+  }
   if (resp == nullptr) DropLocked();
   return resp;
 }

@@ -17,7 +17,8 @@ int Publish(const char* rel_path);
 // view root, no symlinks) in place. Returns 0 or an errno (EIO: nobody has it).
 int Hydrate(const char* rel_path);
 // O_CREAT|O_EXCL or mkdir of rel_path (below the view root): asks the agent
-// to win the name from the live members first. 0 or an errno (EEXIST).
+// to decide the name under its directory's lease first (on the link when it
+// can answer at once, else on a connection of its own). 0 or an errno (EEXIST).
 int Claim(const char* rel_path);
 // kill, killpg or sigqueue of a gpid (negative: a process group): the
 // agent sends it to the gpid's node, as this process's user. 0 or an errno
