@@ -158,7 +158,8 @@ Status DirLeases::Recall(const std::string& dir, const std::string& node) {
   if (Status st = network_.To(peer->address).RecallDirLease(req, &resp, {.timeout = timeout}); !st.ok()) return st;
   std::lock_guard lock(mu_);
   for (const v1::PendingName& p : resp.pending())
-    if (ParentKey(p.key()) == dir) pending_[p.key()] = {clock_.Now() + kPendingHold, p.since()};
+    if (ParentKey(p.key()) == dir && p.granted_by() != self_)
+      pending_[p.key()] = {clock_.Now() + kPendingHold, p.since(), p.granted_by()};
   return Status::Ok();
 }
 
@@ -330,6 +331,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
         v1::PendingName* name = resp->add_pending();
         name->set_key(key);
         name->set_since(p.since);
+        name->set_granted_by(p.granted_by);
       }
   }
   // From here no create in dir is granted here without a new lease. What
@@ -345,6 +347,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
       v1::PendingName* name = resp->add_pending();
       name->set_key(std::move(key));
       name->set_since(now_hlc);
+      name->set_granted_by(self_);
     }
   Clock::time_point now = clock_.Now();
   for (const Granted& g : recent) {
@@ -355,6 +358,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
     v1::PendingName* name = resp->add_pending();
     name->set_key(g.key);
     name->set_since(g.after);
+    name->set_granted_by(self_);
   }
   if (handover_.send_entries)
     if (Status s = handover_.send_entries(*asker, req.dir()); !s.ok()) return s;

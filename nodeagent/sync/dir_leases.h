@@ -119,6 +119,7 @@ class DirLeases {
   struct Pending {  // a name another node granted just before it gave the lease up
     Clock::time_point until;
     HlcTimestamp since;
+    std::string granted_by;  // passed on with it
   };
   struct Round {
     bool won = false;

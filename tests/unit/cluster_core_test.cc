@@ -180,6 +180,25 @@ TEST(DirLeasesCoreTest, CreateAtOnceDecidesOnlyUnderALeaseHeldHereAndNotDueForRe
   EXPECT_EQ(b.leases->CreateAtOnce("no-such-key/../x").value_or(Status::Ok()).code(), Code::kInvalidArgument);
 }
 
+TEST(DirLeasesCoreTest, ANameGrantedHereAndHandedOnIsNotRefusedHereWhenItsProgramAsksAgain) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  // a grants k; the program's answer is lost (its link timed out), so it asks again.
+  ASSERT_TRUE(a.leases->Create("cluster/d/k").ok());
+  // Meanwhile b takes d over and is told k is being made: b refuses it.
+  ASSERT_TRUE(b.leases->Create("cluster/d/z").ok());
+  EXPECT_EQ(b.leases->Create("cluster/d/k").code(), Code::kAlreadyExists);
+  // The second ask brings the lease back to a with b's pending names, k among
+  // them: a's own grant, which it does not take as made elsewhere.
+  Status again = a.leases->Create("cluster/d/k");
+  EXPECT_TRUE(again.ok()) << again.ToString();
+  // A name b granted is refused on a as before.
+  ASSERT_TRUE(b.leases->Create("cluster/d/m").ok());
+  EXPECT_EQ(a.leases->Create("cluster/d/m").code(), Code::kAlreadyExists);
+}
+
 TEST(DirLeasesCoreTest, ConcurrentCreatorsOfOneNameNeverBothWin) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
