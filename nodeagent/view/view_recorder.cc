@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <map>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -234,10 +235,44 @@ void ViewRecorder::ReadEvents(bool* moved) {
   }
 }
 
+std::vector<bool> CoveredByAClose(const std::vector<const inotify_event*>& events) {
+  std::vector<bool> covered(events.size(), false);
+  std::map<std::pair<int, std::string_view>, std::vector<size_t>> by_name;
+  for (size_t i = 0; i < events.size(); ++i)
+    if (events[i]->len > 0 && !(events[i]->mask & IN_ISDIR)) by_name[{events[i]->wd, events[i]->name}].push_back(i);
+  constexpr uint32_t kNewIncarnation = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO;
+  for (const auto& [name, indexes] : by_name) {
+    // Runs of one incarnation of the name: each starts at a create or move in, ends before the next.
+    for (size_t begin = 0; begin < indexes.size();) {
+      size_t end = begin + 1;
+      while (end < indexes.size() && !(events[indexes[end]]->mask & kNewIncarnation)) ++end;
+      // A removal or move out ends the incarnation; it is no part of the run.
+      bool closed = false;
+      for (size_t k = begin; k < end; ++k) closed |= (events[indexes[k]]->mask & IN_CLOSE_WRITE) != 0;
+      if (closed)
+        for (size_t k = begin; k < end; ++k)
+          if (events[indexes[k]]->mask & (IN_CREATE | IN_ATTRIB) &&
+              !(events[indexes[k]]->mask & (IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE)))
+            covered[indexes[k]] = true;
+      begin = end;
+    }
+  }
+  return covered;
+}
+
 void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
+  std::vector<const inotify_event*> events;
+  bool overflowed = false;
   for (size_t off = 0; off < len;) {
     const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
     off += sizeof(inotify_event) + ev->len;
+    overflowed |= (ev->mask & IN_Q_OVERFLOW) != 0;
+    events.push_back(ev);
+  }
+  // (After an overflow the rescan records everything: nothing to spare.)
+  std::vector<bool> covered = overflowed ? std::vector<bool>(events.size(), false) : CoveredByAClose(events);
+  for (size_t i = 0; i < events.size(); ++i) {
+    const inotify_event* ev = events[i];
     if (ev->mask & IN_Q_OVERFLOW) {
       spdlog::warn("view recorder: inotify queue overflowed; rescanning the view");
       if (moved) *moved = true;
@@ -270,11 +305,11 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     }
     if (dir.empty() && IsAgentEntry(name)) continue;
     if (moved && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
-    HandleEvent(JoinKey(dir, name), ev->mask);
+    HandleEvent(JoinKey(dir, name), ev->mask, covered[i]);
   }
 }
 
-void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask) {
+void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool covered) {
   // The obstacle to the last proof, or a directory above it, was removed,
   // moved or changed its mode or owner: worth another walk.
   if (!obstacle_.empty() && (mask & (IN_ATTRIB | IN_DELETE | IN_MOVED_FROM)) &&
@@ -289,6 +324,8 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask) {
     TombstonePath(path);
   } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {
     WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
+  } else if (covered) {
+    ++covered_events_;  // recorded by its close in the same read
   } else if (mask & IN_CREATE) {
     Follow(path, Change::kCreated);
     // Followed from now on (after its record, which takes what was hashed

@@ -14,6 +14,8 @@
 // them when it can (view/symlink_guard.h).
 #pragma once
 
+#include <sys/inotify.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -34,6 +36,16 @@
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
+
+// Events of one inotify read (a burst: tar makes, writes, closes and stamps
+// a file before the recorder looks) that another event of the same read
+// records anyway: a file's IN_CREATE or IN_ATTRIB beside an IN_CLOSE_WRITE
+// of the same file, with no create, removal or move of that name between
+// them. The close is handled after the whole read happened, so its record
+// (of the content and the attributes as they are then) covers both;
+// skipping them saves an open, a stat and a store read each. True at the
+// index of each such event.
+std::vector<bool> CoveredByAClose(const std::vector<const inotify_event*>& events);
 
 class ViewRecorder {
  public:
@@ -71,6 +83,7 @@ class ViewRecorder {
   // Changes of the mount table seen (each may have removed an obstacle: worth a walk).
   uint64_t mount_changes() const { return mount_changes_; }
   uint64_t hashed_ahead() const { return hashed_ahead_; }  // chunks a close took as hashed while written
+  uint64_t covered_events() const { return covered_events_; }  // events a close in the same read recorded
 
  private:
   // What happened to an entry, as far as recording it goes.
@@ -94,7 +107,9 @@ class ViewRecorder {
   void ReadEvents(bool* moved = nullptr);
   void HandleEvents(const char* buf, size_t len, bool* moved = nullptr);
   // One event about path (in a watched directory).
-  void HandleEvent(const std::string& path, uint32_t mask);
+  // covered: a create or attribute change that a close of the same file in
+  // the same read records (CoveredByAClose): not followed on its own.
+  void HandleEvent(const std::string& path, uint32_t mask, bool covered = false);
   // Watches dir (relative to the view root, "" for the root) and everything
   // below it, recording each entry. seen, if given, collects recorded paths.
   void WatchTree(const std::string& dir, std::unordered_map<std::string, bool>* seen);
@@ -177,6 +192,7 @@ class ViewRecorder {
   std::atomic<uint64_t> walks_{0};
   std::atomic<uint64_t> mount_changes_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
+  std::atomic<uint64_t> covered_events_{0};
   std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.

@@ -1,0 +1,131 @@
+// The view recorder under bursts: which inotify events a close in the same
+// read makes unneeded (CoveredByAClose), and that a burst of files made,
+// written, closed, stamped and chmod'ed as tar does is recorded exactly as
+// the files end up, whatever the recorder skipped.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "consistency/digest.h"
+#include "nodeagent/view/view_ledger.h"
+#include "nodeagent/view/view_recorder.h"
+#include "tests/unit/in_process_cluster.h"
+
+namespace onebox::testing {
+namespace {
+
+// inotify events as one read returns them, laid out in a buffer.
+class Events {
+ public:
+  Events& Add(int wd, uint32_t mask, const std::string& name) {
+    size_t len = name.empty() ? 0 : (name.size() + 1 + 7) / 8 * 8;  // NUL-padded as the kernel does
+    std::vector<char> ev(sizeof(inotify_event) + len, 0);
+    auto* e = reinterpret_cast<inotify_event*>(ev.data());
+    e->wd = wd;
+    e->mask = mask;
+    e->len = static_cast<uint32_t>(len);
+    memcpy(ev.data() + sizeof(inotify_event), name.data(), name.size());
+    storage_.push_back(std::move(ev));
+    return *this;
+  }
+  std::vector<bool> Covered() const {
+    std::vector<const inotify_event*> events;
+    for (const auto& ev : storage_) events.push_back(reinterpret_cast<const inotify_event*>(ev.data()));
+    return CoveredByAClose(events);
+  }
+
+ private:
+  std::vector<std::vector<char>> storage_;
+};
+
+TEST(ViewRecorderEvents, ACreateOrStampBesideACloseOfTheSameFileIsCoveredByIt) {
+  // tar: create, close, stamp; the stamp before the close as well (fchmod, then close).
+  EXPECT_EQ(Events()
+                .Add(1, IN_CREATE, "a")
+                .Add(1, IN_ATTRIB, "a")
+                .Add(1, IN_CLOSE_WRITE, "a")
+                .Add(1, IN_ATTRIB, "a")
+                .Covered(),
+            (std::vector<bool>{true, true, false, true}));
+  // No close in the read: each event counts. Another directory's "a" is another file.
+  EXPECT_EQ(Events().Add(1, IN_CREATE, "a").Add(1, IN_ATTRIB, "a").Add(2, IN_CLOSE_WRITE, "a").Covered(),
+            (std::vector<bool>{false, false, false}));
+  // A removal or a move ends the file the close was of: what comes after is
+  // another file's (or nothing's), and the removal itself is never skipped.
+  EXPECT_EQ(Events()
+                .Add(1, IN_CREATE, "a")
+                .Add(1, IN_CLOSE_WRITE, "a")
+                .Add(1, IN_DELETE, "a")
+                .Add(1, IN_CREATE, "a")
+                .Add(1, IN_ATTRIB, "a")
+                .Covered(),
+            (std::vector<bool>{true, false, false, false, false}));
+  EXPECT_EQ(Events()
+                .Add(1, IN_CLOSE_WRITE, "a")
+                .Add(1, IN_MOVED_FROM, "a")
+                .Add(1, IN_MOVED_TO, "a")
+                .Add(1, IN_ATTRIB, "a")
+                .Covered(),
+            (std::vector<bool>{false, false, false, false}));
+  // Directories are never covered (their creation watches them).
+  EXPECT_EQ(Events().Add(1, IN_CREATE | IN_ISDIR, "d").Add(1, IN_CLOSE_WRITE, "d").Covered(),
+            (std::vector<bool>{false, false}));
+}
+
+TEST(ViewRecorderEvents, ABurstIsRecordedAsTheFilesEndUp) {
+  InProcessCluster cluster(1);
+  Store& store = *cluster.node(0).store;
+  TempDir dir;
+  const std::string view = dir / "view";
+  std::filesystem::create_directories(view + "/cluster/burst");
+  StatePage page{};
+  page.magic = StatePage::kMagic;
+  ViewLedger ledger(store, page);
+  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view, store, ledger);
+  ASSERT_TRUE(recorder.ok()) << recorder.status().ToString();
+  // As tar -x does, as fast as it goes: the recorder falls behind and reads many at once.
+  constexpr int kFiles = 400;
+  for (int i = 0; i < kFiles; ++i) {
+    std::string path = fmt::format("{}/cluster/burst/f{}", view, i);
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    std::string bytes(100 + i, static_cast<char>('a' + i % 26));
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(fchmod(fd, 0640), 0);
+    ASSERT_EQ(close(fd), 0);
+    timespec times[2] = {{1'000'000 + i, 0}, {1'000'000 + i, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+    if (i % 2 == 0) {
+      ASSERT_EQ(chmod(path.c_str(), 0644), 0);
+    }
+  }
+  ASSERT_TRUE((*recorder)->Sync().ok());
+  for (int i = 0; i < kFiles; ++i) {
+    std::string key = fmt::format("cluster/burst/f{}", i);
+    Result<Record> rec = store.Get(key, Cf::kNs);
+    ASSERT_TRUE(rec.ok()) << key;
+    v1::Inode inode;
+    ASSERT_TRUE(inode.ParseFromString(rec->value));
+    std::string bytes(100 + i, static_cast<char>('a' + i % 26));
+    EXPECT_EQ(inode.size(), bytes.size()) << key;
+    ASSERT_EQ(inode.chunks_size(), 1) << key;
+    EXPECT_EQ(inode.chunks(0), Sha256(bytes)) << key;
+    EXPECT_EQ(inode.mode(), i % 2 == 0 ? 0644u : 0640u) << key;
+    EXPECT_EQ(inode.mtime_ns(), (1'000'000 + i) * 1'000'000'000LL) << key;
+  }
+  // (How many events a close covered depends on how far behind the recorder was.)
+  RecordProperty("covered_events", std::to_string((*recorder)->covered_events()));
+  (*recorder)->Stop();
+}
+
+}  // namespace
+}  // namespace onebox::testing
