@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <map>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -14,6 +13,7 @@
 #include <charconv>
 #include <climits>
 #include <cstring>
+#include <map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -270,7 +270,21 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     events.push_back(ev);
   }
   // (After an overflow the rescan records everything: nothing to spare.)
-  std::vector<bool> covered = overflowed ? std::vector<bool>(events.size(), false) : CoveredByAClose(events);
+  // A sync marker is a barrier: Sync() returns once the events before it
+  // are handled, so none of those is left to a close that comes after it.
+  std::vector<bool> covered(events.size(), false);
+  auto root = std::find_if(wd_to_dir_.begin(), wd_to_dir_.end(), [](const auto& kv) { return kv.second.empty(); });
+  auto is_marker = [&](const inotify_event* ev) {
+    return root != wd_to_dir_.end() && ev->wd == root->first && ev->len > 0 &&
+           std::string_view(ev->name).substr(0, kSyncMarker.size()) == kSyncMarker;
+  };
+  for (size_t begin = 0, i = 0; !overflowed && i <= events.size(); ++i) {
+    if (i < events.size() && !is_marker(events[i])) continue;
+    std::vector<bool> part = CoveredByAClose({events.begin() + static_cast<std::ptrdiff_t>(begin),
+                                              events.begin() + static_cast<std::ptrdiff_t>(i)});
+    std::copy(part.begin(), part.end(), covered.begin() + static_cast<std::ptrdiff_t>(begin));
+    begin = i + 1;
+  }
   for (size_t i = 0; i < events.size(); ++i) {
     const inotify_event* ev = events[i];
     if (ev->mask & IN_Q_OVERFLOW) {
@@ -469,6 +483,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
   // its mark names the content.
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(fd) : std::nullopt;
+  // Written by a program and unmarked: no stub any more (what the ledger
+  // learns from the mark's removal, whose IN_ATTRIB a close may cover).
+  if (change == Change::kWritten && !stub) ledger_.SetStub(path, false);
   std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, fd, st) : std::nullopt;
   close(fd);
   return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
@@ -493,7 +510,16 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
   }
   // Vanished or unreadable meanwhile: its own events follow.
   if (change == Change::kFsync) return HashContent(path, inode, Store::ChunkDurability::kBySyncedWrite);
-  return HashContent(path, inode, Store::ChunkDurability::kEventually, deferred);
+  Status hashed = HashContent(path, inode, Store::ChunkDurability::kEventually, deferred);
+  // Closed, unreadable here (an agent that is not root, a chmod 000), and
+  // alike in size and mtime to the record: its attributes are recorded with
+  // the record's content, as its IN_ATTRIB, which the close may have
+  // covered, would have recorded them.
+  if (!hashed.ok() && change == Change::kWritten && same_content) {
+    *inode->mutable_chunks() = held->chunks();
+    return Status::Ok();
+  }
+  return hashed;
 }
 
 Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode,

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -124,6 +125,50 @@ TEST(ViewRecorderEvents, ABurstIsRecordedAsTheFilesEndUp) {
   }
   // (How many events a close covered depends on how far behind the recorder was.)
   RecordProperty("covered_events", std::to_string((*recorder)->covered_events()));
+  (*recorder)->Stop();
+}
+
+TEST(ViewRecorderEvents, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorderSkipped) {
+  InProcessCluster cluster(1);
+  Store& store = *cluster.node(0).store;
+  TempDir dir;
+  const std::string view = dir / "view";
+  std::filesystem::create_directories(view + "/cluster/burst");
+  StatePage page{};
+  page.magic = StatePage::kMagic;
+  ViewLedger ledger(store, page);
+  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view, store, ledger);
+  ASSERT_TRUE(recorder.ok()) << recorder.status().ToString();
+  // A stub, as the materializer leaves one (its content elsewhere).
+  const std::string stub = view + "/cluster/s";
+  ASSERT_EQ(close(open(stub.c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+  ASSERT_EQ(truncate(stub.c_str(), 5), 0);
+  ASSERT_EQ(setxattr(stub.c_str(), kStubXattr, "x", 1, 0), 0);
+  ledger.SetStub("cluster/s", true);
+  ASSERT_EQ(page.stubs.load(), 1u);
+  ASSERT_TRUE((*recorder)->Sync().ok());
+  // A burst first, so that the recorder is behind and reads what follows
+  // in one go: the shim's removal of the mark (IN_ATTRIB), then the close.
+  for (int i = 0; i < 300; ++i) {
+    std::string path = fmt::format("{}/cluster/burst/f{}", view, i);
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "burst\n", 6), 6);
+    ASSERT_EQ(close(fd), 0);
+  }
+  int fd = open(stub.c_str(), O_WRONLY | O_TRUNC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fremovexattr(fd, kStubXattr), 0);
+  ASSERT_EQ(write(fd, "mine\n", 5), 5);
+  ASSERT_EQ(close(fd), 0);
+  ASSERT_TRUE((*recorder)->Sync().ok());
+  EXPECT_EQ(page.stubs.load(), 0u) << "a stub count left up: the materializer would take the file for untouched";
+  Result<Record> rec = store.Get("cluster/s", Cf::kNs);
+  ASSERT_TRUE(rec.ok());
+  v1::Inode inode;
+  ASSERT_TRUE(inode.ParseFromString(rec->value));
+  ASSERT_EQ(inode.chunks_size(), 1);
+  EXPECT_EQ(inode.chunks(0), Sha256("mine\n"));
   (*recorder)->Stop();
 }
 
