@@ -4,7 +4,8 @@
 //     A's view (what a program under the shim does after open) to the file's
 //     entry, with its new size, in B's view.
 //  Bursts: 1,500 small files written in A's view at once, then the time
-//     from the last close until all are in B's view; p50/p99 over rounds.
+//     from the last close until all are in B's view with their sizes (B
+//     holds some as stubs: content on their holders); p50/p99 over rounds.
 //  P9 a 1 GiB file: write + close + recorded by A (publish), against the same
 //     write + close of a plain file; then hydration on the node without the
 //     content (Hydrate, as open() under the shim asks it), against a native
@@ -27,6 +28,7 @@
 #include <optional>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 #include <vector>
@@ -79,13 +81,14 @@ int64_t RecordedSize(onebox::testing::AgentProcess& agent, const std::string& pa
 
 }  // namespace
 
-// Waits until every file of `sizes` (name -> size) is in dir with its size,
-// or give_up; returns when each was first seen so (nullopt: never). dir is
-// watched with inotify, not polled: a reader spinning on stat() would take
-// one of this machine's two cores from the agents.
-std::vector<std::optional<Clock::time_point>> WaitForFiles(const std::string& dir,
-                                                           const std::vector<std::pair<std::string, off_t>>& files,
-                                                           Clock::time_point give_up) {
+// Waits until every file of `files` (name, size) is in dir with its size
+// (its entry: on a node that is not one of its holders, a stub of that
+// size), or give_up; returns when each was first seen so (nullopt: never),
+// or nothing when dir cannot be watched. dir is watched with inotify, not
+// polled: a reader spinning on stat() would take one of this machine's two
+// cores from the agents.
+std::optional<std::vector<std::optional<Clock::time_point>>> WaitForFiles(
+    const std::string& dir, const std::vector<std::pair<std::string, off_t>>& files, Clock::time_point give_up) {
   std::vector<std::optional<Clock::time_point>> seen(files.size());
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < files.size(); ++i) index[files[i].first] = i;
@@ -93,8 +96,9 @@ std::vector<std::optional<Clock::time_point>> WaitForFiles(const std::string& di
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   int watch = inotify_init1(IN_CLOEXEC);
   if (watch < 0 || inotify_add_watch(watch, dir.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB) < 0) {
+    fprintf(stderr, "cannot watch %s: %s\n", dir.c_str(), strerror(errno));
     if (watch >= 0) close(watch);
-    return seen;
+    return std::nullopt;
   }
   size_t left = files.size();
   // Whether entry name holds its whole content now (placed before the watch, or just now).
@@ -219,9 +223,10 @@ int main(int argc, char** argv) {
   auto seen = WaitForFiles(view_b + "/lag", updates,
                            Clock::now() + std::chrono::milliseconds(total) + std::chrono::seconds(30));
   file_writer.join();
+  if (!seen) return 1;
   std::vector<double> file_lag_ms;
   for (int i = 0; i < total; ++i)  // (not seen by the give-up: counted as 30 s)
-    file_lag_ms.push_back(seen[i] ? std::max(0.0, Ms(*seen[i] - closed[i])) : 30000.0);
+    file_lag_ms.push_back((*seen)[i] ? std::max(0.0, Ms(*(*seen)[i] - closed[i])) : 30000.0);
   // The first second apart too: a backlog that builds at the start and drains
   // shows there, the steady state after it.
   std::vector<double> file_lag_after_ms(file_lag_ms.begin() + std::min(total, 1000), file_lag_ms.end());
@@ -241,7 +246,8 @@ int main(int argc, char** argv) {
 
   // Bursts: 1,500 small files (1 to 8 KiB, as a source tree's) written in A's
   // view as fast as they can be, then the time from the last close until
-  // every one is in B's view, whole; p50 and p99 over the rounds.
+  // every one is in B's view with its size (whole where B holds a copy, a
+  // stub of that size where it does not); p50 and p99 over the rounds.
   std::vector<double> burst_ms;
   constexpr int kBurstFiles = 1500;
   for (int round = 0; round < bursts; ++round) {
@@ -256,8 +262,9 @@ int main(int argc, char** argv) {
     }
     auto last_close = Clock::now();
     auto seen_b = WaitForFiles(view_b + "/" + burst, files, last_close + std::chrono::seconds(30));
+    if (!seen_b) return 1;
     Clock::time_point all = last_close;
-    for (const auto& t : seen_b) all = t ? std::max(all, *t) : last_close + std::chrono::seconds(30);
+    for (const auto& t : *seen_b) all = t ? std::max(all, *t) : last_close + std::chrono::seconds(30);
     burst_ms.push_back(Ms(all - last_close));
   }
   if (!burst_ms.empty()) {
