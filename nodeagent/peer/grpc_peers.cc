@@ -117,6 +117,7 @@ class GrpcPeerLink final : public PeerLink {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + options.timeout);
     if (!join_token_.empty()) ctx.AddMetadata(kJoinTokenHeader, join_token_);
+    if (options.wait_for_ready) ctx.set_wait_for_ready(true);
     CancelScope scope(options.cancellation, &ctx);
     if (!scope.attached()) return Status::Unavailable("cancelled");
     return FromGrpc((stub_.get()->*rpc)(&ctx, req, resp));

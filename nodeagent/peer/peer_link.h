@@ -65,6 +65,9 @@ class Cancellation {
 struct CallOptions {
   std::chrono::milliseconds timeout{2000};
   Cancellation* cancellation = nullptr;
+  // Wait (within the timeout) for a link that is connecting or between
+  // attempts, instead of failing at once: for a peer membership counts alive.
+  bool wait_for_ready = false;
 };
 
 // One replication stream (Peer/ReplicateStream): batches out, one answer

@@ -13,6 +13,10 @@ namespace onebox {
 
 namespace {
 constexpr auto kChunkDeadline = std::chrono::seconds(5);
+// A fetch that fails faster than this never reached the peer: asked again,
+// waiting up to kReconnectWait for the link to connect.
+constexpr auto kFailedAtOnce = std::chrono::milliseconds(50);
+constexpr auto kReconnectWait = std::chrono::milliseconds(1000);
 constexpr size_t kFetchesInFlight = 4;
 constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 }  // namespace
@@ -72,7 +76,13 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
       v1::FetchChunkRequest req;
       req.set_digest(digest);
       v1::FetchChunkResponse resp;
+      auto asked = std::chrono::steady_clock::now();
       Status st = network_.To(address).FetchChunk(req, &resp, {.timeout = kChunkDeadline});
+      // Refused at once: our link to it is between connection attempts (a
+      // partition just healed: membership heard from it before our channel
+      // reconnected). Once more, waiting a moment for the link.
+      if (st.code() == Code::kUnavailable && std::chrono::steady_clock::now() - asked < kFailedAtOnce)
+        st = network_.To(address).FetchChunk(req, &resp, {.timeout = kReconnectWait, .wait_for_ready = true});
       tried += fmt::format("{}{} ({})", tried.empty() ? "" : ", ", node_id,
                            st.ok() ? (resp.found() ? "bad bytes" : "does not hold it") : st.message());
       if (!st.ok()) {
