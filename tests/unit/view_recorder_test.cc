@@ -82,17 +82,30 @@ TEST(ViewRecorderEvents, ACreateOrStampBesideACloseOfTheSameFileIsCoveredByIt) {
             (std::vector<bool>{false, false}));
 }
 
-TEST(ViewRecorderEvents, ABurstIsRecordedAsTheFilesEndUp) {
-  InProcessCluster cluster(1);
+// A recorder on one node's store, over a view with an empty /cluster/burst.
+class ViewRecorderBurst : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directories(view + "/cluster/burst");
+    page.magic = StatePage::kMagic;
+    Result<std::unique_ptr<ViewRecorder>> started = ViewRecorder::Start(view, store, ledger);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    recorder = std::move(started).value();
+  }
+  void TearDown() override {
+    if (recorder) recorder->Stop();
+  }
+
+  InProcessCluster cluster{1};
   Store& store = *cluster.node(0).store;
   TempDir dir;
   const std::string view = dir / "view";
-  std::filesystem::create_directories(view + "/cluster/burst");
   StatePage page{};
-  page.magic = StatePage::kMagic;
-  ViewLedger ledger(store, page);
-  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view, store, ledger);
-  ASSERT_TRUE(recorder.ok()) << recorder.status().ToString();
+  ViewLedger ledger{store, page};
+  std::unique_ptr<ViewRecorder> recorder;
+};
+
+TEST_F(ViewRecorderBurst, ABurstIsRecordedAsTheFilesEndUp) {
   // As tar -x does, as fast as it goes: the recorder falls behind and reads many at once.
   constexpr int kFiles = 400;
   for (int i = 0; i < kFiles; ++i) {
@@ -109,7 +122,7 @@ TEST(ViewRecorderEvents, ABurstIsRecordedAsTheFilesEndUp) {
       ASSERT_EQ(chmod(path.c_str(), 0644), 0);
     }
   }
-  ASSERT_TRUE((*recorder)->Sync().ok());
+  ASSERT_TRUE(recorder->Sync().ok());
   for (int i = 0; i < kFiles; ++i) {
     std::string key = fmt::format("cluster/burst/f{}", i);
     Result<Record> rec = store.Get(key, Cf::kNs);
@@ -124,21 +137,10 @@ TEST(ViewRecorderEvents, ABurstIsRecordedAsTheFilesEndUp) {
     EXPECT_EQ(inode.mtime_ns(), (1'000'000 + i) * 1'000'000'000LL) << key;
   }
   // (How many events a close covered depends on how far behind the recorder was.)
-  RecordProperty("covered_events", std::to_string((*recorder)->covered_events()));
-  (*recorder)->Stop();
+  RecordProperty("covered_events", std::to_string(recorder->covered_events()));
 }
 
-TEST(ViewRecorderEvents, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorderSkipped) {
-  InProcessCluster cluster(1);
-  Store& store = *cluster.node(0).store;
-  TempDir dir;
-  const std::string view = dir / "view";
-  std::filesystem::create_directories(view + "/cluster/burst");
-  StatePage page{};
-  page.magic = StatePage::kMagic;
-  ViewLedger ledger(store, page);
-  Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(view, store, ledger);
-  ASSERT_TRUE(recorder.ok()) << recorder.status().ToString();
+TEST_F(ViewRecorderBurst, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorderSkipped) {
   // A stub, as the materializer leaves one (its content elsewhere).
   const std::string stub = view + "/cluster/s";
   ASSERT_EQ(close(open(stub.c_str(), O_WRONLY | O_CREAT, 0644)), 0);
@@ -146,7 +148,7 @@ TEST(ViewRecorderEvents, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorderS
   ASSERT_EQ(setxattr(stub.c_str(), kStubXattr, "x", 1, 0), 0);
   ledger.SetStub("cluster/s", true);
   ASSERT_EQ(page.stubs.load(), 1u);
-  ASSERT_TRUE((*recorder)->Sync().ok());
+  ASSERT_TRUE(recorder->Sync().ok());
   // A burst first, so that the recorder is behind and reads what follows
   // in one go: the shim's removal of the mark (IN_ATTRIB), then the close.
   for (int i = 0; i < 300; ++i) {
@@ -161,7 +163,7 @@ TEST(ViewRecorderEvents, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorderS
   ASSERT_EQ(fremovexattr(fd, kStubXattr), 0);
   ASSERT_EQ(write(fd, "mine\n", 5), 5);
   ASSERT_EQ(close(fd), 0);
-  ASSERT_TRUE((*recorder)->Sync().ok());
+  ASSERT_TRUE(recorder->Sync().ok());
   EXPECT_EQ(page.stubs.load(), 0u) << "a stub count left up: the materializer would take the file for untouched";
   Result<Record> rec = store.Get("cluster/s", Cf::kNs);
   ASSERT_TRUE(rec.ok());
@@ -169,7 +171,6 @@ TEST(ViewRecorderEvents, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorderS
   ASSERT_TRUE(inode.ParseFromString(rec->value));
   ASSERT_EQ(inode.chunks_size(), 1);
   EXPECT_EQ(inode.chunks(0), Sha256("mine\n"));
-  (*recorder)->Stop();
 }
 
 }  // namespace
