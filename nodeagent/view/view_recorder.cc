@@ -260,6 +260,12 @@ std::vector<bool> CoveredByAClose(const std::vector<const inotify_event*>& event
   return covered;
 }
 
+bool ViewRecorder::IsSyncMarker(const inotify_event& ev) const {
+  if (ev.len == 0 || std::string_view(ev.name).substr(0, kSyncMarker.size()) != kSyncMarker) return false;
+  auto it = wd_to_dir_.find(ev.wd);
+  return it != wd_to_dir_.end() && it->second.empty();  // in the view root
+}
+
 void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
   std::vector<const inotify_event*> events;
   bool overflowed = false;
@@ -273,13 +279,8 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
   // A sync marker is a barrier: Sync() returns once the events before it
   // are handled, so none of those is left to a close that comes after it.
   std::vector<bool> covered(events.size(), false);
-  auto root = std::find_if(wd_to_dir_.begin(), wd_to_dir_.end(), [](const auto& kv) { return kv.second.empty(); });
-  auto is_marker = [&](const inotify_event* ev) {
-    return root != wd_to_dir_.end() && ev->wd == root->first && ev->len > 0 &&
-           std::string_view(ev->name).substr(0, kSyncMarker.size()) == kSyncMarker;
-  };
   for (size_t begin = 0, i = 0; !overflowed && i <= events.size(); ++i) {
-    if (i < events.size() && !is_marker(events[i])) continue;
+    if (i < events.size() && !IsSyncMarker(*events[i])) continue;
     std::vector<bool> part = CoveredByAClose({events.begin() + static_cast<std::ptrdiff_t>(begin),
                                               events.begin() + static_cast<std::ptrdiff_t>(i)});
     std::copy(part.begin(), part.end(), covered.begin() + static_cast<std::ptrdiff_t>(begin));
@@ -305,7 +306,7 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     if (it == wd_to_dir_.end() || ev->len == 0) continue;  // an unwatched dir, or about the dir itself
     const std::string dir = it->second;
     std::string_view name(ev->name);
-    if (dir.empty() && name.substr(0, kSyncMarker.size()) == kSyncMarker) {
+    if (IsSyncMarker(*ev)) {
       uint64_t n = 0;
       std::string_view digits = name.substr(name.rfind('-') + 1);
       // Only our own markers are named so; a stray one is not a sync.

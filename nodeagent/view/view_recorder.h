@@ -106,6 +106,8 @@ class ViewRecorder {
   // created or moved, or events were lost (a symlink-free proof is void).
   void ReadEvents(bool* moved = nullptr);
   void HandleEvents(const char* buf, size_t len, bool* moved = nullptr);
+  // Is ev about a Sync() marker (a name of ours in the view root)?
+  bool IsSyncMarker(const inotify_event& ev) const;
   // One event about path (in a watched directory).
   // covered: a create or attribute change that a close of the same file in
   // the same read records (CoveredByAClose): not followed on its own.
