@@ -114,28 +114,29 @@ Status ShimHandlers::Hydrate(const Origin&, const v1::ShimRequest& req, v1::Shim
 }
 
 Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
-  auto answer = [](Status s, v1::ShimResponse* r) {
-    if (!s.ok()) {
-      spdlog::debug("claim: {}", s.message());
-      return s;
-    }
-    r->mutable_claim();
-    return Status::Ok();
-  };
   // Under a lease this node holds (a program creating file after file in
   // one directory), decided here at once, with no hand-off to the pool.
-  if (std::optional<Status> now = parts_.leases.CreateAtOnce(req.claim().path())) return answer(*now, resp);
+  if (std::optional<Status> now = parts_.leases.CreateAtOnce(req.claim().path())) return Claimed(*now, resp);
   if (req.claim().at_once()) {  // on a program's shared link, which must not wait for a vote
     resp->mutable_claim()->set_ask_alone(true);
     return Status::Ok();
   }
-  // Otherwise a vote or a recall: on the pool, as a kPool request.
-  work_.Submit([this, answer, path = req.claim().path(), reply = origin.call->Defer()]() mutable {
-    v1::ShimResponse r;
-    Answer(answer(parts_.leases.Create(path), &r), &r);
-    reply.Send(std::move(r));
-  });
+  // Otherwise a vote or a recall: on the pool, as a kPool request is.
+  Run(ShimRuns::kPool, &ShimHandlers::ClaimByVote, *origin.call, req, resp);
   return Status::Ok();  // (the answer given now is dropped: the deferred one counts)
+}
+
+Status ShimHandlers::ClaimByVote(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  return Claimed(parts_.leases.Create(req.claim().path()), resp);
+}
+
+Status ShimHandlers::Claimed(Status s, v1::ShimResponse* resp) {
+  if (!s.ok()) {
+    spdlog::debug("claim: {}", s.message());
+    return s;
+  }
+  resp->mutable_claim();
+  return Status::Ok();
 }
 
 Status ShimHandlers::AnnounceSymlink(const Origin& origin, const v1::ShimRequest&, v1::ShimResponse* resp) {

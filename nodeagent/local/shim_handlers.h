@@ -63,6 +63,9 @@ class ShimHandlers {
   ONEBOX_SHIM_REQUESTS(ONEBOX_SHIM_HANDLER)
 #undef ONEBOX_SHIM_HANDLER
   Status ClusterCwd(v1::RunStart* start) const;
+  // Claim's part that may take a vote or a recall (on the pool), and its answer.
+  Status ClaimByVote(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp);
+  static Status Claimed(Status s, v1::ShimResponse* resp);
   // The caller the kernel named on the socket, as the API's gate takes it.
   static onebox::Caller CallerOf(const Origin& origin);
   using Handler = Status (ShimHandlers::*)(const Origin&, const v1::ShimRequest&, v1::ShimResponse*);
