@@ -27,6 +27,14 @@ constexpr auto kRecallWaitsForOwn = std::chrono::seconds(2);
 
 bool IsDirKey(const std::string& dir) { return dir.empty() || IsValidNsKey(dir); }
 
+// A name a recall's answer says is being made.
+void AddPending(v1::RecallDirLeaseResponse* resp, std::string key, HlcTimestamp since, const std::string& granted_by) {
+  v1::PendingName* name = resp->add_pending();
+  name->set_key(std::move(key));
+  name->set_since(since);
+  name->set_granted_by(granted_by);
+}
+
 uint64_t NewLeaseId() {
   static thread_local std::mt19937_64 rng(std::random_device{}());
   for (;;)
@@ -327,12 +335,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
     if (auto it = votes_.find(req.dir()); it != votes_.end() && it->second.holder == self_) it->second.until = {};
     // What this node was told is being made there goes on to the next holder.
     for (const auto& [key, p] : pending_)
-      if (ParentKey(key) == req.dir() && clock_.Now() < p.until) {
-        v1::PendingName* name = resp->add_pending();
-        name->set_key(key);
-        name->set_since(p.since);
-        name->set_granted_by(p.granted_by);
-      }
+      if (ParentKey(key) == req.dir() && clock_.Now() < p.until) AddPending(resp, key, p.since, p.granted_by);
   }
   // From here no create in dir is granted here without a new lease. What
   // programs made under the old one is recorded first.
@@ -344,10 +347,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
   // meanwhile, or unreadable) named as being made.
   if (held_lately && handover_.record_unrecorded)
     for (std::string& key : handover_.record_unrecorded(req.dir())) {
-      v1::PendingName* name = resp->add_pending();
-      name->set_key(std::move(key));
-      name->set_since(now_hlc);
-      name->set_granted_by(self_);
+      AddPending(resp, std::move(key), now_hlc, self_);
     }
   Clock::time_point now = clock_.Now();
   for (const Granted& g : recent) {
@@ -355,10 +355,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
     // Recorded already, it goes with the records; not yet, the asker waits for it.
     Result<Record> rec = store_.GetWithTombstone(g.key, Cf::kNs);
     if (rec.ok() && NodeIdHex(rec->version.node) == self_ && rec->version.hlc > g.after) continue;
-    v1::PendingName* name = resp->add_pending();
-    name->set_key(g.key);
-    name->set_since(g.after);
-    name->set_granted_by(self_);
+    AddPending(resp, g.key, g.after, self_);
   }
   if (handover_.send_entries)
     if (Status s = handover_.send_entries(*asker, req.dir()); !s.ok()) return s;
