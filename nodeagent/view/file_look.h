@@ -18,6 +18,17 @@ inline int64_t Ns(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1
 inline timespec Ts(int64_t ns) {
   return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 }
+
+// The agent's own user and group, read once (it never changes them): files
+// it makes are theirs, and only as root does it give files their owners.
+inline uid_t AgentUid() {
+  static const uid_t uid = geteuid();
+  return uid;
+}
+inline gid_t AgentGid() {
+  static const gid_t gid = getegid();
+  return gid;
+}
 inline int64_t MtimeNs(const struct stat& st) { return Ns(st.st_mtim); }
 
 struct FileLook {
@@ -55,7 +66,7 @@ inline bool ShowsVersion(const struct stat& st, const v1::Inode& inode) {
 inline bool ShowsMetadata(const struct stat& st, const v1::Inode& inode) {
   const mode_t mode = st.st_mode & 07777;
   return (S_ISLNK(st.st_mode) || mode == inode.mode() || mode == (inode.mode() & 01777)) &&
-         (geteuid() != 0 || (st.st_uid == inode.uid() && st.st_gid == inode.gid()));
+         (AgentUid() != 0 || (st.st_uid == inode.uid() && st.st_gid == inode.gid()));
 }
 
 }  // namespace onebox

@@ -5,6 +5,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -25,8 +26,11 @@ constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the
 // Owner first (chown clears setuid bits), then mode. Owner only as root: an
 // agent run by a user makes its files that user's, and then never setuid or
 // setgid (they would be the agent's user's).
-void SetOwnerAndMode(int fd, const v1::Inode& inode) {
-  bool owner = geteuid() == 0 && fchown(fd, inode.uid(), inode.gid()) == 0;
+// new_in_staging: fd was just made in staging, so it is the agent's own
+// (its euid and egid), and a chown to those is left out.
+void SetOwnerAndMode(int fd, const v1::Inode& inode, bool new_in_staging = false) {
+  bool already = new_in_staging && inode.uid() == AgentUid() && inode.gid() == AgentGid();
+  bool owner = AgentUid() == 0 && (already || fchown(fd, inode.uid(), inode.gid()) == 0);
   fchmod(fd, inode.mode() & (owner ? 07777 : 01777));
 }
 
@@ -168,7 +172,10 @@ void ViewMaterializer::Materialize(const std::string& path) {
 
 int ViewMaterializer::OpenParent(const std::string& path, bool create) {
   std::string parent = ParentKey(path);
-  int dir = OpenBeneath(root_fd_, "", O_PATH | O_DIRECTORY);
+  // Nearly always there: one lookup. Else a walk that makes what is missing.
+  int dir = OpenBeneath(root_fd_, parent, O_PATH | O_DIRECTORY);
+  if (dir >= 0 || errno != ENOENT || !create) return dir;
+  dir = OpenBeneath(root_fd_, "", O_PATH | O_DIRECTORY);
   size_t pos = 0;
   while (dir >= 0 && pos < parent.size()) {
     size_t next = parent.find('/', pos);
@@ -221,7 +228,7 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   if (fd < 0) return Status::IOError(fmt::format("open: {}", strerror(errno)));
   ledger_.PlaceholderFilled(path);
   if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != inode.mode() ||
-      (geteuid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
+      (AgentUid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
     SetOwnerAndMode(fd, inode);
   if (fstat(fd, &st) == 0) ledger_.Placed(path, st, version);
   close(fd);
@@ -230,7 +237,7 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
 
 Result<int> ViewMaterializer::FinishPlacement(int fd, const std::string& tmp, const v1::Inode& inode,
                                               const std::string& path, const Version& version) {
-  SetOwnerAndMode(fd, inode);
+  SetOwnerAndMode(fd, inode, /*new_in_staging=*/true);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
   ViewLedger::MarkPlacement(fd, path, version);
@@ -282,7 +289,7 @@ bool ViewMaterializer::PutBackIfWritten(int parent, const std::string& name, con
   return false;
 }
 
-std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", getpid(), ++temp_counter_); }
+std::string ViewMaterializer::NewTempName() { return fmt::format("t{}-{}", pid_, ++temp_counter_); }
 
 Status ViewMaterializer::PlaceSymlink(const std::string& path, const v1::Inode& inode, const Version& version) {
   // Shims stat without a confined lookup while the view holds no symlink:
@@ -305,7 +312,7 @@ Status ViewMaterializer::PlaceSymlinkAnnounced(const std::string& path, const v1
   if (symlinkat(inode.symlink_target().c_str(), staging_fd_, tmp.c_str()) != 0)
     return Status::IOError(fmt::format("symlink: {}", strerror(errno)));
   // As root only; a symlink's owner matters little (its target's permissions rule).
-  if (geteuid() == 0) (void)fchownat(staging_fd_, tmp.c_str(), inode.uid(), inode.gid(), AT_SYMLINK_NOFOLLOW);
+  if (AgentUid() == 0) (void)fchownat(staging_fd_, tmp.c_str(), inode.uid(), inode.gid(), AT_SYMLINK_NOFOLLOW);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   utimensat(staging_fd_, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
   int fd = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -508,7 +515,9 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
                                      bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
   std::vector<std::string> holders = content_.HoldersOf(path, NodeIdHex(version.node));
-  Status s = content_.Fetch(chunks, holders, local_only, [fd](size_t index, const std::string& bytes) {
+  // fd is new, and each chunk is written once: all written, its size is right.
+  std::atomic<uint64_t> written{0};  // (chunks come on several threads)
+  Status s = content_.Fetch(chunks, holders, local_only, [fd, &written](size_t index, const std::string& bytes) {
     const off_t at = static_cast<off_t>(index * kChunkBytes);
     for (size_t off = 0; off < bytes.size();) {
       ssize_t n = pwrite(fd, bytes.data() + off, bytes.size() - off, at + static_cast<off_t>(off));
@@ -516,10 +525,11 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
       if (n <= 0) return Status::IOError(fmt::format("write: {}", strerror(errno)));
       off += static_cast<size_t>(n);
     }
+    written += bytes.size();
     return Status::Ok();
   });
   if (!s.ok()) return s;
-  if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0)  // an empty file has no chunks
+  if (written != inode.size() && ftruncate(fd, static_cast<off_t>(inode.size())) != 0)  // an empty file has no chunks
     return Status::IOError(fmt::format("size: {}", strerror(errno)));
   return Status::Ok();
 }

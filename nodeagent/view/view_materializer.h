@@ -14,6 +14,8 @@
 // checked (IsValidNsKey) before they touch the view.
 #pragma once
 
+#include <unistd.h>
+
 #include <array>
 #include <atomic>
 #include <condition_variable>
@@ -111,6 +113,7 @@ class ViewMaterializer {
   int staging_fd_ = -1;
   uint64_t self_node_;
   std::atomic<uint64_t> temp_counter_{0};
+  const pid_t pid_ = getpid();  // in temp names
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

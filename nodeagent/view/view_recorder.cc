@@ -689,13 +689,17 @@ Status ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Stor
     int fd = OpenBeneath(root_fd_, path, O_RDONLY);
     if (fd < 0) return Status::IOError(fmt::format("open /{}: {}", path, strerror(errno)));
     struct stat before, after;
-    fstat(fd, &before);
+    if (fstat(fd, &before) != 0) {
+      Status s = Status::IOError(fmt::format("stat /{}: {}", path, strerror(errno)));
+      close(fd);
+      return s;
+    }
     // The chunks hashed while it was written (the first time only).
     std::vector<ChunkPrehasher::Ahead> ahead;
     if (attempt == 0 && prehasher_) ahead = prehasher_->Take(path, before.st_ino);
     v1::Inode hashed;
     if (deferred) deferred->clear();
-    Status hashed_ok = HashFd(fd, &hashed, durability, ahead, deferred);
+    Status hashed_ok = HashFd(fd, before, &hashed, durability, ahead, deferred);
     bool stable = fstat(fd, &after) == 0 && FileLook::Of(before).Unchanged(FileLook::Of(after));
     close(fd);
     if (!hashed_ok.ok()) return hashed_ok;
@@ -709,10 +713,8 @@ Status ViewRecorder::HashContent(const std::string& path, v1::Inode* inode, Stor
   return Status::Ok();  // (the loop returns on its last attempt)
 }
 
-Status ViewRecorder::HashFd(int fd, v1::Inode* inode, Store::ChunkDurability durability,
+Status ViewRecorder::HashFd(int fd, const struct stat& st, v1::Inode* inode, Store::ChunkDurability durability,
                             const std::vector<ChunkPrehasher::Ahead>& ahead, Deferred* deferred) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return Status::IOError(fmt::format("stat: {}", strerror(errno)));
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   const size_t count = static_cast<size_t>((size + kChunkBytes - 1) / kChunkBytes);
   // Chunk i's digest, its length as read (short: the file shrank meanwhile),

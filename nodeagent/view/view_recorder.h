@@ -153,8 +153,9 @@ class ViewRecorder {
   // durable as durability says (fsync's chunks by its synced record).
   Status HashContent(const std::string& path, v1::Inode* inode, Store::ChunkDurability durability,
                      Deferred* deferred = nullptr);
-  // Hashes (and stores) fd's chunks; a chunk in ahead whose bytes still match is taken as is.
-  Status HashFd(int fd, v1::Inode* inode, Store::ChunkDurability durability,
+  // Hashes (and stores) fd's chunks, the file being st_size bytes long as st
+  // (fstat of fd) saw it; a chunk in ahead whose bytes still match is taken as is.
+  Status HashFd(int fd, const struct stat& st, v1::Inode* inode, Store::ChunkDurability durability,
                 const std::vector<ChunkPrehasher::Ahead>& ahead = {}, Deferred* deferred = nullptr);
   // After a crash (Store::ChunksMayBeLost): stores again, from the view, the
   // chunks that records name and the store lost, where the view file is still
