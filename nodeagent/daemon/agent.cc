@@ -165,20 +165,24 @@ Status Agent::StartView() {
 }
 
 void Agent::MakeClusterParts() {
-  ViewMaterializer& materializer = *materializer_;
-  tree_repair_ = std::make_unique<TreeRepair>(*store_, [&materializer](const std::string& key) { materializer.Enqueue(key); });
-  TreeRepair& tree_repair = *tree_repair_;
-  auto on_applied = [&materializer, &tree_repair](Cf space, const std::string& key) {
-    if (space != Cf::kNs) return;
+  // A peer's record won here: into the view, and looked at by the audit.
+  auto peer_changed = [&materializer = *materializer_, &audit = *audit_](const std::string& key) {
     materializer.Enqueue(key);
+    audit.Note(key);
+  };
+  tree_repair_ = std::make_unique<TreeRepair>(*store_, peer_changed);
+  TreeRepair& tree_repair = *tree_repair_;
+  auto on_applied = [peer_changed, &tree_repair](Cf space, const std::string& key) {
+    if (space != Cf::kNs) return;
+    peer_changed(key);
     tree_repair.Note(key);
   };
   replicator_ = std::make_unique<Replicator>(*store_, *members_, *content_, network_, info_.identity.node_id,
                                              on_applied, opt_.log_retain);
   anti_entropy_ = std::make_unique<AntiEntropy>(
       *store_, *members_, network_,
-      [&materializer](Cf space, const std::string& key) {
-        if (space == Cf::kNs) materializer.Enqueue(key);
+      [peer_changed](Cf space, const std::string& key) {
+        if (space == Cf::kNs) peer_changed(key);
       },
       [&tree_repair](const std::vector<std::string>& keys) {
         for (const std::string& key : keys) tree_repair.Note(key, std::chrono::seconds(5));

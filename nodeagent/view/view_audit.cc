@@ -47,14 +47,28 @@ void ViewAudit::Start(std::chrono::milliseconds period) {
 
 void ViewAudit::Stop() { rounds_thread_.Stop(); }
 
+void ViewAudit::Note(const std::string& key) {
+  std::lock_guard lock(noted_mu_);
+  noted_.insert(key);
+}
+
 void ViewAudit::Round() {
-  // Nothing written or applied since a check that found all well: nothing to look at.
-  HlcTimestamp now = store_.clock().Last();
-  if (now == checked_at_ && !pending_) return;
-  checked_at_ = now;
-  Result<Report> report = Check(/*repair=*/true);
+  // A whole check at the first round, then now and then while the store changes.
+  const auto now = std::chrono::steady_clock::now();
+  const HlcTimestamp clock = store_.clock().Last();
+  if (whole_at_ == std::chrono::steady_clock::time_point{} || (now - whole_at_ >= kWholeEvery && clock != whole_clock_)) {
+    whole_at_ = now;
+    whole_clock_ = clock;
+    {
+      std::lock_guard lock(noted_mu_);
+      noted_.clear();  // looked at by the whole check
+    }
+    Result<Report> report = Check(/*repair=*/true);
+    if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
+    return;
+  }
+  Result<Report> report = CheckNoted();
   if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
-  pending_ = report.ok() && report->stale > 0;
 }
 
 Result<ViewAudit::Report> ViewAudit::Check(bool repair) {
@@ -63,51 +77,84 @@ Result<ViewAudit::Report> ViewAudit::Check(bool repair) {
   Report report;
   Sha256OfParts digest;
   std::map<std::string, Version> stale;
-  const bool as_root = geteuid() == 0;
   Status s = store_.ForEachRecord(
-      [&](std::string_view key_view, const Record& rec) {
+      [&](std::string_view key, const Record& rec) {
         v1::Inode inode;
         if (rec.tombstone || !inode.ParseFromString(rec.value) || inode.type() == v1::FILE_TYPE_OTHER) return;
-        std::string key(key_view);
         ++report.entries;
-        digest.Add(key);
-        int fd = OpenBeneath(root_fd_, key, O_PATH);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) {
-          if (fd >= 0) close(fd);
-          digest.Add("absent");
-          return;
-        }
-        // Without root the agent places no setuid or setgid bits: neither counts.
-        digest.Add(fmt::format("{:o}", st.st_mode & (as_root ? S_IFMT | 07777 : S_IFMT | 01777)));
-        if (as_root) digest.Add(fmt::format("{}:{}", st.st_uid, st.st_gid));
-        if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) digest.Add(fmt::format("{}:{}", st.st_size, MtimeNs(st)));
-        if (S_ISLNK(st.st_mode)) {
-          char target[4096];
-          ssize_t n = readlinkat(fd, "", target, sizeof target);
-          digest.Add(std::string_view(target, n > 0 ? static_cast<size_t>(n) : 0));
-        }
-        if (S_ISREG(st.st_mode)) {
-          std::optional<Version> shown;
-          digest.Add(ContentOf(key, fd, st, rec, inode, &shown));
-          if (shown && *shown != rec.version && Newer(rec.version, *shown)) stale[key] = *shown;
-        }
-        close(fd);
+        Look(std::string(key), rec, inode, digest, stale);
       },
       Cf::kNs);
   if (!s.ok()) return s;
   report.digest = HexOf(digest.Finish());
   report.stale = stale.size();
+  RepairStale(std::move(stale), repair);
+  return report;
+}
+
+Result<ViewAudit::Report> ViewAudit::CheckNoted() {
+  std::set<std::string> keys;
+  {
+    std::lock_guard lock(noted_mu_);
+    keys.swap(noted_);
+  }
+  std::lock_guard lock(check_mu_);
+  if (root_fd_ < 0) return Status::IOError("the view cannot be opened");
+  for (const auto& [key, shown] : stale_) keys.insert(key);
+  Report report;
+  Sha256OfParts unused;
+  std::map<std::string, Version> stale;
+  for (const std::string& key : keys) {
+    Result<Record> rec = store_.Get(key, Cf::kNs);
+    v1::Inode inode;
+    if (!rec.ok() || !inode.ParseFromString(rec->value) || inode.type() == v1::FILE_TYPE_OTHER) continue;
+    ++report.entries;
+    Look(key, *rec, inode, unused, stale);
+  }
+  report.stale = stale.size();
+  RepairStale(std::move(stale), /*repair=*/true);
+  return report;
+}
+
+void ViewAudit::Look(const std::string& key, const Record& rec, const v1::Inode& inode, Sha256OfParts& digest,
+                     std::map<std::string, Version>& stale) {
+  digest.Add(key);
+  int fd = OpenBeneath(root_fd_, key, O_PATH);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd >= 0) close(fd);
+    digest.Add("absent");
+    return;
+  }
+  // Without root the agent places no setuid or setgid bits: neither counts.
+  const bool as_root = AgentUid() == 0;
+  digest.Add(fmt::format("{:o}", st.st_mode & (as_root ? S_IFMT | 07777 : S_IFMT | 01777)));
+  if (as_root) digest.Add(fmt::format("{}:{}", st.st_uid, st.st_gid));
+  if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) digest.Add(fmt::format("{}:{}", st.st_size, MtimeNs(st)));
+  if (S_ISLNK(st.st_mode)) {
+    char target[4096];
+    ssize_t n = readlinkat(fd, "", target, sizeof target);
+    digest.Add(std::string_view(target, n > 0 ? static_cast<size_t>(n) : 0));
+  }
+  if (S_ISREG(st.st_mode)) {
+    std::optional<Version> shown;
+    digest.Add(ContentOf(key, fd, st, rec, inode, &shown));
+    if (shown && *shown != rec.version && Newer(rec.version, *shown)) stale[key] = *shown;
+  }
+  close(fd);
+}
+
+void ViewAudit::RepairStale(std::map<std::string, Version> stale, bool repair) {
+  if (!repair) return;  // "twice in a row" counts the repairing checks only
   for (const auto& [key, shown] : stale) {
     auto before = stale_.find(key);
-    if (!repair || before == stale_.end() || before->second != shown) continue;  // once is not yet twice
+    if (before == stale_.end() || before->second != shown) continue;  // once is not yet twice
     spdlog::info("view audit: /{} shows version {}, older than the store's current one: putting that in place",
                  key, VersionText(shown));
     ++repaired_;
     repair_(key);
   }
-  if (repair) stale_ = std::move(stale);  // "twice in a row" counts the repairing checks only
-  return report;
+  stale_ = std::move(stale);
 }
 
 std::string ViewAudit::ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,

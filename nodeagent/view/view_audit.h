@@ -19,9 +19,18 @@
 // found so by two checks in a row, is handed to the materializer with a log
 // line (a tie the view lost, or a replacement a stop cut short). Nothing
 // else is touched: an entry a program changed is the recorder's to record.
+//
+// Cost: only a peer's record can leave the view behind the store, and every
+// one that wins here is noted (Note, beside the materializer's queue). A
+// round looks at the noted keys and at those stale at the last look; a
+// whole check (every record: an open, a stat and the marks each) runs at the
+// first round and then at most every kWholeEvery, when the store changed, as
+// the net under anything noted nowhere. So writing N files costs the audit N
+// looks, not a look at every file of the cluster every round.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -32,6 +41,7 @@
 #include <string>
 #include <thread>
 
+#include "consistency/digest.h"
 #include "consistency/store.h"
 #include "nodeagent/peer/periodic.h"
 #include "nodeagent/view/file_look.h"
@@ -44,24 +54,36 @@ class ViewAudit {
   using RepairFn = std::function<void(const std::string& key)>;
   ViewAudit(Store& store, ViewLedger& ledger, const std::string& view_root, RepairFn repair);
   ~ViewAudit();
-  // Checks every period on a thread of its own, when the store changed since
-  // the last check or the last one found something to repair, until Stop.
+  // Rounds every period on a thread of its own, until Stop.
   void Start(std::chrono::milliseconds period = std::chrono::seconds(3));
   void Stop();
+  // A peer's record for key won here: the next round looks at key.
+  void Note(const std::string& key);
+  static constexpr auto kWholeEvery = std::chrono::seconds(60);
 
   struct Report {
     std::string digest;  // hex SHA-256
     uint64_t entries = 0;
     uint64_t stale = 0;  // files showing an older version than the store's
   };
-  // One check. With repair, stale files seen so twice in a row are handed to
-  // the materializer.
+  // One check of every record. With repair, stale files seen so twice in a
+  // row are handed to the materializer.
   Result<Report> Check(bool repair);
+  // A repairing check of the keys noted since the last one and of those
+  // stale at the last check (entries: how many; no digest).
+  Result<Report> CheckNoted();
   uint64_t repaired() const { return repaired_; }
 
  private:
-  // The periodic check, skipped while nothing changed since one that found all well.
+  // The periodic check: the noted keys, or a whole check when one is due.
   void Round();
+  // Adds key's entry as the view shows it to digest, and to stale when the
+  // file shows an older version than rec, the store's current one.
+  void Look(const std::string& key, const Record& rec, const v1::Inode& inode, Sha256OfParts& digest,
+            std::map<std::string, Version>& stale);
+  // With repair, hands the files stale now and at the last check, showing
+  // the same version both times, to the materializer; keeps stale for the next.
+  void RepairStale(std::map<std::string, Version> stale, bool repair);
   // A regular file's content, named by its size and chunks (or by its look,
   // when it is not recorded yet); *shown: the version the ledger knows it shows.
   std::string ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
@@ -77,8 +99,11 @@ class ViewAudit {
   std::mutex check_mu_;                    // one check at a time; stale_
   std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
   std::atomic<uint64_t> repaired_{0};
-  HlcTimestamp checked_at_ = 0;  // the round thread's: the store's clock at the last round
-  bool pending_ = false;         // the last round saw stale files (to repair at the next)
+  std::mutex noted_mu_;
+  std::set<std::string> noted_;  // keys to look at in the next round
+  // The round thread's: when the last whole check ran, and the store's clock then.
+  std::chrono::steady_clock::time_point whole_at_{};
+  HlcTimestamp whole_clock_ = 0;
   PeriodicThread rounds_thread_;
 };
 

@@ -105,6 +105,24 @@ class ViewTieTest : public ::testing::Test {
     parts.materializer->Enqueue("cluster/r6");
     parts.materializer->Drain();
   }
+  // Ours written, then, while the agent was down, the peer's tie came
+  // (applied, never placed), and the file's ctime moved past the record's
+  // time (its times set to what they were): at start nothing tells a
+  // program's change from none. Returns the peer's record.
+  Record TieArrivedWhileDown() {
+    Record ours;
+    {
+      ViewParts parts(node(), view_);
+      ours = WriteHere(parts, "from-a-6\n");
+    }
+    Record theirs = PeersTie(ours, "from-c-6\n");
+    EXPECT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
+    struct stat st;
+    EXPECT_EQ(stat((view_ + "/cluster/r6").c_str(), &st), 0);
+    timespec times[2] = {st.st_atim, st.st_mtim};
+    EXPECT_EQ(utimensat(AT_FDCWD, (view_ + "/cluster/r6").c_str(), times, 0), 0);
+    return theirs;
+  }
   InProcessNode& node() { return cluster_.node(0); }
 
   InProcessCluster cluster_{1};
@@ -127,21 +145,7 @@ TEST_F(ViewTieTest, APeersVersionThatTiesOnTheTimestampAndWinsIsWhatTheViewShows
 }
 
 TEST_F(ViewTieTest, ALoserStillInPlaceAfterARestartIsFoundAndReplaced) {
-  Record ours, theirs;
-  std::string digest_before;
-  {
-    ViewParts parts(node(), view_);
-    ours = WriteHere(parts, "from-a-6\n");
-  }
-  // While the agent was down, the peer's tie came (applied, never placed),
-  // and the file's ctime moved past the record's time (its times set to
-  // what they were): at start nothing tells a program's change from none.
-  theirs = PeersTie(ours, "from-c-6\n");
-  ASSERT_TRUE(node().store->Apply("cluster/r6", theirs, false, Cf::kNs).value());
-  struct stat st;
-  ASSERT_EQ(stat((view_ + "/cluster/r6").c_str(), &st), 0);
-  timespec times[2] = {st.st_atim, st.st_mtim};
-  ASSERT_EQ(utimensat(AT_FDCWD, (view_ + "/cluster/r6").c_str(), times, 0), 0);
+  Record theirs = TieArrivedWhileDown();
   ViewParts parts(node(), view_);
   parts.materializer->Drain();
   ASSERT_TRUE(parts.recorder->Sync().ok());
@@ -161,6 +165,42 @@ TEST_F(ViewTieTest, ALoserStillInPlaceAfterARestartIsFoundAndReplaced) {
   Result<ViewAudit::Report> after = parts.audit->Check(true);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->stale, 0u);
+}
+
+TEST_F(ViewTieTest, TheAuditsRoundsLookAtTheNotedKeysAndAtTheStaleOnesOnly) {
+  Record theirs = TieArrivedWhileDown();
+  ViewParts parts(node(), view_);
+  parts.materializer->Drain();
+  ASSERT_TRUE(parts.recorder->Sync().ok());
+  ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-a-6\n");
+  // Nothing noted: the round looks at nothing (the whole check finds it).
+  Result<ViewAudit::Report> unnoted = parts.audit->CheckNoted();
+  ASSERT_TRUE(unnoted.ok());
+  EXPECT_EQ(unnoted->entries, 0u);
+  EXPECT_EQ(unnoted->stale, 0u);
+  // Noted (as a peer's winning record is): stale once, then, looked at again
+  // as stale without a new note, repaired.
+  parts.audit->Note("cluster/r6");
+  Result<ViewAudit::Report> first = parts.audit->CheckNoted();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->entries, 1u);
+  EXPECT_EQ(first->stale, 1u);
+  EXPECT_EQ(parts.audit->repaired(), 0u);
+  Result<ViewAudit::Report> second = parts.audit->CheckNoted();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->entries, 1u);
+  EXPECT_EQ(parts.audit->repaired(), 1u);
+  parts.materializer->Drain();
+  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  EXPECT_EQ(node().store->Get("cluster/r6", Cf::kNs)->version, theirs.version);
+  // Still stale at the second look: looked at once more, now in place; then nothing.
+  Result<ViewAudit::Report> third = parts.audit->CheckNoted();
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->entries, 1u);
+  EXPECT_EQ(third->stale, 0u);
+  Result<ViewAudit::Report> fourth = parts.audit->CheckNoted();
+  ASSERT_TRUE(fourth.ok());
+  EXPECT_EQ(fourth->entries, 0u);
 }
 
 TEST_F(ViewTieTest, TheViewDigestTellsWhatTheViewShows) {
