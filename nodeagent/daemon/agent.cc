@@ -65,6 +65,9 @@ class Agent {
   Status OpenStore();
   Status StartView();      // the materializer, then the recorder following it
   void MakeClusterParts();  // membership, content, replication, anti-entropy, directory leases
+  // A record that the view may not show yet won in the store (a peer's, a
+  // restore): the materializer puts it in place, and the audit looks at it.
+  void PutInPlace(const std::string& key);
   Status StartGrpc(const ListenAddress& listen);
   Status StartShimSocket();
   void StartLoops();
@@ -147,14 +150,15 @@ Status Agent::StartView() {
   ledger_ = std::make_unique<ViewLedger>(*store_, state_page_->page());
   materializer_ = std::make_unique<ViewMaterializer>(*store_, *content_, *ledger_, guard_.get());
   if (Status s = materializer_->Start(view_root); !s.ok()) return s;
+  audit_ = std::make_unique<ViewAudit>(*store_, *ledger_, view_root,
+                                       [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
   Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(
-      view_root, *store_, *ledger_, guard_.get(), [m = materializer_.get()] { m->Drain(); });
+      view_root, *store_, *ledger_, guard_.get(), [m = materializer_.get()] { m->Drain(); },
+      [a = audit_.get()](const std::string& key) { a->Note(key); });
   if (!recorder.ok()) return recorder.status();
   recorder_ = std::move(recorder).value();
   content_->SetPendingSource([r = recorder_.get()](const std::string& digest) { return r->PendingChunk(digest); });
   info_.chunks_hashed_ahead = [r = recorder_.get()] { return r->hashed_ahead(); };
-  audit_ = std::make_unique<ViewAudit>(*store_, *ledger_, view_root,
-                                       [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
   info_.view_digest = [a = audit_.get()]() -> Result<std::string> {
     Result<ViewAudit::Report> report = a->Check(/*repair=*/false);
     if (!report.ok()) return report.status();
@@ -164,12 +168,13 @@ Status Agent::StartView() {
   return Status::Ok();
 }
 
+void Agent::PutInPlace(const std::string& key) {
+  materializer_->Enqueue(key);
+  audit_->Note(key);
+}
+
 void Agent::MakeClusterParts() {
-  // A peer's record won here: into the view, and looked at by the audit.
-  auto peer_changed = [&materializer = *materializer_, &audit = *audit_](const std::string& key) {
-    materializer.Enqueue(key);
-    audit.Note(key);
-  };
+  auto peer_changed = [this](const std::string& key) { PutInPlace(key); };
   tree_repair_ = std::make_unique<TreeRepair>(*store_, peer_changed);
   TreeRepair& tree_repair = *tree_repair_;
   auto on_applied = [peer_changed, &tree_repair](Cf space, const std::string& key) {
@@ -218,7 +223,7 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   cluster_service_ = std::make_unique<ClusterService>(gate_, info_, *store_, *members_);
   store_service_ = std::make_unique<StoreService>(gate_, *store_, *replicator_, *members_);
   namespace_service_ = std::make_unique<NamespaceService>(
-      gate_, *store_, data_dir_.view_path(), [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
+      gate_, *store_, data_dir_.view_path(), [this](const std::string& key) { PutInPlace(key); });
   process_service_ = std::make_unique<ProcessService>(gate_, *processes_);
   peer_service_ = std::make_unique<PeerService>(gate_, *local_peer_, *run_executor_);
   store_service_->AddLocalCalls(local_calls_);

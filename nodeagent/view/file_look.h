@@ -19,15 +19,11 @@ inline timespec Ts(int64_t ns) {
   return {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 }
 
-// The agent's own user and group, read once (it never changes them): files
-// it makes are theirs, and only as root does it give files their owners.
+// The agent's own user, read once (it never changes it): only as root does
+// it give files their owners.
 inline uid_t AgentUid() {
   static const uid_t uid = geteuid();
   return uid;
-}
-inline gid_t AgentGid() {
-  static const gid_t gid = getegid();
-  return gid;
 }
 inline int64_t MtimeNs(const struct stat& st) { return Ns(st.st_mtim); }
 

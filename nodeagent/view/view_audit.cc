@@ -159,8 +159,9 @@ void ViewAudit::RepairStale(std::map<std::string, Version> stale, bool repair) {
 
 std::string ViewAudit::ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
                                  const v1::Inode& inode, std::optional<Version>* shown) {
-  *shown = ledger_.ContentShown(key, fd, st);
-  if (std::optional<v1::Inode> stub = ledger_.StubContent(fd))
+  FileMarks marks(fd);
+  *shown = ledger_.ContentShown(key, marks, st);
+  if (std::optional<v1::Inode> stub = ledger_.StubContent(marks))
     return ContentName(stub->size(), stub->chunks());  // what an open of it reads, once hydrated
   if (*shown) {
     std::string name = ChunksOfVersion(key, **shown, rec, inode);

@@ -20,13 +20,15 @@
 // line (a tie the view lost, or a replacement a stop cut short). Nothing
 // else is touched: an entry a program changed is the recorder's to record.
 //
-// Cost: only a peer's record can leave the view behind the store, and every
-// one that wins here is noted (Note, beside the materializer's queue). A
-// round looks at the noted keys and at those stale at the last look; a
-// whole check (every record: an open, a stat and the marks each) runs at the
-// first round and then at most every kWholeEvery, when the store changed, as
-// the net under anything noted nowhere. So writing N files costs the audit N
-// looks, not a look at every file of the cluster every round.
+// Cost: the view falls behind the store by a record it does not show yet
+// (a peer's that won here, a restore: noted beside the materializer's
+// queue) or by a tie it lost that the recorder finds (noted by the
+// recorder); each such key is noted (Note). A round looks at the noted keys
+// and at those stale at the last look; a whole check (every record: an
+// open, a stat and the marks each) runs at the first round and then at
+// most every kWholeEvery, when the store changed, as the net under anything
+// noted nowhere. So writing N files costs the audit N looks, not a look at
+// every file of the cluster every round.
 #pragma once
 
 #include <atomic>

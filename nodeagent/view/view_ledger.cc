@@ -39,6 +39,40 @@ std::string StubMetaKey(std::string_view id) { return "stub/" + HexOf(id); }
 
 }  // namespace
 
+const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which) {
+  if (mark) return *mark;
+  mark.emplace();
+  const std::string proc = ProcPath(fd_);
+  if (!listed_) {
+    listed_ = true;
+    char names[256];
+    ssize_t n = listxattr(proc.c_str(), names, sizeof names);
+    // Too many to list here (ERANGE): each is asked for. None, or no
+    // extended attributes on this file system: no marks.
+    if (n >= 0) {
+      std::string_view listed(names, static_cast<size_t>(n));
+      auto has = [&](std::string_view name) {
+        for (size_t at = 0; at < listed.size();) {
+          size_t end = listed.find('\0', at);
+          if (end == std::string_view::npos) end = listed.size();
+          if (listed.substr(at, end - at) == name) return true;
+          at = end + 1;
+        }
+        return false;
+      };
+      may_have_[kStub] = has(kStubXattr);
+      may_have_[kPlaced] = has(kPlacedXattr);
+    } else if (errno != ERANGE) {
+      may_have_[kStub] = may_have_[kPlaced] = false;
+    }
+  }
+  if (!may_have_[which]) return *mark;
+  char buf[kMaxPathBytes + 96];
+  ssize_t n = getxattr(proc.c_str(), which == kStub ? kStubXattr : kPlacedXattr, buf, sizeof buf);
+  if (n > 0) mark->assign(buf, static_cast<size_t>(n));
+  return *mark;
+}
+
 void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version) {
   std::lock_guard lock(mu_);
   left_[path] = {FileLook::Of(st), /*by_materializer=*/true, version};
@@ -131,7 +165,7 @@ void ViewLedger::Gone(const std::string& path) {
   if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
 }
 
-bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed) {
+bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed) {
   const FileLook now = FileLook::Of(st);
   bool changed_since_seen = false;
   {
@@ -154,12 +188,12 @@ bool ViewLedger::IsOurs(const std::string& path, int fd, const struct stat& st, 
       placeholders_.erase(path);
     }
   }
-  if (!S_ISREG(st.st_mode) || !IsStub(fd)) {
+  if (!S_ISREG(st.st_mode) || marks.Stub().empty()) {
     SetStub(path, false);
     // Placed by us and unchanged since, by its mark, when this run has not
     // seen it yet (a restart): no program wrote it. If the store now holds a
     // newer version, its own materialization replaces it.
-    return !changed_since_seen && PlacedAndUntouched(path, fd, st);
+    return !changed_since_seen && PlacedAndUntouched(path, marks, st);
   }
   // A stub (ours from before a restart, or one a program moved, linked or
   // touched): unchanged when it matches its record.
@@ -193,11 +227,10 @@ bool ViewLedger::ShowedOlderVersion(const std::string& path, const Version& vers
   return it != left_.end() && Newer(version, it->second.shown);
 }
 
-std::optional<v1::Inode> ViewLedger::StubContent(int fd) {
-  char id[64];
-  ssize_t n = getxattr(ProcPath(fd).c_str(), kStubXattr, id, sizeof id);
-  if (n != 32) return std::nullopt;
-  Result<std::string> held = store_.GetMeta(StubMetaKey(std::string_view(id, 32)));
+std::optional<v1::Inode> ViewLedger::StubContent(FileMarks& marks) {
+  const std::string& id = marks.Stub();
+  if (id.size() != 32) return std::nullopt;
+  Result<std::string> held = store_.GetMeta(StubMetaKey(id));
   v1::Inode content;
   if (!held.ok() || !content.ParseFromString(*held)) return std::nullopt;
   return content;
@@ -205,12 +238,10 @@ std::optional<v1::Inode> ViewLedger::StubContent(int fd) {
 
 bool ViewLedger::IsStub(int fd) { return getxattr(ProcPath(fd).c_str(), kStubXattr, nullptr, 0) >= 0; }
 
-ViewLedger::Placement ViewLedger::PlacedBy(int fd, const struct stat& st, const std::string& path) {
-  if (!S_ISREG(st.st_mode) || fd < 0) return {};
-  char buf[kMaxPathBytes + 96];
-  ssize_t n = getxattr(ProcPath(fd).c_str(), kPlacedXattr, buf, sizeof buf);
-  if (n <= 0) return {};
-  std::string_view mark(buf, static_cast<size_t>(n));
+ViewLedger::Placement ViewLedger::PlacedBy(FileMarks& marks, const struct stat& st, const std::string& path) {
+  if (!S_ISREG(st.st_mode) || marks.fd() < 0) return {};
+  std::string_view mark = marks.Placement();
+  if (mark.empty()) return {};
   // INODE:SIZE:MTIME:HLC:NODE:PATH (INODE:SIZE:MTIME:PATH before 0.1.1), the
   // first three as the file is now.
   std::string prefix = PlacedMarkPrefix(st);
@@ -239,8 +270,8 @@ std::optional<v1::Inode> ViewLedger::InodeOfVersion(const std::string& key, cons
   return std::nullopt;
 }
 
-bool ViewLedger::PlacedAndUntouched(const std::string& path, int fd, const struct stat& st) {
-  Placement placement = PlacedBy(fd, st, path);
+bool ViewLedger::PlacedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st) {
+  Placement placement = PlacedBy(marks, st, path);
   if (!placement.placed) return false;
   if (!placement.version) {
     // An older agent's mark: the current record is the version it shows
@@ -251,7 +282,7 @@ bool ViewLedger::PlacedAndUntouched(const std::string& path, int fd, const struc
     if (!ShowsMetadata(st, inode)) return false;
     std::string mark = PlacedMark(path, st, rec->version);
     // Renewed, or asked again at the next look: nothing depends on it now.
-    (void)setxattr(ProcPath(fd).c_str(), kPlacedXattr, mark.data(), mark.size(), 0);
+    (void)setxattr(ProcPath(marks.fd()).c_str(), kPlacedXattr, mark.data(), mark.size(), 0);
     return true;
   }
   // A chmod or chown changes nothing the mark names: the placed version's
@@ -260,13 +291,13 @@ bool ViewLedger::PlacedAndUntouched(const std::string& path, int fd, const struc
   return !placed || ShowsMetadata(st, *placed);
 }
 
-std::optional<Version> ViewLedger::ContentShown(const std::string& path, int fd, const struct stat& st) {
+std::optional<Version> ViewLedger::ContentShown(const std::string& path, FileMarks& marks, const struct stat& st) {
   {
     std::lock_guard lock(mu_);
     auto it = left_.find(path);
     if (it != left_.end() && it->second.look.SameContent(FileLook::Of(st))) return it->second.shown;
   }
-  return PlacedBy(fd, st, path).version;
+  return PlacedBy(marks, st, path).version;
 }
 
 }  // namespace onebox

@@ -32,6 +32,28 @@
 
 namespace onebox {
 
+// The agent's marks on one view file (extended attributes: a stub's and a
+// placement's), each read at most once however often one look asks for it.
+// Which are there is one listxattr, so a file no agent marked (what a
+// program wrote) costs one system call.
+class FileMarks {
+ public:
+  explicit FileMarks(int fd) : fd_(fd) {}
+  int fd() const { return fd_; }
+  // The stub mark (its content's id), or "" when fd is no stub.
+  const std::string& Stub() { return Read(stub_, kStub); }
+  // The placement mark, or "" when fd has none.
+  const std::string& Placement() { return Read(placed_, kPlaced); }
+
+ private:
+  enum Which { kStub, kPlaced };
+  const std::string& Read(std::optional<std::string>& mark, Which which);
+  int fd_;
+  bool listed_ = false;
+  bool may_have_[2] = {true, true};
+  std::optional<std::string> stub_, placed_;
+};
+
 class ViewLedger {
  public:
   ViewLedger(Store& store, StatePage& page) : store_(store), page_(page) {}
@@ -77,7 +99,7 @@ class ViewLedger {
   // ours from before a restart). content_changed (a close after writing):
   // only placements count, not what was recorded (timestamps may be too
   // coarse to tell).
-  bool IsOurs(const std::string& path, int fd, const struct stat& st, bool content_changed = false);
+  bool IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed = false);
   // For the materializer: the entry at path (fd, st) is as the store knows
   // it (placed by us, or recorded, and unchanged since), so last-writer-wins
   // has decided already and a peer's newer version may replace it.
@@ -86,7 +108,7 @@ class ViewLedger {
   // when the ledger knows: it wrote or hashed those bytes, and the file's
   // inode, size and mtime are as they were then (its mode or owner may have
   // changed since). Else what its placement mark says.
-  std::optional<Version> ContentShown(const std::string& path, int fd, const struct stat& st);
+  std::optional<Version> ContentShown(const std::string& path, FileMarks& marks, const struct stat& st);
   // Whether this run has seen path in the view: placed by the
   // materializer, or recorded. A peer's entry not seen yet was removed by
   // no program here.
@@ -96,7 +118,7 @@ class ViewLedger {
   // A removal seen then was of that older version, not of this one.
   bool ShowedOlderVersion(const std::string& path, const Version& version);
   // The content a stub's mark names (size and chunks), if fd is a stub of ours.
-  std::optional<v1::Inode> StubContent(int fd);
+  std::optional<v1::Inode> StubContent(FileMarks& marks);
   static bool IsStub(int fd);
   // What a file's placement mark says: whether the materializer placed fd
   // (at path, as st shows it) and nobody rewrote, replaced or moved it since
@@ -106,16 +128,17 @@ class ViewLedger {
     bool placed = false;
     std::optional<Version> version;
   };
-  static Placement PlacedBy(int fd, const struct stat& st, const std::string& path);
+  static Placement PlacedBy(FileMarks& marks, const struct stat& st, const std::string& path);
   static bool UnchangedSincePlaced(int fd, const struct stat& st, const std::string& path) {
-    return PlacedBy(fd, st, path).placed;
+    FileMarks marks(fd);
+    return PlacedBy(marks, st, path).placed;
   }
 
  private:
   // For IsOurs: whether a placed file (unchanged since, by its mark) still
   // has the mode and owner of the version it was placed with; a mark of an
   // older agent is renewed with the current version when the file shows it.
-  bool PlacedAndUntouched(const std::string& path, int fd, const struct stat& st);
+  bool PlacedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st);
   // The inode of key's version `version`: the current record's, or one in its history.
   std::optional<v1::Inode> InodeOfVersion(const std::string& key, const Version& version);
 

@@ -26,10 +26,10 @@ constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the
 // Owner first (chown clears setuid bits), then mode. Owner only as root: an
 // agent run by a user makes its files that user's, and then never setuid or
 // setgid (they would be the agent's user's).
-// new_in_staging: fd was just made in staging, so it is the agent's own
-// (its euid and egid), and a chown to those is left out.
-void SetOwnerAndMode(int fd, const v1::Inode& inode, bool new_in_staging = false) {
-  bool already = new_in_staging && inode.uid() == AgentUid() && inode.gid() == AgentGid();
+// made_as: the owner fd was made with (a new file in staging), when known;
+// a chown to that owner is left out.
+void SetOwnerAndMode(int fd, const v1::Inode& inode, const std::optional<FileOwner>& made_as = std::nullopt) {
+  bool already = made_as && inode.uid() == made_as->uid && inode.gid() == made_as->gid;
   bool owner = AgentUid() == 0 && (already || fchown(fd, inode.uid(), inode.gid()) == 0);
   fchmod(fd, inode.mode() & (owner ? 07777 : 01777));
 }
@@ -63,6 +63,16 @@ Status ViewMaterializer::Start(const std::string& view_root) {
     while (dirent* e = readdir(d))
       if (e->d_name[0] != '.') unlinkat(staging_fd_, e->d_name, 0);
     closedir(d);
+  }
+  // Whose a new file in staging is (the agent's ids, unless the file system
+  // says otherwise: a grpid mount, a squashing NFS server): files placed for
+  // that owner need no chown.
+  std::string probe = NewTempName();
+  if (int fd = openat(staging_fd_, probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600); fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) == 0) new_file_owner_ = FileOwner{st.st_uid, st.st_gid};
+    close(fd);
+    unlinkat(staging_fd_, probe.c_str(), 0);
   }
   Result<std::vector<std::string>> todo = NotInPlace();
   if (!todo.ok()) return todo.status();
@@ -237,7 +247,7 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
 
 Result<int> ViewMaterializer::FinishPlacement(int fd, const std::string& tmp, const v1::Inode& inode,
                                               const std::string& path, const Version& version) {
-  SetOwnerAndMode(fd, inode, /*new_in_staging=*/true);
+  SetOwnerAndMode(fd, inode, new_file_owner_);
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
   ViewLedger::MarkPlacement(fd, path, version);
@@ -339,10 +349,11 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
   // writing in the same moment make files alike in both.
   if (int fd = OpenBeneath(root_fd_, path, O_PATH); fd >= 0) {
     struct stat st;
+    FileMarks marks(fd);
     bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
                 (st.st_mode & 07777) == inode.mode() &&
-                (version.node == self_node_ || ledger_.ContentShown(path, fd, st) == version);
-    bool stub = same && ViewLedger::IsStub(fd);
+                (version.node == self_node_ || ledger_.ContentShown(path, marks, st) == version);
+    bool stub = same && !marks.Stub().empty();
     close(fd);
     if (same && !stub) return inode.size();
   }
@@ -515,9 +526,9 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
                                      bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
   std::vector<std::string> holders = content_.HoldersOf(path, NodeIdHex(version.node));
-  // fd is new, and each chunk is written once: all written, its size is right.
-  std::atomic<uint64_t> written{0};  // (chunks come on several threads)
-  Status s = content_.Fetch(chunks, holders, local_only, [fd, &written](size_t index, const std::string& bytes) {
+  // fd is new: its size is where the furthest chunk written ends (chunks come on several threads).
+  std::atomic<uint64_t> end{0};
+  Status s = content_.Fetch(chunks, holders, local_only, [fd, &end](size_t index, const std::string& bytes) {
     const off_t at = static_cast<off_t>(index * kChunkBytes);
     for (size_t off = 0; off < bytes.size();) {
       ssize_t n = pwrite(fd, bytes.data() + off, bytes.size() - off, at + static_cast<off_t>(off));
@@ -525,11 +536,13 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
       if (n <= 0) return Status::IOError(fmt::format("write: {}", strerror(errno)));
       off += static_cast<size_t>(n);
     }
-    written += bytes.size();
+    const uint64_t chunk_end = static_cast<uint64_t>(at) + bytes.size();
+    uint64_t seen = end.load();
+    while (seen < chunk_end && !end.compare_exchange_weak(seen, chunk_end)) continue;
     return Status::Ok();
   });
   if (!s.ok()) return s;
-  if (written != inode.size() && ftruncate(fd, static_cast<off_t>(inode.size())) != 0)  // an empty file has no chunks
+  if (end != inode.size() && ftruncate(fd, static_cast<off_t>(inode.size())) != 0)  // an empty file has no chunks
     return Status::IOError(fmt::format("size: {}", strerror(errno)));
   return Status::Ok();
 }

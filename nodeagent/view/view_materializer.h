@@ -35,6 +35,11 @@
 
 namespace onebox {
 
+struct FileOwner {
+  uid_t uid;
+  gid_t gid;
+};
+
 class ViewMaterializer {
  public:
   // With a guard, every symlink placed is announced to it first.
@@ -114,6 +119,7 @@ class ViewMaterializer {
   uint64_t self_node_;
   std::atomic<uint64_t> temp_counter_{0};
   const pid_t pid_ = getpid();  // in temp names
+  std::optional<FileOwner> new_file_owner_;  // whose a new file in staging is (Start finds out)
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

@@ -60,7 +60,7 @@ bool SameChunks(const v1::Inode& a, const v1::Inode& b) {
 
 Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& view_root, Store& store,
                                                           ViewLedger& ledger, SymlinkGuard* guard,
-                                                          std::function<void()> settle) {
+                                                          std::function<void()> settle, BehindFn behind) {
   int root_fd = open(view_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0) return Status::IOError(fmt::format("open view {}: {}", view_root, strerror(errno)));
   int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -76,7 +76,7 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   int marker = openat(root_fd, kViewMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (marker >= 0) close(marker);
   std::unique_ptr<ViewRecorder> r(
-      new ViewRecorder(view_root, root_fd, ino, wake, store, ledger, guard, std::move(settle)));
+      new ViewRecorder(view_root, root_fd, ino, wake, store, ledger, guard, std::move(settle), std::move(behind)));
   if (guard != nullptr && r->mounts_fd_ < 0)
     spdlog::warn("cannot watch /proc/self/mountinfo ({}): stat keeps the confined lookup", strerror(errno));
   if (store.ChunksMayBeLost()) r->RepairLostChunks();
@@ -88,7 +88,7 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
 }
 
 ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store,
-                           ViewLedger& ledger, SymlinkGuard* guard, std::function<void()> settle)
+                           ViewLedger& ledger, SymlinkGuard* guard, std::function<void()> settle, BehindFn behind)
     : view_root_(std::move(view_root)),
       root_fd_(root_fd),
       // Readable with POLLPRI after every change of our mount table (a mount in the view voids a proof).
@@ -100,6 +100,7 @@ ViewRecorder::ViewRecorder(std::string view_root, int root_fd, int inotify_fd, i
       record_mu_(ledger.view_mutex()),
       guard_(guard),
       settle_(std::move(settle)),
+      behind_(std::move(behind)),
       event_buf_(256 * 1024) {}
 
 ViewRecorder::~ViewRecorder() { Stop(); }
@@ -475,19 +476,20 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // A peer's version, put here as recorded: nothing new. (fsync's record is
   // always written: it must be synced; a file a program wrote is hashed, and
   // recorded if its bytes are not the record's.)
+  FileMarks marks(fd);
   if (change != Change::kFsync && change != Change::kWritten &&
-      ledger_.IsOurs(path, fd, st, change != Change::kMetadata)) {
+      ledger_.IsOurs(path, marks, st, change != Change::kMetadata)) {
     close(fd);
     return size;
   }
   v1::Inode inode = InodeOf(fd, st);
   // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
   // its mark names the content.
-  std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(fd) : std::nullopt;
+  std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(marks) : std::nullopt;
   // Written by a program and unmarked: no stub any more (what the ledger
   // learns from the mark's removal, whose IN_ATTRIB a close may cover).
   if (change == Change::kWritten && !stub) ledger_.SetStub(path, false);
-  std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, fd, st) : std::nullopt;
+  std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, marks, st) : std::nullopt;
   close(fd);
   return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
 }
@@ -561,6 +563,7 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   if (change == Change::kMetadata && have_old && held->version.node != store_.node_id())
     if (std::optional<Version> older = OwnVersionInHistory(path, inode)) {
       LedgerRecorded(path, st, *older);
+      if (behind_) behind_(path);
       return inode.size();
     }
   if (!deferred.empty()) {
@@ -800,8 +803,9 @@ void ViewRecorder::RepairLostChunks() {
     // Only the view file that is still this version (its size and mtime, not a stub) can give them back.
     int fd = OpenBeneath(root_fd_, path, O_RDONLY | O_NONBLOCK);
     struct stat st;
+    FileMarks marks(fd);
     bool same = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
-                !ledger_.StubContent(fd);
+                !ledger_.StubContent(marks);
     size_t missing = 0;
     for (int i : missing_chunks) {
       const std::string& digest = inode.chunks(i);

@@ -52,10 +52,13 @@ class ViewRecorder {
   // view_root must exist. Scans it, then follows its changes on a thread.
   // settle (optional) returns once the peers' changes applied so far are in
   // the view (the materializer's Drain): a full scan waits for it before it
-  // takes "not in the view" for "removed here".
+  // takes "not in the view" for "removed here". behind (optional) hears of
+  // each entry found showing an older version than the store's (a tie the
+  // view lost): the view audit's Note.
+  using BehindFn = std::function<void(const std::string& path)>;
   static Result<std::unique_ptr<ViewRecorder>> Start(const std::string& view_root, Store& store, ViewLedger& ledger,
                                                      SymlinkGuard* guard = nullptr,
-                                                     std::function<void()> settle = {});
+                                                     std::function<void()> settle = {}, BehindFn behind = {});
   ~ViewRecorder();
   void Stop();
 
@@ -100,7 +103,7 @@ class ViewRecorder {
   using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;
 
   ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store, ViewLedger& ledger,
-               SymlinkGuard* guard, std::function<void()> settle);
+               SymlinkGuard* guard, std::function<void()> settle, BehindFn behind);
   void Loop();
   // Handles what the inotify fd holds now. *moved (if given): an entry was
   // created or moved, or events were lost (a symlink-free proof is void).
@@ -184,6 +187,7 @@ class ViewRecorder {
   std::recursive_mutex& record_mu_;  // the ledger's view mutex: RecordPath and TombstonePath, from any thread
   SymlinkGuard* guard_;
   std::function<void()> settle_;
+  BehindFn behind_;
   std::thread thread_;
   std::unordered_map<int, std::string> wd_to_dir_;
   std::vector<char> event_buf_;
