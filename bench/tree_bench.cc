@@ -19,7 +19,8 @@
 // The last two are cross-node: native is the same work on one machine.
 // Then, per cluster: the agents' CPU per file of the extract (per node), and
 // how long after tar's exit every file is in every other node's view with
-// its size (the burst's visibility, p50 and max over the rounds).
+// its size (the burst's visibility, p50 and max over the rounds), and the
+// same for the commit's .git after git's exit.
 // sshfs: two mounts (A's and B's) of one directory through a sshd of the
 // bench's own on loopback (sshfs's defaults; installed with apt-get when
 // missing); its extract sets no times or owners (tar -m --no-same-owner:
@@ -87,6 +88,7 @@ struct Column {
   std::vector<double> cpu_us_per_file;  // per node, per round
   std::vector<double> burst_s;          // tar's exit -> in every other view
   std::vector<double> settle_s;         // until B's read of the tree equals A's
+  std::vector<double> commit_s;         // git commit's exit -> its .git in every other view
   std::string read_sum;
 };
 
@@ -238,6 +240,14 @@ int main(int argc, char** argv) {
                                         static_cast<double>(entries));
       }
       if (!Timed(col, "git add -A && commit", fmt::format("cd {} && {}", tree, commit))) return 1;
+      auto committed = Clock::now();
+      if (Copies(dir, col, "").size() > 1) {  // not native
+        if (!AwaitViews(dir, col, fmt::format("t{}/{}/.git", r, kTree), std::chrono::seconds(120))) {
+          fprintf(stderr, "tree_bench: %s: the commit never showed whole on every node\n", col.name.c_str());
+          return 1;
+        }
+        col.commit_s.push_back(Seconds(Clock::now() - committed));
+      }
       if (!Timed(col, "walk (find, du, grep -r)",
                  fmt::format("find {0} | wc -l >/dev/null && du -s {0} >/dev/null && "
                              "grep -r -I 'import os' {0} | wc -l >/dev/null",
@@ -304,6 +314,8 @@ int main(int argc, char** argv) {
     const Column& col = columns[c];
     std::vector<double> burst = col.burst_s;
     std::sort(burst.begin(), burst.end());
+    printf("%s: the commit's .git listed whole on every other node %.3f s (median), %.3f s (max) after git exited\n",
+           col.name.c_str(), Median(col.commit_s), *std::max_element(col.commit_s.begin(), col.commit_s.end()));
     if (col.nodes.empty()) {  // sshfs: no agents
       printf("%s: extract listed whole on B's mount %.3f s (median), %.3f s (max) after tar exited; B read the tree "
              "as A held it after %.3f s (median)\n",
