@@ -271,6 +271,51 @@ v1::Version VersionOf(AgentProcess& agent, const std::string& path) {
   return r.version();
 }
 
+// The agent's marks on view files (a stub's, a placement's) are its own:
+// programs under the shim neither see them in lists nor read, set or copy
+// them (cp -a would copy a placement's mark onto a program's file).
+TEST_F(ClusterTest, TheAgentsMarksAreHiddenFromProgramsAndNotCopied) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(Shell(*a, "mkdir -p /cluster/m && head -c 100000 /dev/urandom > /cluster/m/f").exit_code, 0);
+  std::string b_f = dir_ / "b-data/view/cluster/m/f", c_f = dir_ / "c-data/view/cluster/m/f";
+  ASSERT_TRUE(WaitUntil([&] { return IsStub(b_f) != IsStub(c_f); }, seconds(15), "a stub on exactly one of b and c"));
+  AgentProcess& holder = IsStub(b_f) ? *c : *b;
+  AgentProcess& stub_node = IsStub(b_f) ? *b : *c;
+  const std::string held = IsStub(b_f) ? c_f : b_f;
+  ASSERT_GE(getxattr(held.c_str(), "user.onebox.placed", nullptr, 0), 0) << "the holder's copy carries no placement mark";
+  const std::string probe = R"(
+import errno, os
+p = '/cluster/m/f'
+def err(call):
+    try:
+        call()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def marks(names):
+    return [n for n in names if n.startswith('user.onebox')]
+print(marks(os.listxattr(p)), err(lambda: os.getxattr(p, 'user.onebox.placed')),
+      err(lambda: os.getxattr(p, 'user.onebox.stub')), err(lambda: os.setxattr(p, 'user.onebox.stub', b'x')),
+      err(lambda: os.removexattr(p, 'user.onebox.placed')))
+os.setxattr(p, 'user.mine', b'1')
+print(os.listxattr(p))
+fd = os.open(p, os.O_RDONLY)  # (a stub is made whole, and marked as placed)
+print(marks(os.listxattr(fd)), err(lambda: os.getxattr(fd, 'user.onebox.placed')))
+)";
+  for (AgentProcess* agent : {&stub_node, &holder}) {
+    SCOPED_TRACE(agent->address());
+    RunResult r = RunCommand({"/usr/bin/python3", "-c", probe}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent->socket()}});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "[] ENODATA ENODATA EPERM EPERM\n['user.mine']\n[] ENODATA\n");
+  }
+  // cp -a keeps the program's attribute and not the agent's mark.
+  ASSERT_EQ(Shell(holder, "cp -a /cluster/m/f /cluster/m/g").exit_code, 0);
+  const std::string g = (held.substr(0, held.size() - 1)) + "g";
+  EXPECT_LT(getxattr(g.c_str(), "user.onebox.placed", nullptr, 0), 0) << "cp -a copied the placement mark";
+  EXPECT_EQ(getxattr(g.c_str(), "user.mine", nullptr, 0), 1);
+}
+
 // A write opens a replication stream to each peer, held for a while in case
 // more follow; while it is held and nothing comes, the pusher sleeps. (It
 // once woke without waiting, a wait of kQuiet / 4 rounded down to 0 s, and

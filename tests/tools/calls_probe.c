@@ -314,9 +314,22 @@ int main(int argc, char** argv) {
   Out("listxattr", n, "bytes=%zd", n);
   n = llistxattr(P("d/l"), buf, sizeof buf);
   Out("llistxattr", n, "bytes=%zd", n);
+  n = listxattr(P("d/f"), NULL, 0);
+  Out("listxattr size", n, "bytes=%zd", n);
   CALL("removexattr", removexattr(P("d/f"), "user.probe"));
   CALL("lremovexattr", lremovexattr(P("d/f"), "user.probe2"));
   CALL("getxattr missing", getxattr(P("d/f"), "user.none", buf, sizeof buf));
+  int xfd = open(P("d/f"), O_RDONLY);
+  CALL("fsetxattr", fsetxattr(xfd, "user.probe3", "v3", 2, 0));
+  n = fgetxattr(xfd, "user.probe3", buf, sizeof buf);
+  Out("fgetxattr", n, "%.*s", n > 0 ? (int)n : 0, buf);
+  n = flistxattr(xfd, buf, sizeof buf);
+  Out("flistxattr", n, "bytes=%zd", n);
+  n = flistxattr(xfd, buf, 1);
+  Out("flistxattr too small", n, NULL);
+  CALL("fremovexattr", fremovexattr(xfd, "user.probe3"));
+  CALL("fremovexattr missing", fremovexattr(xfd, "user.probe3"));
+  close(xfd);
 
   // file_walk
   struct dirent** list = NULL;
