@@ -6,8 +6,9 @@
 // (user.onebox.*: a stub's, a placement's) are not the program's: lists
 // leave them out, a read of one finds nothing (ENODATA), and setting or
 // removing one is refused (EPERM), so that cp -a or rsync -X neither copy
-// nor forge them. The f* calls hide them on any descriptor (a file that is
-// not in a view has none).
+// nor forge them: on cluster paths, and on any descriptor (a file that is
+// not in a view has none). Other paths (the view's own, /proc/self/fd
+// links) are the kernel's, as for every call of the shim.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -54,7 +55,8 @@ ssize_t NotSupported() { return Fail(EPERM); }
 ssize_t Empty() { return 0; }
 
 constexpr std::string_view kAgentMarks = "user.onebox.";
-bool IsAgentMark(const char* name) { return name != nullptr && strncmp(name, kAgentMarks.data(), kAgentMarks.size()) == 0; }
+bool IsAgentMark(std::string_view name) { return name.substr(0, kAgentMarks.size()) == kAgentMarks; }
+bool IsAgentMark(const char* name) { return name != nullptr && IsAgentMark(std::string_view(name)); }
 
 // Compacts a list of NUL-terminated names (n bytes), leaving the agent's
 // marks out; returns the new length.
@@ -64,7 +66,7 @@ ssize_t DropAgentMarks(char* list, ssize_t n) {
     const char* name = list + at;
     size_t len = strnlen(name, static_cast<size_t>(n - at));
     size_t with_nul = len + (at + static_cast<ssize_t>(len) < n ? 1 : 0);
-    if (!IsAgentMark(name)) {
+    if (!IsAgentMark(std::string_view(name, len))) {
       memmove(list + kept, name, with_nul);
       kept += static_cast<ssize_t>(with_nul);
     }
@@ -153,10 +155,11 @@ int lremovexattr(const char* path, const char* name)
                       IsAgentMark(name) ? NotSupported() : removexattr(proc, name), NoData)
 
 // On a descriptor: whether it is in a view would cost a readlink; a file
-// elsewhere carries no agent mark, so the marks are hidden on every one.
+// elsewhere carries no agent mark, so the marks are hidden on every one (a
+// bad fd still says EBADF first, as the kernel would).
 ssize_t fgetxattr(int fd, const char* name, void* value, size_t size) {
   ONEBOX_REAL(fgetxattr);
-  if (IsAgentMark(name)) return NoData();
+  if (IsAgentMark(name)) return fcntl(fd, F_GETFD) < 0 ? -1 : NoData();
   return real_fgetxattr(fd, name, value, size);
 }
 ssize_t flistxattr(int fd, char* list, size_t size) {
@@ -165,12 +168,12 @@ ssize_t flistxattr(int fd, char* list, size_t size) {
 }
 int fsetxattr(int fd, const char* name, const void* value, size_t size, int flags) {
   ONEBOX_REAL(fsetxattr);
-  if (IsAgentMark(name)) return static_cast<int>(NotSupported());
+  if (IsAgentMark(name)) return fcntl(fd, F_GETFD) < 0 ? -1 : static_cast<int>(NotSupported());
   return real_fsetxattr(fd, name, value, size, flags);
 }
 int fremovexattr(int fd, const char* name) {
   ONEBOX_REAL(fremovexattr);
-  if (IsAgentMark(name)) return static_cast<int>(NotSupported());
+  if (IsAgentMark(name)) return fcntl(fd, F_GETFD) < 0 ? -1 : static_cast<int>(NotSupported());
   return real_fremovexattr(fd, name);
 }
 

@@ -1,5 +1,6 @@
 #include "nodeagent/view/view_ledger.h"
 
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -39,6 +40,10 @@ std::string StubMetaKey(std::string_view id) { return "stub/" + HexOf(id); }
 
 }  // namespace
 
+int SetMark(int fd, const char* name, const std::string& value) {
+  return static_cast<int>(syscall(SYS_fsetxattr, fd, name, value.data(), value.size(), 0));
+}
+
 const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which) {
   if (mark) return *mark;
   mark.emplace();
@@ -47,8 +52,9 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
     listed_ = true;
     char names[256];
     ssize_t n = listxattr(proc.c_str(), names, sizeof names);
-    // Too many to list here (ERANGE): each is asked for. None, or no
-    // extended attributes on this file system: no marks.
+    // Trusted only when it answers: too many to list here (ERANGE), or a
+    // file system that lists nothing but reads attributes, and each mark
+    // is asked for, as if not listed.
     if (n >= 0) {
       std::string_view listed(names, static_cast<size_t>(n));
       auto has = [&](std::string_view name) {
@@ -62,8 +68,6 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
       };
       may_have_[kStub] = has(kStubXattr);
       may_have_[kPlaced] = has(kPlacedXattr);
-    } else if (errno != ERANGE) {
-      may_have_[kStub] = may_have_[kPlaced] = false;
     }
   }
   if (!may_have_[which]) return *mark;
@@ -89,7 +93,7 @@ void ViewLedger::MarkPlacement(int fd, const std::string& path, const Version& v
   std::string mark = PlacedMark(path, st, version);
   // Without extended attributes the mark is missing: after a restart such a
   // file is taken for a program's (recorded again, as the same content).
-  (void)fsetxattr(fd, kPlacedXattr, mark.data(), mark.size(), 0);
+  (void)SetMark(fd, kPlacedXattr, mark);
 }
 
 Result<std::string> ViewLedger::RememberStubContent(const v1::Inode& inode) {

@@ -54,6 +54,11 @@ class FileMarks {
   std::optional<std::string> stub_, placed_;
 };
 
+// Sets an agent's mark on fd: the system call itself, not libc's, which a
+// shim preloaded into the agent (started from a shell under it) would
+// refuse for the agent's marks. Returns 0 or -1 (errno).
+int SetMark(int fd, const char* name, const std::string& value);
+
 class ViewLedger {
  public:
   ViewLedger(Store& store, StatePage& page) : store_(store), page_(page) {}

@@ -338,7 +338,7 @@ Result<bool> ViewMaterializer::MakeStub(int fd, const v1::Inode& inode) {
   // moved, linked or touched is recorded with its content, not hashed.
   Result<std::string> id = ledger_.RememberStubContent(inode);
   if (!id.ok()) return Status::IOError(fmt::format("remember the stub: {}", id.status().message()));
-  return fsetxattr(fd, kStubXattr, id->data(), id->size(), 0) == 0;
+  return SetMark(fd, kStubXattr, *id) == 0;
 }
 
 Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version,
