@@ -269,7 +269,8 @@ bool HasRootPrefix(const char* path) {
 }
 
 bool SurelyNative(int dirfd, const char* path) {
-  if (path == nullptr || path[0] == '\0') return true;
+  // NULL or unmapped (libc's call says EFAULT), or "".
+  if (path == nullptr || !MayReadPage(path) || path[0] == '\0') return true;
   if (path[0] == '/') return !HasRootPrefix(path) && !MayNormalizeElsewhere(path);
   if (dirfd == AT_FDCWD) return !CwdInCluster();
   return !IsTracked(dirfd);
@@ -277,7 +278,8 @@ bool SurelyNative(int dirfd, const char* path) {
 
 Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
   Target none;
-  if (path == nullptr || path[0] == '\0') return none;
+  // NULL, or unmapped: libc's call says EFAULT.
+  if (path == nullptr || !MayReadPage(path) || path[0] == '\0') return none;
   char norm[kMaxPathBytes];
   if (path[0] == '/') {
     // The fast path: most paths fail the prefix test and cost nothing more.

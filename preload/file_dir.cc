@@ -91,7 +91,9 @@ int TwoPaths(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
   if (!o.cluster && !n.cluster)
     return native(o.NativeDirfd(olddirfd), o.NativePath(oldpath), n.NativeDirfd(newdirfd), n.NativePath(newpath),
                   flags);
-  if (o.cluster != n.cluster) return Fail(EXDEV);
+  // A bad pointer on the other side: the kernel would say EFAULT before it looked across.
+  auto bad = [](const char* p) { return p == nullptr || !MayReadPage(p); };
+  if (o.cluster != n.cluster) return Fail(bad(oldpath) || bad(newpath) ? EFAULT : EXDEV);
   if (o.err || n.err) return Fail(o.err ? o.err : n.err);
   // A final "." or "..": rename says EBUSY; link (the call that may name the root as old) EPERM or EEXIST.
   if (o.dot_last || n.dot_last) return Fail(root_ok_as_old ? (o.dot_last ? EPERM : EEXIST) : EBUSY);

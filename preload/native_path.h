@@ -58,6 +58,21 @@ static_assert(sizeof(HotPath) == 64, "the hot paths read one cache line");
 extern HotPath hot_path;
 void ResolveHotReals();  // fills the functions (the shim's constructor)
 
+// Whether the program's pointer may be read (preload/user_memory.cc): false
+// for an address no mapping holds, which the shim hands to libc unread, so
+// that the kernel answers EFAULT.
+bool MayRead(const void* pointer);
+// As MayRead, answered at once for the page this thread last found readable
+// (a program's paths mostly come from a few buffers).
+__attribute__((always_inline)) inline bool MayReadPage(const char* p) {
+  static thread_local __attribute__((tls_model("initial-exec"))) uintptr_t readable_page = 0;
+  const uintptr_t page = reinterpret_cast<uintptr_t>(p) >> 12;
+  if (__builtin_expect(page == readable_page, 1)) return true;
+  if (!MayRead(p)) return false;
+  readable_page = page;
+  return true;
+}
+
 // True when path is absolute, certainly outside the cluster root, and has no
 // "/." or "//" in it (so it cannot normalize into the root either); false
 // when the slow path must decide (which is no claim that the path is the
@@ -68,6 +83,7 @@ __attribute__((always_inline)) inline bool NativeAtAGlance(const char* path) {
   auto near_page_end = [](const char* p) { return (reinterpret_cast<uintptr_t>(p) & 4095) > 4096 - 17; };
   const uintptr_t addr = reinterpret_cast<uintptr_t>(path);
   if (__builtin_expect((addr < 4096) | near_page_end(path), 0)) return false;  // and nullptr
+  if (!MayReadPage(path)) return false;  // (the slow path hands it to libc: EFAULT)
   uint64_t head;
   memcpy(&head, path, sizeof head);
   const bool root_prefix = ((head ^ hot_path.root_head) & hot_path.root_mask) == 0;

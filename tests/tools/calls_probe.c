@@ -331,6 +331,27 @@ int main(int argc, char** argv) {
   CALL("fremovexattr missing", fremovexattr(xfd, "user.probe3"));
   close(xfd);
 
+  // Bad path pointers: NULL, and an address nothing maps (pjdfstest's).
+  // The kernel says EFAULT; so must the shim, without crashing.
+  const char* bad = (const char*)0xdeadc0deUL;
+  for (int which = 0; which < 2; ++which) {
+    const char* b = which ? bad : NULL;
+    Fd(which ? "open unmapped" : "open NULL", open(b, O_RDONLY));
+    CALL(which ? "stat unmapped" : "stat NULL", stat(b, &st));
+    CALL(which ? "lstat unmapped" : "lstat NULL", lstat(b, &st));
+    CALL(which ? "mkdir unmapped" : "mkdir NULL", mkdir(b, 0755));
+    CALL(which ? "unlink unmapped" : "unlink NULL", unlink(b));
+    CALL(which ? "chmod unmapped" : "chmod NULL", chmod(b, 0644));
+    CALL(which ? "access unmapped" : "access NULL", access(b, F_OK));
+    CALL(which ? "truncate unmapped" : "truncate NULL", truncate(b, 0));
+    CALL(which ? "rename from unmapped" : "rename from NULL", rename(b, P("d/none")));
+    CALL(which ? "rename to unmapped" : "rename to NULL", rename(P("d/f"), b));
+    CALL(which ? "link to unmapped" : "link to NULL", link(P("d/f"), b));
+    CALL(which ? "symlink at unmapped" : "symlink at NULL", symlink("t", b));
+    CALL(which ? "getxattr unmapped" : "getxattr NULL", getxattr(b, "user.x", buf, sizeof buf));
+    CALL(which ? "chdir unmapped" : "chdir NULL", chdir(b));
+  }
+
   // file_walk
   struct dirent** list = NULL;
   int cnt = scandir(P("d"), &list, NULL, alphasort);

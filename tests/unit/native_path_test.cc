@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -116,6 +117,32 @@ TEST_F(NativeAtAGlanceTest, LongRootsLeaveTheirFirstEightBytesToTheSlowPath) {
 TEST_F(NativeAtAGlanceTest, NullAndTheFirstPageAreLeftToTheSlowPath) {
   EXPECT_FALSE(NativeAtAGlance(nullptr));
   EXPECT_FALSE(NativeAtAGlance(reinterpret_cast<const char*>(16)));
+}
+
+// pjdfstest passes paths at 0xdeadc0de: the shim must not read them (the
+// kernel answers EFAULT), and must read every mapped one, new mappings too.
+TEST(MayReadTest, MappedMemoryIsReadableAndUnmappedIsNot) {
+  static const char in_rodata[] = "/etc/passwd";
+  std::string on_heap = "/etc/passwd";
+  char on_stack[] = "/etc/passwd";
+  EXPECT_TRUE(MayRead(in_rodata));
+  EXPECT_TRUE(MayRead(on_heap.c_str()));
+  EXPECT_TRUE(MayRead(on_stack));
+  EXPECT_FALSE(MayRead(nullptr));
+  EXPECT_FALSE(MayRead(reinterpret_cast<const char*>(0xdeadc0deUL)));
+  EXPECT_FALSE(NativeAtAGlance(reinterpret_cast<const char*>(0xdeadc0deUL)));
+  // A mapping made after the ranges were read: found by reading them again.
+  void* fresh = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(fresh, MAP_FAILED);
+  memcpy(fresh, "/etc/passwd", 12);
+  EXPECT_TRUE(MayRead(fresh));
+  EXPECT_TRUE(NativeAtAGlance(static_cast<const char*>(fresh)));
+  // A page mapped without read permission is not readable either.
+  void* closed = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(closed, MAP_FAILED);
+  EXPECT_FALSE(MayRead(closed));
+  munmap(fresh, 4096);
+  munmap(closed, 4096);
 }
 
 }  // namespace
