@@ -56,7 +56,8 @@ ssize_t Empty() { return 0; }
 
 constexpr std::string_view kAgentMarks = "user.onebox.";
 bool IsAgentMark(std::string_view name) { return name.substr(0, kAgentMarks.size()) == kAgentMarks; }
-bool IsAgentMark(const char* name) { return name != nullptr && IsAgentMark(std::string_view(name)); }
+// (An unreadable name is no mark: libc's call says EFAULT.)
+bool IsAgentMark(const char* name) { return name != nullptr && MayReadPage(name) && IsAgentMark(std::string_view(name)); }
 
 // Compacts a list of NUL-terminated names (n bytes), leaving the agent's
 // marks out; returns the new length.

@@ -64,12 +64,14 @@ void ResolveHotReals();  // fills the functions (the shim's constructor)
 bool MayRead(const void* pointer);
 // As MayRead, answered at once for the page this thread last found readable
 // (a program's paths mostly come from a few buffers).
-__attribute__((always_inline)) inline bool MayReadPage(const char* p) {
-  static thread_local __attribute__((tls_model("initial-exec"))) uintptr_t readable_page = 0;
-  const uintptr_t page = reinterpret_cast<uintptr_t>(p) >> 12;
-  if (__builtin_expect(page == readable_page, 1)) return true;
-  if (!MayRead(p)) return false;
-  readable_page = page;
+inline thread_local __attribute__((tls_model("initial-exec"))) uintptr_t readable_page = ~uintptr_t{0};
+__attribute__((always_inline)) inline bool OnReadablePage(const char* p) {
+  return (reinterpret_cast<uintptr_t>(p) >> 12) == readable_page;
+}
+inline bool MayReadPage(const char* p) {
+  if (__builtin_expect(OnReadablePage(p), 1)) return true;
+  if (!MayRead(p)) return false;  // (the zero page too)
+  readable_page = reinterpret_cast<uintptr_t>(p) >> 12;
   return true;
 }
 
@@ -83,7 +85,8 @@ __attribute__((always_inline)) inline bool NativeAtAGlance(const char* path) {
   auto near_page_end = [](const char* p) { return (reinterpret_cast<uintptr_t>(p) & 4095) > 4096 - 17; };
   const uintptr_t addr = reinterpret_cast<uintptr_t>(path);
   if (__builtin_expect((addr < 4096) | near_page_end(path), 0)) return false;  // and nullptr
-  if (!MayReadPage(path)) return false;  // (the slow path hands it to libc: EFAULT)
+  // Not on this thread's last readable page: the slow path looks (and hands an unmapped one to libc: EFAULT).
+  if (!OnReadablePage(path)) return false;
   uint64_t head;
   memcpy(&head, path, sizeof head);
   const bool root_prefix = ((head ^ hot_path.root_head) & hot_path.root_mask) == 0;

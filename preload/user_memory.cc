@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -124,7 +125,10 @@ bool MayRead(const void* pointer) {
   if (too_many_ranges.load(std::memory_order_relaxed)) return true;
   Found found = Lookup(p);
   if (found != Found::kNo) return true;  // (busy: a reload is under way, most likely of a new mapping)
-  if (!Reload()) return true;            // another thread reloads: do not wait for it
+  const int saved_errno = errno;
+  bool reloaded = Reload();
+  errno = saved_errno;
+  if (!reloaded) return true;  // another thread reloads: do not wait for it
   return Lookup(p) != Found::kNo;
 }
 

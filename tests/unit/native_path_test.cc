@@ -12,6 +12,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace onebox::shim {
@@ -74,6 +75,9 @@ class NativeAtAGlanceTest : public ::testing::Test {
   bool GlanceAt(const std::string& path, size_t at) {
     for (size_t i = at; i < at + 96 && i < 2 * kPage; ++i) mem_[i] = "//./"[i % 4];  // what follows the NUL
     memcpy(mem_ + at, path.c_str(), path.size() + 1);
+    // The glance decides only on a page this thread found readable (as a
+    // slow-path call on the same buffer leaves it).
+    EXPECT_TRUE(MayReadPage(mem_ + at));
     return NativeAtAGlance(mem_ + at);
   }
   void Check(std::string_view root, bool decides_all) {
@@ -129,13 +133,17 @@ TEST(MayReadTest, MappedMemoryIsReadableAndUnmappedIsNot) {
   EXPECT_TRUE(MayRead(on_heap.c_str()));
   EXPECT_TRUE(MayRead(on_stack));
   EXPECT_FALSE(MayRead(nullptr));
+  // The first page, on a thread that has found no page readable yet.
+  bool small_readable = true;
+  std::thread([&] { small_readable = MayReadPage(reinterpret_cast<const char*>(16)); }).join();
+  EXPECT_FALSE(small_readable);
   EXPECT_FALSE(MayRead(reinterpret_cast<const char*>(0xdeadc0deUL)));
   EXPECT_FALSE(NativeAtAGlance(reinterpret_cast<const char*>(0xdeadc0deUL)));
   // A mapping made after the ranges were read: found by reading them again.
   void* fresh = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(fresh, MAP_FAILED);
   memcpy(fresh, "/etc/passwd", 12);
-  EXPECT_TRUE(MayRead(fresh));
+  EXPECT_TRUE(MayReadPage(static_cast<const char*>(fresh)));
   EXPECT_TRUE(NativeAtAGlance(static_cast<const char*>(fresh)));
   // A page mapped without read permission is not readable either.
   void* closed = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
