@@ -62,16 +62,22 @@ void ResolveHotReals();  // fills the functions (the shim's constructor)
 // for an address no mapping holds, which the shim hands to libc unread, so
 // that the kernel answers EFAULT.
 bool MayRead(const void* pointer);
-// As MayRead, answered at once for the page this thread last found readable
-// (a program's paths mostly come from a few buffers).
-inline thread_local __attribute__((tls_model("initial-exec"))) uintptr_t readable_page = ~uintptr_t{0};
+// As MayRead, answered at once for the pages this thread found readable
+// lately (a program's paths mostly come from a few buffers: a stack frame,
+// string constants, a heap block): a few slots, each page in the slot its
+// low bits name.
+constexpr size_t kReadablePageSlots = 8;
+inline thread_local __attribute__((tls_model("initial-exec"))) uintptr_t readable_pages[kReadablePageSlots] = {
+    ~uintptr_t{0}, ~uintptr_t{0}, ~uintptr_t{0}, ~uintptr_t{0}, ~uintptr_t{0}, ~uintptr_t{0}, ~uintptr_t{0}, ~uintptr_t{0}};
 __attribute__((always_inline)) inline bool OnReadablePage(const char* p) {
-  return (reinterpret_cast<uintptr_t>(p) >> 12) == readable_page;
+  const uintptr_t page = reinterpret_cast<uintptr_t>(p) >> 12;
+  return readable_pages[page % kReadablePageSlots] == page;
 }
 inline bool MayReadPage(const char* p) {
   if (__builtin_expect(OnReadablePage(p), 1)) return true;
   if (!MayRead(p)) return false;  // (the zero page too)
-  readable_page = reinterpret_cast<uintptr_t>(p) >> 12;
+  const uintptr_t page = reinterpret_cast<uintptr_t>(p) >> 12;
+  readable_pages[page % kReadablePageSlots] = page;
   return true;
 }
 
