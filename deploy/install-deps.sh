@@ -10,6 +10,7 @@ PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev libxxhash-dev
   python3 python3-grpcio python3-protobuf
   iproute2  # tests: partitions made with network namespaces
+  binutils-source  # tests: placement at exec builds its libiberty (66 C files) with make -j
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi

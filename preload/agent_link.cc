@@ -69,6 +69,9 @@ FdId link_id, view_id;
 pid_t owner_pid = 0;
 char view_root[kMaxPathBytes] = "";
 size_t view_len = 0;
+// The agent's `onebox` (the stand-in), from Hello: written under mu only
+// when it changes, read by exec (preload/exec_place.cc).
+char front_path[kMaxPathBytes] = "";
 ClusterRoot cluster_root;
 char socket_path[kMaxPathBytes] = ONEBOX_DEFAULT_AGENT_SOCKET;
 std::atomic<bool> warned{false};
@@ -219,7 +222,8 @@ void MapStatePage(int page_fd) {
 // the state page that came with the answer is mapped (never in a vfork child:
 // its mappings would be the parent's). Only raw system calls here: the
 // interposed functions may need mu, which the caller holds.
-int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page = false) {
+int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page = false,
+              std::string* front_out = nullptr) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (strlen(socket_path) >= sizeof sa.sun_path) return ENAMETOOLONG;
@@ -266,6 +270,7 @@ int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page 
   if (page_fd >= 0 && map_page && resp->hello->state_page) MapStatePage(page_fd);
   else if (page_fd >= 0) RealClose(page_fd);
   *view_out = resp->hello->view_root;
+  if (front_out != nullptr && resp->hello->front != nullptr) *front_out = resp->hello->front;
   onebox__v1__shim_response__free_unpacked(resp, nullptr);
   *fd_out = fd;
   return 0;
@@ -279,9 +284,9 @@ int OpenView(const std::string& view) {
 int ConnectLocked() {
   int saved = errno;
   int fd = -1;
-  std::string view;
+  std::string view, front;
   int err = Handshake(&fd, &view, said_hello ? kTimeoutMs : kFirstHelloTimeoutMs,
-                      /*map_page=*/getpid() == owner_pid);
+                      /*map_page=*/getpid() == owner_pid, &front);
   if (err != 0) {
     errno = saved;
     return err;
@@ -308,6 +313,7 @@ int ConnectLocked() {
     memcpy(view_root, view.c_str(), view.size() + 1);
     view_len = view.size();
   }
+  if (front.size() < sizeof front_path && front != front_path) memcpy(front_path, front.c_str(), front.size() + 1);
   link_fd = fd;
   link_id = IdOf(link_fd);
   warned = false;  // a later outage is worth a line again
@@ -705,6 +711,11 @@ bool MayBeStubs() {
 }
 
 std::string_view ViewRoot() { return {view_root, view_len}; }
+
+const char* StandInProgram() {
+  if (front_path[0] == '\0') ViewFd();  // says hello, if no one has yet
+  return front_path;
+}
 
 bool InOwnerProcess() { return getpid() == owner_pid; }
 

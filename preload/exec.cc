@@ -1,10 +1,11 @@
 // Interposed: the exec family, posix_spawn and dlopen, for programs and
 // libraries stored in the cluster (glibc's execvp and posix_spawnp search PATH
 // through internal entries, so a PATH with cluster directories is searched
-// here). The file is resolved in the agent's view to an O_PATH descriptor
-// without close-on-exec and run as /proc/self/fd/N, which also works for
-// scripts (the interpreter opens that path): the view's real location is not
-// handed to the program.
+// here). The file is resolved in the agent's view to a descriptor and run
+// with execveat; a script's interpreter is run here as the kernel would, with
+// the script's path as the program named it (so $0 means what it means
+// natively); posix_spawn and dlopen use /proc/self/fd/N. The view's real
+// location is not handed to the program.
 #include <alloca.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <cstring>
 
 #include "naming/cluster_path.h"
+#include "preload/exec_place.h"
 #include "preload/link.h"
 #include "preload/shim.h"
 
@@ -35,10 +37,20 @@ int OpenForExec(const Target& t, char* proc, size_t cap) {
   return fd;
 }
 
-int ExecvePath(const char* path, char* const argv[], char* const envp[]) {
+// The kernel reads at most this much of a script's "#!" line (BINPRM_BUF_SIZE).
+constexpr ssize_t kMaxShebangBytes = 256;
+
+// The kernel runs at most 4 interpreters deep, then says ELOOP.
+constexpr int kMaxInterpreterDepth = 4;
+
+int ExecvePath(const char* path, char* const argv[], char* const envp[], int depth = 0) {
   ONEBOX_REAL(execve);
   char buf[kMaxPathBytes];
   Target t = Resolve(path, buf, sizeof buf);
+  if (!t.cluster && WantsPlacement(path, envp)) {
+    // The stand-in, in this process; if it cannot start, the program runs here.
+    ExecPlaced(path, argv, envp, [&](const char* stand_in, char** args) { return real_execve(stand_in, args, envp); });
+  }
   if (!t.cluster) return real_execve(t.NativePath(path), argv, envp);
   if (t.err) return Fail(t.err);
   // A binary runs from a close-on-exec fd (nothing of the view left open in
@@ -48,15 +60,42 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[]) {
   if (fd < 0) return -1;
   RealSyscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
   int err = errno;
+  if (err != ENOENT) {
+    close(fd);
+    return Fail(err);
+  }
+  // A script: its interpreter is run here, as the kernel would run it, with
+  // the script's path as the program gave it (configure and many scripts
+  // find their own directory from $0; /proc/self/fd/N would tell them nothing).
+  char line[kMaxShebangBytes + 1];
+  snprintf(line, sizeof line, "/proc/self/fd/%d", fd);  // the O_PATH descriptor, opened for reading
+  int readable = static_cast<int>(RealSyscall(SYS_openat, AT_FDCWD, line, O_RDONLY | O_CLOEXEC, 0));
   close(fd);
-  if (err != ENOENT) return Fail(err);
-  char proc[64];
-  fd = OpenForExec(t, proc, sizeof proc);
-  if (fd < 0) return -1;
-  real_execve(proc, argv, envp);
-  err = errno;
-  close(fd);
-  return Fail(err);
+  if (readable < 0) return Fail(errno);
+  ssize_t n = pread(readable, line, kMaxShebangBytes, 0);
+  close(readable);
+  if (n < 2 || line[0] != '#' || line[1] != '!') return Fail(ENOEXEC);
+  line[n] = '\0';
+  char* end = strchrnul(line, '\n');
+  if (*end != '\n' && n == kMaxShebangBytes) return Fail(ENOEXEC);  // longer than the kernel takes
+  *end = '\0';
+  char* interp = line + 2;
+  while (*interp == ' ' || *interp == '\t') ++interp;
+  char* arg = interp + strcspn(interp, " \t");
+  if (*arg != '\0') *arg++ = '\0';
+  while (*arg == ' ' || *arg == '\t') ++arg;
+  for (char* tail = arg + strlen(arg); tail > arg && (tail[-1] == ' ' || tail[-1] == '\t'); --tail) tail[-1] = '\0';
+  if (*interp == '\0') return Fail(ENOEXEC);
+  size_t argc = 0;
+  while (argv[argc] != nullptr) ++argc;
+  char** args = static_cast<char**>(alloca((argc + 3) * sizeof(char*)));
+  size_t i = 0;
+  args[i++] = interp;
+  if (*arg != '\0') args[i++] = arg;
+  args[i++] = const_cast<char*>(path);
+  for (size_t a = 1; a <= argc; ++a) args[i++] = argv[a];
+  if (depth >= kMaxInterpreterDepth) return Fail(ELOOP);
+  return ExecvePath(interp, args, envp, depth + 1);
 }
 
 // Whether some PATH entry (or a relative one from a cwd in the cluster) is a cluster path.
@@ -137,7 +176,8 @@ int ExecvpeImpl(const char* file, char* const argv[], char* const envp[]) {
   if (strchr(file, '/') != nullptr) return ExecvePath(file, argv, envp);
   const char* path_env = getenv("PATH");
   if (path_env == nullptr) path_env = "/bin:/usr/bin";
-  if (!PathHasClusterDirs(path_env)) {
+  // A name ONEBOX_PLACE places is searched here: ExecvePath places it.
+  if (!PathHasClusterDirs(path_env) && !NameWantsPlacement(file, envp)) {
     ONEBOX_REAL(execvpe);
     return real_execvpe(file, argv, envp);
   }
@@ -167,6 +207,12 @@ int SpawnPath(pid_t* pid, const char* path, const posix_spawn_file_actions_t* ac
   ONEBOX_REAL(posix_spawn);
   char buf[kMaxPathBytes];
   Target t = Resolve(path, buf, sizeof buf);
+  if (!t.cluster && WantsPlacement(path, envp)) {
+    int placed = ExecPlaced(path, argv, envp, [&](const char* stand_in, char** args) {
+      return real_posix_spawn(pid, stand_in, actions, attr, args, envp);
+    });
+    if (placed == 0) return 0;  // else the program runs here
+  }
   if (!t.cluster) return real_posix_spawn(pid, t.NativePath(path), actions, attr, argv, envp);
   if (t.err) return t.err;
   char proc[64];
@@ -213,7 +259,8 @@ int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t*
   if (strchr(file, '/') != nullptr) return SpawnPath(pid, file, actions, attr, argv, envp);
   const char* path_env = getenv("PATH");
   if (path_env == nullptr) path_env = "/bin:/usr/bin";
-  if (!PathHasClusterDirs(path_env)) return real_posix_spawnp(pid, file, actions, attr, argv, envp);
+  if (!PathHasClusterDirs(path_env) && !NameWantsPlacement(file, envp))
+    return real_posix_spawnp(pid, file, actions, attr, argv, envp);
   return SearchPath(path_env, file,
                     [&](char* cand) { return SpawnPath(pid, cand, actions, attr, argv, envp); });
 }

@@ -49,14 +49,14 @@
   X(file_open, mkostemps, kFull, "as mkstemps, with the given flags")                                                   \
   X(file_open, mkostemps64, kFull, "as mkostemps, with O_LARGEFILE")                                                    \
   X(file_open, mkdtemp, kFull, "the template is filled here: an exclusive mkdir, mode 0700")                            \
-  X(exec, execve, kPartial, "a cluster program runs from an O_PATH fd (execveat); a script's interpreter gets /proc/self/fd/N") \
+  X(exec, execve, kPartial, "a cluster program runs from an O_PATH fd (execveat); a script's interpreter is run here with the script's path; ONEBOX_PLACE may place it") \
   X(exec, execv, kPartial, "as execve")                                                                                 \
   X(exec, execvp, kPartial, "as execve; PATH is searched here when it names cluster directories")                       \
   X(exec, execvpe, kPartial, "as execvp")                                                                               \
   X(exec, execl, kPartial, "as execv")                                                                                  \
   X(exec, execlp, kPartial, "as execvp")                                                                                \
   X(exec, execle, kPartial, "as execve")                                                                                \
-  X(exec, posix_spawn, kPartial, "a cluster program runs as /proc/self/fd/N, whose O_PATH fd stays open in it")         \
+  X(exec, posix_spawn, kPartial, "a cluster program runs as /proc/self/fd/N, whose O_PATH fd stays open in it; ONEBOX_PLACE may place it")         \
   X(exec, posix_spawnp, kPartial, "as posix_spawn; PATH is searched here when it names cluster directories")            \
   X(exec, dlopen, kPartial, "a cluster library is opened as /proc/self/fd/N (its name in the link map)")                \
   X(file_walk, scandir, kFull, "done here, over the view directory")                                                    \

@@ -30,6 +30,9 @@ bool MayHavePeers();
 // False only when the agent's state page says its view holds no stubs now:
 // then an open needs no look at the file's stub mark.
 bool MayBeStubs();
+// The agent's `onebox` binary, which serves `onebox run` (the stand-in): ""
+// when no agent answers or it named none.
+const char* StandInProgram();
 // False in a vfork child, which must not record descriptors in shared memory.
 bool InOwnerProcess();
 // Learns the view root from a real cwd inside a view, if it is one.

@@ -54,6 +54,7 @@
   X(Peer, ReadRecord, kPeer, "a quorum read")                                                            \
   X(Peer, ListProcesses, kPeer, "this node's processes, for another's Process/List")                     \
   X(Peer, SignalProcess, kPeer, "a signal for a caller of another node, with the caller's credentials")  \
+  X(Peer, ProgramDigest, kPeer, "placement at exec: a program's content hash on this node")               \
   X(Peer, Run, kPeer, "onebox run: a process started as the caller of another node, its stdio and signals")
 
 namespace onebox {

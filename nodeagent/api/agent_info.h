@@ -28,6 +28,7 @@ struct AgentInfo {
   // Set once the cluster parts exist.
   std::function<std::vector<v1::ReplicationLag>()> replication_lag;
   std::function<std::pair<uint64_t, uint64_t>()> leases;  // won, recalled
+  std::function<void(v1::StatusResponse*)> jobs;           // placement at exec: jobs_* of the status
 
   // The gRPC address is known only once gRPC has bound (port 0 picks one),
   // after the services may already answer: hence the lock.

@@ -58,6 +58,7 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
           r->set_leases_won(won);
           r->set_leases_recalled(recalled);
         }
+        if (info_.jobs) info_.jobs(r);
         return onebox::Status::Ok();
       });
 }

@@ -44,7 +44,9 @@ int CmdStatus(const ClientOptions& o) {
             << fmt::format("hashed     {} chunks while their files were written\n", r.chunks_hashed_ahead())
             << fmt::format("load       {:.2f} on {} cpus, {} MiB of {} MiB free\n", n.load().loadavg_1m(),
                            n.load().cpus(), n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20)
-            << fmt::format("leases     {} won, {} given up to other nodes\n", r.leases_won(), r.leases_recalled());
+            << fmt::format("leases     {} won, {} given up to other nodes\n", r.leases_won(), r.leases_recalled())
+            << fmt::format("jobs       {} placed out ({} running), {} taken in ({} running)\n", r.jobs_placed_out(),
+                           r.jobs_out_now(), r.jobs_taken_in(), r.jobs_in_now());
   for (const v1::ReplicationLag& lag : r.replication())
     std::cout << fmt::format("lag        {}: {} entries behind{}\n", lag.name().empty() ? lag.node_id() : lag.name(),
                              lag.entries_behind(),

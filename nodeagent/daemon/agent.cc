@@ -25,6 +25,7 @@
 #include "nodeagent/daemon/listen_address.h"
 #include "nodeagent/daemon/state_page_owner.h"
 #include "nodeagent/local/shim_handlers.h"
+#include "nodeagent/process/placement.h"
 #include "nodeagent/local/shim_library.h"
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/peer/grpc_peers.h"
@@ -48,6 +49,8 @@ namespace {
 // In-flight calls get this long to finish at shutdown; idle clients (which in
 // gRPC 1.51 poll their connections only every few seconds) are not waited for.
 constexpr auto kDrainTimeout = std::chrono::seconds(1);
+// How long a remote program's exit waits for its home to apply what it wrote.
+constexpr auto kExitToWaitTimeout = std::chrono::milliseconds(10'000);
 // The server's keepalive pings (time between, and wait for the answer).
 constexpr int kServerKeepaliveMs = 2000;
 
@@ -94,6 +97,7 @@ class Agent {
   std::unique_ptr<ClusterProcesses> processes_;
   std::unique_ptr<RunExecutor> run_executor_;
   std::unique_ptr<RunRelays> run_relays_;
+  std::unique_ptr<Placement> placement_;
   std::unique_ptr<LocalPeer> local_peer_;
   std::unique_ptr<ClusterService> cluster_service_;
   std::unique_ptr<StoreService> store_service_;
@@ -205,12 +209,42 @@ void Agent::MakeClusterParts() {
   info_.replication_lag = [r = replicator_.get()] { return r->Lags(); };
   info_.leases = [l = leases_.get()] { return std::pair{l->won(), l->recalled()}; };
   processes_ = std::make_unique<ClusterProcesses>(*members_, network_, info_.identity.name);
+  // Exit-to-wait (docs/consistency.md): what this node's programs wrote so
+  // far is recorded, then applied on the members named (all live others
+  // when none is), within kExitToWaitTimeout.
+  auto applied_on = [this](std::optional<std::string> only) -> Status {
+    if (Status recorded = recorder_->Sync(); !recorded.ok()) return recorded;
+    const uint64_t seq = store_->LastLogSeqOfVisibleWrites();
+    const auto deadline = std::chrono::steady_clock::now() + kExitToWaitTimeout;
+    for (const PeerAddress& peer : members_->AliveOthers()) {
+      if (only && peer.node_id != *only) continue;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (Status s = replicator_->WaitApplied(peer.node_id, seq, std::max(left, std::chrono::milliseconds(0)));
+          !s.ok())
+        return s;
+    }
+    return Status::Ok();
+  };
   run_executor_ = std::make_unique<RunExecutor>(
-      RunPlace{.view_path = data_dir_.view_path(), .socket = opt_.socket, .shim = FindShimLibrary()},
+      RunPlace{.view_path = data_dir_.view_path(),
+               .socket = opt_.socket,
+               .shim = FindShimLibrary(),
+               .settle_peers = [applied_on] { return applied_on(std::nullopt); },
+               .settle_view = [m = materializer_.get()] { m->Drain(); }},
       info_.identity.name, [m = members_.get()] { return m->index(); });
   processes_->set_runs(*run_executor_);
-  run_relays_ = std::make_unique<RunRelays>(network_, *run_executor_);
-  local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_);
+  run_relays_ = std::make_unique<RunRelays>(
+      network_, *run_executor_, [applied_on](const std::string& node_id) { return applied_on(node_id); },
+      [m = materializer_.get()] { m->Drain(); });
+  placement_ = std::make_unique<Placement>(*members_, network_, opt_.place_jobs_per_cpu);
+  info_.jobs = [p = placement_.get(), r = run_executor_.get()](v1::StatusResponse* s) {
+    s->set_jobs_placed_out(p->placed_out());
+    s->set_jobs_out_now(p->out_now());
+    s->set_jobs_taken_in(r->taken_in());
+    s->set_jobs_in_now(r->in_now());
+  };
+  local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_,
+                                            placement_.get());
   members_->set_alive_observer([page = &state_page_->page(), r = replicator_.get()](size_t alive) {
     if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
   });
@@ -271,6 +305,8 @@ Status Agent::StartShimSocket() {
       .local_calls = local_calls_,
       .processes = *processes_,
       .runs = *run_relays_,
+      .placement = *placement_,
+      .front = BesideThisBinary("onebox"),
       .state_page_fd = state_page_->fd(),
       .replication_factor = static_cast<size_t>(opt_.replication_factor),
       .write_quorum = static_cast<size_t>(opt_.write_quorum),

@@ -34,6 +34,9 @@ struct AgentOptions {
   bool insecure = false;
   // Take set-user-ID and set-group-ID files of root from peers (sync/record_codec.h).
   bool accept_root_setid_from_peers = false;
+  // Placement at exec (process/placement.h): at most this many placed jobs
+  // per CPU on a node.
+  double place_jobs_per_cpu = 1.0;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean

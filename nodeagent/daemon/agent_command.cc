@@ -69,6 +69,10 @@ AgentCommand::AgentCommand(CLI::App& app) {
                        "nodes on which fsync() makes a file durable before it returns (0: a majority of the replicas)")
       ->check(CLI::Range(0, 16))
       ->capture_default_str();
+  command_->add_option("--place-jobs-per-cpu", options_.place_jobs_per_cpu,
+                       "placement at exec (ONEBOX_PLACE): at most this many placed jobs per CPU on a node")
+      ->check(CLI::Range(0.1, 64.0))
+      ->capture_default_str();
   command_->add_option("--log-retain", options_.log_retain,
                        "replication log entries kept for members that are away (beyond: anti-entropy repairs them)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))

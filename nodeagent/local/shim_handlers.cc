@@ -89,6 +89,7 @@ Status ShimHandlers::Hello(const Origin& origin, const v1::ShimRequest& req, v1:
   resp->mutable_hello()->set_view_root(*view);
   resp->mutable_hello()->set_node_name(parts_.info.identity.name);
   resp->mutable_hello()->set_state_page(true);
+  resp->mutable_hello()->set_front(parts_.front);
   origin.call->attach_fd = parts_.state_page_fd;
   parts_.guard.PageMapped(origin.connection);
   spdlog::debug("shim hello from pid {} ({}) for root {}", origin.peer.pid, req.hello().program(), root.root());
@@ -242,8 +243,19 @@ Status ShimHandlers::StartRun(const Origin& origin, const v1::ShimRequest& req, 
   int fd = origin.call->TakeConnection();
   if (fd < 0) return Status::Unavailable(fmt::format("run: no descriptor for the stream: {}", strerror(errno)));
   spdlog::info("run for pid {} uid {} on node {}: {}", origin.peer.pid, origin.peer.uid, target->name(), start.argv(0));
-  parts_.runs.Start(fd, req.id(), std::move(start), target->address(), target->name(), target->self());
+  parts_.runs.Start(fd, req.id(), std::move(start), target->address(), target->name(), target->node_id(),
+                    target->self());
   resp->mutable_run();  // not sent: the relay answers on the connection it took
+  return Status::Ok();
+}
+
+Status ShimHandlers::Place(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const v1::ShimPlaceRequest& asked = req.place();
+  if (asked.program().empty() || asked.program()[0] != '/')
+    return Status::InvalidArgument(fmt::format("place: program '{}' is no absolute path", asked.program()));
+  Result<std::string> node = parts_.placement.Choose(origin.peer.pid, asked.program(), asked.policy());
+  if (!node.ok()) return node.status();
+  resp->mutable_place()->set_node(*node);
   return Status::Ok();
 }
 

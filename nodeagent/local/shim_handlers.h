@@ -16,6 +16,7 @@
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/process/cluster_processes.h"
+#include "nodeagent/process/placement.h"
 #include "nodeagent/process/run_relay.h"
 #include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/replicator.h"
@@ -38,6 +39,8 @@ class ShimHandlers {
     const LocalCalls& local_calls;  // kCall's methods
     ClusterProcesses& processes;    // where a run goes
     RunRelays& runs;
+    Placement& placement;  // where an exec ONEBOX_PLACE places goes
+    std::string front;     // the `onebox` binary (the stand-in), for the shim to exec
     int state_page_fd;  // sent with Hello's answer; never closed here
     size_t replication_factor;
     size_t write_quorum;  // 0: a majority of the replicas (peer/quorum.h)

@@ -38,7 +38,8 @@ namespace onebox {
   X(RecallDirLease, RecallDirLeaseRequest, RecallDirLeaseResponse, kLeasePool)             \
   X(ReadRecord, ReadRecordRequest, ReadRecordResponse, kPool)                              \
   X(ListProcesses, ListProcessesRequest, ListProcessesResponse, kPool)                     \
-  X(SignalProcess, PeerSignalRequest, SignalResponse, kPool)
+  X(SignalProcess, PeerSignalRequest, SignalResponse, kPool)                               \
+  X(ProgramDigest, ProgramDigestRequest, ProgramDigestResponse, kPool)
 
 enum class PeerCallRuns { kInline, kPool, kLeasePool };
 

@@ -272,6 +272,7 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   if (node_index_() == 0) return Status::Unavailable("this node has no index yet: its runs would have no gpid");
   Result<Launch> launch = Prepare(start, place_, node_name_);
   if (!launch.ok()) return launch.status();
+  if (place_.settle_view) place_.settle_view();
   Result<ProgramIo> made = MakeIo(start);
   if (!made.ok()) return made.status();
   ProgramIo io = *made;
@@ -306,11 +307,19 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
   }
   homes_[pid] = {start.home_node(), start.home_gpid()};
   registering.unlock();
+  if (start.placed()) {
+    ++taken_in_;
+    ++in_now_;
+  }
   // Input is written without blocking (WriteAll waits in poll, watching for
   // the stand-in's end); the output thread retries a terminal master's EAGAIN.
   fcntl(io.to_program, F_SETFL, O_NONBLOCK);
-  spdlog::info("run: pid {} for uid {} of node {}{}: {}", pid, start.caller().uid(), start.home_node(),
-               io.tty ? ", on a terminal" : "", start.argv(0));
+  if (start.placed())
+    spdlog::debug("run: pid {} for uid {} of node {}, placed: {}", pid, start.caller().uid(), start.home_node(),
+                  start.argv(0));
+  else
+    spdlog::info("run: pid {} for uid {} of node {}{}: {}", pid, start.caller().uid(), start.home_node(),
+                 io.tty ? ", on a terminal" : "", start.argv(0));
   v1::RunOutput started;
   started.mutable_started()->set_gpid(gpid::Make(node_index_(), pid));
   started.mutable_started()->set_node(node_name_);
@@ -347,6 +356,12 @@ Status RunExecutor::Serve(RunPeerStream& stream) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     reaped = true;
+    if (start.placed()) --in_now_;
+    // Exit-to-wait: what the program wrote is on its home before its stand-in exits.
+    if (writable && place_.settle_peers && start.home_node() != node_name_)
+      if (Status settled = place_.settle_peers(); !settled.ok())
+        spdlog::warn("run: pid {} of node {} exited, and what it wrote may not be everywhere yet: {}", pid,
+                     start.home_node(), settled.message());
     v1::RunOutput exit;
     if (WIFSIGNALED(status)) exit.mutable_exit()->set_signal(WTERMSIG(status));
     else exit.mutable_exit()->set_code(WEXITSTATUS(status));

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -36,6 +37,15 @@ struct RunPlace {
   std::string view_path;  // the agent's view (DataDir::view_path): "/cluster/a" is view_path + "/cluster/a"
   std::string socket;     // the agent's socket, for the program's shim
   std::string shim;       // libonebox.so; empty: the program runs without it
+  // Exit-to-wait (docs/consistency.md). settle_peers returns once what this
+  // node's programs wrote under the cluster so far is applied on every other
+  // live member: run after a program of another home exited, before its
+  // exit is sent (the home's relay then waits for its own view:
+  // process/run_relay.h). settle_view returns once what this node applied
+  // so far is in its view: run before a program starts, so that it reads
+  // what the steps before it wrote wherever they ran.
+  std::function<Status()> settle_peers;
+  std::function<void()> settle_view;
 };
 
 class RunExecutor {
@@ -55,6 +65,9 @@ class RunExecutor {
     int64_t gpid = 0;
   };
   std::map<pid_t, Home> Homes() const;
+  // Placed jobs (RunStart.placed) run here since start, and running now.
+  uint64_t taken_in() const { return taken_in_.load(); }
+  uint32_t in_now() const { return in_now_.load(); }
 
  private:
   const RunPlace place_;
@@ -62,6 +75,8 @@ class RunExecutor {
   const std::function<uint32_t()> node_index_;
   mutable std::mutex mu_;
   std::map<pid_t, Home> homes_;
+  std::atomic<uint64_t> taken_in_{0};
+  std::atomic<uint32_t> in_now_{0};
 };
 
 }  // namespace onebox

@@ -107,7 +107,7 @@ class LocalRunCall final : public RunCall, private RunPeerStream {
 }  // namespace
 
 void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::string address, std::string node,
-                      bool here) {
+                      std::string node_id, bool here) {
   // The shim server's connections do not block; the relay's threads do.
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   timeval none{};
@@ -122,11 +122,14 @@ void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::stri
   Relay& relay = relays_.emplace_back();
   relay.fd = fd;
   relay.thread = std::thread([this, &relay, request_id, start = std::move(start), address = std::move(address),
-                              node = std::move(node), here] {
+                              node = std::move(node), node_id = std::move(node_id), here] {
+    if (!here && settle_target_)
+      if (Status settled = settle_target_(node_id); !settled.ok())
+        spdlog::warn("run on node {}: what this node wrote may not be there yet: {}", node, settled.message());
     std::unique_ptr<RunCall> call;
     if (here) call = std::make_unique<LocalRunCall>(local_, &relay.cancellation);
     else call = network_.OpenRun(address, &relay.cancellation);
-    Serve(relay, request_id, start, std::move(call), node);
+    Serve(relay, request_id, start, std::move(call), node, here);
     std::lock_guard lock(mu_);  // Stop() shuts the fd down under it
     close(relay.fd);
     relay.fd = -1;
@@ -135,7 +138,7 @@ void RunRelays::Start(int fd, uint64_t request_id, v1::RunStart start, std::stri
 }
 
 void RunRelays::Serve(Relay& relay, uint64_t request_id, const v1::RunStart& start, std::unique_ptr<RunCall> call,
-                      const std::string& node) {
+                      const std::string& node, bool here) {
   const int fd = relay.fd;
   v1::RunInput first;
   *first.mutable_start() = start;
@@ -169,6 +172,7 @@ void RunRelays::Serve(Relay& relay, uint64_t request_id, const v1::RunStart& sta
   bool exited = false;
   while (!exited && call->Read(&out)) {
     exited = out.has_exit();
+    if (exited && !here && settle_view_) settle_view_();
     if (!SendMessage(fd, out)) break;
   }
   relay.cancellation.Cancel();

@@ -47,6 +47,11 @@ int Run(int argc, char** argv) {
   run->add_option("--cwd", o.cwd, "working directory there (a /cluster path; default: the current one)");
   auto* tty = run->add_flag("-t", o.tty, "give the program a pseudo-terminal (the default when stdin and stdout are one)");
   run->add_flag("-T", o.no_tty, "no pseudo-terminal")->excludes(tty);
+  run->add_flag("--placed", o.placed, "an exec placement sent here (ONEBOX_PLACE): no terminal, stdin only for \"-\"")
+      ->excludes(tty);
+  auto* place = run->add_option("--place", o.place, "choose the node as ONEBOX_PLACE does (auto, or NODE[,NODE...])");
+  run->add_option("--program", o.program, "with --place: the program's absolute path here")->needs(place);
+  place->excludes("--node")->excludes(tty);
   run->add_option("CMD", o.argv, "command and its arguments (after --)")->required();
   app.require_subcommand(1);
   try {

@@ -124,7 +124,8 @@ v1lite::RunStart MakeStart(const RunOptions& o) {
   start.set_umask(mask);
   // A terminal for the program: -t, or by default when both our input and
   // output are one (a redirected run keeps its bytes as they are: no CRLF).
-  if (o.tty || (!o.no_tty && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))) {
+  start.set_placed(o.placed);
+  if (o.tty || (!o.no_tty && !o.placed && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))) {
     start.set_tty(true);
     *start.mutable_window() = LocalWindow();
   }
@@ -136,7 +137,8 @@ class StandIn {
   StandIn(std::string socket, double timeout_seconds, int fd, int signals, int64_t gpid, bool tty)
       : socket_(std::move(socket)), timeout_seconds_(timeout_seconds), fd_(fd), signals_(signals), gpid_(gpid),
         tty_(tty) {}
-  int Relay();
+  // relay_stdin: false sends the program an end of input at once.
+  int Relay(bool relay_stdin);
 
  private:
   void Forward(int sig);
@@ -195,10 +197,15 @@ void StandIn::Forward(int sig) {
   }
 }
 
-int StandIn::Relay() {
+int StandIn::Relay(bool relay_stdin) {
+  if (!relay_stdin) {
+    v1lite::RunInput eof;
+    eof.set_stdin_eof(true);
+    SendInput(eof);
+  }
   // Standard input goes on a thread of its own: a program that is not
   // reading its input must never keep us from reading its output.
-  std::thread input([this] {
+  if (relay_stdin) std::thread([this] {
     std::string buf(kChunk, '\0');
     for (;;) {
       ssize_t n = read(STDIN_FILENO, buf.data(), buf.size());
@@ -214,8 +221,7 @@ int StandIn::Relay() {
       // A run that ended already reads no more: its exit is still to be read.
       if (!SendInput(in) || n <= 0) return;
     }
-  });
-  input.detach();  // blocked in read(stdin) at our exit, which ends it
+  }).detach();  // blocked in read(stdin) at our exit, which ends it
   pollfd fds[2] = {{fd_, POLLIN, 0}, {signals_, POLLIN, 0}};
   for (;;) {
     if (poll(fds, 2, -1) < 0) {
@@ -248,10 +254,46 @@ int Fail(const std::string& why) {
   return kExitError;
 }
 
+// --place: asks the agent where the program should run (it counts this
+// process as the job until it ends). Returns the node's name when it is
+// another node; here (or with no agent to ask) this process becomes the
+// program, as the exec the shim replaced would have made it, and a failed
+// exec ends it as a shell says it (127: not found, 126: cannot run).
+std::string PlaceOrExecHere(const RunOptions& o) {
+  setenv("ONEBOX_PLACE", "off", 1);  // the job and its children run where it runs
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_place()->set_program(o.program);
+  req.mutable_place()->set_policy(o.place);
+  std::string frame;
+  v1::ShimResponse answer;
+  int fd = ConnectShimSocket(AgentSocketPath(o.socket), o.timeout_seconds);
+  bool asked = fd >= 0 && SendShimFrame(fd, req.SerializeAsString()) && RecvShimFrame(fd, &frame) &&
+               answer.ParseFromString(frame);
+  if (fd >= 0) close(fd);
+  if (asked && answer.err() == 0 && !answer.place().node().empty()) return answer.place().node();
+  if (asked && answer.err() != 0) std::cerr << "onebox: placement: " << answer.message() << "; running it here\n";
+  std::vector<char*> argv;
+  for (const std::string& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  execv(o.program.c_str(), argv.data());
+  int err = errno;
+  std::cerr << o.argv[0] << ": " << strerror(err) << "\n";
+  _exit(err == ENOENT ? 127 : 126);
+}
+
 }  // namespace
 
 int RunStandIn(const RunOptions& o) {
   if (o.argv.empty()) return Fail("usage: onebox run [--node NODE] [--cwd DIR] [-t|-T] -- CMD ARGS...");
+  if (!o.place.empty()) {
+    if (o.program.empty() || o.program[0] != '/') return Fail("run --place needs --program, an absolute path");
+    RunOptions placed = o;
+    placed.node = PlaceOrExecHere(o);  // returns only for another node
+    placed.placed = true;
+    placed.place.clear();
+    return RunStandIn(placed);
+  }
   // The forwarded signals come through a signalfd, from before the run starts.
   sigset_t forwarded;
   sigemptyset(&forwarded);
@@ -290,7 +332,10 @@ int RunStandIn(const RunOptions& o) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
   // Not freed: its input thread may still be in a read of stdin when we exit.
   auto* stand_in = new StandIn(socket, o.timeout_seconds, fd, signals, started.gpid(), tty);
-  int code = stand_in->Relay();
+  // A placed compiler reads its input only when told to by "-".
+  bool relay_stdin = !o.placed;
+  for (const std::string& a : o.argv) relay_stdin = relay_stdin || a == "-";
+  int code = stand_in->Relay(relay_stdin);
   LocalTerminal::Restore();
   return code;
 }

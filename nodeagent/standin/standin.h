@@ -21,6 +21,16 @@ struct RunOptions {
   std::string cwd;             // a cluster path; empty: the current directory, which must be one
   bool tty = false;            // -t; the default when stdin and stdout are terminals
   bool no_tty = false;         // -T
+  // --placed: an exec that ONEBOX_PLACE sent to node (preload/exec_place.cc).
+  // No terminal, and standard input is relayed only when an argument is "-"
+  // (a compiler reads it only then; make's jobs must not take its input).
+  bool placed = false;
+  // --place POLICY --program PATH: the stand-in of an exec ONEBOX_PLACE
+  // placed (preload/exec_place.h). It asks its agent for the node: this
+  // one, and it becomes the program (exec); another, and it runs there as
+  // with --node NODE --placed. Either way with ONEBOX_PLACE=off.
+  std::string place;
+  std::string program;
   std::vector<std::string> argv;
 };
 

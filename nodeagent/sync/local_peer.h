@@ -11,6 +11,7 @@
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/process/cluster_processes.h"
+#include "nodeagent/process/placement.h"
 #include "nodeagent/sync/anti_entropy.h"
 #include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/content_transfer.h"
@@ -21,13 +22,14 @@ namespace onebox {
 class LocalPeer final : public PeerLink {
  public:
   LocalPeer(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
-            DirLeases& leases, ClusterProcesses& processes)
+            DirLeases& leases, ClusterProcesses& processes, Placement* placement = nullptr)
       : members_(members),
         replicator_(replicator),
         content_(content),
         anti_entropy_(anti_entropy),
         leases_(leases),
-        processes_(processes) {}
+        processes_(processes),
+        placement_(placement) {}
 
   // (Options are the caller's: answering here takes what it takes.)
   Status Gossip(const v1::GossipRequest& req, v1::GossipResponse* resp, const CallOptions&) override {
@@ -67,6 +69,11 @@ class LocalPeer final : public PeerLink {
   Status SignalProcess(const v1::PeerSignalRequest& req, v1::SignalResponse*, const CallOptions&) override {
     return processes_.OnSignalProcess(req);
   }
+  Status ProgramDigest(const v1::ProgramDigestRequest& req, v1::ProgramDigestResponse* resp,
+                       const CallOptions&) override {
+    if (placement_ == nullptr) return Status::Unimplemented("this node does not place programs");
+    return placement_->OnProgramDigest(req, resp);
+  }
   // Each batch is applied as it is written; its answer waits to be read.
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override;
 
@@ -77,6 +84,7 @@ class LocalPeer final : public PeerLink {
   AntiEntropy& anti_entropy_;
   DirLeases& leases_;
   ClusterProcesses& processes_;
+  Placement* placement_;  // none in the in-process test cluster
 };
 
 }  // namespace onebox

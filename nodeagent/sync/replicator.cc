@@ -163,6 +163,19 @@ void Replicator::KeepAcked(const std::string& node_id, uint64_t seq) {
     spdlog::warn("replication to {}: cannot keep its position: {}", node_id, s.message());
   std::lock_guard lock(acked_mu_);
   acked_[node_id] = seq;
+  acked_cv_.notify_all();
+}
+
+Status Replicator::WaitApplied(const std::string& node_id, uint64_t seq, std::chrono::milliseconds timeout) {
+  if (Acked(node_id) >= seq) return Status::Ok();
+  {
+    std::lock_guard lock(mu_);  // its pusher may be between streams: it looks again now
+    push_cv_.notify_all();
+  }
+  std::unique_lock lock(acked_mu_);
+  if (acked_cv_.wait_for(lock, timeout, [&] { return acked_[node_id] >= seq; })) return Status::Ok();
+  return Status::Unavailable(fmt::format("node {} has applied this node's log up to {} of {}", node_id,
+                                              acked_[node_id], seq));
 }
 
 void Replicator::StreamTo(const std::string& node_id, const std::string& address, Pusher* self) {

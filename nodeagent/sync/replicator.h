@@ -63,6 +63,10 @@ class Replicator {
   // (what its pusher has on the way or still to send), and returns once the
   // peer applied them.
   Status SendEntriesOf(const PeerAddress& peer, const std::string& dir);
+  // Returns once member node_id has applied this node's log up to seq (as
+  // its pusher's acknowledgements say); Unavailable after timeout.
+  // The exit of a placed job waits so for its home (process/run_executor.h).
+  Status WaitApplied(const std::string& node_id, uint64_t seq, std::chrono::milliseconds timeout);
   // The Replicate call (and each batch of a ReplicateStream): apply a peer's
   // batch; the answer says how many won and the batch's last sequence number.
   Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);
@@ -132,6 +136,7 @@ class Replicator {
   std::map<std::string, std::unique_ptr<Pusher>> pushers_;  // by peer; the loop thread only
   std::condition_variable push_cv_;                          // with mu_: new entries to push (logged_ moved)
   std::mutex acked_mu_;
+  std::condition_variable acked_cv_;       // with acked_mu_: a position moved
   std::map<std::string, uint64_t> acked_;  // pushers, one thread per peer at a time
   std::mutex mu_;
   std::condition_variable cv_;

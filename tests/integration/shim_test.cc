@@ -268,6 +268,20 @@ TEST_F(ShimTest, TheViewsRealLocationNeverShows) {
   EXPECT_EQ(up.out, "/\nbin\netc\nok\n") << up.err;
 }
 
+// A script in the cluster learns its own path from $0, as natively: configure
+// finds its sources so ("cannot find sources in /proc/self/fd" before).
+TEST_F(ShimTest, AScriptInTheClusterSeesItsPathAsItWasRunAndItsInterpretersArgument) {
+  RunResult r = Sh(
+      "mkdir -p /cluster/s/sub && cd /cluster/s && "
+      "printf '#!/bin/sh\\necho \"$0\" \"$@\"; cat \"$(dirname \"$0\")/data\"\\n' > sub/run.sh && "
+      "printf '#! /bin/sh -e\\necho \"$-\" | grep -q e && echo errexit\\n' > sub/opt.sh && "
+      "printf 'no interpreter line\\n' > sub/plain && echo data > sub/data && chmod +x sub/run.sh sub/opt.sh sub/plain && "
+      "./sub/run.sh a 'b c' && /cluster/s/sub/run.sh && cd sub && ./opt.sh && ./plain; echo plain $?");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // (plain: bash runs a file without "#!" itself, after the kernel's ENOEXEC.)
+  EXPECT_EQ(r.out, "./sub/run.sh a b c\ndata\n/cluster/s/sub/run.sh\ndata\nerrexit\nplain 127\n") << r.err;
+}
+
 // open, stat and lstat decide "native" on an inlined glance at the path
 // (preload/native_path.h): a path that reaches the cluster only once "..",
 // "." or "//" are taken out must still reach it, wherever they are in it.

@@ -1,0 +1,235 @@
+#include "nodeagent/process/placement.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "consistency/digest.h"
+
+namespace onebox {
+
+namespace {
+
+constexpr std::chrono::seconds kPeerDigestKept{60};
+constexpr std::chrono::milliseconds kPeerDeadline{2000};
+// "Clearly less loaded": by at least this many jobs per CPU.
+constexpr double kClearlyLess = 0.5;
+
+// SHA-256 (hex) of the regular file at path, and its first line in *first; "" when it cannot be read.
+std::string HashFile(const std::string& path, std::string* first) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return "";
+  }
+  Sha256OfParts hash;
+  std::string buf(1 << 16, '\0');
+  bool read_all = true, at_start = true;
+  for (;;) {
+    ssize_t n = read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) read_all = false;
+    if (n <= 0) break;
+    if (at_start && first != nullptr) {
+      std::string_view head(buf.data(), static_cast<size_t>(n));
+      *first = std::string(head.substr(0, head.find('\n')));
+    }
+    at_start = false;
+    hash.Add(std::string_view(buf.data(), static_cast<size_t>(n)));
+  }
+  close(fd);
+  return read_all ? HexOf(hash.Finish()) : "";
+}
+
+// A script's interpreter ("#!/bin/sh -e" -> "/bin/sh"); "" for none.
+std::string InterpreterOf(const std::string& first_line) {
+  if (first_line.rfind("#!", 0) != 0) return "";
+  size_t start = first_line.find_first_not_of(" \t", 2);
+  if (start == std::string::npos) return "";
+  size_t end = first_line.find_first_of(" \t\r", start);
+  return first_line.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+bool Alive(const v1::Node& n) { return n.self() || n.state() == v1::NODE_STATE_ALIVE; }
+
+}  // namespace
+
+std::string ProgramDigestOf(const std::string& path) {
+  if (path.empty() || path[0] != '/') return "";
+  std::string first;
+  std::string digest = HashFile(path, &first);
+  if (digest.empty()) return "";
+  if (std::string interpreter = InterpreterOf(first); !interpreter.empty()) {
+    std::string theirs = HashFile(interpreter, nullptr);
+    if (theirs.empty()) return "";
+    digest += ":" + theirs;
+  }
+  return digest;
+}
+
+Placement::~Placement() {
+  for (const Job& j : jobs_) close(j.pidfd);
+}
+
+std::string Placement::LocalDigest(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return "";
+  const int64_t mtime_ns = st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec;
+  {
+    std::lock_guard lock(mu_);
+    auto it = local_digests_.find(path);
+    if (it != local_digests_.end() && it->second.dev == st.st_dev && it->second.ino == st.st_ino &&
+        it->second.size == st.st_size && it->second.mtime_ns == mtime_ns)
+      return it->second.digest;
+  }
+  std::string digest = ProgramDigestOf(path);
+  std::lock_guard lock(mu_);
+  local_digests_[path] = Local{st.st_dev, st.st_ino, st.st_size, mtime_ns, digest};
+  return digest;
+}
+
+std::string Placement::PeerDigest(const v1::Node& node, const std::string& path) {
+  const auto key = std::pair{node.node_id(), path};
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    auto it = peer_digests_.find(key);
+    if (it != peer_digests_.end() && now - it->second.at < kPeerDigestKept) return it->second.digest;
+  }
+  v1::ProgramDigestRequest req;
+  req.set_path(path);
+  v1::ProgramDigestResponse resp;
+  Status st = network_.To(node.address()).ProgramDigest(req, &resp, {.timeout = kPeerDeadline});
+  if (!st.ok()) {
+    spdlog::debug("placement: node {} did not say what {} is there: {}", node.name(), path, st.message());
+    return "";  // not kept: asked again at the next exec
+  }
+  std::lock_guard lock(mu_);
+  peer_digests_[key] = Known{resp.sha256(), now};
+  return resp.sha256();
+}
+
+Status Placement::OnProgramDigest(const v1::ProgramDigestRequest& req, v1::ProgramDigestResponse* resp) {
+  if (req.path().empty() || req.path()[0] != '/')
+    return Status::InvalidArgument(fmt::format("program '{}' is no absolute path", req.path()));
+  resp->set_sha256(LocalDigest(req.path()));
+  return Status::Ok();
+}
+
+Result<std::vector<Placement::Candidate>> Placement::CandidatesFor(const std::string& policy) {
+  std::vector<v1::Node> nodes = members_.Nodes();
+  std::vector<Candidate> out;
+  if (policy == "auto") {
+    for (v1::Node& n : nodes)
+      if (Alive(n)) out.push_back({std::move(n)});
+  } else {
+    bool named_any = false;
+    for (size_t start = 0; start <= policy.size();) {
+      size_t end = policy.find(',', start);
+      if (end == std::string::npos) end = policy.size();
+      std::string name = policy.substr(start, end - start);
+      start = end + 1;
+      if (name.empty()) continue;
+      named_any = true;
+      for (v1::Node& n : nodes)
+        if (n.name() == name && Alive(n)) out.push_back({n});
+    }
+    if (!named_any) return Status::InvalidArgument(fmt::format("ONEBOX_PLACE='{}' names no node", policy));
+  }
+  std::stable_partition(out.begin(), out.end(), [](const Candidate& c) { return c.node.self(); });
+  return out;
+}
+
+void Placement::ReapLocked() {
+  std::vector<pollfd> fds;
+  for (const Job& j : jobs_) fds.push_back({j.pidfd, POLLIN, 0});
+  if (fds.empty() || poll(fds.data(), fds.size(), 0) <= 0) return;
+  size_t kept = 0;
+  for (size_t i = 0; i < jobs_.size(); ++i) {
+    if (fds[i].revents != 0) {
+      close(jobs_[i].pidfd);
+      continue;
+    }
+    jobs_[kept++] = std::move(jobs_[i]);
+  }
+  jobs_.resize(kept);
+}
+
+size_t Placement::RunningLocked(const std::string& node_id) {
+  return static_cast<size_t>(std::count_if(jobs_.begin(), jobs_.end(), [&](const Job& j) { return j.node_id == node_id; }));
+}
+
+Result<std::string> Placement::Choose(pid_t pid, const std::string& program, const std::string& policy) {
+  Result<std::vector<Candidate>> candidates = CandidatesFor(policy);
+  if (!candidates.ok()) return candidates.status();
+  const std::string here_digest = LocalDigest(program);
+  if (here_digest.empty()) return std::string();  // exec says what is wrong with it, here
+  // The same program on each other candidate: asked outside the lock.
+  std::vector<Candidate> same;
+  for (Candidate& c : *candidates)
+    if (c.node.self() || PeerDigest(c.node, program) == here_digest) same.push_back(std::move(c));
+  // The job: followed from now on, whichever node it goes to.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  std::lock_guard lock(mu_);
+  ReapLocked();
+  const Candidate* here = nullptr;
+  const Candidate* best = nullptr;
+  double best_load = 0;
+  for (Candidate& c : same) {
+    const std::string id = c.node.self() ? "" : c.node.node_id();
+    c.running = RunningLocked(id);
+    const double cpus = std::max<uint32_t>(1, c.node.load().cpus());
+    const double load = static_cast<double>(c.running) / cpus;
+    if (c.node.self()) here = &c;
+    if (static_cast<double>(c.running) >= jobs_per_cpu_ * cpus) continue;  // full
+    if (best == nullptr || load < best_load) {
+      best = &c;
+      best_load = load;
+    }
+  }
+  std::string chosen;  // "": here
+  if (best != nullptr && !best->node.self()) {
+    // Here unless the other is clearly less loaded (and here is not full).
+    const double here_cpus = here ? std::max<uint32_t>(1, here->node.load().cpus()) : 1;
+    const double here_load = here ? static_cast<double>(here->running) / here_cpus : 1e9;
+    const bool here_full = here == nullptr || static_cast<double>(here->running) >= jobs_per_cpu_ * here_cpus;
+    if (here_full || here_load - best_load >= kClearlyLess) chosen = best->node.name();
+  }
+  if (here == nullptr && best == nullptr) {  // only other nodes named, all full: the least loaded of them
+    for (const Candidate& c : same)
+      if (best == nullptr || c.running * std::max<uint32_t>(1, best->node.load().cpus()) <
+                                 best->running * std::max<uint32_t>(1, c.node.load().cpus()))
+        best = &c;
+  }
+  if (here == nullptr && best != nullptr) chosen = best->node.name();
+  const std::string chosen_id = chosen.empty() ? "" : best->node.node_id();
+  if (pidfd >= 0) jobs_.push_back({pidfd, chosen_id});
+  if (!chosen.empty()) ++placed_out_;
+  spdlog::debug("placement: {} for pid {} on {} ({} of {} nodes run the same program)", program, pid,
+                chosen.empty() ? "this node" : chosen, same.size(), candidates->size());
+  return chosen;
+}
+
+uint64_t Placement::placed_out() {
+  std::lock_guard lock(mu_);
+  return placed_out_;
+}
+
+uint32_t Placement::out_now() {
+  std::lock_guard lock(mu_);
+  ReapLocked();
+  return static_cast<uint32_t>(std::count_if(jobs_.begin(), jobs_.end(), [](const Job& j) { return !j.node_id.empty(); }));
+}
+
+}  // namespace onebox

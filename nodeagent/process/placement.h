@@ -1,0 +1,96 @@
+// Placement at exec (ONEBOX_PLACE): the node on which an exec of a placed
+// program (a compiler, by default) should run, chosen when the shim asks
+// just before the exec (preload/exec_place.cc). Local first and load-aware:
+// a node's load is the jobs placed on it from here that are still running,
+// per CPU (its CPUs as gossip reports them); a job stays here unless another
+// node carries at least half a job per CPU less, and no node takes more
+// than jobs_per_cpu jobs per CPU (when every node is full, the job stays
+// here: make's -j bounds them). A node is a candidate only when the program,
+// and a script's interpreter, has the same SHA-256 there as here
+// (Peer/ProgramDigest, cached for a minute): a node with another compiler
+// version is never used. A job is the asking process, followed by a pidfd
+// until it ends: the program itself when it stays here, its stand-in
+// (`onebox run --placed`) when it goes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "consistency/status.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/peer.pb.h"
+
+namespace onebox {
+
+// "<sha256 hex>" of the program at path, and ":<sha256 hex>" of its
+// interpreter when it is a script; "" when it is no regular file that can
+// be read.
+std::string ProgramDigestOf(const std::string& path);
+
+class Placement {
+ public:
+  Placement(Membership& members, PeerNetwork& network, double jobs_per_cpu)
+      : members_(members), network_(network), jobs_per_cpu_(jobs_per_cpu) {}
+  ~Placement();
+
+  // The node for pid's exec of program (an absolute path here) under policy
+  // ("auto", or node names separated by commas): its name, or "" for this
+  // node. pid is counted as a job on that node until it ends.
+  // InvalidArgument for a policy that names no node.
+  Result<std::string> Choose(pid_t pid, const std::string& program, const std::string& policy);
+
+  // Peer/ProgramDigest: the program's digest on this node.
+  Status OnProgramDigest(const v1::ProgramDigestRequest& req, v1::ProgramDigestResponse* resp);
+
+  // Since start: jobs sent to other nodes; and how many of those run now.
+  uint64_t placed_out();
+  uint32_t out_now();
+
+ private:
+  struct Job {
+    int pidfd;
+    std::string node_id;  // "" for this node
+  };
+  struct Candidate {
+    v1::Node node;
+    size_t running = 0;
+  };
+  std::string LocalDigest(const std::string& path);
+  // "" when the node has no such program or does not answer.
+  std::string PeerDigest(const v1::Node& node, const std::string& path);
+  // The live nodes policy allows, this node first if it is one of them.
+  Result<std::vector<Candidate>> CandidatesFor(const std::string& policy);
+  void ReapLocked();  // forgets the jobs that ended
+  size_t RunningLocked(const std::string& node_id);
+
+  Membership& members_;
+  PeerNetwork& network_;
+  const double jobs_per_cpu_;
+
+  std::mutex mu_;
+  std::vector<Job> jobs_;
+  uint64_t placed_out_ = 0;
+  struct Known {
+    std::string digest;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::map<std::pair<std::string, std::string>, Known> peer_digests_;  // (node id, path)
+  struct Local {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    int64_t mtime_ns;
+    std::string digest;
+  };
+  std::map<std::string, Local> local_digests_;  // by path
+};
+
+}  // namespace onebox
