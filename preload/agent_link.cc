@@ -713,7 +713,8 @@ bool MayBeStubs() {
 std::string_view ViewRoot() { return {view_root, view_len}; }
 
 const char* StandInProgram() {
-  if (front_path[0] == '\0') ViewFd();  // says hello, if no one has yet
+  // Says hello if no one has yet; never in a vfork child (it would not keep what it learns).
+  if (front_path[0] == '\0' && InOwnerProcess()) ViewFd();
   return front_path;
 }
 

@@ -71,29 +71,41 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
   snprintf(line, sizeof line, "/proc/self/fd/%d", fd);  // the O_PATH descriptor, opened for reading
   int readable = static_cast<int>(RealSyscall(SYS_openat, AT_FDCWD, line, O_RDONLY | O_CLOEXEC, 0));
   close(fd);
-  if (readable < 0) return Fail(errno);
-  ssize_t n = pread(readable, line, kMaxShebangBytes, 0);
-  close(readable);
-  if (n < 2 || line[0] != '#' || line[1] != '!') return Fail(ENOEXEC);
+  ssize_t n = readable < 0 ? -1 : pread(readable, line, kMaxShebangBytes, 0);
+  if (readable >= 0) close(readable);
+  if (n < 2 || line[0] != '#' || line[1] != '!') {
+    // Not a script (or not readable): a binfmt_misc handler or an ELF file
+    // whose loader is missing also says ENOENT. Run it as /proc/self/fd/N,
+    // an fd left open for the handler, and let the kernel say what it says.
+    char proc[64];
+    fd = OpenForExec(t, proc, sizeof proc);
+    if (fd < 0) return -1;
+    real_execve(proc, argv, envp);
+    err = errno;
+    close(fd);
+    return Fail(err);
+  }
   line[n] = '\0';
   char* end = strchrnul(line, '\n');
-  if (*end != '\n' && n == kMaxShebangBytes) return Fail(ENOEXEC);  // longer than the kernel takes
+  const bool cut = *end != '\n' && n == kMaxShebangBytes;  // the kernel takes no more of it
   *end = '\0';
   char* interp = line + 2;
   while (*interp == ' ' || *interp == '\t') ++interp;
   char* arg = interp + strcspn(interp, " \t");
+  if (cut && *arg == '\0') return Fail(ENOEXEC);  // the interpreter's name itself was cut
   if (*arg != '\0') *arg++ = '\0';
   while (*arg == ' ' || *arg == '\t') ++arg;
   for (char* tail = arg + strlen(arg); tail > arg && (tail[-1] == ' ' || tail[-1] == '\t'); --tail) tail[-1] = '\0';
   if (*interp == '\0') return Fail(ENOEXEC);
   size_t argc = 0;
-  while (argv[argc] != nullptr) ++argc;
-  char** args = static_cast<char**>(alloca((argc + 3) * sizeof(char*)));
+  while (argv != nullptr && argv[argc] != nullptr) ++argc;
+  char** args = static_cast<char**>(alloca((argc + 4) * sizeof(char*)));
   size_t i = 0;
   args[i++] = interp;
   if (*arg != '\0') args[i++] = arg;
   args[i++] = const_cast<char*>(path);
-  for (size_t a = 1; a <= argc; ++a) args[i++] = argv[a];
+  for (size_t a = 1; a < argc; ++a) args[i++] = argv[a];
+  args[i] = nullptr;
   if (depth >= kMaxInterpreterDepth) return Fail(ELOOP);
   return ExecvePath(interp, args, envp, depth + 1);
 }

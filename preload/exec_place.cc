@@ -61,7 +61,8 @@ bool ListNames(const char* list, const char* name) {
 
 bool PolicyOn(char* const envp[]) {
   const char* policy = EnvIn(envp, "ONEBOX_PLACE");
-  return policy != nullptr && *policy != '\0' && strcmp(policy, "off") != 0;
+  // (A value that starts with '-' would be taken for an option of the stand-in's.)
+  return policy != nullptr && *policy != '\0' && *policy != '-' && strcmp(policy, "off") != 0;
 }
 
 // The rest of WantsPlacement, for a bare program name.

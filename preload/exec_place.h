@@ -32,12 +32,13 @@ const char* PlacePolicy(char* const envp[]);
 template <class Exec>
 int ExecPlaced(const char* program, char* const argv[], char* const envp[], Exec exec) {
   size_t argc = 0;
-  while (argv[argc] != nullptr) ++argc;
+  while (argv != nullptr && argv[argc] != nullptr) ++argc;
   constexpr size_t kOwn = 7;  // onebox run --place POLICY --program PATH --
   char** args = static_cast<char**>(alloca((kOwn + argc + 1) * sizeof(char*)));
   const char* own[kOwn] = {"onebox", "run", "--place", PlacePolicy(envp), "--program", program, "--"};
   for (size_t i = 0; i < kOwn; ++i) args[i] = const_cast<char*>(own[i]);
-  for (size_t i = 0; i <= argc; ++i) args[kOwn + i] = argv[i];
+  for (size_t i = 0; i < argc; ++i) args[kOwn + i] = argv[i];
+  args[kOwn + argc] = nullptr;
   return exec(StandInProgram(), args);
 }
 

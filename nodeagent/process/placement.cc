@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -20,19 +22,29 @@ namespace onebox {
 namespace {
 
 constexpr std::chrono::seconds kPeerDigestKept{60};
+constexpr std::chrono::seconds kPeerSilenceKept{10};  // a peer that did not answer is asked again after this
+constexpr off_t kMaxProgramBytes = off_t{256} << 20;
+constexpr size_t kMaxDigestsKept = 1024;  // per cache; all forgotten beyond it
 constexpr std::chrono::milliseconds kPeerDeadline{2000};
 // "Clearly less loaded": by at least this many jobs per CPU.
 constexpr double kClearlyLess = 0.5;
 
-// SHA-256 (hex) of the regular file at path, and its first line in *first; "" when it cannot be read.
+// SHA-256 (hex) of the program at path, and its first line in *first; ""
+// when it is no program. Any local user may name the path (the agent reads
+// it as root): only an executable regular file of at most kMaxProgramBytes,
+// not in /proc or /sys, is opened for reading at all (never a FIFO or a device).
 std::string HashFile(const std::string& path, std::string* first) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "";
+  int named = open(path.c_str(), O_PATH | O_CLOEXEC);
+  if (named < 0) return "";
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return "";
-  }
+  struct statfs fs;
+  const bool program = fstat(named, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0 &&
+                       st.st_size <= kMaxProgramBytes && fstatfs(named, &fs) == 0 &&
+                       fs.f_type != PROC_SUPER_MAGIC && fs.f_type != SYSFS_MAGIC;
+  int fd = program ? open(fmt::format("/proc/self/fd/{}", named).c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+                   : -1;
+  close(named);
+  if (fd < 0) return "";
   Sha256OfParts hash;
   std::string buf(1 << 16, '\0');
   bool read_all = true, at_start = true;
@@ -95,6 +107,7 @@ std::string Placement::LocalDigest(const std::string& path) {
   }
   std::string digest = ProgramDigestOf(path);
   std::lock_guard lock(mu_);
+  if (local_digests_.size() >= kMaxDigestsKept) local_digests_.clear();
   local_digests_[path] = Local{st.st_dev, st.st_ino, st.st_size, mtime_ns, digest};
   return digest;
 }
@@ -111,11 +124,13 @@ std::string Placement::PeerDigest(const v1::Node& node, const std::string& path)
   req.set_path(path);
   v1::ProgramDigestResponse resp;
   Status st = network_.To(node.address()).ProgramDigest(req, &resp, {.timeout = kPeerDeadline});
+  std::lock_guard lock(mu_);
+  if (peer_digests_.size() >= kMaxDigestsKept) peer_digests_.clear();
   if (!st.ok()) {
     spdlog::debug("placement: node {} did not say what {} is there: {}", node.name(), path, st.message());
-    return "";  // not kept: asked again at the next exec
+    peer_digests_[key] = Known{"", now - kPeerDigestKept + kPeerSilenceKept};  // asked again in a while
+    return "";
   }
-  std::lock_guard lock(mu_);
   peer_digests_[key] = Known{resp.sha256(), now};
   return resp.sha256();
 }
@@ -214,7 +229,14 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
   }
   if (here == nullptr && best != nullptr) chosen = best->node.name();
   const std::string chosen_id = chosen.empty() ? "" : best->node.node_id();
-  if (pidfd >= 0) jobs_.push_back({pidfd, chosen_id});
+  // One job per process: a process that asks again (it may be a stand-in
+  // whose start failed) is counted where it goes now.
+  std::erase_if(jobs_, [&](const Job& j) {
+    if (j.pid != pid) return false;
+    close(j.pidfd);
+    return true;
+  });
+  if (pidfd >= 0) jobs_.push_back({pidfd, pid, chosen_id});
   if (!chosen.empty()) ++placed_out_;
   spdlog::debug("placement: {} for pid {} on {} ({} of {} nodes run the same program)", program, pid,
                 chosen.empty() ? "this node" : chosen, same.size(), candidates->size());

@@ -57,6 +57,7 @@ class Placement {
  private:
   struct Job {
     int pidfd;
+    pid_t pid;
     std::string node_id;  // "" for this node
   };
   struct Candidate {

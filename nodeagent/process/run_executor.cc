@@ -104,7 +104,9 @@ Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const s
     l.env_text.push_back("ONEBOX_SOCKET=" + place.socket);
   }
   l.env_text.push_back("PWD=" + start.cwd());
-  const std::string& program = start.argv(0);
+  const std::string& program = start.program().empty() ? start.argv(0) : start.program();
+  if (!start.program().empty() && start.program()[0] != '/')
+    return Status::InvalidArgument(fmt::format("run: program '{}' is no absolute path", start.program()));
   if (program.find('/') != std::string::npos) {
     l.candidates.push_back(program);
   } else {

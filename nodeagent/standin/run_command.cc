@@ -38,6 +38,9 @@ namespace {
 
 constexpr int kExitOk = 0, kExitError = 1, kExitLost = 255;
 constexpr size_t kChunk = 64 << 10;
+// Beyond --timeout, how long the start of a run may take (the waits of
+// exit-to-wait before it: nodeagent/process/run_relay.h).
+constexpr time_t kStartWaitSeconds = 30;
 
 // The signals a terminal or a parent sends a job, passed on to the program.
 constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT};
@@ -125,6 +128,7 @@ v1lite::RunStart MakeStart(const RunOptions& o) {
   // A terminal for the program: -t, or by default when both our input and
   // output are one (a redirected run keeps its bytes as they are: no CRLF).
   start.set_placed(o.placed);
+  start.set_program(o.program);
   if (o.tty || (!o.no_tty && !o.placed && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))) {
     start.set_tty(true);
     *start.mutable_window() = LocalWindow();
@@ -254,11 +258,23 @@ int Fail(const std::string& why) {
   return kExitError;
 }
 
+// This process becomes o.program, as the exec the shim replaced would have
+// made it; a failed exec ends it as a shell says it (127: not found, 126:
+// cannot run).
+[[noreturn]] void ExecHere(const RunOptions& o) {
+  std::vector<char*> argv;
+  for (const std::string& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  execv(o.program.c_str(), argv.data());
+  int err = errno;
+  std::cerr << o.argv[0] << ": " << strerror(err) << "\n";
+  _exit(err == ENOENT ? 127 : 126);
+}
+
 // --place: asks the agent where the program should run (it counts this
 // process as the job until it ends). Returns the node's name when it is
 // another node; here (or with no agent to ask) this process becomes the
-// program, as the exec the shim replaced would have made it, and a failed
-// exec ends it as a shell says it (127: not found, 126: cannot run).
+// program (ExecHere).
 std::string PlaceOrExecHere(const RunOptions& o) {
   setenv("ONEBOX_PLACE", "off", 1);  // the job and its children run where it runs
   v1::ShimRequest req;
@@ -273,13 +289,7 @@ std::string PlaceOrExecHere(const RunOptions& o) {
   if (fd >= 0) close(fd);
   if (asked && answer.err() == 0 && !answer.place().node().empty()) return answer.place().node();
   if (asked && answer.err() != 0) std::cerr << "onebox: placement: " << answer.message() << "; running it here\n";
-  std::vector<char*> argv;
-  for (const std::string& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  execv(o.program.c_str(), argv.data());
-  int err = errno;
-  std::cerr << o.argv[0] << ": " << strerror(err) << "\n";
-  _exit(err == ENOENT ? 127 : 126);
+  ExecHere(o);
 }
 
 }  // namespace
@@ -290,16 +300,16 @@ int RunStandIn(const RunOptions& o) {
     if (o.program.empty() || o.program[0] != '/') return Fail("run --place needs --program, an absolute path");
     RunOptions placed = o;
     placed.node = PlaceOrExecHere(o);  // returns only for another node
-    placed.placed = true;
+    placed.placed = true;  // (and program: what the agent compared there)
     placed.place.clear();
     return RunStandIn(placed);
   }
   // The forwarded signals come through a signalfd, from before the run starts.
-  sigset_t forwarded;
+  sigset_t forwarded, mask_before;
   sigemptyset(&forwarded);
   for (int sig : kForwarded) sigaddset(&forwarded, sig);
-  sigprocmask(SIG_BLOCK, &forwarded, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  sigprocmask(SIG_BLOCK, &forwarded, &mask_before);
+  auto pipe_before = signal(SIGPIPE, SIG_IGN);
   // Missing standard descriptors would be taken by the socket or the signalfd.
   for (int fd = 0; fd <= 2; ++fd)
     if (fcntl(fd, F_GETFD) < 0) open("/dev/null", O_RDWR);
@@ -313,8 +323,25 @@ int RunStandIn(const RunOptions& o) {
   req.mutable_run()->set_start(start.SerializeAsString());
   std::string frame;
   v1::ShimResponse answer;
-  if (!SendShimFrame(fd, req.SerializeAsString()) || !RecvShimFrame(fd, &frame) || !answer.ParseFromString(frame))
-    return Fail("the agent at " + socket + " gave no answer to the run");
+  bool sent = SendShimFrame(fd, req.SerializeAsString());
+  // The answer comes once the program runs there: after the target has what
+  // this node wrote (exit-to-wait, bounded by about 10 s), so longer than a
+  // plain answer may take.
+  timeval start_wait{static_cast<time_t>(o.timeout_seconds) + kStartWaitSeconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &start_wait, sizeof start_wait);
+  bool answered = sent && RecvShimFrame(fd, &frame) && answer.ParseFromString(frame);
+  if (o.placed && (!answered || answer.err() != 0)) {
+    // The node chosen could not start it: the job runs here instead, as
+    // the caller's exec would have run it.
+    std::cerr << "onebox: placement: node " << o.node << " did not start " << o.argv[0] << " ("
+              << (answered ? answer.message() : "no answer") << "); running it here\n";
+    close(fd);
+    close(signals);
+    signal(SIGPIPE, pipe_before);
+    sigprocmask(SIG_SETMASK, &mask_before, nullptr);
+    ExecHere(o);
+  }
+  if (!answered) return Fail("the agent at " + socket + " gave no answer to the run");
   if (answer.err() != 0) {
     std::cerr << "onebox: run: " << answer.message() << "\n";
     return answer.err() == EHOSTUNREACH ? kExitLost : kExitError;

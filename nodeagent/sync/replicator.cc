@@ -89,6 +89,11 @@ void Replicator::Stop() {
   store_.set_log_observer({});
   cv_.notify_all();
   push_cv_.notify_all();
+  {
+    std::lock_guard lock(acked_mu_);  // WaitApplied's waits end now
+    waits_end_ = true;
+    acked_cv_.notify_all();
+  }
   if (thread_.joinable()) thread_.join();
 }
 
@@ -168,12 +173,9 @@ void Replicator::KeepAcked(const std::string& node_id, uint64_t seq) {
 
 Status Replicator::WaitApplied(const std::string& node_id, uint64_t seq, std::chrono::milliseconds timeout) {
   if (Acked(node_id) >= seq) return Status::Ok();
-  {
-    std::lock_guard lock(mu_);  // its pusher may be between streams: it looks again now
-    push_cv_.notify_all();
-  }
   std::unique_lock lock(acked_mu_);
-  if (acked_cv_.wait_for(lock, timeout, [&] { return acked_[node_id] >= seq; })) return Status::Ok();
+  acked_cv_.wait_for(lock, timeout, [&] { return acked_[node_id] >= seq || waits_end_; });
+  if (acked_[node_id] >= seq) return Status::Ok();
   return Status::Unavailable(fmt::format("node {} has applied this node's log up to {} of {}", node_id,
                                               acked_[node_id], seq));
 }

@@ -137,6 +137,7 @@ class Replicator {
   std::condition_variable push_cv_;                          // with mu_: new entries to push (logged_ moved)
   std::mutex acked_mu_;
   std::condition_variable acked_cv_;       // with acked_mu_: a position moved
+  bool waits_end_ = false;                 // with acked_mu_: stopping
   std::map<std::string, uint64_t> acked_;  // pushers, one thread per peer at a time
   std::mutex mu_;
   std::condition_variable cv_;

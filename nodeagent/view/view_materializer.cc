@@ -126,7 +126,10 @@ void ViewMaterializer::Enqueue(const std::string& path) {
   {
     std::lock_guard lock(queue_mu_);
     // Already waiting: one pass makes the view match the newest record.
-    if (queued_.insert(path).second) queue_.push_back(path);
+    if (queued_.insert(path).second) {
+      queue_.push_back(path);
+      ++pushed_;
+    }
   }
   queue_cv_.notify_all();
 }
@@ -134,7 +137,10 @@ void ViewMaterializer::Enqueue(const std::string& path) {
 void ViewMaterializer::Drain() {
   std::unique_lock lock(queue_mu_);
   if (!thread_.joinable()) return;
-  queue_cv_.wait(lock, [&] { return (queue_.empty() && !busy_) || stopping_; });
+  // Entries are done in the order they were pushed: the last one pushed
+  // before the call is done when as many are.
+  const uint64_t ticket = pushed_;
+  queue_cv_.wait(lock, [&] { return done_ >= ticket || stopping_; });
 }
 
 void ViewMaterializer::Loop() {
@@ -145,11 +151,10 @@ void ViewMaterializer::Loop() {
     std::string path = std::move(queue_.front());
     queue_.pop_front();
     queued_.erase(path);
-    busy_ = true;
     lock.unlock();
     Materialize(path);
     lock.lock();
-    busy_ = false;
+    ++done_;
     queue_cv_.notify_all();
   }
 }

@@ -125,7 +125,7 @@ class ViewMaterializer {
   std::condition_variable queue_cv_;
   std::deque<std::string> queue_;
   std::unordered_set<std::string> queued_;
-  bool busy_ = false;
+  uint64_t pushed_ = 0, done_ = 0;  // queue entries pushed and done, in that order (Drain's tickets)
   bool stopping_ = false;
   std::thread thread_;
 

@@ -48,6 +48,17 @@ std::string PrepareLibiberty(const std::string& tarball) {
 // that the objects of one tree built in two places are byte for byte alike.
 constexpr const char* kMake = "make -j8 CFLAGS=\"-g -O2 -ffile-prefix-map=$PWD=.\"";
 
+// A CMake project over the same sources (the files make would compile:
+// sources.txt), for the ninja build.
+constexpr const char* kCmakeLists = R"(cmake_minimum_required(VERSION 3.13)
+project(iberty C)
+file(STRINGS ${CMAKE_SOURCE_DIR}/sources.txt SOURCES)
+add_library(iberty STATIC ${SOURCES})
+target_include_directories(iberty PRIVATE libiberty include)
+target_compile_definitions(iberty PRIVATE HAVE_CONFIG_H _GNU_SOURCE)
+target_compile_options(iberty PRIVATE -ffile-prefix-map=${CMAKE_SOURCE_DIR}=. -ffile-prefix-map=${CMAKE_BINARY_DIR}=.)
+)";
+
 class PlacementTest : public ProcessTest {
  protected:
   // Node i's status.
@@ -58,61 +69,96 @@ class PlacementTest : public ProcessTest {
     EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &st).ok()) << r.out;
     return st;
   }
+  // libiberty unpacked and configured in /cluster/w/lib, and a copy of it
+  // in native_ for the local reference build.
+  void PrepareTree() {
+    const std::string tarball = BinutilsTarball();
+    ASSERT_FALSE(tarball.empty()) << "no /usr/src/binutils/binutils-*.tar.xz: install binutils-source "
+                                     "(deploy/install-deps.sh does)";
+    RunResult prepared = Sh(1, "mkdir lib && cd lib && " + PrepareLibiberty(tarball));
+    ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
+    RunResult copied = Sh(1, fmt::format("cp -a /cluster/w/lib {}", native_));
+    ASSERT_EQ(copied.exit_code, 0) << copied.err;
+  }
+  // Runs cmd in node 1 under the shim, with `onebox ps` looked at every 100
+  // ms meanwhile; expects it to succeed with compiles seen on two nodes or
+  // more, and placed ones named with their home.
+  void BuildSpread(const std::string& cmd) {
+    std::atomic<bool> done{false};
+    std::set<std::string> compiling_on;
+    size_t compiles_seen = 0, placed_seen = 0;
+    std::thread watch([&] {
+      while (!done) {
+        v1::ListProcessesResponse ps = Ps(1);
+        for (const v1::ProcessInfo& p : ps.processes()) {
+          const std::string name = p.argv_size() > 0 ? p.argv(0).substr(p.argv(0).rfind('/') + 1) : "";
+          bool compile = name == "cc1" || name == "gcc" || name == "cc";
+          if (!compile) continue;
+          ++compiles_seen;
+          compiling_on.insert(p.node());
+          // (A driver's own child shows the driver's argv until it execs cc1.)
+          placed_seen += p.node() != "n1" && p.home_node() == "n1";
+        }
+        std::this_thread::sleep_for(milliseconds(100));
+      }
+    });
+    RunResult built = Sh(1, cmd);
+    done = true;
+    watch.join();
+    ASSERT_EQ(built.exit_code, 0) << built.err;
+    EXPECT_GE(compiling_on.size(), 2u) << "compiles were seen on " << fmt::format("{}", fmt::join(compiling_on, ", "))
+                                       << " only (" << compiles_seen << " seen)";
+    EXPECT_GT(placed_seen, 0u) << "onebox ps names the home of the compiles placed on other nodes";
+  }
+  // Counted: placed out by n1, taken in by the others, none running any more.
+  void ExpectCounted() {
+    v1::StatusResponse home = Status(1);
+    EXPECT_GT(home.jobs_placed_out(), 0u);
+    EXPECT_EQ(home.jobs_out_now(), 0u);
+    EXPECT_EQ(Status(2).jobs_taken_in() + Status(3).jobs_taken_in(), home.jobs_placed_out());
+  }
+
+  const std::string native_ = dir_ / "native";
 };
 
+// SHA-256 of every object and archive under the current directory, by path.
+constexpr const char* kSums = "find . -name '*.o' -o -name '*.a' | sort | xargs sha256sum";
+
 TEST_F(PlacementTest, MakeSpreadsItsCompilesOverTheNodesAndBuildsWhatALocalBuildBuilds) {
-  const std::string tarball = BinutilsTarball();
-  ASSERT_FALSE(tarball.empty()) << "no /usr/src/binutils/binutils-*.tar.xz: install binutils-source "
-                                   "(deploy/install-deps.sh does)";
-  RunResult prepared = Sh(1, "mkdir lib && cd lib && " + PrepareLibiberty(tarball));
-  ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
-  // The same configured tree, built natively for reference.
-  const std::string native = dir_ / "native";
-  RunResult copied = Sh(1, fmt::format("cp -a /cluster/w/lib {}", native));
-  ASSERT_EQ(copied.exit_code, 0) << copied.err;
-  RunResult local = RunCommand({"bash", "-c", fmt::format("cd {}/libiberty && {} >/dev/null", native, kMake)});
+  ASSERT_NO_FATAL_FAILURE(PrepareTree());
+  RunResult local = RunCommand({"bash", "-c", fmt::format("cd {}/libiberty && {} >/dev/null", native_, kMake)});
   ASSERT_EQ(local.exit_code, 0) << local.err;
-
-  // The cluster build, with `onebox ps` looked at meanwhile: compiles on which nodes.
-  std::atomic<bool> done{false};
-  std::set<std::string> compiling_on;
-  size_t compiles_seen = 0, placed_seen = 0;
-  std::thread watch([&] {
-    while (!done) {
-      v1::ListProcessesResponse ps = Ps(1);
-      for (const v1::ProcessInfo& p : ps.processes()) {
-        bool compile = p.argv_size() > 0 && (p.argv(0).ends_with("/cc1") || p.argv(0) == "gcc");
-        if (!compile) continue;
-        ++compiles_seen;
-        compiling_on.insert(p.node());
-        // (A driver's own child shows the driver's argv until it execs cc1.)
-        placed_seen += p.node() != "n1" && p.home_node() == "n1";
-      }
-      std::this_thread::sleep_for(milliseconds(100));
-    }
-  });
-  RunResult built = Sh(1, fmt::format("cd lib/libiberty && ONEBOX_PLACE=auto {} >/dev/null", kMake));
-  done = true;
-  watch.join();
-  ASSERT_EQ(built.exit_code, 0) << built.err;
-  EXPECT_GE(compiling_on.size(), 2u) << "compiles were seen on " << fmt::format("{}", fmt::join(compiling_on, ", "))
-                                     << " only (" << compiles_seen << " seen)";
-  EXPECT_GT(placed_seen, 0u) << "onebox ps names the home of the compiles placed on other nodes";
-
+  ASSERT_NO_FATAL_FAILURE(BuildSpread(fmt::format("cd lib/libiberty && ONEBOX_PLACE=auto {} >/dev/null", kMake)));
   // Every object and the library, byte for byte as the local build made them.
-  const std::string sums = "sha256sum *.o libiberty.a | sort -k2";
-  RunResult here = RunCommand({"bash", "-c", fmt::format("cd {}/libiberty && {}", native, sums)});
-  RunResult there = Sh(1, "cd lib/libiberty && " + sums);
+  RunResult here = RunCommand({"bash", "-c", fmt::format("cd {}/libiberty && {}", native_, kSums)});
+  RunResult there = Sh(1, fmt::format("cd lib/libiberty && {}", kSums));
   ASSERT_EQ(here.exit_code, 0) << here.err;
   ASSERT_EQ(there.exit_code, 0) << there.err;
   EXPECT_GE(std::count(here.out.begin(), here.out.end(), '\n'), 67) << here.out;
   EXPECT_EQ(there.out, here.out);
+  ExpectCounted();
+}
 
-  // Counted: placed out by n1, taken in by the others.
-  v1::StatusResponse home = Status(1);
-  EXPECT_GT(home.jobs_placed_out(), 0u);
-  EXPECT_EQ(home.jobs_out_now(), 0u);
-  EXPECT_EQ(Status(2).jobs_taken_in() + Status(3).jobs_taken_in(), home.jobs_placed_out());
+TEST_F(PlacementTest, NinjaFromCmakeSpreadsItsCompilesAndBuildsWhatALocalBuildBuilds) {
+  ASSERT_NO_FATAL_FAILURE(PrepareTree());
+  // The sources make would compile, and a CMake project over them, in both trees.
+  std::string project = fmt::format(
+      "cd libiberty && make -n | grep -o '\\./[a-z0-9_-]*\\.c' | sort -u | sed 's|^\\./|libiberty/|' "
+      "> ../sources.txt && cd .. && test $(wc -l < sources.txt) -ge 60 && cat > CMakeLists.txt <<'EOF'\n{}EOF\n"
+      "cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null",
+      kCmakeLists);
+  RunResult made = Sh(1, "cd lib && " + project);
+  ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+  RunResult local = RunCommand({"bash", "-c", fmt::format("cd {} && {} && ninja -C build >/dev/null", native_, project)});
+  ASSERT_EQ(local.exit_code, 0) << local.out << local.err;
+  ASSERT_NO_FATAL_FAILURE(BuildSpread("cd lib && ONEBOX_PLACE=auto ninja -C build -j8 >/dev/null"));
+  RunResult here = RunCommand({"bash", "-c", fmt::format("cd {}/build && {}", native_, kSums)});
+  RunResult there = Sh(1, fmt::format("cd lib/build && {}", kSums));
+  ASSERT_EQ(here.exit_code, 0) << here.err;
+  ASSERT_EQ(there.exit_code, 0) << there.err;
+  EXPECT_GE(std::count(here.out.begin(), here.out.end(), '\n'), 61) << here.out;
+  EXPECT_EQ(there.out, here.out);
+  ExpectCounted();
 }
 
 TEST_F(PlacementTest, AFailingPlacedCompileFailsTheBuildWithTheCompilersMessageAndStatus) {
@@ -151,6 +197,26 @@ TEST_F(PlacementTest, EachStepOfAChainOfPlacedStepsReadsTheLastOnesOutputAtOnce)
   EXPECT_EQ(chain.out, fmt::format("{}\n", kSteps)) << chain.err;
   EXPECT_EQ(Status(2).jobs_taken_in(), static_cast<uint64_t>(kSteps / 2));
   EXPECT_EQ(Status(3).jobs_taken_in(), static_cast<uint64_t>(kSteps / 2));
+}
+
+TEST_F(PlacementTest, OnlyANodeWhereTheProgramIsTheSameRunsIt) {
+  // One program, on every node at one path (the test's files are every
+  // node's), but another one on n3: a file mounted over it in n3's mount
+  // namespace only.
+  const std::string tool = dir_ / "tool", other = dir_ / "other-tool";
+  std::ofstream(tool) << "#!/bin/sh\necho same\n";
+  std::ofstream(other) << "#!/bin/sh\necho other\n";
+  ASSERT_EQ(chmod(tool.c_str(), 0755), 0);
+  ASSERT_EQ(chmod(other.c_str(), 0755), 0);
+  RunResult mounted = RunInNode(Node(3), {"mount", "--bind", other, tool});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  EXPECT_EQ(RunInNode(Node(3), {tool}).out, "other\n");
+  EXPECT_EQ(RunInNode(Node(2), {tool}).out, "same\n");
+  RunResult runs = Sh(1, fmt::format("for i in 1 2 3 4 5 6; do ONEBOX_PLACE=n2,n3 ONEBOX_PLACE_PROGRAMS=tool {}; done",
+                                     tool));
+  EXPECT_EQ(runs.out, "same\nsame\nsame\nsame\nsame\nsame\n") << runs.err;
+  EXPECT_EQ(Status(2).jobs_taken_in(), 6u);
+  EXPECT_EQ(Status(3).jobs_taken_in(), 0u);
 }
 
 TEST_F(PlacementTest, InterruptingMakeStopsEveryPlacedJob) {
