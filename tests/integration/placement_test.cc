@@ -219,6 +219,59 @@ TEST_F(PlacementTest, OnlyANodeWhereTheProgramIsTheSameRunsIt) {
   EXPECT_EQ(Status(3).jobs_taken_in(), 0u);
 }
 
+TEST_F(PlacementTest, EveryWayOfStartingAProgramPlacesIt) {
+  // The program says in which pid namespace it runs: node 2's, when placed there.
+  const std::string tool = dir_ / "tool";
+  std::ofstream(tool) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
+  ASSERT_EQ(chmod(tool.c_str(), 0755), 0);
+  const std::string node2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
+  ASSERT_FALSE(node2.empty());
+  // execve (the shell), execvp, posix_spawn, posix_spawnp, system(3) and
+  // subprocess (vfork, then exec), each with the tool's directory in PATH.
+  RunResult ways = Sh(1, fmt::format(
+      "export PATH={}:$PATH ONEBOX_PLACE=n2 ONEBOX_PLACE_PROGRAMS=tool; tool && python3 -c '"
+      "import os, subprocess, sys\n"
+      "sys.stdout.flush()\n"
+      "def wait(pid): os.waitpid(pid, 0)\n"
+      "wait(os.posix_spawn(\"{}\", [\"tool\"], os.environ))\n"
+      "wait(os.posix_spawnp(\"tool\", [\"tool\"], os.environ))\n"
+      "os.system(\"tool\")\n"
+      "subprocess.run([\"tool\"])\n"
+      "pid = os.fork()\n"
+      "if pid == 0: os.execvp(\"tool\", [\"tool\"])\n"
+      "wait(pid)\n'",
+      dir_.path(), tool));
+  EXPECT_EQ(ways.exit_code, 0) << ways.err;
+  std::string six;
+  for (int i = 0; i < 6; ++i) six += node2;
+  EXPECT_EQ(ways.out, six) << ways.err;
+  EXPECT_EQ(Status(2).jobs_taken_in(), 6u);
+}
+
+TEST_F(PlacementTest, ANodeLostUnderAPlacedJobFailsItWithinTenSecondsAndSaysWhich) {
+  ASSERT_EQ(Sh(1, "mkdir lost && printf 'all:\n\tsleep 300\n' > lost/Makefile").exit_code, 0);
+  NodeProcess make(Node(1),
+                   {"bash", "-c", "cd /cluster/w/lost && ONEBOX_PLACE=n3 ONEBOX_PLACE_PROGRAMS=sleep exec make"},
+                   ShimEnv(1), dir_ / "make.log");
+  ASSERT_TRUE(make.ok()) << make.error();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        v1::ListProcessesResponse ps = Ps(1, {"--node", "n3"});
+        for (const v1::ProcessInfo& p : ps.processes())
+          if (p.home_node() == "n1" && p.argv_size() > 0 && p.argv(0) == "sleep") return true;
+        return false;
+      },
+      seconds(20), "the placed job runs on n3"));
+  agents_[2]->Stop(SIGKILL);
+  auto begun = std::chrono::steady_clock::now();
+  EXPECT_EQ(make.Wait(seconds(12)), 2) << "make fails, as when a job is killed";
+  EXPECT_LT(std::chrono::steady_clock::now() - begun, seconds(11));
+  std::ifstream log(dir_ / "make.log");
+  std::string said((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(said.find("lost node n3"), std::string::npos) << said;
+  EXPECT_NE(said.find("Error 255"), std::string::npos) << said;
+}
+
 TEST_F(PlacementTest, InterruptingMakeStopsEveryPlacedJob) {
   ASSERT_EQ(Sh(1, "mkdir int && printf 'all: a b c d\\na b c d:\\n\\tsleep 300\\n' > int/Makefile").exit_code, 0);
   // make leads a process group of its own, as a shell with job control starts it.
