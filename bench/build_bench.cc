@@ -15,8 +15,6 @@
 // ratio to native; then the jobs each onebox node took in.
 //
 //   build_bench [--rounds N] [--nodes N]
-#include <glob.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -66,15 +64,6 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-std::string Tarball() {
-  glob_t found{};
-  std::string path;
-  if (glob("/usr/src/binutils/binutils-*.tar.xz", 0, nullptr, &found) == 0 && found.gl_pathc > 0)
-    path = found.gl_pathv[0];
-  globfree(&found);
-  return path;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,18 +79,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string why;
-  if (Tarball().empty() && !onebox::bench::InstallIfMissing("/usr/src/binutils", "binutils-source", &why)) {
+  if (onebox::testing::BinutilsTarball().empty() && !onebox::bench::InstallIfMissing("/usr/src/binutils", "binutils-source", &why)) {
     fprintf(stderr, "build_bench: %s\n", why.c_str());
     return 1;
   }
-  const std::string tarball = Tarball();
-  std::string top = tarball.substr(tarball.rfind('/') + 1);
-  top = top.substr(0, top.find(".tar"));
-  const std::string prepare = fmt::format(
-      "tar --strip-components=1 -xJf {0} {1}/libiberty {1}/include {1}/install-sh {1}/config.guess "
-      "{1}/config.sub {1}/move-if-change && cd libiberty && CC=gcc ./configure >configure.out 2>&1 && "
-      "make stamp-h >/dev/null",
-      tarball, top);
+  const std::string prepare = onebox::testing::PrepareLibiberty(onebox::testing::BinutilsTarball());
   TempDir dir;
 
   std::vector<Column> columns;

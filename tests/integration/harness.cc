@@ -3,6 +3,7 @@
 #include "tests/integration/node_spaces.h"
 
 #include <fcntl.h>
+#include <glob.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <poll.h>
@@ -39,6 +40,25 @@ namespace onebox::testing {
 
 std::string OneboxBin() { return ONEBOX_BIN; }
 std::string ShimLib() { return ONEBOX_SHIM; }
+
+std::string BinutilsTarball() {
+  glob_t found{};
+  std::string path;
+  if (glob("/usr/src/binutils/binutils-*.tar.xz", 0, nullptr, &found) == 0 && found.gl_pathc > 0)
+    path = found.gl_pathv[0];
+  globfree(&found);
+  return path;
+}
+
+std::string PrepareLibiberty(const std::string& tarball) {
+  std::string top = tarball.substr(tarball.rfind('/') + 1);
+  top = top.substr(0, top.find(".tar"));
+  return fmt::format(
+      "tar --strip-components=1 -xJf {0} {1}/libiberty {1}/include {1}/install-sh {1}/config.guess "
+      "{1}/config.sub {1}/move-if-change && cd libiberty && CC=gcc ./configure >configure.out 2>&1 && "
+      "make stamp-h >/dev/null",
+      tarball, top);
+}
 
 int ExitCodeOf(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);

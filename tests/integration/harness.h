@@ -25,6 +25,13 @@ namespace onebox::testing {
 // Paths of the build outputs, compiled in by CMake.
 std::string OneboxBin();
 std::string ShimLib();
+// A real C project for build tests and benches: GNU libiberty (66 C files, a
+// generated configure, a plain Makefile) from Debian's binutils-source.
+// The tarball's path, "" when the package is missing.
+std::string BinutilsTarball();
+// Shell commands that unpack libiberty from tarball in the current
+// directory and configure it (in ./libiberty, ready for `make -j`).
+std::string PrepareLibiberty(const std::string& tarball);
 
 class NodeSpaces;
 

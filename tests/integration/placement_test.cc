@@ -3,7 +3,6 @@
 // as local children; what they write is everywhere before they exit
 // (exit-to-wait); a failing compile and ^C behave as in a local build.
 #include <gtest/gtest.h>
-#include <glob.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -21,28 +20,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-// The GNU libiberty sources of Debian's binutils-source (66 C files, a
-// generated configure, a plain Makefile): "" when the package is missing.
-std::string BinutilsTarball() {
-  glob_t found{};
-  std::string path;
-  if (glob("/usr/src/binutils/binutils-*.tar.xz", 0, nullptr, &found) == 0 && found.gl_pathc > 0)
-    path = found.gl_pathv[0];
-  globfree(&found);
-  return path;
-}
-
-// The commands that unpack and configure libiberty in the current directory.
-std::string PrepareLibiberty(const std::string& tarball) {
-  std::string top = tarball.substr(tarball.rfind('/') + 1);
-  top = top.substr(0, top.find(".tar"));
-  return fmt::format(
-      "tar --strip-components=1 -xJf {0} {1}/libiberty {1}/include {1}/install-sh {1}/config.guess "
-      "{1}/config.sub {1}/move-if-change && cd libiberty && CC=gcc ./configure >configure.out 2>&1 && "
-      "make stamp-h >/dev/null",
-      tarball, top);
-}
 
 // Both builds map their own directory to "." in the debug information, so
 // that the objects of one tree built in two places are byte for byte alike.
