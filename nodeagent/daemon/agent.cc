@@ -236,7 +236,9 @@ void Agent::MakeClusterParts() {
   run_relays_ = std::make_unique<RunRelays>(
       network_, *run_executor_, [applied_on](const std::string& node_id) { return applied_on(node_id); },
       [m = materializer_.get()] { m->Drain(); });
-  placement_ = std::make_unique<Placement>(*members_, network_, opt_.place_jobs_per_cpu);
+  placement_ = std::make_unique<Placement>(*members_, network_, opt_.place_jobs_per_cpu,
+                                           [r = run_executor_.get()] { return r->in_now(); });
+  members_->set_load_extra([r = run_executor_.get()](v1::NodeLoad* load) { load->set_placed_jobs(r->in_now()); });
   info_.jobs = [p = placement_.get(), r = run_executor_.get()](v1::StatusResponse* s) {
     s->set_jobs_placed_out(p->placed_out());
     s->set_jobs_out_now(p->out_now());

@@ -62,6 +62,7 @@ v1::Member Membership::SelfLocked() {
   m.set_index(index_.load());
   m.set_heartbeat(store_.clock().Now());
   *m.mutable_load() = ReadLoad();
+  if (load_extra_) load_extra_(m.mutable_load());
   return m;
 }
 

@@ -204,6 +204,9 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
   for (Candidate& c : same) {
     const std::string id = c.node.self() ? "" : c.node.node_id();
     c.running = RunningLocked(id);
+    // Other homes' jobs: here, the executor's count; there, what gossip carried.
+    if (c.node.self() && taken_in_now_) c.running += taken_in_now_();
+    if (!c.node.self()) c.running = std::max<size_t>(c.running, c.node.load().placed_jobs());
     const double cpus = std::max<uint32_t>(1, c.node.load().cpus());
     const double load = static_cast<double>(c.running) / cpus;
     if (c.node.self()) here = &c;

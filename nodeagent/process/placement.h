@@ -1,8 +1,10 @@
 // Placement at exec (ONEBOX_PLACE): the node on which an exec of a placed
 // program (a compiler, by default) should run, chosen when the shim asks
 // just before the exec (preload/exec_place.cc). Local first and load-aware:
-// a node's load is the jobs placed on it from here that are still running,
-// per CPU (its CPUs as gossip reports them); a job stays here unless another
+// a node's load is the placed jobs running on it, per CPU (its CPUs as
+// gossip reports them): those placed from here, followed here at once, or
+// the node's own count of all it runs, from any home, as gossip last
+// carried it (every 500 ms), whichever is more; a job stays here unless another
 // node carries at least half a job per CPU less, and no node takes more
 // than jobs_per_cpu jobs per CPU (when every node is full, the job stays
 // here: make's -j bounds them). A node is a candidate only when the program,
@@ -17,6 +19,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -37,8 +40,9 @@ std::string ProgramDigestOf(const std::string& path);
 
 class Placement {
  public:
-  Placement(Membership& members, PeerNetwork& network, double jobs_per_cpu)
-      : members_(members), network_(network), jobs_per_cpu_(jobs_per_cpu) {}
+  // taken_in_now: the jobs other homes placed here that run now (the executor's).
+  Placement(Membership& members, PeerNetwork& network, double jobs_per_cpu, std::function<uint32_t()> taken_in_now = {})
+      : members_(members), network_(network), jobs_per_cpu_(jobs_per_cpu), taken_in_now_(std::move(taken_in_now)) {}
   ~Placement();
 
   // The node for pid's exec of program (an absolute path here) under policy
@@ -75,6 +79,7 @@ class Placement {
   Membership& members_;
   PeerNetwork& network_;
   const double jobs_per_cpu_;
+  const std::function<uint32_t()> taken_in_now_;
 
   std::mutex mu_;
   std::vector<Job> jobs_;

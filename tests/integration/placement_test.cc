@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -223,6 +224,49 @@ TEST_F(PlacementTest, EveryWayOfStartingAProgramPlacesIt) {
   for (int i = 0; i < 6; ++i) six += node2;
   EXPECT_EQ(ways.out, six) << ways.err;
   EXPECT_EQ(Status(2).jobs_taken_in(), 6u);
+}
+
+TEST_F(PlacementTest, AHomeWeighsTheJobsOtherHomesPlacedOnANode) {
+  const std::string tool = dir_ / "tool";
+  std::ofstream(tool) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
+  ASSERT_EQ(chmod(tool.c_str(), 0755), 0);
+  // The node n1 sees node `busy` carrying `jobs` placed jobs (gossip's word).
+  auto seen_from_n1 = [&](const std::string& busy, uint32_t jobs) {
+    return WaitUntil(
+        [&] {
+          v1::ListNodesResponse listed;
+          RunResult r = Onebox(1, {"nodes", "-o", "json"});
+          uint32_t seen = 1000;
+          if (r.exit_code == 0 && google::protobuf::util::JsonStringToMessage(r.out, &listed).ok())
+            for (const v1::Node& n : listed.nodes())
+              if (n.name() == busy) seen = n.load().placed_jobs();
+          return Observed(seen == jobs, fmt::format("{} placed jobs on {}", seen, busy));
+        },
+        seconds(10), fmt::format("n1 sees {} placed jobs on {}", jobs, busy));
+  };
+  // Each way round: the other home (`home`) fills node `busy` (2 jobs, 2
+  // CPUs: full), then n1 places 3 jobs on `busy` or `free`: all go to `free`.
+  for (auto [home, busy, free] : {std::tuple{3, 2, 3}, std::tuple{2, 3, 2}}) {
+    SCOPED_TRACE(fmt::format("n{} busy with n{}'s jobs", busy, home));
+    std::vector<std::unique_ptr<NodeProcess>> fill;
+    for (int j = 0; j < 2; ++j) {
+      fill.push_back(std::make_unique<NodeProcess>(
+          Node(home),
+          std::vector<std::string>{"bash", "-c",
+                                   fmt::format("cd /cluster/w && ONEBOX_PLACE=n{} ONEBOX_PLACE_PROGRAMS=sleep "
+                                               "exec sleep 300",
+                                               busy)},
+          ShimEnv(home)));
+      ASSERT_TRUE(fill.back()->ok());
+    }
+    ASSERT_TRUE(seen_from_n1(Name(busy), 2));
+    RunResult placed = Sh(1, fmt::format("for i in 1 2 3; do ONEBOX_PLACE=n2,n3 ONEBOX_PLACE_PROGRAMS=tool {}; done",
+                                         tool));
+    const std::string ns = RunInNode(Node(free), {"readlink", "/proc/self/ns/pid"}).out;
+    EXPECT_EQ(placed.out, ns + ns + ns) << placed.err;
+    fill.clear();  // the stand-ins killed: their jobs end
+    ASSERT_TRUE(seen_from_n1(Name(busy), 0));
+  }
 }
 
 TEST_F(PlacementTest, ANodeLostUnderAPlacedJobFailsItWithinTenSecondsAndSaysWhich) {
