@@ -326,8 +326,10 @@ int ConnectLocked() {
 void BeforeFork() {
   CwdLockForFork(true);
   mu.lock();
+  MayReadLockForFork(true);
 }
 void AfterForkInParent() {
+  MayReadLockForFork(false);
   mu.unlock();
   CwdLockForFork(false);
 }
@@ -338,6 +340,7 @@ void AfterForkInChild() {
   link_fd = -1;
   CloseInFlightInChild();  // another thread's symlink() under way is not ours
   owner_pid = getpid();
+  MayReadLockForFork(false);
   mu.unlock();
   CwdLockForFork(false);
 }

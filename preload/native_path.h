@@ -62,6 +62,9 @@ void ResolveHotReals();  // fills the functions (the shim's constructor)
 // for an address no mapping holds, which the shim hands to libc unread, so
 // that the kernel answers EFAULT.
 bool MayRead(const void* pointer);
+// Held across fork() (true before, false after, in parent and child), so
+// that a child never starts with the table half written and its lock held.
+void MayReadLockForFork(bool lock);
 // As MayRead, answered at once for the pages this thread found readable
 // lately (a program's paths mostly come from a few buffers: a stack frame,
 // string constants, a heap block): a few slots, each page in the slot its

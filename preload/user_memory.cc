@@ -75,40 +75,57 @@ bool Reload() {
       LibcSyscall(SYS_openat, AT_FDCWD, reinterpret_cast<long>("/proc/self/maps"), O_RDONLY | O_CLOEXEC));
   if (fd < 0) return false;
   ranges_seq.fetch_add(1, std::memory_order_acq_rel);  // odd: readers look again later
+  std::atomic_thread_fence(std::memory_order_release);  // no range written before it is seen odd
   size_t count = 0;
   bool overflow = false;
   char buf[4096];
   size_t have = 0;
+  bool in_long_line = false;  // the rest of a line longer than buf: skipped to its newline
+  auto take = [&](const char* line, const char* end) {
+    const char* s = line;
+    uintptr_t lo = Hex(s, end);
+    ++s;  // '-'
+    uintptr_t hi = Hex(s, end);
+    if (!(s + 1 < end && s[1] == 'r')) return;  // not readable
+    if (count > 0 && range_hi[count - 1].load(std::memory_order_relaxed) == lo) {
+      range_hi[count - 1].store(hi, std::memory_order_relaxed);
+    } else if (count < kMaxRanges) {
+      range_lo[count].store(lo, std::memory_order_relaxed);
+      range_hi[count].store(hi, std::memory_order_relaxed);
+      ++count;
+    } else {
+      overflow = true;
+    }
+  };
   for (;;) {
     long n = LibcSyscall(SYS_read, fd, reinterpret_cast<long>(buf + have), static_cast<long>(sizeof buf - have));
+    if (n < 0) overflow = true;  // a table cut short would call readable memory unreadable: "unknown" instead
     if (n <= 0) break;
     have += static_cast<size_t>(n);
     size_t used = 0;
+    if (in_long_line) {
+      const char* nl = static_cast<const char*>(memchr(buf, '\n', have));
+      if (nl == nullptr) {
+        have = 0;
+        continue;
+      }
+      used = static_cast<size_t>(nl + 1 - buf);
+      in_long_line = false;
+    }
     for (;;) {  // every whole line: "lo-hi perms ..."
       const char* line = buf + used;
       const char* nl = static_cast<const char*>(memchr(line, '\n', have - used));
       if (nl == nullptr) break;
-      const char* s = line;
-      uintptr_t lo = Hex(s, nl);
-      ++s;  // '-'
-      uintptr_t hi = Hex(s, nl);
-      bool readable = s + 1 < nl && s[1] == 'r';
-      if (readable) {
-        if (count > 0 && range_hi[count - 1].load(std::memory_order_relaxed) == lo) {
-          range_hi[count - 1].store(hi, std::memory_order_relaxed);
-        } else if (count < kMaxRanges) {
-          range_lo[count].store(lo, std::memory_order_relaxed);
-          range_hi[count].store(hi, std::memory_order_relaxed);
-          ++count;
-        } else {
-          overflow = true;
-        }
-      }
+      take(line, nl);
       used = static_cast<size_t>(nl + 1 - buf);
     }
     memmove(buf, buf + used, have - used);
     have -= used;
-    if (have == sizeof buf) have = 0;  // a line longer than the buffer: skipped
+    if (have == sizeof buf) {  // a line longer than buf (a mapped file's long path): its range, then skip the rest
+      take(buf, buf + have);
+      have = 0;
+      in_long_line = true;
+    }
   }
   LibcSyscall(SYS_close, fd, 0, 0);
   range_count.store(count, std::memory_order_relaxed);
@@ -118,6 +135,11 @@ bool Reload() {
 }
 
 }  // namespace
+
+void MayReadLockForFork(bool lock) {
+  if (lock) reload_mu.lock();
+  else reload_mu.unlock();
+}
 
 bool MayRead(const void* pointer) {
   const uintptr_t p = reinterpret_cast<uintptr_t>(pointer);

@@ -6,7 +6,9 @@
 #include "preload/native_path.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -151,6 +153,44 @@ TEST(MayReadTest, MappedMemoryIsReadableAndUnmappedIsNot) {
   EXPECT_FALSE(MayRead(closed));
   munmap(fresh, 4096);
   munmap(closed, 4096);
+}
+
+// A mapped file whose path makes its /proc/self/maps line longer than the
+// shim's read buffer: that mapping and the ones listed after it are still
+// readable (the rest of the long line was once parsed as lines of its own).
+TEST(MayReadTest, AMappingWithAPathLongerThanAPageAndThoseAfterItAreReadable) {
+  char base[] = "/tmp/onebox-mayread-XXXXXX";
+  ASSERT_NE(mkdtemp(base), nullptr);
+  // Made one directory at a time from the last one's fd: the whole path is
+  // longer than a path a call may name (PATH_MAX).
+  const std::string part(200, 'd');
+  std::vector<int> dirs{open(base, O_PATH | O_DIRECTORY | O_CLOEXEC)};
+  for (size_t length = sizeof base; length < 4300; length += part.size() + 1) {
+    ASSERT_EQ(mkdirat(dirs.back(), part.c_str(), 0700), 0) << strerror(errno);
+    dirs.push_back(openat(dirs.back(), part.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_GE(dirs.back(), 0);
+  }
+  int fd = openat(dirs.back(), "file", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  ASSERT_EQ(ftruncate(fd, 4096), 0);
+  void* long_named = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(long_named, MAP_FAILED);
+  close(fd);
+  // Below it (mmap goes down): listed after it.
+  void* after = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(after, MAP_FAILED);
+  EXPECT_TRUE(MayRead(long_named));
+  EXPECT_TRUE(MayRead(after));
+  EXPECT_FALSE(MayRead(reinterpret_cast<const char*>(0xdeadc0deUL)));
+  munmap(long_named, 4096);
+  munmap(after, 4096);
+  unlinkat(dirs.back(), "file", 0);
+  for (size_t i = dirs.size() - 1; i > 0; --i) {
+    unlinkat(dirs[i - 1], part.c_str(), AT_REMOVEDIR);
+    close(dirs[i]);
+  }
+  close(dirs[0]);
+  rmdir(base);
 }
 
 }  // namespace
