@@ -37,8 +37,8 @@ int OpenForExec(const Target& t, char* proc, size_t cap) {
   return fd;
 }
 
-// The kernel reads at most this much of a script's "#!" line (BINPRM_BUF_SIZE).
-constexpr ssize_t kMaxShebangBytes = 256;
+// The kernel takes at most this much of a script's "#!" line (BINPRM_BUF_SIZE - 1).
+constexpr ssize_t kMaxShebangBytes = 255;
 
 // The kernel runs at most 4 interpreters deep, then says ELOOP.
 constexpr int kMaxInterpreterDepth = 4;
@@ -47,7 +47,7 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
   ONEBOX_REAL(execve);
   char buf[kMaxPathBytes];
   Target t = Resolve(path, buf, sizeof buf);
-  if (!t.cluster && WantsPlacement(path, envp)) {
+  if (!t.cluster && argv != nullptr && argv[0] != nullptr && WantsPlacement(path, envp)) {
     // The stand-in, in this process; if it cannot start, the program runs here.
     ExecPlaced(path, argv, envp, [&](const char* stand_in, char** args) { return real_execve(stand_in, args, envp); });
   }
@@ -219,7 +219,7 @@ int SpawnPath(pid_t* pid, const char* path, const posix_spawn_file_actions_t* ac
   ONEBOX_REAL(posix_spawn);
   char buf[kMaxPathBytes];
   Target t = Resolve(path, buf, sizeof buf);
-  if (!t.cluster && WantsPlacement(path, envp)) {
+  if (!t.cluster && argv != nullptr && argv[0] != nullptr && WantsPlacement(path, envp)) {
     int placed = ExecPlaced(path, argv, envp, [&](const char* stand_in, char** args) {
       return real_posix_spawn(pid, stand_in, actions, attr, args, envp);
     });

@@ -251,6 +251,11 @@ Status ShimHandlers::StartRun(const Origin& origin, const v1::ShimRequest& req, 
 
 Status ShimHandlers::Place(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const v1::ShimPlaceRequest& asked = req.place();
+  if (asked.kept_here()) {
+    parts_.placement.KeptHere(origin.peer.pid);
+    resp->mutable_place();
+    return Status::Ok();
+  }
   if (asked.program().empty() || asked.program()[0] != '/')
     return Status::InvalidArgument(fmt::format("place: program '{}' is no absolute path", asked.program()));
   Result<std::string> node = parts_.placement.Choose(origin.peer.pid, asked.program(), asked.policy());

@@ -25,6 +25,7 @@ constexpr std::chrono::seconds kPeerDigestKept{60};
 constexpr std::chrono::seconds kPeerSilenceKept{10};  // a peer that did not answer is asked again after this
 constexpr off_t kMaxProgramBytes = off_t{256} << 20;
 constexpr size_t kMaxDigestsKept = 1024;  // per cache; all forgotten beyond it
+constexpr std::chrono::seconds kAvoidAfterFailure{10};  // a node that did not start a job
 constexpr std::chrono::milliseconds kPeerDeadline{2000};
 // "Clearly less loaded": by at least this many jobs per CPU.
 constexpr double kClearlyLess = 0.5;
@@ -48,11 +49,16 @@ std::string HashFile(const std::string& path, std::string* first) {
   Sha256OfParts hash;
   std::string buf(1 << 16, '\0');
   bool read_all = true, at_start = true;
+  off_t read_bytes = 0;
   for (;;) {
     ssize_t n = read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) read_all = false;
     if (n <= 0) break;
+    if ((read_bytes += n) > kMaxProgramBytes) {  // grew past the cap since its stat
+      read_all = false;
+      break;
+    }
     if (at_start && first != nullptr) {
       std::string_view head(buf.data(), static_cast<size_t>(n));
       *first = std::string(head.substr(0, head.find('\n')));
@@ -186,21 +192,32 @@ size_t Placement::RunningLocked(const std::string& node_id) {
 }
 
 Result<std::string> Placement::Choose(pid_t pid, const std::string& program, const std::string& policy) {
+  // The job, followed from now on (before any wait: its pid stays its own).
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   Result<std::vector<Candidate>> candidates = CandidatesFor(policy);
-  if (!candidates.ok()) return candidates.status();
+  if (!candidates.ok()) {
+    if (pidfd >= 0) close(pidfd);
+    return candidates.status();
+  }
   const std::string here_digest = LocalDigest(program);
-  if (here_digest.empty()) return std::string();  // exec says what is wrong with it, here
+  if (here_digest.empty()) {  // exec says what is wrong with it, here
+    if (pidfd >= 0) close(pidfd);
+    return std::string();
+  }
   // The same program on each other candidate: asked outside the lock.
   std::vector<Candidate> same;
   for (Candidate& c : *candidates)
     if (c.node.self() || PeerDigest(c.node, program) == here_digest) same.push_back(std::move(c));
-  // The job: followed from now on, whichever node it goes to.
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   std::lock_guard lock(mu_);
   ReapLocked();
   const Candidate* here = nullptr;
   const Candidate* best = nullptr;
   double best_load = 0;
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(same, [&](const Candidate& c) {
+    auto it = avoid_until_.find(c.node.node_id());
+    return !c.node.self() && it != avoid_until_.end() && now < it->second;
+  });
   for (Candidate& c : same) {
     const std::string id = c.node.self() ? "" : c.node.node_id();
     c.running = RunningLocked(id);
@@ -244,6 +261,18 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
   spdlog::debug("placement: {} for pid {} on {} ({} of {} nodes run the same program)", program, pid,
                 chosen.empty() ? "this node" : chosen, same.size(), candidates->size());
   return chosen;
+}
+
+void Placement::KeptHere(pid_t pid) {
+  std::lock_guard lock(mu_);
+  for (Job& j : jobs_) {
+    if (j.pid != pid || j.node_id.empty()) continue;
+    avoid_until_[j.node_id] = std::chrono::steady_clock::now() + kAvoidAfterFailure;
+    spdlog::info("placement: node {} did not start pid {}'s job; not choosing it for {} s", j.node_id, pid,
+                 kAvoidAfterFailure.count());
+    j.node_id.clear();
+    if (placed_out_ > 0) --placed_out_;
+  }
 }
 
 uint64_t Placement::placed_out() {

@@ -51,6 +51,10 @@ class Placement {
   // InvalidArgument for a policy that names no node.
   Result<std::string> Choose(pid_t pid, const std::string& program, const std::string& policy);
 
+  // pid's job did not start on the node chosen and runs here instead: it is
+  // counted here, and that node is not chosen for kAvoidAfterFailure.
+  void KeptHere(pid_t pid);
+
   // Peer/ProgramDigest: the program's digest on this node.
   Status OnProgramDigest(const v1::ProgramDigestRequest& req, v1::ProgramDigestResponse* resp);
 
@@ -97,6 +101,7 @@ class Placement {
     std::string digest;
   };
   std::map<std::string, Local> local_digests_;  // by path
+  std::map<std::string, std::chrono::steady_clock::time_point> avoid_until_;  // by node id: a start failed there
 };
 
 }  // namespace onebox

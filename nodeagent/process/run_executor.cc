@@ -107,6 +107,10 @@ Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const s
   const std::string& program = start.program().empty() ? start.argv(0) : start.program();
   if (!start.program().empty() && start.program()[0] != '/')
     return Status::InvalidArgument(fmt::format("run: program '{}' is no absolute path", start.program()));
+  // A placed job that cannot run here is refused before it starts: its
+  // stand-in then runs it at home (the fork's exec would only exit 127).
+  if (start.placed() && !start.program().empty() && access(start.program().c_str(), X_OK) != 0)
+    return Status::NotFound(fmt::format("run: {}: {} on node {}", start.program(), strerror(errno), node));
   if (program.find('/') != std::string::npos) {
     l.candidates.push_back(program);
   } else {

@@ -316,6 +316,26 @@ int RunStandIn(const RunOptions& o) {
   int signals = signalfd(-1, &forwarded, SFD_CLOEXEC);
   const std::string socket = AgentSocketPath(o.socket);
   int fd = ConnectShimSocket(socket, o.timeout_seconds);
+  // A placed job that cannot go where it was sent runs here instead, as the
+  // caller's exec would have run it, and is counted here.
+  auto run_here = [&](const std::string& why) {
+    std::cerr << "onebox: placement: node " << o.node << " did not start " << o.argv[0] << " (" << why
+              << "); running it here\n";
+    if (fd >= 0) close(fd);
+    if (signals >= 0) close(signals);
+    v1::ShimRequest kept;
+    kept.set_id(2);
+    kept.mutable_place()->set_kept_here(true);
+    std::string unused;
+    int told = ConnectShimSocket(socket, o.timeout_seconds);
+    if (told >= 0 && SendShimFrame(told, kept.SerializeAsString())) RecvShimFrame(told, &unused);
+    if (told >= 0) close(told);
+    signal(SIGPIPE, pipe_before);
+    sigprocmask(SIG_SETMASK, &mask_before, nullptr);
+    ExecHere(o);
+  };
+  const bool may_run_here = o.placed && !o.program.empty();
+  if ((fd < 0 || signals < 0) && may_run_here) run_here("the agent is not reachable");
   if (fd < 0 || signals < 0) return Fail("cannot reach the agent at " + socket + ": " + strerror(errno));
   v1::ShimRequest req;
   req.set_id(1);
@@ -325,22 +345,12 @@ int RunStandIn(const RunOptions& o) {
   v1::ShimResponse answer;
   bool sent = SendShimFrame(fd, req.SerializeAsString());
   // The answer comes once the program runs there: after the target has what
-  // this node wrote (exit-to-wait, bounded by about 10 s), so longer than a
-  // plain answer may take.
+  // this node wrote (exit-to-wait: the recorder's sync and the target's
+  // acknowledgement, up to 10 s each), so later than a plain answer may.
   timeval start_wait{static_cast<time_t>(o.timeout_seconds) + kStartWaitSeconds, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &start_wait, sizeof start_wait);
   bool answered = sent && RecvShimFrame(fd, &frame) && answer.ParseFromString(frame);
-  if (o.placed && (!answered || answer.err() != 0)) {
-    // The node chosen could not start it: the job runs here instead, as
-    // the caller's exec would have run it.
-    std::cerr << "onebox: placement: node " << o.node << " did not start " << o.argv[0] << " ("
-              << (answered ? answer.message() : "no answer") << "); running it here\n";
-    close(fd);
-    close(signals);
-    signal(SIGPIPE, pipe_before);
-    sigprocmask(SIG_SETMASK, &mask_before, nullptr);
-    ExecHere(o);
-  }
+  if (may_run_here && (!answered || answer.err() != 0)) run_here(answered ? answer.message() : "no answer");
   if (!answered) return Fail("the agent at " + socket + " gave no answer to the run");
   if (answer.err() != 0) {
     std::cerr << "onebox: run: " << answer.message() << "\n";

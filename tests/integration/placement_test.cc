@@ -149,9 +149,12 @@ TEST_F(PlacementTest, AFailingPlacedCompileFailsTheBuildWithTheCompilersMessageA
   EXPECT_NE(failed.err.find("error:"), std::string::npos) << failed.err;
   EXPECT_EQ(Status(2).jobs_taken_in(), 1u) << "the compile ran on n2, the node named";
   // A job whose directory is outside the cluster runs here, placement or not.
+  const uint64_t placed_before = Status(1).jobs_placed_out();
   RunResult outside = RunInNode(Node(1), {"bash", "-c", "cd / && ONEBOX_PLACE=n2 gcc --version >/dev/null; echo $?"},
                                 ShimEnv(1));
   EXPECT_EQ(outside.out, "0\n") << outside.err;
+  EXPECT_EQ(outside.err.find("placement"), std::string::npos) << outside.err;
+  EXPECT_EQ(Status(1).jobs_placed_out(), placed_before);
   EXPECT_EQ(Status(2).jobs_taken_in(), 1u);
 }
 
@@ -190,7 +193,8 @@ TEST_F(PlacementTest, OnlyANodeWhereTheProgramIsTheSameRunsIt) {
   ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
   EXPECT_EQ(RunInNode(Node(3), {tool}).out, "other\n");
   EXPECT_EQ(RunInNode(Node(2), {tool}).out, "same\n");
-  RunResult runs = Sh(1, fmt::format("for i in 1 2 3 4 5 6; do ONEBOX_PLACE=n2,n3 ONEBOX_PLACE_PROGRAMS=tool {}; done",
+  // (n3 named first: of two nodes equally loaded, the first named is chosen.)
+  RunResult runs = Sh(1, fmt::format("for i in 1 2 3 4 5 6; do ONEBOX_PLACE=n3,n2 ONEBOX_PLACE_PROGRAMS=tool {}; done",
                                      tool));
   EXPECT_EQ(runs.out, "same\nsame\nsame\nsame\nsame\nsame\n") << runs.err;
   EXPECT_EQ(Status(2).jobs_taken_in(), 6u);
@@ -224,6 +228,31 @@ TEST_F(PlacementTest, EveryWayOfStartingAProgramPlacesIt) {
   for (int i = 0; i < 6; ++i) six += node2;
   EXPECT_EQ(ways.out, six) << ways.err;
   EXPECT_EQ(Status(2).jobs_taken_in(), 6u);
+}
+
+TEST_F(PlacementTest, AJobTheChosenNodeCannotStartRunsHereAndThatNodeIsLeftAlone) {
+  const std::string bin = dir_ / "fb", empty = dir_ / "empty", tool = bin + "/tool";
+  ASSERT_EQ(mkdir(bin.c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(empty.c_str(), 0755), 0);
+  std::ofstream(tool) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
+  ASSERT_EQ(chmod(tool.c_str(), 0755), 0);
+  const std::string node1 = RunInNode(Node(1), {"readlink", "/proc/self/ns/pid"}).out;
+  const std::string node2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
+  const std::string run = fmt::format("ONEBOX_PLACE=n2 ONEBOX_PLACE_PROGRAMS=tool {}", tool);
+  RunResult first = Sh(1, run);
+  EXPECT_EQ(first.out, node2) << first.err;
+  // Gone from n2 (its directory covered there), while n1 still holds n2's digest of it.
+  ASSERT_EQ(RunInNode(Node(2), {"mount", "--bind", empty, bin}).exit_code, 0);
+  RunResult refused = Sh(1, run);
+  EXPECT_EQ(refused.exit_code, 0) << refused.err;
+  EXPECT_EQ(refused.out, node1) << refused.err;
+  EXPECT_NE(refused.err.find("did not start"), std::string::npos) << refused.err;
+  RunResult avoided = Sh(1, run);
+  EXPECT_EQ(avoided.out, node1) << avoided.err;
+  EXPECT_EQ(avoided.err, "") << "n2 is not tried again at once";
+  EXPECT_EQ(Status(1).jobs_placed_out(), 1u);
+  EXPECT_EQ(Status(1).jobs_out_now(), 0u);
+  EXPECT_EQ(Status(2).jobs_taken_in(), 1u);
 }
 
 TEST_F(PlacementTest, AHomeWeighsTheJobsOtherHomesPlacedOnANode) {
