@@ -38,6 +38,8 @@ void Cli::AddNodeAndFileCommands(CLI::App& app) {
   restore_->add_option("PATH", path_, "cluster path")->required();
   restore_->add_option("VERSION", version_, "HLC@NODE_ID, as `onebox versions` prints it")->required();
   exec_ = app.add_subcommand("exec", "run CMD under the shim, so that /cluster works in it");
+  exec_->add_option("--place", exec_place_,
+                    "place its compiles over the cluster (ONEBOX_PLACE: auto, off, or NODE[,NODE...])");
   exec_->add_option("CMD", exec_argv_, "command and its arguments (after --)")->required();
 }
 
@@ -91,7 +93,7 @@ std::optional<int> Cli::Run() {
   if (!client_.socket.empty()) client_.agent.clear();
   client_.json = output_ == "json";
   // The shim's socket: --socket, else $ONEBOX_SOCKET as it is, else the default.
-  if (*exec_) return CmdExec(client_.socket, exec_argv_);
+  if (*exec_) return CmdExec(client_.socket, exec_place_, exec_argv_);
   if (*ps_) return CmdPs(client_, ps_options_);
   if (*kill_) return CmdKill(client_, kill_->remaining());
   if (*status_) return CmdStatus(client_);

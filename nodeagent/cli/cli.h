@@ -46,6 +46,7 @@ class Cli {
   std::string path_, version_, key_, read_level_ = "local", level_ = "one";
   bool sync_ = false;
   std::vector<std::string> exec_argv_;
+  std::string exec_place_;  // exec --place
   KvPutOptions put_;
   KvScanOptions scan_;
   PsOptions ps_options_;

@@ -50,6 +50,7 @@ int CmdKill(const ClientOptions& c, const std::vector<std::string>& args);
 
 // exec_command.cc: runs argv under the shim (LD_PRELOAD, ONEBOX_SOCKET set);
 // returns only on failure (127).
-int CmdExec(const std::string& socket, const std::vector<std::string>& argv);
+// place: ONEBOX_PLACE for CMD and its children ("": as inherited).
+int CmdExec(const std::string& socket, const std::string& place, const std::vector<std::string>& argv);
 
 }  // namespace onebox

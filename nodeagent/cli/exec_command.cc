@@ -13,7 +13,11 @@
 namespace onebox {
 
 
-int CmdExec(const std::string& socket, const std::vector<std::string>& argv) {
+int CmdExec(const std::string& socket, const std::string& place, const std::vector<std::string>& argv) {
+  if (!place.empty() && place[0] == '-') {
+    std::cerr << "onebox: --place takes auto, off, or node names separated by commas\n";
+    return 2;
+  }
   std::string shim = FindShimLibrary();
   if (shim.empty()) {
     std::cerr << "onebox: cannot find libonebox.so (set ONEBOX_SHIM to its path)\n";
@@ -25,6 +29,7 @@ int CmdExec(const std::string& socket, const std::vector<std::string>& argv) {
     value = shim + " " + preload;
   setenv("LD_PRELOAD", value.c_str(), 1);
   if (!socket.empty()) setenv("ONEBOX_SOCKET", socket.c_str(), 1);
+  if (!place.empty()) setenv("ONEBOX_PLACE", place.c_str(), 1);
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);

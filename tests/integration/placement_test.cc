@@ -148,6 +148,11 @@ TEST_F(PlacementTest, AFailingPlacedCompileFailsTheBuildWithTheCompilersMessageA
   EXPECT_NE(failed.err.find("undeclared_thing"), std::string::npos) << failed.err;
   EXPECT_NE(failed.err.find("error:"), std::string::npos) << failed.err;
   EXPECT_EQ(Status(2).jobs_taken_in(), 1u) << "the compile ran on n2, the node named";
+  // The same through `onebox exec --place`, which sets ONEBOX_PLACE.
+  RunResult exec = RunInNode(Node(1), {OneboxBin(), "--socket", Socket(1), "exec", "--place", "n2", "--", "bash", "-c",
+                                       "cd /cluster/w/bad && make; echo status $?"});
+  EXPECT_NE(exec.out.find("status 2"), std::string::npos) << exec.out << exec.err;
+  EXPECT_EQ(Status(2).jobs_taken_in(), 2u) << "onebox exec --place n2 placed the compile on n2";
   // A job whose directory is outside the cluster runs here, placement or not.
   const uint64_t placed_before = Status(1).jobs_placed_out();
   RunResult outside = RunInNode(Node(1), {"bash", "-c", "cd / && ONEBOX_PLACE=n2 gcc --version >/dev/null; echo $?"},
@@ -155,7 +160,7 @@ TEST_F(PlacementTest, AFailingPlacedCompileFailsTheBuildWithTheCompilersMessageA
   EXPECT_EQ(outside.out, "0\n") << outside.err;
   EXPECT_EQ(outside.err.find("placement"), std::string::npos) << outside.err;
   EXPECT_EQ(Status(1).jobs_placed_out(), placed_before);
-  EXPECT_EQ(Status(2).jobs_taken_in(), 1u);
+  EXPECT_EQ(Status(2).jobs_taken_in(), 2u);
 }
 
 TEST_F(PlacementTest, EachStepOfAChainOfPlacedStepsReadsTheLastOnesOutputAtOnce) {
