@@ -352,7 +352,7 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool cove
   } else if (mask & IN_MOVED_TO) {
     Follow(path, Change::kContentChanged);
   } else if (mask & IN_ATTRIB) {
-    Follow(path, Change::kMetadata);
+    Follow(path, Change::kMetadata, /*attributes_only=*/true);
   }
 }
 
@@ -416,14 +416,23 @@ Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
   return size;
 }
 
-void ViewRecorder::Follow(const std::string& path, Change change) {
-  Result<uint64_t> recorded = RecordPath(path, change);
+void ViewRecorder::Follow(const std::string& path, Change change, bool attributes_only) {
+  Result<uint64_t> recorded = RecordPath(path, change, attributes_only);
   Code code = recorded.status().code();
   if (!recorded.ok() && code != Code::kNotFound && code != Code::kUnavailable)
     spdlog::debug("view recorder: /{} not recorded now: {}", path, recorded.status().message());
 }
 
-v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st) {
+std::optional<std::string> ViewRecorder::HeldSymlinkTarget(const std::string& path, const struct stat& st) {
+  Result<Record> held = store_.Get(path, Cf::kNs);
+  v1::Inode old;
+  if (!held.ok() || !old.ParseFromString(held->value) || old.type() != v1::FILE_TYPE_SYMLINK ||
+      old.symlink_target().size() != static_cast<size_t>(st.st_size))
+    return std::nullopt;
+  return old.symlink_target();
+}
+
+v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string* known_target) {
   v1::Inode inode;
   inode.set_type(TypeOf(st.st_mode));
   inode.set_mode(st.st_mode & 07777);
@@ -431,7 +440,9 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st) {
   inode.set_gid(st.st_gid);
   inode.set_mtime_ns(MtimeNs(st));
   if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
-  if (S_ISLNK(st.st_mode)) {
+  if (S_ISLNK(st.st_mode) && known_target != nullptr) {
+    inode.set_symlink_target(*known_target);
+  } else if (S_ISLNK(st.st_mode)) {
     char target[4096];
     ssize_t n = readlinkat(fd, "", target, sizeof target);
     if (n > 0) inode.set_symlink_target(std::string(target, static_cast<size_t>(n)));
@@ -439,7 +450,7 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st) {
   return inode;
 }
 
-Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change) {
+Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change, bool attributes_only) {
   std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
   // The entry itself, reached without following any symlink on the way.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
@@ -482,7 +493,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     close(fd);
     return size;
   }
-  v1::Inode inode = InodeOf(fd, st);
+  std::optional<std::string> target =
+      S_ISLNK(st.st_mode) && attributes_only ? HeldSymlinkTarget(path, st) : std::nullopt;
+  v1::Inode inode = InodeOf(fd, st, target ? &*target : nullptr);
   // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
   // its mark names the content.
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(marks) : std::nullopt;

@@ -126,12 +126,19 @@ class ViewRecorder {
   // it is left for later (a file made with content: its close, or the
   // prehasher once it is idle); another error when it could not be read or
   // written (its own next events, or the next full scan, record it).
-  Result<uint64_t> RecordPath(const std::string& path, Change change);
+  Result<uint64_t> RecordPath(const std::string& path, Change change, bool attributes_only = false);
   // RecordPath for the event loop and the scans: a failure is logged, and
   // left to the entry's next event or the next full scan.
-  void Follow(const std::string& path, Change change);
+  // attributes_only: an IN_ATTRIB, nothing else (a symlink's target is then the store's).
+  void Follow(const std::string& path, Change change, bool attributes_only = false);
   // The record of what st (fd) shows, its content aside.
-  static v1::Inode InodeOf(int fd, const struct stat& st);
+  // known_target: a symlink's target, already known (it is not read again).
+  static v1::Inode InodeOf(int fd, const struct stat& st, const std::string* known_target = nullptr);
+  // The target the store holds for the symlink at path, when an attribute
+  // change of it (IN_ATTRIB) is all that happened: a symlink's target never
+  // changes in place, and reading it again would move its atime (relatime),
+  // which a program's utimensat(AT_SYMLINK_NOFOLLOW) just set.
+  std::optional<std::string> HeldSymlinkTarget(const std::string& path, const struct stat& st);
   // The content's chunks into inode: a stub's from its mark, an unchanged
   // file's from the record held, else hashed (deferred: see Deferred).
   Status FillContent(const std::string& path, Change change, const std::optional<v1::Inode>& stub,

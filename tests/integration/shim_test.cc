@@ -282,6 +282,16 @@ TEST_F(ShimTest, AScriptInTheClusterSeesItsPathAsItWasRunAndItsInterpretersArgum
   EXPECT_EQ(r.out, "./sub/run.sh a b c\ndata\n/cluster/s/sub/run.sh\ndata\nerrexit\nplain 127\n") << r.err;
 }
 
+// The agent reads a symlink's target when it records it; after a program set
+// the symlink's own times (utimensat with AT_SYMLINK_NOFOLLOW, pjdfstest's
+// utimensat/05.t), reading it again would move its atime (relatime).
+TEST_F(ShimTest, ASymlinksTimesSetByAProgramStayAsSet) {
+  RunResult r = Sh("mkdir -p /cluster/lt && cd /cluster/lt && echo x > f && ln -s f l && "
+                   "touch -h -d @1960000000 l && sleep 1 && stat -c '%X %Y' l && readlink l");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1960000000 1960000000\nf\n");
+}
+
 // open, stat and lstat decide "native" on an inlined glance at the path
 // (preload/native_path.h): a path that reaches the cluster only once "..",
 // "." or "//" are taken out must still reach it, wherever they are in it.
