@@ -47,7 +47,7 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
   ONEBOX_REAL(execve);
   char buf[kMaxPathBytes];
   Target t = Resolve(path, buf, sizeof buf);
-  if (!t.cluster && argv != nullptr && argv[0] != nullptr && WantsPlacement(path, envp)) {
+  if (!t.cluster && WantsPlacement(path, argv, envp)) {
     // The stand-in, in this process; if it cannot start, the program runs here.
     ExecPlaced(path, argv, envp, [&](const char* stand_in, char** args) { return real_execve(stand_in, args, envp); });
   }
@@ -85,6 +85,7 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
     close(fd);
     return Fail(err);
   }
+  if (depth >= kMaxInterpreterDepth) return Fail(ELOOP);
   line[n] = '\0';
   char* end = strchrnul(line, '\n');
   const bool cut = *end != '\n' && n == kMaxShebangBytes;  // the kernel takes no more of it
@@ -106,7 +107,6 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
   args[i++] = const_cast<char*>(path);
   for (size_t a = 1; a < argc; ++a) args[i++] = argv[a];
   args[i] = nullptr;
-  if (depth >= kMaxInterpreterDepth) return Fail(ELOOP);
   return ExecvePath(interp, args, envp, depth + 1);
 }
 
@@ -219,7 +219,7 @@ int SpawnPath(pid_t* pid, const char* path, const posix_spawn_file_actions_t* ac
   ONEBOX_REAL(posix_spawn);
   char buf[kMaxPathBytes];
   Target t = Resolve(path, buf, sizeof buf);
-  if (!t.cluster && argv != nullptr && argv[0] != nullptr && WantsPlacement(path, envp)) {
+  if (!t.cluster && WantsPlacement(path, argv, envp)) {
     int placed = ExecPlaced(path, argv, envp, [&](const char* stand_in, char** args) {
       return real_posix_spawn(pid, stand_in, actions, attr, args, envp);
     });

@@ -77,8 +77,9 @@ bool Placed(const char* name, char* const envp[]) {
 
 const char* PlacePolicy(char* const envp[]) { return EnvIn(envp, "ONEBOX_PLACE"); }
 
-bool WantsPlacement(const char* program, char* const envp[]) {
-  if (!PolicyOn(envp) || program == nullptr || program[0] != '/') return false;
+bool WantsPlacement(const char* program, char* const argv[], char* const envp[]) {
+  if (!PolicyOn(envp) || argv == nullptr || argv[0] == nullptr || program == nullptr || program[0] != '/')
+    return false;
   const char* base = strrchr(program, '/') + 1;
   // A PATH candidate that is not there fails here, and the search goes on.
   return Placed(base, envp) && RealSyscall(SYS_faccessat, AT_FDCWD, program, X_OK) == 0;

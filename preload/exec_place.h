@@ -19,9 +19,10 @@
 
 namespace onebox::shim {
 
-// Whether the exec of program (an absolute native path) with envp is one
-// ONEBOX_PLACE places. Cheap when ONEBOX_PLACE is not set (one look at envp).
-bool WantsPlacement(const char* program, char* const envp[]);
+// Whether the exec of program (an absolute native path) with argv and envp
+// is one ONEBOX_PLACE places (never one without arguments). Cheap when
+// ONEBOX_PLACE is not set (one look at envp).
+bool WantsPlacement(const char* program, char* const argv[], char* const envp[]);
 // As WantsPlacement, for a name an exec*p call will search PATH for.
 bool NameWantsPlacement(const char* file, char* const envp[]);
 // ONEBOX_PLACE's value in envp (WantsPlacement said yes).

@@ -225,17 +225,17 @@ void Agent::MakeClusterParts() {
     }
     return Status::Ok();
   };
+  auto drain_view = [m = materializer_.get()] { m->Drain(); };
   run_executor_ = std::make_unique<RunExecutor>(
       RunPlace{.view_path = data_dir_.view_path(),
                .socket = opt_.socket,
                .shim = FindShimLibrary(),
                .settle_peers = [applied_on] { return applied_on(std::nullopt); },
-               .settle_view = [m = materializer_.get()] { m->Drain(); }},
+               .settle_view = drain_view},
       info_.identity.name, [m = members_.get()] { return m->index(); });
   processes_->set_runs(*run_executor_);
   run_relays_ = std::make_unique<RunRelays>(
-      network_, *run_executor_, [applied_on](const std::string& node_id) { return applied_on(node_id); },
-      [m = materializer_.get()] { m->Drain(); });
+      network_, *run_executor_, [applied_on](const std::string& node_id) { return applied_on(node_id); }, drain_view);
   placement_ = std::make_unique<Placement>(*members_, network_, opt_.place_jobs_per_cpu,
                                            [r = run_executor_.get()] { return r->in_now(); });
   members_->set_load_extra([r = run_executor_.get()](v1::NodeLoad* load) { load->set_placed_jobs(r->in_now()); });

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "consistency/digest.h"
+#include "consistency/meta_values.h"
 
 namespace onebox {
 
@@ -80,6 +81,8 @@ std::string InterpreterOf(const std::string& first_line) {
 }
 
 bool Alive(const v1::Node& n) { return n.self() || n.state() == v1::NODE_STATE_ALIVE; }
+
+double Cpus(const v1::Node& n) { return std::max<uint32_t>(1, n.load().cpus()); }
 
 }  // namespace
 
@@ -155,18 +158,11 @@ Result<std::vector<Placement::Candidate>> Placement::CandidatesFor(const std::st
     for (v1::Node& n : nodes)
       if (Alive(n)) out.push_back({std::move(n)});
   } else {
-    bool named_any = false;
-    for (size_t start = 0; start <= policy.size();) {
-      size_t end = policy.find(',', start);
-      if (end == std::string::npos) end = policy.size();
-      std::string name = policy.substr(start, end - start);
-      start = end + 1;
-      if (name.empty()) continue;
-      named_any = true;
+    const std::vector<std::string> names = SplitList(policy);
+    if (names.empty()) return Status::InvalidArgument(fmt::format("ONEBOX_PLACE='{}' names no node", policy));
+    for (const std::string& name : names)
       for (v1::Node& n : nodes)
         if (n.name() == name && Alive(n)) out.push_back({n});
-    }
-    if (!named_any) return Status::InvalidArgument(fmt::format("ONEBOX_PLACE='{}' names no node", policy));
   }
   std::stable_partition(out.begin(), out.end(), [](const Candidate& c) { return c.node.self(); });
   return out;
@@ -210,44 +206,34 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
     if (c.node.self() || PeerDigest(c.node, program) == here_digest) same.push_back(std::move(c));
   std::lock_guard lock(mu_);
   ReapLocked();
-  const Candidate* here = nullptr;
-  const Candidate* best = nullptr;
-  double best_load = 0;
   const auto now = std::chrono::steady_clock::now();
   std::erase_if(same, [&](const Candidate& c) {
     auto it = avoid_until_.find(c.node.node_id());
     return !c.node.self() && it != avoid_until_.end() && now < it->second;
   });
+  auto load = [](const Candidate& c) { return static_cast<double>(c.running) / Cpus(c.node); };
+  auto full = [&](const Candidate& c) { return static_cast<double>(c.running) >= jobs_per_cpu_ * Cpus(c.node); };
+  const Candidate* here = nullptr;
+  const Candidate* best = nullptr;  // the least loaded that is not full
   for (Candidate& c : same) {
-    const std::string id = c.node.self() ? "" : c.node.node_id();
-    c.running = RunningLocked(id);
+    c.running = RunningLocked(c.node.self() ? "" : c.node.node_id());
     // Other homes' jobs: here, the executor's count; there, what gossip carried.
     if (c.node.self() && taken_in_now_) c.running += taken_in_now_();
     if (!c.node.self()) c.running = std::max<size_t>(c.running, c.node.load().placed_jobs());
-    const double cpus = std::max<uint32_t>(1, c.node.load().cpus());
-    const double load = static_cast<double>(c.running) / cpus;
     if (c.node.self()) here = &c;
-    if (static_cast<double>(c.running) >= jobs_per_cpu_ * cpus) continue;  // full
-    if (best == nullptr || load < best_load) {
-      best = &c;
-      best_load = load;
-    }
+    if (!full(c) && (best == nullptr || load(c) < load(*best))) best = &c;
   }
   std::string chosen;  // "": here
-  if (best != nullptr && !best->node.self()) {
-    // Here unless the other is clearly less loaded (and here is not full).
-    const double here_cpus = here ? std::max<uint32_t>(1, here->node.load().cpus()) : 1;
-    const double here_load = here ? static_cast<double>(here->running) / here_cpus : 1e9;
-    const bool here_full = here == nullptr || static_cast<double>(here->running) >= jobs_per_cpu_ * here_cpus;
-    if (here_full || here_load - best_load >= kClearlyLess) chosen = best->node.name();
+  if (here == nullptr) {
+    // Only other nodes named: the least loaded, full or not.
+    if (best == nullptr)
+      for (const Candidate& c : same)
+        if (best == nullptr || load(c) < load(*best)) best = &c;
+    if (best != nullptr) chosen = best->node.name();
+  } else if (best != nullptr && best != here && (full(*here) || load(*here) - load(*best) >= kClearlyLess)) {
+    // Here unless another is clearly less loaded, or here is full.
+    chosen = best->node.name();
   }
-  if (here == nullptr && best == nullptr) {  // only other nodes named, all full: the least loaded of them
-    for (const Candidate& c : same)
-      if (best == nullptr || c.running * std::max<uint32_t>(1, best->node.load().cpus()) <
-                                 best->running * std::max<uint32_t>(1, c.node.load().cpus()))
-        best = &c;
-  }
-  if (here == nullptr && best != nullptr) chosen = best->node.name();
   const std::string chosen_id = chosen.empty() ? "" : best->node.node_id();
   // One job per process: a process that asks again (it may be a stand-in
   // whose start failed) is counted where it goes now.

@@ -67,6 +67,20 @@ class LocalTerminal {
   static inline bool saved_ = false;
 };
 
+// One request on a connection of its own to the agent at socket, and its
+// answer; false (errno set) when the agent could not be asked.
+bool AskAgent(const std::string& socket, double timeout_seconds, const v1::ShimRequest& req,
+              v1::ShimResponse* answer) {
+  std::string frame;
+  int fd = ConnectShimSocket(socket, timeout_seconds);
+  bool asked = fd >= 0 && SendShimFrame(fd, req.SerializeAsString()) && RecvShimFrame(fd, &frame) &&
+               answer->ParseFromString(frame);
+  int err = errno;
+  if (fd >= 0) close(fd);
+  errno = err;
+  return asked;
+}
+
 v1lite::WindowSize LocalWindow() {
   v1lite::WindowSize size;
   winsize w{};
@@ -125,10 +139,11 @@ v1lite::RunStart MakeStart(const RunOptions& o) {
   mode_t mask = umask(0);
   umask(mask);
   start.set_umask(mask);
-  // A terminal for the program: -t, or by default when both our input and
-  // output are one (a redirected run keeps its bytes as they are: no CRLF).
   start.set_placed(o.placed);
   start.set_program(o.program);
+  // A terminal for the program: -t, or by default when both our input and
+  // output are one (a redirected run keeps its bytes as they are: no CRLF;
+  // never for a placed job).
   if (o.tty || (!o.no_tty && !o.placed && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))) {
     start.set_tty(true);
     *start.mutable_window() = LocalWindow();
@@ -184,14 +199,9 @@ void StandIn::Forward(int sig) {
   req.set_id(1);
   req.mutable_signal()->set_gpid(gpid_);
   req.mutable_signal()->set_signal(sig == SIGTSTP ? SIGSTOP : sig);
-  std::string frame;
   v1::ShimResponse answer;
-  int fd = ConnectShimSocket(socket_, timeout_seconds_);
-  bool asked = fd >= 0 && SendShimFrame(fd, req.SerializeAsString()) && RecvShimFrame(fd, &frame) &&
-               answer.ParseFromString(frame);
-  int err = errno;
-  if (fd >= 0) close(fd);
-  if (!asked) std::cerr << "onebox: run: signal " << sig << ": the agent did not answer (" << strerror(err) << ")\n";
+  if (!AskAgent(socket_, timeout_seconds_, req, &answer))
+    std::cerr << "onebox: run: signal " << sig << ": the agent did not answer (" << strerror(errno) << ")\n";
   else if (answer.err() != 0 && answer.err() != ESRCH)
     std::cerr << "onebox: run: signal " << sig << ": " << answer.message() << "\n";
   if (sig == SIGTSTP) {  // the job stops here too, so the shell sees it stopped, with its terminal back
@@ -281,12 +291,8 @@ std::string PlaceOrExecHere(const RunOptions& o) {
   req.set_id(1);
   req.mutable_place()->set_program(o.program);
   req.mutable_place()->set_policy(o.place);
-  std::string frame;
   v1::ShimResponse answer;
-  int fd = ConnectShimSocket(AgentSocketPath(o.socket), o.timeout_seconds);
-  bool asked = fd >= 0 && SendShimFrame(fd, req.SerializeAsString()) && RecvShimFrame(fd, &frame) &&
-               answer.ParseFromString(frame);
-  if (fd >= 0) close(fd);
+  const bool asked = AskAgent(AgentSocketPath(o.socket), o.timeout_seconds, req, &answer);
   if (asked && answer.err() == 0 && !answer.place().node().empty()) return answer.place().node();
   if (asked && answer.err() != 0) std::cerr << "onebox: placement: " << answer.message() << "; running it here\n";
   ExecHere(o);
@@ -326,10 +332,8 @@ int RunStandIn(const RunOptions& o) {
     v1::ShimRequest kept;
     kept.set_id(2);
     kept.mutable_place()->set_kept_here(true);
-    std::string unused;
-    int told = ConnectShimSocket(socket, o.timeout_seconds);
-    if (told >= 0 && SendShimFrame(told, kept.SerializeAsString())) RecvShimFrame(told, &unused);
-    if (told >= 0) close(told);
+    v1::ShimResponse unused;
+    AskAgent(socket, o.timeout_seconds, kept, &unused);
     signal(SIGPIPE, pipe_before);
     sigprocmask(SIG_SETMASK, &mask_before, nullptr);
     ExecHere(o);

@@ -37,6 +37,9 @@ target_compile_definitions(iberty PRIVATE HAVE_CONFIG_H _GNU_SOURCE)
 target_compile_options(iberty PRIVATE -ffile-prefix-map=${CMAKE_SOURCE_DIR}=. -ffile-prefix-map=${CMAKE_BINARY_DIR}=.)
 )";
 
+// SHA-256 of every object and archive under the current directory, by path.
+constexpr const char* kSums = "find . -name '*.o' -o -name '*.a' | sort | xargs sha256sum";
+
 class PlacementTest : public ProcessTest {
  protected:
   // Node i's status.
@@ -88,6 +91,16 @@ class PlacementTest : public ProcessTest {
                                        << " only (" << compiles_seen << " seen)";
     EXPECT_GT(placed_seen, 0u) << "onebox ps names the home of the compiles placed on other nodes";
   }
+  // Every object and archive below rel (a directory of both trees: native_'s
+  // and /cluster/w/lib's), byte for byte alike, at least `outputs` of them.
+  void ExpectBuiltAlike(const std::string& rel, long outputs) {
+    RunResult here = RunCommand({"bash", "-c", fmt::format("cd {}/{} && {}", native_, rel, kSums)});
+    RunResult there = Sh(1, fmt::format("cd lib/{} && {}", rel, kSums));
+    ASSERT_EQ(here.exit_code, 0) << here.err;
+    ASSERT_EQ(there.exit_code, 0) << there.err;
+    EXPECT_GE(std::count(here.out.begin(), here.out.end(), '\n'), outputs) << here.out;
+    EXPECT_EQ(there.out, here.out);
+  }
   // Counted: placed out by n1, taken in by the others, none running any more.
   void ExpectCounted() {
     v1::StatusResponse home = Status(1);
@@ -99,21 +112,13 @@ class PlacementTest : public ProcessTest {
   const std::string native_ = dir_ / "native";
 };
 
-// SHA-256 of every object and archive under the current directory, by path.
-constexpr const char* kSums = "find . -name '*.o' -o -name '*.a' | sort | xargs sha256sum";
-
 TEST_F(PlacementTest, MakeSpreadsItsCompilesOverTheNodesAndBuildsWhatALocalBuildBuilds) {
   ASSERT_NO_FATAL_FAILURE(PrepareTree());
   RunResult local = RunCommand({"bash", "-c", fmt::format("cd {}/libiberty && {} >/dev/null", native_, kMake)});
   ASSERT_EQ(local.exit_code, 0) << local.err;
   ASSERT_NO_FATAL_FAILURE(BuildSpread(fmt::format("cd lib/libiberty && ONEBOX_PLACE=auto {} >/dev/null", kMake)));
   // Every object and the library, byte for byte as the local build made them.
-  RunResult here = RunCommand({"bash", "-c", fmt::format("cd {}/libiberty && {}", native_, kSums)});
-  RunResult there = Sh(1, fmt::format("cd lib/libiberty && {}", kSums));
-  ASSERT_EQ(here.exit_code, 0) << here.err;
-  ASSERT_EQ(there.exit_code, 0) << there.err;
-  EXPECT_GE(std::count(here.out.begin(), here.out.end(), '\n'), 67) << here.out;
-  EXPECT_EQ(there.out, here.out);
+  ASSERT_NO_FATAL_FAILURE(ExpectBuiltAlike("libiberty", 67));
   ExpectCounted();
 }
 
@@ -130,12 +135,7 @@ TEST_F(PlacementTest, NinjaFromCmakeSpreadsItsCompilesAndBuildsWhatALocalBuildBu
   RunResult local = RunCommand({"bash", "-c", fmt::format("cd {} && {} && ninja -C build >/dev/null", native_, project)});
   ASSERT_EQ(local.exit_code, 0) << local.out << local.err;
   ASSERT_NO_FATAL_FAILURE(BuildSpread("cd lib && ONEBOX_PLACE=auto ninja -C build -j8 >/dev/null"));
-  RunResult here = RunCommand({"bash", "-c", fmt::format("cd {}/build && {}", native_, kSums)});
-  RunResult there = Sh(1, fmt::format("cd lib/build && {}", kSums));
-  ASSERT_EQ(here.exit_code, 0) << here.err;
-  ASSERT_EQ(there.exit_code, 0) << there.err;
-  EXPECT_GE(std::count(here.out.begin(), here.out.end(), '\n'), 61) << here.out;
-  EXPECT_EQ(there.out, here.out);
+  ASSERT_NO_FATAL_FAILURE(ExpectBuiltAlike("build", 61));
   ExpectCounted();
 }
 
