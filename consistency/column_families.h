@@ -12,7 +12,8 @@
   X(kChunks, "chunks", false, "file content, content-addressed: SHA-256 digest -> bytes")     \
   X(kLog, "log", false, "replication log of local writes: seq (BE64) -> [family][key len][key][record]") \
   X(kMeta, "meta", false, "node-local values and the persisted HLC high-water mark")            \
-  X(kHistory, "history", false, "ns versions replaced or beaten here: path \\0 hlc node (BE) -> record")
+  X(kHistory, "history", false, "ns versions replaced or beaten here: path \\0 hlc node (BE) -> record") \
+  X(kPorts, "ports", true, "the cluster's ports: tcp/PORT -> onebox.v1.ClusterPort (nodeagent/sockets/port_table.h)")
 
 namespace onebox {
 

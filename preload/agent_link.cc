@@ -514,6 +514,18 @@ int SignalGpid(long long gpid, int sig, bool has_value, long long value) {
   return AskAlone(req, 10'000);
 }
 
+int BindPort(unsigned port, bool ipv6, unsigned long long socket_inode, bool release) {
+  Onebox__V1__ShimBindPortRequest bind = ONEBOX__V1__SHIM_BIND_PORT_REQUEST__INIT;
+  bind.port = port;
+  bind.ipv6 = ipv6;
+  bind.socket_inode = socket_inode;
+  bind.release = release;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_BIND_PORT;
+  req.bind_port = &bind;
+  return AskAlone(req, 10'000);
+}
+
 bool MayHavePeers() {
   const StatePage* page = state_page.load(std::memory_order_acquire);
   return page != nullptr && page->peers_alive.load(std::memory_order_relaxed) != 0;

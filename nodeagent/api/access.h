@@ -32,6 +32,7 @@
 #define ONEBOX_API_METHODS(X)                                                                             \
   X(Cluster, Status, kReadOnly, "this node's counts, digests and health")                                \
   X(Cluster, ListNodes, kReadOnly, "the members gossip knows")                                           \
+  X(Cluster, ListPorts, kReadOnly, "the cluster's ports: number, node, owner")                            \
   X(Store, Get, kReadOnly, "a key's value (the store is readable by every caller: no secrets in it)")    \
   X(Store, Scan, kReadOnly, "keys in order")                                                             \
   X(Store, Put, kCallerActing, "a write, in the caller's key space (api/store_service.h)")              \
@@ -55,6 +56,7 @@
   X(Peer, ListProcesses, kPeer, "this node's processes, for another's Process/List")                     \
   X(Peer, SignalProcess, kPeer, "a signal for a caller of another node, with the caller's credentials")  \
   X(Peer, ProgramDigest, kPeer, "placement at exec: a program's content hash on this node")               \
+  X(Peer, ClaimPort, kPeer, "a vote on a cluster port (bind under the shim)")                              \
   X(Peer, Run, kPeer, "onebox run: a process started as the caller of another node, its stdio and signals")
 
 namespace onebox {
@@ -125,6 +127,9 @@ class AccessGate {
   Status Admit(MethodClass c, std::string_view method, const Caller& caller) const;
 
   bool has_token() const { return !token_.empty(); }
+  // Whether a peer link outside gRPC (the port relay's, sockets/port_relay.h)
+  // that offers this token is another agent, as Admit takes a kPeer call.
+  bool PeerTokenAccepted(std::string_view offered) const { return token_.empty() ? insecure_ : TokenMatches(offered); }
 
  private:
   bool TokenMatches(std::string_view offered) const;

@@ -29,6 +29,7 @@ struct AgentInfo {
   std::function<std::vector<v1::ReplicationLag>()> replication_lag;
   std::function<std::pair<uint64_t, uint64_t>()> leases;  // won, recalled
   std::function<void(v1::StatusResponse*)> jobs;           // placement at exec: jobs_* of the status
+  std::function<std::vector<v1::ClusterPort>()> ports;     // the live cluster ports (sockets/port_table.h)
 
   // The gRPC address is known only once gRPC has bound (port 0 picks one),
   // after the services may already answer: hence the lock.

@@ -72,4 +72,14 @@ grpc::ServerUnaryReactor* ClusterService::ListNodes(grpc::CallbackServerContext*
       });
 }
 
+grpc::ServerUnaryReactor* ClusterService::ListPorts(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                                    grpc::ByteBuffer* out) {
+  return ServeUnary<api_method::Cluster_ListPorts, v1::ListPortsRequest, v1::ListPortsResponse>(
+      ctx, in, out, gate_, &pool_, [this](const v1::ListPortsRequest&, v1::ListPortsResponse* r) {
+        if (info_.ports)
+          for (v1::ClusterPort& p : info_.ports()) *r->add_ports() = std::move(p);
+        return onebox::Status::Ok();
+      });
+}
+
 }  // namespace onebox

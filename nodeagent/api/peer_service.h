@@ -26,7 +26,8 @@ class PeerService final
                   v1::Peer::WithRawCallbackMethod_DirLease<v1::Peer::WithRawCallbackMethod_RecallDirLease<
                       v1::Peer::WithRawCallbackMethod_ReadRecord<v1::Peer::WithRawCallbackMethod_ListProcesses<
                           v1::Peer::WithRawCallbackMethod_SignalProcess<v1::Peer::WithRawCallbackMethod_ProgramDigest<
-                              v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>>> {
+                              v1::Peer::WithRawCallbackMethod_ClaimPort<
+                                  v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>>>> {
  public:
   PeerService(const AccessGate& gate, PeerLink& local, RunExecutor& runs)
       : gate_(gate), local_(local), runs_(runs), pool_(2, "onebox-peer"), lease_pool_(2, "onebox-lease") {}

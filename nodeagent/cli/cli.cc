@@ -32,6 +32,7 @@ Cli::Cli(CLI::App& app) {
 void Cli::AddNodeAndFileCommands(CLI::App& app) {
   status_ = app.add_subcommand("status", "show the status of the agent");
   nodes_ = app.add_subcommand("nodes", "list the nodes of the cluster");
+  ports_ = app.add_subcommand("ports", "list the cluster's ports: a TCP port a program bound on one node, reachable from all");
   versions_ = app.add_subcommand("versions", "list the versions of a cluster file this node holds");
   versions_->add_option("PATH", path_, "cluster path, e.g. /cluster/a/b")->required();
   restore_ = app.add_subcommand("restore", "make an earlier version of a cluster file current again");
@@ -98,6 +99,7 @@ std::optional<int> Cli::Run() {
   if (*kill_) return CmdKill(client_, kill_->remaining());
   if (*status_) return CmdStatus(client_);
   if (*nodes_) return CmdNodes(client_);
+  if (*ports_) return CmdPorts(client_);
   if (*versions_) return CmdVersions(client_, path_);
   if (*restore_) return CmdRestore(client_, path_, version_);
   if (*kv_get_) return CmdKvGet(client_, key_, read_level_);

@@ -32,6 +32,7 @@ class Cli {
   CLI::Option* agent_opt_ = nullptr;
   CLI::App* status_ = nullptr;
   CLI::App* nodes_ = nullptr;
+  CLI::App* ports_ = nullptr;
   CLI::App* versions_ = nullptr;
   CLI::App* restore_ = nullptr;
   CLI::App* exec_ = nullptr;

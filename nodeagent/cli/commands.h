@@ -14,6 +14,8 @@ namespace onebox {
 // node_commands.cc
 int CmdStatus(const ClientOptions& c);
 int CmdNodes(const ClientOptions& c);
+// The cluster's ports (Cluster/ListPorts): port, node, owner gpid, user, since.
+int CmdPorts(const ClientOptions& c);
 
 // kv_commands.cc
 struct KvPutOptions {
@@ -47,6 +49,8 @@ struct PsOptions {
 int CmdPs(const ClientOptions& c, const PsOptions& o);
 // args as kill(1) takes them: [-s SIGNAL | -SIGNAL] GPID...
 int CmdKill(const ClientOptions& c, const std::vector<std::string>& args);
+// A start time (Unix ms) as ps shows it: "14:03:12" today, "Nov30" before.
+std::string StartText(int64_t ms);
 
 // exec_command.cc: runs argv under the shim (LD_PRELOAD, ONEBOX_SOCKET set);
 // returns only on failure (127).

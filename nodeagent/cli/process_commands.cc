@@ -29,16 +29,6 @@ Result<uint32_t> ParseUser(const std::string& user) {
   return Status::InvalidArgument(fmt::format("no user named {} on this node", user));
 }
 
-// "14:03:12" today, "Nov30" before.
-std::string StartText(int64_t ms) {
-  time_t at = static_cast<time_t>(ms / 1000), now = time(nullptr);
-  struct tm t, today;
-  localtime_r(&at, &t);
-  localtime_r(&now, &today);
-  char buf[32];
-  strftime(buf, sizeof(buf), t.tm_yday == today.tm_yday && t.tm_year == today.tm_year ? "%H:%M:%S" : "%b%d", &t);
-  return buf;
-}
 
 std::string CpuText(uint64_t ms) { return fmt::format("{}:{:02}", ms / 60000, (ms / 1000) % 60); }
 
@@ -53,6 +43,16 @@ std::string CommandText(const v1::ProcessInfo& p) {
 }
 
 }  // namespace
+
+std::string StartText(int64_t ms) {
+  time_t at = static_cast<time_t>(ms / 1000), now = time(nullptr);
+  struct tm t, today;
+  localtime_r(&at, &t);
+  localtime_r(&now, &today);
+  char buf[32];
+  strftime(buf, sizeof(buf), t.tm_yday == today.tm_yday && t.tm_year == today.tm_year ? "%H:%M:%S" : "%b%d", &t);
+  return buf;
+}
 
 int CmdPs(const ClientOptions& o, const PsOptions& ps) {
   v1::ListProcessesRequest q;

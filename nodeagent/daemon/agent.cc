@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <csignal>
 #include <memory>
@@ -26,6 +27,8 @@
 #include "nodeagent/daemon/state_page_owner.h"
 #include "nodeagent/local/shim_handlers.h"
 #include "nodeagent/process/placement.h"
+#include "nodeagent/sockets/port_relay.h"
+#include "nodeagent/sockets/port_table.h"
 #include "nodeagent/local/shim_library.h"
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/peer/grpc_peers.h"
@@ -64,7 +67,11 @@ class Agent {
 
  private:
   Agent(const AgentOptions& options, DataDir data_dir, const std::string& join_token)
-      : opt_(options), data_dir_(std::move(data_dir)), gate_(join_token, options.insecure), network_(join_token) {}
+      : opt_(options),
+        data_dir_(std::move(data_dir)),
+        join_token_(join_token),
+        gate_(join_token, options.insecure),
+        network_(join_token) {}
   Status OpenStore();
   Status StartView();      // the materializer, then the recorder following it
   void MakeClusterParts();  // membership, content, replication, anti-entropy, directory leases
@@ -72,11 +79,13 @@ class Agent {
   // restore): the materializer puts it in place, and the audit looks at it.
   void PutInPlace(const std::string& key);
   Status StartGrpc(const ListenAddress& listen);
+  Status StartPorts(const ListenAddress& listen);  // the port relay, on the gRPC host
   Status StartShimSocket();
   void StartLoops();
 
   const AgentOptions opt_;
   DataDir data_dir_;
+  const std::string join_token_;
   std::unique_ptr<Store> store_;
   AgentInfo info_;
   AccessGate gate_;
@@ -98,6 +107,8 @@ class Agent {
   std::unique_ptr<RunExecutor> run_executor_;
   std::unique_ptr<RunRelays> run_relays_;
   std::unique_ptr<Placement> placement_;
+  std::unique_ptr<PortTable> ports_;
+  std::unique_ptr<PortRelay> port_relay_;
   std::unique_ptr<LocalPeer> local_peer_;
   std::unique_ptr<ClusterService> cluster_service_;
   std::unique_ptr<StoreService> store_service_;
@@ -118,6 +129,10 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const L
   if (Status s = agent->StartView(); !s.ok()) return s;
   agent->MakeClusterParts();
   if (Status s = agent->StartGrpc(listen); !s.ok()) return s;
+  if (Status s = agent->StartPorts(listen); !s.ok()) {
+    agent->server_->Shutdown();
+    return s;
+  }
   if (Status s = agent->StartShimSocket(); !s.ok()) {
     agent->server_->Shutdown();
     return s;
@@ -178,10 +193,16 @@ void Agent::PutInPlace(const std::string& key) {
 }
 
 void Agent::MakeClusterParts() {
+  ports_ = std::make_unique<PortTable>(
+      *store_, *members_, network_,
+      PortTable::Self{.node_id = NodeIdHex(info_.identity.node_id),
+                      .name = info_.identity.name,
+                      .index = [m = members_.get()] { return m->index(); }});
   auto peer_changed = [this](const std::string& key) { PutInPlace(key); };
   tree_repair_ = std::make_unique<TreeRepair>(*store_, peer_changed);
   TreeRepair& tree_repair = *tree_repair_;
-  auto on_applied = [peer_changed, &tree_repair](Cf space, const std::string& key) {
+  auto on_applied = [peer_changed, &tree_repair, ports = ports_.get()](Cf space, const std::string& key) {
+    if (space == Cf::kPorts) ports->PeerChanged(key);
     if (space != Cf::kNs) return;
     peer_changed(key);
     tree_repair.Note(key);
@@ -190,8 +211,9 @@ void Agent::MakeClusterParts() {
                                              on_applied, opt_.log_retain);
   anti_entropy_ = std::make_unique<AntiEntropy>(
       *store_, *members_, network_,
-      [peer_changed](Cf space, const std::string& key) {
+      [peer_changed, ports = ports_.get()](Cf space, const std::string& key) {
         if (space == Cf::kNs) peer_changed(key);
+        if (space == Cf::kPorts) ports->PeerChanged(key);
       },
       [&tree_repair](const std::vector<std::string>& keys) {
         for (const std::string& key : keys) tree_repair.Note(key, std::chrono::seconds(5));
@@ -246,7 +268,7 @@ void Agent::MakeClusterParts() {
     s->set_jobs_in_now(r->in_now());
   };
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_,
-                                            placement_.get());
+                                            placement_.get(), ports_.get());
   members_->set_alive_observer([page = &state_page_->page(), r = replicator_.get()](size_t alive) {
     if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
   });
@@ -295,6 +317,16 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   return Status::Ok();
 }
 
+Status Agent::StartPorts(const ListenAddress& listen) {
+  Result<std::unique_ptr<PortRelay>> relay = PortRelay::Start(*ports_, gate_, join_token_, listen.host);
+  if (!relay.ok()) return relay.status();
+  port_relay_ = std::move(relay).value();
+  ports_->set_relay_address(port_relay_->address());
+  ports_->set_on_change([r = port_relay_.get()] { r->Reconcile(); });
+  info_.ports = [t = ports_.get()] { return t->Live(); };
+  return Status::Ok();
+}
+
 Status Agent::StartShimSocket() {
   shim_handlers_ = std::make_unique<ShimHandlers>(ShimHandlers::Parts{
       .info = info_,
@@ -308,6 +340,7 @@ Status Agent::StartShimSocket() {
       .processes = *processes_,
       .runs = *run_relays_,
       .placement = *placement_,
+      .ports = *ports_,
       .front = BesideThisBinary("onebox"),
       .state_page_fd = state_page_->fd(),
       .replication_factor = static_cast<size_t>(opt_.replication_factor),
@@ -330,6 +363,8 @@ void Agent::StartLoops() {
   anti_entropy_->Start();
   tree_repair_->Start();
   audit_->Start();
+  ports_->Start();
+  port_relay_->Reconcile();  // the ports other nodes held before a restart
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   for (const std::string& service : ApiServices()) health->SetServingStatus(service, true);
   health->SetServingStatus(true);
@@ -348,6 +383,7 @@ void Agent::Stop() {
   tree_repair_->Stop();
   audit_->Stop();
   members_->Stop();
+  ports_->Stop();            // no more changes for the relay
   shim_->Stop();             // no new requests; answers still due are dropped
   run_relays_->Stop();       // the runs this node is home to: their stand-ins see the node lost
   shim_handlers_->Drain();   // before the recorder, materializer and store they use go
@@ -357,6 +393,7 @@ void Agent::Stop() {
   store_service_.reset();    // drains its worker pool: no store work is left
   namespace_service_.reset();
   process_service_.reset();
+  port_relay_.reset();       // after the last peer record (PeerChanged): resets the connections it relays
   recorder_->Stop();
   materializer_->Stop();
   store_.reset();  // closes RocksDB: memtables are in the WAL, nothing is lost
@@ -401,6 +438,12 @@ int RunAgent(const AgentOptions& opt) {
   // and keep a little freed heap for the next ones.
   mallopt(M_MMAP_THRESHOLD, 8 << 20);
   mallopt(M_TRIM_THRESHOLD, 32 << 20);
+  // Each relayed connection holds six descriptors (sockets/splice_relay.h):
+  // the soft limit (1024 by default) is raised to the hard one.
+  if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   if (Status s = ValidateNodeName(opt.name); !s.ok()) return Fail(s);
   Result<ListenAddress> listen = ParseListenAddress(opt.listen);

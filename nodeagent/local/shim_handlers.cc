@@ -264,4 +264,24 @@ Status ShimHandlers::Place(const Origin& origin, const v1::ShimRequest& req, v1:
   return Status::Ok();
 }
 
+Status ShimHandlers::BindPort(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const v1::ShimBindPortRequest& asked = req.bind_port();
+  resp->mutable_bind_port();
+  if (asked.port() == 0 || asked.port() > 65535)
+    return Status::InvalidArgument(fmt::format("bind port: {} is no cluster port", asked.port()));
+  if (asked.release()) {
+    parts_.ports.Release(asked.port(), asked.socket_inode(), origin.peer.uid);
+    return Status::Ok();
+  }
+  Status claimed =
+      parts_.ports.Claim(asked.port(), asked.ipv6(), asked.socket_inode(), origin.peer.pid, origin.peer.uid);
+  if (!claimed.ok()) {  // bind's own errno values, not a file call's
+    // Held elsewhere: as natively. No majority (a partition's minority side):
+    // the port cannot be had now.
+    resp->set_err(claimed.code() == Code::kAlreadyExists ? EADDRINUSE : EADDRNOTAVAIL);
+    resp->set_message(claimed.message());
+  }
+  return Status::Ok();
+}
+
 }  // namespace onebox

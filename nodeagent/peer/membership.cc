@@ -136,6 +136,12 @@ std::optional<PeerAddress> Membership::AliveOther(const std::string& node_id) {
   return std::nullopt;
 }
 
+bool Membership::Dead(const std::string& node_id) {
+  std::lock_guard lock(mu_);
+  auto it = members_.find(node_id);
+  return it != members_.end() && StateOf(it->second, clock_.Now()) == v1::NODE_STATE_DEAD;
+}
+
 size_t Membership::KnownCount() {
   std::lock_guard lock(mu_);
   // Right after a restart gossip knows no one yet: the members known before

@@ -62,6 +62,9 @@ class Membership {
   std::vector<PeerAddress> AliveOthers();
   // The other member node_id, if it is alive now.
   std::optional<PeerAddress> AliveOther(const std::string& node_id);
+  // Whether node_id is a member declared dead (a member suspected, or one
+  // not heard of at all, is not).
+  bool Dead(const std::string& node_id);
   // Members we know of in any state, ourselves included: at least as many
   // as were known before a restart, and every seed not heard from yet counts
   // as one (a node told to join a cluster is not a cluster of one because

@@ -39,7 +39,8 @@ namespace onebox {
   X(ReadRecord, ReadRecordRequest, ReadRecordResponse, kPool)                              \
   X(ListProcesses, ListProcessesRequest, ListProcessesResponse, kPool)                     \
   X(SignalProcess, PeerSignalRequest, SignalResponse, kPool)                               \
-  X(ProgramDigest, ProgramDigestRequest, ProgramDigestResponse, kPool)
+  X(ProgramDigest, ProgramDigestRequest, ProgramDigestResponse, kPool)                     \
+  X(ClaimPort, ClaimPortRequest, ClaimPortResponse, kPool)
 
 enum class PeerCallRuns { kInline, kPool, kLeasePool };
 

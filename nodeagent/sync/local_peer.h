@@ -2,7 +2,7 @@
 // it: gossip by membership, batches and record reads by the replicator,
 // chunks by content transfer, bucket digests and pages by anti-entropy,
 // lease votes and recalls by the directory leases, processes by the
-// cluster's process table. The gRPC Peer service (api/peer_service.h) serves it to
+// cluster's process table, port votes by the port table. The gRPC Peer service (api/peer_service.h) serves it to
 // other agents; in-process tests link nodes straight to each other's.
 #pragma once
 
@@ -12,6 +12,7 @@
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/process/cluster_processes.h"
 #include "nodeagent/process/placement.h"
+#include "nodeagent/sockets/port_table.h"
 #include "nodeagent/sync/anti_entropy.h"
 #include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/content_transfer.h"
@@ -22,14 +23,16 @@ namespace onebox {
 class LocalPeer final : public PeerLink {
  public:
   LocalPeer(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
-            DirLeases& leases, ClusterProcesses& processes, Placement* placement = nullptr)
+            DirLeases& leases, ClusterProcesses& processes, Placement* placement = nullptr,
+            PortTable* ports = nullptr)
       : members_(members),
         replicator_(replicator),
         content_(content),
         anti_entropy_(anti_entropy),
         leases_(leases),
         processes_(processes),
-        placement_(placement) {}
+        placement_(placement),
+        ports_(ports) {}
 
   // (Options are the caller's: answering here takes what it takes.)
   Status Gossip(const v1::GossipRequest& req, v1::GossipResponse* resp, const CallOptions&) override {
@@ -74,6 +77,10 @@ class LocalPeer final : public PeerLink {
     if (placement_ == nullptr) return Status::Unimplemented("this node does not place programs");
     return placement_->OnProgramDigest(req, resp);
   }
+  Status ClaimPort(const v1::ClaimPortRequest& req, v1::ClaimPortResponse* resp, const CallOptions&) override {
+    if (ports_ == nullptr) return Status::Unimplemented("this node keeps no port table");
+    return ports_->OnClaimPort(req, resp);
+  }
   // Each batch is applied as it is written; its answer waits to be read.
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override;
 
@@ -85,6 +92,7 @@ class LocalPeer final : public PeerLink {
   DirLeases& leases_;
   ClusterProcesses& processes_;
   Placement* placement_;  // none in the in-process test cluster
+  PortTable* ports_;      // nor this
 };
 
 }  // namespace onebox

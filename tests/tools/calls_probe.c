@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/statfs.h>
@@ -530,6 +532,21 @@ int main(int argc, char** argv) {
   CALL("killpg", killpg(getpgrp(), 0));
   union sigval v = {.sival_int = 7};
   CALL("sigqueue", sigqueue(getpid(), 0, v));
+  /* Sockets: a cluster port is claimed first (one agent: it wins), port 0 and UDP are libc's. */
+  struct sockaddr_in loopback = {.sin_family = AF_INET, .sin_port = htons(47391), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int tcp = socket(AF_INET, SOCK_STREAM, 0);
+  CALL("bind cluster port", bind(tcp, (struct sockaddr*)&loopback, sizeof loopback));
+  close(tcp);
+  loopback.sin_port = 0;
+  tcp = socket(AF_INET, SOCK_STREAM, 0);
+  CALL("bind port 0", bind(tcp, (struct sockaddr*)&loopback, sizeof loopback));
+  CALL("bind NULL", bind(tcp, NULL, sizeof loopback));
+  CALL("bind bad pointer", bind(tcp, (struct sockaddr*)0xdeadc0de, sizeof loopback));
+  close(tcp);
+  int udp = socket(AF_INET, SOCK_DGRAM, 0);
+  loopback.sin_port = htons(47392);
+  CALL("bind udp", bind(udp, (struct sockaddr*)&loopback, sizeof loopback));
+  close(udp);
   close(dfd);
   return 0;
 }

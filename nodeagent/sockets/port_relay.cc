@@ -1,0 +1,348 @@
+#include "nodeagent/sockets/port_relay.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "nodeagent/daemon/thread_name.h"
+
+namespace onebox {
+
+namespace {
+
+constexpr char kMagic[4] = {'O', 'B', 'R', '1'};
+// A link's header and answer, and a connect, must come within this.
+constexpr int kHandshakeMs = 2000;
+constexpr size_t kMaxTokenBytes = 4096;
+
+void ResetClose(int fd) {
+  linger l{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  close(fd);
+}
+
+void NoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// Reads or writes exactly n bytes on a blocking socket with timeouts set.
+bool ReadFull(int fd, void* buf, size_t n) {
+  return recv(fd, buf, n, MSG_WAITALL) == static_cast<ssize_t>(n);
+}
+bool WriteFull(int fd, const void* buf, size_t n) {
+  return send(fd, buf, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n);
+}
+
+// A link between agents: a peer that vanishes (cut off, powered off) is
+// found within about 6 s (no answer to keepalive probes, or to data sent),
+// and the connections on it reset.
+void KeepLinkAlive(int fd) {
+  int on = 1, idle = 2, interval = 1, count = 4;
+  unsigned timeout_ms = 6'000;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+}
+
+void Timeouts(int fd, int ms) {
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+// A blocking TCP connection to host:port within timeout_ms; -errno when none.
+int ConnectTo(const std::string& host, const std::string& port, int timeout_ms) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) return -EINVAL;
+  int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
+    err = errno;
+    if (err == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int ready = poll(&p, 1, timeout_ms);
+      socklen_t len = sizeof err;
+      if (ready == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      else err = ETIMEDOUT;
+    }
+  }
+  freeaddrinfo(found);
+  if (err != 0) {
+    if (fd >= 0) close(fd);
+    return -err;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  NoDelay(fd);
+  return fd;
+}
+
+// HOST:PORT or [V6]:PORT into its parts.
+bool SplitAddress(const std::string& address, std::string* host, std::string* port) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+  return true;
+}
+
+// A non-blocking listener on a loopback address (or host) and port; -errno when it cannot.
+int Listen(const std::string& host, uint32_t port) {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  int family = AF_INET;
+  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&addr); inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v4;
+  } else if (auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr); inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    family = AF_INET6;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v6;
+  } else {
+    return -EINVAL;
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, SOMAXCONN) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const AccessGate& gate, std::string join_token,
+                                                    const std::string& host) {
+  std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token)));
+  Result<std::unique_ptr<SpliceRelay>> splice = SpliceRelay::Start();
+  if (!splice.ok()) return splice.status();
+  relay->splice_ = std::move(splice).value();
+  relay->listener_ = Listen(host, 0);
+  if (relay->listener_ < 0)
+    return Status::Unavailable(fmt::format("port relay: cannot listen on {}: {}", host, strerror(-relay->listener_)));
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  getsockname(relay->listener_, reinterpret_cast<sockaddr*>(&bound), &len);
+  const uint16_t port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  relay->address_ = bound.ss_family == AF_INET6 ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
+  relay->epoll_ = epoll_create1(EPOLL_CLOEXEC);
+  relay->wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (relay->epoll_ < 0 || relay->wake_ < 0) return Status::Unavailable(fmt::format("port relay: {}", strerror(errno)));
+  relay->Watch(relay->wake_);
+  relay->Watch(relay->listener_);
+  relay->links_ = std::make_unique<WorkPool>(8, "onebox-links");
+  relay->thread_ = std::thread([r = relay.get()] { r->AcceptLoop(); });
+  NameThread(relay->thread_, "onebox-ports");
+  return relay;
+}
+
+PortRelay::~PortRelay() {
+  stopping_ = true;
+  uint64_t one = 1;
+  if (wake_ >= 0) (void)!write(wake_, &one, sizeof one);
+  if (thread_.joinable()) thread_.join();
+  links_.reset();  // handshakes under way end (each within kHandshakeMs)
+  for (auto& [port, proxy] : proxies_) {
+    if (proxy.v4 >= 0) close(proxy.v4);
+    if (proxy.v6 >= 0) close(proxy.v6);
+  }
+  if (listener_ >= 0) close(listener_);
+  if (epoll_ >= 0) close(epoll_);
+  if (wake_ >= 0) close(wake_);
+  splice_.reset();
+}
+
+void PortRelay::Watch(int fd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev);
+}
+
+void PortRelay::Unwatch(int fd) { epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr); }
+
+void PortRelay::Reconcile() {
+  std::map<uint32_t, v1::ClusterPort> want;
+  for (v1::ClusterPort& port : table_.Live())
+    if (port.node_id() != table_.self_id()) want[port.port()] = std::move(port);
+  std::lock_guard lock(mu_);
+  for (auto it = proxies_.begin(); it != proxies_.end();) {
+    auto w = want.find(it->first);
+    if (w != want.end() && w->second.node_id() == it->second.node_id && w->second.relay() == it->second.relay) {
+      ++it;
+      continue;
+    }
+    for (int fd : {it->second.v4, it->second.v6})
+      if (fd >= 0) {
+        Unwatch(fd);
+        port_of_.erase(fd);
+        close(fd);
+      }
+    spdlog::debug("port {}: no longer relayed from here", it->first);
+    // Closing a listener leaves its connections be, as on one machine; a
+    // dead owner's are reset (their link may never say so).
+    if (table_.OwnerDead(it->second.node_id)) splice_->Reset(it->second.node_id);
+    it = proxies_.erase(it);
+  }
+  for (auto& [number, port] : want) {
+    if (proxies_.count(number)) continue;
+    Proxy proxy{.node_id = port.node_id(), .relay = port.relay()};
+    proxy.v4 = Listen("127.0.0.1", number);
+    proxy.v6 = Listen("::1", number);  // fails where the node has no IPv6 loopback: IPv4 only then
+    if (proxy.v4 < 0) {
+      if (proxy.v6 >= 0) close(proxy.v6);
+      // A program here holds the port outside the shim: it keeps it.
+      if (unbindable_.insert(number).second)
+        spdlog::warn("port {} of node {}: cannot listen for it here: {}", number, port.node(), strerror(-proxy.v4));
+      continue;
+    }
+    unbindable_.erase(number);
+    for (int fd : {proxy.v4, proxy.v6})
+      if (fd >= 0) {
+        port_of_[fd] = number;
+        Watch(fd);
+      }
+    spdlog::debug("port {} of node {}: relayed from here", number, port.node());
+    proxies_[number] = std::move(proxy);
+  }
+}
+
+void PortRelay::AcceptLoop() {
+  epoll_event events[32];
+  while (!stopping_) {
+    int n = epoll_wait(epoll_, events, 32, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("port relay: epoll_wait: {}", strerror(errno));
+      return;
+    }
+    for (int i = 0; i < n && !stopping_; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_) continue;
+      std::unique_lock lock(mu_);
+      uint32_t port = 0;
+      std::string relay, owner;
+      if (fd != listener_) {
+        auto it = port_of_.find(fd);
+        if (it == port_of_.end()) continue;  // closed by a Reconcile meanwhile
+        port = it->second;
+        relay = proxies_[port].relay;
+        owner = proxies_[port].node_id;
+      }
+      // Accepted under the lock: Reconcile cannot close the listener meanwhile.
+      for (int taken = 0; taken < 64; ++taken) {
+        int conn = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (conn < 0) break;
+        NoDelay(conn);
+        if (fd == listener_) links_->Submit([this, conn] { Inbound(conn); });
+        else links_->Submit([this, conn, port, owner, relay] { Outbound(conn, port, owner, relay); });
+      }
+    }
+  }
+}
+
+void PortRelay::Outbound(int client, uint32_t port, std::string node_id, std::string relay) {
+  std::string host, service;
+  int link = SplitAddress(relay, &host, &service) ? ConnectTo(host, service, kHandshakeMs) : -EINVAL;
+  if (link < 0) {
+    spdlog::debug("port {}: cannot reach its node's relay {}: {}", port, relay, strerror(-link));
+    ResetClose(client);
+    return;
+  }
+  Timeouts(link, kHandshakeMs);
+  KeepLinkAlive(link);
+  std::string header(kMagic, sizeof kMagic);
+  header += static_cast<char>(port >> 8);
+  header += static_cast<char>(port & 0xff);
+  header += static_cast<char>(join_token_.size() >> 8);
+  header += static_cast<char>(join_token_.size() & 0xff);
+  header += join_token_;
+  uint8_t answer[4];
+  if (!WriteFull(link, header.data(), header.size()) || !ReadFull(link, answer, sizeof answer)) {
+    ResetClose(link);
+    ResetClose(client);
+    return;
+  }
+  const int err = answer[0] << 24 | answer[1] << 16 | answer[2] << 8 | answer[3];
+  if (err != 0) {  // nothing listens there now, or it refused the link
+    spdlog::debug("port {}: its node answered {}", port, strerror(err));
+    ResetClose(link);
+    ResetClose(client);
+    return;
+  }
+  Timeouts(link, 0);
+  if (!splice_->Add(client, link, node_id).ok()) spdlog::warn("port {}: cannot relay a connection", port);
+}
+
+void PortRelay::Inbound(int link) {
+  Timeouts(link, kHandshakeMs);
+  KeepLinkAlive(link);
+  uint8_t head[8];
+  int err = 0;
+  uint32_t port = 0;
+  std::string token;
+  if (!ReadFull(link, head, sizeof head) || std::memcmp(head, kMagic, sizeof kMagic) != 0) {
+    ResetClose(link);
+    return;
+  }
+  port = static_cast<uint32_t>(head[4] << 8 | head[5]);
+  const size_t token_bytes = static_cast<size_t>(head[6] << 8 | head[7]);
+  if (token_bytes > kMaxTokenBytes) {
+    ResetClose(link);
+    return;
+  }
+  token.resize(token_bytes);
+  if (token_bytes > 0 && !ReadFull(link, token.data(), token_bytes)) {
+    ResetClose(link);
+    return;
+  }
+  int local = -1;
+  std::optional<v1::ClusterPort> owned;
+  if (!gate_.PeerTokenAccepted(token)) {
+    spdlog::warn("port relay: a link without the cluster's join token was refused");
+    err = EACCES;
+  } else if (!(owned = table_.OwnedHere(port))) {
+    err = ECONNREFUSED;  // not a port this node holds: no other loopback service is reached
+  } else if ((local = ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs)) < 0) {
+    err = -local;
+  }
+  const uint8_t answer[4] = {static_cast<uint8_t>(err >> 24), static_cast<uint8_t>(err >> 16),
+                             static_cast<uint8_t>(err >> 8), static_cast<uint8_t>(err)};
+  if (!WriteFull(link, answer, sizeof answer) || err != 0) {
+    if (local >= 0) ResetClose(local);
+    ResetClose(link);
+    return;
+  }
+  Timeouts(link, 0);
+  if (!splice_->Add(link, local).ok()) spdlog::warn("port {}: cannot relay a connection", port);
+}
+
+}  // namespace onebox

@@ -1,0 +1,130 @@
+// The cluster's port table: which node's program holds each TCP port that a
+// program under the shim bound (bind() of the any address or loopback, port
+// not 0). One record per port in the store's "ports" family, written by the
+// owner's agent and replicated like namespace records; the owner deletes it
+// once the port is let go (close, exit, crash: the agent looks every second).
+//
+// A port is won as an exclusive create is, by a vote of the live members:
+// a majority of them, this node included, must grant it (Peer/ClaimPort). A
+// member refuses a port that a live node's record holds, or that it granted
+// to another node in the last kGrantHold (its record may not have arrived
+// yet; the claimant's own record of the port, or its deletion, ends the grant). Two nodes claiming at once: at most one gets a majority; a round
+// that nobody wins is withdrawn and tried again after a random pause.
+//
+// A record counts only while its owner is not dead to this node: the ports
+// of a node declared dead (membership: 10 s without a heartbeat) are free,
+// on every node, from the moment each one declares it; a node only
+// suspected (2 s of silence) keeps them. docs/consistency.md
+// says what a partition does.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "consistency/store.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/peer/peer_link.h"
+#include "nodeagent/peer/periodic.h"
+#include "onebox/v1/cluster.pb.h"
+#include "onebox/v1/peer.pb.h"
+
+namespace onebox {
+
+class PortTable {
+ public:
+  // A grant stands this long for a claimant whose record has not come.
+  static constexpr auto kGrantHold = std::chrono::seconds(5);
+  // A claim tries vote rounds for this long before it gives up.
+  static constexpr auto kClaimWait = std::chrono::seconds(3);
+  // How often the owner looks whether its ports are still bound.
+  static constexpr auto kWatchPeriod = std::chrono::milliseconds(1000);
+
+  struct Self {
+    std::string node_id;  // hex
+    std::string name;
+    std::function<uint32_t()> index;  // for gpids
+  };
+  PortTable(Store& store, Membership& members, PeerNetwork& network, Self self);
+  ~PortTable();
+
+  const std::string& self_id() const { return self_.node_id; }
+  // The key of a TCP port: "tcp/" and five digits, so keys sort by port.
+  static std::string Key(uint32_t port);
+
+  // Where other nodes' agents reach this node's relay (sockets/port_relay.h); before Start.
+  void set_relay_address(std::string address) { relay_address_ = std::move(address); }
+  // Called (from any thread, without locks held) after the table may have
+  // changed: a record written here or by a peer, a port let go, a member's
+  // death or return. The relay opens and closes its listeners by it.
+  void set_on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
+  // Watches this node's ports every kWatchPeriod, and tells on_change.
+  void Start();
+  void Stop();
+
+  // bind() of port by the caller (pid, uid), whose socket is socket_inode.
+  // Ok: the kernel may bind it now. AlreadyExists: another live node's
+  // program holds it (EADDRINUSE). Unavailable: no majority answered.
+  Status Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t pid, uid_t uid);
+  // The kernel's bind failed after the claim: the record made for this
+  // socket (by this user) goes.
+  void Release(uint32_t port, uint64_t socket_inode, uid_t uid);
+  // A peer's record of key arrived (replication or anti-entropy). A grant
+  // to the node that wrote it is spent (it won, or let the port go since);
+  // a grant to another node stands (an old owner's late deletion must not
+  // free a vote a claimant still counts).
+  void PeerChanged(const std::string& key);
+
+  // The Peer call, as this node answers it.
+  Status OnClaimPort(const v1::ClaimPortRequest& req, v1::ClaimPortResponse* resp);
+
+  // Every port whose owner is this node or a member not declared dead, in port order.
+  // (This node's own are not checked here: its watch does, each second.)
+  std::vector<v1::ClusterPort> Live();
+  // The record of port when this node owns it.
+  std::optional<v1::ClusterPort> OwnedHere(uint32_t port);
+  // Whether node_id is declared dead here (its relayed connections are reset).
+  bool OwnerDead(const std::string& node_id) { return members_.Dead(node_id); }
+
+ private:
+  struct Grant {
+    std::string node_id;
+    std::chrono::steady_clock::time_point until;
+  };
+  // The record of key if it counts (this node's: its port still bound
+  // here; another's: its node not declared dead).
+  std::optional<v1::ClusterPort> Holder(const std::string& key);
+  // This node's vote (mu_ held).
+  v1::ClaimPortResponse CastLocked(const std::string& key, const std::string& node_id, bool withdraw);
+  // One round: this node's vote and every live other's. True when won;
+  // *held when someone refused because a live node holds it.
+  bool Round(const std::string& key, bool* held, std::string* why);
+  void Withdraw(const std::string& key);
+  // Deletes this node's records whose port is not bound here any more.
+  void Watch();
+  void Notify();
+
+  Store& store_;
+  Membership& members_;
+  PeerNetwork& network_;
+  const Self self_;
+  std::string relay_address_;
+  std::function<void()> on_change_;
+  std::mutex mu_;
+  std::map<std::string, Grant> grants_;  // by key (under mu_)
+  std::mutex claim_mu_;                  // one claim at a time here
+  PeriodicThread watch_;
+};
+
+// Whether this node's kernel has the port bound: a TCP socket on it in
+// /proc/net/tcp or tcp6 (listening or connected), or the socket inode still
+// open in pid (bound, not listening yet). For the owner's watch.
+bool PortStillBound(uint32_t port, uint64_t socket_inode, pid_t pid);
+
+}  // namespace onebox

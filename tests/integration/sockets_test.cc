@@ -1,0 +1,213 @@
+// Cluster-wide ports (nodeagent/sockets/), with three agents each in a node
+// of its own (process_cluster.h): every node has its own loopback, so a
+// program in one node reaches a server in another only through onebox. The
+// programs are real: python's http.server and curl, and the probes of
+// tests/tools/port_probe.py, which check what loopback gives a program.
+#include <dirent.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tests/integration/process_cluster.h"
+
+namespace onebox::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string Probe() { return std::string(ONEBOX_SOURCE_DIR) + "/tests/tools/port_probe.py"; }
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+size_t OpenFds(pid_t pid) {
+  size_t n = 0;
+  if (DIR* d = opendir(fmt::format("/proc/{}/fd", pid).c_str())) {
+    while (readdir(d) != nullptr) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+class SocketsTest : public ProcessTest {
+ protected:
+  // The probe in node i: under the shim, or (shim false) as a program without it.
+  RunResult ProbeIn(int i, std::vector<std::string> args, bool shim = true) {
+    args.insert(args.begin(), {"python3", Probe()});
+    return RunInNode(Node(i), args, shim ? ShimEnv(i) : std::map<std::string, std::string>{});
+  }
+  // An echo server under the shim in node i, listening once this returns.
+  std::unique_ptr<NodeProcess> EchoServer(int i, int port) {
+    const std::string log = dir_ / fmt::format("echo-{}.log", port);
+    auto server = std::make_unique<NodeProcess>(
+        Node(i), std::vector<std::string>{"python3", Probe(), "echo-server", std::to_string(port)}, ShimEnv(i), log);
+    EXPECT_TRUE(server->ok()) << server->error();
+    EXPECT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
+                          "the echo server listens"))
+        << ReadFile(log);
+    return server;
+  }
+  // The ports node i lists.
+  v1::ListPortsResponse Ports(int i) {
+    RunResult r = Onebox(i, {"ports", "-o", "json"});
+    v1::ListPortsResponse resp;
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &resp).ok()) << r.out;
+    return resp;
+  }
+  bool Lists(int i, uint32_t port) {
+    v1::ListPortsResponse listed = Ports(i);
+    for (const v1::ClusterPort& p : listed.ports())
+      if (p.port() == port) return true;
+    return false;
+  }
+};
+
+TEST_F(SocketsTest, AServerOnOneNodeIsReachedFromEveryNodeWithAndWithoutTheShim) {
+  RunResult made = Sh(1, "echo hello from n1 > /cluster/w/page.txt");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string log = dir_ / "http.log";
+  NodeProcess server(Node(1), {"python3", "-m", "http.server", "18080", "--bind", "127.0.0.1", "--directory", "/cluster/w"},
+                     ShimEnv(1), log);
+  ASSERT_TRUE(server.ok()) << server.error();
+  const std::string url = "http://127.0.0.1:18080/page.txt";
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = RunInNode(Node(1), {"curl", "-sS", "--max-time", "5", url});
+        return Observed(r.out == "hello from n1\n", r.out + r.err);
+      },
+      seconds(20), "the server answers on its own node"));
+  // Node 2's programs, under the shim, and node 3's, without it.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = RunInNode(Node(2), {"curl", "-sS", "--max-time", "5", url}, ShimEnv(2));
+        return Observed(r.out == "hello from n1\n", r.out + r.err);
+      },
+      seconds(10), "curl in node 2 reaches node 1's server"));
+  RunResult plain = RunInNode(Node(3), {"curl", "-sS", "--max-time", "5", "http://localhost:18080/page.txt"});
+  EXPECT_EQ(plain.out, "hello from n1\n") << plain.err;
+  // The table: on every node, the port with its node, owner and user.
+  for (int i = 1; i <= 3; ++i) {
+    v1::ListPortsResponse ports = Ports(i);
+    ASSERT_EQ(ports.ports_size(), 1) << ports.DebugString();
+    const v1::ClusterPort& p = ports.ports(0);
+    EXPECT_EQ(p.port(), 18080u);
+    EXPECT_EQ(p.node(), "n1");
+    EXPECT_EQ(p.gpid(), Gpid(1, server.inner_pid()));
+    EXPECT_EQ(p.uid(), 0u);
+    EXPECT_GT(p.since_unix_ms(), 0);
+  }
+  RunResult text = Onebox(2, {"ports"});
+  EXPECT_NE(text.out.find(fmt::format("18080  n1")), std::string::npos) << text.out;
+}
+
+TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
+  for (int round = 0; round < 3; ++round) {
+    const std::string port = std::to_string(18081 + round);
+    RunResult results[2];
+    std::thread a([&] { results[0] = ProbeIn(2, {"bind", port, "3"}); });
+    std::thread b([&] { results[1] = ProbeIn(3, {"bind", port, "3"}); });
+    a.join();
+    b.join();
+    int bound = 0, refused = 0;
+    for (const RunResult& r : results) {
+      bound += r.out == "bound\n";
+      refused += r.out == fmt::format("refused {}\n", EADDRINUSE);
+    }
+    EXPECT_EQ(bound, 1) << results[0].out << results[0].err << " / " << results[1].out << results[1].err;
+    EXPECT_EQ(refused, 1);
+  }
+}
+
+TEST_F(SocketsTest, ConnectionsThroughTheRelayBehaveAsOnLoopback) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18090);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18090); }, seconds(10), "node 2 knows the port"));
+  RunResult half = ProbeIn(2, {"half-close", "18090"});
+  EXPECT_EQ(half.out, "half-close ok\n") << half.err;
+  RunResult nonblocking = ProbeIn(2, {"nonblocking", "18090"});
+  EXPECT_EQ(nonblocking.out.rfind("nonblocking ok", 0), 0u) << nonblocking.out << nonblocking.err;
+  RunResult reset = ProbeIn(3, {"reset", "18090"});
+  EXPECT_EQ(reset.out, "reset\n") << reset.err;
+  RunResult bulk = ProbeIn(3, {"bulk", "18090", "64"});
+  EXPECT_EQ(bulk.out.rfind("bulk ok 64 MiB", 0), 0u) << bulk.out << bulk.err;
+  RunResult refused = ProbeIn(2, {"refused", "18099"});
+  EXPECT_EQ(refused.out, "refused\n") << refused.err;
+  // A program on the server's own node is not relayed.
+  RunResult local = ProbeIn(1, {"half-close", "18090"});
+  EXPECT_EQ(local.out, "half-close ok\n") << local.err;
+}
+
+TEST_F(SocketsTest, APortLetGoIsFreeOnEveryNodeAndNoLongerReached) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18091);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(3, 18091); }, seconds(10), "node 3 knows the port"));
+  RunResult taken = ProbeIn(2, {"bind", "18091", "0"});
+  EXPECT_EQ(taken.out, fmt::format("refused {}\n", EADDRINUSE)) << taken.err;
+  // A crash lets it go: SIGKILL, so nothing of the program says so.
+  ASSERT_TRUE(server->Kill(SIGKILL));
+  server->Wait();
+  ASSERT_TRUE(WaitUntil([&] { return !Lists(3, 18091) && !Lists(1, 18091); }, seconds(10),
+                        "the port is gone from the table"));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = ProbeIn(3, {"refused", "18091"});
+        return Observed(r.out == "refused\n", r.out + r.err);
+      },
+      seconds(5), "node 3 no longer listens for it"));
+  RunResult free_now = ProbeIn(2, {"bind", "18091", "0"});
+  EXPECT_EQ(free_now.out, "bound\n") << free_now.err;
+}
+
+TEST_F(SocketsTest, AThousandConnectionsAtOnceAndTheirEndLeaveNoDescriptorsBehind) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18092);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18092); }, seconds(10), "node 2 knows the port"));
+  RunResult warm = ProbeIn(2, {"many", "18092", "10"});  // the agents' pools and links made
+  ASSERT_EQ(warm.out, "many 10 of 10\n") << warm.err;
+  const size_t before1 = OpenFds(agents_[0]->pid()), before2 = OpenFds(agents_[1]->pid());
+  RunResult many = ProbeIn(2, {"many", "18092", "1000"});
+  EXPECT_EQ(many.out, "many 1000 of 1000\n") << many.err;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        size_t now1 = OpenFds(agents_[0]->pid()), now2 = OpenFds(agents_[1]->pid());
+        return Observed(now1 <= before1 + 4 && now2 <= before2 + 4,
+                        fmt::format("n1 {} -> {}, n2 {} -> {}", before1, now1, before2, now2));
+      },
+      seconds(10), "the agents hold no more descriptors than before"));
+}
+
+TEST_F(SocketsTest, WhenTheServersNodeIsCutOffItsConnectionsAreResetAndNewOnesRefused) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18093);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18093); }, seconds(10), "node 2 knows the port"));
+  const std::string log = dir_ / "hold.log";
+  NodeProcess client(Node(2), {"python3", Probe(), "hold", "18093"}, ShimEnv(2), log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("connected") != std::string::npos; }, seconds(10),
+                        "the client is connected through the relay"))
+      << ReadFile(log);
+  ASSERT_TRUE(nodes_->net().SetLink(1, false));
+  const auto cut = std::chrono::steady_clock::now();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        std::string seen = ReadFile(log);
+        return Observed(seen.find("reset") != std::string::npos, seen);
+      },
+      seconds(15), "the client's connection is reset"));
+  const double reset_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
+  EXPECT_LE(reset_after, 11.0) << ReadFile(log);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = ProbeIn(2, {"refused", "18093"});
+        return Observed(r.out == "refused\n", r.out + r.err);
+      },
+      seconds(15), "a new connect is refused once node 1 is declared dead"));
+  EXPECT_TRUE(nodes_->net().SetLink(1, true));
+}
+
+}  // namespace
+}  // namespace onebox::testing

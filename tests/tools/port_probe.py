@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""The sockets tests' programs (tests/integration/sockets_test.cc): servers and
+clients that check what a program sees of a TCP connection, run in one node
+each. Every command prints what it saw, one line, and exits 0 when it saw what
+loopback gives; the test reads the lines.
+
+  echo-server PORT [HOST]   accepts and echoes each connection until EOF; a
+                            connection whose first bytes are "RESET" is closed
+                            with an RST; prints "listening" once it listens
+  bind PORT SECONDS         binds 127.0.0.1:PORT and listens; prints "bound"
+                            and holds it, or "refused ERRNO"
+  half-close PORT           sends 1 MiB, shuts down its side, reads the echo to
+                            EOF: "half-close ok" when all came back
+  bulk PORT MIB             sends MIB MiB and reads the echo at once, checks a
+                            SHA-256 of each way
+  nonblocking PORT          a non-blocking connect: EINPROGRESS or done, then
+                            writable, SO_ERROR 0, getpeername loopback
+  reset PORT                asks the server for an RST: "reset" on ECONNRESET
+  refused PORT              connect where nothing listens: "refused" on ECONNREFUSED
+  many PORT N               N connections open at once, one line each way
+  setup PORT N              N times in a row: connect, one byte each way,
+                            close; prints "setup p50 MICROS p99 MICROS"
+  hold PORT                 connects, checks one echo ("connected"), then waits
+                            for the connection's end: "reset SECONDS" or "eof SECONDS"
+"""
+import errno
+import hashlib
+import os
+import resource
+import select
+import socket
+import sys
+import threading
+import time
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def connect(port, host="127.0.0.1"):
+    return socket.create_connection((host, port), timeout=30)
+
+
+def echo_server(port, host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(1024)
+    print("listening", flush=True)
+
+    def serve(c):
+        with c:
+            first = True
+            while True:
+                data = c.recv(65536)
+                if first and data.startswith(b"RESET"):
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    return
+                first = False
+                if not data:
+                    return
+                c.sendall(data)
+
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
+def half_close(port):
+    c = connect(port)
+    sent = os.urandom(1 << 20)
+    got = bytearray()
+    reader = threading.Thread(target=lambda: read_all(c, got))
+    reader.start()
+    c.sendall(sent)
+    c.shutdown(socket.SHUT_WR)
+    reader.join()
+    print("half-close ok" if bytes(got) == sent else f"half-close got {len(got)} of {len(sent)}")
+
+
+def read_all(c, into):
+    while True:
+        data = c.recv(1 << 16)
+        if not data:
+            return
+        into += data
+
+
+def bulk(port, mib):
+    c = connect(port)
+    block = os.urandom(1 << 20)
+    out_hash, in_hash = hashlib.sha256(), hashlib.sha256()
+    got = [0]
+
+    def reader():
+        while True:
+            data = c.recv(1 << 18)
+            if not data:
+                return
+            in_hash.update(data)
+            got[0] += len(data)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    start = time.monotonic()
+    for _ in range(mib):
+        c.sendall(block)
+        out_hash.update(block)
+    c.shutdown(socket.SHUT_WR)
+    t.join()
+    seconds = time.monotonic() - start
+    same = got[0] == mib << 20 and in_hash.digest() == out_hash.digest()
+    print(f"bulk {'ok' if same else 'differs'} {mib} MiB {seconds:.3f} s")
+
+
+def nonblocking(port):
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.setblocking(False)
+    err = c.connect_ex(("127.0.0.1", port))
+    if err not in (0, errno.EINPROGRESS):
+        print(f"nonblocking connect_ex {err}")
+        return
+    _, writable, _ = select.select([], [c], [], 10)
+    so_error = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    peer = c.getpeername()
+    c.setblocking(True)
+    c.sendall(b"ping")
+    reply = c.recv(4)
+    ok = writable and so_error == 0 and peer == ("127.0.0.1", port) and reply == b"ping"
+    print(f"nonblocking {'ok' if ok else 'bad'} writable={bool(writable)} so_error={so_error} peer={peer} reply={reply}")
+
+
+def reset(port):
+    c = connect(port)
+    c.sendall(b"RESET")
+    try:
+        data = c.recv(10)
+        print(f"no reset: read {data!r}")
+    except ConnectionResetError:
+        print("reset")
+
+
+def refused(port):
+    try:
+        connect(port)
+        print("connected")
+    except ConnectionRefusedError:
+        print("refused")
+
+
+def bind(port, seconds):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+    except OSError as e:
+        print(f"refused {e.errno}", flush=True)
+        return
+    print("bound", flush=True)
+    time.sleep(seconds)
+
+
+def many(port, n):
+    conns = [connect(port) for _ in range(n)]
+    for i, c in enumerate(conns):
+        c.sendall(f"{i}\n".encode())
+    good = 0
+    for i, c in enumerate(conns):
+        line = b""
+        while not line.endswith(b"\n"):
+            data = c.recv(64)
+            if not data:
+                break
+            line += data
+        good += line == f"{i}\n".encode()
+        c.close()
+    print(f"many {good} of {n}")
+
+
+def setup(port, n):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.sendall(b"x")
+        if c.recv(1) != b"x":
+            print("setup no echo")
+            return
+        c.close()
+        times.append((time.perf_counter() - start) * 1e6)
+    times.sort()
+    print(f"setup p50 {times[len(times) // 2]:.0f} p99 {times[min(len(times) - 1, len(times) * 99 // 100)]:.0f}")
+
+
+def hold(port):
+    c = connect(port)
+    c.sendall(b"hi")
+    if c.recv(2) != b"hi":
+        print("no echo", flush=True)
+        return
+    print("connected", flush=True)
+    c.settimeout(60)
+    start = time.monotonic()
+    try:
+        data = c.recv(10)
+        print(f"eof {time.monotonic() - start:.1f}" if not data else f"data {data!r}", flush=True)
+    except ConnectionResetError:
+        print(f"reset {time.monotonic() - start:.1f}", flush=True)
+    except OSError as e:
+        print(f"error {e.errno} {time.monotonic() - start:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "echo-server":
+        echo_server(int(args[0]), *(args[1:2]))
+    elif cmd == "bind":
+        bind(int(args[0]), float(args[1]))
+    elif cmd == "half-close":
+        half_close(int(args[0]))
+    elif cmd == "bulk":
+        bulk(int(args[0]), int(args[1]))
+    elif cmd == "nonblocking":
+        nonblocking(int(args[0]))
+    elif cmd == "reset":
+        reset(int(args[0]))
+    elif cmd == "refused":
+        refused(int(args[0]))
+    elif cmd == "many":
+        many(int(args[0]), int(args[1]))
+    elif cmd == "setup":
+        setup(int(args[0]), int(args[1]))
+    elif cmd == "hold":
+        hold(int(args[0]))
+    else:
+        sys.exit(f"unknown command {cmd}")
