@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "preload/link.h"
@@ -38,7 +39,8 @@ bool IsTcpStream(int fd) {
 // The cluster port addr names, if it names one.
 bool ClusterPortOf(const sockaddr* addr, socklen_t len, ClusterPort* out) {
   const char* bytes = reinterpret_cast<const char*>(addr);
-  if (addr == nullptr || len < sizeof(sa_family_t) || !MayReadPage(bytes) || !MayReadPage(bytes + len - 1))
+  const size_t read = std::min<size_t>(len, sizeof(sockaddr_in6));  // what is copied below, at most
+  if (addr == nullptr || len < sizeof(sa_family_t) || !MayReadPage(bytes) || !MayReadPage(bytes + read - 1))
     return false;  // the kernel answers (EINVAL, EFAULT)
   if (addr->sa_family == AF_INET && len >= sizeof(sockaddr_in)) {
     sockaddr_in in;

@@ -15,6 +15,8 @@
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <spdlog/spdlog.h>
 
 namespace onebox {
@@ -94,6 +96,20 @@ Caller AccessGate::OfGrpc(const grpc::ServerContextBase& ctx) const {
   // Named for the log of a refusal only: a proven peer's calls (replication's) are never refused.
   if (!caller.proven_peer) caller.source = ctx.peer();
   return caller;
+}
+
+std::string JoinProof(std::string_view token, std::string_view challenge) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), token.data(), static_cast<int>(token.size()), reinterpret_cast<const unsigned char*>(challenge.data()),
+       challenge.size(), mac, &len);
+  return std::string(reinterpret_cast<char*>(mac), len);
+}
+
+bool AccessGate::PeerProofAccepted(std::string_view challenge, std::string_view proof) const {
+  if (token_.empty()) return insecure_;
+  const std::string want = JoinProof(token_, challenge);
+  return proof.size() == want.size() && CRYPTO_memcmp(proof.data(), want.data(), want.size()) == 0;
 }
 
 bool AccessGate::TokenMatches(std::string_view offered) const {

@@ -128,8 +128,10 @@ class AccessGate {
 
   bool has_token() const { return !token_.empty(); }
   // Whether a peer link outside gRPC (the port relay's, sockets/port_relay.h)
-  // that offers this token is another agent, as Admit takes a kPeer call.
-  bool PeerTokenAccepted(std::string_view offered) const { return token_.empty() ? insecure_ : TokenMatches(offered); }
+  // is another agent, as Admit takes a kPeer call: proof must be
+  // JoinProof(the cluster's token, challenge), for a challenge this agent
+  // chose. The token itself never crosses such a link.
+  bool PeerProofAccepted(std::string_view challenge, std::string_view proof) const;
 
  private:
   bool TokenMatches(std::string_view offered) const;
@@ -140,6 +142,9 @@ class AccessGate {
   mutable std::mutex mu_;
   mutable std::set<std::string> refused_sources_;  // logged already
 };
+
+// HMAC-SHA256 of challenge keyed by the join token (32 bytes).
+std::string JoinProof(std::string_view token, std::string_view challenge);
 
 // Reads a join token from a file: its first line, without surrounding
 // white space; refused when shorter than kMinJoinTokenBytes, not printable

@@ -56,6 +56,8 @@ constexpr auto kDrainTimeout = std::chrono::seconds(1);
 constexpr auto kExitToWaitTimeout = std::chrono::milliseconds(10'000);
 // The server's keepalive pings (time between, and wait for the answer).
 constexpr int kServerKeepaliveMs = 2000;
+// The descriptor limit the agent started with, which the programs it starts get back.
+rlim_t files_soft_limit_at_start = 0;
 
 // Every part of a running agent, in the order they are made; Stop takes
 // them down in the order that lets each finish what it owes the others.
@@ -128,11 +130,8 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const L
   if (Status s = agent->OpenStore(); !s.ok()) return s;
   if (Status s = agent->StartView(); !s.ok()) return s;
   agent->MakeClusterParts();
+  if (Status s = agent->StartPorts(listen); !s.ok()) return s;  // before peers' records can come
   if (Status s = agent->StartGrpc(listen); !s.ok()) return s;
-  if (Status s = agent->StartPorts(listen); !s.ok()) {
-    agent->server_->Shutdown();
-    return s;
-  }
   if (Status s = agent->StartShimSocket(); !s.ok()) {
     agent->server_->Shutdown();
     return s;
@@ -253,7 +252,8 @@ void Agent::MakeClusterParts() {
                .socket = opt_.socket,
                .shim = FindShimLibrary(),
                .settle_peers = [applied_on] { return applied_on(std::nullopt); },
-               .settle_view = drain_view},
+               .settle_view = drain_view,
+               .files_soft_limit = files_soft_limit_at_start},
       info_.identity.name, [m = members_.get()] { return m->index(); });
   processes_->set_runs(*run_executor_);
   run_relays_ = std::make_unique<RunRelays>(
@@ -441,6 +441,7 @@ int RunAgent(const AgentOptions& opt) {
   // Each relayed connection holds six descriptors (sockets/splice_relay.h):
   // the soft limit (1024 by default) is raised to the hard one.
   if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files_soft_limit_at_start = files.rlim_cur;
     files.rlim_cur = files.rlim_max;
     setrlimit(RLIMIT_NOFILE, &files);
   }

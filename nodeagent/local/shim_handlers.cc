@@ -278,7 +278,9 @@ Status ShimHandlers::BindPort(const Origin& origin, const v1::ShimRequest& req, 
   if (!claimed.ok()) {  // bind's own errno values, not a file call's
     // Held elsewhere: as natively. No majority (a partition's minority side):
     // the port cannot be had now.
-    resp->set_err(claimed.code() == Code::kAlreadyExists ? EADDRINUSE : EADDRNOTAVAIL);
+    resp->set_err(claimed.code() == Code::kAlreadyExists      ? EADDRINUSE
+                  : claimed.code() == Code::kPermissionDenied ? EACCES
+                                                              : EADDRNOTAVAIL);
     resp->set_message(claimed.message());
   }
   return Status::Ok();

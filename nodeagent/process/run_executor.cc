@@ -41,6 +41,7 @@ struct Launch {
   bool switch_ids = false;
   bool agents_ids = false;  // the caller's uid and gid are the agent's: the child changes no id
   mode_t umask = 022;
+  rlim_t files_soft_limit = 0;
   std::string no_cwd, cwd_denied, not_found, cannot_run, no_ids;
 };
 
@@ -88,6 +89,7 @@ Result<Launch> Prepare(const v1::RunStart& start, const RunPlace& place, const s
         "node {}'s agent runs as uid {}, not root, and runs programs for that user only", node, geteuid()));
   }
   l.umask = static_cast<mode_t>(start.umask() & 0777);
+  l.files_soft_limit = place.files_soft_limit;
   l.cwd = place.view_path + start.cwd();
   for (const std::string& a : start.argv()) l.argv_text.push_back(a);
   for (const std::string& e : start.env()) {
@@ -144,6 +146,10 @@ void Say(const std::string& text) { [[maybe_unused]] ssize_t n = write(2, text.d
   dup2(out, 1);
   dup2(err, 2);
   if (tty) ioctl(0, TIOCSCTTY, 0);  // the terminal is the session's: ^C and ^Z reach its foreground job
+  if (rlimit files; l.files_soft_limit != 0 && getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    files.rlim_cur = l.files_soft_limit;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   if (syscall(SYS_close_range, 3, ~0U, 0) != 0) {
     // A kernel before 5.9, or a filter that refuses it: close them one by one.
     for (int fd = 3; fd < 65536; ++fd) close(fd);

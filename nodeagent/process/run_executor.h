@@ -10,6 +10,8 @@
 // node is gone), its process group is killed: no orphans.
 #pragma once
 
+#include <sys/resource.h>
+
 #include <sys/types.h>
 
 #include <atomic>
@@ -46,6 +48,9 @@ struct RunPlace {
   // what the steps before it wrote wherever they ran.
   std::function<Status()> settle_peers;
   std::function<void()> settle_view;
+  // The descriptor limit programs start with: the agent's own soft limit
+  // before it raised it for the port relay (0: as the agent's).
+  rlim_t files_soft_limit = 0;
 };
 
 class RunExecutor {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include "nodeagent/daemon/thread_name.h"
@@ -24,10 +25,11 @@ namespace onebox {
 
 namespace {
 
-constexpr char kMagic[4] = {'O', 'B', 'R', '1'};
+constexpr char kMagic[4] = {'O', 'B', 'R', '2'};
+constexpr size_t kChallengeBytes = 16;
+constexpr size_t kProofBytes = 32;  // HMAC-SHA256
 // A link's header and answer, and a connect, must come within this.
 constexpr int kHandshakeMs = 2000;
-constexpr size_t kMaxTokenBytes = 4096;
 
 void ResetClose(int fd) {
   linger l{1, 0};
@@ -48,17 +50,25 @@ bool WriteFull(int fd, const void* buf, size_t n) {
   return send(fd, buf, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n);
 }
 
-// A link between agents: a peer that vanishes (cut off, powered off) is
-// found within about 6 s (no answer to keepalive probes, or to data sent),
-// and the connections on it reset.
+// A link between agents: a peer that vanishes (cut off, powered off) while
+// the link is idle is found within about 6 s (no answer to keepalive
+// probes), and the connections on it reset. (No TCP_USER_TIMEOUT: it would
+// also end a link whose far reader merely paused, as a zero window.)
 void KeepLinkAlive(int fd) {
   int on = 1, idle = 2, interval = 1, count = 4;
-  unsigned timeout_ms = 6'000;
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+}
+
+// What a link's proof covers: the owner's challenge and the port.
+std::string ProofInput(const uint8_t* challenge, uint32_t port) {
+  std::string input = "onebox port relay ";
+  input.append(reinterpret_cast<const char*>(challenge), kChallengeBytes);
+  input += static_cast<char>(port >> 8);
+  input += static_cast<char>(port & 0xff);
+  return input;
 }
 
 void Timeouts(int fd, int ms) {
@@ -71,9 +81,9 @@ void Timeouts(int fd, int ms) {
 int ConnectTo(const std::string& host, const std::string& port, int timeout_ms) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  hints.ai_flags = AI_NUMERICSERV;
   addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) return -EINVAL;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) return -EHOSTUNREACH;
   int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int err = fd < 0 ? errno : 0;
   if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
@@ -120,8 +130,17 @@ int Listen(const std::string& host, uint32_t port) {
     v6->sin6_family = AF_INET6;
     v6->sin6_port = htons(static_cast<uint16_t>(port));
     len = sizeof *v6;
-  } else {
-    return -EINVAL;
+  } else {  // a host name (--listen localhost:7070): its first address
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return -EADDRNOTAVAIL;
+    std::memcpy(&addr, found->ai_addr, found->ai_addrlen);
+    len = found->ai_addrlen;
+    family = found->ai_family;
+    if (family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port = htons(static_cast<uint16_t>(port));
+    else reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(static_cast<uint16_t>(port));
+    freeaddrinfo(found);
   }
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
@@ -152,13 +171,17 @@ Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const Acce
   getsockname(relay->listener_, reinterpret_cast<sockaddr*>(&bound), &len);
   const uint16_t port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  relay->address_ = bound.ss_family == AF_INET6 ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
+  relay->address_ = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
+  if (host == "0.0.0.0" || host == "::")
+    spdlog::warn("port relay: listening on {}: other nodes cannot dial that address; give --listen a host they reach",
+                 relay->address_);
   relay->epoll_ = epoll_create1(EPOLL_CLOEXEC);
   relay->wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (relay->epoll_ < 0 || relay->wake_ < 0) return Status::Unavailable(fmt::format("port relay: {}", strerror(errno)));
   relay->Watch(relay->wake_);
   relay->Watch(relay->listener_);
-  relay->links_ = std::make_unique<WorkPool>(8, "onebox-links");
+  relay->outbound_ = std::make_unique<WorkPool>(8, "onebox-dial");
+  relay->inbound_ = std::make_unique<WorkPool>(8, "onebox-answer");
   relay->thread_ = std::thread([r = relay.get()] { r->AcceptLoop(); });
   NameThread(relay->thread_, "onebox-ports");
   return relay;
@@ -169,7 +192,8 @@ PortRelay::~PortRelay() {
   uint64_t one = 1;
   if (wake_ >= 0) (void)!write(wake_, &one, sizeof one);
   if (thread_.joinable()) thread_.join();
-  links_.reset();  // handshakes under way end (each within kHandshakeMs)
+  outbound_.reset();  // handshakes under way end (each within kHandshakeMs)
+  inbound_.reset();
   for (auto& [port, proxy] : proxies_) {
     if (proxy.v4 >= 0) close(proxy.v4);
     if (proxy.v6 >= 0) close(proxy.v6);
@@ -190,10 +214,11 @@ void PortRelay::Watch(int fd) {
 void PortRelay::Unwatch(int fd) { epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr); }
 
 void PortRelay::Reconcile() {
+  // The table is read under mu_: two calls at once must not apply an older view after a newer one.
+  std::lock_guard lock(mu_);
   std::map<uint32_t, v1::ClusterPort> want;
   for (v1::ClusterPort& port : table_.Live())
     if (port.node_id() != table_.self_id()) want[port.port()] = std::move(port);
-  std::lock_guard lock(mu_);
   for (auto it = proxies_.begin(); it != proxies_.end();) {
     auto w = want.find(it->first);
     if (w != want.end() && w->second.node_id() == it->second.node_id && w->second.relay() == it->second.relay) {
@@ -258,12 +283,21 @@ void PortRelay::AcceptLoop() {
         owner = proxies_[port].node_id;
       }
       // Accepted under the lock: Reconcile cannot close the listener meanwhile.
+      bool out_of_fds = false;
       for (int taken = 0; taken < 64; ++taken) {
         int conn = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (conn < 0) break;
+        if (conn < 0) {
+          out_of_fds = errno == EMFILE || errno == ENFILE;
+          break;
+        }
         NoDelay(conn);
-        if (fd == listener_) links_->Submit([this, conn] { Inbound(conn); });
-        else links_->Submit([this, conn, port, owner, relay] { Outbound(conn, port, owner, relay); });
+        if (fd == listener_) inbound_->Submit([this, conn] { Inbound(conn); });
+        else outbound_->Submit([this, conn, port, owner, relay] { Outbound(conn, port, owner, relay); });
+      }
+      lock.unlock();
+      if (out_of_fds) {  // the connection waits in the backlog; the listener stays ready: do not spin
+        spdlog::warn("port relay: out of descriptors; connections wait");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     }
   }
@@ -279,14 +313,18 @@ void PortRelay::Outbound(int client, uint32_t port, std::string node_id, std::st
   }
   Timeouts(link, kHandshakeMs);
   KeepLinkAlive(link);
+  // The owner speaks first: its challenge. Then the port and the proof.
+  uint8_t challenge[kChallengeBytes];
+  uint8_t answer[4];
   std::string header(kMagic, sizeof kMagic);
   header += static_cast<char>(port >> 8);
   header += static_cast<char>(port & 0xff);
-  header += static_cast<char>(join_token_.size() >> 8);
-  header += static_cast<char>(join_token_.size() & 0xff);
-  header += join_token_;
-  uint8_t answer[4];
-  if (!WriteFull(link, header.data(), header.size()) || !ReadFull(link, answer, sizeof answer)) {
+  bool spoke = ReadFull(link, challenge, sizeof challenge);
+  if (spoke) {
+    header += JoinProof(join_token_, ProofInput(challenge, port));
+    spoke = WriteFull(link, header.data(), header.size()) && ReadFull(link, answer, sizeof answer);
+  }
+  if (!spoke) {
     ResetClose(link);
     ResetClose(client);
     return;
@@ -305,29 +343,21 @@ void PortRelay::Outbound(int client, uint32_t port, std::string node_id, std::st
 void PortRelay::Inbound(int link) {
   Timeouts(link, kHandshakeMs);
   KeepLinkAlive(link);
-  uint8_t head[8];
+  uint8_t challenge[kChallengeBytes];
+  RAND_bytes(challenge, sizeof challenge);
+  uint8_t head[sizeof kMagic + 2 + kProofBytes];
   int err = 0;
-  uint32_t port = 0;
-  std::string token;
-  if (!ReadFull(link, head, sizeof head) || std::memcmp(head, kMagic, sizeof kMagic) != 0) {
+  if (!WriteFull(link, challenge, sizeof challenge) || !ReadFull(link, head, sizeof head) ||
+      std::memcmp(head, kMagic, sizeof kMagic) != 0) {
     ResetClose(link);
     return;
   }
-  port = static_cast<uint32_t>(head[4] << 8 | head[5]);
-  const size_t token_bytes = static_cast<size_t>(head[6] << 8 | head[7]);
-  if (token_bytes > kMaxTokenBytes) {
-    ResetClose(link);
-    return;
-  }
-  token.resize(token_bytes);
-  if (token_bytes > 0 && !ReadFull(link, token.data(), token_bytes)) {
-    ResetClose(link);
-    return;
-  }
+  const uint32_t port = static_cast<uint32_t>(head[4] << 8 | head[5]);
+  const std::string_view proof(reinterpret_cast<const char*>(head + 6), kProofBytes);
   int local = -1;
   std::optional<v1::ClusterPort> owned;
-  if (!gate_.PeerTokenAccepted(token)) {
-    spdlog::warn("port relay: a link without the cluster's join token was refused");
+  if (!gate_.PeerProofAccepted(ProofInput(challenge, port), proof)) {
+    spdlog::warn("port relay: a link without proof of the cluster's join token was refused");
     err = EACCES;
   } else if (!(owned = table_.OwnedHere(port))) {
     err = ECONNREFUSED;  // not a port this node holds: no other loopback service is reached

@@ -8,10 +8,12 @@
 // splice (sockets/splice_relay.h). A program connecting to a port its own
 // node holds reaches it directly: this agent has no listener there.
 //
-// A link opens with a header: "OBR1", the port (2 bytes, big-endian), the
-// join token's length (2 bytes) and the token; the owner answers with 4
-// bytes: 0, or the errno its own connect got (then both ends reset the
-// program's connection). The owner connects only to ports it holds in the
+// A link opens with the owner's challenge (16 random bytes); the dialer
+// answers "OBR2", the port (2 bytes, big-endian) and its proof, an
+// HMAC-SHA256 of the challenge and port keyed by the join token (so the
+// token never crosses the link, whoever listens at the address dialed);
+// the owner answers with 4 bytes: 0, or the errno its own connect got
+// (then both ends reset the program's connection). The owner connects only to ports it holds in the
 // table, never to any other loopback service of its node.
 #pragma once
 
@@ -82,7 +84,9 @@ class PortRelay {
   std::map<int, uint32_t> port_of_;    // listener fd -> port
   std::set<uint32_t> unbindable_;      // said once in the log
   std::thread thread_;
-  std::unique_ptr<WorkPool> links_;  // handshakes, both ways
+  // Handshakes: those this node dials, and those it answers (a pool each:
+  // a flood of one kind does not hold up the other).
+  std::unique_ptr<WorkPool> outbound_, inbound_;
 };
 
 }  // namespace onebox

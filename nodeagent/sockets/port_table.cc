@@ -3,8 +3,10 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <random>
 #include <thread>
 
@@ -19,21 +21,28 @@ namespace onebox {
 
 namespace {
 
-// Whether /proc/net/FILE has a listening socket on port. Each line:
-// "sl local_address rem_address st ...", local_address HEX_IP:HEX_PORT,
-// st 0A for LISTEN.
-bool ListeningIn(const char* file, uint32_t port) {
-  std::ifstream in(file);
-  std::string line;
-  std::getline(in, line);  // the header
-  while (std::getline(in, line)) {
-    char local[64];
-    unsigned st = 0;
-    if (std::sscanf(line.c_str(), " %*s %63s %*s %x", local, &st) != 2) continue;
-    const char* colon = std::strrchr(local, ':');
-    if (colon != nullptr && st == 0x0A && std::strtoul(colon + 1, nullptr, 16) == port) return true;
+// Listening TCP sockets of this node's network namespace, (port, inode),
+// from /proc/net/tcp and tcp6. Each line: "sl local_address rem_address st
+// tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...", local_address
+// HEX_IP:HEX_PORT, st 0A for LISTEN.
+using Listening = std::set<std::pair<uint32_t, uint64_t>>;
+Listening ListeningSockets() {
+  Listening out;
+  for (const char* file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(file);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      char local[64];
+      unsigned st = 0;
+      unsigned long long inode = 0;
+      if (std::sscanf(line.c_str(), " %*s %63s %*s %x %*s %*s %*s %*s %*s %llu", local, &st, &inode) != 3) continue;
+      const char* colon = std::strrchr(local, ':');
+      if (colon != nullptr && st == 0x0A)
+        out.emplace(static_cast<uint32_t>(std::strtoul(colon + 1, nullptr, 16)), inode);
+    }
   }
-  return false;
+  return out;
 }
 
 bool InodeOpenIn(pid_t pid, uint64_t inode) {
@@ -54,12 +63,25 @@ bool InodeOpenIn(pid_t pid, uint64_t inode) {
   return found;
 }
 
-}  // namespace
-
-bool PortStillBound(uint32_t port, uint64_t socket_inode, pid_t pid) {
-  return ListeningIn("/proc/net/tcp", port) || ListeningIn("/proc/net/tcp6", port) ||
-         (pid > 0 && InodeOpenIn(pid, socket_inode));
+// Whether this node's record still holds its port: one of its sockets
+// listens (a forked server's too), or the first binder still has its
+// socket open (bound, not listening yet). A socket of another program that
+// listens on the port does not count: the relay never reaches it.
+bool StillBound(const v1::ClusterPort& port, const Listening& listening) {
+  for (uint64_t inode : port.socket_inodes())
+    if (listening.count({port.port(), inode})) return true;
+  return port.pid() > 0 && port.socket_inodes_size() > 0 && InodeOpenIn(port.pid(), port.socket_inodes(0));
 }
+
+// The lowest port a user other than root may bind (the kernel's rule).
+uint32_t UnprivilegedPortStart() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+  uint32_t start = 1024;
+  in >> start;
+  return start;
+}
+
+}  // namespace
 
 PortTable::PortTable(Store& store, Membership& members, PeerNetwork& network, Self self)
     : store_(store), members_(members), network_(network), self_(std::move(self)) {}
@@ -78,10 +100,12 @@ void PortTable::Start() {
 void PortTable::Stop() { watch_.Stop(); }
 
 void PortTable::PeerChanged(const std::string& key) {
-  if (Result<Record> rec = store_.GetWithTombstone(key, Cf::kPorts); rec.ok()) {
+  if (Result<Record> rec = store_.Get(key, Cf::kPorts); rec.ok()) {
+    v1::ClusterPort port;
     std::lock_guard lock(mu_);
     auto grant = grants_.find(key);
-    if (grant != grants_.end() && grant->second.node_id == NodeIdHex(rec->version.node)) grants_.erase(grant);
+    if (grant != grants_.end() && port.ParseFromString(rec->value) && port.claim_id() == grant->second.claim_id)
+      grants_.erase(grant);  // spent: the claimant's record speaks now
   }
   Notify();
 }
@@ -95,103 +119,123 @@ std::optional<v1::ClusterPort> PortTable::Holder(const std::string& key) {
   v1::ClusterPort port;
   if (!rec.ok() || !port.ParseFromString(rec->value)) return std::nullopt;
   if (port.node_id() == self_.node_id) {
-    if (!PortStillBound(port.port(), port.socket_inode(), port.pid())) return std::nullopt;
+    if (!StillBound(port, ListeningSockets())) return std::nullopt;
   } else if (members_.Dead(port.node_id())) {
     return std::nullopt;
   }
   return port;
 }
 
-v1::ClaimPortResponse PortTable::CastLocked(const std::string& key, const std::string& node_id, bool withdraw) {
+v1::ClaimPortResponse PortTable::CastLocked(const v1::ClaimPortRequest& req) {
   v1::ClaimPortResponse vote;
   auto now = std::chrono::steady_clock::now();
-  auto grant = grants_.find(key);
-  if (withdraw) {
-    if (grant != grants_.end() && grant->second.node_id == node_id) grants_.erase(grant);
+  auto grant = grants_.find(req.key());
+  if (req.withdraw()) {
+    if (grant != grants_.end() && grant->second.claim_id == req.claim_id()) grants_.erase(grant);
     return vote;
   }
-  if (std::optional<v1::ClusterPort> holder = Holder(key); holder && holder->node_id() != node_id) {
+  if (std::optional<v1::ClusterPort> holder = Holder(req.key()); holder && holder->node_id() != req.node_id()) {
     vote.set_held(true);
     vote.set_holder(holder->node_id());
     return vote;
   }
-  if (grant != grants_.end() && grant->second.node_id != node_id && grant->second.until > now) {
+  if (grant != grants_.end() && grant->second.claim_id != req.claim_id() && grant->second.until > now) {
     vote.set_holder(grant->second.node_id);
     return vote;
   }
-  grants_[key] = {node_id, now + kGrantHold};
+  grants_[req.key()] = {req.node_id(), req.claim_id(), now + kGrantHold};
   vote.set_granted(true);
   return vote;
 }
 
 Status PortTable::OnClaimPort(const v1::ClaimPortRequest& req, v1::ClaimPortResponse* resp) {
-  if (req.key().rfind("tcp/", 0) != 0 || req.node_id().empty())
-    return Status::InvalidArgument(fmt::format("claim port: bad key '{}' or node", req.key()));
+  if (req.key().rfind("tcp/", 0) != 0 || req.node_id().empty() || req.claim_id() == 0)
+    return Status::InvalidArgument(fmt::format("claim port: bad key '{}', node or claim", req.key()));
   std::lock_guard lock(mu_);
-  *resp = CastLocked(req.key(), req.node_id(), req.withdraw());
+  *resp = CastLocked(req);
   return Status::Ok();
 }
 
-bool PortTable::Round(const std::string& key, bool* held, std::string* why) {
-  std::vector<PeerAddress> others = members_.AliveOthers();
+size_t PortTable::VotesNeeded() {
+  // Every member not declared dead counts (a suspected one that does not
+  // answer counts as a refusal), and so does every seed not heard from: a
+  // node that has just joined is not a cluster of one.
+  size_t members = 1 + members_.UnheardSeeds();
+  for (const v1::Node& n : members_.Nodes()) members += !n.self() && n.state() != v1::NODE_STATE_DEAD;
+  return Majority(members);
+}
+
+bool PortTable::Round(const v1::ClaimPortRequest& req, bool* held, std::string* why) {
+  const size_t needed = VotesNeeded();
   size_t granted = 0;
   {
     std::lock_guard lock(mu_);
-    v1::ClaimPortResponse own = CastLocked(key, self_.node_id, false);
+    v1::ClaimPortResponse own = CastLocked(req);
     if (own.granted()) ++granted;
     if (own.held()) *held = true;
   }
-  v1::ClaimPortRequest req;
-  req.set_key(key);
-  req.set_node_id(self_.node_id);
   std::mutex answers_mu;
-  std::vector<std::thread> calls;
-  for (const PeerAddress& peer : others)
-    calls.emplace_back([&, peer] {
-      v1::ClaimPortResponse vote;
-      Status s = network_.To(peer.address).ClaimPort(req, &vote, {.timeout = std::chrono::milliseconds(1000)});
-      std::lock_guard lock(answers_mu);
-      if (!s.ok()) *why += fmt::format("; {}: {}", peer.node_id, s.message());
-      else if (vote.granted()) ++granted;
-      else if (vote.held()) *held = true;
-      else *why += fmt::format("; {} granted it to {} a moment ago", peer.node_id, vote.holder());
-    });
-  for (std::thread& t : calls) t.join();
-  return !*held && granted >= Majority(others.size() + 1);
+  ForEachAliveOther([&](const PeerAddress& peer) {
+    v1::ClaimPortResponse vote;
+    Status s = network_.To(peer.address).ClaimPort(req, &vote, {.timeout = std::chrono::milliseconds(1000)});
+    std::lock_guard lock(answers_mu);
+    if (!s.ok()) *why += fmt::format("; {}: {}", peer.node_id, s.message());
+    else if (vote.granted()) ++granted;
+    else if (vote.held()) *held = true;
+    else *why += fmt::format("; {} granted it to {} a moment ago", peer.node_id, vote.holder());
+  });
+  return !*held && granted >= needed;
 }
 
-void PortTable::Withdraw(const std::string& key) {
+void PortTable::ForEachAliveOther(const std::function<void(const PeerAddress&)>& call) {
+  std::vector<std::thread> calls;
+  for (const PeerAddress& peer : members_.AliveOthers()) calls.emplace_back([&call, peer] { call(peer); });
+  for (std::thread& t : calls) t.join();
+}
+
+void PortTable::Withdraw(v1::ClaimPortRequest req) {
+  req.set_withdraw(true);
   {
     std::lock_guard lock(mu_);
-    CastLocked(key, self_.node_id, true);
+    CastLocked(req);
   }
-  v1::ClaimPortRequest req;
-  req.set_key(key);
-  req.set_node_id(self_.node_id);
-  req.set_withdraw(true);
-  for (const PeerAddress& peer : members_.AliveOthers()) {
+  ForEachAliveOther([&](const PeerAddress& peer) {
     v1::ClaimPortResponse unused;
     (void)network_.To(peer.address).ClaimPort(req, &unused, {.timeout = std::chrono::milliseconds(500)});
-  }
+  });
 }
 
 Status PortTable::Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t pid, uid_t uid) {
+  if (port < UnprivilegedPortStart() && uid != 0)  // as the kernel would answer, before any vote
+    return Status::PermissionDenied(fmt::format("port {} is below {}: root's", port, UnprivilegedPortStart()));
   const std::string key = Key(port);
   std::lock_guard claim(claim_mu_);
   // A port this node's program still holds: the kernel decides (SO_REUSEPORT
-  // shares it, anything else fails with EADDRINUSE as natively).
-  if (std::optional<v1::ClusterPort> holder = Holder(key); holder && holder->node_id() == self_.node_id)
+  // shares it, a second bind of one program on IPv4 and IPv6 too, anything
+  // else fails with EADDRINUSE as natively); the new socket holds it too.
+  if (std::optional<v1::ClusterPort> holder = Holder(key); holder && holder->node_id() == self_.node_id) {
+    if (std::find(holder->socket_inodes().begin(), holder->socket_inodes().end(), socket_inode) ==
+        holder->socket_inodes().end()) {
+      holder->add_socket_inodes(socket_inode);
+      if (Result<Version> put = store_.Put(key, holder->SerializeAsString(), /*sync=*/false, Cf::kPorts); !put.ok())
+        return put.status();
+    }
     return Status::Ok();
-  std::mt19937 rng(std::random_device{}());
+  }
+  std::mt19937_64 rng(std::random_device{}());
+  v1::ClaimPortRequest req;
+  req.set_key(key);
+  req.set_node_id(self_.node_id);
+  req.set_claim_id(rng() | 1);
   const auto deadline = std::chrono::steady_clock::now() + kClaimWait;
   std::string why;
   for (;;) {
     bool held = false;
-    if (Round(key, &held, &why)) break;
-    Withdraw(key);
+    if (Round(req, &held, &why)) break;
+    Withdraw(req);
     if (held) return Status::AlreadyExists(fmt::format("port {} is held by a program on another node", port));
     if (std::chrono::steady_clock::now() >= deadline)
-      return Status::Unavailable(fmt::format("port {}: no majority of the live nodes granted it{}", port, why));
+      return Status::Unavailable(fmt::format("port {}: no majority of the nodes granted it{}", port, why));
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(20, 200)(rng)));
   }
   v1::ClusterPort record;
@@ -205,8 +249,9 @@ Status PortTable::Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t p
           .count());
   record.set_connect_host(ipv6 ? "::1" : "127.0.0.1");
   record.set_relay(relay_address_);
-  record.set_socket_inode(socket_inode);
+  record.add_socket_inodes(socket_inode);
   record.set_pid(pid);
+  record.set_claim_id(req.claim_id());
   Result<Version> put = store_.Put(key, record.SerializeAsString(), /*sync=*/false, Cf::kPorts);
   if (!put.ok()) return put.status();
   {
@@ -220,26 +265,42 @@ Status PortTable::Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t p
 
 void PortTable::Release(uint32_t port, uint64_t socket_inode, uid_t uid) {
   const std::string key = Key(port);
+  std::lock_guard claim(claim_mu_);
   Result<Record> rec = store_.Get(key, Cf::kPorts);
   v1::ClusterPort held;
-  if (!rec.ok() || !held.ParseFromString(rec->value) || held.node_id() != self_.node_id ||
-      held.socket_inode() != socket_inode || held.uid() != uid)
-    return;
-  (void)store_.Delete(key, /*sync=*/false, nullptr, Cf::kPorts);
+  if (!rec.ok() || !held.ParseFromString(rec->value) || held.node_id() != self_.node_id) return;
+  auto inodes = held.mutable_socket_inodes();
+  auto it = std::find(inodes->begin(), inodes->end(), socket_inode);
+  // The first socket is the owner's: only its user (or root) gives it back.
+  // A later one may be another user's, whose bind the kernel refused.
+  if (it == inodes->end() || (it == inodes->begin() && uid != held.uid() && uid != 0)) return;
+  inodes->erase(it);
+  if (inodes->empty()) (void)store_.Delete(key, /*sync=*/false, nullptr, Cf::kPorts);
+  else (void)store_.Put(key, held.SerializeAsString(), /*sync=*/false, Cf::kPorts);
   Notify();
 }
 
 void PortTable::Watch() {
-  Result<ScanPage> page = store_.Scan("tcp/", "", StoreLimits::kMaxScanLimit, /*keys_only=*/true, Cf::kPorts);
-  if (!page.ok()) return;
-  for (const Entry& e : page->entries) {
-    std::lock_guard claim(claim_mu_);  // read again under it: a claim may have just replaced the record
-    Result<Record> rec = store_.Get(e.key, Cf::kPorts);
-    v1::ClusterPort port;
-    if (!rec.ok() || !port.ParseFromString(rec->value) || port.node_id() != self_.node_id) continue;
-    if (PortStillBound(port.port(), port.socket_inode(), port.pid())) continue;
-    spdlog::debug("port {} let go (pid {})", port.port(), port.pid());
-    (void)store_.Delete(e.key, /*sync=*/false, nullptr, Cf::kPorts);
+  const Listening listening = ListeningSockets();  // once per pass
+  std::string after;
+  for (;;) {
+    Result<ScanPage> page = store_.Scan("tcp/", after, StoreLimits::kMaxScanLimit, /*keys_only=*/true, Cf::kPorts);
+    if (!page.ok() || page->entries.empty()) return;
+    for (const Entry& e : page->entries) {
+      std::lock_guard claim(claim_mu_);  // read again under it: a claim may have just replaced the record
+      Result<Record> rec = store_.Get(e.key, Cf::kPorts);
+      v1::ClusterPort port;
+      if (!rec.ok() || !port.ParseFromString(rec->value) || port.node_id() != self_.node_id) continue;
+      if (port.relay() != relay_address_) {  // written before this agent's restart: the relay moved
+        port.set_relay(relay_address_);
+        (void)store_.Put(e.key, port.SerializeAsString(), /*sync=*/false, Cf::kPorts);
+      }
+      if (StillBound(port, listening)) continue;
+      spdlog::debug("port {} let go (pid {})", port.port(), port.pid());
+      (void)store_.Delete(e.key, /*sync=*/false, nullptr, Cf::kPorts);
+    }
+    if (!page->more) return;
+    after = page->entries.back().key;
   }
 }
 

@@ -2,14 +2,23 @@
 // program under the shim bound (bind() of the any address or loopback, port
 // not 0). One record per port in the store's "ports" family, written by the
 // owner's agent and replicated like namespace records; the owner deletes it
-// once the port is let go (close, exit, crash: the agent looks every second).
+// once the port is let go (close, exit, crash: the agent looks every
+// second), and rewrites its relay address after a restart.
 //
-// A port is won as an exclusive create is, by a vote of the live members:
-// a majority of them, this node included, must grant it (Peer/ClaimPort). A
-// member refuses a port that a live node's record holds, or that it granted
-// to another node in the last kGrantHold (its record may not have arrived
-// yet; the claimant's own record of the port, or its deletion, ends the grant). Two nodes claiming at once: at most one gets a majority; a round
-// that nobody wins is withdrawn and tried again after a random pause.
+// A port is won by a vote (Peer/ClaimPort): a majority of the members not
+// declared dead (this node and seeds not heard from included) must grant
+// it, and none may say that a node holds it. A member refuses a port that
+// a record of a node not dead holds, or that it granted to another claim
+// in the last kGrantHold (its record may not have arrived yet: the
+// claimant's record, naming its claim, ends the grant). Two nodes that see
+// the same members cannot both win; a round that nobody wins is withdrawn
+// and tried again after a random pause. Views differ for a moment when a
+// node joins or returns: docs/consistency.md says what that allows.
+//
+// The owner's agent deletes the record once none of the record's sockets
+// listens on the port and the first binder's socket is closed; a port below
+// ip_unprivileged_port_start is refused to a user other than root (as the
+// kernel would refuse the bind).
 //
 // A record counts only while its owner is not dead to this node: the ports
 // of a node declared dead (membership: 10 s without a heartbeat) are free,
@@ -21,6 +30,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -72,8 +82,9 @@ class PortTable {
   // Ok: the kernel may bind it now. AlreadyExists: another live node's
   // program holds it (EADDRINUSE). Unavailable: no majority answered.
   Status Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t pid, uid_t uid);
-  // The kernel's bind failed after the claim: the record made for this
-  // socket (by this user) goes.
+  // The kernel's bind failed after the claim: the socket is taken out of
+  // the record (the record goes with its last one). The first socket, the
+  // owner's, only by its user or root.
   void Release(uint32_t port, uint64_t socket_inode, uid_t uid);
   // A peer's record of key arrived (replication or anti-entropy). A grant
   // to the node that wrote it is spent (it won, or let the port go since);
@@ -95,17 +106,23 @@ class PortTable {
  private:
   struct Grant {
     std::string node_id;
+    uint64_t claim_id = 0;
     std::chrono::steady_clock::time_point until;
   };
   // The record of key if it counts (this node's: its port still bound
   // here; another's: its node not declared dead).
   std::optional<v1::ClusterPort> Holder(const std::string& key);
   // This node's vote (mu_ held).
-  v1::ClaimPortResponse CastLocked(const std::string& key, const std::string& node_id, bool withdraw);
+  v1::ClaimPortResponse CastLocked(const v1::ClaimPortRequest& req);
+  // A majority of the members not declared dead, this node and seeds not
+  // heard from included.
+  size_t VotesNeeded();
   // One round: this node's vote and every live other's. True when won;
   // *held when someone refused because a live node holds it.
-  bool Round(const std::string& key, bool* held, std::string* why);
-  void Withdraw(const std::string& key);
+  bool Round(const v1::ClaimPortRequest& req, bool* held, std::string* why);
+  void Withdraw(v1::ClaimPortRequest req);
+  // call(peer) for every live other member at once; returns when all did.
+  void ForEachAliveOther(const std::function<void(const PeerAddress&)>& call);
   // Deletes this node's records whose port is not bound here any more.
   void Watch();
   void Notify();
@@ -121,10 +138,5 @@ class PortTable {
   std::mutex claim_mu_;                  // one claim at a time here
   PeriodicThread watch_;
 };
-
-// Whether this node's kernel has the port bound: a TCP socket on it in
-// /proc/net/tcp or tcp6 (listening or connected), or the socket inode still
-// open in pid (bound, not listening yet). For the owner's watch.
-bool PortStillBound(uint32_t port, uint64_t socket_inode, pid_t pid);
 
 }  // namespace onebox

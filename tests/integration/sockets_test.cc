@@ -3,7 +3,9 @@
 // program in one node reaches a server in another only through onebox. The
 // programs are real: python's http.server and curl, and the probes of
 // tests/tools/port_probe.py, which check what loopback gives a program.
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -163,6 +165,81 @@ TEST_F(SocketsTest, APortLetGoIsFreeOnEveryNodeAndNoLongerReached) {
       seconds(5), "node 3 no longer listens for it"));
   RunResult free_now = ProbeIn(2, {"bind", "18091", "0"});
   EXPECT_EQ(free_now.out, "bound\n") << free_now.err;
+}
+
+TEST_F(SocketsTest, AReaderThatPausesLongerThanKeepaliveStillGetsEverything) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18094);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18094); }, seconds(10), "node 2 knows the port"));
+  RunResult stalled = ProbeIn(2, {"stall", "18094", "9", "16"});
+  EXPECT_EQ(stalled.out, "stall ok\n") << stalled.err;
+}
+
+TEST_F(SocketsTest, AfterTheOwnersAgentRestartsItsPortIsReachedAgain) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18096);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18096); }, seconds(10), "node 2 knows the port"));
+  ASSERT_EQ(agents_[0]->Stop(), 0);
+  ASSERT_TRUE(agents_[0]->Start());  // its relay listens on another port now
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = ProbeIn(2, {"half-close", "18096"});
+        return Observed(r.out == "half-close ok\n", r.out + r.err);
+      },
+      seconds(20), "node 2 reaches the server through the restarted agent"));
+}
+
+TEST_F(SocketsTest, AClaimWhoseSocketNeverListensGoesAndNeverLeadsToAnotherProgram) {
+  // A program outside the shim listens on the port on node 1; a user then
+  // claims the port without binding it (a raw BindPort on the socket).
+  const std::string log = dir_ / "plain-echo.log";
+  NodeProcess plain(Node(1), {"python3", Probe(), "echo-server", "18095"}, {}, log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
+                        "the plain server listens"));
+  v1::ShimRequest req;
+  req.mutable_bind_port()->set_port(18095);
+  req.mutable_bind_port()->set_socket_inode(424242);
+  v1::ShimResponse resp;
+  std::string err;
+  ASSERT_TRUE(ShimCall(Socket(1), req, &resp, &err, 10)) << err;
+  ASSERT_EQ(resp.err(), 0) << resp.message();
+  // The record goes within the owner's next looks, and node 2 never
+  // reaches the plain server through it.
+  EXPECT_TRUE(WaitUntil([&] { return !Lists(2, 18095); }, seconds(10), "the claim without its socket is dropped"));
+  RunResult r = ProbeIn(2, {"half-close", "18095"});
+  EXPECT_NE(r.out, "half-close ok\n");
+}
+
+TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18097);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18097); }, seconds(10), "node 2 knows the port"));
+  std::string relay;
+  v1::ListPortsResponse listed = Ports(2);
+  for (const v1::ClusterPort& p : listed.ports())
+    if (p.port() == 18097) relay = p.relay();
+  ASSERT_FALSE(relay.empty());
+  // The relay as a stranger on the network would dial it: the challenge,
+  // then the port with a proof made without the token.
+  const size_t colon = relay.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(relay.substr(colon + 1))));
+  ASSERT_EQ(inet_pton(AF_INET, relay.substr(0, colon).c_str(), &addr.sin_addr), 1) << relay;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
+  char challenge[16];
+  ASSERT_EQ(recv(fd, challenge, sizeof challenge, MSG_WAITALL), 16);
+  std::string header = "OBR2";
+  header += static_cast<char>(18097 >> 8);
+  header += static_cast<char>(18097 & 0xff);
+  header += std::string(32, 'x');
+  ASSERT_EQ(send(fd, header.data(), header.size(), MSG_NOSIGNAL), static_cast<ssize_t>(header.size()));
+  unsigned char answer[4] = {0, 0, 0, 0};
+  ASSERT_EQ(recv(fd, answer, sizeof answer, MSG_WAITALL), 4);
+  EXPECT_EQ(answer[0] << 24 | answer[1] << 16 | answer[2] << 8 | answer[3], EACCES);
+  char more;
+  EXPECT_LE(recv(fd, &more, 1, 0), 0);  // and the link ends there
+  close(fd);
 }
 
 TEST_F(SocketsTest, AThousandConnectionsAtOnceAndTheirEndLeaveNoDescriptorsBehind) {

@@ -20,6 +20,8 @@ loopback gives; the test reads the lines.
   many PORT N               N connections open at once, one line each way
   setup PORT N              N times in a row: connect, one byte each way,
                             close; prints "setup p50 MICROS p99 MICROS"
+  stall PORT SECONDS MIB    sends MIB MiB while reading nothing for SECONDS,
+                            then reads the echo: "stall ok" when all came back
   hold PORT                 connects, checks one echo ("connected"), then waits
                             for the connection's end: "reset SECONDS" or "eof SECONDS"
 """
@@ -194,6 +196,23 @@ def setup(port, n):
     print(f"setup p50 {times[len(times) // 2]:.0f} p99 {times[min(len(times) - 1, len(times) * 99 // 100)]:.0f}")
 
 
+def stall(port, seconds, mib):
+    c = connect(port)
+    c.settimeout(None)
+    sent = os.urandom(mib << 20)
+    sender = threading.Thread(target=c.sendall, args=(sent,))
+    sender.start()
+    time.sleep(seconds)
+    got = bytearray()
+    while len(got) < len(sent):
+        data = c.recv(1 << 16)
+        if not data:
+            break
+        got += data
+    sender.join()
+    print("stall ok" if bytes(got) == sent else f"stall got {len(got)} of {len(sent)}")
+
+
 def hold(port):
     c = connect(port)
     c.sendall(b"hi")
@@ -232,6 +251,8 @@ if __name__ == "__main__":
         many(int(args[0]), int(args[1]))
     elif cmd == "setup":
         setup(int(args[0]), int(args[1]))
+    elif cmd == "stall":
+        stall(int(args[0]), float(args[1]), int(args[2]))
     elif cmd == "hold":
         hold(int(args[0]))
     else:
