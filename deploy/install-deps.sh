@@ -11,6 +11,7 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf
   iproute2  # tests: partitions made with network namespaces
   binutils-source  # tests: placement at exec builds its libiberty (66 C files) with make -j
+  curl redis-server redis-tools  # tests: cluster ports, with real servers and clients
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi

@@ -111,6 +111,46 @@ TEST_F(SocketsTest, AServerOnOneNodeIsReachedFromEveryNodeWithAndWithoutTheShim)
   EXPECT_NE(text.out.find(fmt::format("18080  n1")), std::string::npos) << text.out;
 }
 
+TEST_F(SocketsTest, RedisOnOneNodeServesRedisCliAndRedisBenchmarkOnAnother) {
+  const std::string log = dir_ / "redis.log";
+  NodeProcess redis(Node(1),
+                    {"redis-server", "--port", "16379", "--bind", "127.0.0.1", "-::1", "--save", "", "--appendonly", "no"},
+                    ShimEnv(1), log);
+  ASSERT_TRUE(redis.ok()) << redis.error();
+  ASSERT_TRUE(WaitUntil([&] { return Lists(3, 16379); }, seconds(20), "node 3 knows redis's port")) << ReadFile(log);
+  std::vector<std::string> cli{"redis-cli", "-p", "16379"};
+  auto cli_with = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), cli.begin(), cli.end());
+    return RunInNode(Node(3), args);
+  };
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = cli_with({"set", "greeting", "from node 3"});
+        return Observed(r.out == "OK\n", r.out + r.err);
+      },
+      seconds(10), "redis-cli on node 3 sets a key"));
+  EXPECT_EQ(cli_with({"get", "greeting"}).out, "from node 3\n");
+  // Node 1's own client sees what node 3 wrote: one server.
+  EXPECT_EQ(RunInNode(Node(1), {"redis-cli", "-p", "16379", "get", "greeting"}).out, "from node 3\n");
+  RunResult bench = RunInNode(Node(3), {"redis-benchmark", "-p", "16379", "-c", "20", "-n", "5000", "-t", "set,get", "-q"});
+  EXPECT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_NE(bench.out.find("SET: "), std::string::npos) << bench.out;
+  EXPECT_NE(bench.out.find("GET: "), std::string::npos) << bench.out;
+  EXPECT_EQ(cli_with({"dbsize"}).out, "2\n");  // greeting and key:__rand_int__
+}
+
+TEST_F(SocketsTest, AServerOnTheIpv6LoopbackIsReachedOnIpv6) {
+  const std::string log = dir_ / "echo6.log";
+  NodeProcess server(Node(1), {"python3", Probe(), "echo-server", "18098", "::1"}, ShimEnv(1), log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
+                        "the server listens on [::1]"));
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18098); }, seconds(10), "node 2 knows the port"));
+  RunResult v6 = ProbeIn(2, {"half-close", "18098", "::1"});
+  EXPECT_EQ(v6.out, "half-close ok\n") << v6.err;
+  RunResult plain = ProbeIn(3, {"half-close", "18098", "::1"}, /*shim=*/false);
+  EXPECT_EQ(plain.out, "half-close ok\n") << plain.err;
+}
+
 TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
   for (int round = 0; round < 3; ++round) {
     const std::string port = std::to_string(18081 + round);

@@ -9,7 +9,7 @@ loopback gives; the test reads the lines.
                             with an RST; prints "listening" once it listens
   bind PORT SECONDS         binds 127.0.0.1:PORT and listens; prints "bound"
                             and holds it, or "refused ERRNO"
-  half-close PORT           sends 1 MiB, shuts down its side, reads the echo to
+  half-close PORT [HOST]    sends 1 MiB, shuts down its side, reads the echo to
                             EOF: "half-close ok" when all came back
   bulk PORT MIB             sends MIB MiB and reads the echo at once, checks a
                             SHA-256 of each way
@@ -69,8 +69,8 @@ def echo_server(port, host="127.0.0.1"):
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
-def half_close(port):
-    c = connect(port)
+def half_close(port, host="127.0.0.1"):
+    c = connect(port, host)
     sent = os.urandom(1 << 20)
     got = bytearray()
     reader = threading.Thread(target=lambda: read_all(c, got))
@@ -238,7 +238,7 @@ if __name__ == "__main__":
     elif cmd == "bind":
         bind(int(args[0]), float(args[1]))
     elif cmd == "half-close":
-        half_close(int(args[0]))
+        half_close(int(args[0]), *(args[1:2]))
     elif cmd == "bulk":
         bulk(int(args[0]), int(args[1]))
     elif cmd == "nonblocking":
