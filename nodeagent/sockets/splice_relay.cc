@@ -43,7 +43,16 @@ struct SpliceRelay::Pair {
   bool reset = false;  // asked for by Reset (under mu_)
   int sock[2] = {-1, -1};
   Flow flow[2];
-  uint32_t watched[2] = {0, 0};  // the epoll events each socket is registered for
+  // The epoll events each socket is registered for; 0: not registered (a
+  // socket with nothing to do is taken out: EPOLLHUP cannot be masked, and
+  // a half-closed socket would report it at every wait).
+  uint32_t watched[2] = {0, 0};
+  // What epoll last said of each socket, until a splice finds otherwise:
+  // a socket is read or written only when it may have data or room, so a
+  // small message costs a splice in and a splice out, not also the calls
+  // that would find nothing (EAGAIN).
+  bool readable[2] = {true, true};
+  bool writable[2] = {true, true};
 };
 
 Result<std::unique_ptr<SpliceRelay>> SpliceRelay::Start() {
@@ -90,13 +99,9 @@ Status SpliceRelay::Add(int a, int b, std::string tag) {
   }
   for (int fd : pair->sock) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   Pair* p = pair.get();
-  {
-    std::lock_guard lock(mu_);
-    pairs_[p] = std::move(pair);
-  }
-  ++open_;
-  ++total_;
   // Registered for reading at first; the loop's thread adjusts from there.
+  // Under mu_ until both are registered: the loop finds the pair only then.
+  std::lock_guard lock(mu_);
   for (int i = 0; i < 2; ++i) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
@@ -104,6 +109,9 @@ Status SpliceRelay::Add(int a, int b, std::string tag) {
     p->watched[i] = ev.events;
     epoll_ctl(epoll_, EPOLL_CTL_ADD, p->sock[i], &ev);
   }
+  pairs_[p] = std::move(pair);
+  ++open_;
+  ++total_;
   return Status::Ok();
 }
 
@@ -148,7 +156,10 @@ void SpliceRelay::Loop() {
       lock.unlock();
       int err = 0;
       socklen_t len = sizeof err;
-      const int sock = p->sock[events[i].data.u64 & 1];
+      const int side = static_cast<int>(events[i].data.u64 & 1);
+      const int sock = p->sock[side];
+      if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p->readable[side] = true;
+      if (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) p->writable[side] = true;
       if ((events[i].events & EPOLLERR) && getsockopt(sock, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
         Close(*p, /*reset=*/true);  // reset while this side had nothing to read or write
       if (p->sock[0] < 0 || Pump(*p)) {
@@ -168,30 +179,37 @@ bool SpliceRelay::Pump(Pair& p) {
     for (int i = 0; i < 2; ++i) {
       Flow& f = p.flow[i];
       const int from = p.sock[i], to = p.sock[1 - i];
-      if (!f.ended && !f.pipe_full && f.held < f.capacity) {
-        ssize_t n = splice(from, nullptr, f.pipe_w, nullptr, f.capacity - f.held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (p.readable[i] && !f.ended && !f.pipe_full && f.held < f.capacity) {
+        const size_t room = f.capacity - f.held;
+        ssize_t n = splice(from, nullptr, f.pipe_w, nullptr, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
           f.held += static_cast<size_t>(n);
           moved = true;
+          if (static_cast<size_t>(n) < room) p.readable[i] = false;  // drained, most likely: epoll says when not
         } else if (n == 0) {
           f.ended = true;
           moved = true;
         } else if (errno == EAGAIN) {
           // No data, or no room in the pipe: with bytes held, take it for
           // no room until some leave (else the level-triggered wait spins).
+          p.readable[i] = false;
           f.pipe_full = f.held > 0;
         } else if (errno != EINTR) {
           Close(p, /*reset=*/true);  // reset (or any error) on one side: reset the other
           return true;
         }
       }
-      if (f.held > 0) {
+      if (f.held > 0 && p.writable[1 - i]) {
         ssize_t n = splice(f.pipe_r, nullptr, to, nullptr, f.held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
           f.held -= static_cast<size_t>(n);
+          if (f.pipe_full) p.readable[i] = true;  // room again: read what waited
           f.pipe_full = false;
           moved = true;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          if (f.held > 0) p.writable[1 - i] = false;  // its buffer is full: epoll says when not
+        } else if (n < 0 && errno == EAGAIN) {
+          p.writable[1 - i] = false;
+        } else if (n < 0 && errno != EINTR) {
           Close(p, /*reset=*/true);  // the reader is gone (EPIPE, ECONNRESET)
           return true;
         }
@@ -218,9 +236,10 @@ void SpliceRelay::Watch(Pair& p) {
     if (out.held > 0) want |= EPOLLOUT;
     if (want == p.watched[i]) continue;
     epoll_event ev{};
-    ev.events = want;  // 0 still reports errors and hang-ups
+    ev.events = want;
     ev.data.u64 = reinterpret_cast<uintptr_t>(&p) | static_cast<uintptr_t>(i);
-    epoll_ctl(epoll_, EPOLL_CTL_MOD, p.sock[i], &ev);
+    const int op = want == 0 ? EPOLL_CTL_DEL : p.watched[i] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    epoll_ctl(epoll_, op, p.sock[i], &ev);
     p.watched[i] = want;
   }
 }
@@ -228,7 +247,7 @@ void SpliceRelay::Watch(Pair& p) {
 void SpliceRelay::Close(Pair& p, bool reset) {
   for (int& fd : p.sock) {
     if (fd < 0) continue;
-    if (epoll_ >= 0) epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
+    if (epoll_ >= 0) epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);  // (ENOENT when taken out: harmless)
     if (reset) CloseWithReset(fd);
     else close(fd);
     fd = -1;
