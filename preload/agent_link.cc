@@ -233,7 +233,10 @@ int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page 
   timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+  // libc's connect, never ours (socket.cc): the agent's socket may lie under
+  // the cluster root, and resolving it would need this very connection.
+  ONEBOX_REAL(connect);
+  if (real_connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
     int err = errno;
     RealClose(fd);
     Warn("connect", err);
@@ -514,9 +517,10 @@ int SignalGpid(long long gpid, int sig, bool has_value, long long value) {
   return AskAlone(req, 10'000);
 }
 
-int BindPort(unsigned port, bool ipv6, unsigned long long socket_inode, bool release) {
+int BindPort(unsigned port, bool ipv6, const char* path, unsigned long long socket_inode, bool release) {
   Onebox__V1__ShimBindPortRequest bind = ONEBOX__V1__SHIM_BIND_PORT_REQUEST__INIT;
   bind.port = port;
+  if (path != nullptr) bind.path = const_cast<char*>(path);
   bind.ipv6 = ipv6;
   bind.socket_inode = socket_inode;
   bind.release = release;

@@ -24,11 +24,13 @@ int Claim(const char* rel_path);
 // agent sends it to the gpid's node, as this process's user. 0 or an errno
 // (EPERM, ESRCH, EINVAL; ENOTCONN when no agent answers).
 int SignalGpid(long long gpid, int sig, bool has_value, long long value);
-// bind() of a cluster port (preload/socket.cc): the agent claims port for
-// this process across the cluster, or (release) gives back the claim of a
-// bind the kernel refused. 0 or an errno (EADDRINUSE: another node's
-// program holds it; EADDRNOTAVAIL: no majority answered; ENOTCONN: no agent).
-int BindPort(unsigned port, bool ipv6, unsigned long long socket_inode, bool release);
+// bind() of a cluster port, or of a Unix stream socket at path (below the
+// view root; nullptr for a port) (preload/socket.cc): the agent claims it
+// for this process across the cluster, or (release) gives back the claim of
+// a bind the kernel refused. 0 or an errno (EADDRINUSE: another node's
+// program holds it; EADDRNOTAVAIL: no majority answered; EACCES; ENOTCONN:
+// no agent).
+int BindPort(unsigned port, bool ipv6, const char* path, unsigned long long socket_inode, bool release);
 // True when the agent's state page says other members are alive: only then
 // is an exclusive creation claimed across the cluster.
 bool MayHavePeers();

@@ -1,25 +1,39 @@
-// Interposed: bind. A TCP socket bound to a port on the any address or on
-// loopback (0.0.0.0, 127.0.0.1, ::, ::1, ::ffff:127.0.0.1) takes a cluster
-// port: the agent claims it across the cluster before the kernel binds it
-// (nodeagent/sockets/port_table.h), so a port another node's program holds
-// fails with EADDRINUSE, and every other node's agent then listens on it
-// for its own programs and relays their connections here
-// (nodeagent/sockets/port_relay.h). connect() needs nothing of the shim:
-// a remote port is a local listener. Port 0, UDP, Unix sockets and other
-// addresses go straight to libc.
+// Interposed: bind and connect. A TCP socket bound to a port on the any
+// address or on loopback (0.0.0.0, 127.0.0.1, ::, ::1, ::ffff:127.0.0.1)
+// takes a cluster port: the agent claims it across the cluster before the
+// kernel binds it (nodeagent/sockets/port_table.h), so a port another
+// node's program holds fails with EADDRINUSE, and every other node's agent
+// then listens on it for its own programs and relays their connections
+// here (nodeagent/sockets/port_relay.h). connect() to a port needs nothing
+// of the shim: a remote port is a local listener.
+//
+// A Unix socket bound at a path under the cluster root is made in the view
+// (through its directory's /proc/self/fd entry: the view's real path may
+// be longer than sun_path), and a stream socket is claimed as a port is.
+// connect() to such a path connects in the view; when this node's view has
+// no socket there (another node's program bound it), it connects to the
+// abstract name on which this node's agent relays that socket
+// (naming/unix_relay_name.h). Port 0, UDP and other addresses go straight
+// to libc.
 #include <errno.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "naming/unix_relay_name.h"
 #include "preload/link.h"
 #include "preload/native_path.h"
 #include "preload/shim.h"
 
 using namespace onebox::shim;
+using onebox::kMaxPathBytes;
 
 namespace {
 
@@ -27,6 +41,12 @@ struct ClusterPort {
   unsigned port = 0;
   bool ipv6 = false;  // other nodes' connections come in over ::1
 };
+
+int SocketType(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : -1;
+}
 
 bool IsTcpStream(int fd) {
   int type = 0, protocol = 0;
@@ -64,6 +84,100 @@ bool ClusterPortOf(const sockaddr* addr, socklen_t len, ClusterPort* out) {
   return false;
 }
 
+// Descriptors connected to another node's Unix socket through this node's
+// agent (a hint: the descriptor may have been closed and reused since, so
+// sendmsg looks at its peer before it refuses).
+constexpr size_t kRelayedFds = 65536;
+std::atomic<uint64_t> relayed[kRelayedFds / 64];
+
+// Whether fd's peer is one of the agents' abstract relay names.
+bool PeerIsRelay(int fd) {
+  sockaddr_un peer{};
+  socklen_t len = sizeof peer;
+  static constexpr char kPrefix[] = "onebox-";
+  return getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 && peer.sun_family == AF_UNIX &&
+         len > offsetof(sockaddr_un, sun_path) + sizeof kPrefix && peer.sun_path[0] == '\0' &&
+         std::memcmp(peer.sun_path + 1, kPrefix, sizeof kPrefix - 1) == 0;
+}
+
+bool CarriesDescriptors(const msghdr* msg) {
+  if (msg == nullptr || msg->msg_control == nullptr || !MayReadPage(static_cast<const char*>(msg->msg_control)))
+    return false;
+  for (const cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(msg), const_cast<cmsghdr*>(c)))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) return true;
+  return false;
+}
+
+// The cluster path a sockaddr_un names, resolved into t (rel in buf); false
+// when it names none (abstract, unnamed, a native path: libc's).
+bool UnixClusterPath(const sockaddr* addr, socklen_t len, Target* t, char* buf, size_t cap) {
+  const char* bytes = reinterpret_cast<const char*>(addr);
+  constexpr size_t kPathAt = offsetof(sockaddr_un, sun_path);
+  if (addr == nullptr || len <= kPathAt || !MayReadPage(bytes) || !MayReadPage(bytes + std::min<size_t>(len, sizeof(sockaddr_un)) - 1))
+    return false;
+  if (addr->sa_family != AF_UNIX || bytes[kPathAt] == '\0') return false;
+  char path[sizeof(sockaddr_un::sun_path) + 1];
+  const size_t n = strnlen(bytes + kPathAt, std::min<size_t>(len - kPathAt, sizeof path - 1));
+  std::memcpy(path, bytes + kPathAt, n);
+  path[n] = '\0';
+  *t = Resolve(path, buf, cap);
+  return t->cluster;
+}
+
+// Runs fn(addr, len) with a sockaddr_un naming t through its directory's
+// /proc/self/fd entry. -1 with errno on failure.
+template <class Fn>
+int AtUnixPath(const Target& t, Fn fn) {
+  char buf[kMaxPathBytes];
+  const char* base = nullptr;
+  int parent = OpenParentInView(t, buf, sizeof buf, &base);
+  if (parent < 0) return -1;
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  int n = snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", parent, base);
+  int r = n < 0 || static_cast<size_t>(n) >= sizeof a.sun_path ? Fail(ENAMETOOLONG)
+                                                                 : fn(reinterpret_cast<const sockaddr*>(&a), sizeof a);
+  int err = errno;
+  close(parent);
+  errno = err;
+  return r;
+}
+
+int BindUnix(int fd, const Target& t) {
+  ONEBOX_REAL(bind);
+  if (t.err) return Fail(t.err);
+  struct stat st;
+  const bool claimed = SocketType(fd) == SOCK_STREAM && fstat(fd, &st) == 0;
+  if (claimed) {
+    if (int err = BindPort(0, false, t.rel, st.st_ino, /*release=*/false); err != 0) return Fail(err);
+  }
+  int bound = AtUnixPath(t, [&](const sockaddr* a, socklen_t n) { return real_bind(fd, a, n); });
+  if (bound != 0 && claimed) {
+    const int why = errno;
+    BindPort(0, false, t.rel, st.st_ino, /*release=*/true);
+    errno = why;
+  }
+  return bound;
+}
+
+int ConnectUnix(int fd, const Target& t) {
+  ONEBOX_REAL(connect);
+  if (t.err) return Fail(t.err);
+  int r = AtUnixPath(t, [&](const sockaddr* a, socklen_t n) { return real_connect(fd, a, n); });
+  if (r == 0 || (errno != ENOENT && errno != ECONNREFUSED) || SocketType(fd) != SOCK_STREAM) return r;
+  // No socket in this node's view: another node's, through this node's agent?
+  const int native = errno;
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  const size_t n = onebox::UnixRelayName(ViewRoot(), t.rel, a.sun_path);
+  if (real_connect(fd, reinterpret_cast<const sockaddr*>(&a), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + n)) == 0 ||
+      errno == EAGAIN || errno == EINPROGRESS) {  // (a non-blocking connect under way)
+    if (fd >= 0 && static_cast<size_t>(fd) < kRelayedFds) relayed[fd / 64].fetch_or(1ULL << (fd % 64));
+    return errno == EAGAIN || errno == EINPROGRESS ? -1 : 0;
+  }
+  return Fail(native);
+}
+
 }  // namespace
 
 extern "C" {
@@ -71,19 +185,53 @@ extern "C" {
 
 int bind(int fd, const struct sockaddr* addr, socklen_t len) {
   ONEBOX_REAL(bind);
+  if (addr != nullptr && len > sizeof(sa_family_t) && MayReadPage(reinterpret_cast<const char*>(addr)) &&
+      addr->sa_family == AF_UNIX) {
+    char buf[kMaxPathBytes];
+    Target t;
+    if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return BindUnix(fd, t);
+    return real_bind(fd, addr, len);
+  }
   ClusterPort port;
   struct stat st;
   if (!ClusterPortOf(addr, len, &port) || !IsTcpStream(fd) || fstat(fd, &st) != 0) return real_bind(fd, addr, len);
   const int saved = errno;
-  if (int err = BindPort(port.port, port.ipv6, st.st_ino, /*release=*/false); err != 0) return Fail(err);
+  if (int err = BindPort(port.port, port.ipv6, nullptr, st.st_ino, /*release=*/false); err != 0) return Fail(err);
   errno = saved;
   int bound = real_bind(fd, addr, len);
   if (bound != 0) {  // refused here after all (EACCES below 1024, a local holder): the claim goes
     const int why = errno;
-    BindPort(port.port, port.ipv6, st.st_ino, /*release=*/true);
+    BindPort(port.port, port.ipv6, nullptr, st.st_ino, /*release=*/true);
     errno = why;
   }
   return bound;
+}
+
+// Descriptors cannot cross nodes: a sendmsg with SCM_RIGHTS on a socket
+// connected through the agents fails with EOPNOTSUPP (the relay moves bytes
+// only, and would drop them silently). Every other sendmsg is libc's after
+// one bit test.
+ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
+  ONEBOX_REAL(sendmsg);
+  if (__builtin_expect(fd >= 0 && static_cast<size_t>(fd) < kRelayedFds &&
+                           (relayed[fd / 64].load(std::memory_order_relaxed) >> (fd % 64) & 1),
+                       0) &&
+      CarriesDescriptors(msg) && PeerIsRelay(fd)) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  return real_sendmsg(fd, msg, flags);
+}
+
+int connect(int fd, const struct sockaddr* addr, socklen_t len) {
+  ONEBOX_REAL(connect);
+  if (addr != nullptr && len > sizeof(sa_family_t) && MayReadPage(reinterpret_cast<const char*>(addr)) &&
+      addr->sa_family == AF_UNIX) {
+    char buf[kMaxPathBytes];
+    Target t;
+    if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return ConnectUnix(fd, t);
+  }
+  return real_connect(fd, addr, len);
 }
 
 #pragma GCC visibility pop

@@ -318,7 +318,7 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
 }
 
 Status Agent::StartPorts(const ListenAddress& listen) {
-  Result<std::unique_ptr<PortRelay>> relay = PortRelay::Start(*ports_, gate_, join_token_, listen.host);
+  Result<std::unique_ptr<PortRelay>> relay = PortRelay::Start(*ports_, gate_, join_token_, listen.host, data_dir_.view_path());
   if (!relay.ok()) return relay.status();
   port_relay_ = std::move(relay).value();
   ports_->set_relay_address(port_relay_->address());

@@ -267,19 +267,22 @@ Status ShimHandlers::Place(const Origin& origin, const v1::ShimRequest& req, v1:
 Status ShimHandlers::BindPort(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const v1::ShimBindPortRequest& asked = req.bind_port();
   resp->mutable_bind_port();
-  if (asked.port() == 0 || asked.port() > 65535)
-    return Status::InvalidArgument(fmt::format("bind port: {} is no cluster port", asked.port()));
+  const PortTable::Binding binding{
+      .port = asked.port(), .ipv6 = asked.ipv6(), .path = asked.path(), .socket_inode = asked.socket_inode()};
+  if (binding.path.empty() ? (asked.port() == 0 || asked.port() > 65535)
+                           : (asked.port() != 0 || !IsValidNsKey(binding.path)))
+    return Status::InvalidArgument(fmt::format("bind: port {} or path '{}' is no cluster socket", asked.port(), asked.path()));
   if (asked.release()) {
-    parts_.ports.Release(asked.port(), asked.socket_inode(), origin.peer.uid);
+    parts_.ports.Release(binding, origin.peer.pid, origin.peer.uid);
     return Status::Ok();
   }
-  Status claimed =
-      parts_.ports.Claim(asked.port(), asked.ipv6(), asked.socket_inode(), origin.peer.pid, origin.peer.uid);
+  Status claimed = parts_.ports.Claim(binding, origin.peer.pid, origin.peer.uid);
   if (!claimed.ok()) {  // bind's own errno values, not a file call's
     // Held elsewhere: as natively. No majority (a partition's minority side):
     // the port cannot be had now.
     resp->set_err(claimed.code() == Code::kAlreadyExists      ? EADDRINUSE
                   : claimed.code() == Code::kPermissionDenied ? EACCES
+                  : claimed.code() == Code::kInvalidArgument  ? EINVAL
                                                               : EADDRNOTAVAIL);
     resp->set_message(claimed.message());
   }

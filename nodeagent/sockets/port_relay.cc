@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
+#include "naming/unix_relay_name.h"
 #include "nodeagent/daemon/thread_name.h"
 
 namespace onebox {
@@ -62,13 +64,70 @@ void KeepLinkAlive(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
-// What a link's proof covers: the owner's challenge and the port.
-std::string ProofInput(const uint8_t* challenge, uint32_t port) {
+// The port (2 bytes, big-endian), or for a Unix socket 0 and its path (2
+// bytes of length, then the path below the view root): what a link asks for.
+std::string Wanted(const v1::ClusterPort& target) {
+  const uint32_t port = target.path().empty() ? target.port() : 0;
+  std::string wanted{static_cast<char>(port >> 8), static_cast<char>(port & 0xff)};
+  if (port == 0) {
+    wanted += static_cast<char>(target.path().size() >> 8);
+    wanted += static_cast<char>(target.path().size() & 0xff);
+    wanted += target.path();
+  }
+  return wanted;
+}
+
+// What a link's proof covers: the owner's challenge and what is asked for.
+std::string ProofInput(const uint8_t* challenge, std::string_view wanted) {
   std::string input = "onebox port relay ";
   input.append(reinterpret_cast<const char*>(challenge), kChallengeBytes);
-  input += static_cast<char>(port >> 8);
-  input += static_cast<char>(port & 0xff);
+  input += wanted;
   return input;
+}
+
+// A Unix stream socket connected to path (absolute, any length: a long one
+// is reached through its directory's /proc/self/fd entry); -errno when none.
+int ConnectUnix(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  int dir = -1;
+  std::string name = path;
+  if (name.size() >= sizeof addr.sun_path) {
+    size_t slash = path.rfind('/');
+    dir = open(path.substr(0, slash).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    name = fmt::format("/proc/self/fd/{}/{}", dir, path.substr(slash + 1));
+  }
+  int err = 0;
+  if (name.size() >= sizeof addr.sun_path) {
+    err = ENAMETOOLONG;
+  } else {
+    std::memcpy(addr.sun_path, name.c_str(), name.size() + 1);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) err = errno;
+  }
+  if (dir >= 0) close(dir);
+  if (err != 0) {
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+// A listener on an abstract Unix name (it starts with NUL); -errno when none.
+int ListenAbstract(const char* name, size_t len) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, name, len);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len)) != 0 ||
+      listen(fd, SOMAXCONN) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd;
 }
 
 void Timeouts(int fd, int ms) {
@@ -158,8 +217,8 @@ int Listen(const std::string& host, uint32_t port) {
 }  // namespace
 
 Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const AccessGate& gate, std::string join_token,
-                                                    const std::string& host) {
-  std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token)));
+                                                    const std::string& host, std::string view_root) {
+  std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token), std::move(view_root)));
   Result<std::unique_ptr<SpliceRelay>> splice = SpliceRelay::Start();
   if (!splice.ok()) return splice.status();
   relay->splice_ = std::move(splice).value();
@@ -194,10 +253,8 @@ PortRelay::~PortRelay() {
   if (thread_.joinable()) thread_.join();
   outbound_.reset();  // handshakes under way end (each within kHandshakeMs)
   inbound_.reset();
-  for (auto& [port, proxy] : proxies_) {
-    if (proxy.v4 >= 0) close(proxy.v4);
-    if (proxy.v6 >= 0) close(proxy.v6);
-  }
+  for (auto& [key, proxy] : proxies_)
+    for (int fd : proxy.fds) close(fd);
   if (listener_ >= 0) close(listener_);
   if (epoll_ >= 0) close(epoll_);
   if (wake_ >= 0) close(wake_);
@@ -216,47 +273,60 @@ void PortRelay::Unwatch(int fd) { epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
 void PortRelay::Reconcile() {
   // The table is read under mu_: two calls at once must not apply an older view after a newer one.
   std::lock_guard lock(mu_);
-  std::map<uint32_t, v1::ClusterPort> want;
+  std::map<std::string, v1::ClusterPort> want;
   for (v1::ClusterPort& port : table_.Live())
-    if (port.node_id() != table_.self_id()) want[port.port()] = std::move(port);
+    if (port.node_id() != table_.self_id())
+      want[port.path().empty() ? PortTable::Key(port.port()) : PortTable::UnixKey(port.path())] = std::move(port);
   for (auto it = proxies_.begin(); it != proxies_.end();) {
     auto w = want.find(it->first);
-    if (w != want.end() && w->second.node_id() == it->second.node_id && w->second.relay() == it->second.relay) {
+    if (w != want.end() && w->second.node_id() == it->second.target.node_id() &&
+        w->second.relay() == it->second.target.relay()) {
       ++it;
       continue;
     }
-    for (int fd : {it->second.v4, it->second.v6})
-      if (fd >= 0) {
-        Unwatch(fd);
-        port_of_.erase(fd);
-        close(fd);
-      }
-    spdlog::debug("port {}: no longer relayed from here", it->first);
+    for (int fd : it->second.fds) {
+      Unwatch(fd);
+      key_of_.erase(fd);
+      close(fd);
+    }
+    spdlog::debug("{}: no longer relayed from here", it->first);
     // Closing a listener leaves its connections be, as on one machine; a
     // dead owner's are reset (their link may never say so).
-    if (table_.OwnerDead(it->second.node_id)) splice_->Reset(it->second.node_id);
+    if (table_.OwnerDead(it->second.target.node_id())) splice_->Reset(it->second.target.node_id());
     it = proxies_.erase(it);
   }
-  for (auto& [number, port] : want) {
-    if (proxies_.count(number)) continue;
-    Proxy proxy{.node_id = port.node_id(), .relay = port.relay()};
-    proxy.v4 = Listen("127.0.0.1", number);
-    proxy.v6 = Listen("::1", number);  // fails where the node has no IPv6 loopback: IPv4 only then
-    if (proxy.v4 < 0) {
-      if (proxy.v6 >= 0) close(proxy.v6);
-      // A program here holds the port outside the shim: it keeps it.
-      if (unbindable_.insert(number).second)
-        spdlog::warn("port {} of node {}: cannot listen for it here: {}", number, port.node(), strerror(-proxy.v4));
+  for (auto& [key, port] : want) {
+    if (proxies_.count(key)) continue;
+    Proxy proxy{.target = port, .fds = {}};
+    int err = 0;
+    if (port.path().empty()) {
+      int v4 = Listen("127.0.0.1", port.port());
+      int v6 = Listen("::1", port.port());  // fails where the node has no IPv6 loopback: IPv4 only then
+      if (v4 < 0) {
+        if (v6 >= 0) close(v6);
+        err = -v4;  // a program here holds the port outside the shim: it keeps it
+      } else {
+        proxy.fds = {v4};
+        if (v6 >= 0) proxy.fds.push_back(v6);
+      }
+    } else {
+      char name[kUnixRelayNameBytes];
+      int fd = ListenAbstract(name, UnixRelayName(view_root_, port.path(), name));
+      if (fd < 0) err = -fd;
+      else proxy.fds = {fd};
+    }
+    if (err != 0) {
+      if (unbindable_.insert(key).second)
+        spdlog::warn("{} of node {}: cannot listen for it here: {}", key, port.node(), strerror(err));
       continue;
     }
-    unbindable_.erase(number);
-    for (int fd : {proxy.v4, proxy.v6})
-      if (fd >= 0) {
-        port_of_[fd] = number;
-        Watch(fd);
-      }
-    spdlog::debug("port {} of node {}: relayed from here", number, port.node());
-    proxies_[number] = std::move(proxy);
+    unbindable_.erase(key);
+    for (int fd : proxy.fds) {
+      key_of_[fd] = key;
+      Watch(fd);
+    }
+    spdlog::debug("{} of node {}: relayed from here", key, port.node());
+    proxies_[key] = std::move(proxy);
   }
 }
 
@@ -273,14 +343,11 @@ void PortRelay::AcceptLoop() {
       const int fd = events[i].data.fd;
       if (fd == wake_) continue;
       std::unique_lock lock(mu_);
-      uint32_t port = 0;
-      std::string relay, owner;
+      v1::ClusterPort target;
       if (fd != listener_) {
-        auto it = port_of_.find(fd);
-        if (it == port_of_.end()) continue;  // closed by a Reconcile meanwhile
-        port = it->second;
-        relay = proxies_[port].relay;
-        owner = proxies_[port].node_id;
+        auto it = key_of_.find(fd);
+        if (it == key_of_.end()) continue;  // closed by a Reconcile meanwhile
+        target = proxies_[it->second].target;
       }
       // Accepted under the lock: Reconcile cannot close the listener meanwhile.
       bool out_of_fds = false;
@@ -292,7 +359,7 @@ void PortRelay::AcceptLoop() {
         }
         NoDelay(conn);
         if (fd == listener_) inbound_->Submit([this, conn] { Inbound(conn); });
-        else outbound_->Submit([this, conn, port, owner, relay] { Outbound(conn, port, owner, relay); });
+        else outbound_->Submit([this, conn, target] { Outbound(conn, target); });
       }
       lock.unlock();
       if (out_of_fds) {  // the connection waits in the backlog; the listener stays ready: do not spin
@@ -303,11 +370,13 @@ void PortRelay::AcceptLoop() {
   }
 }
 
-void PortRelay::Outbound(int client, uint32_t port, std::string node_id, std::string relay) {
+void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
+  const std::string& relay = target.relay();
+  const std::string what = target.path().empty() ? fmt::format("port {}", target.port()) : "/" + target.path();
   std::string host, service;
   int link = SplitAddress(relay, &host, &service) ? ConnectTo(host, service, kHandshakeMs) : -EINVAL;
   if (link < 0) {
-    spdlog::debug("port {}: cannot reach its node's relay {}: {}", port, relay, strerror(-link));
+    spdlog::debug("{}: cannot reach its node's relay {}: {}", what, relay, strerror(-link));
     ResetClose(client);
     return;
   }
@@ -316,12 +385,13 @@ void PortRelay::Outbound(int client, uint32_t port, std::string node_id, std::st
   // The owner speaks first: its challenge. Then the port and the proof.
   uint8_t challenge[kChallengeBytes];
   uint8_t answer[4];
+  const std::string wanted = Wanted(target);
   std::string header(kMagic, sizeof kMagic);
-  header += static_cast<char>(port >> 8);
-  header += static_cast<char>(port & 0xff);
   bool spoke = ReadFull(link, challenge, sizeof challenge);
   if (spoke) {
-    header += JoinProof(join_token_, ProofInput(challenge, port));
+    header += JoinProof(join_token_, ProofInput(challenge, wanted));
+    header += wanted;
+    Timeouts(link, 2 * kHandshakeMs);  // the owner's own connect may take kHandshakeMs
     spoke = WriteFull(link, header.data(), header.size()) && ReadFull(link, answer, sizeof answer);
   }
   if (!spoke) {
@@ -331,37 +401,59 @@ void PortRelay::Outbound(int client, uint32_t port, std::string node_id, std::st
   }
   const int err = answer[0] << 24 | answer[1] << 16 | answer[2] << 8 | answer[3];
   if (err != 0) {  // nothing listens there now, or it refused the link
-    spdlog::debug("port {}: its node answered {}", port, strerror(err));
+    spdlog::debug("{}: its node answered {}", what, strerror(err));
     ResetClose(link);
     ResetClose(client);
     return;
   }
   Timeouts(link, 0);
-  if (!splice_->Add(client, link, node_id).ok()) spdlog::warn("port {}: cannot relay a connection", port);
+  if (!splice_->Add(client, link, target.node_id()).ok()) spdlog::warn("{}: cannot relay a connection", what);
 }
 
 void PortRelay::Inbound(int link) {
   Timeouts(link, kHandshakeMs);
   KeepLinkAlive(link);
   uint8_t challenge[kChallengeBytes];
-  RAND_bytes(challenge, sizeof challenge);
-  uint8_t head[sizeof kMagic + 2 + kProofBytes];
+  if (RAND_bytes(challenge, sizeof challenge) != 1) {
+    ResetClose(link);
+    return;
+  }
+  // "OBR2", the proof, then what is asked for: a port, or 0 and a path.
+  uint8_t head[sizeof kMagic + kProofBytes + 2];
   int err = 0;
   if (!WriteFull(link, challenge, sizeof challenge) || !ReadFull(link, head, sizeof head) ||
       std::memcmp(head, kMagic, sizeof kMagic) != 0) {
     ResetClose(link);
     return;
   }
-  const uint32_t port = static_cast<uint32_t>(head[4] << 8 | head[5]);
-  const std::string_view proof(reinterpret_cast<const char*>(head + 6), kProofBytes);
+  const std::string_view proof(reinterpret_cast<const char*>(head + sizeof kMagic), kProofBytes);
+  const uint8_t* asked = head + sizeof kMagic + kProofBytes;
+  const uint32_t port = static_cast<uint32_t>(asked[0] << 8 | asked[1]);
+  std::string wanted(reinterpret_cast<const char*>(asked), 2), path;
+  if (port == 0) {
+    uint8_t len[2];
+    if (!ReadFull(link, len, 2)) {
+      ResetClose(link);
+      return;
+    }
+    path.resize(static_cast<size_t>(len[0] << 8 | len[1]));
+    if (!path.empty() && !ReadFull(link, path.data(), path.size())) {
+      ResetClose(link);
+      return;
+    }
+    wanted.append(reinterpret_cast<const char*>(len), 2);
+    wanted += path;
+  }
   int local = -1;
   std::optional<v1::ClusterPort> owned;
-  if (!gate_.PeerProofAccepted(ProofInput(challenge, port), proof)) {
+  if (!gate_.PeerProofAccepted(ProofInput(challenge, wanted), proof)) {
     spdlog::warn("port relay: a link without proof of the cluster's join token was refused");
     err = EACCES;
-  } else if (!(owned = table_.OwnedHere(port))) {
-    err = ECONNREFUSED;  // not a port this node holds: no other loopback service is reached
-  } else if ((local = ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs)) < 0) {
+  } else if (const std::string key = port != 0 ? PortTable::Key(port) : PortTable::UnixKey(path);
+             !(owned = table_.OwnedHere(key)) || !table_.ListensNow(key, *owned)) {
+    err = ECONNREFUSED;  // not a socket this node holds and listens on: nothing else of the node is reached
+  } else if ((local = port != 0 ? ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs)
+                                : ConnectUnix(view_root_ + "/" + path)) < 0) {
     err = -local;
   }
   const uint8_t answer[4] = {static_cast<uint8_t>(err >> 24), static_cast<uint8_t>(err >> 16),
@@ -372,7 +464,7 @@ void PortRelay::Inbound(int link) {
     return;
   }
   Timeouts(link, 0);
-  if (!splice_->Add(link, local).ok()) spdlog::warn("port {}: cannot relay a connection", port);
+  if (!splice_->Add(link, local).ok()) spdlog::warn("{} {}: cannot relay a connection", port, path);
 }
 
 }  // namespace onebox

@@ -9,9 +9,12 @@
 // node holds reaches it directly: this agent has no listener there.
 //
 // A link opens with the owner's challenge (16 random bytes); the dialer
-// answers "OBR2", the port (2 bytes, big-endian) and its proof, an
-// HMAC-SHA256 of the challenge and port keyed by the join token (so the
-// token never crosses the link, whoever listens at the address dialed);
+// answers "OBR2", its proof (an HMAC-SHA256 of the challenge and what it
+// asks for, keyed by the join token: the token never crosses the link,
+// whoever listens at the address dialed), and what it asks for: the port (2
+// bytes, big-endian), or 0 and a Unix socket's path (2 bytes of length, the
+// path below the view root). The owner connects only while one of the
+// record's own sockets listens;
 // the owner answers with 4 bytes: 0, or the errno its own connect got
 // (then both ends reset the program's connection). The owner connects only to ports it holds in the
 // table, never to any other loopback service of its node.
@@ -27,6 +30,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "consistency/status.h"
 #include "nodeagent/api/access.h"
@@ -41,8 +45,10 @@ class PortRelay {
   // Listens for other agents' links on host (the agent's gRPC host), on a
   // port the kernel picks; links carry join_token, and those coming in
   // must carry the cluster's (gate).
+  // view_root: the agent's view, where this node's Unix sockets under the
+  // cluster are.
   static Result<std::unique_ptr<PortRelay>> Start(PortTable& table, const AccessGate& gate, std::string join_token,
-                                                  const std::string& host);
+                                                  const std::string& host, std::string view_root);
   ~PortRelay();
   PortRelay(const PortRelay&) = delete;
   PortRelay& operator=(const PortRelay&) = delete;
@@ -56,23 +62,23 @@ class PortRelay {
 
  private:
   struct Proxy {
-    std::string node_id;  // the owner
-    std::string relay;    // its relay address
-    int v4 = -1, v6 = -1;
+    v1::ClusterPort target;  // the record: owner, relay address, port or path
+    std::vector<int> fds;    // 127.0.0.1 and ::1, or the abstract Unix name
   };
-  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token)
-      : table_(table), gate_(gate), join_token_(std::move(join_token)) {}
+  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token, std::string view_root)
+      : table_(table), gate_(gate), join_token_(std::move(join_token)), view_root_(std::move(view_root)) {}
   void AcceptLoop();
   void Watch(int fd);
   void Unwatch(int fd);
   // A program here connected to a remote port: dial its owner.
-  void Outbound(int client, uint32_t port, std::string node_id, std::string relay);
+  void Outbound(int client, const v1::ClusterPort& target);
   // Another agent's link: connect to the port it names.
   void Inbound(int link);
 
   PortTable& table_;
   const AccessGate& gate_;
   const std::string join_token_;
+  const std::string view_root_;
   std::string address_;
   std::unique_ptr<SpliceRelay> splice_;
   int listener_ = -1;  // other agents' links come in here
@@ -80,9 +86,9 @@ class PortRelay {
   int wake_ = -1;
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
-  std::map<uint32_t, Proxy> proxies_;  // by port
-  std::map<int, uint32_t> port_of_;    // listener fd -> port
-  std::set<uint32_t> unbindable_;      // said once in the log
+  std::map<std::string, Proxy> proxies_;  // by the table's key
+  std::map<int, std::string> key_of_;     // listener fd -> key
+  std::set<std::string> unbindable_;      // said once in the log
   std::thread thread_;
   // Handshakes: those this node dials, and those it answers (a pool each:
   // a flood of one kind does not hold up the other).

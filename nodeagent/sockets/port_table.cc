@@ -25,9 +25,28 @@ namespace {
 // from /proc/net/tcp and tcp6. Each line: "sl local_address rem_address st
 // tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...", local_address
 // HEX_IP:HEX_PORT, st 0A for LISTEN.
+// Listening Unix sockets come as (0, inode), from /proc/net/unix: "Num
+// RefCount Protocol Flags Type St Inode Path", Flags with __SO_ACCEPTCON
+// (0x10000) when listening.
+}  // namespace
+
 using Listening = std::set<std::pair<uint32_t, uint64_t>>;
+
+namespace {
+
 Listening ListeningSockets() {
   Listening out;
+  {
+    std::ifstream in("/proc/net/unix");
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) {
+      unsigned long flags = 0;
+      unsigned long long inode = 0;
+      if (std::sscanf(line.c_str(), " %*s %*s %*s %lx %*s %*s %llu", &flags, &inode) == 2 && (flags & 0x10000))
+        out.emplace(0, inode);
+    }
+  }
   for (const char* file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
     std::ifstream in(file);
     std::string line;
@@ -87,6 +106,36 @@ PortTable::PortTable(Store& store, Membership& members, PeerNetwork& network, Se
     : store_(store), members_(members), network_(network), self_(std::move(self)) {}
 
 PortTable::~PortTable() { Stop(); }
+
+PortTable::KeyLock::KeyLock(PortTable& t, std::string key) : t_(t), key_(std::move(key)) {
+  std::unique_lock lock(t_.keys_mu_);
+  t_.keys_cv_.wait(lock, [&] { return !t_.busy_keys_.count(key_); });
+  t_.busy_keys_.insert(key_);
+}
+
+PortTable::KeyLock::~KeyLock() {
+  {
+    std::lock_guard lock(t_.keys_mu_);
+    t_.busy_keys_.erase(key_);
+  }
+  t_.keys_cv_.notify_all();
+}
+
+bool PortTable::ListensNow(const std::string& key, const v1::ClusterPort& port) {
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t inode : port.socket_inodes())
+      if (listening_.count({key, inode})) return true;
+  }
+  const Listening now = ListeningSockets();  // a miss: look again (a server that just started)
+  for (uint64_t inode : port.socket_inodes())
+    if (now.count({port.port(), inode})) {
+      std::lock_guard lock(mu_);
+      listening_.emplace(key, inode);
+      return true;
+    }
+  return false;
+}
 
 std::string PortTable::Key(uint32_t port) { return fmt::format("tcp/{:05}", port); }
 
@@ -149,7 +198,8 @@ v1::ClaimPortResponse PortTable::CastLocked(const v1::ClaimPortRequest& req) {
 }
 
 Status PortTable::OnClaimPort(const v1::ClaimPortRequest& req, v1::ClaimPortResponse* resp) {
-  if (req.key().rfind("tcp/", 0) != 0 || req.node_id().empty() || req.claim_id() == 0)
+  if ((req.key().rfind("tcp/", 0) != 0 && req.key().rfind("unix/", 0) != 0) || req.node_id().empty() ||
+      req.claim_id() == 0)
     return Status::InvalidArgument(fmt::format("claim port: bad key '{}', node or claim", req.key()));
   std::lock_guard lock(mu_);
   *resp = CastLocked(req);
@@ -205,11 +255,16 @@ void PortTable::Withdraw(v1::ClaimPortRequest req) {
   });
 }
 
-Status PortTable::Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t pid, uid_t uid) {
-  if (port < UnprivilegedPortStart() && uid != 0)  // as the kernel would answer, before any vote
+Status PortTable::Claim(const Binding& b, pid_t pid, uid_t uid) {
+  const uint32_t port = b.port;
+  const uint64_t socket_inode = b.socket_inode;
+  if (b.path.empty() && port < UnprivilegedPortStart() && uid != 0)  // as the kernel would answer, before any vote
     return Status::PermissionDenied(fmt::format("port {} is below {}: root's", port, UnprivilegedPortStart()));
-  const std::string key = Key(port);
-  std::lock_guard claim(claim_mu_);
+  const std::string key = b.key();
+  const std::string what = b.path.empty() ? fmt::format("port {}", port) : "/" + b.path;
+  if (!InodeOpenIn(pid, socket_inode))
+    return Status::InvalidArgument(fmt::format("{}: socket {} is not the caller's", what, socket_inode));
+  KeyLock claim(*this, key);
   // A port this node's program still holds: the kernel decides (SO_REUSEPORT
   // shares it, a second bind of one program on IPv4 and IPv6 too, anything
   // else fails with EADDRINUSE as natively); the new socket holds it too.
@@ -226,16 +281,18 @@ Status PortTable::Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t p
   v1::ClaimPortRequest req;
   req.set_key(key);
   req.set_node_id(self_.node_id);
-  req.set_claim_id(rng() | 1);
   const auto deadline = std::chrono::steady_clock::now() + kClaimWait;
   std::string why;
   for (;;) {
+    // Each round its own id: a late withdrawal of a lost round never takes
+    // back a grant of a later one.
+    req.set_claim_id(rng() | 1);
     bool held = false;
     if (Round(req, &held, &why)) break;
     Withdraw(req);
-    if (held) return Status::AlreadyExists(fmt::format("port {} is held by a program on another node", port));
+    if (held) return Status::AlreadyExists(fmt::format("{} is held by a program on another node", what));
     if (std::chrono::steady_clock::now() >= deadline)
-      return Status::Unavailable(fmt::format("port {}: no majority of the nodes granted it{}", port, why));
+      return Status::Unavailable(fmt::format("{}: no majority of the nodes granted it{}", what, why));
     std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(20, 200)(rng)));
   }
   v1::ClusterPort record;
@@ -247,7 +304,8 @@ Status PortTable::Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t p
   record.set_since_unix_ms(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count());
-  record.set_connect_host(ipv6 ? "::1" : "127.0.0.1");
+  if (b.path.empty()) record.set_connect_host(b.ipv6 ? "::1" : "127.0.0.1");
+  record.set_path(b.path);
   record.set_relay(relay_address_);
   record.add_socket_inodes(socket_inode);
   record.set_pid(pid);
@@ -258,14 +316,18 @@ Status PortTable::Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t p
     std::lock_guard lock(mu_);
     grants_.erase(key);  // spent: the record speaks now
   }
-  spdlog::debug("port {} claimed for pid {} (uid {})", port, pid, uid);
+  spdlog::debug("{} claimed for pid {} (uid {})", what, pid, uid);
   Notify();
   return Status::Ok();
 }
 
-void PortTable::Release(uint32_t port, uint64_t socket_inode, uid_t uid) {
-  const std::string key = Key(port);
-  std::lock_guard claim(claim_mu_);
+void PortTable::Release(const Binding& b, pid_t pid, uid_t uid) {
+  const std::string key = b.key();
+  const uint64_t socket_inode = b.socket_inode;
+  // Only the caller's own socket, and not while it listens (a second bind()
+  // of a listening socket fails with EINVAL: its record stays).
+  if (!InodeOpenIn(pid, socket_inode) || ListeningSockets().count({b.port, socket_inode})) return;
+  KeyLock claim(*this, key);
   Result<Record> rec = store_.Get(key, Cf::kPorts);
   v1::ClusterPort held;
   if (!rec.ok() || !held.ParseFromString(rec->value) || held.node_id() != self_.node_id) return;
@@ -281,13 +343,14 @@ void PortTable::Release(uint32_t port, uint64_t socket_inode, uid_t uid) {
 }
 
 void PortTable::Watch() {
-  const Listening listening = ListeningSockets();  // once per pass
+  Listening listening = ListeningSockets();  // once per pass
+  std::set<std::pair<std::string, uint64_t>> seen;
   std::string after;
   for (;;) {
-    Result<ScanPage> page = store_.Scan("tcp/", after, StoreLimits::kMaxScanLimit, /*keys_only=*/true, Cf::kPorts);
-    if (!page.ok() || page->entries.empty()) return;
+    Result<ScanPage> page = store_.Scan("", after, StoreLimits::kMaxScanLimit, /*keys_only=*/true, Cf::kPorts);
+    if (!page.ok() || page->entries.empty()) break;
     for (const Entry& e : page->entries) {
-      std::lock_guard claim(claim_mu_);  // read again under it: a claim may have just replaced the record
+      KeyLock claim(*this, e.key);  // read again under it: a claim may have just replaced the record
       Result<Record> rec = store_.Get(e.key, Cf::kPorts);
       v1::ClusterPort port;
       if (!rec.ok() || !port.ParseFromString(rec->value) || port.node_id() != self_.node_id) continue;
@@ -295,20 +358,26 @@ void PortTable::Watch() {
         port.set_relay(relay_address_);
         (void)store_.Put(e.key, port.SerializeAsString(), /*sync=*/false, Cf::kPorts);
       }
+      for (uint64_t inode : port.socket_inodes())
+        if (listening.count({port.port(), inode})) seen.emplace(e.key, inode);
       if (StillBound(port, listening)) continue;
-      spdlog::debug("port {} let go (pid {})", port.port(), port.pid());
+      listening = ListeningSockets();  // the first look may be seconds old (a claim held the key)
+      if (StillBound(port, listening)) continue;
+      spdlog::debug("{} {} let go (pid {})", e.key, port.port(), port.pid());
       (void)store_.Delete(e.key, /*sync=*/false, nullptr, Cf::kPorts);
     }
-    if (!page->more) return;
+    if (!page->more) break;
     after = page->entries.back().key;
   }
+  std::lock_guard lock(mu_);
+  listening_ = std::move(seen);
 }
 
 std::vector<v1::ClusterPort> PortTable::Live() {
   std::vector<v1::ClusterPort> live;
   std::string after;
   for (;;) {
-    Result<ScanPage> page = store_.Scan("tcp/", after, StoreLimits::kMaxScanLimit, false, Cf::kPorts);
+    Result<ScanPage> page = store_.Scan("", after, StoreLimits::kMaxScanLimit, false, Cf::kPorts);
     if (!page.ok()) break;
     for (const Entry& e : page->entries) {
       v1::ClusterPort port;
@@ -323,8 +392,8 @@ std::vector<v1::ClusterPort> PortTable::Live() {
   return live;
 }
 
-std::optional<v1::ClusterPort> PortTable::OwnedHere(uint32_t port) {
-  Result<Record> rec = store_.Get(Key(port), Cf::kPorts);
+std::optional<v1::ClusterPort> PortTable::OwnedHere(const std::string& key) {
+  Result<Record> rec = store_.Get(key, Cf::kPorts);
   v1::ClusterPort held;
   if (!rec.ok() || !held.ParseFromString(rec->value) || held.node_id() != self_.node_id) return std::nullopt;
   return held;

@@ -30,7 +30,9 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <set>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -65,8 +67,20 @@ class PortTable {
   ~PortTable();
 
   const std::string& self_id() const { return self_.node_id; }
-  // The key of a TCP port: "tcp/" and five digits, so keys sort by port.
+  // The key of a TCP port: "tcp/" and five digits, so keys sort by port;
+  // of a Unix socket: "unix/" and its path below the view root.
   static std::string Key(uint32_t port);
+  static std::string UnixKey(const std::string& rel) { return "unix/" + rel; }
+
+  // What a program bound: a port (ipv6: connections come in over ::1), or
+  // a Unix stream socket at path (below the view root); and its socket.
+  struct Binding {
+    uint32_t port = 0;
+    bool ipv6 = false;
+    std::string path;
+    uint64_t socket_inode = 0;
+    std::string key() const { return path.empty() ? Key(port) : UnixKey(path); }
+  };
 
   // Where other nodes' agents reach this node's relay (sockets/port_relay.h); before Start.
   void set_relay_address(std::string address) { relay_address_ = std::move(address); }
@@ -78,14 +92,15 @@ class PortTable {
   void Start();
   void Stop();
 
-  // bind() of port by the caller (pid, uid), whose socket is socket_inode.
-  // Ok: the kernel may bind it now. AlreadyExists: another live node's
-  // program holds it (EADDRINUSE). Unavailable: no majority answered.
-  Status Claim(uint32_t port, bool ipv6, uint64_t socket_inode, pid_t pid, uid_t uid);
+  // bind() by the caller (pid, uid). Ok: the kernel may bind it now.
+  // AlreadyExists: another node's program holds it (EADDRINUSE).
+  // Unavailable: no majority granted it. PermissionDenied: a privileged port.
+  // The socket must be open in the caller (pid): a claim names its own.
+  Status Claim(const Binding& b, pid_t pid, uid_t uid);
   // The kernel's bind failed after the claim: the socket is taken out of
   // the record (the record goes with its last one). The first socket, the
   // owner's, only by its user or root.
-  void Release(uint32_t port, uint64_t socket_inode, uid_t uid);
+  void Release(const Binding& b, pid_t pid, uid_t uid);
   // A peer's record of key arrived (replication or anti-entropy). A grant
   // to the node that wrote it is spent (it won, or let the port go since);
   // a grant to another node stands (an old owner's late deletion must not
@@ -98,8 +113,12 @@ class PortTable {
   // Every port whose owner is this node or a member not declared dead, in port order.
   // (This node's own are not checked here: its watch does, each second.)
   std::vector<v1::ClusterPort> Live();
-  // The record of port when this node owns it.
-  std::optional<v1::ClusterPort> OwnedHere(uint32_t port);
+  // The record of key when this node owns it.
+  std::optional<v1::ClusterPort> OwnedHere(const std::string& key);
+  // Whether one of this node's record's sockets listens: the relay connects
+  // for another node only then (never to another program that listens on
+  // the port while the record's own socket does not).
+  bool ListensNow(const std::string& key, const v1::ClusterPort& port);
   // Whether node_id is declared dead here (its relayed connections are reset).
   bool OwnerDead(const std::string& node_id) { return members_.Dead(node_id); }
 
@@ -135,7 +154,23 @@ class PortTable {
   std::function<void()> on_change_;
   std::mutex mu_;
   std::map<std::string, Grant> grants_;  // by key (under mu_)
-  std::mutex claim_mu_;                  // one claim at a time here
+  // One claim, release or look at a time per key (a claim waits on the
+  // network: others' keys go on meanwhile).
+  class KeyLock {
+   public:
+    KeyLock(PortTable& t, std::string key);
+    ~KeyLock();
+
+   private:
+    PortTable& t_;
+    std::string key_;
+  };
+  std::mutex keys_mu_;
+  std::condition_variable keys_cv_;
+  std::set<std::string> busy_keys_;  // under keys_mu_
+  // Keys and inodes seen listening here lately (Listening, refreshed by each
+  // watch pass and on a miss): under mu_.
+  std::set<std::pair<std::string, uint64_t>> listening_;
   PeriodicThread watch_;
 };
 

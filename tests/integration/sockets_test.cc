@@ -151,6 +151,43 @@ TEST_F(SocketsTest, AServerOnTheIpv6LoopbackIsReachedOnIpv6) {
   EXPECT_EQ(plain.out, "half-close ok\n") << plain.err;
 }
 
+TEST_F(SocketsTest, AUnixSocketUnderTheClusterIsReachedFromEveryNode) {
+  const std::string log = dir_ / "unix-echo.log";
+  NodeProcess server(Node(1), {"python3", Probe(), "echo-server", "0", "/cluster/w/app.sock"}, ShimEnv(1), log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
+                        "the server listens on /cluster/w/app.sock"))
+      << ReadFile(log);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        v1::ListPortsResponse listed = Ports(2);
+        for (const v1::ClusterPort& p : listed.ports())
+          if (p.path() == "cluster/w/app.sock" && p.node() == "n1") return true;
+        return false;
+      },
+      seconds(10), "node 2 lists the socket"));
+  // On its own node, in the view; on the others, through the agents.
+  for (int i : {1, 2, 3}) {
+    RunResult r = ProbeIn(i, {"half-close", "0", "/cluster/w/app.sock"});
+    EXPECT_EQ(r.out, "half-close ok\n") << "node " << i << ": " << r.err;
+  }
+  // Descriptors cannot cross nodes: a clear errno on another node, and as ever on its own.
+  EXPECT_EQ(ProbeIn(2, {"send-fd", "/cluster/w/app.sock"}).out, fmt::format("refused {}\n", EOPNOTSUPP));
+  EXPECT_EQ(ProbeIn(1, {"send-fd", "/cluster/w/app.sock"}).out, "sent\n");
+  // A second server at the path on another node is refused.
+  RunResult second = Sh(2, "python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"/cluster/w/app.sock\")'");
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(second.err.find("Address already in use"), std::string::npos) << second.err;
+  // Gone with its server: a connect on another node fails.
+  ASSERT_TRUE(server.Kill(SIGKILL));
+  server.Wait();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = ProbeIn(3, {"half-close", "0", "/cluster/w/app.sock"});
+        return Observed(r.out != "half-close ok\n" && r.exit_code != 0, r.out + r.err);
+      },
+      seconds(10), "node 3 no longer reaches it"));
+}
+
 TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
   for (int round = 0; round < 3; ++round) {
     const std::string port = std::to_string(18081 + round);
@@ -227,25 +264,33 @@ TEST_F(SocketsTest, AfterTheOwnersAgentRestartsItsPortIsReachedAgain) {
       seconds(20), "node 2 reaches the server through the restarted agent"));
 }
 
-TEST_F(SocketsTest, AClaimWhoseSocketNeverListensGoesAndNeverLeadsToAnotherProgram) {
-  // A program outside the shim listens on the port on node 1; a user then
-  // claims the port without binding it (a raw BindPort on the socket).
-  const std::string log = dir_ / "plain-echo.log";
-  NodeProcess plain(Node(1), {"python3", Probe(), "echo-server", "18095"}, {}, log);
-  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
-                        "the plain server listens"));
+TEST_F(SocketsTest, AClaimNeverLeadsToAnotherProgramThatListensOnThePort) {
+  // A claim of a socket the caller does not hold is refused.
   v1::ShimRequest req;
   req.mutable_bind_port()->set_port(18095);
   req.mutable_bind_port()->set_socket_inode(424242);
   v1::ShimResponse resp;
   std::string err;
   ASSERT_TRUE(ShimCall(Socket(1), req, &resp, &err, 10)) << err;
-  ASSERT_EQ(resp.err(), 0) << resp.message();
-  // The record goes within the owner's next looks, and node 2 never
-  // reaches the plain server through it.
-  EXPECT_TRUE(WaitUntil([&] { return !Lists(2, 18095); }, seconds(10), "the claim without its socket is dropped"));
-  RunResult r = ProbeIn(2, {"half-close", "18095"});
-  EXPECT_NE(r.out, "half-close ok\n");
+  EXPECT_EQ(resp.err(), EINVAL) << resp.message();
+  EXPECT_FALSE(Lists(1, 18095));
+  // A program under the shim binds the port and never listens; a program
+  // outside the shim then listens on it (both with SO_REUSEADDR, which the
+  // kernel allows). Node 2 knows the port, and never reaches that program.
+  const std::string bound_log = dir_ / "bind-only.log";
+  NodeProcess claimer(Node(1), {"python3", Probe(), "bind-only", "18095", "60"}, ShimEnv(1), bound_log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(bound_log).find("bound") != std::string::npos; }, seconds(20),
+                        "the shim's program bound the port"));
+  const std::string log = dir_ / "plain-echo.log";
+  NodeProcess plain(Node(1), {"python3", Probe(), "echo-server", "18095"}, {}, log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
+                        "the plain server listens"))
+      << ReadFile(log);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18095); }, seconds(10), "node 2 knows the port"));
+  for (int i = 0; i < 3; ++i) {
+    RunResult r = ProbeIn(2, {"half-close", "18095"});
+    EXPECT_NE(r.out, "half-close ok\n") << "node 2 reached a program that does not hold the port";
+  }
 }
 
 TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
@@ -257,7 +302,7 @@ TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
     if (p.port() == 18097) relay = p.relay();
   ASSERT_FALSE(relay.empty());
   // The relay as a stranger on the network would dial it: the challenge,
-  // then the port with a proof made without the token.
+  // then a proof made without the token, and the port.
   const size_t colon = relay.rfind(':');
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -270,9 +315,9 @@ TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
   char challenge[16];
   ASSERT_EQ(recv(fd, challenge, sizeof challenge, MSG_WAITALL), 16);
   std::string header = "OBR2";
+  header += std::string(32, 'x');
   header += static_cast<char>(18097 >> 8);
   header += static_cast<char>(18097 & 0xff);
-  header += std::string(32, 'x');
   ASSERT_EQ(send(fd, header.data(), header.size(), MSG_NOSIGNAL), static_cast<ssize_t>(header.size()));
   unsigned char answer[4] = {0, 0, 0, 0};
   ASSERT_EQ(recv(fd, answer, sizeof answer, MSG_WAITALL), 4);

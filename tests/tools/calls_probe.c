@@ -18,6 +18,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/statfs.h>
@@ -546,7 +547,27 @@ int main(int argc, char** argv) {
   int udp = socket(AF_INET, SOCK_DGRAM, 0);
   loopback.sin_port = htons(47392);
   CALL("bind udp", bind(udp, (struct sockaddr*)&loopback, sizeof loopback));
+  CALL("connect udp", connect(udp, (struct sockaddr*)&loopback, sizeof loopback));
   close(udp);
+  /* A Unix socket at a cluster path: bound in the view, claimed, connected to. */
+  struct sockaddr_un un = {.sun_family = AF_UNIX};
+  snprintf(un.sun_path, sizeof un.sun_path, "%s", P("probe.sock"));
+  int listener = socket(AF_UNIX, SOCK_STREAM, 0);
+  CALL("bind unix", bind(listener, (struct sockaddr*)&un, sizeof un));
+  CALL("listen unix", listen(listener, 1));
+  int client = socket(AF_UNIX, SOCK_STREAM, 0);
+  CALL("connect unix", connect(client, (struct sockaddr*)&un, sizeof un));
+  char byte = 'x';
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  CALL("sendmsg", sendmsg(client, &msg, 0));
+  close(client);
+  close(listener);
+  unlink(P("probe.sock"));
+  snprintf(un.sun_path, sizeof un.sun_path, "%s", P("no-such.sock"));
+  client = socket(AF_UNIX, SOCK_STREAM, 0);
+  CALL("connect unix, nothing there", connect(client, (struct sockaddr*)&un, sizeof un));
+  close(client);
   close(dfd);
   return 0;
 }

@@ -4,9 +4,11 @@ clients that check what a program sees of a TCP connection, run in one node
 each. Every command prints what it saw, one line, and exits 0 when it saw what
 loopback gives; the test reads the lines.
 
-  echo-server PORT [HOST]   accepts and echoes each connection until EOF; a
+  echo-server PORT [HOST]   (HOST a path: a Unix socket there) accepts and echoes each connection until EOF; a
                             connection whose first bytes are "RESET" is closed
                             with an RST; prints "listening" once it listens
+  bind-only PORT SECONDS    binds 127.0.0.1:PORT with SO_REUSEADDR and never
+                            listens; prints "bound" and holds it
   bind PORT SECONDS         binds 127.0.0.1:PORT and listens; prints "bound"
                             and holds it, or "refused ERRNO"
   half-close PORT [HOST]    sends 1 MiB, shuts down its side, reads the echo to
@@ -22,6 +24,8 @@ loopback gives; the test reads the lines.
                             close; prints "setup p50 MICROS p99 MICROS"
   stall PORT SECONDS MIB    sends MIB MiB while reading nothing for SECONDS,
                             then reads the echo: "stall ok" when all came back
+  send-fd PATH              connects to a Unix socket and sends it a descriptor
+                            (SCM_RIGHTS): "sent", or "refused ERRNO"
   hold PORT                 connects, checks one echo ("connected"), then waits
                             for the connection's end: "reset SECONDS" or "eof SECONDS"
 """
@@ -40,14 +44,23 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def connect(port, host="127.0.0.1"):
+    if host.startswith("/"):  # a Unix socket at that path
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(30)
+        c.connect(host)
+        return c
     return socket.create_connection((host, port), timeout=30)
 
 
 def echo_server(port, host="127.0.0.1"):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, port))
+    if host.startswith("/"):  # a Unix socket at that path
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(host)
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
     s.listen(1024)
     print("listening", flush=True)
 
@@ -163,6 +176,14 @@ def bind(port, seconds):
     time.sleep(seconds)
 
 
+def bind_only(port, seconds):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    print("bound", flush=True)
+    time.sleep(seconds)
+
+
 def many(port, n):
     conns = [connect(port) for _ in range(n)]
     for i, c in enumerate(conns):
@@ -213,6 +234,15 @@ def stall(port, seconds, mib):
     print("stall ok" if bytes(got) == sent else f"stall got {len(got)} of {len(sent)}")
 
 
+def send_fd(path):
+    c = connect(0, path)
+    try:
+        socket.send_fds(c, [b"x"], [0])
+        print("sent")
+    except OSError as e:
+        print(f"refused {e.errno}")
+
+
 def hold(port):
     c = connect(port)
     c.sendall(b"hi")
@@ -235,6 +265,8 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "echo-server":
         echo_server(int(args[0]), *(args[1:2]))
+    elif cmd == "bind-only":
+        bind_only(int(args[0]), float(args[1]))
     elif cmd == "bind":
         bind(int(args[0]), float(args[1]))
     elif cmd == "half-close":
@@ -253,6 +285,8 @@ if __name__ == "__main__":
         setup(int(args[0]), int(args[1]))
     elif cmd == "stall":
         stall(int(args[0]), float(args[1]), int(args[2]))
+    elif cmd == "send-fd":
+        send_fd(args[0])
     elif cmd == "hold":
         hold(int(args[0]))
     else:
