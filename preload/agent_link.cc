@@ -530,6 +530,17 @@ int BindPort(unsigned port, bool ipv6, const char* path, unsigned long long sock
   return AskAlone(req, 10'000);
 }
 
+bool PeerIsAgent(int fd) {
+  ucred peer{}, agent{};
+  socklen_t len = sizeof peer;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || peer.pid <= 0) return false;
+  std::lock_guard lock(mu);
+  if (!InOwnerProcess() || EnsureLinkLocked() != 0) return false;
+  len = sizeof agent;
+  return getsockopt(link_fd, SOL_SOCKET, SO_PEERCRED, &agent, &len) == 0 && agent.pid == peer.pid &&
+         agent.uid == peer.uid;
+}
+
 bool MayHavePeers() {
   const StatePage* page = state_page.load(std::memory_order_acquire);
   return page != nullptr && page->peers_alive.load(std::memory_order_relaxed) != 0;

@@ -31,6 +31,10 @@ int SignalGpid(long long gpid, int sig, bool has_value, long long value);
 // program holds it; EADDRNOTAVAIL: no majority answered; EACCES; ENOTCONN:
 // no agent).
 int BindPort(unsigned port, bool ipv6, const char* path, unsigned long long socket_inode, bool release);
+// Whether fd is connected to a socket this process's agent listens on (the
+// kernel names the same process on both): an abstract relay name anyone on
+// the node could have bound first is trusted only then.
+bool PeerIsAgent(int fd);
 // True when the agent's state page says other members are alive: only then
 // is an exclusive creation claimed across the cluster.
 bool MayHavePeers();

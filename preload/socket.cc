@@ -16,12 +16,12 @@
 // (naming/unix_relay_name.h). Port 0, UDP and other addresses go straight
 // to libc.
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 
 #include <sys/un.h>
@@ -84,12 +84,6 @@ bool ClusterPortOf(const sockaddr* addr, socklen_t len, ClusterPort* out) {
   return false;
 }
 
-// Descriptors connected to another node's Unix socket through this node's
-// agent (a hint: the descriptor may have been closed and reused since, so
-// sendmsg looks at its peer before it refuses).
-constexpr size_t kRelayedFds = 65536;
-std::atomic<uint64_t> relayed[kRelayedFds / 64];
-
 // Whether fd's peer is one of the agents' abstract relay names.
 bool PeerIsRelay(int fd) {
   sockaddr_un peer{};
@@ -101,8 +95,11 @@ bool PeerIsRelay(int fd) {
 }
 
 bool CarriesDescriptors(const msghdr* msg) {
-  if (msg == nullptr || msg->msg_control == nullptr || !MayReadPage(static_cast<const char*>(msg->msg_control)))
-    return false;
+  const char* m = reinterpret_cast<const char*>(msg);
+  if (msg == nullptr || !MayReadPage(m) || !MayReadPage(m + sizeof(msghdr) - 1) || msg->msg_control == nullptr ||
+      msg->msg_controllen < sizeof(cmsghdr) || !MayReadPage(static_cast<const char*>(msg->msg_control)) ||
+      !MayReadPage(static_cast<const char*>(msg->msg_control) + msg->msg_controllen - 1))
+    return false;  // no descriptors, or the kernel answers (EFAULT)
   for (const cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(msg), const_cast<cmsghdr*>(c)))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) return true;
   return false;
@@ -122,6 +119,16 @@ bool UnixClusterPath(const sockaddr* addr, socklen_t len, Target* t, char* buf, 
   path[n] = '\0';
   *t = Resolve(path, buf, cap);
   return t->cluster;
+}
+
+// A relative path from a cwd in the cluster that leads out of it: the
+// absolute path libc must get (the kernel would resolve it from the view's
+// real place). False when t has none, or it does not fit.
+bool NativeUnixPath(const Target& t, sockaddr_un* out) {
+  if (t.cluster || t.native == nullptr || strlen(t.native) >= sizeof out->sun_path) return false;
+  out->sun_family = AF_UNIX;
+  std::memcpy(out->sun_path, t.native, strlen(t.native) + 1);
+  return true;
 }
 
 // Runs fn(addr, len) with a sockaddr_un naming t through its directory's
@@ -163,19 +170,33 @@ int BindUnix(int fd, const Target& t) {
 int ConnectUnix(int fd, const Target& t) {
   ONEBOX_REAL(connect);
   if (t.err) return Fail(t.err);
-  int r = AtUnixPath(t, [&](const sockaddr* a, socklen_t n) { return real_connect(fd, a, n); });
+  const int saved = errno;
+  // The socket file opened as any cluster file is (a symlink resolves inside
+  // the view, never out of it), then connected through its /proc/self/fd entry.
+  int r = -1;
+  if (int file = OpenInView(t, O_PATH | O_CLOEXEC, 0); file >= 0) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d", file);
+    r = real_connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a);
+    const int err = errno;
+    close(file);
+    errno = err;
+  }
   if (r == 0 || (errno != ENOENT && errno != ECONNREFUSED) || SocketType(fd) != SOCK_STREAM) return r;
   // No socket in this node's view: another node's, through this node's agent?
   const int native = errno;
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   const size_t n = onebox::UnixRelayName(ViewRoot(), t.rel, a.sun_path);
-  if (real_connect(fd, reinterpret_cast<const sockaddr*>(&a), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + n)) == 0 ||
-      errno == EAGAIN || errno == EINPROGRESS) {  // (a non-blocking connect under way)
-    if (fd >= 0 && static_cast<size_t>(fd) < kRelayedFds) relayed[fd / 64].fetch_or(1ULL << (fd % 64));
-    return errno == EAGAIN || errno == EINPROGRESS ? -1 : 0;
-  }
-  return Fail(native);
+  int relayed = real_connect(fd, reinterpret_cast<const sockaddr*>(&a), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + n));
+  if (relayed != 0 && errno != EAGAIN) return Fail(native);  // (EAGAIN: a full backlog, non-blocking)
+  // The name is the agent's only if the agent listens on it: anyone on the
+  // node could have bound it first.
+  if (!PeerIsAgent(fd)) return Fail(ECONNREFUSED);
+  if (relayed != 0) return Fail(EAGAIN);
+  errno = saved;
+  return 0;
 }
 
 }  // namespace
@@ -190,6 +211,8 @@ int bind(int fd, const struct sockaddr* addr, socklen_t len) {
     char buf[kMaxPathBytes];
     Target t;
     if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return BindUnix(fd, t);
+    sockaddr_un native{};
+    if (NativeUnixPath(t, &native)) return real_bind(fd, reinterpret_cast<const sockaddr*>(&native), sizeof native);
     return real_bind(fd, addr, len);
   }
   ClusterPort port;
@@ -208,15 +231,12 @@ int bind(int fd, const struct sockaddr* addr, socklen_t len) {
 }
 
 // Descriptors cannot cross nodes: a sendmsg with SCM_RIGHTS on a socket
-// connected through the agents fails with EOPNOTSUPP (the relay moves bytes
-// only, and would drop them silently). Every other sendmsg is libc's after
-// one bit test.
+// connected through the agents (its peer is a relay name) fails with
+// EOPNOTSUPP (the relay moves bytes only, and would drop them silently).
+// Every other sendmsg is libc's after a look at its control data.
 ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
   ONEBOX_REAL(sendmsg);
-  if (__builtin_expect(fd >= 0 && static_cast<size_t>(fd) < kRelayedFds &&
-                           (relayed[fd / 64].load(std::memory_order_relaxed) >> (fd % 64) & 1),
-                       0) &&
-      CarriesDescriptors(msg) && PeerIsRelay(fd)) {
+  if (__builtin_expect(CarriesDescriptors(msg), 0) && PeerIsRelay(fd)) {
     errno = EOPNOTSUPP;
     return -1;
   }
@@ -230,6 +250,8 @@ int connect(int fd, const struct sockaddr* addr, socklen_t len) {
     char buf[kMaxPathBytes];
     Target t;
     if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return ConnectUnix(fd, t);
+    sockaddr_un native{};
+    if (NativeUnixPath(t, &native)) return real_connect(fd, reinterpret_cast<const sockaddr*>(&native), sizeof native);
   }
   return real_connect(fd, addr, len);
 }

@@ -21,15 +21,17 @@ int CmdPorts(const ClientOptions& o) {
     c.PrintJson(r);
     return kExitOk;
   }
-  std::cout << fmt::format("{:<6} {:<12} {:>10} {:<10} {}\n", "PORT", "NODE", "GPID", "USER", "SINCE");
+  std::cout << fmt::format("{:<6} {:<12} {:>10} {:<10} {:<8} {}\n", "PORT", "NODE", "GPID", "USER", "SINCE", "PATH");
   for (const v1::ClusterPort& p : r.ports()) {
     struct passwd pw, *found = nullptr;
     char buf[1024];
     std::string user = getpwuid_r(p.uid(), &pw, buf, sizeof buf, &found) == 0 && found != nullptr
                            ? std::string(found->pw_name)
                            : std::to_string(p.uid());
-    std::cout << fmt::format("{:<6} {:<12} {:>10} {:<10} {}\n", p.port(), p.node(), p.gpid(), user,
-                             StartText(p.since_unix_ms()));
+    // A Unix socket under the cluster root: its path, and no port.
+    std::cout << fmt::format("{:<6} {:<12} {:>10} {:<10} {:<8} {}\n", p.path().empty() ? std::to_string(p.port()) : "-",
+                             p.node(), p.gpid(), user, StartText(p.since_unix_ms()),
+                             p.path().empty() ? "" : "/" + p.path());
   }
   return kExitOk;
 }

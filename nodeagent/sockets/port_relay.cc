@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -22,12 +23,13 @@
 
 #include "naming/unix_relay_name.h"
 #include "nodeagent/daemon/thread_name.h"
+#include "nodeagent/view/view_fs.h"
 
 namespace onebox {
 
 namespace {
 
-constexpr char kMagic[4] = {'O', 'B', 'R', '2'};
+constexpr char kMagic[4] = {'O', 'B', 'R', '3'};
 constexpr size_t kChallengeBytes = 16;
 constexpr size_t kProofBytes = 32;  // HMAC-SHA256
 // A link's header and answer, and a connect, must come within this.
@@ -66,10 +68,18 @@ void KeepLinkAlive(int fd) {
 
 // The port (2 bytes, big-endian), or for a Unix socket 0 and its path (2
 // bytes of length, then the path below the view root): what a link asks for.
-std::string Wanted(const v1::ClusterPort& target) {
+// A Unix socket's link also carries the connecting program's uid and gid
+// (4 bytes each, as its node's kernel named them), for the owner's check of
+// the socket file's mode.
+void Put32(std::string* out, uint32_t v) {
+  for (int shift : {24, 16, 8, 0}) *out += static_cast<char>(v >> shift);
+}
+std::string Wanted(const v1::ClusterPort& target, uint32_t uid, uint32_t gid) {
   const uint32_t port = target.path().empty() ? target.port() : 0;
   std::string wanted{static_cast<char>(port >> 8), static_cast<char>(port & 0xff)};
   if (port == 0) {
+    Put32(&wanted, uid);
+    Put32(&wanted, gid);
     wanted += static_cast<char>(target.path().size() >> 8);
     wanted += static_cast<char>(target.path().size() & 0xff);
     wanted += target.path();
@@ -85,30 +95,41 @@ std::string ProofInput(const uint8_t* challenge, std::string_view wanted) {
   return input;
 }
 
-// A Unix stream socket connected to path (absolute, any length: a long one
-// is reached through its directory's /proc/self/fd entry); -errno when none.
-int ConnectUnix(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  int dir = -1;
-  std::string name = path;
-  if (name.size() >= sizeof addr.sun_path) {
-    size_t slash = path.rfind('/');
-    dir = open(path.substr(0, slash).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    name = fmt::format("/proc/self/fd/{}/{}", dir, path.substr(slash + 1));
-  }
-  int err = 0;
-  if (name.size() >= sizeof addr.sun_path) {
-    err = ENAMETOOLONG;
-  } else {
-    std::memcpy(addr.sun_path, name.c_str(), name.size() + 1);
+void Timeouts(int fd, int ms);
+
+// Whether uid (in gid) may connect to a socket file of this mode and owner:
+// connect needs write permission on it, as the kernel checks it (root
+// passes; supplementary groups are not known here and do not count).
+bool MayConnect(const struct stat& st, uint32_t uid, uint32_t gid) {
+  if (uid == 0) return true;
+  if (st.st_uid == uid) return st.st_mode & S_IWUSR;
+  if (st.st_gid == gid) return st.st_mode & S_IWGRP;
+  return st.st_mode & S_IWOTH;
+}
+
+// A Unix stream socket connected, for a program of another node (uid, gid),
+// to the socket at path below the view: opened beneath the view root with
+// no symlink on the way or at the end (a user may have put one there), a
+// socket, writable by that user; then connected through /proc/self/fd.
+// -errno when none.
+int ConnectUnixInView(int view_fd, const std::string& path, uint32_t uid, uint32_t gid) {
+  int file = OpenBeneath(view_fd, path, O_PATH);
+  if (file < 0) return -errno;
+  struct stat st;
+  int err = fstat(file, &st) != 0 ? errno : !S_ISSOCK(st.st_mode) ? ECONNREFUSED : !MayConnect(st, uid, gid) ? EACCES : 0;
+  int fd = err == 0 ? socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+  if (err == 0 && fd < 0) err = errno;
+  if (err == 0) {
+    Timeouts(fd, kHandshakeMs);  // a server whose backlog is full must not hold this thread
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d", file);
     if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) err = errno;
+    else Timeouts(fd, 0);
   }
-  if (dir >= 0) close(dir);
+  close(file);
   if (err != 0) {
-    close(fd);
+    if (fd >= 0) close(fd);
     return -err;
   }
   return fd;
@@ -219,6 +240,9 @@ int Listen(const std::string& host, uint32_t port) {
 Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const AccessGate& gate, std::string join_token,
                                                     const std::string& host, std::string view_root) {
   std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token), std::move(view_root)));
+  relay->view_fd_ = ::open(relay->view_root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (relay->view_fd_ < 0)
+    return Status::Unavailable(fmt::format("port relay: open the view {}: {}", relay->view_root_, strerror(errno)));
   Result<std::unique_ptr<SpliceRelay>> splice = SpliceRelay::Start();
   if (!splice.ok()) return splice.status();
   relay->splice_ = std::move(splice).value();
@@ -256,6 +280,7 @@ PortRelay::~PortRelay() {
   for (auto& [key, proxy] : proxies_)
     for (int fd : proxy.fds) close(fd);
   if (listener_ >= 0) close(listener_);
+  if (view_fd_ >= 0) close(view_fd_);
   if (epoll_ >= 0) close(epoll_);
   if (wake_ >= 0) close(wake_);
   splice_.reset();
@@ -385,7 +410,10 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
   // The owner speaks first: its challenge. Then the port and the proof.
   uint8_t challenge[kChallengeBytes];
   uint8_t answer[4];
-  const std::string wanted = Wanted(target);
+  ucred client_cred{0, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};  // nobody, if the kernel does not say
+  socklen_t cred_len = sizeof client_cred;
+  getsockopt(client, SOL_SOCKET, SO_PEERCRED, &client_cred, &cred_len);
+  const std::string wanted = Wanted(target, client_cred.uid, client_cred.gid);
   std::string header(kMagic, sizeof kMagic);
   bool spoke = ReadFull(link, challenge, sizeof challenge);
   if (spoke) {
@@ -430,18 +458,21 @@ void PortRelay::Inbound(int link) {
   const uint8_t* asked = head + sizeof kMagic + kProofBytes;
   const uint32_t port = static_cast<uint32_t>(asked[0] << 8 | asked[1]);
   std::string wanted(reinterpret_cast<const char*>(asked), 2), path;
+  uint32_t uid = 0, gid = 0;
   if (port == 0) {
-    uint8_t len[2];
-    if (!ReadFull(link, len, 2)) {
+    uint8_t ids_len[10];
+    if (!ReadFull(link, ids_len, sizeof ids_len)) {
       ResetClose(link);
       return;
     }
-    path.resize(static_cast<size_t>(len[0] << 8 | len[1]));
+    uid = static_cast<uint32_t>(ids_len[0] << 24 | ids_len[1] << 16 | ids_len[2] << 8 | ids_len[3]);
+    gid = static_cast<uint32_t>(ids_len[4] << 24 | ids_len[5] << 16 | ids_len[6] << 8 | ids_len[7]);
+    path.resize(static_cast<size_t>(ids_len[8] << 8 | ids_len[9]));
     if (!path.empty() && !ReadFull(link, path.data(), path.size())) {
       ResetClose(link);
       return;
     }
-    wanted.append(reinterpret_cast<const char*>(len), 2);
+    wanted.append(reinterpret_cast<const char*>(ids_len), sizeof ids_len);
     wanted += path;
   }
   int local = -1;
@@ -453,7 +484,7 @@ void PortRelay::Inbound(int link) {
              !(owned = table_.OwnedHere(key)) || !table_.ListensNow(key, *owned)) {
     err = ECONNREFUSED;  // not a socket this node holds and listens on: nothing else of the node is reached
   } else if ((local = port != 0 ? ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs)
-                                : ConnectUnix(view_root_ + "/" + path)) < 0) {
+                                : ConnectUnixInView(view_fd_, path, uid, gid)) < 0) {
     err = -local;
   }
   const uint8_t answer[4] = {static_cast<uint8_t>(err >> 24), static_cast<uint8_t>(err >> 16),

@@ -1,23 +1,29 @@
 // The cluster's ports on this node's loopback. For every port of the table
 // (sockets/port_table.h) that another node's program holds, this agent
 // listens on 127.0.0.1:PORT and [::1]:PORT itself, so any program here,
-// under the shim or not, connects as it would to a local server; each
-// connection it takes is carried to the owner's agent on a TCP link of its
-// own (dialed to the relay address in the port's record), which connects
-// to the port on its loopback, and from then on the bytes move by
-// splice (sockets/splice_relay.h). A program connecting to a port its own
-// node holds reaches it directly: this agent has no listener there.
+// under the shim or not, connects as it would to a local server; for a
+// Unix socket under the cluster root, on an abstract name
+// (naming/unix_relay_name.h). Each connection it takes is carried to the
+// owner's agent on a TCP link of its own (dialed to the relay address in
+// the record), which connects to the port or socket there, and from then
+// on the bytes move by splice (sockets/splice_relay.h). A program
+// connecting to a port its own node holds reaches it directly: this agent
+// has no listener there.
 //
 // A link opens with the owner's challenge (16 random bytes); the dialer
-// answers "OBR2", its proof (an HMAC-SHA256 of the challenge and what it
+// answers "OBR3", its proof (an HMAC-SHA256 of the challenge and what it
 // asks for, keyed by the join token: the token never crosses the link,
-// whoever listens at the address dialed), and what it asks for: the port (2
-// bytes, big-endian), or 0 and a Unix socket's path (2 bytes of length, the
-// path below the view root). The owner connects only while one of the
-// record's own sockets listens;
-// the owner answers with 4 bytes: 0, or the errno its own connect got
-// (then both ends reset the program's connection). The owner connects only to ports it holds in the
-// table, never to any other loopback service of its node.
+// whoever listens at the address dialed), and what it asks for: the port
+// (2 bytes, big-endian), or 0, the connecting program's uid and gid (4
+// bytes each) and a Unix socket's path (2 bytes of length, the path below
+// the view root). The owner answers with 4 bytes: 0, or the errno its own
+// connect got (then both ends reset the program's connection). It connects
+// only to what it holds in the table, and only when one of the record's
+// own sockets was seen listening (within the last second): never to any
+// other service of its node. A Unix socket only beneath its view with no
+// symlink on the way, and only a socket the program's uid or gid may
+// write, as the kernel would check it on one machine (supplementary groups
+// aside).
 #pragma once
 
 #include <sys/types.h>
@@ -79,6 +85,7 @@ class PortRelay {
   const AccessGate& gate_;
   const std::string join_token_;
   const std::string view_root_;
+  int view_fd_ = -1;  // the view root (O_PATH): Unix sockets are opened beneath it
   std::string address_;
   std::unique_ptr<SpliceRelay> splice_;
   int listener_ = -1;  // other agents' links come in here

@@ -157,19 +157,27 @@ TEST_F(SocketsTest, AUnixSocketUnderTheClusterIsReachedFromEveryNode) {
   ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
                         "the server listens on /cluster/w/app.sock"))
       << ReadFile(log);
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        v1::ListPortsResponse listed = Ports(2);
-        for (const v1::ClusterPort& p : listed.ports())
-          if (p.path() == "cluster/w/app.sock" && p.node() == "n1") return true;
-        return false;
-      },
-      seconds(10), "node 2 lists the socket"));
-  // On its own node, in the view; on the others, through the agents.
-  for (int i : {1, 2, 3}) {
-    RunResult r = ProbeIn(i, {"half-close", "0", "/cluster/w/app.sock"});
-    EXPECT_EQ(r.out, "half-close ok\n") << "node " << i << ": " << r.err;
-  }
+  // On its own node, in the view; on the others, through the agents (once
+  // their agents have the record and listen for it).
+  for (int i : {1, 2, 3})
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          RunResult r = ProbeIn(i, {"half-close", "0", "/cluster/w/app.sock"});
+          return Observed(r.out == "half-close ok\n", r.out + r.err);
+        },
+        seconds(10), fmt::format("node {} reaches the socket", i)));
+  RunResult listed = Onebox(2, {"ports"});
+  EXPECT_NE(listed.out.find("/cluster/w/app.sock"), std::string::npos) << listed.out;
+  // The socket file's mode holds for other nodes' users as for this one's:
+  // nobody may not write a 0755 socket of root's.
+  RunResult nobody = RunInNode(Node(2), {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                                         Probe(), "half-close", "0", "/cluster/w/app.sock"},
+                               ShimEnv(2));
+  EXPECT_NE(nobody.out, "half-close ok\n") << "nobody reached root's 0755 socket on another node";
+  // (connected to this node's agent, then reset when node 1's refused: EACCES there)
+  EXPECT_TRUE(nobody.err.find("BrokenPipeError") != std::string::npos ||
+              nobody.err.find("ConnectionResetError") != std::string::npos)
+      << nobody.out << nobody.err;
   // Descriptors cannot cross nodes: a clear errno on another node, and as ever on its own.
   EXPECT_EQ(ProbeIn(2, {"send-fd", "/cluster/w/app.sock"}).out, fmt::format("refused {}\n", EOPNOTSUPP));
   EXPECT_EQ(ProbeIn(1, {"send-fd", "/cluster/w/app.sock"}).out, "sent\n");
@@ -186,6 +194,33 @@ TEST_F(SocketsTest, AUnixSocketUnderTheClusterIsReachedFromEveryNode) {
         return Observed(r.out != "half-close ok\n" && r.exit_code != 0, r.out + r.err);
       },
       seconds(10), "node 3 no longer reaches it"));
+}
+
+TEST_F(SocketsTest, ASymlinkPutWhereAClusterSocketWasNeverLeadsOutOfTheView) {
+  // A server outside the cluster, on node 1's file system.
+  const std::string outside = dir_ / "outside.sock";
+  const std::string outside_log = dir_ / "outside.log";
+  NodeProcess private_server(Node(1), {"python3", Probe(), "echo-server", "0", outside}, {}, outside_log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(outside_log).find("listening") != std::string::npos; }, seconds(20),
+                        "the private server listens"));
+  // A user's server in the cluster; then its file is swapped for a symlink
+  // to the private one (the socket itself still listens).
+  const std::string log = dir_ / "swap.log";
+  NodeProcess server(Node(1), {"python3", Probe(), "echo-server", "0", "/cluster/w/swap.sock"}, ShimEnv(1), log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
+                        "the cluster server listens"));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = ProbeIn(2, {"half-close", "0", "/cluster/w/swap.sock"});
+        return Observed(r.out == "half-close ok\n", r.out + r.err);
+      },
+      seconds(10), "node 2 reaches the cluster server"));
+  RunResult swapped = Sh(1, "rm /cluster/w/swap.sock && ln -s " + outside + " /cluster/w/swap.sock");
+  ASSERT_EQ(swapped.exit_code, 0) << swapped.err;
+  for (int i = 0; i < 3; ++i) {
+    RunResult r = ProbeIn(2, {"half-close", "0", "/cluster/w/swap.sock"});
+    EXPECT_NE(r.out, "half-close ok\n") << "node 2 reached a socket outside the view";
+  }
 }
 
 TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
@@ -291,6 +326,14 @@ TEST_F(SocketsTest, AClaimNeverLeadsToAnotherProgramThatListensOnThePort) {
     RunResult r = ProbeIn(2, {"half-close", "18095"});
     EXPECT_NE(r.out, "half-close ok\n") << "node 2 reached a program that does not hold the port";
   }
+  // While the relay itself works: a server under the shim on another port is reached.
+  std::unique_ptr<NodeProcess> control = EchoServer(1, 18100);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = ProbeIn(2, {"half-close", "18100"});
+        return Observed(r.out == "half-close ok\n", r.out + r.err);
+      },
+      seconds(10), "node 2 reaches a server that holds its port"));
 }
 
 TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
@@ -314,7 +357,7 @@ TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
   ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
   char challenge[16];
   ASSERT_EQ(recv(fd, challenge, sizeof challenge, MSG_WAITALL), 16);
-  std::string header = "OBR2";
+  std::string header = "OBR3";
   header += std::string(32, 'x');
   header += static_cast<char>(18097 >> 8);
   header += static_cast<char>(18097 & 0xff);
