@@ -27,7 +27,8 @@ Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, st
       self_(std::move(self)),
       address_(std::move(address)),
       seeds_(std::move(seeds)),
-      options_(options) {
+      options_(options),
+      started_(clock.Now()) {
   if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) {
     Result<uint64_t> parsed = ParseDecimal(*idx, "node index");
     if (parsed.ok() && *parsed <= UINT32_MAX) index_ = static_cast<uint32_t>(*parsed);
@@ -140,6 +141,14 @@ bool Membership::Dead(const std::string& node_id) {
   std::lock_guard lock(mu_);
   auto it = members_.find(node_id);
   return it != members_.end() && StateOf(it->second, clock_.Now()) == v1::NODE_STATE_DEAD;
+}
+
+bool Membership::Gone(const std::string& node_id) {
+  std::lock_guard lock(mu_);
+  auto now = clock_.Now();
+  auto it = members_.find(node_id);
+  if (it == members_.end()) return now - started_ > options_.dead_after;
+  return StateOf(it->second, now) == v1::NODE_STATE_DEAD;
 }
 
 size_t Membership::KnownCount() {

@@ -65,6 +65,10 @@ class Membership {
   // Whether node_id is a member declared dead (a member suspected, or one
   // not heard of at all, is not).
   bool Dead(const std::string& node_id);
+  // Dead, or not heard of at all although this node has gossiped for longer
+  // than a member takes to be declared dead (a node gone for good before
+  // this one started: its data dir wiped, or it left the cluster).
+  bool Gone(const std::string& node_id);
   // Members we know of in any state, ourselves included: at least as many
   // as were known before a restart, and every seed not heard from yet counts
   // as one (a node told to join a cluster is not a cluster of one because
@@ -107,6 +111,7 @@ class Membership {
   std::string saved_known_;          // under mu_
   MembershipOptions options_;
   std::atomic<uint32_t> index_{0};
+  Clock::time_point started_;  // when this object was made
   int rounds_ = 0;
 
   std::mutex mu_;

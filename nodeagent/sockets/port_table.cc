@@ -169,7 +169,7 @@ std::optional<v1::ClusterPort> PortTable::Holder(const std::string& key) {
   if (!rec.ok() || !port.ParseFromString(rec->value)) return std::nullopt;
   if (port.node_id() == self_.node_id) {
     if (!StillBound(port, ListeningSockets())) return std::nullopt;
-  } else if (members_.Dead(port.node_id())) {
+  } else if (members_.Gone(port.node_id())) {
     return std::nullopt;
   }
   return port;
@@ -384,7 +384,7 @@ std::vector<v1::ClusterPort> PortTable::Live() {
       if (!port.ParseFromString(e.record.value)) continue;
       // This node's own are checked by Watch each second; reading /proc
       // for every port here would cost as much on every change.
-      if (port.node_id() == self_.node_id || !members_.Dead(port.node_id())) live.push_back(std::move(port));
+      if (port.node_id() == self_.node_id || !members_.Gone(port.node_id())) live.push_back(std::move(port));
     }
     if (!page->more || page->entries.empty()) break;
     after = page->entries.back().key;

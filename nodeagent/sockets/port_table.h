@@ -23,7 +23,9 @@
 // A record counts only while its owner is not dead to this node: the ports
 // of a node declared dead (membership: 10 s without a heartbeat) are free,
 // on every node, from the moment each one declares it; a node only
-// suspected (2 s of silence) keeps them. docs/consistency.md
+// suspected (2 s of silence) keeps them. So are those of a node not heard
+// of at all 10 s after this agent started (Membership::Gone: one gone for
+// good, whose records outlived it). docs/consistency.md
 // says what a partition does.
 #pragma once
 
@@ -120,7 +122,7 @@ class PortTable {
   // the port while the record's own socket does not).
   bool ListensNow(const std::string& key, const v1::ClusterPort& port);
   // Whether node_id is declared dead here (its relayed connections are reset).
-  bool OwnerDead(const std::string& node_id) { return members_.Dead(node_id); }
+  bool OwnerDead(const std::string& node_id) { return members_.Gone(node_id); }
 
  private:
   struct Grant {

@@ -223,6 +223,24 @@ TEST_F(SocketsTest, ASymlinkPutWhereAClusterSocketWasNeverLeadsOutOfTheView) {
   }
 }
 
+TEST_F(SocketsTest, APortOfANodeGoneForGoodIsFreeOnceTheOthersRestartWithoutIt) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18101);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18101); }, seconds(10), "node 2 knows the port"));
+  // Node 1 goes for good; the others restart, and never hear of it again.
+  server.reset();
+  ASSERT_EQ(agents_[0]->Stop(), 0);
+  for (int i : {2, 3}) ASSERT_EQ(agents_[i - 1]->Stop(), 0);
+  for (int i : {2, 3}) ASSERT_TRUE(agents_[i - 1]->Start());
+  // Node 1's record is still in their stores, but its owner is gone: the
+  // port is free once node 2's agent has gossiped for as long as a death takes.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = ProbeIn(2, {"bind", "18101", "0"});
+        return Observed(r.out == "bound\n", r.out + r.err);
+      },
+      seconds(25), "node 2 binds the port of the node gone for good"));
+}
+
 TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
   for (int round = 0; round < 3; ++round) {
     const std::string port = std::to_string(18081 + round);
