@@ -21,20 +21,6 @@ using namespace onebox::shim;
 
 namespace {
 
-// Runs fn(parent_fd, base) for the last component of a cluster path.
-template <class Fn>
-int AtParent(const Target& t, Fn fn) {
-  char buf[kMaxPathBytes];
-  const char* base = nullptr;
-  int parent = OpenParentInView(t, buf, sizeof buf, &base);
-  if (parent < 0) return -1;
-  int r = fn(parent, base);
-  int err = errno;
-  close(parent);
-  errno = err;
-  return r;
-}
-
 // Runs fn(path) with a /proc/self/fd path naming the cluster file (a final
 // symlink followed inside the view): for calls that have no empty-path form.
 template <class Fn>

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "naming/cluster_path.h"  // kMaxPathBytes
 #include "preload/libc_decls.h"  // every interposed function, so each wrapper is checked against it
 #include "preload/native_path.h"
 
@@ -81,6 +82,20 @@ int OpenWithResolve(int dirfd, const char* name, int flags, mode_t mode, uint64_
 // Splits t.rel at its last component: opens the parent (O_PATH) in the view
 // and points *base at the last component. Returns the parent fd or -1 (errno).
 int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
+// Runs fn(parent_fd, base) for the last component of a cluster path
+// (OpenParentInView); the parent is closed after, errno kept.
+template <class Fn>
+int AtParent(const Target& t, Fn fn) {
+  char buf[kMaxPathBytes];
+  const char* base = nullptr;
+  int parent = OpenParentInView(t, buf, sizeof buf, &base);
+  if (parent < 0) return -1;
+  int r = fn(parent, base);
+  int err = errno;
+  close(parent);
+  errno = err;
+  return r;
+}
 
 // The symlink-free view (nodeagent/view/symlink_guard.h): while the agent's state
 // page says the view holds no symlink, a lexically clean path below the view

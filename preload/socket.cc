@@ -106,7 +106,8 @@ bool CarriesDescriptors(const msghdr* msg) {
 }
 
 // The cluster path a sockaddr_un names, resolved into t (rel in buf); false
-// when it names none (abstract, unnamed, a native path: libc's).
+// when it names none (another family, abstract, unnamed, a native path:
+// libc's; t.native then says whether a relative one needs rewriting).
 bool UnixClusterPath(const sockaddr* addr, socklen_t len, Target* t, char* buf, size_t cap) {
   const char* bytes = reinterpret_cast<const char*>(addr);
   constexpr size_t kPathAt = offsetof(sockaddr_un, sun_path);
@@ -131,25 +132,6 @@ bool NativeUnixPath(const Target& t, sockaddr_un* out) {
   return true;
 }
 
-// Runs fn(addr, len) with a sockaddr_un naming t through its directory's
-// /proc/self/fd entry. -1 with errno on failure.
-template <class Fn>
-int AtUnixPath(const Target& t, Fn fn) {
-  char buf[kMaxPathBytes];
-  const char* base = nullptr;
-  int parent = OpenParentInView(t, buf, sizeof buf, &base);
-  if (parent < 0) return -1;
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  int n = snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", parent, base);
-  int r = n < 0 || static_cast<size_t>(n) >= sizeof a.sun_path ? Fail(ENAMETOOLONG)
-                                                                 : fn(reinterpret_cast<const sockaddr*>(&a), sizeof a);
-  int err = errno;
-  close(parent);
-  errno = err;
-  return r;
-}
-
 int BindUnix(int fd, const Target& t) {
   ONEBOX_REAL(bind);
   if (t.err) return Fail(t.err);
@@ -158,7 +140,15 @@ int BindUnix(int fd, const Target& t) {
   if (claimed) {
     if (int err = BindPort(0, false, t.rel, st.st_ino, /*release=*/false); err != 0) return Fail(err);
   }
-  int bound = AtUnixPath(t, [&](const sockaddr* a, socklen_t n) { return real_bind(fd, a, n); });
+  // Through its directory's /proc/self/fd entry: the view's real path may
+  // not fit sun_path.
+  int bound = AtParent(t, [&](int parent, const char* base) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    int n = snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", parent, base);
+    if (n < 0 || static_cast<size_t>(n) >= sizeof a.sun_path) return Fail(ENAMETOOLONG);
+    return real_bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a);
+  });
   if (bound != 0 && claimed) {
     const int why = errno;
     BindPort(0, false, t.rel, st.st_ino, /*release=*/true);
@@ -206,15 +196,11 @@ extern "C" {
 
 int bind(int fd, const struct sockaddr* addr, socklen_t len) {
   ONEBOX_REAL(bind);
-  if (addr != nullptr && len > sizeof(sa_family_t) && MayReadPage(reinterpret_cast<const char*>(addr)) &&
-      addr->sa_family == AF_UNIX) {
-    char buf[kMaxPathBytes];
-    Target t;
-    if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return BindUnix(fd, t);
-    sockaddr_un native{};
-    if (NativeUnixPath(t, &native)) return real_bind(fd, reinterpret_cast<const sockaddr*>(&native), sizeof native);
-    return real_bind(fd, addr, len);
-  }
+  char buf[kMaxPathBytes];
+  Target t;
+  sockaddr_un native{};
+  if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return BindUnix(fd, t);
+  if (NativeUnixPath(t, &native)) return real_bind(fd, reinterpret_cast<const sockaddr*>(&native), sizeof native);
   ClusterPort port;
   struct stat st;
   if (!ClusterPortOf(addr, len, &port) || !IsTcpStream(fd) || fstat(fd, &st) != 0) return real_bind(fd, addr, len);
@@ -245,14 +231,11 @@ ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
 
 int connect(int fd, const struct sockaddr* addr, socklen_t len) {
   ONEBOX_REAL(connect);
-  if (addr != nullptr && len > sizeof(sa_family_t) && MayReadPage(reinterpret_cast<const char*>(addr)) &&
-      addr->sa_family == AF_UNIX) {
-    char buf[kMaxPathBytes];
-    Target t;
-    if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return ConnectUnix(fd, t);
-    sockaddr_un native{};
-    if (NativeUnixPath(t, &native)) return real_connect(fd, reinterpret_cast<const sockaddr*>(&native), sizeof native);
-  }
+  char buf[kMaxPathBytes];
+  Target t;
+  sockaddr_un native{};
+  if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return ConnectUnix(fd, t);
+  if (NativeUnixPath(t, &native)) return real_connect(fd, reinterpret_cast<const sockaddr*>(&native), sizeof native);
   return real_connect(fd, addr, len);
 }
 

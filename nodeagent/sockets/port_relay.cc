@@ -35,12 +35,6 @@ constexpr size_t kProofBytes = 32;  // HMAC-SHA256
 // A link's header and answer, and a connect, must come within this.
 constexpr int kHandshakeMs = 2000;
 
-void ResetClose(int fd) {
-  linger l{1, 0};
-  setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  close(fd);
-}
-
 void NoDelay(int fd) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -317,7 +311,7 @@ void PortRelay::Reconcile() {
     spdlog::debug("{}: no longer relayed from here", it->first);
     // Closing a listener leaves its connections be, as on one machine; a
     // dead owner's are reset (their link may never say so).
-    if (table_.OwnerDead(it->second.target.node_id())) splice_->Reset(it->second.target.node_id());
+    if (table_.OwnerGone(it->second.target.node_id())) splice_->Reset(it->second.target.node_id());
     it = proxies_.erase(it);
   }
   for (auto& [key, port] : want) {
@@ -402,7 +396,7 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
   int link = SplitAddress(relay, &host, &service) ? ConnectTo(host, service, kHandshakeMs) : -EINVAL;
   if (link < 0) {
     spdlog::debug("{}: cannot reach its node's relay {}: {}", what, relay, strerror(-link));
-    ResetClose(client);
+    CloseWithReset(client);
     return;
   }
   Timeouts(link, kHandshakeMs);
@@ -423,15 +417,15 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
     spoke = WriteFull(link, header.data(), header.size()) && ReadFull(link, answer, sizeof answer);
   }
   if (!spoke) {
-    ResetClose(link);
-    ResetClose(client);
+    CloseWithReset(link);
+    CloseWithReset(client);
     return;
   }
   const int err = answer[0] << 24 | answer[1] << 16 | answer[2] << 8 | answer[3];
   if (err != 0) {  // nothing listens there now, or it refused the link
     spdlog::debug("{}: its node answered {}", what, strerror(err));
-    ResetClose(link);
-    ResetClose(client);
+    CloseWithReset(link);
+    CloseWithReset(client);
     return;
   }
   Timeouts(link, 0);
@@ -443,7 +437,7 @@ void PortRelay::Inbound(int link) {
   KeepLinkAlive(link);
   uint8_t challenge[kChallengeBytes];
   if (RAND_bytes(challenge, sizeof challenge) != 1) {
-    ResetClose(link);
+    CloseWithReset(link);
     return;
   }
   // "OBR2", the proof, then what is asked for: a port, or 0 and a path.
@@ -451,7 +445,7 @@ void PortRelay::Inbound(int link) {
   int err = 0;
   if (!WriteFull(link, challenge, sizeof challenge) || !ReadFull(link, head, sizeof head) ||
       std::memcmp(head, kMagic, sizeof kMagic) != 0) {
-    ResetClose(link);
+    CloseWithReset(link);
     return;
   }
   const std::string_view proof(reinterpret_cast<const char*>(head + sizeof kMagic), kProofBytes);
@@ -462,14 +456,14 @@ void PortRelay::Inbound(int link) {
   if (port == 0) {
     uint8_t ids_len[10];
     if (!ReadFull(link, ids_len, sizeof ids_len)) {
-      ResetClose(link);
+      CloseWithReset(link);
       return;
     }
     uid = static_cast<uint32_t>(ids_len[0] << 24 | ids_len[1] << 16 | ids_len[2] << 8 | ids_len[3]);
     gid = static_cast<uint32_t>(ids_len[4] << 24 | ids_len[5] << 16 | ids_len[6] << 8 | ids_len[7]);
     path.resize(static_cast<size_t>(ids_len[8] << 8 | ids_len[9]));
     if (!path.empty() && !ReadFull(link, path.data(), path.size())) {
-      ResetClose(link);
+      CloseWithReset(link);
       return;
     }
     wanted.append(reinterpret_cast<const char*>(ids_len), sizeof ids_len);
@@ -481,7 +475,7 @@ void PortRelay::Inbound(int link) {
     spdlog::warn("port relay: a link without proof of the cluster's join token was refused");
     err = EACCES;
   } else if (const std::string key = port != 0 ? PortTable::Key(port) : PortTable::UnixKey(path);
-             !(owned = table_.OwnedHere(key)) || !table_.ListensNow(key, *owned)) {
+             !(owned = table_.OwnedHere(key)) || !table_.ListensNow(*owned)) {
     err = ECONNREFUSED;  // not a socket this node holds and listens on: nothing else of the node is reached
   } else if ((local = port != 0 ? ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs)
                                 : ConnectUnixInView(view_fd_, path, uid, gid)) < 0) {
@@ -490,8 +484,8 @@ void PortRelay::Inbound(int link) {
   const uint8_t answer[4] = {static_cast<uint8_t>(err >> 24), static_cast<uint8_t>(err >> 16),
                              static_cast<uint8_t>(err >> 8), static_cast<uint8_t>(err)};
   if (!WriteFull(link, answer, sizeof answer) || err != 0) {
-    if (local >= 0) ResetClose(local);
-    ResetClose(link);
+    if (local >= 0) CloseWithReset(local);
+    CloseWithReset(link);
     return;
   }
   Timeouts(link, 0);

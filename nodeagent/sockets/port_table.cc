@@ -21,19 +21,13 @@ namespace onebox {
 
 namespace {
 
-// Listening TCP sockets of this node's network namespace, (port, inode),
-// from /proc/net/tcp and tcp6. Each line: "sl local_address rem_address st
+// Listening sockets of this node's network namespace, (port, inode). TCP
+// from /proc/net/tcp and tcp6, each line "sl local_address rem_address st
 // tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...", local_address
-// HEX_IP:HEX_PORT, st 0A for LISTEN.
-// Listening Unix sockets come as (0, inode), from /proc/net/unix: "Num
-// RefCount Protocol Flags Type St Inode Path", Flags with __SO_ACCEPTCON
-// (0x10000) when listening.
-}  // namespace
-
+// HEX_IP:HEX_PORT, st 0A for LISTEN. Unix sockets as (0, inode), from
+// /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path", Flags
+// with __SO_ACCEPTCON (0x10000) when listening.
 using Listening = std::set<std::pair<uint32_t, uint64_t>>;
-
-namespace {
-
 Listening ListeningSockets() {
   Listening out;
   {
@@ -121,17 +115,17 @@ PortTable::KeyLock::~KeyLock() {
   t_.keys_cv_.notify_all();
 }
 
-bool PortTable::ListensNow(const std::string& key, const v1::ClusterPort& port) {
+bool PortTable::ListensNow(const v1::ClusterPort& port) {
   {
     std::lock_guard lock(mu_);
     for (uint64_t inode : port.socket_inodes())
-      if (listening_.count({key, inode})) return true;
+      if (listening_.count(inode)) return true;
   }
   const Listening now = ListeningSockets();  // a miss: look again (a server that just started)
   for (uint64_t inode : port.socket_inodes())
     if (now.count({port.port(), inode})) {
       std::lock_guard lock(mu_);
-      listening_.emplace(key, inode);
+      listening_.insert(inode);
       return true;
     }
   return false;
@@ -344,7 +338,7 @@ void PortTable::Release(const Binding& b, pid_t pid, uid_t uid) {
 
 void PortTable::Watch() {
   Listening listening = ListeningSockets();  // once per pass
-  std::set<std::pair<std::string, uint64_t>> seen;
+  std::set<uint64_t> seen;
   std::string after;
   for (;;) {
     Result<ScanPage> page = store_.Scan("", after, StoreLimits::kMaxScanLimit, /*keys_only=*/true, Cf::kPorts);
@@ -359,7 +353,7 @@ void PortTable::Watch() {
         (void)store_.Put(e.key, port.SerializeAsString(), /*sync=*/false, Cf::kPorts);
       }
       for (uint64_t inode : port.socket_inodes())
-        if (listening.count({port.port(), inode})) seen.emplace(e.key, inode);
+        if (listening.count({port.port(), inode})) seen.insert(inode);
       if (StillBound(port, listening)) continue;
       listening = ListeningSockets();  // the first look may be seconds old (a claim held the key)
       if (StillBound(port, listening)) continue;

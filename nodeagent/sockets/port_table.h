@@ -120,9 +120,10 @@ class PortTable {
   // Whether one of this node's record's sockets listens: the relay connects
   // for another node only then (never to another program that listens on
   // the port while the record's own socket does not).
-  bool ListensNow(const std::string& key, const v1::ClusterPort& port);
-  // Whether node_id is declared dead here (its relayed connections are reset).
-  bool OwnerDead(const std::string& node_id) { return members_.Gone(node_id); }
+  bool ListensNow(const v1::ClusterPort& port);
+  // Whether node_id is declared dead here, or gone for good (Membership::Gone):
+  // its relayed connections are reset.
+  bool OwnerGone(const std::string& node_id) { return members_.Gone(node_id); }
 
  private:
   struct Grant {
@@ -170,9 +171,9 @@ class PortTable {
   std::mutex keys_mu_;
   std::condition_variable keys_cv_;
   std::set<std::string> busy_keys_;  // under keys_mu_
-  // Keys and inodes seen listening here lately (Listening, refreshed by each
-  // watch pass and on a miss): under mu_.
-  std::set<std::pair<std::string, uint64_t>> listening_;
+  // Inodes of this node's records' sockets seen listening lately (ListensNow;
+  // refreshed by each watch pass, and on a miss): under mu_.
+  std::set<uint64_t> listening_;
   PeriodicThread watch_;
 };
 

@@ -16,16 +16,11 @@
 
 namespace onebox {
 
-namespace {
-
-// A socket closed with an RST instead of a FIN: the peer sees ECONNRESET.
 void CloseWithReset(int fd) {
   linger l{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
   close(fd);
 }
-
-}  // namespace
 
 // One direction: bytes read from `from` wait in the pipe for `to`.
 struct Flow {

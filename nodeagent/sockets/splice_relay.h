@@ -25,6 +25,9 @@
 
 namespace onebox {
 
+// Closes a socket with an RST instead of a FIN: its peer sees ECONNRESET.
+void CloseWithReset(int fd);
+
 class SpliceRelay {
  public:
   // Each direction's pipe is asked for this capacity (F_SETPIPE_SZ).

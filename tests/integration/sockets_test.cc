@@ -65,6 +65,17 @@ class SocketsTest : public ProcessTest {
     EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &resp).ok()) << r.out;
     return resp;
   }
+  // Waits until the probe in node i (under the shim) prints want; the last
+  // output and errors are in the failure message.
+  ::testing::AssertionResult ProbeSays(int i, std::vector<std::string> args, const std::string& want,
+                                       std::chrono::seconds within, const std::string& what) {
+    return WaitUntil(
+        [&] {
+          RunResult r = ProbeIn(i, args);
+          return Observed(r.out == want, r.out + r.err);
+        },
+        within, what);
+  }
   bool Lists(int i, uint32_t port) {
     v1::ListPortsResponse listed = Ports(i);
     for (const v1::ClusterPort& p : listed.ports())
@@ -160,12 +171,8 @@ TEST_F(SocketsTest, AUnixSocketUnderTheClusterIsReachedFromEveryNode) {
   // On its own node, in the view; on the others, through the agents (once
   // their agents have the record and listen for it).
   for (int i : {1, 2, 3})
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          RunResult r = ProbeIn(i, {"half-close", "0", "/cluster/w/app.sock"});
-          return Observed(r.out == "half-close ok\n", r.out + r.err);
-        },
-        seconds(10), fmt::format("node {} reaches the socket", i)));
+    EXPECT_TRUE(ProbeSays(i, {"half-close", "0", "/cluster/w/app.sock"}, "half-close ok\n",
+                          seconds(10), fmt::format("node {} reaches the socket", i)));
   RunResult listed = Onebox(2, {"ports"});
   EXPECT_NE(listed.out.find("/cluster/w/app.sock"), std::string::npos) << listed.out;
   // The socket file's mode holds for other nodes' users as for this one's:
@@ -209,12 +216,8 @@ TEST_F(SocketsTest, ASymlinkPutWhereAClusterSocketWasNeverLeadsOutOfTheView) {
   NodeProcess server(Node(1), {"python3", Probe(), "echo-server", "0", "/cluster/w/swap.sock"}, ShimEnv(1), log);
   ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
                         "the cluster server listens"));
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = ProbeIn(2, {"half-close", "0", "/cluster/w/swap.sock"});
-        return Observed(r.out == "half-close ok\n", r.out + r.err);
-      },
-      seconds(10), "node 2 reaches the cluster server"));
+  ASSERT_TRUE(ProbeSays(2, {"half-close", "0", "/cluster/w/swap.sock"}, "half-close ok\n",
+                        seconds(10), "node 2 reaches the cluster server"));
   RunResult swapped = Sh(1, "rm /cluster/w/swap.sock && ln -s " + outside + " /cluster/w/swap.sock");
   ASSERT_EQ(swapped.exit_code, 0) << swapped.err;
   for (int i = 0; i < 3; ++i) {
@@ -233,12 +236,8 @@ TEST_F(SocketsTest, APortOfANodeGoneForGoodIsFreeOnceTheOthersRestartWithoutIt) 
   for (int i : {2, 3}) ASSERT_TRUE(agents_[i - 1]->Start());
   // Node 1's record is still in their stores, but its owner is gone: the
   // port is free once node 2's agent has gossiped for as long as a death takes.
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = ProbeIn(2, {"bind", "18101", "0"});
-        return Observed(r.out == "bound\n", r.out + r.err);
-      },
-      seconds(25), "node 2 binds the port of the node gone for good"));
+  EXPECT_TRUE(ProbeSays(2, {"bind", "18101", "0"}, "bound\n",
+                        seconds(25), "node 2 binds the port of the node gone for good"));
 }
 
 TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
@@ -287,12 +286,7 @@ TEST_F(SocketsTest, APortLetGoIsFreeOnEveryNodeAndNoLongerReached) {
   server->Wait();
   ASSERT_TRUE(WaitUntil([&] { return !Lists(3, 18091) && !Lists(1, 18091); }, seconds(10),
                         "the port is gone from the table"));
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = ProbeIn(3, {"refused", "18091"});
-        return Observed(r.out == "refused\n", r.out + r.err);
-      },
-      seconds(5), "node 3 no longer listens for it"));
+  ASSERT_TRUE(ProbeSays(3, {"refused", "18091"}, "refused\n", seconds(5), "node 3 no longer listens for it"));
   RunResult free_now = ProbeIn(2, {"bind", "18091", "0"});
   EXPECT_EQ(free_now.out, "bound\n") << free_now.err;
 }
@@ -309,12 +303,8 @@ TEST_F(SocketsTest, AfterTheOwnersAgentRestartsItsPortIsReachedAgain) {
   ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18096); }, seconds(10), "node 2 knows the port"));
   ASSERT_EQ(agents_[0]->Stop(), 0);
   ASSERT_TRUE(agents_[0]->Start());  // its relay listens on another port now
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = ProbeIn(2, {"half-close", "18096"});
-        return Observed(r.out == "half-close ok\n", r.out + r.err);
-      },
-      seconds(20), "node 2 reaches the server through the restarted agent"));
+  EXPECT_TRUE(ProbeSays(2, {"half-close", "18096"}, "half-close ok\n",
+                        seconds(20), "node 2 reaches the server through the restarted agent"));
 }
 
 TEST_F(SocketsTest, AClaimNeverLeadsToAnotherProgramThatListensOnThePort) {
@@ -346,12 +336,8 @@ TEST_F(SocketsTest, AClaimNeverLeadsToAnotherProgramThatListensOnThePort) {
   }
   // While the relay itself works: a server under the shim on another port is reached.
   std::unique_ptr<NodeProcess> control = EchoServer(1, 18100);
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = ProbeIn(2, {"half-close", "18100"});
-        return Observed(r.out == "half-close ok\n", r.out + r.err);
-      },
-      seconds(10), "node 2 reaches a server that holds its port"));
+  EXPECT_TRUE(ProbeSays(2, {"half-close", "18100"}, "half-close ok\n",
+                        seconds(10), "node 2 reaches a server that holds its port"));
 }
 
 TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
@@ -431,12 +417,8 @@ TEST_F(SocketsTest, WhenTheServersNodeIsCutOffItsConnectionsAreResetAndNewOnesRe
       seconds(15), "the client's connection is reset"));
   const double reset_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
   EXPECT_LE(reset_after, 11.0) << ReadFile(log);
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = ProbeIn(2, {"refused", "18093"});
-        return Observed(r.out == "refused\n", r.out + r.err);
-      },
-      seconds(15), "a new connect is refused once node 1 is declared dead"));
+  EXPECT_TRUE(ProbeSays(2, {"refused", "18093"}, "refused\n",
+                        seconds(15), "a new connect is refused once node 1 is declared dead"));
   EXPECT_TRUE(nodes_->net().SetLink(1, true));
 }
 
