@@ -1,8 +1,10 @@
 // P12, cluster ports side by side (issue 13): a server on node 1 and its
 // client on node 2, each node in its own network namespace (as in the
-// tests), so the client reaches the server only through onebox; against the
-// same client on node 1 (native loopback) and, for bulk, through an
-// `ssh -L` forward on loopback (a sshd of the bench's own, as P7's):
+// tests), so the client reaches the server only through onebox: without the
+// shim (node 2's agent listens and relays: "relayed") and under it (the
+// client's socket is the link to node 1: "direct"); against the same client
+// on node 1 (native loopback) and, for bulk, through an `ssh -L` forward on
+// loopback (a sshd of the bench's own, as P7's):
 //   bulk       iperf3, one connection, --seconds each
 //   requests   redis-benchmark GET and SET, 50 clients, --requests each
 //   set-up     connect, one byte each way, close, --connects in a row
@@ -153,7 +155,8 @@ int main(int argc, char** argv) {
         return Gbits(r);
       };
       double native = iperf([&] { return RunInNode(c.nodes[1], client); });
-      double onebox = iperf([&] { return RunInNode(c.nodes[2], client); });
+      double relayed = iperf([&] { return RunInNode(c.nodes[2], client); });
+      double direct = iperf([&] { return RunInNode(c.nodes[2], client, c.Shim(2)); });
       double ssh = 0;
       onebox::bench::LoopbackSshd sshd(c.dir.path());
       std::string ssh_why;
@@ -174,9 +177,10 @@ int main(int argc, char** argv) {
       } else {
         printf("ssh -L: %s\n", ssh_why.c_str());
       }
-      printf("bulk, one connection, %d s (iperf3)    native %.2f Gbit/s   onebox %.2f Gbit/s (%.2fx native)   "
-             "ssh -L %.2f Gbit/s (onebox %.1fx ssh -L)\n",
-             seconds, native, onebox, native > 0 ? onebox / native : 0, ssh, ssh > 0 ? onebox / ssh : 0);
+      printf("bulk, one connection, %d s (iperf3)    native %.2f Gbit/s   ssh -L %.2f Gbit/s\n", seconds, native, ssh);
+      for (auto [way, gbits] : {std::pair{"relayed", relayed}, std::pair{"direct", direct}})
+        printf("  onebox %-8s %.2f Gbit/s (%.2fx native, %.1fx ssh -L)\n", way, gbits, native > 0 ? gbits / native : 0,
+               ssh > 0 ? gbits / ssh : 0);
     }
   } else {
     printf("bulk: %s\n", why.c_str());
@@ -195,16 +199,22 @@ int main(int argc, char** argv) {
       std::vector<std::string> bench{"redis-benchmark", "-h", "127.0.0.1", "-p", "16379", "-c", "50", "-n",
                                      std::to_string(requests), "-t", "get,set", "--csv"};
       auto native = RedisRows(RunInNode(c.nodes[1], bench));
-      const double cpu1 = onebox::testing::CpuSeconds(c.agents[0]->pid()), cpu2 = onebox::testing::CpuSeconds(c.agents[1]->pid());
-      RunResult through = RunInNode(c.nodes[2], bench);
-      auto onebox = RedisRows(through);
-      printf("redis through onebox: %.1f s; agent CPU: server's node %.2f s, client's node %.2f s\n", through.seconds,
-             onebox::testing::CpuSeconds(c.agents[0]->pid()) - cpu1, onebox::testing::CpuSeconds(c.agents[1]->pid()) - cpu2);
-      for (const char* test : {"SET", "GET"}) {
-        Redis n = native[test], o = onebox[test];
-        printf("redis %s, 50 clients, %d requests   native %.0f/s p99 %.3f ms   onebox %.0f/s p99 %.3f ms   "
-               "(%.2fx native requests/s, p99 %+.3f ms)\n",
-               test, requests, n.rps, n.p99_ms, o.rps, o.p99_ms, n.rps > 0 ? o.rps / n.rps : 0, o.p99_ms - n.p99_ms);
+      for (bool shim : {false, true}) {
+        const char* way = shim ? "direct" : "relayed";
+        const double cpu1 = onebox::testing::CpuSeconds(c.agents[0]->pid()),
+                     cpu2 = onebox::testing::CpuSeconds(c.agents[1]->pid());
+        RunResult through = shim ? RunInNode(c.nodes[2], bench, c.Shim(2)) : RunInNode(c.nodes[2], bench);
+        auto onebox = RedisRows(through);
+        printf("redis through onebox, %s: %.1f s; agent CPU: server's node %.2f s, client's node %.2f s\n", way,
+               through.seconds, onebox::testing::CpuSeconds(c.agents[0]->pid()) - cpu1,
+               onebox::testing::CpuSeconds(c.agents[1]->pid()) - cpu2);
+        for (const char* test : {"SET", "GET"}) {
+          Redis n = native[test], o = onebox[test];
+          printf("redis %s, 50 clients, %d requests   native %.0f/s p99 %.3f ms   onebox %s %.0f/s p99 %.3f ms   "
+                 "(%.2fx native requests/s, p99 %+.3f ms)\n",
+                 test, requests, n.rps, n.p99_ms, way, o.rps, o.p99_ms, n.rps > 0 ? o.rps / n.rps : 0,
+                 o.p99_ms - n.p99_ms);
+        }
       }
     }
   } else {
@@ -217,10 +227,12 @@ int main(int argc, char** argv) {
     if (WaitFor([&] { return c.Listed(15202); }, 20)) {
       std::vector<std::string> probe{"python3", Probe(), "setup", "15202", std::to_string(connects)};
       auto [n50, n99] = Setup(RunInNode(c.nodes[1], probe));
-      auto [o50, o99] = Setup(RunInNode(c.nodes[2], probe));
-      printf("set-up, %d connects in a row        native p50 %.0f us p99 %.0f us   onebox p50 %.0f us p99 %.0f us   "
-             "(added: p50 %+.0f us, p99 %+.0f us)\n",
-             connects, n50, n99, o50, o99, o50 - n50, o99 - n99);
+      for (bool shim : {false, true}) {
+        auto [o50, o99] = Setup(shim ? RunInNode(c.nodes[2], probe, c.Shim(2)) : RunInNode(c.nodes[2], probe));
+        printf("set-up, %d connects in a row        native p50 %.0f us p99 %.0f us   onebox %s p50 %.0f us p99 %.0f us   "
+               "(added: p50 %+.0f us, p99 %+.0f us)\n",
+               connects, n50, n99, shim ? "direct" : "relayed", o50, o99, o50 - n50, o99 - n99);
+      }
     } else {
       printf("set-up: the echo server's port never reached the table\n");
     }

@@ -78,6 +78,7 @@ std::atomic<bool> warned{false};
 // The agent's state page; nullptr when the agent sent none we could trust.
 std::atomic<const StatePage*> state_page{nullptr};
 ino_t state_page_ino = 0;  // of its memfd (under mu)
+std::atomic<const RemotePorts*> remote_ports{nullptr};  // in the same memfd, if the agent keeps them
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -204,16 +205,22 @@ void MapStatePage(int page_fd) {
     RealClose(page_fd);  // the page we have (a reconnect to the same agent)
     return;
   }
-  if (ok) map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page_fd, 0);
+  // With the remote ports after it, if the agent keeps them (an older one does not).
+  const size_t bytes = ok && static_cast<size_t>(st.st_size) >= kStateMapBytes ? kStateMapBytes : 4096;
+  if (ok) map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, page_fd, 0);
   RealClose(page_fd);
   if (map == MAP_FAILED || static_cast<const StatePage*>(map)->magic != StatePage::kMagic) {
-    if (map != MAP_FAILED) munmap(map, 4096);
+    if (map != MAP_FAILED) munmap(map, bytes);
+    remote_ports.store(nullptr);
     state_page.store(nullptr);
     return;
   }
   // A new agent's page: another thread may still read the old one, which
-  // stays mapped (4 KiB per agent restart seen).
+  // stays mapped (12 KiB per agent restart seen).
   state_page_ino = st.st_ino;
+  remote_ports.store(bytes == kStateMapBytes ? reinterpret_cast<const RemotePorts*>(static_cast<const char*>(map) +
+                                                                                   kRemotePortsOffset)
+                                             : nullptr);
   state_page.store(static_cast<const StatePage*>(map));
 }
 
@@ -528,6 +535,43 @@ int BindPort(unsigned port, bool ipv6, const char* path, unsigned long long sock
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_BIND_PORT;
   req.bind_port = &bind;
   return AskAlone(req, 10'000);
+}
+
+bool PortIsRemote(unsigned port) {
+  const RemotePorts* ports = remote_ports.load(std::memory_order_acquire);
+  static std::atomic<bool> asked_for_page{false};
+  if (ports == nullptr && state_page.load(std::memory_order_acquire) == nullptr && !asked_for_page.exchange(true)) {
+    // No Hello yet (nothing under the cluster so far): the page comes with
+    // it. Once per process: without an agent, later connects are libc's at once.
+    std::lock_guard lock(mu);
+    if (InOwnerProcess()) EnsureLinkLocked();
+    ports = remote_ports.load(std::memory_order_acquire);
+  }
+  return ports != nullptr && ports->Has(port);
+}
+
+int DialPort(unsigned port) {
+  Onebox__V1__ShimDialPortRequest dial = ONEBOX__V1__SHIM_DIAL_PORT_REQUEST__INIT;
+  dial.port = port;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_DIAL_PORT;
+  req.dial_port = &dial;
+  req.id = 2;
+  const int saved = errno;
+  int fd = -1;
+  // The agent's dial and the owner's connect each end within 2 s.
+  if (int err = Handshake(&fd, nullptr, 10'000); err != 0) return -err;
+  int link = -1;
+  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req, &link);
+  RealClose(fd);
+  int err = resp == nullptr                                              ? EIO
+            : resp->err != 0                                             ? resp->err
+            : resp->op_case != ONEBOX__V1__SHIM_RESPONSE__OP_DIAL_PORT || link < 0 ? EIO
+                                                                         : 0;
+  if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  if (err != 0 && link >= 0) RealClose(link);
+  errno = saved;
+  return err != 0 ? -err : link;
 }
 
 bool PeerIsAgent(int fd) {

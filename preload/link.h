@@ -31,6 +31,13 @@ int SignalGpid(long long gpid, int sig, bool has_value, long long value);
 // program holds it; EADDRNOTAVAIL: no majority answered; EACCES; ENOTCONN:
 // no agent).
 int BindPort(unsigned port, bool ipv6, const char* path, unsigned long long socket_inode, bool release);
+// Whether the agent's state page says port is another node's cluster port
+// now (the agent listens for it here): only then is DialPort worth asking.
+bool PortIsRemote(unsigned port);
+// connect() to another node's port: the agent opens a link to its owner,
+// connected there to the port, and sends it. The link's fd (close-on-exec),
+// or -errno (ENOENT: not another node's port now; ENOTCONN: no agent).
+int DialPort(unsigned port);
 // Whether fd is connected to a socket this process's agent listens on (the
 // kernel names the same process on both): an abstract relay name anyone on
 // the node could have bound first is trusted only then.

@@ -5,7 +5,12 @@
 // node's program holds fails with EADDRINUSE, and every other node's agent
 // then listens on it for its own programs and relays their connections
 // here (nodeagent/sockets/port_relay.h). connect() to a port needs nothing
-// of the shim: a remote port is a local listener.
+// of the shim: a remote port is a local listener. But under the shim a
+// connect to another node's port (its bit in the agent's state page) skips
+// that listener: the agent opens the link to the owner and hands it over,
+// and the program's socket becomes the link (one TCP connection and one
+// relay fewer). getpeername and getsockname of such a socket answer the
+// loopback addresses the program connected to, as on one machine.
 //
 // A Unix socket bound at a path under the cluster root is made in the view
 // (through its directory's /proc/self/fd entry: the view's real path may
@@ -18,10 +23,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include <sys/un.h>
@@ -92,6 +99,148 @@ bool PeerIsRelay(int fd) {
   return getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 && peer.sun_family == AF_UNIX &&
          len > offsetof(sockaddr_un, sun_path) + sizeof kPrefix && peer.sun_path[0] == '\0' &&
          std::memcmp(peer.sun_path + 1, kPrefix, sizeof kPrefix - 1) == 0;
+}
+
+// The sockets that are links handed over by the agent (ConnectDirect), by
+// fd, each checked by its inode (a closed fd's number reused is no link):
+// what the program connected to. A dup of one, or one kept across exec,
+// answers the link's real addresses.
+enum class Loopback : uint8_t { kV4, kV6, kV4Mapped };
+struct DirectLink {
+  std::atomic<uint64_t> inode{0};
+  std::atomic<uint32_t> to{0};  // port << 8 | Loopback
+};
+constexpr int kDirectLinks = 65536;  // fds beyond: the real addresses
+DirectLink direct_links[kDirectLinks];
+std::atomic<bool> any_direct_link{false};
+
+// Whether fd is a direct link; then the loopback address it answers, and port.
+bool DirectLinkOf(int fd, Loopback* kind, unsigned* port) {
+  if (!any_direct_link.load(std::memory_order_relaxed) || fd < 0 || fd >= kDirectLinks) return false;
+  struct stat st;
+  const uint64_t inode = direct_links[fd].inode.load(std::memory_order_acquire);
+  if (inode == 0 || fstat(fd, &st) != 0 || st.st_ino != inode) return false;
+  const uint32_t to = direct_links[fd].to.load(std::memory_order_relaxed);
+  *kind = static_cast<Loopback>(to & 0xff);
+  *port = to >> 8;
+  return true;
+}
+
+// Writes a loopback address of kind with port to addr, truncated to room
+// (the caller's *len before the kernel's answer) as the kernel does, and
+// sets *len to its full size.
+void AnswerLoopback(Loopback kind, unsigned port, sockaddr* addr, socklen_t room, socklen_t* len) {
+  sockaddr_storage a{};
+  socklen_t n;
+  if (kind == Loopback::kV4) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&a);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(static_cast<uint16_t>(port));
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    n = sizeof *in;
+  } else {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&a);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(static_cast<uint16_t>(port));
+    uint8_t* b = in6->sin6_addr.s6_addr;
+    if (kind == Loopback::kV4Mapped) {  // ::ffff:127.0.0.1, else ::1
+      b[10] = b[11] = 0xff;
+      b[12] = 127;
+    }
+    b[15] = 1;
+    n = sizeof *in6;
+  }
+  std::memcpy(addr, &a, std::min(room, n));
+  *len = n;
+}
+
+// The socket options a program may set before connect that the link must
+// carry as its own socket would have.
+void CarryOptions(int from, int to) {
+  struct Option {
+    int level, name;
+  };
+  for (Option o : {Option{IPPROTO_TCP, TCP_NODELAY}, Option{SOL_SOCKET, SO_KEEPALIVE}}) {
+    int value = 0;
+    socklen_t len = sizeof value;
+    if (getsockopt(from, o.level, o.name, &value, &len) != 0) continue;
+    if (o.name == SO_KEEPALIVE && value == 0) continue;  // the link's own keepalive finds a dead node
+    setsockopt(to, o.level, o.name, &value, len);
+  }
+  for (int name : {SO_RCVTIMEO, SO_SNDTIMEO}) {
+    timeval tv{};
+    socklen_t len = sizeof tv;
+    if (getsockopt(from, SOL_SOCKET, name, &tv, &len) == 0) setsockopt(to, SOL_SOCKET, name, &tv, len);
+  }
+  linger l{};
+  socklen_t len = sizeof l;
+  if (getsockopt(from, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff) setsockopt(to, SOL_SOCKET, SO_LINGER, &l, len);
+}
+
+// Whether fd's family fits addr's, as the kernel would connect it: an
+// AF_INET socket to a sockaddr_in, an AF_INET6 one to a sockaddr_in6 (a
+// v4-mapped address not on an IPV6_V6ONLY socket). Others are libc's, for
+// its errno.
+bool FamilyFits(int fd, const sockaddr* addr, const ClusterPort& port) {
+  int domain = 0, v6only = 0;
+  socklen_t len = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != addr->sa_family) return false;
+  if (domain != AF_INET6 || port.ipv6) return true;
+  len = sizeof v6only;
+  return getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) == 0 && v6only == 0;
+}
+
+// connect() of a TCP socket to another node's port (its bit in the state
+// page): the agent's link to the owner, connected there, put in the
+// program's socket's place with what the program set on it. 1: taken (0
+// to return); 0: not taken, libc's connect then (a socket already bound
+// or connected; the port no longer another node's; no agent), to whatever
+// listens here (the agent's own listener for it, if any); -1: the owner's
+// node refused or did not answer (errno ECONNREFUSED, as when nothing
+// listens).
+int ConnectDirect(int fd, const sockaddr* addr, const ClusterPort& port) {
+  ONEBOX_REAL(getsockname);
+  const int saved = errno;
+  if (!IsTcpStream(fd) || !FamilyFits(fd, addr, port) || !PortIsRemote(port.port)) {
+    errno = saved;
+    return 0;
+  }
+  sockaddr_storage self{};
+  socklen_t self_len = sizeof self;
+  const int status = fcntl(fd, F_GETFL), fd_flags = fcntl(fd, F_GETFD);
+  if (status < 0 || fd_flags < 0 || real_getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 ||
+      (self.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&self)->sin_port
+                                 : reinterpret_cast<sockaddr_in6*>(&self)->sin6_port) != 0) {
+    errno = saved;
+    return 0;
+  }
+  const int link = DialPort(port.port);
+  if (link < 0) {
+    errno = saved;
+    // Asked and answered: the port was not another node's after all, or
+    // the shim could not ask. Anything else is the owner's node's answer.
+    if (link == -ENOENT || link == -ENOTCONN || link == -EIO) return 0;
+    errno = ECONNREFUSED;
+    return -1;
+  }
+  CarryOptions(fd, link);
+  if ((status & O_NONBLOCK) != 0) fcntl(link, F_SETFL, fcntl(link, F_GETFL) | O_NONBLOCK);
+  struct stat st;
+  if (fstat(link, &st) != 0 || dup3(link, fd, (fd_flags & FD_CLOEXEC) != 0 ? O_CLOEXEC : 0) < 0) {
+    close(link);
+    errno = saved;
+    return 0;
+  }
+  close(link);
+  if (fd < kDirectLinks) {
+    Loopback kind = addr->sa_family == AF_INET ? Loopback::kV4 : port.ipv6 ? Loopback::kV6 : Loopback::kV4Mapped;
+    direct_links[fd].inode.store(0, std::memory_order_relaxed);
+    direct_links[fd].to.store(port.port << 8 | static_cast<uint32_t>(kind), std::memory_order_relaxed);
+    direct_links[fd].inode.store(st.st_ino, std::memory_order_release);
+    any_direct_link.store(true, std::memory_order_relaxed);
+  }
+  errno = saved;
+  return 1;
 }
 
 bool CarriesDescriptors(const msghdr* msg) {
@@ -236,7 +385,41 @@ int connect(int fd, const struct sockaddr* addr, socklen_t len) {
   sockaddr_un native{};
   if (UnixClusterPath(addr, len, &t, buf, sizeof buf)) return ConnectUnix(fd, t);
   if (NativeUnixPath(t, &native)) return real_connect(fd, reinterpret_cast<const sockaddr*>(&native), sizeof native);
+  ClusterPort port;
+  if (ClusterPortOf(addr, len, &port)) {
+    if (int direct = ConnectDirect(fd, addr, port); direct != 0) return direct > 0 ? 0 : -1;
+  }
   return real_connect(fd, addr, len);
+}
+
+// A direct link (ConnectDirect) answers the loopback address the program
+// connected to; every other socket, the kernel's answer.
+int getpeername(int fd, struct sockaddr* addr, socklen_t* len) {
+  ONEBOX_REAL(getpeername);
+  Loopback kind;
+  unsigned port;
+  const socklen_t room = len != nullptr && MayReadPage(reinterpret_cast<const char*>(len)) ? *len : 0;
+  int r = real_getpeername(fd, addr, len);
+  if (r == 0 && DirectLinkOf(fd, &kind, &port)) AnswerLoopback(kind, port, addr, room, len);
+  return r;
+}
+
+// A direct link's own address: loopback (of the family the program
+// connected to), with the link's real local port.
+int getsockname(int fd, struct sockaddr* addr, socklen_t* len) {
+  ONEBOX_REAL(getsockname);
+  Loopback kind;
+  unsigned port;
+  const socklen_t room = len != nullptr && MayReadPage(reinterpret_cast<const char*>(len)) ? *len : 0;
+  int r = real_getsockname(fd, addr, len);
+  if (r != 0 || !DirectLinkOf(fd, &kind, &port)) return r;
+  sockaddr_storage real{};
+  socklen_t real_len = sizeof real;
+  if (real_getsockname(fd, reinterpret_cast<sockaddr*>(&real), &real_len) != 0) return r;
+  const uint16_t local = real.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&real)->sin_port
+                                                   : reinterpret_cast<sockaddr_in6*>(&real)->sin6_port;
+  AnswerLoopback(kind, ntohs(local), addr, room, len);
+  return r;
 }
 
 #pragma GCC visibility pop

@@ -318,7 +318,8 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
 }
 
 Status Agent::StartPorts(const ListenAddress& listen) {
-  Result<std::unique_ptr<PortRelay>> relay = PortRelay::Start(*ports_, gate_, join_token_, listen.host, data_dir_.view_path());
+  Result<std::unique_ptr<PortRelay>> relay = PortRelay::Start(*ports_, gate_, join_token_, listen.host, data_dir_.view_path(),
+                                                               &state_page_->remote_ports());
   if (!relay.ok()) return relay.status();
   port_relay_ = std::move(relay).value();
   ports_->set_relay_address(port_relay_->address());
@@ -341,6 +342,7 @@ Status Agent::StartShimSocket() {
       .runs = *run_relays_,
       .placement = *placement_,
       .ports = *ports_,
+      .relay = *port_relay_,
       .front = BesideThisBinary("onebox"),
       .state_page_fd = state_page_->fd(),
       .replication_factor = static_cast<size_t>(opt_.replication_factor),

@@ -1,5 +1,9 @@
 #include "nodeagent/local/shim_handlers.h"
 
+#include <unistd.h>
+
+#include <cstring>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -286,6 +290,24 @@ Status ShimHandlers::BindPort(const Origin& origin, const v1::ShimRequest& req, 
                                                               : EADDRNOTAVAIL);
     resp->set_message(claimed.message());
   }
+  return Status::Ok();
+}
+
+Status ShimHandlers::DialPort(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const uint32_t port = req.dial_port().port();
+  if (port == 0 || port > 65535) return Status::InvalidArgument(fmt::format("connect: port {} is no cluster port", port));
+  int fd = origin.call->TakeConnection();
+  if (fd < 0) return Status::Unavailable(fmt::format("connect: no descriptor for the answer: {}", strerror(errno)));
+  resp->mutable_dial_port();  // not sent: the answer goes with the link, from the relay's dial pool
+  parts_.relay.Dial(port, [fd, id = req.id()](int link) {
+    v1::ShimResponse answer;
+    answer.set_id(id);
+    answer.mutable_dial_port();
+    if (link < 0) answer.set_err(-link);
+    SendShimAnswer(fd, answer, link, 2000);
+    if (link >= 0) close(link);
+    close(fd);
+  });
   return Status::Ok();
 }
 

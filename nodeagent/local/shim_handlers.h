@@ -18,6 +18,7 @@
 #include "nodeagent/process/cluster_processes.h"
 #include "nodeagent/process/placement.h"
 #include "nodeagent/process/run_relay.h"
+#include "nodeagent/sockets/port_relay.h"
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/replicator.h"
@@ -42,6 +43,7 @@ class ShimHandlers {
     RunRelays& runs;
     Placement& placement;  // where an exec ONEBOX_PLACE places goes
     PortTable& ports;      // bind() of a cluster port
+    PortRelay& relay;      // connect() to another node's port
     std::string front;     // the `onebox` binary (the stand-in), for the shim to exec
     int state_page_fd;  // sent with Hello's answer; never closed here
     size_t replication_factor;

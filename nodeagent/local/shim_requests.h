@@ -21,7 +21,8 @@
   X(kSignal, Signal, kCalls, "kill, killpg or sigqueue of a gpid: Process/Signal, as the caller")          \
   X(kRun, StartRun, kInline, "onebox run: the connection becomes the run's stream (process/run_relay.h)") \
   X(kPlace, Place, kPool, "exec of a program ONEBOX_PLACE places: the node it runs on (process/placement.h)") \
-  X(kBindPort, BindPort, kCalls, "bind() of a cluster port: a vote, then the port table (sockets/port_table.h)")
+  X(kBindPort, BindPort, kCalls, "bind() of a cluster port: a vote, then the port table (sockets/port_table.h)") \
+  X(kDialPort, DialPort, kInline, "connect() to another node's port: a link to its owner, sent back (sockets/port_relay.h)")
 
 namespace onebox {
 

@@ -1,6 +1,7 @@
 #include "nodeagent/local/shim_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -148,27 +149,61 @@ bool ShimServer::Serve(Connection& c) {
   return true;
 }
 
-bool ShimServer::Queue(Connection& c, const v1::ShimResponse& resp, int attach_fd) {
+namespace {
+
+std::string Framed(const v1::ShimResponse& resp) {
   std::string frame;
   AppendShimFrameHeader(frame, static_cast<uint32_t>(resp.ByteSizeLong()));
   resp.AppendToString(&frame);
+  return frame;
+}
+
+// One sendmsg of frame with the descriptor riding on its first byte: the
+// bytes sent, or -1 with errno.
+ssize_t SendWithDescriptor(int fd, const std::string& frame, int attach_fd) {
+  iovec iov{const_cast<char*>(frame.data()), frame.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &attach_fd, sizeof(int));
+  ssize_t sent;
+  do sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  return sent;
+}
+
+}  // namespace
+
+bool SendShimAnswer(int fd, const v1::ShimResponse& resp, int attach_fd, int timeout_ms) {
+  const std::string frame = Framed(resp);
+  size_t done = 0;
+  while (done < frame.size()) {
+    ssize_t sent = done == 0 && attach_fd >= 0 ? SendWithDescriptor(fd, frame, attach_fd)
+                                               : send(fd, frame.data() + done, frame.size() - done, MSG_NOSIGNAL);
+    if (sent > 0) {
+      done += static_cast<size_t>(sent);
+      continue;
+    }
+    if (sent < 0 && errno == EINTR) continue;
+    pollfd p{fd, POLLOUT, 0};
+    if (sent == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || poll(&p, 1, timeout_ms) != 1) return false;
+  }
+  return true;
+}
+
+bool ShimServer::Queue(Connection& c, const v1::ShimResponse& resp, int attach_fd) {
+  std::string frame = Framed(resp);
   if (attach_fd >= 0) {
     ssize_t sent = -1;
     if (c.pending_out() == 0) {  // the descriptor rides on the answer's first byte
-      iovec iov{frame.data(), frame.size()};
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-      cm->cmsg_level = SOL_SOCKET;
-      cm->cmsg_type = SCM_RIGHTS;
-      cm->cmsg_len = CMSG_LEN(sizeof(int));
-      memcpy(CMSG_DATA(cm), &attach_fd, sizeof(int));
-      do sent = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
-      while (sent < 0 && errno == EINTR);
+      sent = SendWithDescriptor(c.fd, frame, attach_fd);
       if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
     }
     if (sent > 0) {

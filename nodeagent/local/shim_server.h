@@ -83,6 +83,11 @@ struct ShimCall {
   bool taken_ = false;
 };
 
+// Sends resp, framed, on a connection taken from the server
+// (ShimCall::TakeConnection), with attach_fd (SCM_RIGHTS) unless it is -1;
+// waits at most timeout_ms at a time for room. False when it could not.
+bool SendShimAnswer(int fd, const v1::ShimResponse& resp, int attach_fd, int timeout_ms);
+
 class ShimServer {
  public:
   using Handler = std::function<void(ShimCall&, const v1::ShimRequest&, v1::ShimResponse*)>;

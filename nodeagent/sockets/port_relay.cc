@@ -15,6 +15,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -23,6 +24,7 @@
 
 #include "naming/unix_relay_name.h"
 #include "nodeagent/daemon/thread_name.h"
+#include "nodeagent/sockets/connection_killer.h"
 #include "nodeagent/view/view_fs.h"
 
 namespace onebox {
@@ -52,8 +54,14 @@ bool WriteFull(int fd, const void* buf, size_t n) {
 // the link is idle is found within about 6 s (no answer to keepalive
 // probes), and the connections on it reset. (No TCP_USER_TIMEOUT: it would
 // also end a link whose far reader merely paused, as a zero window.)
-void KeepLinkAlive(int fd) {
-  int on = 1, idle = 2, interval = 1, count = 4;
+constexpr int kLinkKeepIdleS = 2;
+// A program's own link (Dial) waits longer: its agent aborts it when the
+// far node is declared dead (ECONNABORTED, as the relay resets its own),
+// and only an agent that cannot do that (no CAP_NET_ADMIN) leaves it to
+// keepalive (ETIMEDOUT, after about 16 s).
+constexpr int kDirectKeepIdleS = 12;
+void KeepLinkAlive(int fd, int idle = kLinkKeepIdleS) {
+  int on = 1, interval = 1, count = 4;
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
@@ -232,8 +240,10 @@ int Listen(const std::string& host, uint32_t port) {
 }  // namespace
 
 Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const AccessGate& gate, std::string join_token,
-                                                    const std::string& host, std::string view_root) {
-  std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token), std::move(view_root)));
+                                                    const std::string& host, std::string view_root,
+                                                    RemotePorts* remote_ports) {
+  std::unique_ptr<PortRelay> relay(
+      new PortRelay(table, gate, std::move(join_token), std::move(view_root), remote_ports));
   relay->view_fd_ = ::open(relay->view_root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (relay->view_fd_ < 0)
     return Status::Unavailable(fmt::format("port relay: open the view {}: {}", relay->view_root_, strerror(errno)));
@@ -265,6 +275,11 @@ Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const Acce
 }
 
 PortRelay::~PortRelay() {
+  {
+    std::lock_guard lock(dial_mu_);  // the shims ask no more
+    dial_targets_.clear();
+    PublishRemotePorts();
+  }
   stopping_ = true;
   uint64_t one = 1;
   if (wake_ >= 0) (void)!write(wake_, &one, sizeof one);
@@ -290,12 +305,20 @@ void PortRelay::Watch(int fd) {
 void PortRelay::Unwatch(int fd) { epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr); }
 
 void PortRelay::Reconcile() {
+  std::set<std::string> gone_relays;  // of dead owners: the links programs here hold to them are aborted
+  ReconcileLocked(&gone_relays);
+  for (const std::string& relay : gone_relays) AbortDirectLinks(relay);
+}
+
+void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
   // The table is read under mu_: two calls at once must not apply an older view after a newer one.
   std::lock_guard lock(mu_);
   std::map<std::string, v1::ClusterPort> want;
-  for (v1::ClusterPort& port : table_.Live())
-    if (port.node_id() != table_.self_id())
-      want[port.path().empty() ? PortTable::Key(port.port()) : PortTable::UnixKey(port.path())] = std::move(port);
+  for (v1::ClusterPort& port : table_.Live()) {
+    if (port.node_id() == table_.self_id()) continue;
+    if (port.path().empty() && (port.port() == 0 || port.port() >= RemotePorts::kPorts)) continue;  // no TCP port
+    want[port.path().empty() ? PortTable::Key(port.port()) : PortTable::UnixKey(port.path())] = std::move(port);
+  }
   for (auto it = proxies_.begin(); it != proxies_.end();) {
     auto w = want.find(it->first);
     if (w != want.end() && w->second.node_id() == it->second.target.node_id() &&
@@ -347,6 +370,71 @@ void PortRelay::Reconcile() {
     spdlog::debug("{} of node {}: relayed from here", key, port.node());
     proxies_[key] = std::move(proxy);
   }
+  // What Dial may dial now, and the links handed out to owners now dead.
+  std::lock_guard dial_lock(dial_mu_);
+  dial_targets_.clear();
+  for (const auto& [key, proxy] : proxies_)
+    if (proxy.target.path().empty()) dial_targets_[proxy.target.port()] = proxy.target;
+  for (auto it = dialed_.begin(); it != dialed_.end();) {
+    if (!table_.OwnerGone(it->second)) {
+      ++it;
+      continue;
+    }
+    gone_relays->insert(it->first);
+    it = dialed_.erase(it);
+  }
+  PublishRemotePorts();
+}
+
+void PortRelay::PublishRemotePorts() {
+  if (remote_ports_ == nullptr) return;
+  uint64_t words[RemotePorts::kPorts / 64] = {};
+  for (const auto& [port, target] : dial_targets_) words[port / 64] |= uint64_t{1} << (port % 64);  // < kPorts
+  for (size_t i = 0; i < std::size(words); ++i) remote_ports_->words[i].store(words[i], std::memory_order_relaxed);
+}
+
+void PortRelay::AbortDirectLinks(const std::string& relay) {
+  std::string host, service;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (!SplitAddress(relay, &host, &service) || getaddrinfo(host.c_str(), service.c_str(), &hints, &found) != 0 ||
+      found == nullptr) {
+    spdlog::warn("links to {} (a dead node): not an address to abort connections to", relay);
+    return;
+  }
+  Result<size_t> aborted = AbortConnectionsTo(*found->ai_addr);
+  freeaddrinfo(found);
+  if (!aborted.ok()) {
+    static std::atomic<bool> said{false};
+    if (!said.exchange(true))
+      spdlog::info("programs' direct links to a dead node end by keepalive instead (about 16 s idle): {}",
+                   aborted.status().message());
+  } else if (*aborted > 0) {
+    spdlog::info("{} direct links to {} (a dead node) aborted", *aborted, relay);
+  }
+}
+
+void PortRelay::Dial(uint32_t port, std::function<void(int link)> done) {
+  std::optional<v1::ClusterPort> target;
+  {
+    std::lock_guard lock(dial_mu_);  // not mu_: this runs on the shim server's thread
+    if (auto it = dial_targets_.find(port); it != dial_targets_.end()) target = it->second;
+  }
+  if (!target) {
+    done(-ENOENT);
+    return;
+  }
+  outbound_->Submit([this, target = std::move(*target), done = std::move(done)] {
+    int link = OpenLink(target, 0, 0);
+    if (link >= 0) {
+      KeepLinkAlive(link, kDirectKeepIdleS);
+      std::lock_guard lock(dial_mu_);
+      dialed_[target.relay()] = target.node_id();
+    }
+    done(link);
+  });
 }
 
 void PortRelay::AcceptLoop() {
@@ -389,25 +477,21 @@ void PortRelay::AcceptLoop() {
   }
 }
 
-void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
+int PortRelay::OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gid) {
   const std::string& relay = target.relay();
   const std::string what = target.path().empty() ? fmt::format("port {}", target.port()) : "/" + target.path();
   std::string host, service;
   int link = SplitAddress(relay, &host, &service) ? ConnectTo(host, service, kHandshakeMs) : -EINVAL;
   if (link < 0) {
     spdlog::debug("{}: cannot reach its node's relay {}: {}", what, relay, strerror(-link));
-    CloseWithReset(client);
-    return;
+    return link;
   }
   Timeouts(link, kHandshakeMs);
   KeepLinkAlive(link);
   // The owner speaks first: its challenge. Then the port and the proof.
   uint8_t challenge[kChallengeBytes];
   uint8_t answer[4];
-  ucred client_cred{0, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};  // nobody, if the kernel does not say
-  socklen_t cred_len = sizeof client_cred;
-  getsockopt(client, SOL_SOCKET, SO_PEERCRED, &client_cred, &cred_len);
-  const std::string wanted = Wanted(target, client_cred.uid, client_cred.gid);
+  const std::string wanted = Wanted(target, uid, gid);
   std::string header(kMagic, sizeof kMagic);
   bool spoke = ReadFull(link, challenge, sizeof challenge);
   if (spoke) {
@@ -416,20 +500,28 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
     Timeouts(link, 2 * kHandshakeMs);  // the owner's own connect may take kHandshakeMs
     spoke = WriteFull(link, header.data(), header.size()) && ReadFull(link, answer, sizeof answer);
   }
-  if (!spoke) {
-    CloseWithReset(link);
-    CloseWithReset(client);
-    return;
-  }
-  const int err = answer[0] << 24 | answer[1] << 16 | answer[2] << 8 | answer[3];
+  const uint32_t said = static_cast<uint32_t>(answer[0]) << 24 | answer[1] << 16 | answer[2] << 8 | answer[3];
+  const int err = !spoke ? ECONNRESET : said > 4095 ? EPROTO : static_cast<int>(said);  // (an errno, or 0)
   if (err != 0) {  // nothing listens there now, or it refused the link
     spdlog::debug("{}: its node answered {}", what, strerror(err));
     CloseWithReset(link);
+    return -err;
+  }
+  Timeouts(link, 0);
+  return link;
+}
+
+void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
+  ucred client_cred{0, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};  // nobody, if the kernel does not say
+  socklen_t cred_len = sizeof client_cred;
+  getsockopt(client, SOL_SOCKET, SO_PEERCRED, &client_cred, &cred_len);
+  int link = OpenLink(target, client_cred.uid, client_cred.gid);
+  if (link < 0) {
     CloseWithReset(client);
     return;
   }
-  Timeouts(link, 0);
-  if (!splice_->Add(client, link, target.node_id()).ok()) spdlog::warn("{}: cannot relay a connection", what);
+  if (!splice_->Add(client, link, target.node_id()).ok())
+    spdlog::warn("{}: cannot relay a connection", target.path().empty() ? fmt::format("port {}", target.port()) : target.path());
 }
 
 void PortRelay::Inbound(int link) {

@@ -10,6 +10,13 @@
 // connecting to a port its own node holds reaches it directly: this agent
 // has no listener there.
 //
+// A program under the shim skips this node's listener: its connect() asks
+// the agent (Dial), which opens the link to the owner as above and hands
+// it over (SCM_RIGHTS); the program's socket becomes the link, one TCP
+// connection and one relay fewer. The agent keeps nothing of it: when the
+// owner's node is declared dead it aborts such links through the kernel
+// (sockets/connection_killer.h), as it resets the ones it relays.
+//
 // A link opens with the owner's challenge (16 random bytes); the dialer
 // answers "OBR3", its proof (an HMAC-SHA256 of the challenge and what it
 // asks for, keyed by the join token: the token never crosses the link,
@@ -30,6 +37,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +51,7 @@
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/sockets/splice_relay.h"
+#include "proto/state_page.h"
 
 namespace onebox {
 
@@ -53,8 +62,11 @@ class PortRelay {
   // must carry the cluster's (gate).
   // view_root: the agent's view, where this node's Unix sockets under the
   // cluster are.
+  // remote_ports (the shim's page, proto/state_page.h; may be null) gets a
+  // bit for each port this agent listens for.
   static Result<std::unique_ptr<PortRelay>> Start(PortTable& table, const AccessGate& gate, std::string join_token,
-                                                  const std::string& host, std::string view_root);
+                                                  const std::string& host, std::string view_root,
+                                                  RemotePorts* remote_ports);
   ~PortRelay();
   PortRelay(const PortRelay&) = delete;
   PortRelay& operator=(const PortRelay&) = delete;
@@ -63,6 +75,10 @@ class PortRelay {
   const std::string& address() const { return address_; }
   // Listens for every live port of another node and for no other.
   void Reconcile();
+  // A link to the owner of another node's port, for a program here (the
+  // shim's connect): done gets it, connected to the port on the owner's
+  // node, or -errno (ENOENT: not another node's port now), on the dial pool.
+  void Dial(uint32_t port, std::function<void(int link)> done);
   // Connections relayed (both directions) open now.
   size_t open() const { return splice_->open(); }
 
@@ -71,13 +87,29 @@ class PortRelay {
     v1::ClusterPort target;  // the record: owner, relay address, port or path
     std::vector<int> fds;    // 127.0.0.1 and ::1, or the abstract Unix name
   };
-  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token, std::string view_root)
-      : table_(table), gate_(gate), join_token_(std::move(join_token)), view_root_(std::move(view_root)) {}
+  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token, std::string view_root,
+            RemotePorts* remote_ports)
+      : table_(table),
+        gate_(gate),
+        join_token_(std::move(join_token)),
+        view_root_(std::move(view_root)),
+        remote_ports_(remote_ports) {}
   void AcceptLoop();
   void Watch(int fd);
   void Unwatch(int fd);
+  // A link to target's owner, connected there (the owner answered 0), for
+  // a program of uid and gid (a Unix socket's mode is checked for them):
+  // blocking, no timeouts left on it; -errno when none.
+  int OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gid);
   // A program here connected to a remote port: dial its owner.
   void Outbound(int client, const v1::ClusterPort& target);
+  // Reconcile under mu_; the relays of dead owners some program here holds
+  // a link to are added to gone_relays.
+  void ReconcileLocked(std::set<std::string>* gone_relays);
+  // The bits of remote_ports_ for dial_targets_ (under dial_mu_).
+  void PublishRemotePorts();
+  // Ends the links programs here hold to a dead owner's relay.
+  void AbortDirectLinks(const std::string& relay);
   // Another agent's link: connect to the port it names.
   void Inbound(int link);
 
@@ -85,6 +117,7 @@ class PortRelay {
   const AccessGate& gate_;
   const std::string join_token_;
   const std::string view_root_;
+  RemotePorts* const remote_ports_;
   int view_fd_ = -1;  // the view root (O_PATH): Unix sockets are opened beneath it
   std::string address_;
   std::unique_ptr<SpliceRelay> splice_;
@@ -96,6 +129,12 @@ class PortRelay {
   std::map<std::string, Proxy> proxies_;  // by the table's key
   std::map<int, std::string> key_of_;     // listener fd -> key
   std::set<std::string> unbindable_;      // said once in the log
+  // Dial's view, apart from mu_ (held across table reads and listens): the
+  // TCP ports it may dial now, and the relays it handed links to (relay
+  // address -> owner's node id) until their owner is declared dead.
+  std::mutex dial_mu_;
+  std::map<uint32_t, v1::ClusterPort> dial_targets_;
+  std::map<std::string, std::string> dialed_;
   std::thread thread_;
   // Handshakes: those this node dials, and those it answers (a pool each:
   // a flood of one kind does not hold up the other).

@@ -160,6 +160,10 @@ TEST_F(SocketsTest, AServerOnTheIpv6LoopbackIsReachedOnIpv6) {
   EXPECT_EQ(v6.out, "half-close ok\n") << v6.err;
   RunResult plain = ProbeIn(3, {"half-close", "18098", "::1"}, /*shim=*/false);
   EXPECT_EQ(plain.out, "half-close ok\n") << plain.err;
+  // Under the shim the link to node 1 is the program's own socket, and it
+  // answers the address the program connected to.
+  RunResult direct = ProbeIn(2, {"route", "18098", "::1"});
+  EXPECT_EQ(direct.out, "route remote peer ::1 18098 sock ::1\n") << direct.err;
 }
 
 TEST_F(SocketsTest, AUnixSocketUnderTheClusterIsReachedFromEveryNode) {
@@ -274,6 +278,18 @@ TEST_F(SocketsTest, ConnectionsThroughTheRelayBehaveAsOnLoopback) {
   // A program on the server's own node is not relayed.
   RunResult local = ProbeIn(1, {"half-close", "18090"});
   EXPECT_EQ(local.out, "half-close ok\n") << local.err;
+  EXPECT_EQ(ProbeIn(1, {"route", "18090"}).out, "route local peer 127.0.0.1 18090 sock 127.0.0.1\n");
+  // A program under the shim on another node holds the link to node 1
+  // itself (no listener of its agent between), yet sees loopback addresses;
+  // one without the shim goes through its agent's listener on loopback.
+  RunResult direct = ProbeIn(2, {"route", "18090"});
+  EXPECT_EQ(direct.out, "route remote peer 127.0.0.1 18090 sock 127.0.0.1\n") << direct.err;
+  RunResult relayed = ProbeIn(3, {"route", "18090"}, /*shim=*/false);
+  EXPECT_EQ(relayed.out, "route local peer 127.0.0.1 18090 sock 127.0.0.1\n") << relayed.err;
+  // Both ways behave alike: half-close, bulk, a reset from the server.
+  EXPECT_EQ(ProbeIn(3, {"half-close", "18090"}, /*shim=*/false).out, "half-close ok\n");
+  EXPECT_EQ(ProbeIn(3, {"reset", "18090"}, /*shim=*/false).out, "reset\n");
+  EXPECT_EQ(ProbeIn(2, {"bulk", "18090", "64"}).out.rfind("bulk ok 64 MiB", 0), 0u);
 }
 
 TEST_F(SocketsTest, APortLetGoIsFreeOnEveryNodeAndNoLongerReached) {
@@ -381,11 +397,17 @@ TEST_F(SocketsTest, AThousandConnectionsAtOnceAndTenThousandInARowLeaveNoDescrip
   ASSERT_EQ(warm.out, "many 10 of 10\n") << warm.err;
   const size_t before1 = OpenFds(agents_[0]->pid()), before2 = OpenFds(agents_[1]->pid());
   const double rss1 = ProcessMemoryMiB(agents_[0]->pid(), "VmRSS:"), rss2 = ProcessMemoryMiB(agents_[1]->pid(), "VmRSS:");
-  RunResult many = ProbeIn(2, {"many", "18092", "1000"});
-  EXPECT_EQ(many.out, "many 1000 of 1000\n") << many.err;
+  // Under the shim (each a link of its own to node 1) and without it
+  // (through node 2's listener and relay).
+  for (bool shim : {true, false}) {
+    RunResult many = ProbeIn(2, {"many", "18092", "1000"}, shim);
+    EXPECT_EQ(many.out, "many 1000 of 1000\n") << many.err << (shim ? " (shim)" : "");
+  }
   // And 10,000 opened, used and closed in a row.
   RunResult in_a_row = ProbeIn(2, {"setup", "18092", "10000"});
   EXPECT_EQ(in_a_row.out.rfind("setup p50 ", 0), 0u) << in_a_row.out << in_a_row.err;
+  RunResult in_a_row_plain = ProbeIn(2, {"setup", "18092", "3000"}, /*shim=*/false);
+  EXPECT_EQ(in_a_row_plain.out.rfind("setup p50 ", 0), 0u) << in_a_row_plain.out << in_a_row_plain.err;
   EXPECT_TRUE(WaitUntil(
       [&] {
         size_t now1 = OpenFds(agents_[0]->pid()), now2 = OpenFds(agents_[1]->pid());
@@ -402,21 +424,43 @@ TEST_F(SocketsTest, AThousandConnectionsAtOnceAndTenThousandInARowLeaveNoDescrip
 TEST_F(SocketsTest, WhenTheServersNodeIsCutOffItsConnectionsAreResetAndNewOnesRefused) {
   std::unique_ptr<NodeProcess> server = EchoServer(1, 18093);
   ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18093); }, seconds(10), "node 2 knows the port"));
-  const std::string log = dir_ / "hold.log";
-  NodeProcess client(Node(2), {"python3", Probe(), "hold", "18093"}, ShimEnv(2), log);
-  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("connected") != std::string::npos; }, seconds(10),
-                        "the client is connected through the relay"))
-      << ReadFile(log);
+  // Clients under the shim (each socket is a link to node 1) and without
+  // it (through node 2's relay); idle, and sending (unacknowledged data:
+  // no keepalive runs, only the node's death ends the connection).
+  struct Client {
+    bool shim, sending;
+    std::string log;
+    std::unique_ptr<NodeProcess> process;
+  };
+  std::vector<Client> clients;
+  for (bool shim : {true, false})
+    for (bool sending : {false, true}) {
+      const std::string log = dir_ / fmt::format("hold-{}-{}.log", shim ? "direct" : "relayed", sending ? "sending" : "idle");
+      std::vector<std::string> argv{"python3", Probe(), "hold", "18093"};
+      if (sending) argv.push_back("send");
+      clients.push_back({shim, sending, log,
+                         std::make_unique<NodeProcess>(Node(2), argv, shim ? ShimEnv(2) : std::map<std::string, std::string>{}, log)});
+    }
+  for (const Client& c : clients)
+    ASSERT_TRUE(WaitUntil([&] { return ReadFile(c.log).find("connected") != std::string::npos; }, seconds(10),
+                          "the client is connected"))
+        << ReadFile(c.log);
   ASSERT_TRUE(nodes_->net().SetLink(1, false));
   const auto cut = std::chrono::steady_clock::now();
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        std::string seen = ReadFile(log);
-        return Observed(seen.find("reset") != std::string::npos, seen);
-      },
-      seconds(15), "the client's connection is reset"));
-  const double reset_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
-  EXPECT_LE(reset_after, 11.0) << ReadFile(log);
+  // The relay resets what it relays (keepalive or the node declared dead);
+  // node 2's agent aborts the direct links to a dead node (ECONNABORTED).
+  for (const Client& c : clients) {  // (each waits from the cut)
+    const std::string what = fmt::format("the {} {} connection ends", c.shim ? "direct" : "relayed", c.sending ? "sending" : "idle");
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          std::string seen = ReadFile(c.log);
+          const bool ended = seen.find(c.shim ? "aborted" : "reset") != std::string::npos;
+          return Observed(ended, seen);
+        },
+        cut + seconds(15) - std::chrono::steady_clock::now(), what));
+    const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
+    EXPECT_LE(after, 11.0) << what << ": " << ReadFile(c.log);
+  }
   EXPECT_TRUE(ProbeSays(2, {"refused", "18093"}, "refused\n",
                         seconds(15), "a new connect is refused once node 1 is declared dead"));
   EXPECT_TRUE(nodes_->net().SetLink(1, true));

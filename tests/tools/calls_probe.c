@@ -561,6 +561,13 @@ int main(int argc, char** argv) {
   struct iovec iov = {.iov_base = &byte, .iov_len = 1};
   struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
   CALL("sendmsg", sendmsg(client, &msg, 0));
+  struct sockaddr_storage name;
+  socklen_t name_len = sizeof name;
+  CALL("getpeername", getpeername(client, (struct sockaddr*)&name, &name_len));
+  name_len = sizeof name;
+  CALL("getsockname", getsockname(client, (struct sockaddr*)&name, &name_len));
+  CALL("getpeername bad pointer", getpeername(client, (struct sockaddr*)0xdeadc0de, &name_len));
+  CALL("getsockname NULL length", getsockname(client, (struct sockaddr*)&name, NULL));
   close(client);
   close(listener);
   unlink(P("probe.sock"));

@@ -26,8 +26,14 @@ loopback gives; the test reads the lines.
                             then reads the echo: "stall ok" when all came back
   send-fd PATH              connects to a Unix socket and sends it a descriptor
                             (SCM_RIGHTS): "sent", or "refused ERRNO"
-  hold PORT                 connects, checks one echo ("connected"), then waits
-                            for the connection's end: "reset SECONDS" or "eof SECONDS"
+  hold PORT [send]          connects, checks one echo ("connected"), then waits
+                            (with send: sending a byte every 0.2 s) for the
+                            connection's end: "reset SECONDS", "aborted
+                            SECONDS", "eof SECONDS" or "error ERRNO SECONDS"
+  route PORT [HOST]         connects, checks one echo, and prints what the
+                            program sees and where the kernel says the socket
+                            goes: "route local|remote peer HOST PORT sock HOST"
+                            (local: to a loopback address of this node)
 """
 import errno
 import hashlib
@@ -243,22 +249,69 @@ def send_fd(path):
         print(f"refused {e.errno}")
 
 
-def hold(port):
+def hold(port, sending=False):
     c = connect(port)
     c.sendall(b"hi")
     if c.recv(2) != b"hi":
         print("no echo", flush=True)
         return
     print("connected", flush=True)
-    c.settimeout(60)
     start = time.monotonic()
     try:
-        data = c.recv(10)
-        print(f"eof {time.monotonic() - start:.1f}" if not data else f"data {data!r}", flush=True)
+        # Idle, or a byte every 0.2 s (then the kernel has unacknowledged
+        # data whenever the far end vanishes, and no keepalive runs).
+        c.settimeout(0.2 if sending else 60)
+        while True:
+            if sending:
+                c.sendall(b"x")
+            try:
+                data = c.recv(10)
+            except TimeoutError:
+                if time.monotonic() - start > 60:
+                    raise
+                continue
+            if not data:
+                print(f"eof {time.monotonic() - start:.1f}", flush=True)
+                return
+            if not sending:
+                print(f"data {data!r}", flush=True)
+                return
     except ConnectionResetError:
         print(f"reset {time.monotonic() - start:.1f}", flush=True)
+    except ConnectionAbortedError:
+        print(f"aborted {time.monotonic() - start:.1f}", flush=True)
     except OSError as e:
         print(f"error {e.errno} {time.monotonic() - start:.1f}", flush=True)
+
+
+def kernel_remote(sock):
+    """The far address /proc/net/tcp{,6} gives sock's inode: "loopback" or "other"."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[9] != inode:
+                    continue
+                addr = fields[2].split(":")[0]
+                if len(addr) == 8:
+                    return "loopback" if int(addr[6:8], 16) == 127 else "other"
+                v4_mapped = addr[:24] == "0000000000000000FFFF0000"
+                if addr == "00000000000000000000000001000000" or (v4_mapped and int(addr[30:32], 16) == 127):
+                    return "loopback"
+                return "other"
+    return "unknown"
+
+
+def route(port, host="127.0.0.1"):
+    c = connect(port, host)
+    c.sendall(b"hi")
+    if c.recv(2) != b"hi":
+        print("no echo")
+        return
+    peer, sock = c.getpeername(), c.getsockname()
+    where = {"loopback": "local", "other": "remote"}.get(kernel_remote(c), "unknown")
+    print(f"route {where} peer {peer[0]} {peer[1]} sock {sock[0]}")
 
 
 if __name__ == "__main__":
@@ -288,6 +341,8 @@ if __name__ == "__main__":
     elif cmd == "send-fd":
         send_fd(args[0])
     elif cmd == "hold":
-        hold(int(args[0]))
+        hold(int(args[0]), args[1:2] == ["send"])
+    elif cmd == "route":
+        route(int(args[0]), *(args[1:2]))
     else:
         sys.exit(f"unknown command {cmd}")
