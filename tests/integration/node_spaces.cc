@@ -1,9 +1,13 @@
 #include "tests/integration/node_spaces.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -13,6 +17,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -39,14 +44,35 @@ Network::Network(int nodes) : ip_(IpTool()) {
   // characters; an interface name may have 15.)
   static std::atomic<int> made{0};
   tag_ = fmt::format("ob{}-{}", pid % 100000, made++);
-  subnet_ = fmt::format("10.251.{}", pid % 250);
   if (ip_.empty()) {
     error_ = "no ip(8) (iproute2)";
     return;
   }
   if (!Ip({"link", "add", tag_, "type", "bridge"})) return;
   made_bridge_ = true;  // removed at the end whatever fails next
-  if (!Ip({"addr", "add", subnet_ + ".254/24", "dev", tag_}) || !Ip({"link", "set", tag_, "up"})) return;
+  {
+    // A /24 no other test's bridge has, chosen and taken under a lock that
+    // every test process shares: two processes whose pids agree modulo 250
+    // must not both route 10.251.N (their agents would be unreachable).
+    int lock = open("/tmp/onebox-test-subnets.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (lock >= 0) flock(lock, LOCK_EX);
+    std::set<int> taken;
+    ifaddrs* addrs = nullptr;
+    if (getifaddrs(&addrs) == 0) {
+      for (ifaddrs* a = addrs; a != nullptr; a = a->ifa_next)
+        if (a->ifa_addr != nullptr && a->ifa_addr->sa_family == AF_INET) {
+          const uint32_t host = ntohl(reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr);
+          if (host >> 16 == (10u << 8 | 251u)) taken.insert(static_cast<int>(host >> 8 & 0xff));
+        }
+      freeifaddrs(addrs);
+    }
+    int n = pid % 250;
+    for (int tries = 0; tries < 250 && taken.count(n); ++tries) n = (n + 1) % 250;
+    subnet_ = fmt::format("10.251.{}", n);
+    const bool up = Ip({"addr", "add", subnet_ + ".254/24", "dev", tag_}) && Ip({"link", "set", tag_, "up"});
+    if (lock >= 0) close(lock);  // (the address is in place: the next chooser sees it)
+    if (!up) return;
+  }
   for (int i = 1; i <= nodes; ++i) {
     std::string ns = Ns(i), veth = Veth(i);
     if (!Ip({"netns", "add", ns})) return;
