@@ -78,7 +78,7 @@ std::atomic<bool> warned{false};
 // The agent's state page; nullptr when the agent sent none we could trust.
 std::atomic<const StatePage*> state_page{nullptr};
 ino_t state_page_ino = 0;  // of its memfd (under mu)
-std::atomic<const RemotePorts*> remote_ports{nullptr};  // in the same memfd, if the agent keeps them
+std::atomic<const PortMaps*> port_maps{nullptr};  // in the same memfd, if the agent keeps them
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -211,16 +211,16 @@ void MapStatePage(int page_fd) {
   RealClose(page_fd);
   if (map == MAP_FAILED || static_cast<const StatePage*>(map)->magic != StatePage::kMagic) {
     if (map != MAP_FAILED) munmap(map, bytes);
-    remote_ports.store(nullptr);
+    port_maps.store(nullptr);
     state_page.store(nullptr);
     return;
   }
   // A new agent's page: another thread may still read the old one, which
-  // stays mapped (12 KiB per agent restart seen).
+  // stays mapped (20 KiB per agent restart seen).
   state_page_ino = st.st_ino;
-  remote_ports.store(bytes == kStateMapBytes ? reinterpret_cast<const RemotePorts*>(static_cast<const char*>(map) +
-                                                                                   kRemotePortsOffset)
-                                             : nullptr);
+  port_maps.store(bytes == kStateMapBytes
+                      ? reinterpret_cast<const PortMaps*>(static_cast<const char*>(map) + kPortMapsOffset)
+                      : nullptr);
   state_page.store(static_cast<const StatePage*>(map));
 }
 
@@ -537,18 +537,61 @@ int BindPort(unsigned port, bool ipv6, const char* path, unsigned long long sock
   return AskAlone(req, 10'000);
 }
 
-bool PortIsRemote(unsigned port) {
-  const RemotePorts* ports = remote_ports.load(std::memory_order_acquire);
+// The port maps of the agent's page; before this process's first Hello,
+// one is said to get them (once: without an agent, nothing is asked again).
+const PortMaps* PortMapsNow() {
+  const PortMaps* maps = port_maps.load(std::memory_order_acquire);
   static std::atomic<bool> asked_for_page{false};
-  if (ports == nullptr && state_page.load(std::memory_order_acquire) == nullptr && !asked_for_page.exchange(true)) {
-    // No Hello yet (nothing under the cluster so far): the page comes with
-    // it. Once per process: without an agent, later connects are libc's at once.
+  if (maps == nullptr && state_page.load(std::memory_order_acquire) == nullptr && !asked_for_page.exchange(true)) {
     std::lock_guard lock(mu);
     if (InOwnerProcess()) EnsureLinkLocked();
-    ports = remote_ports.load(std::memory_order_acquire);
+    maps = port_maps.load(std::memory_order_acquire);
   }
-  return ports != nullptr && ports->Has(port);
+  return maps;
 }
+
+bool PortIsRemote(unsigned port) {
+  const PortMaps* maps = PortMapsNow();
+  return maps != nullptr && maps->remote.Has(port);
+}
+
+bool MayBeHandedOver(unsigned agent_port) {
+  // A server may accept for long after its agent restarted, on the old
+  // agent's frozen page: once a second at most, whether the link to the
+  // agent still stands (a new one brings the new page).
+  static std::atomic<int64_t> looked_ns{0};
+  if (const int64_t now = CoarseNowNs(); now - looked_ns.load(std::memory_order_relaxed) >= 1'000'000'000) {
+    looked_ns.store(now, std::memory_order_relaxed);
+    std::lock_guard lock(mu);
+    if (InOwnerProcess()) EnsureLinkLocked();
+  }
+  const PortMaps* maps = PortMapsNow();
+  return maps != nullptr && maps->handover.Has(agent_port);
+}
+
+namespace {
+
+// One request on a connection of its own whose answer brings a descriptor:
+// the descriptor, or -errno.
+int AskForDescriptor(Onebox__V1__ShimRequest& req, int answer_case, int timeout_ms) {
+  req.id = 2;
+  const int saved = errno;
+  int fd = -1;
+  if (int err = Handshake(&fd, nullptr, timeout_ms); err != 0) return -err;
+  int passed = -1;
+  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req, &passed);
+  RealClose(fd);
+  int err = resp == nullptr                                                        ? EIO
+            : resp->err != 0                                                       ? resp->err
+            : static_cast<int>(resp->op_case) != answer_case || passed < 0 ? EIO
+                                                                                   : 0;
+  if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  if (err != 0 && passed >= 0) RealClose(passed);
+  errno = saved;
+  return err != 0 ? -err : passed;
+}
+
+}  // namespace
 
 int DialPort(unsigned port) {
   Onebox__V1__ShimDialPortRequest dial = ONEBOX__V1__SHIM_DIAL_PORT_REQUEST__INIT;
@@ -556,22 +599,19 @@ int DialPort(unsigned port) {
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_DIAL_PORT;
   req.dial_port = &dial;
-  req.id = 2;
-  const int saved = errno;
-  int fd = -1;
-  // The agent's dial and the owner's connect each end within 2 s.
-  if (int err = Handshake(&fd, nullptr, 10'000); err != 0) return -err;
-  int link = -1;
-  Onebox__V1__ShimResponse* resp = RoundTrip(fd, req, &link);
-  RealClose(fd);
-  int err = resp == nullptr                                              ? EIO
-            : resp->err != 0                                             ? resp->err
-            : resp->op_case != ONEBOX__V1__SHIM_RESPONSE__OP_DIAL_PORT || link < 0 ? EIO
-                                                                         : 0;
-  if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
-  if (err != 0 && link >= 0) RealClose(link);
-  errno = saved;
-  return err != 0 ? -err : link;
+  // The agent's dial and the owner's connect end within 8 s.
+  return AskForDescriptor(req, ONEBOX__V1__SHIM_RESPONSE__OP_DIAL_PORT, 10'000);
+}
+
+int TakeLink(unsigned port, unsigned agent_port, int fd) {
+  Onebox__V1__ShimTakeLinkRequest take = ONEBOX__V1__SHIM_TAKE_LINK_REQUEST__INIT;
+  take.port = port;
+  take.agent_port = agent_port;
+  take.fd = fd;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_TAKE_LINK;
+  req.take_link = &take;
+  return AskForDescriptor(req, ONEBOX__V1__SHIM_RESPONSE__OP_TAKE_LINK, 2'000);
 }
 
 bool PeerIsAgent(int fd) {

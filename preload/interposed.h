@@ -153,6 +153,8 @@
   X(socket, bind, kPartial, "a TCP port on the any address or loopback, or a Unix stream socket under the cluster root, is claimed across the cluster first (EADDRINUSE when another node's program holds it); port 0 and other addresses are libc's") \
   X(socket, sendmsg, kPartial, "SCM_RIGHTS on a Unix socket connected to another node's gives EOPNOTSUPP (descriptors cannot cross nodes); otherwise libc's") \
   X(socket, connect, kPartial, "a Unix socket under the cluster root: in the view, else the socket another node's program bound there (through the agents); TCP to a loopback port another node's program holds: the socket becomes a link to that node (no relay here); every other address is libc's") \
+  X(socket, accept, kPartial, "a connection the agent made for another node's client is replaced by the link from that node (no relay; the same loopback addresses answered); every other is libc's") \
+  X(socket, accept4, kPartial, "as accept") \
   X(socket, getpeername, kPartial, "a socket connect() made a link to another node's port answers the loopback address and port connected to; every other socket is libc's") \
   X(socket, getsockname, kPartial, "as getpeername: loopback, with the link's own port") \
   X(process_signal, kill, kFull, "a gpid of another node (onebox ps) is signalled there, with the caller's rights; a local pid is libc's") \

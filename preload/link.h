@@ -38,6 +38,14 @@ bool PortIsRemote(unsigned port);
 // connected there to the port, and sends it. The link's fd (close-on-exec),
 // or -errno (ENOENT: not another node's port now; ENOTCONN: no agent).
 int DialPort(unsigned port);
+// Whether the agent's state page says a connection from agent_port (one of
+// the agent's loopback ports) may be waiting to be handed over: only then
+// is TakeLink worth asking.
+bool MayBeHandedOver(unsigned agent_port);
+// accept() returned fd, a connection from the agent's agent_port to this
+// process's port: the link behind it, from another node (close-on-exec), or
+// -errno (ENOENT: none; ENOTCONN: no agent).
+int TakeLink(unsigned port, unsigned agent_port, int fd);
 // Whether fd is connected to a socket this process's agent listens on (the
 // kernel names the same process on both): an abstract relay name anyone on
 // the node could have bound first is trusted only then.

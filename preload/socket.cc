@@ -108,14 +108,16 @@ bool PeerIsRelay(int fd) {
 enum class Loopback : uint8_t { kV4, kV6, kV4Mapped };
 struct DirectLink {
   std::atomic<uint64_t> inode{0};
-  std::atomic<uint32_t> to{0};  // port << 8 | Loopback
+  std::atomic<uint32_t> to{0};    // the peer's port << 8 | Loopback
+  std::atomic<uint32_t> self{0};  // the socket's own port; 0: the link's own
 };
 constexpr int kDirectLinks = 65536;  // fds beyond: the real addresses
 DirectLink direct_links[kDirectLinks];
 std::atomic<bool> any_direct_link{false};
 
-// Whether fd is a direct link; then the loopback address it answers, and port.
-bool DirectLinkOf(int fd, Loopback* kind, unsigned* port) {
+// Whether fd is a direct link; then the loopback address it answers, its
+// peer's port, and its own (0: the link's own).
+bool DirectLinkOf(int fd, Loopback* kind, unsigned* port, unsigned* self_port = nullptr) {
   if (!any_direct_link.load(std::memory_order_relaxed) || fd < 0 || fd >= kDirectLinks) return false;
   struct stat st;
   const uint64_t inode = direct_links[fd].inode.load(std::memory_order_acquire);
@@ -123,7 +125,95 @@ bool DirectLinkOf(int fd, Loopback* kind, unsigned* port) {
   const uint32_t to = direct_links[fd].to.load(std::memory_order_relaxed);
   *kind = static_cast<Loopback>(to & 0xff);
   *port = to >> 8;
+  if (self_port != nullptr) *self_port = direct_links[fd].self.load(std::memory_order_relaxed);
   return true;
+}
+
+// The socket options a program may set before connect that the link must
+// carry as its own socket would have.
+void CarryOptions(int from, int to) {
+  struct Option {
+    int level, name;
+  };
+  for (Option o : {Option{IPPROTO_TCP, TCP_NODELAY}, Option{SOL_SOCKET, SO_KEEPALIVE}}) {
+    int value = 0;
+    socklen_t len = sizeof value;
+    if (getsockopt(from, o.level, o.name, &value, &len) != 0) continue;
+    if (o.name == SO_KEEPALIVE && value == 0) continue;  // the link's own keepalive finds a dead node
+    setsockopt(to, o.level, o.name, &value, len);
+  }
+  for (int name : {SO_RCVTIMEO, SO_SNDTIMEO}) {
+    timeval tv{};
+    socklen_t len = sizeof tv;
+    if (getsockopt(from, SOL_SOCKET, name, &tv, &len) == 0) setsockopt(to, SOL_SOCKET, name, &tv, len);
+  }
+  linger l{};
+  socklen_t len = sizeof l;
+  if (getsockopt(from, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff) setsockopt(to, SOL_SOCKET, SO_LINGER, &l, len);
+}
+
+// Remembers fd, now the link of inode, as connected from loopback port
+// self_port (0: the link's own) to loopback port peer_port.
+void RememberDirectLink(int fd, ino_t inode, Loopback kind, unsigned peer_port, unsigned self_port) {
+  if (fd >= kDirectLinks) return;
+  direct_links[fd].inode.store(0, std::memory_order_relaxed);
+  direct_links[fd].to.store(peer_port << 8 | static_cast<uint32_t>(kind), std::memory_order_relaxed);
+  direct_links[fd].self.store(self_port, std::memory_order_relaxed);
+  direct_links[fd].inode.store(inode, std::memory_order_release);
+  any_direct_link.store(true, std::memory_order_relaxed);
+}
+
+// Puts link in fd's place (dup3), with the options, status flags and
+// close-on-exec fd has. False when it could not (link is closed then).
+bool StandIn(int link, int fd, ino_t* inode) {
+  const int status = fcntl(fd, F_GETFL), fd_flags = fcntl(fd, F_GETFD);
+  CarryOptions(fd, link);
+  if (status >= 0 && (status & O_NONBLOCK) != 0) fcntl(link, F_SETFL, fcntl(link, F_GETFL) | O_NONBLOCK);
+  struct stat st;
+  const bool ok = fd_flags >= 0 && fstat(link, &st) == 0 &&
+                  dup3(link, fd, (fd_flags & FD_CLOEXEC) != 0 ? O_CLOEXEC : 0) >= 0;
+  close(link);
+  if (ok) *inode = st.st_ino;
+  return ok;
+}
+
+// The loopback address a names (kind, port); false for any other.
+bool LoopbackOf(const sockaddr_storage& a, Loopback* kind, unsigned* port) {
+  if (a.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(a);
+    *kind = Loopback::kV4;
+    *port = ntohs(in.sin_port);
+    return ntohl(in.sin_addr.s_addr) >> 24 == 127;
+  }
+  if (a.ss_family != AF_INET6) return false;
+  const auto& in6 = reinterpret_cast<const sockaddr_in6&>(a);
+  const uint8_t* b = in6.sin6_addr.s6_addr;
+  *port = ntohs(in6.sin6_port);
+  if (IN6_IS_ADDR_LOOPBACK(&in6.sin6_addr)) {
+    *kind = Loopback::kV6;
+    return true;
+  }
+  *kind = Loopback::kV4Mapped;
+  return IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr) && b[12] == 127;
+}
+
+// accept() returned fd: if it is a connection the agent made for another
+// node's client and is waiting to hand over (sockets/handover.h), the link
+// from that node takes its place, answering the same loopback addresses.
+void TakeHandedOver(int fd) {
+  ONEBOX_REAL(getpeername);
+  ONEBOX_REAL(getsockname);
+  sockaddr_storage peer{}, self{};
+  socklen_t peer_len = sizeof peer, self_len = sizeof self;
+  Loopback kind, self_kind;
+  unsigned agent_port = 0, port = 0;
+  if (real_getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 || !LoopbackOf(peer, &kind, &agent_port) ||
+      real_getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 || !LoopbackOf(self, &self_kind, &port) ||
+      !MayBeHandedOver(agent_port))
+    return;
+  const int link = TakeLink(port, agent_port, fd);
+  ino_t inode;
+  if (link >= 0 && StandIn(link, fd, &inode)) RememberDirectLink(fd, inode, kind, agent_port, port);
 }
 
 // Writes a loopback address of kind with port to addr, truncated to room
@@ -152,29 +242,6 @@ void AnswerLoopback(Loopback kind, unsigned port, sockaddr* addr, socklen_t room
   }
   std::memcpy(addr, &a, std::min(room, n));
   *len = n;
-}
-
-// The socket options a program may set before connect that the link must
-// carry as its own socket would have.
-void CarryOptions(int from, int to) {
-  struct Option {
-    int level, name;
-  };
-  for (Option o : {Option{IPPROTO_TCP, TCP_NODELAY}, Option{SOL_SOCKET, SO_KEEPALIVE}}) {
-    int value = 0;
-    socklen_t len = sizeof value;
-    if (getsockopt(from, o.level, o.name, &value, &len) != 0) continue;
-    if (o.name == SO_KEEPALIVE && value == 0) continue;  // the link's own keepalive finds a dead node
-    setsockopt(to, o.level, o.name, &value, len);
-  }
-  for (int name : {SO_RCVTIMEO, SO_SNDTIMEO}) {
-    timeval tv{};
-    socklen_t len = sizeof tv;
-    if (getsockopt(from, SOL_SOCKET, name, &tv, &len) == 0) setsockopt(to, SOL_SOCKET, name, &tv, len);
-  }
-  linger l{};
-  socklen_t len = sizeof l;
-  if (getsockopt(from, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff) setsockopt(to, SOL_SOCKET, SO_LINGER, &l, len);
 }
 
 // Whether fd's family fits addr's, as the kernel would connect it: an
@@ -207,8 +274,7 @@ int ConnectDirect(int fd, const sockaddr* addr, const ClusterPort& port) {
   }
   sockaddr_storage self{};
   socklen_t self_len = sizeof self;
-  const int status = fcntl(fd, F_GETFL), fd_flags = fcntl(fd, F_GETFD);
-  if (status < 0 || fd_flags < 0 || real_getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 ||
+  if (real_getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 ||
       (self.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&self)->sin_port
                                  : reinterpret_cast<sockaddr_in6*>(&self)->sin6_port) != 0) {
     errno = saved;
@@ -223,22 +289,13 @@ int ConnectDirect(int fd, const sockaddr* addr, const ClusterPort& port) {
     errno = ECONNREFUSED;
     return -1;
   }
-  CarryOptions(fd, link);
-  if ((status & O_NONBLOCK) != 0) fcntl(link, F_SETFL, fcntl(link, F_GETFL) | O_NONBLOCK);
-  struct stat st;
-  if (fstat(link, &st) != 0 || dup3(link, fd, (fd_flags & FD_CLOEXEC) != 0 ? O_CLOEXEC : 0) < 0) {
-    close(link);
+  ino_t inode;
+  if (!StandIn(link, fd, &inode)) {
     errno = saved;
     return 0;
   }
-  close(link);
-  if (fd < kDirectLinks) {
-    Loopback kind = addr->sa_family == AF_INET ? Loopback::kV4 : port.ipv6 ? Loopback::kV6 : Loopback::kV4Mapped;
-    direct_links[fd].inode.store(0, std::memory_order_relaxed);
-    direct_links[fd].to.store(port.port << 8 | static_cast<uint32_t>(kind), std::memory_order_relaxed);
-    direct_links[fd].inode.store(st.st_ino, std::memory_order_release);
-    any_direct_link.store(true, std::memory_order_relaxed);
-  }
+  RememberDirectLink(fd, inode, addr->sa_family == AF_INET ? Loopback::kV4 : port.ipv6 ? Loopback::kV6 : Loopback::kV4Mapped,
+                     port.port, 0);
   errno = saved;
   return 1;
 }
@@ -392,6 +449,31 @@ int connect(int fd, const struct sockaddr* addr, socklen_t len) {
   return real_connect(fd, addr, len);
 }
 
+// A connection another node's client made to this server: the link from
+// that node itself, when the agent has it waiting (TakeHandedOver). (Any
+// server: one that bound its port before an exec has lost any mark of it.)
+int accept(int fd, struct sockaddr* addr, socklen_t* len) {
+  ONEBOX_REAL(accept);
+  int c = real_accept(fd, addr, len);
+  if (c >= 0) {
+    const int saved = errno;
+    TakeHandedOver(c);
+    errno = saved;
+  }
+  return c;
+}
+
+int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
+  ONEBOX_REAL(accept4);
+  int c = real_accept4(fd, addr, len, flags);
+  if (c >= 0) {
+    const int saved = errno;
+    TakeHandedOver(c);
+    errno = saved;
+  }
+  return c;
+}
+
 // A direct link (ConnectDirect) answers the loopback address the program
 // connected to; every other socket, the kernel's answer.
 int getpeername(int fd, struct sockaddr* addr, socklen_t* len) {
@@ -409,10 +491,14 @@ int getpeername(int fd, struct sockaddr* addr, socklen_t* len) {
 int getsockname(int fd, struct sockaddr* addr, socklen_t* len) {
   ONEBOX_REAL(getsockname);
   Loopback kind;
-  unsigned port;
+  unsigned port, self_port;
   const socklen_t room = len != nullptr && MayReadPage(reinterpret_cast<const char*>(len)) ? *len : 0;
   int r = real_getsockname(fd, addr, len);
-  if (r != 0 || !DirectLinkOf(fd, &kind, &port)) return r;
+  if (r != 0 || !DirectLinkOf(fd, &kind, &port, &self_port)) return r;
+  if (self_port != 0) {  // a server's: the port it listens on
+    AnswerLoopback(kind, self_port, addr, room, len);
+    return r;
+  }
   sockaddr_storage real{};
   socklen_t real_len = sizeof real;
   if (real_getsockname(fd, reinterpret_cast<sockaddr*>(&real), &real_len) != 0) return r;

@@ -43,21 +43,29 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(sizeof(StatePage) <= 4096);
 
-// After the page, at kRemotePortsOffset of the same memfd: one bit per TCP
-// port, set while another node's program holds that cluster port (this
-// node's agent listens for it: nodeagent/sockets/port_relay.h). A shim's
-// connect() to a loopback port asks the agent for a direct link to the
-// owner only when its bit is set; every other connect is libc's at once. A
-// page from an older agent is 4 KiB: no bits, no direct links.
-struct RemotePorts {
+// After the page, at kPortMapsOffset of the same memfd: bits by TCP port
+// for the cluster's ports (nodeagent/sockets/port_relay.h). A page from an
+// older agent is 4 KiB: no bits, nothing asked.
+struct PortBits {
   static constexpr unsigned kPorts = 65536;
   std::atomic<uint64_t> words[kPorts / 64];
   bool Has(unsigned port) const {
     return port < kPorts && (words[port / 64].load(std::memory_order_relaxed) >> (port % 64) & 1) != 0;
   }
 };
-constexpr size_t kRemotePortsOffset = 4096;
-constexpr size_t kStateMapBytes = kRemotePortsOffset + sizeof(RemotePorts);
+struct PortMaps {
+  // Set while another node's program holds the port (this node's agent
+  // listens for it): a shim's connect() to it asks the agent for a direct
+  // link to the owner; every other connect is libc's at once.
+  PortBits remote;
+  // By the agent's own port on loopback: set while a connection the agent
+  // made to a server here for another node's client waits to be accepted.
+  // A server's shim whose accept() returns a connection from such a port
+  // asks the agent for the link itself (the connection then needs no relay).
+  PortBits handover;
+};
+constexpr size_t kPortMapsOffset = 4096;
+constexpr size_t kStateMapBytes = kPortMapsOffset + sizeof(PortMaps);
 
 // A shim trusts a page whose heartbeat is at most this old; an agent lets no
 // symlink be made (Announce waits) until this long after it took over the

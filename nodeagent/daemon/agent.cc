@@ -269,8 +269,13 @@ void Agent::MakeClusterParts() {
   };
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_,
                                             placement_.get(), ports_.get());
-  members_->set_alive_observer([page = &state_page_->page(), r = replicator_.get()](size_t alive) {
+  members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(),
+                                 dead_before = size_t{0}](size_t alive) mutable {
     if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
+    // A node declared dead lets go of its ports now, not at the table's next look.
+    size_t dead = 0;
+    for (const v1::Node& n : members_->Nodes()) dead += n.state() == v1::NODE_STATE_DEAD;
+    if (std::exchange(dead_before, dead) != dead) ports_->Notify();
   });
 }
 
@@ -319,7 +324,7 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
 
 Status Agent::StartPorts(const ListenAddress& listen) {
   Result<std::unique_ptr<PortRelay>> relay = PortRelay::Start(*ports_, gate_, join_token_, listen.host, data_dir_.view_path(),
-                                                               &state_page_->remote_ports());
+                                                               &state_page_->port_maps());
   if (!relay.ok()) return relay.status();
   port_relay_ = std::move(relay).value();
   ports_->set_relay_address(port_relay_->address());

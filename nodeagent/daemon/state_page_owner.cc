@@ -27,7 +27,7 @@ Result<StatePageOwner*> StatePageOwner::Create() {
   }
   auto* page = new (map) StatePage{};
   page->magic = StatePage::kMagic;
-  auto* ports = new (static_cast<char*>(map) + kRemotePortsOffset) RemotePorts{};
+  auto* ports = new (static_cast<char*>(map) + kPortMapsOffset) PortMaps{};
   return new StatePageOwner(fd, page, ports);
 }
 

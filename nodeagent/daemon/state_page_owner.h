@@ -11,14 +11,14 @@ class StatePageOwner {
  public:
   static Result<StatePageOwner*> Create();  // lives as long as the agent
   StatePage& page() { return *page_; }
-  RemotePorts& remote_ports() { return *remote_ports_; }
+  PortMaps& port_maps() { return *port_maps_; }
   int fd() const { return fd_; }  // read-only for everyone else; send it, never close it
 
  private:
-  StatePageOwner(int fd, StatePage* page, RemotePorts* ports) : fd_(fd), page_(page), remote_ports_(ports) {}
+  StatePageOwner(int fd, StatePage* page, PortMaps* ports) : fd_(fd), page_(page), port_maps_(ports) {}
   int fd_;
   StatePage* page_;
-  RemotePorts* remote_ports_;
+  PortMaps* port_maps_;
 };
 
 }  // namespace onebox

@@ -311,4 +311,27 @@ Status ShimHandlers::DialPort(const Origin& origin, const v1::ShimRequest& req, 
   return Status::Ok();
 }
 
+Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const v1::ShimTakeLinkRequest& asked = req.take_link();
+  if (asked.port() == 0 || asked.port() > 65535 || asked.agent_port() == 0 || asked.agent_port() > 65535 || asked.fd() < 0)
+    return Status::InvalidArgument("accept: no connection named");
+  resp->mutable_take_link();
+  int fd = -1;  // the caller's connection, once taken: the answer goes with the link
+  const int err = parts_.relay.TakeHandedOver(
+      static_cast<uint16_t>(asked.port()), static_cast<uint16_t>(asked.agent_port()), origin.peer.pid, asked.fd(),
+      [&](int link) {
+        if ((fd = origin.call->TakeConnection()) < 0) return false;
+        v1::ShimResponse answer;
+        answer.set_id(req.id());
+        answer.mutable_take_link();
+        return SendShimAnswer(fd, answer, link, 2000);
+      });
+  if (fd >= 0) {
+    close(fd);  // answered (or gone): the server forgot this connection
+    return Status::Ok();
+  }
+  resp->set_err(-err);
+  return Status::Ok();
+}
+
 }  // namespace onebox

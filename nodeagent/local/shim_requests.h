@@ -22,7 +22,8 @@
   X(kRun, StartRun, kInline, "onebox run: the connection becomes the run's stream (process/run_relay.h)") \
   X(kPlace, Place, kPool, "exec of a program ONEBOX_PLACE places: the node it runs on (process/placement.h)") \
   X(kBindPort, BindPort, kCalls, "bind() of a cluster port: a vote, then the port table (sockets/port_table.h)") \
-  X(kDialPort, DialPort, kInline, "connect() to another node's port: a link to its owner, sent back (sockets/port_relay.h)")
+  X(kDialPort, DialPort, kInline, "connect() to another node's port: a link to its owner, sent back (sockets/port_relay.h)") \
+  X(kTakeLink, TakeLink, kInline, "accept() of the agent's connection to a server: the link behind it (sockets/handover.h)")
 
 namespace onebox {
 

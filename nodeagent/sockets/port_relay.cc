@@ -160,7 +160,9 @@ void Timeouts(int fd, int ms) {
 }
 
 // A blocking TCP connection to host:port within timeout_ms; -errno when none.
-int ConnectTo(const std::string& host, const std::string& port, int timeout_ms) {
+// bound, when given, is told the local port first (bound before connect).
+int ConnectTo(const std::string& host, const std::string& port, int timeout_ms,
+              const std::function<void(uint16_t)>& bound = nullptr) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
@@ -168,7 +170,24 @@ int ConnectTo(const std::string& host, const std::string& port, int timeout_ms) 
   if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) return -EHOSTUNREACH;
   int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int err = fd < 0 ? errno : 0;
-  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
+  if (fd >= 0 && bound) {
+    // From the address connected to (loopback), any free port: with
+    // SO_REUSEADDR a port whose last connection is in TIME_WAIT may be
+    // taken again, as connect's own choice would.
+    sockaddr_storage from{};
+    std::memcpy(&from, found->ai_addr, found->ai_addrlen);
+    if (from.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&from)->sin6_port = 0;
+    else reinterpret_cast<sockaddr_in*>(&from)->sin_port = 0;
+    socklen_t len = found->ai_addrlen;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&from), len) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&from), &len) != 0)
+      err = errno;
+    else
+      bound(ntohs(from.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&from)->sin6_port
+                                             : reinterpret_cast<sockaddr_in*>(&from)->sin_port));
+  }
+  if (fd >= 0 && err == 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
     err = errno;
     if (err == EINPROGRESS) {
       pollfd p{fd, POLLOUT, 0};
@@ -241,9 +260,8 @@ int Listen(const std::string& host, uint32_t port) {
 
 Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const AccessGate& gate, std::string join_token,
                                                     const std::string& host, std::string view_root,
-                                                    RemotePorts* remote_ports) {
-  std::unique_ptr<PortRelay> relay(
-      new PortRelay(table, gate, std::move(join_token), std::move(view_root), remote_ports));
+                                                    PortMaps* maps) {
+  std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token), std::move(view_root), maps));
   relay->view_fd_ = ::open(relay->view_root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (relay->view_fd_ < 0)
     return Status::Unavailable(fmt::format("port relay: open the view {}: {}", relay->view_root_, strerror(errno)));
@@ -286,6 +304,10 @@ PortRelay::~PortRelay() {
   if (thread_.joinable()) thread_.join();
   outbound_.reset();  // handshakes under way end (each within kHandshakeMs)
   inbound_.reset();
+  for (Handovers::Pair pair : handovers_.TakeAll()) {
+    CloseWithReset(pair.link);
+    CloseWithReset(pair.local);
+  }
   for (auto& [key, proxy] : proxies_)
     for (int fd : proxy.fds) close(fd);
   if (listener_ >= 0) close(listener_);
@@ -316,7 +338,7 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
   std::map<std::string, v1::ClusterPort> want;
   for (v1::ClusterPort& port : table_.Live()) {
     if (port.node_id() == table_.self_id()) continue;
-    if (port.path().empty() && (port.port() == 0 || port.port() >= RemotePorts::kPorts)) continue;  // no TCP port
+    if (port.path().empty() && (port.port() == 0 || port.port() >= PortBits::kPorts)) continue;  // no TCP port
     want[port.path().empty() ? PortTable::Key(port.port()) : PortTable::UnixKey(port.path())] = std::move(port);
   }
   for (auto it = proxies_.begin(); it != proxies_.end();) {
@@ -388,7 +410,7 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
 
 void PortRelay::PublishRemotePorts() {
   if (remote_ports_ == nullptr) return;
-  uint64_t words[RemotePorts::kPorts / 64] = {};
+  uint64_t words[PortBits::kPorts / 64] = {};
   for (const auto& [port, target] : dial_targets_) words[port / 64] |= uint64_t{1} << (port % 64);  // < kPorts
   for (size_t i = 0; i < std::size(words); ++i) remote_ports_->words[i].store(words[i], std::memory_order_relaxed);
 }
@@ -440,15 +462,21 @@ void PortRelay::Dial(uint32_t port, std::function<void(int link)> done) {
 void PortRelay::AcceptLoop() {
   epoll_event events[32];
   while (!stopping_) {
-    int n = epoll_wait(epoll_, events, 32, -1);
+    int n = epoll_wait(epoll_, events, 32, handovers_.NextWaitMs(Handovers::Clock::now()));
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("port relay: epoll_wait: {}", strerror(errno));
       return;
     }
+    // Connections no server took over in time: relayed.
+    for (Handovers::Pair pair : handovers_.Expired(Handovers::Clock::now())) Relay(pair.link, pair.local);
     for (int i = 0; i < n && !stopping_; ++i) {
       const int fd = events[i].data.fd;
-      if (fd == wake_) continue;
+      if (fd == wake_) {
+        uint64_t count;
+        (void)!read(wake_, &count, sizeof count);
+        continue;
+      }
       std::unique_lock lock(mu_);
       v1::ClusterPort target;
       if (fd != listener_) {
@@ -563,25 +591,58 @@ void PortRelay::Inbound(int link) {
   }
   int local = -1;
   std::optional<v1::ClusterPort> owned;
+  // A TCP server's shim may take the link itself at accept (sockets/handover.h):
+  // expected from before the connect, since the server may accept at once.
+  uint16_t agent_port = 0;
+  bool expected = false;
+  auto expect = [&](uint16_t p) { expected = handovers_.Expect(agent_port = p, static_cast<uint16_t>(port)); };
   if (!gate_.PeerProofAccepted(ProofInput(challenge, wanted), proof)) {
     spdlog::warn("port relay: a link without proof of the cluster's join token was refused");
     err = EACCES;
   } else if (const std::string key = port != 0 ? PortTable::Key(port) : PortTable::UnixKey(path);
              !(owned = table_.OwnedHere(key)) || !table_.ListensNow(*owned)) {
     err = ECONNREFUSED;  // not a socket this node holds and listens on: nothing else of the node is reached
-  } else if ((local = port != 0 ? ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs)
+  } else if ((local = port != 0 ? ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs, expect)
                                 : ConnectUnixInView(view_fd_, path, uid, gid)) < 0) {
     err = -local;
   }
   const uint8_t answer[4] = {static_cast<uint8_t>(err >> 24), static_cast<uint8_t>(err >> 16),
                              static_cast<uint8_t>(err >> 8), static_cast<uint8_t>(err)};
   if (!WriteFull(link, answer, sizeof answer) || err != 0) {
+    if (expected) handovers_.Cancel(agent_port, static_cast<uint16_t>(port));
     if (local >= 0) CloseWithReset(local);
     CloseWithReset(link);
     return;
   }
   Timeouts(link, 0);
-  if (!splice_->Add(link, local).ok()) spdlog::warn("{} {}: cannot relay a connection", port, path);
+  if (!expected) {
+    Relay(link, local);
+    return;
+  }
+  if (!handovers_.Ready(agent_port, static_cast<uint16_t>(port), {link, local})) {
+    Relay(link, local);
+    return;
+  }
+  uint64_t one = 1;
+  (void)!write(wake_, &one, sizeof one);  // the loop's next wait ends sooner
+}
+
+void PortRelay::Relay(int link, int local) {
+  if (!splice_->Add(link, local).ok()) spdlog::warn("port relay: cannot relay a connection");
+}
+
+int PortRelay::TakeHandedOver(uint16_t server_port, uint16_t agent_port, pid_t pid, int fd,
+                              const std::function<bool(int link)>& send) {
+  Handovers::Pair pair{-1, -1};
+  int err = handovers_.Take(server_port, agent_port, pid, fd, &pair);
+  if (err == -ENOENT) return err;
+  if (err == 0 && send(pair.link)) {
+    close(pair.link);
+    CloseWithReset(pair.local);  // (a reset: no TIME_WAIT left on the agent's port)
+    return 0;
+  }
+  Relay(pair.link, pair.local);  // not that process's, or not sent: as before
+  return err != 0 ? err : -EIO;
 }
 
 }  // namespace onebox

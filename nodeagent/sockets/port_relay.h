@@ -49,6 +49,7 @@
 #include "consistency/status.h"
 #include "nodeagent/api/access.h"
 #include "nodeagent/daemon/work_pool.h"
+#include "nodeagent/sockets/handover.h"
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/sockets/splice_relay.h"
 #include "proto/state_page.h"
@@ -62,11 +63,11 @@ class PortRelay {
   // must carry the cluster's (gate).
   // view_root: the agent's view, where this node's Unix sockets under the
   // cluster are.
-  // remote_ports (the shim's page, proto/state_page.h; may be null) gets a
-  // bit for each port this agent listens for.
+  // maps (in the shim's page, proto/state_page.h; may be null): a bit for
+  // each port this agent listens for, and for each connection to a server
+  // here waiting to be handed over (sockets/handover.h).
   static Result<std::unique_ptr<PortRelay>> Start(PortTable& table, const AccessGate& gate, std::string join_token,
-                                                  const std::string& host, std::string view_root,
-                                                  RemotePorts* remote_ports);
+                                                  const std::string& host, std::string view_root, PortMaps* maps);
   ~PortRelay();
   PortRelay(const PortRelay&) = delete;
   PortRelay& operator=(const PortRelay&) = delete;
@@ -79,6 +80,12 @@ class PortRelay {
   // shim's connect): done gets it, connected to the port on the owner's
   // node, or -errno (ENOENT: not another node's port now), on the dial pool.
   void Dial(uint32_t port, std::function<void(int link)> done);
+  // A server here accepted (as its fd) a connection this agent made from
+  // agent_port to its server_port: send gets the link behind it (to pass
+  // on; true when it did), then the agent's end is reset. 0, or -errno:
+  // ENOENT none waits; any other, and the connection is relayed.
+  int TakeHandedOver(uint16_t server_port, uint16_t agent_port, pid_t pid, int fd,
+                     const std::function<bool(int link)>& send);
   // Connections relayed (both directions) open now.
   size_t open() const { return splice_->open(); }
 
@@ -87,13 +94,13 @@ class PortRelay {
     v1::ClusterPort target;  // the record: owner, relay address, port or path
     std::vector<int> fds;    // 127.0.0.1 and ::1, or the abstract Unix name
   };
-  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token, std::string view_root,
-            RemotePorts* remote_ports)
+  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token, std::string view_root, PortMaps* maps)
       : table_(table),
         gate_(gate),
         join_token_(std::move(join_token)),
         view_root_(std::move(view_root)),
-        remote_ports_(remote_ports) {}
+        remote_ports_(maps != nullptr ? &maps->remote : nullptr),
+        handovers_(maps != nullptr ? &maps->handover : nullptr) {}
   void AcceptLoop();
   void Watch(int fd);
   void Unwatch(int fd);
@@ -112,12 +119,15 @@ class PortRelay {
   void AbortDirectLinks(const std::string& relay);
   // Another agent's link: connect to the port it names.
   void Inbound(int link);
+  // Moves the bytes between a link and the agent's connection to the server.
+  void Relay(int link, int local);
 
   PortTable& table_;
   const AccessGate& gate_;
   const std::string join_token_;
   const std::string view_root_;
-  RemotePorts* const remote_ports_;
+  PortBits* const remote_ports_;
+  Handovers handovers_;
   int view_fd_ = -1;  // the view root (O_PATH): Unix sockets are opened beneath it
   std::string address_;
   std::unique_ptr<SpliceRelay> splice_;

@@ -125,6 +125,10 @@ class PortTable {
   // its relayed connections are reset.
   bool OwnerGone(const std::string& node_id) { return members_.Gone(node_id); }
 
+  // Tells the relay the table may read differently now (a member was just
+  // declared dead: its records no longer count).
+  void Notify();
+
  private:
   struct Grant {
     std::string node_id;
@@ -147,7 +151,6 @@ class PortTable {
   void ForEachAliveOther(const std::function<void(const PeerAddress&)>& call);
   // Deletes this node's records whose port is not bound here any more.
   void Watch();
-  void Notify();
 
   Store& store_;
   Membership& members_;

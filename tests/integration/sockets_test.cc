@@ -41,16 +41,19 @@ size_t OpenFds(pid_t pid) {
 
 class SocketsTest : public ProcessTest {
  protected:
+  std::string EchoLog(int port) const { return dir_ / fmt::format("echo-{}.log", port); }
   // The probe in node i: under the shim, or (shim false) as a program without it.
   RunResult ProbeIn(int i, std::vector<std::string> args, bool shim = true) {
     args.insert(args.begin(), {"python3", Probe()});
     return RunInNode(Node(i), args, shim ? ShimEnv(i) : std::map<std::string, std::string>{});
   }
-  // An echo server under the shim in node i, listening once this returns.
-  std::unique_ptr<NodeProcess> EchoServer(int i, int port) {
-    const std::string log = dir_ / fmt::format("echo-{}.log", port);
+  // An echo server under the shim in node i, listening once this returns
+  // (report: its log says what it sees of each connection).
+  std::unique_ptr<NodeProcess> EchoServer(int i, int port, bool report = false) {
+    const std::string log = EchoLog(port);
     auto server = std::make_unique<NodeProcess>(
-        Node(i), std::vector<std::string>{"python3", Probe(), "echo-server", std::to_string(port)}, ShimEnv(i), log);
+        Node(i), std::vector<std::string>{"python3", Probe(), report ? "echo-server-report" : "echo-server", std::to_string(port)},
+        ShimEnv(i), log);
     EXPECT_TRUE(server->ok()) << server->error();
     EXPECT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
                           "the echo server listens"))
@@ -263,7 +266,7 @@ TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
 }
 
 TEST_F(SocketsTest, ConnectionsThroughTheRelayBehaveAsOnLoopback) {
-  std::unique_ptr<NodeProcess> server = EchoServer(1, 18090);
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18090, /*report=*/true);
   ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18090); }, seconds(10), "node 2 knows the port"));
   RunResult half = ProbeIn(2, {"half-close", "18090"});
   EXPECT_EQ(half.out, "half-close ok\n") << half.err;
@@ -286,6 +289,19 @@ TEST_F(SocketsTest, ConnectionsThroughTheRelayBehaveAsOnLoopback) {
   EXPECT_EQ(direct.out, "route remote peer 127.0.0.1 18090 sock 127.0.0.1\n") << direct.err;
   RunResult relayed = ProbeIn(3, {"route", "18090"}, /*shim=*/false);
   EXPECT_EQ(relayed.out, "route local peer 127.0.0.1 18090 sock 127.0.0.1\n") << relayed.err;
+  // And the server under the shim takes the link from the other node as
+  // its accepted socket (no relay on its node either), which answers the
+  // loopback addresses as before: the three connections above, in order.
+  std::vector<std::string> accepted;
+  std::istringstream log(ReadFile(EchoLog(18090)));
+  for (std::string line; std::getline(log, line);)
+    if (line.rfind("accepted ", 0) == 0) accepted.push_back(line);
+  ASSERT_GE(accepted.size(), 3u) << ReadFile(EchoLog(18090));
+  const std::vector<std::string> last(accepted.end() - 3, accepted.end());
+  EXPECT_EQ(last, (std::vector<std::string>{"accepted local peer 127.0.0.1 sock 127.0.0.1 18090",
+                                            "accepted remote peer 127.0.0.1 sock 127.0.0.1 18090",
+                                            "accepted remote peer 127.0.0.1 sock 127.0.0.1 18090"}))
+      << ReadFile(EchoLog(18090));
   // Both ways behave alike: half-close, bulk, a reset from the server.
   EXPECT_EQ(ProbeIn(3, {"half-close", "18090"}, /*shim=*/false).out, "half-close ok\n");
   EXPECT_EQ(ProbeIn(3, {"reset", "18090"}, /*shim=*/false).out, "reset\n");

@@ -543,6 +543,17 @@ int main(int argc, char** argv) {
   CALL("bind port 0", bind(tcp, (struct sockaddr*)&loopback, sizeof loopback));
   CALL("bind NULL", bind(tcp, NULL, sizeof loopback));
   CALL("bind bad pointer", bind(tcp, (struct sockaddr*)0xdeadc0de, sizeof loopback));
+  /* A connection on an ephemeral port: libc's connect and accept. */
+  CALL("listen port 0", listen(tcp, 4));
+  struct sockaddr_in bound;
+  socklen_t bound_len = sizeof bound;
+  CALL("getsockname port 0", getsockname(tcp, (struct sockaddr*)&bound, &bound_len));
+  int caller = socket(AF_INET, SOCK_STREAM, 0);
+  CALL("connect port 0's", connect(caller, (struct sockaddr*)&bound, sizeof bound));
+  Fd("accept", accept(tcp, NULL, NULL));
+  fcntl(tcp, F_SETFL, O_NONBLOCK);
+  Fd("accept4 nothing waiting", accept4(tcp, NULL, NULL, SOCK_NONBLOCK));
+  close(caller);
   close(tcp);
   int udp = socket(AF_INET, SOCK_DGRAM, 0);
   loopback.sin_port = htons(47392);

@@ -7,6 +7,8 @@ loopback gives; the test reads the lines.
   echo-server PORT [HOST]   (HOST a path: a Unix socket there) accepts and echoes each connection until EOF; a
                             connection whose first bytes are "RESET" is closed
                             with an RST; prints "listening" once it listens
+  echo-server-report PORT   the same on 127.0.0.1, printing for each connection
+                            "accepted local|remote peer HOST sock HOST PORT"
   bind-only PORT SECONDS    binds 127.0.0.1:PORT with SO_REUSEADDR and never
                             listens; prints "bound" and holds it
   bind PORT SECONDS         binds 127.0.0.1:PORT and listens; prints "bound"
@@ -58,7 +60,7 @@ def connect(port, host="127.0.0.1"):
     return socket.create_connection((host, port), timeout=30)
 
 
-def echo_server(port, host="127.0.0.1"):
+def echo_server(port, host="127.0.0.1", report=False):
     if host.startswith("/"):  # a Unix socket at that path
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(host)
@@ -85,6 +87,10 @@ def echo_server(port, host="127.0.0.1"):
 
     while True:
         c, _ = s.accept()
+        if report:  # what the server sees of each connection, and where the kernel says it goes
+            peer, sock = c.getpeername(), c.getsockname()
+            where = {"loopback": "local", "other": "remote"}.get(kernel_remote(c), "unknown")
+            print(f"accepted {where} peer {peer[0]} sock {sock[0]} {sock[1]}", flush=True)
         threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
@@ -318,6 +324,8 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "echo-server":
         echo_server(int(args[0]), *(args[1:2]))
+    elif cmd == "echo-server-report":
+        echo_server(int(args[0]), report=True)
     elif cmd == "bind-only":
         bind_only(int(args[0]), float(args[1]))
     elif cmd == "bind":
