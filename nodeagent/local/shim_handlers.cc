@@ -315,22 +315,22 @@ Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, 
   const v1::ShimTakeLinkRequest& asked = req.take_link();
   if (asked.port() == 0 || asked.port() > 65535 || asked.agent_port() == 0 || asked.agent_port() > 65535 || asked.fd() < 0)
     return Status::InvalidArgument("accept: no connection named");
-  resp->mutable_take_link();
-  int fd = -1;  // the caller's connection, once taken: the answer goes with the link
-  const int err = parts_.relay.TakeHandedOver(
-      static_cast<uint16_t>(asked.port()), static_cast<uint16_t>(asked.agent_port()), origin.peer.pid, asked.fd(),
-      [&](int link) {
-        if ((fd = origin.call->TakeConnection()) < 0) return false;
-        v1::ShimResponse answer;
-        answer.set_id(req.id());
-        answer.mutable_take_link();
-        return SendShimAnswer(fd, answer, link, 2000);
-      });
-  if (fd >= 0) {
-    close(fd);  // answered (or gone): the server forgot this connection
-    return Status::Ok();
-  }
-  resp->set_err(-err);
+  // The answer goes from the relay, now or once the connection is ready,
+  // with the link (or an errno) on the caller's connection, taken here.
+  int fd = origin.call->TakeConnection();
+  if (fd < 0) return Status::Unavailable(fmt::format("accept: no descriptor for the answer: {}", strerror(errno)));
+  resp->mutable_take_link();  // not sent
+  parts_.relay.TakeHandedOver(
+      static_cast<uint16_t>(asked.port()), static_cast<uint16_t>(asked.agent_port()),
+      {origin.peer.pid, asked.fd(), [fd, id = req.id()](int link) {
+         v1::ShimResponse answer;
+         answer.set_id(id);
+         answer.mutable_take_link();
+         if (link < 0) answer.set_err(-link);
+         const bool sent = SendShimAnswer(fd, answer, link < 0 ? -1 : link, 2000);
+         close(fd);
+         return sent && link >= 0;
+       }});
   return Status::Ok();
 }
 

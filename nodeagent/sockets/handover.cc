@@ -50,11 +50,8 @@ ino_t NetNamespaceOf(int fd) {
   return ino;
 }
 
-// Whether process pid's fd is the far end of our connection local: a copy
-// of it taken through a pidfd, a socket of our own network namespace whose
-// addresses are local's mirrored. An established TCP connection's four
-// addresses are unique in a namespace, so that is the one socket: not one
-// a user made the same in a namespace of its own.
+}  // namespace
+
 bool HoldsOtherEnd(pid_t pid, int fd, int local) {
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) return false;
@@ -69,8 +66,6 @@ bool HoldsOtherEnd(pid_t pid, int fd, int local) {
   return same;
 }
 
-}  // namespace
-
 bool Handovers::Expect(uint16_t agent_port, uint16_t server_port) {
   if (bits_ == nullptr || agent_port == 0 || server_port == 0) return false;
   std::lock_guard lock(mu_);
@@ -81,21 +76,19 @@ bool Handovers::Expect(uint16_t agent_port, uint16_t server_port) {
   return true;
 }
 
-bool Handovers::Ready(uint16_t agent_port, uint16_t server_port, Pair pair) {
+bool Handovers::Ready(uint16_t agent_port, uint16_t server_port, Pair pair, std::optional<Claim>* claimed) {
   std::lock_guard lock(mu_);
   auto it = waiting_.find({agent_port, server_port});
   if (it == waiting_.end()) return false;
-  if (it->second.declined) {
+  if (it->second.claim) {
+    *claimed = std::move(it->second.claim);
     ForgetLocked(it);
-    return false;
+    return true;
   }
-  it->second = Waiting{pair, true, false, Clock::now() + kHandoverWait};
+  it->second.pair = pair;
+  it->second.ready = true;
+  it->second.until = Clock::now() + kHandoverWait;
   return true;
-}
-
-void Handovers::Cancel(uint16_t agent_port, uint16_t server_port) {
-  std::lock_guard lock(mu_);
-  if (auto it = waiting_.find({agent_port, server_port}); it != waiting_.end()) ForgetLocked(it);
 }
 
 void Handovers::ForgetLocked(std::map<Key, Waiting>::iterator it) {
@@ -107,17 +100,34 @@ void Handovers::ForgetLocked(std::map<Key, Waiting>::iterator it) {
   waiting_.erase(it);
 }
 
-int Handovers::Take(uint16_t server_port, uint16_t agent_port, pid_t pid, int fd, Pair* out) {
-  std::lock_guard lock(mu_);
-  auto it = waiting_.find({agent_port, server_port});
-  if (it == waiting_.end()) return -ENOENT;
-  if (!it->second.ready) {
-    it->second.declined = true;
-    return -ENOENT;
+void Handovers::Cancel(uint16_t agent_port, uint16_t server_port) {
+  std::optional<Claim> claim;
+  {
+    std::lock_guard lock(mu_);
+    auto it = waiting_.find({agent_port, server_port});
+    if (it == waiting_.end()) return;
+    claim = std::move(it->second.claim);
+    ForgetLocked(it);
   }
-  *out = it->second.pair;
-  ForgetLocked(it);
-  return HoldsOtherEnd(pid, fd, out->local) ? 0 : -EPERM;
+  if (claim) claim->deliver(-ENOENT);
+}
+
+Handovers::Taken Handovers::Take(uint16_t server_port, uint16_t agent_port, Claim claim, Pair* out) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = waiting_.find({agent_port, server_port});
+    if (it != waiting_.end() && !it->second.ready && !it->second.claim) {
+      it->second.claim = std::move(claim);
+      return Taken::kLater;
+    }
+    if (it != waiting_.end() && it->second.ready) {
+      *out = it->second.pair;
+      ForgetLocked(it);
+      return Taken::kNow;
+    }
+  }
+  claim.deliver(-ENOENT);  // (outside the lock: it writes to a socket)
+  return Taken::kNone;
 }
 
 std::vector<Handovers::Pair> Handovers::Expired(Clock::time_point now) {
@@ -146,12 +156,18 @@ int Handovers::NextWaitMs(Clock::time_point now) {
 }
 
 std::vector<Handovers::Pair> Handovers::TakeAll() {
-  std::lock_guard lock(mu_);
   std::vector<Pair> all;
-  while (!waiting_.empty()) {
-    if (waiting_.begin()->second.ready) all.push_back(waiting_.begin()->second.pair);
-    ForgetLocked(waiting_.begin());
+  std::vector<Claim> claims;
+  {
+    std::lock_guard lock(mu_);
+    while (!waiting_.empty()) {
+      Waiting& w = waiting_.begin()->second;
+      if (w.ready) all.push_back(w.pair);
+      if (w.claim) claims.push_back(std::move(*w.claim));
+      ForgetLocked(waiting_.begin());
+    }
   }
+  for (Claim& c : claims) c.deliver(-ENOENT);
   return all;
 }
 

@@ -3,25 +3,28 @@
 // client would (sockets/port_relay.h), from a port it bound first and
 // announced (Expect: the server may accept before the connect returns).
 // Instead of relaying between that connection and the link at once, it
-// lets the connection wait a moment:
-// the server's shim, in accept(), sees that the connection comes from a
-// port of the agent's that has one waiting (a bit in the state page,
-// proto/state_page.h) and asks for the link (shim request TakeLink); the
-// agent checks that the asking process holds the accepted end (it takes a
-// copy with pidfd_getfd: in this network namespace, with our end's
-// addresses mirrored, it is the one socket that can have them), hands the
-// link over and resets its own end. The server then talks to the client over the link
-// itself: no relay on either node when the client is under the shim too.
-// A connection nobody takes within kHandoverWait (a server whose accept is
-// not the shim's, a busy one) is relayed as before.
+// lets the connection wait a moment: the server's shim, in accept(), sees
+// that the connection comes from a port of the agent's that has one
+// waiting (a bit in the state page, proto/state_page.h) and asks for the
+// link (shim request TakeLink). The agent (now, or once the connection is
+// ready: the server may accept it before the agent has told the other
+// node) checks that the asking process holds the accepted end (a copy
+// taken with pidfd_getfd, in this network namespace, with our end's
+// addresses mirrored: the one socket that can have them), hands the link
+// over and resets its own end. The server then talks to the client over
+// the link itself: no relay on either node when the client is under the
+// shim too. A connection nobody takes within kHandoverWait (a server whose
+// accept is not the shim's, a busy one) is relayed as before.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -31,33 +34,47 @@ namespace onebox {
 
 constexpr std::chrono::milliseconds kHandoverWait{250};
 
+// Whether process pid's fd is the far end of the agent's connection local:
+// a copy of it taken through a pidfd, a socket of the agent's own network
+// namespace whose addresses are local's mirrored. An established TCP
+// connection's four addresses are unique in a namespace, so that is the one
+// socket: not one a user made the same in a namespace of its own.
+bool HoldsOtherEnd(pid_t pid, int fd, int local);
+
 class Handovers {
  public:
   using Clock = std::chrono::steady_clock;
   struct Pair {
     int link, local;  // the link from the other node, the agent's loopback connection to the server
   };
+  // A server's shim asking for the link behind the connection it accepted
+  // as fd: deliver sends it the link (or, negative, the errno it gets) and
+  // says whether the link went; it is called exactly once.
+  struct Claim {
+    pid_t pid;
+    int fd;
+    std::function<bool(int link)> deliver;
+  };
   explicit Handovers(PortBits* bits) : bits_(bits) {}  // bits null: nothing ever waits
 
   // Before the agent connects from agent_port (bound already) to
-  // server_port: a connection from there may be accepted from now on, and
-  // its taker must wait for Ready. False when nothing can wait (relay it).
+  // server_port: a connection from there may be accepted from now on.
+  // False when nothing can wait (relay it).
   bool Expect(uint16_t agent_port, uint16_t server_port);
   // The connection is made and the other node told so: pair may be taken,
-  // for kHandoverWait. False when it may not (a Take came too early, or
-  // nothing was expected): relay it now.
-  bool Ready(uint16_t agent_port, uint16_t server_port, Pair pair);
-  // The connection failed: nothing waits.
+  // for kHandoverWait. A claim that came before is then in *claimed (the
+  // pair is the caller's to complete). False when nothing was expected:
+  // relay it now.
+  bool Ready(uint16_t agent_port, uint16_t server_port, Pair pair, std::optional<Claim>* claimed);
+  // The connection failed: nothing waits (a claim made meanwhile is told ENOENT).
   void Cancel(uint16_t agent_port, uint16_t server_port);
-  // The pair of the connection from agent_port to server_port that process
-  // pid accepted as its fd, taken out: the caller sends the link and then
-  // closes the agent's end, or relays the pair when it cannot. Never
-  // waits: a connection not ready yet (its answer to the other node not yet
-  // written: microseconds) is relayed as soon as it is. -ENOENT: none
-  // waits; -EPERM: pid's fd is not the other end of that connection in
-  // this network namespace (or the kernel would not let us look), and the
-  // pair is in *out all the same, to be relayed at once.
-  int Take(uint16_t server_port, uint16_t agent_port, pid_t pid, int fd, Pair* out);
+  // A claim for the connection from agent_port to server_port. kNone: none
+  // waits (claim.deliver was told ENOENT); kLater: not ready yet
+  // (microseconds: its answer to the other node is being written), Ready
+  // hands the claim back; kNow: the pair, out of the wait, in *out, for the
+  // caller to complete.
+  enum class Taken { kNone, kLater, kNow };
+  Taken Take(uint16_t server_port, uint16_t agent_port, Claim claim, Pair* out);
   // The pairs whose wait ended by now: relay them.
   std::vector<Pair> Expired(Clock::time_point now);
   // Milliseconds until the next wait ends; -1 when none waits.
@@ -69,8 +86,8 @@ class Handovers {
   struct Waiting {
     Pair pair{-1, -1};
     bool ready = false;
-    bool declined = false;    // asked for before ready: relayed once ready
-    Clock::time_point until;  // once ready
+    std::optional<Claim> claim;  // came before ready
+    Clock::time_point until;     // once ready
   };
   using Key = std::pair<uint16_t, uint16_t>;  // agent's port, server's port
   void ForgetLocked(std::map<Key, Waiting>::iterator it);

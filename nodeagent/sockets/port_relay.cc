@@ -619,8 +619,13 @@ void PortRelay::Inbound(int link) {
     Relay(link, local);
     return;
   }
-  if (!handovers_.Ready(agent_port, static_cast<uint16_t>(port), {link, local})) {
+  std::optional<Handovers::Claim> claimed;
+  if (!handovers_.Ready(agent_port, static_cast<uint16_t>(port), {link, local}, &claimed)) {
     Relay(link, local);
+    return;
+  }
+  if (claimed) {  // the server accepted before the link was told: complete its claim now
+    Complete({link, local}, *claimed);
     return;
   }
   uint64_t one = 1;
@@ -631,18 +636,23 @@ void PortRelay::Relay(int link, int local) {
   if (!splice_->Add(link, local).ok()) spdlog::warn("port relay: cannot relay a connection");
 }
 
-int PortRelay::TakeHandedOver(uint16_t server_port, uint16_t agent_port, pid_t pid, int fd,
-                              const std::function<bool(int link)>& send) {
+void PortRelay::TakeHandedOver(uint16_t server_port, uint16_t agent_port, Handovers::Claim claim) {
   Handovers::Pair pair{-1, -1};
-  int err = handovers_.Take(server_port, agent_port, pid, fd, &pair);
-  if (err == -ENOENT) return err;
-  if (err == 0 && send(pair.link)) {
-    close(pair.link);
-    CloseWithReset(pair.local);  // (a reset: no TIME_WAIT left on the agent's port)
-    return 0;
+  if (handovers_.Take(server_port, agent_port, claim, &pair) == Handovers::Taken::kNow) Complete(pair, claim);
+}
+
+void PortRelay::Complete(Handovers::Pair pair, Handovers::Claim& claim) {
+  if (!HoldsOtherEnd(claim.pid, claim.fd, pair.local)) {
+    claim.deliver(-EPERM);
+    Relay(pair.link, pair.local);  // not that process's: as before
+    return;
   }
-  Relay(pair.link, pair.local);  // not that process's, or not sent: as before
-  return err != 0 ? err : -EIO;
+  if (!claim.deliver(pair.link)) {
+    Relay(pair.link, pair.local);
+    return;
+  }
+  close(pair.link);
+  CloseWithReset(pair.local);  // (a reset: no TIME_WAIT left on the agent's port)
 }
 
 }  // namespace onebox

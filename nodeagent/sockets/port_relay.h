@@ -80,12 +80,11 @@ class PortRelay {
   // shim's connect): done gets it, connected to the port on the owner's
   // node, or -errno (ENOENT: not another node's port now), on the dial pool.
   void Dial(uint32_t port, std::function<void(int link)> done);
-  // A server here accepted (as its fd) a connection this agent made from
-  // agent_port to its server_port: send gets the link behind it (to pass
-  // on; true when it did), then the agent's end is reset. 0, or -errno:
-  // ENOENT none waits; any other, and the connection is relayed.
-  int TakeHandedOver(uint16_t server_port, uint16_t agent_port, pid_t pid, int fd,
-                     const std::function<bool(int link)>& send);
+  // A server here accepted a connection this agent made from agent_port
+  // to its server_port: the claim gets the link behind it (now, or once the
+  // connection is ready), and the agent's end is reset; or an errno (then
+  // the connection is relayed, if there is one).
+  void TakeHandedOver(uint16_t server_port, uint16_t agent_port, Handovers::Claim claim);
   // Connections relayed (both directions) open now.
   size_t open() const { return splice_->open(); }
 
@@ -121,6 +120,9 @@ class PortRelay {
   void Inbound(int link);
   // Moves the bytes between a link and the agent's connection to the server.
   void Relay(int link, int local);
+  // Hands pair's link to the claim if the claimant holds the other end of
+  // pair's connection; relays it otherwise.
+  void Complete(Handovers::Pair pair, Handovers::Claim& claim);
 
   PortTable& table_;
   const AccessGate& gate_;
