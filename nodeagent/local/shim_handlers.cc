@@ -304,7 +304,7 @@ Status ShimHandlers::DialPort(const Origin& origin, const v1::ShimRequest& req, 
     answer.set_id(id);
     answer.mutable_dial_port();
     if (link < 0) answer.set_err(-link);
-    SendShimAnswer(fd, answer, link, 2000);
+    SendShimAnswer(fd, answer, link, 0);
     if (link >= 0) close(link);
     close(fd);
   });
@@ -316,7 +316,9 @@ Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, 
   if (asked.port() == 0 || asked.port() > 65535 || asked.agent_port() == 0 || asked.agent_port() > 65535 || asked.fd() < 0)
     return Status::InvalidArgument("accept: no connection named");
   // The answer goes from the relay, now or once the connection is ready,
-  // with the link (or an errno) on the caller's connection, taken here.
+  // with the link (or an errno) on the caller's connection, taken here. A
+  // shim's fresh connection always has room for it: sent without waiting
+  // (one that does not, a client that never reads, gets nothing).
   int fd = origin.call->TakeConnection();
   if (fd < 0) return Status::Unavailable(fmt::format("accept: no descriptor for the answer: {}", strerror(errno)));
   resp->mutable_take_link();  // not sent
@@ -327,7 +329,7 @@ Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, 
          answer.set_id(id);
          answer.mutable_take_link();
          if (link < 0) answer.set_err(-link);
-         const bool sent = SendShimAnswer(fd, answer, link < 0 ? -1 : link, 2000);
+         const bool sent = SendShimAnswer(fd, answer, link < 0 ? -1 : link, 0);
          close(fd);
          return sent && link >= 0;
        }});

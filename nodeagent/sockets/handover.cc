@@ -1,69 +1,33 @@
 #include "nodeagent/sockets/handover.h"
 
-#include <linux/sockios.h>
-#include <netinet/in.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "nodeagent/sockets/sock_diag.h"
 
 namespace onebox {
 
-namespace {
-
-// A TCP socket's own or far address, family and port and address bytes,
-// comparable; empty when none.
-std::string Name(int fd, bool peer) {
-  sockaddr_storage a{};
-  socklen_t len = sizeof a;
-  if ((peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) : getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len)) != 0)
-    return "";
-  if (a.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&reinterpret_cast<const sockaddr_in6&>(a).sin6_addr)) {
-    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(a);  // as the IPv4 address it is
-    return std::string("4") + std::string(reinterpret_cast<const char*>(&in6.sin6_port), 2) +
-           std::string(reinterpret_cast<const char*>(in6.sin6_addr.s6_addr + 12), 4);
-  }
-  if (a.ss_family == AF_INET) {
-    const auto& in = reinterpret_cast<const sockaddr_in&>(a);
-    return std::string("4") + std::string(reinterpret_cast<const char*>(&in.sin_port), 2) +
-           std::string(reinterpret_cast<const char*>(&in.sin_addr), 4);
-  }
-  if (a.ss_family == AF_INET6) {
-    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(a);
-    return std::string("6") + std::string(reinterpret_cast<const char*>(&in6.sin6_port), 2) +
-           std::string(reinterpret_cast<const char*>(&in6.sin6_addr), 16);
-  }
-  return "";
-}
-
-// The network namespace fd's socket lives in (its nsfs inode); 0 when unknown.
-ino_t NetNamespaceOf(int fd) {
-  int ns = ioctl(fd, SIOCGSKNS);
-  if (ns < 0) return 0;
-  struct stat st;
-  const ino_t ino = fstat(ns, &st) == 0 ? st.st_ino : 0;
-  close(ns);
-  return ino;
-}
-
-}  // namespace
-
 bool HoldsOtherEnd(pid_t pid, int fd, int local) {
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) return false;
-  int theirs = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0));
-  close(pidfd);
-  if (theirs < 0) return false;
-  const std::string mine = Name(local, false), far = Name(local, true);
-  const ino_t ns = NetNamespaceOf(local);
-  const bool same = !mine.empty() && !far.empty() && ns != 0 && NetNamespaceOf(theirs) == ns &&
-                    Name(theirs, true) == mine && Name(theirs, false) == far;
-  close(theirs);
-  return same;
+  // The other end's own address is our far one, and the other way round:
+  // its socket, found by those in this namespace, and the socket process
+  // pid holds as fd (named by /proc without touching what fd is) must be one.
+  sockaddr_storage mine{}, far{};
+  socklen_t mine_len = sizeof mine, far_len = sizeof far;
+  if (getsockname(local, reinterpret_cast<sockaddr*>(&mine), &mine_len) != 0 ||
+      getpeername(local, reinterpret_cast<sockaddr*>(&far), &far_len) != 0)
+    return false;
+  const uint64_t inode = TcpSocketInode(/*self=*/far, /*peer=*/mine);
+  if (inode == 0) return false;
+  char held[64];
+  const std::string where = fmt::format("/proc/{}/fd/{}", pid, fd);
+  const ssize_t n = readlink(where.c_str(), held, sizeof held - 1);
+  return n > 0 && std::string_view(held, static_cast<size_t>(n)) == fmt::format("socket:[{}]", inode);
 }
 
 bool Handovers::Expect(uint16_t agent_port, uint16_t server_port) {

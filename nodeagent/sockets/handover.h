@@ -8,10 +8,9 @@
 // waiting (a bit in the state page, proto/state_page.h) and asks for the
 // link (shim request TakeLink). The agent (now, or once the connection is
 // ready: the server may accept it before the agent has told the other
-// node) checks that the asking process holds the accepted end (a copy
-// taken with pidfd_getfd, in this network namespace, with our end's
-// addresses mirrored: the one socket that can have them), hands the link
-// over and resets its own end. The server then talks to the client over
+// node) checks that the asking process holds the accepted end (the socket
+// of this network namespace with our end's addresses mirrored, by inode:
+// HoldsOtherEnd), hands the link over and resets its own end. The server then talks to the client over
 // the link itself: no relay on either node when the client is under the
 // shim too. A connection nobody takes within kHandoverWait (a server whose
 // accept is not the shim's, a busy one) is relayed as before.
@@ -35,10 +34,11 @@ namespace onebox {
 constexpr std::chrono::milliseconds kHandoverWait{250};
 
 // Whether process pid's fd is the far end of the agent's connection local:
-// a copy of it taken through a pidfd, a socket of the agent's own network
-// namespace whose addresses are local's mirrored. An established TCP
-// connection's four addresses are unique in a namespace, so that is the one
-// socket: not one a user made the same in a namespace of its own.
+// the socket of the agent's own network namespace whose addresses are
+// local's mirrored (sock_diag finds its inode: an established connection's
+// four addresses are unique in a namespace, so not one a user made the same
+// in a namespace of its own) is the one /proc/PID/fd/FD names. Nothing of
+// what fd is is touched (no copy of it, no close of a copy).
 bool HoldsOtherEnd(pid_t pid, int fd, int local);
 
 class Handovers {

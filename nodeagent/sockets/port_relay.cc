@@ -24,7 +24,7 @@
 
 #include "naming/unix_relay_name.h"
 #include "nodeagent/daemon/thread_name.h"
-#include "nodeagent/sockets/connection_killer.h"
+#include "nodeagent/sockets/sock_diag.h"
 #include "nodeagent/view/view_fs.h"
 
 namespace onebox {

@@ -15,7 +15,7 @@
 // it over (SCM_RIGHTS); the program's socket becomes the link, one TCP
 // connection and one relay fewer. The agent keeps nothing of it: when the
 // owner's node is declared dead it aborts such links through the kernel
-// (sockets/connection_killer.h), as it resets the ones it relays.
+// (sockets/sock_diag.h), as it resets the ones it relays.
 //
 // A link opens with the owner's challenge (16 random bytes); the dialer
 // answers "OBR3", its proof (an HMAC-SHA256 of the challenge and what it

@@ -1,18 +1,20 @@
-// The abort of a dead node's links (nodeagent/sockets/connection_killer.h),
-// on real TCP connections over loopback: the connections to one listener's
-// address end with ECONNABORTED for whoever holds them, and a connection to
-// another address is left alone. Needs CAP_NET_ADMIN (the tests run as
-// root, as agents do); without it the call must say so rather than claim
-// to have ended anything.
+// sock_diag (nodeagent/sockets/sock_diag.h) on real TCP connections over
+// loopback: the abort of a dead node's links (the connections to one
+// listener's address end with ECONNABORTED for whoever holds them, and a
+// connection to another address is left alone; needs CAP_NET_ADMIN, which
+// the tests have as agents do: without it the call must say so rather than
+// claim to have ended anything), and the socket of one connection found by
+// its addresses.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 
-#include "nodeagent/sockets/connection_killer.h"
+#include "nodeagent/sockets/sock_diag.h"
 
 namespace onebox::testing {
 namespace {
@@ -37,7 +39,7 @@ struct Listener {
   }
 };
 
-TEST(ConnectionKillerTest, AbortsEveryConnectionToTheAddressAndNoOther) {
+TEST(SockDiagTest, AbortsEveryConnectionToTheAddressAndNoOther) {
   Listener dead, alive;
   int to_dead[2] = {dead.Connect(), dead.Connect()};
   int to_alive = alive.Connect();
@@ -58,6 +60,26 @@ TEST(ConnectionKillerTest, AbortsEveryConnectionToTheAddressAndNoOther) {
   }
   for (int fd : to_dead) close(fd);
   close(to_alive);
+}
+
+TEST(SockDiagTest, FindsTheSocketOfOneConnectionByItsAddresses) {
+  Listener listener;
+  int client = listener.Connect();
+  int server = accept4(listener.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(server, 0);
+  sockaddr_storage self{}, peer{};
+  socklen_t self_len = sizeof self, peer_len = sizeof peer;
+  ASSERT_EQ(getsockname(server, reinterpret_cast<sockaddr*>(&self), &self_len), 0);
+  ASSERT_EQ(getpeername(server, reinterpret_cast<sockaddr*>(&peer), &peer_len), 0);
+  struct stat st;
+  ASSERT_EQ(fstat(server, &st), 0);
+  EXPECT_EQ(TcpSocketInode(self, peer), st.st_ino) << "the server's end";
+  ASSERT_EQ(fstat(client, &st), 0);
+  EXPECT_EQ(TcpSocketInode(peer, self), st.st_ino) << "the client's end";
+  reinterpret_cast<sockaddr_in&>(peer).sin_port = htons(1);  // no such connection
+  EXPECT_EQ(TcpSocketInode(self, peer), 0u);
+  close(server);
+  close(client);
 }
 
 }  // namespace

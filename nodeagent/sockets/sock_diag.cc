@@ -1,4 +1,4 @@
-#include "nodeagent/sockets/connection_killer.h"
+#include "nodeagent/sockets/sock_diag.h"
 
 #include <arpa/inet.h>
 #include <linux/inet_diag.h>
@@ -112,6 +112,56 @@ Result<size_t> AbortConnectionsTo(const sockaddr& to) {
   close(nl);
   if (!failed.ok() && aborted == 0) return failed;
   return aborted;
+}
+
+namespace {
+
+// addr's address bytes into out (16), its port into *port, and its family
+// (an IPv4-mapped IPv6 address as IPv4); 0 for another family.
+int AddressOf(const sockaddr_storage& addr, uint32_t out[4], uint16_t* port) {
+  std::memset(out, 0, 16);
+  if (addr.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(addr);
+    std::memcpy(out, &in.sin_addr, 4);
+    *port = in.sin_port;
+    return AF_INET;
+  }
+  if (addr.ss_family != AF_INET6) return 0;
+  const auto& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
+  *port = in6.sin6_port;
+  if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+    std::memcpy(out, in6.sin6_addr.s6_addr + 12, 4);
+    return AF_INET;
+  }
+  std::memcpy(out, &in6.sin6_addr, 16);
+  return AF_INET6;
+}
+
+}  // namespace
+
+uint64_t TcpSocketInode(const sockaddr_storage& self, const sockaddr_storage& peer) {
+  DiagRequest req = Request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, AF_INET);
+  const int family = AddressOf(self, req.body.id.idiag_src, &req.body.id.idiag_sport);
+  if (family == 0 || AddressOf(peer, req.body.id.idiag_dst, &req.body.id.idiag_dport) != family) return 0;
+  req.body.sdiag_family = static_cast<uint8_t>(family);
+  req.body.id.idiag_cookie[0] = req.body.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return 0;
+  timeval tv{1, 0};
+  setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  uint64_t inode = 0;
+  alignas(nlmsghdr) char buf[1024];
+  ssize_t n = send(nl, &req, sizeof req, 0) == static_cast<ssize_t>(sizeof req) ? recv(nl, buf, sizeof buf, 0) : -1;
+  const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
+  if (n >= static_cast<ssize_t>(NLMSG_LENGTH(sizeof(inet_diag_msg))) && h->nlmsg_type == SOCK_DIAG_BY_FAMILY &&
+      h->nlmsg_len >= NLMSG_LENGTH(sizeof(inet_diag_msg))) {
+    // The kernel looks the addresses up as an arriving packet's: with no
+    // such connection it answers the listener on self. Only the connection counts.
+    const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+    if (m->idiag_state != TCP_LISTEN && m->id.idiag_dport == req.body.id.idiag_dport) inode = m->idiag_inode;
+  }
+  close(nl);
+  return inode;
 }
 
 }  // namespace onebox
