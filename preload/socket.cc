@@ -115,6 +115,12 @@ constexpr int kDirectLinks = 65536;  // fds beyond: the real addresses
 DirectLink direct_links[kDirectLinks];
 std::atomic<bool> any_direct_link{false};
 
+// An IPv4 or IPv6 address's port, in host order.
+unsigned PortOf(const sockaddr_storage& a) {
+  return ntohs(a.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6&>(a).sin6_port
+                                       : reinterpret_cast<const sockaddr_in&>(a).sin_port);
+}
+
 // Whether fd is a direct link; then the loopback address it answers, its
 // peer's port, and its own (0: the link's own).
 bool DirectLinkOf(int fd, Loopback* kind, unsigned* port, unsigned* self_port = nullptr) {
@@ -216,6 +222,16 @@ void TakeHandedOver(int fd) {
   if (link >= 0 && StandIn(link, fd, &inode)) RememberDirectLink(fd, inode, kind, agent_port, port);
 }
 
+// What accept and accept4 return: c, after TakeHandedOver, errno as libc left it.
+int Accepted(int c) {
+  if (c >= 0) {
+    const int saved = errno;
+    TakeHandedOver(c);
+    errno = saved;
+  }
+  return c;
+}
+
 // Writes a loopback address of kind with port to addr, truncated to room
 // (the caller's *len before the kernel's answer) as the kernel does, and
 // sets *len to its full size.
@@ -274,9 +290,7 @@ int ConnectDirect(int fd, const sockaddr* addr, const ClusterPort& port) {
   }
   sockaddr_storage self{};
   socklen_t self_len = sizeof self;
-  if (real_getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 ||
-      (self.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&self)->sin_port
-                                 : reinterpret_cast<sockaddr_in6*>(&self)->sin6_port) != 0) {
+  if (real_getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) != 0 || PortOf(self) != 0) {
     errno = saved;
     return 0;
   }
@@ -454,24 +468,12 @@ int connect(int fd, const struct sockaddr* addr, socklen_t len) {
 // server: one that bound its port before an exec has lost any mark of it.)
 int accept(int fd, struct sockaddr* addr, socklen_t* len) {
   ONEBOX_REAL(accept);
-  int c = real_accept(fd, addr, len);
-  if (c >= 0) {
-    const int saved = errno;
-    TakeHandedOver(c);
-    errno = saved;
-  }
-  return c;
+  return Accepted(real_accept(fd, addr, len));
 }
 
 int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
   ONEBOX_REAL(accept4);
-  int c = real_accept4(fd, addr, len, flags);
-  if (c >= 0) {
-    const int saved = errno;
-    TakeHandedOver(c);
-    errno = saved;
-  }
-  return c;
+  return Accepted(real_accept4(fd, addr, len, flags));
 }
 
 // A direct link (ConnectDirect) answers the loopback address the program
@@ -502,9 +504,7 @@ int getsockname(int fd, struct sockaddr* addr, socklen_t* len) {
   sockaddr_storage real{};
   socklen_t real_len = sizeof real;
   if (real_getsockname(fd, reinterpret_cast<sockaddr*>(&real), &real_len) != 0) return r;
-  const uint16_t local = real.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&real)->sin_port
-                                                   : reinterpret_cast<sockaddr_in6*>(&real)->sin6_port;
-  AnswerLoopback(kind, ntohs(local), addr, room, len);
+  AnswerLoopback(kind, PortOf(real), addr, room, len);
   return r;
 }
 

@@ -293,6 +293,21 @@ Status ShimHandlers::BindPort(const Origin& origin, const v1::ShimRequest& req, 
   return Status::Ok();
 }
 
+namespace {
+
+// The answer on a connection taken from the shim server (fd, closed here):
+// with link attached, or (link negative) with its errno. Sent without
+// waiting: a shim's fresh connection always has room for it (one that
+// does not, a client that never reads, gets nothing). True when the link went.
+bool AnswerWithLink(int fd, v1::ShimResponse answer, int link) {
+  if (link < 0) answer.set_err(-link);
+  const bool sent = SendShimAnswer(fd, answer, link < 0 ? -1 : link, 0);
+  close(fd);
+  return sent && link >= 0;
+}
+
+}  // namespace
+
 Status ShimHandlers::DialPort(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const uint32_t port = req.dial_port().port();
   if (port == 0 || port > 65535) return Status::InvalidArgument(fmt::format("connect: port {} is no cluster port", port));
@@ -303,10 +318,8 @@ Status ShimHandlers::DialPort(const Origin& origin, const v1::ShimRequest& req, 
     v1::ShimResponse answer;
     answer.set_id(id);
     answer.mutable_dial_port();
-    if (link < 0) answer.set_err(-link);
-    SendShimAnswer(fd, answer, link, 0);
+    AnswerWithLink(fd, std::move(answer), link);
     if (link >= 0) close(link);
-    close(fd);
   });
   return Status::Ok();
 }
@@ -316,9 +329,7 @@ Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, 
   if (asked.port() == 0 || asked.port() > 65535 || asked.agent_port() == 0 || asked.agent_port() > 65535 || asked.fd() < 0)
     return Status::InvalidArgument("accept: no connection named");
   // The answer goes from the relay, now or once the connection is ready,
-  // with the link (or an errno) on the caller's connection, taken here. A
-  // shim's fresh connection always has room for it: sent without waiting
-  // (one that does not, a client that never reads, gets nothing).
+  // with the link (or an errno) on the caller's connection, taken here.
   int fd = origin.call->TakeConnection();
   if (fd < 0) return Status::Unavailable(fmt::format("accept: no descriptor for the answer: {}", strerror(errno)));
   resp->mutable_take_link();  // not sent
@@ -328,10 +339,7 @@ Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, 
          v1::ShimResponse answer;
          answer.set_id(id);
          answer.mutable_take_link();
-         if (link < 0) answer.set_err(-link);
-         const bool sent = SendShimAnswer(fd, answer, link < 0 ? -1 : link, 0);
-         close(fd);
-         return sent && link >= 0;
+         return AnswerWithLink(fd, std::move(answer), link);
        }});
   return Status::Ok();
 }

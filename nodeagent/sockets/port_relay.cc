@@ -99,6 +99,16 @@ std::string ProofInput(const uint8_t* challenge, std::string_view wanted) {
 
 void Timeouts(int fd, int ms);
 
+// An IPv4 or IPv6 address's port, in host order; and setting it.
+uint16_t PortOf(const sockaddr_storage& a) {
+  return ntohs(a.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6&>(a).sin6_port
+                                       : reinterpret_cast<const sockaddr_in&>(a).sin_port);
+}
+void SetPort(sockaddr_storage* a, uint16_t port) {
+  if (a->ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(a)->sin6_port = htons(port);
+  else reinterpret_cast<sockaddr_in*>(a)->sin_port = htons(port);
+}
+
 // Whether uid (in gid) may connect to a socket file of this mode and owner:
 // connect needs write permission on it, as the kernel checks it (root
 // passes; supplementary groups are not known here and do not count).
@@ -176,16 +186,14 @@ int ConnectTo(const std::string& host, const std::string& port, int timeout_ms,
     // taken again, as connect's own choice would.
     sockaddr_storage from{};
     std::memcpy(&from, found->ai_addr, found->ai_addrlen);
-    if (from.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&from)->sin6_port = 0;
-    else reinterpret_cast<sockaddr_in*>(&from)->sin_port = 0;
+    SetPort(&from, 0);
     socklen_t len = found->ai_addrlen;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, reinterpret_cast<sockaddr*>(&from), len) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&from), &len) != 0)
       err = errno;
     else
-      bound(ntohs(from.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&from)->sin6_port
-                                             : reinterpret_cast<sockaddr_in*>(&from)->sin_port));
+      bound(PortOf(from));
   }
   if (fd >= 0 && err == 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
     err = errno;
@@ -239,8 +247,7 @@ int Listen(const std::string& host, uint32_t port) {
     std::memcpy(&addr, found->ai_addr, found->ai_addrlen);
     len = found->ai_addrlen;
     family = found->ai_family;
-    if (family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port = htons(static_cast<uint16_t>(port));
-    else reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(static_cast<uint16_t>(port));
+    SetPort(&addr, static_cast<uint16_t>(port));
     freeaddrinfo(found);
   }
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -274,8 +281,7 @@ Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const Acce
   sockaddr_storage bound{};
   socklen_t len = sizeof bound;
   getsockname(relay->listener_, reinterpret_cast<sockaddr*>(&bound), &len);
-  const uint16_t port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  const uint16_t port = PortOf(bound);
   relay->address_ = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
   if (host == "0.0.0.0" || host == "::")
     spdlog::warn("port relay: listening on {}: other nodes cannot dial that address; give --listen a host they reach",
@@ -449,9 +455,8 @@ void PortRelay::Dial(uint32_t port, std::function<void(int link)> done) {
     return;
   }
   outbound_->Submit([this, target = std::move(*target), done = std::move(done)] {
-    int link = OpenLink(target, 0, 0);
+    int link = OpenLink(target, 0, 0, kDirectKeepIdleS);
     if (link >= 0) {
-      KeepLinkAlive(link, kDirectKeepIdleS);
       std::lock_guard lock(dial_mu_);
       dialed_[target.relay()] = target.node_id();
     }
@@ -505,7 +510,7 @@ void PortRelay::AcceptLoop() {
   }
 }
 
-int PortRelay::OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gid) {
+int PortRelay::OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gid, int keep_idle_s) {
   const std::string& relay = target.relay();
   const std::string what = target.path().empty() ? fmt::format("port {}", target.port()) : "/" + target.path();
   std::string host, service;
@@ -515,7 +520,7 @@ int PortRelay::OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gi
     return link;
   }
   Timeouts(link, kHandshakeMs);
-  KeepLinkAlive(link);
+  KeepLinkAlive(link, keep_idle_s);
   // The owner speaks first: its challenge. Then the port and the proof.
   uint8_t challenge[kChallengeBytes];
   uint8_t answer[4];
@@ -543,7 +548,7 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
   ucred client_cred{0, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};  // nobody, if the kernel does not say
   socklen_t cred_len = sizeof client_cred;
   getsockopt(client, SOL_SOCKET, SO_PEERCRED, &client_cred, &cred_len);
-  int link = OpenLink(target, client_cred.uid, client_cred.gid);
+  int link = OpenLink(target, client_cred.uid, client_cred.gid, kLinkKeepIdleS);
   if (link < 0) {
     CloseWithReset(client);
     return;

@@ -105,8 +105,9 @@ class PortRelay {
   void Unwatch(int fd);
   // A link to target's owner, connected there (the owner answered 0), for
   // a program of uid and gid (a Unix socket's mode is checked for them):
-  // blocking, no timeouts left on it; -errno when none.
-  int OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gid);
+  // blocking, no timeouts left on it, TCP keepalive after keep_idle_s idle;
+  // -errno when none.
+  int OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gid, int keep_idle_s);
   // A program here connected to a remote port: dial its owner.
   void Outbound(int client, const v1::ClusterPort& target);
   // Reconcile under mu_; the relays of dead owners some program here holds
