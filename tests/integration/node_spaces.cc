@@ -125,8 +125,14 @@ pid_t ChildOf(pid_t parent) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    // A process may exit between the listing and the read, which then fails
+    // with ESRCH: read(2), not a stream (whose iterator throws on that).
+    std::string stat(1024, '\0');
+    int fd = open((entry.path() / "stat").c_str(), O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd < 0 ? -1 : read(fd, stat.data(), stat.size());
+    if (fd >= 0) close(fd);
+    if (got <= 0) continue;
+    stat.resize(static_cast<size_t>(got));
     size_t after_comm = stat.rfind(')');  // comm may hold spaces and parentheses
     if (after_comm == std::string::npos) continue;
     std::istringstream fields(stat.substr(after_comm + 1));
