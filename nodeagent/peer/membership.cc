@@ -151,6 +151,13 @@ bool Membership::Gone(const std::string& node_id) {
   return StateOf(it->second, now) == v1::NODE_STATE_DEAD;
 }
 
+std::optional<std::chrono::milliseconds> Membership::SilentFor(const std::string& node_id) {
+  std::lock_guard lock(mu_);
+  auto it = members_.find(node_id);
+  if (it == members_.end()) return std::nullopt;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now() - it->second.heard);
+}
+
 size_t Membership::KnownCount() {
   std::lock_guard lock(mu_);
   // Right after a restart gossip knows no one yet: the members known before

@@ -69,6 +69,9 @@ class Membership {
   // than a member takes to be declared dead (a node gone for good before
   // this one started: its data dir wiped, or it left the cluster).
   bool Gone(const std::string& node_id);
+  // How long node_id's heartbeat has not risen here; nullopt for a member
+  // not heard of at all.
+  std::optional<std::chrono::milliseconds> SilentFor(const std::string& node_id);
   // Members we know of in any state, ourselves included: at least as many
   // as were known before a restart, and every seed not heard from yet counts
   // as one (a node told to join a cluster is not a cluster of one because

@@ -56,7 +56,7 @@ bool WriteFull(int fd, const void* buf, size_t n) {
 // also end a link whose far reader merely paused, as a zero window.)
 constexpr int kLinkKeepIdleS = 2;
 // A program's own link (Dial) waits longer: its agent aborts it when the
-// far node is declared dead (ECONNABORTED, as the relay resets its own),
+// far node is cut off (ECONNABORTED, as the relay resets its own),
 // and only an agent that cannot do that (no CAP_NET_ADMIN) leaves it to
 // keepalive (ETIMEDOUT, after about 16 s).
 constexpr int kDirectKeepIdleS = 12;
@@ -333,7 +333,7 @@ void PortRelay::Watch(int fd) {
 void PortRelay::Unwatch(int fd) { epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr); }
 
 void PortRelay::Reconcile() {
-  std::set<std::string> gone_relays;  // of dead owners: the links programs here hold to them are aborted
+  std::set<std::string> gone_relays;  // of cut-off owners: the links programs here hold to them are aborted
   ReconcileLocked(&gone_relays);
   for (const std::string& relay : gone_relays) AbortDirectLinks(relay);
 }
@@ -343,7 +343,7 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
   std::lock_guard lock(mu_);
   std::map<std::string, v1::ClusterPort> want;
   for (v1::ClusterPort& port : table_.Live()) {
-    if (port.node_id() == table_.self_id()) continue;
+    if (port.node_id() == table_.self_id() || table_.OwnerCutOff(port.node_id())) continue;
     if (port.path().empty() && (port.port() == 0 || port.port() >= PortBits::kPorts)) continue;  // no TCP port
     want[port.path().empty() ? PortTable::Key(port.port()) : PortTable::UnixKey(port.path())] = std::move(port);
   }
@@ -361,8 +361,8 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
     }
     spdlog::debug("{}: no longer relayed from here", it->first);
     // Closing a listener leaves its connections be, as on one machine; a
-    // dead owner's are reset (their link may never say so).
-    if (table_.OwnerGone(it->second.target.node_id())) splice_->Reset(it->second.target.node_id());
+    // cut-off owner's are reset (their link may never say so).
+    if (table_.OwnerCutOff(it->second.target.node_id())) splice_->Reset(it->second.target.node_id());
     it = proxies_.erase(it);
   }
   for (auto& [key, port] : want) {
@@ -398,13 +398,13 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
     spdlog::debug("{} of node {}: relayed from here", key, port.node());
     proxies_[key] = std::move(proxy);
   }
-  // What Dial may dial now, and the links handed out to owners now dead.
+  // What Dial may dial now, and the links handed out to owners now cut off.
   std::lock_guard dial_lock(dial_mu_);
   dial_targets_.clear();
   for (const auto& [key, proxy] : proxies_)
     if (proxy.target.path().empty()) dial_targets_[proxy.target.port()] = proxy.target;
   for (auto it = dialed_.begin(); it != dialed_.end();) {
-    if (!table_.OwnerGone(it->second)) {
+    if (!table_.OwnerCutOff(it->second)) {
       ++it;
       continue;
     }
@@ -429,7 +429,7 @@ void PortRelay::AbortDirectLinks(const std::string& relay) {
   addrinfo* found = nullptr;
   if (!SplitAddress(relay, &host, &service) || getaddrinfo(host.c_str(), service.c_str(), &hints, &found) != 0 ||
       found == nullptr) {
-    spdlog::warn("links to {} (a dead node): not an address to abort connections to", relay);
+    spdlog::warn("links to {} (a cut-off node): not an address to abort connections to", relay);
     return;
   }
   Result<size_t> aborted = AbortConnectionsTo(*found->ai_addr);
@@ -437,10 +437,10 @@ void PortRelay::AbortDirectLinks(const std::string& relay) {
   if (!aborted.ok()) {
     static std::atomic<bool> said{false};
     if (!said.exchange(true))
-      spdlog::info("programs' direct links to a dead node end by keepalive instead (about 16 s idle): {}",
+      spdlog::info("programs' direct links to a cut-off node end by keepalive instead (about 16 s idle): {}",
                    aborted.status().message());
   } else if (*aborted > 0) {
-    spdlog::info("{} direct links to {} (a dead node) aborted", *aborted, relay);
+    spdlog::info("{} direct links to {} (a cut-off node) aborted", *aborted, relay);
   }
 }
 

@@ -14,8 +14,10 @@
 // the agent (Dial), which opens the link to the owner as above and hands
 // it over (SCM_RIGHTS); the program's socket becomes the link, one TCP
 // connection and one relay fewer. The agent keeps nothing of it: when the
-// owner's node is declared dead it aborts such links through the kernel
-// (sockets/sock_diag.h), as it resets the ones it relays.
+// owner's node is cut off (PortTable::OwnerCutOff: 7 s unheard, or dead) it
+// aborts such links through the kernel (sockets/sock_diag.h), as it resets
+// the ones it relays, and stops relaying the node's ports (new connects are
+// refused) until it is heard again.
 //
 // A link opens with the owner's challenge (16 random bytes); the dialer
 // answers "OBR3", its proof (an HMAC-SHA256 of the challenge and what it
@@ -110,12 +112,12 @@ class PortRelay {
   int OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gid, int keep_idle_s);
   // A program here connected to a remote port: dial its owner.
   void Outbound(int client, const v1::ClusterPort& target);
-  // Reconcile under mu_; the relays of dead owners some program here holds
+  // Reconcile under mu_; the relays of cut-off owners some program here holds
   // a link to are added to gone_relays.
   void ReconcileLocked(std::set<std::string>* gone_relays);
   // The bits of remote_ports_ for dial_targets_ (under dial_mu_).
   void PublishRemotePorts();
-  // Ends the links programs here hold to a dead owner's relay.
+  // Ends the links programs here hold to a cut-off owner's relay.
   void AbortDirectLinks(const std::string& relay);
   // Another agent's link: connect to the port it names.
   void Inbound(int link);
@@ -144,7 +146,7 @@ class PortRelay {
   std::set<std::string> unbindable_;      // said once in the log
   // Dial's view, apart from mu_ (held across table reads and listens): the
   // TCP ports it may dial now, and the relays it handed links to (relay
-  // address -> owner's node id) until their owner is declared dead.
+  // address -> owner's node id) until their owner is cut off.
   std::mutex dial_mu_;
   std::map<uint32_t, v1::ClusterPort> dial_targets_;
   std::map<std::string, std::string> dialed_;

@@ -153,6 +153,12 @@ void PortTable::PeerChanged(const std::string& key) {
   Notify();
 }
 
+bool PortTable::OwnerCutOff(const std::string& node_id) {
+  if (members_.Gone(node_id)) return true;
+  std::optional<std::chrono::milliseconds> silent = members_.SilentFor(node_id);
+  return silent && *silent >= kCutOffAfter;
+}
+
 void PortTable::Notify() {
   if (on_change_) on_change_();
 }

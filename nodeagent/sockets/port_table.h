@@ -57,6 +57,11 @@ class PortTable {
   static constexpr auto kGrantHold = std::chrono::seconds(5);
   // A claim tries vote rounds for this long before it gives up.
   static constexpr auto kClaimWait = std::chrono::seconds(3);
+  // A node not heard for this long is cut off for connections: they end
+  // within 10 s of its last word (heard here up to about 1 s later, through
+  // another member's gossip; seen here within kWatchPeriod), 3 s before it is
+  // declared dead.
+  static constexpr auto kCutOffAfter = std::chrono::seconds(7);
   // How often the owner looks whether its ports are still bound.
   static constexpr auto kWatchPeriod = std::chrono::milliseconds(1000);
 
@@ -121,9 +126,12 @@ class PortTable {
   // for another node only then (never to another program that listens on
   // the port while the record's own socket does not).
   bool ListensNow(const v1::ClusterPort& port);
-  // Whether node_id is declared dead here, or gone for good (Membership::Gone):
-  // its relayed connections are reset.
+  // Whether node_id is declared dead here, or gone for good (Membership::Gone).
   bool OwnerGone(const std::string& node_id) { return members_.Gone(node_id); }
+  // Whether connections to node_id's ports end here: it is gone, or has not
+  // been heard for kCutOffAfter. Its ports are not reached from here then
+  // (new connects refused), though they stay its until it is declared dead.
+  bool OwnerCutOff(const std::string& node_id);
 
   // Tells the relay the table may read differently now (a member was just
   // declared dead: its records no longer count).
