@@ -6,7 +6,10 @@
 // on node 1 (native loopback) and, for bulk, through an `ssh -L` forward on
 // loopback (a sshd of the bench's own, as P7's):
 //   bulk       iperf3, one connection, --seconds each
-//   requests   redis-benchmark GET and SET, 50 clients, --requests each
+//   requests   redis-benchmark GET and SET, 50 clients, --requests each,
+//              --rounds rounds of native, relayed and direct in turn: the
+//              medians of each round's ratio and added p99 (one slow
+//              moment of this shared VM moves one round, not the row)
 //   set-up     connect, one byte each way, close, --connects in a row
 //              (tests/tools/port_probe.py setup): p50 and p99 added
 // iperf3, redis-server and redis-tools are installed with apt-get when
@@ -14,7 +17,8 @@
 // Every node shares this one machine's CPUs: what the relay costs, not
 // what a network gives.
 //
-//   port_bench [--seconds N] [--requests N] [--connects N]
+//   port_bench [--seconds N] [--requests N] [--rounds N] [--connects N]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -99,6 +103,12 @@ std::map<std::string, Redis> RedisRows(const RunResult& r) {
   return rows;
 }
 
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
 std::pair<double, double> Setup(const RunResult& r) {
   double p50 = 0, p99 = 0;
   if (std::sscanf(r.out.c_str(), "setup p50 %lf p99 %lf", &p50, &p99) != 2) return {0, 0};
@@ -108,14 +118,15 @@ std::pair<double, double> Setup(const RunResult& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seconds = 5, requests = 100000, connects = 2000;
+  int seconds = 5, requests = 100000, rounds = 3, connects = 2000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--seconds") seconds = std::stoi(argv[i + 1]);
     else if (flag == "--requests") requests = std::stoi(argv[i + 1]);
+    else if (flag == "--rounds") rounds = std::max(1, std::stoi(argv[i + 1]));
     else if (flag == "--connects") connects = std::stoi(argv[i + 1]);
     else {
-      fprintf(stderr, "usage: port_bench [--seconds N] [--requests N] [--connects N]\n");
+      fprintf(stderr, "usage: port_bench [--seconds N] [--requests N] [--rounds N] [--connects N]\n");
       return 2;
     }
   }
@@ -198,22 +209,44 @@ int main(int argc, char** argv) {
     } else {
       std::vector<std::string> bench{"redis-benchmark", "-h", "127.0.0.1", "-p", "16379", "-c", "50", "-n",
                                      std::to_string(requests), "-t", "get,set", "--csv"};
-      auto native = RedisRows(RunInNode(c.nodes[1], bench));
-      for (bool shim : {false, true}) {
-        const char* way = shim ? "direct" : "relayed";
-        const double cpu1 = onebox::testing::CpuSeconds(c.agents[0]->pid()),
-                     cpu2 = onebox::testing::CpuSeconds(c.agents[1]->pid());
-        RunResult through = shim ? RunInNode(c.nodes[2], bench, c.Shim(2)) : RunInNode(c.nodes[2], bench);
-        auto onebox = RedisRows(through);
-        printf("redis through onebox, %s: %.1f s; agent CPU: server's node %.2f s, client's node %.2f s\n", way,
-               through.seconds, onebox::testing::CpuSeconds(c.agents[0]->pid()) - cpu1,
-               onebox::testing::CpuSeconds(c.agents[1]->pid()) - cpu2);
+      // Per test and way, each round's ratio to that round's native run and its added p99.
+      std::map<std::string, std::vector<double>> ratios, added_p99, native_rps, native_p99;
+      for (int round = 1; round <= rounds; ++round) {
+        auto native = RedisRows(RunInNode(c.nodes[1], bench));
+        printf("redis round %d, native ", round);
         for (const char* test : {"SET", "GET"}) {
-          Redis n = native[test], o = onebox[test];
-          printf("redis %s, 50 clients, %d requests   native %.0f/s p99 %.3f ms   onebox %s %.0f/s p99 %.3f ms   "
-                 "(%.2fx native requests/s, p99 %+.3f ms)\n",
-                 test, requests, n.rps, n.p99_ms, way, o.rps, o.p99_ms, n.rps > 0 ? o.rps / n.rps : 0,
-                 o.p99_ms - n.p99_ms);
+          native_rps[test].push_back(native[test].rps);
+          native_p99[test].push_back(native[test].p99_ms);
+          printf("  %s %.0f/s, p99 %.3f ms", test, native[test].rps, native[test].p99_ms);
+        }
+        printf("\n");
+        for (bool shim : {false, true}) {
+          const char* way = shim ? "direct" : "relayed";
+          const double cpu1 = onebox::testing::CpuSeconds(c.agents[0]->pid()),
+                       cpu2 = onebox::testing::CpuSeconds(c.agents[1]->pid());
+          RunResult through = shim ? RunInNode(c.nodes[2], bench, c.Shim(2)) : RunInNode(c.nodes[2], bench);
+          auto onebox = RedisRows(through);
+          printf("redis round %d, %-7s", round, way);
+          for (const char* test : {"SET", "GET"}) {
+            Redis n = native[test], o = onebox[test];
+            const std::string key = fmt::format("{} {}", test, way);
+            ratios[key].push_back(n.rps > 0 ? o.rps / n.rps : 0);
+            added_p99[key].push_back(o.p99_ms - n.p99_ms);
+            printf("  %s %.0f/s %.2fx, p99 %.3f ms %+.3f", test, o.rps, ratios[key].back(), o.p99_ms,
+                   added_p99[key].back());
+          }
+          printf("   agent CPU: server's node %.2f s, client's node %.2f s\n",
+                 onebox::testing::CpuSeconds(c.agents[0]->pid()) - cpu1,
+                 onebox::testing::CpuSeconds(c.agents[1]->pid()) - cpu2);
+        }
+      }
+      for (const char* test : {"SET", "GET"}) {
+        printf("redis %s, 50 clients, %d requests, median of %d rounds   native %.0f/s p99 %.3f ms\n", test, requests,
+               rounds, Median(native_rps[test]), Median(native_p99[test]));
+        for (const char* way : {"relayed", "direct"}) {
+          const std::string key = fmt::format("{} {}", test, way);
+          printf("  onebox %-8s %.2fx native requests/s, p99 %+.3f ms\n", way, Median(ratios[key]),
+                 Median(added_p99[key]));
         }
       }
     }
