@@ -230,6 +230,10 @@ int main(int argc, char** argv) {
           for (const char* test : {"SET", "GET"}) {
             Redis n = native[test], o = onebox[test];
             const std::string key = fmt::format("{} {}", test, way);
+            if (n.rps == 0 || o.rps == 0) {  // a run that failed says so, and stays out of the medians
+              printf("  %s: no figures (%s)", test, n.rps == 0 ? "native failed" : "this run failed");
+              continue;
+            }
             ratios[key].push_back(n.rps > 0 ? o.rps / n.rps : 0);
             added_p99[key].push_back(o.p99_ms - n.p99_ms);
             printf("  %s %.0f/s %.2fx, p99 %.3f ms %+.3f", test, o.rps, ratios[key].back(), o.p99_ms,

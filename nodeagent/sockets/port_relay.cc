@@ -341,9 +341,17 @@ void PortRelay::Reconcile() {
 void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
   // The table is read under mu_: two calls at once must not apply an older view after a newer one.
   std::lock_guard lock(mu_);
+  // Each node asked once: at the 7 s mark two asks could differ, and the
+  // listeners, resets and aborts below must agree.
+  std::map<std::string, bool> cut_off;
+  auto CutOff = [&](const std::string& node_id) {
+    auto [it, fresh] = cut_off.try_emplace(node_id, false);
+    if (fresh) it->second = table_.OwnerCutOff(node_id);
+    return it->second;
+  };
   std::map<std::string, v1::ClusterPort> want;
   for (v1::ClusterPort& port : table_.Live()) {
-    if (port.node_id() == table_.self_id() || table_.OwnerCutOff(port.node_id())) continue;
+    if (port.node_id() == table_.self_id() || CutOff(port.node_id())) continue;
     if (port.path().empty() && (port.port() == 0 || port.port() >= PortBits::kPorts)) continue;  // no TCP port
     want[port.path().empty() ? PortTable::Key(port.port()) : PortTable::UnixKey(port.path())] = std::move(port);
   }
@@ -360,11 +368,14 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
       close(fd);
     }
     spdlog::debug("{}: no longer relayed from here", it->first);
-    // Closing a listener leaves its connections be, as on one machine; a
-    // cut-off owner's are reset (their link may never say so).
-    if (table_.OwnerCutOff(it->second.target.node_id())) splice_->Reset(it->second.target.node_id());
-    it = proxies_.erase(it);
+    it = proxies_.erase(it);  // its connections stay, as on one machine when a listener closes
   }
+  // A cut-off node's connections are reset (their link may never say so),
+  // whether or not this node still listens for a port of its: the server
+  // may have closed its listener, or the port moved, and kept serving them;
+  // and one made while its node was being cut off is reset at the next look.
+  for (const std::string& node_id : splice_->Tags())
+    if (CutOff(node_id)) splice_->Reset(node_id);
   for (auto& [key, port] : want) {
     if (proxies_.count(key)) continue;
     Proxy proxy{.target = port, .fds = {}};
@@ -404,7 +415,7 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
   for (const auto& [key, proxy] : proxies_)
     if (proxy.target.path().empty()) dial_targets_[proxy.target.port()] = proxy.target;
   for (auto it = dialed_.begin(); it != dialed_.end();) {
-    if (!table_.OwnerCutOff(it->second)) {
+    if (!CutOff(it->second)) {
       ++it;
       continue;
     }

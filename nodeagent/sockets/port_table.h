@@ -92,8 +92,9 @@ class PortTable {
   // Where other nodes' agents reach this node's relay (sockets/port_relay.h); before Start.
   void set_relay_address(std::string address) { relay_address_ = std::move(address); }
   // Called (from any thread, without locks held) after the table may have
-  // changed: a record written here or by a peer, a port let go, a member's
-  // death or return. The relay opens and closes its listeners by it.
+  // changed: a record written here or by a peer, a port let go, a member
+  // cut off, dead or back (the watch calls it every kWatchPeriod for those).
+  // The relay opens and closes its listeners by it.
   void set_on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
   // Watches this node's ports every kWatchPeriod, and tells on_change.
   void Start();
@@ -126,15 +127,13 @@ class PortTable {
   // for another node only then (never to another program that listens on
   // the port while the record's own socket does not).
   bool ListensNow(const v1::ClusterPort& port);
-  // Whether node_id is declared dead here, or gone for good (Membership::Gone).
-  bool OwnerGone(const std::string& node_id) { return members_.Gone(node_id); }
   // Whether connections to node_id's ports end here: it is gone, or has not
   // been heard for kCutOffAfter. Its ports are not reached from here then
   // (new connects refused), though they stay its until it is declared dead.
   bool OwnerCutOff(const std::string& node_id);
 
   // Tells the relay the table may read differently now (a member was just
-  // declared dead: its records no longer count).
+  // declared dead: its records no longer count; or cut off).
   void Notify();
 
  private:

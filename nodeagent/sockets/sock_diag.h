@@ -1,5 +1,5 @@
 // The kernel's sock_diag, for two things about this network namespace's
-// TCP connections. Ending those to one address: the links to a dead node's
+// TCP connections. Ending those to one address: the links to a cut-off node's
 // relay that this agent handed to programs (a shim's direct connect,
 // sockets/port_relay.h) and no longer holds, so it cannot reset them
 // itself (SOCK_DESTROY, as `ss -K`: the program's next call on it fails

@@ -119,6 +119,14 @@ void SpliceRelay::Reset(const std::string& tag) {
   (void)!write(wake_, &one, sizeof one);
 }
 
+std::set<std::string> SpliceRelay::Tags() {
+  std::set<std::string> tags;
+  std::lock_guard lock(mu_);
+  for (const auto& [ptr, pair] : pairs_)
+    if (!pair->tag.empty() && !pair->reset) tags.insert(pair->tag);
+  return tags;
+}
+
 void SpliceRelay::Loop() {
   epoll_event events[64];
   while (!stopping_) {

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -42,8 +43,10 @@ class SpliceRelay {
   // relays between them until both directions end. Closes both on failure.
   // tag names the pair for Reset (the other node it goes to).
   Status Add(int a, int b, std::string tag = "");
-  // Resets every pair tagged tag (its node was declared dead), soon, on the loop's thread.
+  // Resets every pair tagged tag (its node was cut off), soon, on the loop's thread.
   void Reset(const std::string& tag);
+  // The tags of the pairs open now (the empty tag left out).
+  std::set<std::string> Tags();
   // Pairs open now, and relayed since the start.
   size_t open() const { return open_.load(); }
   uint64_t total() const { return total_.load(); }

@@ -48,12 +48,11 @@ class SocketsTest : public ProcessTest {
     return RunInNode(Node(i), args, shim ? ShimEnv(i) : std::map<std::string, std::string>{});
   }
   // An echo server under the shim in node i, listening once this returns
-  // (report: its log says what it sees of each connection).
-  std::unique_ptr<NodeProcess> EchoServer(int i, int port, bool report = false) {
+  // (kind: a port_probe.py server command, echo-server or one of its kin).
+  std::unique_ptr<NodeProcess> EchoServer(int i, int port, const std::string& kind = "echo-server") {
     const std::string log = EchoLog(port);
     auto server = std::make_unique<NodeProcess>(
-        Node(i), std::vector<std::string>{"python3", Probe(), report ? "echo-server-report" : "echo-server", std::to_string(port)},
-        ShimEnv(i), log);
+        Node(i), std::vector<std::string>{"python3", Probe(), kind, std::to_string(port)}, ShimEnv(i), log);
     EXPECT_TRUE(server->ok()) << server->error();
     EXPECT_TRUE(WaitUntil([&] { return ReadFile(log).find("listening") != std::string::npos; }, seconds(20),
                           "the echo server listens"))
@@ -266,7 +265,7 @@ TEST_F(SocketsTest, OfTwoProgramsBindingOnePortOnTwoNodesAtOnceExactlyOneWins) {
 }
 
 TEST_F(SocketsTest, ConnectionsThroughTheRelayBehaveAsOnLoopback) {
-  std::unique_ptr<NodeProcess> server = EchoServer(1, 18090, /*report=*/true);
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18090, "echo-server-report");
   ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18090); }, seconds(10), "node 2 knows the port"));
   RunResult half = ProbeIn(2, {"half-close", "18090"});
   EXPECT_EQ(half.out, "half-close ok\n") << half.err;
@@ -449,18 +448,20 @@ TEST_F(SocketsTest, WhenTheServersNodeIsCutOffItsConnectionsAreResetAndNewOnesRe
     std::unique_ptr<NodeProcess> process;
   };
   std::vector<Client> clients;
+  auto hold = [&](bool shim, bool sending, int port) {
+    const std::string log = dir_ / fmt::format("hold-{}-{}-{}.log", shim ? "direct" : "relayed", sending ? "sending" : "idle", port);
+    std::vector<std::string> argv{"python3", Probe(), "hold", std::to_string(port)};
+    if (sending) argv.push_back("send");
+    clients.push_back({shim, sending, log,
+                       std::make_unique<NodeProcess>(Node(2), argv, shim ? ShimEnv(2) : std::map<std::string, std::string>{}, log)});
+  };
   for (bool shim : {true, false})
-    for (bool sending : {false, true}) {
-      const std::string log = dir_ / fmt::format("hold-{}-{}.log", shim ? "direct" : "relayed", sending ? "sending" : "idle");
-      std::vector<std::string> argv{"python3", Probe(), "hold", "18093"};
-      if (sending) argv.push_back("send");
-      clients.push_back({shim, sending, log,
-                         std::make_unique<NodeProcess>(Node(2), argv, shim ? ShimEnv(2) : std::map<std::string, std::string>{}, log)});
-    }
+    for (bool sending : {false, true}) hold(shim, sending, 18093);
   for (const Client& c : clients)
     ASSERT_TRUE(WaitUntil([&] { return ReadFile(c.log).find("connected") != std::string::npos; }, seconds(10),
                           "the client is connected"))
         << ReadFile(c.log);
+
   ASSERT_TRUE(nodes_->net().SetLink(1, false));
   const auto cut = std::chrono::steady_clock::now();
   // The relay resets what it relays (keepalive, or the node cut off: 7 s
@@ -483,6 +484,28 @@ TEST_F(SocketsTest, WhenTheServersNodeIsCutOffItsConnectionsAreResetAndNewOnesRe
   }
   EXPECT_TRUE(ProbeSays(2, {"refused", "18093"}, "refused\n",
                         cut + seconds(10) - std::chrono::steady_clock::now(), "a new connect is refused once node 1 is cut off"));
+  EXPECT_TRUE(nodes_->net().SetLink(1, true));
+}
+
+TEST_F(SocketsTest, AConnectionWhosePortWasLetGoStillEndsWhenItsNodeIsCutOff) {
+  // A server that lets its port go once it accepted a connection, and
+  // serves that one on: node 2 no longer listens for any port of node 1,
+  // yet the connection it relays must end when node 1 is cut off (sending:
+  // only the cut-off rule ends it, no keepalive runs).
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18094, "echo-server-once");
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18094); }, seconds(10), "node 2 knows the port"));
+  const std::string log = dir_ / "hold.log";
+  NodeProcess client(Node(2), {"python3", Probe(), "hold", "18094", "send"}, {}, log);
+  ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("connected") != std::string::npos; }, seconds(10),
+                        "the client is connected"))
+      << ReadFile(log);
+  ASSERT_TRUE(WaitUntil([&] { return !Lists(2, 18094); }, seconds(10), "node 2 lets the port go"))
+      << ReadFile(EchoLog(18094));
+  ASSERT_TRUE(nodes_->net().SetLink(1, false));
+  const auto cut = std::chrono::steady_clock::now();
+  EXPECT_TRUE(WaitUntil([&] { return Observed(ReadFile(log).find("reset") != std::string::npos, ReadFile(log)); },
+                        seconds(15), "the connection ends"));
+  EXPECT_LE(std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count(), 10.0) << ReadFile(log);
   EXPECT_TRUE(nodes_->net().SetLink(1, true));
 }
 

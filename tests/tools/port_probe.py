@@ -9,6 +9,9 @@ loopback gives; the test reads the lines.
                             with an RST; prints "listening" once it listens
   echo-server-report PORT   the same on 127.0.0.1, printing for each connection
                             "accepted local|remote peer HOST sock HOST PORT"
+  echo-server-once PORT     the same on 127.0.0.1 for one connection: closes
+                            its listener once it accepted it ("closed
+                            listener"), and echoes it until its end
   bind-only PORT SECONDS    binds 127.0.0.1:PORT with SO_REUSEADDR and never
                             listens; prints "bound" and holds it
   bind PORT SECONDS         binds 127.0.0.1:PORT and listens; prints "bound"
@@ -60,7 +63,7 @@ def connect(port, host="127.0.0.1"):
     return socket.create_connection((host, port), timeout=30)
 
 
-def echo_server(port, host="127.0.0.1", report=False):
+def echo_server(port, host="127.0.0.1", report=False, once=False):
     if host.startswith("/"):  # a Unix socket at that path
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(host)
@@ -87,6 +90,11 @@ def echo_server(port, host="127.0.0.1", report=False):
 
     while True:
         c, _ = s.accept()
+        if once:
+            s.close()
+            print("closed listener", flush=True)
+            serve(c)
+            return
         if report:  # what the server sees of each connection, and where the kernel says it goes
             peer, sock = c.getpeername(), c.getsockname()
             where = {"loopback": "local", "other": "remote"}.get(kernel_remote(c), "unknown")
@@ -326,6 +334,8 @@ if __name__ == "__main__":
         echo_server(int(args[0]), *(args[1:2]))
     elif cmd == "echo-server-report":
         echo_server(int(args[0]), report=True)
+    elif cmd == "echo-server-once":
+        echo_server(int(args[0]), once=True)
     elif cmd == "bind-only":
         bind_only(int(args[0]), float(args[1]))
     elif cmd == "bind":
