@@ -8,6 +8,8 @@ PACKAGES=(
   libprotobuf-c-dev protobuf-c-compiler
   librocksdb-dev libgtest-dev libgmock-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev libxxhash-dev
+  libsystemd-dev  # the agent's sd_notify (Type=notify, watchdog)
+  systemd  # tests: systemd-analyze verify of the unit
   python3 python3-grpcio python3-protobuf
   iproute2  # tests: partitions made with network namespaces
   binutils-source  # tests: placement at exec builds its libiberty (66 C files) with make -j

@@ -24,6 +24,7 @@
 #include "nodeagent/api/store_service.h"
 #include "nodeagent/daemon/data_dir.h"
 #include "nodeagent/daemon/listen_address.h"
+#include "nodeagent/daemon/service_manager.h"
 #include "nodeagent/daemon/state_page_owner.h"
 #include "nodeagent/local/shim_handlers.h"
 #include "nodeagent/process/placement.h"
@@ -66,6 +67,8 @@ class Agent {
   static Result<std::unique_ptr<Agent>> Start(const AgentOptions& options, const ListenAddress& listen,
                                               const std::string& join_token);
   void Stop();
+  // Where gRPC is served (the port the kernel picked for port 0).
+  std::string grpc_address() const { return info_.grpc_address(); }
 
  private:
   Agent(const AgentOptions& options, DataDir data_dir, const std::string& join_token)
@@ -271,6 +274,7 @@ void Agent::MakeClusterParts() {
                                             placement_.get(), ports_.get());
   members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(),
                                  dead_before = size_t{0}](size_t alive) mutable {
+    service_manager::Alive();  // the gossip loop turns: the watchdog's proof of life
     if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
     // A node declared dead lets go of its ports now, not at the table's next look.
     size_t dead = 0;
@@ -461,11 +465,14 @@ int RunAgent(const AgentOptions& opt) {
   if (!join_token.ok()) return Fail(join_token.status());
   Result<std::unique_ptr<Agent>> agent = Agent::Start(opt, *listen, *join_token);
   if (!agent.ok()) return Fail(agent.status());
+  service_manager::Ready(fmt::format("serving node {} on {}, shim socket {}", opt.name, (*agent)->grpc_address(),
+                                     opt.socket));
 
   int sig = 0;
   while (sigwait(&stop_signals, &sig) != 0) {
   }
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  service_manager::Stopping();
   (*agent)->Stop();
   return 0;
 }
