@@ -272,9 +272,10 @@ void Agent::MakeClusterParts() {
   };
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_,
                                             placement_.get(), ports_.get());
+  // The gossip loop moves on: the watchdog's proof of life.
+  members_->set_progress_observer([] { service_manager::Alive(); });
   members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(),
                                  dead_before = size_t{0}](size_t alive) mutable {
-    service_manager::Alive();  // the gossip loop turns: the watchdog's proof of life
     if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
     // A node declared dead lets go of its ports now, not at the table's next look.
     size_t dead = 0;

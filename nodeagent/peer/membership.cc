@@ -248,11 +248,14 @@ void Membership::GossipRound() {
   for (const std::string& target : targets) {
     v1::GossipResponse resp;
     // Down or unreachable: its heartbeat will tell.
-    if (!network_.To(target).Gossip(req, &resp, {.timeout = kGossipDeadline}).ok()) continue;
+    bool answered = network_.To(target).Gossip(req, &resp, {.timeout = kGossipDeadline}).ok();
+    if (progress_observer_) progress_observer_();
+    if (!answered) continue;
     std::lock_guard lock(mu_);
     for (const v1::Member& m : resp.members()) MergeLocked(m);
     SaveKnownLocked();
   }
+  if (progress_observer_) progress_observer_();
   if (alive_observer_) alive_observer_(AliveOthers().size());
 }
 
