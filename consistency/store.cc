@@ -790,11 +790,12 @@ Status Store::PutMeta(std::string_view key, std::string_view value, bool sync) {
   return FromRocks(db_->Put(wo, cf(Cf::kMeta), key, value), "put meta");
 }
 
-StoreStats Store::Stats() {
+StoreStats Store::Stats(Cf family) {
   StoreStats st;
-  db_->GetIntProperty(cf(Cf::kKv), "rocksdb.estimate-num-keys", &st.estimated_keys);
-  db_->GetIntProperty(cf(Cf::kKv), "rocksdb.total-sst-files-size", &st.sst_bytes);
-  db_->GetIntProperty(cf(Cf::kKv), "rocksdb.cur-size-all-mem-tables", &st.memtable_bytes);
+  db_->GetIntProperty(cf(family), "rocksdb.estimate-num-keys", &st.estimated_keys);
+  db_->GetIntProperty(cf(family), "rocksdb.total-sst-files-size", &st.sst_bytes);
+  db_->GetIntProperty(cf(family), "rocksdb.cur-size-all-mem-tables", &st.memtable_bytes);
+  db_->GetIntProperty(cf(family), "rocksdb.total-blob-file-size", &st.blob_bytes);
   return st;
 }
 

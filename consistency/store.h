@@ -91,6 +91,7 @@ struct StoreStats {
   uint64_t estimated_keys = 0;
   uint64_t sst_bytes = 0;
   uint64_t memtable_bytes = 0;
+  uint64_t blob_bytes = 0;  // values kept apart in blob files (file content)
 };
 
 class Store {
@@ -217,7 +218,8 @@ class Store {
 
   HybridLogicalClock& clock() { return clock_; }
   uint64_t node_id() const { return node_id_; }
-  StoreStats Stats();
+  // RocksDB's figures for one column family (the Store service's keys by default).
+  StoreStats Stats(Cf family = Cf::kKv);
 
   static Status ValidateKey(std::string_view key);
   static Status ValidateValue(std::string_view value);

@@ -9,11 +9,13 @@ PACKAGES=(
   librocksdb-dev libgtest-dev libgmock-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev libxxhash-dev
   libsystemd-dev  # the agent's sd_notify (Type=notify, watchdog)
+  libmicrohttpd-dev  # the agent's --metrics (Prometheus over HTTP)
   systemd  # tests: systemd-analyze verify of the unit
   python3 python3-grpcio python3-protobuf
   iproute2  # tests: partitions made with network namespaces
   binutils-source  # tests: placement at exec builds its libiberty (66 C files) with make -j
   curl redis-server redis-tools  # tests: cluster ports, with real servers and clients
+  python3-prometheus-client  # tests: the agent's --metrics read by Prometheus' own parser
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi

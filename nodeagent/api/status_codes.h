@@ -17,5 +17,7 @@ Status FromGrpc(const grpc::Status& s);
 // other failure is EIO (what fsync, open and mkdir may return for "the
 // system could not do it").
 int ToErrno(const Status& s);
+// gRPC's name of code, as grpcurl prints it: "OK", "NOT_FOUND", ...
+const char* GrpcCodeName(grpc::StatusCode code);
 
 }  // namespace onebox

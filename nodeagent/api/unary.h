@@ -20,6 +20,7 @@
 #include "nodeagent/api/access.h"
 #include "nodeagent/api/status_codes.h"
 #include "nodeagent/daemon/work_pool.h"
+#include "nodeagent/metrics/metrics.h"
 
 namespace onebox {
 
@@ -30,6 +31,14 @@ grpc::Status ParseRequest(grpc::ByteBuffer* bytes, Req* req) {
   if (req->ParseFromZeroCopyStream(&reader) && reader.status().ok()) return grpc::Status::OK;
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                       fmt::format("malformed request: the bytes sent are not a valid {}", Req::descriptor()->full_name()));
+}
+
+// Answers the call with st, and counts it (metrics: by method and code).
+template <class Method>
+void FinishCounted(grpc::ServerUnaryReactor* reactor, const grpc::Status& st) {
+  metrics::counts().grpc_requests.Add(
+      metrics::Labels({{"method", Method::kName}, {"code", GrpcCodeName(st.error_code())}}));
+  reactor->Finish(st);
 }
 
 // Admits the caller by Method's class (a tag from api/access.h's list: a
@@ -43,12 +52,12 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grp
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   Caller caller = gate.OfGrpc(*ctx);
   if (Status admitted = gate.Admit(Method::kClass, Method::kName, caller); !admitted.ok()) {
-    reactor->Finish(ToGrpc(admitted));
+    FinishCounted<Method>(reactor, ToGrpc(admitted));
     return reactor;
   }
   auto req = std::make_shared<Req>();
   if (grpc::Status parsed = ParseRequest(const_cast<grpc::ByteBuffer*>(in), req.get()); !parsed.ok()) {
-    reactor->Finish(parsed);
+    FinishCounted<Method>(reactor, parsed);
     return reactor;
   }
   auto work = [req, out, reactor, caller = std::move(caller), fn = std::move(fn)] {
@@ -61,7 +70,7 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grp
       bool own_buffer = false;
       st = grpc::GenericSerialize<grpc::ProtoBufferWriter, Resp>(resp, out, &own_buffer);
     }
-    reactor->Finish(st);
+    FinishCounted<Method>(reactor, st);
   };
   if (pool) pool->Submit(std::move(work));
   else work();

@@ -27,6 +27,8 @@
 #include "nodeagent/daemon/service_manager.h"
 #include "nodeagent/daemon/state_page_owner.h"
 #include "nodeagent/local/shim_handlers.h"
+#include "nodeagent/metrics/metrics.h"
+#include "nodeagent/metrics/metrics_server.h"
 #include "nodeagent/process/placement.h"
 #include "nodeagent/sockets/port_relay.h"
 #include "nodeagent/sockets/port_table.h"
@@ -69,6 +71,8 @@ class Agent {
   void Stop();
   // Where gRPC is served (the port the kernel picked for port 0).
   std::string grpc_address() const { return info_.grpc_address(); }
+  // One scrape of --metrics: the counts (metrics/metrics.h) and the gauges read from the parts now.
+  std::string RenderMetrics();
 
  private:
   Agent(const AgentOptions& options, DataDir data_dir, const std::string& join_token)
@@ -123,6 +127,7 @@ class Agent {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ShimHandlers> shim_handlers_;
   std::unique_ptr<ShimServer> shim_;
+  std::unique_ptr<MetricsServer> metrics_;
 };
 
 Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const ListenAddress& listen,
@@ -133,6 +138,15 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const L
   if (Status s = agent->OpenStore(); !s.ok()) return s;
   if (Status s = agent->StartView(); !s.ok()) return s;
   agent->MakeClusterParts();
+  // Before gRPC and the shim socket: an address that cannot be taken stops
+  // the start before anything serves. (A scrape reads parts made, not all started yet.)
+  if (!options.metrics.empty()) {
+    Result<std::unique_ptr<MetricsServer>> metrics =
+        MetricsServer::Start(options.metrics, [a = agent.get()] { return a->RenderMetrics(); });
+    if (!metrics.ok()) return metrics.status();
+    agent->metrics_ = std::move(metrics).value();
+    spdlog::info("metrics at http://{}/metrics", agent->metrics_->address());
+  }
   if (Status s = agent->StartPorts(listen); !s.ok()) return s;  // before peers' records can come
   if (Status s = agent->StartGrpc(listen); !s.ok()) return s;
   if (Status s = agent->StartShimSocket(); !s.ok()) {
@@ -141,6 +155,69 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const L
   }
   agent->StartLoops();
   return agent;
+}
+
+std::string Agent::RenderMetrics() {
+  metrics::Exposition e;
+  metrics::Counts& c = metrics::counts();
+  e.Gauge("onebox_info", "this agent: its node and version", 1,
+          metrics::Labels({{"node", info_.identity.name}, {"version", ONEBOX_VERSION}}));
+  e.Gauge("onebox_uptime_seconds", "since the agent started",
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - info_.started).count());
+  std::map<std::string, int> by_state{{"alive", 0}, {"suspect", 0}, {"dead", 0}};
+  std::vector<v1::Node> nodes = members_->Nodes();
+  auto state_name = [](v1::NodeState s) {
+    return s == v1::NODE_STATE_ALIVE ? "alive" : s == v1::NODE_STATE_SUSPECT ? "suspect" : "dead";
+  };
+  for (const v1::Node& n : nodes) ++by_state[state_name(n.state())];
+  for (const auto& [state, count] : by_state)
+    e.Gauge("onebox_members", "members this node knows, itself included, by state", count,
+            metrics::Labels({{"state", state}}));
+  for (const v1::Node& n : nodes)
+    e.Gauge("onebox_member_state", "each member's state as this node sees it (1 for its state)", 1,
+            metrics::Labels({{"node", n.name()}, {"state", state_name(n.state())}}));
+  const std::vector<v1::ReplicationLag> lags = info_.replication_lag();
+  for (const v1::ReplicationLag& lag : lags)
+    e.Gauge("onebox_replication_entries_behind", "entries of this node's log a member has not acknowledged",
+            static_cast<double>(lag.entries_behind()), metrics::Labels({{"peer", lag.name()}}));
+  for (const v1::ReplicationLag& lag : lags)
+    e.Gauge("onebox_replication_lag_seconds", "age of the oldest entry a member has not acknowledged",
+            static_cast<double>(lag.lag_ms()) / 1000, metrics::Labels({{"peer", lag.name()}}));
+  std::vector<std::pair<std::string, StoreStats>> families;
+  for (size_t i = 0; i < static_cast<size_t>(Cf::kCount); ++i)
+    families.emplace_back(metrics::Labels({{"family", kCfNames[i]}}), store_->Stats(static_cast<Cf>(i)));
+  for (const auto& [labels, st] : families)
+    e.Gauge("onebox_store_sst_bytes", "RocksDB's table files, by column family", static_cast<double>(st.sst_bytes),
+            labels);
+  for (const auto& [labels, st] : families)
+    e.Gauge("onebox_store_blob_bytes", "RocksDB's blob files (file content), by column family",
+            static_cast<double>(st.blob_bytes), labels);
+  for (const auto& [labels, st] : families)
+    e.Gauge("onebox_store_memtable_bytes", "RocksDB's memtables, by column family",
+            static_cast<double>(st.memtable_bytes), labels);
+  for (const auto& [labels, st] : families)
+    e.Gauge("onebox_store_estimated_keys", "RocksDB's estimate of its keys, by column family",
+            static_cast<double>(st.estimated_keys), labels);
+  v1::StatusResponse jobs;
+  info_.jobs(&jobs);
+  e.Counter("onebox_jobs_placed_out_total", "programs this node's processes started on other nodes",
+            static_cast<double>(jobs.jobs_placed_out()));
+  e.Counter("onebox_jobs_taken_in_total", "programs this node ran for other nodes", static_cast<double>(jobs.jobs_taken_in()));
+  e.Gauge("onebox_jobs_out_now", "placed programs running on other nodes now", jobs.jobs_out_now());
+  e.Gauge("onebox_jobs_in_now", "programs run here for other nodes now", jobs.jobs_in_now());
+  auto [won, recalled] = info_.leases();
+  e.Counter("onebox_dir_leases_won_total", "directory leases (exclusive creates) this node won", static_cast<double>(won));
+  e.Counter("onebox_dir_leases_recalled_total", "directory leases this node gave up to another's recall",
+            static_cast<double>(recalled));
+  e.Counter("onebox_view_repairs_total", "files the view audit found behind the store and repaired",
+            static_cast<double>(info_.view_repairs()));
+  e.Add(c.grpc_requests);
+  e.Add(c.shim_requests);
+  e.Add(c.content_bytes);
+  e.Add(c.hydration_results);
+  e.Add(c.hydration_seconds);
+  e.Add(c.port_connections);
+  return e.text();
 }
 
 Status Agent::OpenStore() {
@@ -389,6 +466,7 @@ void Agent::StartLoops() {
 }
 
 void Agent::Stop() {
+  metrics_.reset();  // no scrape reads the parts below as they stop
   server_->GetHealthCheckService()->SetServingStatus(false);
   anti_entropy_->Stop();
   replicator_->Stop();

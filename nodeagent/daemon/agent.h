@@ -37,6 +37,8 @@ struct AgentOptions {
   // Placement at exec (process/placement.h): at most this many placed jobs
   // per CPU on a node.
   double place_jobs_per_cpu = 1.0;
+  // HOST:PORT where GET /metrics answers in Prometheus' text format; empty: none.
+  std::string metrics;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code: 0 after a clean

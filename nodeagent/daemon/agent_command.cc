@@ -84,6 +84,8 @@ AgentCommand::AgentCommand(CLI::App& app) {
                      "without a join token: join, and take peer calls from whoever reaches the port");
   command_->add_flag("--accept-root-setid-from-peers", options_.accept_root_setid_from_peers,
                      "place set-user-ID and set-group-ID files of root that peers send (refused by default)");
+  command_->add_option("--metrics", options_.metrics,
+                       "serve Prometheus metrics at http://HOST:PORT/metrics (read-only; off when not given)");
   command_->add_option("--log-level", options_.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

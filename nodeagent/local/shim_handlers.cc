@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include "naming/ns_key.h"
 #include "nodeagent/api/status_codes.h"
 #include "nodeagent/local/shim_requests.h"
+#include "nodeagent/metrics/metrics.h"
 #include "nodeagent/peer/quorum.h"
 #include "nodeagent/process/signal_as.h"
 #include "nodeagent/api/process_service.h"
@@ -29,29 +31,39 @@ void Answer(const Status& s, v1::ShimResponse* resp) {
   resp->set_message(s.message());
 }
 
+// Answer, and the request counted by kind and result: its errno's name,
+// or "later" when the answer is given later (by other code, which does
+// not count it).
+void AnswerCounted(const char* kind, const Status& s, v1::ShimResponse* resp, bool later = false) {
+  Answer(s, resp);
+  const char* result = later ? "later" : resp->err() == 0 ? "ok" : strerrorname_np(resp->err());
+  metrics::counts().shim_requests.Add(metrics::Labels({{"kind", kind}, {"result", result ? result : "error"}}));
+}
+
 }  // namespace
 
 void ShimHandlers::Serve(ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   switch (req.op_case()) {
 #define ONEBOX_SHIM_CASE(op, handler, runs, what) \
-  case v1::ShimRequest::op: return Run(ShimRuns::runs, &ShimHandlers::handler, call, req, resp);
+  case v1::ShimRequest::op: return Run(ShimRuns::runs, &ShimHandlers::handler, #handler, call, req, resp);
     ONEBOX_SHIM_REQUESTS(ONEBOX_SHIM_CASE)
 #undef ONEBOX_SHIM_CASE
     default: Answer(Status::Unimplemented("unknown shim request"), resp);
   }
 }
 
-void ShimHandlers::Run(ShimRuns runs, Handler handler, ShimCall& call, const v1::ShimRequest& req,
+void ShimHandlers::Run(ShimRuns runs, Handler handler, const char* kind, ShimCall& call, const v1::ShimRequest& req,
                        v1::ShimResponse* resp) {
   if (runs == ShimRuns::kInline) {
-    Answer((this->*handler)(Origin{call.peer, call.connection(), &call}, req, resp), resp);
+    Status done = (this->*handler)(Origin{call.peer, call.connection(), &call}, req, resp);
+    AnswerCounted(kind, done, resp, call.answered_later());
     return;
   }
   WorkPool& pool = runs == ShimRuns::kCalls ? calls_work_ : work_;
-  pool.Submit([this, handler, req, origin = Origin{call.peer, call.connection(), nullptr},
+  pool.Submit([this, handler, kind, req, origin = Origin{call.peer, call.connection(), nullptr},
                 reply = call.Defer()]() mutable {
     v1::ShimResponse r;
-    Answer((this->*handler)(origin, req, &r), &r);
+    AnswerCounted(kind, (this->*handler)(origin, req, &r), &r);
     reply.Send(std::move(r));
   });
 }
@@ -112,7 +124,12 @@ Status ShimHandlers::Publish(const Origin&, const v1::ShimRequest& req, v1::Shim
 }
 
 Status ShimHandlers::Hydrate(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  const auto started = std::chrono::steady_clock::now();
   Result<uint64_t> size = parts_.materializer.Hydrate(req.hydrate().path());
+  metrics::counts().hydration_results.Add(metrics::Labels({{"result", size.ok() ? "ok" : "failed"}}));
+  if (size.ok())
+    metrics::counts().hydration_seconds.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   if (!size.ok()) return size.status();
   resp->mutable_hydrate()->set_size(*size);
   return Status::Ok();
@@ -127,7 +144,7 @@ Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1:
     return Status::Ok();
   }
   // Otherwise a vote or a recall: on the pool, as a kPool request is.
-  Run(ShimRuns::kPool, &ShimHandlers::ClaimByVote, *origin.call, req, resp);
+  Run(ShimRuns::kPool, &ShimHandlers::ClaimByVote, "ClaimByVote", *origin.call, req, resp);
   return Status::Ok();  // (the answer given now is dropped: the deferred one counts)
 }
 

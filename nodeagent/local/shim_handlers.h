@@ -76,7 +76,9 @@ class ShimHandlers {
   // The caller the kernel named on the socket, as the API's gate takes it.
   static onebox::Caller CallerOf(const Origin& origin);
   using Handler = Status (ShimHandlers::*)(const Origin&, const v1::ShimRequest&, v1::ShimResponse*);
-  void Run(ShimRuns runs, Handler handler, ShimCall& call, const v1::ShimRequest& req, v1::ShimResponse* resp);
+  // kind names the request in the metrics (its handler's name).
+  void Run(ShimRuns runs, Handler handler, const char* kind, ShimCall& call, const v1::ShimRequest& req,
+           v1::ShimResponse* resp);
 
   Parts parts_;
   WorkPool work_{4, "onebox-shim"};

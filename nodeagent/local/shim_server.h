@@ -70,6 +70,8 @@ struct ShimCall {
   // errno when no descriptor is left.
   int TakeConnection();
   uint64_t request_id() const { return id_; }
+  // Whether the answer is not the one given now (deferred, or the connection taken).
+  bool answered_later() const { return deferred_ || taken_; }
 
  private:
   friend class ShimServer;

@@ -24,6 +24,7 @@
 
 #include "naming/unix_relay_name.h"
 #include "nodeagent/daemon/thread_name.h"
+#include "nodeagent/metrics/metrics.h"
 #include "nodeagent/sockets/sock_diag.h"
 #include "nodeagent/view/view_fs.h"
 
@@ -49,6 +50,13 @@ bool ReadFull(int fd, void* buf, size_t n) {
 bool WriteFull(int fd, const void* buf, size_t n) {
   return send(fd, buf, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n);
 }
+
+// Counts a connection to or from another node's port in the metrics, by
+// how it goes: "relayed_out" (a program here, through this agent's
+// listener), "relayed_in" (another node's, to a server here, by this
+// agent), "direct" (a link handed to a program here at connect),
+// "handed_over" (a link handed to a server here at accept).
+void CountConnection(const char* way) { metrics::counts().port_connections.Add(metrics::Labels({{"way", way}})); }
 
 // A link between agents: a peer that vanishes (cut off, powered off) while
 // the link is idle is found within about 6 s (no answer to keepalive
@@ -468,6 +476,7 @@ void PortRelay::Dial(uint32_t port, std::function<void(int link)> done) {
   outbound_->Submit([this, target = std::move(*target), done = std::move(done)] {
     int link = OpenLink(target, 0, 0, kDirectKeepIdleS);
     if (link >= 0) {
+      CountConnection("direct");
       std::lock_guard lock(dial_mu_);
       dialed_[target.relay()] = target.node_id();
     }
@@ -564,6 +573,7 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
     CloseWithReset(client);
     return;
   }
+  CountConnection("relayed_out");
   if (!splice_->Add(client, link, target.node_id()).ok())
     spdlog::warn("{}: cannot relay a connection", target.path().empty() ? fmt::format("port {}", target.port()) : target.path());
 }
@@ -649,6 +659,7 @@ void PortRelay::Inbound(int link) {
 }
 
 void PortRelay::Relay(int link, int local) {
+  CountConnection("relayed_in");
   if (!splice_->Add(link, local).ok()) spdlog::warn("port relay: cannot relay a connection");
 }
 
@@ -667,6 +678,7 @@ void PortRelay::Complete(Handovers::Pair pair, Handovers::Claim& claim) {
     Relay(pair.link, pair.local);
     return;
   }
+  CountConnection("handed_over");
   close(pair.link);
   CloseWithReset(pair.local);  // (a reset: no TIME_WAIT left on the agent's port)
 }

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
 #include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "nodeagent/metrics/metrics.h"
 #include "nodeagent/peer/holders.h"
 
 namespace onebox {
@@ -17,6 +19,12 @@ constexpr auto kChunkDeadline = std::chrono::seconds(5);
 // waiting up to kReconnectWait for the link to connect.
 constexpr auto kFailedAtOnce = std::chrono::milliseconds(50);
 constexpr auto kReconnectWait = std::chrono::milliseconds(1000);
+// The metrics' label of content moved: "pushed" (by this node's chunk
+// pushes, once acknowledged; chunks carried in replication batches are not
+// counted here, only where they are "received"), "received" (peers'
+// pushes and carried chunks, stored here), "fetched" (by this node), "served"
+// (to peers' fetches).
+std::string ContentDirection(const char* direction) { return metrics::Labels({{"direction", direction}}); }
 constexpr size_t kFetchesInFlight = 4;
 constexpr size_t kPushBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 }  // namespace
@@ -94,6 +102,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
         spdlog::warn("chunk {} from {} does not match its digest; trying another node", HexOf(digest), node_id);
         continue;
       }
+      metrics::counts().content_bytes.Add(ContentDirection("fetched"), resp.data().size());
       return sink(index, resp.data());
     }
     return Status::Unavailable(fmt::format("no live node holds chunk {} (asked: {})", HexOf(digest).substr(0, 16),
@@ -154,6 +163,7 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
     v1::PushChunksResponse resp;
     Status st = network_.To(address).PushChunks(req, &resp, {.timeout = kChunkDeadline});
     req.clear_chunks();
+    if (st.ok()) metrics::counts().content_bytes.Add(ContentDirection("pushed"), bytes);
     bytes = 0;
     if (!st.ok()) return Status::Unavailable(fmt::format("push chunks to {}: {}", address, st.message()));
     return Status::Ok();
@@ -185,6 +195,7 @@ Status ContentTransfer::Push(const std::string& address, const std::vector<std::
 Status ContentTransfer::OnFetchChunk(const v1::FetchChunkRequest& req, v1::FetchChunkResponse* resp) {
   Result<std::string> data = LocalChunk(req.digest());
   if (data.ok()) {
+    metrics::counts().content_bytes.Add(ContentDirection("served"), data->size());
     resp->set_found(true);
     resp->set_data(std::move(*data));
   } else if (data.status().code() != Code::kNotFound) {
@@ -209,8 +220,12 @@ Status ContentTransfer::StoreChunks(const google::protobuf::RepeatedPtrField<v1:
                    ? store_.PutChunk(c.digest(), c.data(), durability)
                    : Status::InvalidArgument(
                          fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
-    if (s.ok()) ++*stored;
-    else if (first_failure.ok()) first_failure = s;
+    if (s.ok()) {
+      ++*stored;
+      metrics::counts().content_bytes.Add(ContentDirection("received"), c.data().size());
+    } else if (first_failure.ok()) {
+      first_failure = s;
+    }
   }
   return first_failure;
 }
