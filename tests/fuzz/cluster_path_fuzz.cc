@@ -1,0 +1,72 @@
+// Fuzzes the path normalizer the shim runs on every interposed call
+// (naming/cluster_path.h), with any bytes as a path, and as a directory and
+// a relative path (split at the first NUL). Every answer must be what the
+// header promises: it fits, is absolute, has no empty, "." or ".."
+// component, normalizes to itself, and the cluster root's Relative agrees
+// with a plain prefix test on it.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "naming/cluster_path.h"
+
+namespace {
+
+using onebox::kMaxPathBytes;
+
+void Require(bool holds) {
+  if (!holds) abort();
+}
+
+void CheckNormal(const char* p, size_t n, size_t cap) {
+  Require(n < cap && p[n] == '\0' && strlen(p) == n);
+  Require(p[0] == '/');
+  std::string_view s(p, n);
+  Require(n == 1 || s.back() != '/');
+  for (size_t i = 1; i <= n;) {
+    size_t end = s.find('/', i);
+    if (end == std::string_view::npos) end = n;
+    std::string_view part = s.substr(i, end - i);
+    Require(n == 1 || !part.empty());
+    Require(part != "." && part != "..");
+    i = end + 1;
+  }
+  char again[kMaxPathBytes];
+  Require(onebox::NormalizePath(s, again, sizeof again) == n && memcmp(again, p, n) == 0);
+  // Relative under a root: exactly when the path is the root or below it.
+  static onebox::ClusterRoot root = [] {
+    onebox::ClusterRoot r;
+    r.Set("/cluster");
+    return r;
+  }();
+  char rel[kMaxPathBytes];
+  const bool below = s == "/cluster" || s.substr(0, 9) == "/cluster/";
+  Require(root.Relative(s, rel, sizeof rel) == below);
+  if (below) Require(std::string_view(rel) == (s == "/cluster" ? std::string_view("") : s.substr(9)));
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The shim hands it C strings: the bytes up to the first NUL, and after it
+  // (up to the next) a relative path for JoinPath.
+  std::string_view in(reinterpret_cast<const char*>(data), size);
+  const size_t nul = in.find('\0');
+  const std::string_view path = in.substr(0, nul);
+  char out[kMaxPathBytes];
+  // A small buffer too: an answer that does not fit is 0, never an overrun.
+  for (size_t cap : {sizeof out, size_t{16}}) {
+    size_t n = onebox::NormalizePath(path, out, cap);
+    if (n != 0) CheckNormal(out, n, cap);
+  }
+  if (nul == std::string_view::npos) return 0;
+  std::string_view rel = in.substr(nul + 1);
+  rel = rel.substr(0, rel.find('\0'));
+  // JoinPath's contract: an absolute directory and a relative path.
+  if (!path.empty() && path[0] == '/' && (rel.empty() || rel[0] != '/')) {
+    size_t n = onebox::JoinPath(path, rel, out, sizeof out);
+    if (n != 0) CheckNormal(out, n, sizeof out);
+  }
+  return 0;
+}
