@@ -7,8 +7,11 @@ namespace onebox {
 namespace {
 
 // Appends the components of `path` to out[0..*len), resolving "." and ".."
-// lexically. out holds a normalized absolute path ("/" or "/a/b").
-bool AppendComponents(std::string_view path, char* out, size_t* len, size_t cap) {
+// lexically. out holds a normalized absolute path ("/" or "/a/b"). A
+// component that does not fit, and every one after it, is only counted
+// (*beyond): a later ".." takes one of those back first, so a path that
+// passes through a longer one on its way ("/d/deep/../..") still fits.
+void AppendComponents(std::string_view path, char* out, size_t* len, size_t cap, size_t* beyond) {
   size_t i = 0;
   while (i < path.size()) {
     while (i < path.size() && path[i] == '/') ++i;
@@ -17,33 +20,38 @@ bool AppendComponents(std::string_view path, char* out, size_t* len, size_t cap)
     std::string_view comp = path.substr(start, i - start);
     if (comp.empty() || comp == ".") continue;
     if (comp == "..") {
+      if (*beyond > 0) {
+        --*beyond;
+        continue;
+      }
       while (*len > 1 && out[*len - 1] != '/') --*len;  // drop the last component
       if (*len > 1) --*len;                                // and its slash
       continue;
     }
     size_t need = (*len > 1 ? 1 : 0) + comp.size();
-    if (*len + need + 1 > cap) return false;
+    if (*beyond > 0 || *len + need + 1 > cap) {
+      ++*beyond;
+      continue;
+    }
     if (*len > 1) out[(*len)++] = '/';
     memcpy(out + *len, comp.data(), comp.size());
     *len += comp.size();
   }
-  return true;
 }
 
 }  // namespace
 
 size_t NormalizePath(std::string_view path, char* out, size_t cap) {
-  if (path.empty() || path[0] != '/' || cap < 2) return 0;
-  size_t len = 1;
-  out[0] = '/';
-  if (!AppendComponents(path, out, &len, cap)) return 0;
-  out[len] = '\0';
-  return len;
+  return JoinPath(path, "", out, cap);
 }
 
 size_t JoinPath(std::string_view dir, std::string_view rel, char* out, size_t cap) {
-  size_t len = NormalizePath(dir, out, cap);
-  if (len == 0 || !AppendComponents(rel, out, &len, cap)) return 0;
+  if (dir.empty() || dir[0] != '/' || cap < 2) return 0;
+  size_t len = 1, beyond = 0;
+  out[0] = '/';
+  AppendComponents(dir, out, &len, cap, &beyond);
+  AppendComponents(rel, out, &len, cap, &beyond);
+  if (beyond > 0) return 0;  // the result does not fit
   out[len] = '\0';
   return len;
 }

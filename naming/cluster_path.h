@@ -16,7 +16,8 @@ constexpr size_t kMaxPathBytes = 4096;  // PATH_MAX, with the terminating NUL
 
 // Writes the lexical normal form of the absolute path `path` to out (NUL
 // terminated). Returns its length, or 0 when path is not absolute or the
-// result does not fit in cap.
+// result does not fit in cap (the result: a longer path on the way, as
+// "/a/<more than cap>/..", does not matter).
 size_t NormalizePath(std::string_view path, char* out, size_t cap);
 
 // Normal form of dir + "/" + rel (rel relative, dir absolute), as above.

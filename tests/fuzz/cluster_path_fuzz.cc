@@ -55,18 +55,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t nul = in.find('\0');
   const std::string_view path = in.substr(0, nul);
   char out[kMaxPathBytes];
-  // A small buffer too: an answer that does not fit is 0, never an overrun.
-  for (size_t cap : {sizeof out, size_t{16}}) {
-    size_t n = onebox::NormalizePath(path, out, cap);
-    if (n != 0) CheckNormal(out, n, cap);
-  }
+  const size_t whole = onebox::NormalizePath(path, out, sizeof out);
+  if (whole != 0) CheckNormal(out, whole, sizeof out);
+  // A small buffer: the same answer when it fits (whatever the path passes
+  // through on the way), else 0, never an overrun.
+  char small[16];
+  const size_t n = onebox::NormalizePath(path, small, sizeof small);
+  Require(n == (whole != 0 && whole < sizeof small ? whole : 0));
+  if (n != 0) Require(memcmp(small, out, n + 1) == 0);
   if (nul == std::string_view::npos) return 0;
   std::string_view rel = in.substr(nul + 1);
   rel = rel.substr(0, rel.find('\0'));
   // JoinPath's contract: an absolute directory and a relative path.
   if (!path.empty() && path[0] == '/' && (rel.empty() || rel[0] != '/')) {
-    size_t n = onebox::JoinPath(path, rel, out, sizeof out);
-    if (n != 0) CheckNormal(out, n, sizeof out);
+    size_t joined = onebox::JoinPath(path, rel, out, sizeof out);
+    if (joined != 0) CheckNormal(out, joined, sizeof out);
+    // The same as normalizing dir/rel as one path.
+    static char both[2 * kMaxPathBytes + 2], again[kMaxPathBytes];
+    if (path.size() + 1 + rel.size() < sizeof both) {
+      memcpy(both, path.data(), path.size());
+      both[path.size()] = '/';
+      memcpy(both + path.size() + 1, rel.data(), rel.size());
+      size_t whole_join = onebox::NormalizePath(std::string_view(both, path.size() + 1 + rel.size()), again, sizeof again);
+      Require(whole_join == joined && (joined == 0 || memcmp(again, out, joined) == 0));
+    }
   }
   return 0;
 }

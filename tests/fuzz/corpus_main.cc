@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (const auto& file : files) {
+      fprintf(stderr, "%s\n", file.c_str());  // which one, when it fails
       std::ifstream in(file, std::ios::binary);
       std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());

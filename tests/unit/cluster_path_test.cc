@@ -46,6 +46,25 @@ TEST(ClusterPath, JoinsRelativeToADirectory) {
   EXPECT_STREQ(buf, "/cluster");
 }
 
+// What fits is the result: a path may pass through a longer one on its way
+// (a deep cwd, then ".." out of it), as the kernel allows. Found by the
+// cluster_path fuzz harness's invariants (tests/fuzz/).
+TEST(ClusterPath, AResultThatFitsIsGivenWhateverThePathPassesThrough) {
+  char tiny[16];
+  EXPECT_EQ(NormalizePath("/aaaaaaaaaaaaaaaaaaaa/..", tiny, sizeof tiny), 1u);
+  EXPECT_EQ(NormalizePath("/b/aaaaaaaaaaaaaaaaaaaa/x/../../c", tiny, sizeof tiny), 4u);
+  EXPECT_STREQ(tiny, "/b/c");
+  EXPECT_EQ(NormalizePath("/b/aaaaaaaaaaaaaaaaaaaa/x/../c", tiny, sizeof tiny), 0u) << "still too long";
+  char buf[kMaxPathBytes];
+  const std::string dir = "/" + std::string(3000, 'd');
+  std::string rel;
+  for (int i = 0; i < 10; ++i) rel += std::string(200, 'r') + "/";
+  for (int i = 0; i < 10; ++i) rel += "../";
+  rel += "x";
+  ASSERT_EQ(JoinPath(dir, rel, buf, sizeof buf), dir.size() + 2);
+  EXPECT_EQ(std::string(buf), dir + "/x");
+}
+
 TEST(ClusterPath, ClassifiesUnderTheDefaultRoot) {
   ClusterRoot root;
   EXPECT_EQ(root.root(), "/cluster");
