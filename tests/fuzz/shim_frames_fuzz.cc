@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 
 #include <google/protobuf/stubs/logging.h>
@@ -78,15 +79,21 @@ std::vector<Mark> Exchange(const std::string& bytes, size_t piece) {
   Require(fd >= 0);
   for (size_t at = 0; at < bytes.size(); at += piece) {
     size_t n = std::min(piece, bytes.size() - at);
-    if (send(fd, bytes.data() + at, n, MSG_NOSIGNAL) != static_cast<ssize_t>(n)) break;  // closed on us: fine
+    ssize_t sent;
+    do sent = send(fd, bytes.data() + at, n, MSG_NOSIGNAL);
+    while (sent < 0 && errno == EINTR);  // libFuzzer's timer (-timeout) interrupts calls every second
+    if (sent != static_cast<ssize_t>(n)) break;  // closed on us: fine
   }
   shutdown(fd, SHUT_WR);
   std::string got;
   for (;;) {
     pollfd p{fd, POLLIN, 0};
-    Require(poll(&p, 1, 5000) == 1);  // the server never leaves a closed client hanging
+    int ready = poll(&p, 1, 5000);
+    if (ready < 0 && errno == EINTR) continue;
+    Require(ready == 1);  // the server never leaves a closed client hanging
     char buf[65536];
     ssize_t r = recv(fd, buf, sizeof buf, 0);
+    if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     got.append(buf, static_cast<size_t>(r));
   }
