@@ -1,8 +1,12 @@
 // The agent's --listen address: parsed (HOST:PORT, [V6]:PORT), and tried
 // before gRPC binds it, because gRPC reports a failed bind only as "could
-// not start": a taken port gets its real reason.
+// not start": a taken port gets its real reason. Also the TCP listeners the
+// agent opens itself (the port relay's, --metrics) and an address's port.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <cstdint>
 #include <string>
 
 #include "consistency/status.h"
@@ -19,5 +23,14 @@ struct ListenAddress {
 Result<ListenAddress> ParseListenAddress(const std::string& addr);
 // Binds every address host resolves to, and lets go again.
 Status CheckCanListen(const ListenAddress& address);
+
+// An IPv4 or IPv6 address's port, in host order; and setting it.
+uint16_t PortOf(const sockaddr_storage& a);
+void SetPort(sockaddr_storage* a, uint16_t port);
+// A non-blocking TCP listener (SO_REUSEADDR) on host (an address, or a
+// name: its first address) and port (0: the kernel picks); -errno when it
+// cannot. An IPv6 one takes IPv6 only unless v6_only is false ("::" then
+// takes IPv4 too).
+int ListenTcp(const std::string& host, uint32_t port, bool v6_only = true);
 
 }  // namespace onebox

@@ -1,8 +1,6 @@
 #include "nodeagent/metrics/metrics_server.h"
 
 #include <microhttpd.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -53,30 +51,14 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& a
                                                             std::function<std::string()> render) {
   Result<ListenAddress> where = ParseListenAddress(address);
   if (!where.ok()) return Status::InvalidArgument(fmt::format("--metrics: {}", where.status().message()));
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string port = std::to_string(where->port);
-  if (int e = getaddrinfo(where->host.c_str(), port.c_str(), &hints, &found); e != 0 || found == nullptr)
-    return Status::InvalidArgument(fmt::format("--metrics {}: {}", address, gai_strerror(e)));
   // The socket is made here (libmicrohttpd takes it): a taken port gets its
   // real reason, and a port 0 its number.
-  int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  bool bound = fd >= 0 && bind(fd, found->ai_addr, found->ai_addrlen) == 0 && listen(fd, 64) == 0;
-  const int err = errno;
-  freeaddrinfo(found);
-  if (!bound) {
-    if (fd >= 0) close(fd);
-    return Status::Unavailable(fmt::format("--metrics {}: cannot listen: {}", address, strerror(err)));
-  }
+  const int fd = ListenTcp(where->host, static_cast<uint32_t>(where->port), /*v6_only=*/false);
+  if (fd < 0) return Status::Unavailable(fmt::format("--metrics {}: cannot listen: {}", address, strerror(-fd)));
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  const int bound_port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  const int bound_port = PortOf(ss);
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->address_ = where->WithPort(bound_port);
   server->render_ = std::move(render);

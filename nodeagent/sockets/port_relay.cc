@@ -23,6 +23,7 @@
 #include <spdlog/spdlog.h>
 
 #include "naming/unix_relay_name.h"
+#include "nodeagent/daemon/listen_address.h"
 #include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/metrics/metrics.h"
 #include "nodeagent/sockets/sock_diag.h"
@@ -106,16 +107,6 @@ std::string ProofInput(const uint8_t* challenge, std::string_view wanted) {
 }
 
 void Timeouts(int fd, int ms);
-
-// An IPv4 or IPv6 address's port, in host order; and setting it.
-uint16_t PortOf(const sockaddr_storage& a) {
-  return ntohs(a.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6&>(a).sin6_port
-                                       : reinterpret_cast<const sockaddr_in&>(a).sin_port);
-}
-void SetPort(sockaddr_storage* a, uint16_t port) {
-  if (a->ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(a)->sin6_port = htons(port);
-  else reinterpret_cast<sockaddr_in*>(a)->sin_port = htons(port);
-}
 
 // Whether uid (in gid) may connect to a socket file of this mode and owner:
 // connect needs write permission on it, as the kernel checks it (root
@@ -233,44 +224,6 @@ bool SplitAddress(const std::string& address, std::string* host, std::string* po
   return true;
 }
 
-// A non-blocking listener on a loopback address (or host) and port; -errno when it cannot.
-int Listen(const std::string& host, uint32_t port) {
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  int family = AF_INET;
-  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&addr); inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    len = sizeof *v4;
-  } else if (auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr); inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    family = AF_INET6;
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    len = sizeof *v6;
-  } else {  // a host name (--listen localhost:7070): its first address
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* found = nullptr;
-    if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return -EADDRNOTAVAIL;
-    std::memcpy(&addr, found->ai_addr, found->ai_addrlen);
-    len = found->ai_addrlen;
-    family = found->ai_family;
-    SetPort(&addr, static_cast<uint16_t>(port));
-    freeaddrinfo(found);
-  }
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, SOMAXCONN) != 0) {
-    int err = errno;
-    close(fd);
-    return -err;
-  }
-  return fd;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const AccessGate& gate, std::string join_token,
@@ -283,7 +236,7 @@ Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const Acce
   Result<std::unique_ptr<SpliceRelay>> splice = SpliceRelay::Start();
   if (!splice.ok()) return splice.status();
   relay->splice_ = std::move(splice).value();
-  relay->listener_ = Listen(host, 0);
+  relay->listener_ = ListenTcp(host, 0);
   if (relay->listener_ < 0)
     return Status::Unavailable(fmt::format("port relay: cannot listen on {}: {}", host, strerror(-relay->listener_)));
   sockaddr_storage bound{};
@@ -389,8 +342,8 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
     Proxy proxy{.target = port, .fds = {}};
     int err = 0;
     if (port.path().empty()) {
-      int v4 = Listen("127.0.0.1", port.port());
-      int v6 = Listen("::1", port.port());  // fails where the node has no IPv6 loopback: IPv4 only then
+      int v4 = ListenTcp("127.0.0.1", port.port());
+      int v6 = ListenTcp("::1", port.port());  // fails where the node has no IPv6 loopback: IPv4 only then
       if (v4 < 0) {
         if (v6 >= 0) close(v6);
         err = -v4;  // a program here holds the port outside the shim: it keeps it
