@@ -3,21 +3,11 @@
 #include <fmt/format.h>
 
 #include "consistency/hlc.h"
+#include "nodeagent/api/node_state.h"
 #include "nodeagent/cli/commands.h"
 #include "onebox/v1/cluster.grpc.pb.h"
 
 namespace onebox {
-
-namespace {
-const char* StateName(v1::NodeState s) {
-  switch (s) {
-    case v1::NODE_STATE_ALIVE: return "alive";
-    case v1::NODE_STATE_SUSPECT: return "suspect";
-    case v1::NODE_STATE_DEAD: return "dead";
-    default: return "unknown";
-  }
-}
-}  // namespace
 
 int CmdStatus(const ClientOptions& o) {
   Client c(o);
@@ -31,7 +21,7 @@ int CmdStatus(const ClientOptions& o) {
   }
   const v1::Node& n = r.node();
   std::cout << fmt::format("node       {} ({})\n", n.name(), n.node_id())
-            << fmt::format("state      {}\n", StateName(n.state()))
+            << fmt::format("state      {}\n", NodeStateName(n.state()))
             << fmt::format("address    {}\n", n.address())
             << fmt::format("socket     {}\n", r.socket_path())
             << fmt::format("data dir   {}\n", r.data_dir())
@@ -68,7 +58,7 @@ int CmdNodes(const ClientOptions& o) {
                            "LOAD");
   for (const v1::Node& n : r.nodes()) {
     std::cout << fmt::format("{:<5} {:<20} {:<16} {:<8} {:<22} {:.2f}{}\n", n.index(), n.name(), n.node_id(),
-                             StateName(n.state()), n.address(), n.load().loadavg_1m(),
+                             NodeStateName(n.state()), n.address(), n.load().loadavg_1m(),
                              n.self() ? "  (this node)" : "");
   }
   return kExitOk;

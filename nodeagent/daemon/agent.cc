@@ -19,6 +19,7 @@
 #include "nodeagent/api/cluster_service.h"
 #include "nodeagent/api/local_calls.h"
 #include "nodeagent/api/namespace_service.h"
+#include "nodeagent/api/node_state.h"
 #include "nodeagent/api/peer_service.h"
 #include "nodeagent/api/process_service.h"
 #include "nodeagent/api/store_service.h"
@@ -166,16 +167,13 @@ std::string Agent::RenderMetrics() {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - info_.started).count());
   std::map<std::string, int> by_state{{"alive", 0}, {"suspect", 0}, {"dead", 0}};
   std::vector<v1::Node> nodes = members_->Nodes();
-  auto state_name = [](v1::NodeState s) {
-    return s == v1::NODE_STATE_ALIVE ? "alive" : s == v1::NODE_STATE_SUSPECT ? "suspect" : "dead";
-  };
-  for (const v1::Node& n : nodes) ++by_state[state_name(n.state())];
+  for (const v1::Node& n : nodes) ++by_state[NodeStateName(n.state())];
   for (const auto& [state, count] : by_state)
     e.Gauge("onebox_members", "members this node knows, itself included, by state", count,
             metrics::Labels({{"state", state}}));
   for (const v1::Node& n : nodes)
     e.Gauge("onebox_member_state", "each member's state as this node sees it (1 for its state)", 1,
-            metrics::Labels({{"node", n.name()}, {"state", state_name(n.state())}}));
+            metrics::Labels({{"node", n.name()}, {"state", NodeStateName(n.state())}}));
   const std::vector<v1::ReplicationLag> lags = info_.replication_lag();
   for (const v1::ReplicationLag& lag : lags)
     e.Gauge("onebox_replication_entries_behind", "entries of this node's log a member has not acknowledged",
