@@ -80,13 +80,20 @@ std::string_view MethodClassName(MethodClass c) {
   return "?";
 }
 
-bool Caller::IsAdmin() const { return local && (uid == 0 || uid == geteuid()); }
+bool Caller::IsAdmin() const { return (local && (uid == 0 || uid == geteuid())) || tls_role == TlsRole::kAdmin; }
 
 bool Caller::InGroup(gid_t g) const { return g == gid || std::find(groups.begin(), groups.end(), g) != groups.end(); }
 
 Caller AccessGate::OfGrpc(const grpc::ServerContextBase& ctx) const {
   Caller caller;
-  if (token_.empty()) {
+  if (tls_) {
+    caller.tls_role = RoleOfCaller(*ctx.auth_context(), &caller.tls_name);
+    caller.proven_peer = caller.tls_role == TlsRole::kNode;
+    if (caller.tls_role == TlsRole::kAdmin) {  // acts as the agent's own user
+      caller.uid = geteuid();
+      caller.gid = getegid();
+    }
+  } else if (token_.empty()) {
     caller.proven_peer = insecure_;
   } else {
     const auto& metadata = ctx.client_metadata();
@@ -121,20 +128,24 @@ Status AccessGate::Admit(MethodClass c, std::string_view method, const Caller& c
   switch (c) {
     case MethodClass::kReadOnly: return Status::Ok();
     case MethodClass::kCallerActing:
-      if (caller.local) return Status::Ok();
+      if (caller.Identified()) return Status::Ok();
       return Status::PermissionDenied(fmt::format(
-          "{} acts as its caller, and gRPC callers are anonymous: call it over the agent's Unix socket "
-          "(`onebox --socket PATH ...` does; see docs/operations.md)",
+          "{} acts as its caller, and this gRPC caller is anonymous: call it over the agent's Unix socket "
+          "(`onebox --socket PATH ...` does), or over TLS with an admin certificate of the cluster's CA; see "
+          "docs/operations.md",
           method));
     case MethodClass::kAdmin:
       if (caller.IsAdmin()) return Status::Ok();
-      return Status::PermissionDenied(
-          fmt::format("{} is for root or the agent's own user, over the agent's Unix socket", method));
+      return Status::PermissionDenied(fmt::format(
+          "{} is for root or the agent's own user, over the agent's Unix socket, or an admin certificate", method));
     case MethodClass::kPeer: {
       if (caller.proven_peer) return Status::Ok();
-      std::string_view why = token_.empty() ? "this agent has no join token (--join-token-file), and peer calls "
-                                              "without one are refused unless --insecure"
-                                            : "the call did not carry this cluster's join token";
+      std::string_view why =
+          tls_ ? (caller.tls_role == TlsRole::kNone ? "the caller showed no certificate of this cluster's CA"
+                                                    : "the caller's certificate is not a node's (an admin's calls no peer methods)")
+          : token_.empty() ? "this agent has no join token (--join-token-file), and peer calls "
+                             "without one are refused unless --insecure"
+                           : "the call did not carry this cluster's join token";
       LogRefusedPeer(caller, method, why);
       return Status::Unauthenticated(fmt::format("{} is for the cluster's agents: {}", method, why));
     }

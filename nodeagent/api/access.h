@@ -8,12 +8,15 @@
 //   kCallerActing a local user, over the agent's Unix socket, where the
 //                 kernel names the caller (SO_PEERCRED); the handler acts
 //                 with the caller's rights (api/acting_as.h). Over gRPC,
-//                 refused (PERMISSION_DENIED) until mutual TLS gives gRPC
-//                 callers an identity.
-//   kAdmin        root or the agent's own user, over the Unix socket
-//   kPeer         another agent: the call carries the cluster's join token
-//                 (metadata kJoinTokenHeader), compared in constant time.
-//                 A token authenticates; it does not encrypt.
+//                 only a client showing an admin certificate of the
+//                 cluster's CA (tls/tls_identity.h), which acts as the
+//                 agent's own user; anonymous callers get PERMISSION_DENIED.
+//   kAdmin        root or the agent's own user, over the Unix socket; an
+//                 admin certificate over gRPC
+//   kPeer         another agent: with TLS, its node certificate of the
+//                 cluster's CA; else the call carries the cluster's join
+//                 token (metadata kJoinTokenHeader), compared in constant
+//                 time. A token authenticates; it does not encrypt.
 #pragma once
 
 #include <sys/types.h>
@@ -27,6 +30,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "consistency/status.h"
+#include "nodeagent/tls/tls_identity.h"
 
 // X(service, method, class, why this class)
 #define ONEBOX_API_METHODS(X)                                                                             \
@@ -97,11 +101,14 @@ constexpr const char* kJoinTokenHeader = "onebox-join-token";
 constexpr size_t kMinJoinTokenBytes = 16;
 
 // Who is calling. A local caller came over the Unix socket and the kernel
-// named it; any other came over gRPC and is anonymous, or a peer when its
-// call carried the join token.
+// named it; any other came over gRPC and is anonymous, an admin when it
+// showed an admin certificate, or a peer when it showed a node certificate
+// (with TLS) or its call carried the join token (without).
 struct Caller {
   bool local = false;
   bool proven_peer = false;
+  TlsRole tls_role = TlsRole::kNone;  // the certificate's, over gRPC with TLS
+  std::string tls_name;               // its common name, for the log
   pid_t pid = 0;
   uid_t uid = static_cast<uid_t>(-1);
   gid_t gid = static_cast<gid_t>(-1);
@@ -110,23 +117,30 @@ struct Caller {
 
   bool InGroup(gid_t g) const;
   // Root, or the user the agent runs as (an agent a user started is theirs),
-  // named by the kernel.
+  // named by the kernel; or the holder of an admin certificate.
   bool IsAdmin() const;
+  // Whose rights a call may act with are known: a caller the kernel named,
+  // or an admin certificate's holder (who acts as the agent's user).
+  bool Identified() const { return local || tls_role == TlsRole::kAdmin; }
 };
 
 class AccessGate {
  public:
-  // join_token empty: peers cannot prove themselves, and peer calls are
-  // refused unless insecure (then every caller is taken for a peer).
-  AccessGate(std::string join_token, bool insecure) : token_(std::move(join_token)), insecure_(insecure) {}
+  // tls: peers prove themselves by their node certificates, and callers
+  // show certificates to be anything but anonymous. Without it, peers prove
+  // themselves by the join token; join_token empty: peer calls are refused
+  // unless insecure (then every caller is taken for a peer).
+  AccessGate(std::string join_token, bool insecure, bool tls = false)
+      : token_(std::move(join_token)), insecure_(insecure), tls_(tls) {}
 
-  // The caller of a gRPC call: anonymous, or a proven peer.
+  // The caller of a gRPC call: anonymous, an admin, or a proven peer.
   Caller OfGrpc(const grpc::ServerContextBase& ctx) const;
   // Ok, or why not (PERMISSION_DENIED, UNAUTHENTICATED); a refused peer call
   // is logged once per source host.
   Status Admit(MethodClass c, std::string_view method, const Caller& caller) const;
 
   bool has_token() const { return !token_.empty(); }
+  bool tls() const { return tls_; }
   // Whether a peer link outside gRPC (the port relay's, sockets/port_relay.h)
   // is another agent, as Admit takes a kPeer call: proof must be
   // JoinProof(the cluster's token, challenge), for a challenge this agent
@@ -139,6 +153,7 @@ class AccessGate {
 
   const std::string token_;
   const bool insecure_;
+  const bool tls_;
   mutable std::mutex mu_;
   mutable std::set<std::string> refused_sources_;  // logged already
 };

@@ -28,7 +28,7 @@ std::vector<gid_t> CurrentGroups() {
 }  // namespace
 
 Result<ActingAs> ActingAs::Take(const Caller& caller) {
-  if (!caller.local) return Status::PermissionDenied("only a caller the kernel named can be acted for");
+  if (!caller.Identified()) return Status::PermissionDenied("only a caller the kernel or a certificate named can be acted for");
   ActingAs as;
   // The agent's own user (root included): its rights are the agent's already.
   if (caller.uid == geteuid()) return as;

@@ -33,8 +33,8 @@ grpc::ServerUnaryReactor* ProcessService::Signal(grpc::CallbackServerContext* ct
 }
 
 Status ProcessService::DoSignal(const Caller& caller, const v1::SignalRequest& q) {
-  // The gate admits only callers the kernel named; say so again where the credentials are taken.
-  if (!caller.local) return Status::PermissionDenied("signals are sent only for a caller the kernel named");
+  // The gate admits only identified callers; say so again where the credentials are taken.
+  if (!caller.Identified()) return Status::PermissionDenied("signals are sent only for a caller the kernel or a certificate named");
   return processes_.Signal(CredentialsOf(caller), q);
 }
 

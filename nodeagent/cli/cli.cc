@@ -27,6 +27,13 @@ Cli::Cli(CLI::App& app) {
   AddNodeAndFileCommands(app);
   AddKvCommands(app);
   AddProcessCommands(app);
+  AddTlsCommands(app);
+  // grpcurl's names. The agent has options of these names too (its own files).
+  app.add_option("--cacert", client_.tls.ca, "TLS to the agent: the cluster CA's certificate (PEM)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--cert", client_.tls.cert, "TLS to the agent: this client's certificate (PEM; admin for kv put over gRPC)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--key", client_.tls.key, "TLS to the agent: that certificate's private key (PEM)")->check(CLI::ExistingFile);
 }
 
 void Cli::AddNodeAndFileCommands(CLI::App& app) {
@@ -89,11 +96,35 @@ void Cli::AddProcessCommands(CLI::App& app) {
   run_->prefix_command()->allow_extras()->fallthrough(false);
 }
 
+void Cli::AddTlsCommands(CLI::App& app) {
+  auto* ca = app.add_subcommand("ca", "the cluster's certificate authority, for mutual TLS (docs/operations.md)");
+  ca->require_subcommand(1);
+  ca_init_ = ca->add_subcommand("init", "make a new cluster CA in DIR: ca.pem (for every node and client) and ca.key");
+  ca_init_->add_option("DIR", ca_dir_, "directory (made when missing)")->required();
+  ca_init_->add_option("--cluster", cluster_name_, "the cluster's name, in the CA's name")->capture_default_str();
+  ca_init_->add_option("--days", ca_days_, "days the CA is valid")->check(CLI::Range(1, 36500))->capture_default_str();
+  auto* cert = app.add_subcommand("cert", "certificates of the cluster CA");
+  cert->require_subcommand(1);
+  cert_issue_ = cert->add_subcommand("issue", "issue NAME.pem and NAME.key: a node's (default) or an admin's (--admin)");
+  cert_issue_->add_option("--ca", cert_.ca_dir, "the CA's directory (onebox ca init)")->required()->check(CLI::ExistingDirectory);
+  cert_issue_->add_option("NAME", cert_.name, "the node's name (or the operator's, with --admin)")->required();
+  cert_issue_->add_flag("--admin", cert_admin_, "an admin's client certificate: may call mutating methods over gRPC");
+  cert_issue_->add_option("--san", cert_.extra_names,
+                          "another name or IP address for clients that check the host they dial (repeat)");
+  cert_issue_->add_option("--out", cert_.out_dir, "where to write them")->check(CLI::ExistingDirectory)->capture_default_str();
+  cert_issue_->add_option("--days", cert_.days, "days it is valid")->check(CLI::Range(1, 36500))->capture_default_str();
+}
+
 std::optional<int> Cli::Run() {
   client_.agent_given = agent_opt_->count() > 0;
   if (!client_.socket.empty()) client_.agent.clear();
   client_.json = output_ == "json";
   // The shim's socket: --socket, else $ONEBOX_SOCKET as it is, else the default.
+  if (*ca_init_) return CmdCaInit(ca_dir_, cluster_name_, ca_days_);
+  if (*cert_issue_) {
+    cert_.role = cert_admin_ ? TlsRole::kAdmin : TlsRole::kNode;
+    return CmdCertIssue(cert_);
+  }
   if (*exec_) return CmdExec(client_.socket, exec_place_, exec_argv_);
   if (*ps_) return CmdPs(client_, ps_options_);
   if (*kill_) return CmdKill(client_, kill_->remaining());

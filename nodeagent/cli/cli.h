@@ -26,6 +26,7 @@ class Cli {
   void AddNodeAndFileCommands(CLI::App& app);
   void AddKvCommands(CLI::App& app);
   void AddProcessCommands(CLI::App& app);
+  void AddTlsCommands(CLI::App& app);
 
   ClientOptions client_;
   std::string output_ = "text";
@@ -43,6 +44,12 @@ class Cli {
   CLI::App* kv_put_ = nullptr;
   CLI::App* kv_del_ = nullptr;
   CLI::App* kv_scan_ = nullptr;
+  CLI::App* ca_init_ = nullptr;
+  CLI::App* cert_issue_ = nullptr;
+  std::string ca_dir_, cluster_name_ = "onebox";
+  int ca_days_ = 3650;
+  bool cert_admin_ = false;
+  CertRequest cert_;
   CLI::Option* put_value_ = nullptr;
   std::string path_, version_, key_, read_level_ = "local", level_ = "one";
   bool sync_ = false;

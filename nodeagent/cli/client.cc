@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
+#include <grpcpp/impl/codegen/client_unary_call.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
 
 #include "nodeagent/api/status_codes.h"
 #include "onebox/v1/shim.pb.h"
@@ -55,7 +57,14 @@ Status Client::Connect() {
   addr_ = addr;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  channel_ = grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (o_.tls.any()) {
+    Result<TlsMaterial> tls = LoadTls(o_.tls, /*need_cert=*/false);
+    if (!tls.ok()) return tls.status();
+    credentials = ChannelCredentials(*tls);
+    SetTlsChannelArgs(&args);
+  }
+  channel_ = grpc::CreateCustomChannel(addr, credentials, args);
   return Status::Ok();
 }
 
@@ -69,7 +78,8 @@ std::unique_ptr<grpc::ClientContext> Client::Context() const {
 Status Client::RpcError(const grpc::Status& s) const {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
     return Status::Unavailable(
-        fmt::format("cannot reach agent at {}: {} (is `onebox agent` running?)", addr_, s.error_message()));
+        fmt::format("cannot reach agent at {}: {} (is `onebox agent` running?{})", addr_, s.error_message(),
+                    o_.tls.ca.empty() ? " An agent with TLS needs --cacert." : ""));
   return Status::IOError(s.error_message());
 }
 
@@ -113,11 +123,20 @@ Status CallOverSocket(const std::string& path, double timeout_seconds, const std
 }
 
 Status Client::CallAsCaller(const std::string& method, const google::protobuf::Message& req,
-                            google::protobuf::Message* resp) const {
+                            google::protobuf::Message* resp) {
+  if (o_.agent_given && o_.socket.empty() && !o_.tls.cert.empty()) {
+    if (Status s = channel_ ? Status::Ok() : Connect(); !s.ok()) return s;
+    std::unique_ptr<grpc::ClientContext> ctx = Context();
+    grpc::Status st = grpc::internal::BlockingUnaryCall<google::protobuf::Message, google::protobuf::Message>(
+        channel_.get(), grpc::internal::RpcMethod(method.c_str(), grpc::internal::RpcMethod::NORMAL_RPC), ctx.get(), req,
+        resp);
+    if (!st.ok()) return RpcError(st);
+    return Status::Ok();
+  }
   if (o_.agent_given && o_.socket.empty())
     return Status::InvalidArgument(fmt::format(
         "{} acts as you, and only the agent's Unix socket can tell who you are: give --socket PATH "
-        "(default {}), not --agent",
+        "(default {}), not --agent, or an admin certificate (--cacert, --cert, --key) with --agent",
         method, kDefaultAgentSocket));
   return CallOverSocket(AgentSocketPath(o_.socket), o_.timeout_seconds, method, req, resp);
 }

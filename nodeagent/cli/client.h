@@ -16,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "consistency/status.h"
+#include "nodeagent/tls/tls_identity.h"
 
 namespace onebox {
 
@@ -25,6 +26,9 @@ struct ClientOptions {
   std::string socket;  // shim socket to ask for the agent's address
   bool json = false;
   double timeout_seconds = 5;
+  // --cacert, --cert, --key: TLS to the agent's gRPC port (tls/tls_identity.h);
+  // with an admin certificate, the caller-acting commands go over gRPC too.
+  TlsFiles tls;
 };
 
 // A connection to the agent's Unix socket for calls of the methods that
@@ -67,10 +71,11 @@ class Client {
   // A failed call: "cannot reach agent" when it did not answer, else what it said.
   Status RpcError(const grpc::Status& s) const;
   // Calls method (a caller-acting one: "/onebox.v1.Store/Put") over the
-  // agent's socket: --socket, else $ONEBOX_SOCKET, else the default. Its
-  // refusals come back as the agent said them.
+  // agent's socket: --socket, else $ONEBOX_SOCKET, else the default; or,
+  // with --agent and a client certificate (--cert, --key), over gRPC as
+  // that certificate's identity. Refusals come back as the agent said them.
   Status CallAsCaller(const std::string& method, const google::protobuf::Message& req,
-                      google::protobuf::Message* resp) const;
+                      google::protobuf::Message* resp);
   // Prints msg as protobuf JSON (the shape grpcurl prints).
   void PrintJson(const google::protobuf::Message& msg) const;
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }

@@ -1,5 +1,5 @@
 // The CLI's commands, by group: node (status, nodes), kv (get, put, del,
-// scan), file (versions, restore), process (ps, kill), exec. Each returns the process's exit
+// scan), file (versions, restore), process (ps, kill), exec, TLS (ca init, cert issue). Each returns the process's exit
 // code (client.h). cli/cli.h parses argv into these.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nodeagent/cli/client.h"
+#include "nodeagent/tls/cluster_ca.h"
 
 namespace onebox {
 
@@ -56,5 +57,9 @@ std::string StartText(int64_t ms);
 // returns only on failure (127).
 // place: ONEBOX_PLACE for CMD and its children ("": as inherited).
 int CmdExec(const std::string& socket, const std::string& place, const std::vector<std::string>& argv);
+
+// tls_commands.cc: the cluster CA (`ca init`) and its certificates (`cert issue`).
+int CmdCaInit(const std::string& dir, const std::string& cluster_name, int days);
+int CmdCertIssue(const CertRequest& request);
 
 }  // namespace onebox

@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -31,6 +32,7 @@
 #include "nodeagent/metrics/metrics.h"
 #include "nodeagent/metrics/metrics_server.h"
 #include "nodeagent/process/placement.h"
+#include "nodeagent/sockets/link_request.h"
 #include "nodeagent/sockets/port_relay.h"
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/local/shim_library.h"
@@ -68,7 +70,7 @@ rlim_t files_soft_limit_at_start = 0;
 class Agent {
  public:
   static Result<std::unique_ptr<Agent>> Start(const AgentOptions& options, const ListenAddress& listen,
-                                              const std::string& join_token);
+                                              const std::string& join_token, std::optional<TlsMaterial> tls);
   void Stop();
   // Where gRPC is served (the port the kernel picked for port 0).
   std::string grpc_address() const { return info_.grpc_address(); }
@@ -76,12 +78,13 @@ class Agent {
   std::string RenderMetrics();
 
  private:
-  Agent(const AgentOptions& options, DataDir data_dir, const std::string& join_token)
+  Agent(const AgentOptions& options, DataDir data_dir, const std::string& join_token, std::optional<TlsMaterial> tls)
       : opt_(options),
         data_dir_(std::move(data_dir)),
         join_token_(join_token),
-        gate_(join_token, options.insecure),
-        network_(join_token) {}
+        tls_(std::move(tls)),
+        gate_(join_token, options.insecure, tls_.has_value()),
+        network_(join_token, tls_ ? ChannelCredentials(*tls_) : nullptr) {}
   Status OpenStore();
   Status StartView();      // the materializer, then the recorder following it
   void MakeClusterParts();  // membership, content, replication, anti-entropy, directory leases
@@ -96,6 +99,7 @@ class Agent {
   const AgentOptions opt_;
   DataDir data_dir_;
   const std::string join_token_;
+  const std::optional<TlsMaterial> tls_;  // none: plaintext gRPC (loopback, or --insecure)
   std::unique_ptr<Store> store_;
   AgentInfo info_;
   AccessGate gate_;
@@ -118,6 +122,7 @@ class Agent {
   std::unique_ptr<RunRelays> run_relays_;
   std::unique_ptr<Placement> placement_;
   std::unique_ptr<PortTable> ports_;
+  std::unique_ptr<TlsLinks> tls_links_;  // with TLS: the relay's links (outlives the relay)
   std::unique_ptr<PortRelay> port_relay_;
   std::unique_ptr<LocalPeer> local_peer_;
   std::unique_ptr<ClusterService> cluster_service_;
@@ -132,10 +137,10 @@ class Agent {
 };
 
 Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const ListenAddress& listen,
-                                            const std::string& join_token) {
+                                            const std::string& join_token, std::optional<TlsMaterial> tls) {
   Result<DataDir> data_dir = DataDir::Open(options.data_dir, options.name);
   if (!data_dir.ok()) return data_dir.status();
-  std::unique_ptr<Agent> agent(new Agent(options, std::move(data_dir).value(), join_token));
+  std::unique_ptr<Agent> agent(new Agent(options, std::move(data_dir).value(), join_token, std::move(tls)));
   if (Status s = agent->OpenStore(); !s.ok()) return s;
   if (Status s = agent->StartView(); !s.ok()) return s;
   agent->MakeClusterParts();
@@ -379,7 +384,7 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(opt_.listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(opt_.listen, tls_ ? ServerCredentials(*tls_) : grpc::InsecureServerCredentials(), &bound_port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port must fail, not be shared
   builder.SetMaxReceiveMessageSize(8 << 20);
   // Peers' keepalive pings (peer/grpc_peers.h) are welcome, even between calls.
@@ -403,8 +408,14 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
 }
 
 Status Agent::StartPorts(const ListenAddress& listen) {
-  Result<std::unique_ptr<PortRelay>> relay = PortRelay::Start(*ports_, gate_, join_token_, listen.host, data_dir_.view_path(),
-                                                               &state_page_->port_maps());
+  if (tls_) {  // links between agents over TLS; programs then get none of their own (no direct links)
+    Result<std::unique_ptr<TlsLinks>> links = TlsLinks::Make(*tls_, kLinkHandshakeMs);
+    if (!links.ok()) return links.status();
+    tls_links_ = std::move(links).value();
+  }
+  Result<std::unique_ptr<PortRelay>> relay =
+      PortRelay::Start(*ports_, gate_, join_token_, listen.host, data_dir_.view_path(),
+                       tls_links_ ? nullptr : &state_page_->port_maps(), tls_links_.get());
   if (!relay.ok()) return relay.status();
   port_relay_ = std::move(relay).value();
   ports_->set_relay_address(port_relay_->address());
@@ -457,7 +468,8 @@ void Agent::StartLoops() {
   health->SetServingStatus(true);
   spdlog::info("agent {} (node {}) serving gRPC on {} and the shim on {}; data dir {}", info_.identity.name,
                NodeIdHex(info_.identity.node_id), info_.grpc_address(), opt_.socket, data_dir_.path());
-  if (gate_.has_token()) spdlog::info("peers: calls must carry the cluster's join token");
+  if (tls_) spdlog::info("TLS: peers must show a node certificate of the cluster CA; clients an admin one to change anything");
+  else if (gate_.has_token()) spdlog::info("peers: calls must carry the cluster's join token");
   else if (opt_.insecure)
     spdlog::warn("--insecure and no join token: any program that reaches {} can act as a peer", info_.grpc_address());
   else spdlog::info("no join token (--join-token-file): this agent answers no peer and joins no one");
@@ -505,15 +517,32 @@ int Fail(const Status& s) {
   return 1;
 }
 
-// The join token, or why the agent cannot start: without one, it joins no
-// one and answers no peer unless --insecure says so.
-Result<std::string> JoinToken(const AgentOptions& opt) {
+// The join token, or why the agent cannot start: without one (or TLS), it
+// joins no one and answers no peer unless --insecure says so.
+Result<std::string> JoinToken(const AgentOptions& opt, bool tls) {
   if (!opt.join_token_file.empty()) return ReadJoinTokenFile(opt.join_token_file);
-  if (!opt.join.empty() && !opt.insecure)
+  if (!opt.join.empty() && !opt.insecure && !tls)
     return Status::InvalidArgument(
-        "--join needs the cluster's join token (--join-token-file FILE, the same on every agent; make one with "
-        "`openssl rand -hex 32`), or --insecure to join without one");
+        "--join needs TLS (--cacert, --cert, --key) or the cluster's join token (--join-token-file FILE, the same on "
+        "every agent; make one with `openssl rand -hex 32`), or --insecure to join without either");
   return std::string();
+}
+
+// The agent's TLS files, loaded and checked; none without --cacert. Without
+// TLS it listens only on loopback unless --insecure: peers' calls and the
+// join token would cross the network in the clear.
+Result<std::optional<TlsMaterial>> AgentTls(const AgentOptions& opt, const ListenAddress& listen) {
+  if (opt.tls.any()) {
+    Result<TlsMaterial> tls = LoadTls(opt.tls, /*need_cert=*/true);
+    if (!tls.ok()) return tls.status();
+    return std::optional<TlsMaterial>(std::move(tls).value());
+  }
+  if (!opt.insecure && !OnlyLoopback(listen.host))
+    return Status::InvalidArgument(fmt::format(
+        "refusing to listen on {} without TLS: peers' calls would cross the network in the clear; give --cacert, "
+        "--cert and --key (docs/operations.md, Mutual TLS), or --insecure on a network only the cluster reaches",
+        listen.host));
+  return std::optional<TlsMaterial>();
 }
 
 }  // namespace
@@ -538,9 +567,11 @@ int RunAgent(const AgentOptions& opt) {
   Result<ListenAddress> listen = ParseListenAddress(opt.listen);
   if (!listen.ok()) return Fail(listen.status());
   if (Status s = CheckCanListen(*listen); !s.ok()) return Fail(s);
-  Result<std::string> join_token = JoinToken(opt);
+  Result<std::optional<TlsMaterial>> tls = AgentTls(opt, *listen);
+  if (!tls.ok()) return Fail(tls.status());
+  Result<std::string> join_token = JoinToken(opt, tls->has_value());
   if (!join_token.ok()) return Fail(join_token.status());
-  Result<std::unique_ptr<Agent>> agent = Agent::Start(opt, *listen, *join_token);
+  Result<std::unique_ptr<Agent>> agent = Agent::Start(opt, *listen, *join_token, std::move(tls).value());
   if (!agent.ok()) return Fail(agent.status());
   service_manager::Ready(fmt::format("serving node {} on {}, shim socket {}", opt.name, (*agent)->grpc_address(),
                                      opt.socket));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "nodeagent/tls/tls_identity.h"
 #include "proto/shim_frame.h"
 
 namespace onebox {
@@ -37,6 +38,8 @@ struct AgentOptions {
   // Placement at exec (process/placement.h): at most this many placed jobs
   // per CPU on a node.
   double place_jobs_per_cpu = 1.0;
+  // --cacert, --cert, --key: mutual TLS with peers and clients (tls/tls_identity.h).
+  TlsFiles tls;
   // HOST:PORT where GET /metrics answers in Prometheus' text format; empty: none.
   std::string metrics;
 };

@@ -80,8 +80,15 @@ AgentCommand::AgentCommand(CLI::App& app) {
   command_->add_option("--join-token-file", options_.join_token_file,
                        "the cluster's join token (first line); every agent of the cluster has the same")
       ->check(CLI::ExistingFile);
+  command_->add_option("--cacert", options_.tls.ca, "mutual TLS: the cluster CA's certificate (onebox ca init)")
+      ->check(CLI::ExistingFile);
+  command_->add_option("--cert", options_.tls.cert, "mutual TLS: this node's certificate (onebox cert issue)")
+      ->check(CLI::ExistingFile);
+  command_->add_option("--key", options_.tls.key, "mutual TLS: that certificate's private key (mode 0600)")
+      ->check(CLI::ExistingFile);
   command_->add_flag("--insecure", options_.insecure,
-                     "without a join token: join, and take peer calls from whoever reaches the port");
+                     "without TLS or a join token: listen beyond loopback, join, and take peer calls from whoever "
+                     "reaches the port");
   command_->add_flag("--accept-root-setid-from-peers", options_.accept_root_setid_from_peers,
                      "place set-user-ID and set-group-ID files of root that peers send (refused by default)");
   command_->add_option("--metrics", options_.metrics,

@@ -80,6 +80,28 @@ int ListenTcp(const std::string& host, uint32_t port, bool v6_only) {
   return fd;
 }
 
+bool OnlyLoopback(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0) return false;
+  bool loopback = res != nullptr;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET) {
+      loopback &= (ntohl(reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+    } else if (ai->ai_family == AF_INET6) {
+      const in6_addr& a = reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr;
+      loopback &= IN6_IS_ADDR_LOOPBACK(&a) ||
+                  (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+    } else {
+      loopback = false;
+    }
+  }
+  freeaddrinfo(res);
+  return loopback;
+}
+
 Status CheckCanListen(const ListenAddress& address) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

@@ -2,13 +2,15 @@
 
 #include "nodeagent/api/access.h"
 #include "nodeagent/api/status_codes.h"
+#include "nodeagent/tls/tls_identity.h"
 #include "onebox/v1/peer.grpc.pb.h"
 
 namespace onebox {
 
 namespace {
 
-std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
+                                           const std::shared_ptr<grpc::ChannelCredentials>& tls) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -21,7 +23,8 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kPeerKeepaliveTimeoutMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (tls) SetTlsChannelArgs(&args);
+  return grpc::CreateCustomChannel(address, tls ? tls : grpc::InsecureChannelCredentials(), args);
 }
 
 // Ties a gRPC call's context to a Cancellation for the call's lifetime.
@@ -93,8 +96,9 @@ class GrpcRunCall final : public RunCall {
 
 class GrpcPeerLink final : public PeerLink {
  public:
-  GrpcPeerLink(const std::string& address, const std::string& join_token)
-      : channel_(PeerChannel(address)), stub_(v1::Peer::NewStub(channel_)), join_token_(join_token) {}
+  GrpcPeerLink(const std::string& address, const std::string& join_token,
+               const std::shared_ptr<grpc::ChannelCredentials>& tls)
+      : channel_(PeerChannel(address, tls)), stub_(v1::Peer::NewStub(channel_)), join_token_(join_token) {}
 
 #define ONEBOX_GRPC_PEER_METHOD(method, Req, Resp, runs)                                      \
   Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
@@ -141,7 +145,7 @@ class GrpcPeerLink final : public PeerLink {
 PeerLink& GrpcPeerNetwork::To(const std::string& address) {
   std::lock_guard lock(mu_);
   std::unique_ptr<PeerLink>& link = links_[address];
-  if (!link) link = std::make_unique<GrpcPeerLink>(address, join_token_);
+  if (!link) link = std::make_unique<GrpcPeerLink>(address, join_token_, tls_);
   return *link;
 }
 

@@ -1,7 +1,7 @@
 // The peer links of a running agent: gRPC channels to the other agents, one
 // per address, kept and shared by every part that talks to peers. The
-// channel credentials are chosen here and nowhere else (mutual TLS plugs in
-// here). A channel takes messages up to 8 MiB, a peer that comes back
+// channel credentials are chosen here and nowhere else: plaintext, or
+// mutual TLS with the cluster CA (tls/tls_identity.h). A channel takes messages up to 8 MiB, a peer that comes back
 // (after a crash or a partition) is tried again within a second, not after
 // gRPC's default backoff of up to two minutes (at once when membership hears
 // from it again: PeerLink::ConnectNow), and a connection a partition left
@@ -39,13 +39,16 @@ class RunCall {
 
 class GrpcPeerNetwork final : public PeerNetwork {
  public:
-  explicit GrpcPeerNetwork(std::string join_token = "") : join_token_(std::move(join_token)) {}
+  // tls: the agent's TLS credentials; null: plaintext.
+  explicit GrpcPeerNetwork(std::string join_token = "", std::shared_ptr<grpc::ChannelCredentials> tls = nullptr)
+      : join_token_(std::move(join_token)), tls_(std::move(tls)) {}
   PeerLink& To(const std::string& address) override;
   // Runs move real processes' bytes: only over gRPC (the in-process tests have none).
   std::unique_ptr<RunCall> OpenRun(const std::string& address, Cancellation* cancellation);
 
  private:
   const std::string join_token_;
+  const std::shared_ptr<grpc::ChannelCredentials> tls_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<PeerLink>> links_;
 };

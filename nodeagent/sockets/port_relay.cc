@@ -26,6 +26,7 @@
 #include "nodeagent/daemon/listen_address.h"
 #include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/metrics/metrics.h"
+#include "nodeagent/sockets/link_request.h"
 #include "nodeagent/sockets/sock_diag.h"
 #include "nodeagent/view/view_fs.h"
 
@@ -33,11 +34,6 @@ namespace onebox {
 
 namespace {
 
-constexpr char kMagic[4] = {'O', 'B', 'R', '3'};
-constexpr size_t kChallengeBytes = 16;
-constexpr size_t kProofBytes = 32;  // HMAC-SHA256
-// A link's header and answer, and a connect, must come within this.
-constexpr int kHandshakeMs = 2000;
 
 void NoDelay(int fd) {
   int one = 1;
@@ -77,33 +73,9 @@ void KeepLinkAlive(int fd, int idle = kLinkKeepIdleS) {
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
-// The port (2 bytes, big-endian), or for a Unix socket 0 and its path (2
-// bytes of length, then the path below the view root): what a link asks for.
-// A Unix socket's link also carries the connecting program's uid and gid
-// (4 bytes each, as its node's kernel named them), for the owner's check of
-// the socket file's mode.
-void Put32(std::string* out, uint32_t v) {
-  for (int shift : {24, 16, 8, 0}) *out += static_cast<char>(v >> shift);
-}
+// What a link to target asks for (sockets/link_request.h).
 std::string Wanted(const v1::ClusterPort& target, uint32_t uid, uint32_t gid) {
-  const uint32_t port = target.path().empty() ? target.port() : 0;
-  std::string wanted{static_cast<char>(port >> 8), static_cast<char>(port & 0xff)};
-  if (port == 0) {
-    Put32(&wanted, uid);
-    Put32(&wanted, gid);
-    wanted += static_cast<char>(target.path().size() >> 8);
-    wanted += static_cast<char>(target.path().size() & 0xff);
-    wanted += target.path();
-  }
-  return wanted;
-}
-
-// What a link's proof covers: the owner's challenge and what is asked for.
-std::string ProofInput(const uint8_t* challenge, std::string_view wanted) {
-  std::string input = "onebox port relay ";
-  input.append(reinterpret_cast<const char*>(challenge), kChallengeBytes);
-  input += wanted;
-  return input;
+  return EncodeWanted(target.path().empty() ? target.port() : 0, uid, gid, target.path());
 }
 
 void Timeouts(int fd, int ms);
@@ -131,7 +103,7 @@ int ConnectUnixInView(int view_fd, const std::string& path, uint32_t uid, uint32
   int fd = err == 0 ? socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
   if (err == 0 && fd < 0) err = errno;
   if (err == 0) {
-    Timeouts(fd, kHandshakeMs);  // a server whose backlog is full must not hold this thread
+    Timeouts(fd, kLinkHandshakeMs);  // a server whose backlog is full must not hold this thread
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d", file);
@@ -228,8 +200,8 @@ bool SplitAddress(const std::string& address, std::string* host, std::string* po
 
 Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const AccessGate& gate, std::string join_token,
                                                     const std::string& host, std::string view_root,
-                                                    PortMaps* maps) {
-  std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token), std::move(view_root), maps));
+                                                    PortMaps* maps, TlsLinks* tls) {
+  std::unique_ptr<PortRelay> relay(new PortRelay(table, gate, std::move(join_token), std::move(view_root), maps, tls));
   relay->view_fd_ = ::open(relay->view_root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (relay->view_fd_ < 0)
     return Status::Unavailable(fmt::format("port relay: open the view {}: {}", relay->view_root_, strerror(errno)));
@@ -269,7 +241,7 @@ PortRelay::~PortRelay() {
   uint64_t one = 1;
   if (wake_ >= 0) (void)!write(wake_, &one, sizeof one);
   if (thread_.joinable()) thread_.join();
-  outbound_.reset();  // handshakes under way end (each within kHandshakeMs)
+  outbound_.reset();  // handshakes under way end (each within kLinkHandshakeMs)
   inbound_.reset();
   for (Handovers::Pair pair : handovers_.TakeAll()) {
     CloseWithReset(pair.link);
@@ -422,7 +394,7 @@ void PortRelay::Dial(uint32_t port, std::function<void(int link)> done) {
     std::lock_guard lock(dial_mu_);  // not mu_: this runs on the shim server's thread
     if (auto it = dial_targets_.find(port); it != dial_targets_.end()) target = it->second;
   }
-  if (!target) {
+  if (!target || tls_ != nullptr) {  // (with TLS only agents hold links: the program connects through the relay)
     done(-ENOENT);
     return;
   }
@@ -487,23 +459,25 @@ int PortRelay::OpenLink(const v1::ClusterPort& target, uint32_t uid, uint32_t gi
   const std::string& relay = target.relay();
   const std::string what = target.path().empty() ? fmt::format("port {}", target.port()) : "/" + target.path();
   std::string host, service;
-  int link = SplitAddress(relay, &host, &service) ? ConnectTo(host, service, kHandshakeMs) : -EINVAL;
+  int link = SplitAddress(relay, &host, &service) ? ConnectTo(host, service, kLinkHandshakeMs) : -EINVAL;
   if (link < 0) {
     spdlog::debug("{}: cannot reach its node's relay {}: {}", what, relay, strerror(-link));
     return link;
   }
-  Timeouts(link, kHandshakeMs);
+  Timeouts(link, kLinkHandshakeMs);
   KeepLinkAlive(link, keep_idle_s);
+  if (tls_ != nullptr && (link = tls_->Connect(link)) < 0) return link;
+  Timeouts(link, kLinkHandshakeMs);
   // The owner speaks first: its challenge. Then the port and the proof.
-  uint8_t challenge[kChallengeBytes];
+  char challenge[kLinkChallengeBytes];
   uint8_t answer[4];
   const std::string wanted = Wanted(target, uid, gid);
-  std::string header(kMagic, sizeof kMagic);
+  std::string header(kLinkMagic, sizeof kLinkMagic);
   bool spoke = ReadFull(link, challenge, sizeof challenge);
   if (spoke) {
-    header += JoinProof(join_token_, ProofInput(challenge, wanted));
+    header += JoinProof(join_token_, ProofInput(std::string_view(challenge, sizeof challenge), wanted));
     header += wanted;
-    Timeouts(link, 2 * kHandshakeMs);  // the owner's own connect may take kHandshakeMs
+    Timeouts(link, 2 * kLinkHandshakeMs);  // the owner's own connect may take kLinkHandshakeMs
     spoke = WriteFull(link, header.data(), header.size()) && ReadFull(link, answer, sizeof answer);
   }
   const uint32_t said = static_cast<uint32_t>(answer[0]) << 24 | answer[1] << 16 | answer[2] << 8 | answer[3];
@@ -532,42 +506,21 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
 }
 
 void PortRelay::Inbound(int link) {
-  Timeouts(link, kHandshakeMs);
+  Timeouts(link, kLinkHandshakeMs);
   KeepLinkAlive(link);
-  uint8_t challenge[kChallengeBytes];
-  if (RAND_bytes(challenge, sizeof challenge) != 1) {
+  if (tls_ != nullptr && (link = tls_->Accept(link)) < 0) return;
+  Timeouts(link, kLinkHandshakeMs);
+  uint8_t challenge[kLinkChallengeBytes];
+  LinkRequest asked;
+  if (RAND_bytes(challenge, sizeof challenge) != 1 || !WriteFull(link, challenge, sizeof challenge) ||
+      !ReadLinkRequest([link](void* buf, size_t n) { return ReadFull(link, buf, n); }, &asked)) {
     CloseWithReset(link);
     return;
   }
-  // "OBR2", the proof, then what is asked for: a port, or 0 and a path.
-  uint8_t head[sizeof kMagic + kProofBytes + 2];
+  const uint32_t port = asked.port;
+  const std::string& path = asked.path;
+  const uint32_t uid = asked.uid, gid = asked.gid;
   int err = 0;
-  if (!WriteFull(link, challenge, sizeof challenge) || !ReadFull(link, head, sizeof head) ||
-      std::memcmp(head, kMagic, sizeof kMagic) != 0) {
-    CloseWithReset(link);
-    return;
-  }
-  const std::string_view proof(reinterpret_cast<const char*>(head + sizeof kMagic), kProofBytes);
-  const uint8_t* asked = head + sizeof kMagic + kProofBytes;
-  const uint32_t port = static_cast<uint32_t>(asked[0] << 8 | asked[1]);
-  std::string wanted(reinterpret_cast<const char*>(asked), 2), path;
-  uint32_t uid = 0, gid = 0;
-  if (port == 0) {
-    uint8_t ids_len[10];
-    if (!ReadFull(link, ids_len, sizeof ids_len)) {
-      CloseWithReset(link);
-      return;
-    }
-    uid = static_cast<uint32_t>(ids_len[0] << 24 | ids_len[1] << 16 | ids_len[2] << 8 | ids_len[3]);
-    gid = static_cast<uint32_t>(ids_len[4] << 24 | ids_len[5] << 16 | ids_len[6] << 8 | ids_len[7]);
-    path.resize(static_cast<size_t>(ids_len[8] << 8 | ids_len[9]));
-    if (!path.empty() && !ReadFull(link, path.data(), path.size())) {
-      CloseWithReset(link);
-      return;
-    }
-    wanted.append(reinterpret_cast<const char*>(ids_len), sizeof ids_len);
-    wanted += path;
-  }
   int local = -1;
   std::optional<v1::ClusterPort> owned;
   // A TCP server's shim may take the link itself at accept (sockets/handover.h):
@@ -575,13 +528,14 @@ void PortRelay::Inbound(int link) {
   uint16_t agent_port = 0;
   bool expected = false;
   auto expect = [&](uint16_t p) { expected = handovers_.Expect(agent_port = p, static_cast<uint16_t>(port)); };
-  if (!gate_.PeerProofAccepted(ProofInput(challenge, wanted), proof)) {
+  const std::string_view challenge_bytes(reinterpret_cast<const char*>(challenge), sizeof challenge);
+  if (tls_ == nullptr && !gate_.PeerProofAccepted(ProofInput(challenge_bytes, asked.wanted), asked.proof)) {
     spdlog::warn("port relay: a link without proof of the cluster's join token was refused");
     err = EACCES;
   } else if (const std::string key = port != 0 ? PortTable::Key(port) : PortTable::UnixKey(path);
              !(owned = table_.OwnedHere(key)) || !table_.ListensNow(*owned)) {
     err = ECONNREFUSED;  // not a socket this node holds and listens on: nothing else of the node is reached
-  } else if ((local = port != 0 ? ConnectTo(owned->connect_host(), std::to_string(port), kHandshakeMs, expect)
+  } else if ((local = port != 0 ? ConnectTo(owned->connect_host(), std::to_string(port), kLinkHandshakeMs, expect)
                                 : ConnectUnixInView(view_fd_, path, uid, gid)) < 0) {
     err = -local;
   }

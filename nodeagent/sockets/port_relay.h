@@ -22,10 +22,11 @@
 // A link opens with the owner's challenge (16 random bytes); the dialer
 // answers "OBR3", its proof (an HMAC-SHA256 of the challenge and what it
 // asks for, keyed by the join token: the token never crosses the link,
-// whoever listens at the address dialed), and what it asks for: the port
-// (2 bytes, big-endian), or 0, the connecting program's uid and gid (4
-// bytes each) and a Unix socket's path (2 bytes of length, the path below
-// the view root). The owner answers with 4 bytes: 0, or the errno its own
+// whoever listens at the address dialed), and what it asks for: a port, or
+// a Unix socket's path with the connecting program's uid and gid (the
+// bytes: sockets/link_request.h). With TLS the link is TLS first
+// (sockets/tls_links.h), and the certificates prove what the token would.
+// The owner answers with 4 bytes: 0, or the errno its own
 // connect got (then both ends reset the program's connection). It connects
 // only to what it holds in the table, and only when one of the record's
 // own sockets was seen listening (within the last second): never to any
@@ -54,6 +55,7 @@
 #include "nodeagent/sockets/handover.h"
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/sockets/splice_relay.h"
+#include "nodeagent/sockets/tls_links.h"
 #include "proto/state_page.h"
 
 namespace onebox {
@@ -68,8 +70,13 @@ class PortRelay {
   // maps (in the shim's page, proto/state_page.h; may be null): a bit for
   // each port this agent listens for, and for each connection to a server
   // here waiting to be handed over (sockets/handover.h).
+  // tls (may be null): every link is TLS between the agents
+  // (sockets/tls_links.h), which proves the other end is a node of the
+  // cluster in place of the token; and none is handed to a program (maps
+  // must then be null: no direct links, no handovers).
   static Result<std::unique_ptr<PortRelay>> Start(PortTable& table, const AccessGate& gate, std::string join_token,
-                                                  const std::string& host, std::string view_root, PortMaps* maps);
+                                                  const std::string& host, std::string view_root, PortMaps* maps,
+                                                  TlsLinks* tls = nullptr);
   ~PortRelay();
   PortRelay(const PortRelay&) = delete;
   PortRelay& operator=(const PortRelay&) = delete;
@@ -95,10 +102,12 @@ class PortRelay {
     v1::ClusterPort target;  // the record: owner, relay address, port or path
     std::vector<int> fds;    // 127.0.0.1 and ::1, or the abstract Unix name
   };
-  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token, std::string view_root, PortMaps* maps)
+  PortRelay(PortTable& table, const AccessGate& gate, std::string join_token, std::string view_root, PortMaps* maps,
+            TlsLinks* tls)
       : table_(table),
         gate_(gate),
         join_token_(std::move(join_token)),
+        tls_(tls),
         view_root_(std::move(view_root)),
         remote_ports_(maps != nullptr ? &maps->remote : nullptr),
         handovers_(maps != nullptr ? &maps->handover : nullptr) {}
@@ -130,6 +139,7 @@ class PortRelay {
   PortTable& table_;
   const AccessGate& gate_;
   const std::string join_token_;
+  TlsLinks* const tls_;  // null: links in the clear, proven by the token
   const std::string view_root_;
   PortBits* const remote_ports_;
   Handovers handovers_;

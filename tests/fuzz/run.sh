@@ -12,7 +12,10 @@ root="$PWD"
 seconds="${1:-60}"
 shift || true
 harnesses=("$@")
-if [ ${#harnesses[@]} -eq 0 ]; then harnesses=(cluster_path shim_frames peer_records); fi
+# Every harness, as tests/fuzz/CMakeLists.txt lists them (the one list).
+if [ ${#harnesses[@]} -eq 0 ]; then
+  read -r -a harnesses <<<"$(sed -n 's/^set(ONEBOX_FUZZ_HARNESSES \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt)"
+fi
 command -v clang++ >/dev/null || { echo "fuzz: clang++ is needed (apt-get install clang)"; exit 2; }
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONEBOX_FUZZ=ON \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -292,12 +293,32 @@ TEST_F(AgentTest, ReadsConfigFileAndCommandLineFlagsWin) {
 }
 
 TEST_F(AgentTest, ShippedExampleConfigIsAccepted) {
-  // deploy/agent.example.toml, with the paths a test may use given as flags.
-  auto agent = AgentProcess::WithArgs({"--config", std::string(ONEBOX_SOURCE_DIR) + "/deploy/agent.example.toml",
-                                       "--name", "example", "--data-dir", dir_ / "ex-data", "--listen",
-                                       "127.0.0.1:0", "--socket", dir_ / "ex.sock"},
+  // deploy/agent.example.toml, its /etc/onebox/ files made here (the TLS
+  // files by the CLI, as the docs say), and the paths a test may use given
+  // as flags.
+  const std::string etc = dir_ / "etc";
+  ASSERT_EQ(mkdir(etc.c_str(), 0700), 0);
+  for (std::vector<std::string> argv : {std::vector<std::string>{"ca", "init", etc + "/ca-dir"},
+                                        {"cert", "issue", "--ca", etc + "/ca-dir", "--out", etc, "node"}}) {
+    argv.insert(argv.begin(), OneboxBin());
+    RunResult r = RunCommand(argv);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  ASSERT_EQ(rename((etc + "/ca-dir/ca.pem").c_str(), (etc + "/ca.pem").c_str()), 0);
+  std::ifstream shipped(std::string(ONEBOX_SOURCE_DIR) + "/deploy/agent.example.toml");
+  std::stringstream text;
+  text << shipped.rdbuf();
+  std::string config = text.str();
+  for (size_t at = 0; (at = config.find("/etc/onebox/", at)) != std::string::npos; at += etc.size() + 1)
+    config.replace(at, std::string("/etc/onebox/").size(), etc + "/");
+  std::ofstream(dir_ / "agent.toml") << config;
+  // (--cacert again as a flag: the harness then reaches the agent over TLS.)
+  auto agent = AgentProcess::WithArgs({"--config", dir_ / "agent.toml", "--name", "example", "--data-dir",
+                                       dir_ / "ex-data", "--listen", "127.0.0.1:0", "--socket", dir_ / "ex.sock",
+                                       "--cacert", etc + "/ca.pem"},
                                       dir_ / "ex.sock", dir_ / "ex.log");
   ASSERT_TRUE(agent->Start());
+  EXPECT_NE(agent->log().find("TLS: peers must show a node certificate"), std::string::npos) << agent->log();
   EXPECT_EQ(agent->Stop(SIGTERM), 0);
 }
 

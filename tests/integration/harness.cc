@@ -31,6 +31,7 @@
 #include "nodeagent/api/access.h"
 #include "nodeagent/api/status_codes.h"
 #include "nodeagent/cli/client.h"
+#include "nodeagent/daemon/listen_address.h"
 #include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/peer.grpc.pb.h"
 #include "consistency/record.h"
@@ -413,14 +414,36 @@ AgentProcess::~AgentProcess() {
   if (pid_ > 0) Stop(SIGKILL);
 }
 
+std::shared_ptr<grpc::Channel> AgentProcess::NewChannel(grpc::ChannelArguments args) const {
+  auto cacert = std::find(args_.begin(), args_.end(), "--cacert");
+  if (cacert == args_.end() || cacert + 1 == args_.end())
+    return grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  TlsFiles files;
+  files.ca = *(cacert + 1);
+  Result<TlsMaterial> tls = LoadTls(files, /*need_cert=*/false);
+  if (!tls.ok()) ADD_FAILURE() << tls.status().message();
+  SetTlsChannelArgs(&args);
+  return grpc::CreateCustomChannel(address_, tls.ok() ? ChannelCredentials(*tls) : grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
 ::testing::AssertionResult AgentProcess::Start(std::chrono::milliseconds timeout) {
   std::vector<std::string> argv = prefix_;
   argv.push_back(OneboxBin());
   argv.push_back("agent");
   argv.insert(argv.end(), args_.begin(), args_.end());
-  if (std::find(args_.begin(), args_.end(), "--join-token-file") == args_.end() &&
-      std::find(args_.begin(), args_.end(), "--insecure") == args_.end())
-    argv.insert(argv.end(), {"--join-token-file", TestJoinTokenFile()});
+  auto has = [&](const char* flag) { return std::find(args_.begin(), args_.end(), flag) != args_.end(); };
+  const bool insecure = has("--insecure");
+  // An agent with TLS proves itself by its certificate: no token unless the test names one.
+  if (!has("--join-token-file") && !insecure && !has("--cacert")) argv.insert(argv.end(), {"--join-token-file", TestJoinTokenFile()});
+  // An agent in the test's own node namespaces listens on their bridge,
+  // which only the test's nodes reach: without TLS it takes --insecure
+  // (and keeps the token, which its peers' calls still carry).
+  auto listen = std::find(args_.begin(), args_.end(), "--listen");
+  if (!insecure && !has("--cacert") && listen != args_.end() && listen + 1 != args_.end()) {
+    Result<ListenAddress> address = ParseListenAddress(*(listen + 1));
+    if (address.ok() && !OnlyLoopback(address->host)) argv.push_back("--insecure");
+  }
   int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return ::testing::AssertionFailure() << "open " << log_path_ << ": " << strerror(errno);
   if (spaces_ != nullptr) {
@@ -469,7 +492,7 @@ AgentProcess::~AgentProcess() {
   channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), channel_args);
+  channel_ = NewChannel(channel_args);
   auto health = grpc::health::v1::Health::NewStub(channel_);
   auto serving = [&] {
     grpc::ClientContext ctx;
@@ -560,7 +583,7 @@ RunResult Shell(AgentProcess& agent, const std::string& cmd) {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() +
                        (unanswered == Unanswered::kFails ? std::chrono::seconds(5) : std::chrono::seconds(2)));
-      grpc::Status st = v1::Cluster::NewStub(grpc::CreateChannel(agent->address(), grpc::InsecureChannelCredentials()))
+      grpc::Status st = v1::Cluster::NewStub(agent->NewChannel())
                             ->Status(&ctx, {}, &r);
       if (!st.ok()) {
         all_answered = false;

@@ -104,8 +104,8 @@ class MappedStatePage {
 class AgentProcess;
 
 // The join token file every agent the harness starts is given, unless its
-// arguments name one or say --insecure: made once per test process (mode
-// 0600, in TMPDIR), removed at exit.
+// arguments name one, say --insecure or give TLS (--cacert): made once per
+// test process (mode 0600, in TMPDIR), removed at exit.
 const std::string& TestJoinTokenFile();
 // Makes ctx's call one of a peer: with the token of TestJoinTokenFile.
 void AddTestJoinToken(grpc::ClientContext* ctx);
@@ -187,6 +187,9 @@ class AgentProcess {
   const std::string& data_dir() const { return data_dir_; }
   std::string log() const;  // what the agent wrote to stderr
   std::shared_ptr<grpc::Channel> channel();
+  // A channel of its own to the agent: over TLS, as an anonymous client,
+  // when the agent was given --cacert.
+  std::shared_ptr<grpc::Channel> NewChannel(grpc::ChannelArguments args = {}) const;
 
  private:
   AgentProcess() = default;

@@ -35,7 +35,7 @@ class ProcessTest : public ::testing::Test {
     ASSERT_TRUE(nodes_->Made());
     ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);  // other users reach the sockets
     for (int i = 1; i <= 3; ++i) {
-      agents_.push_back(AgentInNode(*nodes_, i, Name(i), dir_.path()));
+      agents_.push_back(AgentInNode(*nodes_, i, Name(i), dir_.path(), AgentArgs(i)));
       ASSERT_TRUE(agents_.back()->Start());
     }
     // Every node knows the three, alive, each with its index, and sees the
@@ -82,6 +82,10 @@ class ProcessTest : public ::testing::Test {
     KeepLogsIfFailed(dir_.path(), agents);
   }
 
+  // More arguments for agent i (TLS files, say), and for every CLI call.
+  virtual std::vector<std::string> AgentArgs(int i) { return {}; }
+  virtual std::vector<std::string> CliArgs() { return {}; }
+
   static std::string Name(int i) { return fmt::format("n{}", i); }
   std::string Socket(int i) const { return dir_ / (Name(i) + ".sock"); }
   NodeSpaces& Node(int i) const { return (*nodes_)[i]; }
@@ -91,6 +95,8 @@ class ProcessTest : public ::testing::Test {
   // `onebox ARGS` run in node i, through node i's agent.
   RunResult Onebox(int i, std::vector<std::string> args, const std::string& stdin_data = "") {
     args.insert(args.begin(), {OneboxBin(), "--socket", Socket(i)});
+    std::vector<std::string> more = CliArgs();
+    args.insert(args.begin() + 3, more.begin(), more.end());
     return RunInNode(Node(i), args, {{"ONEBOX_SOCKET", Socket(i)}}, stdin_data);
   }
   // bash -c cmd in node i under the shim, from /cluster/w.

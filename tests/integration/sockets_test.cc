@@ -509,5 +509,132 @@ TEST_F(SocketsTest, AConnectionWhosePortWasLetGoStillEndsWhenItsNodeIsCutOff) {
   EXPECT_TRUE(nodes_->net().SetLink(1, true));
 }
 
+// The same cluster with mutual TLS (nodeagent/tls/, sockets/tls_links.h):
+// agents give node certificates of one CA, and every link between them is
+// TLS; programs hold no link of their own (no direct links), so every
+// connection is relayed by both agents.
+class TlsSocketsTest : public SocketsTest {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(mkdir(Pki("").c_str(), 0700), 0);
+    std::vector<std::vector<std::string>> issue{{"ca", "init", Pki("ca")}, {"ca", "init", Pki("other-ca")},
+                                                {"cert", "issue", "--ca", Pki("other-ca"), "--out", Pki(""), "stranger"},
+                                                {"cert", "issue", "--ca", Pki("ca"), "--out", Pki(""), "--admin", "ops"}};
+    for (int i = 1; i <= 3; ++i) issue.push_back({"cert", "issue", "--ca", Pki("ca"), "--out", Pki(""), Name(i)});
+    for (std::vector<std::string> argv : issue) {
+      argv.insert(argv.begin(), OneboxBin());
+      RunResult r = RunCommand(argv);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }
+    SocketsTest::SetUp();
+  }
+  std::string Pki(const std::string& name) const { return dir_ / ("pki/" + name); }
+  std::vector<std::string> AgentArgs(int i) override {
+    return {"--cacert", Pki("ca/ca.pem"), "--cert", Pki(Name(i) + ".pem"), "--key", Pki(Name(i) + ".key")};
+  }
+  std::vector<std::string> CliArgs() override { return {"--cacert", Pki("ca/ca.pem")}; }
+  std::string RelayOf(int i, uint32_t port) {
+    v1::ListPortsResponse listed = Ports(i);
+    for (const v1::ClusterPort& p : listed.ports())
+      if (p.port() == port) return p.relay();
+    return "";
+  }
+};
+
+TEST_F(TlsSocketsTest, ConnectionsBetweenNodesGoOverTlsAndBehaveAsOnLoopback) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18190, "echo-server-report");
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18190); }, seconds(10), "node 2 knows the port"));
+  EXPECT_EQ(ProbeIn(2, {"half-close", "18190"}).out, "half-close ok\n");
+  EXPECT_EQ(ProbeIn(3, {"reset", "18190"}).out, "reset\n");
+  EXPECT_EQ(ProbeIn(3, {"reset", "18190"}, /*shim=*/false).out, "reset\n");
+  RunResult bulk = ProbeIn(2, {"bulk", "18190", "64"});
+  EXPECT_EQ(bulk.out.rfind("bulk ok 64 MiB", 0), 0u) << bulk.out << bulk.err;
+  EXPECT_EQ(ProbeIn(2, {"refused", "18199"}).out, "refused\n");
+  // A program under the shim is relayed too: it holds no link (no key).
+  EXPECT_EQ(ProbeIn(2, {"route", "18190"}).out, "route local peer 127.0.0.1 18190 sock 127.0.0.1\n");
+  RunResult http = Sh(3, "echo tls > /cluster/w/t.txt");
+  ASSERT_EQ(http.exit_code, 0) << http.err;
+  NodeProcess web(Node(1), {"python3", "-m", "http.server", "18191", "--bind", "127.0.0.1", "--directory", "/cluster/w"},
+                  ShimEnv(1), dir_ / "http.log");
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = RunInNode(Node(2), {"curl", "-sS", "--max-time", "5", "http://127.0.0.1:18191/t.txt"}, ShimEnv(2));
+        return Observed(r.out == "tls\n", r.out + r.err);
+      },
+      seconds(20), "curl in node 2 reaches node 1's web server over the TLS link"));
+}
+
+TEST_F(TlsSocketsTest, ALinkWithoutANodeCertificateOfTheClusterIsRefused) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18192);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18192); }, seconds(10), "node 2 knows the port"));
+  const std::string relay = RelayOf(2, 18192);
+  ASSERT_FALSE(relay.empty());
+  const std::string host = relay.substr(0, relay.rfind(':')), port = relay.substr(relay.rfind(':') + 1);
+  // In the clear, as the links were without TLS: no challenge comes, and the link ends.
+  const std::string plain = fmt::format(
+      "import socket\n"
+      "s = socket.create_connection(('{}', {}), timeout=5)\n"
+      "s.sendall(b'OBR3' + b'x' * 32 + bytes([{}, {}]))\n"
+      "try:\n"
+      "    got = s.recv(64)\n"
+      "except OSError as e:\n"
+      "    got = b''\n"
+      "print('challenge' if len(got) == 16 else 'no challenge')\n",
+      host, port, 18192 >> 8, 18192 & 0xff);
+  RunResult clear = RunInNode(Node(2), {"python3", "-c", plain});
+  EXPECT_EQ(clear.out, "no challenge\n") << clear.err;
+  // With a node certificate of another CA: the handshake fails.
+  const std::string other = fmt::format(
+      "import socket, ssl\n"
+      "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+      "ctx.check_hostname = False\n"
+      "ctx.verify_mode = ssl.CERT_NONE\n"
+      "ctx.load_cert_chain('{}', '{}')\n"
+      "s = ctx.wrap_socket(socket.create_connection(('{}', {}), timeout=5))\n"
+      "try:\n"
+      "    s.sendall(b'OBR3' + b'x' * 32 + bytes([{}, {}]))\n"
+      "    got = s.recv(64)\n"
+      "    print('challenge' if len(got) == 16 else 'refused')\n"
+      "except (ssl.SSLError, OSError) as e:\n"
+      "    print('refused')\n",
+      Pki("stranger.pem"), Pki("stranger.key"), host, port, 18192 >> 8, 18192 & 0xff);
+  RunResult stranger = RunInNode(Node(2), {"python3", "-c", other});
+  EXPECT_EQ(stranger.out, "refused\n") << stranger.err;
+  EXPECT_NE(agents_[0]->log().find("certificate verify failed"), std::string::npos) << agents_[0]->log();
+  // An admin's certificate of this very CA: it is no node's, and a link is only for nodes.
+  std::string admin = other;
+  admin.replace(admin.find(Pki("stranger.pem")), Pki("stranger.pem").size(), Pki("ops.pem"));
+  admin.replace(admin.find(Pki("stranger.key")), Pki("stranger.key").size(), Pki("ops.key"));
+  RunResult ops = RunInNode(Node(2), {"python3", "-c", admin});
+  EXPECT_EQ(ops.out, "refused\n") << ops.err;
+  EXPECT_NE(agents_[0]->log().find("its certificate is not a node's of this cluster's CA"), std::string::npos)
+      << agents_[0]->log();
+}
+
+TEST_F(TlsSocketsTest, WhenTheServersNodeIsCutOffItsConnectionsOverTlsAreReset) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18193);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18193); }, seconds(10), "node 2 knows the port"));
+  std::vector<std::pair<std::string, std::unique_ptr<NodeProcess>>> clients;
+  for (bool shim : {true, false}) {
+    const std::string log = dir_ / fmt::format("hold-{}.log", shim ? "shim" : "plain");
+    clients.emplace_back(log, std::make_unique<NodeProcess>(
+                                  Node(2), std::vector<std::string>{"python3", Probe(), "hold", "18193", "send"},
+                                  shim ? ShimEnv(2) : std::map<std::string, std::string>{}, log));
+  }
+  for (const auto& [log, process] : clients)
+    ASSERT_TRUE(WaitUntil([&] { return ReadFile(log).find("connected") != std::string::npos; }, seconds(10),
+                          "the client is connected"))
+        << ReadFile(log);
+  ASSERT_TRUE(nodes_->net().SetLink(1, false));
+  const auto cut = std::chrono::steady_clock::now();
+  for (const auto& [log, process] : clients) {
+    EXPECT_TRUE(WaitUntil([&] { return ReadFile(log).find("reset") != std::string::npos; },
+                          cut + seconds(15) - std::chrono::steady_clock::now(), "the connection is reset"))
+        << ReadFile(log);
+    EXPECT_LE(std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count(), 10.0) << ReadFile(log);
+  }
+  EXPECT_TRUE(nodes_->net().SetLink(1, true));
+}
+
 }  // namespace
 }  // namespace onebox::testing

@@ -5,9 +5,14 @@ It knows no .proto of the server: every descriptor comes from the server's
 reflection service (grpc.reflection.v1alpha, which Debian's gRPC 1.51 serves),
 exactly as grpcurl works.
 
-  grpc_reflect.py HOST:PORT list
-  grpc_reflect.py HOST:PORT describe SYMBOL
-  grpc_reflect.py HOST:PORT call SERVICE/METHOD [JSON]
+  grpc_reflect.py [TLS] HOST:PORT list
+  grpc_reflect.py [TLS] HOST:PORT describe SYMBOL
+  grpc_reflect.py [TLS] HOST:PORT call SERVICE/METHOD [JSON]
+
+TLS, as grpcurl takes it: --cacert FILE (the cluster CA; the server must show
+a node certificate of it, checked for the name node.onebox unless
+--servername says another), and --cert FILE --key FILE (a client
+certificate: an admin's may call the mutating methods).
 
 Needs Debian's python3-grpcio, python3-protobuf and protoc (protobuf-compiler);
 run it with /usr/bin/python3 (a python3 from elsewhere lacks those modules).
@@ -41,9 +46,26 @@ def _load_reflection_messages():
     return module
 
 
+NODE_ROLE_NAME = "node.onebox"  # every agent's certificate carries it (nodeagent/tls/tls_identity.h)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def make_channel(address, cacert=None, cert=None, key=None, servername=NODE_ROLE_NAME):
+    if cacert is None:
+        return grpc.insecure_channel(address)
+    creds = grpc.ssl_channel_credentials(root_certificates=_read(cacert),
+                                         private_key=_read(key) if key else None,
+                                         certificate_chain=_read(cert) if cert else None)
+    return grpc.secure_channel(address, creds, options=[("grpc.ssl_target_name_override", servername)])
+
+
 class ReflectionClient:
-    def __init__(self, address, timeout=10):
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address, timeout=10, **tls):
+        self.channel = make_channel(address, **tls)
         self.timeout = timeout
         self.pb = _load_reflection_messages()
         self.pool = descriptor_pool.DescriptorPool()
@@ -131,10 +153,20 @@ class ReflectionClient:
 
 
 def main(argv):
+    tls = {}
+    argv = list(argv)
+    for flag in ("--cacert", "--cert", "--key", "--servername"):
+        if flag in argv:
+            i = argv.index(flag)
+            if i + 1 >= len(argv):
+                print(f"{flag} needs a value", file=sys.stderr)
+                return 2
+            tls[flag[2:]] = argv[i + 1]
+            del argv[i:i + 2]
     if len(argv) < 3:
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    client = ReflectionClient(argv[1])
+    client = ReflectionClient(argv[1], **tls)
     verb = argv[2]
     try:
         if verb == "list":
