@@ -378,5 +378,52 @@ TEST_F(AccessTest, AgentsWithoutTheSameTokenDoNotJoin) {
   EXPECT_EQ(stranger->Stop(), 0);
 }
 
+TEST_F(AccessTest, AnotherUsersFilesStayTheirsThroughAnotherNode) {
+  // A second node: Bob works there, on the files Alice made on the first.
+  auto second = AgentProcess::WithArgs({"--name", "acc2", "--data-dir", dir_ / "data2", "--listen", "127.0.0.1:0",
+                                        "--socket", dir_ / "agent2.sock", "--join", agent_->address()},
+                                       dir_ / "agent2.sock", dir_ / "data2.log");
+  ASSERT_TRUE(second->Start());
+  auto on_second = [&](uid_t uid, const std::string& cmd) {
+    return RunCommand(AsUser(uid, {"bash", "-c", cmd}), {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", second->socket()}});
+  };
+  ASSERT_EQ(User(kAlice, "cd /cluster/pub && umask 022 && echo secret > secret && chmod 600 secret && "
+                         "echo hers > file && mkdir dir && echo inside > dir/f && sync secret file dir/f")
+                .exit_code,
+            0);
+  ASSERT_TRUE(Eventually(*second, "cat /cluster/pub/secret /cluster/pub/file /cluster/pub/dir/f", "secret\nhers\ninside\n",
+                         seconds(20)));
+  // Alice reads her own secret there (a positive control: the node has it, and gives it to its owner).
+  EXPECT_EQ(on_second(kAlice, "cat /cluster/pub/secret").out, "secret\n");
+  // Bob, on the second node: each of these is refused by that node's kernel, as on one machine.
+  const std::vector<std::pair<std::string, std::string>> attempts{
+      {"read a 0600 file", "cat /cluster/pub/secret"},
+      {"write her file", "echo bob >> /cluster/pub/file"},
+      {"truncate her file", "truncate -s 0 /cluster/pub/file"},
+      {"chmod her file", "chmod 666 /cluster/pub/file"},
+      {"chown her file", "chown 4343 /cluster/pub/file"},
+      {"unlink her file in a sticky directory", "rm -f /cluster/pub/file"},
+      {"rename her file in a sticky directory", "mv /cluster/pub/file /cluster/pub/bobs"},
+      {"unlink in her directory", "rm -f /cluster/pub/dir/f"},
+      {"rename out of her directory", "mv /cluster/pub/dir/f /cluster/pub/stolen"},
+      {"make a file in her directory", "echo x > /cluster/pub/dir/new"},
+      {"replace her file by a rename over it", "echo bob > /cluster/pub/b && mv -f /cluster/pub/b /cluster/pub/file"},
+  };
+  for (const auto& [what, cmd] : attempts) {
+    RunResult r = on_second(kBob, cmd);
+    EXPECT_NE(r.exit_code, 0) << "Bob could " << what << " through the second node: " << r.out;
+  }
+  // Nothing of hers changed, on either node, after the replication that would have carried a change.
+  const std::string want = "secret\nhers\ninside\n600 4242\n644 4242\n755 4242\n";
+  const std::string look = "cat /cluster/pub/secret /cluster/pub/file /cluster/pub/dir/f && "
+                           "stat -c '%a %u' /cluster/pub/secret /cluster/pub/file /cluster/pub/dir";
+  EXPECT_TRUE(Eventually(*second, "sync /cluster/pub/b 2>/dev/null; ls /cluster/pub/b", "/cluster/pub/b\n"));
+  ASSERT_TRUE(Eventually(*agent_, "ls /cluster/pub/b", "/cluster/pub/b\n", seconds(10)));
+  EXPECT_EQ(Root(look).out, want);
+  EXPECT_EQ(Shell(*second, look).out, want);
+  EXPECT_EQ(Root("ls /cluster/pub/dir; ls /cluster/pub | sort").out, "f\nb\ndir\nfile\nsecret\n");
+  EXPECT_EQ(second->Stop(), 0);
+}
+
 }  // namespace
 }  // namespace onebox::testing

@@ -371,6 +371,29 @@ TEST_F(SocketsTest, AClaimNeverLeadsToAnotherProgramThatListensOnThePort) {
                         seconds(10), "node 2 reaches a server that holds its port"));
 }
 
+TEST_F(SocketsTest, AUserCannotTakeAPrivilegedPortThroughTheCluster) {
+  // uid 4242 under the shim on node 2: port 81 is below
+  // ip_unprivileged_port_start there, so the agent (root) claims it for no
+  // one: EACCES, as from the kernel, and no node lists it.
+  const std::string bind81 =
+      "import socket\n"
+      "s = socket.socket()\n"
+      "try:\n"
+      "    s.bind(('127.0.0.1', 81)); s.listen(); print('bound')\n"
+      "except PermissionError:\n"
+      "    print('EACCES')\n";
+  RunResult user = RunInNode(Node(2), {"setpriv", "--reuid", "4242", "--regid", "4242", "--clear-groups",
+                                       "/usr/bin/python3", "-c", bind81},
+                             ShimEnv(2));
+  EXPECT_EQ(user.out, "EACCES\n") << user.err;
+  for (int i = 1; i <= 3; ++i) EXPECT_FALSE(Lists(i, 81)) << "node " << i;
+  // Root may, as on one machine: and then it is the cluster's.
+  NodeProcess root(Node(2), {"python3", "-c", "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 81))\n"
+                                              "s.listen()\nprint('bound', flush=True)\ntime.sleep(60)\n"},
+                   ShimEnv(2), dir_ / "root81.log");
+  EXPECT_TRUE(WaitUntil([&] { return Lists(1, 81); }, seconds(10), "root's port 81 is the cluster's"));
+}
+
 TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
   std::unique_ptr<NodeProcess> server = EchoServer(1, 18097);
   ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18097); }, seconds(10), "node 2 knows the port"));
