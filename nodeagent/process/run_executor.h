@@ -21,6 +21,7 @@
 #include <string>
 
 #include "consistency/status.h"
+#include "nodeagent/process/run_launch.h"
 #include "onebox/v1/process.pb.h"
 
 namespace onebox {
@@ -34,24 +35,6 @@ class RunPeerStream {
   virtual bool Cancelled() = 0;                      // the far side is gone
 };
 
-// Where a run's program runs on this node.
-struct RunPlace {
-  std::string view_path;  // the agent's view (DataDir::view_path): "/cluster/a" is view_path + "/cluster/a"
-  std::string socket;     // the agent's socket, for the program's shim
-  std::string shim;       // libonebox.so; empty: the program runs without it
-  // Exit-to-wait (docs/consistency.md). settle_peers returns once what this
-  // node's programs wrote under the cluster so far is applied on every other
-  // live member: run after a program of another home exited, before its
-  // exit is sent (the home's relay then waits for its own view:
-  // process/run_relay.h). settle_view returns once what this node applied
-  // so far is in its view: run before a program starts, so that it reads
-  // what the steps before it wrote wherever they ran.
-  std::function<Status()> settle_peers;
-  std::function<void()> settle_view;
-  // The descriptor limit programs start with: the agent's own soft limit
-  // before it raised it for the port relay (0: as the agent's).
-  rlim_t files_soft_limit = 0;
-};
 
 class RunExecutor {
  public:
