@@ -33,6 +33,19 @@ bool FillAddr(const std::string& path, sockaddr_un* addr) {
   return true;
 }
 
+// The first directory above the socket that other users cannot search
+// (no execute bit for others), or "" when every one can: their programs
+// (su, a test suite that drops privileges) could not connect to it.
+std::string UnreachableAbove(const std::string& path) {
+  for (std::filesystem::path dir = std::filesystem::path(path).parent_path(); !dir.empty();
+       dir = dir.parent_path()) {
+    struct stat st;
+    if (stat(dir.c_str(), &st) == 0 && !(st.st_mode & S_IXOTH)) return dir.string();
+    if (dir == dir.root_path()) break;
+  }
+  return "";
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, Handler handler,
@@ -77,6 +90,10 @@ Result<std::unique_ptr<ShimServer>> ShimServer::Start(const std::string& path, H
     unlink(path.c_str());
     return s;
   }
+  if (std::string closed = UnreachableAbove(path); !closed.empty())
+    spdlog::warn("shim socket {}: other users cannot reach it ({} has no search permission for them), so their "
+                 "programs under the shim get ENOTCONN; chmod o+x {} if they should use the cluster",
+                 path, closed, closed);
   struct stat bound;
   ino_t inode = stat(path.c_str(), &bound) == 0 ? bound.st_ino : 0;
   std::unique_ptr<ShimServer> server(new ShimServer(path, inode, fd, wake, std::move(handler), std::move(on_close)));

@@ -179,6 +179,24 @@ TEST_F(AgentTest, RefusesBadInputWithInvalidArgumentAndStaysUp) {
   EXPECT_EQ(Get(*stub, "after").value(), "ok");
 }
 
+TEST_F(AgentTest, WarnsWhenOtherUsersCannotReachItsSocket) {
+  // Programs of other users (su, a test suite that drops privileges) reach
+  // the agent only if they may search every directory above its socket.
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+  for (const auto& [sub, mode] : {std::pair{"closed", 0700}, std::pair{"open", 0755}}) {
+    const std::string where = dir_ / sub;
+    ASSERT_EQ(mkdir(where.c_str(), mode), 0);
+    auto agent = AgentProcess::WithArgs({"--name", sub, "--data-dir", dir_ / (std::string(sub) + "-data"), "--listen",
+                                         "127.0.0.1:0", "--socket", where + "/agent.sock"},
+                                        where + "/agent.sock", dir_ / (std::string(sub) + ".log"));
+    ASSERT_TRUE(agent->Start());
+    const bool warned = agent->log().find("other users cannot reach it (" + where + " has no search permission") !=
+                        std::string::npos;
+    EXPECT_EQ(warned, mode == 0700) << agent->log();
+    EXPECT_EQ(agent->Stop(SIGTERM), 0);
+  }
+}
+
 TEST_F(AgentTest, SecondAgentOnSameDataDirIsRefused) {
   auto first = MakeAgent("n1");
   ASSERT_TRUE(first->Start());
