@@ -40,6 +40,13 @@ bool IsPlainAbsolute(const std::string& path) {
 
 Result<Launch> PrepareLaunch(const v1::RunStart& start, const RunPlace& place, const std::string& node) {
   if (start.argv().empty() || start.argv(0).empty()) return Status::InvalidArgument("run: no program to run");
+  // Every string becomes a C string for the child: a NUL inside would cut it
+  // there ("/..\0x" is a cwd of ".." to chdir).
+  auto has_nul = [](const std::string& text) { return text.find('\0') != std::string::npos; };
+  bool nul = has_nul(start.cwd()) || has_nul(start.program());
+  for (const std::string& a : start.argv()) nul = nul || has_nul(a);
+  for (const std::string& e : start.env()) nul = nul || has_nul(e);
+  if (nul) return Status::InvalidArgument("run: a NUL byte inside the program, an argument, the environment or the cwd");
   if (!IsPlainAbsolute(start.cwd()) || start.cwd() == "/")
     return Status::InvalidArgument(fmt::format("run: working directory '{}' is no cluster path", start.cwd()));
   if (!start.has_caller()) return Status::InvalidArgument("run: the start names no caller");
@@ -53,12 +60,12 @@ Result<Launch> PrepareLaunch(const v1::RunStart& start, const RunPlace& place, c
   l.uid = who.uid();
   l.gid = who.gid();
   for (uint32_t g : who.groups()) l.groups.push_back(g);
-  l.agents_ids = who.uid() == geteuid() && who.gid() == getegid();
-  if (geteuid() == 0) {
+  l.agents_ids = who.uid() == place.agent_uid && who.gid() == place.agent_gid;
+  if (place.agent_uid == 0) {
     l.switch_ids = true;
-  } else if (who.uid() != geteuid()) {
+  } else if (who.uid() != place.agent_uid) {
     return Status::PermissionDenied(fmt::format(
-        "node {}'s agent runs as uid {}, not root, and runs programs for that user only", node, geteuid()));
+        "node {}'s agent runs as uid {}, not root, and runs programs for that user only", node, place.agent_uid));
   }
   l.umask = static_cast<mode_t>(start.umask() & 0777);
   l.files_soft_limit = place.files_soft_limit;

@@ -10,6 +10,7 @@
 
 #include <sys/resource.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <functional>
 #include <string>
@@ -37,6 +38,10 @@ struct RunPlace {
   // The descriptor limit programs start with: the agent's own soft limit
   // before it raised it for the port relay (0: as the agent's).
   rlim_t files_soft_limit = 0;
+  // Who the agent runs as: root switches to the caller's ids, another user
+  // runs only its own user's programs.
+  uid_t agent_uid = geteuid();
+  gid_t agent_gid = getegid();
 };
 
 // Everything the child needs, made before fork.

@@ -43,12 +43,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   place.view_path = "/var/lib/onebox/view";
   place.socket = "/run/onebox/agent.sock";
   place.shim = "/usr/local/lib/libonebox.so";
+  place.agent_uid = 0;  // an agent as root, whoever runs the fuzzer: every start goes the whole way
+  place.agent_gid = 0;
   onebox::Result<onebox::Launch> launch = onebox::PrepareLaunch(first.start(), place, "n1");
   if (!launch.ok()) return 0;
   const onebox::Launch& l = *launch;
   // What the child execs: every pointer into the texts, each list ended by NULL.
   Require(!l.argv_text.empty() && l.argv.size() == l.argv_text.size() + 1 && l.argv.back() == nullptr);
-  for (size_t i = 0; i < l.argv_text.size(); ++i) Require(l.argv[i] == l.argv_text[i].data());
+  for (size_t i = 0; i < l.argv_text.size(); ++i)
+    Require(l.argv[i] == l.argv_text[i].data() && strlen(l.argv[i]) == l.argv_text[i].size());
   Require(l.env.size() == l.env_text.size() + 1 && l.env.back() == nullptr);
   for (size_t i = 0; i < l.env_text.size(); ++i) Require(l.env[i] == l.env_text[i].data());
   Require(!l.candidates.empty());
@@ -63,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (gid_t g : l.groups) Require(g != static_cast<gid_t>(-1));
   Require((l.umask & ~0777) == 0);
   // Inside the view, whatever the start said: lexically below view_path.
-  const std::string normal = std::filesystem::path(l.cwd).lexically_normal().string();
+  const std::string normal = std::filesystem::path(l.cwd.c_str()).lexically_normal().string();  // as chdir reads it
   Require(normal.rfind(place.view_path + "/", 0) == 0);
   return 0;
 }
