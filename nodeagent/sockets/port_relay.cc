@@ -283,9 +283,18 @@ void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
     return it->second;
   };
   std::map<std::string, v1::ClusterPort> want;
+  const uint32_t unprivileged_start = UnprivilegedPortStart();
   for (v1::ClusterPort& port : table_.Live()) {
     if (port.node_id() == table_.self_id() || CutOff(port.node_id())) continue;
     if (port.path().empty() && (port.port() == 0 || port.port() >= PortBits::kPorts)) continue;  // no TCP port
+    // This node's rule for its own ports: one below its unprivileged start
+    // is root's here, whatever the owner's node allowed its user.
+    if (port.path().empty() && port.port() < unprivileged_start && port.uid() != 0) {
+      if (unbindable_.insert(PortTable::Key(port.port())).second)
+        spdlog::warn("port {} of node {} (uid {}): not relayed from here, where ports below {} are root's",
+                     port.port(), port.node(), port.uid(), unprivileged_start);
+      continue;
+    }
     want[port.path().empty() ? PortTable::Key(port.port()) : PortTable::UnixKey(port.path())] = std::move(port);
   }
   for (auto it = proxies_.begin(); it != proxies_.end();) {

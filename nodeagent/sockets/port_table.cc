@@ -86,15 +86,14 @@ bool StillBound(const v1::ClusterPort& port, const Listening& listening) {
   return port.pid() > 0 && port.socket_inodes_size() > 0 && InodeOpenIn(port.pid(), port.socket_inodes(0));
 }
 
-// The lowest port a user other than root may bind (the kernel's rule).
+}  // namespace
+
 uint32_t UnprivilegedPortStart() {
   std::ifstream in("/proc/sys/net/ipv4/ip_unprivileged_port_start");
   uint32_t start = 1024;
   in >> start;
   return start;
 }
-
-}  // namespace
 
 PortTable::PortTable(Store& store, Membership& members, PeerNetwork& network, Self self)
     : store_(store), members_(members), network_(network), self_(std::move(self)) {}

@@ -51,6 +51,11 @@
 
 namespace onebox {
 
+// The lowest port a user other than root may bind on this node (the
+// kernel's rule, read from its network namespace's
+// ip_unprivileged_port_start each time).
+uint32_t UnprivilegedPortStart();
+
 class PortTable {
  public:
   // A grant stands this long for a claimant whose record has not come.

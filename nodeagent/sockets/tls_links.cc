@@ -107,7 +107,10 @@ int Handshake(SSL* ssl, int tcp, bool server, int deadline_ms) {
     if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) return -1;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     pollfd p{tcp, static_cast<short>(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
-    if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) != 1) return 0;  // 0: too slow
+    if (left.count() <= 0) return 0;  // 0: too slow
+    int ready = poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready != 1) return 0;
   }
 }
 

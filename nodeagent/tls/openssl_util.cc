@@ -53,7 +53,12 @@ Result<std::vector<X509Ptr>> ParseCerts(const std::string& pem, const std::strin
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   std::vector<X509Ptr> certs;
   while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) certs.emplace_back(cert);
-  ERR_clear_error();  // the end of the text reads as an error
+  // The end of the text reads as "no start line"; anything else is a block that is not a certificate.
+  const unsigned long last = ERR_peek_last_error();
+  const bool at_end = ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE;
+  if (!at_end && last != 0)
+    return Status::InvalidArgument(OpenSslError(fmt::format("{}: a block that is not a PEM certificate", where)));
+  ERR_clear_error();
   if (certs.empty()) return Status::InvalidArgument(fmt::format("{}: not a PEM certificate", where));
   return certs;
 }

@@ -186,6 +186,7 @@ TEST_F(AgentTest, WarnsWhenOtherUsersCannotReachItsSocket) {
   for (const auto& [sub, mode] : {std::pair{"closed", 0700}, std::pair{"open", 0755}}) {
     const std::string where = dir_ / sub;
     ASSERT_EQ(mkdir(where.c_str(), mode), 0);
+    ASSERT_EQ(chmod(where.c_str(), mode), 0);  // whatever the umask
     auto agent = AgentProcess::WithArgs({"--name", sub, "--data-dir", dir_ / (std::string(sub) + "-data"), "--listen",
                                          "127.0.0.1:0", "--socket", where + "/agent.sock"},
                                         where + "/agent.sock", dir_ / (std::string(sub) + ".log"));
