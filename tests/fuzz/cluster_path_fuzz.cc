@@ -10,14 +10,13 @@
 #include <string_view>
 
 #include "naming/cluster_path.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace {
 
-using onebox::kMaxPathBytes;
+using onebox::fuzz::Require;
 
-void Require(bool holds) {
-  if (!holds) abort();
-}
+using onebox::kMaxPathBytes;
 
 void CheckNormal(const char* p, size_t n, size_t cap) {
   Require(n < cap && p[n] == '\0' && strlen(p) == n);

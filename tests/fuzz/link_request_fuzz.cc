@@ -10,14 +10,9 @@
 #include <filesystem>
 
 #include "nodeagent/sockets/link_request.h"
+#include "tests/fuzz/fuzz_util.h"
 
-namespace {
-
-void Require(bool holds) {
-  if (!holds) abort();
-}
-
-}  // namespace
+using onebox::fuzz::Require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using onebox::LinkRequest;

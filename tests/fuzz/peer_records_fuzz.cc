@@ -12,20 +12,9 @@
 #include "consistency/record.h"
 #include "nodeagent/sync/record_codec.h"
 #include "onebox/v1/peer.pb.h"
+#include "tests/fuzz/fuzz_util.h"
 
-namespace {
-
-// Protobuf logs every string field that is not UTF-8: thousands of lines a second here.
-[[maybe_unused]] const bool kQuiet = [] {
-  google::protobuf::SetLogHandler(nullptr);
-  return true;
-}();
-
-void Require(bool holds) {
-  if (!holds) abort();
-}
-
-}  // namespace
+using onebox::fuzz::Require;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   onebox::v1::ReplicateRequest req;

@@ -15,18 +15,11 @@
 
 #include "nodeagent/process/run_launch.h"
 #include "onebox/v1/process.pb.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace {
 
-// Protobuf logs every string field that is not UTF-8: thousands of lines a second here.
-[[maybe_unused]] const bool kQuiet = [] {
-  google::protobuf::SetLogHandler(nullptr);
-  return true;
-}();
-
-void Require(bool holds) {
-  if (!holds) abort();
-}
+using onebox::fuzz::Require;
 
 size_t CountPrefixed(const std::vector<std::string>& env, const std::string& prefix) {
   size_t n = 0;

@@ -25,8 +25,11 @@
 #include "nodeagent/local/shim_server.h"
 #include "onebox/v1/shim.pb.h"
 #include "proto/shim_frame.h"
+#include "tests/fuzz/fuzz_util.h"
 
 namespace {
+
+using onebox::fuzz::Require;
 
 // Protobuf logs every string field that is not UTF-8: thousands of lines a second here.
 [[maybe_unused]] const bool kQuiet = [] {
@@ -34,10 +37,6 @@ namespace {
   spdlog::set_level(spdlog::level::off);  // the server logs each malformed frame
   return true;
 }();
-
-void Require(bool holds) {
-  if (!holds) abort();
-}
 
 struct Served {
   std::string path;
