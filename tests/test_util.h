@@ -1,5 +1,5 @@
 // Test helpers shared by unit and integration tests: temp dirs that clean up,
-// and waiting for a condition (never for a fixed time).
+// a file's text, and waiting for a condition (never for a fixed time).
 #pragma once
 
 #include <stdlib.h>
@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -37,6 +39,14 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The whole text of a file; "" when it cannot be read (not there yet, say).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 // A condition's answer to WaitUntil: whether it holds, and what was seen
 // (WaitUntil's failure message shows the last look's).

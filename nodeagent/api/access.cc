@@ -87,7 +87,7 @@ bool Caller::InGroup(gid_t g) const { return g == gid || std::find(groups.begin(
 Caller AccessGate::OfGrpc(const grpc::ServerContextBase& ctx) const {
   Caller caller;
   if (tls_) {
-    caller.tls_role = RoleOfCaller(*ctx.auth_context(), &caller.tls_name);
+    caller.tls_role = RoleOfCaller(*ctx.auth_context());
     caller.proven_peer = caller.tls_role == TlsRole::kNode;
     if (caller.tls_role == TlsRole::kAdmin) {  // acts as the agent's own user
       caller.uid = geteuid();

@@ -108,7 +108,6 @@ struct Caller {
   bool local = false;
   bool proven_peer = false;
   TlsRole tls_role = TlsRole::kNone;  // the certificate's, over gRPC with TLS
-  std::string tls_name;               // its common name, for the log
   pid_t pid = 0;
   uid_t uid = static_cast<uid_t>(-1);
   gid_t gid = static_cast<gid_t>(-1);

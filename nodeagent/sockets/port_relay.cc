@@ -35,11 +35,6 @@ namespace onebox {
 namespace {
 
 
-void NoDelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
 // Reads or writes exactly n bytes on a blocking socket with timeouts set.
 bool ReadFull(int fd, void* buf, size_t n) {
   return recv(fd, buf, n, MSG_WAITALL) == static_cast<ssize_t>(n);

@@ -28,6 +28,8 @@ namespace onebox {
 
 // Closes a socket with an RST instead of a FIN: its peer sees ECONNRESET.
 void CloseWithReset(int fd);
+// TCP_NODELAY on a TCP socket: a relayed connection's small writes go at once.
+void NoDelay(int fd);
 
 class SpliceRelay {
  public:

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -30,11 +29,6 @@ constexpr size_t kBufferBytes = 64 << 10;
 
 void NonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-void NoDelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
 // An SSL_CTX for one side: TLS 1.3 only (both ends are agents), this node's
 // certificate and key, the cluster CA the only one trusted, and a
 // certificate required of the other side.
@@ -58,8 +52,26 @@ Result<SSL_CTX*> MakeContext(const TlsMaterial& tls, bool server) {
   return ctx;
 }
 
-// Closes the TCP connection with a reset (the other pump then ends its side).
-void ResetTcp(int tcp) { CloseWithReset(tcp); }
+
+// The handshake, whole within deadline_ms (a peer that sends a byte now
+// and then cannot hold this thread longer); tcp is non-blocking.
+int Handshake(SSL* ssl, int tcp, bool server, int deadline_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);
+  if (server) SSL_set_accept_state(ssl);
+  else SSL_set_connect_state(ssl);
+  for (;;) {
+    const int done = SSL_do_handshake(ssl);
+    if (done == 1) return 1;
+    const int e = SSL_get_error(ssl, done);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) return -1;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{tcp, static_cast<short>(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
+    if (left.count() <= 0) return 0;  // 0: too slow
+    int ready = poll(&p, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready != 1) return 0;
+  }
+}
 
 }  // namespace
 
@@ -89,36 +101,11 @@ TlsLinks::~TlsLinks() {
   SSL_CTX_free(server_);
 }
 
-size_t TlsLinks::open() {
-  std::lock_guard lock(mu_);
-  return pumps_;
-}
-
-// The handshake, whole within deadline_ms (a peer that sends a byte now
-// and then cannot hold this thread longer); tcp is non-blocking.
-int Handshake(SSL* ssl, int tcp, bool server, int deadline_ms) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);
-  if (server) SSL_set_accept_state(ssl);
-  else SSL_set_connect_state(ssl);
-  for (;;) {
-    const int done = SSL_do_handshake(ssl);
-    if (done == 1) return 1;
-    const int e = SSL_get_error(ssl, done);
-    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) return -1;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    pollfd p{tcp, static_cast<short>(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
-    if (left.count() <= 0) return 0;  // 0: too slow
-    int ready = poll(&p, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready != 1) return 0;
-  }
-}
-
 int TlsLinks::Open(int tcp, bool server) {
   SSL* ssl = SSL_new(server ? server_ : client_);
   if (ssl == nullptr || SSL_set_fd(ssl, tcp) != 1) {
     SSL_free(ssl);
-    ResetTcp(tcp);
+    CloseWithReset(tcp);
     return -ENOMEM;
   }
   NonBlocking(tcp);
@@ -131,14 +118,14 @@ int TlsLinks::Open(int tcp, bool server) {
                              : "its certificate is not a node's of this cluster's CA");
     ERR_clear_error();
     SSL_free(ssl);
-    ResetTcp(tcp);
+    CloseWithReset(tcp);
     return -EACCES;
   }
   int pump = -1;
   const int relay_end = LocalPair(&pump);
   if (relay_end < 0) {
     SSL_free(ssl);
-    ResetTcp(tcp);
+    CloseWithReset(tcp);
     return relay_end;
   }
   NonBlocking(pump);
@@ -156,7 +143,7 @@ int TlsLinks::Open(int tcp, bool server) {
     std::lock_guard lock(mu_);
     if (--pumps_ == 0) none_left_.notify_all();
     SSL_free(ssl);
-    ResetTcp(tcp);
+    CloseWithReset(tcp);
     CloseWithReset(pump);
     CloseWithReset(relay_end);
     return -EAGAIN;
@@ -290,7 +277,7 @@ void TlsLinks::Pump(SSL* ssl, int tcp, int plain) {
   }
   SSL_free(ssl);
   if (failed) {
-    ResetTcp(tcp);
+    CloseWithReset(tcp);
     CloseWithReset(plain);
   } else {
     close(tcp);

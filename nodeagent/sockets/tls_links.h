@@ -44,8 +44,6 @@ class TlsLinks {
   // this CA; tcp is closed).
   int Connect(int tcp) { return Open(tcp, /*server=*/false); }
   int Accept(int tcp) { return Open(tcp, /*server=*/true); }
-  // Links pumped now.
-  size_t open();
 
  private:
   TlsLinks() = default;

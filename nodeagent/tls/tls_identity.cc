@@ -29,12 +29,6 @@ TlsRole RoleOfCertificate(X509* cert) {
 
 namespace {
 
-std::string CommonName(X509* cert) {
-  char buf[256] = {0};
-  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf);
-  return buf;
-}
-
 // Signed by one of the CAs (through the chain's intermediates), and valid now.
 Status VerifiedBy(X509* cert, const std::vector<X509Ptr>& chain, const std::vector<X509Ptr>& cas,
                   const std::string& cert_path, const std::string& ca_path) {
@@ -90,7 +84,6 @@ Result<TlsMaterial> LoadTls(const TlsFiles& files, bool need_cert) {
     return Status::InvalidArgument(OpenSslError(fmt::format("{} is not the key of {}", files.key, files.cert)));
   if (Status s = VerifiedBy(cert, *chain, *cas, files.cert, files.ca); !s.ok()) return s;
   tls.role = RoleOfCertificate(cert);
-  tls.name = CommonName(cert);
   if (need_cert && tls.role != TlsRole::kNode)
     return Status::InvalidArgument(fmt::format(
         "{} is not a node certificate (it is the {} role's): an agent needs one made by `onebox cert issue --ca DIR "
@@ -118,29 +111,23 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const TlsMaterial& 
 
 void SetTlsChannelArgs(grpc::ChannelArguments* args) { args->SetSslTargetNameOverride(std::string(kNodeRoleName)); }
 
-TlsRole RoleOfCaller(const grpc::AuthContext& auth, std::string* name) {
+TlsRole RoleOfCaller(const grpc::AuthContext& auth) {
   if (!auth.IsPeerAuthenticated()) return TlsRole::kNone;
   std::vector<grpc::string_ref> pem = auth.FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
   if (pem.empty()) return TlsRole::kNone;
   // Read as RoleOfCertificate reads it (its DNS names only), once per
   // certificate: a peer's calls come on a connection that keeps it.
-  struct Known {
-    TlsRole role;
-    std::string name;
-  };
   static std::mutex mu;
-  static std::unordered_map<std::string, Known> known;
+  static std::unordered_map<std::string, TlsRole> known;
   std::string text(pem[0].data(), pem[0].size());
   std::lock_guard lock(mu);
   auto it = known.find(text);
   if (it == known.end()) {
     Result<X509Ptr> cert = ParseCert(text, "a caller's certificate");
-    Known k{cert.ok() ? RoleOfCertificate(cert->get()) : TlsRole::kNone, cert.ok() ? CommonName(cert->get()) : ""};
     if (known.size() >= 1024) known.clear();  // a bound: certificates are few, callers may be many
-    it = known.emplace(std::move(text), std::move(k)).first;
+    it = known.emplace(std::move(text), cert.ok() ? RoleOfCertificate(cert->get()) : TlsRole::kNone).first;
   }
-  if (name != nullptr) *name = it->second.name;
-  return it->second.role;
+  return it->second;
 }
 
 }  // namespace onebox

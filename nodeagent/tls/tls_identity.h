@@ -45,7 +45,6 @@ struct TlsMaterial {
   std::string cert_pem;  // empty for a client without a certificate
   std::string key_pem;
   TlsRole role = TlsRole::kNone;  // the certificate's
-  std::string name;               // its common name
 };
 
 // Reads and checks the files: the certificate is signed by the CA and in
@@ -66,7 +65,6 @@ void SetTlsChannelArgs(grpc::ChannelArguments* args);
 // The role a certificate's names give it (its DNS alternative names).
 TlsRole RoleOfCertificate(X509* cert);
 // The role a gRPC caller's verified certificate names; kNone without one.
-// name gets its common name.
-TlsRole RoleOfCaller(const grpc::AuthContext& auth, std::string* name);
+TlsRole RoleOfCaller(const grpc::AuthContext& auth);
 
 }  // namespace onebox

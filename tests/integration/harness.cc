@@ -167,6 +167,14 @@ RunResult RunToCompletion(const Spawner& spawn, const std::string& stdin_data) {
 
 }  // namespace
 
+::testing::AssertionResult OneboxSucceeds(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{OneboxBin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  RunResult r = RunCommand(argv);
+  if (r.exit_code == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << fmt::format("onebox {} exited {}: {}", fmt::join(args, " "), r.exit_code, r.err);
+}
+
 RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
                      const std::string& stdin_data) {
   ExecSpec spec(argv, env);

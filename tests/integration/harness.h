@@ -66,6 +66,9 @@ struct RunResult {
 // Runs argv to completion with extra environment, feeding stdin_data.
 RunResult RunCommand(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
               const std::string& stdin_data = "");
+// `onebox ARGS` run to completion: success, or a failure naming the
+// command and what it said (for set-up steps: ca init, cert issue, ...).
+::testing::AssertionResult OneboxSucceeds(const std::vector<std::string>& args);
 // RunCommand inside node's namespaces (NodeSpaces::Spawn): the same output,
 // stdin and exit codes. A program that cannot be started there has exit code
 // -1 and says why in err.

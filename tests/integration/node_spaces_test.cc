@@ -29,13 +29,6 @@ namespace {
 
 using std::chrono::seconds;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // What /proc/PID/ns/KIND names (e.g. "pid:[4026531836]"); "" if unreadable.
 std::string NamespaceOf(pid_t pid, const std::string& kind) {
   std::error_code ec;

@@ -23,13 +23,6 @@ using std::chrono::seconds;
 
 std::string Probe() { return std::string(ONEBOX_SOURCE_DIR) + "/tests/tools/port_probe.py"; }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 size_t OpenFds(pid_t pid) {
   size_t n = 0;
   if (DIR* d = opendir(fmt::format("/proc/{}/fd", pid).c_str())) {
@@ -559,11 +552,7 @@ class TlsSocketsTest : public SocketsTest {
                                                 {"cert", "issue", "--ca", Pki("other-ca"), "--out", Pki(""), "stranger"},
                                                 {"cert", "issue", "--ca", Pki("ca"), "--out", Pki(""), "--admin", "ops"}};
     for (int i = 1; i <= 3; ++i) issue.push_back({"cert", "issue", "--ca", Pki("ca"), "--out", Pki(""), Name(i)});
-    for (std::vector<std::string> argv : issue) {
-      argv.insert(argv.begin(), OneboxBin());
-      RunResult r = RunCommand(argv);
-      ASSERT_EQ(r.exit_code, 0) << r.err;
-    }
+    for (const std::vector<std::string>& argv : issue) ASSERT_TRUE(OneboxSucceeds(argv));
     SocketsTest::SetUp();
   }
   std::string Pki(const std::string& name) const { return dir_ / ("pki/" + name); }

@@ -30,13 +30,6 @@ using std::chrono::seconds;
 
 std::string UnitPath() { return std::string(ONEBOX_SOURCE_DIR) + "/deploy/systemd/onebox-agent.service"; }
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // The value of the unit's key= line, "" when it has none.
 std::string UnitValue(const std::string& unit, const std::string& key) {
   std::istringstream lines(unit);
@@ -128,7 +121,7 @@ class ScopedEnv {
 
 TEST(SystemdTest, TheUnitPassesSystemdAnalyzeVerify) {
   TempDir dir;
-  std::string unit = ReadText(UnitPath());
+  std::string unit = ReadFile(UnitPath());
   ASSERT_EQ(UnitValue(unit, "Type"), "notify");
   // verify checks that ExecStart's program exists: the one built here stands in.
   const std::string installed = "\nExecStart=/usr/local/bin/onebox ";
@@ -183,7 +176,7 @@ TEST(SystemdTest, AgentsHeldToTheUnitsCapabilitiesReplicateAUsersPrivateFileWith
   TempDir dir;
   ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);  // the user reaches the socket
   // CapabilityBoundingSet=CAP_CHOWN CAP_... as setpriv's -all,+chown,...
-  std::istringstream caps(UnitValue(ReadText(UnitPath()), "CapabilityBoundingSet"));
+  std::istringstream caps(UnitValue(ReadFile(UnitPath()), "CapabilityBoundingSet"));
   std::string bounding = "-all";
   int count = 0;
   for (std::string cap; caps >> cap; ++count) {
@@ -210,12 +203,12 @@ TEST(SystemdTest, AgentsHeldToTheUnitsCapabilitiesReplicateAUsersPrivateFileWith
   };
   RunResult held = RunCommand({"setpriv", "--bounding-set", bounding, "cat", "/proc/self/status"});
   ASSERT_EQ(held.exit_code, 0) << held.err;
-  const uint64_t want = bounding_of(held.out), ours = bounding_of(ReadText("/proc/self/status"));
+  const uint64_t want = bounding_of(held.out), ours = bounding_of(ReadFile("/proc/self/status"));
   EXPECT_EQ(__builtin_popcountll(want), __builtin_popcountll(ours & want)) << std::hex << want;
   EXPECT_LE(__builtin_popcountll(want), count);
   EXPECT_GE(__builtin_popcountll(want), count - 1) << "the unit's set, less at most one this sandbox lacks";
   for (AgentProcess* agent : {a.get(), b.get()})
-    EXPECT_EQ(bounding_of(ReadText(fmt::format("/proc/{}/status", agent->pid()))), want) << std::hex << want;
+    EXPECT_EQ(bounding_of(ReadFile(fmt::format("/proc/{}/status", agent->pid()))), want) << std::hex << want;
   ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get()}, 1));
 
   // A directory only uid 4242 may enter, and in it a file only it may read.

@@ -19,6 +19,7 @@
 #include "nodeagent/view/view_ledger.h"
 #include "nodeagent/view/view_materializer.h"
 #include "nodeagent/view/view_recorder.h"
+#include "tests/test_util.h"
 #include "tests/unit/in_process_cluster.h"
 
 namespace onebox::testing {
@@ -51,13 +52,6 @@ struct ViewParts {
   std::unique_ptr<ViewRecorder> recorder;
   std::unique_ptr<ViewAudit> audit;
 };
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 class ViewTieTest : public ::testing::Test {
  protected:
@@ -135,7 +129,7 @@ TEST_F(ViewTieTest, APeersVersionThatTiesOnTheTimestampAndWinsIsWhatTheViewShows
   Record ours = WriteHere(parts, "from-a-6\n");
   Record theirs = PeersTie(ours, "from-c-6\n");
   ArriveAndPlace(parts, theirs);
-  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  EXPECT_EQ(ReadFile(view_ + "/cluster/r6"), "from-c-6\n");
   // The loser is kept in the history, and the recorder records nothing new.
   ASSERT_TRUE(parts.recorder->Sync().ok());
   EXPECT_EQ(node().store->Get("cluster/r6", Cf::kNs)->version, theirs.version);
@@ -152,7 +146,7 @@ TEST_F(ViewTieTest, ALoserStillInPlaceAfterARestartIsFoundAndReplaced) {
   // The start kept the file; the recorder's scan found it unchanged and an
   // older version (nothing recorded anew); the audit sees it stale and, at
   // its second look, hands it to the materializer.
-  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-a-6\n");
+  EXPECT_EQ(ReadFile(view_ + "/cluster/r6"), "from-a-6\n");
   EXPECT_EQ(node().store->Get("cluster/r6", Cf::kNs)->version, theirs.version);
   Result<ViewAudit::Report> first = parts.audit->Check(true);
   ASSERT_TRUE(first.ok());
@@ -161,7 +155,7 @@ TEST_F(ViewTieTest, ALoserStillInPlaceAfterARestartIsFoundAndReplaced) {
   ASSERT_TRUE(parts.audit->Check(true).ok());
   EXPECT_EQ(parts.audit->repaired(), 1u);
   parts.materializer->Drain();
-  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  EXPECT_EQ(ReadFile(view_ + "/cluster/r6"), "from-c-6\n");
   Result<ViewAudit::Report> after = parts.audit->Check(true);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->stale, 0u);
@@ -172,7 +166,7 @@ TEST_F(ViewTieTest, TheAuditsRoundsLookAtTheNotedKeysAndAtTheStaleOnesOnly) {
   ViewParts parts(node(), view_);
   parts.materializer->Drain();
   ASSERT_TRUE(parts.recorder->Sync().ok());
-  ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-a-6\n");
+  ASSERT_EQ(ReadFile(view_ + "/cluster/r6"), "from-a-6\n");
   // Nothing noted: the round looks at nothing (the whole check finds it).
   Result<ViewAudit::Report> unnoted = parts.audit->CheckNoted();
   ASSERT_TRUE(unnoted.ok());
@@ -191,7 +185,7 @@ TEST_F(ViewTieTest, TheAuditsRoundsLookAtTheNotedKeysAndAtTheStaleOnesOnly) {
   EXPECT_EQ(second->entries, 1u);
   EXPECT_EQ(parts.audit->repaired(), 1u);
   parts.materializer->Drain();
-  EXPECT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  EXPECT_EQ(ReadFile(view_ + "/cluster/r6"), "from-c-6\n");
   EXPECT_EQ(node().store->Get("cluster/r6", Cf::kNs)->version, theirs.version);
   // Still stale at the second look: looked at once more, now in place; then nothing.
   Result<ViewAudit::Report> third = parts.audit->CheckNoted();
@@ -234,7 +228,7 @@ TEST_F(ViewTieTest, AChmodOfAPlacedFileIsRecordedAsAChange) {
   Record ours = WriteHere(parts, "from-a-6\n");
   Record theirs = PeersTie(ours, "from-c-6\n");
   ArriveAndPlace(parts, theirs);
-  ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+  ASSERT_EQ(ReadFile(view_ + "/cluster/r6"), "from-c-6\n");
   // Placed, then chmod'ed: the content is as placed, the mode is a program's change.
   ASSERT_EQ(chmod((view_ + "/cluster/r6").c_str(), 0600), 0);
   ASSERT_TRUE(parts.recorder->Sync().ok());
@@ -258,7 +252,7 @@ TEST_F(ViewTieTest, AFileSetBackToAnotherNodesOlderVersionIsAChangeOfItsOwn) {
   {
     ViewParts parts(node(), view_);
     for (const Record& rec : {older, newer}) ArriveAndPlace(parts, rec);
-    ASSERT_EQ(Read(view_ + "/cluster/r6"), "from-c-6\n");
+    ASSERT_EQ(ReadFile(view_ + "/cluster/r6"), "from-c-6\n");
   }
   std::ofstream(view_ + "/cluster/r6", std::ios::trunc) << "older!!!\n";
   timespec times[2] = {Ts(then), Ts(then)};
@@ -271,7 +265,7 @@ TEST_F(ViewTieTest, AFileSetBackToAnotherNodesOlderVersionIsAChangeOfItsOwn) {
   ASSERT_TRUE(parts.audit->Check(true).ok());
   ASSERT_TRUE(parts.audit->Check(true).ok());
   EXPECT_EQ(parts.audit->repaired(), 0u);
-  EXPECT_EQ(Read(view_ + "/cluster/r6"), "older!!!\n");
+  EXPECT_EQ(ReadFile(view_ + "/cluster/r6"), "older!!!\n");
 }
 
 }  // namespace
