@@ -16,6 +16,7 @@ PACKAGES=(
   binutils-source  # tests: placement at exec builds its libiberty (66 C files) with make -j
   curl redis-server redis-tools  # tests: cluster ports, with real servers and clients
   python3-prometheus-client  # tests: the agent's --metrics read by Prometheus' own parser
+  python3-yaml  # tests: deploy/kubernetes read as the kubelet takes it
   openssl  # tests: the certificates of onebox ca init and cert issue, checked by openssl verify and x509
 )
 SUDO=""

@@ -67,8 +67,25 @@ FdId link_id, view_id;
 // The process the globals belong to. A vfork child shares our memory but not
 // our descriptors: it must not record its own in the globals.
 pid_t owner_pid = 0;
+// The prefix real paths in the view have here (getcwd, /proc/self/fd): the
+// view's path, or kDetachedRoot when the view came as a descriptor.
 char view_root[kMaxPathBytes] = "";
 size_t view_len = 0;
+// A program in another mount namespace (a pod that mounts only the socket
+// and the shim) cannot open the view by the agent's path: the agent sends a
+// detached copy of the view's mount instead (nodeagent/view/detached_view.h).
+// The kernel names a cwd in it "(unreachable)/cluster/a" (not under our
+// root) and an fd in it "/cluster/a" (from the top of its mount): both are
+// named with this prefix (ViewLinkOf). Each process may hold its own copy
+// (the agent makes one per ask, and children inherit their parent's cwd and
+// fds), so the view's device, and the cluster root in an fd's name, tell
+// the view's from the program's own.
+constexpr std::string_view kDetachedRoot = "(unreachable)";
+bool view_detached = false;  // the view came as a detached mount
+dev_t view_dev = 0;          // its device, when it did
+// The agent's own path for its view (from Hello; the same as view_root
+// unless detached): it names the agent's Unix relays.
+char agent_view[kMaxPathBytes] = "";
 // The agent's `onebox` (the stand-in), from Hello: written under mu only
 // when it changes, read by exec (preload/exec_place.cc).
 char front_path[kMaxPathBytes] = "";
@@ -195,21 +212,18 @@ Onebox__V1__ShimResponse* RoundTrip(int fd, const Onebox__V1__ShimRequest& req, 
 // memfd is what it must be: sealed so that nobody can shrink it under us or
 // write it but the agent. Otherwise open() keeps asking the file itself.
 void MapStatePage(int page_fd) {
-  constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
   struct stat st;
   int seals = static_cast<int>(RealSyscall(SYS_fcntl, page_fd, F_GET_SEALS, 0));
-  bool sealed = seals >= 0 && (seals & kSeals) == kSeals && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
-  void* map = MAP_FAILED;
-  bool ok = sealed && fstat(page_fd, &st) == 0 && st.st_size >= 4096;
-  if (ok && state_page.load() != nullptr && st.st_ino == state_page_ino) {
+  const size_t bytes = fstat(page_fd, &st) == 0 ? StatePageMapBytes(seals, st.st_size) : 0;
+  if (bytes != 0 && state_page.load() != nullptr && st.st_ino == state_page_ino) {
     RealClose(page_fd);  // the page we have (a reconnect to the same agent)
     return;
   }
-  // With the remote ports after it, if the agent keeps them (an older one does not).
-  const size_t bytes = ok && static_cast<size_t>(st.st_size) >= kStateMapBytes ? kStateMapBytes : 4096;
-  if (ok) map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, page_fd, 0);
+  void* map = bytes != 0 ? mmap(nullptr, bytes, PROT_READ, MAP_SHARED, page_fd, 0) : MAP_FAILED;
   RealClose(page_fd);
-  if (map == MAP_FAILED || static_cast<const StatePage*>(map)->magic != StatePage::kMagic) {
+  const PortMaps* maps = nullptr;
+  const StatePage* page = map != MAP_FAILED ? TrustedStatePage(map, bytes, &maps) : nullptr;
+  if (page == nullptr) {
     if (map != MAP_FAILED) munmap(map, bytes);
     port_maps.store(nullptr);
     state_page.store(nullptr);
@@ -218,19 +232,22 @@ void MapStatePage(int page_fd) {
   // A new agent's page: another thread may still read the old one, which
   // stays mapped (20 KiB per agent restart seen).
   state_page_ino = st.st_ino;
-  port_maps.store(bytes == kStateMapBytes
-                      ? reinterpret_cast<const PortMaps*>(static_cast<const char*>(map) + kPortMapsOffset)
-                      : nullptr);
-  state_page.store(static_cast<const StatePage*>(map));
+  port_maps.store(maps);
+  state_page.store(page);
 }
 
-// Connects to the agent and, when view_out is given, says Hello. On success
-// *fd_out is the connected socket and *view_out the view root; with map_page,
+struct HelloAnswer {
+  std::string view;   // the agent's path for its view
+  std::string front;  // its `onebox` (the stand-in)
+  FdId view_id;       // the view root's identity ({} from an older agent)
+};
+
+// Connects to the agent and, when hello_out is given, says Hello. On success
+// *fd_out is the connected socket and *hello_out the answer; with map_page,
 // the state page that came with the answer is mapped (never in a vfork child:
 // its mappings would be the parent's). Only raw system calls here: the
 // interposed functions may need mu, which the caller holds.
-int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page = false,
-              std::string* front_out = nullptr) {
+int Handshake(int* fd_out, HelloAnswer* hello_out, int timeout_ms, bool map_page = false) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (strlen(socket_path) >= sizeof sa.sun_path) return ENAMETOOLONG;
@@ -250,7 +267,7 @@ int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page 
     return ENOTCONN;
   }
   fd = HighFd(fd);
-  if (view_out == nullptr) {
+  if (hello_out == nullptr) {
     *fd_out = fd;
     return 0;
   }
@@ -279,8 +296,9 @@ int Handshake(int* fd_out, std::string* view_out, int timeout_ms, bool map_page 
   }
   if (page_fd >= 0 && map_page && resp->hello->state_page) MapStatePage(page_fd);
   else if (page_fd >= 0) RealClose(page_fd);
-  *view_out = resp->hello->view_root;
-  if (front_out != nullptr && resp->hello->front != nullptr) *front_out = resp->hello->front;
+  hello_out->view = resp->hello->view_root;
+  if (resp->hello->front != nullptr) hello_out->front = resp->hello->front;
+  hello_out->view_id = {static_cast<dev_t>(resp->hello->view_dev), static_cast<ino_t>(resp->hello->view_ino)};
   onebox__v1__shim_response__free_unpacked(resp, nullptr);
   *fd_out = fd;
   return 0;
@@ -290,13 +308,97 @@ int OpenView(const std::string& view) {
   return static_cast<int>(RealSyscall(SYS_openat, AT_FDCWD, view.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC, 0));
 }
 
+dev_t DevOf(int dirfd, const char* path, int flags) {
+  struct stat st;
+  if (RealSyscall(SYS_newfstatat, dirfd, path, &st, flags) != 0) return static_cast<dev_t>(-1);
+  return st.st_dev;
+}
+
+// The kernel names a cwd outside our root "(unreachable)/a/b": writes the
+// way up to the top of its mount ("../..": at the top, ".." stays there).
+bool UpFromUnreachable(std::string_view cwd, char* up, size_t cap) {
+  if (cwd.size() <= kDetachedRoot.size() || cwd.compare(0, kDetachedRoot.size(), kDetachedRoot) != 0 ||
+      cwd[kDetachedRoot.size()] != '/')
+    return false;
+  size_t len = 0;
+  for (char ch : cwd.substr(kDetachedRoot.size() + 1)) {
+    if (ch != '/') continue;
+    if (len + 3 + 3 > cap) return false;
+    memcpy(up + len, "../", 3);
+    len += 3;
+  }
+  if (len + 3 > cap) return false;
+  memcpy(up + len, "..", 3);  // with the NUL
+  return true;
+}
+
+// The top of the mount the cwd is in, if the cwd is outside our root and
+// that top is want (any when want is {}); else -1.
+int OpenUnreachableTop(std::string_view cwd, const FdId& want) {
+  char up[kMaxPathBytes];
+  if (!UpFromUnreachable(cwd, up, sizeof up)) return -1;
+  int fd = static_cast<int>(RealSyscall(SYS_openat, AT_FDCWD, up, O_PATH | O_DIRECTORY | O_CLOEXEC, 0));
+  if (fd >= 0 && want != FdId{} && IdOf(fd) != want) {
+    RealClose(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int OpenDetachedFromCwd(const FdId& want) {
+  char cwd[kMaxPathBytes];
+  if (RealSyscall(SYS_getcwd, cwd, sizeof cwd) <= 0) return -1;
+  return OpenUnreachableTop(cwd, want);
+}
+
+// The view for the agent that answered hello on link: opened by its path
+// when that is the agent's view, else (another mount namespace) sent by the
+// agent as a detached copy of its mount (*detached).
+// Returns the O_PATH descriptor, or -1 with errno.
+int OpenAgentView(int link, const HelloAnswer& hello, bool* detached) {
+  *detached = false;
+  int vfd = OpenView(hello.view);
+  if (vfd >= 0 && (hello.view_id == FdId{} || IdOf(vfd) == hello.view_id)) return vfd;
+  if (vfd >= 0) RealClose(vfd);  // a directory of that name, but not the agent's view
+  vfd = -1;
+  if (hello.view_id == FdId{}) return -1;  // an agent that cannot send it
+  // A process that started with its cwd in a detached view keeps that copy
+  // (another would be another mount, and the cwd would not be in it).
+  if (view_detached && (vfd = OpenDetachedFromCwd(hello.view_id)) >= 0) {
+    *detached = true;
+    return vfd;
+  }
+  Onebox__V1__ShimViewRequest view = ONEBOX__V1__SHIM_VIEW_REQUEST__INIT;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.id = 2;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_VIEW;
+  req.view = &view;
+  Onebox__V1__ShimResponse* resp = RoundTrip(link, req, &vfd);
+  int err = resp == nullptr ? EIO : resp->err != 0 ? resp->err : resp->op_case != ONEBOX__V1__SHIM_RESPONSE__OP_VIEW ? EIO : 0;
+  if (err == 0 && (vfd < 0 || IdOf(vfd) != hello.view_id)) err = EIO;  // not the view it named
+  *detached = err == 0;
+  if (err != 0 && resp != nullptr && resp->message != nullptr && resp->message[0] != '\0' && !warned.exchange(true)) {
+    char msg[1024];
+    int n = snprintf(msg, sizeof msg, "onebox: %s; calls under %.*s fail with ENOTCONN\n", resp->message,
+                     static_cast<int>(cluster_root.root().size()), cluster_root.root().data());
+    if (n > 0) [[maybe_unused]] ssize_t w = write(2, msg, static_cast<size_t>(std::min<int>(n, sizeof msg - 1)));
+  }
+  if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  if (err != 0) {
+    if (vfd >= 0) RealClose(vfd);
+    errno = err;
+    return -1;
+  }
+  return vfd;
+}
+
 // Connects and records the link and the view in the globals. Returns 0 or an errno.
 int ConnectLocked() {
   int saved = errno;
   int fd = -1;
-  std::string view, front;
-  int err = Handshake(&fd, &view, said_hello ? kTimeoutMs : kFirstHelloTimeoutMs,
-                      /*map_page=*/getpid() == owner_pid, &front);
+  HelloAnswer hello;
+  int err = Handshake(&fd, &hello, said_hello ? kTimeoutMs : kFirstHelloTimeoutMs,
+                      /*map_page=*/getpid() == owner_pid);
   if (err != 0) {
     errno = saved;
     return err;
@@ -307,22 +409,30 @@ int ConnectLocked() {
   timeval tv{0, kLinkAnswerTimeoutMs * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (view_fd < 0 || view != std::string_view(view_root, view_len)) {
-    int vfd = OpenView(view);
-    if (vfd < 0 || view.size() >= sizeof view_root) {
-      err = errno;
-      if (vfd >= 0) RealClose(vfd);
+  const std::string& view = hello.view;
+  if (view_fd < 0 || view != agent_view) {
+    bool detached = false;
+    int vfd = view.size() < sizeof view_root ? OpenAgentView(fd, hello, &detached) : -1;
+    if (vfd < 0) {
+      err = view.size() < sizeof view_root ? errno : ENAMETOOLONG;
       RealClose(fd);
       Warn("open view", err);
       errno = saved;
-      return EIO;
+      return ENOTCONN;  // as the warning says: no view, no cluster
     }
     if (view_fd >= 0) CloseIfOurs(view_fd, view_id);
     view_fd = HighFd(vfd);
     view_id = IdOf(view_fd);
-    memcpy(view_root, view.c_str(), view.size() + 1);
-    view_len = view.size();
+    std::string_view root = detached ? kDetachedRoot : std::string_view(view);
+    // First: once view_root is set, InDetachedView must already ask the device.
+    view_dev = hello.view_id.dev;
+    view_detached = detached;
+    memcpy(view_root, root.data(), root.size());
+    view_root[root.size()] = '\0';
+    view_len = root.size();
+    memcpy(agent_view, view.c_str(), view.size() + 1);
   }
+  const std::string& front = hello.front;
   if (front.size() < sizeof front_path && front != front_path) memcpy(front_path, front.c_str(), front.size() + 1);
   link_fd = fd;
   link_id = IdOf(link_fd);
@@ -411,16 +521,20 @@ int EnsureLinkLocked() {
 // In a vfork child: the view opened for this call only (closed at exec).
 int ViewFdInVforkChild() {
   if (view_fd >= 0 && IdOf(view_fd) == view_id) return view_fd;  // inherited, still valid
-  if (view_len > 0) return OpenView(std::string(view_root, view_len));
+  if (view_len > 0 && !view_detached) return OpenView(std::string(view_root, view_len));
   int fd = -1;
-  std::string view;
-  int err = Handshake(&fd, &view, kTimeoutMs);
+  HelloAnswer hello;
+  int err = Handshake(&fd, &hello, kTimeoutMs);
   if (err != 0) {
     errno = err;
     return -1;
   }
+  bool detached;
+  int vfd = OpenAgentView(fd, hello, &detached);
+  err = errno;
   RealClose(fd);
-  return OpenView(view);
+  errno = err;
+  return vfd;
 }
 
 int ViewFd() {
@@ -826,6 +940,39 @@ bool MayBeStubs() {
 
 std::string_view ViewRoot() { return {view_root, view_len}; }
 
+bool ViewIsDetached() { return view_detached; }
+
+std::string_view AgentViewRoot() { return view_detached ? std::string_view(agent_view) : ViewRoot(); }
+
+bool InDetachedView(int dirfd, const char* path, int flags) {
+  return !view_detached || DevOf(dirfd, path, flags) == view_dev;
+}
+
+ssize_t ViewLinkOf(int fd, char* real, size_t cap) {
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  const size_t skip = view_detached ? kDetachedRoot.size() : 0;
+  if (cap <= skip + 1) return -1;
+  ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real + skip, cap - skip - 1);
+  if (n <= 0) return n;
+  if (skip != 0) {
+    // "/cluster/a" is the view's only on the view's device; elsewhere it is the pod's own.
+    const std::string_view named(real + skip, static_cast<size_t>(n));
+    const std::string_view root = cluster_root.root();
+    const bool under_root = named.size() >= root.size() && named.compare(0, root.size(), root) == 0 &&
+                            (named.size() == root.size() || named[root.size()] == '/');
+    if (!under_root || !InDetachedView(fd, "", AT_EMPTY_PATH)) {
+      memmove(real, real + skip, static_cast<size_t>(n));
+      real[n] = '\0';
+      return n;
+    }
+    memcpy(real, kDetachedRoot.data(), skip);
+    n += static_cast<ssize_t>(skip);
+  }
+  real[n] = '\0';
+  return n;
+}
+
 const char* StandInProgram() {
   // Says hello if no one has yet; never in a vfork child (it would not keep what it learns).
   if (front_path[0] == '\0' && InOwnerProcess()) ViewFd();
@@ -834,12 +981,36 @@ const char* StandInProgram() {
 
 bool InOwnerProcess() { return getpid() == owner_pid; }
 
+namespace {
+
+// A cwd not under our root, "(unreachable)/a/b": in a detached view (a pod's
+// parent was there) if the view's marker is at the top of its mount.
+void DiscoverDetachedView(std::string_view cwd) {
+  int top = OpenUnreachableTop(cwd, {});
+  if (top < 0) return;
+  const bool marked = RealSyscall(SYS_faccessat, top, kViewMarker, F_OK, 0) == 0;
+  const FdId id = IdOf(top);
+  RealClose(top);
+  if (!marked || id == FdId{}) return;
+  view_dev = id.dev;  // first: once view_root is set, InDetachedView must already ask the device
+  view_detached = true;
+  memcpy(view_root, kDetachedRoot.data(), kDetachedRoot.size());
+  view_root[kDetachedRoot.size()] = '\0';
+  view_len = kDetachedRoot.size();
+}
+
+}  // namespace
+
 // A process that starts with its cwd in a view (a child of a shell that did
 // `cd /cluster/...`) learns the view root from the path itself: the agent
 // marks its view root with a file. Costs nothing unless a component is "view".
 void DiscoverViewRoot(const char* real_cwd) {
   if (view_len != 0) return;
   std::string_view cwd(real_cwd);
+  if (cwd.compare(0, kDetachedRoot.size(), kDetachedRoot) == 0) {
+    DiscoverDetachedView(cwd);
+    return;
+  }
   for (size_t pos = cwd.find("/view/"); pos != std::string_view::npos; pos = cwd.find("/view/", pos + 1)) {
     size_t end = pos + 5;  // candidate view root: cwd[0..end)
     char marker[kMaxPathBytes];

@@ -180,9 +180,8 @@ bool MayNormalizeElsewhere(const char* p) {
 // path; false when it is not in the view after all (a stale mark: glibc's
 // closedir closes without our close()).
 bool ClusterPathOfFd(int fd, char* out, size_t cap) {
-  char link[64], real[kMaxPathBytes];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
+  char real[kMaxPathBytes];
+  ssize_t n = ViewLinkOf(fd, real, sizeof real);
   std::string_view view = ViewRoot();
   if (n <= 0 || view.empty() || static_cast<size_t>(n) <= view.size() ||
       memcmp(real, view.data(), view.size()) != 0 || real[view.size()] != '/') {
@@ -215,7 +214,7 @@ void CwdChanged() {
     std::string_view view = ViewRoot();
     std::string_view cwd(real);
     if (!view.empty() && cwd.size() > view.size() && cwd.compare(0, view.size(), view) == 0 &&
-        cwd[view.size()] == '/') {
+        cwd[view.size()] == '/' && InDetachedView(AT_FDCWD, ".", 0)) {
       memcpy(state.path, real + view.size(), cwd.size() - view.size() + 1);
       state.in_cluster = true;
     }
@@ -372,7 +371,7 @@ int BringContent(int fd, bool o_path) {
   if (marked < 0 && (errno == ENODATA || errno == ENOTSUP)) return 0;
   // The agent names files without symlinks: ask by where fd really is.
   char real[kMaxPathBytes];
-  long n = RealSyscall(SYS_readlinkat, AT_FDCWD, proc, real, sizeof real - 1);
+  long n = ViewLinkOf(fd, real, sizeof real);
   RealSyscall(SYS_close, fd);
   static constexpr char kDeleted[] = " (deleted)";
   if (n >= static_cast<long>(sizeof kDeleted) - 1 &&

@@ -275,12 +275,16 @@ int fchdir(int fd) {
 char* getcwd(char* out, size_t size) {
   ONEBOX_REAL(getcwd);
   char real[kMaxPathBytes];
-  if (real_getcwd(real, sizeof real) == nullptr) return real_getcwd(out, size);
+  // The kernel's own answer: glibc's refuses a detached view's "(unreachable)/...".
+  if (RealSyscall(SYS_getcwd, real, sizeof real) <= 0) return real_getcwd(out, size);
   std::string_view view = ViewRoot();
   std::string_view cwd(real);
-  if (view.empty() || cwd.size() <= view.size() || cwd.compare(0, view.size(), view) != 0 || cwd[view.size()] != '/')
-    return real_getcwd(out, size);
-  const char* name = real + view.size();
+  const char* name = real;
+  if (!view.empty() && cwd.size() > view.size() && cwd.compare(0, view.size(), view) == 0 && cwd[view.size()] == '/' &&
+      InDetachedView(AT_FDCWD, ".", 0))
+    name = real + view.size();
+  else if (real[0] != '/')
+    return real_getcwd(out, size);  // unreachable and not the view: glibc's answer (ENOENT)
   size_t need = strlen(name) + 1;
   if (out != nullptr && size == 0) {
     errno = EINVAL;

@@ -135,12 +135,9 @@ ssize_t ReadlinkAt(int dirfd, const char* path, char* out, size_t size) {
 // The program's name for what the O_PATH fd points at: ROOT/... (from the
 // view's real path). Returns its length, or 0 with errno.
 size_t ClusterNameOf(int fd, char* out, size_t cap) {
-  char link[64], real[kMaxPathBytes];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ONEBOX_REAL(readlink);
-  ssize_t n = real_readlink(link, real, sizeof real - 1);
+  char real[kMaxPathBytes];
+  ssize_t n = ViewLinkOf(fd, real, sizeof real);
   if (n <= 0) return 0;
-  real[n] = '\0';
   std::string_view view = ViewRoot();
   std::string_view r(real, static_cast<size_t>(n));
   if (view.empty() || r.size() <= view.size() || r.compare(0, view.size(), view) != 0 || r[view.size()] != '/') {

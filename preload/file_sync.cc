@@ -21,15 +21,21 @@ namespace onebox::shim {
 
 int PublishIfInView(int fd, bool* in_view) {
   if (in_view) *in_view = false;
-  char link[64], real[kMaxPathBytes];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real, sizeof real - 1);
+  char real[kMaxPathBytes];
+  ssize_t n = ViewLinkOf(fd, real, sizeof real);
   if (n <= 0) return 0;
-  real[n] = '\0';
   static constexpr std::string_view kDeleted = " (deleted)";
   if (static_cast<size_t>(n) > kDeleted.size() && std::string_view(real + n - kDeleted.size()) == kDeleted)
     return 0;  // unlinked (or O_TMPFILE): no name left to record
   DiscoverViewRoot(real);  // an fd inherited into a process that never spoke to the agent
+  if (ViewRoot().empty() && Root().MaybeCluster(real) && InOwnerProcess()) {
+    // The kernel names an fd in a detached view (a pod's) by its cluster
+    // name: this process learns that view from the agent, then asks again.
+    const int saved = errno;
+    const bool connected = ViewFd() >= 0;
+    errno = saved;
+    if (connected && (n = ViewLinkOf(fd, real, sizeof real)) <= 0) return 0;
+  }
   std::string_view view = ViewRoot();
   std::string_view path(real, static_cast<size_t>(n));
   if (view.empty() || path.size() <= view.size() + 1 || path.compare(0, view.size(), view) != 0 ||

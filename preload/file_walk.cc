@@ -96,8 +96,12 @@ void UseShimDirFuncs(glob64_t* g) {
   g->gl_stat = stat64;
 }
 
-// nftw over the view's real path: the callback sees fpath past the view root.
+// nftw over the view's real path: the callback sees walk_name and then
+// fpath past walk_skip bytes (the view root; or, for a detached view, the
+// whole /proc/self/fd/N/. the walk starts from, and walk_name the cluster
+// name of the walk's top).
 thread_local size_t walk_skip = 0;
+thread_local const char* walk_name = "";
 thread_local int (*walk_fn)(const char*, const struct stat*, int, struct FTW*) = nullptr;
 thread_local int (*walk_fn64)(const char*, const struct stat64*, int, struct FTW*) = nullptr;
 thread_local int (*walk_ftw)(const char*, const struct stat*, int) = nullptr;
@@ -108,12 +112,14 @@ thread_local bool walk_chdir_tl = false;
 // The walk's callbacks, saved and restored around it: callbacks may walk too.
 struct WalkScope {
   size_t skip = walk_skip;
+  const char* name = walk_name;
   decltype(walk_fn) fn = walk_fn;
   decltype(walk_fn64) fn64 = walk_fn64;
   decltype(walk_ftw) f = walk_ftw;
   bool chdir = walk_chdir;
   ~WalkScope() {
     walk_skip = skip;
+    walk_name = name;
     walk_fn = fn;
     walk_fn64 = fn64;
     walk_ftw = f;
@@ -125,11 +131,20 @@ struct WalkScope {
 int WalkCallback(const char* fpath, const struct stat* st, int type, struct FTW* ftw) {
   if (walk_chdir) CwdChanged();
   struct FTW shifted = *ftw;
+  char joined[kMaxPathBytes];
+  const char* path = fpath + walk_skip;
+  if (const size_t name_len = strlen(walk_name); name_len != 0) {
+    if (name_len + strlen(path) + 1 > sizeof joined) return Fail(ENAMETOOLONG);
+    memcpy(joined, walk_name, name_len);
+    strcpy(joined + name_len, path);
+    path = joined;
+    shifted.base += static_cast<int>(name_len);
+  }
   shifted.base -= static_cast<int>(walk_skip);
-  if (walk_ftw != nullptr) return walk_ftw(fpath + walk_skip, st, type);
-  if (walk_fn64 != nullptr)
-    return walk_fn64(fpath + walk_skip, reinterpret_cast<const struct stat64*>(st), type, &shifted);
-  return walk_fn(fpath + walk_skip, st, type, &shifted);
+  if (ftw->level == 0) shifted.base = static_cast<int>(strrchr(path, '/') + 1 - path);  // the top's own name
+  if (walk_ftw != nullptr) return walk_ftw(path, st, type);
+  if (walk_fn64 != nullptr) return walk_fn64(path, reinterpret_cast<const struct stat64*>(st), type, &shifted);
+  return walk_fn(path, st, type, &shifted);
 }
 
 // Runs glibc's nftw on the real path of the cluster directory. -2: not a cluster path.
@@ -140,19 +155,28 @@ int WalkCluster(const char* dir, int nopenfd, int flags) {
   if (t.err) return Fail(t.err);
   int fd = OpenInView(t, O_PATH | O_CLOEXEC, 0);
   if (fd < 0) return -1;
-  char link[64], real[kMaxPathBytes];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ssize_t n = readlink(link, real, sizeof real - 1);
-  close(fd);
+  char real[kMaxPathBytes];
+  ssize_t n = ViewLinkOf(fd, real, sizeof real);
   std::string_view view = ViewRoot();
-  if (n <= 0 || static_cast<size_t>(n) <= view.size()) return Fail(EIO);
-  real[n] = '\0';
-  walk_skip = view.size();
+  if (n <= 0 || static_cast<size_t>(n) <= view.size() || real[view.size()] != '/') {
+    close(fd);
+    return Fail(EIO);
+  }
+  // A detached view has no path here: the walk goes through fd's /proc entry.
+  const bool detached = ViewIsDetached();
+  char top[32];  // "/.": the /proc entry itself is a symlink, which a physical walk would not enter
+  snprintf(top, sizeof top, "/proc/self/fd/%d/.", fd);
+  walk_skip = detached ? strlen(top) : view.size();
+  walk_name = detached ? real + view.size() : "";
   walk_chdir = flags & FTW_CHDIR;
   ONEBOX_REAL(nftw);
   // Physical walks only: glibc would follow symlinks with the kernel's
   // resolution, not the view's, and could leave the view.
-  return real_nftw(real, WalkCallback, nopenfd, flags | FTW_PHYS);
+  int r = real_nftw(detached ? top : real, WalkCallback, nopenfd, flags | FTW_PHYS);
+  int err = errno;
+  close(fd);
+  errno = err;
+  return r;
 }
 
 }  // namespace

@@ -131,8 +131,21 @@ struct SymlinkAnnouncement {
 int AnnounceSymlink(int view_fd, SymlinkAnnouncement* a);
 void SymlinkMade(SymlinkAnnouncement* a);
 
-// The agent's view root (absolute real path), "" when not connected.
+// The prefix the view's real paths have in this process, "" when not
+// connected: the view's absolute path, or "(unreachable)" when the agent sent
+// the view as a detached mount (a program in another mount namespace).
 std::string_view ViewRoot();
+// The agent's own path for its view (it names the agent's Unix relays).
+std::string_view AgentViewRoot();
+// True when the view came as a detached mount: it has no path here.
+bool ViewIsDetached();
+// The real path of fd as ViewRoot() names the view (for a detached view,
+// "(unreachable)/cluster/a" where the kernel says "/cluster/a"), NUL-ended
+// in real; its length, or -1 (or 0) when the kernel names none.
+ssize_t ViewLinkOf(int fd, char* real, size_t cap);
+// False when the view is detached and dirfd/path (fstatat's) lies on another
+// device: a cwd the kernel calls "(unreachable)/..." that is not the view.
+bool InDetachedView(int dirfd, const char* path, int flags);
 // Descriptors the shim opened in the view and handed to the program: a
 // relative path against one of them is a cluster path, not left to the kernel
 // (which would resolve ".." from the view's real location). Returns fd.

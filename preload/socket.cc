@@ -398,7 +398,7 @@ int ConnectUnix(int fd, const Target& t) {
   const int native = errno;
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
-  const size_t n = onebox::UnixRelayName(ViewRoot(), t.rel, a.sun_path);
+  const size_t n = onebox::UnixRelayName(AgentViewRoot(), t.rel, a.sun_path);
   int relayed = real_connect(fd, reinterpret_cast<const sockaddr*>(&a), static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + n));
   if (relayed != 0 && errno != EAGAIN) return Fail(native);  // (EAGAIN: a full backlog, non-blocking)
   // The name is the agent's only if the agent listens on it: anyone on the

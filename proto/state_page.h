@@ -5,6 +5,7 @@
 // reads a field with one load on its hot path.
 #pragma once
 
+#include <fcntl.h>
 #include <time.h>
 
 #include <atomic>
@@ -66,6 +67,28 @@ struct PortMaps {
 };
 constexpr size_t kPortMapsOffset = 4096;
 constexpr size_t kStateMapBytes = kPortMapsOffset + sizeof(PortMaps);
+
+// The shim's look at a page's memfd before it maps it (preload/agent_link.cc;
+// tests/fuzz/state_page_fuzz.cc): how many bytes to map, 0 for none. Only a
+// memfd that nobody can shrink, grow or reseal, and that only the agent's
+// own mapping writes (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE), is mapped: a
+// read past a file's end would be SIGBUS in the program. At least a page;
+// with the port maps when it holds them (an older agent's page is 4 KiB).
+inline size_t StatePageMapBytes(int seals, int64_t size) {
+  constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+  const bool sealed = seals >= 0 && (seals & kSeals) == kSeals && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
+  if (!sealed || size < static_cast<int64_t>(kPortMapsOffset)) return 0;
+  return size >= static_cast<int64_t>(kStateMapBytes) ? kStateMapBytes : kPortMapsOffset;
+}
+// The page at map (bytes long, from StatePageMapBytes), if it is one (its
+// magic), else nullptr; *maps: the port maps after it, if mapped.
+inline const StatePage* TrustedStatePage(const void* map, size_t bytes, const PortMaps** maps) {
+  *maps = nullptr;
+  const auto* page = static_cast<const StatePage*>(map);
+  if (page == nullptr || bytes < kPortMapsOffset || page->magic != StatePage::kMagic) return nullptr;
+  if (bytes >= kStateMapBytes) *maps = reinterpret_cast<const PortMaps*>(static_cast<const char*>(map) + kPortMapsOffset);
+  return page;
+}
 
 // A shim trusts a page whose heartbeat is at most this old; an agent lets no
 // symlink be made (Announce waits) until this long after it took over the

@@ -28,6 +28,7 @@
 #include "nodeagent/daemon/listen_address.h"
 #include "nodeagent/daemon/service_manager.h"
 #include "nodeagent/daemon/state_page_owner.h"
+#include "nodeagent/view/detached_view.h"
 #include "nodeagent/local/shim_handlers.h"
 #include "nodeagent/metrics/metrics.h"
 #include "nodeagent/metrics/metrics_server.h"
@@ -106,6 +107,7 @@ class Agent {
   LocalCalls local_calls_{gate_};
   StatePageOwner* state_page_ = nullptr;  // lives as long as the process
   std::unique_ptr<SymlinkGuard> guard_;
+  std::unique_ptr<DetachedView> detached_view_;  // for programs in other mount namespaces
   std::unique_ptr<ViewLedger> ledger_;
   GrpcPeerNetwork network_;
   std::unique_ptr<Membership> members_;
@@ -258,6 +260,7 @@ Status Agent::StartView() {
       [a = audit_.get()](const std::string& key) { a->Note(key); });
   if (!recorder.ok()) return recorder.status();
   recorder_ = std::move(recorder).value();
+  detached_view_ = std::make_unique<DetachedView>(view_root);
   content_->SetPendingSource([r = recorder_.get()](const std::string& digest) { return r->PendingChunk(digest); });
   info_.chunks_hashed_ahead = [r = recorder_.get()] { return r->hashed_ahead(); };
   info_.view_digest = [a = audit_.get()]() -> Result<std::string> {
@@ -441,6 +444,7 @@ Status Agent::StartShimSocket() {
       .relay = *port_relay_,
       .front = BesideThisBinary("onebox"),
       .state_page_fd = state_page_->fd(),
+      .detached_view = *detached_view_,
       .replication_factor = static_cast<size_t>(opt_.replication_factor),
       .write_quorum = static_cast<size_t>(opt_.write_quorum),
   });

@@ -106,6 +106,8 @@ Status ShimHandlers::Hello(const Origin& origin, const v1::ShimRequest& req, v1:
   resp->mutable_hello()->set_node_name(parts_.info.identity.name);
   resp->mutable_hello()->set_state_page(true);
   resp->mutable_hello()->set_front(parts_.front);
+  resp->mutable_hello()->set_view_dev(parts_.detached_view.dev());
+  resp->mutable_hello()->set_view_ino(parts_.detached_view.ino());
   origin.call->attach_fd = parts_.state_page_fd;
   parts_.guard.PageMapped(origin.connection);
   spdlog::debug("shim hello from pid {} ({}) for root {}", origin.peer.pid, req.hello().program(), root.root());
@@ -358,6 +360,16 @@ Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, 
          answer.mutable_take_link();
          return AnswerWithLink(fd, std::move(answer), link);
        }});
+  return Status::Ok();
+}
+
+Status ShimHandlers::View(const Origin& origin, const v1::ShimRequest&, v1::ShimResponse* resp) {
+  Result<int> fd = parts_.detached_view.Make();
+  if (!fd.ok()) return fd.status();
+  resp->mutable_view();
+  origin.call->attach_fd = *fd;
+  origin.call->attach_owned = true;
+  spdlog::debug("the view handed to pid {} (another mount namespace)", origin.peer.pid);
   return Status::Ok();
 }
 

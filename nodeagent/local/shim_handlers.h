@@ -22,6 +22,7 @@
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/replicator.h"
+#include "nodeagent/view/detached_view.h"
 #include "nodeagent/view/symlink_guard.h"
 #include "nodeagent/view/view_materializer.h"
 #include "nodeagent/view/view_recorder.h"
@@ -46,6 +47,7 @@ class ShimHandlers {
     PortRelay& relay;      // connect() to another node's port
     std::string front;     // the `onebox` binary (the stand-in), for the shim to exec
     int state_page_fd;  // sent with Hello's answer; never closed here
+    DetachedView& detached_view;  // the view as a descriptor, for other mount namespaces
     size_t replication_factor;
     size_t write_quorum;  // 0: a majority of the replicas (peer/quorum.h)
   };

@@ -23,7 +23,8 @@
   X(kPlace, Place, kPool, "exec of a program ONEBOX_PLACE places: the node it runs on (process/placement.h)") \
   X(kBindPort, BindPort, kCalls, "bind() of a cluster port: a vote, then the port table (sockets/port_table.h)") \
   X(kDialPort, DialPort, kInline, "connect() to another node's port: a link to its owner, sent back (sockets/port_relay.h)") \
-  X(kTakeLink, TakeLink, kInline, "accept() of the agent's connection to a server: the link behind it (sockets/handover.h)")
+  X(kTakeLink, TakeLink, kInline, "accept() of the agent's connection to a server: the link behind it (sockets/handover.h)") \
+  X(kView, View, kInline, "a program in another mount namespace: the view as a descriptor (view/detached_view.h)")
 
 namespace onebox {
 

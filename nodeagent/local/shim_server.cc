@@ -153,12 +153,16 @@ bool ShimServer::Serve(Connection& c) {
     resp.set_id(req.id());
     ShimCall call(c.peer, this, c.fd, c.serial, req.id());
     handler_(call, req, &resp);
-    if (call.taken_) return false;  // the handler's now: the server drops its own descriptor
-    if (call.deferred_) {
+    const int owned = call.attach_owned ? call.attach_fd : -1;
+    if (call.taken_ || call.deferred_) {
+      if (owned >= 0) close(owned);
+      if (call.taken_) return false;  // the handler's now: the server drops its own descriptor
       c.waiting = true;
       break;
     }
-    if (!Queue(c, resp, call.attach_fd)) return false;
+    const bool queued = Queue(c, resp, call.attach_fd);
+    if (owned >= 0) close(owned);
+    if (!queued) return false;
     if (c.pending_out() > kMaxShimPendingOutBytes) break;  // let the client read first
   }
   c.in.erase(0, c.in_pos);  // once per call, not per frame

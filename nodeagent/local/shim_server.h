@@ -59,6 +59,7 @@ class ShimReply {
 struct ShimCall {
   const PeerCred& peer;
   int attach_fd = -1;  // send this descriptor with the answer (SCM_RIGHTS); not closed
+  bool attach_owned = false;  // unless this says it was made for this answer: closed once queued
   // Answer later: the response given now is dropped, the connection reads no
   // more requests until reply.Send().
   ShimReply Defer();

@@ -712,6 +712,65 @@ TEST_F(ShimTest, OneboxExecRunsACommandUnderTheShim) {
   EXPECT_EQ(RunCommand({OneboxBin(), "exec"}).exit_code, 2);
 }
 
+// A pod: a program in a mount namespace of its own whose root holds only
+// the system's programs, the agent's socket and the shim (each bound alone,
+// read-only, as hostPath volumes), not the agent's data dir. The agent sends
+// it the view as a detached mount: files, cwd, children that start in the
+// view, scripts, fds inherited from another process's copy, nftw and find
+// all work, and ".." from the descriptor the program holds stays in the view
+// (a plain descriptor of the view directory would lead to the data dir).
+RunResult RunInPod(const TempDir& dir, const AgentProcess& agent, const std::string& workload) {
+  std::string root = dir / "pod-root";
+  std::filesystem::create_directories(root);
+  return RunCommand({"unshare", "--mount", "--propagation", "private", "bash",
+                     std::string(ONEBOX_SOURCE_DIR) + "/tests/integration/pod_namespace.sh", root, agent.socket(),
+                     ShimLib(), agent.data_dir(), workload});
+}
+
+TEST_F(ShimTest, AProgramInAnotherMountNamespaceWorksWithOnlyTheSocketAndTheShim) {
+  if (geteuid() != 0) GTEST_SKIP() << "makes a mount namespace and a root for it: needs root (CI runs as root)";
+  ASSERT_EQ(Sh("mkdir -p /cluster/pod && echo from-host > /cluster/pod/from-host").exit_code, 0);
+  RunResult pod = RunInPod(dir_, *agent_, std::string(ONEBOX_SOURCE_DIR) + "/tests/integration/pod_workload.sh");
+  EXPECT_EQ(pod.exit_code, 0) << pod.err;
+  EXPECT_EQ(pod.out,
+            "no data dir\n"
+            "from-pod\nfrom-host\n"
+            "/cluster/pod\n/cluster/pod\n/cluster/pod\nfrom-pod\n"
+            "/cluster/pod/sub\nfrom-pod\na\nfrom-host\nsub\n"
+            "script ran in /cluster/pod/sub\n"
+            "from-pod\n"
+            "/cluster/pod\n/cluster/pod/a\n/cluster/pod/from-host\n/cluster/pod/s.sh\n/cluster/pod/sub\n"
+            "/cluster/pod/sub/c\n"
+            "fchdir: /cluster/pod/sub\n"
+            "nftw: 0 /cluster/pod/a:a:1 /cluster/pod/from-host:from-host:1 /cluster/pod/s.sh:s.sh:1 "
+            "/cluster/pod/sub/c:c:2 /cluster/pod/sub:sub:1 /cluster/pod:pod:0\n"
+            "view fd: True up is the view\nview fds: 1\n")
+      << pod.err;
+  EXPECT_EQ(pod.err, "");
+  // What the pod wrote is the cluster's, as any program's.
+  RunResult host = Sh("cat /cluster/pod/a /cluster/pod/sub/c");
+  EXPECT_EQ(host.out, "from-pod\nfrom-pod\n") << host.err;
+}
+
+// An agent without CAP_SYS_ADMIN cannot make the detached view: a pod's
+// cluster calls fail at once with ENOTCONN, and the program is told why.
+TEST(PodTest, WithoutCapSysAdminThePodIsToldWhyAndSeesNothing) {
+  if (geteuid() != 0) GTEST_SKIP() << "makes a mount namespace and a root for it: needs root (CI runs as root)";
+  TempDir dir;
+  auto agent = QuietLoopbackAgent(dir.path(), "nocap");
+  agent->set_command_prefix({"setpriv", "--bounding-set", "-sys_admin"});
+  ASSERT_TRUE(agent->Start());
+  std::string workload = dir / "workload.sh";
+  std::ofstream(workload) << "cat /cluster/f; echo \"cat: $?\"; mkdir /cluster/d; echo \"mkdir: $?\"\n";
+  RunResult pod = RunInPod(dir, *agent, workload);
+  EXPECT_EQ(pod.exit_code, 0) << pod.err;
+  EXPECT_EQ(pod.out, "cat: 1\nmkdir: 1\n");
+  EXPECT_NE(pod.err.find("onebox: programs in another mount namespace cannot reach the view"), std::string::npos) << pod.err;
+  EXPECT_NE(pod.err.find("needs CAP_SYS_ADMIN"), std::string::npos) << pod.err;
+  EXPECT_NE(pod.err.find("Transport endpoint is not connected"), std::string::npos) << pod.err;
+  EXPECT_NE(agent->log().find("cannot reach the view"), std::string::npos) << agent->log();
+}
+
 // The export map is written from preload/interposed.h, and the link fails
 // when a listed function has no wrapper; this checks the result, and that
 // each function is defined in its family's file (nm -l reads the debug info:
