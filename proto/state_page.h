@@ -117,8 +117,10 @@ inline bool SymlinkFreeStill(const StatePage* page, uint64_t epoch) {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // the lookup before the loads
   if (page->symlinks.load(std::memory_order_acquire) != 0) return false;
   if (page->symlink_epoch.load(std::memory_order_acquire) != epoch) return false;
-  int64_t age = CoarseMonotonicNs() - page->symlink_heartbeat_ns.load(std::memory_order_acquire);
-  return age <= kSymlinkTrustNs && age >= -kSymlinkHeartbeatNs;
+  // Compared as bounds, not as a difference: a page's beat may be any value
+  // (now - beat could overflow).
+  const int64_t now = CoarseMonotonicNs(), beat = page->symlink_heartbeat_ns.load(std::memory_order_acquire);
+  return beat >= now - kSymlinkTrustNs && beat <= now + kSymlinkHeartbeatNs;
 }
 
 // In the view root, the agent's: a shim holds a read lock on it (an OFD

@@ -1,0 +1,86 @@
+// Fuzzes the state page as the shim takes it from the agent's socket
+// (proto/state_page.h, preload/agent_link.cc): any memfd, of any size, with
+// any seals, holding any bytes. The shim maps it only when nobody can shrink
+// or rewrite it, never past its end (a read there would be SIGBUS in the
+// program), and every read the shim makes of a trusted page (stubs, peers,
+// the symlink-free view, the port bits for any port) stays inside the
+// mapping and agrees with the bytes.
+//
+// Input: byte 0 picks the seals, byte 1 the size (a menu around the page's
+// edges, or the input's own length), the rest is the memfd's content; the
+// last 8 bytes, if any, are ports to look up.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "proto/state_page.h"
+#include "tests/fuzz/fuzz_util.h"
+
+using onebox::fuzz::Require;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace onebox;
+  if (size < 2) return 0;
+  constexpr int kSealChoices[] = {F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE, F_SEAL_SEAL};
+  const int64_t kSizes[] = {0, 1, 4095, 4096, 4097, static_cast<int64_t>(kStateMapBytes) - 1,
+                            static_cast<int64_t>(kStateMapBytes), static_cast<int64_t>(kStateMapBytes) + 4096};
+  const uint8_t* content = data + 2;
+  const size_t content_size = size - 2;
+  const int64_t file_size = (data[1] & 8) != 0 ? static_cast<int64_t>(content_size) : kSizes[data[1] & 7];
+
+  int fd = memfd_create("state-page-fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  Require(fd >= 0);
+  Require(ftruncate(fd, file_size) == 0);
+  const size_t written = content_size < static_cast<size_t>(file_size) ? content_size : static_cast<size_t>(file_size);
+  if (written != 0) Require(pwrite(fd, content, written, 0) == static_cast<ssize_t>(written));
+  int seals = 0;
+  for (size_t i = 0; i < sizeof kSealChoices / sizeof kSealChoices[0]; ++i)
+    if ((data[0] >> i & 1) != 0) seals |= kSealChoices[i];
+  // F_SEAL_SEAL last: the kernel takes the set at once.
+  if (seals != 0) Require(fcntl(fd, F_ADD_SEALS, seals) == 0);
+
+  // The shim's steps.
+  struct stat st;
+  Require(fstat(fd, &st) == 0);
+  const size_t bytes = StatePageMapBytes(fcntl(fd, F_GET_SEALS), st.st_size);
+  if (bytes == 0) {
+    close(fd);
+    return 0;
+  }
+  Require(static_cast<int64_t>(bytes) <= st.st_size);  // never mapped past the end
+  Require((seals & F_SEAL_SHRINK) != 0 && (seals & F_SEAL_SEAL) != 0);
+  Require(ftruncate(fd, 0) != 0);  // and it stays that long
+  void* map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) return 0;  // (F_SEAL_WRITE: some kernels refuse even a read-only shared map)
+  const PortMaps* maps = nullptr;
+  const StatePage* page = TrustedStatePage(map, bytes, &maps);
+  if (page != nullptr) {
+    uint64_t magic;
+    std::memcpy(&magic, content, sizeof magic);
+    Require(content_size >= sizeof magic && magic == StatePage::kMagic);
+    Require(maps == nullptr || st.st_size >= static_cast<int64_t>(kStateMapBytes));
+    (void)page->stubs.load();
+    (void)page->peers_alive.load();
+    uint64_t epoch = 0;
+    if (SymlinkFreeBegin(page, &epoch)) {
+      Require(page->symlinks.load() == 0 && page->symlink_guard == StatePage::kSymlinkGuard);
+      (void)SymlinkFreeStill(page, epoch);
+    }
+    if (maps != nullptr && content_size >= 8) {
+      for (size_t i = content_size - 8; i + 2 <= content_size; i += 2) {
+        const unsigned port = static_cast<unsigned>(content[i]) << 9 | content[i + 1];  // up to 130559
+        const bool remote = maps->remote.Has(port), handover = maps->handover.Has(port);
+        Require(port < PortBits::kPorts || (!remote && !handover));
+      }
+    }
+  } else {
+    Require(maps == nullptr);
+  }
+  munmap(map, bytes);
+  return 0;
+}
