@@ -69,8 +69,10 @@ FdId link_id, view_id;
 pid_t owner_pid = 0;
 // The prefix real paths in the view have here (getcwd, /proc/self/fd): the
 // view's path, or kDetachedRoot when the view came as a descriptor.
+// view_len is stored last (release) and read first (acquire): whoever sees
+// it sees view_root and the mode below as they were written.
 char view_root[kMaxPathBytes] = "";
-size_t view_len = 0;
+std::atomic<size_t> view_len{0};
 // A program in another mount namespace (a pod that mounts only the socket
 // and the shim) cannot open the view by the agent's path: the agent sends a
 // detached copy of the view's mount instead (nodeagent/view/detached_view.h).
@@ -81,8 +83,8 @@ size_t view_len = 0;
 // fds), so the view's device, and the cluster root in an fd's name, tell
 // the view's from the program's own.
 constexpr std::string_view kDetachedRoot = "(unreachable)";
-bool view_detached = false;  // the view came as a detached mount
-dev_t view_dev = 0;          // its device, when it did
+std::atomic<bool> view_detached{false};  // the view came as a detached mount
+std::atomic<dev_t> view_dev{0};          // its device, when it did
 // The agent's own path for its view (from Hello; the same as view_root
 // unless detached): it names the agent's Unix relays.
 char agent_view[kMaxPathBytes] = "";
@@ -122,7 +124,7 @@ void Warn(const char* what, int err) {
                    socket_path, what, strerror(err), static_cast<int>(cluster_root.root().size()),
                    cluster_root.root().data());
   if (n > 0) {
-    [[maybe_unused]] ssize_t w = write(2, msg, static_cast<size_t>(std::min<int>(n, sizeof msg - 1)));
+    RealSyscall(SYS_write, 2, msg, static_cast<size_t>(std::min<int>(n, sizeof msg - 1)));  // not ours: mu is held
   }
 }
 
@@ -359,9 +361,15 @@ int OpenAgentView(int link, const HelloAnswer& hello, bool* detached) {
   *detached = false;
   int vfd = OpenView(hello.view);
   if (vfd >= 0 && (hello.view_id == FdId{} || IdOf(vfd) == hello.view_id)) return vfd;
+  // Another mount namespace: no such directory there, or another one. Any
+  // other failure (EACCES, EMFILE, ...) is this process's own: said as it is.
+  if (vfd < 0 && errno != ENOENT && errno != ENOTDIR) return -1;
   if (vfd >= 0) RealClose(vfd);  // a directory of that name, but not the agent's view
   vfd = -1;
-  if (hello.view_id == FdId{}) return -1;  // an agent that cannot send it
+  if (hello.view_id == FdId{}) {  // an agent that cannot send it
+    errno = ENOENT;
+    return -1;
+  }
   // A process that started with its cwd in a detached view keeps that copy
   // (another would be another mount, and the cwd would not be in it).
   if (view_detached && (vfd = OpenDetachedFromCwd(hello.view_id)) >= 0) {
@@ -381,7 +389,7 @@ int OpenAgentView(int link, const HelloAnswer& hello, bool* detached) {
     char msg[1024];
     int n = snprintf(msg, sizeof msg, "onebox: %s; calls under %.*s fail with ENOTCONN\n", resp->message,
                      static_cast<int>(cluster_root.root().size()), cluster_root.root().data());
-    if (n > 0) [[maybe_unused]] ssize_t w = write(2, msg, static_cast<size_t>(std::min<int>(n, sizeof msg - 1)));
+    if (n > 0) RealSyscall(SYS_write, 2, msg, static_cast<size_t>(std::min<int>(n, sizeof msg - 1)));  // not ours: mu is held
   }
   if (resp != nullptr) onebox__v1__shim_response__free_unpacked(resp, nullptr);
   if (err != 0) {
@@ -410,7 +418,7 @@ int ConnectLocked() {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   const std::string& view = hello.view;
-  if (view_fd < 0 || view != agent_view) {
+  if (view_fd < 0 || view != agent_view || (hello.view_id != FdId{} && hello.view_id != view_id)) {
     bool detached = false;
     int vfd = view.size() < sizeof view_root ? OpenAgentView(fd, hello, &detached) : -1;
     if (vfd < 0) {
@@ -424,12 +432,11 @@ int ConnectLocked() {
     view_fd = HighFd(vfd);
     view_id = IdOf(view_fd);
     std::string_view root = detached ? kDetachedRoot : std::string_view(view);
-    // First: once view_root is set, InDetachedView must already ask the device.
     view_dev = hello.view_id.dev;
     view_detached = detached;
     memcpy(view_root, root.data(), root.size());
     view_root[root.size()] = '\0';
-    view_len = root.size();
+    view_len.store(root.size(), std::memory_order_release);
     memcpy(agent_view, view.c_str(), view.size() + 1);
   }
   const std::string& front = hello.front;
@@ -521,7 +528,8 @@ int EnsureLinkLocked() {
 // In a vfork child: the view opened for this call only (closed at exec).
 int ViewFdInVforkChild() {
   if (view_fd >= 0 && IdOf(view_fd) == view_id) return view_fd;  // inherited, still valid
-  if (view_len > 0 && !view_detached) return OpenView(std::string(view_root, view_len));
+  if (const size_t len = view_len.load(std::memory_order_acquire); len > 0 && !view_detached)
+    return OpenView(std::string(view_root, len));
   int fd = -1;
   HelloAnswer hello;
   int err = Handshake(&fd, &hello, kTimeoutMs);
@@ -938,9 +946,15 @@ bool MayBeStubs() {
   return page == nullptr || page->stubs.load(std::memory_order_relaxed) != 0;
 }
 
-std::string_view ViewRoot() { return {view_root, view_len}; }
+std::string_view ViewRoot() { return {view_root, view_len.load(std::memory_order_acquire)}; }
 
 bool ViewIsDetached() { return view_detached; }
+
+bool UnderClusterRoot(std::string_view path) {
+  const std::string_view root = cluster_root.root();
+  return path.size() >= root.size() && path.compare(0, root.size(), root) == 0 &&
+         (path.size() == root.size() || path[root.size()] == '/');
+}
 
 std::string_view AgentViewRoot() { return view_detached ? std::string_view(agent_view) : ViewRoot(); }
 
@@ -957,11 +971,8 @@ ssize_t ViewLinkOf(int fd, char* real, size_t cap) {
   if (n <= 0) return n;
   if (skip != 0) {
     // "/cluster/a" is the view's only on the view's device; elsewhere it is the pod's own.
-    const std::string_view named(real + skip, static_cast<size_t>(n));
-    const std::string_view root = cluster_root.root();
-    const bool under_root = named.size() >= root.size() && named.compare(0, root.size(), root) == 0 &&
-                            (named.size() == root.size() || named[root.size()] == '/');
-    if (!under_root || !InDetachedView(fd, "", AT_EMPTY_PATH)) {
+    if (!UnderClusterRoot(std::string_view(real + skip, static_cast<size_t>(n))) ||
+        !InDetachedView(fd, "", AT_EMPTY_PATH)) {
       memmove(real, real + skip, static_cast<size_t>(n));
       real[n] = '\0';
       return n;
@@ -992,11 +1003,11 @@ void DiscoverDetachedView(std::string_view cwd) {
   const FdId id = IdOf(top);
   RealClose(top);
   if (!marked || id == FdId{}) return;
-  view_dev = id.dev;  // first: once view_root is set, InDetachedView must already ask the device
+  view_dev = id.dev;
   view_detached = true;
   memcpy(view_root, kDetachedRoot.data(), kDetachedRoot.size());
   view_root[kDetachedRoot.size()] = '\0';
-  view_len = kDetachedRoot.size();
+  view_len.store(kDetachedRoot.size(), std::memory_order_release);
 }
 
 }  // namespace
@@ -1005,7 +1016,7 @@ void DiscoverDetachedView(std::string_view cwd) {
 // `cd /cluster/...`) learns the view root from the path itself: the agent
 // marks its view root with a file. Costs nothing unless a component is "view".
 void DiscoverViewRoot(const char* real_cwd) {
-  if (view_len != 0) return;
+  if (view_len.load(std::memory_order_acquire) != 0) return;
   std::string_view cwd(real_cwd);
   if (cwd.compare(0, kDetachedRoot.size(), kDetachedRoot) == 0) {
     DiscoverDetachedView(cwd);
@@ -1019,7 +1030,7 @@ void DiscoverViewRoot(const char* real_cwd) {
     if (RealSyscall(SYS_faccessat, AT_FDCWD, marker, F_OK, 0) == 0) {
       memcpy(view_root, real_cwd, end);
       view_root[end] = '\0';
-      view_len = end;
+      view_len.store(end, std::memory_order_release);
       return;
     }
   }

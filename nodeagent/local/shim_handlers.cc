@@ -72,6 +72,7 @@ void ShimHandlers::ConnectionClosed(uint64_t connection) {
   // A shim that exec'd, or whose thread was cancelled, between its
   // announcement and SymlinkMade closed the connection without a word.
   parts_.guard.ConnectionClosed(connection);
+  parts_.detached_view.ConnectionClosed(connection);
 }
 
 void ShimHandlers::Drain() {
@@ -364,7 +365,7 @@ Status ShimHandlers::TakeLink(const Origin& origin, const v1::ShimRequest& req, 
 }
 
 Status ShimHandlers::View(const Origin& origin, const v1::ShimRequest&, v1::ShimResponse* resp) {
-  Result<int> fd = parts_.detached_view.Make();
+  Result<int> fd = parts_.detached_view.Make(origin.connection);
   if (!fd.ok()) return fd.status();
   resp->mutable_view();
   origin.call->attach_fd = *fd;

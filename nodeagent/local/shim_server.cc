@@ -237,6 +237,13 @@ bool ShimServer::Queue(Connection& c, const v1::ShimResponse& resp, int attach_f
       without.mutable_hello()->set_state_page(false);
       return Queue(c, without, -1);
     }
+    if (resp.has_view()) {  // the descriptor is the answer: none, an error
+      v1::ShimResponse failed;
+      failed.set_id(resp.id());
+      failed.set_err(EAGAIN);
+      failed.set_message("the view's descriptor could not be sent: ask again");
+      return Queue(c, failed, -1);
+    }
   }
   c.out += frame;
   return true;

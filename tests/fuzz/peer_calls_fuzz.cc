@@ -16,6 +16,7 @@
 #include <openssl/sha.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -29,17 +30,27 @@ using onebox::fuzz::Require;
 namespace onebox {
 namespace {
 
-// One node, wired as the agent wires its parts (tests/unit/in_process_cluster.h),
-// made once: inputs run against the state the earlier ones left. It has no
-// other node to call: its calls out fail at once, as to a stopped agent.
+// One node, wired as the agent wires its parts (tests/unit/in_process_cluster.h):
+// inputs run against the state the earlier ones left, and every 10,000 on a
+// new node (gossiped members and their links would otherwise pile up). It
+// has no other node to call, and is silenced itself (a member gossiped at
+// its own address): its calls out fail at once, as to a stopped agent.
 testing::InProcessNode& TheNode() {
   static const bool quiet = [] {  // a line per joined member or refused batch: thousands a second
     spdlog::set_level(spdlog::level::off);
     return true;
   }();
   (void)quiet;
-  static testing::InProcessCluster cluster(1);  // its store's directory goes at exit
-  return cluster.node(0);
+  static testing::InProcessCluster* cluster = nullptr;  // its store's directory goes with it
+  static uint64_t inputs = 0;
+  if (inputs++ % 10'000 == 0) {
+    delete cluster;
+    cluster = new testing::InProcessCluster(1);
+    cluster->Silence(0);
+    // Gone at exit before RocksDB's own statics (made with the first store) are.
+    if (inputs == 1) atexit([] { delete cluster; });
+  }
+  return cluster->node(0);
 }
 
 template <typename Req, typename Resp, typename Call>

@@ -73,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (maps != nullptr && content_size >= 8) {
       for (size_t i = content_size - 8; i + 2 <= content_size; i += 2) {
-        const unsigned port = static_cast<unsigned>(content[i]) << 9 | content[i + 1];  // up to 130559
+        const unsigned port = static_cast<unsigned>(content[i]) << 8 | content[i + 1] | (content[i] & 1u) << 16;  // up to 131071
         const bool remote = maps->remote.Has(port), handover = maps->handover.Has(port);
         Require(port < PortBits::kPorts || (!remote && !handover));
       }

@@ -8,7 +8,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -17,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "proto/shim_frame.h"
 #include "proto/state_page.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "preload/interposed.h"
@@ -750,6 +754,63 @@ TEST_F(ShimTest, AProgramInAnotherMountNamespaceWorksWithOnlyTheSocketAndTheShim
   // What the pod wrote is the cluster's, as any program's.
   RunResult host = Sh("cat /cluster/pod/a /cluster/pod/sub/c");
   EXPECT_EQ(host.out, "from-pod\nfrom-pod\n") << host.err;
+}
+
+// The View request as any local program could send it: the copy leads
+// nowhere above the view, is nosuid and nodev, and a connection gets one
+// only (each copy is a mount namespace of the node's).
+TEST_F(ShimTest, TheViewAsADescriptorLeadsNowhereElseAndComesOncePerConnection) {
+  if (geteuid() != 0) GTEST_SKIP() << "the agent copies its view's mount: needs root (CI runs as root)";
+  int conn = ConnectShimSocket(agent_->socket(), 2);
+  ASSERT_GE(conn, 0) << strerror(errno);
+  // One View; the answer and the descriptor riding on it.
+  auto ask = [&](int* passed) {
+    v1::ShimRequest req;
+    req.set_id(9);
+    req.mutable_view();
+    EXPECT_TRUE(SendShimFrame(conn, req.SerializeAsString()));
+    char buf[4096];
+    iovec iov{buf, sizeof buf};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
+    *passed = -1;
+    if (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr && cm->cmsg_type == SCM_RIGHTS)
+      memcpy(passed, CMSG_DATA(cm), sizeof *passed);
+    v1::ShimResponse resp;
+    if (n < static_cast<ssize_t>(kShimFrameHeaderBytes) ||
+        DecodeShimFrameHeader(buf) != static_cast<uint32_t>(n) - kShimFrameHeaderBytes ||
+        !resp.ParseFromArray(buf + kShimFrameHeaderBytes, static_cast<int>(n - kShimFrameHeaderBytes)))
+      ADD_FAILURE() << "no whole answer in one read: " << n;
+    return resp;
+  };
+  int view = -1;
+  v1::ShimResponse first = ask(&view);
+  EXPECT_EQ(first.err(), 0) << first.message();
+  ASSERT_GE(view, 0);
+  struct stat top, up, real_view;
+  ASSERT_EQ(fstat(view, &top), 0);
+  ASSERT_EQ(stat((agent_->data_dir() + "/view").c_str(), &real_view), 0);
+  EXPECT_EQ(top.st_ino, real_view.st_ino);
+  EXPECT_EQ(fstatat(view, "../..", &up, 0), 0);
+  EXPECT_EQ(up.st_ino, top.st_ino) << "\"..\" leads out of the view";
+  char link[64];
+  const ssize_t len = readlink(("/proc/self/fd/" + std::to_string(view)).c_str(), link, sizeof link);
+  EXPECT_EQ(std::string(link, len > 0 ? static_cast<size_t>(len) : 0), "/") << "not a mount of its own";
+  struct statvfs fs;
+  ASSERT_EQ(fstatvfs(view, &fs), 0);
+  EXPECT_EQ(fs.f_flag & (ST_NOSUID | ST_NODEV), ST_NOSUID | ST_NODEV);
+  close(view);
+  int again = -1;
+  v1::ShimResponse second = ask(&again);
+  EXPECT_EQ(again, -1);
+  EXPECT_NE(second.err(), 0);
+  EXPECT_NE(second.message().find("has its copy of the view already"), std::string::npos) << second.message();
+  close(conn);
 }
 
 // An agent without CAP_SYS_ADMIN cannot make the detached view: a pod's
