@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -53,19 +54,63 @@ testing::InProcessNode& TheNode() {
   return cluster->node(0);
 }
 
-template <typename Req, typename Resp, typename Call>
-Resp Answer(const uint8_t* data, size_t size, Call call) {
-  Req req;
-  Resp resp;
-  if (req.ParseFromArray(data, static_cast<int>(size))) (void)call(req, &resp);
-  return resp;
-}
-
 std::string Sha256Of(const std::string& bytes) {
   unsigned char d[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), d);
   return std::string(reinterpret_cast<const char*>(d), sizeof d);
 }
+
+using Node = testing::InProcessNode;
+
+// The node answers as itself, and stays itself, whoever claims its id.
+void Gossip(Node& node, const uint8_t* data, size_t size) {
+  v1::GossipRequest req;
+  if (!req.ParseFromArray(data, static_cast<int>(size))) return;
+  v1::GossipResponse resp;
+  Require(node.answers->Gossip(req, &resp, CallOptions{}).ok());
+  const std::string self = NodeIdHex(node.store->node_id());
+  Require(resp.members_size() >= 1 && resp.members(0).node_id() == self && resp.members(0).name() == node.name);
+  int selves = 0;
+  for (const v1::Node& n : node.members->Nodes()) selves += n.node_id() == self;
+  Require(selves == 1);
+}
+
+// Exactly the chunks whose bytes match their digest are stored.
+void PushChunks(Node& node, const uint8_t* data, size_t size) {
+  v1::PushChunksRequest req;
+  if (!req.ParseFromArray(data, static_cast<int>(size))) return;
+  uint32_t matching = 0;
+  for (const v1::Chunk& c : req.chunks()) matching += Sha256Of(c.data()) == c.digest();
+  v1::PushChunksResponse resp;
+  const Status s = node.answers->PushChunks(req, &resp, CallOptions{});
+  Require(resp.stored() == matching && s.ok() == (matching == static_cast<uint32_t>(req.chunks_size())));
+  for (const v1::Chunk& c : req.chunks()) {
+    Result<std::string> kept = node.store->GetChunk(c.digest());
+    if (Sha256Of(c.data()) == c.digest()) Require(kept.ok() && *kept == c.data());
+    else if (kept.ok()) Require(Sha256Of(*kept) == c.digest());  // only ever the digest's own bytes
+  }
+}
+
+// The others: a Status, whatever the bytes.
+#define ONEBOX_ANSWERED(method, Req, Resp)                                   \
+  void method(Node& node, const uint8_t* data, size_t size) {               \
+    v1::Req req;                                                            \
+    v1::Resp resp;                                                          \
+    if (req.ParseFromArray(data, static_cast<int>(size)))                   \
+      (void)node.answers->method(req, &resp, CallOptions{});                \
+  }
+ONEBOX_ANSWERED(Replicate, ReplicateRequest, ReplicateResponse)
+ONEBOX_ANSWERED(FetchChunk, FetchChunkRequest, FetchChunkResponse)
+ONEBOX_ANSWERED(BucketDigests, BucketDigestsRequest, BucketDigestsResponse)
+ONEBOX_ANSWERED(ReadBucket, ReadBucketRequest, ReadBucketResponse)
+ONEBOX_ANSWERED(DirLease, DirLeaseRequest, DirLeaseResponse)
+ONEBOX_ANSWERED(RecallDirLease, RecallDirLeaseRequest, RecallDirLeaseResponse)
+ONEBOX_ANSWERED(ReadRecord, ReadRecordRequest, ReadRecordResponse)
+#undef ONEBOX_ANSWERED
+
+// By the input's first byte (the corpus's inputs begin with it: keep the order).
+constexpr void (*kCalls[])(Node&, const uint8_t*, size_t) = {
+    Gossip, Replicate, FetchChunk, PushChunks, BucketDigests, ReadBucket, DirLease, RecallDirLease, ReadRecord};
 
 }  // namespace
 }  // namespace onebox
@@ -73,68 +118,6 @@ std::string Sha256Of(const std::string& bytes) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace onebox;
   if (size < 1) return 0;
-  onebox::testing::InProcessNode& node = TheNode();
-  LocalPeer& peer = *node.answers;
-  const CallOptions options;
-  const uint8_t* body = data + 1;
-  const size_t len = size - 1;
-  switch (data[0] % 9) {
-    case 0: {
-      v1::GossipRequest req;
-      if (!req.ParseFromArray(body, static_cast<int>(len))) return 0;
-      v1::GossipResponse resp;
-      Require(peer.Gossip(req, &resp, options).ok());
-      // The node answers as itself, and stays itself, whoever claims its id.
-      Require(resp.members_size() >= 1 && resp.members(0).node_id() == NodeIdHex(node.store->node_id()) &&
-              resp.members(0).name() == node.name);
-      int selves = 0;
-      for (const v1::Node& n : node.members->Nodes()) selves += n.node_id() == NodeIdHex(node.store->node_id());
-      Require(selves == 1);
-      break;
-    }
-    case 1:
-      Answer<v1::ReplicateRequest, v1::ReplicateResponse>(
-          body, len, [&](auto& q, auto* r) { return peer.Replicate(q, r, options); });
-      break;
-    case 2:
-      Answer<v1::FetchChunkRequest, v1::FetchChunkResponse>(
-          body, len, [&](auto& q, auto* r) { return peer.FetchChunk(q, r, options); });
-      break;
-    case 3: {
-      v1::PushChunksRequest req;
-      if (!req.ParseFromArray(body, static_cast<int>(len))) return 0;
-      uint32_t matching = 0;
-      for (const v1::Chunk& c : req.chunks()) matching += Sha256Of(c.data()) == c.digest();
-      v1::PushChunksResponse resp;
-      const Status s = peer.PushChunks(req, &resp, options);
-      Require(resp.stored() == matching && s.ok() == (matching == static_cast<uint32_t>(req.chunks_size())));
-      for (const v1::Chunk& c : req.chunks()) {
-        Result<std::string> kept = node.store->GetChunk(c.digest());
-        if (Sha256Of(c.data()) == c.digest()) Require(kept.ok() && *kept == c.data());
-        else if (kept.ok()) Require(Sha256Of(*kept) == c.digest());  // only ever the digest's own bytes
-      }
-      break;
-    }
-    case 4:
-      Answer<v1::BucketDigestsRequest, v1::BucketDigestsResponse>(
-          body, len, [&](auto& q, auto* r) { return peer.BucketDigests(q, r, options); });
-      break;
-    case 5:
-      Answer<v1::ReadBucketRequest, v1::ReadBucketResponse>(
-          body, len, [&](auto& q, auto* r) { return peer.ReadBucket(q, r, options); });
-      break;
-    case 6:
-      Answer<v1::DirLeaseRequest, v1::DirLeaseResponse>(
-          body, len, [&](auto& q, auto* r) { return peer.DirLease(q, r, options); });
-      break;
-    case 7:
-      Answer<v1::RecallDirLeaseRequest, v1::RecallDirLeaseResponse>(
-          body, len, [&](auto& q, auto* r) { return peer.RecallDirLease(q, r, options); });
-      break;
-    case 8:
-      Answer<v1::ReadRecordRequest, v1::ReadRecordResponse>(
-          body, len, [&](auto& q, auto* r) { return peer.ReadRecord(q, r, options); });
-      break;
-  }
+  kCalls[data[0] % std::size(kCalls)](TheNode(), data + 1, size - 1);
   return 0;
 }

@@ -262,16 +262,9 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
   return true;
 }
 
-MappedStatePage::MappedStatePage(const std::string& socket_path) {
-  int fd = ConnectShimSocket(socket_path, 2);
-  if (fd < 0) return;
-  v1::ShimRequest req;
-  req.set_id(1);
-  req.mutable_hello()->set_root("/cluster");
-  std::string body = req.SerializeAsString();
-  std::string frame;
-  AppendShimFrameHeader(frame, static_cast<uint32_t>(body.size()));
-  frame += body;
+bool AskWithDescriptor(int conn, const v1::ShimRequest& req, v1::ShimResponse* resp, int* passed) {
+  *passed = -1;
+  if (!SendShimFrame(conn, req.SerializeAsString())) return false;
   char buf[4096];
   iovec iov{buf, sizeof buf};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
@@ -280,12 +273,23 @@ MappedStatePage::MappedStatePage(const std::string& socket_path) {
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
+  const ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
+  if (cmsghdr* cm = CMSG_FIRSTHDR(&msg); n > 0 && cm != nullptr && cm->cmsg_type == SCM_RIGHTS)
+    memcpy(passed, CMSG_DATA(cm), sizeof *passed);
+  return n >= static_cast<ssize_t>(kShimFrameHeaderBytes) &&
+         DecodeShimFrameHeader(buf) == static_cast<uint32_t>(n) - kShimFrameHeaderBytes &&
+         resp->ParseFromArray(buf + kShimFrameHeaderBytes, static_cast<int>(n - kShimFrameHeaderBytes));
+}
+
+MappedStatePage::MappedStatePage(const std::string& socket_path) {
+  int fd = ConnectShimSocket(socket_path, 2);
+  if (fd < 0) return;
+  v1::ShimRequest req;
+  req.set_id(1);
+  req.mutable_hello()->set_root("/cluster");
+  v1::ShimResponse resp;
   int page_fd = -1;
-  if (send(fd, frame.data(), frame.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(frame.size()) &&
-      recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) > 0) {
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS) memcpy(&page_fd, CMSG_DATA(cm), sizeof page_fd);
-  }
+  AskWithDescriptor(fd, req, &resp, &page_fd);
   if (page_fd < 0) {
     close(fd);
     return;

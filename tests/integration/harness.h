@@ -86,6 +86,12 @@ bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::Sh
 // A Ping (id 77); the response says who the agent saw.
 bool ShimPing(const std::string& socket_path, v1::ShimResponse* resp, std::string* err);
 
+// One request on a connection to the shim socket, and its answer with the
+// descriptor that rode on it (SCM_RIGHTS; *passed -1 if none). False unless
+// the whole answer came in one read (the agent's answers to Hello and View
+// are small).
+bool AskWithDescriptor(int conn, const v1::ShimRequest& req, v1::ShimResponse* resp, int* passed);
+
 // The agent's state page, mapped read-only as a shim maps it (it comes with
 // Hello's answer), with the connection it came on held open as a shim holds
 // it (the agent keeps the symlink count down and its heartbeat running only

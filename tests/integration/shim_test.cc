@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -768,24 +767,8 @@ TEST_F(ShimTest, TheViewAsADescriptorLeadsNowhereElseAndComesOncePerConnection) 
     v1::ShimRequest req;
     req.set_id(9);
     req.mutable_view();
-    EXPECT_TRUE(SendShimFrame(conn, req.SerializeAsString()));
-    char buf[4096];
-    iovec iov{buf, sizeof buf};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
-    *passed = -1;
-    if (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr && cm->cmsg_type == SCM_RIGHTS)
-      memcpy(passed, CMSG_DATA(cm), sizeof *passed);
     v1::ShimResponse resp;
-    if (n < static_cast<ssize_t>(kShimFrameHeaderBytes) ||
-        DecodeShimFrameHeader(buf) != static_cast<uint32_t>(n) - kShimFrameHeaderBytes ||
-        !resp.ParseFromArray(buf + kShimFrameHeaderBytes, static_cast<int>(n - kShimFrameHeaderBytes)))
-      ADD_FAILURE() << "no whole answer in one read: " << n;
+    EXPECT_TRUE(AskWithDescriptor(conn, req, &resp, passed)) << "no whole answer";
     return resp;
   };
   int view = -1;
