@@ -21,6 +21,8 @@ constexpr char kLinkMagic[4] = {'O', 'B', 'R', '3'};
 constexpr size_t kLinkChallengeBytes = 16;
 constexpr size_t kLinkProofBytes = 32;  // HMAC-SHA256
 constexpr size_t kLinkMaxPathBytes = 4095;
+// The shortest head a dialer sends: magic, proof and a TCP port.
+constexpr size_t kLinkHeadBytes = sizeof kLinkMagic + kLinkProofBytes + 2;
 // A link's handshakes (TLS's, and the head and answer), and the owner's
 // connect, must each come within this.
 constexpr int kLinkHandshakeMs = 2000;

@@ -60,6 +60,10 @@ constexpr int kLinkKeepIdleS = 2;
 // and only an agent that cannot do that (no CAP_NET_ADMIN) leaves it to
 // keepalive (ETIMEDOUT, after about 16 s).
 constexpr int kDirectKeepIdleS = 12;
+// Other agents' links awaiting their first bytes at once (a descriptor
+// each, for kLinkHandshakeMs at most): past this, new ones are reset.
+constexpr size_t kMaxGreetedLinks = 1024;
+constexpr uint64_t kGreetedTag = 1;  // in the high half of a greeted link's epoll data
 void KeepLinkAlive(int fd, int idle = kLinkKeepIdleS) {
   int on = 1, interval = 1, count = 4;
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
@@ -238,6 +242,7 @@ PortRelay::~PortRelay() {
   if (thread_.joinable()) thread_.join();
   outbound_.reset();  // handshakes under way end (each within kLinkHandshakeMs)
   inbound_.reset();
+  for (auto& [link, greeted] : greeted_) CloseWithReset(link);
   for (Handovers::Pair pair : handovers_.TakeAll()) {
     CloseWithReset(pair.link);
     CloseWithReset(pair.local);
@@ -416,7 +421,10 @@ void PortRelay::Dial(uint32_t port, std::function<void(int link)> done) {
 void PortRelay::AcceptLoop() {
   epoll_event events[32];
   while (!stopping_) {
-    int n = epoll_wait(epoll_, events, 32, handovers_.NextWaitMs(Handovers::Clock::now()));
+    const int handover_ms = handovers_.NextWaitMs(Handovers::Clock::now());
+    const int silent_ms = EndSilentLinks(std::chrono::steady_clock::now());
+    const int wait_ms = handover_ms < 0 ? silent_ms : silent_ms < 0 ? handover_ms : std::min(handover_ms, silent_ms);
+    int n = epoll_wait(epoll_, events, 32, wait_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("port relay: epoll_wait: {}", strerror(errno));
@@ -429,6 +437,17 @@ void PortRelay::AcceptLoop() {
       if (fd == wake_) {
         uint64_t count;
         (void)!read(wake_, &count, sizeof count);
+        continue;
+      }
+      if (events[i].data.u64 >> 32 == kGreetedTag) {  // a greeted link: its first bytes came
+        const int link = static_cast<int>(events[i].data.u64 & 0xffffffff);
+        auto greeted = greeted_.find(link);
+        if (greeted == greeted_.end()) continue;
+        Unwatch(link);
+        const int one = 1;  // from here the link's reads wake for any byte
+        setsockopt(link, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+        inbound_->Submit([this, link, g = greeted->second] { Inbound(link, g); });
+        greeted_.erase(greeted);
         continue;
       }
       std::unique_lock lock(mu_);
@@ -447,7 +466,7 @@ void PortRelay::AcceptLoop() {
           break;
         }
         NoDelay(conn);
-        if (fd == listener_) inbound_->Submit([this, conn] { Inbound(conn); });
+        if (fd == listener_) Greet(conn);
         else outbound_->Submit([this, conn, target] { Outbound(conn, target); });
       }
       lock.unlock();
@@ -509,14 +528,65 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
     spdlog::warn("{}: cannot relay a connection", target.path().empty() ? fmt::format("port {}", target.port()) : target.path());
 }
 
-void PortRelay::Inbound(int link) {
+void PortRelay::Greet(int link) {
+  Greeted greeted{std::chrono::steady_clock::now() + std::chrono::milliseconds(kLinkHandshakeMs), {}};
+  if (greeted_.size() >= kMaxGreetedLinks) {  // the one waiting longest goes: a real link answers within a round trip
+    auto oldest = std::min_element(greeted_.begin(), greeted_.end(),
+                                   [](const auto& a, const auto& b) { return a.second.until < b.second.until; });
+    spdlog::debug("port relay: {} links wait for their first bytes; the oldest is reset", greeted_.size());
+    Unwatch(oldest->first);
+    CloseWithReset(oldest->first);
+    greeted_.erase(oldest);
+  }
+  // In the clear the owner speaks first: the challenge, at once (16 bytes
+  // into a new connection's empty buffer never block); the link is ready
+  // once a whole head could be there.
+  if (tls_ == nullptr) {
+    const int head = static_cast<int>(kLinkHeadBytes);
+    if (RAND_bytes(greeted.challenge.data(), kLinkChallengeBytes) != 1 ||
+        send(link, greeted.challenge.data(), kLinkChallengeBytes, MSG_DONTWAIT | MSG_NOSIGNAL) !=
+            static_cast<ssize_t>(kLinkChallengeBytes) ||
+        setsockopt(link, SOL_SOCKET, SO_RCVLOWAT, &head, sizeof head) != 0) {
+      CloseWithReset(link);
+      return;
+    }
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.u64 = kGreetedTag << 32 | static_cast<uint32_t>(link);  // not a listener's (Watch): a closed one's number may come back as this
+  if (epoll_ctl(epoll_, EPOLL_CTL_ADD, link, &ev) != 0) {
+    CloseWithReset(link);
+    return;
+  }
+  greeted_[link] = greeted;
+}
+
+int PortRelay::EndSilentLinks(std::chrono::steady_clock::time_point now) {
+  std::optional<std::chrono::steady_clock::time_point> next;
+  for (auto it = greeted_.begin(); it != greeted_.end();) {
+    if (it->second.until <= now) {
+      Unwatch(it->first);
+      CloseWithReset(it->first);
+      it = greeted_.erase(it);
+      continue;
+    }
+    if (!next || it->second.until < *next) next = it->second.until;
+    ++it;
+  }
+  if (!next) return -1;
+  return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*next - now).count());
+}
+
+void PortRelay::Inbound(int link, const Greeted& greeted) {
   Timeouts(link, kLinkHandshakeMs);
   KeepLinkAlive(link);
   if (tls_ != nullptr && (link = tls_->Accept(link)) < 0) return;
   Timeouts(link, kLinkHandshakeMs);
-  uint8_t challenge[kLinkChallengeBytes];
+  std::array<uint8_t, kLinkChallengeBytes> challenge = greeted.challenge;
   LinkRequest asked;
-  if (RAND_bytes(challenge, sizeof challenge) != 1 || !WriteFull(link, challenge, sizeof challenge) ||
+  // With TLS the challenge goes inside it, now.
+  if ((tls_ != nullptr && (RAND_bytes(challenge.data(), kLinkChallengeBytes) != 1 ||
+                           !WriteFull(link, challenge.data(), kLinkChallengeBytes))) ||
       !ReadLinkRequest([link](void* buf, size_t n) { return ReadFull(link, buf, n); }, &asked)) {
     CloseWithReset(link);
     return;
@@ -532,7 +602,7 @@ void PortRelay::Inbound(int link) {
   uint16_t agent_port = 0;
   bool expected = false;
   auto expect = [&](uint16_t p) { expected = handovers_.Expect(agent_port = p, static_cast<uint16_t>(port)); };
-  const std::string_view challenge_bytes(reinterpret_cast<const char*>(challenge), sizeof challenge);
+  const std::string_view challenge_bytes(reinterpret_cast<const char*>(challenge.data()), challenge.size());
   if (tls_ == nullptr && !gate_.PeerProofAccepted(ProofInput(challenge_bytes, asked.wanted), asked.proof)) {
     spdlog::warn("port relay: a link without proof of the cluster's join token was refused");
     err = EACCES;

@@ -34,11 +34,23 @@
 // symlink on the way, and only a socket the program's uid or gid may
 // write, as the kernel would check it on one machine (supplementary groups
 // aside).
+//
+// Until a link's first bytes come (in the clear, a whole head, at least a
+// TCP port's, in answer to the challenge sent at accept; with TLS, the first
+// bytes of its ClientHello) it waits on the accept loop, for
+// kLinkHandshakeMs at most, not on a worker: connections that send nothing
+// (a scan, a stuck peer, an attacker) hold no thread. At most
+// kMaxGreetedLinks wait so; beyond, the one waiting longest is reset (a
+// real link answers within a round trip). A dialer that sends part of a
+// Unix socket's path, or part of a ClientHello, and then stalls still holds
+// a worker for up to kLinkHandshakeMs per read.
 #pragma once
 
 #include <sys/types.h>
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -53,6 +65,7 @@
 #include "nodeagent/api/access.h"
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/sockets/handover.h"
+#include "nodeagent/sockets/link_request.h"
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/sockets/splice_relay.h"
 #include "nodeagent/sockets/tls_links.h"
@@ -128,8 +141,16 @@ class PortRelay {
   void PublishRemotePorts();
   // Ends the links programs here hold to a cut-off owner's relay.
   void AbortDirectLinks(const std::string& relay);
-  // Another agent's link: connect to the port it names.
-  void Inbound(int link);
+  // Another agent's link, accepted: what waits for its first bytes.
+  struct Greeted {
+    std::chrono::steady_clock::time_point until;
+    std::array<uint8_t, kLinkChallengeBytes> challenge{};  // sent at accept (links in the clear)
+  };
+  void Greet(int link);
+  // Resets the links still silent at now; the ms until the next one's time (-1: none waits).
+  int EndSilentLinks(std::chrono::steady_clock::time_point now);
+  // Another agent's link, with its first bytes here: connect to the port it names.
+  void Inbound(int link, const Greeted& greeted);
   // Moves the bytes between a link and the agent's connection to the server.
   void Relay(int link, int local);
   // Hands pair's link to the claim if the claimant holds the other end of
@@ -164,6 +185,7 @@ class PortRelay {
   // Handshakes: those this node dials, and those it answers (a pool each:
   // a flood of one kind does not hold up the other).
   std::unique_ptr<WorkPool> outbound_, inbound_;
+  std::map<int, Greeted> greeted_;  // links awaiting their first bytes (the accept loop's alone)
 };
 
 }  // namespace onebox

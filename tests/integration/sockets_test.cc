@@ -71,6 +71,36 @@ class SocketsTest : public ProcessTest {
         },
         within, what);
   }
+  // The relay (HOST:PORT) node i's agent lists for port.
+  std::string RelayOf(int i, uint32_t port) {
+    std::string relay;
+    const v1::ListPortsResponse listed = Ports(i);
+    for (const v1::ClusterPort& p : listed.ports())
+      if (p.port() == port) relay = p.relay();
+    return relay;
+  }
+  // A TCP connection from this test to a relay, as a stranger on the
+  // network would make one; -1 (and a test failure) when it cannot be made.
+  int ConnectToRelay(const std::string& relay) {
+    const size_t colon = relay.rfind(':');
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    if (relay.empty() || colon == std::string::npos ||
+        inet_pton(AF_INET, relay.substr(0, colon).c_str(), &addr.sin_addr) != 1) {
+      ADD_FAILURE() << "not a relay address: '" << relay << "'";
+      return -1;
+    }
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(relay.substr(colon + 1))));
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ADD_FAILURE() << "connect to " << relay << ": " << strerror(errno);
+      close(fd);
+      return -1;
+    }
+    return fd;
+  }
   bool Lists(int i, uint32_t port) {
     v1::ListPortsResponse listed = Ports(i);
     for (const v1::ClusterPort& p : listed.ports())
@@ -405,22 +435,10 @@ TEST_F(SocketsTest, AUserCannotTakeAPrivilegedPortThroughTheCluster) {
 TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
   std::unique_ptr<NodeProcess> server = EchoServer(1, 18097);
   ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18097); }, seconds(10), "node 2 knows the port"));
-  std::string relay;
-  v1::ListPortsResponse listed = Ports(2);
-  for (const v1::ClusterPort& p : listed.ports())
-    if (p.port() == 18097) relay = p.relay();
-  ASSERT_FALSE(relay.empty());
   // The relay as a stranger on the network would dial it: the challenge,
   // then a proof made without the token, and the port.
-  const size_t colon = relay.rfind(':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(relay.substr(colon + 1))));
-  ASSERT_EQ(inet_pton(AF_INET, relay.substr(0, colon).c_str(), &addr.sin_addr), 1) << relay;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << strerror(errno);
+  int fd = ConnectToRelay(RelayOf(2, 18097));
+  ASSERT_GE(fd, 0);
   char challenge[16];
   ASSERT_EQ(recv(fd, challenge, sizeof challenge, MSG_WAITALL), 16);
   std::string header = "OBR3";
@@ -434,6 +452,35 @@ TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
   char more;
   EXPECT_LE(recv(fd, &more, 1, 0), 0);  // and the link ends there
   close(fd);
+}
+
+// Connections to a node's relay that never answer its challenge (a scan, a
+// stuck peer, an attacker) wait on its accept loop, not on its workers:
+// other nodes' connections are answered meanwhile, and the silent ones are
+// reset after the handshake's time. Sixty-four, made at once, are eight
+// times the workers, each of which would have waited 2 s on one.
+TEST_F(SocketsTest, ConnectionsThatSendNothingToARelayHoldUpNoOtherNodesConnections) {
+  std::unique_ptr<NodeProcess> server = EchoServer(1, 18095);
+  ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18095) && Lists(3, 18095); }, seconds(10), "nodes 2 and 3 know the port"));
+  const std::string relay = RelayOf(2, 18095);
+  std::vector<int> silent;
+  for (int i = 0; i < 64; ++i)
+    if (int fd = ConnectToRelay(relay); fd >= 0) silent.push_back(fd);
+  ASSERT_EQ(silent.size(), 64u);
+  RunResult shimmed = ProbeIn(2, {"half-close", "18095"});
+  EXPECT_EQ(shimmed.out, "half-close ok\n") << shimmed.err;
+  RunResult relayed = ProbeIn(3, {"half-close", "18095"}, /*shim=*/false);
+  EXPECT_EQ(relayed.out, "half-close ok\n") << relayed.err;
+  int ended = 0;
+  for (int fd : silent) {
+    char buf[64];
+    if (recv(fd, buf, 16, MSG_WAITALL) == 16) {  // the challenge
+      const ssize_t got = recv(fd, buf, sizeof buf, 0);  // then the end, within the 5 s the socket waits
+      ended += got == 0 || (got < 0 && errno == ECONNRESET);
+    }
+    close(fd);
+  }
+  EXPECT_EQ(ended, 64);
 }
 
 TEST_F(SocketsTest, AThousandConnectionsAtOnceAndTenThousandInARowLeaveNoDescriptorsBehind) {
