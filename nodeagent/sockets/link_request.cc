@@ -48,6 +48,13 @@ bool LinkPathValid(std::string_view path) {
   return true;
 }
 
+size_t LinkHeadBytesFrom(const uint8_t* first, size_t have) {
+  constexpr size_t kIdsEnd = kLinkHeadBytes + 10;  // uid, gid, the path's length
+  if (have < kLinkHeadBytes || (first[kLinkHeadBytes - 2] | first[kLinkHeadBytes - 1]) != 0) return kLinkHeadBytes;
+  if (have < kIdsEnd) return kIdsEnd;
+  return kIdsEnd + static_cast<size_t>(first[kIdsEnd - 2] << 8 | first[kIdsEnd - 1]);
+}
+
 bool ReadLinkRequest(const std::function<bool(void*, size_t)>& read_full, LinkRequest* r) {
   uint8_t head[sizeof kLinkMagic + kLinkProofBytes + 2];
   if (!read_full(head, sizeof head) || std::memcmp(head, kLinkMagic, sizeof kLinkMagic) != 0) return false;

@@ -47,6 +47,12 @@ std::string ProofInput(std::string_view challenge, std::string_view wanted);
 // that is not one (above).
 bool ReadLinkRequest(const std::function<bool(void* buf, size_t n)>& read_full, LinkRequest* request);
 
+// How long the head is, from its first `have` bytes: kLinkHeadBytes while
+// they cannot tell (and for a TCP port's), the ids' end while a Unix
+// socket's path length is not there yet, then that head's whole length
+// (which may exceed what ReadLinkRequest takes: it refuses such a head).
+size_t LinkHeadBytesFrom(const uint8_t* first, size_t have);
+
 // A path a link may name: relative, normalized, without NUL, at most
 // kLinkMaxPathBytes.
 bool LinkPathValid(std::string_view path);

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -443,6 +444,20 @@ void PortRelay::AcceptLoop() {
         const int link = static_cast<int>(events[i].data.u64 & 0xffffffff);
         auto greeted = greeted_.find(link);
         if (greeted == greeted_.end()) continue;
+        if (tls_ == nullptr && (events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0) {
+          // In the clear: only a whole head goes to a worker (a Unix socket's
+          // path told in part would hold it). Short of it, wait for the rest.
+          uint8_t first[kLinkHeadBytes + 10];
+          const ssize_t have = recv(link, first, sizeof first, MSG_PEEK | MSG_DONTWAIT);
+          const size_t whole = LinkHeadBytesFrom(first, have > 0 ? static_cast<size_t>(have) : 0);
+          int queued = 0;
+          if (have > 0 && whole <= kLinkHeadBytes + 10 + kLinkMaxPathBytes && ioctl(link, FIONREAD, &queued) == 0 &&
+              static_cast<size_t>(queued) < whole) {
+            const int rest = static_cast<int>(whole);
+            setsockopt(link, SOL_SOCKET, SO_RCVLOWAT, &rest, sizeof rest);
+            continue;
+          }
+        }
         Unwatch(link);
         const int one = 1;  // from here the link's reads wake for any byte
         setsockopt(link, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);

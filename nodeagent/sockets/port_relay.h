@@ -38,12 +38,14 @@
 // Until a link's first bytes come (in the clear, a whole head, at least a
 // TCP port's, in answer to the challenge sent at accept; with TLS, the first
 // bytes of its ClientHello) it waits on the accept loop, for
-// kLinkHandshakeMs at most, not on a worker: connections that send nothing
-// (a scan, a stuck peer, an attacker) hold no thread. At most
+// kLinkHandshakeMs at most, not on a worker: connections that send nothing,
+// or part of a head (a scan, a stuck peer, an attacker), hold no thread. In
+// the clear a link goes to a worker only with its whole head there (peeked:
+// LinkHeadBytesFrom, then SO_RCVLOWAT for the rest). At most
 // kMaxGreetedLinks wait so; beyond, the one waiting longest is reset (a
-// real link answers within a round trip). A dialer that sends part of a
-// Unix socket's path, or part of a ClientHello, and then stalls still holds
-// a worker for up to kLinkHandshakeMs per read.
+// real link answers within a round trip). With TLS, a dialer that sends
+// part of a ClientHello and then stalls still holds a worker for up to
+// kLinkHandshakeMs.
 #pragma once
 
 #include <sys/types.h>

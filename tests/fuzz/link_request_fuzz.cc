@@ -24,7 +24,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return true;
   };
   LinkRequest r;
+  // The relay's look before a worker reads (port_relay.cc): never shorter than the shortest head.
+  const size_t told = onebox::LinkHeadBytesFrom(data, size);
+  Require(told >= onebox::kLinkHeadBytes);
   if (!onebox::ReadLinkRequest(read_full, &r)) return 0;
+  Require(told == at);  // a head taken is as long as the look said
   const size_t head = sizeof onebox::kLinkMagic + onebox::kLinkProofBytes;
   Require(std::memcmp(data, onebox::kLinkMagic, sizeof onebox::kLinkMagic) == 0);
   Require(r.proof.size() == onebox::kLinkProofBytes && std::memcmp(r.proof.data(), data + 4, r.proof.size()) == 0);

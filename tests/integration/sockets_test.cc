@@ -455,10 +455,11 @@ TEST_F(SocketsTest, ARelayLinkWithoutProofOfTheJoinTokenIsRefused) {
 }
 
 // Connections to a node's relay that never answer its challenge (a scan, a
-// stuck peer, an attacker) wait on its accept loop, not on its workers:
-// other nodes' connections are answered meanwhile, and the silent ones are
-// reset after the handshake's time. Sixty-four, made at once, are eight
-// times the workers, each of which would have waited 2 s on one.
+// stuck peer, an attacker), or answer with part of a head and stall, wait
+// on its accept loop, not on its workers: other nodes' connections are
+// answered meanwhile, and the stalled ones are reset after the handshake's
+// time. Sixty-four, made at once, are eight times the workers, each of
+// which would have waited 2 s on one.
 TEST_F(SocketsTest, ConnectionsThatSendNothingToARelayHoldUpNoOtherNodesConnections) {
   std::unique_ptr<NodeProcess> server = EchoServer(1, 18095);
   ASSERT_TRUE(WaitUntil([&] { return Lists(2, 18095) && Lists(3, 18095); }, seconds(10), "nodes 2 and 3 know the port"));
@@ -467,14 +468,25 @@ TEST_F(SocketsTest, ConnectionsThatSendNothingToARelayHoldUpNoOtherNodesConnecti
   for (int i = 0; i < 64; ++i)
     if (int fd = ConnectToRelay(relay); fd >= 0) silent.push_back(fd);
   ASSERT_EQ(silent.size(), 64u);
+  // Half of them tell a Unix socket's path of 100 bytes, and send 10.
+  std::string part = "OBR3" + std::string(32, 'p') + std::string(2, '\0') + std::string(8, '\0');
+  part += std::string{'\0', 100};
+  part += "0123456789";
+  for (size_t i = 0; i < silent.size(); i += 2) {
+    char challenge[16];
+    ASSERT_EQ(recv(silent[i], challenge, sizeof challenge, MSG_WAITALL), 16);
+    ASSERT_EQ(send(silent[i], part.data(), part.size(), MSG_NOSIGNAL), static_cast<ssize_t>(part.size()));
+  }
   RunResult shimmed = ProbeIn(2, {"half-close", "18095"});
   EXPECT_EQ(shimmed.out, "half-close ok\n") << shimmed.err;
   RunResult relayed = ProbeIn(3, {"half-close", "18095"}, /*shim=*/false);
   EXPECT_EQ(relayed.out, "half-close ok\n") << relayed.err;
   int ended = 0;
-  for (int fd : silent) {
+  for (size_t i = 0; i < silent.size(); ++i) {
+    const int fd = silent[i];
     char buf[64];
-    if (recv(fd, buf, 16, MSG_WAITALL) == 16) {  // the challenge
+    const bool told = i % 2 == 0;  // its challenge read already
+    if (told || recv(fd, buf, 16, MSG_WAITALL) == 16) {
       const ssize_t got = recv(fd, buf, sizeof buf, 0);  // then the end, within the 5 s the socket waits
       ended += got == 0 || (got < 0 && errno == ECONNRESET);
     }
