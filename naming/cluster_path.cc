@@ -72,7 +72,7 @@ bool ClusterRoot::Relative(std::string_view abs_path, char* out, size_t cap) con
   }
   char norm[kMaxPathBytes];
   size_t n = NormalizePath(abs_path, norm, sizeof norm);
-  if (n < len_ || memcmp(norm, root_, len_) != 0 || (n > len_ && norm[len_] != '/')) return false;
+  if (!Holds(std::string_view(norm, n))) return false;
   size_t rel = n == len_ ? 0 : n - len_ - 1;
   if (rel + 1 > cap) return false;
   memcpy(out, norm + n - rel, rel);

@@ -33,6 +33,11 @@ class ClusterRoot {
   bool MaybeCluster(std::string_view abs_path) const {
     return abs_path.size() >= len_ && abs_path.compare(0, len_, root()) == 0;
   }
+  // The path, as written, is the root or below it ("/cluster", "/cluster/a";
+  // not "/clusterx").
+  bool Holds(std::string_view abs_path) const {
+    return MaybeCluster(abs_path) && (abs_path.size() == len_ || abs_path[len_] == '/');
+  }
   // If the normalized absolute path is the root or below it, writes the part
   // below the root ("" for the root itself, "a/b" for ROOT/a/b) to out and
   // returns true.

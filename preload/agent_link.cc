@@ -88,6 +88,16 @@ std::atomic<dev_t> view_dev{0};          // its device, when it did
 // The agent's own path for its view (from Hello; the same as view_root
 // unless detached): it names the agent's Unix relays.
 char agent_view[kMaxPathBytes] = "";
+
+// Records how real paths name the view here (root, shorter than
+// view_root's buffer), the length last.
+void SetViewRoot(std::string_view root, bool detached, dev_t dev) {
+  view_dev = dev;
+  view_detached = detached;
+  memcpy(view_root, root.data(), root.size());
+  view_root[root.size()] = '\0';
+  view_len.store(root.size(), std::memory_order_release);
+}
 // The agent's `onebox` (the stand-in), from Hello: written under mu only
 // when it changes, read by exec (preload/exec_place.cc).
 char front_path[kMaxPathBytes] = "";
@@ -431,12 +441,7 @@ int ConnectLocked() {
     if (view_fd >= 0) CloseIfOurs(view_fd, view_id);
     view_fd = HighFd(vfd);
     view_id = IdOf(view_fd);
-    std::string_view root = detached ? kDetachedRoot : std::string_view(view);
-    view_dev = hello.view_id.dev;
-    view_detached = detached;
-    memcpy(view_root, root.data(), root.size());
-    view_root[root.size()] = '\0';
-    view_len.store(root.size(), std::memory_order_release);
+    SetViewRoot(detached ? kDetachedRoot : std::string_view(view), detached, hello.view_id.dev);
     memcpy(agent_view, view.c_str(), view.size() + 1);
   }
   const std::string& front = hello.front;
@@ -950,12 +955,6 @@ std::string_view ViewRoot() { return {view_root, view_len.load(std::memory_order
 
 bool ViewIsDetached() { return view_detached; }
 
-bool UnderClusterRoot(std::string_view path) {
-  const std::string_view root = cluster_root.root();
-  return path.size() >= root.size() && path.compare(0, root.size(), root) == 0 &&
-         (path.size() == root.size() || path[root.size()] == '/');
-}
-
 std::string_view AgentViewRoot() { return view_detached ? std::string_view(agent_view) : ViewRoot(); }
 
 bool InDetachedView(int dirfd, const char* path, int flags) {
@@ -971,7 +970,7 @@ ssize_t ViewLinkOf(int fd, char* real, size_t cap) {
   if (n <= 0) return n;
   if (skip != 0) {
     // "/cluster/a" is the view's only on the view's device; elsewhere it is the pod's own.
-    if (!UnderClusterRoot(std::string_view(real + skip, static_cast<size_t>(n))) ||
+    if (!cluster_root.Holds(std::string_view(real + skip, static_cast<size_t>(n))) ||
         !InDetachedView(fd, "", AT_EMPTY_PATH)) {
       memmove(real, real + skip, static_cast<size_t>(n));
       real[n] = '\0';
@@ -1002,12 +1001,7 @@ void DiscoverDetachedView(std::string_view cwd) {
   const bool marked = RealSyscall(SYS_faccessat, top, kViewMarker, F_OK, 0) == 0;
   const FdId id = IdOf(top);
   RealClose(top);
-  if (!marked || id == FdId{}) return;
-  view_dev = id.dev;
-  view_detached = true;
-  memcpy(view_root, kDetachedRoot.data(), kDetachedRoot.size());
-  view_root[kDetachedRoot.size()] = '\0';
-  view_len.store(kDetachedRoot.size(), std::memory_order_release);
+  if (marked && id != FdId{}) SetViewRoot(kDetachedRoot, true, id.dev);
 }
 
 }  // namespace
@@ -1028,9 +1022,7 @@ void DiscoverViewRoot(const char* real_cwd) {
     int n = snprintf(marker, sizeof marker, "%.*s/%s", static_cast<int>(end), real_cwd, kViewMarker);
     if (n <= 0 || static_cast<size_t>(n) >= sizeof marker) return;
     if (RealSyscall(SYS_faccessat, AT_FDCWD, marker, F_OK, 0) == 0) {
-      memcpy(view_root, real_cwd, end);
-      view_root[end] = '\0';
-      view_len.store(end, std::memory_order_release);
+      SetViewRoot(cwd.substr(0, end), false, 0);
       return;
     }
   }

@@ -288,8 +288,7 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
     if (n == 0) return none;
     Target t = FromAbsolute(norm, n, buf, cap);
     if (t.cluster && !t.err) KeepLastComponentSemantics(p, &t, buf, cap);
-    size_t rl = Root().root().size();
-    if (!t.cluster && Root().MaybeCluster(p) && (p.size() == rl || p[rl] == '/') && n + 1 <= cap) {
+    if (!t.cluster && Root().Holds(p) && n + 1 <= cap) {
       // ROOT/.. and the like: out of the cluster through its root, which does
       // not exist natively; libc gets the normalized path.
       memcpy(buf, norm, n + 1);

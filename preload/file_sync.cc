@@ -28,7 +28,7 @@ int PublishIfInView(int fd, bool* in_view) {
   if (static_cast<size_t>(n) > kDeleted.size() && std::string_view(real + n - kDeleted.size()) == kDeleted)
     return 0;  // unlinked (or O_TMPFILE): no name left to record
   DiscoverViewRoot(real);  // an fd inherited into a process that never spoke to the agent
-  if (ViewRoot().empty() && UnderClusterRoot(real) && InOwnerProcess()) {
+  if (ViewRoot().empty() && Root().Holds(real) && InOwnerProcess()) {
     // The kernel names an fd in a detached view (a pod's) by its cluster
     // name: this process learns that view from the agent, then asks again.
     const int saved = errno;

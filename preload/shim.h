@@ -139,8 +139,6 @@ std::string_view ViewRoot();
 std::string_view AgentViewRoot();
 // True when the view came as a detached mount: it has no path here.
 bool ViewIsDetached();
-// path is the cluster root or below it (as the program names it).
-bool UnderClusterRoot(std::string_view path);
 // The real path of fd as ViewRoot() names the view (for a detached view,
 // "(unreachable)/cluster/a" where the kernel says "/cluster/a"), NUL-ended
 // in real; its length, or -1 (or 0) when the kernel names none.
