@@ -32,8 +32,11 @@ int CmdStatus(const ClientOptions& o) {
             << fmt::format("digest     {} ({} records)\n", r.state_digest().substr(0, 16), r.records())
             << fmt::format("view       {} ({} repaired)\n", r.view_digest().substr(0, 16), r.view_repairs())
             << fmt::format("hashed     {} chunks while their files were written\n", r.chunks_hashed_ahead())
-            << fmt::format("load       {:.2f} on {} cpus, {} MiB of {} MiB free\n", n.load().loadavg_1m(),
-                           n.load().cpus(), n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20)
+            << fmt::format("load       {:.2f} on {} cpus{}, {} MiB of {} MiB free\n", n.load().loadavg_1m(),
+                           n.load().cpus(),
+                           n.load().cpu_quota() > 0 ? fmt::format(" ({:.2f} by its cgroup's quota)", n.load().cpu_quota())
+                                                    : "",
+                           n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20)
             << fmt::format("leases     {} won, {} given up to other nodes\n", r.leases_won(), r.leases_recalled())
             << fmt::format("jobs       {} placed out ({} running), {} taken in ({} running)\n", r.jobs_placed_out(),
                            r.jobs_out_now(), r.jobs_taken_in(), r.jobs_in_now());

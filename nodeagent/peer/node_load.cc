@@ -1,7 +1,11 @@
 #include "nodeagent/peer/node_load.h"
 
+#include "nodeagent/peer/cpu_quota.h"
+
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -18,7 +22,11 @@ v1::NodeLoad ReadLoadNow() {
   v1::NodeLoad load;
   double avg[1] = {0};
   if (getloadavg(avg, 1) == 1) load.set_loadavg_1m(avg[0]);
-  load.set_cpus(static_cast<uint32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
+  cpu_set_t allowed;
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  const int cpus = sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed) : static_cast<int>(online);
+  load.set_cpus(static_cast<uint32_t>(std::max(1, cpus)));
+  if (std::optional<double> quota = OwnCpuQuota(); quota && *quota < load.cpus()) load.set_cpu_quota(*quota);
   std::ifstream meminfo("/proc/meminfo");
   std::string key;
   uint64_t kib = 0;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -82,7 +83,13 @@ std::string InterpreterOf(const std::string& first_line) {
 
 bool Alive(const v1::Node& n) { return n.self() || n.state() == v1::NODE_STATE_ALIVE; }
 
-double Cpus(const v1::Node& n) { return std::max<uint32_t>(1, n.load().cpus()); }
+// What the node may use: its cgroup's quota when it has one (0.6 of a CPU
+// counts as 0.6), else its CPUs.
+double Cpus(const v1::Node& n) {
+  const double cpus = std::max<uint32_t>(1, n.load().cpus());
+  const double quota = n.load().cpu_quota();
+  return quota > 0 && quota < cpus ? quota : cpus;
+}
 
 }  // namespace
 
@@ -212,7 +219,10 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
     return !c.node.self() && it != avoid_until_.end() && now < it->second;
   });
   auto load = [](const Candidate& c) { return static_cast<double>(c.running) / Cpus(c.node); };
-  auto full = [&](const Candidate& c) { return static_cast<double>(c.running) >= jobs_per_cpu_ * Cpus(c.node); };
+  // A node takes jobs_per_cpu per CPU it may use, rounded up: at least one.
+  auto full = [&](const Candidate& c) {
+    return static_cast<double>(c.running) >= std::max(1.0, std::ceil(jobs_per_cpu_ * Cpus(c.node)));
+  };
   const Candidate* here = nullptr;
   const Candidate* best = nullptr;  // the least loaded that is not full
   for (Candidate& c : same) {

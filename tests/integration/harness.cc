@@ -402,7 +402,7 @@ AgentProcess::AgentProcess(std::string name, std::string data_dir, std::string s
       log_path_(data_dir_ + ".log") {}
 
 std::unique_ptr<AgentProcess> QuietLoopbackAgent(const std::string& dir, const std::string& name,
-                                                 const std::string& join) {
+                                                 const std::string& join, const std::vector<std::string>& extra) {
   std::string base = dir + "/" + name;
   std::vector<std::string> args{"--name",   name, "--data-dir", base + "-data", "--listen", "127.0.0.1:0",
                                 "--socket", base + ".sock", "--log-level", "warn"};
@@ -410,6 +410,7 @@ std::unique_ptr<AgentProcess> QuietLoopbackAgent(const std::string& dir, const s
     args.push_back("--join");
     args.push_back(join);
   }
+  args.insert(args.end(), extra.begin(), extra.end());
   return AgentProcess::WithArgs(args, base + ".sock", base + ".log");
 }
 

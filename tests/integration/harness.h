@@ -211,8 +211,9 @@ class AgentProcess {
 
 // What the benchmarks start: an agent named name on a loopback port the
 // kernel picks, its data dir, socket and log in dir, logging warnings only,
-// joining `join` when given.
+// joining `join` when given, with extra arguments after those.
 std::unique_ptr<AgentProcess> QuietLoopbackAgent(const std::string& dir, const std::string& name,
-                                                 const std::string& join = "");
+                                                 const std::string& join = "",
+                                                 const std::vector<std::string>& extra = {});
 
 }  // namespace onebox::testing

@@ -6,14 +6,17 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <tuple>
 
 #include <fmt/format.h>
 
+#include "tests/integration/node_quota.h"
 #include "tests/integration/process_cluster.h"
 
 namespace onebox::testing {
@@ -39,6 +42,46 @@ target_compile_options(iberty PRIVATE -ffile-prefix-map=${CMAKE_SOURCE_DIR}=. -f
 
 // SHA-256 of every object and archive under the current directory, by path.
 constexpr const char* kSums = "find . -name '*.o' -o -name '*.a' | sort | xargs sha256sum";
+
+// A placed "job" at dir/timed that sleeps `seconds`, then writes into the
+// file it is given when it began and ended (the realtime clock: one clock
+// for every node of one machine) and the pid namespace it ran in (its node).
+std::string TimedJob(const std::string& dir, double seconds) {
+  const std::string tool = dir + "/timed";
+  std::ofstream(tool) << fmt::format(
+      "#!/bin/sh\nbegan=$(date +%s.%N)\nsleep {}\necho \"$began $(date +%s.%N) $(readlink /proc/self/ns/pid)\" > \"$1\"\n",
+      seconds);
+  chmod(tool.c_str(), 0755);
+  return tool;
+}
+
+struct TimedRun {
+  double began, ended;
+  std::string node;  // its pid namespace
+};
+
+// The lines TimedJob wrote, one per job.
+std::vector<TimedRun> TimedRuns(const std::string& lines) {
+  std::vector<TimedRun> runs;
+  std::istringstream in(lines);
+  TimedRun r;
+  while (in >> r.began >> r.ended >> r.node) runs.push_back(r);
+  return runs;
+}
+
+// The most runs (of node, or of all for "") that ran at one instant.
+size_t MostAtOnce(const std::vector<TimedRun>& runs, const std::string& node = "") {
+  std::vector<std::pair<double, int>> edges;  // (time, +1 at a start, -1 at an end; ends first at a tie)
+  for (const TimedRun& r : runs)
+    if (node.empty() || r.node == node) {
+      edges.push_back({r.began, 1});
+      edges.push_back({r.ended, -1});
+    }
+  std::sort(edges.begin(), edges.end());
+  int now = 0, most = 0;
+  for (const auto& [at, step] : edges) most = std::max(most, now += step);
+  return static_cast<size_t>(most);
+}
 
 class PlacementTest : public ProcessTest {
  protected:
@@ -349,6 +392,71 @@ TEST_F(PlacementTest, InterruptingMakeStopsEveryPlacedJob) {
   EXPECT_NE(make.Wait(seconds(10)), 0) << "make ends, as interrupted";
   EXPECT_TRUE(WaitUntil([&] { return Observed(placed_sleeps() == 0, "placed sleeps left"); }, seconds(10),
                         "no placed job left on any node"));
+}
+
+TEST_F(PlacementTest, MakesJobserverBoundsThePlacedJobsOfAllItsSubMakesTogether) {
+  // make -j3 over two sub-makes of 6 jobs each: the jobserver lets 3 run at
+  // once in the whole tree, wherever they are placed. A stand-in that
+  // ended before its job would give its slot back early.
+  const std::string tool = TimedJob(dir_.path(), 0.6);
+  std::ofstream(dir_ / "top.mk") << "all: one two\none two: ; +$(MAKE) -s -C $@\n.PHONY: all one two\n";
+  std::ofstream(dir_ / "sub.mk") << "all: $(addsuffix .t,1 2 3 4 5 6)\n%.t: ; timed $@\n";
+  RunResult made = Sh(1, fmt::format("mkdir -p jobs/one jobs/two && cp {0}/top.mk jobs/Makefile && "
+                                     "cp {0}/sub.mk jobs/one/Makefile && cp {0}/sub.mk jobs/two/Makefile",
+                                     dir_.path()));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  RunResult built = Sh(1, fmt::format("export PATH={}:$PATH ONEBOX_PLACE=auto ONEBOX_PLACE_PROGRAMS=timed; "
+                                      "cd jobs && make -s -j3 && cat one/*.t two/*.t",
+                                      dir_.path()));
+  ASSERT_EQ(built.exit_code, 0) << built.err;
+  const std::vector<TimedRun> runs = TimedRuns(built.out);
+  ASSERT_EQ(runs.size(), 12u) << built.out;
+  std::set<std::string> nodes;
+  for (const TimedRun& r : runs) nodes.insert(r.node);
+  EXPECT_GE(nodes.size(), 2u) << "the jobs were placed over the nodes: " << built.out;
+  EXPECT_LE(MostAtOnce(runs), 3u) << "make -j3 runs at most 3 jobs at once: " << built.out;
+  EXPECT_GE(MostAtOnce(runs), 2u) << "and runs them in parallel: " << built.out;
+  EXPECT_EQ(Status(1).jobs_out_now(), 0u);
+}
+
+TEST_F(PlacementTest, ANodeConfinedToPartOfACpuTakesTheJobsThatPartCanRun) {
+  // n2's agent, and what it starts, in a cgroup of half a CPU.
+  NodeQuota half(fmt::format("{}-placement-n2", getpid()), 0.5);
+  std::string why;
+  if (!half.Make(&why)) GTEST_SKIP() << "no CPU quota can be made here: " << why;
+  ASSERT_TRUE(half.Move(agents_[1]->pid()));
+  RunResult mounted = RunInNode(Node(2), {"sh", "-c", half.MountCommand()});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = Onebox(1, {"nodes", "-o", "json"});
+        v1::ListNodesResponse listed;
+        if (r.exit_code != 0 || !google::protobuf::util::JsonStringToMessage(r.out, &listed).ok())
+          return Observed(false, r.err);
+        for (const v1::Node& n : listed.nodes())
+          if (n.name() == "n2") return Observed(n.load().cpu_quota() == 0.5, r.out);
+        return Observed(false, r.out);
+      },
+      seconds(15), "n1 hears that n2 may use half a CPU"));
+  RunResult status = Onebox(2, {"status"});
+  EXPECT_NE(status.out.find("(0.50 by its cgroup's quota)"), std::string::npos) << status.out;
+  // make -j6 over nodes of 2, 0.5 and 2 CPUs at one job per CPU: n2 takes
+  // one job at a time (it would take two by its CPU count).
+  const std::string tool = TimedJob(dir_.path(), 1.5);
+  std::ofstream(dir_ / "flat.mk") << "all: $(addsuffix .t,1 2 3 4 5 6)\n%.t: ; timed $@\n";
+  RunResult built = Sh(1, fmt::format("mkdir -p flat && cp {0}/flat.mk flat/Makefile && export PATH={0}:$PATH "
+                                      "ONEBOX_PLACE=auto ONEBOX_PLACE_PROGRAMS=timed; cd flat && make -s -j6 && "
+                                      "cat *.t",
+                                      dir_.path()));
+  ASSERT_EQ(built.exit_code, 0) << built.err;
+  const std::vector<TimedRun> runs = TimedRuns(built.out);
+  ASSERT_EQ(runs.size(), 6u) << built.out;
+  const std::string n2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
+  const std::string n3 = RunInNode(Node(3), {"readlink", "/proc/self/ns/pid"}).out;
+  ASSERT_FALSE(n2.empty());
+  auto trimmed = [](std::string s) { return s.substr(0, s.find('\n')); };
+  EXPECT_EQ(MostAtOnce(runs, trimmed(n2)), 1u) << built.out;
+  EXPECT_EQ(MostAtOnce(runs, trimmed(n3)), 2u) << built.out;
 }
 
 }  // namespace
