@@ -97,8 +97,8 @@ int main(int argc, char** argv) {
   int rounds = 3;
   size_t nodes = 3;
   double quota = 0.6;
-  int jobs = 0;  // 0: 2 per node
-  double jobs_per_cpu = 2;
+  int jobs = 0;  // 0: 3 per node
+  double jobs_per_cpu = 4;  // at 0.6 CPU: 3 jobs a node (placement rounds up)
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     if (flag == "--jobs") jobs = std::stoi(argv[i + 1]);
     if (flag == "--jobs-per-cpu") jobs_per_cpu = std::stod(argv[i + 1]);
   }
-  if (jobs == 0) jobs = static_cast<int>(2 * nodes);
+  if (jobs == 0) jobs = static_cast<int>(3 * nodes);
   if (rounds < 1 || nodes < 2 || quota < 0 || jobs < 1 || jobs_per_cpu <= 0) {
     fprintf(stderr, "build_bench: --rounds is at least 1, --nodes at least 2, --cpu-quota at least 0 (0: none), "
                     "--jobs and --jobs-per-cpu more than 0\n");

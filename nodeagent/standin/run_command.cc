@@ -281,12 +281,38 @@ int Fail(const std::string& why) {
   _exit(err == ENOENT ? 127 : 126);
 }
 
+// Whether the job asks for make's jobserver: gcc's link-time optimizer
+// (-flto=jobserver, or -flto and -flto=auto, which use one when MAKEFLAGS
+// names it). The jobserver is a pipe make shares with its children here; on
+// another node the job would find none and run its parts one at a time.
+bool WantsMakesJobserver(const std::vector<std::string>& argv) {
+  // Offered: make passed its descriptors on (a "+" recipe line), or names a fifo (make 4.4).
+  bool offered = false;
+  if (const char* flags = getenv("MAKEFLAGS"); flags != nullptr) {
+    const char* auth = strstr(flags, "--jobserver-auth=");
+    if (auth == nullptr) auth = strstr(flags, "--jobserver-fds=");
+    if (auth != nullptr) {
+      auth = strchr(auth, '=') + 1;
+      int read_fd = -1, write_fd = -1;
+      offered = strncmp(auth, "fifo:", 5) == 0 ||
+                (sscanf(auth, "%d,%d", &read_fd, &write_fd) == 2 && fcntl(read_fd, F_GETFD) >= 0 &&
+                 fcntl(write_fd, F_GETFD) >= 0);
+    }
+  }
+  for (size_t i = 1; i < argv.size(); ++i) {
+    if (argv[i] == "-flto=jobserver") return true;
+    if (offered && (argv[i] == "-flto" || argv[i] == "-flto=auto")) return true;
+  }
+  return false;
+}
+
 // --place: asks the agent where the program should run (it counts this
 // process as the job until it ends). Returns the node's name when it is
-// another node; here (or with no agent to ask) this process becomes the
-// program (ExecHere).
+// another node; here (or with no agent to ask, or for a job that wants
+// make's jobserver) this process becomes the program (ExecHere).
 std::string PlaceOrExecHere(const RunOptions& o) {
   setenv("ONEBOX_PLACE", "off", 1);  // the job and its children run where it runs
+  if (WantsMakesJobserver(o.argv)) ExecHere(o);
   v1::ShimRequest req;
   req.set_id(1);
   req.mutable_place()->set_program(o.program);

@@ -399,16 +399,30 @@ TEST_F(PlacementTest, MakesJobserverBoundsThePlacedJobsOfAllItsSubMakesTogether)
   // once in the whole tree, wherever they are placed. A stand-in that
   // ended before its job would give its slot back early.
   const std::string tool = TimedJob(dir_.path(), 0.6);
-  std::ofstream(dir_ / "top.mk") << "all: one two\none two: ; +$(MAKE) -s -C $@\n.PHONY: all one two\n";
+  // Then a link-time optimizing "link" that wants the jobserver ("+": make
+  // passes it on), placed on n2 by name: it runs here, where the jobserver is.
+  const std::string link = dir_ / "lto-link";
+  std::ofstream(link) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
+  ASSERT_EQ(chmod(link.c_str(), 0755), 0);
+  std::ofstream(dir_ / "top.mk") << "all: one two ; +@ONEBOX_PLACE=n2 lto-link -flto=auto\n"
+                                    "one two: ; +$(MAKE) -s -C $@\n.PHONY: all one two\n";
   std::ofstream(dir_ / "sub.mk") << "all: $(addsuffix .t,1 2 3 4 5 6)\n%.t: ; timed $@\n";
   RunResult made = Sh(1, fmt::format("mkdir -p jobs/one jobs/two && cp {0}/top.mk jobs/Makefile && "
                                      "cp {0}/sub.mk jobs/one/Makefile && cp {0}/sub.mk jobs/two/Makefile",
                                      dir_.path()));
   ASSERT_EQ(made.exit_code, 0) << made.err;
-  RunResult built = Sh(1, fmt::format("export PATH={}:$PATH ONEBOX_PLACE=auto ONEBOX_PLACE_PROGRAMS=timed; "
-                                      "cd jobs && make -s -j3 && cat one/*.t two/*.t",
+  RunResult built = Sh(1, fmt::format("export PATH={}:$PATH ONEBOX_PLACE=auto ONEBOX_PLACE_PROGRAMS=timed,lto-link; "
+                                      "cd jobs && make -s -j3 > linked && cat one/*.t two/*.t",
                                       dir_.path()));
   ASSERT_EQ(built.exit_code, 0) << built.err;
+  const std::string node1 = RunInNode(Node(1), {"readlink", "/proc/self/ns/pid"}).out;
+  const std::string node2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
+  EXPECT_EQ(Sh(1, "cat jobs/linked").out, node1);
+  // Without make's jobserver at hand, the same link is placed as any job.
+  RunResult alone = Sh(1, fmt::format("cd jobs && PATH={}:$PATH ONEBOX_PLACE=n2 ONEBOX_PLACE_PROGRAMS=lto-link "
+                                      "MAKEFLAGS=' -j3 --jobserver-auth=3,4' lto-link -flto=auto",
+                                      dir_.path()));
+  EXPECT_EQ(alone.out, node2) << alone.err;
   const std::vector<TimedRun> runs = TimedRuns(built.out);
   ASSERT_EQ(runs.size(), 12u) << built.out;
   std::set<std::string> nodes;
