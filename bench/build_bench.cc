@@ -2,10 +2,10 @@
 // files, from Debian's binutils-source; installed with apt-get when
 // missing), configured once per column and then built --rounds times from
 // no objects, the columns interleaved round by round. Each "node" is a
-// cgroup with --cpu-quota CPUs (bench/node_quota.h; 0.6 by default, so that
-// three nodes share this machine's two cores fairly), and everything a node
-// runs (its agent, what the agent starts, its distccd, and on node A make
-// itself) runs inside it:
+// cgroup with --cpu-quota CPUs (tests/integration/node_quota.h; 0.6 by
+// default, so that three nodes share this machine's two cores fairly), and
+// everything a node runs (its agent, what the agent starts, its distccd, and
+// on node A make itself) runs inside it:
 //   one node (native)   a plain directory, make in node A
 //   onebox 1 node       the tree in /cluster, node A's agent, nothing placed
 //   onebox N placed     the tree in /cluster, N agents on loopback, each in
@@ -14,8 +14,8 @@
 //                       node on loopback (J/N jobs each); preprocessing
 //                       stays on node A, as distcc does it
 // Printed: median seconds, the speed-up over one node (native), each node's
-// share of the CPU the build used, and the jobs each onebox node placed out
-// and took in. With --cpu-quota 0 nothing is confined (every column has the
+// share of the CPU the build used, the CPU of each agent, and the compiles
+// each node ran. With --cpu-quota 0 nothing is confined (every column has the
 // whole machine: the ratios are then what distributing costs, not what it
 // gains).
 //
@@ -37,10 +37,10 @@
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 
-#include "tests/integration/node_quota.h"
 #include "bench/peers.h"
 #include "onebox/v1/cluster.pb.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/node_quota.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -162,7 +162,12 @@ int main(int argc, char** argv) {
     columns.push_back(std::move(col));
   }
   // distcc: one distccd per node on loopback; preprocessing stays on node A, as distcc does it.
-  std::vector<pid_t> distccds;
+  struct Daemons {  // stopped on every way out, before the cgroups go
+    std::vector<pid_t> pids;
+    ~Daemons() {
+      for (pid_t& pid : pids) onebox::bench::StopDaemon(&pid);
+    }
+  } distccds;
   std::vector<std::string> distcc_logs;
   const int distcc_jobs = std::max(1, jobs / static_cast<int>(nodes));
   if (onebox::bench::InstallIfMissing("/usr/bin/distccd", "distcc", &why)) {
@@ -178,7 +183,7 @@ int main(int argc, char** argv) {
                    std::to_string(port), "--allow", "127.0.0.1", "--jobs", std::to_string(distcc_jobs), "--user",
                    "nobody", "--log-level", "info", "--log-file", distcc_logs.back()}),
           dir / fmt::format("distccd{}.out", i));
-      distccds.push_back(pid);
+      distccds.pids.push_back(pid);
       hosts += fmt::format("127.0.0.1:{}/{} ", port, distcc_jobs);
     }
     std::filesystem::create_directories(dir / "distcc-state");
@@ -272,7 +277,6 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < distcc_logs.size(); ++i) counts += share(i, DistccJobs(distcc_logs[i]));
     printf("  distcc %zu: compiles run by each node's distccd, of %d:%s\n", nodes, all, counts.c_str());
   }
-  for (pid_t& pid : distccds) onebox::bench::StopDaemon(&pid);
   for (Column& col : columns)
     for (auto& a : col.nodes) a->Stop();
   return 0;

@@ -275,8 +275,9 @@ Status ShimHandlers::StartRun(const Origin& origin, const v1::ShimRequest& req, 
 
 Status ShimHandlers::Place(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const v1::ShimPlaceRequest& asked = req.place();
-  if (asked.kept_here()) {
-    parts_.placement.KeptHere(origin.peer.pid);
+  if (asked.kept_here() || asked.here()) {
+    if (asked.kept_here()) parts_.placement.KeptHere(origin.peer.pid);
+    if (asked.here()) parts_.placement.CountHere(origin.peer.pid);
     resp->mutable_place();
     return Status::Ok();
   }

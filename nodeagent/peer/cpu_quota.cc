@@ -53,7 +53,7 @@ std::optional<double> CgroupCpuQuota(const std::string& mount_dir, const std::st
   std::optional<double> least;
   std::string at = path;
   while (true) {
-    if (at.find("..") != std::string::npos) return least;  // not a path /proc writes
+    if (at.find("/../") != std::string::npos || at.ends_with("/..")) return least;  // not a path /proc writes
     std::optional<double> q = QuotaAt(mount_dir + (at == "/" ? "" : at), v2);
     if (q && (!least || *q < *least)) least = q;
     if (at.empty() || at == "/") return least;

@@ -20,7 +20,11 @@ std::optional<double> CgroupCpuQuota(const std::string& mount_dir, const std::st
 
 // This process's CPU limit by its cgroup (from /proc/self/cgroup and the
 // hierarchies under cgroup_root, normally /sys/fs/cgroup): nullopt when it
-// has no quota.
+// has no quota. The hierarchies are looked for where systemd, Docker and
+// Kubernetes mount them (v2 at the root or at unified/, v1 cpu at cpu/ or
+// at the directory named by its controllers); in a container that sees
+// only its own cgroup at the mount's top, that top's quota counts.
+// Hierarchies mounted elsewhere are not found (mountinfo is not read).
 std::optional<double> OwnCpuQuota(const std::string& cgroup_root = "/sys/fs/cgroup",
                                   const std::string& proc_cgroup = "/proc/self/cgroup");
 

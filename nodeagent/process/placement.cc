@@ -221,7 +221,7 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
   auto load = [](const Candidate& c) { return static_cast<double>(c.running) / Cpus(c.node); };
   // A node takes jobs_per_cpu per CPU it may use, rounded up: at least one.
   auto full = [&](const Candidate& c) {
-    return static_cast<double>(c.running) >= std::max(1.0, std::ceil(jobs_per_cpu_ * Cpus(c.node)));
+    return static_cast<double>(c.running) >= std::max(1.0, std::ceil(jobs_per_cpu_ * Cpus(c.node) - 1e-9));
   };
   const Candidate* here = nullptr;
   const Candidate* best = nullptr;  // the least loaded that is not full
@@ -245,6 +245,14 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
     chosen = best->node.name();
   }
   const std::string chosen_id = chosen.empty() ? "" : best->node.node_id();
+  CountLocked(pid, pidfd, chosen_id);
+  if (!chosen.empty()) ++placed_out_;
+  spdlog::debug("placement: {} for pid {} on {} ({} of {} nodes run the same program)", program, pid,
+                chosen.empty() ? "this node" : chosen, same.size(), candidates->size());
+  return chosen;
+}
+
+void Placement::CountLocked(pid_t pid, int pidfd, const std::string& node_id) {
   // One job per process: a process that asks again (it may be a stand-in
   // whose start failed) is counted where it goes now.
   std::erase_if(jobs_, [&](const Job& j) {
@@ -252,11 +260,14 @@ Result<std::string> Placement::Choose(pid_t pid, const std::string& program, con
     close(j.pidfd);
     return true;
   });
-  if (pidfd >= 0) jobs_.push_back({pidfd, pid, chosen_id});
-  if (!chosen.empty()) ++placed_out_;
-  spdlog::debug("placement: {} for pid {} on {} ({} of {} nodes run the same program)", program, pid,
-                chosen.empty() ? "this node" : chosen, same.size(), candidates->size());
-  return chosen;
+  if (pidfd >= 0) jobs_.push_back({pidfd, pid, node_id});
+}
+
+void Placement::CountHere(pid_t pid) {
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  std::lock_guard lock(mu_);
+  ReapLocked();
+  CountLocked(pid, pidfd, "");
 }
 
 void Placement::KeptHere(pid_t pid) {

@@ -51,6 +51,10 @@ class Placement {
   // InvalidArgument for a policy that names no node.
   Result<std::string> Choose(pid_t pid, const std::string& program, const std::string& policy);
 
+  // pid's job runs here without a choice (it wants make's jobserver): it is
+  // counted here until it ends.
+  void CountHere(pid_t pid);
+
   // pid's job did not start on the node chosen and runs here instead: it is
   // counted here, and that node is not chosen for kAvoidAfterFailure.
   void KeptHere(pid_t pid);
@@ -78,6 +82,8 @@ class Placement {
   // The live nodes policy allows, this node first if it is one of them.
   Result<std::vector<Candidate>> CandidatesFor(const std::string& policy);
   void ReapLocked();  // forgets the jobs that ended
+  // pid's job, followed by pidfd, counted on node_id ("": here), in place of any it had.
+  void CountLocked(pid_t pid, int pidfd, const std::string& node_id);
   size_t RunningLocked(const std::string& node_id);
 
   Membership& members_;

@@ -18,9 +18,13 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <mutex>
+#include <sstream>
+#include <string_view>
 #include <thread>
 
 #include "nodeagent/standin/standin.h"
@@ -281,29 +285,45 @@ int Fail(const std::string& why) {
   _exit(err == ENOENT ? 127 : 126);
 }
 
-// Whether the job asks for make's jobserver: gcc's link-time optimizer
-// (-flto=jobserver, or -flto and -flto=auto, which use one when MAKEFLAGS
-// names it). The jobserver is a pipe make shares with its children here; on
-// another node the job would find none and run its parts one at a time.
+// make's jobserver, when MAKEFLAGS offers one this process can reach: the
+// last --jobserver-auth= (or older --jobserver-fds=) word before "--",
+// naming a fifo (make 4.4) or two descriptors open here that are pipes
+// (make passes them to a "+" recipe line only).
+bool JobserverOffered() {
+  const char* flags = getenv("MAKEFLAGS");
+  if (flags == nullptr) return false;
+  std::istringstream words(flags);
+  std::string auth;
+  for (std::string word; words >> word && word != "--";)
+    for (std::string_view option : {"--jobserver-auth=", "--jobserver-fds="})
+      if (word.starts_with(option)) auth = word.substr(option.size());
+  struct stat st;
+  if (auth.starts_with("fifo:")) return stat(auth.c_str() + 5, &st) == 0 && S_ISFIFO(st.st_mode);
+  auto pipe_at = [&](const char* text, char** end) {
+    errno = 0;
+    long fd = strtol(text, end, 10);
+    return errno == 0 && *end != text && fd >= 0 && fd <= INT_MAX && fstat(static_cast<int>(fd), &st) == 0 &&
+           S_ISFIFO(st.st_mode);
+  };
+  char* end = nullptr;
+  return !auth.empty() && pipe_at(auth.c_str(), &end) && *end == ',' && pipe_at(end + 1, &end) && *end == '\0';
+}
+
+// Whether the job is a link that wants make's jobserver: gcc's link-time
+// optimizer with -flto=jobserver, or with -flto or -flto=auto (which use a
+// jobserver when offered). The jobserver is a pipe on this node: elsewhere
+// -flto=jobserver would run the link's parts one at a time, and -flto=auto
+// would use every CPU there, beyond make's -j and the node's share. A
+// compile (-c, -S, -E, -M, -MM) runs no optimizer and is placed as any job.
 bool WantsMakesJobserver(const std::vector<std::string>& argv) {
-  // Offered: make passed its descriptors on (a "+" recipe line), or names a fifo (make 4.4).
-  bool offered = false;
-  if (const char* flags = getenv("MAKEFLAGS"); flags != nullptr) {
-    const char* auth = strstr(flags, "--jobserver-auth=");
-    if (auth == nullptr) auth = strstr(flags, "--jobserver-fds=");
-    if (auth != nullptr) {
-      auth = strchr(auth, '=') + 1;
-      int read_fd = -1, write_fd = -1;
-      offered = strncmp(auth, "fifo:", 5) == 0 ||
-                (sscanf(auth, "%d,%d", &read_fd, &write_fd) == 2 && fcntl(read_fd, F_GETFD) >= 0 &&
-                 fcntl(write_fd, F_GETFD) >= 0);
-    }
-  }
+  bool lto = false, lto_if_offered = false;
   for (size_t i = 1; i < argv.size(); ++i) {
-    if (argv[i] == "-flto=jobserver") return true;
-    if (offered && (argv[i] == "-flto" || argv[i] == "-flto=auto")) return true;
+    const std::string& a = argv[i];
+    if (a == "-c" || a == "-S" || a == "-E" || a == "-M" || a == "-MM") return false;
+    lto = lto || a == "-flto=jobserver";
+    lto_if_offered = lto_if_offered || a == "-flto" || a == "-flto=auto";
   }
-  return false;
+  return lto || (lto_if_offered && JobserverOffered());
 }
 
 // --place: asks the agent where the program should run (it counts this
@@ -312,11 +332,16 @@ bool WantsMakesJobserver(const std::vector<std::string>& argv) {
 // make's jobserver) this process becomes the program (ExecHere).
 std::string PlaceOrExecHere(const RunOptions& o) {
   setenv("ONEBOX_PLACE", "off", 1);  // the job and its children run where it runs
-  if (WantsMakesJobserver(o.argv)) ExecHere(o);
   v1::ShimRequest req;
   req.set_id(1);
   req.mutable_place()->set_program(o.program);
   req.mutable_place()->set_policy(o.place);
+  if (WantsMakesJobserver(o.argv)) {  // here, and counted here
+    req.mutable_place()->set_here(true);
+    v1::ShimResponse unused;
+    AskAgent(AgentSocketPath(o.socket), o.timeout_seconds, req, &unused);
+    ExecHere(o);
+  }
   v1::ShimResponse answer;
   const bool asked = AskAgent(AgentSocketPath(o.socket), o.timeout_seconds, req, &answer);
   if (asked && answer.err() == 0 && !answer.place().node().empty()) return answer.place().node();

@@ -4,10 +4,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -38,8 +42,11 @@ bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
 
 bool NodeQuota::Make(std::string* why) {
   const std::string base = fmt::format("onebox-bench-{}", name_);
-  const long quota = static_cast<long>(cpus_ * kPeriodUs);
-  if (ReadFile(fmt::format("{}/cgroup.controllers", kRoot)).find("cpu") != std::string::npos) {
+  const long quota = std::lround(cpus_ * kPeriodUs);
+  std::istringstream controllers(ReadFile(fmt::format("{}/cgroup.controllers", kRoot)));
+  bool v2_cpu = false;
+  for (std::string c; controllers >> c;) v2_cpu = v2_cpu || c == "cpu";
+  if (v2_cpu) {
     // v2: cpu enabled for the root's children, then cpu.max.
     (void)WriteFile(fmt::format("{}/cgroup.subtree_control", kRoot), "+cpu");
     const std::string dir = fmt::format("{}/{}", kRoot, base);
@@ -59,13 +66,17 @@ bool NodeQuota::Make(std::string* why) {
   for (const char* cpu : {"cpu", "cpu,cpuacct"}) {
     const std::string mount = fmt::format("{}/{}", kRoot, cpu);
     if (!Exists(mount + "/cpu.cfs_quota_us")) continue;
+    // systemd makes cpu a symlink to cpu,cpuacct: the hierarchy's own name
+    // says which controllers a mount of it must name.
+    std::error_code ec;
+    const std::string hierarchy = std::filesystem::canonical(mount, ec).filename();
     const std::string dir = fmt::format("{}/{}", mount, base);
     if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
       *why = fmt::format("cannot make cgroup {}: {}", dir, strerror(errno));
       return false;
     }
     dirs_.push_back(dir);
-    cpu_hierarchy_ = cpu;
+    cpu_hierarchy_ = ec || hierarchy.empty() ? std::string(cpu) : hierarchy;
     if (!WriteFile(dir + "/cpu.cfs_period_us", std::to_string(kPeriodUs)) ||
         !WriteFile(dir + "/cpu.cfs_quota_us", std::to_string(quota))) {
       *why = fmt::format("cannot set the quota of {}", dir);
@@ -126,10 +137,15 @@ double NodeQuota::CpuSeconds() const {
 
 NodeQuota::~NodeQuota() {
   for (const std::string& dir : dirs_) {
+    // What is still inside goes to the parent, again while a fork adds more.
     const std::string parent = std::filesystem::path(dir).parent_path();
-    std::istringstream pids(ReadFile(dir + "/cgroup.procs"));
-    for (std::string pid; pids >> pid;) (void)WriteFile(parent + "/cgroup.procs", pid);
-    (void)rmdir(dir.c_str());
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (rmdir(dir.c_str()) != 0 && errno == EBUSY && std::chrono::steady_clock::now() < give_up) {
+      std::istringstream pids(ReadFile(dir + "/cgroup.procs"));
+      for (std::string pid; pids >> pid;) (void)WriteFile(parent + "/cgroup.procs", pid);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (Exists(dir)) fprintf(stderr, "cgroup %s is left behind: %s\n", dir.c_str(), strerror(errno));
   }
 }
 

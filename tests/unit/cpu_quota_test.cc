@@ -25,13 +25,15 @@ TEST(CpuQuotaTest, AV2QuotaIsTheSmallestOfTheCgroupAndItsAncestors) {
   Write(root / "pods/cpu.max", "150000 100000");
   Write(root / "pods/a/cpu.max", "max 100000");
   Write(root / "pods/a/b/cpu.max", "60000 100000");
-  EXPECT_DOUBLE_EQ(*CgroupCpuQuota(root, "/pods/a/b", true), 0.6);
-  EXPECT_DOUBLE_EQ(*CgroupCpuQuota(root, "/pods/a", true), 1.5);  // the parent's
+  EXPECT_DOUBLE_EQ(CgroupCpuQuota(root, "/pods/a/b", true).value_or(-1), 0.6);
+  EXPECT_DOUBLE_EQ(CgroupCpuQuota(root, "/pods/a", true).value_or(-1), 1.5);  // the parent's
   EXPECT_FALSE(CgroupCpuQuota(root, "/", true).has_value());
   EXPECT_FALSE(CgroupCpuQuota(root, "/elsewhere", true).has_value());
 
+  Write(root / "pods/a..b/cpu.max", "30000 100000");  // ".." inside a name is a name
+  EXPECT_DOUBLE_EQ(CgroupCpuQuota(root, "/pods/a..b", true).value_or(-1), 0.3);
   Write(dir / "self-cgroup", "0::/pods/a/b");
-  EXPECT_DOUBLE_EQ(*OwnCpuQuota(root, dir / "self-cgroup"), 0.6);
+  EXPECT_DOUBLE_EQ(OwnCpuQuota(root, dir / "self-cgroup").value_or(-1), 0.6);
 }
 
 TEST(CpuQuotaTest, AV1QuotaIsReadFromTheCpuHierarchyWhateverItsNameAndV2BesideItCounts) {
@@ -43,13 +45,13 @@ TEST(CpuQuotaTest, AV1QuotaIsReadFromTheCpuHierarchyWhateverItsNameAndV2BesideIt
   Write(root / "cpu,cpuacct/bench/n1/cpu.cfs_period_us", "50000");
   Write(root / "memory/bench/n1/memory.limit_in_bytes", "1000");
   Write(dir / "self-cgroup", "4:memory:/bench/n1\n2:cpu,cpuacct:/bench/n1\n0::/\n");
-  EXPECT_DOUBLE_EQ(*OwnCpuQuota(root, dir / "self-cgroup"), 0.9);
+  EXPECT_DOUBLE_EQ(OwnCpuQuota(root, dir / "self-cgroup").value_or(-1), 0.9);
 
   // A v2 hierarchy mounted beside v1 ones (unified/) with a smaller quota.
   Write(root / "unified/cgroup.controllers", "");
   Write(root / "unified/job/cpu.max", "20000 100000");
   Write(dir / "self-cgroup", "2:cpu,cpuacct:/bench/n1\n0::/job\n");
-  EXPECT_DOUBLE_EQ(*OwnCpuQuota(root, dir / "self-cgroup"), 0.2);
+  EXPECT_DOUBLE_EQ(OwnCpuQuota(root, dir / "self-cgroup").value_or(-1), 0.2);
 
   // No quota anywhere, or files that say nothing sensible: none.
   Write(dir / "self-cgroup", "2:cpu,cpuacct:/\n0::/\n");
