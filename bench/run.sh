@@ -10,3 +10,4 @@ build/bin/process_bench
 build/bin/scale_bench
 build/bin/tree_bench
 build/bin/idle_bench
+build/bin/build_bench  # P11: needs root (each node a cgroup with a CPU quota)
