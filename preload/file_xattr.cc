@@ -22,6 +22,7 @@
 
 #include "naming/cluster_path.h"
 #include "preload/shim.h"
+#include "proto/state_page.h"
 
 using namespace onebox;
 using namespace onebox::shim;
@@ -54,8 +55,7 @@ ssize_t NoData() { return Fail(ENODATA); }
 ssize_t NotSupported() { return Fail(EPERM); }
 ssize_t Empty() { return 0; }
 
-constexpr std::string_view kAgentMarks = "user.onebox.";
-bool IsAgentMark(std::string_view name) { return name.substr(0, kAgentMarks.size()) == kAgentMarks; }
+bool IsAgentMark(std::string_view name) { return name.starts_with(kAgentMarkPrefix); }
 // (An unreadable name is no mark: libc's call says EFAULT.)
 bool IsAgentMark(const char* name) { return name != nullptr && MayReadPage(name) && IsAgentMark(std::string_view(name)); }
 

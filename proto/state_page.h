@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 
 namespace onebox {
 
@@ -138,5 +139,8 @@ constexpr const char* kViewMarker = ".onebox-view";
 // decides what is a stub (it checks size and mtime against its record); the
 // attribute only tells the shim to ask.
 constexpr const char* kStubXattr = "user.onebox.stub";
+// Every mark of the agent's (the stub's, the placement's) begins so: they are
+// the agent's, never a program's, and neither replicated nor shown.
+constexpr std::string_view kAgentMarkPrefix = "user.onebox.";
 
 }  // namespace onebox

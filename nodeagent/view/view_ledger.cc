@@ -10,6 +10,7 @@
 
 #include "consistency/digest.h"
 #include "naming/cluster_path.h"
+#include "nodeagent/view/file_xattrs.h"
 
 namespace onebox {
 
@@ -178,9 +179,10 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
     if (it != left_.end()) {
       const LeftAs& left = it->second;
       if (left.look.Unchanged(now) && (left.by_materializer || !content_changed)) return true;
-      // A directory's ctime moves with its entries: what we set is what counts.
+      // A directory's ctime moves with its entries: what we set is what
+      // counts (its owner, mode and extended attributes).
       if (S_ISDIR(st.st_mode) && left.look.ino == now.ino && left.look.mode == now.mode && left.look.uid == now.uid &&
-          left.look.gid == now.gid)
+          left.look.gid == now.gid && XattrsAsRecorded(path, marks.fd()))
         return true;
       // Changed by a program since this run saw it (what it shows stays
       // known: ContentShown). The placement mark cannot say otherwise: a
@@ -205,7 +207,13 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
   Result<Record> rec = store_.Get(path, Cf::kNs);
   v1::Inode inode;
   return rec.ok() && inode.ParseFromString(rec->value) && inode.type() == v1::FILE_TYPE_REGULAR &&
-         ShowsVersion(st, inode) && ShowsMetadata(st, inode);
+         ShowsVersion(st, inode) && ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode);
+}
+
+bool ViewLedger::XattrsAsRecorded(const std::string& path, int fd) {
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  v1::Inode inode;
+  return !rec.ok() || !inode.ParseFromString(rec->value) || ShowsXattrs(fd, inode);
 }
 
 bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct stat& st) {

@@ -140,6 +140,8 @@ class ViewLedger {
   }
 
  private:
+  // fd (at path) shows the extended attributes of path's record (or it has none).
+  bool XattrsAsRecorded(const std::string& path, int fd);
   // For IsOurs: whether a placed file (unchanged since, by its mark) still
   // has the mode and owner of the version it was placed with; a mark of an
   // older agent is renewed with the current version when the file shows it.

@@ -15,6 +15,7 @@
 #include "naming/node_identity.h"
 #include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/view/file_look.h"
+#include "nodeagent/view/file_xattrs.h"
 #include "nodeagent/view/view_fs.h"
 
 namespace onebox {
@@ -245,6 +246,7 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != inode.mode() ||
       (AgentUid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
     SetOwnerAndMode(fd, inode);
+  ApplyXattrs(fd, inode);
   if (fstat(fd, &st) == 0) ledger_.Placed(path, st, version);
   close(fd);
   return Status::Ok();
@@ -253,6 +255,7 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
 Result<int> ViewMaterializer::FinishPlacement(int fd, const std::string& tmp, const v1::Inode& inode,
                                               const std::string& path, const Version& version) {
   SetOwnerAndMode(fd, inode, new_file_owner_);
+  ApplyXattrs(fd, inode);  // after the owner: a chown clears security.capability
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
   ViewLedger::MarkPlacement(fd, path, version);
@@ -357,7 +360,8 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     FileMarks marks(fd);
     bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
                 (st.st_mode & 07777) == inode.mode() &&
-                (version.node == self_node_ || ledger_.ContentShown(path, marks, st) == version);
+                (version.node == self_node_ || ledger_.ContentShown(path, marks, st) == version) &&
+                ShowsXattrs(fd, inode);
     bool stub = same && !marks.Stub().empty();
     close(fd);
     if (same && !stub) return inode.size();

@@ -23,6 +23,7 @@
 #include "naming/ns_key.h"
 #include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/view/file_look.h"
+#include "nodeagent/view/file_xattrs.h"
 #include "nodeagent/view/view_fs.h"
 
 namespace onebox {
@@ -49,7 +50,7 @@ v1::FileType TypeOf(mode_t m) {
 bool SameState(const v1::Inode& a, const v1::Inode& b) {
   return a.type() == b.type() && a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() &&
          a.size() == b.size() && (a.type() == v1::FILE_TYPE_DIRECTORY || a.mtime_ns() == b.mtime_ns()) &&
-         a.symlink_target() == b.symlink_target();
+         a.symlink_target() == b.symlink_target() && SameXattrs(a, b);
 }
 
 bool SameChunks(const v1::Inode& a, const v1::Inode& b) {
@@ -440,6 +441,7 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string
   inode.set_gid(st.st_gid);
   inode.set_mtime_ns(MtimeNs(st));
   if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
+  ReadXattrs(fd, &inode);
   if (S_ISLNK(st.st_mode) && known_target != nullptr) {
     inode.set_symlink_target(*known_target);
   } else if (S_ISLNK(st.st_mode)) {

@@ -318,6 +318,65 @@ print(marks(os.listxattr(fd)), err(lambda: os.getxattr(fd, 'user.onebox.placed')
   EXPECT_EQ(getxattr(g.c_str(), "user.mine", nullptr, 0), 1);
 }
 
+// Extended attributes replicate (issue 15): what a program sets on a file or
+// a directory on one node, with setxattr, is what getxattr answers on every
+// other, the holder of the content and the stub alike; a change or removal
+// on another node comes back the same way.
+TEST_F(ClusterTest, ExtendedAttributesSetOnOneNodeAreReadOnEveryOther) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string set = R"(
+import os
+os.makedirs('/cluster/x', exist_ok=True)
+with open('/cluster/x/f', 'wb') as f:
+    f.write(os.urandom(100000))
+os.setxattr('/cluster/x/f', 'user.color', b'blue')
+os.setxattr('/cluster/x/f', 'user.bin', bytes([0, 1, 255]))
+os.setxattr('/cluster/x/f', 'trusted.t', b'root')  # (the agents run as root)
+os.setxattr('/cluster/x', 'user.kind', b'dir')
+# An access ACL (user 1000 may read), as setfacl -m u:1000:r writes it.
+import struct
+entries = [(1, 6, 0xffffffff), (2, 4, 1000), (4, 4, 0xffffffff), (0x10, 4, 0xffffffff), (0x20, 0, 0xffffffff)]
+acl = struct.pack('<I', 2) + b''.join(struct.pack('<HHI', *e) for e in entries)
+os.setxattr('/cluster/x/f', 'system.posix_acl_access', acl)
+)";
+  const std::string show = R"(
+import os
+try:
+    f = '/cluster/x/f'
+    print({n: os.getxattr(f, n).hex() for n in sorted(os.listxattr(f))},
+          os.getxattr('/cluster/x', 'user.kind'), oct(os.stat(f).st_mode), len(open(f, 'rb').read()))
+except OSError as e:
+    print(e)
+)";
+  auto shows = [&](AgentProcess& node, const std::string& want) {
+    return WaitUntil(
+        [&] {
+          RunResult r = RunCommand({"/usr/bin/python3", "-c", show},
+                                   {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node.socket()}});
+          return ::testing::AssertionResult(r.out == want) << r.out << r.err;
+        },
+        seconds(15), node.address() + " shows " + want);
+  };
+  RunResult made = RunCommand({"/usr/bin/python3", "-c", set}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string first =
+      "{'system.posix_acl_access': "
+      "'0200000001000600ffffffff02000400e803000004000400ffffffff10000400ffffffff20000000ffffffff', "
+      "'trusted.t': '726f6f74', 'user.bin': '0001ff', 'user.color': '626c7565'} b'dir' 0o100640 100000\n";
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, first));
+  // Changed and removed on b: so on a and c.
+  RunResult changed = RunCommand(
+      {"/usr/bin/python3", "-c",
+       "import os; os.setxattr('/cluster/x/f', 'user.color', b'red'); os.removexattr('/cluster/x/f', 'user.bin'); "
+       "os.removexattr('/cluster/x/f', 'trusted.t'); os.removexattr('/cluster/x/f', 'system.posix_acl_access'); "
+       "os.setxattr('/cluster/x', 'user.kind', b'folder')"},
+      {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", b->socket()}});
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  const std::string second = "{'user.color': '726564'} b'folder' 0o100640 100000\n";
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, second));
+}
+
 // A write opens a replication stream to each peer, held for a while in case
 // more follow; while it is held and nothing comes, the pusher sleeps. (It
 // once woke without waiting, a wait of kQuiet / 4 rounded down to 0 s, and
