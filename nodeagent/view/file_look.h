@@ -47,6 +47,10 @@ struct FileLook {
   }
   // The same file with the same content, as far as size and mtime tell.
   bool SameContent(const FileLook& o) const { return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns; }
+  // The same directory with the same mode and owner: its ctime and mtime
+  // move with its entries (made or removed by anyone), so they say nothing
+  // of the directory itself.
+  bool SameDirectory(const FileLook& o) const { return ino == o.ino && mode == o.mode && uid == o.uid && gid == o.gid; }
 };
 
 // Whether a file that st shows holds the version inode records: its size and

@@ -181,9 +181,7 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
       if (left.look.Unchanged(now) && (left.by_materializer || !content_changed)) return true;
       // A directory's ctime moves with its entries: what we set is what
       // counts (its owner, mode and extended attributes).
-      if (S_ISDIR(st.st_mode) && left.look.ino == now.ino && left.look.mode == now.mode && left.look.uid == now.uid &&
-          left.look.gid == now.gid && XattrsAsRecorded(path, marks.fd()))
-        return true;
+      if (S_ISDIR(st.st_mode) && left.look.SameDirectory(now) && XattrsAsRecorded(path, marks.fd())) return true;
       // Changed by a program since this run saw it (what it shows stays
       // known: ContentShown). The placement mark cannot say otherwise: a
       // rewrite that sets size and mtime back (cp -p) keeps it.
@@ -221,6 +219,9 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
     std::lock_guard lock(mu_);
     auto it = left_.find(path);
     if (it != left_.end() && it->second.look.Unchanged(FileLook::Of(st))) return true;
+    // A directory whose entries came and went (the materializer's removals
+    // among them): the directory itself is as it was.
+    if (it != left_.end() && S_ISDIR(st.st_mode) && it->second.look.SameDirectory(FileLook::Of(st))) return true;
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
     if (it != left_.end()) return false;  // changed since this run saw it: a program's change
   }
