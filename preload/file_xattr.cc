@@ -1,8 +1,8 @@
 // Interposed: the extended attribute family (get, set, list, remove; the l*
 // variants do not follow a final symlink, the f* ones act on a descriptor).
 // A cluster path's attributes are those of its file in the view, reached
-// through an O_PATH fd's /proc link. Attributes are local to the node: they
-// are not recorded or replicated yet. The agent's own marks on view files
+// through an O_PATH fd's /proc link; the agent records and replicates them
+// (nodeagent/view/file_xattrs.h). The agent's own marks on view files
 // (user.onebox.*: a stub's, a placement's) are not the program's: lists
 // leave them out, a read of one finds nothing (ENODATA), and setting or
 // removing one is refused (EPERM), so that cp -a or rsync -X neither copy

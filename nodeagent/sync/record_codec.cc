@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "naming/ns_key.h"
+#include "nodeagent/view/file_xattrs.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -25,9 +26,22 @@ v1::LogRecord ToLogRecord(Cf space, std::string_view key, const Record& record, 
 v1::LogRecord ToLogRecord(const LogEntry& entry) { return ToLogRecord(entry.space, entry.key, entry.record, entry.seq); }
 
 Status CheckPeerRecord(Cf space, std::string_view key, const Record& record, const PeerRecordRules& rules) {
-  if (space != Cf::kNs || record.tombstone || rules.accept_root_setid) return Status::Ok();
+  if (space != Cf::kNs || record.tombstone) return Status::Ok();
   v1::Inode inode;
-  if (!inode.ParseFromString(record.value) || inode.type() != v1::FILE_TYPE_REGULAR) return Status::Ok();
+  if (!inode.ParseFromString(record.value)) return Status::Ok();
+  for (const v1::Xattr& x : inode.xattrs()) {
+    // The agent's own marks are its own: a peer that sends one is wrong.
+    if (!IsReplicatedXattr(x.name()))
+      return Status::InvalidArgument(fmt::format("/{} carries extended attribute '{}', which no node replicates", key,
+                                                 x.name()));
+    // File capabilities grant root's rights as a set-user-ID root file does.
+    if (x.name() == kCapabilityXattr && !rules.accept_root_setid)
+      return Status::PermissionDenied(fmt::format(
+          "/{} would carry file capabilities (security.capability); records that grant root's rights are made on "
+          "their own node only (--accept-root-setid-from-peers takes them)",
+          key));
+  }
+  if (rules.accept_root_setid || inode.type() != v1::FILE_TYPE_REGULAR) return Status::Ok();
   bool setuid = (inode.mode() & S_ISUID) != 0;
   bool setgid = (inode.mode() & S_ISGID) != 0;
   // Owned by root and set-ID at all, or set-group-ID to group root.

@@ -19,6 +19,21 @@ namespace onebox {
 
 namespace {
 constexpr size_t kBatch = 1000;
+// And at most this many bytes of records (one may hold up to 1 MiB, with
+// its extended attributes): a batch stays under gRPC's 8 MiB message with
+// the 2 MiB of content it carries.
+constexpr size_t kBatchBytes = 4 << 20;
+
+// The first entries, within kBatchBytes (one at least).
+void KeepWithinBatchBytes(std::vector<LogEntry>* entries) {
+  size_t bytes = 0, kept = 0;
+  for (const LogEntry& e : *entries) {
+    bytes += e.key.size() + e.record.value.size() + kRecordHeaderBytes;
+    if (kept > 0 && bytes > kBatchBytes) break;
+    ++kept;
+  }
+  entries->resize(kept);
+}
 // How often the loop looks after the pushers (starts them for new live
 // peers, cancels stuck streams) and truncates the log. New log entries wake
 // the pushers at once (Store::set_log_observer), and a change of the live
@@ -127,6 +142,7 @@ bool Replicator::NextBatch(const std::string& node_id, const std::string& addres
     return false;
   }
   if (entries->empty()) return false;
+  KeepWithinBatchBytes(&*entries);
   // Content first: a holder that has every chunk puts the whole file in its view.
   std::vector<std::string> chunks;
   for (const LogEntry& e : *entries) {
@@ -440,6 +456,7 @@ Status Replicator::SendEntriesOf(const PeerAddress& peer, const std::string& dir
     Result<std::vector<LogEntry>> entries = store_.ReadLog(after, kBatch);
     if (!entries.ok()) return entries.status();
     if (entries->empty()) break;
+    KeepWithinBatchBytes(&*entries);
     v1::ReplicateRequest req;
     req.set_from_node_id(self_);
     for (const LogEntry& e : *entries)

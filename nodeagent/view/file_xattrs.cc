@@ -1,72 +1,117 @@
 #include "nodeagent/view/file_xattrs.h"
 
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
-#include "proto/state_page.h"
+#include "nodeagent/view/file_look.h"
 
 namespace onebox {
 
 namespace {
 
-// The kernel's own bounds: 64 KiB for a list of names and for a value.
-constexpr size_t kMaxXattrBytes = 64 * 1024;
+// The kernel's bound for a list of names and for one value.
+constexpr size_t kKernelMax = 64 * 1024;
 
 std::string ProcPath(int fd) { return fmt::format("/proc/self/fd/{}", fd); }
 
-// The names fd has that are a program's (not the agent's marks), sorted; empty on any error.
-std::vector<std::string> ProgramNames(const std::string& proc) {
-  std::vector<std::string> names;
-  std::string list(1024, '\0');
-  ssize_t n = listxattr(proc.c_str(), list.data(), list.size());
-  if (n < 0 && errno == ERANGE) {
-    list.resize(kMaxXattrBytes);
-    n = listxattr(proc.c_str(), list.data(), list.size());
+// Only root reads and sets these; other agents never see them.
+bool RootsOnly(std::string_view name) { return name.starts_with("trusted.") || name == kCapabilityXattr; }
+
+bool Keeps(const v1::Inode& inode) {
+  return inode.type() == v1::FILE_TYPE_REGULAR || inode.type() == v1::FILE_TYPE_DIRECTORY;
+}
+
+// A list or a value: in a small buffer first, a larger one when it is larger.
+template <class Call>
+ssize_t ReadGrowing(std::string* buf, Call call) {
+  if (buf->size() < 256) buf->resize(256);
+  for (;;) {
+    ssize_t n = call(buf->data(), buf->size());
+    if (n >= 0 || errno != ERANGE || buf->size() >= kKernelMax) return n;
+    ssize_t need = call(nullptr, 0);
+    if (need < 0) return need;
+    buf->resize(std::min(kKernelMax, std::max(buf->size() * 2, static_cast<size_t>(need))));
   }
-  for (size_t at = 0; n > 0 && at < static_cast<size_t>(n);) {
+}
+
+// The replicated names fd has, sorted; nullopt when the list cannot be read.
+std::optional<std::vector<std::string>> ReplicatedNames(const std::string& proc) {
+  std::string list;
+  ssize_t n = ReadGrowing(&list, [&](char* b, size_t size) { return listxattr(proc.c_str(), b, size); });
+  if (n < 0) {
+    if (errno == ENOTSUP) return std::vector<std::string>();
+    return std::nullopt;
+  }
+  std::vector<std::string> names;
+  for (size_t at = 0; at < static_cast<size_t>(n);) {
     size_t end = list.find('\0', at);
     if (end == std::string::npos || end > static_cast<size_t>(n)) end = static_cast<size_t>(n);
     std::string_view name(list.data() + at, end - at);
-    if (!name.empty() && !name.starts_with(kAgentMarkPrefix)) names.emplace_back(name);
+    if (IsReplicatedXattr(name)) names.emplace_back(name);
     at = end + 1;
   }
   std::sort(names.begin(), names.end());
   return names;
 }
 
-bool Reads(std::string_view name) {
-  // Recorded and replicated; others (a security module's own labels are
-  // security.* too, and follow) as the kernel lets the agent read them.
-  return name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security.") ||
-         name == "system.posix_acl_access" || name == "system.posix_acl_default";
+const v1::Xattr* Find(const v1::Inode& inode, std::string_view name) {
+  for (const v1::Xattr& x : inode.xattrs())
+    if (x.name() == name) return &x;
+  return nullptr;
 }
 
-bool Keeps(const v1::Inode& inode) {
-  return inode.type() == v1::FILE_TYPE_REGULAR || inode.type() == v1::FILE_TYPE_DIRECTORY;
+void Sort(v1::Inode* inode) {
+  std::sort(inode->mutable_xattrs()->begin(), inode->mutable_xattrs()->end(),
+            [](const v1::Xattr& a, const v1::Xattr& b) { return a.name() < b.name(); });
 }
 
 }  // namespace
 
-void ReadXattrs(int fd, v1::Inode* inode) {
+void ReadXattrs(int fd, v1::Inode* inode, const v1::Inode* held) {
   inode->clear_xattrs();
   if (!Keeps(*inode)) return;
   const std::string proc = ProcPath(fd);
-  std::string value(kMaxXattrBytes, '\0');
-  for (const std::string& name : ProgramNames(proc)) {
-    if (!Reads(name)) continue;
-    ssize_t n = getxattr(proc.c_str(), name.c_str(), value.data(), value.size());
-    if (n < 0) continue;  // gone meanwhile, or not the agent's to read
+  auto keep_held = [&](std::string_view name) {
+    if (held == nullptr) return;
+    if (const v1::Xattr* was = Find(*held, name); was != nullptr && Find(*inode, name) == nullptr)
+      *inode->add_xattrs() = *was;
+  };
+  std::optional<std::vector<std::string>> names = ReplicatedNames(proc);
+  if (!names) {  // not ours to list: as recorded
+    if (held != nullptr) *inode->mutable_xattrs() = held->xattrs();
+    return;
+  }
+  std::string value;
+  size_t bytes = 0;
+  for (const std::string& name : *names) {
+    ssize_t n = ReadGrowing(&value, [&](char* b, size_t size) { return getxattr(proc.c_str(), name.c_str(), b, size); });
+    if (n < 0) {
+      if (errno == EACCES || errno == EPERM) keep_held(name);  // gone meanwhile (ENODATA): gone
+      continue;
+    }
+    bytes += name.size() + static_cast<size_t>(n);
+    if (bytes > kMaxRecordedXattrBytes) {
+      spdlog::warn("view: the extended attributes of a file pass {} bytes; {} and those after it are not recorded",
+                   kMaxRecordedXattrBytes, name);
+      break;
+    }
     v1::Xattr* x = inode->add_xattrs();
     x->set_name(name);
     x->set_value(value.data(), static_cast<size_t>(n));
   }
+  if (AgentUid() != 0 && held != nullptr)  // what only root sees stays as recorded
+    for (const v1::Xattr& x : held->xattrs())
+      if (RootsOnly(x.name())) keep_held(x.name());
+  Sort(inode);
 }
 
 bool SameXattrs(const v1::Inode& a, const v1::Inode& b) {
@@ -80,28 +125,29 @@ bool ShowsXattrs(int fd, const v1::Inode& inode) {
   if (!Keeps(inode)) return true;
   v1::Inode shown;
   shown.set_type(inode.type());
-  ReadXattrs(fd, &shown);
+  ReadXattrs(fd, &shown, &inode);  // (what this agent cannot see counts as shown)
   return SameXattrs(shown, inode);
 }
 
-void ApplyXattrs(int fd, const v1::Inode& inode) {
-  if (!Keeps(inode)) return;
+void ApplyXattrs(int fd, const v1::Inode& inode, bool fresh) {
+  if (!Keeps(inode) || (fresh && inode.xattrs_size() == 0)) return;
   const std::string proc = ProcPath(fd);
   v1::Inode shown;
   shown.set_type(inode.type());
-  ReadXattrs(fd, &shown);
-  if (SameXattrs(shown, inode)) return;
-  for (const v1::Xattr& had : shown.xattrs()) {
-    bool kept = std::any_of(inode.xattrs().begin(), inode.xattrs().end(),
-                            [&](const v1::Xattr& x) { return x.name() == had.name(); });
-    if (!kept) (void)removexattr(proc.c_str(), had.name().c_str());
+  if (!fresh) {
+    ReadXattrs(fd, &shown);
+    if (SameXattrs(shown, inode)) return;
   }
+  const bool may_set_roots = AgentUid() == 0;
+  for (const v1::Xattr& had : shown.xattrs())
+    if (Find(inode, had.name()) == nullptr && (may_set_roots || !RootsOnly(had.name())))
+      (void)removexattr(proc.c_str(), had.name().c_str());
   for (const v1::Xattr& x : inode.xattrs()) {
-    if (x.name().starts_with(kAgentMarkPrefix) || x.value().size() > kMaxXattrBytes) continue;  // a peer's mistake
-    bool same = std::any_of(shown.xattrs().begin(), shown.xattrs().end(), [&](const v1::Xattr& had) {
-      return had.name() == x.name() && had.value() == x.value();
-    });
-    if (!same) (void)setxattr(proc.c_str(), x.name().c_str(), x.value().data(), x.value().size(), 0);
+    if (!IsReplicatedXattr(x.name()) || x.value().size() > kKernelMax || (!may_set_roots && RootsOnly(x.name())))
+      continue;
+    const v1::Xattr* had = Find(shown, x.name());
+    if (had == nullptr || had->value() != x.value())
+      (void)setxattr(proc.c_str(), x.name().c_str(), x.value().data(), x.value().size(), 0);
   }
 }
 

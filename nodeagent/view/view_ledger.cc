@@ -181,7 +181,8 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
       if (left.look.Unchanged(now) && (left.by_materializer || !content_changed)) return true;
       // A directory's ctime moves with its entries: what we set is what
       // counts (its owner, mode and extended attributes).
-      if (S_ISDIR(st.st_mode) && left.look.SameDirectory(now) && XattrsAsRecorded(path, marks.fd())) return true;
+      if (S_ISDIR(st.st_mode) && left.look.SameDirectory(now) && XattrsAsShown(path, marks.fd(), left.shown))
+        return true;
       // Changed by a program since this run saw it (what it shows stays
       // known: ContentShown). The placement mark cannot say otherwise: a
       // rewrite that sets size and mtime back (cp -p) keeps it.
@@ -208,10 +209,9 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
          ShowsVersion(st, inode) && ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode);
 }
 
-bool ViewLedger::XattrsAsRecorded(const std::string& path, int fd) {
-  Result<Record> rec = store_.Get(path, Cf::kNs);
-  v1::Inode inode;
-  return !rec.ok() || !inode.ParseFromString(rec->value) || ShowsXattrs(fd, inode);
+bool ViewLedger::XattrsAsShown(const std::string& path, int fd, const Version& shown) {
+  std::optional<v1::Inode> inode = InodeOfVersion(path, shown);
+  return !inode || fd < 0 || ShowsXattrs(fd, *inode);
 }
 
 bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct stat& st) {
@@ -220,8 +220,10 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
     auto it = left_.find(path);
     if (it != left_.end() && it->second.look.Unchanged(FileLook::Of(st))) return true;
     // A directory whose entries came and went (the materializer's removals
-    // among them): the directory itself is as it was.
-    if (it != left_.end() && S_ISDIR(st.st_mode) && it->second.look.SameDirectory(FileLook::Of(st))) return true;
+    // among them): the directory itself is as it was, attributes included.
+    if (it != left_.end() && S_ISDIR(st.st_mode) && it->second.look.SameDirectory(FileLook::Of(st)) &&
+        XattrsAsShown(path, fd, it->second.shown))
+      return true;
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
     if (it != left_.end()) return false;  // changed since this run saw it: a program's change
   }

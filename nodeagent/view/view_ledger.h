@@ -140,8 +140,9 @@ class ViewLedger {
   }
 
  private:
-  // fd (at path) shows the extended attributes of path's record (or it has none).
-  bool XattrsAsRecorded(const std::string& path, int fd);
+  // fd (at path) shows the extended attributes of path's version shown (or
+  // that version is no longer known).
+  bool XattrsAsShown(const std::string& path, int fd, const Version& shown);
   // For IsOurs: whether a placed file (unchanged since, by its mark) still
   // has the mode and owner of the version it was placed with; a mark of an
   // older agent is renewed with the current version when the file shows it.

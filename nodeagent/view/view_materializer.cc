@@ -5,6 +5,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -208,7 +209,12 @@ int ViewMaterializer::OpenParent(const std::string& path, bool create) {
       if (!known) ledger_.Placeholder(prefix);
       if (mkdirat(dir, comp.c_str(), known ? 0700 : 0755) == 0 || errno == EEXIST) {
         sub = openat(dir, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub >= 0 && known) SetOwnerAndMode(sub, inode);
+        struct stat st;
+        if (sub >= 0 && known) {
+          ApplyXattrs(sub, inode);  // (before the mode: a read-only directory takes none from a non-root agent)
+          SetOwnerAndMode(sub, inode);
+          if (fstat(sub, &st) == 0) ledger_.Placed(prefix, st, r->version);
+        }
       }
     }
     close(dir);
@@ -243,10 +249,10 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   close(parent);
   if (fd < 0) return Status::IOError(fmt::format("open: {}", strerror(errno)));
   ledger_.PlaceholderFilled(path);
+  ApplyXattrs(fd, inode);
   if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != inode.mode() ||
       (AgentUid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
     SetOwnerAndMode(fd, inode);
-  ApplyXattrs(fd, inode);
   if (fstat(fd, &st) == 0) ledger_.Placed(path, st, version);
   close(fd);
   return Status::Ok();
@@ -254,8 +260,11 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
 
 Result<int> ViewMaterializer::FinishPlacement(int fd, const std::string& tmp, const v1::Inode& inode,
                                               const std::string& path, const Version& version) {
+  ApplyXattrs(fd, inode, /*fresh=*/true);  // while the agent may still write them
   SetOwnerAndMode(fd, inode, new_file_owner_);
-  ApplyXattrs(fd, inode);  // after the owner: a chown clears security.capability
+  if (std::any_of(inode.xattrs().begin(), inode.xattrs().end(),
+                  [](const v1::Xattr& x) { return x.name() == kCapabilityXattr; }))
+    ApplyXattrs(fd, inode);  // a chown clears security.capability
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
   ViewLedger::MarkPlacement(fd, path, version);

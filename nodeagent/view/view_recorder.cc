@@ -433,7 +433,8 @@ std::optional<std::string> ViewRecorder::HeldSymlinkTarget(const std::string& pa
   return old.symlink_target();
 }
 
-v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string* known_target) {
+v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string* known_target,
+                                const v1::Inode* held_xattrs) {
   v1::Inode inode;
   inode.set_type(TypeOf(st.st_mode));
   inode.set_mode(st.st_mode & 07777);
@@ -441,7 +442,7 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string
   inode.set_gid(st.st_gid);
   inode.set_mtime_ns(MtimeNs(st));
   if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
-  ReadXattrs(fd, &inode);
+  ReadXattrs(fd, &inode, held_xattrs);
   if (S_ISLNK(st.st_mode) && known_target != nullptr) {
     inode.set_symlink_target(*known_target);
   } else if (S_ISLNK(st.st_mode)) {
@@ -497,7 +498,12 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   }
   std::optional<std::string> target =
       S_ISLNK(st.st_mode) && attributes_only ? HeldSymlinkTarget(path, st) : std::nullopt;
-  v1::Inode inode = InodeOf(fd, st, target ? &*target : nullptr);
+  // What an agent that is not root cannot read of the entry's attributes stays as recorded.
+  std::optional<v1::Inode> held;
+  if (AgentUid() != 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
+    if (Result<Record> rec = store_.Get(path, Cf::kNs); rec.ok() && !rec->tombstone)
+      if (v1::Inode was; was.ParseFromString(rec->value)) held = std::move(was);
+  v1::Inode inode = InodeOf(fd, st, target ? &*target : nullptr, held ? &*held : nullptr);
   // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
   // its mark names the content.
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(marks) : std::nullopt;

@@ -318,6 +318,28 @@ print(marks(os.listxattr(fd)), err(lambda: os.getxattr(fd, 'user.onebox.placed')
   EXPECT_EQ(getxattr(g.c_str(), "user.mine", nullptr, 0), 1);
 }
 
+// Records of up to 1 MiB each (a store value, or a file with its extended
+// attributes) that pile up while a peer does not answer go to it in batches
+// within gRPC's message size: it catches up, with no stream stuck resending
+// a batch the peer refuses as too large.
+TEST_F(ClusterTest, ABacklogOfLargeRecordsReachesAPeerThatWasAway) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);
+  for (int i = 0; i < 12; ++i) ASSERT_TRUE(Put(*a, fmt::format("big/{}", i), std::string(1'000'000, 'a' + i)).ok());
+  ASSERT_EQ(kill(b->pid(), SIGCONT), 0);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        v1::StatusResponse st;
+        grpc::ClientContext ctx;
+        if (!v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok()) return Observed(false, "no status");
+        for (const v1::ReplicationLag& lag : st.replication())
+          if (lag.name() == "b") return Observed(lag.entries_behind() == 0, lag.ShortDebugString());
+        return Observed(false, st.ShortDebugString());
+      },
+      seconds(20), "a's pusher has brought b up to date"));
+}
+
 // Extended attributes replicate (issue 15): what a program sets on a file or
 // a directory on one node, with setxattr, is what getxattr answers on every
 // other, the holder of the content and the stub alike; a change or removal
@@ -375,6 +397,26 @@ except OSError as e:
   ASSERT_EQ(changed.exit_code, 0) << changed.err;
   const std::string second = "{'user.color': '726564'} b'folder' 0o100640 100000\n";
   for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, second));
+  // File capabilities grant root's rights: a peer's record that carries them
+  // is refused, as a set-user-ID root file's is (--accept-root-setid-from-peers).
+  RunResult capable = RunCommand(
+      {"/usr/bin/python3", "-c",
+       "import os, struct\n"
+       "open('/cluster/x/cap', 'w').write('x')\n"
+       "os.setxattr('/cluster/x/cap', 'security.capability', struct.pack('<5I', 0x02000001, 1 << 10, 0, 0, 0))\n"
+       "open('/cluster/x/after', 'w').write('y')\n"},
+      {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+  ASSERT_EQ(capable.exit_code, 0) << capable.err;
+  ASSERT_TRUE(Eventually(*b, "cat /cluster/x/after", "y"));
+  // (b may hold the file's earlier version, recorded before the capability was set.)
+  RunResult on_b = RunCommand({"/usr/bin/python3", "-c",
+                               "import os\n"
+                               "try:\n"
+                               "    print(os.getxattr('/cluster/x/cap', 'security.capability').hex())\n"
+                               "except OSError as e:\n"
+                               "    print('none')\n"},
+                              {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", b->socket()}});
+  EXPECT_EQ(on_b.out, "none\n") << "b took a record with file capabilities from a: " << on_b.err;
 }
 
 // A write opens a replication stream to each peer, held for a while in case

@@ -88,6 +88,16 @@ class ViewConvergenceTest : public ::testing::Test {
         },
         seconds(10), "a, b and c are alive");
   }
+  // a, then b and c joining it; returns once each lists the three alive.
+  void StartThree() {
+    a_ = Agent("a");
+    ASSERT_TRUE(a_->Start());
+    b_ = Agent("b", a_->address());
+    c_ = Agent("c", a_->address());
+    ASSERT_TRUE(b_->Start());
+    ASSERT_TRUE(c_->Start());
+    for (AgentProcess* agent : {a_.get(), b_.get(), c_.get()}) ASSERT_TRUE(AllThreeAlive(*agent));
+  }
   void TearDown() override { KeepLogsIfFailed(dir_.path(), {a_.get(), b_.get(), c_.get()}); }
 
   // What `cat` prints of every file under /cluster/race on agent, by name.
@@ -108,13 +118,8 @@ class ViewConvergenceTest : public ::testing::Test {
 };
 
 TEST_F(ViewConvergenceTest, ConcurrentWritersOfTheSameFilesLeaveEveryNodeReadingTheStoresWinner) {
-  a_ = Agent("a");
-  ASSERT_TRUE(a_->Start());
-  b_ = Agent("b", a_->address());
-  c_ = Agent("c", a_->address());
-  ASSERT_TRUE(b_->Start());
-  ASSERT_TRUE(c_->Start());
-  for (AgentProcess* agent : {a_.get(), b_.get(), c_.get()}) ASSERT_TRUE(AllThreeAlive(*agent));
+  StartThree();
+  if (HasFatalFailure()) return;
   ASSERT_EQ(Shell(*a_, "mkdir /cluster/race").exit_code, 0);
   for (AgentProcess* agent : {b_.get(), c_.get()}) ASSERT_TRUE(Eventually(*agent, "test -d /cluster/race && echo y", "y\n"));
 
@@ -195,13 +200,8 @@ std::string LinesDiffering(const std::string& want, const std::string& got) {
 // too. (Hard links are left out: their identity is not kept across nodes
 // yet, docs/compatibility.md.)
 TEST_F(ViewConvergenceTest, ASeededSequenceOfFileOperationsLeavesEveryNodeWithTheSameTreeAsANativeRun) {
-  a_ = Agent("a");
-  ASSERT_TRUE(a_->Start());
-  b_ = Agent("b", a_->address());
-  c_ = Agent("c", a_->address());
-  ASSERT_TRUE(b_->Start());
-  ASSERT_TRUE(c_->Start());
-  for (AgentProcess* agent : {a_.get(), b_.get(), c_.get()}) ASSERT_TRUE(AllThreeAlive(*agent));
+  StartThree();
+  if (HasFatalFailure()) return;
   const std::string ops = std::string(ONEBOX_SOURCE_DIR) + "/tests/integration/differential/ops.py";
   auto under = [&](AgentProcess& agent, std::vector<std::string> args) {
     args.insert(args.begin(), {"/usr/bin/python3", ops});

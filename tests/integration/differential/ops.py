@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # The differential conformance test's program (tests/integration/
-# differential_test.cc): a sequence of file operations made from a seed, the
+# view_convergence_test.cc, ASeededSequence...): a sequence of file operations made from a seed, the
 # same whoever runs it, applied in slices under ROOT. It prints one line per
 # operation it applies: its number, what it did and the errno it got ("ok"),
 # so that a run on a plain directory and a run in /cluster can be compared
@@ -65,8 +65,10 @@ def generate(seed, count):
             ["create", "write", "truncate", "rename", "symlink", "chmod", "utime", "setxattr", "removexattr",
              "mkdir", "rmdir", "unlink"],
             weights=[14, 12, 6, 8, 4, 6, 5, 6, 3, 8, 5, 6])[0]
-        if kind in ("write", "truncate", "chmod", "utime", "setxattr", "removexattr") and files:
+        if kind in ("write", "truncate", "chmod", "utime") and files:
             name = rng.choice(files)
+        if kind in ("setxattr", "removexattr") and (files or len(m.dirs) > 1):
+            name = rng.choice(files + sorted(m.dirs - {""}))  # files' and directories' attributes
         if kind in ("rename", "rmdir", "unlink") and existing:
             name = rng.choice(existing)
         if kind == "create":
