@@ -12,6 +12,7 @@
 
 #include "consistency/digest.h"
 #include "naming/node_identity.h"
+#include "nodeagent/view/file_xattrs.h"
 #include "nodeagent/view/view_fs.h"
 
 namespace onebox {
@@ -131,6 +132,15 @@ void ViewAudit::Look(const std::string& key, const Record& rec, const v1::Inode&
   digest.Add(fmt::format("{:o}", st.st_mode & (as_root ? S_IFMT | 07777 : S_IFMT | 01777)));
   if (as_root) digest.Add(fmt::format("{}:{}", st.st_uid, st.st_gid));
   if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) digest.Add(fmt::format("{}:{}", st.st_size, MtimeNs(st)));
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+    v1::Inode shown_xattrs;
+    shown_xattrs.set_type(S_ISDIR(st.st_mode) ? v1::FILE_TYPE_DIRECTORY : v1::FILE_TYPE_REGULAR);
+    ReadXattrs(fd, &shown_xattrs, &inode);  // (what this agent cannot see counts as recorded)
+    for (const v1::Xattr& x : shown_xattrs.xattrs()) {
+      digest.Add(x.name());
+      digest.Add(x.value());
+    }
+  }
   if (S_ISLNK(st.st_mode)) {
     char target[4096];
     ssize_t n = readlinkat(fd, "", target, sizeof target);

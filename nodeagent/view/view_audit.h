@@ -3,7 +3,8 @@
 //
 // For every live record of the namespace it describes the entry programs
 // see in the view: its type, mode (and owner when the agent runs as root),
-// for files and symlinks its size and mtime, a symlink's target, and a
+// for files and symlinks its size and mtime, a symlink's target, a file's
+// and a directory's replicated extended attributes (file_xattrs.h), and a
 // file's content. A file's content is named by the chunks of the version the
 // ledger knows it shows (view/view_ledger.h: the agent wrote or hashed those
 // bytes, and the file's inode, size and mtime are as they were then), a

@@ -397,6 +397,8 @@ except OSError as e:
   ASSERT_EQ(changed.exit_code, 0) << changed.err;
   const std::string second = "{'user.color': '726564'} b'folder' 0o100640 100000\n";
   for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, second));
+  // The views' digests (which take in the attributes) agree, as the stores' do.
+  EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
   // File capabilities grant root's rights: a peer's record that carries them
   // is refused, as a set-user-ID root file's is (--accept-root-setid-from-peers).
   RunResult capable = RunCommand(
