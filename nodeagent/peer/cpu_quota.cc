@@ -47,6 +47,11 @@ std::optional<double> QuotaAt(const std::string& dir, bool v2) {
   return quota / period;
 }
 
+// least becomes q when q is smaller (or least had none).
+void KeepLeast(std::optional<double>& least, std::optional<double> q) {
+  if (q && (!least || *q < *least)) least = q;
+}
+
 }  // namespace
 
 std::optional<double> CgroupCpuQuota(const std::string& mount_dir, const std::string& path, bool v2) {
@@ -54,8 +59,7 @@ std::optional<double> CgroupCpuQuota(const std::string& mount_dir, const std::st
   std::string at = path;
   while (true) {
     if (at.find("/../") != std::string::npos || at.ends_with("/..")) return least;  // not a path /proc writes
-    std::optional<double> q = QuotaAt(mount_dir + (at == "/" ? "" : at), v2);
-    if (q && (!least || *q < *least)) least = q;
+    KeepLeast(least, QuotaAt(mount_dir + (at == "/" ? "" : at), v2));
     if (at.empty() || at == "/") return least;
     size_t slash = at.rfind('/');
     at = slash == 0 || slash == std::string::npos ? "/" : at.substr(0, slash);
@@ -66,9 +70,6 @@ std::optional<double> OwnCpuQuota(const std::string& cgroup_root, const std::str
   std::ifstream in(proc_cgroup);
   std::string line;
   std::optional<double> least;
-  auto take = [&](std::optional<double> q) {
-    if (q && (!least || *q < *least)) least = q;
-  };
   while (std::getline(in, line)) {
     // "ID:CONTROLLERS:PATH"; v2's line is "0::PATH".
     size_t first = line.find(':');
@@ -80,7 +81,7 @@ std::optional<double> OwnCpuQuota(const std::string& cgroup_root, const std::str
       // v2: mounted at the root itself, or at unified/ beside v1 ones.
       for (const char* sub : {"", "/unified"})
         if (access((cgroup_root + sub + "/cgroup.controllers").c_str(), F_OK) == 0)
-          take(CgroupCpuQuota(cgroup_root + sub, path, true));
+          KeepLeast(least, CgroupCpuQuota(cgroup_root + sub, path, true));
       continue;
     }
     std::vector<std::string> names;
@@ -89,7 +90,7 @@ std::optional<double> OwnCpuQuota(const std::string& cgroup_root, const std::str
     if (std::find(names.begin(), names.end(), "cpu") == names.end()) continue;
     // v1: its own mount, named after its controllers (cpu, or cpu,cpuacct).
     for (const std::string& dir : {cgroup_root + "/cpu", cgroup_root + "/" + controllers})
-      take(CgroupCpuQuota(dir, path, false));
+      KeepLeast(least, CgroupCpuQuota(dir, path, false));
   }
   return least;
 }

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nodeagent/view/file_look.h"
+#include "nodeagent/view/view_fs.h"
 
 namespace onebox {
 
@@ -20,8 +21,6 @@ namespace {
 
 // The kernel's bound for a list of names and for one value.
 constexpr size_t kKernelMax = 64 * 1024;
-
-std::string ProcPath(int fd) { return fmt::format("/proc/self/fd/{}", fd); }
 
 // Only root reads and sets these; other agents never see them.
 bool RootsOnly(std::string_view name) { return name.starts_with("trusted.") || name == kCapabilityXattr; }
@@ -63,12 +62,6 @@ std::optional<std::vector<std::string>> ReplicatedNames(const std::string& proc)
   return names;
 }
 
-const v1::Xattr* Find(const v1::Inode& inode, std::string_view name) {
-  for (const v1::Xattr& x : inode.xattrs())
-    if (x.name() == name) return &x;
-  return nullptr;
-}
-
 void Sort(v1::Inode* inode) {
   std::sort(inode->mutable_xattrs()->begin(), inode->mutable_xattrs()->end(),
             [](const v1::Xattr& a, const v1::Xattr& b) { return a.name() < b.name(); });
@@ -76,13 +69,19 @@ void Sort(v1::Inode* inode) {
 
 }  // namespace
 
+const v1::Xattr* FindXattr(const v1::Inode& inode, std::string_view name) {
+  for (const v1::Xattr& x : inode.xattrs())
+    if (x.name() == name) return &x;
+  return nullptr;
+}
+
 void ReadXattrs(int fd, v1::Inode* inode, const v1::Inode* held) {
   inode->clear_xattrs();
   if (!Keeps(*inode)) return;
   const std::string proc = ProcPath(fd);
   auto keep_held = [&](std::string_view name) {
     if (held == nullptr) return;
-    if (const v1::Xattr* was = Find(*held, name); was != nullptr && Find(*inode, name) == nullptr)
+    if (const v1::Xattr* was = FindXattr(*held, name); was != nullptr && FindXattr(*inode, name) == nullptr)
       *inode->add_xattrs() = *was;
   };
   std::optional<std::vector<std::string>> names = ReplicatedNames(proc);
@@ -140,12 +139,12 @@ void ApplyXattrs(int fd, const v1::Inode& inode, bool fresh) {
   }
   const bool may_set_roots = AgentUid() == 0;
   for (const v1::Xattr& had : shown.xattrs())
-    if (Find(inode, had.name()) == nullptr && (may_set_roots || !RootsOnly(had.name())))
+    if (FindXattr(inode, had.name()) == nullptr && (may_set_roots || !RootsOnly(had.name())))
       (void)removexattr(proc.c_str(), had.name().c_str());
   for (const v1::Xattr& x : inode.xattrs()) {
     if (!IsReplicatedXattr(x.name()) || x.value().size() > kKernelMax || (!may_set_roots && RootsOnly(x.name())))
       continue;
-    const v1::Xattr* had = Find(shown, x.name());
+    const v1::Xattr* had = FindXattr(shown, x.name());
     if (had == nullptr || had->value() != x.value())
       (void)setxattr(proc.c_str(), x.name().c_str(), x.value().data(), x.value().size(), 0);
   }

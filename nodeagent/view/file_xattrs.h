@@ -31,6 +31,9 @@ inline bool IsReplicatedXattr(std::string_view name) {
          name == "system.posix_acl_access" || name == "system.posix_acl_default";
 }
 
+// The attribute inode records under name, or nullptr.
+const v1::Xattr* FindXattr(const v1::Inode& inode, std::string_view name);
+
 // Replaces inode's xattrs with fd's (none for a symlink). What this agent
 // cannot read (a file it may not read, when not root; trusted.*, which only
 // root sees) keeps held's value, the entry's record so far, when given: an

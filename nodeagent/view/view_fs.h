@@ -24,6 +24,10 @@ inline int OpenBeneath(int root_fd, const std::string& path, int flags) {
   return static_cast<int>(syscall(SYS_openat2, root_fd, path.empty() ? "." : path.c_str(), &how, sizeof how));
 }
 
+// The /proc/self/fd link of fd, by which calls that take a path (xattrs,
+// inotify, chmod) reach the very entry fd holds, an O_PATH descriptor too.
+inline std::string ProcPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
 // Reads up to n bytes at offset `at` (fewer only at the end of the file, as
 // when it shrank, or on an error: then *failed, if given, is set). Returns
 // how many it read.

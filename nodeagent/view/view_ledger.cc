@@ -11,6 +11,7 @@
 #include "consistency/digest.h"
 #include "naming/cluster_path.h"
 #include "nodeagent/view/file_xattrs.h"
+#include "nodeagent/view/view_fs.h"
 
 namespace onebox {
 
@@ -33,7 +34,6 @@ std::string PlacedMark(const std::string& path, const struct stat& st, const Ver
   return fmt::format("{}{}:{}:{}", PlacedMarkPrefix(st), version.hlc, version.node, path);
 }
 
-std::string ProcPath(int fd) { return fmt::format("/proc/self/fd/{}", fd); }  // works for O_PATH descriptors too
 
 // What a stub's mark names: the hash of its content's description.
 std::string StubId(const v1::Inode& content) { return Sha256(content.SerializeAsString()); }

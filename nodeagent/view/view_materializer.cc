@@ -5,7 +5,6 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -262,9 +261,7 @@ Result<int> ViewMaterializer::FinishPlacement(int fd, const std::string& tmp, co
                                               const std::string& path, const Version& version) {
   ApplyXattrs(fd, inode, /*fresh=*/true);  // while the agent may still write them
   SetOwnerAndMode(fd, inode, new_file_owner_);
-  if (std::any_of(inode.xattrs().begin(), inode.xattrs().end(),
-                  [](const v1::Xattr& x) { return x.name() == kCapabilityXattr; }))
-    ApplyXattrs(fd, inode);  // a chown clears security.capability
+  if (FindXattr(inode, kCapabilityXattr) != nullptr) ApplyXattrs(fd, inode);  // a chown clears capabilities
   timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
   futimens(fd, times);
   ViewLedger::MarkPlacement(fd, path, version);

@@ -363,8 +363,7 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
   // Watch first, then list: an entry made in between shows up in both, never
   // in neither. The watch goes on the directory we opened (its /proc link),
   // not on a path someone could swap for a symlink meanwhile.
-  std::string abs = fmt::format("/proc/self/fd/{}", fd);
-  int wd = inotify_add_watch(inotify_fd_, abs.c_str(), kWatchMask & ~IN_DONT_FOLLOW);
+  int wd = inotify_add_watch(inotify_fd_, ProcPath(fd).c_str(), kWatchMask & ~IN_DONT_FOLLOW);
   if (wd >= 0) {
     wd_to_dir_[wd] = dir;
   } else {

@@ -151,6 +151,16 @@ class PlacementTest : public ProcessTest {
     EXPECT_EQ(Status(2).jobs_taken_in() + Status(3).jobs_taken_in(), home.jobs_placed_out());
   }
 
+  // Node i's pid namespace, as `readlink /proc/self/ns/pid` names it there.
+  std::string PidNamespaceOf(int i) { return RunInNode(Node(i), {"readlink", "/proc/self/ns/pid"}).out; }
+  // A program at dir_/name that prints the pid namespace it runs in: its node's.
+  std::string WhereTool(const std::string& name) {
+    const std::string tool = dir_ / name;
+    std::ofstream(tool) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
+    EXPECT_EQ(chmod(tool.c_str(), 0755), 0);
+    return tool;
+  }
+
   const std::string native_ = dir_ / "native";
 };
 
@@ -250,10 +260,8 @@ TEST_F(PlacementTest, OnlyANodeWhereTheProgramIsTheSameRunsIt) {
 
 TEST_F(PlacementTest, EveryWayOfStartingAProgramPlacesIt) {
   // The program says in which pid namespace it runs: node 2's, when placed there.
-  const std::string tool = dir_ / "tool";
-  std::ofstream(tool) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
-  ASSERT_EQ(chmod(tool.c_str(), 0755), 0);
-  const std::string node2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
+  const std::string tool = WhereTool("tool");
+  const std::string node2 = PidNamespaceOf(2);
   ASSERT_FALSE(node2.empty());
   // execve (the shell), execvp, posix_spawn, posix_spawnp, system(3) and
   // subprocess (vfork, then exec), each with the tool's directory in PATH.
@@ -278,13 +286,12 @@ TEST_F(PlacementTest, EveryWayOfStartingAProgramPlacesIt) {
 }
 
 TEST_F(PlacementTest, AJobTheChosenNodeCannotStartRunsHereAndThatNodeIsLeftAlone) {
-  const std::string bin = dir_ / "fb", empty = dir_ / "empty", tool = bin + "/tool";
+  const std::string bin = dir_ / "fb", empty = dir_ / "empty";
   ASSERT_EQ(mkdir(bin.c_str(), 0755), 0);
   ASSERT_EQ(mkdir(empty.c_str(), 0755), 0);
-  std::ofstream(tool) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
-  ASSERT_EQ(chmod(tool.c_str(), 0755), 0);
-  const std::string node1 = RunInNode(Node(1), {"readlink", "/proc/self/ns/pid"}).out;
-  const std::string node2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
+  const std::string tool = WhereTool("fb/tool");
+  const std::string node1 = PidNamespaceOf(1);
+  const std::string node2 = PidNamespaceOf(2);
   const std::string run = fmt::format("ONEBOX_PLACE=n2 ONEBOX_PLACE_PROGRAMS=tool {}", tool);
   RunResult first = Sh(1, run);
   EXPECT_EQ(first.out, node2) << first.err;
@@ -303,9 +310,7 @@ TEST_F(PlacementTest, AJobTheChosenNodeCannotStartRunsHereAndThatNodeIsLeftAlone
 }
 
 TEST_F(PlacementTest, AHomeWeighsTheJobsOtherHomesPlacedOnANode) {
-  const std::string tool = dir_ / "tool";
-  std::ofstream(tool) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
-  ASSERT_EQ(chmod(tool.c_str(), 0755), 0);
+  const std::string tool = WhereTool("tool");
   // The node n1 sees node `busy` carrying `jobs` placed jobs (gossip's word).
   auto seen_from_n1 = [&](const std::string& busy, uint32_t jobs) {
     return WaitUntil(
@@ -338,7 +343,7 @@ TEST_F(PlacementTest, AHomeWeighsTheJobsOtherHomesPlacedOnANode) {
     ASSERT_TRUE(seen_from_n1(Name(busy), 2));
     RunResult placed = Sh(1, fmt::format("for i in 1 2 3; do ONEBOX_PLACE=n2,n3 ONEBOX_PLACE_PROGRAMS=tool {}; done",
                                          tool));
-    const std::string ns = RunInNode(Node(free), {"readlink", "/proc/self/ns/pid"}).out;
+    const std::string ns = PidNamespaceOf(free);
     EXPECT_EQ(placed.out, ns + ns + ns) << placed.err;
     fill.clear();  // the stand-ins killed: their jobs end
     ASSERT_TRUE(seen_from_n1(Name(busy), 0));
@@ -420,11 +425,9 @@ TEST_F(PlacementTest, MakesJobserverBoundsThePlacedJobsOfAllItsSubMakesTogether)
 
 TEST_F(PlacementTest, ALinkThatWantsMakesJobserverRunsWhereTheJobserverIs) {
   // A "compiler" that says where it ran, placed on n2 by name.
-  const std::string cc = dir_ / "lto-cc";
-  std::ofstream(cc) << "#!/bin/sh\nreadlink /proc/self/ns/pid\n";
-  ASSERT_EQ(chmod(cc.c_str(), 0755), 0);
-  const std::string node1 = RunInNode(Node(1), {"readlink", "/proc/self/ns/pid"}).out;
-  const std::string node2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
+  WhereTool("lto-cc");
+  const std::string node1 = PidNamespaceOf(1);
+  const std::string node2 = PidNamespaceOf(2);
   ASSERT_NE(node1, node2);
   const std::string place = fmt::format("PATH={}:$PATH ONEBOX_PLACE=n2 ONEBOX_PLACE_PROGRAMS=lto-cc", dir_.path());
   // Under make, on a "+" line (make passes its jobserver's pipes on): the
@@ -488,8 +491,8 @@ TEST_F(PlacementTest, ANodeConfinedToPartOfACpuTakesTheJobsThatPartCanRun) {
   ASSERT_EQ(built.exit_code, 0) << built.err;
   const std::vector<TimedRun> runs = TimedRuns(built.out);
   ASSERT_EQ(runs.size(), 6u) << built.out;
-  const std::string n2 = RunInNode(Node(2), {"readlink", "/proc/self/ns/pid"}).out;
-  const std::string n3 = RunInNode(Node(3), {"readlink", "/proc/self/ns/pid"}).out;
+  const std::string n2 = PidNamespaceOf(2);
+  const std::string n3 = PidNamespaceOf(3);
   ASSERT_FALSE(n2.empty());
   auto trimmed = [](std::string s) { return s.substr(0, s.find('\n')); };
   EXPECT_EQ(MostAtOnce(runs, trimmed(n2)), 1u) << built.out;
