@@ -7,7 +7,12 @@ namespace {
 // One replication stream from a peer (see the header).
 class ReplicateStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  ReplicateStreamReactor(PeerLink& local, WorkPool& pool) : local_(local), pool_(pool) { StartRead(&in_); }
+  // Batches are applied through this node's own stream (sync/local_peer.h),
+  // which knows they come in the sender's log order.
+  ReplicateStreamReactor(PeerLink& local, WorkPool& pool)
+      : applier_(local.OpenReplicateStream(nullptr)), pool_(pool) {
+    StartRead(&in_);
+  }
   void OnReadDone(bool ok) override {
     if (!ok) {  // the sender closed its side (or the call is gone)
       Finish(grpc::Status::OK);
@@ -21,7 +26,7 @@ class ReplicateStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBu
         return;
       }
       v1::ReplicateResponse resp;
-      grpc::Status st = ToGrpc(local_.Replicate(req, &resp, {}));
+      grpc::Status st = applier_->Write(req) && applier_->Read(&resp) ? grpc::Status::OK : ToGrpc(applier_->Finish());
       if (st.ok()) {
         bool own_buffer = false;
         out_.Clear();
@@ -44,7 +49,7 @@ class ReplicateStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBu
   void OnDone() override { delete this; }
 
  private:
-  PeerLink& local_;
+  std::unique_ptr<ReplicateStream> applier_;
   WorkPool& pool_;
   grpc::ByteBuffer in_, out_;
 };

@@ -13,7 +13,7 @@ class LocalReplicateStream final : public ReplicateStream {
   bool Write(const v1::ReplicateRequest& batch) override {
     if (!Open()) return false;
     v1::ReplicateResponse answer;
-    status_ = replicator_.OnReplicate(batch, &answer);
+    status_ = replicator_.OnReplicate(batch, &answer, /*in_order=*/true);
     if (status_.ok()) answers_.push_back(std::move(answer));
     return status_.ok();
   }

@@ -541,7 +541,15 @@ Status Replicator::OnReadRecord(const v1::ReadRecordRequest& req, v1::ReadRecord
   return Status::Ok();
 }
 
-Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp) {
+Status Replicator::WaitAppliedFrom(const std::string& node_id, uint64_t seq, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(acked_mu_);
+  acked_cv_.wait_for(lock, timeout, [&] { return applied_from_[node_id] >= seq || waits_end_; });
+  if (applied_from_[node_id] >= seq) return Status::Ok();
+  return Status::Unavailable(fmt::format("this node has applied node {}'s log up to {} of {}", node_id,
+                                         applied_from_[node_id], seq));
+}
+
+Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp, bool in_order) {
   // The content the records name first: a holder that has every chunk puts
   // the whole file in its view. One that cannot be stored (it does not
   // match its digest, the store failed) holds up no record: its file is
@@ -578,6 +586,12 @@ Status Replicator::OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateRes
     }
   }
   resp->set_applied(applied);
+  if (in_order && resp->acked_seq() > 0) {
+    std::lock_guard lock(acked_mu_);
+    uint64_t& from = applied_from_[req.from_node_id()];
+    from = std::max(from, resp->acked_seq());
+    acked_cv_.notify_all();
+  }
   return Status::Ok();
 }
 

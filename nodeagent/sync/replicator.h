@@ -69,7 +69,13 @@ class Replicator {
   Status WaitApplied(const std::string& node_id, uint64_t seq, std::chrono::milliseconds timeout);
   // The Replicate call (and each batch of a ReplicateStream): apply a peer's
   // batch; the answer says how many won and the batch's last sequence number.
-  Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp);
+  // A stream's batches come in log order (in_order): they also move how far
+  // this node has applied the sender's log (AppliedFrom).
+  Status OnReplicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp, bool in_order = false);
+  // Returns once this node has applied node_id's log up to seq (its stream's
+  // batches so far); Unavailable after timeout. A lock granted here after
+  // node_id released it waits so for what node_id wrote (locks/node_locks.h).
+  Status WaitAppliedFrom(const std::string& node_id, uint64_t seq, std::chrono::milliseconds timeout);
 
   // Store API levels. A write at QUORUM or ALL: sends key's record (family
   // space, tombstone included) to the other live members, all at once, until
@@ -139,6 +145,7 @@ class Replicator {
   std::condition_variable acked_cv_;       // with acked_mu_: a position moved
   bool waits_end_ = false;                 // with acked_mu_: stopping
   std::map<std::string, uint64_t> acked_;  // pushers, one thread per peer at a time
+  std::map<std::string, uint64_t> applied_from_;  // with acked_mu_: peers' logs applied here, by their streams
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
