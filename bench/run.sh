@@ -10,4 +10,5 @@ build/bin/process_bench
 build/bin/scale_bench
 build/bin/tree_bench
 build/bin/idle_bench
+build/bin/lock_bench
 build/bin/build_bench  # P11: needs root (each node a cgroup with a CPU quota)

@@ -64,6 +64,11 @@ struct FdId {
   bool operator==(const FdId&) const = default;
 };
 FdId link_id, view_id;
+// The lock link (AskLock): a connection for lock calls, under its own mutex.
+std::mutex lock_link_mu;
+int lock_link_fd = -1;
+FdId lock_link_id;
+pid_t lock_link_pid = 0;
 // The process the globals belong to. A vfork child shares our memory but not
 // our descriptors: it must not record its own in the globals.
 pid_t owner_pid = 0;
@@ -165,8 +170,9 @@ bool SendAll(int fd, const std::string& data) {
 }
 
 // Reads one frame. A descriptor sent with it (SCM_RIGHTS) goes to *fd_out
-// when given, else is closed.
-bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
+// when given, else is closed. interruptible: a signal that interrupts a
+// read (one whose handler did not ask SA_RESTART) ends it, errno EINTR.
+bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr, bool interruptible = false) {
   char hdr[kShimFrameHeaderBytes];
   size_t got = 0;
   while (got < sizeof hdr) {
@@ -178,7 +184,7 @@ bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && !interruptible) continue;
     if (n <= 0) return false;
     for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
       if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
@@ -195,7 +201,7 @@ bool RecvFrame(int fd, std::string* body, int* fd_out = nullptr) {
   got = 0;
   while (got < len) {
     ssize_t n = recv(fd, body->data() + got, len - got, 0);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && !interruptible) continue;
     if (n <= 0) return false;
     got += static_cast<size_t>(n);
   }
@@ -471,6 +477,10 @@ void AfterForkInChild() {
   if (link_fd >= 0) RealClose(link_fd);
   link_fd = -1;
   CloseInFlightInChild();  // another thread's symlink() under way is not ours
+  ForgetPosixLocksInChild();
+  new (&lock_link_mu) std::mutex();  // another thread may have held it at the fork
+  CloseIfOurs(lock_link_fd, lock_link_id);  // the child's copy (unless the program reused the number)
+  lock_link_fd = -1;
   owner_pid = getpid();
   MayReadLockForFork(false);
   mu.unlock();
@@ -637,6 +647,90 @@ int Claim(const char* rel_path) {
   errno = saved;
   claim.at_once = false;
   return AskAlone(req, 10'000);
+}
+
+// A lock call's answer; false with errno EINTR when a signal ended a wait,
+// unless the agent's answer had already come (a grant the program must not
+// lose by taking the call for interrupted).
+bool ReceiveLockAnswer(int link, std::string* frame, bool wait) {
+  if (RecvFrame(link, frame, nullptr, /*interruptible=*/wait)) return true;
+  if (errno != EINTR) return false;
+  pollfd ready{link, POLLIN, 0};
+  if (poll(&ready, 1, 0) == 1 && (ready.revents & POLLIN) != 0 && RecvFrame(link, frame)) return true;
+  errno = EINTR;
+  return false;
+}
+
+int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t start, uint64_t end,
+            LockAnswer* answer) {
+  Onebox__V1__ShimLockRequest lock = ONEBOX__V1__SHIM_LOCK_REQUEST__INIT;
+  lock.path = const_cast<char*>(rel_path);
+  lock.fd = fd;
+  lock.kind = static_cast<Onebox__V1__ShimLockRequest__Kind>(kind);
+  lock.cmd = static_cast<Onebox__V1__ShimLockRequest__Cmd>(cmd);
+  lock.type = type;
+  lock.start = start;
+  lock.end = end;
+  Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
+  req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_LOCK;
+  req.lock = &lock;
+  req.id = 2;
+  // A wait has no timeout, and a signal may end it: it has a connection of
+  // its own, which closes, giving the wait up at the agent. Other lock calls
+  // share the process's lock link (its own, so that a lock call whose home
+  // is another node never holds mu), answered within the agent's bounds (a
+  // new home's grace, a fence).
+  const bool wait = cmd == ONEBOX__V1__SHIM_LOCK_REQUEST__CMD__SET_WAIT;
+  int saved = errno;
+  std::unique_lock<std::mutex> shared;
+  int link = -1;
+  // The link is not waited for (another thread's call may be at a far home;
+  // close() may call this from a signal handler): a busy link means a
+  // connection of this call's own.
+  if (!wait && InOwnerProcess() && (shared = std::unique_lock(lock_link_mu, std::try_to_lock)).owns_lock()) {
+    // A program that closed it, or put another file at its number, took it
+    // (a fork child's is its parent's conversation: it makes its own).
+    if (lock_link_fd >= 0 && (lock_link_pid != getpid() || IdOf(lock_link_fd) != lock_link_id)) lock_link_fd = -1;
+    if (lock_link_fd < 0 && Handshake(&lock_link_fd, nullptr, 30'000) == 0) {
+      lock_link_id = IdOf(lock_link_fd);
+      lock_link_pid = getpid();
+    }
+    link = lock_link_fd;
+  } else if (Handshake(&link, nullptr, wait ? 0 : 30'000) != 0) {
+    link = -1;
+  }
+  if (link < 0) {
+    errno = saved;
+    return ENOLCK;
+  }
+  std::string frame;
+  int result = ENOLCK;
+  bool broken = true;
+  if (!SendRequest(link, req)) {
+    // result stays
+  } else if (!ReceiveLockAnswer(link, &frame, wait)) {
+    if (errno == EINTR) result = EINTR;
+  } else if (Onebox__V1__ShimResponse* resp = onebox__v1__shim_response__unpack(
+                 nullptr, frame.size(), reinterpret_cast<const uint8_t*>(frame.data()))) {
+    broken = false;
+    result = resp->err;
+    if (result == 0 && resp->op_case != ONEBOX__V1__SHIM_RESPONSE__OP_LOCK) result = ENOLCK;
+    if (result == 0 && answer != nullptr) {
+      answer->type = resp->lock->type;
+      answer->start = resp->lock->start;
+      answer->end = resp->lock->end;
+      answer->pid = resp->lock->pid;
+    }
+    onebox__v1__shim_response__free_unpacked(resp, nullptr);
+  }
+  if (!shared.owns_lock()) {
+    RealClose(link);
+  } else if (broken) {  // an answer that comes late must not be taken for the next call's
+    RealClose(link);
+    lock_link_fd = -1;
+  }
+  errno = saved;
+  return result;
 }
 
 int SignalGpid(long long gpid, int sig, bool has_value, long long value) {

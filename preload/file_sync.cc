@@ -19,14 +19,15 @@ using namespace onebox::shim;
 
 namespace onebox::shim {
 
-int PublishIfInView(int fd, bool* in_view) {
-  if (in_view) *in_view = false;
-  char real[kMaxPathBytes];
-  ssize_t n = ViewLinkOf(fd, real, sizeof real);
-  if (n <= 0) return 0;
+const char* ViewRelPathOf(int fd, char* real, size_t cap, bool deleted_ok) {
+  ssize_t n = ViewLinkOf(fd, real, cap);
+  if (n <= 0) return nullptr;
   static constexpr std::string_view kDeleted = " (deleted)";
-  if (static_cast<size_t>(n) > kDeleted.size() && std::string_view(real + n - kDeleted.size()) == kDeleted)
-    return 0;  // unlinked (or O_TMPFILE): no name left to record
+  if (static_cast<size_t>(n) > kDeleted.size() && std::string_view(real + n - kDeleted.size()) == kDeleted) {
+    if (!deleted_ok) return nullptr;  // unlinked (or O_TMPFILE): no name left to record
+    n -= static_cast<ssize_t>(kDeleted.size());
+    real[n] = '\0';
+  }
   DiscoverViewRoot(real);  // an fd inherited into a process that never spoke to the agent
   if (ViewRoot().empty() && Root().Holds(real) && InOwnerProcess()) {
     // The kernel names an fd in a detached view (a pod's) by its cluster
@@ -34,15 +35,23 @@ int PublishIfInView(int fd, bool* in_view) {
     const int saved = errno;
     const bool connected = ViewFd() >= 0;
     errno = saved;
-    if (connected && (n = ViewLinkOf(fd, real, sizeof real)) <= 0) return 0;
+    if (connected && (n = ViewLinkOf(fd, real, cap)) <= 0) return nullptr;
   }
   std::string_view view = ViewRoot();
   std::string_view path(real, static_cast<size_t>(n));
   if (view.empty() || path.size() <= view.size() + 1 || path.compare(0, view.size(), view) != 0 ||
       path[view.size()] != '/')
-    return 0;  // not a cluster file
+    return nullptr;  // not a cluster file
+  return real + view.size() + 1;
+}
+
+int PublishIfInView(int fd, bool* in_view) {
+  if (in_view) *in_view = false;
+  char real[kMaxPathBytes];
+  const char* rel = ViewRelPathOf(fd, real, sizeof real, /*deleted_ok=*/false);
+  if (rel == nullptr) return 0;
   if (in_view) *in_view = true;
-  int err = Publish(real + view.size() + 1);
+  int err = Publish(rel);
   return err == 0 ? 0 : Fail(err == ENOTCONN ? ENOTCONN : EIO);
 }
 

@@ -161,11 +161,14 @@
   X(process_signal, killpg, kFull, "as kill, for the process group of a gpid")                                          \
   X(process_signal, sigqueue, kFull, "as kill, with the value; the receiver's si_pid is its node agent's pid")           \
   X(raw_syscall, syscall, kPartial, "path-taking numbers go through the functions above; other numbers (openat2) pass through") \
-  X(fd_guard, close, kPassthrough, "closing one of the shim's fds (agent socket, view root) takes it; the shim reconnects") \
+  X(file_lock, flock, kPartial, "on a cluster file: excludes programs on every node (the file's lock home decides), shared and exclusive, LOCK_NB gives EWOULDBLOCK, a wait ends with EINTR on a signal without SA_RESTART; ends at the last close of the open file, as natively; the lock takes a node-agent round trip (see docs/consistency.md for partitions and node deaths); ENOLCK when no home answers") \
+  X(file_lock, lockf, kPartial, "as fcntl's POSIX locks (F_LOCK, F_TLOCK, F_ULOCK, F_TEST)")                             \
+  X(file_lock, lockf64, kPartial, "as lockf")                                                                          \
+  X(fd_guard, close, kPassthrough, "closing one of the shim's fds (agent socket, view root) takes it; the shim reconnects; a close of a file the process holds cluster POSIX locks on ends them (fcntl)") \
   X(fd_guard, dup, kPassthrough, "the copy takes over the O_SYNC state of the fd it copies")                            \
   X(fd_guard, dup2, kPassthrough, "as dup; a copy onto one of the shim's fds takes it from the shim")                   \
   X(fd_guard, dup3, kPassthrough, "as dup2")                                                                            \
-  X(fd_guard, fcntl, kPassthrough, "F_DUPFD and F_DUPFD_CLOEXEC copy as dup does; other commands go straight to libc")  \
+  X(fd_guard, fcntl, kPartial, "F_DUPFD and F_DUPFD_CLOEXEC copy as dup does; F_GETLK, F_SETLK, F_SETLKW and the F_OFD_ forms on a cluster file lock across nodes as flock does, with byte ranges (split and merged as the kernel does), F_GETLK naming the holder's pid (a gpid on another node, -1 for an OFD lock); a POSIX lock ends at its process's exit and at close, dup2 or dup3 over a descriptor of the file (not at close_range, closefrom or an exec closing it: there at exit); other commands go straight to libc")  \
   X(fd_guard, fcntl64, kPassthrough, "as fcntl")                                                                        \
   X(fd_guard, close_range, kPassthrough, "as close, for each fd in the range")                                          \
   X(fd_guard, closefrom, kPassthrough, "as close, for each fd from the first")

@@ -20,6 +20,18 @@ int Hydrate(const char* rel_path);
 // to decide the name under its directory's lease first (on the link when it
 // can answer at once, else on a connection of its own). 0 or an errno (EEXIST).
 int Claim(const char* rel_path);
+// A lock call on a cluster file (preload/file_lock.cc), as
+// proto/onebox/v1/shim.proto's ShimLockRequest says (kind, cmd, type, the
+// span [start, end) with end 2^64-1 for "to the end"). 0 or an errno:
+// EAGAIN (held elsewhere), EINTR (a signal ended a wait), EBADF, EINVAL,
+// ENOLCK (no agent, or no lock home answers). TEST fills answer.
+struct LockAnswer {
+  int type = 2;  // 2: no conflicting lock
+  uint64_t start = 0, end = 0;
+  int64_t pid = 0;
+};
+int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t start, uint64_t end,
+            LockAnswer* answer);
 // kill, killpg or sigqueue of a gpid (negative: a process group): the
 // agent sends it to the gpid's node, as this process's user. 0 or an errno
 // (EPERM, ESRCH, EINVAL; ENOTCONN when no agent answers).

@@ -9,11 +9,14 @@
 #pragma once
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <sys/types.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "naming/cluster_path.h"  // kMaxPathBytes
@@ -173,6 +176,31 @@ void CopySyncState(int from, int to);
 // write quorum before this returns. 0, or -1 with errno (EIO, ENOTCONN).
 // *in_view, if given, says whether fd is a file in the view at all.
 int PublishIfInView(int fd, bool* in_view = nullptr);
+// fd's path below the view root (pointing into real, which holds its real
+// path), or nullptr when fd is no file in the view. deleted_ok: a file
+// unlinked or replaced since it was opened answers the name it had.
+const char* ViewRelPathOf(int fd, char* real, size_t cap, bool deleted_ok);
+
+// Cluster-wide locks (file_lock.cc). fcntl's lock commands on fd: *handled
+// false when fd is no cluster file (the kernel locks it alone). Otherwise
+// fcntl's result, -1 with errno.
+int ClusterFcntlLock(int fd, int cmd, void* arg, bool* handled);
+inline bool IsLockCommand(int cmd) {
+  return static_cast<unsigned>(cmd - F_GETLK) <= 2u || static_cast<unsigned>(cmd - F_OFD_GETLK) <= 2u;
+}
+// Files this process holds cluster POSIX locks on (0: close has nothing to look at).
+extern std::atomic<int> posix_locked_files;
+// close(fd) by a process holding cluster POSIX locks: the close (real_close),
+// then, when fd was a descriptor of one of their files, the agent hears that
+// they end (the kernel's rule: any close of the file by the process).
+int CloseEndingPosixLocks(int fd, int (*real_close)(int));
+// dup2/dup3 onto newfd closes it first: the path of newfd's file when this
+// process holds POSIX locks there (looked at before the copy), then, once the
+// copy is made, PosixLocksEnded(it) tells the agent.
+std::string PosixLocksEndOnReplace(int newfd);
+void PosixLocksEnded(const std::string& rel);
+// A fork child holds none of its parent's POSIX locks.
+void ForgetPosixLocksInChild();
 
 // Real cwd inside the view: the program's cwd is in the cluster.
 bool CwdInCluster();

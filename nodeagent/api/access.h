@@ -61,6 +61,8 @@
   X(Peer, SignalProcess, kPeer, "a signal for a caller of another node, with the caller's credentials")  \
   X(Peer, ProgramDigest, kPeer, "placement at exec: a program's content hash on this node")               \
   X(Peer, ClaimPort, kPeer, "a vote on a cluster port (bind under the shim)")                              \
+  X(Peer, Lock, kPeer, "an advisory lock asked of the file's lock home")                                   \
+  X(Peer, AwaitLock, kPeer, "a wait, up to a second, for a queued lock")                                    \
   X(Peer, Run, kPeer, "onebox run: a process started as the caller of another node, its stdio and signals")
 
 namespace onebox {

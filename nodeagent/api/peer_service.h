@@ -26,11 +26,17 @@ class PeerService final
                   v1::Peer::WithRawCallbackMethod_DirLease<v1::Peer::WithRawCallbackMethod_RecallDirLease<
                       v1::Peer::WithRawCallbackMethod_ReadRecord<v1::Peer::WithRawCallbackMethod_ListProcesses<
                           v1::Peer::WithRawCallbackMethod_SignalProcess<v1::Peer::WithRawCallbackMethod_ProgramDigest<
-                              v1::Peer::WithRawCallbackMethod_ClaimPort<
-                                  v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>>>> {
+                              v1::Peer::WithRawCallbackMethod_ClaimPort<v1::Peer::WithRawCallbackMethod_Lock<
+                                  v1::Peer::WithRawCallbackMethod_AwaitLock<
+                                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>>>>>> {
  public:
   PeerService(const AccessGate& gate, PeerLink& local, RunExecutor& runs)
-      : gate_(gate), local_(local), runs_(runs), pool_(2, "onebox-peer"), lease_pool_(2, "onebox-lease") {}
+      : gate_(gate),
+        local_(local),
+        runs_(runs),
+        pool_(2, "onebox-peer"),
+        lease_pool_(2, "onebox-lease"),
+        await_pool_(8, "onebox-await") {}
 
 #define ONEBOX_PEER_SERVICE_METHOD(method, Req, Resp, runs)                                                  \
   grpc::ServerUnaryReactor* method(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,               \
@@ -53,6 +59,7 @@ class PeerService final
       case PeerCallRuns::kInline: return nullptr;
       case PeerCallRuns::kPool: return &pool_;
       case PeerCallRuns::kLeasePool: return &lease_pool_;
+      case PeerCallRuns::kAwaitPool: return &await_pool_;
     }
     return nullptr;
   }
@@ -61,6 +68,7 @@ class PeerService final
   RunExecutor& runs_;
   WorkPool pool_;        // applying a batch writes to RocksDB
   WorkPool lease_pool_;  // recalls wait for the recorder and for the asker's kPool
+  WorkPool await_pool_;  // lock waits, up to a second each
 };
 
 }  // namespace onebox

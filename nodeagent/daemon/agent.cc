@@ -40,6 +40,8 @@
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/peer/grpc_peers.h"
 #include "nodeagent/peer/membership.h"
+#include "nodeagent/locks/lock_home.h"
+#include "nodeagent/locks/node_locks.h"
 #include "nodeagent/sync/anti_entropy.h"
 #include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/content_transfer.h"
@@ -126,6 +128,8 @@ class Agent {
   std::unique_ptr<PortTable> ports_;
   std::unique_ptr<TlsLinks> tls_links_;  // with TLS: the relay's links (outlives the relay)
   std::unique_ptr<PortRelay> port_relay_;
+  std::unique_ptr<LockHome> lock_home_;
+  std::unique_ptr<NodeLocks> node_locks_;
   std::unique_ptr<LocalPeer> local_peer_;
   std::unique_ptr<ClusterService> cluster_service_;
   std::unique_ptr<StoreService> store_service_;
@@ -353,17 +357,55 @@ void Agent::MakeClusterParts() {
     s->set_jobs_taken_in(r->taken_in());
     s->set_jobs_in_now(r->in_now());
   };
+  lock_home_ = std::make_unique<LockHome>(
+      NodeIdHex(info_.identity.node_id),
+      LockHome::Members{.not_dead =
+                            [m = members_.get()] {
+                              std::vector<std::string> ids;
+                              for (const v1::Node& n : m->Nodes())
+                                if (n.state() != v1::NODE_STATE_DEAD) ids.push_back(n.node_id());
+                              return ids;
+                            },
+                        .majority = [m = members_.get()] { return m->AliveOthers().size() + 1 > m->KnownCount() / 2; }});
+  // Release-to-acquire (docs/consistency.md): a release records the view
+  // first; a grant after another node's release waits for its log.
+  node_locks_ = std::make_unique<NodeLocks>(NodeLocks::Parts{
+      .self_id = NodeIdHex(info_.identity.node_id),
+      .self_index = [m = members_.get()] { return m->index(); },
+      .view_path = data_dir_.view_path(),
+      .home = *lock_home_,
+      .members = *members_,
+      .network = network_,
+      .record_view = [this]() -> Result<uint64_t> {
+        if (Status recorded = recorder_->Sync(); !recorded.ok()) return recorded;
+        return store_->LastLogSeqOfVisibleWrites();
+      },
+      .applied_from = [r = replicator_.get()](const std::string& node_id, uint64_t seq,
+                                              std::chrono::milliseconds timeout) {
+        return r->WaitAppliedFrom(node_id, seq, timeout);
+      },
+      .settle_view = drain_view,
+  });
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_,
-                                            placement_.get(), ports_.get());
+                                            placement_.get(), ports_.get(), lock_home_.get());
   // The gossip loop moves on: the watchdog's proof of life.
   members_->set_progress_observer([] { service_manager::Alive(); });
   members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(),
-                                 dead_before = size_t{0}](size_t alive) mutable {
+                                 dead_before = size_t{0}, not_dead_before = std::string()](size_t alive) mutable {
     if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
     // A node declared dead lets go of its ports now, not at the table's next look.
     size_t dead = 0;
-    for (const v1::Node& n : members_->Nodes()) dead += n.state() == v1::NODE_STATE_DEAD;
+    std::string not_dead;
+    for (const v1::Node& n : members_->Nodes()) {
+      dead += n.state() == v1::NODE_STATE_DEAD;
+      if (n.state() != v1::NODE_STATE_DEAD) not_dead += n.node_id() + ",";
+    }
     if (std::exchange(dead_before, dead) != dead) ports_->Notify();
+    // Locks: a dead member's end, and homes that moved are reclaimed.
+    if (std::exchange(not_dead_before, not_dead) != not_dead) {
+      lock_home_->MembersChanged();
+      node_locks_->MembersChanged();
+    }
   });
 }
 
@@ -442,6 +484,7 @@ Status Agent::StartShimSocket() {
       .placement = *placement_,
       .ports = *ports_,
       .relay = *port_relay_,
+      .locks = *node_locks_,
       .front = BesideThisBinary("onebox"),
       .state_page_fd = state_page_->fd(),
       .detached_view = *detached_view_,
@@ -466,6 +509,7 @@ void Agent::StartLoops() {
   tree_repair_->Start();
   audit_->Start();
   ports_->Start();
+  node_locks_->Start();
   port_relay_->Reconcile();  // the ports other nodes held before a restart
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   for (const std::string& service : ApiServices()) health->SetServingStatus(service, true);
@@ -489,6 +533,8 @@ void Agent::Stop() {
   members_->Stop();
   ports_->Stop();            // no more changes for the relay
   shim_->Stop();             // no new requests; answers still due are dropped
+  lock_home_->Stop();        // awaits answer at once
+  node_locks_->Stop();       // waits end: their programs get ENOLCK
   run_relays_->Stop();       // the runs this node is home to: their stand-ins see the node lost
   shim_handlers_->Drain();   // before the recorder, materializer and store they use go
   server_->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);

@@ -73,6 +73,7 @@ void ShimHandlers::ConnectionClosed(uint64_t connection) {
   // announcement and SymlinkMade closed the connection without a word.
   parts_.guard.ConnectionClosed(connection);
   parts_.detached_view.ConnectionClosed(connection);
+  parts_.locks.ConnectionClosed(connection);
 }
 
 void ShimHandlers::Drain() {
@@ -286,6 +287,12 @@ Status ShimHandlers::Place(const Origin& origin, const v1::ShimRequest& req, v1:
   Result<std::string> node = parts_.placement.Choose(origin.peer.pid, asked.program(), asked.policy());
   if (!node.ok()) return node.status();
   resp->mutable_place()->set_node(*node);
+  return Status::Ok();
+}
+
+Status ShimHandlers::Lock(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
+  resp->mutable_lock();
+  parts_.locks.Serve(origin.peer.pid, origin.peer.uid, origin.connection, req.lock(), origin.call->Defer());
   return Status::Ok();
 }
 

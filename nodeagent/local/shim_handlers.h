@@ -14,6 +14,7 @@
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/local/shim_requests.h"
 #include "nodeagent/local/shim_server.h"
+#include "nodeagent/locks/node_locks.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/process/cluster_processes.h"
 #include "nodeagent/process/placement.h"
@@ -45,6 +46,7 @@ class ShimHandlers {
     Placement& placement;  // where an exec ONEBOX_PLACE places goes
     PortTable& ports;      // bind() of a cluster port
     PortRelay& relay;      // connect() to another node's port
+    NodeLocks& locks;      // flock, fcntl locks, lockf
     std::string front;     // the `onebox` binary (the stand-in), for the shim to exec
     int state_page_fd;  // sent with Hello's answer; never closed here
     DetachedView& detached_view;  // the view as a descriptor, for other mount namespaces

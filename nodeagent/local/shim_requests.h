@@ -24,7 +24,8 @@
   X(kBindPort, BindPort, kCalls, "bind() of a cluster port: a vote, then the port table (sockets/port_table.h)") \
   X(kDialPort, DialPort, kInline, "connect() to another node's port: a link to its owner, sent back (sockets/port_relay.h)") \
   X(kTakeLink, TakeLink, kInline, "accept() of the agent's connection to a server: the link behind it (sockets/handover.h)") \
-  X(kView, View, kInline, "a program in another mount namespace: the view as a descriptor (view/detached_view.h)")
+  X(kView, View, kInline, "a program in another mount namespace: the view as a descriptor (view/detached_view.h)") \
+  X(kLock, Lock, kInline, "flock, fcntl's locks, lockf on a cluster file: to its lock home, answered later (locks/node_locks.h)")
 
 namespace onebox {
 

@@ -26,7 +26,9 @@ namespace onebox {
 // X(method, request, response, where the receiver answers it: kInline on
 // gRPC's thread, kPool on a worker because it touches the disk, kLeasePool
 // on a worker of its own because it waits on other calls: a lease's
-// handover, which sends the asker records that the asker's kPool applies).
+// handover, which sends the asker records that the asker's kPool applies;
+// kAwaitPool on a worker of its own because it waits up to a second for a
+// lock: locks/lock_home.h).
 #define ONEBOX_PEER_UNARY_CALLS(X)                                                         \
   X(Gossip, GossipRequest, GossipResponse, kInline)                                        \
   X(Replicate, ReplicateRequest, ReplicateResponse, kPool)                                 \
@@ -40,9 +42,11 @@ namespace onebox {
   X(ListProcesses, ListProcessesRequest, ListProcessesResponse, kPool)                     \
   X(SignalProcess, PeerSignalRequest, SignalResponse, kPool)                               \
   X(ProgramDigest, ProgramDigestRequest, ProgramDigestResponse, kPool)                     \
-  X(ClaimPort, ClaimPortRequest, ClaimPortResponse, kPool)
+  X(ClaimPort, ClaimPortRequest, ClaimPortResponse, kPool)                                 \
+  X(Lock, LockRequest, LockResponse, kInline)                                              \
+  X(AwaitLock, AwaitLockRequest, LockResponse, kAwaitPool)
 
-enum class PeerCallRuns { kInline, kPool, kLeasePool };
+enum class PeerCallRuns { kInline, kPool, kLeasePool, kAwaitPool };
 
 // Lets another thread cut calls short: a shutdown, a watchdog, a quorum met
 // already. Once cancelled it stays so: the calls under way return at once,

@@ -2,12 +2,13 @@
 // it: gossip by membership, batches and record reads by the replicator,
 // chunks by content transfer, bucket digests and pages by anti-entropy,
 // lease votes and recalls by the directory leases, processes by the
-// cluster's process table, port votes by the port table. The gRPC Peer service (api/peer_service.h) serves it to
+// cluster's process table, port votes by the port table, locks by the lock home. The gRPC Peer service (api/peer_service.h) serves it to
 // other agents; in-process tests link nodes straight to each other's.
 #pragma once
 
 #include <memory>
 
+#include "nodeagent/locks/lock_home.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "nodeagent/process/cluster_processes.h"
@@ -24,7 +25,7 @@ class LocalPeer final : public PeerLink {
  public:
   LocalPeer(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
             DirLeases& leases, ClusterProcesses& processes, Placement* placement = nullptr,
-            PortTable* ports = nullptr)
+            PortTable* ports = nullptr, LockHome* locks = nullptr)
       : members_(members),
         replicator_(replicator),
         content_(content),
@@ -32,7 +33,8 @@ class LocalPeer final : public PeerLink {
         leases_(leases),
         processes_(processes),
         placement_(placement),
-        ports_(ports) {}
+        ports_(ports),
+        locks_(locks) {}
 
   // (Options are the caller's: answering here takes what it takes.)
   Status Gossip(const v1::GossipRequest& req, v1::GossipResponse* resp, const CallOptions&) override {
@@ -81,6 +83,14 @@ class LocalPeer final : public PeerLink {
     if (ports_ == nullptr) return Status::Unimplemented("this node keeps no port table");
     return ports_->OnClaimPort(req, resp);
   }
+  Status Lock(const v1::LockRequest& req, v1::LockResponse* resp, const CallOptions&) override {
+    if (locks_ == nullptr) return Status::Unimplemented("this node keeps no locks");
+    return locks_->OnLock(req, resp);
+  }
+  Status AwaitLock(const v1::AwaitLockRequest& req, v1::LockResponse* resp, const CallOptions&) override {
+    if (locks_ == nullptr) return Status::Unimplemented("this node keeps no locks");
+    return locks_->OnAwaitLock(req, resp);
+  }
   // Each batch is applied as it is written; its answer waits to be read.
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override;
 
@@ -93,6 +103,7 @@ class LocalPeer final : public PeerLink {
   ClusterProcesses& processes_;
   Placement* placement_;  // none in the in-process test cluster
   PortTable* ports_;      // nor this
+  LockHome* locks_;       // nor this
 };
 
 }  // namespace onebox

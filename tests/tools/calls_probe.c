@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <ftw.h>
 #include <glob.h>
@@ -501,6 +502,20 @@ int main(int argc, char** argv) {
   Out("syscall getcwd", gl, "%s", gl > 0 ? Rel(buf) : "-");
   chdir(sc);
   free(sc);
+
+  // file_lock: with a lone agent locks are the kernel's, as natively
+  int lk = open(P("d/f"), O_RDWR);
+  CALL("flock", flock(lk, LOCK_EX | LOCK_NB));
+  CALL("flock bad operation", flock(lk, 77));
+  CALL("lockf", lockf(lk, F_TLOCK, 10));
+  CALL("lockf64", lockf64(lk, F_TEST, 10));
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 5};
+  CALL("fcntl F_SETLK", fcntl(lk, F_SETLK, &fl));
+  fl.l_type = F_RDLCK;
+  CALL("fcntl F_GETLK", fcntl(lk, F_GETLK, &fl));
+  CALL("fcntl F_GETLK answer", fl.l_type);
+  CALL("flock unlock", flock(lk, LOCK_UN));
+  close(lk);
 
   // fd_guard: the program's own descriptors behave as ever
   int a = open(P("d/f"), O_RDONLY);

@@ -1,0 +1,261 @@
+#include "nodeagent/locks/lock_home.h"
+
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <set>
+
+#include "nodeagent/locks/lock_wire.h"
+
+namespace onebox {
+
+namespace {
+
+constexpr size_t kErasKept = 8;
+// Files kept with no lock and no wait, for their fences: beyond this many,
+// they go (a fence that old was applied everywhere long ago).
+constexpr size_t kIdleFilesKept = 100'000;
+
+}  // namespace
+
+LockHome::LockHome(std::string self_id, Members members, Clock& clock)
+    : self_(std::move(self_id)), members_(std::move(members)), clock_(clock) {
+  eras_.push_back(Era{clock_.Now(), {}});  // a start: every file is new here
+}
+
+std::string LockHome::HomeOf(const std::string& path, const std::vector<std::string>& nodes) {
+  std::string best;
+  uint64_t best_score = 0;
+  for (const std::string& node : nodes) {
+    std::string both = node + '\0' + path;
+    const uint64_t score = XXH3_64bits(both.data(), both.size());
+    if (best.empty() || score > best_score || (score == best_score && node < best)) {
+      best = node;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+std::vector<std::string> LockHome::NodesLocked() {
+  std::vector<std::string> nodes = members_.not_dead();
+  if (std::find(nodes.begin(), nodes.end(), self_) == nodes.end()) nodes.push_back(self_);
+  std::sort(nodes.begin(), nodes.end());
+  if (eras_.back().nodes != nodes) {
+    eras_.push_back(Era{clock_.Now(), nodes});
+    while (eras_.size() > kErasKept) eras_.pop_front();
+  }
+  return nodes;
+}
+
+bool LockHome::InGraceLocked(const std::string& path) {
+  if (eras_.back().nodes == std::vector<std::string>{self_}) return false;  // alone: nobody else granted anything
+  // Any membership of the last kGrace under which path's home was another
+  // node (or not known yet, at the start) may have left locks there that
+  // their holders are still reclaiming here.
+  const Clock::time_point now = clock_.Now();
+  for (size_t i = 0; i + 1 < eras_.size(); ++i) {
+    if (now - eras_[i + 1].since >= kGrace) continue;  // ended too long ago
+    if (eras_[i].nodes.empty() || HomeOf(path, eras_[i].nodes) != self_) return true;
+  }
+  return eras_.size() == 1 && now - eras_.front().since < kGrace;
+}
+
+void LockHome::GrantWaitersLocked(File& file) {
+  if (!members_.majority()) return;  // a minority side grants nothing, not even to those already waiting
+  bool granted = false;
+  for (Waiter& w : file.waiters) {
+    if (w.granted || file.locks.Conflict(w.owner, w.type, w.span)) continue;
+    file.locks.Apply(w.owner, w.type, w.span);
+    w.granted = granted = true;
+  }
+  if (granted) cv_.notify_all();
+}
+
+void LockHome::FencesLocked(const File& file, const std::string& for_node, v1::LockResponse* resp) const {
+  for (const auto& [node, seq] : file.fences) {
+    if (node == for_node) continue;
+    v1::LockFence* f = resp->add_fences();
+    f->set_node_id(node);
+    f->set_seq(seq);
+  }
+}
+
+void LockHome::KeepFenceLocked(File& file, const v1::LockRequest& req) {
+  if (req.fence().seq() == 0 || req.fence().node_id().empty()) return;
+  uint64_t& seq = file.fences[req.fence().node_id()];
+  seq = std::max(seq, req.fence().seq());
+}
+
+Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
+  if (req.path().empty() || req.owner().node_id().empty() || req.owner().key().empty())
+    return Status::InvalidArgument("a lock names its file and its owner");
+  std::lock_guard lock(mu_);
+  const std::vector<std::string> nodes = NodesLocked();
+  // A reclaim is taken on either side of a partition (it grants nothing
+  // new); everything else needs a majority.
+  if (!members_.majority() && req.op() != v1::LockRequest::RECLAIM) {
+    resp->set_outcome(v1::LockResponse::NO_QUORUM);
+    return Status::Ok();
+  }
+  if (std::string home = HomeOf(req.path(), nodes); home != self_) {
+    resp->set_outcome(v1::LockResponse::NOT_HOME);
+    resp->set_home(home);
+    return Status::Ok();
+  }
+  const LockOwner owner = OwnerOf(req.owner());
+  if (files_.size() > kIdleFilesKept)
+    std::erase_if(files_, [](const auto& f) { return f.second.locks.empty() && f.second.waiters.empty(); });
+  File& file = files_[KeyOf(req.path(), req.flock())];
+  resp->set_outcome(v1::LockResponse::GRANTED);
+  switch (req.op()) {
+    case v1::LockRequest::RECLAIM:
+      // All or nothing: a lock another owner holds now (granted here while
+      // the reclaimer could not reach us) is not given to a second holder.
+      for (const v1::LockSpan& held : req.held())
+        if (auto other = file.locks.Conflict(owner, TypeOf(held.type()), SpanOf(held))) {
+          spdlog::warn("locks: /{}: {} reclaims a lock {} holds now: refused", req.path(), owner.key, other->owner.key);
+          resp->set_outcome(v1::LockResponse::CONFLICT);
+          ToWire(other->owner, resp->mutable_holder());
+          ToWire(other->type, other->span, resp->mutable_holder_span());
+          return Status::Ok();
+        }
+      for (const v1::LockSpan& held : req.held()) file.locks.Apply(owner, TypeOf(held.type()), SpanOf(held));
+      return Status::Ok();
+    case v1::LockRequest::RELEASE:
+      file.locks.Release(owner);
+      std::erase_if(file.waiters, [&](const Waiter& w) { return w.owner == owner; });
+      KeepFenceLocked(file, req);
+      GrantWaitersLocked(file);
+      return Status::Ok();
+    case v1::LockRequest::TEST:
+    case v1::LockRequest::SET:
+      break;
+    default:
+      return Status::InvalidArgument("unknown lock operation");
+  }
+  const LockType type = TypeOf(req.span().type());
+  const LockSpan span = SpanOf(req.span());
+  if (type == LockType::kUnlock) {  // an unlock is never held back, not even in grace
+    if (req.op() == v1::LockRequest::SET) {
+      file.locks.Apply(owner, type, span);
+      KeepFenceLocked(file, req);
+      GrantWaitersLocked(file);
+    }
+    return Status::Ok();
+  }
+  if (InGraceLocked(req.path())) {
+    resp->set_outcome(v1::LockResponse::GRACE);
+    return Status::Ok();
+  }
+  std::optional<HeldLock> other = file.locks.Conflict(owner, type, span);
+  if (req.op() == v1::LockRequest::TEST) {
+    if (other) {
+      resp->set_outcome(v1::LockResponse::CONFLICT);
+      ToWire(other->owner, resp->mutable_holder());
+      ToWire(other->type, other->span, resp->mutable_holder_span());
+    }
+    return Status::Ok();
+  }
+  if (other) {
+    // flock converts by dropping the old lock first, as the kernel does:
+    // a conversion that has to wait (or fails) has given it up.
+    if (req.flock()) {
+      file.locks.Release(owner);
+      KeepFenceLocked(file, req);
+      GrantWaitersLocked(file);
+    }
+    if (req.wait()) {
+      std::erase_if(file.waiters,
+                    [&](const Waiter& w) { return w.owner.node_id == owner.node_id && w.id == req.wait_id(); });
+      file.waiters.push_back(Waiter{req.wait_id(), owner, type, span, false});
+      resp->set_outcome(v1::LockResponse::QUEUED);
+    } else {
+      resp->set_outcome(v1::LockResponse::CONFLICT);
+      ToWire(other->owner, resp->mutable_holder());
+      ToWire(other->type, other->span, resp->mutable_holder_span());
+    }
+    return Status::Ok();
+  }
+  file.locks.Apply(owner, type, span);
+  // A downgrade (write to read, or a smaller span) may let waiters in, and
+  // carries its node's fence for them.
+  KeepFenceLocked(file, req);
+  GrantWaitersLocked(file);
+  FencesLocked(file, owner.node_id, resp);
+  return Status::Ok();
+}
+
+Status LockHome::OnAwaitLock(const v1::AwaitLockRequest& req, v1::LockResponse* resp) {
+  const std::string key = KeyOf(req.path(), req.flock());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(req.window_ms(), 5000u));
+  std::unique_lock lock(mu_);
+  auto find = [&]() -> std::pair<File*, std::deque<Waiter>::iterator> {
+    auto f = files_.find(key);
+    if (f == files_.end()) return {nullptr, {}};
+    auto w = std::find_if(f->second.waiters.begin(), f->second.waiters.end(),
+                          [&](const Waiter& x) { return x.owner.node_id == req.node_id() && x.id == req.wait_id(); });
+    if (w == f->second.waiters.end()) return {nullptr, {}};
+    return {&f->second, w};
+  };
+  bool tried = false;
+  for (;;) {
+    auto [file, w] = find();
+    if (file != nullptr && !tried) {  // a majority that came back since the unlock lets waiters in now
+      GrantWaitersLocked(*file);
+      tried = true;
+    }
+    if (file == nullptr) {  // dropped: the file moved to another home, or the waiter's node died
+      resp->set_outcome(v1::LockResponse::NOT_HOME);
+      resp->set_home(HomeOf(req.path(), NodesLocked()));
+      return Status::Ok();
+    }
+    if (w->granted || req.cancel() || stopping_ || std::chrono::steady_clock::now() >= deadline) {
+      const bool granted = w->granted;
+      if (granted || req.cancel()) file->waiters.erase(w);
+      resp->set_outcome(granted ? v1::LockResponse::GRANTED : v1::LockResponse::QUEUED);
+      if (granted) FencesLocked(*file, req.node_id(), resp);
+      return Status::Ok();
+    }
+    cv_.wait_until(lock, deadline);
+  }
+}
+
+void LockHome::MembersChanged() {
+  std::lock_guard lock(mu_);
+  const std::vector<std::string> nodes = NodesLocked();
+  const std::set<std::string> alive(nodes.begin(), nodes.end());
+  for (auto it = files_.begin(); it != files_.end();) {
+    const std::string path = it->first.substr(2);
+    if (HomeOf(path, nodes) != self_) {  // its holders reclaim at its new home
+      it = files_.erase(it);
+      continue;
+    }
+    File& file = it->second;
+    std::set<std::string> gone;
+    for (const HeldLock& h : file.locks.all())
+      if (!alive.contains(h.owner.node_id)) gone.insert(h.owner.node_id);
+    for (const std::string& node : gone) file.locks.ReleaseNode(node);
+    std::erase_if(file.fences, [&](const auto& f) { return !alive.contains(f.first); });  // nobody can wait for it
+    std::erase_if(file.waiters, [&](const Waiter& w) { return !alive.contains(w.owner.node_id); });
+    GrantWaitersLocked(file);
+    ++it;
+  }
+  cv_.notify_all();  // awaits of dropped files answer NOT_HOME
+}
+
+void LockHome::Stop() {
+  std::lock_guard lock(mu_);
+  stopping_ = true;
+  cv_.notify_all();
+}
+
+size_t LockHome::HeldCount() {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [key, file] : files_) n += file.locks.all().size();
+  return n;
+}
+
+}  // namespace onebox

@@ -1,0 +1,785 @@
+#include "nodeagent/locks/node_locks.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "nodeagent/daemon/thread_name.h"
+#include "naming/ns_key.h"
+#include "nodeagent/locks/lock_wire.h"
+#include "proto/gpid.h"
+
+namespace onebox {
+
+namespace {
+
+constexpr auto kAwaitWindow = std::chrono::milliseconds(1000);
+constexpr auto kRetryUnreachable = std::chrono::milliseconds(500);
+constexpr auto kCallTimeout = std::chrono::milliseconds(2000);
+
+std::string FileKey(const v1::ShimLockRequest& req) {
+  return (req.kind() == v1::ShimLockRequest::FLOCK ? "f/" : "c/") + req.path();
+}
+
+// The kernel's start time of pid (field 22 of /proc/PID/stat): with the pid,
+// it names one process even after the pid is reused. 0 when it is gone.
+uint64_t StartTimeOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = stat.rfind(')');  // the command name may hold spaces and parentheses
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && (fields >> field); ++i)
+    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
+  return 0;
+}
+
+// The token an open file description carries: its OFD lock at or past
+// kShadowBase, as /proc/self/fdinfo of a copy of it lists its own locks.
+uint64_t TokenOnDescription(int fd) {
+  std::ifstream in("/proc/self/fdinfo/" + std::to_string(fd));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("lock:", 0) != 0 || line.find("OFDLCK") == std::string::npos) continue;
+    // "lock:\t1: OFDLCK  ADVISORY  READ  -1 00:2d:1234 START END"
+    std::istringstream words(line);
+    std::vector<std::string> w;
+    for (std::string x; words >> x;) w.push_back(x);
+    if (w.size() < 2) continue;
+    const uint64_t start = std::strtoull(w[w.size() - 2].c_str(), nullptr, 10);
+    if (start >= NodeLocks::kShadowBase) return start - NodeLocks::kShadowBase;
+  }
+  return 0;
+}
+
+// The shim's word is checked against the kernel's, on the agent's own copy
+// of the caller's descriptor (pidfd_getfd: the file it names cannot change
+// under the check): it must be a file of path in the view, open for reading
+// for a read lock and for writing for a write lock (as the kernel requires),
+// and not O_PATH. A file replaced or unlinked since it was opened (no link
+// left) keeps the name it had.
+int CheckCopy(int copy, const std::string& view, const std::string& path, int type) {
+  const int flags = fcntl(copy, F_GETFL);
+  if (flags < 0 || (flags & O_PATH) != 0) return EBADF;
+  const int mode = flags & O_ACCMODE;
+  if ((type == 0 && mode == O_WRONLY) || (type == 1 && mode == O_RDONLY)) return EBADF;
+  struct stat theirs, ours;
+  if (fstat(copy, &theirs) != 0) return EBADF;
+  const std::string named = view + "/" + path;
+  if (stat(named.c_str(), &ours) == 0 && ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino) return 0;
+  if (theirs.st_nlink != 0) return EBADF;
+  char link[PATH_MAX];
+  const std::string self = fmt::format("/proc/self/fd/{}", copy);
+  ssize_t n = readlink(self.c_str(), link, sizeof link - 1);
+  return n > 0 && std::string_view(link, static_cast<size_t>(n)) == named + " (deleted)" ? 0 : EBADF;
+}
+
+int Errno(const Status& s) {
+  return s.code() == Code::kInvalidArgument ? EINVAL : ENOLCK;
+}
+
+}  // namespace
+
+NodeLocks::NodeLocks(Parts parts) : parts_(std::move(parts)) {
+  // Tokens outlive an agent (they sit on programs' descriptions): a new
+  // agent's start from a random point, in 40 bits.
+  std::random_device rd;
+  next_token_ = ((uint64_t{rd()} << 32 | rd()) & ((uint64_t{1} << 40) - 1)) | 1;
+}
+
+NodeLocks::~NodeLocks() {
+  Stop();
+  for (auto& [key, owner] : owners_) {
+    if (owner.watch_fd >= 0) close(owner.watch_fd);
+    if (owner.pidfd >= 0) close(owner.pidfd);
+  }
+  for (int fd : {epoll_fd_, inotify_fd_, wake_fd_})
+    if (fd >= 0) close(fd);
+}
+
+void NodeLocks::Start() {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  inotify_fd_ = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  for (int fd : {inotify_fd_, wake_fd_}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  watch_thread_ = std::thread([this] { WatchLoop(); });
+  NameThread(watch_thread_, "onebox-lockwatch");
+}
+
+void NodeLocks::Stop() {
+  {
+    std::unique_lock lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    waits_cv_.wait(lock, [&] { return waits_ == 0; });  // each sees stopping_ within its window
+  }
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof one);
+  }
+  if (watch_thread_.joinable()) watch_thread_.join();
+  pool_.Drain();
+  reclaim_pool_.Drain();
+}
+
+void NodeLocks::Serve(pid_t pid, uid_t uid, uint64_t connection, const v1::ShimLockRequest& req, ShimReply reply) {
+  Asked asked{pid, uid, connection, 0, req};
+  if (req.cmd() == v1::ShimLockRequest::SET_WAIT && req.type() != 2) {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      // Registered before its thread starts, so that the connection's close
+      // (a signal in the program) always finds it.
+      asked.wait_id = next_wait_id_++;
+      waits_by_connection_[connection].insert(asked.wait_id);
+      ++waits_;
+      std::thread([this, asked = std::move(asked), reply = std::move(reply)]() mutable {
+        reply.Send(Handle(asked));
+        std::lock_guard done(mu_);
+        if (auto it = waits_by_connection_.find(asked.connection); it != waits_by_connection_.end()) {
+          it->second.erase(asked.wait_id);
+          if (it->second.empty()) waits_by_connection_.erase(it);
+        }
+        cancelled_waits_.erase(asked.wait_id);
+        --waits_;
+        waits_cv_.notify_all();
+      }).detach();
+      return;
+    }
+  }
+  pool_.Submit([this, asked = std::move(asked), reply = std::move(reply)]() mutable { reply.Send(Handle(asked)); });
+}
+
+void NodeLocks::ConnectionClosed(uint64_t connection) {
+  std::lock_guard lock(mu_);
+  posix_keys_.erase(connection);
+  auto it = waits_by_connection_.find(connection);
+  if (it == waits_by_connection_.end()) return;
+  cancelled_waits_.insert(it->second.begin(), it->second.end());
+  waits_by_connection_.erase(it);
+}
+
+bool NodeLocks::Cancelled(uint64_t wait_id) {
+  std::lock_guard lock(mu_);
+  return stopping_ || cancelled_waits_.contains(wait_id);
+}
+
+int NodeLocks::Interrupted() {
+  std::lock_guard lock(mu_);
+  return stopping_ ? ENOLCK : EINTR;
+}
+
+std::vector<std::string> NodeLocks::NotDead() {
+  std::vector<std::string> nodes;
+  for (const v1::Node& n : parts_.members.Nodes())
+    if (n.state() != v1::NODE_STATE_DEAD) nodes.push_back(n.node_id());
+  if (std::find(nodes.begin(), nodes.end(), parts_.self_id) == nodes.end()) nodes.push_back(parts_.self_id);
+  std::sort(nodes.begin(), nodes.end());
+  return nodes;
+}
+
+std::optional<PeerAddress> NodeLocks::AddressOf(const std::string& node_id) {
+  for (const v1::Node& n : parts_.members.Nodes())
+    if (n.node_id() == node_id && !n.address().empty()) return PeerAddress{n.node_id(), n.address()};
+  return std::nullopt;
+}
+
+Status NodeLocks::AskHome(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out) {
+  const auto deadline = std::chrono::steady_clock::now() + LockHome::kGrace + std::chrono::seconds(2);
+  for (;;) {
+    resp->Clear();
+    const std::string home = LockHome::HomeOf(req.path(), NotDead());
+    Status s;
+    if (home == parts_.self_id) {
+      s = parts_.home.OnLock(req, resp);
+    } else if (std::optional<PeerAddress> peer = AddressOf(home)) {
+      s = parts_.network.To(peer->address).Lock(req, resp, CallOptions{.timeout = kCallTimeout});
+    } else {
+      s = Status::Unavailable("no address for node " + home);
+    }
+    if (!s.ok()) return s;
+    if (home_out) *home_out = home;
+    const bool again = resp->outcome() == v1::LockResponse::NOT_HOME || resp->outcome() == v1::LockResponse::GRACE;
+    if (!again) return Status::Ok();
+    if (std::chrono::steady_clock::now() >= deadline)
+      return Status::Unavailable(fmt::format("no node takes /{} for its lock home now", req.path()));
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return Status::Unavailable("the agent is stopping");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(resp->outcome() == v1::LockResponse::GRACE ? 200 : 100));
+  }
+}
+
+Status NodeLocks::AwaitAt(const std::string& home, const v1::AwaitLockRequest& req, v1::LockResponse* resp) {
+  if (home == parts_.self_id) return parts_.home.OnAwaitLock(req, resp);
+  std::optional<PeerAddress> peer = AddressOf(home);
+  if (!peer) return Status::Unavailable("no address for node " + home);
+  return parts_.network.To(peer->address)
+      .AwaitLock(req, resp, CallOptions{.timeout = std::chrono::milliseconds(req.window_ms()) + kCallTimeout});
+}
+
+v1::LockFence NodeLocks::Fence() {
+  v1::LockFence fence;
+  Result<uint64_t> seq = parts_.record_view();
+  if (!seq.ok()) {
+    spdlog::warn("locks: the view could not be recorded before a release: {}", seq.status().message());
+    return fence;
+  }
+  fence.set_node_id(parts_.self_id);
+  fence.set_seq(*seq);
+  return fence;
+}
+
+void NodeLocks::ApplyFences(const v1::LockResponse& resp) {
+  if (resp.fences().empty()) return;
+  const auto deadline = std::chrono::steady_clock::now() + kFenceWait;  // for all of them together
+  for (const v1::LockFence& f : resp.fences())
+    if (Status s = parts_.applied_from(f.node_id(), f.seq(),
+                                       std::max(std::chrono::milliseconds(0),
+                                                std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                    deadline - std::chrono::steady_clock::now())));
+        !s.ok())
+      spdlog::warn("locks: granted without all that node {} wrote before its unlock: {}", f.node_id(), s.message());
+  parts_.settle_view();
+}
+
+int64_t NodeLocks::GetlkPid(const v1::LockOwner& holder) {
+  if (holder.pid() <= 0) return -1;  // an OFD lock, as the kernel says
+  return holder.node_id() == parts_.self_id ? gpid::LocalPid(holder.pid()) : holder.pid();
+}
+
+int NodeLocks::WatchOwner(Owner& owner, pid_t pid, int copy) {
+  if (owner.posix) {
+    owner.pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (owner.pidfd < 0) return errno == ESRCH ? ESRCH : ENOLCK;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = owner.pidfd;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, owner.pidfd, &ev);
+    owners_by_pidfd_[owner.pidfd] = owner.id.key;
+    return 0;
+  }
+  // The agent's own description of the file (not the program's: holding
+  // that would keep it alive), and a watch on the file's closes.
+  const std::string proc = fmt::format("/proc/self/fd/{}", copy);
+  owner.watch_fd = open(proc.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME | O_NONBLOCK);
+  if (owner.watch_fd < 0) owner.watch_fd = open(proc.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (owner.watch_fd < 0) return ENOLCK;
+  const std::string self = fmt::format("/proc/self/fd/{}", owner.watch_fd);
+  owner.wd = inotify_add_watch(inotify_fd_, self.c_str(), IN_CLOSE_WRITE | IN_CLOSE_NOWRITE);
+  if (owner.wd < 0) return ENOLCK;
+  owners_by_wd_[owner.wd].insert(owner.id.key);
+  return 0;
+}
+
+int NodeLocks::OwnerFor(const Asked& asked, int type, std::string* key) {
+  if (asked.pid <= 0) return ENOLCK;  // a process in a pid namespace this agent cannot name
+  const int64_t gpid = gpid::Make(parts_.self_index(), asked.pid);
+  // The agent's copy of the program's descriptor: checked, and (flock, OFD)
+  // the description whose token names the owner.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, asked.pid, 0));
+  if (pidfd < 0) return ESRCH;
+  int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, asked.req.fd(), 0));
+  const int getfd_err = errno;
+  close(pidfd);
+  if (copy < 0) return getfd_err == EBADF ? EBADF : ENOLCK;
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{copy};
+  if (int err = CheckCopy(copy, parts_.view_path, asked.req.path(), type); err != 0) return err;
+  struct stat st;
+  if (fstat(copy, &st) != 0) return EBADF;
+
+  if (asked.req.kind() == v1::ShimLockRequest::POSIX) {
+    {  // a connection's process is the same at each call (a fork child connects anew)
+      std::lock_guard lock(mu_);
+      auto known = posix_keys_.find(asked.connection);
+      if (known != posix_keys_.end() && owners_.contains(known->second)) {
+        *key = known->second;
+        return 0;
+      }
+    }
+    const uint64_t started = StartTimeOf(asked.pid);
+    if (started == 0) return ESRCH;
+    *key = fmt::format("p{}.{}", asked.pid, started);
+    std::lock_guard lock(mu_);
+    posix_keys_[asked.connection] = *key;
+    if (owners_.contains(*key)) return 0;
+    Owner owner;
+    owner.id = {parts_.self_id, *key, gpid};
+    owner.posix = true;
+    owner.uid = asked.uid;
+    if (int err = WatchOwner(owner, asked.pid, -1); err != 0) return err;
+    owners_.emplace(*key, std::move(owner));
+    return 0;
+  }
+  // Under the lock from the look for a token to its placing: two threads
+  // locking one description at once make one owner.
+  std::lock_guard lock(mu_);
+  uint64_t token = TokenOnDescription(copy);
+  if (token == 0) token = next_token_++;
+  *key = fmt::format("o{}", token);
+  if (auto it = owners_.find(*key); it != owners_.end()) {
+    // Anyone can put a byte lock there: a token is another's owner only for
+    // the same user's description of the same file.
+    if (it->second.uid != asked.uid || it->second.dev != st.st_dev || it->second.ino != st.st_ino) return EPERM;
+    return 0;
+  }
+  struct flock mark {};
+  mark.l_type = (fcntl(copy, F_GETFL) & O_ACCMODE) == O_WRONLY ? F_WRLCK : F_RDLCK;
+  mark.l_whence = SEEK_SET;
+  mark.l_start = static_cast<off_t>(kShadowBase + token);
+  mark.l_len = 1;
+  if (fcntl(copy, F_OFD_SETLK, &mark) != 0) return errno == EBADF ? EBADF : ENOLCK;
+  Owner owner;
+  owner.id = {parts_.self_id, *key, -1};
+  owner.token = token;
+  owner.uid = asked.uid;
+  owner.dev = st.st_dev;
+  owner.ino = st.st_ino;
+  if (int err = WatchOwner(owner, asked.pid, copy); err != 0) {
+    if (owner.watch_fd >= 0) close(owner.watch_fd);
+    mark.l_type = F_UNLCK;
+    fcntl(copy, F_OFD_SETLK, &mark);
+    return err;
+  }
+  owners_.emplace(*key, std::move(owner));
+  return 0;
+}
+
+void NodeLocks::DropOwnerLocked(const std::string& key) {
+  auto it = owners_.find(key);
+  if (it == owners_.end()) return;
+  Owner& owner = it->second;
+  if (owner.pidfd >= 0) {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, owner.pidfd, nullptr);
+    owners_by_pidfd_.erase(owner.pidfd);
+    close(owner.pidfd);
+  }
+  if (owner.wd >= 0) {
+    auto w = owners_by_wd_.find(owner.wd);
+    if (w != owners_by_wd_.end()) {
+      w->second.erase(key);
+      if (w->second.empty()) {
+        inotify_rm_watch(inotify_fd_, owner.wd);
+        owners_by_wd_.erase(w);
+      }
+    }
+  }
+  if (owner.watch_fd >= 0) close(owner.watch_fd);
+  owners_.erase(it);
+}
+
+bool NodeLocks::TokenAlive(const Owner& owner) const {
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  probe.l_start = static_cast<off_t>(kShadowBase + owner.token);
+  probe.l_len = 1;
+  if (fcntl(owner.watch_fd, F_OFD_GETLK, &probe) != 0) return true;  // cannot tell: keep it
+  return probe.l_type != F_UNLCK;
+}
+
+v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
+  v1::ShimResponse resp;
+  v1::ShimLockResponse* out = resp.mutable_lock();
+  const v1::ShimLockRequest& req = asked.req;
+  if (!IsValidNsKey(req.path()) || req.type() < 0 || req.type() > 2) {
+    resp.set_err(EINVAL);
+    return resp;
+  }
+  std::string key;
+  if (req.cmd() == v1::ShimLockRequest::CLOSED) {  // no descriptor left: the process's POSIX owner
+    if (req.kind() != v1::ShimLockRequest::POSIX || asked.pid <= 0) {
+      resp.set_err(EINVAL);
+      return resp;
+    }
+    std::lock_guard lock(mu_);
+    auto known = posix_keys_.find(asked.connection);
+    key = known != posix_keys_.end() ? known->second : fmt::format("p{}.{}", asked.pid, StartTimeOf(asked.pid));
+    if (!owners_.contains(key)) return resp;  // it took no lock through this agent
+  } else if (int err = OwnerFor(asked,
+                                req.cmd() == v1::ShimLockRequest::TEST || req.kind() == v1::ShimLockRequest::FLOCK
+                                    ? 2  // flock needs no access mode, a test neither
+                                    : req.type(),
+                                &key);
+             err != 0) {
+    resp.set_err(err);
+    return resp;
+  }
+  const std::string file_key = FileKey(req);
+  v1::LockRequest ask;
+  ask.set_path(req.path());
+  ask.set_flock(req.kind() == v1::ShimLockRequest::FLOCK);
+  LockOwner owner;
+  {
+    std::lock_guard lock(mu_);
+    auto it = owners_.find(key);
+    if (it == owners_.end()) {  // ended under us (its process exited)
+      resp.set_err(ESRCH);
+      return resp;
+    }
+    owner = it->second.id;
+  }
+  ToWire(owner, ask.mutable_owner());
+  const LockType type = TypeOf(req.type());
+  const LockSpan span = req.end() <= req.start() ? LockSpan{req.start(), LockSpan::kToEnd} : LockSpan{req.start(), req.end()};
+  ToWire(type, span, ask.mutable_span());
+
+  auto holds_any = [&](std::optional<LockSpan> within) {
+    std::lock_guard lock(mu_);
+    auto it = owners_.find(key);
+    if (it == owners_.end()) return false;
+    auto f = it->second.files.find(file_key);
+    if (f == it->second.files.end()) return false;
+    for (const HeldLock& h : f->second.all())
+      if (!within || h.span.Overlaps(*within)) return true;
+    return false;
+  };
+  auto note = [&](const std::string& home, std::optional<LockType> set_type, bool release_all) {
+    Note(key, file_key, home, set_type, span, release_all);
+  };
+
+  v1::LockResponse answer;
+  std::string home;
+  if (req.cmd() == v1::ShimLockRequest::CLOSED || type == LockType::kUnlock) {
+    const bool closed = req.cmd() == v1::ShimLockRequest::CLOSED;
+    // What this node holds is recorded first, for the next holder elsewhere;
+    // an unlock of nothing known here (an agent restarted since the lock
+    // was taken) still goes to the home, which may hold it.
+    if (holds_any(closed ? std::nullopt : std::optional<LockSpan>(span))) *ask.mutable_fence() = Fence();
+    ask.set_op(closed ? v1::LockRequest::RELEASE : v1::LockRequest::SET);
+    if (Status s = AskHome(ask, &answer, &home); !s.ok()) {
+      // The home is unreachable: the lock stays in this node's account of
+      // the owner, so the owner's end sends its release again (and a home
+      // drops every lock of a node it declares dead).
+      spdlog::warn("locks: release of /{} not delivered: {}", req.path(), s.message());
+      return resp;
+    }
+    note(home, closed ? std::nullopt : std::optional<LockType>(LockType::kUnlock), closed);
+    return resp;
+  }
+  if (req.cmd() == v1::ShimLockRequest::TEST) {
+    ask.set_op(v1::LockRequest::TEST);
+    if (Status s = AskHome(ask, &answer, &home); !s.ok() || answer.outcome() == v1::LockResponse::NO_QUORUM) {
+      resp.set_err(s.ok() ? ENOLCK : Errno(s));
+      resp.set_message(s.ok() ? "no majority of the members is reachable" : s.message());
+      return resp;
+    }
+    if (answer.outcome() == v1::LockResponse::CONFLICT) {
+      out->set_type(answer.holder_span().type());
+      out->set_start(answer.holder_span().start());
+      out->set_end(answer.holder_span().end());
+      out->set_pid(GetlkPid(answer.holder()));
+    } else {
+      out->set_type(2);
+    }
+    return resp;
+  }
+  ask.set_op(v1::LockRequest::SET);
+  // A conversion or downgrade of a lock held here may let others in (a
+  // failed flock conversion gives the old lock up): its fence goes with it.
+  if (holds_any(span)) *ask.mutable_fence() = Fence();
+  if (req.cmd() == v1::ShimLockRequest::SET_WAIT) return Wait(asked, ask, key);
+  Status s = AskHome(ask, &answer, &home);
+  if (!s.ok() || answer.outcome() == v1::LockResponse::NO_QUORUM) {
+    resp.set_err(s.ok() ? ENOLCK : Errno(s));
+    resp.set_message(s.ok() ? "no majority of the members is reachable" : s.message());
+    note(home, std::nullopt, false);
+    return resp;
+  }
+  if (answer.outcome() == v1::LockResponse::CONFLICT) {
+    resp.set_err(EAGAIN);
+    note(home, std::nullopt, /*release_all=*/ask.flock());  // a failed flock conversion gave the old lock up
+    return resp;
+  }
+  ApplyFences(answer);
+  note(home, type, false);
+  return resp;
+}
+
+void NodeLocks::Note(const std::string& key, const std::string& file_key, const std::string& home,
+                     std::optional<LockType> type, const LockSpan& span, bool release_all) {
+  std::lock_guard lock(mu_);
+  auto it = owners_.find(key);
+  if (it == owners_.end()) return;
+  FileLocks& held = it->second.files[file_key];
+  if (release_all) held.Release(it->second.id);
+  if (type) held.Apply(it->second.id, *type, span);
+  if (held.empty()) {
+    it->second.files.erase(file_key);
+    it->second.homes.erase(file_key);
+  } else {
+    it->second.homes[file_key] = home;
+  }
+}
+
+void NodeLocks::GiveBack(const v1::LockRequest& granted, const std::string& key) {
+  v1::LockRequest unlock = granted;
+  unlock.set_op(v1::LockRequest::SET);
+  unlock.set_wait(false);
+  unlock.mutable_span()->set_type(static_cast<int32_t>(LockType::kUnlock));
+  unlock.clear_fence();
+  v1::LockResponse answer;
+  std::string home;
+  if (Status s = AskHome(unlock, &answer, &home); !s.ok())
+    spdlog::warn("locks: a lock on /{} granted to a wait given up is not given back yet: {}", granted.path(),
+                 s.message());
+  else
+    Note(key, (granted.flock() ? "f/" : "c/") + granted.path(), home, LockType::kUnlock, SpanOf(granted.span()), false);
+}
+
+v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const std::string& key) {
+  v1::ShimResponse resp;
+  resp.mutable_lock();
+  const LockSpan span = SpanOf(ask.span());
+  const LockType type = TypeOf(ask.span().type());
+  const std::string file_key = (ask.flock() ? "f/" : "c/") + ask.path();
+  const uint64_t wait_id = asked.wait_id;
+  ask.set_wait(true);
+  ask.set_wait_id(wait_id);
+  std::string home;  // where the wait is queued, once it is
+  // Granted: held here too; a wait given up meanwhile (the program's call
+  // ended with EINTR, or the program is gone) gives it straight back.
+  auto granted = [&](const v1::LockResponse& answer, const std::string& at) {
+    Note(key, file_key, at, type, span, false);
+    if (Cancelled(wait_id)) {
+      GiveBack(ask, key);
+      resp.set_err(Interrupted());
+      return resp;
+    }
+    ApplyFences(answer);
+    return resp;
+  };
+  // Given up while queued: the home drops the wait, or says it was granted first.
+  auto give_up = [&]() {
+    if (!home.empty()) {
+      v1::AwaitLockRequest cancel;
+      cancel.set_path(ask.path());
+      cancel.set_flock(ask.flock());
+      cancel.set_node_id(parts_.self_id);
+      cancel.set_wait_id(wait_id);
+      cancel.set_cancel(true);
+      v1::LockResponse last;
+      if (AwaitAt(home, cancel, &last).ok() && last.outcome() == v1::LockResponse::GRANTED) {
+        Note(key, file_key, home, type, span, false);
+        GiveBack(ask, key);
+      }
+    }
+    resp.set_err(Interrupted());
+    return resp;
+  };
+  for (;;) {
+    if (Cancelled(wait_id)) return give_up();
+    v1::LockResponse answer;
+    std::string at;
+    Status s = AskHome(ask, &answer, &at);
+    if (!s.ok() || answer.outcome() == v1::LockResponse::NO_QUORUM) {  // the home is away: ask again
+      std::this_thread::sleep_for(kRetryUnreachable);
+      continue;
+    }
+    if (answer.outcome() == v1::LockResponse::GRANTED) return granted(answer, at);
+    if (answer.outcome() != v1::LockResponse::QUEUED) {
+      resp.set_err(ENOLCK);
+      return resp;
+    }
+    home = at;
+    if (ask.flock()) Note(key, file_key, home, std::nullopt, span, /*release_all=*/true);  // the kernel's conversion rule
+    // Queued: wait at the home, a window at a time, until granted.
+    v1::AwaitLockRequest await;
+    await.set_path(ask.path());
+    await.set_flock(ask.flock());
+    await.set_node_id(parts_.self_id);
+    await.set_wait_id(wait_id);
+    await.set_window_ms(static_cast<uint32_t>(kAwaitWindow.count()));
+    for (;;) {
+      if (Cancelled(wait_id)) return give_up();
+      v1::LockResponse waited;
+      Status w = AwaitAt(home, await, &waited);
+      if (w.ok() && waited.outcome() == v1::LockResponse::GRANTED) return granted(waited, home);
+      if (!w.ok() || waited.outcome() != v1::LockResponse::QUEUED) break;  // moved or away: queue again
+    }
+  }
+}
+
+void NodeLocks::ReleaseOwner(const std::string& key) {
+  std::map<std::string, std::string> homes;  // file key -> home
+  LockOwner id;
+  {
+    std::lock_guard lock(mu_);
+    auto it = owners_.find(key);
+    if (it == owners_.end()) return;
+    id = it->second.id;
+    for (const auto& [file_key, held] : it->second.files) homes[file_key] = it->second.homes[file_key];
+    DropOwnerLocked(key);
+  }
+  if (homes.empty()) return;
+  const v1::LockFence fence = Fence();
+  for (const auto& [file_key, home] : homes) {
+    v1::LockRequest release;
+    release.set_path(file_key.substr(2));
+    release.set_flock(file_key[0] == 'f');
+    ToWire(id, release.mutable_owner());
+    release.set_op(v1::LockRequest::RELEASE);
+    *release.mutable_fence() = fence;
+    v1::LockResponse answer;
+    if (Status s = AskHome(release, &answer, nullptr); !s.ok())
+      spdlog::warn("locks: the end of {}'s lock on /{} not delivered: {}", key, release.path(), s.message());
+  }
+}
+
+void NodeLocks::MembersChanged() {
+  // Each held lock whose home moved is reclaimed at its new home, on a
+  // thread of its own (ahead of lock calls that may wait out the grace).
+  struct Claim {
+    std::string key;
+    LockOwner owner;
+    std::string file_key;
+    std::string home;
+    std::vector<HeldLock> held;
+  };
+  std::vector<Claim> claims;
+  const std::vector<std::string> nodes = NotDead();
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [key, owner] : owners_)
+      for (auto& [file_key, held] : owner.files) {
+        const std::string home = LockHome::HomeOf(file_key.substr(2), nodes);
+        if (owner.homes[file_key] != home) claims.push_back({key, owner.id, file_key, home, held.Of(owner.id)});
+      }
+  }
+  for (Claim& c : claims) {
+    reclaim_pool_.Submit([this, c = std::move(c)] {
+      v1::LockRequest reclaim;
+      reclaim.set_path(c.file_key.substr(2));
+      reclaim.set_flock(c.file_key[0] == 'f');
+      ToWire(c.owner, reclaim.mutable_owner());
+      reclaim.set_op(v1::LockRequest::RECLAIM);
+      for (const HeldLock& h : c.held) ToWire(h.type, h.span, reclaim.add_held());
+      for (int attempt = 0; attempt < 20; ++attempt) {
+        {
+          std::lock_guard lock(mu_);
+          if (stopping_) return;
+        }
+        v1::LockResponse answer;
+        std::string home;
+        Status s = AskHome(reclaim, &answer, &home);
+        if (s.ok() && answer.outcome() == v1::LockResponse::GRANTED) {
+          std::lock_guard lock(mu_);
+          if (auto it = owners_.find(c.key); it != owners_.end() && it->second.files.contains(c.file_key))
+            it->second.homes[c.file_key] = home;
+          spdlog::info("locks: {}'s lock on /{} reclaimed at node {}", c.owner.key, reclaim.path(), home);
+          return;
+        }
+        if (s.ok() && answer.outcome() == v1::LockResponse::CONFLICT) {
+          // Granted to another while this node could not reach the home:
+          // the program here holds it no more, and cannot be told.
+          spdlog::error("locks: {}'s lock on /{} is lost: node {} gave it to {} meanwhile", c.owner.key,
+                        reclaim.path(), home, answer.holder().key());
+          std::lock_guard lock(mu_);
+          if (auto it = owners_.find(c.key); it != owners_.end()) {
+            it->second.files.erase(c.file_key);
+            it->second.homes.erase(c.file_key);
+          }
+          return;
+        }
+        std::this_thread::sleep_for(kRetryUnreachable);
+      }
+      spdlog::warn("locks: {}'s lock on /{} not reclaimed at its new home", c.owner.key, reclaim.path());
+    });
+  }
+}
+
+size_t NodeLocks::OwnerCount() {
+  std::lock_guard lock(mu_);
+  return owners_.size();
+}
+
+void NodeLocks::WatchLoop() {
+  // The kernel sends a close's inotify event before it drops the closed
+  // description's locks: a token still seen then is looked at again, five
+  // times 50 ms apart.
+  std::map<std::string, int> recheck;  // owner key -> looks left
+  epoll_event events[16];
+  for (;;) {
+    int n = epoll_wait(epoll_fd_, events, 16, recheck.empty() ? -1 : 50);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return;
+    std::set<std::string> check, ended;
+    bool stop = false, overflow = false;
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == wake_fd_) {
+        stop = true;
+      } else if (fd == inotify_fd_) {
+        alignas(inotify_event) char buf[4096];
+        ssize_t got;
+        while ((got = read(inotify_fd_, buf, sizeof buf)) > 0) {
+          for (char* p = buf; p < buf + got;) {
+            auto* ev = reinterpret_cast<inotify_event*>(p);
+            std::lock_guard lock(mu_);
+            if (ev->mask & IN_Q_OVERFLOW) overflow = true;  // closes were lost: look at every token
+            if (auto it = owners_by_wd_.find(ev->wd); it != owners_by_wd_.end())
+              check.insert(it->second.begin(), it->second.end());
+            p += sizeof(inotify_event) + ev->len;
+          }
+        }
+      } else {
+        // The pidfd is readable once its process exited; asked again under
+        // the lock, since the owner may have gone and its number been reused.
+        std::lock_guard lock(mu_);
+        pollfd exited{fd, POLLIN, 0};
+        if (auto it = owners_by_pidfd_.find(fd); it != owners_by_pidfd_.end() && poll(&exited, 1, 0) == 1)
+          ended.insert(it->second);
+      }
+    }
+    if (stop) return;
+    {
+      std::lock_guard lock(mu_);
+      if (overflow)
+        for (const auto& [key, owner] : owners_)
+          if (!owner.posix) check.insert(key);
+      for (const std::string& key : check) recheck[key] = 5;
+      for (auto it = recheck.begin(); it != recheck.end();) {
+        auto owner = owners_.find(it->first);
+        if (owner == owners_.end() || owner->second.posix) {
+          it = recheck.erase(it);
+        } else if (!TokenAlive(owner->second)) {
+          ended.insert(it->first);
+          it = recheck.erase(it);
+        } else if (--it->second <= 0) {
+          it = recheck.erase(it);  // still open somewhere
+        } else {
+          ++it;
+        }
+      }
+      for (const std::string& key : ended)  // no more events for it while its locks are released
+        if (auto it = owners_.find(key); it != owners_.end() && it->second.pidfd >= 0)
+          epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, it->second.pidfd, nullptr);
+    }
+    for (const std::string& key : ended) pool_.Submit([this, key] { ReleaseOwner(key); });
+  }
+}
+
+}  // namespace onebox

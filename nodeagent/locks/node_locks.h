@@ -1,0 +1,163 @@
+// This node's side of cluster-wide advisory locks: the flock, fcntl, OFD
+// and lockf calls of programs here (sent by the shim, local/shim_requests.h)
+// go to each file's lock home (locks/lock_home.h), and the locks they hold
+// end as the kernel would end them.
+//
+// Owners. A process's POSIX locks belong to "p<pid>.<start time>"; an open
+// file description's flock and OFD locks to "o<token>". The token is a byte
+// lock the agent places on the program's own open file description (through
+// pidfd_getfd) far past any file's end, at kShadowBase + token: the kernel
+// keeps it exactly as long as that description lives, across dup, fork and
+// exec, and /proc/self/fdinfo names it, so every later call through any
+// copy of the description finds the same owner.
+//
+// Ends. An unlock goes to the home at once. A POSIX owner's locks end when
+// its process exits (a pidfd) or the shim says the process closed an fd of
+// the file; an OFD owner's when its token is gone (checked at every close of
+// the file: an inotify watch on the agent's own open of it). A node declared
+// dead loses its locks at every home.
+//
+// Coherence. Before a lock of this node's programs is released, the agent
+// records its view and gives the home its log position (the fence); a lock
+// granted here after another node released it waits until this node has
+// applied that node's log that far and put it in the view. So a program
+// that takes a lock reads what the last holder elsewhere wrote before it
+// unlocked, as NFS's lock-to-read coherence promises.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "consistency/status.h"
+#include "nodeagent/daemon/work_pool.h"
+#include "nodeagent/local/shim_server.h"
+#include "nodeagent/locks/lock_home.h"
+#include "nodeagent/peer/membership.h"
+#include "nodeagent/peer/peer_link.h"
+#include "onebox/v1/shim.pb.h"
+
+namespace onebox {
+
+class NodeLocks {
+ public:
+  // Where tokens lie on a file: past any offset a program locks in practice.
+  static constexpr uint64_t kShadowBase = uint64_t{1} << 62;
+  // How long a grant waits for the fences' logs before it goes on without.
+  static constexpr auto kFenceWait = std::chrono::seconds(5);
+
+  struct Parts {
+    std::string self_id;
+    std::function<uint32_t()> self_index;  // for gpids (proto/gpid.h)
+    std::string view_path;                 // where programs' descriptors of cluster files lead
+    LockHome& home;
+    Membership& members;
+    PeerNetwork& network;
+    // Records every change made to the view so far; this node's log position after it.
+    std::function<Result<uint64_t>()> record_view;
+    // Returns once this node applied node_id's log up to seq (Replicator::WaitAppliedFrom).
+    std::function<Status(const std::string& node_id, uint64_t seq, std::chrono::milliseconds)> applied_from;
+    // Returns once what this node applied is in its view (ViewMaterializer::Drain).
+    std::function<void()> settle_view;
+  };
+  explicit NodeLocks(Parts parts);
+  ~NodeLocks();
+
+  void Start();
+  // Ends the waits under way (their programs get ENOLCK) and the watch.
+  void Stop();
+  // A shim's lock call from process pid, as this node's kernel names it:
+  // answered through reply, from a thread of the pool (or one of its own
+  // for a wait).
+  void Serve(pid_t pid, uid_t uid, uint64_t connection, const v1::ShimLockRequest& req, ShimReply reply);
+  // The shim's connection closed: a wait on it is given up (a signal
+  // interrupted the program's call, or the program died).
+  void ConnectionClosed(uint64_t connection);
+  // Membership moved: locks held here whose home moved are reclaimed there.
+  void MembersChanged();
+  // Owners on this node holding locks now, for status and tests.
+  size_t OwnerCount();
+
+ private:
+  struct Owner {
+    LockOwner id;
+    bool posix = false;
+    uint64_t token = 0;    // an OFD owner's
+    int watch_fd = -1;     // an OFD owner's: this agent's own open of its file
+    int wd = -1;           // inotify watch on watch_fd's file
+    int pidfd = -1;        // a POSIX owner's process
+    uid_t uid = 0;         // whose it is: a token is another's owner only for the same user
+    dev_t dev = 0;         // an OFD owner's file
+    ino_t ino = 0;
+    std::map<std::string, FileLocks> files;  // by "f/" or "c/" + path: what its home holds for it
+    std::map<std::string, std::string> homes;  // by the same key: where they were granted
+  };
+  struct Asked {
+    pid_t pid;
+    uid_t uid;
+    uint64_t connection;
+    uint64_t wait_id;  // a SET_WAIT's, registered by Serve
+    v1::ShimLockRequest req;
+  };
+
+  v1::ShimResponse Handle(const Asked& asked);
+  // The owner a request is for (found or made, with its watch), once the
+  // caller's descriptor is checked for a lock of type (2: any); an errno.
+  int OwnerFor(const Asked& asked, int type, std::string* key);
+  // copy: the agent's copy of the program's descriptor (an OFD owner's).
+  int WatchOwner(Owner& owner, pid_t pid, int copy);
+  // This node's account of what key holds on file_key, after the home's answer.
+  void Note(const std::string& key, const std::string& file_key, const std::string& home,
+            std::optional<LockType> type, const LockSpan& span, bool release_all);
+  // A lock granted to a wait that was given up: unlocked at its home.
+  void GiveBack(const v1::LockRequest& granted, const std::string& key);
+  void DropOwnerLocked(const std::string& key);
+  bool TokenAlive(const Owner& owner) const;
+  // Sends req to path's home (this node's own LockHome or a peer's),
+  // following NOT_HOME and waiting out GRACE; Unavailable when no home answers.
+  Status AskHome(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out);
+  Status AwaitAt(const std::string& home, const v1::AwaitLockRequest& req, v1::LockResponse* resp);
+  std::optional<PeerAddress> AddressOf(const std::string& node_id);
+  std::vector<std::string> NotDead();
+  // Waits for the logs a grant names (see the header comment).
+  void ApplyFences(const v1::LockResponse& resp);
+  // The fence of a release by this node: its view recorded, its log position.
+  v1::LockFence Fence();
+  // A wait: SET with wait until granted, cancelled or stopped.
+  v1::ShimResponse Wait(const Asked& asked, v1::LockRequest& ask, const std::string& key);
+  bool Cancelled(uint64_t wait_id);
+  // A wait given up: EINTR for its program, ENOLCK when the agent stops.
+  int Interrupted();
+  // Every lock of the owner ends (its process exited, its description closed).
+  void ReleaseOwner(const std::string& key);
+  void WatchLoop();
+  int64_t GetlkPid(const v1::LockOwner& holder);
+
+  Parts parts_;
+  std::mutex mu_;
+  std::condition_variable waits_cv_;  // a wait ended (Stop waits for all)
+  bool stopping_ = false;
+  size_t waits_ = 0;
+  uint64_t next_wait_id_ = 1;
+  std::map<uint64_t, std::set<uint64_t>> waits_by_connection_;
+  std::set<uint64_t> cancelled_waits_;
+  std::map<std::string, Owner> owners_;  // kept while they live, holding locks or not
+  std::map<uint64_t, std::string> posix_keys_;  // by shim connection: its process's POSIX owner
+  std::map<int, std::set<std::string>> owners_by_wd_;
+  std::map<int, std::string> owners_by_pidfd_;
+  uint64_t next_token_;
+  int epoll_fd_ = -1, inotify_fd_ = -1, wake_fd_ = -1;
+  std::thread watch_thread_;
+  WorkPool pool_{4, "onebox-locks"};
+  WorkPool reclaim_pool_{1, "onebox-reclaim"};  // reclaims, ahead of calls waiting out a grace
+};
+
+}  // namespace onebox

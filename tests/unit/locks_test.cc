@@ -1,0 +1,235 @@
+// Cluster-wide advisory locks, the parts without a network: a file's locks
+// as the kernel keeps them (locks/lock_ranges.h), and the lock home's rules
+// (locks/lock_home.h): conflicts, waits, node deaths, grace and fences.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "nodeagent/locks/lock_home.h"
+#include "nodeagent/locks/lock_wire.h"
+#include "tests/unit/in_process_cluster.h"
+
+namespace onebox {
+namespace {
+
+using testing::FakeClock;
+
+const LockOwner kP1{"n1", "p1", 1};
+const LockOwner kP2{"n1", "p2", 2};
+const LockOwner kQ{"n2", "p7", 7};
+
+std::string Show(const FileLocks& locks) {
+  std::string out;
+  for (const HeldLock& h : locks.all())
+    out += fmt::format("{}:{}[{},{}) ", h.owner.key, h.type == LockType::kRead ? "r" : "w", h.span.start,
+                       h.span.end == LockSpan::kToEnd ? std::string("eof") : std::to_string(h.span.end));
+  return out;
+}
+
+TEST(FileLocksTest, ReadsShareWritesExcludeAndOwnersNeverConflictWithThemselves) {
+  FileLocks f;
+  f.Apply(kP1, LockType::kRead, {0, 10});
+  EXPECT_FALSE(f.Conflict(kP2, LockType::kRead, {5, 15}));
+  ASSERT_TRUE(f.Conflict(kP2, LockType::kWrite, {5, 15}));
+  EXPECT_EQ(f.Conflict(kP2, LockType::kWrite, {5, 15})->owner.key, "p1");
+  EXPECT_FALSE(f.Conflict(kP2, LockType::kWrite, {10, 20}));  // [0,10) ends before 10
+  EXPECT_FALSE(f.Conflict(kP1, LockType::kWrite, {0, 10}));   // its own
+  EXPECT_FALSE(f.Conflict(kP2, LockType::kUnlock, {0, 10}));
+}
+
+TEST(FileLocksTest, ANewLockSplitsMergesAndReplacesTheOwnersOwnAsTheKernelDoes) {
+  FileLocks f;
+  f.Apply(kP1, LockType::kRead, {0, 100});
+  f.Apply(kP1, LockType::kWrite, {40, 60});  // splits the read lock in three
+  EXPECT_EQ(Show(f), "p1:r[0,40) p1:w[40,60) p1:r[60,100) ");
+  f.Apply(kP1, LockType::kRead, {40, 60});  // and back: one read lock again
+  EXPECT_EQ(Show(f), "p1:r[0,100) ");
+  f.Apply(kP1, LockType::kRead, {100, 120});  // adjacent, same type: merged
+  EXPECT_EQ(Show(f), "p1:r[0,120) ");
+  f.Apply(kP1, LockType::kUnlock, {10, 20});  // a hole
+  EXPECT_EQ(Show(f), "p1:r[0,10) p1:r[20,120) ");
+  f.Apply(kP1, LockType::kWrite, {5, LockSpan::kToEnd});
+  EXPECT_EQ(Show(f), "p1:r[0,5) p1:w[5,eof) ");
+  f.Apply(kP2, LockType::kRead, {0, 3});
+  f.Release(kP1);
+  EXPECT_EQ(Show(f), "p2:r[0,3) ");
+  f.Apply(kQ, LockType::kRead, {0, 3});
+  f.ReleaseNode("n1");
+  EXPECT_EQ(Show(f), "p7:r[0,3) ");
+}
+
+// A home on a cluster whose members are what the test says.
+struct Home {
+  FakeClock clock;
+  std::vector<std::string> nodes{"n1", "n2", "n3"};
+  bool majority = true;
+  LockHome home{"n1", LockHome::Members{.not_dead = [this] { return nodes; }, .majority = [this] { return majority; }},
+                clock};
+  Home() {
+    home.MembersChanged();
+    clock.Advance(LockHome::kGrace + std::chrono::milliseconds(1));
+  }
+  // A path whose home is n1 among nodes.
+  std::string PathHomedHere() const {
+    for (int i = 0;; ++i)
+      if (LockHome::HomeOf("f" + std::to_string(i), nodes) == "n1") return "f" + std::to_string(i);
+  }
+  v1::LockResponse Ask(const std::string& path, const LockOwner& owner, LockType type, LockSpan span,
+                       v1::LockRequest::Op op = v1::LockRequest::SET, bool wait = false, uint64_t wait_id = 0,
+                       uint64_t fence = 0) {
+    v1::LockRequest req;
+    req.set_path(path);
+    ToWire(owner, req.mutable_owner());
+    ToWire(type, span, req.mutable_span());
+    req.set_op(op);
+    req.set_wait(wait);
+    req.set_wait_id(wait_id);
+    if (fence != 0) {
+      req.mutable_fence()->set_node_id(owner.node_id);
+      req.mutable_fence()->set_seq(fence);
+    }
+    v1::LockResponse resp;
+    EXPECT_TRUE(home.OnLock(req, &resp).ok());
+    return resp;
+  }
+  v1::LockResponse Await(const std::string& path, const std::string& node, uint64_t id, uint32_t window_ms,
+                         bool cancel = false) {
+    v1::AwaitLockRequest req;
+    req.set_path(path);
+    req.set_node_id(node);
+    req.set_wait_id(id);
+    req.set_window_ms(window_ms);
+    req.set_cancel(cancel);
+    v1::LockResponse resp;
+    EXPECT_TRUE(home.OnAwaitLock(req, &resp).ok());
+    return resp;
+  }
+};
+
+TEST(LockHomeTest, EveryNodeComputesTheSameHomeAndADeathMovesOnlyTheDeadNodesFiles) {
+  const std::vector<std::string> three{"n1", "n2", "n3"}, two{"n1", "n3"};
+  int moved = 0, homed_on_n2 = 0;
+  for (int i = 0; i < 300; ++i) {
+    const std::string path = "d/f" + std::to_string(i);
+    const std::string before = LockHome::HomeOf(path, three);
+    EXPECT_EQ(before, LockHome::HomeOf(path, {"n3", "n2", "n1"}));  // order does not matter
+    homed_on_n2 += before == "n2";
+    if (before != LockHome::HomeOf(path, two)) {
+      ++moved;
+      EXPECT_EQ(before, "n2");
+    }
+  }
+  EXPECT_EQ(moved, homed_on_n2);
+  EXPECT_GT(homed_on_n2, 50);  // spread: about a third each
+  EXPECT_LT(homed_on_n2, 150);
+}
+
+TEST(LockHomeTest, ConflictsNameTheHolderAndAQueuedWaitIsGrantedAtTheUnlockWithItsFence) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  EXPECT_EQ(h.Ask(path, kQ, LockType::kWrite, {0, 10}).outcome(), v1::LockResponse::GRANTED);
+  v1::LockResponse refused = h.Ask(path, kP1, LockType::kRead, {5, 6});
+  ASSERT_EQ(refused.outcome(), v1::LockResponse::CONFLICT);
+  EXPECT_EQ(refused.holder().key(), "p7");
+  EXPECT_EQ(refused.holder().pid(), 7);
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kRead, {5, 6}, v1::LockRequest::TEST).outcome(), v1::LockResponse::CONFLICT);
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kRead, {10, 20}).outcome(), v1::LockResponse::GRANTED);
+  EXPECT_EQ(h.Ask(path, kP2, LockType::kWrite, {0, 4}, v1::LockRequest::SET, true, 41).outcome(),
+            v1::LockResponse::QUEUED);
+  EXPECT_EQ(h.Await(path, "n1", 41, 10).outcome(), v1::LockResponse::QUEUED);  // the window ends
+  // n2 unlocks, having written up to its log's 77: the wait is granted and
+  // names that fence; a waiter on n2 itself would not be told its own.
+  std::thread unlock([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    h.Ask(path, kQ, LockType::kUnlock, {0, LockSpan::kToEnd}, v1::LockRequest::SET, false, 0, 77);
+  });
+  v1::LockResponse granted = h.Await(path, "n1", 41, 5000);
+  unlock.join();
+  ASSERT_EQ(granted.outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(granted.fences_size(), 1);
+  EXPECT_EQ(granted.fences(0).node_id(), "n2");
+  EXPECT_EQ(granted.fences(0).seq(), 77u);
+  EXPECT_EQ(h.Ask(path, kQ, LockType::kRead, {0, 1}).outcome(), v1::LockResponse::CONFLICT);
+  // n1's unlock leaves its own fence: n2 is told of n1's, not of its own.
+  h.Ask(path, kP2, LockType::kUnlock, {0, 4}, v1::LockRequest::SET, false, 0, 90);
+  v1::LockResponse second = h.Ask(path, kQ, LockType::kRead, {0, 1});
+  ASSERT_EQ(second.outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(second.fences_size(), 1);
+  EXPECT_EQ(second.fences(0).node_id(), "n1");
+  EXPECT_EQ(second.fences(0).seq(), 90u);
+}
+
+TEST(LockHomeTest, ADeadMembersLocksAndWaitsEndAndItsFilesMoveAway) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  ASSERT_EQ(h.Ask(path, kQ, LockType::kWrite, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}, v1::LockRequest::SET, true, 5).outcome(),
+            v1::LockResponse::QUEUED);
+  h.nodes = {"n1", "n3"};  // n2 declared dead
+  h.home.MembersChanged();
+  EXPECT_EQ(h.Await(path, "n1", 5, 10).outcome(), v1::LockResponse::GRANTED);
+  EXPECT_EQ(h.home.HeldCount(), 1u);
+  // A file homed on n3 now is not answered here.
+  std::string elsewhere;
+  for (int i = 0; elsewhere.empty(); ++i)
+    if (LockHome::HomeOf("g" + std::to_string(i), h.nodes) == "n3") elsewhere = "g" + std::to_string(i);
+  v1::LockResponse not_here = h.Ask(elsewhere, kP1, LockType::kRead, {0, 1});
+  EXPECT_EQ(not_here.outcome(), v1::LockResponse::NOT_HOME);
+  EXPECT_EQ(not_here.home(), "n3");
+}
+
+TEST(LockHomeTest, ANewHomeTakesOnlyReclaimsDuringItsGraceAndNothingWithoutAMajority) {
+  Home h;
+  const std::string stays = h.PathHomedHere();
+  // n3 dies: the files it was home to that come here are in grace.
+  std::string moved;
+  for (int i = 0; moved.empty(); ++i) {
+    const std::string p = "m" + std::to_string(i);
+    if (LockHome::HomeOf(p, {"n1", "n2", "n3"}) == "n3" && LockHome::HomeOf(p, {"n1", "n2"}) == "n1") moved = p;
+  }
+  h.nodes = {"n1", "n2"};
+  h.home.MembersChanged();
+  EXPECT_EQ(h.Ask(moved, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRACE);
+  v1::LockRequest reclaim;
+  reclaim.set_path(moved);
+  ToWire(kQ, reclaim.mutable_owner());
+  reclaim.set_op(v1::LockRequest::RECLAIM);
+  ToWire(LockType::kWrite, LockSpan{0, 100}, reclaim.add_held());
+  v1::LockResponse reclaimed;
+  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED);
+  // A file that was homed here all along is not held back.
+  EXPECT_EQ(h.Ask(stays, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRANTED);
+  h.clock.Advance(LockHome::kGrace);
+  v1::LockResponse after = h.Ask(moved, kP1, LockType::kWrite, {0, 1});
+  EXPECT_EQ(after.outcome(), v1::LockResponse::CONFLICT);  // the reclaimed lock holds
+  EXPECT_EQ(after.holder().key(), "p7");
+  h.majority = false;
+  EXPECT_EQ(h.Ask(moved, kP1, LockType::kWrite, {200, 201}).outcome(), v1::LockResponse::NO_QUORUM);
+}
+
+TEST(LockHomeTest, AFlockConversionThatFailsHasGivenTheOldLockUpAsTheKernelDoes) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  auto flock = [&](const LockOwner& owner, LockType type) {
+    v1::LockRequest req;
+    req.set_path(path);
+    req.set_flock(true);
+    ToWire(owner, req.mutable_owner());
+    ToWire(type, LockSpan{}, req.mutable_span());
+    v1::LockResponse resp;
+    EXPECT_TRUE(h.home.OnLock(req, &resp).ok());
+    return resp.outcome();
+  };
+  EXPECT_EQ(flock(kP1, LockType::kRead), v1::LockResponse::GRANTED);
+  EXPECT_EQ(flock(kP2, LockType::kRead), v1::LockResponse::GRANTED);
+  EXPECT_EQ(flock(kP1, LockType::kWrite), v1::LockResponse::CONFLICT);  // p2 shares it
+  EXPECT_EQ(flock(kP2, LockType::kWrite), v1::LockResponse::GRANTED);   // p1's is gone
+  // flock's locks and fcntl's do not meet.
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::GRANTED);
+}
+
+}  // namespace
+}  // namespace onebox
