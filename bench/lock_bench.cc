@@ -9,6 +9,9 @@
 //     on this machine, one directory) beside onebox with the two programs on
 //     two nodes (each lock that moves waits for what the other node wrote),
 //     per increment; the counter's end value is checked.
+//  SQLite: two programs each committing 2N one-row transactions into one
+//     database at once (native: one directory; onebox: two nodes), per
+//     transaction; the rows and integrity_check are checked.
 //
 //   lock_bench [--pairs N] [--increments N]
 #include <chrono>
@@ -61,6 +64,15 @@ for _ in range(n):
     fcntl.flock(lf, fcntl.LOCK_UN)
 )";
 
+constexpr char kSqliteInserts[] = R"(
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+for i in range(int(sys.argv[3])):
+    con.execute('BEGIN IMMEDIATE')
+    con.execute('INSERT INTO t VALUES (?, ?)', (sys.argv[2], i))
+    con.execute('COMMIT')
+)";
+
 std::map<std::string, std::string> On(const AgentProcess* node) {
   if (node == nullptr) return {};
   return {{"LD_PRELOAD", onebox::testing::ShimLib()}, {"ONEBOX_SOCKET", node->socket()}};
@@ -99,6 +111,35 @@ std::pair<double, bool> Handoff(const AgentProcess* one, const AgentProcess* two
   }
   std::string end = RunCommand({"/bin/cat", counter}, On(one)).out;
   return {us / (2 * n), end == std::to_string(2 * n)};
+}
+
+// Two programs (on one and two) committing n single-row transactions each
+// into one SQLite database at once: us per transaction, and whether every
+// row is there and the database passes integrity_check.
+std::pair<double, bool> Sqlite(const AgentProcess* one, const AgentProcess* two, const std::string& db, int n) {
+  const std::string make = "import sqlite3; c = sqlite3.connect('" + db + "'); c.execute('create table t (who, i)'); c.commit()";
+  if (RunCommand({"/usr/bin/python3", "-c", make}, On(one)).exit_code != 0) return {-1, false};
+  const std::string count = "import sqlite3; print(sqlite3.connect('" + db + "').execute('select count(*) from t').fetchone()[0])";
+  if (two != nullptr)
+    for (int i = 0; i < 200 && RunCommand({"/usr/bin/python3", "-c", count}, On(two)).out != "0\n"; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto began = std::chrono::steady_clock::now();
+  RunResult second;
+  std::thread other([&] {
+    second = RunCommand({"/usr/bin/python3", "-c", kSqliteInserts, db, "two", std::to_string(n)}, On(two));
+  });
+  RunResult first = RunCommand({"/usr/bin/python3", "-c", kSqliteInserts, db, "one", std::to_string(n)}, On(one));
+  other.join();
+  const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
+  if (first.exit_code != 0 || second.exit_code != 0) {
+    fprintf(stderr, "lock_bench: sqlite inserts failed: %s %s\n", first.err.c_str(), second.err.c_str());
+    return {-1, false};
+  }
+  const std::string check = "import sqlite3; c = sqlite3.connect('" + db +
+                            "'); print(c.execute('select count(*) from t').fetchone()[0], "
+                            "c.execute('pragma integrity_check').fetchone()[0])";
+  return {us / (2 * n), RunCommand({"/usr/bin/python3", "-c", check}, On(two)).out ==
+                            std::to_string(2 * n) + " ok\n"};
 }
 
 }  // namespace
@@ -161,6 +202,13 @@ int main(int argc, char** argv) {
   printf("%-44s %9.0f us %11.0f us %14s %9.1fx\n",
          fmt::format("handoff: 2 x {} increments under flock", increments).c_str(), native_us, onebox_us,
          "(2 nodes)", onebox_us / native_us);
-  printf("counter at the end: native %s, onebox %s\n", native_ok ? "right" : "WRONG", onebox_ok ? "right" : "WRONG");
-  return native_ok && onebox_ok ? 0 : 1;
+  auto [native_sql, native_sql_ok] = Sqlite(nullptr, nullptr, native_dir + "/app.db", increments * 2);
+  auto [onebox_sql, onebox_sql_ok] = Sqlite(all[0], all[1], "/cluster/app.db", increments * 2);
+  printf("%-44s %9.0f us %11.0f us %14s %9.1fx\n",
+         fmt::format("sqlite: 2 x {} one-row transactions", increments * 2).c_str(), native_sql, onebox_sql,
+         "(2 nodes)", onebox_sql / native_sql);
+  printf("counter at the end: native %s, onebox %s; sqlite rows and integrity_check: native %s, onebox %s\n",
+         native_ok ? "right" : "WRONG", onebox_ok ? "right" : "WRONG", native_sql_ok ? "right" : "WRONG",
+         onebox_sql_ok ? "right" : "WRONG");
+  return native_ok && onebox_ok && native_sql_ok && onebox_sql_ok ? 0 : 1;
 }

@@ -114,6 +114,7 @@ class Agent {
   GrpcPeerNetwork network_;
   std::unique_ptr<Membership> members_;
   std::unique_ptr<ContentTransfer> content_;
+  LockedPaths locked_paths_;  // outlives the materializer, which asks it
   std::unique_ptr<ViewMaterializer> materializer_;
   std::unique_ptr<ViewRecorder> recorder_;
   std::unique_ptr<ViewAudit> audit_;
@@ -256,6 +257,9 @@ Status Agent::StartView() {
   // ledger knows which changes were whose.
   ledger_ = std::make_unique<ViewLedger>(*store_, state_page_->page());
   materializer_ = std::make_unique<ViewMaterializer>(*store_, *content_, *ledger_, guard_.get());
+  // A file programs lock is overwritten in place: their open descriptors
+  // (a database's) see what other nodes wrote.
+  materializer_->set_in_place([l = &locked_paths_](const std::string& path) { return l->Contains(path); });
   if (Status s = materializer_->Start(view_root); !s.ok()) return s;
   audit_ = std::make_unique<ViewAudit>(*store_, *ledger_, view_root,
                                        [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
@@ -373,6 +377,7 @@ void Agent::MakeClusterParts() {
       .self_id = NodeIdHex(info_.identity.node_id),
       .self_index = [m = members_.get()] { return m->index(); },
       .view_path = data_dir_.view_path(),
+      .locked = locked_paths_,
       .home = *lock_home_,
       .members = *members_,
       .network = network_,

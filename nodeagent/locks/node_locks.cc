@@ -498,6 +498,7 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
     return resp;
   }
   ask.set_op(v1::LockRequest::SET);
+  parts_.locked.Note(req.path());
   // A conversion or downgrade of a lock held here may let others in (a
   // failed flock conversion gives the old lock up): its fence goes with it.
   if (holds_any(span)) *ask.mutable_fence() = Fence();

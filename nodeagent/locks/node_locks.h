@@ -41,6 +41,7 @@
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/locks/lock_home.h"
+#include "nodeagent/locks/locked_paths.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "onebox/v1/shim.pb.h"
@@ -58,6 +59,7 @@ class NodeLocks {
     std::string self_id;
     std::function<uint32_t()> self_index;  // for gpids (proto/gpid.h)
     std::string view_path;                 // where programs' descriptors of cluster files lead
+    LockedPaths& locked;                   // every path a lock is set on, noted
     LockHome& home;
     Membership& members;
     PeerNetwork& network;
@@ -85,6 +87,7 @@ class NodeLocks {
   void MembersChanged();
   // Owners on this node holding locks now, for status and tests.
   size_t OwnerCount();
+
 
  private:
   struct Owner {
@@ -150,7 +153,8 @@ class NodeLocks {
   std::map<uint64_t, std::set<uint64_t>> waits_by_connection_;
   std::set<uint64_t> cancelled_waits_;
   std::map<std::string, Owner> owners_;  // kept while they live, holding locks or not
-  std::map<uint64_t, std::string> posix_keys_;  // by shim connection: its process's POSIX owner
+  std::map<uint64_t, std::string> posix_keys_;
+  std::set<std::string> locked_paths_;  // Locked's: at most kLockedPathsKept  // by shim connection: its process's POSIX owner
   std::map<int, std::set<std::string>> owners_by_wd_;
   std::map<int, std::string> owners_by_pidfd_;
   uint64_t next_token_;

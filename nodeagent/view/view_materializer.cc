@@ -372,6 +372,11 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     close(fd);
     if (same && !stub) return inode.size();
   }
+  // A file programs lock is overwritten in place, so never with a stub.
+  if (in_place_ && in_place_(path)) {
+    fetch = true;
+    as_stub = false;
+  }
   // Without reading the chunks: a rare false "maybe" is found out while the
   // content is written, and a stub is placed after all.
   bool have_all = !as_stub;
@@ -426,6 +431,16 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     close(parent);
     return Status::Ok();
   }
+  if (judged && S_ISREG(judged->st_mode) && !stub && in_place_ && in_place_(path)) {
+    Status s = OverwriteInPlace(parent, name, path, tmp, *now);
+    if (s.ok()) {
+      close(parent);
+      unlinkat(staging_fd_, tmp.c_str(), 0);
+      spdlog::debug("placed /{} in place (version of {})", path, NodeIdHex(version.node));
+      return Status::Ok();
+    }
+    spdlog::warn("/{}: {}; replaced instead (descriptors open on it keep the old content)", path, s.message());
+  }
   // A program may open and write the entry between that look and the
   // rename: a link in staging keeps the replaced file, to see afterwards.
   std::string kept;
@@ -463,6 +478,44 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
   TellLedgerPlaced(path, tmp_fd, *now);
   if (!stub) ledger_.SetStub(path, false);
   return Status::Ok();
+}
+
+Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, const std::string& path,
+                                          const std::string& tmp, const Record& placed) {
+  v1::Inode inode;
+  if (!inode.ParseFromString(placed.value)) return Status::Corruption("record does not parse");
+  int src = openat(staging_fd_, tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  int dst = openat(parent, name.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  auto done = [&](Status s) {
+    if (src >= 0) close(src);
+    if (dst >= 0) close(dst);
+    return s;
+  };
+  struct stat st;
+  if (src < 0 || dst < 0 || fstat(src, &st) != 0)
+    return done(Status::IOError(fmt::format("open for writing in place: {}", strerror(errno))));
+  // The content, then the length: a reader that does not lock may see a
+  // mix of both versions, as on any file written in place.
+  off_t in = 0, out = 0;
+  while (in < st.st_size) {
+    ssize_t n = copy_file_range(src, &in, dst, &out, static_cast<size_t>(st.st_size - in), 0);
+    if (n <= 0) return done(Status::IOError(fmt::format("write in place: {}", n < 0 ? strerror(errno) : "short")));
+  }
+  if (ftruncate(dst, st.st_size) != 0) return done(Status::IOError(fmt::format("truncate: {}", strerror(errno))));
+  fremovexattr(dst, kStubXattr);  // it was a stub: it holds the whole content now
+  ledger_.SetStub(path, false);
+  ApplyXattrs(dst, inode);
+  SetOwnerAndMode(dst, inode);
+  if (FindXattr(inode, kCapabilityXattr) != nullptr) ApplyXattrs(dst, inode);  // a chown clears capabilities
+  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
+  futimens(dst, times);
+  ViewLedger::MarkPlacement(dst, path, placed.version);
+  // Told before the recorder, which waits for the view lock, looks at the
+  // close of this write.
+  struct stat now;
+  if (fstat(dst, &now) == 0 && AsPlaced(now, inode)) ledger_.Placed(path, now, placed.version);
+  else ledger_.NotPlaced(path);
+  return done(Status::Ok());
 }
 
 void ViewMaterializer::TellLedgerPlaced(const std::string& path, int tmp_fd, const Record& placed) {

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -55,6 +56,11 @@ class ViewMaterializer {
   // Returns once everything enqueued before the call is done (the
   // recorder's full scan waits for it: view_recorder.h, settle).
   void Drain();
+  // Files programs lock (locks/node_locks.h): a peer's version is written
+  // into the file itself, whose inode stays, so that a program holding it
+  // open (a database) reads it through its descriptor; their writers
+  // exclude each other through the cluster's locks. Before Start.
+  void set_in_place(std::function<bool(const std::string& path)> in_place) { in_place_ = std::move(in_place); }
   // open() met a stub: fetch its content and put the whole file in place.
   // Unavailable when no live node holds it. Nothing happens unless the entry
   // at path is a stub.
@@ -88,6 +94,11 @@ class ViewMaterializer {
   void Remove(const std::string& path);
   // Renames staging/tmp over path if the store still holds `version` there.
   Status Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version, bool stub);
+  // Install for a file programs lock (set_in_place): staging/tmp's content
+  // and metadata written into (parent, name) itself. An error leaves the
+  // rename to Install.
+  Status OverwriteInPlace(int parent, const std::string& name, const std::string& path, const std::string& tmp,
+                          const Record& placed);
   // After Install's rename: tells the ledger what is at path now.
   void TellLedgerPlaced(const std::string& path, int tmp_fd, const Record& placed);
   // May a peer's version (written at version's time) replace or remove what is
@@ -120,6 +131,7 @@ class ViewMaterializer {
   std::atomic<uint64_t> temp_counter_{0};
   const pid_t pid_ = getpid();  // in temp names
   std::optional<FileOwner> new_file_owner_;  // whose a new file in staging is (Start finds out)
+  std::function<bool(const std::string&)> in_place_;
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

@@ -3,7 +3,8 @@
 // would never make exclude each other's). Real programs under the shim:
 // flock(1) from three nodes serializing a counter's increments; python's
 // fcntl.lockf and F_GETLK for byte ranges, EAGAIN, a wait a signal ends and
-// a holder that is killed; and a holder whose node dies.
+// a holder that is killed; SQLite writing one database from two nodes; a
+// waiter killed; and a holder whose node dies.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -151,6 +152,50 @@ print('after the holder: granted')
                                    "wait: interrupted after 1 s\nafter the holder: granted\n",
                                    gpid::Make(index_a, holder_pid)))
       << asked.err;
+}
+
+TEST_F(LocksTest, SqliteFromTwoNodesInsertingIntoOneDatabaseLosesNoRow) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c",
+                        "import sqlite3; c = sqlite3.connect('/cluster/app.db'); c.execute('create table t (who, i)'); "
+                        "c.commit()"},
+                       On(*a))
+                .exit_code,
+            0);
+  const std::string count = "import sqlite3; print(sqlite3.connect('/cluster/app.db').execute('select count(*) from t').fetchall())";
+  ASSERT_TRUE(WaitUntil([&] { return RunCommand({"/usr/bin/python3", "-c", count}, On(*b)).out == "[(0,)]\n"; },
+                        seconds(15), "b opens the new database"));
+  // Two writers at once, one on a and one on b, each committing 200 rows one
+  // by one: SQLite's own locking (fcntl byte ranges on the database) is the
+  // cluster's, and each node's open database file shows what the other wrote.
+  const std::string writer = R"(
+import sqlite3, sys
+con = sqlite3.connect('/cluster/app.db', timeout=60, isolation_level=None)
+for i in range(200):
+    con.execute('BEGIN IMMEDIATE')
+    con.execute('INSERT INTO t VALUES (?, ?)', (sys.argv[1], i))
+    con.execute('COMMIT')
+)";
+  RunResult on_b;
+  std::thread other([&] { on_b = RunCommand({"/usr/bin/python3", "-c", writer, "b"}, On(*b)); });
+  RunResult on_a = RunCommand({"/usr/bin/python3", "-c", writer, "a"}, On(*a));
+  other.join();
+  EXPECT_EQ(on_a.exit_code, 0) << on_a.err;
+  EXPECT_EQ(on_b.exit_code, 0) << on_b.err;
+  const std::string check = R"(
+import sqlite3
+c = sqlite3.connect('/cluster/app.db')
+print(c.execute('select who, count(*), count(distinct i) from t group by who').fetchall(), c.execute('pragma integrity_check').fetchall())
+)";
+  const std::string want = "[('a', 200, 200), ('b', 200, 200)] [('ok',)]\n";
+  for (AgentProcess* node : {a.get(), b.get(), c.get()})
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          RunResult r = RunCommand({"/usr/bin/python3", "-c", check}, On(*node));
+          return ::testing::AssertionResult(r.out == want) << r.out << r.err;
+        },
+        seconds(20), node->address() + " reads every row"));
 }
 
 TEST_F(LocksTest, AWaiterKilledWhileItWaitsTakesNothingAwayFromTheNextOne) {
