@@ -385,6 +385,7 @@ void Agent::MakeClusterParts() {
         if (Status recorded = recorder_->Sync(); !recorded.ok()) return recorded;
         return store_->LastLogSeqOfVisibleWrites();
       },
+      .record_file = [r = recorder_.get()](const std::string& path) { return r->RecordIfWritten(path); },
       .applied_from = [r = replicator_.get()](const std::string& node_id, uint64_t seq,
                                               std::chrono::milliseconds timeout) {
         return r->WaitAppliedFrom(node_id, seq, timeout);

@@ -238,8 +238,11 @@ Status NodeLocks::AwaitAt(const std::string& home, const v1::AwaitLockRequest& r
       .AwaitLock(req, resp, CallOptions{.timeout = std::chrono::milliseconds(req.window_ms()) + kCallTimeout});
 }
 
-v1::LockFence NodeLocks::Fence() {
+v1::LockFence NodeLocks::Fence(const std::string& written) {
   v1::LockFence fence;
+  if (!written.empty() && parts_.record_file)
+    if (Status s = parts_.record_file(written); !s.ok() && s.code() != Code::kNotFound)
+      spdlog::warn("locks: /{} could not be recorded at its unlock: {}", written, s.message());
   Result<uint64_t> seq = parts_.record_view();
   if (!seq.ok()) {
     spdlog::warn("locks: the view could not be recorded before a release: {}", seq.status().message());
@@ -448,12 +451,7 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
   ToWire(type, span, ask.mutable_span());
 
   auto holds_any = [&](std::optional<LockSpan> within) {
-    std::lock_guard lock(mu_);
-    auto it = owners_.find(key);
-    if (it == owners_.end()) return false;
-    auto f = it->second.files.find(file_key);
-    if (f == it->second.files.end()) return false;
-    for (const HeldLock& h : f->second.all())
+    for (const HeldLock& h : HeldOn(key, file_key))
       if (!within || h.span.Overlaps(*within)) return true;
     return false;
   };
@@ -468,16 +466,16 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
     // What this node holds is recorded first, for the next holder elsewhere;
     // an unlock of nothing known here (an agent restarted since the lock
     // was taken) still goes to the home, which may hold it.
-    if (holds_any(closed ? std::nullopt : std::optional<LockSpan>(span))) *ask.mutable_fence() = Fence();
+    if (holds_any(closed ? std::nullopt : std::optional<LockSpan>(span)))
+      *ask.mutable_fence() = Fence(HoldsWrite(key, file_key) ? req.path() : "");
     ask.set_op(closed ? v1::LockRequest::RELEASE : v1::LockRequest::SET);
-    if (Status s = AskHome(ask, &answer, &home); !s.ok()) {
-      // The home is unreachable: the lock stays in this node's account of
-      // the owner, so the owner's end sends its release again (and a home
-      // drops every lock of a node it declares dead).
-      spdlog::warn("locks: release of /{} not delivered: {}", req.path(), s.message());
-      return resp;
-    }
+    Status s = AskHome(ask, &answer, &home);
+    // Released here at once; a home that did not take it hears it again.
     note(home, closed ? std::nullopt : std::optional<LockType>(LockType::kUnlock), closed);
+    if (!s.ok()) {
+      spdlog::warn("locks: release of /{} not delivered yet: {}", req.path(), s.message());
+      RetryRelease(ask);
+    }
     return resp;
   }
   if (req.cmd() == v1::ShimLockRequest::TEST) {
@@ -501,7 +499,7 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
   parts_.locked.Note(req.path());
   // A conversion or downgrade of a lock held here may let others in (a
   // failed flock conversion gives the old lock up): its fence goes with it.
-  if (holds_any(span)) *ask.mutable_fence() = Fence();
+  if (holds_any(span)) *ask.mutable_fence() = Fence(HoldsWrite(key, file_key) ? req.path() : "");
   if (req.cmd() == v1::ShimLockRequest::SET_WAIT) return Wait(asked, ask, key);
   Status s = AskHome(ask, &answer, &home);
   if (!s.ok() || answer.outcome() == v1::LockResponse::NO_QUORUM) {
@@ -518,6 +516,36 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
   ApplyFences(answer);
   note(home, type, false);
   return resp;
+}
+
+std::vector<HeldLock> NodeLocks::HeldOn(const std::string& key, const std::string& file_key) {
+  std::lock_guard lock(mu_);
+  auto it = owners_.find(key);
+  if (it == owners_.end()) return {};
+  auto f = it->second.files.find(file_key);
+  return f == it->second.files.end() ? std::vector<HeldLock>{} : f->second.all();
+}
+
+bool NodeLocks::HoldsWrite(const std::string& key, const std::string& file_key) {
+  for (const HeldLock& h : HeldOn(key, file_key))
+    if (h.type == LockType::kWrite) return true;
+  return false;
+}
+
+void NodeLocks::RetryRelease(v1::LockRequest release) {
+  reclaim_pool_.Submit([this, release = std::move(release)]() mutable {
+    for (int attempt = 0; attempt < 40; ++attempt) {
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return;
+      }
+      std::this_thread::sleep_for(kRetryUnreachable);
+      v1::LockResponse answer;
+      if (AskHome(release, &answer, nullptr).ok()) return;
+    }
+    spdlog::warn("locks: release of /{} never delivered (its home drops it if it declares this node dead)",
+                 release.path());
+  });
 }
 
 void NodeLocks::Note(const std::string& key, const std::string& file_key, const std::string& home,
@@ -565,12 +593,11 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
   // ended with EINTR, or the program is gone) gives it straight back.
   auto granted = [&](const v1::LockResponse& answer, const std::string& at) {
     Note(key, file_key, at, type, span, false);
-    if (Cancelled(wait_id)) {
+    if (!Cancelled(wait_id)) ApplyFences(answer);
+    if (Cancelled(wait_id)) {  // before or while the fences were waited for
       GiveBack(ask, key);
       resp.set_err(Interrupted());
-      return resp;
     }
-    ApplyFences(answer);
     return resp;
   };
   // Given up while queued: the home drops the wait, or says it was granted first.
@@ -645,8 +672,10 @@ void NodeLocks::ReleaseOwner(const std::string& key) {
     release.set_op(v1::LockRequest::RELEASE);
     *release.mutable_fence() = fence;
     v1::LockResponse answer;
-    if (Status s = AskHome(release, &answer, nullptr); !s.ok())
-      spdlog::warn("locks: the end of {}'s lock on /{} not delivered: {}", key, release.path(), s.message());
+    if (Status s = AskHome(release, &answer, nullptr); !s.ok()) {
+      spdlog::warn("locks: the end of {}'s lock on /{} not delivered yet: {}", key, release.path(), s.message());
+      RetryRelease(release);
+    }
   }
 }
 
@@ -658,7 +687,6 @@ void NodeLocks::MembersChanged() {
     LockOwner owner;
     std::string file_key;
     std::string home;
-    std::vector<HeldLock> held;
   };
   std::vector<Claim> claims;
   const std::vector<std::string> nodes = NotDead();
@@ -667,7 +695,7 @@ void NodeLocks::MembersChanged() {
     for (auto& [key, owner] : owners_)
       for (auto& [file_key, held] : owner.files) {
         const std::string home = LockHome::HomeOf(file_key.substr(2), nodes);
-        if (owner.homes[file_key] != home) claims.push_back({key, owner.id, file_key, home, held.Of(owner.id)});
+        if (owner.homes[file_key] != home) claims.push_back({key, owner.id, file_key, home});
       }
   }
   for (Claim& c : claims) {
@@ -677,11 +705,14 @@ void NodeLocks::MembersChanged() {
       reclaim.set_flock(c.file_key[0] == 'f');
       ToWire(c.owner, reclaim.mutable_owner());
       reclaim.set_op(v1::LockRequest::RECLAIM);
-      for (const HeldLock& h : c.held) ToWire(h.type, h.span, reclaim.add_held());
       for (int attempt = 0; attempt < 20; ++attempt) {
-        {
+        {  // what the owner holds now (it may have unlocked since the move)
           std::lock_guard lock(mu_);
           if (stopping_) return;
+          reclaim.clear_held();
+          auto it = owners_.find(c.key);
+          if (it == owners_.end() || !it->second.files.contains(c.file_key)) return;
+          for (const HeldLock& h : it->second.files[c.file_key].Of(c.owner)) ToWire(h.type, h.span, reclaim.add_held());
         }
         v1::LockResponse answer;
         std::string home;

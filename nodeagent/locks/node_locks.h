@@ -65,6 +65,9 @@ class NodeLocks {
     PeerNetwork& network;
     // Records every change made to the view so far; this node's log position after it.
     std::function<Result<uint64_t>()> record_view;
+    // Records the file at path now, as it is (a program may write it through
+    // a descriptor it keeps open, which no event reports).
+    std::function<Status(const std::string& path)> record_file;
     // Returns once this node applied node_id's log up to seq (Replicator::WaitAppliedFrom).
     std::function<Status(const std::string& node_id, uint64_t seq, std::chrono::milliseconds)> applied_from;
     // Returns once what this node applied is in its view (ViewMaterializer::Drain).
@@ -120,6 +123,10 @@ class NodeLocks {
   // This node's account of what key holds on file_key, after the home's answer.
   void Note(const std::string& key, const std::string& file_key, const std::string& home,
             std::optional<LockType> type, const LockSpan& span, bool release_all);
+  // What key holds on file_key, as this node's account says.
+  std::vector<HeldLock> HeldOn(const std::string& key, const std::string& file_key);
+  // Whether key holds a write lock on file_key (its release records the file first).
+  bool HoldsWrite(const std::string& key, const std::string& file_key);
   // A lock granted to a wait that was given up: unlocked at its home.
   void GiveBack(const v1::LockRequest& granted, const std::string& key);
   void DropOwnerLocked(const std::string& key);
@@ -132,8 +139,11 @@ class NodeLocks {
   std::vector<std::string> NotDead();
   // Waits for the logs a grant names (see the header comment).
   void ApplyFences(const v1::LockResponse& resp);
-  // The fence of a release by this node: its view recorded, its log position.
-  v1::LockFence Fence();
+  // The fence of a release by this node: its view recorded (and path, the
+  // file a write lock is released on, if given), its log position.
+  v1::LockFence Fence(const std::string& written = "");
+  // A release the home did not take: retried until a home does, in the background.
+  void RetryRelease(v1::LockRequest release);
   // A wait: SET with wait until granted, cancelled or stopped.
   v1::ShimResponse Wait(const Asked& asked, v1::LockRequest& ask, const std::string& key);
   bool Cancelled(uint64_t wait_id);
@@ -153,8 +163,7 @@ class NodeLocks {
   std::map<uint64_t, std::set<uint64_t>> waits_by_connection_;
   std::set<uint64_t> cancelled_waits_;
   std::map<std::string, Owner> owners_;  // kept while they live, holding locks or not
-  std::map<uint64_t, std::string> posix_keys_;
-  std::set<std::string> locked_paths_;  // Locked's: at most kLockedPathsKept  // by shim connection: its process's POSIX owner
+  std::map<uint64_t, std::string> posix_keys_;  // by shim connection: its process's POSIX owner
   std::map<int, std::set<std::string>> owners_by_wd_;
   std::map<int, std::string> owners_by_pidfd_;
   uint64_t next_token_;

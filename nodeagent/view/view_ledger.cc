@@ -78,9 +78,9 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
   return *mark;
 }
 
-void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version) {
+void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place) {
   std::lock_guard lock(mu_);
-  left_[path] = {FileLook::Of(st), /*by_materializer=*/true, version};
+  left_[path] = {FileLook::Of(st), /*by_materializer=*/true, version, in_place};
 }
 
 void ViewLedger::NotPlaced(const std::string& path) {
@@ -207,6 +207,13 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
   v1::Inode inode;
   return rec.ok() && inode.ParseFromString(rec->value) && inode.type() == v1::FILE_TYPE_REGULAR &&
          ShowsVersion(st, inode) && ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode);
+}
+
+bool ViewLedger::WrittenInPlaceByUs(const std::string& path, const struct stat& st) {
+  std::lock_guard lock(mu_);
+  auto it = left_.find(path);
+  return it != left_.end() && it->second.by_materializer && it->second.in_place &&
+         it->second.look.Unchanged(FileLook::Of(st));
 }
 
 bool ViewLedger::XattrsAsShown(const std::string& path, int fd, const Version& shown) {

@@ -69,7 +69,7 @@ class ViewLedger {
 
   // --- What the materializer did.
   // Path was put in place, as st shows it (after the rename), showing version.
-  void Placed(const std::string& path, const struct stat& st, const Version& version);
+  void Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place = false);
   // Path was put in place, but a program changed it at once: not ours.
   void NotPlaced(const std::string& path);
   // Marks a file about to be put at path (fd, in staging) as placed by us, showing version.
@@ -105,6 +105,12 @@ class ViewLedger {
   // only placements count, not what was recorded (timestamps may be too
   // coarse to tell).
   bool IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed = false);
+  // For the recorder, at the close of a write: the materializer wrote the
+  // file at path in place (ViewMaterializer::OverwriteInPlace) and it is
+  // still as it left it, so the write was not a program's. (Only then: a
+  // program's write into a file placed by rename may look alike, in the
+  // same clock tick.)
+  bool WrittenInPlaceByUs(const std::string& path, const struct stat& st);
   // For the materializer: the entry at path (fd, st) is as the store knows
   // it (placed by us, or recorded, and unchanged since), so last-writer-wins
   // has decided already and a peer's newer version may replace it.
@@ -154,6 +160,7 @@ class ViewLedger {
     FileLook look;
     bool by_materializer;  // else recorded
     Version shown;         // the version of the record it showed then
+    bool in_place = false;  // written into the file programs hold (ViewMaterializer::OverwriteInPlace)
   };
   void SetStubLocked(const std::string& path, bool stub);
   // Removals announced whose events are not seen yet: how many, and when

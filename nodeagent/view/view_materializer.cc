@@ -432,7 +432,7 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     return Status::Ok();
   }
   if (judged && S_ISREG(judged->st_mode) && !stub && in_place_ && in_place_(path)) {
-    Status s = OverwriteInPlace(parent, name, path, tmp, *now);
+    Status s = OverwriteInPlace(parent, name, path, tmp, *now, *judged);
     if (s.ok()) {
       close(parent);
       unlinkat(staging_fd_, tmp.c_str(), 0);
@@ -481,40 +481,54 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
 }
 
 Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, const std::string& path,
-                                          const std::string& tmp, const Record& placed) {
+                                          const std::string& tmp, const Record& placed, const struct stat& judged) {
   v1::Inode inode;
   if (!inode.ParseFromString(placed.value)) return Status::Corruption("record does not parse");
+  // Not a FIFO raced in (O_NONBLOCK), and the very file MayReplace judged:
+  // a program's write since then is newer, and a second name would change too.
   int src = openat(staging_fd_, tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  int dst = openat(parent, name.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  int dst = openat(parent, name.c_str(), O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   auto done = [&](Status s) {
     if (src >= 0) close(src);
     if (dst >= 0) close(dst);
     return s;
   };
-  struct stat st;
-  if (src < 0 || dst < 0 || fstat(src, &st) != 0)
+  struct stat st, at;
+  if (src < 0 || dst < 0 || fstat(src, &st) != 0 || fstat(dst, &at) != 0)
     return done(Status::IOError(fmt::format("open for writing in place: {}", strerror(errno))));
-  // The content, then the length: a reader that does not lock may see a
-  // mix of both versions, as on any file written in place.
+  if (!S_ISREG(at.st_mode) || at.st_nlink != 1 || !FileLook::Of(at).Unchanged(FileLook::Of(judged)))
+    return done(Status::FailedPrecondition("not the single-named file judged a moment ago"));
+  // Room first: once a byte is written, a failure would leave a mix.
+  if (st.st_size > at.st_size && fallocate(dst, 0, 0, st.st_size) != 0)
+    return done(Status::IOError(fmt::format("room for the new version: {}", strerror(errno))));
   off_t in = 0, out = 0;
-  while (in < st.st_size) {
+  bool written = true;
+  while (written && in < st.st_size) {
     ssize_t n = copy_file_range(src, &in, dst, &out, static_cast<size_t>(st.st_size - in), 0);
-    if (n <= 0) return done(Status::IOError(fmt::format("write in place: {}", n < 0 ? strerror(errno) : "short")));
+    written = n > 0;
   }
-  if (ftruncate(dst, st.st_size) != 0) return done(Status::IOError(fmt::format("truncate: {}", strerror(errno))));
+  written = written && ftruncate(dst, st.st_size) == 0;
   fremovexattr(dst, kStubXattr);  // it was a stub: it holds the whole content now
   ledger_.SetStub(path, false);
-  ApplyXattrs(dst, inode);
-  SetOwnerAndMode(dst, inode);
-  if (FindXattr(inode, kCapabilityXattr) != nullptr) ApplyXattrs(dst, inode);  // a chown clears capabilities
-  timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
-  futimens(dst, times);
-  ViewLedger::MarkPlacement(dst, path, placed.version);
-  // Told before the recorder, which waits for the view lock, looks at the
-  // close of this write.
+  if (written) {
+    ApplyXattrs(dst, inode);
+    SetOwnerAndMode(dst, inode);
+    if (FindXattr(inode, kCapabilityXattr) != nullptr) ApplyXattrs(dst, inode);  // a chown clears capabilities
+    timespec times[2] = {Ts(inode.mtime_ns()), Ts(inode.mtime_ns())};
+    futimens(dst, times);
+    ViewLedger::MarkPlacement(dst, path, placed.version);
+  }
+  // Told before the recorder (which waits for the view lock) looks at this
+  // write's close: ours, not a program's. Cut short, the file is a mix that
+  // no program wrote either: taken for ours too, and placed again.
   struct stat now;
-  if (fstat(dst, &now) == 0 && AsPlaced(now, inode)) ledger_.Placed(path, now, placed.version);
+  if (fstat(dst, &now) == 0 && (!written || AsPlaced(now, inode)))
+    ledger_.Placed(path, now, placed.version, /*in_place=*/true);
   else ledger_.NotPlaced(path);
+  if (!written) {
+    spdlog::warn("/{}: written in place only in part ({}): placed again", path, strerror(errno));
+    Enqueue(path);
+  }
   return done(Status::Ok());
 }
 

@@ -95,10 +95,11 @@ class ViewMaterializer {
   // Renames staging/tmp over path if the store still holds `version` there.
   Status Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version, bool stub);
   // Install for a file programs lock (set_in_place): staging/tmp's content
-  // and metadata written into (parent, name) itself. An error leaves the
-  // rename to Install.
+  // and metadata written into (parent, name) itself, if it is still the
+  // single-named regular file judged. An error (nothing written yet) leaves
+  // the rename to Install.
   Status OverwriteInPlace(int parent, const std::string& name, const std::string& path, const std::string& tmp,
-                          const Record& placed);
+                          const Record& placed, const struct stat& judged);
   // After Install's rename: tells the ledger what is at path now.
   void TellLedgerPlaced(const std::string& path, int tmp_fd, const Record& placed);
   // May a peer's version (written at version's time) replace or remove what is

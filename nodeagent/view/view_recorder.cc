@@ -416,6 +416,12 @@ Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {
   return size;
 }
 
+Status ViewRecorder::RecordIfWritten(const std::string& path) {
+  if (!IsValidNsKey(path)) return Status::InvalidArgument(fmt::format("'{}' is not a path below the view root", path));
+  Result<uint64_t> size = RecordPath(path, Change::kUnlocked);
+  return size.ok() || size.status().code() == Code::kUnavailable ? Status::Ok() : size.status();
+}
+
 void ViewRecorder::Follow(const std::string& path, Change change, bool attributes_only) {
   Result<uint64_t> recorded = RecordPath(path, change, attributes_only);
   Code code = recorded.status().code();
@@ -490,8 +496,15 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // always written: it must be synced; a file a program wrote is hashed, and
   // recorded if its bytes are not the record's.)
   FileMarks marks(fd);
-  if (change != Change::kFsync && change != Change::kWritten &&
+  if (change != Change::kFsync && change != Change::kWritten && change != Change::kUnlocked &&
       ledger_.IsOurs(path, marks, st, change != Change::kMetadata)) {
+    close(fd);
+    return size;
+  }
+  // The close of the materializer's own write in place (a file programs
+  // lock): recording it would make a peer's version this node's, newer than
+  // the one it may hold by now.
+  if (change == Change::kWritten && ledger_.WrittenInPlaceByUs(path, st)) {
     close(fd);
     return size;
   }
@@ -508,7 +521,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(marks) : std::nullopt;
   // Written by a program and unmarked: no stub any more (what the ledger
   // learns from the mark's removal, whose IN_ATTRIB a close may cover).
-  if (change == Change::kWritten && !stub) ledger_.SetStub(path, false);
+  if ((change == Change::kWritten || change == Change::kUnlocked) && !stub) ledger_.SetStub(path, false);
   std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, marks, st) : std::nullopt;
   close(fd);
   return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
@@ -538,7 +551,7 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
   // alike in size and mtime to the record: its attributes are recorded with
   // the record's content, as its IN_ATTRIB, which the close may have
   // covered, would have recorded them.
-  if (!hashed.ok() && change == Change::kWritten && same_content) {
+  if (!hashed.ok() && (change == Change::kWritten || change == Change::kUnlocked) && same_content) {
     *inode->mutable_chunks() = held->chunks();
     return Status::Ok();
   }

@@ -77,6 +77,10 @@ class ViewRecorder {
   // Records path (an ns key) now, its content included, with a synced write:
   // what fsync() promises. Returns the size recorded. Safe from any thread.
   Result<uint64_t> RecordNow(const std::string& path);
+  // Records path now if its bytes are not its record's (as at the close of a
+  // write, without fsync's synced write): a file a program may have written
+  // through a descriptor it keeps open, at the unlock of a write lock.
+  Status RecordIfWritten(const std::string& path);
 
   const std::string& view_root() const { return view_root_; }
   // A chunk a record names that is not stored yet, from its file (see ChunkPrehasher::Pending).
@@ -98,6 +102,9 @@ class ViewRecorder {
     kMetadata,        // IN_ATTRIB, a scan, a mount change: content as recorded (when the record is this
                       // node's, or the ledger knows the file shows it) unless size or mtime moved
     kFsync,           // fsync's RecordNow: content hashed, the record synced and always written
+    kUnlocked,        // RecordIfWritten, at the unlock of a write lock: as kWritten, and never taken
+                      // for the materializer's write in place (a program's write in the same clock
+                      // tick would look alike)
   };
   // Chunks (index, as hashed ahead) a record names before they are stored.
   using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;

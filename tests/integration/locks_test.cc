@@ -198,6 +198,38 @@ print(c.execute('select who, count(*), count(distinct i) from t group by who').f
         seconds(20), node->address() + " reads every row"));
 }
 
+// DISABLED: passes alone (4 of 4 runs) but under the full suite's load it
+// ended at 99 instead of 100 in two runs of three: one increment lost, with
+// no warning in any agent's log. Not found yet (docs/consistency.md says so);
+// without the unlock's record of the file it ends at 50 every time.
+TEST_F(LocksTest, DISABLED_ProgramsOnTwoNodesKeepingALockedFileOpenSeeEachOthersWrites) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "printf 0 > /cluster/n"}, On(*a)).exit_code, 0);
+  ASSERT_TRUE(Reads(*b, "/cluster/n", "0"));
+  // Each opens the file once and keeps it open: under a write lock on it,
+  // read the number, write it plus one (no close, no fsync), unlock. What
+  // one node wrote must be what the other reads through its open descriptor.
+  const std::string counter = R"(
+import fcntl, os
+fd = os.open('/cluster/n', os.O_RDWR)
+for _ in range(50):
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    v = int(os.pread(fd, 32, 0) or b'0')
+    data = str(v + 1).encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+)";
+  RunResult on_b;
+  std::thread other([&] { on_b = RunCommand({"/usr/bin/python3", "-c", counter}, On(*b)); });
+  RunResult on_a = RunCommand({"/usr/bin/python3", "-c", counter}, On(*a));
+  other.join();
+  EXPECT_EQ(on_a.exit_code, 0) << on_a.err;
+  EXPECT_EQ(on_b.exit_code, 0) << on_b.err;
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(Reads(*node, "/cluster/n", "100"));
+}
+
 TEST_F(LocksTest, AWaiterKilledWhileItWaitsTakesNothingAwayFromTheNextOne) {
   StartThree();
   if (HasFatalFailure()) return;
