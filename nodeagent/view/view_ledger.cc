@@ -216,6 +216,12 @@ bool ViewLedger::WrittenInPlaceByUs(const std::string& path, const struct stat& 
          it->second.look.Unchanged(FileLook::Of(st));
 }
 
+bool ViewLedger::LastWrittenInPlace(const std::string& path, const Version& version) {
+  std::lock_guard lock(mu_);
+  auto it = left_.find(path);
+  return it != left_.end() && it->second.by_materializer && it->second.in_place && it->second.shown == version;
+}
+
 bool ViewLedger::XattrsAsShown(const std::string& path, int fd, const Version& shown) {
   std::optional<v1::Inode> inode = InodeOfVersion(path, shown);
   return !inode || fd < 0 || ShowsXattrs(fd, *inode);

@@ -111,6 +111,11 @@ class ViewLedger {
   // program's write into a file placed by rename may look alike, in the
   // same clock tick.)
   bool WrittenInPlaceByUs(const std::string& path, const struct stat& st);
+  // For the materializer: version is the one it last wrote in place at
+  // path, and nothing was recorded there since. Placing it again would only
+  // take back what a program wrote since in the same clock tick (a look
+  // cannot tell), which the program's unlock records.
+  bool LastWrittenInPlace(const std::string& path, const Version& version);
   // For the materializer: the entry at path (fd, st) is as the store knows
   // it (placed by us, or recorded, and unchanged since), so last-writer-wins
   // has decided already and a peer's newer version may replace it.

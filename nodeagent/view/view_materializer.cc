@@ -372,8 +372,11 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     close(fd);
     if (same && !stub) return inode.size();
   }
-  // A file programs lock is overwritten in place, so never with a stub.
+  // A file programs lock is overwritten in place, so never with a stub, and
+  // never twice with one version (a record delivered again, by anti-entropy
+  // after the stream, say).
   if (in_place_ && in_place_(path)) {
+    if (ledger_.LastWrittenInPlace(path, version)) return inode.size();
     fetch = true;
     as_stub = false;
   }
