@@ -107,7 +107,7 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
   const LockOwner owner = OwnerOf(req.owner());
   if (files_.size() > kIdleFilesKept)
     std::erase_if(files_, [](const auto& f) { return f.second.locks.empty() && f.second.waiters.empty(); });
-  File& file = files_[KeyOf(req.path(), req.flock())];
+  File& file = files_[LockFileKey(req.path(), req.flock())];
   resp->set_outcome(v1::LockResponse::GRANTED);
   switch (req.op()) {
     case v1::LockRequest::RECLAIM:
@@ -188,7 +188,7 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
 }
 
 Status LockHome::OnAwaitLock(const v1::AwaitLockRequest& req, v1::LockResponse* resp) {
-  const std::string key = KeyOf(req.path(), req.flock());
+  const std::string key = LockFileKey(req.path(), req.flock());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(req.window_ms(), 5000u));
   std::unique_lock lock(mu_);
   auto find = [&]() -> std::pair<File*, std::deque<Waiter>::iterator> {

@@ -81,7 +81,6 @@ class LockHome {
     std::vector<std::string> nodes;  // empty: before the first look
   };
 
-  static std::string KeyOf(const std::string& path, bool flock) { return (flock ? "f/" : "c/") + path; }
   std::vector<std::string> NodesLocked();
   bool InGraceLocked(const std::string& path);
   void GrantWaitersLocked(File& file);
@@ -94,7 +93,7 @@ class LockHome {
   std::mutex mu_;
   std::condition_variable cv_;  // a waiter was granted, or Stop
   bool stopping_ = false;
-  std::map<std::string, File> files_;  // by KeyOf
+  std::map<std::string, File> files_;  // by LockFileKey (lock_wire.h)
   std::deque<Era> eras_;               // the last few, oldest first
 };
 

@@ -2,10 +2,15 @@
 // locks/lock_ranges.h keeps them: one conversion each way.
 #pragma once
 
+#include <string>
+
 #include "nodeagent/locks/lock_ranges.h"
 #include "onebox/v1/peer.pb.h"
 
 namespace onebox {
+
+// A file's locks as homes and nodes key them: flock's apart from fcntl's.
+inline std::string LockFileKey(const std::string& path, bool flock) { return (flock ? "f/" : "c/") + path; }
 
 inline LockOwner OwnerOf(const v1::LockOwner& o) { return LockOwner{o.node_id(), o.key(), o.pid()}; }
 

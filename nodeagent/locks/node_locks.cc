@@ -21,6 +21,7 @@
 #include "nodeagent/daemon/thread_name.h"
 #include "naming/ns_key.h"
 #include "nodeagent/locks/lock_wire.h"
+#include "nodeagent/process/proc_table.h"
 #include "proto/gpid.h"
 
 namespace onebox {
@@ -30,24 +31,6 @@ namespace {
 constexpr auto kAwaitWindow = std::chrono::milliseconds(1000);
 constexpr auto kRetryUnreachable = std::chrono::milliseconds(500);
 constexpr auto kCallTimeout = std::chrono::milliseconds(2000);
-
-std::string FileKey(const v1::ShimLockRequest& req) {
-  return (req.kind() == v1::ShimLockRequest::FLOCK ? "f/" : "c/") + req.path();
-}
-
-// The kernel's start time of pid (field 22 of /proc/PID/stat): with the pid,
-// it names one process even after the pid is reused. 0 when it is gone.
-uint64_t StartTimeOf(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t close = stat.rfind(')');  // the command name may hold spaces and parentheses
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && (fields >> field); ++i)
-    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
-  return 0;
-}
 
 // The token an open file description carries: its OFD lock at or past
 // kShadowBase, as /proc/self/fdinfo of a copy of it lists its own locks.
@@ -323,7 +306,7 @@ int NodeLocks::OwnerFor(const Asked& asked, int type, std::string* key) {
         return 0;
       }
     }
-    const uint64_t started = StartTimeOf(asked.pid);
+    const uint64_t started = StartTicksOf(asked.pid);
     if (started == 0) return ESRCH;
     *key = fmt::format("p{}.{}", asked.pid, started);
     std::lock_guard lock(mu_);
@@ -420,7 +403,7 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
     }
     std::lock_guard lock(mu_);
     auto known = posix_keys_.find(asked.connection);
-    key = known != posix_keys_.end() ? known->second : fmt::format("p{}.{}", asked.pid, StartTimeOf(asked.pid));
+    key = known != posix_keys_.end() ? known->second : fmt::format("p{}.{}", asked.pid, StartTicksOf(asked.pid));
     if (!owners_.contains(key)) return resp;  // it took no lock through this agent
   } else if (int err = OwnerFor(asked,
                                 req.cmd() == v1::ShimLockRequest::TEST || req.kind() == v1::ShimLockRequest::FLOCK
@@ -431,7 +414,7 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
     resp.set_err(err);
     return resp;
   }
-  const std::string file_key = FileKey(req);
+  const std::string file_key = LockFileKey(req.path(), req.kind() == v1::ShimLockRequest::FLOCK);
   v1::LockRequest ask;
   ask.set_path(req.path());
   ask.set_flock(req.kind() == v1::ShimLockRequest::FLOCK);
@@ -576,7 +559,7 @@ void NodeLocks::GiveBack(const v1::LockRequest& granted, const std::string& key)
     spdlog::warn("locks: a lock on /{} granted to a wait given up is not given back yet: {}", granted.path(),
                  s.message());
   else
-    Note(key, (granted.flock() ? "f/" : "c/") + granted.path(), home, LockType::kUnlock, SpanOf(granted.span()), false);
+    Note(key, LockFileKey(granted.path(), granted.flock()), home, LockType::kUnlock, SpanOf(granted.span()), false);
 }
 
 v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const std::string& key) {
@@ -584,11 +567,17 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
   resp.mutable_lock();
   const LockSpan span = SpanOf(ask.span());
   const LockType type = TypeOf(ask.span().type());
-  const std::string file_key = (ask.flock() ? "f/" : "c/") + ask.path();
+  const std::string file_key = LockFileKey(ask.path(), ask.flock());
   const uint64_t wait_id = asked.wait_id;
   ask.set_wait(true);
   ask.set_wait_id(wait_id);
   std::string home;  // where the wait is queued, once it is
+  v1::AwaitLockRequest await;  // the waits at home, a window at a time (and the give-up)
+  await.set_path(ask.path());
+  await.set_flock(ask.flock());
+  await.set_node_id(parts_.self_id);
+  await.set_wait_id(wait_id);
+  await.set_window_ms(static_cast<uint32_t>(kAwaitWindow.count()));
   // Granted: held here too; a wait given up meanwhile (the program's call
   // ended with EINTR, or the program is gone) gives it straight back.
   auto granted = [&](const v1::LockResponse& answer, const std::string& at) {
@@ -603,12 +592,9 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
   // Given up while queued: the home drops the wait, or says it was granted first.
   auto give_up = [&]() {
     if (!home.empty()) {
-      v1::AwaitLockRequest cancel;
-      cancel.set_path(ask.path());
-      cancel.set_flock(ask.flock());
-      cancel.set_node_id(parts_.self_id);
-      cancel.set_wait_id(wait_id);
+      v1::AwaitLockRequest cancel = await;
       cancel.set_cancel(true);
+      cancel.set_window_ms(0);  // answered at once
       v1::LockResponse last;
       if (AwaitAt(home, cancel, &last).ok() && last.outcome() == v1::LockResponse::GRANTED) {
         Note(key, file_key, home, type, span, false);
@@ -635,12 +621,6 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
     home = at;
     if (ask.flock()) Note(key, file_key, home, std::nullopt, span, /*release_all=*/true);  // the kernel's conversion rule
     // Queued: wait at the home, a window at a time, until granted.
-    v1::AwaitLockRequest await;
-    await.set_path(ask.path());
-    await.set_flock(ask.flock());
-    await.set_node_id(parts_.self_id);
-    await.set_wait_id(wait_id);
-    await.set_window_ms(static_cast<uint32_t>(kAwaitWindow.count()));
     for (;;) {
       if (Cancelled(wait_id)) return give_up();
       v1::LockResponse waited;

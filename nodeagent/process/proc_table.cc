@@ -104,6 +104,11 @@ struct Seen {
 
 }  // namespace
 
+uint64_t StartTicksOf(pid_t pid) {
+  Stat st;
+  return ReadStat("/proc/" + std::to_string(pid), &st) ? st.start_ticks : 0;
+}
+
 std::vector<std::string> PreloadLibraries(const std::string& preload) {
   std::vector<std::string> libraries;
   size_t start = 0;

@@ -38,5 +38,9 @@ std::vector<std::string> PreloadLibraries(const std::string& preload);
 bool IsShimLibrary(const std::string& library);
 // Whether an LD_PRELOAD value names the shim.
 bool PreloadNamesShim(const std::string& preload);
+// When process pid started, in clock ticks since boot (field 22 of
+// /proc/PID/stat): with the pid, it names one process even after the pid is
+// reused. 0 when the process is gone.
+uint64_t StartTicksOf(pid_t pid);
 
 }  // namespace onebox
