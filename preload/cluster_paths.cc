@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -106,6 +107,18 @@ Target FromAbsolute(const char* norm, size_t n, char* buf, size_t cap) {
   return t;
 }
 
+// Whether a relative path has no ".." component (it cannot climb above the
+// directory it starts from).
+bool StaysBeneath(std::string_view path) {
+  for (size_t from = 0; from <= path.size();) {
+    size_t end = path.find('/', from);
+    if (end == std::string_view::npos) end = path.size();
+    if (path.substr(from, end - from) == "..") return false;
+    from = end + 1;
+  }
+  return true;
+}
+
 }  // namespace
 
 int TrackViewFd(int fd, int flags) {
@@ -178,10 +191,15 @@ bool MayNormalizeElsewhere(const char* p) {
 
 // The cluster path of a tracked descriptor (written to out), from its real
 // path; false when it is not in the view after all (a stale mark: glibc's
-// closedir closes without our close()).
+// closedir closes without our close()), or, with errno ENAMETOOLONG, when its
+// real path is longer than PATH_MAX.
 bool ClusterPathOfFd(int fd, char* out, size_t cap) {
   char real[kMaxPathBytes];
   ssize_t n = ViewLinkOf(fd, real, sizeof real);
+  if ((n < 0 && errno == ENAMETOOLONG) || n >= static_cast<ssize_t>(sizeof real) - 1) {
+    errno = ENAMETOOLONG;
+    return false;
+  }
   std::string_view view = ViewRoot();
   if (n <= 0 || view.empty() || static_cast<size_t>(n) <= view.size() ||
       memcmp(real, view.data(), view.size()) != 0 || real[view.size()] != '/') {
@@ -202,23 +220,39 @@ void CwdLockForFork(bool lock) {
   else cwd_write_mu.unlock();
 }
 
+const char* RealCwd(char* buf, size_t cap, char** deep) {
+  *deep = nullptr;
+  if (RealSyscall(SYS_getcwd, buf, cap) > 0) return buf;
+  if (errno != ENAMETOOLONG) return nullptr;
+  // Longer than the kernel's page: glibc's own getcwd walks up by "..".
+  // (It allocates: only in a cwd this deep.)
+  ONEBOX_REAL(getcwd);
+  *deep = real_getcwd(nullptr, 0);
+  return *deep;
+}
+
 void CwdChanged() {
   int saved = errno;
-  char real[kMaxPathBytes];
+  char buf[kMaxPathBytes];
   std::lock_guard lock(cwd_write_mu);
   unsigned next = cwd_gen.load(std::memory_order_relaxed) + 1;
   CwdState& state = cwd_states[next & 1];
   state.in_cluster = false;
-  if (RealSyscall(SYS_getcwd, real, sizeof real) > 0) {
-    DiscoverViewRoot(real);
+  state.path[0] = '\0';
+  char* deep = nullptr;
+  if (const char* real = RealCwd(buf, sizeof buf, &deep); real != nullptr) {
+    if (deep == nullptr) DiscoverViewRoot(real);
     std::string_view view = ViewRoot();
     std::string_view cwd(real);
     if (!view.empty() && cwd.size() > view.size() && cwd.compare(0, view.size(), view) == 0 &&
         cwd[view.size()] == '/' && InDetachedView(AT_FDCWD, ".", 0)) {
-      memcpy(state.path, real + view.size(), cwd.size() - view.size() + 1);
+      // A cluster name longer than PATH_MAX is not kept: paths from there are
+      // looked up beneath the cwd itself (Resolve).
+      if (cwd.size() - view.size() < sizeof state.path) memcpy(state.path, real + view.size(), cwd.size() - view.size() + 1);
       state.in_cluster = true;
     }
   }
+  free(deep);
   cwd_gen.store(next, std::memory_order_release);
   errno = saved;
 }
@@ -229,7 +263,7 @@ bool VirtualCwd(char* out, size_t cap) {
     const CwdState& state = cwd_states[g & 1];
     if (!state.in_cluster) return false;
     size_t n = strnlen(state.path, sizeof state.path);
-    if (n + 1 > cap) return false;
+    if (n == 0 || n + 1 > cap) return false;  // none kept: longer than PATH_MAX
     memcpy(out, state.path, n);
     out[n] = '\0';
     std::atomic_thread_fence(std::memory_order_acquire);
@@ -297,19 +331,36 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
     return t;
   }
   char cwd[kMaxPathBytes];
+  bool named = true;  // false: a cwd in the cluster whose name is longer than PATH_MAX
   if (dirfd == AT_FDCWD) {
-    if (!CwdInCluster() || !VirtualCwd(cwd, sizeof cwd)) return none;  // relative to a native cwd
-  } else if (!IsTracked(dirfd) || !ClusterPathOfFd(dirfd, cwd, sizeof cwd)) {
+    if (!CwdInCluster()) return none;  // relative to a native cwd
+    named = VirtualCwd(cwd, sizeof cwd);
+  } else if (!IsTracked(dirfd)) {
     return none;  // relative to a native directory fd
+  } else if (!ClusterPathOfFd(dirfd, cwd, sizeof cwd)) {
+    if (errno != ENAMETOOLONG) return none;  // a stale mark
+    named = false;
   }
-  size_t n = JoinPath(cwd, path, norm, sizeof norm);
-  if (n == 0) {
-    Target t;
+  size_t n = named ? JoinPath(cwd, path, norm, sizeof norm) : 0;
+  Target t = n == 0 ? Target{} : FromAbsolute(norm, n, buf, cap);
+  if (n == 0 || (t.cluster && t.rel == nullptr && t.err == ENAMETOOLONG)) {
+    // The cluster name does not fit in PATH_MAX, though the path may (as it
+    // can natively, from a deep cwd): looked up from the directory itself.
+    // Climbing by ".." from a directory whose own name is that long is left
+    // to the kernel, as it always was: it may lead out of the view.
+    if (!named && !StaysBeneath(path)) return none;
+    t = Target{};
     t.cluster = true;
-    t.err = ENAMETOOLONG;
-    return t;
+    size_t len = strlen(path);
+    if (len + 1 > cap || !StaysBeneath(path)) {
+      t.err = ENAMETOOLONG;
+      return t;
+    }
+    memcpy(buf, path, len + 1);
+    t.dirfd = dirfd;
+    t.rel = buf;
+    t.beneath = true;
   }
-  Target t = FromAbsolute(norm, n, buf, cap);
   if (t.cluster && !t.err) KeepLastComponentSemantics(path, &t, buf, cap);
   if (!t.cluster) {
     // Out of the cluster from a cwd inside it ("../../etc"): the kernel would
@@ -396,6 +447,7 @@ int ClaimInCluster(const Target& t) {
   int saved_errno = errno;
   if (RealSyscall(SYS_newfstatat, t.dirfd, t.rel, &st, AT_SYMLINK_NOFOLLOW) == 0) return 0;
   errno = saved_errno;
+  if (t.beneath) return ENAMETOOLONG;  // no name to claim it by: longer than the agent takes
   char key[kMaxPathBytes];
   size_t len = strlen(t.rel);
   while (len > 1 && t.rel[len - 1] == '/') --len;
@@ -417,6 +469,9 @@ namespace {
 // makes at the end of every lookup (about 0.2 us of an open). A symlink on
 // the way (one made meanwhile) fails that lookup with ELOOP before anything
 // is opened or created, and the confined lookup answers.
+// A path from another directory (t.beneath) stays beneath it: a symlink or
+// ".." out of it, which only its too long cluster name could follow, gives
+// ENAMETOOLONG, as the call did before there was a way to look it up.
 int OpenConfined(const Target& t, int flags, mode_t mode) {
   SymlinkFree ticket;
   if (SymlinkFreeView(&ticket) && LexicallyClean(t.rel)) {
@@ -425,7 +480,10 @@ int OpenConfined(const Target& t, int flags, mode_t mode) {
     if (fd >= 0 || errno != ELOOP) return fd;
     errno = saved;
   }
-  return OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+  if (!t.beneath) return OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+  int fd = OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS);
+  if (fd < 0 && errno == EXDEV) errno = ENAMETOOLONG;
+  return fd;
 }
 
 // Opens t and, when the program will read what is in it, makes sure the

@@ -12,8 +12,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 
 #include "naming/cluster_path.h"
+#include "preload/link.h"
 #include "preload/shim.h"
 
 using namespace onebox;
@@ -174,7 +176,7 @@ int symlinkat(const char* target, int dirfd, const char* linkpath) {
   // Other processes stat without a confined lookup while the view holds no
   // symlink: the agent hears of this one before it exists (nodeagent/view/symlink_guard.h).
   SymlinkAnnouncement announced;
-  if (int err = AnnounceSymlink(t.dirfd, &announced); err != 0) return Fail(err);
+  if (int err = AnnounceSymlink(ViewFd(), &announced); err != 0) return Fail(err);
   int r = AtParent(t, [&](int p, const char* base) { return real_symlinkat(target, p, base); });
   int err = errno;
   SymlinkMade(&announced);
@@ -274,9 +276,12 @@ int fchdir(int fd) {
 // Inside the cluster the cwd is ROOT/..., never the view's real location.
 char* getcwd(char* out, size_t size) {
   ONEBOX_REAL(getcwd);
-  char real[kMaxPathBytes];
+  char buf[kMaxPathBytes];
   // The kernel's own answer: glibc's refuses a detached view's "(unreachable)/...".
-  if (RealSyscall(SYS_getcwd, real, sizeof real) <= 0) return real_getcwd(out, size);
+  char* deep = nullptr;
+  const char* real = RealCwd(buf, sizeof buf, &deep);
+  if (real == nullptr) return real_getcwd(out, size);
+  std::unique_ptr<char, decltype(&free)> free_deep(deep, &free);
   std::string_view view = ViewRoot();
   std::string_view cwd(real);
   const char* name = real;

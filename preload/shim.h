@@ -48,6 +48,11 @@ struct Target {
   bool cluster = false;  // false: hand the call to libc unchanged
   int dirfd = -1;        // cluster: the view root fd, which the kernel treats as "/"
   const char* rel = nullptr;  // cluster: the path below the view root ("cluster/a/b")
+  // A relative path whose cluster name is longer than PATH_MAX (the kernel
+  // limits only the string a call gets): dirfd is the directory it is
+  // relative to (AT_FDCWD or a descriptor in the view), rel the path as
+  // given, looked up beneath dirfd. It has no "..", and no key for the agent.
+  bool beneath = false;
   int err = 0;           // cluster, but unusable: the errno to fail with (ENOTCONN, ...)
   // Not cluster, but not the path as given either: a relative path from a cwd
   // in the cluster that leads out of it, as an absolute path for libc.
@@ -89,7 +94,7 @@ int OpenParentInView(const Target& t, char* buf, size_t cap, const char** base);
 // (OpenParentInView); the parent is closed after, errno kept.
 template <class Fn>
 int AtParent(const Target& t, Fn fn) {
-  char buf[kMaxPathBytes];
+  char buf[kMaxPathBytes + 2];  // "PARENT\0BASE\0", or ".\0BASE\0", of a path up to PATH_MAX
   const char* base = nullptr;
   int parent = OpenParentInView(t, buf, sizeof buf, &base);
   if (parent < 0) return -1;
@@ -205,6 +210,9 @@ void ForgetPosixLocksInChild();
 // Real cwd inside the view: the program's cwd is in the cluster.
 bool CwdInCluster();
 void CwdChanged();
+// The cwd's real path: in buf, or, longer than the kernel answers (PATH_MAX),
+// in *deep, which glibc allocated (free it); nullptr with errno otherwise.
+const char* RealCwd(char* buf, size_t cap, char** deep);
 // Held across fork() so that a child never inherits it locked.
 void CwdLockForFork(bool lock);
 // The shim's own descriptors: the program must not close them under us.

@@ -339,6 +339,7 @@ bool UnixClusterPath(const sockaddr* addr, socklen_t len, Target* t, char* buf, 
   std::memcpy(path, bytes + kPathAt, n);
   path[n] = '\0';
   *t = Resolve(path, buf, cap);
+  if (t->beneath && !t->err) t->err = ENAMETOOLONG;  // a socket is known to the agents by its cluster name
   return t->cluster;
 }
 

@@ -423,6 +423,11 @@ Status ViewRecorder::RecordIfWritten(const std::string& path) {
 }
 
 void ViewRecorder::Follow(const std::string& path, Change change, bool attributes_only) {
+  if (path.size() >= PATH_MAX) {  // made through a relative path: no call takes its name from the view root
+    spdlog::warn("view recorder: /{}... ({} bytes) not recorded: a name longer than PATH_MAX stays on this node",
+                 path.substr(0, 64), path.size());
+    return;
+  }
   Result<uint64_t> recorded = RecordPath(path, change, attributes_only);
   Code code = recorded.status().code();
   if (!recorded.ok() && code != Code::kNotFound && code != Code::kUnavailable)

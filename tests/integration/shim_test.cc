@@ -326,6 +326,73 @@ print(len(wrong), wrong[:3])
   EXPECT_EQ(r.out, "0 []\n") << r.err;
 }
 
+
+// The kernel limits the string a call gets to PATH_MAX, not the name it
+// reaches: a relative path of nearly PATH_MAX bytes from a directory in the
+// cluster works there as natively (pjdfstest's */03.t), though its cluster
+// name is longer; a longer one says ENAMETOOLONG; none leads out of the view
+// through a symlink; and a cwd that deep keeps its cluster name.
+TEST_F(ShimTest, APathAsLongAsTheKernelTakesWorksFromADirectoryInTheCluster) {
+  RunResult r = RunCommand({"python3", "-c", R"PY(
+import errno, os
+os.makedirs("/cluster/deep", exist_ok=True)
+os.chdir("/cluster/deep")
+comp = "d" * 127
+parts = [comp] * 31                        # 31 * 128 = 3968 bytes with the slashes
+fd = os.open(".", os.O_RDONLY)
+for p in parts:                            # each mkdir by a short name, from the last one made
+    os.mkdir(p, dir_fd=fd)
+    fd = os.open(p, os.O_RDONLY, dir_fd=fd)
+parent = "/".join(parts)
+name = parent + "/" + "n" * (4095 - len(parent) - 1)
+assert len(name) == 4095, len(name)
+def errname(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+out = []
+out.append(errname(lambda: os.mkdir(name)))
+out.append(os.path.isdir(name))
+out.append(errname(lambda: os.rmdir(name)))
+with open(name, "w") as f:
+    f.write("deep\n")
+out.append(open(name).read() == "deep\n" and os.read(os.open(name.rsplit("/", 1)[1], os.O_RDONLY, dir_fd=fd), 9) == b"deep\n")
+renamed = name[:-1] + "m"
+os.rename(name, renamed)
+out.append(os.path.exists(name) or not os.path.exists(renamed))
+os.unlink(renamed)
+os.symlink("target", name)
+out.append(os.readlink(name))
+os.unlink(name)
+out.append(errname(lambda: os.mkdir(name + "x")))              # 4096 bytes: too long, as natively
+root = os.open("/cluster/deep", os.O_RDONLY)
+out.append(errname(lambda: os.mkdir(name, dir_fd=root)))     # relative to a descriptor in the cluster
+out.append(errname(lambda: os.rmdir(name, dir_fd=root)))
+# Nothing out of the view: symlinks at the bottom to the host's /etc, directly and by "..".
+bottom = parent + "/" + "e" * 110
+os.mkdir(bottom)
+os.symlink("/etc", bottom + "/out")
+os.symlink("../" * 40 + "etc", bottom + "/up")
+for link in ("out", "up"):
+    path = bottom + "/" + link + "/hostname"
+    assert 4082 < len(path) < 4095, len(path)
+    out.append(errname(lambda: open(path).read()))
+# A cwd whose real place in the view is longer than PATH_MAX: getcwd names it
+# in the cluster, and ".." climbs the cluster's tree, not the view's real one.
+os.chdir(bottom)
+out.append(os.getcwd() == "/cluster/deep/" + bottom)
+out.append(os.listdir("../" * 32) == [comp])
+out.append(sorted(os.listdir("../" * 34)) == sorted(os.listdir("/")))
+print(out)
+)PY"},
+                           Env());
+  EXPECT_EQ(r.out,
+            "['ok', True, 'ok', True, False, 'target', 'ENAMETOOLONG', 'ok', 'ok', 'ENAMETOOLONG', 'ENAMETOOLONG', "
+            "True, True, True]\n")
+      << r.err;
+}
 TEST_F(ShimTest, NothingLeadsOutOfTheView) {
   RunResult r = Sh(
       "ln -s ../../../../../../etc/hostname /cluster/up; ln -s /etc/hostname /cluster/abs; "
