@@ -103,7 +103,7 @@
   X(file_dir, rename, kFull, "in the view; between the cluster and a native path EXDEV, as between file systems")       \
   X(file_dir, renameat, kFull, "as rename")                                                                             \
   X(file_dir, renameat2, kFull, "as rename, with the given flags")                                                      \
-  X(file_dir, link, kPartial, "in the view, EXDEV across; other nodes get a separate file with the same content")       \
+  X(file_dir, link, kPartial, "in the view, EXDEV across; the names are one file (inode, link count) on every node")     \
   X(file_dir, linkat, kPartial, "as link; an O_TMPFILE fd cannot be linked into the cluster (EXDEV)")                   \
   X(file_dir, symlink, kPartial, "announced to the agent first (0.1 ms); a target out of the cluster does not resolve (ENOENT)") \
   X(file_dir, symlinkat, kPartial, "as symlink")                                                                        \

@@ -35,15 +35,23 @@ struct FileLook {
   mode_t mode = 0;       // permission bits
   uid_t uid = 0;
   gid_t gid = 0;
+  nlink_t nlink = 0;
+  bool regular = false;  // a regular file
 
   static FileLook Of(const struct stat& st) {
     return {st.st_ino, st.st_size, Ns(st.st_mtim), Ns(st.st_ctim), static_cast<mode_t>(st.st_mode & 07777),
-            st.st_uid, st.st_gid};
+            st.st_uid, st.st_gid, st.st_nlink, S_ISREG(st.st_mode)};
   }
-  // The same file, and nothing about it changed in between.
+  // The same file, and nothing about it changed in between. For a regular
+  // file of several names (a hard link, now or at the other look) the ctime
+  // does not count: a name made or removed elsewhere moves it alone, with no
+  // event in this name's directory (and names made and removed may bring the
+  // count back to what it was). What else moves only the ctime (an
+  // attribute set through another name) has its own event there.
   bool Unchanged(const FileLook& o) const {
-    return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns && ctime_ns == o.ctime_ns && mode == o.mode &&
-           uid == o.uid && gid == o.gid;
+    const bool linked = regular && o.regular && (nlink > 1 || o.nlink > 1);
+    return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns && (ctime_ns == o.ctime_ns || linked) &&
+           mode == o.mode && uid == o.uid && gid == o.gid;
   }
   // The same file with the same content, as far as size and mtime tell.
   bool SameContent(const FileLook& o) const { return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns; }

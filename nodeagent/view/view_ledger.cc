@@ -7,6 +7,7 @@
 #include <charconv>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "consistency/digest.h"
 #include "naming/cluster_path.h"
@@ -81,6 +82,29 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
 void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place) {
   std::lock_guard lock(mu_);
   left_[path] = {FileLook::Of(st), /*by_materializer=*/true, version, in_place};
+}
+
+std::vector<std::string> ViewLedger::NamesLastSeenAs(ino_t ino) {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& [path, left] : left_)
+    if (left.look.ino == ino) names.push_back(path);
+  return names;
+}
+
+void ViewLedger::Relooked(const std::string& path, const struct stat& st) {
+  std::lock_guard lock(mu_);
+  auto it = left_.find(path);
+  if (it == left_.end()) return;
+  FileLook& was = it->second.look;
+  const FileLook now = FileLook::Of(st);
+  if (now.ino != was.ino || now.size != was.size || now.mtime_ns != was.mtime_ns || now.mode != was.mode ||
+      now.uid != was.uid || now.gid != was.gid) {
+    spdlog::debug("ledger: /{} changed otherwise too: not relooked", path);
+    return;  // changed otherwise too: a program's, for the recorder
+  }
+  was.ctime_ns = now.ctime_ns;
+  was.nlink = now.nlink;
 }
 
 void ViewLedger::NotPlaced(const std::string& path) {
@@ -178,7 +202,7 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
     auto it = left_.find(path);
     if (it != left_.end()) {
       const LeftAs& left = it->second;
-      if (left.look.Unchanged(now) && (left.by_materializer || !content_changed)) return true;
+      if (UnchangedSince(path, left, now, marks.fd()) && (left.by_materializer || !content_changed)) return true;
       // A directory's ctime moves with its entries: what we set is what
       // counts (its owner, mode and extended attributes).
       if (S_ISDIR(st.st_mode) && left.look.SameDirectory(now) && XattrsAsShown(path, marks.fd(), left.shown))
@@ -222,6 +246,14 @@ bool ViewLedger::LastWrittenInPlace(const std::string& path, const Version& vers
   return it != left_.end() && it->second.by_materializer && it->second.in_place && it->second.shown == version;
 }
 
+bool ViewLedger::UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd) {
+  if (!left.look.Unchanged(now)) return false;
+  // A file of several names: its ctime did not count, and an attribute set
+  // moves only that.
+  const bool linked = now.regular && (now.nlink > 1 || left.look.nlink > 1);
+  return !linked || left.look.ctime_ns == now.ctime_ns || XattrsAsShown(path, fd, left.shown);
+}
+
 bool ViewLedger::XattrsAsShown(const std::string& path, int fd, const Version& shown) {
   std::optional<v1::Inode> inode = InodeOfVersion(path, shown);
   return !inode || fd < 0 || ShowsXattrs(fd, *inode);
@@ -231,14 +263,22 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
   {
     std::lock_guard lock(mu_);
     auto it = left_.find(path);
-    if (it != left_.end() && it->second.look.Unchanged(FileLook::Of(st))) return true;
+    if (it != left_.end() && UnchangedSince(path, it->second, FileLook::Of(st), fd)) return true;
     // A directory whose entries came and went (the materializer's removals
     // among them): the directory itself is as it was, attributes included.
     if (it != left_.end() && S_ISDIR(st.st_mode) && it->second.look.SameDirectory(FileLook::Of(st)) &&
         XattrsAsShown(path, fd, it->second.shown))
       return true;
     if (S_ISREG(st.st_mode) && stubs_.count(path)) return true;
-    if (it != left_.end()) return false;  // changed since this run saw it: a program's change
+    if (it != left_.end()) {  // changed since this run saw it: a program's change
+      const FileLook& was = it->second.look;
+      const FileLook now = FileLook::Of(st);
+      spdlog::debug("ledger: /{} left as ino {} size {} mtime {} ctime {} mode {:o} nlink {}, now ino {} size {} mtime "
+                    "{} ctime {} mode {:o} nlink {}",
+                    path, was.ino, was.size, was.mtime_ns, was.ctime_ns, was.mode, was.nlink, now.ino, now.size,
+                    now.mtime_ns, now.ctime_ns, now.mode, now.nlink);
+      return false;
+    }
   }
   // Placed by us before a restart, and nobody changed it since, by its mark.
   return UnchangedSincePlaced(fd, st, path);

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "consistency/store.h"
 #include "nodeagent/view/file_look.h"
@@ -70,6 +71,10 @@ class ViewLedger {
   // --- What the materializer did.
   // Path was put in place, as st shows it (after the rename), showing version.
   void Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place = false);
+  // The materializer made or removed another name of the file at path (a
+  // hard link), which moved its ctime and link count alone (st: a look
+  // after): the look kept for path takes them, if nothing else moved.
+  void Relooked(const std::string& path, const struct stat& st);
   // Path was put in place, but a program changed it at once: not ours.
   void NotPlaced(const std::string& path);
   // Marks a file about to be put at path (fd, in staging) as placed by us, showing version.
@@ -133,6 +138,11 @@ class ViewLedger {
   // than this one (placed or recorded; unknown, e.g. after a restart: no).
   // A removal seen then was of that older version, not of this one.
   bool ShowedOlderVersion(const std::string& path, const Version& version);
+  // The paths this run last saw (placed or recorded) as inode ino: the other
+  // names of a hard-linked file, as far as the ledger knows them (a look at
+  // each is older than now: ask the view before trusting one). A scan:
+  // asked only for files of more than one name.
+  std::vector<std::string> NamesLastSeenAs(ino_t ino);
   // The content a stub's mark names (size and chunks), if fd is a stub of ours.
   std::optional<v1::Inode> StubContent(FileMarks& marks);
   static bool IsStub(int fd);
@@ -168,6 +178,9 @@ class ViewLedger {
     bool in_place = false;  // written into the file programs hold (ViewMaterializer::OverwriteInPlace)
   };
   void SetStubLocked(const std::string& path, bool stub);
+  // path (fd) is as left (look `now`): FileLook::Unchanged, and for a file
+  // of several names, whose ctime that does not count, its attributes too.
+  bool UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd);
   // Removals announced whose events are not seen yet: how many, and when
   // the last was announced. One without an event (its directory not
   // watched yet) lapses after kOurRemovalLapse, so that it cannot hide a

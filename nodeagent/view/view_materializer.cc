@@ -357,6 +357,15 @@ Result<bool> ViewMaterializer::MakeStub(int fd, const v1::Inode& inode) {
 
 Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version,
                                              bool fetch, bool as_stub) {
+  // A name of a hard-linked file: one file with its other names placed here.
+  const std::string& group = inode.link_group();
+  std::optional<Twin> twin = group.empty() ? std::nullopt : TwinOf(path, inode);
+  struct CloseTwin {
+    std::optional<Twin>& twin;
+    ~CloseTwin() {
+      if (twin) close(twin->fd);
+    }
+  } close_twin{twin};
   // Already this version (a duplicate, or hydrated meanwhile)? Known by the
   // version the file shows (or, for this node's own record, by its size and
   // mtime, as the recorder took it), not by size and mtime alone: two nodes
@@ -367,10 +376,37 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
                 (st.st_mode & 07777) == inode.mode() &&
                 (version.node == self_node_ || ledger_.ContentShown(path, marks, st) == version) &&
-                ShowsXattrs(fd, inode);
+                ShowsXattrs(fd, inode) && (!twin || twin->st.st_ino == st.st_ino);
     bool stub = same && !marks.Stub().empty();
     close(fd);
-    if (same && !stub) return inode.size();
+    if (same && !stub) {
+      if (!group.empty()) JoinedGroup(group, path);
+      return inode.size();
+    }
+  }
+  if (twin) {
+    // A link to it, made in staging and installed as any placement is.
+    std::string tmp = NewTempName();
+    if (linkat(AT_FDCWD, ProcPath(twin->fd).c_str(), staging_fd_, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      int placed = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (placed < 0) {
+        unlinkat(staging_fd_, tmp.c_str(), 0);
+        return Status::IOError(fmt::format("reopen in staging: {}", strerror(errno)));
+      }
+      Status s = Install(path, placed, tmp, version, /*stub=*/false);
+      close(placed);
+      if (!s.ok()) return s;
+      JoinedGroup(group, path);
+      spdlog::debug("placed /{} as a link of /{}", path, twin->path);
+      return inode.size();
+    }
+    spdlog::warn("/{}: cannot link it to /{} ({}); placed as a copy", path, twin->path, strerror(errno));
+  }
+  // The first name of a group here: the whole content, never a stub (a
+  // stub's content, brought later, would come as another file).
+  if (!group.empty()) {
+    fetch = true;
+    as_stub = false;
   }
   // A file programs lock is overwritten in place, so never with a stub, and
   // never twice with one version (a record delivered again, by anti-entropy
@@ -410,12 +446,65 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
   Status s = Install(path, *placed, tmp, version, stub);
   close(*placed);
   if (!s.ok()) return s;
+  if (!group.empty()) JoinedGroup(group, path);
   return inode.size();
+}
+
+std::optional<ViewMaterializer::Twin> ViewMaterializer::TwinOf(const std::string& path, const v1::Inode& inode) {
+  std::set<std::string> names;
+  {
+    std::lock_guard lock(groups_mu_);
+    auto it = group_names_.find(inode.link_group());
+    if (it == group_names_.end()) return std::nullopt;
+    names = it->second;
+  }
+  for (const std::string& name : names) {
+    if (name == path) continue;
+    v1::Inode other;
+    Result<Record> rec = store_.Get(name, Cf::kNs);
+    if (!rec.ok() || !other.ParseFromString(rec->value) || other.link_group() != inode.link_group()) {
+      std::lock_guard lock(groups_mu_);
+      group_names_[inode.link_group()].erase(name);  // no longer of the group
+      continue;
+    }
+    other.clear_xattrs();  // compared below, on the file itself
+    v1::Inode mine = inode;
+    mine.clear_xattrs();
+    if (other.SerializeAsString() != mine.SerializeAsString()) continue;  // not alike (yet)
+    int fd = OpenBeneath(root_fd_, name, O_PATH);
+    if (fd < 0) continue;
+    Twin twin{fd, name, {}};
+    FileMarks marks(fd);
+    // Shows that record as placed or recorded here, whole (no stub).
+    if (fstat(fd, &twin.st) == 0 && S_ISREG(twin.st.st_mode) && AsPlaced(twin.st, inode) &&
+        (rec->version.node == self_node_ || ledger_.ContentShown(name, marks, twin.st) == rec->version) &&
+        marks.Stub().empty() && ShowsXattrs(fd, inode))
+      return twin;
+    close(fd);
+  }
+  return std::nullopt;
+}
+
+void ViewMaterializer::JoinedGroup(const std::string& group, const std::string& path) {
+  std::lock_guard lock(groups_mu_);
+  group_names_[group].insert(path);
 }
 
 Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std::string& tmp, const Version& version,
                                  bool stub) {
   std::lock_guard view_lock(ledger_.view_mutex());
+  // A link to another name's file (a hard link placed): however this ends,
+  // renamed into place or dropped, the other names' looks take the link
+  // count and ctime it leaves (before the view lock goes).
+  struct RelookLinked {
+    ViewMaterializer* m;
+    struct stat st{};
+    bool linked = false;
+    ~RelookLinked() {
+      if (linked) m->RelookNamesOf(st.st_ino);
+    }
+  } relook_linked{this};
+  relook_linked.linked = fstat(tmp_fd, &relook_linked.st) == 0 && relook_linked.st.st_nlink > 1;
   Result<Record> now = store_.Get(path, Cf::kNs);
   if (!now.ok() || now->version != version) {
     unlinkat(staging_fd_, tmp.c_str(), 0);
@@ -480,7 +569,15 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
   spdlog::debug("placed /{}{} (version of {})", path, stub ? " as a stub" : "", NodeIdHex(version.node));
   TellLedgerPlaced(path, tmp_fd, *now);
   if (!stub) ledger_.SetStub(path, false);
+  // Hard links: the file replaced had other names (the one linked in: above).
+  if (judged && S_ISREG(judged->st_mode) && judged->st_nlink > 1) RelookNamesOf(judged->st_ino);
   return Status::Ok();
+}
+
+void ViewMaterializer::RelookNamesOf(ino_t ino) {
+  for (const std::string& name : ledger_.NamesLastSeenAs(ino))
+    if (struct stat st; fstatat(root_fd_, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == ino)
+      ledger_.Relooked(name, st);
 }
 
 Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, const std::string& path,
@@ -569,6 +666,7 @@ void ViewMaterializer::Remove(const std::string& path) {
     if (rc != 0) return;
     spdlog::debug("removed /{} (a tombstone from {} won)", p, NodeIdHex(tomb->version.node));
     ledger_.Gone(p);
+    if (S_ISREG(st.st_mode) && st.st_nlink > 1) RelookNamesOf(st.st_ino);  // its other names
   }
 }
 

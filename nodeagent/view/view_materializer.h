@@ -14,6 +14,7 @@
 // checked (IsValidNsKey) before they touch the view.
 #pragma once
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -23,8 +24,10 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "consistency/store.h"
@@ -120,6 +123,22 @@ class ViewMaterializer {
   Result<int> FinishPlacement(int fd, const std::string& tmp, const v1::Inode& inode, const std::string& path,
                               const Version& version);
   std::string NewTempName();
+  // Another name of path's file (a record of the same link group, alike in
+  // content and attributes) that this node's view shows as recorded: an
+  // O_PATH descriptor of it and its name, for path to become a hard link of
+  // it. None when no name of the group is placed here yet, or none agrees.
+  struct Twin {
+    int fd = -1;
+    std::string path;
+    struct stat st;
+  };
+  std::optional<Twin> TwinOf(const std::string& path, const v1::Inode& inode);
+  // path now shows a version of link group `group` (Placed by the materializer).
+  void JoinedGroup(const std::string& group, const std::string& path);
+  // The materializer made or removed a name of file ino: the ledger's looks
+  // at its other names take their new ctime and link count (under the view
+  // mutex).
+  void RelookNamesOf(ino_t ino);
 
   Store& store_;
   ContentTransfer& content_;
@@ -142,6 +161,9 @@ class ViewMaterializer {
   bool stopping_ = false;
   std::thread thread_;
 
+  std::mutex groups_mu_;
+  // The names this node placed for each link group (a hint: checked at use).
+  std::unordered_map<std::string, std::set<std::string>> group_names_;
   std::array<std::mutex, 32> path_mu_;  // one materialization or hydration of a path at a time
   std::mutex& PathMutex(const std::string& path) { return path_mu_[std::hash<std::string>()(path) % path_mu_.size()]; }
 };

@@ -50,7 +50,7 @@ v1::FileType TypeOf(mode_t m) {
 bool SameState(const v1::Inode& a, const v1::Inode& b) {
   return a.type() == b.type() && a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() &&
          a.size() == b.size() && (a.type() == v1::FILE_TYPE_DIRECTORY || a.mtime_ns() == b.mtime_ns()) &&
-         a.symlink_target() == b.symlink_target() && SameXattrs(a, b);
+         a.symlink_target() == b.symlink_target() && SameXattrs(a, b) && a.link_group() == b.link_group();
 }
 
 bool SameChunks(const v1::Inode& a, const v1::Inode& b) {
@@ -488,6 +488,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     return s;
   }
   NoteSymlink(path, S_ISLNK(st.st_mode));
+  if (S_ISREG(st.st_mode) && st.st_nlink > 1) linked_names_[st.st_ino].insert(path);
   const uint64_t size = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
   // Made with content already, by one name: a program writing it, whose close
   // records it (hashing it now would read a file still growing), or a link
@@ -502,7 +503,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // recorded if its bytes are not the record's.)
   FileMarks marks(fd);
   if (change != Change::kFsync && change != Change::kWritten && change != Change::kUnlocked &&
-      ledger_.IsOurs(path, marks, st, change != Change::kMetadata)) {
+      change != Change::kLinked && ledger_.IsOurs(path, marks, st, change != Change::kMetadata)) {
     close(fd);
     return size;
   }
@@ -529,7 +530,45 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   if ((change == Change::kWritten || change == Change::kUnlocked) && !stub) ledger_.SetStub(path, false);
   std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, marks, st) : std::nullopt;
   close(fd);
-  return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
+  if (!S_ISREG(st.st_mode) || st.st_nlink < 2)
+    return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
+  // A hard link: every name of the file is recorded with the same group, and
+  // with what this name shows.
+  Names names = NamesOf(path, st);
+  inode.set_link_group(names.group);
+  Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
+  if (recorded.ok() && change != Change::kLinked)
+    for (const std::string& other : names.others) {
+      Result<uint64_t> r = RecordPath(other, Change::kLinked);
+      if (!r.ok() && r.status().code() != Code::kNotFound)
+        spdlog::debug("view recorder: /{}, a name of /{}, not recorded now: {}", other, path, r.status().message());
+    }
+  return recorded;
+}
+
+ViewRecorder::Names ViewRecorder::NamesOf(const std::string& path, const struct stat& st) {
+  Names names;
+  std::set<std::string>& seen = linked_names_[st.st_ino];
+  std::set<std::string> candidates = seen;
+  for (std::string& name : ledger_.NamesLastSeenAs(st.st_ino)) candidates.insert(std::move(name));
+  for (const std::string& name : candidates) {
+    struct stat now;
+    // Still this file (the looks are older).
+    if (fstatat(root_fd_, name.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino ||
+        now.st_dev != st.st_dev) {
+      seen.erase(name);
+      continue;
+    }
+    seen.insert(name);
+    v1::Inode held;
+    if (Result<Record> rec = store_.Get(name, Cf::kNs); rec.ok() && held.ParseFromString(rec->value) &&
+        !held.link_group().empty() && (names.group.empty() || held.link_group() < names.group))
+      names.group = held.link_group();
+    if (name != path) names.others.push_back(name);
+  }
+  if (seen.empty()) linked_names_.erase(st.st_ino);
+  if (names.group.empty()) names.group = fmt::format("{}.{}", NodeIdHex(store_.node_id()), store_.clock().Now());
+  return names;
 }
 
 Status ViewRecorder::FillContent(const std::string& path, Change change, const std::optional<v1::Inode>& stub,
@@ -545,7 +584,7 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
   }
   bool same_content = held != nullptr && held->type() == v1::FILE_TYPE_REGULAR && held->size() == inode->size() &&
                       held->mtime_ns() == inode->mtime_ns();
-  if (same_content && change == Change::kMetadata) {
+  if (same_content && (change == Change::kMetadata || change == Change::kLinked)) {
     *inode->mutable_chunks() = held->chunks();
     return Status::Ok();
   }

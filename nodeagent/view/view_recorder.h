@@ -105,6 +105,8 @@ class ViewRecorder {
     kUnlocked,        // RecordIfWritten, at the unlock of a write lock: as kWritten, and never taken
                       // for the materializer's write in place (a program's write in the same clock
                       // tick would look alike)
+    kLinked,          // another name of the same file was recorded (a hard link): this one goes with
+                      // it, whoever made it; content as kMetadata takes it
   };
   // Chunks (index, as hashed ahead) a record names before they are stored.
   using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;
@@ -134,6 +136,14 @@ class ViewRecorder {
   // prehasher once it is idle); another error when it could not be read or
   // written (its own next events, or the next full scan, record it).
   Result<uint64_t> RecordPath(const std::string& path, Change change, bool attributes_only = false);
+  // The link group of a file of several names (st, at path) and its other
+  // names in the view: the group one of its names' records has already
+  // (the least, if they differ), else a new one.
+  struct Names {
+    std::string group;
+    std::vector<std::string> others;
+  };
+  Names NamesOf(const std::string& path, const struct stat& st);
   // RecordPath for the event loop and the scans: a failure is logged, and
   // left to the entry's next event or the next full scan.
   // attributes_only: an IN_ATTRIB, nothing else (a symlink's target is then the store's).
@@ -209,6 +219,10 @@ class ViewRecorder {
   std::unordered_map<int, std::string> wd_to_dir_;
   std::vector<char> event_buf_;
   std::set<std::string> symlinks_;  // under record_mu_
+  // The names seen of each regular file of several names (by inode number,
+  // under record_mu_): with the ledger's, where NamesOf looks. Checked in the
+  // view at each use; a name found elsewhere goes.
+  std::unordered_map<ino_t, std::set<std::string>> linked_names_;
   uint64_t unwatched_ = 0;  // directories inotify_add_watch failed on, since the last full scan
   // What stopped the last proof and will stop the next (a mount point, a
   // directory we may not list, one too deep), until an event says it may be gone.

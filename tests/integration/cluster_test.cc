@@ -268,6 +268,62 @@ TEST_F(ClusterTest, ABacklogOfLargeRecordsReachesAPeerThatWasAway) {
 // a directory on one node, with setxattr, is what getxattr answers on every
 // other, the holder of the content and the stub alike; a change or removal
 // on another node comes back the same way.
+// Two names of one file (link(2)) are one file on every node: the same
+// inode under both names, its link count, and a write, chmod or removal
+// through either name on any node seen through the other everywhere.
+TEST_F(ClusterTest, HardLinksAreOneFileOnEveryNode) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string show = R"(
+import os
+try:
+    f, g = os.stat('/cluster/h/f'), os.stat('/cluster/h/d/g')
+    print(f.st_ino == g.st_ino, f.st_nlink, oct(f.st_mode), open('/cluster/h/d/g').read().replace('\n', '|'))
+except OSError as e:
+    print(e.strerror)
+)";
+  auto shows = [&](AgentProcess& node, const std::string& want) {
+    return WaitUntil(
+        [&] {
+          RunResult r = RunCommand({"/usr/bin/python3", "-c", show},
+                                   {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node.socket()}});
+          return ::testing::AssertionResult(r.out == want) << r.out << r.err;
+        },
+        seconds(15), node.address() + " shows " + want);
+  };
+  auto sh = [&](AgentProcess& node, const std::string& script) {
+    return RunCommand({"bash", "-c", script}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node.socket()}});
+  };
+  ASSERT_EQ(sh(*a, "mkdir -p /cluster/h/d && echo one > /cluster/h/f && ln /cluster/h/f /cluster/h/d/g").exit_code, 0);
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, "True 2 0o100644 one|\n"));
+  // Written through the second name on b, changed in mode through the first on c.
+  ASSERT_EQ(sh(*b, "echo two >> /cluster/h/d/g").exit_code, 0);
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, "True 2 0o100644 one|two|\n"));
+  ASSERT_EQ(sh(*c, "chmod 600 /cluster/h/f").exit_code, 0);
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, "True 2 0o100600 one|two|\n"));
+  // A third name, made on c; then the first removed on a: two names left everywhere.
+  ASSERT_EQ(sh(*c, "ln /cluster/h/d/g /cluster/h/third").exit_code, 0);
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(shows(*node, "True 3 0o100600 one|two|\n"));
+  ASSERT_EQ(sh(*a, "rm /cluster/h/f && echo three >> /cluster/h/third").exit_code, 0);
+  const std::string left = R"(
+import os
+try:
+    g, t = os.stat('/cluster/h/d/g'), os.stat('/cluster/h/third')
+    print(os.path.exists('/cluster/h/f'), g.st_ino == t.st_ino, g.st_nlink, open('/cluster/h/d/g').read().replace('\n', '|'))
+except OSError as e:
+    print(e.strerror)
+)";
+  for (AgentProcess* node : {a.get(), b.get(), c.get()})
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          RunResult r = RunCommand({"/usr/bin/python3", "-c", left},
+                                   {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node->socket()}});
+          return ::testing::AssertionResult(r.out == "False True 2 one|two|three|\n") << r.out << r.err;
+        },
+        seconds(15), node->address() + " has two names left"));
+  EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
+}
+
 TEST_F(ClusterTest, ExtendedAttributesSetOnOneNodeAreReadOnEveryOther) {
   StartThree();
   if (HasFatalFailure()) return;
