@@ -70,6 +70,18 @@ class ClusterTest : public ::testing::Test {
     for (AgentProcess* agent : {a.get(), b.get(), c.get()}) ASSERT_TRUE(WaitForStates(*agent, all_alive, seconds(10)));
   }
 
+  // Waits until python script, run under the shim on agent, prints want.
+  ::testing::AssertionResult PrintsUnderShim(AgentProcess& agent, const std::string& script, const std::string& want,
+                                             seconds timeout = seconds(15)) {
+    return WaitUntil(
+        [&] {
+          RunResult r = RunCommand({"/usr/bin/python3", "-c", script},
+                                   {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
+          return ::testing::AssertionResult(r.out == want) << r.out << r.err;
+        },
+        timeout, agent.address() + " prints " + want);
+  }
+
   // Runs python script (argv: arg, a marker path) under the shim on agent;
   // once the script creates the marker (its files still open), calls
   // while_open, then removes the marker, which lets the script end.

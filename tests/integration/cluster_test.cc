@@ -282,15 +282,7 @@ try:
 except OSError as e:
     print(e.strerror)
 )";
-  auto shows = [&](AgentProcess& node, const std::string& want) {
-    return WaitUntil(
-        [&] {
-          RunResult r = RunCommand({"/usr/bin/python3", "-c", show},
-                                   {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node.socket()}});
-          return ::testing::AssertionResult(r.out == want) << r.out << r.err;
-        },
-        seconds(15), node.address() + " shows " + want);
-  };
+  auto shows = [&](AgentProcess& node, const std::string& want) { return PrintsUnderShim(node, show, want); };
   auto sh = [&](AgentProcess& node, const std::string& script) {
     return RunCommand({"bash", "-c", script}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node.socket()}});
   };
@@ -314,13 +306,7 @@ except OSError as e:
     print(e.strerror)
 )";
   for (AgentProcess* node : {a.get(), b.get(), c.get()})
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          RunResult r = RunCommand({"/usr/bin/python3", "-c", left},
-                                   {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node->socket()}});
-          return ::testing::AssertionResult(r.out == "False True 2 one|two|three|\n") << r.out << r.err;
-        },
-        seconds(15), node->address() + " has two names left"));
+    EXPECT_TRUE(PrintsUnderShim(*node, left, "False True 2 one|two|three|\n"));
   EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
 }
 
@@ -351,15 +337,7 @@ try:
 except OSError as e:
     print(e)
 )";
-  auto shows = [&](AgentProcess& node, const std::string& want) {
-    return WaitUntil(
-        [&] {
-          RunResult r = RunCommand({"/usr/bin/python3", "-c", show},
-                                   {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node.socket()}});
-          return ::testing::AssertionResult(r.out == want) << r.out << r.err;
-        },
-        seconds(15), node.address() + " shows " + want);
-  };
+  auto shows = [&](AgentProcess& node, const std::string& want) { return PrintsUnderShim(node, show, want); };
   RunResult made = RunCommand({"/usr/bin/python3", "-c", set}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
   ASSERT_EQ(made.exit_code, 0) << made.err;
   const std::string first =
