@@ -257,13 +257,15 @@ void CwdChanged() {
   errno = saved;
 }
 
+// The cwd's cluster name into out ("" when it is longer than PATH_MAX);
+// false when the cwd is not in the cluster.
 bool VirtualCwd(char* out, size_t cap) {
   for (int attempt = 0; attempt < 64; ++attempt) {
     unsigned g = cwd_gen.load(std::memory_order_acquire);
     const CwdState& state = cwd_states[g & 1];
     if (!state.in_cluster) return false;
-    size_t n = strnlen(state.path, sizeof state.path);
-    if (n == 0 || n + 1 > cap) return false;  // none kept: longer than PATH_MAX
+    size_t n = strnlen(state.path, sizeof state.path);  // 0: none kept, longer than PATH_MAX
+    if (n + 1 > cap) return false;
     memcpy(out, state.path, n);
     out[n] = '\0';
     std::atomic_thread_fence(std::memory_order_acquire);
@@ -333,8 +335,8 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
   char cwd[kMaxPathBytes];
   bool named = true;  // false: a cwd in the cluster whose name is longer than PATH_MAX
   if (dirfd == AT_FDCWD) {
-    if (!CwdInCluster()) return none;  // relative to a native cwd
-    named = VirtualCwd(cwd, sizeof cwd);
+    if (!CwdInCluster() || !VirtualCwd(cwd, sizeof cwd)) return none;  // relative to a native cwd
+    named = cwd[0] != '\0';
   } else if (!IsTracked(dirfd)) {
     return none;  // relative to a native directory fd
   } else if (!ClusterPathOfFd(dirfd, cwd, sizeof cwd)) {
@@ -377,7 +379,7 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
 }
 
 bool Target::IsRoot() const {
-  if (!cluster || rel == nullptr) return false;
+  if (!cluster || rel == nullptr || beneath) return false;
   std::string_view r(rel);
   while (r.size() > 1 && r.back() == '/') r.remove_suffix(1);  // "ROOT/" is the root too
   return Root().root().substr(1) == r;

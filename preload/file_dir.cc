@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <utime.h>
@@ -87,6 +88,10 @@ int TwoPaths(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
   if (o.dot_last || n.dot_last) return Fail(root_ok_as_old ? (o.dot_last ? EPERM : EEXIST) : EBUSY);
   if ((o.IsRoot() && !root_ok_as_old) || n.IsRoot()) return Fail(EBUSY);
   return AtParent(o, [&](int op, const char* obase) {
+    // link: the kernel finds the old name before it looks at the new one's
+    // directory (a missing old name is ENOENT, whatever the new path is).
+    struct stat st;
+    if (root_ok_as_old && RealSyscall(SYS_newfstatat, op, obase, &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
     return AtParent(n, [&](int np, const char* nbase) { return native(op, obase, np, nbase, flags); });
   });
 }
