@@ -48,11 +48,13 @@ struct FileLook {
   // event in this name's directory (and names made and removed may bring the
   // count back to what it was). What else moves only the ctime (an
   // attribute set through another name) has its own event there.
-  bool Unchanged(const FileLook& o) const {
-    const bool linked = regular && o.regular && (nlink > 1 || o.nlink > 1);
-    return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns && (ctime_ns == o.ctime_ns || linked) &&
-           mode == o.mode && uid == o.uid && gid == o.gid;
+  bool Unchanged(const FileLook& o) const { return SameButCtime(o) && (ctime_ns == o.ctime_ns || Linked(o)); }
+  // All but the ctime and link count alike.
+  bool SameButCtime(const FileLook& o) const {
+    return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns && mode == o.mode && uid == o.uid && gid == o.gid;
   }
+  // A regular file of several names, at this look or at o.
+  bool Linked(const FileLook& o) const { return regular && o.regular && (nlink > 1 || o.nlink > 1); }
   // The same file with the same content, as far as size and mtime tell.
   bool SameContent(const FileLook& o) const { return ino == o.ino && size == o.size && mtime_ns == o.mtime_ns; }
   // The same directory with the same mode and owner: its ctime and mtime

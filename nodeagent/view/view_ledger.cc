@@ -92,16 +92,16 @@ std::vector<std::string> ViewLedger::NamesLastSeenAs(ino_t ino) {
   return names;
 }
 
-void ViewLedger::Relooked(const std::string& path, const struct stat& st) {
+void ViewLedger::Relooked(const std::string& path, int fd, const struct stat& st) {
   std::lock_guard lock(mu_);
   auto it = left_.find(path);
   if (it == left_.end()) return;
   FileLook& was = it->second.look;
   const FileLook now = FileLook::Of(st);
-  if (now.ino != was.ino || now.size != was.size || now.mtime_ns != was.mtime_ns || now.mode != was.mode ||
-      now.uid != was.uid || now.gid != was.gid) {
+  // Changed otherwise too (attributes included): a program's, for the recorder.
+  if (!was.SameButCtime(now) || !XattrsAsShown(path, fd, it->second.shown)) {
     spdlog::debug("ledger: /{} changed otherwise too: not relooked", path);
-    return;  // changed otherwise too: a program's, for the recorder
+    return;
   }
   was.ctime_ns = now.ctime_ns;
   was.nlink = now.nlink;
@@ -250,8 +250,7 @@ bool ViewLedger::UnchangedSince(const std::string& path, const LeftAs& left, con
   if (!left.look.Unchanged(now)) return false;
   // A file of several names: its ctime did not count, and an attribute set
   // moves only that.
-  const bool linked = now.regular && (now.nlink > 1 || left.look.nlink > 1);
-  return !linked || left.look.ctime_ns == now.ctime_ns || XattrsAsShown(path, fd, left.shown);
+  return !left.look.Linked(now) || left.look.ctime_ns == now.ctime_ns || XattrsAsShown(path, fd, left.shown);
 }
 
 bool ViewLedger::XattrsAsShown(const std::string& path, int fd, const Version& shown) {
@@ -281,7 +280,8 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
     }
   }
   // Placed by us before a restart, and nobody changed it since, by its mark.
-  return UnchangedSincePlaced(fd, st, path);
+  FileMarks marks(fd);
+  return PlacedBy(marks, st, path).placed || LinkedAndUntouched(path, marks, st);
 }
 
 bool ViewLedger::SeenInView(const std::string& path) {
@@ -338,9 +338,22 @@ std::optional<v1::Inode> ViewLedger::InodeOfVersion(const std::string& key, cons
   return std::nullopt;
 }
 
+bool ViewLedger::LinkedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st) {
+  // The mark names one of the file's names (the one placed whole); the
+  // others were placed as links of it: their own records, of a link group,
+  // are what the file shows.
+  if (!S_ISREG(st.st_mode) || st.st_nlink < 2 || marks.fd() < 0) return false;
+  const std::string prefix = PlacedMarkPrefix(st);
+  if (marks.Placement().compare(0, prefix.size(), prefix) != 0) return false;
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  v1::Inode inode;
+  return rec.ok() && inode.ParseFromString(rec->value) && !inode.link_group().empty() && ShowsVersion(st, inode) &&
+         ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode);
+}
+
 bool ViewLedger::PlacedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st) {
   Placement placement = PlacedBy(marks, st, path);
-  if (!placement.placed) return false;
+  if (!placement.placed) return LinkedAndUntouched(path, marks, st);
   if (!placement.version) {
     // An older agent's mark: the current record is the version it shows
     // when the file looks like it (those marks were taken so), else unknown.

@@ -74,7 +74,7 @@ class ViewLedger {
   // The materializer made or removed another name of the file at path (a
   // hard link), which moved its ctime and link count alone (st: a look
   // after): the look kept for path takes them, if nothing else moved.
-  void Relooked(const std::string& path, const struct stat& st);
+  void Relooked(const std::string& path, int fd, const struct stat& st);
   // Path was put in place, but a program changed it at once: not ours.
   void NotPlaced(const std::string& path);
   // Marks a file about to be put at path (fd, in staging) as placed by us, showing version.
@@ -178,6 +178,10 @@ class ViewLedger {
     bool in_place = false;  // written into the file programs hold (ViewMaterializer::OverwriteInPlace)
   };
   void SetStubLocked(const std::string& path, bool stub);
+  // A file of several names whose placement mark names another of them
+  // (placed as links of it: ViewMaterializer::TwinOf), unchanged since by
+  // that mark, and showing path's own record, of a link group.
+  bool LinkedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st);
   // path (fd) is as left (look `now`): FileLook::Unchanged, and for a file
   // of several names, whose ctime that does not count, its attributes too.
   bool UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd);

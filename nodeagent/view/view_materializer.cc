@@ -360,6 +360,13 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
   // A name of a hard-linked file: one file with its other names placed here.
   const std::string& group = inode.link_group();
   std::optional<Twin> twin = group.empty() ? std::nullopt : TwinOf(path, inode);
+  // A link of it already, showing the record (which TwinOf checked): placed.
+  if (struct stat at; twin && fstatat(root_fd_, path.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
+                      at.st_ino == twin->st.st_ino) {
+    close(twin->fd);
+    JoinedGroup(group, path);
+    return inode.size();
+  }
   struct CloseTwin {
     std::optional<Twin>& twin;
     ~CloseTwin() {
@@ -575,9 +582,12 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
 }
 
 void ViewMaterializer::RelookNamesOf(ino_t ino) {
-  for (const std::string& name : ledger_.NamesLastSeenAs(ino))
-    if (struct stat st; fstatat(root_fd_, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == ino)
-      ledger_.Relooked(name, st);
+  for (const std::string& name : ledger_.NamesLastSeenAs(ino)) {
+    int fd = OpenBeneath(root_fd_, name, O_PATH);
+    if (fd < 0) continue;
+    if (struct stat st; fstat(fd, &st) == 0 && st.st_ino == ino) ledger_.Relooked(name, fd, st);
+    close(fd);
+  }
 }
 
 Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, const std::string& path,

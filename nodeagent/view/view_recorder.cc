@@ -479,6 +479,18 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     // report gone (a listing's entries under a mount taken away) is
     // recorded gone here.
     if (change == Change::kMetadata) TombstonePath(path);
+    // A name of a file of several names, written through and gone: the
+    // file's other names (as far as the recorder saw them) hold that write.
+    if (change == Change::kWritten || change == Change::kUnlocked) {
+      std::vector<std::string> others;
+      for (const auto& [ino, names] : linked_names_)
+        if (names.count(path))
+          for (const std::string& name : names)
+            if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                at.st_ino == ino)
+              others.push_back(name);
+      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked);
+    }
     return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
   struct stat st;
@@ -489,6 +501,13 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   }
   NoteSymlink(path, S_ISLNK(st.st_mode));
   if (S_ISREG(st.st_mode) && st.st_nlink > 1) linked_names_[st.st_ino].insert(path);
+  // Another name's change, taken for this one: not over a newer version of
+  // this name that is still on its way into the view (placing it links it).
+  if (change == Change::kLinked)
+    if (Result<Record> held = store_.Get(path, Cf::kNs); held.ok() && ledger_.ShowedOlderVersion(path, held->version)) {
+      close(fd);
+      return Status::Unavailable(fmt::format("a newer version of /{} is on its way into the view", path));
+    }
   const uint64_t size = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
   // Made with content already, by one name: a program writing it, whose close
   // records it (hashing it now would read a file still growing), or a link
