@@ -660,7 +660,17 @@ void ViewMaterializer::Remove(const std::string& path) {
   // removes it (and so on up). Top-level entries (the cluster roots) stay.
   for (std::string p = path; p.find('/') != std::string::npos; p = ParentKey(p)) {
     Result<Record> tomb = store_.GetWithTombstone(p, Cf::kNs);
-    if (!tomb.ok() || !tomb->tombstone) return;  // live (again), or never known
+    if (!tomb.ok() || !tomb->tombstone) {
+      // Live (again), or never known. A directory here whose record is now a
+      // file or symlink (a rename over it, once emptied, on the writer) could
+      // not be replaced while it had entries: now it may.
+      v1::Inode live;
+      if (p != path && tomb.ok() && live.ParseFromString(tomb->value) &&
+          (live.type() == v1::FILE_TYPE_REGULAR || live.type() == v1::FILE_TYPE_SYMLINK))
+        if (struct stat st; fstatat(root_fd_, p.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+          Enqueue(p);
+      return;
+    }
     int parent = OpenParent(p, false);
     if (parent < 0) return;
     std::string name(BaseName(p));

@@ -10,7 +10,8 @@
 #
 #   ops.py ROOT SEED FIRST LAST     applies operations FIRST..LAST-1
 #   ops.py --snapshot ROOT [--no-mtime]
-#                                   prints the tree: one line per entry
+#                                   prints the tree: one line per entry, a
+#                                   file's link count and other names included
 #                                   (without files' mtimes: a run elsewhere
 #                                   made them at other instants)
 import errno
@@ -63,8 +64,8 @@ def generate(seed, count):
         files = sorted(m.files)
         kind = rng.choices(
             ["create", "write", "truncate", "rename", "symlink", "chmod", "utime", "setxattr", "removexattr",
-             "mkdir", "rmdir", "unlink"],
-            weights=[14, 12, 6, 8, 4, 6, 5, 6, 3, 8, 5, 6])[0]
+             "mkdir", "rmdir", "unlink", "link"],
+            weights=[14, 12, 6, 8, 4, 6, 5, 6, 3, 8, 5, 6, 4])[0]
         if kind in ("write", "truncate", "chmod", "utime") and files:
             name = rng.choice(files)
         if kind in ("setxattr", "removexattr") and (files or len(m.dirs) > 1):
@@ -91,8 +92,15 @@ def generate(seed, count):
             if ok:
                 m.remove_tree(dst)
                 m.move(name, dst)
+        elif kind == "link" and files:  # another name of a file (the model knows names, not files)
+            src = rng.choice(files)
+            ops.append((kind, src, name))
+            if not m.exists(name) and os.path.dirname(name) in m.dirs:
+                m.files.add(name)
         elif kind == "symlink":
             target = rng.choice(["a", "../b", "c/d", "missing"])
+            if target == "../b" and "/" not in name:
+                target = "b"  # ("../b" at the top would lead out of ROOT: elsewhere natively and in the cluster)
             ops.append((kind, name, target))
             if not m.exists(name) and os.path.dirname(name) in m.dirs:
                 m.links.add(name)
@@ -136,6 +144,8 @@ def apply(root, op):
         os.close(fd)
     elif kind == "rename":
         os.rename(name, os.path.join(root, op[2]))
+    elif kind == "link":
+        os.link(name, os.path.join(root, op[2]), follow_symlinks=False)
     elif kind == "symlink":
         os.symlink(op[2], name)
     elif kind == "chmod":
@@ -155,7 +165,16 @@ def apply(root, op):
 
 
 def snapshot(root, mtimes=True):
-    """Every entry below root: path, type, mode, size, mtime (a file's), content or target, xattrs."""
+    """Every entry below root: path, type, mode, size, mtime (a file's), content or target, xattrs; a file's
+    link count, and for a file of several names, the first of its names (by path) found here."""
+    first_name = {}
+    for d, dirs, files in os.walk(root):
+        for n in sorted(files):
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if not os.path.islink(p) and st.st_nlink > 1 and (st.st_ino not in first_name or rel < first_name[st.st_ino]):
+                first_name[st.st_ino] = rel
     lines = []
     for d, dirs, files in os.walk(root):
         for n in sorted(dirs + files):
@@ -173,7 +192,8 @@ def snapshot(root, mtimes=True):
                 with open(p, "rb") as f:
                     digest = hashlib.sha256(f.read()).hexdigest()[:16]
                 mtime = st.st_mtime_ns if mtimes else "-"
-                lines.append(f"{rel} file {oct(st.st_mode & 0o7777)} {st.st_size} {mtime} {digest} [{x}]")
+                same = f" ={first_name[st.st_ino]}" if st.st_ino in first_name else ""
+                lines.append(f"{rel} file {oct(st.st_mode & 0o7777)} {st.st_size} {mtime} {digest} [{x}] {st.st_nlink}{same}")
     return "\n".join(sorted(lines))
 
 
