@@ -481,14 +481,14 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     if (change == Change::kMetadata) TombstonePath(path);
     // A name of a file of several names, written through and gone: the
     // file's other names (as far as the recorder saw them) hold that write.
-    if (change == Change::kWritten || change == Change::kUnlocked) {
+    if (auto known = inode_of_name_.find(path);
+        known != inode_of_name_.end() && (change == Change::kWritten || change == Change::kUnlocked)) {
+      const ino_t ino = known->second;
       std::vector<std::string> others;
-      for (const auto& [ino, names] : linked_names_)
-        if (names.count(path))
-          for (const std::string& name : names)
-            if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
-                                at.st_ino == ino)
-              others.push_back(name);
+      for (const std::string& name : names_of_inode_[ino])
+        if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
+                            at.st_ino == ino && S_ISREG(at.st_mode))
+          others.push_back(name);
       for (const std::string& other : others) (void)RecordPath(other, Change::kLinked);
     }
     return Status::NotFound(fmt::format("/{} is not in the view", path));
@@ -500,11 +500,14 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     return s;
   }
   NoteSymlink(path, S_ISLNK(st.st_mode));
-  if (S_ISREG(st.st_mode) && st.st_nlink > 1) linked_names_[st.st_ino].insert(path);
-  // Another name's change, taken for this one: not over a newer version of
-  // this name that is still on its way into the view (placing it links it).
+  if (S_ISREG(st.st_mode)) NoteName(path, st.st_ino);
+  // Another name's change, taken for this one: not over a peer's newer
+  // version of this name that is still on its way into the view (placing it
+  // links it). (This node's own versions are never on their way: the ledger
+  // may not know the last one, when the file changed again at once.)
   if (change == Change::kLinked)
-    if (Result<Record> held = store_.Get(path, Cf::kNs); held.ok() && ledger_.ShowedOlderVersion(path, held->version)) {
+    if (Result<Record> held = store_.Get(path, Cf::kNs); held.ok() && held->version.node != store_.node_id() &&
+                                                          ledger_.ShowedOlderVersion(path, held->version)) {
       close(fd);
       return Status::Unavailable(fmt::format("a newer version of /{} is on its way into the view", path));
     }
@@ -567,25 +570,24 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
 
 ViewRecorder::Names ViewRecorder::NamesOf(const std::string& path, const struct stat& st) {
   Names names;
-  std::set<std::string>& seen = linked_names_[st.st_ino];
-  std::set<std::string> candidates = seen;
+  std::set<std::string> candidates = names_of_inode_[st.st_ino];
   for (std::string& name : ledger_.NamesLastSeenAs(st.st_ino)) candidates.insert(std::move(name));
   for (const std::string& name : candidates) {
     struct stat now;
     // Still this file (the looks are older).
     if (fstatat(root_fd_, name.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino ||
         now.st_dev != st.st_dev) {
-      seen.erase(name);
+      if (auto known = inode_of_name_.find(name); known != inode_of_name_.end() && known->second == st.st_ino)
+        ForgetName(name);
       continue;
     }
-    seen.insert(name);
+    NoteName(name, st.st_ino);
     v1::Inode held;
     if (Result<Record> rec = store_.Get(name, Cf::kNs); rec.ok() && held.ParseFromString(rec->value) &&
         !held.link_group().empty() && (names.group.empty() || held.link_group() < names.group))
       names.group = held.link_group();
     if (name != path) names.others.push_back(name);
   }
-  if (seen.empty()) linked_names_.erase(st.st_ino);
   if (names.group.empty()) names.group = fmt::format("{}.{}", NodeIdHex(store_.node_id()), store_.clock().Now());
   return names;
 }
@@ -696,6 +698,23 @@ std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path
   return std::nullopt;
 }
 
+void ViewRecorder::NoteName(const std::string& path, ino_t ino) {
+  auto [known, added] = inode_of_name_.try_emplace(path, ino);
+  if (!added && known->second != ino) {
+    ForgetName(path);
+    inode_of_name_.emplace(path, ino);
+  }
+  names_of_inode_[ino].insert(path);
+}
+
+void ViewRecorder::ForgetName(const std::string& path) {
+  auto known = inode_of_name_.find(path);
+  if (known == inode_of_name_.end()) return;
+  auto names = names_of_inode_.find(known->second);
+  if (names != names_of_inode_.end() && names->second.erase(path) && names->second.empty()) names_of_inode_.erase(names);
+  inode_of_name_.erase(known);
+}
+
 void ViewRecorder::TombstonePath(const std::string& path) {
   std::lock_guard lock(record_mu_);
   ForgetSymlinks(path);
@@ -724,6 +743,7 @@ void ViewRecorder::TombstonePath(const std::string& path) {
     after = page->entries.back().key;
   }
   ledger_.Gone(path);
+  for (const std::string& key : keys) ForgetName(key);
   // Deepest first, the directory last (reverse key order puts every entry
   // before the directories above it): a peer that has a directory's tombstone
   // has those of the entries its remover knew of (TreeRepair relies on it).

@@ -219,10 +219,15 @@ class ViewRecorder {
   std::unordered_map<int, std::string> wd_to_dir_;
   std::vector<char> event_buf_;
   std::set<std::string> symlinks_;  // under record_mu_
-  // The names seen of each regular file of several names (by inode number,
-  // under record_mu_): with the ledger's, where NamesOf looks. Checked in the
+  // The regular files' names the recorder looked at, by inode number, and
+  // the inode number each name had then (under record_mu_): with the
+  // ledger's, where NamesOf finds a file's other names (a name made by
+  // link() whose first name the recorder saw with one name). Checked in the
   // view at each use; a name found elsewhere goes.
-  std::unordered_map<ino_t, std::set<std::string>> linked_names_;
+  std::unordered_map<ino_t, std::set<std::string>> names_of_inode_;
+  std::unordered_map<std::string, ino_t> inode_of_name_;
+  void NoteName(const std::string& path, ino_t ino);
+  void ForgetName(const std::string& path);
   uint64_t unwatched_ = 0;  // directories inotify_add_watch failed on, since the last full scan
   // What stopped the last proof and will stop the next (a mount point, a
   // directory we may not list, one too deep), until an event says it may be gone.
