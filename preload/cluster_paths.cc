@@ -231,6 +231,15 @@ const char* RealCwd(char* buf, size_t cap, char** deep) {
   return *deep;
 }
 
+const char* ClusterNameOfCwd(const char* real) {
+  std::string_view view = ViewRoot();
+  std::string_view cwd(real);
+  if (view.empty() || cwd.size() <= view.size() || cwd.compare(0, view.size(), view) != 0 || cwd[view.size()] != '/' ||
+      !InDetachedView(AT_FDCWD, ".", 0))
+    return nullptr;
+  return real + view.size();
+}
+
 void CwdChanged() {
   int saved = errno;
   char buf[kMaxPathBytes];
@@ -242,13 +251,10 @@ void CwdChanged() {
   char* deep = nullptr;
   if (const char* real = RealCwd(buf, sizeof buf, &deep); real != nullptr) {
     if (deep == nullptr) DiscoverViewRoot(real);
-    std::string_view view = ViewRoot();
-    std::string_view cwd(real);
-    if (!view.empty() && cwd.size() > view.size() && cwd.compare(0, view.size(), view) == 0 &&
-        cwd[view.size()] == '/' && InDetachedView(AT_FDCWD, ".", 0)) {
+    if (const char* name = ClusterNameOfCwd(real); name != nullptr) {
       // A cluster name longer than PATH_MAX is not kept: paths from there are
       // looked up beneath the cwd itself (Resolve).
-      if (cwd.size() - view.size() < sizeof state.path) memcpy(state.path, real + view.size(), cwd.size() - view.size() + 1);
+      if (size_t n = strlen(name); n < sizeof state.path) memcpy(state.path, name, n + 1);
       state.in_cluster = true;
     }
   }
@@ -350,11 +356,12 @@ Target Resolve(int dirfd, const char* path, char* buf, size_t cap) {
     // can natively, from a deep cwd): looked up from the directory itself.
     // Climbing by ".." from a directory whose own name is that long is left
     // to the kernel, as it always was: it may lead out of the view.
-    if (!named && !StaysBeneath(path)) return none;
+    const bool stays = StaysBeneath(path);
+    if (!named && !stays) return none;
     t = Target{};
     t.cluster = true;
     size_t len = strlen(path);
-    if (len + 1 > cap || !StaysBeneath(path)) {
+    if (len + 1 > cap || !stays) {
       t.err = ENAMETOOLONG;
       return t;
     }

@@ -287,14 +287,10 @@ char* getcwd(char* out, size_t size) {
   const char* real = RealCwd(buf, sizeof buf, &deep);
   if (real == nullptr) return real_getcwd(out, size);
   std::unique_ptr<char, decltype(&free)> free_deep(deep, &free);
-  std::string_view view = ViewRoot();
-  std::string_view cwd(real);
-  const char* name = real;
-  if (!view.empty() && cwd.size() > view.size() && cwd.compare(0, view.size(), view) == 0 && cwd[view.size()] == '/' &&
-      InDetachedView(AT_FDCWD, ".", 0))
-    name = real + view.size();
-  else if (real[0] != '/')
+  const char* name = ClusterNameOfCwd(real);
+  if (name == nullptr && real[0] != '/')
     return real_getcwd(out, size);  // unreachable and not the view: glibc's answer (ENOENT)
+  if (name == nullptr) name = real;
   size_t need = strlen(name) + 1;
   if (out != nullptr && size == 0) {
     errno = EINVAL;

@@ -213,6 +213,9 @@ void CwdChanged();
 // The cwd's real path: in buf, or, longer than the kernel answers (PATH_MAX),
 // in *deep, which glibc allocated (free it); nullptr with errno otherwise.
 const char* RealCwd(char* buf, size_t cap, char** deep);
+// The cluster name of the cwd whose real path is real (a pointer into it),
+// or nullptr when the cwd is not in the view.
+const char* ClusterNameOfCwd(const char* real);
 // Held across fork() so that a child never inherits it locked.
 void CwdLockForFork(bool lock);
 // The shim's own descriptors: the program must not close them under us.

@@ -485,10 +485,11 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
         known != inode_of_name_.end() && (change == Change::kWritten || change == Change::kUnlocked)) {
       const ino_t ino = known->second;
       std::vector<std::string> others;
-      for (const std::string& name : names_of_inode_[ino])
-        if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
-                            at.st_ino == ino && S_ISREG(at.st_mode))
-          others.push_back(name);
+      if (auto names = names_of_inode_.find(ino); names != names_of_inode_.end())
+        for (const std::string& name : names->second)
+          if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
+                              at.st_ino == ino && S_ISREG(at.st_mode))
+            others.push_back(name);
       for (const std::string& other : others) (void)RecordPath(other, Change::kLinked);
     }
     return Status::NotFound(fmt::format("/{} is not in the view", path));
@@ -570,7 +571,8 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
 
 ViewRecorder::Names ViewRecorder::NamesOf(const std::string& path, const struct stat& st) {
   Names names;
-  std::set<std::string> candidates = names_of_inode_[st.st_ino];
+  std::set<std::string> candidates;
+  if (auto seen = names_of_inode_.find(st.st_ino); seen != names_of_inode_.end()) candidates = seen->second;
   for (std::string& name : ledger_.NamesLastSeenAs(st.st_ino)) candidates.insert(std::move(name));
   for (const std::string& name : candidates) {
     struct stat now;
