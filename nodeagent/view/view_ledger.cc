@@ -135,6 +135,13 @@ void ViewLedger::SetStub(const std::string& path, bool stub) {
   SetStubLocked(path, stub);
 }
 
+bool ViewLedger::ForgetStub(const std::string& path) {
+  std::lock_guard lock(mu_);
+  if (stubs_.erase(path) == 0) return false;
+  page_.stubs.store(stubs_.size());
+  return true;
+}
+
 void ViewLedger::SetStubLocked(const std::string& path, bool stub) {
   if (stub ? stubs_.insert(path).second : stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
 }

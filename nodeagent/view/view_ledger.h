@@ -86,6 +86,8 @@ class ViewLedger {
   // Keeps the content a stub stands for; returns the id its mark carries.
   Result<std::string> RememberStubContent(const v1::Inode& inode);
   void SetStub(const std::string& path, bool stub);
+  // Whether path was a stub here by the last look; it is not one any more.
+  bool ForgetStub(const std::string& path);
   // A directory made before its record came (no one's yet), or that record
   // came and it is the store's now.
   void Placeholder(const std::string& path);

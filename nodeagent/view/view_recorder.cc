@@ -525,6 +525,13 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // always written: it must be synced; a file a program wrote is hashed, and
   // recorded if its bytes are not the record's.)
   FileMarks marks(fd);
+  // A stub's mark taken off by the shim as a program opened it to overwrite
+  // it (O_TRUNC): the program's write has begun, and its close records it.
+  // Recorded now, the file would reach peers empty, mid-write.
+  if (attributes_only && S_ISREG(st.st_mode) && marks.Stub().empty() && ledger_.ForgetStub(path)) {
+    close(fd);
+    return Status::Unavailable("a stub opened to be overwritten is recorded at its close");
+  }
   if (change != Change::kFsync && change != Change::kWritten && change != Change::kUnlocked &&
       change != Change::kLinked && ledger_.IsOurs(path, marks, st, change != Change::kMetadata)) {
     close(fd);

@@ -488,6 +488,44 @@ TEST_F(ClusterTest, AnOpenWhoseContentNoLiveNodeHoldsFailsFastWithEio) {
       << RunCommand({"bash", "-c", "tail -n 30 " + std::string(dir_ / "*.log")}).out;
 }
 
+// A program that opens a stub to overwrite it (O_TRUNC; the shim takes the
+// stub's mark off) has begun a write, recorded at its close: until then
+// the cluster keeps the version before, and no node reads the file empty.
+TEST_F(ClusterTest, AStubOpenedToBeOverwrittenIsRecordedAtItsCloseNotEmptyMidWrite) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(Shell(*a, "echo first-version > /cluster/over").exit_code, 0);
+  std::string b_file = dir_ / "b-data/view/cluster/over", c_file = dir_ / "c-data/view/cluster/over";
+  ASSERT_TRUE(WaitUntil(
+      [&] { return access(b_file.c_str(), F_OK) == 0 && access(c_file.c_str(), F_OK) == 0 && IsStub(b_file) != IsStub(c_file); },
+      seconds(10), "b and c both hold the file, one as a stub"));
+  AgentProcess& stub_node = IsStub(b_file) ? *b : *c;
+  // Opens it for writing, says so, and writes 2 s later.
+  const std::string opened = dir_ / "opened";
+  const std::string writer = fmt::format(
+      "import time\n"
+      "with open('/cluster/over', 'w') as f:\n"
+      "    open('{}', 'w').close()\n"
+      "    time.sleep(2)\n"
+      "    f.write('second-version\\n')\n",
+      opened);
+  std::thread write([&] {
+    RunResult r = RunCommand({"/usr/bin/python3", "-c", writer},
+                             {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", stub_node.socket()}});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  });
+  ASSERT_TRUE(WaitUntil([&] { return access(opened.c_str(), F_OK) == 0; }, seconds(10), "the writer has opened the file"));
+  // Mid-write, for 1.5 s: the stub node's record is still the first version.
+  for (int i = 0; i < 15; ++i) {
+    EXPECT_EQ(RecordedInode(stub_node, "/cluster/over").size(), 14u) << "after " << i * 100 << " ms";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(Shell(*a, "cat /cluster/over").out, "first-version\n");
+  write.join();
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()})
+    EXPECT_TRUE(Eventually(*agent, "cat /cluster/over", "second-version\n")) << agent->address();
+}
+
 TEST_F(ClusterTest, FsyncReturnsOnceTheWriteQuorumHoldsTheVersion) {
   StartThree();
   if (HasFatalFailure()) return;
