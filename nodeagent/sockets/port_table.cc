@@ -342,7 +342,9 @@ void PortTable::Release(const Binding& b, pid_t pid, uid_t uid) {
 }
 
 void PortTable::Watch() {
-  Listening listening = ListeningSockets();  // once per pass
+  // Read once per pass, and only when this node holds a port: an idle
+  // agent reads no /proc table.
+  std::optional<Listening> listening;
   std::set<uint64_t> seen;
   std::string after;
   for (;;) {
@@ -357,11 +359,12 @@ void PortTable::Watch() {
         port.set_relay(relay_address_);
         (void)store_.Put(e.key, port.SerializeAsString(), /*sync=*/false, Cf::kPorts);
       }
+      if (!listening) listening = ListeningSockets();
       for (uint64_t inode : port.socket_inodes())
-        if (listening.count({port.port(), inode})) seen.insert(inode);
-      if (StillBound(port, listening)) continue;
+        if (listening->count({port.port(), inode})) seen.insert(inode);
+      if (StillBound(port, *listening)) continue;
       listening = ListeningSockets();  // the first look may be seconds old (a claim held the key)
-      if (StillBound(port, listening)) continue;
+      if (StillBound(port, *listening)) continue;
       spdlog::debug("{} {} let go (pid {})", e.key, port.port(), port.pid());
       (void)store_.Delete(e.key, /*sync=*/false, nullptr, Cf::kPorts);
     }
