@@ -72,10 +72,14 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
       may_have_[kPlaced] = has(kPlacedXattr);
     }
   }
-  if (!may_have_[which]) return *mark;
+  if (!may_have_[which]) {
+    absent_[which] = true;
+    return *mark;
+  }
   char buf[kMaxPathBytes + 96];
   ssize_t n = getxattr(proc.c_str(), which == kStub ? kStubXattr : kPlacedXattr, buf, sizeof buf);
   if (n > 0) mark->assign(buf, static_cast<size_t>(n));
+  else if (n < 0 && errno == ENODATA) absent_[which] = true;
   return *mark;
 }
 

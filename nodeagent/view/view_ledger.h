@@ -45,6 +45,13 @@ class FileMarks {
   const std::string& Stub() { return Read(stub_, kStub); }
   // The placement mark, or "" when fd has none.
   const std::string& Placement() { return Read(placed_, kPlaced); }
+  // Whether fd surely has no stub mark: listed without one, or its read
+  // found none (not a read refused, as a chmod 000 refuses an agent that
+  // is not root).
+  bool NoStubMark() {
+    Stub();
+    return absent_[kStub];
+  }
 
  private:
   enum Which { kStub, kPlaced };
@@ -52,6 +59,7 @@ class FileMarks {
   int fd_;
   bool listed_ = false;
   bool may_have_[2] = {true, true};
+  bool absent_[2] = {false, false};
   std::optional<std::string> stub_, placed_;
 };
 

@@ -463,7 +463,8 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string
   return inode;
 }
 
-Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change, bool attributes_only) {
+Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change, bool attributes_only,
+                                          ino_t linked_ino) {
   std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
   // The entry itself, reached without following any symlink on the way.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
@@ -490,7 +491,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
           if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
                               at.st_ino == ino && S_ISREG(at.st_mode))
             others.push_back(name);
-      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked);
+      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, ino);
     }
     return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
@@ -502,6 +503,15 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   }
   NoteSymlink(path, S_ISLNK(st.st_mode));
   if (S_ISREG(st.st_mode)) NoteName(path, st.st_ino);
+  // Another name's change, taken for this one: only while the name is
+  // still that file. The materializer may have put another there since it
+  // was seen (a peer's version, placed whole before its other names are
+  // linked to it): that one is the peer's, and recording it here would
+  // make it this node's.
+  if (change == Change::kLinked && st.st_ino != linked_ino) {
+    close(fd);
+    return Status::Unavailable(fmt::format("/{} is another file now", path));
+  }
   // Another name's change, taken for this one: not over a peer's newer
   // version of this name that is still on its way into the view (placing it
   // links it). (This node's own versions are never on their way: the ledger
@@ -527,8 +537,10 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   FileMarks marks(fd);
   // A stub's mark taken off by the shim as a program opened it to overwrite
   // it (O_TRUNC): the program's write has begun, and its close records it.
-  // Recorded now, the file would reach peers empty, mid-write.
-  if (attributes_only && S_ISREG(st.st_mode) && marks.Stub().empty() && ledger_.ForgetStub(path)) {
+  // Recorded now, the file would reach peers empty, mid-write. (A stub
+  // whose mark went otherwise, still as recorded, is recorded as ever.)
+  if (attributes_only && S_ISREG(st.st_mode) && marks.NoStubMark() && ledger_.ForgetStub(path) &&
+      !AsRecorded(path, st)) {
     close(fd);
     return Status::Unavailable("a stub opened to be overwritten is recorded at its close");
   }
@@ -557,7 +569,8 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(marks) : std::nullopt;
   // Written by a program and unmarked: no stub any more (what the ledger
   // learns from the mark's removal, whose IN_ATTRIB a close may cover).
-  if ((change == Change::kWritten || change == Change::kUnlocked) && !stub) ledger_.SetStub(path, false);
+  if ((change == Change::kWritten || change == Change::kUnlocked || change == Change::kLinked) && !stub)
+    ledger_.SetStub(path, false);
   std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, marks, st) : std::nullopt;
   close(fd);
   if (!S_ISREG(st.st_mode) || st.st_nlink < 2)
@@ -569,11 +582,18 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
   if (recorded.ok() && change != Change::kLinked)
     for (const std::string& other : names.others) {
-      Result<uint64_t> r = RecordPath(other, Change::kLinked);
+      Result<uint64_t> r = RecordPath(other, Change::kLinked, false, st.st_ino);
       if (!r.ok() && r.status().code() != Code::kNotFound)
         spdlog::debug("view recorder: /{}, a name of /{}, not recorded now: {}", other, path, r.status().message());
     }
   return recorded;
+}
+
+bool ViewRecorder::AsRecorded(const std::string& path, const struct stat& st) {
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  v1::Inode held;
+  return rec.ok() && !rec->tombstone && held.ParseFromString(rec->value) &&
+         held.size() == static_cast<uint64_t>(st.st_size) && held.mtime_ns() == MtimeNs(st);
 }
 
 ViewRecorder::Names ViewRecorder::NamesOf(const std::string& path, const struct stat& st) {

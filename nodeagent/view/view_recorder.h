@@ -135,7 +135,10 @@ class ViewRecorder {
   // it is left for later (a file made with content: its close, or the
   // prehasher once it is idle); another error when it could not be read or
   // written (its own next events, or the next full scan, record it).
-  Result<uint64_t> RecordPath(const std::string& path, Change change, bool attributes_only = false);
+  // linked_ino: for kLinked, the file path was seen to be; another file
+  // there now (the materializer's, placed since) is not recorded for it.
+  Result<uint64_t> RecordPath(const std::string& path, Change change, bool attributes_only = false,
+                              ino_t linked_ino = 0);
   // The link group of a file of several names (st, at path) and its other
   // names in the view: the group one of its names' records has already
   // (the least, if they differ), else a new one.
@@ -144,6 +147,8 @@ class ViewRecorder {
     std::vector<std::string> others;
   };
   Names NamesOf(const std::string& path, const struct stat& st);
+  // Whether the file st shows has its record's size and mtime.
+  bool AsRecorded(const std::string& path, const struct stat& st);
   // RecordPath for the event loop and the scans: a failure is logged, and
   // left to the entry's next event or the next full scan.
   // attributes_only: an IN_ATTRIB, nothing else (a symlink's target is then the store's).

@@ -500,20 +500,30 @@ TEST_F(ClusterTest, AStubOpenedToBeOverwrittenIsRecordedAtItsCloseNotEmptyMidWri
       [&] { return access(b_file.c_str(), F_OK) == 0 && access(c_file.c_str(), F_OK) == 0 && IsStub(b_file) != IsStub(c_file); },
       seconds(10), "b and c both hold the file, one as a stub"));
   AgentProcess& stub_node = IsStub(b_file) ? *b : *c;
-  // Opens it for writing, says so, and writes 2 s later.
-  const std::string opened = dir_ / "opened";
+  // Opens it for writing, says so, and writes once told to (30 s at most).
+  const std::string opened = dir_ / "opened", go = dir_ / "go";
   const std::string writer = fmt::format(
-      "import time\n"
+      "import os, time\n"
       "with open('/cluster/over', 'w') as f:\n"
       "    open('{}', 'w').close()\n"
-      "    time.sleep(2)\n"
+      "    for _ in range(3000):\n"
+      "        if os.path.exists('{}'): break\n"
+      "        time.sleep(0.01)\n"
       "    f.write('second-version\\n')\n",
-      opened);
+      opened, go);
   std::thread write([&] {
     RunResult r = RunCommand({"/usr/bin/python3", "-c", writer},
                              {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", stub_node.socket()}});
     EXPECT_EQ(r.exit_code, 0) << r.err;
   });
+  struct Finish {  // however the test ends: told to write, and waited for
+    const std::string& go;
+    std::thread& write;
+    ~Finish() {
+      std::ofstream(go).close();
+      write.join();
+    }
+  } finish{go, write};
   ASSERT_TRUE(WaitUntil([&] { return access(opened.c_str(), F_OK) == 0; }, seconds(10), "the writer has opened the file"));
   // Mid-write, for 1.5 s: the stub node's record is still the first version.
   for (int i = 0; i < 15; ++i) {
@@ -521,7 +531,7 @@ TEST_F(ClusterTest, AStubOpenedToBeOverwrittenIsRecordedAtItsCloseNotEmptyMidWri
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(Shell(*a, "cat /cluster/over").out, "first-version\n");
-  write.join();
+  std::ofstream(go).close();
   for (AgentProcess* agent : {a.get(), b.get(), c.get()})
     EXPECT_TRUE(Eventually(*agent, "cat /cluster/over", "second-version\n")) << agent->address();
 }
