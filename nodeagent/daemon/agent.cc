@@ -447,9 +447,6 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   // gone within about 4 s, and its call cancelled.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kServerKeepaliveMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kServerKeepaliveMs);
-  // A fixed flow-control window, no bandwidth probes (peer/grpc_peers.h).
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kPeerStreamWindowBytes);
   builder.RegisterService(cluster_service_.get());
   builder.RegisterService(store_service_.get());
   builder.RegisterService(namespace_service_.get());

@@ -23,8 +23,6 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kPeerKeepaliveTimeoutMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kPeerStreamWindowBytes);
   if (tls) SetTlsChannelArgs(&args);
   return grpc::CreateCustomChannel(address, tls ? tls : grpc::InsecureChannelCredentials(), args);
 }

@@ -26,13 +26,6 @@ namespace onebox {
 // often (daemon/agent.cc's server arguments).
 constexpr int kPeerKeepaliveMs = 4000;
 constexpr int kPeerKeepaliveTimeoutMs = 3000;
-// HTTP/2 flow control between agents: a fixed window per stream, large
-// enough for a replication batch (2 MiB) or a chunk (1 MiB) in one go,
-// instead of gRPC's bandwidth probes, whose pings (one after each message
-// with data, each answered) were most of an idle cluster's packets: an idle
-// agent used 0.70% of a core with them, 0.35% without (bench/idle_bench.cc),
-// and hydration's speed did not move.
-constexpr int kPeerStreamWindowBytes = 4 << 20;
 
 // One `onebox run` stream to a node (Peer/Run), from the home's side. One
 // thread may write while another reads; a Cancellation ends it at once.
