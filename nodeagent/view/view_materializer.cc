@@ -254,6 +254,8 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
     SetOwnerAndMode(fd, inode);
   if (fstat(fd, &st) == 0) ledger_.Placed(path, st, version);
   close(fd);
+  spdlog::debug("placed directory /{} ({} extended attributes; version of {})", path, inode.xattrs_size(),
+                NodeIdHex(version.node));
   return Status::Ok();
 }
 

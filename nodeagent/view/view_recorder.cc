@@ -580,12 +580,24 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   Names names = NamesOf(path, st);
   inode.set_link_group(names.group);
   Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
-  if (recorded.ok() && change != Change::kLinked)
+  if (!recorded.ok() || change == Change::kLinked) return recorded;
+  // The file may change while its names are recorded (a chmod through
+  // another name, whose own event then finds that name as recorded and
+  // stops there): until it holds still, every name is recorded again.
+  struct stat seen = st;
+  for (int round = 0; round < 3; ++round) {
     for (const std::string& other : names.others) {
       Result<uint64_t> r = RecordPath(other, Change::kLinked, false, st.st_ino);
       if (!r.ok() && r.status().code() != Code::kNotFound)
         spdlog::debug("view recorder: /{}, a name of /{}, not recorded now: {}", other, path, r.status().message());
     }
+    struct stat now;
+    if (fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino ||
+        Ns(now.st_ctim) == Ns(seen.st_ctim))
+      break;
+    seen = now;
+    (void)RecordPath(path, Change::kLinked, false, st.st_ino);
+  }
   return recorded;
 }
 
@@ -704,7 +716,8 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
     return v.status();
   }
   LedgerRecorded(path, st, *v);
-  spdlog::debug("recorded /{} ({} bytes, {} chunks)", path, inode.size(), inode.chunks_size());
+  spdlog::debug("recorded /{} ({} bytes, {} chunks, {} extended attributes)", path, inode.size(), inode.chunks_size(),
+                inode.xattrs_size());
   return inode.size();
 }
 
