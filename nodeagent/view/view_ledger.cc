@@ -195,6 +195,11 @@ void ViewLedger::Recorded(const std::string& path, const struct stat& st, const 
   left_[path] = {FileLook::Of(st), /*by_materializer=*/false, version};
 }
 
+void ViewLedger::ForgetLook(const std::string& path) {
+  std::lock_guard lock(mu_);
+  left_.erase(path);
+}
+
 void ViewLedger::Gone(const std::string& path) {
   std::lock_guard lock(mu_);
   // The path and everything below it (a directory moved or removed).
@@ -205,7 +210,8 @@ void ViewLedger::Gone(const std::string& path) {
   if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
 }
 
-bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed) {
+bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed,
+                        bool attributes_changed) {
   const FileLook now = FileLook::Of(st);
   bool changed_since_seen = false;
   {
@@ -213,7 +219,9 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
     auto it = left_.find(path);
     if (it != left_.end()) {
       const LeftAs& left = it->second;
-      if (UnchangedSince(path, left, now, marks.fd()) && (left.by_materializer || !content_changed)) return true;
+      if (UnchangedSince(path, left, now, marks.fd()) && (left.by_materializer || !content_changed) &&
+          (!attributes_changed || XattrsAsShown(path, marks.fd(), left.shown)))
+        return true;
       // A directory's ctime moves with its entries: what we set is what
       // counts (its owner, mode and extended attributes).
       if (S_ISDIR(st.st_mode) && left.look.SameDirectory(now) && XattrsAsShown(path, marks.fd(), left.shown))

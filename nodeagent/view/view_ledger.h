@@ -104,6 +104,10 @@ class ViewLedger {
   // --- What the recorder saw.
   // The entry at path, as st shows it, is version (recorded just now, or found unchanged).
   void Recorded(const std::string& path, const struct stat& st, const Version& version);
+  // The entry at path changed while the recorder looked: what it shows is
+  // not known (its own next event records it), and what the ledger held of
+  // it before would pass a later change for one it had seen.
+  void ForgetLook(const std::string& path);
   // Path and everything below it are gone from the view.
   void Gone(const std::string& path);
 
@@ -118,8 +122,13 @@ class ViewLedger {
   // one the materializer put there and nobody changed since (or a stub of
   // ours from before a restart). content_changed (a close after writing):
   // only placements count, not what was recorded (timestamps may be too
-  // coarse to tell).
-  bool IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed = false);
+  // coarse to tell). attributes_changed (an IN_ATTRIB): the extended
+  // attributes must be as it showed them too (setting one moves only the
+  // ctime, which two changes within one clock tick leave alike on kernels
+  // before 6.13, Debian 12's among them; later ones give a ctime read since
+  // the last change a finer one).
+  bool IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed = false,
+              bool attributes_changed = false);
   // For the recorder, at the close of a write: the materializer wrote the
   // file at path in place (ViewMaterializer::OverwriteInPlace) and it is
   // still as it left it, so the write was not a program's. (Only then: a

@@ -545,7 +545,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     return Status::Unavailable("a stub opened to be overwritten is recorded at its close");
   }
   if (change != Change::kFsync && change != Change::kWritten && change != Change::kUnlocked &&
-      change != Change::kLinked && ledger_.IsOurs(path, marks, st, change != Change::kMetadata)) {
+      change != Change::kLinked && ledger_.IsOurs(path, marks, st, change != Change::kMetadata, attributes_only)) {
     close(fd);
     return size;
   }
@@ -726,6 +726,8 @@ void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st
   struct stat now;
   if (fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 && FileLook::Of(now).Unchanged(FileLook::Of(st)))
     ledger_.Recorded(path, st, version);
+  else
+    ledger_.ForgetLook(path);
 }
 
 std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path, const v1::Inode& inode) {
