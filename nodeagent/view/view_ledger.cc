@@ -195,9 +195,9 @@ void ViewLedger::Recorded(const std::string& path, const struct stat& st, const 
   left_[path] = {FileLook::Of(st), /*by_materializer=*/false, version};
 }
 
-void ViewLedger::ForgetLook(const std::string& path) {
+void ViewLedger::RecordedButChanged(const std::string& path, const Version& version) {
   std::lock_guard lock(mu_);
-  left_.erase(path);
+  left_[path] = {FileLook{}, /*by_materializer=*/false, version};  // (no entry has inode 0)
 }
 
 void ViewLedger::Gone(const std::string& path) {

@@ -104,10 +104,11 @@ class ViewLedger {
   // --- What the recorder saw.
   // The entry at path, as st shows it, is version (recorded just now, or found unchanged).
   void Recorded(const std::string& path, const struct stat& st, const Version& version);
-  // The entry at path changed while the recorder looked: what it shows is
-  // not known (its own next event records it), and what the ledger held of
-  // it before would pass a later change for one it had seen.
-  void ForgetLook(const std::string& path);
+  // The entry at path was recorded as version, and changed while the
+  // recorder looked: what it shows now is a change no look matches (its
+  // own next event records it). What the ledger held of it before would
+  // pass that change for one it had seen.
+  void RecordedButChanged(const std::string& path, const Version& version);
   // Path and everything below it are gone from the view.
   void Gone(const std::string& path);
 

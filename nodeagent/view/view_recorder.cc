@@ -580,7 +580,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   Names names = NamesOf(path, st);
   inode.set_link_group(names.group);
   Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
-  if (!recorded.ok() || change == Change::kLinked) return recorded;
+  // (Also when this name could not be recorded: gone before its content
+  // was read, say, the others hold what was written through it.)
+  if (change == Change::kLinked) return recorded;
   // The file may change while its names are recorded (a chmod through
   // another name, whose own event then finds that name as recorded and
   // stops there): until it holds still, every name is recorded again.
@@ -593,7 +595,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     }
     struct stat now;
     if (fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino ||
-        Ns(now.st_ctim) == Ns(seen.st_ctim))
+        (FileLook::Of(now).SameButCtime(FileLook::Of(seen)) && Ns(now.st_ctim) == Ns(seen.st_ctim)))
       break;
     seen = now;
     (void)RecordPath(path, Change::kLinked, false, st.st_ino);
@@ -727,7 +729,7 @@ void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st
   if (fstatat(root_fd_, path.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 && FileLook::Of(now).Unchanged(FileLook::Of(st)))
     ledger_.Recorded(path, st, version);
   else
-    ledger_.ForgetLook(path);
+    ledger_.RecordedButChanged(path, version);
 }
 
 std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path, const v1::Inode& inode) {

@@ -264,15 +264,9 @@ TEST_F(ClusterTest, ABacklogOfLargeRecordsReachesAPeerThatWasAway) {
       seconds(20), "a's pusher has brought b up to date"));
 }
 
-// Extended attributes replicate (issue 15): what a program sets on a file or
-// a directory on one node, with setxattr, is what getxattr answers on every
-// other, the holder of the content and the stub alike; a change or removal
-// on another node comes back the same way.
-// Two names of one file (link(2)) are one file on every node: the same
-// inode under both names, its link count, and a write, chmod or removal
-// through either name on any node seen through the other everywhere.
 // An extended attribute set and removed at once, on 150 files and 50
-// directories: the removal reaches the other nodes, also when the recorder
+// directories, on the node that made them and then on one where they were
+// placed: the removal reaches the other nodes, also when the recorder
 // looked at the entry in between and the removal came while it looked (it
 // kept what it knew of the entry from before, and took the directory, as
 // its older record showed it, for unchanged: 2 to 21 directories kept the
@@ -306,8 +300,28 @@ print(sum(1 for n in names if 'user.t' in os.listxattr(n)))
       "print(len(n), sum(1 for x in n if 'user.t' in os.listxattr(d + '/' + x)))\"";
   for (AgentProcess* agent : {b.get(), c.get()})
     EXPECT_TRUE(Eventually(*agent, count, "200 0\n", seconds(15))) << agent->address();
+  // The same on b, where the entries are a's, placed there.
+  const std::string again = R"(
+import os, time
+names = ['/cluster/xa/f%d' % i for i in range(150)] + ['/cluster/xa/d%d' % i for i in range(50)]
+for n in names:
+    os.setxattr(n, 'user.t', b'2')
+    t = time.monotonic()
+    while time.monotonic() - t < 0.0003:
+        pass
+    os.removexattr(n, 'user.t')
+print(sum(1 for n in names if 'user.t' in os.listxattr(n)))
+)";
+  made = RunCommand({"/usr/bin/python3", "-c", again}, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", b->socket()}});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  ASSERT_EQ(made.out, "0\n");
+  for (AgentProcess* agent : {a.get(), c.get()})
+    EXPECT_TRUE(Eventually(*agent, count, "200 0\n", seconds(15))) << agent->address();
 }
 
+// Two names of one file (link(2)) are one file on every node: the same
+// inode under both names, its link count, and a write, chmod or removal
+// through either name on any node seen through the other everywhere.
 TEST_F(ClusterTest, HardLinksAreOneFileOnEveryNode) {
   StartThree();
   if (HasFatalFailure()) return;
@@ -347,6 +361,10 @@ except OSError as e:
   EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
 }
 
+// Extended attributes replicate (issue 15): what a program sets on a file or
+// a directory on one node, with setxattr, is what getxattr answers on every
+// other, the holder of the content and the stub alike; a change or removal
+// on another node comes back the same way.
 TEST_F(ClusterTest, ExtendedAttributesSetOnOneNodeAreReadOnEveryOther) {
   StartThree();
   if (HasFatalFailure()) return;
