@@ -718,8 +718,8 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
     return v.status();
   }
   LedgerRecorded(path, st, *v);
-  spdlog::debug("recorded /{} ({} bytes, {} chunks, {} extended attributes)", path, inode.size(), inode.chunks_size(),
-                inode.xattrs_size());
+  spdlog::debug("recorded /{} ({} bytes, {} chunks, {} extended attributes; change {})", path, inode.size(),
+                inode.chunks_size(), inode.xattrs_size(), static_cast<int>(change));
   return inode.size();
 }
 
