@@ -204,12 +204,11 @@ std::string LinesDiffering(const std::string& want, const std::string& got) {
 // attributes, link counts and which names are one file), and b's programs
 // soon see exactly a's tree, files' mtimes too.
 //
-// DISABLED: it still fails some runs (docs/consistency.md). In a loop
-// beside a busy loop, the last build passed 5 runs, then failed at seed
-// 17, operations 400 to 499: on b, two names of one hard-linked file were
-// not linked, one with an older mode than the other (a's recorder had
-// recorded the chmod for one name only). Enable it with
-// --gtest_also_run_disabled_tests once that is found.
+// DISABLED: it still fails some runs (docs/consistency.md says which). In
+// a loop beside a busy loop, the last build passed 13 runs, then failed at
+// seed 15, operations 600 to 699: a file of several names, chmod'ed
+// through another name and later left with one name, kept its old mode on
+// b. Enable it with --gtest_also_run_disabled_tests once that is found.
 TEST_F(ViewConvergenceTest, DISABLED_ASeededSequenceOfFileOperationsLeavesEveryNodeWithTheSameTreeAsANativeRun) {
   StartThree();
   if (HasFatalFailure()) return;
