@@ -219,8 +219,7 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
     auto it = left_.find(path);
     if (it != left_.end()) {
       const LeftAs& left = it->second;
-      if (UnchangedSince(path, left, now, marks.fd()) && (left.by_materializer || !content_changed) &&
-          (!attributes_changed || XattrsAsShown(path, marks.fd(), left.shown)))
+      if (UnchangedSince(path, left, now, marks.fd(), attributes_changed) && (left.by_materializer || !content_changed))
         return true;
       // A directory's ctime moves with its entries: what we set is what
       // counts (its owner, mode and extended attributes).
@@ -265,11 +264,14 @@ bool ViewLedger::LastWrittenInPlace(const std::string& path, const Version& vers
   return it != left_.end() && it->second.by_materializer && it->second.in_place && it->second.shown == version;
 }
 
-bool ViewLedger::UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd) {
+bool ViewLedger::UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd,
+                                bool attributes_changed) {
   if (!left.look.Unchanged(now)) return false;
   // A file of several names: its ctime did not count, and an attribute set
-  // moves only that.
-  return !left.look.Linked(now) || left.look.ctime_ns == now.ctime_ns || XattrsAsShown(path, fd, left.shown);
+  // moves only that. After an attribute event, the ctime cannot tell either
+  // (see IsOurs).
+  const bool ctime_tells = !left.look.Linked(now) || left.look.ctime_ns == now.ctime_ns;
+  return (ctime_tells && !attributes_changed) || XattrsAsShown(path, fd, left.shown);
 }
 
 bool ViewLedger::XattrsAsShown(const std::string& path, int fd, const Version& shown) {

@@ -203,8 +203,10 @@ class ViewLedger {
   // that mark, and showing path's own record, of a link group.
   bool LinkedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st);
   // path (fd) is as left (look `now`): FileLook::Unchanged, and for a file
-  // of several names, whose ctime that does not count, its attributes too.
-  bool UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd);
+  // of several names, whose ctime that does not count, or after an
+  // attribute event (attributes_changed), its extended attributes too.
+  bool UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd,
+                      bool attributes_changed = false);
   // Removals announced whose events are not seen yet: how many, and when
   // the last was announced. One without an event (its directory not
   // watched yet) lapses after kOurRemovalLapse, so that it cannot hide a

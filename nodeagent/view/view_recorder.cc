@@ -464,7 +464,7 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string
 }
 
 Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change, bool attributes_only,
-                                          ino_t linked_ino) {
+                                          const LinkedTo* linked) {
   std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
   // The entry itself, reached without following any symlink on the way.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
@@ -491,7 +491,8 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
           if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
                               at.st_ino == ino && S_ISREG(at.st_mode))
             others.push_back(name);
-      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, ino);
+      const LinkedTo to{ino, ""};
+      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, &to);
     }
     return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
@@ -507,21 +508,21 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // still that file. The materializer may have put another there since it
   // was seen (a peer's version, placed whole before its other names are
   // linked to it): that one is the peer's, and recording it here would
-  // make it this node's.
-  if (change == Change::kLinked && st.st_ino != linked_ino) {
-    close(fd);
-    return Status::Unavailable(fmt::format("/{} is another file now", path));
-  }
-  // Another name's change, taken for this one: not over a peer's newer
-  // version of this name that is still on its way into the view (placing it
-  // links it). (This node's own versions are never on their way: the ledger
-  // may not know the last one, when the file changed again at once.)
-  if (change == Change::kLinked)
+  // make it this node's. Nor over a peer's newer version of this name that
+  // is still on its way into the view (placing it links it). (This node's
+  // own versions are never on their way: the ledger may not know the last
+  // one, when the file changed again at once.)
+  if (change == Change::kLinked) {
+    if (linked == nullptr || st.st_ino != linked->ino) {
+      close(fd);
+      return Status::Unavailable(fmt::format("/{} is another file now", path));
+    }
     if (Result<Record> held = store_.Get(path, Cf::kNs); held.ok() && held->version.node != store_.node_id() &&
                                                           ledger_.ShowedOlderVersion(path, held->version)) {
       close(fd);
       return Status::Unavailable(fmt::format("a newer version of /{} is on its way into the view", path));
     }
+  }
   const uint64_t size = S_ISREG(st.st_mode) ? static_cast<uint64_t>(st.st_size) : 0;
   // Made with content already, by one name: a program writing it, whose close
   // records it (hashing it now would read a file still growing), or a link
@@ -577,19 +578,24 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
   // A hard link: every name of the file is recorded with the same group, and
   // with what this name shows.
+  if (change == Change::kLinked && !linked->group.empty()) {
+    inode.set_link_group(linked->group);
+    return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
+  }
   Names names = NamesOf(path, st);
   inode.set_link_group(names.group);
   Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
   // (Also when this name could not be recorded: gone before its content
   // was read, say, the others hold what was written through it.)
   if (change == Change::kLinked) return recorded;
+  const LinkedTo to{st.st_ino, names.group};
   // The file may change while its names are recorded (a chmod through
   // another name, whose own event then finds that name as recorded and
   // stops there): until it holds still, every name is recorded again.
   struct stat seen = st;
   for (int round = 0; round < 3; ++round) {
     for (const std::string& other : names.others) {
-      Result<uint64_t> r = RecordPath(other, Change::kLinked, false, st.st_ino);
+      Result<uint64_t> r = RecordPath(other, Change::kLinked, false, &to);
       if (!r.ok() && r.status().code() != Code::kNotFound)
         spdlog::debug("view recorder: /{}, a name of /{}, not recorded now: {}", other, path, r.status().message());
     }
@@ -598,7 +604,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
         (FileLook::Of(now).SameButCtime(FileLook::Of(seen)) && Ns(now.st_ctim) == Ns(seen.st_ctim)))
       break;
     seen = now;
-    (void)RecordPath(path, Change::kLinked, false, st.st_ino);
+    (void)RecordPath(path, Change::kLinked, false, &to);
   }
   return recorded;
 }
@@ -606,8 +612,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
 bool ViewRecorder::AsRecorded(const std::string& path, const struct stat& st) {
   Result<Record> rec = store_.Get(path, Cf::kNs);
   v1::Inode held;
-  return rec.ok() && !rec->tombstone && held.ParseFromString(rec->value) &&
-         held.size() == static_cast<uint64_t>(st.st_size) && held.mtime_ns() == MtimeNs(st);
+  return rec.ok() && !rec->tombstone && held.ParseFromString(rec->value) && ShowsVersion(st, held);
 }
 
 ViewRecorder::Names ViewRecorder::NamesOf(const std::string& path, const struct stat& st) {

@@ -135,10 +135,15 @@ class ViewRecorder {
   // it is left for later (a file made with content: its close, or the
   // prehasher once it is idle); another error when it could not be read or
   // written (its own next events, or the next full scan, record it).
-  // linked_ino: for kLinked, the file path was seen to be; another file
-  // there now (the materializer's, placed since) is not recorded for it.
+  // For kLinked: the file path was seen to be (another file there now, the
+  // materializer's, placed since, is not recorded for it), and the group
+  // the name that was recorded took ("": found as for any name).
+  struct LinkedTo {
+    ino_t ino;
+    std::string group;
+  };
   Result<uint64_t> RecordPath(const std::string& path, Change change, bool attributes_only = false,
-                              ino_t linked_ino = 0);
+                              const LinkedTo* linked = nullptr);
   // The link group of a file of several names (st, at path) and its other
   // names in the view: the group one of its names' records has already
   // (the least, if they differ), else a new one.
