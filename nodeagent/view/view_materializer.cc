@@ -394,12 +394,17 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     }
   }
   if (twin) {
-    // A link to it, made in staging and installed as any placement is.
+    // A link to it, made in staging and installed as any placement is. The
+    // link moves the twin's ctime and link count: the recorder must not
+    // look at the twin's names until Install has relooked them (else it
+    // takes the twin for a program's change and records it).
+    std::lock_guard view_lock(ledger_.view_mutex());
     std::string tmp = NewTempName();
     if (linkat(AT_FDCWD, ProcPath(twin->fd).c_str(), staging_fd_, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
       int placed = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
       if (placed < 0) {
         unlinkat(staging_fd_, tmp.c_str(), 0);
+        RelookNamesOf(twin->st.st_ino);
         return Status::IOError(fmt::format("reopen in staging: {}", strerror(errno)));
       }
       Status s = Install(path, placed, tmp, version, /*stub=*/false);
@@ -575,7 +580,12 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     if (stub) ledger_.SetStub(path, false);
     return Status::Ok();  // the program's write stays, and the recorder records it: it is newer
   }
-  spdlog::debug("placed /{}{} (version of {})", path, stub ? " as a stub" : "", NodeIdHex(version.node));
+  if (spdlog::should_log(spdlog::level::debug)) {
+    struct stat placed_st{};
+    fstat(tmp_fd, &placed_st);
+    spdlog::debug("placed /{}{} (mode {:o}; version {} of {})", path, stub ? " as a stub" : "", placed_st.st_mode & 07777,
+                  version.hlc, NodeIdHex(version.node));
+  }
   TellLedgerPlaced(path, tmp_fd, *now);
   if (!stub) ledger_.SetStub(path, false);
   // Hard links: the file replaced had other names (the one linked in: above).

@@ -723,8 +723,8 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
     return v.status();
   }
   LedgerRecorded(path, st, *v);
-  spdlog::debug("recorded /{} ({} bytes, {} chunks, {} extended attributes; change {})", path, inode.size(),
-                inode.chunks_size(), inode.xattrs_size(), static_cast<int>(change));
+  spdlog::debug("recorded /{} ({} bytes, {} chunks, {} extended attributes, mode {:o}; change {}; version {})", path,
+                inode.size(), inode.chunks_size(), inode.xattrs_size(), inode.mode(), static_cast<int>(change), v->hlc);
   return inode.size();
 }
 
