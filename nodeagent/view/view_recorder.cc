@@ -478,12 +478,13 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     // not now, when the name may already hold a peer's newer version not in
     // place yet (git's index.lock, made again at once). What no event will
     // report gone (a listing's entries under a mount taken away) is
-    // recorded gone here.
-    if (change == Change::kMetadata) TombstonePath(path);
-    // A name of a file of several names, written through and gone: the
-    // file's other names (as far as the recorder saw them) hold that write.
+    // recorded gone here (after the look below, which needs the name).
+    // A name of a file of several names, written or chmod'ed through and
+    // gone: the file's other names (as far as the recorder saw them) hold
+    // that write or that attribute.
     if (auto known = inode_of_name_.find(path);
-        known != inode_of_name_.end() && (change == Change::kWritten || change == Change::kUnlocked)) {
+        known != inode_of_name_.end() &&
+        (change == Change::kWritten || change == Change::kUnlocked || (change == Change::kMetadata && attributes_only))) {
       const ino_t ino = known->second;
       std::vector<std::string> others;
       if (auto names = names_of_inode_.find(ino); names != names_of_inode_.end())
@@ -494,6 +495,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
       const LinkedTo to{ino, ""};
       for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, &to);
     }
+    if (change == Change::kMetadata) TombstonePath(path);
     return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
   struct stat st;

@@ -353,6 +353,56 @@ except OSError as e:
   EXPECT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(20)));
 }
 
+// A file of two names, changed in mode, attributes and times through one
+// name that is removed at once (before the writer's agent has looked at the
+// change): the other name holds the change, on every node.
+TEST_F(ClusterTest, AChangeThroughANameRemovedAtOnceStaysWithTheFilesOtherName) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string make = R"(
+import os
+os.makedirs('/cluster/g/d')
+for i in range(20):
+    with open(f'/cluster/g/f{i}', 'w') as f:
+        f.write('x' * i)
+    os.link(f'/cluster/g/f{i}', f'/cluster/g/d/f{i}')
+)";
+  const std::string change = R"(
+import os
+for i in range(20):
+    p = f'/cluster/g/d/f{i}'
+    os.chmod(p, 0o640)
+    os.setxattr(p, 'user.k', b'v%d' % i)
+    os.utime(p, ns=(1600000000123456789, 1600000000123456789))
+    os.unlink(p)
+)";
+  // Per name left: link count, mode, the attribute, mtime.
+  const std::string show = R"(
+import os
+out = []
+for i in range(20):
+    p = f'/cluster/g/f{i}'
+    try:
+        st = os.stat(p)
+        k = os.getxattr(p, 'user.k').decode() if 'user.k' in os.listxattr(p) else '-'
+        out.append(f'{st.st_nlink} {oct(st.st_mode & 0o7777)} {k} {st.st_mtime_ns}')
+    except OSError as e:
+        out.append(e.strerror)
+wrong = [f'f{i}: {o}' for i, o in enumerate(out) if o != f'1 0o640 v{i} 1600000000123456789']
+print(20 - len(wrong), *wrong[:2])
+)";
+  auto on = [&](AgentProcess& node) {
+    return std::map<std::string, std::string>{{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", node.socket()}};
+  };
+  RunResult made = RunCommand({"/usr/bin/python3", "-c", make}, on(*a));
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string linked = "import os; print(sum(os.stat(f'/cluster/g/f{i}').st_nlink for i in range(20)))";
+  for (AgentProcess* node : {b.get(), c.get()}) ASSERT_TRUE(PrintsUnderShim(*node, linked, "40\n"));
+  RunResult changed = RunCommand({"/usr/bin/python3", "-c", change}, on(*a));
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  for (AgentProcess* node : {a.get(), b.get(), c.get()}) EXPECT_TRUE(PrintsUnderShim(*node, show, "20\n"));
+}
+
 // Extended attributes replicate (issue 15): what a program sets on a file or
 // a directory on one node, with setxattr, is what getxattr answers on every
 // other, the holder of the content and the stub alike; a change or removal
