@@ -233,12 +233,15 @@ v1::LockFence NodeLocks::Fence(const std::string& written) {
   }
   fence.set_node_id(parts_.self_id);
   fence.set_seq(*seq);
+  spdlog::debug("locks: a release{}{} after this node's log up to {}", written.empty() ? "" : " of /", written, *seq);
   return fence;
 }
 
 void NodeLocks::ApplyFences(const v1::LockResponse& resp) {
   if (resp.fences().empty()) return;
   const auto deadline = std::chrono::steady_clock::now() + kFenceWait;  // for all of them together
+  for (const v1::LockFence& f : resp.fences())
+    spdlog::debug("locks: a grant waits for node {}'s log up to {}", f.node_id(), f.seq());
   for (const v1::LockFence& f : resp.fences())
     if (Status s = parts_.applied_from(f.node_id(), f.seq(),
                                        std::max(std::chrono::milliseconds(0),

@@ -542,7 +542,7 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     if (s.ok()) {
       close(parent);
       unlinkat(staging_fd_, tmp.c_str(), 0);
-      spdlog::debug("placed /{} in place (version of {})", path, NodeIdHex(version.node));
+      spdlog::debug("placed /{} in place (version {} of {})", path, version.hlc, NodeIdHex(version.node));
       return Status::Ok();
     }
     spdlog::warn("/{}: {}; replaced instead (descriptors open on it keep the old content)", path, s.message());

@@ -708,10 +708,19 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   // view lost, and a stop before it was replaced): nothing new to record.
   // The view audit puts the winner in place. (A file a program set back to
   // a version another node wrote is a change of its own, and recorded.)
-  if (change == Change::kMetadata && have_old && held->version.node != store_.node_id())
+  // So too for a close or an unlock while the peer's newer version is still
+  // on its way into the view: the close of the materializer's own write in
+  // place, handled after a program here wrote, recorded and unlocked its
+  // next version, and a peer's after that arrived (recorded again, this
+  // node's older bytes would beat the peer's and lose its write).
+  const bool peer_version_coming = (change == Change::kWritten || change == Change::kUnlocked) && have_old &&
+                                   ledger_.ShowedOlderVersion(path, held->version);
+  if ((change == Change::kMetadata || peer_version_coming) && have_old && held->version.node != store_.node_id())
     if (std::optional<Version> older = OwnVersionInHistory(path, inode)) {
       LedgerRecorded(path, st, *older);
       if (behind_) behind_(path);
+      spdlog::debug("not recorded /{} (change {}): it shows this node's version {}, and a newer one is held", path,
+                    static_cast<int>(change), older->hlc);
       return inode.size();
     }
   if (!deferred.empty()) {
