@@ -337,7 +337,11 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool cove
     // The materializer's own removal (a peer's tombstone, in the store
     // already): nothing to record. Its event may come after the peer made
     // the name again (git's index.lock), and must not remove that.
-    if ((mask & IN_DELETE) && ledger_.TakeOurRemoval(path)) return;
+    if ((mask & IN_DELETE) && ledger_.TakeOurRemoval(path)) {
+      std::lock_guard lock(record_mu_);
+      ForgetName(path);  // its inode number may be another file's soon
+      return;
+    }
     TombstonePath(path);
   } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {
     WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
@@ -481,18 +485,24 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     // recorded gone here (after the look below, which needs the name).
     // A name of a file of several names, written or chmod'ed through and
     // gone: the file's other names (as far as the recorder saw them) hold
-    // that write or that attribute.
+    // that write or that attribute. Only names whose records share the gone
+    // name's live link group: an inode number outlives its file (a name the
+    // materializer removed, its number taken by a file placed since), and a
+    // reader node must never record a peer's file as its own.
+    std::optional<v1::Inode> gone;
     if (auto known = inode_of_name_.find(path);
         known != inode_of_name_.end() &&
-        (change == Change::kWritten || change == Change::kUnlocked || (change == Change::kMetadata && attributes_only))) {
+        (change == Change::kWritten || change == Change::kUnlocked || (change == Change::kMetadata && attributes_only)) &&
+        (gone = RecordOf(path)) && !gone->link_group().empty()) {
       const ino_t ino = known->second;
       std::vector<std::string> others;
       if (auto names = names_of_inode_.find(ino); names != names_of_inode_.end())
         for (const std::string& name : names->second)
           if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
                               at.st_ino == ino && S_ISREG(at.st_mode))
-            others.push_back(name);
-      const LinkedTo to{ino, ""};
+            if (std::optional<v1::Inode> other = RecordOf(name); other && other->link_group() == gone->link_group())
+              others.push_back(name);
+      const LinkedTo to{ino, gone->link_group(), std::nullopt};
       for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, &to);
     }
     if (change == Change::kMetadata) TombstonePath(path);
@@ -576,21 +586,21 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     ledger_.SetStub(path, false);
   std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, marks, st) : std::nullopt;
   close(fd);
-  if (!S_ISREG(st.st_mode) || st.st_nlink < 2)
-    return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
+  Known known{.stub = std::move(stub), .shown = shown, .same_file = linked ? linked->content : std::nullopt};
+  if (!S_ISREG(st.st_mode) || st.st_nlink < 2) return WriteRecord(path, st, std::move(inode), known, change);
   // A hard link: every name of the file is recorded with the same group, and
   // with what this name shows.
   if (change == Change::kLinked && !linked->group.empty()) {
     inode.set_link_group(linked->group);
-    return WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
+    return WriteRecord(path, st, std::move(inode), known, change);
   }
   Names names = NamesOf(path, st);
   inode.set_link_group(names.group);
-  Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), {.stub = std::move(stub), .shown = shown}, change);
+  Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), known, change);
   // (Also when this name could not be recorded: gone before its content
   // was read, say, the others hold what was written through it.)
   if (change == Change::kLinked) return recorded;
-  const LinkedTo to{st.st_ino, names.group};
+  LinkedTo to{st.st_ino, names.group, recorded.ok() ? RecordOf(path) : std::nullopt};
   // The file may change while its names are recorded (a chmod through
   // another name, whose own event then finds that name as recorded and
   // stops there): until it holds still, every name is recorded again.
@@ -606,9 +616,17 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
         (FileLook::Of(now).SameButCtime(FileLook::Of(seen)) && Ns(now.st_ctim) == Ns(seen.st_ctim)))
       break;
     seen = now;
-    (void)RecordPath(path, Change::kLinked, false, &to);
+    const LinkedTo again{st.st_ino, names.group, std::nullopt};  // hashed again: it changed
+    to.content = RecordPath(path, Change::kLinked, false, &again).ok() ? RecordOf(path) : std::nullopt;
   }
   return recorded;
+}
+
+std::optional<v1::Inode> ViewRecorder::RecordOf(const std::string& path) {
+  Result<Record> rec = store_.Get(path, Cf::kNs);
+  v1::Inode inode;
+  if (!rec.ok() || !inode.ParseFromString(rec->value)) return std::nullopt;
+  return inode;
 }
 
 bool ViewRecorder::AsRecorded(const std::string& path, const struct stat& st) {
@@ -698,8 +716,10 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   // only when it is this node's own, or the ledger knows the file shows it:
   // a peer's version that tied with ours may be alike in both.
   bool trust_held = have_old && (held->version.node == store_.node_id() || known.shown == held->version);
-  if (Status s = FillContent(path, change, known.stub, trust_held ? &old : nullptr, &inode, &deferred); !s.ok())
-    return s;
+  const v1::Inode* content_of = change == Change::kLinked ? (known.same_file ? &*known.same_file : nullptr)
+                                : trust_held                ? &old
+                                                            : nullptr;
+  if (Status s = FillContent(path, change, known.stub, content_of, &inode, &deferred); !s.ok()) return s;
   if (have_old && SameState(old, inode) && SameChunks(old, inode) && change != Change::kFsync) {
     LedgerRecorded(path, st, held->version);
     return inode.size();

@@ -136,11 +136,16 @@ class ViewRecorder {
   // prehasher once it is idle); another error when it could not be read or
   // written (its own next events, or the next full scan, record it).
   // For kLinked: the file path was seen to be (another file there now, the
-  // materializer's, placed since, is not recorded for it), and the group
-  // the name that was recorded took ("": found as for any name).
+  // materializer's, placed since, is not recorded for it), the group the
+  // name that was recorded took ("": found as for any name), and that
+  // name's record as just made (its content stands for the file's while
+  // size and mtime agree; without it, the file is hashed: a name's own
+  // older record may have the same size and mtime and other bytes, written
+  // in the same clock tick).
   struct LinkedTo {
     ino_t ino;
     std::string group;
+    std::optional<v1::Inode> content;
   };
   Result<uint64_t> RecordPath(const std::string& path, Change change, bool attributes_only = false,
                               const LinkedTo* linked = nullptr);
@@ -154,6 +159,8 @@ class ViewRecorder {
   Names NamesOf(const std::string& path, const struct stat& st);
   // Whether the file st shows has its record's size and mtime.
   bool AsRecorded(const std::string& path, const struct stat& st);
+  // Path's record in the store, if it has one that parses.
+  std::optional<v1::Inode> RecordOf(const std::string& path);
   // RecordPath for the event loop and the scans: a failure is logged, and
   // left to the entry's next event or the next full scan.
   // attributes_only: an IN_ATTRIB, nothing else (a symlink's target is then the store's).
@@ -170,13 +177,15 @@ class ViewRecorder {
   // which a program's utimensat(AT_SYMLINK_NOFOLLOW) just set.
   std::optional<std::string> HeldSymlinkTarget(const std::string& path, const struct stat& st);
   // The content's chunks into inode: a stub's from its mark, an unchanged
-  // file's from the record held, else hashed (deferred: see Deferred).
+  // file's from the record held (for kLinked: the record just made for the
+  // name whose change it is), else hashed (deferred: see Deferred).
   Status FillContent(const std::string& path, Change change, const std::optional<v1::Inode>& stub,
                      const v1::Inode* held, v1::Inode* inode, Deferred* deferred);
   // What the ledger knows of a file before it is recorded.
   struct Known {
-    std::optional<v1::Inode> stub;  // a stub's content, by its mark
-    std::optional<Version> shown;   // the version whose content it holds
+    std::optional<v1::Inode> stub;       // a stub's content, by its mark
+    std::optional<Version> shown;        // the version whose content it holds
+    std::optional<v1::Inode> same_file;  // kLinked: LinkedTo::content
   };
   // Writes inode as path's record unless the store holds the same already.
   Result<uint64_t> WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode, const Known& known,
