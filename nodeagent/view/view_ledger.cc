@@ -231,7 +231,12 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
       changed_since_seen = true;
     }
     if (S_ISDIR(st.st_mode) && placeholders_.count(path)) {
-      if (!store_.Get(path, Cf::kNs).ok()) return true;  // no one's yet: its record will come
+      // No one's yet: its record will come, and the materializer puts that
+      // in place (PlaceholderFilled). A peer's record already here is on
+      // its way: recorded now, the placeholder (no attributes, mode 0755)
+      // would become this node's newer version of the peer's directory.
+      Result<Record> rec = store_.Get(path, Cf::kNs);
+      if (!rec.ok() || rec->version.node != store_.node_id()) return true;
       placeholders_.erase(path);
     }
   }
