@@ -150,9 +150,9 @@ void ViewLedger::SetStubLocked(const std::string& path, bool stub) {
   if (stub ? stubs_.insert(path).second : stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
 }
 
-void ViewLedger::Placeholder(const std::string& path) {
+void ViewLedger::Placeholder(const std::string& path, const struct stat& st) {
   std::lock_guard lock(mu_);
-  placeholders_.insert(path);
+  placeholders_[path] = FileLook::Of(st);
 }
 
 void ViewLedger::PlaceholderFilled(const std::string& path) {
@@ -161,6 +161,16 @@ void ViewLedger::PlaceholderFilled(const std::string& path) {
 }
 
 namespace {
+// What a placeholder shows of extended attributes: none.
+const v1::Inode& EmptyDirectory() {
+  static const v1::Inode dir = [] {
+    v1::Inode d;
+    d.set_type(v1::FILE_TYPE_DIRECTORY);
+    return d;
+  }();
+  return dir;
+}
+
 // Far longer than the recorder's usual lag behind the view, short enough
 // that a removal announced without an event hides little.
 constexpr auto kOurRemovalLapse = std::chrono::seconds(30);
@@ -206,7 +216,7 @@ void ViewLedger::Gone(const std::string& path) {
   std::string below = path + "/";
   auto under = [&](const std::string& k) { return k == path || k.compare(0, below.size(), below) == 0; };
   std::erase_if(left_, [&](const auto& kv) { return under(kv.first); });
-  std::erase_if(placeholders_, under);
+  std::erase_if(placeholders_, [&](const auto& kv) { return under(kv.first); });
   if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
 }
 
@@ -230,14 +240,15 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
       // rewrite that sets size and mtime back (cp -p) keeps it.
       changed_since_seen = true;
     }
-    if (S_ISDIR(st.st_mode) && placeholders_.count(path)) {
-      // No one's yet: its record will come, and the materializer puts that
-      // in place (PlaceholderFilled). A peer's record already here is on
-      // its way: recorded now, the placeholder (no attributes, mode 0755)
-      // would become this node's newer version of the peer's directory.
-      Result<Record> rec = store_.Get(path, Cf::kNs);
-      if (!rec.ok() || rec->version.node != store_.node_id()) return true;
-      placeholders_.erase(path);
+    if (auto made = placeholders_.find(path); S_ISDIR(st.st_mode) && made != placeholders_.end()) {
+      // No one's while it is as made: its record will come, and the
+      // materializer puts that in place (PlaceholderFilled). A peer's record
+      // already here is on its way: recorded now, the placeholder (no
+      // attributes, mode 0755) would become this node's newer version of
+      // the peer's directory. A program's chmod, chown or setxattr on it
+      // meanwhile is a change of its own, and recorded.
+      if (made->second.SameDirectory(now) && ShowsXattrs(marks.fd(), EmptyDirectory())) return true;
+      placeholders_.erase(made);
     }
   }
   if (!S_ISREG(st.st_mode) || marks.Stub().empty()) {
@@ -313,6 +324,13 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
 bool ViewLedger::SeenInView(const std::string& path) {
   std::lock_guard lock(mu_);
   return left_.count(path) > 0 || stubs_.count(path) > 0;
+}
+
+std::optional<Version> ViewLedger::UntouchedSinceRecorded(const std::string& path, const struct stat& st) {
+  std::lock_guard lock(mu_);
+  auto it = left_.find(path);
+  if (it == left_.end() || it->second.by_materializer || !it->second.look.Unchanged(FileLook::Of(st))) return std::nullopt;
+  return it->second.shown;
 }
 
 bool ViewLedger::ShowedOlderVersion(const std::string& path, const Version& version) {

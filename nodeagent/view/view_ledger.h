@@ -96,9 +96,10 @@ class ViewLedger {
   void SetStub(const std::string& path, bool stub);
   // Whether path was a stub here by the last look; it is not one any more.
   bool ForgetStub(const std::string& path);
-  // A directory made before its record came (no one's yet), or that record
-  // came and it is the store's now.
-  void Placeholder(const std::string& path);
+  // A directory made before its record came, as st shows it made (no
+  // one's while it stays so, also once a peer's record came, until it is
+  // put in place), or that record put in place.
+  void Placeholder(const std::string& path, const struct stat& st);
   void PlaceholderFilled(const std::string& path);
 
   // --- What the recorder saw.
@@ -158,6 +159,9 @@ class ViewLedger {
   // than this one (placed or recorded; unknown, e.g. after a restart: no).
   // A removal seen then was of that older version, not of this one.
   bool ShowedOlderVersion(const std::string& path, const Version& version);
+  // The version the recorder last recorded path as (not the materializer's
+  // placement), if st shows path with the look it left then.
+  std::optional<Version> UntouchedSinceRecorded(const std::string& path, const struct stat& st);
   // The paths this run last saw (placed or recorded) as inode ino: the other
   // names of a hard-linked file, as far as the ledger knows them (a look at
   // each is older than now: ask the view before trusting one). A scan:
@@ -223,7 +227,7 @@ class ViewLedger {
   std::mutex mu_;  // the sets below
   std::unordered_map<std::string, LeftAs> left_;
   std::unordered_set<std::string> stubs_;
-  std::unordered_set<std::string> placeholders_;
+  std::unordered_map<std::string, FileLook> placeholders_;
 };
 
 }  // namespace onebox

@@ -205,10 +205,11 @@ int ViewMaterializer::OpenParent(const std::string& path, bool create) {
       Result<Record> r = store_.Get(prefix, Cf::kNs);
       v1::Inode inode;
       bool known = r.ok() && inode.ParseFromString(r->value);
-      if (!known) ledger_.Placeholder(prefix);
       if (mkdirat(dir, comp.c_str(), known ? 0700 : 0755) == 0 || errno == EEXIST) {
         sub = openat(dir, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         struct stat st;
+        // (Under the view lock, as every placement: the recorder looks after.)
+        if (sub >= 0 && !known && fstat(sub, &st) == 0) ledger_.Placeholder(prefix, st);
         if (sub >= 0 && known) {
           ApplyXattrs(sub, inode);  // (before the mode: a read-only directory takes none from a non-root agent)
           SetOwnerAndMode(sub, inode);
@@ -400,7 +401,10 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     // takes the twin for a program's change and records it).
     std::lock_guard view_lock(ledger_.view_mutex());
     std::string tmp = NewTempName();
-    if (linkat(AT_FDCWD, ProcPath(twin->fd).c_str(), staging_fd_, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+    // (Still as TwinOf judged it, before the lock: a program's write since is its own.)
+    struct stat now;
+    const bool as_judged = fstat(twin->fd, &now) == 0 && FileLook::Of(now).Unchanged(FileLook::Of(twin->st));
+    if (as_judged && linkat(AT_FDCWD, ProcPath(twin->fd).c_str(), staging_fd_, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
       int placed = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
       if (placed < 0) {
         unlinkat(staging_fd_, tmp.c_str(), 0);
@@ -414,7 +418,8 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
       spdlog::debug("placed /{} as a link of /{}", path, twin->path);
       return inode.size();
     }
-    spdlog::warn("/{}: cannot link it to /{} ({}); placed as a copy", path, twin->path, strerror(errno));
+    if (as_judged)
+      spdlog::warn("/{}: cannot link it to /{} ({}); placed as a copy", path, twin->path, strerror(errno));
   }
   // The first name of a group here: the whole content, never a stub (a
   // stub's content, brought later, would come as another file).

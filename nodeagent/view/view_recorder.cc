@@ -338,8 +338,12 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool cove
     // already): nothing to record. Its event may come after the peer made
     // the name again (git's index.lock), and must not remove that.
     if ((mask & IN_DELETE) && ledger_.TakeOurRemoval(path)) {
+      // Its inode number may be another file's soon. (Unless the name holds
+      // a file noted since: made again at once, and recorded.)
       std::lock_guard lock(record_mu_);
-      ForgetName(path);  // its inode number may be another file's soon
+      if (auto known = inode_of_name_.find(path); known != inode_of_name_.end())
+        if (struct stat at; fstatat(root_fd_, path.c_str(), &at, AT_SYMLINK_NOFOLLOW) != 0 || at.st_ino != known->second)
+          ForgetName(path);
       return;
     }
     TombstonePath(path);
@@ -477,12 +481,15 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
       return Status::IOError(fmt::format("open /{}: {}", path, strerror(errno)));
     // Gone already. A removal is recorded from what the view says, never on
     // a program's word (fsync's Publish names any path it likes). An entry
-    // made or written and gone by the time its event is handled has its
-    // removal's own event to come (IN_DELETE, IN_MOVED_FROM): recorded then,
-    // not now, when the name may already hold a peer's newer version not in
-    // place yet (git's index.lock, made again at once). What no event will
-    // report gone (a listing's entries under a mount taken away) is
-    // recorded gone here (after the look below, which needs the name).
+    // made, written or changed in its attributes and gone by the time its
+    // event is handled has its removal's own event to come (IN_DELETE,
+    // IN_MOVED_FROM): recorded then, not now, when the name may already
+    // hold a peer's newer version not in place yet (git's index.lock, made
+    // again at once), or the removal was the materializer's (the attributes
+    // it set on a directory it placed, then removed for a peer's
+    // tombstone). What no event will report gone (a listing's entries
+    // under a mount taken away) is recorded gone here (after the look
+    // below, which needs the name).
     // A name of a file of several names, written or chmod'ed through and
     // gone: the file's other names (as far as the recorder saw them) hold
     // that write or that attribute. Only names whose records share the gone
@@ -502,10 +509,13 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
                               at.st_ino == ino && S_ISREG(at.st_mode))
             if (std::optional<v1::Inode> other = RecordOf(name); other && other->link_group() == gone->link_group())
               others.push_back(name);
-      const LinkedTo to{ino, gone->link_group(), std::nullopt};
-      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, &to);
+      // An attribute changed through it: the content is its record's. A
+      // write: hashed once, by the first other name recorded.
+      LinkedTo to{ino, gone->link_group(), attributes_only ? gone : std::nullopt};
+      for (const std::string& other : others)
+        if (RecordPath(other, Change::kLinked, false, &to).ok() && !to.content) to.content = RecordOf(other);
     }
-    if (change == Change::kMetadata) TombstonePath(path);
+    if (change == Change::kMetadata && !attributes_only) TombstonePath(path);
     return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
   struct stat st;
@@ -596,11 +606,12 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   }
   Names names = NamesOf(path, st);
   inode.set_link_group(names.group);
-  Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), known, change);
+  v1::Inode content;
+  Result<uint64_t> recorded = WriteRecord(path, st, std::move(inode), known, change, &content);
   // (Also when this name could not be recorded: gone before its content
   // was read, say, the others hold what was written through it.)
   if (change == Change::kLinked) return recorded;
-  LinkedTo to{st.st_ino, names.group, recorded.ok() ? RecordOf(path) : std::nullopt};
+  LinkedTo to{st.st_ino, names.group, recorded.ok() ? std::optional<v1::Inode>(std::move(content)) : std::nullopt};
   // The file may change while its names are recorded (a chmod through
   // another name, whose own event then finds that name as recorded and
   // stops there): until it holds still, every name is recorded again.
@@ -684,7 +695,8 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
   // alike in size and mtime to the record: its attributes are recorded with
   // the record's content, as its IN_ATTRIB, which the close may have
   // covered, would have recorded them.
-  if (!hashed.ok() && (change == Change::kWritten || change == Change::kUnlocked) && same_content) {
+  if (!hashed.ok() && (change == Change::kWritten || change == Change::kUnlocked || change == Change::kLinked) &&
+      same_content) {
     *inode->mutable_chunks() = held->chunks();
     return Status::Ok();
   }
@@ -692,7 +704,7 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
 }
 
 Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode,
-                                           const Known& known, Change change) {
+                                           const Known& known, Change change, v1::Inode* content_out) {
   // Chunks hashed while the file was written and not stored yet: stored
   // after the record, whatever happens to it (the hold keeps the crash mark).
   Deferred deferred;
@@ -714,12 +726,15 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   bool have_old = held.ok() && old.ParseFromString(held->value);
   // The held record's content may stand for the file's (same size and mtime)
   // only when it is this node's own, or the ledger knows the file shows it:
-  // a peer's version that tied with ours may be alike in both.
+  // a peer's version that tied with ours may be alike in both. For a name
+  // recorded for another name's change, only that name's content, found
+  // just now, stands for it (LinkedTo::content).
   bool trust_held = have_old && (held->version.node == store_.node_id() || known.shown == held->version);
   const v1::Inode* content_of = change == Change::kLinked ? (known.same_file ? &*known.same_file : nullptr)
                                 : trust_held                ? &old
                                                             : nullptr;
   if (Status s = FillContent(path, change, known.stub, content_of, &inode, &deferred); !s.ok()) return s;
+  if (content_out != nullptr) *content_out = inode;  // what the file holds, recorded now or already
   if (have_old && SameState(old, inode) && SameChunks(old, inode) && change != Change::kFsync) {
     LedgerRecorded(path, st, held->version);
     return inode.size();
@@ -728,15 +743,20 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   // view lost, and a stop before it was replaced): nothing new to record.
   // The view audit puts the winner in place. (A file a program set back to
   // a version another node wrote is a change of its own, and recorded.)
-  // So too for a close or an unlock while the peer's newer version is still
-  // on its way into the view: the close of the materializer's own write in
-  // place, handled after a program here wrote, recorded and unlocked its
-  // next version, and a peer's after that arrived (recorded again, this
-  // node's older bytes would beat the peer's and lose its write).
-  const bool peer_version_coming = (change == Change::kWritten || change == Change::kUnlocked) && have_old &&
-                                   ledger_.ShowedOlderVersion(path, held->version);
-  if ((change == Change::kMetadata || peer_version_coming) && have_old && held->version.node != store_.node_id())
-    if (std::optional<Version> older = OwnVersionInHistory(path, inode)) {
+  // So too for a close or an unlock of a file untouched since this node
+  // recorded it, while a peer's newer version is on its way into the view:
+  // the close of the materializer's own write in place, handled after a
+  // program here wrote, recorded and unlocked its next version, and a
+  // peer's after that arrived (recorded again, this node's older bytes
+  // would beat the peer's and lose its write). Only the very version the
+  // ledger saw recorded, with the look it left: a program's write since
+  // (a cp -p back to an older version, too) moves the ctime, and is newer.
+  std::optional<Version> untouched;
+  if ((change == Change::kWritten || change == Change::kUnlocked) && have_old &&
+      held->version.node != store_.node_id() && ledger_.ShowedOlderVersion(path, held->version))
+    untouched = ledger_.UntouchedSinceRecorded(path, st);
+  if (have_old && held->version.node != store_.node_id() && (change == Change::kMetadata || untouched))
+    if (std::optional<Version> older = OwnVersionInHistory(path, inode, untouched ? &*untouched : nullptr)) {
       LedgerRecorded(path, st, *older);
       if (behind_) behind_(path);
       spdlog::debug("not recorded /{} (change {}): it shows this node's version {}, and a newer one is held", path,
@@ -768,12 +788,14 @@ void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st
     ledger_.RecordedButChanged(path, version);
 }
 
-std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path, const v1::Inode& inode) {
+std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path, const v1::Inode& inode,
+                                                         const Version* only) {
   Result<std::vector<Record>> history = store_.History(path);
   if (!history.ok()) return std::nullopt;
   for (const Record& rec : *history) {
     v1::Inode was;
-    if (rec.version.node == store_.node_id() && !rec.tombstone && was.ParseFromString(rec.value) &&
+    if (rec.version.node == store_.node_id() && (only == nullptr || rec.version == *only) && !rec.tombstone &&
+        was.ParseFromString(rec.value) &&
         SameState(was, inode) && SameChunks(was, inode))
       return rec.version;
   }

@@ -188,13 +188,15 @@ class ViewRecorder {
     std::optional<v1::Inode> same_file;  // kLinked: LinkedTo::content
   };
   // Writes inode as path's record unless the store holds the same already.
+  // content_out: the inode with the content it found (hashed or known).
   Result<uint64_t> WriteRecord(const std::string& path, const struct stat& st, v1::Inode inode, const Known& known,
-                               Change change);
+                               Change change, v1::Inode* content_out = nullptr);
   // Tells the ledger that path, as st showed it, shows version, if it still shows so.
   void LedgerRecorded(const std::string& path, const struct stat& st, const Version& version);
   // This node's own version in path's history that inode describes (state
-  // and chunks), if one does.
-  std::optional<Version> OwnVersionInHistory(const std::string& path, const v1::Inode& inode);
+  // and chunks), if one does (only that one, when given).
+  std::optional<Version> OwnVersionInHistory(const std::string& path, const v1::Inode& inode,
+                                             const Version* only = nullptr);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
   // Hashes path's content into inode; with deferred, chunks hashed ahead are
