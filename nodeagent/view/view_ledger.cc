@@ -150,9 +150,12 @@ void ViewLedger::SetStubLocked(const std::string& path, bool stub) {
   if (stub ? stubs_.insert(path).second : stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
 }
 
-void ViewLedger::Placeholder(const std::string& path, const struct stat& st) {
+void ViewLedger::Placeholder(const std::string& path, int fd, const struct stat& st) {
+  MadeAs made{FileLook::Of(st), {}};
+  made.xattrs.set_type(v1::FILE_TYPE_DIRECTORY);
+  ReadXattrs(fd, &made.xattrs);
   std::lock_guard lock(mu_);
-  placeholders_[path] = FileLook::Of(st);
+  placeholders_[path] = std::move(made);
 }
 
 void ViewLedger::PlaceholderFilled(const std::string& path) {
@@ -161,16 +164,6 @@ void ViewLedger::PlaceholderFilled(const std::string& path) {
 }
 
 namespace {
-// What a placeholder shows of extended attributes: none.
-const v1::Inode& EmptyDirectory() {
-  static const v1::Inode dir = [] {
-    v1::Inode d;
-    d.set_type(v1::FILE_TYPE_DIRECTORY);
-    return d;
-  }();
-  return dir;
-}
-
 // Far longer than the recorder's usual lag behind the view, short enough
 // that a removal announced without an event hides little.
 constexpr auto kOurRemovalLapse = std::chrono::seconds(30);
@@ -247,7 +240,7 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
       // attributes, mode 0755) would become this node's newer version of
       // the peer's directory. A program's chmod, chown or setxattr on it
       // meanwhile is a change of its own, and recorded.
-      if (made->second.SameDirectory(now) && ShowsXattrs(marks.fd(), EmptyDirectory())) return true;
+      if (made->second.look.SameDirectory(now) && ShowsXattrs(marks.fd(), made->second.xattrs)) return true;
       placeholders_.erase(made);
     }
   }

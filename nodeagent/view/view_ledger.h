@@ -96,10 +96,11 @@ class ViewLedger {
   void SetStub(const std::string& path, bool stub);
   // Whether path was a stub here by the last look; it is not one any more.
   bool ForgetStub(const std::string& path);
-  // A directory made before its record came, as st shows it made (no
-  // one's while it stays so, also once a peer's record came, until it is
-  // put in place), or that record put in place.
-  void Placeholder(const std::string& path, const struct stat& st);
+  // A directory made before its record came, as fd and st show it made
+  // (its mode, and the extended attributes it took from its parent's
+  // default ACL): no one's while it stays so, also once a peer's record
+  // came, until that is put in place (PlaceholderFilled).
+  void Placeholder(const std::string& path, int fd, const struct stat& st);
   void PlaceholderFilled(const std::string& path);
 
   // --- What the recorder saw.
@@ -227,7 +228,11 @@ class ViewLedger {
   std::mutex mu_;  // the sets below
   std::unordered_map<std::string, LeftAs> left_;
   std::unordered_set<std::string> stubs_;
-  std::unordered_map<std::string, FileLook> placeholders_;
+  struct MadeAs {
+    FileLook look;
+    v1::Inode xattrs;
+  };
+  std::unordered_map<std::string, MadeAs> placeholders_;
 };
 
 }  // namespace onebox

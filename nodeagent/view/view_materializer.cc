@@ -205,11 +205,13 @@ int ViewMaterializer::OpenParent(const std::string& path, bool create) {
       Result<Record> r = store_.Get(prefix, Cf::kNs);
       v1::Inode inode;
       bool known = r.ok() && inode.ParseFromString(r->value);
-      if (mkdirat(dir, comp.c_str(), known ? 0700 : 0755) == 0 || errno == EEXIST) {
+      const bool made = mkdirat(dir, comp.c_str(), known ? 0700 : 0755) == 0;
+      if (made || errno == EEXIST) {
         sub = openat(dir, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         struct stat st;
-        // (Under the view lock, as every placement: the recorder looks after.)
-        if (sub >= 0 && !known && fstat(sub, &st) == 0) ledger_.Placeholder(prefix, st);
+        // (Under the view lock, as every placement: the recorder looks after.
+        // One a program made in the meantime is the program's.)
+        if (sub >= 0 && !known && made && fstat(sub, &st) == 0) ledger_.Placeholder(prefix, sub, st);
         if (sub >= 0 && known) {
           ApplyXattrs(sub, inode);  // (before the mode: a read-only directory takes none from a non-root agent)
           SetOwnerAndMode(sub, inode);

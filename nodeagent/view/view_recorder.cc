@@ -509,11 +509,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
                               at.st_ino == ino && S_ISREG(at.st_mode))
             if (std::optional<v1::Inode> other = RecordOf(name); other && other->link_group() == gone->link_group())
               others.push_back(name);
-      // An attribute changed through it: the content is its record's. A
-      // write: hashed once, by the first other name recorded.
-      LinkedTo to{ino, gone->link_group(), attributes_only ? gone : std::nullopt};
-      for (const std::string& other : others)
-        if (RecordPath(other, Change::kLinked, false, &to).ok() && !to.content) to.content = RecordOf(other);
+      // Each hashed: the gone name's record may be older than the file.
+      const LinkedTo to{ino, gone->link_group(), std::nullopt};
+      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, &to);
     }
     if (change == Change::kMetadata && !attributes_only) TombstonePath(path);
     return Status::NotFound(fmt::format("/{} is not in the view", path));
@@ -627,8 +625,8 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
         (FileLook::Of(now).SameButCtime(FileLook::Of(seen)) && Ns(now.st_ctim) == Ns(seen.st_ctim)))
       break;
     seen = now;
-    const LinkedTo again{st.st_ino, names.group, std::nullopt};  // hashed again: it changed
-    to.content = RecordPath(path, Change::kLinked, false, &again).ok() ? RecordOf(path) : std::nullopt;
+    to.content.reset();  // it changed: every name hashed again
+    (void)RecordPath(path, Change::kLinked, false, &to);
   }
   return recorded;
 }
@@ -695,8 +693,7 @@ Status ViewRecorder::FillContent(const std::string& path, Change change, const s
   // alike in size and mtime to the record: its attributes are recorded with
   // the record's content, as its IN_ATTRIB, which the close may have
   // covered, would have recorded them.
-  if (!hashed.ok() && (change == Change::kWritten || change == Change::kUnlocked || change == Change::kLinked) &&
-      same_content) {
+  if (!hashed.ok() && (change == Change::kWritten || change == Change::kUnlocked) && same_content) {
     *inode->mutable_chunks() = held->chunks();
     return Status::Ok();
   }
@@ -751,15 +748,17 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   // would beat the peer's and lose its write). Only the very version the
   // ledger saw recorded, with the look it left: a program's write since
   // (a cp -p back to an older version, too) moves the ctime, and is newer.
+  // (An attribute event of a file this run has not seen: after a restart.)
   std::optional<Version> untouched;
-  if ((change == Change::kWritten || change == Change::kUnlocked) && have_old &&
+  if ((change == Change::kWritten || change == Change::kUnlocked || change == Change::kMetadata) && have_old &&
       held->version.node != store_.node_id() && ledger_.ShowedOlderVersion(path, held->version))
     untouched = ledger_.UntouchedSinceRecorded(path, st);
-  if (have_old && held->version.node != store_.node_id() && (change == Change::kMetadata || untouched))
+  const bool after_restart = change == Change::kMetadata && !ledger_.SeenInView(path);
+  if (have_old && held->version.node != store_.node_id() && (after_restart || untouched))
     if (std::optional<Version> older = OwnVersionInHistory(path, inode, untouched ? &*untouched : nullptr)) {
       LedgerRecorded(path, st, *older);
       if (behind_) behind_(path);
-      spdlog::debug("not recorded /{} (change {}): it shows this node's version {}, and a newer one is held", path,
+      spdlog::debug("not recorded /{} (change {}): it shows version {} as recorded, and a newer one is held", path,
                     static_cast<int>(change), older->hlc);
       return inode.size();
     }
@@ -794,7 +793,7 @@ std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path
   if (!history.ok()) return std::nullopt;
   for (const Record& rec : *history) {
     v1::Inode was;
-    if (rec.version.node == store_.node_id() && (only == nullptr || rec.version == *only) && !rec.tombstone &&
+    if ((only != nullptr ? rec.version == *only : rec.version.node == store_.node_id()) && !rec.tombstone &&
         was.ParseFromString(rec.value) &&
         SameState(was, inode) && SameChunks(was, inode))
       return rec.version;
