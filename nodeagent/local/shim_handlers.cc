@@ -54,7 +54,9 @@ void ShimHandlers::Serve(ShimCall& call, const v1::ShimRequest& req, v1::ShimRes
 
 void ShimHandlers::Run(ShimRuns runs, Handler handler, const char* kind, ShimCall& call, const v1::ShimRequest& req,
                        v1::ShimResponse* resp) {
-  if (runs == ShimRuns::kInline) {
+  // A caller-acting method that answers at once (LocalCalls::Quick) runs here too.
+  if (runs == ShimRuns::kInline ||
+      (req.has_call() && parts_.local_calls.Quick(req.call().method(), req.call().request()))) {
     Status done = (this->*handler)(Origin{call.peer, call.connection(), &call}, req, resp);
     AnswerCounted(kind, done, resp, call.answered_later());
     return;
