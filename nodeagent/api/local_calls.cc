@@ -13,9 +13,4 @@ Status LocalCalls::Call(const Caller& caller, std::string_view method, const std
   return it->second.handler(caller, request, response);
 }
 
-bool LocalCalls::Quick(std::string_view method, const std::string& request) const {
-  auto it = methods_.find(method);
-  return it != methods_.end() && it->second.quick && it->second.quick(request);
-}
-
 }  // namespace onebox

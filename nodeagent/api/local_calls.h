@@ -22,24 +22,12 @@ class LocalCalls {
   explicit LocalCalls(const AccessGate& gate) : gate_(gate) {}
 
   // Serves Method (a tag of api/access.h) with fn(caller, request, &response).
-  // quick(request), when given, says that a call with that request is
-  // answered at once, with no wait on a disk's sync or on peers (a put
-  // at level ONE without sync): the socket's own thread runs it, without
-  // the hand-off to a pool thread and back (two thread wake-ups, most of
-  // such a call's time).
   template <class Method, class Req, class Resp, class Fn>
-  void Add(Fn fn, std::function<bool(const Req&)> quick = {}) {
+  void Add(Fn fn) {
     static_assert(Method::kClass == MethodClass::kCallerActing || Method::kClass == MethodClass::kAdmin,
                   "the socket serves methods that act as their caller; read-only ones are on gRPC");
-    QuickTest quick_bytes;
-    if (quick)
-      quick_bytes = [quick = std::move(quick)](const std::string& in) {
-        Req req;
-        return req.ParseFromString(in) && quick(req);
-      };
     methods_[std::string(Method::kName)] = {
-        Method::kClass, std::move(quick_bytes),
-        [fn = std::move(fn)](const Caller& caller, const std::string& in, std::string* out) -> Status {
+        Method::kClass, [fn = std::move(fn)](const Caller& caller, const std::string& in, std::string* out) -> Status {
           Req req;
           if (!req.ParseFromString(in))
             return Status::InvalidArgument(
@@ -54,14 +42,10 @@ class LocalCalls {
   // Admits caller to method and runs it. NotFound for a method not served
   // on the socket.
   Status Call(const Caller& caller, std::string_view method, const std::string& request, std::string* response) const;
-  // Whether method, with request, is answered at once (Add's quick).
-  bool Quick(std::string_view method, const std::string& request) const;
 
  private:
-  using QuickTest = std::function<bool(const std::string& request)>;
   struct Entry {
     MethodClass method_class;
-    QuickTest quick;
     Handler handler;
   };
   const AccessGate& gate_;

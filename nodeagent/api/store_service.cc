@@ -20,12 +20,6 @@ Result<Agreement> WriteLevelAgreement(int level) {
   }
 }
 
-// A write level this node's own write meets.
-bool AnsweredByThisNode(int level) {
-  Result<Agreement> agreement = WriteLevelAgreement(level);
-  return agreement.ok() && *agreement == Agreement::kThisNode;
-}
-
 Result<Agreement> ReadLevelAgreement(int level) {
   switch (level) {
     case v1::READ_LEVEL_UNSPECIFIED:
@@ -81,14 +75,10 @@ grpc::ServerUnaryReactor* StoreService::Delete(grpc::CallbackServerContext* ctx,
 }
 
 void StoreService::AddLocalCalls(LocalCalls& calls) {
-  // At level ONE without sync, a write waits on neither the disk nor a peer.
-  // (It may wait for a synced group commit already under way: one fsync.)
   calls.Add<api_method::Store_Put, v1::PutRequest, v1::PutResponse>(
-      [this](const Caller& caller, const v1::PutRequest& q, v1::PutResponse* r) { return DoPut(caller, q, r); },
-      [](const v1::PutRequest& q) { return !q.sync() && AnsweredByThisNode(q.level()); });
+      [this](const Caller& caller, const v1::PutRequest& q, v1::PutResponse* r) { return DoPut(caller, q, r); });
   calls.Add<api_method::Store_Delete, v1::DeleteRequest, v1::DeleteResponse>(
-      [this](const Caller& caller, const v1::DeleteRequest& q, v1::DeleteResponse* r) { return DoDelete(caller, q, r); },
-      [](const v1::DeleteRequest& q) { return !q.sync() && AnsweredByThisNode(q.level()); });
+      [this](const Caller& caller, const v1::DeleteRequest& q, v1::DeleteResponse* r) { return DoDelete(caller, q, r); });
 }
 
 Status StoreService::DoPut(const Caller& caller, const v1::PutRequest& q, v1::PutResponse* r) {

@@ -54,9 +54,7 @@ void ShimHandlers::Serve(ShimCall& call, const v1::ShimRequest& req, v1::ShimRes
 
 void ShimHandlers::Run(ShimRuns runs, Handler handler, const char* kind, ShimCall& call, const v1::ShimRequest& req,
                        v1::ShimResponse* resp) {
-  // A caller-acting method that answers at once (LocalCalls::Quick) runs here too.
-  if (runs == ShimRuns::kInline ||
-      (req.has_call() && parts_.local_calls.Quick(req.call().method(), req.call().request()))) {
+  if (runs == ShimRuns::kInline) {
     Status done = (this->*handler)(Origin{call.peer, call.connection(), &call}, req, resp);
     AnswerCounted(kind, done, resp, call.answered_later());
     return;

@@ -6,8 +6,7 @@
 // take long (hashing a file, fetching content, a vote) and are answered from
 // the shim work pool while their connection waits (ShimCall::Defer); kCalls
 // requests likewise, on a pool of their own, so that a user's writes at
-// QUORUM never hold up programs' fsync or opens (but a call that answers at
-// once, an unsynced put at level ONE, runs inline: LocalCalls::Quick).
+// QUORUM never hold up programs' fsync or opens.
 #pragma once
 
 #define ONEBOX_SHIM_REQUESTS(X)                                                                              \
