@@ -403,9 +403,12 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     // takes the twin for a program's change and records it).
     std::lock_guard view_lock(ledger_.view_mutex());
     std::string tmp = NewTempName();
-    // (Still as TwinOf judged it, before the lock: a program's write since is its own.)
+    // (Still as TwinOf judged it, before the lock: a program's write since is
+    // its own. The look ignores the ctime of a file of several names, so its
+    // attributes are looked at again.)
     struct stat now;
-    const bool as_judged = fstat(twin->fd, &now) == 0 && FileLook::Of(now).Unchanged(FileLook::Of(twin->st));
+    const bool as_judged = fstat(twin->fd, &now) == 0 && FileLook::Of(now).Unchanged(FileLook::Of(twin->st)) &&
+                           ShowsXattrs(twin->fd, inode);
     if (as_judged && linkat(AT_FDCWD, ProcPath(twin->fd).c_str(), staging_fd_, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
       int placed = openat(staging_fd_, tmp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
       if (placed < 0) {
@@ -422,6 +425,8 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     }
     if (as_judged)
       spdlog::warn("/{}: cannot link it to /{} ({}); placed as a copy", path, twin->path, strerror(errno));
+    else
+      spdlog::debug("/{}: /{} changed since it was taken for its twin; placed whole", path, twin->path);
   }
   // The first name of a group here: the whole content, never a stub (a
   // stub's content, brought later, would come as another file).
