@@ -240,15 +240,15 @@ v1::LockFence NodeLocks::Fence(const std::string& written) {
 void NodeLocks::ApplyFences(const v1::LockResponse& resp) {
   if (resp.fences().empty()) return;
   const auto deadline = std::chrono::steady_clock::now() + kFenceWait;  // for all of them together
-  for (const v1::LockFence& f : resp.fences())
+  for (const v1::LockFence& f : resp.fences()) {
     spdlog::debug("locks: a grant waits for node {}'s log up to {}", f.node_id(), f.seq());
-  for (const v1::LockFence& f : resp.fences())
     if (Status s = parts_.applied_from(f.node_id(), f.seq(),
                                        std::max(std::chrono::milliseconds(0),
                                                 std::chrono::duration_cast<std::chrono::milliseconds>(
                                                     deadline - std::chrono::steady_clock::now())));
         !s.ok())
       spdlog::warn("locks: granted without all that node {} wrote before its unlock: {}", f.node_id(), s.message());
+  }
   parts_.settle_view();
 }
 

@@ -443,12 +443,10 @@ void ViewRecorder::Follow(const std::string& path, Change change, bool attribute
 }
 
 std::optional<std::string> ViewRecorder::HeldSymlinkTarget(const std::string& path, const struct stat& st) {
-  Result<Record> held = store_.Get(path, Cf::kNs);
-  v1::Inode old;
-  if (!held.ok() || !old.ParseFromString(held->value) || old.type() != v1::FILE_TYPE_SYMLINK ||
-      old.symlink_target().size() != static_cast<size_t>(st.st_size))
+  std::optional<v1::Inode> old = RecordOf(path);
+  if (!old || old->type() != v1::FILE_TYPE_SYMLINK || old->symlink_target().size() != static_cast<size_t>(st.st_size))
     return std::nullopt;
-  return old.symlink_target();
+  return old->symlink_target();
 }
 
 v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string* known_target,
@@ -581,9 +579,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
       S_ISLNK(st.st_mode) && attributes_only ? HeldSymlinkTarget(path, st) : std::nullopt;
   // What an agent that is not root cannot read of the entry's attributes stays as recorded.
   std::optional<v1::Inode> held;
-  if (AgentUid() != 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
-    if (Result<Record> rec = store_.Get(path, Cf::kNs); rec.ok() && !rec->tombstone)
-      if (v1::Inode was; was.ParseFromString(rec->value)) held = std::move(was);
+  if (AgentUid() != 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) held = RecordOf(path);
   v1::Inode inode = InodeOf(fd, st, target ? &*target : nullptr, held ? &*held : nullptr);
   // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
   // its mark names the content.
@@ -594,7 +590,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     ledger_.SetStub(path, false);
   std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, marks, st) : std::nullopt;
   close(fd);
-  Known known{.stub = std::move(stub), .shown = shown, .same_file = linked ? linked->content : std::nullopt};
+  Known known{.stub = std::move(stub),
+              .shown = shown,
+              .same_file = linked && linked->content ? &*linked->content : nullptr};
   if (!S_ISREG(st.st_mode) || st.st_nlink < 2) return WriteRecord(path, st, std::move(inode), known, change);
   // A hard link: every name of the file is recorded with the same group, and
   // with what this name shows.
@@ -639,9 +637,8 @@ std::optional<v1::Inode> ViewRecorder::RecordOf(const std::string& path) {
 }
 
 bool ViewRecorder::AsRecorded(const std::string& path, const struct stat& st) {
-  Result<Record> rec = store_.Get(path, Cf::kNs);
-  v1::Inode held;
-  return rec.ok() && !rec->tombstone && held.ParseFromString(rec->value) && ShowsVersion(st, held);
+  std::optional<v1::Inode> held = RecordOf(path);
+  return held && ShowsVersion(st, *held);
 }
 
 ViewRecorder::Names ViewRecorder::NamesOf(const std::string& path, const struct stat& st) {
@@ -727,9 +724,7 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
   // recorded for another name's change, only that name's content, found
   // just now, stands for it (LinkedTo::content).
   bool trust_held = have_old && (held->version.node == store_.node_id() || known.shown == held->version);
-  const v1::Inode* content_of = change == Change::kLinked ? (known.same_file ? &*known.same_file : nullptr)
-                                : trust_held                ? &old
-                                                            : nullptr;
+  const v1::Inode* content_of = change == Change::kLinked ? known.same_file : trust_held ? &old : nullptr;
   if (Status s = FillContent(path, change, known.stub, content_of, &inode, &deferred); !s.ok()) return s;
   if (content_out != nullptr) *content_out = inode;  // what the file holds, recorded now or already
   if (have_old && SameState(old, inode) && SameChunks(old, inode) && change != Change::kFsync) {

@@ -183,9 +183,9 @@ class ViewRecorder {
                      const v1::Inode* held, v1::Inode* inode, Deferred* deferred);
   // What the ledger knows of a file before it is recorded.
   struct Known {
-    std::optional<v1::Inode> stub;       // a stub's content, by its mark
-    std::optional<Version> shown;        // the version whose content it holds
-    std::optional<v1::Inode> same_file;  // kLinked: LinkedTo::content
+    std::optional<v1::Inode> stub;         // a stub's content, by its mark
+    std::optional<Version> shown;          // the version whose content it holds
+    const v1::Inode* same_file = nullptr;  // kLinked: LinkedTo::content
   };
   // Writes inode as path's record unless the store holds the same already.
   // content_out: the inode with the content it found (hashed or known).
