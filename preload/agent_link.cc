@@ -627,9 +627,10 @@ Onebox__V1__ShimResponse* AskLinked(Onebox__V1__ShimRequest& req) {
   return resp;
 }
 
-int Claim(const char* rel_path) {
+int Claim(const char* rel_path, bool directory) {
   Onebox__V1__ShimClaimRequest claim = ONEBOX__V1__SHIM_CLAIM_REQUEST__INIT;
   claim.path = const_cast<char*>(rel_path);
+  claim.directory = directory;
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_CLAIM;
   req.claim = &claim;

@@ -449,7 +449,7 @@ int BringContent(int fd, bool o_path) {
 
 }  // namespace
 
-int ClaimInCluster(const Target& t) {
+int ClaimInCluster(const Target& t, bool directory) {
   if (!MayHavePeers() || !InOwnerProcess()) return 0;  // alone (or a vfork child): the kernel decides
   // There already (mkdir -p over existing directories): the kernel says EEXIST.
   struct stat st;
@@ -464,7 +464,7 @@ int ClaimInCluster(const Target& t) {
   memcpy(key, t.rel, len);
   key[len] = '\0';
   int saved = errno;
-  int err = Claim(key);
+  int err = Claim(key, directory);
   errno = saved;
   return err;
 }
@@ -501,7 +501,7 @@ int OpenConfined(const Target& t, int flags, mode_t mode) {
 // node's own: its stub mark goes.
 int OpenWithContent(const Target& t, int flags, mode_t mode, bool content) {
   if ((flags & O_CREAT) && (flags & O_EXCL))
-    if (int err = ClaimInCluster(t); err != 0) return Fail(err);
+    if (int err = ClaimInCluster(t, /*directory=*/false); err != 0) return Fail(err);
   for (int attempt = 0;; ++attempt) {
     int fd = OpenConfined(t, flags, mode);
     bool truncates = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;

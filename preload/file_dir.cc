@@ -66,7 +66,7 @@ int MkdirAt(int dirfd, const char* path, mode_t mode) {
   if (!t.cluster) return real_mkdirat(t.NativeDirfd(dirfd), t.NativePath(path), mode);
   if (t.err) return Fail(t.err);
   if (t.IsRoot() || t.dot_last) return Fail(EEXIST);
-  if (int err = ClaimInCluster(t); err != 0) return Fail(err);
+  if (int err = ClaimInCluster(t, /*directory=*/true); err != 0) return Fail(err);
   return AtParent(t, [&](int p, const char* base) { return real_mkdirat(p, base, mode); });
 }
 

@@ -82,7 +82,8 @@ inline Target Resolve(const char* path, char* buf, size_t cap) { return Resolve(
 int OpenInView(const Target& t, int flags, mode_t mode);
 // Before an exclusive creation (O_CREAT|O_EXCL, mkdir) of t while other
 // nodes are alive: wins the name from a majority of them. 0 or an errno.
-int ClaimInCluster(const Target& t);
+// directory: for a mkdir.
+int ClaimInCluster(const Target& t, bool directory);
 // O_PATH open of a program or library to run: its content is brought first too.
 int OpenProgramInView(const Target& t, int flags);
 // openat2 with open()'s flags (masked as OpenInView does) and the given resolve flags.

@@ -142,7 +142,8 @@ Status ShimHandlers::Hydrate(const Origin&, const v1::ShimRequest& req, v1::Shim
 Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   // Under a lease this node holds (a program creating file after file in
   // one directory), decided here at once, with no hand-off to the pool.
-  if (std::optional<Status> now = parts_.leases.CreateAtOnce(req.claim().path())) return Claimed(*now, resp);
+  if (std::optional<Status> now = parts_.leases.CreateAtOnce(req.claim().path(), req.claim().directory()))
+    return Claimed(*now, resp);
   if (req.claim().at_once()) {  // on a program's shared link, which must not wait for a vote
     resp->mutable_claim()->set_ask_alone(true);
     return Status::Ok();
@@ -153,7 +154,7 @@ Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1:
 }
 
 Status ShimHandlers::ClaimByVote(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
-  return Claimed(parts_.leases.Create(req.claim().path()), resp);
+  return Claimed(parts_.leases.Create(req.claim().path(), req.claim().directory()), resp);
 }
 
 Status ShimHandlers::Claimed(Status s, v1::ShimResponse* resp) {

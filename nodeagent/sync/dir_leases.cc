@@ -67,14 +67,44 @@ void DirLeases::Sweep() {
   last_sweep_ = now;
   for (auto it = votes_.begin(); it != votes_.end();) {
     std::erase_if(it->second.holders, [&](const auto& kv) { return now - kv.second > kRemember; });
+    std::erase_if(it->second.covering, [&](const auto& kv) { return now - kv.second > kRemember; });
     it = it->second.holders.empty() && it->second.until <= now ? votes_.erase(it) : std::next(it);
   }
   std::erase_if(held_, [&](const auto& kv) { return now - kv.second.until > kRemember; });
+  std::erase_if(covered_, [&](const auto& kv) { return now - kv.second.last_used > kRemember && LeaseDirOf(kv.first) == kv.first; });
+  std::erase_if(carved_, [&](const auto& kv) { return now - kv.second > kRemember && !UnderOwnCover(kv.first); });
   std::erase_if(pending_, [&](const auto& kv) { return kv.second.until <= now; });
 }
 
+bool DirLeases::GrantedBelow(const std::string& dir, const std::string& node, Clock::time_point now) const {
+  const std::string prefix = dir.empty() ? "" : dir + "/";
+  for (auto it = votes_.lower_bound(prefix); it != votes_.end() && it->first.starts_with(prefix); ++it) {
+    if (it->first == dir) continue;
+    if (it->second.until > now && it->second.holder != node) return true;
+    for (const auto& [holder, when] : it->second.holders)
+      if (holder != node && now - when <= kRemember) return true;
+  }
+  return false;
+}
+
+bool DirLeases::UnderOwnCover(const std::string& dir) const {
+  for (const auto& [d, held] : held_)
+    if (held.covers && held.lease_id != 0 && (d.empty() || dir.starts_with(d + "/"))) return true;
+  return false;
+}
+
+std::string DirLeases::LeaseDirOf(const std::string& dir) const {
+  auto own = held_.find(dir);
+  if (own != held_.end() && clock_.Now() < own->second.until) return dir;
+  auto c = covered_.find(dir);
+  if (c == covered_.end()) return dir;
+  auto by = held_.find(c->second.by);
+  if (by == held_.end() || !by->second.covers || by->second.lease_id != c->second.lease_id) return dir;
+  return c->second.by;
+}
+
 v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& node, uint64_t lease_id,
-                                     uint64_t replaces) {
+                                     uint64_t replaces, bool cover) {
   v1::DirLeaseResponse vote;
   Clock::time_point now = clock_.Now();
   Votes& v = votes_[dir];
@@ -85,26 +115,56 @@ v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& 
     vote.set_holder_lease_id(v.lease_id);
     return vote;
   }
+  // Below a covering lease: its holder may have made dir and be deciding in
+  // it, unless dir itself is the asker's already (granted over the cover).
+  const bool held_by_asker = v.until > now && v.holder == node;
+  for (std::string up = dir; !up.empty();) {
+    up = ParentKey(up);
+    auto it = votes_.find(up);
+    if (it == votes_.end()) continue;
+    for (const auto& [holder, when] : it->second.covering)
+      if (holder != node && now - when <= kRemember) vote.add_previous_holders(holder);
+    const Votes& above = it->second;
+    if (!above.covers || above.until <= now || above.holder == node || held_by_asker) continue;
+    if (above.lease_id == v.out_of_cover) continue;  // its holder gave dir up for good
+    if (replaces != 0 && above.lease_id == replaces) {
+      v.out_of_cover = replaces;
+      continue;
+    }
+    vote.set_holder(above.holder);
+    vote.set_holder_lease_id(above.lease_id);
+    return vote;
+  }
+  // A renewal keeps its cover; a new grant covers if nothing below is another's.
+  const bool covers =
+      cover && ((held_by_asker && v.lease_id == lease_id && v.covers) || !GrantedBelow(dir, node, now));
   v.holder = node;
   v.lease_id = lease_id;
   v.until = now + kTerm;
+  v.covers = covers;
   v.holders[node] = now;
+  if (covers) v.covering[node] = now;
   vote.set_granted(true);
+  vote.set_covers(covers);
   return vote;
 }
 
 DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces, bool renewal) {
   Round round;
+  round.covers = true;  // until a vote says otherwise
   auto take = [&round](const v1::DirLeaseResponse& vote) {
     round.previous.insert(vote.previous_holders().begin(), vote.previous_holders().end());
-    if (vote.granted()) return;
+    if (vote.granted()) {
+      round.covers = round.covers && vote.covers();
+      return;
+    }
     round.holder = vote.holder();
     round.holder_lease_id = vote.holder_lease_id();
   };
   {
     std::lock_guard lock(mu_);
     Sweep();
-    take(Cast(dir, self_, lease_id, replaces));
+    take(Cast(dir, self_, lease_id, replaces, /*cover=*/true));
     if (!round.holder.empty()) {
       round.why = fmt::format("this node granted it to {}", round.holder);
       return round;
@@ -118,6 +178,7 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
   req.set_node_id(self_);
   req.set_lease_id(lease_id);
   req.set_replaces(replaces);
+  req.set_cover(true);
   for (const auto& [node_id, address] : peers) {
     v1::DirLeaseResponse resp;
     Status st = network_.To(address).DirLease(req, &resp, {.timeout = kVoteDeadline});
@@ -212,7 +273,11 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
       Held& held = held_[dir];
       if (held.lease_id != lease_id) {
         ++won_;
-        spdlog::debug("lease on /{} won{}", dir, replaces != 0 ? " (recalled from its holder)" : "");
+        held.covers = round.covers;
+        spdlog::debug("lease on /{} won{}{}", dir, round.covers ? " as covering" : "",
+                      replaces != 0 ? " (recalled from its holder)" : "");
+      } else {
+        held.covers = held.covers && round.covers;  // a member that forgot its vote (restarted) ends the cover
       }
       held.lease_id = lease_id;
       held.until = now + kTerm - kMargin;  // counted from before the first vote went out
@@ -258,39 +323,45 @@ bool DirLeases::MadeElsewhere(const std::string& key) {
   return true;
 }
 
-Status DirLeases::Decide(const std::string& key, Held& held, Clock::time_point now) {
+Status DirLeases::Decide(const std::string& key, bool directory, const std::string& lease_dir, Held& held,
+                         Clock::time_point now) {
   if (MadeElsewhere(key)) return Status::AlreadyExists(fmt::format("/{}: it exists", key));
   std::deque<Granted>& recent = held.recent;
   while (!recent.empty() && now - recent.front().when > kRecent) recent.pop_front();
   recent.push_back({key, now, store_.clock().Last()});
+  if (std::string dir = ParentKey(key); dir != lease_dir) covered_[dir].last_used = now;
+  if (directory && held.covers && !carved_.count(key)) covered_[key] = {lease_dir, held.lease_id, now};
   return Status::Ok();
 }
 
-Status DirLeases::Create(const std::string& key) {
+Status DirLeases::Create(const std::string& key, bool directory) {
   if (!IsValidNsKey(key)) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", key));
   std::string dir = ParentKey(key);
   std::unique_lock lock(mu_);
-  // The lease may be recalled between Hold and the decision: then again.
+  // The lease may be recalled between Hold and the decision, or the cover
+  // over dir end: then again.
   for (int attempt = 0; attempt < 3; ++attempt) {
-    if (Status held = Hold(dir, lock); !held.ok()) return held;
-    auto it = held_.find(dir);
+    std::string lease_dir = LeaseDirOf(dir);
+    if (Status held = Hold(lease_dir, lock); !held.ok()) return held;
+    if (LeaseDirOf(dir) != lease_dir) continue;
+    auto it = held_.find(lease_dir);
     Clock::time_point now = clock_.Now();
     if (it == held_.end() || now >= it->second.until) continue;
-    return Decide(key, it->second, now);
+    return Decide(key, directory, lease_dir, it->second, now);
   }
   return Status::Unavailable(fmt::format("/{}: its directory's lease moved away again and again", key));
 }
 
-std::optional<Status> DirLeases::CreateAtOnce(const std::string& key) {
+std::optional<Status> DirLeases::CreateAtOnce(const std::string& key, bool directory) {
   if (!IsValidNsKey(key)) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", key));
-  std::string dir = ParentKey(key);
   std::lock_guard lock(mu_);
-  if (acquiring_.count(dir)) return std::nullopt;
-  auto it = held_.find(dir);
+  std::string lease_dir = LeaseDirOf(ParentKey(key));
+  if (acquiring_.count(lease_dir)) return std::nullopt;
+  auto it = held_.find(lease_dir);
   Clock::time_point now = clock_.Now();
   // Held, and not due for renewal: what Hold would return at once.
   if (it == held_.end() || now >= it->second.until || now >= it->second.renew_after) return std::nullopt;
-  return Decide(key, it->second, now);
+  return Decide(key, directory, lease_dir, it->second, now);
 }
 
 Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp) {
@@ -304,7 +375,7 @@ Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* 
       it->second.until = {};
     return Status::Ok();
   }
-  *resp = Cast(req.dir(), req.node_id(), req.lease_id(), req.replaces());
+  *resp = Cast(req.dir(), req.node_id(), req.lease_id(), req.replaces(), req.cover());
   return Status::Ok();
 }
 
@@ -330,8 +401,19 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
         it->second.until = now;  // given up; its recent grants stay, for later recalls
         it->second.lease_id = 0;
       }
-      recent = it->second.recent;
     }
+    // Covered here, or below a covering lease of this node's: out of the
+    // cover for good (the asker may hold it over the cover from now on).
+    if (auto it = covered_.find(req.dir()); it != covered_.end()) {
+      held_lately = true;
+      it->second.lease_id = 0;
+    }
+    if (carved_.count(req.dir())) held_lately = true;
+    carved_[req.dir()] = clock_.Now();
+    // Grants in dir, under its own lease or a covering one.
+    for (const auto& [dir, held] : held_)
+      for (const Granted& g : held.recent)
+        if (ParentKey(g.key) == req.dir()) recent.push_back(g);
     if (auto it = votes_.find(req.dir()); it != votes_.end() && it->second.holder == self_) it->second.until = {};
     // What this node was told is being made there goes on to the next holder.
     for (const auto& [key, p] : pending_)

@@ -22,6 +22,20 @@
 // wait ends). So the new holder knows every name made under the
 // directory's earlier leases by the nodes it can reach.
 //
+// A lease is also asked for as a covering lease, and granted as one by a
+// member that granted no directory below it to another node that still
+// holds it: then the directories the holder makes below it (mkdir, decided
+// under the lease) are covered by it, and the holder decides the creates in
+// them too with no vote of their own (tar and make make a directory, then
+// files in it at once). A member refuses a lease on a directory below one
+// it granted as covering to another node, unless it granted the asker that
+// directory itself already: the asker recalls it from the covering holder,
+// which gives it up for good (carved out of its cover: never covered again
+// under that lease) and hands over what it made there, and asks again over
+// the covering lease. Members remember covering holders as earlier holders
+// of every directory below for kRemember, so that a later winner of one of
+// them fetches what the covering holder made there.
+//
 // A holder counts its term from before it asked and takes the lease as over
 // kMargin early; members count theirs from when they granted it: a member
 // never grants a directory to another node while its holder still takes its
@@ -84,11 +98,13 @@ class DirLeases {
   // elsewhere. Unavailable: the directory's lease could not be had (too few
   // members answered, or its holder is gone and its term has not run out
   // within the wait). InvalidArgument for a key that names no entry.
-  Status Create(const std::string& key);
+  // directory: a mkdir (a directory made under a covering lease is covered by it).
+  Status Create(const std::string& key, bool directory = false);
   // Create's answer when this node can give it without a message (it holds
-  // the directory's lease, not due for renewal); nullopt when it cannot.
-  // Never blocks on the network: the shim's socket thread asks it first.
-  std::optional<Status> CreateAtOnce(const std::string& key);
+  // the directory's lease or a covering one, not due for renewal); nullopt
+  // when it cannot. Never blocks on the network: the shim's socket thread
+  // asks it first.
+  std::optional<Status> CreateAtOnce(const std::string& key, bool directory = false);
 
   // The Peer calls, as this node answers them.
   Status OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp);
@@ -108,13 +124,22 @@ class DirLeases {
     uint64_t lease_id;
     Clock::time_point until;        // taken as over from here (kMargin before the members' grants end)
     Clock::time_point renew_after;  // half the term: a use from here renews it
-    std::deque<Granted> recent;     // creates granted in the last moment
+    std::deque<Granted> recent;     // creates granted in the last moment (in covered directories too)
+    bool covers = false;            // won as a covering lease
+  };
+  struct Covered {  // a directory this node made under a covering lease
+    std::string by;  // the covering lease's directory
+    uint64_t lease_id;
+    Clock::time_point last_used;
   };
   struct Votes {  // this node's votes on one directory
     std::string holder;  // the current grant (until `until`)
     uint64_t lease_id = 0;
     Clock::time_point until;
-    std::map<std::string, Clock::time_point> holders;  // every node granted it lately: when
+    bool covers = false;  // the current grant is a covering lease
+    uint64_t out_of_cover = 0;  // the covering lease above it was granted over (its holder gave it up)
+    std::map<std::string, Clock::time_point> holders;   // every node granted it lately: when
+    std::map<std::string, Clock::time_point> covering;  // those granted it as covering lately: when
   };
   struct Pending {  // a name another node granted just before it gave the lease up
     Clock::time_point until;
@@ -123,6 +148,7 @@ class DirLeases {
   };
   struct Round {
     bool won = false;
+    bool covers = false;  // every vote granted it as covering
     std::string holder;  // a member refused: who holds it, and which lease
     uint64_t holder_lease_id = 0;
     std::set<std::string> previous;  // other nodes granted it lately
@@ -135,8 +161,17 @@ class DirLeases {
   // One vote round, over `replaces` (a lease its holder gave up). On a loss
   // the votes given are taken back, unless it renewed a lease still running.
   Round Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces, bool renewal);
-  // This node's vote (mu_ held).
-  v1::DirLeaseResponse Cast(const std::string& dir, const std::string& node, uint64_t lease_id, uint64_t replaces);
+  // This node's vote (mu_ held); cover: asked as a covering lease.
+  v1::DirLeaseResponse Cast(const std::string& dir, const std::string& node, uint64_t lease_id, uint64_t replaces,
+                            bool cover);
+  // Whether this node granted a directory below dir to another node than
+  // node that still holds it (mu_ held).
+  bool GrantedBelow(const std::string& dir, const std::string& node, Clock::time_point now) const;
+  // The directory whose lease decides the creates in dir here: dir, unless
+  // dir is covered by a covering lease this node holds (mu_ held).
+  std::string LeaseDirOf(const std::string& dir) const;
+  // Whether dir is below a covering lease this node holds or held last (mu_ held).
+  bool UnderOwnCover(const std::string& dir) const;
   // Asks node to give dir up if it holds it and to hand over what it made
   // there; takes the names it says are pending.
   Status Recall(const std::string& dir, const std::string& node);
@@ -144,8 +179,9 @@ class DirLeases {
   void Sweep();
   // Is key made (or being made) by another node, as far as this node knows? (mu_ held)
   bool MadeElsewhere(const std::string& key);
-  // The decision under held, a lease valid at now (mu_ held).
-  Status Decide(const std::string& key, Held& held, Clock::time_point now);
+  // The decision under the lease held on lease_dir, valid at now (mu_ held).
+  Status Decide(const std::string& key, bool directory, const std::string& lease_dir, Held& held,
+                Clock::time_point now);
 
   Store& store_;
   Membership& members_;
@@ -157,6 +193,10 @@ class DirLeases {
   std::condition_variable settled_;  // an acquisition ended
   std::set<std::string> acquiring_;  // dirs a thread is winning or renewing a lease on
   std::map<std::string, Held> held_;
+  std::map<std::string, Covered> covered_;
+  // Directories recalled from this node lately, never covered while they
+  // are here (another node may hold them over a covering lease of ours).
+  std::map<std::string, Clock::time_point> carved_;
   std::map<std::string, Votes> votes_;
   std::map<std::string, Pending> pending_;
   Clock::time_point last_sweep_{};

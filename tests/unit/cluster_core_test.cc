@@ -286,6 +286,143 @@ TEST(DirLeasesCoreTest, APeerThatNeverAnswersCostsAVoteNotTheLease) {
   EXPECT_EQ(StateSeenBy(cluster.node(0), cluster.node(1)), v1::NODE_STATE_SUSPECT);
 }
 
+// A create the node can decide with no message: asserted decided, and its answer.
+Status AtOnce(InProcessNode& node, const std::string& key, bool directory = false) {
+  std::optional<Status> s = node.leases->CreateAtOnce(key, directory);
+  return s.has_value() ? *s : Status::Unavailable("not decidable at once");
+}
+
+TEST(DirLeasesCoreTest, ADirectoryMadeUnderACoveringLeaseIsDecidedInWithNoVoteOfItsOwn) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  ASSERT_TRUE(a.leases->Create("cluster/d/sub", /*directory=*/true).ok());  // wins d, as covering
+  Made(a, "cluster/d/sub");
+  // With both others silent, a decides in sub, and in a directory it makes
+  // in sub, alone and at once: what tar -x does, mkdir then files.
+  cluster.Silence(1);
+  cluster.Silence(2);
+  EXPECT_TRUE(AtOnce(a, "cluster/d/sub/f").ok());
+  EXPECT_TRUE(AtOnce(a, "cluster/d/sub/deeper", /*directory=*/true).ok());
+  Made(a, "cluster/d/sub/deeper");
+  EXPECT_TRUE(AtOnce(a, "cluster/d/sub/deeper/g").ok());
+  EXPECT_EQ(a.leases->won(), 1u);
+  // A file's name covers nothing, nor does a directory made elsewhere.
+  EXPECT_TRUE(AtOnce(a, "cluster/d/file").ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/file/x").has_value());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/theirs/x").has_value());
+  // The cover lasts as the lease does: due for renewal, a vote again.
+  cluster.clock().Advance(DirLeases::kTerm / 2 + 1ms);
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/h").has_value());
+}
+
+TEST(DirLeasesCoreTest, ACreateInACoveredDirectoryElsewhereTakesItOutOfTheCoverWithWhatWasMadeThere) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(a.leases->Create("cluster/d/sub", /*directory=*/true).ok());
+  Made(a, "cluster/d/sub");
+  ASSERT_TRUE(AtOnce(a, "cluster/d/sub/f").ok());
+  Made(a, "cluster/d/sub/f");
+  ASSERT_TRUE(AtOnce(a, "cluster/d/sub/p").ok());  // granted; its program has not made it yet
+  // b's create in sub: refused by the members under a's cover, it recalls
+  // sub from a, which hands over f's record and names p as being made.
+  EXPECT_FALSE(b.store->Get("cluster/d/sub/f", Cf::kNs).ok());
+  EXPECT_EQ(b.leases->Create("cluster/d/sub/f").code(), Code::kAlreadyExists);
+  EXPECT_TRUE(b.store->Get("cluster/d/sub/f", Cf::kNs).ok());
+  EXPECT_EQ(b.leases->Create("cluster/d/sub/p").code(), Code::kAlreadyExists);
+  EXPECT_TRUE(b.leases->Create("cluster/d/sub/g").ok());
+  EXPECT_TRUE(AtOnce(b, "cluster/d/sub/g2").ok()) << "b holds sub now";
+  // sub is out of a's cover for good; a still holds d itself.
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/h").has_value());
+  EXPECT_TRUE(AtOnce(a, "cluster/d/y").ok());
+  // b keeps sub through its renewals, under a's cover of d.
+  cluster.clock().Advance(DirLeases::kTerm / 2 + 1ms);
+  ASSERT_TRUE(cluster.Join());
+  EXPECT_TRUE(b.leases->Create("cluster/d/sub/after-renewal").ok());
+  EXPECT_EQ(b.leases->won(), 1u);
+  // a's next create in sub moves it back by a recall, as for any lease.
+  EXPECT_TRUE(a.leases->Create("cluster/d/sub/h").ok());
+  EXPECT_EQ(b.leases->recalled(), 1u);
+  EXPECT_EQ(a.leases->Create("cluster/d/sub/g").code(), Code::kAlreadyExists);
+}
+
+TEST(DirLeasesCoreTest, ALeaseCoversNothingBelowWhereAnotherNodeHeldALeaseLately) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(b.leases->Create("cluster/d/old/x").ok());  // b holds d/old
+  ASSERT_TRUE(a.leases->Create("cluster/d/new", /*directory=*/true).ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/new/f").has_value()) << "d was not won as covering";
+  EXPECT_TRUE(a.leases->Create("cluster/d/new/f").ok());  // its own vote
+  EXPECT_EQ(a.leases->won(), 2u);
+}
+
+TEST(DirLeasesCoreTest, ACoveredDirectorysNextHolderFetchesWhatTheCoveringHolderMadeThere) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(a.leases->Create("cluster/d/sub", /*directory=*/true).ok());
+  Made(a, "cluster/d/sub");
+  ASSERT_TRUE(AtOnce(a, "cluster/d/sub/f").ok());
+  Made(a, "cluster/d/sub/f");
+  // a's lease runs out unused: nobody refuses b, whose votes name a as
+  // having covered d lately, so b fetches d/sub's entries from a first.
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  ASSERT_TRUE(cluster.Join());
+  EXPECT_FALSE(b.store->Get("cluster/d/sub/f", Cf::kNs).ok());
+  EXPECT_EQ(b.leases->Create("cluster/d/sub/f").code(), Code::kAlreadyExists);
+}
+
+TEST(DirLeasesCoreTest, ACutOffCoveringHolderKeepsItsCoveredDirectoriesForItsTerm) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(a.leases->Create("cluster/d/sub", /*directory=*/true).ok());
+  auto won_at = cluster.clock().Elapsed();
+  Made(a, "cluster/d/sub");
+  cluster.Silence(0);  // a is cut off
+  cluster.clock().Advance(1s);
+  EXPECT_TRUE(AtOnce(a, "cluster/d/sub/y").ok());
+  // b's create in sub waits for a's cover to run out, as for d itself.
+  Status s = b.leases->Create("cluster/d/sub/z");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_GE(cluster.clock().Elapsed() - won_at, std::chrono::nanoseconds(DirLeases::kTerm));
+}
+
+TEST(DirLeasesCoreTest, ConcurrentCreatorsInCoveredDirectoriesNeverBothWin) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  cluster.clock().freeze();
+  int decided = 0;
+  for (int round = 0; round < 30; ++round) {
+    // Node round % 3 makes a directory below its lease on t (covered, when
+    // it is), then all three create one name in it, or in one made two
+    // rounds before by another node.
+    InProcessNode& maker = cluster.node(round % 3);
+    std::string dir = fmt::format("cluster/t/d{}", round);
+    if (maker.leases->Create(dir, /*directory=*/true).ok()) Made(maker, dir);
+    std::string key = fmt::format("cluster/t/d{}/name-{}", round % 4 == 3 ? round - 2 : round, round);
+    std::atomic<int> won{0};
+    std::vector<std::thread> creators;
+    for (size_t i = 0; i < 3; ++i)
+      creators.emplace_back([&, i] {
+        std::optional<Status> now = cluster.node(i).leases->CreateAtOnce(key);
+        if (!(now.has_value() ? *now : cluster.node(i).leases->Create(key)).ok()) return;
+        ++won;
+        Made(cluster.node(i), key);
+      });
+    for (auto& t : creators) t.join();
+    EXPECT_LE(won.load(), 1) << key;
+    decided += won.load();
+  }
+  EXPECT_GT(decided, 20);
+}
+
 TEST(QuorumWriteCoreTest, AQuorumWriteSucceedsWithAMajorityAndFailsWithout) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
