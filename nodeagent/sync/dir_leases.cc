@@ -104,13 +104,13 @@ std::string DirLeases::LeaseDirOf(const std::string& dir) const {
 }
 
 v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& node, uint64_t lease_id,
-                                     uint64_t replaces, bool cover) {
+                                     const std::set<uint64_t>& given_up, bool cover) {
   v1::DirLeaseResponse vote;
   Clock::time_point now = clock_.Now();
   Votes& v = votes_[dir];
   for (const auto& [holder, when] : v.holders)
     if (holder != node && now - when <= kRemember) vote.add_previous_holders(holder);
-  if (v.until > now && v.holder != node && (replaces == 0 || v.lease_id != replaces)) {
+  if (v.until > now && v.holder != node && !given_up.count(v.lease_id)) {
     vote.set_holder(v.holder);
     vote.set_holder_lease_id(v.lease_id);
     return vote;
@@ -126,9 +126,9 @@ v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& 
       if (holder != node && now - when <= kRemember) vote.add_previous_holders(holder);
     const Votes& above = it->second;
     if (!above.covers || above.until <= now || above.holder == node || held_by_asker) continue;
-    if (above.lease_id == v.out_of_cover) continue;  // its holder gave dir up for good
-    if (replaces != 0 && above.lease_id == replaces) {
-      v.out_of_cover = replaces;
+    if (v.out_of_cover.count(above.lease_id)) continue;  // its holder gave dir up for good
+    if (given_up.count(above.lease_id)) {
+      v.out_of_cover.insert(above.lease_id);
       continue;
     }
     vote.set_holder(above.holder);
@@ -149,7 +149,8 @@ v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& 
   return vote;
 }
 
-DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces, bool renewal) {
+DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, const std::set<uint64_t>& given_up,
+                                bool renewal) {
   Round round;
   round.covers = true;  // until a vote says otherwise
   auto take = [&round](const v1::DirLeaseResponse& vote) {
@@ -164,7 +165,7 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
   {
     std::lock_guard lock(mu_);
     Sweep();
-    take(Cast(dir, self_, lease_id, replaces, /*cover=*/true));
+    take(Cast(dir, self_, lease_id, given_up, /*cover=*/true));
     if (!round.holder.empty()) {
       round.why = fmt::format("this node granted it to {}", round.holder);
       return round;
@@ -177,7 +178,8 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
   req.set_dir(dir);
   req.set_node_id(self_);
   req.set_lease_id(lease_id);
-  req.set_replaces(replaces);
+  if (!given_up.empty()) req.set_replaces(*given_up.rbegin());  // (an agent before covers reads this one)
+  for (uint64_t id : given_up) req.add_given_up(id);
   req.set_cover(true);
   for (const auto& [node_id, address] : peers) {
     v1::DirLeaseResponse resp;
@@ -216,7 +218,7 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
   return round;
 }
 
-Status DirLeases::Recall(const std::string& dir, const std::string& node) {
+Status DirLeases::Recall(const std::string& dir, const std::string& node, std::set<uint64_t>* given_up) {
   std::optional<PeerAddress> peer = members_.AliveOther(node);
   if (!peer) return Status::NotFound(fmt::format("{} is not alive", node));
   v1::RecallDirLeaseRequest req;
@@ -225,6 +227,10 @@ Status DirLeases::Recall(const std::string& dir, const std::string& node) {
   v1::RecallDirLeaseResponse resp;
   auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(kRecallDeadline);
   if (Status st = network_.To(peer->address).RecallDirLease(req, &resp, {.timeout = timeout}); !st.ok()) return st;
+  if (given_up != nullptr) {
+    if (resp.lease_id() != 0) given_up->insert(resp.lease_id());
+    given_up->insert(resp.uncovered().begin(), resp.uncovered().end());
+  }
   std::lock_guard lock(mu_);
   for (const v1::PendingName& p : resp.pending())
     if (ParentKey(p.key()) == dir && p.granted_by() != self_)
@@ -235,7 +241,7 @@ Status DirLeases::Recall(const std::string& dir, const std::string& node) {
 Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& lock) {
   static thread_local std::mt19937 rng(std::random_device{}());
   Clock::time_point deadline = clock_.Now() + kWait;
-  uint64_t replaces = 0;
+  std::set<uint64_t> given_up;  // by the holders recalled for this acquisition
   std::string why;
   for (int pause = 0;;) {
     settled_.wait(lock, [&] { return !acquiring_.count(dir); });
@@ -247,7 +253,7 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
     // Until the lease is won and what earlier holders made is here, no create in dir is decided.
     acquiring_.insert(dir);
     lock.unlock();
-    Round round = Ask(dir, lease_id, replaces, /*renewal=*/valid);
+    Round round = Ask(dir, lease_id, given_up, /*renewal=*/valid);
     std::string missing;  // earlier holders alive that did not hand over
     if (round.won && !valid) {
       for (const std::string& node : round.previous) {
@@ -275,7 +281,7 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
         ++won_;
         held.covers = round.covers;
         spdlog::debug("lease on /{} won{}{}", dir, round.covers ? " as covering" : "",
-                      replaces != 0 ? " (recalled from its holder)" : "");
+                      !given_up.empty() ? " (recalled from its holder)" : "");
       } else {
         held.covers = held.covers && round.covers;  // a member that forgot its vote (restarted) ends the cover
       }
@@ -290,11 +296,11 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
     why = round.why;
     if (!round.holder.empty() && round.holder != self_) {
       lock.unlock();
-      Status recalled = Recall(dir, round.holder);
+      Status recalled = Recall(dir, round.holder, &given_up);
       lock.lock();
       if (recalled.ok()) {
-        replaces = round.holder_lease_id;
-        continue;  // at once: the lease is free for us now
+        given_up.insert(round.holder_lease_id);
+        if (clock_.Now() < deadline) continue;  // at once: the lease is free for us now
       }
       why += fmt::format("; recall: {}", recalled.message());
     }
@@ -329,7 +335,7 @@ Status DirLeases::Decide(const std::string& key, bool directory, const std::stri
   std::deque<Granted>& recent = held.recent;
   while (!recent.empty() && now - recent.front().when > kRecent) recent.pop_front();
   recent.push_back({key, now, store_.clock().Last()});
-  if (std::string dir = ParentKey(key); dir != lease_dir) covered_[dir].last_used = now;
+  if (auto c = covered_.find(ParentKey(key)); c != covered_.end() && c->second.by == lease_dir) c->second.last_used = now;
   if (directory && held.covers && !carved_.count(key)) covered_[key] = {lease_dir, held.lease_id, now};
   return Status::Ok();
 }
@@ -375,7 +381,9 @@ Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* 
       it->second.until = {};
     return Status::Ok();
   }
-  *resp = Cast(req.dir(), req.node_id(), req.lease_id(), req.replaces(), req.cover());
+  std::set<uint64_t> given_up(req.given_up().begin(), req.given_up().end());
+  if (req.replaces() != 0) given_up.insert(req.replaces());
+  *resp = Cast(req.dir(), req.node_id(), req.lease_id(), given_up, req.cover());
   return Status::Ok();
 }
 
@@ -403,13 +411,20 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
       }
     }
     // Covered here, or below a covering lease of this node's: out of the
-    // cover for good (the asker may hold it over the cover from now on).
+    // cover for good, and so is every directory covered below it (the asker
+    // may hold it over the cover from now on, and cover those itself).
     if (auto it = covered_.find(req.dir()); it != covered_.end()) {
       held_lately = true;
       it->second.lease_id = 0;
     }
+    const std::string below = req.dir().empty() ? "" : req.dir() + "/";
+    for (auto it = covered_.lower_bound(below); it != covered_.end() && it->first.starts_with(below); ++it)
+      it->second.lease_id = 0;
     if (carved_.count(req.dir())) held_lately = true;
     carved_[req.dir()] = clock_.Now();
+    for (const auto& [dir, held] : held_)
+      if (held.covers && held.lease_id != 0 && (dir.empty() ? !req.dir().empty() : req.dir().starts_with(dir + "/")))
+        resp->add_uncovered(held.lease_id);
     // Grants in dir, under its own lease or a covering one.
     for (const auto& [dir, held] : held_)
       for (const Granted& g : held.recent)

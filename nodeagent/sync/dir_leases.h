@@ -23,16 +23,18 @@
 // directory's earlier leases by the nodes it can reach.
 //
 // A lease is also asked for as a covering lease, and granted as one by a
-// member that granted no directory below it to another node that still
-// holds it: then the directories the holder makes below it (mkdir, decided
+// member that granted no directory below it to another node in the last
+// kRemember (a renewal keeps its cover): then the directories the holder makes below it (mkdir, decided
 // under the lease) are covered by it, and the holder decides the creates in
 // them too with no vote of their own (tar and make make a directory, then
 // files in it at once). A member refuses a lease on a directory below one
-// it granted as covering to another node, unless it granted the asker that
-// directory itself already: the asker recalls it from the covering holder,
-// which gives it up for good (carved out of its cover: never covered again
-// under that lease) and hands over what it made there, and asks again over
-// the covering lease. Members remember covering holders as earlier holders
+// it granted as covering to another node (any directory below: members do
+// not know which ones the holder made), unless it granted the asker that
+// directory itself already, or granted it over that cover before: the
+// asker recalls it from the covering holder, which takes it and everything
+// below it out of its covers for good (carved: never covered again while
+// a cover of this node's is above it) and hands over what it made there,
+// and asks again over every lease given up. Members remember covering holders as earlier holders
 // of every directory below for kRemember, so that a later winner of one of
 // them fetches what the covering holder made there.
 //
@@ -129,7 +131,7 @@ class DirLeases {
   };
   struct Covered {  // a directory this node made under a covering lease
     std::string by;  // the covering lease's directory
-    uint64_t lease_id;
+    uint64_t lease_id = 0;  // the covering lease; 0 once taken out of the cover
     Clock::time_point last_used;
   };
   struct Votes {  // this node's votes on one directory
@@ -137,7 +139,7 @@ class DirLeases {
     uint64_t lease_id = 0;
     Clock::time_point until;
     bool covers = false;  // the current grant is a covering lease
-    uint64_t out_of_cover = 0;  // the covering lease above it was granted over (its holder gave it up)
+    std::set<uint64_t> out_of_cover;  // covering leases above it granted over (their holders gave it up)
     std::map<std::string, Clock::time_point> holders;   // every node granted it lately: when
     std::map<std::string, Clock::time_point> covering;  // those granted it as covering lately: when
   };
@@ -158,12 +160,12 @@ class DirLeases {
   // Makes sure this node holds a valid lease on dir (winning, renewing or
   // recalling it). Takes and returns with mu_ locked.
   Status Hold(const std::string& dir, std::unique_lock<std::mutex>& lock);
-  // One vote round, over `replaces` (a lease its holder gave up). On a loss
-  // the votes given are taken back, unless it renewed a lease still running.
-  Round Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces, bool renewal);
+  // One vote round, over given_up (leases their holders gave up for it). On
+  // a loss the votes given are taken back, unless it renewed a lease still running.
+  Round Ask(const std::string& dir, uint64_t lease_id, const std::set<uint64_t>& given_up, bool renewal);
   // This node's vote (mu_ held); cover: asked as a covering lease.
-  v1::DirLeaseResponse Cast(const std::string& dir, const std::string& node, uint64_t lease_id, uint64_t replaces,
-                            bool cover);
+  v1::DirLeaseResponse Cast(const std::string& dir, const std::string& node, uint64_t lease_id,
+                            const std::set<uint64_t>& given_up, bool cover);
   // Whether this node granted a directory below dir to another node than
   // node that still holds it (mu_ held).
   bool GrantedBelow(const std::string& dir, const std::string& node, Clock::time_point now) const;
@@ -173,8 +175,9 @@ class DirLeases {
   // Whether dir is below a covering lease this node holds or held last (mu_ held).
   bool UnderOwnCover(const std::string& dir) const;
   // Asks node to give dir up if it holds it and to hand over what it made
-  // there; takes the names it says are pending.
-  Status Recall(const std::string& dir, const std::string& node);
+  // there; takes the names it says are pending, and adds the leases it gave
+  // up (its own on dir, its covers above dir) to *given_up.
+  Status Recall(const std::string& dir, const std::string& node, std::set<uint64_t>* given_up = nullptr);
   // Forgets votes, leases and pending names too old to matter (mu_ held).
   void Sweep();
   // Is key made (or being made) by another node, as far as this node knows? (mu_ held)

@@ -394,19 +394,65 @@ TEST(DirLeasesCoreTest, ACutOffCoveringHolderKeepsItsCoveredDirectoriesForItsTer
   EXPECT_GE(cluster.clock().Elapsed() - won_at, std::chrono::nanoseconds(DirLeases::kTerm));
 }
 
+TEST(DirLeasesCoreTest, ARecalledCoveredDirectoryTakesEverythingCoveredBelowItOutOfTheCover) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(a.leases->Create("cluster/p/d", /*directory=*/true).ok());
+  Made(a, "cluster/p/d");
+  ASSERT_TRUE(AtOnce(a, "cluster/p/d/s", /*directory=*/true).ok());
+  Made(a, "cluster/p/d/s");
+  ASSERT_TRUE(AtOnce(a, "cluster/p/d/s/x").ok());
+  // b takes d: s below it is out of a's cover too (b may cover it now).
+  ASSERT_TRUE(b.leases->Create("cluster/p/d/f").ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/p/d/s/y").has_value());
+  EXPECT_EQ(b.leases->Create("cluster/p/d/s/x").code(), Code::kAlreadyExists) << "handed over with d";
+}
+
+TEST(DirLeasesCoreTest, ADirectoryHeldByItsCoveringHolderMovesWithOneAskOverBothLeases) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  ASSERT_TRUE(a.leases->Create("cluster/p/x").ok());    // p, as covering
+  ASSERT_TRUE(a.leases->Create("cluster/p/b/y").ok());  // b, not made here: its own lease, below a's cover
+  Made(a, "cluster/p/b/y");
+  EXPECT_EQ(a.leases->won(), 2u);
+  // b's create there recalls b from a once: a gives up its lease on b and
+  // takes b out of its cover of p, and b asks again over both.
+  EXPECT_EQ(b.leases->Create("cluster/p/b/y").code(), Code::kAlreadyExists);
+  EXPECT_TRUE(b.leases->Create("cluster/p/b/z").ok());
+  EXPECT_EQ(b.leases->won(), 1u);
+  EXPECT_EQ(a.leases->recalled(), 1u);
+  // Covers at two levels: a covers p, and n below it (not made here) with
+  // a covering lease of its own, under which it makes m. c's create in m
+  // goes over both covers at once.
+  InProcessNode& c = cluster.node(2);
+  ASSERT_TRUE(a.leases->Create("cluster/p/n/m", /*directory=*/true).ok());
+  EXPECT_EQ(a.leases->won(), 3u);
+  Made(a, "cluster/p/n/m");
+  EXPECT_TRUE(AtOnce(a, "cluster/p/n/m/k").ok());
+  Made(a, "cluster/p/n/m/k");
+  EXPECT_EQ(c.leases->Create("cluster/p/n/m/k").code(), Code::kAlreadyExists);
+  EXPECT_TRUE(c.leases->Create("cluster/p/n/m/j").ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/p/n/m/i").has_value());
+}
+
 TEST(DirLeasesCoreTest, ConcurrentCreatorsInCoveredDirectoriesNeverBothWin) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
   cluster.clock().freeze();
-  int decided = 0;
+  int decided = 0, covered = 0;
   for (int round = 0; round < 30; ++round) {
-    // Node round % 3 makes a directory below its lease on t (covered, when
-    // it is), then all three create one name in it, or in one made two
+    // Node round % 3 makes a directory below a new one it wins (as
+    // covering), then all three create one name in it, or in one made two
     // rounds before by another node.
     InProcessNode& maker = cluster.node(round % 3);
-    std::string dir = fmt::format("cluster/t/d{}", round);
+    std::string dir = fmt::format("cluster/t{}/d", round);
     if (maker.leases->Create(dir, /*directory=*/true).ok()) Made(maker, dir);
-    std::string key = fmt::format("cluster/t/d{}/name-{}", round % 4 == 3 ? round - 2 : round, round);
+    if (maker.leases->CreateAtOnce(dir + "/probe").has_value()) ++covered;
+    std::string key = fmt::format("cluster/t{}/d/name-{}", round % 4 == 3 ? round - 2 : round, round);
     std::atomic<int> won{0};
     std::vector<std::thread> creators;
     for (size_t i = 0; i < 3; ++i)
@@ -421,6 +467,7 @@ TEST(DirLeasesCoreTest, ConcurrentCreatorsInCoveredDirectoriesNeverBothWin) {
     decided += won.load();
   }
   EXPECT_GT(decided, 20);
+  EXPECT_EQ(covered, 30) << "each maker decides in its new directory at once";
 }
 
 TEST(QuorumWriteCoreTest, AQuorumWriteSucceedsWithAMajorityAndFailsWithout) {
