@@ -1091,6 +1091,51 @@ TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   ASSERT_TRUE(Converge({a.get(), b.get()}, seconds(10)));
 }
 
+// A tree one node has just made (its directories covered by that node's
+// lease on the top one: no vote each), then two nodes creating the same
+// names and subdirectories in it at once: each name still goes to exactly
+// one of them, the other's create moving a directory out of the cover.
+TEST_F(ClusterTest, ExclusiveCreatesInATreeOneNodeJustMadeSucceedOnceAcrossNodes) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
+  RunResult made = Shell(*a, "mkdir /cluster/cov && for d in $(seq 20); do mkdir /cluster/cov/d$d; done");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  // a goes through the directories up, b down: they meet in the middle.
+  auto race = [](const char* order) {
+    return fmt::format(
+      "/usr/bin/python3 -c \"\n"
+      "import errno, os, sys\n"
+      "for d in {}:\n"
+      "    for i in range(5):\n"
+      "        try:\n"
+      "            os.close(os.open('/cluster/cov/d%d/e%d' % (d, i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)); print('e%d.%d' % (d, i))\n"
+      "        except OSError as e:\n"
+      "            if e.errno != errno.EEXIST: print('error', d, i, e.strerror, file=sys.stderr)\n"
+      "        try:\n"
+      "            os.mkdir('/cluster/cov/d%d/s%d' % (d, i)); print('s%d.%d' % (d, i))\n"
+      "        except OSError as e:\n"
+      "            if e.errno != errno.EEXIST: print('error', d, i, e.strerror, file=sys.stderr)\n"
+      "\"", order);
+  };
+  RunResult on_a;
+  std::thread t([&] { on_a = Shell(*a, race("range(1, 21)")); });
+  RunResult on_b = Shell(*b, race("range(20, 0, -1)"));
+  t.join();
+  EXPECT_EQ(on_a.err + on_b.err, "") << "only EEXIST is expected";
+  std::multiset<std::string> won;
+  for (const RunResult* r : {&on_a, &on_b}) {
+    std::istringstream lines(r->out);
+    for (std::string w; lines >> w;) won.insert(w);
+  }
+  for (int d = 1; d <= 20; ++d)
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(won.count(fmt::format("e{}.{}", d, i)), 1u) << "O_EXCL /cluster/cov/d" << d << "/e" << i;
+      EXPECT_EQ(won.count(fmt::format("s{}.{}", d, i)), 1u) << "mkdir /cluster/cov/d" << d << "/s" << i;
+    }
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
+}
+
 // A peer that stops answering (SIGSTOP: its sockets stay open, nothing is
 // read) holds up neither the replication to the others nor a shutdown: the
 // stream to it is cancelled when it makes no progress, and it catches up
