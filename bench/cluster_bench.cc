@@ -6,10 +6,13 @@
 //  Bursts: 1,500 small files written in A's view at once, then the time
 //     from the last close until all are in B's view with their sizes (B
 //     holds some as stubs: content on their holders); p50/p99 over rounds.
-//     And what recording and replicating them cost: each agent's CPU (all
-//     its threads) per file, next to the CPU the same writes to a plain
-//     directory on the same disk cost this process (the kernel's own cost
-//     of a create here, which placing a file on another node pays too).
+//     And what recording and replicating them cost: each agent's CPU (the
+//     whole process, /proc/PID/stat) per file, from before the first burst
+//     until C holds the last (and 0.5 s more), next to the CPU one burst's
+//     writes to a plain directory on the same disk cost this process (the
+//     kernel's own cost of such a create and write here, which placing a
+//     file on another node pays too; A does not create them: the bench
+//     writes into its view, and A records them).
 //  P9 a 1 GiB file: write + close + recorded by A (publish), against the same
 //     write + close of a plain file; then hydration on the node without the
 //     content (Hydrate, as open() under the shim asks it), against a native
@@ -297,9 +300,12 @@ int main(int argc, char** argv) {
   if (bursts > 0) {
     // Until C too holds the last burst, and a moment for the agents to settle.
     std::string view_c = dir / "c-data/view/cluster";
-    if (!WaitForFiles(fmt::format("{}/burst-{}", view_c, bursts - 1), last_burst,
-                      Clock::now() + std::chrono::seconds(30)))
+    auto seen_c = WaitForFiles(fmt::format("{}/burst-{}", view_c, bursts - 1), last_burst,
+                               Clock::now() + std::chrono::seconds(30));
+    if (!seen_c || std::any_of(seen_c->begin(), seen_c->end(), [](const auto& t) { return !t; })) {
+      fprintf(stderr, "C did not hold the last burst within 30 s\n");
       return 1;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     std::string per_node;
     for (size_t i = 0; i < agents.size(); ++i)

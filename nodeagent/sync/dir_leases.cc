@@ -149,8 +149,8 @@ v1::DirLeaseResponse DirLeases::Cast(const std::string& dir, const std::string& 
   return vote;
 }
 
-DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, const std::set<uint64_t>& given_up,
-                                bool renewal) {
+DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces,
+                                const std::set<uint64_t>& given_up, bool renewal) {
   Round round;
   round.covers = true;  // until a vote says otherwise
   auto take = [&round](const v1::DirLeaseResponse& vote) {
@@ -178,7 +178,7 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, const
   req.set_dir(dir);
   req.set_node_id(self_);
   req.set_lease_id(lease_id);
-  if (!given_up.empty()) req.set_replaces(*given_up.rbegin());  // (an agent before covers reads this one)
+  req.set_replaces(replaces);  // (an agent before covers reads only this one)
   for (uint64_t id : given_up) req.add_given_up(id);
   req.set_cover(true);
   for (const auto& [node_id, address] : peers) {
@@ -218,7 +218,8 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, const
   return round;
 }
 
-Status DirLeases::Recall(const std::string& dir, const std::string& node, std::set<uint64_t>* given_up) {
+Status DirLeases::Recall(const std::string& dir, const std::string& node, std::set<uint64_t>* given_up,
+                         uint64_t* own) {
   std::optional<PeerAddress> peer = members_.AliveOther(node);
   if (!peer) return Status::NotFound(fmt::format("{} is not alive", node));
   v1::RecallDirLeaseRequest req;
@@ -227,6 +228,7 @@ Status DirLeases::Recall(const std::string& dir, const std::string& node, std::s
   v1::RecallDirLeaseResponse resp;
   auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(kRecallDeadline);
   if (Status st = network_.To(peer->address).RecallDirLease(req, &resp, {.timeout = timeout}); !st.ok()) return st;
+  if (own != nullptr) *own = resp.lease_id();
   if (given_up != nullptr) {
     if (resp.lease_id() != 0) given_up->insert(resp.lease_id());
     given_up->insert(resp.uncovered().begin(), resp.uncovered().end());
@@ -242,6 +244,7 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
   static thread_local std::mt19937 rng(std::random_device{}());
   Clock::time_point deadline = clock_.Now() + kWait;
   std::set<uint64_t> given_up;  // by the holders recalled for this acquisition
+  uint64_t replaces = 0;        // among them, the last one given up on dir itself (what agents before covers read)
   std::string why;
   for (int pause = 0;;) {
     settled_.wait(lock, [&] { return !acquiring_.count(dir); });
@@ -253,7 +256,7 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
     // Until the lease is won and what earlier holders made is here, no create in dir is decided.
     acquiring_.insert(dir);
     lock.unlock();
-    Round round = Ask(dir, lease_id, given_up, /*renewal=*/valid);
+    Round round = Ask(dir, lease_id, replaces, given_up, /*renewal=*/valid);
     std::string missing;  // earlier holders alive that did not hand over
     if (round.won && !valid) {
       for (const std::string& node : round.previous) {
@@ -283,7 +286,7 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
         spdlog::debug("lease on /{} won{}{}", dir, round.covers ? " as covering" : "",
                       !given_up.empty() ? " (recalled from its holder)" : "");
       } else {
-        held.covers = held.covers && round.covers;  // a member that forgot its vote (restarted) ends the cover
+        held.covers = held.covers && round.covers;  // a voter that no longer grants it as covering ends the cover
       }
       held.lease_id = lease_id;
       held.until = now + kTerm - kMargin;  // counted from before the first vote went out
@@ -296,13 +299,19 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
     why = round.why;
     if (!round.holder.empty() && round.holder != self_) {
       lock.unlock();
-      Status recalled = Recall(dir, round.holder, &given_up);
+      const size_t known = given_up.size();
+      uint64_t own = 0;
+      Status recalled = Recall(dir, round.holder, &given_up, &own);
       lock.lock();
       if (recalled.ok()) {
         given_up.insert(round.holder_lease_id);
-        if (clock_.Now() < deadline) continue;  // at once: the lease is free for us now
+        replaces = own != 0 ? own : round.holder_lease_id;
+        // At once, when the recall gave something new up: the lease is free
+        // for us now. Otherwise after a pause, as below.
+        if (given_up.size() > known && clock_.Now() < deadline) continue;
+      } else {
+        why += fmt::format("; recall: {}", recalled.message());
       }
-      why += fmt::format("; recall: {}", recalled.message());
     }
     if (clock_.Now() >= deadline) return Status::Unavailable(fmt::format("no lease on /{}: {}", dir, why));
     // Split votes, a gone holder whose term runs, or too few answers: wait a

@@ -160,9 +160,11 @@ class DirLeases {
   // Makes sure this node holds a valid lease on dir (winning, renewing or
   // recalling it). Takes and returns with mu_ locked.
   Status Hold(const std::string& dir, std::unique_lock<std::mutex>& lock);
-  // One vote round, over given_up (leases their holders gave up for it). On
-  // a loss the votes given are taken back, unless it renewed a lease still running.
-  Round Ask(const std::string& dir, uint64_t lease_id, const std::set<uint64_t>& given_up, bool renewal);
+  // One vote round, over given_up (leases their holders gave up for it;
+  // replaces: the last one on dir itself). On a loss the votes given are
+  // taken back, unless it renewed a lease still running.
+  Round Ask(const std::string& dir, uint64_t lease_id, uint64_t replaces, const std::set<uint64_t>& given_up,
+            bool renewal);
   // This node's vote (mu_ held); cover: asked as a covering lease.
   v1::DirLeaseResponse Cast(const std::string& dir, const std::string& node, uint64_t lease_id,
                             const std::set<uint64_t>& given_up, bool cover);
@@ -176,8 +178,10 @@ class DirLeases {
   bool UnderOwnCover(const std::string& dir) const;
   // Asks node to give dir up if it holds it and to hand over what it made
   // there; takes the names it says are pending, and adds the leases it gave
-  // up (its own on dir, its covers above dir) to *given_up.
-  Status Recall(const std::string& dir, const std::string& node, std::set<uint64_t>* given_up = nullptr);
+  // up (its own on dir, its covers above dir) to *given_up; *own: its own
+  // on dir (0: none).
+  Status Recall(const std::string& dir, const std::string& node, std::set<uint64_t>* given_up = nullptr,
+                uint64_t* own = nullptr);
   // Forgets votes, leases and pending names too old to matter (mu_ held).
   void Sweep();
   // Is key made (or being made) by another node, as far as this node knows? (mu_ held)
