@@ -750,7 +750,7 @@ Result<uint64_t> ViewRecorder::WriteRecord(const std::string& path, const struct
     untouched = ledger_.UntouchedSinceRecorded(path, st);
   const bool after_restart = change == Change::kMetadata && !ledger_.SeenInView(path);
   if (have_old && held->version.node != store_.node_id() && (after_restart || untouched))
-    if (std::optional<Version> older = OwnVersionInHistory(path, inode, untouched ? &*untouched : nullptr)) {
+    if (std::optional<Version> older = EarlierVersionShown(path, inode, untouched ? &*untouched : nullptr)) {
       LedgerRecorded(path, st, *older);
       if (behind_) behind_(path);
       spdlog::debug("not recorded /{} (change {}): it shows version {} as recorded, and a newer one is held", path,
@@ -782,7 +782,7 @@ void ViewRecorder::LedgerRecorded(const std::string& path, const struct stat& st
     ledger_.RecordedButChanged(path, version);
 }
 
-std::optional<Version> ViewRecorder::OwnVersionInHistory(const std::string& path, const v1::Inode& inode,
+std::optional<Version> ViewRecorder::EarlierVersionShown(const std::string& path, const v1::Inode& inode,
                                                          const Version* only) {
   Result<std::vector<Record>> history = store_.History(path);
   if (!history.ok()) return std::nullopt;

@@ -193,9 +193,10 @@ class ViewRecorder {
                                Change change, v1::Inode* content_out = nullptr);
   // Tells the ledger that path, as st showed it, shows version, if it still shows so.
   void LedgerRecorded(const std::string& path, const struct stat& st, const Version& version);
-  // This node's own version in path's history that inode describes (state
-  // and chunks), if one does (only: that version, whoever wrote it).
-  std::optional<Version> OwnVersionInHistory(const std::string& path, const v1::Inode& inode,
+  // A version in path's history that inode describes as it is (state and
+  // chunks), if one does: one of this node's own, or, with only, exactly
+  // that version, whoever wrote it.
+  std::optional<Version> EarlierVersionShown(const std::string& path, const v1::Inode& inode,
                                              const Version* only = nullptr);
   void TombstonePath(const std::string& path);  // path and everything below
   void FullScan();
