@@ -47,8 +47,9 @@
 // Known limits: votes live in memory, so a member that restarts forgets
 // whom it granted a directory to; a holder that does not answer a vote
 // within 0.5 s counts as not voting. Either can let another node win a
-// lease that still runs while the holder's own majority shrank. A record
-// past the log's retention reaches the next holder only by anti-entropy.
+// lease that still runs while the holder's own majority shrank (with a
+// covering lease, on any directory below it). A record past the log's
+// retention reaches the next holder only by anti-entropy.
 //
 #pragma once
 
