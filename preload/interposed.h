@@ -95,7 +95,7 @@
   X(file_stat, __realpath_chk, kFull, "_FORTIFY_SOURCE entry: realpath")                                                \
   X(file_stat, __readlink_chk, kFull, "_FORTIFY_SOURCE entry: readlink")                                                \
   X(file_stat, __readlinkat_chk, kFull, "_FORTIFY_SOURCE entry: readlinkat")                                            \
-  X(file_dir, mkdir, kFull, "in the view, with the caller's credentials; exclusive across the live nodes (a vote round)") \
+  X(file_dir, mkdir, kFull, "in the view, with the caller's credentials; exclusive across the live nodes (under a directory lease: a vote round for the first in a directory this node holds no lease over)") \
   X(file_dir, mkdirat, kFull, "as mkdir")                                                                               \
   X(file_dir, rmdir, kFull, "in the view; the cluster root itself gives EBUSY")                                         \
   X(file_dir, unlink, kFull, "in the view, with the caller's credentials")                                              \
