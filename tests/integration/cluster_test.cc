@@ -987,6 +987,23 @@ TEST_F(ClusterTest, ConcurrentWritesOfOneFileResolveAlikeAndTheLoserStaysReachab
 
 // Runs the same exclusive creations (mkdir, O_EXCL open) of /cluster/<tag>* on a
 // and b at once; returns how often each name was won.
+// Runs script_a on a and script_b on b at once; the words both printed (each
+// names a create it won). Anything on stderr fails the test: only EEXIST is expected.
+std::multiset<std::string> RaceOnTwoNodes(AgentProcess& a, const std::string& script_a, AgentProcess& b,
+                                          const std::string& script_b) {
+  RunResult on_a;
+  std::thread t([&] { on_a = Shell(a, script_a); });
+  RunResult on_b = Shell(b, script_b);
+  t.join();
+  EXPECT_EQ(on_a.err + on_b.err, "") << "only EEXIST is expected";
+  std::multiset<std::string> won;
+  for (const RunResult* r : {&on_a, &on_b}) {
+    std::istringstream lines(r->out);
+    for (std::string w; lines >> w;) won.insert(w);
+  }
+  return won;
+}
+
 std::multiset<std::string> RaceExclusiveCreates(AgentProcess& a, AgentProcess& b, const std::string& tag) {
   const std::string race = fmt::format(
       "for i in $(seq 30); do mkdir /cluster/{0}m$i 2>/dev/null && echo d$i; done; "
@@ -999,17 +1016,7 @@ std::multiset<std::string> RaceExclusiveCreates(AgentProcess& a, AgentProcess& b
       "        if e.errno != errno.EEXIST: print('error', i, e.strerror, file=sys.stderr)\n"
       "\"",
       tag);
-  RunResult on_a;
-  std::thread t([&] { on_a = Shell(a, race); });
-  RunResult on_b = Shell(b, race);
-  t.join();
-  EXPECT_EQ(on_a.err + on_b.err, "") << "only EEXIST is expected";
-  std::multiset<std::string> won;
-  for (const RunResult* r : {&on_a, &on_b}) {
-    std::istringstream lines(r->out);
-    for (std::string w; lines >> w;) won.insert(w);
-  }
-  return won;
+  return RaceOnTwoNodes(a, race, b, race);
 }
 
 // git on one node while the others follow: every `git add` and `git commit`
@@ -1118,16 +1125,7 @@ TEST_F(ClusterTest, ExclusiveCreatesInATreeOneNodeJustMadeSucceedOnceAcrossNodes
       "            if e.errno != errno.EEXIST: print('error', d, i, e.strerror, file=sys.stderr)\n"
       "\"", order);
   };
-  RunResult on_a;
-  std::thread t([&] { on_a = Shell(*a, race("range(1, 21)")); });
-  RunResult on_b = Shell(*b, race("range(20, 0, -1)"));
-  t.join();
-  EXPECT_EQ(on_a.err + on_b.err, "") << "only EEXIST is expected";
-  std::multiset<std::string> won;
-  for (const RunResult* r : {&on_a, &on_b}) {
-    std::istringstream lines(r->out);
-    for (std::string w; lines >> w;) won.insert(w);
-  }
+  std::multiset<std::string> won = RaceOnTwoNodes(*a, race("range(1, 21)"), *b, race("range(20, 0, -1)"));
   for (int d = 1; d <= 20; ++d)
     for (int i = 0; i < 5; ++i) {
       EXPECT_EQ(won.count(fmt::format("e{}.{}", d, i)), 1u) << "O_EXCL /cluster/cov/d" << d << "/e" << i;

@@ -292,6 +292,15 @@ Status AtOnce(InProcessNode& node, const std::string& key, bool directory = fals
   return s.has_value() ? *s : Status::Unavailable("not decidable at once");
 }
 
+// node makes dir under a lease on its parent (covering, when it can be),
+// then a file f in it, decided at once.
+void MakeCoveredWithAFile(InProcessNode& node, const std::string& dir) {
+  ASSERT_TRUE(node.leases->Create(dir, /*directory=*/true).ok());
+  Made(node, dir);
+  ASSERT_TRUE(AtOnce(node, dir + "/f").ok());
+  Made(node, dir + "/f");
+}
+
 TEST(DirLeasesCoreTest, ADirectoryMadeUnderACoveringLeaseIsDecidedInWithNoVoteOfItsOwn) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
@@ -321,10 +330,8 @@ TEST(DirLeasesCoreTest, ACreateInACoveredDirectoryElsewhereTakesItOutOfTheCoverW
   ASSERT_TRUE(cluster.Join());
   InProcessNode& a = cluster.node(0);
   InProcessNode& b = cluster.node(1);
-  ASSERT_TRUE(a.leases->Create("cluster/d/sub", /*directory=*/true).ok());
-  Made(a, "cluster/d/sub");
-  ASSERT_TRUE(AtOnce(a, "cluster/d/sub/f").ok());
-  Made(a, "cluster/d/sub/f");
+  MakeCoveredWithAFile(a, "cluster/d/sub");
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(AtOnce(a, "cluster/d/sub/p").ok());  // granted; its program has not made it yet
   // b's create in sub: refused by the members under a's cover, it recalls
   // sub from a, which hands over f's record and names p as being made.
@@ -365,10 +372,8 @@ TEST(DirLeasesCoreTest, ACoveredDirectorysNextHolderFetchesWhatTheCoveringHolder
   ASSERT_TRUE(cluster.Join());
   InProcessNode& a = cluster.node(0);
   InProcessNode& b = cluster.node(1);
-  ASSERT_TRUE(a.leases->Create("cluster/d/sub", /*directory=*/true).ok());
-  Made(a, "cluster/d/sub");
-  ASSERT_TRUE(AtOnce(a, "cluster/d/sub/f").ok());
-  Made(a, "cluster/d/sub/f");
+  MakeCoveredWithAFile(a, "cluster/d/sub");
+  if (HasFatalFailure()) return;
   // a's lease runs out unused: nobody refuses b, whose votes name a as
   // having covered d lately, so b fetches d/sub's entries from a first.
   cluster.clock().Advance(DirLeases::kTerm + 1s);
