@@ -223,26 +223,33 @@ TEST(PartitionTest, ACutOffLeaseHolderKeepsItsDirectoryForItsTermThenBothSidesDe
   ASSERT_EQ(Shell(a, "mkdir /cluster/leased").exit_code, 0);
   ASSERT_TRUE(Converge({&a, &b, &c}, seconds(20), Unanswered::kWaitsOn));
   ASSERT_TRUE(WaitForPagesCounting({&a, &b, &c}, 2));  // or the shims would not ask for leases
-  // c wins the lease on /cluster/leased with its first exclusive create there.
+  // c wins the lease on /cluster/leased with its first exclusive create
+  // there, a directory, which that lease then covers; a sees it.
   auto won_at = std::chrono::steady_clock::now();
   ASSERT_EQ(Shell(c, "mkdir /cluster/leased/first").exit_code, 0);
+  ASSERT_TRUE(Eventually(a, "ls -d /cluster/leased/first", "/cluster/leased/first\n", seconds(3)));
   ASSERT_TRUE(net.SetLink(3, false)) << net.error();
-  // Cut off, c decides alone and at once while its term runs.
+  // Cut off, c decides alone and at once while its term runs, in the
+  // directory and in the one it covers.
   auto before = std::chrono::steady_clock::now();
-  RunResult on_c = Shell(c, "mkdir /cluster/leased/from-c /cluster/leased/same");
+  RunResult on_c = Shell(c, "mkdir /cluster/leased/first/from-c /cluster/leased/first/same "
+                            "/cluster/leased/from-c /cluster/leased/same");
   EXPECT_EQ(on_c.exit_code, 0) << on_c.err;
   EXPECT_LT(std::chrono::steady_clock::now() - before, seconds(1));
-  // a waits for c's term, then decides with b.
-  RunResult on_a = Shell(a, "mkdir /cluster/leased/from-a /cluster/leased/same");
+  // a waits for c's term, in the covered directory too, then decides with b.
+  RunResult on_a = Shell(a, "mkdir /cluster/leased/first/from-a /cluster/leased/first/same");
   auto decided_at = std::chrono::steady_clock::now();
   EXPECT_EQ(on_a.exit_code, 0) << on_a.err;
-  EXPECT_GE(decided_at - won_at, std::chrono::milliseconds(4500)) << "a decided while c's lease still ran";
+  EXPECT_GE(decided_at - won_at, std::chrono::milliseconds(4500)) << "a decided while c's cover still ran";
   EXPECT_LT(decided_at - won_at, seconds(15));
+  on_a = Shell(a, "mkdir /cluster/leased/from-a /cluster/leased/same");
+  EXPECT_EQ(on_a.exit_code, 0) << on_a.err;
   ASSERT_TRUE(net.SetLink(3, true)) << net.error();
   ASSERT_TRUE(Converge({&a, &b, &c}, seconds(30), Unanswered::kWaitsOn));
   for (AgentProcess* n : {&a, &b, &c}) {
-    RunResult r = Shell(*n, "ls /cluster/leased");
-    EXPECT_EQ(r.out, "first\nfrom-a\nfrom-c\nsame\n") << n->address();
+    RunResult r = Shell(*n, "ls /cluster/leased /cluster/leased/first");
+    EXPECT_EQ(r.out, "/cluster/leased:\nfirst\nfrom-a\nfrom-c\nsame\n\n/cluster/leased/first:\nfrom-a\nfrom-c\nsame\n")
+        << n->address();
   }
 }
 
