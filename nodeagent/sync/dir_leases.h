@@ -14,7 +14,7 @@
 // the asker its records of the directory's entries that the asker has not
 // acknowledged, after recording the entries it made there that were not
 // recorded yet; it names the creates it granted in the last few seconds that
-// // are still unrecorded, and only then answers. The winner of a new lease
+// are still unrecorded, and only then answers. The winner of a new lease
 // also fetches the same from every other node the voters granted the
 // directory to in the last kRemember (each member remembers them; two
 // majorities share a member) before it decides anything there; one of them
@@ -24,19 +24,20 @@
 //
 // A lease is also asked for as a covering lease, and granted as one by a
 // member that granted no directory below it to another node in the last
-// kRemember (a renewal keeps its cover): then the directories the holder makes below it (mkdir, decided
-// under the lease) are covered by it, and the holder decides the creates in
-// them too with no vote of their own (tar and make make a directory, then
-// files in it at once). A member refuses a lease on a directory below one
-// it granted as covering to another node (any directory below: members do
-// not know which ones the holder made), unless it granted the asker that
-// directory itself already, or granted it over that cover before: the
-// asker recalls it from the covering holder, which takes it and everything
-// below it out of its covers for good (carved: never covered again while
-// a cover of this node's is above it) and hands over what it made there,
-// and asks again over every lease given up. Members remember covering holders as earlier holders
-// of every directory below for kRemember, so that a later winner of one of
-// them fetches what the covering holder made there.
+// kRemember (a renewal keeps its cover): then the directories the holder
+// makes below it (mkdir, decided under the lease) are covered by it, and
+// the holder decides the creates in them too with no vote of their own
+// (tar and make make a directory, then files in it at once). A member
+// refuses a lease on a directory below one it granted as covering to
+// another node (any directory below: members do not know which ones the
+// holder made), unless it granted the asker that directory itself
+// already, or granted it over that cover before: the asker recalls it from
+// the covering holder, which takes it and everything below it out of its
+// covers for good (carved: never covered again while a cover of this
+// node's is above it) and hands over what it made there, and asks again
+// over every lease given up. Members remember covering holders as earlier
+// holders of every directory below for kRemember, so that a later winner
+// of one of them fetches what the covering holder made there.
 //
 // A holder counts its term from before it asked and takes the lease as over
 // kMargin early; members count theirs from when they granted it: a member
