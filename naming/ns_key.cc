@@ -35,6 +35,12 @@ std::string ParentKey(std::string_view key) {
 
 std::string_view BaseName(std::string_view key) { return key.substr(key.rfind('/') + 1); }
 
+std::string KeyPrefixBelow(std::string_view dir) { return dir.empty() ? std::string() : std::string(dir) + "/"; }
+
+bool IsKeyBelow(std::string_view key, std::string_view dir) {
+  return key != dir && key.starts_with(KeyPrefixBelow(dir));
+}
+
 std::string JoinKey(std::string_view dir, std::string_view name) {
   if (dir.empty()) return std::string(name);
   std::string out;

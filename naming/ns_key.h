@@ -29,6 +29,11 @@ std::string ParentKey(std::string_view key);
 std::string_view BaseName(std::string_view key);
 // dir/name; just name when dir is "" (the view root).
 std::string JoinKey(std::string_view dir, std::string_view name);
+// What every key strictly below dir starts with: "dir/", and "" below the
+// view root (whose own key "" is not below it).
+std::string KeyPrefixBelow(std::string_view dir);
+// Whether key is strictly below dir.
+bool IsKeyBelow(std::string_view key, std::string_view dir);
 // Whether name, an entry of the view root, is one of the agent's own.
 inline bool IsAgentEntry(std::string_view name) { return name.substr(0, kAgentEntryPrefix.size()) == kAgentEntryPrefix; }
 

@@ -72,12 +72,12 @@ void DirLeases::Sweep() {
   }
   std::erase_if(held_, [&](const auto& kv) { return now - kv.second.until > kRemember; });
   std::erase_if(covered_, [&](const auto& kv) { return now - kv.second.last_used > kRemember && LeaseDirOf(kv.first) == kv.first; });
-  std::erase_if(carved_, [&](const auto& kv) { return now - kv.second > kRemember && !UnderOwnCover(kv.first); });
+  std::erase_if(carved_, [&](const auto& kv) { return now - kv.second > kRemember && CoversAbove(kv.first).empty(); });
   std::erase_if(pending_, [&](const auto& kv) { return kv.second.until <= now; });
 }
 
 bool DirLeases::GrantedBelow(const std::string& dir, const std::string& node, Clock::time_point now) const {
-  const std::string prefix = dir.empty() ? "" : dir + "/";
+  const std::string prefix = KeyPrefixBelow(dir);
   for (auto it = votes_.lower_bound(prefix); it != votes_.end() && it->first.starts_with(prefix); ++it) {
     if (it->first == dir) continue;
     if (it->second.until > now && it->second.holder != node) return true;
@@ -87,10 +87,11 @@ bool DirLeases::GrantedBelow(const std::string& dir, const std::string& node, Cl
   return false;
 }
 
-bool DirLeases::UnderOwnCover(const std::string& dir) const {
+std::vector<uint64_t> DirLeases::CoversAbove(const std::string& dir) const {
+  std::vector<uint64_t> covers;
   for (const auto& [d, held] : held_)
-    if (held.covers && held.lease_id != 0 && (d.empty() || dir.starts_with(d + "/"))) return true;
-  return false;
+    if (held.covers && held.lease_id != 0 && IsKeyBelow(dir, d)) covers.push_back(held.lease_id);
+  return covers;
 }
 
 std::string DirLeases::LeaseDirOf(const std::string& dir) const {
@@ -426,14 +427,12 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
       held_lately = true;
       it->second.lease_id = 0;
     }
-    const std::string below = req.dir().empty() ? "" : req.dir() + "/";
+    const std::string below = KeyPrefixBelow(req.dir());
     for (auto it = covered_.lower_bound(below); it != covered_.end() && it->first.starts_with(below); ++it)
       it->second.lease_id = 0;
     if (carved_.count(req.dir())) held_lately = true;
     carved_[req.dir()] = clock_.Now();
-    for (const auto& [dir, held] : held_)
-      if (held.covers && held.lease_id != 0 && (dir.empty() ? !req.dir().empty() : req.dir().starts_with(dir + "/")))
-        resp->add_uncovered(held.lease_id);
+    for (uint64_t cover : CoversAbove(req.dir())) resp->add_uncovered(cover);
     // Grants in dir, under its own lease or a covering one.
     for (const auto& [dir, held] : held_)
       for (const Granted& g : held.recent)

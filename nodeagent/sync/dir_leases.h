@@ -63,6 +63,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "consistency/store.h"
 #include "nodeagent/peer/clock.h"
@@ -176,8 +177,8 @@ class DirLeases {
   // The directory whose lease decides the creates in dir here: dir, unless
   // dir is covered by a covering lease this node holds (mu_ held).
   std::string LeaseDirOf(const std::string& dir) const;
-  // Whether dir is below a covering lease this node holds or held last (mu_ held).
-  bool UnderOwnCover(const std::string& dir) const;
+  // The covering leases this node holds on directories above dir (mu_ held).
+  std::vector<uint64_t> CoversAbove(const std::string& dir) const;
   // Asks node to give dir up if it holds it and to hand over what it made
   // there; takes the names it says are pending, and adds the leases it gave
   // up (its own on dir, its covers above dir) to *given_up; *own: its own

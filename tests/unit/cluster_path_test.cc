@@ -1,5 +1,6 @@
 // Lexical path classification: what is a cluster path, and which one.
 #include "naming/cluster_path.h"
+#include "naming/ns_key.h"
 
 #include <gtest/gtest.h>
 
@@ -92,6 +93,18 @@ TEST(ClusterPath, ConfigurableRoot) {
   EXPECT_EQ(Rel(root, "/mnt/onebox/f"), "f");
   EXPECT_EQ(Rel(root, "/cluster/f"), std::nullopt);
   EXPECT_EQ(Rel(root, "/mnt/oneboxes"), std::nullopt);
+}
+
+TEST(NsKeyTest, KeysBelowADirectoryAreThoseUnderItNotItselfNorANamesake) {
+  EXPECT_TRUE(IsKeyBelow("cluster/d/x", "cluster/d"));
+  EXPECT_TRUE(IsKeyBelow("cluster/d/x/y", "cluster/d"));
+  EXPECT_FALSE(IsKeyBelow("cluster/d", "cluster/d"));
+  EXPECT_FALSE(IsKeyBelow("cluster/d-x", "cluster/d"));
+  EXPECT_FALSE(IsKeyBelow("cluster/dx/y", "cluster/d"));
+  EXPECT_TRUE(IsKeyBelow("cluster", "")) << "everything is below the view root";
+  EXPECT_FALSE(IsKeyBelow("", ""));
+  EXPECT_EQ(KeyPrefixBelow("cluster/d"), "cluster/d/");
+  EXPECT_EQ(KeyPrefixBelow(""), "");
 }
 
 }  // namespace
