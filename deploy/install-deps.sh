@@ -17,6 +17,7 @@ PACKAGES=(
   curl redis-server redis-tools  # tests: cluster ports, with real servers and clients
   python3-prometheus-client  # tests: the agent's --metrics read by Prometheus' own parser
   python3-yaml  # tests: deploy/kubernetes read as the kubelet takes it
+  perl  # tests/pjdfstest.sh: prove runs pjdfstest
   openssl  # tests: the certificates of onebox ca init and cert issue, checked by openssl verify and x509
 )
 SUDO=""
