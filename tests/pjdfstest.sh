@@ -5,8 +5,8 @@
 # its source (not ours to commit: pass it with --src, or --fetch clones it),
 # starts its own agents (a temp data dir each, loopback ports, the socket in
 # a directory other users can reach: pjdfstest switches users), and stops
-# them by pid. Passes when every test file that passes natively passes in
-# the cluster too. Needs root (pjdfstest changes owners and users) and a
+# them by pid. Passes when both runs ran the same tests and every test that
+# passes natively passes in the cluster too. Needs root (pjdfstest changes owners and users) and a
 # build (tests/run.sh or deploy/demo.sh make one).
 #
 #   tests/pjdfstest.sh --src DIR [--agents N] [--only "chmod open ..."]
@@ -120,7 +120,7 @@ done
 # 0, "FILE parse" for a file whose output was not a whole TAP plan.
 failures() {
   sed -n '/^Test Summary Report/,$p' "$1" | awk -v tests="$PJD/tests/" '
-    function expand(list,    n, parts, i, r) {
+    function expand(list,    n, parts, i, r, k) {
       n = split(list, parts, /[ ,]+/)
       for (i = 1; i <= n; i++) {
         if (parts[i] ~ /^[0-9]+-[0-9]+$/) { split(parts[i], r, "-"); for (k = r[1]; k <= r[2]; k++) print file, k }
