@@ -113,6 +113,7 @@ std::atomic<bool> warned{false};
 std::atomic<const StatePage*> state_page{nullptr};
 ino_t state_page_ino = 0;  // of its memfd (under mu)
 std::atomic<const PortMaps*> port_maps{nullptr};  // in the same memfd, if the agent keeps them
+std::atomic<const LockLeases*> lock_leases{nullptr};  // the same, after the port maps
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -240,10 +241,12 @@ void MapStatePage(int page_fd) {
   void* map = bytes != 0 ? mmap(nullptr, bytes, PROT_READ, MAP_SHARED, page_fd, 0) : MAP_FAILED;
   RealClose(page_fd);
   const PortMaps* maps = nullptr;
-  const StatePage* page = map != MAP_FAILED ? TrustedStatePage(map, bytes, &maps) : nullptr;
+  const LockLeases* leases = nullptr;
+  const StatePage* page = map != MAP_FAILED ? TrustedStatePage(map, bytes, &maps, &leases) : nullptr;
   if (page == nullptr) {
     if (map != MAP_FAILED) munmap(map, bytes);
     port_maps.store(nullptr);
+    lock_leases.store(nullptr);
     state_page.store(nullptr);
     return;
   }
@@ -251,6 +254,7 @@ void MapStatePage(int page_fd) {
   // stays mapped (20 KiB per agent restart seen).
   state_page_ino = st.st_ino;
   port_maps.store(maps);
+  lock_leases.store(leases);
   state_page.store(page);
 }
 
@@ -662,7 +666,7 @@ bool ReceiveLockAnswer(int link, std::string* frame, bool wait) {
   return false;
 }
 
-int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t start, uint64_t end,
+int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t start, uint64_t end, bool lease_ok,
             LockAnswer* answer) {
   Onebox__V1__ShimLockRequest lock = ONEBOX__V1__SHIM_LOCK_REQUEST__INIT;
   lock.path = const_cast<char*>(rel_path);
@@ -672,6 +676,7 @@ int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t 
   lock.type = type;
   lock.start = start;
   lock.end = end;
+  lock.lease_ok = lease_ok;
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_LOCK;
   req.lock = &lock;
@@ -721,6 +726,7 @@ int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t 
       answer->start = resp->lock->start;
       answer->end = resp->lock->end;
       answer->pid = resp->lock->pid;
+      answer->leased = resp->lock->leased;
     }
     onebox__v1__shim_response__free_unpacked(resp, nullptr);
   }
@@ -770,6 +776,16 @@ const PortMaps* PortMapsNow() {
     maps = port_maps.load(std::memory_order_acquire);
   }
   return maps;
+}
+
+const LockLeases* LockLeasesNow() { return lock_leases.load(std::memory_order_acquire); }
+
+void EnsureStatePage() {
+  static std::atomic<bool> asked_for_page{false};
+  if (state_page.load(std::memory_order_acquire) == nullptr && !asked_for_page.exchange(true)) {
+    std::lock_guard lock(mu);
+    if (InOwnerProcess()) EnsureLinkLocked();
+  }
 }
 
 bool PortIsRemote(unsigned port) {

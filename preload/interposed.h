@@ -161,7 +161,7 @@
   X(process_signal, killpg, kFull, "as kill, for the process group of a gpid")                                          \
   X(process_signal, sigqueue, kFull, "as kill, with the value; the receiver's si_pid is its node agent's pid")           \
   X(raw_syscall, syscall, kPartial, "path-taking numbers go through the functions above; other numbers (openat2) pass through") \
-  X(file_lock, flock, kPartial, "on a cluster file: excludes programs on every node (the file's lock home decides), shared and exclusive, LOCK_NB gives EWOULDBLOCK, a wait ends with EINTR on a signal without SA_RESTART; ends at the last close of the open file, as natively; the lock takes a node-agent round trip (see docs/consistency.md for partitions and node deaths); ENOLCK when no home answers") \
+  X(file_lock, flock, kPartial, "on a cluster file: excludes programs on every node (the file's lock home decides), shared and exclusive, LOCK_NB gives EWOULDBLOCK, a wait ends with EINTR on a signal without SA_RESTART; ends at the last close of the open file, as natively; the kernel's own call while its node holds a lease on the file, else a node-agent round trip (see docs/consistency.md for leases, partitions and node deaths); ENOLCK when no home answers") \
   X(file_lock, lockf, kPartial, "as fcntl's POSIX locks (F_LOCK, F_TLOCK, F_ULOCK, F_TEST)")                             \
   X(file_lock, lockf64, kPartial, "as lockf")                                                                          \
   X(fd_guard, close, kPassthrough, "closing one of the shim's fds (agent socket, view root) takes it; the shim reconnects; a close of a file the process holds cluster POSIX locks on ends them (fcntl)") \

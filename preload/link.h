@@ -3,6 +3,10 @@
 
 #include "naming/cluster_path.h"
 
+namespace onebox {
+struct LockLeases;
+}
+
 namespace onebox::shim {
 
 // The cluster root this process uses (ONEBOX_ROOT, default /cluster).
@@ -25,14 +29,23 @@ int Claim(const char* rel_path, bool directory);
 // proto/onebox/v1/shim.proto's ShimLockRequest says (kind, cmd, type, the
 // span [start, end) with end 2^64-1 for "to the end"). 0 or an errno:
 // EAGAIN (held elsewhere), EINTR (a signal ended a wait), EBADF, EINVAL,
-// ENOLCK (no agent, or no lock home answers). TEST fills answer.
+// ENOLCK (no agent, or no lock home answers). TEST fills answer; lease_ok:
+// the caller can lock with the kernel under a lease, and answer->leased
+// says when it should (nothing was done: proto/state_page.h).
 struct LockAnswer {
   int type = 2;  // 2: no conflicting lock
   uint64_t start = 0, end = 0;
   int64_t pid = 0;
+  bool leased = false;
 };
-int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t start, uint64_t end,
+int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t start, uint64_t end, bool lease_ok,
             LockAnswer* answer);
+// The lock leases in the agent's state page (nullptr: none mapped).
+const LockLeases* LockLeasesNow();
+// Maps the agent's state page if this process has none yet (once: a process
+// that made no Hello, as flock(1) on a descriptor it inherited; the lock
+// link's own handshake maps none).
+void EnsureStatePage();
 // kill, killpg or sigqueue of a gpid (negative: a process group): the
 // agent sends it to the gpid's node, as this process's user. 0 or an errno
 // (EPERM, ESRCH, EINVAL; ENOTCONN when no agent answers).

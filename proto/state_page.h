@@ -69,6 +69,42 @@ struct PortMaps {
 constexpr size_t kPortMapsOffset = 4096;
 constexpr size_t kStateMapBytes = kPortMapsOffset + sizeof(PortMaps);
 
+// After the port maps, at kLockLeasesOffset: the files whose locks this
+// node holds a lease on (nodeagent/locks/lock_leases.h). While a file's
+// slot names it, this node's programs lock it with the kernel alone
+// (preload/file_lock.cc); the agent ends the lease (slot first) before any
+// other node may lock the file. A slot is a seqlock: seq is odd while it
+// names a lease and moves at every change, so a shim that read the same
+// odd seq before and after its kernel call knew the lease held all along.
+struct LockLeaseSlot {
+  std::atomic<uint64_t> seq;
+  std::atomic<uint64_t> dev;
+  std::atomic<uint64_t> ino;
+  std::atomic<uint64_t> flock;  // 1: flock's locks, 0: fcntl's
+};
+struct LockLeases {
+  static constexpr unsigned kSlots = 512;
+  static constexpr unsigned kProbe = 8;  // a file's slot is one of the kProbe after its hash
+  // The agent's CoarseMonotonicNs, written every kLockLeaseBeatNs while it
+  // holds a lease: a dead agent's page stays mapped, frozen.
+  std::atomic<int64_t> heartbeat_ns;
+  std::atomic<uint64_t> held;  // slots in use: 0, and a shim looks no further
+  LockLeaseSlot slots[kSlots];
+  static unsigned FirstSlot(uint64_t dev, uint64_t ino, bool flock) {
+    uint64_t h = (ino * 0x9e3779b97f4a7c15ULL) ^ (dev * 0xc2b2ae3d27d4eb4fULL) ^ (flock ? 0x165667b19e3779f9ULL : 0);
+    return static_cast<unsigned>((h >> 32) % kSlots);
+  }
+};
+constexpr size_t kLockLeasesOffset = kStateMapBytes;
+constexpr size_t kStateMapBytesWithLeases = kLockLeasesOffset + sizeof(LockLeases);
+// A shim trusts a lease while the beat is at most kLockLeaseTrustNs old; an
+// agent ends no lease for another node (and grants none) before
+// kLockLeaseStartDelayNs after its start: a predecessor's frozen leases are
+// distrusted by then, and the kernel holds every lock taken under them.
+constexpr int64_t kLockLeaseBeatNs = 20'000'000;
+constexpr int64_t kLockLeaseTrustNs = 200'000'000;
+constexpr int64_t kLockLeaseStartDelayNs = 500'000'000;
+
 // The shim's look at a page's memfd before it maps it (preload/agent_link.cc;
 // tests/fuzz/state_page_fuzz.cc): how many bytes to map, 0 for none. Only a
 // memfd that nobody can shrink, grow or reseal, and that only the agent's
@@ -79,15 +115,21 @@ inline size_t StatePageMapBytes(int seals, int64_t size) {
   constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
   const bool sealed = seals >= 0 && (seals & kSeals) == kSeals && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
   if (!sealed || size < static_cast<int64_t>(kPortMapsOffset)) return 0;
+  if (size >= static_cast<int64_t>(kStateMapBytesWithLeases)) return kStateMapBytesWithLeases;
   return size >= static_cast<int64_t>(kStateMapBytes) ? kStateMapBytes : kPortMapsOffset;
 }
 // The page at map (bytes long, from StatePageMapBytes), if it is one (its
-// magic), else nullptr; *maps: the port maps after it, if mapped.
-inline const StatePage* TrustedStatePage(const void* map, size_t bytes, const PortMaps** maps) {
+// magic), else nullptr; *maps: the port maps after it, *leases: the lock
+// leases after those, each if mapped.
+inline const StatePage* TrustedStatePage(const void* map, size_t bytes, const PortMaps** maps,
+                                         const LockLeases** leases) {
   *maps = nullptr;
+  *leases = nullptr;
   const auto* page = static_cast<const StatePage*>(map);
   if (page == nullptr || bytes < kPortMapsOffset || page->magic != StatePage::kMagic) return nullptr;
   if (bytes >= kStateMapBytes) *maps = reinterpret_cast<const PortMaps*>(static_cast<const char*>(map) + kPortMapsOffset);
+  if (bytes >= kStateMapBytesWithLeases)
+    *leases = reinterpret_cast<const LockLeases*>(static_cast<const char*>(map) + kLockLeasesOffset);
   return page;
 }
 
@@ -122,6 +164,39 @@ inline bool SymlinkFreeStill(const StatePage* page, uint64_t epoch) {
   // (now - beat could overflow).
   const int64_t now = CoarseMonotonicNs(), beat = page->symlink_heartbeat_ns.load(std::memory_order_acquire);
   return beat >= now - kSymlinkTrustNs && beat <= now + kSymlinkHeartbeatNs;
+}
+
+// The shim's two looks at a lock lease around its kernel call. First: the
+// lease's seq if a slot names the file (dev, ino; flock's or fcntl's locks)
+// and the agent is alive, *slot set; 0 if none.
+inline uint64_t LockLeaseBegin(const LockLeases* leases, uint64_t dev, uint64_t ino, bool flock, unsigned* slot) {
+  if (leases == nullptr || leases->held.load(std::memory_order_acquire) == 0) return 0;
+  const int64_t now = CoarseMonotonicNs(), beat = leases->heartbeat_ns.load(std::memory_order_acquire);
+  if (beat < now - kLockLeaseTrustNs || beat > now + kLockLeaseBeatNs) return 0;
+  const unsigned first = LockLeases::FirstSlot(dev, ino, flock);
+  for (unsigned i = 0; i < LockLeases::kProbe; ++i) {
+    const unsigned at = (first + i) % LockLeases::kSlots;
+    const LockLeaseSlot& s = leases->slots[at];
+    const uint64_t seq = s.seq.load(std::memory_order_acquire);
+    if ((seq & 1) == 0) continue;
+    const bool same = s.dev.load(std::memory_order_relaxed) == dev && s.ino.load(std::memory_order_relaxed) == ino &&
+                      s.flock.load(std::memory_order_relaxed) == (flock ? 1u : 0u);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (same && s.seq.load(std::memory_order_relaxed) == seq) {
+      *slot = at;
+      return seq;
+    }
+  }
+  return 0;
+}
+// Second, after the kernel call: did the lease hold all along (so the agent,
+// which ends a lease slot first and reads the kernel's locks after, sees
+// what the call did)?
+inline bool LockLeaseStill(const LockLeases* leases, unsigned slot, uint64_t seq) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the kernel call before the loads
+  if (leases->slots[slot].seq.load(std::memory_order_acquire) != seq) return false;
+  const int64_t now = CoarseMonotonicNs(), beat = leases->heartbeat_ns.load(std::memory_order_acquire);
+  return beat >= now - kLockLeaseTrustNs && beat <= now + kLockLeaseBeatNs;
 }
 
 // In the view root, the agent's: a shim holds a read lock on it (an OFD

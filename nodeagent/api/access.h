@@ -63,6 +63,7 @@
   X(Peer, ClaimPort, kPeer, "a vote on a cluster port (bind under the shim)")                              \
   X(Peer, Lock, kPeer, "an advisory lock asked of the file's lock home")                                   \
   X(Peer, AwaitLock, kPeer, "a wait, up to a second, for a queued lock")                                    \
+  X(Peer, ReturnLockLease, kPeer, "ends this node's lease on a file's locks (another node asks for them)")   \
   X(Peer, Run, kPeer, "onebox run: a process started as the caller of another node, its stdio and signals")
 
 namespace onebox {

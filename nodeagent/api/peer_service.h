@@ -27,8 +27,8 @@ class PeerService final
                       v1::Peer::WithRawCallbackMethod_ReadRecord<v1::Peer::WithRawCallbackMethod_ListProcesses<
                           v1::Peer::WithRawCallbackMethod_SignalProcess<v1::Peer::WithRawCallbackMethod_ProgramDigest<
                               v1::Peer::WithRawCallbackMethod_ClaimPort<v1::Peer::WithRawCallbackMethod_Lock<
-                                  v1::Peer::WithRawCallbackMethod_AwaitLock<
-                                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>>>>>> {
+                                  v1::Peer::WithRawCallbackMethod_AwaitLock<v1::Peer::WithRawCallbackMethod_ReturnLockLease<
+                                      v1::Peer::WithRawCallbackMethod_ReplicateStream<v1::Peer::Service>>>>>>>>>>>>>>>>> {
  public:
   PeerService(const AccessGate& gate, PeerLink& local, RunExecutor& runs)
       : gate_(gate),

@@ -130,6 +130,7 @@ class Agent {
   std::unique_ptr<TlsLinks> tls_links_;  // with TLS: the relay's links (outlives the relay)
   std::unique_ptr<PortRelay> port_relay_;
   std::unique_ptr<LockHome> lock_home_;
+  std::unique_ptr<LockLeaseSlots> lease_slots_;  // outlives node_locks_
   std::unique_ptr<NodeLocks> node_locks_;
   std::unique_ptr<LocalPeer> local_peer_;
   std::unique_ptr<ClusterService> cluster_service_;
@@ -373,6 +374,7 @@ void Agent::MakeClusterParts() {
                         .majority = [m = members_.get()] { return m->AliveOthers().size() + 1 > m->KnownCount() / 2; }});
   // Release-to-acquire (docs/consistency.md): a release records the view
   // first; a grant after another node's release waits for its log.
+  lease_slots_ = std::make_unique<LockLeaseSlots>(state_page_->lock_leases());
   node_locks_ = std::make_unique<NodeLocks>(NodeLocks::Parts{
       .self_id = NodeIdHex(info_.identity.node_id),
       .self_index = [m = members_.get()] { return m->index(); },
@@ -391,23 +393,28 @@ void Agent::MakeClusterParts() {
         return r->WaitAppliedFrom(node_id, seq, timeout);
       },
       .settle_view = drain_view,
+      .lease_slots = lease_slots_.get(),
   });
   local_peer_ = std::make_unique<LocalPeer>(*members_, *replicator_, *content_, *anti_entropy_, *leases_, *processes_,
-                                            placement_.get(), ports_.get(), lock_home_.get());
+                                            placement_.get(), ports_.get(), lock_home_.get(),
+                                            node_locks_.get());
   // The gossip loop moves on: the watchdog's proof of life.
   members_->set_progress_observer([] { service_manager::Alive(); });
   members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(),
                                  dead_before = size_t{0}, not_dead_before = std::string()](size_t alive) mutable {
-    if (page->peers_alive.exchange(alive) != alive) r->PeersChanged();
+    if (page->peers_alive.exchange(alive) != alive) {
+      r->PeersChanged();
+      node_locks_->AliveChanged();  // a lease ends where no majority is seen
+    }
     // A node declared dead lets go of its ports now, not at the table's next look.
     size_t dead = 0;
     std::string not_dead;
     for (const v1::Node& n : members_->Nodes()) {
       dead += n.state() == v1::NODE_STATE_DEAD;
-      if (n.state() != v1::NODE_STATE_DEAD) not_dead += n.node_id() + ",";
+      if (n.state() != v1::NODE_STATE_DEAD) not_dead += fmt::format("{}.{},", n.node_id(), n.incarnation());
     }
     if (std::exchange(dead_before, dead) != dead) ports_->Notify();
-    // Locks: a dead member's end, and homes that moved are reclaimed.
+    // Locks: a dead member's end, and homes that moved (or restarted) are reclaimed.
     if (std::exchange(not_dead_before, not_dead) != not_dead) {
       lock_home_->MembersChanged();
       node_locks_->MembersChanged();

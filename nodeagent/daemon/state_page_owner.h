@@ -12,13 +12,16 @@ class StatePageOwner {
   static Result<StatePageOwner*> Create();  // lives as long as the agent
   StatePage& page() { return *page_; }
   PortMaps& port_maps() { return *port_maps_; }
+  LockLeases& lock_leases() { return *lock_leases_; }
   int fd() const { return fd_; }  // read-only for everyone else; send it, never close it
 
  private:
-  StatePageOwner(int fd, StatePage* page, PortMaps* ports) : fd_(fd), page_(page), port_maps_(ports) {}
+  StatePageOwner(int fd, StatePage* page, PortMaps* ports, LockLeases* leases)
+      : fd_(fd), page_(page), port_maps_(ports), lock_leases_(leases) {}
   int fd_;
   StatePage* page_;
   PortMaps* port_maps_;
+  LockLeases* lock_leases_;
 };
 
 }  // namespace onebox

@@ -93,9 +93,9 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
     return Status::InvalidArgument("a lock names its file and its owner");
   std::lock_guard lock(mu_);
   const std::vector<std::string> nodes = NodesLocked();
-  // A reclaim is taken on either side of a partition (it grants nothing
-  // new); everything else needs a majority.
-  if (!members_.majority() && req.op() != v1::LockRequest::RECLAIM) {
+  // A reclaim or a lease's return is taken on either side of a partition
+  // (it grants nothing new); everything else needs a majority.
+  if (!members_.majority() && req.op() != v1::LockRequest::RECLAIM && req.op() != v1::LockRequest::RETURN) {
     resp->set_outcome(v1::LockResponse::NO_QUORUM);
     return Status::Ok();
   }
@@ -122,6 +122,28 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
           return Status::Ok();
         }
       for (const v1::LockSpan& held : req.held()) file.locks.Apply(owner, TypeOf(held.type()), SpanOf(held));
+      return Status::Ok();
+    case v1::LockRequest::RETURN:
+      // The lease's locks become its programs' (the kernel granted them under
+      // it, so none conflicts with another owner's unless a reclaim after a
+      // partition put one there: that one is not given, and said).
+      for (const v1::LockHeld& held : req.converted())
+        if (held.owner().node_id() != owner.node_id || held.owner().key().empty())
+          return Status::InvalidArgument("a node returns its own programs' locks only");
+      file.locks.Release(owner);
+      for (const v1::LockHeld& held : req.converted()) {
+        const LockOwner holder = OwnerOf(held.owner());
+        const LockType type = TypeOf(held.span().type());
+        if (type == LockType::kUnlock) continue;
+        if (auto other = file.locks.Conflict(holder, type, SpanOf(held.span()))) {
+          spdlog::error("locks: /{}: {} held a lock under node {}'s lease that {} holds now: not given",
+                        req.path(), holder.key, owner.node_id, other->owner.key);
+          continue;
+        }
+        file.locks.Apply(holder, type, SpanOf(held.span()));
+      }
+      KeepFenceLocked(file, req);
+      GrantWaitersLocked(file);
       return Status::Ok();
     case v1::LockRequest::RELEASE:
       file.locks.Release(owner);
@@ -171,6 +193,8 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
                     [&](const Waiter& w) { return w.owner.node_id == owner.node_id && w.id == req.wait_id(); });
       file.waiters.push_back(Waiter{req.wait_id(), owner, type, span, false});
       resp->set_outcome(v1::LockResponse::QUEUED);
+      ToWire(other->owner, resp->mutable_holder());  // a lease's node is asked to return it
+      ToWire(other->type, other->span, resp->mutable_holder_span());
     } else {
       resp->set_outcome(v1::LockResponse::CONFLICT);
       ToWire(other->owner, resp->mutable_holder());
@@ -213,6 +237,11 @@ Status LockHome::OnAwaitLock(const v1::AwaitLockRequest& req, v1::LockResponse* 
     }
     if (w->granted || req.cancel() || stopping_ || std::chrono::steady_clock::now() >= deadline) {
       const bool granted = w->granted;
+      if (!granted && !req.cancel())  // what is in its way (a lease's node is asked to return it)
+        if (std::optional<HeldLock> other = file->locks.Conflict(w->owner, w->type, w->span)) {
+          ToWire(other->owner, resp->mutable_holder());
+          ToWire(other->type, other->span, resp->mutable_holder_span());
+        }
       if (granted || req.cancel()) file->waiters.erase(w);
       resp->set_outcome(granted ? v1::LockResponse::GRANTED : v1::LockResponse::QUEUED);
       if (granted) FencesLocked(*file, req.node_id(), resp);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -23,6 +24,7 @@
 #include "nodeagent/locks/lock_wire.h"
 #include "nodeagent/process/proc_table.h"
 #include "proto/gpid.h"
+#include "proto/state_page.h"
 
 namespace onebox {
 
@@ -107,6 +109,38 @@ void NodeLocks::Start() {
   }
   watch_thread_ = std::thread([this] { WatchLoop(); });
   NameThread(watch_thread_, "onebox-lockwatch");
+  if (parts_.lease_slots != nullptr) {
+    // How the kernel names the view's file system in /proc/locks: without
+    // it no lease (its locks could not be found again).
+    kernel_dev_id_ = KernelDeviceId(parts_.view_path + "/" + kViewMarker, kShadowBase);
+    if (kernel_dev_id_.empty()) spdlog::warn("locks: the kernel's name for the view's file system is unknown: no lock leases");
+    reclaim_pool_.Submit([this] { RecoverLeasedLocks(); });
+  }
+}
+
+void NodeLocks::RecoverLeasedLocks() {
+  // Once the predecessor's shims distrust its slots: what they locked under
+  // them is all in the kernel by then.
+  std::this_thread::sleep_until(started_ + std::chrono::nanoseconds(kLockLeaseStartDelayNs));
+  // And once the members are known (else every home looks like this node).
+  for (int i = 0; i < 100 && !Majority(); ++i) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (const auto& [path, flock] : KernelLockedFilesIn(parts_.view_path, kernel_dev_id_, kShadowBase)) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    if (!IsValidNsKey(path)) continue;
+    spdlog::info("locks: /{}: {} locks its programs hold from before this agent's start go to its home", path,
+                 flock ? "flock" : "fcntl");
+    EndLease(path, flock, /*tell_home=*/true);
+  }
+  recovered_.store(true);
 }
 
 void NodeLocks::Stop() {
@@ -115,6 +149,9 @@ void NodeLocks::Stop() {
     if (stopping_) return;
     stopping_ = true;
     waits_cv_.wait(lock, [&] { return waits_ == 0; });  // each sees stopping_ within its window
+    // The shims ask the agent from now on (and find none); the home keeps
+    // the leases until this node's successor returns them.
+    for (const auto& [file_key, lease] : leases_) parts_.lease_slots->End(lease.slot, lease.seq);
   }
   if (wake_fd_ >= 0) {
     uint64_t one = 1;
@@ -283,7 +320,6 @@ int NodeLocks::WatchOwner(Owner& owner, pid_t pid, int copy) {
 
 int NodeLocks::OwnerFor(const Asked& asked, int type, std::string* key) {
   if (asked.pid <= 0) return ENOLCK;  // a process in a pid namespace this agent cannot name
-  const int64_t gpid = gpid::Make(parts_.self_index(), asked.pid);
   // The agent's copy of the program's descriptor: checked, and (flock, OFD)
   // the description whose token names the owner.
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, asked.pid, 0));
@@ -309,30 +345,39 @@ int NodeLocks::OwnerFor(const Asked& asked, int type, std::string* key) {
         return 0;
       }
     }
-    const uint64_t started = StartTicksOf(asked.pid);
-    if (started == 0) return ESRCH;
-    *key = fmt::format("p{}.{}", asked.pid, started);
     std::lock_guard lock(mu_);
+    if (int err = PosixOwnerLocked(asked.pid, asked.uid, key); err != 0) return err;
     posix_keys_[asked.connection] = *key;
-    if (owners_.contains(*key)) return 0;
-    Owner owner;
-    owner.id = {parts_.self_id, *key, gpid};
-    owner.posix = true;
-    owner.uid = asked.uid;
-    if (int err = WatchOwner(owner, asked.pid, -1); err != 0) return err;
-    owners_.emplace(*key, std::move(owner));
     return 0;
   }
   // Under the lock from the look for a token to its placing: two threads
   // locking one description at once make one owner.
   std::lock_guard lock(mu_);
+  return OfdOwnerLocked(copy, asked.pid, asked.uid, st, key);
+}
+
+int NodeLocks::PosixOwnerLocked(pid_t pid, uid_t uid, std::string* key) {
+  const uint64_t started = StartTicksOf(pid);
+  if (started == 0) return ESRCH;
+  *key = fmt::format("p{}.{}", pid, started);
+  if (owners_.contains(*key)) return 0;
+  Owner owner;
+  owner.id = {parts_.self_id, *key, gpid::Make(parts_.self_index(), pid)};
+  owner.posix = true;
+  owner.uid = uid;
+  if (int err = WatchOwner(owner, pid, -1); err != 0) return err;
+  owners_.emplace(*key, std::move(owner));
+  return 0;
+}
+
+int NodeLocks::OfdOwnerLocked(int copy, pid_t pid, uid_t uid, const struct stat& st, std::string* key) {
   uint64_t token = TokenOnDescription(copy);
   if (token == 0) token = next_token_++;
   *key = fmt::format("o{}", token);
   if (auto it = owners_.find(*key); it != owners_.end()) {
     // Anyone can put a byte lock there: a token is another's owner only for
     // the same user's description of the same file.
-    if (it->second.uid != asked.uid || it->second.dev != st.st_dev || it->second.ino != st.st_ino) return EPERM;
+    if (it->second.uid != uid || it->second.dev != st.st_dev || it->second.ino != st.st_ino) return EPERM;
     return 0;
   }
   struct flock mark {};
@@ -344,10 +389,10 @@ int NodeLocks::OwnerFor(const Asked& asked, int type, std::string* key) {
   Owner owner;
   owner.id = {parts_.self_id, *key, -1};
   owner.token = token;
-  owner.uid = asked.uid;
+  owner.uid = uid;
   owner.dev = st.st_dev;
   owner.ino = st.st_ino;
-  if (int err = WatchOwner(owner, asked.pid, copy); err != 0) {
+  if (int err = WatchOwner(owner, pid, copy); err != 0) {
     if (owner.watch_fd >= 0) close(owner.watch_fd);
     mark.l_type = F_UNLCK;
     fcntl(copy, F_OFD_SETLK, &mark);
@@ -418,6 +463,9 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
     return resp;
   }
   const std::string file_key = LockFileKey(req.path(), req.kind() == v1::ShimLockRequest::FLOCK);
+  // A lease's end under way on the file is over first: an unlock (or a
+  // close) that the kernel saw after its look must reach the home after it.
+  AwaitLeaseTurn(file_key);
   v1::LockRequest ask;
   ask.set_path(req.path());
   ask.set_flock(req.kind() == v1::ShimLockRequest::FLOCK);
@@ -445,6 +493,20 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
     Note(key, file_key, home, set_type, span, release_all);
   };
 
+  // This node holds a lease on the file: a shim that can is told to ask the
+  // kernel (it looked before the lease was there); an unlock was done with
+  // the kernel already (nothing of the file is held here but there); any
+  // other call ends the lease first (a wait for a lock another program here
+  // holds, an OFD lock, a shim without the lease's slot).
+  if (req.cmd() != v1::ShimLockRequest::CLOSED && LeaseHeld(file_key)) {
+    if (type == LockType::kUnlock) return resp;
+    if (req.lease_ok() && req.kind() != v1::ShimLockRequest::OFD) {
+      out->set_leased(true);
+      return resp;
+    }
+    EndLease(req.path(), ask.flock(), /*tell_home=*/true);
+  }
+
   v1::LockResponse answer;
   std::string home;
   if (req.cmd() == v1::ShimLockRequest::CLOSED || type == LockType::kUnlock) {
@@ -466,7 +528,8 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
   }
   if (req.cmd() == v1::ShimLockRequest::TEST) {
     ask.set_op(v1::LockRequest::TEST);
-    if (Status s = AskHome(ask, &answer, &home); !s.ok() || answer.outcome() == v1::LockResponse::NO_QUORUM) {
+    if (Status s = AskHomePastLeases(ask, &answer, &home);
+        !s.ok() || answer.outcome() == v1::LockResponse::NO_QUORUM) {
       resp.set_err(s.ok() ? ENOLCK : Errno(s));
       resp.set_message(s.ok() ? "no majority of the members is reachable" : s.message());
       return resp;
@@ -486,8 +549,15 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
   // A conversion or downgrade of a lock held here may let others in (a
   // failed flock conversion gives the old lock up): its fence goes with it.
   if (holds_any(span)) *ask.mutable_fence() = Fence(HoldsWrite(key, file_key) ? req.path() : "");
+  // Nothing of the file held here: the lease may be had (nobody holds a
+  // lock on it), and the shim asks the kernel.
+  if (req.lease_ok() && req.kind() != v1::ShimLockRequest::OFD && !holds_any(std::nullopt) &&
+      TryLease(req.path(), ask.flock())) {
+    out->set_leased(true);
+    return resp;
+  }
   if (req.cmd() == v1::ShimLockRequest::SET_WAIT) return Wait(asked, ask, key);
-  Status s = AskHome(ask, &answer, &home);
+  Status s = AskHomePastLeases(ask, &answer, &home);
   if (!s.ok() || answer.outcome() == v1::LockResponse::NO_QUORUM) {
     resp.set_err(s.ok() ? ENOLCK : Errno(s));
     resp.set_message(s.ok() ? "no majority of the members is reachable" : s.message());
@@ -623,6 +693,10 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
     }
     home = at;
     if (ask.flock()) Note(key, file_key, home, std::nullopt, span, /*release_all=*/true);  // the kernel's conversion rule
+    // A lease in the way is returned (asked again each window while the
+    // home names it in the way).
+    if (answer.holder().key() == kLeaseOwnerKey)
+      ReturnLeaseOf(answer.holder().node_id(), ask.path(), ask.flock(), kRecallForWait);
     // Queued: wait at the home, a window at a time, until granted.
     for (;;) {
       if (Cancelled(wait_id)) return give_up();
@@ -630,6 +704,8 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
       Status w = AwaitAt(home, await, &waited);
       if (w.ok() && waited.outcome() == v1::LockResponse::GRANTED) return granted(waited, home);
       if (!w.ok() || waited.outcome() != v1::LockResponse::QUEUED) break;  // moved or away: queue again
+      if (waited.holder().key() == kLeaseOwnerKey)
+        ReturnLeaseOf(waited.holder().node_id(), ask.path(), ask.flock(), kRecallForWait);
     }
   }
 }
@@ -646,6 +722,7 @@ void NodeLocks::ReleaseOwner(const std::string& key) {
     DropOwnerLocked(key);
   }
   if (homes.empty()) return;
+  for (const auto& [file_key, home] : homes) AwaitLeaseTurn(file_key);  // as in Handle
   const v1::LockFence fence = Fence();
   for (const auto& [file_key, home] : homes) {
     v1::LockRequest release;
@@ -663,8 +740,73 @@ void NodeLocks::ReleaseOwner(const std::string& key) {
 }
 
 void NodeLocks::MembersChanged() {
-  // Each held lock whose home moved is reclaimed at its new home, on a
-  // thread of its own (ahead of lock calls that may wait out the grace).
+  // Members whose agent restarted (a new incarnation) forgot the locks they
+  // were home to: those held here are reclaimed there, within its grace.
+  std::set<std::string> restarted;
+  const std::vector<v1::Node> members = parts_.members.Nodes();
+  bool moved = false;
+  {
+    const std::vector<std::string> nodes = NotDead();
+    std::lock_guard lock(mu_);
+    for (const v1::Node& n : members) {
+      if (n.self() || n.incarnation() == 0) continue;
+      uint64_t& known = incarnations_[n.node_id()];
+      if (known != 0 && known != n.incarnation()) restarted.insert(n.node_id());
+      known = n.incarnation();
+    }
+    for (const auto& [file_key, lease] : leases_) moved = moved || LockHome::HomeOf(lease.path, nodes) != lease.home;
+  }
+  for (const std::string& node : restarted) spdlog::info("locks: node {} restarted: its locks are reclaimed", node);
+  ReclaimMoved(restarted);
+  if (!moved) return;
+  {  // their slots at once
+    const std::vector<std::string> nodes = NotDead();
+    std::lock_guard lock(mu_);
+    for (const auto& [file_key, lease] : leases_)
+      if (LockHome::HomeOf(lease.path, nodes) != lease.home) parts_.lease_slots->End(lease.slot, lease.seq);
+  }
+  // A lease whose home moved ends here (the new home never granted it); the
+  // locks its programs hold are reclaimed there as any others.
+  reclaim_pool_.Submit([this] {
+    std::vector<std::pair<std::string, bool>> ended;
+    {
+      const std::vector<std::string> nodes = NotDead();
+      std::lock_guard lock(mu_);
+      for (const auto& [file_key, lease] : leases_)
+        if (LockHome::HomeOf(lease.path, nodes) != lease.home) ended.emplace_back(lease.path, lease.flock);
+    }
+    for (const auto& [path, flock] : ended) EndLease(path, flock, /*tell_home=*/false);
+    ReclaimMoved({});
+  });
+}
+
+bool NodeLocks::Majority() {
+  return parts_.members.AliveOthers().size() + 1 > parts_.members.KnownCount() / 2;
+}
+
+void NodeLocks::AliveChanged() {
+  const bool majority = Majority();
+  if (parts_.lease_slots != nullptr) parts_.lease_slots->SetTrusted(majority);
+  if (majority) return;
+  {  // the slots at once (the conversions wait their turn on the pool)
+    std::lock_guard lock(mu_);
+    for (const auto& [file_key, lease] : leases_) parts_.lease_slots->End(lease.slot, lease.seq);
+  }
+  reclaim_pool_.Submit([this] {
+    std::vector<std::pair<std::string, bool>> ended;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [file_key, lease] : leases_) ended.emplace_back(lease.path, lease.flock);
+    }
+    if (!ended.empty()) spdlog::warn("locks: no majority of the members is reachable: {} leases end", ended.size());
+    for (const auto& [path, flock] : ended) EndLease(path, flock, /*tell_home=*/false);
+  });
+}
+
+void NodeLocks::ReclaimMoved(const std::set<std::string>& restarted) {
+  // Each held lock whose home moved (or restarted) is reclaimed at its
+  // home, on a thread of its own (ahead of lock calls that may wait out the
+  // grace); so is a lease whose home restarted.
   struct Claim {
     std::string key;
     LockOwner owner;
@@ -672,14 +814,44 @@ void NodeLocks::MembersChanged() {
     std::string home;
   };
   std::vector<Claim> claims;
+  std::vector<Lease> leases;
   const std::vector<std::string> nodes = NotDead();
   {
     std::lock_guard lock(mu_);
     for (auto& [key, owner] : owners_)
       for (auto& [file_key, held] : owner.files) {
         const std::string home = LockHome::HomeOf(file_key.substr(2), nodes);
-        if (owner.homes[file_key] != home) claims.push_back({key, owner.id, file_key, home});
+        if (owner.homes[file_key] != home || restarted.contains(home)) claims.push_back({key, owner.id, file_key, home});
       }
+    for (const auto& [file_key, lease] : leases_)
+      if (restarted.contains(lease.home)) leases.push_back(lease);
+  }
+  for (Lease& lease : leases) {
+    reclaim_pool_.Submit([this, lease = std::move(lease)] {
+      v1::LockRequest reclaim;
+      reclaim.set_path(lease.path);
+      reclaim.set_flock(lease.flock);
+      ToWire(LeaseOwner(), reclaim.mutable_owner());
+      reclaim.set_op(v1::LockRequest::RECLAIM);
+      ToWire(LockType::kWrite, LockSpan{0, LockSpan::kToEnd}, reclaim.add_held());
+      for (int attempt = 0; attempt < 20; ++attempt) {
+        {
+          std::lock_guard lock(mu_);
+          auto it = leases_.find(LockFileKey(lease.path, lease.flock));
+          if (stopping_ || it == leases_.end() || it->second.seq != lease.seq) return;  // ended meanwhile
+        }
+        v1::LockResponse answer;
+        Status s = AskHome(reclaim, &answer, nullptr);
+        if (s.ok() && answer.outcome() == v1::LockResponse::GRANTED) return;
+        if (s.ok() && answer.outcome() == v1::LockResponse::CONFLICT) {
+          spdlog::error("locks: the lease on /{} is lost: its home gave {} a lock meanwhile", lease.path,
+                        answer.holder().key());
+          EndLease(lease.path, lease.flock, /*tell_home=*/false);
+          return;
+        }
+        std::this_thread::sleep_for(kRetryUnreachable);
+      }
+    });
   }
   for (Claim& c : claims) {
     reclaim_pool_.Submit([this, c = std::move(c)] {
@@ -723,6 +895,236 @@ void NodeLocks::MembersChanged() {
       }
       spdlog::warn("locks: {}'s lock on /{} not reclaimed at its new home", c.owner.key, reclaim.path());
     });
+  }
+}
+
+NodeLocks::LeaseTurn::LeaseTurn(NodeLocks& locks, std::string file_key) : locks_(locks), file_key_(std::move(file_key)) {
+  std::unique_lock lock(locks_.mu_);
+  locks_.lease_cv_.wait(lock, [&] { return !locks_.lease_turns_.contains(file_key_); });
+  locks_.lease_turns_.insert(file_key_);
+}
+
+NodeLocks::LeaseTurn::~LeaseTurn() {
+  std::lock_guard lock(locks_.mu_);
+  locks_.lease_turns_.erase(file_key_);
+  locks_.lease_cv_.notify_all();
+}
+
+void NodeLocks::NoLeaseForAWhile(const std::string& file_key) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mu_);
+  if (no_lease_until_.size() >= 10'000) std::erase_if(no_lease_until_, [&](const auto& e) { return e.second <= now; });
+  no_lease_until_[file_key] = now + kNoLeaseAfterRefusal;
+}
+
+void NodeLocks::AwaitLeaseTurn(const std::string& file_key) {
+  std::unique_lock lock(mu_);
+  lease_cv_.wait(lock, [&] { return !lease_turns_.contains(file_key); });
+}
+
+uid_t NodeLocks::EffectiveUidOf(pid_t pid) {
+  std::ifstream status(fmt::format("/proc/{}/status", pid));
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("Uid:", 0) == 0) {
+      std::istringstream ids(line.substr(4));
+      uid_t real = 0, effective = 0;
+      if (ids >> real >> effective) return effective;
+    }
+  return static_cast<uid_t>(-1);  // matches no one's token
+}
+
+bool NodeLocks::LeaseHeld(const std::string& file_key) {
+  std::lock_guard lock(mu_);
+  return leases_.contains(file_key);
+}
+
+size_t NodeLocks::LeaseCount() {
+  std::lock_guard lock(mu_);
+  return leases_.size();
+}
+
+bool NodeLocks::TryLease(const std::string& path, bool flock) {
+  if (parts_.lease_slots == nullptr || kernel_dev_id_.empty() || !recovered_.load() || !Majority()) return false;
+  const auto now = std::chrono::steady_clock::now();
+  // A predecessor's shims may still trust its slots (proto/state_page.h).
+  if (now < started_ + std::chrono::nanoseconds(kLockLeaseStartDelayNs)) return false;
+  const std::string file_key = LockFileKey(path, flock);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return false;
+    if (auto it = no_lease_until_.find(file_key); it != no_lease_until_.end()) {
+      if (now < it->second) return false;
+      no_lease_until_.erase(it);
+    }
+  }
+  LeaseTurn turn(*this, file_key);
+  if (LeaseHeld(file_key)) return true;  // another program's call got it meanwhile
+  struct stat st;
+  if (stat((parts_.view_path + "/" + path).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  v1::LockRequest ask;
+  ask.set_path(path);
+  ask.set_flock(flock);
+  ToWire(LeaseOwner(), ask.mutable_owner());
+  ask.set_op(v1::LockRequest::SET);
+  ToWire(LockType::kWrite, LockSpan{0, LockSpan::kToEnd}, ask.mutable_span());
+  v1::LockResponse answer;
+  std::string home;
+  if (Status s = AskHome(ask, &answer, &home); !s.ok() || answer.outcome() != v1::LockResponse::GRANTED) {
+    NoLeaseForAWhile(file_key);
+    return false;
+  }
+  ApplyFences(answer);  // what others wrote before their last unlock, as for any grant
+  uint64_t seq = 0;
+  const int slot = parts_.lease_slots->Install(st.st_dev, st.st_ino, flock, &seq);
+  if (slot < 0) {  // every slot it may take is in use: given straight back
+    v1::LockRequest back = ask;
+    back.set_op(v1::LockRequest::RETURN);
+    back.clear_span();
+    (void)AskHome(back, &answer, nullptr);  // not retried (see EndLease): a later return ends it
+    NoLeaseForAWhile(file_key);
+    return false;
+  }
+  std::lock_guard lock(mu_);
+  leases_[file_key] = Lease{path, flock, st.st_dev, st.st_ino, slot, seq, home};
+  if (!Majority()) {  // lost since the grant: AliveChanged may have looked before it was here
+    parts_.lease_slots->End(slot, seq);
+    leases_.erase(file_key);
+    return false;
+  }
+  // What this node noted of the file before is the kernel's now: only a
+  // lease's end left such notes here (the home held nothing else), and the
+  // kernel holds every lock they name.
+  for (auto& [key, owner] : owners_) {
+    owner.files.erase(file_key);
+    owner.homes.erase(file_key);
+  }
+  spdlog::debug("locks: /{}: this node holds the lease on its {} locks", path, flock ? "flock" : "fcntl");
+  return true;
+}
+
+bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home) {
+  const std::string file_key = LockFileKey(path, flock);
+  LeaseTurn turn(*this, file_key);
+  std::optional<Lease> lease;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = leases_.find(file_key); it != leases_.end()) {
+      lease = it->second;
+      leases_.erase(it);
+    }
+  }
+  // The slot first: a shim's kernel call that saw it end asks the agent
+  // after; one that did not is in the kernel's locks read below.
+  if (lease && parts_.lease_slots != nullptr) parts_.lease_slots->End(lease->slot, lease->seq);
+  struct stat st {};
+  if (lease) {
+    st.st_dev = lease->dev;
+    st.st_ino = lease->ino;
+  } else if (stat((parts_.view_path + "/" + path).c_str(), &st) != 0) {
+    st.st_ino = 0;  // no file: no kernel locks to convert
+  }
+  const std::string home = lease && !tell_home ? lease->home : LockHome::HomeOf(path, NotDead());
+  std::vector<v1::LockHeld> converted;
+  std::set<std::string> seen;
+  bool unconverted = false;
+  for (const KernelLock& k : st.st_ino == 0 || kernel_dev_id_.empty()
+                                 ? std::vector<KernelLock>{}
+                                 : KernelLocksOn(kernel_dev_id_, st.st_dev, st.st_ino, flock, kShadowBase)) {
+    std::string key;
+    int err = ENOLCK;
+    const uid_t uid = EffectiveUidOf(k.pid);
+    if (!flock) {
+      std::lock_guard lock(mu_);
+      err = PosixOwnerLocked(k.pid, uid, &key);
+    } else if (int pidfd = static_cast<int>(syscall(SYS_pidfd_open, k.pid, 0)); pidfd >= 0) {
+      int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, k.fd, 0));
+      close(pidfd);
+      struct stat file;
+      if (copy >= 0 && fstat(copy, &file) == 0 && file.st_dev == st.st_dev && file.st_ino == st.st_ino) {
+        std::lock_guard lock(mu_);
+        err = OfdOwnerLocked(copy, k.pid, uid, file, &key);
+      } else if (copy >= 0) {
+        err = ESRCH;  // the descriptor is another file's now: the process let this one go
+      }
+      if (copy >= 0) close(copy);
+    }
+    if (err != 0) {
+      if (err == ESRCH || (kill(k.pid, 0) != 0 && errno == ESRCH)) continue;  // its process is gone, and its lock
+      spdlog::error("locks: /{}: the lock process {} holds under this node's lease cannot be made the cluster's "
+                    "({}): the lease stays with the home until it is gone",
+                    path, k.pid, strerror(err));
+      unconverted = true;
+      continue;
+    }
+    const LockType type = k.write ? LockType::kWrite : LockType::kRead;
+    const LockSpan span{k.start, k.end};
+    if (flock && !seen.insert(key).second) continue;  // one description, seen through two descriptors
+    {  // noted and sent only while its owner lives (its end, if it came first, sent nothing)
+      std::lock_guard lock(mu_);
+      auto it = owners_.find(key);
+      if (it == owners_.end()) continue;
+      it->second.files[file_key].Apply(it->second.id, type, span);
+      it->second.homes[file_key] = home;
+      v1::LockHeld* held = &converted.emplace_back();
+      ToWire(it->second.id, held->mutable_owner());
+      ToWire(type, span, held->mutable_span());
+    }
+  }
+  NoLeaseForAWhile(file_key);  // a file another node wants
+  spdlog::debug("locks: /{}: {} lease ends, {} locks converted", path, lease ? "the" : "no", converted.size());
+  if (!tell_home || unconverted) return !unconverted;
+  v1::LockRequest ret;
+  ret.set_path(path);
+  ret.set_flock(flock);
+  ToWire(LeaseOwner(), ret.mutable_owner());
+  ret.set_op(v1::LockRequest::RETURN);
+  for (v1::LockHeld& h : converted) *ret.add_converted() = std::move(h);
+  *ret.mutable_fence() = Fence(path);  // what its programs wrote under it, for the next holder elsewhere
+  v1::LockResponse answer;
+  // Not retried: the lease stays with the home, whose next asker has this
+  // node return it again (from the kernel's locks then, and this node's
+  // account has them meanwhile); a late retry could end a newer lease.
+  Status s = AskHome(ret, &answer, nullptr);
+  if (!s.ok()) spdlog::warn("locks: the end of the lease on /{} not delivered: {}", path, s.message());
+  return s.ok() && answer.outcome() == v1::LockResponse::GRANTED;
+}
+
+Status NodeLocks::OnReturnLease(const v1::ReturnLockLeaseRequest& req, v1::LockResponse* resp) {
+  if (!IsValidNsKey(req.path())) return Status::InvalidArgument("not a path in the cluster");
+  std::this_thread::sleep_until(started_ + std::chrono::nanoseconds(kLockLeaseStartDelayNs));
+  if (!EndLease(req.path(), req.flock(), /*tell_home=*/true))
+    return Status::Unavailable("the lease's locks did not reach the home (this node's log says why)");
+  resp->set_outcome(v1::LockResponse::GRANTED);
+  return Status::Ok();
+}
+
+bool NodeLocks::ReturnLeaseOf(const std::string& node_id, const std::string& path, bool flock,
+                              std::chrono::milliseconds timeout) {
+  if (node_id == parts_.self_id) return EndLease(path, flock, /*tell_home=*/true);  // ours (a race with its grant)
+  // A node not heard from lately is not waited for (its lease ends when it is declared dead).
+  std::optional<PeerAddress> peer;
+  for (const v1::Node& n : parts_.members.Nodes())
+    if (n.node_id() == node_id && n.state() == v1::NODE_STATE_ALIVE && !n.address().empty())
+      peer = PeerAddress{n.node_id(), n.address()};
+  if (!peer) return false;
+  v1::ReturnLockLeaseRequest req;
+  req.set_path(path);
+  req.set_flock(flock);
+  v1::LockResponse resp;
+  // The holder records its view first (a fence): as long as a release's.
+  Status s = parts_.network.To(peer->address).ReturnLockLease(req, &resp, CallOptions{.timeout = timeout});
+  if (!s.ok()) spdlog::warn("locks: node {} did not return its lease on /{}: {}", node_id, path, s.message());
+  return s.ok();
+}
+
+Status NodeLocks::AskHomePastLeases(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out) {
+  for (int attempt = 0;; ++attempt) {
+    Status s = AskHome(req, resp, home_out);
+    if (!s.ok() || resp->outcome() != v1::LockResponse::CONFLICT || resp->holder().key() != kLeaseOwnerKey ||
+        attempt == 3)
+      return s;
+    if (!ReturnLeaseOf(resp->holder().node_id(), req.path(), req.flock(), kRecallForAnswer))
+      return s;  // held there, as far as we know
   }
 }
 

@@ -23,6 +23,14 @@
 // applied that node's log that far and put it in the view. So a program
 // that takes a lock reads what the last holder elsewhere wrote before it
 // unlocked, as NFS's lock-to-read coherence promises.
+//
+// Leases. A program's lock on a file nobody holds a lock on may bring this
+// node a lease on the file's locks (locks/lock_leases.h): its programs then
+// lock the file with the kernel until another node asks for the file's
+// locks, when the lease ends and the kernel's locks on it are sent to the
+// home as the owners' (a return). A lease is not asked again for a second
+// after it was refused or recalled: a file several nodes lock stays with
+// its home.
 #pragma once
 
 #include <sys/types.h>
@@ -41,6 +49,7 @@
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/locks/lock_home.h"
+#include "nodeagent/locks/lock_leases.h"
 #include "nodeagent/locks/locked_paths.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
@@ -54,6 +63,7 @@ class NodeLocks {
   static constexpr uint64_t kShadowBase = uint64_t{1} << 62;
   // How long a grant waits for the fences' logs before it goes on without.
   static constexpr auto kFenceWait = std::chrono::seconds(5);
+  static constexpr auto kNoLeaseAfterRefusal = std::chrono::seconds(1);
 
   struct Parts {
     std::string self_id;
@@ -72,6 +82,8 @@ class NodeLocks {
     std::function<Status(const std::string& node_id, uint64_t seq, std::chrono::milliseconds)> applied_from;
     // Returns once what this node applied is in its view (ViewMaterializer::Drain).
     std::function<void()> settle_view;
+    // The shims' lease slots; none: no leases.
+    LockLeaseSlots* lease_slots = nullptr;
   };
   explicit NodeLocks(Parts parts);
   ~NodeLocks();
@@ -90,6 +102,14 @@ class NodeLocks {
   void MembersChanged();
   // Owners on this node holding locks now, for status and tests.
   size_t OwnerCount();
+  // Leases this node holds now.
+  size_t LeaseCount();
+  // Another node asks for a file's locks (Peer/ReturnLockLease): this
+  // node's lease on them ends, its programs' locks go to the home.
+  Status OnReturnLease(const v1::ReturnLockLeaseRequest& req, v1::LockResponse* resp);
+  // The members alive moved: without a majority, this node's leases end
+  // here (its programs' next lock calls ask the agent, which grants none).
+  void AliveChanged();
 
 
  private:
@@ -106,6 +126,25 @@ class NodeLocks {
     std::map<std::string, FileLocks> files;  // by "f/" or "c/" + path: what its home holds for it
     std::map<std::string, std::string> homes;  // by the same key: where they were granted
   };
+  struct Lease {
+    std::string path;
+    bool flock = false;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    int slot = -1;
+    uint64_t seq = 0;  // the slot's, as installed
+    std::string home;  // where it was granted
+  };
+  // Lease calls on one file run one at a time (the holder of a turn may ask the home).
+  class LeaseTurn {
+   public:
+    LeaseTurn(NodeLocks& locks, std::string file_key);
+    ~LeaseTurn();
+
+   private:
+    NodeLocks& locks_;
+    std::string file_key_;
+  };
   struct Asked {
     pid_t pid;
     uid_t uid;
@@ -118,6 +157,40 @@ class NodeLocks {
   // The owner a request is for (found or made, with its watch), once the
   // caller's descriptor is checked for a lock of type (2: any); an errno.
   int OwnerFor(const Asked& asked, int type, std::string* key);
+  // The POSIX owner of process pid (made if new); under mu_.
+  int PosixOwnerLocked(pid_t pid, uid_t uid, std::string* key);
+  // The owner of the description copy is the agent's copy of (its token
+  // found or placed); under mu_.
+  int OfdOwnerLocked(int copy, pid_t pid, uid_t uid, const struct stat& st, std::string* key);
+  // The lease on file_key, asked of its home: true when this node holds it.
+  bool TryLease(const std::string& path, bool flock);
+  bool LeaseHeld(const std::string& file_key);
+  // Returns once no lease call on the file is under way.
+  void AwaitLeaseTurn(const std::string& file_key);
+  bool Majority();
+  static uid_t EffectiveUidOf(pid_t pid);
+  // No lease is asked for on the file for kNoLeaseAfterRefusal (refused, or
+  // recalled: several nodes lock it).
+  void NoLeaseForAWhile(const std::string& file_key);
+  // This node's lease on the file ends (if it holds one): its slot, then the
+  // kernel's locks on the view file noted as their owners'; tell_home: and
+  // sent to the home with the lease's end (else a reclaim sends them).
+  // Whether every lock converted and (tell_home) the home took them.
+  bool EndLease(const std::string& path, bool flock, bool tell_home);
+  // The lease of node_id on the file ends (asked of that node, if alive,
+  // within timeout); whether the home took its locks.
+  bool ReturnLeaseOf(const std::string& node_id, const std::string& path, bool flock,
+                     std::chrono::milliseconds timeout);
+  // A recall's time: a call that waits anyway, and one answered at once (EAGAIN).
+  static constexpr std::chrono::milliseconds kRecallForWait{12'000}, kRecallForAnswer{3'000};
+  // AskHome, and past a lease in the way: its node returns it, and the home is asked again.
+  Status AskHomePastLeases(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out);
+  LockOwner LeaseOwner() const { return LockOwner{parts_.self_id, kLeaseOwnerKey, -1}; }
+  // Reclaims the locks whose home moved or restarted, and the leases whose home restarted.
+  void ReclaimMoved(const std::set<std::string>& restarted);
+  // At the start: the locks programs here took under a predecessor's leases
+  // (the kernel's on view files) go to their homes, as a lease's return.
+  void RecoverLeasedLocks();
   // copy: the agent's copy of the program's descriptor (an OFD owner's).
   int WatchOwner(Owner& owner, pid_t pid, int copy);
   // This node's account of what key holds on file_key, after the home's answer.
@@ -169,6 +242,14 @@ class NodeLocks {
   uint64_t next_token_;
   int epoll_fd_ = -1, inotify_fd_ = -1, wake_fd_ = -1;
   std::thread watch_thread_;
+  std::map<std::string, Lease> leases_;  // by file key
+  std::set<std::string> lease_turns_;   // file keys with a lease call under way
+  std::condition_variable lease_cv_;    // a turn ended
+  std::map<std::string, std::chrono::steady_clock::time_point> no_lease_until_;  // by file key
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::string kernel_dev_id_;            // the view's file system in /proc/locks (set by Start)
+  std::atomic<bool> recovered_{false};   // the predecessor's leased locks went to their homes
+  std::map<std::string, uint64_t> incarnations_;  // by node id: as last seen (MembersChanged)
   WorkPool pool_{4, "onebox-locks"};
   WorkPool reclaim_pool_{1, "onebox-reclaim"};  // reclaims, ahead of calls waiting out a grace
 };

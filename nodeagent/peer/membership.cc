@@ -28,7 +28,8 @@ Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, st
       address_(std::move(address)),
       seeds_(std::move(seeds)),
       options_(options),
-      started_(clock.Now()) {
+      started_(clock.Now()),
+      incarnation_(store.clock().Now()) {
   if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) {
     Result<uint64_t> parsed = ParseDecimal(*idx, "node index");
     if (parsed.ok() && *parsed <= UINT32_MAX) index_ = static_cast<uint32_t>(*parsed);
@@ -62,6 +63,7 @@ v1::Member Membership::SelfLocked() {
   m.set_address(address_);
   m.set_index(index_.load());
   m.set_heartbeat(store_.clock().Now());
+  m.set_incarnation(incarnation_);
   *m.mutable_load() = ReadLoad();
   if (load_extra_) load_extra_(m.mutable_load());
   return m;
@@ -114,6 +116,7 @@ std::vector<v1::Node> Membership::Nodes() {
     *n.mutable_load() = m.load();
     n.set_self(self);
     n.set_index(m.index());
+    n.set_incarnation(m.incarnation());
     return n;
   };
   nodes.push_back(to_node(me, v1::NODE_STATE_ALIVE, true));

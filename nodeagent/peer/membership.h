@@ -120,6 +120,7 @@ class Membership {
   MembershipOptions options_;
   std::atomic<uint32_t> index_{0};
   Clock::time_point started_;  // when this object was made
+  const uint64_t incarnation_;  // this agent's start, on its clock (Member.incarnation)
   int rounds_ = 0;
 
   std::mutex mu_;

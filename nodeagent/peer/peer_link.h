@@ -28,7 +28,8 @@ namespace onebox {
 // on a worker of its own because it waits on other calls: a lease's
 // handover, which sends the asker records that the asker's kPool applies;
 // kAwaitPool on a worker of its own because it waits up to a second for a
-// lock: locks/lock_home.h).
+// lock: locks/lock_home.h; a lock lease's return records the view, on
+// kLeasePool too).
 #define ONEBOX_PEER_UNARY_CALLS(X)                                                         \
   X(Gossip, GossipRequest, GossipResponse, kInline)                                        \
   X(Replicate, ReplicateRequest, ReplicateResponse, kPool)                                 \
@@ -44,7 +45,8 @@ namespace onebox {
   X(ProgramDigest, ProgramDigestRequest, ProgramDigestResponse, kPool)                     \
   X(ClaimPort, ClaimPortRequest, ClaimPortResponse, kPool)                                 \
   X(Lock, LockRequest, LockResponse, kInline)                                              \
-  X(AwaitLock, AwaitLockRequest, LockResponse, kAwaitPool)
+  X(AwaitLock, AwaitLockRequest, LockResponse, kAwaitPool)                                  \
+  X(ReturnLockLease, ReturnLockLeaseRequest, LockResponse, kLeasePool)
 
 enum class PeerCallRuns { kInline, kPool, kLeasePool, kAwaitPool };
 

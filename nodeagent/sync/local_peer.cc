@@ -2,6 +2,8 @@
 
 #include <deque>
 
+#include "nodeagent/locks/node_locks.h"
+
 namespace onebox {
 
 namespace {
@@ -41,6 +43,11 @@ class LocalReplicateStream final : public ReplicateStream {
 
 std::unique_ptr<ReplicateStream> LocalPeer::OpenReplicateStream(Cancellation* cancellation) {
   return std::make_unique<LocalReplicateStream>(replicator_, cancellation);
+}
+
+Status LocalPeer::ReturnLockLease(const v1::ReturnLockLeaseRequest& req, v1::LockResponse* resp, const CallOptions&) {
+  if (node_locks_ == nullptr) return Status::Unimplemented("this node keeps no locks");
+  return node_locks_->OnReturnLease(req, resp);
 }
 
 }  // namespace onebox

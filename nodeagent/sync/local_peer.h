@@ -21,11 +21,13 @@
 
 namespace onebox {
 
+class NodeLocks;
+
 class LocalPeer final : public PeerLink {
  public:
   LocalPeer(Membership& members, Replicator& replicator, ContentTransfer& content, AntiEntropy& anti_entropy,
             DirLeases& leases, ClusterProcesses& processes, Placement* placement = nullptr,
-            PortTable* ports = nullptr, LockHome* locks = nullptr)
+            PortTable* ports = nullptr, LockHome* locks = nullptr, NodeLocks* node_locks = nullptr)
       : members_(members),
         replicator_(replicator),
         content_(content),
@@ -34,7 +36,8 @@ class LocalPeer final : public PeerLink {
         processes_(processes),
         placement_(placement),
         ports_(ports),
-        locks_(locks) {}
+        locks_(locks),
+        node_locks_(node_locks) {}
 
   // (Options are the caller's: answering here takes what it takes.)
   Status Gossip(const v1::GossipRequest& req, v1::GossipResponse* resp, const CallOptions&) override {
@@ -91,6 +94,7 @@ class LocalPeer final : public PeerLink {
     if (locks_ == nullptr) return Status::Unimplemented("this node keeps no locks");
     return locks_->OnAwaitLock(req, resp);
   }
+  Status ReturnLockLease(const v1::ReturnLockLeaseRequest& req, v1::LockResponse* resp, const CallOptions&) override;
   // Each batch is applied as it is written; its answer waits to be read.
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override;
 
@@ -104,6 +108,7 @@ class LocalPeer final : public PeerLink {
   Placement* placement_;  // none in the in-process test cluster
   PortTable* ports_;      // nor this
   LockHome* locks_;       // nor this
+  NodeLocks* node_locks_;  // nor this
 };
 
 }  // namespace onebox

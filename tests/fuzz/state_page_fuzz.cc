@@ -26,8 +26,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace onebox;
   if (size < 2) return 0;
   constexpr int kSealChoices[] = {F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE, F_SEAL_SEAL};
-  const int64_t kSizes[] = {0, 1, 4095, 4096, 4097, static_cast<int64_t>(kStateMapBytes) - 1,
-                            static_cast<int64_t>(kStateMapBytes), static_cast<int64_t>(kStateMapBytes) + 4096};
+  const int64_t kSizes[] = {0,
+                            4096,
+                            4097,
+                            static_cast<int64_t>(kStateMapBytes) - 1,
+                            static_cast<int64_t>(kStateMapBytes),
+                            static_cast<int64_t>(kStateMapBytesWithLeases) - 1,
+                            static_cast<int64_t>(kStateMapBytesWithLeases),
+                            static_cast<int64_t>(kStateMapBytesWithLeases) + 4096};
   const uint8_t* content = data + 2;
   const size_t content_size = size - 2;
   const int64_t file_size = (data[1] & 8) != 0 ? static_cast<int64_t>(content_size) : kSizes[data[1] & 7];
@@ -58,12 +64,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   close(fd);
   if (map == MAP_FAILED) return 0;  // (F_SEAL_WRITE: some kernels refuse even a read-only shared map)
   const PortMaps* maps = nullptr;
-  const StatePage* page = TrustedStatePage(map, bytes, &maps);
+  const LockLeases* leases = nullptr;
+  const StatePage* page = TrustedStatePage(map, bytes, &maps, &leases);
   if (page != nullptr) {
     uint64_t magic;
     std::memcpy(&magic, content, sizeof magic);
     Require(content_size >= sizeof magic && magic == StatePage::kMagic);
     Require(maps == nullptr || st.st_size >= static_cast<int64_t>(kStateMapBytes));
+    Require(leases == nullptr || st.st_size >= static_cast<int64_t>(kStateMapBytesWithLeases));
+    // Whatever a lease slot holds, the shim's looks stay inside the map.
+    for (uint64_t probe = 0; leases != nullptr && probe < 4 && content_size >= 16; ++probe) {
+      uint64_t dev = 0, ino = 0;
+      std::memcpy(&dev, content + content_size - 16, 8);
+      std::memcpy(&ino, content + content_size - 8, 8);
+      unsigned slot = LockLeases::kSlots;
+      if (uint64_t seq = LockLeaseBegin(leases, dev + probe, ino, probe % 2 == 1, &slot); seq != 0) {
+        Require(slot < LockLeases::kSlots && (seq & 1) == 1);
+        (void)LockLeaseStill(leases, slot, seq);
+      }
+    }
     (void)page->stubs.load();
     (void)page->peers_alive.load();
     uint64_t epoch = 0;

@@ -4,18 +4,26 @@
 // flock(1) from three nodes serializing a counter's increments; python's
 // fcntl.lockf and F_GETLK for byte ranges, EAGAIN, a wait a signal ends and
 // a holder that is killed; SQLite writing one database from two nodes; a
-// waiter killed; and a holder whose node dies.
+// waiter killed; a holder whose node dies; and leases (locks/lock_leases.h):
+// a lock nobody else wants is the kernel's until another node asks, also
+// across a restart of its node's agent.
 #include <gtest/gtest.h>
 
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "nodeagent/locks/lock_home.h"
 #include "proto/gpid.h"
+#include "proto/state_page.h"
 #include "tests/integration/cluster_fixture.h"
 
 namespace onebox::testing {
@@ -44,6 +52,27 @@ class LocksTest : public ClusterTest {
                           timeout, marker + " written", milliseconds(20)));
     std::ifstream in(marker);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  // The locks the kernel holds for process pid, from /proc/locks: "POSIX
+  // WRITE 0 9", "FLOCK READ 0 EOF".
+  static std::vector<std::string> KernelLocksOf(pid_t pid) {
+    std::vector<std::string> out;
+    std::ifstream in("/proc/locks");
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream words(line);
+      std::vector<std::string> w;
+      for (std::string x; words >> x;) w.push_back(x);
+      if (w.size() >= 8 && w[1] != "->" && w[4] == std::to_string(pid))
+        out.push_back(fmt::format("{} {} {} {}", w[1], w[3], w[6], w[7]));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::string NodeIdOf(const std::string& name) {
+    for (const v1::Node& n : Nodes(*a))
+      if (n.name() == name) return n.node_id();
+    ADD_FAILURE() << "a lists no node " << name;
+    return "";
   }
   uint32_t IndexOf(const std::string& name) {
     for (const v1::Node& n : Nodes(*a))
@@ -304,6 +333,221 @@ time.sleep(600)
   EXPECT_LT(took, seconds(40));
   kill(holder_pid, SIGKILL);
   holding.join();
+}
+
+// A node's programs lock a file nobody else locks with the kernel (the
+// node holds a lease on its locks): /proc/locks shows them as the holder's
+// own locks on the view file, where without a lease it shows nothing (the
+// agent keeps them). Another node's calls end the lease: they meet the
+// locks as the cluster's (EAGAIN, F_GETLK's gpid, flock's shared and
+// exclusive), and get them at the holder's unlocks.
+TEST_F(LocksTest, ALockNobodyElseWantsIsTheKernelsOnItsNodeUntilAnotherNodeAsks) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string held = dir_ / "held", asked_marker = dir_ / "asked", go = dir_ / "go",
+                    released = dir_ / "released";
+  ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c", "open('/cluster/db', 'w').write('x' * 100)"}, On(*a)).exit_code, 0);
+  ASSERT_TRUE(Reads(*b, "/cluster/db", std::string(100, 'x')));
+  std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));  // no agent grants one sooner
+  const std::string holder = R"(
+import fcntl, os, sys, time
+fd = os.open('/cluster/db', os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+f = open('/cluster/db')
+fcntl.flock(f, fcntl.LOCK_SH)
+open(sys.argv[1], 'w').write(str(os.getpid()))
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.02)
+fcntl.lockf(fd, fcntl.LOCK_UN, 10, 0)
+fcntl.flock(f, fcntl.LOCK_UN)
+open(sys.argv[3], 'w').write('released')
+time.sleep(600)
+)";
+  RunResult holder_run;
+  std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, held, go, released}, On(*a)); });
+  const std::string holder_said = Await(held);
+  if (holder_said.empty()) {
+    holding.join();
+    FAIL() << holder_run.err;
+  }
+  const pid_t holder_pid = std::stoi(holder_said);
+  EXPECT_EQ(KernelLocksOf(holder_pid), (std::vector<std::string>{"FLOCK READ 0 EOF", "POSIX WRITE 0 9"}));
+  const std::string asker = R"(
+import errno, fcntl, os, struct, sys
+fd = os.open('/cluster/db', os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 5)
+    print('overlap: granted')
+except OSError as e:
+    print('overlap:', errno.errorcode[e.errno])
+got = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack('hhqqixxxx', fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+t, w, start, length, pid = struct.unpack('hhqqixxxx', got)
+print('getlk:', t == fcntl.F_WRLCK, start, length, pid)
+shared = open('/cluster/db')
+fcntl.flock(shared, fcntl.LOCK_SH | fcntl.LOCK_NB)
+print('flock shared: ok')
+fcntl.flock(shared, fcntl.LOCK_UN)
+excl = open('/cluster/db')
+try:
+    fcntl.flock(excl, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print('flock exclusive: granted')
+except OSError as e:
+    print('flock exclusive:', errno.errorcode[e.errno])
+open(sys.argv[1], 'w').write('asked')
+fcntl.lockf(fd, fcntl.LOCK_EX, 0, 0)
+fcntl.flock(excl, fcntl.LOCK_EX)
+print('after the unlocks: granted, the holder was told to unlock:', os.path.exists(sys.argv[2]))
+)";
+  RunResult asked;
+  std::thread asking(
+      [&] { asked = RunCommand({"/usr/bin/python3", "-c", asker, asked_marker, go}, On(*b)); });
+  const bool asker_waits = !Await(asked_marker).empty();
+  // The lease ended, the kernel's locks stay (they are the cluster's now too).
+  EXPECT_EQ(KernelLocksOf(holder_pid), (std::vector<std::string>{"FLOCK READ 0 EOF", "POSIX WRITE 0 9"}));
+  std::ofstream(go) << "go";
+  EXPECT_FALSE(Await(released).empty());
+  EXPECT_EQ(KernelLocksOf(holder_pid), std::vector<std::string>{});
+  asking.join();
+  kill(holder_pid, SIGKILL);
+  holding.join();
+  ASSERT_TRUE(asker_waits) << asked.out << asked.err;
+  EXPECT_EQ(asked.exit_code, 0) << asked.err;
+  EXPECT_EQ(asked.out, fmt::format("overlap: EAGAIN\ngetlk: True 0 10 {}\nflock shared: ok\n"
+                                   "flock exclusive: EAGAIN\nafter the unlocks: granted, the holder was told to unlock: True\n",
+                                   gpid::Make(IndexOf("a"), holder_pid)))
+      << asked.err;
+}
+
+// A restart of an agent (killed) while a program holds a lock under a
+// lease: the lock still excludes another node's, and ends at the program's
+// unlock. Three cases: a's program holds it and a's agent restarts, with
+// the file's home elsewhere (which keeps the lease meanwhile; the new agent
+// finds the lock in the kernel and returns the lease with it) or on a
+// itself (which forgot it: the new agent's return puts it back within its
+// new home's grace); and the home, b, restarts (a sees b's new incarnation
+// and reclaims the lease there within b's grace). The program's unlock
+// goes to a's new agent: the old one's slots its shim no longer trusts.
+TEST_F(LocksTest, ALockTakenUnderALeaseOutlivesARestartOfItsAgent) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
+  struct Case {
+    std::string name, what;
+    AgentProcess* restarts;
+    AgentProcess* asks;
+  };
+  std::vector<Case> cases;
+  for (auto [home, restarts, asks, what] :
+       {std::tuple{-1, a.get(), b.get(), "homed on another node, a restarts"},
+        std::tuple{0, a.get(), b.get(), "homed on a, a restarts"},
+        std::tuple{1, b.get(), c.get(), "homed on b, b restarts"}})
+    for (int i = 0;; ++i) {
+      const std::string name = fmt::format("job{}", i);
+      const std::string at = LockHome::HomeOf("cluster/" + name, nodes);
+      if (home < 0 ? at == nodes[0] : at != nodes[home]) continue;
+      if (std::any_of(cases.begin(), cases.end(), [&](const Case& c) { return c.name == name; })) continue;
+      cases.push_back({name, what, restarts, asks});
+      break;
+    }
+  for (const Case& test : cases) {
+    SCOPED_TRACE(test.name + ", " + test.what);
+    const std::string& name = test.name;
+    const std::string held = dir_ / (name + ".held"), go = dir_ / (name + ".go"), released = dir_ / (name + ".released"),
+                      shell_held = dir_ / (name + ".shell-held"), shell_released = dir_ / (name + ".shell-released");
+    const std::string path = "/cluster/" + name;
+    ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
+    ASSERT_TRUE(Reads(*b, path, "x\n"));
+    std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
+    const std::string holder = R"(
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+open(sys.argv[2], 'w').write(str(os.getpid()))
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.02)
+fcntl.lockf(fd, fcntl.LOCK_UN)
+open(sys.argv[4], 'w').write('released')
+time.sleep(600)
+)";
+    RunResult holder_run;
+    std::thread holding(
+        [&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, path, held, go, released}, On(*a)); });
+    const std::string holder_said = Await(held);
+    if (holder_said.empty()) {
+      holding.join();
+      FAIL() << holder_run.err;
+    }
+    const pid_t holder_pid = std::stoi(holder_said);
+    // And a shell holds its flock lock, taken by flock(1), which exited:
+    // the kernel names that process as the taker.
+    RunResult shell_run;
+    std::thread shell([&] {
+      shell_run = RunCommand({"/bin/bash", "-c",
+                              fmt::format("exec 9<>{}; flock 9 || exit 1; echo $$ > {}; "
+                                          "while [ ! -e {} ]; do sleep 0.05; done; flock -u 9; echo released > {}; "
+                                          "sleep 600",
+                                          path, shell_held, go, shell_released)},
+                             On(*a));
+    });
+    const std::string shell_said = Await(shell_held);
+    if (shell_said.empty()) {
+      kill(holder_pid, SIGKILL);
+      holding.join();
+      shell.join();
+      FAIL() << shell_run.err;
+    }
+    const pid_t shell_pid = std::stoi(shell_said);
+    auto end_holders = [&] {
+      kill(holder_pid, SIGKILL);
+      kill(shell_pid, SIGKILL);
+      holding.join();
+      shell.join();
+    };
+    // To the end of the file: short of the agent's marks (NodeLocks::kShadowBase).
+    const std::vector<std::string> kernel_holds{fmt::format("POSIX WRITE 0 {}", (uint64_t{1} << 62) - 1)};
+    if (KernelLocksOf(holder_pid) != kernel_holds) {
+      end_holders();
+      FAIL() << "no lease: " << fmt::format("{}", fmt::join(KernelLocksOf(holder_pid), ", "));
+    }
+    const std::string try_lock = R"(
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+said = []
+for name, lock in (('lockf', lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)),
+                   ('flock', lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))):
+    try:
+        lock()
+        said.append(name + ' granted')
+    except OSError as e:
+        said.append(name + ' ' + errno.errorcode[e.errno])
+print(', '.join(said))
+)";
+    test.restarts->Stop(SIGKILL);
+    ASSERT_TRUE(test.restarts->Start());
+    // ENOLCK while a home (or the lease's node) cannot be reached yet; never
+    // granted, also once the restarted home's grace is over.
+    RunResult first;
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          first = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*test.asks));
+          return ::testing::AssertionResult(first.out.find("ENOLCK") == std::string::npos) << first.out << first.err;
+        },
+        seconds(15), "the other node's try answered"));
+    EXPECT_EQ(first.out, "lockf EAGAIN, flock EAGAIN\n") << first.err;
+    std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
+    EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*test.asks)).out,
+              "lockf EAGAIN, flock EAGAIN\n");
+    std::ofstream(go) << "go";
+    EXPECT_FALSE(Await(released).empty());
+    EXPECT_FALSE(Await(shell_released).empty());
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          RunResult r = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*test.asks));
+          return ::testing::AssertionResult(r.out == "lockf granted, flock granted\n") << r.out << r.err;
+        },
+        seconds(10), "the other node's locks once a's programs unlocked"));
+    end_holders();
+  }
 }
 
 }  // namespace

@@ -3,11 +3,22 @@
 // (locks/lock_home.h): conflicts, waits, node deaths, grace and fences.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "nodeagent/locks/lock_home.h"
+#include "nodeagent/locks/lock_leases.h"
+#include "nodeagent/locks/node_locks.h"
+#include "tests/test_util.h"
 #include "nodeagent/locks/lock_wire.h"
 #include "tests/unit/in_process_cluster.h"
 
@@ -107,6 +118,61 @@ struct Home {
     return resp;
   }
 };
+
+// A node's lease on a file's locks (locks/lock_leases.h) is a whole-file
+// write lock of its owner "lease": granted only while nobody holds a lock
+// there, named as the holder to whoever it is in the way of (a wait too),
+// and at its return the node's programs hold what the kernel granted them
+// under it, which lets a waiter in where they do not hold.
+TEST(LockHomeTest, ALeaseIsGrantedOnAnUnlockedFileOnlyAndItsReturnLeavesItsProgramsLocks) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  const LockOwner lease{"n2", kLeaseOwnerKey, -1};
+  const LockOwner held_under{"n2", "p9", 9};
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kRead, {0, 1}).outcome(), v1::LockResponse::GRANTED);
+  EXPECT_EQ(h.Ask(path, lease, LockType::kWrite, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::CONFLICT);
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kUnlock, {0, 1}).outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(h.Ask(path, lease, LockType::kWrite, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::GRANTED);
+  v1::LockResponse in_the_way = h.Ask(path, kP1, LockType::kWrite, {20, 30});
+  ASSERT_EQ(in_the_way.outcome(), v1::LockResponse::CONFLICT);
+  EXPECT_EQ(in_the_way.holder().key(), kLeaseOwnerKey);
+  EXPECT_EQ(in_the_way.holder().node_id(), "n2");
+  v1::LockResponse queued = h.Ask(path, kP1, LockType::kWrite, {0, 10}, v1::LockRequest::SET, true, 5);
+  ASSERT_EQ(queued.outcome(), v1::LockResponse::QUEUED);
+  EXPECT_EQ(queued.holder().key(), kLeaseOwnerKey);
+
+  v1::LockRequest ret;
+  ret.set_path(path);
+  ToWire(lease, ret.mutable_owner());
+  ret.set_op(v1::LockRequest::RETURN);
+  ret.mutable_fence()->set_node_id("n2");
+  ret.mutable_fence()->set_seq(77);
+  v1::LockHeld* held = ret.add_converted();
+  ToWire(held_under, held->mutable_owner());
+  ToWire(LockType::kWrite, LockSpan{5, 8}, held->mutable_span());
+  {  // a node returns its own programs' locks only
+    v1::LockRequest foreign = ret;
+    foreign.mutable_converted(0)->mutable_owner()->set_node_id("n3");
+    v1::LockResponse resp;
+    EXPECT_EQ(h.home.OnLock(foreign, &resp).code(), Code::kInvalidArgument);
+  }
+  v1::LockResponse returned;
+  ASSERT_TRUE(h.home.OnLock(ret, &returned).ok());
+  EXPECT_EQ(returned.outcome(), v1::LockResponse::GRANTED);
+  // The wait for [0,10) still meets p9's [5,8); [20,30) is free now.
+  EXPECT_EQ(h.Await(path, "n1", 5, 0).outcome(), v1::LockResponse::QUEUED);
+  v1::LockResponse p9 = h.Ask(path, kP2, LockType::kRead, {6, 7}, v1::LockRequest::TEST);
+  ASSERT_EQ(p9.outcome(), v1::LockResponse::CONFLICT);
+  EXPECT_EQ(p9.holder().key(), "p9");
+  EXPECT_EQ(h.Ask(path, kP2, LockType::kWrite, {20, 30}).outcome(), v1::LockResponse::GRANTED);
+  // p9's unlock lets the waiter in, with the lease's fence.
+  EXPECT_EQ(h.Ask(path, held_under, LockType::kUnlock, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::GRANTED);
+  v1::LockResponse granted = h.Await(path, "n1", 5, 0);
+  ASSERT_EQ(granted.outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(granted.fences_size(), 1);
+  EXPECT_EQ(granted.fences(0).node_id(), "n2");
+  EXPECT_EQ(granted.fences(0).seq(), 77u);
+}
 
 TEST(LockHomeTest, EveryNodeComputesTheSameHomeAndADeathMovesOnlyTheDeadNodesFiles) {
   const std::vector<std::string> three{"n1", "n2", "n3"}, two{"n1", "n3"};
@@ -229,6 +295,85 @@ TEST(LockHomeTest, AFlockConversionThatFailsHasGivenTheOldLockUpAsTheKernelDoes)
   EXPECT_EQ(flock(kP2, LockType::kWrite), v1::LockResponse::GRANTED);   // p1's is gone
   // flock's locks and fcntl's do not meet.
   EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::GRANTED);
+}
+
+// The shims' side of a lease slot (proto/state_page.h) against the agent's
+// (locks/lock_leases.h): a slot names its file while installed and trusted;
+// an end with an older seq leaves a newer lease of the slot alone.
+TEST(LockLeaseSlotsTest, ASlotNamesItsFileUntilItEndsOrIsDistrusted) {
+  auto leases = std::make_unique<LockLeases>();
+  LockLeaseSlots slots(*leases);
+  unsigned at = 0;
+  EXPECT_EQ(LockLeaseBegin(leases.get(), 7, 42, false, &at), 0u);
+  uint64_t seq = 0;
+  const int slot = slots.Install(7, 42, false, &seq);
+  ASSERT_GE(slot, 0);
+  const uint64_t looked = LockLeaseBegin(leases.get(), 7, 42, false, &at);
+  EXPECT_EQ(looked, seq);
+  EXPECT_EQ(at, static_cast<unsigned>(slot));
+  EXPECT_EQ(LockLeaseBegin(leases.get(), 7, 42, true, &at), 0u);   // flock's are another lease
+  EXPECT_EQ(LockLeaseBegin(leases.get(), 8, 42, false, &at), 0u);  // another file system's inode
+  EXPECT_TRUE(LockLeaseStill(leases.get(), slot, looked));
+  slots.End(slot, seq);
+  EXPECT_FALSE(LockLeaseStill(leases.get(), slot, looked));
+  EXPECT_EQ(LockLeaseBegin(leases.get(), 7, 42, false, &at), 0u);
+  uint64_t again = 0;
+  ASSERT_EQ(slots.Install(7, 42, false, &again), slot);  // the same slot, a newer seq
+  slots.End(slot, seq);                                 // a late end of the old lease
+  EXPECT_EQ(LockLeaseBegin(leases.get(), 7, 42, false, &at), again);
+  slots.SetTrusted(false);  // no majority: no slot is trusted, none installed
+  EXPECT_EQ(LockLeaseBegin(leases.get(), 7, 42, false, &at), 0u);
+  uint64_t unused = 0;
+  EXPECT_EQ(slots.Install(9, 1, false, &unused), -1);
+  slots.SetTrusted(true);
+  EXPECT_TRUE(testing::WaitUntil([&] { return LockLeaseBegin(leases.get(), 7, 42, false, &at) == again; },
+                                 std::chrono::seconds(2), "the beat again"));
+}
+
+// What a return reads of the kernel's locks: a POSIX lock by its process;
+// a flock lock taken by a process that has exited (flock(1) on a shell's
+// descriptor), by a process that still has the description; and the file
+// found by its name below the directory, from either.
+TEST(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessThatTookIt) {
+  onebox::testing::TempDir dir;
+  const std::string path = dir.path() + "/f";
+  { std::ofstream(path) << "x"; }
+  const std::string dev_id = KernelDeviceId(path, NodeLocks::kShadowBase);
+  ASSERT_FALSE(dev_id.empty());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const pid_t child = fork();
+  if (child == 0) _exit(flock(fd, LOCK_SH) == 0 ? 0 : 1);  // the description is ours too
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  struct flock range {};
+  range.l_type = F_WRLCK;
+  range.l_whence = SEEK_SET;
+  range.l_start = 5;
+  range.l_len = 10;
+  ASSERT_EQ(fcntl(fd, F_SETLK, &range), 0);
+
+  std::vector<KernelLock> flocks = KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase);
+  ASSERT_EQ(flocks.size(), 1u);
+  EXPECT_EQ(flocks[0].pid, getpid());
+  EXPECT_EQ(flocks[0].fd, fd);
+  EXPECT_FALSE(flocks[0].write);
+  EXPECT_EQ(flocks[0].end, LockSpan::kToEnd);
+  std::vector<KernelLock> posix = KernelLocksOn(dev_id, st.st_dev, st.st_ino, false, NodeLocks::kShadowBase);
+  ASSERT_EQ(posix.size(), 1u);
+  EXPECT_EQ(posix[0].pid, getpid());
+  EXPECT_TRUE(posix[0].write);
+  EXPECT_EQ(posix[0].start, 5u);
+  EXPECT_EQ(posix[0].end, 15u);
+  auto files = KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase);
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::pair<std::string, bool>>{{"f", false}, {"f", true}}));
+  close(fd);
+  EXPECT_TRUE(KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase).empty());
+  EXPECT_TRUE(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase).empty());
 }
 
 }  // namespace
