@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "nodeagent/locks/lock_leases.h"
 #include "nodeagent/locks/lock_wire.h"
 
 namespace onebox {
@@ -127,10 +128,18 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
       // The lease's locks become its programs' (the kernel granted them under
       // it, so none conflicts with another owner's unless a reclaim after a
       // partition put one there: that one is not given, and said).
+      if (!IsLeaseOwnerKey(owner.key)) return Status::InvalidArgument("a return names a lease");
       for (const v1::LockHeld& held : req.converted())
         if (held.owner().node_id() != owner.node_id || held.owner().key().empty())
           return Status::InvalidArgument("a node returns its own programs' locks only");
-      file.locks.Release(owner);
+      if (owner.key == kLeaseOwnerKey) {  // every lease of the node (its restarted agent knows no id)
+        std::vector<LockOwner> leases;
+        for (const HeldLock& h : file.locks.all())
+          if (h.owner.node_id == owner.node_id && IsLeaseOwnerKey(h.owner.key)) leases.push_back(h.owner);
+        for (const LockOwner& lease : leases) file.locks.Release(lease);
+      } else {
+        file.locks.Release(owner);
+      }
       for (const v1::LockHeld& held : req.converted()) {
         const LockOwner holder = OwnerOf(held.owner());
         const LockType type = TypeOf(held.span().type());

@@ -27,8 +27,12 @@
 
 namespace onebox {
 
-// The owner key of a node's lease at a lock home (LockOwner.key).
+// The owner key of a node's lease at a lock home (LockOwner.key) is
+// "lease.<id>", one id per grant, so that a late end of an old lease never
+// ends a newer one. A RETURN that names the bare "lease" ends every lease
+// of its node on the file (a restarted agent knows no ids).
 constexpr const char* kLeaseOwnerKey = "lease";
+inline bool IsLeaseOwnerKey(const std::string& key) { return key == kLeaseOwnerKey || key.rfind("lease.", 0) == 0; }
 
 class LockLeaseSlots {
  public:

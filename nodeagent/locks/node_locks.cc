@@ -85,6 +85,7 @@ NodeLocks::NodeLocks(Parts parts) : parts_(std::move(parts)) {
   // agent's start from a random point, in 40 bits.
   std::random_device rd;
   next_token_ = ((uint64_t{rd()} << 32 | rd()) & ((uint64_t{1} << 40) - 1)) | 1;
+  next_lease_id_ = uint64_t{rd()} << 32 | rd();
 }
 
 NodeLocks::~NodeLocks() {
@@ -695,8 +696,7 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
     if (ask.flock()) Note(key, file_key, home, std::nullopt, span, /*release_all=*/true);  // the kernel's conversion rule
     // A lease in the way is returned (asked again each window while the
     // home names it in the way).
-    if (answer.holder().key() == kLeaseOwnerKey)
-      ReturnLeaseOf(answer.holder().node_id(), ask.path(), ask.flock(), kRecallForWait);
+    if (IsLeaseOwnerKey(answer.holder().key())) ReturnLeaseOf(answer.holder(), ask.path(), ask.flock(), kRecallForWait);
     // Queued: wait at the home, a window at a time, until granted.
     for (;;) {
       if (Cancelled(wait_id)) return give_up();
@@ -704,8 +704,7 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
       Status w = AwaitAt(home, await, &waited);
       if (w.ok() && waited.outcome() == v1::LockResponse::GRANTED) return granted(waited, home);
       if (!w.ok() || waited.outcome() != v1::LockResponse::QUEUED) break;  // moved or away: queue again
-      if (waited.holder().key() == kLeaseOwnerKey)
-        ReturnLeaseOf(waited.holder().node_id(), ask.path(), ask.flock(), kRecallForWait);
+      if (IsLeaseOwnerKey(waited.holder().key())) ReturnLeaseOf(waited.holder(), ask.path(), ask.flock(), kRecallForWait);
     }
   }
 }
@@ -831,7 +830,7 @@ void NodeLocks::ReclaimMoved(const std::set<std::string>& restarted) {
       v1::LockRequest reclaim;
       reclaim.set_path(lease.path);
       reclaim.set_flock(lease.flock);
-      ToWire(LeaseOwner(), reclaim.mutable_owner());
+      ToWire(LeaseOwner(lease.key), reclaim.mutable_owner());
       reclaim.set_op(v1::LockRequest::RECLAIM);
       ToWire(LockType::kWrite, LockSpan{0, LockSpan::kToEnd}, reclaim.add_held());
       for (int attempt = 0; attempt < 20; ++attempt) {
@@ -961,10 +960,11 @@ bool NodeLocks::TryLease(const std::string& path, bool flock) {
   if (LeaseHeld(file_key)) return true;  // another program's call got it meanwhile
   struct stat st;
   if (stat((parts_.view_path + "/" + path).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  const std::string key = fmt::format("{}.{:x}", kLeaseOwnerKey, next_lease_id_++);
   v1::LockRequest ask;
   ask.set_path(path);
   ask.set_flock(flock);
-  ToWire(LeaseOwner(), ask.mutable_owner());
+  ToWire(LeaseOwner(key), ask.mutable_owner());
   ask.set_op(v1::LockRequest::SET);
   ToWire(LockType::kWrite, LockSpan{0, LockSpan::kToEnd}, ask.mutable_span());
   v1::LockResponse answer;
@@ -985,7 +985,7 @@ bool NodeLocks::TryLease(const std::string& path, bool flock) {
     return false;
   }
   std::lock_guard lock(mu_);
-  leases_[file_key] = Lease{path, flock, st.st_dev, st.st_ino, slot, seq, home};
+  leases_[file_key] = Lease{path, flock, st.st_dev, st.st_ino, slot, seq, home, key};
   if (!Majority()) {  // lost since the grant: AliveChanged may have looked before it was here
     parts_.lease_slots->End(slot, seq);
     leases_.erase(file_key);
@@ -1002,7 +1002,7 @@ bool NodeLocks::TryLease(const std::string& path, bool flock) {
   return true;
 }
 
-bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home) {
+bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, const std::string& named) {
   const std::string file_key = LockFileKey(path, flock);
   LeaseTurn turn(*this, file_key);
   std::optional<Lease> lease;
@@ -1076,7 +1076,9 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home) {
   v1::LockRequest ret;
   ret.set_path(path);
   ret.set_flock(flock);
-  ToWire(LeaseOwner(), ret.mutable_owner());
+  // The lease it ends: this node's, else the one the home named, else every
+  // one of this node there (a predecessor's).
+  ToWire(LeaseOwner(lease ? lease->key : !named.empty() ? named : kLeaseOwnerKey), ret.mutable_owner());
   ret.set_op(v1::LockRequest::RETURN);
   for (v1::LockHeld& h : converted) *ret.add_converted() = std::move(h);
   *ret.mutable_fence() = Fence(path);  // what its programs wrote under it, for the next holder elsewhere
@@ -1085,6 +1087,12 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home) {
   // node return it again (from the kernel's locks then, and this node's
   // account has them meanwhile); a late retry could end a newer lease.
   Status s = AskHome(ret, &answer, nullptr);
+  if (s.ok() && lease && !named.empty() && named != lease->key) {  // the home named another of ours (one it kept)
+    v1::LockRequest other = ret;
+    other.clear_converted();
+    other.mutable_owner()->set_key(named);
+    s = AskHome(other, &answer, nullptr);
+  }
   if (!s.ok()) spdlog::warn("locks: the end of the lease on /{} not delivered: {}", path, s.message());
   return s.ok() && answer.outcome() == v1::LockResponse::GRANTED;
 }
@@ -1092,15 +1100,16 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home) {
 Status NodeLocks::OnReturnLease(const v1::ReturnLockLeaseRequest& req, v1::LockResponse* resp) {
   if (!IsValidNsKey(req.path())) return Status::InvalidArgument("not a path in the cluster");
   std::this_thread::sleep_until(started_ + std::chrono::nanoseconds(kLockLeaseStartDelayNs));
-  if (!EndLease(req.path(), req.flock(), /*tell_home=*/true))
+  if (!EndLease(req.path(), req.flock(), /*tell_home=*/true, req.key()))
     return Status::Unavailable("the lease's locks did not reach the home (this node's log says why)");
   resp->set_outcome(v1::LockResponse::GRANTED);
   return Status::Ok();
 }
 
-bool NodeLocks::ReturnLeaseOf(const std::string& node_id, const std::string& path, bool flock,
+bool NodeLocks::ReturnLeaseOf(const v1::LockOwner& lease, const std::string& path, bool flock,
                               std::chrono::milliseconds timeout) {
-  if (node_id == parts_.self_id) return EndLease(path, flock, /*tell_home=*/true);  // ours (a race with its grant)
+  const std::string& node_id = lease.node_id();
+  if (node_id == parts_.self_id) return EndLease(path, flock, /*tell_home=*/true, lease.key());  // ours
   // A node not heard from lately is not waited for (its lease ends when it is declared dead).
   std::optional<PeerAddress> peer;
   for (const v1::Node& n : parts_.members.Nodes())
@@ -1110,6 +1119,7 @@ bool NodeLocks::ReturnLeaseOf(const std::string& node_id, const std::string& pat
   v1::ReturnLockLeaseRequest req;
   req.set_path(path);
   req.set_flock(flock);
+  req.set_key(lease.key());
   v1::LockResponse resp;
   // The holder records its view first (a fence): as long as a release's.
   Status s = parts_.network.To(peer->address).ReturnLockLease(req, &resp, CallOptions{.timeout = timeout});
@@ -1120,10 +1130,10 @@ bool NodeLocks::ReturnLeaseOf(const std::string& node_id, const std::string& pat
 Status NodeLocks::AskHomePastLeases(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out) {
   for (int attempt = 0;; ++attempt) {
     Status s = AskHome(req, resp, home_out);
-    if (!s.ok() || resp->outcome() != v1::LockResponse::CONFLICT || resp->holder().key() != kLeaseOwnerKey ||
+    if (!s.ok() || resp->outcome() != v1::LockResponse::CONFLICT || !IsLeaseOwnerKey(resp->holder().key()) ||
         attempt == 3)
       return s;
-    if (!ReturnLeaseOf(resp->holder().node_id(), req.path(), req.flock(), kRecallForAnswer))
+    if (!ReturnLeaseOf(resp->holder(), req.path(), req.flock(), kRecallForAnswer))
       return s;  // held there, as far as we know
   }
 }

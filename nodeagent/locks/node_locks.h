@@ -134,6 +134,7 @@ class NodeLocks {
     int slot = -1;
     uint64_t seq = 0;  // the slot's, as installed
     std::string home;  // where it was granted
+    std::string key;   // its owner key there ("lease.<id>")
   };
   // Lease calls on one file run one at a time (the holder of a turn may ask the home).
   class LeaseTurn {
@@ -176,16 +177,17 @@ class NodeLocks {
   // kernel's locks on the view file noted as their owners'; tell_home: and
   // sent to the home with the lease's end (else a reclaim sends them).
   // Whether every lock converted and (tell_home) the home took them.
-  bool EndLease(const std::string& path, bool flock, bool tell_home);
+  // named: the lease's owner key as another node's home named it (if known).
+  bool EndLease(const std::string& path, bool flock, bool tell_home, const std::string& named = "");
   // The lease of node_id on the file ends (asked of that node, if alive,
   // within timeout); whether the home took its locks.
-  bool ReturnLeaseOf(const std::string& node_id, const std::string& path, bool flock,
+  bool ReturnLeaseOf(const v1::LockOwner& lease, const std::string& path, bool flock,
                      std::chrono::milliseconds timeout);
   // A recall's time: a call that waits anyway, and one answered at once (EAGAIN).
   static constexpr std::chrono::milliseconds kRecallForWait{12'000}, kRecallForAnswer{3'000};
   // AskHome, and past a lease in the way: its node returns it, and the home is asked again.
   Status AskHomePastLeases(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out);
-  LockOwner LeaseOwner() const { return LockOwner{parts_.self_id, kLeaseOwnerKey, -1}; }
+  LockOwner LeaseOwner(const std::string& key) const { return LockOwner{parts_.self_id, key, -1}; }
   // Reclaims the locks whose home moved or restarted, and the leases whose home restarted.
   void ReclaimMoved(const std::set<std::string>& restarted);
   // At the start: the locks programs here took under a predecessor's leases
@@ -249,6 +251,7 @@ class NodeLocks {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::string kernel_dev_id_;            // the view's file system in /proc/locks (set by Start)
   std::atomic<bool> recovered_{false};   // the predecessor's leased locks went to their homes
+  std::atomic<uint64_t> next_lease_id_;  // random at the start (as tokens), one per grant
   std::map<std::string, uint64_t> incarnations_;  // by node id: as last seen (MembersChanged)
   WorkPool pool_{4, "onebox-locks"};
   WorkPool reclaim_pool_{1, "onebox-reclaim"};  // reclaims, ahead of calls waiting out a grace

@@ -127,7 +127,7 @@ struct Home {
 TEST(LockHomeTest, ALeaseIsGrantedOnAnUnlockedFileOnlyAndItsReturnLeavesItsProgramsLocks) {
   Home h;
   const std::string path = h.PathHomedHere();
-  const LockOwner lease{"n2", kLeaseOwnerKey, -1};
+  const LockOwner lease{"n2", "lease.1", -1};
   const LockOwner held_under{"n2", "p9", 9};
   EXPECT_EQ(h.Ask(path, kP1, LockType::kRead, {0, 1}).outcome(), v1::LockResponse::GRANTED);
   EXPECT_EQ(h.Ask(path, lease, LockType::kWrite, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::CONFLICT);
@@ -135,11 +135,11 @@ TEST(LockHomeTest, ALeaseIsGrantedOnAnUnlockedFileOnlyAndItsReturnLeavesItsProgr
   ASSERT_EQ(h.Ask(path, lease, LockType::kWrite, {0, LockSpan::kToEnd}).outcome(), v1::LockResponse::GRANTED);
   v1::LockResponse in_the_way = h.Ask(path, kP1, LockType::kWrite, {20, 30});
   ASSERT_EQ(in_the_way.outcome(), v1::LockResponse::CONFLICT);
-  EXPECT_EQ(in_the_way.holder().key(), kLeaseOwnerKey);
+  EXPECT_EQ(in_the_way.holder().key(), "lease.1");
   EXPECT_EQ(in_the_way.holder().node_id(), "n2");
   v1::LockResponse queued = h.Ask(path, kP1, LockType::kWrite, {0, 10}, v1::LockRequest::SET, true, 5);
   ASSERT_EQ(queued.outcome(), v1::LockResponse::QUEUED);
-  EXPECT_EQ(queued.holder().key(), kLeaseOwnerKey);
+  EXPECT_EQ(queued.holder().key(), "lease.1");
 
   v1::LockRequest ret;
   ret.set_path(path);
@@ -172,6 +172,39 @@ TEST(LockHomeTest, ALeaseIsGrantedOnAnUnlockedFileOnlyAndItsReturnLeavesItsProgr
   ASSERT_EQ(granted.fences_size(), 1);
   EXPECT_EQ(granted.fences(0).node_id(), "n2");
   EXPECT_EQ(granted.fences(0).seq(), 77u);
+}
+
+// Each grant of a lease has its own owner key: a late return of an ended
+// lease (its answer lost, the node granted a new one since) leaves the new
+// one in place; a return that names the bare key (a restarted agent's)
+// ends whichever its node holds.
+TEST(LockHomeTest, ALateReturnOfAnOldLeaseLeavesTheNewOneAndABareReturnEndsAny) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  auto give_back = [&](const std::string& key) {
+    v1::LockRequest ret;
+    ret.set_path(path);
+    ToWire(LockOwner{"n2", key, -1}, ret.mutable_owner());
+    ret.set_op(v1::LockRequest::RETURN);
+    v1::LockResponse resp;
+    EXPECT_TRUE(h.home.OnLock(ret, &resp).ok());
+  };
+  const LockSpan all{0, LockSpan::kToEnd};
+  ASSERT_EQ(h.Ask(path, {"n2", "lease.1", -1}, LockType::kWrite, all).outcome(), v1::LockResponse::GRANTED);
+  give_back("lease.1");
+  ASSERT_EQ(h.Ask(path, {"n2", "lease.2", -1}, LockType::kWrite, all).outcome(), v1::LockResponse::GRANTED);
+  give_back("lease.1");  // late
+  v1::LockResponse refused = h.Ask(path, kP1, LockType::kRead, {0, 1});
+  ASSERT_EQ(refused.outcome(), v1::LockResponse::CONFLICT);
+  EXPECT_EQ(refused.holder().key(), "lease.2");
+  give_back(kLeaseOwnerKey);
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kRead, {0, 1}).outcome(), v1::LockResponse::GRANTED);
+  v1::LockRequest not_a_lease;
+  not_a_lease.set_path(path);
+  ToWire(kP1, not_a_lease.mutable_owner());
+  not_a_lease.set_op(v1::LockRequest::RETURN);
+  v1::LockResponse resp;
+  EXPECT_EQ(h.home.OnLock(not_a_lease, &resp).code(), Code::kInvalidArgument);
 }
 
 TEST(LockHomeTest, EveryNodeComputesTheSameHomeAndADeathMovesOnlyTheDeadNodesFiles) {
