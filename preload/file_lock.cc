@@ -5,7 +5,7 @@
 // exclude each other with the kernel's rules. A file outside the cluster
 // the kernel locks alone.
 //
-// Leases (proto/state_page.h, nodeagent/locks/lock_leases.h): while the
+// Leases (proto/state_page.h, nodeagent/locks/lease_slots.h): while the
 // agent holds one on a file's flock or fcntl locks, a POSIX or flock call
 // on it is the kernel's, on the view file, with two looks at the lease's
 // slot around it, and no word to the agent; spans stop short of the

@@ -70,7 +70,7 @@ constexpr size_t kPortMapsOffset = 4096;
 constexpr size_t kStateMapBytes = kPortMapsOffset + sizeof(PortMaps);
 
 // After the port maps, at kLockLeasesOffset: the files whose locks this
-// node holds a lease on (nodeagent/locks/lock_leases.h). While a file's
+// node holds a lease on (nodeagent/locks/lease_slots.h). While a file's
 // slot names it, this node's programs lock it with the kernel alone
 // (preload/file_lock.cc); the agent ends the lease (slot first) before any
 // other node may lock the file. A slot is a seqlock: seq is odd while it

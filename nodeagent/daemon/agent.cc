@@ -374,7 +374,9 @@ void Agent::MakeClusterParts() {
                         .majority = [m = members_.get()] { return m->AliveOthers().size() + 1 > m->KnownCount() / 2; }});
   // Release-to-acquire (docs/consistency.md): a release records the view
   // first; a grant after another node's release waits for its log.
-  lease_slots_ = std::make_unique<LockLeaseSlots>(state_page_->lock_leases());
+  lease_slots_ = std::make_unique<LockLeaseSlots>(
+      state_page_->lock_leases(), LockLeaseSlots::Hooks{.may_trust = [this] { return node_locks_->MayTrustLeases(); },
+                                                        .lapsed = [this] { node_locks_->LeasesLapsed(); }});
   node_locks_ = std::make_unique<NodeLocks>(NodeLocks::Parts{
       .self_id = NodeIdHex(info_.identity.node_id),
       .self_index = [m = members_.get()] { return m->index(); },

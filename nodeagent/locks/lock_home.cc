@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <set>
 
-#include "nodeagent/locks/lock_leases.h"
+#include "nodeagent/locks/lease_slots.h"
 #include "nodeagent/locks/lock_wire.h"
 
 namespace onebox {
@@ -132,10 +132,12 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
       for (const v1::LockHeld& held : req.converted())
         if (held.owner().node_id() != owner.node_id || held.owner().key().empty())
           return Status::InvalidArgument("a node returns its own programs' locks only");
-      if (owner.key == kLeaseOwnerKey) {  // every lease of the node (its restarted agent knows no id)
+      if (req.older_leases()) {  // its predecessors' (a restarted agent knows no keys)
         std::vector<LockOwner> leases;
         for (const HeldLock& h : file.locks.all())
-          if (h.owner.node_id == owner.node_id && IsLeaseOwnerKey(h.owner.key)) leases.push_back(h.owner);
+          if (h.owner.node_id == owner.node_id && IsLeaseOwnerKey(h.owner.key) &&
+              h.owner.key.rfind(owner.key + ".", 0) != 0)
+            leases.push_back(h.owner);
         for (const LockOwner& lease : leases) file.locks.Release(lease);
       } else {
         file.locks.Release(owner);

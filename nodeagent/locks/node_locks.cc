@@ -85,7 +85,7 @@ NodeLocks::NodeLocks(Parts parts) : parts_(std::move(parts)) {
   // agent's start from a random point, in 40 bits.
   std::random_device rd;
   next_token_ = ((uint64_t{rd()} << 32 | rd()) & ((uint64_t{1} << 40) - 1)) | 1;
-  next_lease_id_ = uint64_t{rd()} << 32 | rd();
+  lease_prefix_ = fmt::format("lease.{:016x}", uint64_t{rd()} << 32 | rd());
 }
 
 NodeLocks::~NodeLocks() {
@@ -499,13 +499,14 @@ v1::ShimResponse NodeLocks::Handle(const Asked& asked) {
   // the kernel already (nothing of the file is held here but there); any
   // other call ends the lease first (a wait for a lock another program here
   // holds, an OFD lock, a shim without the lease's slot).
-  if (req.cmd() != v1::ShimLockRequest::CLOSED && LeaseHeld(file_key)) {
+  if (const std::string lease_key = req.cmd() != v1::ShimLockRequest::CLOSED ? LeaseKeyOf(file_key) : "";
+      !lease_key.empty()) {
     if (type == LockType::kUnlock) return resp;
     if (req.lease_ok() && req.kind() != v1::ShimLockRequest::OFD) {
       out->set_leased(true);
       return resp;
     }
-    EndLease(req.path(), ask.flock(), /*tell_home=*/true);
+    EndLease(req.path(), ask.flock(), /*tell_home=*/true, lease_key);
   }
 
   v1::LockResponse answer;
@@ -696,7 +697,7 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
     if (ask.flock()) Note(key, file_key, home, std::nullopt, span, /*release_all=*/true);  // the kernel's conversion rule
     // A lease in the way is returned (asked again each window while the
     // home names it in the way).
-    if (IsLeaseOwnerKey(answer.holder().key())) ReturnLeaseOf(answer.holder(), ask.path(), ask.flock(), kRecallForWait);
+    if (IsLeaseOwnerKey(answer.holder().key())) ReturnLeaseOf(answer.holder(), ask.path(), ask.flock(), kRecallTimeout);
     // Queued: wait at the home, a window at a time, until granted.
     for (;;) {
       if (Cancelled(wait_id)) return give_up();
@@ -704,7 +705,7 @@ v1::ShimResponse NodeLocks::Wait(const Asked& asked, v1::LockRequest& ask, const
       Status w = AwaitAt(home, await, &waited);
       if (w.ok() && waited.outcome() == v1::LockResponse::GRANTED) return granted(waited, home);
       if (!w.ok() || waited.outcome() != v1::LockResponse::QUEUED) break;  // moved or away: queue again
-      if (IsLeaseOwnerKey(waited.holder().key())) ReturnLeaseOf(waited.holder(), ask.path(), ask.flock(), kRecallForWait);
+      if (IsLeaseOwnerKey(waited.holder().key())) ReturnLeaseOf(waited.holder(), ask.path(), ask.flock(), kRecallTimeout);
     }
   }
 }
@@ -739,6 +740,7 @@ void NodeLocks::ReleaseOwner(const std::string& key) {
 }
 
 void NodeLocks::MembersChanged() {
+  ++members_generation_;
   // Members whose agent restarted (a new incarnation) forgot the locks they
   // were home to: those held here are reclaimed there, within its grace.
   std::set<std::string> restarted;
@@ -780,7 +782,20 @@ void NodeLocks::MembersChanged() {
 }
 
 bool NodeLocks::Majority() {
-  return parts_.members.AliveOthers().size() + 1 > parts_.members.KnownCount() / 2;
+  return parts_.members.AliveOthers().size() + 1 > parts_.members.KnownCount() / 2 &&
+         parts_.members.HeardByMajorityWithin(kHeardWithin);
+}
+
+void NodeLocks::LeasesLapsed() {
+  spdlog::warn("locks: this node's lock leases lapsed (no majority hears it, or the agent was stopped): they end");
+  reclaim_pool_.Submit([this] {
+    std::vector<std::pair<std::string, std::string>> ended;  // file key, lease key
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [file_key, lease] : leases_) ended.emplace_back(file_key, lease.key);
+    }
+    for (const auto& [file_key, key] : ended) EndLease(file_key.substr(2), file_key[0] == 'f', /*tell_home=*/true, key);
+  });
 }
 
 void NodeLocks::AliveChanged() {
@@ -837,7 +852,7 @@ void NodeLocks::ReclaimMoved(const std::set<std::string>& restarted) {
         {
           std::lock_guard lock(mu_);
           auto it = leases_.find(LockFileKey(lease.path, lease.flock));
-          if (stopping_ || it == leases_.end() || it->second.seq != lease.seq) return;  // ended meanwhile
+          if (stopping_ || it == leases_.end() || it->second.key != lease.key) return;  // ended meanwhile
         }
         v1::LockResponse answer;
         Status s = AskHome(reclaim, &answer, nullptr);
@@ -845,11 +860,13 @@ void NodeLocks::ReclaimMoved(const std::set<std::string>& restarted) {
         if (s.ok() && answer.outcome() == v1::LockResponse::CONFLICT) {
           spdlog::error("locks: the lease on /{} is lost: its home gave {} a lock meanwhile", lease.path,
                         answer.holder().key());
-          EndLease(lease.path, lease.flock, /*tell_home=*/false);
+          EndLease(lease.path, lease.flock, /*tell_home=*/true, lease.key);  // what does not conflict is kept
           return;
         }
         std::this_thread::sleep_for(kRetryUnreachable);
       }
+      spdlog::warn("locks: the lease on /{} could not be reclaimed at its restarted home: it ends", lease.path);
+      EndLease(lease.path, lease.flock, /*tell_home=*/true, lease.key);
     });
   }
   for (Claim& c : claims) {
@@ -932,9 +949,10 @@ uid_t NodeLocks::EffectiveUidOf(pid_t pid) {
   return static_cast<uid_t>(-1);  // matches no one's token
 }
 
-bool NodeLocks::LeaseHeld(const std::string& file_key) {
+std::string NodeLocks::LeaseKeyOf(const std::string& file_key) {
   std::lock_guard lock(mu_);
-  return leases_.contains(file_key);
+  auto it = leases_.find(file_key);
+  return it == leases_.end() ? "" : it->second.key;
 }
 
 size_t NodeLocks::LeaseCount() {
@@ -957,10 +975,12 @@ bool NodeLocks::TryLease(const std::string& path, bool flock) {
     }
   }
   LeaseTurn turn(*this, file_key);
-  if (LeaseHeld(file_key)) return true;  // another program's call got it meanwhile
+  if (!LeaseKeyOf(file_key).empty()) return true;  // another program's call got it meanwhile
   struct stat st;
   if (stat((parts_.view_path + "/" + path).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
-  const std::string key = fmt::format("{}.{:x}", kLeaseOwnerKey, next_lease_id_++);
+  const std::string key = fmt::format("{}.{}", lease_prefix_, next_lease_id_++);
+  const uint64_t generation = members_generation_.load();
+  bool slot_kept = false;
   v1::LockRequest ask;
   ask.set_path(path);
   ask.set_flock(flock);
@@ -974,29 +994,37 @@ bool NodeLocks::TryLease(const std::string& path, bool flock) {
     return false;
   }
   ApplyFences(answer);  // what others wrote before their last unlock, as for any grant
-  uint64_t seq = 0;
-  const int slot = parts_.lease_slots->Install(st.st_dev, st.st_ino, flock, &seq);
-  if (slot < 0) {  // every slot it may take is in use: given straight back
+  auto give_back = [&] {  // no program used it yet; not retried (see EndLease): a later return ends it
     v1::LockRequest back = ask;
     back.set_op(v1::LockRequest::RETURN);
     back.clear_span();
-    (void)AskHome(back, &answer, nullptr);  // not retried (see EndLease): a later return ends it
+    (void)AskHome(back, &answer, nullptr);
     NoLeaseForAWhile(file_key);
     return false;
+  };
+  uint64_t seq = 0;
+  const int slot = parts_.lease_slots->Install(st.st_dev, st.st_ino, flock, &seq);
+  if (slot < 0) return give_back();  // every slot it may take is in use, or no majority hears this node
+  {
+    // Kept only if membership did not move while it was asked (MembersChanged
+    // and AliveChanged looked at the leases before it was among them).
+    std::lock_guard lock(mu_);
+    if (!stopping_ && Majority() && members_generation_.load() == generation &&
+        LockHome::HomeOf(path, NotDead()) == home) {
+      leases_[file_key] = Lease{path, flock, st.st_dev, st.st_ino, slot, seq, home, key};
+      // What this node noted of the file before is the kernel's now: only a
+      // lease's end left such notes here (the home held nothing else), and
+      // the kernel holds every lock they name.
+      for (auto& [owner_key, owner] : owners_) {
+        owner.files.erase(file_key);
+        owner.homes.erase(file_key);
+      }
+      slot_kept = true;
+    }
   }
-  std::lock_guard lock(mu_);
-  leases_[file_key] = Lease{path, flock, st.st_dev, st.st_ino, slot, seq, home, key};
-  if (!Majority()) {  // lost since the grant: AliveChanged may have looked before it was here
+  if (!slot_kept) {
     parts_.lease_slots->End(slot, seq);
-    leases_.erase(file_key);
-    return false;
-  }
-  // What this node noted of the file before is the kernel's now: only a
-  // lease's end left such notes here (the home held nothing else), and the
-  // kernel holds every lock they name.
-  for (auto& [key, owner] : owners_) {
-    owner.files.erase(file_key);
-    owner.homes.erase(file_key);
+    return give_back();
   }
   spdlog::debug("locks: /{}: this node holds the lease on its {} locks", path, flock ? "flock" : "fcntl");
   return true;
@@ -1077,8 +1105,9 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
   ret.set_path(path);
   ret.set_flock(flock);
   // The lease it ends: this node's, else the one the home named, else every
-  // one of this node there (a predecessor's).
-  ToWire(LeaseOwner(lease ? lease->key : !named.empty() ? named : kLeaseOwnerKey), ret.mutable_owner());
+  // one of this node's predecessors there.
+  ToWire(LeaseOwner(lease ? lease->key : !named.empty() ? named : lease_prefix_), ret.mutable_owner());
+  ret.set_older_leases(!lease && named.empty());
   ret.set_op(v1::LockRequest::RETURN);
   for (v1::LockHeld& h : converted) *ret.add_converted() = std::move(h);
   *ret.mutable_fence() = Fence(path);  // what its programs wrote under it, for the next holder elsewhere
@@ -1133,7 +1162,7 @@ Status NodeLocks::AskHomePastLeases(v1::LockRequest& req, v1::LockResponse* resp
     if (!s.ok() || resp->outcome() != v1::LockResponse::CONFLICT || !IsLeaseOwnerKey(resp->holder().key()) ||
         attempt == 3)
       return s;
-    if (!ReturnLeaseOf(resp->holder(), req.path(), req.flock(), kRecallForAnswer))
+    if (!ReturnLeaseOf(resp->holder(), req.path(), req.flock(), kRecallTimeout))
       return s;  // held there, as far as we know
   }
 }

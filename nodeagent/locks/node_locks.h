@@ -25,7 +25,7 @@
 // unlocked, as NFS's lock-to-read coherence promises.
 //
 // Leases. A program's lock on a file nobody holds a lock on may bring this
-// node a lease on the file's locks (locks/lock_leases.h): its programs then
+// node a lease on the file's locks (locks/lease_slots.h): its programs then
 // lock the file with the kernel until another node asks for the file's
 // locks, when the lease ends and the kernel's locks on it are sent to the
 // home as the owners' (a return). A lease is not asked again for a second
@@ -49,7 +49,8 @@
 #include "nodeagent/daemon/work_pool.h"
 #include "nodeagent/local/shim_server.h"
 #include "nodeagent/locks/lock_home.h"
-#include "nodeagent/locks/lock_leases.h"
+#include "nodeagent/locks/kernel_locks.h"
+#include "nodeagent/locks/lease_slots.h"
 #include "nodeagent/locks/locked_paths.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
@@ -110,6 +111,10 @@ class NodeLocks {
   // The members alive moved: without a majority, this node's leases end
   // here (its programs' next lock calls ask the agent, which grants none).
   void AliveChanged();
+  // The lease slots' hooks (LockLeaseSlots::Hooks): whether they may be
+  // trusted now, and that they all ended on their own.
+  bool MayTrustLeases() { return Majority(); }
+  void LeasesLapsed();
 
 
  private:
@@ -165,7 +170,8 @@ class NodeLocks {
   int OfdOwnerLocked(int copy, pid_t pid, uid_t uid, const struct stat& st, std::string* key);
   // The lease on file_key, asked of its home: true when this node holds it.
   bool TryLease(const std::string& path, bool flock);
-  bool LeaseHeld(const std::string& file_key);
+  // The owner key of this node's lease on file_key; "" for none.
+  std::string LeaseKeyOf(const std::string& file_key);
   // Returns once no lease call on the file is under way.
   void AwaitLeaseTurn(const std::string& file_key);
   bool Majority();
@@ -183,8 +189,10 @@ class NodeLocks {
   // within timeout); whether the home took its locks.
   bool ReturnLeaseOf(const v1::LockOwner& lease, const std::string& path, bool flock,
                      std::chrono::milliseconds timeout);
-  // A recall's time: a call that waits anyway, and one answered at once (EAGAIN).
-  static constexpr std::chrono::milliseconds kRecallForWait{12'000}, kRecallForAnswer{3'000};
+  // How long a recall waits for the lease's node (then EAGAIN, or a wait asks again).
+  static constexpr std::chrono::milliseconds kRecallTimeout{3'000};
+  // A majority must have answered this node's gossip this lately for its leases to stand.
+  static constexpr std::chrono::milliseconds kHeardWithin{4'000};
   // AskHome, and past a lease in the way: its node returns it, and the home is asked again.
   Status AskHomePastLeases(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out);
   LockOwner LeaseOwner(const std::string& key) const { return LockOwner{parts_.self_id, key, -1}; }
@@ -251,7 +259,9 @@ class NodeLocks {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   std::string kernel_dev_id_;            // the view's file system in /proc/locks (set by Start)
   std::atomic<bool> recovered_{false};   // the predecessor's leased locks went to their homes
-  std::atomic<uint64_t> next_lease_id_;  // random at the start (as tokens), one per grant
+  std::string lease_prefix_;              // "lease.<random>", this agent's (lease_slots.h)
+  std::atomic<uint64_t> next_lease_id_{1};
+  std::atomic<uint64_t> members_generation_{0};  // moves at each MembersChanged
   std::map<std::string, uint64_t> incarnations_;  // by node id: as last seen (MembersChanged)
   WorkPool pool_{4, "onebox-locks"};
   WorkPool reclaim_pool_{1, "onebox-reclaim"};  // reclaims, ahead of calls waiting out a grace

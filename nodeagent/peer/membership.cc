@@ -140,6 +140,16 @@ std::optional<PeerAddress> Membership::AliveOther(const std::string& node_id) {
   return std::nullopt;
 }
 
+bool Membership::HeardByMajorityWithin(std::chrono::milliseconds window) {
+  const size_t known = KnownCount();
+  std::lock_guard lock(mu_);
+  const auto now = clock_.Now();
+  size_t heard = 1;  // ourselves
+  for (const auto& [id, k] : members_)
+    if (auto it = answered_.find(k.member.address()); it != answered_.end() && now - it->second <= window) ++heard;
+  return heard > known / 2;
+}
+
 bool Membership::Dead(const std::string& node_id) {
   std::lock_guard lock(mu_);
   auto it = members_.find(node_id);
@@ -255,6 +265,7 @@ void Membership::GossipRound() {
     if (progress_observer_) progress_observer_();
     if (!answered) continue;
     std::lock_guard lock(mu_);
+    answered_[target] = clock_.Now();
     for (const v1::Member& m : resp.members()) MergeLocked(m);
     SaveKnownLocked();
   }

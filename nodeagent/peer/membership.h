@@ -60,6 +60,10 @@ class Membership {
   std::vector<v1::Node> Nodes();
   // Every other member now alive.
   std::vector<PeerAddress> AliveOthers();
+  // Whether a majority of the members (this node included) answered this
+  // node's own gossip within window: they hear it (AliveOthers says only
+  // that this node hears them, which a one-way cut keeps true).
+  bool HeardByMajorityWithin(std::chrono::milliseconds window);
   // The other member node_id, if it is alive now.
   std::optional<PeerAddress> AliveOther(const std::string& node_id);
   // Whether node_id is a member declared dead (a member suspected, or one
@@ -125,6 +129,7 @@ class Membership {
 
   std::mutex mu_;
   std::map<std::string, Known> members_;  // by node id (hex), not ourselves
+  std::map<std::string, Clock::time_point> answered_;  // by address: when it last answered our gossip
   std::mt19937 rng_{std::random_device{}()};  // under mu_
   PeriodicThread rounds_thread_;
 };

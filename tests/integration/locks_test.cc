@@ -4,7 +4,7 @@
 // flock(1) from three nodes serializing a counter's increments; python's
 // fcntl.lockf and F_GETLK for byte ranges, EAGAIN, a wait a signal ends and
 // a holder that is killed; SQLite writing one database from two nodes; a
-// waiter killed; a holder whose node dies; and leases (locks/lock_leases.h):
+// waiter killed; a holder whose node dies; and leases (locks/lease_slots.h):
 // a lock nobody else wants is the kernel's until another node asks, also
 // across a restart of its node's agent.
 #include <gtest/gtest.h>
@@ -548,6 +548,59 @@ print(', '.join(said))
         seconds(10), "the other node's locks once a's programs unlocked"));
     end_holders();
   }
+}
+
+// A node's agent stopped (SIGSTOP) for longer than the others wait before
+// declaring it dead: they drop its lease, and another node's program takes
+// the lock. When the agent goes on, its leases have lapsed (its beat saw
+// the gap before it beat again): its programs' locks go through the agent
+// and meet the other node's, never the kernel's alone.
+TEST_F(LocksTest, ALeaseOfAnAgentThatWasStoppedLongerThanTheOthersWaitIsOverWhenItGoesOn) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string held = dir_ / "held", path = "/cluster/paused";
+  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
+  ASSERT_TRUE(Reads(*b, path, "x\n"));
+  std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
+  const std::string try_lock = R"(
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print('granted')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+)";
+  // a's program locks and unlocks: a keeps the lease.
+  ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*a)).out, "granted\n");
+  ASSERT_EQ(kill(a->pid(), SIGSTOP), 0);
+  std::this_thread::sleep_for(seconds(12));  // b and c declare a dead (10 s), dropping its lease
+  const std::string holder = R"(
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+open(sys.argv[2], 'w').write(str(os.getpid()))
+time.sleep(600)
+)";
+  RunResult holder_run;
+  std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, path, held}, On(*b)); });
+  const std::string holder_said = Await(held, seconds(20));
+  ASSERT_EQ(kill(a->pid(), SIGCONT), 0);
+  if (holder_said.empty()) {
+    holding.join();
+    FAIL() << holder_run.err;
+  }
+  // Never granted on a while b's program holds it (EAGAIN once the homes
+  // agree again; ENOLCK while they do not).
+  std::string said;
+  for (int i = 0; i < 10; ++i) {
+    said = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*a)).out;
+    EXPECT_NE(said, "granted\n") << "a's program locked the kernel's file under a lapsed lease";
+    std::this_thread::sleep_for(milliseconds(500));
+  }
+  EXPECT_EQ(said, "EAGAIN\n");
+  kill(std::stoi(holder_said), SIGKILL);
+  holding.join();
 }
 
 }  // namespace

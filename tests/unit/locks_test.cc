@@ -16,7 +16,8 @@
 #include <fmt/format.h>
 
 #include "nodeagent/locks/lock_home.h"
-#include "nodeagent/locks/lock_leases.h"
+#include "nodeagent/locks/kernel_locks.h"
+#include "nodeagent/locks/lease_slots.h"
 #include "nodeagent/locks/node_locks.h"
 #include "tests/test_util.h"
 #include "nodeagent/locks/lock_wire.h"
@@ -119,7 +120,7 @@ struct Home {
   }
 };
 
-// A node's lease on a file's locks (locks/lock_leases.h) is a whole-file
+// A node's lease on a file's locks (locks/lease_slots.h) is a whole-file
 // write lock of its owner "lease": granted only while nobody holds a lock
 // there, named as the holder to whoever it is in the way of (a wait too),
 // and at its return the node's programs hold what the kernel granted them
@@ -176,29 +177,34 @@ TEST(LockHomeTest, ALeaseIsGrantedOnAnUnlockedFileOnlyAndItsReturnLeavesItsProgr
 
 // Each grant of a lease has its own owner key: a late return of an ended
 // lease (its answer lost, the node granted a new one since) leaves the new
-// one in place; a return that names the bare key (a restarted agent's)
-// ends whichever its node holds.
-TEST(LockHomeTest, ALateReturnOfAnOldLeaseLeavesTheNewOneAndABareReturnEndsAny) {
+// one in place; a restarted agent's return of its predecessors' leases
+// (older_leases) ends those whose keys are not its own.
+TEST(LockHomeTest, ALateReturnOfAnOldLeaseLeavesTheNewOneAndASuccessorEndsItsPredecessors) {
   Home h;
   const std::string path = h.PathHomedHere();
-  auto give_back = [&](const std::string& key) {
+  auto give_back = [&](const std::string& key, bool older) {
     v1::LockRequest ret;
     ret.set_path(path);
     ToWire(LockOwner{"n2", key, -1}, ret.mutable_owner());
     ret.set_op(v1::LockRequest::RETURN);
+    ret.set_older_leases(older);
     v1::LockResponse resp;
     EXPECT_TRUE(h.home.OnLock(ret, &resp).ok());
   };
+  auto holder = [&] {
+    v1::LockResponse r = h.Ask(path, kP1, LockType::kRead, {0, 1}, v1::LockRequest::TEST);
+    return r.outcome() == v1::LockResponse::CONFLICT ? r.holder().key() : std::string("none");
+  };
   const LockSpan all{0, LockSpan::kToEnd};
-  ASSERT_EQ(h.Ask(path, {"n2", "lease.1", -1}, LockType::kWrite, all).outcome(), v1::LockResponse::GRANTED);
-  give_back("lease.1");
-  ASSERT_EQ(h.Ask(path, {"n2", "lease.2", -1}, LockType::kWrite, all).outcome(), v1::LockResponse::GRANTED);
-  give_back("lease.1");  // late
-  v1::LockResponse refused = h.Ask(path, kP1, LockType::kRead, {0, 1});
-  ASSERT_EQ(refused.outcome(), v1::LockResponse::CONFLICT);
-  EXPECT_EQ(refused.holder().key(), "lease.2");
-  give_back(kLeaseOwnerKey);
-  EXPECT_EQ(h.Ask(path, kP1, LockType::kRead, {0, 1}).outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(h.Ask(path, {"n2", "lease.a.1", -1}, LockType::kWrite, all).outcome(), v1::LockResponse::GRANTED);
+  give_back("lease.a.1", false);
+  ASSERT_EQ(h.Ask(path, {"n2", "lease.a.2", -1}, LockType::kWrite, all).outcome(), v1::LockResponse::GRANTED);
+  give_back("lease.a.1", false);  // late
+  EXPECT_EQ(holder(), "lease.a.2");
+  give_back("lease.a", true);  // the same agent's own leases are not its predecessors'
+  EXPECT_EQ(holder(), "lease.a.2");
+  give_back("lease.b", true);  // its successor's
+  EXPECT_EQ(holder(), "none");
   v1::LockRequest not_a_lease;
   not_a_lease.set_path(path);
   ToWire(kP1, not_a_lease.mutable_owner());
@@ -331,7 +337,7 @@ TEST(LockHomeTest, AFlockConversionThatFailsHasGivenTheOldLockUpAsTheKernelDoes)
 }
 
 // The shims' side of a lease slot (proto/state_page.h) against the agent's
-// (locks/lock_leases.h): a slot names its file while installed and trusted;
+// (locks/lease_slots.h): a slot names its file while installed and trusted;
 // an end with an older seq leaves a newer lease of the slot alone.
 TEST(LockLeaseSlotsTest, ASlotNamesItsFileUntilItEndsOrIsDistrusted) {
   auto leases = std::make_unique<LockLeases>();
