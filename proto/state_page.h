@@ -101,7 +101,7 @@ constexpr size_t kStateMapBytesWithLeases = kLockLeasesOffset + sizeof(LockLease
 // agent ends no lease for another node (and grants none) before
 // kLockLeaseStartDelayNs after its start: a predecessor's frozen leases are
 // distrusted by then, and the kernel holds every lock taken under them.
-constexpr int64_t kLockLeaseBeatNs = 20'000'000;
+constexpr int64_t kLockLeaseBeatNs = 50'000'000;
 constexpr int64_t kLockLeaseTrustNs = 200'000'000;
 constexpr int64_t kLockLeaseStartDelayNs = 500'000'000;
 

@@ -91,7 +91,10 @@ void LockLeaseSlots::BeatLoop() {
     clock_gettime(CLOCK_BOOTTIME, &boot);
     const int64_t now = static_cast<int64_t>(boot.tv_sec) * 1'000'000'000 + boot.tv_nsec;
     const bool paused = last_beat_ns_ != 0 && now - last_beat_ns_ > kLockLeaseTrustNs;
-    if (paused || (hooks_.may_trust && !hooks_.may_trust())) {
+    // Membership is asked every kBeatsPerTrustLook beats (its answer moves in
+    // seconds; a look costs more than a beat).
+    const bool look = ++beats_ % kBeatsPerTrustLook == 0;
+    if (paused || (look && hooks_.may_trust && !hooks_.may_trust())) {
       EndAllLocked();  // before any new beat: no shim trusts a slot again
       last_beat_ns_ = 0;
       lock.unlock();

@@ -32,8 +32,8 @@ inline bool IsLeaseOwnerKey(const std::string& key) { return key.rfind("lease.",
 class LockLeaseSlots {
  public:
   struct Hooks {
-    // Asked at every beat: may this node's slots be trusted now (a majority
-    // hears it)? When not, every slot ends and lapsed runs.
+    // Asked every few beats (250 ms): may this node's slots be trusted now
+    // (a majority hears it)? When not, every slot ends and lapsed runs.
     std::function<bool()> may_trust;
     // Every slot ended on its own (the node lost its majority, or the beat
     // itself stopped longer than the shims trust it: a paused agent, whose
@@ -66,6 +66,8 @@ class LockLeaseSlots {
   bool stopping_ = false;
   bool trusted_ = true;
   int64_t last_beat_ns_ = 0;  // CLOCK_BOOTTIME (a suspend counts), 0: no beat since the slots were idle
+  uint64_t beats_ = 0;
+  static constexpr uint64_t kBeatsPerTrustLook = 5;  // membership asked every 250 ms
   std::thread beat_;
 };
 
