@@ -9,7 +9,7 @@
 // agent holds one on a file's flock or fcntl locks, a POSIX or flock call
 // on it is the kernel's, on the view file, with two looks at the lease's
 // slot around it, and no word to the agent; spans stop short of the
-// agent's own marks (kShadowBase on). A call the kernel cannot answer alone
+// agent's own marks (kLockMarkBase on). A call the kernel cannot answer alone
 // (a wait for another program's lock, an OFD lock), or one the lease ended
 // under, asks the agent, which ends the lease first; an unlock asked of the
 // agent is the kernel's first too, so that the kernel never holds a lock
@@ -47,9 +47,6 @@ std::atomic<int> posix_locked_files{0};
 namespace {
 
 constexpr uint64_t kToEnd = std::numeric_limits<uint64_t>::max();
-// Where the agent's marks on a description begin (NodeLocks::kShadowBase):
-// a span the kernel keeps under a lease ends before it.
-constexpr uint64_t kShadowBase = uint64_t{1} << 62;
 // ShimLockRequest's Kind and Cmd (proto/onebox/v1/shim.proto).
 enum Kind { kPosix = 0, kOfd = 1, kFlock = 2 };
 enum Cmd { kSet = 0, kSetWait = 1, kTest = 2, kClosed = 3 };
@@ -88,13 +85,19 @@ void RememberPosixLocked(int fd, const char* rel) {
 // The path of a remembered file fd is a descriptor of ("" for none). Never
 // waits: close() may run in a signal handler that interrupted a holder of
 // locked_mu, and then the notice is left out (the locks end at exit).
+// The table's entry for the file st names (under locked_mu); nullptr for none.
+const LockedFile* RememberedLocked(const struct stat& st) {
+  for (const LockedFile& f : locked)
+    if (!f.rel.empty() && f.dev == st.st_dev && f.ino == st.st_ino) return &f;
+  return nullptr;
+}
+
 std::string PosixLockedPathOf(int fd, struct stat* st) {
   if (fstat(fd, st) != 0) return {};
   std::unique_lock lock(locked_mu, std::try_to_lock);
   if (!lock.owns_lock()) return {};
-  for (const LockedFile& f : locked)
-    if (!f.rel.empty() && f.dev == st->st_dev && f.ino == st->st_ino) return f.rel;
-  return {};
+  const LockedFile* f = RememberedLocked(*st);
+  return f != nullptr ? f->rel : std::string();
 }
 
 // The file at rel is closed by this process: off the table, and (tell) the
@@ -154,7 +157,7 @@ int KernelFcntl(int fd, int cmd, short type, int64_t start, uint64_t end, struct
   k.l_type = type;
   k.l_whence = SEEK_SET;
   k.l_start = static_cast<off_t>(start);
-  k.l_len = static_cast<off_t>(std::min(end, kShadowBase) - static_cast<uint64_t>(start));
+  k.l_len = static_cast<off_t>(std::min(end, kLockMarkBase) - static_cast<uint64_t>(start));
   int r = static_cast<int>(RealSyscall(SYS_fcntl, fd, cmd, &k));
   if (out != nullptr) *out = k;
   return r;
@@ -180,10 +183,7 @@ bool Leased(int fd, bool flock, LeaseLook* look, struct stat* st) {
 // file is looked for again, waiting, by RememberPosixLocked.
 bool PosixRemembered(const struct stat& st) {
   std::unique_lock lock(locked_mu, std::try_to_lock);
-  if (!lock.owns_lock()) return false;
-  for (const LockedFile& f : locked)
-    if (!f.rel.empty() && f.dev == st.st_dev && f.ino == st.st_ino) return true;
-  return false;
+  return lock.owns_lock() && RememberedLocked(st) != nullptr;
 }
 
 // What a call tried under a lease came to.
@@ -204,7 +204,7 @@ UnderLease FcntlUnderLease(int fd, int cmd, struct flock* fl, int* result, bool*
   int64_t start = 0;
   uint64_t end = 0;
   // The kernel's errors are the agent's too: they are asked of it.
-  if (type < 0 || AbsoluteSpan(fd, fl, &start, &end) != 0 || static_cast<uint64_t>(start) >= kShadowBase)
+  if (type < 0 || AbsoluteSpan(fd, fl, &start, &end) != 0 || static_cast<uint64_t>(start) >= kLockMarkBase)
     return UnderLease::kNotLeased;
   if (cmd == F_GETLK) {
     if (type == 2) return UnderLease::kNotLeased;  // EINVAL, the agent's way
@@ -215,7 +215,7 @@ UnderLease FcntlUnderLease(int fd, int cmd, struct flock* fl, int* result, bool*
     if (k.l_type != F_UNLCK) {
       fl->l_whence = SEEK_SET;
       fl->l_start = k.l_start;
-      fl->l_len = static_cast<uint64_t>(k.l_start) + static_cast<uint64_t>(k.l_len) == kShadowBase ? 0 : k.l_len;
+      fl->l_len = static_cast<uint64_t>(k.l_start) + static_cast<uint64_t>(k.l_len) == kLockMarkBase ? 0 : k.l_len;
       fl->l_pid = k.l_pid;
     }
     *result = 0;
@@ -270,7 +270,7 @@ int ClusterFcntlLock(int fd, int cmd, void* arg, bool* handled) {
   uint64_t end = kToEnd;
   if (int err = AbsoluteSpan(fd, fl, &start, &end); err != 0) return Fail(err);
   // An unlock is the kernel's first (a lease may have left a lock there).
-  if (!ofd && !test && type == 2 && static_cast<uint64_t>(start) < kShadowBase)
+  if (!ofd && !test && type == 2 && static_cast<uint64_t>(start) < kLockMarkBase)
     (void)KernelFcntl(fd, F_SETLK, F_UNLCK, start, end);
   const bool wait = cmd == F_SETLKW || cmd == F_OFD_SETLKW;
   const int ask_cmd = test ? kTest : wait && type != 2 ? kSetWait : kSet;

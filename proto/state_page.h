@@ -96,6 +96,10 @@ struct LockLeases {
   }
 };
 constexpr size_t kLockLeasesOffset = kStateMapBytes;
+// Where the agent's marks on programs' open file descriptions begin (OFD
+// locks of one byte, nodeagent/locks/node_locks.h): a span the kernel keeps
+// for a shim under a lease ends before it.
+constexpr uint64_t kLockMarkBase = uint64_t{1} << 62;
 constexpr size_t kStateMapBytesWithLeases = kLockLeasesOffset + sizeof(LockLeases);
 // A shim trusts a lease while the beat is at most kLockLeaseTrustNs old; an
 // agent ends no lease for another node (and grants none) before

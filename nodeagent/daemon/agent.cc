@@ -371,7 +371,7 @@ void Agent::MakeClusterParts() {
                                 if (n.state() != v1::NODE_STATE_DEAD) ids.push_back(n.node_id());
                               return ids;
                             },
-                        .majority = [m = members_.get()] { return m->AliveOthers().size() + 1 > m->KnownCount() / 2; }});
+                        .majority = [m = members_.get()] { return m->SeesMajority(); }});
   // Release-to-acquire (docs/consistency.md): a release records the view
   // first; a grant after another node's release waits for its log.
   lease_slots_ = std::make_unique<LockLeaseSlots>(

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -55,24 +56,45 @@ std::vector<LockLine> LocksOfDescriptor(pid_t pid, const std::string& fd) {
   return out;
 }
 
-// The descriptors of pid that hold a flock lock on the file (fdinfo lists
-// the locks of the description behind each).
-void FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, std::vector<KernelLock>* out,
-                  bool* found) {
+// Calls each(fd) for every descriptor of pid that leads to the file (dev,
+// ino), fd as /proc names it, until each returns true; whether one did.
+bool EachDescriptorOf(pid_t pid, dev_t dev, ino_t ino, const std::function<bool(const std::string& fd)>& each) {
   const std::string fds = fmt::format("/proc/{}/fd", pid);
   DIR* dir = opendir(fds.c_str());
-  if (dir == nullptr) return;
+  if (dir == nullptr) return false;
+  bool done = false;
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     struct stat st;
     if (stat(fmt::format("{}/{}", fds, e->d_name).c_str(), &st) != 0 || st.st_dev != dev || st.st_ino != ino) continue;
-    for (const LockLine& lock : LocksOfDescriptor(pid, e->d_name)) {
-      if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
-      out->push_back(KernelLock{pid, std::atoi(e->d_name), lock.write, lock.start, lock.end});
-      *found = true;
-    }
+    if ((done = each(e->d_name))) break;
   }
   closedir(dir);
+  return done;
+}
+
+// Calls each(pid) for every process, until it returns true.
+void EachProcess(const std::function<bool(pid_t)>& each) {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return;
+  while (dirent* e = readdir(proc))
+    if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && each(static_cast<pid_t>(std::atoi(e->d_name)))) break;
+  closedir(proc);
+}
+
+// The descriptors of pid that hold a flock lock on the file (fdinfo lists
+// the locks of the description behind each); whether there was one.
+bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, std::vector<KernelLock>* out) {
+  bool found = false;
+  EachDescriptorOf(pid, dev, ino, [&](const std::string& fd) {
+    for (const LockLine& lock : LocksOfDescriptor(pid, fd)) {
+      if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
+      out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end});
+      found = true;
+    }
+    return false;
+  });
+  return found;
 }
 
 }  // namespace
@@ -118,21 +140,13 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
   // looked at then.
   std::vector<KernelLock> held;
   bool all_found = true;
-  for (pid_t pid : flock_pids) {
-    bool found = false;
-    if (pid > 0) FlockHolders(pid, dev, ino, file_id, &held, &found);
-    all_found = all_found && found;
-  }
+  for (pid_t pid : flock_pids) all_found = pid > 0 && FlockHolders(pid, dev, ino, file_id, &held) && all_found;
   if (all_found) return held;
   held.clear();
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return held;
-  while (dirent* e = readdir(proc)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    bool found = false;
-    FlockHolders(static_cast<pid_t>(std::atoi(e->d_name)), dev, ino, file_id, &held, &found);
-  }
-  closedir(proc);
+  EachProcess([&](pid_t pid) {
+    FlockHolders(pid, dev, ino, file_id, &held);
+    return false;
+  });
   return held;
 }
 
@@ -141,24 +155,17 @@ namespace {
 // The path below view of the file (dev, ino) that one of pid's descriptors
 // leads to; "" for none.
 std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view) {
-  const std::string fds = fmt::format("/proc/{}/fd", pid);
-  DIR* dir = opendir(fds.c_str());
-  if (dir == nullptr) return "";
   std::string found;
-  while (dirent* e = readdir(dir)) {
-    const std::string fd = fmt::format("{}/{}", fds, e->d_name);
-    struct stat st;
-    if (e->d_name[0] == '.' || stat(fd.c_str(), &st) != 0 || st.st_dev != dev || st.st_ino != ino) continue;
+  EachDescriptorOf(pid, dev, ino, [&](const std::string& fd) {
     char link[4096];
-    const ssize_t n = readlink(fd.c_str(), link, sizeof link - 1);
-    if (n <= 0) continue;
+    const ssize_t n = readlink(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), link, sizeof link - 1);
+    if (n <= 0) return false;
     const std::string name(link, static_cast<size_t>(n));
-    if (name.size() > view.size() + 1 && name.compare(0, view.size(), view) == 0 && name[view.size()] == '/') {
-      found = name.substr(view.size() + 1);
-      break;
-    }
-  }
-  closedir(dir);
+    if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/')
+      return false;
+    found = name.substr(view.size() + 1);
+    return true;
+  });
   return found;
 }
 
@@ -184,14 +191,11 @@ std::vector<std::pair<std::string, bool>> KernelLockedFilesIn(const std::string&
     // Its name, from a descriptor of the process that took it; that one may
     // be gone (flock(1) on a shell's descriptor): then from any that has it.
     std::string name = pid > 0 ? NameIn(pid, root.st_dev, ino, view) : "";
-    if (DIR* proc = name.empty() ? opendir("/proc") : nullptr) {
-      while (dirent* e = readdir(proc)) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-        name = NameIn(static_cast<pid_t>(std::atoi(e->d_name)), root.st_dev, ino, view);
-        if (!name.empty()) break;
-      }
-      closedir(proc);
-    }
+    if (name.empty())
+      EachProcess([&](pid_t other) {
+        name = NameIn(other, root.st_dev, ino, view);
+        return !name.empty();
+      });
     if (!name.empty()) files.emplace_back(std::move(name), flock);
   }
   return files;

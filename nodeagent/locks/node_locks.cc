@@ -745,9 +745,7 @@ void NodeLocks::MembersChanged() {
   // were home to: those held here are reclaimed there, within its grace.
   std::set<std::string> restarted;
   const std::vector<v1::Node> members = parts_.members.Nodes();
-  bool moved = false;
   {
-    const std::vector<std::string> nodes = NotDead();
     std::lock_guard lock(mu_);
     for (const v1::Node& n : members) {
       if (n.self() || n.incarnation() == 0) continue;
@@ -755,66 +753,52 @@ void NodeLocks::MembersChanged() {
       if (known != 0 && known != n.incarnation()) restarted.insert(n.node_id());
       known = n.incarnation();
     }
-    for (const auto& [file_key, lease] : leases_) moved = moved || LockHome::HomeOf(lease.path, nodes) != lease.home;
   }
   for (const std::string& node : restarted) spdlog::info("locks: node {} restarted: its locks are reclaimed", node);
   ReclaimMoved(restarted);
-  if (!moved) return;
-  {  // their slots at once
-    const std::vector<std::string> nodes = NotDead();
-    std::lock_guard lock(mu_);
-    for (const auto& [file_key, lease] : leases_)
-      if (LockHome::HomeOf(lease.path, nodes) != lease.home) parts_.lease_slots->End(lease.slot, lease.seq);
-  }
   // A lease whose home moved ends here (the new home never granted it); the
   // locks its programs hold are reclaimed there as any others.
-  reclaim_pool_.Submit([this] {
-    std::vector<std::pair<std::string, bool>> ended;
-    {
-      const std::vector<std::string> nodes = NotDead();
-      std::lock_guard lock(mu_);
-      for (const auto& [file_key, lease] : leases_)
-        if (LockHome::HomeOf(lease.path, nodes) != lease.home) ended.emplace_back(lease.path, lease.flock);
-    }
-    for (const auto& [path, flock] : ended) EndLease(path, flock, /*tell_home=*/false);
-    ReclaimMoved({});
+  const std::vector<std::string> nodes = NotDead();
+  EndLeases([&](const Lease& lease) { return LockHome::HomeOf(lease.path, nodes) != lease.home; },
+            /*tell_home=*/false, [this] { ReclaimMoved({}); });
+}
+
+size_t NodeLocks::EndLeases(const std::function<bool(const Lease&)>& which, bool tell_home,
+                            std::function<void()> after) {
+  std::vector<Lease> ended;
+  {  // the slots at once: the shims ask the agent from their next call on
+    std::lock_guard lock(mu_);
+    for (const auto& [file_key, lease] : leases_)
+      if (which(lease)) {
+        if (parts_.lease_slots != nullptr) parts_.lease_slots->End(lease.slot, lease.seq);
+        ended.push_back(lease);
+      }
+  }
+  const size_t count = ended.size();
+  if (count == 0) return 0;
+  // The conversions wait their turn on the pool (EndLease reads the kernel and may ask the home).
+  reclaim_pool_.Submit([this, ended = std::move(ended), tell_home, after = std::move(after)] {
+    for (const Lease& lease : ended) EndLease(lease.path, lease.flock, tell_home, lease.key);
+    if (after) after();
   });
+  return count;
 }
 
 bool NodeLocks::Majority() {
-  return parts_.members.AliveOthers().size() + 1 > parts_.members.KnownCount() / 2 &&
-         parts_.members.HeardByMajorityWithin(kHeardWithin);
+  return parts_.members.SeesMajority() && parts_.members.HeardByMajorityWithin(kHeardWithin);
 }
 
 void NodeLocks::LeasesLapsed() {
   spdlog::warn("locks: this node's lock leases lapsed (no majority hears it, or the agent was stopped): they end");
-  reclaim_pool_.Submit([this] {
-    std::vector<std::pair<std::string, std::string>> ended;  // file key, lease key
-    {
-      std::lock_guard lock(mu_);
-      for (const auto& [file_key, lease] : leases_) ended.emplace_back(file_key, lease.key);
-    }
-    for (const auto& [file_key, key] : ended) EndLease(file_key.substr(2), file_key[0] == 'f', /*tell_home=*/true, key);
-  });
+  EndLeases([](const Lease&) { return true; }, /*tell_home=*/true);
 }
 
 void NodeLocks::AliveChanged() {
   const bool majority = Majority();
   if (parts_.lease_slots != nullptr) parts_.lease_slots->SetTrusted(majority);
   if (majority) return;
-  {  // the slots at once (the conversions wait their turn on the pool)
-    std::lock_guard lock(mu_);
-    for (const auto& [file_key, lease] : leases_) parts_.lease_slots->End(lease.slot, lease.seq);
-  }
-  reclaim_pool_.Submit([this] {
-    std::vector<std::pair<std::string, bool>> ended;
-    {
-      std::lock_guard lock(mu_);
-      for (const auto& [file_key, lease] : leases_) ended.emplace_back(lease.path, lease.flock);
-    }
-    if (!ended.empty()) spdlog::warn("locks: no majority of the members is reachable: {} leases end", ended.size());
-    for (const auto& [path, flock] : ended) EndLease(path, flock, /*tell_home=*/false);
-  });
+  if (size_t ended = EndLeases([](const Lease&) { return true; }, /*tell_home=*/false); ended != 0)
+    spdlog::warn("locks: no majority of the members is reachable: {} leases end", ended);
 }
 
 void NodeLocks::ReclaimMoved(const std::set<std::string>& restarted) {
@@ -938,17 +922,6 @@ void NodeLocks::AwaitLeaseTurn(const std::string& file_key) {
   lease_cv_.wait(lock, [&] { return !lease_turns_.contains(file_key); });
 }
 
-uid_t NodeLocks::EffectiveUidOf(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("Uid:", 0) == 0) {
-      std::istringstream ids(line.substr(4));
-      uid_t real = 0, effective = 0;
-      if (ids >> real >> effective) return effective;
-    }
-  return static_cast<uid_t>(-1);  // matches no one's token
-}
-
 std::string NodeLocks::LeaseKeyOf(const std::string& file_key) {
   std::lock_guard lock(mu_);
   auto it = leases_.find(file_key);
@@ -1060,7 +1033,7 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
                                  : KernelLocksOn(kernel_dev_id_, st.st_dev, st.st_ino, flock, kShadowBase)) {
     std::string key;
     int err = ENOLCK;
-    const uid_t uid = EffectiveUidOf(k.pid);
+    const uid_t uid = static_cast<uid_t>(EffectiveUidOf(k.pid));  // -1 (gone) matches no one's token
     if (!flock) {
       std::lock_guard lock(mu_);
       err = PosixOwnerLocked(k.pid, uid, &key);
@@ -1140,11 +1113,8 @@ bool NodeLocks::ReturnLeaseOf(const v1::LockOwner& lease, const std::string& pat
   const std::string& node_id = lease.node_id();
   if (node_id == parts_.self_id) return EndLease(path, flock, /*tell_home=*/true, lease.key());  // ours
   // A node not heard from lately is not waited for (its lease ends when it is declared dead).
-  std::optional<PeerAddress> peer;
-  for (const v1::Node& n : parts_.members.Nodes())
-    if (n.node_id() == node_id && n.state() == v1::NODE_STATE_ALIVE && !n.address().empty())
-      peer = PeerAddress{n.node_id(), n.address()};
-  if (!peer) return false;
+  std::optional<PeerAddress> peer = parts_.members.AliveOther(node_id);
+  if (!peer || peer->address.empty()) return false;
   v1::ReturnLockLeaseRequest req;
   req.set_path(path);
   req.set_flock(flock);

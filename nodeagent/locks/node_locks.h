@@ -55,13 +55,14 @@
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
 #include "onebox/v1/shim.pb.h"
+#include "proto/state_page.h"
 
 namespace onebox {
 
 class NodeLocks {
  public:
   // Where tokens lie on a file: past any offset a program locks in practice.
-  static constexpr uint64_t kShadowBase = uint64_t{1} << 62;
+  static constexpr uint64_t kShadowBase = kLockMarkBase;  // proto/state_page.h
   // How long a grant waits for the fences' logs before it goes on without.
   static constexpr auto kFenceWait = std::chrono::seconds(5);
   static constexpr auto kNoLeaseAfterRefusal = std::chrono::seconds(1);
@@ -175,7 +176,6 @@ class NodeLocks {
   // Returns once no lease call on the file is under way.
   void AwaitLeaseTurn(const std::string& file_key);
   bool Majority();
-  static uid_t EffectiveUidOf(pid_t pid);
   // No lease is asked for on the file for kNoLeaseAfterRefusal (refused, or
   // recalled: several nodes lock it).
   void NoLeaseForAWhile(const std::string& file_key);
@@ -196,6 +196,9 @@ class NodeLocks {
   // AskHome, and past a lease in the way: its node returns it, and the home is asked again.
   Status AskHomePastLeases(v1::LockRequest& req, v1::LockResponse* resp, std::string* home_out);
   LockOwner LeaseOwner(const std::string& key) const { return LockOwner{parts_.self_id, key, -1}; }
+  // The leases which picks end: their slots at once, then (on the reclaim
+  // pool) each as EndLease(tell_home), then after; how many.
+  size_t EndLeases(const std::function<bool(const Lease&)>& which, bool tell_home, std::function<void()> after = {});
   // Reclaims the locks whose home moved or restarted, and the leases whose home restarted.
   void ReclaimMoved(const std::set<std::string>& restarted);
   // At the start: the locks programs here took under a predecessor's leases

@@ -140,6 +140,8 @@ std::optional<PeerAddress> Membership::AliveOther(const std::string& node_id) {
   return std::nullopt;
 }
 
+bool Membership::SeesMajority() { return AliveOthers().size() + 1 > KnownCount() / 2; }
+
 bool Membership::HeardByMajorityWithin(std::chrono::milliseconds window) {
   const size_t known = KnownCount();
   std::lock_guard lock(mu_);

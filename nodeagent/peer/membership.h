@@ -60,6 +60,8 @@ class Membership {
   std::vector<v1::Node> Nodes();
   // Every other member now alive.
   std::vector<PeerAddress> AliveOthers();
+  // Whether this node sees a majority of the members it knows alive (itself included).
+  bool SeesMajority();
   // Whether a majority of the members (this node included) answered this
   // node's own gossip within window: they hear it (AliveOthers says only
   // that this node hears them, which a one-way cut keeps true).

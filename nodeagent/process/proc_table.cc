@@ -104,6 +104,8 @@ struct Seen {
 
 }  // namespace
 
+int64_t EffectiveUidOf(pid_t pid) { return ReadEffectiveUid("/proc/" + std::to_string(pid)); }
+
 uint64_t StartTicksOf(pid_t pid) {
   Stat st;
   return ReadStat("/proc/" + std::to_string(pid), &st) ? st.start_ticks : 0;

@@ -42,5 +42,7 @@ bool PreloadNamesShim(const std::string& preload);
 // /proc/PID/stat): with the pid, it names one process even after the pid is
 // reused. 0 when the process is gone.
 uint64_t StartTicksOf(pid_t pid);
+// Process pid's effective uid (/proc/PID/status); -1 when it is gone.
+int64_t EffectiveUidOf(pid_t pid);
 
 }  // namespace onebox

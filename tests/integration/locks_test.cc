@@ -503,8 +503,8 @@ time.sleep(600)
       holding.join();
       shell.join();
     };
-    // To the end of the file: short of the agent's marks (NodeLocks::kShadowBase).
-    const std::vector<std::string> kernel_holds{fmt::format("POSIX WRITE 0 {}", (uint64_t{1} << 62) - 1)};
+    // To the end of the file: short of the agent's marks.
+    const std::vector<std::string> kernel_holds{fmt::format("POSIX WRITE 0 {}", kLockMarkBase - 1)};
     if (KernelLocksOf(holder_pid) != kernel_holds) {
       end_holders();
       FAIL() << "no lease: " << fmt::format("{}", fmt::join(KernelLocksOf(holder_pid), ", "));
