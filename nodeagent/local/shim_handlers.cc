@@ -119,10 +119,16 @@ Status ShimHandlers::Hello(const Origin& origin, const v1::ShimRequest& req, v1:
 Status ShimHandlers::Publish(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   const std::string& path = req.publish().path();
   Result<uint64_t> size = parts_.recorder.RecordNow(path);
-  if (!size.ok()) return size.status();
+  if (!size.ok()) {
+    spdlog::warn("fsync of {}: not recorded: {}", path, size.status().message());
+    return size.status();
+  }
   // Durable here; now on the write quorum (of the members known, dead ones included).
   size_t acks = PublishAcksNeeded(parts_.replication_factor, parts_.write_quorum, parts_.members.KnownCount());
-  if (Status s = parts_.replicator.ReplicateNow(path, acks); !s.ok()) return s;
+  if (Status s = parts_.replicator.ReplicateNow(path, acks); !s.ok()) {
+    spdlog::warn("fsync of {}: not on {} nodes: {}", path, acks, s.message());
+    return s;
+  }
   resp->mutable_publish()->set_size(*size);
   return Status::Ok();
 }

@@ -346,6 +346,19 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool cove
           ForgetName(path);
       return;
     }
+    // A file made again under the name since (SQLite's journal: removed at
+    // one commit, made and fsync'ed at the next before this event is read):
+    // the removal is over, the new file's own events record it, and a
+    // tombstone now would undo what fsync's RecordNow made durable. (Not for
+    // a directory: one moved away takes its entries with it, and only its
+    // tombstone removes their records.)
+    std::lock_guard lock(record_mu_);
+    if (!(mask & IN_ISDIR)) {
+      if (int fd = OpenBeneath(root_fd_, path, O_PATH); fd >= 0) {
+        close(fd);
+        return;
+      }
+    }
     TombstonePath(path);
   } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {
     WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too

@@ -1,7 +1,8 @@
 // The view recorder under bursts: which inotify events a close in the same
 // read makes unneeded (CoveredByAClose), and that a burst of files made,
 // written, closed, stamped and chmod'ed as tar does is recorded exactly as
-// the files end up, whatever the recorder skipped.
+// the files end up, whatever the recorder skipped; and that a removal read
+// after the name was made again does not undo the new file's record.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -171,6 +172,44 @@ TEST_F(ViewRecorderBurst, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorder
   ASSERT_TRUE(inode.ParseFromString(rec->value));
   ASSERT_EQ(inode.chunks_size(), 1);
   EXPECT_EQ(inode.chunks(0), Sha256("mine\n"));
+}
+
+TEST_F(ViewRecorderBurst, AFileMadeAgainBeforeItsRemovalIsReadKeepsWhatItsFsyncRecorded) {
+  // SQLite's rollback journal: removed at one commit, made and fsync'ed at
+  // the next, before the recorder reads the removal.
+  const std::string key = "cluster/burst/app.db-journal";
+  const std::string path = view + "/" + key;
+  auto write_file = [&](const std::string& bytes) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(close(fd), 0);
+  };
+  write_file("first commit\n");
+  ASSERT_TRUE(recorder->RecordNow(key).ok());
+  ASSERT_TRUE(recorder->Sync().ok());
+  uint64_t fsynced = 0;
+  {
+    // Held, the recorder's mutex keeps its loop from handling the removal
+    // until the new file's fsync has recorded it.
+    std::lock_guard hold(ledger.view_mutex());
+    ASSERT_EQ(unlink(path.c_str()), 0);
+    write_file("second commit\n");
+    ASSERT_TRUE(recorder->RecordNow(key).ok());
+    fsynced = store.LastLogSeq();
+  }
+  ASSERT_TRUE(recorder->Sync().ok());
+  // What the fsync recorded was never tombstoned (peers would have removed
+  // the file, and a Publish reading it back would fail), and it stays.
+  Result<std::vector<LogEntry>> since = store.ReadLog(fsynced, 1000);
+  ASSERT_TRUE(since.ok());
+  for (const LogEntry& e : *since) EXPECT_FALSE(e.key == key && e.record.tombstone) << "tombstone at seq " << e.seq;
+  Result<Record> rec = store.Get(key, Cf::kNs);
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  v1::Inode inode;
+  ASSERT_TRUE(inode.ParseFromString(rec->value));
+  ASSERT_EQ(inode.chunks_size(), 1);
+  EXPECT_EQ(inode.chunks(0), Sha256("second commit\n"));
 }
 
 }  // namespace
