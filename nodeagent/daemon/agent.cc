@@ -371,7 +371,8 @@ void Agent::MakeClusterParts() {
                                 if (n.state() != v1::NODE_STATE_DEAD) ids.push_back(n.node_id());
                               return ids;
                             },
-                        .majority = [m = members_.get()] { return m->SeesMajority(); }});
+                        .majority = [m = members_.get()] { return m->SeesMajority(); },
+                        .incarnation = [m = members_.get()] { return m->incarnation(); }});
   // Release-to-acquire (docs/consistency.md): a release records the view
   // first; a grant after another node's release waits for its log.
   lease_slots_ = std::make_unique<LockLeaseSlots>(
@@ -407,6 +408,7 @@ void Agent::MakeClusterParts() {
     if (page->peers_alive.exchange(alive) != alive) {
       r->PeersChanged();
       node_locks_->AliveChanged();  // a lease ends where no majority is seen
+      lock_home_->MembersChanged();  // a majority lost is a grace when it is back
     }
     // A node declared dead lets go of its ports now, not at the table's next look.
     size_t dead = 0;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <set>
+#include <utility>
 
 #include "nodeagent/locks/lease_slots.h"
 #include "nodeagent/locks/lock_wire.h"
@@ -39,12 +40,30 @@ std::string LockHome::HomeOf(const std::string& path, const std::vector<std::str
   return best;
 }
 
+void LockHome::NoteIncarnationLocked() {
+  if (!members_.incarnation) return;
+  const uint64_t now = members_.incarnation();
+  const uint64_t was = std::exchange(incarnation_, now);
+  if (was == 0 || was == now) return;
+  // Back after a silence in which the others may have declared this node
+  // dead and granted its files' locks elsewhere: what is kept here may be
+  // stale (a lock released at another home). Every node reclaims here
+  // what its programs hold (they see the new incarnation), in a grace.
+  spdlog::warn("locks: this node is a new incarnation: the {} files' locks it kept are forgotten, and reclaimed "
+               "by their holders within its grace", files_.size());
+  files_.clear();
+  eras_.assign(1, Era{clock_.Now(), {}});
+  cv_.notify_all();  // awaits of dropped files answer NOT_HOME
+}
+
 std::vector<std::string> LockHome::NodesLocked() {
+  NoteIncarnationLocked();
   std::vector<std::string> nodes = members_.not_dead();
   if (std::find(nodes.begin(), nodes.end(), self_) == nodes.end()) nodes.push_back(self_);
   std::sort(nodes.begin(), nodes.end());
-  if (eras_.back().nodes != nodes) {
-    eras_.push_back(Era{clock_.Now(), nodes});
+  const bool majority = members_.majority();
+  if (eras_.back().nodes != nodes || eras_.back().majority != majority) {
+    eras_.push_back(Era{clock_.Now(), nodes, majority});
     while (eras_.size() > kErasKept) eras_.pop_front();
   }
   return nodes;
@@ -53,12 +72,14 @@ std::vector<std::string> LockHome::NodesLocked() {
 bool LockHome::InGraceLocked(const std::string& path) {
   if (eras_.back().nodes == std::vector<std::string>{self_}) return false;  // alone: nobody else granted anything
   // Any membership of the last kGrace under which path's home was another
-  // node (or not known yet, at the start) may have left locks there that
-  // their holders are still reclaiming here.
+  // node (or not known yet, at the start, or not known for sure: this node
+  // saw no majority, and the others may have declared it dead and taken its
+  // files) may have left locks there that their holders are still
+  // reclaiming here.
   const Clock::time_point now = clock_.Now();
   for (size_t i = 0; i + 1 < eras_.size(); ++i) {
     if (now - eras_[i + 1].since >= kGrace) continue;  // ended too long ago
-    if (eras_[i].nodes.empty() || HomeOf(path, eras_[i].nodes) != self_) return true;
+    if (eras_[i].nodes.empty() || !eras_[i].majority || HomeOf(path, eras_[i].nodes) != self_) return true;
   }
   return eras_.size() == 1 && now - eras_.front().since < kGrace;
 }
@@ -226,6 +247,7 @@ Status LockHome::OnAwaitLock(const v1::AwaitLockRequest& req, v1::LockResponse* 
   const std::string key = LockFileKey(req.path(), req.flock());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(req.window_ms(), 5000u));
   std::unique_lock lock(mu_);
+  NoteIncarnationLocked();
   auto find = [&]() -> std::pair<File*, std::deque<Waiter>::iterator> {
     auto f = files_.find(key);
     if (f == files_.end()) return {nullptr, {}};

@@ -9,8 +9,9 @@
 // - A home answers only while it sees a majority of the members alive; on
 //   a partition's minority side no lock is granted (NO_QUORUM).
 // - A node that became a file's home less than kGrace ago (its start, a
-//   member's death or return) grants nothing there but reclaims: every node
-//   sends the new home the locks its programs hold (locks/node_locks.h).
+//   member's death or return, its own return as a new incarnation after it
+//   was stopped) grants nothing there but reclaims: every node sends the
+//   new home the locks its programs hold (locks/node_locks.h).
 // - The locks of a member declared dead are dropped, and its waits too.
 // - Each unlock carries a fence: the releasing node's log position after it
 //   recorded its view. A grant names the fences other nodes left on the file,
@@ -44,6 +45,9 @@ class LockHome {
     std::function<std::vector<std::string>()> not_dead;
     // Whether this node sees a majority of the members it knows alive.
     std::function<bool()> majority;
+    // This node's incarnation (Membership::incarnation), if it can change
+    // while the agent runs: a new one forgets every table and starts a grace.
+    std::function<uint64_t()> incarnation;
   };
   LockHome(std::string self_id, Members members, Clock& clock = SteadyClock());
 
@@ -79,9 +83,14 @@ class LockHome {
   struct Era {
     Clock::time_point since;
     std::vector<std::string> nodes;  // empty: before the first look
+    // Whether it saw a majority alive: a home cut off from the majority
+    // does not know which of its files the others took meanwhile.
+    bool majority = true;
   };
 
   std::vector<std::string> NodesLocked();
+  // Forgets everything kept here, as at a start, when this node's incarnation moved.
+  void NoteIncarnationLocked();
   bool InGraceLocked(const std::string& path);
   void GrantWaitersLocked(File& file);
   void FencesLocked(const File& file, const std::string& for_node, v1::LockResponse* resp) const;
@@ -95,6 +104,7 @@ class LockHome {
   bool stopping_ = false;
   std::map<std::string, File> files_;  // by LockFileKey (lock_wire.h)
   std::deque<Era> eras_;               // the last few, oldest first
+  uint64_t incarnation_ = 0;           // as last seen (0: not yet)
 };
 
 }  // namespace onebox

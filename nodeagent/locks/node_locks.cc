@@ -744,17 +744,28 @@ void NodeLocks::MembersChanged() {
   // Members whose agent restarted (a new incarnation) forgot the locks they
   // were home to: those held here are reclaimed there, within its grace.
   std::set<std::string> restarted;
+  bool self_restarted = false;
   const std::vector<v1::Node> members = parts_.members.Nodes();
   {
     std::lock_guard lock(mu_);
     for (const v1::Node& n : members) {
-      if (n.self() || n.incarnation() == 0) continue;
+      if (n.incarnation() == 0) continue;
       uint64_t& known = incarnations_[n.node_id()];
-      if (known != 0 && known != n.incarnation()) restarted.insert(n.node_id());
+      if (known != 0 && known != n.incarnation()) {
+        if (n.self()) self_restarted = true;
+        else restarted.insert(n.node_id());
+      }
       known = n.incarnation();
     }
+    // This node went on as a new incarnation (it was stopped): its own home
+    // forgot its tables, and the others may have declared it dead and
+    // dropped its locks. Its programs' locks are reclaimed at every home.
+    if (self_restarted)
+      for (const v1::Node& n : members) restarted.insert(n.node_id());
   }
-  for (const std::string& node : restarted) spdlog::info("locks: node {} restarted: its locks are reclaimed", node);
+  if (self_restarted) spdlog::info("locks: this node is a new incarnation: its programs' locks are reclaimed at every home");
+  else
+    for (const std::string& node : restarted) spdlog::info("locks: node {} restarted: its locks are reclaimed", node);
   ReclaimMoved(restarted);
   // A lease whose home moved ends here (the new home never granted it); the
   // locks its programs hold are reclaimed there as any others.

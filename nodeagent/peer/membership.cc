@@ -57,15 +57,30 @@ void Membership::set_address(const std::string& address) {
 }
 
 v1::Member Membership::SelfLocked() {
+  // A silence seen before the next heartbeat goes out: a lock home asks
+  // (through Nodes) before it answers anything.
+  const Clock::time_point now = clock_.Now();
+  if (published_ && now - *published_ >= options_.dead_after / 2) {
+    incarnation_ = store_.clock().Now();
+    published_ = now;
+    spdlog::warn("this node published no heartbeat for a while (stopped, or a stalled gossip): the others may have "
+                 "declared it dead, so it goes on as a new incarnation");
+  }
   v1::Member m;
   m.set_node_id(NodeIdHex(self_.node_id));
   m.set_name(self_.name);
   m.set_address(address_);
   m.set_index(index_.load());
   m.set_heartbeat(store_.clock().Now());
-  m.set_incarnation(incarnation_);
+  m.set_incarnation(incarnation_.load());
   *m.mutable_load() = ReadLoad();
   if (load_extra_) load_extra_(m.mutable_load());
+  return m;
+}
+
+v1::Member Membership::PublishedSelfLocked() {
+  v1::Member m = SelfLocked();
+  published_ = clock_.Now();
   return m;
 }
 
@@ -98,7 +113,7 @@ void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp
   MergeLocked(req.from());
   for (const v1::Member& m : req.members()) MergeLocked(m);
   SaveKnownLocked();
-  *resp->add_members() = SelfLocked();
+  *resp->add_members() = PublishedSelfLocked();
   for (auto& [id, k] : members_) *resp->add_members() = k.member;
 }
 
@@ -236,7 +251,7 @@ std::vector<std::string> Membership::PrepareRoundLocked(v1::GossipRequest* req) 
   // Our index once we have heard from the cluster (or have no one to ask).
   if (rounds_ >= 2 || seeds_.empty() || !members_.empty()) ChooseIndexLocked();
   ++rounds_;
-  *req->mutable_from() = SelfLocked();
+  *req->mutable_from() = PublishedSelfLocked();
   std::vector<std::string> targets;
   for (auto& [id, k] : members_) {
     *req->add_members() = k.member;

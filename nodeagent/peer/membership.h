@@ -86,6 +86,12 @@ class Membership {
   // Seeds (other than ourselves) no member we know of answers at.
   size_t UnheardSeeds();
   uint32_t index() const { return index_.load(); }
+  // This agent's incarnation (Member.incarnation): its start, and again
+  // whenever it went on after publishing no heartbeat for half the time the
+  // others wait before declaring a member dead (SIGSTOP, a paused VM): they
+  // may have, and moved its files' lock homes meanwhile, so it comes back
+  // as a restarted node does (its lock home forgets its old tables).
+  uint64_t incarnation() const { return incarnation_.load(); }
   // Called after every gossip round with the number of other members alive.
   void set_alive_observer(std::function<void(size_t)> fn) { alive_observer_ = std::move(fn); }
   // Called after each call of a round and at its end: the gossip thread
@@ -105,6 +111,8 @@ class Membership {
   std::vector<std::string> PrepareRoundLocked(v1::GossipRequest* req);
   void MergeLocked(const v1::Member& m);
   v1::Member SelfLocked();
+  // SelfLocked, for a heartbeat that goes out (a round's request, an answer).
+  v1::Member PublishedSelfLocked();
   void ChooseIndexLocked();
   // Keeps the members' addresses in the store when they changed (for rejoin).
   void SaveKnownLocked();
@@ -126,7 +134,8 @@ class Membership {
   MembershipOptions options_;
   std::atomic<uint32_t> index_{0};
   Clock::time_point started_;  // when this object was made
-  const uint64_t incarnation_;  // this agent's start, on its clock (Member.incarnation)
+  std::atomic<uint64_t> incarnation_;  // on the store's clock (Member.incarnation)
+  std::optional<Clock::time_point> published_;  // our last heartbeat sent (under mu_)
   int rounds_ = 0;
 
   std::mutex mu_;

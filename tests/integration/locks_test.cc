@@ -557,13 +557,25 @@ print(', '.join(said))
 // declaring it dead: they drop its lease, and another node's program takes
 // the lock. When the agent goes on, its leases have lapsed (its beat saw
 // the gap before it beat again): its programs' locks go through the agent
-// and meet the other node's, never the kernel's alone.
+// and meet the other node's, never the kernel's alone. Two files: one homed
+// on the stopped node, which comes back as a new incarnation (its old table
+// forgotten, a grace in which the other node reclaims its lock), and one
+// homed on another node.
 TEST_F(LocksTest, ALeaseOfAnAgentThatWasStoppedLongerThanTheOthersWaitIsOverWhenItGoesOn) {
   StartThree();
   if (HasFatalFailure()) return;
-  const std::string held = dir_ / "held", path = "/cluster/paused";
-  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
-  ASSERT_TRUE(Reads(*b, path, "x\n"));
+  const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
+  std::vector<std::string> paths;
+  for (bool on_a : {true, false})
+    for (int i = 0;; ++i)
+      if (std::string name = fmt::format("paused{}", i); (LockHome::HomeOf("cluster/" + name, nodes) == nodes[0]) == on_a) {
+        paths.push_back("/cluster/" + name);
+        break;
+      }
+  for (const std::string& path : paths) {
+    ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
+    ASSERT_TRUE(Reads(*b, path, "x\n"));
+  }
   std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
   const std::string try_lock = R"(
 import errno, fcntl, os, sys
@@ -574,34 +586,42 @@ try:
 except OSError as e:
     print(errno.errorcode[e.errno])
 )";
-  // a's program locks and unlocks: a keeps the lease.
-  ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*a)).out, "granted\n");
+  // a's program locks and unlocks each: a keeps the leases.
+  for (const std::string& path : paths)
+    ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*a)).out, "granted\n");
   ASSERT_EQ(kill(a->pid(), SIGSTOP), 0);
-  std::this_thread::sleep_for(seconds(12));  // b and c declare a dead (10 s), dropping its lease
+  std::this_thread::sleep_for(seconds(12));  // b and c declare a dead (10 s), dropping its leases
   const std::string holder = R"(
 import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR)
-fcntl.lockf(fd, fcntl.LOCK_EX)
-open(sys.argv[2], 'w').write(str(os.getpid()))
+fds = [os.open(p, os.O_RDWR) for p in sys.argv[2:]]
+for fd in fds:
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+open(sys.argv[1], 'w').write(str(os.getpid()))
 time.sleep(600)
 )";
+  const std::string held = dir_ / "held";
+  std::vector<std::string> holder_argv{"/usr/bin/python3", "-c", holder, held};
+  holder_argv.insert(holder_argv.end(), paths.begin(), paths.end());
   RunResult holder_run;
-  std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, path, held}, On(*b)); });
+  std::thread holding([&] { holder_run = RunCommand(holder_argv, On(*b)); });
   const std::string holder_said = Await(held, seconds(20));
   EXPECT_EQ(kill(a->pid(), SIGCONT), 0);
   if (holder_said.empty()) {
     holding.join();
     FAIL() << holder_run.err;
   }
-  // Never granted on a while b's program holds it (EAGAIN once the homes
+  // Never granted on a while b's program holds them (EAGAIN once the homes
   // agree again; ENOLCK while they do not).
-  std::string said;
-  for (int i = 0; i < 10; ++i) {
-    said = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*a)).out;
-    EXPECT_NE(said, "granted\n") << "a's program locked the kernel's file under a lapsed lease";
-    std::this_thread::sleep_for(milliseconds(500));
+  for (const std::string& path : paths) {
+    SCOPED_TRACE(path);
+    std::string said;
+    for (int i = 0; i < 10; ++i) {
+      said = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*a)).out;
+      EXPECT_NE(said, "granted\n") << "a's program got a lock b's program holds";
+      std::this_thread::sleep_for(milliseconds(300));
+    }
+    EXPECT_EQ(said, "EAGAIN\n");
   }
-  EXPECT_EQ(said, "EAGAIN\n");
   kill(std::stoi(holder_said), SIGKILL);
   holding.join();
 }

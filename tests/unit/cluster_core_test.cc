@@ -84,6 +84,45 @@ TEST(MembershipCoreTest, AMemberThatFallsSilentGoesSuspectThenDeadAsTimePasses) 
   EXPECT_EQ(StateSeenBy(cluster.node(0), c), v1::NODE_STATE_ALIVE);
 }
 
+// A node that published no heartbeat for half the time a member takes to be
+// declared dead (its agent stopped, a paused VM) goes on as a new
+// incarnation: the others may have declared it dead and moved its files'
+// lock homes meanwhile. The nodes that kept gossiping, and a node silent
+// for less, keep theirs.
+TEST(MembershipCoreTest, ANodeSilentLongEnoughToBeDeclaredDeadGoesOnAsANewIncarnation) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& c = cluster.node(2);
+  const uint64_t a_was = a.members->incarnation();
+  auto silence_c_for = [&](std::chrono::milliseconds silence) {
+    cluster.Silence(2);
+    for (auto passed = 0ms; passed < silence; passed += 500ms) {  // a and b gossip every round; c says nothing
+      cluster.clock().Advance(500ms);
+      cluster.node(0).members->GossipRound();
+      cluster.node(1).members->GossipRound();
+    }
+    cluster.Silence(2, false);
+  };
+  auto seen_by_a = [&] {
+    for (const v1::Node& n : a.members->Nodes())
+      if (n.node_id() == c.id()) return n.incarnation();
+    return uint64_t{0};
+  };
+  uint64_t c_was = c.members->incarnation();
+  silence_c_for(4500ms);
+  c.members->GossipRound();
+  EXPECT_EQ(c.members->incarnation(), c_was);
+
+  silence_c_for(11s);
+  EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_DEAD);
+  c.members->GossipRound();
+  EXPECT_NE(c.members->incarnation(), c_was);
+  EXPECT_EQ(seen_by_a(), c.members->incarnation()) << "its first heartbeat after the silence is the new incarnation's";
+  EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_ALIVE);
+  EXPECT_EQ(a.members->incarnation(), a_was);
+}
+
 TEST(MembershipCoreTest, ASeedNotHeardFromCountsAsAMemberAndKeepsTheLog) {
   // b and c were told to join a, which never answered: neither is a
   // cluster of one (fsync's quorum, QUORUM and ALL count a), and b's log

@@ -77,7 +77,11 @@ struct Home {
   FakeClock clock;
   std::vector<std::string> nodes{"n1", "n2", "n3"};
   bool majority = true;
-  LockHome home{"n1", LockHome::Members{.not_dead = [this] { return nodes; }, .majority = [this] { return majority; }},
+  uint64_t incarnation = 1;
+  LockHome home{"n1",
+                LockHome::Members{.not_dead = [this] { return nodes; },
+                                  .majority = [this] { return majority; },
+                                  .incarnation = [this] { return incarnation; }},
                 clock};
   Home() {
     home.MembersChanged();
@@ -313,6 +317,56 @@ TEST(LockHomeTest, ANewHomeTakesOnlyReclaimsDuringItsGraceAndNothingWithoutAMajo
   EXPECT_EQ(after.holder().key(), "p7");
   h.majority = false;
   EXPECT_EQ(h.Ask(moved, kP1, LockType::kWrite, {200, 201}).outcome(), v1::LockResponse::NO_QUORUM);
+}
+
+// A home that goes on as a new incarnation (it was stopped while the
+// others declared it dead and granted its files' locks elsewhere) forgets
+// what it kept, its own lease included, and takes only reclaims for its
+// grace: the lock another node's program took meanwhile holds.
+TEST(LockHomeTest, ANewIncarnationForgetsItsTablesAndTakesOnlyReclaimsDuringItsGrace) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  const LockSpan all{0, LockSpan::kToEnd};
+  ASSERT_EQ(h.Ask(path, {"n1", "lease.a.1", -1}, LockType::kWrite, all).outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(h.Ask(path, kQ, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::CONFLICT);
+  ASSERT_EQ(h.Ask(path, kQ, LockType::kWrite, {0, 1}, v1::LockRequest::SET, true, 4).outcome(),
+            v1::LockResponse::QUEUED);
+  h.incarnation = 2;
+  // The wait queued at the old incarnation is gone with its table.
+  EXPECT_EQ(h.Await(path, "n2", 4, 0).outcome(), v1::LockResponse::NOT_HOME);
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRACE);
+  v1::LockRequest reclaim;
+  reclaim.set_path(path);
+  ToWire(kQ, reclaim.mutable_owner());
+  reclaim.set_op(v1::LockRequest::RECLAIM);
+  ToWire(LockType::kWrite, LockSpan{0, 100}, reclaim.add_held());
+  v1::LockResponse reclaimed;
+  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED) << "the old lease is forgotten";
+  h.clock.Advance(LockHome::kGrace);
+  v1::LockResponse after = h.Ask(path, kP1, LockType::kWrite, {0, 1});
+  EXPECT_EQ(after.outcome(), v1::LockResponse::CONFLICT);
+  EXPECT_EQ(after.holder().key(), "p7");
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {100, 101}).outcome(), v1::LockResponse::GRANTED);
+}
+
+// A home cut off with a minority (the others may have declared it dead and
+// granted its files' locks elsewhere) takes only reclaims for a grace once
+// it sees a majority again, although its files never moved in its own view.
+TEST(LockHomeTest, AHomeThatSawNoMajorityTakesOnlyReclaimsForAGraceWhenItSeesOneAgain) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  h.nodes = {"n1"};
+  h.majority = false;
+  h.home.MembersChanged();
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::NO_QUORUM);
+  h.clock.Advance(std::chrono::seconds(12));
+  h.nodes = {"n1", "n2", "n3"};
+  h.majority = true;
+  h.home.MembersChanged();
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRACE);
+  h.clock.Advance(LockHome::kGrace);
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRANTED);
 }
 
 TEST(LockHomeTest, AFlockConversionThatFailsHasGivenTheOldLockUpAsTheKernelDoes) {
