@@ -346,19 +346,14 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool cove
           ForgetName(path);
       return;
     }
-    // A file made again under the name since (SQLite's journal: removed at
-    // one commit, made and fsync'ed at the next before this event is read):
-    // the removal is over, the new file's own events record it, and a
-    // tombstone now would undo what fsync's RecordNow made durable. (Not for
-    // a directory: one moved away takes its entries with it, and only its
-    // tombstone removes their records.)
+    // A file made again under the name and recorded since (SQLite's
+    // journal: removed at one commit, made and fsync'ed at the next before
+    // this event is read): the record is the new file's, and a tombstone
+    // now would undo what fsync's RecordNow made durable. (A file made
+    // again and not recorded yet is removed from the store until its own
+    // events record it, so peers never read the old one under its name.)
     std::lock_guard lock(record_mu_);
-    if (!(mask & IN_ISDIR)) {
-      if (int fd = OpenBeneath(root_fd_, path, O_PATH); fd >= 0) {
-        close(fd);
-        return;
-      }
-    }
+    if (!(mask & IN_ISDIR) && RecordedSince(path)) return;
     TombstonePath(path);
   } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {
     WatchTree(path, nullptr);  // a new or moved-in directory: everything below it too
@@ -826,6 +821,24 @@ void ViewRecorder::ForgetName(const std::string& path) {
   inode_of_name_.erase(known);
 }
 
+bool ViewRecorder::RecordedSince(const std::string& path) {
+  // The inode number alone does not tell: a file made at once after a
+  // removal often takes the removed one's. Its size and mtime as recorded
+  // do (short of a write of the same size in the same clock tick, which
+  // its own close records anyway).
+  auto known = inode_of_name_.find(path);
+  if (known == inode_of_name_.end()) return false;
+  int fd = OpenBeneath(root_fd_, path, O_PATH);
+  if (fd < 0) return false;
+  struct stat st;
+  const bool looked = fstat(fd, &st) == 0;
+  close(fd);
+  if (!looked || !S_ISREG(st.st_mode) || st.st_ino != known->second) return false;
+  std::optional<v1::Inode> rec = RecordOf(path);
+  return rec && rec->type() == v1::FILE_TYPE_REGULAR && rec->size() == static_cast<uint64_t>(st.st_size) &&
+         rec->mtime_ns() == MtimeNs(st);
+}
+
 void ViewRecorder::TombstonePath(const std::string& path) {
   std::lock_guard lock(record_mu_);
   ForgetSymlinks(path);
@@ -895,6 +908,9 @@ void ViewRecorder::FullScan() {
     after = page->entries.back().key;
   }
   for (const std::string& k : gone) {
+    // Looked at and removed under the view's lock: fsync's RecordNow comes
+    // before the look or after the tombstone, never between.
+    std::lock_guard lock(record_mu_);
     // Made after the listing (fsync's RecordNow, or an event not yet read): keep it.
     int fd = OpenBeneath(root_fd_, k, O_PATH);
     if (fd >= 0) {

@@ -199,6 +199,10 @@ class ViewRecorder {
   std::optional<Version> EarlierVersionShown(const std::string& path, const v1::Inode& inode,
                                              const Version* only = nullptr);
   void TombstonePath(const std::string& path);  // path and everything below
+  // Whether the name holds a regular file now, and its record was made from
+  // that file (its inode, size and mtime): made again after a removal still
+  // to be handled, and recorded already. Under record_mu_.
+  bool RecordedSince(const std::string& path);
   void FullScan();
   // Hashes path's content into inode; with deferred, chunks hashed ahead are
   // not stored but listed there (for ChunkPrehasher::Keep), else stored, as
