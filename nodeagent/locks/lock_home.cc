@@ -53,15 +53,18 @@ void LockHome::NoteIncarnationLocked() {
                "by their holders within its grace", files_.size());
   files_.clear();
   eras_.assign(1, Era{clock_.Now(), {}});
+  forgot_at_ = clock_.Now();
   cv_.notify_all();  // awaits of dropped files answer NOT_HOME
 }
 
 std::vector<std::string> LockHome::NodesLocked() {
-  NoteIncarnationLocked();
   std::vector<std::string> nodes = members_.not_dead();
   if (std::find(nodes.begin(), nodes.end(), self_) == nodes.end()) nodes.push_back(self_);
   std::sort(nodes.begin(), nodes.end());
   const bool majority = members_.majority();
+  // After the majority: a majority seen again after a silence comes from
+  // answers to a heartbeat of the new incarnation, so it is noted by now.
+  NoteIncarnationLocked();
   if (eras_.back().nodes != nodes || eras_.back().majority != majority) {
     eras_.push_back(Era{clock_.Now(), nodes, majority});
     while (eras_.size() > kErasKept) eras_.pop_front();
@@ -70,13 +73,16 @@ std::vector<std::string> LockHome::NodesLocked() {
 }
 
 bool LockHome::InGraceLocked(const std::string& path) {
-  if (eras_.back().nodes == std::vector<std::string>{self_}) return false;  // alone: nobody else granted anything
+  const Clock::time_point now = clock_.Now();
+  // Alone: nobody else granted anything (unless this node forgot its own
+  // programs' locks lately, as a new incarnation: they are reclaimed first).
+  if (eras_.back().nodes == std::vector<std::string>{self_} && (!forgot_at_ || now - *forgot_at_ >= kGrace))
+    return false;
   // Any membership of the last kGrace under which path's home was another
   // node (or not known yet, at the start, or not known for sure: this node
   // saw no majority, and the others may have declared it dead and taken its
   // files) may have left locks there that their holders are still
   // reclaiming here.
-  const Clock::time_point now = clock_.Now();
   for (size_t i = 0; i + 1 < eras_.size(); ++i) {
     if (now - eras_[i + 1].since >= kGrace) continue;  // ended too long ago
     if (eras_[i].nodes.empty() || !eras_[i].majority || HomeOf(path, eras_[i].nodes) != self_) return true;
@@ -85,7 +91,7 @@ bool LockHome::InGraceLocked(const std::string& path) {
 }
 
 void LockHome::GrantWaitersLocked(File& file) {
-  if (!members_.majority()) return;  // a minority side grants nothing, not even to those already waiting
+  if (!MajorityLocked()) return;  // a minority side grants nothing, not even to those already waiting
   bool granted = false;
   for (Waiter& w : file.waiters) {
     if (w.granted || file.locks.Conflict(w.owner, w.type, w.span)) continue;
@@ -117,7 +123,7 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
   const std::vector<std::string> nodes = NodesLocked();
   // A reclaim or a lease's return is taken on either side of a partition
   // (it grants nothing new); everything else needs a majority.
-  if (!members_.majority() && req.op() != v1::LockRequest::RECLAIM && req.op() != v1::LockRequest::RETURN) {
+  if (!MajorityLocked() && req.op() != v1::LockRequest::RECLAIM && req.op() != v1::LockRequest::RETURN) {
     resp->set_outcome(v1::LockResponse::NO_QUORUM);
     return Status::Ok();
   }
@@ -247,7 +253,7 @@ Status LockHome::OnAwaitLock(const v1::AwaitLockRequest& req, v1::LockResponse* 
   const std::string key = LockFileKey(req.path(), req.flock());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::min(req.window_ms(), 5000u));
   std::unique_lock lock(mu_);
-  NoteIncarnationLocked();
+  (void)NodesLocked();  // the majority and the incarnation as they are now
   auto find = [&]() -> std::pair<File*, std::deque<Waiter>::iterator> {
     auto f = files_.find(key);
     if (f == files_.end()) return {nullptr, {}};

@@ -26,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -88,7 +89,11 @@ class LockHome {
     bool majority = true;
   };
 
+  // The members not dead as they are now; also notes whether a majority is
+  // seen (MajorityLocked) and this node's incarnation. Every call that may
+  // grant asks it first.
   std::vector<std::string> NodesLocked();
+  bool MajorityLocked() const { return eras_.back().majority; }
   // Forgets everything kept here, as at a start, when this node's incarnation moved.
   void NoteIncarnationLocked();
   bool InGraceLocked(const std::string& path);
@@ -105,6 +110,7 @@ class LockHome {
   std::map<std::string, File> files_;  // by LockFileKey (lock_wire.h)
   std::deque<Era> eras_;               // the last few, oldest first
   uint64_t incarnation_ = 0;           // as last seen (0: not yet)
+  std::optional<Clock::time_point> forgot_at_;  // when a new incarnation forgot every table
 };
 
 }  // namespace onebox

@@ -1,5 +1,7 @@
 #include "nodeagent/peer/membership.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <set>
 
@@ -17,6 +19,13 @@ constexpr std::string_view kIndexMetaKey = "node/index";
 // cluster even when its seeds are gone: asked only until some member answers.
 constexpr std::string_view kKnownMetaKey = "node/known-addresses";
 constexpr auto kGossipDeadline = std::chrono::milliseconds(500);
+// CLOCK_BOOTTIME: a suspended machine's silence counts (the steady clock stops with it).
+int64_t BootTimeNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 }  // namespace
 
 Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, std::string address,
@@ -58,13 +67,22 @@ void Membership::set_address(const std::string& address) {
 
 v1::Member Membership::SelfLocked() {
   // A silence seen before the next heartbeat goes out: a lock home asks
-  // (through Nodes) before it answers anything.
+  // (through Nodes) before it answers anything. Once per silence: a node
+  // nobody has answered since (cut off, its rounds slow with timeouts)
+  // does not go on as one new incarnation after another.
   const Clock::time_point now = clock_.Now();
-  if (published_ && now - *published_ >= options_.dead_after / 2) {
-    incarnation_ = store_.clock().Now();
-    published_ = now;
-    spdlog::warn("this node published no heartbeat for a while (stopped, or a stalled gossip): the others may have "
-                 "declared it dead, so it goes on as a new incarnation");
+  const int64_t boot_now = BootTimeNs();
+  if (published_ && heard_since_new_incarnation_) {
+    const auto silent = std::max<std::chrono::nanoseconds>(now - *published_, std::chrono::nanoseconds(boot_now - published_boot_ns_));
+    if (silent >= options_.dead_after / 2) {
+      incarnation_ = store_.clock().Now();
+      published_ = now;
+      published_boot_ns_ = boot_now;
+      heard_since_new_incarnation_ = false;
+      spdlog::warn("this node published no heartbeat for {} ms (stopped, suspended, or its gossip stalled): the others "
+                   "may have declared it dead, so it goes on as a new incarnation",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(silent).count());
+    }
   }
   v1::Member m;
   m.set_node_id(NodeIdHex(self_.node_id));
@@ -81,6 +99,7 @@ v1::Member Membership::SelfLocked() {
 v1::Member Membership::PublishedSelfLocked() {
   v1::Member m = SelfLocked();
   published_ = clock_.Now();
+  published_boot_ns_ = BootTimeNs();
   return m;
 }
 
@@ -110,6 +129,7 @@ v1::NodeState Membership::StateOf(const Known& k, Clock::time_point now) const {
 
 void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp) {
   std::lock_guard lock(mu_);
+  heard_since_new_incarnation_ = true;
   MergeLocked(req.from());
   for (const v1::Member& m : req.members()) MergeLocked(m);
   SaveKnownLocked();
@@ -283,6 +303,7 @@ void Membership::GossipRound() {
     if (!answered) continue;
     std::lock_guard lock(mu_);
     answered_[target] = clock_.Now();
+    heard_since_new_incarnation_ = true;
     for (const v1::Member& m : resp.members()) MergeLocked(m);
     SaveKnownLocked();
   }

@@ -88,9 +88,10 @@ class Membership {
   uint32_t index() const { return index_.load(); }
   // This agent's incarnation (Member.incarnation): its start, and again
   // whenever it went on after publishing no heartbeat for half the time the
-  // others wait before declaring a member dead (SIGSTOP, a paused VM): they
-  // may have, and moved its files' lock homes meanwhile, so it comes back
-  // as a restarted node does (its lock home forgets its old tables).
+  // others wait before declaring a member dead (SIGSTOP, a suspended
+  // machine): they may have, and moved its files' lock homes meanwhile, so
+  // it comes back as a restarted node does (its lock home forgets its old
+  // tables). A VM paused by its host is not seen: its clocks stop with it.
   uint64_t incarnation() const { return incarnation_.load(); }
   // Called after every gossip round with the number of other members alive.
   void set_alive_observer(std::function<void(size_t)> fn) { alive_observer_ = std::move(fn); }
@@ -135,7 +136,10 @@ class Membership {
   std::atomic<uint32_t> index_{0};
   Clock::time_point started_;  // when this object was made
   std::atomic<uint64_t> incarnation_;  // on the store's clock (Member.incarnation)
-  std::optional<Clock::time_point> published_;  // our last heartbeat sent (under mu_)
+  // Our last heartbeat sent, on clock_ and CLOCK_BOOTTIME (under mu_).
+  std::optional<Clock::time_point> published_;
+  int64_t published_boot_ns_ = 0;
+  bool heard_since_new_incarnation_ = true;  // a member answered, or called, since (under mu_)
   int rounds_ = 0;
 
   std::mutex mu_;

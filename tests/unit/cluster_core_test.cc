@@ -121,6 +121,17 @@ TEST(MembershipCoreTest, ANodeSilentLongEnoughToBeDeclaredDeadGoesOnAsANewIncarn
   EXPECT_EQ(seen_by_a(), c.members->incarnation()) << "its first heartbeat after the silence is the new incarnation's";
   EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_ALIVE);
   EXPECT_EQ(a.members->incarnation(), a_was);
+
+  // Cut off (nobody answers it, nobody calls it): one new incarnation for
+  // the silence, not one per round after it.
+  for (size_t i = 0; i < cluster.size(); ++i) cluster.Silence(i);
+  cluster.clock().Advance(6s);
+  c.members->GossipRound();
+  const uint64_t cut_off = c.members->incarnation();
+  EXPECT_NE(cut_off, seen_by_a());
+  cluster.clock().Advance(6s);
+  c.members->GossipRound();
+  EXPECT_EQ(c.members->incarnation(), cut_off);
 }
 
 TEST(MembershipCoreTest, ASeedNotHeardFromCountsAsAMemberAndKeepsTheLog) {

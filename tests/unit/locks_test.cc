@@ -350,6 +350,29 @@ TEST(LockHomeTest, ANewIncarnationForgetsItsTablesAndTakesOnlyReclaimsDuringItsG
   EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {100, 101}).outcome(), v1::LockResponse::GRANTED);
 }
 
+// Alone in its cluster, a home that forgot its tables as a new incarnation
+// still takes only reclaims for its grace: its own programs' locks come
+// back first.
+TEST(LockHomeTest, AHomeAloneInItsClusterKeepsAGraceAfterANewIncarnation) {
+  Home h;
+  h.nodes = {"n1"};
+  h.home.MembersChanged();
+  const std::string path = "f0";
+  ASSERT_EQ(h.Ask(path, kP2, LockType::kWrite, {0, 10}).outcome(), v1::LockResponse::GRANTED);
+  h.incarnation = 2;
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRACE);
+  v1::LockRequest reclaim;
+  reclaim.set_path(path);
+  ToWire(kP2, reclaim.mutable_owner());
+  reclaim.set_op(v1::LockRequest::RECLAIM);
+  ToWire(LockType::kWrite, LockSpan{0, 10}, reclaim.add_held());
+  v1::LockResponse reclaimed;
+  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED);
+  h.clock.Advance(LockHome::kGrace);
+  EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::CONFLICT);
+}
+
 // A home cut off with a minority (the others may have declared it dead and
 // granted its files' locks elsewhere) takes only reclaims for a grace once
 // it sees a majority again, although its files never moved in its own view.
