@@ -861,6 +861,9 @@ void ViewRecorder::TombstonePath(const std::string& path) {
       // was not yet put in place): no program here removed it. It stays,
       // and TreeRepair revives the directory for it (an addition wins).
       if (e.record.version.node != store_.node_id() && !ledger_.SeenInView(e.key)) continue;
+      // Made under the directory made again since, and recorded (an fsync
+      // in `rm -rf out; mkdir out`): not what was removed.
+      if (RecordedSince(e.key)) continue;
       keys.push_back(e.key);
     }
     if (!page->more) break;

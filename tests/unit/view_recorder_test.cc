@@ -238,5 +238,42 @@ TEST_F(ViewRecorderBurst, AFileMadeAgainBeforeItsRemovalIsReadKeepsWhatItsFsyncR
   EXPECT_EQ(inode.chunks(0), Sha256("third\n"));
 }
 
+TEST_F(ViewRecorderBurst, ADirectoryMadeAgainBeforeItsRemovalIsReadKeepsWhatWasFsyncedInIt) {
+  // rm -rf out; mkdir out; a file written and fsync'ed there, all before
+  // the recorder reads the directory's removal.
+  const std::string dir_key = "cluster/burst/out", key = dir_key + "/f";
+  const std::string dir_path = view + "/" + dir_key, path = view + "/" + key;
+  auto write_file = [&](const std::string& bytes) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(close(fd), 0);
+  };
+  ASSERT_EQ(mkdir(dir_path.c_str(), 0755), 0);
+  write_file("before\n");
+  ASSERT_TRUE(recorder->Sync().ok());
+  uint64_t fsynced = 0;
+  {
+    std::lock_guard hold(ledger.view_mutex());
+    ASSERT_EQ(unlink(path.c_str()), 0);
+    ASSERT_EQ(rmdir(dir_path.c_str()), 0);
+    ASSERT_EQ(mkdir(dir_path.c_str(), 0755), 0);
+    write_file("after\n");
+    ASSERT_TRUE(recorder->RecordNow(key).ok());
+    fsynced = store.LastLogSeq();
+  }
+  ASSERT_TRUE(recorder->Sync().ok());
+  Result<std::vector<LogEntry>> since = store.ReadLog(fsynced, 1000);
+  ASSERT_TRUE(since.ok());
+  for (const LogEntry& e : *since) EXPECT_FALSE(e.key == key && e.record.tombstone) << "tombstone at seq " << e.seq;
+  Result<Record> rec = store.Get(key, Cf::kNs);
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  v1::Inode inode;
+  ASSERT_TRUE(inode.ParseFromString(rec->value));
+  ASSERT_EQ(inode.chunks_size(), 1);
+  EXPECT_EQ(inode.chunks(0), Sha256("after\n"));
+  EXPECT_TRUE(store.Get(dir_key, Cf::kNs).ok()) << "the directory made again is recorded";
+}
+
 }  // namespace
 }  // namespace onebox::testing
