@@ -62,8 +62,9 @@ std::vector<std::string> LockHome::NodesLocked() {
   if (std::find(nodes.begin(), nodes.end(), self_) == nodes.end()) nodes.push_back(self_);
   std::sort(nodes.begin(), nodes.end());
   const bool majority = members_.majority();
-  // After the majority: a majority seen again after a silence comes from
-  // answers to a heartbeat of the new incarnation, so it is noted by now.
+  // After the members and the majority: reading them (Membership::Nodes)
+  // raises the incarnation first if this node was silent, and a majority
+  // seen again after a silence is seen after that, so it is noted by now.
   NoteIncarnationLocked();
   if (eras_.back().nodes != nodes || eras_.back().majority != majority) {
     eras_.push_back(Era{clock_.Now(), nodes, majority});
@@ -90,8 +91,11 @@ bool LockHome::InGraceLocked(const std::string& path) {
   return eras_.size() == 1 && now - eras_.front().since < kGrace;
 }
 
-void LockHome::GrantWaitersLocked(File& file) {
-  if (!MajorityLocked()) return;  // a minority side grants nothing, not even to those already waiting
+void LockHome::GrantWaitersLocked(const std::string& path, File& file) {
+  // A minority side grants nothing, not even to those already waiting; nor
+  // does a home in its grace (a waiter queued before a spell without a
+  // majority waits for the reclaims of what the others granted meanwhile).
+  if (!MajorityLocked() || InGraceLocked(path)) return;
   bool granted = false;
   for (Waiter& w : file.waiters) {
     if (w.granted || file.locks.Conflict(w.owner, w.type, w.span)) continue;
@@ -181,13 +185,13 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
         file.locks.Apply(holder, type, SpanOf(held.span()));
       }
       KeepFenceLocked(file, req);
-      GrantWaitersLocked(file);
+      GrantWaitersLocked(req.path(), file);
       return Status::Ok();
     case v1::LockRequest::RELEASE:
       file.locks.Release(owner);
       std::erase_if(file.waiters, [&](const Waiter& w) { return w.owner == owner; });
       KeepFenceLocked(file, req);
-      GrantWaitersLocked(file);
+      GrantWaitersLocked(req.path(), file);
       return Status::Ok();
     case v1::LockRequest::TEST:
     case v1::LockRequest::SET:
@@ -201,7 +205,7 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
     if (req.op() == v1::LockRequest::SET) {
       file.locks.Apply(owner, type, span);
       KeepFenceLocked(file, req);
-      GrantWaitersLocked(file);
+      GrantWaitersLocked(req.path(), file);
     }
     return Status::Ok();
   }
@@ -224,7 +228,7 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
     if (req.flock()) {
       file.locks.Release(owner);
       KeepFenceLocked(file, req);
-      GrantWaitersLocked(file);
+      GrantWaitersLocked(req.path(), file);
     }
     if (req.wait()) {
       std::erase_if(file.waiters,
@@ -244,7 +248,7 @@ Status LockHome::OnLock(const v1::LockRequest& req, v1::LockResponse* resp) {
   // A downgrade (write to read, or a smaller span) may let waiters in, and
   // carries its node's fence for them.
   KeepFenceLocked(file, req);
-  GrantWaitersLocked(file);
+  GrantWaitersLocked(req.path(), file);
   FencesLocked(file, owner.node_id, resp);
   return Status::Ok();
 }
@@ -266,7 +270,7 @@ Status LockHome::OnAwaitLock(const v1::AwaitLockRequest& req, v1::LockResponse* 
   for (;;) {
     auto [file, w] = find();
     if (file != nullptr && !tried) {  // a majority that came back since the unlock lets waiters in now
-      GrantWaitersLocked(*file);
+      GrantWaitersLocked(req.path(), *file);
       tried = true;
     }
     if (file == nullptr) {  // dropped: the file moved to another home, or the waiter's node died
@@ -307,7 +311,7 @@ void LockHome::MembersChanged() {
     for (const std::string& node : gone) file.locks.ReleaseNode(node);
     std::erase_if(file.fences, [&](const auto& f) { return !alive.contains(f.first); });  // nobody can wait for it
     std::erase_if(file.waiters, [&](const Waiter& w) { return !alive.contains(w.owner.node_id); });
-    GrantWaitersLocked(file);
+    GrantWaitersLocked(path, file);
     ++it;
   }
   cv_.notify_all();  // awaits of dropped files answer NOT_HOME

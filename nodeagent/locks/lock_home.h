@@ -97,7 +97,7 @@ class LockHome {
   // Forgets everything kept here, as at a start, when this node's incarnation moved.
   void NoteIncarnationLocked();
   bool InGraceLocked(const std::string& path);
-  void GrantWaitersLocked(File& file);
+  void GrantWaitersLocked(const std::string& path, File& file);
   void FencesLocked(const File& file, const std::string& for_node, v1::LockResponse* resp) const;
   void KeepFenceLocked(File& file, const v1::LockRequest& req);
 

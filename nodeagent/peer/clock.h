@@ -13,6 +13,10 @@ class Clock {
   using time_point = std::chrono::steady_clock::time_point;
   virtual ~Clock() = default;
   virtual time_point Now() = 0;
+  // A time that also runs while the machine is suspended (CLOCK_BOOTTIME for
+  // the steady clock, whose Now stops then; a test clock's own Now), to be
+  // compared only with itself.
+  virtual time_point NowCountingSuspend() { return Now(); }
   // Returns after d has passed on this clock.
   virtual void Sleep(std::chrono::milliseconds d) = 0;
 };

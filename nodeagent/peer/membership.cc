@@ -1,7 +1,5 @@
 #include "nodeagent/peer/membership.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <set>
 
@@ -19,13 +17,6 @@ constexpr std::string_view kIndexMetaKey = "node/index";
 // cluster even when its seeds are gone: asked only until some member answers.
 constexpr std::string_view kKnownMetaKey = "node/known-addresses";
 constexpr auto kGossipDeadline = std::chrono::milliseconds(500);
-// CLOCK_BOOTTIME: a suspended machine's silence counts (the steady clock stops with it).
-int64_t BootTimeNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_BOOTTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
 }  // namespace
 
 Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, std::string address,
@@ -70,14 +61,13 @@ v1::Member Membership::SelfLocked() {
   // (through Nodes) before it answers anything. Once per silence: a node
   // nobody has answered since (cut off, its rounds slow with timeouts)
   // does not go on as one new incarnation after another.
-  const Clock::time_point now = clock_.Now();
-  const int64_t boot_now = BootTimeNs();
+  const Clock::time_point now = clock_.Now(), boot_now = clock_.NowCountingSuspend();
   if (published_ && heard_since_new_incarnation_) {
-    const auto silent = std::max<std::chrono::nanoseconds>(now - *published_, std::chrono::nanoseconds(boot_now - published_boot_ns_));
+    const auto silent = std::max(now - *published_, boot_now - published_boot_);
     if (silent >= options_.dead_after / 2) {
       incarnation_ = store_.clock().Now();
       published_ = now;
-      published_boot_ns_ = boot_now;
+      published_boot_ = boot_now;
       heard_since_new_incarnation_ = false;
       spdlog::warn("this node published no heartbeat for {} ms (stopped, suspended, or its gossip stalled): the others "
                    "may have declared it dead, so it goes on as a new incarnation",
@@ -99,7 +89,7 @@ v1::Member Membership::SelfLocked() {
 v1::Member Membership::PublishedSelfLocked() {
   v1::Member m = SelfLocked();
   published_ = clock_.Now();
-  published_boot_ns_ = BootTimeNs();
+  published_boot_ = clock_.NowCountingSuspend();
   return m;
 }
 

@@ -136,9 +136,9 @@ class Membership {
   std::atomic<uint32_t> index_{0};
   Clock::time_point started_;  // when this object was made
   std::atomic<uint64_t> incarnation_;  // on the store's clock (Member.incarnation)
-  // Our last heartbeat sent, on clock_ and CLOCK_BOOTTIME (under mu_).
+  // Our last heartbeat sent, on clock_'s Now and NowCountingSuspend (under mu_).
   std::optional<Clock::time_point> published_;
-  int64_t published_boot_ns_ = 0;
+  Clock::time_point published_boot_;
   bool heard_since_new_incarnation_ = true;  // a member answered, or called, since (under mu_)
   int rounds_ = 0;
 

@@ -392,6 +392,36 @@ TEST(LockHomeTest, AHomeThatSawNoMajorityTakesOnlyReclaimsForAGraceWhenItSeesOne
   EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRANTED);
 }
 
+// A wait queued before such a spell is not granted in the grace either:
+// the lock its holder keeps at the home the others chose comes back first.
+TEST(LockHomeTest, AWaitQueuedBeforeASpellWithoutAMajorityWaitsForTheReclaims) {
+  Home h;
+  const std::string path = h.PathHomedHere();
+  ASSERT_EQ(h.Ask(path, kQ, LockType::kWrite, {0, 10}).outcome(), v1::LockResponse::GRANTED);
+  ASSERT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}, v1::LockRequest::SET, true, 7).outcome(),
+            v1::LockResponse::QUEUED);
+  h.nodes = {"n1"};  // cut off: n2 and n3 declared dead here, n2's lock dropped
+  h.majority = false;
+  h.home.MembersChanged();
+  h.clock.Advance(std::chrono::seconds(12));
+  h.nodes = {"n1", "n2", "n3"};
+  h.majority = true;
+  h.home.MembersChanged();
+  EXPECT_EQ(h.Await(path, "n1", 7, 0).outcome(), v1::LockResponse::QUEUED);
+  v1::LockRequest reclaim;
+  reclaim.set_path(path);
+  ToWire(kQ, reclaim.mutable_owner());
+  reclaim.set_op(v1::LockRequest::RECLAIM);
+  ToWire(LockType::kWrite, LockSpan{0, 10}, reclaim.add_held());
+  v1::LockResponse reclaimed;
+  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED) << "the waiter was granted in the grace";
+  h.clock.Advance(LockHome::kGrace);
+  v1::LockResponse after = h.Await(path, "n1", 7, 0);
+  EXPECT_EQ(after.outcome(), v1::LockResponse::QUEUED);
+  EXPECT_EQ(after.holder().key(), "p7");
+}
+
 TEST(LockHomeTest, AFlockConversionThatFailsHasGivenTheOldLockUpAsTheKernelDoes) {
   Home h;
   const std::string path = h.PathHomedHere();
