@@ -7,9 +7,11 @@
 // what it holds, and (once it has noticed the cut) an open that needs content
 // only the others hold fails at once.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -18,6 +20,8 @@
 
 #include <fmt/format.h>
 
+#include "nodeagent/locks/lock_home.h"
+#include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/store.grpc.pb.h"
 #include "tests/integration/harness.h"
@@ -251,6 +255,69 @@ TEST(PartitionTest, ACutOffLeaseHolderKeepsItsDirectoryForItsTermThenBothSidesDe
     EXPECT_EQ(r.out, "/cluster/leased:\nfirst\nfrom-a\nfrom-c\nsame\n\n/cluster/leased/first:\nfrom-a\nfrom-c\nsame\n")
         << n->address();
   }
+}
+
+// A lock home cut off for longer than the others wait before declaring it
+// dead: they move its file's home, and b's program takes the lock there.
+// When the cut heals, the file's home is c again, which saw no majority
+// meanwhile and so takes only reclaims for its grace: b's lock comes back
+// to it, and c's programs never get the lock while b's program holds it.
+TEST(PartitionTest, ALockHomeCutOffGrantsNothingTheOthersGaveMeanwhileWhenItComesBack) {
+  Network net(3);
+  if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
+  TempDir dir;
+  std::vector<std::unique_ptr<AgentProcess>> nodes;
+  KeepLogsOf keep_logs(dir, nodes);
+  StartThree(net, dir, "k", &nodes);
+  if (::testing::Test::HasFatalFailure()) return;
+  AgentProcess &b = *nodes[1], &c = *nodes[2];
+  ASSERT_TRUE(WaitForPagesCounting({nodes[0].get(), &b, &c}, 2));
+  std::vector<std::string> ids;
+  std::string c_id;
+  {
+    v1::ListNodesResponse r;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+    ASSERT_TRUE(v1::Cluster::NewStub(b.channel())->ListNodes(&ctx, {}, &r).ok());
+    for (const v1::Node& n : r.nodes()) {
+      ids.push_back(n.node_id());
+      if (n.name() == "k3") c_id = n.node_id();
+    }
+  }
+  ASSERT_EQ(ids.size(), 3u);
+  std::string name;
+  for (int i = 0; name.empty(); ++i)
+    if (LockHome::HomeOf(fmt::format("cluster/job{}", i), ids) == c_id) name = fmt::format("job{}", i);
+  const std::string path = "/cluster/" + name, held = dir / "held";
+  ASSERT_EQ(Shell(c, "echo x > " + path).exit_code, 0);
+  ASSERT_TRUE(Eventually(b, "cat " + path, "x\n", seconds(10)));
+  ASSERT_TRUE(net.SetLink(3, false)) << net.error();
+  std::this_thread::sleep_for(seconds(12));  // a and b declare c dead (10 s): the file's home moves
+  RunResult holder_run;
+  std::thread holding([&] {
+    holder_run = Shell(b, fmt::format("flock {} sh -c 'echo $$ > {}.new && mv {}.new {} && exec sleep 60'", path,
+                                      held, held, held));
+  });
+  const bool took = WaitUntil([&] { return std::filesystem::exists(held); }, seconds(20), "b's program holds the lock");
+  ASSERT_TRUE(net.SetLink(3, true)) << net.error();
+  auto stop_holder = [&] {
+    if (took) kill(std::stoi(ReadFile(held)), SIGKILL);
+    holding.join();
+  };
+  if (!took) {
+    stop_holder();
+    FAIL() << holder_run.err;
+  }
+  // c's programs, from the heal on: never granted while b's program holds
+  // it (ENOLCK while c's home answers nothing; refused once it does).
+  std::string said;
+  for (int i = 0; i < 20; ++i) {
+    said = Shell(c, "flock -n " + path + " true && echo granted || echo refused").out;
+    EXPECT_NE(said, "granted\n") << "c's program got a lock b's program holds (try " << i << ")";
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_EQ(said, "refused\n");
+  stop_holder();
 }
 
 // Operations that cross on two sides of a partition: c moves x into y while
