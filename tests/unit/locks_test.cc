@@ -110,6 +110,17 @@ struct Home {
     EXPECT_TRUE(home.OnLock(req, &resp).ok());
     return resp;
   }
+  // A node's reclaim of what owner holds (one span) at this home.
+  v1::LockResponse Reclaim(const std::string& path, const LockOwner& owner, LockType type, LockSpan span) {
+    v1::LockRequest req;
+    req.set_path(path);
+    ToWire(owner, req.mutable_owner());
+    req.set_op(v1::LockRequest::RECLAIM);
+    ToWire(type, span, req.add_held());
+    v1::LockResponse resp;
+    EXPECT_TRUE(home.OnLock(req, &resp).ok());
+    return resp;
+  }
   v1::LockResponse Await(const std::string& path, const std::string& node, uint64_t id, uint32_t window_ms,
                          bool cancel = false) {
     v1::AwaitLockRequest req;
@@ -301,13 +312,7 @@ TEST(LockHomeTest, ANewHomeTakesOnlyReclaimsDuringItsGraceAndNothingWithoutAMajo
   h.nodes = {"n1", "n2"};
   h.home.MembersChanged();
   EXPECT_EQ(h.Ask(moved, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRACE);
-  v1::LockRequest reclaim;
-  reclaim.set_path(moved);
-  ToWire(kQ, reclaim.mutable_owner());
-  reclaim.set_op(v1::LockRequest::RECLAIM);
-  ToWire(LockType::kWrite, LockSpan{0, 100}, reclaim.add_held());
-  v1::LockResponse reclaimed;
-  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  v1::LockResponse reclaimed = h.Reclaim(moved, kQ, LockType::kWrite, LockSpan{0, 100});
   EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED);
   // A file that was homed here all along is not held back.
   EXPECT_EQ(h.Ask(stays, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRANTED);
@@ -335,13 +340,7 @@ TEST(LockHomeTest, ANewIncarnationForgetsItsTablesAndTakesOnlyReclaimsDuringItsG
   // The wait queued at the old incarnation is gone with its table.
   EXPECT_EQ(h.Await(path, "n2", 4, 0).outcome(), v1::LockResponse::NOT_HOME);
   EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRACE);
-  v1::LockRequest reclaim;
-  reclaim.set_path(path);
-  ToWire(kQ, reclaim.mutable_owner());
-  reclaim.set_op(v1::LockRequest::RECLAIM);
-  ToWire(LockType::kWrite, LockSpan{0, 100}, reclaim.add_held());
-  v1::LockResponse reclaimed;
-  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  v1::LockResponse reclaimed = h.Reclaim(path, kQ, LockType::kWrite, LockSpan{0, 100});
   EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED) << "the old lease is forgotten";
   h.clock.Advance(LockHome::kGrace);
   v1::LockResponse after = h.Ask(path, kP1, LockType::kWrite, {0, 1});
@@ -361,13 +360,7 @@ TEST(LockHomeTest, AHomeAloneInItsClusterKeepsAGraceAfterANewIncarnation) {
   ASSERT_EQ(h.Ask(path, kP2, LockType::kWrite, {0, 10}).outcome(), v1::LockResponse::GRANTED);
   h.incarnation = 2;
   EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::GRACE);
-  v1::LockRequest reclaim;
-  reclaim.set_path(path);
-  ToWire(kP2, reclaim.mutable_owner());
-  reclaim.set_op(v1::LockRequest::RECLAIM);
-  ToWire(LockType::kWrite, LockSpan{0, 10}, reclaim.add_held());
-  v1::LockResponse reclaimed;
-  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  v1::LockResponse reclaimed = h.Reclaim(path, kP2, LockType::kWrite, LockSpan{0, 10});
   EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED);
   h.clock.Advance(LockHome::kGrace);
   EXPECT_EQ(h.Ask(path, kP1, LockType::kWrite, {0, 1}).outcome(), v1::LockResponse::CONFLICT);
@@ -408,13 +401,7 @@ TEST(LockHomeTest, AWaitQueuedBeforeASpellWithoutAMajorityWaitsForTheReclaims) {
   h.majority = true;
   h.home.MembersChanged();
   EXPECT_EQ(h.Await(path, "n1", 7, 0).outcome(), v1::LockResponse::QUEUED);
-  v1::LockRequest reclaim;
-  reclaim.set_path(path);
-  ToWire(kQ, reclaim.mutable_owner());
-  reclaim.set_op(v1::LockRequest::RECLAIM);
-  ToWire(LockType::kWrite, LockSpan{0, 10}, reclaim.add_held());
-  v1::LockResponse reclaimed;
-  ASSERT_TRUE(h.home.OnLock(reclaim, &reclaimed).ok());
+  v1::LockResponse reclaimed = h.Reclaim(path, kQ, LockType::kWrite, LockSpan{0, 10});
   EXPECT_EQ(reclaimed.outcome(), v1::LockResponse::GRANTED) << "the waiter was granted in the grace";
   h.clock.Advance(LockHome::kGrace);
   v1::LockResponse after = h.Await(path, "n1", 7, 0);

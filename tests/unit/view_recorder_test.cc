@@ -104,6 +104,29 @@ class ViewRecorderBurst : public ::testing::Test {
   StatePage page{};
   ViewLedger ledger{store, page};
   std::unique_ptr<ViewRecorder> recorder;
+
+  // Writes bytes to the file at key (made, or emptied first), and closes it.
+  void WriteFile(const std::string& key, const std::string& bytes) {
+    int fd = open((view + "/" + key).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ASSERT_EQ(close(fd), 0);
+  }
+  // No tombstone of key was written after log position after, and its record holds bytes.
+  void ExpectRecordedSince(const std::string& key, uint64_t after, const std::string& bytes) {
+    Result<std::vector<LogEntry>> since = store.ReadLog(after, 1000);
+    ASSERT_TRUE(since.ok());
+    for (const LogEntry& e : *since) EXPECT_FALSE(e.key == key && e.record.tombstone) << "tombstone at seq " << e.seq;
+    ExpectRecorded(key, bytes);
+  }
+  void ExpectRecorded(const std::string& key, const std::string& bytes) {
+    Result<Record> rec = store.Get(key, Cf::kNs);
+    ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+    v1::Inode inode;
+    ASSERT_TRUE(inode.ParseFromString(rec->value));
+    ASSERT_EQ(inode.chunks_size(), 1);
+    EXPECT_EQ(inode.chunks(0), Sha256(bytes));
+  }
 };
 
 TEST_F(ViewRecorderBurst, ABurstIsRecordedAsTheFilesEndUp) {
@@ -179,13 +202,7 @@ TEST_F(ViewRecorderBurst, AFileMadeAgainBeforeItsRemovalIsReadKeepsWhatItsFsyncR
   // the next, before the recorder reads the removal.
   const std::string key = "cluster/burst/app.db-journal";
   const std::string path = view + "/" + key;
-  auto write_file = [&](const std::string& bytes) {
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-    ASSERT_EQ(close(fd), 0);
-  };
-  write_file("first commit\n");
+  WriteFile(key, "first commit\n");
   ASSERT_TRUE(recorder->RecordNow(key).ok());
   ASSERT_TRUE(recorder->Sync().ok());
   uint64_t fsynced = 0;
@@ -194,25 +211,17 @@ TEST_F(ViewRecorderBurst, AFileMadeAgainBeforeItsRemovalIsReadKeepsWhatItsFsyncR
     // until the new file's fsync has recorded it.
     std::lock_guard hold(ledger.view_mutex());
     ASSERT_EQ(unlink(path.c_str()), 0);
-    write_file("second commit\n");
+    WriteFile(key, "second commit\n");
     ASSERT_TRUE(recorder->RecordNow(key).ok());
     fsynced = store.LastLogSeq();
   }
   ASSERT_TRUE(recorder->Sync().ok());
   // What the fsync recorded was never tombstoned (peers would have removed
   // the file, and a Publish reading it back would fail), and it stays.
-  Result<std::vector<LogEntry>> since = store.ReadLog(fsynced, 1000);
-  ASSERT_TRUE(since.ok());
-  for (const LogEntry& e : *since) EXPECT_FALSE(e.key == key && e.record.tombstone) << "tombstone at seq " << e.seq;
-  Result<Record> rec = store.Get(key, Cf::kNs);
-  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
-  v1::Inode inode;
-  ASSERT_TRUE(inode.ParseFromString(rec->value));
-  ASSERT_EQ(inode.chunks_size(), 1);
-  EXPECT_EQ(inode.chunks(0), Sha256("second commit\n"));
+  ExpectRecordedSince(key, fsynced, "second commit\n");
 
   // Made again and not recorded yet (still open for writing, as a log
-  // reopened after a rotation): the removal goes through, and peers never
+  // reopened after a rotation): the removal goes through, and peers do not
   // read the removed file's bytes under the name.
   int fd = -1;
   {
@@ -231,47 +240,29 @@ TEST_F(ViewRecorderBurst, AFileMadeAgainBeforeItsRemovalIsReadKeepsWhatItsFsyncR
   }
   ASSERT_EQ(close(fd), 0);
   ASSERT_TRUE(recorder->Sync().ok());
-  rec = store.Get(key, Cf::kNs);
-  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
-  ASSERT_TRUE(inode.ParseFromString(rec->value));
-  ASSERT_EQ(inode.chunks_size(), 1);
-  EXPECT_EQ(inode.chunks(0), Sha256("third\n"));
+  ExpectRecorded(key, "third\n");
 }
 
 TEST_F(ViewRecorderBurst, ADirectoryMadeAgainBeforeItsRemovalIsReadKeepsWhatWasFsyncedInIt) {
   // rm -rf out; mkdir out; a file written and fsync'ed there, all before
   // the recorder reads the directory's removal.
   const std::string dir_key = "cluster/burst/out", key = dir_key + "/f";
-  const std::string dir_path = view + "/" + dir_key, path = view + "/" + key;
-  auto write_file = [&](const std::string& bytes) {
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-    ASSERT_EQ(close(fd), 0);
-  };
+  const std::string dir_path = view + "/" + dir_key;
   ASSERT_EQ(mkdir(dir_path.c_str(), 0755), 0);
-  write_file("before\n");
+  WriteFile(key, "before\n");
   ASSERT_TRUE(recorder->Sync().ok());
   uint64_t fsynced = 0;
   {
     std::lock_guard hold(ledger.view_mutex());
-    ASSERT_EQ(unlink(path.c_str()), 0);
+    ASSERT_EQ(unlink((view + "/" + key).c_str()), 0);
     ASSERT_EQ(rmdir(dir_path.c_str()), 0);
     ASSERT_EQ(mkdir(dir_path.c_str(), 0755), 0);
-    write_file("after\n");
+    WriteFile(key, "after\n");
     ASSERT_TRUE(recorder->RecordNow(key).ok());
     fsynced = store.LastLogSeq();
   }
   ASSERT_TRUE(recorder->Sync().ok());
-  Result<std::vector<LogEntry>> since = store.ReadLog(fsynced, 1000);
-  ASSERT_TRUE(since.ok());
-  for (const LogEntry& e : *since) EXPECT_FALSE(e.key == key && e.record.tombstone) << "tombstone at seq " << e.seq;
-  Result<Record> rec = store.Get(key, Cf::kNs);
-  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
-  v1::Inode inode;
-  ASSERT_TRUE(inode.ParseFromString(rec->value));
-  ASSERT_EQ(inode.chunks_size(), 1);
-  EXPECT_EQ(inode.chunks(0), Sha256("after\n"));
+  ExpectRecordedSince(key, fsynced, "after\n");
   EXPECT_TRUE(store.Get(dir_key, Cf::kNs).ok()) << "the directory made again is recorded";
 }
 
