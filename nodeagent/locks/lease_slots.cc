@@ -1,7 +1,5 @@
 #include "nodeagent/locks/lease_slots.h"
 
-#include <time.h>
-
 #include "nodeagent/daemon/thread_name.h"
 
 namespace onebox {
@@ -83,26 +81,24 @@ void LockLeaseSlots::BeatLoop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
     if (in_use_ == 0 || !trusted_) {
-      last_beat_ns_ = 0;
+      last_beat_.reset();
       cv_.wait(lock, [&] { return stopping_ || (in_use_ != 0 && trusted_); });
       continue;
     }
-    timespec boot;
-    clock_gettime(CLOCK_BOOTTIME, &boot);
-    const int64_t now = static_cast<int64_t>(boot.tv_sec) * 1'000'000'000 + boot.tv_nsec;
-    const bool paused = last_beat_ns_ != 0 && now - last_beat_ns_ > kLockLeaseTrustNs;
+    const Clock::time_point now = SteadyClock().NowCountingSuspend();
+    const bool paused = last_beat_ && now - *last_beat_ > std::chrono::nanoseconds(kLockLeaseTrustNs);
     // Membership is asked every kBeatsPerTrustLook beats (its answer moves in
     // seconds; a look costs more than a beat).
     const bool look = ++beats_ % kBeatsPerTrustLook == 0;
     if (paused || (look && hooks_.may_trust && !hooks_.may_trust())) {
       EndAllLocked();  // before any new beat: no shim trusts a slot again
-      last_beat_ns_ = 0;
+      last_beat_.reset();
       lock.unlock();
       if (hooks_.lapsed) hooks_.lapsed();
       lock.lock();
       continue;
     }
-    last_beat_ns_ = now;
+    last_beat_ = now;
     leases_.heartbeat_ns.store(CoarseMonotonicNs());
     cv_.wait_for(lock, std::chrono::nanoseconds(kLockLeaseBeatNs), [&] { return stopping_; });
   }

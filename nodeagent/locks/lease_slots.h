@@ -16,9 +16,11 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "nodeagent/peer/clock.h"
 #include "proto/state_page.h"
 
 namespace onebox {
@@ -65,7 +67,8 @@ class LockLeaseSlots {
   size_t in_use_ = 0;
   bool stopping_ = false;
   bool trusted_ = true;
-  int64_t last_beat_ns_ = 0;  // CLOCK_BOOTTIME (a suspend counts), 0: no beat since the slots were idle
+  // NowCountingSuspend (a suspend counts); none: no beat since the slots were idle.
+  std::optional<Clock::time_point> last_beat_;
   uint64_t beats_ = 0;
   static constexpr uint64_t kBeatsPerTrustLook = 5;  // membership asked every 250 ms
   std::thread beat_;
