@@ -172,6 +172,7 @@ Status Store::Commit(rocksdb::WriteBatch& batch, HlcTimestamp hlc, bool sync) {
     wo.sync = sync;
     s = db_->Write(wo, &batch);
   }
+  ++commits_;  // after the write: a digest read before this one is read again
   return FromRocks(s, "write");
 }
 
@@ -586,6 +587,11 @@ size_t Store::BucketOf(Cf space, std::string_view key) {
 }
 
 Result<std::vector<std::string>> Store::BucketDigests() {
+  std::lock_guard lock(digests_mu_);
+  // Read before the scan: a write that lands during it raises commits_
+  // after, and the next call scans again.
+  const uint64_t at = commits_.load();
+  if (at == digests_at_) return digests_;
   std::vector<Sha256OfParts> digests(kBuckets);
   Status st;
   for (size_t i = 0; i < static_cast<size_t>(Cf::kCount) && st.ok(); ++i) {
@@ -604,7 +610,24 @@ Result<std::vector<std::string>> Store::BucketDigests() {
   std::vector<std::string> out;
   for (Sha256OfParts& digest : digests) out.push_back(digest.Finish());
   if (!st.ok()) return st;
+  Sha256OfParts root;
+  for (const std::string& d : out) root.Add(d);
+  digests_ = out;
+  digests_root_ = root.Finish();
+  digests_at_ = at;
   return out;
+}
+
+Result<std::string> Store::BucketDigestsRoot() {
+  if (Result<std::vector<std::string>> digests = BucketDigests(); !digests.ok()) return digests.status();
+  std::lock_guard lock(digests_mu_);
+  return digests_root_;
+}
+
+std::string Store::BucketDigestsRootIfCurrent() {
+  // Never waits for a scan under way (the heartbeat that asks goes now).
+  std::unique_lock lock(digests_mu_, std::try_to_lock);
+  return lock.owns_lock() && digests_at_ == commits_.load() ? digests_root_ : std::string();
 }
 
 Status Store::ReadBucket(size_t bucket, Cf after_space, std::string_view after_key, size_t max_bytes,

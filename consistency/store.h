@@ -167,7 +167,15 @@ class Store {
   static constexpr size_t kBuckets = 256;
   static size_t BucketOf(Cf space, std::string_view key);
   // SHA-256 of each bucket's records (family, key, encoded record, in order).
+  // A scan of every record, made again only after a write: an idle store
+  // answers from the last one.
   Result<std::vector<std::string>> BucketDigests();
+  // SHA-256 over the bucket digests: one value for the whole state, which
+  // membership's heartbeats carry (anti-entropy asks no peer whose value is
+  // ours). RootIfCurrent computes nothing and never waits: empty when the
+  // last digests predate a write, or a scan is under way.
+  Result<std::string> BucketDigestsRoot();
+  std::string BucketDigestsRootIfCurrent();
   // The records of one bucket after (after_space, after_key), in family then
   // key order, until about max_bytes; *more says whether others follow.
   Status ReadBucket(size_t bucket, Cf after_space, std::string_view after_key, size_t max_bytes,
@@ -275,6 +283,11 @@ class Store {
   // After a write staged its entries in OpenBatch() (log_lock held): waits
   // until its group is committed, committing it when nobody else is.
   Status CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp hlc, bool sync);
+  std::atomic<uint64_t> commits_{0};  // raised after every write of records (Commit)
+  std::mutex digests_mu_;             // the last bucket digests, and the commits_ they were read at
+  uint64_t digests_at_ = UINT64_MAX;
+  std::vector<std::string> digests_;
+  std::string digests_root_;
   std::atomic<uint64_t> log_seq_{0};        // the last entry numbered (staged or committed)
   std::atomic<uint64_t> log_committed_{0};  // the last entry committed
   std::function<void()> log_observer_;

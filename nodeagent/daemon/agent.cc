@@ -38,6 +38,7 @@
 #include "nodeagent/sockets/port_table.h"
 #include "nodeagent/local/shim_library.h"
 #include "nodeagent/local/shim_server.h"
+#include "nodeagent/peer/beat_socket.h"
 #include "nodeagent/peer/grpc_peers.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/locks/lock_home.h"
@@ -95,6 +96,7 @@ class Agent {
   // restore): the materializer puts it in place, and the audit looks at it.
   void PutInPlace(const std::string& key);
   Status StartGrpc(const ListenAddress& listen);
+  void StartBeats(const ListenAddress& listen);  // after StartGrpc: its port number
   Status StartPorts(const ListenAddress& listen);  // the port relay, on the gRPC host
   Status StartShimSocket();
   void StartLoops();
@@ -113,6 +115,7 @@ class Agent {
   std::unique_ptr<ViewLedger> ledger_;
   GrpcPeerNetwork network_;
   std::unique_ptr<Membership> members_;
+  std::unique_ptr<BeatSocket> beats_;  // membership's heartbeats; stopped before it goes
   std::unique_ptr<ContentTransfer> content_;
   LockedPaths locked_paths_;  // outlives the materializer, which asks it
   std::unique_ptr<ViewMaterializer> materializer_;
@@ -163,6 +166,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(const AgentOptions& options, const L
   }
   if (Status s = agent->StartPorts(listen); !s.ok()) return s;  // before peers' records can come
   if (Status s = agent->StartGrpc(listen); !s.ok()) return s;
+  agent->StartBeats(listen);
   if (Status s = agent->StartShimSocket(); !s.ok()) {
     agent->server_->Shutdown();
     return s;
@@ -222,6 +226,11 @@ std::string Agent::RenderMetrics() {
             static_cast<double>(recalled));
   e.Counter("onebox_view_repairs_total", "files the view audit found behind the store and repaired",
             static_cast<double>(info_.view_repairs()));
+  const Membership::Counts gossip = members_->counts();
+  for (auto [kind, n] : {std::pair{"call", gossip.calls}, {"beat_sent", gossip.beats_sent},
+                         {"beat_taken", gossip.beats_taken}, {"beat_unopened", gossip.beats_unopened}})
+    e.Counter("onebox_gossip_total", "membership's messages: Gossip calls made, heartbeat datagrams sent, taken, "
+              "and dropped for a seal that did not open", static_cast<double>(n), metrics::Labels({{"kind", kind}}));
   e.Add(c.grpc_requests);
   e.Add(c.shim_requests);
   e.Add(c.content_bytes);
@@ -356,6 +365,7 @@ void Agent::MakeClusterParts() {
   placement_ = std::make_unique<Placement>(*members_, network_, opt_.place_jobs_per_cpu,
                                            [r = run_executor_.get()] { return r->in_now(); });
   members_->set_load_extra([r = run_executor_.get()](v1::NodeLoad* load) { load->set_placed_jobs(r->in_now()); });
+  members_->set_store_digest([s = store_.get()] { return s->BucketDigestsRootIfCurrent(); });
   info_.jobs = [p = placement_.get(), r = run_executor_.get()](v1::StatusResponse* s) {
     s->set_jobs_placed_out(p->placed_out());
     s->set_jobs_out_now(p->out_now());
@@ -469,6 +479,19 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   return Status::Ok();
 }
 
+void Agent::StartBeats(const ListenAddress& listen) {
+  Result<ListenAddress> bound = ParseListenAddress(info_.grpc_address());
+  Result<std::unique_ptr<BeatSocket>> beats =
+      bound.ok() ? BeatSocket::Open(listen.host, bound->port, [m = members_.get()](std::string_view d) { m->OnBeat(d); })
+                 : Result<std::unique_ptr<BeatSocket>>(bound.status());
+  if (!beats.ok()) {  // gossip still works, by calls alone
+    spdlog::warn("{}: membership gossips by gRPC calls only", beats.status().message());
+    return;
+  }
+  beats_ = std::move(beats).value();
+  network_.set_beats(beats_.get());
+}
+
 Status Agent::StartPorts(const ListenAddress& listen) {
   if (tls_) {  // links between agents over TLS; programs then get none of their own (no direct links)
     Result<std::unique_ptr<TlsLinks>> links = TlsLinks::Make(*tls_, kLinkHandshakeMs);
@@ -548,6 +571,8 @@ void Agent::Stop() {
   tree_repair_->Stop();
   audit_->Stop();
   members_->Stop();
+  network_.set_beats(nullptr);
+  beats_.reset();
   ports_->Stop();            // no more changes for the relay
   shim_->Stop();             // no new requests; answers still due are dropped
   lock_home_->Stop();        // awaits answer at once

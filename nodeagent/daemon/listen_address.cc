@@ -43,35 +43,36 @@ void SetPort(sockaddr_storage* a, uint16_t port) {
   else reinterpret_cast<sockaddr_in*>(a)->sin_port = htons(port);
 }
 
-int ListenTcp(const std::string& host, uint32_t port, bool v6_only) {
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  int family = AF_INET;
-  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&addr); inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+int SocketAddressOf(const std::string& host, uint32_t port, sockaddr_storage* addr, socklen_t* len) {
+  *addr = {};
+  if (auto* v4 = reinterpret_cast<sockaddr_in*>(addr); inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
     v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    len = sizeof *v4;
-  } else if (auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr); inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    family = AF_INET6;
+    *len = sizeof *v4;
+  } else if (auto* v6 = reinterpret_cast<sockaddr_in6*>(addr); inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
     v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    len = sizeof *v6;
+    *len = sizeof *v6;
   } else {  // a host name (--listen localhost:7070): its first address
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* found = nullptr;
     if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return -EADDRNOTAVAIL;
-    std::memcpy(&addr, found->ai_addr, found->ai_addrlen);
-    len = found->ai_addrlen;
-    family = found->ai_family;
-    SetPort(&addr, static_cast<uint16_t>(port));
+    std::memcpy(addr, found->ai_addr, found->ai_addrlen);
+    *len = found->ai_addrlen;
     freeaddrinfo(found);
   }
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  SetPort(addr, static_cast<uint16_t>(port));
+  return 0;
+}
+
+int ListenTcp(const std::string& host, uint32_t port, bool v6_only) {
+  sockaddr_storage addr;
+  socklen_t len = 0;
+  if (int err = SocketAddressOf(host, port, &addr, &len); err != 0) return err;
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (family == AF_INET6 && v6_only) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (addr.ss_family == AF_INET6 && v6_only) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, SOMAXCONN) != 0) {
     int err = errno;
     close(fd);

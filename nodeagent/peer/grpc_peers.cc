@@ -97,8 +97,12 @@ class GrpcRunCall final : public RunCall {
 class GrpcPeerLink final : public PeerLink {
  public:
   GrpcPeerLink(const std::string& address, const std::string& join_token,
-               const std::shared_ptr<grpc::ChannelCredentials>& tls)
-      : channel_(PeerChannel(address, tls)), stub_(v1::Peer::NewStub(channel_)), join_token_(join_token) {}
+               const std::shared_ptr<grpc::ChannelCredentials>& tls, const std::atomic<BeatSocket*>& beats)
+      : address_(address),
+        channel_(PeerChannel(address, tls)),
+        stub_(v1::Peer::NewStub(channel_)),
+        join_token_(join_token),
+        beats_(beats) {}
 
 #define ONEBOX_GRPC_PEER_METHOD(method, Req, Resp, runs)                                      \
   Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
@@ -135,9 +139,16 @@ class GrpcPeerLink final : public PeerLink {
       grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
   }
 
+  bool SendBeat(std::string_view datagram) override {
+    BeatSocket* beats = beats_.load();
+    return beats != nullptr && beats->SendTo(address_, datagram);
+  }
+
+  const std::string address_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Peer::Stub> stub_;
   const std::string& join_token_;  // the network's, which outlives its links
+  const std::atomic<BeatSocket*>& beats_;  // the network's too
 };
 
 }  // namespace
@@ -145,7 +156,7 @@ class GrpcPeerLink final : public PeerLink {
 PeerLink& GrpcPeerNetwork::To(const std::string& address) {
   std::lock_guard lock(mu_);
   std::unique_ptr<PeerLink>& link = links_[address];
-  if (!link) link = std::make_unique<GrpcPeerLink>(address, join_token_, tls_);
+  if (!link) link = std::make_unique<GrpcPeerLink>(address, join_token_, tls_, beats_);
   return *link;
 }
 

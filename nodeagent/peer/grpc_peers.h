@@ -7,8 +7,10 @@
 // from it again: PeerLink::ConnectNow), and a connection a partition left
 // dead is found so by keepalive pings within seconds. Every call
 // carries the cluster's join token (api/access.h), when there is one.
+// Heartbeats go beside the channels, as datagrams (peer/beat_socket.h).
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -16,6 +18,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "nodeagent/peer/beat_socket.h"
 #include "nodeagent/peer/peer_link.h"
 #include "onebox/v1/process.pb.h"
 
@@ -45,10 +48,14 @@ class GrpcPeerNetwork final : public PeerNetwork {
   PeerLink& To(const std::string& address) override;
   // Runs move real processes' bytes: only over gRPC (the in-process tests have none).
   std::unique_ptr<RunCall> OpenRun(const std::string& address, Cancellation* cancellation);
+  // Where the links send heartbeats (PeerLink::SendBeat); null: they send
+  // none. The socket must outlive every call that may send.
+  void set_beats(BeatSocket* beats) { beats_ = beats; }
 
  private:
   const std::string join_token_;
   const std::shared_ptr<grpc::ChannelCredentials> tls_;
+  std::atomic<BeatSocket*> beats_{nullptr};
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<PeerLink>> links_;
 };

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "consistency/meta_values.h"
+#include "nodeagent/peer/beat_seal.h"
 #include "nodeagent/peer/node_load.h"
 
 namespace onebox {
@@ -17,6 +18,21 @@ constexpr std::string_view kIndexMetaKey = "node/index";
 // cluster even when its seeds are gone: asked only until some member answers.
 constexpr std::string_view kKnownMetaKey = "node/known-addresses";
 constexpr auto kGossipDeadline = std::chrono::milliseconds(500);
+// A member that showed it heard us within this long gets beats; else a call.
+// Its echo is at most about two rounds old while beats arrive; a member whose
+// beats are lost hears us again at the third round without (1.5 s), within
+// the 2 s after which it would suspect us.
+constexpr auto kBeatsEchoedWithin = std::chrono::milliseconds(1250);
+// Rounds between two Gossip calls to a member that gets beats, and for which
+// a member that stopped echoing gets calls instead.
+constexpr int kRoundsBetweenCalls = 20;
+// A beat carries this node, the receiver's echo and as many other members
+// as fit in this many bytes: one packet on any network.
+constexpr size_t kBeatBytes = 1200;
+// A member's store digest counts this long after its beat brought it.
+constexpr auto kStoreDigestFresh = std::chrono::seconds(2);
+// Our heartbeats kept to look echoes up in (about 30 s of rounds).
+constexpr size_t kPublishedKept = 64;
 }  // namespace
 
 Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, std::string address,
@@ -29,7 +45,9 @@ Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, st
       seeds_(std::move(seeds)),
       options_(options),
       started_(clock.Now()),
-      incarnation_(store.clock().Now()) {
+      incarnation_(store.clock().Now()),
+      beat_key_(NewBeatKey()) {
+  if (beat_key_.empty()) spdlog::warn("membership: no random beat key (the system's random source failed): gossip by calls only");
   if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) {
     Result<uint64_t> parsed = ParseDecimal(*idx, "node index");
     if (parsed.ok() && *parsed <= UINT32_MAX) index_ = static_cast<uint32_t>(*parsed);
@@ -90,23 +108,51 @@ v1::Member Membership::PublishedSelfLocked() {
   v1::Member m = SelfLocked();
   published_ = clock_.Now();
   published_boot_ = clock_.NowCountingSuspend();
+  published_beats_.emplace_back(m.heartbeat(), *published_);
+  if (published_beats_.size() > kPublishedKept) published_beats_.pop_front();
   return m;
+}
+
+v1::Member Membership::WithKey(const v1::Member& m, const Known& k) const {
+  v1::Member out = m;
+  out.set_beat_key(k.beat_key);
+  out.set_incarnation(std::max(m.incarnation(), k.key_incarnation));
+  return out;
 }
 
 void Membership::MergeLocked(const v1::Member& m) {
   if (m.node_id() == NodeIdHex(self_.node_id) || m.node_id().size() != 16) return;
-  auto it = members_.find(m.node_id());
-  if (it == members_.end()) {
-    members_[m.node_id()] = Known{m, clock_.Now()};
+  auto [it, is_new] = members_.try_emplace(m.node_id());
+  Known& k = it->second;
+  if (is_new) {
+    k.member = m;
+    k.member.clear_beat_key();
+    k.heard = clock_.Now();
     spdlog::info("member {} ({}) at {} joined", m.name(), m.node_id(), m.address());
-    return;
-  }
-  if (m.heartbeat() > it->second.member.heartbeat()) {
-    v1::NodeState was = StateOf(it->second, clock_.Now());
+  } else if (m.heartbeat() > k.member.heartbeat()) {
+    v1::NodeState was = StateOf(k, clock_.Now());
     if (was == v1::NODE_STATE_DEAD) spdlog::info("member {} ({}) is back at {}", m.name(), m.node_id(), m.address());
     // Counted alive from now on: our calls to it must not wait out a reconnect backoff.
     if (was != v1::NODE_STATE_ALIVE) network_.To(m.address()).ConnectNow();
-    it->second = Known{m, clock_.Now()};
+    k.member = m;
+    k.member.clear_beat_key();
+    k.heard = clock_.Now();
+  }
+  // A key comes with the entry of the agent's life that made it: an older
+  // life's, relayed late, does not replace a newer one's.
+  if (!m.beat_key().empty() && m.incarnation() >= k.key_incarnation) {
+    if (m.beat_key() != k.beat_key) k.key_failed = false;
+    k.beat_key = m.beat_key();
+    k.key_incarnation = m.incarnation();
+  }
+}
+
+void Membership::NoteEchoLocked(const std::string& address, uint64_t hb) {
+  for (auto it = published_beats_.rbegin(); it != published_beats_.rend(); ++it) {
+    if (it->first != hb) continue;
+    Clock::time_point& at = answered_[address];
+    at = std::max(at, it->second);
+    return;
   }
 }
 
@@ -121,10 +167,53 @@ void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp
   std::lock_guard lock(mu_);
   heard_since_new_incarnation_ = true;
   MergeLocked(req.from());
-  for (const v1::Member& m : req.members()) MergeLocked(m);
+  const std::string self_id = NodeIdHex(self_.node_id);
+  for (const v1::Member& m : req.members()) {
+    if (m.node_id() == self_id) NoteEchoLocked(req.from().address(), m.heartbeat());
+    MergeLocked(m);
+  }
   SaveKnownLocked();
-  *resp->add_members() = PublishedSelfLocked();
-  for (auto& [id, k] : members_) *resp->add_members() = k.member;
+  v1::Member* me = resp->add_members();
+  *me = PublishedSelfLocked();
+  me->set_beat_key(beat_key_);
+  for (auto& [id, k] : members_) *resp->add_members() = WithKey(k.member, k);
+}
+
+void Membership::OnBeat(std::string_view datagram) {
+  std::optional<std::string_view> sender = BeatSender(datagram);
+  if (!sender) return;
+  std::lock_guard lock(mu_);
+  // From a node not heard of: it calls us (or is told of) first.
+  auto it = members_.find(std::string(*sender));
+  if (it == members_.end()) return;
+  std::optional<std::string_view> payload = OpenBeat(datagram, it->second.beat_key);
+  v1::Beat beat;
+  if (!payload || !beat.ParseFromArray(payload->data(), static_cast<int>(payload->size())) ||
+      beat.from().node_id() != *sender) {
+    // Not sealed with the key we hold: its agent restarted with a new one
+    // (or someone else wrote it). A call asks.
+    if (!it->second.key_failed)
+      spdlog::debug("membership: a heartbeat from {} does not open with the key we hold; asking by a call", *sender);
+    it->second.key_failed = true;
+    ++beats_unopened_;
+    return;
+  }
+  ++beats_taken_;
+  heard_since_new_incarnation_ = true;
+  const std::string address = it->second.member.address();
+  beat.mutable_from()->clear_beat_key();
+  MergeLocked(beat.from());
+  for (v1::Member& m : *beat.mutable_members()) {
+    m.clear_beat_key();
+    MergeLocked(m);
+  }
+  NoteEchoLocked(address, beat.echo());
+  it->second.store_digest = beat.store_digest();  // (map iterators outlive the merges' inserts)
+  it->second.store_digest_at = clock_.Now();
+  // It has not heard of a member we know: a call at our next round carries
+  // our whole table to it (and brings its own back).
+  if (members_.size() > beat.members_known()) it->second.needs_table = true;
+  SaveKnownLocked();
 }
 
 std::vector<v1::Node> Membership::Nodes() {
@@ -257,44 +346,118 @@ void Membership::ChooseIndexLocked() {
   spdlog::info("node index {}", pick);
 }
 
-std::vector<std::string> Membership::PrepareRoundLocked(v1::GossipRequest* req) {
+bool Membership::ByBeatLocked(Known& k, Clock::time_point now) {
+  if (beat_key_.empty() || k.beat_key.empty() || k.key_failed || StateOf(k, now) != v1::NODE_STATE_ALIVE) return false;
+  if (k.needs_table || rounds_ < k.calls_until_round || rounds_ >= k.call_due_round) return false;
+  auto echoed = answered_.find(k.member.address());
+  if (echoed == answered_.end()) return false;
+  if (now - echoed->second > kBeatsEchoedWithin) {
+    spdlog::info("membership: {} ({}) has not echoed our heartbeats for {} ms (UDP cut or filtered?): gossiping with "
+                 "it by calls for {} rounds",
+                 k.member.name(), k.member.node_id(),
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - echoed->second).count(),
+                 kRoundsBetweenCalls);
+    k.calls_until_round = rounds_ + kRoundsBetweenCalls;
+    return false;
+  }
+  return true;
+}
+
+Membership::Counts Membership::counts() const {
+  return {.calls = calls_.load(),
+          .beats_sent = beats_sent_.load(),
+          .beats_taken = beats_taken_.load(),
+          .beats_unopened = beats_unopened_.load()};
+}
+
+std::string Membership::StoreDigestOf(const std::string& node_id) {
+  std::lock_guard lock(mu_);
+  auto it = members_.find(node_id);
+  if (it == members_.end() || clock_.Now() - it->second.store_digest_at > kStoreDigestFresh) return {};
+  return it->second.store_digest;
+}
+
+std::string Membership::SealedBeatLocked(const v1::Member& self, const Known& to, const std::string& store_digest) {
+  v1::Beat beat;
+  *beat.mutable_from() = self;
+  beat.set_store_digest(store_digest);
+  beat.set_members_known(static_cast<uint32_t>(members_.size()));
+  beat.mutable_from()->clear_beat_key();
+  beat.set_echo(to.member.heartbeat());
+  std::vector<const Known*> others;
+  for (const auto& [id, k] : members_)
+    if (&k != &to) others.push_back(&k);
+  std::shuffle(others.begin(), others.end(), rng_);
+  for (const Known* k : others) {
+    if (beat.ByteSizeLong() + k->member.ByteSizeLong() + 8 > kBeatBytes) break;
+    *beat.add_members() = k->member;  // kept without its key
+  }
+  return SealBeat(NodeIdHex(self_.node_id), beat_key_, beat.SerializeAsString());
+}
+
+std::vector<Membership::Target> Membership::PrepareRoundLocked(v1::GossipRequest* req) {
   // Our index once we have heard from the cluster (or have no one to ask).
   if (rounds_ >= 2 || seeds_.empty() || !members_.empty()) ChooseIndexLocked();
   ++rounds_;
   *req->mutable_from() = PublishedSelfLocked();
-  std::vector<std::string> targets;
+  std::vector<std::string> addresses;
   for (auto& [id, k] : members_) {
-    *req->add_members() = k.member;
-    if (k.member.address() != address_) targets.push_back(k.member.address());
+    *req->add_members() = WithKey(k.member, k);
+    if (k.member.address() != address_) addresses.push_back(k.member.address());
   }
-  std::shuffle(targets.begin(), targets.end(), rng_);
-  if (targets.size() > static_cast<size_t>(options_.fanout)) targets.resize(options_.fanout);
+  std::shuffle(addresses.begin(), addresses.end(), rng_);
+  if (addresses.size() > static_cast<size_t>(options_.fanout)) addresses.resize(options_.fanout);
   auto add = [&](const std::string& a) {
-    if (a != address_ && std::find(targets.begin(), targets.end(), a) == targets.end()) targets.push_back(a);
+    if (a != address_ && std::find(addresses.begin(), addresses.end(), a) == addresses.end()) addresses.push_back(a);
   };
   for (const std::string& s : seeds_) add(s);
+  for (const auto& [id, k] : members_)
+    if (k.needs_table) add(k.member.address());
   if (members_.empty())
     for (const std::string& s : rejoin_) add(s);
+
+  const Clock::time_point now = clock_.Now();
+  const std::string store_digest = store_digest_ ? store_digest_() : std::string();
+  std::vector<Target> targets;
+  for (const std::string& a : addresses) {
+    Target t{a, std::nullopt};
+    auto member = std::find_if(members_.begin(), members_.end(),
+                               [&](const auto& kv) { return kv.second.member.address() == a; });
+    if (member != members_.end() && ByBeatLocked(member->second, now)) t.beat = SealedBeatLocked(req->from(), member->second, store_digest);
+    targets.push_back(std::move(t));
+  }
+  req->mutable_from()->set_beat_key(beat_key_);
   return targets;
 }
 
 void Membership::GossipRound() {
   v1::GossipRequest req;
-  std::vector<std::string> targets;
+  std::vector<Target> targets;
   {
     std::lock_guard lock(mu_);
     targets = PrepareRoundLocked(&req);
   }
-  for (const std::string& target : targets) {
+  for (const Target& target : targets) {
+    PeerLink& link = network_.To(target.address);
+    if (target.beat && link.SendBeat(*target.beat)) {
+      ++beats_sent_;
+      continue;
+    }
+    ++calls_;
     v1::GossipResponse resp;
     // Down or unreachable: its heartbeat will tell.
-    bool answered = network_.To(target).Gossip(req, &resp, {.timeout = kGossipDeadline}).ok();
+    bool answered = link.Gossip(req, &resp, {.timeout = kGossipDeadline}).ok();
     if (progress_observer_) progress_observer_();
     if (!answered) continue;
     std::lock_guard lock(mu_);
-    answered_[target] = clock_.Now();
+    answered_[target.address] = clock_.Now();
     heard_since_new_incarnation_ = true;
     for (const v1::Member& m : resp.members()) MergeLocked(m);
+    for (auto& [id, k] : members_)
+      if (k.member.address() == target.address) {
+        k.call_due_round = rounds_ + kRoundsBetweenCalls;
+        k.needs_table = false;
+      }
     SaveKnownLocked();
   }
   if (progress_observer_) progress_observer_();

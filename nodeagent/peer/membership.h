@@ -1,10 +1,23 @@
 // Cluster membership by gossip (Scuttlebutt-style heartbeats). Every round
 // (500 ms) an agent raises its own heartbeat (an HLC timestamp, so it also
 // rises across restarts) and sends its member table to its seeds and a few
-// random members (each side calls the other: a call is also what keeps a
-// node's channel to a member connected); each side keeps, per member, the
-// entry with the highest heartbeat. A member whose heartbeat has not risen for 2 s is suspect, for
-// 10 s dead (dead members stay listed). Each node picks a cluster-unique index
+// random members; each side keeps, per member, the entry with the highest
+// heartbeat. A member whose heartbeat has not risen for 2 s is suspect, for
+// 10 s dead (dead members stay listed).
+//
+// The table goes as a heartbeat datagram (a v1::Beat over UDP, sealed with
+// this agent's beat key: peer/beat_seal.h, peer/beat_socket.h) to a member
+// whose key this node holds and that showed, within the last 1.25 s, that it
+// hears this node (its beats echo this node's heartbeat back); as a Gossip
+// call (gRPC, both tables and the beat keys, both ways) otherwise: to a
+// seed or member not heard of yet, a member whose key is unknown or whose
+// beat did not open with it (it restarted with a new one), a member that
+// stopped echoing (UDP cut or filtered: then calls for 20 rounds), a member
+// whose beat says it knows fewer members than this node does (beats go one
+// way; a call's answer brings the whole table back), and every 20 rounds to
+// each member anyway. An idle agent's gossip is then packets, not gRPC calls.
+//
+// Each node picks a cluster-unique index
 // (the smallest positive integer no known member holds), keeps it in its store,
 // and gives it up only on a conflict with a member of lower node id, which can
 // happen only before the two have heard of each other. The members' addresses
@@ -15,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -22,6 +36,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -56,6 +71,10 @@ class Membership {
 
   // The Gossip RPC: merge what a peer says, answer with our table.
   void OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp);
+  // A heartbeat datagram from a member: merged if it opens with that
+  // member's beat key; anything else is dropped (and a member whose beat
+  // did not open gets a Gossip call next).
+  void OnBeat(std::string_view datagram);
   // Every member we know, ourselves included, with its state now.
   std::vector<v1::Node> Nodes();
   // Every other member now alive.
@@ -86,6 +105,14 @@ class Membership {
   // Seeds (other than ourselves) no member we know of answers at.
   size_t UnheardSeeds();
   uint32_t index() const { return index_.load(); }
+  // What this node's gossip has sent and taken so far (the agent's metrics).
+  struct Counts {
+    uint64_t calls = 0;           // Gossip calls made
+    uint64_t beats_sent = 0;
+    uint64_t beats_taken = 0;     // opened with their sender's key and merged
+    uint64_t beats_unopened = 0;  // from a member, not sealed with the key held for it
+  };
+  Counts counts() const;
   // This agent's incarnation (Member.incarnation): its start, and again
   // whenever it went on after publishing no heartbeat for half the time the
   // others wait before declaring a member dead (SIGSTOP, a suspended
@@ -101,16 +128,41 @@ class Membership {
   void set_progress_observer(std::function<void()> fn) { progress_observer_ = std::move(fn); }
   // Adds to this node's load as gossip carries it (the placed jobs it runs); before Start.
   void set_load_extra(std::function<void(v1::NodeLoad*)> fn) { load_extra_ = std::move(fn); }
+  // What this node's beats say of its store (Beat.store_digest; empty: nothing); before Start.
+  void set_store_digest(std::function<std::string()> fn) { store_digest_ = std::move(fn); }
+  // The store digest node_id's last beat carried, if that beat came within
+  // the last 2 s; empty otherwise.
+  std::string StoreDigestOf(const std::string& node_id);
   void set_address(const std::string& address);
 
  private:
   struct Known {
-    v1::Member member;
+    v1::Member member;        // without its beat key
     Clock::time_point heard;  // when its heartbeat last rose
+    std::string beat_key;     // its beats' (empty: not told yet)
+    uint64_t key_incarnation = 0;  // of the entry that told it
+    bool key_failed = false;  // a beat did not open with it: ask again
+    int calls_until_round = 0;  // it stopped echoing: Gossip calls, not beats, before this round
+    int call_due_round = 0;     // from this round on, a Gossip call is due
+    bool needs_table = false;   // it knows fewer members than we do: a call at the next round
+    std::string store_digest;   // its last beat's
+    Clock::time_point store_digest_at;
   };
-  // The round's message and whom it goes to (under mu_).
-  std::vector<std::string> PrepareRoundLocked(v1::GossipRequest* req);
+  // A round's message to one target: a beat, or a Gossip call.
+  struct Target {
+    std::string address;
+    std::optional<std::string> beat;  // the sealed datagram
+  };
+  // The round's messages and whom they go to (under mu_).
+  std::vector<Target> PrepareRoundLocked(v1::GossipRequest* req);
+  // Whether the member at address gets this round's table as a beat.
+  bool ByBeatLocked(Known& k, Clock::time_point now);
+  std::string SealedBeatLocked(const v1::Member& self, const Known& to, const std::string& store_digest);
   void MergeLocked(const v1::Member& m);
+  // address heard our heartbeat hb (echoed back in its beat or call).
+  void NoteEchoLocked(const std::string& address, uint64_t hb);
+  // m with its beat key, as Gossip calls carry it.
+  v1::Member WithKey(const v1::Member& m, const Known& k) const;
   v1::Member SelfLocked();
   // SelfLocked, for a heartbeat that goes out (a round's request, an answer).
   v1::Member PublishedSelfLocked();
@@ -129,22 +181,28 @@ class Membership {
   std::function<void(size_t)> alive_observer_;
   std::function<void()> progress_observer_;
   std::function<void(v1::NodeLoad*)> load_extra_;
+  std::function<std::string()> store_digest_;
   size_t known_before_ = 0;  // other members known before a restart (persisted)
   std::vector<std::string> rejoin_;  // members known before a restart
   std::string saved_known_;          // under mu_
   MembershipOptions options_;
   std::atomic<uint32_t> index_{0};
+  std::atomic<uint64_t> calls_{0}, beats_sent_{0}, beats_taken_{0}, beats_unopened_{0};
   Clock::time_point started_;  // when this object was made
   std::atomic<uint64_t> incarnation_;  // on the store's clock (Member.incarnation)
   // Our last heartbeat sent, on clock_'s Now and NowCountingSuspend (under mu_).
   std::optional<Clock::time_point> published_;
   Clock::time_point published_boot_;
+  std::deque<std::pair<uint64_t, Clock::time_point>> published_beats_;  // our last heartbeats, and when (under mu_)
+  const std::string beat_key_;  // this agent's (peer/beat_seal.h); empty: no beats
   bool heard_since_new_incarnation_ = true;  // a member answered, or called, since (under mu_)
   int rounds_ = 0;
 
   std::mutex mu_;
   std::map<std::string, Known> members_;  // by node id (hex), not ourselves
-  std::map<std::string, Clock::time_point> answered_;  // by address: when it last answered our gossip
+  // By address: the last time it showed that it heard our heartbeat (an
+  // answer to our call, or a heartbeat of ours it echoed: when we sent that one).
+  std::map<std::string, Clock::time_point> answered_;
   std::mt19937 rng_{std::random_device{}()};  // under mu_
   PeriodicThread rounds_thread_;
 };

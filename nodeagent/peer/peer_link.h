@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "consistency/status.h"
 #include "onebox/v1/peer.pb.h"
@@ -102,6 +103,10 @@ class PeerLink {
   // again now rather than after the link's reconnect backoff, during which
   // calls to it fail at once. Never blocks.
   virtual void ConnectNow() {}
+  // A heartbeat datagram (peer/beat_seal.h), sent without waiting for
+  // anything; false when this link carries none (membership then says it
+  // in a Gossip call).
+  virtual bool SendBeat(std::string_view /*datagram*/) { return false; }
 };
 
 // The links to the peers, by gRPC address: one per address, kept for the

@@ -39,6 +39,10 @@ void AntiEntropy::Round() {
   std::vector<PeerAddress> peers = members_.AliveOthers();
   if (peers.empty()) return;
   const PeerAddress& peer = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng_)];
+  // Its last heartbeat said its store is ours: no bucket can differ.
+  if (std::string theirs = members_.StoreDigestOf(peer.node_id); !theirs.empty()) {
+    if (Result<std::string> ours = store_.BucketDigestsRoot(); ours.ok() && *ours == theirs) return;
+  }
   Result<uint64_t> n = RoundWith(peer);
   if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", peer.node_id, n.status().message());
   else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, peer.node_id);

@@ -1,6 +1,8 @@
 // Anti-entropy: every few seconds an agent compares its records with one live
 // peer, bucket by bucket (Store::BucketDigests), pulls the records of the
-// buckets that differ and applies them with last-writer-wins. The peer does
+// buckets that differ and applies them with last-writer-wins. A peer whose
+// last heartbeat carried a store digest equal to this node's is not asked
+// (Membership::StoreDigestOf): an idle cluster's rounds cost no call. The peer does
 // the same with others, so every pair converges even where pushes missed
 // something (a replication log truncated while a node was away).
 #pragma once
@@ -49,10 +51,11 @@ class AntiEntropy {
   Status OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp);
 
   uint64_t repaired() const { return repaired_; }
+  // One round with a live peer picked at random (the loop's), unless its
+  // last heartbeat said its store is this node's.
+  void Round();
 
  private:
-  // One round with a live peer picked at random.
-  void Round();
   // RoundWith's work; *ns_won collects the ns keys whose records won, also
   // when the round is cut short.
   Result<uint64_t> Compare(PeerLink& peer, const std::string& node_id, std::vector<std::string>* ns_won);

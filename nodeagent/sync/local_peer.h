@@ -44,6 +44,10 @@ class LocalPeer final : public PeerLink {
     members_.OnGossip(req, resp);
     return Status::Ok();
   }
+  bool SendBeat(std::string_view datagram) override {
+    members_.OnBeat(datagram);
+    return true;
+  }
   Status Replicate(const v1::ReplicateRequest& req, v1::ReplicateResponse* resp, const CallOptions&) override {
     return replicator_.OnReplicate(req, resp);
   }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -103,6 +104,22 @@ TEST(MetricsTest, AgentsServePrometheusTextThatCountsWhatTheyDid) {
   EXPECT_EQ(Sample(ma, R"(onebox_member_state{node="mb",state="alive"})"), 1) << ma;
   EXPECT_GE(Sample(ma, R"(onebox_replication_entries_behind{peer="mb"})"), 0) << ma;
   EXPECT_GE(Sample(ma, R"(onebox_replication_lag_seconds{peer="mb"})"), 0) << ma;
+
+  // Gossip between them goes as heartbeat datagrams: over 3 s each sends and
+  // takes about six (two a second), where a Gossip call goes every 10 s.
+  {
+    RunResult first = Scrape(url_a);
+    std::this_thread::sleep_for(seconds(3));
+    RunResult then = Scrape(url_a);
+    auto delta = [&](const std::string& kind) {
+      const std::string key = R"(onebox_gossip_total{kind=")" + kind + R"("})";
+      return Sample(then.out, key) - Sample(first.out, key);
+    };
+    EXPECT_GE(delta("beat_sent"), 4) << then.out;
+    EXPECT_GE(delta("beat_taken"), 4) << then.out;
+    EXPECT_LE(delta("call"), 1) << then.out;
+    EXPECT_EQ(Sample(then.out, R"(onebox_gossip_total{kind="beat_unopened"})"), 0) << then.out;
+  }
 
   // Prometheus' own parser (Debian's python3-prometheus-client) reads it all.
   for (const std::string* m : {&ma, &mb}) {

@@ -5,10 +5,14 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <thread>
 
 #include "consistency/digest.h"
+#include "nodeagent/peer/beat_seal.h"
+#include "nodeagent/peer/beat_socket.h"
 #include "nodeagent/peer/quorum.h"
 #include "onebox/v1/namespace.pb.h"
 #include "tests/unit/in_process_cluster.h"
@@ -132,6 +136,139 @@ TEST(MembershipCoreTest, ANodeSilentLongEnoughToBeDeclaredDeadGoesOnAsANewIncarn
   cluster.clock().Advance(6s);
   c.members->GossipRound();
   EXPECT_EQ(c.members->incarnation(), cut_off);
+}
+
+TEST(BeatSealTest, ABeatOpensOnlyWithItsSendersKeyAndUnchanged) {
+  const std::string key = NewBeatKey(), other = NewBeatKey();
+  ASSERT_EQ(key.size(), kBeatKeyBytes);
+  ASSERT_NE(key, other);
+  const std::string sealed = SealBeat("00000000000010a2", key, "the table");
+  EXPECT_EQ(BeatSender(sealed), "00000000000010a2");
+  EXPECT_EQ(OpenBeat(sealed, key), "the table");
+  EXPECT_EQ(OpenBeat(sealed, other), std::nullopt);
+  EXPECT_EQ(OpenBeat(sealed, ""), std::nullopt);
+  for (size_t i = 0; i < sealed.size(); ++i) {  // any byte changed: the sender's id, the payload, the tag
+    std::string changed = sealed;
+    changed[i] ^= 0x20;
+    EXPECT_EQ(OpenBeat(changed, key), std::nullopt) << "byte " << i;
+  }
+  EXPECT_EQ(OpenBeat(sealed.substr(0, sealed.size() - 1), key), std::nullopt);
+  EXPECT_EQ(BeatSender("obeat1 short"), std::nullopt);
+  EXPECT_EQ(BeatSender(std::string(200, 'x')), std::nullopt);
+}
+
+TEST(BeatSocketTest, ADatagramSentToAMembersAddressReachesItsHandler) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> got;
+  Result<std::unique_ptr<BeatSocket>> b = BeatSocket::Open("127.0.0.1", 0, [&](std::string_view d) {
+    std::lock_guard lock(mu);
+    got.emplace_back(d);
+    cv.notify_all();
+  });
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_NE((*b)->port(), 0);
+  Result<std::unique_ptr<BeatSocket>> a = BeatSocket::Open("127.0.0.1", 0, [](std::string_view) {});
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_TRUE((*a)->SendTo(fmt::format("127.0.0.1:{}", (*b)->port()), "one"));
+  EXPECT_TRUE((*a)->SendTo(fmt::format("localhost:{}", (*b)->port()), "two"));  // a name, resolved
+  EXPECT_FALSE((*a)->SendTo("no-such-host.invalid:7070", "lost"));
+  EXPECT_FALSE((*a)->SendTo("[::1]:7070", "lost"));  // another family than the socket's
+  EXPECT_FALSE((*a)->SendTo("not an address", "lost"));
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return got.size() == 2; })) << got.size() << " datagrams arrived";
+  EXPECT_EQ(got, (std::vector<std::string>{"one", "two"}));
+}
+
+// Nodes that hear each other say their tables in heartbeat datagrams, not in
+// Gossip calls (a gRPC call each, most of an idle agent's CPU): a call goes
+// to each member every 20 rounds, to keep the keys and tables whole.
+TEST(MembershipCoreTest, MembersThatHearEachOtherGossipByHeartbeatsWithACallEveryTwentyRounds) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  auto sum = [&](int (InProcessCluster::*count)(size_t)) {
+    int n = 0;
+    for (size_t i = 0; i < cluster.size(); ++i) n += (cluster.*count)(i);
+    return n;
+  };
+  const int calls_before = sum(&InProcessCluster::gossip_calls_to), beats_before = sum(&InProcessCluster::beats_to);
+  constexpr int kRounds = 60;
+  for (int r = 0; r < kRounds; ++r) {
+    cluster.clock().Advance(500ms);
+    for (size_t i = 0; i < cluster.size(); ++i) cluster.node(i).members->GossipRound();
+    for (size_t i = 0; i < cluster.size(); ++i) {
+      ASSERT_EQ(cluster.node(i).members->AliveOthers().size(), 2u) << cluster.node(i).name << " in round " << r;
+      ASSERT_TRUE(cluster.node(i).members->HeardByMajorityWithin(1500ms)) << cluster.node(i).name << " in round " << r;
+    }
+  }
+  const int calls = sum(&InProcessCluster::gossip_calls_to) - calls_before;
+  const int beats = sum(&InProcessCluster::beats_to) - beats_before;
+  // Each node has two others to tell each round: 360 messages in all.
+  EXPECT_GE(calls, 3 * 2 * (kRounds / 20 - 1));
+  EXPECT_LE(calls, 3 * 2 * (kRounds / 20 + 1));
+  EXPECT_EQ(calls + beats, 3 * 2 * kRounds);
+}
+
+// Anyone who reaches the UDP port can send a datagram: one not sealed with
+// the member's own key does not keep it alive once it falls silent, and
+// makes the receiver ask the member by a call (as after its restart with a
+// new key).
+TEST(MembershipCoreTest, AForgedHeartbeatKeepsNoSilentMemberAliveAndTheMemberIsAskedByACall) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& c = cluster.node(2);
+  for (int r = 0; r < 4; ++r) {  // past the calls of the join
+    cluster.clock().Advance(500ms);
+    for (size_t i = 0; i < cluster.size(); ++i) cluster.node(i).members->GossipRound();
+  }
+  uint64_t forged_heartbeat = UINT64_MAX / 2;
+  auto forged = [&] {
+    v1::Beat beat;
+    v1::Member* m = beat.mutable_from();
+    m->set_node_id(c.id());
+    m->set_name(c.name);
+    m->set_address(c.address);
+    m->set_heartbeat(++forged_heartbeat);
+    return SealBeat(c.id(), NewBeatKey(), beat.SerializeAsString());
+  };
+  const int calls_to_c = cluster.gossip_calls_to(2);
+  a.members->OnBeat(forged());
+  cluster.clock().Advance(500ms);
+  a.members->GossipRound();
+  EXPECT_EQ(cluster.gossip_calls_to(2), calls_to_c + 1) << "a asks c, whose beat did not open, by a call";
+
+  cluster.Silence(2);
+  for (auto passed = 0ms; passed < 11s; passed += 500ms) {
+    cluster.clock().Advance(500ms);
+    a.members->OnBeat(forged());
+    a.members->GossipRound();
+    cluster.node(1).members->GossipRound();
+  }
+  EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_DEAD);
+  for (const v1::Node& n : a.members->Nodes()) EXPECT_NE(n.name(), "") << "a forged entry was merged";
+}
+
+// UDP filtered on the way to b (calls get through): a, whose heartbeats b
+// stops echoing, tells b by calls instead, so that b never sees a suspect.
+// (b, whose echoes came in a's beats, then hears them only in a's calls,
+// and calls a at times too.)
+TEST(MembershipCoreTest, AMemberThatStopsEchoingHeartbeatsIsToldByCallsInstead) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  cluster.DropBeats(1);
+  const int calls_to_b = cluster.gossip_calls_to(1);
+  constexpr int kRounds = 60;
+  for (int r = 0; r < kRounds; ++r) {
+    cluster.clock().Advance(500ms);
+    a.members->GossipRound();
+    b.members->GossipRound();
+    ASSERT_EQ(StateSeenBy(b, a), v1::NODE_STATE_ALIVE) << "round " << r;
+    ASSERT_EQ(StateSeenBy(a, b), v1::NODE_STATE_ALIVE) << "round " << r;
+  }
+  EXPECT_GE(cluster.gossip_calls_to(1) - calls_to_b, kRounds * 3 / 4);
 }
 
 TEST(MembershipCoreTest, ASeedNotHeardFromCountsAsAMemberAndKeepsTheLog) {
@@ -610,6 +747,40 @@ TEST(AntiEntropyCoreTest, ARoundRepairsWhatThePusherMissed) {
   EXPECT_EQ(b.anti_entropy->RoundWith(a.peer()).value(), 0u);
   cluster.Silence(0);
   EXPECT_EQ(b.anti_entropy->RoundWith(a.peer()).status().code(), Code::kUnavailable);
+}
+
+// An idle cluster's anti-entropy asks nothing: a peer whose heartbeat
+// carried a store digest equal to this node's is not asked; one whose store
+// changed since its digest was read is, and what it holds is repaired.
+TEST(AntiEntropyCoreTest, ARoundAsksNoPeerWhoseHeartbeatSaysItsStoreIsOurs) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  auto gossip = [&] {
+    for (int r = 0; r < 4; ++r) {  // past the calls of the join: heartbeats
+      cluster.clock().Advance(500ms);
+      a.members->GossipRound();
+      b.members->GossipRound();
+    }
+  };
+  ASSERT_TRUE(a.store->Put("app/color", "blue", false).ok());
+  ASSERT_EQ(b.anti_entropy->RoundWith(a.peer()).value(), 1u);
+  gossip();
+  ASSERT_FALSE(b.members->StoreDigestOf(a.id()).empty()) << "a's heartbeats carry its store's digest";
+  const int asked = cluster.calls_to(0, "BucketDigests");
+  b.anti_entropy->Round();
+  EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked) << "a holds what b does: not asked";
+
+  ASSERT_TRUE(a.store->Put("app/size", "large", false).ok());  // no pusher here: b does not have it
+  gossip();
+  b.anti_entropy->Round();
+  EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 1);
+  EXPECT_EQ(b.store->Get("app/size")->value, "large");
+  EXPECT_EQ(a.store->Digest().value(), b.store->Digest().value());
+  gossip();
+  b.anti_entropy->Round();
+  EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 1);
 }
 
 TEST(ContentCoreTest, ChunksComeFromAHolderCheckedAgainstTheirDigest) {

@@ -27,6 +27,7 @@ class InProcessLink final : public PeerLink {
 
 #define ONEBOX_IN_PROCESS_METHOD(method, Req, Resp, runs)                                   \
   Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
+    cluster_.Count(address_, #method);                                                      \
     if (Status s = Reachable(options); !s.ok()) return s;                                   \
     return cluster_.ByAddress(address_)->answers->method(req, resp, options);               \
   }
@@ -36,6 +37,13 @@ class InProcessLink final : public PeerLink {
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override {
     if (Status s = Reachable({.cancellation = cancellation}); !s.ok()) return std::make_unique<FailedStream>(s);
     return cluster_.ByAddress(address_)->answers->OpenReplicateStream(cancellation);
+  }
+  // Heartbeats to a silenced node are lost on the way, as a cut link's are.
+  bool SendBeat(std::string_view datagram) override {
+    InProcessNode* to = cluster_.ByAddress(address_);
+    if (to == nullptr) return false;
+    cluster_.Count(address_, "Beat");
+    return cluster_.silenced(address_) || cluster_.beats_dropped(address_) || to->answers->SendBeat(datagram);
   }
 
  private:
@@ -81,6 +89,7 @@ InProcessCluster::InProcessCluster(size_t count) {
     node->replicator = std::make_unique<Replicator>(*node->store, *node->members, *node->content, network_,
                                                     node->store->node_id(), on_applied);
     node->anti_entropy = std::make_unique<AntiEntropy>(*node->store, *node->members, network_, on_applied);
+    node->members->set_store_digest([s = node->store.get()] { return s->BucketDigestsRootIfCurrent(); });
     // No view here: a recall hands over the store's records only.
     DirLeases::Handover handover{.record_view = {}, .record_unrecorded = {}, .send_entries = [r = node->replicator.get()](const PeerAddress& peer,
                                                                             const std::string& dir) {
@@ -114,15 +123,23 @@ InProcessNode* InProcessCluster::ByAddress(const std::string& address) {
 }
 
 ::testing::AssertionResult InProcessCluster::Join() {
-  for (int round = 0; round < 4; ++round) {
+  for (int round = 0; round < 6; ++round) {
+    // Time passes between rounds as in the agent's loop: a member that
+    // stopped echoing (beats lost, or a node that hears nothing) is called.
+    if (round > 0) clock_.Advance(MembershipOptions{}.round);
     for (auto& n : nodes_) n->members->GossipRound();
     bool all = true;
     for (auto& n : nodes_) all = all && n->members->AliveOthers().size() == nodes_.size() - 1;
     if (all) return ::testing::AssertionSuccess();
   }
   std::string seen;
-  for (auto& n : nodes_) seen += fmt::format(" {} sees {} alive;", n->name, n->members->AliveOthers().size());
-  return ::testing::AssertionFailure() << "the nodes did not all meet in 4 rounds:" << seen;
+  for (auto& n : nodes_) {
+    seen += fmt::format(" {} sees {} alive", n->name, n->members->AliveOthers().size());
+    for (const v1::Node& m : n->members->Nodes())
+      if (m.state() != v1::NODE_STATE_ALIVE) seen += fmt::format(" ({} {})", m.name(), v1::NodeState_Name(m.state()));
+    seen += ";";
+  }
+  return ::testing::AssertionFailure() << "the nodes did not all meet in 6 rounds:" << seen;
 }
 
 void InProcessCluster::Silence(size_t i, bool silent) {
@@ -134,6 +151,27 @@ void InProcessCluster::Silence(size_t i, bool silent) {
 bool InProcessCluster::silenced(const std::string& address) {
   std::lock_guard lock(mu_);
   return silenced_.count(address) > 0;
+}
+
+void InProcessCluster::DropBeats(size_t i, bool drop) {
+  std::lock_guard lock(mu_);
+  if (drop) beats_dropped_.insert(nodes_[i]->address);
+  else beats_dropped_.erase(nodes_[i]->address);
+}
+
+bool InProcessCluster::beats_dropped(const std::string& address) {
+  std::lock_guard lock(mu_);
+  return beats_dropped_.count(address) > 0;
+}
+
+void InProcessCluster::Count(const std::string& address, const std::string& method) {
+  std::lock_guard lock(mu_);
+  ++calls_[{address, method}];
+}
+
+int InProcessCluster::calls_to(size_t i, const std::string& method) {
+  std::lock_guard lock(mu_);
+  return calls_[{nodes_[i]->address, method}];
 }
 
 }  // namespace onebox::testing

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -95,11 +96,21 @@ class InProcessCluster {
   InProcessNode* ByAddress(const std::string& address);
   size_t size() const { return nodes_.size(); }
   FakeClock& clock() { return clock_; }
-  // Gossip rounds on every node until each knows every other as alive.
+  // Gossip rounds on every node, a round's time apart, until each knows
+  // every other as alive (at most 6: 2.5 s).
   ::testing::AssertionResult Join();
   // A silenced node answers nothing (its calls out still work).
   void Silence(size_t i, bool silent = true);
   bool silenced(const std::string& address);
+  // Heartbeat datagrams to node i are lost (UDP filtered); calls still work.
+  void DropBeats(size_t i, bool drop = true);
+  bool beats_dropped(const std::string& address);
+  // The calls of a method ("Gossip", "BucketDigests", ...) made to node i
+  // so far, and the heartbeats it was sent ("Beat").
+  int calls_to(size_t i, const std::string& method);
+  int gossip_calls_to(size_t i) { return calls_to(i, "Gossip"); }
+  int beats_to(size_t i) { return calls_to(i, "Beat"); }
+  void Count(const std::string& address, const std::string& method);
 
  private:
   TempDir dir_;
@@ -108,6 +119,8 @@ class InProcessCluster {
   std::vector<std::unique_ptr<InProcessNode>> nodes_;
   std::mutex mu_;
   std::set<std::string> silenced_;
+  std::set<std::string> beats_dropped_;
+  std::map<std::pair<std::string, std::string>, int> calls_;  // by address and method
 };
 
 }  // namespace onebox::testing

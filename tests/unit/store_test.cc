@@ -366,6 +366,30 @@ TEST(Store, LastWriterWinsConvergesUnderRandomOrders) {
   EXPECT_EQ(digests.size(), 1u) << "the same records must give the same digest, whatever the order";
 }
 
+TEST(Store, BucketDigestsAreReadAgainAfterAWriteOnly) {
+  TempDir dir;
+  auto s = OpenStore(dir.path(), 7);
+  EXPECT_EQ(s->BucketDigestsRootIfCurrent(), "") << "nothing read yet";
+  const std::string empty = s->BucketDigestsRoot().value();
+  EXPECT_EQ(s->BucketDigestsRootIfCurrent(), empty);
+  ASSERT_TRUE(s->Put("k", "v", false).ok());
+  EXPECT_EQ(s->BucketDigestsRootIfCurrent(), "") << "a write since";
+  const std::string one = s->BucketDigestsRoot().value();
+  EXPECT_NE(one, empty);
+  EXPECT_EQ(s->BucketDigestsRootIfCurrent(), one);
+  ASSERT_TRUE(s->Delete("k", false).ok());
+  const std::string deleted = s->BucketDigestsRoot().value();
+  EXPECT_NE(deleted, one);
+  TempDir peer_dir;
+  auto peer = OpenStore(peer_dir.path(), 8);  // a record from another node, applied here
+  ASSERT_TRUE(peer->Put("other", "x", false).ok());
+  ASSERT_TRUE(s->Apply("other", peer->Get("other").value(), false).ok());
+  EXPECT_EQ(s->BucketDigestsRootIfCurrent(), "");
+  EXPECT_NE(s->BucketDigestsRoot().value(), deleted);
+  const std::vector<std::string> digests = s->BucketDigests().value();
+  EXPECT_EQ(s->BucketDigests().value(), digests);
+}
+
 TEST(Store, DigestChangesWithAnyRecord) {
   TempDir dir;
   auto s = OpenStore(dir.path());
