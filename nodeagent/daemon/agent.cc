@@ -661,6 +661,13 @@ int RunAgent(const AgentOptions& opt) {
   if (Status s = CheckCanListen(*listen); !s.ok()) return Fail(s);
   Result<std::optional<TlsMaterial>> tls = AgentTls(opt, *listen);
   if (!tls.ok()) return Fail(tls.status());
+  // Gossip tells the others this address, and the port relay's records
+  // carry its host: they would dial 0.0.0.0, that is, themselves.
+  if (IsAnyAddress(listen->host))
+    return Fail(Status::InvalidArgument(fmt::format(
+        "--listen {}: the other agents reach this one at the address it listens on, and cannot dial {}; give this "
+        "node's own address (say 10.0.0.5:{})",
+        opt.listen, listen->host, listen->port)));
   Result<std::string> join_token = JoinToken(opt, tls->has_value());
   if (!join_token.ok()) return Fail(join_token.status());
   Result<std::unique_ptr<Agent>> agent = Agent::Start(opt, *listen, *join_token, std::move(tls).value());

@@ -81,6 +81,13 @@ int ListenTcp(const std::string& host, uint32_t port, bool v6_only) {
   return fd;
 }
 
+bool IsAnyAddress(const std::string& host) {
+  in6_addr v6{};
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return v4.s_addr == htonl(INADDR_ANY);
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&v6);
+}
+
 bool OnlyLoopback(const std::string& host) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

@@ -21,6 +21,9 @@ struct ListenAddress {
 };
 
 Result<ListenAddress> ParseListenAddress(const std::string& addr);
+// Whether host is the any address (0.0.0.0, ::): one to listen on, and no
+// address another machine can dial.
+bool IsAnyAddress(const std::string& host);
 // Whether every address host resolves to is a loopback one (127.0.0.0/8,
 // ::1): only such a host is reached by this machine alone.
 bool OnlyLoopback(const std::string& host);

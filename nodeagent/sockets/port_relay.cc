@@ -216,9 +216,6 @@ Result<std::unique_ptr<PortRelay>> PortRelay::Start(PortTable& table, const Acce
   getsockname(relay->listener_, reinterpret_cast<sockaddr*>(&bound), &len);
   const uint16_t port = PortOf(bound);
   relay->address_ = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
-  if (host == "0.0.0.0" || host == "::")
-    spdlog::warn("port relay: listening on {}: other nodes cannot dial that address; give --listen a host they reach",
-                 relay->address_);
   relay->epoll_ = epoll_create1(EPOLL_CLOEXEC);
   relay->wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (relay->epoll_ < 0 || relay->wake_ < 0) return Status::Unavailable(fmt::format("port relay: {}", strerror(errno)));

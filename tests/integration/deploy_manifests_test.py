@@ -66,6 +66,16 @@ for key in ("data-dir", "socket", "cacert", "cert", "key"):
     check(m is not None, f"--{key}={opts.get(key)} lies in no volume the agent mounts")
     if key in ("data-dir", "socket"):
         check(v is not None and "hostPath" in v, f"--{key} must outlive the pod (a hostPath volume)")
+# The address the other agents dial: the node's own, and its port open for gRPC and heartbeats.
+listen_host, listen_port = opts.get("listen", "?:0").rsplit(":", 1)
+env = {e["name"]: e for e in agent.get("env", [])}
+var = re.fullmatch(r"\$\((\w+)\)", listen_host)
+check(listen_host not in ("0.0.0.0", "[::]", "::"), f"--listen={opts.get('listen')}: other agents cannot dial it")
+check(var is None or "fieldRef" in env.get(var.group(1), {}).get("valueFrom", {}),
+      f"--listen={opts.get('listen')} names no variable set from the pod's fields")
+ports = {(p.get("hostPort"), p.get("protocol", "TCP")) for p in agent.get("ports", [])}
+for proto in ("TCP", "UDP"):
+    check((int(listen_port), proto) in ports, f"the node does not open {listen_port}/{proto} (gRPC, heartbeats)")
 tls = volumes[mount_holding(agent, volumes, opts["cacert"])[0]["name"]]
 for key in ("cacert", "cert", "key"):
     check(os.path.dirname(opts[key]) == mount_holding(agent, volumes, opts[key])[0]["mountPath"],

@@ -220,6 +220,12 @@ TEST_F(TlsTest, AnAgentRefusesBadTlsFilesAndAnOpenListenWithoutTls) {
   RunResult open = agent({"--listen", "0.0.0.0:0"});
   EXPECT_EQ(open.exit_code, 1);
   EXPECT_NE(open.err.find("refusing to listen on 0.0.0.0 without TLS"), std::string::npos) << open.err;
+  // The any address is no address the other agents can dial.
+  for (const std::string any : {"0.0.0.0", "::"}) {
+    RunResult wildcard = agent({"--listen", any.find(':') != std::string::npos ? "[" + any + "]:0" : any + ":0", "--insecure"});
+    EXPECT_EQ(wildcard.exit_code, 1);
+    EXPECT_NE(wildcard.err.find("cannot dial " + any), std::string::npos) << wildcard.err;
+  }
 
   std::vector<std::string> admin_as_node = TlsArgs("ops");
   admin_as_node.insert(admin_as_node.end(), {"--listen", "127.0.0.1:0"});
