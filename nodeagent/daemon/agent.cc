@@ -486,6 +486,7 @@ void Agent::StartBeats(const ListenAddress& listen) {
                  : Result<std::unique_ptr<BeatSocket>>(bound.status());
   if (!beats.ok()) {  // gossip still works, by calls alone
     spdlog::warn("{}: membership gossips by gRPC calls only", beats.status().message());
+    members_->DisableBeats();
     return;
   }
   beats_ = std::move(beats).value();
@@ -658,7 +659,6 @@ int RunAgent(const AgentOptions& opt) {
   if (Status s = ValidateNodeName(opt.name); !s.ok()) return Fail(s);
   Result<ListenAddress> listen = ParseListenAddress(opt.listen);
   if (!listen.ok()) return Fail(listen.status());
-  if (Status s = CheckCanListen(*listen); !s.ok()) return Fail(s);
   Result<std::optional<TlsMaterial>> tls = AgentTls(opt, *listen);
   if (!tls.ok()) return Fail(tls.status());
   // Gossip tells the others this address, and the port relay's records
@@ -668,6 +668,7 @@ int RunAgent(const AgentOptions& opt) {
         "--listen {}: the other agents reach this one at the address it listens on, and cannot dial {}; give this "
         "node's own address (say 10.0.0.5:{})",
         opt.listen, listen->host, listen->port)));
+  if (Status s = CheckCanListen(*listen); !s.ok()) return Fail(s);
   Result<std::string> join_token = JoinToken(opt, tls->has_value());
   if (!join_token.ok()) return Fail(join_token.status());
   Result<std::unique_ptr<Agent>> agent = Agent::Start(opt, *listen, *join_token, std::move(tls).value());

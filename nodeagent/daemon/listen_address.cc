@@ -43,16 +43,19 @@ void SetPort(sockaddr_storage* a, uint16_t port) {
   else reinterpret_cast<sockaddr_in*>(a)->sin_port = htons(port);
 }
 
-int SocketAddressOf(const std::string& host, uint32_t port, sockaddr_storage* addr, socklen_t* len) {
+int SocketAddressOf(const std::string& host, uint32_t port, sockaddr_storage* addr, socklen_t* len, int family) {
   *addr = {};
   if (auto* v4 = reinterpret_cast<sockaddr_in*>(addr); inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    if (family == AF_INET6) return -EAFNOSUPPORT;
     v4->sin_family = AF_INET;
     *len = sizeof *v4;
   } else if (auto* v6 = reinterpret_cast<sockaddr_in6*>(addr); inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    if (family == AF_INET) return -EAFNOSUPPORT;
     v6->sin6_family = AF_INET6;
     *len = sizeof *v6;
   } else {  // a host name (--listen localhost:7070): its first address
     addrinfo hints{};
+    hints.ai_family = family;
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* found = nullptr;
     if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return -EADDRNOTAVAIL;

@@ -33,9 +33,11 @@ Status CheckCanListen(const ListenAddress& address);
 // An IPv4 or IPv6 address's port, in host order; and setting it.
 uint16_t PortOf(const sockaddr_storage& a);
 void SetPort(sockaddr_storage* a, uint16_t port);
-// host (an address, or a name: its first address) and port as a socket
-// address; 0, or -errno when host does not resolve.
-int SocketAddressOf(const std::string& host, uint32_t port, sockaddr_storage* addr, socklen_t* len);
+// host (an address, or a name: its first address of family, any family by
+// default) and port as a socket address; 0, or -errno when host does not
+// resolve (to an address of that family).
+int SocketAddressOf(const std::string& host, uint32_t port, sockaddr_storage* addr, socklen_t* len,
+                    int family = AF_UNSPEC);
 // A non-blocking TCP listener (SO_REUSEADDR) on host (an address, or a
 // name: its first address) and port (0: the kernel picks); -errno when it
 // cannot. An IPv6 one takes IPv6 only unless v6_only is false ("::" then

@@ -44,11 +44,11 @@ Result<std::unique_ptr<BeatSocket>> BeatSocket::Open(const std::string& host, in
     close(fd);
     return Status::IOError(fmt::format("heartbeats: eventfd: {}", strerror(errno)));
   }
-  return std::unique_ptr<BeatSocket>(new BeatSocket(fd, wake_fd, port, std::move(on_datagram)));
+  return std::unique_ptr<BeatSocket>(new BeatSocket(fd, wake_fd, addr.ss_family, port, std::move(on_datagram)));
 }
 
-BeatSocket::BeatSocket(int fd, int wake_fd, int port, Handler on_datagram)
-    : fd_(fd), wake_fd_(wake_fd), port_(port), on_datagram_(std::move(on_datagram)) {
+BeatSocket::BeatSocket(int fd, int wake_fd, int family, int port, Handler on_datagram)
+    : fd_(fd), wake_fd_(wake_fd), family_(family), port_(port), on_datagram_(std::move(on_datagram)) {
   thread_ = std::thread([this] { Receive(); });
   NameThread(thread_, "onebox-beats-in");
 }
@@ -90,7 +90,8 @@ bool BeatSocket::Resolve(const std::string& address, sockaddr_storage* to, sockl
     return true;
   }
   Result<ListenAddress> parsed = ParseListenAddress(address);
-  if (!parsed.ok() || SocketAddressOf(parsed->host, static_cast<uint32_t>(parsed->port), to, len) != 0) return false;
+  if (!parsed.ok() || SocketAddressOf(parsed->host, static_cast<uint32_t>(parsed->port), to, len, family_) != 0)
+    return false;
   resolved_[address] = Resolved{*to, *len, now};
   return true;
 }

@@ -23,16 +23,19 @@ constexpr auto kGossipDeadline = std::chrono::milliseconds(500);
 // beats are lost hears us again at the third round without (1.5 s), within
 // the 2 s after which it would suspect us.
 constexpr auto kBeatsEchoedWithin = std::chrono::milliseconds(1250);
-// Rounds between two Gossip calls to a member that gets beats, and for which
-// a member that stopped echoing gets calls instead.
+// Rounds between two Gossip calls to a member that gets beats; and a member
+// whose echoes lapse twice within as many rounds gets calls for as many.
 constexpr int kRoundsBetweenCalls = 20;
-// A beat carries this node, the receiver's echo and as many other members
-// as fit in this many bytes: one packet on any network.
-constexpr size_t kBeatBytes = 1200;
+// A beat's content (this node, the receiver's echo, as many other members as
+// fit) is kept under this many bytes: sealed, it fits in one packet of
+// IPv6's smallest MTU.
+constexpr size_t kBeatBytes = 1100;
 // A member's store digest counts this long after its beat brought it.
 constexpr auto kStoreDigestFresh = std::chrono::seconds(2);
-// Our heartbeats kept to look echoes up in (about 30 s of rounds).
-constexpr size_t kPublishedKept = 64;
+// Our heartbeats kept to look echoes up in: those of the last seconds,
+// however many calls we answered (and at most this many).
+constexpr auto kPublishedKeptFor = std::chrono::seconds(8);
+constexpr size_t kPublishedKeptMax = 4096;
 }  // namespace
 
 Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, std::string address,
@@ -46,6 +49,7 @@ Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, st
       options_(options),
       started_(clock.Now()),
       incarnation_(store.clock().Now()),
+      started_hlc_(incarnation_.load()),
       beat_key_(NewBeatKey()) {
   if (beat_key_.empty()) spdlog::warn("membership: no random beat key (the system's random source failed): gossip by calls only");
   if (Result<std::string> idx = store_.GetMeta(kIndexMetaKey); idx.ok()) {
@@ -109,15 +113,28 @@ v1::Member Membership::PublishedSelfLocked() {
   published_ = clock_.Now();
   published_boot_ = clock_.NowCountingSuspend();
   published_beats_.emplace_back(m.heartbeat(), *published_);
-  if (published_beats_.size() > kPublishedKept) published_beats_.pop_front();
+  while (!published_beats_.empty() && (published_beats_.size() > kPublishedKeptMax ||
+                                       *published_ - published_beats_.front().second > kPublishedKeptFor))
+    published_beats_.pop_front();
   return m;
 }
 
 v1::Member Membership::WithKey(const v1::Member& m, const Known& k) const {
   v1::Member out = m;
   out.set_beat_key(k.beat_key);
-  out.set_incarnation(std::max(m.incarnation(), k.key_incarnation));
+  out.set_beat_key_since(k.key_since);
   return out;
+}
+
+v1::Member Membership::SelfWithKeyLocked(v1::Member self) const {
+  self.set_beat_key(beat_key_);
+  self.set_beat_key_since(started_hlc_);
+  return self;
+}
+
+void Membership::DisableBeats() {
+  std::lock_guard lock(mu_);
+  beat_key_.clear();
 }
 
 void Membership::MergeLocked(const v1::Member& m) {
@@ -138,12 +155,12 @@ void Membership::MergeLocked(const v1::Member& m) {
     k.member.clear_beat_key();
     k.heard = clock_.Now();
   }
-  // A key comes with the entry of the agent's life that made it: an older
-  // life's, relayed late, does not replace a newer one's.
-  if (!m.beat_key().empty() && m.incarnation() >= k.key_incarnation) {
-    if (m.beat_key() != k.beat_key) k.key_failed = false;
+  // A key comes with the start of the agent's life that made it: an older
+  // life's, relayed late, never replaces a newer one's.
+  if (m.beat_key_since() > k.key_since || (m.beat_key_since() == k.key_since && k.beat_key.empty())) {
     k.beat_key = m.beat_key();
-    k.key_incarnation = m.incarnation();
+    k.key_since = m.beat_key_since();
+    k.key_failed = false;
   }
 }
 
@@ -167,52 +184,70 @@ void Membership::OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp
   std::lock_guard lock(mu_);
   heard_since_new_incarnation_ = true;
   MergeLocked(req.from());
-  const std::string self_id = NodeIdHex(self_.node_id);
-  for (const v1::Member& m : req.members()) {
-    if (m.node_id() == self_id) NoteEchoLocked(req.from().address(), m.heartbeat());
-    MergeLocked(m);
-  }
+  NoteDirectLocked(req.from());
+  for (const v1::Member& m : req.members()) MergeLocked(m);
   SaveKnownLocked();
-  v1::Member* me = resp->add_members();
-  *me = PublishedSelfLocked();
-  me->set_beat_key(beat_key_);
+  *resp->add_members() = SelfWithKeyLocked(PublishedSelfLocked());  // first: the answer's own
   for (auto& [id, k] : members_) *resp->add_members() = WithKey(k.member, k);
+}
+
+void Membership::NoteDirectLocked(const v1::Member& from) {
+  if (auto it = members_.find(from.node_id()); it != members_.end())
+    it->second.direct_heartbeat = std::max(it->second.direct_heartbeat, from.heartbeat());
 }
 
 void Membership::OnBeat(std::string_view datagram) {
   std::optional<std::string_view> sender = BeatSender(datagram);
   if (!sender) return;
-  std::lock_guard lock(mu_);
-  // From a node not heard of: it calls us (or is told of) first.
-  auto it = members_.find(std::string(*sender));
-  if (it == members_.end()) return;
-  std::optional<std::string_view> payload = OpenBeat(datagram, it->second.beat_key);
+  const std::string sender_id(*sender);
+  std::string key;
+  {
+    std::lock_guard lock(mu_);
+    // From a node not heard of: it calls us (or is told of) first.
+    auto it = members_.find(sender_id);
+    if (it == members_.end()) return;
+    key = it->second.beat_key;
+  }
+  // Opened outside the lock: a flood of datagrams costs its HMACs, not our rounds.
+  std::optional<std::string_view> payload = OpenBeat(datagram, key);
   v1::Beat beat;
-  if (!payload || !beat.ParseFromArray(payload->data(), static_cast<int>(payload->size())) ||
-      beat.from().node_id() != *sender) {
+  const bool opened = payload && beat.ParseFromArray(payload->data(), static_cast<int>(payload->size())) &&
+                      beat.from().node_id() == sender_id;
+  std::lock_guard lock(mu_);
+  auto it = members_.find(sender_id);
+  if (it == members_.end()) return;
+  Known& k = it->second;
+  if (opened && k.beat_key != key) return;  // a new key came meanwhile: the next beat opens with it
+  if (!opened) {
     // Not sealed with the key we hold: its agent restarted with a new one
-    // (or someone else wrote it). A call asks.
-    if (!it->second.key_failed)
-      spdlog::debug("membership: a heartbeat from {} does not open with the key we hold; asking by a call", *sender);
-    it->second.key_failed = true;
+    // (or someone else wrote it). A call at our next round asks.
+    if (!k.key_failed)
+      spdlog::debug("membership: a heartbeat from {} does not open with the key we hold; asking by a call", sender_id);
+    k.key_failed = true;
     ++beats_unopened_;
     return;
   }
+  // Only newer beats of the sender's, and only those meant for us: a replay
+  // (a beat sent again, or one sent to another member) changes nothing.
+  if (beat.to() != NodeIdHex(self_.node_id) || beat.from().heartbeat() <= k.last_beat) return;
+  k.last_beat = beat.from().heartbeat();
+  k.key_failed = false;
   ++beats_taken_;
   heard_since_new_incarnation_ = true;
-  const std::string address = it->second.member.address();
+  const std::string address = k.member.address();
   beat.mutable_from()->clear_beat_key();
   MergeLocked(beat.from());
+  NoteDirectLocked(beat.from());
   for (v1::Member& m : *beat.mutable_members()) {
     m.clear_beat_key();
     MergeLocked(m);
   }
   NoteEchoLocked(address, beat.echo());
-  it->second.store_digest = beat.store_digest();  // (map iterators outlive the merges' inserts)
-  it->second.store_digest_at = clock_.Now();
+  k.store_digest = beat.store_digest();  // (map references outlive the merges' inserts)
+  k.store_digest_at = clock_.Now();
   // It has not heard of a member we know: a call at our next round carries
   // our whole table to it (and brings its own back).
-  if (members_.size() > beat.members_known()) it->second.needs_table = true;
+  if (members_.size() > beat.members_known()) k.needs_table = true;
   SaveKnownLocked();
 }
 
@@ -300,14 +335,17 @@ size_t Membership::UnheardSeeds() {
   return UnheardSeedsLocked();
 }
 
+bool Membership::SeedHeardLocked(const std::string& seed) const {
+  if (auto answered_as = seed_members_.find(seed); answered_as != seed_members_.end())
+    return members_.count(answered_as->second) > 0;
+  return std::any_of(members_.begin(), members_.end(),
+                     [&](const auto& kv) { return kv.second.member.address() == seed; });
+}
+
 size_t Membership::UnheardSeedsLocked() const {
   size_t unheard = 0;
-  for (const std::string& seed : seeds_) {
-    if (seed == address_) continue;
-    bool heard = std::any_of(members_.begin(), members_.end(),
-                             [&](const auto& kv) { return kv.second.member.address() == seed; });
-    if (!heard) ++unheard;
-  }
+  for (const std::string& seed : seeds_)
+    if (seed != address_ && !SeedHeardLocked(seed)) ++unheard;
   return unheard;
 }
 
@@ -352,12 +390,15 @@ bool Membership::ByBeatLocked(Known& k, Clock::time_point now) {
   auto echoed = answered_.find(k.member.address());
   if (echoed == answered_.end()) return false;
   if (now - echoed->second > kBeatsEchoedWithin) {
-    spdlog::info("membership: {} ({}) has not echoed our heartbeats for {} ms (UDP cut or filtered?): gossiping with "
-                 "it by calls for {} rounds",
-                 k.member.name(), k.member.node_id(),
-                 std::chrono::duration_cast<std::chrono::milliseconds>(now - echoed->second).count(),
-                 kRoundsBetweenCalls);
-    k.calls_until_round = rounds_ + kRoundsBetweenCalls;
+    // Once (a stalled round, a lost packet): this round's call. Again soon
+    // after a call: our beats do not reach it.
+    if (k.lapsed_round != 0 && rounds_ - k.lapsed_round <= kRoundsBetweenCalls) {
+      spdlog::info("membership: {} ({}) does not echo our heartbeats (UDP cut or filtered?): gossiping with it by "
+                   "calls for {} rounds",
+                   k.member.name(), k.member.node_id(), kRoundsBetweenCalls);
+      k.calls_until_round = rounds_ + kRoundsBetweenCalls;
+    }
+    k.lapsed_round = rounds_;
     return false;
   }
   return true;
@@ -383,7 +424,9 @@ std::string Membership::SealedBeatLocked(const v1::Member& self, const Known& to
   beat.set_store_digest(store_digest);
   beat.set_members_known(static_cast<uint32_t>(members_.size()));
   beat.mutable_from()->clear_beat_key();
-  beat.set_echo(to.member.heartbeat());
+  beat.mutable_from()->clear_beat_key_since();
+  beat.set_to(to.member.node_id());
+  beat.set_echo(to.direct_heartbeat);
   std::vector<const Known*> others;
   for (const auto& [id, k] : members_)
     if (&k != &to) others.push_back(&k);
@@ -410,13 +453,15 @@ std::vector<Membership::Target> Membership::PrepareRoundLocked(v1::GossipRequest
   auto add = [&](const std::string& a) {
     if (a != address_ && std::find(addresses.begin(), addresses.end(), a) == addresses.end()) addresses.push_back(a);
   };
-  for (const std::string& s : seeds_) add(s);
+  for (const std::string& s : seeds_)
+    if (!SeedHeardLocked(s)) add(s);  // else the member it answered as is in the table
+  // Members to ask by a call at once (alive only: a dead one's call waits out its deadline).
+  const Clock::time_point now = clock_.Now();
   for (const auto& [id, k] : members_)
-    if (k.needs_table) add(k.member.address());
+    if ((k.needs_table || k.key_failed) && StateOf(k, now) == v1::NODE_STATE_ALIVE) add(k.member.address());
   if (members_.empty())
     for (const std::string& s : rejoin_) add(s);
 
-  const Clock::time_point now = clock_.Now();
   const std::string store_digest = store_digest_ ? store_digest_() : std::string();
   std::vector<Target> targets;
   for (const std::string& a : addresses) {
@@ -426,7 +471,7 @@ std::vector<Membership::Target> Membership::PrepareRoundLocked(v1::GossipRequest
     if (member != members_.end() && ByBeatLocked(member->second, now)) t.beat = SealedBeatLocked(req->from(), member->second, store_digest);
     targets.push_back(std::move(t));
   }
-  req->mutable_from()->set_beat_key(beat_key_);
+  *req->mutable_from() = SelfWithKeyLocked(req->from());
   return targets;
 }
 
@@ -453,11 +498,20 @@ void Membership::GossipRound() {
     answered_[target.address] = clock_.Now();
     heard_since_new_incarnation_ = true;
     for (const v1::Member& m : resp.members()) MergeLocked(m);
-    for (auto& [id, k] : members_)
-      if (k.member.address() == target.address) {
-        k.call_due_round = rounds_ + kRoundsBetweenCalls;
-        k.needs_table = false;
+    if (resp.members_size() > 0) {
+      // The answer's first entry is the member that answered (a seed named by
+      // a host name answers as the member at some address).
+      const v1::Member& answerer = resp.members(0);
+      NoteDirectLocked(answerer);
+      if (answerer.address() != target.address && answerer.node_id() != NodeIdHex(self_.node_id))
+        seed_members_[target.address] = answerer.node_id();
+      if (auto it = members_.find(answerer.node_id()); it != members_.end()) {
+        answered_[it->second.member.address()] = clock_.Now();
+        it->second.call_due_round = rounds_ + kRoundsBetweenCalls;
+        it->second.needs_table = false;
+        it->second.key_failed = false;  // its answer brought its key
       }
+    }
     SaveKnownLocked();
   }
   if (progress_observer_) progress_observer_();

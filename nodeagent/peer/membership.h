@@ -8,14 +8,17 @@
 // The table goes as a heartbeat datagram (a v1::Beat over UDP, sealed with
 // this agent's beat key: peer/beat_seal.h, peer/beat_socket.h) to a member
 // whose key this node holds and that showed, within the last 1.25 s, that it
-// hears this node (its beats echo this node's heartbeat back); as a Gossip
-// call (gRPC, both tables and the beat keys, both ways) otherwise: to a
-// seed or member not heard of yet, a member whose key is unknown or whose
-// beat did not open with it (it restarted with a new one), a member that
-// stopped echoing (UDP cut or filtered: then calls for 20 rounds), a member
-// whose beat says it knows fewer members than this node does (beats go one
-// way; a call's answer brings the whole table back), and every 20 rounds to
-// each member anyway. An idle agent's gossip is then packets, not gRPC calls.
+// hears this node (its beats echo the heartbeat it last heard from this node
+// itself); as a Gossip call (gRPC, both tables and the beat keys, both ways)
+// otherwise: to a seed not heard of yet (one named by a host name counts,
+// once it answered, as the member that answered), a member whose key is
+// unknown, at the next round a member whose beat did not open with the key
+// held (it restarted with a new one) or whose beat says it knows fewer
+// members (beats go one way; a call's answer brings the whole table back),
+// a member whose echo lapsed (twice within 20 rounds: UDP cut or filtered,
+// then calls for 20 rounds), and every 20 rounds to each member anyway. An
+// idle agent's gossip is then packets, not gRPC calls. A beat counts only at
+// the member it was sealed for, and only when newer than its sender's last.
 //
 // Each node picks a cluster-unique index
 // (the smallest positive integer no known member holds), keeps it in its store,
@@ -69,6 +72,9 @@ class Membership {
   // our table to the seeds and a few members, and merge their answers.
   void GossipRound();
 
+  // No heartbeat datagrams (their socket could not be bound): this node
+  // tells no beat key, so the others gossip with it by calls; before Start.
+  void DisableBeats();
   // The Gossip RPC: merge what a peer says, answer with our table.
   void OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp);
   // A heartbeat datagram from a member: merged if it opens with that
@@ -140,8 +146,11 @@ class Membership {
     v1::Member member;        // without its beat key
     Clock::time_point heard;  // when its heartbeat last rose
     std::string beat_key;     // its beats' (empty: not told yet)
-    uint64_t key_incarnation = 0;  // of the entry that told it
-    bool key_failed = false;  // a beat did not open with it: ask again
+    uint64_t key_since = 0;   // the start of the agent's life that made it (Member.beat_key_since)
+    bool key_failed = false;  // a beat did not open with it: ask by a call
+    uint64_t last_beat = 0;   // the heartbeat of its last beat taken: older ones are replays
+    uint64_t direct_heartbeat = 0;  // the highest heard from it directly (its beat, call or answer): our echo to it
+    int lapsed_round = 0;     // when its echoes last lapsed
     int calls_until_round = 0;  // it stopped echoing: Gossip calls, not beats, before this round
     int call_due_round = 0;     // from this round on, a Gossip call is due
     bool needs_table = false;   // it knows fewer members than we do: a call at the next round
@@ -161,8 +170,13 @@ class Membership {
   void MergeLocked(const v1::Member& m);
   // address heard our heartbeat hb (echoed back in its beat or call).
   void NoteEchoLocked(const std::string& address, uint64_t hb);
-  // m with its beat key, as Gossip calls carry it.
+  // m with its beat key, as Gossip calls carry it; and our own entry so.
   v1::Member WithKey(const v1::Member& m, const Known& k) const;
+  v1::Member SelfWithKeyLocked(v1::Member self) const;
+  // from (a member) spoke to us itself: what we echo back to it.
+  void NoteDirectLocked(const v1::Member& from);
+  // A seed answered, as itself or as the member it named in its answer.
+  bool SeedHeardLocked(const std::string& seed) const;
   v1::Member SelfLocked();
   // SelfLocked, for a heartbeat that goes out (a round's request, an answer).
   v1::Member PublishedSelfLocked();
@@ -194,7 +208,9 @@ class Membership {
   std::optional<Clock::time_point> published_;
   Clock::time_point published_boot_;
   std::deque<std::pair<uint64_t, Clock::time_point>> published_beats_;  // our last heartbeats, and when (under mu_)
-  const std::string beat_key_;  // this agent's (peer/beat_seal.h); empty: no beats
+  const uint64_t started_hlc_;  // this agent's start: its beat key's since
+  std::string beat_key_;        // this agent's (peer/beat_seal.h); empty: no beats (under mu_)
+  std::map<std::string, std::string> seed_members_;  // a seed address -> the member that answered there (under mu_)
   bool heard_since_new_incarnation_ = true;  // a member answered, or called, since (under mu_)
   int rounds_ = 0;
 

@@ -117,7 +117,7 @@ TEST(MetricsTest, AgentsServePrometheusTextThatCountsWhatTheyDid) {
     };
     EXPECT_GE(delta("beat_sent"), 4) << then.out;
     EXPECT_GE(delta("beat_taken"), 4) << then.out;
-    EXPECT_LE(delta("call"), 1) << then.out;
+    EXPECT_LE(delta("call"), 2) << then.out;  // one due every 10 s; one more after a stalled round
     EXPECT_EQ(Sample(then.out, R"(onebox_gossip_total{kind="beat_unopened"})"), 0) << then.out;
   }
 

@@ -237,6 +237,14 @@ TEST(MembershipCoreTest, AForgedHeartbeatKeepsNoSilentMemberAliveAndTheMemberIsA
   cluster.clock().Advance(500ms);
   a.members->GossipRound();
   EXPECT_EQ(cluster.gossip_calls_to(2), calls_to_c + 1) << "a asks c, whose beat did not open, by a call";
+  // c's answer tells a its key again (the same one): a beats c again.
+  const int beats_to_c = cluster.beats_to(2);
+  for (int r = 0; r < 3; ++r) {
+    cluster.clock().Advance(500ms);
+    for (size_t i = 0; i < cluster.size(); ++i) cluster.node(i).members->GossipRound();
+  }
+  EXPECT_EQ(cluster.gossip_calls_to(2), calls_to_c + 1);
+  EXPECT_EQ(cluster.beats_to(2), beats_to_c + 2 * 3) << "a's and b's beats to c, every round";
 
   cluster.Silence(2);
   for (auto passed = 0ms; passed < 11s; passed += 500ms) {
@@ -247,6 +255,79 @@ TEST(MembershipCoreTest, AForgedHeartbeatKeepsNoSilentMemberAliveAndTheMemberIsA
   }
   EXPECT_EQ(StateSeenBy(a, c), v1::NODE_STATE_DEAD);
   for (const v1::Node& n : a.members->Nodes()) EXPECT_NE(n.name(), "") << "a forged entry was merged";
+}
+
+// A beat key belongs to one life of an agent (Member.beat_key_since): a key
+// of an older life, relayed late by another member with a newer heartbeat,
+// does not replace the newer one; and a beat counts once, only at the
+// member it was sealed for.
+TEST(MembershipCoreTest, AKeyOfAnOlderLifeNeverReplacesANewerOneAndABeatCountsOnceWhereItWasSent) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  const std::string z = "0000000000002000";  // a third agent, restarted: its new key, then its old one relayed
+  const std::string old_key = NewBeatKey(), new_key = NewBeatKey();
+  auto entry = [&](uint64_t heartbeat, const std::string& key, uint64_t since) {
+    v1::Member m;
+    m.set_node_id(z);
+    m.set_name("z");
+    m.set_address("inproc:z");
+    m.set_heartbeat(heartbeat);
+    m.set_beat_key(key);
+    m.set_beat_key_since(since);
+    return m;
+  };
+  v1::GossipResponse ignored;
+  v1::GossipRequest from_z;
+  *from_z.mutable_from() = entry(100, new_key, 50);
+  a.members->OnGossip(from_z, &ignored);
+  v1::GossipRequest relayed;  // b relays z's entry of a later heartbeat with the old life's key
+  relayed.mutable_from()->set_node_id(b.id());
+  *relayed.add_members() = entry(200, old_key, 10);
+  a.members->OnGossip(relayed, &ignored);
+
+  uint64_t heartbeat = 300;
+  auto beat_of_z = [&](const std::string& key, const std::string& to) {
+    v1::Beat beat;
+    *beat.mutable_from() = entry(++heartbeat, "", 0);
+    beat.set_to(to);
+    return SealBeat(z, key, beat.SerializeAsString());
+  };
+  auto taken = [&] { return a.members->counts().beats_taken; };
+  const uint64_t before = taken();
+  const std::string with_new = beat_of_z(new_key, a.id());
+  a.members->OnBeat(with_new);
+  EXPECT_EQ(taken(), before + 1) << "the newer life's key still opens z's beats";
+  a.members->OnBeat(with_new);
+  EXPECT_EQ(taken(), before + 1) << "a replayed beat";
+  a.members->OnBeat(beat_of_z(new_key, b.id()));
+  EXPECT_EQ(taken(), before + 1) << "a beat sealed for b, given to a";
+  const uint64_t unopened = a.members->counts().beats_unopened;
+  a.members->OnBeat(beat_of_z(old_key, a.id()));
+  EXPECT_EQ(taken(), before + 1) << "the older life's key";
+  EXPECT_EQ(a.members->counts().beats_unopened, unopened + 1);
+  a.members->OnBeat(beat_of_z(new_key, a.id()));
+  EXPECT_EQ(taken(), before + 2);
+}
+
+// A seed named otherwise than the member that answers there (a host name,
+// a Service): once it answered, it counts as that member (not as one more
+// member not heard of, which would raise every majority), and it gets no
+// call of its own every round.
+TEST(MembershipCoreTest, ASeedNamedOtherwiseCountsAsTheMemberThatAnswersThere) {
+  InProcessCluster cluster(3, /*seed_name=*/"service:seeds");
+  ASSERT_TRUE(cluster.Join());
+  for (size_t i = 0; i < cluster.size(); ++i) {
+    EXPECT_EQ(cluster.node(i).members->KnownCount(), 3u) << cluster.node(i).name;
+    EXPECT_EQ(cluster.node(i).members->UnheardSeeds(), 0u) << cluster.node(i).name;
+  }
+  const int calls = cluster.calls_to_address("service:seeds", "Gossip");
+  for (int r = 0; r < 10; ++r) {
+    cluster.clock().Advance(500ms);
+    for (size_t i = 0; i < cluster.size(); ++i) cluster.node(i).members->GossipRound();
+  }
+  EXPECT_EQ(cluster.calls_to_address("service:seeds", "Gossip"), calls);
 }
 
 // UDP filtered on the way to b (calls get through): a, whose heartbeats b

@@ -67,7 +67,7 @@ PeerLink& InProcessNetwork::To(const std::string& address) {
   return *link;
 }
 
-InProcessCluster::InProcessCluster(size_t count) {
+InProcessCluster::InProcessCluster(size_t count, std::string seed_name) : seed_name_(std::move(seed_name)) {
   for (size_t i = 0; i < count; ++i) {
     auto n = std::make_unique<InProcessNode>();
     InProcessNode* node = n.get();
@@ -77,7 +77,7 @@ InProcessCluster::InProcessCluster(size_t count) {
     if (!store.ok()) ADD_FAILURE() << store.status().ToString();
     node->store = std::move(store).value();
     std::vector<std::string> seeds;
-    if (i > 0) seeds.push_back(nodes_[0]->address);
+    if (i > 0) seeds.push_back(seed_name_.empty() ? nodes_[0]->address : seed_name_);
     NodeIdentity identity{node->name, node->store->node_id()};
     node->members = std::make_unique<Membership>(*node->store, network_, identity, node->address, seeds,
                                                  MembershipOptions{}, clock_);
@@ -117,6 +117,7 @@ InProcessCluster::~InProcessCluster() {
 }
 
 InProcessNode* InProcessCluster::ByAddress(const std::string& address) {
+  if (!seed_name_.empty() && address == seed_name_ && !nodes_.empty()) return nodes_[0].get();
   for (auto& n : nodes_)
     if (n->address == address) return n.get();
   return nullptr;
@@ -169,9 +170,11 @@ void InProcessCluster::Count(const std::string& address, const std::string& meth
   ++calls_[{address, method}];
 }
 
-int InProcessCluster::calls_to(size_t i, const std::string& method) {
+int InProcessCluster::calls_to(size_t i, const std::string& method) { return calls_to_address(nodes_[i]->address, method); }
+
+int InProcessCluster::calls_to_address(const std::string& address, const std::string& method) {
   std::lock_guard lock(mu_);
-  return calls_[{nodes_[i]->address, method}];
+  return calls_[{address, method}];
 }
 
 }  // namespace onebox::testing

@@ -88,8 +88,10 @@ class InProcessNetwork final : public PeerNetwork {
 
 class InProcessCluster {
  public:
-  // Nodes "a", "b", ... each seeded with the first.
-  explicit InProcessCluster(size_t nodes);
+  // Nodes "a", "b", ... each seeded with the first: by its address, or by
+  // seed_name when given (a name that reaches the first, as a host name or
+  // a Service does).
+  explicit InProcessCluster(size_t nodes, std::string seed_name = "");
   ~InProcessCluster();
 
   InProcessNode& node(size_t i) { return *nodes_[i]; }
@@ -108,6 +110,7 @@ class InProcessCluster {
   // The calls of a method ("Gossip", "BucketDigests", ...) made to node i
   // so far, and the heartbeats it was sent ("Beat").
   int calls_to(size_t i, const std::string& method);
+  int calls_to_address(const std::string& address, const std::string& method);
   int gossip_calls_to(size_t i) { return calls_to(i, "Gossip"); }
   int beats_to(size_t i) { return calls_to(i, "Beat"); }
   void Count(const std::string& address, const std::string& method);
@@ -117,6 +120,7 @@ class InProcessCluster {
   FakeClock clock_;
   InProcessNetwork network_{*this};
   std::vector<std::unique_ptr<InProcessNode>> nodes_;
+  std::string seed_name_;
   std::mutex mu_;
   std::set<std::string> silenced_;
   std::set<std::string> beats_dropped_;
