@@ -486,11 +486,11 @@ void Agent::StartBeats(const ListenAddress& listen) {
                  : Result<std::unique_ptr<BeatSocket>>(bound.status());
   if (!beats.ok()) {  // gossip still works, by calls alone
     spdlog::warn("{}: membership gossips by gRPC calls only", beats.status().message());
-    members_->DisableBeats();
     return;
   }
   beats_ = std::move(beats).value();
   network_.set_beats(beats_.get());
+  members_->EnableBeats();
 }
 
 Status Agent::StartPorts(const ListenAddress& listen) {

@@ -127,14 +127,15 @@ v1::Member Membership::WithKey(const v1::Member& m, const Known& k) const {
 }
 
 v1::Member Membership::SelfWithKeyLocked(v1::Member self) const {
+  if (!beats_enabled_) return self;
   self.set_beat_key(beat_key_);
   self.set_beat_key_since(started_hlc_);
   return self;
 }
 
-void Membership::DisableBeats() {
+void Membership::EnableBeats() {
   std::lock_guard lock(mu_);
-  beat_key_.clear();
+  beats_enabled_ = true;
 }
 
 void Membership::MergeLocked(const v1::Member& m) {
@@ -164,11 +165,10 @@ void Membership::MergeLocked(const v1::Member& m) {
   }
 }
 
-void Membership::NoteEchoLocked(const std::string& address, uint64_t hb) {
+void Membership::NoteEchoLocked(Known& k, uint64_t hb) {
   for (auto it = published_beats_.rbegin(); it != published_beats_.rend(); ++it) {
     if (it->first != hb) continue;
-    Clock::time_point& at = answered_[address];
-    at = std::max(at, it->second);
+    if (!k.heard_us_at || *k.heard_us_at < it->second) k.heard_us_at = it->second;
     return;
   }
 }
@@ -217,7 +217,7 @@ void Membership::OnBeat(std::string_view datagram) {
   auto it = members_.find(sender_id);
   if (it == members_.end()) return;
   Known& k = it->second;
-  if (opened && k.beat_key != key) return;  // a new key came meanwhile: the next beat opens with it
+  if (k.beat_key != key) return;  // a new key came meanwhile: the next beat opens with it
   if (!opened) {
     // Not sealed with the key we hold: its agent restarted with a new one
     // (or someone else wrote it). A call at our next round asks.
@@ -234,7 +234,6 @@ void Membership::OnBeat(std::string_view datagram) {
   k.key_failed = false;
   ++beats_taken_;
   heard_since_new_incarnation_ = true;
-  const std::string address = k.member.address();
   beat.mutable_from()->clear_beat_key();
   MergeLocked(beat.from());
   NoteDirectLocked(beat.from());
@@ -242,7 +241,7 @@ void Membership::OnBeat(std::string_view datagram) {
     m.clear_beat_key();
     MergeLocked(m);
   }
-  NoteEchoLocked(address, beat.echo());
+  NoteEchoLocked(k, beat.echo());
   k.store_digest = beat.store_digest();  // (map references outlive the merges' inserts)
   k.store_digest_at = clock_.Now();
   // It has not heard of a member we know: a call at our next round carries
@@ -297,7 +296,7 @@ bool Membership::HeardByMajorityWithin(std::chrono::milliseconds window) {
   const auto now = clock_.Now();
   size_t heard = 1;  // ourselves
   for (const auto& [id, k] : members_)
-    if (auto it = answered_.find(k.member.address()); it != answered_.end() && now - it->second <= window) ++heard;
+    if (k.heard_us_at && now - *k.heard_us_at <= window) ++heard;
   return heard > known / 2;
 }
 
@@ -336,8 +335,14 @@ size_t Membership::UnheardSeeds() {
 }
 
 bool Membership::SeedHeardLocked(const std::string& seed) const {
-  if (auto answered_as = seed_members_.find(seed); answered_as != seed_members_.end())
+  if (auto answered_as = seed_members_.find(seed); answered_as != seed_members_.end()) {
+    // A seed that reached this node itself (a Service's address, or one of
+    // a list given to every node) is no other member; counted as none only
+    // once this node knows others, so that a node alone with it is no
+    // cluster of one.
+    if (answered_as->second == NodeIdHex(self_.node_id)) return !members_.empty();
     return members_.count(answered_as->second) > 0;
+  }
   return std::any_of(members_.begin(), members_.end(),
                      [&](const auto& kv) { return kv.second.member.address() == seed; });
 }
@@ -385,11 +390,12 @@ void Membership::ChooseIndexLocked() {
 }
 
 bool Membership::ByBeatLocked(Known& k, Clock::time_point now) {
-  if (beat_key_.empty() || k.beat_key.empty() || k.key_failed || StateOf(k, now) != v1::NODE_STATE_ALIVE) return false;
+  if (!beats_enabled_ || beat_key_.empty() || k.beat_key.empty() || k.key_failed ||
+      StateOf(k, now) != v1::NODE_STATE_ALIVE)
+    return false;
   if (k.needs_table || rounds_ < k.calls_until_round || rounds_ >= k.call_due_round) return false;
-  auto echoed = answered_.find(k.member.address());
-  if (echoed == answered_.end()) return false;
-  if (now - echoed->second > kBeatsEchoedWithin) {
+  if (!k.heard_us_at) return false;
+  if (now - *k.heard_us_at > kBeatsEchoedWithin) {
     // Once (a stalled round, a lost packet): this round's call. Again soon
     // after a call: our beats do not reach it.
     if (k.lapsed_round != 0 && rounds_ - k.lapsed_round <= kRoundsBetweenCalls) {
@@ -443,34 +449,41 @@ std::vector<Membership::Target> Membership::PrepareRoundLocked(v1::GossipRequest
   if (rounds_ >= 2 || seeds_.empty() || !members_.empty()) ChooseIndexLocked();
   ++rounds_;
   *req->mutable_from() = PublishedSelfLocked();
-  std::vector<std::string> addresses;
+  const Clock::time_point now = clock_.Now();
+  std::vector<Known*> alive, away;
   for (auto& [id, k] : members_) {
     *req->add_members() = WithKey(k.member, k);
-    if (k.member.address() != address_) addresses.push_back(k.member.address());
+    if (k.member.address() == address_) continue;
+    (StateOf(k, now) == v1::NODE_STATE_ALIVE ? alive : away).push_back(&k);
   }
-  std::shuffle(addresses.begin(), addresses.end(), rng_);
-  if (addresses.size() > static_cast<size_t>(options_.fanout)) addresses.resize(options_.fanout);
-  auto add = [&](const std::string& a) {
-    if (a != address_ && std::find(addresses.begin(), addresses.end(), a) == addresses.end()) addresses.push_back(a);
-  };
-  for (const std::string& s : seeds_)
-    if (!SeedHeardLocked(s)) add(s);  // else the member it answered as is in the table
-  // Members to ask by a call at once (alive only: a dead one's call waits out its deadline).
-  const Clock::time_point now = clock_.Now();
-  for (const auto& [id, k] : members_)
-    if ((k.needs_table || k.key_failed) && StateOf(k, now) == v1::NODE_STATE_ALIVE) add(k.member.address());
-  if (members_.empty())
-    for (const std::string& s : rejoin_) add(s);
-
+  // Every member alive (beyond options_.everyone_up_to, options_.fanout of
+  // them at random, and those to call at once), so that each hears us, and
+  // echoes, every round; and options_.fanout members not alive at random,
+  // by calls, to find them when they come back.
+  std::shuffle(alive.begin(), alive.end(), rng_);
+  std::shuffle(away.begin(), away.end(), rng_);
+  if (alive.size() > options_.everyone_up_to) {
+    auto call_now = [](const Known* k) { return k->needs_table || k->key_failed; };
+    std::stable_partition(alive.begin(), alive.end(), call_now);
+    const size_t calls = static_cast<size_t>(std::count_if(alive.begin(), alive.end(), call_now));
+    alive.resize(std::max(static_cast<size_t>(options_.fanout), calls));
+  }
+  if (away.size() > static_cast<size_t>(options_.fanout)) away.resize(options_.fanout);
   const std::string store_digest = store_digest_ ? store_digest_() : std::string();
   std::vector<Target> targets;
-  for (const std::string& a : addresses) {
-    Target t{a, std::nullopt};
-    auto member = std::find_if(members_.begin(), members_.end(),
-                               [&](const auto& kv) { return kv.second.member.address() == a; });
-    if (member != members_.end() && ByBeatLocked(member->second, now)) t.beat = SealedBeatLocked(req->from(), member->second, store_digest);
+  std::set<std::string> chosen;
+  auto add = [&](const std::string& address, Known* k) {
+    if (address == address_ || !chosen.insert(address).second) return;
+    Target t{address, std::nullopt};
+    if (k != nullptr && ByBeatLocked(*k, now)) t.beat = SealedBeatLocked(req->from(), *k, store_digest);
     targets.push_back(std::move(t));
-  }
+  };
+  for (Known* k : alive) add(k->member.address(), k);
+  for (Known* k : away) add(k->member.address(), nullptr);
+  for (const std::string& seed : seeds_)
+    if (!SeedHeardLocked(seed)) add(seed, nullptr);  // else the member it answered as is in the table
+  if (members_.empty())
+    for (const std::string& a : rejoin_) add(a, nullptr);
   *req->mutable_from() = SelfWithKeyLocked(req->from());
   return targets;
 }
@@ -495,7 +508,6 @@ void Membership::GossipRound() {
     if (progress_observer_) progress_observer_();
     if (!answered) continue;
     std::lock_guard lock(mu_);
-    answered_[target.address] = clock_.Now();
     heard_since_new_incarnation_ = true;
     for (const v1::Member& m : resp.members()) MergeLocked(m);
     if (resp.members_size() > 0) {
@@ -503,10 +515,9 @@ void Membership::GossipRound() {
       // a host name answers as the member at some address).
       const v1::Member& answerer = resp.members(0);
       NoteDirectLocked(answerer);
-      if (answerer.address() != target.address && answerer.node_id() != NodeIdHex(self_.node_id))
-        seed_members_[target.address] = answerer.node_id();
+      if (answerer.address() != target.address) seed_members_[target.address] = answerer.node_id();
       if (auto it = members_.find(answerer.node_id()); it != members_.end()) {
-        answered_[it->second.member.address()] = clock_.Now();
+        it->second.heard_us_at = clock_.Now();
         it->second.call_due_round = rounds_ + kRoundsBetweenCalls;
         it->second.needs_table = false;
         it->second.key_failed = false;  // its answer brought its key

@@ -1,8 +1,9 @@
 // Cluster membership by gossip (Scuttlebutt-style heartbeats). Every round
 // (500 ms) an agent raises its own heartbeat (an HLC timestamp, so it also
-// rises across restarts) and sends its member table to its seeds and a few
-// random members; each side keeps, per member, the entry with the highest
-// heartbeat. A member whose heartbeat has not risen for 2 s is suspect, for
+// rises across restarts) and sends its member table to every member alive
+// (beyond 16, three at random), to three members not alive at random (to
+// find them when they come back) and to its seeds not heard of yet; each
+// side keeps, per member, the entry with the highest heartbeat. A member whose heartbeat has not risen for 2 s is suspect, for
 // 10 s dead (dead members stay listed).
 //
 // The table goes as a heartbeat datagram (a v1::Beat over UDP, sealed with
@@ -56,7 +57,11 @@ struct MembershipOptions {
   std::chrono::milliseconds round{500};
   std::chrono::milliseconds suspect_after{2000};
   std::chrono::milliseconds dead_after{10000};
-  int fanout = 3;  // random members per round, besides the seeds
+  // Every member alive gets each round's table, up to this many; beyond,
+  // fanout of them at random; and fanout members not alive, at random, and
+  // the seeds not heard of.
+  size_t everyone_up_to = 16;
+  int fanout = 3;
 };
 
 class Membership {
@@ -72,9 +77,10 @@ class Membership {
   // our table to the seeds and a few members, and merge their answers.
   void GossipRound();
 
-  // No heartbeat datagrams (their socket could not be bound): this node
-  // tells no beat key, so the others gossip with it by calls; before Start.
-  void DisableBeats();
+  // Heartbeat datagrams can flow: their socket is open and hands them to
+  // OnBeat. Until then this node tells no beat key and sends no beat (the
+  // others gossip with it by calls).
+  void EnableBeats();
   // The Gossip RPC: merge what a peer says, answer with our table.
   void OnGossip(const v1::GossipRequest& req, v1::GossipResponse* resp);
   // A heartbeat datagram from a member: merged if it opens with that
@@ -151,6 +157,9 @@ class Membership {
     uint64_t last_beat = 0;   // the heartbeat of its last beat taken: older ones are replays
     uint64_t direct_heartbeat = 0;  // the highest heard from it directly (its beat, call or answer): our echo to it
     int lapsed_round = 0;     // when its echoes last lapsed
+    // The last time it showed that it heard our heartbeat (an answer to our
+    // call, or a heartbeat of ours it echoed: when we sent that one).
+    std::optional<Clock::time_point> heard_us_at;
     int calls_until_round = 0;  // it stopped echoing: Gossip calls, not beats, before this round
     int call_due_round = 0;     // from this round on, a Gossip call is due
     bool needs_table = false;   // it knows fewer members than we do: a call at the next round
@@ -168,8 +177,8 @@ class Membership {
   bool ByBeatLocked(Known& k, Clock::time_point now);
   std::string SealedBeatLocked(const v1::Member& self, const Known& to, const std::string& store_digest);
   void MergeLocked(const v1::Member& m);
-  // address heard our heartbeat hb (echoed back in its beat or call).
-  void NoteEchoLocked(const std::string& address, uint64_t hb);
+  // k heard our heartbeat hb (echoed back in its beat).
+  void NoteEchoLocked(Known& k, uint64_t hb);
   // m with its beat key, as Gossip calls carry it; and our own entry so.
   v1::Member WithKey(const v1::Member& m, const Known& k) const;
   v1::Member SelfWithKeyLocked(v1::Member self) const;
@@ -209,16 +218,14 @@ class Membership {
   Clock::time_point published_boot_;
   std::deque<std::pair<uint64_t, Clock::time_point>> published_beats_;  // our last heartbeats, and when (under mu_)
   const uint64_t started_hlc_;  // this agent's start: its beat key's since
-  std::string beat_key_;        // this agent's (peer/beat_seal.h); empty: no beats (under mu_)
+  const std::string beat_key_;  // this agent's (peer/beat_seal.h); empty: no beats
+  bool beats_enabled_ = false;  // EnableBeats (under mu_)
   std::map<std::string, std::string> seed_members_;  // a seed address -> the member that answered there (under mu_)
   bool heard_since_new_incarnation_ = true;  // a member answered, or called, since (under mu_)
   int rounds_ = 0;
 
   std::mutex mu_;
   std::map<std::string, Known> members_;  // by node id (hex), not ourselves
-  // By address: the last time it showed that it heard our heartbeat (an
-  // answer to our call, or a heartbeat of ours it echoed: when we sent that one).
-  std::map<std::string, Clock::time_point> answered_;
   std::mt19937 rng_{std::random_device{}()};  // under mu_
   PeriodicThread rounds_thread_;
 };

@@ -77,7 +77,8 @@ InProcessCluster::InProcessCluster(size_t count, std::string seed_name) : seed_n
     if (!store.ok()) ADD_FAILURE() << store.status().ToString();
     node->store = std::move(store).value();
     std::vector<std::string> seeds;
-    if (i > 0) seeds.push_back(seed_name_.empty() ? nodes_[0]->address : seed_name_);
+    if (!seed_name_.empty()) seeds.push_back(seed_name_);  // the first's too: it reaches itself there
+    else if (i > 0) seeds.push_back(nodes_[0]->address);
     NodeIdentity identity{node->name, node->store->node_id()};
     node->members = std::make_unique<Membership>(*node->store, network_, identity, node->address, seeds,
                                                  MembershipOptions{}, clock_);
@@ -90,6 +91,7 @@ InProcessCluster::InProcessCluster(size_t count, std::string seed_name) : seed_n
                                                     node->store->node_id(), on_applied);
     node->anti_entropy = std::make_unique<AntiEntropy>(*node->store, *node->members, network_, on_applied);
     node->members->set_store_digest([s = node->store.get()] { return s->BucketDigestsRootIfCurrent(); });
+    node->members->EnableBeats();
     // No view here: a recall hands over the store's records only.
     DirLeases::Handover handover{.record_view = {}, .record_unrecorded = {}, .send_entries = [r = node->replicator.get()](const PeerAddress& peer,
                                                                             const std::string& dir) {

@@ -90,7 +90,7 @@ class InProcessCluster {
  public:
   // Nodes "a", "b", ... each seeded with the first: by its address, or by
   // seed_name when given (a name that reaches the first, as a host name or
-  // a Service does).
+  // a Service does; the first is given it too, and reaches itself there).
   explicit InProcessCluster(size_t nodes, std::string seed_name = "");
   ~InProcessCluster();
 
