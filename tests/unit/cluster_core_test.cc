@@ -221,10 +221,7 @@ TEST(MembershipCoreTest, AForgedHeartbeatKeepsNoSilentMemberAliveAndTheMemberIsA
   ASSERT_TRUE(cluster.Join());
   InProcessNode& a = cluster.node(0);
   InProcessNode& c = cluster.node(2);
-  for (int r = 0; r < 4; ++r) {  // past the calls of the join
-    cluster.clock().Advance(500ms);
-    for (size_t i = 0; i < cluster.size(); ++i) cluster.node(i).members->GossipRound();
-  }
+  cluster.GossipRounds(4);  // past the calls of the join
   uint64_t forged_heartbeat = UINT64_MAX / 2;
   auto forged = [&] {
     v1::Beat beat;
@@ -242,10 +239,7 @@ TEST(MembershipCoreTest, AForgedHeartbeatKeepsNoSilentMemberAliveAndTheMemberIsA
   EXPECT_EQ(cluster.gossip_calls_to(2), calls_to_c + 1) << "a asks c, whose beat did not open, by a call";
   // c's answer tells a its key again (the same one): a beats c again.
   const int beats_to_c = cluster.beats_to(2);
-  for (int r = 0; r < 3; ++r) {
-    cluster.clock().Advance(500ms);
-    for (size_t i = 0; i < cluster.size(); ++i) cluster.node(i).members->GossipRound();
-  }
+  cluster.GossipRounds(3);
   EXPECT_EQ(cluster.gossip_calls_to(2), calls_to_c + 1);
   EXPECT_EQ(cluster.beats_to(2), beats_to_c + 2 * 3) << "a's and b's beats to c, every round";
 
@@ -327,10 +321,7 @@ TEST(MembershipCoreTest, ASeedNamedOtherwiseCountsAsTheMemberThatAnswersThere) {
     EXPECT_EQ(cluster.node(i).members->UnheardSeeds(), 0u) << cluster.node(i).name;
   }
   const int calls = cluster.calls_to_address("service:seeds", "Gossip");
-  for (int r = 0; r < 10; ++r) {
-    cluster.clock().Advance(500ms);
-    for (size_t i = 0; i < cluster.size(); ++i) cluster.node(i).members->GossipRound();
-  }
+  cluster.GossipRounds(10);
   EXPECT_EQ(cluster.calls_to_address("service:seeds", "Gossip"), calls);
 }
 
@@ -842,13 +833,7 @@ TEST(AntiEntropyCoreTest, ARoundAsksNoPeerWhoseHeartbeatSaysItsStoreIsOurs) {
   ASSERT_TRUE(cluster.Join());
   InProcessNode& a = cluster.node(0);
   InProcessNode& b = cluster.node(1);
-  auto gossip = [&] {
-    for (int r = 0; r < 4; ++r) {  // past the calls of the join: heartbeats
-      cluster.clock().Advance(500ms);
-      a.members->GossipRound();
-      b.members->GossipRound();
-    }
-  };
+  auto gossip = [&] { cluster.GossipRounds(4); };  // past the calls of the join: heartbeats
   ASSERT_TRUE(a.store->Put("app/color", "blue", false).ok());
   ASSERT_EQ(b.anti_entropy->RoundWith(a.peer()).value(), 1u);
   gossip();

@@ -145,6 +145,13 @@ InProcessNode* InProcessCluster::ByAddress(const std::string& address) {
   return ::testing::AssertionFailure() << "the nodes did not all meet in 6 rounds:" << seen;
 }
 
+void InProcessCluster::GossipRounds(int n) {
+  for (int round = 0; round < n; ++round) {
+    clock_.Advance(MembershipOptions{}.round);
+    for (auto& node : nodes_) node->members->GossipRound();
+  }
+}
+
 void InProcessCluster::Silence(size_t i, bool silent) {
   std::lock_guard lock(mu_);
   if (silent) silenced_.insert(nodes_[i]->address);

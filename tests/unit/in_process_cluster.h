@@ -101,6 +101,8 @@ class InProcessCluster {
   // Gossip rounds on every node, a round's time apart, until each knows
   // every other as alive (at most 6: 2.5 s).
   ::testing::AssertionResult Join();
+  // n gossip rounds on every node, each after a round's time.
+  void GossipRounds(int n);
   // A silenced node answers nothing (its calls out still work).
   void Silence(size_t i, bool silent = true);
   bool silenced(const std::string& address);
