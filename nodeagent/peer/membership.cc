@@ -36,6 +36,12 @@ constexpr auto kStoreDigestFresh = std::chrono::seconds(2);
 // however many calls we answered (and at most this many).
 constexpr auto kPublishedKeptFor = std::chrono::seconds(8);
 constexpr size_t kPublishedKeptMax = 4096;
+
+// m without its beat key: as a member is kept, and as beats carry members.
+void StripKey(v1::Member* m) {
+  m->clear_beat_key();
+  m->clear_beat_key_since();
+}
 }  // namespace
 
 Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, std::string address,
@@ -135,7 +141,7 @@ v1::Member Membership::SelfWithKeyLocked(v1::Member self) const {
 
 void Membership::EnableBeats() {
   std::lock_guard lock(mu_);
-  beats_enabled_ = true;
+  beats_enabled_ = !beat_key_.empty();  // without a key (no random source): calls only
 }
 
 void Membership::MergeLocked(const v1::Member& m) {
@@ -143,22 +149,22 @@ void Membership::MergeLocked(const v1::Member& m) {
   auto [it, is_new] = members_.try_emplace(m.node_id());
   Known& k = it->second;
   if (is_new) {
-    k.member = m;
-    k.member.clear_beat_key();
-    k.heard = clock_.Now();
     spdlog::info("member {} ({}) at {} joined", m.name(), m.node_id(), m.address());
   } else if (m.heartbeat() > k.member.heartbeat()) {
     v1::NodeState was = StateOf(k, clock_.Now());
     if (was == v1::NODE_STATE_DEAD) spdlog::info("member {} ({}) is back at {}", m.name(), m.node_id(), m.address());
     // Counted alive from now on: our calls to it must not wait out a reconnect backoff.
     if (was != v1::NODE_STATE_ALIVE) network_.To(m.address()).ConnectNow();
+  }
+  if (is_new || m.heartbeat() > k.member.heartbeat()) {
     k.member = m;
-    k.member.clear_beat_key();
+    StripKey(&k.member);  // kept beside it (WithKey puts it back for calls)
     k.heard = clock_.Now();
   }
   // A key comes with the start of the agent's life that made it: an older
   // life's, relayed late, never replaces a newer one's.
-  if (m.beat_key_since() > k.key_since || (m.beat_key_since() == k.key_since && k.beat_key.empty())) {
+  if (!m.beat_key().empty() &&
+      (m.beat_key_since() > k.key_since || (m.beat_key_since() == k.key_since && k.beat_key.empty()))) {
     k.beat_key = m.beat_key();
     k.key_since = m.beat_key_since();
     k.key_failed = false;
@@ -234,11 +240,11 @@ void Membership::OnBeat(std::string_view datagram) {
   k.key_failed = false;
   ++beats_taken_;
   heard_since_new_incarnation_ = true;
-  beat.mutable_from()->clear_beat_key();
+  StripKey(beat.mutable_from());  // (a beat tells no key: one in it is not the sender's to tell)
   MergeLocked(beat.from());
   NoteDirectLocked(beat.from());
   for (v1::Member& m : *beat.mutable_members()) {
-    m.clear_beat_key();
+    StripKey(&m);
     MergeLocked(m);
   }
   NoteEchoLocked(k, beat.echo());
@@ -390,9 +396,7 @@ void Membership::ChooseIndexLocked() {
 }
 
 bool Membership::ByBeatLocked(Known& k, Clock::time_point now) {
-  if (!beats_enabled_ || beat_key_.empty() || k.beat_key.empty() || k.key_failed ||
-      StateOf(k, now) != v1::NODE_STATE_ALIVE)
-    return false;
+  if (!beats_enabled_ || k.beat_key.empty() || k.key_failed || StateOf(k, now) != v1::NODE_STATE_ALIVE) return false;
   if (k.needs_table || rounds_ < k.calls_until_round || rounds_ >= k.call_due_round) return false;
   if (!k.heard_us_at) return false;
   if (now - *k.heard_us_at > kBeatsEchoedWithin) {
@@ -429,8 +433,7 @@ std::string Membership::SealedBeatLocked(const v1::Member& self, const Known& to
   *beat.mutable_from() = self;
   beat.set_store_digest(store_digest);
   beat.set_members_known(static_cast<uint32_t>(members_.size()));
-  beat.mutable_from()->clear_beat_key();
-  beat.mutable_from()->clear_beat_key_since();
+  StripKey(beat.mutable_from());
   beat.set_to(to.member.node_id());
   beat.set_echo(to.direct_heartbeat);
   std::vector<const Known*> others;

@@ -149,7 +149,7 @@ class Membership {
 
  private:
   struct Known {
-    v1::Member member;        // without its beat key
+    v1::Member member;        // without its beat key (StripKey)
     Clock::time_point heard;  // when its heartbeat last rose
     std::string beat_key;     // its beats' (empty: not told yet)
     uint64_t key_since = 0;   // the start of the agent's life that made it (Member.beat_key_since)
