@@ -699,9 +699,11 @@ Status Store::PutChunk(std::string_view digest, std::string_view bytes, ChunkDur
     std::lock_guard lock(chunks_mark_mu_);
     --chunk_puts_in_flight_;
     const auto now = std::chrono::steady_clock::now();
-    if (!chunks_unflushed_) first_walless_put_ = now;
+    const bool first = !chunks_unflushed_;
+    if (first) first_walless_put_ = now;
     chunks_unflushed_ = true;  // after the put: a flush that began before it leaves the flag
     last_walless_put_ = now;
+    if (first && chunks_observer_) chunks_observer_();
     if (!eventually) ++synced_puts_;  // after the put: a flush that began before it does not count it
     return s;
   }
@@ -743,6 +745,11 @@ Status Store::FlushChunksIfQuiet(std::chrono::milliseconds quiet, std::chrono::m
       return Status::Ok();
   }
   return FlushChunks();  // (nothing to flush: it clears a mark left behind, or returns)
+}
+
+bool Store::ChunksAwaitFlush() {
+  std::lock_guard lock(chunks_mark_mu_);
+  return chunks_unflushed_ || chunks_mark_written_;
 }
 
 Status Store::FlushChunks() {

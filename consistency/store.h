@@ -155,6 +155,13 @@ class Store {
     std::lock_guard lock(log_mu_);
     log_observer_ = std::move(observer);
   }
+  // Called when a chunk put without the WAL finds none waiting for a flush
+  // before it (under the chunks' lock: quick, and not writing here). The
+  // replicator's loop, which flushes them, wakes by it.
+  void set_chunks_observer(std::function<void()> observer) {
+    std::lock_guard lock(chunks_mark_mu_);
+    chunks_observer_ = std::move(observer);
+  }
   // The oldest entry still held (LastLogSeq() + 1 when none is).
   uint64_t FirstLogSeq() const { return log_first_.load(); }
   // Drops the entries up to and including upto (every peer has them, or they
@@ -211,6 +218,9 @@ class Store {
   // lose a closed file's chunks, and clears the mark that makes the next
   // start look for lost ones (also when nothing is left to flush).
   Status FlushChunksIfQuiet(std::chrono::milliseconds quiet, std::chrono::milliseconds max_age);
+  // FlushChunksIfQuiet has work to come: chunks wait in the memtable, or
+  // the mark of possibly lost ones is still written.
+  bool ChunksAwaitFlush();
   // For chunks a record will name before they are put (the recorder stores
   // some after recording): the mark of possibly lost chunks stays while any
   // hold is taken. Take it before the record is written.
@@ -291,6 +301,7 @@ class Store {
   std::atomic<uint64_t> log_seq_{0};        // the last entry numbered (staged or committed)
   std::atomic<uint64_t> log_committed_{0};  // the last entry committed
   std::function<void()> log_observer_;
+  std::function<void()> chunks_observer_;  // with chunks_mark_mu_
   std::atomic<uint64_t> log_first_{1};
   Status AppendLog(rocksdb::WriteBatch& batch, Cf space, std::string_view key, const std::string& encoded);
   // Adds record (of ns key) to the history in batch, trimming the oldest;

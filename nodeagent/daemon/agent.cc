@@ -413,20 +413,22 @@ void Agent::MakeClusterParts() {
                                             node_locks_.get());
   // The gossip loop moves on: the watchdog's proof of life.
   members_->set_progress_observer([] { service_manager::Alive(); });
-  members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(),
-                                 dead_before = size_t{0}, not_dead_before = std::string()](size_t alive) mutable {
+  members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(), dead_before = size_t{0},
+                                 not_dead_before = std::string(), alive_before = std::string()](size_t alive) mutable {
     if (page->peers_alive.exchange(alive) != alive) {
-      r->PeersChanged();
       node_locks_->AliveChanged();  // a lease ends where no majority is seen
       lock_home_->MembersChanged();  // a majority lost is a grace when it is back
     }
     // A node declared dead lets go of its ports now, not at the table's next look.
     size_t dead = 0;
-    std::string not_dead;
+    std::string not_dead, alive_ids;
     for (const v1::Node& n : members_->Nodes()) {
       dead += n.state() == v1::NODE_STATE_DEAD;
       if (n.state() != v1::NODE_STATE_DEAD) not_dead += fmt::format("{}.{},", n.node_id(), n.incarnation());
+      if (n.state() == v1::NODE_STATE_ALIVE && !n.self()) alive_ids += n.node_id() + ",";
     }
+    // A member alive now that was not (even where the count stayed): its pusher starts.
+    if (std::exchange(alive_before, alive_ids) != alive_ids) r->PeersChanged();
     if (std::exchange(dead_before, dead) != dead) ports_->Notify();
     // Locks: a dead member's end, and homes that moved (or restarted) are reclaimed.
     if (std::exchange(not_dead_before, not_dead) != not_dead) {
@@ -459,13 +461,15 @@ Status Agent::StartGrpc(const ListenAddress& listen) {
   builder.AddListeningPort(opt_.listen, tls_ ? ServerCredentials(*tls_) : grpc::InsecureServerCredentials(), &bound_port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port must fail, not be shared
   builder.SetMaxReceiveMessageSize(8 << 20);
-  // Peers' keepalive pings (peer/grpc_peers.h) are welcome, even between calls.
+  // Peers' keepalive pings (peer/grpc_peers.h) are welcome, even between
+  // calls (no strikes).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, kPeerKeepaliveMs / 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // And this side pings too: a caller cut off under a long call (a run's
-  // stream, whose program must not outlive its stand-in's node) is found
-  // gone within about 4 s, and its call cancelled.
+  // And this side pings too, while calls are under way (an idle agent
+  // sends no pings): a caller cut off under a long call (a run's stream,
+  // whose program must not outlive its stand-in's node) is found gone
+  // within about 4 s, and its call cancelled.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kServerKeepaliveMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kServerKeepaliveMs);
   builder.RegisterService(cluster_service_.get());
@@ -505,7 +509,8 @@ Status Agent::StartPorts(const ListenAddress& listen) {
   if (!relay.ok()) return relay.status();
   port_relay_ = std::move(relay).value();
   ports_->set_relay_address(port_relay_->address());
-  ports_->set_on_change([r = port_relay_.get()] { r->Reconcile(); });
+  ports_->set_on_change([r = port_relay_.get()] { r->Reconcile(); },
+                        [r = port_relay_.get()] { return r->HoldsNothing(); });
   info_.ports = [t = ports_.get()] { return t->Live(); };
   return Status::Ok();
 }

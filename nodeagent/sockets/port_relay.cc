@@ -269,6 +269,18 @@ void PortRelay::Reconcile() {
   for (const std::string& relay : gone_relays) AbortDirectLinks(relay);
 }
 
+bool PortRelay::HoldsNothing() {
+  {
+    std::lock_guard lock(mu_);
+    if (!proxies_.empty()) return false;
+  }
+  {
+    std::lock_guard lock(dial_mu_);
+    if (!dialed_.empty()) return false;
+  }
+  return splice_->Tags().empty();
+}
+
 void PortRelay::ReconcileLocked(std::set<std::string>* gone_relays) {
   // The table is read under mu_: two calls at once must not apply an older view after a newer one.
   std::lock_guard lock(mu_);
@@ -409,8 +421,11 @@ void PortRelay::Dial(uint32_t port, std::function<void(int link)> done) {
     int link = OpenLink(target, 0, 0, kDirectKeepIdleS);
     if (link >= 0) {
       CountConnection("direct");
-      std::lock_guard lock(dial_mu_);
-      dialed_[target.relay()] = target.node_id();
+      {
+        std::lock_guard lock(dial_mu_);
+        dialed_[target.relay()] = target.node_id();
+      }
+      table_.WakeWatch();  // the table may have emptied meanwhile: the cut-off rule still ends the link
     }
     done(link);
   });
@@ -538,6 +553,7 @@ void PortRelay::Outbound(int client, const v1::ClusterPort& target) {
   CountConnection("relayed_out");
   if (!splice_->Add(client, link, target.node_id()).ok())
     spdlog::warn("{}: cannot relay a connection", target.path().empty() ? fmt::format("port {}", target.port()) : target.path());
+  table_.WakeWatch();  // as for a direct link
 }
 
 void PortRelay::Greet(int link) {

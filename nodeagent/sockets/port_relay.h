@@ -100,6 +100,9 @@ class PortRelay {
   const std::string& address() const { return address_; }
   // Listens for every live port of another node and for no other.
   void Reconcile();
+  // Nothing here for Reconcile to look after: no listener, no relayed
+  // connection, no link handed out to a program (the table's watch rests).
+  bool HoldsNothing();
   // A link to the owner of another node's port, for a program here (the
   // shim's connect): done gets it, connected to the port on the owner's
   // node, or -errno (ENOENT: not another node's port now), on the dial pool.

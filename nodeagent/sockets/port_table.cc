@@ -133,15 +133,28 @@ bool PortTable::ListensNow(const v1::ClusterPort& port) {
 std::string PortTable::Key(uint32_t port) { return fmt::format("tcp/{:05}", port); }
 
 void PortTable::Start() {
-  watch_.Start("onebox-ports", std::chrono::duration_cast<std::chrono::milliseconds>(kWatchPeriod), [this] {
-    Watch();
-    Notify();  // a member may have died or come back
-  });
+  // With no record in the table and nothing relayed there is nothing to
+  // watch and no owner whose death matters: the thread sleeps until a
+  // record is written.
+  watch_.Start(
+      "onebox-ports", std::chrono::duration_cast<std::chrono::milliseconds>(kWatchPeriod),
+      [this] {
+        Watch();
+        Notify();  // a member may have died or come back
+      },
+      [this] { return AtRest(); });
 }
 
 void PortTable::Stop() { watch_.Stop(); }
 
+bool PortTable::AtRest() {
+  if (on_change_at_rest_ && !on_change_at_rest_()) return false;
+  Result<ScanPage> page = store_.Scan("", "", 1, /*keys_only=*/true, Cf::kPorts);
+  return page.ok() && page->entries.empty();
+}
+
 void PortTable::PeerChanged(const std::string& key) {
+  watch_.Wake();
   if (Result<Record> rec = store_.Get(key, Cf::kPorts); rec.ok()) {
     v1::ClusterPort port;
     std::lock_guard lock(mu_);
@@ -311,6 +324,7 @@ Status PortTable::Claim(const Binding& b, pid_t pid, uid_t uid) {
   record.set_claim_id(req.claim_id());
   Result<Version> put = store_.Put(key, record.SerializeAsString(), /*sync=*/false, Cf::kPorts);
   if (!put.ok()) return put.status();
+  watch_.Wake();
   {
     std::lock_guard lock(mu_);
     grants_.erase(key);  // spent: the record speaks now

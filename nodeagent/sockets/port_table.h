@@ -99,11 +99,20 @@ class PortTable {
   // Called (from any thread, without locks held) after the table may have
   // changed: a record written here or by a peer, a port let go, a member
   // cut off, dead or back (the watch calls it every kWatchPeriod for those).
-  // The relay opens and closes its listeners by it.
-  void set_on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
-  // Watches this node's ports every kWatchPeriod, and tells on_change.
+  // The relay opens and closes its listeners by it. at_rest: whether what
+  // on_change looks after needs no more calls (PortRelay::HoldsNothing).
+  void set_on_change(std::function<void()> fn, std::function<bool()> at_rest) {
+    on_change_ = std::move(fn);
+    on_change_at_rest_ = std::move(at_rest);
+  }
+  // Watches this node's ports every kWatchPeriod, and tells on_change,
+  // while the table holds any record or on_change is not at rest (an
+  // empty table and an idle relay cost no wakeups).
   void Start();
   void Stop();
+  // The relay took on a connection the cut-off rule may end: the watch
+  // does not rest (PortRelay::HoldsNothing says so from then on).
+  void WakeWatch() { watch_.Wake(); }
 
   // bind() by the caller (pid, uid). Ok: the kernel may bind it now.
   // AlreadyExists: another node's program holds it (EADDRINUSE).
@@ -163,6 +172,7 @@ class PortTable {
   void ForEachAliveOther(const std::function<void(const PeerAddress&)>& call);
   // Deletes this node's records whose port is not bound here any more.
   void Watch();
+  bool AtRest();  // no record at all, of this node or another, and on_change at rest
 
   Store& store_;
   Membership& members_;
@@ -170,6 +180,7 @@ class PortTable {
   const Self self_;
   std::string relay_address_;
   std::function<void()> on_change_;
+  std::function<bool()> on_change_at_rest_;
   std::mutex mu_;
   std::map<std::string, Grant> grants_;  // by key (under mu_)
   // One claim, release or look at a time per key (a claim waits on the

@@ -35,12 +35,23 @@ void KeepWithinBatchBytes(std::vector<LogEntry>* entries) {
   entries->resize(kept);
 }
 // How often the loop looks after the pushers (starts them for new live
-// peers, cancels stuck streams) and truncates the log. New log entries wake
-// the pushers at once (Store::set_log_observer), and a change of the live
-// members wakes the loop (PeersChanged): nothing polls for them.
+// peers, cancels stuck streams), truncates the log and flushes chunks while
+// there is work for it: a stream open, the log moved, chunks unflushed. New
+// log entries wake the pushers at once (Store::set_log_observer), and a
+// change of the live members wakes the loop (PeersChanged): nothing polls
+// for them. With no work the loop rests until a commit or a change wakes
+// it, and looks anyway every kRest (a change of the live members that left
+// their count as it was).
 constexpr auto kRound = std::chrono::seconds(1);
-// An idle pusher looks whether its peer is still alive this often.
-constexpr auto kIdleCheck = std::chrono::seconds(1);
+constexpr auto kRest = std::chrono::seconds(10);
+// A pusher with entries unsent (its last stream failed, or its peer is not
+// alive) tries again this often; one with nothing to send sleeps until a
+// commit.
+constexpr auto kRetry = std::chrono::seconds(1);
+// A node that never had another member keeps this many of its newest log
+// entries (or --log-retain, if fewer): the first members to join, most
+// likely soon, get them pushed in order rather than repaired.
+constexpr uint64_t kAloneRetain = 100'000;
 constexpr auto kDeadline = std::chrono::seconds(2);
 // Batches a stream may have unanswered: enough to keep the link busy while
 // the peer applies one, few enough that a slow peer is not flooded.
@@ -83,12 +94,16 @@ Replicator::~Replicator() { Stop(); }
 
 void Replicator::Start() {
   store_.set_log_observer([this] {
+    bool loop_resting;
     {
       std::lock_guard lock(mu_);
       ++logged_;
+      loop_resting = loop_resting_;
     }
     push_cv_.notify_all();
+    if (loop_resting) cv_.notify_all();  // (a loop at work would wake for nothing)
   });
+  store_.set_chunks_observer([this] { WakeLoop(); });  // chunks to flush: the loop goes to work
   thread_ = std::thread([this] { Loop(); });
   NameThread(thread_, "onebox-replica");
 }
@@ -102,6 +117,7 @@ void Replicator::Stop() {
     stopped_ = stopping_ = true;
   }
   store_.set_log_observer({});
+  store_.set_chunks_observer({});
   cv_.notify_all();
   push_cv_.notify_all();
   {
@@ -198,12 +214,16 @@ Status Replicator::WaitApplied(const std::string& node_id, uint64_t seq, std::ch
 
 void Replicator::StreamTo(const std::string& node_id, const std::string& address, Pusher* self) {
   Cancellation cancellation;
+  bool loop_resting;
   {
     std::lock_guard lock(self->stream_mu);
     std::lock_guard stop_lock(mu_);
     if (stopping_) return;
     self->stream = &cancellation;  // from here the watchdog may cancel it
+    loop_resting = loop_resting_;
+    loop_woken_ = loop_woken_ || loop_resting;  // the loop's watchdog times every open stream
   }
+  if (loop_resting) cv_.notify_all();
   // Every call that can block on the peer is timed by the watchdog.
   auto timed = [this, self](auto&& call) {
     self->blocked_since = Ms(clock_.Now());
@@ -324,31 +344,55 @@ void Replicator::TruncateLog() {
   uint64_t upto = last > log_retain_ ? last - log_retain_ : 0;
   // A seed not heard from yet will want everything: nobody "has" it all.
   uint64_t all_have = members_.UnheardSeeds() > 0 ? 0 : last;
+  bool alone = true;
   for (const v1::Node& n : members_.Nodes())
-    if (!n.self()) all_have = std::min(all_have, Acked(n.node_id()));
+    if (!n.self()) {
+      alone = false;
+      all_have = std::min(all_have, Acked(n.node_id()));
+    }
   {  // and every peer ever pushed to, members or not (yet)
     std::lock_guard lock(acked_mu_);
+    alone = alone && acked_.empty();
     for (const auto& [id, pos] : acked_) all_have = std::min(all_have, pos);
   }
+  if (alone) all_have = last > kAloneRetain ? last - kAloneRetain : 0;
   upto = std::max(upto, all_have);
   if (upto >= store_.FirstLogSeq())
     if (Status s = store_.TruncateLog(upto); !s.ok()) spdlog::warn("replication: {}", s.message());
 }
 
-void Replicator::PeersChanged() {
+void Replicator::PeersChanged() { WakeLoop(); }
+
+void Replicator::WakeLoop() {
   {
     std::lock_guard lock(mu_);
-    peers_changed_ = true;
+    loop_woken_ = true;
   }
   cv_.notify_all();
 }
 
+bool Replicator::StreamsOpen() {
+  for (auto& [id, pusher] : pushers_) {
+    std::lock_guard lock(pusher->stream_mu);
+    if (pusher->stream != nullptr || pusher->blocked_since != 0) return true;
+  }
+  return false;
+}
+
 void Replicator::Loop() {
+  bool busy = true;  // the first rounds look after what the last run left
+  uint64_t logged = Logged();  // commits counted where the last wait ended: one since wakes a rest at once
   for (;;) {
+    const uint64_t last_seq = store_.LastLogSeq();
     {
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, kRound, [this] { return stopping_ || peers_changed_; }) && stopping_) break;
-      peers_changed_ = false;
+      loop_resting_ = !busy;
+      bool woken = cv_.wait_for(lock, busy ? kRound : kRest,
+                                [&] { return stopping_ || loop_woken_ || (!busy && logged_ != logged); });
+      loop_resting_ = false;
+      logged = logged_;
+      if (woken && stopping_) break;
+      loop_woken_ = false;
     }
     if (Clock::time_point now = clock_.Now(); now - last_truncate_ > std::chrono::seconds(1)) {
       last_truncate_ = now;
@@ -376,6 +420,7 @@ void Replicator::Loop() {
       NameThread(raw->thread, "onebox-push");
       pushers_[peer.node_id] = std::move(pusher);
     }
+    busy = StreamsOpen() || store_.LastLogSeq() != last_seq || store_.ChunksAwaitFlush();
   }
   Watchdog();  // stopping: cancels every open stream
   for (auto& [id, pusher] : pushers_) pusher->thread.join();
@@ -391,14 +436,16 @@ void Replicator::PusherLoop(const std::string& node_id, Pusher* self) {
   uint64_t seen = Logged();
   for (bool first = true;; first = false) {
     if (!first) {
+      const bool unsent = Acked(node_id) < store_.LastLogSeq();
       std::unique_lock lock(mu_);
-      push_cv_.wait_for(lock, kIdleCheck, [&] { return stopping_ || logged_ != seen; });
+      push_cv_.wait_for(lock, unsent ? kRetry : kRest, [&] { return stopping_ || logged_ != seen; });
       seen = logged_;
       if (stopping_) break;
     }
+    // Not alive now: this pusher waits for it (looking every kRetry while
+    // entries are unsent), at whatever address it comes back.
     std::optional<PeerAddress> peer = members_.AliveOther(node_id);
-    if (!peer) break;  // not alive now: a new pusher starts when it is back
-    if (Acked(node_id) < store_.LastLogSeq()) StreamTo(node_id, peer->address, self);
+    if (peer && Acked(node_id) < store_.LastLogSeq()) StreamTo(node_id, peer->address, self);
   }
   self->done = true;
 }

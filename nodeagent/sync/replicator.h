@@ -1,6 +1,7 @@
 // Replication of the store between agents (the push half). Every local write
 // of a versioned family is in the store's replication log (same WriteBatch).
-// A pusher thread per live member streams it the log entries after the last
+// A pusher thread per member (from the first time it is alive; it waits out
+// the member's absences) streams it the log entries after the last
 // one it acknowledged (kept in the store, so a restart resumes where it
 // stopped) over Peer/ReplicateStream: batches of up to 1000 entries, at most
 // kWindow of them unanswered, each answered once applied, so a slow peer
@@ -50,8 +51,8 @@ class Replicator {
   void set_peer_record_rules(PeerRecordRules rules) { rules_ = rules; }
   void Start();
   void Stop();
-  // Membership saw the live set change: pushers start (or end) now, not at
-  // the next round.
+  // Membership saw the live set change: a member alive now gets its pusher
+  // now, not at the loop's next round.
   void PeersChanged();
   // fsync(): sends path's current record (and its content) to other live
   // members, holders first, until `acks` of them have applied it with a
@@ -94,8 +95,9 @@ class Replicator {
   std::vector<v1::ReplicationLag> Lags();
   // Drops the log entries every member known (dead ones too) has, and in
   // any case all but the newest log_retain; while a seed has not been heard
-  // from (a member whose id is not known yet), only the latter. The loop
-  // does it every second.
+  // from (a member whose id is not known yet), only the latter; while this
+  // node never had another member, all but the newest 100,000. The loop
+  // does it every second while it works.
   void TruncateLog();
 
  private:
@@ -122,6 +124,8 @@ class Replicator {
   // peer is gone, or all of them when stopping.
   void Watchdog();
   void PusherLoop(const std::string& node_id, Pusher* self);
+  bool StreamsOpen();  // a pusher streams or waits on its peer; the loop thread only
+  void WakeLoop();     // for a round now: the live members changed, chunks to flush
   uint64_t Logged();
 
   // The other live members, holders of path's content first.
@@ -149,7 +153,8 @@ class Replicator {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  bool peers_changed_ = false;  // PeersChanged() since the loop last looked
+  bool loop_woken_ = false;     // WakeLoop() since the loop last looked
+  bool loop_resting_ = false;   // the loop waits for a commit or a change (no work left)
   bool stopped_ = false;  // Stop() ran
   uint64_t logged_ = 0;  // commits that added to the log (Store::set_log_observer); with mu_
   std::thread thread_;

@@ -94,6 +94,11 @@ size_t TreeRepair::ReviveAncestors(const std::string& live, uint32_t uid, uint32
         spdlog::warn("tree repair: /{} is live but /{} above it is not a directory; it stays out of sight", live, dir);
       continue;  // its own ancestors are checked too: a live directory may be an orphan itself
     }
+    // Not here at all: its record has not come yet (a node that joined after
+    // the log was cut gets it from anti-entropy, in no order), and made up
+    // here as a new version it would win over the real one (mode, owner).
+    // Only a removal recorded here is repaired; tombstones are never dropped.
+    if (!rec.ok()) continue;
     if (Revive(dir, uid, gid, live)) ++revived;
   }
   return revived;

@@ -9,7 +9,10 @@
 // every node reaches the same records every node ends with the same tree
 // (two nodes repairing one directory at once write two versions of it, and
 // last-writer-wins keeps one). Cycles cannot arise: an entry is named by its
-// whole path, so no directory can hold itself.
+// whole path, so no directory can hold itself. Only a removal recorded here
+// (a tombstone; none is ever dropped) is repaired: an ancestor not here at
+// all is on its way (anti-entropy brings records in no order), and made up
+// here it would win over its real record.
 //
 // A record is checked a grace period after it won here, so that a removal
 // whose records are still on their way is not taken for an orphan. Pushed

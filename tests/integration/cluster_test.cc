@@ -1213,8 +1213,9 @@ TEST_F(ClusterTest, ARestartedNodeKeepsItsLogForThePeersThatAreAway) {
   ASSERT_TRUE(a->Start());
   // Not a wait for a condition: what is tested is that nothing is cut from
   // a's log while b and c are away, and a looks at its log for truncation
-  // every second; this gives it two looks before they come back (a
-  // truncation leaves no trace to wait for: not in Cluster/Status, not in the log).
+  // in its first rounds after the start (then its loop rests: nothing
+  // moves); this takes them in before they come back (a truncation leaves
+  // no trace to wait for: not in Cluster/Status, not in the log).
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   b = Agent("b", a->address());  // the same data dirs, joining a where it listens now
   c = Agent("c", a->address());

@@ -14,6 +14,7 @@
 #include "nodeagent/peer/beat_seal.h"
 #include "nodeagent/peer/beat_socket.h"
 #include "nodeagent/peer/quorum.h"
+#include "nodeagent/sync/tree_repair.h"
 #include "onebox/v1/namespace.pb.h"
 #include "tests/unit/in_process_cluster.h"
 
@@ -368,6 +369,35 @@ TEST(MembershipCoreTest, ASeedNotHeardFromCountsAsAMemberAndKeepsTheLog) {
   b.members->GossipRound();
   EXPECT_EQ(b.members->UnheardSeeds(), 0u);
   EXPECT_EQ(b.members->KnownCount(), 2u);  // a (c is not known to b yet: a tells it next round)
+}
+
+TEST(ReplicationCoreTest, ANodeThatNeverHadAnotherMemberKeepsItsLogForTheFirstToJoin) {
+  InProcessCluster cluster(1);
+  InProcessNode& a = cluster.node(0);
+  a.members->GossipRound();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.store->Put("k/" + std::to_string(i), "v", false).ok());
+  const uint64_t first = a.store->FirstLogSeq();
+  a.replicator->TruncateLog();
+  EXPECT_EQ(a.store->FirstLogSeq(), first) << "alone, a keeps its log (up to its retention)";
+}
+
+// A live entry whose parent's record is not here at all (it has not come
+// yet: a newcomer repaired by anti-entropy gets records in no order) leaves
+// the parent to its own record; a parent removed here is made live again.
+TEST(TreeRepairCoreTest, AParentNotHereYetIsLeftToItsRecordAndARemovedOneIsMadeLiveAgain) {
+  InProcessCluster cluster(1);
+  Store& store = *cluster.node(0).store;
+  TreeRepair repair(store, {});
+  v1::Inode dir;
+  dir.set_type(v1::FILE_TYPE_DIRECTORY);
+  dir.set_mode(0755);
+  ASSERT_TRUE(store.Put("cluster/pub/dir", dir.SerializeAsString(), false, Cf::kNs).ok());
+  EXPECT_EQ(repair.Check("cluster/pub/dir"), 0u);
+  EXPECT_EQ(store.GetWithTombstone("cluster/pub", Cf::kNs).status().code(), Code::kNotFound)
+      << "made up here, /cluster/pub would win over its real record (its mode, its owner)";
+  ASSERT_TRUE(store.Delete("cluster/pub", false, nullptr, Cf::kNs).ok());
+  EXPECT_EQ(repair.Check("cluster/pub/dir"), 1u);
+  EXPECT_TRUE(store.Get("cluster/pub", Cf::kNs).ok());
 }
 
 // What a node's recorder does once a program made key: its live record.
@@ -851,6 +881,31 @@ TEST(AntiEntropyCoreTest, ARoundAsksNoPeerWhoseHeartbeatSaysItsStoreIsOurs) {
   gossip();
   b.anti_entropy->Round();
   EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 1);
+}
+
+// An idle node's replication loop and pushers rest (no rounds, no looks
+// every second), and go back to work at once for what needs them: chunks
+// put without the WAL are flushed within the loop's quiet time (not at its
+// next look, 10 s on), and a write is pushed to the peer.
+TEST(ReplicationCoreTest, ARestingReplicationLoopWakesForChunksToFlushAndAWriteToPush) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  a.replicator->Start();
+  b.replicator->Start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the first rounds are over: both rest
+  ASSERT_FALSE(b.store->ChunksAwaitFlush());
+  ASSERT_TRUE(b.store->PutChunk("rested", "put while the loop rests", Store::ChunkDurability::kEventually).ok());
+  EXPECT_TRUE(b.store->ChunksAwaitFlush());
+  EXPECT_TRUE(WaitUntil([&] { return !b.store->ChunksAwaitFlush(); }, std::chrono::seconds(5),
+                        "b's loop flushed the chunk after the quiet time"));
+  ASSERT_TRUE(a.store->Put("app/rested", "pushed", false).ok());
+  EXPECT_TRUE(WaitUntil([&] { return b.store->Get("app/rested").ok(); }, std::chrono::seconds(2),
+                        "a's pusher woke for the write and b has it"));
+  // Before the cluster goes: no stream between parts being torn down.
+  a.replicator->Stop();
+  b.replicator->Stop();
 }
 
 TEST(ContentCoreTest, ChunksComeFromAHolderCheckedAgainstTheirDigest) {
