@@ -220,8 +220,10 @@ void Replicator::StreamTo(const std::string& node_id, const std::string& address
     std::lock_guard stop_lock(mu_);
     if (stopping_) return;
     self->stream = &cancellation;  // from here the watchdog may cancel it
+    // The loop's watchdog times every open stream: a round comes after this
+    // start (a loop deciding to rest right now finds the flag set).
+    loop_woken_ = true;
     loop_resting = loop_resting_;
-    loop_woken_ = loop_woken_ || loop_resting;  // the loop's watchdog times every open stream
   }
   if (loop_resting) cv_.notify_all();
   // Every call that can block on the peer is timed by the watchdog.
@@ -355,13 +357,20 @@ void Replicator::TruncateLog() {
     alone = alone && acked_.empty();
     for (const auto& [id, pos] : acked_) all_have = std::min(all_have, pos);
   }
-  if (alone) all_have = last > kAloneRetain ? last - kAloneRetain : 0;
+  if (alone) all_have = std::min(all_have, last > kAloneRetain ? last - kAloneRetain : 0);
   upto = std::max(upto, all_have);
   if (upto >= store_.FirstLogSeq())
     if (Status s = store_.TruncateLog(upto); !s.ok()) spdlog::warn("replication: {}", s.message());
 }
 
-void Replicator::PeersChanged() { WakeLoop(); }
+void Replicator::PeersChanged() {
+  {
+    std::lock_guard lock(mu_);
+    ++peers_changes_;
+  }
+  push_cv_.notify_all();  // a pusher waiting for its member looks again
+  WakeLoop();
+}
 
 void Replicator::WakeLoop() {
   {
@@ -402,16 +411,9 @@ void Replicator::Loop() {
         spdlog::warn("replication: {}", s.message());
     }
     Watchdog();
-    // One pusher per live peer, each at its own pace: a slow or cut-off peer
-    // holds up nobody else. A pusher ends when its peer is no longer alive.
-    for (auto it = pushers_.begin(); it != pushers_.end();) {
-      if (!it->second->done) {
-        ++it;
-        continue;
-      }
-      it->second->thread.join();
-      it = pushers_.erase(it);
-    }
+    // One pusher per member alive since the start, each at its own pace: a
+    // slow or cut-off peer holds up nobody else. A pusher waits out its
+    // member's absences (PusherLoop).
     for (const PeerAddress& peer : members_.AliveOthers()) {
       if (pushers_.count(peer.node_id)) continue;
       auto pusher = std::make_unique<Pusher>();
@@ -434,20 +436,29 @@ uint64_t Replicator::Logged() {
 
 void Replicator::PusherLoop(const std::string& node_id, Pusher* self) {
   uint64_t seen = Logged();
+  uint64_t peers_seen = PeersSeen();
+  std::optional<PeerAddress> peer = members_.AliveOther(node_id);
   for (bool first = true;; first = false) {
     if (!first) {
-      const bool unsent = Acked(node_id) < store_.LastLogSeq();
+      // Entries unsent to a member alive: again in a second. Its member not
+      // alive: again when the live set changes (it may be back, at another
+      // address), or at the next commit.
+      const bool retry = peer && Acked(node_id) < store_.LastLogSeq();
       std::unique_lock lock(mu_);
-      push_cv_.wait_for(lock, unsent ? kRetry : kRest, [&] { return stopping_ || logged_ != seen; });
+      push_cv_.wait_for(lock, retry ? kRetry : kRest,
+                        [&] { return stopping_ || logged_ != seen || peers_changes_ != peers_seen; });
       seen = logged_;
+      peers_seen = peers_changes_;
       if (stopping_) break;
     }
-    // Not alive now: this pusher waits for it (looking every kRetry while
-    // entries are unsent), at whatever address it comes back.
-    std::optional<PeerAddress> peer = members_.AliveOther(node_id);
+    peer = members_.AliveOther(node_id);
     if (peer && Acked(node_id) < store_.LastLogSeq()) StreamTo(node_id, peer->address, self);
   }
-  self->done = true;
+}
+
+uint64_t Replicator::PeersSeen() {
+  std::lock_guard lock(mu_);
+  return peers_changes_;
 }
 
 std::vector<PeerAddress> Replicator::HoldersFirst(const std::string& path) {

@@ -105,7 +105,6 @@ class Replicator {
   uint64_t Acked(const std::string& node_id);
   struct Pusher {
     std::thread thread;
-    std::atomic<bool> done{false};
     std::mutex stream_mu;
     Cancellation* stream = nullptr;         // of the open stream, if any (with stream_mu)
     std::atomic<int64_t> blocked_since{0};  // steady ms when a stream call began; 0: none under way
@@ -127,6 +126,7 @@ class Replicator {
   bool StreamsOpen();  // a pusher streams or waits on its peer; the loop thread only
   void WakeLoop();     // for a round now: the live members changed, chunks to flush
   uint64_t Logged();
+  uint64_t PeersSeen();
 
   // The other live members, holders of path's content first.
   std::vector<PeerAddress> HoldersFirst(const std::string& path);
@@ -155,6 +155,7 @@ class Replicator {
   bool stopping_ = false;
   bool loop_woken_ = false;     // WakeLoop() since the loop last looked
   bool loop_resting_ = false;   // the loop waits for a commit or a change (no work left)
+  uint64_t peers_changes_ = 0;  // PeersChanged() calls: pushers waiting for their member look again
   bool stopped_ = false;  // Stop() ran
   uint64_t logged_ = 0;  // commits that added to the log (Store::set_log_observer); with mu_
   std::thread thread_;
