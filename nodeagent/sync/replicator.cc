@@ -39,14 +39,14 @@ void KeepWithinBatchBytes(std::vector<LogEntry>* entries) {
 // there is work for it: a stream open, the log moved, chunks unflushed. New
 // log entries wake the pushers at once (Store::set_log_observer), and a
 // change of the live members wakes the loop (PeersChanged): nothing polls
-// for them. With no work the loop rests until a commit or a change wakes
-// it, and looks anyway every kRest (a change of the live members that left
-// their count as it was).
+// for them. With no work the loop rests until a commit, a chunk to flush, a
+// stream's start or a change of the live set wakes it, and looks anyway
+// every kRest.
 constexpr auto kRound = std::chrono::seconds(1);
 constexpr auto kRest = std::chrono::seconds(10);
-// A pusher with entries unsent (its last stream failed, or its peer is not
-// alive) tries again this often; one with nothing to send sleeps until a
-// commit.
+// A pusher with entries unsent to its member alive (its last stream failed)
+// tries again this often; one with nothing to send, or whose member is not
+// alive, sleeps until a commit or a change of the live set (kRest at most).
 constexpr auto kRetry = std::chrono::seconds(1);
 // A node that never had another member keeps this many of its newest log
 // entries (or --log-retain, if fewer): the first members to join, most
