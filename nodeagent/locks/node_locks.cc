@@ -1050,6 +1050,7 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
       err = PosixOwnerLocked(k.pid, uid, &key);
     } else if (int pidfd = static_cast<int>(syscall(SYS_pidfd_open, k.pid, 0)); pidfd >= 0) {
       int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, k.fd, 0));
+      const int getfd_err = errno;
       close(pidfd);
       struct stat file;
       if (copy >= 0 && fstat(copy, &file) == 0 && file.st_dev == st.st_dev && file.st_ino == st.st_ino) {
@@ -1057,6 +1058,12 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
         err = OfdOwnerLocked(copy, k.pid, uid, file, &key);
       } else if (copy >= 0) {
         err = ESRCH;  // the descriptor is another file's now: the process let this one go
+      } else if (getfd_err == EBADF || getfd_err == ESRCH) {
+        // Closed since the look, or its process is exiting (a zombie has no
+        // descriptors): a child that inherited the holder's descriptor, such
+        // as a shell's sleep, ends so. Any other holder of the description
+        // has its own line.
+        err = ESRCH;
       }
       if (copy >= 0) close(copy);
     }

@@ -479,12 +479,15 @@ time.sleep(600)
     }
     const pid_t holder_pid = std::stoi(holder_said);
     // And a shell holds its flock lock, taken by flock(1), which exited:
-    // the kernel names that process as the taker.
+    // the kernel names that process as the taker. Its sleeps inherit the
+    // descriptor and end all the time: one caught exiting by the agent's
+    // conversion holds nothing (it once failed the conversion, and the
+    // other node was granted the lock).
     RunResult shell_run;
     std::thread shell([&] {
       shell_run = RunCommand({"/bin/bash", "-c",
                               fmt::format("exec 9<>{}; flock 9 || exit 1; echo $$ > {}; "
-                                          "while [ ! -e {} ]; do sleep 0.05; done; flock -u 9; echo released > {}; "
+                                          "while [ ! -e {} ]; do sleep 0.01; done; flock -u 9; echo released > {}; "
                                           "sleep 600",
                                           path, shell_held, go, shell_released)},
                              On(*a));
