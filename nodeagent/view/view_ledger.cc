@@ -86,6 +86,7 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
 void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place) {
   std::lock_guard lock(mu_);
   left_[path] = {FileLook::Of(st), /*by_materializer=*/true, version, in_place};
+  removed_.erase(path);
 }
 
 std::vector<std::string> ViewLedger::NamesLastSeenAs(ino_t ino) {
@@ -167,6 +168,8 @@ namespace {
 // Far longer than the recorder's usual lag behind the view, short enough
 // that a removal announced without an event hides little.
 constexpr auto kOurRemovalLapse = std::chrono::seconds(30);
+// How many names RemovedOurs keeps before it sweeps out the lapsed ones.
+constexpr size_t kRemovedSweepAt = 4096;
 }  // namespace
 
 void ViewLedger::RemovingOurs(const std::string& path) {
@@ -188,6 +191,18 @@ bool ViewLedger::TakeOurRemoval(const std::string& path) {
   return true;
 }
 
+void ViewLedger::RemovedOurs(const std::string& path, const Version& tombstone) {
+  std::lock_guard lock(mu_);
+  // (Its entries' removals, each for its own tombstone before it, stay noted.)
+  GoneLocked(path, /*removals_too=*/false);
+  const auto now = std::chrono::steady_clock::now();
+  // A name removed and never shown again is kept for as long as a removal
+  // announced waits for its event: the recorder's lag is far shorter.
+  if (removed_.size() >= kRemovedSweepAt)
+    std::erase_if(removed_, [&](const auto& kv) { return now - kv.second.when > kOurRemovalLapse; });
+  removed_[path] = {tombstone, now};
+}
+
 void ViewLedger::ForgetOurRemovals() {
   std::lock_guard lock(mu_);
   our_removals_.clear();
@@ -196,6 +211,7 @@ void ViewLedger::ForgetOurRemovals() {
 void ViewLedger::Recorded(const std::string& path, const struct stat& st, const Version& version) {
   std::lock_guard lock(mu_);
   left_[path] = {FileLook::Of(st), /*by_materializer=*/false, version};
+  removed_.erase(path);
 }
 
 void ViewLedger::RecordedButChanged(const std::string& path, const Version& version) {
@@ -205,11 +221,16 @@ void ViewLedger::RecordedButChanged(const std::string& path, const Version& vers
 
 void ViewLedger::Gone(const std::string& path) {
   std::lock_guard lock(mu_);
+  GoneLocked(path, /*removals_too=*/true);
+}
+
+void ViewLedger::GoneLocked(const std::string& path, bool removals_too) {
   // The path and everything below it (a directory moved or removed).
   std::string below = path + "/";
   auto under = [&](const std::string& k) { return k == path || k.compare(0, below.size(), below) == 0; };
   std::erase_if(left_, [&](const auto& kv) { return under(kv.first); });
   std::erase_if(placeholders_, [&](const auto& kv) { return under(kv.first); });
+  if (removals_too) std::erase_if(removed_, [&](const auto& kv) { return under(kv.first); });
   if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
 }
 
@@ -328,8 +349,9 @@ std::optional<Version> ViewLedger::UntouchedSinceRecorded(const std::string& pat
 
 bool ViewLedger::ShowedOlderVersion(const std::string& path, const Version& version) {
   std::lock_guard lock(mu_);
-  auto it = left_.find(path);
-  return it != left_.end() && Newer(version, it->second.shown);
+  if (auto it = left_.find(path); it != left_.end()) return Newer(version, it->second.shown);
+  auto removed = removed_.find(path);
+  return removed != removed_.end() && Newer(version, removed->second.tombstone);
 }
 
 std::optional<v1::Inode> ViewLedger::StubContent(FileMarks& marks) {

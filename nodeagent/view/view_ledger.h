@@ -91,6 +91,12 @@ class ViewLedger {
   // removal won): the recorder takes the removal's event for it, not for a
   // program's (TakeOurRemoval). Undone by TakeOurRemoval when the unlink fails.
   void RemovingOurs(const std::string& path);
+  // The materializer removed path (and what was below it) for a peer's
+  // tombstone at version `tombstone`: Gone, and until the name shows
+  // something again, a version newer than the tombstone is one the view
+  // never showed (ShowedOlderVersion), whatever removal the recorder comes
+  // to see of the name (a listing's entry found gone as it records it).
+  void RemovedOurs(const std::string& path, const Version& tombstone);
   // Keeps the content a stub stands for; returns the id its mark carries.
   Result<std::string> RememberStubContent(const v1::Inode& inode);
   void SetStub(const std::string& path, bool stub);
@@ -157,7 +163,8 @@ class ViewLedger {
   // no program here.
   bool SeenInView(const std::string& path);
   // Whether this run's view is known to have shown path at an older version
-  // than this one (placed or recorded; unknown, e.g. after a restart: no).
+  // than this one (placed or recorded), or to have shown it removed by the
+  // materializer at an older tombstone (unknown, e.g. after a restart: no).
   // A removal seen then was of that older version, not of this one.
   bool ShowedOlderVersion(const std::string& path, const Version& version);
   // The version the recorder last recorded path as (not the materializer's
@@ -203,6 +210,8 @@ class ViewLedger {
     bool in_place = false;  // written into the file programs hold (ViewMaterializer::OverwriteInPlace)
   };
   void SetStubLocked(const std::string& path, bool stub);
+  // Gone's work; removals_too: the materializer's removals noted below path as well.
+  void GoneLocked(const std::string& path, bool removals_too);
   // A file of several names whose placement mark names another of them
   // (placed as links of it: ViewMaterializer::TwinOf), unchanged since by
   // that mark, and showing path's own record, of a link group.
@@ -221,6 +230,13 @@ class ViewLedger {
     std::chrono::steady_clock::time_point last;
   };
   std::unordered_map<std::string, OurRemovals> our_removals_;
+  // Names the materializer removed (RemovedOurs) and not shown since: the
+  // tombstone's version, and when (for the sweep that bounds the map).
+  struct RemovedAs {
+    Version tombstone;
+    std::chrono::steady_clock::time_point when;
+  };
+  std::unordered_map<std::string, RemovedAs> removed_;
 
   Store& store_;
   StatePage& page_;

@@ -709,7 +709,7 @@ void ViewMaterializer::Remove(const std::string& path) {
     close(parent);
     if (rc != 0) return;
     spdlog::debug("removed /{} (a tombstone from {} won)", p, NodeIdHex(tomb->version.node));
-    ledger_.Gone(p);
+    ledger_.RemovedOurs(p, tomb->version);
     if (S_ISREG(st.st_mode) && st.st_nlink > 1) RelookNamesOf(st.st_ino);  // its other names
   }
 }

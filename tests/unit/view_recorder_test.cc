@@ -83,6 +83,39 @@ TEST(ViewRecorderEvents, ACreateOrStampBesideACloseOfTheSameFileIsCoveredByIt) {
             (std::vector<bool>{false, false}));
 }
 
+// What the ledger answers the recorder about a name the materializer
+// removed for a peer's tombstone: a version newer than the tombstone was
+// never shown here (a look at the name that finds it gone, read late, must
+// not remove the peer's newer file: it once did, in ViewConvergenceTest).
+TEST(ViewLedgerRemovals, ANameTheMaterializerRemovedShowedNoVersionNewerThanItsTombstone) {
+  InProcessCluster cluster{1};
+  TempDir dir;
+  StatePage page{};
+  ViewLedger ledger{*cluster.node(0).store, page};
+  const std::string path = "cluster/r";
+  ASSERT_EQ(close(open((dir / "r").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+  struct stat st;
+  ASSERT_EQ(stat((dir / "r").c_str(), &st), 0);
+  constexpr uint64_t kPeer = 0x2c9d;
+  const Version placed{100, kPeer}, tombstone{200, kPeer}, made_again{300, kPeer};
+  ledger.Placed(path, st, placed);
+  EXPECT_TRUE(ledger.ShowedOlderVersion(path, tombstone));
+  ledger.RemovedOurs(path, tombstone);
+  EXPECT_FALSE(ledger.SeenInView(path));
+  EXPECT_TRUE(ledger.ShowedOlderVersion(path, made_again)) << "the peer's file made again was never shown here";
+  EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{150, kPeer}));
+  // Its directory removed after it (the materializer's removals go up).
+  ledger.RemovedOurs("cluster", Version{250, kPeer});
+  EXPECT_TRUE(ledger.ShowedOlderVersion(path, made_again)) << "forgotten with its directory's removal";
+  // Shown again (placed or recorded), the name's own look decides; gone
+  // by the recorder's own removal, nothing is known of it.
+  ledger.Placed(path, st, made_again);
+  EXPECT_FALSE(ledger.ShowedOlderVersion(path, made_again));
+  ledger.RemovedOurs(path, Version{400, kPeer});
+  ledger.Gone(path);
+  EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{500, kPeer}));
+}
+
 // A recorder on one node's store, over a view with an empty /cluster/burst.
 class ViewRecorderBurst : public ::testing::Test {
  protected:
