@@ -1058,11 +1058,12 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
         err = OfdOwnerLocked(copy, k.pid, uid, file, &key);
       } else if (copy >= 0) {
         err = ESRCH;  // the descriptor is another file's now: the process let this one go
-      } else if (getfd_err == EBADF || getfd_err == ESRCH) {
-        // Closed since the look, or its process is exiting (a zombie has no
-        // descriptors): a child that inherited the holder's descriptor, such
-        // as a shell's sleep, ends so. Any other holder of the description
-        // has its own line.
+      } else if (getfd_err == ESRCH || (getfd_err == EBADF && IsExiting(k.pid))) {
+        // Its process is exiting (a zombie has no descriptors): a child that
+        // inherited the holder's descriptor, such as a shell's sleep, ends
+        // so. Any other holder of the description has its own line. (A live
+        // process whose descriptor is gone may have moved it, dup2 and
+        // close: not converted, and the lease stays.)
         err = ESRCH;
       }
       if (copy >= 0) close(copy);

@@ -42,6 +42,7 @@ struct Stat {
   std::string comm;
   char state = '?';
   pid_t ppid = 0, pgid = 0;
+  uint64_t flags = 0;  // the kernel's PF_* flags of the task
   uint64_t utime = 0, stime = 0, start_ticks = 0;
 };
 
@@ -57,6 +58,7 @@ bool ReadStat(const std::string& dir, Stat* st) {
   st->state = f[0][0];
   st->ppid = std::atoi(f[1].c_str());
   st->pgid = std::atoi(f[2].c_str());
+  st->flags = std::strtoull(f[6].c_str(), nullptr, 10);
   st->utime = std::strtoull(f[11].c_str(), nullptr, 10);
   st->stime = std::strtoull(f[12].c_str(), nullptr, 10);
   st->start_ticks = std::strtoull(f[19].c_str(), nullptr, 10);
@@ -109,6 +111,13 @@ int64_t EffectiveUidOf(pid_t pid) { return ReadEffectiveUid("/proc/" + std::to_s
 uint64_t StartTicksOf(pid_t pid) {
   Stat st;
   return ReadStat("/proc/" + std::to_string(pid), &st) ? st.start_ticks : 0;
+}
+
+bool IsExiting(pid_t pid) {
+  constexpr uint64_t kPfExiting = 0x4;  // PF_EXITING, include/linux/sched.h
+  Stat st;
+  if (!ReadStat("/proc/" + std::to_string(pid), &st)) return true;
+  return st.state == 'Z' || st.state == 'X' || (st.flags & kPfExiting) != 0;
 }
 
 std::vector<std::string> PreloadLibraries(const std::string& preload) {

@@ -42,6 +42,9 @@ bool PreloadNamesShim(const std::string& preload);
 // /proc/PID/stat): with the pid, it names one process even after the pid is
 // reused. 0 when the process is gone.
 uint64_t StartTicksOf(pid_t pid);
+// Whether process pid is gone, a zombie, or on its way out (the kernel set
+// PF_EXITING: its descriptors are closed or about to be).
+bool IsExiting(pid_t pid);
 // Process pid's effective uid (/proc/PID/status); -1 when it is gone.
 int64_t EffectiveUidOf(pid_t pid);
 
