@@ -115,6 +115,7 @@ void ViewLedger::Relooked(const std::string& path, int fd, const struct stat& st
 void ViewLedger::NotPlaced(const std::string& path) {
   std::lock_guard lock(mu_);
   left_.erase(path);
+  removed_.erase(path);  // it showed a version, and a program's change
 }
 
 void ViewLedger::MarkPlacement(int fd, const std::string& path, const Version& version) {
@@ -168,8 +169,6 @@ namespace {
 // Far longer than the recorder's usual lag behind the view, short enough
 // that a removal announced without an event hides little.
 constexpr auto kOurRemovalLapse = std::chrono::seconds(30);
-// How many names RemovedOurs keeps before it sweeps out the lapsed ones.
-constexpr size_t kRemovedSweepAt = 4096;
 }  // namespace
 
 void ViewLedger::RemovingOurs(const std::string& path) {
@@ -196,10 +195,13 @@ void ViewLedger::RemovedOurs(const std::string& path, const Version& tombstone) 
   // (Its entries' removals, each for its own tombstone before it, stay noted.)
   GoneLocked(path, /*removals_too=*/false);
   const auto now = std::chrono::steady_clock::now();
-  // A name removed and never shown again is kept for as long as a removal
-  // announced waits for its event: the recorder's lag is far shorter.
-  if (removed_.size() >= kRemovedSweepAt)
+  // A name removed and never shown again is kept at least as long as a
+  // removal announced waits for its event (the recorder's lag is far
+  // shorter); swept when the map doubled since the last sweep.
+  if (removed_.size() >= removed_sweep_at_) {
     std::erase_if(removed_, [&](const auto& kv) { return now - kv.second.when > kOurRemovalLapse; });
+    removed_sweep_at_ = std::max(kRemovedSweepAt, 2 * removed_.size());
+  }
   removed_[path] = {tombstone, now};
 }
 
@@ -217,6 +219,7 @@ void ViewLedger::Recorded(const std::string& path, const struct stat& st, const 
 void ViewLedger::RecordedButChanged(const std::string& path, const Version& version) {
   std::lock_guard lock(mu_);
   left_[path] = {FileLook{}, /*by_materializer=*/false, version};  // (no entry has inode 0)
+  removed_.erase(path);
 }
 
 void ViewLedger::Gone(const std::string& path) {

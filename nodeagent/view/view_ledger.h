@@ -230,19 +230,22 @@ class ViewLedger {
     std::chrono::steady_clock::time_point last;
   };
   std::unordered_map<std::string, OurRemovals> our_removals_;
-  // Names the materializer removed (RemovedOurs) and not shown since: the
-  // tombstone's version, and when (for the sweep that bounds the map).
-  struct RemovedAs {
-    Version tombstone;
-    std::chrono::steady_clock::time_point when;
-  };
-  std::unordered_map<std::string, RemovedAs> removed_;
 
   Store& store_;
   StatePage& page_;
   std::recursive_mutex view_mu_;
   std::mutex mu_;  // the sets below
   std::unordered_map<std::string, LeftAs> left_;
+  // Names the materializer removed (RemovedOurs) and that showed nothing
+  // since: the tombstone's version, and when (for the sweep that bounds the
+  // map, once it holds removed_sweep_at_ names).
+  struct RemovedAs {
+    Version tombstone;
+    std::chrono::steady_clock::time_point when;
+  };
+  std::unordered_map<std::string, RemovedAs> removed_;
+  static constexpr size_t kRemovedSweepAt = 4096;  // at least
+  size_t removed_sweep_at_ = kRemovedSweepAt;
   std::unordered_set<std::string> stubs_;
   struct MadeAs {
     FileLook look;

@@ -111,6 +111,12 @@ TEST(ViewLedgerRemovals, ANameTheMaterializerRemovedShowedNoVersionNewerThanItsT
   // by the recorder's own removal, nothing is known of it.
   ledger.Placed(path, st, made_again);
   EXPECT_FALSE(ledger.ShowedOlderVersion(path, made_again));
+  // Removed, made again by the peer, and changed by a program as soon as it
+  // was put in place (NotPlaced, not Placed): the name showed that version,
+  // and a removal now is a program's, which the recorder records.
+  ledger.RemovedOurs(path, Version{350, kPeer});
+  ledger.NotPlaced(path);
+  EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{360, kPeer}));
   ledger.RemovedOurs(path, Version{400, kPeer});
   ledger.Gone(path);
   EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{500, kPeer}));
