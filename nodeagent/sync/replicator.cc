@@ -214,18 +214,16 @@ Status Replicator::WaitApplied(const std::string& node_id, uint64_t seq, std::ch
 
 void Replicator::StreamTo(const std::string& node_id, const std::string& address, Pusher* self) {
   Cancellation cancellation;
-  bool loop_resting;
   {
     std::lock_guard lock(self->stream_mu);
     std::lock_guard stop_lock(mu_);
     if (stopping_) return;
     self->stream = &cancellation;  // from here the watchdog may cancel it
-    // The loop's watchdog times every open stream: a round comes after this
-    // start (a loop deciding to rest right now finds the flag set).
-    loop_woken_ = true;
-    loop_resting = loop_resting_;
   }
-  if (loop_resting) cv_.notify_all();
+  // The loop's watchdog times every open stream: a round comes after this
+  // start (a loop that found no stream open and is about to rest finds the
+  // flag set, which only a round clears).
+  WakeLoop();
   // Every call that can block on the peer is timed by the watchdog.
   auto timed = [this, self](auto&& call) {
     self->blocked_since = Ms(clock_.Now());
@@ -369,15 +367,17 @@ void Replicator::PeersChanged() {
     ++peers_changes_;
   }
   push_cv_.notify_all();  // a pusher waiting for its member looks again
-  WakeLoop();
+  WakeLoop(/*at_once=*/true);  // a new member's pusher starts now
 }
 
-void Replicator::WakeLoop() {
+void Replicator::WakeLoop(bool at_once) {
+  bool loop_resting;
   {
     std::lock_guard lock(mu_);
     loop_woken_ = true;
+    loop_resting = loop_resting_;
   }
-  cv_.notify_all();
+  if (loop_resting || at_once) cv_.notify_all();
 }
 
 bool Replicator::StreamsOpen() {

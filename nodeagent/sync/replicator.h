@@ -124,7 +124,10 @@ class Replicator {
   void Watchdog();
   void PusherLoop(const std::string& node_id, Pusher* self);
   bool StreamsOpen();  // a pusher streams or waits on its peer; the loop thread only
-  void WakeLoop();     // for a round now: the live members changed, chunks to flush
+  // There may be work for the loop (chunks to flush, a stream to time, new
+  // members): a resting loop goes to a round at once, a loop at work at its
+  // next round (within kRound), or at once with at_once.
+  void WakeLoop(bool at_once = false);
   uint64_t Logged();
   uint64_t PeersSeen();
 
