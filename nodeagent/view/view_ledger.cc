@@ -158,6 +158,7 @@ void ViewLedger::Placeholder(const std::string& path, int fd, const struct stat&
   ReadXattrs(fd, &made.xattrs);
   std::lock_guard lock(mu_);
   placeholders_[path] = std::move(made);
+  removed_.erase(path);  // the name shows a directory again
 }
 
 void ViewLedger::PlaceholderFilled(const std::string& path) {

@@ -120,6 +120,17 @@ TEST(ViewLedgerRemovals, ANameTheMaterializerRemovedShowedNoVersionNewerThanItsT
   ledger.RemovedOurs(path, Version{400, kPeer});
   ledger.Gone(path);
   EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{500, kPeer}));
+  // A directory removed, and made again as a placeholder for an entry of
+  // the peer's that came before the directory's own record.
+  const std::string d = "cluster/d";
+  ASSERT_EQ(mkdir((dir / "d").c_str(), 0755), 0);
+  int fd = open((dir / "d").c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fstat(fd, &st), 0);
+  ledger.RemovedOurs(d, Version{600, kPeer});
+  ledger.Placeholder(d, fd, st);
+  close(fd);
+  EXPECT_FALSE(ledger.ShowedOlderVersion(d, Version{700, kPeer})) << "a placeholder shows the name again";
 }
 
 // A recorder on one node's store, over a view with an empty /cluster/burst.
