@@ -46,9 +46,9 @@ bool ParseLockLine(const std::string& line, LockLine* out) {
 
 // The locks fdinfo lists for descriptor fd of pid (those of the open file
 // description behind it).
-std::vector<LockLine> LocksOfDescriptor(pid_t pid, const std::string& fd) {
+std::vector<LockLine> LocksOfDescriptor(const std::string& proc_dir, const std::string& fd) {
   std::vector<LockLine> out;
-  std::ifstream info(fmt::format("/proc/{}/fdinfo/{}", pid, fd));
+  std::ifstream info(fmt::format("{}/fdinfo/{}", proc_dir, fd));
   for (std::string line; std::getline(info, line);) {
     LockLine lock;
     if (line.rfind("lock:", 0) == 0 && ParseLockLine(line.substr(5), &lock)) out.push_back(lock);
@@ -56,20 +56,50 @@ std::vector<LockLine> LocksOfDescriptor(pid_t pid, const std::string& fd) {
   return out;
 }
 
-// Calls each(fd) for every descriptor of pid that leads to the file (dev,
-// ino), fd as /proc names it, until each returns true; whether one did.
-bool EachDescriptorOf(pid_t pid, dev_t dev, ino_t ino, const std::function<bool(const std::string& fd)>& each) {
-  const std::string fds = fmt::format("/proc/{}/fd", pid);
+// Calls each(fd) for every descriptor under proc_dir (/proc/PID, or a
+// thread's /proc/PID/task/TID) that leads to the file (dev, ino), fd as
+// /proc names it, until each returns true; whether one did. any: whether
+// it has descriptors at all.
+bool EachDescriptorOf(const std::string& proc_dir, dev_t dev, ino_t ino,
+                      const std::function<bool(const std::string& fd)>& each, bool* any = nullptr) {
+  const std::string fds = proc_dir + "/fd";
   DIR* dir = opendir(fds.c_str());
   if (dir == nullptr) return false;
   bool done = false;
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    if (any) *any = true;
     struct stat st;
     if (stat(fmt::format("{}/{}", fds, e->d_name).c_str(), &st) != 0 || st.st_dev != dev || st.st_ino != ino) continue;
     if ((done = each(e->d_name))) break;
   }
   closedir(dir);
+  return done;
+}
+
+// As EachDescriptorOf, for process pid's descriptors: each(proc_dir, holder,
+// fd), holder the process, or the thread whose /proc directory has them (a
+// process whose main thread ended with pthread_exit while others go on: the
+// leader, a zombie, has none; its live threads share one table).
+bool EachDescriptorOfProcess(
+    pid_t pid, dev_t dev, ino_t ino,
+    const std::function<bool(const std::string& proc_dir, pid_t holder, const std::string& fd)>& each) {
+  const std::string proc_dir = fmt::format("/proc/{}", pid);
+  bool any = false;
+  if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(proc_dir, pid, fd); }, &any))
+    return true;
+  if (any) return false;
+  DIR* tasks = opendir((proc_dir + "/task").c_str());
+  if (tasks == nullptr) return false;
+  bool done = false;
+  while (dirent* e = readdir(tasks)) {
+    const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (tid <= 0 || tid == pid) continue;
+    const std::string task_dir = fmt::format("{}/task/{}", proc_dir, tid);
+    done = EachDescriptorOf(task_dir, dev, ino, [&](const std::string& fd) { return each(task_dir, tid, fd); }, &any);
+    if (done || any) break;  // (one live thread's table is the process's)
+  }
+  closedir(tasks);
   return done;
 }
 
@@ -86,10 +116,10 @@ void EachProcess(const std::function<bool(pid_t)>& each) {
 // the locks of the description behind each); whether there was one.
 bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, std::vector<KernelLock>* out) {
   bool found = false;
-  EachDescriptorOf(pid, dev, ino, [&](const std::string& fd) {
-    for (const LockLine& lock : LocksOfDescriptor(pid, fd)) {
+  EachDescriptorOfProcess(pid, dev, ino, [&](const std::string& proc_dir, pid_t holder, const std::string& fd) {
+    for (const LockLine& lock : LocksOfDescriptor(proc_dir, fd)) {
       if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
-      out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end});
+      out->push_back(KernelLock{holder, std::atoi(fd.c_str()), lock.write, lock.start, lock.end, holder != pid});
       found = true;
     }
     return false;
@@ -111,7 +141,7 @@ std::string KernelDeviceId(const std::string& path, uint64_t probe_offset) {
   struct stat st;
   if (fstat(fd, &st) == 0 && fcntl(fd, F_OFD_SETLK, &probe) == 0) {
     const std::string tail = fmt::format(":{}", st.st_ino);
-    for (const LockLine& lock : LocksOfDescriptor(getpid(), std::to_string(fd)))
+    for (const LockLine& lock : LocksOfDescriptor("/proc/self", std::to_string(fd)))
       if (lock.kind == "OFDLCK" && lock.start == probe_offset && lock.file_id.size() > tail.size() &&
           lock.file_id.compare(lock.file_id.size() - tail.size(), tail.size(), tail) == 0)
         id = lock.file_id.substr(0, lock.file_id.size() - tail.size());
@@ -156,9 +186,9 @@ namespace {
 // leads to; "" for none.
 std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view) {
   std::string found;
-  EachDescriptorOf(pid, dev, ino, [&](const std::string& fd) {
+  EachDescriptorOfProcess(pid, dev, ino, [&](const std::string& proc_dir, pid_t, const std::string& fd) {
     char link[4096];
-    const ssize_t n = readlink(fmt::format("/proc/{}/fd/{}", pid, fd).c_str(), link, sizeof link - 1);
+    const ssize_t n = readlink(fmt::format("{}/fd/{}", proc_dir, fd).c_str(), link, sizeof link - 1);
     if (n <= 0) return false;
     const std::string name(link, static_cast<size_t>(n));
     if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/')

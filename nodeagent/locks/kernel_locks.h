@@ -4,6 +4,8 @@
 // agent to find those its predecessor's leases left.
 #pragma once
 
+#include <fcntl.h>
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -20,7 +22,15 @@ struct KernelLock {
   bool write = false;
   uint64_t start = 0;
   uint64_t end = 0;       // exclusive; UINT64_MAX: to the end
+  // FLOCK: pid is a thread's id, not its process's (whose main thread ended
+  // with pthread_exit while others go on: the leader, a zombie, has no
+  // descriptors); pidfd_open takes it with kPidfdThread.
+  bool thread = false;
 };
+
+// pidfd_open's PIDFD_THREAD (Linux 6.9; Debian 12's headers predate it): a
+// pidfd of one thread. Older kernels refuse it (EINVAL).
+inline constexpr unsigned kPidfdThread = O_EXCL;
 
 // The granted locks on the file (dev, ino) from this pid namespace: flock's
 // (each description once, with a descriptor of it) or POSIX ones (OFD locks

@@ -1048,7 +1048,7 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
     if (!flock) {
       std::lock_guard lock(mu_);
       err = PosixOwnerLocked(k.pid, uid, &key);
-    } else if (int pidfd = static_cast<int>(syscall(SYS_pidfd_open, k.pid, 0)); pidfd >= 0) {
+    } else if (int pidfd = static_cast<int>(syscall(SYS_pidfd_open, k.pid, k.thread ? kPidfdThread : 0u)); pidfd >= 0) {
       int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, k.fd, 0));
       const int getfd_err = errno;
       close(pidfd);

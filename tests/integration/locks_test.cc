@@ -556,6 +556,81 @@ print(', '.join(said))
   }
 }
 
+// A program whose main thread ended (pthread_exit) while another thread
+// goes on still holds its flock lock: the kernel names the main thread's
+// process, a zombie with no descriptors, and the live thread has them. A
+// restarted agent, also the file's home, finds the lock there and makes it
+// the cluster's: the other node is refused, also after the home's grace.
+TEST_F(LocksTest, AFlockOfAProgramWhoseMainThreadEndedOutlivesARestartOfItsAgent) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
+  std::string name;
+  for (int i = 0; name.empty(); ++i)
+    if (LockHome::HomeOf(fmt::format("cluster/thread{}", i), nodes) == nodes[0]) name = fmt::format("thread{}", i);
+  const std::string path = "/cluster/" + name, held = dir_ / "thread.held";
+  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
+  ASSERT_TRUE(Reads(*b, path, "x\n"));
+  std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
+  const std::string holder = R"(
+import ctypes, fcntl, os, sys, threading, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+threading.Thread(target=lambda: time.sleep(600)).start()
+open(sys.argv[2], 'w').write(str(os.getpid()))
+ctypes.CDLL(None).pthread_exit(None)
+)";
+  RunResult holder_run;
+  std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, path, held}, On(*a)); });
+  const std::string said = Await(held);
+  if (said.empty()) {
+    holding.join();
+    FAIL() << holder_run.err;
+  }
+  const pid_t holder_pid = std::stoi(said);
+  struct EndHolder {
+    pid_t pid;
+    std::thread& thread;
+    ~EndHolder() {
+      kill(pid, SIGKILL);
+      thread.join();
+    }
+  } end_holder{holder_pid, holding};
+  // Its main thread is gone: the leader is a zombie, with no descriptors.
+  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::is_empty(fmt::format("/proc/{}/fd", holder_pid)); }, seconds(5),
+                        "the main thread ended"));
+  const std::string try_lock = R"(
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print('granted')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+)";
+  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
+  a->Stop(SIGKILL);
+  ASSERT_TRUE(a->Start());
+  RunResult first;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        first = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
+        return ::testing::AssertionResult(first.out != "ENOLCK\n") << first.out << first.err;
+      },
+      seconds(15), "b's try answered"));
+  EXPECT_EQ(first.out, "EAGAIN\n") << first.err;
+  std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
+  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
+  // Its end (SIGKILL) frees the lock for b.
+  kill(holder_pid, SIGKILL);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
+        return ::testing::AssertionResult(r.out == "granted\n") << r.out << r.err;
+      },
+      seconds(10), "b's lock once the program ended"));
+}
+
 // A node's agent stopped (SIGSTOP) for longer than the others wait before
 // declaring it dead: they drop its lease, and another node's program takes
 // the lock. When the agent goes on, its leases have lapsed (its beat saw
