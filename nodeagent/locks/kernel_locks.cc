@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,6 +13,8 @@
 #include <limits>
 #include <set>
 #include <sstream>
+
+#include "nodeagent/process/proc_table.h"
 
 namespace onebox {
 
@@ -88,7 +91,7 @@ bool EachDescriptorOfProcess(
   bool any = false;
   if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(proc_dir, pid, fd); }, &any))
     return true;
-  if (any) return false;
+  if (any || !IsExiting(pid)) return false;  // (a kernel thread has none either)
   DIR* tasks = opendir((proc_dir + "/task").c_str());
   if (tasks == nullptr) return false;
   bool done = false;
@@ -119,7 +122,7 @@ bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, s
   EachDescriptorOfProcess(pid, dev, ino, [&](const std::string& proc_dir, pid_t holder, const std::string& fd) {
     for (const LockLine& lock : LocksOfDescriptor(proc_dir, fd)) {
       if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
-      out->push_back(KernelLock{holder, std::atoi(fd.c_str()), lock.write, lock.start, lock.end, holder != pid});
+      out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end, holder != pid ? holder : 0});
       found = true;
     }
     return false;
@@ -128,6 +131,39 @@ bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, s
 }
 
 }  // namespace
+
+int CopyLockDescriptor(const KernelLock& k, int* err) {
+  // pidfd_open's PIDFD_THREAD (Debian 12's headers predate it): a pidfd of
+  // one thread. Older kernels refuse it (EINVAL).
+  constexpr unsigned kPidfdThread = O_EXCL;
+  std::vector<pid_t> from{k.tid != 0 ? k.tid : k.pid};
+  if (k.tid != 0) {  // that thread may have ended since: any other live one shares the table
+    if (DIR* tasks = opendir(fmt::format("/proc/{}/task", k.pid).c_str())) {
+      while (dirent* e = readdir(tasks))
+        if (const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name)); tid > 0 && tid != k.pid && tid != k.tid)
+          from.push_back(tid);
+      closedir(tasks);
+    }
+  }
+  bool all_exiting = true;
+  int last = ENOLCK;
+  for (pid_t id : from) {
+    const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, id, k.tid != 0 ? kPidfdThread : 0u));
+    if (pidfd < 0) {
+      if (errno != ESRCH) all_exiting = false, last = errno;
+      continue;
+    }
+    const int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, k.fd, 0));
+    const int copy_err = errno;
+    close(pidfd);
+    if (copy >= 0) return copy;
+    // A zombie has no descriptors, nor has a task past PF_EXITING. A live
+    // one whose descriptor is gone may have moved it (dup2 and close).
+    if (copy_err != ESRCH && !(copy_err == EBADF && IsExiting(id))) all_exiting = false, last = copy_err;
+  }
+  *err = all_exiting ? ESRCH : last;
+  return -1;
+}
 
 std::string KernelDeviceId(const std::string& path, uint64_t probe_offset) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);

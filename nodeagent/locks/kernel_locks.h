@@ -22,15 +22,17 @@ struct KernelLock {
   bool write = false;
   uint64_t start = 0;
   uint64_t end = 0;       // exclusive; UINT64_MAX: to the end
-  // FLOCK: pid is a thread's id, not its process's (whose main thread ended
-  // with pthread_exit while others go on: the leader, a zombie, has no
-  // descriptors); pidfd_open takes it with kPidfdThread.
-  bool thread = false;
+  // FLOCK: the thread whose /proc directory lists fd, when not the process's
+  // own (its main thread ended with pthread_exit while others go on: the
+  // leader, a zombie, has no descriptors); 0 otherwise.
+  pid_t tid = 0;
 };
 
-// pidfd_open's PIDFD_THREAD (Linux 6.9; Debian 12's headers predate it): a
-// pidfd of one thread. Older kernels refuse it (EINVAL).
-inline constexpr unsigned kPidfdThread = O_EXCL;
+// A copy, in this process, of the descriptor a FLOCK lock names (through
+// pidfd_getfd; from any live thread of its process when k.tid is set, with
+// PIDFD_THREAD, Linux 6.9 or later). -1 and *err when there is none: ESRCH
+// when its process is gone or exiting (it holds nothing), else why not.
+int CopyLockDescriptor(const KernelLock& k, int* err);
 
 // The granted locks on the file (dev, ino) from this pid namespace: flock's
 // (each description once, with a descriptor of it) or POSIX ones (OFD locks

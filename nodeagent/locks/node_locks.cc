@@ -1048,22 +1048,17 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
     if (!flock) {
       std::lock_guard lock(mu_);
       err = PosixOwnerLocked(k.pid, uid, &key);
-    } else if (int pidfd = static_cast<int>(syscall(SYS_pidfd_open, k.pid, k.thread ? kPidfdThread : 0u)); pidfd >= 0) {
-      int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, k.fd, 0));
-      const int getfd_err = errno;
-      close(pidfd);
+    } else {
+      int copy_err = ENOLCK;
+      const int copy = CopyLockDescriptor(k, &copy_err);
       struct stat file;
       if (copy >= 0 && fstat(copy, &file) == 0 && file.st_dev == st.st_dev && file.st_ino == st.st_ino) {
         std::lock_guard lock(mu_);
         err = OfdOwnerLocked(copy, k.pid, uid, file, &key);
-      } else if (copy >= 0) {
-        err = ESRCH;  // the descriptor is another file's now: the process let this one go
-      } else if (getfd_err == ESRCH || (getfd_err == EBADF && IsExiting(k.pid))) {
-        // Its process is exiting (a zombie has no descriptors): a child that
-        // inherited the holder's descriptor, such as a shell's sleep, ends
-        // so. Any other holder of the description has its own line. (A live
-        // process whose descriptor is gone may have moved it, dup2 and
-        // close: not converted, and the lease stays.)
+      } else if (copy >= 0 || copy_err == ESRCH) {
+        // The descriptor is another file's now, or its process is exiting
+        // (a shell's sleep that inherited it ends so): it holds nothing
+        // here. Any other holder of the description has its own line.
         err = ESRCH;
       }
       if (copy >= 0) close(copy);
