@@ -1066,7 +1066,8 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
     if (err != 0) {
       if (err == ESRCH || (kill(k.pid, 0) != 0 && errno == ESRCH)) continue;  // its process is gone, and its lock
       spdlog::error("locks: /{}: the lock process {} holds under this node's lease cannot be made the cluster's "
-                    "({}): the lease stays with the home until it is gone",
+                    "({}): the lease stays with the home, if it still holds it (not after the home's restart), until a later "
+                    "return finds the lock gone",
                     path, k.pid, strerror(err));
       unconverted = true;
       continue;
