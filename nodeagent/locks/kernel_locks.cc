@@ -80,6 +80,17 @@ bool EachDescriptorOf(const std::string& proc_dir, dev_t dev, ino_t ino,
   return done;
 }
 
+// The threads of process pid other than its main one (/proc/PID/task).
+std::vector<pid_t> OtherThreadsOf(pid_t pid) {
+  std::vector<pid_t> tids;
+  if (DIR* tasks = opendir(fmt::format("/proc/{}/task", pid).c_str())) {
+    while (dirent* e = readdir(tasks))
+      if (const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name)); tid > 0 && tid != pid) tids.push_back(tid);
+    closedir(tasks);
+  }
+  return tids;
+}
+
 // As EachDescriptorOf, for process pid's descriptors: each(proc_dir, holder,
 // fd), holder the process, or the thread whose /proc directory has them (a
 // process whose main thread ended with pthread_exit while others go on: the
@@ -92,18 +103,13 @@ bool EachDescriptorOfProcess(
   if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(proc_dir, pid, fd); }, &any))
     return true;
   if (any || !IsExiting(pid)) return false;  // (a kernel thread has none either)
-  DIR* tasks = opendir((proc_dir + "/task").c_str());
-  if (tasks == nullptr) return false;
-  bool done = false;
-  while (dirent* e = readdir(tasks)) {
-    const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name));
-    if (tid <= 0 || tid == pid) continue;
+  for (pid_t tid : OtherThreadsOf(pid)) {
     const std::string task_dir = fmt::format("{}/task/{}", proc_dir, tid);
-    done = EachDescriptorOf(task_dir, dev, ino, [&](const std::string& fd) { return each(task_dir, tid, fd); }, &any);
-    if (done || any) break;  // (one live thread's table is the process's)
+    if (EachDescriptorOf(task_dir, dev, ino, [&](const std::string& fd) { return each(task_dir, tid, fd); }, &any))
+      return true;
+    if (any) break;  // (one live thread's table is the process's)
   }
-  closedir(tasks);
-  return done;
+  return false;
 }
 
 // Calls each(pid) for every process, until it returns true.
@@ -137,14 +143,9 @@ int CopyLockDescriptor(const KernelLock& k, int* err) {
   // one thread. Older kernels refuse it (EINVAL).
   constexpr unsigned kPidfdThread = O_EXCL;
   std::vector<pid_t> from{k.tid != 0 ? k.tid : k.pid};
-  if (k.tid != 0) {  // that thread may have ended since: any other live one shares the table
-    if (DIR* tasks = opendir(fmt::format("/proc/{}/task", k.pid).c_str())) {
-      while (dirent* e = readdir(tasks))
-        if (const pid_t tid = static_cast<pid_t>(std::atoi(e->d_name)); tid > 0 && tid != k.pid && tid != k.tid)
-          from.push_back(tid);
-      closedir(tasks);
-    }
-  }
+  if (k.tid != 0)  // that thread may have ended since: any other live one shares the table
+    for (pid_t tid : OtherThreadsOf(k.pid))
+      if (tid != k.tid) from.push_back(tid);
   bool all_exiting = true;
   int last = ENOLCK;
   for (pid_t id : from) {

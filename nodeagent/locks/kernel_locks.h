@@ -4,8 +4,6 @@
 // agent to find those its predecessor's leases left.
 #pragma once
 
-#include <fcntl.h>
-
 #include <sys/types.h>
 
 #include <cstdint>
