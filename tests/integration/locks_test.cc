@@ -55,6 +55,21 @@ class LocksTest : public ClusterTest {
   }
   // The locks the kernel holds for process pid, from /proc/locks: "POSIX
   // WRITE 0 9", "FLOCK READ 0 EOF".
+  // A python program that tries call ("flock" or "lockf") exclusive and
+  // without waiting on the file argv[1] names, and prints "granted" or the
+  // errno's name.
+  static std::string TryLockScript(const std::string& call) {
+    return fmt::format(R"(
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.{}(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print('granted')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+)",
+                       call);
+  }
   static std::vector<std::string> KernelLocksOf(pid_t pid) {
     std::vector<std::string> out;
     std::ifstream in("/proc/locks");
@@ -601,15 +616,7 @@ ctypes.CDLL(None).pthread_exit(None)
   // Its main thread is gone: the leader is a zombie, with no descriptors.
   ASSERT_TRUE(WaitUntil([&] { return std::filesystem::is_empty(fmt::format("/proc/{}/fd", holder_pid)); }, seconds(5),
                         "the main thread ended"));
-  const std::string try_lock = R"(
-import errno, fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR)
-try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    print('granted')
-except OSError as e:
-    print(errno.errorcode[e.errno])
-)";
+  const std::string try_lock = TryLockScript("flock");
   EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
   a->Stop(SIGKILL);
   ASSERT_TRUE(a->Start());
@@ -659,15 +666,7 @@ TEST_F(LocksTest, ALeaseOfAnAgentThatWasStoppedLongerThanTheOthersWaitIsOverWhen
     ASSERT_TRUE(Reads(*b, path, "x\n"));
   }
   std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
-  const std::string try_lock = R"(
-import errno, fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR)
-try:
-    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    print('granted')
-except OSError as e:
-    print(errno.errorcode[e.errno])
-)";
+  const std::string try_lock = TryLockScript("lockf");
   // a's program locks and unlocks each: a keeps the leases.
   for (const std::string& path : paths)
     ASSERT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*a)).out, "granted\n");
