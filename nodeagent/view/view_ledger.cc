@@ -18,6 +18,24 @@ namespace onebox {
 
 namespace {
 
+// The names strictly below path in a map or set ordered by name: from "a/b/"
+// up to "a/b0" ('0' follows '/'). Siblings such as "a/b-x" and "a/b.c" sort
+// between "a/b" and "a/b/": path itself is not in the range.
+template <typename Ordered>
+auto Below(Ordered& names, const std::string& path) {
+  return std::pair(names.lower_bound(path + '/'), names.lower_bound(path + '0'));
+}
+
+// Erases path and every name below it; how many.
+template <typename Ordered>
+size_t EraseTree(Ordered& names, const std::string& path) {
+  const size_t before = names.size();
+  auto [first, last] = Below(names, path);
+  names.erase(first, last);
+  names.erase(path);
+  return before - names.size();
+}
+
 // Every file the materializer places carries its path, inode number, size,
 // mtime and version as placed. A file that still matches was changed by nobody since,
 // whatever its ctime says: after a restart (the in-memory ledger is gone) it
@@ -85,15 +103,38 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
 
 void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place) {
   std::lock_guard lock(mu_);
-  left_[path] = {FileLook::Of(st), /*by_materializer=*/true, version, in_place};
+  LeaveLocked(path, {FileLook::Of(st), /*by_materializer=*/true, version, in_place});
   removed_.erase(path);
+}
+
+void ViewLedger::LeaveLocked(const std::string& path, LeftAs left) {
+  auto [it, added] = left_.try_emplace(path, left);
+  if (!added) {
+    if (it->second.look.ino == left.look.ino) {
+      it->second = left;
+      return;
+    }
+    ForgetLeftLocked(it);
+    left_.emplace(path, left);
+  }
+  if (left.look.ino != 0) names_of_ino_.emplace(left.look.ino, path);
+}
+
+void ViewLedger::ForgetLeftLocked(LeftMap::iterator it) {
+  auto [first, last] = names_of_ino_.equal_range(it->second.look.ino);
+  for (auto name = first; name != last; ++name)
+    if (name->second == it->first) {
+      names_of_ino_.erase(name);
+      break;
+    }
+  left_.erase(it);
 }
 
 std::vector<std::string> ViewLedger::NamesLastSeenAs(ino_t ino) {
   std::lock_guard lock(mu_);
   std::vector<std::string> names;
-  for (const auto& [path, left] : left_)
-    if (left.look.ino == ino) names.push_back(path);
+  auto [first, last] = names_of_ino_.equal_range(ino);
+  for (auto it = first; it != last; ++it) names.push_back(it->second);
   return names;
 }
 
@@ -114,7 +155,7 @@ void ViewLedger::Relooked(const std::string& path, int fd, const struct stat& st
 
 void ViewLedger::NotPlaced(const std::string& path) {
   std::lock_guard lock(mu_);
-  left_.erase(path);
+  if (auto it = left_.find(path); it != left_.end()) ForgetLeftLocked(it);
   removed_.erase(path);  // it showed a version, and a program's change
 }
 
@@ -213,13 +254,13 @@ void ViewLedger::ForgetOurRemovals() {
 
 void ViewLedger::Recorded(const std::string& path, const struct stat& st, const Version& version) {
   std::lock_guard lock(mu_);
-  left_[path] = {FileLook::Of(st), /*by_materializer=*/false, version};
+  LeaveLocked(path, {FileLook::Of(st), /*by_materializer=*/false, version});
   removed_.erase(path);
 }
 
 void ViewLedger::RecordedButChanged(const std::string& path, const Version& version) {
   std::lock_guard lock(mu_);
-  left_[path] = {FileLook{}, /*by_materializer=*/false, version};  // (no entry has inode 0)
+  LeaveLocked(path, {FileLook{}, /*by_materializer=*/false, version});  // (no file has inode 0)
   removed_.erase(path);
 }
 
@@ -230,12 +271,12 @@ void ViewLedger::Gone(const std::string& path) {
 
 void ViewLedger::GoneLocked(const std::string& path, bool removals_too) {
   // The path and everything below it (a directory moved or removed).
-  std::string below = path + "/";
-  auto under = [&](const std::string& k) { return k == path || k.compare(0, below.size(), below) == 0; };
-  std::erase_if(left_, [&](const auto& kv) { return under(kv.first); });
-  std::erase_if(placeholders_, [&](const auto& kv) { return under(kv.first); });
-  if (removals_too) std::erase_if(removed_, [&](const auto& kv) { return under(kv.first); });
-  if (std::erase_if(stubs_, under) > 0) page_.stubs.store(stubs_.size());
+  auto [first, last] = Below(left_, path);
+  while (first != last) ForgetLeftLocked(first++);
+  if (auto it = left_.find(path); it != left_.end()) ForgetLeftLocked(it);
+  EraseTree(placeholders_, path);
+  if (removals_too) EraseTree(removed_, path);
+  if (EraseTree(stubs_, path) > 0) page_.stubs.store(stubs_.size());
 }
 
 bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed,

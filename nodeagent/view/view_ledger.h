@@ -18,12 +18,13 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
-#include <chrono>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "consistency/store.h"
@@ -210,6 +211,10 @@ class ViewLedger {
     bool in_place = false;  // written into the file programs hold (ViewMaterializer::OverwriteInPlace)
   };
   void SetStubLocked(const std::string& path, bool stub);
+  // left_ and names_of_ino_ change together, through these only.
+  using LeftMap = std::map<std::string, LeftAs>;
+  void LeaveLocked(const std::string& path, LeftAs left);
+  void ForgetLeftLocked(LeftMap::iterator it);
   // Gone's work; removals_too: the materializer's removals noted below path as well.
   void GoneLocked(const std::string& path, bool removals_too);
   // A file of several names whose placement mark names another of them
@@ -235,7 +240,13 @@ class ViewLedger {
   StatePage& page_;
   std::recursive_mutex view_mu_;
   std::mutex mu_;  // the sets below
-  std::unordered_map<std::string, LeftAs> left_;
+  // The sets of names are ordered, so that a directory's entries are one
+  // range (GoneLocked: a removal of one name out of a million entries looks
+  // at that name's, not at every entry).
+  LeftMap left_;
+  // left_'s names by the inode number they were left with (none for 0), for
+  // NamesLastSeenAs.
+  std::unordered_multimap<ino_t, std::string> names_of_ino_;
   // Names the materializer removed (RemovedOurs) and that showed nothing
   // since: the tombstone's version, and when (for the sweep that bounds the
   // map, once it holds removed_sweep_at_ names).
@@ -243,15 +254,15 @@ class ViewLedger {
     Version tombstone;
     std::chrono::steady_clock::time_point when;
   };
-  std::unordered_map<std::string, RemovedAs> removed_;
+  std::map<std::string, RemovedAs> removed_;
   static constexpr size_t kRemovedSweepAt = 4096;  // at least
   size_t removed_sweep_at_ = kRemovedSweepAt;
-  std::unordered_set<std::string> stubs_;
+  std::set<std::string> stubs_;
   struct MadeAs {
     FileLook look;
     v1::Inode xattrs;
   };
-  std::unordered_map<std::string, MadeAs> placeholders_;
+  std::map<std::string, MadeAs> placeholders_;
 };
 
 }  // namespace onebox

@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -87,6 +88,63 @@ TEST(ViewRecorderEvents, ACreateOrStampBesideACloseOfTheSameFileIsCoveredByIt) {
 // removed for a peer's tombstone: a version newer than the tombstone was
 // never shown here (a look at the name that finds it gone, read late, must
 // not remove the peer's newer file: it once did, in ViewConvergenceTest).
+TEST(ViewLedgerTree, AGoneDirectoryTakesEveryNameBelowItAndNoSiblingThatSharesItsPrefix) {
+  InProcessCluster cluster{1};
+  TempDir dir;
+  StatePage page{};
+  ViewLedger ledger{*cluster.node(0).store, page};
+  struct stat st;
+  ASSERT_EQ(stat(dir.path().c_str(), &st), 0);
+  const Version v{100, 0x2c9d};
+  const std::vector<std::string> below = {"cluster/a/b", "cluster/a/b/c", "cluster/a/b/d", "cluster/a/b/d/e"};
+  // Siblings that sort between "a/b" and "a/b/", or right after the tree.
+  const std::vector<std::string> beside = {"cluster/a", "cluster/a/b-x", "cluster/a/b.c", "cluster/a/b0",
+                                           "cluster/a/bc", "cluster/a/a"};
+  for (const std::string& p : below) ledger.Placed(p, st, v);
+  for (const std::string& p : beside) ledger.Placed(p, st, v);
+  ledger.SetStub("cluster/a/b/d/e", true);
+  ledger.SetStub("cluster/a/b0", true);
+  ASSERT_EQ(page.stubs.load(), 2u);
+  ledger.Gone("cluster/a/b");
+  for (const std::string& p : below) EXPECT_FALSE(ledger.SeenInView(p)) << p;
+  for (const std::string& p : beside) EXPECT_TRUE(ledger.SeenInView(p)) << p;
+  EXPECT_EQ(page.stubs.load(), 1u);
+  EXPECT_EQ(ledger.NamesLastSeenAs(st.st_ino).size(), beside.size());
+}
+
+TEST(ViewLedgerTree, TheNamesOfAnInodeAreThoseLastSeenWithIt) {
+  InProcessCluster cluster{1};
+  TempDir dir;
+  StatePage page{};
+  ViewLedger ledger{*cluster.node(0).store, page};
+  ASSERT_EQ(close(open((dir / "f").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+  ASSERT_EQ(link((dir / "f").c_str(), (dir / "g").c_str()), 0);
+  ASSERT_EQ(close(open((dir / "other").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+  struct stat linked, other;
+  ASSERT_EQ(stat((dir / "f").c_str(), &linked), 0);
+  ASSERT_EQ(stat((dir / "other").c_str(), &other), 0);
+  const Version v{100, 0x2c9d};
+  auto names = [&](ino_t ino) {
+    std::vector<std::string> n = ledger.NamesLastSeenAs(ino);
+    std::sort(n.begin(), n.end());
+    return n;
+  };
+  ledger.Placed("cluster/f", linked, v);
+  ledger.Recorded("cluster/g", linked, v);
+  ledger.Placed("cluster/h", linked, v);
+  ledger.Placed("cluster/h", linked, Version{200, 0x2c9d});  // again, same file: one name
+  EXPECT_EQ(names(linked.st_ino), (std::vector<std::string>{"cluster/f", "cluster/g", "cluster/h"}));
+  ledger.Placed("cluster/h", other, v);  // the name now shows another file
+  ledger.NotPlaced("cluster/g");
+  EXPECT_EQ(names(linked.st_ino), (std::vector<std::string>{"cluster/f"}));
+  EXPECT_EQ(names(other.st_ino), (std::vector<std::string>{"cluster/h"}));
+  ledger.RecordedButChanged("cluster/h", v);  // its look unknown: no inode
+  ledger.Gone("cluster/f");
+  EXPECT_TRUE(names(linked.st_ino).empty());
+  EXPECT_TRUE(names(other.st_ino).empty());
+  EXPECT_TRUE(ledger.SeenInView("cluster/h"));
+}
+
 TEST(ViewLedgerRemovals, ANameTheMaterializerRemovedShowedNoVersionNewerThanItsTombstone) {
   InProcessCluster cluster{1};
   TempDir dir;
