@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
@@ -23,6 +25,12 @@ constexpr int64_t kIdleNs = 500'000'000;        // RecordWhenIdle: unchanged thi
 constexpr int64_t kForgetNs = 60'000'000'000;   // not seen growing for this long: forget the file
 constexpr auto kTick = std::chrono::milliseconds(20);
 constexpr int64_t kTickNs = std::chrono::nanoseconds(kTick).count();
+// A file found unchanged is looked at again after twice as long as the last
+// time, up to this: a name nothing writes (a hard link, git's object linked
+// from its temporary file, a file held open and idle) costs about 15 looks in
+// its minute here instead of one every tick (3,000). Growing again, it is
+// looked at every tick.
+constexpr int64_t kLookEveryAtMostNs = 10'000'000'000;
 constexpr size_t kChunksPerRound = 8;  // then the next file gets its turn
 
 int64_t NowNs() {
@@ -60,20 +68,29 @@ void ChunkPrehasher::Stop() {
 
 void ChunkPrehasher::Written(const std::string& path) {
   std::lock_guard lock(mu_);
-  bool idle = growing_.empty();  // else the thread looks again within kTick anyway
-  Growing& g = growing_[path];
-  g.last_event_ns = NowNs();
-  if (g.first_event_ns == 0) g.first_event_ns = g.last_event_ns;
-  if (idle) cv_.notify_all();
+  FollowLocked(path);
 }
 
 void ChunkPrehasher::RecordWhenIdle(const std::string& path) {
   std::lock_guard lock(mu_);
-  bool idle = growing_.empty();
+  FollowLocked(path).record_when_idle = true;
+}
+
+ChunkPrehasher::Growing& ChunkPrehasher::FollowLocked(const std::string& path) {
   Growing& g = growing_[path];
-  g.last_event_ns = NowNs();
-  g.record_when_idle = true;
-  if (idle) cv_.notify_all();
+  const int64_t now = NowNs();
+  g.last_event_ns = now;
+  // Most files are closed within moments of their creation: not worth a look before a tick.
+  g.look_every_ns = kTickNs;
+  g.next_look_ns = now + kTickNs;
+  if (g.next_look_ns < wake_at_ns_) cv_.notify_all();
+  return g;
+}
+
+int64_t ChunkPrehasher::NextLookLocked() const {
+  int64_t next = INT64_MAX;
+  for (const auto& [path, g] : growing_) next = std::min(next, g.next_look_ns);
+  return next;
 }
 
 std::vector<std::string> ChunkPrehasher::TakeIdle() {
@@ -184,20 +201,23 @@ void ChunkPrehasher::Loop() {
       lock.lock();
     }
     if (stop_) break;
-    if (growing_.empty())
-      cv_.wait(lock);
-    else if (!progress)  // nothing new last round: look again a little later
-      cv_.wait_for(lock, kTick);
+    if (!progress) {  // nothing new last round: sleep until a file is due for a look (or one comes)
+      wake_at_ns_ = NextLookLocked();
+      if (wake_at_ns_ == INT64_MAX) cv_.wait(lock);
+      else cv_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(0, wake_at_ns_ - NowNs())));
+      wake_at_ns_ = 0;
+    }
     if (stop_ || !keep_.empty()) continue;
     progress = false;
+    // Those due within the next tick too: one wake for files made together.
+    const int64_t due_by = NowNs() + kTickNs;
     std::vector<std::string> paths;
-    for (auto& [path, g] : growing_) paths.push_back(path);
+    for (auto& [path, g] : growing_)
+      if (g.next_look_ns <= due_by) paths.push_back(path);
     for (const std::string& path : paths) {
       if (stop_ || !keep_.empty()) break;
       auto it = growing_.find(path);
       if (it == growing_.end() || path == taking_) continue;  // taken, or being taken
-      // Most files are closed within moments of their first write: not worth a look.
-      if (!it->second.record_when_idle && NowNs() - it->second.first_event_ns < kTickNs) continue;
       if (!it->second.record_when_idle && NowNs() - it->second.last_event_ns > kForgetNs) {
         growing_.erase(it);
         continue;
@@ -240,25 +260,30 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
       return false;
     }
     Growing& g = it->second;
+    const int64_t now = NowNs();
+    ++looks_;
     if (g.ino != st.st_ino) {
       g.ino = st.st_ino;
       g.ahead.clear();
     }
-    if (st.st_size != g.last_size) {  // still growing: not forgotten
+    bool changed = st.st_size != g.last_size;
+    if (changed) {  // still growing: not forgotten
       g.last_size = st.st_size;
-      g.last_event_ns = NowNs();
+      g.last_event_ns = now;
     }
     if (g.record_when_idle) {
       FileLook look = FileLook::Of(st);
-      int64_t now = NowNs();
       if (!g.seen || !g.seen->SameContent(look)) {
         g.seen = look;
         g.unchanged_since_ns = now;
+        changed = true;
       } else if (now - g.unchanged_since_ns >= kIdleNs) {
         close(fd);
         return true;
       }
     }
+    g.look_every_ns = changed ? kTickNs : std::min(2 * g.look_every_ns, kLookEveryAtMostNs);
+    g.next_look_ns = now + g.look_every_ns;
     next = g.ahead.size();
   }
   uint64_t whole = static_cast<uint64_t>(st.st_size) / kChunkBytes;
@@ -273,6 +298,7 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
     auto it = growing_.find(path);
     if (it == growing_.end() || it->second.ino != st.st_ino || it->second.ahead.size() != i) break;
     it->second.ahead.push_back(std::move(a));
+    it->second.next_look_ns = 0;  // more may be whole already: looked at again at once
     *progress = true;
     if (taking_ == path) break;
   }

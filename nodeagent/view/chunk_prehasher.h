@@ -1,7 +1,8 @@
 // Hashes a big file's chunks while a program is still writing it. The recorder
 // reports every file created in the view (inotify IN_CREATE); a thread of its
-// own looks at each every 20 ms until its close, reads each whole chunk that
-// has appeared since, hashes it (SHA-256),
+// own looks at each every 20 ms while it grows (less and less often while it
+// does not: a name no program writes gets no close) until its close, reads
+// each whole chunk that has appeared since, hashes it (SHA-256),
 // and keeps its digest with a fast check of its bytes (XXH3-128, keyed with a
 // secret of this agent). When the last writer closes the file, the recorder
 // reads it once more and takes a chunk's digest as is when its check still
@@ -22,6 +23,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -64,8 +66,10 @@ class ChunkPrehasher {
   // What was hashed ahead for the file now at path (inode ino), by chunk
   // index from 0, and forgets the path. Waits for a chunk being hashed.
   std::vector<Ahead> Take(const std::string& path, ino_t ino);
-  // How many chunks of path are hashed ahead so far (for tests).
+  // How many chunks of path are hashed ahead so far, and how many looks at
+  // files the thread took in all (for tests).
   size_t AheadOf(const std::string& path);
+  uint64_t looks() const { return looks_.load(); }
   // The digest and check of bytes.
   Ahead Hash(const char* bytes, size_t n) const;
   // Whether bytes are what `ahead` was hashed from (with this agent's key).
@@ -87,13 +91,19 @@ class ChunkPrehasher {
   struct Growing {
     ino_t ino = 0;
     std::vector<Ahead> ahead;
-    int64_t first_event_ns = 0;  // a file closed within kTick of its first write is never looked at
-    int64_t last_event_ns = 0;  // or the last time it was seen growing
+    int64_t next_look_ns = 0;   // steady clock; a file closed within kTick of its creation is never looked at
+    int64_t look_every_ns = 0;  // doubled at each look that finds it unchanged
+    int64_t last_event_ns = 0;  // its creation, or the last time it was seen growing
     off_t last_size = -1;
     bool record_when_idle = false;
     std::optional<FileLook> seen;  // for record_when_idle: what the last look found
     int64_t unchanged_since_ns = 0;
   };
+  // Follows path from now (its first look a tick away), waking the thread if
+  // it sleeps past that.
+  Growing& FollowLocked(const std::string& path);
+  // When the first file followed is due for a look (INT64_MAX: none).
+  int64_t NextLookLocked() const;
   void Loop();
   struct KeepJob {
     std::string path;
@@ -124,6 +134,8 @@ class ChunkPrehasher {
   std::vector<std::string> idle_;  // for TakeIdle
   // By digest; one digest may wait in several files (a copy, a rename).
   std::unordered_multimap<std::string, PendingChunk> pending_;
+  int64_t wake_at_ns_ = 0;  // while the thread sleeps: when it wakes (INT64_MAX: when told)
+  std::atomic<uint64_t> looks_{0};
   std::string busy_;    // the path whose chunk the thread is hashing now
   std::string taking_;  // the path Take waits for
   bool stop_ = false;

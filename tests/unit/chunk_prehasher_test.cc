@@ -119,6 +119,24 @@ TEST_F(PrehasherTest, KeepStoresOnlyTheChunksTheFileStillHolds) {
   close(fd);
 }
 
+TEST_F(PrehasherTest, AFileThatStopsGrowingIsLookedAtLessAndLessOftenUntilItGrowsAgain) {
+  // A name no program writes (a hard link's): no close will take it.
+  int fd = open(Path("still").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, "abc", 3), 3);
+  prehasher_->Written("still");
+  std::this_thread::sleep_for(1500ms);
+  // Every 20 ms that would be 75 looks; backing off, about 7.
+  EXPECT_GE(prehasher_->looks(), 3u);
+  EXPECT_LE(prehasher_->looks(), 12u);
+  // It grows big after all: its chunks are hashed ahead, within the longest wait.
+  const std::string content = Bytes(5 * kChunkBytes, 3);
+  ASSERT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  ASSERT_TRUE(WaitUntil([&] { return Observed(prehasher_->AheadOf("still") == 5, prehasher_->AheadOf("still")); },
+                        10s, "5 chunks of still hashed ahead", 10ms));
+  close(fd);
+}
+
 TEST_F(PrehasherTest, AFileWithNoCloseToWaitForIsRecordedOnceItStopsChanging) {
   int fd = open(Path("h").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0);
