@@ -89,7 +89,8 @@ ChunkPrehasher::Growing& ChunkPrehasher::FollowLocked(const std::string& path) {
 
 int64_t ChunkPrehasher::NextLookLocked() const {
   int64_t next = INT64_MAX;
-  for (const auto& [path, g] : growing_) next = std::min(next, g.next_look_ns);
+  for (const auto& [path, g] : growing_)
+    if (path != taking_) next = std::min(next, g.next_look_ns);  // (one being taken leaves at once)
   return next;
 }
 
@@ -201,27 +202,26 @@ void ChunkPrehasher::Loop() {
       lock.lock();
     }
     if (stop_) break;
-    if (!progress) {  // nothing new last round: sleep until a file is due for a look (or one comes)
-      wake_at_ns_ = NextLookLocked();
+    if (!progress) {
+      // Nothing new last round: sleep until a file is due for a look (or one
+      // comes), and a little past, so that files made together are looked
+      // at in one wake.
+      const int64_t next = NextLookLocked();
+      wake_at_ns_ = next == INT64_MAX ? INT64_MAX : next + kTickNs / 2;
       if (wake_at_ns_ == INT64_MAX) cv_.wait(lock);
       else cv_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(0, wake_at_ns_ - NowNs())));
       wake_at_ns_ = 0;
     }
     if (stop_ || !keep_.empty()) continue;
     progress = false;
-    // Those due within the next tick too: one wake for files made together.
-    const int64_t due_by = NowNs() + kTickNs;
+    const int64_t now = NowNs();
     std::vector<std::string> paths;
     for (auto& [path, g] : growing_)
-      if (g.next_look_ns <= due_by) paths.push_back(path);
+      if (g.next_look_ns <= now) paths.push_back(path);
     for (const std::string& path : paths) {
       if (stop_ || !keep_.empty()) break;
       auto it = growing_.find(path);
       if (it == growing_.end() || path == taking_) continue;  // taken, or being taken
-      if (!it->second.record_when_idle && NowNs() - it->second.last_event_ns > kForgetNs) {
-        growing_.erase(it);
-        continue;
-      }
       busy_ = path;
       lock.unlock();
       bool record = Round(path, &progress);
@@ -262,14 +262,18 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
     Growing& g = it->second;
     const int64_t now = NowNs();
     ++looks_;
+    bool changed = st.st_size != g.last_size || g.ino != st.st_ino;
     if (g.ino != st.st_ino) {
       g.ino = st.st_ino;
       g.ahead.clear();
     }
-    bool changed = st.st_size != g.last_size;
     if (changed) {  // still growing: not forgotten
       g.last_size = st.st_size;
       g.last_event_ns = now;
+    } else if (!g.record_when_idle && now - g.last_event_ns > kForgetNs) {
+      growing_.erase(it);
+      close(fd);
+      return false;
     }
     if (g.record_when_idle) {
       FileLook look = FileLook::Of(st);
@@ -284,6 +288,8 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
     }
     g.look_every_ns = changed ? kTickNs : std::min(2 * g.look_every_ns, kLookEveryAtMostNs);
     g.next_look_ns = now + g.look_every_ns;
+    // One to hand back is looked at again when it would have been unchanged long enough.
+    if (g.record_when_idle) g.next_look_ns = std::min(g.next_look_ns, g.unchanged_since_ns + kIdleNs);
     next = g.ahead.size();
   }
   uint64_t whole = static_cast<uint64_t>(st.st_size) / kChunkBytes;
@@ -299,6 +305,7 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
     if (it == growing_.end() || it->second.ino != st.st_ino || it->second.ahead.size() != i) break;
     it->second.ahead.push_back(std::move(a));
     it->second.next_look_ns = 0;  // more may be whole already: looked at again at once
+    it->second.look_every_ns = kTickNs;
     *progress = true;
     if (taking_ == path) break;
   }

@@ -48,7 +48,7 @@ class ChunkPrehasher {
   void Stop();
 
   // Path (below the view root) was created, or written: follow it until Take.
-  // One that stops growing is forgotten after a minute.
+  // One not seen growing for a minute is forgotten (at its next look, 70 s at most).
   void Written(const std::string& path);
   // Path was created with content and no writer may close it: hand it back
   // (TakeIdle) once it stays unchanged, unless a close comes first (Take).
@@ -91,7 +91,7 @@ class ChunkPrehasher {
   struct Growing {
     ino_t ino = 0;
     std::vector<Ahead> ahead;
-    int64_t next_look_ns = 0;   // steady clock; a file closed within kTick of its creation is never looked at
+    int64_t next_look_ns = 0;   // steady clock; a file taken within kTick of its creation is never looked at
     int64_t look_every_ns = 0;  // doubled at each look that finds it unchanged
     int64_t last_event_ns = 0;  // its creation, or the last time it was seen growing
     off_t last_size = -1;

@@ -173,8 +173,7 @@ class ViewLedger {
   std::optional<Version> UntouchedSinceRecorded(const std::string& path, const struct stat& st);
   // The paths this run last saw (placed or recorded) as inode ino: the other
   // names of a hard-linked file, as far as the ledger knows them (a look at
-  // each is older than now: ask the view before trusting one). A scan:
-  // asked only for files of more than one name.
+  // each is older than now: ask the view before trusting one).
   std::vector<std::string> NamesLastSeenAs(ino_t ino);
   // The content a stub's mark names (size and chunks), if fd is a stub of ours.
   std::optional<v1::Inode> StubContent(FileMarks& marks);

@@ -84,10 +84,6 @@ TEST(ViewRecorderEvents, ACreateOrStampBesideACloseOfTheSameFileIsCoveredByIt) {
             (std::vector<bool>{false, false}));
 }
 
-// What the ledger answers the recorder about a name the materializer
-// removed for a peer's tombstone: a version newer than the tombstone was
-// never shown here (a look at the name that finds it gone, read late, must
-// not remove the peer's newer file: it once did, in ViewConvergenceTest).
 TEST(ViewLedgerTree, AGoneDirectoryTakesEveryNameBelowItAndNoSiblingThatSharesItsPrefix) {
   InProcessCluster cluster{1};
   TempDir dir;
@@ -145,6 +141,10 @@ TEST(ViewLedgerTree, TheNamesOfAnInodeAreThoseLastSeenWithIt) {
   EXPECT_TRUE(ledger.SeenInView("cluster/h"));
 }
 
+// What the ledger answers the recorder about a name the materializer
+// removed for a peer's tombstone: a version newer than the tombstone was
+// never shown here (a look at the name that finds it gone, read late, must
+// not remove the peer's newer file: it once did, in ViewConvergenceTest).
 TEST(ViewLedgerRemovals, ANameTheMaterializerRemovedShowedNoVersionNewerThanItsTombstone) {
   InProcessCluster cluster{1};
   TempDir dir;
