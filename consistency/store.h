@@ -183,6 +183,9 @@ class Store {
   // last digests predate a write, or a scan is under way.
   Result<std::string> BucketDigestsRoot();
   std::string BucketDigestsRootIfCurrent();
+  // How many writes of records so far: unchanged between two looks, nothing
+  // was written or applied here meanwhile.
+  uint64_t commits() const { return commits_.load(); }
   // The records of one bucket after (after_space, after_key), in family then
   // key order, until about max_bytes; *more says whether others follow.
   Status ReadBucket(size_t bucket, Cf after_space, std::string_view after_key, size_t max_bytes,

@@ -1,6 +1,7 @@
 #include "nodeagent/sync/anti_entropy.h"
 
 #include <random>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -38,6 +39,11 @@ void AntiEntropy::Stop() {
 void AntiEntropy::Round() {
   std::vector<PeerAddress> peers = members_.AliveOthers();
   if (peers.empty()) return;
+  const uint64_t commits = store_.commits();
+  const bool written = commits != std::exchange(commits_seen_, commits);
+  const auto now = std::chrono::steady_clock::now();
+  if (written && last_round_ && now - *last_round_ < kBusyRoundsEvery) return;
+  last_round_ = now;
   const PeerAddress& peer = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng_)];
   // Its last heartbeat said its store is ours: no bucket can differ.
   if (std::string theirs = members_.StoreDigestOf(peer.node_id); !theirs.empty()) {

@@ -2,15 +2,22 @@
 // peer, bucket by bucket (Store::BucketDigests), pulls the records of the
 // buckets that differ and applies them with last-writer-wins. A peer whose
 // last heartbeat carried a store digest equal to this node's is not asked
-// (Membership::StoreDigestOf): an idle cluster's rounds cost no call. The peer does
-// the same with others, so every pair converges even where pushes missed
-// something (a replication log truncated while a node was away).
+// (Membership::StoreDigestOf): an idle cluster's rounds cost no call. Nor
+// does a busy one's: while records are written or applied here (a burst the
+// replication log is carrying), a round would make both sides scan their
+// whole store for its digests and read whole buckets the log is about to
+// make equal, so rounds wait until a round's period passed without a write
+// here, or kBusyRoundsEvery since the last. The peer does the same with
+// others, so every pair converges even where pushes missed something (a
+// replication log truncated while a node was away).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -52,8 +59,10 @@ class AntiEntropy {
 
   uint64_t repaired() const { return repaired_; }
   // One round with a live peer picked at random (the loop's), unless its
-  // last heartbeat said its store is this node's.
+  // last heartbeat said its store is this node's, or this node's store was
+  // written since the last call (and a round was made within kBusyRoundsEvery).
   void Round();
+  static constexpr auto kBusyRoundsEvery = std::chrono::seconds(30);
 
  private:
   // RoundWith's work; *ns_won collects the ns keys whose records won, also
@@ -78,6 +87,8 @@ class AntiEntropy {
   std::atomic<uint64_t> repaired_{0};
   Cancellation stopped_;  // every call to a peer takes it: Stop cuts the one under way short
   std::mt19937 rng_{std::random_device{}()};  // the round thread's
+  uint64_t commits_seen_ = 0;                   // the round thread's: the store's commits() at the last Round
+  std::optional<std::chrono::steady_clock::time_point> last_round_;  // the round thread's: the last one not waiting
   PeriodicThread rounds_thread_;
 };
 

@@ -883,6 +883,30 @@ TEST(AntiEntropyCoreTest, ARoundAsksNoPeerWhoseHeartbeatSaysItsStoreIsOurs) {
   EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 1);
 }
 
+// A busy node's anti-entropy waits: while records are written here (a
+// burst the log is carrying) a round would scan both stores and read whole
+// buckets; it asks once a round's period passed without a write here.
+TEST(AntiEntropyCoreTest, ARoundWaitsWhileThisNodesStoreIsBeingWritten) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  auto gossip = [&] { cluster.GossipRounds(4); };
+  gossip();
+  b.anti_entropy->Round();  // the first: looks (the stores agree)
+  const int asked = cluster.calls_to(0, "BucketDigests");
+  ASSERT_TRUE(a.store->Put("app/theirs", "a's", false).ok());  // no pusher here: b does not have it
+  ASSERT_TRUE(b.store->Put("app/mine", "b's", false).ok());
+  gossip();
+  b.anti_entropy->Round();
+  EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked) << "b's store was written since its last round";
+  EXPECT_FALSE(b.store->Get("app/theirs").ok());
+  gossip();
+  b.anti_entropy->Round();  // nothing written here since
+  EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 1);
+  EXPECT_EQ(b.store->Get("app/theirs")->value, "a's");
+}
+
 // An idle node's replication loop and pushers rest (no rounds, no looks
 // every second), and go back to work at once for what needs them: chunks
 // put without the WAL are flushed within the loop's quiet time (not at its
