@@ -9,6 +9,7 @@ build/bin/cluster_bench
 build/bin/process_bench
 build/bin/scale_bench
 build/bin/tree_bench
+build/bin/big_tree_bench
 build/bin/idle_bench
 build/bin/lock_bench
 build/bin/build_bench  # P11: needs root (each node a cgroup with a CPU quota)
