@@ -31,6 +31,9 @@ constexpr int64_t kTickNs = std::chrono::nanoseconds(kTick).count();
 // its minute here instead of one every tick (3,000). Growing again, it is
 // looked at every tick.
 constexpr int64_t kLookEveryAtMostNs = 10'000'000'000;
+// The thread wakes this long after the first file due, so that files made
+// together are looked at in one wake.
+constexpr int64_t kWakeLateNs = kTickNs / 2;
 constexpr size_t kChunksPerRound = 8;  // then the next file gets its turn
 
 int64_t NowNs() {
@@ -83,7 +86,7 @@ ChunkPrehasher::Growing& ChunkPrehasher::FollowLocked(const std::string& path) {
   // Most files are closed within moments of their creation: not worth a look before a tick.
   g.look_every_ns = kTickNs;
   g.next_look_ns = now + kTickNs;
-  if (g.next_look_ns < wake_at_ns_) cv_.notify_all();
+  if (g.next_look_ns + kWakeLateNs < wake_at_ns_) cv_.notify_all();  // (else one wake takes both)
   return g;
 }
 
@@ -203,11 +206,10 @@ void ChunkPrehasher::Loop() {
     }
     if (stop_) break;
     if (!progress) {
-      // Nothing new last round: sleep until a file is due for a look (or one
-      // comes), and a little past, so that files made together are looked
-      // at in one wake.
+      // Nothing new last round: sleep until a file is due for a look, and
+      // a little past (or until one comes that is due before).
       const int64_t next = NextLookLocked();
-      wake_at_ns_ = next == INT64_MAX ? INT64_MAX : next + kTickNs / 2;
+      wake_at_ns_ = next == INT64_MAX ? INT64_MAX : next + kWakeLateNs;
       if (wake_at_ns_ == INT64_MAX) cv_.wait(lock);
       else cv_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(0, wake_at_ns_ - NowNs())));
       wake_at_ns_ = 0;

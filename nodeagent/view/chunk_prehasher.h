@@ -1,7 +1,7 @@
 // Hashes a big file's chunks while a program is still writing it. The recorder
 // reports every file created in the view (inotify IN_CREATE); a thread of its
-// own looks at each every 20 ms while it grows (less and less often while it
-// does not: a name no program writes gets no close) until its close, reads
+// own looks at each every 20 to 30 ms while it grows (less and less often
+// while it does not: a name no program writes gets no close) until its close, reads
 // each whole chunk that has appeared since, hashes it (SHA-256),
 // and keeps its digest with a fast check of its bytes (XXH3-128, keyed with a
 // secret of this agent). When the last writer closes the file, the recorder
