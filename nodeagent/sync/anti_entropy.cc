@@ -37,19 +37,22 @@ void AntiEntropy::Stop() {
 }
 
 void AntiEntropy::Round() {
-  std::vector<PeerAddress> peers = members_.AliveOthers();
-  if (peers.empty()) return;
+  // Written here since the last call (a burst the log is carrying, or this
+  // node's own writes): a round only every busy_every_.
   const uint64_t commits = store_.commits();
   const bool written = commits != std::exchange(commits_seen_, commits);
   const auto now = std::chrono::steady_clock::now();
-  if (written && last_round_ && now - *last_round_ < kBusyRoundsEvery) return;
-  last_round_ = now;
+  if (written && last_round_ && now - *last_round_ < busy_every_) return;
+  const auto previous_round = std::exchange(last_round_, now);  // a look at the digests counts
+  std::vector<PeerAddress> peers = members_.AliveOthers();
+  // A peer whose last heartbeat said its store is ours has nothing for us.
+  if (Result<std::string> ours = store_.BucketDigestsRoot(); ours.ok())
+    std::erase_if(peers, [&](const PeerAddress& p) { return members_.StoreDigestOf(p.node_id) == *ours; });
+  if (peers.empty()) return;
   const PeerAddress& peer = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng_)];
-  // Its last heartbeat said its store is ours: no bucket can differ.
-  if (std::string theirs = members_.StoreDigestOf(peer.node_id); !theirs.empty()) {
-    if (Result<std::string> ours = store_.BucketDigestsRoot(); ours.ok() && *ours == theirs) return;
-  }
   Result<uint64_t> n = RoundWith(peer);
+  commits_seen_ = store_.commits();             // what the round applied is no write to wait for
+  if (!n.ok()) last_round_ = previous_round;  // tried again at the next period
   if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", peer.node_id, n.status().message());
   else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, peer.node_id);
 }

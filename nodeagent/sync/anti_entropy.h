@@ -7,7 +7,7 @@
 // replication log is carrying), a round would make both sides scan their
 // whole store for its digests and read whole buckets the log is about to
 // make equal, so rounds wait until a round's period passed without a write
-// here, or kBusyRoundsEvery since the last. The peer does the same with
+// here, or 10 s since the last. The peer does the same with
 // others, so every pair converges even where pushes missed something (a
 // replication log truncated while a node was away).
 #pragma once
@@ -58,11 +58,14 @@ class AntiEntropy {
   Status OnReadBucket(const v1::ReadBucketRequest& req, v1::ReadBucketResponse* resp);
 
   uint64_t repaired() const { return repaired_; }
-  // One round with a live peer picked at random (the loop's), unless its
-  // last heartbeat said its store is this node's, or this node's store was
-  // written since the last call (and a round was made within kBusyRoundsEvery).
+  // One round (the loop's) with a live peer picked at random among those
+  // whose last heartbeat did not say their store is this node's; none when
+  // this node's store was written since the last call and a round was made
+  // within busy_every (below).
   void Round();
-  static constexpr auto kBusyRoundsEvery = std::chrono::seconds(30);
+  // How often rounds are made while this node's store is being written;
+  // before Start (tests).
+  void set_busy_rounds_every(std::chrono::milliseconds every) { busy_every_ = every; }
 
  private:
   // RoundWith's work; *ns_won collects the ns keys whose records won, also
@@ -87,8 +90,10 @@ class AntiEntropy {
   std::atomic<uint64_t> repaired_{0};
   Cancellation stopped_;  // every call to a peer takes it: Stop cuts the one under way short
   std::mt19937 rng_{std::random_device{}()};  // the round thread's
-  uint64_t commits_seen_ = 0;                   // the round thread's: the store's commits() at the last Round
-  std::optional<std::chrono::steady_clock::time_point> last_round_;  // the round thread's: the last one not waiting
+  std::chrono::milliseconds busy_every_ = std::chrono::seconds(10);
+  uint64_t commits_seen_ = 0;  // the round thread's: the store's commits() after the last Round
+  // The round thread's: the last round made, or look at the digests.
+  std::optional<std::chrono::steady_clock::time_point> last_round_;
   PeriodicThread rounds_thread_;
 };
 

@@ -885,12 +885,15 @@ TEST(AntiEntropyCoreTest, ARoundAsksNoPeerWhoseHeartbeatSaysItsStoreIsOurs) {
 
 // A busy node's anti-entropy waits: while records are written here (a
 // burst the log is carrying) a round would scan both stores and read whole
-// buckets; it asks once a round's period passed without a write here.
+// buckets; it asks once a round's period passed without a write here, or
+// once the busy rounds' interval passed.
 TEST(AntiEntropyCoreTest, ARoundWaitsWhileThisNodesStoreIsBeingWritten) {
   InProcessCluster cluster(2);
   ASSERT_TRUE(cluster.Join());
   InProcessNode& a = cluster.node(0);
   InProcessNode& b = cluster.node(1);
+  constexpr auto kBusyEvery = std::chrono::seconds(3);
+  b.anti_entropy->set_busy_rounds_every(kBusyEvery);
   auto gossip = [&] { cluster.GossipRounds(4); };
   gossip();
   b.anti_entropy->Round();  // the first: looks (the stores agree)
@@ -905,6 +908,18 @@ TEST(AntiEntropyCoreTest, ARoundWaitsWhileThisNodesStoreIsBeingWritten) {
   b.anti_entropy->Round();  // nothing written here since
   EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 1);
   EXPECT_EQ(b.store->Get("app/theirs")->value, "a's");
+  // Written here at every round: one round in every interval.
+  ASSERT_TRUE(a.store->Put("app/later", "a's", false).ok());
+  ASSERT_TRUE(b.store->Put("app/mine", "b's again", false).ok());
+  gossip();
+  b.anti_entropy->Round();
+  EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 1);
+  std::this_thread::sleep_for(kBusyEvery + std::chrono::milliseconds(100));
+  ASSERT_TRUE(b.store->Put("app/mine", "b's third", false).ok());
+  gossip();
+  b.anti_entropy->Round();
+  EXPECT_EQ(cluster.calls_to(0, "BucketDigests"), asked + 2);
+  EXPECT_EQ(b.store->Get("app/later")->value, "a's");
 }
 
 // An idle node's replication loop and pushers rest (no rounds, no looks
