@@ -11,10 +11,11 @@
 //   rm -rf   both trees removed
 // Each row: the program's wall time, and for onebox the agents' CPU from the
 // program's start until every node's view shows the result (the other node's
-// too) and the agents have settled (each under 1% of a core for a second),
-// per file of the row and per node.
+// too) and the agents have settled (together under 1% of a core per node
+// for a second), per file of the row and per node.
 //
 //   big_tree_bench [--files 2000,20000]
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -54,25 +55,35 @@ size_t CountBelow(const std::string& root) {
   return n;
 }
 
+bool AgentsAlive(const Column& col) {
+  for (const auto& a : col.nodes)
+    if (kill(a->pid(), 0) != 0) return false;
+  return true;
+}
+
 double AgentsCpu(const Column& col) {
   double s = 0;
   for (const auto& a : col.nodes) s += CpuSeconds(a->pid());
   return s;
 }
 
-// Until every node's view holds `want` entries below rel, then until the
-// agents use under 1% of a core each for a second (at most 120 s in all).
-bool Settle(const Column& col, const std::string& rel, size_t want) {
+// Until every node's view holds `want` entries below each of rels, then
+// until the agents use under 1% of a core per node for a second (at most
+// 120 s in all).
+bool Settle(const Column& col, const std::vector<std::string>& rels, size_t want) {
   const auto give_up = Clock::now() + std::chrono::seconds(120);
   for (const std::string& view : col.views) {
-    while (CountBelow(view + "/" + rel) != want) {
-      if (Clock::now() > give_up) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (const std::string& rel : rels) {
+      while (CountBelow(view + "/" + rel) != want) {
+        if (Clock::now() > give_up || !AgentsAlive(col)) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
     }
   }
   for (double before = AgentsCpu(col);;) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
     const double now = AgentsCpu(col);
+    if (!AgentsAlive(col)) return false;
     if (now - before < 0.01 * static_cast<double>(col.nodes.size())) return true;
     if (Clock::now() > give_up) return false;
     before = now;
@@ -80,22 +91,32 @@ bool Settle(const Column& col, const std::string& rel, size_t want) {
 }
 
 struct Row {
-  std::string name, cmd;
-  std::string rel;   // what the views must show after it
-  size_t want;       // entries below rel (0: gone)
-  size_t files;      // files the row works on, for the per-file figure
+  std::string name, cmd;            // ROOT in cmd: the column's root
+  std::vector<std::string> rels;    // what the views must show after it
+  size_t want;                      // entries below each of rels (0: gone)
+  size_t files;                     // files the row works on, for the per-file figure
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<size_t> sizes{2000, 20000};
-  for (int i = 1; i + 1 < argc; i += 2)
-    if (std::string(argv[i]) == "--files") {
-      sizes.clear();
-      for (const std::string& n : onebox::SplitList(argv[i + 1])) sizes.push_back(std::stoul(n));
+  for (int i = 1; i < argc; i += 2) {
+    if (std::string(argv[i]) != "--files" || i + 1 == argc) {
+      fprintf(stderr, "usage: big_tree_bench [--files N,N...]\n");
+      return 2;
     }
-  if (sizes.empty() || std::find(sizes.begin(), sizes.end(), 0u) != sizes.end()) {
+    sizes.clear();
+    for (const std::string& n : onebox::SplitList(argv[i + 1])) {
+      onebox::Result<uint64_t> parsed = onebox::ParseDecimal(n, "--files");
+      if (!parsed.ok() || *parsed == 0) {
+        fprintf(stderr, "big_tree_bench: --files takes sizes of at least 1\n");
+        return 2;
+      }
+      sizes.push_back(*parsed);
+    }
+  }
+  if (sizes.empty()) {
     fprintf(stderr, "big_tree_bench: --files takes sizes of at least 1\n");
     return 2;
   }
@@ -126,23 +147,24 @@ int main(int argc, char** argv) {
          columns[2].name.c_str());
   for (size_t files : sizes) {
     const size_t dirs = (files + 999) / 1000;
-    const size_t entries = files + dirs + 1;  // the files, their directories, and the top one
+    const size_t below = files + dirs;  // entries below the tree's top
     const std::vector<Row> rows = {
         {"make",
          fmt::format("python3 -c \"import os\nfor d in range({0}): os.makedirs(f'ROOT/t/d{{d}}')\nfor i in range({1}):\n"
                      "  with open(f'ROOT/t/d{{i//1000}}/f{{i}}', 'w') as f: f.write('x')\"",
                      dirs, files),
-         "t", entries - 1, files},
-        {"cp -al", "cp -al ROOT/t ROOT/t2", "t2", entries - 1, files},
-        {"mv", "mv ROOT/t2 ROOT/t3", "t3", entries - 1, files},
-        {"rm -rf", "rm -rf ROOT/t ROOT/t3", "t", 0, 2 * files},
+         {"t"}, below, files},
+        {"cp -al", "cp -al ROOT/t ROOT/t2", {"t2"}, below, files},
+        {"mv", "mv ROOT/t2 ROOT/t3", {"t3"}, below, files},
+        {"rm -rf", "rm -rf ROOT/t ROOT/t3", {"t", "t3"}, 0, 2 * files},
     };
     for (const Row& row : rows) {
       std::string line = fmt::format("{:<8} {:>7} |", row.name, row.files);
       double native_s = 0;
       for (Column& col : columns) {
         std::string cmd = row.cmd;
-        for (size_t at; (at = cmd.find("ROOT")) != std::string::npos;) cmd.replace(at, 4, col.root);
+        for (size_t at = cmd.find("ROOT"); at != std::string::npos; at = cmd.find("ROOT", at + col.root.size()))
+          cmd.replace(at, 4, col.root);
         const double cpu_before = AgentsCpu(col);
         const auto start = Clock::now();
         RunResult r = col.nodes.empty() ? onebox::testing::RunCommand({"bash", "-c", cmd})
@@ -158,9 +180,9 @@ int main(int argc, char** argv) {
           line += fmt::format(" {:>8.3f} |", s);
           continue;
         }
-        if (!Settle(col, row.rel, row.want)) {
-          fprintf(stderr, "big_tree_bench: %s, %s: the views did not show it within 120 s\n", col.name.c_str(),
-                  row.name.c_str());
+        if (!Settle(col, row.rels, row.want)) {
+          fprintf(stderr, "big_tree_bench: %s, %s: %s\n", col.name.c_str(), row.name.c_str(),
+                  AgentsAlive(col) ? "the views did not show it within 120 s" : "an agent died");
           return 1;
         }
         const double us = (AgentsCpu(col) - cpu_before) * 1e6 / static_cast<double>(row.files) /
