@@ -1,5 +1,6 @@
 #include "nodeagent/sync/anti_entropy.h"
 
+#include <algorithm>
 #include <random>
 #include <utility>
 
@@ -41,18 +42,22 @@ void AntiEntropy::Round() {
   // node's own writes): a round only every busy_every_.
   const uint64_t commits = store_.commits();
   const bool written = commits != std::exchange(commits_seen_, commits);
+  std::vector<PeerAddress> peers = members_.AliveOthers();
+  if (peers.empty()) return;
   const auto now = std::chrono::steady_clock::now();
   if (written && last_round_ && now - *last_round_ < busy_every_) return;
-  const auto previous_round = std::exchange(last_round_, now);  // a look at the digests counts
-  std::vector<PeerAddress> peers = members_.AliveOthers();
+  last_round_ = now;  // a round, or a look at the digests (a failed round too: no retry at every period)
   // A peer whose last heartbeat said its store is ours has nothing for us.
-  if (Result<std::string> ours = store_.BucketDigestsRoot(); ours.ok())
-    std::erase_if(peers, [&](const PeerAddress& p) { return members_.StoreDigestOf(p.node_id) == *ours; });
+  // (Ours is read, a scan of the store if it was written since, only when a
+  // peer's beat brought one to compare: during a burst none does.)
+  if (std::any_of(peers.begin(), peers.end(),
+                  [&](const PeerAddress& p) { return !members_.StoreDigestOf(p.node_id).empty(); }))
+    if (Result<std::string> ours = store_.BucketDigestsRoot(); ours.ok())
+      std::erase_if(peers, [&](const PeerAddress& p) { return members_.StoreDigestOf(p.node_id) == *ours; });
   if (peers.empty()) return;
   const PeerAddress& peer = peers[std::uniform_int_distribution<size_t>(0, peers.size() - 1)(rng_)];
   Result<uint64_t> n = RoundWith(peer);
-  commits_seen_ = store_.commits();             // what the round applied is no write to wait for
-  if (!n.ok()) last_round_ = previous_round;  // tried again at the next period
+  commits_seen_ = store_.commits();  // what the round applied is no write to wait for
   if (!n.ok()) spdlog::debug("anti-entropy with {}: {}", peer.node_id, n.status().message());
   else if (*n > 0) spdlog::info("anti-entropy: {} records repaired from {}", *n, peer.node_id);
 }

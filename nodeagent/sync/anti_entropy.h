@@ -7,7 +7,7 @@
 // replication log is carrying), a round would make both sides scan their
 // whole store for its digests and read whole buckets the log is about to
 // make equal, so rounds wait until a round's period passed without a write
-// here, or 10 s since the last. The peer does the same with
+// here, or the busy interval (10 s) since the last. The peer does the same with
 // others, so every pair converges even where pushes missed something (a
 // replication log truncated while a node was away).
 #pragma once
