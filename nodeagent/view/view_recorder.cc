@@ -264,8 +264,8 @@ std::vector<bool> CoveredByAClose(const std::vector<const inotify_event*>& event
 
 bool ViewRecorder::IsSyncMarker(const inotify_event& ev) const {
   if (ev.len == 0 || std::string_view(ev.name).substr(0, kSyncMarker.size()) != kSyncMarker) return false;
-  auto it = wd_to_dir_.find(ev.wd);
-  return it != wd_to_dir_.end() && it->second.empty();  // in the view root
+  const std::string* dir = watched_.Find(ev.wd);
+  return dir != nullptr && dir->empty();  // in the view root
 }
 
 void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
@@ -298,15 +298,15 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
       continue;
     }
     if (ev->mask & IN_IGNORED) {
-      wd_to_dir_.erase(ev->wd);
+      watched_.Forget(ev->wd);
       continue;
     }
-    auto it = wd_to_dir_.find(ev->wd);
+    const std::string* watched = watched_.Find(ev->wd);
     // A change in a directory no longer watched (it moved or went, and the
     // event that said so came first) is not recorded, but may void a proof.
-    if (moved && it == wd_to_dir_.end() && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
-    if (it == wd_to_dir_.end() || ev->len == 0) continue;  // an unwatched dir, or about the dir itself
-    const std::string dir = it->second;
+    if (moved && watched == nullptr && (ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO))) *moved = true;
+    if (watched == nullptr || ev->len == 0) continue;  // an unwatched dir, or about the dir itself
+    const std::string dir = *watched;
     std::string_view name(ev->name);
     if (IsSyncMarker(*ev)) {
       uint64_t n = 0;
@@ -381,7 +381,7 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
   // not on a path someone could swap for a symlink meanwhile.
   int wd = inotify_add_watch(inotify_fd_, ProcPath(fd).c_str(), kWatchMask & ~IN_DONT_FOLLOW);
   if (wd >= 0) {
-    wd_to_dir_[wd] = dir;
+    watched_.Add(wd, dir);
   } else {
     ++unwatched_;  // moves below it go unseen: no symlink-free proof until a rescan
     spdlog::warn("view recorder: cannot watch /{}: {} (raise fs.inotify.max_user_watches?)", dir, strerror(errno));
@@ -414,15 +414,7 @@ void ViewRecorder::WatchTree(const std::string& dir, std::unordered_map<std::str
 }
 
 void ViewRecorder::Unwatch(const std::string& dir) {
-  std::string prefix = dir + "/";
-  for (auto it = wd_to_dir_.begin(); it != wd_to_dir_.end();) {
-    if (it->second == dir || it->second.compare(0, prefix.size(), prefix) == 0) {
-      inotify_rm_watch(inotify_fd_, it->first);
-      it = wd_to_dir_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  for (int wd : watched_.TakeTree(dir)) inotify_rm_watch(inotify_fd_, wd);
 }
 
 Result<uint64_t> ViewRecorder::RecordNow(const std::string& path) {

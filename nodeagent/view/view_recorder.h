@@ -33,6 +33,7 @@
 #include "nodeagent/view/chunk_prehasher.h"
 #include "nodeagent/view/symlink_guard.h"
 #include "nodeagent/view/view_ledger.h"
+#include "nodeagent/view/watched_dirs.h"
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
@@ -242,7 +243,7 @@ class ViewRecorder {
   std::function<void()> settle_;
   BehindFn behind_;
   std::thread thread_;
-  std::unordered_map<int, std::string> wd_to_dir_;
+  WatchedDirs watched_;
   std::vector<char> event_buf_;
   std::set<std::string> symlinks_;  // under record_mu_
   // The regular files' names the recorder looked at, by inode number, and

@@ -21,6 +21,7 @@
 #include "consistency/digest.h"
 #include "nodeagent/view/view_ledger.h"
 #include "nodeagent/view/view_recorder.h"
+#include "nodeagent/view/watched_dirs.h"
 #include "tests/unit/in_process_cluster.h"
 
 namespace onebox::testing {
@@ -82,6 +83,34 @@ TEST(ViewRecorderEvents, ACreateOrStampBesideACloseOfTheSameFileIsCoveredByIt) {
   // Directories are never covered (their creation watches them).
   EXPECT_EQ(Events().Add(1, IN_CREATE | IN_ISDIR, "d").Add(1, IN_CLOSE_WRITE, "d").Covered(),
             (std::vector<bool>{false, false}));
+}
+
+TEST(WatchedDirs, ATreeTakesItsDirectoriesAndNoSiblingAndAWatchAddedAgainIsUnderItsNewPath) {
+  WatchedDirs watched;
+  watched.Add(1, "");
+  watched.Add(2, "a");
+  watched.Add(3, "a/b");
+  watched.Add(4, "a/b/c");
+  watched.Add(5, "a/b-x");
+  watched.Add(6, "a/b.c");
+  watched.Add(7, "a/b0");
+  watched.Add(8, "a/bc");
+  watched.Add(9, "a/b/c/d");
+  watched.Add(9, "a/moved");  // the same directory, watched again after a move out of the tree
+  watched.Add(10, "a/b");     // another directory made under the name, watched before the old one's IN_IGNORED
+  std::vector<int> taken = watched.TakeTree("a/b");
+  std::sort(taken.begin(), taken.end());
+  EXPECT_EQ(taken, (std::vector<int>{3, 4, 10}));
+  for (int wd : {3, 4, 10}) EXPECT_EQ(watched.Find(wd), nullptr) << wd;
+  for (int wd : {1, 2, 5, 6, 7, 8}) EXPECT_NE(watched.Find(wd), nullptr) << wd;
+  ASSERT_NE(watched.Find(9), nullptr);
+  EXPECT_EQ(*watched.Find(9), "a/moved");
+  watched.Forget(9);
+  EXPECT_EQ(watched.Find(9), nullptr);
+  EXPECT_TRUE(watched.TakeTree("a/moved").empty());
+  EXPECT_EQ(watched.size(), 6u);
+  // The view root, "", as before: no path below it starts with "/", so only its own watch.
+  EXPECT_EQ(watched.TakeTree("").size(), 1u);
 }
 
 TEST(ViewLedgerTree, AGoneDirectoryTakesEveryNameBelowItAndNoSiblingThatSharesItsPrefix) {
