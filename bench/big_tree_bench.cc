@@ -12,7 +12,7 @@
 // Each row: the program's wall time, and for onebox the agents' CPU from the
 // program's start until every node's view shows the result (the other node's
 // too) and the agents have settled (together under 1% of a core per node
-// for 3 s), per file of the row and per node.
+// for 5 s), per file of the row and per node.
 //
 //   big_tree_bench [--files 2000,20000]
 #include <sys/stat.h>
@@ -77,9 +77,9 @@ double AgentsCpu(const Column& col) {
 }
 
 // Until every node's view holds `want` entries below each of rels (0: rel
-// gone), then until the agents use under 1% of a core per node for 3 s, past
-// anti-entropy's period, whose first round after a burst belongs to the row
-// (at most 120 s in all).
+// gone), then until the agents use under 1% of a core per node for 5 s:
+// anti-entropy's first round after a burst, up to two of its 2 s periods
+// after the last write, belongs to the row (at most 120 s in all).
 bool Settle(const Column& col, const std::vector<std::string>& rels, size_t want) {
   const auto give_up = Clock::now() + std::chrono::seconds(120);
   auto shows = [&](const std::string& path) {
@@ -93,7 +93,7 @@ bool Settle(const Column& col, const std::vector<std::string>& rels, size_t want
       }
     }
   }
-  constexpr auto kQuiet = std::chrono::seconds(3);
+  constexpr auto kQuiet = std::chrono::seconds(5);
   for (double before = AgentsCpu(col);;) {
     std::this_thread::sleep_for(kQuiet);
     const double now = AgentsCpu(col);
