@@ -41,6 +41,8 @@ bool IsKeyBelow(std::string_view key, std::string_view dir) {
   return key != dir && key.starts_with(KeyPrefixBelow(dir));
 }
 
+KeyRange KeyRangeBelow(std::string_view dir) { return {std::string(dir) + '/', std::string(dir) + '0'}; }
+
 std::string JoinKey(std::string_view dir, std::string_view name) {
   if (dir.empty()) return std::string(name);
   std::string out;

@@ -34,6 +34,16 @@ std::string JoinKey(std::string_view dir, std::string_view name);
 std::string KeyPrefixBelow(std::string_view dir);
 // Whether key is strictly below dir.
 bool IsKeyBelow(std::string_view key, std::string_view dir);
+// The bounds [first, last) of the keys strictly below dir in byte order,
+// "dir/" up to "dir0" ('0' follows '/'), so that the entries of a set
+// ordered by key below dir are one range: siblings such as "dir-x" and
+// "dir.c" sort between "dir" and "dir/". Below "" the range holds the keys
+// that start with "/", which no key does (unlike KeyPrefixBelow: the view
+// root's entry is taken alone).
+struct KeyRange {
+  std::string first, last;
+};
+KeyRange KeyRangeBelow(std::string_view dir);
 // Whether name, an entry of the view root, is one of the agent's own.
 inline bool IsAgentEntry(std::string_view name) { return name.substr(0, kAgentEntryPrefix.size()) == kAgentEntryPrefix; }
 

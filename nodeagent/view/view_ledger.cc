@@ -11,6 +11,7 @@
 
 #include "consistency/digest.h"
 #include "naming/cluster_path.h"
+#include "naming/ns_key.h"
 #include "nodeagent/view/file_xattrs.h"
 #include "nodeagent/view/view_fs.h"
 
@@ -18,12 +19,11 @@ namespace onebox {
 
 namespace {
 
-// The names strictly below path in a map or set ordered by name: from "a/b/"
-// up to "a/b0" ('0' follows '/'). Siblings such as "a/b-x" and "a/b.c" sort
-// between "a/b" and "a/b/": path itself is not in the range.
+// The names strictly below path in a map or set ordered by name (KeyRangeBelow).
 template <typename Ordered>
 auto Below(Ordered& names, const std::string& path) {
-  return std::pair(names.lower_bound(path + '/'), names.lower_bound(path + '0'));
+  const KeyRange below = KeyRangeBelow(path);
+  return std::pair(names.lower_bound(below.first), names.lower_bound(below.last));
 }
 
 // Erases path and every name below it; how many.

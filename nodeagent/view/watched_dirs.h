@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "naming/ns_key.h"
+
 namespace onebox {
 
 class WatchedDirs {
@@ -34,9 +36,8 @@ class WatchedDirs {
       dir_of_.erase(it);
     }
   }
-  // dir and every directory below it are watched no more: their descriptors
-  // (for inotify_rm_watch). Below "a/b" are "a/b/" up to "a/b0" ('0' follows
-  // '/'); "a/b-x" and "a/b.c" sort between "a/b" and "a/b/".
+  // dir and every directory below it (KeyRangeBelow) are watched no more:
+  // their descriptors (for inotify_rm_watch).
   std::vector<int> TakeTree(const std::string& dir) {
     std::vector<int> wds;
     auto take = [&](auto first, auto last) {
@@ -47,7 +48,8 @@ class WatchedDirs {
       by_dir_.erase(first, last);
     };
     take(by_dir_.lower_bound({dir, INT_MIN}), by_dir_.upper_bound({dir, INT_MAX}));
-    take(by_dir_.lower_bound({dir + '/', INT_MIN}), by_dir_.lower_bound({dir + '0', INT_MIN}));
+    const KeyRange below = KeyRangeBelow(dir);
+    take(by_dir_.lower_bound({below.first, INT_MIN}), by_dir_.lower_bound({below.last, INT_MIN}));
     return wds;
   }
   size_t size() const { return dir_of_.size(); }
