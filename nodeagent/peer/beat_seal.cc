@@ -1,9 +1,13 @@
 #include "nodeagent/peer/beat_seal.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
+
+#include <map>
+#include <memory>
 
 namespace onebox {
 
@@ -11,12 +15,44 @@ namespace {
 constexpr size_t kSenderBytes = 16;
 constexpr size_t kTagBytes = 32;  // SHA-256
 constexpr size_t kHeaderBytes = kBeatMagic.size() + kSenderBytes;
+// Keys kept ready per thread: this agent's and one per member whose beats
+// come in; past this many (members restarted with new keys), all are let go.
+constexpr size_t kReadyKeysMax = 256;
 
+struct FreeMacCtx {
+  void operator()(EVP_MAC_CTX* ctx) const { EVP_MAC_CTX_free(ctx); }
+};
+using MacCtx = std::unique_ptr<EVP_MAC_CTX, FreeMacCtx>;
+
+// HMAC-SHA256 set up with key, once per key and thread. OpenSSL 3's
+// one-shot HMAC() looks both algorithms up by name at every call, which was
+// most of what sealing or opening a beat cost; a copy of a ready context
+// looks nothing up. Null if OpenSSL fails.
+const EVP_MAC_CTX* ReadyMac(std::string_view key) {
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr);  // never freed
+  thread_local std::map<std::string, MacCtx, std::less<>> ready;
+  if (auto it = ready.find(key); it != ready.end()) return it->second.get();
+  if (hmac == nullptr) return nullptr;
+  if (ready.size() >= kReadyKeysMax) ready.clear();
+  MacCtx ctx(EVP_MAC_CTX_new(hmac));
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (!ctx || EVP_MAC_init(ctx.get(), reinterpret_cast<const unsigned char*>(key.data()), key.size(), params) != 1)
+    return nullptr;
+  return ready.emplace(std::string(key), std::move(ctx)).first->second.get();
+}
+
+// The tag over sealed under key; empty if OpenSSL fails (no beat seals or
+// opens with it).
 std::string Tag(std::string_view key, std::string_view sealed) {
+  const EVP_MAC_CTX* ready = ReadyMac(key);
+  MacCtx ctx(ready != nullptr ? EVP_MAC_CTX_dup(ready) : nullptr);
   unsigned char tag[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(sealed.data()),
-       sealed.size(), tag, &len);
+  size_t len = 0;
+  if (!ctx || EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(sealed.data()), sealed.size()) != 1 ||
+      EVP_MAC_final(ctx.get(), tag, &len, sizeof tag) != 1)
+    return {};
   return std::string(reinterpret_cast<const char*>(tag), len);
 }
 }  // namespace

@@ -4,6 +4,9 @@
 // a silenced node, and time passes when the test says so.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/sysinfo.h>
 
 #include <condition_variable>
 #include <mutex>
@@ -13,6 +16,7 @@
 #include "consistency/digest.h"
 #include "nodeagent/peer/beat_seal.h"
 #include "nodeagent/peer/beat_socket.h"
+#include "nodeagent/peer/node_load.h"
 #include "nodeagent/peer/quorum.h"
 #include "nodeagent/sync/tree_repair.h"
 #include "onebox/v1/namespace.pb.h"
@@ -156,6 +160,43 @@ TEST(BeatSealTest, ABeatOpensOnlyWithItsSendersKeyAndUnchanged) {
   EXPECT_EQ(OpenBeat(sealed.substr(0, sealed.size() - 1), key), std::nullopt);
   EXPECT_EQ(BeatSender("obeat1 short"), std::nullopt);
   EXPECT_EQ(BeatSender(std::string(200, 'x')), std::nullopt);
+}
+
+// Sealing keeps a ready HMAC per key (beat_seal.cc): the tags must stay
+// HMAC-SHA256 under the right key, through many keys (past the number kept
+// ready, so they are let go and made again) and back and forth between them.
+TEST(BeatSealTest, TheTagIsHmacSha256UnderTheKeyGivenWhateverKeysCameBefore) {
+  auto reference = [](const std::string& key, std::string_view sealed) {
+    unsigned char tag[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(sealed.data()),
+         sealed.size(), tag, &len);
+    return std::string(reinterpret_cast<const char*>(tag), len);
+  };
+  std::vector<std::string> keys;
+  for (int i = 0; i < 600; ++i) keys.push_back(NewBeatKey());
+  for (size_t round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const std::string& key = keys[(i * 7 + round) % keys.size()];
+      const std::string sealed = SealBeat("00000000000010a2", key, fmt::format("beat {} of round {}", i, round));
+      ASSERT_GT(sealed.size(), 32u);
+      const std::string_view body = std::string_view(sealed).substr(0, sealed.size() - 32);
+      ASSERT_EQ(sealed.substr(sealed.size() - 32), reference(key, body)) << "key " << i << ", round " << round;
+      EXPECT_EQ(OpenBeat(sealed, key), fmt::format("beat {} of round {}", i, round));
+      EXPECT_EQ(OpenBeat(sealed, keys[(i * 7 + round + 1) % keys.size()]), std::nullopt);
+    }
+  }
+}
+
+TEST(NodeLoadTest, MemoryIsTheKernelsTotalAndWhatIsAvailable) {
+  struct sysinfo info{};
+  ASSERT_EQ(sysinfo(&info), 0);
+  const uint64_t total = static_cast<uint64_t>(info.totalram) * info.mem_unit;
+  const v1::NodeLoad load = ReadLoad();
+  EXPECT_EQ(load.mem_total_bytes(), total);
+  EXPECT_GT(load.mem_available_bytes(), 0u);
+  EXPECT_LE(load.mem_available_bytes(), total);
+  EXPECT_GE(load.cpus(), 1u);
 }
 
 TEST(BeatSocketTest, ADatagramSentToAMembersAddressReachesItsHandler) {
