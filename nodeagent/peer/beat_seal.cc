@@ -16,30 +16,35 @@ constexpr size_t kSenderBytes = 16;
 constexpr size_t kTagBytes = 32;  // SHA-256
 constexpr size_t kHeaderBytes = kBeatMagic.size() + kSenderBytes;
 // Keys kept ready per thread: this agent's and one per member whose beats
-// come in; past this many (members restarted with new keys), all are let go.
+// come in; past this many (members restarted with new keys, or a cluster
+// this big), one is let go for each new one.
 constexpr size_t kReadyKeysMax = 256;
 
 struct FreeMacCtx {
   void operator()(EVP_MAC_CTX* ctx) const { EVP_MAC_CTX_free(ctx); }
 };
 using MacCtx = std::unique_ptr<EVP_MAC_CTX, FreeMacCtx>;
+struct FreeMac {
+  void operator()(EVP_MAC* mac) const { EVP_MAC_free(mac); }
+};
 
 // HMAC-SHA256 set up with key, once per key and thread. OpenSSL 3's
 // one-shot HMAC() looks both algorithms up by name at every call, which was
 // most of what sealing or opening a beat cost; a copy of a ready context
-// looks nothing up. Null if OpenSSL fails.
+// looks nothing up. Null if OpenSSL fails (tried again at the next call).
 const EVP_MAC_CTX* ReadyMac(std::string_view key) {
-  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr);  // never freed
+  thread_local std::unique_ptr<EVP_MAC, FreeMac> hmac;
   thread_local std::map<std::string, MacCtx, std::less<>> ready;
   if (auto it = ready.find(key); it != ready.end()) return it->second.get();
-  if (hmac == nullptr) return nullptr;
-  if (ready.size() >= kReadyKeysMax) ready.clear();
-  MacCtx ctx(EVP_MAC_CTX_new(hmac));
+  if (!hmac) hmac.reset(EVP_MAC_fetch(nullptr, OSSL_MAC_NAME_HMAC, nullptr));
+  if (!hmac) return nullptr;
+  MacCtx ctx(EVP_MAC_CTX_new(hmac.get()));
   char digest[] = "SHA256";
   const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
                                OSSL_PARAM_construct_end()};
   if (!ctx || EVP_MAC_init(ctx.get(), reinterpret_cast<const unsigned char*>(key.data()), key.size(), params) != 1)
     return nullptr;
+  if (ready.size() >= kReadyKeysMax) ready.erase(ready.begin());
   return ready.emplace(std::string(key), std::move(ctx)).first->second.get();
 }
 

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace onebox {
 
@@ -36,7 +37,7 @@ void ReadCpus(v1::NodeLoad* load) {
 
 // One read of /proc/meminfo's head, where MemTotal and MemAvailable are (its
 // first and third lines; a stream that parsed all fifty lines was a sixth of
-// an idle gossip round).
+// an idle gossip round). A value not found leaves the last one read.
 void ReadLoadAndMemory(v1::NodeLoad* load) {
   double avg[1] = {0};
   load->set_loadavg_1m(getloadavg(avg, 1) == 1 ? avg[0] : 0);
@@ -48,10 +49,16 @@ void ReadLoadAndMemory(v1::NodeLoad* load) {
   }
   if (got <= 0) return;
   head[got] = '\0';
-  auto kib_of = [&](const char* key) -> std::optional<uint64_t> {
-    const char* at = strstr(head, key);
+  // The kibibytes on the line that starts with key.
+  auto kib_of = [&](std::string_view key) -> std::optional<uint64_t> {
+    const std::string line_start = "\n" + std::string(key);
+    const char* at = std::string_view(head).starts_with(key) ? head : strstr(head, line_start.c_str());
     if (at == nullptr) return std::nullopt;
-    return strtoull(at + strlen(key), nullptr, 10);
+    if (*at == '\n') ++at;
+    char* end = nullptr;
+    const uint64_t kib = strtoull(at + key.size(), &end, 10);
+    if (end == at + key.size()) return std::nullopt;
+    return kib;
   };
   if (std::optional<uint64_t> total = kib_of("MemTotal:")) load->set_mem_total_bytes(*total * 1024);
   if (std::optional<uint64_t> available = kib_of("MemAvailable:")) load->set_mem_available_bytes(*available * 1024);
