@@ -21,7 +21,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -35,6 +34,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using onebox::testing::AgentProcess;
 using onebox::testing::CpuSeconds;
+using onebox::testing::ProcessState;
 using onebox::testing::RunResult;
 using onebox::testing::TempDir;
 
@@ -59,13 +59,8 @@ size_t CountBelow(const std::string& root) {
 // end, so its state tells, not kill(pid, 0).)
 bool AgentsAlive(const Column& col) {
   for (const auto& a : col.nodes) {
-    std::ifstream stat(fmt::format("/proc/{}/stat", a->pid()));
-    std::string line;
-    if (!std::getline(stat, line)) return false;
-    const size_t after_name = line.rfind(')');
-    if (after_name == std::string::npos || after_name + 2 >= line.size()) return false;
-    const char state = line[after_name + 2];
-    if (state == 'Z' || state == 'X') return false;
+    const char state = ProcessState(a->pid());
+    if (state == '\0' || state == 'Z' || state == 'X') return false;
   }
   return true;
 }

@@ -221,19 +221,32 @@ double ProcessMemoryMiB(pid_t pid, const std::string& field) {
   return -1;
 }
 
-double CpuSeconds(pid_t pid) {
+namespace {
+// /proc/PID/stat past the command's closing parenthesis (the command may
+// hold spaces and parentheses): " S ppid ..."; empty if pid is gone.
+std::string StatAfterCommand(pid_t pid) {
   FILE* f = fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r");
-  if (f == nullptr) return 0;
+  if (f == nullptr) return "";
   char buf[4096];
   size_t n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = '\0';
-  const char* p = strrchr(buf, ')');  // the command may hold spaces
-  if (p == nullptr) return 0;
+  const char* p = strrchr(buf, ')');
+  return p == nullptr ? "" : std::string(p + 1);
+}
+}  // namespace
+
+double CpuSeconds(pid_t pid) {
+  const std::string fields = StatAfterCommand(pid);
   unsigned long utime = 0, stime = 0;
   // Fields after the command: state (3) ... utime (14), stime (15).
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return 0;
+  if (sscanf(fields.c_str(), " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return 0;
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+char ProcessState(pid_t pid) {
+  const std::string fields = StatAfterCommand(pid);
+  return fields.size() >= 2 ? fields[1] : '\0';
 }
 
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,

@@ -79,6 +79,8 @@ RunResult RunInNode(const NodeSpaces& node, const std::vector<std::string>& argv
 double ProcessMemoryMiB(pid_t pid, const std::string& field);
 // CPU time (user + system, all its threads) of process pid so far, in seconds; 0 if gone.
 double CpuSeconds(pid_t pid);
+// Process pid's state letter from /proc/PID/stat (R, S, D, Z for a zombie...); '\0' if gone.
+char ProcessState(pid_t pid);
 
 // One request over the shim socket (framed as the shim frames it).
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
