@@ -41,23 +41,23 @@ void ReadCpus(v1::NodeLoad* load) {
 void ReadLoadAndMemory(v1::NodeLoad* load) {
   double avg[1] = {0};
   load->set_loadavg_1m(getloadavg(avg, 1) == 1 ? avg[0] : 0);
-  char head[1024];
+  // After a newline of our own, so that every key is found as "\nKey:".
+  char head[1024] = "\n";
   ssize_t got = -1;
   if (int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC); fd >= 0) {
-    got = read(fd, head, sizeof head - 1);
+    got = read(fd, head + 1, sizeof head - 2);
     close(fd);
   }
   if (got <= 0) return;
-  head[got] = '\0';
+  head[got + 1] = '\0';
   // The kibibytes on the line that starts with key.
   auto kib_of = [&](std::string_view key) -> std::optional<uint64_t> {
-    const std::string line_start = "\n" + std::string(key);
-    const char* at = std::string_view(head).starts_with(key) ? head : strstr(head, line_start.c_str());
+    const char* at = strstr(head, ("\n" + std::string(key)).c_str());
     if (at == nullptr) return std::nullopt;
-    if (*at == '\n') ++at;
+    const char* digits = at + 1 + key.size();
     char* end = nullptr;
-    const uint64_t kib = strtoull(at + key.size(), &end, 10);
-    if (end == at + key.size()) return std::nullopt;
+    const uint64_t kib = strtoull(digits, &end, 10);
+    if (end == digits) return std::nullopt;
     return kib;
   };
   if (std::optional<uint64_t> total = kib_of("MemTotal:")) load->set_mem_total_bytes(*total * 1024);
