@@ -42,7 +42,8 @@ ViewAudit::~ViewAudit() {
   if (root_fd_ >= 0) close(root_fd_);
 }
 
-void ViewAudit::Start(std::chrono::milliseconds period) {
+void ViewAudit::Start(std::chrono::milliseconds period, std::chrono::milliseconds whole_every) {
+  whole_every_ = whole_every;
   rounds_thread_.Start("onebox-audit", period, [this] { Round(); });
 }
 
@@ -56,15 +57,17 @@ void ViewAudit::Note(const std::string& key) {
 void ViewAudit::Round() {
   // A whole check at the first round, then now and then while the store changes.
   const auto now = std::chrono::steady_clock::now();
-  const HlcTimestamp clock = store_.clock().Last();
-  if (whole_at_ == std::chrono::steady_clock::time_point{} || (now - whole_at_ >= kWholeEvery && clock != whole_clock_)) {
+  const uint64_t commits = store_.commits();
+  if (whole_at_ == std::chrono::steady_clock::time_point{} ||
+      (now - whole_at_ >= whole_every_ && commits != whole_commits_)) {
     whole_at_ = now;
-    whole_clock_ = clock;
+    whole_commits_ = commits;
     {
       std::lock_guard lock(noted_mu_);
       noted_.clear();  // looked at by the whole check
     }
     Result<Report> report = Check(/*repair=*/true);
+    ++whole_rounds_;
     if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
     return;
   }

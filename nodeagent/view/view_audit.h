@@ -27,9 +27,11 @@
 // recorder); each such key is noted (Note). A round looks at the noted keys
 // and at those stale at the last look; a whole check (every record: an
 // open, a stat and the marks each) runs at the first round and then at
-// most every kWholeEvery, when the store changed, as the net under anything
-// noted nowhere. So writing N files costs the audit N looks, not a look at
-// every file of the cluster every round.
+// most every kWholeEvery, when records were written since the last one (the
+// store's commits; not its clock, which every heartbeat moves), as the net
+// under anything noted nowhere. So writing N files costs the audit N looks,
+// not a look at every file of the cluster every round, and an idle node
+// looks at nothing.
 #pragma once
 
 #include <atomic>
@@ -57,12 +59,14 @@ class ViewAudit {
   using RepairFn = std::function<void(const std::string& key)>;
   ViewAudit(Store& store, ViewLedger& ledger, const std::string& view_root, RepairFn repair);
   ~ViewAudit();
-  // Rounds every period on a thread of its own, until Stop.
-  void Start(std::chrono::milliseconds period = std::chrono::seconds(3));
+  static constexpr auto kWholeEvery = std::chrono::seconds(60);
+  // Rounds every period on a thread of its own, until Stop: a whole check at
+  // the first, then at most every whole_every while the store is written.
+  void Start(std::chrono::milliseconds period = std::chrono::seconds(3),
+             std::chrono::milliseconds whole_every = kWholeEvery);
   void Stop();
   // A peer's record for key won here: the next round looks at key.
   void Note(const std::string& key);
-  static constexpr auto kWholeEvery = std::chrono::seconds(60);
 
   struct Report {
     std::string digest;  // hex SHA-256
@@ -76,6 +80,7 @@ class ViewAudit {
   // stale at the last check (entries: how many; no digest).
   Result<Report> CheckNoted();
   uint64_t repaired() const { return repaired_; }
+  uint64_t whole_rounds() const { return whole_rounds_; }  // whole checks the rounds ran
 
  private:
   // The periodic check: the noted keys, or a whole check when one is due.
@@ -102,11 +107,13 @@ class ViewAudit {
   std::mutex check_mu_;                    // one check at a time; stale_
   std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
   std::atomic<uint64_t> repaired_{0};
+  std::atomic<uint64_t> whole_rounds_{0};
+  std::chrono::milliseconds whole_every_ = kWholeEvery;
   std::mutex noted_mu_;
   std::set<std::string> noted_;  // keys to look at in the next round
-  // The round thread's: when the last whole check ran, and the store's clock then.
+  // The round thread's: when the last whole check ran, and the store's commits then.
   std::chrono::steady_clock::time_point whole_at_{};
-  HlcTimestamp whole_clock_ = 0;
+  uint64_t whole_commits_ = 0;
   PeriodicThread rounds_thread_;
 };
 

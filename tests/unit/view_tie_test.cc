@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "consistency/digest.h"
 #include "nodeagent/view/file_look.h"
@@ -266,6 +267,26 @@ TEST_F(ViewTieTest, AFileSetBackToAnotherNodesOlderVersionIsAChangeOfItsOwn) {
   ASSERT_TRUE(parts.audit->Check(true).ok());
   EXPECT_EQ(parts.audit->repaired(), 0u);
   EXPECT_EQ(ReadFile(view_ + "/cluster/r6"), "older!!!\n");
+}
+
+
+// The audit's net, a whole check of every record, runs again only once
+// records were written: every heartbeat moves the store's clock, and a
+// whole check at each move would cost an idle node a look at every file of
+// the cluster every time.
+TEST_F(ViewTieTest, TheAuditChecksEveryRecordAgainOnlyAfterAWrite) {
+  ViewParts parts(node(), view_);
+  WriteHere(parts, "one\n");
+  parts.audit->Start(/*period=*/10ms, /*whole_every=*/30ms);
+  ASSERT_TRUE(WaitUntil([&] { return parts.audit->whole_rounds() >= 1; }, 10s, "the first whole check"));
+  const uint64_t first = parts.audit->whole_rounds();
+  for (int beat = 0; beat < 30; ++beat) {  // 300 ms of heartbeats: the clock moves, nothing is written
+    node().store->clock().Now();
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(parts.audit->whole_rounds(), first);
+  WriteHere(parts, "two\n");
+  EXPECT_TRUE(WaitUntil([&] { return parts.audit->whole_rounds() > first; }, 10s, "a whole check after the write"));
 }
 
 }  // namespace
