@@ -70,7 +70,7 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   auto fetch_one = [&](size_t index, const std::vector<PeerAddress>& order) -> Status {
     const std::string& digest = digests[index];
     if (Result<std::string> here = LocalChunk(digest); here.ok()) {
-      if (Sha256(*here) == digest) return sink(index, *here);
+      if (checked_.Take(digest) || Sha256(*here) == digest) return sink(index, *here);
       spdlog::error("chunk {} in the local store does not match its digest (damaged); fetching it again",
                     HexOf(digest));
     }
@@ -221,6 +221,7 @@ Status ContentTransfer::StoreChunks(const google::protobuf::RepeatedPtrField<v1:
                    : Status::InvalidArgument(
                          fmt::format("chunk {} does not match its digest", HexOf(c.digest()).substr(0, 16)));
     if (s.ok()) {
+      checked_.Checked(c.digest());
       ++*stored;
       metrics::counts().content_bytes.Add(ContentDirection("received"), c.data().size());
     } else if (first_failure.ok()) {

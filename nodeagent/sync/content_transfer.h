@@ -20,6 +20,7 @@
 #include "consistency/store.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
+#include "nodeagent/sync/checked_chunks.h"
 #include "onebox/v1/peer.pb.h"
 
 namespace onebox {
@@ -32,9 +33,11 @@ class ContentTransfer {
   // Gets every chunk of digests (by index, duplicates too): from this node's
   // store, else from a live member (the holders first), checked against its
   // digest; hands each to sink, a few at once on several threads, in no
-  // particular order. Fails (Unavailable, naming a missing chunk) when no live
-  // member holds one, or with the sink's first failure; bytes that do not
-  // match their digest never reach the sink. local_only: asks no peer, and
+  // particular order. Fails (Unavailable, naming a missing chunk) when no
+  // live member holds one, or with the sink's first failure; bytes that do
+  // not match their digest never reach the sink. (A chunk this node stored
+  // from a peer moments ago, checked then, is not hashed again when read
+  // back the first time: checked_chunks.h.) local_only: asks no peer, and
   // fails with NotFound when this node lacks a chunk.
   using ChunkSink = std::function<Status(size_t index, const std::string& bytes)>;
   // holders: the nodes to ask first, in order (HoldersOf), then every other
@@ -78,6 +81,7 @@ class ContentTransfer {
   std::string self_;
   int replication_factor_;
   PendingSource pending_;
+  CheckedChunks checked_;  // stored by StoreChunks moments ago: Fetch does not hash them again
 };
 
 }  // namespace onebox

@@ -19,6 +19,7 @@
 #include "nodeagent/peer/beat_socket.h"
 #include "nodeagent/peer/node_load.h"
 #include "nodeagent/peer/quorum.h"
+#include "nodeagent/sync/checked_chunks.h"
 #include "nodeagent/sync/tree_repair.h"
 #include "onebox/v1/namespace.pb.h"
 #include "tests/unit/in_process_cluster.h"
@@ -1048,6 +1049,62 @@ TEST(ContentCoreTest, ABatchStoresTheContentItCarriesAndABadChunkHoldsUpNoRecord
   EXPECT_EQ(*to.GetChunk(Sha256(good)), good);
   EXPECT_FALSE(to.HasChunk(bad_digest));
   EXPECT_EQ(to.Get("carried")->value, "v");
+}
+
+// Bytes the local store gives back that do not match their digest (a store
+// damaged on disk) never reach the sink: the chunk comes from a holder. A
+// chunk a peer pushed moments ago was checked as it came, and is taken as
+// stored the first time it is read back (the placement that follows), once.
+TEST(ContentCoreTest, AChunkDamagedInTheLocalStoreIsFetchedAgainOnceItsArrivalCheckIsUsed) {
+  InProcessCluster cluster(2);
+  ASSERT_TRUE(cluster.Join());
+  ContentTransfer& b = *cluster.node(1).content;
+  const std::string good = "a chunk as its writer holds it", damaged = "a chunk as a bad disk gives it back";
+  const std::string digest = Sha256(good);
+  ASSERT_TRUE(cluster.node(0).store->PutChunk(digest, good).ok());
+  v1::PushChunksRequest push;
+  push.set_from_node_id(cluster.node(0).id());
+  v1::Chunk* c = push.add_chunks();
+  c->set_digest(digest);
+  c->set_data(good);
+  v1::PushChunksResponse pushed;
+  ASSERT_TRUE(b.OnPushChunks(push, &pushed).ok());
+  ASSERT_EQ(pushed.stored(), 1u);
+  auto fetch = [&](bool local_only) {
+    std::string got;
+    Status s = b.Fetch({digest}, {cluster.node(0).id()}, local_only, [&](size_t, const std::string& bytes) {
+      got = bytes;
+      return Status::Ok();
+    });
+    return s.ok() ? got : "(" + s.ToString() + ")";
+  };
+  EXPECT_EQ(fetch(/*local_only=*/true), good);  // the read that follows the push: as stored
+  // Damaged in the store since (an overwrite of the key stands in for the disk).
+  ASSERT_TRUE(cluster.node(1).store->PutChunk(digest, damaged).ok());
+  EXPECT_EQ(fetch(/*local_only=*/false), good) << "the damaged bytes reached the sink";
+  ASSERT_TRUE(cluster.node(1).store->PutChunk(digest, damaged).ok());
+  EXPECT_EQ(fetch(/*local_only=*/true).rfind("(", 0), 0u) << "a damaged chunk and no peer asked: no bytes";
+}
+
+// The arrival checks are remembered for a window, each taken once, and at
+// most so many of them, the oldest let go first.
+TEST(ContentCoreTest, ArrivalChecksAreTakenOnceWithinTheirWindowAndBounded) {
+  CheckedChunks checked(std::chrono::milliseconds(200), /*max=*/3);
+  checked.Checked("a");
+  EXPECT_TRUE(checked.Take("a"));
+  EXPECT_FALSE(checked.Take("a"));  // once
+  EXPECT_FALSE(checked.Take("never"));
+  for (const char* d : {"b", "c", "d", "e"}) checked.Checked(d);
+  EXPECT_EQ(checked.size(), 3u);
+  EXPECT_FALSE(checked.Take("b"));  // the oldest, let go for the fourth
+  EXPECT_TRUE(checked.Take("c"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  EXPECT_FALSE(checked.Take("d"));  // past the window
+  EXPECT_EQ(checked.size(), 0u);
+  checked.Checked("f");
+  checked.Checked("f");  // again: still one, taken once
+  EXPECT_TRUE(checked.Take("f"));
+  EXPECT_FALSE(checked.Take("f"));
 }
 
 }  // namespace
