@@ -17,7 +17,13 @@ bool CheckedChunks::Take(const std::string& digest) {
   auto it = at_.find(digest);
   if (it == at_.end()) return false;
   at_.erase(it);
+  ++taken_;
   return true;
+}
+
+uint64_t CheckedChunks::taken() {
+  std::lock_guard lock(mu_);
+  return taken_;
 }
 
 size_t CheckedChunks::size() {

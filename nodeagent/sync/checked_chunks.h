@@ -29,12 +29,14 @@ class CheckedChunks {
   // Whether digest was Checked within the window; it is forgotten either way.
   bool Take(const std::string& digest);
   size_t size();  // remembered now
+  uint64_t taken();  // Takes that answered true, in all
 
  private:
   void ForgetOld(Clock::time_point now);  // under mu_
   const Clock::duration window_;
   const size_t max_;
   std::mutex mu_;
+  uint64_t taken_ = 0;
   std::unordered_map<std::string, Clock::time_point> at_;
   std::deque<std::pair<Clock::time_point, std::string>> order_;  // oldest first; taken ones too, until let go
 };

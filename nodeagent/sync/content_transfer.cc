@@ -69,8 +69,10 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   std::set<std::string> failed;  // a peer that did not answer is not asked again for this file
   auto fetch_one = [&](size_t index, const std::vector<PeerAddress>& order) -> Status {
     const std::string& digest = digests[index];
+    // (Taken before the read: a check of a put after the read would prove nothing of what was read.)
+    const bool checked_on_arrival = checked_.Take(digest);
     if (Result<std::string> here = LocalChunk(digest); here.ok()) {
-      if (checked_.Take(digest) || Sha256(*here) == digest) return sink(index, *here);
+      if (checked_on_arrival || Sha256(*here) == digest) return sink(index, *here);
       spdlog::error("chunk {} in the local store does not match its digest (damaged); fetching it again",
                     HexOf(digest));
     }

@@ -34,11 +34,11 @@ class ContentTransfer {
   // store, else from a live member (the holders first), checked against its
   // digest; hands each to sink, a few at once on several threads, in no
   // particular order. Fails (Unavailable, naming a missing chunk) when no
-  // live member holds one, or with the sink's first failure; bytes that do
-  // not match their digest never reach the sink. (A chunk this node stored
-  // from a peer moments ago, checked then, is not hashed again when read
-  // back the first time: checked_chunks.h.) local_only: asks no peer, and
-  // fails with NotFound when this node lacks a chunk.
+  // live member holds one, or with the sink's first failure. Bytes that do
+  // not match their digest never reach the sink, except those of the first
+  // read of a chunk this node stored from a peer moments ago, checked as it
+  // arrived and not hashed again (checked_chunks.h). local_only: asks no
+  // peer, and fails with NotFound when this node lacks a chunk.
   using ChunkSink = std::function<Status(size_t index, const std::string& bytes)>;
   // holders: the nodes to ask first, in order (HoldersOf), then every other
   // live member.
@@ -60,6 +60,8 @@ class ContentTransfer {
   // those a ReplicateRequest carries); sync as PushChunksRequest.sync. Every
   // good one is stored; the first failure, if any, is returned.
   Status StoreChunks(const google::protobuf::RepeatedPtrField<v1::Chunk>& chunks, bool sync, uint32_t* stored);
+  // Reads that took the check made as the chunk arrived instead of hashing it.
+  uint64_t arrival_checks_taken() { return checked_.taken(); }
   // How many nodes besides the writer hold a file's content.
   size_t OtherHolders() const { return replication_factor_ > 1 ? static_cast<size_t>(replication_factor_ - 1) : 0; }
 

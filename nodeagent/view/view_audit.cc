@@ -55,11 +55,15 @@ void ViewAudit::Note(const std::string& key) {
 }
 
 void ViewAudit::Round() {
-  // A whole check at the first round, then now and then while the store changes.
+  ++rounds_;
+  // A whole check at the first round, then now and then while records are
+  // written, and once more after they stop: the last writes' placements may
+  // have been under way at the one before.
   const auto now = std::chrono::steady_clock::now();
   const uint64_t commits = store_.commits();
-  if (whole_at_ == std::chrono::steady_clock::time_point{} ||
-      (now - whole_at_ >= whole_every_ && commits != whole_commits_)) {
+  const bool first = whole_at_ == std::chrono::steady_clock::time_point{};
+  if (first || (now - whole_at_ >= whole_every_ && (commits != whole_commits_ || !whole_settled_))) {
+    whole_settled_ = !first && commits == whole_commits_;
     whole_at_ = now;
     whole_commits_ = commits;
     {
@@ -67,8 +71,12 @@ void ViewAudit::Round() {
       noted_.clear();  // looked at by the whole check
     }
     Result<Report> report = Check(/*repair=*/true);
+    if (!report.ok()) {
+      whole_settled_ = false;  // tried again when the next is due
+      spdlog::debug("view audit: {}", report.status().message());
+      return;
+    }
     ++whole_rounds_;
-    if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
     return;
   }
   Result<Report> report = CheckNoted();

@@ -24,14 +24,15 @@
 // Cost: the view falls behind the store by a record it does not show yet
 // (a peer's that won here, a restore: noted beside the materializer's
 // queue) or by a tie it lost that the recorder finds (noted by the
-// recorder); each such key is noted (Note). A round looks at the noted keys
-// and at those stale at the last look; a whole check (every record: an
-// open, a stat and the marks each) runs at the first round and then at
-// most every kWholeEvery, when records were written since the last one (the
-// store's commits; not its clock, which every heartbeat moves), as the net
-// under anything noted nowhere. So writing N files costs the audit N looks,
-// not a look at every file of the cluster every round, and an idle node
-// looks at nothing.
+// recorder); each such key is noted (Note). A round looks at the noted
+// keys and at those stale at the last look; a whole
+// check (every record: an open, a stat and the marks each) runs at the
+// first round and then at most every kWholeEvery, when records were
+// written since the last one (the store's commits; not its clock, which
+// every heartbeat moves) and once more after the writes stop, as the net
+// under anything noted nowhere. So
+// writing N files costs the audit N looks, not a look at every
+// file of the cluster every round, and an idle node looks at nothing.
 #pragma once
 
 #include <atomic>
@@ -61,7 +62,8 @@ class ViewAudit {
   ~ViewAudit();
   static constexpr auto kWholeEvery = std::chrono::seconds(60);
   // Rounds every period on a thread of its own, until Stop: a whole check at
-  // the first, then at most every whole_every while the store is written.
+  // the first, then at most every whole_every while records are written, and
+  // one more once they stop.
   void Start(std::chrono::milliseconds period = std::chrono::seconds(3),
              std::chrono::milliseconds whole_every = kWholeEvery);
   void Stop();
@@ -80,7 +82,8 @@ class ViewAudit {
   // stale at the last check (entries: how many; no digest).
   Result<Report> CheckNoted();
   uint64_t repaired() const { return repaired_; }
-  uint64_t whole_rounds() const { return whole_rounds_; }  // whole checks the rounds ran
+  uint64_t rounds() const { return rounds_; }
+  uint64_t whole_rounds() const { return whole_rounds_; }  // whole checks the rounds ran to the end
 
  private:
   // The periodic check: the noted keys, or a whole check when one is due.
@@ -107,13 +110,16 @@ class ViewAudit {
   std::mutex check_mu_;                    // one check at a time; stale_
   std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
   std::atomic<uint64_t> repaired_{0};
+  std::atomic<uint64_t> rounds_{0};
   std::atomic<uint64_t> whole_rounds_{0};
   std::chrono::milliseconds whole_every_ = kWholeEvery;
   std::mutex noted_mu_;
   std::set<std::string> noted_;  // keys to look at in the next round
-  // The round thread's: when the last whole check ran, and the store's commits then.
+  // The round thread's: when the last whole check ran, the store's commits
+  // then, and whether the one before it saw as many (and both ran through).
   std::chrono::steady_clock::time_point whole_at_{};
   uint64_t whole_commits_ = 0;
+  bool whole_settled_ = false;
   PeriodicThread rounds_thread_;
 };
 

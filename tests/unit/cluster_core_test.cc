@@ -1078,18 +1078,20 @@ TEST(ContentCoreTest, AChunkDamagedInTheLocalStoreIsFetchedAgainOnceItsArrivalCh
     });
     return s.ok() ? got : "(" + s.ToString() + ")";
   };
-  EXPECT_EQ(fetch(/*local_only=*/true), good);  // the read that follows the push: as stored
+  EXPECT_EQ(fetch(/*local_only=*/true), good);  // the read that follows the push: as stored, not hashed again
+  EXPECT_EQ(b.arrival_checks_taken(), 1u);
   // Damaged in the store since (an overwrite of the key stands in for the disk).
   ASSERT_TRUE(cluster.node(1).store->PutChunk(digest, damaged).ok());
   EXPECT_EQ(fetch(/*local_only=*/false), good) << "the damaged bytes reached the sink";
   ASSERT_TRUE(cluster.node(1).store->PutChunk(digest, damaged).ok());
   EXPECT_EQ(fetch(/*local_only=*/true).rfind("(", 0), 0u) << "a damaged chunk and no peer asked: no bytes";
+  EXPECT_EQ(b.arrival_checks_taken(), 1u);  // once
 }
 
 // The arrival checks are remembered for a window, each taken once, and at
 // most so many of them, the oldest let go first.
 TEST(ContentCoreTest, ArrivalChecksAreTakenOnceWithinTheirWindowAndBounded) {
-  CheckedChunks checked(std::chrono::milliseconds(200), /*max=*/3);
+  CheckedChunks checked(std::chrono::seconds(1), /*max=*/3);
   checked.Checked("a");
   EXPECT_TRUE(checked.Take("a"));
   EXPECT_FALSE(checked.Take("a"));  // once
@@ -1098,13 +1100,14 @@ TEST(ContentCoreTest, ArrivalChecksAreTakenOnceWithinTheirWindowAndBounded) {
   EXPECT_EQ(checked.size(), 3u);
   EXPECT_FALSE(checked.Take("b"));  // the oldest, let go for the fourth
   EXPECT_TRUE(checked.Take("c"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   EXPECT_FALSE(checked.Take("d"));  // past the window
   EXPECT_EQ(checked.size(), 0u);
   checked.Checked("f");
   checked.Checked("f");  // again: still one, taken once
   EXPECT_TRUE(checked.Take("f"));
   EXPECT_FALSE(checked.Take("f"));
+  EXPECT_EQ(checked.taken(), 3u);  // a, c, f
 }
 
 }  // namespace
