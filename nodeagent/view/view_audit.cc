@@ -54,6 +54,14 @@ void ViewAudit::Note(const std::string& key) {
   noted_.insert(key);
 }
 
+void ViewAudit::Shown(const std::string& key, const Version& version) {
+  std::lock_guard lock(noted_mu_);
+  auto it = noted_.find(key);
+  if (it == noted_.end()) return;
+  // (Under noted_mu_: a newer record applied since is seen here, or its Note waits for the erase.)
+  if (Result<Record> now = store_.Get(key, Cf::kNs); now.ok() && now->version == version) noted_.erase(it);
+}
+
 void ViewAudit::Round() {
   ++rounds_;
   // A whole check at the first round, then now and then while records are

@@ -24,14 +24,15 @@
 // Cost: the view falls behind the store by a record it does not show yet
 // (a peer's that won here, a restore: noted beside the materializer's
 // queue) or by a tie it lost that the recorder finds (noted by the
-// recorder); each such key is noted (Note). A round looks at the noted
-// keys and at those stale at the last look; a whole
+// recorder); each such key is noted (Note), and let go once the
+// materializer put the store's current version in place (Shown). A round
+// looks at the noted keys and at those stale at the last look; a whole
 // check (every record: an open, a stat and the marks each) runs at the
 // first round and then at most every kWholeEvery, when records were
 // written since the last one (the store's commits; not its clock, which
 // every heartbeat moves) and once more after the writes stop, as the net
 // under anything noted nowhere. So
-// writing N files costs the audit N looks, not a look at every
+// writing N files costs the audit at most N looks, not a look at every
 // file of the cluster every round, and an idle node looks at nothing.
 #pragma once
 
@@ -69,6 +70,11 @@ class ViewAudit {
   void Stop();
   // A peer's record for key won here: the next round looks at key.
   void Note(const std::string& key);
+  // The materializer put version in place at key: when that is still the
+  // store's current version, the next round need not look at key (the look
+  // would find it showing that version). Safe against a newer record: its
+  // Note comes after the store holds it.
+  void Shown(const std::string& key, const Version& version);
 
   struct Report {
     std::string digest;  // hex SHA-256

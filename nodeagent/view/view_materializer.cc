@@ -255,7 +255,10 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
   if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != inode.mode() ||
       (AgentUid() == 0 && (st.st_uid != inode.uid() || st.st_gid != inode.gid())))
     SetOwnerAndMode(fd, inode);
-  if (fstat(fd, &st) == 0) ledger_.Placed(path, st, version);
+  if (fstat(fd, &st) == 0) {
+    ledger_.Placed(path, st, version);
+    if (placed_) placed_(path, version);
+  }
   close(fd);
   spdlog::debug("placed directory /{} ({} extended attributes; version of {})", path, inode.xattrs_size(),
                 NodeIdHex(version.node));
@@ -672,10 +675,12 @@ void ViewMaterializer::TellLedgerPlaced(const std::string& path, int tmp_fd, con
   // not as placed, and must not be taken for ours (the recorder records that).
   v1::Inode inode;
   struct stat st;
-  if (inode.ParseFromString(placed.value) && fstat(tmp_fd, &st) == 0 && AsPlaced(st, inode))
+  if (inode.ParseFromString(placed.value) && fstat(tmp_fd, &st) == 0 && AsPlaced(st, inode)) {
     ledger_.Placed(path, st, placed.version);  // this look, not a later one
-  else
+    if (placed_) placed_(path, placed.version);
+  } else {
     ledger_.NotPlaced(path);
+  }
 }
 
 void ViewMaterializer::Remove(const std::string& path) {

@@ -36,6 +36,7 @@ struct ViewParts {
     materializer = std::make_unique<ViewMaterializer>(*node.store, *node.content, *ledger);
     audit = std::make_unique<ViewAudit>(*node.store, *ledger, view_root,
                                         [m = materializer.get()](const std::string& key) { m->Enqueue(key); });
+    materializer->set_placed([a = audit.get()](const std::string& key, const Version& v) { a->Shown(key, v); });
     EXPECT_TRUE(materializer->Start(view_root).ok());
     Result<std::unique_ptr<ViewRecorder>> r =
         ViewRecorder::Start(view_root, *node.store, *ledger, nullptr, [m = materializer.get()] { m->Drain(); });
@@ -297,6 +298,27 @@ TEST_F(ViewTieTest, TheAuditChecksEveryRecordAgainOnlyAfterAWrite) {
   const uint64_t again = parts.audit->whole_rounds();
   heartbeats();
   EXPECT_EQ(parts.audit->whole_rounds(), again);
+}
+
+// A peer's record that the materializer put in place as the store holds it
+// needs no look at the audit's next round; a key noted and not put in place
+// as the store's current version keeps its look.
+TEST_F(ViewTieTest, TheAuditLooksOnlyAtWhatWasNotPutInPlaceAsTheStoreHasIt) {
+  ViewParts parts(node(), view_);
+  Record ours = WriteHere(parts, "from-a-6\n");
+  Record theirs = PeersTie(ours, "from-c-6\n");
+  parts.audit->Note("cluster/r6");  // as the agent notes a peer's record beside the materializer's queue
+  ArriveAndPlace(parts, theirs);
+  ASSERT_EQ(ReadFile(view_ + "/cluster/r6"), "from-c-6\n");
+  Result<ViewAudit::Report> placed = parts.audit->CheckNoted();
+  ASSERT_TRUE(placed.ok());
+  EXPECT_EQ(placed->entries, 0u) << "looked at what was put in place as the store has it";
+  // Told of an older version than the store's: the look stays.
+  parts.audit->Note("cluster/r6");
+  parts.audit->Shown("cluster/r6", ours.version);
+  Result<ViewAudit::Report> older = parts.audit->CheckNoted();
+  ASSERT_TRUE(older.ok());
+  EXPECT_EQ(older->entries, 1u);
 }
 
 }  // namespace
