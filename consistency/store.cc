@@ -248,6 +248,7 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
   }
   (void)batch.PopSavePoint();
   if (st = CommitGroup(log_lock, tomb.version.hlc, sync); !st.ok()) return st;
+  if (space == Cf::kNs) ++ns_writes_;
   return tomb.version;
 }
 
@@ -349,6 +350,8 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   }
   (void)batch.PopSavePoint();
   if (st = CommitGroup(log_lock, version.hlc, sync); !st.ok()) return st;
+  if (std::any_of(mutations.begin(), mutations.end(), [](const Mutation& m) { return m.space == Cf::kNs; }))
+    ++ns_writes_;
   return version;
 }
 
@@ -434,6 +437,7 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   s = batch.Put(cf(space), key, EncodeRecord(record));
   if (!s.ok()) return FromRocks(s, "apply");
   if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
+  if (space == Cf::kNs) ++ns_writes_;
   return true;
 }
 
@@ -494,6 +498,11 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
   }
   if (batch.Count() > 0) {
     if (Status st = Commit(batch, highest, sync); !st.ok()) return st;
+    for (size_t i = 0; i < records.size(); ++i)
+      if (won[i] && records[i].space == Cf::kNs) {
+        ++ns_writes_;
+        break;
+      }
   } else if (sync) {
     if (Status w = FromRocks(db_->SyncWAL(), "sync the WAL"); !w.ok()) return w;
   }

@@ -76,6 +76,14 @@ class Agent {
   static Result<std::unique_ptr<Agent>> Start(const AgentOptions& options, const ListenAddress& listen,
                                               const std::string& join_token, std::optional<TlsMaterial> tls);
   void Stop();
+  // After Stop, nothing; after a start that failed past the view's parts,
+  // their threads end before the parts they call into go (the audit's
+  // rounds, the recorder's notes, the materializer's placements).
+  ~Agent() {
+    if (audit_) audit_->Stop();
+    if (recorder_) recorder_->Stop();
+    if (materializer_) materializer_->Stop();
+  }
   // Where gRPC is served (the port the kernel picked for port 0).
   std::string grpc_address() const { return info_.grpc_address(); }
   // One scrape of --metrics: the counts (metrics/metrics.h) and the gauges read from the parts now.

@@ -68,19 +68,22 @@ void ViewAudit::Round() {
   // written, and once more after they stop: the last writes' placements may
   // have been under way at the one before.
   const auto now = std::chrono::steady_clock::now();
-  const uint64_t commits = store_.commits();
+  const uint64_t written = store_.ns_writes();
   const bool first = whole_at_ == std::chrono::steady_clock::time_point{};
-  if (first || (now - whole_at_ >= whole_every_ && (commits != whole_commits_ || !whole_settled_))) {
-    whole_settled_ = !first && commits == whole_commits_;
+  if (first || (now - whole_at_ >= whole_every_ && (written != whole_ns_writes_ || !whole_settled_))) {
+    whole_settled_ = !first && written == whole_ns_writes_;
     whole_at_ = now;
-    whole_commits_ = commits;
+    whole_ns_writes_ = written;
+    std::set<std::string> noted;  // looked at by the whole check
     {
       std::lock_guard lock(noted_mu_);
-      noted_.clear();  // looked at by the whole check
+      noted.swap(noted_);
     }
     Result<Report> report = Check(/*repair=*/true);
     if (!report.ok()) {
       whole_settled_ = false;  // tried again when the next is due
+      std::lock_guard lock(noted_mu_);
+      noted_.merge(noted);  // and these at the next round
       spdlog::debug("view audit: {}", report.status().message());
       return;
     }

@@ -28,9 +28,10 @@
 // materializer put the store's current version in place (Shown). A round
 // looks at the noted keys and at those stale at the last look; a whole
 // check (every record: an open, a stat and the marks each) runs at the
-// first round and then at most every kWholeEvery, when records were
-// written since the last one (the store's commits; not its clock, which
-// every heartbeat moves) and once more after the writes stop, as the net
+// first round and then at most every kWholeEvery, when records of the
+// namespace were written since the last one (Store::ns_writes; not the
+// store's clock, which every heartbeat moves) and once more after the
+// writes stop, as the net
 // under anything noted nowhere. So
 // writing N files costs the audit at most N looks, not a look at every
 // file of the cluster every round, and an idle node looks at nothing.
@@ -121,10 +122,10 @@ class ViewAudit {
   std::chrono::milliseconds whole_every_ = kWholeEvery;
   std::mutex noted_mu_;
   std::set<std::string> noted_;  // keys to look at in the next round
-  // The round thread's: when the last whole check ran, the store's commits
-  // then, and whether the one before it saw as many (and both ran through).
+  // The round thread's: when the last whole check ran, the store's
+  // ns_writes then, and whether the one before it saw as many (and both ran through).
   std::chrono::steady_clock::time_point whole_at_{};
-  uint64_t whole_commits_ = 0;
+  uint64_t whole_ns_writes_ = 0;
   bool whole_settled_ = false;
   PeriodicThread rounds_thread_;
 };

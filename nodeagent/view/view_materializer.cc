@@ -396,6 +396,7 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     close(fd);
     if (same && !stub) {
       if (!group.empty()) JoinedGroup(group, path);
+      if (placed_ && version.node != self_node_) placed_(path, version);  // (the ledger said it shows it)
       return inode.size();
     }
   }
@@ -659,9 +660,12 @@ Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, c
   // write's close: ours, not a program's. Cut short, the file is a mix that
   // no program wrote either: taken for ours too, and placed again.
   struct stat now;
-  if (fstat(dst, &now) == 0 && (!written || AsPlaced(now, inode)))
+  if (fstat(dst, &now) == 0 && (!written || AsPlaced(now, inode))) {
     ledger_.Placed(path, now, placed.version, /*in_place=*/true);
-  else ledger_.NotPlaced(path);
+    if (written && placed_) placed_(path, placed.version);
+  } else {
+    ledger_.NotPlaced(path);
+  }
   if (!written) {
     spdlog::warn("/{}: written in place only in part ({}): placed again", path, strerror(errno));
     Enqueue(path);

@@ -64,8 +64,8 @@ class ViewMaterializer {
   // open (a database) reads it through its descriptor; their writers
   // exclude each other through the cluster's locks. Before Start.
   void set_in_place(std::function<bool(const std::string& path)> in_place) { in_place_ = std::move(in_place); }
-  // Told of every entry put in place as a record's version (the view
-  // audit's Shown). Before Start.
+  // Told of an entry put in place (or found in place) as a peer's record's
+  // version: the view audit's Shown. Before Start.
   void set_placed(std::function<void(const std::string& path, const Version& version)> placed) {
     placed_ = std::move(placed);
   }

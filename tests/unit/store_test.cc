@@ -69,6 +69,34 @@ TEST(Store, PutGetDelete) {
   EXPECT_FALSE(existed);
 }
 
+// ns_writes counts the writes that changed a namespace record, and only
+// those: the view audit's whole check follows it (view/view_audit.h).
+TEST(Store, NsWritesCountTheWritesThatChangedANamespaceRecord) {
+  TempDir dir;
+  auto s = OpenStore(dir.path(), 7);
+  const uint64_t start = s->ns_writes();
+  ASSERT_TRUE(s->Put("kv-key", "v", false).ok());  // the key-value family
+  ASSERT_TRUE(s->Put("cluster/f", "v", false, Cf::kPorts).ok());
+  EXPECT_EQ(s->ns_writes(), start);
+  ASSERT_TRUE(s->Put("cluster/f", "v", false, Cf::kNs).ok());
+  EXPECT_EQ(s->ns_writes(), start + 1);
+  ASSERT_TRUE(s->Delete("cluster/f", false, nullptr, Cf::kNs).ok());
+  EXPECT_EQ(s->ns_writes(), start + 2);
+  const HlcTimestamp t = s->clock().Now();
+  ASSERT_TRUE(s->Apply("cluster/g", Record{{t + 10, 9}, false, "peer's"}, false, Cf::kNs).value());
+  EXPECT_EQ(s->ns_writes(), start + 3);
+  // A loser, kept in the history only: no record changed.
+  EXPECT_FALSE(s->Apply("cluster/g", Record{{t + 5, 8}, false, "older"}, false, Cf::kNs).value());
+  Result<std::vector<bool>> won = s->ApplyBatch({{Cf::kNs, "cluster/g", Record{{t + 6, 8}, false, "older too"}},
+                                                 {Cf::kKv, "kv-key", Record{{t + 20, 9}, false, "newer"}}},
+                                                false);
+  ASSERT_TRUE(won.ok());
+  EXPECT_EQ(*won, (std::vector<bool>{false, true}));
+  EXPECT_EQ(s->ns_writes(), start + 3);
+  ASSERT_TRUE(s->ApplyBatch({{Cf::kNs, "cluster/h", Record{{t + 30, 9}, false, "new"}}}, false).ok());
+  EXPECT_EQ(s->ns_writes(), start + 4);
+}
+
 TEST(Store, EnforcesDocumentedLimits) {
   TempDir dir;
   auto s = OpenStore(dir.path());

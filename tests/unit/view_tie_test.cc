@@ -43,8 +43,8 @@ struct ViewParts {
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     recorder = std::move(r).value();
   }
-  ~ViewParts() {
-    audit.reset();
+  ~ViewParts() {  // threads first: each calls into the others
+    audit->Stop();
     recorder->Stop();
     materializer->Stop();
   }
