@@ -42,10 +42,18 @@ ssize_t ReadGrowing(std::string* buf, Call call) {
   }
 }
 
-// The replicated names fd has, sorted; nullopt when the list cannot be read.
-std::optional<std::vector<std::string>> ReplicatedNames(const std::string& proc) {
+// The replicated names fd has (from listed when given), sorted; nullopt
+// when the list cannot be read.
+std::optional<std::vector<std::string>> ReplicatedNames(const std::string& proc,
+                                                        std::optional<std::string_view> listed) {
   std::string list;
-  ssize_t n = ReadGrowing(&list, [&](char* b, size_t size) { return listxattr(proc.c_str(), b, size); });
+  ssize_t n;
+  if (listed) {
+    list.assign(*listed);
+    n = static_cast<ssize_t>(list.size());
+  } else {
+    n = ReadGrowing(&list, [&](char* b, size_t size) { return listxattr(proc.c_str(), b, size); });
+  }
   if (n < 0) {
     if (errno == ENOTSUP) return std::vector<std::string>();
     return std::nullopt;
@@ -75,7 +83,7 @@ const v1::Xattr* FindXattr(const v1::Inode& inode, std::string_view name) {
   return nullptr;
 }
 
-void ReadXattrs(int fd, v1::Inode* inode, const v1::Inode* held) {
+void ReadXattrs(int fd, v1::Inode* inode, const v1::Inode* held, std::optional<std::string_view> listed) {
   inode->clear_xattrs();
   if (!Keeps(*inode)) return;
   const std::string proc = ProcPath(fd);
@@ -84,7 +92,7 @@ void ReadXattrs(int fd, v1::Inode* inode, const v1::Inode* held) {
     if (const v1::Xattr* was = FindXattr(*held, name); was != nullptr && FindXattr(*inode, name) == nullptr)
       *inode->add_xattrs() = *was;
   };
-  std::optional<std::vector<std::string>> names = ReplicatedNames(proc);
+  std::optional<std::vector<std::string>> names = ReplicatedNames(proc, listed);
   if (!names) {  // not ours to list: as recorded
     if (held != nullptr) *inode->mutable_xattrs() = held->xattrs();
     return;
@@ -120,11 +128,11 @@ bool SameXattrs(const v1::Inode& a, const v1::Inode& b) {
          });
 }
 
-bool ShowsXattrs(int fd, const v1::Inode& inode) {
+bool ShowsXattrs(int fd, const v1::Inode& inode, std::optional<std::string_view> listed) {
   if (!Keeps(inode)) return true;
   v1::Inode shown;
   shown.set_type(inode.type());
-  ReadXattrs(fd, &shown, &inode);  // (what this agent cannot see counts as shown)
+  ReadXattrs(fd, &shown, &inode, listed);  // (what this agent cannot see counts as shown)
   return SameXattrs(shown, inode);
 }
 

@@ -12,6 +12,7 @@
 // /proc/self/fd/N, so an O_PATH descriptor serves.
 #pragma once
 
+#include <optional>
 #include <string_view>
 
 #include "onebox/v1/namespace.pb.h"
@@ -37,15 +38,17 @@ const v1::Xattr* FindXattr(const v1::Inode& inode, std::string_view name);
 // Replaces inode's xattrs with fd's (none for a symlink). What this agent
 // cannot read (a file it may not read, when not root; trusted.*, which only
 // root sees) keeps held's value, the entry's record so far, when given: an
-// agent's lack of rights is no removal.
-void ReadXattrs(int fd, v1::Inode* inode, const v1::Inode* held = nullptr);
+// agent's lack of rights is no removal. listed: fd's names as a listxattr
+// just gave them (FileMarks::Names, view_ledger.h), so as not to list twice.
+void ReadXattrs(int fd, v1::Inode* inode, const v1::Inode* held = nullptr,
+                std::optional<std::string_view> listed = std::nullopt);
 
 // Whether a and b record the same extended attributes.
 bool SameXattrs(const v1::Inode& a, const v1::Inode& b);
 
 // Whether fd shows inode's extended attributes, as far as this agent can
-// see them.
-bool ShowsXattrs(int fd, const v1::Inode& inode);
+// see them (listed: as ReadXattrs).
+bool ShowsXattrs(int fd, const v1::Inode& inode, std::optional<std::string_view> listed = std::nullopt);
 
 // Makes fd's extended attributes inode's: sets those that differ, removes
 // those inode does not have (fresh: fd was just made and has none). Names

@@ -154,10 +154,12 @@ void ViewAudit::Look(const std::string& key, const Record& rec, const v1::Inode&
   digest.Add(fmt::format("{:o}", st.st_mode & (as_root ? S_IFMT | 07777 : S_IFMT | 01777)));
   if (as_root) digest.Add(fmt::format("{}:{}", st.st_uid, st.st_gid));
   if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) digest.Add(fmt::format("{}:{}", st.st_size, MtimeNs(st)));
+  FileMarks marks(fd);
   if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
     v1::Inode shown_xattrs;
     shown_xattrs.set_type(S_ISDIR(st.st_mode) ? v1::FILE_TYPE_DIRECTORY : v1::FILE_TYPE_REGULAR);
-    ReadXattrs(fd, &shown_xattrs, &inode);  // (what this agent cannot see counts as recorded)
+    // (What this agent cannot see counts as recorded.)
+    ReadXattrs(fd, &shown_xattrs, &inode, marks.Names());
     for (const v1::Xattr& x : shown_xattrs.xattrs()) {
       digest.Add(x.name());
       digest.Add(x.value());
@@ -170,7 +172,7 @@ void ViewAudit::Look(const std::string& key, const Record& rec, const v1::Inode&
   }
   if (S_ISREG(st.st_mode)) {
     std::optional<Version> shown;
-    digest.Add(ContentOf(key, fd, st, rec, inode, &shown));
+    digest.Add(ContentOf(key, marks, st, rec, inode, &shown));
     if (shown && *shown != rec.version && Newer(rec.version, *shown)) stale[key] = *shown;
   }
   close(fd);
@@ -189,9 +191,8 @@ void ViewAudit::RepairStale(std::map<std::string, Version> stale, bool repair) {
   stale_ = std::move(stale);
 }
 
-std::string ViewAudit::ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
+std::string ViewAudit::ContentOf(const std::string& key, FileMarks& marks, const struct stat& st, const Record& rec,
                                  const v1::Inode& inode, std::optional<Version>* shown) {
-  FileMarks marks(fd);
   *shown = ledger_.ContentShown(key, marks, st);
   if (std::optional<v1::Inode> stub = ledger_.StubContent(marks))
     return ContentName(stub->size(), stub->chunks());  // what an open of it reads, once hydrated

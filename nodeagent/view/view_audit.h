@@ -104,7 +104,7 @@ class ViewAudit {
   void RepairStale(std::map<std::string, Version> stale, bool repair);
   // A regular file's content, named by its size and chunks (or by its look,
   // when it is not recorded yet); *shown: the version the ledger knows it shows.
-  std::string ContentOf(const std::string& key, int fd, const struct stat& st, const Record& rec,
+  std::string ContentOf(const std::string& key, FileMarks& marks, const struct stat& st, const Record& rec,
                         const v1::Inode& inode, std::optional<Version>* shown);
   // The content name of key's version `version`: the record's, or one in its history ("" if not kept).
   std::string ChunksOfVersion(const std::string& key, const Version& version, const Record& rec,

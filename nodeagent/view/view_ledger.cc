@@ -64,32 +64,40 @@ int SetMark(int fd, const char* name, const std::string& value) {
   return static_cast<int>(syscall(SYS_fsetxattr, fd, name, value.data(), value.size(), 0));
 }
 
+void FileMarks::List() {
+  if (listed_) return;
+  listed_ = true;
+  char names[256];
+  ssize_t n = listxattr(ProcPath(fd_).c_str(), names, sizeof names);
+  // Trusted only when it answers: too many to list here (ERANGE), or a
+  // file system that lists nothing but reads attributes, and each mark
+  // is asked for, as if not listed.
+  if (n < 0) return;
+  names_.emplace(names, static_cast<size_t>(n));
+  auto has = [&](std::string_view name) {
+    for (size_t at = 0; at < names_->size();) {
+      size_t end = names_->find('\0', at);
+      if (end == std::string::npos) end = names_->size();
+      if (std::string_view(*names_).substr(at, end - at) == name) return true;
+      at = end + 1;
+    }
+    return false;
+  };
+  may_have_[kStub] = has(kStubXattr);
+  may_have_[kPlaced] = has(kPlacedXattr);
+}
+
+std::optional<std::string_view> FileMarks::Names() {
+  List();
+  if (!names_) return std::nullopt;
+  return std::string_view(*names_);
+}
+
 const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which) {
   if (mark) return *mark;
   mark.emplace();
   const std::string proc = ProcPath(fd_);
-  if (!listed_) {
-    listed_ = true;
-    char names[256];
-    ssize_t n = listxattr(proc.c_str(), names, sizeof names);
-    // Trusted only when it answers: too many to list here (ERANGE), or a
-    // file system that lists nothing but reads attributes, and each mark
-    // is asked for, as if not listed.
-    if (n >= 0) {
-      std::string_view listed(names, static_cast<size_t>(n));
-      auto has = [&](std::string_view name) {
-        for (size_t at = 0; at < listed.size();) {
-          size_t end = listed.find('\0', at);
-          if (end == std::string_view::npos) end = listed.size();
-          if (listed.substr(at, end - at) == name) return true;
-          at = end + 1;
-        }
-        return false;
-      };
-      may_have_[kStub] = has(kStubXattr);
-      may_have_[kPlaced] = has(kPlacedXattr);
-    }
-  }
+  List();
   if (!may_have_[which]) {
     absent_[which] = true;
     return *mark;
@@ -306,7 +314,7 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
       // attributes, mode 0755) would become this node's newer version of
       // the peer's directory. A program's chmod, chown or setxattr on it
       // meanwhile is a change of its own, and recorded.
-      if (made->second.look.SameDirectory(now) && ShowsXattrs(marks.fd(), made->second.xattrs)) return true;
+      if (made->second.look.SameDirectory(now) && ShowsXattrs(marks.fd(), made->second.xattrs, marks.Names())) return true;
       placeholders_.erase(made);
     }
   }
@@ -323,7 +331,7 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
   Result<Record> rec = store_.Get(path, Cf::kNs);
   v1::Inode inode;
   return rec.ok() && inode.ParseFromString(rec->value) && inode.type() == v1::FILE_TYPE_REGULAR &&
-         ShowsVersion(st, inode) && ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode);
+         ShowsVersion(st, inode) && ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode, marks.Names());
 }
 
 bool ViewLedger::WrittenInPlaceByUs(const std::string& path, const struct stat& st) {
@@ -452,7 +460,7 @@ bool ViewLedger::LinkedAndUntouched(const std::string& path, FileMarks& marks, c
   Result<Record> rec = store_.Get(path, Cf::kNs);
   v1::Inode inode;
   return rec.ok() && inode.ParseFromString(rec->value) && !inode.link_group().empty() && ShowsVersion(st, inode) &&
-         ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode);
+         ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode, marks.Names());
 }
 
 bool ViewLedger::PlacedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st) {

@@ -24,6 +24,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -53,12 +54,19 @@ class FileMarks {
     Stub();
     return absent_[kStub];
   }
+  // fd's extended attribute names as the marks' one listxattr gave them
+  // ('\0' after each), for ReadXattrs and ShowsXattrs (file_xattrs.h), so
+  // that a look lists them once; nullopt when it could not list them all
+  // (too many for its buffer, or refused): those then list for themselves.
+  std::optional<std::string_view> Names();
 
  private:
   enum Which { kStub, kPlaced };
   const std::string& Read(std::optional<std::string>& mark, Which which);
+  void List();  // once
   int fd_;
   bool listed_ = false;
+  std::optional<std::string> names_;
   bool may_have_[2] = {true, true};
   bool absent_[2] = {false, false};
   std::optional<std::string> stub_, placed_;

@@ -450,7 +450,7 @@ std::optional<std::string> ViewRecorder::HeldSymlinkTarget(const std::string& pa
 }
 
 v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string* known_target,
-                                const v1::Inode* held_xattrs) {
+                                const v1::Inode* held_xattrs, FileMarks* marks) {
   v1::Inode inode;
   inode.set_type(TypeOf(st.st_mode));
   inode.set_mode(st.st_mode & 07777);
@@ -458,7 +458,8 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string
   inode.set_gid(st.st_gid);
   inode.set_mtime_ns(MtimeNs(st));
   if (S_ISREG(st.st_mode)) inode.set_size(static_cast<uint64_t>(st.st_size));
-  ReadXattrs(fd, &inode, held_xattrs);
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))  // (a symlink keeps none: nothing to list)
+    ReadXattrs(fd, &inode, held_xattrs, marks != nullptr ? marks->Names() : std::nullopt);
   if (S_ISLNK(st.st_mode) && known_target != nullptr) {
     inode.set_symlink_target(*known_target);
   } else if (S_ISLNK(st.st_mode)) {
@@ -580,7 +581,7 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // What an agent that is not root cannot read of the entry's attributes stays as recorded.
   std::optional<v1::Inode> held;
   if (AgentUid() != 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) held = RecordOf(path);
-  v1::Inode inode = InodeOf(fd, st, target ? &*target : nullptr, held ? &*held : nullptr);
+  v1::Inode inode = InodeOf(fd, st, target ? &*target : nullptr, held ? &*held : nullptr, &marks);
   // A stub moved, linked, touched or chmod'ed: it holds no content to hash,
   // its mark names the content.
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(marks) : std::nullopt;

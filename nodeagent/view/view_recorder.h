@@ -169,9 +169,10 @@ class ViewRecorder {
   // The record of what st (fd) shows, its content aside.
   // known_target: a symlink's target, already known (it is not read again).
   // held_xattrs: the entry's record so far, whose extended attributes stand
-  // for those this agent cannot read (file_xattrs.h).
+  // for those this agent cannot read (file_xattrs.h). marks: fd's, whose
+  // listing of names serves (FileMarks::Names).
   static v1::Inode InodeOf(int fd, const struct stat& st, const std::string* known_target = nullptr,
-                           const v1::Inode* held_xattrs = nullptr);
+                           const v1::Inode* held_xattrs = nullptr, FileMarks* marks = nullptr);
   // The target the store holds for the symlink at path, when an attribute
   // change of it (IN_ATTRIB) is all that happened: a symlink's target never
   // changes in place, and reading it again would move its atime (relatime),

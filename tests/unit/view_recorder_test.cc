@@ -13,12 +13,15 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "consistency/digest.h"
+#include "nodeagent/view/file_xattrs.h"
 #include "nodeagent/view/view_ledger.h"
 #include "nodeagent/view/view_recorder.h"
 #include "nodeagent/view/watched_dirs.h"
@@ -401,6 +404,53 @@ TEST_F(ViewRecorderBurst, ADirectoryMadeAgainBeforeItsRemovalIsReadKeepsWhatWasF
   ASSERT_TRUE(recorder->Sync().ok());
   ExpectRecordedSince(key, fsynced, "after\n");
   EXPECT_TRUE(store.Get(dir_key, Cf::kNs).ok()) << "the directory made again is recorded";
+}
+
+// A look lists an entry's extended attribute names once: the marks' listing
+// serves ReadXattrs, which reads the same attributes from it as from a
+// listing of its own, the agent's marks left out; names too many for the
+// marks' buffer are listed by ReadXattrs itself.
+TEST(FileMarksListing, ReadXattrsReadsTheSameFromTheMarksListingAsFromItsOwn) {
+  TempDir dir;
+  const std::string path = dir / "f";
+  ASSERT_TRUE(std::ofstream(path) << "x");
+  const int fd = open(path.c_str(), O_PATH | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::string proc = fmt::format("/proc/self/fd/{}", fd);
+  ASSERT_EQ(setxattr(proc.c_str(), "user.a", "1", 1, 0), 0) << strerror(errno);
+  ASSERT_EQ(setxattr(proc.c_str(), "user.b", "22", 2, 0), 0);
+  {
+    const int writable = open(path.c_str(), O_RDWR | O_CLOEXEC);  // (the marks are set through a real descriptor)
+    ASSERT_GE(writable, 0);
+    ViewLedger::MarkPlacement(writable, "f", Version{42, 7});  // the agent's own mark: not replicated
+    close(writable);
+  }
+  auto read = [&](std::optional<std::string_view> listed) {
+    v1::Inode inode;
+    inode.set_type(v1::FILE_TYPE_REGULAR);
+    ReadXattrs(fd, &inode, nullptr, listed);
+    std::string all;
+    for (const v1::Xattr& x : inode.xattrs()) all += x.name() + "=" + x.value() + ";";
+    return all;
+  };
+  {
+    FileMarks marks(fd);
+    ASSERT_TRUE(marks.Names().has_value());
+    EXPECT_EQ(read(marks.Names()), "user.a=1;user.b=22;");
+    EXPECT_FALSE(marks.Placement().empty());  // the same listing told the mark is there
+  }
+  EXPECT_EQ(read(std::nullopt), "user.a=1;user.b=22;");
+  // More names than the marks' buffer holds: no listing from them, all read.
+  for (int i = 0; i < 20; ++i)
+    ASSERT_EQ(setxattr(proc.c_str(), fmt::format("user.long-name-to-fill-the-list-{:02}", i).c_str(), "v", 1, 0), 0);
+  FileMarks marks(fd);
+  EXPECT_FALSE(marks.Names().has_value());
+  v1::Inode inode;
+  inode.set_type(v1::FILE_TYPE_REGULAR);
+  ReadXattrs(fd, &inode, nullptr, marks.Names());
+  EXPECT_EQ(inode.xattrs_size(), 22);
+  EXPECT_FALSE(marks.Placement().empty());  // asked for by name when not listed
+  close(fd);
 }
 
 }  // namespace
