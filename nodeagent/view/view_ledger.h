@@ -58,6 +58,8 @@ class FileMarks {
   // ('\0' after each), for ReadXattrs and ShowsXattrs (file_xattrs.h), so
   // that a look lists them once; nullopt when it could not list them all
   // (too many for its buffer, or refused): those then list for themselves.
+  // Read once: valid until the agent changes fd's attributes (a FileMarks
+  // serves one look).
   std::optional<std::string_view> Names();
 
  private:

@@ -508,7 +508,7 @@ std::optional<ViewMaterializer::Twin> ViewMaterializer::TwinOf(const std::string
     // Shows that record as placed or recorded here, whole (no stub).
     if (fstat(fd, &twin.st) == 0 && S_ISREG(twin.st.st_mode) && AsPlaced(twin.st, inode) &&
         (rec->version.node == self_node_ || ledger_.ContentShown(name, marks, twin.st) == rec->version) &&
-        marks.Stub().empty() && ShowsXattrs(fd, inode))
+        marks.Stub().empty() && ShowsXattrs(fd, inode, marks.Names()))
       return twin;
     close(fd);
   }

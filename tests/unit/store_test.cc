@@ -95,6 +95,15 @@ TEST(Store, NsWritesCountTheWritesThatChangedANamespaceRecord) {
   EXPECT_EQ(s->ns_writes(), start + 3);
   ASSERT_TRUE(s->ApplyBatch({{Cf::kNs, "cluster/h", Record{{t + 30, 9}, false, "new"}}}, false).ok());
   EXPECT_EQ(s->ns_writes(), start + 4);
+  // A record delivered again (anti-entropy, a replayed batch): no change.
+  EXPECT_FALSE(s->Apply("cluster/h", Record{{t + 30, 9}, false, "new"}, false, Cf::kNs).value());
+  EXPECT_EQ(s->ns_writes(), start + 4);
+  // One write of both families: one; of the key-value family alone: none.
+  ASSERT_TRUE(s->Write({{"kv-key", false, "1", Cf::kKv}, {"cluster/i", false, "2", Cf::kNs}}, false).ok());
+  EXPECT_EQ(s->ns_writes(), start + 5);
+  ASSERT_TRUE(s->Write({{"kv-key", false, "3", Cf::kKv}, {"kv-other", false, "4", Cf::kKv}}, false).ok());
+  ASSERT_TRUE(s->Delete("kv-key", false).ok());
+  EXPECT_EQ(s->ns_writes(), start + 5);
 }
 
 TEST(Store, EnforcesDocumentedLimits) {

@@ -440,6 +440,10 @@ TEST(FileMarksListing, ReadXattrsReadsTheSameFromTheMarksListingAsFromItsOwn) {
     EXPECT_FALSE(marks.Placement().empty());  // the same listing told the mark is there
   }
   EXPECT_EQ(read(std::nullopt), "user.a=1;user.b=22;");
+  // The listing given is the one read (not listed again): a listing of
+  // user.a alone reads user.a alone, and an empty one none.
+  EXPECT_EQ(read(std::string_view("user.a\0", 7)), "user.a=1;");
+  EXPECT_EQ(read(std::string_view()), "");
   // More names than the marks' buffer holds: no listing from them, all read.
   for (int i = 0; i < 20; ++i)
     ASSERT_EQ(setxattr(proc.c_str(), fmt::format("user.long-name-to-fill-the-list-{:02}", i).c_str(), "v", 1, 0), 0);
