@@ -46,26 +46,20 @@ ssize_t ReadGrowing(std::string* buf, Call call) {
 // when the list cannot be read.
 std::optional<std::vector<std::string>> ReplicatedNames(const std::string& proc,
                                                         std::optional<std::string_view> listed) {
-  std::string list;
-  ssize_t n;
-  if (listed) {
-    list.assign(*listed);
-    n = static_cast<ssize_t>(list.size());
-  } else {
-    n = ReadGrowing(&list, [&](char* b, size_t size) { return listxattr(proc.c_str(), b, size); });
-  }
-  if (n < 0) {
-    if (errno == ENOTSUP) return std::vector<std::string>();
-    return std::nullopt;
+  std::string read;
+  if (!listed) {
+    ssize_t n = ReadGrowing(&read, [&](char* b, size_t size) { return listxattr(proc.c_str(), b, size); });
+    if (n < 0) {
+      if (errno == ENOTSUP) return std::vector<std::string>();
+      return std::nullopt;
+    }
+    listed = std::string_view(read.data(), static_cast<size_t>(n));
   }
   std::vector<std::string> names;
-  for (size_t at = 0; at < static_cast<size_t>(n);) {
-    size_t end = list.find('\0', at);
-    if (end == std::string::npos || end > static_cast<size_t>(n)) end = static_cast<size_t>(n);
-    std::string_view name(list.data() + at, end - at);
+  AnyXattrName(*listed, [&](std::string_view name) {
     if (IsReplicatedXattr(name)) names.emplace_back(name);
-    at = end + 1;
-  }
+    return false;
+  });
   std::sort(names.begin(), names.end());
   return names;
 }

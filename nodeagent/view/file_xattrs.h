@@ -32,6 +32,19 @@ inline bool IsReplicatedXattr(std::string_view name) {
          name == "system.posix_acl_access" || name == "system.posix_acl_default";
 }
 
+// Calls each(name) for the names of a listxattr list ('\0' after each),
+// until one call returns true; whether one did.
+template <class Each>
+bool AnyXattrName(std::string_view list, Each&& each) {
+  for (size_t at = 0; at < list.size();) {
+    size_t end = list.find('\0', at);
+    if (end == std::string_view::npos) end = list.size();
+    if (each(list.substr(at, end - at))) return true;
+    at = end + 1;
+  }
+  return false;
+}
+
 // The attribute inode records under name, or nullptr.
 const v1::Xattr* FindXattr(const v1::Inode& inode, std::string_view name);
 

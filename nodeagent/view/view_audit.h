@@ -31,10 +31,9 @@
 // first round and then at most every kWholeEvery, when records of the
 // namespace were written since the last one (Store::ns_writes; not the
 // store's clock, which every heartbeat moves) and once more after the
-// writes stop, as the net
-// under anything noted nowhere. So
-// writing N files costs the audit at most N looks, not a look at every
-// file of the cluster every round, and an idle node looks at nothing.
+// writes stop, as the net under anything noted nowhere. So writing N files
+// costs the audit at most N looks, not a look at every file of the cluster
+// every round, and an idle node looks at nothing.
 #pragma once
 
 #include <atomic>

@@ -74,14 +74,8 @@ void FileMarks::List() {
   // is asked for, as if not listed.
   if (n < 0) return;
   names_.emplace(names, static_cast<size_t>(n));
-  auto has = [&](std::string_view name) {
-    for (size_t at = 0; at < names_->size();) {
-      size_t end = names_->find('\0', at);
-      if (end == std::string::npos) end = names_->size();
-      if (std::string_view(*names_).substr(at, end - at) == name) return true;
-      at = end + 1;
-    }
-    return false;
+  auto has = [&](std::string_view mark) {
+    return AnyXattrName(*names_, [&](std::string_view name) { return name == mark; });
   };
   may_have_[kStub] = has(kStubXattr);
   may_have_[kPlaced] = has(kPlacedXattr);
@@ -314,7 +308,8 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
       // attributes, mode 0755) would become this node's newer version of
       // the peer's directory. A program's chmod, chown or setxattr on it
       // meanwhile is a change of its own, and recorded.
-      if (made->second.look.SameDirectory(now) && ShowsXattrs(marks.fd(), made->second.xattrs, marks.Names())) return true;
+      if (made->second.look.SameDirectory(now) && ShowsXattrs(marks.fd(), made->second.xattrs, marks.Names()))
+        return true;
       placeholders_.erase(made);
     }
   }

@@ -391,7 +391,8 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ShowsVersion(st, inode) &&
                 (st.st_mode & 07777) == inode.mode() &&
                 (version.node == self_node_ || ledger_.ContentShown(path, marks, st) == version) &&
-                ShowsXattrs(fd, inode, marks.Names()) && !twin;  // (a twin is another file here: a link of it returned above)
+                ShowsXattrs(fd, inode, marks.Names()) &&
+                !twin;  // (a twin is another file here: a link of it returned above)
     bool stub = same && !marks.Stub().empty();
     close(fd);
     if (same && !stub) {
