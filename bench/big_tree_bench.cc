@@ -24,9 +24,9 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include "consistency/meta_values.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -111,25 +111,12 @@ struct Row {
 
 int main(int argc, char** argv) {
   std::vector<size_t> sizes{2000, 20000};
-  for (int i = 1; i < argc; i += 2) {
-    if (std::string(argv[i]) != "--files" || i + 1 == argc) {
-      fprintf(stderr, "usage: big_tree_bench [--files N,N...]\n");
-      return 2;
-    }
-    sizes.clear();
-    for (const std::string& n : onebox::SplitList(argv[i + 1])) {
-      onebox::Result<uint64_t> parsed = onebox::ParseDecimal(n, "--files");
-      if (!parsed.ok() || *parsed == 0) {
-        fprintf(stderr, "big_tree_bench: --files takes sizes of at least 1\n");
-        return 2;
-      }
-      sizes.push_back(*parsed);
-    }
-  }
-  if (sizes.empty()) {
-    fprintf(stderr, "big_tree_bench: --files takes sizes of at least 1\n");
-    return 2;
-  }
+  CLI::App app{"The agents' cost per file as a tree grows: make, cp -al, mv and rm -rf of trees of each size"};
+  app.add_option("--files", sizes, "sizes of the trees, in files")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   TempDir dir;
   std::vector<Column> columns(1);
   columns[0].name = "native";

@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -99,14 +100,19 @@ int main(int argc, char** argv) {
   double quota = 0.6;
   int jobs = 0;  // 0: 3 per node
   double jobs_per_cpu = 4;  // at 0.6 CPU: 3 jobs a node (placement rounds up)
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i];
-    if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
-    if (flag == "--nodes") nodes = std::stoul(argv[i + 1]);
-    if (flag == "--cpu-quota") quota = std::stod(argv[i + 1]);
-    if (flag == "--jobs") jobs = std::stoi(argv[i + 1]);
-    if (flag == "--jobs-per-cpu") jobs_per_cpu = std::stod(argv[i + 1]);
-  }
+  CLI::App app{"make -j of a real C library: native, onebox with and without placement, and distcc, side by side"};
+  app.add_option("--rounds", rounds, "builds of each column (the median is printed)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--nodes", nodes, "agents in the cluster")->check(CLI::Range(2, 16))->capture_default_str();
+  app.add_option("--cpu-quota", quota, "each node's CPUs, as a cgroup quota (0: none)")
+      ->check(CLI::Range(0.0, 64.0))
+      ->capture_default_str();
+  app.add_option("--jobs", jobs, "make's -j (0: three per node)")->check(CLI::Range(0, 256))->capture_default_str();
+  app.add_option("--jobs-per-cpu", jobs_per_cpu, "the agents' placement limit, jobs per CPU")
+      ->check(CLI::Range(0.1, 64.0))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   if (jobs == 0) jobs = static_cast<int>(3 * nodes);
   if (rounds < 1 || nodes < 2 || quota < 0 || jobs < 1 || jobs_per_cpu <= 0) {
     fprintf(stderr, "build_bench: --rounds is at least 1, --nodes at least 2, --cpu-quota at least 0 (0: none), "

@@ -41,6 +41,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "onebox/v1/cluster.grpc.pb.h"
@@ -142,11 +143,13 @@ int main(int argc, char** argv) {
   double seconds = 3;
   double gib = 1;
   int bursts = 10;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::string(argv[i]) == "--seconds") seconds = std::stod(argv[i + 1]);
-    if (std::string(argv[i]) == "--gib") gib = std::stod(argv[i + 1]);
-    if (std::string(argv[i]) == "--bursts") bursts = std::stoi(argv[i + 1]);
-  }
+  CLI::App app{"Three agents on loopback: the cross-node lag (P6), bursts of small files, and a 1 GiB file (P9)"};
+  app.add_option("--seconds", seconds, "seconds of each lag row at 1k updates/s")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  app.add_option("--gib", gib, "GiB of the large file")->check(CLI::Range(0.001, 64.0))->capture_default_str();
+  app.add_option("--bursts", bursts, "bursts of 1,500 small files")->check(CLI::Range(1, 10000))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   onebox::testing::TempDir dir;
   auto a = onebox::testing::QuietLoopbackAgent(dir.path(), "a", "");
   if (!a->Start()) return 1;

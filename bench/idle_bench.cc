@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "bench/peers.h"
@@ -54,19 +55,10 @@ size_t Threads(pid_t pid) {
 int main(int argc, char** argv) {
   size_t n = 3;
   int seconds = 30;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--agents") n = std::stoul(argv[i + 1]);
-    else if (a == "--seconds") seconds = std::stoi(argv[i + 1]);
-    else {
-      fprintf(stderr, "usage: idle_bench [--agents N] [--seconds S]\n");
-      return 2;
-    }
-  }
-  if (n < 1 || seconds < 1) {
-    fprintf(stderr, "idle_bench: at least one agent and one second\n");
-    return 2;
-  }
+  CLI::App app{"What an idle cluster costs, beside an idle etcd"};
+  app.add_option("--agents", n, "agents in the cluster")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--seconds", seconds, "seconds measured")->check(CLI::Range(1, 86400))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   onebox::testing::TempDir dir;
   std::vector<std::unique_ptr<AgentProcess>> agents;
   std::vector<AgentProcess*> all;

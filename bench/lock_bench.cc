@@ -20,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "nodeagent/locks/lock_home.h"
@@ -146,15 +147,15 @@ std::pair<double, bool> Sqlite(const AgentProcess* one, const AgentProcess* two,
 
 int main(int argc, char** argv) {
   int pairs = 2000, increments = 100;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--pairs") pairs = std::stoi(argv[i + 1]);
-    else if (a == "--increments") increments = std::stoi(argv[i + 1]);
-    else {
-      fprintf(stderr, "usage: lock_bench [--pairs N] [--increments N]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"Cluster-wide locks: an uncontended lock, and a lock handed between nodes, beside native"};
+  app.add_option("--pairs", pairs, "lock and unlock pairs of each uncontended row")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+  app.add_option("--increments", increments,
+                 "increments by each program of the handoff row (and 2N SQLite transactions each)")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   onebox::testing::TempDir dir;
   std::vector<std::unique_ptr<AgentProcess>> agents;
   std::vector<AgentProcess*> all;

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 
@@ -119,17 +120,18 @@ std::pair<double, double> Setup(const RunResult& r) {
 
 int main(int argc, char** argv) {
   int seconds = 5, requests = 100000, rounds = 3, connects = 2000;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i];
-    if (flag == "--seconds") seconds = std::stoi(argv[i + 1]);
-    else if (flag == "--requests") requests = std::stoi(argv[i + 1]);
-    else if (flag == "--rounds") rounds = std::max(1, std::stoi(argv[i + 1]));
-    else if (flag == "--connects") connects = std::stoi(argv[i + 1]);
-    else {
-      fprintf(stderr, "usage: port_bench [--seconds N] [--requests N] [--rounds N] [--connects N]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"Cluster ports (P12): a server on one node and its client on another, beside loopback and ssh -L"};
+  app.add_option("--seconds", seconds, "seconds of each bulk transfer")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--requests", requests, "requests of each redis-benchmark run")
+      ->check(CLI::Range(1, 100000000))
+      ->capture_default_str();
+  app.add_option("--rounds", rounds, "rounds of the requests rows")->check(CLI::Range(1, 100))->capture_default_str();
+  app.add_option("--connects", connects, "connections of the set-up row")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   Cluster c;
   if (!c.nodes.net().ok() || !c.nodes.Made()) {
     fprintf(stderr, "port_bench: cannot make network namespaces here (root and ip(8) needed): %s\n",

@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "bench/peers.h"
@@ -149,16 +150,13 @@ int Bench(int argc, char** argv) {
   int runs = 200;
   uint64_t mib = 512;
   std::string file_dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--runs") runs = std::stoi(argv[i + 1]);
-    else if (a == "--mib") mib = std::stoull(argv[i + 1]);
-    else if (a == "--dir") file_dir = argv[i + 1];
-    else {
-      fprintf(stderr, "usage: process_bench [--runs N] [--mib M] [--dir DIR]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"Processes (P7, P7b): a remote start and its output relayed, beside a local start and ssh"};
+  app.add_option("--runs", runs, "starts of each kind")->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--mib", mib, "MiB of the file cat relays")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--dir", file_dir, "where that file goes")
+      ->check(CLI::ExistingDirectory)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   onebox::testing::TempDir dir;
   std::string errors = dir / "stderr.log";  // the timed programs' standard error
 

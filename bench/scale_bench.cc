@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "onebox/v1/cluster.grpc.pb.h"
@@ -50,10 +51,11 @@ std::string Digest(AgentProcess& a) {
 int main(int argc, char** argv) {
   size_t n = 32;
   int updates = 10000;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::string(argv[i]) == "--agents") n = std::stoul(argv[i + 1]);
-    if (std::string(argv[i]) == "--updates") updates = std::stoi(argv[i + 1]);
-  }
+  CLI::App app{"Many agents on one machine (P10): their memory, and the time until every agent holds a burst of "
+               "updates"};
+  app.add_option("--agents", n, "agents in the cluster")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--updates", updates, "keys put on one agent")->check(CLI::Range(1, 100000000))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   onebox::testing::TempDir dir;
   std::vector<std::unique_ptr<AgentProcess>> agents;
   for (size_t i = 0; i < n; ++i) {

@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -203,16 +205,15 @@ int main(int argc, char** argv) {
   }
   int files = 2000, repeat = 3;
   std::string base_dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--files") files = std::stoi(argv[i + 1]);
-    else if (a == "--repeat") repeat = std::stoi(argv[i + 1]);
-    else if (a == "--dir") base_dir = argv[i + 1];
-    else {
-      fprintf(stderr, "usage: shim_bench [--files N] [--repeat R] [--dir DIR]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"The shim (P1 to P5): each workload natively and under libonebox.so, side by side"};
+  app.add_option("--files", files, "files of each workload")->check(CLI::Range(1, 10000000))->capture_default_str();
+  app.add_option("--repeat", repeat, "runs of each workload")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--dir", base_dir, "the file system of the native files and the agent's data")
+      ->check(CLI::ExistingDirectory)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   setenv("TMPDIR", base_dir.c_str(), 1);
   onebox::testing::TempDir dir;
   onebox::testing::AgentProcess agent("bench", dir / "data", dir / "agent.sock");

@@ -20,10 +20,10 @@
 #include <cstring>
 #include <functional>
 #include <random>
-#include <sstream>
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "bench/peers.h"
@@ -96,13 +96,6 @@ bool OneboxGet(onebox::v1::Store::Stub& stub, const std::string& key) {
   onebox::v1::GetResponse r;
   grpc::ClientContext ctx;
   return stub.Get(&ctx, q, &r).ok() && r.found();
-}
-
-std::vector<int> ParseList(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  for (std::string part; std::getline(ss, part, ',');) out.push_back(std::stoi(part));
-  return out;
 }
 
 void EtcdRow(const char* what, int clients, const Figures* etcd, const Figures& o) {
@@ -212,17 +205,17 @@ int main(int argc, char** argv) {
   std::vector<int> thread_counts{1, 4, 16};
   size_t value_bytes = 100;
   uint64_t keys = 10000;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--seconds") seconds = std::stod(argv[i + 1]);
-    else if (a == "--threads") thread_counts = ParseList(argv[i + 1]);
-    else if (a == "--value-bytes") value_bytes = std::stoul(argv[i + 1]);
-    else if (a == "--keys") keys = std::stoull(argv[i + 1]);
-    else {
-      fprintf(stderr, "usage: store_bench [--seconds S] [--threads 1,4,16] [--value-bytes N] [--keys N]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"Puts and gets of small values: RocksDB in this process, one agent, and etcd, side by side"};
+  app.add_option("--seconds", seconds, "seconds of each row")->check(CLI::Range(0.1, 3600.0))->capture_default_str();
+  app.add_option("--threads", thread_counts, "client concurrencies")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--value-bytes", value_bytes, "bytes of each value")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--keys", keys, "distinct keys")->check(CLI::Range(1, 100000000))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   const std::string value(value_bytes, 'x');
   onebox::testing::TempDir dir;
 

@@ -40,10 +40,10 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "bench/peers.h"
-#include "consistency/meta_values.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
 
@@ -143,18 +143,16 @@ bool AwaitViews(TempDir& dir, Column& col, const std::string& rel, std::chrono::
 int main(int argc, char** argv) {
   int rounds = 3;
   std::vector<size_t> cluster_sizes{2, 3};
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string flag = argv[i];
-    if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
-    if (flag == "--nodes") {
-      cluster_sizes.clear();
-      for (const std::string& n : onebox::SplitList(argv[i + 1])) cluster_sizes.push_back(std::stoul(n));
-    }
-  }
-  if (rounds < 1) {
-    fprintf(stderr, "tree_bench: --rounds is at least 1\n");
-    return 2;
-  }
+  CLI::App app{"A real source tree through extract, git, a walk, compileall and a read on another node: native, "
+               "onebox, sshfs and GlusterFS side by side"};
+  app.add_option("--rounds", rounds, "rounds of each row (the median is printed)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--nodes", cluster_sizes, "onebox clusters to run, by their number of agents (at least 2 each)")
+      ->delimiter(',')
+      ->check(CLI::Range(2, 16))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   TempDir dir;
   std::string tarball = dir / "tree.tar";
   RunResult made = onebox::testing::RunCommand(

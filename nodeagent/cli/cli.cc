@@ -22,7 +22,7 @@ Cli::Cli(CLI::App& app) {
   agent_opt_->excludes(socket_opt);
   app.add_option("-o,--output", output_, "output format")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
   app.add_option("--timeout", client_.timeout_seconds, "seconds to wait for the agent")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(0.001, 86400.0))
       ->capture_default_str();
   AddNodeAndFileCommands(app);
   AddKvCommands(app);

@@ -37,7 +37,7 @@ int Run(int argc, char** argv) {
   onebox::RunOptions o;
   CLI::App app{"onebox run: CMD on a node of the cluster, as a local child"};
   app.add_option("--socket", o.socket, "the agent's Unix socket (env ONEBOX_SOCKET)");
-  app.add_option("--timeout", o.timeout_seconds, "seconds to wait for the agent")->check(CLI::PositiveNumber);
+  app.add_option("--timeout", o.timeout_seconds, "seconds to wait for the agent")->check(CLI::Range(0.001, 86400.0));
   std::string unused_agent, output;
   app.add_option("--agent", unused_agent, "(not used by run: it always goes through the socket)");
   app.add_option("-o,--output", output, "(not used by run)");
