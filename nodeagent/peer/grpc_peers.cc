@@ -16,12 +16,17 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& address,
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  // A connection cut under it (a partition, a peer's machine gone) is found
-  // dead within kPeerKeepalive plus its timeout and made anew, instead of
-  // waiting for TCP to give up (tens of seconds after the peer is back).
+  // A connection cut under a call (a partition, a peer's machine gone) is
+  // found dead within kPeerKeepalive plus its timeout and made anew,
+  // instead of waiting for TCP to give up (tens of seconds after the peer is
+  // back). Idle, it is not pinged: membership's heartbeats tell whether the
+  // peer is there, and its return gives the link a new channel (ConnectNow).
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kPeerKeepaliveMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kPeerKeepaliveTimeoutMs);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+  // A channel of its own connections: gRPC's shared pool would give a new
+  // channel the old one's connection.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   if (tls) SetTlsChannelArgs(&args);
   return grpc::CreateCustomChannel(address, tls ? tls : grpc::InsecureChannelCredentials(), args);
@@ -98,11 +103,7 @@ class GrpcPeerLink final : public PeerLink {
  public:
   GrpcPeerLink(const std::string& address, const std::string& join_token,
                const std::shared_ptr<grpc::ChannelCredentials>& tls, const std::atomic<BeatSocket*>& beats)
-      : address_(address),
-        channel_(PeerChannel(address, tls)),
-        stub_(v1::Peer::NewStub(channel_)),
-        join_token_(join_token),
-        beats_(beats) {}
+      : address_(address), tls_(tls), current_(NewChannel()), join_token_(join_token), beats_(beats) {}
 
 #define ONEBOX_GRPC_PEER_METHOD(method, Req, Resp, runs)                                      \
   Status method(const v1::Req& req, v1::Resp* resp, const CallOptions& options) override { \
@@ -112,13 +113,26 @@ class GrpcPeerLink final : public PeerLink {
 #undef ONEBOX_GRPC_PEER_METHOD
 
   std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) override {
-    return std::make_unique<GrpcReplicateStream>(*stub_, join_token_, cancellation);
+    return std::make_unique<GrpcReplicateStream>(Current()->stub, join_token_, cancellation);
   }
   std::unique_ptr<RunCall> OpenRun(Cancellation* cancellation) {
-    return std::make_unique<GrpcRunCall>(*stub_, join_token_, cancellation);
+    return std::make_unique<GrpcRunCall>(Current()->stub, join_token_, cancellation);
   }
 
  private:
+  // A channel and its stub. A call's context holds the channel for as long
+  // as the call lasts, so a channel replaced under it stays until it ends.
+  struct Channel {
+    explicit Channel(const std::shared_ptr<grpc::Channel>& made) : channel(made), stub(made) {}
+    std::shared_ptr<grpc::Channel> channel;
+    v1::Peer::Stub stub;
+  };
+  std::shared_ptr<Channel> NewChannel() const { return std::make_shared<Channel>(PeerChannel(address_, tls_)); }
+  std::shared_ptr<Channel> Current() {
+    std::lock_guard lock(mu_);
+    return current_;
+  }
+
   template <class Req, class Resp>
   Status Call(grpc::Status (v1::Peer::Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
               Resp* resp, const CallOptions& options) {
@@ -128,15 +142,19 @@ class GrpcPeerLink final : public PeerLink {
     if (options.wait_for_ready) ctx.set_wait_for_ready(true);
     CancelScope scope(options.cancellation, &ctx);
     if (!scope.attached()) return Status::Unavailable("cancelled");
-    return FromGrpc((stub_.get()->*rpc)(&ctx, req, resp));
+    std::shared_ptr<Channel> current = Current();
+    return FromGrpc((current->stub.*rpc)(&ctx, req, resp));
   }
 
-  // A channel whose last connect failed fails every call at once until its
-  // backoff ends (up to a second): after a heal, membership may count the
-  // peer alive (its gossip reached us) while our channel still waits.
+  // After a silence (a partition, the peer's machine stopped) the old
+  // channel may hold a connection whose packets went nowhere (idle, it was
+  // not pinged; TCP would retry for minutes) or wait out a reconnect
+  // backoff (up to a second, failing every call at once) while membership
+  // already counts the peer alive: the next calls get a new channel.
   void ConnectNow() override {
-    if (channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_TRANSIENT_FAILURE)
-      grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
+    std::shared_ptr<Channel> fresh = NewChannel();
+    std::lock_guard lock(mu_);
+    current_.swap(fresh);  // the old one is let go outside the lock
   }
 
   bool SendBeat(std::string_view datagram) override {
@@ -145,8 +163,9 @@ class GrpcPeerLink final : public PeerLink {
   }
 
   const std::string address_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Peer::Stub> stub_;
+  const std::shared_ptr<grpc::ChannelCredentials> tls_;
+  std::mutex mu_;
+  std::shared_ptr<Channel> current_;  // guarded by mu_
   const std::string& join_token_;  // the network's, which outlives its links
   const std::atomic<BeatSocket*>& beats_;  // the network's too
 };

@@ -3,9 +3,11 @@
 // channel credentials are chosen here and nowhere else: plaintext, or
 // mutual TLS with the cluster CA (tls/tls_identity.h). A channel takes messages up to 8 MiB, a peer that comes back
 // (after a crash or a partition) is tried again within a second, not after
-// gRPC's default backoff of up to two minutes (at once when membership hears
-// from it again: PeerLink::ConnectNow), and a connection a partition left
-// dead is found so by keepalive pings within seconds. Every call
+// gRPC's default backoff of up to two minutes. A connection a partition
+// left dead is found so by keepalive pings within seconds while a call is
+// under way on it; an idle one is not pinged (an idle cluster's links carry
+// nothing): when membership hears from a peer again after a silence, its
+// link gets a new connection at once (PeerLink::ConnectNow). Every call
 // carries the cluster's join token (api/access.h), when there is one.
 // Heartbeats go beside the channels, as datagrams (peer/beat_socket.h).
 #pragma once
@@ -24,9 +26,9 @@
 
 namespace onebox {
 
-// Peer channels ping an idle connection this often, and take it for dead
-// when a ping is not answered within the timeout; agents accept pings this
-// often (daemon/agent.cc's server arguments).
+// Peer channels ping a connection with a call under way this often, and take
+// it for dead when a ping is not answered within the timeout; agents accept
+// pings this often (daemon/agent.cc's server arguments).
 constexpr int kPeerKeepaliveMs = 4000;
 constexpr int kPeerKeepaliveTimeoutMs = 3000;
 

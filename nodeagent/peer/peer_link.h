@@ -99,9 +99,10 @@ class PeerLink {
 #undef ONEBOX_PEER_LINK_METHOD
   // A stream that cancellation (if given) can cut at any moment.
   virtual std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) = 0;
-  // The peer is back (membership heard from it after a silence): connect
-  // again now rather than after the link's reconnect backoff, during which
-  // calls to it fail at once. Never blocks.
+  // The peer is back (membership heard from it after a silence): the next
+  // call goes over a new connection, made now rather than after the link's
+  // reconnect backoff (during which calls fail at once), and not over one a
+  // partition may have left dead. Calls under way keep theirs. Never blocks.
   virtual void ConnectNow() {}
   // A heartbeat datagram (peer/beat_seal.h), sent without waiting for
   // anything; false when this link carries none (membership then says it

@@ -33,11 +33,11 @@ namespace {
 
 using std::chrono::seconds;
 
-// Agents NAME1..NAME3, agent i inside namespace i, each joining `seeds`
+// Agents NAME1..NAMEcount, agent i inside namespace i, each joining `seeds`
 // (default: node 1's address; node 1 joins nobody then).
-void StartThree(Network& net, const TempDir& dir, const std::string& prefix,
+void StartNodes(Network& net, const TempDir& dir, const std::string& prefix, int count,
                 std::vector<std::unique_ptr<AgentProcess>>* nodes, const std::string& seeds = "") {
-  for (int i = 1; i <= 3; ++i) {
+  for (int i = 1; i <= count; ++i) {
     std::string name = fmt::format("{}{}", prefix, i);
     // Debug logs: a failed test keeps them (KeepLogsOf), and they say what each agent recorded and placed.
     std::vector<std::string> args{"--name", name, "--data-dir", dir / (name + "-data"), "--listen",
@@ -50,6 +50,33 @@ void StartThree(Network& net, const TempDir& dir, const std::string& prefix,
     nodes->back()->set_command_prefix(net.Inside(i));
     ASSERT_TRUE(nodes->back()->Start());
   }
+}
+
+void StartThree(Network& net, const TempDir& dir, const std::string& prefix,
+                std::vector<std::unique_ptr<AgentProcess>>* nodes, const std::string& seeds = "") {
+  StartNodes(net, dir, prefix, 3, nodes, seeds);
+}
+
+// A quorum read of key on agent, which on two nodes needs the other's answer.
+grpc::Status QuorumRead(AgentProcess& agent, const std::string& key) {
+  v1::GetRequest q;
+  q.set_key(key);
+  q.set_level(v1::READ_LEVEL_QUORUM);
+  v1::GetResponse r;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+  return v1::Store::NewStub(agent.channel())->Get(&ctx, q, &r);
+}
+
+// Whether agent lists every member it knows as alive.
+bool AllAlive(AgentProcess& agent, size_t members) {
+  v1::ListNodesResponse r;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(5));
+  if (!v1::Cluster::NewStub(agent.channel())->ListNodes(&ctx, {}, &r).ok()) return false;
+  size_t alive = 0;
+  for (const v1::Node& n : r.nodes()) alive += n.state() == v1::NODE_STATE_ALIVE;
+  return alive == members;
 }
 
 // Declared after the agents and their dir: if the test failed, keeps the
@@ -215,6 +242,45 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
 // side waits until its term has run out (5 s from when it won the lease),
 // then decides there too, so both sides may make the same name; at the heal
 // every node converges.
+// A peer's agent killed while it is cut off, then started again and
+// healed: a call made into the cut fails within its deadline, and once
+// membership counts the peer alive again, the first call to it is answered.
+// Idle links are not pinged (peer/grpc_peers.h), so this rests on the link
+// taking a new connection when the peer is heard again: the old one may be
+// one the dead agent's closing never reached (its kernel resends that at
+// doubling intervals, 6.2 s and 12.6 s after it), or the channel may be
+// between connection attempts. (PeerLinks.CallsAfterConnectNowGoOverANewConnection
+// checks the new connection itself; here the race often goes the right way
+// without it.)
+TEST(PartitionTest, CallsToANodeBackFromACutGoOverANewConnection) {
+  Network net(2);
+  if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
+  TempDir dir;
+  std::vector<std::unique_ptr<AgentProcess>> nodes;
+  KeepLogsOf keep_logs(dir, nodes);
+  StartNodes(net, dir, "r", 2, &nodes);
+  if (::testing::Test::HasFatalFailure()) return;
+  AgentProcess &a = *nodes[0], &b = *nodes[1];
+  ASSERT_TRUE(WaitUntil([&] { return AllAlive(a, 2); }, seconds(20), "a lists b alive"));
+  ASSERT_TRUE(QuorumRead(a, "probe").ok());
+  ASSERT_TRUE(net.SetLink(2, false)) << net.error();
+  // b is still counted alive: a's read goes to it, into the cut, and fails.
+  grpc::Status in_cut = QuorumRead(a, "probe");
+  EXPECT_EQ(in_cut.error_code(), grpc::StatusCode::UNAVAILABLE) << in_cut.error_message();
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_EQ(b.Stop(SIGKILL), -SIGKILL);
+  // Healed between two of the kernel's resends of b's closing (6.2 s and
+  // 12.6 s after it).
+  std::this_thread::sleep_until(killed + seconds(7));
+  ASSERT_TRUE(net.SetLink(2, true)) << net.error();
+  ASSERT_TRUE(b.Start());
+  ASSERT_TRUE(WaitUntil([&] { return AllAlive(a, 2); }, seconds(10), "a lists b alive again"));
+  grpc::Status first = QuorumRead(a, "probe");
+  EXPECT_TRUE(first.ok()) << first.error_message() << " ("
+                          << std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count()
+                          << " s after b's agent was killed)";
+}
+
 TEST(PartitionTest, ACutOffLeaseHolderKeepsItsDirectoryForItsTermThenBothSidesDecide) {
   Network net(3);
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();
