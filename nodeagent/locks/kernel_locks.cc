@@ -3,10 +3,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/kcmp.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -61,17 +63,15 @@ std::vector<LockLine> LocksOfDescriptor(const std::string& proc_dir, const std::
 
 // Calls each(fd) for every descriptor under proc_dir (/proc/PID, or a
 // thread's /proc/PID/task/TID) that leads to the file (dev, ino), fd as
-// /proc names it, until each returns true; whether one did. any: whether
-// it has descriptors at all.
+// /proc names it, until each returns true; whether one did.
 bool EachDescriptorOf(const std::string& proc_dir, dev_t dev, ino_t ino,
-                      const std::function<bool(const std::string& fd)>& each, bool* any = nullptr) {
+                      const std::function<bool(const std::string& fd)>& each) {
   const std::string fds = proc_dir + "/fd";
   DIR* dir = opendir(fds.c_str());
   if (dir == nullptr) return false;
   bool done = false;
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    if (any) *any = true;
     struct stat st;
     if (stat(fmt::format("{}/{}", fds, e->d_name).c_str(), &st) != 0 || st.st_dev != dev || st.st_ino != ino) continue;
     if ((done = each(e->d_name))) break;
@@ -91,23 +91,33 @@ std::vector<pid_t> OtherThreadsOf(pid_t pid) {
   return tids;
 }
 
+// Whether threads a and b share one descriptor table (kcmp(2)); false when
+// that cannot be told.
+bool SameDescriptorTable(pid_t a, pid_t b) { return syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0) == 0; }
+
 // As EachDescriptorOf, for process pid's descriptors: each(proc_dir, holder,
-// fd), holder the process, or the thread whose /proc directory has them (a
-// process whose main thread ended with pthread_exit while others go on: the
-// leader, a zombie, has none; its live threads share one table).
+// fd), holder the process, or the thread whose /proc directory has them.
+// Threads share the process's table unless one made its own
+// (unshare(CLONE_FILES)); a process whose main thread ended with
+// pthread_exit while others go on has its tables in those threads only (the
+// leader, a zombie, has none).
 bool EachDescriptorOfProcess(
     pid_t pid, dev_t dev, ino_t ino,
     const std::function<bool(const std::string& proc_dir, pid_t holder, const std::string& fd)>& each) {
   const std::string proc_dir = fmt::format("/proc/{}", pid);
-  bool any = false;
-  if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(proc_dir, pid, fd); }, &any))
+  if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(proc_dir, pid, fd); }))
     return true;
-  if (any || !IsExiting(pid)) return false;  // (a kernel thread has none either)
+  // Each other table once: a thread is looked at unless it shares the table
+  // of the process (while its leader lives) or of a thread looked at already.
+  std::vector<pid_t> looked;
+  if (!IsExiting(pid)) looked.push_back(pid);
   for (pid_t tid : OtherThreadsOf(pid)) {
+    if (std::any_of(looked.begin(), looked.end(), [&](pid_t seen) { return SameDescriptorTable(seen, tid); }))
+      continue;
+    looked.push_back(tid);
     const std::string task_dir = fmt::format("{}/task/{}", proc_dir, tid);
-    if (EachDescriptorOf(task_dir, dev, ino, [&](const std::string& fd) { return each(task_dir, tid, fd); }, &any))
+    if (EachDescriptorOf(task_dir, dev, ino, [&](const std::string& fd) { return each(task_dir, tid, fd); }))
       return true;
-    if (any) break;  // (one live thread's table is the process's)
   }
   return false;
 }
@@ -143,7 +153,10 @@ int CopyLockDescriptor(const KernelLock& k, int* err) {
   // one thread. Older kernels refuse it (EINVAL).
   constexpr unsigned kPidfdThread = O_EXCL;
   std::vector<pid_t> from{k.tid != 0 ? k.tid : k.pid};
-  if (k.tid != 0)  // that thread may have ended since: any other live one shares the table
+  // That thread may have ended since: another live one may share its table
+  // (a thread with one of its own takes its descriptors with it; callers
+  // check that the copy is the file's).
+  if (k.tid != 0)
     for (pid_t tid : OtherThreadsOf(k.pid))
       if (tid != k.tid) from.push_back(tid);
   bool all_exiting = true;

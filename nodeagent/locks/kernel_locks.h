@@ -21,7 +21,8 @@ struct KernelLock {
   uint64_t start = 0;
   uint64_t end = 0;       // exclusive; UINT64_MAX: to the end
   // FLOCK: the thread whose /proc directory lists fd, when not the process's
-  // own (its main thread ended with pthread_exit while others go on: the
+  // own (a thread with a descriptor table of its own, unshare(CLONE_FILES);
+  // or any live one once the main thread ended with pthread_exit: the
   // leader, a zombie, has no descriptors); 0 otherwise.
   pid_t tid = 0;
 };

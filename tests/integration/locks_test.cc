@@ -642,6 +642,89 @@ ctypes.CDLL(None).pthread_exit(None)
       seconds(10), "b's lock once the program ended"));
 }
 
+// A thread with a descriptor table of its own (unshare(CLONE_FILES)) that
+// takes a flock lock under its node's lease (the main thread's lock and
+// unlock before it brought the lease): the kernel names its process, whose
+// own table has no descriptor of the file; the thread's table has it. The
+// other node is refused while the thread holds it (the lease's return
+// finds it there), also after a restart of the agent (the file's home), and
+// gets it once the program ends.
+TEST_F(LocksTest, AFlockOfAThreadWithADescriptorTableOfItsOwnHoldsAcrossNodesAndARestart) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
+  std::string name;
+  for (int i = 0; name.empty(); ++i)
+    if (LockHome::HomeOf(fmt::format("cluster/own{}", i), nodes) == nodes[0]) name = fmt::format("own{}", i);
+  const std::string path = "/cluster/" + name, held = dir_ / "own.held";
+  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
+  ASSERT_TRUE(Reads(*b, path, "x\n"));
+  std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
+  const std::string holder = R"(
+import ctypes, fcntl, os, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+def hold():
+    if libc.unshare(0x400) != 0:  # CLONE_FILES
+        print('unshare', os.strerror(ctypes.get_errno()), file=sys.stderr)
+        os._exit(3)
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    open(sys.argv[2], 'w').write(str(os.getpid()))
+    time.sleep(600)
+first = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(first, fcntl.LOCK_EX)
+fcntl.flock(first, fcntl.LOCK_UN)
+os.close(first)
+threading.Thread(target=hold).start()
+time.sleep(600)
+)";
+  RunResult holder_run;
+  std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, path, held}, On(*a)); });
+  const std::string said = Await(held);
+  if (said.empty()) {
+    holding.join();
+    FAIL() << holder_run.err;
+  }
+  const pid_t holder_pid = std::stoi(said);
+  struct EndHolder {  // once, however the test ends (its pid is not killed again once reaped)
+    pid_t pid;
+    std::thread& thread;
+    void operator()() {
+      if (!thread.joinable()) return;
+      kill(pid, SIGKILL);
+      thread.join();
+    }
+    ~EndHolder() { (*this)(); }
+  } end_holder{holder_pid, holding};
+  // The process's own table (its main thread's) has no descriptor of the file.
+  for (const auto& fd : std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", holder_pid))) {
+    std::error_code ec;
+    EXPECT_NE(std::filesystem::read_symlink(fd.path(), ec).filename().string(), name) << fd.path();
+  }
+  const std::string try_lock = TryLockScript("flock");
+  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
+  a->Stop(SIGKILL);
+  ASSERT_TRUE(a->Start());
+  RunResult first;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        first = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
+        return ::testing::AssertionResult(first.out != "ENOLCK\n") << first.out << first.err;
+      },
+      seconds(15), "b's try answered"));
+  EXPECT_EQ(first.out, "EAGAIN\n") << first.err;
+  std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
+  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
+  EXPECT_EQ(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
+  end_holder();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
+        return ::testing::AssertionResult(r.out == "granted\n") << r.out << r.err;
+      },
+      seconds(10), "b's lock once the program ended"));
+}
+
 // A node's agent stopped (SIGSTOP) for longer than the others wait before
 // declaring it dead: they drop its lease, and another node's program takes
 // the lock. When the agent goes on, its leases have lapsed (its beat saw

@@ -4,13 +4,18 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <cstring>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
@@ -507,6 +512,69 @@ TEST(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessTha
   close(fd);
   EXPECT_TRUE(KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase).empty());
   EXPECT_TRUE(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase).empty());
+}
+
+// A flock lock held by a thread with a descriptor table of its own
+// (unshare(CLONE_FILES)): the kernel names the process, whose own table has
+// no descriptor of the file; the lock is found in the thread's table, and
+// its descriptor copied from there.
+TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
+  onebox::testing::TempDir dir;
+  const std::string path = dir.path() + "/f";
+  { std::ofstream(path) << "x"; }
+  const std::string dev_id = KernelDeviceId(path, NodeLocks::kShadowBase);
+  ASSERT_FALSE(dev_id.empty());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  std::mutex mu;
+  std::condition_variable cv;
+  pid_t holder = 0;
+  int held_fd = -1;
+  bool done = false;
+  std::thread thread([&] {
+    int fd = -1;
+    if (unshare(CLONE_FILES) == 0 && (fd = open(path.c_str(), O_RDWR | O_CLOEXEC)) >= 0 && flock(fd, LOCK_EX) != 0) {
+      close(fd);
+      fd = -1;
+    }
+    std::unique_lock lock(mu);
+    holder = static_cast<pid_t>(syscall(SYS_gettid));
+    held_fd = fd;
+    cv.notify_all();
+    cv.wait(lock, [&] { return done; });
+    if (fd >= 0) close(fd);
+  });
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return holder != 0; });
+  }
+  auto end_thread = [&] {
+    {
+      std::lock_guard lock(mu);
+      done = true;
+    }
+    cv.notify_all();
+    thread.join();
+  };
+  if (held_fd < 0) {
+    end_thread();
+    FAIL() << "the thread could not take its lock";
+  }
+  std::vector<KernelLock> flocks = KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase);
+  ASSERT_EQ(flocks.size(), 1u);
+  EXPECT_EQ(flocks[0].pid, getpid());
+  EXPECT_EQ(flocks[0].tid, holder);
+  EXPECT_EQ(flocks[0].fd, held_fd);
+  EXPECT_TRUE(flocks[0].write);
+  int err = 0;
+  const int copy = CopyLockDescriptor(flocks[0], &err);
+  struct stat copied {};
+  EXPECT_TRUE(copy >= 0 && fstat(copy, &copied) == 0 && copied.st_ino == st.st_ino) << strerror(err);
+  if (copy >= 0) close(copy);
+  EXPECT_EQ(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase),
+            (std::vector<std::pair<std::string, bool>>{{"f", true}}));
+  end_thread();
+  EXPECT_TRUE(KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase).empty());
 }
 
 }  // namespace
