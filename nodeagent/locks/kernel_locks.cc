@@ -91,21 +91,35 @@ std::vector<pid_t> OtherThreadsOf(pid_t pid) {
   return tids;
 }
 
-// Whether threads a and b share one descriptor table (kcmp(2)); false when
-// that cannot be told.
-bool SameDescriptorTable(pid_t a, pid_t b) { return syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0) == 0; }
+// Whether threads a and b share one descriptor table (kcmp(2)). When that
+// cannot be told (no kcmp in the kernel, or a seccomp filter refuses it),
+// they are taken to: threads share their process's table unless one
+// unshared it, which is rare.
+bool SameDescriptorTable(pid_t a, pid_t b) {
+  const long order = syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0);
+  return order == 0 || (order < 0 && errno != ESRCH);
+}
 
-// As EachDescriptorOf, for process pid's descriptors: each(proc_dir, holder,
-// fd), holder the process, or the thread whose /proc directory has them.
-// Threads share the process's table unless one made its own
+// Where EachDescriptorOfProcess found a descriptor: the /proc directory
+// that lists it, the thread whose table it is (the process itself for
+// its own), and whether that table is that thread's alone (it unshared it:
+// no other thread has its descriptors).
+struct DescriptorTable {
+  std::string proc_dir;
+  pid_t holder;
+  bool own;
+};
+
+// As EachDescriptorOf, for process pid's descriptors, in each of its
+// tables. Threads share the process's table unless one made its own
 // (unshare(CLONE_FILES)); a process whose main thread ended with
 // pthread_exit while others go on has its tables in those threads only (the
-// leader, a zombie, has none).
-bool EachDescriptorOfProcess(
-    pid_t pid, dev_t dev, ino_t ino,
-    const std::function<bool(const std::string& proc_dir, pid_t holder, const std::string& fd)>& each) {
-  const std::string proc_dir = fmt::format("/proc/{}", pid);
-  if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(proc_dir, pid, fd); }))
+// leader, a zombie, has none; the first live thread looked at stands for
+// the table they share).
+bool EachDescriptorOfProcess(pid_t pid, dev_t dev, ino_t ino,
+                             const std::function<bool(const DescriptorTable& table, const std::string& fd)>& each) {
+  const DescriptorTable process{fmt::format("/proc/{}", pid), pid, false};
+  if (EachDescriptorOf(process.proc_dir, dev, ino, [&](const std::string& fd) { return each(process, fd); }))
     return true;
   // Each other table once: a thread is looked at unless it shares the table
   // of the process (while its leader lives) or of a thread looked at already.
@@ -114,9 +128,9 @@ bool EachDescriptorOfProcess(
   for (pid_t tid : OtherThreadsOf(pid)) {
     if (std::any_of(looked.begin(), looked.end(), [&](pid_t seen) { return SameDescriptorTable(seen, tid); }))
       continue;
+    const DescriptorTable thread{fmt::format("{}/task/{}", process.proc_dir, tid), tid, !looked.empty()};
     looked.push_back(tid);
-    const std::string task_dir = fmt::format("{}/task/{}", proc_dir, tid);
-    if (EachDescriptorOf(task_dir, dev, ino, [&](const std::string& fd) { return each(task_dir, tid, fd); }))
+    if (EachDescriptorOf(thread.proc_dir, dev, ino, [&](const std::string& fd) { return each(thread, fd); }))
       return true;
   }
   return false;
@@ -135,10 +149,11 @@ void EachProcess(const std::function<bool(pid_t)>& each) {
 // the locks of the description behind each); whether there was one.
 bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, std::vector<KernelLock>* out) {
   bool found = false;
-  EachDescriptorOfProcess(pid, dev, ino, [&](const std::string& proc_dir, pid_t holder, const std::string& fd) {
-    for (const LockLine& lock : LocksOfDescriptor(proc_dir, fd)) {
+  EachDescriptorOfProcess(pid, dev, ino, [&](const DescriptorTable& table, const std::string& fd) {
+    for (const LockLine& lock : LocksOfDescriptor(table.proc_dir, fd)) {
       if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
-      out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end, holder != pid ? holder : 0});
+      out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end,
+                                table.holder != pid ? table.holder : 0, table.own});
       found = true;
     }
     return false;
@@ -153,10 +168,9 @@ int CopyLockDescriptor(const KernelLock& k, int* err) {
   // one thread. Older kernels refuse it (EINVAL).
   constexpr unsigned kPidfdThread = O_EXCL;
   std::vector<pid_t> from{k.tid != 0 ? k.tid : k.pid};
-  // That thread may have ended since: another live one may share its table
-  // (a thread with one of its own takes its descriptors with it; callers
-  // check that the copy is the file's).
-  if (k.tid != 0)
+  // That thread may have ended since: any other live one shares the table,
+  // unless it was the thread's own.
+  if (k.tid != 0 && !k.own_table)
     for (pid_t tid : OtherThreadsOf(k.pid))
       if (tid != k.tid) from.push_back(tid);
   bool all_exiting = true;
@@ -236,9 +250,9 @@ namespace {
 // leads to; "" for none.
 std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view) {
   std::string found;
-  EachDescriptorOfProcess(pid, dev, ino, [&](const std::string& proc_dir, pid_t, const std::string& fd) {
+  EachDescriptorOfProcess(pid, dev, ino, [&](const DescriptorTable& table, const std::string& fd) {
     char link[4096];
-    const ssize_t n = readlink(fmt::format("{}/fd/{}", proc_dir, fd).c_str(), link, sizeof link - 1);
+    const ssize_t n = readlink(fmt::format("{}/fd/{}", table.proc_dir, fd).c_str(), link, sizeof link - 1);
     if (n <= 0) return false;
     const std::string name(link, static_cast<size_t>(n));
     if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/')

@@ -25,6 +25,7 @@ struct KernelLock {
   // or any live one once the main thread ended with pthread_exit: the
   // leader, a zombie, has no descriptors); 0 otherwise.
   pid_t tid = 0;
+  bool own_table = false;  // tid's table is its own: no other thread has fd
 };
 
 // A copy, in this process, of the descriptor a FLOCK lock names (through

@@ -128,8 +128,17 @@ class GrpcPeerLink final : public PeerLink {
     v1::Peer::Stub stub;
   };
   std::shared_ptr<Channel> NewChannel() const { return std::make_shared<Channel>(PeerChannel(address_, tls_)); }
+  // The channel calls go over now: a new one at the first call after
+  // ConnectNow (made here, not under membership's lock, where ConnectNow
+  // is called).
   std::shared_ptr<Channel> Current() {
+    std::shared_ptr<Channel> old;  // let go outside the lock
     std::lock_guard lock(mu_);
+    if (stale_) {
+      old = std::move(current_);
+      current_ = NewChannel();
+      stale_ = false;
+    }
     return current_;
   }
 
@@ -152,9 +161,8 @@ class GrpcPeerLink final : public PeerLink {
   // backoff (up to a second, failing every call at once) while membership
   // already counts the peer alive: the next calls get a new channel.
   void ConnectNow() override {
-    std::shared_ptr<Channel> fresh = NewChannel();
     std::lock_guard lock(mu_);
-    current_.swap(fresh);  // the old one is let go outside the lock
+    stale_ = true;
   }
 
   bool SendBeat(std::string_view datagram) override {
@@ -166,6 +174,7 @@ class GrpcPeerLink final : public PeerLink {
   const std::shared_ptr<grpc::ChannelCredentials> tls_;
   std::mutex mu_;
   std::shared_ptr<Channel> current_;  // guarded by mu_
+  bool stale_ = false;                // guarded by mu_: ConnectNow was called
   const std::string& join_token_;  // the network's, which outlives its links
   const std::atomic<BeatSocket*>& beats_;  // the network's too
 };

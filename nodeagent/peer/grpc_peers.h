@@ -6,8 +6,8 @@
 // gRPC's default backoff of up to two minutes. A connection a partition
 // left dead is found so by keepalive pings within seconds while a call is
 // under way on it; an idle one is not pinged (an idle cluster's links carry
-// nothing): when membership hears from a peer again after a silence, its
-// link gets a new connection at once (PeerLink::ConnectNow). Every call
+// nothing): when membership hears from a peer again after a silence, the
+// link's next call goes over a new connection (PeerLink::ConnectNow). Every call
 // carries the cluster's join token (api/access.h), when there is one.
 // Heartbeats go beside the channels, as datagrams (peer/beat_socket.h).
 #pragma once

@@ -237,11 +237,6 @@ TEST(PartitionTest, ACutOffNodeAndTheRestBothWriteThenEveryNodeConvergesWithNoth
   EXPECT_EQ(Shell(c, "cat " + stub_on_c).exit_code, 0) << "healed: the content comes";
 }
 
-// The rule for a directory lease's holder cut off (docs/consistency.md):
-// it goes on deciding exclusive creates in its directory alone; the other
-// side waits until its term has run out (5 s from when it won the lease),
-// then decides there too, so both sides may make the same name; at the heal
-// every node converges.
 // A peer's agent killed while it is cut off, then started again and
 // healed: a call made into the cut fails within its deadline, and once
 // membership counts the peer alive again, the first call to it is answered.
@@ -281,6 +276,11 @@ TEST(PartitionTest, CallsToANodeBackFromACutGoOverANewConnection) {
                           << " s after b's agent was killed)";
 }
 
+// The rule for a directory lease's holder cut off (docs/consistency.md):
+// it goes on deciding exclusive creates in its directory alone; the other
+// side waits until its term has run out (5 s from when it won the lease),
+// then decides there too, so both sides may make the same name; at the heal
+// every node converges.
 TEST(PartitionTest, ACutOffLeaseHolderKeepsItsDirectoryForItsTermThenBothSidesDecide) {
   Network net(3);
   if (!net.ok()) GTEST_SKIP() << "cannot make network namespaces here: " << net.error();

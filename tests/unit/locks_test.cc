@@ -514,10 +514,11 @@ TEST(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessTha
   EXPECT_TRUE(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase).empty());
 }
 
-// A flock lock held by a thread with a descriptor table of its own
-// (unshare(CLONE_FILES)): the kernel names the process, whose own table has
-// no descriptor of the file; the lock is found in the thread's table, and
-// its descriptor copied from there.
+// Flock locks held through the process's own table and by a thread with a
+// descriptor table of its own (unshare(CLONE_FILES)), which the kernel
+// names by the process too: each is found once in its table (a thread that
+// shares the process's table is not looked at again), and the thread's
+// descriptor is copied from its table.
 TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   onebox::testing::TempDir dir;
   const std::string path = dir.path() + "/f";
@@ -526,55 +527,75 @@ TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   ASSERT_FALSE(dev_id.empty());
   struct stat st;
   ASSERT_EQ(stat(path.c_str(), &st), 0);
-  std::mutex mu;
-  std::condition_variable cv;
-  pid_t holder = 0;
-  int held_fd = -1;
-  bool done = false;
-  std::thread thread([&] {
+  // Two threads, one with the process's table and one with a copy of its
+  // own, each waiting until the test ends; the second opens and locks the
+  // file in its table.
+  struct Threads {
+    std::mutex mu;
+    std::condition_variable cv;
+    pid_t holder = 0;
+    int held_fd = -1;
+    bool done = false;
+    std::thread sharing, own;
+    void Wait() {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return done; });
+    }
+    ~Threads() {
+      {
+        std::lock_guard lock(mu);
+        done = true;
+      }
+      cv.notify_all();
+      if (sharing.joinable()) sharing.join();
+      if (own.joinable()) own.join();
+    }
+  } threads;
+  threads.sharing = std::thread([&] { threads.Wait(); });
+  threads.own = std::thread([&] {
     int fd = -1;
-    if (unshare(CLONE_FILES) == 0 && (fd = open(path.c_str(), O_RDWR | O_CLOEXEC)) >= 0 && flock(fd, LOCK_EX) != 0) {
+    if (unshare(CLONE_FILES) == 0 && (fd = open(path.c_str(), O_RDWR | O_CLOEXEC)) >= 0 && flock(fd, LOCK_SH) != 0) {
       close(fd);
       fd = -1;
     }
-    std::unique_lock lock(mu);
-    holder = static_cast<pid_t>(syscall(SYS_gettid));
-    held_fd = fd;
-    cv.notify_all();
-    cv.wait(lock, [&] { return done; });
+    {
+      std::lock_guard lock(threads.mu);
+      threads.holder = static_cast<pid_t>(syscall(SYS_gettid));
+      threads.held_fd = fd;
+    }
+    threads.cv.notify_all();
+    threads.Wait();
     if (fd >= 0) close(fd);
   });
   {
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return holder != 0; });
+    std::unique_lock lock(threads.mu);
+    threads.cv.wait(lock, [&] { return threads.holder != 0; });
   }
-  auto end_thread = [&] {
-    {
-      std::lock_guard lock(mu);
-      done = true;
-    }
-    cv.notify_all();
-    thread.join();
-  };
-  if (held_fd < 0) {
-    end_thread();
-    FAIL() << "the thread could not take its lock";
-  }
+  ASSERT_GE(threads.held_fd, 0) << "the thread could not take its lock";
+  // Opened after the thread made its table: only the process's has it.
+  const int own = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(own, 0);
+  ASSERT_EQ(flock(own, LOCK_SH), 0);
+
   std::vector<KernelLock> flocks = KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase);
-  ASSERT_EQ(flocks.size(), 1u);
+  std::sort(flocks.begin(), flocks.end(), [](const KernelLock& x, const KernelLock& y) { return x.tid < y.tid; });
+  ASSERT_EQ(flocks.size(), 2u);
   EXPECT_EQ(flocks[0].pid, getpid());
-  EXPECT_EQ(flocks[0].tid, holder);
-  EXPECT_EQ(flocks[0].fd, held_fd);
-  EXPECT_TRUE(flocks[0].write);
+  EXPECT_EQ(flocks[0].tid, 0);
+  EXPECT_EQ(flocks[0].fd, own);
+  EXPECT_FALSE(flocks[0].own_table);
+  EXPECT_EQ(flocks[1].pid, getpid());
+  EXPECT_EQ(flocks[1].tid, threads.holder);
+  EXPECT_EQ(flocks[1].fd, threads.held_fd);
+  EXPECT_TRUE(flocks[1].own_table);
   int err = 0;
-  const int copy = CopyLockDescriptor(flocks[0], &err);
+  const int copy = CopyLockDescriptor(flocks[1], &err);
   struct stat copied {};
   EXPECT_TRUE(copy >= 0 && fstat(copy, &copied) == 0 && copied.st_ino == st.st_ino) << strerror(err);
   if (copy >= 0) close(copy);
   EXPECT_EQ(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase),
             (std::vector<std::pair<std::string, bool>>{{"f", true}}));
-  end_thread();
-  EXPECT_TRUE(KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase).empty());
+  close(own);
 }
 
 }  // namespace
