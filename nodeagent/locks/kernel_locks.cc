@@ -91,48 +91,49 @@ std::vector<pid_t> OtherThreadsOf(pid_t pid) {
   return tids;
 }
 
-// Whether threads a and b share one descriptor table (kcmp(2)). When that
-// cannot be told (no kcmp in the kernel, or a seccomp filter refuses it),
-// they are taken to: threads share their process's table unless one
-// unshared it, which is rare.
+// Whether threads a and b share one descriptor table (kcmp(2)); not when
+// one of them is gone. When that cannot be told (no kcmp in the kernel, or
+// a seccomp filter refuses it), they are taken to: threads share their
+// process's table unless one unshared it, which is rare.
 bool SameDescriptorTable(pid_t a, pid_t b) {
   const long order = syscall(SYS_kcmp, a, b, KCMP_FILES, 0, 0);
   return order == 0 || (order < 0 && errno != ESRCH);
 }
 
 // Where EachDescriptorOfProcess found a descriptor: the /proc directory
-// that lists it, the thread whose table it is (the process itself for
-// its own), and whether that table is that thread's alone (it unshared it:
-// no other thread has its descriptors).
+// that lists it, the thread whose table it is (the process itself for its
+// own), and the other threads that had that table when it was looked at.
 struct DescriptorTable {
   std::string proc_dir;
   pid_t holder;
-  bool own;
+  std::vector<pid_t> sharers;
 };
 
 // As EachDescriptorOf, for process pid's descriptors, in each of its
-// tables. Threads share the process's table unless one made its own
+// tables once. Threads share the process's table unless one made its own
 // (unshare(CLONE_FILES)); a process whose main thread ended with
 // pthread_exit while others go on has its tables in those threads only (the
-// leader, a zombie, has none; the first live thread looked at stands for
-// the table they share).
+// leader, a zombie, has none).
 bool EachDescriptorOfProcess(pid_t pid, dev_t dev, ino_t ino,
                              const std::function<bool(const DescriptorTable& table, const std::string& fd)>& each) {
-  const DescriptorTable process{fmt::format("/proc/{}", pid), pid, false};
-  if (EachDescriptorOf(process.proc_dir, dev, ino, [&](const std::string& fd) { return each(process, fd); }))
+  const std::string proc_dir = fmt::format("/proc/{}", pid);
+  const DescriptorTable process{proc_dir, pid, {}};
+  if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(process, fd); }))
     return true;
-  // Each other table once: a thread is looked at unless it shares the table
-  // of the process (while its leader lives) or of a thread looked at already.
-  std::vector<pid_t> looked;
-  if (!IsExiting(pid)) looked.push_back(pid);
+  // The live threads, grouped by table; the process's own group (while its
+  // leader lives) was looked at above.
+  std::vector<DescriptorTable> tables;
+  const bool leader_lives = !IsExiting(pid);
+  if (leader_lives) tables.push_back(process);
   for (pid_t tid : OtherThreadsOf(pid)) {
-    if (std::any_of(looked.begin(), looked.end(), [&](pid_t seen) { return SameDescriptorTable(seen, tid); }))
-      continue;
-    const DescriptorTable thread{fmt::format("{}/task/{}", process.proc_dir, tid), tid, !looked.empty()};
-    looked.push_back(tid);
-    if (EachDescriptorOf(thread.proc_dir, dev, ino, [&](const std::string& fd) { return each(thread, fd); }))
-      return true;
+    auto same = std::find_if(tables.begin(), tables.end(),
+                             [&](const DescriptorTable& table) { return SameDescriptorTable(table.holder, tid); });
+    if (same != tables.end()) same->sharers.push_back(tid);
+    else tables.push_back({fmt::format("{}/task/{}", proc_dir, tid), tid, {}});  // (or gone: nothing to list)
   }
+  for (size_t i = leader_lives ? 1 : 0; i < tables.size(); ++i)
+    if (EachDescriptorOf(tables[i].proc_dir, dev, ino, [&](const std::string& fd) { return each(tables[i], fd); }))
+      return true;
   return false;
 }
 
@@ -153,7 +154,7 @@ bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, s
     for (const LockLine& lock : LocksOfDescriptor(table.proc_dir, fd)) {
       if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
       out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end,
-                                table.holder != pid ? table.holder : 0, table.own});
+                                table.holder != pid ? table.holder : 0, table.sharers});
       found = true;
     }
     return false;
@@ -168,11 +169,7 @@ int CopyLockDescriptor(const KernelLock& k, int* err) {
   // one thread. Older kernels refuse it (EINVAL).
   constexpr unsigned kPidfdThread = O_EXCL;
   std::vector<pid_t> from{k.tid != 0 ? k.tid : k.pid};
-  // That thread may have ended since: any other live one shares the table,
-  // unless it was the thread's own.
-  if (k.tid != 0 && !k.own_table)
-    for (pid_t tid : OtherThreadsOf(k.pid))
-      if (tid != k.tid) from.push_back(tid);
+  if (k.tid != 0) from.insert(from.end(), k.sharers.begin(), k.sharers.end());  // (that thread may have ended)
   bool all_exiting = true;
   int last = ENOLCK;
   for (pid_t id : from) {
@@ -226,7 +223,8 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
     if (lock.kind == "FLOCK") flock_pids.insert(lock.pid);
     if (lock.kind != "POSIX" || lock.start >= shadow_base) continue;
     // The shim's "to the end" under a lease stops short of the agent's marks.
-    posix.push_back(KernelLock{lock.pid, -1, lock.write, lock.start, lock.end == shadow_base ? kToEnd : lock.end});
+    posix.push_back(
+        KernelLock{lock.pid, -1, lock.write, lock.start, lock.end == shadow_base ? kToEnd : lock.end, 0, {}});
   }
   if (!flock) return posix;
   // A description's flock lock names the process that took it, which may

@@ -25,11 +25,13 @@ struct KernelLock {
   // or any live one once the main thread ended with pthread_exit: the
   // leader, a zombie, has no descriptors); 0 otherwise.
   pid_t tid = 0;
-  bool own_table = false;  // tid's table is its own: no other thread has fd
+  // FLOCK with tid: the other threads that had tid's table when it was
+  // looked at (fd may be copied from any of them).
+  std::vector<pid_t> sharers;
 };
 
 // A copy, in this process, of the descriptor a FLOCK lock names (through
-// pidfd_getfd; from any live thread of its process when k.tid is set, with
+// pidfd_getfd; from k.tid or one of k.sharers when k.tid is set, with
 // PIDFD_THREAD, Linux 6.9 or later). -1 and *err when there is none: ESRCH
 // when its process is gone or exiting (it holds nothing), else why not.
 int CopyLockDescriptor(const KernelLock& k, int* err);

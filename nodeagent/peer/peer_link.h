@@ -100,8 +100,8 @@ class PeerLink {
   // A stream that cancellation (if given) can cut at any moment.
   virtual std::unique_ptr<ReplicateStream> OpenReplicateStream(Cancellation* cancellation) = 0;
   // The peer is back (membership heard from it after a silence): the next
-  // call goes over a new connection, made at once rather than after the
-  // link's reconnect backoff (during which calls fail at once), and not
+  // call goes over a new connection, made at that call rather than after
+  // the link's reconnect backoff (during which calls fail at once), and not
   // over one a partition may have left dead. Calls under way keep theirs.
   // Never blocks (called under membership's lock).
   virtual void ConnectNow() {}

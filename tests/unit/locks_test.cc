@@ -583,11 +583,11 @@ TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   EXPECT_EQ(flocks[0].pid, getpid());
   EXPECT_EQ(flocks[0].tid, 0);
   EXPECT_EQ(flocks[0].fd, own);
-  EXPECT_FALSE(flocks[0].own_table);
   EXPECT_EQ(flocks[1].pid, getpid());
   EXPECT_EQ(flocks[1].tid, threads.holder);
   EXPECT_EQ(flocks[1].fd, threads.held_fd);
-  EXPECT_TRUE(flocks[1].own_table);
+  EXPECT_FALSE(flocks[1].write);
+  EXPECT_TRUE(flocks[1].sharers.empty()) << "no other thread has that table";
   int err = 0;
   const int copy = CopyLockDescriptor(flocks[1], &err);
   struct stat copied {};
