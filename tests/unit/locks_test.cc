@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -12,8 +14,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -596,6 +600,112 @@ TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   EXPECT_EQ(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase),
             (std::vector<std::pair<std::string, bool>>{{"f", true}}));
   close(own);
+}
+
+// For the test below, in a forked child: a thread that unshares its table
+// and takes a shared flock lock there, and threads that keep the process's
+// table. Each writes {its tid, its descriptor of the file or -1} to the
+// report pipe, then waits to be killed with the child.
+struct ChildThreads {
+  const char* path;
+  int report;
+  std::atomic<bool> unshared{false};
+};
+
+void* PrivateTableHolder(void* arg) {
+  auto* c = static_cast<ChildThreads*>(arg);
+  int fd = -1;
+  if (unshare(CLONE_FILES) == 0 && (fd = open(c->path, O_RDWR)) >= 0 && flock(fd, LOCK_SH) != 0) fd = -1;
+  c->unshared = true;
+  const int said[2] = {static_cast<int>(syscall(SYS_gettid)), fd};
+  if (write(c->report, said, sizeof said) != sizeof said) _exit(3);
+  for (;;) pause();
+}
+
+void* SharedTableThread(void* arg) {
+  auto* c = static_cast<ChildThreads*>(arg);
+  const int said[2] = {static_cast<int>(syscall(SYS_gettid)), -1};
+  if (write(c->report, said, sizeof said) != sizeof said) _exit(3);
+  for (;;) pause();
+}
+
+// A process whose main thread ended (as with pthread_exit) while three threads go
+// on: the first made (so listed first) has a table of its own with a flock
+// lock in it, the other two share the process's, where the main thread
+// took another flock lock. Each lock is found once, with the thread whose
+// table has it and the threads that share that table.
+TEST(KernelLocksTest, OnceTheMainThreadEndedEachTableOfItsThreadsIsLookedAtOnce) {
+  onebox::testing::TempDir dir;
+  const std::string path = dir.path() + "/f";
+  { std::ofstream(path) << "x"; }
+  const std::string dev_id = KernelDeviceId(path, NodeLocks::kShadowBase);
+  ASSERT_FALSE(dev_id.empty());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  const pid_t child = fork();
+  if (child == 0) {
+    static ChildThreads c;
+    c.path = path.c_str();
+    c.report = report[1];
+    pthread_t t;
+    if (pthread_create(&t, nullptr, PrivateTableHolder, &c) != 0) _exit(3);
+    while (!c.unshared) usleep(1000);
+    const int own = open(path.c_str(), O_RDWR);
+    if (own < 0 || flock(own, LOCK_SH) != 0) _exit(3);
+    for (int i = 0; i < 2; ++i)
+      if (pthread_create(&t, nullptr, SharedTableThread, &c) != 0) _exit(3);
+    const int said[2] = {0, own};
+    if (write(report[1], said, sizeof said) != sizeof said) _exit(3);
+    syscall(SYS_exit, 0);  // this thread only, as pthread_exit, without unwinding through the test's frames
+  }
+  close(report[1]);
+  struct EndChild {
+    pid_t pid;
+    ~EndChild() {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  } end_child{child};
+  pid_t private_tid = 0;
+  int private_fd = -1, own_fd = -1;
+  std::vector<pid_t> sharing;
+  for (int i = 0; i < 4; ++i) {
+    int said[2];
+    ASSERT_EQ(read(report[0], said, sizeof said), static_cast<ssize_t>(sizeof said)) << "the child failed";
+    if (said[0] == 0) own_fd = said[1];
+    else if (said[1] >= 0) private_tid = said[0], private_fd = said[1];
+    else sharing.push_back(said[0]);
+  }
+  close(report[0]);
+  ASSERT_NE(private_tid, 0);
+  ASSERT_EQ(sharing.size(), 2u);
+  ASSERT_TRUE(onebox::testing::WaitUntil(
+      [&] { return std::filesystem::is_empty(fmt::format("/proc/{}/fd", child)); }, std::chrono::seconds(5),
+      "the child's main thread ended"));
+
+  std::vector<KernelLock> flocks = KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase);
+  ASSERT_EQ(flocks.size(), 2u);
+  const bool private_first = flocks[0].tid == private_tid;
+  const KernelLock& in_private = flocks[private_first ? 0 : 1];
+  const KernelLock& in_shared = flocks[private_first ? 1 : 0];
+  EXPECT_EQ(in_private.tid, private_tid);
+  EXPECT_EQ(in_private.fd, private_fd);
+  EXPECT_TRUE(in_private.sharers.empty()) << "no other thread has that table";
+  EXPECT_EQ(in_shared.fd, own_fd);
+  std::vector<pid_t> shared_table{in_shared.tid};
+  shared_table.insert(shared_table.end(), in_shared.sharers.begin(), in_shared.sharers.end());
+  std::sort(shared_table.begin(), shared_table.end());
+  std::sort(sharing.begin(), sharing.end());
+  EXPECT_EQ(shared_table, sharing);
+  for (const KernelLock& k : flocks) {
+    int err = 0;
+    const int copy = CopyLockDescriptor(k, &err);
+    struct stat copied {};
+    EXPECT_TRUE(copy >= 0 && fstat(copy, &copied) == 0 && copied.st_ino == st.st_ino) << strerror(err);
+    if (copy >= 0) close(copy);
+  }
 }
 
 }  // namespace
