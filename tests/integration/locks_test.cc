@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -82,6 +83,35 @@ except OSError as e:
     }
     std::sort(out.begin(), out.end());
     return out;
+  }
+  // A flock lock a's program holds on path (under a's lease, a the file's
+  // home): b's try is refused, also once a's agent restarted and after the
+  // home's grace (the lock made the cluster's, not kept unconverted in a
+  // lease), and granted once end_holder ended the program (SIGKILL).
+  void RefusedToBAcrossARestartOfAUntilTheHolderEnds(const std::string& path,
+                                                     const std::function<void()>& end_holder) {
+    const std::string try_lock = TryLockScript("flock");
+    EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
+    a->Stop(SIGKILL);
+    ASSERT_TRUE(a->Start());
+    RunResult first;
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          first = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
+          return ::testing::AssertionResult(first.out != "ENOLCK\n") << first.out << first.err;
+        },
+        seconds(15), "b's try answered"));
+    EXPECT_EQ(first.out, "EAGAIN\n") << first.err;
+    std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
+    EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
+    EXPECT_EQ(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
+    end_holder();
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          RunResult r = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
+          return ::testing::AssertionResult(r.out == "granted\n") << r.out << r.err;
+        },
+        seconds(10), "b's lock once the program ended"));
   }
   std::string NodeIdOf(const std::string& name) {
     for (const v1::Node& n : Nodes(*a))
@@ -616,30 +646,7 @@ ctypes.CDLL(None).pthread_exit(None)
   // Its main thread is gone: the leader is a zombie, with no descriptors.
   ASSERT_TRUE(WaitUntil([&] { return std::filesystem::is_empty(fmt::format("/proc/{}/fd", holder_pid)); }, seconds(5),
                         "the main thread ended"));
-  const std::string try_lock = TryLockScript("flock");
-  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
-  a->Stop(SIGKILL);
-  ASSERT_TRUE(a->Start());
-  RunResult first;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        first = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
-        return ::testing::AssertionResult(first.out != "ENOLCK\n") << first.out << first.err;
-      },
-      seconds(15), "b's try answered"));
-  EXPECT_EQ(first.out, "EAGAIN\n") << first.err;
-  std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
-  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
-  // Made the cluster's, not kept unconverted in a lease.
-  EXPECT_EQ(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
-  // Its end (SIGKILL) frees the lock for b.
-  end_holder();
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
-        return ::testing::AssertionResult(r.out == "granted\n") << r.out << r.err;
-      },
-      seconds(10), "b's lock once the program ended"));
+  RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
 }
 
 // A thread with a descriptor table of its own (unshare(CLONE_FILES)) that
@@ -701,28 +708,7 @@ time.sleep(600)
     std::error_code ec;
     EXPECT_NE(std::filesystem::read_symlink(fd.path(), ec).filename().string(), name) << fd.path();
   }
-  const std::string try_lock = TryLockScript("flock");
-  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
-  a->Stop(SIGKILL);
-  ASSERT_TRUE(a->Start());
-  RunResult first;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        first = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
-        return ::testing::AssertionResult(first.out != "ENOLCK\n") << first.out << first.err;
-      },
-      seconds(15), "b's try answered"));
-  EXPECT_EQ(first.out, "EAGAIN\n") << first.err;
-  std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
-  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
-  EXPECT_EQ(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
-  end_holder();
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        RunResult r = RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b));
-        return ::testing::AssertionResult(r.out == "granted\n") << r.out << r.err;
-      },
-      seconds(10), "b's lock once the program ended"));
+  RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
 }
 
 // A node's agent stopped (SIGSTOP) for longer than the others wait before
