@@ -248,7 +248,6 @@ Result<Version> Store::Delete(std::string_view key, bool sync, bool* existed, Cf
   }
   (void)batch.PopSavePoint();
   if (st = CommitGroup(log_lock, tomb.version.hlc, sync); !st.ok()) return st;
-  if (space == Cf::kNs) ++ns_writes_;
   return tomb.version;
 }
 
@@ -350,9 +349,32 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   }
   (void)batch.PopSavePoint();
   if (st = CommitGroup(log_lock, version.hlc, sync); !st.ok()) return st;
-  if (std::any_of(mutations.begin(), mutations.end(), [](const Mutation& m) { return m.space == Cf::kNs; }))
-    ++ns_writes_;
+  for (const Mutation& m : mutations)
+    if (m.space == Cf::kNs && !m.tombstone) NoteNsWritten(m.key);
   return version;
+}
+
+void Store::KeepNsWritten(size_t at_most) {
+  std::lock_guard lock(ns_written_mu_);
+  ns_written_at_most_ = std::max<size_t>(at_most, 1);
+}
+
+Store::NsWritten Store::TakeNsWritten() {
+  std::lock_guard lock(ns_written_mu_);
+  NsWritten taken = std::move(ns_written_);
+  ns_written_ = NsWritten{};
+  return taken;
+}
+
+void Store::NoteNsWritten(std::string_view key) {
+  std::lock_guard lock(ns_written_mu_);
+  if (ns_written_at_most_ == 0 || ns_written_.overflowed) return;
+  if (ns_written_.keys.size() >= ns_written_at_most_) {
+    ns_written_.keys = {};  // (its memory too)
+    ns_written_.overflowed = true;
+    return;
+  }
+  ns_written_.keys.emplace_back(key);
 }
 
 Result<Record> Store::Get(std::string_view key, Cf space) {
@@ -437,7 +459,7 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   s = batch.Put(cf(space), key, EncodeRecord(record));
   if (!s.ok()) return FromRocks(s, "apply");
   if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
-  if (space == Cf::kNs) ++ns_writes_;
+  if (space == Cf::kNs && !record.tombstone) NoteNsWritten(key);
   return true;
 }
 
@@ -499,10 +521,7 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
   if (batch.Count() > 0) {
     if (Status st = Commit(batch, highest, sync); !st.ok()) return st;
     for (size_t i = 0; i < records.size(); ++i)
-      if (won[i] && records[i].space == Cf::kNs) {
-        ++ns_writes_;
-        break;
-      }
+      if (won[i] && records[i].space == Cf::kNs && !records[i].record.tombstone) NoteNsWritten(records[i].key);
   } else if (sync) {
     if (Status w = FromRocks(db_->SyncWAL(), "sync the WAL"); !w.ok()) return w;
   }

@@ -186,9 +186,19 @@ class Store {
   // How many writes of records so far: unchanged between two looks, nothing
   // was written or applied here meanwhile.
   uint64_t commits() const { return commits_.load(); }
-  // How many writes so far changed a record of the namespace (Cf::kNs): not
-  // the key-value or ports families', nor a history kept for a loser alone.
-  uint64_t ns_writes() const { return ns_writes_.load(); }
+  // The namespace keys (Cf::kNs) given a live record here since the last
+  // take, written or applied (not the key-value or ports families', not a
+  // tombstone, nor a loser kept in the history alone), in commit order with
+  // repeats: the view audit's list of what to look at (view/view_audit.h).
+  // Kept from KeepNsWritten on; past at_most keys none is kept until the
+  // next take, which says so (overflowed: look at everything).
+  struct NsWritten {
+    std::vector<std::string> keys;
+    bool overflowed = false;
+  };
+  static constexpr size_t kNsWrittenKept = 1 << 20;
+  void KeepNsWritten(size_t at_most = kNsWrittenKept);
+  NsWritten TakeNsWritten();
   // The records of one bucket after (after_space, after_key), in family then
   // key order, until about max_bytes; *more says whether others follow.
   Status ReadBucket(size_t bucket, Cf after_space, std::string_view after_key, size_t max_bytes,
@@ -300,7 +310,10 @@ class Store {
   // until its group is committed, committing it when nobody else is.
   Status CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp hlc, bool sync);
   std::atomic<uint64_t> commits_{0};  // raised after every write of records (Commit)
-  std::atomic<uint64_t> ns_writes_{0};  // raised after every write that changed an ns record
+  void NoteNsWritten(std::string_view key);  // (for TakeNsWritten)
+  std::mutex ns_written_mu_;
+  size_t ns_written_at_most_ = 0;  // 0: none kept
+  NsWritten ns_written_;
   std::mutex digests_mu_;             // the last bucket digests, and the commits_ they were read at
   uint64_t digests_at_ = UINT64_MAX;
   std::vector<std::string> digests_;

@@ -280,8 +280,6 @@ Status Agent::StartView() {
   materializer_->set_in_place([l = &locked_paths_](const std::string& path) { return l->Contains(path); });
   audit_ = std::make_unique<ViewAudit>(*store_, *ledger_, view_root,
                                        [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });
-  // What the materializer put in place as the store has it needs no look.
-  materializer_->set_placed([a = audit_.get()](const std::string& key, const Version& v) { a->Shown(key, v); });
   if (Status s = materializer_->Start(view_root); !s.ok()) return s;
   Result<std::unique_ptr<ViewRecorder>> recorder = ViewRecorder::Start(
       view_root, *store_, *ledger_, guard_.get(), [m = materializer_.get()] { m->Drain(); },

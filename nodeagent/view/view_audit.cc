@@ -42,8 +42,8 @@ ViewAudit::~ViewAudit() {
   if (root_fd_ >= 0) close(root_fd_);
 }
 
-void ViewAudit::Start(std::chrono::milliseconds period, std::chrono::milliseconds whole_every) {
-  whole_every_ = whole_every;
+void ViewAudit::Start(std::chrono::milliseconds period) {
+  store_.KeepNsWritten();
   rounds_thread_.Start("onebox-audit", period, [this] { Round(); });
 }
 
@@ -54,26 +54,14 @@ void ViewAudit::Note(const std::string& key) {
   noted_.insert(key);
 }
 
-void ViewAudit::Shown(const std::string& key, const Version& version) {
-  std::lock_guard lock(noted_mu_);
-  auto it = noted_.find(key);
-  if (it == noted_.end()) return;
-  // (Under noted_mu_: a newer record applied since is seen here, or its Note waits for the erase.)
-  if (Result<Record> now = store_.Get(key, Cf::kNs); now.ok() && now->version == version) noted_.erase(it);
-}
-
 void ViewAudit::Round() {
   ++rounds_;
-  // A whole check at the first round, then now and then while records are
-  // written, and once more after they stop: the last writes' placements may
-  // have been under way at the one before.
-  const auto now = std::chrono::steady_clock::now();
-  const uint64_t written = store_.ns_writes();
-  const bool first = whole_at_ == std::chrono::steady_clock::time_point{};
-  if (first || (now - whole_at_ >= whole_every_ && (written != whole_ns_writes_ || !whole_settled_))) {
-    whole_settled_ = !first && written == whole_ns_writes_;
-    whole_at_ = now;
-    whole_ns_writes_ = written;
+  // Every record at the first round (anything may have happened while the
+  // agent was down), and again only when the store kept too many written
+  // keys to list; else what was written or noted since the last round.
+  Store::NsWritten written = store_.TakeNsWritten();
+  if (written.overflowed) whole_due_ = true;
+  if (whole_due_) {
     std::set<std::string> noted;  // looked at by the whole check
     {
       std::lock_guard lock(noted_mu_);
@@ -81,14 +69,18 @@ void ViewAudit::Round() {
     }
     Result<Report> report = Check(/*repair=*/true);
     if (!report.ok()) {
-      whole_settled_ = false;  // tried again when the next is due
       std::lock_guard lock(noted_mu_);
-      noted_.merge(noted);  // and these at the next round
+      noted_.merge(noted);
       spdlog::debug("view audit: {}", report.status().message());
-      return;
+      return;  // (tried again at the next round)
     }
+    whole_due_ = false;
     ++whole_rounds_;
     return;
+  }
+  {
+    std::lock_guard lock(noted_mu_);
+    noted_.insert(std::make_move_iterator(written.keys.begin()), std::make_move_iterator(written.keys.end()));
   }
   Result<Report> report = CheckNoted();
   if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
@@ -131,9 +123,14 @@ Result<ViewAudit::Report> ViewAudit::CheckNoted() {
     Result<Record> rec = store_.Get(key, Cf::kNs);
     v1::Inode inode;
     if (!rec.ok() || !inode.ParseFromString(rec->value) || inode.type() == v1::FILE_TYPE_OTHER) continue;
+    // Put in place or recorded at this version by this run, with a look
+    // that matched: the look would find it showing that version. (Changed
+    // by a program since: the recorder's to record, then looked at here.)
+    if (ledger_.LastShown(key) == rec->version) continue;
     ++report.entries;
     Look(key, *rec, inode, unused, stale);
   }
+  looked_ += report.entries;
   report.stale = stale.size();
   RepairStale(std::move(stale), /*repair=*/true);
   return report;

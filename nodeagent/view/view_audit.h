@@ -21,19 +21,18 @@
 // line (a tie the view lost, or a replacement a stop cut short). Nothing
 // else is touched: an entry a program changed is the recorder's to record.
 //
-// Cost: the view falls behind the store by a record it does not show yet
-// (a peer's that won here, a restore: noted beside the materializer's
-// queue) or by a tie it lost that the recorder finds (noted by the
-// recorder); each such key is noted (Note), and let go once the
-// materializer put the store's current version in place (Shown). A round
-// looks at the noted keys and at those stale at the last look; a whole
-// check (every record: an open, a stat and the marks each) runs at the
-// first round and then at most every kWholeEvery, when records of the
-// namespace were written since the last one (Store::ns_writes; not the
-// store's clock, which every heartbeat moves) and once more after the
-// writes stop, as the net under anything noted nowhere. So writing N files
-// costs the audit at most N looks, not a look at every file of the cluster
-// every round, and an idle node looks at nothing.
+// Cost: the view falls behind the store by a record it does not show yet:
+// one written or applied here (a peer's that won, a restore, a repair's),
+// which the store lists for the audit (Store::TakeNsWritten), or a tie the
+// view lost that the recorder finds (Note). A round looks at the keys listed
+// and noted since the last one, and at those stale at the last look, but
+// not at one the ledger saw put in place or recorded at the store's current
+// version (ViewLedger::LastShown): a program's file recorded here, a peer's
+// the materializer placed. So writing N files costs the audit at most N
+// lookups and looks only at what did not come out as written, an idle node
+// looks at nothing, and a whole check (every record: an open, a stat and
+// the marks each) runs only at the first round after a start, and when the
+// store listed more keys than it keeps (then it listed none).
 #pragma once
 
 #include <atomic>
@@ -61,20 +60,13 @@ class ViewAudit {
   using RepairFn = std::function<void(const std::string& key)>;
   ViewAudit(Store& store, ViewLedger& ledger, const std::string& view_root, RepairFn repair);
   ~ViewAudit();
-  static constexpr auto kWholeEvery = std::chrono::seconds(60);
-  // Rounds every period on a thread of its own, until Stop: a whole check at
-  // the first, then at most every whole_every while records are written, and
-  // one more once they stop.
-  void Start(std::chrono::milliseconds period = std::chrono::seconds(3),
-             std::chrono::milliseconds whole_every = kWholeEvery);
+  // Has the store list the namespace keys written from now on, and rounds
+  // every period on a thread of its own, until Stop: a whole check at the
+  // first, then the keys written and noted.
+  void Start(std::chrono::milliseconds period = std::chrono::seconds(3));
   void Stop();
-  // A peer's record for key won here: the next round looks at key.
+  // The next round looks at key (unless it shows the store's current version).
   void Note(const std::string& key);
-  // The materializer put version in place at key: when that is still the
-  // store's current version, the next round need not look at key (the look
-  // would find it showing that version). Safe against a newer record: its
-  // Note comes after the store holds it.
-  void Shown(const std::string& key, const Version& version);
 
   struct Report {
     std::string digest;  // hex SHA-256
@@ -85,15 +77,20 @@ class ViewAudit {
   // row are handed to the materializer.
   Result<Report> Check(bool repair);
   // A repairing check of the keys noted since the last one and of those
-  // stale at the last check (entries: how many; no digest).
+  // stale at the last check, but for those the ledger saw put in place or
+  // recorded at the store's current version (entries: how many were
+  // looked at; no digest).
   Result<Report> CheckNoted();
+  // One round, as the rounds thread runs them (tests run their own, with a
+  // thread started for a long period): a whole check at the first and when
+  // the store listed too many keys, else the keys written and noted.
+  void Round();
   uint64_t repaired() const { return repaired_; }
   uint64_t rounds() const { return rounds_; }
   uint64_t whole_rounds() const { return whole_rounds_; }  // whole checks the rounds ran to the end
+  uint64_t looked() const { return looked_; }              // entries CheckNoted looked at
 
  private:
-  // The periodic check: the noted keys, or a whole check when one is due.
-  void Round();
   // Adds key's entry as the view shows it to digest, and to stale when the
   // file shows an older version than rec, the store's current one.
   void Look(const std::string& key, const Record& rec, const v1::Inode& inode, Sha256OfParts& digest,
@@ -118,14 +115,10 @@ class ViewAudit {
   std::atomic<uint64_t> repaired_{0};
   std::atomic<uint64_t> rounds_{0};
   std::atomic<uint64_t> whole_rounds_{0};
-  std::chrono::milliseconds whole_every_ = kWholeEvery;
+  std::atomic<uint64_t> looked_{0};
   std::mutex noted_mu_;
   std::set<std::string> noted_;  // keys to look at in the next round
-  // The round thread's: when the last whole check ran, the store's
-  // ns_writes then, and whether the one before it saw as many (and both ran through).
-  std::chrono::steady_clock::time_point whole_at_{};
-  uint64_t whole_ns_writes_ = 0;
-  bool whole_settled_ = false;
+  bool whole_due_ = true;        // the round thread's: the next round checks every record
   PeriodicThread rounds_thread_;
 };
 

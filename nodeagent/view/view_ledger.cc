@@ -383,6 +383,13 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
   return PlacedBy(marks, st, path).placed || LinkedAndUntouched(path, marks, st);
 }
 
+std::optional<Version> ViewLedger::LastShown(const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto it = left_.find(path);
+  if (it == left_.end() || it->second.look.ino == 0) return std::nullopt;
+  return it->second.shown;
+}
+
 bool ViewLedger::SeenInView(const std::string& path) {
   std::lock_guard lock(mu_);
   return left_.count(path) > 0 || stubs_.count(path) > 0;

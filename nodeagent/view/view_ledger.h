@@ -169,6 +169,10 @@ class ViewLedger {
   // inode, size and mtime are as they were then (its mode or owner may have
   // changed since). Else what its placement mark says.
   std::optional<Version> ContentShown(const std::string& path, FileMarks& marks, const struct stat& st);
+  // For the view audit: the version path showed at its last placement or
+  // recording by this run, when that look was a whole one (not a recording
+  // the file changed under); nothing for a path not seen so.
+  std::optional<Version> LastShown(const std::string& path);
   // Whether this run has seen path in the view: placed by the
   // materializer, or recorded. A peer's entry not seen yet was removed by
   // no program here.

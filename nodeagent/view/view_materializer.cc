@@ -257,7 +257,6 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
     SetOwnerAndMode(fd, inode);
   if (fstat(fd, &st) == 0) {
     ledger_.Placed(path, st, version);
-    if (placed_) placed_(path, version);
   }
   close(fd);
   spdlog::debug("placed directory /{} ({} extended attributes; version of {})", path, inode.xattrs_size(),
@@ -397,7 +396,6 @@ Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::
     close(fd);
     if (same && !stub) {
       if (!group.empty()) JoinedGroup(group, path);
-      if (placed_ && version.node != self_node_) placed_(path, version);  // (the ledger said it shows it)
       return inode.size();
     }
   }
@@ -663,7 +661,6 @@ Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, c
   struct stat now;
   if (fstat(dst, &now) == 0 && (!written || AsPlaced(now, inode))) {
     ledger_.Placed(path, now, placed.version, /*in_place=*/true);
-    if (written && placed_) placed_(path, placed.version);
   } else {
     ledger_.NotPlaced(path);
   }
@@ -682,7 +679,6 @@ void ViewMaterializer::TellLedgerPlaced(const std::string& path, int tmp_fd, con
   struct stat st;
   if (inode.ParseFromString(placed.value) && fstat(tmp_fd, &st) == 0 && AsPlaced(st, inode)) {
     ledger_.Placed(path, st, placed.version);  // this look, not a later one
-    if (placed_) placed_(path, placed.version);
   } else {
     ledger_.NotPlaced(path);
   }

@@ -64,11 +64,6 @@ class ViewMaterializer {
   // open (a database) reads it through its descriptor; their writers
   // exclude each other through the cluster's locks. Before Start.
   void set_in_place(std::function<bool(const std::string& path)> in_place) { in_place_ = std::move(in_place); }
-  // Told of an entry put in place (or found in place) as a peer's record's
-  // version: the view audit's Shown. Before Start.
-  void set_placed(std::function<void(const std::string& path, const Version& version)> placed) {
-    placed_ = std::move(placed);
-  }
   // open() met a stub: fetch its content and put the whole file in place.
   // Unavailable when no live node holds it. Nothing happens unless the entry
   // at path is a stub.
@@ -157,7 +152,6 @@ class ViewMaterializer {
   const pid_t pid_ = getpid();  // in temp names
   std::optional<FileOwner> new_file_owner_;  // whose a new file in staging is (Start finds out)
   std::function<bool(const std::string&)> in_place_;
-  std::function<void(const std::string&, const Version&)> placed_;
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

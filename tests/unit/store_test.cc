@@ -69,41 +69,50 @@ TEST(Store, PutGetDelete) {
   EXPECT_FALSE(existed);
 }
 
-// ns_writes counts the writes that changed a namespace record, and only
-// those: the view audit's whole check follows it (view/view_audit.h).
-TEST(Store, NsWritesCountTheWritesThatChangedANamespaceRecord) {
+// The store lists the namespace keys given a live record here, and only
+// those, once asked to: the view audit looks at them (view/view_audit.h).
+TEST(Store, TheNamespaceKeysGivenALiveRecordAreListedUntilTaken) {
   TempDir dir;
   auto s = OpenStore(dir.path(), 7);
-  const uint64_t start = s->ns_writes();
+  ASSERT_TRUE(s->Put("cluster/before", "v", false, Cf::kNs).ok());
+  s->KeepNsWritten();
+  EXPECT_TRUE(s->TakeNsWritten().keys.empty()) << "listed before it was asked to keep them";
   ASSERT_TRUE(s->Put("kv-key", "v", false).ok());  // the key-value family
   ASSERT_TRUE(s->Put("cluster/f", "v", false, Cf::kPorts).ok());
-  EXPECT_EQ(s->ns_writes(), start);
   ASSERT_TRUE(s->Put("cluster/f", "v", false, Cf::kNs).ok());
-  EXPECT_EQ(s->ns_writes(), start + 1);
-  ASSERT_TRUE(s->Delete("cluster/f", false, nullptr, Cf::kNs).ok());
-  EXPECT_EQ(s->ns_writes(), start + 2);
+  ASSERT_TRUE(s->Delete("cluster/f", false, nullptr, Cf::kNs).ok());  // a tombstone: nothing to look at
+  ASSERT_TRUE(
+      s->Write({{"cluster/w1", false, "a", Cf::kNs}, {"kv-2", false, "b", Cf::kKv}, {"cluster/w2", true, "", Cf::kNs}},
+               false)
+          .ok());
+  ASSERT_TRUE(s->Write({{"kv-3", false, "c", Cf::kKv}}, false).ok());
   const HlcTimestamp t = s->clock().Now();
   ASSERT_TRUE(s->Apply("cluster/g", Record{{t + 10, 9}, false, "peer's"}, false, Cf::kNs).value());
-  EXPECT_EQ(s->ns_writes(), start + 3);
   // A loser, kept in the history only: no record changed.
   EXPECT_FALSE(s->Apply("cluster/g", Record{{t + 5, 8}, false, "older"}, false, Cf::kNs).value());
   Result<std::vector<bool>> won = s->ApplyBatch({{Cf::kNs, "cluster/g", Record{{t + 6, 8}, false, "older too"}},
-                                                 {Cf::kKv, "kv-key", Record{{t + 20, 9}, false, "newer"}}},
+                                                 {Cf::kKv, "kv-key", Record{{t + 20, 9}, false, "newer"}},
+                                                 {Cf::kNs, "cluster/h", Record{{t + 30, 9}, false, "new"}},
+                                                 {Cf::kNs, "cluster/i", Record{{t + 30, 9}, true, ""}}},
                                                 false);
   ASSERT_TRUE(won.ok());
-  EXPECT_EQ(*won, (std::vector<bool>{false, true}));
-  EXPECT_EQ(s->ns_writes(), start + 3);
-  ASSERT_TRUE(s->ApplyBatch({{Cf::kNs, "cluster/h", Record{{t + 30, 9}, false, "new"}}}, false).ok());
-  EXPECT_EQ(s->ns_writes(), start + 4);
+  EXPECT_EQ(*won, (std::vector<bool>{false, true, true, true}));
   // A record delivered again (anti-entropy, a replayed batch): no change.
   EXPECT_FALSE(s->Apply("cluster/h", Record{{t + 30, 9}, false, "new"}, false, Cf::kNs).value());
-  EXPECT_EQ(s->ns_writes(), start + 4);
-  // One write of both families: one; of the key-value family alone: none.
-  ASSERT_TRUE(s->Write({{"kv-key", false, "1", Cf::kKv}, {"cluster/i", false, "2", Cf::kNs}}, false).ok());
-  EXPECT_EQ(s->ns_writes(), start + 5);
-  ASSERT_TRUE(s->Write({{"kv-key", false, "3", Cf::kKv}, {"kv-other", false, "4", Cf::kKv}}, false).ok());
-  ASSERT_TRUE(s->Delete("kv-key", false).ok());
-  EXPECT_EQ(s->ns_writes(), start + 5);
+  Store::NsWritten taken = s->TakeNsWritten();
+  EXPECT_FALSE(taken.overflowed);
+  EXPECT_EQ(taken.keys, (std::vector<std::string>{"cluster/f", "cluster/w1", "cluster/g", "cluster/h"}));
+  EXPECT_TRUE(s->TakeNsWritten().keys.empty()) << "listed again after the take";
+  // Past the bound none is listed, and the take says so; then listing goes on.
+  s->KeepNsWritten(2);
+  for (const char* key : {"cluster/x", "cluster/y", "cluster/z"}) ASSERT_TRUE(s->Put(key, "v", false, Cf::kNs).ok());
+  taken = s->TakeNsWritten();
+  EXPECT_TRUE(taken.overflowed);
+  EXPECT_TRUE(taken.keys.empty());
+  ASSERT_TRUE(s->Put("cluster/after", "v", false, Cf::kNs).ok());
+  taken = s->TakeNsWritten();
+  EXPECT_FALSE(taken.overflowed);
+  EXPECT_EQ(taken.keys, (std::vector<std::string>{"cluster/after"}));
 }
 
 TEST(Store, EnforcesDocumentedLimits) {
