@@ -349,32 +349,40 @@ Result<Version> Store::Write(const std::vector<Mutation>& mutations, bool sync) 
   }
   (void)batch.PopSavePoint();
   if (st = CommitGroup(log_lock, version.hlc, sync); !st.ok()) return st;
+  if (log_lock.owns_lock()) log_lock.unlock();
+  locks.clear();
   for (const Mutation& m : mutations)
     if (m.space == Cf::kNs && !m.tombstone) NoteNsWritten(m.key);
   return version;
 }
 
-void Store::KeepNsWritten(size_t at_most) {
+void Store::KeepNsWritten(size_t max_bytes) {
   std::lock_guard lock(ns_written_mu_);
-  ns_written_at_most_ = std::max<size_t>(at_most, 1);
+  ns_written_max_bytes_ = max_bytes;
+  if (max_bytes == 0) {
+    ns_written_ = NsWritten{};
+    ns_written_bytes_ = 0;
+  }
 }
 
 Store::NsWritten Store::TakeNsWritten() {
   std::lock_guard lock(ns_written_mu_);
   NsWritten taken = std::move(ns_written_);
   ns_written_ = NsWritten{};
+  ns_written_bytes_ = 0;
   return taken;
 }
 
 void Store::NoteNsWritten(std::string_view key) {
   std::lock_guard lock(ns_written_mu_);
-  if (ns_written_at_most_ == 0 || ns_written_.overflowed) return;
-  if (ns_written_.keys.size() >= ns_written_at_most_) {
-    ns_written_.keys = {};  // (its memory too)
+  if (ns_written_max_bytes_ == 0 || ns_written_.overflowed) return;
+  if (ns_written_bytes_ + key.size() > ns_written_max_bytes_) {
+    ns_written_.keys.clear();
+    ns_written_bytes_ = 0;
     ns_written_.overflowed = true;
     return;
   }
-  ns_written_.keys.emplace_back(key);
+  if (ns_written_.keys.emplace(key).second) ns_written_bytes_ += key.size();
 }
 
 Result<Record> Store::Get(std::string_view key, Cf space) {

@@ -188,16 +188,16 @@ class Store {
   uint64_t commits() const { return commits_.load(); }
   // The namespace keys (Cf::kNs) given a live record here since the last
   // take, written or applied (not the key-value or ports families', not a
-  // tombstone, nor a loser kept in the history alone), in commit order with
-  // repeats: the view audit's list of what to look at (view/view_audit.h).
-  // Kept from KeepNsWritten on; past at_most keys none is kept until the
-  // next take, which says so (overflowed: look at everything).
+  // tombstone, nor a loser kept in the history alone): the view audit's
+  // list of what to look at (view/view_audit.h). Kept from KeepNsWritten on
+  // (max_bytes 0: not kept); once the keys kept reach max_bytes none is
+  // kept until the next take, which says so (overflowed: look at everything).
   struct NsWritten {
-    std::vector<std::string> keys;
+    std::set<std::string> keys;
     bool overflowed = false;
   };
-  static constexpr size_t kNsWrittenKept = 1 << 20;
-  void KeepNsWritten(size_t at_most = kNsWrittenKept);
+  static constexpr size_t kNsWrittenBytes = 16 << 20;
+  void KeepNsWritten(size_t max_bytes = kNsWrittenBytes);
   NsWritten TakeNsWritten();
   // The records of one bucket after (after_space, after_key), in family then
   // key order, until about max_bytes; *more says whether others follow.
@@ -310,9 +310,10 @@ class Store {
   // until its group is committed, committing it when nobody else is.
   Status CommitGroup(std::unique_lock<std::mutex>& log_lock, HlcTimestamp hlc, bool sync);
   std::atomic<uint64_t> commits_{0};  // raised after every write of records (Commit)
-  void NoteNsWritten(std::string_view key);  // (for TakeNsWritten)
+  void NoteNsWritten(std::string_view key);  // (for TakeNsWritten; ns_written_mu_ is taken last of all)
   std::mutex ns_written_mu_;
-  size_t ns_written_at_most_ = 0;  // 0: none kept
+  size_t ns_written_max_bytes_ = 0;  // 0: none kept
+  size_t ns_written_bytes_ = 0;      // the keys' in ns_written_
   NsWritten ns_written_;
   std::mutex digests_mu_;             // the last bucket digests, and the commits_ they were read at
   uint64_t digests_at_ = UINT64_MAX;

@@ -47,7 +47,10 @@ void ViewAudit::Start(std::chrono::milliseconds period) {
   rounds_thread_.Start("onebox-audit", period, [this] { Round(); });
 }
 
-void ViewAudit::Stop() { rounds_thread_.Stop(); }
+void ViewAudit::Stop() {
+  rounds_thread_.Stop();
+  store_.KeepNsWritten(0);
+}
 
 void ViewAudit::Note(const std::string& key) {
   std::lock_guard lock(noted_mu_);
@@ -80,7 +83,7 @@ void ViewAudit::Round() {
   }
   {
     std::lock_guard lock(noted_mu_);
-    noted_.insert(std::make_move_iterator(written.keys.begin()), std::make_move_iterator(written.keys.end()));
+    noted_.merge(written.keys);
   }
   Result<Report> report = CheckNoted();
   if (!report.ok()) spdlog::debug("view audit: {}", report.status().message());
@@ -116,12 +119,21 @@ Result<ViewAudit::Report> ViewAudit::CheckNoted() {
   std::lock_guard lock(check_mu_);
   if (root_fd_ < 0) return Status::IOError("the view cannot be opened");
   for (const auto& [key, shown] : stale_) keys.insert(key);
+  for (const auto& [key, looks] : unsettled_) keys.insert(key);
   Report report;
   Sha256OfParts unused;
   std::map<std::string, Version> stale;
+  std::map<std::string, int> unsettled;
+  // Looked at again at the next rounds, up to kLooksWhileUnsettled in all.
+  auto unsettled_still = [&](const std::string& key) {
+    auto before = unsettled_.find(key);
+    const int looks_left = (before == unsettled_.end() ? kLooksWhileUnsettled : before->second) - 1;
+    if (looks_left > 0) unsettled[key] = looks_left;
+  };
   for (const std::string& key : keys) {
     Result<Record> rec = store_.Get(key, Cf::kNs);
     v1::Inode inode;
+    if (!rec.ok() && rec.status().code() != Code::kNotFound) unsettled_still(key);  // (a read that failed)
     if (!rec.ok() || !inode.ParseFromString(rec->value) || inode.type() == v1::FILE_TYPE_OTHER) continue;
     // Put in place or recorded at this version by this run, with a look
     // that matched: the look would find it showing that version. (Changed
@@ -129,9 +141,14 @@ Result<ViewAudit::Report> ViewAudit::CheckNoted() {
     if (ledger_.LastShown(key) == rec->version) continue;
     ++report.entries;
     Look(key, *rec, inode, unused, stale);
+    // A file neither showing that version nor stale (absent, its placement
+    // under way or failed; changed by a program, not recorded yet): looked
+    // at again until it is one or the other.
+    if (inode.type() == v1::FILE_TYPE_REGULAR && !stale.count(key)) unsettled_still(key);
   }
   looked_ += report.entries;
   report.stale = stale.size();
+  unsettled_ = std::move(unsettled);
   RepairStale(std::move(stale), /*repair=*/true);
   return report;
 }

@@ -28,7 +28,10 @@
 // and noted since the last one, and at those stale at the last look, but
 // not at one the ledger saw put in place or recorded at the store's current
 // version (ViewLedger::LastShown): a program's file recorded here, a peer's
-// the materializer placed. So writing N files costs the audit at most N
+// the materializer placed. A file a look finds neither showing the store's
+// version nor stale (absent, its placement under way or failed; changed by
+// a program and not recorded yet) is looked at again at the next rounds,
+// up to kLooksWhileUnsettled. So writing N files costs the audit at most N
 // lookups and looks only at what did not come out as written, an idle node
 // looks at nothing, and a whole check (every record: an open, a stat and
 // the marks each) runs only at the first round after a start, and when the
@@ -112,13 +115,18 @@ class ViewAudit {
   RepairFn repair_;
   std::mutex check_mu_;                    // one check at a time; stale_
   std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
+  // Files CheckNoted found neither showing the store's version nor stale,
+  // and how many more rounds look at them: about the minute the whole
+  // check's net used to give a placement under way, or one that failed.
+  static constexpr int kLooksWhileUnsettled = 20;
+  std::map<std::string, int> unsettled_;
   std::atomic<uint64_t> repaired_{0};
   std::atomic<uint64_t> rounds_{0};
   std::atomic<uint64_t> whole_rounds_{0};
   std::atomic<uint64_t> looked_{0};
   std::mutex noted_mu_;
   std::set<std::string> noted_;  // keys to look at in the next round
-  bool whole_due_ = true;        // the round thread's: the next round checks every record
+  std::atomic<bool> whole_due_{true};  // the next round checks every record
   PeriodicThread rounds_thread_;
 };
 

@@ -103,9 +103,10 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
   return *mark;
 }
 
-void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place) {
+void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place,
+                        bool partial) {
   std::lock_guard lock(mu_);
-  LeaveLocked(path, {FileLook::Of(st), /*by_materializer=*/true, version, in_place});
+  LeaveLocked(path, {FileLook::Of(st), /*by_materializer=*/true, version, in_place, partial});
   removed_.erase(path);
 }
 
@@ -339,7 +340,8 @@ bool ViewLedger::WrittenInPlaceByUs(const std::string& path, const struct stat& 
 bool ViewLedger::LastWrittenInPlace(const std::string& path, const Version& version) {
   std::lock_guard lock(mu_);
   auto it = left_.find(path);
-  return it != left_.end() && it->second.by_materializer && it->second.in_place && it->second.shown == version;
+  return it != left_.end() && it->second.by_materializer && it->second.in_place && !it->second.partial &&
+         it->second.shown == version;
 }
 
 bool ViewLedger::UnchangedSince(const std::string& path, const LeftAs& left, const FileLook& now, int fd,
@@ -386,7 +388,7 @@ bool ViewLedger::AsTheStoreSawIt(const std::string& path, int fd, const struct s
 std::optional<Version> ViewLedger::LastShown(const std::string& path) {
   std::lock_guard lock(mu_);
   auto it = left_.find(path);
-  if (it == left_.end() || it->second.look.ino == 0) return std::nullopt;
+  if (it == left_.end() || it->second.look.ino == 0 || it->second.partial) return std::nullopt;
   return it->second.shown;
 }
 
@@ -490,7 +492,8 @@ std::optional<Version> ViewLedger::ContentShown(const std::string& path, FileMar
   {
     std::lock_guard lock(mu_);
     auto it = left_.find(path);
-    if (it != left_.end() && it->second.look.SameContent(FileLook::Of(st))) return it->second.shown;
+    if (it != left_.end() && !it->second.partial && it->second.look.SameContent(FileLook::Of(st)))
+      return it->second.shown;
   }
   return PlacedBy(marks, st, path).version;
 }

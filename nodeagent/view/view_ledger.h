@@ -88,8 +88,11 @@ class ViewLedger {
   std::recursive_mutex& view_mutex() { return view_mu_; }
 
   // --- What the materializer did.
-  // Path was put in place, as st shows it (after the rename), showing version.
-  void Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place = false);
+  // Path was put in place, as st shows it (after the rename), showing
+  // version; in_place: written into the file itself, partial: only in part
+  // (a mix no program wrote, and no version whole: to be placed again).
+  void Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place = false,
+              bool partial = false);
   // The materializer made or removed another name of the file at path (a
   // hard link), which moved its ctime and link count alone (st: a look
   // after): the look kept for path takes them, if nothing else moved.
@@ -171,7 +174,8 @@ class ViewLedger {
   std::optional<Version> ContentShown(const std::string& path, FileMarks& marks, const struct stat& st);
   // For the view audit: the version path showed at its last placement or
   // recording by this run, when that look was a whole one (not a recording
-  // the file changed under); nothing for a path not seen so.
+  // the file changed under, nor a write in place cut short); nothing for a
+  // path not seen so.
   std::optional<Version> LastShown(const std::string& path);
   // Whether this run has seen path in the view: placed by the
   // materializer, or recorded. A peer's entry not seen yet was removed by
@@ -222,6 +226,7 @@ class ViewLedger {
     bool by_materializer;  // else recorded
     Version shown;         // the version of the record it showed then
     bool in_place = false;  // written into the file programs hold (ViewMaterializer::OverwriteInPlace)
+    bool partial = false;   // so, only in part: it shows no version whole
   };
   void SetStubLocked(const std::string& path, bool stub);
   // left_ and names_of_ino_ change together, through these only.

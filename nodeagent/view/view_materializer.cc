@@ -660,7 +660,7 @@ Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, c
   // no program wrote either: taken for ours too, and placed again.
   struct stat now;
   if (fstat(dst, &now) == 0 && (!written || AsPlaced(now, inode))) {
-    ledger_.Placed(path, now, placed.version, /*in_place=*/true);
+    ledger_.Placed(path, now, placed.version, /*in_place=*/true, /*partial=*/!written);
   } else {
     ledger_.NotPlaced(path);
   }

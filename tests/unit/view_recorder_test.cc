@@ -173,6 +173,42 @@ TEST(ViewLedgerTree, TheNamesOfAnInodeAreThoseLastSeenWithIt) {
   EXPECT_TRUE(ledger.SeenInView("cluster/h"));
 }
 
+// What the ledger tells the view audit a name shows: the version of its
+// last whole placement or recording; nothing for a recording the file
+// changed under, or a write in place cut short (a mix, placed again: not
+// taken for the version already written in place).
+TEST(ViewLedgerTree, ANameShowsTheVersionOfItsLastWholePlacementOrRecording) {
+  InProcessCluster cluster{1};
+  TempDir dir;
+  StatePage page{};
+  ViewLedger ledger{*cluster.node(0).store, page};
+  ASSERT_EQ(close(open((dir / "f").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+  struct stat st;
+  ASSERT_EQ(stat((dir / "f").c_str(), &st), 0);
+  const Version v{100, 0x2c9d}, w{200, 0x2c9d};
+  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
+  ledger.Placed("cluster/f", st, v);
+  EXPECT_EQ(ledger.LastShown("cluster/f"), v);
+  ledger.Recorded("cluster/f", st, w);
+  EXPECT_EQ(ledger.LastShown("cluster/f"), w);
+  ledger.RecordedButChanged("cluster/f", v);
+  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
+  ledger.Placed("cluster/f", st, w, /*in_place=*/true);
+  EXPECT_EQ(ledger.LastShown("cluster/f"), w);
+  EXPECT_TRUE(ledger.LastWrittenInPlace("cluster/f", w));
+  ledger.Placed("cluster/f", st, v, /*in_place=*/true, /*partial=*/true);
+  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
+  EXPECT_FALSE(ledger.LastWrittenInPlace("cluster/f", v)) << "a write cut short would not be made again";
+  EXPECT_TRUE(ledger.WrittenInPlaceByUs("cluster/f", st)) << "the mix taken for a program's write";
+  int fd = open((dir / "f").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  FileMarks marks(fd);
+  EXPECT_EQ(ledger.ContentShown("cluster/f", marks, st), std::nullopt);
+  close(fd);
+  ledger.NotPlaced("cluster/f");
+  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
+}
+
 // What the ledger answers the recorder about a name the materializer
 // removed for a peer's tombstone: a version newer than the tombstone was
 // never shown here (a look at the name that finds it gone, read late, must

@@ -325,6 +325,40 @@ TEST_F(ViewTieTest, AfterItsFirstRoundTheAuditLooksOnlyAtWhatWasWrittenAndNotSho
   EXPECT_EQ(parts.audit->whole_rounds(), 2u);
 }
 
+// A file a round finds neither showing the store's version nor stale (not
+// there yet: its placement under way) is looked at again at the next
+// rounds, with nothing written or noted: once an older version shows (the
+// newer one's placement failed), it is found stale and put in place.
+TEST_F(ViewTieTest, AFileNotInPlaceYetWhenLookedAtIsLookedAtAgainUntilItSettles) {
+  ViewParts parts(node(), view_);
+  parts.audit->Start(/*period=*/1h);
+  parts.audit->Round();  // the first, whole check
+  parts.recorder->Stop();  // (the file below is written as the materializer would)
+  Record older = PeerFile(0x77, "older\n", 1'000'000'000);
+  Record newer = PeerFile(0x77, "newer!\n", 2'000'000'000);
+  ASSERT_TRUE(node().store->Apply("cluster/r7", newer, false, Cf::kNs).value());
+  parts.audit->Round();
+  EXPECT_EQ(parts.audit->looked(), 1u);
+  EXPECT_EQ(parts.audit->repaired(), 0u);
+  // The older version's placement, under way at that look, done.
+  std::ofstream(view_ + "/cluster/r7") << "older\n";
+  struct timespec times[2] = {{1, 0}, {1, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, (view_ + "/cluster/r7").c_str(), times, 0), 0);
+  struct stat st;
+  ASSERT_EQ(stat((view_ + "/cluster/r7").c_str(), &st), 0);
+  parts.ledger->Placed("cluster/r7", st, older.version);
+  parts.audit->Round();
+  EXPECT_EQ(parts.audit->looked(), 2u) << "not looked at again";
+  parts.audit->Round();
+  EXPECT_EQ(parts.audit->repaired(), 1u);
+  parts.materializer->Drain();
+  EXPECT_EQ(ReadFile(view_ + "/cluster/r7"), "newer!\n");
+  // Settled: no more looks.
+  const uint64_t looked = parts.audit->looked();
+  parts.audit->Round();
+  EXPECT_EQ(parts.audit->looked(), looked);
+}
+
 // What the materializer put in place as the store holds it needs no look
 // at the audit's next round; a key whose view does not show the store's
 // current version keeps its look.
