@@ -1,8 +1,6 @@
 #include "nodeagent/peer/beat_socket.h"
 
 #include <arpa/inet.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -39,45 +37,42 @@ Result<std::unique_ptr<BeatSocket>> BeatSocket::Open(const std::string& host, in
   sockaddr_storage bound;
   socklen_t bound_len = sizeof bound;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_len) == 0) port = PortOf(bound);
-  int wake_fd = eventfd(0, EFD_CLOEXEC);
-  if (wake_fd < 0) {
-    close(fd);
-    return Status::IOError(fmt::format("heartbeats: eventfd: {}", strerror(errno)));
-  }
-  return std::unique_ptr<BeatSocket>(new BeatSocket(fd, wake_fd, addr.ss_family, port, std::move(on_datagram)));
+  return std::unique_ptr<BeatSocket>(new BeatSocket(fd, addr.ss_family, port, std::move(on_datagram)));
 }
 
-BeatSocket::BeatSocket(int fd, int wake_fd, int family, int port, Handler on_datagram)
-    : fd_(fd), wake_fd_(wake_fd), family_(family), port_(port), on_datagram_(std::move(on_datagram)) {
+BeatSocket::BeatSocket(int fd, int family, int port, Handler on_datagram)
+    : fd_(fd), family_(family), port_(port), on_datagram_(std::move(on_datagram)) {
   thread_ = std::thread([this] { Receive(); });
   NameThread(thread_, "onebox-beats-in");
 }
 
 BeatSocket::~BeatSocket() {
-  const uint64_t one = 1;
-  if (write(wake_fd_, &one, sizeof one) != sizeof one) spdlog::error("heartbeats: cannot wake the receiver: {}", strerror(errno));
+  stopping_ = true;
+  // Linux wakes a recv blocked on a UDP socket at its shutdown, unconnected
+  // as it is (the call says ENOTCONN all the same), and every recv after it
+  // returns 0 at once.
+  shutdown(fd_, SHUT_RD);
   if (thread_.joinable()) thread_.join();
-  close(wake_fd_);
   close(fd_);
 }
 
 void BeatSocket::Receive() {
+  // One blocking recv per datagram: a poll before each (of this socket and
+  // an eventfd to stop) was a second system call per beat.
   std::vector<char> buffer(kMaxDatagram);
-  pollfd fds[2] = {{.fd = fd_, .events = POLLIN, .revents = 0}, {.fd = wake_fd_, .events = POLLIN, .revents = 0}};
   for (;;) {
-    if (poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      spdlog::error("heartbeats: poll: {}; no more heartbeats are read", strerror(errno));
-      return;
-    }
-    if (fds[1].revents != 0) return;
-    ssize_t n = recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
+    ssize_t n = recv(fd_, buffer.data(), buffer.size(), 0);
+    if (stopping_) return;
     if (n < 0) {
+      if (errno == EBADF || errno == ENOTSOCK || errno == EINVAL || errno == EFAULT) {
+        spdlog::error("heartbeats: recv: {}; no more heartbeats are read", strerror(errno));
+        return;
+      }
       // ECONNREFUSED and the like: an ICMP error for a packet sent earlier.
-      if (errno != EAGAIN && errno != EINTR) spdlog::debug("heartbeats: recv: {}", strerror(errno));
+      if (errno != EINTR) spdlog::debug("heartbeats: recv: {}", strerror(errno));
       continue;
     }
-    on_datagram_(std::string_view(buffer.data(), static_cast<size_t>(n)));
+    if (n > 0) on_datagram_(std::string_view(buffer.data(), static_cast<size_t>(n)));
   }
 }
 

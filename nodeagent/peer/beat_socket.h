@@ -7,6 +7,7 @@
 // peer/beat_seal.h, not by this socket.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -35,13 +36,13 @@ class BeatSocket {
   int port() const { return port_; }
 
  private:
-  BeatSocket(int fd, int wake_fd, int family, int port, Handler on_datagram);
+  BeatSocket(int fd, int family, int port, Handler on_datagram);
   void Receive();
   // address's socket address: names are resolved again after a while.
   bool Resolve(const std::string& address, sockaddr_storage* to, socklen_t* len);
 
   const int fd_;
-  const int wake_fd_;  // an eventfd: the destructor's signal to the thread
+  std::atomic<bool> stopping_{false};  // the destructor's: the thread returns at its next recv
   const int family_;   // the socket's: members' names are looked up in it
   const int port_;
   Handler on_datagram_;

@@ -50,6 +50,7 @@ Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, st
       network_(network),
       clock_(clock),
       self_(std::move(self)),
+      self_hex_(NodeIdHex(self_.node_id)),
       address_(std::move(address)),
       seeds_(std::move(seeds)),
       options_(options),
@@ -103,7 +104,7 @@ v1::Member Membership::SelfLocked() {
     }
   }
   v1::Member m;
-  m.set_node_id(NodeIdHex(self_.node_id));
+  m.set_node_id(self_hex_);
   m.set_name(self_.name);
   m.set_address(address_);
   m.set_index(index_.load());
@@ -145,7 +146,7 @@ void Membership::EnableBeats() {
 }
 
 void Membership::MergeLocked(const v1::Member& m) {
-  if (m.node_id() == NodeIdHex(self_.node_id) || m.node_id().size() != 16) return;
+  if (m.node_id() == self_hex_ || m.node_id().size() != 16) return;
   auto [it, is_new] = members_.try_emplace(m.node_id());
   Known& k = it->second;
   if (is_new) {
@@ -235,7 +236,7 @@ void Membership::OnBeat(std::string_view datagram) {
   }
   // Only newer beats of the sender's, and only those meant for us: a replay
   // (a beat sent again, or one sent to another member) changes nothing.
-  if (beat.to() != NodeIdHex(self_.node_id) || beat.from().heartbeat() <= k.last_beat) return;
+  if (beat.to() != self_hex_ || beat.from().heartbeat() <= k.last_beat) return;
   k.last_beat = beat.from().heartbeat();
   k.key_failed = false;
   ++beats_taken_;
@@ -346,7 +347,7 @@ bool Membership::SeedHeardLocked(const std::string& seed) const {
     // a list given to every node) is no other member; counted as none only
     // once this node knows others, so that a node alone with it is no
     // cluster of one.
-    if (answered_as->second == NodeIdHex(self_.node_id)) return !members_.empty();
+    if (answered_as->second == self_hex_) return !members_.empty();
     return members_.count(answered_as->second) > 0;
   }
   return std::any_of(members_.begin(), members_.end(),
@@ -381,7 +382,7 @@ void Membership::ChooseIndexLocked() {
   bool conflict = false;
   for (auto& [id, k] : members_) {
     taken.insert(k.member.index());
-    if (k.member.index() == index_.load() && index_.load() != 0 && id < NodeIdHex(self_.node_id)) conflict = true;
+    if (k.member.index() == index_.load() && index_.load() != 0 && id < self_hex_) conflict = true;
   }
   if (index_.load() != 0 && !conflict) return;
   uint32_t pick = 1;
@@ -444,7 +445,7 @@ std::string Membership::SealedBeatLocked(const v1::Member& self, const Known& to
     if (beat.ByteSizeLong() + k->member.ByteSizeLong() + 8 > kBeatBytes) break;
     *beat.add_members() = k->member;  // kept without its key
   }
-  return SealBeat(NodeIdHex(self_.node_id), beat_key_, beat.SerializeAsString());
+  return SealBeat(self_hex_, beat_key_, beat.SerializeAsString());
 }
 
 std::vector<Membership::Target> Membership::PrepareRoundLocked(v1::GossipRequest* req) {

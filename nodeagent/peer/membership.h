@@ -199,6 +199,7 @@ class Membership {
   PeerNetwork& network_;
   Clock& clock_;
   NodeIdentity self_;
+  const std::string self_hex_;  // NodeIdHex(self_.node_id), made once: every beat names it
   std::string address_;
   std::vector<std::string> seeds_;
   std::function<void(size_t)> alive_observer_;

@@ -1,8 +1,7 @@
 // This machine's load as members report it in gossip: load average, CPUs
 // (those its affinity allows, and its cgroup's quota: peer/cpu_quota.h),
-// memory (from /proc). The load and memory are read at most once a second
-// (every gossip round and answer asks for them; the load average itself moves
-// every 5 s), the CPUs and quota at most every 5 s.
+// memory (from /proc). Each is read at most every 5 s (every gossip round
+// and answer asks for them; the kernel moves the load average every 5 s).
 #pragma once
 
 #include "onebox/v1/cluster.pb.h"
