@@ -376,13 +376,16 @@ Store::NsWritten Store::TakeNsWritten() {
 void Store::NoteNsWritten(std::string_view key) {
   std::lock_guard lock(ns_written_mu_);
   if (ns_written_max_bytes_ == 0 || ns_written_.overflowed) return;
-  if (ns_written_bytes_ + key.size() > ns_written_max_bytes_) {
+  if (ns_written_.keys.count(key) > 0) return;  // (std::set<std::string, std::less<>>)
+  const size_t cost = key.size() + kNsWrittenBytesPerKey;
+  if (ns_written_bytes_ + cost > ns_written_max_bytes_) {
     ns_written_.keys.clear();
     ns_written_bytes_ = 0;
     ns_written_.overflowed = true;
     return;
   }
-  if (ns_written_.keys.emplace(key).second) ns_written_bytes_ += key.size();
+  ns_written_.keys.emplace(key);
+  ns_written_bytes_ += cost;
 }
 
 Result<Record> Store::Get(std::string_view key, Cf space) {
@@ -445,7 +448,7 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   // sender retries, and it is accepted once our clock has caught up.
   if (Result<HlcTimestamp> t = clock_.Update(record.version.hlc); !t.ok())
     return Status::Unavailable(t.status().message());
-  std::lock_guard lock(StripeFor(key));
+  std::unique_lock lock(StripeFor(key));
   std::string bytes;
   rocksdb::WriteBatch batch;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf(space), key, &bytes);
@@ -467,6 +470,7 @@ Result<bool> Store::Apply(std::string_view key, const Record& record, bool sync,
   s = batch.Put(cf(space), key, EncodeRecord(record));
   if (!s.ok()) return FromRocks(s, "apply");
   if (Status st = Commit(batch, record.version.hlc, sync); !st.ok()) return st;
+  lock.unlock();
   if (space == Cf::kNs && !record.tombstone) NoteNsWritten(key);
   return true;
 }
@@ -528,6 +532,7 @@ Result<std::vector<bool>> Store::ApplyBatch(const std::vector<RemoteRecord>& rec
   }
   if (batch.Count() > 0) {
     if (Status st = Commit(batch, highest, sync); !st.ok()) return st;
+    locks.clear();
     for (size_t i = 0; i < records.size(); ++i)
       if (won[i] && records[i].space == Cf::kNs && !records[i].record.tombstone) NoteNsWritten(records[i].key);
   } else if (sync) {

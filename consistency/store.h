@@ -190,13 +190,16 @@ class Store {
   // take, written or applied (not the key-value or ports families', not a
   // tombstone, nor a loser kept in the history alone): the view audit's
   // list of what to look at (view/view_audit.h). Kept from KeepNsWritten on
-  // (max_bytes 0: not kept); once the keys kept reach max_bytes none is
-  // kept until the next take, which says so (overflowed: look at everything).
+  // (max_bytes 0: not kept); once the keys kept would take more than
+  // max_bytes (each its bytes and kNsWrittenBytesPerKey, about a set node's),
+  // none is kept until the next take, which says so (overflowed: look at
+  // everything).
   struct NsWritten {
-    std::set<std::string> keys;
+    std::set<std::string, std::less<>> keys;
     bool overflowed = false;
   };
   static constexpr size_t kNsWrittenBytes = 16 << 20;
+  static constexpr size_t kNsWrittenBytesPerKey = 80;
   void KeepNsWritten(size_t max_bytes = kNsWrittenBytes);
   NsWritten TakeNsWritten();
   // The records of one bucket after (after_space, after_key), in family then

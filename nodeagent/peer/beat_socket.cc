@@ -49,8 +49,18 @@ BeatSocket::BeatSocket(int fd, int family, int port, Handler on_datagram)
 BeatSocket::~BeatSocket() {
   stopping_ = true;
   // Linux wakes a recv blocked on a UDP socket at its shutdown, unconnected
-  // as it is (the call says ENOTCONN all the same), and every recv after it
-  // returns 0 at once.
+  // as it is (the call says ENOTCONN all the same), and a recv after it
+  // returns 0 once the datagrams queued are read. An empty datagram to
+  // itself first, in case a kernel does not.
+  sockaddr_storage self;
+  socklen_t len = sizeof self;
+  if (getsockname(fd_, reinterpret_cast<sockaddr*>(&self), &len) == 0) {
+    if (self.ss_family == AF_INET && reinterpret_cast<sockaddr_in*>(&self)->sin_addr.s_addr == htonl(INADDR_ANY))
+      reinterpret_cast<sockaddr_in*>(&self)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (self.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<sockaddr_in6*>(&self)->sin6_addr))
+      reinterpret_cast<sockaddr_in6*>(&self)->sin6_addr = in6addr_loopback;
+    (void)sendto(fd_, "", 0, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&self), len);
+  }
   shutdown(fd_, SHUT_RD);
   if (thread_.joinable()) thread_.join();
   close(fd_);
@@ -69,7 +79,10 @@ void BeatSocket::Receive() {
         return;
       }
       // ECONNREFUSED and the like: an ICMP error for a packet sent earlier.
-      if (errno != EINTR) spdlog::debug("heartbeats: recv: {}", strerror(errno));
+      if (errno != EINTR) {
+        spdlog::debug("heartbeats: recv: {}", strerror(errno));
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (an error that stays does not spin)
+      }
       continue;
     }
     if (n > 0) on_datagram_(std::string_view(buffer.data(), static_cast<size_t>(n)));

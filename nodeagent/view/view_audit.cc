@@ -44,12 +44,15 @@ ViewAudit::~ViewAudit() {
 
 void ViewAudit::Start(std::chrono::milliseconds period) {
   store_.KeepNsWritten();
+  listing_ = true;
   rounds_thread_.Start("onebox-audit", period, [this] { Round(); });
 }
 
 void ViewAudit::Stop() {
   rounds_thread_.Stop();
-  store_.KeepNsWritten(0);
+  // Once: an agent stops the audit before it lets go of the store, and
+  // again (then with no store to ask) as it goes.
+  if (listing_.exchange(false)) store_.KeepNsWritten(0);
 }
 
 void ViewAudit::Note(const std::string& key) {
@@ -119,50 +122,67 @@ Result<ViewAudit::Report> ViewAudit::CheckNoted() {
   std::lock_guard lock(check_mu_);
   if (root_fd_ < 0) return Status::IOError("the view cannot be opened");
   for (const auto& [key, shown] : stale_) keys.insert(key);
-  for (const auto& [key, looks] : unsettled_) keys.insert(key);
+  ++checks_noted_;
+  for (auto it = unsettled_.begin(); it != unsettled_.end(); ++it)
+    if (it->second.next_check <= checks_noted_) keys.insert(it->first);
   Report report;
   Sha256OfParts unused;
   std::map<std::string, Version> stale;
-  std::map<std::string, int> unsettled;
-  // Looked at again at the next rounds, up to kLooksWhileUnsettled in all.
+  // Looked at again 1, 2, 4, ... checks later, kLooksWhileUnsettled looks in all.
   auto unsettled_still = [&](const std::string& key) {
-    auto before = unsettled_.find(key);
-    const int looks_left = (before == unsettled_.end() ? kLooksWhileUnsettled : before->second) - 1;
-    if (looks_left > 0) unsettled[key] = looks_left;
+    auto [it, added] = unsettled_.try_emplace(key);
+    if (added && unsettled_.size() > kUnsettledKept) {
+      unsettled_.erase(it);
+      return;
+    }
+    if (++it->second.looks >= kLooksWhileUnsettled) {
+      unsettled_.erase(it);
+      return;
+    }
+    it->second.next_check = checks_noted_ + (uint64_t{1} << (it->second.looks - 1));
   };
   for (const std::string& key : keys) {
     Result<Record> rec = store_.Get(key, Cf::kNs);
     v1::Inode inode;
-    if (!rec.ok() && rec.status().code() != Code::kNotFound) unsettled_still(key);  // (a read that failed)
-    if (!rec.ok() || !inode.ParseFromString(rec->value) || inode.type() == v1::FILE_TYPE_OTHER) continue;
+    if (!rec.ok() && rec.status().code() != Code::kNotFound) {
+      unsettled_still(key);  // (a read that failed)
+      continue;
+    }
+    if (!rec.ok() || !inode.ParseFromString(rec->value) || inode.type() == v1::FILE_TYPE_OTHER) {
+      unsettled_.erase(key);
+      continue;
+    }
     // Put in place or recorded at this version by this run, with a look
     // that matched: the look would find it showing that version. (Changed
     // by a program since: the recorder's to record, then looked at here.)
-    if (ledger_.LastShown(key) == rec->version) continue;
+    if (ledger_.LastShown(key) == rec->version) {
+      unsettled_.erase(key);
+      continue;
+    }
     ++report.entries;
-    Look(key, *rec, inode, unused, stale);
-    // A file neither showing that version nor stale (absent, its placement
-    // under way or failed; changed by a program, not recorded yet): looked
-    // at again until it is one or the other.
-    if (inode.type() == v1::FILE_TYPE_REGULAR && !stale.count(key)) unsettled_still(key);
+    // A file found neither showing that version nor stale (absent, its
+    // placement under way or failed; changed by a program, not recorded
+    // yet): looked at again until it is one or the other.
+    if (Look(key, *rec, inode, unused, stale) == Shows::kOther) unsettled_still(key);
+    else unsettled_.erase(key);
   }
   looked_ += report.entries;
   report.stale = stale.size();
-  unsettled_ = std::move(unsettled);
   RepairStale(std::move(stale), /*repair=*/true);
   return report;
 }
 
-void ViewAudit::Look(const std::string& key, const Record& rec, const v1::Inode& inode, Sha256OfParts& digest,
-                     std::map<std::string, Version>& stale) {
+ViewAudit::Shows ViewAudit::Look(const std::string& key, const Record& rec, const v1::Inode& inode,
+                                 Sha256OfParts& digest, std::map<std::string, Version>& stale) {
   digest.Add(key);
   int fd = OpenBeneath(root_fd_, key, O_PATH);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0) {
     if (fd >= 0) close(fd);
     digest.Add("absent");
-    return;
+    return inode.type() == v1::FILE_TYPE_REGULAR ? Shows::kOther : Shows::kNotJudged;
   }
+  Shows shows = Shows::kNotJudged;
   // Without root the agent places no setuid or setgid bits: neither counts.
   const bool as_root = AgentUid() == 0;
   digest.Add(fmt::format("{:o}", st.st_mode & (as_root ? S_IFMT | 07777 : S_IFMT | 01777)));
@@ -187,9 +207,17 @@ void ViewAudit::Look(const std::string& key, const Record& rec, const v1::Inode&
   if (S_ISREG(st.st_mode)) {
     std::optional<Version> shown;
     digest.Add(ContentOf(key, marks, st, rec, inode, &shown));
-    if (shown && *shown != rec.version && Newer(rec.version, *shown)) stale[key] = *shown;
+    if (shown && *shown != rec.version && Newer(rec.version, *shown)) {
+      stale[key] = *shown;
+      shows = Shows::kOlder;
+    } else {
+      shows = shown == rec.version ? Shows::kCurrent : Shows::kOther;
+    }
+  } else if (inode.type() == v1::FILE_TYPE_REGULAR) {
+    shows = Shows::kOther;  // something else in its place
   }
   close(fd);
+  return shows;
 }
 
 void ViewAudit::RepairStale(std::map<std::string, Version> stale, bool repair) {

@@ -30,8 +30,8 @@
 // version (ViewLedger::LastShown): a program's file recorded here, a peer's
 // the materializer placed. A file a look finds neither showing the store's
 // version nor stale (absent, its placement under way or failed; changed by
-// a program and not recorded yet) is looked at again at the next rounds,
-// up to kLooksWhileUnsettled. So writing N files costs the audit at most N
+// a program and not recorded yet) is looked at again 1, 2, 4, 8 and 16
+// rounds later, until it is one or the other. So writing N files costs the audit at most N
 // lookups and looks only at what did not come out as written, an idle node
 // looks at nothing, and a whole check (every record: an open, a stat and
 // the marks each) runs only at the first round after a start, and when the
@@ -65,7 +65,8 @@ class ViewAudit {
   ~ViewAudit();
   // Has the store list the namespace keys written from now on, and rounds
   // every period on a thread of its own, until Stop: a whole check at the
-  // first, then the keys written and noted.
+  // first, then the keys written and noted. Stop ends both (the store must
+  // still be there at the first Stop after Start).
   void Start(std::chrono::milliseconds period = std::chrono::seconds(3));
   void Stop();
   // The next round looks at key (unless it shows the store's current version).
@@ -94,10 +95,14 @@ class ViewAudit {
   uint64_t looked() const { return looked_; }              // entries CheckNoted looked at
 
  private:
+  // What a look found a file's entry showing: rec's version, an older one
+  // (stale), or something else (absent, a version not known, another
+  // type); kNotJudged for what is not a file.
+  enum class Shows { kCurrent, kOlder, kOther, kNotJudged };
   // Adds key's entry as the view shows it to digest, and to stale when the
   // file shows an older version than rec, the store's current one.
-  void Look(const std::string& key, const Record& rec, const v1::Inode& inode, Sha256OfParts& digest,
-            std::map<std::string, Version>& stale);
+  Shows Look(const std::string& key, const Record& rec, const v1::Inode& inode, Sha256OfParts& digest,
+             std::map<std::string, Version>& stale);
   // With repair, hands the files stale now and at the last check, showing
   // the same version both times, to the materializer; keeps stale for the next.
   void RepairStale(std::map<std::string, Version> stale, bool repair);
@@ -113,13 +118,21 @@ class ViewAudit {
   ViewLedger& ledger_;
   int root_fd_;
   RepairFn repair_;
-  std::mutex check_mu_;                    // one check at a time; stale_
+  std::mutex check_mu_;                    // one check at a time; stale_, unsettled_, checks_noted_
   std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
-  // Files CheckNoted found neither showing the store's version nor stale,
-  // and how many more rounds look at them: about the minute the whole
-  // check's net used to give a placement under way, or one that failed.
-  static constexpr int kLooksWhileUnsettled = 20;
-  std::map<std::string, int> unsettled_;
+  // Files CheckNoted found neither showing the store's version nor stale:
+  // looked at again 1, 2, 4, 8 and 16 checks later (a minute and a half of
+  // rounds in all, about the time the whole check's net used to give a
+  // placement under way or retried), at most kUnsettledKept of them.
+  static constexpr int kLooksWhileUnsettled = 6;
+  static constexpr size_t kUnsettledKept = 1 << 16;
+  struct Unsettled {
+    int looks = 0;
+    uint64_t next_check = 0;
+  };
+  std::map<std::string, Unsettled> unsettled_;
+  uint64_t checks_noted_ = 0;
+  std::atomic<bool> listing_{false};  // the store lists written keys for us (Start to Stop)
   std::atomic<uint64_t> repaired_{0};
   std::atomic<uint64_t> rounds_{0};
   std::atomic<uint64_t> whole_rounds_{0};

@@ -664,9 +664,19 @@ Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, c
   } else {
     ledger_.NotPlaced(path);
   }
-  if (!written) {
-    spdlog::warn("/{}: written in place only in part ({}): placed again", path, strerror(errno));
+  const int err = errno;
+  int tries = 0;
+  {
+    std::lock_guard lock(partial_mu_);
+    if (written) partial_tries_.erase(path);
+    else if ((tries = ++partial_tries_[path]) >= kInPlaceTries) partial_tries_.erase(path);
+  }
+  if (!written && tries < kInPlaceTries) {
+    spdlog::warn("/{}: written in place only in part ({}): placed again", path, strerror(err));
     Enqueue(path);
+  } else if (!written) {
+    spdlog::error("/{}: written in place only in part, {} times in a row ({}): left so until its next version", path,
+                  tries, strerror(err));
   }
   return done(Status::Ok());
 }

@@ -359,6 +359,25 @@ TEST_F(ViewTieTest, AFileNotInPlaceYetWhenLookedAtIsLookedAtAgainUntilItSettles)
   EXPECT_EQ(parts.audit->looked(), looked);
 }
 
+// A file that never comes into the view (its placement failing) is looked
+// at again 1, 2, 4, 8 and 16 rounds after its first look, and then let go:
+// six looks in all, not one a round.
+TEST_F(ViewTieTest, AFileThatNeverComesIntoTheViewIsLookedAtSixTimesThenLetGo) {
+  ViewParts parts(node(), view_);
+  parts.audit->Start(/*period=*/1h);
+  parts.audit->Round();  // the first, whole check
+  ASSERT_TRUE(node().store->Apply("cluster/r8", PeerFile(0x78, "never placed\n", 1'000'000'000), false, Cf::kNs)
+                  .value());
+  std::vector<uint64_t> looked_at;  // the rounds that looked
+  for (uint64_t round = 1; round <= 64; ++round) {
+    const uint64_t before = parts.audit->looked();
+    parts.audit->Round();
+    if (parts.audit->looked() > before) looked_at.push_back(round);
+  }
+  EXPECT_EQ(looked_at, (std::vector<uint64_t>{1, 2, 4, 8, 16, 32}));
+  EXPECT_EQ(parts.audit->repaired(), 0u);
+}
+
 // What the materializer put in place as the store holds it needs no look
 // at the audit's next round; a key whose view does not show the store's
 // current version keeps its look.
