@@ -299,7 +299,7 @@ Status Agent::StartView() {
 }
 
 void Agent::PutInPlace(const std::string& key) {
-  materializer_->Enqueue(key);  // (the store lists the key for the audit: every caller wrote it)
+  materializer_->Enqueue(key);  // (the store listed the key for the audit when the record won here)
 }
 
 void Agent::MakeClusterParts() {

@@ -31,11 +31,12 @@
 // the materializer placed. A file a look finds neither showing the store's
 // version nor stale (absent, its placement under way or failed; changed by
 // a program and not recorded yet) is looked at again 1, 2, 4, 8 and 16
-// rounds later, until it is one or the other. So writing N files costs the audit at most N
-// lookups and looks only at what did not come out as written, an idle node
-// looks at nothing, and a whole check (every record: an open, a stat and
-// the marks each) runs only at the first round after a start, and when the
-// store listed more keys than it keeps (then it listed none).
+// rounds after the look before, until it is one or the other or those six
+// looks are done. So writing N files costs the audit N lookups and looks
+// only at what did not come out as written (six at most each), an idle
+// node looks at nothing, and a whole check (every record: an open, a stat
+// and the marks each) runs only at the first round after a start, and when
+// the store listed more keys than it keeps (then it listed none).
 #pragma once
 
 #include <atomic>
@@ -80,10 +81,10 @@ class ViewAudit {
   // One check of every record. With repair, stale files seen so twice in a
   // row are handed to the materializer.
   Result<Report> Check(bool repair);
-  // A repairing check of the keys noted since the last one and of those
-  // stale at the last check, but for those the ledger saw put in place or
-  // recorded at the store's current version (entries: how many were
-  // looked at; no digest).
+  // A repairing check of the keys noted since the last one, of those stale
+  // at the last check and of those due again (above), but for those the
+  // ledger saw put in place or recorded at the store's current version
+  // (entries: how many were looked at; no digest).
   Result<Report> CheckNoted();
   // One round, as the rounds thread runs them (tests run their own, with a
   // thread started for a long period): a whole check at the first and when
@@ -121,17 +122,22 @@ class ViewAudit {
   std::mutex check_mu_;                    // one check at a time; stale_, unsettled_, checks_noted_
   std::map<std::string, Version> stale_;  // seen stale by the last repairing check, showing this
   // Files CheckNoted found neither showing the store's version nor stale:
-  // looked at again 1, 2, 4, 8 and 16 checks later (a minute and a half of
-  // rounds in all, about the time the whole check's net used to give a
-  // placement under way or retried), at most kUnsettledKept of them.
+  // looked at again 1, 2, 4, 8 and 16 checks after the look before (31
+  // rounds, about a minute and a half: a placement under way or retried),
+  // for one version, then let go; at most kUnsettledKept of them.
   static constexpr int kLooksWhileUnsettled = 6;
   static constexpr size_t kUnsettledKept = 1 << 16;
   struct Unsettled {
+    std::optional<Version> version;  // the store's at the looks (they count for one version)
     int looks = 0;
     uint64_t next_check = 0;
   };
   std::map<std::string, Unsettled> unsettled_;
   uint64_t checks_noted_ = 0;
+  uint64_t unsettled_dropped_ = 0;  // past kUnsettledKept, since the last warning
+  // Counts a look at key (the store's version then, unknown after a failed
+  // read) that found it neither current nor stale, and when to look again.
+  void Unsettle(const std::string& key, const std::optional<Version>& version);
   std::atomic<bool> listing_{false};  // the store lists written keys for us (Start to Stop)
   std::atomic<uint64_t> repaired_{0};
   std::atomic<uint64_t> rounds_{0};

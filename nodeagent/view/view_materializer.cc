@@ -640,11 +640,16 @@ Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, c
     return done(Status::IOError(fmt::format("room for the new version: {}", strerror(errno))));
   off_t in = 0, out = 0;
   bool written = true;
+  int err = 0;  // why not
   while (written && in < st.st_size) {
     ssize_t n = copy_file_range(src, &in, dst, &out, static_cast<size_t>(st.st_size - in), 0);
     written = n > 0;
+    if (!written) err = n < 0 ? errno : EIO;  // (0: the source ended early)
   }
-  written = written && ftruncate(dst, st.st_size) == 0;
+  if (written && ftruncate(dst, st.st_size) != 0) {
+    written = false;
+    err = errno;
+  }
   fremovexattr(dst, kStubXattr);  // it was a stub: it holds the whole content now
   ledger_.SetStub(path, false);
   if (written) {
@@ -664,12 +669,17 @@ Status ViewMaterializer::OverwriteInPlace(int parent, const std::string& name, c
   } else {
     ledger_.NotPlaced(path);
   }
-  const int err = errno;
   int tries = 0;
   {
     std::lock_guard lock(partial_mu_);
-    if (written) partial_tries_.erase(path);
-    else if ((tries = ++partial_tries_[path]) >= kInPlaceTries) partial_tries_.erase(path);
+    if (written) {
+      partial_tries_.erase(path);
+    } else {
+      auto& [version, count] = partial_tries_[path];
+      if (version != placed.version) count = 0;  // tries count for one version
+      version = placed.version;
+      if ((tries = ++count) >= kInPlaceTries) partial_tries_.erase(path);
+    }
   }
   if (!written && tries < kInPlaceTries) {
     spdlog::warn("/{}: written in place only in part ({}): placed again", path, strerror(err));
@@ -687,6 +697,10 @@ void ViewMaterializer::TellLedgerPlaced(const std::string& path, int tmp_fd, con
   // not as placed, and must not be taken for ours (the recorder records that).
   v1::Inode inode;
   struct stat st;
+  {
+    std::lock_guard lock(partial_mu_);
+    partial_tries_.erase(path);  // replaced whole
+  }
   if (inode.ParseFromString(placed.value) && fstat(tmp_fd, &st) == 0 && AsPlaced(st, inode)) {
     ledger_.Placed(path, st, placed.version);  // this look, not a later one
   } else {

@@ -153,11 +153,13 @@ class ViewMaterializer {
   std::optional<FileOwner> new_file_owner_;  // whose a new file in staging is (Start finds out)
   std::function<bool(const std::string&)> in_place_;
 
-  // Writes in place cut short, by path, and how many in a row: placed again
-  // up to kInPlaceTries times (a failure that stays, EIO, is not retried forever).
+  // Writes in place cut short, by path: the version, and how many tries of
+  // it were cut short in a row. kInPlaceTries in all, then the file is left
+  // so until its next version (a failure that stays, EIO, is not retried
+  // forever).
   static constexpr int kInPlaceTries = 3;
   std::mutex partial_mu_;
-  std::unordered_map<std::string, int> partial_tries_;
+  std::unordered_map<std::string, std::pair<Version, int>> partial_tries_;
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

@@ -360,8 +360,8 @@ TEST_F(ViewTieTest, AFileNotInPlaceYetWhenLookedAtIsLookedAtAgainUntilItSettles)
 }
 
 // A file that never comes into the view (its placement failing) is looked
-// at again 1, 2, 4, 8 and 16 rounds after its first look, and then let go:
-// six looks in all, not one a round.
+// at again 1, 2, 4, 8 and 16 rounds after the look before, and then let
+// go: six looks in all, not one a round.
 TEST_F(ViewTieTest, AFileThatNeverComesIntoTheViewIsLookedAtSixTimesThenLetGo) {
   ViewParts parts(node(), view_);
   parts.audit->Start(/*period=*/1h);
@@ -376,6 +376,21 @@ TEST_F(ViewTieTest, AFileThatNeverComesIntoTheViewIsLookedAtSixTimesThenLetGo) {
   }
   EXPECT_EQ(looked_at, (std::vector<uint64_t>{1, 2, 4, 8, 16, 32}));
   EXPECT_EQ(parts.audit->repaired(), 0u);
+  // A newer version written meanwhile is looked at anew, six times.
+  ASSERT_TRUE(node().store->Apply("cluster/r9", PeerFile(0x78, "never placed\n", 1'000'000'000), false, Cf::kNs)
+                  .value());
+  looked_at.clear();
+  for (uint64_t round = 1; round <= 64; ++round) {
+    if (round == 6) {
+      ASSERT_TRUE(node().store->Apply("cluster/r9", PeerFile(0x78, "newer, never placed\n", 2'000'000'000), false,
+                                      Cf::kNs)
+                      .value());
+    }
+    const uint64_t before = parts.audit->looked();
+    parts.audit->Round();
+    if (parts.audit->looked() > before) looked_at.push_back(round);
+  }
+  EXPECT_EQ(looked_at, (std::vector<uint64_t>{1, 2, 4, 6, 7, 9, 13, 21, 37}));
 }
 
 // What the materializer put in place as the store holds it needs no look
@@ -385,7 +400,7 @@ TEST_F(ViewTieTest, TheAuditLooksOnlyAtWhatWasNotPutInPlaceAsTheStoreHasIt) {
   ViewParts parts(node(), view_);
   Record ours = WriteHere(parts, "from-a-6\n");
   Record theirs = PeersTie(ours, "from-c-6\n");
-  parts.audit->Note("cluster/r6");  // as the agent notes a peer's record beside the materializer's queue
+  parts.audit->Note("cluster/r6");  // (as the store lists a peer's record that won, for the audit's rounds)
   ArriveAndPlace(parts, theirs);
   ASSERT_EQ(ReadFile(view_ + "/cluster/r6"), "from-c-6\n");
   Result<ViewAudit::Report> placed = parts.audit->CheckNoted();
