@@ -472,19 +472,28 @@ TEST(LockLeaseSlotsTest, ASlotNamesItsFileUntilItEndsOrIsDistrusted) {
                                  std::chrono::seconds(2), "the beat again"));
 }
 
+// A file in a temp directory, with the device id the kernel's lock list
+// names it by and its stat: what each look at the kernel's locks asks for.
+class KernelLocksTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.path() + "/f";
+    { std::ofstream(path_) << "x"; }
+    dev_id_ = KernelDeviceId(path_, NodeLocks::kShadowBase);
+    ASSERT_FALSE(dev_id_.empty());
+    ASSERT_EQ(stat(path_.c_str(), &st_), 0);
+  }
+  onebox::testing::TempDir dir_;
+  std::string path_, dev_id_;
+  struct stat st_ {};
+};
+
 // What a return reads of the kernel's locks: a POSIX lock by its process;
 // a flock lock taken by a process that has exited (flock(1) on a shell's
 // descriptor), by a process that still has the description; and the file
 // found by its name below the directory, from either.
-TEST(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessThatTookIt) {
-  onebox::testing::TempDir dir;
-  const std::string path = dir.path() + "/f";
-  { std::ofstream(path) << "x"; }
-  const std::string dev_id = KernelDeviceId(path, NodeLocks::kShadowBase);
-  ASSERT_FALSE(dev_id.empty());
-  struct stat st;
-  ASSERT_EQ(stat(path.c_str(), &st), 0);
-  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+TEST_F(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessThatTookIt) {
+  const int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   const pid_t child = fork();
   if (child == 0) _exit(flock(fd, LOCK_SH) == 0 ? 0 : 1);  // the description is ours too
@@ -498,24 +507,24 @@ TEST(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessTha
   range.l_len = 10;
   ASSERT_EQ(fcntl(fd, F_SETLK, &range), 0);
 
-  std::vector<KernelLock> flocks = KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase);
+  std::vector<KernelLock> flocks = KernelLocksOn(dev_id_, st_.st_dev, st_.st_ino, true, NodeLocks::kShadowBase);
   ASSERT_EQ(flocks.size(), 1u);
   EXPECT_EQ(flocks[0].pid, getpid());
   EXPECT_EQ(flocks[0].fd, fd);
   EXPECT_FALSE(flocks[0].write);
   EXPECT_EQ(flocks[0].end, LockSpan::kToEnd);
-  std::vector<KernelLock> posix = KernelLocksOn(dev_id, st.st_dev, st.st_ino, false, NodeLocks::kShadowBase);
+  std::vector<KernelLock> posix = KernelLocksOn(dev_id_, st_.st_dev, st_.st_ino, false, NodeLocks::kShadowBase);
   ASSERT_EQ(posix.size(), 1u);
   EXPECT_EQ(posix[0].pid, getpid());
   EXPECT_TRUE(posix[0].write);
   EXPECT_EQ(posix[0].start, 5u);
   EXPECT_EQ(posix[0].end, 15u);
-  auto files = KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase);
+  auto files = KernelLockedFilesIn(dir_.path(), dev_id_, NodeLocks::kShadowBase);
   std::sort(files.begin(), files.end());
   EXPECT_EQ(files, (std::vector<std::pair<std::string, bool>>{{"f", false}, {"f", true}}));
   close(fd);
-  EXPECT_TRUE(KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase).empty());
-  EXPECT_TRUE(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase).empty());
+  EXPECT_TRUE(KernelLocksOn(dev_id_, st_.st_dev, st_.st_ino, true, NodeLocks::kShadowBase).empty());
+  EXPECT_TRUE(KernelLockedFilesIn(dir_.path(), dev_id_, NodeLocks::kShadowBase).empty());
 }
 
 // Flock locks held through the process's own table and by a thread with a
@@ -523,14 +532,7 @@ TEST(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessTha
 // names by the process too: each is found once in its table (a thread that
 // shares the process's table is not looked at again), and the thread's
 // descriptor is copied from its table.
-TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
-  onebox::testing::TempDir dir;
-  const std::string path = dir.path() + "/f";
-  { std::ofstream(path) << "x"; }
-  const std::string dev_id = KernelDeviceId(path, NodeLocks::kShadowBase);
-  ASSERT_FALSE(dev_id.empty());
-  struct stat st;
-  ASSERT_EQ(stat(path.c_str(), &st), 0);
+TEST_F(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   // Two threads, one with the process's table and one with a copy of its
   // own, each waiting until the test ends; the second opens and locks the
   // file in its table.
@@ -558,7 +560,7 @@ TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   threads.sharing = std::thread([&] { threads.Wait(); });
   threads.own = std::thread([&] {
     int fd = -1;
-    if (unshare(CLONE_FILES) == 0 && (fd = open(path.c_str(), O_RDWR | O_CLOEXEC)) >= 0 && flock(fd, LOCK_SH) != 0) {
+    if (unshare(CLONE_FILES) == 0 && (fd = open(path_.c_str(), O_RDWR | O_CLOEXEC)) >= 0 && flock(fd, LOCK_SH) != 0) {
       close(fd);
       fd = -1;
     }
@@ -577,11 +579,11 @@ TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   }
   ASSERT_GE(threads.held_fd, 0) << "the thread could not take its lock";
   // Opened after the thread made its table: only the process's has it.
-  const int own = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  const int own = open(path_.c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(own, 0);
   ASSERT_EQ(flock(own, LOCK_SH), 0);
 
-  std::vector<KernelLock> flocks = KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase);
+  std::vector<KernelLock> flocks = KernelLocksOn(dev_id_, st_.st_dev, st_.st_ino, true, NodeLocks::kShadowBase);
   std::sort(flocks.begin(), flocks.end(), [](const KernelLock& x, const KernelLock& y) { return x.tid < y.tid; });
   ASSERT_EQ(flocks.size(), 2u);
   EXPECT_EQ(flocks[0].pid, getpid());
@@ -595,9 +597,9 @@ TEST(KernelLocksTest, AFlockLockOfAThreadWithATableOfItsOwnIsFoundInThatTable) {
   int err = 0;
   const int copy = CopyLockDescriptor(flocks[1], &err);
   struct stat copied {};
-  EXPECT_TRUE(copy >= 0 && fstat(copy, &copied) == 0 && copied.st_ino == st.st_ino) << strerror(err);
+  EXPECT_TRUE(copy >= 0 && fstat(copy, &copied) == 0 && copied.st_ino == st_.st_ino) << strerror(err);
   if (copy >= 0) close(copy);
-  EXPECT_EQ(KernelLockedFilesIn(dir.path(), dev_id, NodeLocks::kShadowBase),
+  EXPECT_EQ(KernelLockedFilesIn(dir_.path(), dev_id_, NodeLocks::kShadowBase),
             (std::vector<std::pair<std::string, bool>>{{"f", true}}));
   close(own);
 }
@@ -634,25 +636,18 @@ void* SharedTableThread(void* arg) {
 // lock in it, the other two share the process's, where the main thread
 // took another flock lock. Each lock is found once, with the thread whose
 // table has it and the threads that share that table.
-TEST(KernelLocksTest, OnceTheMainThreadEndedEachTableOfItsThreadsIsLookedAtOnce) {
-  onebox::testing::TempDir dir;
-  const std::string path = dir.path() + "/f";
-  { std::ofstream(path) << "x"; }
-  const std::string dev_id = KernelDeviceId(path, NodeLocks::kShadowBase);
-  ASSERT_FALSE(dev_id.empty());
-  struct stat st;
-  ASSERT_EQ(stat(path.c_str(), &st), 0);
+TEST_F(KernelLocksTest, OnceTheMainThreadEndedEachTableOfItsThreadsIsLookedAtOnce) {
   int report[2];
   ASSERT_EQ(pipe(report), 0);
   const pid_t child = fork();
   if (child == 0) {
     static ChildThreads c;
-    c.path = path.c_str();
+    c.path = path_.c_str();
     c.report = report[1];
     pthread_t t;
     if (pthread_create(&t, nullptr, PrivateTableHolder, &c) != 0) _exit(3);
     while (!c.unshared) usleep(1000);
-    const int own = open(path.c_str(), O_RDWR);
+    const int own = open(path_.c_str(), O_RDWR);
     if (own < 0 || flock(own, LOCK_SH) != 0) _exit(3);
     for (int i = 0; i < 2; ++i)
       if (pthread_create(&t, nullptr, SharedTableThread, &c) != 0) _exit(3);
@@ -685,7 +680,7 @@ TEST(KernelLocksTest, OnceTheMainThreadEndedEachTableOfItsThreadsIsLookedAtOnce)
       [&] { return std::filesystem::is_empty(fmt::format("/proc/{}/fd", child)); }, std::chrono::seconds(5),
       "the child's main thread ended"));
 
-  std::vector<KernelLock> flocks = KernelLocksOn(dev_id, st.st_dev, st.st_ino, true, NodeLocks::kShadowBase);
+  std::vector<KernelLock> flocks = KernelLocksOn(dev_id_, st_.st_dev, st_.st_ino, true, NodeLocks::kShadowBase);
   ASSERT_EQ(flocks.size(), 2u);
   const bool private_first = flocks[0].tid == private_tid;
   const KernelLock& in_private = flocks[private_first ? 0 : 1];
@@ -703,7 +698,7 @@ TEST(KernelLocksTest, OnceTheMainThreadEndedEachTableOfItsThreadsIsLookedAtOnce)
     int err = 0;
     const int copy = CopyLockDescriptor(k, &err);
     struct stat copied {};
-    EXPECT_TRUE(copy >= 0 && fstat(copy, &copied) == 0 && copied.st_ino == st.st_ino) << strerror(err);
+    EXPECT_TRUE(copy >= 0 && fstat(copy, &copied) == 0 && copied.st_ino == st_.st_ino) << strerror(err);
     if (copy >= 0) close(copy);
   }
 }

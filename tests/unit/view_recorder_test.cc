@@ -116,147 +116,142 @@ TEST(WatchedDirs, ATreeTakesItsDirectoriesAndNoSiblingAndAWatchAddedAgainIsUnder
   EXPECT_EQ(watched.TakeTree("").size(), 1u);
 }
 
-TEST(ViewLedgerTree, AGoneDirectoryTakesEveryNameBelowItAndNoSiblingThatSharesItsPrefix) {
-  InProcessCluster cluster{1};
-  TempDir dir;
-  StatePage page{};
-  ViewLedger ledger{*cluster.node(0).store, page};
+// One node's ledger over its store, and a directory for the files it is told of.
+class ViewLedgerTest : public ::testing::Test {
+ protected:
+  InProcessCluster cluster_{1};
+  TempDir dir_;
+  StatePage page_{};
+  ViewLedger ledger_{*cluster_.node(0).store, page_};
+};
+using ViewLedgerTree = ViewLedgerTest;
+using ViewLedgerRemovals = ViewLedgerTest;
+
+TEST_F(ViewLedgerTree, AGoneDirectoryTakesEveryNameBelowItAndNoSiblingThatSharesItsPrefix) {
   struct stat st;
-  ASSERT_EQ(stat(dir.path().c_str(), &st), 0);
+  ASSERT_EQ(stat(dir_.path().c_str(), &st), 0);
   const Version v{100, 0x2c9d};
   const std::vector<std::string> below = {"cluster/a/b", "cluster/a/b/c", "cluster/a/b/d", "cluster/a/b/d/e"};
   // Siblings that sort between "a/b" and "a/b/", or right after the tree.
   const std::vector<std::string> beside = {"cluster/a", "cluster/a/b-x", "cluster/a/b.c", "cluster/a/b0",
                                            "cluster/a/bc", "cluster/a/a"};
-  for (const std::string& p : below) ledger.Placed(p, st, v);
-  for (const std::string& p : beside) ledger.Placed(p, st, v);
-  ledger.SetStub("cluster/a/b/d/e", true);
-  ledger.SetStub("cluster/a/b0", true);
-  ASSERT_EQ(page.stubs.load(), 2u);
-  ledger.Gone("cluster/a/b");
-  for (const std::string& p : below) EXPECT_FALSE(ledger.SeenInView(p)) << p;
-  for (const std::string& p : beside) EXPECT_TRUE(ledger.SeenInView(p)) << p;
-  EXPECT_EQ(page.stubs.load(), 1u);
-  EXPECT_EQ(ledger.NamesLastSeenAs(st.st_ino).size(), beside.size());
+  for (const std::string& p : below) ledger_.Placed(p, st, v);
+  for (const std::string& p : beside) ledger_.Placed(p, st, v);
+  ledger_.SetStub("cluster/a/b/d/e", true);
+  ledger_.SetStub("cluster/a/b0", true);
+  ASSERT_EQ(page_.stubs.load(), 2u);
+  ledger_.Gone("cluster/a/b");
+  for (const std::string& p : below) EXPECT_FALSE(ledger_.SeenInView(p)) << p;
+  for (const std::string& p : beside) EXPECT_TRUE(ledger_.SeenInView(p)) << p;
+  EXPECT_EQ(page_.stubs.load(), 1u);
+  EXPECT_EQ(ledger_.NamesLastSeenAs(st.st_ino).size(), beside.size());
 }
 
-TEST(ViewLedgerTree, TheNamesOfAnInodeAreThoseLastSeenWithIt) {
-  InProcessCluster cluster{1};
-  TempDir dir;
-  StatePage page{};
-  ViewLedger ledger{*cluster.node(0).store, page};
-  ASSERT_EQ(close(open((dir / "f").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
-  ASSERT_EQ(link((dir / "f").c_str(), (dir / "g").c_str()), 0);
-  ASSERT_EQ(close(open((dir / "other").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+TEST_F(ViewLedgerTree, TheNamesOfAnInodeAreThoseLastSeenWithIt) {
+  ASSERT_EQ(close(open((dir_ / "f").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+  ASSERT_EQ(link((dir_ / "f").c_str(), (dir_ / "g").c_str()), 0);
+  ASSERT_EQ(close(open((dir_ / "other").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
   struct stat linked, other;
-  ASSERT_EQ(stat((dir / "f").c_str(), &linked), 0);
-  ASSERT_EQ(stat((dir / "other").c_str(), &other), 0);
+  ASSERT_EQ(stat((dir_ / "f").c_str(), &linked), 0);
+  ASSERT_EQ(stat((dir_ / "other").c_str(), &other), 0);
   const Version v{100, 0x2c9d};
   auto names = [&](ino_t ino) {
-    std::vector<std::string> n = ledger.NamesLastSeenAs(ino);
+    std::vector<std::string> n = ledger_.NamesLastSeenAs(ino);
     std::sort(n.begin(), n.end());
     return n;
   };
-  ledger.Placed("cluster/f", linked, v);
-  ledger.Recorded("cluster/g", linked, v);
-  ledger.Placed("cluster/h", linked, v);
-  ledger.Placed("cluster/h", linked, Version{200, 0x2c9d});  // again, same file: one name
+  ledger_.Placed("cluster/f", linked, v);
+  ledger_.Recorded("cluster/g", linked, v);
+  ledger_.Placed("cluster/h", linked, v);
+  ledger_.Placed("cluster/h", linked, Version{200, 0x2c9d});  // again, same file: one name
   EXPECT_EQ(names(linked.st_ino), (std::vector<std::string>{"cluster/f", "cluster/g", "cluster/h"}));
-  ledger.Placed("cluster/h", other, v);  // the name now shows another file
-  ledger.NotPlaced("cluster/g");
+  ledger_.Placed("cluster/h", other, v);  // the name now shows another file
+  ledger_.NotPlaced("cluster/g");
   EXPECT_EQ(names(linked.st_ino), (std::vector<std::string>{"cluster/f"}));
   EXPECT_EQ(names(other.st_ino), (std::vector<std::string>{"cluster/h"}));
-  ledger.RecordedButChanged("cluster/h", v);  // its look unknown: no inode
-  ledger.Gone("cluster/f");
+  ledger_.RecordedButChanged("cluster/h", v);  // its look unknown: no inode
+  ledger_.Gone("cluster/f");
   EXPECT_TRUE(names(linked.st_ino).empty());
   EXPECT_TRUE(names(other.st_ino).empty());
-  EXPECT_TRUE(ledger.SeenInView("cluster/h"));
+  EXPECT_TRUE(ledger_.SeenInView("cluster/h"));
 }
 
 // What the ledger tells the view audit a name shows: the version of its
 // last whole placement or recording; nothing for a recording the file
 // changed under, or a write in place cut short (a mix, placed again: not
 // taken for the version already written in place).
-TEST(ViewLedgerTree, ANameShowsTheVersionOfItsLastWholePlacementOrRecording) {
-  InProcessCluster cluster{1};
-  TempDir dir;
-  StatePage page{};
-  ViewLedger ledger{*cluster.node(0).store, page};
-  ASSERT_EQ(close(open((dir / "f").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+TEST_F(ViewLedgerTree, ANameShowsTheVersionOfItsLastWholePlacementOrRecording) {
+  ASSERT_EQ(close(open((dir_ / "f").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
   struct stat st;
-  ASSERT_EQ(stat((dir / "f").c_str(), &st), 0);
+  ASSERT_EQ(stat((dir_ / "f").c_str(), &st), 0);
   const Version v{100, 0x2c9d}, w{200, 0x2c9d};
-  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
-  ledger.Placed("cluster/f", st, v);
-  EXPECT_EQ(ledger.LastShown("cluster/f"), v);
-  ledger.Recorded("cluster/f", st, w);
-  EXPECT_EQ(ledger.LastShown("cluster/f"), w);
-  ledger.RecordedButChanged("cluster/f", v);
-  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
-  ledger.Placed("cluster/f", st, w, /*in_place=*/true);
-  EXPECT_EQ(ledger.LastShown("cluster/f"), w);
-  EXPECT_TRUE(ledger.LastWrittenInPlace("cluster/f", w));
-  ledger.Placed("cluster/f", st, v, /*in_place=*/true, /*partial=*/true);
-  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
-  EXPECT_FALSE(ledger.LastWrittenInPlace("cluster/f", v)) << "a write cut short would not be made again";
-  EXPECT_TRUE(ledger.WrittenInPlaceByUs("cluster/f", st)) << "the mix taken for a program's write";
-  int fd = open((dir / "f").c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_EQ(ledger_.LastShown("cluster/f"), std::nullopt);
+  ledger_.Placed("cluster/f", st, v);
+  EXPECT_EQ(ledger_.LastShown("cluster/f"), v);
+  ledger_.Recorded("cluster/f", st, w);
+  EXPECT_EQ(ledger_.LastShown("cluster/f"), w);
+  ledger_.RecordedButChanged("cluster/f", v);
+  EXPECT_EQ(ledger_.LastShown("cluster/f"), std::nullopt);
+  ledger_.Placed("cluster/f", st, w, /*in_place=*/true);
+  EXPECT_EQ(ledger_.LastShown("cluster/f"), w);
+  EXPECT_TRUE(ledger_.LastWrittenInPlace("cluster/f", w));
+  ledger_.Placed("cluster/f", st, v, /*in_place=*/true, /*partial=*/true);
+  EXPECT_EQ(ledger_.LastShown("cluster/f"), std::nullopt);
+  EXPECT_FALSE(ledger_.LastWrittenInPlace("cluster/f", v)) << "a write cut short would not be made again";
+  EXPECT_TRUE(ledger_.WrittenInPlaceByUs("cluster/f", st)) << "the mix taken for a program's write";
+  int fd = open((dir_ / "f").c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   FileMarks marks(fd);
-  EXPECT_EQ(ledger.ContentShown("cluster/f", marks, st), std::nullopt);
+  EXPECT_EQ(ledger_.ContentShown("cluster/f", marks, st), std::nullopt);
   close(fd);
-  ledger.NotPlaced("cluster/f");
-  EXPECT_EQ(ledger.LastShown("cluster/f"), std::nullopt);
+  ledger_.NotPlaced("cluster/f");
+  EXPECT_EQ(ledger_.LastShown("cluster/f"), std::nullopt);
 }
 
 // What the ledger answers the recorder about a name the materializer
 // removed for a peer's tombstone: a version newer than the tombstone was
 // never shown here (a look at the name that finds it gone, read late, must
 // not remove the peer's newer file: it once did, in ViewConvergenceTest).
-TEST(ViewLedgerRemovals, ANameTheMaterializerRemovedShowedNoVersionNewerThanItsTombstone) {
-  InProcessCluster cluster{1};
-  TempDir dir;
-  StatePage page{};
-  ViewLedger ledger{*cluster.node(0).store, page};
+TEST_F(ViewLedgerRemovals, ANameTheMaterializerRemovedShowedNoVersionNewerThanItsTombstone) {
   const std::string path = "cluster/r";
-  ASSERT_EQ(close(open((dir / "r").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
+  ASSERT_EQ(close(open((dir_ / "r").c_str(), O_WRONLY | O_CREAT, 0644)), 0);
   struct stat st;
-  ASSERT_EQ(stat((dir / "r").c_str(), &st), 0);
+  ASSERT_EQ(stat((dir_ / "r").c_str(), &st), 0);
   constexpr uint64_t kPeer = 0x2c9d;
   const Version placed{100, kPeer}, tombstone{200, kPeer}, made_again{300, kPeer};
-  ledger.Placed(path, st, placed);
-  EXPECT_TRUE(ledger.ShowedOlderVersion(path, tombstone));
-  ledger.RemovedOurs(path, tombstone);
-  EXPECT_FALSE(ledger.SeenInView(path));
-  EXPECT_TRUE(ledger.ShowedOlderVersion(path, made_again)) << "the peer's file made again was never shown here";
-  EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{150, kPeer}));
+  ledger_.Placed(path, st, placed);
+  EXPECT_TRUE(ledger_.ShowedOlderVersion(path, tombstone));
+  ledger_.RemovedOurs(path, tombstone);
+  EXPECT_FALSE(ledger_.SeenInView(path));
+  EXPECT_TRUE(ledger_.ShowedOlderVersion(path, made_again)) << "the peer's file made again was never shown here";
+  EXPECT_FALSE(ledger_.ShowedOlderVersion(path, Version{150, kPeer}));
   // Its directory removed after it (the materializer's removals go up).
-  ledger.RemovedOurs("cluster", Version{250, kPeer});
-  EXPECT_TRUE(ledger.ShowedOlderVersion(path, made_again)) << "forgotten with its directory's removal";
+  ledger_.RemovedOurs("cluster", Version{250, kPeer});
+  EXPECT_TRUE(ledger_.ShowedOlderVersion(path, made_again)) << "forgotten with its directory's removal";
   // Shown again (placed or recorded), the name's own look decides; gone
   // by the recorder's own removal, nothing is known of it.
-  ledger.Placed(path, st, made_again);
-  EXPECT_FALSE(ledger.ShowedOlderVersion(path, made_again));
+  ledger_.Placed(path, st, made_again);
+  EXPECT_FALSE(ledger_.ShowedOlderVersion(path, made_again));
   // Removed, made again by the peer, and changed by a program as soon as it
   // was put in place (NotPlaced, not Placed): the name showed that version,
   // and a removal now is a program's, which the recorder records.
-  ledger.RemovedOurs(path, Version{350, kPeer});
-  ledger.NotPlaced(path);
-  EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{360, kPeer}));
-  ledger.RemovedOurs(path, Version{400, kPeer});
-  ledger.Gone(path);
-  EXPECT_FALSE(ledger.ShowedOlderVersion(path, Version{500, kPeer}));
+  ledger_.RemovedOurs(path, Version{350, kPeer});
+  ledger_.NotPlaced(path);
+  EXPECT_FALSE(ledger_.ShowedOlderVersion(path, Version{360, kPeer}));
+  ledger_.RemovedOurs(path, Version{400, kPeer});
+  ledger_.Gone(path);
+  EXPECT_FALSE(ledger_.ShowedOlderVersion(path, Version{500, kPeer}));
   // A directory removed, and made again as a placeholder for an entry of
   // the peer's that came before the directory's own record.
   const std::string d = "cluster/d";
-  ASSERT_EQ(mkdir((dir / "d").c_str(), 0755), 0);
-  int fd = open((dir / "d").c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_EQ(mkdir((dir_ / "d").c_str(), 0755), 0);
+  int fd = open((dir_ / "d").c_str(), O_RDONLY | O_DIRECTORY);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(fstat(fd, &st), 0);
-  ledger.RemovedOurs(d, Version{600, kPeer});
-  ledger.Placeholder(d, fd, st);
+  ledger_.RemovedOurs(d, Version{600, kPeer});
+  ledger_.Placeholder(d, fd, st);
   close(fd);
-  EXPECT_FALSE(ledger.ShowedOlderVersion(d, Version{700, kPeer})) << "a placeholder shows the name again";
+  EXPECT_FALSE(ledger_.ShowedOlderVersion(d, Version{700, kPeer})) << "a placeholder shows the name again";
 }
 
 // A recorder on one node's store, over a view with an empty /cluster/burst.
