@@ -8,10 +8,23 @@
 
 namespace onebox {
 
+namespace {
+// OpenSSL 3 looks EVP_sha256() up in its provider tables at every use (an
+// implicit fetch, under a lock): a 48-byte digest took 280 ns so on this VM,
+// 100 ns with the digest fetched once. Kept for the process's life.
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* const md = [] {
+    const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched != nullptr ? fetched : EVP_sha256();
+  }();
+  return md;
+}
+}  // namespace
+
 std::string Sha256(std::string_view bytes) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
+  EVP_Digest(bytes.data(), bytes.size(), digest, &len, Sha256Md(), nullptr);
   return std::string(reinterpret_cast<char*>(digest), len);
 }
 
@@ -26,7 +39,7 @@ std::string HexOf(std::string_view raw) {
   return out;
 }
 
-Sha256OfParts::Sha256OfParts() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+Sha256OfParts::Sha256OfParts() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, Sha256Md(), nullptr); }
 
 Sha256OfParts::~Sha256OfParts() {
   if (ctx_ != nullptr) EVP_MD_CTX_free(ctx_);
