@@ -113,6 +113,43 @@ except OSError as e:
         },
         seconds(10), "b's lock once the program ended"));
   }
+  // A python script on a that holds a lock on a file homed on a (named
+  // prefix and a number; b reads it first), under a's lease, and writes its
+  // pid to argv[2] once it holds it; while_held(pid, name) looks at it, then
+  // RefusedToBAcrossARestartOfAUntilTheHolderEnds. The program is ended
+  // (SIGKILL) once, however the test ends.
+  void HeldOnAAcrossARestartOfA(const std::string& prefix, const std::string& script,
+                                const std::function<void(pid_t, const std::string& name)>& while_held) {
+    const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
+    std::string name;
+    for (int i = 0; name.empty(); ++i)
+      if (LockHome::HomeOf(fmt::format("cluster/{}{}", prefix, i), nodes) == nodes[0])
+        name = fmt::format("{}{}", prefix, i);
+    const std::string path = "/cluster/" + name, held = dir_ / (prefix + ".held");
+    ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
+    ASSERT_TRUE(Reads(*b, path, "x\n"));
+    std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
+    RunResult holder_run;
+    std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", script, path, held}, On(*a)); });
+    const std::string said = Await(held);
+    if (said.empty()) {
+      holding.join();
+      FAIL() << holder_run.err;
+    }
+    struct EndHolder {  // (its pid is not killed again once reaped)
+      pid_t pid;
+      std::thread& thread;
+      void operator()() {
+        if (!thread.joinable()) return;
+        kill(pid, SIGKILL);
+        thread.join();
+      }
+      ~EndHolder() { (*this)(); }
+    } end_holder{std::stoi(said), holding};
+    while_held(end_holder.pid, name);
+    if (HasFatalFailure()) return;
+    RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
+  }
   std::string NodeIdOf(const std::string& name) {
     for (const v1::Node& n : Nodes(*a))
       if (n.name() == name) return n.node_id();
@@ -609,14 +646,6 @@ print(', '.join(said))
 TEST_F(LocksTest, AFlockOfAProgramWhoseMainThreadEndedOutlivesARestartOfItsAgent) {
   StartThree();
   if (HasFatalFailure()) return;
-  const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
-  std::string name;
-  for (int i = 0; name.empty(); ++i)
-    if (LockHome::HomeOf(fmt::format("cluster/thread{}", i), nodes) == nodes[0]) name = fmt::format("thread{}", i);
-  const std::string path = "/cluster/" + name, held = dir_ / "thread.held";
-  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
-  ASSERT_TRUE(Reads(*b, path, "x\n"));
-  std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
   const std::string holder = R"(
 import ctypes, fcntl, os, sys, threading, time
 fd = os.open(sys.argv[1], os.O_RDWR)
@@ -625,28 +654,11 @@ threading.Thread(target=lambda: time.sleep(600)).start()
 open(sys.argv[2], 'w').write(str(os.getpid()))
 ctypes.CDLL(None).pthread_exit(None)
 )";
-  RunResult holder_run;
-  std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, path, held}, On(*a)); });
-  const std::string said = Await(held);
-  if (said.empty()) {
-    holding.join();
-    FAIL() << holder_run.err;
-  }
-  const pid_t holder_pid = std::stoi(said);
-  struct EndHolder {  // once, however the test ends (its pid is not killed again once reaped)
-    pid_t pid;
-    std::thread& thread;
-    void operator()() {
-      if (!thread.joinable()) return;
-      kill(pid, SIGKILL);
-      thread.join();
-    }
-    ~EndHolder() { (*this)(); }
-  } end_holder{holder_pid, holding};
-  // Its main thread is gone: the leader is a zombie, with no descriptors.
-  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::is_empty(fmt::format("/proc/{}/fd", holder_pid)); }, seconds(5),
-                        "the main thread ended"));
-  RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
+  HeldOnAAcrossARestartOfA("thread", holder, [&](pid_t pid, const std::string&) {
+    // Its main thread is gone: the leader is a zombie, with no descriptors.
+    ASSERT_TRUE(WaitUntil([&] { return std::filesystem::is_empty(fmt::format("/proc/{}/fd", pid)); }, seconds(5),
+                          "the main thread ended"));
+  });
 }
 
 // A thread with a descriptor table of its own (unshare(CLONE_FILES)) that
@@ -659,14 +671,6 @@ ctypes.CDLL(None).pthread_exit(None)
 TEST_F(LocksTest, AFlockOfAThreadWithADescriptorTableOfItsOwnHoldsAcrossNodesAndARestart) {
   StartThree();
   if (HasFatalFailure()) return;
-  const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
-  std::string name;
-  for (int i = 0; name.empty(); ++i)
-    if (LockHome::HomeOf(fmt::format("cluster/own{}", i), nodes) == nodes[0]) name = fmt::format("own{}", i);
-  const std::string path = "/cluster/" + name, held = dir_ / "own.held";
-  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
-  ASSERT_TRUE(Reads(*b, path, "x\n"));
-  std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
   const std::string holder = R"(
 import ctypes, fcntl, os, sys, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
@@ -685,30 +689,13 @@ os.close(first)
 threading.Thread(target=hold).start()
 time.sleep(600)
 )";
-  RunResult holder_run;
-  std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", holder, path, held}, On(*a)); });
-  const std::string said = Await(held);
-  if (said.empty()) {
-    holding.join();
-    FAIL() << holder_run.err;
-  }
-  const pid_t holder_pid = std::stoi(said);
-  struct EndHolder {  // once, however the test ends (its pid is not killed again once reaped)
-    pid_t pid;
-    std::thread& thread;
-    void operator()() {
-      if (!thread.joinable()) return;
-      kill(pid, SIGKILL);
-      thread.join();
+  HeldOnAAcrossARestartOfA("own", holder, [&](pid_t pid, const std::string& name) {
+    // The process's own table (its main thread's) has no descriptor of the file.
+    for (const auto& fd : std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid))) {
+      std::error_code ec;
+      EXPECT_NE(std::filesystem::read_symlink(fd.path(), ec).filename().string(), name) << fd.path();
     }
-    ~EndHolder() { (*this)(); }
-  } end_holder{holder_pid, holding};
-  // The process's own table (its main thread's) has no descriptor of the file.
-  for (const auto& fd : std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", holder_pid))) {
-    std::error_code ec;
-    EXPECT_NE(std::filesystem::read_symlink(fd.path(), ec).filename().string(), name) << fd.path();
-  }
-  RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
+  });
 }
 
 // A node's agent stopped (SIGSTOP) for longer than the others wait before
