@@ -132,9 +132,10 @@ except OSError as e:
     RunResult holder_run;
     std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", script, path, held}, On(*a)); });
     const std::string said = Await(held);
-    if (said.empty()) {
+    const long pid = std::strtol(said.c_str(), nullptr, 10);  // (never 0: kill(0) is the test's own group)
+    if (pid <= 0) {
       holding.join();
-      FAIL() << holder_run.err;
+      FAIL() << "the holder said '" << said << "': " << holder_run.err;
     }
     struct EndHolder {  // (its pid is not killed again once reaped)
       pid_t pid;
@@ -145,7 +146,7 @@ except OSError as e:
         thread.join();
       }
       ~EndHolder() { (*this)(); }
-    } end_holder{std::stoi(said), holding};
+    } end_holder{static_cast<pid_t>(pid), holding};
     while_held(end_holder.pid, name);
     if (HasFatalFailure()) return;
     RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
