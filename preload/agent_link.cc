@@ -677,6 +677,8 @@ int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t 
   lock.start = start;
   lock.end = end;
   lock.lease_ok = lease_ok;
+  lock.tid = static_cast<int32_t>(RealSyscall(SYS_gettid));
+  lock.pid = static_cast<int32_t>(RealSyscall(SYS_getpid));
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_LOCK;
   req.lock = &lock;
@@ -1073,8 +1075,8 @@ bool InDetachedView(int dirfd, const char* path, int flags) {
 }
 
 ssize_t ViewLinkOf(int fd, char* real, size_t cap) {
-  char link[64];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char link[kFdLinkBytes];
+  FdLink(link, fd);
   const size_t skip = view_detached ? kDetachedRoot.size() : 0;
   if (cap <= skip + 1) return -1;
   ssize_t n = RealSyscall(SYS_readlinkat, AT_FDCWD, link, real + skip, cap - skip - 1);

@@ -422,8 +422,8 @@ namespace {
 // nodes), asks the agent to bring the content and closes fd: 1 means open
 // again, -1 failed (errno). 0: not a stub, fd kept.
 int BringContent(int fd, bool o_path) {
-  char proc[32];
-  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  char proc[kFdLinkBytes];
+  FdLink(proc, fd);
   long marked = o_path ? RealSyscall(SYS_getxattr, proc, kStubXattr, nullptr, 0)
                        : RealSyscall(SYS_fgetxattr, fd, kStubXattr, nullptr, 0);
   // No mark: whole content here. Any other answer (EACCES, ...) is for the agent to judge.

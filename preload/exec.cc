@@ -68,8 +68,9 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
   // the script's path as the program gave it (configure and many scripts
   // find their own directory from $0; /proc/self/fd/N would tell them nothing).
   char line[kMaxShebangBytes + 1];
-  snprintf(line, sizeof line, "/proc/self/fd/%d", fd);  // the O_PATH descriptor, opened for reading
-  int readable = static_cast<int>(RealSyscall(SYS_openat, AT_FDCWD, line, O_RDONLY | O_CLOEXEC, 0));
+  char link[kFdLinkBytes];
+  FdLink(link, fd);  // the O_PATH descriptor, opened for reading
+  int readable = static_cast<int>(RealSyscall(SYS_openat, AT_FDCWD, link, O_RDONLY | O_CLOEXEC, 0));
   close(fd);
   ssize_t n = readable < 0 ? -1 : pread(readable, line, kMaxShebangBytes, 0);
   if (readable >= 0) close(readable);

@@ -24,14 +24,14 @@ using namespace onebox::shim;
 
 namespace {
 
-// Runs fn(path) with a /proc/self/fd path naming the cluster file (a final
+// Runs fn(path) with a /proc path of a descriptor naming the cluster file (a final
 // symlink followed inside the view): for calls that have no empty-path form.
 template <class Fn>
 int ViaProcFd(const Target& t, Fn fn) {
   int fd = OpenInView(t, O_PATH | O_CLOEXEC, 0);
   if (fd < 0) return -1;
-  char link[64];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char link[kFdLinkBytes];
+  FdLink(link, fd);
   int r = fn(link);
   int err = errno;
   close(fd);

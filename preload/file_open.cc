@@ -227,7 +227,7 @@ FILE* fopen64(const char* path, const char* mode) {
 }
 
 // freopen of a cluster path: open it in the view, then let stdio reopen the
-// stream on that open file through its /proc/self/fd link.
+// stream on that open file through its /proc link (FdLink).
 static FILE* FreopenImpl(const char* path, const char* mode, FILE* stream, bool large) {
   ONEBOX_REAL(freopen);
   ONEBOX_REAL(freopen64);
@@ -237,8 +237,8 @@ static FILE* FreopenImpl(const char* path, const char* mode, FILE* stream, bool 
   if (!t.cluster) return real(t.NativePath(path), mode, stream);
   int fd = OpenForStdio(t, mode);
   if (fd < 0) return nullptr;
-  char link[64];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char link[kFdLinkBytes];
+  FdLink(link, fd);
   // The file exists now: reopening it must not ask for exclusive creation again.
   char reopen_mode[16];
   size_t k = 0;

@@ -164,8 +164,9 @@ int WalkCluster(const char* dir, int nopenfd, int flags) {
   }
   // A detached view has no path here: the walk goes through fd's /proc entry.
   const bool detached = ViewIsDetached();
-  char top[32];  // "/.": the /proc entry itself is a symlink, which a physical walk would not enter
-  snprintf(top, sizeof top, "/proc/self/fd/%d/.", fd);
+  char top[kFdLinkBytes + 2];  // "/.": the /proc entry itself is a symlink, which a physical walk would not enter
+  FdLink(top, fd);
+  strcat(top, "/.");
   walk_skip = detached ? strlen(top) : view.size();
   walk_name = detached ? real + view.size() : "";
   walk_chdir = flags & FTW_CHDIR;

@@ -41,8 +41,8 @@ ssize_t WithFile(const Target& t, bool nofollow, Fn fn, OnSymlink on_symlink) {
   if (nofollow && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
     r = on_symlink();
   } else {
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    char link[kFdLinkBytes];
+    FdLink(link, fd);
     r = fn(link);
   }
   int err = errno;

@@ -37,7 +37,7 @@
   X(file_open, __openat64_2, kFull, "_FORTIFY_SOURCE entry: openat64 without a mode")                                   \
   X(file_open, fopen, kFull, "opened here and wrapped with fdopen (glibc's fopen does not call the interposable open)") \
   X(file_open, fopen64, kFull, "as fopen")                                                                              \
-  X(file_open, freopen, kFull, "opened here, then the stream is reopened on /proc/self/fd/N")                           \
+  X(file_open, freopen, kFull, "opened here, then the stream is reopened on /proc/thread-self/fd/N")                    \
   X(file_open, freopen64, kFull, "as freopen")                                                                          \
   X(file_open, opendir, kFull, "fdopendir on the view directory; readdir, rewinddir and closedir are libc's own")       \
   X(file_open, mkstemp, kFull, "the template is filled here (glibc's uses an internal open): O_EXCL, mode 0600")        \

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 
@@ -148,6 +149,17 @@ std::string_view ViewRoot();
 std::string_view AgentViewRoot();
 // True when the view came as a detached mount: it has no path here.
 bool ViewIsDetached();
+// The /proc path of the calling thread's descriptor fd. /proc/thread-self,
+// not /proc/self: a thread that unshared its descriptor table
+// (unshare(CLONE_FILES)) has one of its own, and /proc/self/fd is the
+// process's. (Names a program sees, a posix_spawn'ed program's or a bound
+// socket's, stay /proc/self/fd/N: exec.cc, socket.cc.)
+constexpr size_t kFdLinkBytes = 40;  // "/proc/thread-self/fd/" and up to 10 digits
+template <size_t N>
+void FdLink(char (&out)[N], int fd) {
+  static_assert(N >= kFdLinkBytes);
+  snprintf(out, N, "/proc/thread-self/fd/%d", fd);
+}
 // The real path of fd as ViewRoot() names the view (for a detached view,
 // "(unreachable)/cluster/a" where the kernel says "/cluster/a"), NUL-ended
 // in real; its length, or -1 (or 0) when the kernel names none.

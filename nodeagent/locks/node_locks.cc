@@ -319,11 +319,39 @@ int NodeLocks::WatchOwner(Owner& owner, pid_t pid, int copy) {
   return 0;
 }
 
+namespace {
+
+// A pidfd to copy the caller's descriptor through: its process's, or, for
+// another of its threads, that thread's (PIDFD_THREAD, Linux 6.9; Debian
+// 12's headers predate it): a thread with a descriptor table of its own
+// (unshare(CLONE_FILES)) names a descriptor of that table. The thread is
+// taken only as the caller names it in the agent's pid namespace (said_pid
+// is pid), and only if it is one of pid's threads. -1 with errno.
+int DescriptorPidfd(pid_t pid, pid_t said_pid, pid_t tid) {
+  constexpr unsigned kPidfdThread = O_EXCL;
+  if (tid <= 0 || tid == pid || said_pid != pid) return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread));
+  if (pidfd < 0) {
+    if (errno == EINVAL) return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));  // an older kernel
+    return -1;
+  }
+  // (Looked at after the open: the pidfd names one task for good.)
+  struct stat st;
+  if (stat(fmt::format("/proc/{}/task/{}", pid, tid).c_str(), &st) != 0) {
+    close(pidfd);
+    errno = ESRCH;
+    return -1;
+  }
+  return pidfd;
+}
+
+}  // namespace
+
 int NodeLocks::OwnerFor(const Asked& asked, int type, std::string* key) {
   if (asked.pid <= 0) return ENOLCK;  // a process in a pid namespace this agent cannot name
   // The agent's copy of the program's descriptor: checked, and (flock, OFD)
   // the description whose token names the owner.
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, asked.pid, 0));
+  int pidfd = DescriptorPidfd(asked.pid, asked.req.pid(), asked.req.tid());
   if (pidfd < 0) return ESRCH;
   int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, asked.req.fd(), 0));
   const int getfd_err = errno;

@@ -243,6 +243,70 @@ print(marks(os.listxattr(fd)), err(lambda: os.getxattr(fd, 'user.onebox.placed')
   EXPECT_EQ(getxattr(g.c_str(), "user.mine", nullptr, 0), 1);
 }
 
+// A thread with a descriptor table of its own (unshare(CLONE_FILES)) uses
+// cluster files as any other: the shim finds its descriptors in its own
+// table (/proc/thread-self), not in the process's, where the same numbers
+// are free or other files. On the node holding a stub of a file: it reads
+// the whole content (brought on open), sets an attribute by path and lists
+// it without the agent's marks, and the process's other file under the
+// same number is left alone.
+TEST_F(ClusterTest, AThreadWithADescriptorTableOfItsOwnUsesClusterFilesAsAnyOther) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  RunResult made = Shell(*a,
+                        "mkdir -p /cluster/own && head -c 300000 /dev/urandom > /cluster/own/f && echo other > "
+                        "/cluster/own/other && sha256sum < /cluster/own/f | cut -d' ' -f1");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string& sum = made.out;
+  const std::string b_f = dir_ / "b-data/view/cluster/own/f", c_f = dir_ / "c-data/view/cluster/own/f";
+  ASSERT_TRUE(WaitUntil([&] { return IsStub(b_f) || IsStub(c_f); }, seconds(15), "a stub of f on b or c"));
+  AgentProcess& stub_node = IsStub(b_f) ? *b : *c;
+  const std::string program = R"(
+import ctypes, hashlib, os, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+unshared, other_open, said = threading.Event(), threading.Event(), []
+def own():
+    if libc.unshare(0x400) != 0:  # CLONE_FILES
+        said.append('unshare ' + os.strerror(ctypes.get_errno()))
+        unshared.set()
+        return
+    unshared.set()
+    other_open.wait()
+    def step(call):
+        try:
+            said.append(call())
+        except OSError as e:
+            said.append('error ' + str(e))
+    def attribute():  # (the shim's descriptor for it gets the number 'other' has in the process's table)
+        os.setxattr('/cluster/own/f', 'user.t', b'1')
+        return str(os.listxattr('/cluster/own/f'))
+    def read_all():
+        fd = os.open('/cluster/own/f', os.O_RDONLY)  # (a stub: the content comes on open)
+        said.append('same number' if fd == other else 'numbers differ')
+        data = b''
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        os.close(fd)
+        return hashlib.sha256(data).hexdigest()
+    step(attribute)
+    step(read_all)
+t = threading.Thread(target=own)
+t.start()
+unshared.wait()
+other = os.open('/cluster/own/other', os.O_RDONLY)  # the process's table: this number is another file
+other_open.set()
+t.join()
+print('\n'.join(said))
+print(os.listxattr('/cluster/own/other'), os.read(other, 100))
+)";
+  RunResult r = RunCommand({"/usr/bin/python3", "-c", program},
+                           {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", stub_node.socket()}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "['user.t']\nsame number\n" + sum + "[] b'other\\n'\n") << r.err;
+  // The attribute is the file's, on every node.
+  EXPECT_TRUE(Eventually(*a, "python3 -c \"import os; print(os.getxattr('/cluster/own/f', 'user.t'))\"", "b'1'\n"));
+}
+
 // Records of up to 1 MiB each (a store value, or a file with its extended
 // attributes) that pile up while a peer does not answer go to it in batches
 // within gRPC's message size: it catches up, with no stream stuck resending

@@ -113,11 +113,24 @@ except OSError as e:
         },
         seconds(10), "b's lock once the program ended"));
   }
+  // Ends a program that holds a lock (SIGKILL, then the join of the thread
+  // that runs it) once, however the test ends: its pid is not killed again
+  // once reaped.
+  struct EndHolder {
+    pid_t pid;
+    std::thread& thread;
+    void operator()() {
+      if (!thread.joinable()) return;
+      kill(pid, SIGKILL);
+      thread.join();
+    }
+    ~EndHolder() { (*this)(); }
+  };
   // A python script on a that holds a lock on a file homed on a (named
   // prefix and a number; b reads it first), under a's lease, and writes its
   // pid to argv[2] once it holds it; while_held(pid, name) looks at it, then
   // RefusedToBAcrossARestartOfAUntilTheHolderEnds. The program is ended
-  // (SIGKILL) once, however the test ends.
+  // (EndHolder) however the test ends.
   void HeldOnAAcrossARestartOfA(const std::string& prefix, const std::string& script,
                                 const std::function<void(pid_t, const std::string& name)>& while_held) {
     const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
@@ -137,16 +150,7 @@ except OSError as e:
       holding.join();
       FAIL() << "the holder said '" << said << "': " << holder_run.err;
     }
-    struct EndHolder {  // (its pid is not killed again once reaped)
-      pid_t pid;
-      std::thread& thread;
-      void operator()() {
-        if (!thread.joinable()) return;
-        kill(pid, SIGKILL);
-        thread.join();
-      }
-      ~EndHolder() { (*this)(); }
-    } end_holder{static_cast<pid_t>(pid), holding};
+    EndHolder end_holder{static_cast<pid_t>(pid), holding};
     while_held(end_holder.pid, name);
     if (HasFatalFailure()) return;
     RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
@@ -697,6 +701,98 @@ time.sleep(600)
       EXPECT_NE(std::filesystem::read_symlink(fd.path(), ec).filename().string(), name) << fd.path();
     }
   });
+}
+
+// A thread with a descriptor table of its own (unshare(CLONE_FILES)) locks
+// a file that programs on other nodes lock too, outside any lease: the
+// shim finds the file in the thread's table (the process's has another
+// file under that number) and the agent copies the descriptor through the
+// thread (PIDFD_THREAD). b's lock keeps it out, and its lock keeps b out.
+TEST_F(LocksTest, AThreadWithADescriptorTableOfItsOwnLocksAFileOtherNodesLockToo) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string path = "/cluster/shared", b_held = dir_ / "b.held", b_go = dir_ / "b.go",
+                    a_held = dir_ / "a.held";
+  ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
+  ASSERT_TRUE(Reads(*b, path, "x\n"));
+  const std::string b_holder = R"(
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+open(sys.argv[2], 'w').write('1')
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.05)
+)";
+  RunResult b_run;
+  std::thread b_holding([&] { b_run = RunCommand({"/usr/bin/python3", "-c", b_holder, path, b_held, b_go}, On(*b)); });
+  struct LetBGo {  // b's program unlocks and ends (once, however the test ends)
+    std::string file;
+    std::thread& thread;
+    void operator()() {
+      std::ofstream(file) << "go";
+      if (thread.joinable()) thread.join();
+    }
+    ~LetBGo() { (*this)(); }
+  } let_b_go{b_go, b_holding};
+  ASSERT_FALSE(Await(b_held).empty()) << b_run.err;
+  const std::string a_program = R"(
+import ctypes, errno, fcntl, os, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+unshared, other_open = threading.Event(), threading.Event()
+def own():
+    if libc.unshare(0x400) != 0:  # CLONE_FILES
+        print('unshare', os.strerror(ctypes.get_errno()), flush=True)
+        os._exit(3)
+    unshared.set()
+    other_open.wait()
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    print('same number' if fd == other else 'numbers differ', flush=True)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print('granted while b holds it', flush=True)
+    except OSError as e:
+        print(errno.errorcode[e.errno], flush=True)
+    open(sys.argv[2] + '.tried', 'w').write('1')
+    deadline = time.time() + 20
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as e:
+            if time.time() > deadline:
+                print('never granted:', errno.errorcode[e.errno], flush=True)
+                os._exit(4)
+            time.sleep(0.05)
+    print('granted', flush=True)
+    open(sys.argv[2], 'w').write('1')
+    time.sleep(600)
+open(sys.argv[2] + '.pid', 'w').write(str(os.getpid()))
+threading.Thread(target=own).start()
+unshared.wait()
+other = os.open('/dev/null', os.O_RDONLY)  # the process's table: this number is another file
+other_open.set()
+time.sleep(600)
+)";
+  RunResult a_run;
+  std::thread a_running([&] { a_run = RunCommand({"/usr/bin/python3", "-c", a_program, path, a_held}, On(*a)); });
+  const long pid = std::strtol(Await(a_held + ".pid").c_str(), nullptr, 10);  // (never 0: kill(0) is our group)
+  if (pid <= 0) {
+    a_running.join();
+    FAIL() << a_run.out << a_run.err;
+  }
+  EndHolder end_a{static_cast<pid_t>(pid), a_running};
+  ASSERT_FALSE(Await(a_held + ".tried").empty()) << "a's thread did not try while b held the lock";
+  let_b_go();
+  ASSERT_FALSE(Await(a_held).empty()) << "a's thread never got the lock once b's program ended";
+  EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", TryLockScript("flock"), path}, On(*b)).out, "EAGAIN\n");
+  end_a();
+  EXPECT_EQ(a_run.out, "same number\nEAGAIN\ngranted\n") << a_run.err;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        RunResult r = RunCommand({"/usr/bin/python3", "-c", TryLockScript("flock"), path}, On(*b));
+        return ::testing::AssertionResult(r.out == "granted\n") << r.out << r.err;
+      },
+      seconds(10), "b's lock once a's program ended"));
 }
 
 // A node's agent stopped (SIGSTOP) for longer than the others wait before
