@@ -5,6 +5,7 @@
 // at once with ENOTCONN and the process says so on stderr once. fsync's
 // Publish and open's Hydrate use a connection of their own. Hello's answer
 // brings the agent's state page (a sealed memfd), mapped read-only.
+#include <linux/kcmp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -677,8 +678,8 @@ int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t 
   lock.start = start;
   lock.end = end;
   lock.lease_ok = lease_ok;
-  lock.tid = static_cast<int32_t>(RealSyscall(SYS_gettid));
-  lock.pid = static_cast<int32_t>(RealSyscall(SYS_getpid));
+  // (Named only by a thread whose descriptor table is its own.)
+  lock.tid = OwnDescriptorTable() ? static_cast<int32_t>(RealSyscall(SYS_gettid)) : 0;
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_LOCK;
   req.lock = &lock;
@@ -1103,6 +1104,11 @@ const char* StandInProgram() {
 }
 
 bool InOwnerProcess() { return getpid() == owner_pid; }
+
+bool OwnDescriptorTable() {
+  const long pid = RealSyscall(SYS_getpid), tid = RealSyscall(SYS_gettid);
+  return tid != pid && RealSyscall(SYS_kcmp, pid, tid, KCMP_FILES, 0, 0) > 0;
+}
 
 namespace {
 

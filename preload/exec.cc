@@ -30,10 +30,10 @@ using namespace onebox::shim;
 
 namespace {
 
-// Opens the cluster program t for exec; writes its /proc/self/fd path to proc.
-int OpenForExec(const Target& t, char* proc, size_t cap) {
+// Opens the cluster program t for exec; writes its /proc path to proc (SeenFdLink).
+int OpenForExec(const Target& t, char (&proc)[64]) {
   int fd = OpenProgramInView(t, 0);  // no O_CLOEXEC: a script's interpreter reopens it
-  if (fd >= 0) snprintf(proc, cap, "/proc/self/fd/%d", fd);
+  if (fd >= 0) SeenFdLink(proc, fd);
   return fd;
 }
 
@@ -79,7 +79,7 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
     // whose loader is missing also says ENOENT. Run it as /proc/self/fd/N,
     // an fd left open for the handler, and let the kernel say what it says.
     char proc[64];
-    fd = OpenForExec(t, proc, sizeof proc);
+    fd = OpenForExec(t, proc);
     if (fd < 0) return -1;
     real_execve(proc, argv, envp);
     err = errno;
@@ -229,7 +229,7 @@ int SpawnPath(pid_t* pid, const char* path, const posix_spawn_file_actions_t* ac
   if (!t.cluster) return real_posix_spawn(pid, t.NativePath(path), actions, attr, argv, envp);
   if (t.err) return t.err;
   char proc[64];
-  int fd = OpenForExec(t, proc, sizeof proc);
+  int fd = OpenForExec(t, proc);
   if (fd < 0) return errno;
   int r = real_posix_spawn(pid, proc, actions, attr, argv, envp);
   close(fd);
@@ -291,7 +291,7 @@ __attribute__((noinline)) void* DlopenPath(const char* path, int flags) {
     return nullptr;
   }
   char proc[64];
-  int fd = OpenForExec(t, proc, sizeof proc);
+  int fd = OpenForExec(t, proc);
   if (fd < 0) return real_dlopen(path, flags);  // fails as a missing file does, and says so in dlerror()
   void* h = real_dlopen(proc, flags);
   close(fd);  // the mapping stays

@@ -98,7 +98,7 @@ void UseShimDirFuncs(glob64_t* g) {
 
 // nftw over the view's real path: the callback sees walk_name and then
 // fpath past walk_skip bytes (the view root; or, for a detached view, the
-// whole /proc/self/fd/N/. the walk starts from, and walk_name the cluster
+// whole /proc/thread-self/fd/N/. the walk starts from, and walk_name the cluster
 // name of the walk's top).
 thread_local size_t walk_skip = 0;
 thread_local const char* walk_name = "";

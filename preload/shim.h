@@ -152,13 +152,24 @@ bool ViewIsDetached();
 // The /proc path of the calling thread's descriptor fd. /proc/thread-self,
 // not /proc/self: a thread that unshared its descriptor table
 // (unshare(CLONE_FILES)) has one of its own, and /proc/self/fd is the
-// process's. (Names a program sees, a posix_spawn'ed program's or a bound
-// socket's, stay /proc/self/fd/N: exec.cc, socket.cc.)
+// process's.
 constexpr size_t kFdLinkBytes = 40;  // "/proc/thread-self/fd/" and up to 10 digits
 template <size_t N>
 void FdLink(char (&out)[N], int fd) {
   static_assert(N >= kFdLinkBytes);
   snprintf(out, N, "/proc/thread-self/fd/%d", fd);
+}
+// Whether the calling thread's descriptor table is its own, not its
+// process's (kcmp(2); false when that cannot be told).
+bool OwnDescriptorTable();
+// The /proc path of the calling thread's fd where a program sees the name
+// (a program posix_spawn starts, a library dlopen opens, a Unix socket
+// bound in the cluster): /proc/self/fd/N as natively named, unless the
+// thread's table is its own (then FdLink's).
+template <size_t N>
+void SeenFdLink(char (&out)[N], int fd) {
+  if (OwnDescriptorTable()) return FdLink(out, fd);
+  snprintf(out, N, "/proc/self/fd/%d", fd);
 }
 // The real path of fd as ViewRoot() names the view (for a detached view,
 // "(unreachable)/cluster/a" where the kernel says "/cluster/a"), NUL-ended

@@ -366,7 +366,9 @@ int BindUnix(int fd, const Target& t) {
   int bound = AtParent(t, [&](int parent, const char* base) {
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
-    int n = snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", parent, base);
+    char dir[kFdLinkBytes];
+    SeenFdLink(dir, parent);
+    int n = snprintf(a.sun_path, sizeof a.sun_path, "%s/%s", dir, base);
     if (n < 0 || static_cast<size_t>(n) >= sizeof a.sun_path) return Fail(ENAMETOOLONG);
     return real_bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a);
   });
@@ -383,12 +385,12 @@ int ConnectUnix(int fd, const Target& t) {
   if (t.err) return Fail(t.err);
   const int saved = errno;
   // The socket file opened as any cluster file is (a symlink resolves inside
-  // the view, never out of it), then connected through its /proc/self/fd entry.
+  // the view, never out of it), then connected through its /proc entry.
   int r = -1;
   if (int file = OpenInView(t, O_PATH | O_CLOEXEC, 0); file >= 0) {
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
-    snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d", file);
+    FdLink(a.sun_path, file);
     r = real_connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a);
     const int err = errno;
     close(file);

@@ -321,28 +321,36 @@ int NodeLocks::WatchOwner(Owner& owner, pid_t pid, int copy) {
 
 namespace {
 
-// A pidfd to copy the caller's descriptor through: its process's, or, for
-// another of its threads, that thread's (PIDFD_THREAD, Linux 6.9; Debian
-// 12's headers predate it): a thread with a descriptor table of its own
-// (unshare(CLONE_FILES)) names a descriptor of that table. The thread is
-// taken only as the caller names it in the agent's pid namespace (said_pid
-// is pid), and only if it is one of pid's threads. -1 with errno.
-int DescriptorPidfd(pid_t pid, pid_t said_pid, pid_t tid) {
+// A pidfd to copy the caller's descriptor through, or an errno: its
+// process's, or, when the shim names a thread of it (a thread whose
+// descriptor table is its own: unshare(CLONE_FILES)), that thread's
+// (PIDFD_THREAD, Linux 6.9; Debian 12's headers predate it). A thread the
+// agent cannot name is refused (ENOLCK), never served from the process's
+// table: one in another pid namespace than the agent's (its tid means
+// nothing here), or any on a kernel without thread pidfds.
+int DescriptorPidfd(pid_t pid, pid_t tid, int* pidfd) {
   constexpr unsigned kPidfdThread = O_EXCL;
-  if (tid <= 0 || tid == pid || said_pid != pid) return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread));
-  if (pidfd < 0) {
-    if (errno == EINVAL) return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));  // an older kernel
-    return -1;
+  if (tid <= 0) {
+    *pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    return *pidfd >= 0 ? 0 : ESRCH;
   }
-  // (Looked at after the open: the pidfd names one task for good.)
+  struct stat theirs, ours;
+  if (stat(fmt::format("/proc/{}/ns/pid", pid).c_str(), &theirs) != 0 || stat("/proc/self/ns/pid", &ours) != 0 ||
+      theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev)
+    return ENOLCK;
+  *pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread));
+  if (*pidfd < 0) return errno == ESRCH ? ESRCH : ENOLCK;
+  // One of pid's threads: tid is in pid's task list after the open, and the
+  // pidfd's thread is still alive after that look (a live thread keeps its
+  // number, so the look saw that thread, not a later one given its number).
   struct stat st;
-  if (stat(fmt::format("/proc/{}/task/{}", pid, tid).c_str(), &st) != 0) {
-    close(pidfd);
-    errno = ESRCH;
-    return -1;
+  pollfd exited{*pidfd, POLLIN, 0};
+  if (stat(fmt::format("/proc/{}/task/{}", pid, tid).c_str(), &st) != 0 || poll(&exited, 1, 0) != 0) {
+    close(*pidfd);
+    *pidfd = -1;
+    return ESRCH;
   }
-  return pidfd;
+  return 0;
 }
 
 }  // namespace
@@ -351,8 +359,8 @@ int NodeLocks::OwnerFor(const Asked& asked, int type, std::string* key) {
   if (asked.pid <= 0) return ENOLCK;  // a process in a pid namespace this agent cannot name
   // The agent's copy of the program's descriptor: checked, and (flock, OFD)
   // the description whose token names the owner.
-  int pidfd = DescriptorPidfd(asked.pid, asked.req.pid(), asked.req.tid());
-  if (pidfd < 0) return ESRCH;
+  int pidfd = -1;
+  if (int err = DescriptorPidfd(asked.pid, asked.req.tid(), &pidfd); err != 0) return err;
   int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, asked.req.fd(), 0));
   const int getfd_err = errno;
   close(pidfd);

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -114,17 +116,26 @@ except OSError as e:
         seconds(10), "b's lock once the program ended"));
   }
   // Ends a program that holds a lock (SIGKILL, then the join of the thread
-  // that runs it) once, however the test ends: its pid is not killed again
-  // once reaped.
+  // that runs it) once, however the test ends. Made while the program runs
+  // (it said its pid and sleeps): the signal goes through a pidfd, so it
+  // reaches that program or none, never a later process given its pid.
   struct EndHolder {
     pid_t pid;
     std::thread& thread;
+    int pidfd;
+    EndHolder(pid_t program, std::thread& runs_it)
+        : pid(program), thread(runs_it), pidfd(static_cast<int>(syscall(SYS_pidfd_open, program, 0))) {}
+    EndHolder(const EndHolder&) = delete;
+    EndHolder& operator=(const EndHolder&) = delete;
     void operator()() {
       if (!thread.joinable()) return;
-      kill(pid, SIGKILL);
+      if (pidfd >= 0) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
       thread.join();
     }
-    ~EndHolder() { (*this)(); }
+    ~EndHolder() {
+      (*this)();
+      if (pidfd >= 0) close(pidfd);
+    }
   };
   // A python script on a that holds a lock on a file homed on a (named
   // prefix and a number; b reads it first), under a's lease, and writes its
@@ -707,34 +718,29 @@ time.sleep(600)
 // a file that programs on other nodes lock too, outside any lease: the
 // shim finds the file in the thread's table (the process's has another
 // file under that number) and the agent copies the descriptor through the
-// thread (PIDFD_THREAD). b's lock keeps it out, and its lock keeps b out.
+// thread (PIDFD_THREAD). b's lock keeps it out until b's program ends, and
+// its lock keeps b out.
 TEST_F(LocksTest, AThreadWithADescriptorTableOfItsOwnLocksAFileOtherNodesLockToo) {
   StartThree();
   if (HasFatalFailure()) return;
-  const std::string path = "/cluster/shared", b_held = dir_ / "b.held", b_go = dir_ / "b.go",
-                    a_held = dir_ / "a.held";
+  const std::string path = "/cluster/shared", b_held = dir_ / "b.held", a_held = dir_ / "a.held";
   ASSERT_EQ(RunCommand({"/bin/sh", "-c", "echo x > " + path}, On(*a)).exit_code, 0);
   ASSERT_TRUE(Reads(*b, path, "x\n"));
   const std::string b_holder = R"(
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR)
 fcntl.flock(fd, fcntl.LOCK_EX)
-open(sys.argv[2], 'w').write('1')
-while not os.path.exists(sys.argv[3]):
-    time.sleep(0.05)
+open(sys.argv[2], 'w').write(str(os.getpid()))
+time.sleep(600)
 )";
   RunResult b_run;
-  std::thread b_holding([&] { b_run = RunCommand({"/usr/bin/python3", "-c", b_holder, path, b_held, b_go}, On(*b)); });
-  struct LetBGo {  // b's program unlocks and ends (once, however the test ends)
-    std::string file;
-    std::thread& thread;
-    void operator()() {
-      std::ofstream(file) << "go";
-      if (thread.joinable()) thread.join();
-    }
-    ~LetBGo() { (*this)(); }
-  } let_b_go{b_go, b_holding};
-  ASSERT_FALSE(Await(b_held).empty()) << b_run.err;
+  std::thread b_holding([&] { b_run = RunCommand({"/usr/bin/python3", "-c", b_holder, path, b_held}, On(*b)); });
+  const long b_pid = std::strtol(Await(b_held).c_str(), nullptr, 10);
+  if (b_pid <= 0) {
+    b_holding.join();
+    FAIL() << b_run.err;
+  }
+  EndHolder end_b{static_cast<pid_t>(b_pid), b_holding};
   const std::string a_program = R"(
 import ctypes, errno, fcntl, os, sys, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
@@ -782,7 +788,7 @@ time.sleep(600)
   }
   EndHolder end_a{static_cast<pid_t>(pid), a_running};
   ASSERT_FALSE(Await(a_held + ".tried").empty()) << "a's thread did not try while b held the lock";
-  let_b_go();
+  end_b();  // b's lock ends with its program
   ASSERT_FALSE(Await(a_held).empty()) << "a's thread never got the lock once b's program ended";
   EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", TryLockScript("flock"), path}, On(*b)).out, "EAGAIN\n");
   end_a();
