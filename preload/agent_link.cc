@@ -5,7 +5,6 @@
 // at once with ENOTCONN and the process says so on stderr once. fsync's
 // Publish and open's Hydrate use a connection of their own. Hello's answer
 // brings the agent's state page (a sealed memfd), mapped read-only.
-#include <linux/kcmp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -678,8 +677,9 @@ int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t 
   lock.start = start;
   lock.end = end;
   lock.lease_ok = lease_ok;
-  // (Named only by a thread whose descriptor table is its own.)
-  lock.tid = OwnDescriptorTable() ? static_cast<int32_t>(RealSyscall(SYS_gettid)) : 0;
+  // Any thread but the main one: its descriptor table may be its own.
+  const long tid = RealSyscall(SYS_gettid);
+  lock.tid = tid != RealSyscall(SYS_getpid) ? static_cast<int32_t>(tid) : 0;
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_LOCK;
   req.lock = &lock;
@@ -1105,9 +1105,16 @@ const char* StandInProgram() {
 
 bool InOwnerProcess() { return getpid() == owner_pid; }
 
-bool OwnDescriptorTable() {
-  const long pid = RealSyscall(SYS_getpid), tid = RealSyscall(SYS_gettid);
-  return tid != pid && RealSyscall(SYS_kcmp, pid, tid, KCMP_FILES, 0, 0) > 0;
+bool ProcessSeesFd(int fd) {
+  const int saved = errno;
+  char link[kFdLinkBytes];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  struct stat theirs, ours;
+  const bool same = RealSyscall(SYS_newfstatat, AT_FDCWD, link, &theirs, 0) == 0 &&
+                    RealSyscall(SYS_newfstatat, fd, "", &ours, AT_EMPTY_PATH) == 0 && theirs.st_dev == ours.st_dev &&
+                    theirs.st_ino == ours.st_ino;
+  errno = saved;
+  return same;
 }
 
 namespace {

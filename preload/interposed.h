@@ -56,9 +56,9 @@
   X(exec, execl, kPartial, "as execv")                                                                                  \
   X(exec, execlp, kPartial, "as execvp")                                                                                \
   X(exec, execle, kPartial, "as execve")                                                                                \
-  X(exec, posix_spawn, kPartial, "a cluster program runs as /proc/self/fd/N, whose O_PATH fd stays open in it; ONEBOX_PLACE may place it")         \
+  X(exec, posix_spawn, kPartial, "a cluster program runs as /proc/self/fd/N (thread-self in a thread with its own fd table), whose O_PATH fd stays open in it; ONEBOX_PLACE may place it") \
   X(exec, posix_spawnp, kPartial, "as posix_spawn; PATH is searched here when it names cluster directories")            \
-  X(exec, dlopen, kPartial, "a cluster library is opened as /proc/self/fd/N (its name in the link map)")                \
+  X(exec, dlopen, kPartial, "a cluster library is opened as /proc/self/fd/N (its name in the link map; thread-self as for posix_spawn)") \
   X(file_walk, scandir, kFull, "done here, over the view directory")                                                    \
   X(file_walk, scandir64, kFull, "as scandir")                                                                          \
   X(file_walk, glob, kFull, "glibc's glob, with GLOB_ALTDIRFUNC hooks on the shim's functions")                         \

@@ -159,16 +159,17 @@ void FdLink(char (&out)[N], int fd) {
   static_assert(N >= kFdLinkBytes);
   snprintf(out, N, "/proc/thread-self/fd/%d", fd);
 }
-// Whether the calling thread's descriptor table is its own, not its
-// process's (kcmp(2); false when that cannot be told).
-bool OwnDescriptorTable();
+// Whether /proc/self/fd/N names the file the calling thread's fd names:
+// not always in a thread whose descriptor table is its own. (Two stats, not
+// kcmp(2), which a seccomp filter may forbid.)
+bool ProcessSeesFd(int fd);
 // The /proc path of the calling thread's fd where a program sees the name
 // (a program posix_spawn starts, a library dlopen opens, a Unix socket
-// bound in the cluster): /proc/self/fd/N as natively named, unless the
-// thread's table is its own (then FdLink's).
+// bound in the cluster): /proc/self/fd/N as natively named, unless that
+// names another file or none (then FdLink's).
 template <size_t N>
 void SeenFdLink(char (&out)[N], int fd) {
-  if (OwnDescriptorTable()) return FdLink(out, fd);
+  if (!ProcessSeesFd(fd)) return FdLink(out, fd);
   snprintf(out, N, "/proc/self/fd/%d", fd);
 }
 // The real path of fd as ViewRoot() names the view (for a detached view,

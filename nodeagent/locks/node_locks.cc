@@ -1,6 +1,7 @@
 #include "nodeagent/locks/node_locks.h"
 
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <spdlog/spdlog.h>
 #include <poll.h>
 #include <signal.h>
@@ -321,24 +322,31 @@ int NodeLocks::WatchOwner(Owner& owner, pid_t pid, int copy) {
 
 namespace {
 
-// A pidfd to copy the caller's descriptor through, or an errno: its
-// process's, or, when the shim names a thread of it (a thread whose
-// descriptor table is its own: unshare(CLONE_FILES)), that thread's
-// (PIDFD_THREAD, Linux 6.9; Debian 12's headers predate it). A thread the
-// agent cannot name is refused (ENOLCK), never served from the process's
-// table: one in another pid namespace than the agent's (its tid means
-// nothing here), or any on a kernel without thread pidfds.
+// A pidfd to copy the caller's descriptor through, or an errno. The shim
+// names the calling thread unless it is the main one: its descriptor table
+// may be its own (unshare(CLONE_FILES)), so the descriptor is copied
+// through that thread (PIDFD_THREAD, Linux 6.9; Debian 12's headers predate
+// it). On an older kernel the process's serves if the thread shares its
+// table (kcmp), else ENOLCK; a caller in another pid namespace than the
+// agent's (its tid means nothing here) is served from its process's table.
 int DescriptorPidfd(pid_t pid, pid_t tid, int* pidfd) {
   constexpr unsigned kPidfdThread = O_EXCL;
-  if (tid <= 0) {
+  auto process = [&] {
     *pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     return *pidfd >= 0 ? 0 : ESRCH;
-  }
+  };
+  if (tid <= 0 || tid == pid) return process();
   struct stat theirs, ours;
   if (stat(fmt::format("/proc/{}/ns/pid", pid).c_str(), &theirs) != 0 || stat("/proc/self/ns/pid", &ours) != 0 ||
       theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev)
-    return ENOLCK;
+    return process();
   *pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread));
+  if (*pidfd < 0 && errno == EINVAL) {  // no thread pidfds here
+    const long order = syscall(SYS_kcmp, pid, tid, KCMP_FILES, 0, 0);
+    if (order > 0) return ENOLCK;                  // a table of its own, out of reach
+    if (order < 0 && errno == ESRCH) return ESRCH;
+    return process();  // the same table (or no telling: as for every thread before)
+  }
   if (*pidfd < 0) return errno == ESRCH ? ESRCH : ENOLCK;
   // One of pid's threads: tid is in pid's task list after the open, and the
   // pidfd's thread is still alive after that look (a live thread keeps its

@@ -9,6 +9,7 @@
 // across a restart of its node's agent.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -116,15 +117,28 @@ except OSError as e:
         seconds(10), "b's lock once the program ended"));
   }
   // Ends a program that holds a lock (SIGKILL, then the join of the thread
-  // that runs it) once, however the test ends. Made while the program runs
-  // (it said its pid and sleeps): the signal goes through a pidfd, so it
-  // reaches that program or none, never a later process given its pid.
+  // that runs it) once, however the test ends. Made once the program said
+  // its pid: the signal goes through a pidfd of the test's child of that
+  // pid, so it reaches that program or none.
   struct EndHolder {
     pid_t pid;
     std::thread& thread;
     int pidfd;
     EndHolder(pid_t program, std::thread& runs_it)
-        : pid(program), thread(runs_it), pidfd(static_cast<int>(syscall(SYS_pidfd_open, program, 0))) {}
+        : pid(program), thread(runs_it), pidfd(static_cast<int>(syscall(SYS_pidfd_open, program, 0))) {
+      // Ours only if this test started it (its parent): else a process
+      // given the pid of one that ended, and left alone.
+      std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+      std::string line;
+      std::getline(stat, line);
+      const size_t after_name = line.rfind(')');
+      pid_t parent = 0;
+      if (after_name != std::string::npos) std::istringstream(line.substr(after_name + 2)) >> line >> parent;
+      if (pidfd >= 0 && parent != getpid()) {
+        close(pidfd);
+        pidfd = -1;
+      }
+    }
     EndHolder(const EndHolder&) = delete;
     EndHolder& operator=(const EndHolder&) = delete;
     void operator()() {
@@ -721,6 +735,9 @@ time.sleep(600)
 // thread (PIDFD_THREAD). b's lock keeps it out until b's program ends, and
 // its lock keeps b out.
 TEST_F(LocksTest, AThreadWithADescriptorTableOfItsOwnLocksAFileOtherNodesLockToo) {
+  constexpr unsigned kPidfdThread = O_EXCL;
+  if (const int own = static_cast<int>(syscall(SYS_pidfd_open, gettid(), kPidfdThread)); own >= 0) close(own);
+  else if (errno == EINVAL) GTEST_SKIP() << "this kernel has no thread pidfds (Linux 6.9): such a thread gets ENOLCK";
   StartThree();
   if (HasFatalFailure()) return;
   const std::string path = "/cluster/shared", b_held = dir_ / "b.held", a_held = dir_ / "a.held";
@@ -728,19 +745,21 @@ TEST_F(LocksTest, AThreadWithADescriptorTableOfItsOwnLocksAFileOtherNodesLockToo
   ASSERT_TRUE(Reads(*b, path, "x\n"));
   const std::string b_holder = R"(
 import fcntl, os, sys, time
+open(sys.argv[2] + '.pid', 'w').write(str(os.getpid()))
 fd = os.open(sys.argv[1], os.O_RDWR)
 fcntl.flock(fd, fcntl.LOCK_EX)
-open(sys.argv[2], 'w').write(str(os.getpid()))
+open(sys.argv[2], 'w').write('1')
 time.sleep(600)
 )";
   RunResult b_run;
   std::thread b_holding([&] { b_run = RunCommand({"/usr/bin/python3", "-c", b_holder, path, b_held}, On(*b)); });
-  const long b_pid = std::strtol(Await(b_held).c_str(), nullptr, 10);
+  const long b_pid = std::strtol(Await(b_held + ".pid").c_str(), nullptr, 10);
   if (b_pid <= 0) {
     b_holding.join();
     FAIL() << b_run.err;
   }
   EndHolder end_b{static_cast<pid_t>(b_pid), b_holding};
+  ASSERT_FALSE(Await(b_held).empty()) << "b's program never held the lock";
   const std::string a_program = R"(
 import ctypes, errno, fcntl, os, sys, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
