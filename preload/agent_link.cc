@@ -1105,10 +1105,8 @@ const char* StandInProgram() {
 
 bool InOwnerProcess() { return getpid() == owner_pid; }
 
-bool ProcessSeesFd(int fd) {
+bool NamesFd(const char* link, int fd) {
   const int saved = errno;
-  char link[kFdLinkBytes];
-  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
   struct stat theirs, ours;
   const bool same = RealSyscall(SYS_newfstatat, AT_FDCWD, link, &theirs, 0) == 0 &&
                     RealSyscall(SYS_newfstatat, fd, "", &ours, AT_EMPTY_PATH) == 0 && theirs.st_dev == ours.st_dev &&

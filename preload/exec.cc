@@ -4,7 +4,7 @@
 // here). The file is resolved in the agent's view to a descriptor and run
 // with execveat; a script's interpreter is run here as the kernel would, with
 // the script's path as the program named it (so $0 means what it means
-// natively); posix_spawn and dlopen use /proc/self/fd/N. The view's real
+// natively); posix_spawn and dlopen use /proc/self/fd/N (SeenFdLink). The view's real
 // location is not handed to the program.
 #include <alloca.h>
 #include <dlfcn.h>
@@ -76,7 +76,7 @@ int ExecvePath(const char* path, char* const argv[], char* const envp[], int dep
   if (readable >= 0) close(readable);
   if (n < 2 || line[0] != '#' || line[1] != '!') {
     // Not a script (or not readable): a binfmt_misc handler or an ELF file
-    // whose loader is missing also says ENOENT. Run it as /proc/self/fd/N,
+    // whose loader is missing also says ENOENT. Run it as /proc/.../fd/N,
     // an fd left open for the handler, and let the kernel say what it says.
     char proc[64];
     fd = OpenForExec(t, proc);

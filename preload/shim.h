@@ -159,18 +159,19 @@ void FdLink(char (&out)[N], int fd) {
   static_assert(N >= kFdLinkBytes);
   snprintf(out, N, "/proc/thread-self/fd/%d", fd);
 }
-// Whether /proc/self/fd/N names the file the calling thread's fd names:
-// not always in a thread whose descriptor table is its own. (Two stats, not
-// kcmp(2), which a seccomp filter may forbid.)
-bool ProcessSeesFd(int fd);
+// Whether the path link names the file fd names (two stats: not kcmp(2),
+// which a seccomp filter may forbid).
+bool NamesFd(const char* link, int fd);
 // The /proc path of the calling thread's fd where a program sees the name
 // (a program posix_spawn starts, a library dlopen opens, a Unix socket
 // bound in the cluster): /proc/self/fd/N as natively named, unless that
-// names another file or none (then FdLink's).
+// names another file or none, as it may in a thread whose descriptor table
+// is its own (then FdLink's).
 template <size_t N>
 void SeenFdLink(char (&out)[N], int fd) {
-  if (!ProcessSeesFd(fd)) return FdLink(out, fd);
+  static_assert(N >= kFdLinkBytes);
   snprintf(out, N, "/proc/self/fd/%d", fd);
+  if (!NamesFd(out, fd)) FdLink(out, fd);
 }
 // The real path of fd as ViewRoot() names the view (for a detached view,
 // "(unreachable)/cluster/a" where the kernel says "/cluster/a"), NUL-ended

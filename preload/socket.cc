@@ -13,7 +13,7 @@
 // loopback addresses the program connected to, as on one machine.
 //
 // A Unix socket bound at a path under the cluster root is made in the view
-// (through its directory's /proc/self/fd entry: the view's real path may
+// (through its directory's /proc fd entry, SeenFdLink: the view's real path may
 // be longer than sun_path), and a stream socket is claimed as a port is.
 // connect() to such a path connects in the view; when this node's view has
 // no socket there (another node's program bound it), it connects to the
@@ -361,7 +361,7 @@ int BindUnix(int fd, const Target& t) {
   if (claimed) {
     if (int err = BindPort(0, false, t.rel, st.st_ino, /*release=*/false); err != 0) return Fail(err);
   }
-  // Through its directory's /proc/self/fd entry: the view's real path may
+  // Through its directory's /proc entry (SeenFdLink): the view's real path may
   // not fit sun_path.
   int bound = AtParent(t, [&](int parent, const char* base) {
     sockaddr_un a{};

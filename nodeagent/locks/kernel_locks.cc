@@ -165,9 +165,6 @@ bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, s
 }  // namespace
 
 int CopyLockDescriptor(const KernelLock& k, int* err) {
-  // pidfd_open's PIDFD_THREAD (Debian 12's headers predate it): a pidfd of
-  // one thread. Older kernels refuse it (EINVAL).
-  constexpr unsigned kPidfdThread = O_EXCL;
   std::vector<pid_t> from{k.tid != 0 ? k.tid : k.pid};
   if (k.tid != 0) from.insert(from.end(), k.sharers.begin(), k.sharers.end());  // (that thread may have ended)
   bool all_exiting = true;

@@ -4,6 +4,7 @@
 // agent to find those its predecessor's leases left.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -12,6 +13,11 @@
 #include <vector>
 
 namespace onebox {
+
+// pidfd_open's PIDFD_THREAD (Linux 6.9; Debian 12's headers predate it): a
+// pidfd of one thread, through which pidfd_getfd copies from that thread's
+// descriptor table. Older kernels refuse it (EINVAL).
+constexpr unsigned kPidfdThread = O_EXCL;
 
 // A lock the kernel holds on a file, as /proc/locks and fdinfo name it.
 struct KernelLock {

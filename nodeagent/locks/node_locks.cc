@@ -17,10 +17,12 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 
 #include "nodeagent/daemon/thread_name.h"
+#include "nodeagent/locks/kernel_locks.h"
 #include "naming/ns_key.h"
 #include "nodeagent/locks/lock_wire.h"
 #include "nodeagent/process/proc_table.h"
@@ -325,20 +327,22 @@ namespace {
 // A pidfd to copy the caller's descriptor through, or an errno. The shim
 // names the calling thread unless it is the main one: its descriptor table
 // may be its own (unshare(CLONE_FILES)), so the descriptor is copied
-// through that thread (PIDFD_THREAD, Linux 6.9; Debian 12's headers predate
-// it). On an older kernel the process's serves if the thread shares its
+// through that thread (kPidfdThread). On an older kernel the process's serves if the thread shares its
 // table (kcmp), else ENOLCK; a caller in another pid namespace than the
 // agent's (its tid means nothing here) is served from its process's table.
 int DescriptorPidfd(pid_t pid, pid_t tid, int* pidfd) {
-  constexpr unsigned kPidfdThread = O_EXCL;
   auto process = [&] {
     *pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     return *pidfd >= 0 ? 0 : ESRCH;
   };
   if (tid <= 0 || tid == pid) return process();
-  struct stat theirs, ours;
-  if (stat(fmt::format("/proc/{}/ns/pid", pid).c_str(), &theirs) != 0 || stat("/proc/self/ns/pid", &ours) != 0 ||
-      theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev)
+  static const std::optional<struct stat> ours = [] {
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? std::optional<struct stat>(st) : std::nullopt;
+  }();
+  struct stat theirs;
+  if (!ours || stat(fmt::format("/proc/{}/ns/pid", pid).c_str(), &theirs) != 0 || theirs.st_ino != ours->st_ino ||
+      theirs.st_dev != ours->st_dev)
     return process();
   *pidfd = static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread));
   if (*pidfd < 0 && errno == EINVAL) {  // no thread pidfds here

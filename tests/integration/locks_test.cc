@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "nodeagent/locks/kernel_locks.h"
 #include "nodeagent/locks/lock_home.h"
 #include "proto/gpid.h"
 #include "proto/state_page.h"
@@ -735,7 +736,6 @@ time.sleep(600)
 // thread (PIDFD_THREAD). b's lock keeps it out until b's program ends, and
 // its lock keeps b out.
 TEST_F(LocksTest, AThreadWithADescriptorTableOfItsOwnLocksAFileOtherNodesLockToo) {
-  constexpr unsigned kPidfdThread = O_EXCL;
   if (const int own = static_cast<int>(syscall(SYS_pidfd_open, gettid(), kPidfdThread)); own >= 0) close(own);
   else if (errno == EINVAL) GTEST_SKIP() << "this kernel has no thread pidfds (Linux 6.9): such a thread gets ENOLCK";
   StartThree();
