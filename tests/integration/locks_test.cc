@@ -152,6 +152,14 @@ except OSError as e:
       if (pidfd >= 0) close(pidfd);
     }
   };
+  // The pid a program (run on runs_it) wrote to file, or 0 once runs_it
+  // ended (the program said none; never 0 to kill: that is the test's group).
+  pid_t AwaitPid(const std::string& file, std::thread& runs_it) {
+    const long pid = std::strtol(Await(file).c_str(), nullptr, 10);
+    if (pid > 0) return static_cast<pid_t>(pid);
+    runs_it.join();
+    return 0;
+  }
   // A python script on a that holds a lock on a file homed on a (named
   // prefix and a number; b reads it first), under a's lease, and writes its
   // pid to argv[2] once it holds it; while_held(pid, name) looks at it, then
@@ -170,13 +178,9 @@ except OSError as e:
     std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
     RunResult holder_run;
     std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", script, path, held}, On(*a)); });
-    const std::string said = Await(held);
-    const long pid = std::strtol(said.c_str(), nullptr, 10);  // (never 0: kill(0) is the test's own group)
-    if (pid <= 0) {
-      holding.join();
-      FAIL() << "the holder said '" << said << "': " << holder_run.err;
-    }
-    EndHolder end_holder{static_cast<pid_t>(pid), holding};
+    const pid_t pid = AwaitPid(held, holding);
+    if (pid == 0) FAIL() << "the holder said no pid: " << holder_run.err;
+    EndHolder end_holder{pid, holding};
     while_held(end_holder.pid, name);
     if (HasFatalFailure()) return;
     RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
@@ -753,12 +757,9 @@ time.sleep(600)
 )";
   RunResult b_run;
   std::thread b_holding([&] { b_run = RunCommand({"/usr/bin/python3", "-c", b_holder, path, b_held}, On(*b)); });
-  const long b_pid = std::strtol(Await(b_held + ".pid").c_str(), nullptr, 10);
-  if (b_pid <= 0) {
-    b_holding.join();
-    FAIL() << b_run.err;
-  }
-  EndHolder end_b{static_cast<pid_t>(b_pid), b_holding};
+  const pid_t b_pid = AwaitPid(b_held + ".pid", b_holding);
+  if (b_pid == 0) FAIL() << b_run.err;
+  EndHolder end_b{b_pid, b_holding};
   ASSERT_FALSE(Await(b_held).empty()) << "b's program never held the lock";
   const std::string a_program = R"(
 import ctypes, errno, fcntl, os, sys, threading, time
@@ -800,12 +801,9 @@ time.sleep(600)
 )";
   RunResult a_run;
   std::thread a_running([&] { a_run = RunCommand({"/usr/bin/python3", "-c", a_program, path, a_held}, On(*a)); });
-  const long pid = std::strtol(Await(a_held + ".pid").c_str(), nullptr, 10);  // (never 0: kill(0) is our group)
-  if (pid <= 0) {
-    a_running.join();
-    FAIL() << a_run.out << a_run.err;
-  }
-  EndHolder end_a{static_cast<pid_t>(pid), a_running};
+  const pid_t a_pid = AwaitPid(a_held + ".pid", a_running);
+  if (a_pid == 0) FAIL() << a_run.out << a_run.err;
+  EndHolder end_a{a_pid, a_running};
   ASSERT_FALSE(Await(a_held + ".tried").empty()) << "a's thread did not try while b held the lock";
   end_b();  // b's lock ends with its program
   ASSERT_FALSE(Await(a_held).empty()) << "a's thread never got the lock once b's program ended";
