@@ -4,8 +4,7 @@
 // coordination store a user would otherwise run on every machine). Then
 // the same for the first agent while a program under its shim holds a
 // connection and idles too (the symlink guard's heartbeat runs only then).
-// CPU is each thread's run time (/proc/PID/task/*/schedstat, in ns):
-// /proc/PID/stat counts 10 ms ticks, a sixth of the whole 0.2% goal over 30 s.
+// CPU is read from each process's CPU clock, in ns (CpuSeconds).
 //
 //   idle_bench [--agents N] [--seconds S]     (default 3 agents, 30 s)
 #include <signal.h>
@@ -14,9 +13,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
-#include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,44 +30,22 @@ namespace {
 using onebox::testing::AgentProcess;
 using onebox::testing::CpuSeconds;
 
-// Each thread's run time so far (ns), by thread id.
-std::map<std::string, uint64_t> ThreadRunNs(pid_t pid) {
-  std::map<std::string, uint64_t> out;
-  std::error_code ec;
-  for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
-    std::ifstream schedstat(task.path() / "schedstat");
-    uint64_t ns = 0;
-    if (schedstat >> ns) out[task.path().filename()] = ns;
-  }
-  return out;
-}
-
-// Each pid's CPU over the same `seconds`, as % of one core: the sum of its
-// threads' run time in the window, or, where a thread ended in it (taking
-// its run time with it), the process's ticks.
-std::vector<double> CpuShares(const std::vector<pid_t>& pids, int seconds) {
-  std::vector<std::map<std::string, uint64_t>> threads_before;
-  std::vector<double> ticks_before;
-  for (pid_t p : pids) {
-    threads_before.push_back(ThreadRunNs(p));
-    ticks_before.push_back(CpuSeconds(p));
-  }
+// Each pid's CPU over the same `seconds`, as % of one core; nothing if one
+// of them ended meanwhile (its CPU would read as none: a pass it did not earn).
+std::optional<std::vector<double>> CpuShares(const std::vector<pid_t>& pids, int seconds) {
+  std::vector<double> before;
+  for (pid_t p : pids) before.push_back(CpuSeconds(p));
   auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::seconds(seconds));
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<double> out;
   for (size_t i = 0; i < pids.size(); ++i) {
-    const std::map<std::string, uint64_t> after = ThreadRunNs(pids[i]);
-    bool one_ended = false;
-    uint64_t ran_ns = 0;
-    for (const auto& [tid, ns] : threads_before[i]) one_ended |= !after.contains(tid);
-    for (const auto& [tid, ns] : after) {
-      auto was = threads_before[i].find(tid);
-      ran_ns += ns - (was == threads_before[i].end() ? 0 : std::min(ns, was->second));
+    const char state = onebox::testing::ProcessState(pids[i]);
+    if (state == '\0' || state == 'Z') {
+      fprintf(stderr, "idle_bench: process %d ended while it was measured\n", pids[i]);
+      return std::nullopt;
     }
-    const double cpu = one_ended ? CpuSeconds(pids[i]) - ticks_before[i] : static_cast<double>(ran_ns) / 1e9;
-    if (one_ended) fprintf(stderr, "idle_bench: a thread of %d ended in the window: its CPU counted in 10 ms ticks\n", pids[i]);
-    out.push_back(100 * cpu / wall);
+    out.push_back(100 * (CpuSeconds(pids[i]) - before[i]) / wall);
   }
   return out;
 }
@@ -114,8 +90,9 @@ int main(int argc, char** argv) {
   std::vector<pid_t> pids;
   for (auto& a : agents) pids.push_back(a->pid());
   if (with_etcd) pids.push_back(etcd.pid());
-  std::vector<double> shares = CpuShares(pids, seconds);
-  std::vector<double> agent_shares(shares.begin(), shares.begin() + static_cast<long>(n));
+  std::optional<std::vector<double>> shares = CpuShares(pids, seconds);
+  if (!shares) return 1;
+  std::vector<double> agent_shares(shares->begin(), shares->begin() + static_cast<long>(n));
 
   // One program under the first agent's shim, connected (it listed the
   // cluster root) and then idle.
@@ -129,7 +106,9 @@ int main(int argc, char** argv) {
   std::vector<double> connected;
   if (up) {
     std::this_thread::sleep_for(std::chrono::seconds(2));
-    connected = CpuShares({agents[0]->pid()}, seconds);
+    std::optional<std::vector<double>> shares_connected = CpuShares({agents[0]->pid()}, seconds);
+    if (!shares_connected) return 1;
+    connected = std::move(*shares_connected);
   }
   if (program > 0) {
     kill(program, SIGKILL);
@@ -141,7 +120,7 @@ int main(int argc, char** argv) {
   printf("%-58s %7s %7s %7s   %s\n", "benchmark", "min", "median", "max", "goal");
   Row(fmt::format("idle agent ({} threads)", Threads(agents[0]->pid())), agent_shares, "<= 0.2 % each");
   if (with_etcd)
-    Row(fmt::format("etcd {} one member, idle (same window)", etcd.version()), {shares.back()}, "(what a user would run)");
+    Row(fmt::format("etcd {} one member, idle (same window)", etcd.version()), {shares->back()}, "(what a user would run)");
   else
     printf("%-58s %s\n", "etcd one member, idle", etcd_missing.c_str());
   if (up)

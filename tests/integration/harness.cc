@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -237,11 +238,12 @@ std::string StatAfterCommand(pid_t pid) {
 }  // namespace
 
 double CpuSeconds(pid_t pid) {
-  const std::string fields = StatAfterCommand(pid);
-  unsigned long utime = 0, stime = 0;
-  // Fields after the command: state (3) ... utime (14), stime (15).
-  if (sscanf(fields.c_str(), " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return 0;
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  // Its CPU clock, in ns: /proc/PID/stat says the same in 10 ms ticks, a
+  // sixth of an idle agent's whole goal (0.2% of a core) over 30 s.
+  clockid_t clock;
+  timespec now{};
+  if (clock_getcpuclockid(pid, &clock) != 0 || clock_gettime(clock, &now) != 0) return 0;
+  return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
 }
 
 char ProcessState(pid_t pid) {

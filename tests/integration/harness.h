@@ -77,7 +77,8 @@ RunResult RunInNode(const NodeSpaces& node, const std::vector<std::string>& argv
 
 // A memory figure of process pid from /proc/PID/status ("VmRSS:", "VmHWM:"), MiB; -1 if absent.
 double ProcessMemoryMiB(pid_t pid, const std::string& field);
-// CPU time (user + system, all its threads) of process pid so far, in seconds; 0 if gone.
+// CPU time (user + system, all its threads, ended ones too) of process pid so far, in
+// seconds, from its CPU clock (ns); 0 if gone.
 double CpuSeconds(pid_t pid);
 // Process pid's state letter from /proc/PID/stat (R, S, D, Z for a zombie...); '\0' if gone.
 char ProcessState(pid_t pid);
