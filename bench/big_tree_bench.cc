@@ -34,7 +34,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using onebox::testing::AgentProcess;
 using onebox::testing::CpuSeconds;
-using onebox::testing::ProcessState;
+using onebox::testing::ProcessEnded;
 using onebox::testing::RunResult;
 using onebox::testing::TempDir;
 
@@ -55,13 +55,9 @@ size_t CountBelow(const std::string& root) {
   return n;
 }
 
-// (The bench is their parent: an agent that died stays a zombie until the
-// end, so its state tells, not kill(pid, 0).)
 bool AgentsAlive(const Column& col) {
-  for (const auto& a : col.nodes) {
-    const char state = ProcessState(a->pid());
-    if (state == '\0' || state == 'Z' || state == 'X') return false;
-  }
+  for (const auto& a : col.nodes)
+    if (ProcessEnded(a->pid())) return false;
   return true;
 }
 

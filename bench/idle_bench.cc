@@ -4,7 +4,8 @@
 // coordination store a user would otherwise run on every machine). Then
 // the same for the first agent while a program under its shim holds a
 // connection and idles too (the symlink guard's heartbeat runs only then).
-// CPU is read from each process's CPU clock, in ns (CpuSeconds).
+// CPU is read from each process's CPU clock (CpuSeconds): in ns, where
+// /proc/PID/stat's 10 ms ticks would be a sixth of the 0.2% goal over 30 s.
 //
 //   idle_bench [--agents N] [--seconds S]     (default 3 agents, 30 s)
 #include <signal.h>
@@ -31,7 +32,8 @@ using onebox::testing::AgentProcess;
 using onebox::testing::CpuSeconds;
 
 // Each pid's CPU over the same `seconds`, as % of one core; nothing if one
-// of them ended meanwhile (its CPU would read as none: a pass it did not earn).
+// of them ended meanwhile (its clock stopped there: a share too low, a pass
+// it did not earn).
 std::optional<std::vector<double>> CpuShares(const std::vector<pid_t>& pids, int seconds) {
   std::vector<double> before;
   for (pid_t p : pids) before.push_back(CpuSeconds(p));
@@ -40,14 +42,25 @@ std::optional<std::vector<double>> CpuShares(const std::vector<pid_t>& pids, int
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<double> out;
   for (size_t i = 0; i < pids.size(); ++i) {
-    const char state = onebox::testing::ProcessState(pids[i]);
-    if (state == '\0' || state == 'Z') {
+    out.push_back(100 * (CpuSeconds(pids[i]) - before[i]) / wall);
+    // (After the read: one that ends in between is caught.)
+    if (onebox::testing::ProcessEnded(pids[i])) {
       fprintf(stderr, "idle_bench: process %d ended while it was measured\n", pids[i]);
       return std::nullopt;
     }
-    out.push_back(100 * (CpuSeconds(pids[i]) - before[i]) / wall);
   }
   return out;
+}
+
+// Why a measurement failed: the log of each agent that ended.
+int Failed(const std::vector<std::unique_ptr<AgentProcess>>& agents) {
+  for (const auto& a : agents) {
+    if (!onebox::testing::ProcessEnded(a->pid())) continue;
+    const std::string log = a->log();
+    fprintf(stderr, "idle_bench: agent %d ended; its log ends:\n%s\n", a->pid(),
+            log.substr(log.size() > 2000 ? log.size() - 2000 : 0).c_str());
+  }
+  return 1;
 }
 
 void Row(const std::string& name, std::vector<double> v, const std::string& goal) {
@@ -91,7 +104,7 @@ int main(int argc, char** argv) {
   for (auto& a : agents) pids.push_back(a->pid());
   if (with_etcd) pids.push_back(etcd.pid());
   std::optional<std::vector<double>> shares = CpuShares(pids, seconds);
-  if (!shares) return 1;
+  if (!shares) return Failed(agents);
   std::vector<double> agent_shares(shares->begin(), shares->begin() + static_cast<long>(n));
 
   // One program under the first agent's shim, connected (it listed the
@@ -103,17 +116,16 @@ int main(int argc, char** argv) {
   bool up = program > 0 && onebox::testing::WaitUntil(
                                [&] { return onebox::bench::Tail(said).find("connected") != std::string::npos; },
                                std::chrono::seconds(20), "the program under the shim has connected");
-  std::vector<double> connected;
+  std::optional<std::vector<double>> connected;
   if (up) {
     std::this_thread::sleep_for(std::chrono::seconds(2));
-    std::optional<std::vector<double>> shares_connected = CpuShares({agents[0]->pid()}, seconds);
-    if (!shares_connected) return 1;
-    connected = std::move(*shares_connected);
+    connected = CpuShares({agents[0]->pid()}, seconds);
   }
   if (program > 0) {
     kill(program, SIGKILL);
     onebox::bench::Reap(program);
   }
+  if (up && !connected) return Failed(agents);
 
   printf("idle_bench: %zu agents on one machine (loopback), joined and idle; CPU over %d s, %% of one core\n", n,
          seconds);
@@ -124,7 +136,7 @@ int main(int argc, char** argv) {
   else
     printf("%-58s %s\n", "etcd one member, idle", etcd_missing.c_str());
   if (up)
-    Row("agent A with one idle program under its shim connected", connected, "(symlink heartbeat every 10 ms)");
+    Row("agent A with one idle program under its shim connected", *connected, "(symlink heartbeat every 10 ms)");
   else
     printf("%-58s did not start: %s\n", "agent A with one idle program under its shim",
            onebox::bench::Tail(said, 300).c_str());

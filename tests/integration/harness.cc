@@ -246,9 +246,10 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
 }
 
-char ProcessState(pid_t pid) {
-  const std::string fields = StatAfterCommand(pid);
-  return fields.size() >= 2 ? fields[1] : '\0';
+bool ProcessEnded(pid_t pid) {
+  const std::string fields = StatAfterCommand(pid);  // " S ppid ...": the state letter first
+  const char state = fields.size() >= 2 ? fields[1] : '\0';
+  return state == '\0' || state == 'Z' || state == 'X';
 }
 
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,

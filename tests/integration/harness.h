@@ -78,10 +78,11 @@ RunResult RunInNode(const NodeSpaces& node, const std::vector<std::string>& argv
 // A memory figure of process pid from /proc/PID/status ("VmRSS:", "VmHWM:"), MiB; -1 if absent.
 double ProcessMemoryMiB(pid_t pid, const std::string& field);
 // CPU time (user + system, all its threads, ended ones too) of process pid so far, in
-// seconds, from its CPU clock (ns); 0 if gone.
+// seconds, from its CPU clock (ns); a zombie's stays at its total; 0 for a pid not found.
 double CpuSeconds(pid_t pid);
-// Process pid's state letter from /proc/PID/stat (R, S, D, Z for a zombie...); '\0' if gone.
-char ProcessState(pid_t pid);
+// Whether process pid has ended: gone, a zombie or dying. (A child of the
+// caller stays a zombie until reaped: its state tells, kill(pid, 0) does not.)
+bool ProcessEnded(pid_t pid);
 
 // One request over the shim socket (framed as the shim frames it).
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
