@@ -631,26 +631,39 @@ Onebox__V1__ShimResponse* AskLinked(Onebox__V1__ShimRequest& req) {
   return resp;
 }
 
-int Claim(const char* rel_path, bool directory) {
-  Onebox__V1__ShimClaimRequest claim = ONEBOX__V1__SHIM_CLAIM_REQUEST__INIT;
-  claim.path = const_cast<char*>(rel_path);
-  claim.directory = directory;
+namespace {
+
+Onebox__V1__ShimRequest ClaimRequest(Onebox__V1__ShimClaimRequest* claim, const char* rel_path, bool directory) {
+  claim->path = const_cast<char*>(rel_path);
+  claim->directory = directory;
   Onebox__V1__ShimRequest req = ONEBOX__V1__SHIM_REQUEST__INIT;
   req.op_case = ONEBOX__V1__SHIM_REQUEST__OP_CLAIM;
-  req.claim = &claim;
+  req.claim = claim;
+  return req;
+}
+
+}  // namespace
+
+int ClaimAtOnce(const char* rel_path, bool directory) {
+  Onebox__V1__ShimClaimRequest claim = ONEBOX__V1__SHIM_CLAIM_REQUEST__INIT;
+  Onebox__V1__ShimRequest req = ClaimRequest(&claim, rel_path, directory);
   // Under a lease this node holds (file after file in one directory) the
   // agent answers at once: on the link, without a connection per create.
   claim.at_once = true;
   int saved = errno;
+  int result = -1;
   if (Onebox__V1__ShimResponse* resp = AskLinked(req)) {
     bool decided = resp->op_case == ONEBOX__V1__SHIM_RESPONSE__OP_CLAIM && !resp->claim->ask_alone;
-    int result = resp->err != 0 ? resp->err : (decided ? 0 : -1);
+    result = resp->err != 0 ? resp->err : (decided ? 0 : -1);
     onebox__v1__shim_response__free_unpacked(resp, nullptr);
-    errno = saved;
-    if (result >= 0) return result;
   }
   errno = saved;
-  claim.at_once = false;
+  return result;
+}
+
+int ClaimByVote(const char* rel_path, bool directory) {
+  Onebox__V1__ShimClaimRequest claim = ONEBOX__V1__SHIM_CLAIM_REQUEST__INIT;
+  Onebox__V1__ShimRequest req = ClaimRequest(&claim, rel_path, directory);
   return AskAlone(req, 10'000);
 }
 

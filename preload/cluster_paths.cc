@@ -449,6 +449,22 @@ int BringContent(int fd, bool o_path) {
 
 }  // namespace
 
+namespace {
+
+// Whether t's parent directory is there (false: the kernel fails a create of t).
+bool ParentInView(const Target& t) {
+  char buf[kMaxPathBytes];
+  const char* base;
+  int saved = errno;
+  int parent = OpenParentInView(t, buf, sizeof buf, &base);
+  bool missing = parent < 0 && (errno == ENOENT || errno == ENOTDIR);
+  if (parent >= 0) RealSyscall(SYS_close, parent);
+  errno = saved;
+  return !missing;
+}
+
+}  // namespace
+
 int ClaimInCluster(const Target& t, bool directory) {
   if (!MayHavePeers() || !InOwnerProcess()) return 0;  // alone (or a vfork child): the kernel decides
   // There already (mkdir -p over existing directories): the kernel says EEXIST.
@@ -464,7 +480,13 @@ int ClaimInCluster(const Target& t, bool directory) {
   memcpy(key, t.rel, len);
   key[len] = '\0';
   int saved = errno;
-  int err = Claim(key, directory);
+  int err = ClaimAtOnce(key, directory);
+  // Not decided here: a vote with the other nodes. Only for a call that can
+  // make the name: with no directory to make it in, the kernel fails it
+  // (ENOENT, ENOTDIR) and nothing is won. git tries each object's file in
+  // its directory objects/xx first and makes the directory on ENOENT; each
+  // of the 256 was a vote.
+  if (err < 0) err = ParentInView(t) ? ClaimByVote(key, directory) : 0;
   errno = saved;
   return err;
 }

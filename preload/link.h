@@ -21,10 +21,14 @@ int Publish(const char* rel_path);
 // view root, no symlinks) in place. Returns 0 or an errno (EIO: nobody has it).
 int Hydrate(const char* rel_path);
 // O_CREAT|O_EXCL or mkdir of rel_path (below the view root): asks the agent
-// to decide the name under its directory's lease first (on the link when it
-// can answer at once, else on a connection of its own). 0 or an errno (EEXIST).
-// directory: a mkdir (a directory made under a covering lease is covered too).
-int Claim(const char* rel_path, bool directory);
+// to decide the name under its directory's lease first. ClaimAtOnce asks on
+// the link, where the agent answers only what it can decide without a
+// message (it holds the lease): 0 or an errno (EEXIST), -1 when it cannot.
+// ClaimByVote then asks on a connection of its own (a vote may take
+// seconds): 0 or an errno. directory: a mkdir (a directory made under a
+// covering lease is covered too).
+int ClaimAtOnce(const char* rel_path, bool directory);
+int ClaimByVote(const char* rel_path, bool directory);
 // A lock call on a cluster file (preload/file_lock.cc), as
 // proto/onebox/v1/shim.proto's ShimLockRequest says (kind, cmd, type, the
 // span [start, end) with end 2^64-1 for "to the end"). 0 or an errno:

@@ -1162,6 +1162,56 @@ TEST_F(ClusterTest, ExclusiveCreationOfOneNameOnTwoNodesAtOnceSucceedsOnce) {
   ASSERT_TRUE(Converge({a.get(), b.get()}, seconds(10)));
 }
 
+// An exclusive create or mkdir in a directory that is not there fails as
+// the kernel fails it (ENOENT, ENOTDIR), with no vote for a lease on that
+// directory: git tries each object's file in objects/xx before it makes the
+// directory, and each of the 256 was a vote of its own.
+TEST_F(ClusterTest, ExclusiveCreatesWhereNoDirectoryIsWinNoLease) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
+  ASSERT_EQ(Shell(*a, "mkdir /cluster/nodir && echo x > /cluster/nodir/file").exit_code, 0);
+  auto leases_won = [&] {
+    v1::StatusResponse st;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
+    return st.leases_won();
+  };
+  const uint64_t before = leases_won();
+  RunResult tried = RunCommand({"/usr/bin/python3", "-c",
+                                "import errno, os\n"
+                                "for i in range(20):\n"
+                                "    for path, mkdir in (('/cluster/nodir/m%d/x' % i, False),\n"
+                                "                        ('/cluster/nodir/m%d/x' % i, True),\n"
+                                "                        ('/cluster/nodir/file/x%d' % i, False)):\n"
+                                "        try:\n"
+                                "            os.mkdir(path) if mkdir else os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)\n"
+                                "            print('made', path)\n"
+                                "        except OSError as e:\n"
+                                "            print(errno.errorcode[e.errno])\n"},
+                               {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", a->socket()}});
+  ASSERT_EQ(tried.exit_code, 0) << tried.err;
+  std::string want;
+  for (int i = 0; i < 20; ++i) want += "ENOENT\nENOENT\nENOTDIR\n";
+  EXPECT_EQ(tried.out, want);
+  // At most one: the lease on the directory above, if its term ran out meanwhile.
+  EXPECT_LE(leases_won() - before, 1u);
+  // Where the directory is, the name is still won across nodes.
+  const std::string race =
+      "/usr/bin/python3 -c \"\n"
+      "import errno, os, sys\n"
+      "for word, make in (('d', lambda: os.mkdir('/cluster/nodir/m0')),\n"
+      "                   ('f', lambda: os.close(os.open('/cluster/nodir/m0/x', os.O_CREAT | os.O_EXCL | os.O_WRONLY)))):\n"
+      "    try:\n"
+      "        make(); print(word)\n"
+      "    except OSError as e:\n"
+      "        if e.errno != errno.EEXIST: print('error', word, e.strerror, file=sys.stderr)\n"
+      "\"";
+  std::multiset<std::string> won = RaceOnTwoNodes(*a, race, *b, race);
+  EXPECT_EQ(won.count("d"), 1u);
+  EXPECT_EQ(won.count("f"), 1u);
+}
+
 // A tree one node has just made (its directories covered by that node's
 // lease on the top one: no vote each), then two nodes creating the same
 // names and subdirectories in it at once: each name still goes to exactly
