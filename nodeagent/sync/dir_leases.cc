@@ -1,5 +1,6 @@
 #include "nodeagent/sync/dir_leases.h"
 
+#include <algorithm>
 #include <random>
 
 #include <fmt/format.h>
@@ -283,6 +284,17 @@ Status DirLeases::Hold(const std::string& dir, std::unique_lock<std::mutex>& loc
       Held& held = held_[dir];
       if (held.lease_id != lease_id) {
         ++won_;
+        // The directories this node made under its cover of dir that ran
+        // out (unused for a term: a tree extracted, then compiled in) are
+        // covered again, with no vote each, when nobody else may have
+        // decided anything there since: the new lease covers too (no
+        // directory below was granted to another node), no other node held
+        // dir or a cover above it (none to recall), and the old one ended
+        // within what members remember. A recall zeroed the old lease's id.
+        if (round.covers && held.covers && held.lease_id != 0 && now - held.until <= kRemember &&
+            std::none_of(round.previous.begin(), round.previous.end(), [&](const auto& n) { return n != self_; }))
+          for (auto& [covered_dir, cover] : covered_)
+            if (cover.by == dir && cover.lease_id == held.lease_id) cover.lease_id = lease_id;
         held.covers = round.covers;
         spdlog::debug("lease on /{} won{}{}", dir, round.covers ? " as covering" : "",
                       !given_up.empty() ? " (recalled from its holder)" : "");

@@ -37,7 +37,10 @@
 // node's is above it) and hands over what it made there, and asks again
 // over every lease given up. Members remember covering holders as earlier
 // holders of every directory below for kRemember, so that a later winner
-// of one of them fetches what the covering holder made there.
+// of one of them fetches what the covering holder made there. A cover that
+// ran out takes back the directories it made when its holder wins the
+// directory again as covering within kRemember and no voter names another
+// node as a holder of it or of a cover above it since.
 //
 // A holder counts its term from before it asked and takes the lease as over
 // kMargin early; members count theirs from when they granted it: a member

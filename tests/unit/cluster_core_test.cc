@@ -726,6 +726,50 @@ TEST(DirLeasesCoreTest, ACoveredDirectorysNextHolderFetchesWhatTheCoveringHolder
   EXPECT_EQ(b.leases->Create("cluster/d/sub/f").code(), Code::kAlreadyExists);
 }
 
+// A tree made under a cover, then worked in after the cover ran out (a
+// compile after an extract): winning the top directory again covers what
+// was made under it, with no vote each, and the cover holds toward others.
+TEST(DirLeasesCoreTest, ACoverThatRanOutIsWonBackWithTheDirectoriesMadeUnderIt) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  MakeCoveredWithAFile(a, "cluster/d/sub");
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(AtOnce(a, "cluster/d/sub/deeper", /*directory=*/true).ok());
+  Made(a, "cluster/d/sub/deeper");
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  ASSERT_TRUE(cluster.Join());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/g").has_value()) << "the cover ran out";
+  ASSERT_TRUE(a.leases->Create("cluster/d/sub/g").ok());
+  EXPECT_EQ(a.leases->won(), 2u) << "d twice, nothing below it";
+  EXPECT_TRUE(AtOnce(a, "cluster/d/sub/deeper/h").ok());
+  // b's create in sub is refused under the cover: it recalls sub from a, which hands f over.
+  EXPECT_EQ(b.leases->Create("cluster/d/sub/f").code(), Code::kAlreadyExists);
+  EXPECT_EQ(a.leases->recalled(), 0u) << "sub was covered, not held";
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/h").has_value()) << "sub moved to b";
+}
+
+// Not so when another node held the top directory since: a cut off while
+// its cover ran out, b took d, then a won d back.
+TEST(DirLeasesCoreTest, ACoverThatRanOutStaysOutWhereAnotherNodeHeldItsDirectorySince) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  MakeCoveredWithAFile(a, "cluster/d/sub");
+  if (HasFatalFailure()) return;
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  cluster.Silence(0);
+  Status s = b.leases->Create("cluster/d/bf");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  cluster.Silence(0, false);
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  ASSERT_TRUE(cluster.Join());
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/g").has_value()) << "sub is not covered again";
+}
+
 TEST(DirLeasesCoreTest, ACutOffCoveringHolderKeepsItsCoveredDirectoriesForItsTerm) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
