@@ -191,6 +191,20 @@ std::vector<std::string> ViewRecorder::RecordUnrecorded(const std::string& dir) 
   return failed;
 }
 
+int64_t ViewRecorder::RecordLateCreates(int64_t now_ns) {
+  std::vector<std::string> due;
+  int64_t next = INT64_MAX;
+  {
+    std::lock_guard lock(record_mu_);
+    for (const auto& [path, ends] : late_creates_) {
+      if (ends <= now_ns) due.push_back(path);
+      else next = std::min(next, ends);
+    }
+  }
+  for (const std::string& path : due) Follow(path, Change::kCreatedLate);  // (takes it out of late_creates_)
+  return next;
+}
+
 void ViewRecorder::Loop() {
   pollfd fds[5] = {{inotify_fd_, POLLIN, 0},
                    {wake_fd_, POLLIN, 0},
@@ -207,7 +221,12 @@ void ViewRecorder::Loop() {
     }
     // Caught up while we wait, and (nearly) as of the moment an event wakes us.
     if (guard_) guard_->RecorderWaiting();
-    int ready = poll(fds, 5, plan.timeout_ms);
+    int timeout_ms = plan.timeout_ms;
+    if (const int64_t next = RecordLateCreates(CoarseMonotonicNs()); next != INT64_MAX) {
+      const int64_t ms = std::max<int64_t>(1, (next - CoarseMonotonicNs() + 999'999) / 1'000'000);
+      timeout_ms = timeout_ms < 0 ? static_cast<int>(ms) : std::min(timeout_ms, static_cast<int>(ms));
+    }
+    int ready = poll(fds, 5, timeout_ms);
     if (guard_) guard_->RecorderCaughtUp(CoarseMonotonicNs());
     if (ready < 0) {
       if (errno == EINTR) continue;
@@ -314,6 +333,7 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
       // Only our own markers are named so; a stray one is not a sync.
       if ((ev->mask & IN_CREATE) &&
           std::from_chars(digits.data(), digits.data() + digits.size(), n).ec == std::errc()) {
+        RecordLateCreates(INT64_MAX);  // files made before the Sync: recorded before it returns
         std::lock_guard lock(sync_mu_);
         sync_seen_ = std::max(sync_seen_, n);
         sync_cv_.notify_all();
@@ -353,6 +373,7 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool cove
     // again and not recorded yet is removed from the store until its own
     // events record it, so peers never read the old one under its name.)
     std::lock_guard lock(record_mu_);
+    if (late_creates_.erase(path) > 0) ++creates_unrecorded_;  // made empty and gone at once: never recorded
     if (!(mask & IN_ISDIR) && RecordedSince(path)) return;
     TombstonePath(path);
   } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {
@@ -473,6 +494,12 @@ v1::Inode ViewRecorder::InodeOf(int fd, const struct stat& st, const std::string
 Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change, bool attributes_only,
                                           const LinkedTo* linked) {
   std::lock_guard lock(record_mu_);  // the loop thread and fsync's RecordNow
+  // A file made empty within its grace: an attribute change (tar's, git's
+  // chmod) goes with its record; anything else records it now.
+  if (auto late = late_creates_.find(path); late != late_creates_.end()) {
+    if (change == Change::kMetadata && attributes_only) return Status::Unavailable("recorded with its creation");
+    late_creates_.erase(late);
+  }
   // The entry itself, reached without following any symlink on the way.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
   if (fd < 0) {
@@ -546,10 +573,18 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // Made with content already, by one name: a program writing it, whose close
   // records it (hashing it now would read a file still growing), or a link
   // that lost its first name, which no close will report.
-  if (change == Change::kCreated && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size > 0) {
+  if ((change == Change::kCreated || change == Change::kCreatedLate) && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+      st.st_size > 0) {
     close(fd);
     prehasher_->RecordWhenIdle(path);
     return Status::Unavailable("recorded at its close, or once idle");
+  }
+  // Made empty just now: recorded at its close if that comes soon, not at
+  // all if it goes as soon (kCreateGraceNs).
+  if (change == Change::kCreated && S_ISREG(st.st_mode) && st.st_nlink == 1) {
+    close(fd);
+    late_creates_[path] = CoarseMonotonicNs() + kCreateGraceNs;
+    return Status::Unavailable("recorded at its close, or once its grace ends");
   }
   // A peer's version, put here as recorded: nothing new. (fsync's record is
   // always written: it must be synced; a file a program wrote is hashed, and

@@ -92,6 +92,7 @@ class ViewRecorder {
   uint64_t mount_changes() const { return mount_changes_; }
   uint64_t hashed_ahead() const { return hashed_ahead_; }  // chunks a close took as hashed while written
   uint64_t covered_events() const { return covered_events_; }  // events a close in the same read recorded
+  uint64_t creates_unrecorded() const { return creates_unrecorded_; }  // files made empty and gone within the grace
 
  private:
   // What happened to an entry, as far as recording it goes.
@@ -108,7 +109,19 @@ class ViewRecorder {
                       // tick would look alike)
     kLinked,          // another name of the same file was recorded (a hard link): this one goes with
                       // it, whoever made it; content as kMetadata takes it
+    kCreatedLate,     // a file made empty whose close or removal did not come within kCreateGrace: as
+                      // kCreated, now
   };
+  // A file made empty is recorded at its close, when that comes within this
+  // long (tar's files, git's objects: written and closed at once), not at
+  // its creation too; its name goes to the peers after this long otherwise
+  // (a file a program holds open). One removed within it (git's temporary
+  // names) is never recorded.
+  static constexpr int64_t kCreateGraceNs = 50'000'000;
+  // Records (kCreatedLate) the files made empty whose grace ended by now_ns
+  // (all of them with INT64_MAX: a Sync marker); returns when the next one
+  // ends (INT64_MAX: none waits).
+  int64_t RecordLateCreates(int64_t now_ns);
   // Chunks (index, as hashed ahead) a record names before they are stored.
   using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;
 
@@ -255,6 +268,8 @@ class ViewRecorder {
   std::unordered_map<ino_t, std::set<std::string>> names_of_inode_;
   std::unordered_map<std::string, ino_t> inode_of_name_;
   void NoteName(const std::string& path, ino_t ino);
+  // Files made empty and not recorded yet: when their grace ends (under record_mu_).
+  std::unordered_map<std::string, int64_t> late_creates_;
   void ForgetName(const std::string& path);
   uint64_t unwatched_ = 0;  // directories inotify_add_watch failed on, since the last full scan
   // What stopped the last proof and will stop the next (a mount point, a
@@ -264,6 +279,7 @@ class ViewRecorder {
   std::atomic<uint64_t> mount_changes_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
   std::atomic<uint64_t> covered_events_{0};
+  std::atomic<uint64_t> creates_unrecorded_{0};
   std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.

@@ -2,6 +2,7 @@
 // view (as programs under the shim will write it) appears in Namespace.Stat and
 // Namespace.List with its content hashed into chunks, deletes and renames
 // included, and changes made while the agent was down are caught at start.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +10,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <thread>
 
 #include "onebox/v1/namespace.grpc.pb.h"
+#include "onebox/v1/peer.grpc.pb.h"
+#include "consistency/record.h"
 #include "consistency/digest.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -132,6 +136,44 @@ TEST_F(NamespaceTest, RecordsRenamesAndRemovals) {
   ASSERT_TRUE(WaitFor("/cluster/moved", Absent()));
   EXPECT_FALSE(Stat("/cluster/moved/b/g").found());
   EXPECT_TRUE(List("/cluster").empty());
+}
+
+// A file made empty is recorded at its close, or once a moment has passed
+// with no close (a program holds it open), not at its creation too; one
+// removed within that moment (git's temporary names, which it links to
+// their final names and removes) is never recorded, nor is its removal.
+TEST_F(NamespaceTest, AFileMadeEmptyAndGoneAtOnceIsNeverRecorded) {
+  fs::create_directories(view_ + "/cluster/t");
+  ASSERT_TRUE(WaitFor("/cluster/t", [](const v1::StatResponse& r) { return r.found(); }));
+  auto ever_recorded = [&](const std::string& path) {  // live or a tombstone
+    v1::ReadRecordRequest q;
+    q.set_family("ns");
+    q.set_key(path.substr(1));
+    v1::ReadRecordResponse r;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    AddTestJoinToken(&ctx);
+    EXPECT_TRUE(v1::Peer::NewStub(agent_->channel())->ReadRecord(&ctx, q, &r).ok());
+    return r.found();
+  };
+  for (int i = 0; i < 20; ++i) {
+    const std::string tmp = view_ + "/cluster/t/tmp" + std::to_string(i);
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // long enough for the recorder to see it
+    ASSERT_EQ(unlink(tmp.c_str()), 0);
+    close(fd);
+  }
+  // Held open and empty: recorded all the same, after the moment.
+  const std::string held = view_ + "/cluster/t/held";
+  int fd = open(held.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(WaitFor("/cluster/t/held", Size(0)));
+  // Written and closed: recorded with what it holds.
+  ASSERT_EQ(write(fd, "abc", 3), 3);
+  close(fd);
+  ASSERT_TRUE(WaitFor("/cluster/t/held", Size(3)));
+  for (int i = 0; i < 20; ++i) EXPECT_FALSE(ever_recorded("/cluster/t/tmp" + std::to_string(i))) << i;
 }
 
 TEST_F(NamespaceTest, CatchesUpWithChangesMadeWhileDown) {
