@@ -451,16 +451,18 @@ int BringContent(int fd, bool o_path) {
 
 namespace {
 
-// Whether t's parent directory is there (false: the kernel fails a create of t).
-bool ParentInView(const Target& t) {
+// Why a create of t cannot be made: ENOENT or ENOTDIR when its parent
+// directory is not there, as the kernel's call would fail (the same
+// confined lookup); 0 otherwise.
+int NoParentInView(const Target& t) {
   char buf[kMaxPathBytes];
   const char* base;
   int saved = errno;
   int parent = OpenParentInView(t, buf, sizeof buf, &base);
-  bool missing = parent < 0 && (errno == ENOENT || errno == ENOTDIR);
+  int err = parent < 0 && (errno == ENOENT || errno == ENOTDIR) ? errno : 0;
   if (parent >= 0) RealSyscall(SYS_close, parent);
   errno = saved;
-  return !missing;
+  return err;
 }
 
 }  // namespace
@@ -482,11 +484,15 @@ int ClaimInCluster(const Target& t, bool directory) {
   int saved = errno;
   int err = ClaimAtOnce(key, directory);
   // Not decided here: a vote with the other nodes. Only for a call that can
-  // make the name: with no directory to make it in, the kernel fails it
-  // (ENOENT, ENOTDIR) and nothing is won. git tries each object's file in
-  // its directory objects/xx first and makes the directory on ENOENT; each
-  // of the 256 was a vote.
-  if (err < 0) err = ParentInView(t) ? ClaimByVote(key, directory) : 0;
+  // make the name: with no directory to make it in, the call fails as the
+  // kernel's would (ENOENT, ENOTDIR), never reaching the kernel (a
+  // directory made meanwhile must not let it make the name unclaimed). git
+  // tries each object's file in its directory objects/xx first and makes
+  // the directory on ENOENT; each of the 256 was a vote.
+  if (err < 0) {
+    err = NoParentInView(t);
+    if (err == 0) err = ClaimByVote(key, directory);
+  }
   errno = saved;
   return err;
 }

@@ -1194,9 +1194,9 @@ TEST_F(ClusterTest, ExclusiveCreatesWhereNoDirectoryIsWinNoLease) {
   std::string want;
   for (int i = 0; i < 20; ++i) want += "ENOENT\nENOENT\nENOTDIR\n";
   EXPECT_EQ(tried.out, want);
-  // At most one: the lease on the directory above, if its term ran out meanwhile.
-  EXPECT_LE(leases_won() - before, 1u);
-  // Where the directory is, the name is still won across nodes.
+  EXPECT_EQ(leases_won(), before);
+  // Where the directory is, the name is still won across nodes. (The node
+  // that did not make m0 may not have it in its view yet: ENOENT there.)
   const std::string race =
       "/usr/bin/python3 -c \"\n"
       "import errno, os, sys\n"
@@ -1205,7 +1205,7 @@ TEST_F(ClusterTest, ExclusiveCreatesWhereNoDirectoryIsWinNoLease) {
       "    try:\n"
       "        make(); print(word)\n"
       "    except OSError as e:\n"
-      "        if e.errno != errno.EEXIST: print('error', word, e.strerror, file=sys.stderr)\n"
+      "        if e.errno not in (errno.EEXIST, errno.ENOENT): print('error', word, e.strerror, file=sys.stderr)\n"
       "\"";
   std::multiset<std::string> won = RaceOnTwoNodes(*a, race, *b, race);
   EXPECT_EQ(won.count("d"), 1u);

@@ -770,6 +770,29 @@ TEST(DirLeasesCoreTest, ACoverThatRanOutStaysOutWhereAnotherNodeHeldItsDirectory
   EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/g").has_value()) << "sub is not covered again";
 }
 
+// Nor when another node held a directory below it since (a cut off while
+// its cover ran out, b took d/sub itself): the lease won back covers nothing.
+TEST(DirLeasesCoreTest, ACoverThatRanOutStaysOutWhereAnotherNodeHeldADirectoryBelowSince) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  MakeCoveredWithAFile(a, "cluster/d/sub");
+  if (HasFatalFailure()) return;
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  cluster.Silence(0);
+  Status s = b.leases->Create("cluster/d/sub/bx");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  cluster.Silence(0, false);
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  ASSERT_TRUE(cluster.Join());
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/g").has_value()) << "sub is not covered again";
+  ASSERT_TRUE(AtOnce(a, "cluster/d/new", /*directory=*/true).ok());
+  Made(a, "cluster/d/new");
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/new/f").has_value()) << "d was not won as covering";
+}
+
 TEST(DirLeasesCoreTest, ACutOffCoveringHolderKeepsItsCoveredDirectoriesForItsTerm) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
