@@ -21,7 +21,12 @@
 namespace onebox {
 
 namespace {
-constexpr int64_t kIdleNs = 500'000'000;        // RecordWhenIdle: unchanged this long
+// RecordWhenIdle: unchanged this long. A small file (git's object under its
+// final name) goes to the peers soon; a big one waits longer, since handing
+// it back ends its hashing ahead, and a writer that merely paused would
+// have it hashed whole twice.
+constexpr int64_t kIdleNs = 100'000'000;
+constexpr int64_t kIdleBigNs = 500'000'000;  // from kMinBytes
 constexpr int64_t kForgetNs = 60'000'000'000;   // not seen growing for this long: forget the file
 constexpr auto kTick = std::chrono::milliseconds(20);
 constexpr int64_t kTickNs = std::chrono::nanoseconds(kTick).count();
@@ -35,6 +40,10 @@ constexpr int64_t kLookEveryAtMostNs = 10'000'000'000;
 // together are looked at in one wake.
 constexpr int64_t kWakeLateNs = kTickNs / 2;
 constexpr size_t kChunksPerRound = 8;  // then the next file gets its turn
+
+int64_t IdleNs(const struct stat& st) {
+  return static_cast<uint64_t>(st.st_size) < ChunkPrehasher::kMinBytes ? kIdleNs : kIdleBigNs;
+}
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -283,7 +292,7 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
         g.seen = look;
         g.unchanged_since_ns = now;
         changed = true;
-      } else if (now - g.unchanged_since_ns >= kIdleNs) {
+      } else if (now - g.unchanged_since_ns >= IdleNs(st)) {
         close(fd);
         return true;
       }
@@ -291,7 +300,7 @@ bool ChunkPrehasher::Round(const std::string& path, bool* progress) {
     g.look_every_ns = changed ? kTickNs : std::min(2 * g.look_every_ns, kLookEveryAtMostNs);
     g.next_look_ns = now + g.look_every_ns;
     // One to hand back is looked at again when it would have been unchanged long enough.
-    if (g.record_when_idle) g.next_look_ns = std::min(g.next_look_ns, g.unchanged_since_ns + kIdleNs);
+    if (g.record_when_idle) g.next_look_ns = std::min(g.next_look_ns, g.unchanged_since_ns + IdleNs(st));
     next = g.ahead.size();
   }
   uint64_t whole = static_cast<uint64_t>(st.st_size) / kChunkBytes;

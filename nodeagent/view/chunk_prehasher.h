@@ -17,7 +17,8 @@
 //
 // A path it hears of only at its creation, with content already (a hard link
 // whose first name went) is handed back to the recorder (TakeIdle, when
-// idle_fd() is readable) once it has not changed for 0.5 s: no close will
+// idle_fd() is readable) once it has not changed for 100 ms (0.5 s from
+// kMinBytes): no close will
 // say it is done. Nothing here calls the recorder: it asks.
 #pragma once
 

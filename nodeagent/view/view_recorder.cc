@@ -191,7 +191,7 @@ std::vector<std::string> ViewRecorder::RecordUnrecorded(const std::string& dir) 
   return failed;
 }
 
-int64_t ViewRecorder::RecordLateCreates(int64_t now_ns) {
+int64_t ViewRecorder::RecordLateCreates(int64_t now_ns, bool* recorded) {
   std::vector<std::string> due;
   int64_t next = INT64_MAX;
   {
@@ -202,6 +202,7 @@ int64_t ViewRecorder::RecordLateCreates(int64_t now_ns) {
     }
   }
   for (const std::string& path : due) Follow(path, Change::kCreatedLate);  // (takes it out of late_creates_)
+  if (recorded != nullptr) *recorded = !due.empty();
   return next;
 }
 
@@ -213,6 +214,12 @@ void ViewRecorder::Loop() {
                    {prehasher_->idle_fd(), POLLIN, 0}};
   ReadEvents();  // what came while the start's scan ran
   for (;;) {
+    // Files made empty whose grace ended: recorded before the wait, which
+    // the symlink guard takes for the recorder caught up, and so are the
+    // events that came meanwhile.
+    bool recorded_late = false;
+    const int64_t next_late = RecordLateCreates(CoarseMonotonicNs(), &recorded_late);
+    if (recorded_late) ReadEvents();
     // Every event read (the last ReadEvents met an empty queue): a proof may begin.
     SymlinkGuard::Plan plan = guard_ ? guard_->PlanProof() : SymlinkGuard::Plan{};
     if (plan.walk && unwatched_ == 0 && mounts_fd_ >= 0) {
@@ -222,8 +229,8 @@ void ViewRecorder::Loop() {
     // Caught up while we wait, and (nearly) as of the moment an event wakes us.
     if (guard_) guard_->RecorderWaiting();
     int timeout_ms = plan.timeout_ms;
-    if (const int64_t next = RecordLateCreates(CoarseMonotonicNs()); next != INT64_MAX) {
-      const int64_t ms = std::max<int64_t>(1, (next - CoarseMonotonicNs() + 999'999) / 1'000'000);
+    if (next_late != INT64_MAX) {
+      const int64_t ms = std::max<int64_t>(1, (next_late - CoarseMonotonicNs() + 999'999) / 1'000'000);
       timeout_ms = timeout_ms < 0 ? static_cast<int>(ms) : std::min(timeout_ms, static_cast<int>(ms));
     }
     int ready = poll(fds, 5, timeout_ms);
@@ -373,7 +380,7 @@ void ViewRecorder::HandleEvent(const std::string& path, uint32_t mask, bool cove
     // again and not recorded yet is removed from the store until its own
     // events record it, so peers never read the old one under its name.)
     std::lock_guard lock(record_mu_);
-    if (late_creates_.erase(path) > 0) ++creates_unrecorded_;  // made empty and gone at once: never recorded
+    late_creates_.erase(path);  // made empty and gone at once: never recorded
     if (!(mask & IN_ISDIR) && RecordedSince(path)) return;
     TombstonePath(path);
   } else if ((mask & (IN_CREATE | IN_MOVED_TO)) && (mask & IN_ISDIR)) {

@@ -92,7 +92,6 @@ class ViewRecorder {
   uint64_t mount_changes() const { return mount_changes_; }
   uint64_t hashed_ahead() const { return hashed_ahead_; }  // chunks a close took as hashed while written
   uint64_t covered_events() const { return covered_events_; }  // events a close in the same read recorded
-  uint64_t creates_unrecorded() const { return creates_unrecorded_; }  // files made empty and gone within the grace
 
  private:
   // What happened to an entry, as far as recording it goes.
@@ -109,19 +108,21 @@ class ViewRecorder {
                       // tick would look alike)
     kLinked,          // another name of the same file was recorded (a hard link): this one goes with
                       // it, whoever made it; content as kMetadata takes it
-    kCreatedLate,     // a file made empty whose close or removal did not come within kCreateGrace: as
-                      // kCreated, now
+    kCreatedLate,     // a file made empty whose close or removal did not come within kCreateGraceNs:
+                      // as kCreated, now
   };
   // A file made empty is recorded at its close, when that comes within this
   // long (tar's files, git's objects: written and closed at once), not at
-  // its creation too; its name goes to the peers after this long otherwise
-  // (a file a program holds open). One removed within it (git's temporary
+  // its creation too; otherwise (a file a program holds open) it goes to the
+  // peers after this long, empty, or (written meanwhile) as a file seen with
+  // content at its creation goes: at its close, or once unchanged. One
+  // removed within it and before its close is handled (git's temporary
   // names) is never recorded.
   static constexpr int64_t kCreateGraceNs = 50'000'000;
   // Records (kCreatedLate) the files made empty whose grace ended by now_ns
   // (all of them with INT64_MAX: a Sync marker); returns when the next one
-  // ends (INT64_MAX: none waits).
-  int64_t RecordLateCreates(int64_t now_ns);
+  // ends (INT64_MAX: none waits). *recorded: whether any was due.
+  int64_t RecordLateCreates(int64_t now_ns, bool* recorded = nullptr);
   // Chunks (index, as hashed ahead) a record names before they are stored.
   using Deferred = std::vector<std::pair<size_t, ChunkPrehasher::Ahead>>;
 
@@ -279,7 +280,6 @@ class ViewRecorder {
   std::atomic<uint64_t> mount_changes_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
   std::atomic<uint64_t> covered_events_{0};
-  std::atomic<uint64_t> creates_unrecorded_{0};
   std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.

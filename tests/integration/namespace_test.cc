@@ -160,20 +160,52 @@ TEST_F(NamespaceTest, AFileMadeEmptyAndGoneAtOnceIsNeverRecorded) {
     const std::string tmp = view_ + "/cluster/t/tmp" + std::to_string(i);
     int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // long enough for the recorder to see it
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // for the recorder to see it; within the 50 ms
     ASSERT_EQ(unlink(tmp.c_str()), 0);
     close(fd);
   }
-  // Held open and empty: recorded all the same, after the moment.
+  // Held open and empty, its mode changed within the moment: recorded all
+  // the same after it, with its new mode.
   const std::string held = view_ + "/cluster/t/held";
   int fd = open(held.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0);
-  ASSERT_TRUE(WaitFor("/cluster/t/held", Size(0)));
+  ASSERT_EQ(fchmod(fd, 0600), 0);
+  ASSERT_TRUE(WaitFor("/cluster/t/held", [](const v1::StatResponse& r) {
+    return r.found() && r.inode().size() == 0 && r.inode().mode() == 0600;
+  }));
+  // Renamed within the moment: recorded by its new name only.
+  const std::string made = view_ + "/cluster/t/made", renamed = view_ + "/cluster/t/renamed";
+  int other = open(made.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  ASSERT_GE(other, 0);
+  ASSERT_EQ(rename(made.c_str(), renamed.c_str()), 0);
+  close(other);
+  ASSERT_TRUE(WaitFor("/cluster/t/renamed", Size(0)));
+  EXPECT_FALSE(ever_recorded("/cluster/t/made"));
   // Written and closed: recorded with what it holds.
   ASSERT_EQ(write(fd, "abc", 3), 3);
   close(fd);
   ASSERT_TRUE(WaitFor("/cluster/t/held", Size(3)));
   for (int i = 0; i < 20; ++i) EXPECT_FALSE(ever_recorded("/cluster/t/tmp" + std::to_string(i))) << i;
+  // Written, closed, linked to its name, the temporary name removed (git's
+  // objects): no close comes for the name; it is recorded once it has
+  // stayed unchanged for 100 ms (0.5 s before, which held a commit's .git
+  // that long from the peers).
+  std::chrono::steady_clock::time_point last;
+  for (int i = 0; i < 10; ++i) {
+    const std::string tmp = view_ + "/cluster/t/tmp_obj" + std::to_string(i);
+    const std::string obj = view_ + "/cluster/t/obj" + std::to_string(i);
+    int w = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    ASSERT_GE(w, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // git compresses the object meanwhile
+    ASSERT_EQ(write(w, "object", 6), 6);
+    close(w);
+    ASSERT_EQ(link(tmp.c_str(), obj.c_str()), 0);
+    ASSERT_EQ(unlink(tmp.c_str()), 0);
+    last = std::chrono::steady_clock::now();
+  }
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(WaitFor("/cluster/t/obj" + std::to_string(i), Size(6)));
+  EXPECT_LT(std::chrono::steady_clock::now() - last, std::chrono::milliseconds(450))
+      << "the last object was recorded long after it was idle";
 }
 
 TEST_F(NamespaceTest, CatchesUpWithChangesMadeWhileDown) {

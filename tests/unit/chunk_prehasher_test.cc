@@ -165,7 +165,7 @@ TEST_F(PrehasherTest, AFileWithNoCloseToWaitForIsRecordedOnceItStopsChanging) {
   prehasher_->RecordWhenIdle("h");
   // It keeps changing: not yet.
   for (int i = 0; i < 8; ++i) {
-    std::this_thread::sleep_for(100ms);
+    std::this_thread::sleep_for(30ms);
     ASSERT_EQ(write(fd, "d", 1), 1);
   }
   TakeIdle();

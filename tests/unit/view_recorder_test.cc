@@ -403,7 +403,7 @@ TEST_F(ViewRecorderBurst, AFileMadeAgainBeforeItsRemovalIsReadKeepsWhatItsFsyncR
     ASSERT_EQ(write(fd, "third\n", 6), 6);
   }
   ASSERT_TRUE(recorder->Sync().ok());
-  if (Result<Record> now = store.Get(key, Cf::kNs); now.ok()) {  // recorded meanwhile (unchanged for 0.5 s)
+  if (Result<Record> now = store.Get(key, Cf::kNs); now.ok()) {  // recorded meanwhile (unchanged for 100 ms)
     v1::Inode seen;
     ASSERT_TRUE(seen.ParseFromString(now->value));
     ASSERT_EQ(seen.chunks_size(), 1);
