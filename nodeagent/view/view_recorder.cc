@@ -201,7 +201,12 @@ int64_t ViewRecorder::RecordLateCreates(int64_t now_ns, bool* recorded) {
       else next = std::min(next, ends);
     }
   }
-  for (const std::string& path : due) Follow(path, Change::kCreatedLate);  // (takes it out of late_creates_)
+  for (const std::string& path : due) {
+    Follow(path, Change::kCreatedLate);  // (takes it out of late_creates_)
+    // Followed again, as after a creation's record (which took what was
+    // hashed ahead): a file held open empty may still grow big.
+    prehasher_->Written(path);
+  }
   if (recorded != nullptr) *recorded = !due.empty();
   return next;
 }

@@ -12,6 +12,7 @@
 #include <functional>
 #include <thread>
 
+#include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
 #include "onebox/v1/peer.grpc.pb.h"
 #include "consistency/record.h"
@@ -182,9 +183,23 @@ TEST_F(NamespaceTest, AFileMadeEmptyAndGoneAtOnceIsNeverRecorded) {
   ASSERT_TRUE(WaitFor("/cluster/t/renamed", Size(0)));
   EXPECT_FALSE(ever_recorded("/cluster/t/made"));
   // Written and closed: recorded with what it holds.
-  ASSERT_EQ(write(fd, "abc", 3), 3);
+  // Then written big, slowly: its chunks are still hashed while it grows,
+  // and its close takes them.
+  auto hashed_ahead = [&] {
+    v1::StatusResponse st;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(v1::Cluster::NewStub(agent_->channel())->Status(&ctx, {}, &st).ok());
+    return st.chunks_hashed_ahead();
+  };
+  const uint64_t ahead_before = hashed_ahead();
+  const std::string mib(1 << 20, 'm');
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_EQ(write(fd, mib.data(), mib.size()), static_cast<ssize_t>(mib.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  }
   close(fd);
-  ASSERT_TRUE(WaitFor("/cluster/t/held", Size(3)));
+  ASSERT_TRUE(WaitFor("/cluster/t/held", Size(8u << 20)));
+  EXPECT_GE(hashed_ahead() - ahead_before, 4u) << "the held file was no longer followed after its record";
   for (int i = 0; i < 20; ++i) EXPECT_FALSE(ever_recorded("/cluster/t/tmp" + std::to_string(i))) << i;
   // Written, closed, linked to its name, the temporary name removed (git's
   // objects): no close comes for the name; it is recorded once it has
