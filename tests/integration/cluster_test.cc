@@ -986,12 +986,7 @@ TEST_F(ClusterTest, BigFilesReadElsewhereAreAsClosedThroughRewritesLinksAndACras
   ASSERT_EQ(big_sum.size(), 64u) << w.out;
   // The big file's chunks were hashed while it was written (the pause), and
   // its close took them (once a has recorded it).
-  auto hashed_ahead = [&] {
-    v1::StatusResponse st;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
-    return st.chunks_hashed_ahead();
-  };
+  auto hashed_ahead = [&] { return AgentStatus(*a).chunks_hashed_ahead(); };
   auto four_ahead = [&] {
     uint64_t n = hashed_ahead();
     return Observed(n >= 4, n);
@@ -1171,12 +1166,7 @@ TEST_F(ClusterTest, ExclusiveCreatesWhereNoDirectoryIsWinNoLease) {
   if (HasFatalFailure()) return;
   ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
   ASSERT_EQ(Shell(*a, "mkdir /cluster/nodir && echo x > /cluster/nodir/file").exit_code, 0);
-  auto leases_won = [&] {
-    v1::StatusResponse st;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
-    return st.leases_won();
-  };
+  auto leases_won = [&] { return AgentStatus(*a).leases_won(); };
   const uint64_t before = leases_won();
   RunResult tried = RunCommand({"/usr/bin/python3", "-c",
                                 "import errno, os\n"
@@ -1274,9 +1264,7 @@ TEST_F(ClusterTest, AHungPeerHoldsUpNeitherTheOthersNorAShutdown) {
   EXPECT_TRUE(WaitUntil(c_has_all, seconds(10), "c holds the 3000 keys: c must not wait for b"));
   // a's status says how far behind each peer is (what `onebox status` prints as lag).
   auto lag_on_a = [&](const std::string& name) {
-    v1::StatusResponse st;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(v1::Cluster::NewStub(a->channel())->Status(&ctx, {}, &st).ok());
+    v1::StatusResponse st = AgentStatus(*a);
     for (const v1::ReplicationLag& lag : st.replication())
       if (lag.name() == name) return lag;
     ADD_FAILURE() << "no replication lag for " << name << " in " << st.ShortDebugString();

@@ -387,22 +387,35 @@ grpc::Status RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const s
   return result;
 }
 
-v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* found) {
+grpc::Status ReadNsRecord(AgentProcess& agent, const std::string& path, v1::ReadRecordResponse* r) {
   v1::ReadRecordRequest q;
   q.set_family("ns");
   q.set_key(path.substr(1));
-  v1::ReadRecordResponse r;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   AddTestJoinToken(&ctx);
+  return v1::Peer::NewStub(agent.channel())->ReadRecord(&ctx, q, r);
+}
+
+v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* found) {
+  v1::ReadRecordResponse r;
   v1::Inode inode;
   bool live = false;
-  if (v1::Peer::NewStub(agent.channel())->ReadRecord(&ctx, q, &r).ok() && r.found()) {
+  if (ReadNsRecord(agent, path, &r).ok() && r.found()) {
     Result<Record> rec = DecodeRecord(r.record());
     live = rec.ok() && !rec->tombstone && inode.ParseFromString(rec->value);
   }
   if (found != nullptr) *found = live;
   return inode;
+}
+
+v1::StatusResponse AgentStatus(AgentProcess& agent) {
+  v1::StatusResponse st;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::Status s = v1::Cluster::NewStub(agent.channel())->Status(&ctx, {}, &st);
+  EXPECT_TRUE(s.ok()) << agent.address() << ": " << s.error_message();
+  return st;
 }
 
 grpc::Status CallOverSocket(AgentProcess& agent, const std::string& method, const google::protobuf::Message& req,

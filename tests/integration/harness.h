@@ -17,7 +17,9 @@
 #include <gtest/gtest.h>
 
 #include "proto/state_page.h"
+#include "onebox/v1/cluster.pb.h"
 #include "onebox/v1/namespace.pb.h"
+#include "onebox/v1/peer.pb.h"
 #include "onebox/v1/shim.pb.h"
 
 namespace onebox::testing {
@@ -122,10 +124,15 @@ class AgentProcess;
 const std::string& TestJoinTokenFile();
 // Makes ctx's call one of a peer: with the token of TestJoinTokenFile.
 void AddTestJoinToken(grpc::ClientContext* ctx);
-// The namespace record of path ("/cluster/a/b", normalized) as a peer reads
-// it (Peer/ReadRecord), chunk digests included (the Namespace service leaves
-// them out); found false when there is none.
+// What agent's store holds for path ("/cluster/a/b", normalized) in the
+// namespace, as a peer reads it (Peer/ReadRecord): a tombstone too.
+grpc::Status ReadNsRecord(AgentProcess& agent, const std::string& path, v1::ReadRecordResponse* r);
+// The namespace record of path as a peer reads it, chunk digests included
+// (the Namespace service leaves them out); found false when there is none
+// live.
 v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* found = nullptr);
+// agent's Cluster/Status; a call that fails fails the test (the answer is then empty).
+v1::StatusResponse AgentStatus(AgentProcess& agent);
 
 // A method that acts as its caller ("/onebox.v1.Store/Put"), called over
 // agent's Unix socket as the CLI calls it: the caller is this process (or

@@ -12,10 +12,7 @@
 #include <functional>
 #include <thread>
 
-#include "onebox/v1/cluster.grpc.pb.h"
 #include "onebox/v1/namespace.grpc.pb.h"
-#include "onebox/v1/peer.grpc.pb.h"
-#include "consistency/record.h"
 #include "consistency/digest.h"
 #include "tests/integration/harness.h"
 #include "tests/test_util.h"
@@ -147,14 +144,8 @@ TEST_F(NamespaceTest, AFileMadeEmptyAndGoneAtOnceIsNeverRecorded) {
   fs::create_directories(view_ + "/cluster/t");
   ASSERT_TRUE(WaitFor("/cluster/t", [](const v1::StatResponse& r) { return r.found(); }));
   auto ever_recorded = [&](const std::string& path) {  // live or a tombstone
-    v1::ReadRecordRequest q;
-    q.set_family("ns");
-    q.set_key(path.substr(1));
     v1::ReadRecordResponse r;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    AddTestJoinToken(&ctx);
-    EXPECT_TRUE(v1::Peer::NewStub(agent_->channel())->ReadRecord(&ctx, q, &r).ok());
+    EXPECT_TRUE(ReadNsRecord(*agent_, path, &r).ok());
     return r.found();
   };
   for (int i = 0; i < 20; ++i) {
@@ -185,12 +176,7 @@ TEST_F(NamespaceTest, AFileMadeEmptyAndGoneAtOnceIsNeverRecorded) {
   // Written and closed: recorded with what it holds.
   // Then written big, slowly: its chunks are still hashed while it grows,
   // and its close takes them.
-  auto hashed_ahead = [&] {
-    v1::StatusResponse st;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(v1::Cluster::NewStub(agent_->channel())->Status(&ctx, {}, &st).ok());
-    return st.chunks_hashed_ahead();
-  };
+  auto hashed_ahead = [&] { return AgentStatus(*agent_).chunks_hashed_ahead(); };
   const uint64_t ahead_before = hashed_ahead();
   const std::string mib(1 << 20, 'm');
   for (int i = 0; i < 8; ++i) {

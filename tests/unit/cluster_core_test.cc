@@ -750,43 +750,40 @@ TEST(DirLeasesCoreTest, ACoverThatRanOutIsWonBackWithTheDirectoriesMadeUnderIt) 
   EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/h").has_value()) << "sub moved to b";
 }
 
-// Not so when another node held the top directory since: a cut off while
-// its cover ran out, b took d, then a won d back.
+// a (node 0) makes d/sub under a cover of d; the cover runs out while a is
+// cut off, and b (node 1) creates key (no recall reaches a); once b's lease
+// ran out too, a creates in d again, winning d back.
+void CoverRunsOutWhileAnotherCreates(InProcessCluster& cluster, const std::string& key) {
+  InProcessNode& a = cluster.node(0);
+  MakeCoveredWithAFile(a, "cluster/d/sub");
+  if (::testing::Test::HasFatalFailure()) return;
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  cluster.Silence(0);
+  Status s = cluster.node(1).leases->Create(key);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  cluster.Silence(0, false);
+  cluster.clock().Advance(DirLeases::kTerm + 1s);
+  ASSERT_TRUE(cluster.Join());
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+}
+
+// Not so when another node held the top directory since: b took d.
 TEST(DirLeasesCoreTest, ACoverThatRanOutStaysOutWhereAnotherNodeHeldItsDirectorySince) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
-  InProcessNode& a = cluster.node(0);
-  InProcessNode& b = cluster.node(1);
-  MakeCoveredWithAFile(a, "cluster/d/sub");
+  CoverRunsOutWhileAnotherCreates(cluster, "cluster/d/bf");
   if (HasFatalFailure()) return;
-  cluster.clock().Advance(DirLeases::kTerm + 1s);
-  cluster.Silence(0);
-  Status s = b.leases->Create("cluster/d/bf");
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  cluster.Silence(0, false);
-  cluster.clock().Advance(DirLeases::kTerm + 1s);
-  ASSERT_TRUE(cluster.Join());
-  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
-  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/g").has_value()) << "sub is not covered again";
+  EXPECT_FALSE(cluster.node(0).leases->CreateAtOnce("cluster/d/sub/g").has_value()) << "sub is not covered again";
 }
 
-// Nor when another node held a directory below it since (a cut off while
-// its cover ran out, b took d/sub itself): the lease won back covers nothing.
+// Nor when another node held a directory below it since (b took d/sub
+// itself): the lease won back covers nothing.
 TEST(DirLeasesCoreTest, ACoverThatRanOutStaysOutWhereAnotherNodeHeldADirectoryBelowSince) {
   InProcessCluster cluster(3);
   ASSERT_TRUE(cluster.Join());
-  InProcessNode& a = cluster.node(0);
-  InProcessNode& b = cluster.node(1);
-  MakeCoveredWithAFile(a, "cluster/d/sub");
+  CoverRunsOutWhileAnotherCreates(cluster, "cluster/d/sub/bx");
   if (HasFatalFailure()) return;
-  cluster.clock().Advance(DirLeases::kTerm + 1s);
-  cluster.Silence(0);
-  Status s = b.leases->Create("cluster/d/sub/bx");
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  cluster.Silence(0, false);
-  cluster.clock().Advance(DirLeases::kTerm + 1s);
-  ASSERT_TRUE(cluster.Join());
-  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+  InProcessNode& a = cluster.node(0);
   EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/sub/g").has_value()) << "sub is not covered again";
   ASSERT_TRUE(AtOnce(a, "cluster/d/new", /*directory=*/true).ok());
   Made(a, "cluster/d/new");
