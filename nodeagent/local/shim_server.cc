@@ -286,9 +286,13 @@ bool ShimServer::OnReadable(Connection& c) {
   while (budget > 0 && c.pending_out() <= kMaxShimPendingOutBytes) {
     ssize_t r = recv(c.fd, buf, std::min(sizeof buf, budget), 0);
     if (r > 0) {
+      const bool drained = static_cast<size_t>(r) < std::min(sizeof buf, budget);
       c.in.append(buf, static_cast<size_t>(r));
       budget -= static_cast<size_t>(r);
       if (!Serve(c)) return false;
+      // A short read took all there was: epoll (level-triggered) says when
+      // more comes, without a recv that would only find EAGAIN.
+      if (drained) break;
       continue;
     }
     if (r < 0 && errno == EINTR) continue;
@@ -387,6 +391,7 @@ void ShimServer::AcceptAll() {
     }
     c.peer = PeerCred{cred.pid, cred.uid, cred.gid, PeerGroups(cfd)};
     Watch(cfd, EPOLLIN, EPOLL_CTL_ADD);
+    c.armed = EPOLLIN;
     spdlog::debug("shim connection from pid {} uid {} gid {}", cred.pid, cred.uid, cred.gid);
   }
 }
@@ -397,7 +402,10 @@ bool ShimServer::Rearm(Connection& c) {
   uint32_t want = 0;
   if (!c.peer_closed && !c.waiting && c.pending_out() <= kMaxShimPendingOutBytes) want |= EPOLLIN;
   if (c.pending_out() > 0) want |= EPOLLOUT;
-  Watch(c.fd, want, EPOLL_CTL_MOD);
+  if (want != c.armed) {  // (a claim's round leaves them as they were: no call)
+    Watch(c.fd, want, EPOLL_CTL_MOD);
+    c.armed = want;
+  }
   return true;
 }
 

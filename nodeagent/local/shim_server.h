@@ -115,6 +115,7 @@ class ShimServer {
     std::string out;        // answers, from out_pos on not yet sent
     size_t out_pos = 0;
     bool peer_closed = false;  // EOF seen: answer what came, then close
+    uint32_t armed = 0;        // the events epoll watches for it (Rearm changes them only when they change)
     size_t pending_out() const { return out.size() - out_pos; }
   };
   ShimServer(std::string path, ino_t inode, int listen_fd, int wake_fd, Handler handler, CloseHandler on_close);
