@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -137,6 +138,17 @@ bool EachDescriptorOfProcess(pid_t pid, dev_t dev, ino_t ino,
   return false;
 }
 
+// Whether pid's descriptors are hidden from the agent: a process it may
+// not trace (not dumpable, or holding capabilities the agent lacks, as an
+// agent run without CAP_SYS_PTRACE). /proc/PID/fd lists the numbers even
+// then, but each one's link (and its stat) is refused, as is the link
+// /proc/PID/exe, asked here; not when pid is gone.
+bool DescriptorsHidden(pid_t pid) {
+  char target[1];
+  return readlink(fmt::format("/proc/{}/exe", pid).c_str(), target, sizeof target) < 0 &&
+         (errno == EACCES || errno == EPERM);
+}
+
 // Calls each(pid) for every process, until it returns true.
 void EachProcess(const std::function<bool(pid_t)>& each) {
   DIR* proc = opendir("/proc");
@@ -165,6 +177,10 @@ bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, s
 }  // namespace
 
 int CopyLockDescriptor(const KernelLock& k, int* err) {
+  if (k.fd < 0) {  // its process's descriptors are hidden from the agent (KernelLocksOn)
+    *err = EACCES;
+    return -1;
+  }
   std::vector<pid_t> from{k.tid != 0 ? k.tid : k.pid};
   if (k.tid != 0) from.insert(from.end(), k.sharers.begin(), k.sharers.end());  // (that thread may have ended)
   bool all_exiting = true;
@@ -213,11 +229,15 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
   const std::string file_id = fmt::format("{}:{}", dev_id, ino);
   std::vector<KernelLock> posix;
   std::set<pid_t> flock_pids;
+  std::vector<LockLine> flock_lines;
   std::ifstream in("/proc/locks");
   for (std::string line; std::getline(in, line);) {
     LockLine lock;
     if (!ParseLockLine(line, &lock) || lock.file_id != file_id) continue;
-    if (lock.kind == "FLOCK") flock_pids.insert(lock.pid);
+    if (lock.kind == "FLOCK") {
+      flock_pids.insert(lock.pid);
+      flock_lines.push_back(lock);
+    }
     if (lock.kind != "POSIX" || lock.start >= shadow_base) continue;
     // The shim's "to the end" under a lease stops short of the agent's marks.
     posix.push_back(
@@ -236,6 +256,13 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
     FlockHolders(pid, dev, ino, file_id, &held);
     return false;
   });
+  // A lock no descriptor was found for, whose process hides its descriptors
+  // from the agent: still held, and with no descriptor to copy (fd -1), it
+  // cannot be made the cluster's. Never taken for gone.
+  for (const LockLine& line : flock_lines)
+    if (std::none_of(held.begin(), held.end(), [&](const KernelLock& k) { return k.pid == line.pid; }) &&
+        DescriptorsHidden(line.pid))
+      held.push_back(KernelLock{line.pid, -1, line.write, line.start, line.end, 0, {}});
   return held;
 }
 
@@ -256,6 +283,20 @@ std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view) {
     return true;
   });
   return found;
+}
+
+// The path below view of the file (dev, ino), from a walk of the view
+// (symlinks not followed); "" for none.
+std::string NameByInode(const std::string& view, dev_t dev, ino_t ino) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(view, fs::directory_options::skip_permission_denied, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    struct stat st;
+    if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
+      return it->path().lexically_relative(view).string();
+  }
+  return "";
 }
 
 }  // namespace
@@ -285,6 +326,9 @@ std::vector<std::pair<std::string, bool>> KernelLockedFilesIn(const std::string&
         name = NameIn(other, root.st_dev, ino, view);
         return !name.empty();
       });
+    // A process that hides its descriptors from the agent: the file is
+    // found in the view by its inode (a walk, only then).
+    if (name.empty() && pid > 0 && DescriptorsHidden(pid)) name = NameByInode(view, root.st_dev, ino);
     if (!name.empty()) files.emplace_back(std::move(name), flock);
   }
   return files;

@@ -22,7 +22,7 @@ constexpr unsigned kPidfdThread = O_EXCL;
 // A lock the kernel holds on a file, as /proc/locks and fdinfo name it.
 struct KernelLock {
   pid_t pid = 0;          // POSIX: the owner process; FLOCK: a process with the description open
-  int fd = -1;            // FLOCK: that process's descriptor of the description
+  int fd = -1;            // FLOCK: that process's descriptor of the description; -1: hidden from the agent
   bool write = false;
   uint64_t start = 0;
   uint64_t end = 0;       // exclusive; UINT64_MAX: to the end

@@ -142,7 +142,9 @@ void NodeLocks::RecoverLeasedLocks() {
     if (!IsValidNsKey(path)) continue;
     spdlog::info("locks: /{}: {} locks its programs hold from before this agent's start go to its home", path,
                  flock ? "flock" : "fcntl");
-    EndLease(path, flock, /*tell_home=*/true);
+    bool unconverted = false;
+    EndLease(path, flock, /*tell_home=*/true, "", &unconverted);
+    if (unconverted && LockHome::HomeOf(path, NotDead()) == parts_.self_id) KeepWholeForUnconverted(path, flock);
   }
   recovered_.store(true);
 }
@@ -1062,7 +1064,8 @@ bool NodeLocks::TryLease(const std::string& path, bool flock) {
   return true;
 }
 
-bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, const std::string& named) {
+bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, const std::string& named,
+                         bool* unconverted_out) {
   const std::string file_key = LockFileKey(path, flock);
   LeaseTurn turn(*this, file_key);
   std::optional<Lease> lease;
@@ -1114,8 +1117,8 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
     if (err != 0) {
       if (err == ESRCH || (kill(k.pid, 0) != 0 && errno == ESRCH)) continue;  // its process is gone, and its lock
       spdlog::error("locks: /{}: the lock process {} holds under this node's lease cannot be made the cluster's "
-                    "({}): the lease stays with the home, if it still holds it (not after the home's restart), until a later "
-                    "return finds the lock gone",
+                    "({}): the lease stays with the home (after a restart of this agent as its home: kept there anew), "
+                    "until a later return finds the lock gone",
                     path, k.pid, strerror(err));
       unconverted = true;
       continue;
@@ -1135,6 +1138,7 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
     }
   }
   NoLeaseForAWhile(file_key);  // a file another node wants
+  if (unconverted_out != nullptr) *unconverted_out = unconverted;
   spdlog::debug("locks: /{}: {} lease ends, {} locks converted", path, lease ? "the" : "no", converted.size());
   if (!tell_home || unconverted) return !unconverted;
   v1::LockRequest ret;
@@ -1160,6 +1164,23 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
   }
   if (!s.ok()) spdlog::warn("locks: the end of the lease on /{} not delivered: {}", path, s.message());
   return s.ok() && answer.outcome() == v1::LockResponse::GRANTED;
+}
+
+void NodeLocks::KeepWholeForUnconverted(const std::string& path, bool flock) {
+  v1::LockRequest reclaim;
+  reclaim.set_path(path);
+  reclaim.set_flock(flock);
+  ToWire(LeaseOwner(fmt::format("{}.{}", lease_prefix_, next_lease_id_++)), reclaim.mutable_owner());
+  reclaim.set_op(v1::LockRequest::RECLAIM);
+  ToWire(LockType::kWrite, LockSpan{0, LockSpan::kToEnd}, reclaim.add_held());
+  v1::LockResponse answer;
+  Status s = AskHome(reclaim, &answer, nullptr);
+  if (s.ok() && answer.outcome() == v1::LockResponse::GRANTED) {
+    spdlog::warn("locks: /{}: kept whole for this node at its home (here) until that lock is gone", path);
+    return;
+  }
+  spdlog::error("locks: /{}: the file could not be kept for that lock ({}): other nodes may lock it", path,
+                s.ok() ? "its home gave " + answer.holder().key() + " a lock meanwhile" : s.message());
 }
 
 Status NodeLocks::OnReturnLease(const v1::ReturnLockLeaseRequest& req, v1::LockResponse* resp) {

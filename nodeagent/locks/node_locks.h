@@ -184,7 +184,17 @@ class NodeLocks {
   // sent to the home with the lease's end (else a reclaim sends them).
   // Whether every lock converted and (tell_home) the home took them.
   // named: the lease's owner key as another node's home named it (if known).
-  bool EndLease(const std::string& path, bool flock, bool tell_home, const std::string& named = "");
+  // unconverted (if given): whether a lock the kernel holds could not be
+  // made its owner's (the home was then not told).
+  bool EndLease(const std::string& path, bool flock, bool tell_home, const std::string& named = "",
+                bool* unconverted = nullptr);
+  // After a restart, at this node as the file's home (whose tables went with
+  // its predecessor): a lock the kernel holds that could not be converted
+  // keeps the whole file this node's, as a lease its predecessor would have
+  // kept there, reclaimed within the home's grace. Another node's call on
+  // the file then has this node return it (EndLease named), which succeeds
+  // once the lock is gone.
+  void KeepWholeForUnconverted(const std::string& path, bool flock);
   // The lease of node_id on the file ends (asked of that node, if alive,
   // within timeout); whether the home took its locks.
   bool ReturnLeaseOf(const v1::LockOwner& lease, const std::string& path, bool flock,

@@ -62,6 +62,7 @@ class ClusterTest : public ::testing::Test {
   // a, then b and c joining a; returns once each sees all three alive.
   void StartThree() {
     a = Agent("a");
+    if (!a_prefix_.empty()) a->set_command_prefix(a_prefix_);
     ASSERT_TRUE(a->Start());
     b = Agent("b", a->address());
     c = Agent("c", a->address());
@@ -106,6 +107,7 @@ class ClusterTest : public ::testing::Test {
   void TearDown() override { KeepLogsIfFailed(dir_.path(), {a.get(), b.get(), c.get()}); }
 
   TempDir dir_;
+  std::vector<std::string> a_prefix_;    // a command StartThree runs a under (which execs it)
   std::vector<std::string> extra_args_;  // for every agent started after it is set
   std::unique_ptr<AgentProcess> a, b, c;
   const std::map<std::string, v1::NodeState> all_alive{

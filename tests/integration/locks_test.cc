@@ -91,9 +91,11 @@ except OSError as e:
   // A flock lock a's program holds on path (under a's lease, a the file's
   // home): b's try is refused, also once a's agent restarted and after the
   // home's grace (the lock made the cluster's, not kept unconverted in a
-  // lease), and granted once end_holder ended the program (SIGKILL).
-  void RefusedToBAcrossARestartOfAUntilTheHolderEnds(const std::string& path,
-                                                     const std::function<void()>& end_holder) {
+  // lease; unconvertible: the lock could not be made the cluster's, and the
+  // file was kept whole for a instead), and granted once end_holder ended
+  // the program (SIGKILL).
+  void RefusedToBAcrossARestartOfAUntilTheHolderEnds(const std::string& path, const std::function<void()>& end_holder,
+                                                     bool unconvertible = false) {
     const std::string try_lock = TryLockScript("flock");
     EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
     a->Stop(SIGKILL);
@@ -108,7 +110,12 @@ except OSError as e:
     EXPECT_EQ(first.out, "EAGAIN\n") << first.err;
     std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
     EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
-    EXPECT_EQ(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
+    if (unconvertible) {
+      EXPECT_NE(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
+      EXPECT_NE(a->log().find("kept whole for this node"), std::string::npos) << a->log();
+    } else {
+      EXPECT_EQ(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
+    }
     end_holder();
     EXPECT_TRUE(WaitUntil(
         [&] {
@@ -164,9 +171,11 @@ except OSError as e:
   // prefix and a number; b reads it first), under a's lease, and writes its
   // pid to argv[2] once it holds it; while_held(pid, name) looks at it, then
   // RefusedToBAcrossARestartOfAUntilTheHolderEnds. The program is ended
-  // (EndHolder) however the test ends.
+  // (EndHolder) however the test ends. under: a command the program runs
+  // under (which execs it).
   void HeldOnAAcrossARestartOfA(const std::string& prefix, const std::string& script,
-                                const std::function<void(pid_t, const std::string& name)>& while_held) {
+                                const std::function<void(pid_t, const std::string& name)>& while_held,
+                                const std::vector<std::string>& under = {}, bool unconvertible = false) {
     const std::vector<std::string> nodes{NodeIdOf("a"), NodeIdOf("b"), NodeIdOf("c")};
     std::string name;
     for (int i = 0; name.empty(); ++i)
@@ -177,13 +186,15 @@ except OSError as e:
     ASSERT_TRUE(Reads(*b, path, "x\n"));
     std::this_thread::sleep_for(std::chrono::nanoseconds(kLockLeaseStartDelayNs));
     RunResult holder_run;
-    std::thread holding([&] { holder_run = RunCommand({"/usr/bin/python3", "-c", script, path, held}, On(*a)); });
+    std::vector<std::string> holder = under;
+    holder.insert(holder.end(), {"/usr/bin/python3", "-c", script, path, held});
+    std::thread holding([&] { holder_run = RunCommand(holder, On(*a)); });
     const pid_t pid = AwaitPid(held, holding);
     if (pid == 0) FAIL() << "the holder said no pid: " << holder_run.err;
     EndHolder end_holder{pid, holding};
     while_held(end_holder.pid, name);
     if (HasFatalFailure()) return;
-    RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder));
+    RefusedToBAcrossARestartOfAUntilTheHolderEnds(path, std::ref(end_holder), unconvertible);
   }
   std::string NodeIdOf(const std::string& name) {
     for (const v1::Node& n : Nodes(*a))
@@ -731,6 +742,38 @@ time.sleep(600)
       EXPECT_NE(std::filesystem::read_symlink(fd.path(), ec).filename().string(), name) << fd.path();
     }
   });
+}
+
+// A lock the kernel holds that the agent cannot make the cluster's, at a
+// restart of the agent that is also the file's home (whose tables went with
+// it). a's agent runs without CAP_SYS_PTRACE (a deployment may leave it
+// out), and so does its program, which takes a flock lock under a's lease
+// and then makes itself non-dumpable: the agent can no longer copy its
+// descriptor (pidfd_getfd). b's try is refused, at first because the
+// lease's return leaves the lock unconverted and the lease with its home;
+// after a's restart because the new agent keeps the file whole for a at
+// the home (itself), reclaimed within its grace; before, b was granted the
+// lock once the grace was over. It is granted once the program ends.
+TEST_F(LocksTest, AnUnconvertibleLockHoldsAcrossARestartOfTheAgentThatIsItsHome) {
+  const std::vector<std::string> no_ptrace{"/usr/bin/setpriv", "--bounding-set", "-sys_ptrace"};
+  a_prefix_ = no_ptrace;
+  StartThree();
+  if (HasFatalFailure()) return;
+  const std::string holder = R"(
+import ctypes, fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+    sys.exit(3)
+open(sys.argv[2], 'w').write(str(os.getpid()))
+time.sleep(600)
+)";
+  HeldOnAAcrossARestartOfA(
+      "unconvertible", holder,
+      [&](pid_t pid, const std::string&) {
+        EXPECT_EQ(KernelLocksOf(pid), std::vector<std::string>{"FLOCK WRITE 0 EOF"});
+      },
+      no_ptrace, /*unconvertible=*/true);
 }
 
 // A thread with a descriptor table of its own (unshare(CLONE_FILES)) locks
