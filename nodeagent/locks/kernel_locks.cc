@@ -14,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -62,19 +63,33 @@ std::vector<LockLine> LocksOfDescriptor(const std::string& proc_dir, const std::
   return out;
 }
 
+// Whether a look into /proc failed because the agent may not look there:
+// a process it may not trace (not dumpable; one of another user, or with
+// capabilities the agent lacks, for an agent without CAP_SYS_PTRACE) lists
+// its descriptors' numbers but not where they lead.
+bool Refused(int err) { return err == EACCES || err == EPERM; }
+
 // Calls each(fd) for every descriptor under proc_dir (/proc/PID, or a
 // thread's /proc/PID/task/TID) that leads to the file (dev, ino), fd as
-// /proc names it, until each returns true; whether one did.
+// /proc names it, until each returns true; whether one did. *hidden (if
+// given) is set when a descriptor there could not be looked at (Refused).
 bool EachDescriptorOf(const std::string& proc_dir, dev_t dev, ino_t ino,
-                      const std::function<bool(const std::string& fd)>& each) {
+                      const std::function<bool(const std::string& fd)>& each, bool* hidden) {
   const std::string fds = proc_dir + "/fd";
   DIR* dir = opendir(fds.c_str());
-  if (dir == nullptr) return false;
+  if (dir == nullptr) {
+    if (hidden != nullptr && Refused(errno)) *hidden = true;
+    return false;
+  }
   bool done = false;
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     struct stat st;
-    if (stat(fmt::format("{}/{}", fds, e->d_name).c_str(), &st) != 0 || st.st_dev != dev || st.st_ino != ino) continue;
+    if (stat(fmt::format("{}/{}", fds, e->d_name).c_str(), &st) != 0) {
+      if (hidden != nullptr && Refused(errno)) *hidden = true;
+      continue;
+    }
+    if (st.st_dev != dev || st.st_ino != ino) continue;
     if ((done = each(e->d_name))) break;
   }
   closedir(dir);
@@ -116,10 +131,11 @@ struct DescriptorTable {
 // pthread_exit while others go on has its tables in those threads only (the
 // leader, a zombie, has none).
 bool EachDescriptorOfProcess(pid_t pid, dev_t dev, ino_t ino,
-                             const std::function<bool(const DescriptorTable& table, const std::string& fd)>& each) {
+                             const std::function<bool(const DescriptorTable& table, const std::string& fd)>& each,
+                             bool* hidden = nullptr) {
   const std::string proc_dir = fmt::format("/proc/{}", pid);
   const DescriptorTable process{proc_dir, pid, {}};
-  if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(process, fd); }))
+  if (EachDescriptorOf(proc_dir, dev, ino, [&](const std::string& fd) { return each(process, fd); }, hidden))
     return true;
   // The live threads, grouped by table; the process's own group (while its
   // leader lives) was looked at above.
@@ -133,20 +149,10 @@ bool EachDescriptorOfProcess(pid_t pid, dev_t dev, ino_t ino,
     else tables.push_back({fmt::format("{}/task/{}", proc_dir, tid), tid, {}});  // (or gone: nothing to list)
   }
   for (size_t i = leader_lives ? 1 : 0; i < tables.size(); ++i)
-    if (EachDescriptorOf(tables[i].proc_dir, dev, ino, [&](const std::string& fd) { return each(tables[i], fd); }))
+    if (EachDescriptorOf(
+            tables[i].proc_dir, dev, ino, [&](const std::string& fd) { return each(tables[i], fd); }, hidden))
       return true;
   return false;
-}
-
-// Whether pid's descriptors are hidden from the agent: a process it may
-// not trace (not dumpable, or holding capabilities the agent lacks, as an
-// agent run without CAP_SYS_PTRACE). /proc/PID/fd lists the numbers even
-// then, but each one's link (and its stat) is refused, as is the link
-// /proc/PID/exe, asked here; not when pid is gone.
-bool DescriptorsHidden(pid_t pid) {
-  char target[1];
-  return readlink(fmt::format("/proc/{}/exe", pid).c_str(), target, sizeof target) < 0 &&
-         (errno == EACCES || errno == EPERM);
 }
 
 // Calls each(pid) for every process, until it returns true.
@@ -159,18 +165,25 @@ void EachProcess(const std::function<bool(pid_t)>& each) {
 }
 
 // The descriptors of pid that hold a flock lock on the file (fdinfo lists
-// the locks of the description behind each); whether there was one.
-bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, std::vector<KernelLock>* out) {
+// the locks of the description behind each); whether there was one. The
+// process that took each lock (as /proc/locks names it) goes to *takers;
+// *hidden is set when one of pid's descriptors could not be looked at.
+bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, std::vector<KernelLock>* out,
+                  std::set<pid_t>* takers, bool* hidden) {
   bool found = false;
-  EachDescriptorOfProcess(pid, dev, ino, [&](const DescriptorTable& table, const std::string& fd) {
-    for (const LockLine& lock : LocksOfDescriptor(table.proc_dir, fd)) {
-      if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
-      out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end,
-                                table.holder != pid ? table.holder : 0, table.sharers});
-      found = true;
-    }
-    return false;
-  });
+  EachDescriptorOfProcess(
+      pid, dev, ino,
+      [&](const DescriptorTable& table, const std::string& fd) {
+        for (const LockLine& lock : LocksOfDescriptor(table.proc_dir, fd)) {
+          if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
+          out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end,
+                                    table.holder != pid ? table.holder : 0, table.sharers});
+          takers->insert(lock.pid);
+          found = true;
+        }
+        return false;
+      },
+      hidden);
   return found;
 }
 
@@ -244,59 +257,71 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
         KernelLock{lock.pid, -1, lock.write, lock.start, lock.end == shadow_base ? kToEnd : lock.end, 0, {}});
   }
   if (!flock) return posix;
-  // A description's flock lock names the process that took it, which may
-  // have exited since (a child keeps the description): every process is
-  // looked at then.
+  // A description's flock lock names the process that took it (fdinfo too),
+  // which may have exited since (a child keeps the description), or given
+  // the description to another: every process is looked at unless each
+  // lock's taker holds it, and nothing was hidden from the agent.
   std::vector<KernelLock> held;
-  bool all_found = true;
-  for (pid_t pid : flock_pids) all_found = pid > 0 && FlockHolders(pid, dev, ino, file_id, &held) && all_found;
-  if (all_found) return held;
+  std::set<pid_t> takers;
+  bool hidden = false, all_found = true;
+  for (pid_t pid : flock_pids)
+    all_found = pid > 0 && FlockHolders(pid, dev, ino, file_id, &held, &takers, &hidden) && all_found;
+  auto all_taken = [&] {
+    return std::all_of(flock_lines.begin(), flock_lines.end(), [&](const LockLine& l) { return takers.contains(l.pid); });
+  };
+  if (all_found && !hidden && all_taken()) return held;
   held.clear();
+  takers.clear();
+  hidden = false;
   EachProcess([&](pid_t pid) {
-    FlockHolders(pid, dev, ino, file_id, &held);
+    FlockHolders(pid, dev, ino, file_id, &held, &takers, &hidden);
     return false;
   });
-  // A lock no descriptor was found for, whose process hides its descriptors
-  // from the agent: still held, and with no descriptor to copy (fd -1), it
-  // cannot be made the cluster's. Never taken for gone.
-  for (const LockLine& line : flock_lines)
-    if (std::none_of(held.begin(), held.end(), [&](const KernelLock& k) { return k.pid == line.pid; }) &&
-        DescriptorsHidden(line.pid))
-      held.push_back(KernelLock{line.pid, -1, line.write, line.start, line.end, 0, {}});
+  // A lock whose taker no descriptor the agent could see names, while some
+  // were hidden from it: held there, not gone, and with no descriptor to
+  // copy (fd -1) it cannot be made the cluster's.
+  if (hidden)
+    for (const LockLine& line : flock_lines)
+      if (!takers.contains(line.pid)) held.push_back(KernelLock{line.pid, -1, line.write, line.start, line.end, 0, {}});
   return held;
 }
 
 namespace {
 
 // The path below view of the file (dev, ino) that one of pid's descriptors
-// leads to; "" for none.
-std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view) {
+// leads to; "" for none (*hidden set when one could not be looked at).
+std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view, bool* hidden) {
   std::string found;
-  EachDescriptorOfProcess(pid, dev, ino, [&](const DescriptorTable& table, const std::string& fd) {
-    char link[4096];
-    const ssize_t n = readlink(fmt::format("{}/fd/{}", table.proc_dir, fd).c_str(), link, sizeof link - 1);
-    if (n <= 0) return false;
-    const std::string name(link, static_cast<size_t>(n));
-    if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/')
-      return false;
-    found = name.substr(view.size() + 1);
-    return true;
-  });
+  EachDescriptorOfProcess(
+      pid, dev, ino,
+      [&](const DescriptorTable& table, const std::string& fd) {
+        char link[4096];
+        const ssize_t n = readlink(fmt::format("{}/fd/{}", table.proc_dir, fd).c_str(), link, sizeof link - 1);
+        if (n <= 0) return false;
+        const std::string name(link, static_cast<size_t>(n));
+        if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/')
+          return false;
+        found = name.substr(view.size() + 1);
+        return true;
+      },
+      hidden);
   return found;
 }
 
-// The path below view of the file (dev, ino), from a walk of the view
-// (symlinks not followed); "" for none.
-std::string NameByInode(const std::string& view, dev_t dev, ino_t ino) {
+// The paths below view of the regular files (dev, inode) among inodes, from
+// one walk of the view (symlinks not followed; a file of several names by
+// the first met).
+std::map<ino_t, std::string> NamesByInode(const std::string& view, dev_t dev, const std::set<ino_t>& inodes) {
   namespace fs = std::filesystem;
+  std::map<ino_t, std::string> names;
   std::error_code ec;
   for (fs::recursive_directory_iterator it(view, fs::directory_options::skip_permission_denied, ec), end;
-       !ec && it != end; it.increment(ec)) {
+       !ec && it != end && names.size() < inodes.size(); it.increment(ec)) {
     struct stat st;
-    if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
-      return it->path().lexically_relative(view).string();
+    if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == dev && inodes.contains(st.st_ino))
+      names.try_emplace(st.st_ino, it->path().lexically_relative(view).string());
   }
-  return "";
+  return names;
 }
 
 }  // namespace
@@ -308,6 +333,7 @@ std::vector<std::pair<std::string, bool>> KernelLockedFilesIn(const std::string&
   if (dev_id.empty() || stat(view.c_str(), &root) != 0) return files;
   const std::string file_dev = dev_id + ":";
   std::set<std::pair<ino_t, bool>> seen;
+  std::set<std::pair<ino_t, bool>> unnamed;  // held where the agent was refused a look
   std::ifstream in("/proc/locks");
   for (std::string line; std::getline(in, line);) {
     LockLine lock;
@@ -317,19 +343,32 @@ std::vector<std::pair<std::string, bool>> KernelLockedFilesIn(const std::string&
     const ino_t ino = std::strtoull(lock.file_id.c_str() + file_dev.size(), nullptr, 10);
     const bool flock = lock.kind == "FLOCK";
     const pid_t pid = lock.pid;
-    if (!seen.insert({ino, flock}).second) continue;
+    if (seen.contains({ino, flock})) continue;
     // Its name, from a descriptor of the process that took it; that one may
     // be gone (flock(1) on a shell's descriptor): then from any that has it.
-    std::string name = pid > 0 ? NameIn(pid, root.st_dev, ino, view) : "";
+    bool hidden = false;
+    std::string name = pid > 0 ? NameIn(pid, root.st_dev, ino, view, &hidden) : "";
     if (name.empty())
       EachProcess([&](pid_t other) {
-        name = NameIn(other, root.st_dev, ino, view);
+        name = NameIn(other, root.st_dev, ino, view, &hidden);
         return !name.empty();
       });
-    // A process that hides its descriptors from the agent: the file is
-    // found in the view by its inode (a walk, only then).
-    if (name.empty() && pid > 0 && DescriptorsHidden(pid)) name = NameByInode(view, root.st_dev, ino);
-    if (!name.empty()) files.emplace_back(std::move(name), flock);
+    if (!name.empty()) {
+      seen.insert({ino, flock});
+      unnamed.erase({ino, flock});
+      files.emplace_back(std::move(name), flock);
+    } else if (hidden) {
+      unnamed.insert({ino, flock});
+    }
+  }
+  // Held, as far as the agent can tell, by descriptors hidden from it: the
+  // files are found in the view by their inodes (one walk, only then).
+  std::set<ino_t> inodes;
+  for (const auto& [ino, flock] : unnamed) inodes.insert(ino);
+  if (!inodes.empty()) {
+    const std::map<ino_t, std::string> names = NamesByInode(view, root.st_dev, inodes);
+    for (const auto& [ino, flock] : unnamed)
+      if (auto it = names.find(ino); it != names.end()) files.emplace_back(it->second, flock);
   }
   return files;
 }

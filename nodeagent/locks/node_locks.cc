@@ -134,7 +134,13 @@ void NodeLocks::RecoverLeasedLocks() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  for (const auto& [path, flock] : KernelLockedFilesIn(parts_.view_path, kernel_dev_id_, kShadowBase)) {
+  // The files this node is home to first: a lock that cannot be made the
+  // cluster's is kept there only within this home's grace.
+  std::vector<std::pair<std::string, bool>> files = KernelLockedFilesIn(parts_.view_path, kernel_dev_id_, kShadowBase);
+  const std::vector<std::string> nodes = NotDead();
+  std::stable_partition(files.begin(), files.end(),
+                        [&](const auto& file) { return LockHome::HomeOf(file.first, nodes) == parts_.self_id; });
+  for (const auto& [path, flock] : files) {
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
@@ -1106,7 +1112,9 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
       if (copy >= 0 && fstat(copy, &file) == 0 && file.st_dev == st.st_dev && file.st_ino == st.st_ino) {
         std::lock_guard lock(mu_);
         err = OfdOwnerLocked(copy, k.pid, uid, file, &key);
-      } else if (copy >= 0 || copy_err == ESRCH) {
+      } else if (copy < 0 && copy_err != ESRCH) {
+        err = copy_err != 0 ? copy_err : ENOLCK;  // (why it cannot be copied, for the log)
+      } else {
         // The descriptor is another file's now, or its process is exiting
         // (a shell's sleep that inherited it ends so): it holds nothing
         // here. Any other holder of the description has its own line.
@@ -1115,10 +1123,14 @@ bool NodeLocks::EndLease(const std::string& path, bool flock, bool tell_home, co
       if (copy >= 0) close(copy);
     }
     if (err != 0) {
-      if (err == ESRCH || (kill(k.pid, 0) != 0 && errno == ESRCH)) continue;  // its process is gone, and its lock
+      // Its process is gone, and its lock; not so a flock lock no descriptor
+      // could be seen of (fd -1), which /proc/locks names by the process that
+      // took it: that one may be gone while another holds the description.
+      const bool hidden = flock && k.fd < 0;
+      if (err == ESRCH || (!hidden && kill(k.pid, 0) != 0 && errno == ESRCH)) continue;
       spdlog::error("locks: /{}: the lock process {} holds under this node's lease cannot be made the cluster's "
-                    "({}): the lease stays with the home (after a restart of this agent as its home: kept there anew), "
-                    "until a later return finds the lock gone",
+                    "({}): the lease stays with the home, if it still holds it (not after the home's restart, unless "
+                    "the home is this node: then it is kept there anew), until a later return finds the lock gone",
                     path, k.pid, strerror(err));
       unconverted = true;
       continue;

@@ -753,7 +753,9 @@ time.sleep(600)
 // lease's return leaves the lock unconverted and the lease with its home;
 // after a's restart because the new agent keeps the file whole for a at
 // the home (itself), reclaimed within its grace; before, b was granted the
-// lock once the grace was over. It is granted once the program ends.
+// lock once the grace was over. It is granted once the program ends. Then
+// the same with a lock that /proc/locks names by a process that is gone: a
+// child took it on the description it shares with the program and exited.
 TEST_F(LocksTest, AnUnconvertibleLockHoldsAcrossARestartOfTheAgentThatIsItsHome) {
   const std::vector<std::string> no_ptrace{"/usr/bin/setpriv", "--bounding-set", "-sys_ptrace"};
   a_prefix_ = no_ptrace;
@@ -772,6 +774,26 @@ time.sleep(600)
       "unconvertible", holder,
       [&](pid_t pid, const std::string&) {
         EXPECT_EQ(KernelLocksOf(pid), std::vector<std::string>{"FLOCK WRITE 0 EOF"});
+      },
+      no_ptrace, /*unconvertible=*/true);
+  if (HasFatalFailure()) return;
+  const std::string handed = R"(
+import ctypes, fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+taker = os.fork()
+if taker == 0:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os._exit(0)
+os.waitpid(taker, 0)
+if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+    sys.exit(3)
+open(sys.argv[2], 'w').write(str(os.getpid()))
+time.sleep(600)
+)";
+  HeldOnAAcrossARestartOfA(
+      "handed", handed,
+      [&](pid_t pid, const std::string&) {
+        EXPECT_EQ(KernelLocksOf(pid), std::vector<std::string>{}) << "/proc/locks names the taker, not the holder";
       },
       no_ptrace, /*unconvertible=*/true);
 }
