@@ -85,8 +85,14 @@ bool EachDescriptorOf(const std::string& proc_dir, dev_t dev, ino_t ino,
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     struct stat st;
-    if (stat(fmt::format("{}/{}", fds, e->d_name).c_str(), &st) != 0) {
-      if (hidden != nullptr && Refused(errno)) *hidden = true;
+    const std::string link = fmt::format("{}/{}", fds, e->d_name);
+    if (stat(link.c_str(), &st) != 0) {
+      // Refused to the agent (ptrace's check, which the link's readlink
+      // makes too), not by what it leads to (a FUSE mount without
+      // allow_other refuses even root).
+      char target[1];
+      if (hidden != nullptr && Refused(errno) && readlink(link.c_str(), target, sizeof target) < 0 && Refused(errno))
+        *hidden = true;
       continue;
     }
     if (st.st_dev != dev || st.st_ino != ino) continue;
@@ -155,6 +161,17 @@ bool EachDescriptorOfProcess(pid_t pid, dev_t dev, ino_t ino,
   return false;
 }
 
+// The locks /proc/locks lists on file_id now (waiters left out).
+std::vector<LockLine> LockLinesOf(const std::string& file_id) {
+  std::vector<LockLine> out;
+  std::ifstream in("/proc/locks");
+  for (std::string line; std::getline(in, line);) {
+    LockLine lock;
+    if (ParseLockLine(line, &lock) && lock.file_id == file_id) out.push_back(lock);
+  }
+  return out;
+}
+
 // Calls each(pid) for every process, until it returns true.
 void EachProcess(const std::function<bool(pid_t)>& each) {
   DIR* proc = opendir("/proc");
@@ -165,11 +182,12 @@ void EachProcess(const std::function<bool(pid_t)>& each) {
 }
 
 // The descriptors of pid that hold a flock lock on the file (fdinfo lists
-// the locks of the description behind each); whether there was one. The
-// process that took each lock (as /proc/locks names it) goes to *takers;
-// *hidden is set when one of pid's descriptors could not be looked at.
+// the locks of the description behind each); whether there was one. Each
+// is counted in *seen under the process that took its lock (as /proc/locks
+// names it); *hidden is set when one of pid's descriptors could not be
+// looked at.
 bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, std::vector<KernelLock>* out,
-                  std::set<pid_t>* takers, bool* hidden) {
+                  std::map<pid_t, size_t>* seen, bool* hidden) {
   bool found = false;
   EachDescriptorOfProcess(
       pid, dev, ino,
@@ -178,7 +196,7 @@ bool FlockHolders(pid_t pid, dev_t dev, ino_t ino, const std::string& file_id, s
           if (lock.kind != "FLOCK" || lock.file_id != file_id) continue;
           out->push_back(KernelLock{pid, std::atoi(fd.c_str()), lock.write, lock.start, lock.end,
                                     table.holder != pid ? table.holder : 0, table.sharers});
-          takers->insert(lock.pid);
+          ++(*seen)[lock.pid];
           found = true;
         }
         return false;
@@ -241,16 +259,9 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
                                       uint64_t shadow_base) {
   const std::string file_id = fmt::format("{}:{}", dev_id, ino);
   std::vector<KernelLock> posix;
-  std::set<pid_t> flock_pids;
-  std::vector<LockLine> flock_lines;
-  std::ifstream in("/proc/locks");
-  for (std::string line; std::getline(in, line);) {
-    LockLine lock;
-    if (!ParseLockLine(line, &lock) || lock.file_id != file_id) continue;
-    if (lock.kind == "FLOCK") {
-      flock_pids.insert(lock.pid);
-      flock_lines.push_back(lock);
-    }
+  std::map<pid_t, size_t> flock_lines;  // by the process that took each
+  for (const LockLine& lock : LockLinesOf(file_id)) {
+    if (lock.kind == "FLOCK") ++flock_lines[lock.pid];
     if (lock.kind != "POSIX" || lock.start >= shadow_base) continue;
     // The shim's "to the end" under a lease stops short of the agent's marks.
     posix.push_back(
@@ -260,37 +271,47 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
   // A description's flock lock names the process that took it (fdinfo too),
   // which may have exited since (a child keeps the description), or given
   // the description to another: every process is looked at unless each
-  // lock's taker holds it, and nothing was hidden from the agent.
+  // taker's descriptors account for its locks, and nothing was hidden.
   std::vector<KernelLock> held;
-  std::set<pid_t> takers;
+  std::map<pid_t, size_t> seen;
   bool hidden = false, all_found = true;
-  for (pid_t pid : flock_pids)
-    all_found = pid > 0 && FlockHolders(pid, dev, ino, file_id, &held, &takers, &hidden) && all_found;
-  auto all_taken = [&] {
-    return std::all_of(flock_lines.begin(), flock_lines.end(), [&](const LockLine& l) { return takers.contains(l.pid); });
-  };
-  if (all_found && !hidden && all_taken()) return held;
+  for (const auto& [pid, lines] : flock_lines)
+    all_found = pid > 0 && FlockHolders(pid, dev, ino, file_id, &held, &seen, &hidden) && all_found;
+  const bool all_seen = std::all_of(flock_lines.begin(), flock_lines.end(), [&](const auto& taker) {
+    auto it = seen.find(taker.first);
+    return it != seen.end() && it->second >= taker.second;
+  });
+  if (all_found && !hidden && all_seen) return held;
   held.clear();
-  takers.clear();
+  seen.clear();
   hidden = false;
   EachProcess([&](pid_t pid) {
-    FlockHolders(pid, dev, ino, file_id, &held, &takers, &hidden);
+    FlockHolders(pid, dev, ino, file_id, &held, &seen, &hidden);
     return false;
   });
-  // A lock whose taker no descriptor the agent could see names, while some
-  // were hidden from it: held there, not gone, and with no descriptor to
-  // copy (fd -1) it cannot be made the cluster's.
+  // A lock no descriptor the agent could see accounts for, while some were
+  // hidden from it, and still there (one released meanwhile is not): held
+  // there, not gone, and with no descriptor to copy (fd -1) it cannot be
+  // made the cluster's. (Two descriptors of one description count twice,
+  // which may hide one lock given to a hidden process.)
   if (hidden)
-    for (const LockLine& line : flock_lines)
-      if (!takers.contains(line.pid)) held.push_back(KernelLock{line.pid, -1, line.write, line.start, line.end, 0, {}});
+    for (const LockLine& line : LockLinesOf(file_id)) {
+      if (line.kind != "FLOCK") continue;
+      if (auto it = seen.find(line.pid); it != seen.end() && it->second > 0) {
+        --it->second;
+        continue;
+      }
+      held.push_back(KernelLock{line.pid, -1, line.write, line.start, line.end, 0, {}});
+    }
   return held;
 }
 
 namespace {
 
 // The path below view of the file (dev, ino) that one of pid's descriptors
-// leads to; "" for none (*hidden set when one could not be looked at).
-std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view, bool* hidden) {
+// leads to; "" for none (*hidden set when one could not be looked at,
+// *elsewhere when one leads outside the view).
+std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view, bool* hidden, bool* elsewhere) {
   std::string found;
   EachDescriptorOfProcess(
       pid, dev, ino,
@@ -299,8 +320,10 @@ std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view, boo
         const ssize_t n = readlink(fmt::format("{}/fd/{}", table.proc_dir, fd).c_str(), link, sizeof link - 1);
         if (n <= 0) return false;
         const std::string name(link, static_cast<size_t>(n));
-        if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/')
+        if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/') {
+          *elsewhere = true;
           return false;
+        }
         found = name.substr(view.size() + 1);
         return true;
       },
@@ -343,23 +366,18 @@ std::vector<std::pair<std::string, bool>> KernelLockedFilesIn(const std::string&
     const ino_t ino = std::strtoull(lock.file_id.c_str() + file_dev.size(), nullptr, 10);
     const bool flock = lock.kind == "FLOCK";
     const pid_t pid = lock.pid;
-    if (seen.contains({ino, flock})) continue;
+    if (!seen.insert({ino, flock}).second) continue;
     // Its name, from a descriptor of the process that took it; that one may
     // be gone (flock(1) on a shell's descriptor): then from any that has it.
-    bool hidden = false;
-    std::string name = pid > 0 ? NameIn(pid, root.st_dev, ino, view, &hidden) : "";
-    if (name.empty())
+    bool hidden = false, elsewhere = false;
+    std::string name = pid > 0 ? NameIn(pid, root.st_dev, ino, view, &hidden, &elsewhere) : "";
+    if (name.empty() && !elsewhere)
       EachProcess([&](pid_t other) {
-        name = NameIn(other, root.st_dev, ino, view, &hidden);
-        return !name.empty();
+        name = NameIn(other, root.st_dev, ino, view, &hidden, &elsewhere);
+        return !name.empty() || elsewhere;
       });
-    if (!name.empty()) {
-      seen.insert({ino, flock});
-      unnamed.erase({ino, flock});
-      files.emplace_back(std::move(name), flock);
-    } else if (hidden) {
-      unnamed.insert({ino, flock});
-    }
+    if (!name.empty()) files.emplace_back(std::move(name), flock);
+    else if (hidden && !elsewhere) unnamed.insert({ino, flock});  // (not a file of the view's, where one leads elsewhere)
   }
   // Held, as far as the agent can tell, by descriptors hidden from it: the
   // files are found in the view by their inodes (one walk, only then).

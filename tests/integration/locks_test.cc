@@ -111,8 +111,8 @@ except OSError as e:
     std::this_thread::sleep_for(LockHome::kGrace + seconds(1));
     EXPECT_EQ(RunCommand({"/usr/bin/python3", "-c", try_lock, path}, On(*b)).out, "EAGAIN\n");
     if (unconvertible) {
-      EXPECT_NE(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
-      EXPECT_NE(a->log().find("kept whole for this node"), std::string::npos) << a->log();
+      EXPECT_NE(a->log().find(path + ": the lock process"), std::string::npos) << a->log();
+      EXPECT_NE(a->log().find(path + ": kept whole for this node"), std::string::npos) << a->log();
     } else {
       EXPECT_EQ(a->log().find("cannot be made the cluster's"), std::string::npos) << a->log();
     }
