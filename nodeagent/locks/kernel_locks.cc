@@ -309,9 +309,11 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
 namespace {
 
 // The path below view of the file (dev, ino) that one of pid's descriptors
-// leads to; "" for none (*hidden set when one could not be looked at,
-// *elsewhere when one leads outside the view).
-std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view, bool* hidden, bool* elsewhere) {
+// leads to; "" for none (*hidden set when one could not be looked at). A
+// program in a pod reaches the view through a detached mount, which the
+// kernel names a descriptor in by its cluster name (/cluster/...): such a
+// name counts when it leads to the same file in the view here.
+std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view, bool* hidden) {
   std::string found;
   EachDescriptorOfProcess(
       pid, dev, ino,
@@ -321,8 +323,12 @@ std::string NameIn(pid_t pid, dev_t dev, ino_t ino, const std::string& view, boo
         if (n <= 0) return false;
         const std::string name(link, static_cast<size_t>(n));
         if (name.size() <= view.size() + 1 || name.compare(0, view.size(), view) != 0 || name[view.size()] != '/') {
-          *elsewhere = true;
-          return false;
+          struct stat here;
+          if (name.size() < 2 || name[0] != '/' || stat((view + name).c_str(), &here) != 0 || here.st_dev != dev ||
+              here.st_ino != ino)
+            return false;
+          found = name.substr(1);
+          return true;
         }
         found = name.substr(view.size() + 1);
         return true;
@@ -369,15 +375,17 @@ std::vector<std::pair<std::string, bool>> KernelLockedFilesIn(const std::string&
     if (!seen.insert({ino, flock}).second) continue;
     // Its name, from a descriptor of the process that took it; that one may
     // be gone (flock(1) on a shell's descriptor): then from any that has it.
-    bool hidden = false, elsewhere = false;
-    std::string name = pid > 0 ? NameIn(pid, root.st_dev, ino, view, &hidden, &elsewhere) : "";
-    if (name.empty() && !elsewhere)
+    // (Once per file: the look at every process finds what another of its
+    // lines would.)
+    bool hidden = false;
+    std::string name = pid > 0 ? NameIn(pid, root.st_dev, ino, view, &hidden) : "";
+    if (name.empty())
       EachProcess([&](pid_t other) {
-        name = NameIn(other, root.st_dev, ino, view, &hidden, &elsewhere);
-        return !name.empty() || elsewhere;
+        name = NameIn(other, root.st_dev, ino, view, &hidden);
+        return !name.empty();
       });
     if (!name.empty()) files.emplace_back(std::move(name), flock);
-    else if (hidden && !elsewhere) unnamed.insert({ino, flock});  // (not a file of the view's, where one leads elsewhere)
+    else if (hidden) unnamed.insert({ino, flock});
   }
   // Held, as far as the agent can tell, by descriptors hidden from it: the
   // files are found in the view by their inodes (one walk, only then).
