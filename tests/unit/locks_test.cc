@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -525,6 +527,55 @@ TEST_F(KernelLocksTest, ALockIsFoundWithItsOwnerAndAFlockLockOutlivesTheProcessT
   close(fd);
   EXPECT_TRUE(KernelLocksOn(dev_id_, st_.st_dev, st_.st_ino, true, NodeLocks::kShadowBase).empty());
   EXPECT_TRUE(KernelLockedFilesIn(dir_.path(), dev_id_, NodeLocks::kShadowBase).empty());
+}
+
+// A flock lock held through a descriptor hidden from the looker is not
+// taken for gone, also when the process that took it holds another lock on
+// the file that the looker sees. In a process of its own without
+// CAP_SYS_PTRACE (as an agent may run): two descriptions of the file, a
+// shared lock on each, then a child keeps the first (and makes itself
+// non-dumpable) while this process closes its copy. /proc/locks names this
+// process as the taker of both; it shows only the second.
+TEST_F(KernelLocksTest, AFlockLockHeldThroughADescriptorHiddenFromTheLookerIsNotTakenForGone) {
+  const pid_t looker = fork();
+  if (looker == 0) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct caps[2]{};
+    if (syscall(SYS_capget, &header, caps) != 0) _exit(100);
+    caps[0].effective &= ~(1u << CAP_SYS_PTRACE);
+    caps[0].permitted &= ~(1u << CAP_SYS_PTRACE);
+    if (syscall(SYS_capset, &header, caps) != 0) _exit(101);
+    const int first = open(path_.c_str(), O_RDWR | O_CLOEXEC), second = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+    int ready[2], done[2];
+    if (first < 0 || second < 0 || pipe(ready) != 0 || pipe(done) != 0) _exit(102);
+    if (flock(first, LOCK_SH) != 0 || flock(second, LOCK_SH) != 0) _exit(103);
+    const pid_t keeper = fork();
+    if (keeper == 0) {
+      close(second);
+      close(done[1]);
+      char byte = prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 'y' : 'n';
+      (void)!write(ready[1], &byte, 1);
+      (void)!read(done[0], &byte, 1);  // until the looker is done
+      _exit(0);
+    }
+    close(done[0]);
+    char byte = 0;
+    if (keeper < 0 || read(ready[0], &byte, 1) != 1 || byte != 'y') _exit(104);
+    close(first);
+    const std::vector<KernelLock> held = KernelLocksOn(dev_id_, st_.st_dev, st_.st_ino, true, NodeLocks::kShadowBase);
+    close(done[1]);
+    waitpid(keeper, nullptr, 0);
+    const auto hidden = std::count_if(held.begin(), held.end(), [](const KernelLock& k) { return k.fd < 0; });
+    const auto mine = std::count_if(held.begin(), held.end(), [&](const KernelLock& k) { return k.fd == second; });
+    _exit(static_cast<int>(held.size() * 16 + static_cast<size_t>(hidden) * 4 + static_cast<size_t>(mine)));
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(looker, &status, 0), looker);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_LT(WEXITSTATUS(status), 100) << "the looker could not set up (" << WEXITSTATUS(status) << ")";
+  EXPECT_EQ(WEXITSTATUS(status) / 16, 2) << "locks found";
+  EXPECT_EQ(WEXITSTATUS(status) / 4 % 4, 1) << "of them with no descriptor to copy (hidden)";
+  EXPECT_EQ(WEXITSTATUS(status) % 4, 1) << "of them through the looker's own descriptor";
 }
 
 // Flock locks held through the process's own table and by a thread with a
