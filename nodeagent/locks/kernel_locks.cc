@@ -161,13 +161,13 @@ bool EachDescriptorOfProcess(pid_t pid, dev_t dev, ino_t ino,
   return false;
 }
 
-// The locks /proc/locks lists on file_id now (waiters left out).
-std::vector<LockLine> LockLinesOf(const std::string& file_id) {
+// The locks /proc/locks lists now, waiters left out; of file_id only, if given.
+std::vector<LockLine> GrantedLocks(const std::string& file_id = "") {
   std::vector<LockLine> out;
   std::ifstream in("/proc/locks");
   for (std::string line; std::getline(in, line);) {
     LockLine lock;
-    if (ParseLockLine(line, &lock) && lock.file_id == file_id) out.push_back(lock);
+    if (ParseLockLine(line, &lock) && (file_id.empty() || lock.file_id == file_id)) out.push_back(lock);
   }
   return out;
 }
@@ -260,7 +260,7 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
   const std::string file_id = fmt::format("{}:{}", dev_id, ino);
   std::vector<KernelLock> posix;
   std::map<pid_t, size_t> flock_lines;  // by the process that took each
-  for (const LockLine& lock : LockLinesOf(file_id)) {
+  for (const LockLine& lock : GrantedLocks(file_id)) {
     if (lock.kind == "FLOCK") ++flock_lines[lock.pid];
     if (lock.kind != "POSIX" || lock.start >= shadow_base) continue;
     // The shim's "to the end" under a lease stops short of the agent's marks.
@@ -295,7 +295,7 @@ std::vector<KernelLock> KernelLocksOn(const std::string& dev_id, dev_t dev, ino_
   // made the cluster's. (Two descriptors of one description count twice,
   // which may hide one lock given to a hidden process.)
   if (hidden)
-    for (const LockLine& line : LockLinesOf(file_id)) {
+    for (const LockLine& line : GrantedLocks(file_id)) {
       if (line.kind != "FLOCK") continue;
       if (auto it = seen.find(line.pid); it != seen.end() && it->second > 0) {
         --it->second;
@@ -363,11 +363,9 @@ std::vector<std::pair<std::string, bool>> KernelLockedFilesIn(const std::string&
   const std::string file_dev = dev_id + ":";
   std::set<std::pair<ino_t, bool>> seen;
   std::set<std::pair<ino_t, bool>> unnamed;  // held where the agent was refused a look
-  std::ifstream in("/proc/locks");
-  for (std::string line; std::getline(in, line);) {
-    LockLine lock;
-    if (!ParseLockLine(line, &lock) || (lock.kind != "POSIX" && lock.kind != "FLOCK") ||
-        lock.file_id.rfind(file_dev, 0) != 0 || lock.start >= shadow_base)
+  for (const LockLine& lock : GrantedLocks()) {
+    if ((lock.kind != "POSIX" && lock.kind != "FLOCK") || lock.file_id.rfind(file_dev, 0) != 0 ||
+        lock.start >= shadow_base)
       continue;
     const ino_t ino = std::strtoull(lock.file_id.c_str() + file_dev.size(), nullptr, 10);
     const bool flock = lock.kind == "FLOCK";

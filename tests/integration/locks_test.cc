@@ -761,37 +761,35 @@ TEST_F(LocksTest, AnUnconvertibleLockHoldsAcrossARestartOfTheAgentThatIsItsHome)
   a_prefix_ = no_ptrace;
   StartThree();
   if (HasFatalFailure()) return;
-  const std::string holder = R"(
+  // A python program that holds a flock lock on argv[1], taken by `take`
+  // on its descriptor fd, makes itself non-dumpable and writes its pid to argv[2].
+  auto hidden_holder = [](const std::string& take) {
+    return fmt::format(R"(
 import ctypes, fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR)
-fcntl.flock(fd, fcntl.LOCK_EX)
+{}
 if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
     sys.exit(3)
 open(sys.argv[2], 'w').write(str(os.getpid()))
 time.sleep(600)
-)";
+)",
+                       take);
+  };
   HeldOnAAcrossARestartOfA(
-      "unconvertible", holder,
+      "unconvertible", hidden_holder("fcntl.flock(fd, fcntl.LOCK_EX)"),
       [&](pid_t pid, const std::string&) {
         EXPECT_EQ(KernelLocksOf(pid), std::vector<std::string>{"FLOCK WRITE 0 EOF"});
       },
       no_ptrace, /*unconvertible=*/true);
   if (HasFatalFailure()) return;
-  const std::string handed = R"(
-import ctypes, fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR)
-taker = os.fork()
-if taker == 0:
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os._exit(0)
-os.waitpid(taker, 0)
-if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
-    sys.exit(3)
-open(sys.argv[2], 'w').write(str(os.getpid()))
-time.sleep(600)
-)";
+  // Taken by a child that exits, on the description the program keeps.
   HeldOnAAcrossARestartOfA(
-      "handed", handed,
+      "handed",
+      hidden_holder("taker = os.fork()\n"
+                    "if taker == 0:\n"
+                    "    fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                    "    os._exit(0)\n"
+                    "os.waitpid(taker, 0)"),
       [&](pid_t pid, const std::string&) {
         EXPECT_EQ(KernelLocksOf(pid), std::vector<std::string>{}) << "/proc/locks names the taker, not the holder";
       },
