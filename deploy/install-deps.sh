@@ -19,6 +19,7 @@ PACKAGES=(
   python3-yaml  # tests: deploy/kubernetes read as the kubelet takes it
   perl  # tests/pjdfstest.sh: prove runs pjdfstest
   openssl  # tests: the certificates of onebox ca init and cert issue, checked by openssl verify and x509
+  strace  # tests: an exclusive create held up in the kernel call (inject delay_enter) while a recall comes
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi

@@ -114,6 +114,7 @@ std::atomic<const StatePage*> state_page{nullptr};
 ino_t state_page_ino = 0;  // of its memfd (under mu)
 std::atomic<const PortMaps*> port_maps{nullptr};  // in the same memfd, if the agent keeps them
 std::atomic<const LockLeases*> lock_leases{nullptr};  // the same, after the port maps
+std::atomic<const CreateSlots*> create_slots{nullptr};  // the same, after the lock leases
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -240,21 +241,22 @@ void MapStatePage(int page_fd) {
   }
   void* map = bytes != 0 ? mmap(nullptr, bytes, PROT_READ, MAP_SHARED, page_fd, 0) : MAP_FAILED;
   RealClose(page_fd);
-  const PortMaps* maps = nullptr;
-  const LockLeases* leases = nullptr;
-  const StatePage* page = map != MAP_FAILED ? TrustedStatePage(map, bytes, &maps, &leases) : nullptr;
+  StatePageParts parts;
+  const StatePage* page = map != MAP_FAILED ? TrustedStatePage(map, bytes, &parts) : nullptr;
   if (page == nullptr) {
     if (map != MAP_FAILED) munmap(map, bytes);
     port_maps.store(nullptr);
     lock_leases.store(nullptr);
+    create_slots.store(nullptr);
     state_page.store(nullptr);
     return;
   }
   // A new agent's page: another thread may still read the old one, which
-  // stays mapped (20 KiB per agent restart seen).
+  // stays mapped (100 KiB per agent restart seen).
   state_page_ino = st.st_ino;
-  port_maps.store(maps);
-  lock_leases.store(leases);
+  port_maps.store(parts.ports);
+  lock_leases.store(parts.leases);
+  create_slots.store(parts.creates);
   state_page.store(page);
 }
 
@@ -795,6 +797,8 @@ const PortMaps* PortMapsNow() {
 }
 
 const LockLeases* LockLeasesNow() { return lock_leases.load(std::memory_order_acquire); }
+
+const CreateSlots* CreateSlotsNow() { return create_slots.load(std::memory_order_acquire); }
 
 void EnsureStatePage() {
   static std::atomic<bool> asked_for_page{false};

@@ -523,13 +523,100 @@ int OpenConfined(const Target& t, int flags, mode_t mode) {
   return fd;
 }
 
+// What an exclusive create that the agent refused after the kernel made it
+// leaves: nothing (the entry made, if it is still the one fd opened, goes).
+void UndoCreate(const Target& t, int fd) {
+  struct stat made;
+  const bool known = RealSyscall(SYS_fstat, fd, &made) == 0;
+  RealSyscall(SYS_close, fd);
+  if (!known) return;
+  AtParent(t, [&](int parent, const char* base) {
+    struct stat now;
+    if (RealSyscall(SYS_newfstatat, parent, base, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == made.st_dev &&
+        now.st_ino == made.st_ino)
+      RealSyscall(SYS_unlinkat, parent, base, 0);
+    return 0;
+  });
+}
+
+// Returned by CreateInSlot when it made nothing and the create goes on as before.
+constexpr int kNotInSlot = -2;
+
+// An exclusive create (O_CREAT|O_EXCL) in a directory whose create slot
+// this node's agent keeps in the state page (proto/state_page.h): the node
+// holds the directory's lease, so the kernel alone decides, with no round
+// trip to the agent. The path is walked with no symlink on it, so that the
+// directory the kernel creates in is the one the slot names by its key.
+// kNotInSlot when no slot names the directory or a symlink is on the way
+// (nothing made); else the kernel's descriptor, or -1 with its errno
+// (EEXIST: the name is in this node's view). When the slot ended or ran
+// out during the create, the agent decides after all; if the name went to
+// another node (a recall that did not wait for this create: it was held up
+// longer than CreateSlotTable::kCreatesWait), the create is undone.
+int CreateInSlot(const Target& t, int flags, mode_t mode) {
+  if (t.beneath || t.dir_only || !MayHavePeers() || !InOwnerProcess() || !LexicallyClean(t.rel)) return kNotInSlot;
+  const size_t len = strlen(t.rel);
+  if (len == 0 || t.rel[len - 1] == '/') return kNotInSlot;
+  const char* slash = strrchr(t.rel, '/');
+  const std::string_view dir(t.rel, slash != nullptr ? static_cast<size_t>(slash - t.rel) : 0);
+  const CreateSlots* slots = CreateSlotsNow();
+  unsigned slot = 0;
+  if (CreateSlotBegin(slots, dir, &slot) == 0) return kNotInSlot;  // a first look: most directories have none
+  // The look that counts and the create happen under a read lock on the
+  // directory's byte of kCreateLockFile: a recall ends the slot, then
+  // waits for the lock, so that what the create made is in the view before
+  // the recall records it. Unlocked explicitly: a child forked meanwhile
+  // shares the open file, and would hold the lock as long as it keeps it.
+  const int saved = errno;
+  const int lock =
+      static_cast<int>(RealSyscall(SYS_openat, t.dirfd, kCreateLockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0));
+  if (lock < 0) {
+    errno = saved;
+    return kNotInSlot;
+  }
+  struct flock fl {};
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = CreateSlots::FirstSlot(dir);
+  fl.l_len = 1;
+  uint64_t seq = 0;
+  if (RealSyscall(SYS_fcntl, lock, F_OFD_SETLK, &fl) == 0) seq = CreateSlotBegin(slots, dir, &slot);
+  int fd = kNotInSlot, open_err = 0;
+  bool still = false;
+  if (seq != 0) {
+    fd = OpenWithResolve(t.dirfd, t.rel, flags, mode, RESOLVE_NO_SYMLINKS);
+    open_err = errno;
+    if (fd >= 0) still = CreateSlotStill(slots, slot, seq);
+  }
+  fl.l_type = F_UNLCK;
+  RealSyscall(SYS_fcntl, lock, F_OFD_SETLK, &fl);
+  RealSyscall(SYS_close, lock);
+  if (seq == 0 || (fd < 0 && open_err == ELOOP)) {
+    errno = saved;
+    return kNotInSlot;
+  }
+  if (fd < 0) return Fail(open_err);
+  errno = saved;
+  if (still) return fd;
+  int err = ClaimAtOnce(t.rel, /*directory=*/false);
+  if (err < 0) err = ClaimByVote(t.rel, /*directory=*/false);
+  if (err == 0) {
+    errno = saved;
+    return fd;
+  }
+  UndoCreate(t, fd);
+  return Fail(err);
+}
+
 // Opens t and, when the program will read what is in it, makes sure the
 // content is here first (a file that came from another node may be a stub).
 // An open that drops the content (O_TRUNC for writing) makes the file this
 // node's own: its stub mark goes.
 int OpenWithContent(const Target& t, int flags, mode_t mode, bool content) {
-  if ((flags & O_CREAT) && (flags & O_EXCL))
+  if ((flags & O_CREAT) && (flags & O_EXCL)) {
+    if (int fd = CreateInSlot(t, flags, mode); fd != kNotInSlot) return fd;
     if (int err = ClaimInCluster(t, /*directory=*/false); err != 0) return Fail(err);
+  }
   for (int attempt = 0;; ++attempt) {
     int fd = OpenConfined(t, flags, mode);
     bool truncates = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;

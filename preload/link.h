@@ -5,6 +5,7 @@
 
 namespace onebox {
 struct LockLeases;
+struct CreateSlots;
 }
 
 namespace onebox::shim {
@@ -46,6 +47,8 @@ int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t 
             LockAnswer* answer);
 // The lock leases in the agent's state page (nullptr: none mapped).
 const LockLeases* LockLeasesNow();
+// The create slots in the agent's state page (nullptr: none mapped).
+const CreateSlots* CreateSlotsNow();
 // Maps the agent's state page if this process has none yet (once: a process
 // that made no Hello, as flock(1) on a descriptor it inherited; the lock
 // link's own handshake maps none).

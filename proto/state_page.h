@@ -109,6 +109,48 @@ constexpr int64_t kLockLeaseBeatNs = 50'000'000;
 constexpr int64_t kLockLeaseTrustNs = 200'000'000;
 constexpr int64_t kLockLeaseStartDelayNs = 500'000'000;
 
+// After the lock leases, at kCreateSlotsOffset: the directories in which
+// this node's programs decide their exclusive creates (O_CREAT|O_EXCL) with
+// the kernel alone, under the node's lease on the directory
+// (nodeagent/sync/create_slots.h, sync/dir_leases.h): the kernel's EEXIST
+// answers for this node's view, the lease for the other nodes. A slot names
+// a directory by its key below the view root ("cluster/src"), and is a
+// seqlock as a lock lease's is; it also ends on its own at until_ns
+// (CLOCK_BOOTTIME), set before the lease's renewal is due, so that a frozen
+// page (an agent stopped or gone) is never trusted past the term the other
+// members count. A recall of the lease ends the slot first, waits for the
+// creates under way there (kCreateLockFile), and then records what the
+// directory holds; a shim whose slot changed during its create asks the
+// agent, and undoes the create if the name went to another node (only a
+// create held up longer than the recall waits).
+struct CreateSlot {
+  static constexpr unsigned kKeyWords = 29;  // keys of up to 232 bytes get a slot
+  std::atomic<uint64_t> seq;
+  std::atomic<int64_t> until_ns;
+  std::atomic<uint64_t> key_bytes;
+  std::atomic<uint64_t> key[kKeyWords];  // the key's bytes, zero after its end
+};
+struct CreateSlots {
+  static constexpr unsigned kSlots = 256;
+  static constexpr unsigned kProbe = 8;  // a directory's slot is one of the kProbe after its hash
+  std::atomic<uint64_t> held;  // slots naming a directory: 0, and a shim looks no further
+  CreateSlot slots[kSlots];
+  static unsigned FirstSlot(std::string_view dir) {
+    uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a
+    for (char c : dir) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+    return static_cast<unsigned>((h >> 32) % kSlots);
+  }
+  // Bytes [8 * i, 8 * i + 8) of key, zero past its end.
+  static uint64_t KeyWord(std::string_view key, unsigned i) {
+    uint64_t word = 0;
+    for (unsigned b = 0; b < 8 && 8 * i + b < key.size(); ++b)
+      word |= uint64_t{static_cast<unsigned char>(key[8 * i + b])} << (8 * b);
+    return word;
+  }
+};
+constexpr size_t kCreateSlotsOffset = kStateMapBytesWithLeases;
+constexpr size_t kStateMapBytesWithCreates = kCreateSlotsOffset + sizeof(CreateSlots);
+
 // The shim's look at a page's memfd before it maps it (preload/agent_link.cc;
 // tests/fuzz/state_page_fuzz.cc): how many bytes to map, 0 for none. Only a
 // memfd that nobody can shrink, grow or reseal, and that only the agent's
@@ -119,21 +161,26 @@ inline size_t StatePageMapBytes(int seals, int64_t size) {
   constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
   const bool sealed = seals >= 0 && (seals & kSeals) == kSeals && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0;
   if (!sealed || size < static_cast<int64_t>(kPortMapsOffset)) return 0;
+  if (size >= static_cast<int64_t>(kStateMapBytesWithCreates)) return kStateMapBytesWithCreates;
   if (size >= static_cast<int64_t>(kStateMapBytesWithLeases)) return kStateMapBytesWithLeases;
   return size >= static_cast<int64_t>(kStateMapBytes) ? kStateMapBytes : kPortMapsOffset;
 }
+// The parts after the page, each nullptr when not mapped (an older agent's page is shorter).
+struct StatePageParts {
+  const PortMaps* ports = nullptr;
+  const LockLeases* leases = nullptr;
+  const CreateSlots* creates = nullptr;
+};
 // The page at map (bytes long, from StatePageMapBytes), if it is one (its
-// magic), else nullptr; *maps: the port maps after it, *leases: the lock
-// leases after those, each if mapped.
-inline const StatePage* TrustedStatePage(const void* map, size_t bytes, const PortMaps** maps,
-                                         const LockLeases** leases) {
-  *maps = nullptr;
-  *leases = nullptr;
+// magic), else nullptr; *parts: what is mapped after it.
+inline const StatePage* TrustedStatePage(const void* map, size_t bytes, StatePageParts* parts) {
+  *parts = {};
   const auto* page = static_cast<const StatePage*>(map);
   if (page == nullptr || bytes < kPortMapsOffset || page->magic != StatePage::kMagic) return nullptr;
-  if (bytes >= kStateMapBytes) *maps = reinterpret_cast<const PortMaps*>(static_cast<const char*>(map) + kPortMapsOffset);
-  if (bytes >= kStateMapBytesWithLeases)
-    *leases = reinterpret_cast<const LockLeases*>(static_cast<const char*>(map) + kLockLeasesOffset);
+  const char* base = static_cast<const char*>(map);
+  if (bytes >= kStateMapBytes) parts->ports = reinterpret_cast<const PortMaps*>(base + kPortMapsOffset);
+  if (bytes >= kStateMapBytesWithLeases) parts->leases = reinterpret_cast<const LockLeases*>(base + kLockLeasesOffset);
+  if (bytes >= kStateMapBytesWithCreates) parts->creates = reinterpret_cast<const CreateSlots*>(base + kCreateSlotsOffset);
   return page;
 }
 
@@ -203,12 +250,58 @@ inline bool LockLeaseStill(const LockLeases* leases, unsigned slot, uint64_t seq
   return beat >= now - kLockLeaseTrustNs && beat <= now + kLockLeaseBeatNs;
 }
 
+inline int64_t BootTimeNs() {  // counts a suspend (the other members' terms do); from the vDSO
+  timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// The shim's two looks at a create slot around its kernel create. First:
+// the slot's seq if one names dir (a key below the view root) and has not
+// run out, *slot set; 0 if none.
+inline uint64_t CreateSlotBegin(const CreateSlots* slots, std::string_view dir, unsigned* slot) {
+  if (slots == nullptr || slots->held.load(std::memory_order_acquire) == 0 || dir.size() > 8 * CreateSlot::kKeyWords)
+    return 0;
+  const int64_t now = BootTimeNs();
+  const unsigned first = CreateSlots::FirstSlot(dir);
+  for (unsigned i = 0; i < CreateSlots::kProbe; ++i) {
+    const unsigned at = (first + i) % CreateSlots::kSlots;
+    const CreateSlot& s = slots->slots[at];
+    const uint64_t seq = s.seq.load(std::memory_order_acquire);
+    if ((seq & 1) == 0 || s.key_bytes.load(std::memory_order_relaxed) != dir.size()) continue;
+    bool same = s.until_ns.load(std::memory_order_relaxed) > now;
+    for (unsigned w = 0; same && w * 8 < dir.size(); ++w)
+      same = s.key[w].load(std::memory_order_relaxed) == CreateSlots::KeyWord(dir, w);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (same && s.seq.load(std::memory_order_relaxed) == seq) {
+      *slot = at;
+      return seq;
+    }
+  }
+  return 0;
+}
+// Second, after the kernel's create: did the slot name the directory all
+// along (so that a recall, which ends the slot first and looks at the
+// directory after, finds what the create made), and is its time not up?
+inline bool CreateSlotStill(const CreateSlots* slots, unsigned slot, uint64_t seq) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the kernel call before the loads
+  const CreateSlot& s = slots->slots[slot];
+  return s.seq.load(std::memory_order_acquire) == seq && BootTimeNs() < s.until_ns.load(std::memory_order_acquire);
+}
+
 // In the view root, the agent's: a shim holds a read lock on it (an OFD
 // lock) from before it announces a symlink until the symlink is made; the
 // agent ends a proof that the view is symlink-free under a write lock, held
 // for a moment (a shim gives up on it after 2 s: ENOTCONN). Unlike an
 // announcement, the lock outlives an agent's restart.
 constexpr const char* kSymlinkLockFile = ".onebox-symlinks";
+
+// In the view root, the agent's: a shim holds a read lock (an OFD lock) on
+// byte CreateSlots::FirstSlot(dir) from before its look at dir's create slot
+// until its create is done; a recall, which ends the slot first, then takes
+// a write lock on that byte (and lets it go at once) before it records what
+// the directory holds. So a create that saw the slot is in the view by then.
+constexpr const char* kCreateLockFile = ".onebox-creates";
 
 // A file in the view root that names it as one: a shim whose cwd is in the
 // view (a program started there) finds the view root by it.

@@ -27,7 +27,10 @@ struct AgentInfo {
   std::function<uint64_t()> view_repairs;
   // Set once the cluster parts exist.
   std::function<std::vector<v1::ReplicationLag>()> replication_lag;
-  std::function<std::pair<uint64_t, uint64_t>()> leases;  // won, recalled
+  struct LeaseCounts {
+    uint64_t won = 0, recalled = 0, decided = 0;  // DirLeases' counters
+  };
+  std::function<LeaseCounts()> leases;
   std::function<void(v1::StatusResponse*)> jobs;           // placement at exec: jobs_* of the status
   std::function<std::vector<v1::ClusterPort>()> ports;     // the live cluster ports (sockets/port_table.h)
 

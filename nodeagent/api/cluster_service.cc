@@ -54,9 +54,10 @@ grpc::ServerUnaryReactor* ClusterService::Status(grpc::CallbackServerContext* ct
         if (info_.replication_lag)
           for (v1::ReplicationLag& lag : info_.replication_lag()) *r->add_replication() = std::move(lag);
         if (info_.leases) {
-          auto [won, recalled] = info_.leases();
+          auto [won, recalled, decided] = info_.leases();
           r->set_leases_won(won);
           r->set_leases_recalled(recalled);
+          r->set_creates_decided(decided);
         }
         if (info_.jobs) info_.jobs(r);
         return onebox::Status::Ok();

@@ -37,7 +37,8 @@ int CmdStatus(const ClientOptions& o) {
                            n.load().cpu_quota() > 0 ? fmt::format(" ({:.2f} by its cgroup's quota)", n.load().cpu_quota())
                                                     : "",
                            n.load().mem_available_bytes() >> 20, n.load().mem_total_bytes() >> 20)
-            << fmt::format("leases     {} won, {} given up to other nodes\n", r.leases_won(), r.leases_recalled())
+            << fmt::format("leases     {} won, {} given up to other nodes; {} exclusive creates decided by the agent\n",
+                           r.leases_won(), r.leases_recalled(), r.creates_decided())
             << fmt::format("jobs       {} placed out ({} running), {} taken in ({} running)\n", r.jobs_placed_out(),
                            r.jobs_out_now(), r.jobs_taken_in(), r.jobs_in_now());
   for (const v1::ReplicationLag& lag : r.replication())

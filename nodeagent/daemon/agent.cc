@@ -44,6 +44,7 @@
 #include "nodeagent/locks/lock_home.h"
 #include "nodeagent/locks/node_locks.h"
 #include "nodeagent/sync/anti_entropy.h"
+#include "nodeagent/sync/create_slots.h"
 #include "nodeagent/sync/dir_leases.h"
 #include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/sync/local_peer.h"
@@ -127,6 +128,7 @@ class Agent {
   std::unique_ptr<ContentTransfer> content_;
   LockedPaths locked_paths_;  // outlives the materializer, which asks it
   std::unique_ptr<ViewMaterializer> materializer_;
+  std::unique_ptr<CreateSlotTable> create_slots_;  // outlives what calls PutInPlace and leases_
   std::unique_ptr<ViewRecorder> recorder_;
   std::unique_ptr<ViewAudit> audit_;
   std::unique_ptr<TreeRepair> tree_repair_;
@@ -228,10 +230,13 @@ std::string Agent::RenderMetrics() {
   e.Counter("onebox_jobs_taken_in_total", "programs this node ran for other nodes", static_cast<double>(jobs.jobs_taken_in()));
   e.Gauge("onebox_jobs_out_now", "placed programs running on other nodes now", jobs.jobs_out_now());
   e.Gauge("onebox_jobs_in_now", "programs run here for other nodes now", jobs.jobs_in_now());
-  auto [won, recalled] = info_.leases();
+  auto [won, recalled, decided] = info_.leases();
   e.Counter("onebox_dir_leases_won_total", "directory leases (exclusive creates) this node won", static_cast<double>(won));
   e.Counter("onebox_dir_leases_recalled_total", "directory leases this node gave up to another's recall",
             static_cast<double>(recalled));
+  e.Counter("onebox_exclusive_creates_decided_total",
+            "exclusive creates and mkdirs the agent decided (not those its shims decided in a create slot)",
+            static_cast<double>(decided));
   e.Counter("onebox_view_repairs_total", "files the view audit found behind the store and repaired",
             static_cast<double>(info_.view_repairs()));
   const Membership::Counts gossip = members_->counts();
@@ -300,6 +305,9 @@ Status Agent::StartView() {
 
 void Agent::PutInPlace(const std::string& key) {
   materializer_->Enqueue(key);  // (the store listed the key for the audit when the record won here)
+  // After the enqueue: a slot installed after a look at the queue that came
+  // before it is ended here (sync/create_slots.h, peer_changes).
+  if (create_slots_) create_slots_->PeerChanged(key);
 }
 
 void Agent::MakeClusterParts() {
@@ -339,7 +347,11 @@ void Agent::MakeClusterParts() {
   };
   leases_ = std::make_unique<DirLeases>(*store_, *members_, network_, NodeIdHex(info_.identity.node_id), handover);
   info_.replication_lag = [r = replicator_.get()] { return r->Lags(); };
-  info_.leases = [l = leases_.get()] { return std::pair{l->won(), l->recalled()}; };
+  create_slots_ = std::make_unique<CreateSlotTable>(state_page_->create_slots(), data_dir_.view_path());
+  leases_->set_create_slots(create_slots_.get(), [m = materializer_.get()] { return m->Settled(); });
+  info_.leases = [l = leases_.get()] {
+    return AgentInfo::LeaseCounts{.won = l->won(), .recalled = l->recalled(), .decided = l->decided()};
+  };
   processes_ = std::make_unique<ClusterProcesses>(*members_, network_, info_.identity.name);
   // Exit-to-wait (docs/consistency.md): what this node's programs wrote so
   // far is recorded, then applied on the members named (all live others

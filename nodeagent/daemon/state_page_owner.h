@@ -13,15 +13,17 @@ class StatePageOwner {
   StatePage& page() { return *page_; }
   PortMaps& port_maps() { return *port_maps_; }
   LockLeases& lock_leases() { return *lock_leases_; }
+  CreateSlots& create_slots() { return *create_slots_; }
   int fd() const { return fd_; }  // read-only for everyone else; send it, never close it
 
  private:
-  StatePageOwner(int fd, StatePage* page, PortMaps* ports, LockLeases* leases)
-      : fd_(fd), page_(page), port_maps_(ports), lock_leases_(leases) {}
+  StatePageOwner(int fd, StatePage* page, PortMaps* ports, LockLeases* leases, CreateSlots* creates)
+      : fd_(fd), page_(page), port_maps_(ports), lock_leases_(leases), create_slots_(creates) {}
   int fd_;
   StatePage* page_;
   PortMaps* port_maps_;
   LockLeases* lock_leases_;
+  CreateSlots* create_slots_;
 };
 
 }  // namespace onebox

@@ -25,6 +25,9 @@ constexpr auto kRecent = DirLeases::kPendingHold;
 // A recall waits this long at most for this node's own acquisition of the
 // directory to end (it asks the others, then fetches from earlier holders).
 constexpr auto kRecallWaitsForOwn = std::chrono::seconds(2);
+// A create slot runs out this long before the lease's renewal is due (the
+// shims' clock and the agent's may tick apart by a coarse tick or two).
+constexpr auto kSlotMargin = std::chrono::milliseconds(20);
 
 bool IsDirKey(const std::string& dir) { return dir.empty() || IsValidNsKey(dir); }
 
@@ -60,6 +63,17 @@ uint64_t DirLeases::won() const {
 uint64_t DirLeases::recalled() const {
   std::lock_guard lock(mu_);
   return recalled_;
+}
+
+uint64_t DirLeases::decided() const {
+  std::lock_guard lock(mu_);
+  return decided_;
+}
+
+void DirLeases::set_create_slots(CreateSlotTable* slots, std::function<bool()> view_settled) {
+  std::lock_guard lock(mu_);
+  slots_ = slots;
+  view_settled_ = std::move(view_settled);
 }
 
 void DirLeases::Sweep() {
@@ -358,8 +372,37 @@ Status DirLeases::Decide(const std::string& key, bool directory, const std::stri
   while (!recent.empty() && now - recent.front().when > kRecent) recent.pop_front();
   recent.push_back({key, now, store_.clock().Last()});
   if (auto c = covered_.find(ParentKey(key)); c != covered_.end() && c->second.by == lease_dir) c->second.last_used = now;
-  if (directory && held.covers && !carved_.count(key)) covered_[key] = {lease_dir, held.lease_id, now};
+  const bool covers_new = directory && held.covers && !carved_.count(key);
+  if (covers_new) covered_[key] = {lease_dir, held.lease_id, now};
+  ++decided_;
+  // The files made next in the directory (or in the new one, covered) are
+  // decided by the shims.
+  if (!directory) OfferSlot(ParentKey(key), held, now);
+  else if (covers_new) OfferSlot(key, held, now);
   return Status::Ok();
+}
+
+bool DirLeases::PendingIn(const std::string& dir) {
+  const std::string prefix = KeyPrefixBelow(dir);
+  const Clock::time_point now = clock_.Now();
+  for (auto it = pending_.lower_bound(prefix); it != pending_.end() && it->first.starts_with(prefix); ++it) {
+    if (now >= it->second.until || ParentKey(it->first) != dir) continue;
+    // Its record came: it went through the view's queue (view_settled says when it is in place).
+    Result<Record> rec = store_.GetWithTombstone(it->first, Cf::kNs);
+    if (rec.ok() && rec->version.hlc > it->second.since) continue;
+    return true;
+  }
+  return false;
+}
+
+void DirLeases::OfferSlot(const std::string& dir, const Held& held, Clock::time_point now) {
+  if (slots_ == nullptr || now + kSlotMargin >= held.renew_after) return;
+  // Read before the look at the view's queue: a peer's change after it
+  // (enqueued after our look) makes the install refuse.
+  const uint64_t seen = slots_->peer_changes();
+  if ((view_settled_ && !view_settled_()) || PendingIn(dir)) return;
+  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(held.renew_after - now - kSlotMargin);
+  slots_->Install(dir, BootTimeNs() + left.count(), seen);
 }
 
 Status DirLeases::Create(const std::string& key, bool directory) {
@@ -450,12 +493,22 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
       for (const Granted& g : held.recent)
         if (ParentKey(g.key) == req.dir()) recent.push_back(g);
     if (auto it = votes_.find(req.dir()); it != votes_.end() && it->second.holder == self_) it->second.until = {};
+    // The shims decide nothing there from here (no slot is installed again
+    // without a new lease); the creates they began under the slots are
+    // waited for below, before the view is recorded.
+    if (slots_ != nullptr) slots_->End(req.dir(), /*below=*/true);
     // What this node was told is being made there goes on to the next holder.
     for (const auto& [key, p] : pending_)
       if (ParentKey(key) == req.dir() && clock_.Now() < p.until) AddPending(resp, key, p.since, p.granted_by);
   }
   // From here no create in dir is granted here without a new lease. What
   // programs made under the old one is recorded first.
+  // A create held up in the middle (a program stopped in its open) may
+  // still make a name there: nothing is handed over, and the asker waits
+  // (so does every other node's create there) until it is done.
+  if (slots_ != nullptr && !slots_->WaitForCreates(req.dir(), /*below=*/true))
+    return Status::Unavailable(
+        fmt::format("a program here is held up in the middle of an exclusive create in /{}", req.dir()));
   HlcTimestamp now_hlc = store_.clock().Last();
   if (held_lately && handover_.record_view)
     if (Status s = handover_.record_view(); !s.ok()) return s;

@@ -72,6 +72,7 @@
 #include "nodeagent/peer/clock.h"
 #include "nodeagent/peer/membership.h"
 #include "nodeagent/peer/peer_link.h"
+#include "nodeagent/sync/create_slots.h"
 #include "onebox/v1/peer.pb.h"
 
 namespace onebox {
@@ -114,6 +115,13 @@ class DirLeases {
   // asks it first.
   std::optional<Status> CreateAtOnce(const std::string& key, bool directory = false);
 
+  // Lets this node's shims decide the creates in a directory whose lease
+  // is held here (sync/create_slots.h): a slot is installed when a create
+  // there is decided here and view_settled says nothing a peer changed is
+  // still on its way into the view; it runs out before the lease's renewal
+  // is due, and a recall ends it before anything else.
+  void set_create_slots(CreateSlotTable* slots, std::function<bool()> view_settled);
+
   // The Peer calls, as this node answers them.
   Status OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* resp);
   Status OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLeaseResponse* resp);
@@ -121,6 +129,7 @@ class DirLeases {
   // Counters for status and tests.
   uint64_t won() const;       // leases won (renewals not counted)
   uint64_t recalled() const;  // leases this node gave up on another's recall
+  uint64_t decided() const;   // creates decided here (not those the shims decided in a slot)
 
  private:
   struct Granted {  // a create this node granted
@@ -195,6 +204,10 @@ class DirLeases {
   // The decision under the lease held on lease_dir, valid at now (mu_ held).
   Status Decide(const std::string& key, bool directory, const std::string& lease_dir, Held& held,
                 Clock::time_point now);
+  // A slot for dir, decided in under held, if the shims may decide there (mu_ held).
+  void OfferSlot(const std::string& dir, const Held& held, Clock::time_point now);
+  // Whether a name another node was making in dir may still be on its way (mu_ held).
+  bool PendingIn(const std::string& dir);
 
   Store& store_;
   Membership& members_;
@@ -215,6 +228,9 @@ class DirLeases {
   Clock::time_point last_sweep_{};
   uint64_t won_ = 0;
   uint64_t recalled_ = 0;
+  uint64_t decided_ = 0;
+  CreateSlotTable* slots_ = nullptr;
+  std::function<bool()> view_settled_;
 };
 
 }  // namespace onebox

@@ -144,6 +144,11 @@ void ViewMaterializer::Drain() {
   queue_cv_.wait(lock, [&] { return done_ >= ticket || stopping_; });
 }
 
+bool ViewMaterializer::Settled() {
+  std::lock_guard lock(queue_mu_);
+  return done_ == pushed_;
+}
+
 void ViewMaterializer::Loop() {
   std::unique_lock lock(queue_mu_);
   for (;;) {

@@ -59,6 +59,8 @@ class ViewMaterializer {
   // Returns once everything enqueued before the call is done (the
   // recorder's full scan waits for it: view_recorder.h, settle).
   void Drain();
+  // Whether nothing enqueued is still waiting or being put in place.
+  bool Settled();
   // Files programs lock (locks/node_locks.h): a peer's version is written
   // into the file itself, whose inode stays, so that a program holding it
   // open (a database) reads it through its descriptor; their writers

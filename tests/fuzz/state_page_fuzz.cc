@@ -3,12 +3,14 @@
 // any seals, holding any bytes. The shim maps it only when nobody can shrink
 // or rewrite it, never past its end (a read there would be SIGBUS in the
 // program), and every read the shim makes of a trusted page (stubs, peers,
-// the symlink-free view, the port bits for any port) stays inside the
+// the symlink-free view, the port bits for any port, the lock leases and
+// the create slots for any file or directory) stays inside the
 // mapping and agrees with the bytes.
 //
-// Input: byte 0 picks the seals, byte 1 the size (a menu around the page's
-// edges, or the input's own length), the rest is the memfd's content; the
-// last 8 bytes, if any, are ports to look up.
+// Input: byte 0 picks the seals, byte 1 the size (bit 16: the input's own
+// length, else a menu around the page's edges), the rest is the memfd's
+// content; its last 8 bytes, if any, are ports to look up, and its last
+// bytes (of a few lengths) directories to look up in the create slots.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -33,10 +35,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                             static_cast<int64_t>(kStateMapBytes),
                             static_cast<int64_t>(kStateMapBytesWithLeases) - 1,
                             static_cast<int64_t>(kStateMapBytesWithLeases),
-                            static_cast<int64_t>(kStateMapBytesWithLeases) + 4096};
+                            static_cast<int64_t>(kStateMapBytesWithLeases) + 4096,
+                            static_cast<int64_t>(kStateMapBytesWithCreates) - 1,
+                            static_cast<int64_t>(kStateMapBytesWithCreates),
+                            static_cast<int64_t>(kStateMapBytesWithCreates) + 4096};
   const uint8_t* content = data + 2;
   const size_t content_size = size - 2;
-  const int64_t file_size = (data[1] & 8) != 0 ? static_cast<int64_t>(content_size) : kSizes[data[1] & 7];
+  const int64_t file_size = (data[1] & 16) != 0 ? static_cast<int64_t>(content_size)
+                                                : kSizes[(data[1] & 15) % (sizeof kSizes / sizeof kSizes[0])];
 
   int fd = memfd_create("state-page-fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   Require(fd >= 0);
@@ -63,15 +69,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   void* map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
   close(fd);
   if (map == MAP_FAILED) return 0;  // (F_SEAL_WRITE: some kernels refuse even a read-only shared map)
-  const PortMaps* maps = nullptr;
-  const LockLeases* leases = nullptr;
-  const StatePage* page = TrustedStatePage(map, bytes, &maps, &leases);
+  StatePageParts parts;
+  const StatePage* page = TrustedStatePage(map, bytes, &parts);
+  const PortMaps* maps = parts.ports;
+  const LockLeases* leases = parts.leases;
+  const CreateSlots* creates = parts.creates;
   if (page != nullptr) {
     uint64_t magic;
     std::memcpy(&magic, content, sizeof magic);
     Require(content_size >= sizeof magic && magic == StatePage::kMagic);
     Require(maps == nullptr || st.st_size >= static_cast<int64_t>(kStateMapBytes));
     Require(leases == nullptr || st.st_size >= static_cast<int64_t>(kStateMapBytesWithLeases));
+    Require(creates == nullptr || st.st_size >= static_cast<int64_t>(kStateMapBytesWithCreates));
     // Whatever a lease slot holds, the shim's looks stay inside the map.
     for (uint64_t probe = 0; leases != nullptr && probe < 4 && content_size >= 16; ++probe) {
       uint64_t dev = 0, ino = 0;
@@ -81,6 +90,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (uint64_t seq = LockLeaseBegin(leases, dev + probe, ino, probe % 2 == 1, &slot); seq != 0) {
         Require(slot < LockLeases::kSlots && (seq & 1) == 1);
         (void)LockLeaseStill(leases, slot, seq);
+      }
+    }
+    // Whatever a create slot holds, the shim's looks stay inside the map
+    // (the directory looked up: the input's last bytes, of a few lengths).
+    for (size_t len = 0; creates != nullptr && len <= content_size && len <= 240; len += 1 + len / 2) {
+      const std::string_view dir(reinterpret_cast<const char*>(content) + content_size - len, len);
+      unsigned slot = CreateSlots::kSlots;
+      if (uint64_t seq = CreateSlotBegin(creates, dir, &slot); seq != 0) {
+        Require(slot < CreateSlots::kSlots && (seq & 1) == 1 && dir.size() <= 8 * CreateSlot::kKeyWords);
+        (void)CreateSlotStill(creates, slot, seq);
       }
     }
     (void)page->stubs.load();
@@ -98,7 +117,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
   } else {
-    Require(maps == nullptr);
+    Require(maps == nullptr && leases == nullptr && creates == nullptr);
   }
   munmap(map, bytes);
   return 0;

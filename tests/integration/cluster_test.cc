@@ -1238,6 +1238,125 @@ TEST_F(ClusterTest, ExclusiveCreatesInATreeOneNodeJustMadeSucceedOnceAcrossNodes
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
 }
 
+// A node that holds a directory's lease lets its programs' shims decide the
+// exclusive creates there (a create slot in its state page): a program
+// making file after file asks its agent about the first one only. What they
+// made there is still this node's alone: another node's create of such a
+// name fails, and two nodes creating the same names at once each win every
+// name exactly once (a recall ends the slot before the holder hands over
+// what its programs made; a create that met the recall is decided by the
+// agent after all, and undone when the name went to the other node).
+TEST_F(ClusterTest, ExclusiveCreatesUnderALeaseHeldHereAreDecidedInTheShimAndStillWinOnce) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
+  ASSERT_EQ(Shell(*a, "mkdir /cluster/slot /cluster/slotrace").exit_code, 0);
+  const uint64_t before = AgentStatus(*a).creates_decided();
+  RunResult made = Shell(*a,
+                         "/usr/bin/python3 -c \"\n"
+                         "import os\n"
+                         "for i in range(300):\n"
+                         "    os.close(os.open('/cluster/slot/f%d' % i, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))\n"
+                         "\"");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const uint64_t asked = AgentStatus(*a).creates_decided() - before;
+  EXPECT_LE(asked, 10u) << "of 300 exclusive creates in one directory, the agent decided " << asked;
+  RunResult on_b = Shell(*b,
+                         "/usr/bin/python3 -c \"\n"
+                         "import errno, os\n"
+                         "for name in ('f7', 'f299', 'b1'):\n"
+                         "    try:\n"
+                         "        os.close(os.open('/cluster/slot/' + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)); print('made', name)\n"
+                         "    except OSError as e:\n"
+                         "        print(errno.errorcode[e.errno], name)\n"
+                         "\"");
+  EXPECT_EQ(on_b.out, "EEXIST f7\nEEXIST f299\nmade b1\n") << on_b.err;
+  // Both at once, on the same names in one directory: a up, b down.
+  auto race = [](const char* order) {
+    return fmt::format(
+        "/usr/bin/python3 -c \"\n"
+        "import errno, os, sys\n"
+        "for i in {}:\n"
+        "    try:\n"
+        "        os.close(os.open('/cluster/slotrace/e%d' % i, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)); print('e%d' % i)\n"
+        "    except OSError as e:\n"
+        "        if e.errno != errno.EEXIST: print('error', i, e.strerror, file=sys.stderr)\n"
+        "\"",
+        order);
+  };
+  std::multiset<std::string> won = RaceOnTwoNodes(*a, race("range(200)"), *b, race("range(199, -1, -1)"));
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(won.count(fmt::format("e{}", i)), 1u) << "O_EXCL /cluster/slotrace/e" << i;
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
+  EXPECT_EQ(Shell(*c, "ls /cluster/slotrace | wc -l").out, "200\n");
+}
+
+// On a, a program makes /cluster/slow/w and then /cluster/slow/x
+// exclusively (writing "a" into x), that create held up by strace for held_ms
+// at the kernel call's entry: after the shim's look at its slot. While it is
+// held up, b's program creates x exclusively (writing "b"). Returns what each
+// printed: "made" or the errno's name.
+std::pair<std::string, std::string> CreateHeldUpOnAWhileBCreates(AgentProcess& a, AgentProcess& b,
+                                                                 const std::string& marker, int held_ms) {
+  const std::string create_x =
+      "try:\n"
+      "    fd = os.open('/cluster/slow/x', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)\n"
+      "    os.write(fd, b'{0}'); os.close(fd); print('made')\n"
+      "except OSError as e:\n"
+      "    print(errno.errorcode[e.errno])\n";
+  const std::string on_a = fmt::format(
+      "strace -f -qq -o /dev/null -P cluster/slow/x -e trace=openat2 -e inject=openat2:delay_enter={}000 "
+      "/usr/bin/python3 -c \"\n"
+      "import errno, os\n"
+      "os.close(os.open('/cluster/slow/w', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))\n"
+      "open('{}', 'w').close()\n"
+      "{}\"",
+      held_ms, marker, fmt::format(fmt::runtime(create_x), "a"));
+  RunResult ran_a;
+  std::thread t([&] { ran_a = Shell(a, on_a); });
+  const bool looked = WaitUntil([&] { return access(marker.c_str(), F_OK) == 0; }, seconds(10), "a's program began");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a's create is held up now
+  RunResult ran_b = Shell(b, "/usr/bin/python3 -c \"\nimport errno, os\n" + fmt::format(fmt::runtime(create_x), "b") + "\"");
+  t.join();
+  EXPECT_TRUE(looked);
+  EXPECT_EQ(ran_a.exit_code, 0) << ran_a.err;
+  EXPECT_EQ(ran_b.exit_code, 0) << ran_b.err;
+  auto line = [](const std::string& out) { return out.substr(0, out.find('\n')); };
+  return {line(ran_a.out), line(ran_b.out)};
+}
+
+// A create a shim began under its slot (it looked at the slot, then the
+// kernel call was held up) when another node recalls the lease: the recall
+// waits for it before it records the directory, so the name is a's, and b's
+// create of it fails. (Without the wait, b wins it: a's create then finds
+// b's file in the view.)
+TEST_F(ClusterTest, ARecallWaitsForAnExclusiveCreateBegunUnderTheSlotItEnds) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
+  ASSERT_EQ(Shell(*a, "mkdir /cluster/slow").exit_code, 0);
+  auto [on_a, on_b] = CreateHeldUpOnAWhileBCreates(*a, *b, dir_ / "a-looked", 700);
+  EXPECT_EQ(on_a, "made");
+  EXPECT_EQ(on_b, "EEXIST");
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) EXPECT_EQ(Shell(*agent, "cat /cluster/slow/x").out, "a");
+}
+
+// The same create held up longer than a recall waits (a program stopped in
+// its open): the recall hands nothing over while it is under way, so b's
+// create waits, and fails once a's is done and handed over; a's own create,
+// which met its slot's end, is decided by its agent and stands.
+TEST_F(ClusterTest, AnExclusiveCreateHeldUpLongerThanARecallWaitsHoldsTheOtherNodesOff) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
+  ASSERT_EQ(Shell(*a, "mkdir /cluster/slow").exit_code, 0);
+  auto [on_a, on_b] = CreateHeldUpOnAWhileBCreates(*a, *b, dir_ / "a-looked", 2500);
+  EXPECT_EQ(on_a, "made");
+  EXPECT_EQ(on_b, "EEXIST");
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) EXPECT_EQ(Shell(*agent, "cat /cluster/slow/x").out, "a");
+}
+
 // A peer that stops answering (SIGSTOP: its sockets stay open, nothing is
 // read) holds up neither the replication to the others nor a shutdown: the
 // stream to it is cancelled when it makes no progress, and it catches up

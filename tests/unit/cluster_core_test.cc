@@ -20,8 +20,10 @@
 #include "nodeagent/peer/node_load.h"
 #include "nodeagent/peer/quorum.h"
 #include "nodeagent/sync/checked_chunks.h"
+#include "nodeagent/sync/create_slots.h"
 #include "nodeagent/sync/tree_repair.h"
 #include "onebox/v1/namespace.pb.h"
+#include "tests/test_util.h"
 #include "tests/unit/in_process_cluster.h"
 
 namespace onebox::testing {
@@ -634,6 +636,90 @@ TEST(DirLeasesCoreTest, APeerThatNeverAnswersCostsAVoteNotTheLease) {
 Status AtOnce(InProcessNode& node, const std::string& key, bool directory = false) {
   std::optional<Status> s = node.leases->CreateAtOnce(key, directory);
   return s.has_value() ? *s : Status::Unavailable("not decidable at once");
+}
+
+// What a shim sees in the create slots for dir: the slot's seq, or 0 (none).
+uint64_t SlotSeen(const CreateSlots& slots, std::string_view dir, unsigned* at = nullptr) {
+  unsigned slot = 0;
+  const uint64_t seq = CreateSlotBegin(&slots, dir, &slot);
+  if (at != nullptr) *at = slot;
+  return seq;
+}
+
+// The holder's shims decide the creates in a directory it holds the lease
+// on, in a slot the agent installs when it decides a create there, until a
+// recall: the slot ends before the holder hands what it made over, so that
+// a name a shim made under it goes with the handover.
+TEST(DirLeasesCoreTest, TheHoldersShimsDecideInASlotThatARecallEndsFirst) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  auto page = std::make_unique<CreateSlots>();
+  onebox::testing::TempDir view;
+  CreateSlotTable table(*page, view.path());
+  bool settled = true;
+  a.leases->set_create_slots(&table, [&] { return settled; });
+  ASSERT_TRUE(a.leases->Create("cluster/d/x").ok());
+  unsigned at = 0;
+  const uint64_t seq = SlotSeen(*page, "cluster/d", &at);
+  ASSERT_NE(seq, 0u) << "a holds d's lease: its shims decide there";
+  EXPECT_LE(page->slots[at].until_ns.load(),
+            BootTimeNs() + std::chrono::duration_cast<std::chrono::nanoseconds>(DirLeases::kTerm / 2).count())
+      << "a slot runs out before the lease's renewal is due";
+  EXPECT_EQ(a.leases->decided(), 1u);
+  // A shim makes y under the slot: the agent is not asked.
+  ASSERT_TRUE(CreateSlotStill(page.get(), at, seq));
+  Made(a, "cluster/d/y");
+  EXPECT_EQ(a.leases->decided(), 1u);
+  // b's create recalls the lease: the slot ends, and y goes with the handover.
+  EXPECT_EQ(b.leases->Create("cluster/d/y").code(), Code::kAlreadyExists);
+  EXPECT_FALSE(CreateSlotStill(page.get(), at, seq));
+  EXPECT_EQ(SlotSeen(*page, "cluster/d"), 0u);
+  EXPECT_FALSE(a.leases->CreateAtOnce("cluster/d/w").has_value());
+  EXPECT_EQ(SlotSeen(*page, "cluster/d"), 0u);
+  // While the view has a peer's change still to put in place, the agent
+  // decides, and installs no slot; once it is in place, it does.
+  settled = false;
+  ASSERT_TRUE(a.leases->Create("cluster/e/x").ok());
+  EXPECT_EQ(SlotSeen(*page, "cluster/e"), 0u);
+  settled = true;
+  ASSERT_TRUE(AtOnce(a, "cluster/e/y").ok());
+  EXPECT_NE(SlotSeen(*page, "cluster/e"), 0u);
+  // A directory made under a covering lease gets a slot at its mkdir (tar
+  // makes a directory, then its files).
+  ASSERT_TRUE(a.leases->Create("cluster/c/sub", /*directory=*/true).ok());
+  EXPECT_NE(SlotSeen(*page, "cluster/c/sub"), 0u);
+  // Due for renewal: the agent renews at its next decision there, and installs again.
+  cluster.clock().Advance(DirLeases::kTerm / 2 + 1ms);
+  ASSERT_TRUE(cluster.Join());
+  ASSERT_TRUE(a.leases->Create("cluster/e/z").ok());
+  EXPECT_NE(SlotSeen(*page, "cluster/e"), 0u);
+}
+
+// Names the old holder was making when it gave the lease up (pending, with
+// no record yet) keep the new holder's shims from deciding there: only the
+// agent knows of them.
+TEST(DirLeasesCoreTest, NoSlotWhileANameTheOldHolderWasMakingIsOnItsWay) {
+  InProcessCluster cluster(3);
+  ASSERT_TRUE(cluster.Join());
+  InProcessNode& a = cluster.node(0);
+  InProcessNode& b = cluster.node(1);
+  auto page = std::make_unique<CreateSlots>();
+  onebox::testing::TempDir view;
+  CreateSlotTable table(*page, view.path());
+  b.leases->set_create_slots(&table, [] { return true; });
+  ASSERT_TRUE(a.leases->Create("cluster/d/k").ok());  // granted; its program has not made it yet
+  ASSERT_TRUE(b.leases->Create("cluster/d/z").ok());  // b takes d over, told k is being made
+  EXPECT_EQ(SlotSeen(*page, "cluster/d"), 0u);
+  EXPECT_EQ(AtOnce(b, "cluster/d/k").code(), Code::kAlreadyExists);
+  ASSERT_TRUE(AtOnce(b, "cluster/d/m").ok());
+  EXPECT_EQ(SlotSeen(*page, "cluster/d"), 0u);
+  // k's record comes (written into b's store here, as its replication
+  // would): b's next decision there installs the slot.
+  ASSERT_TRUE(b.store->Put("cluster/d/k", "inode", false, Cf::kNs).ok());
+  ASSERT_TRUE(AtOnce(b, "cluster/d/n").ok());
+  EXPECT_NE(SlotSeen(*page, "cluster/d"), 0u);
 }
 
 // node makes dir under a lease on its parent (covering, when it can be),
