@@ -115,6 +115,8 @@ ino_t state_page_ino = 0;  // of its memfd (under mu)
 std::atomic<const PortMaps*> port_maps{nullptr};  // in the same memfd, if the agent keeps them
 std::atomic<const LockLeases*> lock_leases{nullptr};  // the same, after the port maps
 std::atomic<const CreateSlots*> create_slots{nullptr};  // the same, after the lock leases
+// The view's kCreateLockFile, at a high number, close-on-exec (CreateLockFd).
+std::atomic<int> create_lock_fd{-1};
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -257,6 +259,9 @@ void MapStatePage(int page_fd) {
   port_maps.store(parts.ports);
   lock_leases.store(parts.leases);
   create_slots.store(parts.creates);
+  // Opened again for this agent (its view may be another); the old one is
+  // left open, as the old page is left mapped: a thread may be using it.
+  create_lock_fd.store(-1);
   state_page.store(page);
 }
 
@@ -800,6 +805,20 @@ const LockLeases* LockLeasesNow() { return lock_leases.load(std::memory_order_ac
 
 const CreateSlots* CreateSlotsNow() { return create_slots.load(std::memory_order_acquire); }
 
+int CreateLockFd() {
+  int fd = create_lock_fd.load(std::memory_order_acquire);
+  if (fd >= 0) return fd;
+  std::lock_guard lock(mu);
+  fd = create_lock_fd.load(std::memory_order_acquire);
+  if (fd >= 0 || view_fd < 0) return fd;
+  fd = static_cast<int>(
+      RealSyscall(SYS_openat, view_fd, kCreateLockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0));
+  if (fd < 0) return -1;
+  fd = HighFd(fd);
+  create_lock_fd.store(fd, std::memory_order_release);
+  return fd;
+}
+
 void EnsureStatePage() {
   static std::atomic<bool> asked_for_page{false};
   if (state_page.load(std::memory_order_acquire) == nullptr && !asked_for_page.exchange(true)) {
@@ -1169,14 +1188,20 @@ void DiscoverViewRoot(const char* real_cwd) {
   }
 }
 
-bool IsShimFd(int fd) { return fd >= 0 && (fd == link_fd || fd == view_fd); }
+bool IsShimFd(int fd) {
+  return fd >= 0 && (fd == link_fd || fd == view_fd || fd == create_lock_fd.load(std::memory_order_relaxed));
+}
 
-std::array<int, 2> ShimFds() { return {link_fd, view_fd}; }
+std::array<int, 3> ShimFds() { return {link_fd, view_fd, create_lock_fd.load()}; }
 
 void ShimFdLost(int fd) {
   // The name of the view stays known (getcwd keeps translating); the next
   // cluster call says Hello again and reopens it.
   std::lock_guard lock(mu);
+  if (int expected = fd; create_lock_fd.compare_exchange_strong(expected, -1)) {
+    RealClose(fd);  // opened again at the next create under a slot
+    return;
+  }
   if (fd == link_fd) DropLocked();
   if (fd == view_fd) {
     CloseIfOurs(view_fd, view_id);

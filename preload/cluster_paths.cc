@@ -541,6 +541,8 @@ void UndoCreate(const Target& t, int fd) {
 
 // Returned by CreateInSlot when it made nothing and the create goes on as before.
 constexpr int kNotInSlot = -2;
+// The kernel's signal set (rt_sigprocmask's size), the first bytes of glibc's.
+constexpr size_t kKernelSigsetBytes = 8;
 
 // An exclusive create (O_CREAT|O_EXCL) in a directory whose create slot
 // this node's agent keeps in the state page (proto/state_page.h): the node
@@ -562,25 +564,27 @@ int CreateInSlot(const Target& t, int flags, mode_t mode) {
   const CreateSlots* slots = CreateSlotsNow();
   unsigned slot = 0;
   if (CreateSlotBegin(slots, dir, &slot) == 0) return kNotInSlot;  // a first look: most directories have none
-  // The look that counts and the create happen under a read lock on the
-  // directory's byte of kCreateLockFile: a recall ends the slot, then
-  // waits for the lock, so that what the create made is in the view before
-  // the recall records it. Unlocked explicitly: a child forked meanwhile
-  // shares the open file, and would hold the lock as long as it keeps it.
+  // The look that counts and the create happen under a read lock on this
+  // thread's byte of the directory's span of kCreateLockFile (threads and
+  // forked children share the descriptor, so each takes its own byte): a
+  // recall ends the slot, then waits for the span, so that what the create
+  // made is in the view before the recall records it. Signals wait
+  // meanwhile: a stop (SIGTSTP) or a handler's longjmp must not keep the
+  // lock (SIGSTOP still can: consistency.md).
+  const int lock = CreateLockFd();
+  if (lock < 0) return kNotInSlot;
   const int saved = errno;
-  const int lock =
-      static_cast<int>(RealSyscall(SYS_openat, t.dirfd, kCreateLockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0));
-  if (lock < 0) {
-    errno = saved;
-    return kNotInSlot;
-  }
+  sigset_t all, mask;
+  sigfillset(&all);
+  RealSyscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &mask, kKernelSigsetBytes);
   struct flock fl {};
   fl.l_type = F_RDLCK;
   fl.l_whence = SEEK_SET;
-  fl.l_start = CreateSlots::FirstSlot(dir);
+  fl.l_start = static_cast<off_t>(CreateSlots::LockBase(dir) +
+                                  static_cast<uint64_t>(RealSyscall(SYS_gettid)) % CreateSlots::kLockSpan);
   fl.l_len = 1;
-  uint64_t seq = 0;
-  if (RealSyscall(SYS_fcntl, lock, F_OFD_SETLK, &fl) == 0) seq = CreateSlotBegin(slots, dir, &slot);
+  const bool locked = RealSyscall(SYS_fcntl, lock, F_OFD_SETLK, &fl) == 0;
+  const uint64_t seq = locked ? CreateSlotBegin(slots, dir, &slot) : 0;
   int fd = kNotInSlot, open_err = 0;
   bool still = false;
   if (seq != 0) {
@@ -588,9 +592,11 @@ int CreateInSlot(const Target& t, int flags, mode_t mode) {
     open_err = errno;
     if (fd >= 0) still = CreateSlotStill(slots, slot, seq);
   }
-  fl.l_type = F_UNLCK;
-  RealSyscall(SYS_fcntl, lock, F_OFD_SETLK, &fl);
-  RealSyscall(SYS_close, lock);
+  if (locked) {
+    fl.l_type = F_UNLCK;
+    RealSyscall(SYS_fcntl, lock, F_OFD_SETLK, &fl);
+  }
+  RealSyscall(SYS_rt_sigprocmask, SIG_SETMASK, &mask, nullptr, kKernelSigsetBytes);
   if (seq == 0 || (fd < 0 && open_err == ELOOP)) {
     errno = saved;
     return kNotInSlot;

@@ -49,6 +49,9 @@ int AskLock(const char* rel_path, int fd, int kind, int cmd, int type, uint64_t 
 const LockLeases* LockLeasesNow();
 // The create slots in the agent's state page (nullptr: none mapped).
 const CreateSlots* CreateSlotsNow();
+// The view's kCreateLockFile (read-only, one of the shim's descriptors),
+// opened at the first call after each new page; -1 when it cannot be.
+int CreateLockFd();
 // Maps the agent's state page if this process has none yet (once: a process
 // that made no Hello, as flock(1) on a descriptor it inherited; the lock
 // link's own handshake maps none).

@@ -248,7 +248,7 @@ void CwdLockForFork(bool lock);
 bool IsShimFd(int fd);
 void ShimFdLost(int fd);
 // The shim's own descriptors (-1 where none), for range closes.
-std::array<int, 2> ShimFds();
+std::array<int, 3> ShimFds();
 // ForgetFd for every fd in [first, last].
 void ForgetFds(unsigned first, unsigned last);
 

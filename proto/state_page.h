@@ -135,11 +135,17 @@ struct CreateSlots {
   static constexpr unsigned kProbe = 8;  // a directory's slot is one of the kProbe after its hash
   std::atomic<uint64_t> held;  // slots naming a directory: 0, and a shim looks no further
   CreateSlot slots[kSlots];
-  static unsigned FirstSlot(std::string_view dir) {
+  static uint64_t Hash(std::string_view dir) {
     uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a
     for (char c : dir) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
-    return static_cast<unsigned>((h >> 32) % kSlots);
+    return h;
   }
+  static unsigned FirstSlot(std::string_view dir) { return static_cast<unsigned>((Hash(dir) >> 32) % kSlots); }
+  // dir's span of kCreateLockFile: [LockBase(dir), + kLockSpan). A thread
+  // locks the byte of its tid in it (threads and forked children share
+  // a process's descriptor, and with it its locks on a byte).
+  static constexpr uint64_t kLockSpan = uint64_t{1} << 22;  // pid_max's limit
+  static uint64_t LockBase(std::string_view dir) { return (Hash(dir) >> 24) << 22; }
   // Bytes [8 * i, 8 * i + 8) of key, zero past its end.
   static uint64_t KeyWord(std::string_view key, unsigned i) {
     uint64_t word = 0;
@@ -149,6 +155,10 @@ struct CreateSlots {
   }
 };
 constexpr size_t kCreateSlotsOffset = kStateMapBytesWithLeases;
+// No slot runs longer than this after the agent last wrote it: an agent
+// that starts after another on the same view installs none, and gives no
+// directory up to another node, until its predecessor's slots have run out.
+constexpr int64_t kCreateSlotLifeNs = 2'500'000'000;
 constexpr size_t kStateMapBytesWithCreates = kCreateSlotsOffset + sizeof(CreateSlots);
 
 // The shim's look at a page's memfd before it maps it (preload/agent_link.cc;
@@ -296,11 +306,12 @@ inline bool CreateSlotStill(const CreateSlots* slots, unsigned slot, uint64_t se
 // announcement, the lock outlives an agent's restart.
 constexpr const char* kSymlinkLockFile = ".onebox-symlinks";
 
-// In the view root, the agent's: a shim holds a read lock (an OFD lock) on
-// byte CreateSlots::FirstSlot(dir) from before its look at dir's create slot
-// until its create is done; a recall, which ends the slot first, then takes
-// a write lock on that byte (and lets it go at once) before it records what
-// the directory holds. So a create that saw the slot is in the view by then.
+// In the view root, the agent's: a shim's thread holds a read lock (an OFD
+// lock) on its byte of dir's span (CreateSlots::LockBase) from before its
+// look at dir's create slot until its create is done, signals blocked; a
+// recall, which ends the slot first, then takes a write lock on the span
+// (and lets it go at once) before it records what the directory holds. So
+// a create that saw the slot is in the view by then.
 constexpr const char* kCreateLockFile = ".onebox-creates";
 
 // A file in the view root that names it as one: a shim whose cwd is in the

@@ -589,6 +589,7 @@ void Agent::StartLoops() {
 }
 
 void Agent::Stop() {
+  create_slots_->EndAll();  // every exclusive create asks the agent, while it still answers
   metrics_.reset();  // no scrape reads the parts below as they stop
   server_->GetHealthCheckService()->SetServingStatus(false);
   anti_entropy_->Stop();

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -16,22 +17,39 @@ namespace onebox {
 
 CreateSlotTable::CreateSlotTable(CreateSlots& slots, const std::string& view_root) : slots_(slots) {
   const std::string path = view_root + "/" + kCreateLockFile;
-  lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0) {
-    // Without it no slot is installed: a shim whose lock fails asks the agent.
-    spdlog::warn("cannot open {}: {}; every exclusive create asks the agent", path, strerror(errno));
+  lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0 && errno == EEXIST) {
+    predecessor_ = true;
+    lock_fd_ = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  }
+  // Without it, or without OFD locks there, no slot is installed: every
+  // exclusive create asks the agent, as a shim whose lock fails does.
+  struct flock probe {};
+  probe.l_type = F_WRLCK;
+  probe.l_whence = SEEK_SET;
+  probe.l_len = 1;
+  if (lock_fd_ < 0 || fcntl(lock_fd_, F_OFD_GETLK, &probe) != 0) {
+    spdlog::warn("cannot take locks on {}: {}; every exclusive create asks the agent", path, strerror(errno));
+    if (lock_fd_ >= 0) close(lock_fd_);
+    lock_fd_ = -1;
     return;
   }
   fchmod(lock_fd_, 0644);  // every user's shim takes read locks
 }
 
 CreateSlotTable::~CreateSlotTable() {
-  {
-    std::lock_guard lock(mu_);
-    while (!named_.empty()) EndLocked(named_.begin());
-  }
+  EndAll();
   if (lock_fd_ >= 0) close(lock_fd_);
 }
+
+void CreateSlotTable::EndAll() {
+  std::lock_guard lock(mu_);
+  while (!named_.empty()) EndLocked(named_.begin());
+}
+
+bool CreateSlotTable::Starting() const { return predecessor_ && BootTimeNs() < started_ns_ + kCreateSlotLifeNs; }
+
+bool CreateSlotTable::StartedWithin(std::chrono::nanoseconds d) const { return BootTimeNs() < started_ns_ + d.count(); }
 
 uint64_t CreateSlotTable::peer_changes() {
   std::lock_guard lock(mu_);
@@ -39,7 +57,9 @@ uint64_t CreateSlotTable::peer_changes() {
 }
 
 bool CreateSlotTable::Install(const std::string& dir, int64_t until_ns, uint64_t peer_changes_seen) {
-  if (dir.size() > 8 * CreateSlot::kKeyWords || lock_fd_ < 0) return false;
+  if (dir.size() > 8 * CreateSlot::kKeyWords || lock_fd_ < 0 || Starting()) return false;
+  const int64_t now = BootTimeNs();
+  until_ns = std::min(until_ns, now + kCreateSlotLifeNs);
   std::lock_guard lock(mu_);
   if (peer_changes_ != peer_changes_seen) return false;
   if (auto it = named_.find(dir); it != named_.end()) {
@@ -47,7 +67,6 @@ bool CreateSlotTable::Install(const std::string& dir, int64_t until_ns, uint64_t
     if (until.load() < until_ns) until.store(until_ns);  // a renewed lease: later, never earlier
     return true;
   }
-  const int64_t now = BootTimeNs();
   const unsigned first = CreateSlots::FirstSlot(dir);
   for (unsigned i = 0; i < CreateSlots::kProbe; ++i) {
     const unsigned at = (first + i) % CreateSlots::kSlots;
@@ -81,18 +100,19 @@ void CreateSlotTable::EndLocked(std::map<std::string, Named>::iterator it) {
     s.seq.store(it->second.seq + 1);  // seq_cst: before the look at the lock below
     slots_.held.fetch_sub(1);
   }
-  // A shim that saw the slot before it ended holds the byte's read lock
-  // (taken before its look): free, and none did.
-  const unsigned byte = CreateSlots::FirstSlot(it->first);
-  if (!NoCreateUnderWay(byte)) unsettled_[it->first] = byte;
+  // A shim that saw the slot before it ended holds a read lock in the
+  // directory's span (taken before its look): free, and none did.
+  const uint64_t base = CreateSlots::LockBase(it->first);
+  if (!NoCreateUnderWay(base, CreateSlots::kLockSpan)) unsettled_[it->first] = base;
   named_.erase(it);
 }
 
-bool CreateSlotTable::NoCreateUnderWay(unsigned byte, std::optional<std::chrono::steady_clock::time_point> deadline) {
+bool CreateSlotTable::NoCreateUnderWay(uint64_t base, uint64_t len,
+                                       std::optional<std::chrono::steady_clock::time_point> deadline) {
   struct flock fl {};
   fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
+  fl.l_start = static_cast<off_t>(base);
+  fl.l_len = static_cast<off_t>(len);
   // A create holds its read lock for a few microseconds: tried again
   // every 100 us rather than waited for (F_OFD_SETLKW has no timeout).
   for (;;) {
@@ -107,20 +127,40 @@ bool CreateSlotTable::NoCreateUnderWay(unsigned byte, std::optional<std::chrono:
   }
 }
 
-void CreateSlotTable::End(const std::string& dir, bool below) {
+bool CreateSlotTable::End(const std::string& dir, bool below) {
   std::lock_guard lock(mu_);
-  EndLocked(dir, below);
+  return EndLocked(dir, below);
 }
 
-void CreateSlotTable::EndLocked(const std::string& dir, bool below) {
-  if (auto it = named_.find(dir); it != named_.end()) EndLocked(it);
-  if (!below) return;
+bool CreateSlotTable::EndLocked(const std::string& dir, bool below) {
+  bool ended = false;
+  if (auto it = named_.find(dir); it != named_.end()) {
+    EndLocked(it);
+    ended = true;
+  }
+  if (!below) return ended;
   const std::string prefix = KeyPrefixBelow(dir);
-  for (auto it = named_.lower_bound(prefix); it != named_.end() && it->first.starts_with(prefix);) EndLocked(it++);
+  for (auto it = named_.lower_bound(prefix); it != named_.end() && it->first.starts_with(prefix);) {
+    EndLocked(it++);
+    ended = true;
+  }
+  return ended;
 }
 
 bool CreateSlotTable::WaitForCreates(const std::string& dir, bool below) {
-  std::map<std::string, unsigned> waits;
+  if (lock_fd_ < 0) return true;  // no slot was ever installed
+  const auto deadline = std::chrono::steady_clock::now() + kCreatesWait;
+  // The predecessor's slots have run out (Starting() is over: recalls wait
+  // for that), but a create begun under one may be under way: once, the
+  // whole file.
+  if (predecessor_ && !predecessor_settled_.load()) {
+    if (!NoCreateUnderWay(0, 0, deadline)) {
+      spdlog::warn("create slots: a create begun under the slots of the agent before this one is still under way");
+      return false;
+    }
+    predecessor_settled_ = true;
+  }
+  std::map<std::string, uint64_t> waits;
   {
     std::lock_guard lock(mu_);
     if (auto it = unsettled_.find(dir); it != unsettled_.end()) waits.insert(*it);
@@ -128,10 +168,9 @@ bool CreateSlotTable::WaitForCreates(const std::string& dir, bool below) {
     for (auto it = unsettled_.lower_bound(prefix); below && it != unsettled_.end() && it->first.starts_with(prefix); ++it)
       waits.insert(*it);
   }
-  const auto deadline = std::chrono::steady_clock::now() + kCreatesWait;
   bool done = true;
-  for (const auto& [waited_dir, byte] : waits) {
-    if (!NoCreateUnderWay(byte, deadline)) {
+  for (const auto& [waited_dir, base] : waits) {
+    if (!NoCreateUnderWay(base, CreateSlots::kLockSpan, deadline)) {
       done = false;
       continue;
     }
@@ -149,8 +188,8 @@ void CreateSlotTable::PeerChanged(const std::string& key) {
   std::lock_guard lock(mu_);
   ++peer_changes_;
   if (named_.empty()) return;
-  EndLocked(ParentKey(key), /*below=*/false);
-  EndLocked(key, /*below=*/true);  // a directory a peer removed or moved, and what is below it
+  (void)EndLocked(ParentKey(key), /*below=*/false);
+  (void)EndLocked(key, /*below=*/true);  // a directory a peer removed or moved, and what is below it
 }
 
 size_t CreateSlotTable::InUse() {

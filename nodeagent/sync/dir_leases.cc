@@ -385,13 +385,11 @@ Status DirLeases::Decide(const std::string& key, bool directory, const std::stri
 bool DirLeases::PendingIn(const std::string& dir) {
   const std::string prefix = KeyPrefixBelow(dir);
   const Clock::time_point now = clock_.Now();
-  for (auto it = pending_.lower_bound(prefix); it != pending_.end() && it->first.starts_with(prefix); ++it) {
-    if (now >= it->second.until || ParentKey(it->first) != dir) continue;
-    // Its record came: it went through the view's queue (view_settled says when it is in place).
-    Result<Record> rec = store_.GetWithTombstone(it->first, Cf::kNs);
-    if (rec.ok() && rec->version.hlc > it->second.since) continue;
-    return true;
-  }
+  // Until it lapses, even once its record is here: the record may not be
+  // in the view's queue yet (a batch is stored whole, then queued entry by
+  // entry).
+  for (auto it = pending_.lower_bound(prefix); it != pending_.end() && it->first.starts_with(prefix); ++it)
+    if (now < it->second.until && ParentKey(it->first) == dir) return true;
   return false;
 }
 
@@ -454,6 +452,10 @@ Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* 
 
 Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLeaseResponse* resp) {
   if (!IsDirKey(req.dir())) return Status::InvalidArgument(fmt::format("'{}' is not a cluster path", req.dir()));
+  // Shims may still trust the create slots of the agent before this one:
+  // the asker tries again once they have run out.
+  if (slots_ != nullptr && slots_->Starting())
+    return Status::Unavailable("this agent started moments ago: its predecessor's create slots may still be in use");
   std::optional<PeerAddress> asker = members_.AliveOther(req.node_id());
   if (!asker) return Status::FailedPrecondition(fmt::format("{} is not a live member", req.node_id()));
   std::deque<Granted> recent;
@@ -496,7 +498,7 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
     // The shims decide nothing there from here (no slot is installed again
     // without a new lease); the creates they began under the slots are
     // waited for below, before the view is recorded.
-    if (slots_ != nullptr) slots_->End(req.dir(), /*below=*/true);
+    if (slots_ != nullptr && slots_->End(req.dir(), /*below=*/true)) held_lately = true;
     // What this node was told is being made there goes on to the next holder.
     for (const auto& [key, p] : pending_)
       if (ParentKey(key) == req.dir() && clock_.Now() < p.until) AddPending(resp, key, p.since, p.granted_by);
@@ -509,6 +511,10 @@ Status DirLeases::OnRecall(const v1::RecallDirLeaseRequest& req, v1::RecallDirLe
   if (slots_ != nullptr && !slots_->WaitForCreates(req.dir(), /*below=*/true))
     return Status::Unavailable(
         fmt::format("a program here is held up in the middle of an exclusive create in /{}", req.dir()));
+  // An agent that started lately knows nothing of what its predecessor
+  // granted or let its shims decide: what its programs made is recorded
+  // as if it had held the lease.
+  if (slots_ != nullptr && slots_->StartedWithin(kRemember)) held_lately = true;
   HlcTimestamp now_hlc = store_.clock().Last();
   if (held_lately && handover_.record_view)
     if (Status s = handover_.record_view(); !s.ok()) return s;

@@ -36,7 +36,7 @@ TEST(CreateSlotsTest, ASlotNamesItsDirectoryUntilItEndsOrRunsOut) {
   auto page = std::make_unique<CreateSlots>();
   onebox::testing::TempDir view;
   CreateSlotTable table(*page, view.path());
-  const int64_t later = BootTimeNs() + 10'000'000'000;
+  const int64_t later = BootTimeNs() + 2'000'000'000;
   EXPECT_EQ(SlotSeen(*page, "cluster/d"), 0u);
   ASSERT_TRUE(table.Install("cluster/d", later, table.peer_changes()));
   unsigned at = 0;
@@ -74,6 +74,11 @@ TEST(CreateSlotsTest, ASlotNamesItsDirectoryUntilItEndsOrRunsOut) {
   // Run out: no shim takes it, and its slot is free again.
   ASSERT_TRUE(table.Install("cluster/old", BootTimeNs() - 1, table.peer_changes()));
   EXPECT_EQ(SlotSeen(*page, "cluster/old"), 0u);
+  // No slot runs longer than kCreateSlotLifeNs, whatever it is asked for.
+  ASSERT_TRUE(table.Install("cluster/long", BootTimeNs() + 10'000'000'000, table.peer_changes()));
+  unsigned long_at = 0;
+  ASSERT_NE(SlotSeen(*page, "cluster/long", &long_at), 0u);
+  EXPECT_LE(page->slots[long_at].until_ns.load(), BootTimeNs() + kCreateSlotLifeNs);
   // A key too long for a slot gets none; the longest that fits does.
   const std::string longest = "cluster/" + std::string(8 * CreateSlot::kKeyWords - 8, 'x');
   EXPECT_FALSE(table.Install(longest + "y", later, table.peer_changes()));
@@ -94,12 +99,13 @@ TEST(CreateSlotsTest, ARecallWaitsForTheCreatesBegunUnderASlotBeforeItEnded) {
   const int64_t later = BootTimeNs() + 10'000'000'000;
   const int shim = open((view / kCreateLockFile).c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(shim, 0);
-  // A shim's read lock on dir's byte, as it takes it before its look at the slot.
+  // A shim thread's read lock in dir's span, as it takes it before its
+  // look at the slot (the byte of its tid; any byte of the span counts).
   auto hold = [&](const std::string& dir, short type) {
     struct flock fl {};
     fl.l_type = type;
     fl.l_whence = SEEK_SET;
-    fl.l_start = CreateSlots::FirstSlot(dir);
+    fl.l_start = static_cast<off_t>(CreateSlots::LockBase(dir) + CreateSlots::kLockSpan - 1);
     fl.l_len = 1;
     return fcntl(shim, F_OFD_SETLK, &fl) == 0;
   };
@@ -141,6 +147,12 @@ TEST(CreateSlotsTest, ARecallWaitsForTheCreatesBegunUnderASlotBeforeItEnded) {
   EXPECT_LT(timed_wait("cluster/d", true, &done), 100ms);
   EXPECT_TRUE(done);
   close(shim);
+  // An agent started on a view another agent kept slots on (the lock file
+  // was there): none while its predecessor's may still be trusted.
+  CreateSlotTable successor(*page, view.path());
+  EXPECT_TRUE(successor.Starting());
+  EXPECT_FALSE(successor.Install("cluster/f", later, successor.peer_changes()));
+  EXPECT_FALSE(table.Starting()) << "the first agent on the view";
   // No lock file (a view it cannot write in): no slot at all.
   CreateSlotTable without(*page, view / "missing/dir");
   EXPECT_FALSE(without.Install("cluster/e", later, without.peer_changes()));
