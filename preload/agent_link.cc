@@ -115,8 +115,11 @@ ino_t state_page_ino = 0;  // of its memfd (under mu)
 std::atomic<const PortMaps*> port_maps{nullptr};  // in the same memfd, if the agent keeps them
 std::atomic<const LockLeases*> lock_leases{nullptr};  // the same, after the port maps
 std::atomic<const CreateSlots*> create_slots{nullptr};  // the same, after the lock leases
-// The view's kCreateLockFile, at a high number, close-on-exec (CreateLockFd).
+// The view's kCreateLockFile, at a high number, close-on-exec (CreateLockFd),
+// and what it must still be (a program may close the number and reuse it).
 std::atomic<int> create_lock_fd{-1};
+std::atomic<dev_t> create_lock_dev{0};
+std::atomic<ino_t> create_lock_ino{0};
 
 // Our own close() guards the shim's fds and takes mu: call the real one here.
 int RealClose(int fd) {
@@ -492,6 +495,11 @@ void AfterForkInChild() {
   new (&lock_link_mu) std::mutex();  // another thread may have held it at the fork
   CloseIfOurs(lock_link_fd, lock_link_id);  // the child's copy (unless the program reused the number)
   lock_link_fd = -1;
+  // The child's own, opened at its first create under a slot: through the
+  // parent's open file, a lock the child took would stay held while the
+  // parent lives, though the child was killed in the middle of its create.
+  CloseIfOurs(create_lock_fd.load(), FdId{create_lock_dev.load(), create_lock_ino.load()});
+  create_lock_fd.store(-1);
   owner_pid = getpid();
   MayReadLockForFork(false);
   mu.unlock();
@@ -807,7 +815,14 @@ const CreateSlots* CreateSlotsNow() { return create_slots.load(std::memory_order
 
 int CreateLockFd() {
   int fd = create_lock_fd.load(std::memory_order_acquire);
-  if (fd >= 0) return fd;
+  struct stat st;
+  if (fd >= 0) {
+    // Still the lock file: a lock taken on a program's file would hold no recall off.
+    if (RealSyscall(SYS_fstat, fd, &st) == 0 && st.st_dev == create_lock_dev.load() &&
+        st.st_ino == create_lock_ino.load())
+      return fd;
+    create_lock_fd.compare_exchange_strong(fd, -1);  // the program's now: let go of the number
+  }
   std::lock_guard lock(mu);
   fd = create_lock_fd.load(std::memory_order_acquire);
   if (fd >= 0 || view_fd < 0) return fd;
@@ -815,6 +830,12 @@ int CreateLockFd() {
       RealSyscall(SYS_openat, view_fd, kCreateLockFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0));
   if (fd < 0) return -1;
   fd = HighFd(fd);
+  if (RealSyscall(SYS_fstat, fd, &st) != 0) {
+    RealClose(fd);
+    return -1;
+  }
+  create_lock_dev.store(st.st_dev);
+  create_lock_ino.store(st.st_ino);
   create_lock_fd.store(fd, std::memory_order_release);
   return fd;
 }

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -571,11 +572,17 @@ int CreateInSlot(const Target& t, int flags, mode_t mode) {
   // made is in the view before the recall records it. Signals wait
   // meanwhile: a stop (SIGTSTP) or a handler's longjmp must not keep the
   // lock (SIGSTOP still can: consistency.md).
-  const int lock = CreateLockFd();
-  if (lock < 0) return kNotInSlot;
   const int saved = errno;
+  const int lock = CreateLockFd();
+  if (lock < 0) {
+    errno = saved;
+    return kNotInSlot;
+  }
+  // (Not the synchronous ones: a fault, or a seccomp trap a sandbox's
+  // handler answers, must reach its handler, which a blocked one would not.)
   sigset_t all, mask;
   sigfillset(&all);
+  for (int sync : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(&all, sync);
   RealSyscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &mask, kKernelSigsetBytes);
   struct flock fl {};
   fl.l_type = F_RDLCK;

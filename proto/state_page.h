@@ -133,6 +133,10 @@ struct CreateSlot {
 struct CreateSlots {
   static constexpr unsigned kSlots = 256;
   static constexpr unsigned kProbe = 8;  // a directory's slot is one of the kProbe after its hash
+  // What the agent and the shim agree the slots and kCreateLockFile's
+  // spans mean: a shim uses no slot of a page that says another version.
+  static constexpr uint64_t kVersion = 2;
+  std::atomic<uint64_t> version;
   std::atomic<uint64_t> held;  // slots naming a directory: 0, and a shim looks no further
   CreateSlot slots[kSlots];
   static uint64_t Hash(std::string_view dir) {
@@ -270,7 +274,8 @@ inline int64_t BootTimeNs() {  // counts a suspend (the other members' terms do)
 // the slot's seq if one names dir (a key below the view root) and has not
 // run out, *slot set; 0 if none.
 inline uint64_t CreateSlotBegin(const CreateSlots* slots, std::string_view dir, unsigned* slot) {
-  if (slots == nullptr || slots->held.load(std::memory_order_acquire) == 0 || dir.size() > 8 * CreateSlot::kKeyWords)
+  if (slots == nullptr || slots->held.load(std::memory_order_acquire) == 0 || dir.size() > 8 * CreateSlot::kKeyWords ||
+      slots->version.load(std::memory_order_relaxed) != CreateSlots::kVersion)
     return 0;
   const int64_t now = BootTimeNs();
   const unsigned first = CreateSlots::FirstSlot(dir);

@@ -16,6 +16,7 @@
 namespace onebox {
 
 CreateSlotTable::CreateSlotTable(CreateSlots& slots, const std::string& view_root) : slots_(slots) {
+  slots_.version.store(CreateSlots::kVersion);
   const std::string path = view_root + "/" + kCreateLockFile;
   lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (lock_fd_ < 0 && errno == EEXIST) {
@@ -44,6 +45,7 @@ CreateSlotTable::~CreateSlotTable() {
 
 void CreateSlotTable::EndAll() {
   std::lock_guard lock(mu_);
+  stopped_ = true;
   while (!named_.empty()) EndLocked(named_.begin());
 }
 
@@ -57,7 +59,13 @@ uint64_t CreateSlotTable::peer_changes() {
 }
 
 bool CreateSlotTable::Install(const std::string& dir, int64_t until_ns, uint64_t peer_changes_seen) {
-  if (dir.size() > 8 * CreateSlot::kKeyWords || lock_fd_ < 0 || Starting()) return false;
+  if (dir.size() > 8 * CreateSlot::kKeyWords || lock_fd_ < 0 || Starting() || stopped_) return false;
+  // The predecessor's creates under way, once its slots have run out: a
+  // look at the whole file (no slot of ours yet, so only theirs can hold it).
+  if (predecessor_ && !predecessor_settled_) {
+    if (!NoCreateUnderWay(0, 0)) return false;
+    predecessor_settled_ = true;
+  }
   const int64_t now = BootTimeNs();
   until_ns = std::min(until_ns, now + kCreateSlotLifeNs);
   std::lock_guard lock(mu_);
@@ -151,8 +159,9 @@ bool CreateSlotTable::WaitForCreates(const std::string& dir, bool below) {
   if (lock_fd_ < 0) return true;  // no slot was ever installed
   const auto deadline = std::chrono::steady_clock::now() + kCreatesWait;
   // The predecessor's slots have run out (Starting() is over: recalls wait
-  // for that), but a create begun under one may be under way: once, the
-  // whole file.
+  // for that), but a create begun under one may be under way: the whole
+  // file, until a look finds it free (here or at an Install; no slot of
+  // ours is installed before, so only the predecessor's shims can hold it).
   if (predecessor_ && !predecessor_settled_.load()) {
     if (!NoCreateUnderWay(0, 0, deadline)) {
       spdlog::warn("create slots: a create begun under the slots of the agent before this one is still under way");

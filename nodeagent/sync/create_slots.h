@@ -48,7 +48,7 @@ class CreateSlotTable {
   // of kCreateLockFile from before its look until the create is done) may
   // still be under way: WaitForCreates waits for it. Whether one ended.
   bool End(const std::string& dir, bool below = false);
-  // Every slot ends (the agent stops).
+  // Every slot ends, and none is installed again (the agent stops).
   void EndAll();
   // Whether every create begun under a slot of dir (or below it) that has
   // ended is done, and, the first time, every create begun under a slot of
@@ -90,7 +90,10 @@ class CreateSlotTable {
   // Directories whose slot ended while a create begun under it was under
   // way, with their spans: a recall waits for them.
   std::map<std::string, uint64_t> unsettled_;
-  std::atomic<bool> predecessor_settled_{false};  // its creates under way were waited for
+  // Its creates under way were waited for; until then no slot is installed
+  // (so only its shims' locks can be in the file).
+  std::atomic<bool> predecessor_settled_{false};
+  std::atomic<bool> stopped_{false};
   uint64_t peer_changes_ = 0;
 };
 

@@ -444,6 +444,11 @@ Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* 
       it->second.until = {};
     return Status::Ok();
   }
+  // Programs here may still decide in its predecessor's slots, and it
+  // forgot whom its predecessor granted directories to: no vote meanwhile
+  // (a majority that needs this node waits).
+  if (slots_ != nullptr && slots_->Starting())
+    return Status::Unavailable("this agent started moments ago: it votes once its predecessor's create slots have run out");
   std::set<uint64_t> given_up(req.given_up().begin(), req.given_up().end());
   if (req.replaces() != 0) given_up.insert(req.replaces());
   *resp = Cast(req.dir(), req.node_id(), req.lease_id(), given_up, req.cover());

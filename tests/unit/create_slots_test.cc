@@ -147,15 +147,47 @@ TEST(CreateSlotsTest, ARecallWaitsForTheCreatesBegunUnderASlotBeforeItEnded) {
   EXPECT_LT(timed_wait("cluster/d", true, &done), 100ms);
   EXPECT_TRUE(done);
   close(shim);
-  // An agent started on a view another agent kept slots on (the lock file
-  // was there): none while its predecessor's may still be trusted.
-  CreateSlotTable successor(*page, view.path());
-  EXPECT_TRUE(successor.Starting());
-  EXPECT_FALSE(successor.Install("cluster/f", later, successor.peer_changes()));
   EXPECT_FALSE(table.Starting()) << "the first agent on the view";
+  // A stopping agent installs nothing.
+  table.EndAll();
+  EXPECT_FALSE(table.Install("cluster/g", later, table.peer_changes()));
   // No lock file (a view it cannot write in): no slot at all.
   CreateSlotTable without(*page, view / "missing/dir");
   EXPECT_FALSE(without.Install("cluster/e", later, without.peer_changes()));
+}
+
+// An agent started on a view another agent kept slots on (the lock file was
+// there): no slot, and no recall answered, while its predecessor's slots
+// may still be trusted (kCreateSlotLifeNs), nor while a create begun under
+// one is still under way (a read lock anywhere in the file).
+TEST(CreateSlotsTest, AnAgentAfterAnotherWaitsOutItsSlotsAndItsCreatesUnderWay) {
+  auto page = std::make_unique<CreateSlots>();
+  onebox::testing::TempDir view;
+  auto first = std::make_unique<CreateSlotTable>(*page, view.path());
+  EXPECT_FALSE(first->Starting());
+  first.reset();
+  const int shim = open((view / kCreateLockFile).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(shim, 0);
+  struct flock fl {};
+  fl.l_type = F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(CreateSlots::LockBase("cluster/old") + 4242);
+  fl.l_len = 1;
+  ASSERT_EQ(fcntl(shim, F_OFD_SETLK, &fl), 0);  // a create under the predecessor's slot, under way
+  CreateSlotTable successor(*page, view.path());
+  EXPECT_TRUE(successor.Starting());
+  EXPECT_FALSE(successor.Install("cluster/f", BootTimeNs() + 2'000'000'000, successor.peer_changes()));
+  std::this_thread::sleep_for(std::chrono::nanoseconds(kCreateSlotLifeNs) + 100ms);
+  EXPECT_FALSE(successor.Starting());
+  EXPECT_FALSE(successor.Install("cluster/f", BootTimeNs() + 2'000'000'000, successor.peer_changes()))
+      << "a create under the predecessor's slot is under way";
+  EXPECT_FALSE(successor.WaitForCreates("cluster/new"));
+  fl.l_type = F_UNLCK;
+  ASSERT_EQ(fcntl(shim, F_OFD_SETLK, &fl), 0);
+  EXPECT_TRUE(successor.Install("cluster/f", BootTimeNs() + 2'000'000'000, successor.peer_changes()));
+  EXPECT_NE(SlotSeen(*page, "cluster/f"), 0u);
+  EXPECT_TRUE(successor.WaitForCreates("cluster/new"));
+  close(shim);
 }
 
 }  // namespace
