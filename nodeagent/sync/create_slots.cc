@@ -69,7 +69,7 @@ bool CreateSlotTable::Install(const std::string& dir, int64_t until_ns, uint64_t
   const int64_t now = BootTimeNs();
   until_ns = std::min(until_ns, now + kCreateSlotLifeNs);
   std::lock_guard lock(mu_);
-  if (peer_changes_ != peer_changes_seen) return false;
+  if (peer_changes_ != peer_changes_seen || stopped_) return false;  // (EndAll may have come meanwhile)
   if (auto it = named_.find(dir); it != named_.end()) {
     std::atomic<int64_t>& until = slots_.slots[it->second.slot].until_ns;
     if (until.load() < until_ns) until.store(until_ns);  // a renewed lease: later, never earlier

@@ -444,9 +444,10 @@ Status DirLeases::OnLease(const v1::DirLeaseRequest& req, v1::DirLeaseResponse* 
       it->second.until = {};
     return Status::Ok();
   }
-  // Programs here may still decide in its predecessor's slots, and it
-  // forgot whom its predecessor granted directories to: no vote meanwhile
-  // (a majority that needs this node waits).
+  // Programs here may still decide in its predecessor's slots: no vote for
+  // another node meanwhile (a majority that needs this node waits). (The
+  // votes the predecessor gave last longer, and are forgotten: a known
+  // limit, docs/consistency.md.)
   if (slots_ != nullptr && slots_->Starting())
     return Status::Unavailable("this agent started moments ago: it votes once its predecessor's create slots have run out");
   std::set<uint64_t> given_up(req.given_up().begin(), req.given_up().end());
