@@ -7,7 +7,7 @@
 // create there itself and nothing another node made in the directory is
 // still on its way into the view; it ends the slot first when the lease is
 // recalled, and a peer's change in the directory ends it too. The rules are
-// in docs/consistency.md ("Exclusive creates").
+// in docs/consistency.md (O_CREAT|O_EXCL and mkdir: "Decided in the shim").
 #pragma once
 
 #include <atomic>
