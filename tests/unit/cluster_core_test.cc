@@ -21,6 +21,7 @@
 #include "nodeagent/peer/quorum.h"
 #include "nodeagent/sync/checked_chunks.h"
 #include "nodeagent/sync/create_slots.h"
+#include "tests/unit/create_slot_seen.h"
 #include "nodeagent/sync/tree_repair.h"
 #include "onebox/v1/namespace.pb.h"
 #include "tests/test_util.h"
@@ -636,14 +637,6 @@ TEST(DirLeasesCoreTest, APeerThatNeverAnswersCostsAVoteNotTheLease) {
 Status AtOnce(InProcessNode& node, const std::string& key, bool directory = false) {
   std::optional<Status> s = node.leases->CreateAtOnce(key, directory);
   return s.has_value() ? *s : Status::Unavailable("not decidable at once");
-}
-
-// What a shim sees in the create slots for dir: the slot's seq, or 0 (none).
-uint64_t SlotSeen(const CreateSlots& slots, std::string_view dir, unsigned* at = nullptr) {
-  unsigned slot = 0;
-  const uint64_t seq = CreateSlotBegin(&slots, dir, &slot);
-  if (at != nullptr) *at = slot;
-  return seq;
 }
 
 // The holder's shims decide the creates in a directory it holds the lease

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "nodeagent/sync/create_slots.h"
+#include "tests/unit/create_slot_seen.h"
 #include "proto/state_page.h"
 #include "tests/test_util.h"
 
@@ -20,14 +21,6 @@ namespace onebox {
 namespace {
 
 using namespace std::chrono_literals;
-
-// What a shim sees in the create slots for dir: the slot's seq, or 0 (none).
-uint64_t SlotSeen(const CreateSlots& slots, std::string_view dir, unsigned* at = nullptr) {
-  unsigned slot = 0;
-  const uint64_t seq = CreateSlotBegin(&slots, dir, &slot);
-  if (at != nullptr) *at = slot;
-  return seq;
-}
 
 // The shims' side of a create slot (proto/state_page.h) against the
 // agent's (sync/create_slots.h): a slot names its directory, and nothing
