@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "consistency/store.h"
+#include "nodeagent/daemon/catch_up.h"
 #include "nodeagent/view/file_look.h"
 #include "onebox/v1/namespace.pb.h"
 #include "proto/state_page.h"
@@ -84,8 +85,8 @@ class ViewLedger {
   ViewLedger(Store& store, StatePage& page) : store_(store), page_(page) {}
 
   // Held by the recorder while it records and by the materializer while it
-  // changes the view.
-  std::recursive_mutex& view_mutex() { return view_mu_; }
+  // changes the view (a waiter hurries the materializer: daemon/catch_up.h).
+  HurryingMutex<std::recursive_mutex>& view_mutex() { return view_mu_; }
 
   // --- What the materializer did.
   // Path was put in place, as st shows it (after the rename), showing
@@ -256,7 +257,7 @@ class ViewLedger {
 
   Store& store_;
   StatePage& page_;
-  std::recursive_mutex view_mu_;
+  HurryingMutex<std::recursive_mutex> view_mu_;
   std::mutex mu_;  // the sets below
   // The sets of names are ordered, so that a directory's entries are one
   // range (GoneLocked: a removal of one name out of a million entries looks

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "naming/node_identity.h"
+#include "nodeagent/daemon/catch_up.h"
 #include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/view/file_look.h"
 #include "nodeagent/view/file_xattrs.h"
@@ -81,7 +82,10 @@ Status ViewMaterializer::Start(const std::string& view_root) {
   for (const std::string& path : *todo) Materialize(path);
   starting_ = false;
   if (!todo->empty()) spdlog::info("materialized {} entries peers sent before the agent stopped", todo->size());
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    CatchUpThread below_programs;
+    Loop();
+  });
   NameThread(thread_, "onebox-place");
   return Status::Ok();
 }
@@ -141,7 +145,7 @@ void ViewMaterializer::Drain() {
   // Entries are done in the order they were pushed: the last one pushed
   // before the call is done when as many are.
   const uint64_t ticket = pushed_;
-  queue_cv_.wait(lock, [&] { return done_ >= ticket || stopping_; });
+  WaitHurrying(queue_cv_, lock, [&] { return done_ >= ticket || stopping_; });
 }
 
 bool ViewMaterializer::Settled() {
@@ -788,6 +792,10 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
                                      bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
   std::vector<std::string> holders = content_.HoldersOf(path, NodeIdHex(version.node));
+  // A fetch from peers runs at the agent's priority: the threads it and gRPC
+  // start take the priority of the thread that starts them (catch_up.h).
+  std::optional<HurryCatchUp> hurry;
+  if (!local_only) hurry.emplace();
   // fd is new: its size is where the furthest chunk written ends (chunks come on several threads).
   std::atomic<uint64_t> end{0};
   Status s = content_.Fetch(chunks, holders, local_only, [fd, &end](size_t index, const std::string& bytes) {

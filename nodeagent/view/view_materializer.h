@@ -174,8 +174,11 @@ class ViewMaterializer {
   std::mutex groups_mu_;
   // The names this node placed for each link group (a hint: checked at use).
   std::unordered_map<std::string, std::set<std::string>> group_names_;
-  std::array<std::mutex, 32> path_mu_;  // one materialization or hydration of a path at a time
-  std::mutex& PathMutex(const std::string& path) { return path_mu_[std::hash<std::string>()(path) % path_mu_.size()]; }
+  // One materialization or hydration of a path at a time (a hydration hurries a materialization).
+  std::array<HurryingMutex<std::mutex>, 32> path_mu_;
+  HurryingMutex<std::mutex>& PathMutex(const std::string& path) {
+    return path_mu_[std::hash<std::string>()(path) % path_mu_.size()];
+  }
 };
 
 }  // namespace onebox

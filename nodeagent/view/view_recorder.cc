@@ -21,6 +21,7 @@
 #include "consistency/digest.h"
 #include "naming/node_identity.h"
 #include "naming/ns_key.h"
+#include "nodeagent/daemon/catch_up.h"
 #include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/view/file_look.h"
 #include "nodeagent/view/file_xattrs.h"
@@ -83,7 +84,10 @@ Result<std::unique_ptr<ViewRecorder>> ViewRecorder::Start(const std::string& vie
   if (store.ChunksMayBeLost()) r->RepairLostChunks();
   r->FullScan();
   r->prehasher_ = std::make_unique<ChunkPrehasher>(root_fd, store);
-  r->thread_ = std::thread([p = r.get()] { p->Loop(); });
+  r->thread_ = std::thread([p = r.get()] {
+    FollowsCatchUp follows;  // it waits behind the placing thread patiently: Sync hurries
+    p->Loop();
+  });
   NameThread(r->thread_, "onebox-record");
   return r;
 }
@@ -160,7 +164,8 @@ Status ViewRecorder::Sync() {
   int marker = openat(fd, name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
   if (marker >= 0) close(marker);
   std::unique_lock lock(sync_mu_);
-  bool done = sync_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return sync_seen_ >= n; });
+  // The recorder may wait behind the placing thread (the view's lock): hurry it.
+  bool done = WaitHurrying(sync_cv_, lock, std::chrono::seconds(10), [&] { return sync_seen_ >= n; });
   lock.unlock();
   unlinkat(fd, name.c_str(), 0);
   close(fd);

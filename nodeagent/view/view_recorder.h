@@ -253,7 +253,8 @@ class ViewRecorder {
   int wake_fd_;
   Store& store_;
   ViewLedger& ledger_;
-  std::recursive_mutex& record_mu_;  // the ledger's view mutex: RecordPath and TombstonePath, from any thread
+  // The ledger's view mutex: RecordPath and TombstonePath, from any thread.
+  HurryingMutex<std::recursive_mutex>& record_mu_;
   SymlinkGuard* guard_;
   std::function<void()> settle_;
   BehindFn behind_;

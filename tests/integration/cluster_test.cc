@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <set>
 #include <thread>
@@ -1600,6 +1601,43 @@ TEST_F(ClusterTest, APeerCannotNameAPathOutsideTheView) {
     AddTestJoinToken(&ctx);  // a peer that belongs, and sends what it should not
     grpc::Status st = v1::Peer::NewStub(a->channel())->Replicate(&ctx, q, &resp);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << key;
+  }
+}
+
+// Placing what peers wrote runs below the node's programs, and nothing else
+// does (daemon/catch_up.h): after a's files were placed on b and c, the
+// placing thread of every agent is kCatchUpNiceSteps (10) below the agent,
+// and every other thread (the shim's socket, the peers' calls, the recorder
+// and pusher, gRPC's and RocksDB's, whichever thread started them) at the
+// agent's own priority. The agents run as root here, so they can raise the
+// placing thread back while something waits on it.
+TEST_F(ClusterTest, PlacingPeersFilesRunsBelowTheNodesProgramsAndNothingElseDoes) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(geteuid(), 0u) << "the integration tests run as root";
+  // Small files, and one of 3 MiB with a second name (its chunks are read by several threads as it is placed).
+  ASSERT_EQ(Shell(*a, "mkdir -p /cluster/n && for i in $(seq 1 20); do head -c 5000 /dev/urandom > /cluster/n/f$i; done"
+                      " && head -c 3145728 /dev/urandom > /cluster/n/big && ln /cluster/n/big /cluster/n/big2")
+                .exit_code,
+            0);
+  for (const char* node : {"b", "c"}) {
+    for (const char* name : {"f20", "big2"}) {
+      const std::string placed = dir_ / (std::string(node) + "-data/view/cluster/n/" + name);
+      ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(placed); }, seconds(15), placed + " placed"));
+    }
+  }
+  for (AgentProcess* agent : {a.get(), b.get(), c.get()}) {
+    SCOPED_TRACE(agent->address());
+    std::map<pid_t, ThreadNice> threads = ThreadNices(agent->pid());
+    ASSERT_TRUE(threads.count(agent->pid())) << "no main thread";
+    const int own = threads[agent->pid()].nice;
+    int placing = 0;
+    for (const auto& [tid, thread] : threads) {
+      const bool below = thread.name == "onebox-place";
+      placing += below;
+      EXPECT_EQ(thread.nice, below ? std::min(own + 10, 19) : own) << thread.name << " (" << tid << ")";
+    }
+    EXPECT_EQ(placing, 1);
   }
 }
 

@@ -646,4 +646,20 @@ RunResult Shell(AgentProcess& agent, const std::string& cmd) {
   return agreed;
 }
 
+std::map<pid_t, ThreadNice> ThreadNices(pid_t pid) {
+  std::map<pid_t, ThreadNice> threads;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    // The name is in parentheses, and nice is the 17th field after them.
+    std::string stat = ReadFile(task.path() / "stat");
+    size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;  // the thread ended meanwhile
+    std::istringstream after(stat.substr(close + 2));
+    std::string field;
+    for (int i = 0; i < 17; ++i) after >> field;
+    threads[std::stoi(task.path().filename())] = {stat.substr(open + 1, close - open - 1), std::stoi(field)};
+  }
+  return threads;
+}
+
 }  // namespace onebox::testing

@@ -148,6 +148,13 @@ grpc::Status RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const s
 
 // cmd run by bash under the shim of agent (inside the agent's node when it has one).
 RunResult Shell(AgentProcess& agent, const std::string& cmd);
+
+// The threads of process pid, each with its name and nice, by tid.
+struct ThreadNice {
+  std::string name;
+  int nice;
+};
+std::map<pid_t, ThreadNice> ThreadNices(pid_t pid);
 // Runs cmd (Shell) until it succeeds with want as its output.
 ::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
                                       std::chrono::seconds timeout = std::chrono::seconds(10));

@@ -5,7 +5,8 @@
 // watchdog's interval, STOPPING=1 on SIGTERM), from its own
 // pid, as NotifyAccess=main wants; and two agents held to the unit's
 // CapabilityBoundingSet still record and replicate a user's private file
-// with its owner and mode.
+// with its owner and mode, and place it from a thread below the agent's
+// priority (which only a capability of the set allows them to raise back).
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -223,6 +224,15 @@ TEST(SystemdTest, AgentsHeldToTheUnitsCapabilitiesReplicateAUsersPrivateFileWith
   EXPECT_TRUE(Eventually(*b, "stat -c '%u %g %a %s' /cluster/u/f && cat /cluster/u/f", "4242 4242 600 7\nsecret\n",
                          seconds(20)))
       << a->log() << b->log();
+  // The unit's capabilities let b lower its placing thread (and raise it back: daemon/catch_up.h).
+  std::map<pid_t, ThreadNice> threads = ThreadNices(b->pid());
+  int placing = 0;
+  for (const auto& [tid, thread] : threads) {
+    if (thread.name != "onebox-place") continue;
+    ++placing;
+    EXPECT_EQ(thread.nice, std::min(threads[b->pid()].nice + 10, 19));
+  }
+  EXPECT_EQ(placing, 1);
   KeepLogsIfFailed(dir.path(), {a.get(), b.get()});
 }
 

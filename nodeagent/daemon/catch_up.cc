@@ -1,0 +1,114 @@
+#include "nodeagent/daemon/catch_up.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <thread>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+namespace onebox {
+
+namespace {
+
+int NiceOf(pid_t tid) {
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+  return errno == 0 ? nice : 0;
+}
+
+int Lowered(int nice) { return std::min(nice + kCatchUpNiceSteps, 19); }
+
+// Whether a thread of this process, once lowered, can be raised back: tried
+// on a thread of its own, which ends either way.
+bool CanRaiseBack() {
+  bool can = false;
+  std::thread([&] {
+    pid_t tid = gettid();
+    int own = NiceOf(tid);
+    if (own >= 19 || setpriority(PRIO_PROCESS, static_cast<id_t>(tid), own + 1) != 0) return;
+    can = setpriority(PRIO_PROCESS, static_cast<id_t>(tid), own) == 0;
+  }).join();
+  return can;
+}
+
+struct Registry {
+  std::mutex mu;
+  int decided = -1;                           // CanRaiseBack, once asked (-1: not yet)
+  std::unordered_map<pid_t, int> agent_nice;  // each catch-up thread: the nice it had before it was lowered
+  int hurries = 0;
+};
+
+Registry& TheRegistry() {
+  static Registry* registry = new Registry;  // never destroyed: threads may leave during exit
+  return *registry;
+}
+
+// CatchUpThreads and FollowsCatchUps alive on this thread.
+thread_local int unhurried_waits = 0;
+
+void Set(pid_t tid, int nice) {
+  // ESRCH: the thread is ending (it leaves under the registry's lock next).
+  setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice);
+}
+
+}  // namespace
+
+CatchUpThread::CatchUpThread() {
+  ++unhurried_waits;
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  if (r.decided < 0) {
+    r.decided = CanRaiseBack() ? 1 : 0;
+    if (r.decided)
+      spdlog::debug("catch-up work runs {} nice levels below the agent", kCatchUpNiceSteps);
+    else
+      spdlog::info("catch-up work runs at the agent's priority: it could not raise a thread back "
+                   "(no CAP_SYS_NICE, and RLIMIT_NICE does not allow it)");
+  }
+  if (!r.decided) return;
+  pid_t tid = gettid();
+  int nice = NiceOf(tid);
+  r.agent_nice[tid] = nice;
+  joined_ = true;
+  if (r.hurries == 0) Set(tid, Lowered(nice));
+}
+
+CatchUpThread::~CatchUpThread() {
+  --unhurried_waits;
+  if (!joined_) return;
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  pid_t tid = gettid();
+  Set(tid, r.agent_nice[tid]);  // what the thread does after it, if anything, is not catch-up
+  r.agent_nice.erase(tid);
+}
+
+HurryCatchUp::HurryCatchUp() {
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  if (r.hurries++ == 0)
+    for (const auto& [tid, nice] : r.agent_nice) Set(tid, nice);
+}
+
+HurryCatchUp::~HurryCatchUp() {
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  if (--r.hurries == 0)
+    for (const auto& [tid, nice] : r.agent_nice) Set(tid, Lowered(nice));
+}
+
+FollowsCatchUp::FollowsCatchUp() { ++unhurried_waits; }
+FollowsCatchUp::~FollowsCatchUp() { --unhurried_waits; }
+bool WaitsUnhurriedHere() { return unhurried_waits > 0; }
+
+bool CatchUpLowered() {
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  return r.decided == 1;
+}
+
+}  // namespace onebox

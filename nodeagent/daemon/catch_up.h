@@ -1,0 +1,105 @@
+// Catch-up work runs below the node's programs. Placing what peers wrote
+// (the materializer's thread) only brings this node's view up to date: no
+// program here waits on it, unless it asks to (a lock's grant, a remote
+// run's exit: a drain), or waits for a lock that work holds (the view's, a
+// path's). Such threads run kCatchUpNiceSteps nice levels below the agent,
+// so that a burst written on another node does not slow this node's
+// programs; whatever waits on them hurries them (HurryCatchUp): while one
+// hurry lives, every catch-up thread runs at the agent's own priority.
+// Lowering is done only when the agent can raise the threads back
+// (CAP_SYS_NICE, or an RLIMIT_NICE that allows the agent's nice); otherwise
+// catch-up runs at the agent's priority, as everything else does.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+namespace onebox {
+
+inline constexpr int kCatchUpNiceSteps = 10;
+
+// Held on a catch-up thread's stack for its whole life: lowers the thread
+// (unless a hurry lives) and forgets it at the end.
+class CatchUpThread {
+ public:
+  CatchUpThread();
+  ~CatchUpThread();
+  CatchUpThread(const CatchUpThread&) = delete;
+  CatchUpThread& operator=(const CatchUpThread&) = delete;
+
+ private:
+  bool joined_ = false;
+};
+
+// While one lives, in any thread, the catch-up threads run at the agent's priority.
+class HurryCatchUp {
+ public:
+  HurryCatchUp();
+  ~HurryCatchUp();
+  HurryCatchUp(const HurryCatchUp&) = delete;
+  HurryCatchUp& operator=(const HurryCatchUp&) = delete;
+};
+
+// Held on the stack of a thread that follows catch-up work rather than a
+// program (the recorder, which records what the placing thread did, among
+// what programs did): while it lives, the thread's waits for a
+// HurryingMutex hurry nothing; whoever waits on that thread hurries instead.
+class FollowsCatchUp {
+ public:
+  FollowsCatchUp();
+  ~FollowsCatchUp();
+  FollowsCatchUp(const FollowsCatchUp&) = delete;
+  FollowsCatchUp& operator=(const FollowsCatchUp&) = delete;
+};
+
+// Whether this thread's waits for a HurryingMutex hurry nothing: a
+// catch-up thread's (the holder is another catch-up thread, or at the
+// agent's priority already), or one that FollowsCatchUp.
+bool WaitsUnhurriedHere();
+
+// Waits on cv until done() holds (under lock, as condition_variable::wait),
+// hurrying the catch-up threads meanwhile: what they do, or what a thread
+// that follows them does, is what is waited for.
+template <class Done>
+void WaitHurrying(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Done done) {
+  if (done()) return;
+  HurryCatchUp hurry;
+  cv.wait(lock, done);
+}
+// As above, for at most timeout; returns done().
+template <class Rep, class Period, class Done>
+bool WaitHurrying(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                  std::chrono::duration<Rep, Period> timeout, Done done) {
+  if (done()) return true;
+  HurryCatchUp hurry;
+  return cv.wait_for(lock, timeout, done);
+}
+
+// Whether catch-up threads are lowered in this process (decided at the
+// first CatchUpThread: the agent can raise them back).
+bool CatchUpLowered();
+
+// A mutex a catch-up thread may hold while others wait for it: a waiter
+// (unless WaitsUnhurriedHere) hurries the catch-up threads until it has it.
+// Mutex: std::mutex or std::recursive_mutex.
+template <class Mutex>
+class HurryingMutex {
+ public:
+  void lock() {
+    if (mu_.try_lock()) return;
+    if (WaitsUnhurriedHere()) {
+      mu_.lock();
+      return;
+    }
+    HurryCatchUp hurry;
+    mu_.lock();
+  }
+  bool try_lock() { return mu_.try_lock(); }
+  void unlock() { mu_.unlock(); }
+
+ private:
+  Mutex mu_;
+};
+
+}  // namespace onebox

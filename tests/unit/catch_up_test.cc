@@ -1,0 +1,180 @@
+// Catch-up threads (nodeagent/daemon/catch_up.h): lowered while nothing
+// waits on them, at the agent's priority while something does.
+#include "nodeagent/daemon/catch_up.h"
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <thread>
+
+namespace onebox {
+namespace {
+
+using namespace std::chrono_literals;
+
+int NiceOf(pid_t tid) { return getpriority(PRIO_PROCESS, static_cast<id_t>(tid)); }
+
+// A catch-up thread that reports its tid and runs until told to end, holding
+// mu (when given) from its start until then.
+class CatchUpWorker {
+ public:
+  explicit CatchUpWorker(HurryingMutex<std::mutex>* mu = nullptr) {
+    std::promise<pid_t> started;
+    std::future<pid_t> tid = started.get_future();
+    thread_ = std::thread([this, mu, &started] {
+      CatchUpThread below_programs;
+      std::unique_lock<HurryingMutex<std::mutex>> held;
+      if (mu) held = std::unique_lock(*mu);
+      started.set_value(gettid());
+      std::unique_lock lock(end_mu_);
+      end_cv_.wait(lock, [this] { return end_; });
+    });
+    tid_ = tid.get();
+  }
+  ~CatchUpWorker() { End(); }
+  void End() {
+    {
+      std::lock_guard lock(end_mu_);
+      end_ = true;
+    }
+    end_cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  pid_t tid() const { return tid_; }
+
+ private:
+  std::mutex end_mu_;
+  std::condition_variable end_cv_;
+  bool end_ = false;
+  pid_t tid_ = 0;
+  std::thread thread_;
+};
+
+// What a catch-up thread's nice is while nothing hurries it, from the nice
+// of the thread that started it.
+int Expected(int agent_nice) {
+  return CatchUpLowered() ? std::min(agent_nice + kCatchUpNiceSteps, 19) : agent_nice;
+}
+
+TEST(CatchUpTest, AThreadIsLoweredUntilAHurryAndAgainAfterTheLastOne) {
+  const int agent = NiceOf(gettid());
+  ASSERT_LT(agent, 19) << "the test runs at the lowest priority already";
+  CatchUpWorker worker;
+  // As root (and in CI) the agent can raise threads back: they are lowered.
+  if (geteuid() == 0) {
+    EXPECT_TRUE(CatchUpLowered());
+  }
+  EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+  {
+    HurryCatchUp hurry;
+    EXPECT_EQ(NiceOf(worker.tid()), agent);
+    {
+      HurryCatchUp another;
+      EXPECT_EQ(NiceOf(worker.tid()), agent);
+    }
+    EXPECT_EQ(NiceOf(worker.tid()), agent) << "one hurry still lives";
+    // A thread that starts during a hurry starts at the agent's priority.
+    CatchUpWorker late;
+    EXPECT_EQ(NiceOf(late.tid()), agent);
+  }
+  EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+  EXPECT_EQ(NiceOf(gettid()), agent) << "a hurry leaves the waiter's own priority as it was";
+}
+
+TEST(CatchUpTest, AWaiterForAMutexACatchUpThreadHoldsHurriesItUntilItHasIt) {
+  const int agent = NiceOf(gettid());
+  HurryingMutex<std::mutex> mu;
+  CatchUpWorker holder(&mu);
+  EXPECT_EQ(NiceOf(holder.tid()), Expected(agent));
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    std::lock_guard lock(mu);
+    got = true;
+  });
+  // While the waiter blocks, the holder runs at the agent's priority.
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (NiceOf(holder.tid()) != agent && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(NiceOf(holder.tid()), agent);
+  EXPECT_FALSE(got);
+  // The holder lets go; its thread ends, and the waiter's hurry with the lock.
+  holder.End();
+  waiter.join();
+  EXPECT_TRUE(got);
+  CatchUpWorker next;
+  EXPECT_EQ(NiceOf(next.tid()), Expected(agent)) << "no hurry left behind";
+}
+
+// The recorder follows the placing thread: its waits for the view's lock
+// hurry nothing (a Sync waiting on the recorder does: the next test).
+TEST(CatchUpTest, AThreadThatFollowsCatchUpWaitsForItsLockUnhurried) {
+  const int agent = NiceOf(gettid());
+  HurryingMutex<std::mutex> mu;
+  CatchUpWorker holder(&mu);
+  std::atomic<bool> blocking{false}, got{false};
+  std::thread follower([&] {
+    FollowsCatchUp follows;
+    EXPECT_TRUE(WaitsUnhurriedHere());
+    blocking = true;
+    std::lock_guard lock(mu);
+    got = true;
+  });
+  while (!blocking) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);  // a hurry would come within microseconds of the wait
+  EXPECT_FALSE(got);
+  EXPECT_EQ(NiceOf(holder.tid()), Expected(agent));
+  holder.End();
+  follower.join();
+  EXPECT_TRUE(got);
+  EXPECT_FALSE(WaitsUnhurriedHere()) << "only the follower's own thread";
+}
+
+// As the materializer's Drain waits for its thread to have placed what was queued.
+TEST(CatchUpTest, AWaitForWhatCatchUpDoesHurriesItUntilItIsDone) {
+  const int agent = NiceOf(gettid());
+  CatchUpWorker worker;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::atomic<bool> waiting{false};
+  std::thread waiter([&] {
+    std::unique_lock lock(mu);
+    waiting = true;
+    WaitHurrying(cv, lock, [&] { return done; });
+  });
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (NiceOf(worker.tid()) != agent && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(waiting);
+  EXPECT_EQ(NiceOf(worker.tid()), agent);
+  {
+    std::lock_guard lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  waiter.join();
+  EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+  // Nothing to wait for: no hurry.
+  std::unique_lock lock(mu);
+  WaitHurrying(cv, lock, [&] { return true; });
+  EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+}
+
+TEST(CatchUpTest, AnUncontendedLockHurriesNothing) {
+  const int agent = NiceOf(gettid());
+  CatchUpWorker worker;
+  HurryingMutex<std::recursive_mutex> mu;
+  {
+    std::lock_guard lock(mu);
+    std::lock_guard again(mu);  // recursive, as the view's lock is
+    EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+  }
+  EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+}
+
+}  // namespace
+}  // namespace onebox
