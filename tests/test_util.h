@@ -48,6 +48,15 @@ inline std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
+// Whether this process holds capability cap (linux/capability.h's number:
+// CAP_SYS_NICE is 23) in its effective set, from /proc/self/status.
+inline bool HasCapability(int cap) {
+  std::istringstream status(ReadFile("/proc/self/status"));
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("CapEff:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> cap) & 1;
+  return false;
+}
+
 // A condition's answer to WaitUntil: whether it holds, and what was seen
 // (WaitUntil's failure message shows the last look's).
 template <class T>

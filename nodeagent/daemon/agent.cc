@@ -24,6 +24,7 @@
 #include "nodeagent/api/peer_service.h"
 #include "nodeagent/api/process_service.h"
 #include "nodeagent/api/store_service.h"
+#include "nodeagent/daemon/catch_up.h"
 #include "nodeagent/daemon/data_dir.h"
 #include "nodeagent/daemon/listen_address.h"
 #include "nodeagent/daemon/service_manager.h"
@@ -81,6 +82,7 @@ class Agent {
   // their threads end before the parts they call into go (the audit's
   // rounds, the recorder's notes, the materializer's placements).
   ~Agent() {
+    HurryCatchUp stopping;  // the recorder may wait behind the placing thread: both end at the agent's priority
     if (audit_) audit_->Stop();
     if (recorder_) recorder_->Stop();
     if (materializer_) materializer_->Stop();
@@ -612,8 +614,11 @@ void Agent::Stop() {
   namespace_service_.reset();
   process_service_.reset();
   port_relay_.reset();       // after the last peer record (PeerChanged): resets the connections it relays
-  recorder_->Stop();
-  materializer_->Stop();
+  {
+    HurryCatchUp stopping;  // the recorder may wait behind the placing thread: both end at the agent's priority
+    recorder_->Stop();
+    materializer_->Stop();
+  }
   store_.reset();  // closes RocksDB: memtables are in the WAL, nothing is lost
   spdlog::info("agent {} stopped", info_.identity.name);
 }

@@ -47,8 +47,9 @@ Registry& TheRegistry() {
   return *registry;
 }
 
-// CatchUpThreads and FollowsCatchUps alive on this thread.
+// CatchUpThreads and FollowsCatchUps alive on this thread; CatchUpThreads alone.
 thread_local int unhurried_waits = 0;
+thread_local int catch_up_here = 0;
 
 void Set(pid_t tid, int nice) {
   // ESRCH: the thread is ending (it leaves under the registry's lock next).
@@ -59,6 +60,17 @@ void Set(pid_t tid, int nice) {
 
 CatchUpThread::CatchUpThread() {
   ++unhurried_waits;
+  ++catch_up_here;
+  Join(NiceOf(gettid()));
+}
+
+CatchUpThread::CatchUpThread(int agent_nice) {
+  ++unhurried_waits;
+  ++catch_up_here;
+  Join(agent_nice);
+}
+
+void CatchUpThread::Join(int agent_nice) {
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
   if (r.decided < 0) {
@@ -70,21 +82,32 @@ CatchUpThread::CatchUpThread() {
                    "(no CAP_SYS_NICE, and RLIMIT_NICE does not allow it)");
   }
   if (!r.decided) return;
-  pid_t tid = gettid();
-  int nice = NiceOf(tid);
-  r.agent_nice[tid] = nice;
+  const pid_t tid = gettid();
+  r.agent_nice[tid] = agent_nice;
   joined_ = true;
-  if (r.hurries == 0) Set(tid, Lowered(nice));
+  Set(tid, r.hurries == 0 ? Lowered(agent_nice) : agent_nice);
 }
 
 CatchUpThread::~CatchUpThread() {
   --unhurried_waits;
+  --catch_up_here;
   if (!joined_) return;
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
   pid_t tid = gettid();
   Set(tid, r.agent_nice[tid]);  // what the thread does after it, if anything, is not catch-up
   r.agent_nice.erase(tid);
+}
+
+bool CatchUpThread::Here() { return catch_up_here > 0; }
+
+std::optional<int> CatchUpThread::AgentNiceHere() {
+  if (catch_up_here == 0) return std::nullopt;
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  auto it = r.agent_nice.find(gettid());
+  if (it == r.agent_nice.end()) return std::nullopt;
+  return it->second;
 }
 
 HurryCatchUp::HurryCatchUp() {

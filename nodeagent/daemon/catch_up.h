@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 
 namespace onebox {
 
@@ -24,11 +25,22 @@ inline constexpr int kCatchUpNiceSteps = 10;
 class CatchUpThread {
  public:
   CatchUpThread();
+  // On a helper a catch-up thread started for its work (born with its
+  // priority, lowered or not): a catch-up thread too, whose priority
+  // outside catch-up is agent_nice, the starter's AgentNiceHere().
+  explicit CatchUpThread(int agent_nice);
   ~CatchUpThread();
   CatchUpThread(const CatchUpThread&) = delete;
   CatchUpThread& operator=(const CatchUpThread&) = delete;
 
+  // Whether this thread runs as a catch-up thread (lowered or not).
+  static bool Here();
+  // This catch-up thread's nice outside catch-up, when it is lowered here
+  // (hurried or not); nothing on any other thread.
+  static std::optional<int> AgentNiceHere();
+
  private:
+  void Join(int agent_nice);
   bool joined_ = false;
 };
 

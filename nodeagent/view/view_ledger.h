@@ -258,7 +258,7 @@ class ViewLedger {
   Store& store_;
   StatePage& page_;
   HurryingMutex<std::recursive_mutex> view_mu_;
-  std::mutex mu_;  // the sets below
+  HurryingMutex<std::mutex> mu_;  // the sets below (held across reads of the store by the placing thread)
   // The sets of names are ordered, so that a directory's entries are one
   // range (GoneLocked: a removal of one name out of a million entries looks
   // at that name's, not at every entry).

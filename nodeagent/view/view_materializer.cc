@@ -124,6 +124,7 @@ void ViewMaterializer::Stop() {
     stopping_ = true;  // the loop finishes what is queued first
   }
   queue_cv_.notify_all();
+  HurryCatchUp hurry;  // at the agent's priority
   if (thread_.joinable()) thread_.join();
 }
 
@@ -792,10 +793,11 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
                                      bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
   std::vector<std::string> holders = content_.HoldersOf(path, NodeIdHex(version.node));
-  // A fetch from peers runs at the agent's priority: the threads it and gRPC
-  // start take the priority of the thread that starts them (catch_up.h).
+  // The placing thread's fetch from peers runs at the agent's priority: the
+  // threads it and gRPC start take the priority of the thread that starts
+  // them (catch_up.h).
   std::optional<HurryCatchUp> hurry;
-  if (!local_only) hurry.emplace();
+  if (!local_only && CatchUpThread::Here()) hurry.emplace();
   // fd is new: its size is where the furthest chunk written ends (chunks come on several threads).
   std::atomic<uint64_t> end{0};
   Status s = content_.Fetch(chunks, holders, local_only, [fd, &end](size_t index, const std::string& bytes) {

@@ -1,6 +1,7 @@
 // Catch-up threads (nodeagent/daemon/catch_up.h): lowered while nothing
 // waits on them, at the agent's priority while something does.
 #include "nodeagent/daemon/catch_up.h"
+#include "tests/test_util.h"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -11,12 +12,15 @@
 #include <chrono>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace onebox {
 namespace {
 
 using namespace std::chrono_literals;
+
+constexpr int kCapSysNice = 23;  // linux/capability.h
 
 int NiceOf(pid_t tid) { return getpriority(PRIO_PROCESS, static_cast<id_t>(tid)); }
 
@@ -66,10 +70,8 @@ TEST(CatchUpTest, AThreadIsLoweredUntilAHurryAndAgainAfterTheLastOne) {
   const int agent = NiceOf(gettid());
   ASSERT_LT(agent, 19) << "the test runs at the lowest priority already";
   CatchUpWorker worker;
-  // As root (and in CI) the agent can raise threads back: they are lowered.
-  if (geteuid() == 0) {
-    EXPECT_TRUE(CatchUpLowered());
-  }
+  // With CAP_SYS_NICE (as root in CI) threads can be raised back: they are lowered.
+  EXPECT_EQ(CatchUpLowered(), testing::HasCapability(kCapSysNice));
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
   {
     HurryCatchUp hurry;
@@ -147,9 +149,9 @@ TEST(CatchUpTest, AWaitForWhatCatchUpDoesHurriesItUntilItIsDone) {
     waiting = true;
     WaitHurrying(cv, lock, [&] { return done; });
   });
+  while (!waiting) std::this_thread::sleep_for(1ms);
   auto deadline = std::chrono::steady_clock::now() + 5s;
   while (NiceOf(worker.tid()) != agent && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  EXPECT_TRUE(waiting);
   EXPECT_EQ(NiceOf(worker.tid()), agent);
   {
     std::lock_guard lock(mu);
@@ -162,6 +164,39 @@ TEST(CatchUpTest, AWaitForWhatCatchUpDoesHurriesItUntilItIsDone) {
   std::unique_lock lock(mu);
   WaitHurrying(cv, lock, [&] { return true; });
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+}
+
+// The materializer's fetch threads (sync/content_transfer.cc): born at the
+// placing thread's priority, lowered, and hurried with it.
+TEST(CatchUpTest, AHelperOfACatchUpThreadIsOneTooHurriedWithIt) {
+  const int agent = NiceOf(gettid());
+  std::optional<int> outside = CatchUpThread::AgentNiceHere();
+  EXPECT_FALSE(outside) << "not a catch-up thread";
+  EXPECT_FALSE(CatchUpThread::Here());
+  std::promise<pid_t> helper_tid;
+  std::promise<void> end;
+  std::thread starter([&] {
+    CatchUpThread below_programs;
+    EXPECT_TRUE(CatchUpThread::Here());
+    const std::optional<int> agent_nice = CatchUpThread::AgentNiceHere();
+    EXPECT_EQ(agent_nice.has_value(), CatchUpLowered());
+    std::thread helper([&, agent_nice] {
+      std::optional<CatchUpThread> below;
+      if (agent_nice) below.emplace(*agent_nice);
+      helper_tid.set_value(gettid());
+      end.get_future().wait();
+    });
+    helper.join();
+  });
+  const pid_t helper = helper_tid.get_future().get();
+  EXPECT_EQ(NiceOf(helper), Expected(agent));
+  {
+    HurryCatchUp hurry;
+    EXPECT_EQ(NiceOf(helper), agent) << "its agent nice is the starter's, not the lowered one it was born with";
+  }
+  EXPECT_EQ(NiceOf(helper), Expected(agent));
+  end.set_value();
+  starter.join();
 }
 
 TEST(CatchUpTest, AnUncontendedLockHurriesNothing) {
