@@ -3,6 +3,10 @@
 #pragma once
 
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <chrono>
@@ -48,13 +52,20 @@ inline std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
-// Whether this process holds capability cap (linux/capability.h's number:
-// CAP_SYS_NICE is 23) in its effective set, from /proc/self/status.
-inline bool HasCapability(int cap) {
-  std::istringstream status(ReadFile("/proc/self/status"));
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("CapEff:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> cap) & 1;
-  return false;
+// Whether a thread of this process, once its nice is raised, can lower it
+// back (CAP_SYS_NICE in the host's user namespace, or RLIMIT_NICE): the
+// agent's own test before it runs catch-up work below its other threads
+// (nodeagent/daemon/catch_up.h). Tried on a thread of its own.
+inline bool CanRaiseNiceBack() {
+  bool can = false;
+  std::thread([&] {
+    const id_t tid = static_cast<id_t>(gettid());
+    errno = 0;
+    const int own = getpriority(PRIO_PROCESS, tid);
+    if (errno != 0 || own >= 19 || setpriority(PRIO_PROCESS, tid, own + 1) != 0) return;
+    can = setpriority(PRIO_PROCESS, tid, own) == 0;
+  }).join();
+  return can;
 }
 
 // A condition's answer to WaitUntil: whether it holds, and what was seen

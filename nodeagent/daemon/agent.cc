@@ -241,6 +241,10 @@ std::string Agent::RenderMetrics() {
             static_cast<double>(decided));
   e.Counter("onebox_view_repairs_total", "files the view audit found behind the store and repaired",
             static_cast<double>(info_.view_repairs()));
+  e.Gauge("onebox_catch_up_lowered", "1 while placing peers' files runs below the agent's priority (CAP_SYS_NICE)",
+          CatchUpLowered() ? 1 : 0);
+  e.Counter("onebox_catch_up_hurries_total", "times something waited on the lowered placing thread and raised it",
+            static_cast<double>(CatchUpHurries()));
   const Membership::Counts gossip = members_->counts();
   for (auto [kind, n] : {std::pair{"call", gossip.calls}, {"beat_sent", gossip.beats_sent},
                          {"beat_taken", gossip.beats_taken}, {"beat_unopened", gossip.beats_unopened}})

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -26,12 +27,15 @@ int Lowered(int nice) { return std::min(nice + kCatchUpNiceSteps, 19); }
 // on a thread of its own, which ends either way.
 bool CanRaiseBack() {
   bool can = false;
-  std::thread([&] {
-    pid_t tid = gettid();
-    int own = NiceOf(tid);
-    if (own >= 19 || setpriority(PRIO_PROCESS, static_cast<id_t>(tid), own + 1) != 0) return;
-    can = setpriority(PRIO_PROCESS, static_cast<id_t>(tid), own) == 0;
-  }).join();
+  try {
+    std::thread([&] {
+      pid_t tid = gettid();
+      int own = NiceOf(tid);
+      if (own >= 19 || setpriority(PRIO_PROCESS, static_cast<id_t>(tid), own + 1) != 0) return;
+      can = setpriority(PRIO_PROCESS, static_cast<id_t>(tid), own) == 0;
+    }).join();
+  } catch (const std::system_error&) {  // no thread to try it on (a pids limit): lower nothing
+  }
   return can;
 }
 
@@ -40,6 +44,7 @@ struct Registry {
   int decided = -1;                           // CanRaiseBack, once asked (-1: not yet)
   std::unordered_map<pid_t, int> agent_nice;  // each catch-up thread: the nice it had before it was lowered
   int hurries = 0;
+  uint64_t raised = 0;  // hurries that raised a thread
 };
 
 Registry& TheRegistry() {
@@ -60,27 +65,28 @@ void Set(pid_t tid, int nice) {
 
 CatchUpThread::CatchUpThread() {
   ++unhurried_waits;
-  ++catch_up_here;
-  Join(NiceOf(gettid()));
+  if (catch_up_here++ == 0) Join(NiceOf(gettid()));  // (one already on this thread: nothing more)
 }
 
 CatchUpThread::CatchUpThread(int agent_nice) {
   ++unhurried_waits;
-  ++catch_up_here;
-  Join(agent_nice);
+  if (catch_up_here++ == 0) Join(agent_nice);
 }
 
 void CatchUpThread::Join(int agent_nice) {
-  Registry& r = TheRegistry();
-  std::lock_guard lock(r.mu);
-  if (r.decided < 0) {
-    r.decided = CanRaiseBack() ? 1 : 0;
-    if (r.decided)
+  // Decided once, outside the registry's lock (the try takes a thread).
+  static const bool can_raise_back = [] {
+    bool can = CanRaiseBack();
+    if (can)
       spdlog::debug("catch-up work runs {} nice levels below the agent", kCatchUpNiceSteps);
     else
       spdlog::info("catch-up work runs at the agent's priority: it could not raise a thread back "
-                   "(no CAP_SYS_NICE, and RLIMIT_NICE does not allow it)");
-  }
+                   "(CAP_SYS_NICE in the host's user namespace, or an RLIMIT_NICE that allows it, is needed)");
+    return can;
+  }();
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  r.decided = can_raise_back ? 1 : 0;
   if (!r.decided) return;
   const pid_t tid = gettid();
   r.agent_nice[tid] = agent_nice;
@@ -94,9 +100,10 @@ CatchUpThread::~CatchUpThread() {
   if (!joined_) return;
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
-  pid_t tid = gettid();
-  Set(tid, r.agent_nice[tid]);  // what the thread does after it, if anything, is not catch-up
-  r.agent_nice.erase(tid);
+  auto it = r.agent_nice.find(gettid());
+  if (it == r.agent_nice.end()) return;
+  Set(it->first, it->second);  // what the thread does after it, if anything, is not catch-up
+  r.agent_nice.erase(it);
 }
 
 bool CatchUpThread::Here() { return catch_up_here > 0; }
@@ -113,7 +120,8 @@ std::optional<int> CatchUpThread::AgentNiceHere() {
 HurryCatchUp::HurryCatchUp() {
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
-  if (r.hurries++ == 0)
+  if (r.hurries++ == 0 && !r.agent_nice.empty()) ++r.raised;
+  if (r.hurries == 1)
     for (const auto& [tid, nice] : r.agent_nice) Set(tid, nice);
 }
 
@@ -127,6 +135,12 @@ HurryCatchUp::~HurryCatchUp() {
 FollowsCatchUp::FollowsCatchUp() { ++unhurried_waits; }
 FollowsCatchUp::~FollowsCatchUp() { --unhurried_waits; }
 bool WaitsUnhurriedHere() { return unhurried_waits > 0; }
+
+uint64_t CatchUpHurries() {
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  return r.raised;
+}
 
 bool CatchUpLowered() {
   Registry& r = TheRegistry();

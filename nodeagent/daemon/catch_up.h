@@ -7,12 +7,14 @@
 // programs; whatever waits on them hurries them (HurryCatchUp): while one
 // hurry lives, every catch-up thread runs at the agent's own priority.
 // Lowering is done only when the agent can raise the threads back
-// (CAP_SYS_NICE, or an RLIMIT_NICE that allows the agent's nice); otherwise
-// catch-up runs at the agent's priority, as everything else does.
+// (CAP_SYS_NICE in the host's user namespace, or an RLIMIT_NICE that allows
+// the agent's nice): tried once, on a thread of its own. Otherwise catch-up
+// runs at the agent's priority, as everything else does.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 
@@ -87,6 +89,9 @@ bool WaitHurrying(std::condition_variable& cv, std::unique_lock<std::mutex>& loc
   HurryCatchUp hurry;
   return cv.wait_for(lock, timeout, done);
 }
+
+// How many times a hurry raised a lowered thread, since the agent started.
+uint64_t CatchUpHurries();
 
 // Whether catch-up threads are lowered in this process (decided at the
 // first CatchUpThread: the agent can raise them back).

@@ -12,6 +12,7 @@
 
 #include "consistency/digest.h"
 #include "naming/node_identity.h"
+#include "nodeagent/daemon/catch_up.h"
 #include "nodeagent/view/file_xattrs.h"
 #include "nodeagent/view/view_fs.h"
 
@@ -61,6 +62,7 @@ void ViewAudit::Note(const std::string& key) {
 }
 
 void ViewAudit::Round() {
+  FollowsCatchUp follows;  // no program waits on a round: it waits for the ledger behind the placing thread unhurried
   ++rounds_;
   // Every record at the first round (anything may have happened while the
   // agent was down), and again only when the store kept too many written

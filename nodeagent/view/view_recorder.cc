@@ -114,7 +114,10 @@ void ViewRecorder::Stop() {
   if (!thread_.joinable()) return;
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
-  thread_.join();
+  {
+    HurryCatchUp hurry;  // the loop may wait behind the placing thread
+    thread_.join();
+  }
   prehasher_->Stop();  // after the loop's last record: it stores the chunks records wait for
   if (mounts_fd_ >= 0) close(mounts_fd_);
   close(inotify_fd_);

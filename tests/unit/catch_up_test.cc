@@ -15,12 +15,12 @@
 #include <optional>
 #include <thread>
 
+#include <fmt/format.h>
+
 namespace onebox {
 namespace {
 
 using namespace std::chrono_literals;
-
-constexpr int kCapSysNice = 23;  // linux/capability.h
 
 int NiceOf(pid_t tid) { return getpriority(PRIO_PROCESS, static_cast<id_t>(tid)); }
 
@@ -70,9 +70,10 @@ TEST(CatchUpTest, AThreadIsLoweredUntilAHurryAndAgainAfterTheLastOne) {
   const int agent = NiceOf(gettid());
   ASSERT_LT(agent, 19) << "the test runs at the lowest priority already";
   CatchUpWorker worker;
-  // With CAP_SYS_NICE (as root in CI) threads can be raised back: they are lowered.
-  EXPECT_EQ(CatchUpLowered(), testing::HasCapability(kCapSysNice));
+  // Where threads can be raised back (as root in CI) they are lowered.
+  EXPECT_EQ(CatchUpLowered(), testing::CanRaiseNiceBack());
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+  const uint64_t hurries = CatchUpHurries();
   {
     HurryCatchUp hurry;
     EXPECT_EQ(NiceOf(worker.tid()), agent);
@@ -86,6 +87,7 @@ TEST(CatchUpTest, AThreadIsLoweredUntilAHurryAndAgainAfterTheLastOne) {
     EXPECT_EQ(NiceOf(late.tid()), agent);
   }
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
+  EXPECT_EQ(CatchUpHurries(), hurries + (CatchUpLowered() ? 1 : 0)) << "the nested hurry raised nothing more";
   EXPECT_EQ(NiceOf(gettid()), agent) << "a hurry leaves the waiter's own priority as it was";
 }
 
@@ -99,7 +101,7 @@ TEST(CatchUpTest, AWaiterForAMutexACatchUpThreadHoldsHurriesItUntilItHasIt) {
     std::lock_guard lock(mu);
     got = true;
   });
-  // While the waiter blocks, the holder runs at the agent's priority.
+  // While the waiter blocks, the holder runs at the agent's priority (one hurry, where lowered).
   auto deadline = std::chrono::steady_clock::now() + 5s;
   while (NiceOf(holder.tid()) != agent && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
   EXPECT_EQ(NiceOf(holder.tid()), agent);
@@ -118,17 +120,29 @@ TEST(CatchUpTest, AThreadThatFollowsCatchUpWaitsForItsLockUnhurried) {
   const int agent = NiceOf(gettid());
   HurryingMutex<std::mutex> mu;
   CatchUpWorker holder(&mu);
-  std::atomic<bool> blocking{false}, got{false};
+  std::atomic<pid_t> follower_tid{0};
+  std::atomic<bool> got{false};
+  const uint64_t hurries = CatchUpHurries();
   std::thread follower([&] {
     FollowsCatchUp follows;
     EXPECT_TRUE(WaitsUnhurriedHere());
-    blocking = true;
+    follower_tid = gettid();
     std::lock_guard lock(mu);
     got = true;
   });
-  while (!blocking) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(50ms);  // a hurry would come within microseconds of the wait
+  // Until the follower sleeps in the lock (its state S in /proc).
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        const pid_t tid = follower_tid;
+        if (tid == 0) return ::testing::AssertionFailure() << "not started";
+        std::string stat = testing::ReadFile(fmt::format("/proc/self/task/{}/stat", tid));
+        size_t close = stat.rfind(')');
+        return ::testing::AssertionResult(close != std::string::npos && stat.compare(close + 2, 1, "S") == 0)
+               << stat;
+      },
+      5s, "the follower waits for the lock"));
   EXPECT_FALSE(got);
+  EXPECT_EQ(CatchUpHurries(), hurries);
   EXPECT_EQ(NiceOf(holder.tid()), Expected(agent));
   holder.End();
   follower.join();
