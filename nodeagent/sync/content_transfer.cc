@@ -1,7 +1,5 @@
 #include "nodeagent/sync/content_transfer.h"
 
-#include <pthread.h>
-
 #include <algorithm>
 #include <optional>
 #include <set>
@@ -12,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nodeagent/daemon/catch_up.h"
+#include "nodeagent/daemon/thread_name.h"
 #include "nodeagent/metrics/metrics.h"
 #include "nodeagent/peer/holders.h"
 
@@ -137,13 +136,14 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   // A catch-up thread's helpers are catch-up threads too (daemon/catch_up.h):
   // born at its priority, and hurried with it.
   const std::optional<int> catch_up = CatchUpThread::AgentNiceHere();
-  for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, digests.size()); ++i)
+  for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, digests.size()); ++i) {
     workers.emplace_back([&worker, catch_up, i] {
-      pthread_setname_np(pthread_self(), "onebox-fetch");
       std::optional<CatchUpThread> below_programs;
       if (catch_up) below_programs.emplace(*catch_up);
       worker(i);
     });
+    NameThread(workers.back(), "onebox-fetch");
+  }
   worker(0);
   for (auto& t : workers) t.join();
 
