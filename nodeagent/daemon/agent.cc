@@ -82,7 +82,8 @@ class Agent {
   // their threads end before the parts they call into go (the audit's
   // rounds, the recorder's notes, the materializer's placements).
   ~Agent() {
-    HurryCatchUp stopping;  // the recorder may wait behind the placing thread: both end at the agent's priority
+    // The recorder may wait behind the placing thread: both end at the agent's priority.
+    HurryCatchUp stopping(CatchUpWait::kStop);
     if (audit_) audit_->Stop();
     if (recorder_) recorder_->Stop();
     if (materializer_) materializer_->Stop();
@@ -245,6 +246,11 @@ std::string Agent::RenderMetrics() {
           CatchUpLowered() ? 1 : 0);
   e.Counter("onebox_catch_up_hurries_total", "times something waited on the lowered placing thread and raised it",
             static_cast<double>(CatchUpHurries()));
+  for (size_t i = 0; i < kCatchUpWaitNames.size(); ++i)
+    e.Counter("onebox_catch_up_waits_total",
+              "waits on the lowered placing thread, by what waited, nested ones too (a hurry under way raised it)",
+              static_cast<double>(CatchUpWaits(static_cast<CatchUpWait>(i))),
+              metrics::Labels({{"wait", std::string(kCatchUpWaitNames[i])}}));
   const Membership::Counts gossip = members_->counts();
   for (auto [kind, n] : {std::pair{"call", gossip.calls}, {"beat_sent", gossip.beats_sent},
                          {"beat_taken", gossip.beats_taken}, {"beat_unopened", gossip.beats_unopened}})
@@ -619,7 +625,8 @@ void Agent::Stop() {
   process_service_.reset();
   port_relay_.reset();       // after the last peer record (PeerChanged): resets the connections it relays
   {
-    HurryCatchUp stopping;  // the recorder may wait behind the placing thread: both end at the agent's priority
+    // The recorder may wait behind the placing thread: both end at the agent's priority.
+    HurryCatchUp stopping(CatchUpWait::kStop);
     recorder_->Stop();
     materializer_->Stop();
   }

@@ -45,6 +45,7 @@ struct Registry {
   std::unordered_map<pid_t, int> agent_nice;  // each catch-up thread: the nice it had before it was lowered
   int hurries = 0;
   uint64_t raised = 0;  // hurries that raised a thread
+  std::array<uint64_t, static_cast<size_t>(CatchUpWait::kCount)> waits{};  // hurries while any thread is lowered
 };
 
 Registry& TheRegistry() {
@@ -117,9 +118,10 @@ std::optional<int> CatchUpThread::AgentNiceHere() {
   return it->second;
 }
 
-HurryCatchUp::HurryCatchUp() {
+HurryCatchUp::HurryCatchUp(CatchUpWait wait) {
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
+  if (!r.agent_nice.empty()) ++r.waits[static_cast<size_t>(wait)];
   if (r.hurries++ == 0 && !r.agent_nice.empty()) ++r.raised;
   if (r.hurries == 1)
     for (const auto& [tid, nice] : r.agent_nice) Set(tid, nice);
@@ -140,6 +142,12 @@ uint64_t CatchUpHurries() {
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
   return r.raised;
+}
+
+uint64_t CatchUpWaits(CatchUpWait wait) {
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  return r.waits[static_cast<size_t>(wait)];
 }
 
 bool CatchUpLowered() {

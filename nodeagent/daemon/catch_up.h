@@ -12,15 +12,30 @@
 // runs at the agent's priority, as everything else does.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string_view>
 
 namespace onebox {
 
 inline constexpr int kCatchUpNiceSteps = 10;
+
+// What waits on catch-up work and hurries it; the metric
+// onebox_catch_up_waits_total counts them by kCatchUpWaitNames.
+enum class CatchUpWait {
+  kDrain,         // for the placing of what peers wrote so far (a lock's grant, a run's start and exit, a full scan)
+  kRecorderSync,  // for the recorder to record what was done before (a lock's fence, a lease's recall, a run's exit)
+  kLock,          // for a lock a catch-up thread holds (the view's, a path's, the ledger's)
+  kFetch,         // the placing thread's own fetch from peers (the threads it starts take its priority)
+  kStop,          // for catch-up threads to end (the agent's shutdown)
+  kCount
+};
+inline constexpr std::array<std::string_view, static_cast<size_t>(CatchUpWait::kCount)> kCatchUpWaitNames{
+    "drain", "recorder_sync", "lock", "fetch", "stop"};
 
 // Held on a catch-up thread's stack for its whole life: lowers the thread
 // (unless a hurry lives) and forgets it at the end.
@@ -49,7 +64,7 @@ class CatchUpThread {
 // While one lives, in any thread, the catch-up threads run at the agent's priority.
 class HurryCatchUp {
  public:
-  HurryCatchUp();
+  explicit HurryCatchUp(CatchUpWait wait);
   ~HurryCatchUp();
   HurryCatchUp(const HurryCatchUp&) = delete;
   HurryCatchUp& operator=(const HurryCatchUp&) = delete;
@@ -76,22 +91,26 @@ bool WaitsUnhurriedHere();
 // hurrying the catch-up threads meanwhile: what they do, or what a thread
 // that follows them does, is what is waited for.
 template <class Done>
-void WaitHurrying(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Done done) {
+void WaitHurrying(CatchUpWait wait, std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Done done) {
   if (done()) return;
-  HurryCatchUp hurry;
+  HurryCatchUp hurry(wait);
   cv.wait(lock, done);
 }
 // As above, for at most timeout; returns done().
 template <class Rep, class Period, class Done>
-bool WaitHurrying(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+bool WaitHurrying(CatchUpWait wait, std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
                   std::chrono::duration<Rep, Period> timeout, Done done) {
   if (done()) return true;
-  HurryCatchUp hurry;
+  HurryCatchUp hurry(wait);
   return cv.wait_for(lock, timeout, done);
 }
 
 // How many times a hurry raised a lowered thread, since the agent started.
 uint64_t CatchUpHurries();
+// How many hurries of this kind were made while catch-up threads were
+// lowered, nested ones too (a hurry under way already raised them), since
+// the agent started.
+uint64_t CatchUpWaits(CatchUpWait wait);
 
 // Whether catch-up threads are lowered in this process (decided at the
 // first CatchUpThread: the agent can raise them back).
@@ -109,7 +128,7 @@ class HurryingMutex {
       mu_.lock();
       return;
     }
-    HurryCatchUp hurry;
+    HurryCatchUp hurry(CatchUpWait::kLock);
     mu_.lock();
   }
   bool try_lock() { return mu_.try_lock(); }

@@ -124,7 +124,7 @@ void ViewMaterializer::Stop() {
     stopping_ = true;  // the loop finishes what is queued first
   }
   queue_cv_.notify_all();
-  HurryCatchUp hurry;  // at the agent's priority
+  HurryCatchUp hurry(CatchUpWait::kStop);  // at the agent's priority
   if (thread_.joinable()) thread_.join();
 }
 
@@ -146,7 +146,7 @@ void ViewMaterializer::Drain() {
   // Entries are done in the order they were pushed: the last one pushed
   // before the call is done when as many are.
   const uint64_t ticket = pushed_;
-  WaitHurrying(queue_cv_, lock, [&] { return done_ >= ticket || stopping_; });
+  WaitHurrying(CatchUpWait::kDrain, queue_cv_, lock, [&] { return done_ >= ticket || stopping_; });
 }
 
 bool ViewMaterializer::Settled() {
@@ -797,7 +797,7 @@ Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1:
   // threads it and gRPC start take the priority of the thread that starts
   // them (catch_up.h).
   std::optional<HurryCatchUp> hurry;
-  if (!local_only && CatchUpThread::Here()) hurry.emplace();
+  if (!local_only && CatchUpThread::Here()) hurry.emplace(CatchUpWait::kFetch);
   // fd is new: its size is where the furthest chunk written ends (chunks come on several threads).
   std::atomic<uint64_t> end{0};
   Status s = content_.Fetch(chunks, holders, local_only, [fd, &end](size_t index, const std::string& bytes) {

@@ -115,7 +115,7 @@ void ViewRecorder::Stop() {
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
   {
-    HurryCatchUp hurry;  // the loop may wait behind the placing thread
+    HurryCatchUp hurry(CatchUpWait::kStop);  // the loop may wait behind the placing thread
     thread_.join();
   }
   prehasher_->Stop();  // after the loop's last record: it stores the chunks records wait for
@@ -168,7 +168,8 @@ Status ViewRecorder::Sync() {
   if (marker >= 0) close(marker);
   std::unique_lock lock(sync_mu_);
   // The recorder may wait behind the placing thread (the view's lock): hurry it.
-  bool done = WaitHurrying(sync_cv_, lock, std::chrono::seconds(10), [&] { return sync_seen_ >= n; });
+  bool done = WaitHurrying(CatchUpWait::kRecorderSync, sync_cv_, lock, std::chrono::seconds(10),
+                           [&] { return sync_seen_ >= n; });
   lock.unlock();
   unlinkat(fd, name.c_str(), 0);
   close(fd);

@@ -144,6 +144,53 @@ TEST(MetricsTest, AgentsServePrometheusTextThatCountsWhatTheyDid) {
   KeepLogsIfFailed(dir.path(), {a.get(), b.get()});
 }
 
+// A lock granted on a after b held it while it wrote a burst: the grant
+// waits until a's view holds what b wrote (docs/consistency.md, Advisory
+// locks), and that wait hurries a's placing thread, lowered below the
+// programs (architecture.md, Catch-up below programs): it counts as a drain.
+TEST(MetricsTest, ALockGrantWaitsForThePlacingOfWhatItsLastHolderWroteAndHurriesIt) {
+  TempDir dir;
+  auto a = MetricsAgent(dir, "ma");
+  ASSERT_TRUE(a->Start());
+  auto b = MetricsAgent(dir, "mb", a->address());
+  ASSERT_TRUE(b->Start());
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get()}, 1));
+  const std::string url_a = MetricsUrl(*a);
+  ASSERT_NE(url_a, "") << a->log();
+  ASSERT_EQ(Shell(*b, "mkdir -p /cluster/h/d && touch /cluster/h/lock").exit_code, 0);
+  ASSERT_TRUE(Eventually(*a, "ls /cluster/h", "d\nlock\n", seconds(10)));
+  const std::string drains = R"(onebox_catch_up_waits_total{wait="drain"})";
+  RunResult before = Scrape(url_a);
+  ASSERT_EQ(before.exit_code, 0) << before.err;
+  EXPECT_EQ(Sample(before.out, "onebox_catch_up_lowered"), testing::CanRaiseNiceBack() ? 1 : 0) << before.out;
+
+  // b holds the lock, says so, and then writes 3,000 files while a waits for it.
+  RunResult burst;
+  std::thread on_b([&] {
+    burst = Shell(*b, "flock /cluster/h/lock /usr/bin/python3 -c \"\n"
+                      "import time\n"
+                      "open('/cluster/h/started', 'w').close()\n"
+                      "time.sleep(1)\n"
+                      "for i in range(3000):\n"
+                      "    with open('/cluster/h/d/f%d' % i, 'w') as f: f.write('x' * 2000)\n"
+                      "\"");
+  });
+  EXPECT_TRUE(Eventually(*a, "test -e /cluster/h/started && echo held", "held\n", seconds(10)));
+  RunResult granted = Shell(*a, "flock /cluster/h/lock sh -c 'ls /cluster/h/d | wc -l'");
+  on_b.join();
+  ASSERT_EQ(burst.exit_code, 0) << burst.err;
+  ASSERT_EQ(granted.exit_code, 0) << granted.err;
+  EXPECT_EQ(granted.out, "3000\n") << "the lock's grant on a saw all that b wrote under it";
+  RunResult after = Scrape(url_a);
+  ASSERT_EQ(after.exit_code, 0) << after.err;
+  const double drained = Sample(after.out, drains) - Sample(before.out, drains);
+  if (testing::CanRaiseNiceBack())
+    EXPECT_GE(drained, 1) << "the grant's wait for the placing hurried it: " << after.out;
+  else
+    EXPECT_EQ(drained, 0) << "nothing is lowered here, so nothing is hurried: " << after.out;
+  KeepLogsIfFailed(dir.path(), {a.get(), b.get()});
+}
+
 TEST(MetricsTest, AMetricsAddressThatCannotBeTakenStopsTheAgentWithItsReason) {
   TempDir dir;
   auto a = MetricsAgent(dir, "first");

@@ -74,11 +74,12 @@ TEST(CatchUpTest, AThreadIsLoweredUntilAHurryAndAgainAfterTheLastOne) {
   EXPECT_EQ(CatchUpLowered(), testing::CanRaiseNiceBack());
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
   const uint64_t hurries = CatchUpHurries();
+  const uint64_t drains = CatchUpWaits(CatchUpWait::kDrain), syncs = CatchUpWaits(CatchUpWait::kRecorderSync);
   {
-    HurryCatchUp hurry;
+    HurryCatchUp hurry(CatchUpWait::kDrain);
     EXPECT_EQ(NiceOf(worker.tid()), agent);
     {
-      HurryCatchUp another;
+      HurryCatchUp another(CatchUpWait::kRecorderSync);
       EXPECT_EQ(NiceOf(worker.tid()), agent);
     }
     EXPECT_EQ(NiceOf(worker.tid()), agent) << "one hurry still lives";
@@ -88,6 +89,9 @@ TEST(CatchUpTest, AThreadIsLoweredUntilAHurryAndAgainAfterTheLastOne) {
   }
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
   EXPECT_EQ(CatchUpHurries(), hurries + (CatchUpLowered() ? 1 : 0)) << "the nested hurry raised nothing more";
+  // Each wait counts by its kind, the nested one too (where anything is lowered).
+  EXPECT_EQ(CatchUpWaits(CatchUpWait::kDrain), drains + (CatchUpLowered() ? 1 : 0));
+  EXPECT_EQ(CatchUpWaits(CatchUpWait::kRecorderSync), syncs + (CatchUpLowered() ? 1 : 0));
   EXPECT_EQ(NiceOf(gettid()), agent) << "a hurry leaves the waiter's own priority as it was";
 }
 
@@ -96,6 +100,7 @@ TEST(CatchUpTest, AWaiterForAMutexACatchUpThreadHoldsHurriesItUntilItHasIt) {
   HurryingMutex<std::mutex> mu;
   CatchUpWorker holder(&mu);
   EXPECT_EQ(NiceOf(holder.tid()), Expected(agent));
+  const uint64_t lock_waits = CatchUpWaits(CatchUpWait::kLock);
   std::atomic<bool> got{false};
   std::thread waiter([&] {
     std::lock_guard lock(mu);
@@ -110,6 +115,7 @@ TEST(CatchUpTest, AWaiterForAMutexACatchUpThreadHoldsHurriesItUntilItHasIt) {
   holder.End();
   waiter.join();
   EXPECT_TRUE(got);
+  EXPECT_EQ(CatchUpWaits(CatchUpWait::kLock), lock_waits + (CatchUpLowered() ? 1 : 0)) << "counted as a lock's wait";
   CatchUpWorker next;
   EXPECT_EQ(NiceOf(next.tid()), Expected(agent)) << "no hurry left behind";
 }
@@ -122,7 +128,7 @@ TEST(CatchUpTest, AThreadThatFollowsCatchUpWaitsForItsLockUnhurried) {
   CatchUpWorker holder(&mu);
   std::atomic<pid_t> follower_tid{0};
   std::atomic<bool> got{false};
-  const uint64_t hurries = CatchUpHurries();
+  const uint64_t hurries = CatchUpHurries(), lock_waits = CatchUpWaits(CatchUpWait::kLock);
   std::thread follower([&] {
     FollowsCatchUp follows;
     EXPECT_TRUE(WaitsUnhurriedHere());
@@ -143,6 +149,7 @@ TEST(CatchUpTest, AThreadThatFollowsCatchUpWaitsForItsLockUnhurried) {
       5s, "the follower waits for the lock"));
   EXPECT_FALSE(got);
   EXPECT_EQ(CatchUpHurries(), hurries);
+  EXPECT_EQ(CatchUpWaits(CatchUpWait::kLock), lock_waits);
   EXPECT_EQ(NiceOf(holder.tid()), Expected(agent));
   holder.End();
   follower.join();
@@ -161,7 +168,7 @@ TEST(CatchUpTest, AWaitForWhatCatchUpDoesHurriesItUntilItIsDone) {
   std::thread waiter([&] {
     std::unique_lock lock(mu);
     waiting = true;
-    WaitHurrying(cv, lock, [&] { return done; });
+    WaitHurrying(CatchUpWait::kDrain, cv, lock, [&] { return done; });
   });
   while (!waiting) std::this_thread::sleep_for(1ms);
   auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -176,7 +183,7 @@ TEST(CatchUpTest, AWaitForWhatCatchUpDoesHurriesItUntilItIsDone) {
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
   // Nothing to wait for: no hurry.
   std::unique_lock lock(mu);
-  WaitHurrying(cv, lock, [&] { return true; });
+  WaitHurrying(CatchUpWait::kDrain, cv, lock, [&] { return true; });
   EXPECT_EQ(NiceOf(worker.tid()), Expected(agent));
 }
 
@@ -205,7 +212,7 @@ TEST(CatchUpTest, AHelperOfACatchUpThreadIsOneTooHurriedWithIt) {
   const pid_t helper = helper_tid.get_future().get();
   EXPECT_EQ(NiceOf(helper), Expected(agent));
   {
-    HurryCatchUp hurry;
+    HurryCatchUp hurry(CatchUpWait::kFetch);
     EXPECT_EQ(NiceOf(helper), agent) << "its agent nice is the starter's, not the lowered one it was born with";
   }
   EXPECT_EQ(NiceOf(helper), Expected(agent));
