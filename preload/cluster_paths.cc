@@ -485,14 +485,15 @@ int ClaimInCluster(const Target& t, bool directory) {
   int saved = errno;
   int err = ClaimAtOnce(key, directory);
   // Not decided here: a vote with the other nodes. Only for a call that can
-  // make the name: with no directory to make it in, the call fails as the
-  // kernel's would (ENOENT, ENOTDIR), never reaching the kernel (a
-  // directory made meanwhile must not let it make the name unclaimed). git
-  // tries each object's file in its directory objects/xx first and makes
-  // the directory on ENOENT; each of the 256 was a vote.
+  // make the name: with something other than a directory in the way the
+  // call fails as the kernel's would (ENOTDIR), never reaching the kernel.
+  // With no directory in the view, the agent says whether the cluster has
+  // one that is not in place here yet (it waits for it, then votes) or
+  // none (ENOENT, with no vote: git tries each object's file in its
+  // directory objects/xx first and makes the directory on ENOENT).
   if (err < 0) {
     err = NoParentInView(t);
-    if (err == 0) err = ClaimByVote(key, directory);
+    if (err == 0 || err == ENOENT) err = ClaimByVote(key, directory);
   }
   errno = saved;
   return err;

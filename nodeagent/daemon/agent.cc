@@ -246,11 +246,14 @@ std::string Agent::RenderMetrics() {
           CatchUpLowered() ? 1 : 0);
   e.Counter("onebox_catch_up_hurries_total", "times something waited on the lowered placing thread and raised it",
             static_cast<double>(CatchUpHurries()));
-  for (size_t i = 0; i < kCatchUpWaitNames.size(); ++i)
+  for (size_t i = 0; i < kCatchUpWaitNames.size(); ++i) {
+    const auto wait = static_cast<CatchUpWait>(i);
+    if (wait == CatchUpWait::kStop) continue;  // (the shutdown's come after the metrics stopped)
     e.Counter("onebox_catch_up_waits_total",
-              "waits on the lowered placing thread, by what waited, nested ones too (a hurry under way raised it)",
-              static_cast<double>(CatchUpWaits(static_cast<CatchUpWait>(i))),
-              metrics::Labels({{"wait", std::string(kCatchUpWaitNames[i])}}));
+              "hurries of catch-up work while it runs lowered, by what waited, nested ones too (0 where nothing is "
+              "lowered)",
+              static_cast<double>(CatchUpWaits(wait)), metrics::Labels({{"wait", kCatchUpWaitNames[i]}}));
+  }
   const Membership::Counts gossip = members_->counts();
   for (auto [kind, n] : {std::pair{"call", gossip.calls}, {"beat_sent", gossip.beats_sent},
                          {"beat_taken", gossip.beats_taken}, {"beat_unopened", gossip.beats_unopened}})

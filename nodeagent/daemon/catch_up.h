@@ -29,13 +29,14 @@ inline constexpr int kCatchUpNiceSteps = 10;
 enum class CatchUpWait {
   kDrain,         // for the placing of what peers wrote so far (a lock's grant, a run's start and exit, a full scan)
   kRecorderSync,  // for the recorder to record what was done before (a lock's fence, a lease's recall, a run's exit)
-  kLock,          // for a lock a catch-up thread holds (the view's, a path's, the ledger's)
+  kLock,          // for a lock a catch-up thread may hold (the view's, a path's, the ledger's), found taken
   kFetch,         // the placing thread's own fetch from peers (the threads it starts take its priority)
-  kStop,          // for catch-up threads to end (the agent's shutdown)
+  kStop,          // for catch-up threads to end (the agent's shutdown: after its metrics stopped)
   kCount
 };
 inline constexpr std::array<std::string_view, static_cast<size_t>(CatchUpWait::kCount)> kCatchUpWaitNames{
     "drain", "recorder_sync", "lock", "fetch", "stop"};
+static_assert(!kCatchUpWaitNames.back().empty(), "a name for every CatchUpWait");
 
 // Held on a catch-up thread's stack for its whole life: lowers the thread
 // (unless a hurry lives) and forgets it at the end.

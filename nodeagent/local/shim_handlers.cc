@@ -160,7 +160,15 @@ Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1:
 }
 
 Status ShimHandlers::ClaimByVote(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
-  return Claimed(parts_.leases.Create(req.claim().path(), req.claim().directory()), resp);
+  // The shim makes the name in the view next: a directory another node made
+  // moments ago must be in place by then, and no vote is held for a name
+  // in a directory the cluster has not got (git tries objects/xx/NAME
+  // before it makes objects/xx). (A create decided at once, in Claim, is in
+  // a directory whose lease was won through here.)
+  const std::string& path = req.claim().path();
+  if (IsValidNsKey(path) && !parts_.materializer.AwaitDirectory(ParentKey(path)))
+    return Claimed(Status::NotFound(fmt::format("/{}: no such directory", ParentKey(path))), resp);
+  return Claimed(parts_.leases.Create(path, req.claim().directory()), resp);
 }
 
 Status ShimHandlers::Claimed(Status s, v1::ShimResponse* resp) {

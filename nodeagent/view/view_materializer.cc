@@ -149,6 +149,19 @@ void ViewMaterializer::Drain() {
   WaitHurrying(CatchUpWait::kDrain, queue_cv_, lock, [&] { return done_ >= ticket || stopping_; });
 }
 
+bool ViewMaterializer::AwaitDirectory(const std::string& dir) {
+  struct stat st;
+  auto in_view = [&] { return dir.empty() || fstatat(root_fd_, dir.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0; };
+  if (in_view()) return true;
+  Result<Record> held = store_.Get(dir, Cf::kNs);
+  v1::Inode inode;
+  if (!held.ok() || held->tombstone || !inode.ParseFromString(held->value) ||
+      inode.type() != v1::FILE_TYPE_DIRECTORY)
+    return false;
+  Drain();
+  return in_view();
+}
+
 bool ViewMaterializer::Settled() {
   std::lock_guard lock(queue_mu_);
   return done_ == pushed_;

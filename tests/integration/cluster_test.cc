@@ -1239,6 +1239,36 @@ TEST_F(ClusterTest, ExclusiveCreatesInATreeOneNodeJustMadeSucceedOnceAcrossNodes
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
 }
 
+// A directory another node made a moment ago may not be in this node's view
+// yet (its placing thread runs below the programs: here below busy cores,
+// with 300 directories queued before it): an exclusive create or mkdir in it
+// waits until it is in place, and succeeds. In a directory the cluster has
+// not got, the create fails with ENOENT at once, with no vote.
+TEST_F(ClusterTest, ExclusiveCreatesInADirectoryAnotherNodeJustMadeWaitForItsPlacing) {
+  StartThree();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(WaitForPagesCounting({a.get(), b.get(), c.get()}, 2));
+  BusyCores busy;
+  RunResult made = Shell(*a, "mkdir /cluster/w && mkdir $(seq -f /cluster/w/fill%g 300) && mkdir /cluster/w/last");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  RunResult on_b = Shell(*b,
+                         "/usr/bin/python3 -c \"\n"
+                         "import os\n"
+                         "os.close(os.open('/cluster/w/last/f', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))\n"
+                         "os.mkdir('/cluster/w/last/s')\n"
+                         "try:\n"
+                         "    os.mkdir('/cluster/w/none/s')\n"
+                         "except FileNotFoundError:\n"
+                         "    print('none: ENOENT')\n"
+                         "print('made')\n"
+                         "\"");
+  busy.End();
+  EXPECT_EQ(on_b.exit_code, 0) << on_b.err;
+  EXPECT_EQ(on_b.out, "none: ENOENT\nmade\n") << on_b.err;
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
+  EXPECT_TRUE(Eventually(*a, "ls /cluster/w/last", "f\ns\n"));
+}
+
 // A node that holds a directory's lease lets its programs' shims decide the
 // exclusive creates there (a create slot in its state page): a program
 // making file after file asks its agent about the first one only. What they

@@ -246,6 +246,23 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) / 1e9;
 }
 
+BusyCores::BusyCores() {
+  for (long i = 0; i < sysconf(_SC_NPROCESSORS_ONLN); ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      volatile uint64_t spins = 0;
+      for (;;) spins = spins + 1;
+    }
+    if (pid > 0) pids_.push_back(pid);
+  }
+}
+
+void BusyCores::End() {
+  for (pid_t pid : pids_) kill(pid, SIGKILL);
+  for (pid_t pid : pids_) waitpid(pid, nullptr, 0);
+  pids_.clear();
+}
+
 bool ProcessEnded(pid_t pid) {
   const std::string fields = StatAfterCommand(pid);  // " S ppid ...": the state letter first
   const char state = fields.size() >= 2 ? fields[1] : '\0';

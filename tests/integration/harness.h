@@ -86,6 +86,22 @@ double CpuSeconds(pid_t pid);
 // caller stays a zombie until reaped: its state tells, kill(pid, 0) does not.)
 bool ProcessEnded(pid_t pid);
 
+// Processes that keep every core busy at the test's priority while it lives
+// (ended by pid): the programs a node's lowered placing thread yields to
+// (architecture.md, Catch-up below programs), so that it lags behind peers'
+// writes however fast the machine.
+class BusyCores {
+ public:
+  BusyCores();
+  ~BusyCores() { End(); }
+  BusyCores(const BusyCores&) = delete;
+  BusyCores& operator=(const BusyCores&) = delete;
+  void End();
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
 // One request over the shim socket (framed as the shim frames it).
 bool ShimCall(const std::string& socket_path, const v1::ShimRequest& req, v1::ShimResponse* resp, std::string* err,
               int timeout_seconds = 2);

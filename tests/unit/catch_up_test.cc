@@ -212,7 +212,7 @@ TEST(CatchUpTest, AHelperOfACatchUpThreadIsOneTooHurriedWithIt) {
   const pid_t helper = helper_tid.get_future().get();
   EXPECT_EQ(NiceOf(helper), Expected(agent));
   {
-    HurryCatchUp hurry(CatchUpWait::kFetch);
+    HurryCatchUp hurry(CatchUpWait::kDrain);
     EXPECT_EQ(NiceOf(helper), agent) << "its agent nice is the starter's, not the lowered one it was born with";
   }
   EXPECT_EQ(NiceOf(helper), Expected(agent));
