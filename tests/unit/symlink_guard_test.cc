@@ -395,9 +395,10 @@ TEST_F(GuardedView, AnObstacleIsWalkedAgainOnlyOnceItMayBeGone) {
     ASSERT_GE(chain.back(), 0);
   }
   // The recorder takes seconds over 520 levels (each new directory is watched
-  // and recorded with all below it) on a slow machine: the walk below is
-  // timed from when it has caught up.
-  ASSERT_TRUE(recorder_->Sync().ok());
+  // and recorded with all below it) on a slow machine, more than one Sync's
+  // 10 s while this VM's disk is slow: the walk below is timed from when it
+  // has caught up.
+  ASSERT_TRUE(WaitUntil([&] { return recorder_->Sync().ok(); }, 60s, "the recorder caught up with the chain"));
   Symlink("x", "s");  // the count up, and a walk once it goes
   ASSERT_EQ(unlink(V("s").c_str()), 0);
   ASSERT_TRUE(WaitUntil([&] { return recorder_->walks() > before; }, 5s, "the recorder walks the view", 1ms))
