@@ -27,7 +27,8 @@ inline constexpr int kCatchUpNiceSteps = 10;
 // What waits on catch-up work and hurries it; the metric
 // onebox_catch_up_waits_total counts them by kCatchUpWaitNames.
 enum class CatchUpWait {
-  kDrain,         // for the placing of what peers wrote so far (a lock's grant, a run's start and exit, a full scan)
+  kDrain,         // for the placing of what peers wrote so far (a lock's grant, a run's start and exit, a full scan,
+                  // an exclusive create in a peer's directory not placed yet)
   kRecorderSync,  // for the recorder to record what was done before (a lock's fence, a lease's recall, a run's exit)
   kLock,          // for a lock a catch-up thread may hold (the view's, a path's, the ledger's), found taken
   kFetch,         // the placing thread's own fetch from peers (the threads it starts take its priority)

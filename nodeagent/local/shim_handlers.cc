@@ -23,6 +23,10 @@ namespace onebox {
 
 namespace {
 
+// How long an exclusive create waits for its directory to be put in place
+// (ClaimByVote), well within the shim's 10 s for an answer.
+constexpr auto kAwaitDirectory = std::chrono::milliseconds(5000);
+
 // A failed handler's Status, as the shim reads it.
 void Answer(const Status& s, v1::ShimResponse* resp) {
   if (s.ok()) return;
@@ -161,13 +165,14 @@ Status ShimHandlers::Claim(const Origin& origin, const v1::ShimRequest& req, v1:
 
 Status ShimHandlers::ClaimByVote(const Origin&, const v1::ShimRequest& req, v1::ShimResponse* resp) {
   // The shim makes the name in the view next: a directory another node made
-  // moments ago must be in place by then, and no vote is held for a name
-  // in a directory the cluster has not got (git tries objects/xx/NAME
-  // before it makes objects/xx). (A create decided at once, in Claim, is in
-  // a directory whose lease was won through here.)
+  // moments ago must be in place by then (waited for up to kAwaitDirectory,
+  // within the shim's 10 s), and no vote is held for a name in a directory
+  // the cluster has not got (git tries objects/xx/NAME before it makes
+  // objects/xx). (A create decided at once, in Claim, is in a directory
+  // whose lease was won through here, when the directory was in place.)
   const std::string& path = req.claim().path();
-  if (IsValidNsKey(path) && !parts_.materializer.AwaitDirectory(ParentKey(path)))
-    return Claimed(Status::NotFound(fmt::format("/{}: no such directory", ParentKey(path))), resp);
+  if (IsValidNsKey(path) && !parts_.materializer.AwaitDirectory(ParentKey(path), kAwaitDirectory))
+    return Claimed(Status::NotFound(fmt::format("/{}: no such directory here", ParentKey(path))), resp);
   return Claimed(parts_.leases.Create(path, req.claim().directory()), resp);
 }
 

@@ -149,17 +149,40 @@ void ViewMaterializer::Drain() {
   WaitHurrying(CatchUpWait::kDrain, queue_cv_, lock, [&] { return done_ >= ticket || stopping_; });
 }
 
-bool ViewMaterializer::AwaitDirectory(const std::string& dir) {
-  struct stat st;
-  auto in_view = [&] { return dir.empty() || fstatat(root_fd_, dir.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0; };
+bool ViewMaterializer::DrainUntil(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(queue_mu_);
+  if (!thread_.joinable()) return true;
+  const uint64_t ticket = pushed_;
+  return WaitHurrying(CatchUpWait::kDrain, queue_cv_, lock, deadline - std::chrono::steady_clock::now(),
+                      [&] { return done_ >= ticket || stopping_; });
+}
+
+bool ViewMaterializer::AwaitDirectory(const std::string& dir, std::chrono::milliseconds timeout) {
+  // Only a look (the descriptor is closed at once), so it may follow the
+  // view's symlinks as the shim's lookup does: never out of the view.
+  auto in_view = [&] {
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    const int fd = static_cast<int>(syscall(SYS_openat2, root_fd_, dir.empty() ? "." : dir.c_str(), &how, sizeof how));
+    if (fd >= 0) close(fd);
+    return fd >= 0;
+  };
   if (in_view()) return true;
-  Result<Record> held = store_.Get(dir, Cf::kNs);
-  v1::Inode inode;
-  if (!held.ok() || held->tombstone || !inode.ParseFromString(held->value) ||
-      inode.type() != v1::FILE_TYPE_DIRECTORY)
-    return false;
-  Drain();
-  return in_view();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // A stream's batch is stored whole, then queued entry by entry: a second
+  // look covers a directory stored and not queued yet at the first.
+  for (int look = 0; look < 2; ++look) {
+    Result<Record> held = store_.Get(dir, Cf::kNs);
+    v1::Inode inode;
+    if (!held.ok() || held->tombstone || held->version.node == self_node_ || !inode.ParseFromString(held->value) ||
+        inode.type() != v1::FILE_TYPE_DIRECTORY)
+      return false;  // (this node's own is placed by no one: a program's rmdir, not recorded yet)
+    const bool drained = DrainUntil(deadline);
+    if (in_view()) return true;
+    if (!drained) return false;
+  }
+  return false;
 }
 
 bool ViewMaterializer::Settled() {

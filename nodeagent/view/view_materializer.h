@@ -59,12 +59,15 @@ class ViewMaterializer {
   // Returns once everything enqueued before the call is done (the
   // recorder's full scan waits for it: view_recorder.h, settle).
   void Drain();
-  // An exclusive create is to be made in dir (an ns key): whether the view
-  // has dir in place, at once or after a Drain when the store holds a live
-  // directory there that the view does not show yet (a peer's, applied here
-  // and not placed: the placing thread runs below the programs). False when
-  // neither the view nor the store has it.
-  bool AwaitDirectory(const std::string& dir);
+  // Drain for at most until deadline; whether it is done.
+  bool DrainUntil(std::chrono::steady_clock::time_point deadline);
+  // An exclusive create is to be made in dir (an ns key, looked up as the
+  // shim does: symlinks resolved within the view): whether the view has a
+  // directory there, at once, or after the placing of what is queued when
+  // the store holds a peer's live directory there that the view does not
+  // show yet (applied here, not placed: the placing thread runs below the
+  // programs), waiting for at most timeout.
+  bool AwaitDirectory(const std::string& dir, std::chrono::milliseconds timeout);
   // Whether nothing enqueued is still waiting or being put in place.
   bool Settled();
   // Files programs lock (locks/node_locks.h): a peer's version is written

@@ -1187,7 +1187,7 @@ TEST_F(ClusterTest, ExclusiveCreatesWhereNoDirectoryIsWinNoLease) {
   EXPECT_EQ(tried.out, want);
   EXPECT_EQ(leases_won(), before);
   // Where the directory is, the name is still won across nodes. (The node
-  // that did not make m0 may not have it in its view yet: ENOENT there.)
+  // that did not make m0 may not have it in its store yet: ENOENT there.)
   const std::string race =
       "/usr/bin/python3 -c \"\n"
       "import errno, os, sys\n"
@@ -1251,6 +1251,19 @@ TEST_F(ClusterTest, ExclusiveCreatesInADirectoryAnotherNodeJustMadeWaitForItsPla
   BusyCores busy;
   RunResult made = Shell(*a, "mkdir /cluster/w && mkdir $(seq -f /cluster/w/fill%g 300) && mkdir /cluster/w/last");
   ASSERT_EQ(made.exit_code, 0) << made.err;
+  // In b's store first (a directory whose record has not come is not there
+  // for b: ENOENT), and, where its placing thread is lowered, not yet in its view.
+  bool stored = false;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        RecordedInode(*b, "/cluster/w/last", &stored);
+        return stored;
+      },
+      seconds(20), "b's store has /cluster/w/last"));
+  const bool placed_already = std::filesystem::exists(b->data_dir() + "/view/cluster/w/last");
+  if (testing::CanRaiseNiceBack()) {
+    EXPECT_FALSE(placed_already) << "b placed it at once: the test shows no wait";
+  }
   RunResult on_b = Shell(*b,
                          "/usr/bin/python3 -c \"\n"
                          "import os\n"
@@ -1267,6 +1280,15 @@ TEST_F(ClusterTest, ExclusiveCreatesInADirectoryAnotherNodeJustMadeWaitForItsPla
   EXPECT_EQ(on_b.out, "none: ENOENT\nmade\n") << on_b.err;
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
   EXPECT_TRUE(Eventually(*a, "ls /cluster/w/last", "f\ns\n"));
+  // Through an absolute symlink, which leads to the directory in the view
+  // (the agent looks the directory up there, as the shim does).
+  ASSERT_EQ(Shell(*a, "ln -s /cluster/w /cluster/wl").exit_code, 0);
+  ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(15)));
+  RunResult linked = Shell(*b, "/usr/bin/python3 -c \"import os; "
+                               "os.close(os.open('/cluster/wl/last/g', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)); "
+                               "os.mkdir('/cluster/wl/last/t')\"");
+  EXPECT_EQ(linked.exit_code, 0) << linked.err;
+  EXPECT_TRUE(Eventually(*a, "ls /cluster/w/last", "f\ng\ns\nt\n"));
 }
 
 // A node that holds a directory's lease lets its programs' shims decide the

@@ -193,7 +193,8 @@ TEST(MetricsTest, ALockGrantWaitsForThePlacingOfWhatItsLastHolderWroteAndHurries
     EXPECT_GE(drained, 1) << "the grant's wait for the placing hurried it: " << after.out;
   else
     EXPECT_EQ(drained, 0) << "nothing is lowered here, so nothing is hurried: " << after.out;
-  // The only other drain a could have made: a full scan after its events overflowed.
+  // Nothing else on a drains here (no program of a's makes names) but a
+  // full scan after its events overflowed.
   EXPECT_EQ(a->log().find("inotify queue overflowed"), std::string::npos) << a->log();
   KeepLogsIfFailed(dir.path(), {a.get(), b.get()});
 }
