@@ -24,8 +24,9 @@ namespace onebox {
 namespace {
 
 // How long an exclusive create waits for its directory to be put in place
-// (ClaimByVote), well within the shim's 10 s for an answer.
-constexpr auto kAwaitDirectory = std::chrono::milliseconds(5000);
+// (ClaimByVote): with the lease's own wait (up to 6 s), within the shim's
+// 10 s for an answer.
+constexpr auto kAwaitDirectory = std::chrono::milliseconds(3000);
 
 // A failed handler's Status, as the shim reads it.
 void Answer(const Status& s, v1::ShimResponse* resp) {

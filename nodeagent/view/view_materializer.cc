@@ -153,34 +153,48 @@ bool ViewMaterializer::DrainUntil(std::chrono::steady_clock::time_point deadline
   std::unique_lock lock(queue_mu_);
   if (!thread_.joinable()) return true;
   const uint64_t ticket = pushed_;
-  return WaitHurrying(CatchUpWait::kDrain, queue_cv_, lock, deadline - std::chrono::steady_clock::now(),
-                      [&] { return done_ >= ticket || stopping_; });
+  auto done = [&] { return done_ >= ticket || stopping_; };
+  if (std::chrono::steady_clock::now() >= deadline) return done();  // (no hurry for a wait that is over)
+  return WaitHurrying(CatchUpWait::kDrain, queue_cv_, lock, deadline - std::chrono::steady_clock::now(), done);
 }
 
 bool ViewMaterializer::AwaitDirectory(const std::string& dir, std::chrono::milliseconds timeout) {
   // Only a look (the descriptor is closed at once), so it may follow the
-  // view's symlinks as the shim's lookup does: never out of the view.
-  auto in_view = [&] {
+  // view's symlinks as the shim's lookup does: never out of the view. Only
+  // ENOENT says it is not there; anything else is the kernel's to tell the
+  // create itself. (EAGAIN: a rename raced with a "..": again, as the shim does.)
+  auto missing = [&] {
     open_how how{};
     how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    const int fd = static_cast<int>(syscall(SYS_openat2, root_fd_, dir.empty() ? "." : dir.c_str(), &how, sizeof how));
-    if (fd >= 0) close(fd);
-    return fd >= 0;
+    for (int tries = 0;; ++tries) {
+      const int fd = static_cast<int>(syscall(SYS_openat2, root_fd_, dir.empty() ? "." : dir.c_str(), &how, sizeof how));
+      if (fd >= 0) close(fd);
+      if (fd >= 0 || errno != EAGAIN || tries == 200) return fd < 0 && errno == ENOENT;
+      sched_yield();
+    }
   };
-  if (in_view()) return true;
+  if (!missing()) return true;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  // A stream's batch is stored whole, then queued entry by entry: a second
-  // look covers a directory stored and not queued yet at the first.
-  for (int look = 0; look < 2; ++look) {
+  while (std::chrono::steady_clock::now() < deadline) {
     Result<Record> held = store_.Get(dir, Cf::kNs);
     v1::Inode inode;
     if (!held.ok() || held->tombstone || held->version.node == self_node_ || !inode.ParseFromString(held->value) ||
         inode.type() != v1::FILE_TYPE_DIRECTORY)
-      return false;  // (this node's own is placed by no one: a program's rmdir, not recorded yet)
-    const bool drained = DrainUntil(deadline);
-    if (in_view()) return true;
-    if (!drained) return false;
+      return false;  // (this node's own is not placed: a program's rmdir, not recorded yet)
+    uint64_t pushed;
+    {
+      std::lock_guard lock(queue_mu_);
+      pushed = pushed_;
+    }
+    DrainUntil(deadline);
+    if (!missing()) return true;
+    // A stream's batch is stored whole, then queued entry by entry: stored
+    // and not queued yet, it is queued within moments.
+    std::unique_lock lock(queue_mu_);
+    queue_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)),
+                         [&] { return pushed_ != pushed || stopping_; });
+    if (stopping_) return false;
   }
   return false;
 }
