@@ -242,7 +242,8 @@ std::string Agent::RenderMetrics() {
             static_cast<double>(decided));
   e.Counter("onebox_view_repairs_total", "files the view audit found behind the store and repaired",
             static_cast<double>(info_.view_repairs()));
-  e.Gauge("onebox_catch_up_lowered", "1 while placing peers' files runs below the agent's priority (CAP_SYS_NICE)",
+  e.Gauge("onebox_catch_up_lowered",
+          "1 where placing peers' files runs below the agent's priority while it is behind (CAP_SYS_NICE)",
           CatchUpLowered() ? 1 : 0);
   e.Counter("onebox_catch_up_hurries_total", "times something waited on the lowered placing thread and raised it",
             static_cast<double>(CatchUpHurries()));
@@ -250,7 +251,7 @@ std::string Agent::RenderMetrics() {
     const auto wait = static_cast<CatchUpWait>(i);
     if (wait == CatchUpWait::kStop) continue;  // (the shutdown's come after the metrics stopped)
     e.Counter("onebox_catch_up_waits_total",
-              "hurries of catch-up work while it runs lowered, by what waited, nested ones too (0 where nothing is "
+              "hurries of catch-up work while it is behind, by what waited, nested ones too (0 where nothing is "
               "lowered)",
               static_cast<double>(CatchUpWaits(wait)), metrics::Labels({{"wait", kCatchUpWaitNames[i]}}));
   }

@@ -42,7 +42,11 @@ bool CanRaiseBack() {
 struct Registry {
   std::mutex mu;
   int decided = -1;                           // CanRaiseBack, once asked (-1: not yet)
-  std::unordered_map<pid_t, int> agent_nice;  // each catch-up thread: the nice it had before it was lowered
+  struct Thread {
+    int agent_nice;  // the nice it had before it was lowered
+    bool behind;     // lowered while no hurry lives; else at agent_nice
+  };
+  std::unordered_map<pid_t, Thread> threads;  // each catch-up thread
   int hurries = 0;
   uint64_t raised = 0;  // hurries that raised a thread
   std::array<uint64_t, static_cast<size_t>(CatchUpWait::kCount)> waits{};  // hurries while any thread is lowered
@@ -62,19 +66,24 @@ void Set(pid_t tid, int nice) {
   setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice);
 }
 
+// The nice thread should have now (under the registry's lock).
+int NiceNow(const Registry& r, const Registry::Thread& thread) {
+  return thread.behind && r.hurries == 0 ? Lowered(thread.agent_nice) : thread.agent_nice;
+}
+
 }  // namespace
 
 CatchUpThread::CatchUpThread() {
   ++unhurried_waits;
-  if (catch_up_here++ == 0) Join(NiceOf(gettid()));  // (one already on this thread: nothing more)
+  if (catch_up_here++ == 0) Join(NiceOf(gettid()), true);  // (one already on this thread: nothing more)
 }
 
-CatchUpThread::CatchUpThread(int agent_nice) {
+CatchUpThread::CatchUpThread(int agent_nice, bool behind) {
   ++unhurried_waits;
-  if (catch_up_here++ == 0) Join(agent_nice);
+  if (catch_up_here++ == 0) Join(agent_nice, behind);
 }
 
-void CatchUpThread::Join(int agent_nice) {
+void CatchUpThread::Join(int agent_nice, bool behind) {
   // Decided once, outside the registry's lock (the try takes a thread).
   static const bool can_raise_back = [] {
     bool can = CanRaiseBack();
@@ -90,9 +99,20 @@ void CatchUpThread::Join(int agent_nice) {
   r.decided = can_raise_back ? 1 : 0;
   if (!r.decided) return;
   const pid_t tid = gettid();
-  r.agent_nice[tid] = agent_nice;
+  const Registry::Thread& thread = r.threads[tid] = {agent_nice, behind};
   joined_ = true;
-  Set(tid, r.hurries == 0 ? Lowered(agent_nice) : agent_nice);
+  Set(tid, NiceNow(r, thread));
+}
+
+void CatchUpThread::SetBehind(bool behind) {
+  if (!joined_) return;
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  auto it = r.threads.find(gettid());
+  if (it == r.threads.end() || it->second.behind == behind) return;
+  const int before = NiceNow(r, it->second);
+  it->second.behind = behind;
+  if (const int now = NiceNow(r, it->second); now != before) Set(it->first, now);
 }
 
 CatchUpThread::~CatchUpThread() {
@@ -101,10 +121,10 @@ CatchUpThread::~CatchUpThread() {
   if (!joined_) return;
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
-  auto it = r.agent_nice.find(gettid());
-  if (it == r.agent_nice.end()) return;
-  Set(it->first, it->second);  // what the thread does after it, if anything, is not catch-up
-  r.agent_nice.erase(it);
+  auto it = r.threads.find(gettid());
+  if (it == r.threads.end()) return;
+  Set(it->first, it->second.agent_nice);  // what the thread does after it, if anything, is not catch-up
+  r.threads.erase(it);
 }
 
 bool CatchUpThread::Here() { return catch_up_here > 0; }
@@ -113,25 +133,37 @@ std::optional<int> CatchUpThread::AgentNiceHere() {
   if (catch_up_here == 0) return std::nullopt;
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
-  auto it = r.agent_nice.find(gettid());
-  if (it == r.agent_nice.end()) return std::nullopt;
-  return it->second;
+  auto it = r.threads.find(gettid());
+  if (it == r.threads.end()) return std::nullopt;
+  return it->second.agent_nice;
+}
+
+bool CatchUpThread::BehindHere() {
+  if (catch_up_here == 0) return false;
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  auto it = r.threads.find(gettid());
+  return it != r.threads.end() && it->second.behind;
 }
 
 HurryCatchUp::HurryCatchUp(CatchUpWait wait) {
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
-  if (!r.agent_nice.empty()) ++r.waits[static_cast<size_t>(wait)];
-  if (r.hurries++ == 0 && !r.agent_nice.empty()) ++r.raised;
-  if (r.hurries == 1)
-    for (const auto& [tid, nice] : r.agent_nice) Set(tid, nice);
+  const bool any_behind =
+      std::any_of(r.threads.begin(), r.threads.end(), [](const auto& t) { return t.second.behind; });
+  if (any_behind) ++r.waits[static_cast<size_t>(wait)];
+  if (any_behind && r.hurries == 0) ++r.raised;
+  if (r.hurries++ == 0)
+    for (const auto& [tid, thread] : r.threads)
+      if (thread.behind) Set(tid, thread.agent_nice);
 }
 
 HurryCatchUp::~HurryCatchUp() {
   Registry& r = TheRegistry();
   std::lock_guard lock(r.mu);
   if (--r.hurries == 0)
-    for (const auto& [tid, nice] : r.agent_nice) Set(tid, Lowered(nice));
+    for (const auto& [tid, thread] : r.threads)
+      if (thread.behind) Set(tid, Lowered(thread.agent_nice));
 }
 
 FollowsCatchUp::FollowsCatchUp() { ++unhurried_waits; }

@@ -2,10 +2,14 @@
 // (the materializer's thread) only brings this node's view up to date: no
 // program here waits on it, unless it asks to (a lock's grant, a remote
 // run's exit: a drain), or waits for a lock that work holds (the view's, a
-// path's). Such threads run kCatchUpNiceSteps nice levels below the agent,
-// so that a burst written on another node does not slow this node's
-// programs; whatever waits on them hurries them (HurryCatchUp): while one
-// hurry lives, every catch-up thread runs at the agent's own priority.
+// path's). Such threads run kCatchUpNiceSteps nice levels below the agent
+// while they are behind (a backlog: a burst written on another node), so
+// that the burst does not slow this node's programs; whatever waits on them
+// hurries them (HurryCatchUp): while one hurry lives, every catch-up thread
+// runs at the agent's own priority. A thread keeping up (no backlog: a
+// trickle, each piece placed as it comes) runs at the agent's priority too:
+// it costs programs little, and a low priority would only add to each
+// piece's delay the time it waits behind them for a core.
 // Lowering is done only when the agent can raise the threads back
 // (CAP_SYS_NICE in the host's user namespace, or an RLIMIT_NICE that allows
 // the agent's nice): tried once, on a thread of its own. Otherwise catch-up
@@ -46,20 +50,27 @@ class CatchUpThread {
   CatchUpThread();
   // On a helper a catch-up thread started for its work (born with its
   // priority, lowered or not): a catch-up thread too, whose priority
-  // outside catch-up is agent_nice, the starter's AgentNiceHere().
-  explicit CatchUpThread(int agent_nice);
+  // outside catch-up is agent_nice, the starter's AgentNiceHere(), and
+  // behind as the starter is (BehindHere()).
+  CatchUpThread(int agent_nice, bool behind);
   ~CatchUpThread();
   CatchUpThread(const CatchUpThread&) = delete;
   CatchUpThread& operator=(const CatchUpThread&) = delete;
 
+  // Whether the thread is behind (as it starts: lowered unless hurried) or
+  // keeping up (at the agent's priority). The thread says so itself.
+  void SetBehind(bool behind);
+
   // Whether this thread runs as a catch-up thread (lowered or not).
   static bool Here();
   // This catch-up thread's nice outside catch-up, when it is lowered here
-  // (hurried or not); nothing on any other thread.
+  // (hurried, behind or not); nothing on any other thread.
   static std::optional<int> AgentNiceHere();
+  // Whether this catch-up thread is behind (false on any other thread).
+  static bool BehindHere();
 
  private:
-  void Join(int agent_nice);
+  void Join(int agent_nice, bool behind);
   bool joined_ = false;
 };
 
@@ -109,13 +120,13 @@ bool WaitHurrying(CatchUpWait wait, std::condition_variable& cv, std::unique_loc
 
 // How many times a hurry raised a lowered thread, since the agent started.
 uint64_t CatchUpHurries();
-// How many hurries of this kind were made while catch-up threads were
-// lowered, nested ones too (a hurry under way already raised them), since
-// the agent started.
+// How many hurries of this kind were made while a catch-up thread was
+// behind (lowered, or raised by a hurry under way: nested ones count too),
+// since the agent started.
 uint64_t CatchUpWaits(CatchUpWait wait);
 
-// Whether catch-up threads are lowered in this process (decided at the
-// first CatchUpThread: the agent can raise them back).
+// Whether catch-up threads are lowered in this process while behind
+// (decided at the first CatchUpThread: the agent can raise them back).
 bool CatchUpLowered();
 
 // A mutex a catch-up thread may hold while others wait for it: a waiter

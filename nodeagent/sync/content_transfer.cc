@@ -134,12 +134,13 @@ Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std
   };
   std::vector<std::thread> workers;
   // A catch-up thread's helpers are catch-up threads too (daemon/catch_up.h):
-  // born at its priority, and hurried with it.
+  // born at its priority, behind as it is, and hurried with it.
   const std::optional<int> catch_up = CatchUpThread::AgentNiceHere();
+  const bool behind = CatchUpThread::BehindHere();
   for (size_t i = 1; i < std::min<size_t>(kFetchesInFlight, digests.size()); ++i) {
-    workers.emplace_back([&worker, catch_up, i] {
+    workers.emplace_back([&worker, catch_up, behind, i] {
       std::optional<CatchUpThread> below_programs;
-      if (catch_up) below_programs.emplace(*catch_up);
+      if (catch_up) below_programs.emplace(*catch_up, behind);
       worker(i);
     });
     NameThread(workers.back(), "onebox-fetch");

@@ -40,6 +40,8 @@
 
 namespace onebox {
 
+class CatchUpThread;
+
 struct FileOwner {
   uid_t uid;
   gid_t gid;
@@ -82,7 +84,7 @@ class ViewMaterializer {
   Result<uint64_t> Hydrate(const std::string& path);
 
  private:
-  void Loop();
+  void Loop(CatchUpThread& below_programs);
   // At start: the peers' records the view does not show as recorded.
   Result<std::vector<std::string>> NotInPlace();
   void Materialize(const std::string& path);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <functional>
@@ -24,6 +25,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <grpcpp/generic/generic_stub.h>
@@ -686,6 +688,33 @@ std::map<pid_t, ThreadNice> ThreadNices(pid_t pid) {
     threads[std::stoi(task.path().filename())] = {stat.substr(open + 1, close - open - 1), std::stoi(field)};
   }
   return threads;
+}
+
+PriorityLooks LookAtPrioritiesWhile(const std::vector<pid_t>& agents, const std::function<void()>& work) {
+  PriorityLooks looks;
+  std::atomic<bool> look{true};
+  std::thread looker([&] {
+    while (look) {
+      for (pid_t agent : agents) {
+        std::map<pid_t, ThreadNice> threads = ThreadNices(agent);
+        if (!threads.count(agent)) continue;
+        const int own = threads[agent].nice;
+        for (const auto& [tid, thread] : threads) {
+          if (thread.name == "onebox-fetch" || thread.nice == own) continue;
+          std::string& off = looks.others_off[agent];
+          if (thread.name == "onebox-place" && thread.nice == std::min(own + 10, 19))
+            ++looks.placing_lowered[agent];
+          else if (off.find("(" + thread.name + ")") == std::string::npos)
+            off += fmt::format("{} ({}) at {} (agent at {}); ", tid, thread.name, thread.nice, own);
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  work();
+  look = false;
+  looker.join();
+  return looks;
 }
 
 }  // namespace onebox::testing

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -171,6 +172,16 @@ struct ThreadNice {
   int nice;
 };
 std::map<pid_t, ThreadNice> ThreadNices(pid_t pid);
+// Each agent's threads (by the agent's pid), looked at every millisecond
+// while work() runs: how many looks found its placing thread
+// ("onebox-place") 10 nice levels below the agent (daemon/catch_up.h), and
+// each other thread found at another priority than the agent's, named once
+// (fetch helpers aside: they take their starter's).
+struct PriorityLooks {
+  std::map<pid_t, int> placing_lowered;
+  std::map<pid_t, std::string> others_off;
+};
+PriorityLooks LookAtPrioritiesWhile(const std::vector<pid_t>& agents, const std::function<void()>& work);
 // Runs cmd (Shell) until it succeeds with want as its output.
 ::testing::AssertionResult Eventually(AgentProcess& agent, const std::string& cmd, const std::string& want,
                                       std::chrono::seconds timeout = std::chrono::seconds(10));

@@ -1,5 +1,6 @@
-// Catch-up threads (nodeagent/daemon/catch_up.h): lowered while nothing
-// waits on them, at the agent's priority while something does.
+// Catch-up threads (nodeagent/daemon/catch_up.h): lowered while they are
+// behind and nothing waits on them, at the agent's priority while something
+// does or while they keep up.
 #include "nodeagent/daemon/catch_up.h"
 #include "tests/test_util.h"
 
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -201,9 +203,10 @@ TEST(CatchUpTest, AHelperOfACatchUpThreadIsOneTooHurriedWithIt) {
     EXPECT_TRUE(CatchUpThread::Here());
     const std::optional<int> agent_nice = CatchUpThread::AgentNiceHere();
     EXPECT_EQ(agent_nice.has_value(), CatchUpLowered());
+    EXPECT_EQ(CatchUpThread::BehindHere(), CatchUpLowered()) << "behind, as it starts";
     std::thread helper([&, agent_nice] {
       std::optional<CatchUpThread> below;
-      if (agent_nice) below.emplace(*agent_nice);
+      if (agent_nice) below.emplace(*agent_nice, /*behind=*/true);
       helper_tid.set_value(gettid());
       end.get_future().wait();
     });
@@ -218,6 +221,79 @@ TEST(CatchUpTest, AHelperOfACatchUpThreadIsOneTooHurriedWithIt) {
   EXPECT_EQ(NiceOf(helper), Expected(agent));
   end.set_value();
   starter.join();
+}
+
+// The placing thread keeps up with a trickle at the agent's priority, and
+// falls behind (lowered) in a burst (view/view_materializer.cc, kBacklog).
+TEST(CatchUpTest, AThreadKeepingUpRunsAtTheAgentsPriorityAndBehindBelowIt) {
+  const int agent = NiceOf(gettid());
+  // Steps the thread takes when told: each answers with its nice after it.
+  enum Step { kKeepUp, kFallBehind, kHelper, kEnd };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Step> step;
+  std::optional<int> answer;
+  pid_t tid = 0;
+  std::thread thread([&] {
+    CatchUpThread below_programs;
+    std::unique_lock lock(mu);
+    tid = gettid();
+    for (;;) {
+      answer = NiceOf(tid);
+      cv.notify_all();
+      cv.wait(lock, [&] { return step.has_value(); });
+      const Step now = *step;
+      step.reset();
+      if (now == kEnd) return;
+      if (now == kKeepUp || now == kFallBehind) below_programs.SetBehind(now == kFallBehind);
+      if (now == kHelper) {  // a helper started now is born keeping up as its starter is
+        const std::optional<int> agent_nice = CatchUpThread::AgentNiceHere();
+        EXPECT_FALSE(CatchUpThread::BehindHere());
+        std::thread([&] {
+          std::optional<CatchUpThread> below;
+          if (agent_nice) below.emplace(*agent_nice, CatchUpThread::BehindHere());
+          EXPECT_EQ(NiceOf(gettid()), agent);
+        }).join();
+      }
+    }
+  });
+  auto take = [&](std::optional<Step> next) {
+    std::unique_lock lock(mu);
+    if (next) {
+      step = next;
+      cv.notify_all();
+    }
+    cv.wait(lock, [&] { return answer.has_value() && !step.has_value(); });
+    const int nice = *answer;
+    answer.reset();
+    return nice;
+  };
+  EXPECT_EQ(take(std::nullopt), Expected(agent)) << "behind as it starts";
+  EXPECT_EQ(take(kKeepUp), agent);
+  const uint64_t hurries = CatchUpHurries(), drains = CatchUpWaits(CatchUpWait::kDrain);
+  {
+    HurryCatchUp hurry(CatchUpWait::kDrain);
+    EXPECT_EQ(NiceOf(tid), agent);
+  }
+  EXPECT_EQ(NiceOf(tid), agent) << "the hurry's end lowers only what is behind";
+  EXPECT_EQ(CatchUpHurries(), hurries) << "nothing behind: nothing to raise";
+  EXPECT_EQ(CatchUpWaits(CatchUpWait::kDrain), drains) << "nothing behind: nothing waited for";
+  EXPECT_EQ(take(kHelper), agent);
+  EXPECT_EQ(take(kFallBehind), Expected(agent));
+  {
+    HurryCatchUp hurry(CatchUpWait::kDrain);
+    EXPECT_EQ(NiceOf(tid), agent);
+    EXPECT_EQ(take(kKeepUp), agent);
+    EXPECT_EQ(take(kFallBehind), agent) << "behind, but hurried";
+  }
+  EXPECT_EQ(NiceOf(tid), Expected(agent));
+  EXPECT_EQ(CatchUpWaits(CatchUpWait::kDrain), drains + (CatchUpLowered() ? 1 : 0));
+  {
+    std::lock_guard lock(mu);
+    step = kEnd;
+  }
+  cv.notify_all();
+  thread.join();
 }
 
 TEST(CatchUpTest, AnUncontendedLockHurriesNothing) {
