@@ -245,6 +245,8 @@ std::string Agent::RenderMetrics() {
   e.Gauge("onebox_catch_up_lowered",
           "1 where placing peers' files runs below the agent's priority while it is behind (CAP_SYS_NICE)",
           CatchUpLowered() ? 1 : 0);
+  e.Gauge("onebox_catch_up_behind", "catch-up threads behind now (a backlog: lowered unless hurried)",
+          CatchUpThreadsBehind());
   e.Counter("onebox_catch_up_hurries_total", "times something waited on the lowered placing thread and raised it",
             static_cast<double>(CatchUpHurries()));
   for (size_t i = 0; i < kCatchUpWaitNames.size(); ++i) {
@@ -298,6 +300,7 @@ Status Agent::StartView() {
   materializer_ = std::make_unique<ViewMaterializer>(*store_, *content_, *ledger_, guard_.get());
   // A file programs lock is overwritten in place: their open descriptors
   // (a database's) see what other nodes wrote.
+  materializer_->set_backlog(opt_.catch_up_backlog);
   materializer_->set_in_place([l = &locked_paths_](const std::string& path) { return l->Contains(path); });
   audit_ = std::make_unique<ViewAudit>(*store_, *ledger_, view_root,
                                        [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });

@@ -38,6 +38,9 @@ struct AgentOptions {
   // Placement at exec (process/placement.h): at most this many placed jobs
   // per CPU on a node.
   double place_jobs_per_cpu = 1.0;
+  // Peers' entries queued from which placing them runs below this node's
+  // programs until the queue is empty (daemon/catch_up.h); 1: whenever any waits.
+  uint64_t catch_up_backlog = 64;
   // --cacert, --cert, --key: mutual TLS with peers and clients (tls/tls_identity.h).
   TlsFiles tls;
   // HOST:PORT where GET /metrics answers in Prometheus' text format; empty: none.

@@ -73,6 +73,11 @@ AgentCommand::AgentCommand(CLI::App& app) {
                        "placement at exec (ONEBOX_PLACE): at most this many placed jobs per CPU on a node")
       ->check(CLI::Range(0.1, 64.0))
       ->capture_default_str();
+  command_->add_option("--catch-up-backlog", options_.catch_up_backlog,
+                       "peers' entries queued from which placing them runs below this node's programs, until none "
+                       "is (1: whenever any is)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
+      ->capture_default_str();
   command_->add_option("--log-retain", options_.log_retain,
                        "replication log entries kept for members that are away (beyond: anti-entropy repairs them)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))

@@ -49,7 +49,7 @@ struct Registry {
   std::unordered_map<pid_t, Thread> threads;  // each catch-up thread
   int hurries = 0;
   uint64_t raised = 0;  // hurries that raised a thread
-  std::array<uint64_t, static_cast<size_t>(CatchUpWait::kCount)> waits{};  // hurries while any thread is lowered
+  std::array<uint64_t, static_cast<size_t>(CatchUpWait::kCount)> waits{};  // hurries while any thread is behind
 };
 
 Registry& TheRegistry() {
@@ -169,6 +169,13 @@ HurryCatchUp::~HurryCatchUp() {
 FollowsCatchUp::FollowsCatchUp() { ++unhurried_waits; }
 FollowsCatchUp::~FollowsCatchUp() { --unhurried_waits; }
 bool WaitsUnhurriedHere() { return unhurried_waits > 0; }
+
+int CatchUpThreadsBehind() {
+  Registry& r = TheRegistry();
+  std::lock_guard lock(r.mu);
+  return static_cast<int>(
+      std::count_if(r.threads.begin(), r.threads.end(), [](const auto& t) { return t.second.behind; }));
+}
 
 uint64_t CatchUpHurries() {
   Registry& r = TheRegistry();

@@ -44,7 +44,7 @@ inline constexpr std::array<std::string_view, static_cast<size_t>(CatchUpWait::k
 static_assert(!kCatchUpWaitNames.back().empty(), "a name for every CatchUpWait");
 
 // Held on a catch-up thread's stack for its whole life: lowers the thread
-// (unless a hurry lives) and forgets it at the end.
+// while it is behind (unless a hurry lives) and forgets it at the end.
 class CatchUpThread {
  public:
   CatchUpThread();
@@ -118,6 +118,8 @@ bool WaitHurrying(CatchUpWait wait, std::condition_variable& cv, std::unique_loc
   return cv.wait_for(lock, timeout, done);
 }
 
+// How many catch-up threads are behind now (lowered, or raised by a hurry).
+int CatchUpThreadsBehind();
 // How many times a hurry raised a lowered thread, since the agent started.
 uint64_t CatchUpHurries();
 // How many hurries of this kind were made while a catch-up thread was

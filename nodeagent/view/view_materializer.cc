@@ -25,10 +25,6 @@ namespace {
 
 constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the recorder never looks there
 
-// Entries queued from which the placing thread is behind (daemon/catch_up.h):
-// at 0.2 to 0.3 ms each, some 15 ms of work. A steady 1k updates/s keeps
-// one or two queued; a burst of a tree's files many more.
-constexpr size_t kBacklog = 64;
 
 // Owner first (chown clears setuid bits), then mode. Owner only as root: an
 // agent run by a user makes its files that user's, and then never setuid or
@@ -213,18 +209,19 @@ void ViewMaterializer::Loop(CatchUpThread& below_programs) {
   std::unique_lock lock(queue_mu_);
   bool behind = true;  // as the thread starts
   for (;;) {
-    // Behind (below programs) from kBacklog entries queued until none is:
-    // a burst; keeping up (at the agent's priority) while a trickle comes.
-    if (behind ? queue_.empty() : queue_.size() >= kBacklog) {
-      behind = !behind;
-      below_programs.SetBehind(behind);
-    }
+    // Behind (below programs) from backlog_ entries queued until none is: a
+    // burst; keeping up (at the agent's priority) while a trickle comes.
+    if (behind && queue_.empty()) below_programs.SetBehind(behind = false);
     queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and nothing left
+    const bool falls_behind = !behind && queue_.size() >= backlog_;
     std::string path = std::move(queue_.front());
     queue_.pop_front();
     queued_.erase(path);
     lock.unlock();
+    // Lowered outside the queue's lock: a thread that lowers itself may be
+    // switched out at once, and the stream's Enqueue waits for that lock.
+    if (falls_behind) below_programs.SetBehind(behind = true);
     Materialize(path);
     lock.lock();
     ++done_;

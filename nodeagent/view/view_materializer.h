@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -69,7 +70,7 @@ class ViewMaterializer {
   // directory there, at once, or after the placing of what is queued when
   // the store holds a peer's live directory there that the view does not
   // show yet (applied here, not placed: the placing thread runs below the
-  // programs), waiting for at most timeout.
+  // programs while it is behind), waiting for at most timeout.
   bool AwaitDirectory(const std::string& dir, std::chrono::milliseconds timeout);
   // Whether nothing enqueued is still waiting or being put in place.
   bool Settled();
@@ -78,6 +79,12 @@ class ViewMaterializer {
   // open (a database) reads it through its descriptor; their writers
   // exclude each other through the cluster's locks. Before Start.
   void set_in_place(std::function<bool(const std::string& path)> in_place) { in_place_ = std::move(in_place); }
+  // Entries queued from which the placing thread is behind, and runs below
+  // the programs until it finds its queue empty (daemon/catch_up.h). Before Start.
+  void set_backlog(size_t entries) { backlog_ = std::max<size_t>(entries, 1); }
+  // At 0.2 to 0.3 ms each, some 15 ms of work: a steady 1k updates/s keeps
+  // one or two queued, a burst of a tree's files many more.
+  static constexpr size_t kDefaultBacklog = 64;
   // open() met a stub: fetch its content and put the whole file in place.
   // Unavailable when no live node holds it. Nothing happens unless the entry
   // at path is a stub.
@@ -178,6 +185,7 @@ class ViewMaterializer {
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<std::string> queue_;
+  size_t backlog_ = kDefaultBacklog;
   std::unordered_set<std::string> queued_;
   uint64_t pushed_ = 0, done_ = 0;  // queue entries pushed and done, in that order (Drain's tickets)
   bool stopping_ = false;

@@ -708,12 +708,20 @@ PriorityLooks LookAtPrioritiesWhile(const std::vector<pid_t>& agents, const std:
             off += fmt::format("{} ({}) at {} (agent at {}); ", tid, thread.name, thread.nice, own);
         }
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
-  work();
-  look = false;
-  looker.join();
+  {
+    struct Stop {  // whatever work() does
+      std::atomic<bool>& look;
+      std::thread& looker;
+      ~Stop() {
+        look = false;
+        looker.join();
+      }
+    } stop{look, looker};
+    work();
+  }
   return looks;
 }
 

@@ -88,9 +88,9 @@ double CpuSeconds(pid_t pid);
 bool ProcessEnded(pid_t pid);
 
 // Processes that keep every core busy at the test's priority while it lives
-// (ended by pid): the programs a node's lowered placing thread yields to
-// (architecture.md, Catch-up below programs), so that it lags behind peers'
-// writes however fast the machine.
+// (ended by pid): the programs a node's placing thread yields to while it
+// is behind (architecture.md, Catch-up below programs), so that it lags
+// behind a burst of peers' writes however fast the machine.
 class BusyCores {
  public:
   BusyCores();
@@ -172,8 +172,8 @@ struct ThreadNice {
   int nice;
 };
 std::map<pid_t, ThreadNice> ThreadNices(pid_t pid);
-// Each agent's threads (by the agent's pid), looked at every millisecond
-// while work() runs: how many looks found its placing thread
+// Each agent's threads (by the agent's pid), looked at every 5 ms while
+// work() runs: how many looks found its placing thread
 // ("onebox-place") 10 nice levels below the agent (daemon/catch_up.h), and
 // each other thread found at another priority than the agent's, named once
 // (fetch helpers aside: they take their starter's).

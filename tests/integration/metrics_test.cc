@@ -23,12 +23,14 @@ using std::chrono::seconds;
 // An agent serving metrics on a loopback port the kernel picks; with
 // replication factor 1, a file written there stays there (the others get
 // stubs, and a read elsewhere brings its content: a hydration).
-std::unique_ptr<AgentProcess> MetricsAgent(const TempDir& dir, const std::string& name, const std::string& join = "") {
+std::unique_ptr<AgentProcess> MetricsAgent(const TempDir& dir, const std::string& name, const std::string& join = "",
+                                           const std::vector<std::string>& extra = {}) {
   std::vector<std::string> args{"--name",      name,          "--data-dir",           dir / (name + "-data"),
                                 "--listen",    "127.0.0.1:0", "--socket",             dir / (name + ".sock"),
                                 "--log-level", "info",        "--replication-factor", "1",
                                 "--metrics",   "127.0.0.1:0"};
   if (!join.empty()) args.insert(args.end(), {"--join", join});
+  args.insert(args.end(), extra.begin(), extra.end());
   return AgentProcess::WithArgs(args, dir / (name + ".sock"), dir / (name + ".log"));
 }
 
@@ -147,12 +149,14 @@ TEST(MetricsTest, AgentsServePrometheusTextThatCountsWhatTheyDid) {
 // A lock granted on a after b held it while it wrote a burst: the grant
 // waits until a's view holds what b wrote (docs/consistency.md, Advisory
 // locks), and that wait hurries a's placing thread, lowered below the
-// programs (architecture.md, Catch-up below programs): it counts as a drain.
-// The cores are kept busy meanwhile, so that a lowered placing thread is
-// still at work when the grant comes, however fast the machine.
+// programs while it is behind (architecture.md, Catch-up below programs):
+// it counts as a drain. a's thread is behind whenever anything waits for
+// it (--catch-up-backlog 1: whatever the size of the stream's batches),
+// and the cores are kept busy meanwhile, so that it is still at work when
+// the grant comes, however fast the machine.
 TEST(MetricsTest, ALockGrantWaitsForThePlacingOfWhatItsLastHolderWroteAndHurriesIt) {
   TempDir dir;
-  auto a = MetricsAgent(dir, "ma");
+  auto a = MetricsAgent(dir, "ma", "", {"--catch-up-backlog", "1"});
   ASSERT_TRUE(a->Start());
   auto b = MetricsAgent(dir, "mb", a->address());
   ASSERT_TRUE(b->Start());
@@ -165,6 +169,7 @@ TEST(MetricsTest, ALockGrantWaitsForThePlacingOfWhatItsLastHolderWroteAndHurries
   RunResult before = Scrape(url_a);
   ASSERT_EQ(before.exit_code, 0) << before.err;
   EXPECT_EQ(Sample(before.out, "onebox_catch_up_lowered"), testing::CanRaiseNiceBack() ? 1 : 0) << before.out;
+  EXPECT_EQ(Sample(before.out, "onebox_catch_up_behind"), 0) << "nothing queued: keeping up\n" << before.out;
   ASSERT_GE(Sample(before.out, drains), 0) << before.out;
 
   // b holds the lock, says so, and then writes 3,000 files while a waits for it.

@@ -224,11 +224,12 @@ TEST(CatchUpTest, AHelperOfACatchUpThreadIsOneTooHurriedWithIt) {
 }
 
 // The placing thread keeps up with a trickle at the agent's priority, and
-// falls behind (lowered) in a burst (view/view_materializer.cc, kBacklog).
+// falls behind (lowered) in a burst (view/view_materializer.cc, backlog_).
 TEST(CatchUpTest, AThreadKeepingUpRunsAtTheAgentsPriorityAndBehindBelowIt) {
   const int agent = NiceOf(gettid());
   // Steps the thread takes when told: each answers with its nice after it.
   enum Step { kKeepUp, kFallBehind, kHelper, kEnd };
+  std::optional<int> helper_nice;  // what kHelper found
   std::mutex mu;
   std::condition_variable cv;
   std::optional<Step> step;
@@ -246,13 +247,13 @@ TEST(CatchUpTest, AThreadKeepingUpRunsAtTheAgentsPriorityAndBehindBelowIt) {
       step.reset();
       if (now == kEnd) return;
       if (now == kKeepUp || now == kFallBehind) below_programs.SetBehind(now == kFallBehind);
-      if (now == kHelper) {  // a helper started now is born keeping up as its starter is
+      if (now == kHelper) {  // a helper started now is born behind or not as its starter is
         const std::optional<int> agent_nice = CatchUpThread::AgentNiceHere();
-        EXPECT_FALSE(CatchUpThread::BehindHere());
+        const bool behind = CatchUpThread::BehindHere();
         std::thread([&] {
           std::optional<CatchUpThread> below;
-          if (agent_nice) below.emplace(*agent_nice, CatchUpThread::BehindHere());
-          EXPECT_EQ(NiceOf(gettid()), agent);
+          if (agent_nice) below.emplace(*agent_nice, behind);
+          helper_nice = NiceOf(gettid());
         }).join();
       }
     }
@@ -278,8 +279,13 @@ TEST(CatchUpTest, AThreadKeepingUpRunsAtTheAgentsPriorityAndBehindBelowIt) {
   EXPECT_EQ(NiceOf(tid), agent) << "the hurry's end lowers only what is behind";
   EXPECT_EQ(CatchUpHurries(), hurries) << "nothing behind: nothing to raise";
   EXPECT_EQ(CatchUpWaits(CatchUpWait::kDrain), drains) << "nothing behind: nothing waited for";
+  EXPECT_EQ(CatchUpThreadsBehind(), 0);
   EXPECT_EQ(take(kHelper), agent);
+  EXPECT_EQ(helper_nice, agent) << "a helper of a thread keeping up";
   EXPECT_EQ(take(kFallBehind), Expected(agent));
+  EXPECT_EQ(CatchUpThreadsBehind(), CatchUpLowered() ? 1 : 0);
+  EXPECT_EQ(take(kHelper), Expected(agent));
+  EXPECT_EQ(helper_nice, Expected(agent)) << "a helper of a thread behind";
   {
     HurryCatchUp hurry(CatchUpWait::kDrain);
     EXPECT_EQ(NiceOf(tid), agent);
