@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "nodeagent/daemon/catch_up.h"
 #include "nodeagent/tls/tls_identity.h"
 #include "proto/shim_frame.h"
 
@@ -40,7 +41,7 @@ struct AgentOptions {
   double place_jobs_per_cpu = 1.0;
   // Peers' entries queued from which placing them runs below this node's
   // programs until the queue is empty (daemon/catch_up.h); 1: whenever any waits.
-  uint64_t catch_up_backlog = 64;
+  uint64_t catch_up_backlog = kCatchUpBacklog;
   // --cacert, --cert, --key: mutual TLS with peers and clients (tls/tls_identity.h).
   TlsFiles tls;
   // HOST:PORT where GET /metrics answers in Prometheus' text format; empty: none.

@@ -33,6 +33,7 @@
 #include <unordered_set>
 
 #include "consistency/store.h"
+#include "nodeagent/daemon/catch_up.h"
 #include "naming/ns_key.h"
 #include "nodeagent/sync/content_transfer.h"
 #include "nodeagent/view/symlink_guard.h"
@@ -40,8 +41,6 @@
 #include "onebox/v1/namespace.pb.h"
 
 namespace onebox {
-
-class CatchUpThread;
 
 struct FileOwner {
   uid_t uid;
@@ -81,10 +80,7 @@ class ViewMaterializer {
   void set_in_place(std::function<bool(const std::string& path)> in_place) { in_place_ = std::move(in_place); }
   // Entries queued from which the placing thread is behind, and runs below
   // the programs until it finds its queue empty (daemon/catch_up.h). Before Start.
-  void set_backlog(size_t entries) { backlog_ = std::max<size_t>(entries, 1); }
-  // At 0.2 to 0.3 ms each, some 15 ms of work: a steady 1k updates/s keeps
-  // one or two queued, a burst of a tree's files many more.
-  static constexpr size_t kDefaultBacklog = 64;
+  void set_backlog(uint64_t entries) { backlog_ = std::max<uint64_t>(entries, 1); }
   // open() met a stub: fetch its content and put the whole file in place.
   // Unavailable when no live node holds it. Nothing happens unless the entry
   // at path is a stub.
@@ -185,7 +181,7 @@ class ViewMaterializer {
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<std::string> queue_;
-  size_t backlog_ = kDefaultBacklog;
+  uint64_t backlog_ = kCatchUpBacklog;
   std::unordered_set<std::string> queued_;
   uint64_t pushed_ = 0, done_ = 0;  // queue entries pushed and done, in that order (Drain's tickets)
   bool stopping_ = false;
