@@ -298,9 +298,9 @@ Status Agent::StartView() {
   // ledger knows which changes were whose.
   ledger_ = std::make_unique<ViewLedger>(*store_, state_page_->page());
   materializer_ = std::make_unique<ViewMaterializer>(*store_, *content_, *ledger_, guard_.get());
+  materializer_->set_backlog(opt_.catch_up_backlog);
   // A file programs lock is overwritten in place: their open descriptors
   // (a database's) see what other nodes wrote.
-  materializer_->set_backlog(opt_.catch_up_backlog);
   materializer_->set_in_place([l = &locked_paths_](const std::string& path) { return l->Contains(path); });
   audit_ = std::make_unique<ViewAudit>(*store_, *ledger_, view_root,
                                        [m = materializer_.get()](const std::string& key) { m->Enqueue(key); });

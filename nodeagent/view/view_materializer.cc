@@ -25,7 +25,6 @@ namespace {
 
 constexpr const char* kStagingDir = ".onebox-staging";  // in the view root: the recorder never looks there
 
-
 // Owner first (chown clears setuid bits), then mode. Owner only as root: an
 // agent run by a user makes its files that user's, and then never setuid or
 // setgid (they would be the agent's user's).
@@ -207,7 +206,8 @@ bool ViewMaterializer::Settled() {
 
 void ViewMaterializer::Loop(CatchUpThread& below_programs) {
   std::unique_lock lock(queue_mu_);
-  bool behind = true;  // as the thread starts
+  bool behind = queue_.size() >= backlog_;  // (the thread starts behind: raised at once unless it is)
+  if (!behind) below_programs.SetBehind(false);
   for (;;) {
     // Behind (below programs) from backlog_ entries queued until none is: a
     // burst; keeping up (at the agent's priority) while a trickle comes.

@@ -1677,7 +1677,7 @@ TEST_F(ClusterTest, PlacingPeersFilesRunsBelowTheNodesProgramsWhileBehindAndNoth
   const std::filesystem::path tree = dir_ / "tree";
   std::filesystem::create_directories(tree);
   for (int i = 1; i <= 2000; ++i) std::ofstream(tree / fmt::format("f{}", i)) << std::string(1000 + i, 'x');
-  // (a's lease on the directory is won while b still answers; a and c are a majority for the others.)
+  // (Its first lease won while b still answers; a and c are a majority for any other.)
   ASSERT_EQ(Shell(*a, "mkdir -p /cluster/n && touch /cluster/n/first").exit_code, 0);
   const PriorityLooks looks = LookAtPrioritiesWhile({b->pid(), c->pid()}, [&] {
     ASSERT_EQ(kill(b->pid(), SIGSTOP), 0);

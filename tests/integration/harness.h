@@ -172,8 +172,8 @@ struct ThreadNice {
   int nice;
 };
 std::map<pid_t, ThreadNice> ThreadNices(pid_t pid);
-// Each agent's threads (by the agent's pid), looked at every 5 ms while
-// work() runs: how many looks found its placing thread
+// Each agent's threads (by the agent's pid), looked at about every 5 ms
+// while work() runs: how many looks found its placing thread
 // ("onebox-place") 10 nice levels below the agent (daemon/catch_up.h), and
 // each other thread found at another priority than the agent's, named once
 // (fetch helpers aside: they take their starter's).
