@@ -1254,13 +1254,7 @@ TEST_F(ClusterTest, ExclusiveCreatesInADirectoryAnotherNodeJustMadeWaitForItsPla
   ASSERT_EQ(made.exit_code, 0) << made.err;
   // In b's store first (a directory whose record has not come is not there
   // for b: ENOENT), and, where its placing thread is lowered, not yet in its view.
-  bool stored = false;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        RecordedInode(*b, "/cluster/w/last", &stored);
-        return stored;
-      },
-      seconds(20), "b's store has /cluster/w/last"));
+  ASSERT_TRUE(WaitForRecord(*b, "/cluster/w/last", seconds(20)));
   // (Mostly not in b's view yet here; the lowered placing thread may have
   // caught up in this moment all the same, so only told.)
   if (std::filesystem::exists(b->data_dir() + "/view/cluster/w/last"))
@@ -1690,13 +1684,7 @@ TEST_F(ClusterTest, PlacingPeersFilesRunsBelowTheNodesProgramsWhileBehindAndNoth
                                                  " /cluster/n/big && ln /cluster/n/big /cluster/n/big2",
                                                  tree.string()));
     ASSERT_EQ(made.exit_code, 0) << made.err;
-    bool recorded = false;
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          RecordedInode(*a, "/cluster/n/big2", &recorded);
-          return recorded;
-        },
-        seconds(30), "a recorded the burst"));
+    ASSERT_TRUE(WaitForRecord(*a, "/cluster/n/big2", seconds(30)));  // a recorded the burst
     ASSERT_EQ(kill(b->pid(), SIGCONT), 0);
     // big2 comes last (the queue keeps the order of the records).
     for (const char* node : {"b", "c"}) {

@@ -437,6 +437,17 @@ v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* foun
   return inode;
 }
 
+::testing::AssertionResult WaitForRecord(AgentProcess& agent, const std::string& path,
+                                         std::chrono::steady_clock::duration timeout) {
+  return WaitUntil(
+      [&] {
+        bool found = false;
+        RecordedInode(agent, path, &found);
+        return found;
+      },
+      timeout, agent.address() + "'s store has " + path);
+}
+
 v1::StatusResponse AgentStatus(AgentProcess& agent) {
   v1::StatusResponse st;
   grpc::ClientContext ctx;

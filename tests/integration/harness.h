@@ -148,6 +148,9 @@ grpc::Status ReadNsRecord(AgentProcess& agent, const std::string& path, v1::Read
 // (the Namespace service leaves them out); found false when there is none
 // live.
 v1::Inode RecordedInode(AgentProcess& agent, const std::string& path, bool* found = nullptr);
+// Waits (at most timeout) until agent's store holds a live record of path.
+::testing::AssertionResult WaitForRecord(AgentProcess& agent, const std::string& path,
+                                         std::chrono::steady_clock::duration timeout);
 // agent's Cluster/Status; a call that fails fails the test (the answer is then empty).
 v1::StatusResponse AgentStatus(AgentProcess& agent);
 
