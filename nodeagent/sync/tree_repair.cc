@@ -56,16 +56,22 @@ void TreeRepair::CheckDue() {
       it = due_.erase(it);
     }
   }
-  for (const std::string& key : ready) Check(key);
+  LiveInRound live_in_round;
+  for (const std::string& key : ready) Check(key, live_in_round);
 }
 
 size_t TreeRepair::Check(const std::string& key) {
+  LiveInRound live_in_round;
+  return Check(key, live_in_round);
+}
+
+size_t TreeRepair::Check(const std::string& key, LiveInRound& live_in_round) {
   Result<Record> rec = store_.GetWithTombstone(key, Cf::kNs);
   if (!rec.ok()) return 0;
   if (!rec->tombstone) {
     v1::Inode inode;
     if (!inode.ParseFromString(rec->value)) return 0;
-    return ReviveAncestors(key, inode.uid(), inode.gid());
+    return ReviveAncestors(key, inode.uid(), inode.gid(), live_in_round);
   }
   // A dead directory with live entries below it: entries its remover never
   // saw (made or moved there on another node at the same time).
@@ -76,7 +82,7 @@ size_t TreeRepair::Check(const std::string& key) {
     if (!page.ok() || page->entries.empty()) break;
     for (const auto& e : page->entries) {
       v1::Inode inode;
-      if (inode.ParseFromString(e.record.value)) revived += ReviveAncestors(e.key, inode.uid(), inode.gid());
+      if (inode.ParseFromString(e.record.value)) revived += ReviveAncestors(e.key, inode.uid(), inode.gid(), live_in_round);
     }
     if (!page->more) break;
     after = page->entries.back().key;
@@ -84,14 +90,18 @@ size_t TreeRepair::Check(const std::string& key) {
   return revived;
 }
 
-size_t TreeRepair::ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid) {
+size_t TreeRepair::ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid,
+                                   LiveInRound& live_in_round) {
   size_t revived = 0;
   for (std::string dir = ParentKey(live); !dir.empty(); dir = ParentKey(dir)) {
+    if (live_in_round.count(dir) > 0) break;  // it and everything above it checked in this round
     Result<Record> rec = store_.GetWithTombstone(dir, Cf::kNs);
     if (rec.ok() && !rec->tombstone) {
       v1::Inode inode;
       if (inode.ParseFromString(rec->value) && inode.type() != v1::FILE_TYPE_DIRECTORY)
         spdlog::warn("tree repair: /{} is live but /{} above it is not a directory; it stays out of sight", live, dir);
+      else
+        live_in_round.insert(dir);
       continue;  // its own ancestors are checked too: a live directory may be an orphan itself
     }
     // Not here at all: its record has not come yet (a node that joined after
@@ -99,7 +109,10 @@ size_t TreeRepair::ReviveAncestors(const std::string& live, uint32_t uid, uint32
     // here as a new version it would win over the real one (mode, owner).
     // Only a removal recorded here is repaired; tombstones are never dropped.
     if (!rec.ok()) continue;
-    if (Revive(dir, uid, gid, live)) ++revived;
+    if (Revive(dir, uid, gid, live)) {
+      ++revived;
+      live_in_round.insert(dir);
+    }
   }
   return revived;
 }

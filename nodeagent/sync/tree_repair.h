@@ -32,6 +32,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 
 #include "consistency/store.h"
 #include "nodeagent/peer/clock.h"
@@ -59,10 +60,16 @@ class TreeRepair {
   uint64_t repaired() const { return repaired_; }
 
  private:
+  // The directories one round of checks found live or made live: every
+  // ancestor of each was checked in that round already, so the walks of the
+  // round's other keys stop there (a burst of files in one directory reads
+  // each ancestor once, not once per file). Never kept past the round.
+  using LiveInRound = std::unordered_set<std::string>;
   // Checks the keys whose grace period has passed (every 200 ms while any is noted).
   void CheckDue();
+  size_t Check(const std::string& key, LiveInRound& live_in_round);
   // Makes the dead ancestors of the live entry `live` live; returns how many.
-  size_t ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid);
+  size_t ReviveAncestors(const std::string& live, uint32_t uid, uint32_t gid, LiveInRound& live_in_round);
   bool Revive(const std::string& dir, uint32_t uid, uint32_t gid, const std::string& because);
 
   Store& store_;

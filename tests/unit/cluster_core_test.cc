@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <fstream>
 #include <map>
@@ -452,6 +453,60 @@ TEST(TreeRepairCoreTest, AParentNotHereYetIsLeftToItsRecordAndARemovedOneIsMadeL
   ASSERT_TRUE(store.Delete("cluster/pub", false, nullptr, Cf::kNs).ok());
   EXPECT_EQ(repair.Check("cluster/pub/dir"), 1u);
   EXPECT_TRUE(store.Get("cluster/pub", Cf::kNs).ok());
+}
+
+// A round of checks (records noted, as the replicator notes a peer's): a
+// burst of entries below removed directories revives each directory once,
+// and a live directory's own dead ancestors are revived too, however many
+// of the round's entries share them.
+TEST(TreeRepairCoreTest, ARoundRevivesEachRemovedAncestorOnceForAllTheEntriesBelowIt) {
+  InProcessCluster cluster(1);
+  Store& store = *cluster.node(0).store;
+  std::vector<std::string> repaired;
+  std::mutex repaired_mu;
+  TreeRepair repair(
+      store,
+      [&](const std::string& key) {
+        std::lock_guard lock(repaired_mu);
+        repaired.push_back(key);
+      },
+      std::chrono::milliseconds(0), cluster.clock());
+  v1::Inode dir;
+  dir.set_type(v1::FILE_TYPE_DIRECTORY);
+  dir.set_mode(0755);
+  v1::Inode file;
+  file.set_type(v1::FILE_TYPE_REGULAR);
+  file.set_mode(0644);
+  for (const char* d : {"cluster/a", "cluster/a/b", "cluster/a/b/c"})
+    ASSERT_TRUE(store.Put(d, dir.SerializeAsString(), false, Cf::kNs).ok());
+  std::vector<std::string> entries;
+  for (int i = 0; i < 50; ++i) entries.push_back("cluster/a/b/c/f" + std::to_string(i));
+  entries.push_back("cluster/a/g");
+  for (const std::string& e : entries) ASSERT_TRUE(store.Put(e, file.SerializeAsString(), false, Cf::kNs).ok());
+  // a and a/b removed (by a node that never saw the entries); a/b/c stays live.
+  ASSERT_TRUE(store.Delete("cluster/a/b", false, nullptr, Cf::kNs).ok());
+  ASSERT_TRUE(store.Delete("cluster/a", false, nullptr, Cf::kNs).ok());
+  repair.Start();
+  for (const std::string& e : entries) repair.Note(e, std::chrono::milliseconds(0));  // (not a/b/c itself)
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (repair.repaired() < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a second round, if one were to come
+  repair.Stop();
+  EXPECT_EQ(repair.repaired(), 2u);
+  {
+    std::lock_guard lock(repaired_mu);
+    std::sort(repaired.begin(), repaired.end());
+    EXPECT_EQ(repaired, (std::vector<std::string>{"cluster/a", "cluster/a/b"}));
+  }
+  for (const char* d : {"cluster/a", "cluster/a/b", "cluster/a/b/c"}) {
+    Result<Record> rec = store.Get(d, Cf::kNs);
+    ASSERT_TRUE(rec.ok()) << d;
+    v1::Inode got;
+    ASSERT_TRUE(got.ParseFromString(rec->value));
+    EXPECT_EQ(got.type(), v1::FILE_TYPE_DIRECTORY) << d;
+  }
+  for (const std::string& e : entries) EXPECT_TRUE(store.Get(e, Cf::kNs).ok()) << e;
 }
 
 // What a node's recorder does once a program made key: its live record.
