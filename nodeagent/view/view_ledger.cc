@@ -54,7 +54,14 @@ std::string PlacedMark(const std::string& path, const struct stat& st, const Ver
 }
 
 
-// What a stub's mark names: the hash of its content's description.
+// A stub's mark names its content (size and chunks). A small description
+// (a file of up to a few chunks: nearly every stub) is the mark itself,
+// after kInlineStubPrefix, so that placing a stub writes nothing to the
+// store; a bigger one is kept in the store's meta family under its hash,
+// which the mark carries (32 bytes: never an inline mark's length).
+constexpr std::string_view kInlineStubPrefix = "content:";
+constexpr size_t kMaxInlineStubMark = 256;
+constexpr size_t kStubIdBytes = 32;
 std::string StubId(const v1::Inode& content) { return Sha256(content.SerializeAsString()); }
 std::string StubMetaKey(std::string_view id) { return "stub/" + HexOf(id); }
 
@@ -171,10 +178,12 @@ void ViewLedger::MarkPlacement(int fd, const std::string& path, const Version& v
   (void)SetMark(fd, kPlacedXattr, mark);
 }
 
-Result<std::string> ViewLedger::RememberStubContent(const v1::Inode& inode) {
+Result<std::string> ViewLedger::StubMark(const v1::Inode& inode) {
   v1::Inode content;
   content.set_size(inode.size());
   *content.mutable_chunks() = inode.chunks();
+  std::string inline_mark = std::string(kInlineStubPrefix) + content.SerializeAsString();
+  if (inline_mark.size() <= kMaxInlineStubMark && inline_mark.size() != kStubIdBytes) return inline_mark;
   std::string id = StubId(content);
   if (Status s = store_.PutMeta(StubMetaKey(id), content.SerializeAsString(), false); !s.ok()) return s;
   return id;
@@ -412,10 +421,14 @@ bool ViewLedger::ShowedOlderVersion(const std::string& path, const Version& vers
 }
 
 std::optional<v1::Inode> ViewLedger::StubContent(FileMarks& marks) {
-  const std::string& id = marks.Stub();
-  if (id.size() != 32) return std::nullopt;
-  Result<std::string> held = store_.GetMeta(StubMetaKey(id));
+  const std::string& mark = marks.Stub();
   v1::Inode content;
+  if (mark.size() != kStubIdBytes) {
+    if (!mark.starts_with(kInlineStubPrefix) || !content.ParseFromString(mark.substr(kInlineStubPrefix.size())))
+      return std::nullopt;
+    return content;
+  }
+  Result<std::string> held = store_.GetMeta(StubMetaKey(mark));
   if (!held.ok() || !content.ParseFromString(*held)) return std::nullopt;
   return content;
 }

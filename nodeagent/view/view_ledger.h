@@ -112,8 +112,10 @@ class ViewLedger {
   // never showed (ShowedOlderVersion), whatever removal the recorder comes
   // to see of the name (a listing's entry found gone as it records it).
   void RemovedOurs(const std::string& path, const Version& tombstone);
-  // Keeps the content a stub stands for; returns the id its mark carries.
-  Result<std::string> RememberStubContent(const v1::Inode& inode);
+  // The mark (kStubXattr) of a stub of inode's content: the content's
+  // description itself when small, else its id, the description kept in
+  // the store. StubContent reads either back.
+  Result<std::string> StubMark(const v1::Inode& inode);
   void SetStub(const std::string& path, bool stub);
   // Whether path was a stub here by the last look; it is not one any more.
   bool ForgetStub(const std::string& path);

@@ -424,11 +424,11 @@ Status ViewMaterializer::PlaceSymlinkAnnounced(const std::string& path, const v1
 Result<bool> ViewMaterializer::MakeStub(int fd, const v1::Inode& inode) {
   if (ftruncate(fd, static_cast<off_t>(inode.size())) != 0)
     return Status::IOError(fmt::format("size the stub: {}", strerror(errno)));
-  // The mark names the stub's content (kept in the store), so that a stub
-  // moved, linked or touched is recorded with its content, not hashed.
-  Result<std::string> id = ledger_.RememberStubContent(inode);
-  if (!id.ok()) return Status::IOError(fmt::format("remember the stub: {}", id.status().message()));
-  return SetMark(fd, kStubXattr, *id) == 0;
+  // The mark names the stub's content, so that a stub moved, linked or
+  // touched is recorded with its content, not hashed.
+  Result<std::string> mark = ledger_.StubMark(inode);
+  if (!mark.ok()) return Status::IOError(fmt::format("remember the stub: {}", mark.status().message()));
+  return SetMark(fd, kStubXattr, *mark) == 0;
 }
 
 Result<uint64_t> ViewMaterializer::PlaceFile(const std::string& path, const v1::Inode& inode, const Version& version,

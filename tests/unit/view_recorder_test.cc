@@ -208,6 +208,65 @@ TEST_F(ViewLedgerTree, ANameShowsTheVersionOfItsLastWholePlacementOrRecording) {
   EXPECT_EQ(ledger_.LastShown("cluster/f"), std::nullopt);
 }
 
+// A stub's mark names its content: a file of a few chunks (nearly every
+// stub) by the description itself, readable whatever the store holds; a
+// big one by an id whose description its own store keeps.
+TEST_F(ViewLedgerTree, AStubsMarkNamesItsContentSmallOnesWithoutTheStore) {
+  InProcessCluster other_node{1};
+  StatePage other_page{};
+  ViewLedger other_ledger{*other_node.node(0).store, other_page};
+  auto content_of = [](int chunks) {
+    v1::Inode inode;
+    inode.set_type(v1::FILE_TYPE_REGULAR);
+    inode.set_mode(0644);
+    inode.set_mtime_ns(1234);
+    inode.set_size(static_cast<uint64_t>(chunks) * (1 << 20) - 7);
+    for (int i = 0; i < chunks; ++i) inode.add_chunks(Sha256("chunk " + std::to_string(i)));
+    return inode;
+  };
+  auto described = [](const v1::Inode& inode) {
+    v1::Inode d;
+    d.set_size(inode.size());
+    *d.mutable_chunks() = inode.chunks();
+    return d.SerializeAsString();
+  };
+  auto stub_with_mark = [&](const std::string& name, const std::string& mark) {
+    const std::string path = dir_ / name;
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(SetMark(fd, kStubXattr, mark), 0) << strerror(errno);
+    return fd;
+  };
+  for (int chunks : {1, 3, 300}) {
+    SCOPED_TRACE(fmt::format("{} chunks", chunks));
+    const v1::Inode inode = content_of(chunks);
+    Result<std::string> mark = ledger_.StubMark(inode);
+    ASSERT_TRUE(mark.ok());
+    const int fd = stub_with_mark(fmt::format("stub{}", chunks), *mark);
+    ASSERT_GE(fd, 0);
+    FileMarks marks(fd), other_marks(fd);
+    std::optional<v1::Inode> back = ledger_.StubContent(marks);
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(back->SerializeAsString(), described(inode));
+    std::optional<v1::Inode> elsewhere = other_ledger.StubContent(other_marks);
+    if (chunks <= 3) {
+      ASSERT_TRUE(elsewhere.has_value()) << "a small stub's content needs no store";
+      EXPECT_EQ(elsewhere->SerializeAsString(), described(inode));
+    } else {
+      EXPECT_FALSE(elsewhere.has_value()) << "a big one's is in the store that placed it";
+    }
+    close(fd);
+  }
+  // Marks that name nothing: no content.
+  for (const std::string& bad : {std::string("x"), std::string("content:\xff\xff"), std::string(32, 'z')}) {
+    const int fd = stub_with_mark("bad", bad);
+    ASSERT_GE(fd, 0);
+    FileMarks marks(fd);
+    EXPECT_FALSE(ledger_.StubContent(marks).has_value()) << bad;
+    close(fd);
+  }
+}
+
 // What the ledger answers the recorder about a name the materializer
 // removed for a peer's tombstone: a version newer than the tombstone was
 // never shown here (a look at the name that finds it gone, read late, must
