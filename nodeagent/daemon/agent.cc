@@ -15,6 +15,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
+#include "consistency/crc32c.h"
 #include "grpc/health/v1/health.pb.h"
 #include "nodeagent/api/access.h"
 #include "nodeagent/api/cluster_service.h"
@@ -276,6 +277,7 @@ Status Agent::OpenStore() {
   Result<std::unique_ptr<Store>> store = Store::Open({.path = data_dir_.store_path(), .node_id = identity.node_id});
   if (!store.ok()) return store.status();
   store_ = std::move(store).value();
+  if (!Crc32cInHardware()) spdlog::info("RocksDB's CRC32C runs in software on this CPU (no SSE4.2): flushes cost more");
   info_.identity = identity;
   info_.data_dir = data_dir_.path();
   info_.socket_path = opt_.socket;

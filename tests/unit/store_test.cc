@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 
 #include <fmt/format.h>
 
+#include "consistency/crc32c.h"
 #include "tests/test_util.h"
 
 namespace onebox {
@@ -35,6 +37,51 @@ std::map<std::string, Record> Dump(Store& s) {
   std::map<std::string, Record> all;
   EXPECT_TRUE(s.ForEachRecord([&](std::string_view k, const Record& r) { all[std::string(k)] = r; }).ok());
   return all;
+}
+
+// RocksDB's CRC32C (consistency/crc32c.h): the library's calls bind to
+// ours, which runs the crc32 instruction where the CPU has it and gives the
+// library's own values (and RFC 3720's), whatever the length and alignment,
+// so files written by either implementation read back with the other.
+TEST(Crc32c, RocksDbsCallsBindToOursWhichGivesTheLibrarysValues) {
+  using Extend = uint32_t (*)(uint32_t crc, const char* buf, size_t size);
+  constexpr const char* kName = "_ZN7rocksdb6crc32c6ExtendEjPKcm";
+  auto bound = reinterpret_cast<Extend>(dlsym(RTLD_DEFAULT, kName));
+  auto library = reinterpret_cast<Extend>(dlsym(RTLD_NEXT, kName));
+  ASSERT_NE(bound, nullptr);
+  ASSERT_NE(library, nullptr);
+  Dl_info bound_in{}, library_in{};
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(bound), &bound_in), 0);
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(library), &library_in), 0);
+  EXPECT_EQ(std::string(bound_in.dli_fname).find("librocksdb"), std::string::npos) << bound_in.dli_fname;
+  EXPECT_NE(std::string(library_in.dli_fname).find("librocksdb"), std::string::npos) << library_in.dli_fname;
+  if (__builtin_cpu_supports("sse4.2")) {
+    EXPECT_TRUE(Crc32cInHardware());
+  }
+  auto crc = [&](Extend f, const std::string& s) { return f(0, s.data(), s.size()); };
+  auto bytes = [](int from, int step) {
+    std::string s;
+    for (int i = 0; i < 32; ++i) s.push_back(static_cast<char>(from + i * step));
+    return s;
+  };
+  EXPECT_EQ(crc(bound, "123456789"), 0xe3069283u);
+  EXPECT_EQ(crc(bound, std::string(32, '\0')), 0x8a9136aau);
+  EXPECT_EQ(crc(bound, std::string(32, '\xff')), 0x62a8ab43u);
+  EXPECT_EQ(crc(bound, bytes(0, 1)), 0x46dd794eu);
+  EXPECT_EQ(crc(bound, bytes(31, -1)), 0x113fdb5cu);
+  std::mt19937 random(7);
+  std::string data(5000, '\0');
+  for (char& c : data) c = static_cast<char>(random());
+  for (size_t offset : {0, 1, 3, 7}) {
+    for (size_t size : {0, 1, 7, 8, 9, 63, 64, 65, 1000, 4993}) {
+      const char* p = data.data() + offset;
+      const uint32_t want = library(0, p, size);
+      EXPECT_EQ(bound(0, p, size), want) << offset << " " << size;
+      const size_t half = size / 3;
+      EXPECT_EQ(bound(bound(0, p, half), p + half, size - half), want) << "continued, " << offset << " " << size;
+      EXPECT_EQ(bound(0x12345678u, p, size), library(0x12345678u, p, size));
+    }
+  }
 }
 
 TEST(Store, PutGetDelete) {

@@ -1,0 +1,68 @@
+#include "consistency/crc32c.h"
+
+#include <dlfcn.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+namespace {
+
+using ExtendFn = uint32_t (*)(uint32_t crc, const char* buf, size_t size);
+
+// The library's definition, for a CPU without SSE4.2 (its mangled name).
+constexpr const char* kLibraryExtend = "_ZN7rocksdb6crc32c6ExtendEjPKcm";
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t ExtendWithCrc32Instruction(uint32_t crc, const char* buf, size_t size) {
+  uint64_t c = crc ^ 0xffffffffu;
+  const char* p = buf;
+  for (; size >= 8; p += 8, size -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof word);
+    c = _mm_crc32_u64(c, word);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; size > 0; ++p, --size) c32 = _mm_crc32_u8(c32, static_cast<unsigned char>(*p));
+  return c32 ^ 0xffffffffu;
+}
+#endif
+
+ExtendFn Chosen() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("sse4.2")) return &ExtendWithCrc32Instruction;
+#endif
+  return reinterpret_cast<ExtendFn>(dlsym(RTLD_NEXT, kLibraryExtend));
+}
+
+ExtendFn Implementation() {
+  static const ExtendFn chosen = Chosen();
+  return chosen;
+}
+
+}  // namespace
+
+namespace rocksdb::crc32c {
+
+// Declared by rocksdb (util/crc32c.h, not installed): the CRC32C of buf
+// continued from crc, the CRC32C of what came before it.
+uint32_t Extend(uint32_t crc, const char* buf, size_t size);
+uint32_t Extend(uint32_t crc, const char* buf, size_t size) { return Implementation()(crc, buf, size); }
+
+}  // namespace rocksdb::crc32c
+
+namespace onebox {
+
+bool Crc32cInHardware() {
+#if defined(__x86_64__)
+  return Implementation() == &ExtendWithCrc32Instruction;
+#else
+  return false;
+#endif
+}
+
+}  // namespace onebox
