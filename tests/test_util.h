@@ -24,9 +24,10 @@ namespace onebox::testing {
 // A fresh directory under $TMPDIR (or /tmp), removed with everything in it.
 class TempDir {
  public:
-  TempDir() {
-    const char* base = getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/onebox-test-XXXXXX";
+  TempDir() : TempDir(DefaultBase()) {}
+  // In base rather than $TMPDIR (a test of what a file system does).
+  explicit TempDir(const std::string& base) {
+    std::string tmpl = base + "/onebox-test-XXXXXX";
     char* made = mkdtemp(tmpl.data());
     if (made == nullptr) abort();
     path_ = made;
@@ -41,6 +42,10 @@ class TempDir {
   std::string operator/(const std::string& name) const { return path_ + "/" + name; }
 
  private:
+  static std::string DefaultBase() {
+    const char* base = getenv("TMPDIR");
+    return base && *base ? base : "/tmp";
+  }
   std::string path_;
 };
 
