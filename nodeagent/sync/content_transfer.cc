@@ -54,7 +54,7 @@ std::vector<std::string> ContentTransfer::HoldersOf(const std::string& path, con
 
 Status ContentTransfer::Fetch(const std::vector<std::string>& digests, const std::vector<std::string>& holders,
                               bool local_only, const ChunkSink& sink) {
-  std::vector<PeerAddress> peers = members_.AliveOthers();
+  std::vector<PeerAddress> peers = local_only ? std::vector<PeerAddress>{} : members_.AliveOthers();
   // The holders first, in their order (the writer first: it holds the
   // content for sure, unless it lost it); each fetch thread starts with
   // another of them, so that they share the work.

@@ -851,7 +851,9 @@ Result<uint64_t> ViewMaterializer::Hydrate(const std::string& path) {
 Status ViewMaterializer::WriteContent(int fd, const std::string& path, const v1::Inode& inode, const Version& version,
                                      bool local_only) {
   std::vector<std::string> chunks(inode.chunks().begin(), inode.chunks().end());
-  std::vector<std::string> holders = content_.HoldersOf(path, NodeIdHex(version.node));
+  // (Whom to ask first: nobody is asked for what must be here already.)
+  const std::vector<std::string> holders =
+      local_only ? std::vector<std::string>{} : content_.HoldersOf(path, NodeIdHex(version.node));
   // The placing thread's fetch from peers runs at the agent's priority: the
   // threads it and gRPC start take the priority of the thread that starts
   // them (catch_up.h).
