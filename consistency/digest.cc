@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <utility>
 
@@ -29,6 +30,15 @@ std::string Sha256(std::string_view bytes) {
   unsigned int len = 0;
   EVP_Digest(bytes.data(), bytes.size(), digest, &len, Sha256Md(), nullptr);
   return std::string(reinterpret_cast<char*>(digest), len);
+}
+
+std::string HmacSha256(std::string_view key, std::string_view bytes) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(Sha256Md(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(bytes.data()),
+           bytes.size(), mac, &len) == nullptr)
+    return {};
+  return std::string(reinterpret_cast<char*>(mac), len);
 }
 
 std::string HexOf(std::string_view raw) {

@@ -1,6 +1,7 @@
 // SHA-256, written once (OpenSSL's EVP): content chunks are addressed by it,
 // and the store's state digest, anti-entropy's bucket digests, stub ids and
-// the holders' ranking weights are made with it.
+// the holders' ranking weights are made with it; HMAC-SHA256 for the join
+// token's proofs and the stubs' marks.
 #pragma once
 
 #include <string>
@@ -12,6 +13,9 @@ namespace onebox {
 
 // SHA-256 of bytes (raw, 32 bytes).
 std::string Sha256(std::string_view bytes);
+// HMAC-SHA256 of bytes under key (raw, 32 bytes; empty if OpenSSL fails).
+// (Beats, sealed thousands of times a second, keep their own ready contexts: peer/beat_seal.cc.)
+std::string HmacSha256(std::string_view key, std::string_view bytes);
 // Lowercase hex of raw bytes (digests in logs, keys and the API).
 std::string HexOf(std::string_view raw);
 

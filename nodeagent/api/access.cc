@@ -1,5 +1,6 @@
 #include "nodeagent/api/access.h"
 
+#include "consistency/digest.h"
 #include "onebox/v1/cluster.pb.h"
 #include "onebox/v1/namespace.pb.h"
 #include "onebox/v1/peer.pb.h"
@@ -15,8 +16,6 @@
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <spdlog/spdlog.h>
 
 namespace onebox {
@@ -105,13 +104,7 @@ Caller AccessGate::OfGrpc(const grpc::ServerContextBase& ctx) const {
   return caller;
 }
 
-std::string JoinProof(std::string_view token, std::string_view challenge) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), token.data(), static_cast<int>(token.size()), reinterpret_cast<const unsigned char*>(challenge.data()),
-       challenge.size(), mac, &len);
-  return std::string(reinterpret_cast<char*>(mac), len);
-}
+std::string JoinProof(std::string_view token, std::string_view challenge) { return HmacSha256(token, challenge); }
 
 bool AccessGate::PeerProofAccepted(std::string_view challenge, std::string_view proof) const {
   if (token_.empty()) return insecure_;

@@ -7,6 +7,8 @@
 #include <charconv>
 
 #include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include "consistency/digest.h"
@@ -55,13 +57,19 @@ std::string PlacedMark(const std::string& path, const struct stat& st, const Ver
 
 
 // A stub's mark names its content (size and chunks). A small description
-// (a file of up to a few chunks: nearly every stub) is the mark itself,
-// after kInlineStubPrefix, so that placing a stub writes nothing to the
-// store; a bigger one is kept in the store's meta family under its hash,
-// which the mark carries (32 bytes: never an inline mark's length).
+// (a file of up to a few chunks: nearly every stub) is in the mark itself:
+// kInlineStubPrefix, a tag (HMAC-SHA256 of the description under the
+// store's stub mark key, its first kStubMarkTagBytes) and the description,
+// so that placing a stub writes nothing to the store, and a program cannot
+// make a file of its own a stub of any content it names. A bigger one is
+// kept in the store's meta family under its hash, which the mark carries
+// (32 bytes: never an inline mark's length).
 constexpr std::string_view kInlineStubPrefix = "content:";
+constexpr size_t kStubMarkTagBytes = 16;
 constexpr size_t kMaxInlineStubMark = 256;
 constexpr size_t kStubIdBytes = 32;
+constexpr std::string_view kStubMarkKeyMetaKey = "stub-mark-key";
+constexpr size_t kStubMarkKeyBytes = 32;
 std::string StubId(const v1::Inode& content) { return Sha256(content.SerializeAsString()); }
 std::string StubMetaKey(std::string_view id) { return "stub/" + HexOf(id); }
 
@@ -182,8 +190,12 @@ Result<std::string> ViewLedger::StubMark(const v1::Inode& inode) {
   v1::Inode content;
   content.set_size(inode.size());
   *content.mutable_chunks() = inode.chunks();
-  std::string inline_mark = std::string(kInlineStubPrefix) + content.SerializeAsString();
-  if (inline_mark.size() <= kMaxInlineStubMark && inline_mark.size() != kStubIdBytes) return inline_mark;
+  const std::string description = content.SerializeAsString();
+  const std::string tag = StubMarkKey().empty() ? std::string() : HmacSha256(StubMarkKey(), description);
+  if (tag.size() >= kStubMarkTagBytes) {
+    std::string mark = std::string(kInlineStubPrefix) + tag.substr(0, kStubMarkTagBytes) + description;
+    if (mark.size() <= kMaxInlineStubMark && mark.size() != kStubIdBytes) return mark;
+  }
   std::string id = StubId(content);
   if (Status s = store_.PutMeta(StubMetaKey(id), content.SerializeAsString(), false); !s.ok()) return s;
   return id;
@@ -424,13 +436,42 @@ std::optional<v1::Inode> ViewLedger::StubContent(FileMarks& marks) {
   const std::string& mark = marks.Stub();
   v1::Inode content;
   if (mark.size() != kStubIdBytes) {
-    if (!mark.starts_with(kInlineStubPrefix) || !content.ParseFromString(mark.substr(kInlineStubPrefix.size())))
+    const size_t described_at = kInlineStubPrefix.size() + kStubMarkTagBytes;
+    if (!mark.starts_with(kInlineStubPrefix) || mark.size() < described_at || StubMarkKey().empty())
+      return std::nullopt;
+    const std::string_view description = std::string_view(mark).substr(described_at);
+    const std::string tag = HmacSha256(StubMarkKey(), description);
+    if (tag.size() < kStubMarkTagBytes ||
+        CRYPTO_memcmp(tag.data(), mark.data() + kInlineStubPrefix.size(), kStubMarkTagBytes) != 0 ||
+        !content.ParseFromArray(description.data(), static_cast<int>(description.size())))
       return std::nullopt;
     return content;
   }
   Result<std::string> held = store_.GetMeta(StubMetaKey(mark));
   if (!held.ok() || !content.ParseFromString(*held)) return std::nullopt;
   return content;
+}
+
+const std::string& ViewLedger::StubMarkKey() {
+  std::call_once(stub_mark_key_once_, [this] {
+    if (Result<std::string> kept = store_.GetMeta(kStubMarkKeyMetaKey); kept.ok()) {
+      if (kept->size() == kStubMarkKeyBytes) stub_mark_key_ = *kept;
+      else spdlog::error("view ledger: the stub mark key in the store is {} bytes; small stubs get ids", kept->size());
+      return;
+    } else if (kept.status().code() != Code::kNotFound) {
+      spdlog::error("view ledger: cannot read the stub mark key ({}); small stubs get ids", kept.status().message());
+      return;
+    }
+    std::string key(kStubMarkKeyBytes, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), static_cast<int>(key.size())) != 1) return;
+    // Synced: a stub marked with a key a crash lost would be no stub after it.
+    if (Status s = store_.PutMeta(kStubMarkKeyMetaKey, key, /*sync=*/true); !s.ok()) {
+      spdlog::error("view ledger: cannot keep a stub mark key ({}); small stubs get ids", s.message());
+      return;
+    }
+    stub_mark_key_ = std::move(key);
+  });
+  return stub_mark_key_;
 }
 
 bool ViewLedger::IsStub(int fd) { return getxattr(ProcPath(fd).c_str(), kStubXattr, nullptr, 0) >= 0; }

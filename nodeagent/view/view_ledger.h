@@ -113,8 +113,9 @@ class ViewLedger {
   // to see of the name (a listing's entry found gone as it records it).
   void RemovedOurs(const std::string& path, const Version& tombstone);
   // The mark (kStubXattr) of a stub of inode's content: the content's
-  // description itself when small, else its id, the description kept in
-  // the store. StubContent reads either back.
+  // description itself when small, sealed with a key of this node's store
+  // (a mark a program wrote is no stub's), else its id, the description
+  // kept in the store. StubContent reads either back.
   Result<std::string> StubMark(const v1::Inode& inode);
   void SetStub(const std::string& path, bool stub);
   // Whether path was a stub here by the last look; it is not one any more.
@@ -223,6 +224,12 @@ class ViewLedger {
   bool PlacedAndUntouched(const std::string& path, FileMarks& marks, const struct stat& st);
   // The inode of key's version `version`: the current record's, or one in its history.
   std::optional<v1::Inode> InodeOfVersion(const std::string& key, const Version& version);
+  // The key of the stubs' inline marks (StubMark): made at random once per
+  // store and kept in its meta family; empty if it could not be (every mark
+  // is then an id).
+  const std::string& StubMarkKey();
+  std::once_flag stub_mark_key_once_;
+  std::string stub_mark_key_;
 
   struct LeftAs {
     FileLook look;

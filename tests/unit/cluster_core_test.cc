@@ -492,12 +492,19 @@ TEST(TreeRepairCoreTest, ARoundRevivesEachRemovedAncestorOnceForAllTheEntriesBel
   while (repair.repaired() < 2 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a second round, if one were to come
-  repair.Stop();
   EXPECT_EQ(repair.repaired(), 2u);
+  // A later round knows nothing of this one's: a/b removed again is revived again.
+  ASSERT_TRUE(store.Delete("cluster/a/b", false, nullptr, Cf::kNs).ok());
+  repair.Note("cluster/a/b/c/f0", std::chrono::milliseconds(0));
+  const auto again = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (repair.repaired() < 3 && std::chrono::steady_clock::now() < again)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  repair.Stop();
+  EXPECT_EQ(repair.repaired(), 3u);
   {
     std::lock_guard lock(repaired_mu);
     std::sort(repaired.begin(), repaired.end());
-    EXPECT_EQ(repaired, (std::vector<std::string>{"cluster/a", "cluster/a/b"}));
+    EXPECT_EQ(repaired, (std::vector<std::string>{"cluster/a", "cluster/a/b", "cluster/a/b"}));
   }
   for (const char* d : {"cluster/a", "cluster/a/b", "cluster/a/b/c"}) {
     Result<Record> rec = store.Get(d, Cf::kNs);

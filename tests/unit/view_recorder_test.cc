@@ -209,9 +209,12 @@ TEST_F(ViewLedgerTree, ANameShowsTheVersionOfItsLastWholePlacementOrRecording) {
 }
 
 // A stub's mark names its content: a file of a few chunks (nearly every
-// stub) by the description itself, readable whatever the store holds; a
-// big one by an id whose description its own store keeps.
-TEST_F(ViewLedgerTree, AStubsMarkNamesItsContentSmallOnesWithoutTheStore) {
+// stub) by the description itself, sealed with a key of the node's store,
+// so that placing it writes nothing to the store; a big one by an id whose
+// description the store keeps. A mark a program wrote, or one sealed by
+// another node's store, names nothing.
+TEST_F(ViewLedgerTree, AStubsMarkNamesItsContentSmallOnesWithoutAWriteToTheStore) {
+  Store& store = *cluster_.node(0).store;
   InProcessCluster other_node{1};
   StatePage other_page{};
   ViewLedger other_ledger{*other_node.node(0).store, other_page};
@@ -237,32 +240,31 @@ TEST_F(ViewLedgerTree, AStubsMarkNamesItsContentSmallOnesWithoutTheStore) {
     EXPECT_EQ(SetMark(fd, kStubXattr, mark), 0) << strerror(errno);
     return fd;
   };
-  for (int chunks : {1, 3, 300}) {
+  for (int chunks : {1, 6, 7, 300}) {
     SCOPED_TRACE(fmt::format("{} chunks", chunks));
     const v1::Inode inode = content_of(chunks);
     Result<std::string> mark = ledger_.StubMark(inode);
     ASSERT_TRUE(mark.ok());
+    const bool kept_in_store = store.GetMeta("stub/" + HexOf(Sha256(described(inode)))).ok();
+    EXPECT_EQ(kept_in_store, chunks > 6) << "up to six chunks the mark holds the description";
     const int fd = stub_with_mark(fmt::format("stub{}", chunks), *mark);
     ASSERT_GE(fd, 0);
     FileMarks marks(fd), other_marks(fd);
     std::optional<v1::Inode> back = ledger_.StubContent(marks);
     ASSERT_TRUE(back.has_value());
     EXPECT_EQ(back->SerializeAsString(), described(inode));
-    std::optional<v1::Inode> elsewhere = other_ledger.StubContent(other_marks);
-    if (chunks <= 3) {
-      ASSERT_TRUE(elsewhere.has_value()) << "a small stub's content needs no store";
-      EXPECT_EQ(elsewhere->SerializeAsString(), described(inode));
-    } else {
-      EXPECT_FALSE(elsewhere.has_value()) << "a big one's is in the store that placed it";
-    }
+    EXPECT_FALSE(other_ledger.StubContent(other_marks).has_value()) << "another node's store made it";
     close(fd);
   }
-  // Marks that name nothing: no content.
-  for (const std::string& bad : {std::string("x"), std::string("content:\xff\xff"), std::string(32, 'z')}) {
+  // Marks that name nothing: no content. The last two are what a program
+  // could write: a description with no tag, or with a tag of its own.
+  const std::string one_chunk = described(content_of(1));
+  for (const std::string& bad : {std::string("x"), std::string("content:\xff\xff"), std::string(32, 'z'),
+                                 "content:" + one_chunk, "content:" + std::string(16, '\0') + one_chunk}) {
     const int fd = stub_with_mark("bad", bad);
     ASSERT_GE(fd, 0);
     FileMarks marks(fd);
-    EXPECT_FALSE(ledger_.StubContent(marks).has_value()) << bad;
+    EXPECT_FALSE(ledger_.StubContent(marks).has_value()) << HexOf(bad);
     close(fd);
   }
 }
