@@ -36,12 +36,14 @@ __attribute__((target("sse4.2"))) uint32_t ExtendWithCrc32Instruction(uint32_t c
 
 ExtendFn Chosen() {
 #if defined(__x86_64__)
-  __builtin_cpu_init();  // (a no-op once the C library's own start-up ran it)
+  __builtin_cpu_init();  // (a no-op once libgcc's constructor ran it)
   if (__builtin_cpu_supports("sse4.2")) return &ExtendWithCrc32Instruction;
 #endif
   auto library = reinterpret_cast<ExtendFn>(dlsym(RTLD_NEXT, kLibraryExtend));
   if (library == nullptr) {
-    std::fprintf(stderr, "onebox: RocksDB's own CRC32C (%s) is not found: %s\n", kLibraryExtend, dlerror());
+    const char* why = dlerror();
+    std::fprintf(stderr, "onebox: RocksDB's own CRC32C (%s) is not found: %s\n", kLibraryExtend,
+                 why != nullptr ? why : "no later definition");
     std::abort();  // every checksum RocksDB writes or checks goes through here
   }
   return library;

@@ -6,7 +6,8 @@
 // the library goes through (a call through its PLT), in the executable:
 // ELF interposition, as the shim does for libc, so the library's calls come
 // here. On a CPU with SSE4.2 it runs the crc32 instruction; elsewhere it
-// hands over to the library's own (the next definition, dlsym RTLD_NEXT).
+// hands over to the library's own (the next definition, dlsym RTLD_NEXT;
+// without one the process stops with a message).
 // The same polynomial and the same pre- and post-inversion: files written
 // by either read back with the other.
 #pragma once
