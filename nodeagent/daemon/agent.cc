@@ -299,6 +299,8 @@ Status Agent::StartView() {
   // Peers' changes go into the view first, then the recorder follows it; the
   // ledger knows which changes were whose.
   ledger_ = std::make_unique<ViewLedger>(*store_, state_page_->page());
+  if (Status s = ledger_->PrepareStubMarks(); !s.ok())
+    return Status(s.code(), fmt::format("the key of the stubs' marks: {}", s.message()));
   materializer_ = std::make_unique<ViewMaterializer>(*store_, *content_, *ledger_, guard_.get());
   materializer_->set_backlog(opt_.catch_up_backlog);
   // A file programs lock is overwritten in place: their open descriptors

@@ -61,7 +61,8 @@ std::string PlacedMark(const std::string& path, const struct stat& st, const Ver
 // kInlineStubPrefix, a tag (HMAC-SHA256 of the description under the
 // store's stub mark key, its first kStubMarkTagBytes) and the description,
 // so that placing a stub writes nothing to the store, and a program cannot
-// make a file of its own a stub of any content it names. A bigger one is
+// make up a mark for a file of its own (it can copy the mark of a stub it
+// may read, which gains it nothing it could not read anyway). A bigger one is
 // kept in the store's meta family under its hash, which the mark carries
 // (32 bytes: never an inline mark's length).
 constexpr std::string_view kInlineStubPrefix = "content:";
@@ -191,10 +192,11 @@ Result<std::string> ViewLedger::StubMark(const v1::Inode& inode) {
   content.set_size(inode.size());
   *content.mutable_chunks() = inode.chunks();
   const std::string description = content.SerializeAsString();
-  const std::string tag = StubMarkKey().empty() ? std::string() : HmacSha256(StubMarkKey(), description);
-  if (tag.size() >= kStubMarkTagBytes) {
-    std::string mark = std::string(kInlineStubPrefix) + tag.substr(0, kStubMarkTagBytes) + description;
-    if (mark.size() <= kMaxInlineStubMark && mark.size() != kStubIdBytes) return mark;
+  const size_t inline_size = kInlineStubPrefix.size() + kStubMarkTagBytes + description.size();
+  if (inline_size <= kMaxInlineStubMark && inline_size != kStubIdBytes) {
+    const std::string key = StubMarkKey();
+    const std::string tag = key.empty() ? std::string() : HmacSha256(key, description);
+    if (tag.size() >= kStubMarkTagBytes) return std::string(kInlineStubPrefix) + tag.substr(0, kStubMarkTagBytes) + description;
   }
   std::string id = StubId(content);
   if (Status s = store_.PutMeta(StubMetaKey(id), content.SerializeAsString(), false); !s.ok()) return s;
@@ -437,10 +439,11 @@ std::optional<v1::Inode> ViewLedger::StubContent(FileMarks& marks) {
   v1::Inode content;
   if (mark.size() != kStubIdBytes) {
     const size_t described_at = kInlineStubPrefix.size() + kStubMarkTagBytes;
-    if (!mark.starts_with(kInlineStubPrefix) || mark.size() < described_at || StubMarkKey().empty())
-      return std::nullopt;
+    if (!mark.starts_with(kInlineStubPrefix) || mark.size() < described_at) return std::nullopt;
+    const std::string key = StubMarkKey();
+    if (key.empty()) return std::nullopt;
     const std::string_view description = std::string_view(mark).substr(described_at);
-    const std::string tag = HmacSha256(StubMarkKey(), description);
+    const std::string tag = HmacSha256(key, description);
     if (tag.size() < kStubMarkTagBytes ||
         CRYPTO_memcmp(tag.data(), mark.data() + kInlineStubPrefix.size(), kStubMarkTagBytes) != 0 ||
         !content.ParseFromArray(description.data(), static_cast<int>(description.size())))
@@ -452,26 +455,37 @@ std::optional<v1::Inode> ViewLedger::StubContent(FileMarks& marks) {
   return content;
 }
 
-const std::string& ViewLedger::StubMarkKey() {
-  std::call_once(stub_mark_key_once_, [this] {
-    if (Result<std::string> kept = store_.GetMeta(kStubMarkKeyMetaKey); kept.ok()) {
-      if (kept->size() == kStubMarkKeyBytes) stub_mark_key_ = *kept;
-      else spdlog::error("view ledger: the stub mark key in the store is {} bytes; small stubs get ids", kept->size());
-      return;
-    } else if (kept.status().code() != Code::kNotFound) {
-      spdlog::error("view ledger: cannot read the stub mark key ({}); small stubs get ids", kept.status().message());
-      return;
-    }
-    std::string key(kStubMarkKeyBytes, '\0');
-    if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), static_cast<int>(key.size())) != 1) return;
-    // Synced: a stub marked with a key a crash lost would be no stub after it.
-    if (Status s = store_.PutMeta(kStubMarkKeyMetaKey, key, /*sync=*/true); !s.ok()) {
-      spdlog::error("view ledger: cannot keep a stub mark key ({}); small stubs get ids", s.message());
-      return;
-    }
-    stub_mark_key_ = std::move(key);
-  });
+Status ViewLedger::PrepareStubMarks() {
+  std::lock_guard lock(stub_mark_key_mu_);
+  return LoadStubMarkKeyLocked();
+}
+
+std::string ViewLedger::StubMarkKey() {
+  std::lock_guard lock(stub_mark_key_mu_);
+  if (stub_mark_key_.empty()) {
+    if (Status s = LoadStubMarkKeyLocked(); !s.ok()) spdlog::error("view ledger: the stub mark key: {}", s.message());
+  }
   return stub_mark_key_;
+}
+
+Status ViewLedger::LoadStubMarkKeyLocked() {
+  if (!stub_mark_key_.empty()) return Status::Ok();
+  if (Result<std::string> kept = store_.GetMeta(kStubMarkKeyMetaKey); kept.ok()) {
+    if (kept->size() != kStubMarkKeyBytes)
+      return Status::Corruption(
+          fmt::format("the stub mark key in the store is {} bytes, not {}", kept->size(), kStubMarkKeyBytes));
+    stub_mark_key_ = *kept;
+    return Status::Ok();
+  } else if (kept.status().code() != Code::kNotFound) {
+    return kept.status();
+  }
+  std::string key(kStubMarkKeyBytes, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), static_cast<int>(key.size())) != 1)
+    return Status::IOError("no random bytes for a stub mark key");
+  // Synced: a stub marked with a key a crash lost would be no stub after it.
+  if (Status s = store_.PutMeta(kStubMarkKeyMetaKey, key, /*sync=*/true); !s.ok()) return s;
+  stub_mark_key_ = std::move(key);
+  return Status::Ok();
 }
 
 bool ViewLedger::IsStub(int fd) { return getxattr(ProcPath(fd).c_str(), kStubXattr, nullptr, 0) >= 0; }

@@ -44,7 +44,7 @@ class FileMarks {
  public:
   explicit FileMarks(int fd) : fd_(fd) {}
   int fd() const { return fd_; }
-  // The stub mark (its content's id), or "" when fd is no stub.
+  // The stub mark (what names its content: ViewLedger::StubMark), or "" when fd is no stub.
   const std::string& Stub() { return Read(stub_, kStub); }
   // The placement mark, or "" when fd has none.
   const std::string& Placement() { return Read(placed_, kPlaced); }
@@ -117,6 +117,11 @@ class ViewLedger {
   // (a mark a program wrote is no stub's), else its id, the description
   // kept in the store. StubContent reads either back.
   Result<std::string> StubMark(const v1::Inode& inode);
+  // Reads (or, for a new store, makes and keeps) the key that seals small
+  // stubs' marks. The agent calls it at start and does not start without
+  // it: while the key is unknown, no small stub's mark can be read, and a
+  // stub a program touched would be taken for a file of zeros.
+  Status PrepareStubMarks();
   void SetStub(const std::string& path, bool stub);
   // Whether path was a stub here by the last look; it is not one any more.
   bool ForgetStub(const std::string& path);
@@ -225,11 +230,12 @@ class ViewLedger {
   // The inode of key's version `version`: the current record's, or one in its history.
   std::optional<v1::Inode> InodeOfVersion(const std::string& key, const Version& version);
   // The key of the stubs' inline marks (StubMark): made at random once per
-  // store and kept in its meta family; empty if it could not be (every mark
-  // is then an id).
-  const std::string& StubMarkKey();
-  std::once_flag stub_mark_key_once_;
-  std::string stub_mark_key_;
+  // store and kept in its meta family (PrepareStubMarks). Empty while it
+  // cannot be read or made; each call tries again.
+  std::string StubMarkKey();
+  Status LoadStubMarkKeyLocked();
+  std::mutex stub_mark_key_mu_;
+  std::string stub_mark_key_;  // guarded by stub_mark_key_mu_
 
   struct LeftAs {
     FileLook look;

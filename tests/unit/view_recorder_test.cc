@@ -254,7 +254,26 @@ TEST_F(ViewLedgerTree, AStubsMarkNamesItsContentSmallOnesWithoutAWriteToTheStore
     ASSERT_TRUE(back.has_value());
     EXPECT_EQ(back->SerializeAsString(), described(inode));
     EXPECT_FALSE(other_ledger.StubContent(other_marks).has_value()) << "another node's store made it";
+    {
+      // The agent started again: a new ledger over the same store reads it.
+      StatePage page_again{};
+      ViewLedger again{store, page_again};
+      ASSERT_TRUE(again.PrepareStubMarks().ok());
+      FileMarks marks_again(fd);
+      std::optional<v1::Inode> after_restart = again.StubContent(marks_again);
+      ASSERT_TRUE(after_restart.has_value());
+      EXPECT_EQ(after_restart->SerializeAsString(), described(inode));
+    }
     close(fd);
+  }
+  // A key that is not one (a damaged store): the agent is told, and does not start.
+  {
+    InProcessCluster damaged{1};
+    ASSERT_TRUE(damaged.node(0).store->PutMeta("stub-mark-key", "short", true).ok());
+    StatePage damaged_page{};
+    ViewLedger damaged_ledger{*damaged.node(0).store, damaged_page};
+    Status prepared = damaged_ledger.PrepareStubMarks();
+    EXPECT_EQ(prepared.code(), Code::kCorruption) << prepared.ToString();
   }
   // Marks that name nothing: no content. The last two are what a program
   // could write: a description with no tag, or with a tag of its own.
