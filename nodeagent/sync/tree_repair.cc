@@ -82,7 +82,8 @@ size_t TreeRepair::Check(const std::string& key, LiveInRound& live_in_round) {
     if (!page.ok() || page->entries.empty()) break;
     for (const auto& e : page->entries) {
       v1::Inode inode;
-      if (inode.ParseFromString(e.record.value)) revived += ReviveAncestors(e.key, inode.uid(), inode.gid(), live_in_round);
+      if (inode.ParseFromString(e.record.value))
+        revived += ReviveAncestors(e.key, inode.uid(), inode.gid(), live_in_round);
     }
     if (!page->more) break;
     after = page->entries.back().key;

@@ -196,7 +196,8 @@ Result<std::string> ViewLedger::StubMark(const v1::Inode& inode) {
   if (inline_size <= kMaxInlineStubMark && inline_size != kStubIdBytes) {
     const std::string key = StubMarkKey();
     const std::string tag = key.empty() ? std::string() : HmacSha256(key, description);
-    if (tag.size() >= kStubMarkTagBytes) return std::string(kInlineStubPrefix) + tag.substr(0, kStubMarkTagBytes) + description;
+    if (tag.size() >= kStubMarkTagBytes)
+      return std::string(kInlineStubPrefix) + tag.substr(0, kStubMarkTagBytes) + description;
   }
   std::string id = StubId(content);
   if (Status s = store_.PutMeta(StubMetaKey(id), content.SerializeAsString(), false); !s.ok()) return s;

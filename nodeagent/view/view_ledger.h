@@ -114,7 +114,7 @@ class ViewLedger {
   void RemovedOurs(const std::string& path, const Version& tombstone);
   // The mark (kStubXattr) of a stub of inode's content: the content's
   // description itself when small, sealed with a key of this node's store
-  // (a mark a program wrote is no stub's), else its id, the description
+  // (a mark a program makes up is no stub's), else its id, the description
   // kept in the store. StubContent reads either back.
   Result<std::string> StubMark(const v1::Inode& inode);
   // Reads (or, for a new store, makes and keeps) the key that seals small
