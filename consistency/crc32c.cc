@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -49,6 +50,8 @@ ExtendFn Chosen() {
   return library;
 }
 
+std::atomic<uint64_t> calls{0};
+
 ExtendFn Implementation() {
   static const ExtendFn chosen = Chosen();
   return chosen;
@@ -61,11 +64,16 @@ namespace rocksdb::crc32c {
 // Declared by rocksdb (util/crc32c.h, not installed): the CRC32C of buf
 // continued from crc, the CRC32C of what came before it.
 uint32_t Extend(uint32_t crc, const char* buf, size_t size);
-uint32_t Extend(uint32_t crc, const char* buf, size_t size) { return Implementation()(crc, buf, size); }
+uint32_t Extend(uint32_t crc, const char* buf, size_t size) {
+  calls.fetch_add(1, std::memory_order_relaxed);
+  return Implementation()(crc, buf, size);
+}
 
 }  // namespace rocksdb::crc32c
 
 namespace onebox {
+
+uint64_t Crc32cCalls() { return calls.load(std::memory_order_relaxed); }
 
 bool Crc32cInHardware() {
 #if defined(__x86_64__)

@@ -12,9 +12,14 @@
 // by either read back with the other.
 #pragma once
 
+#include <cstdint>
+
 namespace onebox {
 
 // Whether RocksDB's CRC32C runs the crc32 instruction in this process.
 bool Crc32cInHardware();
+// How many CRC32Cs went through the override so far: RocksDB's own calls
+// (a write-ahead log record, a blob record) count, which shows they come here.
+uint64_t Crc32cCalls();
 
 }  // namespace onebox
