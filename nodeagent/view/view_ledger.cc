@@ -71,7 +71,6 @@ constexpr size_t kMaxInlineStubMark = 256;
 constexpr size_t kStubIdBytes = 32;
 constexpr std::string_view kStubMarkKeyMetaKey = "stub-mark-key";
 constexpr size_t kStubMarkKeyBytes = 32;
-std::string StubId(const v1::Inode& content) { return Sha256(content.SerializeAsString()); }
 std::string StubMetaKey(std::string_view id) { return "stub/" + HexOf(id); }
 
 }  // namespace
@@ -199,8 +198,8 @@ Result<std::string> ViewLedger::StubMark(const v1::Inode& inode) {
     if (tag.size() >= kStubMarkTagBytes)
       return std::string(kInlineStubPrefix) + tag.substr(0, kStubMarkTagBytes) + description;
   }
-  std::string id = StubId(content);
-  if (Status s = store_.PutMeta(StubMetaKey(id), content.SerializeAsString(), false); !s.ok()) return s;
+  std::string id = Sha256(description);
+  if (Status s = store_.PutMeta(StubMetaKey(id), description, false); !s.ok()) return s;
   return id;
 }
 
