@@ -645,6 +645,7 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     ledger_.RemovingOurs(path);
     if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) {
       ledger_.Gone(path);
+      if (stub) ledger_.SetStub(path, true);  // (Gone forgot it with the directory)
       rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
     } else {
       (void)ledger_.TakeOurRemoval(path);

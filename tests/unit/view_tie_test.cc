@@ -22,37 +22,12 @@
 #include "nodeagent/view/view_recorder.h"
 #include "tests/test_util.h"
 #include "tests/unit/in_process_cluster.h"
+#include "tests/unit/view_parts.h"
 
 namespace onebox::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-// One node's view parts, over the cluster node's store and content transfer.
-struct ViewParts {
-  ViewParts(InProcessNode& node, const std::string& view_root) : page{} {
-    page.magic = StatePage::kMagic;
-    ledger = std::make_unique<ViewLedger>(*node.store, page);
-    materializer = std::make_unique<ViewMaterializer>(*node.store, *node.content, *ledger);
-    audit = std::make_unique<ViewAudit>(*node.store, *ledger, view_root,
-                                        [m = materializer.get()](const std::string& key) { m->Enqueue(key); });
-    EXPECT_TRUE(materializer->Start(view_root).ok());
-    Result<std::unique_ptr<ViewRecorder>> r =
-        ViewRecorder::Start(view_root, *node.store, *ledger, nullptr, [m = materializer.get()] { m->Drain(); });
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    recorder = std::move(r).value();
-  }
-  ~ViewParts() {  // threads first: each calls into the others
-    audit->Stop();
-    recorder->Stop();
-    materializer->Stop();
-  }
-  StatePage page;
-  std::unique_ptr<ViewLedger> ledger;
-  std::unique_ptr<ViewMaterializer> materializer;
-  std::unique_ptr<ViewRecorder> recorder;
-  std::unique_ptr<ViewAudit> audit;
-};
 
 class ViewTieTest : public ::testing::Test {
  protected:
