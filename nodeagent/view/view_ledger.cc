@@ -4,6 +4,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -203,21 +204,37 @@ Result<std::string> ViewLedger::StubMark(const v1::Inode& inode) {
   return id;
 }
 
-void ViewLedger::SetStub(const std::string& path, bool stub) {
+bool ViewLedger::SetStub(const std::string& path, bool stub) {
   std::lock_guard lock(mu_);
-  SetStubLocked(path, stub);
+  return SetStubLocked(path, stub);
 }
 
-bool ViewLedger::ForgetStub(const std::string& path) {
+bool ViewLedger::ForgetStub(const std::string& path) { return SetStub(path, false); }
+
+bool ViewLedger::MayHoldStubs() {
   std::lock_guard lock(mu_);
-  if (stubs_.erase(path) == 0) return false;
-  page_.stubs.store(stubs_.size());
+  return !stubs_.empty();
+}
+
+void ViewLedger::HoldStubCount() {
+  std::lock_guard lock(mu_);
+  if (stub_holds_++ == 0) stub_count_floor_ = stubs_.size();
+}
+
+void ViewLedger::ReleaseStubCount() {
+  std::lock_guard lock(mu_);
+  if (--stub_holds_ > 0) return;
+  stub_count_floor_ = 0;
+  PublishStubsLocked();
+}
+
+bool ViewLedger::SetStubLocked(const std::string& path, bool stub) {
+  if (!(stub ? stubs_.insert(path).second : stubs_.erase(path) > 0)) return false;
+  PublishStubsLocked();
   return true;
 }
 
-void ViewLedger::SetStubLocked(const std::string& path, bool stub) {
-  if (stub ? stubs_.insert(path).second : stubs_.erase(path) > 0) page_.stubs.store(stubs_.size());
-}
+void ViewLedger::PublishStubsLocked() { page_.stubs.store(std::max(stubs_.size(), stub_count_floor_)); }
 
 void ViewLedger::Placeholder(const std::string& path, int fd, const struct stat& st) {
   MadeAs made{FileLook::Of(st), {}};
@@ -302,7 +319,7 @@ void ViewLedger::GoneLocked(const std::string& path, bool removals_too) {
   if (auto it = left_.find(path); it != left_.end()) ForgetLeftLocked(it);
   EraseTree(placeholders_, path);
   if (removals_too) EraseTree(removed_, path);
-  if (EraseTree(stubs_, path) > 0) page_.stubs.store(stubs_.size());
+  if (EraseTree(stubs_, path) > 0) PublishStubsLocked();
 }
 
 bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct stat& st, bool content_changed,
@@ -338,7 +355,8 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
     }
   }
   if (!S_ISREG(st.st_mode) || marks.Stub().empty()) {
-    SetStub(path, false);
+    // (Not counted off for a mark the agent may not read: that is no proof of none.)
+    if (!S_ISREG(st.st_mode) || marks.NoStubMark()) SetStub(path, false);
     // Placed by us and unchanged since, by its mark, when this run has not
     // seen it yet (a restart): no program wrote it. If the store now holds a
     // newer version, its own materialization replaces it.

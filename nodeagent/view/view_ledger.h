@@ -122,9 +122,19 @@ class ViewLedger {
   // it: while the key is unknown, no small stub's mark can be read, and a
   // stub a program touched would be taken for a file of zeros.
   Status PrepareStubMarks();
-  void SetStub(const std::string& path, bool stub);
+  // Counts path as a stub or not; whether that changed the count.
+  bool SetStub(const std::string& path, bool stub);
   // Whether path was a stub here by the last look; it is not one any more.
   bool ForgetStub(const std::string& path);
+  bool MayHoldStubs();  // some stub counted now
+  // While held, the count the shim reads does not drop below what it was
+  // when the hold began. The recorder holds it while it reads a round of
+  // events: a program's move of a directory forgets the stubs under the
+  // old name (IN_MOVED_FROM) before the walk of the new one, in the same
+  // round, counts them again. (Counting a few too many for a moment costs
+  // an open a look at the file's mark; too few, a program the stub's zeros.)
+  void HoldStubCount();
+  void ReleaseStubCount();
   // A directory made before its record came, as fd and st show it made
   // (its mode, and the extended attributes it took from its parent's
   // default ACL): no one's while it stays so, also once a peer's record
@@ -244,7 +254,8 @@ class ViewLedger {
     bool in_place = false;  // written into the file programs hold (ViewMaterializer::OverwriteInPlace)
     bool partial = false;   // so, only in part: it shows no version whole
   };
-  void SetStubLocked(const std::string& path, bool stub);
+  bool SetStubLocked(const std::string& path, bool stub);
+  void PublishStubsLocked();  // into the state page: at least the held floor
   // left_ and names_of_ino_ change together, through these only.
   using LeftMap = std::map<std::string, LeftAs>;
   void LeaveLocked(const std::string& path, LeftAs left);
@@ -292,6 +303,8 @@ class ViewLedger {
   static constexpr size_t kRemovedSweepAt = 4096;  // at least
   size_t removed_sweep_at_ = kRemovedSweepAt;
   std::set<std::string> stubs_;
+  int stub_holds_ = 0;           // HoldStubCount's, not yet released
+  size_t stub_count_floor_ = 0;  // while held
   struct MadeAs {
     FileLook look;
     v1::Inode xattrs;

@@ -308,8 +308,11 @@ Status ViewMaterializer::PlaceDirectory(const std::string& path, const v1::Inode
       return Status::Ok();
     }
     ledger_.RemovingOurs(path);
-    if (unlinkat(parent, name.c_str(), 0) != 0) (void)ledger_.TakeOurRemoval(path);
-    ledger_.Gone(path);
+    if (unlinkat(parent, name.c_str(), 0) != 0) {
+      (void)ledger_.TakeOurRemoval(path);
+    } else {
+      ledger_.Gone(path);
+    }
   }
   if (mkdirat(parent, name.c_str(), 0700) != 0 && errno != EEXIST) {
     Status s = Status::IOError(fmt::format("mkdir: {}", strerror(errno)));
@@ -638,14 +641,16 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     kept = NewTempName();
     if (linkat(parent, name.c_str(), staging_fd_, kept.c_str(), 0) != 0) kept.clear();
   }
-  if (stub) ledger_.SetStub(path, true);  // counted before anyone can open it
+  // Counted before anyone can open it (and if a counted stub is there
+  // already, a failure below leaves that one counted).
+  bool counted = stub && ledger_.SetStub(path, true);
   int rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
   if (rc != 0 && (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)) {
     // A directory where the peer now has a file: only an empty one gives way.
     ledger_.RemovingOurs(path);
     if (unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) {
       ledger_.Gone(path);
-      if (stub) ledger_.SetStub(path, true);  // (Gone forgot it with the directory)
+      if (stub) counted = ledger_.SetStub(path, true);  // (Gone forgot it with the directory)
       rc = renameat(staging_fd_, tmp.c_str(), parent, name.c_str());
     } else {
       (void)ledger_.TakeOurRemoval(path);
@@ -656,13 +661,13 @@ Status ViewMaterializer::Install(const std::string& path, int tmp_fd, const std:
     unlinkat(staging_fd_, tmp.c_str(), 0);
     if (!kept.empty()) unlinkat(staging_fd_, kept.c_str(), 0);
     close(parent);
-    if (stub) ledger_.SetStub(path, false);
+    if (counted) ledger_.SetStub(path, false);
     return s;
   }
   bool put_back = !kept.empty() && PutBackIfWritten(parent, name, path, kept, *judged);
   close(parent);
   if (put_back) {
-    if (stub) ledger_.SetStub(path, false);
+    if (counted) ledger_.SetStub(path, false);
     return Status::Ok();  // the program's write stays, and the recorder records it: it is newer
   }
   if (spdlog::should_log(spdlog::level::debug)) {

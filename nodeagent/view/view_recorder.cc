@@ -265,6 +265,13 @@ void ViewRecorder::Loop() {
 }
 
 void ViewRecorder::ReadEvents(bool* moved) {
+  // (Every event a move queued is read in this round: the kernel queues a
+  // move's two at once.)
+  ledger_.HoldStubCount();
+  struct Release {
+    ViewLedger& ledger;
+    ~Release() { ledger.ReleaseStubCount(); }
+  } release{ledger_};
   for (;;) {
     int64_t now = CoarseMonotonicNs();
     ssize_t n = read(inotify_fd_, event_buf_.data(), event_buf_.size());
@@ -596,6 +603,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // that lost its first name, which no close will report.
   if ((change == Change::kCreated || change == Change::kCreatedLate) && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
       st.st_size > 0) {
+    // A link to a stub whose first name went already: a stub, and counted
+    // as one (its first name's removal took the count).
+    if (ledger_.MayHoldStubs() && ViewLedger::IsStub(fd)) ledger_.SetStub(path, true);
     close(fd);
     prehasher_->RecordWhenIdle(path);
     return Status::Unavailable("recorded at its close, or once idle");

@@ -889,6 +889,53 @@ TEST_F(ClusterTest, StubsMovedTouchedChmodedOrOverwrittenKeepTheRightContentEver
   ASSERT_TRUE(Converge({a.get(), b.get(), c.get()}, seconds(10)));
 }
 
+// A program under the shim outlives its agent: the state page it mapped
+// stays, frozen at the dead agent's count of stubs (none), while the agent
+// that follows places a stub. The program reads the stub's content: its
+// shim finds the agent gone at its next call (the link's liveness check)
+// and maps the next agent's page.
+TEST_F(ClusterTest, AProgramThatOutlivesItsAgentReadsTheStubsTheNextAgentPlaces) {
+  extra_args_ = {"--replication-factor", "1"};  // content on the writer only: b holds stubs
+  a = Agent("a");
+  ASSERT_TRUE(a->Start());
+  b = Agent("b", a->address());
+  ASSERT_TRUE(b->Start());
+  const std::map<std::string, v1::NodeState> two{{"a", v1::NODE_STATE_ALIVE}, {"b", v1::NODE_STATE_ALIVE}};
+  ASSERT_TRUE(WaitForStates(*a, two, seconds(10)));
+  ASSERT_EQ(Shell(*a, "mkdir /cluster/late").exit_code, 0);
+  ASSERT_TRUE(Eventually(*b, "test -d /cluster/late && echo y", "y\n"));
+  const std::string ready = dir_ / "ready", go = dir_ / "go";
+  const std::string reader_py =
+      "import os, sys, time\n"
+      "os.listdir('/cluster/late')\n"  // b's page mapped: no stub in b's view
+      "open(sys.argv[1], 'w').close()\n"
+      "while not os.path.exists(sys.argv[2]): time.sleep(0.05)\n"
+      "print(repr(open('/cluster/late/f').read()))\n";
+  RunResult reader;
+  std::thread t([&] {
+    reader = RunCommand({"/usr/bin/python3", "-c", reader_py, ready, go},
+                        {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", b->socket()}});
+  });
+  struct Go {
+    std::string path;
+    std::thread& t;
+    ~Go() {  // (the reader ends however the test does)
+      std::ofstream(path).close();
+      if (t.joinable()) t.join();
+    }
+  } go_on_exit{go, t};
+  ASSERT_TRUE(WaitUntil([&] { return std::filesystem::exists(ready); }, seconds(10), "the reader has started"));
+  EXPECT_EQ(b->Stop(SIGKILL), -SIGKILL);
+  ASSERT_TRUE(b->Start());
+  ASSERT_EQ(Shell(*a, "echo content > /cluster/late/f").exit_code, 0);
+  ASSERT_TRUE(WaitUntil([&] { return IsStub(dir_ / "b-data/view/cluster/late/f"); }, seconds(10),
+                        "b holds the file as a stub"));
+  std::ofstream(go).close();
+  t.join();
+  EXPECT_EQ(reader.exit_code, 0) << reader.err;
+  EXPECT_EQ(reader.out, "'content\\n'\n");
+}
+
 TEST_F(ClusterTest, KillDuringAWriteStormLosesNoFsyncedWrite) {
   StartThree();
   if (HasFatalFailure()) return;
