@@ -234,7 +234,12 @@ bool ViewLedger::SetStubLocked(const std::string& path, bool stub) {
   return true;
 }
 
-void ViewLedger::PublishStubsLocked() { page_.stubs.store(std::max(stubs_.size(), stub_count_floor_)); }
+void ViewLedger::PublishStubsLocked() {
+  // (A stub counted during a hold raises the floor too: a move in the same
+  // round may take it off before the walk counts it again.)
+  if (stub_holds_ > 0) stub_count_floor_ = std::max(stub_count_floor_, stubs_.size());
+  page_.stubs.store(std::max(stubs_.size(), stub_count_floor_));
+}
 
 void ViewLedger::Placeholder(const std::string& path, int fd, const struct stat& st) {
   MadeAs made{FileLook::Of(st), {}};

@@ -127,8 +127,8 @@ class ViewLedger {
   // Whether path was a stub here by the last look; it is not one any more.
   bool ForgetStub(const std::string& path);
   bool MayHoldStubs();  // some stub counted now
-  // While held, the count the shim reads does not drop below what it was
-  // when the hold began. The recorder holds it while it reads a round of
+  // While held, the count the shim reads does not drop below the most it
+  // was since the hold began. The recorder holds it while it reads a round of
   // events: a program's move of a directory forgets the stubs under the
   // old name (IN_MOVED_FROM) before the walk of the new one, in the same
   // round, counts them again. (Counting a few too many for a moment costs

@@ -265,8 +265,8 @@ void ViewRecorder::Loop() {
 }
 
 void ViewRecorder::ReadEvents(bool* moved) {
-  // (Every event a move queued is read in this round: the kernel queues a
-  // move's two at once.)
+  // (A move's two events are read in one round: the kernel queues the
+  // second right after the first, and the round reads until none is left.)
   ledger_.HoldStubCount();
   struct Release {
     ViewLedger& ledger;
@@ -652,8 +652,10 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
   // its mark names the content.
   std::optional<v1::Inode> stub = S_ISREG(st.st_mode) ? ledger_.StubContent(marks) : std::nullopt;
   // Written by a program and unmarked: no stub any more (what the ledger
-  // learns from the mark's removal, whose IN_ATTRIB a close may cover).
-  if ((change == Change::kWritten || change == Change::kUnlocked || change == Change::kLinked) && !stub)
+  // learns from the mark's removal, whose IN_ATTRIB a close may cover). A
+  // mark the agent may not read is no proof of none: it stays counted.
+  if ((change == Change::kWritten || change == Change::kUnlocked || change == Change::kLinked) && !stub &&
+      marks.NoStubMark())
     ledger_.SetStub(path, false);
   std::optional<Version> shown = S_ISREG(st.st_mode) ? ledger_.ContentShown(path, marks, st) : std::nullopt;
   close(fd);
