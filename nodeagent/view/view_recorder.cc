@@ -491,6 +491,22 @@ void ViewRecorder::Follow(const std::string& path, Change change, bool attribute
     spdlog::debug("view recorder: /{} not recorded now: {}", path, recorded.status().message());
 }
 
+void ViewRecorder::RecordOtherNamesOf(const std::string& path, ino_t ino, const std::string& group) {
+  // Only names whose records share the link group: an inode number outlives
+  // its file (a name the materializer removed, its number taken by a file
+  // placed since), and a reader node must never record a peer's file as its own.
+  std::vector<std::string> others;
+  if (auto names = names_of_inode_.find(ino); names != names_of_inode_.end())
+    for (const std::string& name : names->second)
+      if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
+                          at.st_ino == ino && S_ISREG(at.st_mode))
+        if (std::optional<v1::Inode> other = RecordOf(name); other && other->link_group() == group)
+          others.push_back(name);
+  // Each hashed: the record of the name the change came through may be older than the file.
+  const LinkedTo to{ino, group, std::nullopt};
+  for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, &to);
+}
+
 std::optional<std::string> ViewRecorder::HeldSymlinkTarget(const std::string& path, const struct stat& st) {
   std::optional<v1::Inode> old = RecordOf(path);
   if (!old || old->type() != v1::FILE_TYPE_SYMLINK || old->symlink_target().size() != static_cast<size_t>(st.st_size))
@@ -528,6 +544,9 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     if (change == Change::kMetadata && attributes_only) return Status::Unavailable("recorded with its creation");
     late_creates_.erase(late);
   }
+  // A change a program made through the name, to the file it held then.
+  const bool through_the_name =
+      change == Change::kWritten || change == Change::kUnlocked || (change == Change::kMetadata && attributes_only);
   // The entry itself, reached without following any symlink on the way.
   int fd = OpenBeneath(root_fd_, path, O_PATH);
   if (fd < 0) {
@@ -545,28 +564,11 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     // under a mount taken away) is recorded gone here (after the look
     // below, which needs the name).
     // A name of a file of several names, written or chmod'ed through and
-    // gone: the file's other names (as far as the recorder saw them) hold
-    // that write or that attribute. Only names whose records share the gone
-    // name's live link group: an inode number outlives its file (a name the
-    // materializer removed, its number taken by a file placed since), and a
-    // reader node must never record a peer's file as its own.
+    // gone: the file's other names hold that write or that attribute.
     std::optional<v1::Inode> gone;
-    if (auto known = inode_of_name_.find(path);
-        known != inode_of_name_.end() &&
-        (change == Change::kWritten || change == Change::kUnlocked || (change == Change::kMetadata && attributes_only)) &&
-        (gone = RecordOf(path)) && !gone->link_group().empty()) {
-      const ino_t ino = known->second;
-      std::vector<std::string> others;
-      if (auto names = names_of_inode_.find(ino); names != names_of_inode_.end())
-        for (const std::string& name : names->second)
-          if (struct stat at; name != path && fstatat(root_fd_, name.c_str(), &at, AT_SYMLINK_NOFOLLOW) == 0 &&
-                              at.st_ino == ino && S_ISREG(at.st_mode))
-            if (std::optional<v1::Inode> other = RecordOf(name); other && other->link_group() == gone->link_group())
-              others.push_back(name);
-      // Each hashed: the gone name's record may be older than the file.
-      const LinkedTo to{ino, gone->link_group(), std::nullopt};
-      for (const std::string& other : others) (void)RecordPath(other, Change::kLinked, false, &to);
-    }
+    if (auto known = inode_of_name_.find(path); known != inode_of_name_.end() && through_the_name &&
+                                                (gone = RecordOf(path)) && !gone->link_group().empty())
+      RecordOtherNamesOf(path, known->second, gone->link_group());
     if (change == Change::kMetadata && !attributes_only) TombstonePath(path);
     return Status::NotFound(fmt::format("/{} is not in the view", path));
   }
@@ -576,6 +578,12 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     close(fd);
     return s;
   }
+  // The same for a name that holds another file since (a rename over it):
+  // the change was the replaced file's.
+  if (auto known = inode_of_name_.find(path);
+      known != inode_of_name_.end() && known->second != st.st_ino && through_the_name)
+    if (std::optional<v1::Inode> was = RecordOf(path); was && !was->link_group().empty())
+      RecordOtherNamesOf(path, known->second, was->link_group());
   NoteSymlink(path, S_ISLNK(st.st_mode));
   if (S_ISREG(st.st_mode)) NoteName(path, st.st_ino);
   // Another name's change, taken for this one: only while the name is

@@ -164,6 +164,11 @@ class ViewRecorder {
   };
   Result<uint64_t> RecordPath(const std::string& path, Change change, bool attributes_only = false,
                               const LinkedTo* linked = nullptr);
+  // path held file ino, a file of several names (link group `group`), and a
+  // program wrote it or changed its attributes through path; path is gone
+  // or holds another file since: the file's other names (as far as the
+  // recorder saw them) hold that write or that attribute, and are recorded.
+  void RecordOtherNamesOf(const std::string& path, ino_t ino, const std::string& group);
   // The link group of a file of several names (st, at path) and its other
   // names in the view: the group one of its names' records has already
   // (the least, if they differ), else a new one.

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -413,6 +414,31 @@ TEST_F(ViewRecorderBurst, ABurstIsRecordedAsTheFilesEndUp) {
   }
   // (How many events a close covered depends on how far behind the recorder was.)
   RecordProperty("covered_events", std::to_string(recorder->covered_events()));
+}
+
+// A file of two names, its times set through one name, and that name
+// renamed over (another file takes it) before the recorder looks: the
+// change was the first file's, and its other name records it.
+TEST_F(ViewRecorderBurst, AChangeThroughANameRenamedOverSinceReachesTheFilesOtherName) {
+  WriteFile("cluster/burst/f", "two names\n");
+  ASSERT_EQ(link((view + "/cluster/burst/f").c_str(), (view + "/cluster/burst/g").c_str()), 0);
+  WriteFile("cluster/burst/other", "another file\n");
+  ASSERT_TRUE(recorder->Sync().ok());
+  {
+    // (The recorder looks at f only after both: under the view's lock, which it takes for each look.)
+    std::lock_guard view_lock(ledger.view_mutex());
+    timespec times[2] = {{1'700'000'000, 0}, {1'700'000'000, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, (view + "/cluster/burst/f").c_str(), times, 0), 0);
+    ASSERT_EQ(rename((view + "/cluster/burst/other").c_str(), (view + "/cluster/burst/f").c_str()), 0);
+  }
+  ASSERT_TRUE(recorder->Sync().ok());
+  Result<Record> g = store.Get("cluster/burst/g", Cf::kNs);
+  ASSERT_TRUE(g.ok());
+  v1::Inode inode;
+  ASSERT_TRUE(inode.ParseFromString(g->value));
+  EXPECT_EQ(inode.mtime_ns(), 1'700'000'000'000'000'000LL) << "g's record misses the change made through f";
+  ExpectRecorded("cluster/burst/g", "two names\n");
+  ExpectRecorded("cluster/burst/f", "another file\n");
 }
 
 TEST_F(ViewRecorderBurst, AStubAProgramRewroteIsNoStubAnyMoreWhateverTheRecorderSkipped) {
