@@ -31,7 +31,8 @@ namespace {
 
 // Runs fn(proc_path) on the cluster file (a final symlink followed unless
 // nofollow). With nofollow on a symlink, on_symlink() answers instead: Linux
-// keeps no user attributes on symlinks, and /proc links cannot name the link.
+// keeps no user attributes on symlinks (a read finds none, ENODATA; a set or
+// a removal is refused, EPERM), and /proc links cannot name the link.
 template <class Fn, class OnSymlink>
 ssize_t WithFile(const Target& t, bool nofollow, Fn fn, OnSymlink on_symlink) {
   int fd = OpenInView(t, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0), 0);
@@ -153,7 +154,7 @@ int removexattr(const char* path, const char* name)
                       IsAgentMark(name) ? NotSupported() : real_removexattr(proc, name), NoData)
 int lremovexattr(const char* path, const char* name)
     ONEBOX_XATTR_CALL(lremovexattr, true, real_lremovexattr(path, name),
-                      IsAgentMark(name) ? NotSupported() : removexattr(proc, name), NoData)
+                      IsAgentMark(name) ? NotSupported() : removexattr(proc, name), NotSupported)
 
 // On a descriptor: whether it is in a view would cost a readlink; a file
 // elsewhere carries no agent mark, so the marks are hidden on every one (a
