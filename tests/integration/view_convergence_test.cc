@@ -194,7 +194,7 @@ std::string LinesDiffering(const std::string& want, const std::string& got) {
   return diff;
 }
 
-// Cross-node conformance (issue 15): three seeded sequences of 1,000 file
+// Cross-node conformance (issue 15): five seeded sequences of 1,000 file
 // operations each (tests/integration/differential/ops.py: create, write at
 // offsets, truncate, rename of files and directories, link, symlink, chmod,
 // utimens, setxattr and removexattr, mkdir, rmdir, unlink), applied in
@@ -206,6 +206,10 @@ std::string LinesDiffering(const std::string& want, const std::string& got) {
 //
 // In a loop beside a busy loop it found, among others, the recorder races
 // of docs/consistency.md ("One node's file operations, seen on the others").
+// Seeds 18 to 59, each run once, found a change through a name renamed over
+// before the recorder looked (18) and lremovexattr's answer on a symlink
+// (27), both kept here; 28 finds a write through a link whose name goes
+// before the recorder sees it made (docs/consistency.md).
 TEST_F(ViewConvergenceTest, ASeededSequenceOfFileOperationsLeavesEveryNodeWithTheSameTreeAsANativeRun) {
   StartThree();
   if (HasFatalFailure()) return;
@@ -215,7 +219,7 @@ TEST_F(ViewConvergenceTest, ASeededSequenceOfFileOperationsLeavesEveryNodeWithTh
     return RunCommand(args, {{"LD_PRELOAD", ShimLib()}, {"ONEBOX_SOCKET", agent.socket()}});
   };
   constexpr int kOps = 1000, kSlice = 100;
-  for (int seed : {15, 16, 17}) {
+  for (int seed : {15, 16, 17, 18, 27}) {
     const std::string native = dir_ / fmt::format("native-{}", seed), in_cluster = fmt::format("/cluster/diff/{}", seed);
     ASSERT_EQ(mkdir(native.c_str(), 0755), 0);
     ASSERT_EQ(Shell(*a_, "mkdir -p " + in_cluster).exit_code, 0);
