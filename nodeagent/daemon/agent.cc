@@ -455,9 +455,16 @@ void Agent::MakeClusterParts() {
                                             node_locks_.get());
   // The gossip loop moves on: the watchdog's proof of life.
   members_->set_progress_observer([] { service_manager::Alive(); });
+  // The shims' count of other members alive: those not heard of since the
+  // start count too (Membership::UnheardSinceStart), from before the shim
+  // socket serves: a restarted agent's programs claim their exclusive
+  // creates across the cluster before gossip has found the others again.
+  state_page_->page().peers_alive.store(members_->UnheardSinceStart());
   members_->set_alive_observer([this, page = &state_page_->page(), r = replicator_.get(), dead_before = size_t{0},
-                                 not_dead_before = std::string(), alive_before = std::string()](size_t alive) mutable {
-    if (page->peers_alive.exchange(alive) != alive) {
+                                 not_dead_before = std::string(), alive_before = std::string(),
+                                 alive_count_before = size_t{0}](size_t alive) mutable {
+    page->peers_alive.store(alive + members_->UnheardSinceStart());
+    if (std::exchange(alive_count_before, alive) != alive) {
       node_locks_->AliveChanged();  // a lease ends where no majority is seen
       lock_home_->MembersChanged();  // a majority lost is a grace when it is back
     }

@@ -341,6 +341,18 @@ size_t Membership::UnheardSeeds() {
   return UnheardSeedsLocked();
 }
 
+size_t Membership::UnheardSinceStart() {
+  std::lock_guard lock(mu_);
+  if (clock_.Now() - started_ > options_.dead_after) return 0;
+  size_t unheard = UnheardSeedsLocked();
+  for (const std::string& address : rejoin_)
+    if (address != address_ && std::none_of(members_.begin(), members_.end(), [&](const auto& kv) {
+          return kv.second.member.address() == address;
+        }))
+      ++unheard;
+  return unheard;
+}
+
 bool Membership::SeedHeardLocked(const std::string& seed) const {
   if (auto answered_as = seed_members_.find(seed); answered_as != seed_members_.end()) {
     // A seed that reached this node itself (a Service's address, or one of

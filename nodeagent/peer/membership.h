@@ -116,6 +116,13 @@ class Membership {
   size_t KnownCount();
   // Seeds (other than ourselves) no member we know of answers at.
   size_t UnheardSeeds();
+  // Right after the start, the members this node knew of before it (its
+  // seeds, and the members of before a restart) that it has not heard of
+  // yet: they may well be alive, so a lease needs their votes too and the
+  // shims claim across the cluster (a restarted agent decides nothing
+  // alone while it has not looked). 0 once each was heard of, or once this
+  // node has gossiped for longer than a member takes to be declared dead.
+  size_t UnheardSinceStart();
   uint32_t index() const { return index_.load(); }
   // What this node's gossip has sent and taken so far (the agent's metrics).
   struct Counts {

@@ -213,9 +213,12 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
     round.why += fmt::format("; {} granted it to {}", node_id, resp.holder());
     break;  // held by another node: no use asking the others
   }
-  round.won = round.holder.empty() && votes >= LeaseVotesNeeded(peers.size() + 1);
+  // (Members not heard of since this agent started count as live: a
+  // restarted agent wins nothing alone before it has looked for them.)
+  const size_t voters = peers.size() + 1 + members_.UnheardSinceStart();
+  round.won = round.holder.empty() && votes >= LeaseVotesNeeded(voters);
   if (round.won) return round;
-  round.why = fmt::format("{} of {} live nodes granted it{}", votes, peers.size() + 1, round.why);
+  round.why = fmt::format("{} of {} live nodes granted it{}", votes, voters, round.why);
   // A renewal that failed leaves the votes as they are: the lease still
   // runs on them until its term ends.
   if (renewal) return round;
