@@ -376,6 +376,12 @@ bool ViewLedger::IsOurs(const std::string& path, FileMarks& marks, const struct 
          ShowsVersion(st, inode) && ShowsMetadata(st, inode) && ShowsXattrs(marks.fd(), inode, marks.Names());
 }
 
+bool ViewLedger::PlacedAndUnchanged(const std::string& path, const struct stat& st) {
+  std::lock_guard lock(mu_);
+  auto it = left_.find(path);
+  return it != left_.end() && it->second.by_materializer && it->second.look.Unchanged(FileLook::Of(st));
+}
+
 bool ViewLedger::WrittenInPlaceByUs(const std::string& path, const struct stat& st) {
   std::lock_guard lock(mu_);
   auto it = left_.find(path);

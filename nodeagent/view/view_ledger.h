@@ -177,6 +177,8 @@ class ViewLedger {
   // program's write into a file placed by rename may look alike, in the
   // same clock tick.)
   bool WrittenInPlaceByUs(const std::string& path, const struct stat& st);
+  // Whether path (st, as it is now) is still as the materializer last put it there.
+  bool PlacedAndUnchanged(const std::string& path, const struct stat& st);
   // For the materializer: version is the one it last wrote in place at
   // path, and nothing was recorded there since. Placing it again would only
   // take back what a program wrote since in the same clock tick (a look

@@ -578,12 +578,17 @@ Result<uint64_t> ViewRecorder::RecordPath(const std::string& path, Change change
     close(fd);
     return s;
   }
-  // The same for a name that holds another file since (a rename over it):
-  // the change was the replaced file's.
-  if (auto known = inode_of_name_.find(path);
-      known != inode_of_name_.end() && known->second != st.st_ino && through_the_name)
-    if (std::optional<v1::Inode> was = RecordOf(path); was && !was->link_group().empty())
-      RecordOtherNamesOf(path, known->second, was->link_group());
+  // The same for a name that a program's rename put another file at since:
+  // the change was the replaced file's. Not after the materializer put a
+  // peer's version there (the event may be of this node's own making, and
+  // a reader node must never record a peer's file as its own), nor for an
+  // unlock, which comes from the lock calls, out of the events' order (the
+  // name's inode known here may be older than the file unlocked).
+  if (through_the_name && change != Change::kUnlocked)
+    if (auto known = inode_of_name_.find(path); known != inode_of_name_.end() && known->second != st.st_ino &&
+                                                !ledger_.PlacedAndUnchanged(path, st))
+      if (std::optional<v1::Inode> was = RecordOf(path); was && !was->link_group().empty())
+        RecordOtherNamesOf(path, known->second, was->link_group());
   NoteSymlink(path, S_ISLNK(st.st_mode));
   if (S_ISREG(st.st_mode)) NoteName(path, st.st_ino);
   // Another name's change, taken for this one: only while the name is
