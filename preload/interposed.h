@@ -129,16 +129,16 @@
   X(file_dir, __getcwd_chk, kFull, "_FORTIFY_SOURCE entry: getcwd")                                                     \
   X(file_dir, get_current_dir_name, kFull, "as getcwd")                                                                 \
   X(file_xattr, getxattr, kFull, "on the view file, whose attributes replicate (regular files and directories); the agent's marks (user.onebox.*) give ENODATA") \
-  X(file_xattr, lgetxattr, kPartial, "as getxattr (a symlink's own attributes stay on its node)")                       \
+  X(file_xattr, lgetxattr, kPartial, "as getxattr; on a symlink none (ENODATA, as Linux for user.*)")                   \
   X(file_xattr, fgetxattr, kFull, "as getxattr, on any fd")                                                             \
   X(file_xattr, setxattr, kFull, "as getxattr; setting an agent's mark gives EPERM")                                    \
-  X(file_xattr, lsetxattr, kPartial, "as setxattr (a symlink's own attributes stay on its node)")                       \
+  X(file_xattr, lsetxattr, kPartial, "as setxattr; on a symlink EPERM whatever the name (Linux: user.*)")               \
   X(file_xattr, fsetxattr, kFull, "as setxattr, on any fd")                                                             \
   X(file_xattr, listxattr, kFull, "as getxattr; the agent's marks are left out of the list")                            \
-  X(file_xattr, llistxattr, kPartial, "as listxattr (a symlink's own attributes stay on its node)")                     \
+  X(file_xattr, llistxattr, kPartial, "as listxattr; on a symlink an empty list")                                       \
   X(file_xattr, flistxattr, kFull, "as listxattr, on any fd")                                                           \
   X(file_xattr, removexattr, kFull, "as setxattr")                                                                      \
-  X(file_xattr, lremovexattr, kPartial, "as setxattr (a symlink's own attributes stay on its node)")                    \
+  X(file_xattr, lremovexattr, kPartial, "as setxattr; on a symlink EPERM whatever the name (Linux: user.*)")            \
   X(file_xattr, fremovexattr, kFull, "as setxattr, on any fd")                                                          \
   X(file_sync, fsync, kFull, "the kernel's sync, then the file's version is synced on the write quorum; EIO without one") \
   X(file_sync, fdatasync, kFull, "as fsync")                                                                            \
