@@ -20,8 +20,9 @@ struct StatePage {
   // Stubs in the view now (entries whose content is on other nodes):
   // open() looks for one only while this is not 0.
   std::atomic<uint64_t> stubs;
-  // Other members alive now: an exclusive create asks them (Claim) only when
-  // this is not 0.
+  // Other members alive now, and right after the agent's start those it
+  // knew of and has not heard of yet (Membership::UnheardSinceStart): an
+  // exclusive create asks them (Claim) only when this is not 0.
   std::atomic<uint64_t> peers_alive;
 
   // The symlink-free view (nodeagent/view/symlink_guard.h has the protocol and

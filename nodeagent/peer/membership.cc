@@ -75,6 +75,10 @@ Membership::Membership(Store& store, PeerNetwork& network, NodeIdentity self, st
 Membership::~Membership() { Stop(); }
 
 void Membership::Start() {
+  {
+    std::lock_guard lock(mu_);
+    gossip_started_ = clock_.Now();
+  }
   rounds_thread_.Start("onebox-gossip", options_.round, [this] { GossipRound(); });
 }
 
@@ -343,14 +347,26 @@ size_t Membership::UnheardSeeds() {
 
 size_t Membership::UnheardSinceStart() {
   std::lock_guard lock(mu_);
-  if (clock_.Now() - started_ > options_.dead_after) return 0;
-  size_t unheard = UnheardSeedsLocked();
-  for (const std::string& address : rejoin_)
-    if (address != address_ && std::none_of(members_.begin(), members_.end(), [&](const auto& kv) {
-          return kv.second.member.address() == address;
-        }))
-      ++unheard;
-  return unheard;
+  return UnheardSinceStartLocked();
+}
+
+size_t Membership::UnheardSinceStartLocked() const {
+  // (Counted from gossip's start, not this object's: the view's start may take long.)
+  if (clock_.Now() - gossip_started_.value_or(started_) > options_.dead_after) return 0;
+  // By count, as KnownCount has them, not by address: a member found again
+  // at another address (a restart on another port) is heard of all the same.
+  const size_t known_before = known_before_ > members_.size() ? known_before_ - members_.size() : 0;
+  return std::max(UnheardSeedsLocked(), known_before);
+}
+
+std::vector<PeerAddress> Membership::AliveOthersAndUnheard(size_t* unheard) {
+  std::lock_guard lock(mu_);
+  *unheard = UnheardSinceStartLocked();
+  auto now = clock_.Now();
+  std::vector<PeerAddress> out;
+  for (auto& [id, k] : members_)
+    if (StateOf(k, now) == v1::NODE_STATE_ALIVE) out.push_back({id, k.member.address()});
+  return out;
 }
 
 bool Membership::SeedHeardLocked(const std::string& seed) const {

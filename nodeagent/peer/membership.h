@@ -123,6 +123,9 @@ class Membership {
   // alone while it has not looked). 0 once each was heard of, or once this
   // node has gossiped for longer than a member takes to be declared dead.
   size_t UnheardSinceStart();
+  // AliveOthers, and UnheardSinceStart at the same moment (a member heard
+  // of in between would be in neither).
+  std::vector<PeerAddress> AliveOthersAndUnheard(size_t* unheard);
   uint32_t index() const { return index_.load(); }
   // What this node's gossip has sent and taken so far (the agent's metrics).
   struct Counts {
@@ -201,6 +204,7 @@ class Membership {
   void SaveKnownLocked();
   v1::NodeState StateOf(const Known& k, Clock::time_point now) const;
   size_t UnheardSeedsLocked() const;
+  size_t UnheardSinceStartLocked() const;
 
   Store& store_;
   PeerNetwork& network_;
@@ -220,6 +224,7 @@ class Membership {
   std::atomic<uint32_t> index_{0};
   std::atomic<uint64_t> calls_{0}, beats_sent_{0}, beats_taken_{0}, beats_unopened_{0};
   Clock::time_point started_;  // when this object was made
+  std::optional<Clock::time_point> gossip_started_;  // Start()
   std::atomic<uint64_t> incarnation_;  // on the store's clock (Member.incarnation)
   // Our last heartbeat sent, on clock_'s Now and NowCountingSuspend (under mu_).
   std::optional<Clock::time_point> published_;

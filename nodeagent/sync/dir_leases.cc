@@ -187,7 +187,10 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
       return round;
     }
   }
-  std::vector<PeerAddress> peers = members_.AliveOthers();
+  // (Members not heard of since this agent started count as live: a
+  // restarted agent wins nothing alone before it has looked for them.)
+  size_t unheard = 0;
+  std::vector<PeerAddress> peers = members_.AliveOthersAndUnheard(&unheard);
   size_t votes = 1;
   std::vector<std::string> granted;  // addresses, to release on a loss
   v1::DirLeaseRequest req;
@@ -213,9 +216,7 @@ DirLeases::Round DirLeases::Ask(const std::string& dir, uint64_t lease_id, uint6
     round.why += fmt::format("; {} granted it to {}", node_id, resp.holder());
     break;  // held by another node: no use asking the others
   }
-  // (Members not heard of since this agent started count as live: a
-  // restarted agent wins nothing alone before it has looked for them.)
-  const size_t voters = peers.size() + 1 + members_.UnheardSinceStart();
+  const size_t voters = peers.size() + 1 + unheard;
   round.won = round.holder.empty() && votes >= LeaseVotesNeeded(voters);
   if (round.won) return round;
   round.why = fmt::format("{} of {} live nodes granted it{}", votes, voters, round.why);

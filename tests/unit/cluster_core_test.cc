@@ -426,6 +426,31 @@ TEST(MembershipCoreTest, ASeedNotHeardFromCountsAsAMemberAndKeepsTheLog) {
   EXPECT_EQ(b.members->KnownCount(), 2u);  // a (c is not known to b yet: a tells it next round)
 }
 
+// Right after its start a node counts the seeds it has not heard from as
+// live (a lease needs their votes too, and its shims claim across the
+// cluster), until it hears from them or a member would be declared dead.
+TEST(MembershipCoreTest, ASeedNotHeardSinceTheStartCountsAsLiveUntilHeardOrAsLongAsDeathTakes) {
+  InProcessCluster cluster(3);
+  cluster.Silence(0);
+  InProcessNode& b = cluster.node(1);
+  EXPECT_EQ(b.members->UnheardSinceStart(), 1u) << "before any round";
+  b.members->GossipRound();
+  size_t unheard = 0;
+  EXPECT_TRUE(b.members->AliveOthersAndUnheard(&unheard).empty());
+  EXPECT_EQ(unheard, 1u);
+  cluster.Silence(0, false);
+  b.members->GossipRound();
+  EXPECT_EQ(b.members->UnheardSinceStart(), 0u) << "a answered";
+  // c's seed never answers; once death would have come, it counts no more.
+  InProcessNode& c = cluster.node(2);
+  cluster.Silence(0);
+  cluster.Silence(1);
+  c.members->GossipRound();
+  EXPECT_EQ(c.members->UnheardSinceStart(), 1u);
+  cluster.clock().Advance(std::chrono::seconds(11));
+  EXPECT_EQ(c.members->UnheardSinceStart(), 0u);
+}
+
 TEST(ReplicationCoreTest, ANodeThatNeverHadAnotherMemberKeepsItsLogForTheFirstToJoin) {
   InProcessCluster cluster(1);
   InProcessNode& a = cluster.node(0);
