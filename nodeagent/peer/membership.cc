@@ -286,6 +286,10 @@ std::vector<v1::Node> Membership::Nodes() {
 
 std::vector<PeerAddress> Membership::AliveOthers() {
   std::lock_guard lock(mu_);
+  return AliveOthersLocked();
+}
+
+std::vector<PeerAddress> Membership::AliveOthersLocked() {
   auto now = clock_.Now();
   std::vector<PeerAddress> out;
   for (auto& [id, k] : members_)
@@ -362,11 +366,7 @@ size_t Membership::UnheardSinceStartLocked() const {
 std::vector<PeerAddress> Membership::AliveOthersAndUnheard(size_t* unheard) {
   std::lock_guard lock(mu_);
   *unheard = UnheardSinceStartLocked();
-  auto now = clock_.Now();
-  std::vector<PeerAddress> out;
-  for (auto& [id, k] : members_)
-    if (StateOf(k, now) == v1::NODE_STATE_ALIVE) out.push_back({id, k.member.address()});
-  return out;
+  return AliveOthersLocked();
 }
 
 bool Membership::SeedHeardLocked(const std::string& seed) const {

@@ -205,6 +205,7 @@ class Membership {
   v1::NodeState StateOf(const Known& k, Clock::time_point now) const;
   size_t UnheardSeedsLocked() const;
   size_t UnheardSinceStartLocked() const;
+  std::vector<PeerAddress> AliveOthersLocked();
 
   Store& store_;
   PeerNetwork& network_;
