@@ -107,7 +107,8 @@
 // thread, every kSymlinkHeartbeatNs, holds the count up while the recorder is
 // more than kRecorderLagNs behind (hashing a large file, rescanning, waiting
 // for the materializer's lock). The gap is then the time a waiting recorder
-// takes to wake and handle the event, and at most about kRecorderLagNs +
+// takes to wake and handle the event (plus its rest, ViewRecorder::kRestMs,
+// while the materializer places a burst), and at most about kRecorderLagNs +
 // kSymlinkHeartbeatNs when it was busy; if the agent gets no CPU at all, the
 // heartbeat goes stale too and shims stop trusting the page after
 // kSymlinkTrustNs. Mounts are seen the same way: any change of the agent's

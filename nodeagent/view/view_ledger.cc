@@ -121,6 +121,7 @@ const std::string& FileMarks::Read(std::optional<std::string>& mark, Which which
 
 void ViewLedger::Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place,
                         bool partial) {
+  last_placed_ns_.store(CoarseMonotonicNs(), std::memory_order_relaxed);
   std::lock_guard lock(mu_);
   LeaveLocked(path, {FileLook::Of(st), /*by_materializer=*/true, version, in_place, partial});
   removed_.erase(path);

@@ -18,6 +18,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -94,6 +95,8 @@ class ViewLedger {
   // (a mix no program wrote, and no version whole: to be placed again).
   void Placed(const std::string& path, const struct stat& st, const Version& version, bool in_place = false,
               bool partial = false);
+  // When Placed was last told (CoarseMonotonicNs): the recorder rests while the materializer places.
+  int64_t LastPlacedNs() const { return last_placed_ns_.load(std::memory_order_relaxed); }
   // The materializer made or removed another name of the file at path (a
   // hard link), which moved its ctime and link count alone (st: a look
   // after): the look kept for path takes them, if nothing else moved.
@@ -286,6 +289,7 @@ class ViewLedger {
   Store& store_;
   StatePage& page_;
   HurryingMutex<std::recursive_mutex> view_mu_;
+  std::atomic<int64_t> last_placed_ns_{0};
   HurryingMutex<std::mutex> mu_;  // the sets below (held across reads of the store by the placing thread)
   // The sets of names are ordered, so that a directory's entries are one
   // range (GoneLocked: a removal of one name out of a million entries looks

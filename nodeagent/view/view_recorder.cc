@@ -240,6 +240,13 @@ void ViewRecorder::Loop() {
       TryProof(plan.raises);
       continue;
     }
+    // A burst of peers' files being placed: a rest, then what came (kRestWhilePlacingNs).
+    if (CoarseMonotonicNs() - ledger_.LastPlacedNs() < kRestWhilePlacingNs) {
+      pollfd stop = {wake_fd_, POLLIN, 0};
+      if (poll(&stop, 1, kRestMs) > 0) break;
+      ReadEvents();
+      continue;
+    }
     // Caught up while we wait, and (nearly) as of the moment an event wakes us.
     if (guard_) guard_->RecorderWaiting();
     int timeout_ms = plan.timeout_ms;

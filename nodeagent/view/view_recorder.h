@@ -119,6 +119,15 @@ class ViewRecorder {
   // removed within it and before its close is handled (git's temporary
   // names) is never recorded.
   static constexpr int64_t kCreateGraceNs = 50'000'000;
+  // While the materializer has placed an entry within kRestWhilePlacingNs,
+  // the loop rests kRestMs at a time away from the inotify queue, then reads
+  // what came, instead of waiting in poll(): there each placement's rename
+  // would wake it (an interprocessor wake-up, then a wait for the view lock
+  // the placing thread holds), about as costly as the placement's own
+  // rename. A program's change made here meanwhile is handled up to kRestMs
+  // later (and the symlink guard's gap grows by as much: symlink_guard.h).
+  static constexpr int64_t kRestWhilePlacingNs = 10'000'000;
+  static constexpr int kRestMs = 1;
   // Records (kCreatedLate) the files made empty whose grace ended by now_ns
   // (all of them with INT64_MAX: a Sync marker); returns when the next one
   // ends (INT64_MAX: none waits). *recorded: whether any was due.
