@@ -227,6 +227,7 @@ void ViewRecorder::Loop() {
                    {mounts_fd_, POLLPRI, 0},
                    {prehasher_->idle_fd(), POLLIN, 0}};
   ReadEvents();  // what came while the start's scan ran
+  bool rest_found_nothing = false;
   for (;;) {
     // Files made empty whose grace ended: recorded before the wait, which
     // the symlink guard takes for the recorder caught up, and so are the
@@ -240,22 +241,20 @@ void ViewRecorder::Loop() {
       TryProof(plan.raises);
       continue;
     }
-    // A burst of peers' files being placed: a rest, then what came (kRestWhilePlacingNs).
-    if (CoarseMonotonicNs() - ledger_.LastPlacedNs() < kRestWhilePlacingNs) {
-      pollfd stop = {wake_fd_, POLLIN, 0};
-      if (poll(&stop, 1, kRestMs) > 0) break;
-      ReadEvents();
-      continue;
-    }
-    // Caught up while we wait, and (nearly) as of the moment an event wakes us.
-    if (guard_) guard_->RecorderWaiting();
+    // While peers' files are being placed, a rest away from the inotify
+    // queue (the other descriptors are waited on as ever), then what came,
+    // in one round (kRestWhilePlacingNs). Otherwise a wait for the first
+    // event, caught up while we wait and (nearly) as of the moment it wakes us.
+    const bool resting = !rest_found_nothing && CoarseMonotonicNs() - ledger_.LastPlacedNs() < kRestWhilePlacingNs;
     int timeout_ms = plan.timeout_ms;
+    if (resting) timeout_ms = timeout_ms < 0 ? kRestMs : std::min(timeout_ms, kRestMs);
     if (next_late != INT64_MAX) {
       const int64_t ms = std::max<int64_t>(1, (next_late - CoarseMonotonicNs() + 999'999) / 1'000'000);
       timeout_ms = timeout_ms < 0 ? static_cast<int>(ms) : std::min(timeout_ms, static_cast<int>(ms));
     }
-    int ready = poll(fds, 5, timeout_ms);
-    if (guard_) guard_->RecorderCaughtUp(CoarseMonotonicNs());
+    if (guard_ && !resting) guard_->RecorderWaiting();
+    int ready = resting ? poll(fds + 1, 4, timeout_ms) : poll(fds, 5, timeout_ms);
+    if (guard_ && !resting) guard_->RecorderCaughtUp(CoarseMonotonicNs());
     if (ready < 0) {
       if (errno == EINTR) continue;
       spdlog::error("view recorder: poll: {}", strerror(errno));
@@ -266,7 +265,9 @@ void ViewRecorder::Loop() {
     if (fds[3].revents & (POLLPRI | POLLERR)) OnMountsChanged();
     if (fds[4].revents & POLLIN)
       for (const std::string& path : prehasher_->TakeIdle()) Follow(path, Change::kContentChanged);
+    const uint64_t read_before = events_read_;
     ReadEvents();
+    rest_found_nothing = resting && events_read_ == read_before;
   }
   if (guard_) guard_->RecorderCaughtUp(0);  // no longer following the view: never caught up again
 }
@@ -331,6 +332,7 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     overflowed |= (ev->mask & IN_Q_OVERFLOW) != 0;
     events.push_back(ev);
   }
+  events_read_ += events.size();
   // (After an overflow the rescan records everything: nothing to spare.)
   // A sync marker is a barrier: Sync() returns once the events before it
   // are handled, so none of those is left to a close that comes after it.

@@ -120,12 +120,15 @@ class ViewRecorder {
   // names) is never recorded.
   static constexpr int64_t kCreateGraceNs = 50'000'000;
   // While the materializer has placed an entry within kRestWhilePlacingNs,
-  // the loop rests kRestMs at a time away from the inotify queue, then reads
-  // what came, instead of waiting in poll(): there each placement's rename
-  // would wake it (an interprocessor wake-up, then a wait for the view lock
-  // the placing thread holds), about as costly as the placement's own
-  // rename. A program's change made here meanwhile is handled up to kRestMs
-  // later (and the symlink guard's gap grows by as much: symlink_guard.h).
+  // the loop rests kRestMs at a time away from the inotify queue (its other
+  // descriptors still wake it), then reads what came, instead of waiting
+  // for the queue in poll(): there each placement's rename would wake it
+  // (an interprocessor wake-up, then a wait for the view lock the placing
+  // thread holds), about as costly as the placement's own rename. A rest
+  // that found no event ends the resting until the queue wakes the loop
+  // again: a trickle of placements costs at most one rest each. A
+  // program's change made here meanwhile is handled up to kRestMs later
+  // (and the symlink guard's gap grows by as much: symlink_guard.h).
   static constexpr int64_t kRestWhilePlacingNs = 10'000'000;
   static constexpr int kRestMs = 1;
   // Records (kCreatedLate) the files made empty whose grace ended by now_ns
@@ -295,6 +298,7 @@ class ViewRecorder {
   std::atomic<uint64_t> mount_changes_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
   std::atomic<uint64_t> covered_events_{0};
+  uint64_t events_read_ = 0;  // by the loop's thread: whether a rest found anything to read
   std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.
