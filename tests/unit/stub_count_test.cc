@@ -2,10 +2,13 @@
 // 0 an open looks for no stub mark and a program reads a stub's zeros, so
 // it must never be 0 while the view holds a stub, whatever put the stub
 // where it is: the materializer over an empty directory, a program's move
-// of a directory holding stubs, a link to a stub whose first name went.
+// of a directory holding stubs, a link to a stub whose first name went; nor
+// after the materializer's placements that fail (a rename or unlink refused).
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -165,6 +168,70 @@ TEST_F(StubCountTest, ALinkToAStubWhoseFirstNameWentIsCounted) {
   // (Counted twice while the recorder's round holds the count: once it ends, once.)
   EXPECT_TRUE(WaitUntil([&] { return Observed(parts.page.stubs.load() == 1, parts.page.stubs.load()); }, 2s,
                         "the count settles at one"));
+}
+
+// The materializer's failures leave the count as it was: a new version
+// that cannot take the name (its rename refused), a directory that cannot
+// replace a stub (its unlink refused). An immutable directory refuses
+// both, to root too.
+class Immutable {
+ public:
+  explicit Immutable(std::string dir) : dir_(std::move(dir)) { ok_ = Set(FS_IMMUTABLE_FL); }
+  ~Immutable() {
+    if (ok_) Set(0);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  bool Set(int flags) {
+    const int fd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    int now = 0;
+    bool done = ioctl(fd, FS_IOC_GETFLAGS, &now) == 0 &&
+                (now = (now & ~FS_IMMUTABLE_FL) | flags, ioctl(fd, FS_IOC_SETFLAGS, &now) == 0);
+    close(fd);
+    return done;
+  }
+  std::string dir_;
+  bool ok_ = false;
+};
+
+TEST_F(StubCountTest, AStubsNewVersionThatCannotTakeItsNameLeavesTheStubCounted) {
+  ViewParts parts(node(), view_);
+  PlaceStub(parts, "cluster/d/s");
+  ASSERT_TRUE(parts.recorder->Sync().ok());
+  ASSERT_EQ(parts.page.stubs.load(), 1u);
+  Immutable frozen(view_ + "/cluster/d");
+  if (!frozen.ok()) GTEST_SKIP() << "cannot make a directory immutable here: " << strerror(errno);
+  // A newer version, as a stub too: its rename into d is refused.
+  ASSERT_TRUE(node().store->Apply("cluster/d/s", PeersFileHeldElsewhere("newer"), false, Cf::kNs).value());
+  parts.materializer->Enqueue("cluster/d/s");
+  parts.materializer->Drain();
+  EXPECT_TRUE(IsStub("cluster/d/s")) << "the older stub is still there";
+  EXPECT_EQ(parts.page.stubs.load(), 1u) << "a program's open of it would read zeros";
+}
+
+TEST_F(StubCountTest, ADirectoryThatCannotReplaceAStubLeavesTheStubCounted) {
+  ViewParts parts(node(), view_);
+  PlaceStub(parts, "cluster/d/s");
+  ASSERT_TRUE(parts.recorder->Sync().ok());
+  ASSERT_EQ(parts.page.stubs.load(), 1u);
+  Immutable frozen(view_ + "/cluster/d");
+  if (!frozen.ok()) GTEST_SKIP() << "cannot make a directory immutable here: " << strerror(errno);
+  v1::Inode dir;  // the peer made s a directory since: its unlink of the stub is refused
+  dir.set_type(v1::FILE_TYPE_DIRECTORY);
+  dir.set_mode(0755);
+  dir.set_uid(getuid());
+  dir.set_gid(getgid());
+  ASSERT_TRUE(node().store->Apply("cluster/d/s",
+                                  Record{Version{node().store->clock().Now(), node().store->node_id() + 1}, false,
+                                         dir.SerializeAsString()},
+                                  false, Cf::kNs)
+                  .value());
+  parts.materializer->Enqueue("cluster/d/s");
+  parts.materializer->Drain();
+  EXPECT_TRUE(IsStub("cluster/d/s")) << "the stub is still there";
+  EXPECT_EQ(parts.page.stubs.load(), 1u) << "a program's open of it would read zeros";
 }
 
 }  // namespace
