@@ -7,13 +7,18 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -79,6 +84,7 @@ pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log,
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);  // gone with the bench, even one that crashed
     if (getppid() != parent) _exit(1);
+    setpgid(0, 0);  // not the terminal's ^C: the bench's handler may still need it (UndoOnSignal)
     dup2(log_fd, 1);
     dup2(log_fd, 2);
     spec.Exec();
@@ -92,6 +98,73 @@ void StopDaemon(pid_t* pid) {
   kill(*pid, SIGTERM);
   Reap(*pid);
   *pid = -1;
+}
+
+namespace {
+
+// The handler's list: written before the handler may read an entry, never
+// freed (a handler on another thread may be reading it).
+constexpr int kMaxUndos = 32;
+char** undo_argv[kMaxUndos];
+std::atomic<bool> undo_live[kMaxUndos];
+std::atomic<int> undo_count{0};
+
+extern "C" void RunUndosThenDie(int sig) {
+  const int saved = errno;
+  for (int i = undo_count.load() - 1; i >= 0; --i) {
+    if (!undo_live[i].exchange(false)) continue;
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, 1);
+      dup2(null, 2);
+      execve(undo_argv[i][0], undo_argv[i], environ);
+      _exit(127);
+    }
+    int status;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR) continue;
+  }
+  signal(sig, SIG_DFL);
+  errno = saved;
+  raise(sig);
+}
+
+// argv[0] as execve takes it: a path, found on PATH (not in the handler: execvp may allocate).
+std::string OnPath(const std::string& program) {
+  if (program.find('/') != std::string::npos) return program;
+  const char* path = getenv("PATH");
+  std::stringstream dirs(path != nullptr ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');)
+    if (std::string at = dir + "/" + program; access(at.c_str(), X_OK) == 0) return at;
+  return "";
+}
+
+}  // namespace
+
+int UndoOnSignal(const std::vector<std::string>& argv) {
+  static std::once_flag handlers;
+  std::call_once(handlers, [] {
+    struct sigaction sa {};
+    sa.sa_handler = RunUndosThenDie;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sa.sa_mask, sig);  // one handler at a time
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+  });
+  const int at = undo_count.load();
+  const std::string program = argv.empty() ? "" : OnPath(argv[0]);
+  if (at >= kMaxUndos || program.empty()) return -1;
+  char** copy = new char*[argv.size() + 1];
+  copy[0] = strdup(program.c_str());
+  for (size_t i = 1; i < argv.size(); ++i) copy[i] = strdup(argv[i].c_str());
+  copy[argv.size()] = nullptr;
+  undo_argv[at] = copy;
+  undo_live[at] = true;
+  undo_count = at + 1;  // (after the entry: the handler reads up to the count)
+  return at;
+}
+
+void UndoneAlready(int handle) {
+  if (handle >= 0 && handle < kMaxUndos) undo_live[handle] = false;
 }
 
 std::vector<std::string> LoopbackSshd::Ssh(const std::vector<std::string>& remote) const {
@@ -166,6 +239,7 @@ bool SshfsMount::Mount(std::string* why) {
   if (!InstallIfMissing("/usr/bin/sshfs", "sshfs", why)) return false;
   std::error_code ec;
   std::filesystem::create_directories(at_, ec);
+  undo_ = UndoOnSignal({"fusermount3", "-u", "-z", at_});
   auto r = RunCommand({"sshfs", "-p", std::to_string(sshd_.port()), "-o",
                        "IdentityFile=" + sshd_.client_key() +
                            ",StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,BatchMode=yes",
@@ -180,6 +254,7 @@ bool SshfsMount::Mount(std::string* why) {
 
 SshfsMount::~SshfsMount() {
   if (mounted_) RunCommand({"fusermount3", "-u", "-z", at_});
+  UndoneAlready(undo_);
 }
 
 GlusterVolume::GlusterVolume(std::string dir) : dir_(std::move(dir)), name_(fmt::format("onebox-bench-{}", getpid())) {}
@@ -206,6 +281,9 @@ bool GlusterVolume::Start(std::string* why) {
   std::error_code ec;
   std::filesystem::create_directories(dir_ + "/brick1", ec);
   std::filesystem::create_directories(dir_ + "/brick2", ec);
+  // (Run last first: the volume stopped, with its brick processes, then deleted.)
+  undos_.push_back(UndoOnSignal({"gluster", "--mode=script", "volume", "delete", name_}));
+  undos_.push_back(UndoOnSignal({"gluster", "--mode=script", "volume", "stop", name_, "force"}));
   last = gluster({"volume", "create", name_, "replica", "2", "127.0.0.2:" + dir_ + "/brick1",
                   "127.0.0.2:" + dir_ + "/brick2", "force"});
   if (last.exit_code != 0) {
@@ -224,6 +302,7 @@ bool GlusterVolume::Start(std::string* why) {
 bool GlusterVolume::Mount(const std::string& at, std::string* why) {
   std::error_code ec;
   std::filesystem::create_directories(at, ec);
+  undos_.push_back(UndoOnSignal({"umount", "-l", at}));
   auto r = RunCommand({"mount", "-t", "glusterfs", "127.0.0.2:/" + name_, at});
   if (r.exit_code != 0) {
     *why = fmt::format("mount -t glusterfs exited {}: {}{}", r.exit_code, r.out, r.err);
@@ -239,6 +318,7 @@ GlusterVolume::~GlusterVolume() {
     RunCommand({"gluster", "--mode=script", "volume", "stop", name_, "force"});  // its brick processes too
     RunCommand({"gluster", "--mode=script", "volume", "delete", name_});
   }
+  for (int undo : undos_) UndoneAlready(undo);
   StopDaemon(&glusterd_);
 }
 

@@ -23,12 +23,24 @@ int Reap(pid_t pid);
 // binary exists, or apt-get installs package; false, with why, when it cannot.
 bool InstallIfMissing(const std::string& binary, const std::string& package, std::string* why);
 // argv started in the background (our environment with env added), its
-// standard error and output appended to log; it gets SIGTERM when the bench
-// dies. Returns the pid, or -1.
+// standard error and output appended to log, in a process group of its own
+// (a ^C reaches the bench, not it); it gets SIGTERM when the bench dies.
+// Returns the pid, or -1.
 pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log,
                   const std::map<std::string, std::string>& env = {});
 // SIGTERM, then reaped.
 void StopDaemon(pid_t* pid);
+
+// What a bench stopped by SIGINT, SIGTERM or SIGHUP must still undo (its
+// destructors do not run then): mounts, a GlusterFS volume, which outlive
+// it. Each command is registered before the thing it undoes is made, and
+// run by the signal handler (fork, execve and waitpid, which a handler may
+// call), the last registered first; then the bench dies of the signal. Its
+// daemons go with it (StartDaemon). Returns a handle for UndoneAlready, -1
+// when the list is full or the program is not found.
+int UndoOnSignal(const std::vector<std::string>& argv);
+// The destructor undid it: the handler leaves it alone.
+void UndoneAlready(int handle);
 
 // A sshd of the bench's own on 127.0.0.1: host and client keys, config and
 // pid file in dir.
@@ -67,6 +79,7 @@ class SshfsMount {
   const LoopbackSshd& sshd_;
   std::string remote_, at_;
   bool mounted_ = false;
+  int undo_ = -1;
 };
 
 // GlusterFS (Debian's glusterfs-server) as a user of one machine would set
@@ -87,6 +100,7 @@ class GlusterVolume {
   pid_t glusterd_ = -1;
   bool created_ = false;
   std::vector<std::string> mounts_;
+  std::vector<int> undos_;
 };
 
 // etcd (Debian's etcd-server), one member, on two loopback ports, its data in dir.

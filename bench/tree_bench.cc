@@ -154,6 +154,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   TempDir dir;
+  // Stopped by a signal: the data (GiBs on tmpfs) and the agents' join token
+  // go too, last (after the peers' mounts: registered later, run first).
+  onebox::bench::UndoOnSignal({"rm", "-rf", dir.path(), onebox::testing::TestJoinTokenFile()});
   std::string tarball = dir / "tree.tar";
   RunResult made = onebox::testing::RunCommand(
       {"tar", "-cf", tarball, "--exclude=*-packages", "--exclude=libpython3.11.so", "--exclude=sitecustomize.py", "-C", std::filesystem::path(kTreeSource).parent_path(), kTree});
