@@ -75,7 +75,7 @@ bool InstallIfMissing(const std::string& binary, const std::string& package, std
 }
 
 pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log,
-                  const std::map<std::string, std::string>& env) {
+                  const std::map<std::string, std::string>& env, bool own_group) {
   int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) return -1;
   onebox::testing::ExecSpec spec(argv, env);
@@ -84,7 +84,7 @@ pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log,
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);  // gone with the bench, even one that crashed
     if (getppid() != parent) _exit(1);
-    setpgid(0, 0);  // not the terminal's ^C: the bench's handler may still need it (UndoOnSignal)
+    if (own_group) setpgid(0, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
     spec.Exec();
@@ -109,12 +109,21 @@ char** undo_argv[kMaxUndos];
 std::atomic<bool> undo_live[kMaxUndos];
 std::atomic<int> undo_count{0};
 
+std::atomic<bool> undoing{false};
+
 extern "C" void RunUndosThenDie(int sig) {
+  // (The mask blocks a second signal only on this thread: one on another
+  // thread waits here, and dies of the first's raise.)
+  if (undoing.exchange(true))
+    for (;;) pause();
   const int saved = errno;
   for (int i = undo_count.load() - 1; i >= 0; --i) {
     if (!undo_live[i].exchange(false)) continue;
-    const pid_t pid = fork();
+    const pid_t pid = _Fork();  // (fork is not async-signal-safe in glibc: its atfork handlers, malloc's locks)
     if (pid == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);  // the handler's mask is no undo's
       const int null = open("/dev/null", O_WRONLY);
       dup2(null, 1);
       dup2(null, 2);
@@ -147,7 +156,7 @@ int UndoOnSignal(const std::vector<std::string>& argv) {
     struct sigaction sa {};
     sa.sa_handler = RunUndosThenDie;
     sigemptyset(&sa.sa_mask);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sa.sa_mask, sig);  // one handler at a time
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sa.sa_mask, sig);  // (on this thread)
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
   });
   const int at = undo_count.load();
@@ -266,7 +275,8 @@ bool GlusterVolume::Start(std::string* why) {
     return false;
   }
   std::string log = dir_ + "/glusterd.log";
-  glusterd_ = StartDaemon({"/usr/sbin/glusterd", "-N", "--log-file", log}, dir_ + "/glusterd.out");
+  // (Its own process group: a ^C must leave it to stop the volume, UndoOnSignal.)
+  glusterd_ = StartDaemon({"/usr/sbin/glusterd", "-N", "--log-file", log}, dir_ + "/glusterd.out", {}, true);
   auto gluster = [](std::vector<std::string> args) {
     args.insert(args.begin(), {"gluster", "--mode=script"});
     return RunCommand(args);

@@ -23,21 +23,24 @@ int Reap(pid_t pid);
 // binary exists, or apt-get installs package; false, with why, when it cannot.
 bool InstallIfMissing(const std::string& binary, const std::string& package, std::string* why);
 // argv started in the background (our environment with env added), its
-// standard error and output appended to log, in a process group of its own
-// (a ^C reaches the bench, not it); it gets SIGTERM when the bench dies.
+// standard error and output appended to log; it gets SIGTERM when the bench
+// dies. own_group: in a process group of its own, so that a ^C reaches the
+// bench and not it (a daemon the bench's undos still need: UndoOnSignal).
 // Returns the pid, or -1.
 pid_t StartDaemon(const std::vector<std::string>& argv, const std::string& log,
-                  const std::map<std::string, std::string>& env = {});
+                  const std::map<std::string, std::string>& env = {}, bool own_group = false);
 // SIGTERM, then reaped.
 void StopDaemon(pid_t* pid);
 
 // What a bench stopped by SIGINT, SIGTERM or SIGHUP must still undo (its
 // destructors do not run then): mounts, a GlusterFS volume, which outlive
 // it. Each command is registered before the thing it undoes is made, and
-// run by the signal handler (fork, execve and waitpid, which a handler may
-// call), the last registered first; then the bench dies of the signal. Its
-// daemons go with it (StartDaemon). Returns a handle for UndoneAlready, -1
-// when the list is full or the program is not found.
+// run by the signal handler (_Fork, execve and waitpid, which a handler may
+// call; a second signal meanwhile, on any thread, waits for the first's),
+// the last registered first; then the bench dies of the signal. Its daemons
+// go with it (StartDaemon). Called from one thread (the bench's main one).
+// Returns a handle for UndoneAlready, -1 when the list is full or the
+// program is not found.
 int UndoOnSignal(const std::vector<std::string>& argv);
 // The destructor undid it: the handler leaves it alone.
 void UndoneAlready(int handle);
