@@ -125,8 +125,9 @@ class ViewRecorder {
   // for the queue in poll(): there each placement's rename would wake it
   // (an interprocessor wake-up, then a wait for the view lock the placing
   // thread holds), about as costly as the placement's own rename. A rest
-  // that found no event ends the resting until the queue wakes the loop
-  // again: a trickle of placements costs at most one rest each. A
+  // that found no event ends the resting until the full wait returns (an
+  // event, or any other descriptor): a trickle of placements costs at most
+  // one rest each. A
   // program's change made here meanwhile is handled up to kRestMs later
   // (and the symlink guard's gap grows by as much: symlink_guard.h).
   static constexpr int64_t kRestWhilePlacingNs = 10'000'000;

@@ -207,7 +207,10 @@ TEST_F(StubCountTest, AStubsNewVersionThatCannotTakeItsNameLeavesTheStubCounted)
   ASSERT_TRUE(node().store->Apply("cluster/d/s", PeersFileHeldElsewhere("newer"), false, Cf::kNs).value());
   parts.materializer->Enqueue("cluster/d/s");
   parts.materializer->Drain();
-  EXPECT_TRUE(IsStub("cluster/d/s")) << "the older stub is still there";
+  struct stat st;
+  ASSERT_EQ(stat((view_ + "/cluster/d/s").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, std::string("content of cluster/d/s").size()) << "the older stub is still there";
+  EXPECT_TRUE(IsStub("cluster/d/s"));
   EXPECT_EQ(parts.page.stubs.load(), 1u) << "a program's open of it would read zeros";
 }
 

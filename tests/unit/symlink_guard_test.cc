@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -378,6 +379,47 @@ TEST_F(GuardedView, AMountAfterTheProofRaisesTheCount) {
   ASSERT_TRUE(recorder_->Sync().ok());
   ASSERT_EQ(umount2(V("q/m").c_str(), MNT_DETACH), 0);
   EXPECT_TRUE(Proven());
+}
+
+// While the materializer places peers' files the recorder rests away from
+// the inotify queue (ViewRecorder::kRestWhilePlacingNs): the mount table's
+// changes must still reach it, not only once placements stop.
+TEST_F(GuardedView, AMountWhileFilesArePlacedRaisesTheCount) {
+  std::string outside = dir_ / "outside";
+  std::filesystem::create_directories(outside);
+  ASSERT_EQ(symlink("/etc", (outside + "/esc").c_str()), 0);
+  std::filesystem::create_directories(V("p/m"));
+  std::filesystem::create_directories(dir_ / "staging");
+  ASSERT_TRUE(recorder_->Sync().ok());
+  ASSERT_TRUE(Proven());
+  std::atomic<bool> placing{true};
+  std::thread materializer([&] {  // a file placed every 2 ms, as a steady stream's are
+    for (int n = 0; placing; ++n) {
+      const std::string staged = dir_ / fmt::format("staging/f{}", n), name = fmt::format("p/f{}", n);
+      std::ofstream(staged) << n;
+      struct stat st {};
+      if (rename(staged.c_str(), V(name).c_str()) == 0 && stat(V(name).c_str(), &st) == 0)
+        ledger_->Placed("cluster/" + name, st, Version{});
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  struct Join {
+    std::atomic<bool>& placing;
+    std::thread& thread;
+    ~Join() {
+      placing = false;
+      thread.join();
+    }
+  } join{placing, materializer};
+  std::this_thread::sleep_for(20ms);  // resting by now
+  ASSERT_EQ(Count(), 0u) << "proven while files are placed";
+  if (mount(outside.c_str(), V("p/m").c_str(), nullptr, MS_BIND, nullptr) != 0)
+    GTEST_SKIP() << "cannot bind-mount here: " << strerror(errno);
+  struct Unmount {
+    std::string at;
+    ~Unmount() { umount2(at.c_str(), MNT_DETACH); }
+  } unmount{V("p/m")};
+  EXPECT_TRUE(WaitUntil([&] { return Count() != 0; }, 2s, "a mount made while files are placed is noticed", 1ms));
 }
 
 // What a walk cannot pass (here: directories nested deeper than it goes)
