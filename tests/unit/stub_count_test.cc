@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <mutex>
 #include <string>
@@ -196,45 +197,59 @@ class Immutable {
   bool ok_ = false;
 };
 
-TEST_F(StubCountTest, AStubsNewVersionThatCannotTakeItsNameLeavesTheStubCounted) {
-  ViewParts parts(node(), view_);
-  PlaceStub(parts, "cluster/d/s");
-  ASSERT_TRUE(parts.recorder->Sync().ok());
-  ASSERT_EQ(parts.page.stubs.load(), 1u);
-  Immutable frozen(view_ + "/cluster/d");
-  if (!frozen.ok()) GTEST_SKIP() << "cannot make a directory immutable here: " << strerror(errno);
+// A stub at cluster/d/s, counted; then d made immutable.
+class StubInAnImmutableDirectory : public StubCountTest {
+ protected:
+  void SetUp() override {
+    StubCountTest::SetUp();
+    parts_ = std::make_unique<ViewParts>(node(), view_);
+    PlaceStub(*parts_, "cluster/d/s");
+    ASSERT_TRUE(parts_->recorder->Sync().ok());
+    ASSERT_EQ(parts_->page.stubs.load(), 1u);
+    frozen_ = std::make_unique<Immutable>(view_ + "/cluster/d");
+    if (!frozen_->ok()) GTEST_SKIP() << "cannot make a directory immutable here: " << strerror(errno);
+  }
+  void TearDown() override {
+    frozen_.reset();  // (before the parts stop, and the temp dir goes)
+    parts_.reset();
+  }
+  // The peer's newer record of cluster/d/s, handed to the materializer.
+  void Materialize(const v1::Inode& newer) {
+    ASSERT_TRUE(node()
+                    .store
+                    ->Apply("cluster/d/s",
+                            Record{Version{node().store->clock().Now(), node().store->node_id() + 1}, false,
+                                   newer.SerializeAsString()},
+                            false, Cf::kNs)
+                    .value());
+    parts_->materializer->Enqueue("cluster/d/s");
+    parts_->materializer->Drain();
+  }
+  std::unique_ptr<ViewParts> parts_;
+  std::unique_ptr<Immutable> frozen_;
+};
+
+TEST_F(StubInAnImmutableDirectory, ANewVersionThatCannotTakeTheNameLeavesTheStubCounted) {
   // A newer version, as a stub too: its rename into d is refused.
-  ASSERT_TRUE(node().store->Apply("cluster/d/s", PeersFileHeldElsewhere("newer"), false, Cf::kNs).value());
-  parts.materializer->Enqueue("cluster/d/s");
-  parts.materializer->Drain();
+  v1::Inode newer;
+  ASSERT_TRUE(newer.ParseFromString(PeersFileHeldElsewhere("newer").value));
+  Materialize(newer);
   struct stat st;
   ASSERT_EQ(stat((view_ + "/cluster/d/s").c_str(), &st), 0);
   EXPECT_EQ(st.st_size, std::string("content of cluster/d/s").size()) << "the older stub is still there";
   EXPECT_TRUE(IsStub("cluster/d/s"));
-  EXPECT_EQ(parts.page.stubs.load(), 1u) << "a program's open of it would read zeros";
+  EXPECT_EQ(parts_->page.stubs.load(), 1u) << "a program's open of it would read zeros";
 }
 
-TEST_F(StubCountTest, ADirectoryThatCannotReplaceAStubLeavesTheStubCounted) {
-  ViewParts parts(node(), view_);
-  PlaceStub(parts, "cluster/d/s");
-  ASSERT_TRUE(parts.recorder->Sync().ok());
-  ASSERT_EQ(parts.page.stubs.load(), 1u);
-  Immutable frozen(view_ + "/cluster/d");
-  if (!frozen.ok()) GTEST_SKIP() << "cannot make a directory immutable here: " << strerror(errno);
+TEST_F(StubInAnImmutableDirectory, ADirectoryThatCannotReplaceTheStubLeavesItCounted) {
   v1::Inode dir;  // the peer made s a directory since: its unlink of the stub is refused
   dir.set_type(v1::FILE_TYPE_DIRECTORY);
   dir.set_mode(0755);
   dir.set_uid(getuid());
   dir.set_gid(getgid());
-  ASSERT_TRUE(node().store->Apply("cluster/d/s",
-                                  Record{Version{node().store->clock().Now(), node().store->node_id() + 1}, false,
-                                         dir.SerializeAsString()},
-                                  false, Cf::kNs)
-                  .value());
-  parts.materializer->Enqueue("cluster/d/s");
-  parts.materializer->Drain();
+  Materialize(dir);
   EXPECT_TRUE(IsStub("cluster/d/s")) << "the stub is still there";
-  EXPECT_EQ(parts.page.stubs.load(), 1u) << "a program's open of it would read zeros";
+  EXPECT_EQ(parts_->page.stubs.load(), 1u) << "a program's open of it would read zeros";
 }
 
 }  // namespace
