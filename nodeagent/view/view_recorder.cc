@@ -265,14 +265,12 @@ void ViewRecorder::Loop() {
     if (fds[3].revents & (POLLPRI | POLLERR)) OnMountsChanged();
     if (fds[4].revents & POLLIN)
       for (const std::string& path : prehasher_->TakeIdle()) Follow(path, Change::kContentChanged);
-    const uint64_t read_before = events_read_;
-    ReadEvents();
-    rest_found_nothing = resting && events_read_ == read_before;
+    rest_found_nothing = !ReadEvents() && resting;
   }
   if (guard_) guard_->RecorderCaughtUp(0);  // no longer following the view: never caught up again
 }
 
-void ViewRecorder::ReadEvents(bool* moved) {
+bool ViewRecorder::ReadEvents(bool* moved) {
   // (A move's two events are read in one round: the kernel queues the
   // second right after the first, and the round reads until none is left.)
   ledger_.HoldStubCount();
@@ -280,16 +278,19 @@ void ViewRecorder::ReadEvents(bool* moved) {
     ViewLedger& ledger;
     ~Release() { ledger.ReleaseStubCount(); }
   } release{ledger_};
+  bool read_any = false;
   for (;;) {
     int64_t now = CoarseMonotonicNs();
     ssize_t n = read(inotify_fd_, event_buf_.data(), event_buf_.size());
     if (n < 0 && errno == EAGAIN && guard_) guard_->RecorderCaughtUp(now);  // the queue was empty
     if (n <= 0) break;
+    read_any = true;
     HandleEvents(event_buf_.data(), static_cast<size_t>(n), moved);
     // A read that left room for the longest event took all that was queued.
     if (guard_ && event_buf_.size() - static_cast<size_t>(n) >= sizeof(inotify_event) + NAME_MAX + 1)
       guard_->RecorderCaughtUp(now);
   }
+  return read_any;
 }
 
 std::vector<bool> CoveredByAClose(const std::vector<const inotify_event*>& events) {
@@ -332,7 +333,6 @@ void ViewRecorder::HandleEvents(const char* buf, size_t len, bool* moved) {
     overflowed |= (ev->mask & IN_Q_OVERFLOW) != 0;
     events.push_back(ev);
   }
-  events_read_ += events.size();
   // (After an overflow the rescan records everything: nothing to spare.)
   // A sync marker is a barrier: Sync() returns once the events before it
   // are handled, so none of those is left to a close that comes after it.

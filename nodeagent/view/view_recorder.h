@@ -127,9 +127,9 @@ class ViewRecorder {
   // thread holds), about as costly as the placement's own rename. A rest
   // that found no event ends the resting until the full wait returns (an
   // event, or any other descriptor): a trickle of placements costs at most
-  // one rest each. A
-  // program's change made here meanwhile is handled up to kRestMs later
-  // (and the symlink guard's gap grows by as much: symlink_guard.h).
+  // one rest each. A program's change made here meanwhile is handled up to
+  // kRestMs later (and the symlink guard's gap grows by as much:
+  // symlink_guard.h).
   static constexpr int64_t kRestWhilePlacingNs = 10'000'000;
   static constexpr int kRestMs = 1;
   // Records (kCreatedLate) the files made empty whose grace ended by now_ns
@@ -142,9 +142,10 @@ class ViewRecorder {
   ViewRecorder(std::string view_root, int root_fd, int inotify_fd, int wake_fd, Store& store, ViewLedger& ledger,
                SymlinkGuard* guard, std::function<void()> settle, BehindFn behind);
   void Loop();
-  // Handles what the inotify fd holds now. *moved (if given): an entry was
-  // created or moved, or events were lost (a symlink-free proof is void).
-  void ReadEvents(bool* moved = nullptr);
+  // Handles what the inotify fd holds now; false when it held nothing.
+  // *moved (if given): an entry was created or moved, or events were lost
+  // (a symlink-free proof is void).
+  bool ReadEvents(bool* moved = nullptr);
   void HandleEvents(const char* buf, size_t len, bool* moved = nullptr);
   // Is ev about a Sync() marker (a name of ours in the view root)?
   bool IsSyncMarker(const inotify_event& ev) const;
@@ -299,7 +300,6 @@ class ViewRecorder {
   std::atomic<uint64_t> mount_changes_{0};
   std::atomic<uint64_t> hashed_ahead_{0};
   std::atomic<uint64_t> covered_events_{0};
-  uint64_t events_read_ = 0;  // by the loop's thread: whether a rest found anything to read
   std::unique_ptr<ChunkPrehasher> prehasher_;  // made after the first scan (which stores what it hashes)
 
   // Sync(): a marker file in the view root; the loop reports when it sees it.
