@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <functional>
@@ -703,34 +702,26 @@ std::map<pid_t, ThreadNice> ThreadNices(pid_t pid) {
 
 PriorityLooks LookAtPrioritiesWhile(const std::vector<pid_t>& agents, const std::function<void()>& work) {
   PriorityLooks looks;
-  std::atomic<bool> look{true};
-  std::thread looker([&] {
-    while (look) {
-      for (pid_t agent : agents) {
-        std::map<pid_t, ThreadNice> threads = ThreadNices(agent);
-        if (!threads.count(agent)) continue;
-        const int own = threads[agent].nice;
-        for (const auto& [tid, thread] : threads) {
-          if (thread.name == "onebox-fetch" || thread.nice == own) continue;
-          std::string& off = looks.others_off[agent];
-          if (thread.name == "onebox-place" && thread.nice == std::min(own + 10, 19))
-            ++looks.placing_lowered[agent];
-          else if (off.find("(" + thread.name + ")") == std::string::npos)
-            off += fmt::format("{} ({}) at {} (agent at {}); ", tid, thread.name, thread.nice, own);
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  });
   {
-    struct Stop {  // whatever work() does
-      std::atomic<bool>& look;
-      std::thread& looker;
-      ~Stop() {
-        look = false;
-        looker.join();
+    // Stopped and joined at the block's end, whatever work() does.
+    std::jthread looker([&](std::stop_token stop) {
+      while (!stop.stop_requested()) {
+        for (pid_t agent : agents) {
+          std::map<pid_t, ThreadNice> threads = ThreadNices(agent);
+          if (!threads.count(agent)) continue;
+          const int own = threads[agent].nice;
+          for (const auto& [tid, thread] : threads) {
+            if (thread.name == "onebox-fetch" || thread.nice == own) continue;
+            std::string& off = looks.others_off[agent];
+            if (thread.name == "onebox-place" && thread.nice == std::min(own + 10, 19))
+              ++looks.placing_lowered[agent];
+            else if (off.find("(" + thread.name + ")") == std::string::npos)
+              off += fmt::format("{} ({}) at {} (agent at {}); ", tid, thread.name, thread.nice, own);
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-    } stop{look, looker};
+    });
     work();
   }
   return looks;

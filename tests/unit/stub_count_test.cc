@@ -38,8 +38,13 @@ class StubCountTest : public ::testing::Test {
     view_ = dir_ / "view";
     std::filesystem::create_directories(view_ + "/cluster");
   }
-  // A peer's file version, newer than anything here, whose content this
-  // node does not hold: the materializer places it as a stub.
+  // A peer's version of an entry, newer than anything here.
+  Record PeersVersion(const v1::Inode& inode) {
+    return Record{Version{node().store->clock().Now(), node().store->node_id() + 1}, false,
+                  inode.SerializeAsString()};
+  }
+  // A peer's file version whose content this node does not hold: the
+  // materializer places it as a stub.
   Record PeersFileHeldElsewhere(const std::string& bytes) {
     v1::Inode inode;
     inode.set_type(v1::FILE_TYPE_REGULAR);
@@ -49,8 +54,7 @@ class StubCountTest : public ::testing::Test {
     inode.set_size(bytes.size());
     inode.set_mtime_ns(1'700'000'000'000'000'000);
     inode.add_chunks(Sha256(bytes));
-    return Record{Version{node().store->clock().Now(), node().store->node_id() + 1}, false,
-                  inode.SerializeAsString()};
+    return PeersVersion(inode);
   }
   void PlaceStub(ViewParts& parts, const std::string& key) {
     ASSERT_TRUE(node().store->Apply(key, PeersFileHeldElsewhere("content of " + key), false, Cf::kNs).value());
@@ -214,14 +218,8 @@ class StubInAnImmutableDirectory : public StubCountTest {
     parts_.reset();
   }
   // The peer's newer record of cluster/d/s, handed to the materializer.
-  void Materialize(const v1::Inode& newer) {
-    ASSERT_TRUE(node()
-                    .store
-                    ->Apply("cluster/d/s",
-                            Record{Version{node().store->clock().Now(), node().store->node_id() + 1}, false,
-                                   newer.SerializeAsString()},
-                            false, Cf::kNs)
-                    .value());
+  void Materialize(const Record& newer) {
+    ASSERT_TRUE(node().store->Apply("cluster/d/s", newer, false, Cf::kNs).value());
     parts_->materializer->Enqueue("cluster/d/s");
     parts_->materializer->Drain();
   }
@@ -230,10 +228,7 @@ class StubInAnImmutableDirectory : public StubCountTest {
 };
 
 TEST_F(StubInAnImmutableDirectory, ANewVersionThatCannotTakeTheNameLeavesTheStubCounted) {
-  // A newer version, as a stub too: its rename into d is refused.
-  v1::Inode newer;
-  ASSERT_TRUE(newer.ParseFromString(PeersFileHeldElsewhere("newer").value));
-  Materialize(newer);
+  Materialize(PeersFileHeldElsewhere("newer"));  // a stub too: its rename into d is refused
   struct stat st;
   ASSERT_EQ(stat((view_ + "/cluster/d/s").c_str(), &st), 0);
   EXPECT_EQ(st.st_size, std::string("content of cluster/d/s").size()) << "the older stub is still there";
@@ -247,7 +242,7 @@ TEST_F(StubInAnImmutableDirectory, ADirectoryThatCannotReplaceTheStubLeavesItCou
   dir.set_mode(0755);
   dir.set_uid(getuid());
   dir.set_gid(getgid());
-  Materialize(dir);
+  Materialize(PeersVersion(dir));
   EXPECT_TRUE(IsStub("cluster/d/s")) << "the stub is still there";
   EXPECT_EQ(parts_->page.stubs.load(), 1u) << "a program's open of it would read zeros";
 }

@@ -12,7 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -392,9 +391,8 @@ TEST_F(GuardedView, AMountWhileFilesArePlacedRaisesTheCount) {
   std::filesystem::create_directories(dir_ / "staging");
   ASSERT_TRUE(recorder_->Sync().ok());
   ASSERT_TRUE(Proven());
-  std::atomic<bool> placing{true};
-  std::thread materializer([&] {  // a file placed every 2 ms, as a steady stream's are
-    for (int n = 0; placing; ++n) {
+  std::jthread materializer([&](std::stop_token stop) {  // a file placed every 2 ms, as a steady stream's are
+    for (int n = 0; !stop.stop_requested(); ++n) {
       const std::string staged = dir_ / fmt::format("staging/f{}", n), name = fmt::format("p/f{}", n);
       std::ofstream(staged) << n;
       struct stat st {};
@@ -402,15 +400,7 @@ TEST_F(GuardedView, AMountWhileFilesArePlacedRaisesTheCount) {
         ledger_->Placed("cluster/" + name, st, Version{});
       std::this_thread::sleep_for(2ms);
     }
-  });
-  struct Join {
-    std::atomic<bool>& placing;
-    std::thread& thread;
-    ~Join() {
-      placing = false;
-      thread.join();
-    }
-  } join{placing, materializer};
+  });  // (stopped and joined when the test ends, however it ends)
   std::this_thread::sleep_for(20ms);  // resting by now
   ASSERT_EQ(Count(), 0u) << "proven while files are placed";
   if (mount(outside.c_str(), V("p/m").c_str(), nullptr, MS_BIND, nullptr) != 0)
